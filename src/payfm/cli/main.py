@@ -1,0 +1,61 @@
+"""The `payfm` command line: thin click groups per noun over the library.
+
+Every user error (:class:`payfm.errors.PayfmError`) prints one message and exits 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from payfm import __version__
+from payfm.cli.demo import demo
+from payfm.cli.events import generate, import_, sql, summary
+from payfm.errors import PayfmError
+from payfm.events.workspace import DEFAULT_WORKSPACE
+
+
+class _Group(click.Group):
+    """Turns library errors into one clean message and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PayfmError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option(
+    "--workspace",
+    "-w",
+    envvar="PAYFM_WORKSPACE",
+    default=DEFAULT_WORKSPACE,
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Workspace directory (or set PAYFM_WORKSPACE).",
+)
+@click.version_option(__version__, prog_name="payfm")
+@click.pass_context
+def cli(ctx: click.Context, workspace: str) -> None:
+    """payfm: the open ML foundations platform for payments risk.
+
+    \b
+    Quick start:
+      payfm generate --charges 100000 --days 30     # a synthetic payments world
+      payfm summary                                 # what is in the log
+      payfm sql "SELECT scenario, count(*) FROM charges GROUP BY 1"
+    """
+    ctx.obj = {"workspace": workspace}
+
+
+cli.add_command(generate)
+cli.add_command(import_)
+cli.add_command(sql)
+cli.add_command(summary)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli(prog_name="payfm")

@@ -1,0 +1,98 @@
+"""Rich rendering shared by the commands: tables, summaries, progress."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from payfm.events.summary import LogSummary
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; yields ``update(done, total)``."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+
+        def update(done: int, total_: int) -> None:
+            bar.update(task, completed=done, total=total_)
+
+        yield update
+
+
+def print_arrow(table: pa.Table, fmt: str, limit: int | None) -> None:
+    """Print ``table`` as a rich table (first ``limit`` rows), CSV or JSON lines on stdout."""
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        sys.stdout.write(sink.getvalue().to_pybytes().decode())
+        return
+    if fmt == "json":
+        for row in table.to_pylist():
+            sys.stdout.write(json.dumps(row, default=str) + "\n")
+        return
+    shown = table if limit is None else table.slice(0, limit)
+    out = Table(show_header=True, header_style="bold")
+    for name in table.column_names:
+        out.add_column(name)
+    for row in shown.to_pylist():
+        out.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(out)
+    if limit is not None and table.num_rows > limit:
+        console.print(
+            f"[dim]{limit} of {table.num_rows} rows shown; use --limit or --format csv for all[/dim]"
+        )
+
+
+def print_summary(s: LogSummary) -> None:
+    """The event log summary: volumes, authorization, fraud by scenario, label delays."""
+    head = Table(title="Event log", show_header=False)
+    head.add_column(style="bold")
+    head.add_column(justify="right")
+    head.add_row("charges", f"{s.charges:,}")
+    head.add_row("period (UTC)", f"{s.first} .. {s.last}")
+    head.add_row("merchants / cards", f"{s.merchants:,} / {s.cards:,}")
+    head.add_row("authorization rate", f"{s.authorization_rate:.2%}")
+    head.add_row("issuer declined / blocked", f"{s.issuer_declined:,} / {s.blocked:,}")
+    head.add_row("authorized volume (USD)", f"{s.volume_usd:,.0f}")
+    head.add_row("disputes (fraudulent)", f"{s.disputes:,} ({s.fraud_disputes:,})")
+    head.add_row("early fraud warnings", f"{s.early_fraud_warnings:,}")
+    head.add_row("refunds", f"{s.refunds:,}")
+    head.add_row("charges labelled fraud so far", f"{s.labelled_fraud_charges:,}")
+    console.print(head)
+    if s.fraud_by_scenario:
+        fraud = Table(title="Fraud by scenario (ground truth)")
+        fraud.add_column("scenario")
+        fraud.add_column("charges", justify="right")
+        fraud.add_column("share of all charges", justify="right")
+        total = sum(s.fraud_by_scenario.values())
+        for name, n in s.fraud_by_scenario.items():
+            fraud.add_row(name, f"{n:,}", f"{n / s.charges:.3%}")
+        fraud.add_row("[bold]all fraud", f"[bold]{total:,}", f"[bold]{total / s.charges:.3%}")
+        console.print(fraud)
+    delays = Table(title="Label delay (days after the charge)")
+    delays.add_column("outcome")
+    for q in ("events", "p10", "p50", "p90", "p99"):
+        delays.add_column(q, justify="right")
+    for name, d in s.delays.items():
+        cells = [f"{v:.1f}" if v is not None else "-" for v in (d.p10, d.p50, d.p90, d.p99)]
+        delays.add_row(name, f"{d.events:,}", *cells)
+    console.print(delays)

@@ -1,0 +1,65 @@
+"""Read-only analyst SQL over the workspace tables, with DuckDB.
+
+Three locks, each enough alone for its own threat:
+1. only single ``SELECT`` statements are accepted (no COPY, ATTACH, INSERT, CREATE, SET, PRAGMA ...);
+2. the connection may read exactly the workspace's committed data files, nothing else on disk
+   (``allowed_paths`` + ``enable_external_access = false``): not /etc, not the workspace's secret key;
+3. the configuration is then locked, so a query cannot undo 1 or 2.
+
+Example:
+    >>> import tempfile
+    >>> from payfm.events.workspace import Workspace
+    >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+    >>> run_sql(ws, "SELECT count(*) AS n FROM charges").to_pylist()
+    [{'n': 0}]
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pyarrow as pa
+
+from payfm.errors import PayfmError
+from payfm.events.schema import TABLES
+from payfm.events.workspace import Workspace
+
+
+class QueryError(PayfmError):
+    """A query was refused or failed."""
+
+
+def run_sql(ws: Workspace, sql: str) -> pa.Table:
+    """Run one read-only SELECT over the workspace tables and return its result as Arrow."""
+    con = ws.connect()
+    try:
+        files = [str(f) for t in TABLES for f in ws.files(t)]
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as e:
+            raise QueryError(f"The SQL could not be parsed: {_first_line(e)}") from None
+        if len(statements) != 1:
+            raise QueryError(
+                f"payfm sql runs exactly one SELECT statement. Got {len(statements)} statements."
+            )
+        kind = statements[0].type
+        if kind != duckdb.StatementType.SELECT:
+            raise QueryError(
+                f"payfm sql is read-only: it runs SELECT statements only. Got a {kind.name} statement."
+            )
+        con.execute("SET allowed_paths = ?", [files])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.PermissionException as e:
+            raise QueryError(
+                f"The query was refused: it reads outside the workspace ({_first_line(e)})."
+            ) from None
+        except duckdb.Error as e:
+            raise QueryError(f"The query failed: {_first_line(e)}") from None
+    finally:
+        con.close()
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -1,0 +1,237 @@
+"""Arrow schemas of the payment event log: the one contract every later stage reads.
+
+Four tables. ``charges`` are payment attempts; ``disputes``, ``early_fraud_warnings`` and ``refunds`` are
+outcome events that arrive later and point back at a charge by ``charge_id``. Every field is documented in
+docs/events.md; this module is the source of truth and a test checks that the two agree.
+
+Conventions (see ../shared/DESIGN.md, "Contracts"):
+- timestamps are ``timestamp[us, tz=UTC]``; naive timestamps are rejected at the edge;
+- amounts are integers in minor units of ``currency``; ``amount_usd`` is the same amount in US cents;
+- cards are known only by fingerprint, BIN and last4;
+- ids are strings; categorical fields are lower-case strings from the vocabularies below.
+
+Example:
+    >>> from payfm.events.schema import SCHEMAS
+    >>> SCHEMAS["charges"].field("created").type
+    TimestampType(timestamp[us, tz=UTC])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+# Vocabularies of the categorical fields. None (null) is allowed where the field is nullable.
+CHANNELS = ("ecommerce", "card_present", "recurring")
+OUTCOMES = ("authorized", "issuer_declined", "blocked")
+DECLINE_CODES = (
+    "do_not_honor",
+    "insufficient_funds",
+    "generic_decline",
+    "card_velocity_exceeded",
+    "incorrect_cvc",
+    "expired_card",
+    "lost_card",
+    "stolen_card",
+    "fraudulent",
+    "transaction_not_allowed",
+    "try_again_later",
+    "processing_error",
+)
+CARD_BRANDS = ("visa", "mastercard", "amex", "discover", "jcb", "unionpay", "diners", "unknown")
+CARD_FUNDING = ("credit", "debit", "prepaid", "unknown")
+THREE_DS_RESULTS = ("not_requested", "authenticated", "attempted", "failed")
+CHECK_RESULTS = ("pass", "fail", "unavailable", "unchecked")
+DISPUTE_REASONS = (
+    "fraudulent",
+    "product_not_received",
+    "product_unacceptable",
+    "duplicate",
+    "subscription_canceled",
+    "credit_not_processed",
+    "general",
+)
+EFW_FRAUD_TYPES = (
+    "made_with_stolen_card",
+    "made_with_lost_card",
+    "unauthorized_use_of_card",
+    "card_never_received",
+    "made_with_counterfeit_card",
+    "fraudulent_card_application",
+    "misc",
+)
+REFUND_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
+SCENARIOS = (
+    "stolen_card",
+    "card_testing",
+    "account_takeover",
+    "compromised_merchant",
+    "friendly_fraud",
+    "merchant_bust_out",
+)
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """Value constraints beyond the Arrow type, checked by :mod:`payfm.events.validate`.
+
+    ``choices`` restricts a string field to a vocabulary; ``pattern`` is a full-match regular expression;
+    ``min_value`` bounds an integer field from below.
+    """
+
+    choices: tuple[str, ...] | None = None
+    pattern: str | None = None
+    min_value: int | None = None
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool, doc: str) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
+
+
+COUNTRY = r"[A-Z]{2}"
+CHARGES = pa.schema(
+    [
+        _f("charge_id", pa.string(), False, "Unique id of the payment attempt."),
+        _f("created", TIMESTAMP, False, "When the charge was attempted (UTC, microseconds)."),
+        _f("merchant_id", pa.string(), False, "The merchant (the platform's connected account) charging."),
+        _f("merchant_mcc", pa.string(), False, "Merchant category code, four digits (ISO 18245)."),
+        _f("merchant_country", pa.string(), False, "Merchant's country, ISO 3166-1 alpha-2."),
+        _f("customer_id", pa.string(), True, "The merchant's customer account; null for guest checkout."),
+        _f(
+            "card_fingerprint",
+            pa.string(),
+            False,
+            "Stable keyed fingerprint of the card number; never the PAN.",
+        ),
+        _f("card_bin", pa.string(), False, "Issuer identification number: first 6 or 8 digits."),
+        _f("card_last4", pa.string(), False, "Last four digits of the card number."),
+        _f("card_brand", pa.string(), False, "Card network."),
+        _f("card_funding", pa.string(), False, "credit, debit or prepaid."),
+        _f("card_country", pa.string(), False, "Issuing country, ISO 3166-1 alpha-2."),
+        _f("amount", pa.int64(), False, "Amount in minor units of `currency` (cents for usd, yen for jpy)."),
+        _f("currency", pa.string(), False, "ISO 4217 code, lower case."),
+        _f("amount_usd", pa.int64(), False, "The amount converted to US cents at the charge's time."),
+        _f("channel", pa.string(), False, "ecommerce, card_present or recurring."),
+        _f("ip_address", pa.string(), True, "Client IP address; null when card present."),
+        _f("ip_country", pa.string(), True, "Country of the IP address, ISO 3166-1 alpha-2."),
+        _f("device_id", pa.string(), True, "Device fingerprint of the client (browser or app)."),
+        _f("email_domain", pa.string(), True, "Domain of the customer's e-mail address (never the address)."),
+        _f("billing_country", pa.string(), True, "Billing address country, ISO 3166-1 alpha-2."),
+        _f("shipping_country", pa.string(), True, "Shipping address country; null for non-shipped goods."),
+        _f("shipping_address_id", pa.string(), True, "Keyed hash of the full shipping address."),
+        _f(
+            "credential_changed_at",
+            TIMESTAMP,
+            True,
+            "Last password or e-mail change of the customer account before the charge, if known.",
+        ),
+        _f("three_ds", pa.string(), False, "3-D Secure result."),
+        _f("cvc_check", pa.string(), False, "CVC verification result."),
+        _f("address_check", pa.string(), False, "Address (AVS) verification result."),
+        _f(
+            "outcome", pa.string(), False, "authorized, issuer_declined or blocked (by the merchant's rules)."
+        ),
+        _f("decline_code", pa.string(), True, "Issuer's decline code when outcome is issuer_declined."),
+        _f("retry_of", pa.string(), True, "charge_id of the declined charge this attempt retries."),
+        _f(
+            "scenario",
+            pa.string(),
+            True,
+            "Ground-truth fraud scenario (synthetic data only); null if genuine.",
+        ),
+    ]
+)
+
+DISPUTES = pa.schema(
+    [
+        _f("dispute_id", pa.string(), False, "Unique id of the dispute."),
+        _f("charge_id", pa.string(), False, "The disputed charge."),
+        _f("created", TIMESTAMP, False, "When the dispute was opened (UTC): the label's own time."),
+        _f("reason", pa.string(), False, "Dispute reason; `fraudulent` makes the charge a fraud label."),
+        _f("amount", pa.int64(), False, "Disputed amount in minor units of `currency`."),
+        _f("currency", pa.string(), False, "ISO 4217 code, lower case."),
+    ]
+)
+
+EARLY_FRAUD_WARNINGS = pa.schema(
+    [
+        _f("efw_id", pa.string(), False, "Unique id of the early fraud warning (issuer TC40 / SAFE report)."),
+        _f("charge_id", pa.string(), False, "The charge the issuer reported."),
+        _f("created", TIMESTAMP, False, "When the warning arrived (UTC)."),
+        _f("fraud_type", pa.string(), False, "Issuer's fraud type."),
+    ]
+)
+
+REFUNDS = pa.schema(
+    [
+        _f("refund_id", pa.string(), False, "Unique id of the refund."),
+        _f("charge_id", pa.string(), False, "The refunded charge."),
+        _f("created", TIMESTAMP, False, "When the refund was made (UTC)."),
+        _f("amount", pa.int64(), False, "Refunded amount in minor units of `currency`."),
+        _f("currency", pa.string(), False, "ISO 4217 code, lower case."),
+        _f("reason", pa.string(), False, "Refund reason."),
+    ]
+)
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "charges": CHARGES,
+    "disputes": DISPUTES,
+    "early_fraud_warnings": EARLY_FRAUD_WARNINGS,
+    "refunds": REFUNDS,
+}
+TABLES: tuple[str, ...] = tuple(SCHEMAS)
+
+# The id column of each table (unique within the table).
+ID_COLUMNS: dict[str, str] = {
+    "charges": "charge_id",
+    "disputes": "dispute_id",
+    "early_fraud_warnings": "efw_id",
+    "refunds": "refund_id",
+}
+
+RULES: dict[str, dict[str, FieldRule]] = {
+    "charges": {
+        "merchant_mcc": FieldRule(pattern=r"[0-9]{4}"),
+        "merchant_country": FieldRule(pattern=COUNTRY),
+        "card_bin": FieldRule(pattern=r"[0-9]{6,8}"),
+        "card_last4": FieldRule(pattern=r"[0-9]{4}"),
+        "card_brand": FieldRule(choices=CARD_BRANDS),
+        "card_funding": FieldRule(choices=CARD_FUNDING),
+        "card_country": FieldRule(pattern=COUNTRY),
+        "amount": FieldRule(min_value=0),
+        "currency": FieldRule(pattern=r"[a-z]{3}"),
+        "amount_usd": FieldRule(min_value=0),
+        "channel": FieldRule(choices=CHANNELS),
+        "ip_country": FieldRule(pattern=COUNTRY),
+        "billing_country": FieldRule(pattern=COUNTRY),
+        "shipping_country": FieldRule(pattern=COUNTRY),
+        "three_ds": FieldRule(choices=THREE_DS_RESULTS),
+        "cvc_check": FieldRule(choices=CHECK_RESULTS),
+        "address_check": FieldRule(choices=CHECK_RESULTS),
+        "outcome": FieldRule(choices=OUTCOMES),
+        "decline_code": FieldRule(choices=DECLINE_CODES),
+        "scenario": FieldRule(choices=SCENARIOS),
+    },
+    "disputes": {
+        "reason": FieldRule(choices=DISPUTE_REASONS),
+        "amount": FieldRule(min_value=0),
+        "currency": FieldRule(pattern=r"[a-z]{3}"),
+    },
+    "early_fraud_warnings": {"fraud_type": FieldRule(choices=EFW_FRAUD_TYPES)},
+    "refunds": {
+        "reason": FieldRule(choices=REFUND_REASONS),
+        "amount": FieldRule(min_value=0),
+        "currency": FieldRule(pattern=r"[a-z]{3}"),
+    },
+}
+
+
+def schema_of(table: str) -> pa.Schema:
+    """The Arrow schema of ``table``; a clear error for an unknown name."""
+    try:
+        return SCHEMAS[table]
+    except KeyError:
+        raise ValueError(f"Unknown event table {table!r}. Expected one of {', '.join(TABLES)}.") from None

@@ -1,0 +1,118 @@
+"""A summary of a workspace's event log: volumes, authorization, fraud by scenario and label delays.
+
+Everything is one DuckDB query per figure over the workspace views, so it runs on any log size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from payfm.events.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class DelayStats:
+    """Label delay of one outcome type, in days after its charge."""
+
+    events: int
+    p10: float | None
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    charges: int
+    first: str | None
+    last: str | None
+    merchants: int
+    cards: int
+    authorized: int
+    issuer_declined: int
+    blocked: int
+    volume_usd: float
+    fraud_by_scenario: dict[str, int] = field(default_factory=dict)
+    disputes: int = 0
+    fraud_disputes: int = 0
+    early_fraud_warnings: int = 0
+    refunds: int = 0
+    labelled_fraud_charges: int = 0
+    delays: dict[str, DelayStats] = field(default_factory=dict)
+
+    @property
+    def authorization_rate(self) -> float:
+        return self.authorized / self.charges if self.charges else 0.0
+
+
+def _delay(con: duckdb.DuckDBPyConnection, sql_from: str) -> DelayStats:
+    row = con.execute(
+        f"""
+        WITH d AS (SELECT epoch(o.created - c.created) / 86400.0 AS days
+                   FROM {sql_from} o JOIN charges c USING (charge_id))
+        SELECT count(*), quantile_cont(days, 0.1), quantile_cont(days, 0.5),
+               quantile_cont(days, 0.9), quantile_cont(days, 0.99) FROM d
+        """
+    ).fetchone()
+    assert row is not None
+    return DelayStats(int(row[0]), *(None if v is None else float(v) for v in row[1:]))
+
+
+def summarize(ws: Workspace) -> LogSummary:
+    """Figures over the whole log of ``ws`` (see :class:`LogSummary`)."""
+    con = ws.connect()
+    try:
+        row = con.execute(
+            """
+            SELECT count(*), strftime(min(created), '%Y-%m-%d %H:%M'),
+                   strftime(max(created), '%Y-%m-%d %H:%M'),
+                   count(DISTINCT merchant_id), count(DISTINCT card_fingerprint),
+                   count(*) FILTER (outcome = 'authorized'), count(*) FILTER (outcome = 'issuer_declined'),
+                   count(*) FILTER (outcome = 'blocked'),
+                   coalesce(sum(amount_usd) FILTER (outcome = 'authorized'), 0) / 100.0
+            FROM charges
+            """
+        ).fetchone()
+        assert row is not None
+        by_scenario = dict(
+            con.execute(
+                "SELECT scenario, count(*) FROM charges WHERE scenario IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+            ).fetchall()
+        )
+        counts = con.execute(
+            """
+            SELECT (SELECT count(*) FROM disputes),
+                   (SELECT count(*) FROM disputes WHERE reason = 'fraudulent'),
+                   (SELECT count(*) FROM early_fraud_warnings), (SELECT count(*) FROM refunds),
+                   (SELECT count(*) FROM (SELECT charge_id FROM disputes WHERE reason = 'fraudulent'
+                                          UNION SELECT charge_id FROM early_fraud_warnings))
+            """
+        ).fetchone()
+        assert counts is not None
+        delays = {
+            "fraudulent disputes": _delay(con, "(SELECT * FROM disputes WHERE reason = 'fraudulent')"),
+            "early fraud warnings": _delay(con, "early_fraud_warnings"),
+            "refunds": _delay(con, "refunds"),
+        }
+        return LogSummary(
+            charges=int(row[0]),
+            first=row[1],
+            last=row[2],
+            merchants=int(row[3]),
+            cards=int(row[4]),
+            authorized=int(row[5]),
+            issuer_declined=int(row[6]),
+            blocked=int(row[7]),
+            volume_usd=float(row[8]),
+            fraud_by_scenario={str(k): int(v) for k, v in by_scenario.items()},
+            disputes=int(counts[0]),
+            fraud_disputes=int(counts[1]),
+            early_fraud_warnings=int(counts[2]),
+            refunds=int(counts[3]),
+            labelled_fraud_charges=int(counts[4]),
+            delays=delays,
+        )
+    finally:
+        con.close()

@@ -1,0 +1,219 @@
+"""Validation of event tables against the schema: the gate every input passes before it is stored.
+
+One function, :func:`validate_events`, checks a table in this order and collects every problem before it
+raises, so a user fixes a file in one round:
+1. card numbers in any column (reported by row and column, never echoed);
+2. missing and unexpected columns;
+3. types (naive timestamps are rejected, never guessed);
+4. nulls in required fields, vocabularies, patterns and bounds;
+5. unique ids.
+All checks are vectorized Arrow compute; per-value Python runs only on rows already known to be bad.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.errors import PayfmError
+from payfm.events.cards import card_number_rows
+from payfm.events.schema import ID_COLUMNS, RULES, schema_of
+
+_CHUNK = 4096
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input. ``row`` is 1-based in the data (None: the whole column)."""
+
+    column: str | None
+    row: int | None
+    expected: str
+    received: str
+
+    def __str__(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.column is not None:
+            where.append(f"column '{self.column}'")
+        prefix = ", ".join(where) + ": " if where else ""
+        return f"{prefix}expected {self.expected}; received {self.received}"
+
+
+class ValidationError(PayfmError):
+    """The input does not conform; nothing was written. Carries the first problems and the total count."""
+
+    def __init__(self, source: str, problems: list[Problem], total: int, shown: int = 5) -> None:
+        self.source = source
+        self.problems = problems
+        self.total = total
+        lines = [f"{source}: {total} problem(s); nothing was written."]
+        lines += [f"  {source}: {p}" for p in problems[:shown]]
+        if total > shown:
+            lines.append(f"  ... and {total - shown} more")
+        super().__init__("\n".join(lines))
+
+
+class _Collector:
+    def __init__(self, row_base: int) -> None:
+        self.problems: list[Problem] = []
+        self.total = 0
+        self.row_base = row_base
+
+    def rows(self, column: str, rows: np.ndarray, expected: str, received: list[str] | str) -> None:
+        """Record problems at 0-based ``rows``; ``received`` is one text for all or one per row."""
+        self.total += len(rows)
+        for k, r in enumerate(rows[:20]):
+            text = received if isinstance(received, str) else received[k]
+            self.problems.append(Problem(column, int(r) + self.row_base, expected, text))
+
+    def column(self, column: str | None, expected: str, received: str) -> None:
+        self.total += 1
+        self.problems.append(Problem(column, None, expected, received))
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _cast(col: pa.ChunkedArray, target: pa.DataType, name: str, out: _Collector) -> pa.ChunkedArray | None:
+    """Cast ``col`` to ``target``; on failure record the bad rows (found chunk by chunk) and return None."""
+    if pa.types.is_timestamp(target):
+        if pa.types.is_timestamp(col.type):
+            if col.type.tz is None:
+                out.column(
+                    name,
+                    "timezone-aware timestamps (UTC)",
+                    f"naive timestamps ({col.type}); give the zone in the import mapping",
+                )
+                return None
+            # Instants are already absolute; finer units are floored to microseconds (the contract).
+            return pc.cast(col, target, safe=False)
+        if pa.types.is_date(col.type):
+            out.column(name, "timestamps with a time zone", f"dates ({col.type})")
+            return None
+    if pa.types.is_integer(target) and pa.types.is_floating(col.type):
+        values = col.to_numpy()
+        bad = np.flatnonzero(~np.isnan(values) & (np.floor(values) != values))
+        if len(bad):
+            out.rows(name, bad, "an integer (minor units)", [_short(values[i]) for i in bad[:20]])
+            return None
+    try:
+        return pc.cast(col, target)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    flat = col.combine_chunks()
+    bad_rows: list[int] = []
+    for start in range(0, len(flat), _CHUNK):
+        piece = flat.slice(start, _CHUNK)
+        try:
+            pc.cast(piece, target)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            pass
+        for i in range(len(piece)):
+            try:
+                pc.cast(piece.slice(i, 1), target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+                bad_rows.append(start + i)
+    expected = _describe(target)
+    if not bad_rows:
+        out.column(name, expected, f"values of type {col.type}")
+        return None
+    rows = np.array(bad_rows)
+    out.rows(name, rows, expected, [_short(flat[int(i)].as_py()) for i in rows[:20]])
+    return None
+
+
+def _describe(t: pa.DataType) -> str:
+    if pa.types.is_timestamp(t):
+        return "a timestamp with a zone offset (e.g. 2026-01-31T12:00:00Z)"
+    if pa.types.is_integer(t):
+        return "an integer"
+    return f"a value of type {t}"
+
+
+def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -> None:
+    rule = RULES.get(table, {}).get(name)
+    if rule is None:
+        return
+    valid = pc.is_valid(col)
+    if rule.choices is not None:
+        ok = pc.is_in(col, value_set=pa.array(rule.choices))
+        bad = np.flatnonzero((pc.and_(valid, pc.invert(ok))).to_numpy(zero_copy_only=False))
+        if len(bad):
+            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            out.rows(name, bad, "one of " + ", ".join(rule.choices), got)
+    if rule.pattern is not None:
+        ok = pc.match_substring_regex(col, "^(?:" + rule.pattern + ")$")
+        bad = np.flatnonzero(pc.and_(valid, pc.invert(ok)).to_numpy(zero_copy_only=False))
+        if len(bad):
+            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            out.rows(name, bad, f"a value matching {rule.pattern}", got)
+    if rule.min_value is not None:
+        bad = np.flatnonzero(pc.fill_null(pc.less(col, rule.min_value), False).to_numpy(zero_copy_only=False))
+        if len(bad):
+            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            out.rows(name, bad, f"a value >= {rule.min_value}", got)
+
+
+def card_number_problems(table: pa.Table, out: _Collector, skip: frozenset[str] = frozenset()) -> None:
+    """Record every (row, column) holding a full card number, without the number."""
+    for name in table.column_names:
+        if name in skip:
+            continue
+        rows = card_number_rows(table.column(name))
+        if len(rows):
+            out.rows(name, rows, "no card numbers", "a full card number (not shown)")
+
+
+def validate_events(table_name: str, table: pa.Table, source: str = "input", row_base: int = 1) -> pa.Table:
+    """Check ``table`` against the schema of ``table_name`` and return it cast to that exact schema.
+
+    Raises :class:`ValidationError` listing the problems (row numbers are 0-based positions + ``row_base``).
+
+    >>> import pyarrow as pa
+    >>> t = pa.table({"refund_id": ["re_1"], "charge_id": ["ch_1"], "created": ["2026-01-02T03:04:05Z"],
+    ...               "amount": [500], "currency": ["usd"], "reason": ["duplicate"]})
+    >>> validate_events("refunds", t).column("created").type
+    TimestampType(timestamp[us, tz=UTC])
+    """
+    schema = schema_of(table_name)
+    out = _Collector(row_base)
+    card_number_problems(table, out)
+    present = set(table.column_names)
+    for name in table.column_names:
+        if schema.get_field_index(name) < 0:
+            out.column(name, f"only the columns of '{table_name}'", "an unexpected column")
+    columns: dict[str, pa.ChunkedArray] = {}
+    for field in schema:
+        if field.name not in present:
+            if field.nullable:
+                columns[field.name] = pa.chunked_array([pa.nulls(table.num_rows, field.type)])
+            else:
+                out.column(field.name, "a required column", "no such column")
+            continue
+        cast = _cast(table.column(field.name), field.type, field.name, out)
+        if cast is None:
+            continue
+        if not field.nullable and cast.null_count:
+            bad = np.flatnonzero(pc.is_null(cast).to_numpy(zero_copy_only=False))
+            out.rows(field.name, bad, "a value (required field)", "null")
+        _check_rules(table_name, field.name, cast, out)
+        columns[field.name] = cast
+    id_column = ID_COLUMNS[table_name]
+    if id_column in columns:
+        ids = columns[id_column]
+        if pc.count_distinct(ids).as_py() != len(ids):
+            counts = pc.value_counts(ids)
+            dup_values = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+            bad = np.flatnonzero(pc.is_in(ids, value_set=dup_values).to_numpy(zero_copy_only=False))
+            out.rows(id_column, bad, "unique ids", [_short(ids[int(i)].as_py()) for i in bad[:20]])
+    if out.total:
+        raise ValidationError(source, out.problems, out.total)
+    return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)

@@ -1,0 +1,312 @@
+"""The workspace: a directory of day-partitioned Parquet files, opened as DuckDB tables.
+
+Layout::
+
+    payfm-workspace/
+      manifest.json                      # the committed state: the files of each table
+      secret.key                         # per-workspace HMAC key for card fingerprints (mode 0600)
+      charges/day=2026-01-01/part-<txid>-<n>.parquet
+      disputes/day=.../...
+
+Atomicity comes from one mechanism: readers see only the files that ``manifest.json`` lists, and a write
+becomes visible in a single ``os.replace`` of that manifest. A writer first writes its Parquet files under new
+names (never overwriting a listed file), then commits the new manifest. A write that fails or is killed
+leaves the previous manifest, so the previous state, intact; its stray files are removed by the next writer.
+Writers take an exclusive lock (``.lock``), so two writers never interleave.
+
+Example:
+    >>> import tempfile, pyarrow as pa
+    >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+    >>> ws.count("charges")
+    0
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import uuid
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from payfm.errors import WorkspaceError
+from payfm.events.schema import SCHEMAS, TABLES, schema_of
+
+DEFAULT_WORKSPACE = "payfm-workspace"
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+_US_PER_DAY = 86_400_000_000
+
+WriteMode = Literal["append", "replace"]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a part."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def day_of(created: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Days since the Unix epoch (UTC) of microsecond UTC timestamps."""
+    micros = created.cast(pa.int64()).to_numpy()
+    days: np.ndarray = np.floor_divide(micros, _US_PER_DAY)
+    return days
+
+
+def day_name(day: int) -> str:
+    return str(np.datetime64(int(day), "D"))
+
+
+class Workspace:
+    """A payfm workspace directory. Open with :meth:`open`; read with :meth:`connect` or :meth:`read`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Workspace:
+        """Open the workspace at ``path``; with ``create`` make it (and its secret) if it does not exist."""
+        root = Path(path).expanduser().resolve()
+        manifest = root / MANIFEST
+        if not manifest.exists():
+            if not create:
+                raise WorkspaceError(
+                    f"No payfm workspace at '{root}': expected a directory with {MANIFEST}. "
+                    "Create one with `payfm generate` or `payfm import`, or pass --workspace."
+                )
+            if root.exists() and not root.is_dir():
+                raise WorkspaceError(f"Workspace path '{root}' exists and is not a directory.")
+            root.mkdir(parents=True, exist_ok=True)
+            ws = cls(root)
+            with ws._lock():
+                if not manifest.exists():
+                    ws._commit({"format": FORMAT_VERSION, "version": 0, "tables": {t: [] for t in TABLES}})
+            return ws
+        return cls(root)
+
+    # ---- state -------------------------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        path = self.root / MANIFEST
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise WorkspaceError(f"No payfm workspace at '{self.root}' ({MANIFEST} is missing).") from None
+        except json.JSONDecodeError as e:
+            raise WorkspaceError(f"'{path}' is not valid JSON ({e}); the workspace is damaged.") from None
+        if data.get("format") != FORMAT_VERSION:
+            raise WorkspaceError(
+                f"'{path}' has format {data.get('format')!r}; this payfm reads format {FORMAT_VERSION}."
+            )
+        return data
+
+    def files(self, table: str) -> list[Path]:
+        schema_of(table)
+        return [self.root / rel for rel in self.manifest()["tables"].get(table, [])]
+
+    def secret(self) -> bytes:
+        """The workspace's HMAC key for card fingerprints, created on first use (0600, never logged)."""
+        path = self.root / "secret.key"
+        if not path.exists():
+            with self._lock():
+                if not path.exists():
+                    atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
+        return bytes.fromhex(path.read_text().strip())
+
+    # ---- reading -----------------------------------------------------------------------------------------
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection with one view per table over the committed files (UTC session)."""
+        con = duckdb.connect()
+        con.execute("SET TimeZone = 'UTC'")
+        tables = self.manifest()["tables"]
+        for table in TABLES:
+            files = [str(self.root / rel) for rel in tables.get(table, [])]
+            if files:
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listing}])")
+            else:
+                empty = SCHEMAS[table].empty_table()  # noqa: F841 - read by DuckDB's replacement scan
+                con.execute(f"CREATE TABLE {table} AS SELECT * FROM empty")
+        return con
+
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        """The whole table in Arrow, in the schema's types (rows in file order: by day, then as written)."""
+        schema = schema_of(table)
+        files = self.files(table)
+        if not files:
+            empty: pa.Table = schema.empty_table()
+            return empty.select(columns) if columns else empty
+        return pq.ParquetDataset([str(f) for f in files], schema=schema).read(columns=columns)
+
+    def count(self, table: str) -> int:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in self.files(table))
+
+    # ---- writing -----------------------------------------------------------------------------------------
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkspaceError(
+                    f"Workspace '{self.root}' is being written by another process."
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _commit(self, manifest: dict[str, Any]) -> None:
+        atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
+
+    def _collect_garbage(self, manifest: dict[str, Any]) -> None:
+        """Remove data files no manifest lists (left by replaced state or by a killed writer)."""
+        listed = {rel for files in manifest["tables"].values() for rel in files}
+        for table in TABLES:
+            base = self.root / table
+            if not base.is_dir():
+                continue
+            for path in base.rglob("*"):
+                if path.is_file() and str(path.relative_to(self.root)) not in listed:
+                    path.unlink(missing_ok=True)
+            for sub in sorted(base.glob("day=*"), reverse=True):
+                if sub.is_dir() and not any(sub.iterdir()):
+                    sub.rmdir()
+        staging = self.root / ".staging"
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def write_stream(
+        self, stream: Iterable[tuple[str, pa.Table]], mode: WriteMode = "append"
+    ) -> dict[str, int]:
+        """Write every ``(table, data)`` of ``stream`` in one transaction; return the rows written per table.
+
+        Parquet encoding runs on a background thread (Arrow releases the GIL) while the producer of
+        ``stream`` computes the next batch, with at most two batches in flight, so memory stays bounded.
+        """
+        with self.writer(mode) as w, ThreadPoolExecutor(max_workers=1) as pool:
+            pending: deque[Future[None]] = deque()
+            for table, data in stream:
+                pending.append(pool.submit(w.write, table, data))
+                while len(pending) > 2:
+                    pending.popleft().result()
+            while pending:
+                pending.popleft().result()
+            return dict(w.rows)
+
+    @contextmanager
+    def writer(self, mode: WriteMode = "append") -> Iterator[WorkspaceWriter]:
+        """A transaction: everything written inside becomes visible at once on a clean exit, or not at all.
+
+        ``replace`` swaps every table for what is written; ``append`` adds to what is there.
+        """
+        if mode not in ("append", "replace"):
+            raise ValueError(f"The 'mode' of a workspace write must be 'append' or 'replace'. Got {mode!r}.")
+        with self._lock():
+            before = self.manifest()
+            self._collect_garbage(before)
+            w = WorkspaceWriter(self, uuid.uuid4().hex[:12])
+            try:
+                yield w
+                written = w._finish()
+            except BaseException:
+                w._abort()
+                raise
+            tables: dict[str, list[str]] = {
+                t: ([] if mode == "replace" else list(before["tables"].get(t, []))) + written.get(t, [])
+                for t in TABLES
+            }
+            after = {"format": FORMAT_VERSION, "version": before["version"] + 1, "tables": tables}
+            self._commit(after)
+            self._collect_garbage(after)
+
+
+class WorkspaceWriter:
+    """Writes event tables as day-partitioned Parquet files for one :meth:`Workspace.writer` transaction."""
+
+    def __init__(self, ws: Workspace, txid: str) -> None:
+        self._ws = ws
+        self._txid = txid
+        self._n = 0
+        self._written: dict[str, list[str]] = {}
+        self.rows: dict[str, int] = {}
+
+    def write(self, table: str, data: pa.Table) -> None:
+        """Append ``data`` (exactly the table's schema) to ``table``, one file per UTC day of ``created``."""
+        schema = schema_of(table)
+        if not data.schema.equals(schema, check_metadata=False):
+            raise ValueError(
+                f"Data written to '{table}' must have the schema of '{table}'. Got:\n{data.schema}"
+            )
+        if data.num_rows == 0:
+            return
+        data = data.replace_schema_metadata(None).cast(schema)
+        days = day_of(data.column("created"))
+        if np.all(days[1:] >= days[:-1]):
+            order = None
+        else:
+            order = np.argsort(days, kind="stable")
+            days = days[order]
+            data = data.take(pa.array(order))
+        bounds = np.flatnonzero(np.diff(days)) + 1
+        starts = np.concatenate([[0], bounds])
+        ends = np.concatenate([bounds, [len(days)]])
+        for s, e in zip(starts, ends, strict=True):
+            self._write_file(table, day_name(int(days[s])), data.slice(int(s), int(e - s)))
+        self.rows[table] = self.rows.get(table, 0) + data.num_rows
+
+    def _write_file(self, table: str, day: str, part: pa.Table) -> None:
+        rel = f"{table}/day={day}/part-{self._txid}-{self._n:05d}.parquet"
+        self._n += 1
+        final = self._ws.root / rel
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(final.name + ".tmp")
+        pq.write_table(part, tmp, compression="zstd", compression_level=1, row_group_size=256 * 1024)
+        os.replace(tmp, final)
+        self._written.setdefault(table, []).append(rel)
+
+    def _finish(self) -> dict[str, list[str]]:
+        # Data files must be on disk before the manifest that lists them.
+        for files in self._written.values():
+            for rel in files:
+                fd = os.open(self._ws.root / rel, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        return self._written
+
+    def _abort(self) -> None:
+        for files in self._written.values():
+            for rel in files:
+                (self._ws.root / rel).unlink(missing_ok=True)

@@ -1,0 +1,77 @@
+"""`payfm sql`: read-only, one SELECT, nothing outside the workspace's data files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from factories import charges
+from payfm.events.query import QueryError, run_sql
+from payfm.events.workspace import Workspace
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    with ws.writer() as w:
+        w.write("charges", charges(9))
+    ws.secret()
+    return ws
+
+
+def test_select_over_the_tables(ws: Workspace) -> None:
+    out = run_sql(ws, "SELECT merchant_id, count(*) AS n FROM charges GROUP BY 1 ORDER BY 1")
+    assert out.to_pylist() == [{"merchant_id": f"mer_{i}", "n": 3} for i in range(3)]
+    assert run_sql(ws, "SELECT count(*) AS n FROM disputes").to_pylist() == [{"n": 0}]
+
+
+@pytest.mark.parametrize(
+    ("sql", "kind"),
+    [
+        ("DELETE FROM charges", "DELETE"),
+        ("INSERT INTO disputes SELECT * FROM disputes", "INSERT"),
+        ("CREATE TABLE x AS SELECT 1", "CREATE"),
+        ("DROP VIEW charges", "DROP"),
+        ("COPY charges TO 'out.csv'", "COPY"),
+        ("ATTACH 'other.db'", "ATTACH"),
+        ("SET enable_external_access = true", "SET"),
+        ("INSTALL httpfs", "LOAD"),
+    ],
+)
+def test_writes_and_settings_are_refused(ws: Workspace, sql: str, kind: str) -> None:
+    with pytest.raises(QueryError, match=f"read-only.*Got a {kind}"):
+        run_sql(ws, sql)
+
+
+def test_copy_into_the_workspace_writes_nothing(ws: Workspace) -> None:
+    before = sorted(p.name for p in ws.root.rglob("*"))
+    with pytest.raises(QueryError):
+        run_sql(ws, f"COPY charges TO '{ws.root / 'charges' / 'evil.parquet'}'")
+    assert sorted(p.name for p in ws.root.rglob("*")) == before
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT * FROM read_text('{root}/secret.key')",
+        "SELECT * FROM glob('{root}/*')",
+    ],
+)
+def test_reads_outside_the_data_files_are_refused(ws: Workspace, sql: str) -> None:
+    with pytest.raises(QueryError, match="reads outside the workspace") as info:
+        run_sql(ws, sql.format(root=ws.root))
+    assert ws.secret().hex() not in str(info.value)
+
+
+def test_only_one_statement(ws: Workspace) -> None:
+    with pytest.raises(QueryError, match="exactly one SELECT statement. Got 2"):
+        run_sql(ws, "SELECT 1; SELECT 2")
+
+
+def test_syntax_errors_are_clear(ws: Workspace) -> None:
+    with pytest.raises(QueryError, match="could not be parsed"):
+        run_sql(ws, "SELEC count(*) FROM charges")
+    with pytest.raises(QueryError, match="The query failed"):
+        run_sql(ws, "SELECT no_such_column FROM charges")
