@@ -11,7 +11,9 @@ from payfm.events.schema import SCHEMAS
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def charges(n: int, start: datetime = T0, step: timedelta = timedelta(hours=7), prefix: str = "ch_") -> pa.Table:
+def charges(
+    n: int, start: datetime = T0, step: timedelta = timedelta(hours=7), prefix: str = "ch_"
+) -> pa.Table:
     """``n`` valid authorized charges, ``step`` apart from ``start`` (so they span several days)."""
     rows = [
         {

@@ -66,7 +66,7 @@ def test_reads_outside_the_data_files_are_refused(ws: Workspace, sql: str) -> No
 
 
 def test_only_one_statement(ws: Workspace) -> None:
-    with pytest.raises(QueryError, match="exactly one SELECT statement. Got 2"):
+    with pytest.raises(QueryError, match=r"exactly one SELECT statement\. Got 2"):
         run_sql(ws, "SELECT 1; SELECT 2")
 
 

@@ -35,7 +35,11 @@ def test_writes_one_file_per_utc_day_and_reads_back(tmp_path: Path) -> None:
     assert days == ["day=2026-01-01", "day=2026-01-02", "day=2026-01-03"]
     assert ws.read("charges").sort_by("charge_id").equals(data)
     con = ws.connect()
-    assert con.execute("SELECT count(*), min(amount), max(amount) FROM charges").fetchone() == (10, 1000, 1009)
+    assert con.execute("SELECT count(*), min(amount), max(amount) FROM charges").fetchone() == (
+        10,
+        1000,
+        1009,
+    )
     # Timestamps come back as UTC instants.
     first = con.execute("SELECT strftime(min(created), '%Y-%m-%d %H:%M') FROM charges").fetchone()
     assert first == ("2026-01-01 00:00",)
@@ -96,9 +100,9 @@ def test_failure_mid_transaction_keeps_previous_state(tmp_path: Path) -> None:
 
 def test_second_writer_is_refused_while_one_is_open(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path, create=True)
-    with ws.writer(), pytest.raises(WorkspaceError, match="being written by another process"):
-        with Workspace.open(tmp_path).writer():
-            pass
+    other = Workspace.open(tmp_path)
+    with ws.writer(), pytest.raises(WorkspaceError, match="being written by another process"), other.writer():
+        pass
 
 
 _KILLED_WRITER = """

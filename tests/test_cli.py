@@ -1,0 +1,62 @@
+"""The CLI is a thin edge: help that teaches, one-line errors with exit 1, no tracebacks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from factories import charges
+from payfm.cli.main import cli
+from payfm.events.workspace import Workspace
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+def test_help_lists_every_command_with_one_line() -> None:
+    code, out = run("--help")
+    assert code == 0
+    for command in ("generate", "import", "sql", "summary", "demo"):
+        lines = [line for line in out.splitlines() if line.strip().startswith(command + " ")]
+        assert len(lines) == 1 and len(lines[0].split()) > 2, f"'{command}' has no one-line help"
+
+
+def test_missing_workspace_is_one_clean_error(tmp_path: Path) -> None:
+    code, out = run("--workspace", str(tmp_path / "none"), "sql", "SELECT 1")
+    assert code == 1
+    assert "No payfm workspace at" in out
+    assert "Traceback" not in out
+
+
+def test_sql_prints_csv_and_refuses_writes(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path, create=True)
+    with ws.writer() as w:
+        w.write("charges", charges(4))
+    code, out = run(
+        "-w", str(tmp_path), "sql", "SELECT charge_id, amount FROM charges ORDER BY 1", "--format", "csv"
+    )
+    assert code == 0
+    assert out.splitlines() == [
+        '"charge_id","amount"',
+        '"ch_000000",1000',
+        '"ch_000001",1001',
+        '"ch_000002",1002',
+        '"ch_000003",1003',
+    ]
+    code, out = run("-w", str(tmp_path), "sql", "DELETE FROM charges")
+    assert code == 1 and "read-only" in out and "Traceback" not in out
+    assert ws.count("charges") == 4
+
+
+def test_workspace_from_environment(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path, create=True)
+    with ws.writer() as w:
+        w.write("charges", charges(2))
+    result = CliRunner(env={"PAYFM_WORKSPACE": str(tmp_path)}).invoke(
+        cli, ["sql", "SELECT count(*) AS n FROM charges", "--format", "json"]
+    )
+    assert result.exit_code == 0
+    assert result.output.strip() == '{"n": 2}'
