@@ -23,7 +23,7 @@ def charges(
             "merchant_mcc": "5411",
             "merchant_country": "US",
             "customer_id": f"cus_{i % 5}",
-            "card_fingerprint": f"fp_{i % 4:016x}",
+            "card_fingerprint": f"fp_{i % 4:04d}cafe",
             "card_bin": "424242",
             "card_last4": "4242",
             "card_brand": "visa",

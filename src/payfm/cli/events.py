@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 
@@ -48,13 +49,10 @@ def generate_into(
     """Generate a synthetic world into ``ws`` (replacing its contents), with a progress bar."""
     from payfm.synth import WorldConfig, generate_world
 
-    kwargs: dict[str, object] = {}
-    if mix is not None:
-        kwargs["scenario_mix"] = mix
     try:
-        config = WorldConfig(
-            charges=charges, days=days, seed=seed, start=start, fraud_rate=fraud_rate, **kwargs
-        )
+        config = WorldConfig(charges=charges, days=days, seed=seed, start=start, fraud_rate=fraud_rate)
+        if mix is not None:
+            config = dataclasses.replace(config, scenario_mix=mix)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     with progress_bar("generating days", days) as update:

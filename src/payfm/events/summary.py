@@ -55,7 +55,7 @@ def _delay(con: duckdb.DuckDBPyConnection, sql_from: str) -> DelayStats:
         SELECT count(*), quantile_cont(days, 0.1), quantile_cont(days, 0.5),
                quantile_cont(days, 0.9), quantile_cont(days, 0.99) FROM d
         """
-    ).fetchone()
+    ).fetchall()[0]
     assert row is not None
     return DelayStats(int(row[0]), *(None if v is None else float(v) for v in row[1:]))
 
@@ -74,7 +74,7 @@ def summarize(ws: Workspace) -> LogSummary:
                    coalesce(sum(amount_usd) FILTER (outcome = 'authorized'), 0) / 100.0
             FROM charges
             """
-        ).fetchone()
+        ).fetchall()[0]
         assert row is not None
         by_scenario = dict(
             con.execute(
@@ -89,7 +89,7 @@ def summarize(ws: Workspace) -> LogSummary:
                    (SELECT count(*) FROM (SELECT charge_id FROM disputes WHERE reason = 'fraudulent'
                                           UNION SELECT charge_id FROM early_fraud_warnings))
             """
-        ).fetchone()
+        ).fetchall()[0]
         assert counts is not None
         delays = {
             "fraudulent disputes": _delay(con, "(SELECT * FROM disputes WHERE reason = 'fraudulent')"),

@@ -101,7 +101,7 @@ def _cast(col: pa.ChunkedArray, target: pa.DataType, name: str, out: _Collector)
         values = col.to_numpy()
         bad = np.flatnonzero(~np.isnan(values) & (np.floor(values) != values))
         if len(bad):
-            out.rows(name, bad, "an integer (minor units)", [_short(values[i]) for i in bad[:20]])
+            out.rows(name, bad, "an integer (minor units)", [_short(float(values[i])) for i in bad[:20]])
             return None
     try:
         return pc.cast(col, target)

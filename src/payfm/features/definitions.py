@@ -115,14 +115,15 @@ FILTERS: dict[str, Filter] = {
 
 
 def default_resolution(window: timedelta) -> timedelta:
-    """Tile size for a window: about 60-170 tiles, from 1 minute (short windows) to 1 day (long ones)."""
+    """Tile size for a window: 1 minute up to 2 hours, 1 hour beyond.
+
+    Tiles are sparse (only tiles with events are kept) and cumulative, so a finer resolution costs memory only
+    on hot keys (at most window / resolution tiles) and no time; two resolutions let the windows of an entity
+    share state.
+    """
     if window <= timedelta(hours=2):
         return timedelta(minutes=1)
-    if window <= timedelta(days=2):
-        return timedelta(minutes=15)
-    if window <= timedelta(days=14):
-        return timedelta(hours=1)
-    return timedelta(days=1)
+    return timedelta(hours=1)
 
 
 def format_duration(d: timedelta) -> str:
@@ -219,8 +220,8 @@ class Aggregate:
                 raise ConfigError(f"{who}: the aggregation '{self.agg}' needs a column. Got none.")
             if self.column not in VALUE_COLUMNS:
                 raise ConfigError(
-                    f"{who}: the column must be one of {', '.join(sorted(VALUE_COLUMNS))}. Got {self.column!r}."
-                    + _suggest(self.column, VALUE_COLUMNS)
+                    f"{who}: the column must be one of {', '.join(sorted(VALUE_COLUMNS))}. "
+                    f"Got {self.column!r}." + _suggest(self.column, VALUE_COLUMNS)
                 )
             if self.agg != "distinct" and self.column not in NUMERIC_COLUMNS:
                 raise ConfigError(
@@ -267,7 +268,7 @@ class Aggregate:
 
     @property
     def inclusive(self) -> bool:
-        """Outcome events at exactly the charge's time count (their time has passed); charges must be earlier."""
+        """Outcomes at exactly the charge's time count (their time has passed); charges must be earlier."""
         return self.source != "charges"
 
     def spec(self) -> dict[str, object]:

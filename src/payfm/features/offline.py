@@ -79,7 +79,7 @@ def _needed_columns(fset: FeatureSet) -> list[str]:
 
 
 def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
-    """Materialize ``base`` (charges with a row id ``rid`` in (created, charge_id) order) and outcome tables."""
+    """Materialize ``base`` (charges, row id ``rid`` in (created, charge_id) order) and outcome tables."""
     cols = ", ".join(_q(c) for c in _needed_columns(fset))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE base AS
@@ -112,8 +112,8 @@ def _group_sql(g: Group) -> str:
     # For distinct all-time: flag the first occurrence of each (key, value) among events.
     fo_cols = [i for i, c in enumerate(vals) if c in g.distinct_columns and not g.windowed]
     fo_ev = "".join(
-        f", (row_number() OVER (PARTITION BY {kcols}, v{i} ORDER BY ts, charge_id) = 1 AND v{i} IS NOT NULL)::INT"
-        f" AS fo{i}"
+        f", (row_number() OVER (PARTITION BY {kcols}, v{i} ORDER BY ts, charge_id) = 1"
+        f" AND v{i} IS NOT NULL)::INT AS fo{i}"
         for i in fo_cols
     )
     fo_q = "".join(f", 0 AS fo{i}" for i in fo_cols)
@@ -373,7 +373,7 @@ def backfill(
     memory_limit: str = "6GB",
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Path, pa.Table]:
-    """Backfill ``fset`` over the workspace and write it atomically to ``features/<set>-<version>.parquet``."""
+    """Backfill ``fset`` over the workspace; write it atomically to ``features/<set>-<version>.parquet``."""
     con = ws.connect()
     spill = Path(tempfile.mkdtemp(prefix="payfm-spill-"))
     try:

@@ -26,15 +26,12 @@ from payfm.features.definitions import (
     CENTS_PER_DOLLAR,
     ENTITIES,
     FILTERS,
-    Aggregate,
     Derived,
     FeatureSet,
     RequestFeature,
 )
 from payfm.features.plan import Group, groups, window_tiles
 from payfm.features.request import derive, request_value
-
-Key = tuple[Any, ...]
 
 
 class WindowState:
@@ -167,21 +164,88 @@ def _value(agg: str, c: int, s: int, q: int) -> float | None:
     raise AssertionError(agg)
 
 
+# Read codes of an aggregate.
+_COUNT, _SUM, _MEAN, _STD, _MIN, _MAX, _DISTINCT = range(7)
+_CODES = {
+    "count": _COUNT,
+    "sum": _SUM,
+    "mean": _MEAN,
+    "std": _STD,
+    "min": _MIN,
+    "max": _MAX,
+    "distinct": _DISTINCT,
+}
+
+
 @dataclass
 class _Compiled:
-    """A group prepared for fast per-charge evaluation."""
+    """A group prepared for fast per-charge evaluation: every index resolved once, up front."""
 
     group: Group
     index: int
-    keys: tuple[str, ...]
+    entity: str
     filter_column: str | None
     filter_values: frozenset[str]
     columns: list[str]  # value columns
-    numeric: list[int]  # indices into columns with sums
-    minmax: list[int]
-    distinct: list[int]
+    numeric: list[str]  # columns with sums, in vector order
+    minmax: list[str]
+    distinct: list[str]
     keep: int  # tiles to keep behind the newest one
     res: int
+    spans: list[tuple[int, int]]  # distinct (window, offset) in tiles
+    # (out index, code, span index, sum index j, minmax/distinct index k, window w, offset o)
+    ops: list[tuple[int, int, int, int, int, int, int]]
+    total_ops: list[tuple[int, str, int, int]]  # (out index, agg, sum index j, column index)
+
+
+def _compile(i: int, g: Group, position: dict[str, int]) -> _Compiled:
+    cols = g.value_columns
+    numeric, minmax, distinct = g.numeric_columns, g.minmax_columns, g.distinct_columns
+    flt = FILTERS[g.key.filter] if g.key.filter else None
+    spans: list[tuple[int, int]] = []
+    ops: list[tuple[int, int, int, int, int, int, int]] = []
+    total_ops: list[tuple[int, str, int, int]] = []
+    for f in g.features:
+        j = 1 + 2 * numeric.index(f.column) if f.column in numeric else 0
+        if g.windowed:
+            w, o = window_tiles(f)
+            if (w, o) not in spans:
+                spans.append((w, o))
+            k = 0
+            if f.agg in ("min", "max"):
+                k = minmax.index(f.column or "")
+            elif f.agg == "distinct":
+                k = distinct.index(f.column or "")
+            ops.append((position[f.name], _CODES[f.agg], spans.index((w, o)), j, k, w, o))
+        else:
+            ci = cols.index(f.column) if f.column else -1
+            total_ops.append((position[f.name], f.agg, j, ci))
+    keep = max((w + o for w, o in spans), default=0) + 1
+    return _Compiled(
+        group=g,
+        index=i,
+        entity=g.key.entity,
+        filter_column=flt.column if flt else None,
+        filter_values=frozenset(flt.values) if flt else frozenset(),
+        columns=cols,
+        numeric=numeric,
+        minmax=minmax,
+        distinct=distinct,
+        keep=keep,
+        res=g.key.resolution_us,
+        spans=spans,
+        ops=ops,
+        total_ops=total_ops,
+    )
+
+
+def entity_key(entity: str, event: Mapping[str, Any]) -> Any:
+    """The key of ``entity`` in ``event``: a value, a tuple for pairs, or None when a part is missing."""
+    cols = ENTITIES[entity]
+    if len(cols) == 1:
+        return event.get(cols[0])
+    key = tuple(event.get(c) for c in cols)
+    return None if None in key else key
 
 
 class OnlineFeatures:
@@ -198,177 +262,155 @@ class OnlineFeatures:
 
     def __init__(self, fset: FeatureSet) -> None:
         self.fset = fset
-        self._groups: list[_Compiled] = []
-        for i, g in enumerate(groups(fset)):
-            cols = g.value_columns
-            spans = [sum(window_tiles(f)) for f in g.features] if g.windowed else [0]
-            flt = FILTERS[g.key.filter] if g.key.filter else None
-            self._groups.append(
-                _Compiled(
-                    group=g,
-                    index=i,
-                    keys=ENTITIES[g.key.entity],
-                    filter_column=flt.column if flt else None,
-                    filter_values=frozenset(flt.values) if flt else frozenset(),
-                    columns=cols,
-                    numeric=[cols.index(c) for c in g.numeric_columns],
-                    minmax=[cols.index(c) for c in g.minmax_columns],
-                    distinct=[cols.index(c) for c in g.distinct_columns],
-                    keep=max(spans) + 1,
-                    res=g.key.resolution_us,
-                )
-            )
+        self.names = fset.names
+        position = {n: i for i, n in enumerate(self.names)}
+        self._groups = [_compile(i, g, position) for i, g in enumerate(groups(fset))]
+        self._entities = sorted({cg.entity for cg in self._groups})
         self._by_source: dict[str, list[_Compiled]] = {}
         for cg in self._groups:
             self._by_source.setdefault(cg.group.key.source, []).append(cg)
+        label = [cg for cg in self._groups if cg.group.key.source != "charges"]
         self._label_fields = sorted(
-            {k for cg in self._groups if cg.group.key.source != "charges" for k in cg.keys}
-            | {c for cg in self._groups if cg.group.key.source != "charges" for c in cg.columns}
-            | {
-                cg.filter_column
-                for cg in self._groups
-                if cg.group.key.source != "charges" and cg.filter_column
-            }
+            {k for cg in label for k in ENTITIES[cg.entity]}
+            | {c for cg in label for c in cg.columns}
+            | {cg.filter_column for cg in label if cg.filter_column}
         )
-        self._state: dict[tuple[int, Key], WindowState | TotalState] = {}
-        self._charges: dict[str, dict[str, Any]] = {}  # charge_id -> fields outcomes need
+        self._state: dict[tuple[int, Any], WindowState | TotalState] = {}
+        self._charges: dict[str, dict[str, Any]] = {}  # charge_id -> fields its outcomes need
         self._outcomes: set[str] = set()
-        self._request = [f for f in fset.features if isinstance(f, RequestFeature)]
-        self._derived = [f for f in fset.features if isinstance(f, Derived)]
+        self._request = [(position[f.name], f) for f in fset.features if isinstance(f, RequestFeature)]
+        self._derived = [
+            (position[f.name], f, [position[x] for x in f.inputs])
+            for f in fset.features
+            if isinstance(f, Derived)
+        ]
 
     # ---- reading ----------------------------------------------------------------------------------------
-    def features(self, charge: Mapping[str, Any]) -> dict[str, float | None]:
-        """Every feature of ``charge`` as of just before it (the state is not changed)."""
+    def vector(self, charge: Mapping[str, Any]) -> list[float | None]:
+        """Every feature of ``charge`` as of just before it, in feature-set order (the state is unchanged)."""
         ts = int(charge["created_us"])
-        out: dict[str, float | None] = {}
+        out: list[float | None] = [None] * len(self.names)
+        keys = {e: entity_key(e, charge) for e in self._entities}
+        state = self._state
         for cg in self._groups:
-            key = self._key(cg, charge)
+            key = keys[cg.entity]
             if key is None:
-                for f in cg.group.features:
-                    out[f.name] = None
                 continue
-            state = self._state.get((cg.index, key))
+            st = state.get((cg.index, key))
             if cg.res:
-                self._read_window(cg, state, ts // cg.res, out)  # type: ignore[arg-type]
+                self._read_window(cg, st, ts // cg.res, out)  # type: ignore[arg-type]
             else:
-                self._read_total(cg, state, ts, out)  # type: ignore[arg-type]
-        for rf in self._request:
-            out[rf.name] = request_value(rf, charge, ts)
-        for d in self._derived:
-            out[d.name] = derive(d, out)
-        return {name: out[name] for name in self.fset.names}
+                self._read_total(cg, st, ts, out)  # type: ignore[arg-type]
+        for i, rf in self._request:
+            out[i] = request_value(rf, charge, ts)
+        for i, d, inputs in self._derived:
+            out[i] = derive(d, [out[x] for x in inputs])
+        return out
+
+    def features(self, charge: Mapping[str, Any]) -> dict[str, float | None]:
+        """Every feature of ``charge`` by name, as of just before it (the state is unchanged)."""
+        return dict(zip(self.names, self.vector(charge), strict=True))
 
     @staticmethod
-    def _key(cg: _Compiled, event: Mapping[str, Any]) -> Key | None:
-        key = tuple(event.get(k) for k in cg.keys)
-        return None if None in key else key
-
-    def _read_window(
-        self, cg: _Compiled, st: WindowState | None, tile: int, out: dict[str, float | None]
-    ) -> None:
-        for f in cg.group.features:
-            w, o = window_tiles(f)
-            if st is None:
-                out[f.name] = 0.0 if f.agg in ("count", "sum", "distinct") else None
+    def _read_window(cg: _Compiled, st: WindowState | None, tile: int, out: list[float | None]) -> None:
+        if st is None:
+            for i, code, *_ in cg.ops:
+                out[i] = 0.0 if code in (_COUNT, _SUM, _DISTINCT) else None
+            return
+        total = st.total()
+        through = st.through
+        sums = [(total if o == 0 else through(tile - o - 1), through(tile - w - o - 1)) for w, o in cg.spans]
+        for i, code, span, j, k, w, o in cg.ops:
+            if code == _DISTINCT:
+                out[i] = float(st.distinct(k, tile - w))
                 continue
-            vi = cg.columns.index(f.column) if f.column else None
-            if f.agg == "distinct":
-                assert vi is not None
-                out[f.name] = float(st.distinct(cg.distinct.index(vi), tile - w))
+            if code in (_MIN, _MAX):
+                ext = st.extreme(k, tile - w - o, tile if o == 0 else tile - o - 1, code == _MIN)
+                out[i] = None if ext is None else ext / CENTS_PER_DOLLAR
                 continue
-            hi_tile = tile if o == 0 else tile - o - 1
-            if f.agg in ("min", "max"):
-                assert vi is not None
-                ext = st.extreme(cg.minmax.index(vi), tile - w - o, hi_tile, f.agg == "min")
-                out[f.name] = None if ext is None else ext / CENTS_PER_DOLLAR
-                continue
-            hi = st.total() if o == 0 else st.through(hi_tile)
-            lo = st.through(tile - w - o - 1)
+            hi, lo = sums[span]
             c = hi[0] - lo[0]
-            if vi is None:
-                out[f.name] = _value(f.agg, c, 0, 0)
+            if code == _COUNT:
+                out[i] = float(c)
+            elif code == _SUM:
+                out[i] = float(hi[j] - lo[j]) / CENTS_PER_DOLLAR
+            elif code == _MEAN:
+                out[i] = float(hi[j] - lo[j]) / float(c) / CENTS_PER_DOLLAR if c else None
             else:
-                j = 1 + 2 * cg.numeric.index(vi)
-                out[f.name] = _value(f.agg, c, hi[j] - lo[j], hi[j + 1] - lo[j + 1])
+                out[i] = _std(c, hi[j] - lo[j], hi[j + 1] - lo[j + 1])
 
-    def _read_total(
-        self, cg: _Compiled, st: TotalState | None, ts: int, out: dict[str, float | None]
-    ) -> None:
-        for f in cg.group.features:
-            vi = cg.columns.index(f.column) if f.column else None
-            agg = f.agg
+    @staticmethod
+    def _read_total(cg: _Compiled, st: TotalState | None, ts: int, out: list[float | None]) -> None:
+        for i, agg, j, ci in cg.total_ops:
             if st is None:
-                out[f.name] = {"count": 0.0, "sum": 0.0, "distinct": 0.0, "first_seen": 1.0}.get(agg)
+                out[i] = {"count": 0.0, "sum": 0.0, "distinct": 0.0, "first_seen": 1.0}.get(agg)
                 continue
             c = st.sums[0]
-            if agg == "first_seen":
-                out[f.name] = 1.0 if c == 0 else 0.0
+            if agg == "count":
+                out[i] = float(c)
+            elif agg == "first_seen":
+                out[i] = 1.0 if c == 0 else 0.0
             elif agg == "since_prev":
-                out[f.name] = None if st.prev_ts is None else float(ts - st.prev_ts) / 1e6
+                out[i] = None if st.prev_ts is None else float(ts - st.prev_ts) / 1e6
             elif agg == "since_first":
-                out[f.name] = None if st.first_ts is None else float(ts - st.first_ts) / 1e6
+                out[i] = None if st.first_ts is None else float(ts - st.first_ts) / 1e6
             elif agg == "distinct":
-                assert vi is not None
-                out[f.name] = float(len(st.seen[vi]))
-            elif agg == "last":
-                assert vi is not None
-                v = st.last[vi]
-                out[f.name] = None if v is None else float(v) / CENTS_PER_DOLLAR
-            elif agg in ("min", "max"):
-                assert vi is not None
-                v = (st.mins if agg == "min" else st.maxs)[vi]
-                out[f.name] = None if v is None else float(v) / CENTS_PER_DOLLAR
-            elif vi is None:
-                out[f.name] = _value(agg, c, 0, 0)
+                out[i] = float(len(st.seen[ci]))
+            elif agg in ("last", "min", "max"):
+                v = st.last[ci] if agg == "last" else (st.mins if agg == "min" else st.maxs)[ci]
+                out[i] = None if v is None else float(v) / CENTS_PER_DOLLAR
             else:
-                j = 1 + 2 * cg.numeric.index(vi)
-                out[f.name] = _value(agg, c, st.sums[j], st.sums[j + 1])
+                out[i] = _value(agg, c, st.sums[j], st.sums[j + 1])
 
     # ---- updating ---------------------------------------------------------------------------------------
-    def _apply(self, cg: _Compiled, event: Mapping[str, Any], ts: int) -> None:
-        key = self._key(cg, event)
-        if key is None:
-            return
+    def _apply(self, cg: _Compiled, event: Mapping[str, Any], key: Any, ts: int) -> None:
         if cg.filter_column is not None and event.get(cg.filter_column) not in cg.filter_values:
             return
-        cols = cg.columns
         vec = [1]
-        for i in cg.numeric:
-            v = event.get(cols[i])
-            v = 0 if v is None else int(v)
+        for c in cg.numeric:
+            v = int(event[c])  # amount_usd is a required field
             vec.append(v)
             vec.append(v * v)
-        # amount_usd is a required field, so a numeric value is never missing in a valid event.
         sk = (cg.index, key)
         st = self._state.get(sk)
         if cg.res:
             if st is None:
                 st = self._state[sk] = WindowState(len(vec), len(cg.minmax), len(cg.distinct))
-            assert isinstance(st, WindowState)
-            mm = [event.get(cols[i]) for i in cg.minmax]
-            dv = [event.get(cols[i]) for i in cg.distinct]
-            st.add(ts // cg.res, vec, [None if v is None else float(v) for v in mm], dv, cg.keep)
+            mm = [float(event[c]) for c in cg.minmax]
+            dv = [event.get(c) for c in cg.distinct]
+            st.add(ts // cg.res, vec, mm, dv, cg.keep)  # type: ignore[union-attr]
             return
         if st is None:
-            st = self._state[sk] = TotalState(len(vec), len(cols))
+            st = self._state[sk] = TotalState(len(vec), len(cg.columns))
         assert isinstance(st, TotalState)
+        sums = st.sums
         for i, v in enumerate(vec):
-            st.sums[i] += v
-        for i, c in enumerate(cols):
-            v = event.get(c)
-            if v is None:
+            sums[i] += v
+        for i, c in enumerate(cg.columns):
+            val = event.get(c)
+            if val is None:
                 continue
-            st.last[i] = v
-            st.seen[i].add(v)
-            if isinstance(v, int | float):
-                fv = float(v)
-                if st.mins[i] is None or fv < st.mins[i]:  # type: ignore[operator]
+            st.last[i] = val
+            st.seen[i].add(val)
+            if isinstance(val, int | float):
+                fv = float(val)
+                lo, hi = st.mins[i], st.maxs[i]
+                if lo is None or fv < lo:
                     st.mins[i] = fv
-                if st.maxs[i] is None or fv > st.maxs[i]:  # type: ignore[operator]
+                if hi is None or fv > hi:
                     st.maxs[i] = fv
         if st.first_ts is None:
             st.first_ts = ts
         st.prev_ts = ts if st.prev_ts is None else max(st.prev_ts, ts)
+
+    def _apply_all(self, source: str, event: Mapping[str, Any], ts: int) -> None:
+        keys: dict[str, Any] = {}
+        for cg in self._by_source.get(source, ()):
+            key = keys.get(cg.entity, keys)
+            if key is keys:
+                key = keys[cg.entity] = entity_key(cg.entity, event)
+            if key is not None:
+                self._apply(cg, event, key, ts)
 
     def update(self, charge: Mapping[str, Any]) -> bool:
         """Add ``charge`` to the state; False (and no change) if its id was already applied."""
@@ -376,9 +418,7 @@ class OnlineFeatures:
         if cid in self._charges:
             return False
         self._charges[cid] = {k: charge.get(k) for k in self._label_fields}
-        ts = int(charge["created_us"])
-        for cg in self._by_source.get("charges", ()):
-            self._apply(cg, charge, ts)
+        self._apply_all("charges", charge, int(charge["created_us"]))
         return True
 
     def features_then_update(self, charge: Mapping[str, Any]) -> dict[str, float | None]:
@@ -396,9 +436,7 @@ class OnlineFeatures:
         if outcome_id in self._outcomes or charge_id not in self._charges:
             return False
         self._outcomes.add(outcome_id)
-        fields = self._charges[charge_id]
-        for cg in self._by_source.get(source, ()):
-            self._apply(cg, fields, created_us)
+        self._apply_all(source, self._charges[charge_id], created_us)
         return True
 
     @property

@@ -35,7 +35,7 @@ def replay(
 ) -> pa.Table:
     """Online values of ``fset`` for every charge: a table like the backfill's (charge_id, created, features).
 
-    ``charges`` holds charge fields (any subset the set needs, plus charge_id and created); ``outcomes`` maps a
+    ``charges`` holds charge fields (those the set needs, plus charge_id and created); ``outcomes`` maps a
     label source (fraud_disputes, efws, refunds) to a table with its id column, charge_id and created.
     """
     online = online or OnlineFeatures(fset)

@@ -7,7 +7,7 @@ to the same results.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from payfm.features.definitions import Derived, RequestFeature
@@ -80,16 +80,16 @@ def request_value(f: RequestFeature, charge: Mapping[str, Any], ts_us: int) -> f
     raise AssertionError(f.kind)
 
 
-def derive(f: Derived, values: Mapping[str, float | None]) -> float | None:
-    """The value of a derived feature from the values of its inputs (null in, null out)."""
-    a, b = values[f.inputs[0]], values[f.inputs[1]]
+def derive(f: Derived, inputs: Sequence[float | None]) -> float | None:
+    """The value of a derived feature from the values of its inputs, in order (null in, null out)."""
+    a, b = inputs[0], inputs[1]
     if a is None or b is None:
         return None
     if f.op == "ratio":
         return None if b == 0 else a / b
     if f.op == "diff":
         return a - b
-    std = values[f.inputs[2]]
+    std = inputs[2]
     if std is None or std == 0:
         return None
     return (a - b) / std

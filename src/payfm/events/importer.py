@@ -1,0 +1,724 @@
+"""Import a foreign CSV or Parquet file into the workspace through a mapping (see docs/import.md).
+
+The import is a pipeline of small steps, all-or-nothing:
+
+1. parse the mapping (:mod:`payfm.events.mapping`): mistakes are ConfigErrors before any data is read;
+2. read the file (CSV columns are read as text, so nothing is guessed or silently rounded);
+3. scan every source column except the fingerprinted ones for full card numbers (never echoed);
+4. compute each target field (renames, constants, keyed hashes, value maps, units, currencies, time zones,
+   card transforms) with vectorized Arrow and numpy, collecting every bad row;
+5. turn label columns into outcome events (disputes or early fraud warnings);
+6. validate both tables against the schema, refuse ids already in the workspace;
+7. write everything in one workspace transaction.
+
+Any problem raises :class:`~payfm.events.validate.ValidationError` (file, row, column, expected, received;
+the first few and a count) or :class:`~payfm.errors.ConfigError`, and nothing is written.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from payfm.events.workspace import Workspace
+    >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+    >>> sample = pathlib.Path("tests/data/sparkov_sample.parquet")
+    >>> import_file(ws, sample, "sparkov").rows  # doctest: +SKIP
+    {'charges': 384, 'disputes': 78}
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import gzip
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from payfm.errors import ConfigError
+from payfm.events import currency
+from payfm.events.cards import card_number_rows, fingerprint
+from payfm.events.mapping import EPOCH_UNITS, CurrencySource, FieldSpec, LabelSpec, Mapping, load_mapping
+from payfm.events.schema import ID_COLUMNS, TIMESTAMP
+from payfm.events.validate import Problem, ValidationError, validate_events
+from payfm.events.workspace import Workspace
+
+Progress = Callable[[str], None]
+
+_KEEP = 20  # problems kept per check (the message shows the first few, and the total)
+_NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+_INTEGER = r"^\s*[+-]?\d+\s*$"
+_OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+_TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01 UTC: later (or pre-1970) times mean a wrong unit or format
+_PLAUSIBLE = "a time between 1970 and 2100 (check the unit or format in the mapping)"
+# Card brands by leading digits of the number (first match wins; checked in this order).
+_BRANDS: tuple[tuple[str, str], ...] = (
+    ("amex", r"^3[47]"),
+    ("jcb", r"^35(2[89]|[3-8])"),
+    ("diners", r"^3(0[0-5]|[689])"),
+    ("visa", r"^4"),
+    ("mastercard", r"^(5[1-5]|222[1-9]|22[3-9]|2[3-6]|27[01]|2720)"),
+    ("discover", r"^(6011|64[4-9]|65)"),
+    ("unionpay", r"^62"),
+)
+_OUTCOME_PREFIX = {"disputes": "dp_", "early_fraud_warnings": "efw_"}
+_OUTCOME_ID = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id"}
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    """What an import wrote: rows per event table, and the source columns that were not stored."""
+
+    source: str
+    mapping: str
+    rows_read: int
+    rows: dict[str, int]
+    dropped_columns: tuple[str, ...]  # listed under `drop`: read and scanned, never stored
+    unmapped_columns: tuple[str, ...]  # neither used nor dropped: read and scanned, never stored
+
+
+@dataclass(frozen=True)
+class _LineProblem(Problem):
+    """A problem in a CSV file, which also names the line (header = line 1, no quoted line breaks)."""
+
+    line: int | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.row is not None and self.line is not None:
+            text = text.replace(f"row {self.row}", f"row {self.row} (line {self.line})", 1)
+        return text
+
+
+class _Problems:
+    """Collects problems over all steps, so a user fixes a file in one round."""
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+        self.total = 0
+        self._seen: dict[tuple[str, str], np.ndarray] = {}
+
+    def rows(self, column: str, rows: np.ndarray, expected: str, received: list[str] | str) -> None:
+        """Record problems at 0-based ``rows``; ``received`` is one text for all or one per row (first 20).
+
+        A cell read by two fields (``amount`` and ``amount_usd`` from one column) is reported once.
+        """
+        seen = self._seen.get((column, expected), np.zeros(0, dtype=np.int64))
+        if len(seen):
+            keep = ~np.isin(rows, seen)
+            rows = rows[keep]
+            if not isinstance(received, str):
+                received = [r for r, k in zip(received, keep[: len(received)], strict=False) if k]
+        self._seen[(column, expected)] = np.union1d(seen, rows)
+        self.total += len(rows)
+        for k, r in enumerate(rows[:_KEEP]):
+            text = received if isinstance(received, str) else received[k]
+            self.items.append(Problem(column, int(r) + 1, expected, text))
+
+    def column(self, column: str, expected: str, received: str) -> None:
+        self.total += 1
+        self.items.append(Problem(column, None, expected, received))
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _values(col: pa.Array, rows: np.ndarray) -> list[str]:
+    """The shown values at ``rows`` (only rows already known to be bad; card numbers were rejected before)."""
+    return [_short(col[int(i)].as_py()) for i in rows[:_KEEP]]
+
+
+def _raise(
+    source: str, problems: list[Problem], total: int, csv_file: bool, rows: np.ndarray | None = None
+) -> NoReturn:
+    """Raise ValidationError for ``source``; ``rows`` maps rows of a derived table back to the file."""
+    fixed: list[Problem] = []
+    for p in problems:
+        row = p.row
+        if row is not None and rows is not None:
+            row = int(rows[row - 1]) + 1
+        if csv_file and row is not None:
+            fixed.append(_LineProblem(p.column, row, p.expected, p.received, line=row + 1))
+        else:
+            fixed.append(Problem(p.column, row, p.expected, p.received))
+    raise ValidationError(source, fixed, total)
+
+
+# ---- reading ---------------------------------------------------------------------------------------------
+def read_source(path: Path) -> tuple[pa.Table, bool]:
+    """The file as an Arrow table (plain, undictionaried columns) and whether it is CSV.
+
+    CSV columns are read as text: the mapping says how to parse them, so a card number never turns into a
+    float and an id never loses its leading zeros.
+    """
+    name = path.name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            table = pq.read_table(path)
+            is_csv = False
+        elif name.endswith((".csv", ".csv.gz")):
+            opener = gzip.open if name.endswith(".gz") else open
+            with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+                header = next(csv.reader(f), [])
+            convert = pacsv.ConvertOptions(
+                column_types={h: pa.string() for h in header}, strings_can_be_null=True
+            )
+            table = pacsv.read_csv(path, convert_options=convert)
+            is_csv = True
+        else:
+            raise ConfigError(
+                f"Import source '{path}': expected a .csv, .csv.gz, .parquet or .pq file; "
+                f"received '{path.suffix}'."
+            )
+    except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"Import source '{path}': expected a readable file; received an error ({e})."
+        ) from None
+    columns = []
+    for col in table.columns:
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        if pa.types.is_large_string(col.type):
+            col = col.cast(pa.string())
+        columns.append(col.combine_chunks())
+    return pa.Table.from_arrays(columns, names=table.column_names), is_csv
+
+
+def _check_columns(mapping: Mapping, table: pa.Table, source: str) -> None:
+    """Every source column the mapping reads must be in the file (ConfigError with a suggestion)."""
+    present = table.column_names
+    for column in mapping.source_columns():
+        if column not in present:
+            close = difflib.get_close_matches(column, present, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{mapping.name}: '{mapping.source_path(column)}': expected a column of '{source}'{hint}; "
+                f"received '{column}', which the file does not have."
+            )
+
+
+def _scan_cards(mapping: Mapping, table: pa.Table, out: _Problems) -> None:
+    """Card numbers in any column but the fingerprinted ones: report row and column, never the number."""
+    # A column the mapping declares as epoch times is exempt: one 13-digit epoch-millisecond value in ten
+    # passes the Luhn check, and its values are checked as times in 1970-2100 instead.
+    epoch = {c for spec in mapping.fields.values() if spec.unit is not None for c in spec.columns}
+    for name in table.column_names:
+        if name in mapping.fingerprinted:
+            continue
+        if name in epoch:
+            continue
+        rows = card_number_rows(table.column(name))
+        if len(rows):
+            out.rows(
+                name,
+                rows,
+                "no card numbers (only a column sent through transform: fingerprint may hold them)",
+                "a full card number (not shown)",
+            )
+
+
+# ---- field computations ----------------------------------------------------------------------------------
+def _text(col: pa.Array) -> pa.Array:
+    return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+
+
+def _source(spec: FieldSpec, table: pa.Table) -> pa.Array:
+    """The source values of ``spec``: one column, or several joined as text."""
+    if spec.kind == "columns":
+        parts = [_text(table.column(c).chunk(0)) for c in spec.columns]
+        return pc.binary_join_element_wise(*parts, spec.separator)
+    col: pa.Array = table.column(spec.column).chunk(0)
+    return col
+
+
+def keyed_hash(parts: list[pa.Array], secret: bytes) -> pa.Array:
+    """24 hex characters of SHA-256 over the secret and the parts' text, row by row (vectorized in DuckDB).
+
+    Keyed with the workspace secret, so an id hashed from an account number cannot be reversed by trying
+    every account number; nulls hash differently from empty texts.
+    """
+    n = len(parts[0])
+    data = pa.table({**{f"c{i}": _text(p) for i, p in enumerate(parts)}, "row_": pa.array(np.arange(n))})
+    inputs = ", ".join(f"coalesce(c{i}, chr(0))" for i in range(len(parts)))
+    con = duckdb.connect()
+    try:
+        con.register("data", data)
+        query = (
+            f"SELECT substr(sha256('{secret.hex()}' || chr(31) || concat_ws(chr(31), {inputs})), 1, 24) AS h "
+        )
+        result = con.sql(query + "FROM data ORDER BY row_").to_arrow_table()
+    finally:
+        con.close()
+    hashed: pa.Array = result.column("h").combine_chunks().cast(pa.string())
+    return hashed
+
+
+def _card_digits(col: pa.Array, spec: FieldSpec, out: _Problems | None) -> pa.Array | None:
+    """Card numbers as plain digit texts (spaces and dashes removed); bad values are reported, never shown."""
+    if pa.types.is_floating(col.type):
+        if out is not None:
+            out.column(
+                spec.column,
+                "card numbers as text or integers",
+                f"floating-point numbers ({col.type}), which lose digits",
+            )
+        return None
+    digits = pc.replace_substring_regex(_text(col), r"[ -]", "")
+    ok = pc.match_substring_regex(digits, r"^\d{8,19}$")
+    bad = np.flatnonzero(pc.and_(pc.is_valid(digits), pc.invert(pc.fill_null(ok, False))).to_numpy(False))
+    if len(bad):
+        if out is not None:
+            out.rows(spec.column, bad, "a card number of 8-19 digits", "another value (not shown)")
+        return None
+    return digits
+
+
+def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) -> pa.Array | None:
+    # Only the fingerprint field reports bad card values; bin/last4/brand of the same column stay quiet.
+    digits = _card_digits(_source(spec, table), spec, out if spec.transform == "fingerprint" else None)
+    if digits is None:
+        return None
+    if spec.transform == "bin":
+        return pc.utf8_slice_codeunits(digits, 0, 6)
+    if spec.transform == "last4":
+        return pc.utf8_slice_codeunits(digits, -4)
+    if spec.transform == "brand":
+        brand = np.full(len(digits), "unknown", dtype=object)
+        taken = np.zeros(len(digits), dtype=bool)
+        for name, pattern in _BRANDS:
+            hit = pc.fill_null(pc.match_substring_regex(digits, pattern), False).to_numpy(False) & ~taken
+            brand[hit] = name
+            taken |= hit
+        return pa.array(brand, type=pa.string(), mask=~pc.is_valid(digits).to_numpy(False))
+    # fingerprint: HMAC over the distinct cards only, then spread back to the rows.
+    distinct = pc.drop_null(pc.unique(digits))
+    fps = fingerprint(distinct, secret)
+    taken_fp: pa.Array = pc.take(fps, pc.index_in(digits, value_set=distinct))
+    return taken_fp
+
+
+def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) -> pa.Array | None:
+    n = table.num_rows
+    if spec.kind == "value":
+        return pa.repeat(pa.scalar(spec.prefix + str(spec.value)), n)
+    if spec.kind == "hash":
+        result = keyed_hash([table.column(c).chunk(0) for c in spec.columns], secret)
+    elif spec.transform is not None:
+        return _card_transform(spec, table, secret, out)
+    else:
+        result = _text(_source(spec, table))
+    name = spec.columns[0] if len(spec.columns) == 1 else "+".join(spec.columns)
+    if spec.case == "lower":
+        result = pc.utf8_lower(result)
+    elif spec.case == "upper":
+        result = pc.utf8_upper(result)
+    if spec.map is not None:
+        keys = pa.array(list(spec.map), type=pa.string())
+        index = pc.index_in(result, value_set=keys)
+        mapped = pc.take(pa.array(list(spec.map.values()), type=pa.string()), index)
+        missing = pc.and_(pc.is_valid(result), pc.is_null(index))
+        if spec.default is not None:
+            mapped = pc.if_else(missing, spec.default, mapped)
+        else:
+            bad = np.flatnonzero(missing.to_numpy(False))
+            if len(bad):
+                out.rows(
+                    name,
+                    bad,
+                    f"one of the keys of '{spec.path}.map' (or give a default)",
+                    _values(result, bad),
+                )
+                return None
+        result = mapped
+    if spec.prefix:
+        result = pc.binary_join_element_wise(spec.prefix, result, "")
+    return result
+
+
+def _floats(col: pa.Array, name: str, out: _Problems) -> np.ndarray | None:
+    """Numbers as float64 (NaN for null); text is parsed, and unparseable rows are reported."""
+    if pa.types.is_string(col.type):
+        ok = pc.match_substring_regex(col, _NUMBER)
+        bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(pc.fill_null(ok, False))).to_numpy(False))
+        if len(bad):
+            out.rows(name, bad, "a number", _values(col, bad))
+            return None
+        col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
+    elif pa.types.is_decimal(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        col = pc.cast(col, pa.float64())
+    else:
+        out.column(name, "numbers", f"values of type {col.type}")
+        return None
+    values: np.ndarray = pc.fill_null(col, np.nan).to_numpy(False)
+    return values
+
+
+def _factors(
+    cur: CurrencySource, table: pa.Table, rates: Callable[[pa.Array], np.ndarray], out: _Problems, path: str
+) -> np.ndarray | None:
+    if cur.value is not None:
+        return rates(pa.array([cur.value]))
+    assert cur.column is not None  # parse_mapping guarantees one of the two
+    codes = _text(table.column(cur.column).chunk(0))
+    factors = rates(codes)
+    bad = np.flatnonzero(np.isnan(factors) & pc.is_valid(codes).to_numpy(False))
+    if len(bad):
+        out.rows(cur.column, bad, f"a currency code known to payfm (for '{path}')", _values(codes, bad))
+        return None
+    return factors
+
+
+def _ints(spec: FieldSpec, table: pa.Table, out: _Problems) -> pa.Array | None:
+    n = table.num_rows
+    if spec.kind == "value":
+        return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
+    col = _source(spec, table)
+    if spec.scale is None and spec.minor_units is None and spec.usd_cents is None:
+        return col  # validate_events casts it, reporting non-integral values by row
+    values = _floats(col, spec.column, out)
+    if values is None:
+        return None
+    if spec.scale is not None:
+        factors: np.ndarray | None = np.full(n, spec.scale)
+    elif spec.minor_units is not None:
+        factors = _factors(spec.minor_units, table, currency.minor_unit_factors, out, spec.path)
+    else:
+        assert spec.usd_cents is not None
+        factors = _factors(spec.usd_cents, table, currency.usd_cents_factors, out, spec.path)
+    if factors is None:
+        return None
+    scaled = values * factors
+    rounded = np.round(scaled)  # half-even
+    if spec.usd_cents is None:
+        # A scaled amount must be whole minor units; rounding only absorbs float noise (13.8 * 100).
+        off = np.abs(scaled - rounded) > 1e-6 + 1e-9 * np.abs(scaled)
+        bad = np.flatnonzero(off & ~np.isnan(scaled))
+        if len(bad):
+            out.rows(
+                spec.column,
+                bad,
+                f"whole minor units after '{spec.path}' scaling (no fractions of a cent)",
+                _values(col, bad),
+            )
+            return None
+    nulls = np.isnan(rounded)
+    return pa.array(np.where(nulls, 0, rounded).astype(np.int64), mask=nulls)
+
+
+def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
+    zone = spec.timezone or mapping.timezone
+    if zone is None:
+        raise ConfigError(
+            f"{mapping.name}: '{spec.path}.timezone': expected a time zone for the naive times of column "
+            f"'{'+'.join(spec.columns)}' (set it here or as the top-level `timezone`; payfm never guesses); "
+            f"received {what} and no zone."
+        )
+    return zone
+
+
+def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: _Problems) -> pa.Array | None:
+    """Naive local times in ``zone`` to UTC; times that DST makes ambiguous or impossible are reported."""
+    early = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="earliest")
+    late = pc.assume_timezone(naive, zone, ambiguous="latest", nonexistent="latest")
+    bad = np.flatnonzero(pc.fill_null(pc.not_equal(early, late), False).to_numpy(False))
+    if len(bad):
+        out.rows(
+            "+".join(spec.columns),
+            bad,
+            f"a local time that exists once in {zone} (not in a DST change)",
+            _values(text, bad),
+        )
+        return None
+    return pc.cast(early, TIMESTAMP)
+
+
+def _parse_rows(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast ISO texts to ``target``: the result with nulls where parsing failed, and those rows."""
+    try:
+        return pc.cast(text, target), np.zeros(0, dtype=np.int64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values: list[object] = []
+    bad: list[int] = []
+    for i in range(len(text)):  # error path only: find the rows that do not parse
+        try:
+            values.append(pc.cast(text.slice(i, 1), target)[0].as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values.append(None)
+            bad.append(i)
+    return pa.array(values, type=target), np.array(bad, dtype=np.int64)
+
+
+def _times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Problems) -> pa.Array | None:
+    """UTC microsecond times of ``spec``; times outside 1970-2100 (a wrong unit or format) are errors."""
+    times = _convert_times(spec, table, mapping, out)
+    if times is None or spec.kind == "value":
+        return times
+    micros = pc.cast(times, pa.int64())
+    off = pc.or_(pc.less(micros, 0), pc.greater_equal(micros, _TIME_MAX_US))
+    bad = np.flatnonzero(pc.fill_null(off, False).to_numpy(False))
+    if len(bad):
+        out.rows("+".join(spec.columns), bad, _PLAUSIBLE, _values(_source(spec, table), bad))
+        return None
+    return times
+
+
+def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Problems) -> pa.Array | None:
+    n = table.num_rows
+    name = "+".join(spec.columns)
+    if spec.kind == "value":
+        try:
+            value = pc.cast(pa.array([spec.value]), TIMESTAMP)[0]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise ConfigError(
+                f"{mapping.name}: '{spec.path}.value': expected an ISO 8601 time with a zone offset "
+                f"(e.g. 2023-01-01T00:00:00Z); received {spec.value!r}."
+            ) from None
+        return pa.repeat(value, n)
+    col = _source(spec, table)
+    t = col.type
+    if spec.unit is not None:
+        if pa.types.is_string(t) and pc.all(pc.match_substring_regex(col, _INTEGER)).as_py() is not False:
+            col = pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
+            t = col.type
+        mul, div = EPOCH_UNITS[spec.unit]
+        if pa.types.is_integer(t):
+            ints = pc.cast(col, pa.int64())
+            nulls = pc.is_null(ints).to_numpy(False)
+            v = pc.fill_null(ints, 0).to_numpy(False)
+            # Values that would overflow int64 microseconds are implausible anyway: report, don't crash.
+            huge = np.flatnonzero(np.abs(v) > min(_TIME_MAX_US * div // mul, 2**62))
+            if len(huge):
+                out.rows(name, huge, _PLAUSIBLE, _values(col, huge))
+                return None
+            return pa.array(v * mul // div, mask=nulls).cast(TIMESTAMP)
+        values = _floats(col, name, out)
+        if values is None:
+            return None
+        nulls = np.isnan(values)
+        micros_f = np.round(np.where(nulls, 0, values) * mul / div)
+        return pa.array(micros_f.astype(np.int64), mask=nulls).cast(TIMESTAMP)
+    if pa.types.is_timestamp(t):
+        if t.tz is not None:
+            return pc.cast(col, TIMESTAMP, safe=False)
+        return _localize(
+            pc.cast(col, pa.timestamp("us"), safe=False),
+            col,
+            _need_zone(spec, mapping, f"naive timestamps ({t})"),
+            spec,
+            out,
+        )
+    if pa.types.is_date(t):
+        zone = _need_zone(spec, mapping, f"dates ({t})")
+        return _localize(pc.cast(pc.cast(col, pa.date32()), pa.timestamp("us")), col, zone, spec, out)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        raise ConfigError(
+            f"{mapping.name}: '{spec.path}.unit': expected an epoch unit (s, ms, us, ns) for the numbers in "
+            f"column '{name}'; received no unit."
+        )
+    col = _text(col)
+    valid = pc.is_valid(col)
+    if spec.format is not None:
+        aware = "%z" in spec.format
+        parsed = pc.strptime(col, format=spec.format, unit="us", error_is_null=True)
+        bad = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
+        if len(bad):
+            out.rows(name, bad, f"a time in the format '{spec.format}'", _values(col, bad))
+            return None
+        if aware:
+            return pc.cast(parsed, TIMESTAMP)
+        zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z")
+        return _localize(parsed, col, zone, spec, out)
+    # ISO 8601: rows with an offset are absolute; rows without one need the zone.
+    has_offset = pc.fill_null(pc.match_substring_regex(col, _OFFSET), False)
+    naive_rows = pc.and_(valid, pc.invert(has_offset))
+    aware_part, bad_aware = _parse_rows(pc.if_else(has_offset, col, pa.scalar(None, pa.string())), TIMESTAMP)
+    result: pa.Array = aware_part
+    bad_naive = np.zeros(0, dtype=np.int64)
+    if pc.any(naive_rows).as_py():
+        zone = _need_zone(spec, mapping, "ISO times without a zone offset")
+        naive_part, bad_naive = _parse_rows(
+            pc.if_else(naive_rows, col, pa.scalar(None, pa.string())), pa.timestamp("us")
+        )
+        if not len(bad_naive) and not len(bad_aware):
+            local = _localize(naive_part, col, zone, spec, out)
+            if local is None:
+                return None
+            result = pc.if_else(has_offset, aware_part, local)
+    bad = np.union1d(bad_aware, bad_naive).astype(np.int64)
+    if len(bad):
+        out.rows(name, bad, "an ISO 8601 time (e.g. 2023-01-01T12:00:00Z)", _values(col, bad))
+        return None
+    return result
+
+
+def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: _Problems) -> pa.Table | None:
+    """The target table (only the mapped fields; validate_events adds nullable ones as null)."""
+    arrays: dict[str, pa.Array] = {}
+    for target, spec in mapping.fields.items():
+        if spec.target_type == "timestamp":
+            result = _times(spec, table, mapping, out)
+        elif spec.target_type == "int":
+            result = _ints(spec, table, out)
+        else:
+            result = _strings(spec, table, secret, out)
+        if result is not None:
+            arrays[target] = result
+    if out.total:
+        return None
+    return pa.table(arrays)
+
+
+# ---- labels ----------------------------------------------------------------------------------------------
+def _positive(label: LabelSpec, col: pa.Array) -> np.ndarray:
+    """Rows whose label value is one of ``when`` (numbers compare as numbers, text case-insensitively)."""
+    if pa.types.is_boolean(col.type):
+        wanted = [
+            bool(w) if not isinstance(w, str) else w.lower() in ("true", "1", "yes") for w in label.when
+        ]
+        mask = pc.is_in(col, value_set=pa.array(wanted, type=pa.bool_()))
+    elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        numbers = []
+        for w in label.when:
+            try:
+                numbers.append(float(w))
+            except ValueError:
+                continue
+        mask = pc.is_in(pc.cast(col, pa.float64()), value_set=pa.array(numbers, type=pa.float64()))
+    else:
+        texts = [str(w).lower() for w in label.when]
+        mask = pc.is_in(pc.utf8_lower(_text(col)), value_set=pa.array(texts, type=pa.string()))
+    return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+
+
+def _outcomes(
+    mapping: Mapping,
+    table: pa.Table,
+    charges: pa.Table,
+    secret: bytes,
+    out: _Problems,
+) -> dict[str, tuple[pa.Table, np.ndarray]]:
+    """Outcome events per table, with the source rows they came from (to report problems by source row)."""
+    parts: dict[str, list[tuple[pa.Table, np.ndarray]]] = {}
+    for k, label in enumerate(mapping.labels):
+        rows = _positive(label, table.column(label.column).chunk(0))
+        take = pa.array(rows, type=pa.int64())
+        picked = charges.take(take)
+        if label.delay is not None:
+            created = pc.add(picked.column("created"), pa.scalar(label.delay, type=pa.duration("us")))
+        else:
+            assert label.time is not None
+            times = _times(label.time, table, mapping, out)
+            if times is None:
+                continue
+            created = pc.take(times, take)
+            missing = np.flatnonzero(pc.is_null(created).to_numpy(False))
+            if len(missing):
+                out.rows(
+                    "+".join(label.time.columns), rows[missing], f"an outcome time for '{label.path}'", "null"
+                )
+                continue
+        ids = keyed_hash(
+            [picked.column("charge_id").combine_chunks(), pa.repeat(pa.scalar(str(k)), len(rows))], secret
+        )
+        data = {
+            _OUTCOME_ID[label.table]: pc.binary_join_element_wise(_OUTCOME_PREFIX[label.table], ids, ""),
+            "charge_id": picked.column("charge_id"),
+            "created": created,
+        }
+        if label.table == "disputes":
+            data |= {
+                "reason": pa.repeat(pa.scalar(label.category), len(rows)),
+                "amount": picked.column("amount"),
+                "currency": picked.column("currency"),
+            }
+        else:
+            data["fraud_type"] = pa.repeat(pa.scalar(label.category), len(rows))
+        parts.setdefault(label.table, []).append((pa.table(data), rows))
+    return {
+        name: (pa.concat_tables([t for t, _ in items]), np.concatenate([r for _, r in items]))
+        for name, items in parts.items()
+    }
+
+
+def _existing(ws: Workspace, table_name: str, table: pa.Table, id_column: str, out: _Problems) -> None:
+    """Ids already stored in the workspace cannot be imported again (events are immutable)."""
+    stored = ws.read(table_name, columns=[id_column]).column(id_column)
+    if len(stored) == 0:
+        return
+    ids = table.column(id_column).combine_chunks()
+    bad = np.flatnonzero(pc.is_in(ids, value_set=stored.combine_chunks()).to_numpy(False))
+    if len(bad):
+        out.rows(
+            id_column,
+            bad,
+            f"an id not already in the workspace's '{table_name}' (was this file imported before?)",
+            _values(ids, bad),
+        )
+
+
+# ---- the import ------------------------------------------------------------------------------------------
+def import_file(
+    ws: Workspace, path: str | Path, mapping_path: str | Path, *, progress: Progress | None = None
+) -> ImportSummary:
+    """Import the CSV or Parquet file ``path`` into ``ws`` through the mapping ``mapping_path`` (a file or the
+    name of a bundled mapping such as ``sparkov``). All or nothing: any problem raises and writes nothing.
+    """
+    say = progress or (lambda _step: None)
+    mapping = load_mapping(mapping_path)
+    source = str(path)
+    say(f"reading {source}")
+    table, is_csv = read_source(Path(path))
+    out = _Problems()
+    say("scanning for card numbers")
+    _scan_cards(mapping, table, out)
+    if out.total:
+        _raise(source, out.items, out.total, is_csv)
+    _check_columns(mapping, table, source)
+    say("mapping columns")
+    secret = ws.secret()
+    built = _fields(mapping, table, secret, out)
+    if built is None:
+        _raise(source, out.items, out.total, is_csv)
+    say("validating")
+    try:
+        charges = validate_events(mapping.table, built, source=source)
+    except ValidationError as e:
+        _raise(source, e.problems, e.total, is_csv)
+    id_column = ID_COLUMNS[mapping.table]
+    _existing(ws, mapping.table, charges, id_column, out)
+    if out.total:
+        _raise(source, out.items, out.total, is_csv)
+    outcomes: dict[str, pa.Table] = {}
+    for name, (events, rows) in _outcomes(mapping, table, charges, secret, out).items():
+        if out.total:
+            break
+        try:
+            outcomes[name] = validate_events(name, events, source=source)
+        except ValidationError as e:
+            _raise(source, e.problems, e.total, is_csv, rows)
+        _existing(ws, name, outcomes[name], _OUTCOME_ID[name], out)
+        if out.total:
+            _raise(source, out.items, out.total, is_csv, rows)
+    if out.total:
+        _raise(source, out.items, out.total, is_csv)
+    say("writing")
+    with ws.writer("append") as w:
+        w.write(mapping.table, charges)
+        for name, events in outcomes.items():
+            w.write(name, events)
+    rows_written = {mapping.table: charges.num_rows} | {name: t.num_rows for name, t in outcomes.items()}
+    used = set(mapping.source_columns())
+    dropped = tuple(c for c in table.column_names if c in mapping.drop)
+    unmapped = tuple(c for c in table.column_names if c not in used and c not in mapping.drop)
+    return ImportSummary(source, mapping.name, table.num_rows, rows_written, dropped, unmapped)
+
+
+__all__ = ["ImportSummary", "import_file", "keyed_hash", "read_source"]

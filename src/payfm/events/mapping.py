@@ -1,0 +1,531 @@
+"""Import mappings: a declarative YAML file saying how a foreign CSV or Parquet file becomes payfm events.
+
+The file is parsed and checked here, before any data is read, into frozen dataclasses that
+:mod:`payfm.events.importer` executes. Every mistake raises :class:`~payfm.errors.ConfigError` naming the
+mapping file and the key path, what was expected and what was received (with a nearest-name suggestion for
+misspelt keys and fields). The format is documented field by field in docs/import.md.
+
+Example:
+    >>> m = parse_mapping({"table": "refunds", "columns": {
+    ...     "refund_id": {"column": "id"}, "charge_id": {"column": "charge"},
+    ...     "created": {"column": "ts", "unit": "s"}, "amount": {"column": "amt", "scale": 100},
+    ...     "currency": {"value": "usd"}, "reason": {"value": "requested_by_customer"}}}, "m.yaml")
+    >>> m.fields["amount"].scale, m.source_columns()
+    (100.0, ('amt', 'charge', 'id', 'ts'))
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import zoneinfo
+from dataclasses import dataclass, field
+from datetime import timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import pyarrow as pa
+import yaml
+
+from payfm.errors import ConfigError
+from payfm.events.currency import MINOR_UNITS
+from payfm.events.schema import DISPUTE_REASONS, EFW_FRAUD_TYPES, TABLES, schema_of
+
+Scalar = str | int | float | bool
+Kind = Literal["column", "columns", "value", "hash"]
+CardTransform = Literal["fingerprint", "bin", "last4", "brand"]
+
+TRANSFORMS: tuple[str, ...] = ("fingerprint", "bin", "last4", "brand")
+# Epoch units of numeric times: microseconds = value * multiplier // divisor (exact integer arithmetic).
+EPOCH_UNITS: dict[str, tuple[int, int]] = {
+    "s": (1_000_000, 1),
+    "ms": (1_000, 1),
+    "us": (1, 1),
+    "ns": (1, 1_000),
+}
+DELAY_UNITS: dict[str, timedelta] = {
+    "s": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+LABEL_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
+    # label table -> (the key naming its category field, the allowed values)
+    "disputes": ("reason", DISPUTE_REASONS),
+    "early_fraud_warnings": ("fraud_type", EFW_FRAUD_TYPES),
+}
+
+_TOP_KEYS = ("table", "description", "timezone", "columns", "drop", "labels")
+_SOURCE_KEYS = ("column", "columns", "value", "hash")
+# Options allowed per kind of target field (besides the source keys).
+_OPTIONS: dict[str, tuple[str, ...]] = {
+    "string": ("separator", "prefix", "transform", "map", "default", "case"),
+    "int": ("separator", "scale", "minor_units", "usd_cents"),
+    "timestamp": ("separator", "unit", "format", "timezone"),
+}
+_LABEL_KEYS = ("column", "when", "table", "reason", "fraud_type", "delay", "time")
+
+
+@dataclass(frozen=True)
+class CurrencySource:
+    """Where the currency of an amount comes from: a source column or one ISO code for the whole file."""
+
+    column: str | None = None
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one target field is computed from the source row (see docs/import.md for each option)."""
+
+    target: str  # target field name (or "time" for a label's outcome time)
+    path: str  # key path in the mapping file, for error messages, e.g. "columns.amount"
+    target_type: Literal["string", "int", "timestamp"]
+    kind: Kind
+    columns: tuple[str, ...] = ()  # source columns read: one for "column", several for "columns" and "hash"
+    value: Scalar | None = None  # the constant of kind "value"
+    separator: str = " "  # joins "columns" into one text before parsing
+    prefix: str = ""  # prepended to strings (useful for hashed ids: "ch_")
+    transform: CardTransform | None = None
+    map: dict[str, str] | None = None  # source text -> target value
+    default: str | None = None  # for values missing from ``map``; None: such values are errors
+    case: Literal["lower", "upper"] | None = None
+    scale: float | None = None  # multiply, then round half-even; the result must be integral
+    minor_units: CurrencySource | None = None  # source is in major units of this currency
+    usd_cents: CurrencySource | None = None  # source is in major units of this currency; convert to US cents
+    unit: str | None = None  # epoch unit of numeric times: s, ms, us, ns
+    format: str | None = None  # strptime format of text times (default: ISO 8601)
+    timezone: str | None = None  # zone of naive times (the mapping's file-wide zone if not given here)
+
+    @property
+    def column(self) -> str:
+        """The single source column (kinds "column" only)."""
+        return self.columns[0]
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """A label column turned into outcome events (disputes or early fraud warnings) for matching rows."""
+
+    path: str
+    column: str
+    when: tuple[Scalar, ...]  # source values meaning "this charge has the outcome"
+    table: str  # "disputes" or "early_fraud_warnings"
+    category: str  # the dispute reason or the EFW fraud type
+    delay: timedelta | None  # outcome time = charge created + delay (when the source has no outcome time)
+    time: FieldSpec | None  # or the outcome time from source columns
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A parsed, checked import mapping."""
+
+    name: str  # the mapping file, as shown in messages
+    table: str
+    fields: dict[str, FieldSpec]
+    drop: tuple[str, ...] = ()
+    labels: tuple[LabelSpec, ...] = ()
+    timezone: str | None = None
+    description: str = ""
+    fingerprinted: frozenset[str] = field(default_factory=frozenset)
+
+    def source_columns(self) -> tuple[str, ...]:
+        """Every source column the mapping reads (fields and labels), sorted."""
+        used: set[str] = set()
+        for spec in self.fields.values():
+            used.update(spec.columns)
+            for cur in (spec.minor_units, spec.usd_cents):
+                if cur is not None and cur.column is not None:
+                    used.add(cur.column)
+        for label in self.labels:
+            used.add(label.column)
+            if label.time is not None:
+                used.update(label.time.columns)
+        return tuple(sorted(used))
+
+    def source_path(self, column: str) -> str:
+        """The key path of the first place that reads source ``column`` (for error messages)."""
+        for spec in self.fields.values():
+            uses = set(spec.columns)
+            for cur in (spec.minor_units, spec.usd_cents):
+                if cur is not None and cur.column is not None:
+                    uses.add(cur.column)
+            if column in uses:
+                return spec.path
+        for label in self.labels:
+            if column == label.column or (label.time is not None and column in label.time.columns):
+                return label.path
+        return "drop"
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+class _Ctx:
+    """The mapping file name, so every error names it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def error(self, path: str, expected: str, received: object) -> ConfigError:
+        got = received if isinstance(received, str) and received.startswith("<") else _show(received)
+        return ConfigError(f"{self.name}: '{path}': expected {expected}; received {got}.")
+
+    def keys(self, path: str, data: dict[str, Any], allowed: tuple[str, ...]) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = _suggest(str(key), allowed)
+                raise self.error(
+                    f"{path}.{key}" if path else str(key),
+                    "one of " + ", ".join(allowed) + hint,
+                    f"<an unknown key {str(key)!r}>",
+                )
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _suggest(name: str, options: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_of(t: pa.DataType) -> Literal["string", "int", "timestamp"]:
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_integer(t):
+        return "int"
+    return "string"
+
+
+def _zone(ctx: _Ctx, path: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise ctx.error(path, "an IANA time zone name such as UTC or America/New_York", value)
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        hint = _suggest(value, sorted(zoneinfo.available_timezones()))
+        raise ctx.error(
+            path, "an IANA time zone name such as UTC or America/New_York" + hint, value
+        ) from None
+    return value
+
+
+def parse_delay(text: object) -> timedelta:
+    """A delay such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` as a timedelta; ValueError otherwise.
+
+    >>> parse_delay("30d")
+    datetime.timedelta(days=30)
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError("a duration such as 30d, 12h, 90m, 45s or 2w")
+    return int(match.group(1)) * DELAY_UNITS[match.group(2)]
+
+
+def _text(ctx: _Ctx, path: str, value: object) -> str:
+    """A string constant for a string field; numbers become text; YAML booleans (yes/no/NO...) are refused."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ctx.error(
+            path, "a text value (quote it in YAML: 'NO', 'yes' and 'on' are booleans otherwise)", value
+        )
+    return str(value)
+
+
+def _column_name(ctx: _Ctx, path: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ctx.error(path, "a source column name", value)
+    return value
+
+
+def _currency(ctx: _Ctx, path: str, value: object) -> CurrencySource:
+    if isinstance(value, dict) and len(value) == 1 and "column" in value:
+        return CurrencySource(column=_column_name(ctx, path + ".column", value["column"]))
+    if isinstance(value, dict) and len(value) == 1 and "value" in value:
+        value = value["value"]
+        path += ".value"
+    if isinstance(value, str) and value.lower() in MINOR_UNITS:
+        return CurrencySource(value=value.lower())
+    raise ctx.error(path, "{column: NAME} or an ISO 4217 code such as usd, eur, jpy", value)
+
+
+# ---- fields ----------------------------------------------------------------------------------------------
+def _field(
+    ctx: _Ctx, path: str, target: str, target_type: Literal["string", "int", "timestamp"], data: object
+) -> FieldSpec:
+    if isinstance(data, str):
+        data = {"column": data}  # shorthand: `target: source_column`
+    if not isinstance(data, dict):
+        raise ctx.error(path, "a mapping such as {column: NAME} or {value: CONSTANT}", data)
+    allowed = _SOURCE_KEYS + _OPTIONS[target_type]
+    ctx.keys(path, data, allowed)
+    sources = [k for k in _SOURCE_KEYS if k in data]
+    if len(sources) != 1:
+        raise ctx.error(path, "exactly one of column, columns, value, hash", f"<{len(sources)} of them>")
+    kind: Kind = sources[0]  # type: ignore[assignment]
+    raw = data[kind]
+    opts: dict[str, Any] = {}
+    columns: tuple[str, ...] = ()
+    value: Scalar | None = None
+    if kind == "column":
+        columns = (_column_name(ctx, f"{path}.column", raw),)
+    elif kind in ("columns", "hash"):
+        if not isinstance(raw, list) or not raw:
+            raise ctx.error(f"{path}.{kind}", "a non-empty list of source column names", raw)
+        columns = tuple(_column_name(ctx, f"{path}.{kind}[{i}]", c) for i, c in enumerate(raw))
+        if kind == "hash" and target_type != "string":
+            raise ctx.error(
+                f"{path}.hash", f"a text field (hash gives text ids); '{target}' is {target_type}", "<hash>"
+            )
+    else:
+        if target_type == "string":
+            value = _text(ctx, f"{path}.value", raw)
+        elif target_type == "int":
+            if isinstance(raw, bool) or not isinstance(raw, int):
+                raise ctx.error(f"{path}.value", "an integer", raw)
+            value = raw
+        else:
+            if not isinstance(raw, str):
+                raise ctx.error(f"{path}.value", "an ISO 8601 time with a zone offset, quoted", raw)
+            value = raw
+    if "separator" in data:
+        if kind != "columns" or not isinstance(data["separator"], str):
+            raise ctx.error(f"{path}.separator", "a text, together with `columns`", data["separator"])
+        opts["separator"] = data["separator"]
+    if "prefix" in data:
+        opts["prefix"] = _text(ctx, f"{path}.prefix", data["prefix"])
+    if "transform" in data:
+        t = data["transform"]
+        if t not in TRANSFORMS:
+            raise ctx.error(
+                f"{path}.transform", "one of " + ", ".join(TRANSFORMS) + _suggest(str(t), TRANSFORMS), t
+            )
+        if kind != "column":
+            raise ctx.error(f"{path}.transform", "a transform of one source `column`", f"<{kind}>")
+        if any(k in data for k in ("map", "default", "case", "prefix")):
+            raise ctx.error(
+                path, "a card transform alone (no map, default, case or prefix)", "<other options>"
+            )
+        opts["transform"] = t
+    if "map" in data:
+        m = data["map"]
+        if not isinstance(m, dict) or not m:
+            raise ctx.error(f"{path}.map", "a non-empty mapping of source values to target values", m)
+        opts["map"] = {_text(ctx, f"{path}.map", k): _text(ctx, f"{path}.map.{k}", v) for k, v in m.items()}
+    if "default" in data:
+        if "map" not in data:
+            raise ctx.error(f"{path}.default", "`default` together with `map`", data["default"])
+        opts["default"] = _text(ctx, f"{path}.default", data["default"])
+    if "case" in data:
+        if data["case"] not in ("lower", "upper"):
+            raise ctx.error(f"{path}.case", "lower or upper", data["case"])
+        opts["case"] = data["case"]
+    if "scale" in data:
+        s = data["scale"]
+        if isinstance(s, bool) or not isinstance(s, int | float) or s <= 0:
+            raise ctx.error(f"{path}.scale", "a positive number (100 turns dollars into cents)", s)
+        opts["scale"] = float(s)
+    for key in ("minor_units", "usd_cents"):
+        if key in data:
+            opts[key] = _currency(ctx, f"{path}.{key}", data[key])
+    if sum(k in data for k in ("scale", "minor_units", "usd_cents")) > 1:
+        raise ctx.error(path, "at most one of scale, minor_units, usd_cents", "<several>")
+    if "unit" in data:
+        if data["unit"] not in EPOCH_UNITS:
+            raise ctx.error(f"{path}.unit", "an epoch unit: s, ms, us or ns", data["unit"])
+        opts["unit"] = data["unit"]
+    if "format" in data:
+        if not isinstance(data["format"], str) or "%" not in data["format"]:
+            raise ctx.error(f"{path}.format", "a strptime format such as '%Y-%m-%d %H:%M:%S'", data["format"])
+        opts["format"] = data["format"]
+    if "unit" in data and "format" in data:
+        raise ctx.error(path, "either unit (epoch numbers) or format (text times), not both", "<both>")
+    if "timezone" in data:
+        opts["timezone"] = _zone(ctx, f"{path}.timezone", data["timezone"])
+    if kind == "value" and opts and not set(opts) <= {"prefix"}:
+        raise ctx.error(
+            path, "no conversion options on a constant `value`", "<" + ", ".join(sorted(opts)) + ">"
+        )
+    return FieldSpec(
+        target=target, path=path, target_type=target_type, kind=kind, columns=columns, value=value, **opts
+    )
+
+
+def _label(ctx: _Ctx, path: str, data: object) -> LabelSpec:
+    if not isinstance(data, dict):
+        raise ctx.error(path, "a mapping with column, when, reason and delay (or time)", data)
+    ctx.keys(path, data, _LABEL_KEYS)
+    if "column" not in data:
+        raise ctx.error(f"{path}.column", "the source column holding the label", "<nothing>")
+    column = _column_name(ctx, f"{path}.column", data["column"])
+    if "when" not in data:
+        raise ctx.error(
+            f"{path}.when", "the source value(s) that mean the outcome happened, e.g. 1", "<nothing>"
+        )
+    when_raw = data["when"] if isinstance(data["when"], list) else [data["when"]]
+    when: list[Scalar] = []
+    for i, w in enumerate(when_raw):
+        if not isinstance(w, str | int | float | bool):
+            raise ctx.error(f"{path}.when[{i}]", "a text, number or boolean", w)
+        when.append(w)
+    table = data.get("table", "disputes")
+    if table not in LABEL_TABLES:
+        raise ctx.error(f"{path}.table", "disputes or early_fraud_warnings", table)
+    key, allowed = LABEL_TABLES[table]
+    other = "fraud_type" if key == "reason" else "reason"
+    if other in data:
+        raise ctx.error(f"{path}.{other}", f"'{key}' for {table}", f"<{other}>")
+    category = data.get(key, "fraudulent" if key == "reason" else "misc")
+    if category not in allowed:
+        raise ctx.error(
+            f"{path}.{key}", "one of " + ", ".join(allowed) + _suggest(str(category), allowed), category
+        )
+    if ("delay" in data) == ("time" in data):
+        raise ctx.error(
+            path,
+            "exactly one of delay (e.g. 30d) or time (a source time column)",
+            "<both>" if "delay" in data else "<neither>",
+        )
+    delay = None
+    time = None
+    if "delay" in data:
+        try:
+            delay = parse_delay(data["delay"])
+        except ValueError as e:
+            raise ctx.error(f"{path}.delay", str(e), data["delay"]) from None
+    else:
+        time = _field(ctx, f"{path}.time", "time", "timestamp", data["time"])
+        if time.kind == "value" or time.kind == "hash":
+            raise ctx.error(f"{path}.time", "a source `column` or `columns`", f"<{time.kind}>")
+    return LabelSpec(path, column, tuple(when), table, category, delay, time)
+
+
+# ---- the file --------------------------------------------------------------------------------------------
+def parse_mapping(data: object, name: str) -> Mapping:
+    """Check the parsed YAML ``data`` of the mapping file ``name`` and return the :class:`Mapping`."""
+    ctx = _Ctx(name)
+    if not isinstance(data, dict):
+        raise ctx.error("(top level)", "a mapping with table and columns", data)
+    ctx.keys("", data, _TOP_KEYS)
+    table = data.get("table")
+    if table not in TABLES:
+        raise ctx.error("table", "one of " + ", ".join(TABLES) + _suggest(str(table), TABLES), table)
+    schema = schema_of(table)
+    names = schema.names
+    timezone = _zone(ctx, "timezone", data["timezone"]) if "timezone" in data else None
+    columns = data.get("columns")
+    if not isinstance(columns, dict) or not columns:
+        raise ctx.error("columns", f"a mapping from fields of '{table}' to source expressions", columns)
+    fields: dict[str, FieldSpec] = {}
+    for target, spec in columns.items():
+        if target not in names:
+            hint = _suggest(str(target), names)
+            raise ctx.error(
+                f"columns.{target}", f"a field of '{table}'{hint}", f"<an unknown field {target!r}>"
+            )
+        fields[target] = _field(ctx, f"columns.{target}", target, _type_of(schema.field(target).type), spec)
+    for f in schema:
+        if not f.nullable and f.name not in fields:
+            raise ctx.error(
+                f"columns.{f.name}",
+                f"a source for the required field '{f.name}' of '{table}' (a column, or a constant `value`)",
+                "<nothing>",
+            )
+    drop_raw = data.get("drop", [])
+    if not isinstance(drop_raw, list):
+        raise ctx.error("drop", "a list of source column names", drop_raw)
+    drop = tuple(_column_name(ctx, f"drop[{i}]", c) for i, c in enumerate(drop_raw))
+    labels_raw = data.get("labels", [])
+    if not isinstance(labels_raw, list):
+        raise ctx.error("labels", "a list of label specifications", labels_raw)
+    if labels_raw and table != "charges":
+        raise ctx.error("labels", "labels only when importing charges", f"<labels on '{table}'>")
+    labels = tuple(_label(ctx, f"labels[{i}]", x) for i, x in enumerate(labels_raw))
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ctx.error("description", "a text", description)
+    mapping = Mapping(name, table, fields, drop, labels, timezone, description)
+    fingerprinted = frozenset(s.column for s in fields.values() if s.transform == "fingerprint")
+    _check_card_columns(ctx, mapping, fingerprinted)
+    for column in drop:
+        if column in mapping.source_columns():
+            raise ctx.error(
+                f"drop[{drop.index(column)}]",
+                "columns the mapping does not use",
+                f"<'{column}', used by '{mapping.source_path(column)}'>",
+            )
+    return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted)
+
+
+def _check_card_columns(ctx: _Ctx, mapping: Mapping, fingerprinted: frozenset[str]) -> None:
+    """A card-number column may feed only card transforms, and bin/last4/brand only from a fingerprinted one.
+
+    This is what keeps a full card number out of the log: the fingerprint, BIN, last4 and brand are the only
+    things derived from it.
+    """
+    for spec in mapping.fields.values():
+        if (
+            spec.transform is not None
+            and spec.transform != "fingerprint"
+            and spec.column not in fingerprinted
+        ):
+            raise ctx.error(
+                f"{spec.path}.column",
+                "a column that is also sent through transform: fingerprint "
+                "(card numbers enter only fingerprinted)",
+                spec.column,
+            )
+        if spec.transform is None and fingerprinted & set(spec.columns):
+            raise ctx.error(
+                spec.path,
+                "card-number columns used only with transform fingerprint, bin, last4 or brand",
+                f"<'{sorted(fingerprinted & set(spec.columns))[0]}' used as is>",
+            )
+        for cur in (spec.minor_units, spec.usd_cents):
+            if cur is not None and cur.column in fingerprinted:
+                raise ctx.error(spec.path, "a currency column that is not a card number", cur.column)
+    for label in mapping.labels:
+        used = {label.column} | (set(label.time.columns) if label.time is not None else set())
+        if fingerprinted & used:
+            raise ctx.error(
+                label.path, "a label column that is not a card number", sorted(fingerprinted & used)[0]
+            )
+
+
+def bundled_mappings() -> tuple[str, ...]:
+    """Names of the mappings shipped with payfm (``payfm/mappings/<name>.yaml``)."""
+    folder = resources.files("payfm").joinpath("mappings")
+    return tuple(sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")))
+
+
+def resolve_mapping(name_or_path: str | Path) -> Path:
+    """The mapping file ``name_or_path``: an existing file, or the name of a bundled mapping (``sparkov``).
+
+    >>> resolve_mapping("sparkov").name
+    'sparkov.yaml'
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    text = str(name_or_path)
+    if "/" not in text and not text.endswith((".yaml", ".yml")):
+        bundled = resources.files("payfm").joinpath("mappings", f"{text}.yaml")
+        if bundled.is_file():
+            return Path(str(bundled))
+    names = bundled_mappings()
+    raise ConfigError(
+        f"Mapping '{text}': expected a mapping file or a bundled mapping name ({', '.join(names)})"
+        f"{_suggest(text, names)}; received a name that is neither."
+    )
+
+
+def load_mapping(name_or_path: str | Path) -> Mapping:
+    """Read, parse and check a mapping file (or bundled mapping name); ConfigError names any mistake."""
+    path = resolve_mapping(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path.name}: expected valid YAML; received a syntax error ({e}).") from None
+    return parse_mapping(data, path.name)

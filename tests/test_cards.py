@@ -1,0 +1,115 @@
+"""Card-number detection and the keyed transforms: what counts as a card number, and that none is echoed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from payfm.events.cards import bin6, card_number_rows, contains_card_number, fingerprint, last4, luhn_valid
+
+VISA = "4242424242424242"  # Luhn-valid, 16 digits
+AMEX = "378282246310005"  # Luhn-valid, 15 digits
+NOT_LUHN = "4242424242424241"
+
+
+def rows(values: list[object], type_: pa.DataType | None = None) -> list[int]:
+    return card_number_rows(pa.array(values, type=type_)).tolist()
+
+
+def test_luhn() -> None:
+    assert luhn_valid(VISA) and luhn_valid(AMEX)
+    assert not luhn_valid(NOT_LUHN)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        VISA,
+        "4242 4242 4242 4242",
+        "4242-4242-4242-4242",
+        f"card {VISA} used",
+        f"x,{VISA};",
+        "3782 822463 10005",
+        "6011000990139424",  # discover
+        "4222222222222",  # 13 digits, the shortest PAN
+    ],
+)
+def test_card_numbers_are_found_in_text_with_separators(text: str) -> None:
+    assert contains_card_number(text)
+    assert rows(["hello", text, None]) == [1]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        NOT_LUHN,  # fails Luhn
+        "424242424242",  # 12 digits: too short
+        "42424242424242424242",  # 20 digits: too long
+        f"a{VISA}",  # glued to a letter: part of a token, not a card number
+        f"{VISA}ff",
+        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",  # hex hash
+        "4242  4242 4242 4242",  # double space breaks the run
+        "4242.4242.4242.4242",  # dots are not card separators
+        "2023-01-01 00:00:03",
+        "",
+    ],
+)
+def test_other_texts_are_not_card_numbers(text: str) -> None:
+    assert not contains_card_number(text)
+    assert rows([text]) == []
+
+
+def test_a_hex_hash_with_a_long_digit_run_inside_is_not_flagged() -> None:
+    # 16 Luhn-valid digits, but glued to hex letters on both sides.
+    assert rows([f"ab{VISA}cd", f"{VISA}e0"]) == []
+
+
+def test_integers_and_integral_floats_are_checked() -> None:
+    assert rows([int(VISA), 42, None, int(NOT_LUHN)], pa.int64()) == [0]
+    assert rows([float(AMEX), 1.5, float("nan"), None], pa.float64()) == [0]
+    assert rows([float(AMEX) + 0.5], pa.float64()) == []  # not integral
+    assert rows([424242424242], pa.int64()) == []  # 12 digits
+
+
+def test_dictionary_and_chunked_columns() -> None:
+    dictionary = pa.array(["a", VISA, "a", VISA]).dictionary_encode()
+    assert card_number_rows(dictionary).tolist() == [1, 3]
+    chunked = pa.chunked_array([["x"], ["y", VISA]])
+    assert card_number_rows(chunked).tolist() == [2]
+
+
+def test_other_types_never_hold_card_numbers() -> None:
+    assert rows([True, False], pa.bool_()) == []
+    assert len(card_number_rows(pa.array([1, 2], type=pa.timestamp("us", tz="UTC")))) == 0
+
+
+def test_fingerprint_is_keyed_stable_and_separator_insensitive() -> None:
+    a = fingerprint(pa.array([VISA, "4242 4242 4242 4242", None, AMEX]), b"k1").to_pylist()
+    assert a[0] == a[1] and a[2] is None and a[3] != a[0]
+    assert a[0] is not None and a[0].startswith("fp_") and len(a[0]) == 19
+    assert VISA not in a[0]
+    other = fingerprint(pa.array([VISA]), b"k2").to_pylist()
+    assert other[0] != a[0]  # another workspace secret gives an unrelated fingerprint
+    assert fingerprint(pa.array([int(VISA)]), b"k1").to_pylist()[0] == a[0]
+
+
+def test_fingerprint_error_names_the_row_but_not_the_value() -> None:
+    with pytest.raises(ValueError) as e:
+        fingerprint(pa.array([VISA, "not-a-card-4242"]), b"k", source="f.csv: ")
+    text = str(e.value)
+    assert "row 2" in text and "f.csv" in text
+    assert "not-a-card" not in text and VISA not in text
+
+
+def test_bin_and_last4() -> None:
+    values = pa.array([VISA, "3782-822463-10005", None])
+    assert bin6(values).to_pylist() == ["424242", "378282", None]
+    assert last4(values).to_pylist() == ["4242", "0005", None]
+
+
+def test_detection_is_vectorized_over_many_rows() -> None:
+    values = [f"txn_{i}" for i in range(50_000)]
+    values[31_337] = VISA
+    found = card_number_rows(pa.array(values))
+    assert isinstance(found, np.ndarray) and found.tolist() == [31_337]
