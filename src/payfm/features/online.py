@@ -1,11 +1,8 @@
-"""The online feature state: for a new charge, the exact offline value of every feature, then the update.
+"""The online feature engine: for a new charge, the exact offline value of every feature, then the update.
 
-State is kept per (group, entity key) in small objects whose math mirrors the offline SQL:
-
-- :class:`WindowState`: tiles of one resolution with *cumulative* sums, so a window is two binary searches and
-  a subtraction (``O(log tiles)``) however hot the key; old tiles fold into a base, so memory is bounded by
-  the longest window; per-tile min/max and last-seen tiles for distinct counts where a feature needs them.
-- :class:`TotalState`: all-time count, sums, min/max, last value, first/previous time, distinct sets.
+State is kept per (group, entity key) in the objects of :mod:`payfm.features.state`, whose math mirrors the
+offline SQL, in a :class:`~payfm.features.stores.StateStore` (process memory by default, Redis for several
+serving processes).
 
 Sums are exact integers (amounts are integer minor units), so means and standard deviations are computed from
 the same integers as the backfill and agree to the last bit or within 1e-9 relative.
@@ -17,8 +14,7 @@ parity with the backfill (a late event is still counted, in its own tile).
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,117 +28,8 @@ from payfm.features.definitions import (
 )
 from payfm.features.plan import Group, groups, window_tiles
 from payfm.features.request import derive, request_value
-
-
-class WindowState:
-    """Tiles of one resolution for one entity key: cumulative sums ``[count, s0, q0, s1, q1, ...]``."""
-
-    __slots__ = ("base", "cum", "maxs", "mins", "seen", "tiles")
-
-    def __init__(self, width: int, n_minmax: int, n_distinct: int) -> None:
-        self.tiles: list[int] = []
-        self.cum: list[list[int]] = []
-        self.base: list[int] = [0] * width
-        self.mins: list[list[float | None]] | None = [[] for _ in range(n_minmax)] if n_minmax else None
-        self.maxs: list[list[float | None]] | None = [[] for _ in range(n_minmax)] if n_minmax else None
-        self.seen: list[dict[Any, int]] | None = [{} for _ in range(n_distinct)] if n_distinct else None
-
-    def add(self, tile: int, vec: list[int], mm: list[Any], distinct: list[Any], keep: int) -> None:
-        tiles = self.tiles
-        if tiles and tiles[-1] == tile:
-            last = self.cum[-1]
-            for i, v in enumerate(vec):
-                last[i] += v
-            i = len(tiles) - 1
-        elif not tiles or tiles[-1] < tile:
-            prev = self.cum[-1] if self.cum else self.base
-            tiles.append(tile)
-            self.cum.append([p + v for p, v in zip(prev, vec, strict=True)])
-            if self.mins is not None and self.maxs is not None:
-                for lst in self.mins:
-                    lst.append(None)
-                for lst in self.maxs:
-                    lst.append(None)
-            i = len(tiles) - 1
-        else:  # a late event: insert its tile and shift every later cumulative sum
-            i = bisect_left(tiles, tile)
-            if i == len(tiles) or tiles[i] != tile:
-                prev = self.cum[i - 1] if i else self.base
-                tiles.insert(i, tile)
-                self.cum.insert(i, list(prev))
-                if self.mins is not None and self.maxs is not None:
-                    for lst in self.mins:
-                        lst.insert(i, None)
-                    for lst in self.maxs:
-                        lst.insert(i, None)
-            for j in range(i, len(tiles)):
-                row = self.cum[j]
-                for k, v in enumerate(vec):
-                    row[k] += v
-        if self.mins is not None and self.maxs is not None:
-            for k, v in enumerate(mm):
-                if v is None:
-                    continue
-                cur = self.mins[k][i]
-                self.mins[k][i] = v if cur is None or v < cur else cur
-                cur = self.maxs[k][i]
-                self.maxs[k][i] = v if cur is None or v > cur else cur
-        if self.seen is not None:
-            for k, v in enumerate(distinct):
-                if v is not None and self.seen[k].get(v, -1) < tile:
-                    self.seen[k][v] = tile
-        # Fold tiles older than the longest window into the base: bounded memory for hot keys.
-        limit = tiles[-1] - keep
-        if tiles[0] < limit:
-            cut = bisect_left(tiles, limit)
-            self.base = self.cum[cut - 1]
-            del tiles[:cut], self.cum[:cut]
-            if self.mins is not None and self.maxs is not None:
-                for lst in self.mins:
-                    del lst[:cut]
-                for lst in self.maxs:
-                    del lst[:cut]
-            if self.seen is not None:
-                for d in self.seen:
-                    if len(d) > 64:
-                        for v in [v for v, t in d.items() if t < limit]:
-                            del d[v]
-
-    def through(self, tile: int) -> list[int]:
-        """Cumulative sums of every event in tiles <= ``tile``."""
-        i = bisect_right(self.tiles, tile) - 1
-        return self.cum[i] if i >= 0 else self.base
-
-    def total(self) -> list[int]:
-        return self.cum[-1] if self.cum else self.base
-
-    def extreme(self, k: int, lo_tile: int, hi_tile: int, is_min: bool) -> float | None:
-        assert self.mins is not None and self.maxs is not None
-        lo = bisect_left(self.tiles, lo_tile)
-        hi = bisect_right(self.tiles, hi_tile)
-        vals = [v for v in (self.mins if is_min else self.maxs)[k][lo:hi] if v is not None]
-        if not vals:
-            return None
-        return min(vals) if is_min else max(vals)
-
-    def distinct(self, k: int, lo_tile: int) -> int:
-        assert self.seen is not None
-        return sum(1 for t in self.seen[k].values() if t >= lo_tile)
-
-
-class TotalState:
-    """All-time aggregates for one entity key."""
-
-    __slots__ = ("first_ts", "last", "maxs", "mins", "prev_ts", "seen", "sums")
-
-    def __init__(self, width: int, n_cols: int) -> None:
-        self.sums = [0] * width
-        self.mins: list[float | None] = [None] * n_cols
-        self.maxs: list[float | None] = [None] * n_cols
-        self.last: list[Any] = [None] * n_cols
-        self.seen: list[set[Any]] = [set() for _ in range(n_cols)]
-        self.first_ts: int | None = None
-        self.prev_ts: int | None = None
+from payfm.features.state import State, StateKey, TotalState, WindowState
+from payfm.features.stores import MemoryStore, StateStore
 
 
 def _std(c: int, s: int, q: int) -> float | None:
@@ -260,8 +147,9 @@ class OnlineFeatures:
     1.0
     """
 
-    def __init__(self, fset: FeatureSet) -> None:
+    def __init__(self, fset: FeatureSet, store: StateStore | None = None) -> None:
         self.fset = fset
+        self.store: StateStore = store if store is not None else MemoryStore()
         self.names = fset.names
         position = {n: i for i, n in enumerate(self.names)}
         self._groups = [_compile(i, g, position) for i, g in enumerate(groups(fset))]
@@ -275,9 +163,6 @@ class OnlineFeatures:
             | {c for cg in label for c in cg.columns}
             | {cg.filter_column for cg in label if cg.filter_column}
         )
-        self._state: dict[tuple[int, Any], WindowState | TotalState] = {}
-        self._charges: dict[str, dict[str, Any]] = {}  # charge_id -> fields its outcomes need
-        self._outcomes: set[str] = set()
         self._request = [(position[f.name], f) for f in fset.features if isinstance(f, RequestFeature)]
         self._derived = [
             (position[f.name], f, [position[x] for x in f.inputs])
@@ -286,17 +171,21 @@ class OnlineFeatures:
         ]
 
     # ---- reading ----------------------------------------------------------------------------------------
-    def vector(self, charge: Mapping[str, Any]) -> list[float | None]:
-        """Every feature of ``charge`` as of just before it, in feature-set order (the state is unchanged)."""
+    def _keys(self, charge: Mapping[str, Any], source: str) -> tuple[dict[str, Any], list[StateKey]]:
+        keys = {e: entity_key(e, charge) for e in self._entities}
+        groups_ = self._groups if source == "*" else self._by_source.get(source, [])
+        return keys, [(cg.index, keys[cg.entity]) for cg in groups_ if keys[cg.entity] is not None]
+
+    def _vector(
+        self, states: MutableMapping[StateKey, State], keys: dict[str, Any], charge: Mapping[str, Any]
+    ) -> list[float | None]:
         ts = int(charge["created_us"])
         out: list[float | None] = [None] * len(self.names)
-        keys = {e: entity_key(e, charge) for e in self._entities}
-        state = self._state
         for cg in self._groups:
             key = keys[cg.entity]
             if key is None:
                 continue
-            st = state.get((cg.index, key))
+            st = states.get((cg.index, key))
             if cg.res:
                 self._read_window(cg, st, ts // cg.res, out)  # type: ignore[arg-type]
             else:
@@ -306,6 +195,11 @@ class OnlineFeatures:
         for i, d, inputs in self._derived:
             out[i] = derive(d, [out[x] for x in inputs])
         return out
+
+    def vector(self, charge: Mapping[str, Any]) -> list[float | None]:
+        """Every feature of ``charge`` as of just before it, in feature-set order (the state is unchanged)."""
+        keys, skeys = self._keys(charge, "*")
+        return self.store.run(skeys, None, None, lambda states, _: self._vector(states, keys, charge))
 
     def features(self, charge: Mapping[str, Any]) -> dict[str, float | None]:
         """Every feature of ``charge`` by name, as of just before it (the state is unchanged)."""
@@ -363,7 +257,14 @@ class OnlineFeatures:
                 out[i] = _value(agg, c, st.sums[j], st.sums[j + 1])
 
     # ---- updating ---------------------------------------------------------------------------------------
-    def _apply(self, cg: _Compiled, event: Mapping[str, Any], key: Any, ts: int) -> None:
+    def _apply(
+        self,
+        states: MutableMapping[StateKey, State],
+        cg: _Compiled,
+        event: Mapping[str, Any],
+        key: Any,
+        ts: int,
+    ) -> None:
         if cg.filter_column is not None and event.get(cg.filter_column) not in cg.filter_values:
             return
         vec = [1]
@@ -372,16 +273,16 @@ class OnlineFeatures:
             vec.append(v)
             vec.append(v * v)
         sk = (cg.index, key)
-        st = self._state.get(sk)
+        st = states.get(sk)
         if cg.res:
             if st is None:
-                st = self._state[sk] = WindowState(len(vec), len(cg.minmax), len(cg.distinct))
+                st = states[sk] = WindowState(len(vec), len(cg.minmax), len(cg.distinct))
             mm = [float(event[c]) for c in cg.minmax]
             dv = [event.get(c) for c in cg.distinct]
             st.add(ts // cg.res, vec, mm, dv, cg.keep)  # type: ignore[union-attr]
             return
         if st is None:
-            st = self._state[sk] = TotalState(len(vec), len(cg.columns))
+            st = states[sk] = TotalState(len(vec), len(cg.columns))
         assert isinstance(st, TotalState)
         sums = st.sums
         for i, v in enumerate(vec):
@@ -403,29 +304,52 @@ class OnlineFeatures:
             st.first_ts = ts
         st.prev_ts = ts if st.prev_ts is None else max(st.prev_ts, ts)
 
-    def _apply_all(self, source: str, event: Mapping[str, Any], ts: int) -> None:
-        keys: dict[str, Any] = {}
+    def _apply_all(
+        self,
+        states: MutableMapping[StateKey, State],
+        source: str,
+        keys: dict[str, Any],
+        event: Mapping[str, Any],
+        ts: int,
+    ) -> None:
         for cg in self._by_source.get(source, ()):
-            key = keys.get(cg.entity, keys)
-            if key is keys:
-                key = keys[cg.entity] = entity_key(cg.entity, event)
+            key = keys[cg.entity]
             if key is not None:
-                self._apply(cg, event, key, ts)
+                self._apply(states, cg, event, key, ts)
+
+    def features_then_update(self, charge: Mapping[str, Any]) -> dict[str, float | None]:
+        """The decision-time path: read every feature, then add the charge, in one atomic step.
+
+        Idempotent by charge id: a charge already applied is read but not counted again.
+        """
+        return dict(zip(self.names, self.vector_then_update(charge), strict=True))
+
+    def vector_then_update(self, charge: Mapping[str, Any]) -> list[float | None]:
+        """:meth:`features_then_update` as a list in feature-set order."""
+        keys, skeys = self._keys(charge, "*")
+        fields = {k: charge.get(k) for k in self._label_fields}
+        ts = int(charge["created_us"])
+
+        def step(states: MutableMapping[StateKey, State], claimed: bool) -> list[float | None]:
+            out = self._vector(states, keys, charge)
+            if claimed:
+                self._apply_all(states, "charges", keys, charge, ts)
+            return out
+
+        return self.store.run(skeys, str(charge["charge_id"]), fields, step)
 
     def update(self, charge: Mapping[str, Any]) -> bool:
         """Add ``charge`` to the state; False (and no change) if its id was already applied."""
-        cid = charge["charge_id"]
-        if cid in self._charges:
-            return False
-        self._charges[cid] = {k: charge.get(k) for k in self._label_fields}
-        self._apply_all("charges", charge, int(charge["created_us"]))
-        return True
+        keys, skeys = self._keys(charge, "charges")
+        fields = {k: charge.get(k) for k in self._label_fields}
+        ts = int(charge["created_us"])
 
-    def features_then_update(self, charge: Mapping[str, Any]) -> dict[str, float | None]:
-        """The decision-time path: read every feature, then add the charge (idempotent by charge id)."""
-        out = self.features(charge)
-        self.update(charge)
-        return out
+        def step(states: MutableMapping[StateKey, State], claimed: bool) -> bool:
+            if claimed:
+                self._apply_all(states, "charges", keys, charge, ts)
+            return claimed
+
+        return self.store.run(skeys, str(charge["charge_id"]), fields, step)
 
     def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:
         """Count an outcome (``fraud_disputes``, ``efws`` or ``refunds``) of a known charge, at its own time.
@@ -433,12 +357,14 @@ class OnlineFeatures:
         Returns False if the outcome id was already applied or its charge was never seen (then it cannot be
         attributed to an entity).
         """
-        if outcome_id in self._outcomes or charge_id not in self._charges:
+        fields = self.store.charge_fields(charge_id)
+        if fields is None or source not in self._by_source:
             return False
-        self._outcomes.add(outcome_id)
-        self._apply_all(source, self._charges[charge_id], created_us)
-        return True
+        keys, skeys = self._keys(fields, source)
 
-    @property
-    def state_size(self) -> int:
-        return len(self._state)
+        def step(states: MutableMapping[StateKey, State], claimed: bool) -> bool:
+            if claimed:
+                self._apply_all(states, source, keys, fields, created_us)
+            return claimed
+
+        return self.store.run(skeys, f"{source}:{outcome_id}", None, step)

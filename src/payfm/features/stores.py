@@ -1,0 +1,96 @@
+"""Where the online feature state lives: behind one small interface, one module per backend.
+
+A store keeps three things: the per-(group, key) states, the fields of each charge that its later outcomes
+need (and that make applying a charge idempotent), and the ids of outcomes already applied. Its one operation,
+:meth:`StateStore.run`, hands a function the stored states of some keys, atomically: in process memory that is
+the live dictionary; on Redis it is a WATCH / MULTI / EXEC transaction over serialized states
+(:mod:`payfm.features.redis_store`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from payfm.features.state import State, StateKey, state_from_json, state_to_json
+
+T = TypeVar("T")
+Runner = Callable[[MutableMapping[StateKey, State], bool], T]
+
+
+class StateStore(ABC):
+    """The online state of one feature set (identified by its version)."""
+
+    @abstractmethod
+    def run(self, keys: list[StateKey], claim: str | None, fields: dict[str, Any] | None, fn: Runner[T]) -> T:
+        """Call ``fn(states, claimed)`` atomically and save what it changed.
+
+        ``states`` holds the stored state of each of ``keys`` that exists (``fn`` may add missing ones).
+        ``claimed`` is True if ``claim`` (a charge or outcome id, or None for a read) was not claimed before;
+        it is claimed now, and ``fields`` (for a charge: what its outcomes need) is stored with it. When
+        ``claimed`` is False, ``fn`` must not change ``states``.
+        """
+
+    @abstractmethod
+    def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
+        """The fields stored when ``charge_id`` was claimed, or None if it never was."""
+
+
+class MemoryStore(StateStore):
+    """The embedded default: plain dictionaries in this process; snapshots to a gzip JSON file."""
+
+    def __init__(self) -> None:
+        self.states: dict[StateKey, State] = {}
+        self.charges: dict[str, dict[str, Any]] = {}
+        self.outcomes: set[str] = set()
+        self.watermark_us: int | None = None  # the latest event time applied
+
+    def run(self, keys: list[StateKey], claim: str | None, fields: dict[str, Any] | None, fn: Runner[T]) -> T:
+        claimed = False
+        if claim is not None:
+            if fields is not None:
+                claimed = claim not in self.charges
+                if claimed:
+                    self.charges[claim] = fields
+            else:
+                claimed = claim not in self.outcomes
+                if claimed:
+                    self.outcomes.add(claim)
+        return fn(self.states, claimed)
+
+    def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
+        return self.charges.get(charge_id)
+
+    def snapshot(self, path: Path, version: str) -> None:
+        """Write the whole state to ``path`` atomically (gzip JSON lines; no pickle)."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with gzip.open(tmp, "wt", compresslevel=1) as f:
+            head = {"version": version, "watermark_us": self.watermark_us, "outcomes": sorted(self.outcomes)}
+            f.write(json.dumps(head) + "\n")
+            f.write(json.dumps(self.charges, separators=(",", ":")) + "\n")
+            for (gi, key), st in self.states.items():
+                f.write(json.dumps([gi, key, state_to_json(st)], separators=(",", ":")) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def restore(cls, path: Path, version: str) -> MemoryStore:
+        """Load a snapshot; a ValueError if it belongs to another feature-set version."""
+        store = cls()
+        with gzip.open(path, "rt") as f:
+            head = json.loads(f.readline())
+            if head["version"] != version:
+                raise ValueError(
+                    f"Snapshot '{path}' is of feature-set version {head['version']}; expected {version}."
+                )
+            store.watermark_us = head["watermark_us"]
+            store.outcomes = set(head["outcomes"])
+            store.charges = json.loads(f.readline())
+            for line in f:
+                gi, key, data = json.loads(line)
+                store.states[(gi, tuple(key) if isinstance(key, list) else key)] = state_from_json(data)
+        return store
