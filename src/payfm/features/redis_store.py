@@ -62,7 +62,7 @@ class RedisStore(StateStore):
         with self.client.pipeline() as pipe:
             while True:
                 try:
-                    pipe.watch(claim_key, *names)
+                    pipe.watch(claim_key, *names)  # type: ignore[no-untyped-call]
                     claimed = not pipe.exists(claim_key)
                     raw = pipe.mget(names) if names else []
                     states = self._decode(keys, raw)
@@ -77,7 +77,7 @@ class RedisStore(StateStore):
                 except redis.WatchError:
                     continue
 
-    def _decode(self, keys: list[StateKey], raw: list[str | None]) -> dict[StateKey, State]:
+    def _decode(self, keys: list[StateKey], raw: list[Any]) -> dict[StateKey, State]:
         return {k: state_from_json(json.loads(v)) for k, v in zip(keys, raw, strict=True) if v is not None}
 
     def _encode(
@@ -85,7 +85,7 @@ class RedisStore(StateStore):
         pipe: Any,
         keys: list[StateKey],
         names: list[str],
-        raw: list[str | None],
+        raw: list[Any],
         states: MutableMapping[StateKey, State],
     ) -> None:
         for k, name, before in zip(keys, names, raw, strict=True):

@@ -1,8 +1,9 @@
 """State objects of the online engine and their safe (JSON) serialization.
 
 - :class:`WindowState`: tiles of one resolution with *cumulative* sums ``[count, s0, q0, ...]``, so a window
-  is two binary searches and a subtraction however hot the key; tiles older than the longest window fold into a
-  base, so memory is bounded by window / resolution; per-tile min/max and last-seen tiles for distinct counts.
+  is two binary searches and a subtraction however hot the key; tiles older than the longest window fold into
+  a base, so memory is bounded by window / resolution; per-tile min/max and last-seen tiles for distinct
+  counts.
 - :class:`TotalState`: all-time count, sums, min/max, last value, first/previous time, distinct sets.
 """
 
@@ -60,11 +61,11 @@ class WindowState:
                 for k, v in enumerate(vec):
                     row[k] += v
         if self.mins is not None and self.maxs is not None:
-            for k, v in enumerate(mm):
+            for k, x in enumerate(mm):
                 cur = self.mins[k][i]
-                self.mins[k][i] = v if cur is None or v < cur else cur
+                self.mins[k][i] = x if cur is None or x < cur else cur
                 cur = self.maxs[k][i]
-                self.maxs[k][i] = v if cur is None or v > cur else cur
+                self.maxs[k][i] = x if cur is None or x > cur else cur
         if self.seen is not None:
             for k, v in enumerate(distinct):
                 if v is not None and self.seen[k].get(v, -1) < tile:
