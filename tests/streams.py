@@ -51,7 +51,10 @@ def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: in
             "device_id": pick("dev_", n_keys, 0.2),
             "email_domain": pick("mail", 3, 0.1),
             "billing_country": rng.choice(["US", "GB"], n).tolist(),
-            "shipping_country": [None if z else c for z, c in zip(rng.random(n) < 0.3, rng.choice(["US", "GB"], n), strict=True)],
+            "shipping_country": [
+                None if z else c
+                for z, c in zip(rng.random(n) < 0.3, rng.choice(["US", "GB"], n), strict=True)
+            ],
             "shipping_address_id": pick("addr_", 4, 0.3),
             "credential_changed_at": pa.array(
                 [None if z else int(t) - 3_600_000_000 for z, t in zip(rng.random(n) < 0.8, ts, strict=True)],
@@ -69,7 +72,9 @@ def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: in
     authorized = np.flatnonzero(outcome == "authorized")
 
     def outcomes(k: int, id_col: str, prefix: str) -> tuple[list[str], list[str], np.ndarray]:
-        chosen = rng.choice(authorized, size=min(k, len(authorized)), replace=False) if len(authorized) else []
+        chosen = (
+            rng.choice(authorized, size=min(k, len(authorized)), replace=False) if len(authorized) else []
+        )
         # On the same minute grid as the charges, so outcomes often share a timestamp with other charges;
         # an outcome is always strictly after its own charge.
         delay = rng.integers(1, 20 * 1440, len(chosen)) * 60_000_000

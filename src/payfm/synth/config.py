@@ -58,7 +58,7 @@ class WorldConfig:
             raise ValueError(f"The 'seed' of WorldConfig must be a non-negative integer. Got {self.seed!r}.")
         if not isinstance(self.start, datetime) or self.start.tzinfo is None:
             raise ValueError(
-                f"The 'start' of WorldConfig must be a tz-aware UTC datetime. Got {self.start!r} (naive)."
+                f"The 'start' of WorldConfig must be a tz-aware UTC datetime. Got {self.start!r}."
             )
         if self.start.utcoffset() != timedelta(0):
             raise ValueError(
@@ -69,6 +69,10 @@ class WorldConfig:
             raise ValueError(f"The 'fraud_rate' of WorldConfig must be in [0, 0.5). Got {rate!r}.")
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "scenario_mix", _normalise_mix(self.scenario_mix))
+
+    def __hash__(self) -> int:
+        mix = tuple(sorted(self.scenario_mix.items()))
+        return hash((self.charges, self.days, self.seed, self.start, self.fraud_rate, mix))
 
     @property
     def end(self) -> datetime:

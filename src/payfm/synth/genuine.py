@@ -1,9 +1,9 @@
 """Normal traffic: one day of genuine charges, monthly subscriptions, issuer decisions and retries.
 
 Genuine customers follow habits (preferred merchants, amounts per MCC scaled by their own spending level,
-their usual hour in local time, their own cards, devices, IPs and e-mail domain) but are not perfectly regular:
-some charges come from a new device, a mobile or foreign IP (travel), ship elsewhere (gifts) or are large.
-That overlap with fraud is deliberate: no single rule separates the two.
+their usual hour in local time, their own cards, devices, IPs and e-mail domain) but are not perfectly
+regular: some charges come from a new device, a mobile or foreign IP (travel), ship elsewhere (gifts) or
+are large. That overlap with fraud is deliberate: no single rule separates the two.
 """
 
 from __future__ import annotations
@@ -33,17 +33,19 @@ from payfm.synth.world import (
     MCC_SIGMA,
     TZ_MINUTES,
     World,
-    _cdf,
+    cdf,
     draw,
+    draw_sorted,
 )
 
 US_PER_DAY = 86_400_000_000
 US_PER_MINUTE = 60_000_000
 # Relative volume by local hour of day (quiet at night, peaks at lunch and in the evening).
 DIURNAL = np.array(
-    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 4, 4.5, 5, 5.5, 5, 4.8, 4.8, 5, 5.5, 6, 6.2, 6, 5, 3.5, 2], dtype=float
+    [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 4, 4.5, 5, 5.5, 5, 4.8, 4.8, 5, 5.5, 6, 6.2, 6, 5, 3.5, 2],
+    dtype=float,
 )
-DIURNAL_CDF = _cdf(DIURNAL)
+DIURNAL_CDF = cdf(DIURNAL)
 # Relative volume by weekday, Monday first (Friday and Saturday busiest).
 WEEKLY = np.array([0.96, 0.97, 0.98, 1.0, 1.07, 1.08, 0.94])
 # Countries where strong customer authentication makes 3-D Secure the norm (GB, DE, FR, ES, IT, NL, SE, IE).
@@ -57,7 +59,7 @@ GENUINE_DECLINES = np.array(
                           "card_velocity_exceeded", "fraudulent", "lost_card", "stolen_card")],
     dtype=np.int8,
 )  # fmt: skip
-GENUINE_DECLINE_CDF = _cdf(np.array([35, 22, 14, 7, 5, 5, 3, 3, 2, 2, 2], dtype=float))
+GENUINE_DECLINE_CDF = cdf(np.array([35, 22, 14, 7, 5, 5, 3, 3, 2, 2, 2], dtype=float))
 # Retry behaviour by decline code: probability that a declined charge is retried, and that the retry succeeds.
 RETRY_P = np.zeros(len(DECLINE), dtype=float)
 RETRY_SUCCESS = np.zeros(len(DECLINE), dtype=float)
@@ -81,10 +83,13 @@ PAYDAY_SUCCESS = 0.55
 
 
 def _pick(rng: np.random.Generator, choices: np.ndarray, p: list[float], n: int) -> np.ndarray:
-    return choices[draw(rng, _cdf(np.array(p)), n)]
+    out: np.ndarray = choices[draw(rng, cdf(np.array(p)), n)]
+    return out
 
 
-def local_time(rng: np.random.Generator, day_start: int, n: int, tz: np.ndarray, hour: np.ndarray) -> np.ndarray:
+def local_time(
+    rng: np.random.Generator, day_start: int, n: int, tz: np.ndarray, hour: np.ndarray
+) -> np.ndarray:
     """Timestamps (us) within the UTC day: local time of day from habits (``hour``) or the diurnal curve."""
     habitual = rng.random(n) < 0.5
     local_min = np.where(
@@ -93,16 +98,17 @@ def local_time(rng: np.random.Generator, day_start: int, n: int, tz: np.ndarray,
         (draw(rng, DIURNAL_CDF, n) + rng.random(n)) * 60.0,
     )
     utc_min = np.mod(local_min - tz, 1440.0)
-    return day_start + (utc_min * US_PER_MINUTE).astype(np.int64) + rng.integers(0, US_PER_MINUTE, n) % 997
+    created: np.ndarray = day_start + np.minimum((utc_min * US_PER_MINUTE).astype(np.int64), US_PER_DAY - 1)
+    return created
 
 
 def genuine_day(world: World, rng: np.random.Generator, day_start: int, n: int, cred: np.ndarray) -> Rows:
-    """``n`` non-recurring genuine charges (about 2/3 ecommerce, 1/3 card present) on the day at ``day_start``.
+    """``n`` one-off genuine charges (about 2/3 ecommerce, 1/3 card present) on the day at ``day_start``.
 
     ``cred`` holds each customer's last credential change (us, -1 never), copied onto ecommerce charges.
     """
     r = empty(n)
-    cust = draw(rng, world.customer_cdf, n)
+    cust = draw_sorted(rng, world.customer_cdf, n)  # row order is irrelevant: rows are sorted by time later
     ecom = rng.random(n) < 2 / 3
     r.channel[:] = np.where(ecom, ECOMMERCE, CARD_PRESENT)
     nc = world.n_cards[cust]
@@ -150,10 +156,10 @@ def genuine_day(world: World, rng: np.random.Generator, day_start: int, n: int, 
     r.address[e] = np.where(shipped, addr, -1)
     r.credential_changed[e] = np.where(guest, -1, cred[ce])
     sca = SCA_COUNTRIES[world.merchant_country[merchant[e]]]
-    three = np.array([THREE_DS[t] for t in ("authenticated", "attempted", "not_requested", "failed")], np.int8)
-    r.three_ds[e] = np.where(
-        sca, _pick(rng, three, [80, 8, 10, 2], k), _pick(rng, three, [11, 3, 85, 1], k)
+    three = np.array(
+        [THREE_DS[t] for t in ("authenticated", "attempted", "not_requested", "failed")], np.int8
     )
+    r.three_ds[e] = np.where(sca, _pick(rng, three, [80, 8, 10, 2], k), _pick(rng, three, [11, 3, 85, 1], k))
     checks = np.array([CHECK[c] for c in ("pass", "fail", "unavailable", "unchecked")], np.int8)
     r.cvc[e] = _pick(rng, checks, [95.5, 1, 2, 1.5], k)
     r.avs[e] = _pick(rng, checks, [84, 5, 8, 3], k)
@@ -196,7 +202,7 @@ def decide(
     """
     n = len(r)
     funding = world.card_funding[r.card]
-    p = 0.038 + np.where(funding == 2, 0.05, np.where(funding == 1, 0.01, 0.0))
+    p = 0.026 + np.where(funding == 2, 0.05, np.where(funding == 1, 0.01, 0.0))
     p = p + 0.03 * (world.card_country[r.card] != world.merchant_country[r.merchant])
     p = p + 0.04 * (r.amount_usd > 50_000) + extra_risk
     cvc_fail = r.cvc == CHECK["fail"]

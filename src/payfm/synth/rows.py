@@ -28,6 +28,7 @@ from payfm.events.schema import (
 )
 from payfm.synth.world import (
     COUNTRIES,
+    COUNTRY_CURRENCY,
     CURRENCIES,
     EMAIL_DOMAINS,
     MCC_CODE,
@@ -140,10 +141,10 @@ def gather(pool: pa.Array, index: np.ndarray) -> pa.Array:
     return pc.take(pool, pa.array(index))
 
 
-def local_amounts(world: World, merchant: np.ndarray, amount_usd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def local_amounts(
+    world: World, merchant: np.ndarray, amount_usd: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(amount in minor units of the merchant's currency, currency code index) for intended US cents."""
-    from payfm.synth.world import COUNTRY_CURRENCY
-
     currency = COUNTRY_CURRENCY[world.merchant_country[merchant]]
     amount = np.maximum(np.rint(amount_usd * MINOR_PER_USD_CENT[currency]), 1).astype(np.int64)
     return amount, currency
