@@ -55,7 +55,9 @@ def _perturb(log: dict[str, pa.Table], cut_us: int, seed: int) -> dict[str, pa.T
     cards = np.array(ch["card_fingerprint"].to_pylist(), dtype=object)
     cards[late] = rng.choice(cards, int(late.sum()))
     ch = ch.set_column(ch.column_names.index("amount_usd"), "amount_usd", pa.array(amounts))
-    ch = ch.set_column(ch.column_names.index("card_fingerprint"), "card_fingerprint", pa.array(cards.tolist()))
+    ch = ch.set_column(
+        ch.column_names.index("card_fingerprint"), "card_fingerprint", pa.array(cards.tolist())
+    )
     # A new charge exactly at the cut, on an existing card.
     extra = ch.slice(0, 1).to_pylist()[0]
     extra.update(charge_id="ch_zzz_new", created=pa.scalar(cut_us, pa.timestamp("us", tz="UTC")).as_py())

@@ -38,10 +38,14 @@ def test_offset_windows_and_minute_resolution_parity() -> None:
         "extra",
         (
             Aggregate("card", "count", window=timedelta(minutes=5)),
-            Aggregate("card", "max", "amount_usd", window=timedelta(minutes=30), offset=timedelta(minutes=10)),
+            Aggregate(
+                "card", "max", "amount_usd", window=timedelta(minutes=30), offset=timedelta(minutes=10)
+            ),
             Aggregate("ip", "min", "amount_usd", window=timedelta(days=3)),
             Aggregate("card_ip", "sum", "amount_usd", window=timedelta(hours=2), filter="declined"),
-            Aggregate("device", "count", source="refunds", window=timedelta(days=2), offset=timedelta(days=1)),
+            Aggregate(
+                "device", "count", source="refunds", window=timedelta(days=2), offset=timedelta(days=1)
+            ),
         ),
     )
     log = random_log(7, 3000, span_us=5 * 86_400_000_000)
@@ -70,7 +74,7 @@ def test_snapshot_and_restore_continue_exactly(tmp_path: Path) -> None:
     fset = default_set()
     log = random_log(4, 1200)
     charges = log["charges"].sort_by([("created", "ascending"), ("charge_id", "ascending")])
-    head, tail = charges.slice(0, 700), charges.slice(700)
+    head = charges.slice(0, 700)
     outcomes = label_outcomes(log)
     full = replay(fset, charges, outcomes)
     # Replay the head, snapshot, restore into a fresh engine, replay the head again (idempotent) and the tail.

@@ -22,9 +22,16 @@ T = datetime(2026, 3, 2, 10, 0, 30, tzinfo=UTC)
 
 def _log() -> dict[str, pa.Table]:
     base = make_charges(4).to_pylist()
-    when = {"ch_b": T, "ch_a": T, "ch_c": T.replace(hour=11, second=10), "ch_d": T.replace(hour=11, minute=1, second=0)}
+    when = {
+        "ch_b": T,
+        "ch_a": T,
+        "ch_c": T.replace(hour=11, second=10),
+        "ch_d": T.replace(hour=11, minute=1, second=0),
+    }
     for row, (cid, ts) in zip(base, when.items(), strict=True):
-        row.update(charge_id=cid, created=ts, card_fingerprint="fp_cardA", amount_usd=1000 * (ord(cid[-1]) - 96))
+        row.update(
+            charge_id=cid, created=ts, card_fingerprint="fp_cardA", amount_usd=1000 * (ord(cid[-1]) - 96)
+        )
     charges = pa.Table.from_pylist(base, schema=make_charges(1).schema)
     # A fraud dispute of ch_a at exactly ch_c's time: it counts for ch_c (its time has passed), not before.
     disputes = make_disputes(["ch_a"], when["ch_c"])
@@ -50,7 +57,11 @@ FSET = FeatureSet(
         Aggregate("card", "mean", "amount_usd"),
         Aggregate("card", "std", "amount_usd"),
         RequestFeature("amount_usd", "amount_usd"),
-        Derived("card.amount_zscore", "zscore", ("amount_usd", "card.mean_amount_usd_all", "card.std_amount_usd_all")),
+        Derived(
+            "card.amount_zscore",
+            "zscore",
+            ("amount_usd", "card.mean_amount_usd_all", "card.std_amount_usd_all"),
+        ),
     ),
 )
 
@@ -58,17 +69,41 @@ FSET = FeatureSet(
 # ch_c's 1h window starts at floor(11:00:10, 1 min) - 1 h = 10:00:00, so it sees ch_a and ch_b;
 # ch_d's starts at 10:01:00, so it sees only ch_c. Amounts: a=$10, b=$20, c=$30, d=$40.
 EXPECTED = {
-    "ch_a": {"card.count_charges_1h": 0, "card.sum_amount_usd_1h": 0, "card.count_fraud_disputes_all": 0,
-             "card.first_seen": 1, "card.since_prev": None, "card.mean_amount_usd_all": None},
-    "ch_b": {"card.count_charges_1h": 1, "card.sum_amount_usd_1h": 10.0, "card.count_fraud_disputes_all": 0,
-             "card.first_seen": 0, "card.since_prev": 0.0, "card.mean_amount_usd_all": 10.0,
-             "card.std_amount_usd_all": None},
-    "ch_c": {"card.count_charges_1h": 2, "card.sum_amount_usd_1h": 30.0, "card.count_fraud_disputes_all": 1,
-             "card.first_seen": 0, "card.since_prev": 3580.0, "card.mean_amount_usd_all": 15.0,
-             "card.std_amount_usd_all": pytest.approx(7.0710678118654755, rel=1e-12),
-             "card.amount_zscore": pytest.approx((30 - 15) / 7.0710678118654755, rel=1e-12)},
-    "ch_d": {"card.count_charges_1h": 1, "card.sum_amount_usd_1h": 30.0, "card.count_fraud_disputes_all": 1,
-             "card.since_prev": 50.0, "card.mean_amount_usd_all": 20.0, "card.std_amount_usd_all": 10.0},
+    "ch_a": {
+        "card.count_charges_1h": 0,
+        "card.sum_amount_usd_1h": 0,
+        "card.count_fraud_disputes_all": 0,
+        "card.first_seen": 1,
+        "card.since_prev": None,
+        "card.mean_amount_usd_all": None,
+    },
+    "ch_b": {
+        "card.count_charges_1h": 1,
+        "card.sum_amount_usd_1h": 10.0,
+        "card.count_fraud_disputes_all": 0,
+        "card.first_seen": 0,
+        "card.since_prev": 0.0,
+        "card.mean_amount_usd_all": 10.0,
+        "card.std_amount_usd_all": None,
+    },
+    "ch_c": {
+        "card.count_charges_1h": 2,
+        "card.sum_amount_usd_1h": 30.0,
+        "card.count_fraud_disputes_all": 1,
+        "card.first_seen": 0,
+        "card.since_prev": 3580.0,
+        "card.mean_amount_usd_all": 15.0,
+        "card.std_amount_usd_all": pytest.approx(7.0710678118654755, rel=1e-12),
+        "card.amount_zscore": pytest.approx((30 - 15) / 7.0710678118654755, rel=1e-12),
+    },
+    "ch_d": {
+        "card.count_charges_1h": 1,
+        "card.sum_amount_usd_1h": 30.0,
+        "card.count_fraud_disputes_all": 1,
+        "card.since_prev": 50.0,
+        "card.mean_amount_usd_all": 20.0,
+        "card.std_amount_usd_all": 10.0,
+    },
 }
 
 
