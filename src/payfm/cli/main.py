@@ -12,6 +12,7 @@ import click
 from payfm import __version__
 from payfm.cli.demo import demo
 from payfm.cli.events import generate, import_, sql, summary
+from payfm.cli.features import features
 from payfm.errors import PayfmError
 from payfm.events.workspace import DEFAULT_WORKSPACE
 
@@ -55,6 +56,7 @@ cli.add_command(import_)
 cli.add_command(sql)
 cli.add_command(summary)
 cli.add_command(demo)
+cli.add_command(features)
 
 
 def main() -> None:

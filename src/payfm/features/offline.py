@@ -298,8 +298,10 @@ def _request_columns(base: pa.Table, fset: FeatureSet) -> dict[str, pa.Array]:
             out[f.name] = pc.ln(pc.add(pc.divide(pc.cast(base["amount_usd"], pa.float64()), 100.0), 1.0))
         elif f.kind == "local_hour":
             ts = base["ts"].to_numpy()
-            countries = base["merchant_country"].to_pylist()
-            offsets = np.array([COUNTRY_UTC_OFFSET_H.get(c or "", 0) for c in countries], dtype=np.int64)
+            zones = pa.array(list(COUNTRY_UTC_OFFSET_H))
+            idx = pc.index_in(base["merchant_country"], value_set=zones).to_numpy(zero_copy_only=False)
+            table = np.array([*COUNTRY_UTC_OFFSET_H.values(), 0], dtype=np.int64)  # unknown country: UTC
+            offsets = table[np.where(np.isnan(idx.astype(float)), len(table) - 1, idx).astype(np.int64)]
             hours = ((ts // 3_600_000_000) + offsets) % 24
             out[f.name] = pa.array(hours.astype(np.float64))
         elif f.kind == "mismatch":

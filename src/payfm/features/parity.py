@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from payfm.events.workspace import Workspace
 from payfm.features.definitions import FeatureSet, RequestFeature
 from payfm.features.offline import isclose
 from payfm.features.online import OnlineFeatures
@@ -118,3 +119,25 @@ def compare(offline: pa.Table, online: pa.Table, names: list[str], rel: float = 
             assert not isclose(xa, yb, rel)
             report.examples[name] = (str(ids[k]), xa, yb)
     return report
+
+
+def workspace_parity(
+    ws: Workspace, fset: FeatureSet, progress: Callable[[int, int], None] | None = None
+) -> ParityReport:
+    """Backfill ``fset``, replay the whole log online, and compare (``payfm features parity``)."""
+    from payfm.features.offline import compute
+
+    con = ws.connect()
+    try:
+        offline = compute(con, fset)
+    finally:
+        con.close()
+    charges = ws.read("charges")
+    disputes = ws.read("disputes")
+    outcomes = {
+        "fraud_disputes": disputes.filter(pc.equal(disputes["reason"], "fraudulent")),
+        "efws": ws.read("early_fraud_warnings"),
+        "refunds": ws.read("refunds"),
+    }
+    online = replay(fset, charges, outcomes, progress=progress)
+    return compare(offline, online, fset.names)

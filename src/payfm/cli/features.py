@@ -1,0 +1,150 @@
+"""`payfm features`: list, show, backfill, parity and training sets."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import click
+import pyarrow.compute as pc
+from rich.table import Table
+
+from payfm.cli.render import console, progress_bar
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import FEATURE_SETS, feature_set
+from payfm.features.definitions import Aggregate, Derived, RequestFeature, format_duration
+
+SET_OPTION = click.option(
+    "--set",
+    "set_name",
+    default="default",
+    show_default=True,
+    type=click.Choice(sorted(FEATURE_SETS)),
+    help="Feature set.",
+)
+
+
+@click.group()
+def features() -> None:
+    """Features defined once: point-in-time backfill, online state, parity."""
+
+
+def _describe(f: Aggregate | RequestFeature | Derived) -> str:
+    if isinstance(f, Aggregate):
+        what = f.agg + (f"({f.column})" if f.column else "")
+        span = "all time" if f.window is None else f"last {format_duration(f.window)}"
+        if f.offset:
+            span += f" ending {format_duration(f.offset)} ago"
+        res = f", {format_duration(f.resolution)} tiles" if f.resolution else ""
+        flt = f", only {f.filter}" if f.filter else ""
+        return f"{what} of the {f.entity}'s {f.source} over the {span}{flt}{res}"
+    if isinstance(f, RequestFeature):
+        return f"request: {f.kind}" + (f"({', '.join(f.columns)})" if f.columns else "")
+    return f"{f.op}({', '.join(f.inputs)})"
+
+
+@features.command(name="list")
+@SET_OPTION
+def list_(set_name: str) -> None:
+    """List the features of a set with a one-line description each."""
+    fs = feature_set(set_name)
+    table = Table(title=f"Feature set '{fs.name}' version {fs.version}: {len(fs.features)} features")
+    table.add_column("name")
+    table.add_column("definition")
+    for f in fs.features:
+        table.add_row(f.name, _describe(f))
+    console.print(table)
+
+
+@features.command()
+@click.argument("name")
+@SET_OPTION
+def show(name: str, set_name: str) -> None:
+    """Show one feature's full definition."""
+    fs = feature_set(set_name)
+    f = fs.get(name)
+    console.print(f"[bold]{f.name}[/bold]: {_describe(f)}")
+    for k, v in f.spec().items():
+        console.print(f"  {k}: {v}")
+
+
+@features.command()
+@SET_OPTION
+@click.option("--memory-limit", default="6GB", show_default=True, help="DuckDB memory limit (spills beyond).")
+@click.pass_context
+def backfill(ctx: click.Context, set_name: str, memory_limit: str) -> None:
+    """Compute every feature of every charge as of just before it, into features/<set>-<version>.parquet.
+
+    \b
+    Example:
+      payfm features backfill --set default
+    """
+    from payfm.features.offline import backfill as run
+
+    ws = Workspace.open(ctx.obj["workspace"])
+    fs = feature_set(set_name)
+    t0 = time.perf_counter()
+    with progress_bar("feature groups", 1) as update:
+        path, table = run(ws, fs, memory_limit=memory_limit, progress=update)
+    elapsed = time.perf_counter() - t0
+    console.print(
+        f"Backfilled {len(fs.features)} features x {table.num_rows:,} charges in {elapsed:.1f} s "
+        f"({table.num_rows / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
+    )
+
+
+@features.command()
+@SET_OPTION
+@click.option("--show", "show_n", default=10, show_default=True, help="Features to list (worst first).")
+@click.pass_context
+def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
+    """Replay the log through the online state and compare every feature with the backfill.
+
+    Prints the mismatch rate per feature; exits 1 if any value differs (beyond 1e-9 relative).
+    """
+    from payfm.features.parity import workspace_parity
+
+    ws = Workspace.open(ctx.obj["workspace"])
+    fs = feature_set(set_name)
+    t0 = time.perf_counter()
+    with progress_bar("replaying charges", 1) as update:
+        report = workspace_parity(ws, fs, progress=update)
+    elapsed = time.perf_counter() - t0
+    worst = sorted(report.mismatches.items(), key=lambda kv: -kv[1])[:show_n]
+    table = Table(title=f"Online vs offline, {report.charges:,} charges, {len(fs.features)} features")
+    table.add_column("feature")
+    table.add_column("mismatches", justify="right")
+    table.add_column("rate", justify="right")
+    table.add_column("first example (charge, offline, online)")
+    for name, n in worst:
+        ex = report.examples.get(name)
+        table.add_row(name, f"{n:,}", f"{n / max(report.charges, 1):.4%}", "" if ex is None else str(ex))
+    console.print(table)
+    console.print(
+        f"{report.total_mismatches:,} mismatching values of {report.charges * len(fs.features):,} "
+        f"in {elapsed:.1f} s"
+    )
+    if report.total_mismatches:
+        ctx.exit(1)
+
+
+@features.command(name="training-set")
+@SET_OPTION
+@click.option("--horizon-days", default=120, show_default=True, help="Label horizon.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Parquet path (default in workspace)."
+)
+@click.pass_context
+def training_set(ctx: click.Context, set_name: str, horizon_days: int, out: str | None) -> None:
+    """Join backfilled features with fraud labels and their maturity (as of the end of the log)."""
+    from payfm.features.training_set import build_training_set
+
+    ws = Workspace.open(ctx.obj["workspace"])
+    fs = feature_set(set_name)
+    path, table = build_training_set(ws, fs, horizon=timedelta(days=horizon_days), out=out)
+    mature = int(pc.sum(pc.cast(table["mature"], "int64")).as_py() or 0)
+    fraud = int(pc.sum(table["is_fraud"]).as_py() or 0)
+    console.print(
+        f"{table.num_rows:,} charges: {fraud:,} labelled fraud, {mature:,} mature labels, "
+        f"{table.num_rows - mature:,} immature (horizon {horizon_days} d) -> {path}"
+    )

@@ -1,0 +1,58 @@
+"""The training-set builder: backfilled features joined with labels and their maturity."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from payfm.events.workspace import Workspace
+from payfm.features.definitions import FeatureSet
+from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
+
+
+def load_backfill(ws: Workspace, fset: FeatureSet) -> pa.Table:
+    """The backfill of ``fset`` in ``ws``, computing it first if it is missing."""
+    path = ws.root / "features" / f"{fset.name}-{fset.version}.parquet"
+    if path.exists():
+        return pq.read_table(path)
+    from payfm.features.offline import backfill
+
+    return backfill(ws, fset)[1]
+
+
+def build_training_set(
+    ws: Workspace,
+    fset: FeatureSet,
+    *,
+    as_of: datetime | None = None,
+    horizon: timedelta = DEFAULT_HORIZON,
+    out: str | os.PathLike[str] | None = None,
+) -> tuple[Path, pa.Table]:
+    """Features + ``is_fraud``, ``label_time``, ``mature`` (and ``scenario`` where known), one row per charge.
+
+    Written atomically to ``out`` (default ``features/<set>-<version>.training.parquet`` in the workspace).
+    """
+    feats = load_backfill(ws, fset)
+    con = ws.connect()
+    try:
+        labels = fraud_labels(con, as_of, horizon)
+        scen = con.sql("SELECT charge_id, scenario FROM charges").to_arrow_table()
+        con.register("f", feats)
+        con.register("l", labels)
+        con.register("s", scen)
+        table = con.sql(
+            "SELECT f.*, l.is_fraud, l.label_time, l.mature, s.scenario FROM f JOIN l USING (charge_id) "
+            "JOIN s USING (charge_id) ORDER BY f.created, f.charge_id"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    path = Path(out) if out else ws.root / "features" / f"{fset.name}-{fset.version}.training.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path, table

@@ -1,0 +1,1 @@
+"""Training data: labels with maturity, and (later) time splits, models and calibration."""

@@ -1,0 +1,68 @@
+"""Fraud labels with maturity, from the outcome events, as of a point in time.
+
+A charge is fraudulent if a fraudulent dispute or an early fraud warning arrives within the label horizon
+(default 120 days) of the charge, and no later than ``as_of``. Its label is *mature* once the horizon has
+passed by ``as_of``, or once a fraud outcome has arrived (a positive cannot become negative). Training uses
+mature labels only; evaluation reports how many labels were still immature.
+
+Example:
+    >>> import tempfile
+    >>> from payfm.events.workspace import Workspace
+    >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+    >>> fraud_labels(ws.connect()).num_rows
+    0
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import duckdb
+import pyarrow as pa
+
+from payfm.errors import ConfigError
+
+DEFAULT_HORIZON = timedelta(days=120)
+
+
+def fraud_labels(
+    con: duckdb.DuckDBPyConnection, as_of: datetime | None = None, horizon: timedelta = DEFAULT_HORIZON
+) -> pa.Table:
+    """Per charge: ``is_fraud`` (0/1), ``label_time`` (first fraud outcome, if any) and ``mature``.
+
+    ``as_of`` defaults to the time of the latest event in the log (charges and outcomes): the log's "now".
+    """
+    if as_of is not None and as_of.tzinfo is None:
+        raise ConfigError(f"The 'as_of' of the labels must be timezone-aware (UTC). Got {as_of.isoformat()}.")
+    if horizon <= timedelta(0):
+        raise ConfigError(f"The label 'horizon' must be positive. Got {horizon}.")
+    if as_of is None:
+        row = con.execute(
+            """SELECT greatest((SELECT max(created) FROM charges), (SELECT max(created) FROM disputes),
+                               (SELECT max(created) FROM early_fraud_warnings),
+                               (SELECT max(created) FROM refunds))"""
+        ).fetchall()[0]
+        as_of_sql = "NULL::TIMESTAMPTZ" if row[0] is None else f"'{row[0].isoformat()}'::TIMESTAMPTZ"
+    else:
+        as_of_sql = f"'{as_of.isoformat()}'::TIMESTAMPTZ"
+    micros = int(horizon.total_seconds() * 1_000_000)
+    return con.sql(
+        f"""
+        WITH outcome AS (
+            SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'
+            UNION ALL SELECT charge_id, created FROM early_fraud_warnings
+        ),
+        first_fraud AS (
+            SELECT o.charge_id, min(o.created) AS t
+            FROM outcome o JOIN charges c USING (charge_id)
+            WHERE o.created <= c.created + to_microseconds({micros}) AND o.created <= {as_of_sql}
+            GROUP BY 1
+        )
+        SELECT c.charge_id, c.created,
+               (f.t IS NOT NULL)::INT AS is_fraud,
+               f.t AS label_time,
+               (f.t IS NOT NULL OR c.created + to_microseconds({micros}) <= {as_of_sql}) AS mature
+        FROM charges c LEFT JOIN first_fraud f USING (charge_id)
+        ORDER BY c.created, c.charge_id
+        """
+    ).to_arrow_table()
