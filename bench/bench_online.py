@@ -1,0 +1,112 @@
+"""Benchmark: the online feature vector of the default set (read + update of one charge), memory and Redis.
+
+A synthetic world is generated into a temporary workspace; the first charges warm the state up, then each of
+the next ones is timed through `OnlineFeatures.vector_then_update` (the decision-time path), outcomes applied
+in time order as in production. Usage:
+
+    .venv/bin/python bench/bench_online.py                       # 200k charges, 30 days; memory and Redis
+    .venv/bin/python bench/bench_online.py --redis-url ''        # memory only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import default_set
+from payfm.features.online import OnlineFeatures
+from payfm.features.stores import StateStore
+from payfm.synth import WorldConfig, generate_world
+
+
+def _events(ws: Workspace) -> tuple[list[dict[str, object]], list[tuple[int, str, str, str]]]:
+    ch = ws.read("charges").sort_by([("created", "ascending"), ("charge_id", "ascending")])
+    rows = ch.to_pylist()
+    ts = pc.cast(ch["created"], pa.int64()).to_pylist()
+    cred = pc.cast(ch["credential_changed_at"], pa.int64()).to_pylist()
+    for r, t, c in zip(rows, ts, cred, strict=True):
+        r["created_us"] = t
+        r["credential_changed_at_us"] = c
+    outcomes: list[tuple[int, str, str, str]] = []
+    d = ws.read("disputes")
+    d = d.filter(pc.equal(d["reason"], "fraudulent"))
+    for source, table, id_col in (
+        ("fraud_disputes", d, "dispute_id"),
+        ("efws", ws.read("early_fraud_warnings"), "efw_id"),
+        ("refunds", ws.read("refunds"), "refund_id"),
+    ):
+        times = pc.cast(table["created"], pa.int64()).to_pylist()
+        for t, oid, cid in zip(times, table[id_col].to_pylist(), table["charge_id"].to_pylist(), strict=True):
+            outcomes.append((t, source, oid, cid))
+    outcomes.sort()
+    return rows, outcomes
+
+
+def run(
+    name: str, store: StateStore | None, rows: list[dict[str, object]], outcomes: list, warm: int
+) -> None:
+    fs = default_set()
+    online = OnlineFeatures(fs, store)
+    lat = []
+    k = 0
+    for i, row in enumerate(rows):
+        t = int(row["created_us"])  # type: ignore[call-overload]
+        while k < len(outcomes) and outcomes[k][0] <= t:
+            online.apply_outcome(outcomes[k][1], outcomes[k][2], outcomes[k][3], outcomes[k][0])
+            k += 1
+        t0 = time.perf_counter_ns()
+        online.vector_then_update(row)
+        if i >= warm:
+            lat.append(time.perf_counter_ns() - t0)
+    a = np.array(lat) / 1000.0
+    print(
+        f"{name:>7}: {len(fs.features)} features, {len(a):,} charges timed after {warm:,} warm-up: "
+        f"p50 {np.percentile(a, 50):,.0f} us, p99 {np.percentile(a, 99):,.0f} us, "
+        f"p99.9 {np.percentile(a, 99.9):,.0f} us, mean {a.mean():,.0f} us"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--charges", type=int, default=200_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--warm", type=int, default=150_000, help="Charges applied before timing starts.")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="'' to skip Redis.")
+    parser.add_argument("--redis-charges", type=int, default=20_000, help="Charges timed on Redis.")
+    args = parser.parse_args()
+    print(f"# {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores")
+    tmp = Path(tempfile.mkdtemp(prefix="payfm-bench-online-"))
+    try:
+        ws = Workspace.open(tmp, create=True)
+        ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=args.days, seed=3)), "replace")
+        rows, outcomes = _events(ws)
+        run("memory", None, rows, outcomes, min(args.warm, len(rows) - 1000))
+        if args.redis_url:
+            from payfm.features.redis_store import RedisStore
+
+            store = RedisStore(args.redis_url, default_set(), prefix="payfm-bench")
+            store.clear()
+            try:
+                n = min(len(rows), args.redis_charges)
+                run("redis", store, rows[:n], outcomes, n // 2)
+            finally:
+                store.clear()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
