@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 import click
 
 from payfm.cli.events import generate_into
-from payfm.cli.render import console, print_summary
+from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace
+from payfm.features.catalog import default_set
+from payfm.features.offline import backfill
 
 
 @click.command()
@@ -19,7 +21,8 @@ from payfm.events.workspace import Workspace
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.pass_context
 def demo(ctx: click.Context, charges: int, days: int, seed: int) -> None:
-    """Run the main job end to end: generate the default world (replacing the workspace) and summarize it."""
+    """Run the main job end to end: generate the default world (replacing the workspace), summarize it,
+    and backfill the default feature set."""
     ws = Workspace.open(ctx.obj["workspace"], create=True)
     console.rule("[bold]1. Synthetic payments world")
     t0 = time.perf_counter()
@@ -29,3 +32,16 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int) -> None:
     )
     console.rule("[bold]2. Event log summary")
     print_summary(summarize(ws))
+    console.rule("[bold]3. Point-in-time features (default set)")
+    fs = default_set()
+    t0 = time.perf_counter()
+    with progress_bar("feature groups", 1) as update:
+        path, table = backfill(ws, fs, progress=update)
+    elapsed = time.perf_counter() - t0
+    console.print(
+        f"Backfilled {len(fs.features)} features x {table.num_rows:,} charges in {elapsed:.1f} s "
+        f"({table.num_rows / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
+    )
+    print_feature_sample(
+        table, ["card.count_charges_1h", "ip.distinct_card_fingerprint_1d", "card.amount_zscore"]
+    )

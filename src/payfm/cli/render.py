@@ -96,3 +96,20 @@ def print_summary(s: LogSummary) -> None:
         cells = [f"{v:.1f}" if v is not None else "-" for v in (d.p10, d.p50, d.p90, d.p99)]
         delays.add_row(name, f"{d.events:,}", *cells)
     console.print(delays)
+
+
+def print_feature_sample(table: pa.Table, names: list[str]) -> None:
+    """Distribution of a few feature columns: share present, mean, p50, p99, max."""
+    import pyarrow.compute as pc
+
+    out = Table(title="A few features")
+    for col in ("feature", "present", "mean", "p50", "p99", "max"):
+        out.add_column(col, justify="left" if col == "feature" else "right")
+    for name in names:
+        col = table[name]
+        present = (len(col) - col.null_count) / max(len(col), 1)
+        q = pc.quantile(col, q=[0.5, 0.99]).to_pylist()
+        mean, mx = pc.mean(col).as_py(), pc.max(col).as_py()
+        cells = ["-" if v is None else f"{v:,.2f}" for v in (mean, q[0], q[1], mx)]
+        out.add_row(name, f"{present:.1%}", *cells)
+    console.print(out)
