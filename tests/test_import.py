@@ -628,3 +628,23 @@ def test_no_card_number_is_ever_echoed(
     text = str(e.value)
     assert f"row 2 (line 3), column '{column}'" in text
     assert card not in text and shown not in text and card[-8:] not in text
+
+
+def test_an_outcome_must_follow_its_charge(tmp_path: Path) -> None:
+    mapping = changed()
+    mapping["labels"] = [{"column": "fraud", "when": 1, "reason": "fraudulent", "delay": "0d"}]
+    with pytest.raises(ConfigError, match=r"delay': expected a positive delay"):
+        import_file(ws_at(tmp_path / "ws"), write_csv(tmp_path, ROWS), write_mapping(tmp_path, mapping))
+
+
+def test_a_label_time_at_or_before_its_charge_is_refused(tmp_path: Path) -> None:
+    rows = {
+        **ROWS,
+        "ts": ["1709283600", "1709289000", "1709420399", "1709420400"],
+        "fraud_at": ["", "2024-03-01T10:30:00Z", "", "2024-04-02T12:00:00Z"],  # row 2: the charge's own time
+    }
+    m = changed(created={"column": "ts", "unit": "s"})
+    m["labels"] = [{"column": "fraud", "when": ["1", "yes"], "time": {"column": "fraud_at"}}]
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert "row 2 (line 3), column 'fraud_at': expected an outcome time for" in text
+    assert "later than the charge's time; received a time at or before the charge" in text

@@ -625,6 +625,15 @@ def _outcomes(
                     "+".join(label.time.columns), rows[missing], f"an outcome time for '{label.path}'", "null"
                 )
                 continue
+            early = np.flatnonzero(pc.less_equal(created, picked.column("created")).to_numpy(False))
+            if len(early):
+                out.rows(
+                    "+".join(label.time.columns),
+                    rows[early],
+                    f"an outcome time for '{label.path}' later than the charge's time",
+                    "a time at or before the charge",
+                )
+                continue
         ids = keyed_hash(
             [picked.column("charge_id").combine_chunks(), pa.repeat(pa.scalar(str(k)), len(rows))], secret
         )

@@ -395,6 +395,11 @@ def _label(ctx: _Ctx, path: str, data: object) -> LabelSpec:
             delay = parse_delay(data["delay"])
         except ValueError as e:
             raise ctx.error(f"{path}.delay", str(e), data["delay"]) from None
+        if delay <= timedelta(0):
+            # An outcome is always later than its charge (features count outcomes from their own time on).
+            raise ctx.error(
+                f"{path}.delay", "a positive delay (an outcome follows its charge)", data["delay"]
+            )
     else:
         time = _field(ctx, f"{path}.time", "time", "timestamp", data["time"])
         if time.kind == "value" or time.kind == "hash":
