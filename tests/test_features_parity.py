@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import pyarrow.compute as pc
 import pytest
 
 from payfm.features.catalog import bench_set, default_set
@@ -133,3 +134,33 @@ def test_redis_store_parity_and_idempotency(redis_store_factory) -> None:  # typ
     assert other.features(row) == online.features(row)
     # Replaying every charge again changed nothing: values now include each charge once (its own state).
     assert again.num_rows == values.num_rows
+
+
+def test_restart_from_snapshot_replays_the_tail_of_the_log(tmp_path: Path) -> None:
+    from payfm.events.workspace import Workspace
+    from payfm.features.parity import log_outcomes, resume
+    from payfm.synth import WorldConfig, generate_world
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=6000, days=10, seed=9)), "replace")
+    fset = default_set()
+    charges = ws.read("charges").sort_by([("created", "ascending"), ("charge_id", "ascending")])
+    outcomes = log_outcomes(ws)
+    # A server applied the first 4000 charges (and the outcomes up to then), then snapshotted and was killed.
+    served = OnlineFeatures(fset)
+    cut = charges["created"][3999].as_py()
+    early = {k: v.filter(pc.less_equal(v["created"], cut)) for k, v in outcomes.items()}
+    replay(fset, charges.slice(0, 4000), early, online=served)
+    assert isinstance(served.store, MemoryStore)
+    served.store.snapshot(tmp_path / "snap.json.gz", fset.version)
+    restarted = resume(ws, fset, tmp_path / "snap.json.gz")
+    # The restarted state equals a state that applied the whole log once.
+    whole = OnlineFeatures(fset)
+    replay(fset, charges, outcomes, online=whole)
+    assert isinstance(restarted.store, MemoryStore) and isinstance(whole.store, MemoryStore)
+    assert restarted.store.charges.keys() == whole.store.charges.keys()
+    assert restarted.store.outcomes == whole.store.outcomes
+    probe = charges.slice(charges.num_rows - 1).to_pylist()[0]
+    probe.update(charge_id="ch_probe", created_us=int(probe["created"].timestamp() * 1e6) + 1)
+    probe["credential_changed_at_us"] = None
+    assert restarted.features(probe) == whole.features(probe)

@@ -336,7 +336,9 @@ class OnlineFeatures:
                 self._apply_all(states, "charges", keys, charge, ts)
             return out
 
-        return self.store.run(skeys, str(charge["charge_id"]), fields, step)
+        out = self.store.run(skeys, str(charge["charge_id"]), fields, step)
+        self.store.advance(ts)
+        return out
 
     def update(self, charge: Mapping[str, Any]) -> bool:
         """Add ``charge`` to the state; False (and no change) if its id was already applied."""
@@ -349,7 +351,9 @@ class OnlineFeatures:
                 self._apply_all(states, "charges", keys, charge, ts)
             return claimed
 
-        return self.store.run(skeys, str(charge["charge_id"]), fields, step)
+        applied = self.store.run(skeys, str(charge["charge_id"]), fields, step)
+        self.store.advance(ts)
+        return applied
 
     def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:
         """Count an outcome (``fraud_disputes``, ``efws`` or ``refunds``) of a known charge, at its own time.
@@ -367,4 +371,6 @@ class OnlineFeatures:
                 self._apply_all(states, source, keys, fields, created_us)
             return claimed
 
-        return self.store.run(skeys, f"{source}:{outcome_id}", None, step)
+        applied = self.store.run(skeys, f"{source}:{outcome_id}", None, step)
+        self.store.advance(created_us)
+        return applied

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +19,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.definitions import FeatureSet, RequestFeature
 from payfm.features.offline import isclose
 from payfm.features.online import OnlineFeatures
+from payfm.features.stores import MemoryStore
 
 _OUTCOME_IDS = {"fraud_disputes": "dispute_id", "efws": "efw_id", "refunds": "refund_id"}
 
@@ -132,12 +134,39 @@ def workspace_parity(
         offline = compute(con, fset)
     finally:
         con.close()
-    charges = ws.read("charges")
-    disputes = ws.read("disputes")
-    outcomes = {
-        "fraud_disputes": disputes.filter(pc.equal(disputes["reason"], "fraudulent")),
-        "efws": ws.read("early_fraud_warnings"),
-        "refunds": ws.read("refunds"),
-    }
-    online = replay(fset, charges, outcomes, progress=progress)
+    online = replay(fset, ws.read("charges"), log_outcomes(ws), progress=progress)
     return compare(offline, online, fset.names)
+
+
+def log_outcomes(ws: Workspace, since_us: int | None = None) -> dict[str, pa.Table]:
+    """The label sources of the workspace's log (at or after ``since_us``), as :func:`replay` takes them."""
+    since = f"WHERE epoch_us(created) >= {int(since_us)}" if since_us is not None else ""
+    con = ws.connect()
+    try:
+        d = con.sql(f"SELECT * FROM disputes {since}").to_arrow_table()
+        return {
+            "fraud_disputes": d.filter(pc.equal(d["reason"], "fraudulent")),
+            "efws": con.sql(f"SELECT * FROM early_fraud_warnings {since}").to_arrow_table(),
+            "refunds": con.sql(f"SELECT * FROM refunds {since}").to_arrow_table(),
+        }
+    finally:
+        con.close()
+
+
+def resume(ws: Workspace, fset: FeatureSet, snapshot: Path) -> OnlineFeatures:
+    """Restart the in-memory online state: load ``snapshot``, then replay the log's tail from its time on.
+
+    Events at the snapshot's time are replayed too; ids already applied count once, so nothing is missed or
+    counted twice.
+    """
+    store = MemoryStore.restore(snapshot, fset.version)
+    online = OnlineFeatures(fset, store)
+    since = store.watermark_us
+    con = ws.connect()
+    try:
+        where = f"WHERE epoch_us(created) >= {int(since)}" if since is not None else ""
+        charges = con.sql(f"SELECT * FROM charges {where}").to_arrow_table()
+    finally:
+        con.close()
+    replay(fset, charges, log_outcomes(ws, since), online=online)
+    return online

@@ -40,6 +40,9 @@ class StateStore(ABC):
     def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
         """The fields stored when ``charge_id`` was claimed, or None if it never was."""
 
+    def advance(self, ts_us: int) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Note that an event at ``ts_us`` was applied (a snapshot records the latest, to resume from)."""
+
 
 class MemoryStore(StateStore):
     """The embedded default: plain dictionaries in this process; snapshots to a gzip JSON file."""
@@ -65,6 +68,10 @@ class MemoryStore(StateStore):
 
     def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
         return self.charges.get(charge_id)
+
+    def advance(self, ts_us: int) -> None:
+        if self.watermark_us is None or ts_us > self.watermark_us:
+            self.watermark_us = ts_us
 
     def snapshot(self, path: Path, version: str) -> None:
         """Write the whole state to ``path`` atomically (gzip JSON lines; no pickle)."""
