@@ -64,66 +64,102 @@ _CODES = {
 }
 
 
+Slot = tuple[str | None, frozenset[str], list[str]]  # (filter column, its values, numeric columns)
+_MERGEABLE = {"count", "sum", "mean", "std"}
+
+
 @dataclass
 class _Compiled:
-    """A group prepared for fast per-charge evaluation: every index resolved once, up front."""
+    """A state group prepared for fast per-charge evaluation: every index resolved once, up front.
 
-    group: Group
+    Windowed groups of the same source, entity and resolution whose features are counts, sums, means or
+    standard deviations share one state: each filter is a *slot* of the cumulative vector
+    ``[count, s0, q0, ...]``, so a charge touches one state per (entity, resolution), not one per filter.
+    """
+
     index: int
     entity: str
-    filter_column: str | None
-    filter_values: frozenset[str]
-    columns: list[str]  # value columns
-    numeric: list[str]  # columns with sums, in vector order
+    source: str
+    res: int
+    slots: list[Slot]
+    width: int
+    columns: list[str]  # value columns (all-time groups)
+    numeric: list[str]  # numeric columns (all-time groups)
     minmax: list[str]
     distinct: list[str]
     keep: int  # tiles to keep behind the newest one
-    res: int
     spans: list[tuple[int, int]]  # distinct (window, offset) in tiles
-    # (out index, code, span index, sum index j, minmax/distinct index k, window w, offset o)
-    ops: list[tuple[int, int, int, int, int, int, int]]
+    # (out index, code, span index, count index, sum index, minmax/distinct index, window, offset)
+    ops: list[tuple[int, int, int, int, int, int, int, int]]
     total_ops: list[tuple[int, str, int, int]]  # (out index, agg, sum index j, column index)
 
 
-def _compile(i: int, g: Group, position: dict[str, int]) -> _Compiled:
-    cols = g.value_columns
-    numeric, minmax, distinct = g.numeric_columns, g.minmax_columns, g.distinct_columns
+def _slot(g: Group) -> Slot:
     flt = FILTERS[g.key.filter] if g.key.filter else None
+    return (flt.column if flt else None, frozenset(flt.values) if flt else frozenset(), g.numeric_columns)
+
+
+def _compile(i: int, members: list[Group], position: dict[str, int]) -> _Compiled:
+    first = members[0]
+    slots = [_slot(g) for g in members]
+    offsets = []
+    width = 0
+    for _, _, nums in slots:
+        offsets.append(width)
+        width += 1 + 2 * len(nums)
+    minmax, distinct = first.minmax_columns, first.distinct_columns  # only unmerged groups have these
     spans: list[tuple[int, int]] = []
-    ops: list[tuple[int, int, int, int, int, int, int]] = []
+    ops: list[tuple[int, int, int, int, int, int, int, int]] = []
     total_ops: list[tuple[int, str, int, int]] = []
-    for f in g.features:
-        j = 1 + 2 * numeric.index(f.column) if f.column in numeric else 0
-        if g.windowed:
-            w, o = window_tiles(f)
-            if (w, o) not in spans:
-                spans.append((w, o))
-            k = 0
-            if f.agg in ("min", "max"):
-                k = minmax.index(f.column or "")
-            elif f.agg == "distinct":
-                k = distinct.index(f.column or "")
-            ops.append((position[f.name], _CODES[f.agg], spans.index((w, o)), j, k, w, o))
-        else:
-            ci = cols.index(f.column) if f.column else -1
-            total_ops.append((position[f.name], f.agg, j, ci))
-    keep = max((w + o for w, o in spans), default=0) + 1
+    for g, off, (_, _, nums) in zip(members, offsets, slots, strict=True):
+        for f in g.features:
+            j = off + 1 + 2 * nums.index(f.column) if f.column in nums else off
+            if g.windowed:
+                w, o = window_tiles(f)
+                if (w, o) not in spans:
+                    spans.append((w, o))
+                k = 0
+                if f.agg in ("min", "max"):
+                    k = minmax.index(f.column or "")
+                elif f.agg == "distinct":
+                    k = distinct.index(f.column or "")
+                ops.append((position[f.name], _CODES[f.agg], spans.index((w, o)), off, j, k, w, o))
+            else:
+                ci = g.value_columns.index(f.column) if f.column else -1
+                total_ops.append((position[f.name], f.agg, j, ci))
     return _Compiled(
-        group=g,
         index=i,
-        entity=g.key.entity,
-        filter_column=flt.column if flt else None,
-        filter_values=frozenset(flt.values) if flt else frozenset(),
-        columns=cols,
-        numeric=numeric,
+        entity=first.key.entity,
+        source=first.key.source,
+        res=first.key.resolution_us,
+        slots=slots,
+        width=width,
+        columns=first.value_columns,
+        numeric=first.numeric_columns,
         minmax=minmax,
         distinct=distinct,
-        keep=keep,
-        res=g.key.resolution_us,
+        keep=max((w + o for w, o in spans), default=0) + 1,
         spans=spans,
         ops=ops,
         total_ops=total_ops,
     )
+
+
+def _merge(plan: list[Group]) -> list[list[Group]]:
+    """Plan groups that can share one state (see :class:`_Compiled`), in first-use order."""
+    out: dict[object, list[Group]] = {}
+    for g in plan:
+        mergeable = g.windowed and all(f.agg in _MERGEABLE for f in g.features)
+        key: object = (g.key.source, g.key.entity, g.key.resolution_us) if mergeable else g.key
+        out.setdefault(key, []).append(g)
+    return list(out.values())
+
+
+def window_ttl_s(fset: FeatureSet) -> dict[int, int]:
+    """Per windowed state group: seconds of inactivity after which its state no longer matters (+1 h)."""
+    position = {n: i for i, n in enumerate(fset.names)}
+    compiled = [_compile(i, m, position) for i, m in enumerate(_merge(groups(fset)))]
+    return {cg.index: cg.keep * cg.res // 1_000_000 + 3600 for cg in compiled if cg.res}
 
 
 def entity_key(entity: str, event: Mapping[str, Any]) -> Any:
@@ -152,16 +188,17 @@ class OnlineFeatures:
         self.store: StateStore = store if store is not None else MemoryStore()
         self.names = fset.names
         position = {n: i for i, n in enumerate(self.names)}
-        self._groups = [_compile(i, g, position) for i, g in enumerate(groups(fset))]
+        self._groups = [_compile(i, m, position) for i, m in enumerate(_merge(groups(fset)))]
         self._entities = sorted({cg.entity for cg in self._groups})
         self._by_source: dict[str, list[_Compiled]] = {}
         for cg in self._groups:
-            self._by_source.setdefault(cg.group.key.source, []).append(cg)
-        label = [cg for cg in self._groups if cg.group.key.source != "charges"]
+            self._by_source.setdefault(cg.source, []).append(cg)
+        label = [cg for cg in self._groups if cg.source != "charges"]
         self._label_fields = sorted(
             {k for cg in label for k in ENTITIES[cg.entity]}
+            | {c for cg in label for _, _, nums in cg.slots for c in nums}
             | {c for cg in label for c in cg.columns}
-            | {cg.filter_column for cg in label if cg.filter_column}
+            | {col for cg in label for col, _, _ in cg.slots if col}
         )
         self._request = [(position[f.name], f) for f in fset.features if isinstance(f, RequestFeature)]
         self._derived = [
@@ -214,7 +251,7 @@ class OnlineFeatures:
         total = st.total()
         through = st.through
         sums = [(total if o == 0 else through(tile - o - 1), through(tile - w - o - 1)) for w, o in cg.spans]
-        for i, code, span, j, k, w, o in cg.ops:
+        for i, code, span, ci, j, k, w, o in cg.ops:
             if code == _DISTINCT:
                 out[i] = float(st.distinct(k, tile - w))
                 continue
@@ -223,7 +260,7 @@ class OnlineFeatures:
                 out[i] = None if ext is None else ext / CENTS_PER_DOLLAR
                 continue
             hi, lo = sums[span]
-            c = hi[0] - lo[0]
+            c = hi[ci] - lo[ci]
             if code == _COUNT:
                 out[i] = float(c)
             elif code == _SUM:
@@ -265,24 +302,31 @@ class OnlineFeatures:
         key: Any,
         ts: int,
     ) -> None:
-        if cg.filter_column is not None and event.get(cg.filter_column) not in cg.filter_values:
+        vec: list[int] = []
+        hit = False
+        for column, values, nums in cg.slots:
+            if column is None or event.get(column) in values:
+                hit = True
+                vec.append(1)
+                for c in nums:
+                    v = int(event[c])  # amount_usd is a required field
+                    vec.append(v)
+                    vec.append(v * v)
+            else:
+                vec.extend([0] * (1 + 2 * len(nums)))
+        if not hit:
             return
-        vec = [1]
-        for c in cg.numeric:
-            v = int(event[c])  # amount_usd is a required field
-            vec.append(v)
-            vec.append(v * v)
         sk = (cg.index, key)
         st = states.get(sk)
         if cg.res:
             if st is None:
-                st = states[sk] = WindowState(len(vec), len(cg.minmax), len(cg.distinct))
+                st = states[sk] = WindowState(cg.width, len(cg.minmax), len(cg.distinct))
             mm = [float(event[c]) for c in cg.minmax]
             dv = [event.get(c) for c in cg.distinct]
             st.add(ts // cg.res, vec, mm, dv, cg.keep)  # type: ignore[union-attr]
             return
         if st is None:
-            st = states[sk] = TotalState(len(vec), len(cg.columns))
+            st = states[sk] = TotalState(cg.width, len(cg.columns))
         assert isinstance(st, TotalState)
         sums = st.sums
         for i, v in enumerate(vec):

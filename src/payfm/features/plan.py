@@ -66,16 +66,6 @@ def window_tiles(f: Aggregate) -> tuple[int, int]:
     return f.window // f.resolution, f.offset // f.resolution
 
 
-def window_ttl_s(fset: FeatureSet) -> dict[int, int]:
-    """Per windowed group index: seconds of inactivity after which its state no longer matters (+1 h)."""
-    out: dict[int, int] = {}
-    for i, g in enumerate(groups(fset)):
-        if g.windowed:
-            span = max(sum(window_tiles(f)) for f in g.features) + 1
-            out[i] = span * g.key.resolution_us // US + 3600
-    return out
-
-
 def groups(fset: FeatureSet) -> list[Group]:
     """The aggregates of ``fset`` grouped by (source, entity, filter, resolution), in first-use order."""
     out: dict[GroupKey, Group] = {}

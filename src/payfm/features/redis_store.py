@@ -22,7 +22,7 @@ import redis
 
 from payfm.errors import ConfigError
 from payfm.features.definitions import FeatureSet
-from payfm.features.plan import window_ttl_s
+from payfm.features.online import window_ttl_s
 from payfm.features.state import State, StateKey, WindowState, state_from_json, state_to_json
 from payfm.features.stores import Runner, StateStore
 
