@@ -164,3 +164,31 @@ def test_restart_from_snapshot_replays_the_tail_of_the_log(tmp_path: Path) -> No
     probe.update(charge_id="ch_probe", created_us=int(probe["created"].timestamp() * 1e6) + 1)
     probe["credential_changed_at_us"] = None
     assert restarted.features(probe) == whole.features(probe)
+
+
+def test_redis_store_loses_no_update_under_concurrent_writers(redis_store_factory) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from payfm.features.redis_store import RedisStore
+
+    fset = FeatureSet(
+        "hot", (Aggregate("card", "count"), Aggregate("card", "count", window=timedelta(hours=1)))
+    )
+    first = redis_store_factory(fset)
+    assert isinstance(first, RedisStore)
+    t0 = 10**15
+
+    def writer(w: int) -> None:
+        online = OnlineFeatures(fset, RedisStore(REDIS_URL, fset, prefix=first.ns.split(":")[0]))
+        for i in range(150):  # the same hot card from two processes (threads with their own connections)
+            online.update({"charge_id": f"ch_{w}_{i}", "created_us": t0 + i, "card_fingerprint": "fp_hot"})
+            online.update({"charge_id": f"ch_{w}_{i}", "created_us": t0 + i, "card_fingerprint": "fp_hot"})
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    probe = {"charge_id": "ch_probe", "created_us": t0 + 1000, "card_fingerprint": "fp_hot"}
+    got = OnlineFeatures(fset, first).features(probe)
+    assert got == {"card.count_charges_all": 300.0, "card.count_charges_1h": 300.0}
