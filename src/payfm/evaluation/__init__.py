@@ -1,0 +1,28 @@
+"""Honest evaluation of fraud models: metrics checked against scikit-learn, threshold presets, breakdowns,
+bootstrap intervals and a self-contained report. See docs/evaluation.md."""
+
+from __future__ import annotations
+
+from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.evaluate import (
+    PREDICTION_COLUMNS,
+    ComparisonRow,
+    EvaluationResult,
+    compare,
+    evaluate_predictions,
+)
+from payfm.evaluation.thresholds import BALANCE, DEFAULT_PRESETS, PROTECTION, REVENUE, Preset
+
+__all__ = [
+    "BALANCE",
+    "DEFAULT_PRESETS",
+    "PREDICTION_COLUMNS",
+    "PROTECTION",
+    "REVENUE",
+    "ComparisonRow",
+    "EvaluationError",
+    "EvaluationResult",
+    "Preset",
+    "compare",
+    "evaluate_predictions",
+]

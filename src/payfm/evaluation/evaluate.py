@@ -1,0 +1,348 @@
+"""Evaluation of a model's predictions over a window: every metric, curve, breakdown and interval.
+
+The input is an Arrow table with :data:`PREDICTION_COLUMNS` (what ``payfm.training.predict.score_window``
+returns). Only charges whose label is mature enter the metrics; the immature ones are counted in the result.
+
+Example:
+    >>> import datetime as dt, pyarrow as pa
+    >>> t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    >>> preds = pa.table({
+    ...     "charge_id": ["a", "b", "c", "d"], "created": [t0] * 4, "score": [0.9, 0.2, 0.6, 0.1],
+    ...     "is_fraud": [1, 0, 0, 0], "mature": [True, True, True, False],
+    ...     "scenario": ["card_testing", None, None, None],
+    ...     "amount_usd": [5000, 1200, 800, 300], "channel": ["ecommerce"] * 4, "merchant_id": ["m1"] * 4,
+    ...     "merchant_country": ["US"] * 4, "card_fingerprint": ["c1", "c2", "c3", "c4"]})
+    >>> r = evaluate_predictions(preds, name="demo", bootstrap=20)
+    >>> r.evaluated, r.immature, r.average_precision
+    (3, 1, 1.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.evaluation.bootstrap import CountsMetric, Interval, bootstrap
+from payfm.evaluation.calibration import (
+    Reliability,
+    brier_score,
+    expected_calibration_error,
+    reliability_curve,
+)
+from payfm.evaluation.checks import (
+    EvaluationError,
+    FloatArray,
+    IntArray,
+    binary_inputs,
+    probabilities,
+    require_both_classes,
+)
+from payfm.evaluation.curves import (
+    Curve,
+    DollarCurve,
+    ScoreHistogram,
+    dollar_curve,
+    pr_points,
+    roc_points,
+    score_histogram,
+)
+from payfm.evaluation.metrics import (
+    CardPrecision,
+    Counts,
+    OperatingPoint,
+    average_precision_from,
+    card_precision_at_k,
+    counts_sorted,
+    point_at_block_rate,
+    point_at_fpr,
+    roc_auc_from,
+    sort_by_score,
+)
+from payfm.evaluation.slices import SliceRow, group_codes, group_labels, merchant_size, slice_table
+from payfm.evaluation.thresholds import DEFAULT_PRESETS, Preset, choose
+
+PREDICTION_COLUMNS = (
+    "charge_id",
+    "created",
+    "score",
+    "is_fraud",
+    "mature",
+    "scenario",
+    "amount_usd",
+    "channel",
+    "merchant_id",
+    "merchant_country",
+    "card_fingerprint",
+)
+_US_PER_DAY = 86_400_000_000
+
+
+def pct(x: float) -> str:
+    """A rate as the key used in results: 0.01 -> "1%", 0.001 -> "0.1%"."""
+    return f"{x * 100:g}%"
+
+
+@dataclass(frozen=True)
+class ThresholdPoint:
+    """The operating point a preset picks, with its dollars (fraud caught, legitimate volume blocked)."""
+
+    preset: Preset
+    point: OperatingPoint
+    fraud_caught_usd: float
+    legit_blocked_usd: float
+
+
+@dataclass(frozen=True)
+class Curves:
+    roc: Curve
+    pr: Curve
+    dollars: DollarCurve
+    reliability: Reliability
+    histogram: ScoreHistogram
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Every number of one model on one window. Rates are fractions; dollars are USD (not cents).
+
+    ``recall_at_fpr`` and ``at_block_rate`` are keyed by the rate as a percentage string ("0.1%", "1%").
+    ``intervals`` holds bootstrap intervals of ``average_precision``, ``roc_auc``, ``recall_at_fpr_<r>`` and
+    ``precision_at_block_rate_<r>``. ``slices`` maps a dimension (scenario, channel, merchant_size,
+    merchant_country) to its rows at ``slice_threshold`` (the threshold of the first preset by default).
+    """
+
+    name: str
+    window_start: str | None
+    window_end: str | None
+    charges: int  # all rows given
+    evaluated: int  # rows with a mature label: the population of every metric
+    immature: int  # rows excluded because their label was not mature yet
+    fraud: int
+    base_rate: float
+    fraud_usd: float
+    legit_usd: float
+    roc_auc: float
+    average_precision: float
+    recall_at_fpr: dict[str, float]
+    at_block_rate: dict[str, OperatingPoint]
+    card_precision: CardPrecision
+    ece: float
+    brier: float
+    operating_points: list[ThresholdPoint]
+    slice_threshold: ThresholdPoint
+    slices: dict[str, list[SliceRow]]
+    intervals: dict[str, Interval]
+    curves: Curves
+    bootstrap_resamples: int
+    seed: int
+
+
+def _column(preds: pa.Table, name: str) -> pa.ChunkedArray:
+    return preds.column(name)
+
+
+def check_predictions(preds: pa.Table, who: str) -> None:
+    """Raise unless ``preds`` has every prediction column."""
+    missing = [c for c in PREDICTION_COLUMNS if c not in preds.column_names]
+    if missing:
+        raise EvaluationError(
+            f"The predictions of {who!r} need the columns {', '.join(PREDICTION_COLUMNS)}. "
+            f"Missing: {', '.join(missing)}."
+        )
+    if not pa.types.is_timestamp(preds.schema.field("created").type):
+        raise EvaluationError(
+            f"The 'created' column of the predictions of {who!r} must be a timestamp. "
+            f"Got {preds.schema.field('created').type}."
+        )
+
+
+def _days(created: pa.ChunkedArray) -> IntArray:
+    micros = pc.cast(created, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    days: IntArray = np.floor_divide(micros.astype(np.int64), _US_PER_DAY)
+    return days
+
+
+def _point_dollars(
+    preset: Preset, c: Counts, y: FloatArray, s: FloatArray, usd: FloatArray
+) -> ThresholdPoint:
+    p = choose(preset, c)
+    flagged = s >= p.threshold
+    return ThresholdPoint(
+        preset, p, float(np.sum(usd[flagged & (y == 1)])), float(np.sum(usd[flagged & (y == 0)]))
+    )
+
+
+def evaluate_predictions(
+    preds: pa.Table,
+    *,
+    name: str,
+    thresholds: Sequence[Preset] = DEFAULT_PRESETS,
+    bootstrap: int = 200,
+    seed: int = 0,
+    fpr_levels: Sequence[float] = (0.001, 0.01),
+    block_rates: Sequence[float] = (0.01,),
+    card_k: int = 100,
+    n_bins: int = 10,
+) -> EvaluationResult:
+    """Evaluate one model's predictions: headline metrics, presets, curves, breakdowns and intervals.
+
+    Raises :class:`EvaluationError` when a column is missing, a score is not a probability, or the mature
+    labels do not include both a fraudulent and a legitimate charge.
+    """
+    if not thresholds:
+        raise EvaluationError(f"The evaluation of {name!r} needs at least one threshold preset. Got none.")
+    check_predictions(preds, name)
+    mature_col = pc.fill_null(_column(preds, "mature"), False)
+    charges = preds.num_rows
+    window = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())
+    preds = preds.filter(mature_col)
+    who = f"The evaluation of {name!r}"
+    y, s, _ = binary_inputs(
+        who,
+        _column(preds, "is_fraud").to_numpy(zero_copy_only=False),
+        _column(preds, "score").to_numpy(False),
+    )
+    probabilities(who, s)
+    if charges > preds.num_rows:
+        who += f" ({charges - preds.num_rows} immature labels excluded)"
+    require_both_classes(who, y, np.ones_like(y))
+    usd = _column(preds, "amount_usd").to_numpy(zero_copy_only=False).astype(np.float64) / 100.0
+    c = counts_sorted(*sort_by_score(y, s, np.ones_like(y)))
+
+    at_block = {pct(b): point_at_block_rate(c, b) for b in block_rates}
+    points = [_point_dollars(p, c, y, s, usd) for p in thresholds]
+    slice_point = points[0]
+    flagged = s >= slice_point.point.threshold
+    rng = np.random.default_rng(seed)
+    dims = {
+        "scenario": group_labels(_column(preds, "scenario")),
+        "channel": group_labels(_column(preds, "channel")),
+        "merchant_size": merchant_size(_column(preds, "merchant_id")),
+        "merchant_country": group_labels(_column(preds, "merchant_country")),
+    }
+    slices = {
+        dim: slice_table(dim, codes, names, y, flagged, rng=rng, resamples=max(bootstrap, 1))
+        for dim, (codes, names) in dims.items()
+    }
+
+    metric_fns: dict[str, CountsMetric] = {
+        "average_precision": average_precision_from,
+        "roc_auc": roc_auc_from,
+    }
+    for r in fpr_levels:
+        metric_fns[f"recall_at_fpr_{pct(r)}"] = _recall_at_fpr(r)
+    for b in block_rates:
+        metric_fns[f"precision_at_block_rate_{pct(b)}"] = _precision_at_block_rate(b)
+    intervals = bootstrap_intervals(metric_fns, y, s, bootstrap, seed)
+
+    return EvaluationResult(
+        name=name,
+        window_start=None if window[0] is None else window[0].isoformat(),
+        window_end=None if window[1] is None else window[1].isoformat(),
+        charges=charges,
+        evaluated=preds.num_rows,
+        immature=charges - preds.num_rows,
+        fraud=int(c.positives),
+        base_rate=c.positives / c.total,
+        fraud_usd=float(usd[y == 1].sum()),
+        legit_usd=float(usd[y == 0].sum()),
+        roc_auc=roc_auc_from(c),
+        average_precision=average_precision_from(c),
+        recall_at_fpr={pct(r): point_at_fpr(c, r).recall for r in fpr_levels},
+        at_block_rate=at_block,
+        card_precision=card_precision_at_k(
+            y,
+            s,
+            _days(_column(preds, "created")),
+            group_codes(_column(preds, "card_fingerprint")),
+            card_k,
+        ),
+        ece=expected_calibration_error(y, s, n_bins),
+        brier=brier_score(y, s),
+        operating_points=points,
+        slice_threshold=slice_point,
+        slices=slices,
+        intervals=intervals,
+        curves=Curves(
+            roc=roc_points(c),
+            pr=pr_points(c),
+            dollars=dollar_curve(y, s, usd),
+            reliability=reliability_curve(y, s, n_bins),
+            histogram=score_histogram(y, s),
+        ),
+        bootstrap_resamples=bootstrap,
+        seed=seed,
+    )
+
+
+def _recall_at_fpr(level: float) -> CountsMetric:
+    return lambda c: point_at_fpr(c, level).recall
+
+
+def _precision_at_block_rate(budget: float) -> CountsMetric:
+    return lambda c: point_at_block_rate(c, budget).precision
+
+
+def bootstrap_intervals(
+    metric_fns: dict[str, CountsMetric], y: FloatArray, s: FloatArray, resamples: int, seed: int
+) -> dict[str, Interval]:
+    """Intervals of the headline metrics; none when ``resamples`` is 0."""
+    if resamples == 0:
+        return {}
+    return bootstrap(metric_fns, y, s, resamples=resamples, seed=seed)
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    """One model in a comparison, best average precision first."""
+
+    name: str
+    average_precision: float
+    ap_low: float
+    ap_high: float
+    roc_auc: float
+    recall_at_1pct_fpr: float
+    precision_at_1pct_block: float
+    card_precision_at_k: float
+    ece: float
+    evaluated: int
+    immature: int
+
+
+def compare(results: Sequence[EvaluationResult]) -> list[ComparisonRow]:
+    """The models side by side, sorted by average precision (highest first).
+
+    Raises :class:`EvaluationError` when the results were computed on different numbers of charges, which
+    would make the comparison unfair.
+    """
+    if not results:
+        raise EvaluationError("compare needs at least one evaluation result. Got none.")
+    sizes = {r.evaluated for r in results}
+    if len(sizes) > 1:
+        detail = ", ".join(f"{r.name}: {r.evaluated}" for r in results)
+        raise EvaluationError(f"compare needs results on the same charges. Got different counts ({detail}).")
+    rows = []
+    for r in results:
+        ap = r.intervals.get("average_precision")
+        rows.append(
+            ComparisonRow(
+                name=r.name,
+                average_precision=r.average_precision,
+                ap_low=ap.low if ap else float("nan"),
+                ap_high=ap.high if ap else float("nan"),
+                roc_auc=r.roc_auc,
+                recall_at_1pct_fpr=r.recall_at_fpr.get("1%", float("nan")),
+                precision_at_1pct_block=r.at_block_rate["1%"].precision
+                if "1%" in r.at_block_rate
+                else float("nan"),
+                card_precision_at_k=r.card_precision.mean,
+                ece=r.ece,
+                evaluated=r.evaluated,
+                immature=r.immature,
+            )
+        )
+    return sorted(rows, key=lambda row: -row.average_precision)

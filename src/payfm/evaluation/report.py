@@ -1,0 +1,194 @@
+"""The evaluation report: one self-contained HTML page (inline SVG figures) and a JSON file with the same
+numbers, both written atomically.
+
+Example:
+    >>> import tempfile
+    >>> from payfm.evaluation.evaluate import evaluate_predictions
+    >>> from payfm.evaluation.synthetic import synthetic_predictions
+    >>> r = evaluate_predictions(synthetic_predictions(2000, seed=1), name="m", bootstrap=10)
+    >>> paths = write_report([r], tempfile.mkdtemp())
+    >>> paths.html.name, paths.json.name
+    ('report.html', 'report.json')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from payfm import __version__
+from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.evaluate import EvaluationResult, compare
+from payfm.evaluation.slices import SliceRow
+from payfm.evaluation.template import PAGE
+from payfm.events.workspace import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    """Where a report was written."""
+
+    html: Path
+    json: Path
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready value: dataclasses as dicts, NaN and infinities as null."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def report_json(results: Sequence[EvaluationResult]) -> dict[str, Any]:
+    """The report's numbers: the comparison and every result in full."""
+    return {
+        "payfm_version": __version__,
+        "comparison": _plain(compare(results)),
+        "results": [_plain(r) for r in results],
+    }
+
+
+def _minute(iso: str | None) -> str:
+    return "-" if iso is None else iso[:16].replace("T", " ")
+
+
+def _f(x: float, fmt: str = ".3f") -> str:
+    return "-" if not math.isfinite(x) else format(x, fmt)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], best: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        f"<tr{' class=best' if i == best else ''}>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in row)
+        + "</tr>"
+        for i, row in enumerate(rows)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _comparison(results: Sequence[EvaluationResult]) -> str:
+    rows = [
+        [
+            c.name,
+            f"{_f(c.average_precision)} [{_f(c.ap_low)}, {_f(c.ap_high)}]",
+            _f(c.roc_auc),
+            _f(c.recall_at_1pct_fpr),
+            _f(c.precision_at_1pct_block),
+            _f(c.card_precision_at_k),
+            _f(c.ece, ".4f"),
+            f"{c.evaluated:,}",
+            f"{c.immature:,}",
+        ]
+        for c in compare(results)
+    ]
+    k = results[0].card_precision.k
+    header = ["model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", f"card prec@{k}",
+              "ECE", "charges", "immature"]  # fmt: skip
+    return _table(header, rows, best=0)
+
+
+def _presets(results: Sequence[EvaluationResult]) -> str:
+    rows = [
+        [
+            r.name,
+            tp.preset.name,
+            _f(tp.point.threshold, ".4f"),
+            _f(tp.point.block_rate, ".3%"),
+            _f(tp.point.precision),
+            _f(tp.point.recall),
+            f"{tp.fraud_caught_usd:,.0f}",
+            f"{tp.legit_blocked_usd:,.0f}",
+        ]
+        for r in results
+        for tp in r.operating_points
+    ]
+    header = ["model", "preset", "threshold", "block rate", "precision", "recall", "fraud $ caught",
+              "legit $ blocked"]  # fmt: skip
+    return _table(header, rows)
+
+
+def _slice_rows(rows: Sequence[SliceRow]) -> list[list[str]]:
+    return [
+        [
+            s.group,
+            f"{s.charges:,}",
+            f"{s.fraud:,}",
+            f"{_f(s.recall)} [{_f(s.recall_low)}, {_f(s.recall_high)}]",
+            _f(s.precision),
+            _f(s.block_rate, ".2%"),
+        ]
+        for s in rows
+    ]
+
+
+_SLICE_HEADER = ["group", "charges", "fraud", "recall [95% CI]", "precision", "block rate"]
+
+
+def _slices(results: Sequence[EvaluationResult], dims: Sequence[str]) -> str:
+    parts = []
+    for dim in dims:
+        for r in results:
+            t = r.slice_threshold
+            where = f"{t.preset.name} (threshold {_f(t.point.threshold, '.4f')})"
+            title = f"{dim.replace('_', ' ')}: {r.name} at {where}"
+            parts.append(f"<h3>{html.escape(title)}</h3>" + _table(_SLICE_HEADER, _slice_rows(r.slices[dim])))
+    return "\n".join(parts)
+
+
+def render_html(results: Sequence[EvaluationResult], title: str = "payfm evaluation report") -> str:
+    """The report page for ``results`` (the first result's window and population describe the page)."""
+    from payfm.evaluation import plots
+
+    r0 = results[0]
+    meta = (
+        f"Window {_minute(r0.window_start)} .. {_minute(r0.window_end)} (UTC). "
+        f"{r0.charges:,} charges scored, "
+        f"{r0.evaluated:,} with a mature label ({r0.immature:,} immature, excluded), {r0.fraud:,} fraudulent "
+        f"(base rate {r0.base_rate:.3%}; ${r0.fraud_usd:,.0f} of fraud vs ${r0.legit_usd:,.0f} legitimate)."
+    )
+    return PAGE.substitute(
+        title=html.escape(title),
+        meta=html.escape(meta),
+        comparison=_comparison(results),
+        resamples=r0.bootstrap_resamples,
+        card_k=r0.card_precision.k,
+        presets=_presets(results),
+        fig_pr_roc=plots.pr_and_roc(results),
+        fig_scores=plots.score_distributions(results),
+        fig_reliability=plots.reliability(results),
+        fig_dollars=plots.dollars(results),
+        fig_scenarios=plots.scenario_recall(results),
+        scenario_tables=_slices(results, ["scenario"]),
+        breakdowns=_slices(results, ["channel", "merchant_size", "merchant_country"]),
+        version=__version__,
+    )
+
+
+def write_report(
+    results: Sequence[EvaluationResult],
+    out_dir: str | os.PathLike[str],
+    title: str = "payfm evaluation report",
+) -> EvaluationReport:
+    """Write ``report.html`` and ``report.json`` under ``out_dir`` (created if needed), each atomically."""
+    if not results:
+        raise EvaluationError("The report needs at least one evaluation result. Got none.")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = EvaluationReport(out / "report.html", out / "report.json")
+    atomic_write_bytes(paths.json, json.dumps(report_json(results), indent=1, allow_nan=False).encode())
+    atomic_write_bytes(paths.html, render_html(results, title).encode())
+    return paths

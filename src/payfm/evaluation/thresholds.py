@@ -1,0 +1,77 @@
+"""Threshold presets: three named ways to pick the blocking threshold from a model's scores.
+
+A charge is blocked when ``score >= threshold``. Candidates are the distinct scores (so ties move together).
+
+* **maximize protection** (``kind="block_rate"``, ``value`` = budget, default 0.01): the lowest threshold that
+  blocks at most ``value`` of all charges. Catches the most fraud a fixed review/decline capacity allows.
+* **balance** (``kind="max_f1"``): the threshold with the highest F1 = 2PR / (P + R); on ties the highest
+  threshold. Trades missed fraud against false declines with equal weight on precision and recall.
+* **maximize revenue** (``kind="min_recall"``, ``value`` = minimum recall, default 0.5): among thresholds
+  whose recall is at least ``value``, the one that blocks the fewest legitimate dollars. Blocked legitimate
+  dollars only grow as the threshold falls, so this is the highest threshold reaching the recall.
+* ``kind="fixed"``: the threshold ``value`` itself (for example a production threshold).
+
+Presets chosen on the evaluated window describe the model's trade-offs; a deployed threshold should be chosen
+on a validation window and then evaluated with ``kind="fixed"``.
+
+Example:
+    >>> from payfm.evaluation.metrics import binary_counts
+    >>> choose(Preset("f1", "max_f1"), binary_counts([0, 1, 1, 0], [0.1, 0.9, 0.7, 0.8])).threshold
+    0.7
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.metrics import (
+    Counts,
+    OperatingPoint,
+    point_at,
+    point_at_block_rate,
+    point_at_threshold,
+)
+
+PresetKind = Literal["block_rate", "max_f1", "min_recall", "fixed"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named rule for choosing a threshold; ``value`` is the budget, minimum recall or fixed threshold."""
+
+    name: str
+    kind: PresetKind
+    value: float = float("nan")
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("block_rate", "max_f1", "min_recall", "fixed"):
+            raise EvaluationError(
+                f"The kind of preset {self.name!r} must be block_rate, max_f1, min_recall or fixed. "
+                f"Got {self.kind!r}."
+            )
+        if self.kind in ("block_rate", "min_recall") and not 0.0 < self.value <= 1.0:
+            raise EvaluationError(f"The value of preset {self.name!r} must be in (0, 1]. Got {self.value}.")
+
+
+PROTECTION = Preset("maximize protection", "block_rate", 0.01)
+BALANCE = Preset("balance", "max_f1")
+REVENUE = Preset("maximize revenue", "min_recall", 0.5)
+DEFAULT_PRESETS = (PROTECTION, BALANCE, REVENUE)
+
+
+def choose(preset: Preset, c: Counts) -> OperatingPoint:
+    """The operating point ``preset`` picks from the counts ``c``."""
+    if preset.kind == "block_rate":
+        return point_at_block_rate(c, preset.value)
+    if preset.kind == "fixed":
+        return point_at_threshold(c, preset.value)
+    if preset.kind == "max_f1":
+        f1 = 2 * c.tps / (c.flagged + c.positives)
+        return point_at(c, int(np.argmax(f1)))
+    recall = c.tps / c.positives
+    reached = np.flatnonzero(recall >= preset.value * (1 - 1e-12))
+    return point_at(c, int(reached[0]))

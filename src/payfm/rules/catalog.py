@@ -1,0 +1,253 @@
+"""The attribute catalog (what a rule may read, with types) and the type checker run when rules are saved.
+
+Attributes:
+- the charge's fields as strings, except ``amount`` (number, minor units of ``currency``) and ``amount_usd``
+  (number, US *dollars*: the event log's cents / 100, as analysts write thresholds);
+- ``risk_score`` (number 0-100) and ``risk_level`` (string: normal, elevated, highest) from the model;
+- every feature of the active feature set (numbers). A feature named like a charge field (``amount_usd`` in
+  the default set) is shadowed by the field.
+
+Fields that are outcomes of the charge or ground truth (``outcome``, ``decline_code``, ``scenario``) and
+timestamps are not attributes.
+
+Example:
+    >>> from payfm.features.catalog import tiny_set
+    >>> cat = AttributeCatalog.for_feature_set(tiny_set())
+    >>> cat.type_of("card.count_charges_1h"), cat.type_of("ip_country")
+    ('number', 'string')
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from payfm.features.definitions import FeatureSet
+from payfm.rules import ast
+from payfm.rules.limits import RuleError
+
+Type = Literal["number", "string", "bool"]
+
+# The value types of lists; an attribute with a kind may only be tested against a list of that type.
+LIST_TYPES = ("card_fingerprint", "email", "email_domain", "ip_address", "bin", "country", "customer_id")
+
+# Charge fields readable by rules (all strings), with the list type their values belong to, if any.
+CHARGE_STRING_FIELDS: dict[str, str | None] = {
+    "merchant_id": None,
+    "merchant_mcc": None,
+    "merchant_country": "country",
+    "customer_id": "customer_id",
+    "card_fingerprint": "card_fingerprint",
+    "card_bin": "bin",
+    "card_last4": None,
+    "card_brand": None,
+    "card_funding": None,
+    "card_country": "country",
+    "currency": None,
+    "channel": None,
+    "ip_address": "ip_address",
+    "ip_country": "country",
+    "device_id": None,
+    "email_domain": "email_domain",
+    "billing_country": "country",
+    "shipping_country": "country",
+    "shipping_address_id": None,
+    "three_ds": None,
+    "cvc_check": None,
+    "address_check": None,
+    "retry_of": None,
+}
+CHARGE_NUMBER_FIELDS = ("amount", "amount_usd")
+SCORE_ATTRIBUTES: dict[str, Type] = {"risk_score": "number", "risk_level": "string"}
+
+
+@dataclass(frozen=True)
+class AttributeCatalog:
+    """Attribute name -> type (and list kind) for one feature set."""
+
+    types: Mapping[str, Type]
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    features: frozenset[str] = frozenset()
+    feature_set: str = ""
+
+    @classmethod
+    def for_feature_set(cls, fset: FeatureSet | None) -> AttributeCatalog:
+        types: dict[str, Type] = {}
+        features: set[str] = set()
+        if fset is not None:
+            for name in fset.names:
+                types[name] = "number"
+                features.add(name)
+        for name in CHARGE_STRING_FIELDS:
+            types[name] = "string"
+        for name in CHARGE_NUMBER_FIELDS:
+            types[name] = "number"
+        types.update(SCORE_ATTRIBUTES)
+        features -= set(CHARGE_STRING_FIELDS) | set(CHARGE_NUMBER_FIELDS) | set(SCORE_ATTRIBUTES)
+        kinds = {k: v for k, v in CHARGE_STRING_FIELDS.items() if v is not None}
+        return cls(types, kinds, frozenset(features), fset.name if fset else "")
+
+    def type_of(self, name: str) -> Type:
+        try:
+            return self.types[name]
+        except KeyError:
+            raise RuleError(f"Unknown attribute ':{name}:'.{self.suggest(name)}") from None
+
+    def suggest(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self.types), n=1, cutoff=0.6)
+        return f" Did you mean ':{close[0]}:'?" if close else ""
+
+
+def charge_values(
+    charge: Mapping[str, object],
+    features: Mapping[str, object] | None = None,
+    risk_score: float | None = None,
+    risk_level: str | None = None,
+) -> dict[str, object]:
+    """The attribute values of one charge, as :meth:`Ruleset.decide` reads them.
+
+    ``charge`` is a row of the event log (``amount_usd`` in cents); ``features`` the charge's feature vector.
+    This is the one place that turns cents into the dollars rules are written in.
+    """
+    values: dict[str, object] = dict(features or {})
+    for name in CHARGE_STRING_FIELDS:
+        values[name] = charge.get(name)
+    amount, usd = charge.get("amount"), charge.get("amount_usd")
+    values["amount"] = None if amount is None else float(amount)  # type: ignore[arg-type]
+    values["amount_usd"] = None if usd is None else float(usd) / 100.0  # type: ignore[arg-type]
+    values["risk_score"] = risk_score
+    values["risk_level"] = risk_level
+    return values
+
+
+def _describe(e: ast.Expr) -> str:
+    if isinstance(e, ast.Attr):
+        return f":{e.name}:"
+    if isinstance(e, ast.Literal):
+        return repr(e.value) if not isinstance(e.value, bool) else str(e.value).lower()
+    return f"the expression at column {e.col}"
+
+
+class _Checker:
+    def __init__(self, rule: ast.Rule, catalog: AttributeCatalog, lists: Mapping[str, str]) -> None:
+        self.rule, self.catalog, self.lists = rule, catalog, lists
+        self.errors: list[RuleError] = []
+
+    def error(self, e: ast.Expr, message: str) -> None:
+        self.errors.append(RuleError(message, line=self.rule.line, column=e.col, rule=self.rule.name))
+
+    def expect(self, e: ast.Expr, want: Type, role: str) -> None:
+        got = self.infer(e)
+        if got is not None and got != want:
+            self.error(e, f"{role} must be a {want}. Got a {got} ({_describe(e)}).")
+
+    def infer(self, e: ast.Expr) -> Type | None:
+        """The type of ``e``, or None if an error was already recorded inside it (no cascades)."""
+        if isinstance(e, ast.Attr):
+            t = self.catalog.types.get(e.name)
+            if t is None:
+                self.error(e, f"Unknown attribute ':{e.name}:'.{self.catalog.suggest(e.name)}")
+            return t
+        if isinstance(e, ast.Literal):
+            if isinstance(e.value, bool):
+                return "bool"
+            if isinstance(e.value, str):
+                if any(ord(ch) < 32 for ch in e.value):
+                    self.error(e, "A string literal must not contain control characters.")
+                return "string"
+            return "number"
+        if isinstance(e, ast.Arith):
+            self.expect(e.left, "number", f"The left side of '{e.op}'")
+            self.expect(e.right, "number", f"The right side of '{e.op}'")
+            return "number"
+        if isinstance(e, ast.Compare):
+            lt, rt = self.infer(e.left), self.infer(e.right)
+            if lt is None or rt is None:
+                return "bool"
+            if lt != rt:
+                self.error(
+                    e,
+                    f"'{e.op}' compares values of one type. Got a {lt} ({_describe(e.left)}) "
+                    f"and a {rt} ({_describe(e.right)}).",
+                )
+            elif lt == "bool" and e.op not in ("=", "!="):
+                self.error(e, f"'{e.op}' needs numbers or strings. Got true/false values.")
+            return "bool"
+        if isinstance(e, ast.In):
+            t = self.infer(e.operand)
+            for v in e.values:
+                vt: Type = "bool" if isinstance(v, bool) else "string" if isinstance(v, str) else "number"
+                if t is not None and vt != t:
+                    self.error(
+                        e, f"Every value of `in (...)` must be a {t} like {_describe(e.operand)}. Got {v!r}."
+                    )
+                    break
+                if isinstance(v, str) and any(ord(ch) < 32 for ch in v):
+                    self.error(e, "A string literal must not contain control characters.")
+                    break
+            return "bool"
+        if isinstance(e, ast.InList):
+            self._check_list(e)
+            return "bool"
+        if isinstance(e, ast.StrOp):
+            self.expect(e.left, "string", f"The left side of '{e.op}'")
+            self.expect(e.right, "string", f"The right side of '{e.op}'")
+            return "bool"
+        if isinstance(e, ast.IsMissing):
+            self.infer(e.operand)
+            return "bool"
+        if isinstance(e, ast.Not):
+            self.expect(e.operand, "bool", "The operand of 'not'")
+            return "bool"
+        for op in e.operands:
+            self.expect(op, "bool", f"Each side of '{'and' if isinstance(e, ast.And) else 'or'}'")
+        return "bool"
+
+    def _check_list(self, e: ast.InList) -> None:
+        t = self.infer(e.operand)
+        list_type = self.lists.get(e.list_name)
+        if list_type is None:
+            close = difflib.get_close_matches(e.list_name, list(self.lists), n=1, cutoff=0.6)
+            hint = f" Did you mean '@{close[0]}'?" if close else " Create it with `payfm lists create`."
+            self.error(e, f"Unknown list '@{e.list_name}'.{hint}")
+            return
+        if t is None:
+            return
+        kind = self.catalog.kinds.get(e.operand.name) if isinstance(e.operand, ast.Attr) else None
+        if kind is None:
+            self.error(
+                e,
+                f"`in @list` needs an attribute holding {', '.join(LIST_TYPES)} values. "
+                f"Got {_describe(e.operand)} (a {t}).",
+            )
+        elif kind != list_type:
+            self.error(
+                e,
+                f"{_describe(e.operand)} holds {kind} values, so its list must be of type {kind}. "
+                f"Got '@{e.list_name}' of type {list_type}.",
+            )
+
+
+def type_errors(
+    rules: list[ast.Rule], catalog: AttributeCatalog, lists: Mapping[str, str] | None = None
+) -> list[RuleError]:
+    """Every type error of ``rules`` (``lists``: list name -> list type), in rule order."""
+    errors: list[RuleError] = []
+    for rule in rules:
+        checker = _Checker(rule, catalog, lists or {})
+        checker.expect(rule.condition, "bool", "The condition of a rule")
+        errors.extend(checker.errors)
+    return errors
+
+
+def check_types(
+    rules: list[ast.Rule], catalog: AttributeCatalog, lists: Mapping[str, str] | None = None
+) -> None:
+    """Raise the first type error of ``rules`` (saying how many more there are)."""
+    errors = type_errors(rules, catalog, lists)
+    if errors:
+        first = errors[0]
+        more = f" ({len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        raise RuleError(first.detail + more, line=first.line, column=first.column, rule=first.rule)

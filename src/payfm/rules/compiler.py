@@ -1,0 +1,393 @@
+"""Compile a checked ruleset once into (a) a one-charge evaluator and (b) one SQL expression per rule.
+
+Both implement the same semantics (tested to decide identically, see tests/test_rules_parity.py):
+
+- values are numbers (floats), strings or booleans; a missing value is ``None`` (SQL ``NULL``), and NaN
+  counts as missing;
+- a comparison, arithmetic, ``in``, or string operation with a missing operand is *unknown*; ``x / 0`` is
+  missing, as is any arithmetic that gives NaN;
+- ``and`` / ``or`` / ``not`` follow Kleene's three-valued logic (SQL's); ``is missing`` is always true/false;
+- a rule matches only when its condition is TRUE (unknown does not match);
+- actions are tried in the order request_3ds, allow, block, review; within an action, in file order; the
+  first matching rule decides; no match authorizes (action ``None``).
+
+The evaluator is a tree of Python closures built once (no eval/exec). The SQL is for DuckDB; identifiers
+are quoted, string literals escaped, and every condition wrapped in ``coalesce(..., false)``.
+
+Example:
+    >>> from payfm.rules.grammar import parse_rules
+    >>> rs = compile_rules(parse_rules("block if :amount_usd: > 500"))
+    >>> rs.decide({"amount_usd": 900.0}), rs.decide({"amount_usd": None}).action is None
+    (Decision(action='block', rule='block_line_1'), True)
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from payfm.rules import ast
+
+Fn = Callable[[Mapping[str, object]], object]
+
+_CMP: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The deciding rule's action (None: authorize) and name (None when no rule matched)."""
+
+    action: ast.Action | None
+    rule: str | None
+
+
+AUTHORIZE = Decision(None, None)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def sql_literal(value: ast.Value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+def list_table(name: str) -> str:
+    """The (quoted) table a backtest registers for list ``name``: one VARCHAR column ``value``."""
+    return quote_ident(f"__payfm_list_{name}")
+
+
+# ---- one-charge closures ------------------------------------------------------------------------------
+
+
+def _number_attr(name: str) -> Fn:
+    def get(v: Mapping[str, object]) -> object:
+        x = v.get(name)
+        if isinstance(x, float):
+            return None if x != x else x
+        if isinstance(x, int):  # bool is an int: True reads as 1.0
+            return float(x)
+        return None
+
+    return get
+
+
+def _string_attr(name: str) -> Fn:
+    def get(v: Mapping[str, object]) -> object:
+        x = v.get(name)
+        return x if isinstance(x, str) else None
+
+    return get
+
+
+def _attr(name: str, types: Mapping[str, str]) -> Fn:
+    t = types.get(name)
+    if t == "number":
+        return _number_attr(name)
+    if t == "string":
+        return _string_attr(name)
+
+    def get(v: Mapping[str, object]) -> object:
+        x = v.get(name)
+        if x is None or isinstance(x, str):
+            return x
+        if isinstance(x, float):
+            return None if x != x else x
+        if isinstance(x, bool | int):
+            return float(x)
+        return None
+
+    return get
+
+
+def _const(value: object) -> Fn:
+    return lambda v: value
+
+
+def _arith(op: str, left: Fn, right: Fn) -> Fn:
+    def f(v: Mapping[str, object]) -> object:
+        a = left(v)
+        if a is None:
+            return None
+        b = right(v)
+        if b is None:
+            return None
+        x, y = float(a), float(b)  # type: ignore[arg-type]
+        if op == "+":
+            r = x + y
+        elif op == "-":
+            r = x - y
+        elif op == "*":
+            r = x * y
+        else:
+            if y == 0.0:
+                return None
+            r = x / y
+        return None if r != r else r
+
+    return f
+
+
+def _compare(op: str, left: Fn, right: Fn, const: object) -> Fn:
+    cmp = _CMP[op]
+    if const is not None:  # right side is a literal: the common case, one call fewer
+
+        def fc(v: Mapping[str, object]) -> object:
+            a = left(v)
+            return None if a is None else cmp(a, const)
+
+        return fc
+
+    def f(v: Mapping[str, object]) -> object:
+        a = left(v)
+        if a is None:
+            return None
+        b = right(v)
+        return None if b is None else cmp(a, b)
+
+    return f
+
+
+def _attr_vs_literal(name: str, typ: str, op: str, const: object) -> Fn:
+    """``:name: <op> literal`` in one closure: the hot path of most rules."""
+    cmp = _CMP[op]
+    if typ == "number":
+
+        def num(v: Mapping[str, object]) -> object:
+            x = v.get(name)
+            if x.__class__ is float:
+                return None if x != x else cmp(x, const)
+            if x is None or isinstance(x, str) or not isinstance(x, int):
+                return None
+            return cmp(float(x), const)
+
+        return num
+
+    def text(v: Mapping[str, object]) -> object:
+        x = v.get(name)
+        return cmp(x, const) if isinstance(x, str) else None
+
+    return text
+
+
+def _member(operand: Fn, values: frozenset[object]) -> Fn:
+    def f(v: Mapping[str, object]) -> object:
+        a = operand(v)
+        return None if a is None else a in values
+
+    return f
+
+
+def _strop(op: str, left: Fn, right: Fn) -> Fn:
+    def f(v: Mapping[str, object]) -> object:
+        a = left(v)
+        if a is None:
+            return None
+        b = right(v)
+        if b is None:
+            return None
+        s, t = str(a), str(b)
+        return s.startswith(t) if op == "starts_with" else s.endswith(t) if op == "ends_with" else t in s
+
+    return f
+
+
+def _is_missing(operand: Fn, negated: bool) -> Fn:
+    return lambda v: (operand(v) is not None) if negated else (operand(v) is None)
+
+
+def _not(operand: Fn) -> Fn:
+    def f(v: Mapping[str, object]) -> object:
+        r = operand(v)
+        return None if r is None else not r
+
+    return f
+
+
+def _and(fns: tuple[Fn, ...]) -> Fn:
+    if len(fns) == 2:
+        first, second = fns
+
+        def pair(v: Mapping[str, object]) -> object:
+            r = first(v)
+            if r is False:
+                return False
+            s = second(v)
+            if s is False:
+                return False
+            return None if r is None or s is None else True
+
+        return pair
+
+    def f(v: Mapping[str, object]) -> object:
+        unknown = False
+        for g in fns:
+            r = g(v)
+            if r is False:
+                return False
+            if r is None:
+                unknown = True
+        return None if unknown else True
+
+    return f
+
+
+def _or(fns: tuple[Fn, ...]) -> Fn:
+    def f(v: Mapping[str, object]) -> object:
+        unknown = False
+        for g in fns:
+            r = g(v)
+            if r is True:
+                return True
+            if r is None:
+                unknown = True
+        return None if unknown else False
+
+    return f
+
+
+def compile_python(
+    e: ast.Expr, lists: Mapping[str, frozenset[str]], types: Mapping[str, str] | None = None
+) -> Fn:
+    """The closure evaluating ``e`` on one mapping of attribute values (True / False / None = unknown)."""
+    t = types or {}
+    if isinstance(e, ast.Attr):
+        return _attr(e.name, t)
+    if isinstance(e, ast.Literal):
+        return _const(e.value)
+    if isinstance(e, ast.Arith):
+        return _arith(e.op, compile_python(e.left, lists, t), compile_python(e.right, lists, t))
+    if isinstance(e, ast.Compare):
+        const = e.right.value if isinstance(e.right, ast.Literal) else None
+        typ = t.get(e.left.name) if isinstance(e.left, ast.Attr) else None
+        if (typ == "number" and isinstance(const, float)) or (typ == "string" and isinstance(const, str)):
+            assert isinstance(e.left, ast.Attr)
+            return _attr_vs_literal(e.left.name, typ, e.op, const)
+        return _compare(e.op, compile_python(e.left, lists, t), compile_python(e.right, lists, t), const)
+    if isinstance(e, ast.In):
+        return _member(compile_python(e.operand, lists, t), frozenset(e.values))
+    if isinstance(e, ast.InList):
+        return _member(compile_python(e.operand, lists, t), frozenset(lists.get(e.list_name, ())))
+    if isinstance(e, ast.StrOp):
+        return _strop(e.op, compile_python(e.left, lists, t), compile_python(e.right, lists, t))
+    if isinstance(e, ast.IsMissing):
+        return _is_missing(compile_python(e.operand, lists, t), e.negated)
+    if isinstance(e, ast.Not):
+        return _not(compile_python(e.operand, lists, t))
+    fns = tuple(compile_python(o, lists, t) for o in e.operands)
+    return _and(fns) if isinstance(e, ast.And) else _or(fns)
+
+
+# ---- SQL ----------------------------------------------------------------------------------------------
+
+
+def compile_sql(e: ast.Expr) -> str:
+    """A DuckDB expression for ``e`` over columns named like the attributes (NULL = missing/unknown)."""
+    if isinstance(e, ast.Attr):
+        return quote_ident(e.name)
+    if isinstance(e, ast.Literal):
+        return sql_literal(e.value)
+    if isinstance(e, ast.Arith):
+        a, b = compile_sql(e.left), compile_sql(e.right)
+        if e.op == "/":
+            b = f"nullif({b}, CAST(0 AS DOUBLE))"
+        # NaN (inf - inf, inf * 0) is missing, as in the Python evaluator.
+        return f"nullif(({a} {e.op} {b}), CAST('nan' AS DOUBLE))"
+    if isinstance(e, ast.Compare):
+        return f"({compile_sql(e.left)} {e.op} {compile_sql(e.right)})"
+    if isinstance(e, ast.In):
+        return f"({compile_sql(e.operand)} IN ({', '.join(sql_literal(v) for v in e.values)}))"
+    if isinstance(e, ast.InList):
+        return f"({compile_sql(e.operand)} IN (SELECT value FROM {list_table(e.list_name)}))"
+    if isinstance(e, ast.StrOp):
+        return f"{e.op}({compile_sql(e.left)}, {compile_sql(e.right)})"
+    if isinstance(e, ast.IsMissing):
+        return f"(({compile_sql(e.operand)}) IS {'NOT ' if e.negated else ''}NULL)"
+    if isinstance(e, ast.Not):
+        return f"(NOT {compile_sql(e.operand)})"
+    joiner = " AND " if isinstance(e, ast.And) else " OR "
+    return "(" + joiner.join(compile_sql(o) for o in e.operands) + ")"
+
+
+# ---- the ruleset ----------------------------------------------------------------------------------------
+
+
+class Ruleset:
+    """A compiled ruleset: ``decide`` for one charge, ``sql_conditions`` for a whole table.
+
+    ``lists`` (list name -> values) is snapshotted at compile time; recompile after a list changes.
+    """
+
+    def __init__(
+        self,
+        rules: list[ast.Rule],
+        lists: Mapping[str, frozenset[str]] | None = None,
+        types: Mapping[str, str] | None = None,
+    ) -> None:
+        self.rules: tuple[ast.Rule, ...] = tuple(rules)
+        used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
+        self.lists: dict[str, frozenset[str]] = {
+            name: frozenset(vals) for name, vals in (lists or {}).items() if name in used
+        }
+        self.types = dict(types or {})
+        # Evaluation order: by action, then file order.
+        self.order: tuple[int, ...] = tuple(
+            sorted(range(len(rules)), key=lambda i: (ast.ACTIONS.index(rules[i].action), i))
+        )
+        self._fns = [
+            (rules[i].name, rules[i].action, compile_python(rules[i].condition, self.lists, self.types))
+            for i in self.order
+        ]
+        self.sql_conditions: tuple[str, ...] = tuple(
+            f"coalesce({compile_sql(r.condition)}, false)" for r in rules
+        )
+
+    def decide(self, values: Mapping[str, object]) -> Decision:
+        """The decision for one charge's attribute values (see :func:`payfm.rules.catalog.charge_values`)."""
+        for name, action, fn in self._fns:
+            if fn(values) is True:
+                return Decision(action, name)
+        return AUTHORIZE
+
+    def matches(self, values: Mapping[str, object]) -> list[str]:
+        """Names of every rule whose condition is TRUE for ``values`` (in file order)."""
+        return [
+            r.name for r in self.rules if compile_python(r.condition, self.lists, self.types)(values) is True
+        ]
+
+    def attributes(self) -> set[str]:
+        out: set[str] = set()
+        for r in self.rules:
+            out |= ast.attributes(r.condition)
+        return out
+
+    def decision_sql(self, flag: Callable[[int], str]) -> tuple[str, str]:
+        """SQL for the deciding rule's index and action, given ``flag(i)``, rule i.s flag column."""
+        if not self.rules:
+            return "CAST(NULL AS INTEGER)", "CAST(NULL AS VARCHAR)"
+        idx = " ".join(f"WHEN {flag(i)} THEN {i}" for i in self.order)
+        act = " ".join(f"WHEN {flag(i)} THEN '{self.rules[i].action}'" for i in self.order)
+        return f"CASE {idx} END", f"CASE {act} END"
+
+
+def compile_rules(
+    rules: list[ast.Rule],
+    lists: Mapping[str, frozenset[str]] | None = None,
+    types: Mapping[str, str] | None = None,
+) -> Ruleset:
+    """Compile parsed (and type-checked) ``rules`` once. ``types`` (attribute -> "number"/"string") makes
+    a value of the wrong type read as missing instead of failing."""
+    return Ruleset(rules, lists, types)

@@ -1,0 +1,200 @@
+"""Typed value lists (``@blocked_cards``, ``@trusted_domains``) with an audit trail, in ``rules.db``.
+
+Types: card_fingerprint, email, email_domain, ip_address, bin, country, customer_id. Values are
+validated and normalized per type (countries upper case, e-mails and domains lower case); a full card
+number is rejected and never echoed. Every create / add / remove records who, when, what and the value.
+
+Example:
+    >>> import tempfile
+    >>> from payfm.events.workspace import Workspace
+    >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+    >>> _ = create_list(ws, "risky_countries", "country", author="ana")
+    >>> add_values(ws, "risky_countries", ["ng", "RU"], author="ana")
+    2
+    >>> sorted(list_values(ws, "risky_countries"))
+    ['NG', 'RU']
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from payfm.events.cards import contains_card_number
+from payfm.events.workspace import Workspace
+from payfm.rules.catalog import LIST_TYPES
+from payfm.rules.db import connect, default_author, now_iso
+from payfm.rules.limits import RuleError
+
+MAX_LIST_VALUES = 1_000_000
+MAX_VALUE_CHARS = 256
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_DOMAIN = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+")
+
+
+@dataclass(frozen=True)
+class ValueList:
+    name: str
+    type: str
+    created: str
+    author: str
+    size: int
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: str
+    author: str
+    action: str  # create, add, remove
+    value: str | None
+
+
+def normalize(list_type: str, value: str) -> str:
+    """``value`` validated and normalized for a list of ``list_type``; a RuleError says why not."""
+    v = value.strip()
+    if not v or len(v) > MAX_VALUE_CHARS:
+        raise RuleError(f"A {list_type} list value has 1 to {MAX_VALUE_CHARS} characters. Got {len(v)}.")
+    if contains_card_number(v):
+        raise RuleError("List values must not contain a card number (PAN); use the card fingerprint.")
+    ok = True
+    if list_type == "country":
+        v = v.upper()
+        ok = re.fullmatch(r"[A-Z]{2}", v) is not None
+    elif list_type == "bin":
+        ok = re.fullmatch(r"[0-9]{6,8}", v) is not None
+    elif list_type == "email_domain":
+        v = v.lower()
+        ok = _DOMAIN.fullmatch(v) is not None
+    elif list_type == "email":
+        v = v.lower()
+        local, _, domain = v.partition("@")
+        ok = bool(local) and _DOMAIN.fullmatch(domain) is not None
+    elif list_type == "ip_address":
+        try:
+            v = str(ipaddress.ip_address(v))
+        except ValueError:
+            ok = False
+    if not ok:
+        shown = v if len(v) <= 40 else v[:40] + "..."
+        raise RuleError(f"A value of a {list_type} list must be a valid {list_type}. Got {shown!r}.")
+    return v
+
+
+def _check_type(list_type: str) -> None:
+    if list_type not in LIST_TYPES:
+        raise RuleError(f"A list's type must be one of {', '.join(LIST_TYPES)}. Got {list_type!r}.")
+
+
+def create_list(
+    ws: Workspace, name: str, list_type: str, *, author: str | None = None, at: datetime | None = None
+) -> ValueList:
+    """Create an empty list ``name`` of ``list_type``."""
+    if not _NAME.fullmatch(name):
+        raise RuleError(f"A list name is a word of letters, digits and _ (at most 64). Got {name[:70]!r}.")
+    _check_type(list_type)
+    who, when = author or default_author(), now_iso(at)
+    with connect(ws) as con:
+        if con.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone():
+            raise RuleError(f"List '{name}' already exists.")
+        con.execute("INSERT INTO lists VALUES (?, ?, ?, ?)", (name, list_type, when, who))
+        con.execute(
+            "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, 'create', ?)",
+            (name, when, who, list_type),
+        )
+    return ValueList(name, list_type, when, who, 0)
+
+
+def _require(con: sqlite3.Connection, name: str) -> str:
+    row = con.execute("SELECT type FROM lists WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        names = [r[0] for r in con.execute("SELECT name FROM lists ORDER BY name")]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise RuleError(f"Unknown list '{name}'.{hint}")
+    return str(row[0])
+
+
+def _change(
+    ws: Workspace, name: str, values: Iterable[str], action: str, author: str | None, at: datetime | None
+) -> int:
+    who, when = author or default_author(), now_iso(at)
+    changed = 0
+    with connect(ws) as con:
+        list_type = _require(con, name)
+        normalized = [normalize(list_type, v) for v in values]
+        for v in dict.fromkeys(normalized):
+            if action == "add":
+                cur = con.execute("INSERT OR IGNORE INTO list_values VALUES (?, ?)", (name, v))
+            else:
+                cur = con.execute("DELETE FROM list_values WHERE list = ? AND value = ?", (name, v))
+            if cur.rowcount:
+                changed += 1
+                con.execute(
+                    "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, ?, ?)",
+                    (name, when, who, action, v),
+                )
+        size = con.execute("SELECT count(*) FROM list_values WHERE list = ?", (name,)).fetchone()[0]
+        if size > MAX_LIST_VALUES:
+            raise RuleError(f"A list holds at most {MAX_LIST_VALUES:,} values. '{name}' would hold {size:,}.")
+    return changed
+
+
+def add_values(
+    ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
+) -> int:
+    """Add ``values`` to list ``name`` in one transaction; returns how many were new."""
+    return _change(ws, name, values, "add", author, at)
+
+
+def remove_values(
+    ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
+) -> int:
+    """Remove ``values`` from list ``name`` in one transaction; returns how many were there."""
+    return _change(ws, name, values, "remove", author, at)
+
+
+def list_values(ws: Workspace, name: str) -> list[str]:
+    with connect(ws) as con:
+        _require(con, name)
+        return [
+            r[0] for r in con.execute("SELECT value FROM list_values WHERE list = ? ORDER BY value", (name,))
+        ]
+
+
+def get_list(ws: Workspace, name: str) -> ValueList:
+    with connect(ws) as con:
+        list_type = _require(con, name)
+        created, author = con.execute("SELECT created, author FROM lists WHERE name = ?", (name,)).fetchone()
+        size = con.execute("SELECT count(*) FROM list_values WHERE list = ?", (name,)).fetchone()[0]
+    return ValueList(name, list_type, created, author, int(size))
+
+
+def list_types(ws: Workspace) -> dict[str, str]:
+    """Every list's name -> type (what the type checker needs)."""
+    with connect(ws) as con:
+        return {str(n): str(t) for n, t in con.execute("SELECT name, type FROM lists")}
+
+
+def all_values(ws: Workspace, names: Iterable[str]) -> dict[str, frozenset[str]]:
+    """The values of the lists ``names`` (unknown names are skipped: the type checker reports them)."""
+    out: dict[str, frozenset[str]] = {}
+    with connect(ws) as con:
+        for name in names:
+            rows = con.execute("SELECT value FROM list_values WHERE list = ?", (name,))
+            out[name] = frozenset(str(r[0]) for r in rows)
+    return out
+
+
+def audit(ws: Workspace, name: str) -> list[AuditEntry]:
+    """The list's audit trail, oldest first."""
+    with connect(ws) as con:
+        _require(con, name)
+        rows = con.execute(
+            "SELECT at, author, action, value FROM list_audit WHERE list = ? ORDER BY id", (name,)
+        )
+        return [AuditEntry(*r) for r in rows]

@@ -1,0 +1,132 @@
+"""Versioned rulesets with history, in the workspace's ``rules.db``.
+
+``check`` parses and type checks rule text against the attribute catalog of a feature set and the
+workspace's lists; ``save`` stores a checked text as the next version (with author, note, sha256) and can
+make it active; ``active``/``get``/``history`` read them back; ``load`` compiles a version for evaluation.
+
+Example:
+    >>> import tempfile
+    >>> from payfm.events.workspace import Workspace
+    >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+    >>> save(ws, "block if :risk_score: >= 80", author="ana", activate=True).version
+    1
+    >>> active(ws).text
+    'block if :risk_score: >= 80'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import feature_set
+from payfm.rules import ast
+from payfm.rules.catalog import AttributeCatalog, check_types
+from payfm.rules.compiler import Ruleset, compile_rules
+from payfm.rules.db import connect, default_author, now_iso
+from payfm.rules.grammar import parse_rules
+from payfm.rules.limits import RuleError
+from payfm.rules.lists import all_values, list_types
+
+DEFAULT_FEATURE_SET = "default"
+
+
+@dataclass(frozen=True)
+class RulesetVersion:
+    version: int
+    created: str
+    author: str
+    sha256: str
+    text: str
+    note: str
+    feature_set: str
+
+
+def catalog_for(set_name: str = DEFAULT_FEATURE_SET) -> AttributeCatalog:
+    return AttributeCatalog.for_feature_set(feature_set(set_name))
+
+
+def check(ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET) -> list[ast.Rule]:
+    """Parse and type check ``text``; returns its rules or raises the first :class:`RuleError`."""
+    rules = parse_rules(text)
+    check_types(rules, catalog_for(set_name), list_types(ws) if ws is not None else {})
+    return rules
+
+
+def compile_text(ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET) -> Ruleset:
+    """Check ``text`` and compile it with the current contents of the lists it uses."""
+    rules = check(ws, text, set_name)
+    used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
+    values = all_values(ws, used) if ws is not None and used else {}
+    return compile_rules(rules, values, catalog_for(set_name).types)
+
+
+def save(
+    ws: Workspace,
+    text: str,
+    *,
+    note: str = "",
+    author: str | None = None,
+    activate: bool = False,
+    set_name: str = DEFAULT_FEATURE_SET,
+    at: datetime | None = None,
+) -> RulesetVersion:
+    """Check ``text`` and store it as the next version (made active with ``activate``)."""
+    check(ws, text, set_name)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    who, when = author or default_author(), now_iso(at)
+    with connect(ws) as con:
+        row = con.execute("SELECT coalesce(max(version), 0) FROM rulesets").fetchone()
+        version = int(row[0]) + 1
+        con.execute(
+            "INSERT INTO rulesets VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (version, when, who, digest, text, note, set_name),
+        )
+        if activate:
+            con.execute("INSERT OR REPLACE INTO active_ruleset (id, version) VALUES (1, ?)", (version,))
+    return RulesetVersion(version, when, who, digest, text, note, set_name)
+
+
+def _row(r: tuple[object, ...]) -> RulesetVersion:
+    return RulesetVersion(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), str(r[6]))  # type: ignore[call-overload]
+
+
+def get(ws: Workspace, version: int) -> RulesetVersion:
+    with connect(ws) as con:
+        r = con.execute("SELECT * FROM rulesets WHERE version = ?", (version,)).fetchone()
+        if r is None:
+            last = con.execute("SELECT max(version) FROM rulesets").fetchone()[0]
+            have = f"versions 1 to {last}" if last else "no versions yet"
+            raise RuleError(f"Ruleset version {version} does not exist; the workspace has {have}.")
+        return _row(r)
+
+
+def active(ws: Workspace) -> RulesetVersion | None:
+    """The active ruleset version, or None before the first ``apply``."""
+    with connect(ws) as con:
+        r = con.execute(
+            "SELECT r.* FROM active_ruleset a JOIN rulesets r USING (version) WHERE a.id = 1"
+        ).fetchone()
+        return _row(r) if r else None
+
+
+def activate(ws: Workspace, version: int) -> RulesetVersion:
+    """Make an existing version active again (a rollback)."""
+    v = get(ws, version)
+    with connect(ws) as con:
+        con.execute("INSERT OR REPLACE INTO active_ruleset (id, version) VALUES (1, ?)", (version,))
+    return v
+
+
+def history(ws: Workspace) -> list[RulesetVersion]:
+    """Every version, newest first."""
+    with connect(ws) as con:
+        return [_row(r) for r in con.execute("SELECT * FROM rulesets ORDER BY version DESC")]
+
+
+def load_active(ws: Workspace) -> Ruleset | None:
+    """The active ruleset compiled for the decision service (None when there is none)."""
+    v = active(ws)
+    return None if v is None else compile_text(ws, v.text, v.feature_set)

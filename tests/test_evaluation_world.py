@@ -1,0 +1,168 @@
+"""End to end on a small synthetic world: a quick scikit-learn model and the rules baseline, evaluated and
+reported by ``evaluate_models`` and ``payfm evaluate`` (the model's ``score_window`` is stubbed here)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from click.testing import CliRunner
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+
+from payfm.cli.main import cli
+from payfm.evaluation import EvaluationError, evaluate_predictions
+from payfm.evaluation.baseline import (
+    RULE_FEATURES,
+    rules_baseline_predictions,
+    rules_baseline_scores,
+    window_predictions,
+)
+from payfm.evaluation.pipeline import evaluate_models
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import feature_set
+from payfm.features.training_set import build_training_set
+from payfm.synth import WorldConfig, generate_world
+
+FEATURES = [
+    "amount_usd_log",
+    "card.count_charges_1h",
+    "card.count_declined_1d",
+    "ip.distinct_card_fingerprint_1d",
+    "card_ip_country_mismatch",
+    "cvc_fail",
+    "card.distinct_ip_address_1d",
+    "card.count_charges_all",
+]
+
+
+class World(types.SimpleNamespace):
+    ws: Workspace
+    start: datetime
+    end: datetime
+    preds: pa.Table
+    features: pa.Table
+
+
+def _density(scores: np.ndarray) -> list[float]:
+    return [float(v) for v in np.histogram(scores, bins=np.linspace(0, 1, 41), density=True)[0]]
+
+
+def _matrix(t: pa.Table) -> np.ndarray:
+    return np.column_stack([pc.fill_null(pc.cast(t[f], pa.float64()), 0.0).to_numpy() for f in FEATURES])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    ws = Workspace.open(tmp_path_factory.mktemp("ws"), create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=30_000, days=60)), "replace")
+    _, ts = build_training_set(ws, feature_set("default"), horizon=timedelta(days=7))
+    first = ts["created"][0].as_py()
+    start, end = first + timedelta(days=40), first + timedelta(days=52)
+    stamp = pa.scalar(start, pa.timestamp("us", "UTC"))
+    train = ts.filter(pc.and_(pc.less(ts["created"], stamp), ts["mature"]))
+    test = ts.filter(
+        pc.and_(pc.greater_equal(ts["created"], stamp), pc.less(ts["created"], pa.scalar(end, stamp.type)))
+    )
+    model = LogisticRegression(max_iter=500).fit(_matrix(train), train["is_fraud"].to_numpy())
+    con = ws.connect()
+    try:
+        charges = con.sql(
+            "SELECT charge_id, amount_usd, channel, merchant_id, merchant_country, card_fingerprint "
+            "FROM charges"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    scored = pa.table(
+        {
+            "charge_id": test["charge_id"],
+            "created": test["created"],
+            "score": model.predict_proba(_matrix(test))[:, 1],
+            "is_fraud": test["is_fraud"],
+            "mature": test["mature"],
+            "scenario": test["scenario"],
+        }
+    )
+    preds = scored.join(charges, "charge_id", join_type="inner").sort_by([("created", "ascending")])
+    return World(ws=ws, start=start, end=end, preds=preds, features=test)
+
+
+@pytest.fixture
+def stub_score_window(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+
+    def score_window(
+        ws: Workspace, ref: str, start: datetime | None = None, end: datetime | None = None
+    ) -> pa.Table:
+        calls.append(ref)
+        return world.preds
+
+    module = types.ModuleType("payfm.training.predict")
+    module.score_window = score_window  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "payfm.training.predict", module)
+    return calls
+
+
+def test_rules_baseline_scores_count_the_rules_fired(world: World) -> None:
+    s = rules_baseline_scores(world.features.select(list(RULE_FEATURES)))
+    f = world.features
+    velocity = pc.fill_null(pc.greater(f["card.count_charges_1h"], 3), False).to_numpy(zero_copy_only=False)
+    assert set(np.unique(s)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    assert np.all(s[velocity] >= 0.25)
+
+
+def test_evaluate_models_compares_a_model_with_the_rules_baseline(
+    world: World, stub_score_window: list[str], tmp_path: Path
+) -> None:
+    paths, results = evaluate_models(world.ws, ["lr"], world.start, world.end, tmp_path / "r", bootstrap=30)
+    assert stub_score_window == ["lr"]
+    lr, rules = results
+    assert (lr.name, rules.name) == ("lr", "rules baseline")
+    assert (lr.evaluated, lr.immature) == (rules.evaluated, rules.immature)
+    assert lr.evaluated + lr.immature == world.preds.num_rows
+    mature = world.preds.filter(world.preds["mature"])
+    assert lr.average_precision == pytest.approx(
+        average_precision_score(mature["is_fraud"].to_numpy(), mature["score"].to_numpy())
+    )
+    assert lr.average_precision > 3 * lr.base_rate  # the model learned something
+    # the baseline scored the same charges with the rules over their own features
+    expected = dict(
+        zip(world.features["charge_id"].to_pylist(), rules_baseline_scores(world.features), strict=True)
+    )
+    mature_ids = mature["charge_id"].to_pylist()
+    fired = np.array([expected[c] for c in mature_ids])
+    assert rules.curves.histogram.fraud == _density(fired[mature["is_fraud"].to_numpy() == 1])
+    assert paths.html.exists() and paths.json.exists()
+
+
+def test_baseline_alone_is_evaluated_on_the_charges_of_the_window(world: World) -> None:
+    population = window_predictions(world.ws, world.start, world.end, timedelta(days=7))
+    assert population["charge_id"].to_pylist() == world.preds["charge_id"].to_pylist()
+    assert population["is_fraud"].to_pylist() == world.preds["is_fraud"].to_pylist()
+    rules = evaluate_predictions(rules_baseline_predictions(world.ws, population), name="rules", bootstrap=0)
+    assert rules.charges == world.preds.num_rows
+    with pytest.raises(EvaluationError, match="at least one model or the baseline"):
+        evaluate_models(world.ws, [], baseline=False)
+
+
+def test_cli_prints_the_summary_and_the_report_path(
+    world: World, stub_score_window: list[str], tmp_path: Path
+) -> None:
+    out = tmp_path / "cli"
+    args = ["-w", str(world.ws.root), "evaluate", "--model", "lr", "--from", world.start.date().isoformat()]
+    result = CliRunner(env={"COLUMNS": "160"}).invoke(cli, [*args, "--out", str(out), "--bootstrap", "10"])
+    assert result.exit_code == 0, result.output
+    assert "rules baseline" in result.output and "recall@1% FPR" in result.output
+    assert (out / "report.html").exists() and str(out / "report.html") in result.output.replace("\n", "")
+
+
+def test_cli_rejects_a_bad_date_in_one_line(world: World) -> None:
+    result = CliRunner().invoke(cli, ["-w", str(world.ws.root), "evaluate", "--from", "2026-13-01"])
+    assert result.exit_code == 1
+    assert "The option --from must be an ISO date" in result.output and "Traceback" not in result.output
