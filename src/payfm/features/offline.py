@@ -1,18 +1,24 @@
 """Offline backfill: every feature of every charge as of just before it, as relational plans on DuckDB.
 
-Each aggregate group (see :mod:`payfm.features.plan`) is one SQL query over the union of
-*events* (the entity's charges or outcomes, ``is_ev = 1``) and *query points* (every charge, ``is_ev = 0``):
+``base`` numbers the charges by ``rid`` in the total order ``(created, charge_id)``, so "strictly before the
+charge" is ``rid < rid(c)``. A tiled window of ``W`` tiles ending ``O`` tiles back covers the charges with
+``rid`` in ``[first_rid(T - W - O), first_rid(T - O))`` (``O > 0``) or ``[first_rid(T - W), rid(c))``
+(``O = 0``), where ``T`` is the charge's tile and ``first_rid(x)`` the number of charges in tiles before
+``x``; those bounds are columns ``lo_<res>_<k>`` of ``base`` (from a dense per-resolution table of tile
+starts). Per entity there are up to four queries, each one sort of the entity's rows:
 
-1. ``tile = ts // resolution``; per (key, tile) totals;
-2. complete tiles of the window: a ``RANGE`` window function over the tile index;
-3. the partial current tile: a cumulative ``ROWS ... 1 PRECEDING`` window in the total order
-   ``(ts, charge_id, is_ev)`` (charges: strictly before the charge) or ``(ts, is_ev DESC)`` (outcomes: an
-   outcome at exactly ``t`` counts);
-4. value = complete tiles + partial tile, then the aggregate's formula (mean = s / n, std from exact integer
-   sums), the same formulas the online state uses.
+1. charge counts and sums (count, sum, mean, std, first_seen, every window and filter): differences of
+   per-key prefix sums in ``rid`` order, the prefix at a bound found by an ``ASOF`` join (:class:`_Prefix`);
+2. the other charge aggregates (distinct counts, min/max, last, times): window functions over ``RANGE``
+   frames of ``rid`` with per-row offsets, filters as ``FILTER (WHERE ...)`` clauses;
+3. outcome counts and sums (fraudulent disputes, EFWs, refunds count once their own time is ``<= t``):
+   prefix sums over the outcome events in time order, looked up at ``t`` and at tile starts by ``ASOF`` joins;
+4. other outcome aggregates: a union of charges (query points) and outcomes, ``RANGE`` frames over ``ts``
+   ending at the current row (an outcome at exactly ``t`` counts).
 
-No Python loop touches rows: the same plans can be emitted for Spark SQL. DuckDB spills to disk beyond its
-memory limit, which bounds memory on large logs.
+Numeric sums are exact integers (cents, ``HUGEINT`` squares) and the formulas (mean = s / n, std from the
+exact sums) are the ones the online state uses. No Python loop touches rows: the same plans can be emitted for
+Spark SQL. DuckDB spills to disk beyond its memory limit, which bounds memory on large logs.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from payfm.features.definitions import (
     FeatureSet,
     RequestFeature,
 )
-from payfm.features.plan import Group, groups, window_tiles
+from payfm.features.plan import window_tiles
 from payfm.features.request import COUNTRY_UTC_OFFSET_H
 
 _OUTCOME_SQL = {
@@ -78,15 +84,67 @@ def _needed_columns(fset: FeatureSet) -> list[str]:
     return [c for c in cols if c not in ("charge_id", "created")]
 
 
+def _resolution_us(f: Aggregate) -> int:
+    assert f.resolution is not None
+    return int(f.resolution.total_seconds()) * 1_000_000
+
+
+def _bounds(fset: FeatureSet) -> dict[int, list[int]]:
+    """Per resolution (us): the tile distances ``k`` whose start ``first_rid(T - k)`` charge windows need."""
+    return _bounds_of(fset.aggregates)
+
+
+def _bounds_of(feats: list[Aggregate]) -> dict[int, list[int]]:
+    out: dict[int, set[int]] = {}
+    for f in feats:
+        if f.source == "charges" and f.window is not None:
+            w, o = window_tiles(f)
+            ks = out.setdefault(_resolution_us(f), set())
+            ks.add(w + o)
+            if o:
+                ks.add(o)
+    return {r: sorted(ks) for r, ks in sorted(out.items())}
+
+
+def _lo(res: int, k: int) -> str:
+    """Column of ``base``: rid of the first charge in tile ``T - k`` or later (``T``: the charge's tile)."""
+    return f"lo_{res}_{k}"
+
+
+def _tile_starts_sql(res: int, pad: int) -> str:
+    """Dense table of tiles from ``pad`` tiles before the first charge on; ``first_rid``: charges before."""
+    return f"""
+    WITH c AS (SELECT ts // {res} AS tile, count(*) AS n FROM base0 GROUP BY ALL),
+    g AS (SELECT range AS tile FROM range((SELECT min(tile) FROM c) - {pad}, (SELECT max(tile) FROM c) + 1))
+    SELECT g.tile, coalesce(sum(c.n) OVER (ORDER BY g.tile ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
+                            0)::BIGINT AS first_rid
+    FROM g LEFT JOIN c USING (tile)"""
+
+
 def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
-    """Materialize ``base`` (charges, row id ``rid`` in (created, charge_id) order) and outcome tables."""
+    """Materialize ``base`` (charges, row id ``rid`` in (created, charge_id) order, window bounds ``lo_*``)
+    and the outcome tables ``ev_<source>`` (the outcome's time, its charge's columns)."""
     cols = ", ".join(_q(c) for c in _needed_columns(fset))
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE base AS
+        f"""CREATE OR REPLACE TEMP TABLE base0 AS
         SELECT (row_number() OVER (ORDER BY created, charge_id) - 1)::BIGINT AS rid, charge_id,
                epoch_us(created) AS ts{", " + cols if cols else ""}
         FROM charges"""
     )
+    joins, los = [], []
+    for res, ks in _bounds(fset).items():
+        con.execute(f"CREATE OR REPLACE TEMP TABLE tiles_{res} AS {_tile_starts_sql(res, max(ks))}")
+        for k in ks:
+            alias = f"t_{res}_{k}"
+            joins.append(f"LEFT JOIN tiles_{res} {alias} ON {alias}.tile = b.ts // {res} - {k}")
+            los.append(f", coalesce({alias}.first_rid, 0) AS {_lo(res, k)}")
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE base AS
+        SELECT b.*{"".join(los)} FROM base0 b {" ".join(joins)} ORDER BY b.rid"""
+    )
+    con.execute("DROP TABLE base0")
+    for res in _bounds(fset):
+        con.execute(f"DROP TABLE tiles_{res}")
     sources = {f.source for f in fset.aggregates if f.source != "charges"}
     for s in sorted(sources):
         con.execute(
@@ -97,51 +155,7 @@ def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
     return int(con.execute("SELECT count(*) FROM base").fetchall()[0][0])
 
 
-def _group_sql(g: Group) -> str:
-    keys = ENTITIES[g.key.entity]
-    kcols = ", ".join(_q(k) for k in keys)
-    key_ok = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
-    vals = g.value_columns
-    filt = ""
-    if g.key.filter:
-        flt = FILTERS[g.key.filter]
-        filt = f" AND {_q(flt.column)} IN ({', '.join(repr(v) for v in flt.values)})"
-    src = "base" if g.key.source == "charges" else f"ev_{g.key.source}"
-    v_ev = "".join(f", {_q(c)} AS v{i}" for i, c in enumerate(vals))
-    v_q = "".join(f", NULL AS v{i}" for i, _ in enumerate(vals))
-    # For distinct all-time: flag the first occurrence of each (key, value) among events.
-    fo_cols = [i for i, c in enumerate(vals) if c in g.distinct_columns and not g.windowed]
-    fo_ev = "".join(
-        f", (row_number() OVER (PARTITION BY {kcols}, v{i} ORDER BY ts, charge_id) = 1"
-        f" AND v{i} IS NOT NULL)::INT AS fo{i}"
-        for i in fo_cols
-    )
-    fo_q = "".join(f", 0 AS fo{i}" for i in fo_cols)
-    union = f"""
-        SELECT *{fo_ev} FROM (SELECT NULL::BIGINT AS rid, {kcols}, ts, charge_id, 1 AS is_ev{v_ev}
-                             FROM {src} WHERE {key_ok}{filt})
-        UNION ALL
-        SELECT rid, {kcols}, ts, charge_id, 0 AS is_ev{v_q}{fo_q} FROM base WHERE {key_ok}"""
-    order = "ts, charge_id, is_ev" if g.key.source == "charges" else "ts, is_ev DESC"
-    numeric = [i for i, c in enumerate(vals) if c in g.numeric_columns]
-    minmax = [i for i, c in enumerate(vals) if c in g.minmax_columns]
-    if not g.windowed:
-        return _all_time_sql(g, union, kcols, order, numeric, minmax, fo_cols)
-    return _windowed_sql(g, union, kcols, order, numeric, minmax)
-
-
-def _agg_parts(numeric: list[int], minmax: list[int], fn_sum: str, fn_min: str, fn_max: str) -> list[str]:
-    parts = [f"{fn_sum.format('is_ev')}::BIGINT AS c"]
-    for i in numeric:
-        parts.append(f"{fn_sum.format(f'v{i}')}::HUGEINT AS s{i}")
-        parts.append(f"{fn_sum.format(f'v{i}::HUGEINT * v{i}')}::HUGEINT AS q{i}")
-    for i in minmax:
-        parts.append(f"{fn_min.format(f'v{i}')} AS mn{i}")
-        parts.append(f"{fn_max.format(f'v{i}')} AS mx{i}")
-    return parts
-
-
-def _formula(f: Aggregate, vi: int | None, c: str, s: str, q: str, mn: str, mx: str) -> str:
+def _formula(f: Aggregate, c: str, s: str, q: str, mn: str, mx: str) -> str:
     """The aggregate's value from its sums; the same formulas as payfm.features.online."""
     if f.agg == "count":
         return f"({c})::DOUBLE"
@@ -161,118 +175,265 @@ def _formula(f: Aggregate, vi: int | None, c: str, s: str, q: str, mn: str, mx: 
     raise AssertionError(f.agg)
 
 
-def _windowed_sql(g: Group, union: str, kcols: str, order: str, numeric: list[int], minmax: list[int]) -> str:
-    res = g.key.resolution_us
-    tile_parts = _agg_parts(numeric, minmax, "sum({})", "min({})", "max({})")
-    part_parts = _agg_parts(numeric, minmax, "sum({}) OVER wp", "min({}) OVER wp", "max({}) OVER wp")
-    part_parts = [p.replace(" AS ", " AS p_", 1) for p in part_parts]
-    spans = sorted({window_tiles(f) for f in g.features if f.agg != "distinct"})
-    win_parts = []
-    for w, o in spans:
-        frame = f"(PARTITION BY {kcols} ORDER BY tile RANGE BETWEEN {w + o} PRECEDING AND {o + 1} PRECEDING)"
-        win_parts.append(f"sum(c) OVER {frame} AS c_{w}_{o}")
-        for i in numeric:
-            win_parts.append(f"sum(s{i}) OVER {frame} AS s{i}_{w}_{o}")
-            win_parts.append(f"sum(q{i}) OVER {frame} AS q{i}_{w}_{o}")
-        for i in minmax:
-            win_parts.append(f"min(mn{i}) OVER {frame} AS mn{i}_{w}_{o}")
-            win_parts.append(f"max(mx{i}) OVER {frame} AS mx{i}_{w}_{o}")
-    vals = g.value_columns
-    outs = []
-    for f in g.features:
-        if f.agg == "distinct":
-            continue
-        w, o = window_tiles(f)
-        vi = vals.index(f.column) if f.column else None
-        live = o == 0  # the partial current tile counts only when the window ends at the charge
+class _Windows:
+    """The window functions of one query, deduplicated by their SQL text."""
 
-        def comb(name: str, kind: str, w: int = w, o: int = o, live: bool = live) -> str:
-            whole = f"tw.{name}_{w}_{o}"
-            if kind == "sum":
-                return (
-                    f"(coalesce({whole}, 0) + coalesce(p.p_{name}, 0))" if live else f"coalesce({whole}, 0)"
-                )
-            fn = "least" if kind == "min" else "greatest"
-            return f"{fn}({whole}, p.p_{name})" if live else whole
+    def __init__(self, partition: str, order: str, filter_clause: bool) -> None:
+        self.partition, self.order, self.filter_clause = partition, order, filter_clause
+        self.exprs: dict[str, str] = {}
 
-        c = comb("c", "sum")
-        s = comb(f"s{vi}", "sum") if vi is not None and vi in numeric else "0"
-        q = comb(f"q{vi}", "sum") if vi is not None and vi in numeric else "0"
-        mn = comb(f"mn{vi}", "min") if vi is not None and vi in minmax else "NULL"
-        mx = comb(f"mx{vi}", "max") if vi is not None and vi in minmax else "NULL"
-        outs.append(f"{_formula(f, vi, c, s, q, mn, mx)} AS {_q(f.name)}")
-    if not outs:
+    def add(self, fn: str, arg: str, cond: str, frame: str, modifier: str = "") -> str:
+        """Alias of ``fn(arg)`` (``modifier``: DISTINCT, IGNORE NULLS) over the events where ``cond``.
+
+        The condition is a ``FILTER`` clause (faster on ``RANGE`` frames with per-row offsets) or a ``CASE``
+        in the argument (a ``FILTER`` clause disables DuckDB's cumulative path: 20x slower on ``CURRENT ROW``
+        frames); ``last_value`` takes no ``FILTER``.
+        """
+        where = ""
+        if cond and self.filter_clause and fn != "last_value":
+            where = f" FILTER (WHERE {cond})"
+        elif cond:
+            arg = f"CASE WHEN {cond} THEN {arg} END"
+        arg = f"DISTINCT {arg}" if modifier == "DISTINCT" else f"{arg} {modifier}".rstrip()
+        expr = f"{fn}({arg}){where} OVER (PARTITION BY {self.partition} ORDER BY {self.order} {frame})"
+        return self.exprs.setdefault(expr, f"w{len(self.exprs)}")
+
+    def select(self) -> str:
+        return ", ".join(f"{e} AS {a}" for e, a in self.exprs.items())
+
+
+def _filter_cond(f: Aggregate) -> str:
+    """SQL predicate of the aggregate's filter ('' when unfiltered)."""
+    if not f.filter:
         return ""
-    return f"""
-    WITH t AS (SELECT *, ts // {res} AS tile FROM ({union})),
-    tt AS (SELECT {kcols}, tile, {", ".join(tile_parts)} FROM t GROUP BY ALL),
-    tw AS (SELECT {kcols}, tile, {", ".join(win_parts)} FROM tt),
-    p AS (SELECT rid, {kcols}, tile, {", ".join(part_parts)} FROM t
-          WINDOW wp AS (PARTITION BY {kcols}, tile ORDER BY {order}
-                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING))
-    SELECT p.rid, {", ".join(outs)} FROM p JOIN tw USING ({kcols}, tile) WHERE p.rid IS NOT NULL"""
+    flt = FILTERS[f.filter]
+    return f"{_q(flt.column)} IN ({', '.join(repr(v) for v in flt.values)})"
 
 
-def _all_time_sql(
-    g: Group, union: str, kcols: str, order: str, numeric: list[int], minmax: list[int], fo: list[int]
-) -> str:
-    frame = f"(PARTITION BY {kcols} ORDER BY {order} ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
-    parts = _agg_parts(numeric, minmax, "sum({}) OVER w", "min({}) OVER w", "max({}) OVER w")
-    vals = g.value_columns
-    for i, c in enumerate(vals):
-        if any(f.agg == "last" and f.column == c for f in g.features):
-            parts.append(f"last_value(v{i} IGNORE NULLS) OVER w AS last{i}")
-    for i in fo:
-        parts.append(f"sum(fo{i}) OVER w AS d{i}")
-    parts.append("max(CASE WHEN is_ev = 1 THEN ts END) OVER w AS prev_ts")
-    parts.append("min(CASE WHEN is_ev = 1 THEN ts END) OVER w AS first_ts")
+def _and(*conds: str) -> str:
+    return " AND ".join(c for c in conds if c)
+
+
+def _charge_frame(f: Aggregate) -> str:
+    """``RANGE`` frame over ``rid`` of the charges the aggregate covers (strictly before the charge)."""
+    if f.window is None:
+        return "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+    res = _resolution_us(f)
+    w, o = window_tiles(f)
+    start = f"(rid - {_lo(res, w + o)}) PRECEDING"
+    end = "1 PRECEDING" if o == 0 else f"(rid - {_lo(res, o)} + 1) PRECEDING"
+    return f"RANGE BETWEEN {start} AND {end}"
+
+
+def _outcome_frame(f: Aggregate) -> str:
+    """``RANGE`` frame over ``ts`` of the outcomes the aggregate covers (their time ``<= t``)."""
+    if f.window is None:
+        return "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
+    res = _resolution_us(f)
+    w, o = window_tiles(f)
+    start = f"(ts - (ts // {res} - {w + o}) * {res}) PRECEDING"
+    end = "CURRENT ROW" if o == 0 else f"(ts - (ts // {res} - {o}) * {res} + 1) PRECEDING"
+    return f"RANGE BETWEEN {start} AND {end}"
+
+
+def _aggregate_expr(f: Aggregate, win: _Windows, frame: str, cond: str) -> str:
+    """SQL value of one aggregate: window functions over ``frame`` (events where ``cond``), its formula."""
+    col = _q(f.column) if f.column else ""
+    c = f"coalesce({win.add('count', '1', cond, frame)}, 0)"
+    if f.agg == "distinct":
+        return f"coalesce({win.add('count', col, cond, frame, 'DISTINCT')}, 0)::DOUBLE"
+    if f.agg == "last":
+        return f"{win.add('last_value', col, cond, frame, 'IGNORE NULLS')}::DOUBLE / 100.0"
+    if f.agg == "since_prev":
+        return f"(ts - {win.add('max', 'ts', cond, frame)})::DOUBLE / 1e6"
+    if f.agg == "since_first":
+        return f"(ts - {win.add('min', 'ts', cond, frame)})::DOUBLE / 1e6"
+    if f.agg == "first_seen":
+        return f"CASE WHEN {c} = 0 THEN 1.0 ELSE 0.0 END"
+    s = q = "0"
+    mn = mx = "NULL"
+    if f.agg in ("sum", "mean", "std"):
+        s = f"coalesce({win.add('sum', f'{col}::HUGEINT', cond, frame)}, 0)"
+        q = f"coalesce({win.add('sum', f'{col}::HUGEINT * {col}', cond, frame)}, 0)"
+    if f.agg == "min":
+        mn = win.add("min", col, cond, frame)
+    if f.agg == "max":
+        mx = win.add("max", col, cond, frame)
+    return _formula(f, c, s, q, mn, mx)
+
+
+class _Prefix:
+    """Additive sums (counts, amounts, squares) as differences of per-key prefix sums: no segment tree.
+
+    Column ``a<j>`` is an event's contribution (1, the amount or its square where the filter holds).
+
+    - charges (``outcomes=False``): ``x<j>`` is the sum over the key's charges strictly before the charge (a
+      cumulative window in ``rid`` order); the prefix at a bound ``first_rid(T - k)`` is ``i<j>`` (inclusive
+      prefix) of the key's last charge with ``rid`` below it;
+    - outcomes (``outcomes=True``): ``i<j>`` is the sum over the key's outcomes up to and including their
+      time (a ``RANGE`` cumulative: peers at the same time agree); the prefix at time ``t`` (inclusive) or at
+      a tile start (exclusive) is that of the key's last outcome before it.
+
+    Each bound is an ``ASOF`` join (alias ``b<n>``) of the key's rows ``c``.
+    """
+
+    def __init__(self, outcomes: bool) -> None:
+        self.outcomes = outcomes
+        self.cols: dict[str, str] = {}  # contribution SQL -> j
+        self.lookups: dict[str, str] = {}  # ASOF predicate ({a}: the alias) -> alias
+
+    def col(self, value: str, cond: str) -> str:
+        expr = f"CASE WHEN {cond} THEN {value} ELSE 0 END" if cond else value
+        return self.cols.setdefault(expr, str(len(self.cols)))
+
+    def at(self, pred: str, j: str) -> str:
+        """Prefix sum ``j`` at the key's last row ``{a}`` satisfying ``pred``."""
+        alias = self.lookups.setdefault(pred, f"b{len(self.lookups)}")
+        return f"coalesce({alias}.i{j}, 0)"
+
+    def _before_tile(self, res: int, k: int, j: str) -> str:
+        """Prefix sum ``j`` of the events before tile ``T - k``."""
+        if self.outcomes:
+            return self.at(f"{{a}}.ts < (e.ts // {res} - {k}) * {res}", j)
+        return self.at(f"{{a}}.rid < e.{_lo(res, k)}", j)
+
+    def window(self, f: Aggregate, value: str, cond: str) -> str:
+        """Sum of ``value`` over the events the aggregate covers."""
+        j = self.col(value, cond)
+        now = self.at("{a}.ts <= e.ts", j) if self.outcomes else f"coalesce(e.x{j}, 0)"
+        if f.window is None:
+            return now
+        res = _resolution_us(f)
+        w, o = window_tiles(f)
+        end = now if o == 0 else self._before_tile(res, o, j)
+        return f"({end} - {self._before_tile(res, w + o, j)})"
+
+    def joins(self, keys: tuple[str, ...]) -> str:
+        on = " AND ".join(f"{{a}}.{_q(k)} = e.{_q(k)}" for k in keys)
+        return "".join(
+            f" ASOF LEFT JOIN c {a} ON {on.format(a=a)} AND {pred.format(a=a)}"
+            for pred, a in self.lookups.items()
+        )
+
+
+def _prefix_expr(f: Aggregate, pre: _Prefix, cond: str) -> str:
+    """SQL value of a count, sum, mean, std or first_seen aggregate from prefix sums."""
+    col = _q(f.column) if f.column else ""
+    c = pre.window(f, "1", cond)
+    s = q = "0"
+    if f.column:
+        s = pre.window(f, f"coalesce({col}, 0)::HUGEINT", cond)
+        q = pre.window(f, f"coalesce({col}, 0)::HUGEINT * coalesce({col}, 0)", cond)
+    if f.agg == "first_seen":
+        return f"CASE WHEN {c} = 0 THEN 1.0 ELSE 0.0 END"
+    return _formula(f, c, s, q, "NULL", "NULL")
+
+
+def _charges_sql(entity: str, feats: list[Aggregate]) -> str:
+    """Charge-source aggregates of one entity in one query sorted by (key, rid).
+
+    Counts and sums are prefix differences (:class:`_Prefix`); distinct counts, min/max, last and times are
+    window functions over ``RANGE`` frames of ``rid``.
+    """
+    keys = ENTITIES[entity]
+    kcols = ", ".join(_q(k) for k in keys)
+    key_ok = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
+    win = _Windows(kcols, "rid", filter_clause=True)
+    pre = _Prefix(outcomes=False)
     outs = []
-    for f in g.features:
-        vi = vals.index(f.column) if f.column else None
-        if f.agg == "distinct":
-            expr = f"coalesce(d{vi}, 0)::DOUBLE"
-        elif f.agg == "last":
-            expr = f"last{vi}::DOUBLE / 100.0"
-        elif f.agg == "since_prev":
-            expr = "(ts - prev_ts)::DOUBLE / 1e6"
-        elif f.agg == "since_first":
-            expr = "(ts - first_ts)::DOUBLE / 1e6"
-        elif f.agg == "first_seen":
-            expr = "CASE WHEN coalesce(c, 0) = 0 THEN 1.0 ELSE 0.0 END"
+    for f in feats:
+        cond = _filter_cond(f)
+        if f.agg in _PREFIX_AGGS:
+            expr = _prefix_expr(f, pre, cond)
         else:
-            s = f"coalesce(s{vi}, 0)" if vi is not None and vi in numeric else "0"
-            q = f"coalesce(q{vi}, 0)" if vi is not None and vi in numeric else "0"
-            mn = f"mn{vi}" if vi is not None and vi in minmax else "NULL"
-            mx = f"mx{vi}" if vi is not None and vi in minmax else "NULL"
-            expr = _formula(f, vi, "coalesce(c, 0)", s, q, mn, mx)
+            expr = _aggregate_expr(f, win, _charge_frame(f), cond)
         outs.append(f"{expr} AS {_q(f.name)}")
+    frame = f"OVER (PARTITION BY {kcols} ORDER BY rid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
+    adds = "".join(f", {v} AS a{j}" for v, j in pre.cols.items())
+    cums = "".join(f", sum(a{j}) {frame} AS x{j}" for j in pre.cols.values())
+    incl = ", ".join(f"coalesce(x{j}, 0) + a{j} AS i{j}" for j in pre.cols.values())
+    bounds = "".join(f", {_lo(r, k)}" for r, ks in _bounds_of(feats).items() for k in ks)
+    wins = f", {win.select()}" if win.exprs else ""
+    joins = pre.joins(keys)
+    if not pre.cols:
+        return f"""
+    WITH e AS (SELECT rid, ts{wins} FROM base WHERE {key_ok})
+    SELECT rid, {", ".join(outs)} FROM e"""
     return f"""
-    WITH a AS (SELECT rid, ts, {", ".join(parts)} FROM ({union})
-               WINDOW w AS {frame})
+    WITH v AS (SELECT rid, ts, {kcols}{bounds}{adds}{wins} FROM base WHERE {key_ok}),
+    e AS MATERIALIZED (SELECT *{cums} FROM v),
+    c AS MATERIALIZED (SELECT rid, {kcols}{", " + incl if incl else ""} FROM e)
+    SELECT e.rid, {", ".join(outs)} FROM e{joins}"""
+
+
+def _outcomes_sql(entity: str, feats: list[Aggregate]) -> str:
+    """Every outcome-source aggregate of one entity: the charges (query points, ``src`` NULL) and the outcome
+    events of every source in one union, one sort by (key, ts)."""
+    keys = ENTITIES[entity]
+    kcols = ", ".join(_q(k) for k in keys)
+    key_ok = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
+    cols: list[str] = []
+    for f in feats:
+        for c in (f.column, FILTERS[f.filter].column if f.filter else None):
+            if c and c not in cols and c not in keys:
+                cols.append(c)
+    vals = "".join(f", {_q(c)}" for c in cols)
+    nulls = "".join(f", NULL AS {_q(c)}" for c in cols)
+    union = [f"SELECT rid, {kcols}, ts, NULL::VARCHAR AS src{nulls} FROM base WHERE {key_ok}"]
+    for s in sorted({f.source for f in feats}):
+        union.append(f"SELECT NULL::BIGINT, {kcols}, ts, '{s}'{vals} FROM ev_{s} WHERE {key_ok}")
+    win = _Windows(kcols, "ts", filter_clause=False)
+    outs = []
+    for f in feats:
+        cond = _and(f"src = '{f.source}'", _filter_cond(f))
+        outs.append(f"{_aggregate_expr(f, win, _outcome_frame(f), cond)} AS {_q(f.name)}")
+    return f"""
+    WITH u AS ({" UNION ALL ".join(union)}),
+    a AS (SELECT rid, ts, {win.select()} FROM u)
     SELECT rid, {", ".join(outs)} FROM a WHERE rid IS NOT NULL"""
 
 
-def _distinct_windowed_sql(g: Group, f: Aggregate) -> str:
-    """Windowed distinct count: a range join of each charge with its entity's events in the window."""
-    keys = ENTITIES[g.key.entity]
-    on = " AND ".join(f"e.{_q(k)} = q.{_q(k)}" for k in keys)
+def _outcome_prefix_sql(entity: str, feats: list[Aggregate]) -> str:
+    """Outcome counts and sums of one entity: prefix sums over its outcome events (all sources in one union,
+    sorted by (key, time)), looked up for each charge by ``ASOF`` joins (:class:`_Prefix`)."""
+    keys = ENTITIES[entity]
+    kcols = ", ".join(_q(k) for k in keys)
     key_ok = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
-    res = g.key.resolution_us
-    w, o = window_tiles(f)
-    filt = ""
-    if g.key.filter:
-        flt = FILTERS[g.key.filter]
-        filt = f" AND {_q(flt.column)} IN ({', '.join(repr(v) for v in flt.values)})"
-    col = _q(f.column or "")
-    before = "(e.ts < q.ts OR (e.ts = q.ts AND e.charge_id < q.charge_id))"
+    pre = _Prefix(outcomes=True)
+    outs = []
+    for f in feats:
+        cond = _and(f"src = '{f.source}'", _filter_cond(f))
+        outs.append(f"{_prefix_expr(f, pre, cond)} AS {_q(f.name)}")
+    union = " UNION ALL ".join(
+        f"SELECT *, '{s}' AS src FROM ev_{s} WHERE {key_ok}" for s in sorted({f.source for f in feats})
+    )
+    frame = f"OVER (PARTITION BY {kcols} ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    adds = ", ".join(f"sum({v}) {frame} AS i{j}" for v, j in pre.cols.items())
     return f"""
-    WITH q AS (SELECT rid, {", ".join(_q(k) for k in keys)}, ts, charge_id, ts // {res} AS tile FROM base
-               WHERE {key_ok}),
-    e AS (SELECT {", ".join(_q(k) for k in keys)}, ts, charge_id, ts // {res} AS tile, {col} AS v FROM base
-          WHERE {key_ok}{filt} AND {col} IS NOT NULL)
-    SELECT q.rid, count(DISTINCT e.v)::DOUBLE AS {_q(f.name)}
-    FROM q LEFT JOIN e ON {on} AND e.tile >= q.tile - {w + o} AND e.tile <= q.tile - {o} AND {before}
-    GROUP BY q.rid"""
+    WITH c AS MATERIALIZED (SELECT {kcols}, ts, {adds} FROM ({union})),
+    e AS (SELECT rid, ts, {kcols} FROM base WHERE {key_ok})
+    SELECT e.rid, {", ".join(outs)} FROM e{pre.joins(keys)}"""
+
+
+_PREFIX_AGGS = ("count", "sum", "mean", "std", "first_seen")
+
+
+def _queries(fset: FeatureSet) -> list[str]:
+    """The backfill's queries, per entity: its charges' prefix sums (counts, sums), its charges' other window
+    functions (distinct counts, min/max, last, times), its outcomes. Narrow plans run faster."""
+    by: dict[tuple[str, str], list[Aggregate]] = {}
+    for f in fset.aggregates:
+        kind = ("charges" if f.source == "charges" else "outcomes") + (
+            "_prefix" if f.agg in _PREFIX_AGGS else ""
+        )
+        by.setdefault((kind, f.entity), []).append(f)
+    build = {
+        "charges_prefix": _charges_sql,
+        "charges": _charges_sql,
+        "outcomes_prefix": _outcome_prefix_sql,
+        "outcomes": _outcomes_sql,
+    }
+    return [build[kind](entity, feats) for (kind, entity), feats in by.items()]
 
 
 def _scatter(n: int, rid: np.ndarray, values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,20 +502,15 @@ def compute(
     n = prepare(con, fset)
     base = con.sql("SELECT * FROM base ORDER BY rid").to_arrow_table()
     values: dict[str, pa.Array] = {}
-    plan = groups(fset)
-    steps = len(plan) + 1
-    for k, g in enumerate(plan):
-        queries = [_group_sql(g)] + [
-            _distinct_windowed_sql(g, f) for f in g.features if f.agg == "distinct" and g.windowed
-        ]
-        for sql in queries:
-            if not sql:
-                continue
-            res = con.sql(sql).to_arrow_table()
-            rid = res["rid"].to_numpy()
-            for name in res.column_names[1:]:
-                data, valid = _scatter(n, rid, res[name])
-                values[name] = pa.array(data, mask=~valid)
+    queries = _queries(fset)
+    steps = len(queries) + 1
+    for k, sql in enumerate(queries):
+        res = con.sql(sql).to_arrow_table()
+        rid = res["rid"].to_numpy()
+        for name in res.column_names[1:]:
+            data, valid = _scatter(n, rid, res[name])
+            values[name] = pa.array(data, mask=~valid)
+        del res
         if progress:
             progress(k + 1, steps)
     values.update(_request_columns(base, fset))
