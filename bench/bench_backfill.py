@@ -27,10 +27,10 @@ from payfm.features.catalog import feature_set
 from payfm.features.offline import backfill
 ws = Workspace.open(sys.argv[1])
 t0 = time.perf_counter()
-path, table = backfill(ws, feature_set(sys.argv[2]))
+path, rows = backfill(ws, feature_set(sys.argv[2]))
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": time.perf_counter() - t0, "rows": table.num_rows,
-                  "features": table.num_columns - 2, "peak_rss_bytes": rss}))
+print(json.dumps({"seconds": time.perf_counter() - t0, "rows": rows,
+                  "features": len(feature_set(sys.argv[2]).features), "peak_rss_bytes": rss}))
 """
 
 _PANDAS = """

@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 
 import click
+import pyarrow.parquet as pq
 
 from payfm.cli.events import generate_into
 from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar
@@ -36,12 +37,11 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int) -> None:
     fs = default_set()
     t0 = time.perf_counter()
     with progress_bar("feature groups", 1) as update:
-        path, table = backfill(ws, fs, progress=update)
+        path, n = backfill(ws, fs, progress=update)
     elapsed = time.perf_counter() - t0
     console.print(
-        f"Backfilled {len(fs.features)} features x {table.num_rows:,} charges in {elapsed:.1f} s "
-        f"({table.num_rows / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
+        f"Backfilled {len(fs.features)} features x {n:,} charges in {elapsed:.1f} s "
+        f"({n / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
     )
-    print_feature_sample(
-        table, ["card.count_charges_1h", "ip.distinct_card_fingerprint_1d", "card.amount_zscore"]
-    )
+    sample = ["card.count_charges_1h", "ip.distinct_card_fingerprint_1d", "card.amount_zscore"]
+    print_feature_sample(pq.read_table(path, columns=sample), sample)

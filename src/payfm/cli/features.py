@@ -85,11 +85,11 @@ def backfill(ctx: click.Context, set_name: str, memory_limit: str) -> None:
     fs = feature_set(set_name)
     t0 = time.perf_counter()
     with progress_bar("feature groups", 1) as update:
-        path, table = run(ws, fs, memory_limit=memory_limit, progress=update)
+        path, rows = run(ws, fs, memory_limit=memory_limit, progress=update)
     elapsed = time.perf_counter() - t0
     console.print(
-        f"Backfilled {len(fs.features)} features x {table.num_rows:,} charges in {elapsed:.1f} s "
-        f"({table.num_rows / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
+        f"Backfilled {len(fs.features)} features x {rows:,} charges in {elapsed:.1f} s "
+        f"({rows / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
     )
 
 

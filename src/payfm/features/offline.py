@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -493,6 +494,44 @@ def _derived(values: dict[str, pa.Array], f: Derived) -> pa.Array:
     return pc.divide(pc.subtract(a, b), safe_std)
 
 
+def _materialize(
+    con: duckdb.DuckDBPyConnection, fset: FeatureSet, progress: Callable[[int, int], None] | None
+) -> list[str]:
+    """Run every aggregate query into a DuckDB temp table (DuckDB spills them to disk beyond its limit)."""
+    queries = _queries(fset)
+    tables: list[str] = []
+    for k, sql in enumerate(queries):
+        name = f"feature_part_{k}"
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM ({sql}) ORDER BY rid")
+        tables.append(name)
+        if progress:
+            progress(k + 1, len(queries) + 1)
+    return tables
+
+
+def _assemble(
+    con: duckdb.DuckDBPyConnection, fset: FeatureSet, tables: list[str], lo: int, hi: int
+) -> pa.Table:
+    """The feature rows of charges ``lo <= rid < hi``: aggregates, then request and derived features."""
+    base = con.sql(f"SELECT * FROM base WHERE rid >= {lo} AND rid < {hi} ORDER BY rid").to_arrow_table()
+    n = hi - lo
+    values: dict[str, pa.Array] = {}
+    for name in tables:
+        res = con.sql(f"SELECT * FROM {name} WHERE rid >= {lo} AND rid < {hi}").to_arrow_table()
+        rid = res["rid"].to_numpy() - lo
+        for col in res.column_names[1:]:
+            data, valid = _scatter(n, rid, res[col])
+            values[col] = pa.array(data, mask=~valid)
+        del res
+    values.update(_request_columns(base, fset))
+    for f in fset.features:
+        if isinstance(f, Derived):
+            values[f.name] = _derived(values, f)
+    columns = [base["charge_id"], pc.cast(base["ts"], pa.timestamp("us", tz="UTC"))]
+    columns += [pc.cast(values[name], pa.float64()) for name in fset.names]
+    return pa.Table.from_arrays(columns, names=["charge_id", "created", *fset.names])
+
+
 def compute(
     con: duckdb.DuckDBPyConnection,
     fset: FeatureSet,
@@ -500,28 +539,24 @@ def compute(
 ) -> pa.Table:
     """Backfill ``fset`` over the ``charges`` (and outcome) views of ``con``: one row per charge, by rid."""
     n = prepare(con, fset)
-    base = con.sql("SELECT * FROM base ORDER BY rid").to_arrow_table()
-    values: dict[str, pa.Array] = {}
-    queries = _queries(fset)
-    steps = len(queries) + 1
-    for k, sql in enumerate(queries):
-        res = con.sql(sql).to_arrow_table()
-        rid = res["rid"].to_numpy()
-        for name in res.column_names[1:]:
-            data, valid = _scatter(n, rid, res[name])
-            values[name] = pa.array(data, mask=~valid)
-        del res
-        if progress:
-            progress(k + 1, steps)
-    values.update(_request_columns(base, fset))
-    for f in fset.features:
-        if isinstance(f, Derived):
-            values[f.name] = _derived(values, f)
-    columns = [base["charge_id"], pc.cast(base["ts"], pa.timestamp("us", tz="UTC"))]
-    columns += [pc.cast(values[name], pa.float64()) for name in fset.names]
+    tables = _materialize(con, fset, progress)
+    table = _assemble(con, fset, tables, 0, n)
     if progress:
-        progress(steps, steps)
-    return pa.Table.from_arrays(columns, names=["charge_id", "created", *fset.names])
+        progress(len(tables) + 1, len(tables) + 1)
+    return table
+
+
+def compute_chunks(
+    con: duckdb.DuckDBPyConnection,
+    fset: FeatureSet,
+    chunk_rows: int = 1_000_000,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[pa.Table]:
+    """:func:`compute` in chunks of ``chunk_rows`` charges (in (created, charge_id) order): bounded memory."""
+    n = prepare(con, fset)
+    tables = _materialize(con, fset, progress)
+    for lo in range(0, max(n, 1), chunk_rows):
+        yield _assemble(con, fset, tables, lo, min(n, lo + chunk_rows))
 
 
 def backfill(
@@ -529,28 +564,42 @@ def backfill(
     fset: FeatureSet,
     *,
     memory_limit: str = "6GB",
+    chunk_rows: int = 1_000_000,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[Path, pa.Table]:
-    """Backfill ``fset`` over the workspace; write it atomically to ``features/<set>-<version>.parquet``."""
-    con = ws.connect()
-    spill = Path(tempfile.mkdtemp(prefix="payfm-spill-"))
-    try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute(f"SET temp_directory = '{spill}'")
-        table = compute(con, fset, progress)
-    finally:
-        con.close()
-        for p in spill.glob("*"):
-            p.unlink(missing_ok=True)
-        spill.rmdir()
+) -> tuple[Path, int]:
+    """Backfill ``fset`` over the workspace into ``features/<set>-<version>.parquet`` (atomically).
+
+    Aggregates run in DuckDB (spilling beyond ``memory_limit``); rows are assembled and written
+    ``chunk_rows`` at a time, so memory stays bounded on large logs. Returns the path and the row count.
+    """
     out_dir = ws.root / "features"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"{fset.name}-{fset.version}.parquet"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
     meta = {b"payfm.feature_set": fset.name.encode(), b"payfm.version": fset.version.encode()}
-    pq.write_table(table.replace_schema_metadata(meta), tmp, compression="zstd")
-    os.replace(tmp, path)
-    return path, table
+    con = ws.connect()
+    spill = Path(tempfile.mkdtemp(prefix="payfm-spill-"))
+    rows = 0
+    try:
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET temp_directory = '{spill}'")
+        writer: pq.ParquetWriter | None = None
+        try:
+            for chunk in compute_chunks(con, fset, chunk_rows, progress):
+                chunk = chunk.replace_schema_metadata(meta)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, chunk.schema, compression="zstd")
+                writer.write_table(chunk)
+                rows += chunk.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+    return path, rows
 
 
 def isclose(a: float | None, b: float | None, rel: float = 1e-9) -> bool:

@@ -21,7 +21,7 @@ def load_backfill(ws: Workspace, fset: FeatureSet) -> pa.Table:
         return pq.read_table(path)
     from payfm.features.offline import backfill
 
-    return backfill(ws, fset)[1]
+    return pq.read_table(backfill(ws, fset)[0])
 
 
 def build_training_set(
