@@ -1,0 +1,68 @@
+"""Benchmark: GBDT training time on N rows of the default feature set (target: 10M rows in <= 10 min).
+
+Backfills a synthetic world of ``--charges`` charges (the expensive part, not timed as training), then trains
+LightGBM on the first N rows for each N in ``--rows``. Rows beyond the world's size are the world's rows
+repeated (say so when reporting: the trees then see duplicates, the cost per row and round is what is
+measured). Fixed boosting rounds (``--rounds``, no early stopping) so runs of different sizes compare.
+
+    .venv/bin/python bench/bench_train.py                              # 1M charges; 1M and 2M rows
+    .venv/bin/python bench/bench_train.py --charges 200000 --rows 200000,1000000 --rounds 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+
+import numpy as np
+
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import default_set
+from payfm.features.training_set import build_training_set
+from payfm.synth import WorldConfig, generate_world
+from payfm.training.data import feature_matrix
+from payfm.training.models.gbdt import GBDTModel
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--charges", type=int, default=1_000_000)
+    ap.add_argument("--days", type=int, default=120)
+    ap.add_argument("--rows", default="1000000,2000000")
+    ap.add_argument("--rounds", type=int, default=300)
+    args = ap.parse_args()
+
+    ws = Workspace.open(tempfile.mkdtemp(prefix="payfm-bench-train-"), create=True)
+    t0 = time.perf_counter()
+    ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=args.days, seed=0)), "replace")
+    fs = default_set()
+    from datetime import timedelta
+
+    _, table = build_training_set(ws, fs, horizon=timedelta(days=60))
+    X = feature_matrix(table, fs.names).astype(np.float32)
+    y = table["is_fraud"].to_numpy(zero_copy_only=False).astype(np.float64)
+    print(
+        f"world + backfill of {table.num_rows:,} charges x {len(fs.names)} features: "
+        f"{time.perf_counter() - t0:.1f} s"
+    )
+    for n in (int(r) for r in args.rows.split(",")):
+        reps = -(-n // len(X))
+        Xn = np.tile(X, (reps, 1))[:n] if reps > 1 else X[:n]
+        yn = np.tile(y, reps)[:n]
+        t = time.perf_counter()
+        m = GBDTModel(n_estimators=args.rounds, calibration="none", min_child_samples=200).fit(
+            Xn, yn, feature_names=fs.names
+        )
+        dt = time.perf_counter() - t
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(
+            f"GBDT {n:>11,} rows x {len(fs.names)} features, {m.best_iteration_} rounds: {dt:7.1f} s "
+            f"({dt / args.rounds * 1000:.0f} ms/round; peak RSS {rss:.1f} GB)"
+            + ("  [rows repeated from the world]" if reps > 1 else "")
+        )
+
+
+if __name__ == "__main__":
+    main()

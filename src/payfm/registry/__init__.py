@@ -1,0 +1,23 @@
+"""The model registry: versions of trained models in the workspace, with stages, promote and rollback."""
+
+from __future__ import annotations
+
+from payfm.registry.store import (
+    STAGES,
+    ArtifactIntegrityError,
+    FeatureSetMismatchError,
+    ModelVersion,
+    Registry,
+    RegistryError,
+    UnknownModelError,
+)
+
+__all__ = [
+    "STAGES",
+    "ArtifactIntegrityError",
+    "FeatureSetMismatchError",
+    "ModelVersion",
+    "Registry",
+    "RegistryError",
+    "UnknownModelError",
+]

@@ -1,0 +1,365 @@
+"""Model versions as files under ``models/<name>/<version>/`` plus a SQLite index ``models/registry.db``.
+
+A version holds the model's artifact (``model.json`` + safetensors / LightGBM text, never pickle) and an
+``entry.json`` with what rebuilds it: task, feature set name and version, data window, parameters, code
+version and metrics. Its content hash (sha256 over the artifact files) is recorded at registration and
+checked at every load: a changed byte is refused. Stages: candidate -> shadow -> production -> archived.
+Promoting a version to production archives the previous one; rollback restores it.
+
+Example:
+    >>> import tempfile
+    >>> from payfm.events.workspace import Workspace
+    >>> Registry(Workspace.open(tempfile.mkdtemp(), create=True)).list()
+    []
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from payfm.errors import PayfmError
+from payfm.events.workspace import Workspace, atomic_write_bytes
+from payfm.features.definitions import FeatureSet
+from payfm.training.models import Model, load_model
+
+STAGES = ("candidate", "shadow", "production", "archived")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    name TEXT NOT NULL, version INTEGER NOT NULL, stage TEXT NOT NULL, kind TEXT NOT NULL, task TEXT NOT NULL,
+    feature_set TEXT NOT NULL, feature_set_version TEXT NOT NULL, created_at TEXT NOT NULL,
+    content_hash TEXT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (name, version));
+CREATE TABLE IF NOT EXISTS stage_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL, action TEXT NOT NULL,
+    previous INTEGER, at TEXT NOT NULL);
+"""
+
+
+class RegistryError(PayfmError):
+    """The registry cannot do what was asked."""
+
+
+class UnknownModelError(RegistryError):
+    """No such model name or version."""
+
+
+class ArtifactIntegrityError(RegistryError):
+    """A model's files do not match the content hash recorded at registration."""
+
+
+class FeatureSetMismatchError(RegistryError):
+    """A model was loaded against a feature set other than the one it was trained on."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One registered model version (``entry`` holds window, params, metrics, code version...)."""
+
+    name: str
+    version: int
+    stage: str
+    kind: str
+    task: str
+    feature_set: str
+    feature_set_version: str
+    created_at: str
+    content_hash: str
+    entry: dict[str, Any]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def code_version() -> str:
+    """``git describe`` of the source tree when it is a checkout, else the package version."""
+    from payfm import __version__
+
+    try:
+        out = subprocess.run(
+            ["git", "describe", "--always", "--dirty", "--tags"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+        return f"{__version__}+git.{out.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def content_hash(path: Path) -> str:
+    """sha256 over the artifact files of a version directory (names and bytes, sorted; not entry.json)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file() and p.name != "entry.json"):
+        rel = f.relative_to(path).as_posix()
+        h.update(rel.encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()
+
+
+class Registry:
+    """The registry of a workspace (``<workspace>/models``)."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.root = ws.root / "models"
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.root / "registry.db", timeout=30, isolation_level=None)
+        try:
+            con.executescript(_SCHEMA)
+            con.execute("BEGIN IMMEDIATE")
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            if con.in_transaction:
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            con.close()
+
+    @staticmethod
+    def _row(r: tuple[Any, ...]) -> ModelVersion:
+        name, version, stage, kind, task, fs, fsv, created, digest, entry = r
+        return ModelVersion(
+            name, int(version), stage, kind, task, fs, fsv, created, digest, json.loads(entry)
+        )
+
+    _COLS = (
+        "name, version, stage, kind, task, feature_set, feature_set_version, created_at, content_hash, entry"
+    )
+
+    # ---- writing ------------------------------------------------------------------------------------------
+    def register(
+        self,
+        model: Model,
+        *,
+        name: str,
+        task: str,
+        fset: FeatureSet,
+        data_window: dict[str, str] | None = None,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        extra: dict[str, Any] | None = None,
+        stage: str = "candidate",
+    ) -> ModelVersion:
+        """Save ``model`` as the next version of ``name`` and index it; returns the new version."""
+        if not _NAME.match(name):
+            raise RegistryError(
+                f"The registry name must be lower-case letters, digits, '_' or '-'. Got {name!r}."
+            )
+        self._check_stage(stage)
+        if list(getattr(model, "feature_names_", [])) != fset.names:
+            raise FeatureSetMismatchError(
+                f"Model '{name}' was fitted on {len(getattr(model, 'feature_names_', []))} features that are "
+                f"not those of feature set '{fset.name}' "
+                f"({len(fset.names)} features, version {fset.version})."
+            )
+        tmp = self.root / name / f".tmp-{uuid.uuid4().hex}"
+        model.save(tmp)
+        digest = content_hash(tmp)
+        created = datetime.now(UTC).isoformat()
+        entry = {
+            "kind": model.kind,
+            "task": task,
+            "feature_set": fset.name,
+            "feature_set_version": fset.version,
+            "data_window": data_window or {},
+            "params": params or model.params,
+            "metrics": metrics or {},
+            "code_version": code_version(),
+            "content_hash": digest,
+            "created_at": created,
+            **(extra or {}),
+        }
+        try:
+            with self._db() as con:
+                row = con.execute("SELECT max(version) FROM versions WHERE name = ?", (name,)).fetchone()
+                version = int(row[0] or 0) + 1
+                entry["version"] = version
+                atomic_write_bytes(tmp / "entry.json", json.dumps(entry, indent=1, default=str).encode())
+                final = self.root / name / str(version)
+                if final.exists():  # a leftover of a crashed registration that never reached the index
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+                con.execute(
+                    f"INSERT INTO versions ({self._COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        name,
+                        version,
+                        stage,
+                        model.kind,
+                        task,
+                        fset.name,
+                        fset.version,
+                        created,
+                        digest,
+                        json.dumps(entry, default=str),
+                    ),
+                )
+                con.execute(
+                    "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, ?, NULL, ?)",
+                    (name, version, f"register:{stage}", created),
+                )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return self.get(f"{name}@{version}")
+
+    @staticmethod
+    def _check_stage(stage: str) -> None:
+        if stage not in STAGES:
+            raise RegistryError(f"The stage must be one of {', '.join(STAGES)}. Got {stage!r}.")
+
+    def set_stage(self, ref: str, stage: str) -> ModelVersion:
+        """Move a version to ``stage``; to production goes through :meth:`promote`."""
+        self._check_stage(stage)
+        if stage == "production":
+            return self.promote(ref)
+        mv = self.get(ref)
+        with self._db() as con:
+            con.execute(
+                "UPDATE versions SET stage = ? WHERE name = ? AND version = ?", (stage, mv.name, mv.version)
+            )
+            con.execute(
+                "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, ?, NULL, ?)",
+                (mv.name, mv.version, f"stage:{stage}", datetime.now(UTC).isoformat()),
+            )
+        return self.get(mv.ref)
+
+    def promote(self, ref: str) -> ModelVersion:
+        """Make ``ref`` the production version of its name; the previous production one is archived."""
+        mv = self.get(ref)
+        with self._db() as con:
+            prev = con.execute(
+                "SELECT version FROM versions WHERE name = ? AND stage = 'production'", (mv.name,)
+            ).fetchone()
+            if prev is not None and int(prev[0]) == mv.version:
+                return mv
+            if prev is not None:
+                con.execute(
+                    "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?",
+                    (mv.name, prev[0]),
+                )
+            con.execute(
+                "UPDATE versions SET stage = 'production' WHERE name = ? AND version = ?",
+                (mv.name, mv.version),
+            )
+            con.execute(
+                "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, 'promote', ?, ?)",
+                (mv.name, mv.version, None if prev is None else int(prev[0]), datetime.now(UTC).isoformat()),
+            )
+        return self.get(mv.ref)
+
+    def rollback(self, name: str) -> ModelVersion:
+        """Archive the production version of ``name`` and restore the one it replaced."""
+        with self._db() as con:
+            cur = con.execute(
+                "SELECT version FROM versions WHERE name = ? AND stage = 'production'", (name,)
+            ).fetchone()
+            if cur is None:
+                raise RegistryError(f"Model '{name}' has no production version to roll back.")
+            row = con.execute(
+                "SELECT previous FROM stage_log WHERE name = ? AND version = ? AND action = 'promote' "
+                "ORDER BY id DESC LIMIT 1",
+                (name, cur[0]),
+            ).fetchone()
+            if row is None or row[0] is None:
+                raise RegistryError(
+                    f"Model '{name}' version {cur[0]} replaced no earlier production version: "
+                    "nothing to restore."
+                )
+            con.execute(
+                "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?", (name, cur[0])
+            )
+            con.execute(
+                "UPDATE versions SET stage = 'production' WHERE name = ? AND version = ?", (name, row[0])
+            )
+            con.execute(
+                "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, 'rollback', ?, ?)",
+                (name, row[0], cur[0], datetime.now(UTC).isoformat()),
+            )
+        return self.get(f"{name}@{row[0]}")
+
+    # ---- reading ------------------------------------------------------------------------------------------
+    def list(self, name: str | None = None) -> list[ModelVersion]:
+        """Every version (of ``name``), by name then version."""
+        if not (self.root / "registry.db").exists():
+            return []
+        with self._db() as con:
+            sql = f"SELECT {self._COLS} FROM versions"
+            args: tuple[Any, ...] = ()
+            if name is not None:
+                sql, args = sql + " WHERE name = ?", (name,)
+            return [self._row(r) for r in con.execute(sql + " ORDER BY name, version", args).fetchall()]
+
+    def get(self, ref: str) -> ModelVersion:
+        """Resolve ``name`` (production, else latest), ``name@<version>`` or ``name@<stage>``."""
+        name, _, which = ref.partition("@")
+        versions = self.list(name)
+        if not versions:
+            known = sorted({v.name for v in self.list()})
+            raise UnknownModelError(
+                f"No registered model {name!r}. Expected one of: {', '.join(known) or '(none registered)'}."
+            )
+        if which == "":
+            prod = [v for v in versions if v.stage == "production"]
+            return prod[0] if prod else versions[-1]
+        if which.isdigit():
+            for v in versions:
+                if v.version == int(which):
+                    return v
+            raise UnknownModelError(
+                f"Model '{name}' has no version {which}. "
+                f"Expected one of {', '.join(str(v.version) for v in versions)}."
+            )
+        if which in STAGES:
+            staged = [v for v in versions if v.stage == which]
+            if not staged:
+                raise UnknownModelError(f"Model '{name}' has no version in stage '{which}'.")
+            return staged[-1]
+        raise UnknownModelError(
+            f"Model reference {ref!r}: expected name, name@<version> or name@<stage> ({', '.join(STAGES)})."
+        )
+
+    def path(self, mv: ModelVersion) -> Path:
+        return self.root / mv.name / str(mv.version)
+
+    def load(self, ref: str, fset: FeatureSet | None = None) -> tuple[ModelVersion, Model]:
+        """The version and its model, after checking the content hash and (if given) the feature set."""
+        mv = self.get(ref)
+        path = self.path(mv)
+        if not path.is_dir():
+            raise ArtifactIntegrityError(f"Model {mv.ref}: its files are missing (expected '{path}').")
+        digest = content_hash(path)
+        if digest != mv.content_hash:
+            raise ArtifactIntegrityError(
+                f"Model {mv.ref}: the artifact's sha256 is {digest[:16]}..., "
+                f"expected {mv.content_hash[:16]}... "
+                "as registered. Its files were changed or corrupted; refusing to load it."
+            )
+        if fset is not None and (fset.name, fset.version) != (mv.feature_set, mv.feature_set_version):
+            raise FeatureSetMismatchError(
+                f"Model {mv.ref} was trained on feature set '{mv.feature_set}' "
+                f"version {mv.feature_set_version}. "
+                f"Got '{fset.name}' version {fset.version}."
+            )
+        return mv, load_model(path)

@@ -1,0 +1,262 @@
+"""The HTTP app: thin FastAPI handlers over a :class:`~payfm.serving.scorer.Scorer`.
+
+Each handler parses (pydantic models generated from the event schema, extra fields forbidden), calls one
+library method and formats. One exception handler turns every :class:`payfm.errors.PayfmError` into
+``{"error": {"type", "message", "field"}}`` with the error's HTTP status; request validation errors become 422
+naming the field, without echoing the input; anything unexpected is a 500 without a traceback.
+:class:`Guard` (plain ASGI middleware) sheds load beyond a bounded number of requests in flight (503 with
+Retry-After), refuses bodies over the size limit (413) and any body holding a full card number (422, never
+echoed) before anything parses it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import pyarrow as pa
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from payfm.errors import PayfmError
+from payfm.events.cards import contains_card_number
+from payfm.events.schema import SCHEMAS
+from payfm.serving.charges import OPTIONAL_AT_DECISION
+from payfm.serving.decision_log import REVIEW_REASONS
+from payfm.serving.errors import Unauthorized, http_status
+from payfm.serving.keys import KeyStore
+from payfm.serving.scorer import Scorer
+
+log = logging.getLogger("payfm.serving")
+_OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+
+
+def _error(status: int, type_: str, message: str, field: str | None = None, **headers: str) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"type": type_, "message": message, "field": field}}, status_code=status, headers=headers
+    )
+
+
+def _model_of(table: str, name: str, optional: frozenset[str] = frozenset()) -> type[BaseModel]:
+    """A pydantic model of one event table: Arrow types to Python types, timestamps timezone-aware."""
+    fields: dict[str, Any] = {}
+    for f in SCHEMAS[table]:
+        if pa.types.is_timestamp(f.type):
+            t: Any = AwareDatetime
+        elif pa.types.is_integer(f.type):
+            t = int
+        else:
+            t = str
+        doc = (f.metadata or {}).get(b"doc", b"").decode()
+        if f.nullable or f.name in optional:
+            fields[f.name] = (t | None, Field(None, description=doc))
+        else:
+            fields[f.name] = (t, Field(..., description=doc))
+    model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+    return model
+
+
+ChargeIn = _model_of("charges", "Charge", OPTIONAL_AT_DECISION)
+DisputeIn = _model_of("disputes", "Dispute")
+EarlyFraudWarningIn = _model_of("early_fraud_warnings", "EarlyFraudWarning")
+RefundIn = _model_of("refunds", "Refund")
+
+
+class Reason(BaseModel):
+    feature: str
+    value: float | None
+    contribution: float
+    text: str
+
+
+class DecisionOut(BaseModel):
+    charge_id: str
+    outcome: Literal["authorized", "manual_review", "blocked", "request_3ds"]
+    risk_score: int | None
+    risk_level: Literal["normal", "elevated", "highest"] | None
+    rule: str | None
+    action: str | None
+    reasons: list[Reason]
+    model: str | None
+    ruleset_version: int | None
+    latency_ms: float
+    decided_at: str
+
+
+class OutcomeOut(BaseModel):
+    id: str
+    charge_id: str
+    label_source: str | None
+    applied: bool
+    duplicate: bool
+
+
+class ReviewClose(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Literal["approved", "refunded", "refunded_as_fraud", "disputed"]
+    note: str = Field("", max_length=2000)
+
+
+assert tuple(ReviewClose.model_fields["reason"].annotation.__args__) == REVIEW_REASONS  # type: ignore[union-attr]
+
+
+class Guard:
+    """Load shedding (bounded requests in flight), body size limit, and card numbers refused unparsed."""
+
+    def __init__(self, app: ASGIApp, *, max_in_flight: int = 64, max_body: int = 64 * 1024) -> None:
+        self.app, self.max_in_flight, self.max_body = app, max_in_flight, max_body
+        self.in_flight = 0
+        self.shed = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.max_in_flight:
+            self.shed += 1
+            await _error(
+                503, "Overloaded", "Too many requests in flight; retry shortly.", None, **{"Retry-After": "1"}
+            )(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        too_big = _error(413, "PayloadTooLarge", f"The request body must be at most {self.max_body} bytes.")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            await too_big(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                await too_big(scope, receive, send)
+                return
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        body = b"".join(chunks)
+        if body and contains_card_number(body.decode("utf-8", "replace")):
+            await _error(
+                422,
+                "InvalidInput",
+                "The request holds a full card number, which payfm never accepts "
+                "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
+            )(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def create_app(
+    scorer: Scorer,
+    keys: KeyStore | None,
+    *,
+    max_in_flight: int = 64,
+    max_body: int = 64 * 1024,
+) -> Guard:
+    """The decision service over ``scorer``: the FastAPI app wrapped in :class:`Guard`.
+
+    ``keys=None`` disables authentication (tests and loopback benchmarks only)."""
+    app = FastAPI(title="payfm decision service", version="1", docs_url=None, redoc_url=None)
+
+    def authorize(request: Request) -> str | None:
+        if keys is None:
+            return None
+        auth = request.headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        name = keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+        if name is None:
+            raise Unauthorized("A valid API key is required: send 'Authorization: Bearer <key>'.")
+        return name
+
+    @app.exception_handler(PayfmError)
+    async def payfm_error(request: Request, e: PayfmError) -> JSONResponse:
+        status = http_status(e)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        return _error(status, type(e).__name__, str(e), getattr(e, "field", None), **headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
+        errs = e.errors()
+        first = errs[0] if errs else {}
+        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
+        field = ".".join(loc) or None
+        msg = str(first.get("msg", "invalid input"))
+        if first.get("type") == "extra_forbidden":
+            msg = "this field is not part of the schema"
+        return _error(422, "InvalidInput", f"Field '{field}': {msg}.", field)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, e: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, "InternalError", "An internal error occurred; it was logged.")
+
+    auth = [Depends(authorize)]
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", **scorer.bundle.describe()}
+
+    @app.post("/v1/charges/score", response_model=DecisionOut, dependencies=auth)
+    def score(charge: ChargeIn) -> dict[str, Any]:  # type: ignore[valid-type]
+        return scorer.score(charge.model_dump()).to_json()  # type: ignore[attr-defined]
+
+    def _outcome(table: str, body: BaseModel) -> dict[str, Any]:
+        return scorer.record_outcome(table, body.model_dump())
+
+    @app.post("/v1/disputes", response_model=OutcomeOut, dependencies=auth)
+    def disputes(body: DisputeIn) -> dict[str, Any]:  # type: ignore[valid-type]
+        return _outcome("disputes", body)
+
+    @app.post("/v1/early_fraud_warnings", response_model=OutcomeOut, dependencies=auth)
+    def early_fraud_warnings(body: EarlyFraudWarningIn) -> dict[str, Any]:  # type: ignore[valid-type]
+        return _outcome("early_fraud_warnings", body)
+
+    @app.post("/v1/refunds", response_model=OutcomeOut, dependencies=auth)
+    def refunds(body: RefundIn) -> dict[str, Any]:  # type: ignore[valid-type]
+        return _outcome("refunds", body)
+
+    @app.get("/v1/reviews", dependencies=auth)
+    def reviews(
+        status: Literal["open", "closed"] | None = None,
+        limit: int = Query(50, ge=1, le=500),
+        offset: int = Query(0, ge=0, le=10**9),
+    ) -> dict[str, Any]:
+        rows = scorer.reviews(status, limit + 1, offset)
+        return {
+            "data": rows[:limit],
+            "has_more": len(rows) > limit,
+            "next_offset": offset + min(limit, len(rows)),
+        }
+
+    @app.post("/v1/reviews/{charge_id}/close", dependencies=auth)
+    def close_review(charge_id: str, body: ReviewClose) -> dict[str, Any]:
+        return scorer.close_review(charge_id, body.reason, body.note)
+
+    @app.post("/v1/admin/reload", dependencies=auth)
+    def reload() -> dict[str, Any]:
+        return scorer.reload().describe()
+
+    return Guard(app, max_in_flight=max_in_flight, max_body=max_body)

@@ -1,0 +1,150 @@
+"""Validation of one charge (or outcome) for the online path: fast, per row, with the event schema's rules.
+
+:func:`payfm.events.validate.validate_events` checks whole Arrow tables (imports); a decision cannot afford
+an Arrow round trip per charge, so this module applies the same contract to one mapping in plain Python:
+the fields of :data:`payfm.events.schema.CHARGES`, their vocabularies and patterns
+(:data:`payfm.events.schema.RULES`), timezone-aware timestamps, and no full card number in any value.
+Errors name the field and never echo a card number.
+
+Example:
+    >>> c = normalize_charge({"charge_id": "ch_1", "created": "2026-01-02T03:04:05Z", **EXAMPLE_FIELDS})
+    >>> c["created_us"]
+    1767323045000000
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from payfm.events.cards import contains_card_number
+from payfm.events.schema import CHARGES, RULES, TIMESTAMP
+from payfm.serving.errors import InvalidInput
+
+# The fields of a charge the service reads; outcome-side fields of the log schema are accepted but optional.
+CHARGE_FIELDS: dict[str, pa.Field] = {f.name: f for f in CHARGES}
+TIMESTAMP_FIELDS = tuple(f.name for f in CHARGES if f.type == TIMESTAMP)
+# Fields a live charge does not have yet (the processor's outcome, ground truth): optional at decision time.
+OPTIONAL_AT_DECISION = frozenset({"outcome", "decline_code", "scenario"})
+_PATTERNS = {
+    name: re.compile(rule.pattern) for name, rule in RULES["charges"].items() if rule.pattern is not None
+}
+_CHOICES = {
+    name: frozenset(rule.choices) for name, rule in RULES["charges"].items() if rule.choices is not None
+}
+_MINS = {name: rule.min_value for name, rule in RULES["charges"].items() if rule.min_value is not None}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+EXAMPLE_FIELDS: dict[str, Any] = {
+    "merchant_id": "acct_1",
+    "merchant_mcc": "5411",
+    "merchant_country": "US",
+    "card_fingerprint": "fp_1",
+    "card_bin": "424242",
+    "card_last4": "4242",
+    "card_brand": "visa",
+    "card_funding": "credit",
+    "card_country": "US",
+    "amount": 1999,
+    "currency": "usd",
+    "amount_usd": 1999,
+    "channel": "ecommerce",
+    "three_ds": "not_requested",
+    "cvc_check": "pass",
+    "address_check": "pass",
+}
+
+
+def to_us(value: object, field: str) -> int:
+    """Microseconds since the epoch of a timezone-aware datetime or ISO 8601 string; naive is refused."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInput(
+                f"Field '{field}' must be an ISO 8601 timestamp with a timezone. Got an unparsable string.",
+                field=field,
+            ) from None
+    if not isinstance(value, datetime):
+        raise InvalidInput(
+            f"Field '{field}' must be a timestamp with a timezone. Got {type(value).__name__}.", field=field
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(
+            f"Field '{field}' must carry a timezone (e.g. '2026-01-02T03:04:05Z'). Got a naive timestamp.",
+            field=field,
+        )
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
+    """Raise if any string value holds a full card number; the message names the field, never the value."""
+    for name, v in values.items():
+        if isinstance(v, str) and len(v) >= 13 and contains_card_number(v):
+            raise InvalidInput(
+                f"Field '{name}' of the {who} holds a full card number, which payfm never accepts "
+                "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
+                field=name,
+            )
+        if isinstance(name, str) and len(name) >= 13 and contains_card_number(name):
+            raise InvalidInput(
+                f"A field name of the {who} holds a full card number. It is not shown.", field=None
+            )
+
+
+def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
+    """A validated copy of ``charge`` with ``created_us`` and ``credential_changed_at_us`` (ints or None).
+
+    Timestamps may be aware datetimes or ISO strings (stored back as UTC ISO strings, so the result is
+    JSON-serializable: the decision log keeps it to rebuild the online state after a restart).
+    """
+    refuse_card_numbers(charge)
+    out: dict[str, Any] = {}
+    for name, v in charge.items():
+        if name in ("created_us", "credential_changed_at_us"):
+            continue
+        field = CHARGE_FIELDS.get(name)
+        if field is None:
+            raise InvalidInput(f"Field '{name}' is not a field of a charge (docs/events.md).", field=name)
+        if v is None:
+            if not field.nullable and name not in OPTIONAL_AT_DECISION:
+                raise InvalidInput(f"Field '{name}' is required. Got null.", field=name)
+            out[name] = None
+            continue
+        if name in TIMESTAMP_FIELDS:
+            us = to_us(v, name)
+            out[name + "_us"] = us
+            out[name] = datetime.fromtimestamp(us / 1e6, UTC).isoformat()  # display only; _us is exact
+            continue
+        if pa.types.is_integer(field.type):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise InvalidInput(f"Field '{name}' must be an integer. Got {type(v).__name__}.", field=name)
+            if name in _MINS and v < _MINS[name]:
+                raise InvalidInput(f"Field '{name}' must be >= {_MINS[name]}. Got {v}.", field=name)
+        elif not isinstance(v, str):
+            raise InvalidInput(f"Field '{name}' must be a string. Got {type(v).__name__}.", field=name)
+        elif name in _CHOICES and v not in _CHOICES[name]:
+            raise InvalidInput(
+                f"Field '{name}' must be one of {', '.join(sorted(_CHOICES[name]))}. Got {v[:40]!r}.",
+                field=name,
+            )
+        elif name in _PATTERNS and not _PATTERNS[name].fullmatch(v):
+            raise InvalidInput(
+                f"Field '{name}' must match {_PATTERNS[name].pattern}. Got {v[:40]!r}.", field=name
+            )
+        out[name] = v
+    for name, field in CHARGE_FIELDS.items():
+        if name not in out:
+            if not field.nullable and name not in OPTIONAL_AT_DECISION:
+                raise InvalidInput(f"Field '{name}' is required. Got no such field.", field=name)
+            out[name] = None
+            if name in TIMESTAMP_FIELDS:
+                out[name + "_us"] = None
+    if not out["charge_id"]:
+        raise InvalidInput("Field 'charge_id' must be a non-empty string.", field="charge_id")
+    return out

@@ -1,0 +1,345 @@
+"""The decision log: every decision, outcome and review, durable before the response is sent.
+
+One interface (:class:`DecisionLog`), one module per backend: :mod:`payfm.serving.sqlite_log` (the embedded
+default, a SQLite file in the workspace in WAL mode with ``synchronous=FULL``) and
+:mod:`payfm.serving.postgres_log` (PostgreSQL through psycopg 3). :func:`open_log` picks one from a URL.
+
+Writes go through one writer thread that commits whatever is queued in one transaction (group commit): a
+request waits for the commit that holds its record, so a decision is on disk before its response, and one
+fsync serves many concurrent requests.
+
+The log is also the journal of the online state: decisions keep the charge payload and outcomes their
+payload, each with the sequence number the scorer gave it when it applied it to the features. After a crash,
+:meth:`DecisionLog.events_after` replays them in that order on top of the last state snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from payfm.serving.errors import Conflict, NotFound
+
+REVIEW_REASONS = ("approved", "refunded", "refunded_as_fraud", "disputed")
+# A closed review's reason as a fraud label: 1 (a fraud label source), 0 (genuine), None (no label).
+REVIEW_LABELS: dict[str, int | None] = {
+    "approved": 0,
+    "refunded": None,
+    "refunded_as_fraud": 1,
+    "disputed": 1,
+}
+REVIEW_STATUSES = ("open", "closed")
+
+
+@dataclass(frozen=True)
+class DecisionRecord:
+    seq: int
+    charge_id: str
+    created_us: int
+    decided_at: str
+    outcome: str
+    charge: dict[str, Any]  # the normalized charge: what rebuilds the online state
+    decision: dict[str, Any]  # the response, with features, reasons, versions and shadow score
+    review: bool
+
+
+@dataclass(frozen=True)
+class OutcomeRecord:
+    seq: int
+    kind: str  # the event table: disputes, early_fraud_warnings or refunds
+    outcome_id: str
+    charge_id: str
+    created_us: int
+    source: str | None  # the label source it feeds (fraud_disputes, efws, refunds), None if none
+    applied: bool  # counted in the online features (False: its charge was never seen)
+    payload: dict[str, Any]
+    received_at: str
+
+
+@dataclass(frozen=True)
+class ReviewClose:
+    charge_id: str
+    reason: str
+    note: str
+    closed_at: str
+
+
+@dataclass(frozen=True)
+class MarkAppended:
+    kind: str
+    outcome_id: str
+
+
+Record = DecisionRecord | OutcomeRecord | ReviewClose | MarkAppended
+_STOP = object()
+
+
+class _GroupCommit:
+    """One writer thread: drains the queue, writes the batch in one transaction, resolves the futures."""
+
+    def __init__(self, log: DecisionLog, max_batch: int = 512) -> None:
+        self._log = log
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._max = max_batch
+        self._thread = threading.Thread(target=self._run, name="payfm-decision-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, record: Record | None) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._q.put((record, fut))
+        return fut
+
+    def close(self) -> None:
+        self._q.put(_STOP)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            stop = False
+            while len(batch) < self._max:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                batch.append(nxt)
+            records = [r for r, _ in batch if r is not None]
+            try:
+                results = iter(self._log._write_batch(records) if records else [])
+                for r, fut in batch:
+                    res = None if r is None else next(results)
+                    if isinstance(res, Exception):
+                        fut.set_exception(res)
+                    else:
+                        fut.set_result(res)
+            except Exception as e:  # the whole transaction failed: no record of the batch is durable
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+            if stop:
+                return
+
+
+def _dumps(v: Any) -> str:
+    return json.dumps(v, separators=(",", ":"), default=str)
+
+
+class DecisionLog(ABC):
+    """Decisions, outcomes and reviews; SQL shared by the backends (``?`` placeholders per driver)."""
+
+    url: str
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self._writer: _GroupCommit | None = None
+
+    # ---- backend hooks -------------------------------------------------------------------------------------
+    @abstractmethod
+    def _read(self) -> Any:
+        """A connection for reads, one per thread."""
+
+    @abstractmethod
+    def _write_batch(self, records: Sequence[Record]) -> list[Any]:
+        """Write ``records`` in one transaction; per record a result or an Exception (that record only)."""
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._read().execute(self._sql(sql), tuple(args))
+        rows: list[tuple[Any, ...]] = cur.fetchall()
+        return rows
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = _GroupCommit(self)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    # ---- writing (through the group commit) ----------------------------------------------------------------
+    def submit(self, record: Record) -> Future[Any]:
+        """Queue ``record``; the future resolves once committed (DecisionRecord: the stored decision)."""
+        self.start()
+        assert self._writer is not None
+        return self._writer.submit(record)
+
+    def write(self, record: Record, timeout: float = 30.0) -> Any:
+        return self.submit(record).result(timeout)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until everything queued before is committed."""
+        if self._writer is not None:
+            self._writer.submit(None).result(timeout)
+
+    # Statements used by the backends' _write_batch (one transaction).
+    _INSERT_DECISION = (
+        "INSERT INTO decisions (charge_id, seq, created_us, decided_at, outcome, charge, decision) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (charge_id) DO NOTHING"
+    )
+    _INSERT_REVIEW = (
+        "INSERT INTO reviews (charge_id, seq, opened_at, status, rule, risk_score) "
+        "VALUES (?, ?, ?, 'open', ?, ?) ON CONFLICT (charge_id) DO NOTHING"
+    )
+    _INSERT_OUTCOME = (
+        "INSERT INTO outcomes (kind, outcome_id, charge_id, seq, created_us, source, applied, appended, "
+        "payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
+        "ON CONFLICT (kind, outcome_id) DO NOTHING"
+    )
+
+    def _apply(self, cur: Any, r: Record) -> Any:
+        """Execute one record on cursor ``cur`` inside the batch's transaction; returns its result."""
+        q = self._sql
+        if isinstance(r, DecisionRecord):
+            cur.execute(
+                q(self._INSERT_DECISION),
+                (
+                    r.charge_id,
+                    r.seq,
+                    r.created_us,
+                    r.decided_at,
+                    r.outcome,
+                    _dumps(r.charge),
+                    _dumps(r.decision),
+                ),
+            )
+            if cur.rowcount == 0:  # a retry raced the first attempt: the stored decision wins
+                row = cur.execute(q("SELECT decision FROM decisions WHERE charge_id = ?"), (r.charge_id,))
+                return json.loads(row.fetchone()[0])
+            if r.review:
+                d = r.decision
+                cur.execute(
+                    q(self._INSERT_REVIEW),
+                    (r.charge_id, r.seq, r.decided_at, d.get("rule"), d.get("risk_score")),
+                )
+            return r.decision
+        if isinstance(r, OutcomeRecord):
+            cur.execute(
+                q(self._INSERT_OUTCOME),
+                (
+                    r.kind,
+                    r.outcome_id,
+                    r.charge_id,
+                    r.seq,
+                    r.created_us,
+                    r.source,
+                    int(r.applied),
+                    _dumps(r.payload),
+                    r.received_at,
+                ),
+            )
+            return cur.rowcount == 1
+        if isinstance(r, ReviewClose):
+            cur.execute(
+                q(
+                    "UPDATE reviews SET status = 'closed', reason = ?, note = ?, closed_at = ?, label = ? "
+                    "WHERE charge_id = ? AND status = 'open'"
+                ),
+                (r.reason, r.note, r.closed_at, REVIEW_LABELS[r.reason], r.charge_id),
+            )
+            if cur.rowcount == 0:
+                row = cur.execute(
+                    q("SELECT status FROM reviews WHERE charge_id = ?"), (r.charge_id,)
+                ).fetchone()
+                if row is None:
+                    return NotFound(f"No review for charge '{r.charge_id}'.", field="charge_id")
+                return Conflict(f"The review of charge '{r.charge_id}' is already closed.", field="charge_id")
+            return True
+        cur.execute(
+            q("UPDATE outcomes SET appended = 1 WHERE kind = ? AND outcome_id = ?"), (r.kind, r.outcome_id)
+        )
+        return True
+
+    # ---- reading -------------------------------------------------------------------------------------------
+    def get_decision(self, charge_id: str) -> dict[str, Any] | None:
+        rows = self._fetch("SELECT decision FROM decisions WHERE charge_id = ?", (charge_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def has_outcome(self, kind: str, outcome_id: str) -> bool:
+        return bool(
+            self._fetch("SELECT 1 FROM outcomes WHERE kind = ? AND outcome_id = ?", (kind, outcome_id))
+        )
+
+    def max_seq(self) -> int:
+        rows = self._fetch(
+            "SELECT max(s) FROM (SELECT max(seq) AS s FROM decisions "
+            "UNION ALL SELECT max(seq) FROM outcomes) t"
+        )
+        return int(rows[0][0] or 0)
+
+    def count(self, table: str) -> int:
+        if table not in ("decisions", "outcomes", "reviews"):
+            raise ValueError(table)
+        return int(self._fetch(f"SELECT count(*) FROM {table}")[0][0])
+
+    def events_after(self, seq: int, batch: int = 5000) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(seq, kind, payload)`` after ``seq`` in sequence order: kind ``charge`` or a label source."""
+        last = seq
+        while True:
+            rows = self._fetch(
+                "SELECT seq, k, p FROM ("
+                "SELECT seq, 'charge' AS k, charge AS p FROM decisions WHERE seq > ? "
+                "UNION ALL SELECT seq, source AS k, payload AS p FROM outcomes "
+                "WHERE seq > ? AND source IS NOT NULL) t ORDER BY seq LIMIT ?",
+                (last, last, batch),
+            )
+            for s, k, p in rows:
+                yield int(s), str(k), json.loads(p)
+            if len(rows) < batch:
+                return
+            last = int(rows[-1][0])
+
+    def unappended_outcomes(self) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._fetch("SELECT kind, payload FROM outcomes WHERE appended = 0 ORDER BY seq")
+        return [(str(k), json.loads(p)) for k, p in rows]
+
+    _REVIEW_COLS = "charge_id, status, opened_at, rule, risk_score, reason, note, closed_at, label"
+
+    def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """Reviews, oldest first, optionally of one status; ``limit``/``offset`` page through them."""
+        where, args = ("WHERE status = ?", [status]) if status else ("", [])
+        rows = self._fetch(
+            f"SELECT {self._REVIEW_COLS} FROM reviews {where} ORDER BY seq, charge_id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        names = [c.strip() for c in self._REVIEW_COLS.split(",")]
+        return [dict(zip(names, r, strict=True)) for r in rows]
+
+    def review_labels(self) -> list[tuple[str, int]]:
+        """(charge_id, label) of closed reviews that are label sources (refunded_as_fraud, disputed: 1)."""
+        rows = self._fetch("SELECT charge_id, label FROM reviews WHERE label IS NOT NULL ORDER BY seq")
+        return [(str(c), int(v)) for c, v in rows]
+
+
+def open_log(spec: str, workspace_root: Path) -> DecisionLog:
+    """``sqlite`` (the default: ``<workspace>/serving/decisions.db``), ``sqlite:///path`` or ``postgresql://...``."""
+    if spec == "sqlite" or spec.startswith("sqlite:"):
+        from payfm.serving.sqlite_log import SQLiteDecisionLog
+
+        path = Path(spec[len("sqlite:///") :]) if spec.startswith("sqlite:///") else None
+        return SQLiteDecisionLog(path or workspace_root / "serving" / "decisions.db")
+    if spec.startswith(("postgresql://", "postgres://")):
+        from payfm.serving.postgres_log import PostgresDecisionLog
+
+        return PostgresDecisionLog(spec)
+    from payfm.serving.errors import InvalidInput
+
+    raise InvalidInput(
+        f"The decision log must be 'sqlite', 'sqlite:///<path>' or 'postgresql://...'. Got {spec!r}.",
+        field="decision_log",
+    )

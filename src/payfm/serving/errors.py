@@ -1,0 +1,60 @@
+"""Errors of the decision service; each carries its HTTP status and, where it has one, the field at fault.
+
+The HTTP app has one handler that turns any :class:`payfm.errors.PayfmError` into a JSON error
+(``{"error": {"type", "message", "field"}}``) with :func:`http_status`; the CLI prints the message.
+"""
+
+from __future__ import annotations
+
+from payfm.errors import PayfmError
+
+
+class ServingError(PayfmError):
+    """A request the service refuses; ``status`` is the HTTP status, ``field`` the input field at fault."""
+
+    status = 400
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidInput(ServingError):
+    """The input does not match the event schema (422)."""
+
+    status = 422
+
+
+class Unauthorized(ServingError):
+    """No valid API key (401)."""
+
+    status = 401
+
+
+class NotFound(ServingError):
+    """No such charge, review or key (404)."""
+
+    status = 404
+
+
+class Conflict(ServingError):
+    """The request conflicts with the current state, e.g. closing a closed review (409)."""
+
+    status = 409
+
+
+class PayloadTooLarge(ServingError):
+    """The request body exceeds the configured limit (413)."""
+
+    status = 413
+
+
+class Overloaded(ServingError):
+    """Too many requests in flight; retry after a moment (503 with Retry-After)."""
+
+    status = 503
+
+
+def http_status(e: PayfmError) -> int:
+    """The HTTP status of any payfm error: its own for serving errors, 422 for other user errors."""
+    return e.status if isinstance(e, ServingError) else 422

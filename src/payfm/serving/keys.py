@@ -1,0 +1,122 @@
+"""API keys: created once (the secret is shown once), stored as a salted SHA-256 hash, revocable.
+
+A key is ``pfm_<id>_<secret>`` with a 256-bit random secret, so a fast salted hash is as safe as a slow one
+(nobody can guess 2^256 secrets) and checking a key costs microseconds. Keys live in
+``<workspace>/serving/keys.db``; the server re-reads them when that file changes, so a revocation takes
+effect without a restart.
+
+Example:
+    >>> import tempfile; from pathlib import Path
+    >>> ks = KeyStore(Path(tempfile.mkdtemp()) / "keys.db")
+    >>> key = ks.create("ops")
+    >>> ks.verify(key), ks.verify(key + "x")
+    ('ops', None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import sqlite3
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from payfm.serving.errors import Conflict, InvalidInput, NotFound
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, salt BLOB NOT NULL, "
+    "hash BLOB NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT)"
+)
+
+
+def _digest(salt: bytes, secret: str) -> bytes:
+    return hashlib.sha256(salt + secret.encode()).digest()
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[str, bytes, bytes]] = {}
+        self._stamp: tuple[int, int] | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=30)
+        con.execute(_SCHEMA)
+        return con
+
+    def create(self, name: str) -> str:
+        """A new key for ``name``; the returned key is the only time the secret exists in clear."""
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise InvalidInput(f"A key name must be letters, digits, '-' or '_'. Got {name!r}.", field="name")
+        kid, secret, salt = secrets.token_hex(4), secrets.token_urlsafe(32), os.urandom(16)
+        con = self._db()
+        try:
+            with con:
+                con.execute(
+                    "INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
+                    (kid, name, salt, _digest(salt, secret), datetime.now(UTC).isoformat()),
+                )
+        except sqlite3.IntegrityError:
+            raise Conflict(f"A key named {name!r} exists already; revoke it or pick another name.") from None
+        finally:
+            con.close()
+        return f"pfm_{kid}_{secret}"
+
+    def list(self) -> list[dict[str, Any]]:
+        con = self._db()
+        try:
+            rows = con.execute(
+                "SELECT id, name, created_at, revoked_at FROM keys ORDER BY created_at"
+            ).fetchall()
+        finally:
+            con.close()
+        return [dict(zip(("id", "name", "created_at", "revoked_at"), r, strict=True)) for r in rows]
+
+    def revoke(self, name: str) -> None:
+        con = self._db()
+        try:
+            with con:
+                cur = con.execute(
+                    "UPDATE keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                    (datetime.now(UTC).isoformat(), name),
+                )
+        finally:
+            con.close()
+        if cur.rowcount == 0:
+            raise NotFound(f"No active key named {name!r}.", field="name")
+
+    def _refresh(self) -> None:
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            self._cache, self._stamp = {}, None
+            return
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == self._stamp:
+            return
+        con = self._db()
+        try:
+            rows = con.execute("SELECT id, name, salt, hash FROM keys WHERE revoked_at IS NULL").fetchall()
+        finally:
+            con.close()
+        self._cache = {r[0]: (r[1], bytes(r[2]), bytes(r[3])) for r in rows}
+        self._stamp = stamp
+
+    def verify(self, key: str) -> str | None:
+        """The key's name if ``key`` is valid and not revoked, else None."""
+        parts = key.split("_", 2)
+        if len(parts) != 3 or parts[0] != "pfm":
+            return None
+        with self._lock:
+            self._refresh()
+            entry = self._cache.get(parts[1])
+        if entry is None:
+            return None
+        name, salt, digest = entry
+        return name if hmac.compare_digest(_digest(salt, parts[2]), digest) else None

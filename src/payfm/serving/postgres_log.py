@@ -1,0 +1,82 @@
+"""The production decision log: PostgreSQL through psycopg 3 (the same tables as the SQLite log).
+
+A commit returns once PostgreSQL has flushed its WAL (``synchronous_commit`` on, the server default), so an
+acknowledged decision is durable. Several serving processes may share one database (with the Redis state).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from payfm.serving.decision_log import DecisionLog, Record
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS decisions (charge_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
+    "created_us BIGINT NOT NULL, decided_at TEXT NOT NULL, outcome TEXT NOT NULL, charge TEXT NOT NULL, "
+    "decision TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS decisions_seq ON decisions (seq)",
+    "CREATE TABLE IF NOT EXISTS outcomes (kind TEXT NOT NULL, outcome_id TEXT NOT NULL, "
+    "charge_id TEXT NOT NULL, seq BIGINT NOT NULL, created_us BIGINT NOT NULL, source TEXT, "
+    "applied INTEGER NOT NULL, appended INTEGER NOT NULL, payload TEXT NOT NULL, received_at TEXT NOT NULL, "
+    "PRIMARY KEY (kind, outcome_id))",
+    "CREATE INDEX IF NOT EXISTS outcomes_seq ON outcomes (seq)",
+    "CREATE TABLE IF NOT EXISTS reviews (charge_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
+    "opened_at TEXT NOT NULL, status TEXT NOT NULL, rule TEXT, risk_score INTEGER, reason TEXT, note TEXT, "
+    "closed_at TEXT, label INTEGER)",
+    "CREATE INDEX IF NOT EXISTS reviews_status ON reviews (status, seq)",
+]
+
+
+class PostgresDecisionLog(DecisionLog):
+    """``PostgresDecisionLog("postgresql://user@host:5432/db")``."""
+
+    placeholder = "%s"
+
+    def __init__(self, url: str, *, schema: str | None = None) -> None:
+        super().__init__()
+        self.url = url
+        self.schema = schema  # a PostgreSQL schema to keep the tables in (tests use a fresh one)
+        self._local = threading.local()
+        self._reads: list[psycopg.Connection[Any]] = []  # every thread's read connection, closed at close()
+        self._wcon: psycopg.Connection[Any] | None = None
+        with self._connect() as con:
+            for stmt in SCHEMA:
+                con.execute(stmt)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        con = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        if self.schema:
+            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            con.execute(f'SET search_path TO "{self.schema}"')
+        return con
+
+    def _read(self) -> psycopg.Connection[Any]:
+        con: psycopg.Connection[Any] | None = getattr(self._local, "con", None)
+        if con is None or con.closed:
+            con = self._local.con = self._connect()
+            self._reads.append(con)
+        return con
+
+    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._read().execute(self._sql(sql), tuple(args)).fetchall()
+        return rows
+
+    def _write_batch(self, records: Sequence[Record]) -> list[Any]:
+        if self._wcon is None or self._wcon.closed:
+            self._wcon = self._connect()
+        with self._wcon.transaction(), self._wcon.cursor() as cur:
+            return [self._apply(cur, r) for r in records]
+
+    def close(self) -> None:
+        super().close()
+        if self._wcon is not None:
+            self._wcon.close()
+            self._wcon = None
+        for con in self._reads:
+            con.close()
+        self._reads.clear()
+        self._local = threading.local()

@@ -1,0 +1,499 @@
+"""The scorer: one charge in, one decision out; no HTTP inside.
+
+``Scorer.open(ws)`` loads the production model (and a shadow model when one is in stage ``shadow``), the
+active ruleset and their feature set into an immutable :class:`Bundle`; :meth:`Scorer.reload` builds a new
+bundle and swaps the reference, so a promotion or a ruleset apply takes effect without a restart and a
+request in flight finishes with the bundle it started with.
+
+``score(charge)``: validate; if the charge id was decided before, return the stored decision (idempotent);
+else read the online features and count the charge (one atomic step, under the state lock, which also hands
+out the sequence number that orders the decision log); model probability -> risk score 0-100 and level; the
+top 3 reasons; the rules (first match in the order request_3ds, allow, block, review; no match: authorized);
+record the decision (durable before returning). With no model registered the score is null and rules on
+``:risk_score:`` never match (three-valued logic); every other rule still applies.
+
+Restart: :meth:`Scorer.open` restores the last state snapshot (memory state) and replays the decision log's
+charges and outcomes logged after it, in sequence order; ids already counted count once.
+
+Example:
+    >>> import tempfile
+    >>> from payfm.events.workspace import Workspace
+    >>> from payfm.serving.charges import EXAMPLE_FIELDS
+    >>> scorer = Scorer.open(Workspace.open(tempfile.mkdtemp(), create=True))
+    >>> d = scorer.score({"charge_id": "ch_1", "created": "2026-01-02T03:04:05Z", **EXAMPLE_FIELDS})
+    >>> d.outcome, d.risk_score
+    ('authorized', None)
+    >>> scorer.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from payfm.events.validate import validate_events
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import feature_set
+from payfm.features.definitions import FeatureSet
+from payfm.features.online import OnlineFeatures
+from payfm.features.stores import MemoryStore, StateStore
+from payfm.registry.store import ModelVersion, Registry
+from payfm.rules import charge_values
+from payfm.rules import rulesets as rs
+from payfm.rules.compiler import Ruleset
+from payfm.serving.charges import normalize_charge, refuse_card_numbers, to_us
+from payfm.serving.decision_log import (
+    REVIEW_LABELS,
+    REVIEW_REASONS,
+    REVIEW_STATUSES,
+    DecisionLog,
+    DecisionRecord,
+    MarkAppended,
+    OutcomeRecord,
+    ReviewClose,
+    open_log,
+)
+from payfm.serving.errors import Conflict, InvalidInput
+from payfm.training.models import Model
+from payfm.training.scores import ScoreLevels, risk_score
+
+log = logging.getLogger("payfm.serving")
+
+OUTCOMES = ("authorized", "manual_review", "blocked", "request_3ds")
+_ACTION_OUTCOME = {None: "authorized", "allow": "authorized", "review": "manual_review", "block": "blocked"}
+_ACTION_OUTCOME["request_3ds"] = "request_3ds"
+# Outcome event tables -> (id column, label source of the online features or None).
+OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
+
+
+def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
+    """The online label source an outcome feeds: fraudulent disputes, every EFW, every refund."""
+    if table == "disputes":
+        return "fraud_disputes" if payload.get("reason") == "fraudulent" else None
+    return "efws" if table == "early_fraud_warnings" else "refunds"
+
+
+@dataclass(frozen=True)
+class ScorerConfig:
+    """``model``: registry name to serve (default: the newest production version of any name);
+    ``top_k``: reasons per decision; ``snapshot_every``: snapshot the memory state every n decisions (0: only
+    at close); ``levels``: risk level thresholds."""
+
+    model: str | None = None
+    top_k: int = 3
+    snapshot_every: int = 0
+    levels: ScoreLevels = field(default_factory=ScoreLevels)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What decides, loaded together and swapped as one reference (never mutated)."""
+
+    fset: FeatureSet
+    model_version: ModelVersion | None
+    model: Model | None
+    shadow_version: ModelVersion | None
+    shadow: Model | None
+    ruleset: Ruleset | None
+    ruleset_version: int | None
+    loaded_at: str
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "feature_set": f"{self.fset.name}@{self.fset.version}",
+            "model": self.model_version.ref if self.model_version else None,
+            "shadow_model": self.shadow_version.ref if self.shadow_version else None,
+            "ruleset_version": self.ruleset_version,
+            "loaded_at": self.loaded_at,
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The decision of one charge (``features`` are logged; the HTTP response leaves them out)."""
+
+    charge_id: str
+    outcome: str
+    risk_score: int | None
+    risk_level: str | None
+    rule: str | None
+    action: str | None
+    reasons: list[dict[str, Any]]
+    model: str | None
+    ruleset_version: int | None
+    latency_ms: float
+    decided_at: str
+    shadow: dict[str, Any] | None = None
+    features: dict[str, float | None] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Decision:
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def load_bundle(ws: Workspace, config: ScorerConfig, fset: FeatureSet | None = None) -> Bundle:
+    """Load the production (and shadow) model and the active ruleset; ``fset`` pins the feature set."""
+    reg = Registry(ws)
+    versions = reg.list(config.model) if (ws.root / "models").exists() else []
+    prod = [v for v in versions if v.stage == "production"]
+    shadow = [v for v in versions if v.stage == "shadow"]
+    mv = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
+    active = rs.active(ws) if (ws.root / "rules.db").exists() else None
+    set_name = mv.feature_set if mv else (active.feature_set if active else "default")
+    want = fset or feature_set(set_name)
+    if (want.name, want.version) != (feature_set(set_name).name, feature_set(set_name).version):
+        raise Conflict(
+            f"The models and rules now select feature set '{set_name}'; the server's online state is of "
+            f"'{want.name}' version {want.version}. Restart the server to change the feature set.",
+            field="feature_set",
+        )
+    model = None
+    if mv is not None:
+        mv, model = reg.load(mv.ref, want)
+    sv, shadow_model = None, None
+    same = [v for v in shadow if (v.feature_set, v.feature_set_version) == (want.name, want.version)]
+    if same:
+        sv, shadow_model = reg.load(max(same, key=lambda v: (v.created_at, v.version)).ref, want)
+    ruleset = None
+    if active is not None:
+        if active.feature_set != want.name:
+            raise Conflict(
+                f"The active ruleset (version {active.version}) is written for feature set "
+                f"'{active.feature_set}'; the server serves '{want.name}'.",
+                field="ruleset",
+            )
+        ruleset = rs.compile_text(ws, active.text, active.feature_set)
+    return Bundle(
+        want,
+        mv,
+        model,
+        sv,
+        shadow_model,
+        ruleset,
+        active.version if active else None,
+        datetime.now(UTC).isoformat(),
+    )
+
+
+class Scorer:
+    """Decisions for one workspace: features + model + reasons + rules, recorded in the decision log."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        bundle: Bundle,
+        online: OnlineFeatures,
+        decisions: DecisionLog,
+        config: ScorerConfig,
+        seq: int = 0,
+    ) -> None:
+        self.ws = ws
+        self.bundle = bundle
+        self.online = online
+        self.log = decisions
+        self.config = config
+        self._lock = threading.Lock()  # the online state + sequence numbers
+        self._seq = seq
+        self._pending: dict[str, Future[dict[str, Any]]] = {}
+        self._inflight = 0  # applied to the state, not yet committed to the log
+        self._drained = threading.Condition(self._lock)
+        self._since_snapshot = 0
+        self.append_outcomes = True  # False when replaying: the outcomes are in the log already
+
+    # ---- life cycle ----------------------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        ws: Workspace,
+        *,
+        decision_log: str | DecisionLog = "sqlite",
+        state: str | StateStore = "memory",
+        config: ScorerConfig | None = None,
+    ) -> Scorer:
+        """Load the bundle, open the log, rebuild the online state (snapshot + the log's tail)."""
+        config = config or ScorerConfig()
+        bundle = load_bundle(ws, config)
+        fset = bundle.fset
+        dlog = decision_log if isinstance(decision_log, DecisionLog) else open_log(decision_log, ws.root)
+        if isinstance(state, StateStore):
+            store: StateStore = state
+        elif state == "memory":
+            store = MemoryStore()
+        elif state.startswith(("redis://", "rediss://", "unix://")):
+            from payfm.features.redis_store import RedisStore
+
+            store = RedisStore(state, fset)
+        else:
+            raise InvalidInput(f"The state must be 'memory' or a redis:// URL. Got {state!r}.", field="state")
+        seq = dlog.max_seq()
+        online = OnlineFeatures(fset, store)
+        scorer = cls(ws, bundle, online, dlog, config, seq)
+        if isinstance(store, MemoryStore) and not isinstance(state, StateStore):
+            scorer._rebuild()
+        scorer._append_pending_outcomes()
+        dlog.start()
+        return scorer
+
+    def _snapshot_dir(self) -> Path:
+        return self.ws.root / "serving" / "state"
+
+    def _rebuild(self) -> None:
+        """Restore the newest snapshot of this feature set, then replay the log after its sequence number."""
+        version = self.bundle.fset.version
+        snaps = sorted(
+            self._snapshot_dir().glob(f"{version}-*.json.gz"),
+            key=lambda p: int(p.name.split("-")[-1].split(".")[0]),
+        )
+        since = 0
+        if snaps:
+            self.online = OnlineFeatures(self.bundle.fset, MemoryStore.restore(snaps[-1], version))
+            since = int(snaps[-1].name.split("-")[-1].split(".")[0])
+        n = 0
+        for _, kind, payload in self.log.events_after(since):
+            if kind == "charge":
+                self.online.update(payload)
+            else:
+                self.online.apply_outcome(kind, payload["id"], payload["charge_id"], payload["created_us"])
+            n += 1
+        log.info("online state rebuilt: snapshot seq %d + %d logged events", since, n)
+
+    def snapshot(self) -> Path | None:
+        """Write the memory state with the sequence number it covers (waits for in-flight decisions)."""
+        store = self.online.store
+        if not isinstance(store, MemoryStore):
+            return None
+        with self._lock:
+            while self._inflight:
+                self._drained.wait()
+            self.log.flush()
+            seq = self._seq
+            d = self._snapshot_dir()
+            d.mkdir(parents=True, exist_ok=True)
+            path = d / f"{self.bundle.fset.version}-{seq}.json.gz"
+            store.snapshot(path, self.bundle.fset.version)
+            self._since_snapshot = 0
+        for old in d.glob(f"{self.bundle.fset.version}-*.json.gz"):
+            if old != path and int(old.name.split("-")[-1].split(".")[0]) < seq:
+                old.unlink(missing_ok=True)
+        return path
+
+    def close(self, snapshot: bool = True) -> None:
+        if snapshot:
+            self.snapshot()
+        self.log.close()
+
+    def reload(self) -> Bundle:
+        """Load the current production/shadow models and active ruleset; swap them in atomically."""
+        new = load_bundle(self.ws, self.config, self.bundle.fset)
+        self.bundle = new  # one reference assignment: requests in flight keep the bundle they started with
+        log.info("reloaded: %s", new.describe())
+        return new
+
+    # ---- deciding ------------------------------------------------------------------------------------------
+    def score(self, charge: Mapping[str, Any]) -> Decision:
+        """Decide ``charge`` (a mapping of the event schema's charge fields; ``created`` timezone-aware)."""
+        t0 = time.perf_counter()
+        c = normalize_charge(charge)
+        cid = str(c["charge_id"])
+        bundle = self.bundle
+        mine: Future[dict[str, Any]] | None = None
+        with self._lock:
+            other = self._pending.get(cid)
+            stored = None
+            if other is None and self.online.store.charge_fields(cid) is not None:
+                stored = self.log.get_decision(cid)
+            if other is None and stored is None:
+                vector = self.online.vector_then_update(c)
+                self._seq += 1
+                seq = self._seq
+                mine = Future()
+                self._pending[cid] = mine
+                self._inflight += 1
+        if other is not None:
+            return Decision.from_json(other.result(30))
+        if stored is not None:
+            return Decision.from_json(stored)
+        assert mine is not None
+        try:
+            decision = self._decide(bundle, c, vector, t0)
+            record = DecisionRecord(
+                seq,
+                cid,
+                int(c["created_us"]),
+                decision.decided_at,
+                decision.outcome,
+                c,
+                decision.to_json(),
+                decision.outcome == "manual_review",
+            )
+            saved: dict[str, Any] = self.log.write(record)
+            mine.set_result(saved)
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        finally:
+            with self._lock:
+                self._pending.pop(cid, None)
+                self._inflight -= 1
+                self._since_snapshot += 1
+                if not self._inflight:
+                    self._drained.notify_all()
+                due = 0 < self.config.snapshot_every <= self._since_snapshot
+        if due:
+            self.snapshot()
+        return decision if saved is record.decision else Decision.from_json(saved)
+
+    def _decide(
+        self, bundle: Bundle, c: Mapping[str, Any], vector: list[float | None], t0: float
+    ) -> Decision:
+        names = bundle.fset.names
+        feats = dict(zip(names, vector, strict=True))
+        score: int | None = None
+        level: str | None = None
+        reasons: list[dict[str, Any]] = []
+        if bundle.model is not None:
+            p = bundle.model.predict_one(vector)
+            score = risk_score(p)
+            level = self.config.levels.level(score)
+            reasons = [
+                {"feature": r.feature, "value": r.value, "contribution": r.contribution, "text": r.text}
+                for r in bundle.model.explain_one(vector, self.config.top_k)
+            ]
+        shadow = None
+        if bundle.shadow is not None and bundle.shadow_version is not None:
+            try:  # logged beside the decision, never deciding; a failing shadow never fails a charge
+                ps = bundle.shadow.predict_one(vector)
+                shadow = {"model": bundle.shadow_version.ref, "risk_score": risk_score(ps), "probability": ps}
+            except Exception as e:  # pragma: no cover - defensive
+                shadow = {"model": bundle.shadow_version.ref, "error": type(e).__name__}
+        action = rule = None
+        if bundle.ruleset is not None:
+            d = bundle.ruleset.decide(charge_values(c, feats, score, level))
+            action, rule = d.action, d.rule
+        return Decision(
+            charge_id=str(c["charge_id"]),
+            outcome=_ACTION_OUTCOME[action],
+            risk_score=score,
+            risk_level=level,
+            rule=rule,
+            action=action,
+            reasons=reasons,
+            model=bundle.model_version.ref if bundle.model_version else None,
+            ruleset_version=bundle.ruleset_version,
+            latency_ms=round((time.perf_counter() - t0) * 1000, 3),
+            decided_at=datetime.now(UTC).isoformat(),
+            shadow=shadow,
+            features=feats,
+        )
+
+    # ---- reviews -------------------------------------------------------------------------------------------
+    def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The review queue (``status`` open or closed), oldest first."""
+        if status is not None and status not in REVIEW_STATUSES:
+            raise InvalidInput(
+                f"The review status must be one of {', '.join(REVIEW_STATUSES)}. Got {status!r}.",
+                field="status",
+            )
+        return self.log.reviews(status, limit, offset)
+
+    def close_review(self, charge_id: str, reason: str, note: str = "") -> dict[str, Any]:
+        """Close the review of ``charge_id``; refunded_as_fraud and disputed become fraud labels."""
+        if reason not in REVIEW_REASONS:
+            raise InvalidInput(
+                f"The closing reason must be one of {', '.join(REVIEW_REASONS)}. Got {reason!r}.",
+                field="reason",
+            )
+        refuse_card_numbers({"note": note}, "review")
+        self.log.write(ReviewClose(charge_id, reason, note, datetime.now(UTC).isoformat()))
+        return {"charge_id": charge_id, "status": "closed", "reason": reason, "label": REVIEW_LABELS[reason]}
+
+    # ---- outcomes ------------------------------------------------------------------------------------------
+    def record_outcome(self, table: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a dispute, early fraud warning or refund: decision log, online features, event log.
+
+        Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate}``.
+        """
+        if table not in OUTCOME_TABLES:
+            raise InvalidInput(
+                f"The outcome table must be one of {', '.join(OUTCOME_TABLES)}. Got {table!r}.", field="table"
+            )
+        refuse_card_numbers(payload, table)
+        row = validate_events(table, pa.Table.from_pylist([dict(payload)]), source=f"POST {table}")
+        event = row.to_pylist()[0]
+        oid, cid = str(event[OUTCOME_TABLES[table]]), str(event["charge_id"])
+        created_us = to_us(event["created"], "created")
+        source = label_source(table, event)
+        result = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "duplicate": True}
+        key = f"{table}:{oid}"
+        with self._lock:
+            if key in self._pending or self.log.has_outcome(table, oid):
+                return result
+            applied = False
+            if source is not None:
+                applied = self.online.apply_outcome(source, oid, cid, created_us)
+            self._seq += 1
+            seq = self._seq
+            self._pending[key] = Future()
+            self._inflight += 1
+        try:
+            stored = {**event, "created": event["created"].isoformat(), "id": oid, "created_us": created_us}
+            self.log.write(
+                OutcomeRecord(
+                    seq, table, oid, cid, created_us, source, applied, stored, datetime.now(UTC).isoformat()
+                )
+            )
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+                self._inflight -= 1
+                if not self._inflight:
+                    self._drained.notify_all()
+        if self.append_outcomes:
+            self._append_to_event_log(table, [event])
+        return {**result, "applied": applied, "duplicate": False}
+
+    def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
+        data = validate_events(table, pa.Table.from_pylist(events))
+        with self.ws.writer("append") as w:
+            w.write(table, data)
+        for e in events:
+            self.log.write(_mark(table, str(e[OUTCOME_TABLES[table]])))
+
+    def _append_pending_outcomes(self) -> None:
+        """Outcomes logged but not yet in the event log (a crash in between): append those not there."""
+        pending = self.log.unappended_outcomes()
+        if not pending:
+            return
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for table, payload in pending:
+            by_table.setdefault(table, []).append(payload)
+        for table, payloads in by_table.items():
+            id_col = OUTCOME_TABLES[table]
+            have: set[str] = set()
+            if self.ws.files(table):
+                have = set(self.ws.read(table, [id_col])[id_col].to_pylist())
+            todo = [
+                {k: v for k, v in p.items() if k not in ("id", "created_us")}
+                for p in payloads
+                if p[id_col] not in have
+            ]
+            if todo:
+                self._append_to_event_log(table, todo)
+            for p in payloads:
+                self.log.write(_mark(table, str(p[id_col])))
+
+
+def _mark(table: str, oid: str) -> MarkAppended:
+    return MarkAppended(table, oid)

@@ -1,0 +1,85 @@
+"""The embedded decision log: one SQLite file in the workspace, WAL mode, ``synchronous=FULL``.
+
+FULL makes every commit fsync the write-ahead log, so a decision acknowledged to a client survives a kill -9
+or a power cut; the group commit of :mod:`payfm.serving.decision_log` shares one fsync between the
+concurrent requests of a batch.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from payfm.serving.decision_log import DecisionLog, Record
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    charge_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, created_us INTEGER NOT NULL, decided_at TEXT NOT NULL,
+    outcome TEXT NOT NULL, charge TEXT NOT NULL, decision TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS decisions_seq ON decisions (seq);
+CREATE TABLE IF NOT EXISTS outcomes (
+    kind TEXT NOT NULL, outcome_id TEXT NOT NULL, charge_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    created_us INTEGER NOT NULL, source TEXT, applied INTEGER NOT NULL, appended INTEGER NOT NULL,
+    payload TEXT NOT NULL, received_at TEXT NOT NULL, PRIMARY KEY (kind, outcome_id));
+CREATE INDEX IF NOT EXISTS outcomes_seq ON outcomes (seq);
+CREATE TABLE IF NOT EXISTS reviews (
+    charge_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, opened_at TEXT NOT NULL, status TEXT NOT NULL,
+    rule TEXT, risk_score INTEGER, reason TEXT, note TEXT, closed_at TEXT, label INTEGER);
+CREATE INDEX IF NOT EXISTS reviews_status ON reviews (status, seq);
+"""
+
+
+class SQLiteDecisionLog(DecisionLog):
+    """``SQLiteDecisionLog(path)``; reads use one connection per thread, writes the group-commit thread's."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._reads: list[sqlite3.Connection] = []  # every thread's read connection, closed at close()
+        self._wcon: sqlite3.Connection | None = None
+        con = self._connect()
+        con.executescript(SCHEMA)
+        con.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        return con
+
+    def _read(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = self._connect()
+            self._reads.append(con)
+        return con
+
+    def _write_batch(self, records: Sequence[Record]) -> list[Any]:
+        if self._wcon is None:
+            self._wcon = self._connect()
+        con = self._wcon
+        cur = con.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            out = [self._apply(cur, r) for r in records]
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        return out
+
+    def close(self) -> None:
+        super().close()
+        if self._wcon is not None:
+            self._wcon.close()
+            self._wcon = None
+        for con in self._reads:
+            con.close()
+        self._reads.clear()
+        self._local = threading.local()

@@ -1,0 +1,123 @@
+"""Human-readable reasons: a sentence per feature from its definition, with the training median as "typical".
+
+Example:
+    >>> from payfm.features.catalog import default_set
+    >>> t = templates(default_set())
+    >>> Reason("card.count_charges_1h", 9.0, 0.3, 1.2, t["card.count_charges_1h"]).text
+    '9 charges on this card in the last hour; typical: 0.3'
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
+
+_ENTITY = {
+    "card": "this card",
+    "email": "this e-mail domain",
+    "ip": "this IP address",
+    "customer": "this customer",
+    "device": "this device",
+    "merchant": "this merchant",
+    "bin": "this BIN",
+    "card_merchant": "this card at this merchant",
+    "card_ip": "this card from this IP address",
+}
+_SOURCE = {
+    "charges": "charges",
+    "fraud_disputes": "fraud disputes",
+    "efws": "early fraud warnings",
+    "refunds": "refunds",
+}
+_SPAN = {3600: "the last hour", 86400: "the last day", 604800: "the last 7 days", 2592000: "the last 30 days"}
+GENERIC = "{name} = {value}; typical: {typical}"
+
+
+def _span(f: Aggregate) -> str:
+    if f.window is None:
+        return "all time"
+    secs = int(f.window.total_seconds())
+    text = _SPAN.get(
+        secs, f"the last {secs // 3600} hours" if secs < 86400 else f"the last {secs // 86400} days"
+    )
+    if f.offset:
+        text += f" ending {int(f.offset.total_seconds()) // 86400} days ago"
+    return text
+
+
+def template(f: Aggregate | RequestFeature | Derived) -> str:
+    """The reason sentence of one feature, with ``{value}`` and ``{typical}`` placeholders."""
+    if isinstance(f, Aggregate):
+        who = _ENTITY.get(f.entity, f"this {f.entity}")
+        what = _SOURCE.get(f.source, f.source)
+        if f.filter:
+            what = f"{f.filter.replace('_', ' ')} {what}"
+        span = _span(f)
+        if f.agg == "count":
+            body = f"{{value}} {what} on {who} in {span}" if f.window else f"{{value}} {what} on {who} so far"
+        elif f.agg == "sum":
+            body = f"${{value}} of {what} on {who} in {span}"
+        elif f.agg == "distinct":
+            col = (f.column or "").replace("_", " ")
+            body = f"{{value}} distinct {col}s seen with {who} in {span}"
+        elif f.agg == "first_seen":
+            body = f"first time {who} is seen: {{value}}"
+        elif f.agg in ("since_prev", "since_first"):
+            which = "previous" if f.agg == "since_prev" else "first"
+            body = f"{{value}} s since the {which} charge of {who}"
+        else:
+            col = (f.column or "").replace("_", " ")
+            body = f"{f.agg} {col} of {who} over {span}: {{value}}"
+        return body + "; typical: {typical}"
+    if isinstance(f, RequestFeature):
+        words = {
+            "amount_usd": "amount ${value}",
+            "amount_usd_log": "log amount {value}",
+            "local_hour": "local hour {value}",
+            "since": "{value} s since " + " ".join(f.columns).replace("_", " "),
+        }
+        if f.kind in words:
+            return words[f.kind] + "; typical: {typical}"
+        return f.name.replace("_", " ") + ": {value}; typical: {typical}"
+    return f.name.replace(".", ": ").replace("_", " ") + " {value}; typical: {typical}"
+
+
+def templates(fset: FeatureSet) -> dict[str, str]:
+    """Feature name -> reason template, for every feature of the set."""
+    return {f.name: template(f) for f in fset.features}
+
+
+def _fmt(v: float | None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "missing"
+    if float(v).is_integer():
+        return f"{int(v):,}"
+    return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+@dataclass(frozen=True)
+class Reason:
+    """One feature's contribution to a score (in log-odds for trees and linear models)."""
+
+    feature: str
+    value: float | None
+    typical: float | None
+    contribution: float
+    template_: str = GENERIC
+
+    @property
+    def text(self) -> str:
+        if self.value is None or math.isnan(self.value):
+            return f"no value for {self.feature} (no history yet); typical: {_fmt(self.typical)}"
+        return self.template_.format(name=self.feature, value=_fmt(self.value), typical=_fmt(self.typical))
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "feature": self.feature,
+            "value": None if self.value is None or math.isnan(self.value) else self.value,
+            "typical": self.typical,
+            "contribution": self.contribution,
+            "text": self.text,
+        }

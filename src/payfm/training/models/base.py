@@ -1,0 +1,254 @@
+"""The estimator contract every payfm model follows, and what all of them share.
+
+``__init__`` stores keyword parameters only; :meth:`Model.fit` validates, learns (state ends in ``_``)
+and returns self. :meth:`Model.predict_proba` gives calibrated probabilities, shape (n,);
+:meth:`Model.predict_one` scores one feature vector (``list[float | None]`` in feature-set order, as the
+online features give it) through the very same batch code. :meth:`Model.explain` gives each row's top
+reasons. :meth:`Model.save` writes JSON + safe binary formats only (safetensors, LightGBM text);
+:func:`load_model` reads them back.
+
+A subclass implements ``_fit``, ``_raw`` (uncalibrated probabilities), ``_contributions`` (per-feature
+contributions, (n, d)), ``_save`` and ``_load``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from payfm.errors import PayfmError
+from payfm.events.workspace import atomic_write_bytes
+from payfm.training.calibration import Calibrator
+from payfm.training.explain import GENERIC, Reason
+
+
+class ModelError(PayfmError):
+    """A model was used wrongly: unfitted, or given data of the wrong shape."""
+
+
+class NotFittedError(ModelError):
+    """The model has not been fitted (or loaded) yet."""
+
+
+ArrayLike = np.ndarray | Sequence[Sequence[float | None]]
+
+
+def as_matrix(X: ArrayLike, who: str, n_features: int | None = None) -> np.ndarray:
+    """A float64 (n, d) matrix with NaN for missing values (None in lists becomes NaN)."""
+    try:
+        m = np.asarray(X, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ModelError(
+            f"{who}: expected a numeric (n, d) matrix with None/NaN for missing. Got {e}."
+        ) from None
+    if m.ndim != 2:
+        raise ModelError(f"{who}: expected a 2-D (n, d) matrix. Got {m.ndim} dimension(s).")
+    if n_features is not None and m.shape[1] != n_features:
+        raise ModelError(f"{who}: expected {n_features} feature columns. Got {m.shape[1]}.")
+    return m
+
+
+def nan_medians(X: np.ndarray) -> np.ndarray:
+    """Per column median ignoring NaN; 0 for an all-missing column."""
+    out = np.zeros(X.shape[1])
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        col = col[~np.isnan(col)]
+        out[j] = float(np.median(col)) if len(col) else 0.0
+    return out
+
+
+class Model(ABC):
+    """Base of every model. See the module docstring for the contract."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, *, calibration: str = "isotonic", seed: int = 0, **params: Any) -> None:
+        self.calibration = calibration
+        self.seed = seed
+        self.params = dict(params)
+
+    # ---- to implement --------------------------------------------------------------------------------------
+    @abstractmethod
+    def _fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        w: np.ndarray,
+        X_val: np.ndarray | None,
+        y_val: np.ndarray | None,
+    ) -> None: ...
+
+    @abstractmethod
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        """Uncalibrated probabilities, (n,)."""
+
+    @abstractmethod
+    def _contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the score (log-odds where possible), (n, d)."""
+
+    @abstractmethod
+    def _save(self, path: Path) -> None: ...
+
+    @abstractmethod
+    def _load(self, path: Path) -> None: ...
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        """Hyperparameters to try for one Optuna trial (none by default)."""
+        return {}
+
+    # ---- the contract -------------------------------------------------------------------------------------
+    def fit(
+        self,
+        X: ArrayLike,
+        y: np.ndarray | Sequence[int],
+        sample_weight: np.ndarray | None = None,
+        X_val: ArrayLike | None = None,
+        y_val: np.ndarray | Sequence[int] | None = None,
+        *,
+        feature_names: Sequence[str] | None = None,
+        templates: dict[str, str] | None = None,
+    ) -> Self:
+        """Learn from ``X`` (n, d) and 0/1 labels ``y``; calibrate on (``X_val``, ``y_val``) when given."""
+        who = f"{type(self).__name__}.fit"
+        Xm = as_matrix(X, who)
+        ya = np.asarray(y, dtype=np.float64).ravel()
+        if len(ya) != len(Xm):
+            raise ModelError(f"{who}: expected one label per row ({len(Xm)}). Got {len(ya)} labels.")
+        if len(ya) == 0 or not np.isin(ya, (0.0, 1.0)).all() or len(np.unique(ya)) < 2:
+            raise ModelError(f"{who}: expected labels 0 and 1, both present. Got values {np.unique(ya)[:5]}.")
+        w = np.ones(len(ya)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != ya.shape:
+            raise ModelError(f"{who}: expected one sample weight per row ({len(ya)}). Got {w.shape}.")
+        Xv = yv = None
+        if X_val is not None and y_val is not None:
+            Xv = as_matrix(X_val, who, Xm.shape[1])
+            yv = np.asarray(y_val, dtype=np.float64).ravel()
+        names = list(feature_names) if feature_names is not None else [f"f{j}" for j in range(Xm.shape[1])]
+        if len(names) != Xm.shape[1]:
+            raise ModelError(f"{who}: expected {Xm.shape[1]} feature names. Got {len(names)}.")
+        self.feature_names_ = names
+        self.medians_ = nan_medians(Xm)
+        self.templates_ = dict(templates or {})
+        self._fit(Xm, ya, w, Xv, yv)
+        self.calibrator_ = Calibrator("none")
+        if self.calibration != "none" and Xv is not None and yv is not None and len(np.unique(yv)) == 2:
+            self.calibrator_ = Calibrator(self.calibration).fit(self._raw(Xv), yv)
+        return self
+
+    def _check(self, X: ArrayLike, who: str) -> np.ndarray:
+        if not hasattr(self, "calibrator_"):
+            raise NotFittedError(
+                f"This {type(self).__name__} is not fitted yet: call fit(X, y) or load a saved model first."
+            )
+        return as_matrix(X, f"{type(self).__name__}.{who}", len(self.feature_names_))
+
+    def predict_raw(self, X: ArrayLike) -> np.ndarray:
+        """Uncalibrated probabilities, (n,)."""
+        return self._raw(self._check(X, "predict_raw"))
+
+    def predict_proba(self, X: ArrayLike) -> np.ndarray:
+        """Calibrated probabilities of the positive class, (n,)."""
+        m = self._check(X, "predict_proba")
+        return self.calibrator_.transform(self._raw(m))
+
+    def predict_one(self, vector: Sequence[float | None]) -> float:
+        """The calibrated probability of one feature vector (feature-set order), by the batch path."""
+        return float(self.predict_proba([list(vector)])[0])
+
+    def explain(self, X: ArrayLike, top_k: int = 3) -> list[list[Reason]]:
+        """Per row, the ``top_k`` features pushing the score up most (largest positive contributions)."""
+        m = self._check(X, "explain")
+        contrib = self._contributions(m)
+        k = min(top_k, m.shape[1])
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+        out: list[list[Reason]] = []
+        for i in range(len(m)):
+            row: list[Reason] = []
+            for j in order[i]:
+                c = float(contrib[i, j])
+                if c <= 0:
+                    break
+                name = self.feature_names_[j]
+                v = float(m[i, j])
+                row.append(
+                    Reason(
+                        name,
+                        None if math.isnan(v) else v,
+                        float(self.medians_[j]),
+                        c,
+                        self.templates_.get(name, GENERIC),
+                    )
+                )
+            out.append(row)
+        return out
+
+    def explain_one(self, vector: Sequence[float | None], top_k: int = 3) -> list[Reason]:
+        """The top reasons of one feature vector."""
+        return self.explain([list(vector)], top_k)[0]
+
+    # ---- persistence --------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the model into directory ``path``: ``model.json`` plus the model's binary files."""
+        if not hasattr(self, "calibrator_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet: nothing to save.")
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "kind": self.kind,
+            "params": self.params,
+            "calibration": self.calibration,
+            "seed": self.seed,
+            "feature_names": self.feature_names_,
+            "medians": self.medians_.tolist(),
+            "calibrator": self.calibrator_.to_json(),
+            "templates": self.templates_,
+        }
+        self._save(p)
+        atomic_write_bytes(p / "model.json", json.dumps(meta, indent=1, sort_keys=True).encode())
+        return p
+
+
+def load_model(path: str | Path) -> Model:
+    """Load a model saved by :meth:`Model.save` (the class comes from ``model.json``'s ``kind``)."""
+    from payfm.training.models import model_class
+
+    p = Path(path)
+    try:
+        meta = json.loads((p / "model.json").read_text())
+    except FileNotFoundError:
+        raise ModelError(f"No saved model at '{p}': expected a directory with model.json.") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"'{p / 'model.json'}' is not valid JSON ({e}).") from None
+    cls = model_class(str(meta["kind"]))
+    m = cls(calibration=meta["calibration"], seed=int(meta["seed"]), **meta["params"])
+    m.feature_names_ = list(meta["feature_names"])
+    m.medians_ = np.asarray(meta["medians"], dtype=np.float64)
+    m.templates_ = dict(meta.get("templates", {}))
+    m._load(p)
+    m.calibrator_ = Calibrator.from_json(meta["calibrator"])
+    return m
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write named arrays as safetensors, atomically."""
+    from safetensors.numpy import save
+
+    atomic_write_bytes(path, save({k: np.ascontiguousarray(v) for k, v in arrays.items()}))
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    try:
+        out: dict[str, np.ndarray] = load_file(str(path))
+    except FileNotFoundError:
+        raise ModelError(f"Model file '{path}' is missing.") from None
+    return out

@@ -1,0 +1,111 @@
+"""Logistic regression: median imputation, standard scaling, one-hot of categorical columns.
+
+Fitted with scikit-learn, then held as plain arrays (weights over the expanded design) so prediction and
+explanation are one small numpy expression shared by batch and single-charge scoring.
+
+Example:
+    >>> import numpy as np
+    >>> X = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 0, 1, 1])
+    >>> LogisticModel(calibration="none").fit(X, y).predict_proba(X).round(1).tolist()[0] < 0.5
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from payfm.training.models.base import Model, load_arrays, save_arrays
+
+MAX_CATEGORIES = 32  # most frequent codes kept per categorical column; the rest share the all-zero row
+
+
+class LogisticModel(Model):
+    """Parameters: ``C`` (inverse L2 strength, default 1.0), ``categorical`` (indices of columns holding
+    category codes, one-hot encoded), ``max_iter`` (default 300), ``class_weight`` ("balanced" or None)."""
+
+    kind = "lr"
+
+    @staticmethod
+    def search_space(trial: Any) -> dict[str, Any]:
+        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        """(n, d) raw features -> (n, d') imputed, scaled numeric columns then one-hot columns."""
+        filled = np.where(np.isnan(X), self.medians_, X)
+        num = (filled[:, self.numeric_] - self.mean_) / self.scale_
+        parts = [num]
+        for j, cats in zip(self.categorical_, self.categories_, strict=True):
+            parts.append((filled[:, j : j + 1] == cats[None, :]).astype(np.float64))
+        return np.hstack(parts) if len(parts) > 1 else num
+
+    def _fit(
+        self, X: np.ndarray, y: np.ndarray, w: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None
+    ) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        cat = sorted(int(j) for j in self.params.get("categorical", ()))
+        self.categorical_ = np.asarray(cat, dtype=np.int64)
+        self.numeric_ = np.asarray([j for j in range(X.shape[1]) if j not in set(cat)], dtype=np.int64)
+        filled = np.where(np.isnan(X), self.medians_, X)
+        num = filled[:, self.numeric_]
+        self.mean_ = np.average(num, axis=0, weights=w) if len(self.numeric_) else np.zeros(0)
+        sd = (
+            np.sqrt(np.average((num - self.mean_) ** 2, axis=0, weights=w))
+            if len(self.numeric_)
+            else np.zeros(0)
+        )
+        self.scale_ = np.where(sd > 0, sd, 1.0)
+        self.categories_ = []
+        for j in cat:
+            vals, counts = np.unique(filled[:, j], return_counts=True)
+            self.categories_.append(np.sort(vals[np.argsort(-counts)][:MAX_CATEGORIES]))
+        lr = LogisticRegression(
+            C=float(self.params.get("C", 1.0)),
+            max_iter=int(self.params.get("max_iter", 300)),
+            class_weight=self.params.get("class_weight"),
+        )
+        lr.fit(self._design(X), y, sample_weight=w)
+        self.coef_ = lr.coef_[0].astype(np.float64)
+        self.intercept_ = float(lr.intercept_[0])
+
+    def _margin(self, X: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self._design(X) @ self.coef_ + self.intercept_
+        return out
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        out: np.ndarray = 1.0 / (1.0 + np.exp(-self._margin(X)))
+        return out
+
+    def _contributions(self, X: np.ndarray) -> np.ndarray:
+        """Linear terms relative to the typical (median) charge, coef * (z(x) - z(median)), per feature."""
+        diff = (self._design(X) - self._design(self.medians_[None, :])) * self.coef_
+        out = np.zeros(X.shape)
+        out[:, self.numeric_] = diff[:, : len(self.numeric_)]
+        k = len(self.numeric_)
+        for j, cats in zip(self.categorical_, self.categories_, strict=True):
+            out[:, j] = diff[:, k : k + len(cats)].sum(axis=1)
+            k += len(cats)
+        return out
+
+    def _save(self, path: Path) -> None:
+        arrays = {
+            "coef": self.coef_,
+            "intercept": np.array([self.intercept_]),
+            "mean": self.mean_,
+            "scale": self.scale_,
+            "numeric": self.numeric_,
+            "categorical": self.categorical_,
+        }
+        for i, c in enumerate(self.categories_):
+            arrays[f"categories_{i}"] = c
+        save_arrays(path / "linear.safetensors", arrays)
+
+    def _load(self, path: Path) -> None:
+        a = load_arrays(path / "linear.safetensors")
+        self.coef_, self.intercept_ = a["coef"], float(a["intercept"][0])
+        self.mean_, self.scale_ = a["mean"], a["scale"]
+        self.numeric_, self.categorical_ = a["numeric"], a["categorical"]
+        self.categories_ = [a[f"categories_{i}"] for i in range(len(self.categorical_))]

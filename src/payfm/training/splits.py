@@ -1,0 +1,136 @@
+"""Time-based splits with a label-delay gap, prequential folds and negative downsampling.
+
+The timeline is cut into train | gap | validation | gap | test, by the charge's ``created``. Nothing from the
+gaps is used: a model is validated on charges that happen at least ``gap`` after the last training charge,
+as it would be in production where recent labels have not arrived yet. Train and validation keep mature
+labels only (the immature ones are counted); test keeps every row and its ``mature`` flag, so evaluation can
+say how many test labels were still immature.
+
+Example:
+    >>> import numpy as np
+    >>> day = 86_400_000_000
+    >>> created = np.arange(0, 60 * day, day // 10)
+    >>> s = time_split(created, np.ones(len(created), bool), val_days=10, test_days=10, gap_days=5)
+    >>> bool(created[s.train].max() + 5 * day <= created[s.val].min())
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from payfm.errors import ConfigError
+
+US_PER_DAY = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class Split:
+    """Row indices of each part (into the table sorted by time) and the cut points (UTC microseconds)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    bounds: dict[str, tuple[int, int]]  # part -> [start, end) in microseconds
+    immature: dict[str, int]  # rows left out of train/val because their label was not mature
+    too_recent: int = 0  # rows after the end of the timeline (``end_us``), in no part
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "rows": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "bounds_us": self.bounds,
+            "immature_dropped": self.immature,
+            "too_recent": self.too_recent,
+        }
+
+
+def time_split(
+    created_us: np.ndarray,
+    mature: np.ndarray,
+    *,
+    val_days: float = 14,
+    test_days: float = 14,
+    gap_days: float = 7,
+    end_us: int | None = None,
+) -> Split:
+    """Split by time: the last ``test_days`` are test, the ``val_days`` before them (less a gap) validation.
+
+    ``created_us`` are int64 microseconds (any order); ``mature`` is a bool array of the same length.
+    ``end_us`` ends the timeline early: rows created at or after it are in no part (``too_recent``); the
+    trainer sets it one label horizon before the end of the log, so that every test label is mature.
+    """
+    for who, v in (("val_days", val_days), ("test_days", test_days)):
+        if v <= 0:
+            raise ConfigError(f"The '{who}' of the time split must be positive. Got {v}.")
+    if gap_days < 0:
+        raise ConfigError(f"The 'gap_days' of the time split must be >= 0. Got {gap_days}.")
+    if len(created_us) == 0:
+        raise ConfigError("The time split needs at least one row. Got an empty table.")
+    lo, hi = int(created_us.min()), int(created_us.max()) + 1
+    if end_us is not None:
+        hi = min(hi, int(end_us))
+    gap, vd, td = (int(d * US_PER_DAY) for d in (gap_days, val_days, test_days))
+    test_start = hi - td
+    val_end = test_start - gap
+    val_start = val_end - vd
+    train_end = val_start - gap
+    if train_end <= lo:
+        span = (hi - lo) / US_PER_DAY
+        raise ConfigError(
+            f"The time split needs more data: val {val_days} d + test {test_days} d + 2 gaps of {gap_days} d "
+            f"leave no training period in {span:.1f} days of charges"
+            + (" with mature labels (a label horizon before the end of the log)." if end_us else ".")
+        )
+    mature = np.asarray(mature, dtype=bool)
+    in_train = created_us < train_end
+    in_val = (created_us >= val_start) & (created_us < val_end)
+    in_test = (created_us >= test_start) & (created_us < hi)
+    return Split(
+        train=np.flatnonzero(in_train & mature),
+        val=np.flatnonzero(in_val & mature),
+        test=np.flatnonzero(in_test),
+        bounds={"train": (lo, train_end), "val": (val_start, val_end), "test": (test_start, hi)},
+        immature={"train": int((in_train & ~mature).sum()), "val": int((in_val & ~mature).sum())},
+        too_recent=int((created_us >= hi).sum()),
+    )
+
+
+def prequential_folds(
+    created_us: np.ndarray, mature: np.ndarray, *, weeks: int = 4, gap_days: float = 7, test_days: float = 7
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Rolling weekly evaluation: for each of the last ``weeks`` weeks, (train rows, test rows).
+
+    Fold k trains on every mature row before its test week less the gap, and tests on that week, so a model
+    is scored as it would have been, week after week. Folds are yielded oldest first.
+    """
+    if weeks < 1:
+        raise ConfigError(f"The 'weeks' of prequential evaluation must be >= 1. Got {weeks}.")
+    hi = int(created_us.max()) + 1
+    td, gap = int(test_days * US_PER_DAY), int(gap_days * US_PER_DAY)
+    mature = np.asarray(mature, dtype=bool)
+    for k in range(weeks - 1, -1, -1):
+        end = hi - k * td
+        start = end - td
+        train = np.flatnonzero((created_us < start - gap) & mature)
+        test = np.flatnonzero((created_us >= start) & (created_us < end))
+        if len(train) and len(test):
+            yield train, test
+
+
+def downsample_negatives(y: np.ndarray, rate: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Keep every positive and a ``rate`` share of negatives; weight kept negatives by 1/rate.
+
+    Returns (row indices kept, in order; their sample weights), so weighted metrics and calibration stay
+    unbiased for the full population.
+    """
+    if not 0 < rate <= 1:
+        raise ConfigError(f"The negative downsampling 'rate' must be in (0, 1]. Got {rate}.")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    keep = (y == 1) | (rng.random(len(y)) < rate)
+    idx = np.flatnonzero(keep)
+    weights = np.where(y[idx] == 1, 1.0, 1.0 / rate)
+    return idx, weights

@@ -1,0 +1,240 @@
+"""The trainer: any task, any model kind, one protocol.
+
+Split by time with a label-delay gap, train on mature labels (negatives optionally downsampled with weights),
+tune on the validation period, calibrate on it, and report validation and test metrics.
+
+Example (on a workspace with charges; see docs/models.md):
+    >>> # [result] = train(ws, "gbdt", task("fraud"), default_set(), TrainConfig(horizon_days=60))
+    >>> # register_result(Registry(ws), result, default_set()).ref  -> 'fraud-gbdt@1'
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.features.definitions import FeatureSet
+from payfm.registry.store import ModelVersion, Registry
+from payfm.training.data import TaskData, task_data
+from payfm.training.explain import templates
+from payfm.training.models import Model, model_class
+from payfm.training.splits import Split, downsample_negatives, prequential_folds, time_split
+from payfm.training.tasks import Task
+from payfm.training.tuning import average_precision, tune
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. ``horizon_days`` None uses the task's horizon (fraud: 120 days, which leaves no mature
+    negative in a world shorter than that: use e.g. 60 on the 120-day demo world)."""
+
+    horizon_days: float | None = None
+    val_days: float = 14
+    test_days: float = 14
+    gap_days: float = 7  # label delay: nothing from the gap before validation and before test is used
+    downsample: float = 1.0  # share of training negatives kept (weighted 1/share)
+    trials: int = 0  # Optuna trials on the validation period; 0 keeps the default parameters
+    calibration: str = "isotonic"
+    seed: int = 0
+    as_of: datetime | None = None  # when labels are read; None = the end of the log
+    # True: the timeline ends one horizon before the end of the log, so test labels are all mature (rows
+    # after it are too recent to label and counted); False: test is the latest period, mostly immature.
+    mature_test: bool = True
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> fixed parameters
+
+    def horizon(self, task: Task) -> timedelta:
+        return task.horizon if self.horizon_days is None else timedelta(days=self.horizon_days)
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    kind: str
+    task: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    split: dict[str, Any]
+    window: dict[str, str]  # ISO bounds of the train/val/test periods
+    horizon_days: float
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("model")
+        return d
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def evaluate_rows(model: Model, X: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
+    """Average precision, ROC AUC, base rate and row count of ``model`` on labelled rows."""
+    p = model.predict_proba(X) if len(X) else np.zeros(0)
+    return {
+        f"{prefix}_ap": average_precision(y, p) if len(X) else float("nan"),
+        f"{prefix}_auc": _auc(y, p) if len(X) else float("nan"),
+        f"{prefix}_rows": float(len(y)),
+        f"{prefix}_positives": float(y.sum()),
+    }
+
+
+def prepare(ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig) -> tuple[TaskData, Split]:
+    """The task's data and its time split (mature train/val rows, every test row)."""
+    data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task))
+    if len(data.created_us) == 0:
+        raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
+    end_us = None
+    if config.mature_test:
+        now_us = (
+            int(config.as_of.timestamp() * 1e6)
+            if config.as_of is not None
+            else int(data.created_us.max()) + 1
+        )
+        end_us = now_us - int(config.horizon(task).total_seconds() * 1e6)
+    split = time_split(
+        data.created_us,
+        data.mature,
+        val_days=config.val_days,
+        test_days=config.test_days,
+        gap_days=config.gap_days,
+        end_us=end_us,
+    )
+    for part in ("train", "val"):
+        idx = getattr(split, part)
+        if len(np.unique(data.y[idx])) < 2:
+            raise ConfigError(
+                f"Task '{task.name}': the {part} period needs mature positives and negatives. "
+                f"Got {int(data.y[idx].sum())} positives in {len(idx)} mature rows "
+                f"({split.immature[part]} immature); try a shorter --horizon-days or a longer world."
+            )
+    return data, split
+
+
+def fit_on_split(
+    kind: str,
+    data: TaskData,
+    split: Split,
+    config: TrainConfig,
+    fset: FeatureSet,
+    task: Task,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Tune (optionally), fit and calibrate one model kind on a prepared split."""
+    t0 = time.perf_counter()
+    tr = split.train
+    w: np.ndarray | None = None
+    if config.downsample < 1.0:
+        keep, w = downsample_negatives(data.y[tr], config.downsample, config.seed)
+        tr = tr[keep]
+    X, y = data.X[tr], data.y[tr]
+    Xv, yv = data.X[split.val], data.y[split.val]
+    params = dict(config.params.get(kind, {}))
+    if config.trials > 0:
+
+        def tick(done: int, total: int) -> None:
+            if progress:
+                progress(f"{kind}: tuning", done, total)
+
+        params, _ = tune(
+            kind, X, y, w, Xv, yv, trials=config.trials, base_params=params, seed=config.seed, progress=tick
+        )
+    if progress:
+        progress(f"{kind}: fitting", 0, 1)
+    model = model_class(kind)(calibration=config.calibration, seed=config.seed, **params)
+    model.fit(X, y, w, Xv, yv, feature_names=data.feature_names, templates=templates(fset))
+    metrics = evaluate_rows(model, Xv, yv, "val")
+    test_mature = split.test[data.mature[split.test]]
+    metrics |= evaluate_rows(model, data.X[test_mature], data.y[test_mature], "test")
+    metrics["test_immature"] = float(len(split.test) - len(test_mature))
+    if progress:
+        progress(f"{kind}: fitting", 1, 1)
+    return TrainResult(
+        model=model,
+        kind=kind,
+        task=task.name,
+        params=params,
+        metrics=metrics,
+        split=split.summary(),
+        window={
+            f"{k}_{e}": _iso(v) for k, (s, t) in split.bounds.items() for e, v in (("start", s), ("end", t))
+        },
+        horizon_days=config.horizon(task).total_seconds() / 86400,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def train(
+    ws: Workspace,
+    kinds: list[str] | str,
+    task: Task,
+    fset: FeatureSet,
+    config: TrainConfig | None = None,
+    progress: Progress | None = None,
+) -> list[TrainResult]:
+    """Train each model kind on ``task`` over the backfill of ``fset``; one result per kind."""
+    cfg = config or TrainConfig()
+    names = [kinds] if isinstance(kinds, str) else list(kinds)
+    for k in names:
+        model_class(k)
+    data, split = prepare(ws, task, fset, cfg)
+    out = []
+    for k in names:
+        out.append(fit_on_split(k, data, split, cfg, fset, task, progress))
+    return out
+
+
+def register_result(
+    reg: Registry, result: TrainResult, fset: FeatureSet, name: str | None = None
+) -> ModelVersion:
+    """Register a trained model as a candidate ``<task>-<kind>`` with its window, metrics and horizon."""
+    return reg.register(
+        result.model,
+        name=name or f"{result.task}-{result.kind}",
+        task=result.task,
+        fset=fset,
+        data_window=result.window,
+        params=result.params,
+        metrics=result.metrics,
+        extra={"horizon_days": result.horizon_days, "split": result.split, "train_seconds": result.seconds},
+    )
+
+
+def prequential(
+    ws: Workspace,
+    kind: str,
+    task: Task,
+    fset: FeatureSet,
+    config: TrainConfig | None = None,
+    weeks: int = 4,
+) -> list[dict[str, Any]]:
+    """Rolling weekly evaluation: refit on everything mature before each week (less the gap), test on it."""
+    cfg = config or TrainConfig()
+    data = task_data(ws, task, fset, as_of=cfg.as_of, horizon=cfg.horizon(task))
+    rows = []
+    for train_idx, test_idx in prequential_folds(
+        data.created_us, data.mature, weeks=weeks, gap_days=cfg.gap_days, test_days=7
+    ):
+        if len(np.unique(data.y[train_idx])) < 2:
+            continue
+        model = model_class(kind)(calibration="none", seed=cfg.seed, **cfg.params.get(kind, {}))
+        model.fit(data.X[train_idx], data.y[train_idx], feature_names=data.feature_names)
+        mature_test = test_idx[data.mature[test_idx]]
+        m = evaluate_rows(model, data.X[mature_test], data.y[mature_test], "test")
+        rows.append({"week_start": _iso(int(data.created_us[test_idx].min())), **m})
+    return rows

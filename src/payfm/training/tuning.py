@@ -1,0 +1,56 @@
+"""Hyperparameter search on the validation period with Optuna: maximize validation average precision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from payfm.training.models import model_class
+
+
+def average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
+    from sklearn.metrics import average_precision_score
+
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(average_precision_score(y, p, sample_weight=w))
+
+
+def tune(
+    kind: str,
+    X: np.ndarray,
+    y: np.ndarray,
+    w: np.ndarray | None,
+    X_val: np.ndarray,
+    y_val: np.ndarray,
+    *,
+    trials: int,
+    base_params: dict[str, Any] | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, Any], float]:
+    """The best parameters of ``trials`` trials (merged over ``base_params``) and their validation AP."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cls = model_class(kind)
+    base = dict(base_params or {})
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {**base, **cls.search_space(trial)}
+        m = cls(calibration="none", seed=seed, **params).fit(X, y, w, X_val, y_val)
+        ap = average_precision(y_val, m.predict_raw(X_val))
+        return 0.0 if np.isnan(ap) else ap
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    done = [0]
+
+    def tick(_s: optuna.Study, _t: optuna.trial.FrozenTrial) -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], trials)
+
+    study.optimize(objective, n_trials=trials, callbacks=[tick])
+    return {**base, **study.best_params}, float(study.best_value)

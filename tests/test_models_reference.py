@@ -1,0 +1,119 @@
+"""Models against independent references: scikit-learn's own predictions, TreeSHAP's additivity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from payfm.training.calibration import Calibrator
+from payfm.training.models.forest import ForestModel
+from payfm.training.models.gbdt import GBDTModel
+from payfm.training.models.linear import LogisticModel
+from payfm.training.scores import ScoreLevels, risk_score, risk_scores
+
+
+def data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    X[rng.random(n) < 0.3, 1] = np.nan
+    y = (X[:, 0] + 0.5 * np.nan_to_num(X[:, 1]) + rng.normal(size=n) > 1.5).astype(int)
+    return X, y
+
+
+def test_forest_array_walk_equals_scikit_learn() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = data()
+    m = ForestModel(n_estimators=15, max_depth=7, n_jobs=1, calibration="none", seed=3).fit(X, y)
+    ref = RandomForestClassifier(
+        n_estimators=15, max_depth=7, min_samples_leaf=20, max_features=0.15, n_jobs=1, random_state=3
+    ).fit(np.where(np.isnan(X), m.medians_, X), y, sample_weight=np.ones(len(y)))  # fit() passes weights
+    Xt, _ = data(500, 1)
+    np.testing.assert_allclose(
+        m.predict_raw(Xt), ref.predict_proba(np.where(np.isnan(Xt), m.medians_, Xt))[:, 1], atol=1e-12
+    )
+
+
+def test_forest_path_contributions_add_up_to_the_prediction() -> None:
+    X, y = data()
+    m = ForestModel(n_estimators=10, n_jobs=1, calibration="none").fit(X, y)
+    c = m._contributions(X[:50])
+    bias = m.value_[m.roots_].mean()
+    np.testing.assert_allclose(c.sum(axis=1) + bias, m.predict_raw(X[:50]), atol=1e-12)
+
+
+def test_linear_model_matches_scikit_learn_pipeline() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = data()
+    m = LogisticModel(calibration="none", C=0.5).fit(X, y)
+    ref = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=0.5)).fit(
+        X, y
+    )
+    Xt, _ = data(400, 2)
+    np.testing.assert_allclose(m.predict_raw(Xt), ref.predict_proba(Xt)[:, 1], atol=1e-5)
+
+
+def test_linear_one_hot_of_a_categorical_column() -> None:
+    rng = np.random.default_rng(0)
+    cat = rng.integers(0, 3, 3000).astype(float)
+    X = np.column_stack([rng.normal(size=3000), cat])
+    y = ((cat == 1) & (rng.random(3000) < 0.6)).astype(int)  # not monotone in the code: needs one-hot
+    m = LogisticModel(calibration="none", categorical=[1]).fit(X, y)
+    p = m.predict_raw(np.array([[0.0, 0.0], [0.0, 1.0], [0.0, 2.0]]))
+    assert p[1] > 0.4 and p[0] < 0.05 and p[2] < 0.05
+
+
+def test_gbdt_contributions_are_exact_treeshap() -> None:
+    X, y = data()
+    m = GBDTModel(n_estimators=40, num_threads=1, calibration="none").fit(X, y)
+    full = m.booster_.predict(X[:100], pred_contrib=True)
+    margin = m.booster_.predict(X[:100], raw_score=True)
+    np.testing.assert_allclose(m._contributions(X[:100]).sum(axis=1) + full[:, -1], margin, atol=1e-9)
+    # the single-charge fast path gives the batch row's values
+    for i in (0, 17, 99):
+        np.testing.assert_allclose(m._contributions(X[i : i + 1])[0], full[i, :-1], atol=1e-12)
+        assert m._raw(X[i : i + 1])[0] == pytest.approx(m._raw(X[:100])[i], abs=1e-12)
+
+
+def test_gbdt_early_stops_on_validation() -> None:
+    X, y = data()
+    Xv, yv = data(2000, 5)
+    m = GBDTModel(n_estimators=2000, learning_rate=0.3, early_stopping=10, num_threads=1).fit(
+        X, y, None, Xv, yv
+    )
+    assert m.best_iteration_ < 300
+    assert m.booster_.current_iteration() == m.best_iteration_
+
+
+@pytest.mark.parametrize("method", ["isotonic", "platt"])
+def test_calibration_is_monotone_round_trips_and_fixes_a_skew(method: str) -> None:
+    rng = np.random.default_rng(0)
+    true = rng.random(20000) * 0.2
+    y = (rng.random(20000) < true).astype(int)
+    raw = np.sqrt(true)  # a monotone but badly calibrated score
+    c = Calibrator(method).fit(raw, y)
+    grid = np.linspace(0, 1, 50)
+    out = c.transform(grid)
+    assert (np.diff(out) >= -1e-12).all() and (out >= 0).all() and (out <= 1).all()
+    np.testing.assert_array_equal(Calibrator.from_json(c.to_json()).transform(grid), out)
+    assert abs(c.transform(raw).mean() - y.mean()) < 0.005 < abs(raw.mean() - y.mean())
+
+
+def test_risk_score_and_levels() -> None:
+    assert risk_score(1e-5) == 0 and risk_score(1.0) == 100 and risk_score(0.01) == 50
+    assert (np.diff(risk_scores(np.linspace(0, 1, 100))) >= 0).all()
+    levels = ScoreLevels()
+    assert [levels.level(s) for s in (64.9, 65, 74.9, 75)] == ["normal", "elevated", "elevated", "highest"]
+    assert ScoreLevels(elevated=50, highest=90).level(60) == "elevated"
+    with pytest.raises(Exception, match="elevated <= highest"):
+        ScoreLevels(elevated=80, highest=70)
+
+
+def test_gbdt_passes_other_lightgbm_parameters_through() -> None:
+    X, y = data()
+    m = GBDTModel(n_estimators=10, num_threads=1, max_depth=2, calibration="none").fit(X, y)
+    assert all(t["num_leaves"] <= 4 for t in m.booster_.dump_model()["tree_info"])

@@ -1,0 +1,124 @@
+"""The registry: versions round-trip exactly, tampering is refused, stages move as promised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import bench_set, tiny_set
+from payfm.registry import ArtifactIntegrityError, FeatureSetMismatchError, Registry, RegistryError
+from payfm.registry.store import UnknownModelError
+from payfm.training.models import model_class
+
+FS = tiny_set()
+
+
+def fitted(kind: str, seed: int = 0) -> object:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(2000, len(FS.names)))
+    y = (X[:, 0] + rng.normal(size=2000) > 2).astype(int)
+    params = {"n_estimators": 30, "num_threads": 1} if kind == "gbdt" else {}
+    return model_class(kind)(seed=seed, **params).fit(
+        X[:1500], y[:1500], None, X[1500:], y[1500:], feature_names=FS.names
+    )
+
+
+@pytest.fixture()
+def reg(tmp_path: Path) -> Registry:
+    return Registry(Workspace.open(tmp_path, create=True))
+
+
+def register(reg: Registry, kind: str = "gbdt", seed: int = 0) -> str:
+    m = fitted(kind, seed)
+    mv = reg.register(
+        m,
+        name="fraud-x",
+        task="fraud",
+        fset=FS,
+        metrics={"val_ap": 0.5},  # type: ignore[arg-type]
+        data_window={"train_start": "2026-01-01"},
+    )
+    return mv.ref
+
+
+@pytest.mark.parametrize("kind", ["lr", "gbdt"])  # every kind round-trips in test_models_contract
+def test_round_trip_gives_identical_predictions(reg: Registry, kind: str) -> None:
+    m = fitted(kind)
+    mv = reg.register(m, name="fraud-" + kind, task="fraud", fset=FS)  # type: ignore[arg-type]
+    X = np.random.default_rng(9).normal(size=(300, len(FS.names)))
+    _, loaded = reg.load(mv.ref, FS)
+    np.testing.assert_array_equal(loaded.predict_proba(X), m.predict_proba(X))  # type: ignore[attr-defined]
+    entry = reg.get(mv.ref).entry
+    assert entry["feature_set_version"] == FS.version and entry["kind"] == kind
+    assert entry["code_version"] and len(entry["content_hash"]) == 64
+
+
+def test_versions_refs_and_unknown_versions(reg: Registry) -> None:
+    assert register(reg) == "fraud-x@1" and register(reg, seed=1) == "fraud-x@2"
+    assert [v.version for v in reg.list("fraud-x")] == [1, 2]
+    assert reg.get("fraud-x").version == 2  # no production: the latest
+    assert reg.get("fraud-x@candidate").version == 2
+    with pytest.raises(UnknownModelError, match=r"has no version 7\. Expected one of 1, 2"):
+        reg.get("fraud-x@7")
+    with pytest.raises(UnknownModelError, match="No registered model 'nope'"):
+        reg.load("nope")
+
+
+def test_a_flipped_byte_is_refused(reg: Registry) -> None:
+    ref = register(reg)
+    path = reg.path(reg.get(ref)) / "model.lgb.txt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactIntegrityError, match="refusing to load"):
+        reg.load(ref)
+
+
+def test_feature_set_mismatch_at_load_and_register(reg: Registry) -> None:
+    ref = register(reg)
+    with pytest.raises(FeatureSetMismatchError, match="trained on feature set 'tiny'"):
+        reg.load(ref, bench_set())
+    with pytest.raises(FeatureSetMismatchError):
+        reg.register(fitted("lr"), name="other", task="fraud", fset=bench_set())  # type: ignore[arg-type]
+
+
+def test_promote_archives_the_previous_and_rollback_restores_it(reg: Registry) -> None:
+    for seed in range(3):
+        register(reg, seed=seed)
+    reg.promote("fraud-x@1")
+    reg.promote("fraud-x@2")
+    assert {v.version: v.stage for v in reg.list()} == {1: "archived", 2: "production", 3: "candidate"}
+    assert reg.get("fraud-x").version == 2  # the bare name resolves to production
+    reg.promote("fraud-x@3")
+    assert reg.rollback("fraud-x").version == 2
+    assert {v.version: v.stage for v in reg.list()} == {1: "archived", 2: "production", 3: "archived"}
+    assert reg.rollback("fraud-x").version == 1
+    with pytest.raises(RegistryError, match="nothing to restore"):
+        reg.rollback("fraud-x")
+    reg.set_stage("fraud-x@3", "shadow")
+    assert reg.get("fraud-x@shadow").version == 3
+
+
+def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
+    register(reg)
+    register(reg, seed=1)
+    ws = str(reg.root.parent)
+
+    def run(*args: str) -> tuple[int, str]:
+        r = CliRunner().invoke(cli, ["-w", ws, "models", *args], catch_exceptions=False)
+        return r.exit_code, r.output
+
+    code, out = run("list")
+    assert code == 0 and "fraud-x@1" in out and "fraud-x@2" in out and "candidate" in out
+    assert run("promote", "fraud-x@1")[0] == 0 and run("promote", "fraud-x@2")[0] == 0
+    code, out = run("rollback", "fraud-x")
+    assert code == 0 and "fraud-x@1 is production again" in out
+    code, out = run("show", "fraud-x")
+    assert code == 0 and '"version": 1' in out and '"stage": "production"' in out
+    code, out = run("show", "fraud-x@9")
+    assert code == 1 and "has no version 9" in out and "Traceback" not in out

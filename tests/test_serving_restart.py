@@ -1,0 +1,116 @@
+"""kill -9 under load: after a restart no acknowledged charge is missing and none is counted twice."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from payfm.events.workspace import Workspace
+from payfm.serving.keys import KeyStore
+from test_serving_scorer import charge
+
+N = 400
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start(ws: Path, port: int) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws), "serve"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--snapshot-every", "60"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            c.request("GET", "/healthz")
+            if c.getresponse().status == 200:
+                c.close()
+                return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the server did not start within 30 s")
+
+
+def _post(port: int, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        c.request(
+            "POST",
+            "/v1/charges/score",
+            json.dumps(body),
+            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
+        r = c.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        c.close()
+
+
+def test_kill_9_mid_stream_then_restart_counts_each_charge_once(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    key = KeyStore(ws.root / "serving" / "keys.db").create("t")
+    port = _free_port()
+    proc = _start(ws.root, port)
+    acked: list[str] = []
+    try:
+
+        def send() -> None:
+            for i in range(N):
+                try:
+                    status, body = _post(port, key, charge(i))
+                except OSError:
+                    return  # the server died mid-request: not acknowledged
+                if status == 200:
+                    acked.append(body["charge_id"])
+
+        t = threading.Thread(target=send)
+        t.start()
+        while len(acked) < N // 3 and t.is_alive():
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+        t.join(30)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert N // 3 <= len(acked) < N
+    db = ws.root / "serving" / "decisions.db"
+    with sqlite3.connect(db) as con:
+        logged = {r[0] for r in con.execute("SELECT charge_id FROM decisions")}
+    assert set(acked) <= logged  # every acknowledged decision was durable before its response
+    assert list((ws.root / "serving" / "state").glob("*.json.gz"))  # a snapshot was taken before the kill
+    proc = _start(ws.root, port)
+    try:
+        for i in range(N):  # resend everything: acknowledged ones return the stored decision
+            status, _ = _post(port, key, charge(i))
+            assert status == 200
+        status, _ = _post(port, key, charge(N, card_last4="0000"))
+        assert status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    with sqlite3.connect(db) as con:
+        (feats,) = con.execute("SELECT decision FROM decisions WHERE charge_id = ?", (f"ch_{N}",)).fetchone()
+        assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == N + 1
+    features = json.loads(feats)["features"]
+    assert features["card.count_charges_all"] == N  # each of the N charges of this card counted exactly once

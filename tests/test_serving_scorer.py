@@ -1,0 +1,241 @@
+"""The decision service in process and through the HTTP app (FastAPI TestClient): decisions, idempotency,
+bad input, review queue, outcomes, shadow models, reload, and the PostgreSQL decision log."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import tiny_set
+from payfm.registry.store import Registry
+from payfm.rules import rulesets
+from payfm.serving.app import create_app
+from payfm.serving.charges import EXAMPLE_FIELDS
+from payfm.serving.keys import KeyStore
+from payfm.serving.scorer import Scorer
+from payfm.training.models.linear import LogisticModel
+
+PG_URL = os.environ.get("PAYFM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+T0 = "2026-03-01T12:00:00+00:00"
+RULES = "big: review if :amount_usd: > 500\nbad_country: block if :ip_country: = 'RU'\n"
+
+
+def charge(i: int, **kw: Any) -> dict[str, Any]:
+    return {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:{i // 60 % 60:02d}:{i % 60:02d}+00:00"} | {
+        **EXAMPLE_FIELDS,
+        **kw,
+    }
+
+
+def register(ws: Workspace, amount_weight: float, stage: str, name: str = "fraud-lr") -> str:
+    """A logistic model on the tiny feature set whose probability grows with the amount (and card count)."""
+    fset = tiny_set()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, len(fset.names))) * 10 + 20
+    z = X[:, fset.names.index("amount_usd")] * amount_weight + rng.normal(size=400) * 5
+    y = (z > np.median(z)).astype(int)
+    model = LogisticModel(calibration="none").fit(X, y, feature_names=fset.names)
+    mv = Registry(ws).register(model, name=name, task="fraud", fset=fset)
+    if stage == "production":
+        Registry(ws).promote(mv.ref)
+    else:
+        Registry(ws).set_stage(mv.ref, stage)
+    return mv.ref
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    w = Workspace.open(tmp_path / "ws", create=True)
+    register(w, 1.0, "production")
+    rulesets.save(w, RULES, activate=True, set_name="tiny", author="test")
+    return w
+
+
+@pytest.fixture()
+def scorer(ws: Workspace) -> Iterator[Scorer]:
+    s = Scorer.open(ws)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def client(ws: Workspace, scorer: Scorer) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    keys = KeyStore(ws.root / "serving" / "keys.db")
+    key = keys.create("tests")
+    with TestClient(create_app(scorer, keys, max_body=4096)) as c:
+        yield c, {"Authorization": f"Bearer {key}"}
+
+
+def test_decision_has_score_reasons_rule_and_versions(scorer: Scorer) -> None:
+    small = scorer.score(charge(1, amount=100, amount_usd=100))
+    assert small.outcome == "authorized" and small.rule is None
+    assert small.model == "fraud-lr@1" and small.ruleset_version == 1
+    assert 0 <= (small.risk_score or -1) <= 100 and small.risk_level in ("normal", "elevated", "highest")
+    big = scorer.score(charge(2, amount=90_000, amount_usd=90_000))
+    assert big.outcome == "manual_review" and big.rule == "big"
+    assert big.risk_score is not None and big.risk_score > small.risk_score  # type: ignore[operator]
+    assert big.reasons and big.reasons[0]["feature"] in tiny_set().names and len(big.reasons) <= 3
+    blocked = scorer.score(charge(3, amount=90_000, amount_usd=90_000, ip_country="RU"))
+    assert blocked.outcome == "blocked" and blocked.rule == "bad_country"  # block comes before review
+    assert blocked.features["card.count_charges_1h"] == 2.0  # the two charges before it, not itself
+    assert blocked.latency_ms > 0
+
+
+def test_retry_returns_the_stored_decision_and_counts_once(scorer: Scorer) -> None:
+    first = scorer.score(charge(1))
+    again = scorer.score(charge(1))
+    assert again == first
+    nxt = scorer.score(charge(2))
+    assert nxt.features["card.count_charges_1h"] == 1.0
+    assert scorer.log.count("decisions") == 2
+
+
+def test_no_model_means_null_score_and_rules_still_apply(tmp_path: Path) -> None:
+    w = Workspace.open(tmp_path / "w", create=True)
+    rulesets.save(w, RULES + "hi: block if :risk_score: >= 0\n", activate=True, set_name="tiny")
+    s = Scorer.open(w)
+    try:
+        d = s.score(charge(1, amount_usd=90_000))
+        assert d.risk_score is None and d.model is None
+        assert d.outcome == "manual_review"  # ':risk_score: >= 0' is unknown, never true
+    finally:
+        s.close()
+
+
+def test_shadow_scores_are_logged_but_never_decide(ws: Workspace) -> None:
+    register(ws, -1.0, "shadow")  # the opposite model: it would flip every decision on risk score
+    rulesets.save(ws, "hi: block if :risk_score: >= 60\n", activate=True, set_name="tiny")
+    s = Scorer.open(ws)
+    try:
+        for i, amount in enumerate((100, 90_000)):
+            d = s.score(charge(i, amount_usd=amount))
+            assert d.model == "fraud-lr@1" and d.shadow is not None and d.shadow["model"] == "fraud-lr@2"
+            assert (d.outcome == "blocked") == ((d.risk_score or 0) >= 60)
+            assert d.shadow["risk_score"] != d.risk_score
+            assert s.log.get_decision(f"ch_{i}")["shadow"]["model"] == "fraud-lr@2"  # type: ignore[index]
+    finally:
+        s.close()
+
+
+def test_reload_swaps_model_and_ruleset_without_restart(scorer: Scorer, ws: Workspace) -> None:
+    assert scorer.score(charge(1, ip_country="RU")).outcome == "blocked"
+    ref = register(ws, 1.0, "candidate")
+    Registry(ws).promote(ref)
+    rulesets.save(ws, "allow_all: allow if :amount_usd: >= 0\n", activate=True, set_name="tiny")
+    before = scorer.bundle
+    scorer.reload()
+    d = scorer.score(charge(2, ip_country="RU"))
+    assert d.outcome == "authorized" and d.rule == "allow_all" and d.model == "fraud-lr@2"
+    assert d.ruleset_version == 2 and before.ruleset_version == 1  # the old bundle was not mutated
+
+
+def test_http_auth_size_schema_and_card_numbers(client: tuple[TestClient, dict[str, str]]) -> None:
+    c, h = client
+    assert c.post("/v1/charges/score", json=charge(1)).status_code == 401
+    assert (
+        c.post("/v1/charges/score", json=charge(1), headers={"Authorization": "Bearer pfm_x_y"}).status_code
+        == 401
+    )
+    r = c.post("/v1/charges/score", json=charge(1), headers=h)
+    assert r.status_code == 200 and r.json()["charge_id"] == "ch_1" and "features" not in r.json()
+    naive = c.post("/v1/charges/score", json=charge(2, created="2026-03-01T12:00:00"), headers=h)
+    assert naive.status_code == 422 and naive.json()["error"]["field"] == "created"
+    extra = c.post("/v1/charges/score", json=charge(2, coupon="x"), headers=h)
+    assert extra.status_code == 422 and extra.json()["error"]["field"] == "coupon"
+    missing = c.post(
+        "/v1/charges/score", json={k: v for k, v in charge(2).items() if k != "amount"}, headers=h
+    )
+    assert missing.status_code == 422 and missing.json()["error"]["field"] == "amount"
+    bad = c.post("/v1/charges/score", json=charge(2, channel="telepathy"), headers=h)
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "channel"
+    pan = "4242 4242 4242 4242"
+    card = c.post("/v1/charges/score", json=charge(2, device_id=pan), headers=h)
+    assert card.status_code == 422 and "4242 4242" not in card.text and "card number" in card.text
+    big = c.post("/v1/charges/score", json=charge(2, device_id="x" * 5000), headers=h)
+    assert big.status_code == 413
+    assert c.get("/healthz").json()["model"] == "fraud-lr@1"
+    assert "/v1/charges/score" in c.get("/openapi.json").json()["paths"]
+
+
+def test_review_queue_lists_pages_and_closes(
+    client: tuple[TestClient, dict[str, str]], scorer: Scorer
+) -> None:
+    c, h = client
+    for i in range(5):
+        assert c.post("/v1/charges/score", json=charge(i, amount_usd=90_000), headers=h).json()[
+            "outcome"
+        ] == ("manual_review")
+    page = c.get("/v1/reviews", params={"status": "open", "limit": 2}, headers=h).json()
+    assert [r["charge_id"] for r in page["data"]] == ["ch_0", "ch_1"] and page["has_more"]
+    page2 = c.get("/v1/reviews", params={"status": "open", "limit": 2, "offset": 2}, headers=h).json()
+    assert [r["charge_id"] for r in page2["data"]] == ["ch_2", "ch_3"]
+    r = c.post("/v1/reviews/ch_1/close", json={"reason": "refunded_as_fraud"}, headers=h)
+    assert r.status_code == 200 and r.json()["label"] == 1
+    assert c.post("/v1/reviews/ch_1/close", json={"reason": "approved"}, headers=h).status_code == 409
+    assert c.post("/v1/reviews/ch_99/close", json={"reason": "approved"}, headers=h).status_code == 404
+    assert c.post("/v1/reviews/ch_2/close", json={"reason": "maybe"}, headers=h).status_code == 422
+    closed = c.get("/v1/reviews", params={"status": "closed"}, headers=h).json()["data"]
+    assert [(x["charge_id"], x["reason"]) for x in closed] == [("ch_1", "refunded_as_fraud")]
+    assert scorer.log.review_labels() == [("ch_1", 1)]
+
+
+def test_outcomes_update_features_and_the_event_log(
+    client: tuple[TestClient, dict[str, str]], scorer: Scorer, ws: Workspace
+) -> None:
+    c, h = client
+    c.post("/v1/charges/score", json=charge(1), headers=h)
+    dispute = {"dispute_id": "dp_1", "charge_id": "ch_1", "created": "2026-03-01T12:00:30Z"}
+    dispute |= {"reason": "fraudulent", "amount": 1999, "currency": "usd"}
+    r = c.post("/v1/disputes", json=dispute, headers=h).json()
+    assert r["applied"] and r["label_source"] == "fraud_disputes" and not r["duplicate"]
+    assert c.post("/v1/disputes", json=dispute, headers=h).json()["duplicate"]
+    assert ws.count("disputes") == 1
+    efw = {"efw_id": "efw_1", "charge_id": "ch_1", "created": "2026-03-01T12:00:40Z", "fraud_type": "misc"}
+    assert c.post("/v1/early_fraud_warnings", json=efw, headers=h).json()["label_source"] == "efws"
+    refund = {"refund_id": "re_1", "charge_id": "ch_1", "created": "2026-03-01T12:00:50Z", "amount": 5}
+    refund |= {"currency": "usd", "reason": "duplicate"}
+    assert c.post("/v1/refunds", json=refund, headers=h).status_code == 200
+    assert (
+        c.post("/v1/refunds", json={**refund, "refund_id": "re_2", "amount": -1}, headers=h).status_code
+        == 422
+    )
+    d = scorer.score(charge(2))
+    assert d.features["card.count_fraud_disputes_all"] == 1.0
+
+
+def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(PG_URL, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
+            pytest.fail(f"PostgreSQL is required (PAYFM_REQUIRE_SERVICES) but not reachable at {PG_URL}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_URL}; start it or set PAYFM_TEST_POSTGRES_URL")
+    from payfm.serving.postgres_log import PostgresDecisionLog
+
+    schema = f"payfm_test_{uuid.uuid4().hex[:8]}"
+    w = Workspace.open(tmp_path / "w", create=True)
+    rulesets.save(w, RULES, activate=True, set_name="tiny")
+    try:
+        s = Scorer.open(w, decision_log=PostgresDecisionLog(PG_URL, schema=schema))
+        first = s.score(charge(1, amount_usd=90_000))
+        assert s.score(charge(1, amount_usd=90_000)) == first
+        s.score(charge(2))
+        s.close()
+        # A new server on the same database: the decisions are there and the state is rebuilt from them.
+        s2 = Scorer.open(w, decision_log=PostgresDecisionLog(PG_URL, schema=schema))
+        assert s2.log.get_decision("ch_1") == first.to_json()
+        assert s2.log.reviews("open")[0]["charge_id"] == "ch_1"
+        assert s2.score(charge(3)).features["card.count_charges_1h"] == 2.0
+        s2.close(snapshot=False)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -1,0 +1,85 @@
+"""Time splits leak nothing across periods; immature labels never train; downsampling weights are unbiased."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from payfm.errors import ConfigError
+from payfm.training.splits import US_PER_DAY, downsample_negatives, prequential_folds, time_split
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(50, 2000),
+    span_days=st.floats(40, 200),
+    gap=st.floats(0, 10),
+    seed=st.integers(0, 10_000),
+)
+def test_no_charge_of_a_later_split_before_the_gap(n: int, span_days: float, gap: float, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    created = rng.integers(0, int(span_days * US_PER_DAY), n)
+    mature = rng.random(n) < 0.7
+    s = time_split(created, mature, val_days=7, test_days=7, gap_days=gap)
+    g = int(gap * US_PER_DAY)
+    parts = [created[s.train], created[s.val], created[s.test]]
+    for early, late in ((parts[0], parts[1]), (parts[1], parts[2]), (parts[0], parts[2])):
+        if len(early) and len(late):
+            assert early.max() + g < late.min() or (g == 0 and early.max() < late.min())
+    assert not set(s.train) & set(s.val) and not set(s.val) & set(s.test)
+    assert mature[s.train].all() and mature[s.val].all()  # only mature labels train or validate
+    in_train = created < s.bounds["train"][1]
+    assert s.immature["train"] == int((in_train & ~mature).sum())
+    assert set(s.test) == set(np.flatnonzero(created >= s.bounds["test"][0]))  # test keeps immature rows
+
+
+def test_periods_have_the_asked_lengths_and_gaps() -> None:
+    created = np.arange(0, 60 * US_PER_DAY, US_PER_DAY // 24)
+    s = time_split(created, np.ones(len(created), bool), val_days=10, test_days=5, gap_days=3)
+    (tr0, tr1), (v0, v1), (t0, t1) = s.bounds["train"], s.bounds["val"], s.bounds["test"]
+    assert (t1 - t0, v1 - v0) == (5 * US_PER_DAY, 10 * US_PER_DAY)
+    assert (t0 - v1, v0 - tr1) == (3 * US_PER_DAY, 3 * US_PER_DAY)
+    assert len(s.train) == -(-(tr1 - tr0) // (US_PER_DAY // 24))  # every hourly charge before the cut
+
+
+def test_too_short_a_history_is_a_clear_error() -> None:
+    created = np.arange(0, 20 * US_PER_DAY, US_PER_DAY)
+    with pytest.raises(ConfigError, match="leave no training period"):
+        time_split(created, np.ones(20, bool), val_days=7, test_days=7, gap_days=7)
+
+
+def test_prequential_folds_train_only_on_the_past() -> None:
+    created = np.arange(0, 70 * US_PER_DAY, US_PER_DAY // 4)
+    mature = np.ones(len(created), bool)
+    mature[::5] = False
+    folds = list(prequential_folds(created, mature, weeks=4, gap_days=2))
+    assert len(folds) == 4
+    starts = [created[te].min() for _, te in folds]
+    assert starts == sorted(starts)  # oldest first, weekly
+    for tr, te in folds:
+        assert created[tr].max() + 2 * US_PER_DAY <= created[te].min()
+        assert mature[tr].all()
+        assert created[te].max() - created[te].min() < 7 * US_PER_DAY
+
+
+def test_downsampling_keeps_positives_and_reweights_negatives() -> None:
+    rng = np.random.default_rng(0)
+    y = (rng.random(100_000) < 0.01).astype(int)
+    idx, w = downsample_negatives(y, 0.1, seed=1)
+    assert y[idx].sum() == y.sum()
+    assert (w[y[idx] == 1] == 1).all() and np.allclose(w[y[idx] == 0], 10)
+    assert abs(w[y[idx] == 0].sum() - (y == 0).sum()) / (y == 0).sum() < 0.02
+    assert (np.diff(idx) > 0).all()
+    with pytest.raises(ConfigError, match=r"in \(0, 1\]"):
+        downsample_negatives(y, 0.0)
+
+
+def test_an_early_end_leaves_the_too_recent_rows_out_of_every_part() -> None:
+    created = np.arange(0, 60 * US_PER_DAY, US_PER_DAY // 24)
+    end = 40 * US_PER_DAY
+    s = time_split(created, np.ones(len(created), bool), val_days=7, test_days=7, gap_days=2, end_us=end)
+    used = np.concatenate([s.train, s.val, s.test])
+    assert created[used].max() < end and s.bounds["test"] == (33 * US_PER_DAY, end)
+    assert s.too_recent == int((created >= end).sum()) == 20 * 24

@@ -1,0 +1,148 @@
+"""End to end on a small synthetic world: two tasks through one trainer; scoring a window for evaluation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import tiny_set
+from payfm.features.training_set import load_backfill
+from payfm.registry import Registry
+from payfm.synth import WorldConfig, generate_world
+from payfm.training.data import feature_matrix
+from payfm.training.labels import fraud_labels
+from payfm.training.predict import SCORE_COLUMNS, score_window
+from payfm.training.tasks import task
+from payfm.training.trainer import TrainConfig, register_result, train
+
+FS = tiny_set()
+CFG = TrainConfig(horizon_days=10, val_days=7, test_days=7, gap_days=3, params={"gbdt": {"n_estimators": 60}})
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    w = Workspace.open(tmp_path_factory.mktemp("world"), create=True)
+    w.write_stream(generate_world(WorldConfig(charges=30_000, days=40, seed=7, fraud_rate=0.03)), "replace")
+    return w
+
+
+def test_retry_success_labels_match_a_hand_computation(ws: Workspace) -> None:
+    rows = ws.read("charges", ["charge_id", "created", "outcome", "retry_of"]).to_pylist()
+    by_id = {r["charge_id"]: r for r in rows}
+    horizon = timedelta(days=7)
+    now = max(r["created"] for r in rows)
+    expect: dict[str, tuple[int, bool]] = {}
+    for r in rows:
+        if r["outcome"] == "issuer_declined":
+            expect[r["charge_id"]] = (0, r["created"] + horizon <= now)
+    for r in rows:
+        d = by_id.get(r["retry_of"] or "")
+        ok = d and d["outcome"] == "issuer_declined" and r["outcome"] == "authorized"
+        if ok and r["created"] <= d["created"] + horizon:  # type: ignore[index]  # d is set when ok
+            expect[d["charge_id"]] = (1, True)  # type: ignore[index]
+    got = task("retry_success").labels(ws).to_pylist()
+    assert {g["key"]: (g["label"], g["mature"]) for g in got} == expect
+    assert 0 < sum(v[0] for v in expect.values()) < len(expect)
+
+
+def test_a_second_task_trains_end_to_end_with_the_same_trainer(ws: Workspace) -> None:
+    t = task("retry_success")
+    [res] = train(ws, "gbdt", t, FS, TrainConfig(val_days=7, test_days=7, gap_days=1))
+    assert res.task == "retry_success" and res.horizon_days == 7
+    declined = (
+        ws.connect().sql("SELECT count(*) FROM charges WHERE outcome = 'issuer_declined'").fetchall()[0][0]
+    )
+    rows = res.split["rows"]
+    assert 0 < rows["train"] + rows["val"] + rows["test"] <= declined  # keyed by declined charges only
+    assert 0 <= res.metrics["val_ap"] <= 1
+    reg = Registry(ws)
+    mv = reg.register(res.model, name="retry-gbdt", task=t.name, fset=FS, extra={"horizon_days": 7})
+    scored = score_window(ws, mv.ref)
+    assert scored.num_rows == declined
+    assert set(pc.unique(scored["is_fraud"]).to_pylist()) == {0, 1}
+
+
+@pytest.fixture(scope="module")
+def trained(ws: Workspace) -> Registry:
+    reg = Registry(ws)
+    for res in train(ws, ["lr", "gbdt"], task("fraud"), FS, CFG):
+        mv = register_result(reg, res, FS)
+        assert mv.ref == f"fraud-{res.kind}@1" and mv.entry["horizon_days"] == 10
+    return reg
+
+
+def test_fraud_models_learn_and_report_immature_labels(trained: Registry) -> None:
+    for name in ("fraud-lr", "fraud-gbdt"):
+        mv = trained.get(name)
+        m = mv.entry["metrics"]
+        base_rate = m["val_positives"] / m["val_rows"]
+        assert m["val_ap"] > 2 * base_rate, (name, m)
+        assert mv.entry["split"]["immature_dropped"] == {
+            "train": 0,
+            "val": 0,
+        }  # val ends a horizon before now
+        # the timeline ends a horizon (10 days) before the log's end: every test label is mature
+        assert m["test_immature"] == 0 and m["test_rows"] > 1000 and mv.entry["split"]["too_recent"] > 5000
+        assert mv.entry["data_window"]["train_end"] < mv.entry["data_window"]["val_start"]
+
+
+def test_score_window_scores_the_window_with_the_registered_model(ws: Workspace, trained: Registry) -> None:
+    full = score_window(ws, "fraud-gbdt")
+    assert tuple(full.column_names) == SCORE_COLUMNS
+    assert full.num_rows == ws.count("charges")
+    created = full["created"].to_pylist()
+    start, end = created[len(created) // 2], created[3 * len(created) // 4]
+    part = score_window(ws, "fraud-gbdt@1", start, end)
+    got = part["created"].to_pylist()
+    assert min(got) >= start and max(got) < end and part.num_rows == sum(start <= c < end for c in created)
+    _, model = trained.load("fraud-gbdt", FS)
+    feats = load_backfill(ws, FS)
+    idx = {c: i for i, c in enumerate(feats["charge_id"].to_pylist())}
+    take = [idx[c] for c in part["charge_id"].to_pylist()]
+    expect = model.predict_proba(feature_matrix(feats.take(take), FS.names))
+    np.testing.assert_array_equal(part["score"].to_numpy(), expect)
+    labels = fraud_labels(ws.connect(), horizon=timedelta(days=10))
+    assert dict(zip(full["charge_id"].to_pylist(), full["is_fraud"].to_pylist(), strict=True)) == dict(
+        zip(labels["charge_id"].to_pylist(), labels["is_fraud"].to_pylist(), strict=True)
+    )
+    with pytest.raises(Exception, match="timezone-aware"):
+        score_window(ws, "fraud-gbdt", start.replace(tzinfo=None))
+
+
+def test_cli_train_registers_candidates_and_prints_a_comparison(tmp_path: Path, ws: Workspace) -> None:
+    r = CliRunner().invoke(
+        cli,
+        [
+            "-w",
+            str(ws.root),
+            "train",
+            "--model",
+            "lr",
+            "--set",
+            "tiny",
+            "--horizon-days",
+            "10",
+            "--val-days",
+            "7",
+            "--test-days",
+            "7",
+            "--gap-days",
+            "3",
+        ],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0, r.output
+    assert "validation and test" in r.output and "immature labels left out" in r.output
+    assert Registry(ws).get("fraud-lr").stage == "candidate"
+    args = ["--val-days", "7", "--test-days", "7", "--gap-days", "3"]
+    r = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "train", "--set", "tiny", "--horizon-days", "200", *args]
+    )
+    assert r.exit_code == 1 and "with mature labels" in r.output
