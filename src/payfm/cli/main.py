@@ -11,8 +11,13 @@ import click
 
 from payfm import __version__
 from payfm.cli.demo import demo
+from payfm.cli.evaluate import evaluate
 from payfm.cli.events import generate, import_, sql, summary
 from payfm.cli.features import features
+from payfm.cli.fm import fm
+from payfm.cli.models import models, train
+from payfm.cli.rules import lists, rules
+from payfm.cli.serve import replay, serve
 from payfm.errors import PayfmError
 from payfm.events.workspace import DEFAULT_WORKSPACE
 
@@ -57,6 +62,14 @@ cli.add_command(sql)
 cli.add_command(summary)
 cli.add_command(demo)
 cli.add_command(features)
+cli.add_command(fm)
+cli.add_command(train)
+cli.add_command(models)
+cli.add_command(evaluate)
+cli.add_command(rules)
+cli.add_command(lists)
+cli.add_command(serve)
+cli.add_command(replay)
 
 
 def main() -> None:

@@ -1,0 +1,70 @@
+"""Foundation-model benchmarks on this CPU: pretraining throughput, batch and single-charge online embedding.
+
+    .venv/bin/python bench/bench_fm.py [--charges 50000] [--threads 2]
+
+Targets (DESIGN.md): single-charge online embedding p99 <= 5 ms; batch embedding >= 20k charges/s.
+Uses a fresh synthetic world and the default model size (seq_len 16, 2 layers, 4 heads, 32 channels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from payfm.events.workspace import Workspace
+from payfm.fm.embed import OnlineEmbedder, embed_sequences
+from payfm.fm.pretrain import PretrainConfig, pretrain
+from payfm.fm.sequences import build_sequences, read_charges
+from payfm.synth import WorldConfig
+from payfm.synth.generator import generate_world
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--charges", type=int, default=50_000)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--online", type=int, default=3000, help="single-charge embeddings to time")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    ws = Workspace.open(tempfile.mkdtemp(prefix="bench-fm-"), create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=30, seed=11)), "replace")
+
+    result = pretrain(ws, PretrainConfig(steps=args.steps))
+    print(f"pretraining: {result.charges_per_s:,.0f} charges/s (batch 256, {args.steps} steps)")
+
+    from payfm.fm.pretrain import load_checkpoint
+
+    model, tokenizer, _ = load_checkpoint(result.path)
+    t0 = time.perf_counter()
+    charges = read_charges(ws)
+    seqs = build_sequences(charges, tokenizer, model.config.seq_len)
+    t1 = time.perf_counter()
+    embed_sequences(model, seqs)
+    t2 = time.perf_counter()
+    n = len(seqs)
+    print(
+        f"batch embedding: {n / (t2 - t0):,.0f} charges/s end to end "
+        f"(read + tokenize + sequences {t1 - t0:.2f} s, model {t2 - t1:.2f} s = {n / (t2 - t1):,.0f}/s)"
+    )
+
+    online = OnlineEmbedder(model, tokenizer)
+    rows = charges.slice(0, args.online + 1000).to_pylist()
+    for c in rows[:1000]:
+        online.learn_one(c)
+    lat = []
+    for c in rows[1000:]:
+        s = time.perf_counter()
+        online.embed_one(c)
+        lat.append(time.perf_counter() - s)
+        online.learn_one(c)
+    ms = np.array(lat) * 1e3
+    print(f"online embedding: p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms")
+
+
+if __name__ == "__main__":
+    main()

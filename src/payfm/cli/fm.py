@@ -1,0 +1,127 @@
+"""`payfm fm pretrain|embed|evaluate`: the payments foundation model (thin commands over payfm.fm).
+
+Under torchrun, `payfm fm pretrain` trains with DistributedDataParallel::
+
+    torchrun --nproc_per_node 2 .venv/bin/payfm fm pretrain --epochs 1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from payfm.cli.render import console
+from payfm.events.workspace import Workspace
+
+
+@click.group()
+@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
+def fm(threads: int | None) -> None:
+    """The payments foundation model: a transformer over card and merchant charge sequences."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _checkpoint(ws: Workspace, name: str) -> Path:
+    from payfm.fm.pretrain import checkpoint_dir
+
+    return checkpoint_dir(ws, name)
+
+
+@fm.command()
+@click.option(
+    "--epochs", type=float, default=1.0, show_default=True, help="Passes over the training charges."
+)
+@click.option("--steps", type=int, default=None, help="Total optimizer steps (overrides --epochs).")
+@click.option("--max-charges", type=int, default=None, help="Pretrain on the first N charges only.")
+@click.option(
+    "--until-frac",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=0.7,
+    show_default=True,
+    help="Pretrain on the first fraction of the log (keep the rest for `fm evaluate`); 1 = all.",
+)
+@click.option("--seq-len", type=int, default=16, show_default=True, help="Charges per card / merchant view.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Global batch (all processes).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--name", default="default", show_default=True, help="Checkpoint name (workspace fm/<name>).")
+@click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
+@click.pass_context
+def pretrain(
+    ctx: click.Context,
+    epochs: float,
+    steps: int | None,
+    max_charges: int | None,
+    until_frac: float,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+    name: str,
+    fresh: bool,
+) -> None:
+    """Pretrain (or resume) the foundation model with masked field and next-charge prediction."""
+    from payfm.fm.pretrain import PretrainConfig
+    from payfm.fm.pretrain import pretrain as run
+    from payfm.fm.sequences import time_cut
+
+    ws = Workspace.open(ctx.obj["workspace"])
+    until = time_cut(ws, until_frac) if until_frac < 1.0 else None
+    cfg = PretrainConfig(
+        epochs=epochs,
+        steps=steps,
+        max_charges=max_charges,
+        until_us=until,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    result = run(ws, cfg, out=_checkpoint(ws, name), resume=not fresh)
+    last = sum(result.losses[-20:]) / max(len(result.losses[-20:]), 1)
+    console.print(
+        f"Pretrained to step {result.step} ({result.charges_per_s:,.0f} charges/s, loss {last:.3f}) "
+        f"-> {result.path}"
+    )
+
+
+@fm.command()
+@click.option("--name", default="default", show_default=True, help="Checkpoint name.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Parquet path.")
+@click.pass_context
+def embed(ctx: click.Context, name: str, out: str | None) -> None:
+    """Embed every charge of the workspace in batch (Parquet: charge_id, created, embedding)."""
+    from payfm.fm.embed import embed as run
+
+    ws = Workspace.open(ctx.obj["workspace"])
+    path, table = run(ws, _checkpoint(ws, name), out=out)
+    console.print(f"Embedded {table.num_rows:,} charges -> {path}")
+
+
+@fm.command()
+@click.option("--name", default="default", show_default=True, help="Checkpoint name.")
+@click.option("--train-frac", type=float, default=0.7, show_default=True, help="Training window share.")
+@click.option("--resamples", type=int, default=100, show_default=True, help="Bootstrap resamples.")
+@click.pass_context
+def evaluate(ctx: click.Context, name: str, train_frac: float, resamples: int) -> None:
+    """Compare GBDT on hand-made features with GBDT + embeddings on the later time window."""
+    from payfm.fm.downstream import DownstreamConfig, evaluate_embeddings
+
+    ws = Workspace.open(ctx.obj["workspace"])
+    cfg = DownstreamConfig(train_frac=train_frac, resamples=resamples)
+    report = evaluate_embeddings(ws, _checkpoint(ws, name), cfg)
+    table = Table(title=f"Average precision after {report.cut} ({report.test_rows:,} test charges)")
+    table.add_column("slice")
+    for model in report.scores:
+        table.add_column(model, justify="right")
+    table.add_column("relative gain", justify="right")
+    for slice_ in report.scores["gbdt"]:
+        cells = []
+        for model in report.scores:
+            s = report.scores[model][slice_]
+            cells.append(f"{s.ap:.3f} [{s.low:.3f}, {s.high:.3f}]")
+        pos = report.scores["gbdt"][slice_].positives
+        table.add_row(f"{slice_} ({pos} pos.)", *cells, f"{report.relative_gain(slice_):+.1%}")
+    console.print(table)

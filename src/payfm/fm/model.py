@@ -1,0 +1,179 @@
+"""The payments foundation model: a small transformer encoder over sequences of tokenized charges.
+
+Input ``x`` is (B, V, K, F) token ids: V views (card, merchant), K charges per view (the target charge last,
+left-padded), F fields per charge. A charge's vector is the sum of its field embeddings plus a position and a
+view embedding. Each view is encoded on its own (shared weights); the embedding of the target charge is the
+concatenation of its final hidden state in every view, (B, V * C).
+
+Pretraining is self-supervised (see :mod:`payfm.fm.pretrain`): ``targets`` has the same shape as ``x``, holds
+the true token where the input was masked and -1 elsewhere; the loss is the cross-entropy of every field's
+prediction at masked places, which covers masked field modeling and next-charge prediction alike.
+
+Example:
+    >>> import torch
+    >>> m = FoundationModel(FMConfig(vocab_sizes=(8, 9), seq_len=4))
+    >>> logits, loss = m(torch.full((2, 2, 4, 2), 5))
+    >>> tuple(logits.shape), loss is None, tuple(m.embed(torch.full((2, 2, 4, 2), 5)).shape)
+    ((2, 2, 4, 17), True, (2, 64))
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD = 0  # the padding token id of every field (payfm.fm.tokenizer.PAD)
+
+
+@dataclass(frozen=True)
+class FMConfig:
+    vocab_sizes: tuple[int, ...] = field(default_factory=tuple)  # token ids per field, from the tokenizer
+    n_views: int = 2  # card view, merchant view
+    seq_len: int = 16  # K charges per view, the target charge last
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 32  # embedding size of one view; the charge embedding is n_views * n_embd
+    dropout: float = 0.0  # 0 keeps training deterministic and DDP-equal
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"vocab_sizes": list(self.vocab_sizes)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FMConfig:
+        return cls(**(data | {"vocab_sizes": tuple(data["vocab_sizes"])}))
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: FMConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        N, T, C = x.size()  # N sequences (batch x views), T charges, C channels
+        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (N, T, C)
+        if last_only:  # only the target charge's output is needed (embedding): one query per sequence
+            q, T = q[:, -1:, :], 1  # (N, 1, C)
+        q = q.view(N, T, self.n_head, C // self.n_head).transpose(1, 2)  # (N, nh, T, hs)
+        k = k.view(N, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (N, nh, T, hs)
+        v = v.view(N, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (N, nh, T, hs)
+        mask = keep[:, None, None, :]  # (N, 1, 1, T): attend to real charges only
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (N, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(N, T, C)  # (N, T, C)
+        out: torch.Tensor = self.proj(y)
+        return out
+
+
+class MLP(nn.Module):
+    def __init__(self, config: FMConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.dropout(self.proj(F.gelu(self.fc(x))))
+        return out
+
+
+class Block(nn.Module):
+    def __init__(self, config: FMConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = SelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        y = self.attn(self.ln_1(x), keep, last_only)  # (N, T, C), or (N, 1, C) when last_only
+        x = (x[:, -1:, :] if last_only else x) + y
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+class ChargeEmbedding(nn.Module):
+    """Sum of a charge's field embeddings: one table, each field's ids shifted by its offset."""
+
+    def __init__(self, config: FMConfig) -> None:
+        super().__init__()
+        sizes = torch.tensor((0, *config.vocab_sizes))
+        self.register_buffer("offsets", torch.cumsum(sizes, 0)[:-1], persistent=False)  # (F,)
+        self.table = nn.EmbeddingBag(int(sizes.sum()), config.n_embd, mode="sum")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        offsets: torch.Tensor = self.offsets  # type: ignore[assignment]  # a registered buffer
+        ids = (x + offsets).view(-1, x.size(-1))  # (n charges, F): one bag per charge
+        out: torch.Tensor = self.table(ids).view(*x.shape[:-1], -1)  # (..., C)
+        return out
+
+
+class FoundationModel(nn.Module):
+    def __init__(self, config: FMConfig) -> None:
+        super().__init__()
+        if not config.vocab_sizes or config.n_embd % config.n_head:
+            raise ValueError(
+                "FMConfig: expected vocab_sizes from a tokenizer and n_embd divisible by n_head. "
+                f"Got {len(config.vocab_sizes)} fields, n_embd {config.n_embd}, n_head {config.n_head}."
+            )
+        self.config = config
+        self.charge = ChargeEmbedding(config)
+        self.pos = nn.Embedding(config.seq_len, config.n_embd)
+        self.view = nn.Embedding(config.n_views, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.head = nn.Linear(config.n_embd, sum(config.vocab_sizes))  # every field's logits, side by side
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def encode(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Final hidden states (B, V, K, C) of token ids (B, V, K, F); (B, V, 1, C) with ``last_only``."""
+        B, V, K, _ = x.size()
+        keep = (x != PAD).any(dim=-1).view(B * V, K)  # (B*V, K): False on padding rows
+        pos = torch.arange(K, device=x.device)
+        views = torch.arange(V, device=x.device)
+        h = self.charge(x) + self.pos(pos)[None, None] + self.view(views)[None, :, None]  # (B, V, K, C)
+        h = self.drop(h).view(B * V, K, -1)  # (B*V, K, C)
+        for i, block in enumerate(self.blocks):
+            h = block(h, keep, last_only and i == len(self.blocks) - 1)
+        out: torch.Tensor = self.ln_f(h).view(B, V, h.size(1), -1)  # (B, V, K or 1, C)
+        return out
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The target charge's embedding (B, V * C): its last-position state in every view."""
+        h = self.encode(x, last_only=True)[:, :, -1, :]  # (B, V, C)
+        return h.reshape(h.size(0), -1)  # (B, V*C)
+
+    def forward(
+        self, x: torch.Tensor, targets: torch.Tensor | None = None, loss_norm: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(logits, loss)``: logits (B, V, K, sum(vocab)); loss = summed CE / ``loss_norm`` (default: the
+        number of targets). DDP passes the global count over the world size so ranks average exactly."""
+        logits = self.head(self.encode(x))  # (B, V, K, sum(vocab))
+        if targets is None:
+            return logits, None
+        total = logits.new_zeros((), dtype=torch.float32)
+        # split, not slicing: its backward is one concatenation instead of a zero-filled tensor per field
+        for f, field_logits in enumerate(logits.split(list(self.config.vocab_sizes), dim=-1)):
+            total = total + F.cross_entropy(
+                field_logits.reshape(-1, field_logits.size(-1)).float(),  # (B*V*K, vocab_f)
+                targets[..., f].reshape(-1),
+                ignore_index=-1,
+                reduction="sum",
+            )
+        norm = loss_norm if loss_norm is not None else max(int((targets >= 0).sum()), 1)
+        return logits, total / norm

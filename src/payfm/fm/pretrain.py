@@ -1,0 +1,273 @@
+"""Self-supervised pretraining of the foundation model, checkpoints and resume, single process or DDP.
+
+Objectives (one cross-entropy over masked tokens, :class:`payfm.fm.model.FoundationModel`):
+
+- *masked field modeling*: each field of each real charge is masked with probability ``mask_prob``;
+- *next-charge prediction* (the sequence objective): with probability ``next_prob`` a sample's target charge
+  (the last of each view) is masked whole and predicted from the charges before it;
+- the target's outcome is always masked in the input (point-in-time) and always predicted.
+
+Determinism: the weights come from ``torch.manual_seed(seed)``; step ``s`` reads the rows and masks drawn
+from ``numpy.random.default_rng((seed, ...))`` of its epoch and step, so resuming at step ``s`` replays
+exactly what an uninterrupted run does. Under ``torchrun`` (``WORLD_SIZE`` > 1) each rank takes a
+contiguous slice of the same global batch and the loss is normalised by the global target count, so
+DistributedDataParallel's gradient average equals the single-process gradient (gloo on CPU, nccl on CUDA).
+
+A checkpoint is a directory: ``model.safetensors``, ``optimizer.safetensors``, ``tokenizer.json`` and
+``config.json`` (model config, pretraining config, step, tokenizer version, losses).
+
+Example (``payfm fm pretrain`` calls this)::
+
+    result = pretrain(Workspace.open("payfm-workspace"), PretrainConfig(epochs=1))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.fm.model import FMConfig, FoundationModel
+from payfm.fm.sequences import Sequences, build_sequences, read_charges
+from payfm.fm.tokenizer import MASK, OUTCOME_FIELD, PAD, Tokenizer
+
+DEFAULT_NAME = "default"
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    seq_len: int = 16  # K charges per view
+    n_layer: int = 2
+    n_head: int = 4
+    n_embd: int = 32
+    batch_size: int = 256  # global batch, split across DDP ranks
+    epochs: float = 1.0
+    steps: int | None = None  # total optimizer steps; overrides epochs
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: int = 20  # steps of linear learning-rate warm-up
+    mask_prob: float = 0.15
+    next_prob: float = 0.25
+    max_charges: int | None = None  # the first N charges (time order) of the training window
+    until_us: int | None = None  # the training window ends here (exclusive), e.g. before the test period
+    seed: int = 0
+    checkpoint_every: int = 200  # steps
+
+    def model_config(self, tokenizer: Tokenizer) -> FMConfig:
+        return FMConfig(
+            vocab_sizes=tuple(tokenizer.vocab_sizes()),
+            seq_len=self.seq_len,
+            n_layer=self.n_layer,
+            n_head=self.n_head,
+            n_embd=self.n_embd,
+        )
+
+
+@dataclass
+class PretrainResult:
+    path: Path
+    step: int
+    losses: list[float] = field(default_factory=list)
+    charges_per_s: float = 0.0
+
+
+def checkpoint_dir(ws: Workspace, name: str = DEFAULT_NAME) -> Path:
+    return ws.root / "fm" / name
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------------
+def save_checkpoint(
+    path: Path,
+    model: FoundationModel,
+    tokenizer: Tokenizer,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
+    """Write a checkpoint directory atomically (a new directory swapped in by rename)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors"
+    )
+    groups: list[dict[str, Any]] = []
+    if optimizer is not None:
+        state = optimizer.state_dict()
+        flat = {f"{i}.{k}": v.cpu() for i, s in state["state"].items() for k, v in s.items()}
+        save_file(flat, tmp / "optimizer.safetensors")
+        groups = state["param_groups"]
+    (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json(), indent=1))
+    doc = meta | {
+        "model": model.config.to_json(),
+        "tokenizer_version": tokenizer.version,
+        "param_groups": groups,
+    }
+    (tmp / "config.json").write_text(json.dumps(doc, indent=1))
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FoundationModel, Tokenizer, dict[str, Any]]:
+    """The model (eval mode, CPU), its tokenizer and the checkpoint's ``config.json``."""
+    root = Path(path)
+    if not (root / "config.json").exists():
+        raise ConfigError(
+            f"No foundation-model checkpoint at '{root}': expected config.json. Run `payfm fm pretrain`."
+        )
+    meta: dict[str, Any] = json.loads((root / "config.json").read_text())
+    tokenizer = Tokenizer.from_json(json.loads((root / "tokenizer.json").read_text()))
+    if tokenizer.version != meta["tokenizer_version"]:
+        raise ConfigError(
+            f"Checkpoint '{root}': expected tokenizer version {meta['tokenizer_version']}. "
+            f"Got {tokenizer.version} (tokenizer.json was changed)."
+        )
+    model = FoundationModel(FMConfig.from_json(meta["model"]))
+    model.load_state_dict(load_file(root / "model.safetensors"))
+    model.eval()
+    return model, tokenizer, meta
+
+
+def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]) -> None:
+    flat = load_file(path / "optimizer.safetensors")
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+def batch_rows(n: int, batch: int, step: int, seed: int) -> np.ndarray:
+    """The rows of global step ``step``: slices of a per-epoch permutation (the last partial one dropped)."""
+    per_epoch = max(n // batch, 1)
+    epoch, i = divmod(step, per_epoch)
+    perm = np.random.default_rng((seed, epoch)).permutation(n)
+    return perm[i * batch : (i + 1) * batch]
+
+
+def mask_batch(
+    x: np.ndarray, rng: np.random.Generator, mask_prob: float, next_prob: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of a (B, V, K, F) batch: masked tokens become MASK; targets hold them, else -1."""
+    real = (x != PAD).any(axis=-1, keepdims=True)  # (B, V, K, 1)
+    m = (rng.random(x.shape) < mask_prob) & real
+    m[:, :, -1, OUTCOME_FIELD] = True  # the target's outcome is never an input
+    whole = rng.random(x.shape[0]) < next_prob  # next-charge prediction for these samples
+    m[whole, :, -1, :] = True
+    return np.where(m, MASK, x), np.where(m, x, -1)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---- training --------------------------------------------------------------------------------------------
+def pretrain(
+    ws: Workspace,
+    config: PretrainConfig,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    sequences: Sequences | None = None,
+    stop_at: int | None = None,
+) -> PretrainResult:
+    """Pretrain (or resume pretraining) the foundation model on ``ws``'s charges; checkpoint to ``out``.
+
+    ``stop_at`` ends the run after that many total steps (an interruption, for tests and time limits).
+    """
+    path = Path(out) if out is not None else checkpoint_dir(ws)
+    rank, world = _world()
+    if config.batch_size % world:
+        raise ConfigError(
+            f"The 'batch_size' of pretraining must be divisible by the {world} processes. "
+            f"Got {config.batch_size}."
+        )
+    meta: dict[str, Any] = {}
+    if resume and (path / "config.json").exists():
+        model, tokenizer, meta = load_checkpoint(path)
+        if model.config != config.model_config(tokenizer):
+            raise ConfigError(f"Checkpoint '{path}' has another model config; pass a new --out or no resume.")
+        model.train()
+    else:
+        tokenizer = Tokenizer.fit(read_charges(ws, until_us=config.until_us, limit=config.max_charges))
+        torch.manual_seed(config.seed)
+        model = FoundationModel(config.model_config(tokenizer))
+    if sequences is None:
+        charges = read_charges(ws, until_us=config.until_us, limit=config.max_charges)
+        sequences = build_sequences(charges, tokenizer, config.seq_len)
+    n = len(sequences)
+    if n == 0:
+        raise ConfigError("Pretraining: expected charges in the training window. Got none.")
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    start = int(meta.get("step", 0))
+    if start:
+        _load_optimizer(path, optimizer, meta["param_groups"])
+    losses: list[float] = list(meta.get("losses", []))
+    train_model: torch.nn.Module = model
+    if world > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(model)
+    batch = min(config.batch_size, n - n % world) if n >= world else n
+    total = config.steps if config.steps is not None else math.ceil(config.epochs * n / batch)
+    end = min(total, stop_at) if stop_at is not None else total
+    use_amp = device.type == "cuda"
+
+    def save(step: int) -> None:
+        if rank == 0:
+            run = {"step": step, "losses": losses, "pretrain": asdict(config), "charges": n}
+            save_checkpoint(path, model, tokenizer, run, optimizer)
+        if world > 1:
+            dist.barrier()
+
+    t0, done = time.perf_counter(), 0
+    for step in range(start, end):
+        rows = batch_rows(n, batch, step, config.seed)
+        x, y = mask_batch(
+            sequences.batch(rows), np.random.default_rng((config.seed, 7, step)), *_probs(config)
+        )
+        norm = max(int((y >= 0).sum()), 1) / world  # global mean across ranks (see the module docstring)
+        lo, hi = rank * len(rows) // world, (rank + 1) * len(rows) // world
+        xt = torch.from_numpy(x[lo:hi]).to(device)
+        yt = torch.from_numpy(y[lo:hi]).to(device)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+            _, loss = train_model(xt, yt, norm)
+        assert loss is not None  # targets were given
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))  # under DDP: this rank's share; their mean is the loss
+        done += len(rows)
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < end:
+            save(step + 1)
+    elapsed = time.perf_counter() - t0
+    save(end)
+    model.eval()
+    return PretrainResult(
+        path=path, step=end, losses=losses, charges_per_s=done / elapsed if elapsed > 0 else 0.0
+    )
+
+
+def _probs(config: PretrainConfig) -> tuple[float, float]:
+    return config.mask_prob, config.next_prob

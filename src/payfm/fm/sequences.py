@@ -1,0 +1,134 @@
+"""Point-in-time charge sequences: for each charge, the preceding charges of its card and of its merchant.
+
+A charge's sequence in view ``v`` (card or merchant) is the last ``K`` charges of its key, in the total order
+(created, charge_id), ending with the charge itself, left-padded with PAD rows. Point-in-time rule: it holds
+only charges strictly before the target in that order, plus the target's own pre-authorization fields; the
+target's outcome token is always MASK (see :func:`Sequences.batch`). The merchant view is what exposes card
+testing (a burst of small declined charges at one merchant from many new cards).
+
+Built in batch with numpy over the charges sorted by (key, created, charge_id): no per-charge Python loop.
+Each charge is tokenized once; only its ``dt`` token differs by view (the gap to the key's previous charge).
+
+Example:
+    >>> import numpy as np
+    >>> window_index(np.array([0, 0, 0, 1]), k=2).tolist()
+    [[-1, 0], [0, 1], [1, 2], [-1, 3]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.fm.tokenizer import COLUMNS, DT_FIELD, MASK, OUTCOME_FIELD, PAD, Tokenizer, dt_tokens
+
+VIEWS = ("card_fingerprint", "merchant_id")  # the key of each view, in model order
+
+
+def read_charges(ws: Workspace, *, until_us: int | None = None, limit: int | None = None) -> pa.Table:
+    """The charges the tokenizer needs, ordered by (created, charge_id), with ``created_us`` (int64).
+
+    ``until_us`` keeps charges created before that instant; ``limit`` the first ``limit`` of them.
+    """
+    cols = ", ".join(sorted({*COLUMNS, *VIEWS, "charge_id"}))
+    where = f"WHERE epoch_us(created) < {int(until_us)}" if until_us is not None else ""
+    lim = f"LIMIT {int(limit)}" if limit is not None else ""
+    con = ws.connect()
+    try:
+        table: pa.Table = con.sql(
+            f"SELECT {cols}, epoch_us(created) AS created_us FROM charges {where} "
+            f"ORDER BY created, charge_id {lim}"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return table
+
+
+def time_cut(ws: Workspace, frac: float) -> int:
+    """``created_us`` of the charge at fraction ``frac`` of the log in (created, charge_id) order.
+
+    The train/test cut shared by pretraining (``until_us``) and the downstream evaluation."""
+    con = ws.connect()
+    try:
+        row = con.execute(
+            "SELECT epoch_us(created) FROM charges ORDER BY created, charge_id LIMIT 1 "
+            f"OFFSET (SELECT CAST(floor(count(*) * {float(frac)}) AS BIGINT) FROM charges)"
+        ).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        raise ConfigError(f"time_cut: expected charges and a fraction in (0, 1). Got {frac} on '{ws.root}'.")
+    return int(row[0])
+
+
+def window_index(key: np.ndarray, k: int) -> np.ndarray:
+    """(n, k) positions of the last ``k`` rows of each row's key, ending with the row; -1 pads.
+
+    ``key`` must be sorted (rows grouped by key, in time order within a key).
+    """
+    n = len(key)
+    pos = np.arange(n)
+    new = np.ones(n, dtype=bool)
+    new[1:] = key[1:] != key[:-1]
+    start = np.maximum.accumulate(np.where(new, pos, 0))
+    idx = pos[:, None] - np.arange(k - 1, -1, -1)[None, :]  # (n, k)
+    out: np.ndarray = np.where(idx >= start[:, None], idx, -1)
+    return out
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Tokenized charges and, per charge and view, the rows of its sequence.
+
+    ``tokens`` is (V, N + 1, F): row r of view v is charge r's tokens with its view-v ``dt``; row N is all
+    PAD. ``index`` is (N, V, K) int32 rows into ``tokens[v]`` (N for padding), the target last.
+    Charges are in (created, charge_id) order, as ``charge_id`` and ``created_us``.
+    """
+
+    charge_id: pa.Array
+    created_us: np.ndarray
+    tokens: np.ndarray
+    index: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.created_us)
+
+    def batch(self, rows: np.ndarray) -> np.ndarray:
+        """(B, V, K, F) int64 model input for charges ``rows``, the target's outcome masked."""
+        views = [self.tokens[v][self.index[rows, v]] for v in range(self.index.shape[1])]  # V x (B, K, F)
+        x = np.stack(views, axis=1)  # (B, V, K, F)
+        x[:, :, -1, OUTCOME_FIELD] = MASK
+        return x
+
+
+def build_sequences(charges: pa.Table, tokenizer: Tokenizer, k: int) -> Sequences:
+    """Sequences of ``k`` charges per view for every charge of ``charges`` (as from :func:`read_charges`)."""
+    created = charges["created_us"].to_numpy().astype(np.int64)
+    n = len(created)
+    base = tokenizer.encode(
+        {c: charges[c] for c in COLUMNS}, created, np.full(n, -1, dtype=np.int64)
+    )  # (N, F), dt filled per view below
+    order_global = np.arange(n)  # the table is already in (created, charge_id) order
+    tokens = np.full((len(VIEWS), n + 1, base.shape[1]), PAD, dtype=np.int64)
+    index = np.empty((n, len(VIEWS), k), dtype=np.int32)
+    for v, key_col in enumerate(VIEWS):
+        codes = pc.dictionary_encode(charges[key_col]).combine_chunks().indices.to_numpy()
+        order = np.lexsort((order_global, codes))  # (key, created, charge_id)
+        skey, screated = codes[order], created[order]
+        prev = np.full(n, -1, dtype=np.int64)
+        same = np.zeros(n, dtype=bool)
+        same[1:] = skey[1:] == skey[:-1]
+        prev[1:] = np.where(same[1:], screated[:-1], -1)
+        view = base.copy()
+        view[order, DT_FIELD] = dt_tokens(screated, prev)
+        tokens[v, :n] = view
+        win = window_index(skey, k)  # sorted positions
+        index[order, v] = np.where(win >= 0, order[np.maximum(win, 0)], n)
+    return Sequences(
+        charge_id=charges["charge_id"].combine_chunks(), created_us=created, tokens=tokens, index=index
+    )

@@ -1,0 +1,217 @@
+"""The charge tokenizer: each field of a charge becomes one token id in that field's own vocabulary.
+
+Every field has the same reserved ids: 0 = padding (no charge), 1 = mask (hidden from the model), 2 = null
+(the field is missing, or there is no previous event), 3 = out of vocabulary; values start at 4.
+
+- categorical fields keep their ``max_vocab`` most frequent training values (ties by value, so the fit is
+  deterministic); anything else maps to OOV;
+- ``amount``: the USD amount in quantile bins fitted on training data;
+- ``dt``: time since the previous charge of the sequence's key (card or merchant) in log2-second bins;
+- ``hour`` (local, UTC + the merchant country's offset) and ``weekday``;
+- ``outcome``: authorized, blocked or the issuer's decline code. It is not a pre-authorization field: the
+  charge being embedded always has it masked (see :mod:`payfm.fm.sequences`).
+
+The fitted tokenizer is a JSON document; its ``version`` is a hash of that document, stored with the model.
+
+Example:
+    >>> import pyarrow as pa
+    >>> t = Tokenizer.fit({"amount_usd": pa.array([100, 200, 300]), "card_brand": pa.array(["visa"] * 3)})
+    >>> int(t.encode_field("card_brand", pa.array(["visa", "amex", None]))[1])
+    3
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.errors import ConfigError
+from payfm.features.request import COUNTRY_UTC_OFFSET_H
+
+PAD, MASK, NULL, OOV = 0, 1, 2, 3
+N_SPECIAL = 4
+CATEGORICAL = (
+    "merchant_mcc",
+    "merchant_country",
+    "card_country",
+    "card_brand",
+    "card_funding",
+    "currency",
+    "channel",
+    "ip_country",
+    "three_ds",
+    "cvc_check",
+    "address_check",
+)
+# Token fields in model order. "outcome" is last; the columns it is derived from are OUTCOME_COLUMNS.
+FIELDS = (*CATEGORICAL, "amount", "dt", "hour", "weekday", "outcome")
+OUTCOME_FIELD = FIELDS.index("outcome")
+DT_FIELD = FIELDS.index("dt")
+OUTCOME_COLUMNS = ("outcome", "decline_code")
+# Raw charge columns the tokenizer reads (besides ``created``, which arrives as microseconds).
+COLUMNS = (*CATEGORICAL, "amount_usd", "merchant_country", *OUTCOME_COLUMNS)
+DT_BINS = 26  # log2 seconds: 0 (< 1 s) ... 25 (>= 2^24 s, ~194 days)
+_US_PER_HOUR = 3_600_000_000
+_US_PER_DAY = 86_400_000_000
+
+
+def _outcome_values(outcome: Any, decline: Any) -> list[str | None]:
+    """'authorized', 'blocked' or 'issuer_declined:<code>' (the code carries the fraud signal)."""
+    return [
+        f"{o}:{d or 'none'}" if o == "issuer_declined" else o
+        for o, d in zip(_as_list(outcome), _as_list(decline), strict=True)
+    ]
+
+
+def _as_list(values: Any) -> list[Any]:
+    if isinstance(values, pa.ChunkedArray | pa.Array | np.ndarray):
+        out: list[Any] = values.tolist() if isinstance(values, np.ndarray) else values.to_pylist()
+        return out
+    return list(values)
+
+
+def _as_array(values: Any) -> pa.Array:
+    if isinstance(values, pa.ChunkedArray):
+        return values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values
+    return pa.array(values)
+
+
+def _columns(columns: Mapping[str, Any] | pa.Table) -> Mapping[str, Any]:
+    if isinstance(columns, pa.Table):
+        return {name: columns[name] for name in columns.column_names}
+    return columns
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A fitted tokenizer: per-field vocabularies and amount quantile edges (see the module docstring)."""
+
+    vocab: dict[str, list[str]]  # field -> values; value i has token id N_SPECIAL + i
+    amount_edges: list[float]  # increasing USD-cent edges; bin = number of edges <= amount
+    _lookup: dict[str, dict[Any, int]] = field(default_factory=dict, compare=False, repr=False)
+
+    # ---- fitting -------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls, columns: Mapping[str, Any] | pa.Table, *, max_vocab: int = 256, amount_bins: int = 32
+    ) -> Tokenizer:
+        """Learn the vocabularies and amount bins from training charges (a table or a mapping of columns)."""
+        if max_vocab < 1 or amount_bins < 2:
+            raise ConfigError(
+                "Tokenizer.fit: expected max_vocab >= 1 and amount_bins >= 2. "
+                f"Got {max_vocab}, {amount_bins}."
+            )
+        columns = _columns(columns)
+        vocab: dict[str, list[str]] = {}
+        for name in (*CATEGORICAL, "outcome"):
+            if name == "outcome":
+                if "outcome" not in columns:
+                    vocab[name] = []
+                    continue
+                arr = pa.array(_outcome_values(columns["outcome"], columns["decline_code"]), pa.string())
+            elif name in columns:
+                arr = _as_array(columns[name]).cast(pa.string())
+            else:
+                vocab[name] = []
+                continue
+            counts = pc.value_counts(pc.drop_null(arr)).to_pylist()
+            ranked = sorted((-c["counts"], c["values"]) for c in counts)
+            vocab[name] = [v for _, v in ranked[:max_vocab]]
+        amounts = _as_array(columns["amount_usd"]).to_numpy(zero_copy_only=False).astype(np.float64)
+        qs = np.quantile(amounts, np.linspace(0, 1, amount_bins + 1)[1:-1]) if len(amounts) else []
+        edges = sorted({float(q) for q in qs})
+        return cls(vocab=vocab, amount_edges=edges)
+
+    # ---- sizes and identity --------------------------------------------------------------------------
+    def vocab_size(self, name: str) -> int:
+        """Number of token ids of field ``name`` (specials included)."""
+        if name in self.vocab:
+            return N_SPECIAL + len(self.vocab[name])
+        if name == "amount":
+            return N_SPECIAL + len(self.amount_edges) + 1
+        if name == "dt":
+            return N_SPECIAL + DT_BINS
+        if name == "hour":
+            return N_SPECIAL + 24
+        if name == "weekday":
+            return N_SPECIAL + 7
+        raise ConfigError(f"Tokenizer: unknown field {name!r}. Expected one of {', '.join(FIELDS)}.")
+
+    def vocab_sizes(self) -> list[int]:
+        return [self.vocab_size(f) for f in FIELDS]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"fields": list(FIELDS), "vocab": self.vocab, "amount_edges": self.amount_edges}
+
+    @property
+    def version(self) -> str:
+        """Content hash of the fitted tokenizer (first 12 hex digits of a SHA-256)."""
+        blob = json.dumps(self.to_json(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Tokenizer:
+        if list(data.get("fields", [])) != list(FIELDS):
+            raise ConfigError(
+                f"Tokenizer: expected fields {list(FIELDS)}. Got {data.get('fields')!r} (a tokenizer from "
+                "another payfm version?)."
+            )
+        return cls(
+            vocab={k: list(v) for k, v in data["vocab"].items()}, amount_edges=list(data["amount_edges"])
+        )
+
+    # ---- encoding ------------------------------------------------------------------------------------
+    def encode_field(self, name: str, values: Any) -> np.ndarray:
+        """Token ids (int64) of one categorical field (or 'outcome' given its derived values).
+
+        A dict lookup per value: the same code for one charge online (microseconds) and a batch offline.
+        """
+        lookup = self._lookup.get(name)
+        if lookup is None:
+            lookup = {v: N_SPECIAL + i for i, v in enumerate(self.vocab[name])} | {None: NULL}
+            self._lookup[name] = lookup
+        get = lookup.get
+        items = _as_list(values)
+        return np.fromiter((get(v, OOV) for v in items), dtype=np.int64, count=len(items))
+
+    def encode(
+        self, columns: Mapping[str, Any] | pa.Table, created_us: np.ndarray, prev_us: np.ndarray
+    ) -> np.ndarray:
+        """(n, F) int64 tokens of n charges. ``prev_us`` is the time of the previous event of the key, or -1.
+
+        The one implementation behind batch and single-charge (online) tokenization.
+        """
+        columns = _columns(columns)
+        n = len(created_us)
+        out = np.empty((n, len(FIELDS)), dtype=np.int64)
+        for j, name in enumerate(CATEGORICAL):
+            out[:, j] = self.encode_field(name, columns[name]) if name in columns else NULL
+        amounts = np.asarray(_as_list(columns["amount_usd"]), dtype=np.float64)
+        out[:, FIELDS.index("amount")] = N_SPECIAL + np.searchsorted(self.amount_edges, amounts, side="right")
+        out[:, DT_FIELD] = dt_tokens(created_us, prev_us)
+        country = _as_list(columns["merchant_country"])
+        offset = np.array([COUNTRY_UTC_OFFSET_H.get(c or "", 0) for c in country], dtype=np.int64)
+        out[:, FIELDS.index("hour")] = N_SPECIAL + (created_us // _US_PER_HOUR + offset) % 24
+        out[:, FIELDS.index("weekday")] = N_SPECIAL + (created_us // _US_PER_DAY + 3) % 7  # 1970-01-01: Thu
+        if "outcome" in columns:
+            derived = _outcome_values(columns["outcome"], columns["decline_code"])
+            out[:, OUTCOME_FIELD] = self.encode_field("outcome", derived)
+        else:
+            out[:, OUTCOME_FIELD] = MASK
+        return out
+
+
+def dt_tokens(created_us: np.ndarray, prev_us: np.ndarray) -> np.ndarray:
+    """Log2-second bins of the gap to the previous event (NULL where there is none)."""
+    gap_s = np.maximum(created_us - prev_us, 0) / 1e6
+    bins = np.clip(np.floor(np.log2(gap_s + 1.0)), 0, DT_BINS - 1).astype(np.int64)
+    return np.where(prev_us < 0, NULL, N_SPECIAL + bins)

@@ -1,0 +1,35 @@
+"""`payfm fm`: pretrain and embed from the command line; a missing checkpoint is one clean error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.events.workspace import Workspace
+from payfm.synth import WorldConfig
+from payfm.synth.generator import generate_world
+
+
+def test_pretrain_then_embed_and_clean_error(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    ws = Workspace.open(tmp_path, create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=2_000, days=5, seed=2)), "replace")
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["-w", str(tmp_path), "fm", "embed", "--name", "nope"])
+    assert missing.exit_code == 1 and "No foundation-model checkpoint" in missing.output
+    assert "Traceback" not in missing.output
+    args = ["-w", str(tmp_path), "fm", "pretrain", "--steps", "2", "--seq-len", "4", "--batch-size", "32"]
+    trained = runner.invoke(cli, args, catch_exceptions=False)
+    assert trained.exit_code == 0 and "step 2" in trained.output
+    embedded = runner.invoke(cli, ["-w", str(tmp_path), "fm", "embed"], catch_exceptions=False)
+    assert embedded.exit_code == 0
+    table = pq.read_table(tmp_path / "fm" / "default.embeddings.parquet")
+    assert table.num_rows == ws.count("charges") and table.column_names == [
+        "charge_id",
+        "created",
+        "embedding",
+    ]

@@ -1,0 +1,61 @@
+"""Downstream evaluation: GBDT vs GBDT + embeddings on the later window, and its time-cut guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+import torch
+
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.fm.downstream import DownstreamConfig, evaluate_embeddings
+from payfm.fm.pretrain import PretrainConfig, pretrain
+from payfm.fm.sequences import time_cut
+from payfm.synth import WorldConfig
+from payfm.synth.generator import generate_world
+
+SMALL = PretrainConfig(seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=64, steps=5)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    torch.set_num_threads(1)
+    w = Workspace.open(Path(tmp_path_factory.mktemp("fmdown")), create=True)
+    w.write_stream(generate_world(WorldConfig(charges=8_000, days=20, seed=8, fraud_rate=0.03)), "replace")
+    return w
+
+
+def _features(ws: Workspace) -> tuple[pa.Table, list[str]]:
+    con = ws.connect()
+    try:
+        table = con.sql(
+            "SELECT charge_id, created, amount_usd::DOUBLE AS amount FROM charges"
+        ).to_arrow_table()
+    finally:
+        con.close()
+    return table, ["amount"]
+
+
+def test_evaluation_compares_on_the_later_window(ws: Workspace, tmp_path: Path) -> None:
+    cfg = DownstreamConfig(train_frac=0.6, n_estimators=20, resamples=5, finetune_steps=3)
+    ckpt = pretrain(
+        ws, SMALL.__class__(**{**SMALL.__dict__, "until_us": time_cut(ws, 0.6)}), out=tmp_path / "m"
+    )
+    report = evaluate_embeddings(ws, ckpt.path, cfg, features=_features(ws))
+    assert report.train_rows + report.test_rows == ws.count("charges")
+    assert report.embedding_dims == 16 and report.hand_features == 1
+    for model in ("gbdt", "gbdt+fm", "fm-head"):
+        assert set(report.scores[model]) == {"overall", "card_testing", "account_takeover"}
+        overall = report.scores[model]["overall"]
+        assert 0.0 <= overall.low <= overall.high <= 1.0 and overall.positives > 0
+    saved = json.loads((tmp_path / "m.evaluation.json").read_text())
+    assert set(saved["relative_gain"]) == {"overall", "card_testing", "account_takeover"}
+
+
+def test_pretraining_on_the_test_window_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    ckpt = pretrain(ws, SMALL, out=tmp_path / "leaky")  # no until: saw the test period
+    with pytest.raises(ConfigError, match="before the test cut"):
+        evaluate_embeddings(ws, ckpt.path, DownstreamConfig(train_frac=0.6), features=_features(ws))

@@ -1,0 +1,59 @@
+"""Embeddings: offline batch Parquet and the online embedder agree charge by charge."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from payfm.events.workspace import Workspace
+from payfm.fm.embed import OnlineEmbedder, embed, embedding_matrix
+from payfm.fm.pretrain import PretrainConfig, pretrain
+from payfm.fm.sequences import read_charges
+from payfm.synth import WorldConfig
+from payfm.synth.generator import generate_world
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Path]:
+    torch.set_num_threads(1)
+    ws = Workspace.open(Path(tmp_path_factory.mktemp("fmemb")), create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=6_000, days=10, seed=6)), "replace")
+    cfg = PretrainConfig(seq_len=6, n_layer=2, n_head=2, n_embd=16, batch_size=64, steps=15, seed=1)
+    return ws, pretrain(ws, cfg).path
+
+
+def test_online_embedding_equals_offline(trained: tuple[Workspace, Path]) -> None:
+    ws, ckpt = trained
+    path, table = embed(ws, ckpt)
+    assert pq.read_table(path).num_rows == table.num_rows == ws.count("charges")
+    offline = embedding_matrix(table)
+    assert offline.shape[1] == 32 and np.isfinite(offline).all()
+    online = OnlineEmbedder.load(ckpt)
+    charges = read_charges(ws).slice(0, 1500).to_pylist()  # (created, charge_id) order, as served
+    worst = 0.0
+    for i, charge in enumerate(charges):
+        pre_auth = {k: v for k, v in charge.items() if k not in ("outcome", "decline_code")}
+        got = online.embed_one(pre_auth)
+        worst = max(worst, float(np.abs(got - offline[i]).max()))
+        online.learn_one(charge)
+    assert worst < 1e-5
+    # the embedding depends on the history: a charge with and without its card's past differs
+    assert np.abs(offline[:2000] - offline[:2000].mean(axis=0)).max() > 1e-3
+
+
+def test_outcome_of_the_current_charge_is_ignored(trained: tuple[Workspace, Path]) -> None:
+    ws, ckpt = trained
+    online = OnlineEmbedder.load(ckpt)
+    charges = read_charges(ws).slice(0, 300).to_pylist()
+    for charge in charges[:-1]:
+        online.learn_one(charge)
+    last = charges[-1]
+    a = online.embed_one(last | {"outcome": "authorized", "decline_code": None})
+    b = online.embed_one(last | {"outcome": "issuer_declined", "decline_code": "stolen_card"})
+    assert np.array_equal(a, b)
+    c = online.embed_one(last | {"amount_usd": last["amount_usd"] * 1000 + 1})
+    assert not np.array_equal(a, c)  # while its pre-authorization fields do count

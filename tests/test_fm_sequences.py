@@ -1,0 +1,86 @@
+"""Tokenizer and point-in-time sequences of the foundation model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from payfm.events.workspace import Workspace
+from payfm.fm.sequences import VIEWS, build_sequences, read_charges, window_index
+from payfm.fm.tokenizer import DT_FIELD, FIELDS, MASK, NULL, OOV, OUTCOME_FIELD, PAD, Tokenizer
+from payfm.synth import WorldConfig
+from payfm.synth.generator import generate_world
+
+
+@pytest.fixture(scope="module")
+def charges(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
+    ws = Workspace.open(Path(tmp_path_factory.mktemp("fmseq")), create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=20, seed=3)), "replace")
+    return read_charges(ws)
+
+
+def test_tokenizer_vocab_oov_null_and_version(charges: pa.Table) -> None:
+    tok = Tokenizer.fit(charges, max_vocab=5)
+    assert len(tok.vocab["merchant_country"]) == 5
+    top = tok.vocab["merchant_country"][0]
+    ids = tok.encode_field("merchant_country", pa.array([top, "ZZ", None]))
+    assert ids.tolist() == [4, OOV, NULL]
+    again = Tokenizer.from_json(tok.to_json())
+    assert again.version == tok.version
+    assert Tokenizer.fit(charges, max_vocab=6).version != tok.version
+    amounts = charges["amount_usd"].to_numpy()
+    bins = tok.encode(charges, charges["created_us"].to_numpy(), np.full(len(amounts), -1))[
+        :, FIELDS.index("amount")
+    ]
+    assert np.all(np.diff(bins[np.argsort(amounts)]) >= 0)  # quantile bins are monotone in the amount
+
+
+def test_window_index_is_per_key_and_left_padded() -> None:
+    assert window_index(np.array([5, 5, 5, 7, 7]), 3).tolist() == [
+        [-1, -1, 0],
+        [-1, 0, 1],
+        [0, 1, 2],
+        [-1, -1, 3],
+        [-1, 3, 4],
+    ]
+
+
+def test_sequences_are_point_in_time(charges: pa.Table) -> None:
+    tok = Tokenizer.fit(charges)
+    k = 6
+    seqs = build_sequences(charges, tok, k)
+    n = len(seqs)
+    keys = [charges[c].to_numpy(zero_copy_only=False) for c in VIEWS]
+    for v in range(len(VIEWS)):
+        idx = seqs.index[:, v, :]  # (N, K)
+        assert (idx[:, -1] == np.arange(n)).all()  # the target is last
+        real = idx < n
+        rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)
+        # only earlier charges (in (created, charge_id) order) of the same key, in order
+        assert (idx[real] <= rows[real]).all()
+        assert (keys[v][idx[real]] == keys[v][rows[real]]).all()
+        assert (np.diff(np.where(real, idx, -1), axis=1)[real[:, 1:]] > 0).all()
+        # the window is full whenever the key has k earlier charges: nothing is skipped
+        count_before = np.zeros(n, dtype=int)
+        order = np.lexsort((np.arange(n), keys[v]))
+        sk = keys[v][order]
+        pos = np.arange(n) - np.searchsorted(sk, sk, side="left")
+        count_before[order] = pos
+        assert (real.sum(axis=1) == np.minimum(count_before + 1, k)).all()
+    x = seqs.batch(np.arange(n))
+    assert (x[:, :, -1, OUTCOME_FIELD] == MASK).all()  # the target's outcome is never an input
+    history = x[:, :, :-1, OUTCOME_FIELD]
+    assert ((history == PAD) | (history >= 4)).all()  # earlier charges keep their outcome
+    assert ((x[..., DT_FIELD] == PAD) | (x[..., DT_FIELD] == NULL) | (x[..., DT_FIELD] >= 4)).all()
+
+
+def test_later_charges_never_change_earlier_sequences(charges: pa.Table) -> None:
+    tok = Tokenizer.fit(charges)
+    full = build_sequences(charges, tok, 5)
+    cut = charges.num_rows // 2
+    part = build_sequences(charges.slice(0, cut), tok, 5)
+    rows = np.arange(cut)
+    assert np.array_equal(full.batch(rows), part.batch(rows))
