@@ -7,12 +7,14 @@ from datetime import UTC, datetime
 
 import click
 import pyarrow.parquet as pq
+from rich.table import Table
 
 from payfm.cli.events import generate_into
 from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
+from payfm.features.definitions import FeatureSet
 from payfm.features.offline import backfill
 
 
@@ -20,10 +22,11 @@ from payfm.features.offline import backfill
 @click.option("--charges", default=1_000_000, show_default=True, help="Approximate number of charges.")
 @click.option("--days", default=120, show_default=True, help="Days of history.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--skip-models", is_flag=True, help="Stop after the features (no training or evaluation).")
 @click.pass_context
-def demo(ctx: click.Context, charges: int, days: int, seed: int) -> None:
+def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bool) -> None:
     """Run the main job end to end: generate the default world (replacing the workspace), summarize it,
-    and backfill the default feature set."""
+    backfill the default feature set, train LR / RF / GBDT, evaluate them and promote the best."""
     ws = Workspace.open(ctx.obj["workspace"], create=True)
     console.rule("[bold]1. Synthetic payments world")
     t0 = time.perf_counter()
@@ -45,3 +48,48 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int) -> None:
     )
     sample = ["card.count_charges_1h", "ip.distinct_card_fingerprint_1d", "card.amount_zscore"]
     print_feature_sample(pq.read_table(path, columns=sample), sample)
+    if skip_models:
+        return
+    _models(ws, fs)
+
+
+def _models(ws: Workspace, fs: FeatureSet) -> None:
+    """Steps 4-5: train LR, RF and GBDT, evaluate them on the held-out window, promote the best."""
+    from payfm.evaluation.evaluate import compare
+    from payfm.evaluation.pipeline import evaluate_models
+    from payfm.registry.store import Registry
+    from payfm.training.tasks import task
+    from payfm.training.trainer import TrainConfig, register_result
+    from payfm.training.trainer import train as run_train
+
+    console.rule("[bold]4. Models: logistic regression, random forest, gradient boosting")
+    # The demo world is 120 days: a 60-day label horizon leaves mature labels for training and test.
+    # Negatives are downsampled to 10% (and weighted back) so the three models train in about two minutes.
+    cfg = TrainConfig(horizon_days=60, downsample=0.1)
+    t0 = time.perf_counter()
+    with progress_bar("training", 1) as update:
+        results = run_train(ws, ["lr", "rf", "gbdt"], task("fraud"), fs, cfg, lambda _s, d, n: update(d, n))
+    reg = Registry(ws)
+    refs = [register_result(reg, r, fs).ref for r in results]
+    console.print(f"Trained and registered {', '.join(refs)} in {time.perf_counter() - t0:.1f} s")
+    console.rule("[bold]5. Evaluation on the held-out test window (labels mature)")
+    window = results[0].window
+    start, end = datetime.fromisoformat(window["test_start"]), datetime.fromisoformat(window["test_end"])
+    paths, evals = evaluate_models(ws, refs, start, end, bootstrap=100)
+    rows = compare(evals)
+    table = Table(title=f"Test window {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
+    for col in ("model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", "ECE"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in rows:
+        table.add_row(
+            row.name,
+            f"{row.average_precision:.3f} [{row.ap_low:.3f}, {row.ap_high:.3f}]",
+            f"{row.roc_auc:.3f}",
+            f"{row.recall_at_1pct_fpr:.3f}",
+            f"{row.precision_at_1pct_block:.3f}",
+            f"{row.ece:.4f}",
+        )
+    console.print(table)
+    best = next(r.name for r in rows if r.name in refs)
+    reg.promote(best)
+    console.print(f"Promoted [bold]{best}[/bold] to production. Report: [bold]{paths.html}[/bold]")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import expit
 
 from payfm.training.models.base import Model, load_arrays, save_arrays
 
@@ -76,7 +77,8 @@ class LogisticModel(Model):
         return out
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
-        out: np.ndarray = 1.0 / (1.0 + np.exp(-self._margin(X)))
+        # The logistic function without overflow for very large margins (heavy-tailed features).
+        out: np.ndarray = expit(self._margin(X))
         return out
 
     def _contributions(self, X: np.ndarray) -> np.ndarray:
