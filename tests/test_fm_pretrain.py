@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from pathlib import Path
@@ -78,3 +79,6 @@ def test_ddp_two_processes_matches_single_process(ws: Workspace, tmp_path: Path)
     )
     ws_, wd = _weights(single.path), _weights(tmp_path / "ddp")
     assert all(torch.allclose(ws_[k], wd[k], atol=1e-4) for k in ws_)
+    # rank 0 really trained on half of each batch: its recorded loss is its share, not the whole loss
+    rank0 = json.loads((tmp_path / "ddp" / "config.json").read_text())["losses"]
+    assert len(rank0) == len(single.losses) and rank0 != pytest.approx(single.losses, rel=0.05)

@@ -1,0 +1,1 @@
+"""The payments foundation model: tokenizer, sequences, transformer, pretraining, embeddings (docs/fm.md)."""
