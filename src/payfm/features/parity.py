@@ -153,6 +153,39 @@ def log_outcomes(ws: Workspace, since_us: int | None = None) -> dict[str, pa.Tab
         con.close()
 
 
+def apply_log(
+    online: OnlineFeatures, ws: Workspace, progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Apply the workspace's whole event log to ``online`` (updates only, no reads), in time order: how a
+    serving process starts from history. Outcomes at time tau go before charges at t >= tau. Idempotent."""
+    charges = ws.read("charges").sort_by([("created", "ascending"), ("charge_id", "ascending")])
+    ts = _us(charges["created"])
+    cred = _us(charges["credential_changed_at"])
+    events: list[tuple[int, str, str, str]] = []
+    for source, table in log_outcomes(ws).items():
+        ids = table[_OUTCOME_IDS[source]].to_pylist()
+        for t, oid, cid in zip(_us(table["created"]), ids, table["charge_id"].to_pylist(), strict=True):
+            assert t is not None
+            events.append((t, source, oid, cid))
+    events.sort()
+    k = 0
+    n = int(charges.num_rows)
+    for i, row in enumerate(charges.to_pylist()):
+        t = ts[i]
+        assert t is not None
+        while k < len(events) and events[k][0] <= t:
+            online.apply_outcome(events[k][1], events[k][2], events[k][3], events[k][0])
+            k += 1
+        row["created_us"] = t
+        row["credential_changed_at_us"] = cred[i]
+        online.update(row)
+        if progress and i % 50_000 == 0:
+            progress(i, n)
+    for t, source, oid, cid in events[k:]:
+        online.apply_outcome(source, oid, cid, t)
+    return n
+
+
 def resume(ws: Workspace, fset: FeatureSet, snapshot: Path) -> OnlineFeatures:
     """Restart the in-memory online state: load ``snapshot``, then replay the log's tail from its time on.
 

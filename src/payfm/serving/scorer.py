@@ -92,6 +92,9 @@ class ScorerConfig:
     top_k: int = 3
     snapshot_every: int = 0
     levels: ScoreLevels = field(default_factory=ScoreLevels)
+    # With no snapshot yet, start the memory state from the workspace's event log (the history the models
+    # were trained on), then snapshot it, so features do not start from zero on a new server.
+    warm_from_event_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,16 @@ class Scorer:
         if snaps:
             self.online = OnlineFeatures(self.bundle.fset, MemoryStore.restore(snaps[-1], version))
             since = int(snaps[-1].name.split("-")[-1].split(".")[0])
+        elif self.config.warm_from_event_log:
+            from payfm.features.parity import apply_log
+
+            t0 = time.perf_counter()
+            warmed = apply_log(self.online, self.ws)
+            log.info(
+                "online state warmed from the event log: %d charges in %.1f s",
+                warmed,
+                time.perf_counter() - t0,
+            )
         n = 0
         for _, kind, payload in self.log.events_after(since):
             if kind == "charge":
