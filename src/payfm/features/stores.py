@@ -3,7 +3,7 @@
 A store keeps three things: the per-(group, key) states, the fields of each charge that its later outcomes
 need (and that make applying a charge idempotent), and the ids of outcomes already applied. Its one operation,
 :meth:`StateStore.run`, hands a function the stored states of some keys, atomically: in process memory that is
-the live dictionary; on Redis it is a WATCH / MULTI / EXEC transaction over serialized states
+the live dictionary; on Redis it is a read plus a Lua compare-and-set over versioned, serialized states
 (:mod:`payfm.features.redis_store`).
 """
 
