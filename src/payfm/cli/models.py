@@ -4,42 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from payfm.cli.render import console, err_console
+from payfm.cli.render import console, stage_progress
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry import STAGES, Registry
 from payfm.training.models import MODEL_KINDS
 from payfm.training.tasks import TASKS, task
-from payfm.training.trainer import Progress as ProgressFn
 from payfm.training.trainer import TrainConfig, register_result
 from payfm.training.trainer import train as run_train
-
-
-@contextmanager
-def _progress() -> Iterator[ProgressFn]:
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, object] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)  # type: ignore[arg-type]  # a TaskID
-
-        yield update
 
 
 def _fmt(v: float) -> str:
@@ -119,7 +95,7 @@ def train(
         seed=seed,
         mature_test=not recent_test,
     )
-    with _progress() as update:
+    with stage_progress() as update:
         results = run_train(ws, kinds, t, fs, cfg, update)
     reg = Registry(ws)
     table = Table(title=f"Task '{t.name}', feature set '{fs.name}' ({fs.version}): validation and test")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from payfm.events.summary import LogSummary
@@ -34,6 +34,27 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]
 
         def update(done: int, total_: int) -> None:
             bar.update(task, completed=done, total=total_)
+
+        yield update
+
+
+@contextmanager
+def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars on stderr, one per stage; yields ``update(stage, done, total)``."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
 
         yield update
 

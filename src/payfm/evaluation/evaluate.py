@@ -64,20 +64,10 @@ from payfm.evaluation.metrics import (
 )
 from payfm.evaluation.slices import SliceRow, group_codes, group_labels, merchant_size, slice_table
 from payfm.evaluation.thresholds import DEFAULT_PRESETS, Preset, choose
+from payfm.training.predict import SCORE_COLUMNS
 
-PREDICTION_COLUMNS = (
-    "charge_id",
-    "created",
-    "score",
-    "is_fraud",
-    "mature",
-    "scenario",
-    "amount_usd",
-    "channel",
-    "merchant_id",
-    "merchant_country",
-    "card_fingerprint",
-)
+# The columns of a prediction table: the contract of payfm.training.predict.score_window, its producer.
+PREDICTION_COLUMNS = SCORE_COLUMNS
 _US_PER_DAY = 86_400_000_000
 
 
