@@ -29,6 +29,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -127,20 +128,20 @@ def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
     and the outcome tables ``ev_<source>`` (the outcome's time, its charge's columns)."""
     cols = ", ".join(_q(c) for c in _needed_columns(fset))
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE base0 AS
+        f"""CREATE OR REPLACE TABLE base0 AS
         SELECT (row_number() OVER (ORDER BY created, charge_id) - 1)::BIGINT AS rid, charge_id,
                epoch_us(created) AS ts{", " + cols if cols else ""}
         FROM charges"""
     )
     joins, los = [], []
     for res, ks in _bounds(fset).items():
-        con.execute(f"CREATE OR REPLACE TEMP TABLE tiles_{res} AS {_tile_starts_sql(res, max(ks))}")
+        con.execute(f"CREATE OR REPLACE TABLE tiles_{res} AS {_tile_starts_sql(res, max(ks))}")
         for k in ks:
             alias = f"t_{res}_{k}"
             joins.append(f"LEFT JOIN tiles_{res} {alias} ON {alias}.tile = b.ts // {res} - {k}")
             los.append(f", coalesce({alias}.first_rid, 0) AS {_lo(res, k)}")
     con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE base AS
+        f"""CREATE OR REPLACE TABLE base AS
         SELECT b.*{"".join(los)} FROM base0 b {" ".join(joins)} ORDER BY b.rid"""
     )
     con.execute("DROP TABLE base0")
@@ -149,7 +150,7 @@ def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
     sources = {f.source for f in fset.aggregates if f.source != "charges"}
     for s in sorted(sources):
         con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE ev_{s} AS
+            f"""CREATE OR REPLACE TABLE ev_{s} AS
             SELECT b.* EXCLUDE (rid, ts), epoch_us(o.created) AS ts
             FROM ({_OUTCOME_SQL[s]}) o JOIN base b USING (charge_id)"""
         )
@@ -495,18 +496,34 @@ def _derived(values: dict[str, pa.Array], f: Derived) -> pa.Array:
 
 
 def _materialize(
-    con: duckdb.DuckDBPyConnection, fset: FeatureSet, progress: Callable[[int, int], None] | None
+    con: duckdb.DuckDBPyConnection,
+    fset: FeatureSet,
+    progress: Callable[[int, int], None] | None,
+    workers: int = 2,
 ) -> list[str]:
-    """Run every aggregate query into a DuckDB temp table (DuckDB spills them to disk beyond its limit)."""
+    """Run every aggregate query into a DuckDB table (spilled to disk beyond the memory limit).
+
+    The queries are independent (one per entity and kind) and a single DuckDB query keeps only about one core
+    busy here, so ``workers`` of them run at once, each on its own cursor of the same database.
+    """
     queries = _queries(fset)
-    tables: list[str] = []
-    for k, sql in enumerate(queries):
-        name = f"feature_part_{k}"
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM ({sql}) ORDER BY rid")
-        tables.append(name)
-        if progress:
-            progress(k + 1, len(queries) + 1)
-    return tables
+    names = [f"feature_part_{k}" for k in range(len(queries))]
+
+    def run(job: tuple[str, str]) -> None:
+        name, sql = job
+        cur = con.cursor()
+        try:
+            cur.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM ({sql}) ORDER BY rid")
+        finally:
+            cur.close()
+
+    # The longest queries first, so the two workers finish together (SQL length is a fair proxy).
+    jobs = sorted(zip(names, queries, strict=True), key=lambda j: -len(j[1]))
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for done, _ in enumerate(pool.map(run, jobs), start=1):
+            if progress:
+                progress(done, len(queries) + 1)
+    return names
 
 
 def _assemble(
