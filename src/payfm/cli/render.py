@@ -20,25 +20,6 @@ err_console = Console(stderr=True)
 
 
 @contextmanager
-def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr; yields ``update(done, total)``."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-
-        def update(done: int, total_: int) -> None:
-            bar.update(task, completed=done, total=total_)
-
-        yield update
-
-
-@contextmanager
 def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
     """Progress bars on stderr, one per stage; yields ``update(stage, done, total)``."""
     with Progress(
@@ -57,6 +38,14 @@ def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
             bar.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; yields ``update(done, total)``."""
+    with stage_progress() as update_stage:
+        update_stage(label, 0, total)
+        yield lambda done, total_: update_stage(label, done, total_)
 
 
 def print_arrow(table: pa.Table, fmt: str, limit: int | None) -> None:

@@ -145,11 +145,31 @@ class DecisionLog(ABC):
 
     def __init__(self) -> None:
         self._writer: _GroupCommit | None = None
+        self._local = threading.local()
+        self._reads: list[Any] = []  # every thread's read connection, closed at close()
+        self._wcon: Any = None  # the group-commit thread's connection
 
     # ---- backend hooks -------------------------------------------------------------------------------------
     @abstractmethod
+    def _connect(self) -> Any:
+        """A new connection to the backend."""
+
+    def _usable(self, con: Any) -> bool:
+        """Whether a connection made earlier can still be used."""
+        return con is not None
+
     def _read(self) -> Any:
         """A connection for reads, one per thread."""
+        con = getattr(self._local, "con", None)
+        if not self._usable(con):
+            con = self._local.con = self._connect()
+            self._reads.append(con)
+        return con
+
+    def _write_connection(self) -> Any:
+        if not self._usable(self._wcon):
+            self._wcon = self._connect()
+        return self._wcon
 
     @abstractmethod
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
@@ -171,6 +191,13 @@ class DecisionLog(ABC):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._wcon is not None:
+            self._wcon.close()
+            self._wcon = None
+        for con in self._reads:
+            con.close()
+        self._reads.clear()
+        self._local = threading.local()
 
     # ---- writing (through the group commit) ----------------------------------------------------------------
     def submit(self, record: Record) -> Future[Any]:

@@ -6,7 +6,6 @@ acknowledged decision is durable. Several serving processes may share one databa
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,9 +39,6 @@ class PostgresDecisionLog(DecisionLog):
         super().__init__()
         self.url = url
         self.schema = schema  # a PostgreSQL schema to keep the tables in (tests use a fresh one)
-        self._local = threading.local()
-        self._reads: list[psycopg.Connection[Any]] = []  # every thread's read connection, closed at close()
-        self._wcon: psycopg.Connection[Any] | None = None
         with self._connect() as con:
             for stmt in SCHEMA:
                 con.execute(stmt)
@@ -54,29 +50,14 @@ class PostgresDecisionLog(DecisionLog):
             con.execute(f'SET search_path TO "{self.schema}"')
         return con
 
-    def _read(self) -> psycopg.Connection[Any]:
-        con: psycopg.Connection[Any] | None = getattr(self._local, "con", None)
-        if con is None or con.closed:
-            con = self._local.con = self._connect()
-            self._reads.append(con)
-        return con
+    def _usable(self, con: Any) -> bool:
+        return con is not None and not con.closed
 
     def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = self._read().execute(self._sql(sql), tuple(args)).fetchall()
         return rows
 
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
-        if self._wcon is None or self._wcon.closed:
-            self._wcon = self._connect()
-        with self._wcon.transaction(), self._wcon.cursor() as cur:
+        con = self._write_connection()
+        with con.transaction(), con.cursor() as cur:
             return [self._apply(cur, r) for r in records]
-
-    def close(self) -> None:
-        super().close()
-        if self._wcon is not None:
-            self._wcon.close()
-            self._wcon = None
-        for con in self._reads:
-            con.close()
-        self._reads.clear()
-        self._local = threading.local()

@@ -8,7 +8,6 @@ concurrent requests of a batch.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,6 @@ class SQLiteDecisionLog(DecisionLog):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._reads: list[sqlite3.Connection] = []  # every thread's read connection, closed at close()
-        self._wcon: sqlite3.Connection | None = None
         con = self._connect()
         con.executescript(SCHEMA)
         con.close()
@@ -53,17 +49,8 @@ class SQLiteDecisionLog(DecisionLog):
         con.execute("PRAGMA synchronous=FULL")
         return con
 
-    def _read(self) -> sqlite3.Connection:
-        con: sqlite3.Connection | None = getattr(self._local, "con", None)
-        if con is None:
-            con = self._local.con = self._connect()
-            self._reads.append(con)
-        return con
-
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
-        if self._wcon is None:
-            self._wcon = self._connect()
-        con = self._wcon
+        con = self._write_connection()
         cur = con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -73,13 +60,3 @@ class SQLiteDecisionLog(DecisionLog):
             cur.execute("ROLLBACK")
             raise
         return out
-
-    def close(self) -> None:
-        super().close()
-        if self._wcon is not None:
-            self._wcon.close()
-            self._wcon = None
-        for con in self._reads:
-            con.close()
-        self._reads.clear()
-        self._local = threading.local()
