@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
+from payfm.fm.cardtesting import US_PER_HOUR, attack_labels, merchant_hours
 from payfm.fm.downstream import DownstreamConfig, evaluate_embeddings
 from payfm.fm.pretrain import PretrainConfig, pretrain
 from payfm.fm.sequences import time_cut
@@ -40,22 +43,50 @@ def _features(ws: Workspace) -> tuple[pa.Table, list[str]]:
 
 
 def test_evaluation_compares_on_the_later_window(ws: Workspace, tmp_path: Path) -> None:
-    cfg = DownstreamConfig(train_frac=0.6, n_estimators=20, resamples=5, finetune_steps=3)
+    cfg = DownstreamConfig(
+        train_frac=0.6, n_estimators=20, resamples=5, finetune_steps=3, detector_steps=3, gbdt_seeds=2
+    )
     ckpt = pretrain(
         ws, SMALL.__class__(**{**SMALL.__dict__, "until_us": time_cut(ws, 0.6)}), out=tmp_path / "m"
     )
     report = evaluate_embeddings(ws, ckpt.path, cfg, features=_features(ws))
     assert report.train_rows + report.test_rows == ws.count("charges")
     assert report.embedding_dims == 16 and report.hand_features == 1
-    for model in ("gbdt", "gbdt+fm", "fm-head"):
-        assert set(report.scores[model]) == {"overall", "card_testing", "account_takeover"}
+    slices = {"overall", "card_testing", "account_takeover", "card_testing_attacks", "merchant_hours"}
+    for model in ("gbdt", "gbdt+fm", "fm-head", "ct-detector"):
+        assert set(report.scores[model]) == slices
         overall = report.scores[model]["overall"]
         assert 0.0 <= overall.low <= overall.high <= 1.0 and overall.positives > 0
+    attacks = report.scores["gbdt"]["card_testing_attacks"].positives
+    assert 0 < attacks <= report.scores["gbdt"]["card_testing"].positives
+    low, high = report.gain_intervals["overall"]
+    assert low <= report.relative_gain("overall") <= high
     saved = json.loads((tmp_path / "m.evaluation.json").read_text())
-    assert set(saved["relative_gain"]) == {"overall", "card_testing", "account_takeover"}
+    assert set(saved["relative_gain"]) == set(saved["gain_intervals"]) == slices
 
 
 def test_pretraining_on_the_test_window_is_refused(ws: Workspace, tmp_path: Path) -> None:
     ckpt = pretrain(ws, SMALL, out=tmp_path / "leaky")  # no until: saw the test period
     with pytest.raises(ConfigError, match="before the test cut"):
         evaluate_embeddings(ws, ckpt.path, DownstreamConfig(train_frac=0.6), features=_features(ws))
+
+
+def test_attack_labels_and_merchant_hours_against_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    merchant = rng.integers(0, 5, n)
+    created = np.sort(rng.integers(0, 30 * US_PER_HOUR, n))
+    is_ct = rng.random(n) < 0.3
+    got = attack_labels(merchant, created, is_ct, window=timedelta(hours=2), min_charges=3)
+    w = 2 * US_PER_HOUR
+    for i in range(n):
+        near = is_ct & (merchant == merchant[i]) & (np.abs(created - created[i]) <= w)
+        assert got[i] == (is_ct[i] and near.sum() >= 3)
+    assert got.any() and not got.all()
+    scores = rng.random(n)
+    best, hit = merchant_hours(merchant, created, scores, got)
+    pairs = sorted({(int(m), int(t // US_PER_HOUR)) for m, t in zip(merchant, created, strict=True)})
+    assert len(best) == len(pairs)
+    for j, (m, h) in enumerate(pairs):
+        sel = (merchant == m) & (created // US_PER_HOUR == h)
+        assert best[j] == scores[sel].max() and hit[j] == got[sel].any()

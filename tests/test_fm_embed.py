@@ -57,3 +57,18 @@ def test_outcome_of_the_current_charge_is_ignored(trained: tuple[Workspace, Path
     assert np.array_equal(a, b)
     c = online.embed_one(last | {"amount_usd": last["amount_usd"] * 1000 + 1})
     assert not np.array_equal(a, c)  # while its pre-authorization fields do count
+
+
+def test_batch_embedding_with_worker_threads_equals_one_worker(trained: tuple[Workspace, Path]) -> None:
+    from payfm.fm.embed import embed_sequences
+    from payfm.fm.pretrain import load_checkpoint
+    from payfm.fm.sequences import build_sequences
+
+    ws, ckpt = trained
+    model, tok, _ = load_checkpoint(ckpt)
+    seqs = build_sequences(read_charges(ws), tok, model.config.seq_len)
+    rows = np.arange(len(seqs))[::-1]  # any order of rows
+    one = embed_sequences(model, seqs, rows, batch_size=64)
+    two = embed_sequences(model, seqs, rows, batch_size=64, workers=2)
+    assert one.shape == (len(seqs), 32) and np.allclose(one, two, atol=1e-6)
+    assert torch.get_num_threads() == 1  # the caller's torch threads are restored

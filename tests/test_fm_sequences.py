@@ -84,3 +84,37 @@ def test_later_charges_never_change_earlier_sequences(charges: pa.Table) -> None
     part = build_sequences(charges.slice(0, cut), tok, 5)
     rows = np.arange(cut)
     assert np.array_equal(full.batch(rows), part.batch(rows))
+
+
+def test_history_tokens_against_a_brute_force(charges: pa.Table) -> None:
+    from payfm.fm.sequences import OTHER, REL_KEYS
+    from payfm.fm.tokenizer import COUNT_FIELDS, REL_FIELD
+
+    sub = charges.slice(0, 3000)
+    seqs = build_sequences(sub, Tokenizer.fit(sub), 4)
+    rows = sub.to_pylist()
+    tokens = seqs.tokens  # (V, N + 1, F)
+    for name, col in COUNT_FIELDS.items():
+        seen: dict[object, int] = {}
+        f = FIELDS.index(name)
+        for i, r in enumerate(rows):
+            key = r[col]
+            want = NULL if key is None else 4 + min(int(np.floor(np.log2(seen.get(key, 0) + 1))), 11)
+            assert tokens[0, i, f] == tokens[1, i, f] == want, (name, i)
+            if key is not None:
+                seen[key] = seen.get(key, 0) + 1
+    for v, key_col in enumerate(VIEWS):
+        last: dict[object, dict[str, object]] = {}
+        for i, r in enumerate(rows):
+            prev = last.get(r[key_col])
+            if prev is None:
+                want = NULL
+            else:
+                bits = [prev[c] is not None and prev[c] == r[c] for c in (*REL_KEYS, OTHER[key_col])]
+                want = 4 + bits[0] + 2 * bits[1] + 4 * bits[2]
+            assert tokens[v, i, REL_FIELD] == want, (key_col, i)
+            last[r[key_col]] = r
+    # a card-testing-like history shows: some charges share the previous charge's IP, many cards are new
+    assert (tokens[1, :-1, REL_FIELD] > 4).any() and (tokens[0, :-1, FIELDS.index("card_n")] == 4).any()
+    cred = tokens[0, :-1, FIELDS.index("cred")]
+    assert ((cred == NULL) | (cred >= 4)).all() and (cred >= 4).any()

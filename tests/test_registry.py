@@ -122,3 +122,58 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
     assert code == 0 and '"version": 1' in out and '"stage": "production"' in out
     code, out = run("show", "fraud-x@9")
     assert code == 1 and "has no version 9" in out and "Traceback" not in out
+
+
+def _checkpoint(path: Path, seed: int, n_embd: int = 4) -> Path:
+    """A tiny foundation-model checkpoint (random weights from ``seed``), no workspace needed."""
+    import pyarrow as pa
+    import torch
+
+    from payfm.fm.model import FMConfig, FoundationModel
+    from payfm.fm.pretrain import save_checkpoint
+    from payfm.fm.tokenizer import Tokenizer
+
+    tok = Tokenizer.fit({"amount_usd": pa.array([100, 250, 900]), "card_brand": pa.array(["visa"] * 3)})
+    torch.manual_seed(seed)
+    model = FoundationModel(
+        FMConfig(vocab_sizes=tuple(tok.vocab_sizes()), seq_len=4, n_head=2, n_embd=n_embd)
+    )
+    save_checkpoint(path, model, tok, {"step": 0})
+    return path
+
+
+def test_a_model_on_embeddings_is_versioned_with_its_foundation_model(reg: Registry, tmp_path: Path) -> None:
+    from payfm.fm.identity import checkpoint_hash, embedding_names
+    from payfm.registry import FoundationModelMismatchError
+
+    fm = _checkpoint(tmp_path / "fm" / "default", seed=0)
+    names = FS.names + embedding_names(8)  # 2 views x 4 channels
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, len(names)))
+    y = (X[:, -1] + rng.normal(size=1500) > 2).astype(int)
+    m = model_class("gbdt")(n_estimators=20, num_threads=1).fit(X, y, feature_names=names)
+    wider = _checkpoint(tmp_path / "wide", seed=0, n_embd=6)  # 12 dimensions: not what m was fitted on
+    with pytest.raises(FeatureSetMismatchError, match="12 embedding dimensions"):
+        reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=wider)
+    with pytest.raises(FeatureSetMismatchError):  # embeddings but no foundation model named
+        reg.register(m, name="fraud-fm", task="fraud", fset=FS)
+    mv = reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=fm)
+    recorded = mv.entry["foundation_model"]
+    assert recorded["content_hash"] == checkpoint_hash(fm) and recorded["embedding_dims"] == 8
+    assert reg.check_foundation_model(mv) == fm.resolve()
+    _, loaded = reg.load(mv.ref, FS)
+    np.testing.assert_array_equal(loaded.predict_proba(X[:50]), m.predict_proba(X[:50]))
+    original = tmp_path / "kept"
+    _checkpoint(original, seed=0)  # same seed: same weights, same hash
+    _checkpoint(fm, seed=1)  # pretrained again: other weights under the recorded path
+    with pytest.raises(FoundationModelMismatchError, match="retrain and register"):
+        reg.promote(mv.ref)
+    with pytest.raises(FoundationModelMismatchError):
+        reg.load(mv.ref, FS)
+    assert reg.load(mv.ref, FS, foundation_model=original)[0].version == mv.version
+    assert reg.get(mv.ref).stage == "candidate"
+    code = CliRunner().invoke(cli, ["-w", str(reg.root.parent), "models", "promote", mv.ref])
+    assert code.exit_code == 1 and "trained on embeddings of foundation model" in code.output
+    assert "Traceback" not in code.output
+    _checkpoint(fm, seed=0)  # the original back in place: promotion goes through
+    assert reg.promote(mv.ref).stage == "production"

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from rich.table import Table
 
 from payfm.cli.events import generate_into
-from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar
+from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar, stage_progress
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
@@ -26,7 +26,8 @@ from payfm.features.offline import backfill
 @click.pass_context
 def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bool) -> None:
     """Run the main job end to end: generate the default world (replacing the workspace), summarize it,
-    backfill the default feature set, train LR / RF / GBDT, evaluate them and promote the best."""
+    backfill the default feature set, train LR / RF / GBDT, evaluate them, promote the best, apply starter
+    rules and replay the last day through the decision service (latency and decision mix)."""
     ws = Workspace.open(ctx.obj["workspace"], create=True)
     console.rule("[bold]1. Synthetic payments world")
     t0 = time.perf_counter()
@@ -51,6 +52,51 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
     if skip_models:
         return
     _models(ws, fs)
+    _replay_last_day(ws)
+
+
+# Radar-style starter rules on the default feature set and the risk score (`payfm rules apply` replaces them).
+DEMO_RULES = """\
+elevated_3ds: request_3ds if :risk_level: = 'elevated' and :channel: = 'ecommerce'
+known_fraud_card: block if :card.count_fraud_disputes_all: > 0 or :card.count_efws_all: > 0
+card_testing: block if :card.count_declined_1h: >= 3 or :ip.count_declined_1h: >= 5
+highest_risk: block if :risk_score: >= 90
+high_risk_review: review if :risk_level: = 'highest'
+new_card_large: review if :card.first_seen: = 1 and :amount_usd: > 1000
+"""
+
+
+def _replay_last_day(ws: Workspace) -> None:
+    """Step 6: apply the starter rules and replay the log's last day through the scorer, in process.
+
+    The state is warmed with the charges before that day only (the replayed charges must not be in it)."""
+    from payfm.cli.serve import print_replay
+    from payfm.rules import rulesets
+    from payfm.serving.replay import replay_in_process
+
+    console.rule("[bold]6. Decision service: replay of the last day")
+    version = rulesets.save(ws, DEMO_RULES, activate=True, author="payfm demo", note="demo starter rules")
+    console.print(
+        f"Applied the starter ruleset (version {version.version}, {DEMO_RULES.count(chr(10))} rules)."
+    )
+    con = ws.connect()
+    try:
+        row = con.execute("SELECT max(created) FROM charges").fetchone()
+    finally:
+        con.close()
+    if row is None or row[0] is None:
+        return
+    end = row[0].astimezone(UTC)
+    start = datetime(end.year, end.month, end.day, tzinfo=UTC)
+    with stage_progress() as update:
+        rep = replay_in_process(
+            ws,
+            start,
+            None,
+            warm_progress=lambda d, n: update("warming the online state (days before)", d, n),
+            progress=lambda n: update("replaying the last day", n, n),
+        )
+    print_replay(rep, f"Replay of {start:%Y-%m-%d}")
 
 
 def _models(ws: Workspace, fs: FeatureSet) -> None:

@@ -46,6 +46,15 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
     help="Pretrain on the first fraction of the log (keep the rest for `fm evaluate`); 1 = all.",
 )
 @click.option("--seq-len", type=int, default=16, show_default=True, help="Charges per card / merchant view.")
+@click.option("--n-layer", type=click.IntRange(1), default=2, show_default=True, help="Transformer blocks.")
+@click.option("--n-head", type=click.IntRange(1), default=4, show_default=True, help="Attention heads.")
+@click.option(
+    "--n-embd",
+    type=click.IntRange(1),
+    default=32,
+    show_default=True,
+    help="Channels per view (x2 = embedding).",
+)
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Global batch (all processes).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default="default", show_default=True, help="Checkpoint name (workspace fm/<name>).")
@@ -58,6 +67,9 @@ def pretrain(
     max_charges: int | None,
     until_frac: float,
     seq_len: int,
+    n_layer: int,
+    n_head: int,
+    n_embd: int,
     batch_size: int,
     seed: int,
     name: str,
@@ -76,6 +88,9 @@ def pretrain(
         max_charges=max_charges,
         until_us=until,
         seq_len=seq_len,
+        n_layer=n_layer,
+        n_head=n_head,
+        n_embd=n_embd,
         batch_size=batch_size,
         seed=seed,
     )
@@ -87,16 +102,22 @@ def pretrain(
     )
 
 
+WORKERS = click.option(
+    "--workers", type=click.IntRange(1), default=1, show_default=True, help="Threads for batch embedding."
+)
+
+
 @fm.command()
 @click.option("--name", default="default", show_default=True, help="Checkpoint name.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Parquet path.")
+@WORKERS
 @click.pass_context
-def embed(ctx: click.Context, name: str, out: str | None) -> None:
+def embed(ctx: click.Context, name: str, out: str | None, workers: int) -> None:
     """Embed every charge of the workspace in batch (Parquet: charge_id, created, embedding)."""
     from payfm.fm.embed import embed as run
 
     ws = Workspace.open(ctx.obj["workspace"])
-    path, table = run(ws, _checkpoint(ws, name), out=out)
+    path, table = run(ws, _checkpoint(ws, name), out=out, workers=workers)
     console.print(f"Embedded {table.num_rows:,} charges -> {path}")
 
 
@@ -104,13 +125,52 @@ def embed(ctx: click.Context, name: str, out: str | None) -> None:
 @click.option("--name", default="default", show_default=True, help="Checkpoint name.")
 @click.option("--train-frac", type=float, default=0.7, show_default=True, help="Training window share.")
 @click.option("--resamples", type=int, default=100, show_default=True, help="Bootstrap resamples.")
+@click.option(
+    "--gbdt-seeds",
+    type=click.IntRange(1),
+    default=3,
+    show_default=True,
+    help="LightGBM fits averaged per GBDT.",
+)
+@click.option(
+    "--finetune-steps", type=click.IntRange(0), default=300, show_default=True, help="fm-head steps."
+)
+@click.option(
+    "--detector-steps", type=click.IntRange(0), default=300, show_default=True, help="ct-detector steps."
+)
+@click.option(
+    "--train-on",
+    type=click.Choice(["authorized", "all"]),
+    default="authorized",
+    show_default=True,
+    help="Fit the GBDTs on authorized charges only (declined ones never get a label) or on all.",
+)
+@WORKERS
 @click.pass_context
-def evaluate(ctx: click.Context, name: str, train_frac: float, resamples: int) -> None:
+def evaluate(
+    ctx: click.Context,
+    name: str,
+    train_frac: float,
+    resamples: int,
+    gbdt_seeds: int,
+    finetune_steps: int,
+    detector_steps: int,
+    train_on: str,
+    workers: int,
+) -> None:
     """Compare GBDT on hand-made features with GBDT + embeddings on the later time window."""
     from payfm.fm.downstream import DownstreamConfig, evaluate_embeddings
 
     ws = Workspace.open(ctx.obj["workspace"])
-    cfg = DownstreamConfig(train_frac=train_frac, resamples=resamples)
+    cfg = DownstreamConfig(
+        train_frac=train_frac,
+        resamples=resamples,
+        gbdt_seeds=gbdt_seeds,
+        finetune_steps=finetune_steps,
+        detector_steps=detector_steps,
+        train_on=train_on,
+        workers=workers,
+    )
     report = evaluate_embeddings(ws, _checkpoint(ws, name), cfg)
     table = Table(title=f"Average precision after {report.cut} ({report.test_rows:,} test charges)")
     table.add_column("slice")
@@ -123,5 +183,7 @@ def evaluate(ctx: click.Context, name: str, train_frac: float, resamples: int) -
             s = report.scores[model][slice_]
             cells.append(f"{s.ap:.3f} [{s.low:.3f}, {s.high:.3f}]")
         pos = report.scores["gbdt"][slice_].positives
-        table.add_row(f"{slice_} ({pos} pos.)", *cells, f"{report.relative_gain(slice_):+.1%}")
+        low, high = report.gain_intervals.get(slice_, (float("nan"), float("nan")))
+        gain = f"{report.relative_gain(slice_):+.1%} [{low:+.1%}, {high:+.1%}]"
+        table.add_row(f"{slice_} ({pos} pos.)", *cells, gain)
     console.print(table)

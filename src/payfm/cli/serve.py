@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
 from payfm.events.workspace import Workspace
+
+if TYPE_CHECKING:
+    from payfm.serving.replay import ReplayReport
 
 
 def _ws(ctx: click.Context) -> Workspace:
@@ -32,8 +38,22 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option("--state", default="memory", show_default=True, help="Online state: memory or redis://...")
 @click.option("--model", default=None, help="Registry name to serve (default: the newest production model).")
 @click.option("--max-in-flight", default=64, show_default=True, help="Requests in flight before 503.")
+@click.option(
+    "--max-lag-ms",
+    default=50.0,
+    show_default=True,
+    help="Event-loop queueing delay (ms) beyond which requests get 503 (load shedding).",
+)
 @click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body (bytes).")
 @click.option("--snapshot-every", default=100_000, show_default=True, help="Snapshot the state every n.")
+@click.option(
+    "--durability",
+    type=click.Choice(["fsync", "os"]),
+    default="fsync",
+    show_default=True,
+    help="When a decision is acknowledged: fsync (on disk; survives a power cut) or os (written to the "
+    "operating system; survives a kill -9 of the server, not a power cut).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -43,8 +63,10 @@ def serve(
     state: str,
     model: str | None,
     max_in_flight: int,
+    max_lag_ms: float,
     max_body: int,
     snapshot_every: int,
+    durability: str,
 ) -> None:
     """Run the real-time decision service (see docs/serving.md)."""
     if ctx.invoked_subcommand is not None:
@@ -61,13 +83,27 @@ def serve(
         decision_log=decision_log,
         state=state,
         config=ScorerConfig(model=model, snapshot_every=snapshot_every),
+        durability=durability,
     )
     click.echo(f"payfm serve: {scorer.bundle.describe()} on http://{host}:{port}", err=True)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the previous handler: make
+    # that an exit through `finally`, so the scorer closes (the state is snapshotted) instead of dying.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # The event loop computes decisions while the decision log's writer thread waits on the disk; when a
+    # commit returns, the writer needs the GIL to resolve the batch's futures. Python's default switch
+    # interval (5 ms) would let it wait that long behind a busy loop on every commit.
+    sys.setswitchinterval(0.0005)
     try:
-        app = create_app(scorer, _keystore(ctx), max_in_flight=max_in_flight, max_body=max_body)
+        app = create_app(
+            scorer, _keystore(ctx), max_in_flight=max_in_flight, max_body=max_body, max_lag_ms=max_lag_ms
+        )
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         scorer.close()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 @serve.group()
@@ -111,18 +147,64 @@ def _date(value: str | None) -> datetime | None:
 @click.option("--to", "end", default=None, help="End (exclusive), UTC; default: the end of the log.")
 @click.option("--http", "url", default=None, help="Send to a running service instead of in process.")
 @click.option("--key", envvar="PAYFM_API_KEY", default=None, help="API key for --http (or PAYFM_API_KEY).")
+@click.option(
+    "--durability",
+    type=click.Choice(["fsync", "os"]),
+    default="os",
+    show_default=True,
+    help="In process: of the scratch decision log (fsync times the production commit).",
+)
 @click.pass_context
-def replay(ctx: click.Context, start: str, end: str | None, url: str | None, key: str | None) -> None:
+def replay(
+    ctx: click.Context, start: str, end: str | None, url: str | None, key: str | None, durability: str
+) -> None:
     """Stream historical charges and outcomes through the scorer; print latency and the decision mix."""
     from payfm.serving.replay import replay_http, replay_in_process
 
     ws = _ws(ctx)
     s, e = _date(start), _date(end)
-    rep = replay_http(ws, s, e, url, key) if url else replay_in_process(ws, s, e)
-    click.echo(f"replayed {rep.charges} charges and {rep.outcomes} outcomes in {rep.wall_s:.1f} s")
-    click.echo("latency ms: " + "  ".join(f"{k} {v:.2f}" for k, v in rep.percentiles().items()))
+    if url:
+        rep = replay_http(ws, s, e, url, key)
+    else:
+        from payfm.cli.render import progress_bar
+
+        with progress_bar("warming the state", 1) as update:
+            rep = replay_in_process(ws, s, e, warm_progress=update, durability=durability)
+    print_replay(rep, f"Replay {start} .. {end or 'end of log'}")
+
+
+def print_replay(rep: ReplayReport, title: str) -> None:
+    """Two tables: server-side latency percentiles and the decision mix (plus errors, if any)."""
+    from rich.table import Table
+
+    from payfm.cli.render import console
+
+    warm = f"; state warmed with {rep.warmed:,} earlier charges in {rep.warm_s:.1f} s" if rep.warmed else ""
+    console.print(
+        f"{title}: {rep.charges:,} charges and {rep.outcomes:,} outcomes in {rep.wall_s:.1f} s "
+        f"({rep.charges / max(rep.wall_s, 1e-9):,.0f} decisions/s, one at a time){warm}"
+    )
+    lat = Table(title="Latency (ms)")
+    lat.add_column("what")
+    rows = []
+    if rep.decide_ms:
+        rows.append(("decision: features, model, reasons, rules", rep.percentiles(rep.decide_ms)))
+        rows.append((f"+ decision log commit (durability {rep.durability})", rep.percentiles()))
+    else:
+        rows.append(("over HTTP, seen by the client", rep.percentiles()))
+    for name in rows[0][1]:
+        lat.add_column(name, justify="right")
+    for what, pct in rows:
+        if pct:
+            lat.add_row(what, *(f"{v:.2f}" for v in pct.values()))
+    mix = Table(title="Decision mix")
+    mix.add_column("outcome")
+    mix.add_column("charges", justify="right")
+    mix.add_column("share", justify="right")
     total = max(rep.charges, 1)
-    for outcome, n in rep.mix.most_common():
-        click.echo(f"  {outcome:<14} {n:>8}  {100 * n / total:5.1f}%")
+    for outcome in ("authorized", "request_3ds", "manual_review", "blocked"):
+        n = rep.mix.get(outcome, 0)
+        mix.add_row(outcome, f"{n:,}", f"{100 * n / total:.1f}%")
+    console.print(lat, mix)
     for err, n in rep.errors.most_common(5):
-        click.echo(f"  error {err}: {n}")
+        console.print(f"[red]error[/red] {err}: {n}")

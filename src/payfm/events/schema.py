@@ -1,8 +1,10 @@
 """Arrow schemas of the payment event log: the one contract every later stage reads.
 
-Four tables. ``charges`` are payment attempts; ``disputes``, ``early_fraud_warnings`` and ``refunds`` are
-outcome events that arrive later and point back at a charge by ``charge_id``. Every field is documented in
-docs/events.md; this module is the source of truth and a test checks that the two agree.
+Five tables. ``charges`` are payment attempts; ``disputes``, ``early_fraud_warnings`` and ``refunds`` are
+outcome events that arrive later and point back at a charge by ``charge_id``; ``reviews`` are the closures of
+manual reviews, written by the decision service (a label source; not part of a generated or imported
+world). Every field is documented in docs/events.md; this module is the source of truth and a test checks
+that the two agree.
 
 Conventions (see ../shared/DESIGN.md, "Contracts"):
 - timestamps are ``timestamp[us, tz=UTC]``; naive timestamps are rejected at the edge;
@@ -64,6 +66,8 @@ EFW_FRAUD_TYPES = (
     "misc",
 )
 REFUND_REASONS = ("requested_by_customer", "duplicate", "fraudulent")
+# How a manual review is closed: refunded_as_fraud and disputed are fraud labels, approved a genuine one.
+REVIEW_CLOSURES = ("approved", "refunded", "refunded_as_fraud", "disputed")
 SCENARIOS = (
     "stolen_card",
     "card_testing",
@@ -176,13 +180,35 @@ REFUNDS = pa.schema(
     ]
 )
 
+REVIEWS = pa.schema(
+    [
+        _f("charge_id", pa.string(), False, "The reviewed charge (closed at most once)."),
+        _f("created", TIMESTAMP, False, "When the review was closed (UTC): the label's own time."),
+        _f("opened", TIMESTAMP, False, "When the decision service sent the charge to review (UTC)."),
+        _f(
+            "closed_as",
+            pa.string(),
+            False,
+            "How it was closed; `refunded_as_fraud` and `disputed` are fraud labels, `approved` genuine.",
+        ),
+        _f("rule", pa.string(), True, "The rule that sent the charge to review."),
+        _f("risk_score", pa.int64(), True, "The risk score (0-100) of the decision; null without a model."),
+        _f("reviewer", pa.string(), True, "Name of the API key that closed the review."),
+        _f("note", pa.string(), True, "The reviewer's note."),
+    ]
+)
+
 SCHEMAS: dict[str, pa.Schema] = {
     "charges": CHARGES,
     "disputes": DISPUTES,
     "early_fraud_warnings": EARLY_FRAUD_WARNINGS,
     "refunds": REFUNDS,
+    "reviews": REVIEWS,
 }
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
+# The tables of the payments world itself (what `payfm generate` and imports produce); ``reviews`` come from
+# the decision service only.
+PAYMENT_TABLES: tuple[str, ...] = ("charges", "disputes", "early_fraud_warnings", "refunds")
 
 # The id column of each table (unique within the table).
 ID_COLUMNS: dict[str, str] = {
@@ -190,6 +216,7 @@ ID_COLUMNS: dict[str, str] = {
     "disputes": "dispute_id",
     "early_fraud_warnings": "efw_id",
     "refunds": "refund_id",
+    "reviews": "charge_id",
 }
 
 RULES: dict[str, dict[str, FieldRule]] = {
@@ -225,6 +252,10 @@ RULES: dict[str, dict[str, FieldRule]] = {
         "reason": FieldRule(choices=REFUND_REASONS),
         "amount": FieldRule(min_value=0),
         "currency": FieldRule(pattern=r"[a-z]{3}"),
+    },
+    "reviews": {
+        "closed_as": FieldRule(choices=REVIEW_CLOSURES),
+        "risk_score": FieldRule(min_value=0),
     },
 }
 

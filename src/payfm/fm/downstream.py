@@ -3,10 +3,19 @@
 Protocol (:func:`evaluate_embeddings`): charges are split in time at ``train_frac`` of the log's charges; the
 foundation model must have been pretrained on charges before that cut (``PretrainConfig.until_us``); both
 GBDTs train on the earlier window (its last ``val_frac`` early-stops and calibrates them) and are compared on
-the later one. Labels are the fraud labels (fraudulent dispute or EFW) known at the end of the log, the same
-for both models. Per scenario the positives are the test charges of that scenario (``scenario`` ground truth
-of synthetic worlds) and the negatives the genuine test charges, so card testing, whose declined attempts
-are rarely disputed, is measured as detection. Every AP comes with a 95% bootstrap interval.
+the later one. Each GBDT is the average of ``gbdt_seeds`` LightGBM fits (seeds 0..n-1): a single fit's
+feature sampling moves per-scenario AP by more than the effect measured. Labels are the fraud labels
+(fraudulent dispute or EFW) known at the end of the log, the same for both models. Per scenario the
+positives are the test charges of that scenario (``scenario`` ground truth of synthetic worlds) and the
+negatives the genuine test charges, so card testing, whose declined attempts are rarely disputed, is
+measured as detection. Every AP comes with a 95% bootstrap interval, and the relative gain of GBDT + FM
+over GBDT with a *paired* one (both models scored on the same resampled charges).
+
+Slices: ``overall`` (fraud labels), one per scenario, ``card_testing_attacks`` (the charges of card-testing
+bursts on a merchant, :func:`payfm.fm.cardtesting.attack_labels`, vs genuine charges) and ``merchant_hours``
+(each merchant-hour scored by its highest charge score; positive when it holds an attack charge). Models:
+``gbdt``, ``gbdt+fm``, ``fm-head`` (the encoder fine-tuned on fraud labels) and ``ct-detector`` (the
+card-testing detector over the merchant view, fine-tuned on the training window's attack labels).
 
 Example::
 
@@ -27,11 +36,12 @@ import pyarrow as pa
 from payfm.errors import ConfigError
 from payfm.evaluation.bootstrap import bootstrap
 from payfm.evaluation.metrics import average_precision, average_precision_from
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, atomic_write_bytes
+from payfm.fm.cardtesting import MERCHANT_VIEW, attack_labels, merchant_hours
 from payfm.fm.embed import embed_sequences
 from payfm.fm.finetune import FinetuneConfig, finetune, predict
 from payfm.fm.pretrain import load_checkpoint
-from payfm.fm.sequences import build_sequences, read_charges, time_cut
+from payfm.fm.sequences import build_sequences, key_codes, read_charges, time_cut
 from payfm.training.labels import fraud_labels
 
 SCENARIOS = ("card_testing", "account_takeover")
@@ -46,6 +56,12 @@ class DownstreamConfig:
     seed: int = 0
     scenarios: tuple[str, ...] = SCENARIOS
     finetune_steps: int = 300  # steps of the fine-tuned classification head ("fm-head"); 0 skips it
+    detector_steps: int = 300  # steps of the card-testing detector ("ct-detector"); 0 skips it
+    gbdt_seeds: int = 3  # each GBDT is the mean prediction of this many fits (seeds 0..n-1)
+    workers: int = 1  # threads for batch embedding (payfm.fm.embed.embed_sequences)
+    # "authorized": fit on authorized charges only (declined and blocked charges never get a dispute or an
+    # EFW, so their label is unknown, not genuine); "all": every charge, unlabelled ones as negatives
+    train_on: str = "authorized"
 
 
 @dataclass
@@ -59,11 +75,12 @@ class Score:
 @dataclass
 class DownstreamReport:
     cut: str  # ISO time of the train/test cut
-    train_rows: int
+    train_rows: int  # charges of the training window (the GBDTs fit on the authorized ones by default)
     test_rows: int
     embedding_dims: int
     hand_features: int
     scores: dict[str, dict[str, Score]] = field(default_factory=dict)  # model -> slice -> score
+    gain_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # slice -> paired 95%
 
     def relative_gain(self, slice_: str) -> float:
         base, fm = self.scores["gbdt"][slice_].ap, self.scores["gbdt+fm"][slice_].ap
@@ -80,6 +97,27 @@ def _score(y: np.ndarray, s: np.ndarray, resamples: int, seed: int) -> Score:
         return Score(float("nan"), float("nan"), float("nan"), int(y.sum()))
     iv = bootstrap({"ap": average_precision_from}, y, s, resamples=resamples, seed=seed)["ap"]
     return Score(float(average_precision(y, s)), iv.low, iv.high, int(y.sum()))
+
+
+def _paired_gain(
+    y: np.ndarray, base: np.ndarray, other: np.ndarray, resamples: int, seed: int
+) -> tuple[float, float]:
+    """95% interval of AP(other) / AP(base) - 1 over resamples of the same charges for both models."""
+    if y.sum() == 0 or y.sum() == len(y):
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    gains = []
+    for _ in range(resamples):
+        w = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(np.float64)
+        if (w * y).sum() == 0 or (w * (1 - y)).sum() == 0:
+            continue
+        a = average_precision(y, base, sample_weight=w)
+        if a > 0:
+            gains.append(average_precision(y, other, sample_weight=w) / a - 1.0)
+    if not gains:
+        return float("nan"), float("nan")
+    low, high = np.percentile(gains, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def _hand_features(ws: Workspace) -> tuple[pa.Table, list[str]]:
@@ -105,6 +143,10 @@ def evaluate_embeddings(
     from payfm.training.models.gbdt import GBDTModel
 
     cfg = config or DownstreamConfig()
+    if cfg.train_on not in ("authorized", "all"):
+        raise ConfigError(
+            f"The 'train_on' of the evaluation must be 'authorized' or 'all'. Got {cfg.train_on!r}."
+        )
     model, tokenizer, meta = load_checkpoint(checkpoint)
     charges = read_charges(ws)
     n = charges.num_rows
@@ -119,7 +161,7 @@ def evaluate_embeddings(
             "`payfm fm pretrain --until-frac` at most the evaluation's train fraction."
         )
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)
-    emb = embed_sequences(model, seqs)  # (n, D), rows in (created, charge_id) order
+    emb = embed_sequences(model, seqs, workers=cfg.workers)  # (n, D), rows in (created, charge_id) order
 
     feats, names = features if features is not None else _hand_features(ws)
     con = ws.connect()
@@ -128,7 +170,8 @@ def evaluate_embeddings(
         con.register("f", feats)
         con.register("l", fraud_labels(con))
         joined = con.sql(
-            "SELECT ids.row, l.is_fraud, c.scenario, f.* EXCLUDE (charge_id, created) FROM ids "
+            "SELECT ids.row, l.is_fraud, c.scenario, c.outcome AS _outcome, "
+            "f.* EXCLUDE (charge_id, created) FROM ids "
             "JOIN f USING (charge_id) JOIN l USING (charge_id) JOIN charges c USING (charge_id) "
             "ORDER BY ids.row"
         ).to_arrow_table()
@@ -142,6 +185,10 @@ def evaluate_embeddings(
     train = rows < cut_row
     fit_end = int(train.sum() * (1 - cfg.val_frac))
     tr, va, te = np.where(train)[0][:fit_end], np.where(train)[0][fit_end:], np.where(~train)[0]
+    window_rows = np.concatenate([tr, va])  # the detector's labels are known for every charge
+    if cfg.train_on == "authorized":
+        authorized = np.array(joined["_outcome"].to_pylist(), dtype=object) == "authorized"
+        tr, va = tr[authorized[tr]], va[authorized[va]]
     report = DownstreamReport(
         cut=_iso(cut_us),
         train_rows=int(train.sum()),
@@ -150,25 +197,51 @@ def evaluate_embeddings(
         hand_features=len(names),
     )
     genuine = np.array([s is None for s in scenario[te]])
+    merchant = key_codes(charges["merchant_id"])[rows]
+    attack = attack_labels(merchant, created[rows], scenario == "card_testing")
+
+    def slices(p: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """slice -> (labels, scores) of the test window."""
+        out = {"overall": (y[te], p)}
+        for name, is_s in [(s, scenario[te] == s) for s in cfg.scenarios] + [
+            ("card_testing_attacks", attack[te])
+        ]:
+            keep = genuine | is_s
+            out[name] = (is_s[keep].astype(np.int64), p[keep])
+        best, hit = merchant_hours(merchant[te], created[rows][te], p, attack[te])
+        out["merchant_hours"] = (hit.astype(np.int64), best)
+        return out
 
     def scores_of(p: np.ndarray) -> dict[str, Score]:
-        scores = {"overall": _score(y[te], p, cfg.resamples, cfg.seed)}
-        for s in cfg.scenarios:
-            is_s = scenario[te] == s
-            keep = genuine | is_s
-            scores[s] = _score(is_s[keep].astype(np.int64), p[keep], cfg.resamples, cfg.seed)
-        return scores
+        return {k: _score(yk, pk, cfg.resamples, cfg.seed) for k, (yk, pk) in slices(p).items()}
 
+    predictions = {}
     for label, X in (("gbdt", X_hand), ("gbdt+fm", X_both)):
-        gbdt = GBDTModel(n_estimators=cfg.n_estimators, seed=cfg.seed, num_threads=0)
-        gbdt.fit(X[tr], y[tr], X_val=X[va], y_val=y[va])
-        report.scores[label] = scores_of(gbdt.predict_proba(X[te]))
+        fits = []
+        for seed in range(cfg.seed, cfg.seed + max(cfg.gbdt_seeds, 1)):
+            gbdt = GBDTModel(n_estimators=cfg.n_estimators, seed=seed, num_threads=0)
+            gbdt.fit(X[tr], y[tr], X_val=X[va], y_val=y[va])
+            fits.append(gbdt.predict_proba(X[te]))
+        predictions[label] = np.mean(fits, axis=0)
+        report.scores[label] = scores_of(predictions[label])
+    base, both = slices(predictions["gbdt"]), slices(predictions["gbdt+fm"])
+    for k in base:
+        report.gain_intervals[k] = _paired_gain(base[k][0], base[k][1], both[k][1], cfg.resamples, cfg.seed)
+    fit_rows = np.concatenate([tr, va])
     if cfg.finetune_steps > 0:
-        fit_rows = np.concatenate([tr, va])
         head = finetune(model, seqs, rows[fit_rows], y[fit_rows], FinetuneConfig(steps=cfg.finetune_steps))
         report.scores["fm-head"] = scores_of(predict(head, seqs, rows[te]))
+    if cfg.detector_steps > 0 and attack[window_rows].any():
+        detector = finetune(
+            model,
+            seqs,
+            rows[window_rows],
+            attack[window_rows].astype(np.int64),
+            FinetuneConfig(steps=cfg.detector_steps, view=MERCHANT_VIEW),
+        )
+        report.scores["ct-detector"] = scores_of(predict(detector, seqs, rows[te]))
     out = Path(checkpoint).with_name(f"{Path(checkpoint).name}.evaluation.json")
-    out.write_text(json.dumps(report.to_json(), indent=1))
+    atomic_write_bytes(out, json.dumps(report.to_json(), indent=1).encode())
     return report
 
 

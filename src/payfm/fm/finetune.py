@@ -1,7 +1,8 @@
 """A fraud classification head fine-tuned with the pretrained encoder (issue 7, 5b).
 
-The head is a linear layer over the charge embedding (B, V * C) -> (B,) logit; the encoder is fine-tuned
-with it at a lower learning rate. Batches are balanced (half positives, half negatives, drawn with
+The head is a linear layer over the charge embedding (B, V * C) -> (B,) logit, or over one view's part of
+it (B, C) (the card-testing detector reads the merchant view, :mod:`payfm.fm.cardtesting`); the encoder is
+fine-tuned with it at a lower learning rate. Batches are balanced (half positives, half negatives, drawn with
 replacement from a seeded generator: deterministic on CPU), so the scores rank charges but are not
 calibrated probabilities.
 
@@ -32,18 +33,25 @@ class FinetuneConfig:
     lr: float = 3e-3  # head; the encoder gets lr * encoder_lr_scale
     encoder_lr_scale: float = 0.1
     seed: int = 0
+    view: int | None = None  # None: the whole embedding; v: only view v's channels (1 = merchant view)
 
 
 class FraudHead(nn.Module):
-    """The pretrained encoder (a copy) and a linear fraud logit over its embedding."""
+    """The pretrained encoder (a copy) and a linear logit over its embedding (or over view ``view`` of it)."""
 
-    def __init__(self, encoder: FoundationModel) -> None:
+    def __init__(self, encoder: FoundationModel, view: int | None = None) -> None:
         super().__init__()
         self.encoder = copy.deepcopy(encoder)
-        self.out = nn.Linear(encoder.config.n_views * encoder.config.n_embd, 1)
+        c = encoder.config.n_embd
+        self.view = view
+        self.out = nn.Linear(c if view is not None else encoder.config.n_views * c, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logit: torch.Tensor = self.out(self.encoder.embed(x)).squeeze(-1)  # (B,)
+        emb = self.encoder.embed(x)  # (B, V * C)
+        if self.view is not None:
+            c = self.encoder.config.n_embd
+            emb = emb[:, self.view * c : (self.view + 1) * c]  # (B, C)
+        logit: torch.Tensor = self.out(emb).squeeze(-1)  # (B,)
         return logit
 
 
@@ -57,7 +65,7 @@ def finetune(
         raise ValueError(f"finetune: expected both classes. Got {len(pos)} positives, {len(neg)} negatives.")
     half = config.batch_size // 2
     torch.manual_seed(config.seed)
-    head = FraudHead(encoder).train()
+    head = FraudHead(encoder, config.view).train()
     optimizer = torch.optim.AdamW(
         [
             {"params": head.out.parameters(), "lr": config.lr},
@@ -75,7 +83,7 @@ def finetune(
     return head.eval()
 
 
-def predict(head: FraudHead, sequences: Sequences, rows: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def predict(head: FraudHead, sequences: Sequences, rows: np.ndarray, batch_size: int = 128) -> np.ndarray:
     """Fraud probabilities (uncalibrated, ranking only) of charges ``rows``."""
     out = np.empty(len(rows), dtype=np.float64)
     with torch.inference_mode():

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from payfm.errors import ConfigError
+
 PAD = 0  # the padding token id of every field (payfm.fm.tokenizer.PAD)
 
 
@@ -118,7 +120,7 @@ class FoundationModel(nn.Module):
     def __init__(self, config: FMConfig) -> None:
         super().__init__()
         if not config.vocab_sizes or config.n_embd % config.n_head:
-            raise ValueError(
+            raise ConfigError(
                 "FMConfig: expected vocab_sizes from a tokenizer and n_embd divisible by n_head. "
                 f"Got {len(config.vocab_sizes)} fields, n_embd {config.n_embd}, n_head {config.n_head}."
             )

@@ -7,7 +7,9 @@ target's outcome token is always MASK (see :func:`Sequences.batch`). The merchan
 testing (a burst of small declined charges at one merchant from many new cards).
 
 Built in batch with numpy over the charges sorted by (key, created, charge_id): no per-charge Python loop.
-Each charge is tokenized once; only its ``dt`` token differs by view (the gap to the key's previous charge).
+Each charge is tokenized once; only its ``dt`` and ``rel`` tokens differ by view (the gap to the key's
+previous charge, and whether that charge had the same IP, device and other key). The count tokens (earlier
+charges of the card, device, IP, address) come from the same sort, per key column.
 
 Example:
     >>> import numpy as np
@@ -25,9 +27,24 @@ import pyarrow.compute as pc
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
-from payfm.fm.tokenizer import COLUMNS, DT_FIELD, MASK, OUTCOME_FIELD, PAD, Tokenizer, dt_tokens
+from payfm.fm.tokenizer import (
+    COLUMNS,
+    COUNT_FIELDS,
+    DT_FIELD,
+    MASK,
+    OUTCOME_FIELD,
+    PAD,
+    REL_FIELD,
+    Tokenizer,
+    dt_tokens,
+    rel_codes,
+    rel_tokens,
+)
 
 VIEWS = ("card_fingerprint", "merchant_id")  # the key of each view, in model order
+OTHER = {"card_fingerprint": "merchant_id", "merchant_id": "card_fingerprint"}  # the ``rel`` "same other key"
+REL_KEYS = ("ip_address", "device_id")  # the ``rel`` "same IP", "same device" bits
+KEY_COLUMNS = tuple(sorted({*VIEWS, *REL_KEYS, *COUNT_FIELDS.values()}))
 
 
 def read_charges(ws: Workspace, *, until_us: int | None = None, limit: int | None = None) -> pa.Table:
@@ -35,13 +52,15 @@ def read_charges(ws: Workspace, *, until_us: int | None = None, limit: int | Non
 
     ``until_us`` keeps charges created before that instant; ``limit`` the first ``limit`` of them.
     """
-    cols = ", ".join(sorted({*COLUMNS, *VIEWS, "charge_id"}))
+    cols = ", ".join(sorted({*COLUMNS, *KEY_COLUMNS, "charge_id"}))
     where = f"WHERE epoch_us(created) < {int(until_us)}" if until_us is not None else ""
     lim = f"LIMIT {int(limit)}" if limit is not None else ""
     con = ws.connect()
     try:
         table: pa.Table = con.sql(
-            f"SELECT {cols}, epoch_us(created) AS created_us FROM charges {where} "
+            f"SELECT {cols}, epoch_us(created) AS created_us, "
+            "coalesce(epoch_us(credential_changed_at), -1) AS credential_changed_us FROM charges "
+            f"{where} "
             f"ORDER BY created, charge_id {lim}"
         ).to_arrow_table()
     finally:
@@ -106,26 +125,57 @@ class Sequences:
         return x
 
 
+def key_codes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """(n,) int64 codes of a key column: equal values, equal codes; -1 for null."""
+    flat = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    indices = pc.dictionary_encode(flat).indices
+    out: np.ndarray = pc.fill_null(indices, -1).to_numpy().astype(np.int64)
+    return out
+
+
+def prior_counts(codes: np.ndarray) -> np.ndarray:
+    """Per row, the number of earlier rows (in row order) with the same code; -1 where the code is -1."""
+    n = len(codes)
+    order = np.lexsort((np.arange(n), codes))  # stable: rows of a key in time order
+    skey = codes[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = skey[1:] != skey[:-1]
+    start = np.maximum.accumulate(np.where(new, np.arange(n), 0))
+    out = np.empty(n, dtype=np.int64)
+    out[order] = np.arange(n) - start
+    return np.where(codes < 0, -1, out)
+
+
 def build_sequences(charges: pa.Table, tokenizer: Tokenizer, k: int) -> Sequences:
     """Sequences of ``k`` charges per view for every charge of ``charges`` (as from :func:`read_charges`)."""
     created = charges["created_us"].to_numpy().astype(np.int64)
     n = len(created)
+    codes = {c: key_codes(charges[c]) for c in KEY_COLUMNS}
+    history = {name: prior_counts(codes[col]) for name, col in COUNT_FIELDS.items()}
+    history["credential_changed_us"] = charges["credential_changed_us"].to_numpy().astype(np.int64)
     base = tokenizer.encode(
-        {c: charges[c] for c in COLUMNS}, created, np.full(n, -1, dtype=np.int64)
-    )  # (N, F), dt filled per view below
+        {c: charges[c] for c in COLUMNS}, created, np.full(n, -1, dtype=np.int64), history
+    )  # (N, F), dt and rel filled per view below
     order_global = np.arange(n)  # the table is already in (created, charge_id) order
     tokens = np.full((len(VIEWS), n + 1, base.shape[1]), PAD, dtype=np.int64)
     index = np.empty((n, len(VIEWS), k), dtype=np.int32)
     for v, key_col in enumerate(VIEWS):
-        codes = pc.dictionary_encode(charges[key_col]).combine_chunks().indices.to_numpy()
-        order = np.lexsort((order_global, codes))  # (key, created, charge_id)
-        skey, screated = codes[order], created[order]
+        order = np.lexsort((order_global, codes[key_col]))  # (key, created, charge_id)
+        skey, screated = codes[key_col][order], created[order]
         prev = np.full(n, -1, dtype=np.int64)
         same = np.zeros(n, dtype=bool)
         same[1:] = skey[1:] == skey[:-1]
         prev[1:] = np.where(same[1:], screated[:-1], -1)
+        bits = []
+        for col in (*REL_KEYS, OTHER[key_col]):
+            c = codes[col][order]
+            eq = np.zeros(n, dtype=bool)
+            eq[1:] = (c[1:] == c[:-1]) & (c[1:] >= 0)
+            bits.append(eq)
+        rel = np.where(same, rel_codes(*bits), -1)
         view = base.copy()
         view[order, DT_FIELD] = dt_tokens(screated, prev)
+        view[order, REL_FIELD] = rel_tokens(rel)
         tokens[v, :n] = view
         win = window_index(skey, k)  # sorted positions
         index[order, v] = np.where(win >= 0, order[np.maximum(win, 0)], n)

@@ -7,7 +7,13 @@ Every field has the same reserved ids: 0 = padding (no charge), 1 = mask (hidden
   deterministic); anything else maps to OOV;
 - ``amount``: the USD amount in quantile bins fitted on training data;
 - ``dt``: time since the previous charge of the sequence's key (card or merchant) in log2-second bins;
+- ``rel``: how the charge relates to the previous charge of the sequence's key: same IP, same device, same
+  card (merchant view) or same merchant (card view), three bits;
 - ``hour`` (local, UTC + the merchant country's offset) and ``weekday``;
+- ``card_n``, ``device_n``, ``ip_n``, ``address_n``: how many earlier charges the charge's card, device, IP
+  and shipping address have, in log2 bins (0 = never seen: a burst of new cards at one merchant is card
+  testing, a new device and address on an old card is account takeover);
+- ``cred``: time since the account's last credential change, log2-hour bins;
 - ``outcome``: authorized, blocked or the issuer's decline code. It is not a pre-authorization field: the
   charge being embedded always has it masked (see :mod:`payfm.fm.sequences`).
 
@@ -50,14 +56,27 @@ CATEGORICAL = (
     "cvc_check",
     "address_check",
 )
+# Count fields: the key column whose earlier charges are counted (point-in-time, see payfm.fm.sequences).
+COUNT_FIELDS = {
+    "card_n": "card_fingerprint",
+    "device_n": "device_id",
+    "ip_n": "ip_address",
+    "address_n": "shipping_address_id",
+}
 # Token fields in model order. "outcome" is last; the columns it is derived from are OUTCOME_COLUMNS.
-FIELDS = (*CATEGORICAL, "amount", "dt", "hour", "weekday", "outcome")
+FIELDS = (*CATEGORICAL, "amount", "dt", "rel", "hour", "weekday", *COUNT_FIELDS, "cred", "outcome")
 OUTCOME_FIELD = FIELDS.index("outcome")
 DT_FIELD = FIELDS.index("dt")
+REL_FIELD = FIELDS.index("rel")
 OUTCOME_COLUMNS = ("outcome", "decline_code")
-# Raw charge columns the tokenizer reads (besides ``created``, which arrives as microseconds).
+# Raw charge columns the tokenizer reads (besides ``created`` and ``credential_changed``, as microseconds).
 COLUMNS = (*CATEGORICAL, "amount_usd", "merchant_country", *OUTCOME_COLUMNS)
 DT_BINS = 26  # log2 seconds: 0 (< 1 s) ... 25 (>= 2^24 s, ~194 days)
+COUNT_BINS = 12  # log2(count + 1): 0 (first charge) ... 11 (>= 2047 earlier charges)
+CRED_BINS = 14  # log2(hours + 1): 0 (< 1 h) ... 13 (>= 8191 h, ~11 months)
+REL_VALUES = 8  # 3 bits: same IP, same device, same other key (card or merchant) as the previous charge
+# Fixed amount edges below the quantiles (USD cents): micro-amounts are what card testers charge.
+MICRO_EDGES = (100.0, 200.0, 500.0)
 _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 86_400_000_000
 
@@ -128,7 +147,7 @@ class Tokenizer:
             vocab[name] = [v for _, v in ranked[:max_vocab]]
         amounts = _as_array(columns["amount_usd"]).to_numpy(zero_copy_only=False).astype(np.float64)
         qs = np.quantile(amounts, np.linspace(0, 1, amount_bins + 1)[1:-1]) if len(amounts) else []
-        edges = sorted({float(q) for q in qs})
+        edges = sorted({float(q) for q in qs} | set(MICRO_EDGES))
         return cls(vocab=vocab, amount_edges=edges)
 
     # ---- sizes and identity --------------------------------------------------------------------------
@@ -140,6 +159,12 @@ class Tokenizer:
             return N_SPECIAL + len(self.amount_edges) + 1
         if name == "dt":
             return N_SPECIAL + DT_BINS
+        if name == "rel":
+            return N_SPECIAL + REL_VALUES
+        if name in COUNT_FIELDS:
+            return N_SPECIAL + COUNT_BINS
+        if name == "cred":
+            return N_SPECIAL + CRED_BINS
         if name == "hour":
             return N_SPECIAL + 24
         if name == "weekday":
@@ -184,12 +209,20 @@ class Tokenizer:
         return np.fromiter((get(v, OOV) for v in items), dtype=np.int64, count=len(items))
 
     def encode(
-        self, columns: Mapping[str, Any] | pa.Table, created_us: np.ndarray, prev_us: np.ndarray
+        self,
+        columns: Mapping[str, Any] | pa.Table,
+        created_us: np.ndarray,
+        prev_us: np.ndarray,
+        history: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """(n, F) int64 tokens of n charges. ``prev_us`` is the time of the previous event of the key, or -1.
 
-        The one implementation behind batch and single-charge (online) tokenization.
+        ``history`` holds what the charges' past says, all (n,) int64: per count field the number of earlier
+        charges of its key (-1: the key is missing), ``rel`` (:func:`rel_codes`, -1: no previous charge) and
+        ``credential_changed_us`` (-1: none). Missing entries give NULL tokens. The one implementation
+        behind batch and single-charge (online) tokenization.
         """
+        history = history or {}
         columns = _columns(columns)
         n = len(created_us)
         out = np.empty((n, len(FIELDS)), dtype=np.int64)
@@ -198,6 +231,11 @@ class Tokenizer:
         amounts = np.asarray(_as_list(columns["amount_usd"]), dtype=np.float64)
         out[:, FIELDS.index("amount")] = N_SPECIAL + np.searchsorted(self.amount_edges, amounts, side="right")
         out[:, DT_FIELD] = dt_tokens(created_us, prev_us)
+        out[:, REL_FIELD] = rel_tokens(history["rel"]) if "rel" in history else NULL
+        for name in COUNT_FIELDS:
+            out[:, FIELDS.index(name)] = count_tokens(history[name]) if name in history else NULL
+        cred = history.get("credential_changed_us")
+        out[:, FIELDS.index("cred")] = NULL if cred is None else cred_tokens(created_us, cred)
         country = _as_list(columns["merchant_country"])
         offset = np.array([COUNTRY_UTC_OFFSET_H.get(c or "", 0) for c in country], dtype=np.int64)
         out[:, FIELDS.index("hour")] = N_SPECIAL + (created_us // _US_PER_HOUR + offset) % 24
@@ -215,3 +253,26 @@ def dt_tokens(created_us: np.ndarray, prev_us: np.ndarray) -> np.ndarray:
     gap_s = np.maximum(created_us - prev_us, 0) / 1e6
     bins = np.clip(np.floor(np.log2(gap_s + 1.0)), 0, DT_BINS - 1).astype(np.int64)
     return np.where(prev_us < 0, NULL, N_SPECIAL + bins)
+
+
+def count_tokens(counts: np.ndarray) -> np.ndarray:
+    """Log2 bins of a key's number of earlier charges (NULL where the key is missing, count -1)."""
+    bins = np.clip(np.floor(np.log2(np.maximum(counts, 0) + 1.0)), 0, COUNT_BINS - 1).astype(np.int64)
+    return np.where(counts < 0, NULL, N_SPECIAL + bins)
+
+
+def cred_tokens(created_us: np.ndarray, changed_us: np.ndarray) -> np.ndarray:
+    """Log2-hour bins of the time since the last credential change (NULL where there is none, -1)."""
+    hours = np.maximum(created_us - changed_us, 0) / _US_PER_HOUR
+    bins = np.clip(np.floor(np.log2(hours + 1.0)), 0, CRED_BINS - 1).astype(np.int64)
+    return np.where(changed_us < 0, NULL, N_SPECIAL + bins)
+
+
+def rel_codes(same_ip: np.ndarray, same_device: np.ndarray, same_other: np.ndarray) -> np.ndarray:
+    """3-bit code of a charge's relation to the previous charge of its key (booleans in, int64 out)."""
+    return same_ip.astype(np.int64) + 2 * same_device.astype(np.int64) + 4 * same_other.astype(np.int64)
+
+
+def rel_tokens(codes: np.ndarray) -> np.ndarray:
+    """Tokens of :func:`rel_codes` (NULL where the key has no previous charge, code -1)."""
+    return np.where(codes < 0, NULL, N_SPECIAL + codes)

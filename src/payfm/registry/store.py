@@ -6,6 +6,11 @@ version and metrics. Its content hash (sha256 over the artifact files) is record
 checked at every load: a changed byte is refused. Stages: candidate -> shadow -> production -> archived.
 Promoting a version to production archives the previous one; rollback restores it.
 
+A model that takes foundation-model embeddings as inputs (features ``fset.names`` + ``fm.emb_0..D-1``) is
+registered with ``foundation_model=<checkpoint>``: the entry records the checkpoint's path and content hash
+(:func:`payfm.fm.identity.checkpoint_hash`), and promote and load refuse it when that checkpoint (or the one
+passed to ``load``) has another hash: the GBDT and the embeddings it was trained on move together.
+
 Example:
     >>> import tempfile
     >>> from payfm.events.workspace import Workspace
@@ -33,6 +38,7 @@ from typing import Any
 from payfm.errors import PayfmError
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.definitions import FeatureSet
+from payfm.fm.identity import checkpoint_hash, checkpoint_meta, embedding_dims, embedding_names
 from payfm.training.models import Model, load_model
 
 STAGES = ("candidate", "shadow", "production", "archived")
@@ -62,6 +68,10 @@ class ArtifactIntegrityError(RegistryError):
 
 class FeatureSetMismatchError(RegistryError):
     """A model was loaded against a feature set other than the one it was trained on."""
+
+
+class FoundationModelMismatchError(RegistryError):
+    """A model trained on embeddings met another foundation-model checkpoint than the one it was fitted on."""
 
 
 @dataclass(frozen=True)
@@ -161,18 +171,39 @@ class Registry:
         metrics: dict[str, float] | None = None,
         extra: dict[str, Any] | None = None,
         stage: str = "candidate",
+        foundation_model: str | os.PathLike[str] | None = None,
     ) -> ModelVersion:
-        """Save ``model`` as the next version of ``name`` and index it; returns the new version."""
+        """Save ``model`` as the next version of ``name`` and index it; returns the new version.
+
+        ``foundation_model``: the checkpoint whose embeddings the model takes after the feature set's
+        features (inputs ``fset.names + fm.emb_0..D-1``); its path and content hash are recorded.
+        """
         if not _NAME.match(name):
             raise RegistryError(
                 f"The registry name must be lower-case letters, digits, '_' or '-'. Got {name!r}."
             )
         self._check_stage(stage)
-        if list(getattr(model, "feature_names_", [])) != fset.names:
+        fm_entry: dict[str, Any] = {}
+        expected = list(fset.names)
+        if foundation_model is not None:
+            fm_path = Path(foundation_model).resolve()
+            meta = checkpoint_meta(fm_path)
+            dims = embedding_dims(meta)
+            expected += embedding_names(dims)
+            fm_entry = {
+                "foundation_model": {
+                    "checkpoint": str(fm_path),
+                    "content_hash": checkpoint_hash(fm_path),
+                    "embedding_dims": dims,
+                    "tokenizer_version": meta.get("tokenizer_version"),
+                }
+            }
+        if list(getattr(model, "feature_names_", [])) != expected:
+            with_fm = f" + {len(expected) - len(fset.names)} embedding dimensions" if fm_entry else ""
             raise FeatureSetMismatchError(
                 f"Model '{name}' was fitted on {len(getattr(model, 'feature_names_', []))} features that are "
-                f"not those of feature set '{fset.name}' "
-                f"({len(fset.names)} features, version {fset.version})."
+                f"not those of feature set '{fset.name}'{with_fm} "
+                f"({len(expected)} features, version {fset.version})."
             )
         tmp = self.root / name / f".tmp-{uuid.uuid4().hex}"
         model.save(tmp)
@@ -189,6 +220,7 @@ class Registry:
             "code_version": code_version(),
             "content_hash": digest,
             "created_at": created,
+            **fm_entry,
             **(extra or {}),
         }
         try:
@@ -246,8 +278,12 @@ class Registry:
         return self.get(mv.ref)
 
     def promote(self, ref: str) -> ModelVersion:
-        """Make ``ref`` the production version of its name; the previous production one is archived."""
+        """Make ``ref`` the production version of its name; the previous production one is archived.
+
+        A model trained on embeddings is promoted only while its foundation-model checkpoint is unchanged.
+        """
         mv = self.get(ref)
+        self.check_foundation_model(mv)
         with self._db() as con:
             prev = con.execute(
                 "SELECT version FROM versions WHERE name = ? AND stage = 'production'", (mv.name,)
@@ -343,8 +379,42 @@ class Registry:
     def path(self, mv: ModelVersion) -> Path:
         return self.root / mv.name / str(mv.version)
 
-    def load(self, ref: str, fset: FeatureSet | None = None) -> tuple[ModelVersion, Model]:
-        """The version and its model, after checking the content hash and (if given) the feature set."""
+    def check_foundation_model(
+        self, mv: ModelVersion, checkpoint: str | os.PathLike[str] | None = None
+    ) -> Path | None:
+        """The checkpoint ``mv`` takes embeddings from (None if it takes none), after checking its hash.
+
+        ``checkpoint`` defaults to the path recorded at registration; raises
+        :class:`FoundationModelMismatchError` when it is missing or has another content hash.
+        """
+        fm = mv.entry.get("foundation_model")
+        if fm is None:
+            return None
+        path = Path(checkpoint) if checkpoint is not None else Path(fm["checkpoint"])
+        if not (path / "config.json").is_file():
+            raise FoundationModelMismatchError(
+                f"Model {mv.ref} takes embeddings of the foundation model at '{path}', which is missing. "
+                f"Expected the checkpoint with content hash {fm['content_hash'][:16]}..."
+            )
+        digest = checkpoint_hash(path)
+        if digest != fm["content_hash"]:
+            raise FoundationModelMismatchError(
+                f"Model {mv.ref} was trained on embeddings of foundation model {fm['content_hash'][:16]}... "
+                f"Got '{path}' with hash {digest[:16]}... (pretrained again or changed); retrain and "
+                "register the model on this checkpoint's embeddings."
+            )
+        return path
+
+    def load(
+        self,
+        ref: str,
+        fset: FeatureSet | None = None,
+        *,
+        foundation_model: str | os.PathLike[str] | None = None,
+    ) -> tuple[ModelVersion, Model]:
+        """The version and its model, after checking the content hash, (if given) the feature set and, for a
+        model trained on embeddings, the foundation-model checkpoint (``foundation_model`` or the recorded
+        one, see :meth:`check_foundation_model`)."""
         mv = self.get(ref)
         path = self.path(mv)
         if not path.is_dir():
@@ -362,4 +432,5 @@ class Registry:
                 f"version {mv.feature_set_version}. "
                 f"Got '{fset.name}' version {fset.version}."
             )
+        self.check_foundation_model(mv, foundation_model)
         return mv, load_model(path)

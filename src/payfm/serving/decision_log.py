@@ -25,9 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from payfm.events.schema import REVIEW_CLOSURES
 from payfm.serving.errors import Conflict, NotFound
 
-REVIEW_REASONS = ("approved", "refunded", "refunded_as_fraud", "disputed")
+_orjson: Any
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - an optional speed-up
+    _orjson = None
+
+REVIEW_REASONS = REVIEW_CLOSURES
 # A closed review's reason as a fraud label: 1 (a fraud label source), 0 (genuine), None (no label).
 REVIEW_LABELS: dict[str, int | None] = {
     "approved": 0,
@@ -36,6 +43,10 @@ REVIEW_LABELS: dict[str, int | None] = {
     "disputed": 1,
 }
 REVIEW_STATUSES = ("open", "closed")
+# What "durable" means when a decision is acknowledged (``--durability``):
+#   fsync: the commit is on disk (fsync; survives a power cut or a kernel crash), the default;
+#   os:    the commit is in the operating system (survives a kill -9 of the server, not a power cut).
+DURABILITY = ("fsync", "os")
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,25 @@ class DecisionRecord:
     charge: dict[str, Any]  # the normalized charge: what rebuilds the online state
     decision: dict[str, Any]  # the response, with features, reasons, versions and shadow score
     review: bool
+    # (charge, decision) as JSON, encoded by the request's thread so the writer thread holds the GIL as
+    # little as possible (it commits while the next requests compute); encoded at write time when None.
+    encoded: tuple[str, str] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        seq: int,
+        charge_id: str,
+        created_us: int,
+        decided_at: str,
+        outcome: str,
+        charge: dict[str, Any],
+        decision: dict[str, Any],
+        review: bool,
+    ) -> DecisionRecord:
+        """A record with its JSON encoded now."""
+        enc = (_dumps(charge), _dumps(decision))
+        return cls(seq, charge_id, created_us, decided_at, outcome, charge, decision, review, enc)
 
 
 @dataclass(frozen=True)
@@ -65,10 +95,16 @@ class OutcomeRecord:
 
 @dataclass(frozen=True)
 class ReviewClose:
+    """Close a review and, in the same transaction, log its ``reviews`` event (appended to the event log
+    after the commit, like an outcome; :meth:`DecisionLog.unappended_outcomes` lists it until then)."""
+
     charge_id: str
     reason: str
     note: str
     closed_at: str
+    seq: int = 0
+    created_us: int = 0
+    event: dict[str, Any] | None = None  # the ``reviews`` event (schema of payfm.events.schema.REVIEWS)
 
 
 @dataclass(frozen=True)
@@ -133,8 +169,21 @@ class _GroupCommit:
                 return
 
 
+def json_bytes(v: Any) -> bytes:
+    """Compact JSON; orjson when installed (15x faster on a decision's 158 feature values), else the
+    standard encoder (also for what orjson refuses: integers beyond 64 bits). Floats keep their shortest
+    round-trip form either way, so a logged feature value reads back exactly."""
+    if _orjson is not None:
+        try:
+            out: bytes = _orjson.dumps(v, default=str)
+            return out
+        except TypeError:
+            pass
+    return json.dumps(v, separators=(",", ":"), default=str).encode()
+
+
 def _dumps(v: Any) -> str:
-    return json.dumps(v, separators=(",", ":"), default=str)
+    return json_bytes(v).decode()
 
 
 class DecisionLog(ABC):
@@ -233,6 +282,7 @@ class DecisionLog(ABC):
         """Execute one record on cursor ``cur`` inside the batch's transaction; returns its result."""
         q = self._sql
         if isinstance(r, DecisionRecord):
+            charge_json, decision_json = r.encoded or (_dumps(r.charge), _dumps(r.decision))
             cur.execute(
                 q(self._INSERT_DECISION),
                 (
@@ -241,8 +291,8 @@ class DecisionLog(ABC):
                     r.created_us,
                     r.decided_at,
                     r.outcome,
-                    _dumps(r.charge),
-                    _dumps(r.decision),
+                    charge_json,
+                    decision_json,
                 ),
             )
             if cur.rowcount == 0:  # a retry raced the first attempt: the stored decision wins
@@ -286,6 +336,21 @@ class DecisionLog(ABC):
                 if row is None:
                     return NotFound(f"No review for charge '{r.charge_id}'.", field="charge_id")
                 return Conflict(f"The review of charge '{r.charge_id}' is already closed.", field="charge_id")
+            if r.event is not None:
+                cur.execute(
+                    q(self._INSERT_OUTCOME),
+                    (
+                        "reviews",
+                        r.charge_id,
+                        r.charge_id,
+                        r.seq,
+                        r.created_us,
+                        None,
+                        0,
+                        _dumps(r.event),
+                        r.closed_at,
+                    ),
+                )
             return True
         cur.execute(
             q("UPDATE outcomes SET appended = 1 WHERE kind = ? AND outcome_id = ?"), (r.kind, r.outcome_id)
@@ -296,6 +361,23 @@ class DecisionLog(ABC):
     def get_decision(self, charge_id: str) -> dict[str, Any] | None:
         rows = self._fetch("SELECT decision FROM decisions WHERE charge_id = ?", (charge_id,))
         return json.loads(rows[0][0]) if rows else None
+
+    def get_charge(self, charge_id: str) -> dict[str, Any] | None:
+        """The normalized charge payload of a decided charge."""
+        rows = self._fetch("SELECT charge FROM decisions WHERE charge_id = ?", (charge_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def get_review(self, charge_id: str) -> dict[str, Any] | None:
+        rows = self._fetch(f"SELECT {self._REVIEW_COLS} FROM reviews WHERE charge_id = ?", (charge_id,))
+        names = [c.strip() for c in self._REVIEW_COLS.split(",")]
+        return dict(zip(names, rows[0], strict=True)) if rows else None
+
+    def outcomes_of(self, charge_id: str) -> list[tuple[str, dict[str, Any]]]:
+        """``(kind, payload)`` of every outcome (and review event) logged for ``charge_id``."""
+        rows = self._fetch(
+            "SELECT kind, payload FROM outcomes WHERE charge_id = ? ORDER BY seq", (charge_id,)
+        )
+        return [(str(k), json.loads(p)) for k, p in rows]
 
     def has_outcome(self, kind: str, outcome_id: str) -> bool:
         return bool(
@@ -353,19 +435,24 @@ class DecisionLog(ABC):
         return [(str(c), int(v)) for c, v in rows]
 
 
-def open_log(spec: str, workspace_root: Path) -> DecisionLog:
-    """``sqlite`` (the default: ``<workspace>/serving/decisions.db``), ``sqlite:///path`` or ``postgresql://...``."""
+def open_log(spec: str, workspace_root: Path, durability: str = "fsync") -> DecisionLog:
+    """``sqlite`` (the default: ``<workspace>/serving/decisions.db``), ``sqlite:///path`` or ``postgresql://...``;
+    ``durability`` one of :data:`DURABILITY`."""
+    from payfm.serving.errors import InvalidInput
+
+    if durability not in DURABILITY:
+        raise InvalidInput(
+            f"The durability must be one of {', '.join(DURABILITY)}. Got {durability!r}.", field="durability"
+        )
     if spec == "sqlite" or spec.startswith("sqlite:"):
         from payfm.serving.sqlite_log import SQLiteDecisionLog
 
         path = Path(spec[len("sqlite:///") :]) if spec.startswith("sqlite:///") else None
-        return SQLiteDecisionLog(path or workspace_root / "serving" / "decisions.db")
+        return SQLiteDecisionLog(path or workspace_root / "serving" / "decisions.db", durability=durability)
     if spec.startswith(("postgresql://", "postgres://")):
         from payfm.serving.postgres_log import PostgresDecisionLog
 
-        return PostgresDecisionLog(spec)
-    from payfm.serving.errors import InvalidInput
-
+        return PostgresDecisionLog(spec, durability=durability)
     raise InvalidInput(
         f"The decision log must be 'sqlite', 'sqlite:///<path>' or 'postgresql://...'. Got {spec!r}.",
         field="decision_log",

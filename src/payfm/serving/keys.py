@@ -2,8 +2,9 @@
 
 A key is ``pfm_<id>_<secret>`` with a 256-bit random secret, so a fast salted hash is as safe as a slow one
 (nobody can guess 2^256 secrets) and checking a key costs microseconds. Keys live in
-``<workspace>/serving/keys.db``; the server re-reads them when that file changes, so a revocation takes
-effect without a restart.
+``<workspace>/serving/keys.db``; the server re-reads them when that file changes (it looks at most every
+half second: a stat per request cost more than the rest of the check), so a revocation takes effect without
+a restart, within half a second.
 
 Example:
     >>> import tempfile; from pathlib import Path
@@ -21,11 +22,14 @@ import os
 import secrets
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from payfm.serving.errors import Conflict, InvalidInput, NotFound
+
+_RECHECK_S = 0.5  # how often verify() looks for a changed key file
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS keys (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, salt BLOB NOT NULL, "
@@ -43,6 +47,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, bytes, bytes]] = {}
         self._stamp: tuple[int, int] | None = None
+        self._checked = -1e9  # time.monotonic() of the last look at the file
 
     def _db(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +71,7 @@ class KeyStore:
             raise Conflict(f"A key named {name!r} exists already; revoke it or pick another name.") from None
         finally:
             con.close()
+        self._checked = -1e9  # this store sees its own changes at once
         return f"pfm_{kid}_{secret}"
 
     def list(self) -> list[dict[str, Any]]:
@@ -88,10 +94,15 @@ class KeyStore:
                 )
         finally:
             con.close()
+        self._checked = -1e9
         if cur.rowcount == 0:
             raise NotFound(f"No active key named {name!r}.", field="name")
 
     def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < _RECHECK_S:
+            return
+        self._checked = now
         try:
             st = self.path.stat()
         except FileNotFoundError:

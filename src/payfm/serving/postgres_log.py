@@ -1,7 +1,9 @@
 """The production decision log: PostgreSQL through psycopg 3 (the same tables as the SQLite log).
 
 A commit returns once PostgreSQL has flushed its WAL (``synchronous_commit`` on, the server default), so an
-acknowledged decision is durable. Several serving processes may share one database (with the Redis state).
+acknowledged decision is durable; ``durability="os"`` sets ``synchronous_commit = off`` for the log's
+connections (a commit survives a crash of the serving process, not of the database server). Several
+serving processes may share one database (with the Redis state).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ SCHEMA = [
     "applied INTEGER NOT NULL, appended INTEGER NOT NULL, payload TEXT NOT NULL, received_at TEXT NOT NULL, "
     "PRIMARY KEY (kind, outcome_id))",
     "CREATE INDEX IF NOT EXISTS outcomes_seq ON outcomes (seq)",
+    "CREATE INDEX IF NOT EXISTS outcomes_charge ON outcomes (charge_id)",
     "CREATE TABLE IF NOT EXISTS reviews (charge_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
     "opened_at TEXT NOT NULL, status TEXT NOT NULL, rule TEXT, risk_score INTEGER, reason TEXT, note TEXT, "
     "closed_at TEXT, label INTEGER)",
@@ -35,9 +38,10 @@ class PostgresDecisionLog(DecisionLog):
 
     placeholder = "%s"
 
-    def __init__(self, url: str, *, schema: str | None = None) -> None:
+    def __init__(self, url: str, *, schema: str | None = None, durability: str = "fsync") -> None:
         super().__init__()
         self.url = url
+        self.durability = durability
         self.schema = schema  # a PostgreSQL schema to keep the tables in (tests use a fresh one)
         with self._connect() as con:
             for stmt in SCHEMA:
@@ -48,6 +52,8 @@ class PostgresDecisionLog(DecisionLog):
         if self.schema:
             con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             con.execute(f'SET search_path TO "{self.schema}"')
+        if self.durability == "os":
+            con.execute("SET synchronous_commit = off")
         return con
 
     def _usable(self, con: Any) -> bool:

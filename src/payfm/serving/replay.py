@@ -1,9 +1,10 @@
 """Replay history through the decision service as production would see it: in process or over HTTP.
 
 Charges of ``[start, end)`` and their outcomes are merged in time order (an outcome at time tau before any
-charge at t >= tau, as :func:`payfm.features.parity.replay` orders them) and sent one by one. In process, the
-online state is first warmed with every event before ``start`` and decisions go to a scratch decision log, so
-a replay never touches the serving log or the event log. Reports latency percentiles and the decision mix.
+charge at t >= tau, as :func:`payfm.features.parity.replay` orders them) and sent one by one. In process, a
+fresh online state is first warmed with every event before ``start`` (and only those: the period's charges
+must not be in it yet) and decisions go to a scratch decision log, so a replay never touches the serving
+log, the serving state or the event log. Reports latency percentiles and the decision mix.
 """
 
 from __future__ import annotations
@@ -12,19 +13,27 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from payfm.events.schema import SCHEMAS
-from payfm.events.workspace import Workspace
+from payfm.events.schema import SCHEMAS, TABLES, TIMESTAMP
+from payfm.events.workspace import Workspace, WorkspaceWriter, WriteMode
+from payfm.features.online import OnlineFeatures
+from payfm.features.parity import apply_log
+from payfm.features.stores import MemoryStore
 from payfm.serving.errors import InvalidInput
-from payfm.serving.scorer import OUTCOME_TABLES, Scorer, ScorerConfig
+from payfm.serving.scorer import OUTCOME_TABLES, Decision, Scorer, ScorerConfig
 
-_CHARGE_DROP = ("outcome", "decline_code", "scenario")
+# The ground truth never reaches the scorer; the processor's outcome does (features count declines).
+_CHARGE_DROP = ("scenario",)
 
 
 @dataclass
@@ -33,13 +42,19 @@ class ReplayReport:
     outcomes: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     mix: Counter[str] = field(default_factory=Counter)
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)  # per charge, as the sender saw it
+    decide_ms: list[float] = field(default_factory=list)  # in process: the decisions' own latency_ms
     wall_s: float = 0.0
+    durability: str = ""  # in process: of the scratch decision log
+    warmed: int = 0  # charges applied to the state before the period (in process)
+    warm_s: float = 0.0
 
-    def percentiles(self) -> dict[str, float]:
-        if not self.latencies_ms:
+    def percentiles(self, values: list[float] | None = None) -> dict[str, float]:
+        """p50, p90, p99, p99.9 and max of ``values`` (default: the per-charge latencies)."""
+        values = self.latencies_ms if values is None else values
+        if not values:
             return {}
-        a = np.asarray(self.latencies_ms)
+        a = np.asarray(values)
         return {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99, 99.9)} | {"max": float(a.max())}
 
 
@@ -81,32 +96,100 @@ def replay_in_process(
     end: datetime | None,
     config: ScorerConfig | None = None,
     progress: Callable[[int], None] | None = None,
+    warm_progress: Callable[[int, int], None] | None = None,
+    on_decision: Callable[[Decision], None] | None = None,
+    durability: str = "os",
 ) -> ReplayReport:
-    """Warm the online state with the history before ``start``, then decide every charge of the period."""
+    """Warm a fresh online state with the history before ``start``, then decide every charge of the period.
+
+    The state starts empty (never from the server's snapshot, which may already hold the period) and is
+    warmed by :func:`warm_before`; decisions go to a scratch decision log; nothing is appended to the event
+    log. ``warm_progress(done, total)`` reports the warm-up, ``progress(charges)`` the replay, and
+    ``on_decision`` receives every decision (with its features). The scratch log is thrown away, so it is
+    not fsynced by default (``durability="os"``); pass ``"fsync"`` to time the production commit.
+    """
     with tempfile.TemporaryDirectory(prefix="payfm-replay-") as tmp:
-        scorer = Scorer.open(ws, decision_log=f"sqlite:///{Path(tmp) / 'replay.db'}", config=config)
+        scorer = Scorer.open(
+            ws,
+            decision_log=f"sqlite:///{Path(tmp) / 'replay.db'}",
+            state=MemoryStore(),
+            config=config,
+            durability=durability,
+        )
         scorer.append_outcomes = False
         try:
-            if start is not None:
-                for t, row in events(ws, None, start):
-                    if t == "charges":
-                        from payfm.serving.charges import normalize_charge
+            t0 = time.perf_counter()
+            warmed = warm_before(scorer.online, ws, start, warm_progress) if start else 0
+            warm_s = time.perf_counter() - t0
+            decide: list[float] = []
 
-                        scorer.online.update(normalize_charge(row))
-                    else:
-                        _send_outcome(scorer, t, row)
-            return _run(events(ws, start, end), lambda t, r: _in_process(scorer, t, r), progress)
+            def seen(d: Decision) -> None:
+                decide.append(d.latency_ms)
+                if on_decision is not None:
+                    on_decision(d)
+
+            rep = _run(events(ws, start, end), lambda t, r: _in_process(scorer, t, r, seen), progress)
+            rep.warmed, rep.warm_s, rep.decide_ms = warmed, warm_s, decide
+            rep.durability = durability
+            return rep
         finally:
             scorer.close(snapshot=False)
 
 
-def _send_outcome(scorer: Scorer, table: str, row: dict[str, Any]) -> None:
-    scorer.record_outcome(table, row)
+def warm_before(
+    online: OnlineFeatures,
+    ws: Workspace,
+    start: datetime,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Apply every charge and outcome of ``ws`` created before ``start`` to ``online``; returns the charges.
+
+    :func:`payfm.features.parity.apply_log`, the one warm-up path of the serving state (in its time order:
+    outcomes at time tau before charges at t >= tau), reads the log through :class:`_Before`, a read-only
+    view that ends at ``start``: nothing is copied.
+    """
+    history = _Before(ws, start)
+    if not history.read("charges", ["created"]).num_rows:
+        return 0
+    return apply_log(online, history, progress)
 
 
-def _in_process(scorer: Scorer, table: str, row: dict[str, Any]) -> str | None:
+class _Before(Workspace):
+    """A read-only view of a workspace: its events created before ``end`` (``read`` and ``connect``)."""
+
+    def __init__(self, ws: Workspace, end: datetime) -> None:
+        super().__init__(ws.root)
+        self.end = end
+
+    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
+        data = super().read(table, None if columns is None else sorted({*columns, "created"}))
+        data = data.filter(pc.less(data["created"], pa.scalar(self.end, TIMESTAMP)))
+        return data.select(columns) if columns is not None else data
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        con = super().connect()
+        (db,) = con.execute("SELECT current_database()").fetchone() or ("memory",)
+        end = self.end.astimezone(UTC).isoformat()
+        for table in TABLES:  # temporary views shadow the whole tables
+            con.execute(
+                f'CREATE TEMP VIEW {table} AS SELECT * FROM "{db}".main.{table} '
+                f"WHERE created < TIMESTAMPTZ '{end}'"
+            )
+        return con
+
+    @contextmanager
+    def writer(self, mode: WriteMode = "append") -> Iterator[WorkspaceWriter]:
+        raise TypeError("A view of a workspace's history is read-only.")
+        yield  # a generator, as the context manager it overrides
+
+
+def _in_process(
+    scorer: Scorer, table: str, row: dict[str, Any], on_decision: Callable[[Decision], None]
+) -> str | None:
     if table == "charges":
-        return scorer.score(row).outcome
+        d = scorer.score(row)
+        on_decision(d)
+        return d.outcome
     scorer.record_outcome(table, row)
     return None
 

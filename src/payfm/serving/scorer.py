@@ -40,6 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from payfm.events.schema import ID_COLUMNS, SCHEMAS
 from payfm.events.validate import validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
@@ -62,11 +63,12 @@ from payfm.serving.decision_log import (
     ReviewClose,
     open_log,
 )
-from payfm.serving.errors import Conflict, InvalidInput
+from payfm.serving.errors import Conflict, InvalidInput, NotFound
 from payfm.training.models import Model
 from payfm.training.scores import ScoreLevels, risk_score
 
 log = logging.getLogger("payfm.serving")
+_DURABLE_TIMEOUT_S = 30.0
 
 OUTCOMES = ("authorized", "manual_review", "blocked", "request_3ds")
 _ACTION_OUTCOME = {None: "authorized", "allow": "authorized", "review": "manual_review", "block": "blocked"}
@@ -142,9 +144,16 @@ class Decision:
         # A shallow dict: dataclasses.asdict deep-copies the 158 feature values and cost ~2.5 ms a decision.
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
+    def response(self) -> dict[str, Any]:
+        """What the HTTP API returns: the decision without the feature values and the shadow score."""
+        return {name: getattr(self, name) for name in _RESPONSE_FIELDS}
+
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Decision:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+_RESPONSE_FIELDS = tuple(n for n in Decision.__dataclass_fields__ if n not in ("shadow", "features"))
 
 
 def load_bundle(ws: Workspace, config: ScorerConfig, fset: FeatureSet | None = None) -> Bundle:
@@ -214,6 +223,7 @@ class Scorer:
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)
         self._since_snapshot = 0
+        self._snapshot_due = False  # set when a decision completes the snapshot interval
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
 
     # ---- life cycle ----------------------------------------------------------------------------------------
@@ -225,12 +235,20 @@ class Scorer:
         decision_log: str | DecisionLog = "sqlite",
         state: str | StateStore = "memory",
         config: ScorerConfig | None = None,
+        durability: str = "fsync",
     ) -> Scorer:
-        """Load the bundle, open the log, rebuild the online state (snapshot + the log's tail)."""
+        """Load the bundle, open the log, rebuild the online state (snapshot + the log's tail).
+
+        ``durability`` (``fsync`` or ``os``, see :data:`payfm.serving.decision_log.DURABILITY`) applies to a
+        log opened from a spec string."""
         config = config or ScorerConfig()
         bundle = load_bundle(ws, config)
         fset = bundle.fset
-        dlog = decision_log if isinstance(decision_log, DecisionLog) else open_log(decision_log, ws.root)
+        dlog = (
+            decision_log
+            if isinstance(decision_log, DecisionLog)
+            else open_log(decision_log, ws.root, durability)
+        )
         if isinstance(state, StateStore):
             store: StateStore = state
         elif state == "memory":
@@ -317,7 +335,29 @@ class Scorer:
 
     # ---- deciding ------------------------------------------------------------------------------------------
     def score(self, charge: Mapping[str, Any]) -> Decision:
-        """Decide ``charge`` (a mapping of the event schema's charge fields; ``created`` timezone-aware)."""
+        """Decide ``charge`` (a mapping of the event schema's charge fields; ``created`` timezone-aware).
+
+        Returns once the decision is durable in the decision log."""
+        decision = self.begin(charge).result(_DURABLE_TIMEOUT_S)
+        if self._snapshot_due:
+            self._snapshot_due = False
+            self.snapshot()
+        return decision
+
+    async def score_async(self, charge: Mapping[str, Any]) -> Decision:
+        """:meth:`score` for an event loop: decides in the calling thread, awaits durability without
+        blocking the loop (concurrent requests share the decision log's commits)."""
+        import asyncio
+
+        decision = await asyncio.wrap_future(self.begin(charge))
+        if self._snapshot_due:
+            self._snapshot_due = False
+            await asyncio.to_thread(self.snapshot)
+        return decision
+
+    def begin(self, charge: Mapping[str, Any]) -> Future[Decision]:
+        """Decide ``charge`` now and queue its record; the future resolves with the decision once the record
+        is committed (durable), or with the error. Validation errors raise here."""
         t0 = time.perf_counter()
         c = normalize_charge(charge)
         cid = str(c["charge_id"])
@@ -335,14 +375,17 @@ class Scorer:
                 mine = Future()
                 self._pending[cid] = mine
                 self._inflight += 1
-        if other is not None:
-            return Decision.from_json(other.result(30))
+        out: Future[Decision] = Future()
+        if other is not None:  # the same charge is being decided: its stored decision, once durable
+            other.add_done_callback(lambda f: _settle(out, f))
+            return out
         if stored is not None:
-            return Decision.from_json(stored)
+            out.set_result(Decision.from_json(stored))
+            return out
         assert mine is not None
         try:
             decision = self._decide(bundle, c, vector, t0)
-            record = DecisionRecord(
+            record = DecisionRecord.of(
                 seq,
                 cid,
                 int(c["created_us"]),
@@ -352,28 +395,43 @@ class Scorer:
                 decision.to_json(),
                 decision.outcome == "manual_review",
             )
-            saved: dict[str, Any] = self.log.write(record)
-            mine.set_result(saved)
+            committed = self.log.submit(record)
         except BaseException as e:
             mine.set_exception(e)
+            self._finished(cid)
             raise
-        finally:
-            with self._lock:
-                self._pending.pop(cid, None)
-                self._inflight -= 1
-                self._since_snapshot += 1
-                if not self._inflight:
-                    self._drained.notify_all()
-                due = 0 < self.config.snapshot_every <= self._since_snapshot
-        if due:
-            self.snapshot()
-        return decision if saved is record.decision else Decision.from_json(saved)
+
+        def durable(f: Future[Any]) -> None:  # on the log's writer thread, after the commit
+            try:
+                saved = f.result()
+            except BaseException as e:
+                mine.set_exception(e)
+                self._finished(cid)
+                out.set_exception(e)
+                return
+            mine.set_result(saved)
+            self._finished(cid)
+            # A retry that raced the first attempt gets the decision stored first.
+            out.set_result(decision if saved is record.decision else Decision.from_json(saved))
+
+        committed.add_done_callback(durable)
+        return out
+
+    def _finished(self, key: str) -> None:
+        with self._lock:
+            self._pending.pop(key, None)
+            self._inflight -= 1
+            self._since_snapshot += 1
+            if not self._inflight:
+                self._drained.notify_all()
+            if 0 < self.config.snapshot_every <= self._since_snapshot:
+                self._since_snapshot = 0
+                self._snapshot_due = True
 
     def _decide(
         self, bundle: Bundle, c: Mapping[str, Any], vector: list[float | None], t0: float
     ) -> Decision:
-        names = bundle.fset.names
-        feats = dict(zip(names, vector, strict=True))
+        feats = dict(zip(self.online.names, vector, strict=True))
         score: int | None = None
         level: str | None = None
         reasons: list[dict[str, Any]] = []
@@ -422,16 +480,88 @@ class Scorer:
             )
         return self.log.reviews(status, limit, offset)
 
-    def close_review(self, charge_id: str, reason: str, note: str = "") -> dict[str, Any]:
-        """Close the review of ``charge_id``; refunded_as_fraud and disputed become fraud labels."""
+    def close_review(
+        self, charge_id: str, reason: str, note: str = "", reviewer: str | None = None
+    ) -> dict[str, Any]:
+        """Close the review of ``charge_id`` with ``reason``; the closure becomes a label event.
+
+        The closure and its ``reviews`` event are logged in one transaction, then the event is appended to
+        the workspace's event log. ``refunded_as_fraud`` and ``disputed`` also record the outcome they imply
+        (a fraudulent refund or dispute, ids ``re_review_<charge_id>`` / ``dp_review_<charge_id>``, at the
+        closing time) like ``POST /v1/refunds`` / ``/v1/disputes``, so label-aware features count it; not
+        when the charge already has such an outcome. Closing twice is a Conflict and appends nothing.
+        """
         if reason not in REVIEW_REASONS:
             raise InvalidInput(
                 f"The closing reason must be one of {', '.join(REVIEW_REASONS)}. Got {reason!r}.",
                 field="reason",
             )
-        refuse_card_numbers({"note": note}, "review")
-        self.log.write(ReviewClose(charge_id, reason, note, datetime.now(UTC).isoformat()))
-        return {"charge_id": charge_id, "status": "closed", "reason": reason, "label": REVIEW_LABELS[reason]}
+        refuse_card_numbers({"note": note, "reviewer": reviewer}, "review")
+        review = self.log.get_review(charge_id)
+        if review is None:
+            raise NotFound(f"No review for charge '{charge_id}'.", field="charge_id")
+        if review["status"] != "open":
+            raise Conflict(f"The review of charge '{charge_id}' is already closed.", field="charge_id")
+        now = datetime.now(UTC)
+        event = {
+            "charge_id": charge_id,
+            "created": now.isoformat(),
+            "opened": review["opened_at"],
+            "closed_as": reason,
+            "rule": review["rule"],
+            "risk_score": review["risk_score"],
+            "reviewer": reviewer,
+            "note": note or None,
+        }
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        created_us = to_us(now, "created")
+        stored = {**event, "id": charge_id, "created_us": created_us}
+        self.log.write(ReviewClose(charge_id, reason, note, now.isoformat(), seq, created_us, stored))
+        implied = self._close_review_events(event)
+        return {
+            "charge_id": charge_id,
+            "status": "closed",
+            "reason": reason,
+            "label": REVIEW_LABELS[reason],
+            "outcome": implied,
+        }
+
+    def _close_review_events(
+        self, event: Mapping[str, Any], recovering: bool = False
+    ) -> dict[str, Any] | None:
+        """After a closure is logged: record the outcome it implies, append its ``reviews`` event, mark it.
+
+        Idempotent (also run at startup, ``recovering``, for a closure logged but not yet appended): the
+        implied outcome is recorded once by its id, and the event is appended unless the event log has it
+        already (only a recovery can find it there: a crash after the append, before the mark)."""
+        cid = str(event["charge_id"])
+        implied = _implied_outcome(event, self.log.get_charge(cid) or {})
+        result = None
+        if implied is not None:
+            table, payload = implied
+            already = [
+                p
+                for kind, p in self.log.outcomes_of(cid)
+                if kind == table
+                and p.get("reason") == "fraudulent"
+                and p["id"] != payload[OUTCOME_TABLES[table]]
+            ]
+            if not already:
+                out = self.record_outcome(table, payload)
+                result = {"table": table, "id": out["id"], "applied": out["applied"]}
+        if self.append_outcomes:
+            have = (
+                recovering
+                and bool(self.ws.files("reviews"))
+                and cid in set(self.ws.read("reviews", ["charge_id"])["charge_id"].to_pylist())
+            )
+            if not have:
+                self._append_to_event_log("reviews", [dict(event)])
+            else:
+                self.log.write(_mark("reviews", cid))
+        return result
 
     # ---- outcomes ------------------------------------------------------------------------------------------
     def record_outcome(self, table: str, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -479,20 +609,28 @@ class Scorer:
         return {**result, "applied": applied, "duplicate": False}
 
     def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
-        data = validate_events(table, pa.Table.from_pylist(events))
+        # Reviews have nullable columns that are often all null: give Arrow their types.
+        schema = SCHEMAS[table] if table == "reviews" else None
+        if schema is not None:
+            events = [{**e, **{k: _ts(e[k]) for k in ("created", "opened")}} for e in events]
+        data = validate_events(table, pa.Table.from_pylist(events, schema=schema))
         with self.ws.writer("append") as w:
             w.write(table, data)
         for e in events:
-            self.log.write(_mark(table, str(e[OUTCOME_TABLES[table]])))
+            self.log.write(_mark(table, str(e[ID_COLUMNS[table]])))
 
     def _append_pending_outcomes(self) -> None:
-        """Outcomes logged but not yet in the event log (a crash in between): append those not there."""
+        """Outcomes and review closures logged but not yet in the event log (a crash in between): append
+        those not there (and record the outcome a closure implies, once)."""
         pending = self.log.unappended_outcomes()
         if not pending:
             return
         by_table: dict[str, list[dict[str, Any]]] = {}
         for table, payload in pending:
             by_table.setdefault(table, []).append(payload)
+        for review in by_table.pop("reviews", []):
+            event = {k: v for k, v in review.items() if k not in ("id", "created_us")}
+            self._close_review_events(event, recovering=True)
         for table, payloads in by_table.items():
             id_col = OUTCOME_TABLES[table]
             have: set[str] = set()
@@ -507,6 +645,35 @@ class Scorer:
                 self._append_to_event_log(table, todo)
             for p in payloads:
                 self.log.write(_mark(table, str(p[id_col])))
+
+
+def _ts(v: Any) -> Any:
+    return datetime.fromisoformat(v) if isinstance(v, str) else v
+
+
+def _implied_outcome(
+    review: Mapping[str, Any], charge: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund, disputed -> a
+    fraudulent dispute, of the charge's amount, at the closing time; None for approved and refunded."""
+    cid, reason = str(review["charge_id"]), review["closed_as"]
+    money = {"amount": int(charge.get("amount") or 0), "currency": str(charge.get("currency") or "usd")}
+    if reason == "refunded_as_fraud":
+        refund = {"refund_id": f"re_review_{cid}", "charge_id": cid, "created": review["created"]}
+        return "refunds", {**refund, **money, "reason": "fraudulent"}
+    if reason == "disputed":
+        dispute = {"dispute_id": f"dp_review_{cid}", "charge_id": cid, "created": review["created"]}
+        return "disputes", {**dispute, "reason": "fraudulent", **money}
+    return None
+
+
+def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
+    """Resolve ``out`` with the decision another request stored (or its error)."""
+    e = stored.exception()
+    if e is not None:
+        out.set_exception(e)
+    else:
+        out.set_result(Decision.from_json(stored.result()))
 
 
 def _mark(table: str, oid: str) -> MarkAppended:

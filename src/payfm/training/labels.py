@@ -1,9 +1,10 @@
 """Fraud labels with maturity, from the outcome events, as of a point in time.
 
-A charge is fraudulent if a fraudulent dispute or an early fraud warning arrives within the label horizon
-(default 120 days) of the charge, and no later than ``as_of``. Its label is *mature* once the horizon has
-passed by ``as_of``, or once a fraud outcome has arrived (a positive cannot become negative). Training uses
-mature labels only; evaluation reports how many labels were still immature.
+A charge is fraudulent if a fraudulent dispute, an early fraud warning or a manual review closed as
+``refunded_as_fraud`` (the ``reviews`` table, written by the decision service) arrives within the label
+horizon (default 120 days) of the charge, and no later than ``as_of``. Its label is *mature* once the horizon
+has passed by ``as_of``, or once a fraud outcome has arrived (a positive cannot become negative). Training
+uses mature labels only; evaluation reports how many labels were still immature.
 
 Example:
     >>> import tempfile
@@ -40,7 +41,7 @@ def fraud_labels(
         row = con.execute(
             """SELECT greatest((SELECT max(created) FROM charges), (SELECT max(created) FROM disputes),
                                (SELECT max(created) FROM early_fraud_warnings),
-                               (SELECT max(created) FROM refunds))"""
+                               (SELECT max(created) FROM refunds), (SELECT max(created) FROM reviews))"""
         ).fetchall()[0]
         as_of_sql = "NULL::TIMESTAMPTZ" if row[0] is None else f"'{row[0].isoformat()}'::TIMESTAMPTZ"
     else:
@@ -51,6 +52,7 @@ def fraud_labels(
         WITH outcome AS (
             SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'
             UNION ALL SELECT charge_id, created FROM early_fraud_warnings
+            UNION ALL SELECT charge_id, created FROM reviews WHERE closed_as = 'refunded_as_fraud'
         ),
         first_fraud AS (
             SELECT o.charge_id, min(o.created) AS t

@@ -101,7 +101,8 @@ def _retry_success(con: duckdb.DuckDBPyConnection, as_of: datetime | None, horiz
 TASKS: dict[str, Task] = {
     "fraud": Task(
         "fraud",
-        "A fraudulent dispute or early fraud warning arrives within the horizon of the charge.",
+        "A fraudulent dispute, early fraud warning or review closed as refunded_as_fraud arrives within the"
+        " horizon.",
         _fraud,
     ),
     "retry_success": Task(

@@ -1,0 +1,165 @@
+"""Review closures become label events: a ``reviews`` row in the event log and, for refunded_as_fraud and
+disputed, the fraudulent refund or dispute they imply (counted by the label-aware online features), once."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from payfm.events.workspace import Workspace
+from payfm.rules import rulesets
+from payfm.serving.app import create_app
+from payfm.serving.charges import EXAMPLE_FIELDS
+from payfm.serving.decision_log import ReviewClose
+from payfm.serving.errors import Conflict, NotFound
+from payfm.serving.keys import KeyStore
+from payfm.serving.scorer import Scorer
+
+RULES = "big: review if :amount_usd: > 500\n"
+
+
+def charge(i: int, created: str = "2026-03-01T12:00:00+00:00", **kw: Any) -> dict[str, Any]:
+    return {"charge_id": f"ch_{i}", "created": created, **EXAMPLE_FIELDS, "amount": 90_000} | {
+        "amount_usd": 90_000,
+        **kw,
+    }
+
+
+def probe(scorer: Scorer, i: int) -> dict[str, float | None]:
+    """The features of a later charge of the same card (after the closures, which happen now)."""
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    return scorer.score(charge(i, later, amount=100, amount_usd=100)).features
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    w = Workspace.open(tmp_path / "ws", create=True)
+    rulesets.save(w, RULES, activate=True, set_name="default", author="test")  # default set: refund features
+    return w
+
+
+@pytest.fixture()
+def scorer(ws: Workspace) -> Iterator[Scorer]:
+    s = Scorer.open(ws)
+    yield s
+    s.close(snapshot=False)
+
+
+@pytest.fixture()
+def client(ws: Workspace, scorer: Scorer) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    key = KeyStore(ws.root / "serving" / "keys.db").create("alice")
+    with TestClient(create_app(scorer, KeyStore(ws.root / "serving" / "keys.db"))) as c:
+        yield c, {"Authorization": f"Bearer {key}"}
+
+
+def rows(ws: Workspace, table: str) -> list[dict[str, Any]]:
+    return ws.read(table).to_pylist() if ws.files(table) else []
+
+
+def test_refunded_as_fraud_appends_the_review_and_a_fraudulent_refund(
+    client: tuple[TestClient, dict[str, str]], scorer: Scorer, ws: Workspace
+) -> None:
+    c, h = client
+    assert c.post("/v1/charges/score", json=charge(1, amount=12_345), headers=h).json()["outcome"] == (
+        "manual_review"
+    )
+    r = c.post("/v1/reviews/ch_1/close", json={"reason": "refunded_as_fraud", "note": "called"}, headers=h)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["label"] == 1 and body["outcome"] == {
+        "table": "refunds",
+        "id": "re_review_ch_1",
+        "applied": True,
+    }
+    (review,) = rows(ws, "reviews")
+    assert review["charge_id"] == "ch_1" and review["closed_as"] == "refunded_as_fraud"
+    assert review["reviewer"] == "alice" and review["rule"] == "big" and review["note"] == "called"
+    assert review["opened"] <= review["created"] and review["created"].tzinfo is not None
+    (refund,) = rows(ws, "refunds")
+    assert refund["refund_id"] == "re_review_ch_1" and refund["reason"] == "fraudulent"
+    assert (
+        refund["amount"] == 12_345 and refund["currency"] == "usd" and refund["created"] == review["created"]
+    )
+    assert rows(ws, "disputes") == []
+    features = probe(scorer, 2)
+    assert features["card.count_refunds_all"] == 1.0 and features["card.count_fraud_disputes_all"] == 0.0
+    # Closing again is refused and appends nothing.
+    assert c.post("/v1/reviews/ch_1/close", json={"reason": "disputed"}, headers=h).status_code == 409
+    assert len(rows(ws, "reviews")) == 1 and len(rows(ws, "refunds")) == 1 and rows(ws, "disputes") == []
+
+
+def test_disputed_counts_a_fraud_dispute_and_approved_only_a_review(scorer: Scorer, ws: Workspace) -> None:
+    scorer.score(charge(1))
+    scorer.score(charge(2, card_fingerprint="fp_2"))
+    out = scorer.close_review("ch_1", "disputed")
+    assert out["outcome"]["table"] == "disputes" and out["label"] == 1
+    assert scorer.close_review("ch_2", "approved")["outcome"] is None
+    assert {(r["charge_id"], r["closed_as"]) for r in rows(ws, "reviews")} == {
+        ("ch_1", "disputed"),
+        ("ch_2", "approved"),
+    }
+    assert [(d["dispute_id"], d["reason"]) for d in rows(ws, "disputes")] == [
+        ("dp_review_ch_1", "fraudulent")
+    ]
+    assert rows(ws, "refunds") == []
+    assert probe(scorer, 3)["card.count_fraud_disputes_all"] == 1.0
+    with pytest.raises(Conflict):
+        scorer.close_review("ch_1", "disputed")
+    with pytest.raises(NotFound):
+        scorer.close_review("ch_404", "approved")
+    assert len(rows(ws, "disputes")) == 1 and len(rows(ws, "reviews")) == 2
+
+
+def test_a_dispute_already_received_is_not_counted_twice(scorer: Scorer, ws: Workspace) -> None:
+    scorer.score(charge(1))
+    dispute = {"dispute_id": "dp_bank", "charge_id": "ch_1", "created": "2026-03-02T00:00:00+00:00"}
+    scorer.record_outcome("disputes", dispute | {"reason": "fraudulent", "amount": 90_000, "currency": "usd"})
+    assert scorer.close_review("ch_1", "disputed")["outcome"] is None
+    assert [d["dispute_id"] for d in rows(ws, "disputes")] == ["dp_bank"]
+    assert probe(scorer, 2)["card.count_fraud_disputes_all"] == 1.0
+
+
+def test_a_closure_logged_before_a_crash_is_appended_once_at_restart(ws: Workspace) -> None:
+    s = Scorer.open(ws)
+    s.score(charge(1))
+    # What a crash right after the closure's commit leaves: the closure and its event in the decision log,
+    # neither the event nor the implied refund in the event log.
+    closed = datetime.now(UTC)
+    event = {"charge_id": "ch_1", "created": closed.isoformat(), "opened": closed.isoformat()}
+    event |= {
+        "closed_as": "refunded_as_fraud",
+        "rule": "big",
+        "risk_score": None,
+        "reviewer": "bob",
+        "note": None,
+    }
+    us = int(closed.timestamp() * 1_000_000)
+    s.log.write(
+        ReviewClose("ch_1", "refunded_as_fraud", "", closed.isoformat(), 99, us, event | {"id": "ch_1"})
+    )
+    s.close()
+    assert rows(ws, "reviews") == [] and rows(ws, "refunds") == []
+    for _ in range(2):  # the first restart appends; the second finds nothing left to do
+        s = Scorer.open(ws)
+        try:
+            assert [r["reviewer"] for r in rows(ws, "reviews")] == ["bob"]
+            assert [r["refund_id"] for r in rows(ws, "refunds")] == ["re_review_ch_1"]
+            assert s.log.unappended_outcomes() == []
+        finally:
+            s.close()
+    # A crash after the appends but before they were marked: the restart finds them in the event log.
+    with sqlite3.connect(ws.root / "serving" / "decisions.db") as con:
+        con.execute("UPDATE outcomes SET appended = 0")
+    s = Scorer.open(ws)
+    try:
+        assert len(rows(ws, "reviews")) == 1 and len(rows(ws, "refunds")) == 1
+        assert s.log.unappended_outcomes() == []
+        assert probe(s, 2)["card.count_refunds_all"] == 1.0  # counted once, also after three restarts
+    finally:
+        s.close(snapshot=False)
