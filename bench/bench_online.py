@@ -2,15 +2,18 @@
 
 A synthetic world is generated into a temporary workspace; the first charges warm the state up, then each of
 the next ones is timed through `OnlineFeatures.vector_then_update` (the decision-time path), outcomes applied
-in time order as in production. Usage:
+in time order as in production. Wall time is the latency; the CPU time of the thread beside it shows how much
+of a slow figure is other processes on the shared cores (the load average is printed with each line). Usage:
 
     .venv/bin/python bench/bench_online.py                       # 200k charges, 30 days; memory and Redis
     .venv/bin/python bench/bench_online.py --redis-url ''        # memory only
+    .venv/bin/python bench/bench_online.py --apply-log --charges 1000000 --days 120   # warming a new server
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import platform
 import shutil
@@ -26,6 +29,7 @@ import pyarrow.compute as pc
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.online import OnlineFeatures
+from payfm.features.parity import apply_log
 from payfm.features.stores import StateStore
 from payfm.synth import WorldConfig, generate_world
 
@@ -59,21 +63,32 @@ def run(
     fs = default_set()
     online = OnlineFeatures(fs, store)
     lat = []
+    cpu = []
     k = 0
+    clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     for i, row in enumerate(rows):
         t = int(row["created_us"])  # type: ignore[call-overload]
         while k < len(outcomes) and outcomes[k][0] <= t:
             online.apply_outcome(outcomes[k][1], outcomes[k][2], outcomes[k][3], outcomes[k][0])
             k += 1
-        t0 = time.perf_counter_ns()
+        c0 = cpu_clock()
+        t0 = clock()
         online.vector_then_update(row)
+        t1 = clock()
+        c1 = cpu_clock()
+        if i == warm - 1:
+            gc.freeze()  # as a serving process does after warming its state (apply_log, restore)
         if i >= warm:
-            lat.append(time.perf_counter_ns() - t0)
+            lat.append(t1 - t0)
+            cpu.append(c1 - c0)
     a = np.array(lat) / 1000.0
+    c = np.array(cpu) / 1000.0
     print(
-        f"{name:>7}: {len(fs.features)} features, {len(a):,} charges timed after {warm:,} warm-up: "
-        f"p50 {np.percentile(a, 50):,.0f} us, p99 {np.percentile(a, 99):,.0f} us, "
-        f"p99.9 {np.percentile(a, 99.9):,.0f} us, mean {a.mean():,.0f} us"
+        f"{name:>7}: {len(fs.features)} features, {len(a):,} charges timed after {warm:,} warm-up, "
+        f"load average {os.getloadavg()[0]:.1f}: wall p50 {np.percentile(a, 50):,.0f} us, "
+        f"p99 {np.percentile(a, 99):,.0f} us, p99.9 {np.percentile(a, 99.9):,.0f} us, "
+        f"mean {a.mean():,.0f} us; "
+        f"CPU time of this thread p50 {np.percentile(c, 50):,.0f} us, p99 {np.percentile(c, 99):,.0f} us"
     )
 
 
@@ -86,12 +101,25 @@ def main() -> None:
     parser.add_argument("--warm", type=int, default=150_000, help="Charges applied before timing starts.")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14", help="'' to skip Redis.")
     parser.add_argument("--redis-charges", type=int, default=20_000, help="Charges timed on Redis.")
+    parser.add_argument(
+        "--apply-log", action="store_true", help="Only time warming a state from the whole log (apply_log)."
+    )
     args = parser.parse_args()
     print(f"# {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores")
     tmp = Path(tempfile.mkdtemp(prefix="payfm-bench-online-"))
     try:
         ws = Workspace.open(tmp, create=True)
         ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=args.days, seed=3)), "replace")
+        if args.apply_log:
+            online = OnlineFeatures(default_set())
+            t0, c0 = time.perf_counter(), time.process_time()
+            n = apply_log(online, ws)
+            print(
+                f"apply_log: {n:,} charges in {time.perf_counter() - t0:.1f} s "
+                f"({time.process_time() - c0:.1f} s CPU), load average {os.getloadavg()[0]:.1f}, "
+                f"{len(online.store.states):,} states"  # type: ignore[attr-defined]
+            )
+            return
         rows, outcomes = _events(ws)
         run("memory", None, rows, outcomes, min(args.warm, len(rows) - 1000))
         if args.redis_url:

@@ -58,3 +58,31 @@ def test_apply_log_is_idempotent(tmp_path: Path) -> None:
     probe.update(charge_id="ch_probe", created_us=int(probe["created"].timestamp() * 1e6) + 10**12)
     probe["credential_changed_at_us"] = None
     assert once.features(probe) == twice.features(probe)
+
+
+def test_a_snapshot_in_an_old_state_format_is_ignored_and_the_state_rebuilt(tmp_path: Path) -> None:
+    import gzip
+    import json
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=1500, days=3, seed=6)), "replace")
+    first = Scorer.open(ws, config=ScorerConfig())
+    first.close()
+    (snap,) = (ws.root / "serving" / "state").glob("*.json.gz")
+    with gzip.open(snap, "rt") as f:
+        lines = f.read().splitlines()
+    head = json.loads(lines[0])
+    head.pop("format")  # what an older payfm wrote: format 1, no "format" field
+    with gzip.open(snap, "wt") as f:
+        f.write("\n".join([json.dumps(head), *lines[1:]]) + "\n")
+    last = ws.read("charges").sort_by([("created", "ascending"), ("charge_id", "ascending")])
+    probe = last.slice(last.num_rows - 1).to_pylist()[0]
+    probe = {k: v for k, v in probe.items() if k not in ("outcome", "decline_code", "scenario")}
+    probe.update(charge_id="ch_probe_old", created=(probe["created"] + timedelta(seconds=1)).isoformat())
+    again = Scorer.open(ws, config=ScorerConfig())  # no traceback: the old snapshot is ignored
+    try:
+        count = again.score(probe).features["card.count_charges_all"]
+    finally:
+        again.close()
+    history = ws.read("charges").to_pylist()
+    assert count == sum(c["card_fingerprint"] == probe["card_fingerprint"] for c in history) > 0

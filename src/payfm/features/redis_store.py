@@ -1,15 +1,19 @@
 """The Redis backend of the online state, for more than one serving process.
 
-Each (group, key) state is one Redis string ``"<version>|<json>"`` (see :mod:`payfm.features.state`).
+Each entity key is one Redis string ``"<version>|<json>"``, a *record* holding every state of that key
+(``{state index: state}``, see :mod:`payfm.features.state`): a charge reads and writes about ten records.
 :meth:`RedisStore.run` is optimistic and takes two round trips: one pipeline reads the claim and the states,
 Python computes (the same code as in memory), then one Lua script checks that neither the claim nor the
 version of any state it changes moved, and writes the new states and the claim atomically; if something
 moved, the step is retried. So two processes never lose each other's updates, and a charge or outcome id is
 applied once however many processes see it.
 
-Keys, under ``{prefix}:{feature set version}``: ``s:{group}:{key}`` states (windowed ones expire after their
-longest window of inactivity), ``c:{charge_id}`` the fields of each charge (they make a charge idempotent and
-attribute its outcomes; expire after ``charge_ttl``), ``o:{source}:{outcome_id}`` applied outcomes.
+Keys, under ``{prefix}:{feature set version}.f{state format}``: ``e:{entity}:{key}`` records (``p:...`` for a
+pair key, as JSON; a record of windowed states only expires after their longest window of inactivity),
+``c:{charge_id}`` the fields of each charge (they make a charge idempotent and attribute its outcomes; expire
+after ``charge_ttl``),
+``o:{source}:{outcome_id}`` applied outcomes. The state format is part of the namespace, so states written by
+another version of the engine are never misread (they are simply not seen, and expire).
 """
 
 from __future__ import annotations
@@ -23,31 +27,33 @@ import redis
 from payfm.errors import ConfigError
 from payfm.features.definitions import FeatureSet
 from payfm.features.online import window_ttl_s
-from payfm.features.state import State, StateKey, WindowState, state_from_json, state_to_json
+from payfm.features.online_plan import plan
+from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 from payfm.features.stores import Runner, StateStore
 
 T = TypeVar("T")
-_COMPACT = (",", ":")
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
-# KEYS[1] the claim, KEYS[2..] changed states; ARGV: claim value, claim ttl, n, then per state: expected
-# version ("" when absent), new "version|json", ttl ("" for none). Returns 1 written, 0 already claimed,
-# -1 a state moved.
+# KEYS[1] the claim, KEYS[2..] changed states. ARGV[1] claim value, ARGV[2] claim ttl, then one argument per
+# changed state: "<expected version, empty when absent>|<ttl, empty for none>|<version>|<json>". Only the
+# head of a stored state is read to check its version (GETRANGE), however large the state. Returns 1 written,
+# 0 already claimed, -1 a state moved.
 _CAS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local n = tonumber(ARGV[3])
+local n = #KEYS - 1
+local news = {}
 for i = 1, n do
-  local cur = redis.call('GET', KEYS[i + 1])
-  local ver = ''
-  if cur then ver = string.match(cur, '^(%d+)|') or '' end
-  if ver ~= ARGV[3 + (i - 1) * 3 + 1] then return -1 end
+  local exp, ttl, val = string.match(ARGV[i + 2], '^(%d*)|(%d*)|(.*)$')
+  local head = redis.call('GETRANGE', KEYS[i + 1], 0, 24)
+  local ver = string.match(head, '^(%d+)|') or ''
+  if ver ~= exp then return -1 end
+  news[i] = {val, ttl}
 end
 for i = 1, n do
-  local val = ARGV[3 + (i - 1) * 3 + 2]
-  local ttl = ARGV[3 + (i - 1) * 3 + 3]
-  if ttl == '' then
-    redis.call('SET', KEYS[i + 1], val)
+  if news[i][2] == '' then
+    redis.call('SET', KEYS[i + 1], news[i][1])
   else
-    redis.call('SET', KEYS[i + 1], val, 'EX', ttl)
+    redis.call('SET', KEYS[i + 1], news[i][1], 'EX', news[i][2])
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
@@ -67,70 +73,102 @@ class RedisStore(StateStore):
         charge_ttl: timedelta = timedelta(days=180),
     ) -> None:
         try:
-            self.client = redis.Redis.from_url(url, decode_responses=True)
+            self.client = redis.Redis.from_url(url)
             self.client.ping()
         except (redis.RedisError, ValueError) as e:
             raise ConfigError(f"The Redis online store at {url!r} is not reachable: {e}") from None
-        self.ns = f"{prefix}:{fset.version}"
+        # The state format is part of the namespace: states of another format are never read as this one.
+        self.ns = f"{prefix}:{fset.version}.f{FORMAT}"
         self._cas = self.client.register_script(_CAS)
-        self.window_ttl_s = window_ttl_s(fset)
+        plans = plan(fset)
+        self._entity = {sp.index: sp.entity for sp in plans}
+        # A record expires after its states' longest window of inactivity, unless it holds all-time ones.
+        ttl_s = window_ttl_s(fset)
+        self._ttl: dict[str, bytes] = {}
+        for entity in {sp.entity for sp in plans}:
+            mine = [sp for sp in plans if sp.entity == entity]
+            timed = all(sp.res for sp in mine)
+            self._ttl[entity] = str(max(ttl_s[sp.index] for sp in mine)).encode() if timed else b""
+        self.window_ttl_s = ttl_s
         self.charge_ttl_s = int(charge_ttl.total_seconds())
+        self._names: dict[tuple[str, Any], bytes] = {}  # (entity, key) -> Redis key name (a bounded cache)
 
-    def _skey(self, key: StateKey) -> str:
-        return f"{self.ns}:s:{key[0]}:{json.dumps(key[1], separators=_COMPACT)}"
+    def _record(self, entity: str, k: Any) -> bytes:
+        name = self._names.get((entity, k))
+        if name is None:
+            # Injective: a plain string key after "e:", a pair (or any other key) as JSON after "p:".
+            text = f"e:{entity}:{k}" if isinstance(k, str) else f"p:{entity}:{_JSON.encode(k)}"
+            name = f"{self.ns}:{text}".encode()
+            if len(self._names) > 100_000:
+                self._names.clear()
+            self._names[(entity, k)] = name
+        return name
 
     def run(self, keys: list[StateKey], claim: str | None, fields: dict[str, Any] | None, fn: Runner[T]) -> T:
-        names = [self._skey(k) for k in keys]
+        # One record per (entity, key) holds all the states of that key: {state index: state}.
+        entity = self._entity
+        where = [self._record(entity[k[0]], k[1]) for k in keys]  # the record of each state key
+        ttl = dict(zip(where, (self._ttl[entity[k[0]]] for k in keys), strict=True))
+        order = list(ttl)
         if claim is None:
-            raw = self.client.mget(names) if names else []
-            return fn(self._decode(keys, raw)[0], False)
+            raw = self.client.mget(order) if order else []
+            return fn(self._decode(order, raw, keys, where)[0], False)
         claim_key = f"{self.ns}:c:{claim}" if fields is not None else f"{self.ns}:o:{claim}"
-        claim_value = json.dumps(fields, separators=_COMPACT) if fields is not None else "1"
+        claim_value = _JSON.encode(fields).encode() if fields is not None else b"1"
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.exists(claim_key)
-            if names:
-                pipe.mget(names)
+            if order:
+                pipe.mget(order)
             got = pipe.execute()
-            raw = got[1] if names else []
-            states, versions = self._decode(keys, raw)
+            raw = got[1] if order else []
+            states, records = self._decode(order, raw, keys, where)
             if got[0]:
                 return fn(states, False)
             result = fn(states, True)
-            args: list[Any] = [claim_value, self.charge_ttl_s, 0]
-            changed: list[str] = []
-            for k, name, before in zip(keys, names, raw, strict=True):
+            for k, name in zip(keys, where, strict=True):
                 st = states.get(k)
-                if st is None:
+                if st is not None:
+                    records[name][1][str(k[0])] = st
+            args: list[bytes | int] = [claim_value, self.charge_ttl_s]
+            changed: list[bytes] = []
+            for name, before in zip(order, raw, strict=True):
+                version, record = records[name]
+                if not record:
                     continue
-                body = json.dumps(state_to_json(st), separators=_COMPACT)
-                if before is not None and before.partition("|")[2] == body:
+                body = _JSON.encode({i: _as_json(st) for i, st in record.items()}).encode()
+                if (
+                    before is not None
+                    and len(before) - before.index(b"|") - 1 == len(body)
+                    and before.endswith(body)
+                ):
                     continue
-                old = versions.get(k)
-                ttl = self.window_ttl_s.get(k[0]) if isinstance(st, WindowState) else None
                 changed.append(name)
-                args += [
-                    "" if old is None else str(old),
-                    f"{(old or 0) + 1}|{body}",
-                    "" if ttl is None else ttl,
-                ]
-            args[2] = len(changed)
+                expected = b"" if version is None else str(version).encode()
+                new = str((version or 0) + 1).encode()
+                args.append(b"|".join((expected, ttl[name], new, body)))
             if self._cas(keys=[claim_key, *changed], args=args) == 1:
                 return result
             # 0: another process claimed the id meanwhile; -1: a state moved. Either way, read again.
 
+    @staticmethod
     def _decode(
-        self, keys: list[StateKey], raw: list[Any]
-    ) -> tuple[dict[StateKey, State], dict[StateKey, int]]:
-        states: dict[StateKey, State] = {}
-        versions: dict[StateKey, int] = {}
-        for k, v in zip(keys, raw, strict=True):
+        order: list[bytes], raw: list[Any], keys: list[StateKey], where: list[bytes]
+    ) -> tuple[dict[StateKey, State], dict[bytes, tuple[int | None, dict[str, Any]]]]:
+        """The requested states, and each record as (version, {state index: state or its JSON})."""
+        records: dict[bytes, tuple[int | None, dict[str, Any]]] = {}
+        for name, v in zip(order, raw, strict=True):
             if v is None:
-                continue
-            version, _, body = v.partition("|")
-            versions[k] = int(version)
-            states[k] = state_from_json(json.loads(body))
-        return states, versions
+                records[name] = (None, {})
+            else:
+                version, _, body = v.partition(b"|")
+                records[name] = (int(version), json.loads(body))
+        states: dict[StateKey, State] = {}
+        for k, name in zip(keys, where, strict=True):
+            data = records[name][1].get(str(k[0]))
+            if data is not None:
+                states[k] = state_from_json(data)
+        return states, records
 
     def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
         raw = self.client.get(f"{self.ns}:c:{charge_id}")
@@ -145,3 +183,7 @@ class RedisStore(StateStore):
         for key in self.client.scan_iter(f"{self.ns}:*", count=1000):
             n += int(self.client.delete(key))
         return n
+
+
+def _as_json(st: State | list[Any]) -> list[Any]:
+    return st if isinstance(st, list) else state_to_json(st)

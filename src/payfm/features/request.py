@@ -1,7 +1,8 @@
-"""Request-time and derived features for one charge (the online path).
+"""Request-time and derived features for one charge: the reference formulas.
 
-The offline engine computes the same values vectorized (payfm.features.offline); the parity test holds the two
-to the same results.
+The online engine inlines these formulas in its generated code (payfm.features.online_codegen; a test holds
+the two to the same values) and the offline engine computes them vectorized (payfm.features.offline; the
+parity tests hold it to the online values).
 """
 
 from __future__ import annotations

@@ -1,149 +1,199 @@
 """State objects of the online engine and their safe (JSON) serialization.
 
-- :class:`WindowState`: tiles of one resolution with *cumulative* sums ``[count, s0, q0, ...]``, so a window
-  is two binary searches and a subtraction however hot the key; tiles older than the longest window fold into
-  a base, so memory is bounded by window / resolution; per-tile min/max and last-seen tiles for distinct
-  counts.
-- :class:`TotalState`: all-time count, sums, min/max, last value, first/previous time, distinct sets.
+One state per (entity, resolution) and entity key: every windowed feature of an entity at one resolution, of
+every source and filter, shares one :class:`WindowState`; every all-time feature of an entity shares one
+:class:`TotalState`. A *slot* is one (source, filter) pair: its part of a state's vector is
+``[count, s0, q0, ...]`` (count, sum and sum of squares of each numeric column, exact integers in cents).
+
+- :class:`WindowState`: sparse tiles of one resolution with *cumulative* vectors, so a window is two binary
+  searches and a subtraction however hot the key; tiles older than the longest window fold into a base, so
+  memory is bounded by window / resolution. Per-tile extremes (min/max cells) and, for distinct counts, the
+  last tile each value was seen in (with the sorted list of those tiles, so a count is one binary search).
+- :class:`TotalState`: all-time vector, extremes, last values and distinct sets per cell, first/previous
+  event time per slot.
+
+The engine that reads and writes these objects is generated per feature set (:mod:`.online_codegen`).
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left, insort
 from typing import Any
 
-StateKey = tuple[int, Any]  # (group index, entity key)
+StateKey = tuple[int, Any]  # (state index, entity key)
+INF = float("inf")
+FORMAT = 2  # of the serialized states (snapshots and Redis); 1 was one state per (source, filter) group
 
 
 class WindowState:
-    """Tiles of one resolution for one entity key."""
+    """Tiles of one resolution for one entity key.
 
-    __slots__ = ("base", "cum", "maxs", "mins", "seen", "tiles")
+    ``ext[k][i]`` is extreme cell ``k`` over tile ``i`` (+inf / -inf for a min / max cell without a value);
+    ``seen[k]`` maps each value of distinct cell ``k`` to the last tile it was seen in and ``lasts[k]`` holds
+    those tiles, sorted.
+    """
 
-    def __init__(self, width: int, n_minmax: int, n_distinct: int) -> None:
+    __slots__ = ("base", "cum", "ext", "lasts", "seen", "tiles")
+
+    def __init__(self, width: int, ext_kinds: tuple[bool, ...] = (), n_distinct: int = 0) -> None:
         self.tiles: list[int] = []
         self.cum: list[list[int]] = []
         self.base: list[int] = [0] * width
-        self.mins: list[list[float | None]] | None = [[] for _ in range(n_minmax)] if n_minmax else None
-        self.maxs: list[list[float | None]] | None = [[] for _ in range(n_minmax)] if n_minmax else None
-        self.seen: list[dict[Any, int]] | None = [{} for _ in range(n_distinct)] if n_distinct else None
+        # A min cell starts a tile at +inf, a max cell at -inf; the sign of its first entry tells the kind.
+        self.ext: list[list[float]] = [[INF if is_min else -INF] for is_min in ext_kinds]
+        self.seen: list[dict[Any, int]] = [{} for _ in range(n_distinct)]
+        self.lasts: list[list[int]] = [[] for _ in range(n_distinct)]
 
-    def add(self, tile: int, vec: list[int], mm: list[float], distinct: list[Any], keep: int) -> None:
+    # ext[k][0] is the kind marker (the empty value of the cell); tile i's extreme is ext[k][i + 1].
+
+    @classmethod
+    def of(
+        cls,
+        tiles: list[int],
+        cum: list[list[int]],
+        base: list[int],
+        ext: list[list[float]],
+        seen: list[dict[Any, int]],
+    ) -> WindowState:
+        """A state from its parts (no copies; ``lasts`` derived from ``seen``)."""
+        st = cls.__new__(cls)
+        st.tiles, st.cum, st.base, st.ext, st.seen = tiles, cum, base, ext, seen
+        st.lasts = [sorted(d.values()) for d in seen]
+        return st
+
+    def append_tile(self, tile: int) -> None:
+        """Open ``tile`` after the newest one (a copy of the last cumulative vector)."""
+        self.cum.append((self.cum[-1] if self.cum else self.base).copy())
+        self.tiles.append(tile)
+        for e in self.ext:
+            e.append(e[0])
+
+    def insert_tile(self, tile: int) -> int:
+        """The index of ``tile``, inserted if missing (a late event); the caller adds to every later row."""
         tiles = self.tiles
-        if tiles and tiles[-1] == tile:
-            last = self.cum[-1]
-            for i, v in enumerate(vec):
-                last[i] += v
-            i = len(tiles) - 1
-        elif not tiles or tiles[-1] < tile:
-            prev = self.cum[-1] if self.cum else self.base
-            tiles.append(tile)
-            self.cum.append([p + v for p, v in zip(prev, vec, strict=True)])
-            if self.mins is not None and self.maxs is not None:
-                for lst in self.mins:
-                    lst.append(None)
-                for lst in self.maxs:
-                    lst.append(None)
-            i = len(tiles) - 1
-        else:  # a late event: insert its tile and shift every later cumulative sum
-            i = bisect_left(tiles, tile)
-            if i == len(tiles) or tiles[i] != tile:
-                prev = self.cum[i - 1] if i else self.base
-                tiles.insert(i, tile)
-                self.cum.insert(i, list(prev))
-                if self.mins is not None and self.maxs is not None:
-                    for lst in self.mins:
-                        lst.insert(i, None)
-                    for lst in self.maxs:
-                        lst.insert(i, None)
-            for j in range(i, len(tiles)):
-                row = self.cum[j]
-                for k, v in enumerate(vec):
-                    row[k] += v
-        if self.mins is not None and self.maxs is not None:
-            for k, x in enumerate(mm):
-                cur = self.mins[k][i]
-                self.mins[k][i] = x if cur is None or x < cur else cur
-                cur = self.maxs[k][i]
-                self.maxs[k][i] = x if cur is None or x > cur else cur
-        if self.seen is not None:
-            for k, v in enumerate(distinct):
-                if v is not None and self.seen[k].get(v, -1) < tile:
-                    self.seen[k][v] = tile
-        # Fold tiles older than the longest window into the base: bounded memory for hot keys.
-        limit = tiles[-1] - keep
-        if tiles[0] < limit:
-            cut = bisect_left(tiles, limit)
-            self.base = self.cum[cut - 1]
-            del tiles[:cut], self.cum[:cut]
-            if self.mins is not None and self.maxs is not None:
-                for lst in self.mins:
-                    del lst[:cut]
-                for lst in self.maxs:
-                    del lst[:cut]
-            if self.seen is not None:
-                for d in self.seen:
-                    if len(d) > 64:
-                        for v in [v for v, t in d.items() if t < limit]:
-                            del d[v]
+        i = bisect_left(tiles, tile)
+        if i == len(tiles) or tiles[i] != tile:
+            tiles.insert(i, tile)
+            self.cum.insert(i, (self.cum[i - 1] if i else self.base).copy())
+            for e in self.ext:
+                e.insert(i + 1, e[0])
+        return i
 
-    def through(self, tile: int) -> list[int]:
-        """Cumulative sums of every event in tiles <= ``tile``."""
-        i = bisect_right(self.tiles, tile) - 1
-        return self.cum[i] if i >= 0 else self.base
+    def see(self, k: int, value: Any, tile: int) -> None:
+        """Value ``value`` of distinct cell ``k`` was seen in ``tile``."""
+        seen = self.seen[k]
+        old = seen.get(value)
+        if old is not None:
+            if old >= tile:
+                return
+            lasts = self.lasts[k]
+            del lasts[bisect_left(lasts, old)]
+        seen[value] = tile
+        insort(self.lasts[k], tile)
 
-    def total(self) -> list[int]:
-        return self.cum[-1] if self.cum else self.base
+    def fold(self, limit: int) -> None:
+        """Fold tiles before ``limit`` into the base: bounded memory for hot keys."""
+        tiles = self.tiles
+        if len(tiles) == 2 and tiles[0] < limit and not self.ext and not self.seen:
+            # The common case of a quiet key: only the newest tile stays.
+            self.base = self.cum[0]
+            del tiles[0], self.cum[0]
+            return
+        cut = bisect_left(tiles, limit)
+        if not cut:
+            return
+        self.base = self.cum[cut - 1]
+        del tiles[:cut], self.cum[:cut]
+        for e in self.ext:
+            del e[1 : cut + 1]
+        for seen, lasts in zip(self.seen, self.lasts, strict=True):
+            if len(seen) > 64:  # lazily: values older than every window never count again
+                for v in [v for v, t in seen.items() if t < limit]:
+                    del seen[v]
+                del lasts[: bisect_left(lasts, limit)]
 
-    def extreme(self, k: int, lo_tile: int, hi_tile: int, is_min: bool) -> float | None:
-        assert self.mins is not None and self.maxs is not None
-        lo = bisect_left(self.tiles, lo_tile)
-        hi = bisect_right(self.tiles, hi_tile)
-        vals = [v for v in (self.mins if is_min else self.maxs)[k][lo:hi] if v is not None]
-        if not vals:
+    def extreme(self, k: int, lo_tile: int, hi_tile: int) -> float | None:
+        """Extreme cell ``k`` over tiles ``lo_tile..hi_tile`` (inclusive), None if no value."""
+        tiles = self.tiles
+        lo = bisect_left(tiles, lo_tile)
+        hi = bisect_left(tiles, hi_tile + 1)
+        if lo >= hi:
             return None
-        return min(vals) if is_min else max(vals)
-
-    def distinct(self, k: int, lo_tile: int) -> int:
-        assert self.seen is not None
-        return sum(1 for t in self.seen[k].values() if t >= lo_tile)
+        e = self.ext[k]
+        empty = e[0]
+        v = min(e[lo + 1 : hi + 1]) if empty > 0 else max(e[lo + 1 : hi + 1])
+        return None if v == empty else v
 
 
 class TotalState:
-    """All-time aggregates for one entity key."""
+    """All-time aggregates for one entity key: the vector, extreme / last / distinct cells, times per slot."""
 
-    __slots__ = ("first_ts", "last", "maxs", "mins", "prev_ts", "seen", "sums")
+    __slots__ = ("first", "last", "maxs", "mins", "prev", "seen", "sums")
 
-    def __init__(self, width: int, n_cols: int) -> None:
+    def __init__(self, width: int = 0, n_cells: int = 0, n_distinct: int = 0, n_slots: int = 0) -> None:
         self.sums = [0] * width
-        self.mins: list[float | None] = [None] * n_cols
-        self.maxs: list[float | None] = [None] * n_cols
-        self.last: list[Any] = [None] * n_cols
-        self.seen: list[set[Any]] = [set() for _ in range(n_cols)]
-        self.first_ts: int | None = None
-        self.prev_ts: int | None = None
+        self.mins: list[float | None] = [None] * n_cells
+        self.maxs: list[float | None] = [None] * n_cells
+        self.last: list[Any] = [None] * n_cells
+        self.seen: list[set[Any]] = [set() for _ in range(n_distinct)]
+        self.first: list[int | None] = [None] * n_slots
+        self.prev: list[int | None] = [None] * n_slots
+
+    @classmethod
+    def of(
+        cls,
+        sums: list[int],
+        cells: tuple[list[Any], list[float | None], list[float | None]],
+        seen: list[set[Any]],
+        times: tuple[list[int | None], list[int | None]],
+    ) -> TotalState:
+        """A state from its parts: the vector, (last, mins, maxs) per cell, distinct sets, (first, prev)."""
+        st = cls.__new__(cls)
+        st.sums, (st.last, st.mins, st.maxs), st.seen, (st.first, st.prev) = sums, cells, seen, times
+        return st
 
 
 State = WindowState | TotalState
 
 
+def _ext_to_json(e: list[float]) -> list[float | None]:
+    # The kind marker as 1 (min) or -1 (max), empty tiles as null: standard JSON, no infinities.
+    return [1 if e[0] > 0 else -1, *(None if v == e[0] else v for v in e[1:])]
+
+
+def _ext_from_json(e: list[float | None]) -> list[float]:
+    empty = INF if (e[0] or 0) > 0 else -INF
+    return [empty, *(empty if v is None else v for v in e[1:])]
+
+
 def state_to_json(st: State) -> list[Any]:
     """A JSON-able list for a state (the snapshot and Redis format)."""
     if isinstance(st, WindowState):
-        seen = None if st.seen is None else [list(d.items()) for d in st.seen]
-        return ["w", st.tiles, st.cum, st.base, st.mins, st.maxs, seen]
-    return ["t", st.sums, st.mins, st.maxs, st.last, [sorted(s) for s in st.seen], st.first_ts, st.prev_ts]
+        ext = [_ext_to_json(e) for e in st.ext] if st.ext else 0
+        seen = [list(d.items()) for d in st.seen] if st.seen else 0
+        return ["w", st.tiles, st.cum, st.base, ext, seen]
+    seen_t = [list(s) for s in st.seen]
+    return ["t", st.sums, st.mins, st.maxs, st.last, seen_t, st.first, st.prev]
+
+
+def _key(v: Any) -> Any:
+    return tuple(v) if isinstance(v, list) else v
 
 
 def state_from_json(data: list[Any]) -> State:
     """The inverse of :func:`state_to_json`."""
     if data[0] == "w":
-        w = WindowState(0, 0, 0)
-        w.tiles, w.cum, w.base, w.mins, w.maxs = data[1], data[2], data[3], data[4], data[5]
-        w.seen = None if data[6] is None else [{v: t for v, t in items} for items in data[6]]
+        w = WindowState(0)
+        w.tiles, w.cum, w.base = data[1], data[2], data[3]
+        w.ext = [_ext_from_json(e) for e in data[4]] if data[4] else []
+        if data[5]:
+            w.seen = [{_key(v): t for v, t in items} for items in data[5]]
+            w.lasts = [sorted(d.values()) for d in w.seen]
         return w
-    t = TotalState(0, 0)
+    if data[0] != "t":
+        raise ValueError(f"A serialized online state must start with 'w' or 't'. Got {data[0]!r}.")
+    t = TotalState()
     t.sums, t.mins, t.maxs, t.last = data[1], data[2], data[3], data[4]
-    t.seen = [set(s) for s in data[5]]
-    t.first_ts, t.prev_ts = data[6], data[7]
+    t.seen = [{_key(v) for v in s} for s in data[5]]
+    t.first, t.prev = data[6], data[7]
     return t

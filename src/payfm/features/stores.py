@@ -9,6 +9,7 @@ the live dictionary; on Redis it is a read plus a Lua compare-and-set over versi
 
 from __future__ import annotations
 
+import gc
 import gzip
 import json
 import os
@@ -17,10 +18,15 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from payfm.features.state import State, StateKey, state_from_json, state_to_json
+from payfm.errors import WorkspaceError
+from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 
 T = TypeVar("T")
 Runner = Callable[[MutableMapping[StateKey, State], bool], T]
+
+
+class SnapshotError(WorkspaceError, ValueError):
+    """A snapshot that cannot be restored: another feature-set version or another state format."""
 
 
 class StateStore(ABC):
@@ -57,14 +63,19 @@ class MemoryStore(StateStore):
         claimed = False
         if claim is not None:
             if fields is not None:
-                claimed = claim not in self.charges
-                if claimed:
-                    self.charges[claim] = fields
+                claimed = self.claim_charge(claim, fields)
             else:
                 claimed = claim not in self.outcomes
                 if claimed:
                     self.outcomes.add(claim)
         return fn(self.states, claimed)
+
+    def claim_charge(self, charge_id: str, fields: dict[str, Any]) -> bool:
+        """Claim ``charge_id`` (storing ``fields``); False if it was claimed before."""
+        if charge_id in self.charges:
+            return False
+        self.charges[charge_id] = fields
+        return True
 
     def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
         return self.charges.get(charge_id)
@@ -77,7 +88,12 @@ class MemoryStore(StateStore):
         """Write the whole state to ``path`` atomically (gzip JSON lines; no pickle)."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with gzip.open(tmp, "wt", compresslevel=1) as f:
-            head = {"version": version, "watermark_us": self.watermark_us, "outcomes": sorted(self.outcomes)}
+            head = {
+                "format": FORMAT,
+                "version": version,
+                "watermark_us": self.watermark_us,
+                "outcomes": sorted(self.outcomes),
+            }
             f.write(json.dumps(head) + "\n")
             f.write(json.dumps(self.charges, separators=(",", ":")) + "\n")
             for (gi, key), st in self.states.items():
@@ -86,12 +102,38 @@ class MemoryStore(StateStore):
 
     @classmethod
     def restore(cls, path: Path, version: str) -> MemoryStore:
-        """Load a snapshot; a ValueError if it belongs to another feature-set version."""
+        """Load a snapshot; a :class:`SnapshotError` (a ValueError) if it belongs to another feature-set
+        version or was written in another state format (by an older payfm: rebuild it from the event log).
+
+        The restored state is moved out of the cyclic garbage collector's reach (``gc.freeze``), as after
+        :func:`payfm.features.parity.apply_log`.
+        """
         store = cls()
+        was_enabled = gc.isenabled()
+        gc.disable()  # millions of long-lived objects: do not rescan them while loading
+        try:
+            store._load(path, version)
+        finally:
+            if was_enabled:
+                gc.enable()
+        gc.freeze()
+        return store
+
+    def _load(self, path: Path, version: str) -> None:
+        store = self
         with gzip.open(path, "rt") as f:
-            head = json.loads(f.readline())
+            try:
+                head = json.loads(f.readline())
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError, EOFError) as e:
+                raise SnapshotError(f"Snapshot '{path}' is not an online-state snapshot: {e}") from None
+            found = head.get("format", 1) if isinstance(head, dict) else None
+            if found != FORMAT:
+                raise SnapshotError(
+                    f"Snapshot '{path}' is in online-state format {found}; this payfm reads format {FORMAT}. "
+                    "Delete it: the state is rebuilt from the event log."
+                )
             if head["version"] != version:
-                raise ValueError(
+                raise SnapshotError(
                     f"Snapshot '{path}' is of feature-set version {head['version']}; expected {version}."
                 )
             store.watermark_us = head["watermark_us"]
@@ -100,4 +142,3 @@ class MemoryStore(StateStore):
             for line in f:
                 gi, key, data = json.loads(line)
                 store.states[(gi, tuple(key) if isinstance(key, list) else key)] = state_from_json(data)
-        return store

@@ -46,7 +46,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.online import OnlineFeatures
-from payfm.features.stores import MemoryStore, StateStore
+from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from payfm.registry.store import ModelVersion, Registry
 from payfm.rules import charge_values
 from payfm.rules import rulesets as rs
@@ -279,10 +279,15 @@ class Scorer:
             key=lambda p: int(p.name.split("-")[-1].split(".")[0]),
         )
         since = 0
+        restored = False
         if snaps:
-            self.online = OnlineFeatures(self.bundle.fset, MemoryStore.restore(snaps[-1], version))
-            since = int(snaps[-1].name.split("-")[-1].split(".")[0])
-        elif self.config.warm_from_event_log:
+            try:
+                self.online = OnlineFeatures(self.bundle.fset, MemoryStore.restore(snaps[-1], version))
+                since = int(snaps[-1].name.split("-")[-1].split(".")[0])
+                restored = True
+            except SnapshotError as e:  # another state format: rebuild from the logs instead
+                log.warning("%s: ignoring it", e)
+        if not restored and self.config.warm_from_event_log:
             from payfm.features.parity import apply_log
 
             t0 = time.perf_counter()

@@ -1,0 +1,350 @@
+"""Build the online state of a whole event log at once, column by column (warming a new serving process).
+
+Applying the log event by event (:meth:`OnlineFeatures.update_many`) costs tens of microseconds per charge in
+Python. The state it ends in is a function of the log, so it can be computed with array operations instead:
+per state plan, sort the events by (entity key, apply order), sum the slot vectors per tile, fold what is
+older than the longest window into the base, and only then make the Python objects, one per entity key.
+
+Events are applied in the order of :func:`payfm.features.parity.apply_log`: time, outcomes at tau before
+charges at t >= tau, each outcome counted only if its charge came strictly before it. In that order every
+key's events arrive in time order, so no tile is ever late and the result equals the event-by-event state
+for every read (tests hold the two to the same features). Cases this path does not take (repeated charge or
+outcome ids, sums near the int64 range) return False and the caller applies events one by one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.features.definitions import ENTITIES, FILTERS, SOURCES
+from payfm.features.online_plan import StatePlan
+from payfm.features.state import INF, State, StateKey, TotalState, WindowState
+
+_SAFE = float(2**62)  # sums beyond this (as floats) might overflow int64: take the event path instead
+
+
+class _Fallback(Exception):
+    pass
+
+
+@dataclass
+class _Events:
+    """Every event to apply, sorted by apply order: its charge's row, time and source code."""
+
+    row: np.ndarray  # (N,) int64 row of the charge in the charges table
+    ts: np.ndarray  # (N,) int64 microseconds
+    src: np.ndarray  # (N,) int8 index in SOURCES
+
+
+class _Columns:
+    """Charge columns as arrays, encoded once (dictionary codes for keys and values)."""
+
+    def __init__(self, charges: pa.Table) -> None:
+        self.t = charges
+        self._codes: dict[str, tuple[np.ndarray, list[Any]]] = {}
+        self._keys: dict[str, tuple[np.ndarray, list[Any]]] = {}
+        self._amount: np.ndarray | None = None
+
+    def codes(self, column: str) -> tuple[np.ndarray, list[Any]]:
+        """(code per row, -1 for null; the values)."""
+        if column not in self._codes:
+            enc = pc.dictionary_encode(self.t[column].combine_chunks())
+            idx = enc.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            self._codes[column] = (idx, enc.dictionary.to_pylist())
+        return self._codes[column]
+
+    def entity(self, entity: str) -> tuple[np.ndarray, list[Any]]:
+        """The entity key of each row as a code (-1 when a part is missing) and the key values."""
+        if entity not in self._keys:
+            cols = ENTITIES[entity]
+            if len(cols) == 1:
+                self._keys[entity] = self.codes(cols[0])
+            else:
+                (a, va), (b, vb) = self.codes(cols[0]), self.codes(cols[1])
+                ok = (a >= 0) & (b >= 0)
+                pair = np.where(ok, a * max(len(vb), 1) + b, -1)
+                uniq, inv = np.unique(pair[ok], return_inverse=True)
+                out = np.full(len(pair), -1, dtype=np.int64)
+                out[ok] = inv
+                nb = max(len(vb), 1)
+                self._keys[entity] = (out, [(va[u // nb], vb[u % nb]) for u in uniq.tolist()])
+        return self._keys[entity]
+
+    def passes(self, flt: str | None) -> np.ndarray | None:
+        if flt is None:
+            return None
+        f = FILTERS[flt]
+        mask = pc.is_in(self.t[f.column], value_set=pa.array(list(f.values)))
+        out: np.ndarray = mask.fill_null(False).to_numpy(zero_copy_only=False)
+        return out
+
+    def amount(self) -> np.ndarray:
+        if self._amount is None:
+            self._amount = self.t["amount_usd"].to_numpy(zero_copy_only=False).astype(np.int64)
+        return self._amount
+
+
+def _sums(m: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Column sums of ``m`` over the row groups that begin at ``starts`` (exact int64, or a fallback)."""
+    if not len(starts):
+        return np.zeros((0, m.shape[1]), dtype=np.int64)
+    if np.abs(np.add.reduceat(m.astype(np.float64), starts, axis=0)).max(initial=0.0) > _SAFE:
+        raise _Fallback
+    out: np.ndarray = np.add.reduceat(m, starts, axis=0)
+    return out
+
+
+def _starts(*cols: np.ndarray) -> np.ndarray:
+    """Indices where any of the (sorted) columns changes value: the starts of the groups."""
+    n = len(cols[0])
+    change = np.zeros(n, dtype=bool)
+    if n:
+        change[0] = True
+    for c in cols:
+        change[1:] |= c[1:] != c[:-1]
+    return np.flatnonzero(change)
+
+
+def _plan_states(sp: StatePlan, cols: _Columns, ev: _Events, out: dict[StateKey, State]) -> None:
+    key_rows, key_values = cols.entity(sp.entity)
+    keys = key_rows[ev.row]
+    hits = []
+    for s in sp.slots:
+        h = ev.src == SOURCES.index(s.source)
+        passes = cols.passes(s.filter)
+        if passes is not None:
+            h &= passes[ev.row]
+        hits.append(h)
+    sel = np.flatnonzero((keys >= 0) & np.logical_or.reduce(hits))
+    if not len(sel):
+        return
+    order = np.argsort(keys[sel], kind="stable")  # events are in apply order already: stable keeps it
+    sel = sel[order]
+    k = keys[sel]
+    ts = ev.ts[sel]
+    rows = ev.row[sel]
+    hit = [h[sel] for h in hits]
+    amount = cols.amount()[rows] if any(s.numeric for s in sp.slots) or sp.cells else None
+    vec = np.zeros((len(sel), sp.width), dtype=np.int64)
+    for s, h in zip(sp.slots, hit, strict=True):
+        vec[:, s.offset] = h
+        for c in s.numeric:
+            assert amount is not None
+            j = s.sum_index(c)
+            vec[:, j] = np.where(h, amount, 0)
+            vec[:, j + 1] = np.where(h, amount * amount, 0)
+    kstarts = _starts(k)
+    kcodes = k[kstarts].tolist()
+    if sp.res:
+        _windowed(sp, cols, k, ts, rows, hit, amount, vec, kstarts, kcodes, key_values, out)
+    else:
+        _total(sp, cols, ts, rows, hit, amount, vec, kstarts, kcodes, key_values, out)
+
+
+def _windowed(
+    sp: StatePlan,
+    cols: _Columns,
+    k: np.ndarray,
+    ts: np.ndarray,
+    rows: np.ndarray,
+    hit: list[np.ndarray],
+    amount: np.ndarray | None,
+    vec: np.ndarray,
+    kstarts: np.ndarray,
+    kcodes: list[int],
+    key_values: list[Any],
+    out: dict[StateKey, State],
+) -> None:
+    tile = ts // sp.res
+    kend = np.append(kstarts[1:], len(k))
+    newest = tile[kend - 1]  # per key (its events are in time order)
+    limit = np.repeat(newest - sp.keep, kend - kstarts)
+    folded = tile < limit
+    base = _sums(np.where(folded[:, None], vec, 0), kstarts)
+    kept = np.flatnonzero(~folded)
+    gk, gt = k[kept], tile[kept]
+    gstarts = _starts(gk, gt)
+    g = _sums(vec[kept], gstarts)
+    # Cumulative per key: the running total over all groups minus the total before the key's first group.
+    run = np.cumsum(g, axis=0)
+    gkey = gk[gstarts]
+    first = _starts(gkey)
+    before = np.vstack([np.zeros((1, sp.width), dtype=np.int64), run])[first]
+    cum = run - np.repeat(before, np.diff(np.append(first, len(gkey))), axis=0)
+    cum += np.repeat(base, np.diff(np.append(first, len(gkey))), axis=0)
+    cum_rows = cum.tolist()
+    tiles = gt[gstarts].tolist()
+    ext: list[list[float]] = []
+    for si, _, is_min in sp.cells:
+        assert amount is not None
+        fill = INF if is_min else -INF
+        vals = np.where(hit[si][kept], amount[kept].astype(np.float64), fill)
+        ext.append((np.minimum if is_min else np.maximum).reduceat(vals, gstarts).tolist())
+    seen = [_distinct(cols, column, k, tile, rows, hit[si], ~folded) for si, column in sp.distinct]
+    bounds = np.append(first, len(gkey)).tolist()
+    base_rows = base.tolist()
+    kinds = [INF if is_min else -INF for _, _, is_min in sp.cells]
+    make, index = WindowState.of, sp.index
+    if not ext and not seen:  # the common case: only tiles and sums
+        for n, code in enumerate(kcodes):
+            a, b = bounds[n], bounds[n + 1]
+            out[(index, key_values[code])] = make(tiles[a:b], cum_rows[a:b], base_rows[n], [], [])
+        return
+    for n, code in enumerate(kcodes):
+        a, b = bounds[n], bounds[n + 1]
+        st_ext = [[kind, *e[a:b]] for kind, e in zip(kinds, ext, strict=True)]
+        st_seen = [d.get(code, {}) for d in seen]
+        out[(index, key_values[code])] = make(tiles[a:b], cum_rows[a:b], base_rows[n], st_ext, st_seen)
+
+
+def _distinct(
+    cols: _Columns,
+    column: str,
+    k: np.ndarray,
+    tile: np.ndarray,
+    rows: np.ndarray,
+    hit: np.ndarray,
+    keep: np.ndarray,
+) -> dict[int, dict[Any, int]]:
+    """Per key code: each value seen in a kept tile -> the last tile it was seen in."""
+    vcodes, values = cols.codes(column)
+    v = vcodes[rows]
+    m = np.flatnonzero(hit & keep & (v >= 0))
+    t = pa.table({"k": k[m], "v": v[m], "t": tile[m]}).group_by(["k", "v"]).aggregate([("t", "max")])
+    out: dict[int, dict[Any, int]] = {}
+    for kc, vc, last in zip(t["k"].to_pylist(), t["v"].to_pylist(), t["t_max"].to_pylist(), strict=True):
+        out.setdefault(kc, {})[values[vc]] = last
+    return out
+
+
+def _total(
+    sp: StatePlan,
+    cols: _Columns,
+    ts: np.ndarray,
+    rows: np.ndarray,
+    hit: list[np.ndarray],
+    amount: np.ndarray | None,
+    vec: np.ndarray,
+    kstarts: np.ndarray,
+    kcodes: list[int],
+    key_values: list[Any],
+    out: dict[StateKey, State],
+) -> None:
+    sums = _sums(vec, kstarts).tolist()
+    n = len(kcodes)
+    times: dict[int, tuple[list[Any], list[Any]]] = {}
+    for si, s in enumerate(sp.slots):
+        if s.times:
+            big = np.iinfo(np.int64).max
+            lo = np.minimum.reduceat(np.where(hit[si], ts, big), kstarts)
+            hi = np.maximum.reduceat(np.where(hit[si], ts, -1), kstarts)
+            any_ = np.logical_or.reduceat(hit[si], kstarts).tolist()
+            times[si] = (
+                [x if ok else None for x, ok in zip(lo.tolist(), any_, strict=True)],
+                [x if ok else None for x, ok in zip(hi.tolist(), any_, strict=True)],
+            )
+    minmax = {(si, f.column) for _, f, si in sp.features if f.agg in ("min", "max")}
+    cells: list[tuple[list[Any], list[Any] | None, list[Any] | None]] = []
+    idx = np.arange(len(rows))
+    for si, column, _ in sp.cells:
+        codes, values = cols.codes(column)
+        valid = hit[si] & (codes[rows] >= 0)
+        last_i = np.maximum.reduceat(np.where(valid, idx, -1), kstarts).tolist()
+        vals = [None if i < 0 else values[codes[rows[i]]] for i in last_i]
+        lo_l = hi_l = None
+        if (si, column) in minmax:
+            assert amount is not None
+            f = amount.astype(np.float64)
+            any_ = np.logical_or.reduceat(valid, kstarts).tolist()
+            lo = np.minimum.reduceat(np.where(valid, f, INF), kstarts).tolist()
+            hi = np.maximum.reduceat(np.where(valid, f, -INF), kstarts).tolist()
+            lo_l = [x if ok else None for x, ok in zip(lo, any_, strict=True)]
+            hi_l = [x if ok else None for x, ok in zip(hi, any_, strict=True)]
+        cells.append((vals, lo_l, hi_l))
+    seen = []
+    for si, column in sp.distinct:
+        codes, values = cols.codes(column)
+        v = codes[rows]
+        m = np.flatnonzero(hit[si] & (v >= 0))
+        k = np.repeat(np.arange(n), np.diff(np.append(kstarts, len(rows))))[m]
+        t = pa.table({"k": k, "v": v[m]}).group_by(["k", "v"]).aggregate([])
+        sets: dict[int, set[Any]] = {}
+        for kc, vc in zip(t["k"].to_pylist(), t["v"].to_pylist(), strict=True):
+            sets.setdefault(kc, set()).add(values[vc])
+        seen.append(sets)
+    # Per key rows of each per-cell / per-slot column (transposed in C), a fresh list per state.
+    none = [None] * n
+
+    def per_key(columns: list[list[Any]]) -> list[list[Any]]:
+        return list(map(list, zip(*columns, strict=True))) if columns else [[] for _ in range(n)]
+
+    last = per_key([c[0] for c in cells])
+    mins = per_key([none if c[1] is None else c[1] for c in cells])
+    maxs = per_key([none if c[2] is None else c[2] for c in cells])
+    slots = range(len(sp.slots))
+    first = per_key([times[si][0] if si in times else none for si in slots])
+    prev = per_key([times[si][1] if si in times else none for si in slots])
+    make, index = TotalState.of, sp.index
+    for i, code in enumerate(kcodes):
+        st_seen = [d.get(i, set()) for d in seen]
+        out[(index, key_values[code])] = make(
+            sums[i], (last[i], mins[i], maxs[i]), st_seen, (first[i], prev[i])
+        )
+
+
+def events(
+    charges: pa.Table, ts: np.ndarray, outcomes: list[tuple[str, np.ndarray, list[str], list[str]]]
+) -> tuple[_Events, list[str], int] | None:
+    """The apply order of the log (see the module docstring): the events, the claimed outcome ids
+    (``source:id``) and the watermark; None if a charge or outcome id repeats."""
+    cids = charges["charge_id"].to_pylist()
+    position = {c: i for i, c in enumerate(cids)}
+    if len(position) != len(cids):
+        return None
+    o_row: list[int] = []
+    o_ts: list[int] = []
+    o_src: list[int] = []
+    o_key: list[tuple[int, str, str, str]] = []
+    claimed: set[str] = set()
+    for source, times, ids, charge_ids in outcomes:
+        for t, oid, cid in zip(times.tolist(), ids, charge_ids, strict=True):
+            r = position.get(cid)
+            # Counted only if its charge was applied before it (charges at t >= tau come after it).
+            if r is not None and int(ts[r]) < t:
+                o_key.append((t, source, str(oid), cid))
+    o_key.sort()
+    for t, source, oid, cid in o_key:
+        claim = f"{source}:{oid}"
+        if claim in claimed:
+            return None
+        claimed.add(claim)
+        o_row.append(position[cid])
+        o_ts.append(t)
+        o_src.append(SOURCES.index(source))
+    n = len(cids)
+    row = np.concatenate([np.arange(n, dtype=np.int64), np.array(o_row, dtype=np.int64)])
+    tss = np.concatenate([ts.astype(np.int64), np.array(o_ts, dtype=np.int64)])
+    src = np.concatenate([np.zeros(n, dtype=np.int8), np.array(o_src, dtype=np.int8)])
+    # Apply order: time, then outcomes (kind 0) before charges (kind 1), then their own order.
+    kind = (src == 0).astype(np.int8)
+    seq = np.concatenate([np.arange(n), np.arange(len(o_row))])
+    order = np.lexsort((seq, kind, tss))
+    top = int(tss.max()) if len(tss) else 0
+    return _Events(row=row[order], ts=tss[order], src=src[order]), sorted(claimed), top
+
+
+def states(plans: list[StatePlan], charges: pa.Table, ev: _Events) -> dict[StateKey, State] | None:
+    """Every state after applying ``ev`` (see :func:`events`); None if sums might overflow int64."""
+    cols = _Columns(charges)
+    out: dict[StateKey, State] = {}
+    try:
+        for sp in plans:
+            _plan_states(sp, cols, ev, out)
+    except _Fallback:
+        return None
+    return out

@@ -1,0 +1,285 @@
+"""The compiled online engine: aggregate shapes the default set does not use, against the offline backfill;
+the columnar warm-up against event-by-event application; late events; snapshot formats; Redis records."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from payfm.errors import PayfmError
+from payfm.events.workspace import Workspace
+from payfm.features import parity, warm
+from payfm.features.catalog import default_set
+from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
+from payfm.features.offline import compute
+from payfm.features.online import OnlineFeatures
+from payfm.features.online_plan import plan
+from payfm.features.parity import apply_log, compare, replay
+from payfm.features.request import derive, request_value
+from payfm.features.state import WindowState
+from payfm.features.stores import MemoryStore, SnapshotError
+from streams import connect, label_outcomes, random_log
+
+H = timedelta(hours=1)
+D = timedelta(days=1)
+M = timedelta(minutes=1)
+
+# Filters on extremes, distinct counts with a filter, times and extremes of outcome sources, offsets, pairs:
+# several slots (source, filter) and cells share one state per (entity, resolution).
+WIDE = FeatureSet(
+    "wide",
+    (
+        Aggregate("card", "min", "amount_usd", window=2 * H, filter="declined"),
+        Aggregate("card", "max", "amount_usd", window=D),
+        Aggregate("card", "max", "amount_usd", window=30 * M, offset=10 * M),
+        Aggregate("card", "count", window=D, source="fraud_disputes"),
+        Aggregate("ip", "distinct", "card_fingerprint", window=H, filter="ecommerce"),
+        Aggregate("card", "distinct", "merchant_id"),
+        Aggregate("card", "since_prev", source="refunds"),
+        Aggregate("merchant", "since_first", source="fraud_disputes"),
+        Aggregate("device", "first_seen", filter="declined"),
+        Aggregate("customer", "min", "amount_usd", source="refunds"),
+        Aggregate("customer", "max", "amount_usd", source="refunds"),
+        Aggregate("customer", "last", "amount_usd", filter="card_present"),
+        Aggregate("customer", "mean", "amount_usd", filter="declined"),
+        Aggregate("merchant", "std", "amount_usd", window=2 * D, source="efws"),
+        Aggregate("merchant", "mean", "amount_usd", window=D, filter="authorized", offset=D),
+        Aggregate("card_ip", "sum", "amount_usd", window=3 * D),
+        Aggregate("email", "count", window=7 * D, source="refunds", filter="ecommerce"),
+        RequestFeature("amount_usd", "amount_usd"),
+        Derived("card.amount_to_max_1d", "ratio", ("amount_usd", "card.max_amount_usd_1d")),
+    ),
+)
+
+
+def test_states_are_shared_per_entity_and_resolution() -> None:
+    plans = plan(WIDE)
+    keys = [(sp.entity, sp.res) for sp in plans]
+    assert len(keys) == len(set(keys))
+    card_hour = next(sp for sp in plans if sp.entity == "card" and sp.res == 3_600_000_000)
+    # charges unfiltered (max 1d) and fraud disputes: two slots, one state
+    assert {(s.source, s.filter) for s in card_hour.slots} == {("charges", None), ("fraud_disputes", None)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_wide_set_parity_on_random_streams(seed: int) -> None:
+    log = random_log(seed, 2000, span_us=6 * 86_400_000_000, n_keys=5 + 10 * seed)
+    offline = compute(connect(log), WIDE)
+    online = replay(WIDE, log["charges"], label_outcomes(log))
+    report = compare(offline, online, WIDE.names)
+    assert report.charges == 2000
+    assert report.total_mismatches == 0, {k: report.examples[k] for k, v in report.mismatches.items() if v}
+    # Not vacuous: the rarer features take values.
+    for name in WIDE.names:
+        assert online[name].null_count < online.num_rows, name
+
+
+def test_inlined_request_and_derived_formulas_equal_the_reference_ones() -> None:
+    fset = default_set()
+    online = OnlineFeatures(fset)
+    rows = random_log(9, 400)["charges"].to_pylist()
+    position = {n: i for i, n in enumerate(fset.names)}
+    checked = 0
+    for row in rows:
+        ts = int(row["created"].timestamp() * 1_000_000)
+        cred = row["credential_changed_at"]
+        row.update(
+            created_us=ts, credential_changed_at_us=None if cred is None else int(cred.timestamp() * 1e6)
+        )
+        got = online.vector_then_update(row)
+        for f in fset.features:
+            if isinstance(f, RequestFeature):
+                want = request_value(f, row, ts)
+            elif isinstance(f, Derived):
+                want = derive(f, [got[position[x]] for x in f.inputs])
+            else:
+                continue
+            assert got[position[f.name]] == want, f.name
+            checked += want is not None
+    assert checked > 400 * 10
+
+
+def _workspace(tmp_path: Path, log: dict[str, Any]) -> Workspace:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    with ws.writer("replace") as w:
+        for table in ("charges", "disputes", "early_fraud_warnings", "refunds"):
+            w.write(table, log[table])
+    return ws
+
+
+def _probes(ws: Workspace, n: int = 300) -> list[dict[str, Any]]:
+    rows = ws.read("charges").sort_by("created").to_pylist()
+    last = int(rows[-1]["created"].timestamp() * 1_000_000)
+    rng = np.random.default_rng(0)
+    out = []
+    for i, j in enumerate(rng.choice(len(rows), n, replace=False).tolist()):
+        probe = dict(rows[j])
+        later = [0, 59 * 60, 2 * 3600, 86_400, 10 * 86_400][i % 5] * 1_000_000
+        probe.update(charge_id=f"ch_probe_{i}", created_us=last + later, credential_changed_at_us=None)
+        out.append(probe)
+    return out
+
+
+@pytest.mark.parametrize("fset", [default_set(), WIDE], ids=["default", "wide"])
+def test_columnar_warm_up_equals_applying_events_one_by_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fset: FeatureSet
+) -> None:
+    ws = _workspace(tmp_path, random_log(11, 1500, span_us=10 * 86_400_000_000, n_keys=12))
+    built: list[int] = []
+    states = warm.states
+
+    def spy(*args: Any) -> Any:
+        out = states(*args)
+        built.append(0 if out is None else len(out))
+        return out
+
+    monkeypatch.setattr(warm, "states", spy)
+    fast = OnlineFeatures(fset)
+    assert apply_log(fast, ws) == 1500
+    assert built and built[0] > 0  # the columnar path ran
+    monkeypatch.setattr(parity, "_warm_columnar", lambda *args: False)
+    slow = OnlineFeatures(fset)
+    apply_log(slow, ws)
+    a, b = fast.store, slow.store
+    assert isinstance(a, MemoryStore) and isinstance(b, MemoryStore)
+    assert a.charges == b.charges and a.outcomes == b.outcomes and a.watermark_us == b.watermark_us
+    assert a.states.keys() == b.states.keys()
+    for probe in _probes(ws):
+        assert fast.features(probe) == slow.features(probe), probe["charge_id"]
+    # Applying the log again changes nothing (the event path, every id already claimed).
+    again = _probes(ws, 20)
+    before = [fast.features(p) for p in again]
+    apply_log(fast, ws)
+    assert [fast.features(p) for p in again] == before
+
+
+def test_columnar_warm_up_declines_repeated_outcome_ids() -> None:
+    log = random_log(3, 200)
+    charges = log["charges"].sort_by([("created", "ascending"), ("charge_id", "ascending")])
+    ts = np.array([int(t.timestamp() * 1_000_000) for t in charges["created"].to_pylist()], dtype=np.int64)
+    d = log["disputes"]
+    ids = d["dispute_id"].to_pylist()
+    times = np.array([int(t.timestamp() * 1_000_000) for t in d["created"].to_pylist()], dtype=np.int64)
+    cids = d["charge_id"].to_pylist()
+    assert warm.events(charges, ts, [("fraud_disputes", times, ids, cids)]) is not None
+    twice = [("fraud_disputes", np.concatenate([times, times]), ids + ids, cids + cids)]
+    assert warm.events(charges, ts, twice) is None
+
+
+def test_late_events_end_in_the_same_state_as_in_order() -> None:
+    fset = FeatureSet(
+        "late",
+        (
+            Aggregate("card", "count", window=H),
+            Aggregate("card", "max", "amount_usd", window=H),
+            Aggregate("card", "distinct", "merchant_id", window=D),
+            Aggregate("card", "std", "amount_usd", window=7 * D),
+        ),
+    )
+    t0 = 10**15
+    rng = np.random.default_rng(5)
+    charges = [
+        {
+            "charge_id": f"ch_{i}",
+            "created_us": t0 + int(rng.integers(0, 3 * 86_400)) * 1_000_000,
+            "card_fingerprint": "fp_1",
+            "merchant_id": f"mer_{int(rng.integers(0, 9))}",
+            "amount_usd": int(rng.integers(1, 10_000)),
+        }
+        for i in range(400)
+    ]
+    in_order = OnlineFeatures(fset)
+    for c in sorted(charges, key=lambda c: (c["created_us"], c["charge_id"])):
+        in_order.update(c)
+    shuffled = OnlineFeatures(fset)
+    for c in charges:  # random order: most events arrive late
+        shuffled.update(c)
+    end = max(c["created_us"] for c in charges)
+    for later in (0, 1_800_000_000, 86_400_000_000):
+        probe = {"charge_id": "ch_probe", "created_us": end + later, "card_fingerprint": "fp_1"}
+        assert shuffled.features(probe) == in_order.features(probe)
+    assert in_order.features(probe)["card.count_charges_1h"] == 0.0  # a day later: the hour is empty
+
+
+def test_hot_key_cells_stay_aligned_and_bounded() -> None:
+    fset = FeatureSet(
+        "hot",
+        (
+            Aggregate("merchant", "min", "amount_usd", window=H),
+            Aggregate("merchant", "distinct", "card_fingerprint", window=H),
+        ),
+    )
+    online = OnlineFeatures(fset)
+    t0 = 10**15
+    for i in range(6000):  # one charge every 20 s for 33 hours, 500 cards
+        online.update(
+            {
+                "charge_id": f"ch_{i}",
+                "created_us": t0 + i * 20_000_000,
+                "merchant_id": "mer_hot",
+                "card_fingerprint": f"fp_{i % 500}",
+                "amount_usd": 1000 + i % 77,
+            }
+        )
+    assert isinstance(online.store, MemoryStore)
+    (st,) = online.store.states.values()
+    assert isinstance(st, WindowState)
+    assert len(st.tiles) <= 62 and len(st.ext[0]) == len(st.tiles) + 1
+    assert st.lasts[0] == sorted(st.seen[0].values()) and len(st.seen[0]) <= 500
+    probe = {"charge_id": "ch_p", "created_us": t0 + 6000 * 20_000_000, "merchant_id": "mer_hot"}
+    got = online.features(probe)
+    assert got["merchant.min_amount_usd_1h"] == 10.0  # amount 1000 recurs every 77 charges
+    start = probe["created_us"] // 60_000_000 - 60  # the first tile of the window
+    recent = {i % 500 for i in range(6000) if (t0 + i * 20_000_000) // 60_000_000 >= start}
+    assert got["merchant.distinct_card_fingerprint_1h"] == len(recent) > 170
+
+
+def test_a_snapshot_of_an_older_format_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    fset = default_set()
+    old = tmp_path / "old.json.gz"
+    with gzip.open(old, "wt") as f:  # format 1: no "format" in the head, one state per group
+        f.write(json.dumps({"version": fset.version, "watermark_us": 5, "outcomes": []}) + "\n{}\n")
+        f.write(json.dumps([0, "fp_1", ["t", [1, 500, 250000], [None], [None], [None], [[]], 1, 1]]) + "\n")
+    with pytest.raises(SnapshotError, match="format 1; this payfm reads format 2") as e:
+        MemoryStore.restore(old, fset.version)
+    assert isinstance(e.value, PayfmError) and isinstance(e.value, ValueError)
+    online = OnlineFeatures(fset)
+    online.update({"charge_id": "ch_1", "created_us": 10**15, "card_fingerprint": "fp_1", "amount_usd": 5})
+    assert isinstance(online.store, MemoryStore)
+    online.store.snapshot(tmp_path / "new.json.gz", fset.version)
+    assert MemoryStore.restore(tmp_path / "new.json.gz", fset.version).charges.keys() == {"ch_1"}
+
+
+REDIS_URL = os.environ.get("PAYFM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def test_redis_records_keep_every_state_of_a_key(tmp_path: Path) -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url(REDIS_URL).ping()
+    except redis.RedisError:
+        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
+            pytest.fail(f"Redis is required (PAYFM_REQUIRE_SERVICES) but not reachable at {REDIS_URL}")
+        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    from payfm.features.redis_store import RedisStore
+
+    store = RedisStore(REDIS_URL, WIDE, prefix=f"payfm-test-{uuid.uuid4().hex[:8]}")
+    try:
+        log = random_log(8, 500, span_us=5 * 86_400_000_000)
+        offline = compute(connect(log), WIDE)
+        # Outcome events write only some states of a record; the others must survive the write.
+        online = replay(WIDE, log["charges"], label_outcomes(log), online=OnlineFeatures(WIDE, store))
+        report = compare(offline, online, WIDE.names)
+        assert report.total_mismatches == 0, report.examples
+        names = [k.decode() for k in store.client.scan_iter(f"{store.ns}:*", count=1000)]
+        assert any(":e:card:" in n for n in names) and any(":p:card_ip:" in n for n in names)
+    finally:
+        store.clear()
