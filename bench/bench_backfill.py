@@ -4,6 +4,10 @@ pandas groupby + time-rolling implementation of the same features, in the same r
 Usage:
     .venv/bin/python bench/bench_backfill.py          # 1.75M charges: bench15 + pandas, then the default set
     .venv/bin/python bench/bench_backfill.py --charges 10000000 --skip-pandas --skip-bench15
+    .venv/bin/python bench/bench_backfill.py --workspace /tmp/ws   # an existing workspace, no generation
+
+Each figure is printed with the process CPU time and the load average before the run: on a shared machine the
+wall time of a run competing for the cores is longer than that of the same run on a quiet one.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.offline import backfill
 ws = Workspace.open(sys.argv[1])
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 path, rows = backfill(ws, feature_set(sys.argv[2]))
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-print(json.dumps({"seconds": time.perf_counter() - t0, "rows": rows,
+print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                  "rows": rows,
                   "features": len(feature_set(sys.argv[2]).features), "peak_rss_bytes": rss}))
 """
 
@@ -79,10 +84,12 @@ print(json.dumps({"seconds": elapsed, "rows": len(out), "features": out.shape[1]
 
 
 def _child(code: str, *argv: str) -> dict[str, float]:
+    load = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr[-3000:]}")
     result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["load"] = load
     return result
 
 
@@ -95,6 +102,7 @@ def main() -> None:
     parser.add_argument("--skip-pandas", action="store_true")
     parser.add_argument("--skip-bench15", action="store_true")
     parser.add_argument("--skip-default", action="store_true")
+    parser.add_argument("--workspace", type=Path, help="an existing workspace (no world is generated)")
     args = parser.parse_args()
     print(f"# {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores")
     tmp = Path(tempfile.mkdtemp(prefix="payfm-bench-backfill-"))
@@ -102,29 +110,37 @@ def main() -> None:
         from payfm.events.workspace import Workspace
         from payfm.synth import WorldConfig, generate_world
 
-        ws = Workspace.open(tmp / "ws", create=True)
-        rows = ws.write_stream(
-            generate_world(WorldConfig(charges=args.charges, days=args.days, seed=5)), "replace"
-        )
-        n = rows["charges"]
-        print(f"world: {n:,} charges over {args.days} days")
+        if args.workspace:
+            root = args.workspace
+            n = Workspace.open(root).count("charges")
+            print(f"world: {n:,} charges in {root}")
+        else:
+            root = tmp / "ws"
+            ws = Workspace.open(root, create=True)
+            rows = ws.write_stream(
+                generate_world(WorldConfig(charges=args.charges, days=args.days, seed=5)), "replace"
+            )
+            n = rows["charges"]
+            print(f"world: {n:,} charges over {args.days} days")
 
         def show(name: str, r: dict[str, float]) -> None:
             print(
                 f"{name:>24}: {r['features']:.0f} features x {r['rows']:,.0f} charges "
                 f"in {r['seconds']:.2f} s "
-                f"({r['rows'] / r['seconds']:,.0f} charges/s), peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB"
+                f"({r['rows'] / r['seconds']:,.0f} charges/s), "
+                f"CPU {r.get('cpu_seconds', float('nan')):.1f} s, "
+                f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB, load average {r['load']:.2f}"
             )
 
         if not args.skip_bench15:
-            r15 = _child(_CHILD, str(tmp / "ws"), "bench15")
+            r15 = _child(_CHILD, str(root), "bench15")
             show("payfm bench15", r15)
             if not args.skip_pandas:
-                rp = _child(_PANDAS, str(tmp / "ws"))
+                rp = _child(_PANDAS, str(root))
                 show("pandas rolling (15)", rp)
                 print(f"{'ratio':>24}: payfm is {rp['seconds'] / r15['seconds']:.1f}x faster than pandas")
         if not args.skip_default:
-            show("payfm default set", _child(_CHILD, str(tmp / "ws"), "default"))
+            show("payfm default set", _child(_CHILD, str(root), "default"))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,36 +1,32 @@
-"""Offline backfill: every feature of every charge as of just before it, as relational plans on DuckDB.
+"""Offline backfill: every feature of every charge as of just before it, as Parquet keyed by charge id.
 
-``base`` numbers the charges by ``rid`` in the total order ``(created, charge_id)``, so "strictly before the
-charge" is ``rid < rid(c)``. A tiled window of ``W`` tiles ending ``O`` tiles back covers the charges with
-``rid`` in ``[first_rid(T - W - O), first_rid(T - O))`` (``O > 0``) or ``[first_rid(T - W), rid(c))``
-(``O = 0``), where ``T`` is the charge's tile and ``first_rid(x)`` the number of charges in tiles before
-``x``; those bounds are columns ``lo_<res>_<k>`` of ``base`` (from a dense per-resolution table of tile
-starts). Per entity there are up to four queries, each one sort of the entity's rows:
+Two engines compute the aggregates with the same semantics (see docs/features.md, "Offline backfill"):
 
-1. charge counts and sums (count, sum, mean, std, first_seen, every window and filter): differences of
-   per-key prefix sums in ``rid`` order, the prefix at a bound found by an ``ASOF`` join (:class:`_Prefix`);
-2. the other charge aggregates (distinct counts, min/max, last, times): window functions over ``RANGE``
-   frames of ``rid`` with per-row offsets, filters as ``FILTER (WHERE ...)`` clauses;
-3. outcome counts and sums (fraudulent disputes, EFWs, refunds count once their own time is ``<= t``):
-   prefix sums over the outcome events in time order, looked up at ``t`` and at tile starts by ``ASOF`` joins;
-4. other outcome aggregates: a union of charges (query points) and outcomes, ``RANGE`` frames over ``ts``
-   ending at the current row (an outcome at exactly ``t`` counts).
+- ``columnar`` (default): :mod:`payfm.features.offline_columnar`, whole-column numpy operations over the
+  charges in ``(created, charge_id)`` order (read from the workspace's Parquet files, or from DuckDB for
+  :func:`compute`): one sort per entity, prefix sums, binary searches, difference arrays. Outcome
+  min/max/last/times, which it does not compute, run as SQL;
+- ``duckdb``: :mod:`payfm.features.offline_sql`, the relational plan (prefix sums + ``ASOF`` joins, ``RANGE``
+  window frames) on DuckDB: the reference the columnar engine is tested against, the shape of a Spark plan.
 
-Numeric sums are exact integers (cents, ``HUGEINT`` squares) and the formulas (mean = s / n, std from the
-exact sums) are the ones the online state uses. No Python loop touches rows: the same plans can be emitted for
-Spark SQL. DuckDB spills to disk beyond its memory limit, which bounds memory on large logs.
+Request-time and derived features are vectorized Arrow expressions. Columns are computed one at a time into a
+column store (integer-valued ones narrowed to uint8/16/32; beyond a memory budget as raw files on disk), then
+assembled and written ``chunk_rows`` rows at a time, so memory stays bounded by the charges' key columns and
+the entity sorts, not by charges x features.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import duckdb
 import numpy as np
@@ -39,444 +35,59 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payfm.events.workspace import Workspace
-from payfm.features.definitions import (
-    ENTITIES,
-    FILTERS,
-    Aggregate,
-    Derived,
-    FeatureSet,
-    RequestFeature,
+from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
+from payfm.features.offline_columnar import (
+    Charges,
+    Frame,
+    aggregate_columns,
+    load,
+    load_workspace,
+    supported,
 )
-from payfm.features.plan import window_tiles
+from payfm.features.offline_sql import needed_columns, sql_columns
 from payfm.features.request import COUNTRY_UTC_OFFSET_H
 
-_OUTCOME_SQL = {
-    "fraud_disputes": "SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'",
-    "efws": "SELECT charge_id, created FROM early_fraud_warnings",
-    "refunds": "SELECT charge_id, created FROM refunds",
-}
+log = logging.getLogger(__name__)
 
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _needed_columns(fset: FeatureSet) -> list[str]:
-    cols: list[str] = []
-
-    def add(c: str) -> None:
-        if c not in cols:
-            cols.append(c)
-
-    for f in fset.features:
-        if isinstance(f, Aggregate):
-            for c in f.key_columns:
-                add(c)
-            if f.column:
-                add(f.column)
-            if f.filter:
-                add(FILTERS[f.filter].column)
-        elif isinstance(f, RequestFeature):
-            for c in f.columns:
-                add(c)
-            if f.kind in ("amount_usd", "amount_usd_log"):
-                add("amount_usd")
-            if f.kind == "local_hour":
-                add("merchant_country")
-    return [c for c in cols if c not in ("charge_id", "created")]
-
-
-def _resolution_us(f: Aggregate) -> int:
-    assert f.resolution is not None
-    return int(f.resolution.total_seconds()) * 1_000_000
-
-
-def _bounds(fset: FeatureSet) -> dict[int, list[int]]:
-    """Per resolution (us): the tile distances ``k`` whose start ``first_rid(T - k)`` charge windows need."""
-    return _bounds_of(fset.aggregates)
-
-
-def _bounds_of(feats: list[Aggregate]) -> dict[int, list[int]]:
-    out: dict[int, set[int]] = {}
-    for f in feats:
-        if f.source == "charges" and f.window is not None:
-            w, o = window_tiles(f)
-            ks = out.setdefault(_resolution_us(f), set())
-            ks.add(w + o)
-            if o:
-                ks.add(o)
-    return {r: sorted(ks) for r, ks in sorted(out.items())}
-
-
-def _lo(res: int, k: int) -> str:
-    """Column of ``base``: rid of the first charge in tile ``T - k`` or later (``T``: the charge's tile)."""
-    return f"lo_{res}_{k}"
-
-
-def _tile_starts_sql(res: int, pad: int) -> str:
-    """Dense table of tiles from ``pad`` tiles before the first charge on; ``first_rid``: charges before."""
-    return f"""
-    WITH c AS (SELECT ts // {res} AS tile, count(*) AS n FROM base0 GROUP BY ALL),
-    g AS (SELECT range AS tile FROM range((SELECT min(tile) FROM c) - {pad}, (SELECT max(tile) FROM c) + 1))
-    SELECT g.tile, coalesce(sum(c.n) OVER (ORDER BY g.tile ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING),
-                            0)::BIGINT AS first_rid
-    FROM g LEFT JOIN c USING (tile)"""
-
-
-def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
-    """Materialize ``base`` (charges, row id ``rid`` in (created, charge_id) order, window bounds ``lo_*``)
-    and the outcome tables ``ev_<source>`` (the outcome's time, its charge's columns)."""
-    cols = ", ".join(_q(c) for c in _needed_columns(fset))
-    con.execute(
-        f"""CREATE OR REPLACE TABLE base0 AS
-        SELECT (row_number() OVER (ORDER BY created, charge_id) - 1)::BIGINT AS rid, charge_id,
-               epoch_us(created) AS ts{", " + cols if cols else ""}
-        FROM charges"""
-    )
-    joins, los = [], []
-    for res, ks in _bounds(fset).items():
-        con.execute(f"CREATE OR REPLACE TABLE tiles_{res} AS {_tile_starts_sql(res, max(ks))}")
-        for k in ks:
-            alias = f"t_{res}_{k}"
-            joins.append(f"LEFT JOIN tiles_{res} {alias} ON {alias}.tile = b.ts // {res} - {k}")
-            los.append(f", coalesce({alias}.first_rid, 0) AS {_lo(res, k)}")
-    con.execute(
-        f"""CREATE OR REPLACE TABLE base AS
-        SELECT b.*{"".join(los)} FROM base0 b {" ".join(joins)} ORDER BY b.rid"""
-    )
-    con.execute("DROP TABLE base0")
-    for res in _bounds(fset):
-        con.execute(f"DROP TABLE tiles_{res}")
-    sources = {f.source for f in fset.aggregates if f.source != "charges"}
-    for s in sorted(sources):
-        con.execute(
-            f"""CREATE OR REPLACE TABLE ev_{s} AS
-            SELECT b.* EXCLUDE (rid, ts), epoch_us(o.created) AS ts
-            FROM ({_OUTCOME_SQL[s]}) o JOIN base b USING (charge_id)"""
-        )
-    return int(con.execute("SELECT count(*) FROM base").fetchall()[0][0])
-
-
-def _formula(f: Aggregate, c: str, s: str, q: str, mn: str, mx: str) -> str:
-    """The aggregate's value from its sums; the same formulas as payfm.features.online."""
-    if f.agg == "count":
-        return f"({c})::DOUBLE"
-    if f.agg == "sum":
-        return f"({s})::DOUBLE / 100.0"
-    if f.agg == "mean":
-        return f"CASE WHEN {c} > 0 THEN ({s})::DOUBLE / ({c})::DOUBLE / 100.0 END"
-    if f.agg == "std":
-        return (
-            f"CASE WHEN {c} > 1 THEN sqrt((({c})::HUGEINT * ({q}) - ({s}) * ({s}))::DOUBLE"
-            f" / (({c})::HUGEINT * (({c}) - 1))::DOUBLE) / 100.0 END"
-        )
-    if f.agg == "min":
-        return f"({mn})::DOUBLE / 100.0"
-    if f.agg == "max":
-        return f"({mx})::DOUBLE / 100.0"
-    raise AssertionError(f.agg)
-
-
-class _Windows:
-    """The window functions of one query, deduplicated by their SQL text."""
-
-    def __init__(self, partition: str, order: str, filter_clause: bool) -> None:
-        self.partition, self.order, self.filter_clause = partition, order, filter_clause
-        self.exprs: dict[str, str] = {}
-
-    def add(self, fn: str, arg: str, cond: str, frame: str, modifier: str = "") -> str:
-        """Alias of ``fn(arg)`` (``modifier``: DISTINCT, IGNORE NULLS) over the events where ``cond``.
-
-        The condition is a ``FILTER`` clause (faster on ``RANGE`` frames with per-row offsets) or a ``CASE``
-        in the argument (a ``FILTER`` clause disables DuckDB's cumulative path: 20x slower on ``CURRENT ROW``
-        frames); ``last_value`` takes no ``FILTER``.
-        """
-        where = ""
-        if cond and self.filter_clause and fn != "last_value":
-            where = f" FILTER (WHERE {cond})"
-        elif cond:
-            arg = f"CASE WHEN {cond} THEN {arg} END"
-        arg = f"DISTINCT {arg}" if modifier == "DISTINCT" else f"{arg} {modifier}".rstrip()
-        expr = f"{fn}({arg}){where} OVER (PARTITION BY {self.partition} ORDER BY {self.order} {frame})"
-        return self.exprs.setdefault(expr, f"w{len(self.exprs)}")
-
-    def select(self) -> str:
-        return ", ".join(f"{e} AS {a}" for e, a in self.exprs.items())
-
-
-def _filter_cond(f: Aggregate) -> str:
-    """SQL predicate of the aggregate's filter ('' when unfiltered)."""
-    if not f.filter:
-        return ""
-    flt = FILTERS[f.filter]
-    return f"{_q(flt.column)} IN ({', '.join(repr(v) for v in flt.values)})"
-
-
-def _and(*conds: str) -> str:
-    return " AND ".join(c for c in conds if c)
-
-
-def _charge_frame(f: Aggregate) -> str:
-    """``RANGE`` frame over ``rid`` of the charges the aggregate covers (strictly before the charge)."""
-    if f.window is None:
-        return "ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
-    res = _resolution_us(f)
-    w, o = window_tiles(f)
-    start = f"(rid - {_lo(res, w + o)}) PRECEDING"
-    end = "1 PRECEDING" if o == 0 else f"(rid - {_lo(res, o)} + 1) PRECEDING"
-    return f"RANGE BETWEEN {start} AND {end}"
-
-
-def _outcome_frame(f: Aggregate) -> str:
-    """``RANGE`` frame over ``ts`` of the outcomes the aggregate covers (their time ``<= t``)."""
-    if f.window is None:
-        return "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
-    res = _resolution_us(f)
-    w, o = window_tiles(f)
-    start = f"(ts - (ts // {res} - {w + o}) * {res}) PRECEDING"
-    end = "CURRENT ROW" if o == 0 else f"(ts - (ts // {res} - {o}) * {res} + 1) PRECEDING"
-    return f"RANGE BETWEEN {start} AND {end}"
-
-
-def _aggregate_expr(f: Aggregate, win: _Windows, frame: str, cond: str) -> str:
-    """SQL value of one aggregate: window functions over ``frame`` (events where ``cond``), its formula."""
-    col = _q(f.column) if f.column else ""
-    c = f"coalesce({win.add('count', '1', cond, frame)}, 0)"
-    if f.agg == "distinct":
-        return f"coalesce({win.add('count', col, cond, frame, 'DISTINCT')}, 0)::DOUBLE"
-    if f.agg == "last":
-        return f"{win.add('last_value', col, cond, frame, 'IGNORE NULLS')}::DOUBLE / 100.0"
-    if f.agg == "since_prev":
-        return f"(ts - {win.add('max', 'ts', cond, frame)})::DOUBLE / 1e6"
-    if f.agg == "since_first":
-        return f"(ts - {win.add('min', 'ts', cond, frame)})::DOUBLE / 1e6"
-    if f.agg == "first_seen":
-        return f"CASE WHEN {c} = 0 THEN 1.0 ELSE 0.0 END"
-    s = q = "0"
-    mn = mx = "NULL"
-    if f.agg in ("sum", "mean", "std"):
-        s = f"coalesce({win.add('sum', f'{col}::HUGEINT', cond, frame)}, 0)"
-        q = f"coalesce({win.add('sum', f'{col}::HUGEINT * {col}', cond, frame)}, 0)"
-    if f.agg == "min":
-        mn = win.add("min", col, cond, frame)
-    if f.agg == "max":
-        mx = win.add("max", col, cond, frame)
-    return _formula(f, c, s, q, mn, mx)
-
-
-class _Prefix:
-    """Additive sums (counts, amounts, squares) as differences of per-key prefix sums: no segment tree.
-
-    Column ``a<j>`` is an event's contribution (1, the amount or its square where the filter holds).
-
-    - charges (``outcomes=False``): ``x<j>`` is the sum over the key's charges strictly before the charge (a
-      cumulative window in ``rid`` order); the prefix at a bound ``first_rid(T - k)`` is ``i<j>`` (inclusive
-      prefix) of the key's last charge with ``rid`` below it;
-    - outcomes (``outcomes=True``): ``i<j>`` is the sum over the key's outcomes up to and including their
-      time (a ``RANGE`` cumulative: peers at the same time agree); the prefix at time ``t`` (inclusive) or at
-      a tile start (exclusive) is that of the key's last outcome before it.
-
-    Each bound is an ``ASOF`` join (alias ``b<n>``) of the key's rows ``c``.
-    """
-
-    def __init__(self, outcomes: bool) -> None:
-        self.outcomes = outcomes
-        self.cols: dict[str, str] = {}  # contribution SQL -> j
-        self.lookups: dict[str, str] = {}  # ASOF predicate ({a}: the alias) -> alias
-
-    def col(self, value: str, cond: str) -> str:
-        expr = f"CASE WHEN {cond} THEN {value} ELSE 0 END" if cond else value
-        return self.cols.setdefault(expr, str(len(self.cols)))
-
-    def at(self, pred: str, j: str) -> str:
-        """Prefix sum ``j`` at the key's last row ``{a}`` satisfying ``pred``."""
-        alias = self.lookups.setdefault(pred, f"b{len(self.lookups)}")
-        return f"coalesce({alias}.i{j}, 0)"
-
-    def _before_tile(self, res: int, k: int, j: str) -> str:
-        """Prefix sum ``j`` of the events before tile ``T - k``."""
-        if self.outcomes:
-            return self.at(f"{{a}}.ts < (e.ts // {res} - {k}) * {res}", j)
-        return self.at(f"{{a}}.rid < e.{_lo(res, k)}", j)
-
-    def window(self, f: Aggregate, value: str, cond: str) -> str:
-        """Sum of ``value`` over the events the aggregate covers."""
-        j = self.col(value, cond)
-        now = self.at("{a}.ts <= e.ts", j) if self.outcomes else f"coalesce(e.x{j}, 0)"
-        if f.window is None:
-            return now
-        res = _resolution_us(f)
-        w, o = window_tiles(f)
-        end = now if o == 0 else self._before_tile(res, o, j)
-        return f"({end} - {self._before_tile(res, w + o, j)})"
-
-    def joins(self, keys: tuple[str, ...]) -> str:
-        on = " AND ".join(f"{{a}}.{_q(k)} = e.{_q(k)}" for k in keys)
-        return "".join(
-            f" ASOF LEFT JOIN c {a} ON {on.format(a=a)} AND {pred.format(a=a)}"
-            for pred, a in self.lookups.items()
-        )
-
-
-def _prefix_expr(f: Aggregate, pre: _Prefix, cond: str) -> str:
-    """SQL value of a count, sum, mean, std or first_seen aggregate from prefix sums."""
-    col = _q(f.column) if f.column else ""
-    c = pre.window(f, "1", cond)
-    s = q = "0"
-    if f.column:
-        s = pre.window(f, f"coalesce({col}, 0)::HUGEINT", cond)
-        q = pre.window(f, f"coalesce({col}, 0)::HUGEINT * coalesce({col}, 0)", cond)
-    if f.agg == "first_seen":
-        return f"CASE WHEN {c} = 0 THEN 1.0 ELSE 0.0 END"
-    return _formula(f, c, s, q, "NULL", "NULL")
-
-
-def _charges_sql(entity: str, feats: list[Aggregate]) -> str:
-    """Charge-source aggregates of one entity in one query sorted by (key, rid).
-
-    Counts and sums are prefix differences (:class:`_Prefix`); distinct counts, min/max, last and times are
-    window functions over ``RANGE`` frames of ``rid``.
-    """
-    keys = ENTITIES[entity]
-    kcols = ", ".join(_q(k) for k in keys)
-    key_ok = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
-    win = _Windows(kcols, "rid", filter_clause=True)
-    pre = _Prefix(outcomes=False)
-    outs = []
-    for f in feats:
-        cond = _filter_cond(f)
-        if f.agg in _PREFIX_AGGS:
-            expr = _prefix_expr(f, pre, cond)
-        else:
-            expr = _aggregate_expr(f, win, _charge_frame(f), cond)
-        outs.append(f"{expr} AS {_q(f.name)}")
-    frame = f"OVER (PARTITION BY {kcols} ORDER BY rid ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)"
-    adds = "".join(f", {v} AS a{j}" for v, j in pre.cols.items())
-    cums = "".join(f", sum(a{j}) {frame} AS x{j}" for j in pre.cols.values())
-    incl = ", ".join(f"coalesce(x{j}, 0) + a{j} AS i{j}" for j in pre.cols.values())
-    bounds = "".join(f", {_lo(r, k)}" for r, ks in _bounds_of(feats).items() for k in ks)
-    wins = f", {win.select()}" if win.exprs else ""
-    joins = pre.joins(keys)
-    if not pre.cols:
-        return f"""
-    WITH e AS (SELECT rid, ts{wins} FROM base WHERE {key_ok})
-    SELECT rid, {", ".join(outs)} FROM e"""
-    return f"""
-    WITH v AS (SELECT rid, ts, {kcols}{bounds}{adds}{wins} FROM base WHERE {key_ok}),
-    e AS MATERIALIZED (SELECT *{cums} FROM v),
-    c AS MATERIALIZED (SELECT rid, {kcols}{", " + incl if incl else ""} FROM e)
-    SELECT e.rid, {", ".join(outs)} FROM e{joins}"""
-
-
-def _outcomes_sql(entity: str, feats: list[Aggregate]) -> str:
-    """Every outcome-source aggregate of one entity: the charges (query points, ``src`` NULL) and the outcome
-    events of every source in one union, one sort by (key, ts)."""
-    keys = ENTITIES[entity]
-    kcols = ", ".join(_q(k) for k in keys)
-    key_ok = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
-    cols: list[str] = []
-    for f in feats:
-        for c in (f.column, FILTERS[f.filter].column if f.filter else None):
-            if c and c not in cols and c not in keys:
-                cols.append(c)
-    vals = "".join(f", {_q(c)}" for c in cols)
-    nulls = "".join(f", NULL AS {_q(c)}" for c in cols)
-    union = [f"SELECT rid, {kcols}, ts, NULL::VARCHAR AS src{nulls} FROM base WHERE {key_ok}"]
-    for s in sorted({f.source for f in feats}):
-        union.append(f"SELECT NULL::BIGINT, {kcols}, ts, '{s}'{vals} FROM ev_{s} WHERE {key_ok}")
-    win = _Windows(kcols, "ts", filter_clause=False)
-    outs = []
-    for f in feats:
-        cond = _and(f"src = '{f.source}'", _filter_cond(f))
-        outs.append(f"{_aggregate_expr(f, win, _outcome_frame(f), cond)} AS {_q(f.name)}")
-    return f"""
-    WITH u AS ({" UNION ALL ".join(union)}),
-    a AS (SELECT rid, ts, {win.select()} FROM u)
-    SELECT rid, {", ".join(outs)} FROM a WHERE rid IS NOT NULL"""
-
-
-def _outcome_prefix_sql(entity: str, feats: list[Aggregate]) -> str:
-    """Outcome counts and sums of one entity: prefix sums over its outcome events (all sources in one union,
-    sorted by (key, time)), looked up for each charge by ``ASOF`` joins (:class:`_Prefix`)."""
-    keys = ENTITIES[entity]
-    kcols = ", ".join(_q(k) for k in keys)
-    key_ok = " AND ".join(f"{_q(k)} IS NOT NULL" for k in keys)
-    pre = _Prefix(outcomes=True)
-    outs = []
-    for f in feats:
-        cond = _and(f"src = '{f.source}'", _filter_cond(f))
-        outs.append(f"{_prefix_expr(f, pre, cond)} AS {_q(f.name)}")
-    union = " UNION ALL ".join(
-        f"SELECT *, '{s}' AS src FROM ev_{s} WHERE {key_ok}" for s in sorted({f.source for f in feats})
-    )
-    frame = f"OVER (PARTITION BY {kcols} ORDER BY ts RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
-    adds = ", ".join(f"sum({v}) {frame} AS i{j}" for v, j in pre.cols.items())
-    return f"""
-    WITH c AS MATERIALIZED (SELECT {kcols}, ts, {adds} FROM ({union})),
-    e AS (SELECT rid, ts, {kcols} FROM base WHERE {key_ok})
-    SELECT e.rid, {", ".join(outs)} FROM e{pre.joins(keys)}"""
-
-
-_PREFIX_AGGS = ("count", "sum", "mean", "std", "first_seen")
-
-
-def _queries(fset: FeatureSet) -> list[str]:
-    """The backfill's queries, per entity: its charges' prefix sums (counts, sums), its charges' other window
-    functions (distinct counts, min/max, last, times), its outcomes. Narrow plans run faster."""
-    by: dict[tuple[str, str], list[Aggregate]] = {}
-    for f in fset.aggregates:
-        kind = ("charges" if f.source == "charges" else "outcomes") + (
-            "_prefix" if f.agg in _PREFIX_AGGS else ""
-        )
-        by.setdefault((kind, f.entity), []).append(f)
-    build = {
-        "charges_prefix": _charges_sql,
-        "charges": _charges_sql,
-        "outcomes_prefix": _outcome_prefix_sql,
-        "outcomes": _outcomes_sql,
-    }
-    return [build[kind](entity, feats) for (kind, entity), feats in by.items()]
-
-
-def _scatter(n: int, rid: np.ndarray, values: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    out = np.full(n, np.nan)
-    valid = np.zeros(n, dtype=bool)
-    arr = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-    vv = arr.to_numpy(zero_copy_only=False)
-    ok = arr.is_valid().to_numpy(zero_copy_only=False)
-    out[rid[ok]] = vv[ok]
-    valid[rid[ok]] = True
-    return out, valid
+Engine = Literal["columnar", "duckdb"]
+ENGINES: tuple[str, ...] = ("columnar", "duckdb")
+# Feature columns kept in memory before the rest wait in files (bytes).
+_IN_MEMORY_BYTES = 2**28
 
 
 def _request_columns(base: pa.Table, fset: FeatureSet) -> dict[str, pa.Array]:
     """Request-time features, vectorized with Arrow; the same rules as payfm.features.request."""
     out: dict[str, pa.Array] = {}
+
+    def col(name: str) -> pa.ChunkedArray:
+        c = base[name]
+        return pc.cast(c, c.type.value_type) if pa.types.is_dictionary(c.type) else c
+
     for f in fset.features:
         if not isinstance(f, RequestFeature):
             continue
         if f.kind == "amount_usd":
-            out[f.name] = pc.divide(pc.cast(base["amount_usd"], pa.float64()), 100.0)
+            out[f.name] = pc.divide(pc.cast(col("amount_usd"), pa.float64()), 100.0)
         elif f.kind == "amount_usd_log":
-            out[f.name] = pc.ln(pc.add(pc.divide(pc.cast(base["amount_usd"], pa.float64()), 100.0), 1.0))
+            out[f.name] = pc.ln(pc.add(pc.divide(pc.cast(col("amount_usd"), pa.float64()), 100.0), 1.0))
         elif f.kind == "local_hour":
             ts = base["ts"].to_numpy()
             zones = pa.array(list(COUNTRY_UTC_OFFSET_H))
-            idx = pc.index_in(base["merchant_country"], value_set=zones).to_numpy(zero_copy_only=False)
+            idx = pc.index_in(col("merchant_country"), value_set=zones).to_numpy(zero_copy_only=False)
             table = np.array([*COUNTRY_UTC_OFFSET_H.values(), 0], dtype=np.int64)  # unknown country: UTC
             offsets = table[np.where(np.isnan(idx.astype(float)), len(table) - 1, idx).astype(np.int64)]
             hours = ((ts // 3_600_000_000) + offsets) % 24
             out[f.name] = pa.array(hours.astype(np.float64))
         elif f.kind == "mismatch":
-            a, b = base[f.columns[0]], base[f.columns[1]]
+            a, b = col(f.columns[0]), col(f.columns[1])
             out[f.name] = pc.cast(pc.not_equal(a, b), pa.float64())
         elif f.kind == "is":
-            hit = pc.fill_null(pc.is_in(base[f.columns[0]], value_set=pa.array(list(f.values))), False)
+            hit = pc.fill_null(pc.is_in(col(f.columns[0]), value_set=pa.array(list(f.values))), False)
             out[f.name] = pc.cast(hit, pa.float64())
         elif f.kind == "missing":
-            out[f.name] = pc.cast(pc.is_null(base[f.columns[0]]), pa.float64())
+            out[f.name] = pc.cast(pc.is_null(col(f.columns[0])), pa.float64())
         elif f.kind == "since":
-            then = pc.cast(pc.cast(base[f.columns[0]], pa.timestamp("us", tz="UTC")), pa.int64())
+            then = pc.cast(pc.cast(col(f.columns[0]), pa.timestamp("us", tz="UTC")), pa.int64())
             out[f.name] = pc.divide(pc.cast(pc.subtract(base["ts"], then), pa.float64()), 1e6)
     return {k: (v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v) for k, v in out.items()}
 
@@ -495,72 +106,161 @@ def _derived(values: dict[str, pa.Array], f: Derived) -> pa.Array:
     return pc.divide(pc.subtract(a, b), safe_std)
 
 
-def _materialize(
-    con: duckdb.DuckDBPyConnection,
+class _Columns:
+    """Feature columns (rid order, NaN where missing). Integer-valued features (counts, flags, hours) are
+    kept as uint8/16/32 with the type's maximum for missing, the others as float64; in memory up to
+    ``memory_bytes``, then as raw files under ``root``."""
+
+    def __init__(self, root: Path | None, memory_bytes: int, integral: set[str]) -> None:
+        self.root, self.memory_bytes, self.used = root, memory_bytes, 0
+        self.integral = integral
+        self._cols: dict[str, np.ndarray | tuple[Path, np.dtype]] = {}
+
+    def put(self, name: str, values: np.ndarray) -> None:
+        data = np.asarray(values, dtype=np.float64)
+        if self.root is not None and name in self.integral:
+            data = _narrow(data)
+        if self.root is None or self.used + data.nbytes <= self.memory_bytes:
+            self._cols[name] = data
+            self.used += data.nbytes
+            return
+        path = self.root / f"{len(self._cols)}.col"
+        data.tofile(path)
+        self._cols[name] = (path, data.dtype)
+
+    def get(self, name: str, lo: int, hi: int) -> np.ndarray:
+        """Float64 values of rows ``lo <= rid < hi`` (NaN where missing)."""
+        col = self._cols[name]
+        if isinstance(col, tuple):
+            path, dtype = col
+            data = np.fromfile(path, dtype=dtype, count=hi - lo, offset=lo * dtype.itemsize)
+        else:
+            data = col[lo:hi]
+        if data.dtype == np.float64:
+            return data
+        out = data.astype(np.float64)
+        out[data == np.iinfo(data.dtype).max] = np.nan
+        return out
+
+
+def _narrow(values: np.ndarray) -> np.ndarray:
+    """Non-negative integer ``values`` as the narrowest of uint8/16/32 (missing: the type's maximum)."""
+    top_value = float(np.fmax.reduce(values)) if len(values) else 0.0
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        top = np.iinfo(dtype).max
+        if np.isnan(top_value) or top_value < top:
+            narrow: np.ndarray = np.nan_to_num(values, nan=top).astype(dtype)
+            return narrow
+    return values
+
+
+def _integral(fset: FeatureSet) -> set[str]:
+    """Features whose values are non-negative integers (counts, distinct counts, flags, hours)."""
+    out = set()
+    for f in fset.features:
+        if (isinstance(f, Aggregate) and f.agg in ("count", "distinct", "first_seen")) or (
+            isinstance(f, RequestFeature) and f.kind in ("local_hour", "mismatch", "is", "missing")
+        ):
+            out.add(f.name)
+    return out
+
+
+def _to_numpy(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Float64 values, NaN where null."""
+    filled = pc.fill_null(pc.cast(arr, pa.float64()), np.nan)
+    return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _arrow(values: np.ndarray) -> pa.Array:
+    """Float64 Arrow array, null where NaN (missing)."""
+    return pa.array(values, mask=np.isnan(values))
+
+
+def _fill(
     fset: FeatureSet,
+    read: Callable[[list[str]], Charges],
+    connect: Callable[[], duckdb.DuckDBPyConnection],
+    store: Callable[[], _Columns],
+    engine: str,
     progress: Callable[[int, int], None] | None,
-    workers: int = 2,
-) -> list[str]:
-    """Run every aggregate query into a DuckDB table (spilled to disk beyond the memory limit).
+) -> tuple[_Columns, pa.Array, np.ndarray]:
+    """Every aggregate and request feature into a column store; the charge ids and times in rid order.
+    ``read`` loads the charges (the needed columns); ``connect`` gives DuckDB for the SQL aggregates."""
+    if engine not in ENGINES:
+        raise ValueError(f"The backfill engine must be one of {', '.join(ENGINES)}. Got {engine!r}.")
+    t0 = time.perf_counter()
+    cols = needed_columns(fset)
+    charges = read(cols)
+    log.info("backfill: %d charges read in %.1f s", charges.n, time.perf_counter() - t0)
+    columns = store()
+    aggs = fset.aggregates
+    fast = [f for f in aggs if engine == "columnar" and supported(f)]
+    slow = [f for f in aggs if f not in fast]
+    total = len({f.entity for f in fast}) + (1 if slow else 0) + 2
+    done = 0
 
-    The queries are independent (one per entity and kind) and a single DuckDB query keeps only about one core
-    busy here, so ``workers`` of them run at once, each on its own cursor of the same database.
-    """
-    queries = _queries(fset)
-    names = [f"feature_part_{k}" for k in range(len(queries))]
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
 
-    def run(job: tuple[str, str]) -> None:
-        name, sql = job
-        cur = con.cursor()
-        try:
-            cur.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM ({sql}) ORDER BY rid")
-        finally:
-            cur.close()
+    for name, values in _request_columns(charges.table, fset).items():
+        columns.put(name, _to_numpy(values))
+    step()
+    frame = Frame(charges)
+    frame.prepare(fast)  # the charges table keeps only charge_id and ts from here on
+    aggregate_columns(frame, fast, columns.put, step)
+    log.info("backfill: %d columnar aggregates at %.1f s", len(fast), time.perf_counter() - t0)
+    del frame
+    if slow:
+        for name, values in sql_columns(connect(), slow):
+            columns.put(name, values)
+        step()
+        log.info("backfill: %d SQL aggregates at %.1f s", len(slow), time.perf_counter() - t0)
+    return columns, charges.table["charge_id"].combine_chunks(), charges.table["ts"].to_numpy()
 
-    # The longest queries first, so the two workers finish together (SQL length is a fair proxy).
-    jobs = sorted(zip(names, queries, strict=True), key=lambda j: -len(j[1]))
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done, _ in enumerate(pool.map(run, jobs), start=1):
-            if progress:
-                progress(done, len(queries) + 1)
-    return names
 
-
-def _assemble(
-    con: duckdb.DuckDBPyConnection, fset: FeatureSet, tables: list[str], lo: int, hi: int
-) -> pa.Table:
-    """The feature rows of charges ``lo <= rid < hi``: aggregates, then request and derived features."""
-    base = con.sql(f"SELECT * FROM base WHERE rid >= {lo} AND rid < {hi} ORDER BY rid").to_arrow_table()
-    n = hi - lo
+def _rows(fset: FeatureSet, columns: _Columns, ids: pa.Array, ts: np.ndarray, lo: int, hi: int) -> pa.Table:
+    """The feature rows of charges ``lo <= rid < hi`` (derived features computed here, per chunk)."""
     values: dict[str, pa.Array] = {}
-    for name in tables:
-        res = con.sql(f"SELECT * FROM {name} WHERE rid >= {lo} AND rid < {hi}").to_arrow_table()
-        rid = res["rid"].to_numpy() - lo
-        for col in res.column_names[1:]:
-            data, valid = _scatter(n, rid, res[col])
-            values[col] = pa.array(data, mask=~valid)
-        del res
-    values.update(_request_columns(base, fset))
     for f in fset.features:
         if isinstance(f, Derived):
             values[f.name] = _derived(values, f)
-    columns = [base["charge_id"], pc.cast(base["ts"], pa.timestamp("us", tz="UTC"))]
-    columns += [pc.cast(values[name], pa.float64()) for name in fset.names]
-    return pa.Table.from_arrays(columns, names=["charge_id", "created", *fset.names])
+        else:
+            values[f.name] = _arrow(columns.get(f.name, lo, hi))
+    arrays = [ids.slice(lo, hi - lo), pa.array(ts[lo:hi], pa.timestamp("us", tz="UTC"))]
+    arrays += [pc.cast(values[name], pa.float64()) for name in fset.names]
+    return pa.Table.from_arrays(arrays, names=["charge_id", "created", *fset.names])
 
 
 def compute(
     con: duckdb.DuckDBPyConnection,
     fset: FeatureSet,
     progress: Callable[[int, int], None] | None = None,
+    engine: Engine = "columnar",
 ) -> pa.Table:
-    """Backfill ``fset`` over the ``charges`` (and outcome) views of ``con``: one row per charge, by rid."""
-    n = prepare(con, fset)
-    tables = _materialize(con, fset, progress)
-    table = _assemble(con, fset, tables, 0, n)
-    if progress:
-        progress(len(tables) + 1, len(tables) + 1)
-    return table
+    """Backfill ``fset`` over the ``charges`` (and outcome) views of ``con``: one row per charge, by rid.
+
+    >>> from payfm.features.catalog import tiny_set
+    >>> con = duckdb.connect()
+    >>> _ = con.execute("CREATE TABLE charges AS SELECT 'ch_' || i AS charge_id, "
+    ...     "TIMESTAMPTZ '2026-01-01 00:00:00+00' + i * INTERVAL 1 MINUTE AS created, "
+    ...     "'fp_1' AS card_fingerprint, 500 AS amount_usd FROM range(3) t(i)")
+    >>> for t in ("disputes", "early_fraud_warnings", "refunds"):
+    ...     _ = con.execute(f"CREATE TABLE {t} (charge_id VARCHAR, created TIMESTAMPTZ, reason VARCHAR)")
+    >>> compute(con, tiny_set())["card.count_charges_1h"].to_pylist()
+    [0.0, 1.0, 2.0]
+    """
+    columns, ids, ts = _fill(
+        fset,
+        lambda cols: load(con, fset, cols),
+        lambda: con,
+        lambda: _Columns(None, 0, set()),
+        engine,
+        progress,
+    )
+    return _rows(fset, columns, ids, ts, 0, len(ts))
 
 
 def compute_chunks(
@@ -568,12 +268,46 @@ def compute_chunks(
     fset: FeatureSet,
     chunk_rows: int = 1_000_000,
     progress: Callable[[int, int], None] | None = None,
+    engine: Engine = "columnar",
+    spill_dir: Path | None = None,
+    memory_bytes: int = _IN_MEMORY_BYTES,
 ) -> Iterator[pa.Table]:
-    """:func:`compute` in chunks of ``chunk_rows`` charges (in (created, charge_id) order): bounded memory."""
-    n = prepare(con, fset)
-    tables = _materialize(con, fset, progress)
-    for lo in range(0, max(n, 1), chunk_rows):
-        yield _assemble(con, fset, tables, lo, min(n, lo + chunk_rows))
+    """:func:`compute` in chunks of ``chunk_rows`` charges (in (created, charge_id) order): bounded memory.
+
+    Feature columns beyond ``memory_bytes`` wait in files under ``spill_dir`` (a temporary directory by
+    default).
+    """
+    return _chunks(
+        fset,
+        lambda cols: load(con, fset, cols),
+        lambda: con,
+        chunk_rows,
+        progress,
+        engine,
+        spill_dir,
+        memory_bytes,
+    )
+
+
+def _chunks(
+    fset: FeatureSet,
+    read: Callable[[list[str]], Charges],
+    connect: Callable[[], duckdb.DuckDBPyConnection],
+    chunk_rows: int,
+    progress: Callable[[int, int], None] | None,
+    engine: str,
+    spill_dir: Path | None,
+    memory_bytes: int,
+) -> Iterator[pa.Table]:
+    tmp = Path(tempfile.mkdtemp(prefix="payfm-columns-", dir=spill_dir))
+    try:
+        columns, ids, ts = _fill(
+            fset, read, connect, lambda: _Columns(tmp, memory_bytes, _integral(fset)), engine, progress
+        )
+        for lo in range(0, max(len(ts), 1), chunk_rows):
+            yield _rows(fset, columns, ids, ts, lo, min(len(ts), lo + chunk_rows))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def backfill(
@@ -581,42 +315,96 @@ def backfill(
     fset: FeatureSet,
     *,
     memory_limit: str = "6GB",
-    chunk_rows: int = 1_000_000,
+    chunk_rows: int = 500_000,
     progress: Callable[[int, int], None] | None = None,
+    engine: Engine = "columnar",
 ) -> tuple[Path, int]:
     """Backfill ``fset`` over the workspace into ``features/<set>-<version>.parquet`` (atomically).
 
-    Aggregates run in DuckDB (spilling beyond ``memory_limit``); rows are assembled and written
-    ``chunk_rows`` at a time, so memory stays bounded on large logs. Returns the path and the row count.
+    Aggregates run in the columnar engine (or DuckDB, spilling beyond ``memory_limit``); rows are assembled
+    and written ``chunk_rows`` at a time, so memory stays bounded on large logs. Returns the path and the row
+    count.
     """
+    return _backfill(ws, fset, memory_limit, chunk_rows, progress, engine)
+
+
+def _backfill(
+    ws: Workspace,
+    fset: FeatureSet,
+    memory_limit: str,
+    chunk_rows: int,
+    progress: Callable[[int, int], None] | None,
+    engine: Engine,
+) -> tuple[Path, int]:
     out_dir = ws.root / "features"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"{fset.name}-{fset.version}.parquet"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
     meta = {b"payfm.feature_set": fset.name.encode(), b"payfm.version": fset.version.encode()}
-    con = ws.connect()
     spill = Path(tempfile.mkdtemp(prefix="payfm-spill-"))
+    cons: list[duckdb.DuckDBPyConnection] = []
+
+    def connect() -> duckdb.DuckDBPyConnection:  # only the SQL aggregates need DuckDB
+        if not cons:
+            con = ws.connect()
+            con.execute(f"SET memory_limit = '{memory_limit}'")
+            con.execute(f"SET temp_directory = '{spill}'")
+            cons.append(con)
+        return cons[0]
+
     rows = 0
+    writer: pq.ParquetWriter | None = None
+    # Parquet encoding releases the GIL: a chunk is written while the next one is assembled.
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending: Future[None] | None = None
     try:
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute(f"SET temp_directory = '{spill}'")
-        writer: pq.ParquetWriter | None = None
-        try:
-            for chunk in compute_chunks(con, fset, chunk_rows, progress):
-                chunk = chunk.replace_schema_metadata(meta)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, chunk.schema, compression="zstd")
-                writer.write_table(chunk)
-                rows += chunk.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
+        chunks = _chunks(
+            fset,
+            lambda cols: load_workspace(ws, fset, cols),
+            connect,
+            chunk_rows,
+            progress,
+            engine,
+            spill,
+            _IN_MEMORY_BYTES,
+        )
+        for chunk in chunks:
+            chunk = chunk.replace_schema_metadata(meta)
+            if writer is None:
+                writer = _writer(tmp, chunk.schema, fset)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(writer.write_table, chunk)
+            rows += chunk.num_rows
+        if pending is not None:
+            pending.result()
+        pool.shutdown(wait=True)
+        if writer is not None:
+            writer.close()
+            writer = None
         os.replace(tmp, path)
+        log.info("backfill: %d rows written to %s", rows, path)
     finally:
+        pool.shutdown(wait=True)
+        if writer is not None:
+            writer.close()
         tmp.unlink(missing_ok=True)
-        con.close()
+        for con in cons:
+            con.close()
         shutil.rmtree(spill, ignore_errors=True)
     return path, rows
+
+
+def _writer(path: Path, schema: pa.Schema, fset: FeatureSet) -> pq.ParquetWriter:
+    """Snappy; dictionary pages only for integer-valued features (few distinct values: hashing the others
+    costs more than it saves); min/max statistics for the charge id and time only."""
+    return pq.ParquetWriter(
+        path,
+        schema,
+        compression="snappy",
+        use_dictionary=sorted(_integral(fset)),
+        write_statistics=["charge_id", "created"],
+    )
 
 
 def isclose(a: float | None, b: float | None, rel: float = 1e-9) -> bool:
