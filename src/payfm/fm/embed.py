@@ -25,13 +25,22 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
 from payfm.events.workspace import Workspace
 from payfm.fm.model import FoundationModel
 from payfm.fm.pretrain import load_checkpoint
-from payfm.fm.sequences import OTHER, REL_KEYS, VIEWS, Sequences, build_sequences, read_charges
+from payfm.fm.sequences import (
+    OTHER,
+    REL_KEYS,
+    VIEWS,
+    Sequences,
+    build_sequences,
+    key_codes,
+    read_charges,
+)
 from payfm.fm.tokenizer import (
     COLUMNS,
     COUNT_FIELDS,
@@ -192,33 +201,105 @@ class OnlineEmbedder:
         row[REL_FIELD] = rel_tokens(rel_codes(*same))[0]
         return row
 
-    def embed_one(self, charge: Mapping[str, Any]) -> np.ndarray:
-        """The embedding (D,) of a charge about to be decided (its outcome, if given, is ignored)."""
+    def _rows(self, charge: Mapping[str, Any]) -> tuple[int, list[np.ndarray]]:
+        """A charge's ``created_us`` and its token row (F,) in each view, against the current state."""
         created, base = self._tokens(charge)
-        x = np.full((1, len(VIEWS), self.k, len(base)), PAD, dtype=np.int64)  # (1, V, K, F)
+        return created, [self._view_row(charge, base, created, v) for v in range(len(VIEWS))]
+
+    def _inputs(self, charge: Mapping[str, Any], rows: list[np.ndarray]) -> np.ndarray:
+        x = np.full((1, len(VIEWS), self.k, len(rows[0])), PAD, dtype=np.int64)  # (1, V, K, F)
         for v, key_col in enumerate(VIEWS):
             entry = self.state[v].get(str(charge[key_col]))
             if entry is not None and entry.rows:
                 x[0, v, self.k - 1 - len(entry.rows) : self.k - 1] = np.stack(entry.rows)
-            x[0, v, -1] = self._view_row(charge, base, created, v)
+            x[0, v, -1] = rows[v]
         x[:, :, -1, OUTCOME_FIELD] = MASK
-        with torch.inference_mode():
-            out: np.ndarray = self.model.embed(torch.from_numpy(x)).numpy()[0]
-        return out
+        return x
 
-    def learn_one(self, charge: Mapping[str, Any]) -> None:
-        """Add a decided charge (with ``outcome`` and ``decline_code``) to its card's and merchant's state."""
-        created, base = self._tokens(charge)
+    def _learn(self, charge: Mapping[str, Any], created: int, rows: list[np.ndarray]) -> None:
         for v, key_col in enumerate(VIEWS):
             key = str(charge[key_col])
-            row = self._view_row(charge, base, created, v)
             entry = self.state[v].get(key)
-            rows = entry.rows if entry is not None else deque(maxlen=self.k - 1)
-            rows.append(row)
+            history = entry.rows if entry is not None else deque(maxlen=self.k - 1)
+            history.append(rows[v])
             self.state[v][key] = _KeyState(
-                rows, created, charge.get(REL_KEYS[0]), charge.get(REL_KEYS[1]), charge.get(OTHER[key_col])
+                history, created, charge.get(REL_KEYS[0]), charge.get(REL_KEYS[1]), charge.get(OTHER[key_col])
             )
         for name, col in COUNT_FIELDS.items():
             value = charge.get(col)
             if value is not None:
                 self.counts[name][value] = self.counts[name].get(value, 0) + 1
+
+    def inputs_one(self, charge: Mapping[str, Any]) -> np.ndarray:
+        """(1, V, K, F) int64 model input of a charge about to be decided: its views' histories from the
+        state, then its own pre-authorization tokens (outcome masked). Reads the state, never changes it."""
+        return self._inputs(charge, self._rows(charge)[1])
+
+    def inputs_then_learn(self, charge: Mapping[str, Any], learn: bool = True) -> np.ndarray:
+        """:meth:`inputs_one`, then (if ``learn``) :meth:`learn_one` of the same charge, tokenized once: the
+        step a decision service takes under its state lock (the forward pass, :meth:`embed_inputs`, can
+        run outside it). ``charge`` carries its outcome if known; the input masks it either way."""
+        created, rows = self._rows(charge)
+        x = self._inputs(charge, rows)
+        if learn:
+            self._learn(charge, created, rows)
+        return x
+
+    def embed_inputs(self, x: np.ndarray) -> np.ndarray:
+        """The embedding (D,) of :meth:`inputs_one`'s ``x``; reads no state (callers may run it unlocked)."""
+        with torch.inference_mode():
+            out: np.ndarray = self.model.embed(torch.from_numpy(x)).numpy()[0]
+        return out
+
+    def embed_one(self, charge: Mapping[str, Any]) -> np.ndarray:
+        """The embedding (D,) of a charge about to be decided (its outcome, if given, is ignored)."""
+        return self.embed_inputs(self.inputs_one(charge))
+
+    def learn_one(self, charge: Mapping[str, Any]) -> None:
+        """Add a decided charge (with ``outcome`` and ``decline_code``) to its card's and merchant's state."""
+        self._learn(charge, *self._rows(charge))
+
+    def warm(self, charges: pa.Table) -> int:
+        """Learn all ``charges`` at once: the state :meth:`learn_one` reaches fed them one by one.
+
+        ``charges`` as from :func:`payfm.fm.sequences.read_charges` (in (created, charge_id) order, with
+        ``created_us``, ``credential_changed_us`` and the outcomes). The tokens come from the batch path
+        (:func:`build_sequences`, the one the offline embedding uses), so a start-up over millions of charges
+        costs seconds, not a Python call per charge. Only on a fresh embedder. Returns the number learned.
+        """
+        if any(self.state) or any(self.counts.values()):
+            raise ValueError("OnlineEmbedder.warm: expected a fresh embedder. Got one with learned charges.")
+        n = int(charges.num_rows)
+        if n == 0:
+            return 0
+        seqs = build_sequences(charges, self.tokenizer, self.k)
+        created = seqs.created_us
+        keep = self.k - 1  # the state holds a key's last K-1 charges; the K-th is the charge being embedded
+        for v, key_col in enumerate(VIEWS):
+            codes = key_codes(charges[key_col])
+            order = np.lexsort((np.arange(n), codes))  # (key, created, charge_id), as build_sequences
+            skey = codes[order]
+            last = np.flatnonzero(np.append(skey[1:] != skey[:-1], True))  # each key's last, sorted position
+            first = np.concatenate(([0], last[:-1] + 1))
+            start = np.maximum(first, last - keep + 1)
+            counts = last - start + 1
+            # The kept rows of all keys, copied compactly (views into tokens would pin all of it).
+            before = np.cumsum(counts) - counts  # kept rows of earlier keys
+            pos = np.repeat(start - before, counts) + np.arange(int(counts.sum()))  # sorted positions kept
+            kept = seqs.tokens[v][order[pos]]  # (sum(counts), F)
+            ends = order[last]
+            keys = charges[key_col].take(pa.array(ends)).to_pylist()
+            values = [charges[c].take(pa.array(ends)).to_pylist() for c in (*REL_KEYS, OTHER[key_col])]
+            offset = 0
+            state = self.state[v]
+            for i, key in enumerate(keys):
+                m = int(counts[i])
+                rows: deque[np.ndarray] = deque(kept[offset : offset + m], maxlen=keep)
+                offset += m
+                state[str(key)] = _KeyState(
+                    rows, int(created[ends[i]]), values[0][i], values[1][i], values[2][i]
+                )
+        for name, col in COUNT_FIELDS.items():
+            vc = pc.value_counts(charges[col].combine_chunks()).to_pylist()
+            self.counts[name] = {d["values"]: int(d["counts"]) for d in vc if d["values"] is not None}
+        return n

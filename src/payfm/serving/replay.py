@@ -120,6 +120,8 @@ def replay_in_process(
         try:
             t0 = time.perf_counter()
             warmed = warm_before(scorer.online, ws, start, warm_progress) if start else 0
+            if start:  # a model on foundation-model embeddings: its embedders see the same history
+                scorer.warm_embedders(_Before(ws, start))
             warm_s = time.perf_counter() - t0
             decide: list[float] = []
 

@@ -12,6 +12,10 @@ top 3 reasons; the rules (first match in the order request_3ds, allow, block, re
 record the decision (durable before returning). With no model registered the score is null and rules on
 ``:risk_score:`` never match (three-valued logic); every other rule still applies.
 
+A model trained on foundation-model embeddings (registered with ``foundation_model=``) takes the charge's
+embedding after the features, from an online embedder of its checkpoint that learns every decided charge
+(:mod:`payfm.serving.fm_embeddings`); other models load no torch.
+
 Restart: :meth:`Scorer.open` restores the last state snapshot (memory state) and replays the decision log's
 charges and outcomes logged after it, in sequence order; ids already counted count once.
 
@@ -36,8 +40,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 
 from payfm.events.schema import ID_COLUMNS, SCHEMAS
@@ -64,8 +69,21 @@ from payfm.serving.decision_log import (
     open_log,
 )
 from payfm.serving.errors import Conflict, InvalidInput, NotFound
+from payfm.serving.fm_embeddings import (
+    describe_fm,
+    embedder_charge,
+    explain,
+    fm_hash,
+    load_embedders,
+    model_vector,
+    unseen,
+    warm,
+)
 from payfm.training.models import Model
 from payfm.training.scores import ScoreLevels, risk_score
+
+if TYPE_CHECKING:
+    from payfm.fm.embed import OnlineEmbedder
 
 log = logging.getLogger("payfm.serving")
 _DURABLE_TIMEOUT_S = 30.0
@@ -111,15 +129,26 @@ class Bundle:
     ruleset: Ruleset | None
     ruleset_version: int | None
     loaded_at: str
+    # Foundation-model checkpoint hash -> its online embedder, for the models that take embeddings (one
+    # embedder per checkpoint, shared by the model and the shadow; empty when no model takes embeddings).
+    embedders: Mapping[str, OnlineEmbedder] = field(default_factory=dict)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out = {
             "feature_set": f"{self.fset.name}@{self.fset.version}",
             "model": self.model_version.ref if self.model_version else None,
             "shadow_model": self.shadow_version.ref if self.shadow_version else None,
             "ruleset_version": self.ruleset_version,
             "loaded_at": self.loaded_at,
         }
+        for key, mv in (
+            ("foundation_model", self.model_version),
+            ("shadow_foundation_model", self.shadow_version),
+        ):
+            fm = describe_fm(mv) if mv is not None else None
+            if fm is not None:
+                out[key] = fm
+        return out
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,7 @@ class Decision:
     decided_at: str
     shadow: dict[str, Any] | None = None
     features: dict[str, float | None] = field(default_factory=dict)
+    embedding: list[float] | None = None  # the foundation-model embedding the model took, if it takes one
 
     def to_json(self) -> dict[str, Any]:
         # A shallow dict: dataclasses.asdict deep-copies the 158 feature values and cost ~2.5 ms a decision.
@@ -153,11 +183,21 @@ class Decision:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-_RESPONSE_FIELDS = tuple(n for n in Decision.__dataclass_fields__ if n not in ("shadow", "features"))
+_RESPONSE_FIELDS = tuple(
+    n for n in Decision.__dataclass_fields__ if n not in ("shadow", "features", "embedding")
+)
 
 
-def load_bundle(ws: Workspace, config: ScorerConfig, fset: FeatureSet | None = None) -> Bundle:
-    """Load the production (and shadow) model and the active ruleset; ``fset`` pins the feature set."""
+def load_bundle(
+    ws: Workspace,
+    config: ScorerConfig,
+    fset: FeatureSet | None = None,
+    embedders: Mapping[str, OnlineEmbedder] | None = None,
+) -> Bundle:
+    """Load the production (and shadow) model and the active ruleset; ``fset`` pins the feature set.
+
+    A model that takes foundation-model embeddings gets the embedder of its checkpoint: the one of
+    ``embedders`` with that checkpoint's hash (its state kept), else a fresh one the caller must warm."""
     reg = Registry(ws)
     versions = reg.list(config.model) if (ws.root / "models").exists() else []
     prod = [v for v in versions if v.stage == "production"]
@@ -197,6 +237,7 @@ def load_bundle(ws: Workspace, config: ScorerConfig, fset: FeatureSet | None = N
         ruleset,
         active.version if active else None,
         datetime.now(UTC).isoformat(),
+        load_embedders(reg, (mv, sv), embedders or {}),
     )
 
 
@@ -224,6 +265,7 @@ class Scorer:
         self._drained = threading.Condition(self._lock)
         self._since_snapshot = 0
         self._snapshot_due = False  # set when a decision completes the snapshot interval
+        self._reloading = threading.Lock()  # one reload at a time (it may warm a new embedder)
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
 
     # ---- life cycle ----------------------------------------------------------------------------------------
@@ -264,6 +306,11 @@ class Scorer:
         scorer = cls(ws, bundle, online, dlog, config, seq)
         if isinstance(store, MemoryStore) and not isinstance(state, StateStore):
             scorer._rebuild()
+        if bundle.embedders and not isinstance(state, StateStore):  # a caller's own state: it warms them
+            scorer._warm_embedders(bundle.embedders, None)
+        for mv in (bundle.model_version, bundle.shadow_version):
+            if mv is not None and describe_fm(mv):
+                log.info("serving %s on foundation-model embeddings: %s", mv.ref, describe_fm(mv))
         scorer._append_pending_outcomes()
         dlog.start()
         return scorer
@@ -331,10 +378,52 @@ class Scorer:
             self.snapshot()
         self.log.close()
 
+    def _settled(self) -> int:
+        """Wait for decisions in flight, commit the log; the sequence number everything up to is logged.
+        Call with the state lock held."""
+        while self._inflight:
+            self._drained.wait()
+        self.log.flush()
+        return self._seq
+
+    def warm_embedders(self, events: Workspace) -> int:
+        """Warm the foundation-model embedders from ``events`` (and the decision log), for a scorer opened
+        on a state the caller manages (``state=`` a :class:`StateStore`, as a replay does: it warms both
+        with the history before its period). Only before the first decision; returns the charges learned."""
+        return (
+            self._warm_embedders(self.bundle.embedders, None, events).num_rows if self.bundle.embedders else 0
+        )
+
+    def _warm_embedders(
+        self, fresh: Mapping[str, OnlineEmbedder], upto: int | None, events: Workspace | None = None
+    ) -> pa.Table:
+        """Warm ``fresh`` embedders from the event log (of ``events``, default the scorer's workspace) and the
+        decided charges logged up to ``upto`` (all: None); returns the charges they learned."""
+        return warm(fresh, events or self.ws, self.log, upto, self.config.warm_from_event_log)
+
     def reload(self) -> Bundle:
-        """Load the current production/shadow models and active ruleset; swap them in atomically."""
-        new = load_bundle(self.ws, self.config, self.bundle.fset)
-        self.bundle = new  # one reference assignment: requests in flight keep the bundle they started with
+        """Load the current production/shadow models and active ruleset; swap them in atomically.
+
+        A model on another foundation-model checkpoint brings its own embedder, warmed (outside the state
+        lock) from the event log and the decisions logged so far, then caught up, under the lock, with the
+        charges decided meanwhile: it has seen every charge once when the swap makes it serve."""
+        with self._reloading:
+            old = self.bundle
+            new = load_bundle(self.ws, self.config, old.fset, old.embedders)
+            fresh = {h: e for h, e in new.embedders.items() if old.embedders.get(h) is not e}
+            if not fresh:
+                self.bundle = new  # one reference assignment: requests in flight keep their bundle
+            else:
+                with self._lock:
+                    upto = self._settled()
+                learned = self._warm_embedders(fresh, upto)
+                with self._lock:
+                    self._settled()
+                    late = unseen([p for _, k, p in self.log.events_after(upto) if k == "charge"], learned)
+                    for p in late:
+                        for embedder in fresh.values():
+                            embedder.learn_one(embedder_charge(p))
+                    self.bundle = new
         log.info("reloaded: %s", new.describe())
         return new
 
@@ -366,15 +455,22 @@ class Scorer:
         t0 = time.perf_counter()
         c = normalize_charge(charge)
         cid = str(c["charge_id"])
-        bundle = self.bundle
         mine: Future[dict[str, Any]] | None = None
+        fm_inputs: dict[str, np.ndarray] = {}
         with self._lock:
+            bundle = self.bundle  # read under the lock: a reload swaps embedders under it
             other = self._pending.get(cid)
             stored = None
-            if other is None and self.online.store.charge_fields(cid) is not None:
+            counted = other is None and self.online.store.charge_fields(cid) is not None
+            if counted:
                 stored = self.log.get_decision(cid)
             if other is None and stored is None:
                 vector = self.online.vector_then_update(c)
+                if bundle.embedders:  # the embedding's inputs now, the forward pass outside the lock
+                    ec = embedder_charge(c)
+                    for h, embedder in bundle.embedders.items():
+                        # a charge counted already (it is in the event log) is learned once, as a feature
+                        fm_inputs[h] = embedder.inputs_then_learn(ec, learn=not counted)
                 self._seq += 1
                 seq = self._seq
                 mine = Future()
@@ -389,7 +485,8 @@ class Scorer:
             return out
         assert mine is not None
         try:
-            decision = self._decide(bundle, c, vector, t0)
+            embeddings = {h: bundle.embedders[h].embed_inputs(x) for h, x in fm_inputs.items()}
+            decision = self._decide(bundle, c, vector, t0, embeddings)
             record = DecisionRecord.of(
                 seq,
                 cid,
@@ -434,24 +531,40 @@ class Scorer:
                 self._snapshot_due = True
 
     def _decide(
-        self, bundle: Bundle, c: Mapping[str, Any], vector: list[float | None], t0: float
+        self,
+        bundle: Bundle,
+        c: Mapping[str, Any],
+        vector: list[float | None],
+        t0: float,
+        embeddings: Mapping[str, np.ndarray] | None = None,
     ) -> Decision:
         feats = dict(zip(self.online.names, vector, strict=True))
+        embeddings = embeddings or {}
         score: int | None = None
         level: str | None = None
         reasons: list[dict[str, Any]] = []
+        embedding = None
         if bundle.model is not None:
-            p = bundle.model.predict_one(vector)
+            h = fm_hash(bundle.model_version)
+            x = model_vector(vector, embeddings[h] if h is not None else None)
+            p = bundle.model.predict_one(x)
             score = risk_score(p)
             level = self.config.levels.level(score)
-            reasons = [
-                {"feature": r.feature, "value": r.value, "contribution": r.contribution, "text": r.text}
-                for r in bundle.model.explain_one(vector, self.config.top_k)
-            ]
+            if h is not None:
+                embedding = embeddings[h].tolist()
+                reasons = explain(bundle.model, x, self.config.top_k)
+            else:
+                reasons = [
+                    {"feature": r.feature, "value": r.value, "contribution": r.contribution, "text": r.text}
+                    for r in bundle.model.explain_one(vector, self.config.top_k)
+                ]
         shadow = None
         if bundle.shadow is not None and bundle.shadow_version is not None:
             try:  # logged beside the decision, never deciding; a failing shadow never fails a charge
-                ps = bundle.shadow.predict_one(vector)
+                hs = fm_hash(bundle.shadow_version)
+                ps = bundle.shadow.predict_one(
+                    model_vector(vector, embeddings[hs] if hs is not None else None)
+                )
                 shadow = {"model": bundle.shadow_version.ref, "risk_score": risk_score(ps), "probability": ps}
             except Exception as e:  # pragma: no cover - defensive
                 shadow = {"model": bundle.shadow_version.ref, "error": type(e).__name__}
@@ -473,6 +586,7 @@ class Scorer:
             decided_at=datetime.now(UTC).isoformat(),
             shadow=shadow,
             features=feats,
+            embedding=embedding,
         )
 
     # ---- reviews -------------------------------------------------------------------------------------------

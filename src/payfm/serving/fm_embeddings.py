@@ -1,0 +1,191 @@
+"""Foundation-model embeddings in the decision service, for models registered with ``foundation_model=``.
+
+Such a model takes ``fset.names + fm.emb_0..D-1``: the online features, then the charge's embedding from an
+:class:`~payfm.fm.embed.OnlineEmbedder` of the exact checkpoint it was trained on (the registry checks the
+checkpoint's content hash at load). The scorer keeps one embedder per checkpoint hash (a shadow model on the
+same checkpoint shares it), embeds each charge before its decision and learns it after, under the same lock
+and in the same order as the online features. At start-up (and when a reload brings a new checkpoint) an
+embedder is warmed in batch from the event log's charges plus the decided charges the log does not hold yet,
+in (created, charge_id) order: the history the offline embedding of the next charge would see.
+
+Nothing here imports torch: a scorer without such a model pays nothing.
+
+Example::
+
+    table = history(ws, decided=[], use_event_log=True)
+    embedder.warm(table)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.events.schema import SCHEMAS
+from payfm.events.workspace import Workspace
+from payfm.fm.identity import EMBEDDING_PREFIX
+from payfm.fm.sequences import KEY_COLUMNS, read_charges
+from payfm.fm.tokenizer import COLUMNS
+from payfm.registry.store import ModelVersion, Registry
+from payfm.serving.decision_log import DecisionLog
+from payfm.training.explain import GENERIC, Reason
+from payfm.training.models import Model
+
+if TYPE_CHECKING:
+    from payfm.fm.embed import OnlineEmbedder
+
+log = logging.getLogger("payfm.serving")
+EMBEDDING_REASON = "foundation-model embedding"
+EMBEDDING_TEXT = (
+    "foundation-model embedding: the card's and merchant's recent charges, as the foundation model "
+    "reads them, raise the score (all {dims} embedding dimensions together)"
+)
+_COLUMNS = sorted({*COLUMNS, *KEY_COLUMNS, "charge_id"})
+
+
+def fm_hash(mv: ModelVersion | None) -> str | None:
+    """Content hash of the checkpoint whose embeddings ``mv`` takes (None for a model without one)."""
+    fm = mv.entry.get("foundation_model") if mv is not None else None
+    return str(fm["content_hash"]) if fm else None
+
+
+def describe_fm(mv: ModelVersion) -> str | None:
+    """One line naming the checkpoint a model's embeddings come from (None for a model without one)."""
+    fm = mv.entry.get("foundation_model")
+    if not fm:
+        return None
+    return (
+        f"{fm['checkpoint']} (content hash {str(fm['content_hash'])[:12]}, "
+        f"{fm['embedding_dims']} embedding dimensions)"
+    )
+
+
+def load_embedders(
+    reg: Registry, versions: Sequence[ModelVersion | None], have: Mapping[str, OnlineEmbedder]
+) -> dict[str, OnlineEmbedder]:
+    """One embedder per checkpoint the ``versions`` take: reused from ``have`` (same hash: same state), else
+    loaded fresh (not warmed) from the checkpoint, after checking its hash."""
+    out: dict[str, OnlineEmbedder] = {}
+    for mv in versions:
+        h = fm_hash(mv)
+        if mv is None or h is None or h in out:
+            continue
+        if h in have:
+            out[h] = have[h]
+            continue
+        import torch
+
+        from payfm.fm.embed import OnlineEmbedder
+
+        # One charge's forward pass is a few small ops: intra-op threads only add hand-offs, which cost
+        # milliseconds each on a busy machine (13 ms p50 a decision with torch's default 2 threads here,
+        # under load; see docs/serving.md). Concurrent requests run their forward passes in parallel anyway.
+        torch.set_num_threads(1)
+        path = reg.check_foundation_model(mv)
+        assert path is not None  # mv has a foundation model (fm_hash is not None)
+        out[h] = OnlineEmbedder.load(path)
+    return out
+
+
+def embedder_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
+    """A normalized charge (:func:`payfm.serving.charges.normalize_charge`, or one from the decision log) as
+    the embedder reads it: times as microseconds, no credential change as -1 (as offline)."""
+    changed = charge.get("credential_changed_at_us")
+    return {**charge, "credential_changed_us": -1 if changed is None else int(changed)}
+
+
+def _schema() -> pa.Schema:
+    charges = SCHEMAS["charges"]
+    fields = [pa.field(c, charges.field(c).type) for c in _COLUMNS]
+    return pa.schema(
+        [*fields, pa.field("created_us", pa.int64()), pa.field("credential_changed_us", pa.int64())]
+    )
+
+
+def history(ws: Workspace, decided: Sequence[Mapping[str, Any]], use_event_log: bool) -> pa.Table:
+    """The charges an embedder starts from, in (created, charge_id) order: the event log's (when
+    ``use_event_log``) and the ``decided`` ones (decision-log payloads) whose id the event log lacks."""
+    schema = _schema()
+    parts: list[pa.Table] = []
+    if use_event_log and ws.files("charges"):
+        parts.append(read_charges(ws).select(schema.names).cast(schema))
+    if decided:
+        live = pa.Table.from_pylist([embedder_charge(c) for c in decided], schema=schema)
+        if parts:
+            live = live.filter(pc.invert(pc.is_in(live["charge_id"], value_set=parts[0]["charge_id"])))
+        parts.append(live)
+    table = pa.concat_tables(parts) if parts else schema.empty_table()
+    return table.sort_by([("created_us", "ascending"), ("charge_id", "ascending")])
+
+
+def warm(
+    embedders: Mapping[str, OnlineEmbedder],
+    events: Workspace,
+    decisions: DecisionLog,
+    upto: int | None,
+    use_event_log: bool,
+) -> pa.Table:
+    """Warm fresh ``embedders`` (hash -> embedder) from the charges of ``events``' log (when
+    ``use_event_log``) and those of ``decisions`` up to sequence number ``upto`` (all: None); returns the
+    charges they learned (:func:`history`)."""
+    t0 = time.perf_counter()
+    decided = [
+        p for s, kind, p in decisions.events_after(0) if kind == "charge" and (upto is None or s <= upto)
+    ]
+    table = history(events, decided, use_event_log)
+    for h, embedder in embedders.items():
+        embedder.warm(table)
+        log.info(
+            "foundation model %s: online embedder warmed from %d charges (%d decided here) in %.1f s",
+            h[:12],
+            table.num_rows,
+            len(decided),
+            time.perf_counter() - t0,
+        )
+    return table
+
+
+def unseen(decided: Sequence[Mapping[str, Any]], learned: pa.Table) -> list[Mapping[str, Any]]:
+    """The ``decided`` charges whose id is not among the ``learned`` ones (a warm's :func:`history`)."""
+    if not decided:
+        return []
+    ids = pa.array([str(c["charge_id"]) for c in decided], type=pa.string())
+    known = pc.is_in(ids, value_set=learned["charge_id"].combine_chunks().cast(pa.string())).to_pylist()
+    return [c for c, k in zip(decided, known, strict=True) if not k]
+
+
+def model_vector(vector: list[float | None], embedding: np.ndarray | None) -> list[float | None]:
+    """The input of a model: the feature vector, then the embedding (when the model takes one)."""
+    return vector if embedding is None else [*vector, *embedding.tolist()]
+
+
+def explain(model: Model, x: list[float | None], top_k: int) -> list[dict[str, Any]]:
+    """The ``top_k`` reasons of a model taking embeddings: hand-made features as usual, and the embedding
+    dimensions together as one reason (:data:`EMBEDDING_REASON`, their net contribution), since one
+    dimension alone means nothing to a reader."""
+    names = model.feature_names_
+    m = np.array([[math.nan if v is None else v for v in x]], dtype=np.float64)
+    contrib = model._contributions(m)[0]  # (n_features,) in log-odds, as Model.explain uses them
+    emb = np.array([n.startswith(EMBEDDING_PREFIX) for n in names])
+    candidates: list[tuple[float, dict[str, Any]]] = []
+    for j in np.flatnonzero(~emb):
+        c = float(contrib[j])
+        if c > 0:
+            v = None if math.isnan(m[0, j]) else float(m[0, j])
+            r = Reason(names[j], v, float(model.medians_[j]), c, model.templates_.get(names[j], GENERIC))
+            candidates.append((c, r.to_json()))
+    net = float(contrib[emb].sum())
+    if net > 0:
+        text = EMBEDDING_TEXT.format(dims=int(emb.sum()))
+        candidates.append(
+            (net, {"feature": EMBEDDING_REASON, "value": None, "contribution": net, "text": text})
+        )
+    candidates.sort(key=lambda t: -t[0])
+    return [{k: r[k] for k in ("feature", "value", "contribution", "text")} for _, r in candidates[:top_k]]

@@ -1,0 +1,264 @@
+"""Serving a GBDT on hand-made features + foundation-model embeddings: the served probability is the offline
+one (backfilled features + batch embedding), across a restart; a changed checkpoint is refused at open."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import tiny_set
+from payfm.features.training_set import load_backfill
+from payfm.fm.embed import OnlineEmbedder, embed, embedding_matrix
+from payfm.fm.identity import embedding_names
+from payfm.fm.pretrain import PretrainConfig, pretrain
+from payfm.fm.sequences import read_charges
+from payfm.registry.store import FoundationModelMismatchError, Registry
+from payfm.serving.fm_embeddings import EMBEDDING_REASON
+from payfm.serving.scorer import Scorer
+from payfm.synth import WorldConfig
+from payfm.synth.generator import generate_world
+from payfm.training.models.gbdt import GBDTModel
+from payfm.training.scores import risk_score
+
+TINY = PretrainConfig(seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=64, steps=4, seed=1)
+HELD_OUT = 40  # the log's last charges: scored live, compared with the offline values of the full log
+OUTCOME_TABLES = ("disputes", "early_fraud_warnings", "refunds")
+
+
+@dataclass
+class Served:
+    """A checkpoint, the offline inputs of every charge (features + its embeddings) and a GBDT on them."""
+
+    ckpt: Path
+    X: np.ndarray  # (n, features + D) in (created, charge_id) order
+    model: GBDTModel
+
+
+@dataclass
+class World:
+    full: Workspace  # every charge: the offline reference
+    serve: Workspace  # without the held-out charges: what the server starts from
+    ids: list[str]
+    live: list[dict[str, Any]]  # the held-out charges as sent to the server (with their processor outcome)
+    fm: Served
+    fm2: Served  # another checkpoint (pretrained with another seed) and its model
+
+
+def _served(ws: Workspace, ckpt: Path, hand: np.ndarray, y: np.ndarray, ids: list[str]) -> Served:
+    _, emb_table = embed(ws, ckpt)
+    assert emb_table["charge_id"].to_pylist() == ids
+    X = np.hstack([hand, embedding_matrix(emb_table).astype(np.float64)])
+    names = [*tiny_set().names, *embedding_names(emb_table["embedding"].type.list_size)]
+    model = GBDTModel(n_estimators=30, num_threads=1, calibration="none").fit(X, y, feature_names=names)
+    return Served(ckpt, X, model)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    torch.set_num_threads(1)
+    root = Path(tmp_path_factory.mktemp("servefm"))
+    gen = Workspace.open(root / "gen", create=True)
+    gen.write_stream(generate_world(WorldConfig(charges=3_000, days=6, seed=11, fraud_rate=0.05)), "replace")
+    ids = read_charges(gen)["charge_id"].to_pylist()
+    cut = int(read_charges(gen)["created_us"][len(ids) - HELD_OUT].as_py())
+    # Both workspaces lack the outcomes from the cut on (the server would get them live, in time order);
+    # the serving one also lacks the held-out charges.
+    full = Workspace.open(root / "full", create=True)
+    serve = Workspace.open(root / "serve", create=True)
+    for ws, keep_charges in ((full, False), (serve, True)):
+        with ws.writer("replace") as w:
+            for t in ("charges", *OUTCOME_TABLES):
+                if gen.files(t):
+                    table = gen.read(t)
+                    if t != "charges" or keep_charges:
+                        table = table.filter(pc.less(pc.cast(table["created"], pa.int64()), cut))
+                    w.write(t, table)
+    fset = tiny_set()
+    feats = load_backfill(full, fset)
+    position = {cid: i for i, cid in enumerate(ids)}
+    rows = np.argsort([position[c] for c in feats["charge_id"].to_pylist()])
+    hand = np.column_stack([feats[n].to_numpy(zero_copy_only=False)[rows] for n in fset.names])
+    truth = full.read("charges", ["charge_id", "scenario"])
+    fraud = dict(zip(truth["charge_id"].to_pylist(), truth["scenario"].is_valid().to_pylist(), strict=True))
+    y = np.array([fraud[i] for i in ids], dtype=int)
+    fm = _served(full, pretrain(full, TINY, out=root / "fm").path, hand.astype(np.float64), y, ids)
+    fm2 = _served(full, pretrain(full, replace(TINY, seed=2), out=root / "fm2").path, hand, y, ids)
+    held = [r for r in full.read("charges").to_pylist() if position[r["charge_id"]] >= len(ids) - HELD_OUT]
+    held.sort(key=lambda r: position[r["charge_id"]])
+    live = [{k: v for k, v in r.items() if k != "scenario"} for r in held]
+    # precondition: later held-out charges share merchants with earlier ones (their history is live-learned)
+    half = {r["merchant_id"] for r in live[: HELD_OUT // 2]}
+    assert sum(r["merchant_id"] in half for r in live[HELD_OUT // 2 :]) >= 3
+    reg = Registry(serve)
+    prod = reg.register(fm.model, name="fraud-fm", task="fraud", fset=fset, foundation_model=fm.ckpt)
+    reg.promote(prod.ref)
+    shadow = reg.register(fm.model, name="fraud-fm", task="fraud", fset=fset, foundation_model=fm.ckpt)
+    reg.set_stage(shadow.ref, "shadow")  # the same model as shadow: its probability is logged exactly
+    return World(full, serve, ids, live, fm, fm2)
+
+
+def _check(world: World, decision: Any, prod: Served) -> None:
+    """The decision's features, embedding and probabilities against the offline values of its charge."""
+    i = world.ids.index(decision.charge_id)
+    n = len(tiny_set().names)
+    got_features = [decision.features[name] for name in tiny_set().names]
+    assert np.allclose(np.array(got_features, dtype=np.float64), prod.X[i, :n], rtol=1e-9, atol=0)
+    assert decision.embedding is not None and len(decision.embedding) == prod.X.shape[1] - n
+    assert np.abs(np.array(decision.embedding) - prod.X[i, n:]).max() < 1e-5
+    assert decision.risk_score == risk_score(float(prod.model.predict_proba(prod.X[i : i + 1])[0]))
+    p_shadow = float(world.fm.model.predict_proba(world.fm.X[i : i + 1])[0])  # the shadow: fm's model
+    assert decision.shadow["probability"] == pytest.approx(p_shadow, abs=1e-6)
+    for reason in decision.reasons:
+        assert not reason["feature"].startswith("fm.emb_") and "fm.emb_" not in reason["text"]
+
+
+def test_served_probability_equals_offline_across_a_restart(world: World, tmp_path: Path) -> None:
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    scorer = Scorer.open(ws)
+    try:
+        assert "embedding dimensions" in scorer.bundle.describe()["foundation_model"]
+        assert len(scorer.bundle.embedders) == 1  # model and shadow share one checkpoint: one embedder
+        for charge in world.live[: HELD_OUT // 2]:
+            _check(world, scorer.score(charge), world.fm)
+    finally:
+        scorer.close()
+    # After a restart the embedder is the event log + the charges decided before (in the decision log only).
+    scorer = Scorer.open(ws)
+    try:
+        for charge in world.live[HELD_OUT // 2 :]:
+            _check(world, scorer.score(charge), world.fm)
+        assert "embedding" not in scorer.score(world.live[-1]).response()  # idempotent, and not in the API
+    finally:
+        scorer.close()
+
+
+def test_promoting_a_model_on_another_checkpoint_swaps_the_embedder(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    half = HELD_OUT // 2
+    rest = world.live[half:]
+    # One charge is decided while the new checkpoint's embedder warms (by the old bundle): one whose
+    # merchant comes again later, so the new embedder must catch it up to serve those right.
+    during = next(
+        i for i, c in enumerate(rest) if any(o["merchant_id"] == c["merchant_id"] for o in rest[i + 1 :])
+    )
+    warm = Scorer._warm_embedders
+
+    def warm_while_deciding(self: Scorer, fresh: Any, upto: int | None) -> Any:
+        _check(world, self.score(rest[during]), world.fm)
+        return warm(self, fresh, upto)
+
+    scorer = Scorer.open(ws)
+    try:
+        for charge in world.live[:half]:
+            _check(world, scorer.score(charge), world.fm)
+        for charge in rest[:during]:
+            _check(world, scorer.score(charge), world.fm)
+        reg = Registry(ws)
+        mv = reg.register(
+            world.fm2.model, name="fraud-fm2", task="fraud", fset=tiny_set(), foundation_model=world.fm2.ckpt
+        )
+        reg.promote(mv.ref)
+        monkeypatch.setattr(Scorer, "_warm_embedders", warm_while_deciding)
+        scorer.reload()
+        assert scorer.bundle.model_version is not None and scorer.bundle.model_version.ref == mv.ref
+        assert len(scorer.bundle.embedders) == 2  # the shadow stays on the first checkpoint
+        for charge in rest[during + 1 :]:
+            _check(world, scorer.score(charge), world.fm2)
+    finally:
+        scorer.close()
+
+
+def test_embedding_reason_groups_the_dimensions(world: World) -> None:
+    from payfm.serving.fm_embeddings import explain
+
+    contributions = world.fm.model._contributions(world.fm.X)  # (n, features)
+    n = len(tiny_set().names)
+    emb_net = contributions[:, n : world.fm.X.shape[1]].sum(axis=1)
+    i = int(np.argmax(emb_net))
+    assert emb_net[i] > 0
+    reasons = explain(world.fm.model, world.fm.X[i].tolist(), top_k=world.fm.X.shape[1])
+    fm = [r for r in reasons if r["feature"] == EMBEDDING_REASON]
+    assert len(fm) == 1 and fm[0]["contribution"] == pytest.approx(emb_net[i])
+    assert [r["contribution"] for r in reasons] == sorted((r["contribution"] for r in reasons), reverse=True)
+
+
+def test_warm_equals_learning_one_by_one(world: World) -> None:
+    charges = read_charges(world.full)
+    n = charges.num_rows - 40
+    warmed, learned = OnlineEmbedder.load(world.fm.ckpt), OnlineEmbedder.load(world.fm.ckpt)
+    assert warmed.warm(charges.slice(0, n)) == n
+    for charge in charges.slice(0, n).to_pylist():
+        learned.learn_one(charge)
+    assert warmed.counts == learned.counts
+    for charge in charges.slice(n).to_pylist():
+        pre = {k: v for k, v in charge.items() if k not in ("outcome", "decline_code")}
+        assert np.array_equal(warmed.inputs_one(pre), learned.inputs_one(pre))
+        warmed.learn_one(charge)
+        learned.learn_one(charge)
+    with pytest.raises(ValueError, match="fresh embedder"):
+        warmed.warm(charges)
+
+
+def test_a_pretrained_again_checkpoint_is_refused_at_open(world: World, tmp_path: Path) -> None:
+    ckpt = shutil.copytree(world.fm.ckpt, tmp_path / "fm")
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    reg = Registry(ws)
+    mv = reg.register(world.fm.model, name="fraud-fm", task="fraud", fset=tiny_set(), foundation_model=ckpt)
+    reg.promote(mv.ref)
+    shutil.rmtree(ckpt)
+    shutil.copytree(world.fm2.ckpt, ckpt)  # the same path, pretrained again (another seed)
+    with pytest.raises(FoundationModelMismatchError, match="pretrained again"):
+        Scorer.open(ws)
+
+
+def test_a_charge_of_the_event_log_is_learned_once(world: World, tmp_path: Path) -> None:
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    known = ws.read("charges").to_pylist()[-1]  # in the log the server warmed from, decided (again) now
+    scorer = Scorer.open(ws)
+    try:
+        (embedder,) = scorer.bundle.embedders.values()
+        before = {name: dict(counts) for name, counts in embedder.counts.items()}
+        scorer.score({k: v for k, v in known.items() if k != "scenario"})
+        assert embedder.counts == before
+        assert embedder.counts["card_n"][known["card_fingerprint"]] >= 1
+    finally:
+        scorer.close()
+
+
+def test_a_caller_managed_state_warms_the_embedders_itself(world: World, tmp_path: Path) -> None:
+    from payfm.features.stores import MemoryStore
+
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    scorer = Scorer.open(ws, state=MemoryStore())  # as a replay opens it: it warms with its own history
+    try:
+        (embedder,) = scorer.bundle.embedders.values()
+        assert not any(embedder.counts.values())
+        assert scorer.warm_embedders(ws) == ws.count("charges") == len(world.ids) - HELD_OUT
+        assert sum(embedder.counts["card_n"].values()) == ws.count("charges")
+    finally:
+        scorer.close(snapshot=False)
+
+
+def test_a_replay_serves_the_fm_model_with_the_history_before_it(world: World, tmp_path: Path) -> None:
+    from payfm.serving.replay import replay_in_process
+
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    created = sorted(ws.read("charges")["created"].to_pylist())
+    start = created[-15]
+    decisions: list[Any] = []
+    rep = replay_in_process(ws, start, None, on_decision=decisions.append)
+    assert len(decisions) == sum(c >= start for c in created) >= 15
+    for d in decisions:  # each as the offline values of the full log: the embedders saw the same history
+        _check(world, d, world.fm)
+    assert rep.warmed == sum(c < start for c in created)
