@@ -60,3 +60,20 @@ def test_workspace_from_environment(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0
     assert result.output.strip() == '{"n": 2}'
+
+
+def test_features_backfill_engines_write_the_same_values(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    ws = str(tmp_path / "ws")
+    run("-w", ws, "generate", "--charges", "3000", "--days", "5", "--seed", "3")
+    tables = {}
+    for engine in ("columnar", "duckdb"):
+        code, out = run("-w", ws, "features", "backfill", "--set", "tiny", "--engine", engine)
+        assert code == 0 and "Backfilled 4 features x" in out
+        (path,) = (tmp_path / "ws" / "features").glob("tiny-*.parquet")
+        tables[engine] = pq.read_table(path)
+    assert tables["columnar"].num_rows == Workspace.open(ws).count("charges") > 0
+    assert tables["columnar"].equals(tables["duckdb"])
+    bad = CliRunner().invoke(cli, ["-w", ws, "features", "backfill", "--engine", "spark"])
+    assert bad.exit_code == 2 and "'spark' is not one of 'columnar', 'duckdb'" in bad.output
