@@ -24,7 +24,7 @@ from payfm.features.online import OnlineFeatures
 from payfm.features.online_plan import plan
 from payfm.features.parity import apply_log, compare, replay
 from payfm.features.request import derive, request_value
-from payfm.features.state import WindowState
+from payfm.features.state import WindowState, state_to_json
 from payfm.features.stores import MemoryStore, SnapshotError
 from streams import connect, label_outcomes, random_log
 
@@ -283,3 +283,36 @@ def test_redis_records_keep_every_state_of_a_key(tmp_path: Path) -> None:
         assert any(":e:card:" in n for n in names) and any(":p:card_ip:" in n for n in names)
     finally:
         store.clear()
+
+
+@pytest.mark.parametrize("fset", [default_set(), WIDE], ids=["default", "wide"])
+def test_read_update_equals_read_then_write(fset: FeatureSet) -> None:
+    # The decision path reads and updates state by state (read_update); it must equal reading every state
+    # first, then updating (read, write_charges), and change nothing for a charge already applied.
+    log = random_log(5, 600, span_us=3 * 86_400_000_000, n_keys=8)
+    rows = log["charges"].sort_by([("created", "ascending"), ("charge_id", "ascending")]).to_pylist()
+    fused, split = OnlineFeatures(fset), OnlineFeatures(fset)
+    write = split.engine.write["charges"]
+    assert isinstance(split.store, MemoryStore)
+    for row in rows:
+        row["created_us"] = int(row["created"].timestamp() * 1_000_000)
+        row["credential_changed_at_us"] = None
+        expected = split.vector(row)
+        write(split.store.states, split.engine.keys(row), row, row["created_us"])
+        assert fused.vector_then_update(row) == expected, row["charge_id"]
+    assert isinstance(fused.store, MemoryStore)
+    snapshot = {k: state_to_json(s) for k, s in fused.store.states.items()}
+    assert snapshot == {k: state_to_json(s) for k, s in split.store.states.items()}
+    for row in rows[::50]:  # already applied: read, not counted again
+        fused.vector_then_update(row)
+    assert {k: state_to_json(s) for k, s in fused.store.states.items()} == snapshot
+
+
+def test_redis_encoding_keeps_integers_beyond_64_bits() -> None:
+    pytest.importorskip("redis")
+    from payfm.features.redis_store import _dumps, _loads
+
+    small = {"2": ["w", [1, 2], [[3, 2**63 - 1, -(2**63)]], [0, 0, 0], 0, 0]}
+    assert _dumps(small)[:1] != b" " and _loads(_dumps(small)) == small  # the fast encoder
+    big = {"2": ["w", [1], [[3, 2**64 + 1, 10**30]], [0, -(2**70), 0], 0, 0]}
+    assert _dumps(big)[:1] == b" " and _loads(_dumps(big)) == big  # exact, not read back as floats

@@ -59,6 +59,7 @@ class OnlineFeatures:
         self._state_keys = self.engine.state_keys
         self._read = self.engine.read
         self._write = self.engine.write
+        self._read_update = self.engine.read_update
         self.label_fields = label_fields(self.engine.plans)
         self.write_columns = sorted({*write_columns(self.engine.plans), *self.label_fields})
 
@@ -89,21 +90,17 @@ class OnlineFeatures:
         get = charge.get
         fields = {k: get(k) for k in self.label_fields}
         ts = int(charge["created_us"])
-        write = self._write.get("charges")
+        read_update = self._read_update
         store = self.store
         if type(store) is MemoryStore:  # the embedded default: the same steps, without the store call
-            states = store.states
-            out = self._read(states, keys, charge, ts)
-            if store.claim_charge(str(charge["charge_id"]), fields) and write is not None:
-                write(states, keys, charge, ts)
+            out = read_update(
+                store.states, keys, charge, ts, store.claim_charge(str(charge["charge_id"]), fields)
+            )
             store.advance(ts)
             return out
 
         def step(states: MutableMapping[Any, State], claimed: bool) -> list[float | None]:
-            out = self._read(states, keys, charge, ts)
-            if claimed and write is not None:
-                write(states, keys, charge, ts)
-            return out
+            return read_update(states, keys, charge, ts, claimed)
 
         out = store.run(self._state_keys["*"](keys), str(charge["charge_id"]), fields, step)
         store.advance(ts)

@@ -31,6 +31,9 @@ _ZERO_WHEN_EMPTY = ("count", "sum", "distinct")
 KeysFn = Callable[[Mapping[str, Any]], tuple[Any, ...]]
 ReadFn = Callable[[Mapping[StateKey, State], tuple[Any, ...], Mapping[str, Any], int], list[float | None]]
 WriteFn = Callable[[MutableMapping[StateKey, State], tuple[Any, ...], Mapping[str, Any], int], None]
+ReadUpdateFn = Callable[
+    [MutableMapping[StateKey, State], tuple[Any, ...], Mapping[str, Any], int, bool], list[float | None]
+]
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Engine:
     state_keys: dict[str, Callable[[tuple[Any, ...]], list[StateKey]]]  # per source, and "*" for all
     read: ReadFn  # every feature: aggregates, request-time and derived
     write: dict[str, WriteFn]  # per source
+    read_update: ReadUpdateFn  # read, then (if its last argument is true) write_charges, one lookup a state
     source: str
 
 
@@ -49,9 +53,10 @@ class _Code:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.consts: dict[str, object] = {}
+        self.indent = 0  # added to every depth (a block generated inside another)
 
     def __call__(self, depth: int, line: str) -> None:
-        self.lines.append("    " * depth + line)
+        self.lines.append("    " * (depth + self.indent) + line)
 
     def const(self, value: object) -> str:
         name = f"C{len(self.consts)}"
@@ -174,18 +179,18 @@ def _gen_read_total(code: _Code, sp: StatePlan) -> None:
                 code(d, f"out[{out}] = std({n}, s[{j}], s[{j + 1}])")
 
 
-def _gen_request(code: _Code, fset: FeatureSet) -> None:
-    """Request-time and derived features: the formulas of :mod:`.request`, inlined."""
+def _gen_request(code: _Code, fset: FeatureSet, ch: str) -> None:
+    """Request-time and derived features: the formulas of :mod:`.request`, inlined (``ch``: the charge)."""
     position = {n: i for i, n in enumerate(fset.names)}
-    code(1, "get = ch.get")
+    code(1, f"get = {ch}.get")
     for f in fset.features:
         i = position[f.name]
         if isinstance(f, RequestFeature):
             cols = f.columns
             if f.kind == "amount_usd":
-                code(1, f"out[{i}] = float(ch['amount_usd']) / 100.0")
+                code(1, f"out[{i}] = float({ch}['amount_usd']) / 100.0")
             elif f.kind == "amount_usd_log":
-                code(1, f"out[{i}] = log(float(ch['amount_usd']) / 100.0 + 1.0)")
+                code(1, f"out[{i}] = log(float({ch}['amount_usd']) / 100.0 + 1.0)")
             elif f.kind == "local_hour":
                 offsets = code.const(COUNTRY_UTC_OFFSET_H)
                 code(1, f"off = {offsets}.get(get('merchant_country') or '', 0)")
@@ -216,6 +221,22 @@ def _gen_request(code: _Code, fset: FeatureSet) -> None:
                 code(1, f"out[{i}] = None if a is None or b is None or d is None or d == 0 else (a - b) / d")
 
 
+def _gen_read_state(code: _Code, sp: StatePlan) -> None:
+    """The features of state ``sp`` (``st``, None when the key has none yet), at depth 2."""
+    code(2, "if st is None:")
+    empty = [
+        (out, "1.0" if f.agg == "first_seen" else "0.0")
+        for out, f, _ in sp.features
+        if f.agg in _ZERO_WHEN_EMPTY or f.agg == "first_seen"
+    ]
+    for out, value in empty:
+        code(3, f"out[{out}] = {value}")
+    if not empty:
+        code(3, "pass")
+    code(2, "else:")
+    (_gen_read_window if sp.res else _gen_read_total)(code, sp)
+
+
 def _gen_read(code: _Code, fset: FeatureSet, plans: list[StatePlan], entities: list[str]) -> None:
     code(0, "def read(states, kk, ch, ts):")
     code(1, f"out = [None] * {len(fset.names)}")
@@ -224,19 +245,8 @@ def _gen_read(code: _Code, fset: FeatureSet, plans: list[StatePlan], entities: l
         code(1, f"k = kk[{entities.index(sp.entity)}]")
         code(1, "if k is not None:")
         code(2, f"st = get(({sp.index}, k))")
-        code(2, "if st is None:")
-        empty = [
-            (out, "1.0" if f.agg == "first_seen" else "0.0")
-            for out, f, _ in sp.features
-            if f.agg in _ZERO_WHEN_EMPTY or f.agg == "first_seen"
-        ]
-        for out, value in empty:
-            code(3, f"out[{out}] = {value}")
-        if not empty:
-            code(3, "pass")
-        code(2, "else:")
-        (_gen_read_window if sp.res else _gen_read_total)(code, sp)
-    _gen_request(code, fset)
+        _gen_read_state(code, sp)
+    _gen_request(code, fset, "ch")
     code(1, "return out")
 
 
@@ -256,14 +266,14 @@ def _gen_increments(
             code(dd, f"{row}[{j + 1}] += aa")
 
 
-def _gen_write(code: _Code, plans: list[StatePlan], entities: list[str], source: str) -> None:
-    code(0, f"def write_{source}(states, kk, ev, ts):")
-    code(1, "get = ev.get")
-    touched = [sp for sp in plans if _slots(sp, source)]
+def _gen_write_prelude(
+    code: _Code, d: int, plans: list[StatePlan], source: str
+) -> dict[tuple[int, int], str]:
+    """The filter flags and amounts an update of ``source`` reads (``get`` is the event's); flag per slot."""
     flags: dict[tuple[int, int], str] = {}
     named: dict[tuple[str, frozenset[str]], str] = {}
     numeric = False
-    for sp in touched:
+    for sp in plans:
         for si in _slots(sp, source):
             slot = sp.slots[si]
             numeric = numeric or bool(slot.numeric) or any(c[0] == si for c in sp.cells)
@@ -272,29 +282,82 @@ def _gen_write(code: _Code, plans: list[StatePlan], entities: list[str], source:
                 fkey = (flt.column, frozenset(flt.values))
                 if fkey not in named:
                     named[fkey] = f"f{len(named)}"
-                    code(1, f"{named[fkey]} = get({flt.column!r}) in {code.const(fkey[1])}")
+                    code(d, f"{named[fkey]} = get({flt.column!r}) in {code.const(fkey[1])}")
                 flags[(sp.index, si)] = named[fkey]
     if numeric:
-        code(1, "a = int(ev['amount_usd'])  # the one numeric column (definitions.NUMERIC_COLUMNS)")
-        code(1, "aa = a * a")
-        code(1, "fa = float(a)")
+        code(d, "a = int(ev['amount_usd'])  # the one numeric column (definitions.NUMERIC_COLUMNS)")
+        code(d, "aa = a * a")
+        code(d, "fa = float(a)")
+    return flags
+
+
+def _gen_update(code: _Code, sp: StatePlan, source: str, flags: dict[tuple[int, int], str]) -> None:
+    """The update of state ``sp`` by an event of ``source``, at depth 2 from ``if st is None:`` on."""
+    slots = _slots(sp, source)
+    sflags = {si: flags[(sp.index, si)] for si in slots if (sp.index, si) in flags}
+    code(2, "if st is None:")
+    if sp.res:
+        kinds = tuple(is_min for _, _, is_min in sp.cells)
+        code(3, f"st = states[sk] = WindowState({sp.width}, {kinds!r}, {len(sp.distinct)})")
+        _gen_write_window(code, sp, slots, sflags)
+    else:
+        args = f"{sp.width}, {len(sp.cells)}, {len(sp.distinct)}, {len(sp.slots)}"
+        code(3, f"st = states[sk] = TotalState({args})")
+        _gen_write_total(code, sp, slots, sflags)
+
+
+def _hit(sp: StatePlan, source: str, flags: dict[tuple[int, int], str]) -> str:
+    """The condition (after ``k is not None``) for an event of ``source`` to touch state ``sp``: a slot
+    without filter, or one whose filter holds."""
+    slots = _slots(sp, source)
+    names = [flags[(sp.index, si)] for si in slots if (sp.index, si) in flags]
+    return "" if len(names) < len(slots) else " and (" + " or ".join(sorted(set(names))) + ")"
+
+
+def _gen_write(code: _Code, plans: list[StatePlan], entities: list[str], source: str) -> None:
+    code(0, f"def write_{source}(states, kk, ev, ts):")
+    code(1, "get = ev.get")
+    touched = [sp for sp in plans if _slots(sp, source)]
+    flags = _gen_write_prelude(code, 1, touched, source)
     for sp in touched:
-        slots = _slots(sp, source)
-        sflags = {si: flags[(sp.index, si)] for si in slots if (sp.index, si) in flags}
         code(1, f"k = kk[{entities.index(sp.entity)}]")
-        hit = "" if len(sflags) < len(slots) else " and (" + " or ".join(sorted(set(sflags.values()))) + ")"
-        code(1, f"if k is not None{hit}:")
+        code(1, f"if k is not None{_hit(sp, source, flags)}:")
         code(2, f"sk = ({sp.index}, k)")
         code(2, "st = states.get(sk)")
-        code(2, "if st is None:")
-        if sp.res:
-            kinds = tuple(is_min for _, _, is_min in sp.cells)
-            code(3, f"st = states[sk] = WindowState({sp.width}, {kinds!r}, {len(sp.distinct)})")
-            _gen_write_window(code, sp, slots, sflags)
-        else:
-            args = f"{sp.width}, {len(sp.cells)}, {len(sp.distinct)}, {len(sp.slots)}"
-            code(3, f"st = states[sk] = TotalState({args})")
-            _gen_write_total(code, sp, slots, sflags)
+        _gen_update(code, sp, source, flags)
+
+
+def _gen_read_update(code: _Code, fset: FeatureSet, plans: list[StatePlan], entities: list[str]) -> None:
+    """``read_update(states, kk, ch, ts, w)``: ``read``, then (when ``w``) ``write_charges``, state by state.
+
+    One lookup per state for both: a state's features are read before the charge updates it, and an update
+    touches no other state, so reading and updating state by state is the same as reading everything first.
+    """
+    code(0, "def read_update(states, kk, ev, ts, w):")
+    code(1, f"out = [None] * {len(fset.names)}")
+    code(1, "get = ev.get")
+    code(1, "sget = states.get")
+    touched = [sp for sp in plans if _slots(sp, "charges")]
+    flags: dict[tuple[int, int], str] = {}
+    if touched:
+        code(1, "if w:")
+        mark = len(code.lines)
+        flags = _gen_write_prelude(code, 2, touched, "charges")
+        if len(code.lines) == mark:
+            code(2, "pass")
+    for sp in plans:
+        code(1, f"k = kk[{entities.index(sp.entity)}]")
+        code(1, "if k is not None:")
+        code(2, f"sk = ({sp.index}, k)")
+        code(2, "st = sget(sk)")
+        _gen_read_state(code, sp)
+        if sp in touched:
+            code(2, f"if w{_hit(sp, 'charges', flags)}:")
+            code.indent += 1
+            _gen_update(code, sp, "charges", flags)
+            code.indent -= 1
+    _gen_request(code, fset, "ev")
+    code(1, "return out")
 
 
 def _gen_write_window(code: _Code, sp: StatePlan, slots: list[int], flags: dict[int, str]) -> None:
@@ -409,6 +472,7 @@ def compile_engine(fset: FeatureSet) -> Engine:
     for source in ["*", *sources]:
         _gen_state_keys(code, plans, entities, source)
     _gen_read(code, fset, plans, entities)
+    _gen_read_update(code, fset, plans, entities)
     for source in sources:
         _gen_write(code, plans, entities, source)
     text = "\n".join(code.lines) + "\n"
@@ -428,5 +492,6 @@ def compile_engine(fset: FeatureSet) -> Engine:
         state_keys={s: namespace[f"state_keys_{s if s != '*' else 'all'}"] for s in ["*", *sources]},
         read=namespace["read"],
         write={s: namespace[f"write_{s}"] for s in sources},
+        read_update=namespace["read_update"],
         source=text,
     )

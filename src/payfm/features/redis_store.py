@@ -22,6 +22,7 @@ import json
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import orjson
 import redis
 
 from payfm.errors import ConfigError
@@ -33,6 +34,21 @@ from payfm.features.stores import Runner, StateStore
 
 T = TypeVar("T")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def _dumps(obj: Any) -> bytes:
+    """Compact JSON (orjson); with the standard library, after one leading space, when an integer is beyond
+    64 bits (a sum of squares can be), so that :func:`_loads` knows to read it back exactly."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return b" " + _JSON.encode(obj).encode()
+
+
+def _loads(data: bytes | str) -> Any:
+    """The inverse of :func:`_dumps` (orjson would read an integer beyond 64 bits as a float)."""
+    return json.loads(data) if data[:1] in (b" ", " ") else orjson.loads(data)
+
 
 # KEYS[1] the claim, KEYS[2..] changed states. ARGV[1] claim value, ARGV[2] claim ttl, then one argument per
 # changed state: "<expected version, empty when absent>|<ttl, empty for none>|<version>|<json>". Only the
@@ -114,7 +130,7 @@ class RedisStore(StateStore):
             raw = self.client.mget(order) if order else []
             return fn(self._decode(order, raw, keys, where)[0], False)
         claim_key = f"{self.ns}:c:{claim}" if fields is not None else f"{self.ns}:o:{claim}"
-        claim_value = _JSON.encode(fields).encode() if fields is not None else b"1"
+        claim_value = _dumps(fields) if fields is not None else b"1"
         while True:
             pipe = self.client.pipeline(transaction=False)
             pipe.exists(claim_key)
@@ -136,7 +152,7 @@ class RedisStore(StateStore):
                 version, record = records[name]
                 if not record:
                     continue
-                body = _JSON.encode({i: _as_json(st) for i, st in record.items()}).encode()
+                body = _dumps({i: _as_json(st) for i, st in record.items()})
                 if (
                     before is not None
                     and len(before) - before.index(b"|") - 1 == len(body)
@@ -162,7 +178,7 @@ class RedisStore(StateStore):
                 records[name] = (None, {})
             else:
                 version, _, body = v.partition(b"|")
-                records[name] = (int(version), json.loads(body))
+                records[name] = (int(version), _loads(body))
         states: dict[StateKey, State] = {}
         for k, name in zip(keys, where, strict=True):
             data = records[name][1].get(str(k[0]))
@@ -174,7 +190,7 @@ class RedisStore(StateStore):
         raw = self.client.get(f"{self.ns}:c:{charge_id}")
         if raw is None:
             return None
-        fields: dict[str, Any] = json.loads(raw)
+        fields: dict[str, Any] = _loads(raw)
         return fields
 
     def clear(self) -> int:
