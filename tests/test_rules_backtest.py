@@ -176,3 +176,26 @@ def test_backtest_and_one_charge_evaluator_agree_on_a_synthetic_world(tmp_path: 
         mismatches += (d.action, d.rule) != sql[c["charge_id"]]
     assert mismatches == 0 and len(sql) == rep.charges
     assert {a for a, _ in sql.values()} >= {"review", "block", "allow", None}  # the rules do fire
+
+
+def test_a_review_closed_as_refunded_as_fraud_counts_as_fraud(hand_ws: Workspace, tmp_path: Path) -> None:
+    import shutil
+
+    ws = Workspace.open(shutil.copytree(hand_ws.root, tmp_path / "ws"))
+    ids = ws.read("charges")["charge_id"].to_pylist()
+    closure = {
+        "charge_id": ids[6],  # legit in the hand example
+        "created": T0 + timedelta(days=12),
+        "opened": T0 + timedelta(days=2),
+        "closed_as": "refunded_as_fraud",
+        "rule": "big",
+        "risk_score": None,
+        "reviewer": "analyst",
+        "note": None,
+    }
+    approved = {**closure, "charge_id": ids[8], "closed_as": "approved"}
+    with ws.writer() as w:
+        w.write("reviews", pa.Table.from_pylist([closure, approved], schema=SCHEMAS["reviews"]))
+    rep = backtest(ws, compile_(NEW), FSET)
+    assert rep.outcomes["fraud"] == Tally(4, 1600.0)  # 1, 2, 3 and now 6 ($700)
+    assert rep.outcomes["legit"] == Tally(5, 3300.0)  # 8 stays legit: an approval is not a label

@@ -1,9 +1,10 @@
 """Backtest a ruleset (or one candidate rule) on history: what each rule matches and what changes.
 
 The charges of a window are joined with their backfilled features (only those the rules read), the model's
-scores if given, and their outcomes: *fraud* (a fraudulent dispute or an early fraud warning), else
-*refunded* (a refund), else *legit*. Every rule compiles to one SQL condition (:mod:`payfm.rules.compiler`);
-the whole backtest is a handful of DuckDB queries over the table, with no per-row Python.
+scores if given, and their outcomes: *fraud* (a fraudulent dispute, an early fraud warning or a manual review
+closed as ``refunded_as_fraud``), else *refunded* (a refund), else *legit*. Every rule compiles to one SQL
+condition (:mod:`payfm.rules.compiler`); the whole backtest is a handful of DuckDB queries over the table,
+with no per-row Python.
 
 Dollar amounts are ``amount_usd / 100``. The baseline is the active ruleset (or none: everything authorized).
 
@@ -143,6 +144,7 @@ def prepare(
         WITH fraud AS (
             SELECT charge_id FROM disputes WHERE reason = 'fraudulent'
             UNION SELECT charge_id FROM early_fraud_warnings
+            UNION SELECT charge_id FROM reviews WHERE closed_as = 'refunded_as_fraud'
         ), refunded AS (SELECT DISTINCT charge_id FROM refunds)
         SELECT c.charge_id,
                CASE WHEN c.charge_id IN (SELECT charge_id FROM fraud) THEN 'fraud'
