@@ -27,6 +27,7 @@ from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset, list_table, quote_ident, sql_literal
 from payfm.rules.limits import RuleError
+from payfm.training.labels import FRAUD_OUTCOMES_SQL
 
 LABELS = ("fraud", "refunded", "legit")
 BASE = "__payfm_bt"
@@ -141,11 +142,8 @@ def prepare(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {BASE} AS
-        WITH fraud AS (
-            SELECT charge_id FROM disputes WHERE reason = 'fraudulent'
-            UNION SELECT charge_id FROM early_fraud_warnings
-            UNION SELECT charge_id FROM reviews WHERE closed_as = 'refunded_as_fraud'
-        ), refunded AS (SELECT DISTINCT charge_id FROM refunds)
+        WITH fraud AS (SELECT DISTINCT charge_id FROM ({FRAUD_OUTCOMES_SQL})),
+        refunded AS (SELECT DISTINCT charge_id FROM refunds)
         SELECT c.charge_id,
                CASE WHEN c.charge_id IN (SELECT charge_id FROM fraud) THEN 'fraud'
                     WHEN c.charge_id IN (SELECT charge_id FROM refunded) THEN 'refunded'

@@ -25,6 +25,12 @@ from payfm.errors import ConfigError
 
 DEFAULT_HORIZON = timedelta(days=120)
 
+# The events that make a charge fraud, each with its own time: the one definition read by the training labels,
+# the evaluation and the rules backtest.
+FRAUD_OUTCOMES_SQL = """SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'
+    UNION ALL SELECT charge_id, created FROM early_fraud_warnings
+    UNION ALL SELECT charge_id, created FROM reviews WHERE closed_as = 'refunded_as_fraud'"""
+
 
 def fraud_labels(
     con: duckdb.DuckDBPyConnection, as_of: datetime | None = None, horizon: timedelta = DEFAULT_HORIZON
@@ -49,11 +55,7 @@ def fraud_labels(
     micros = int(horizon.total_seconds() * 1_000_000)
     return con.sql(
         f"""
-        WITH outcome AS (
-            SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'
-            UNION ALL SELECT charge_id, created FROM early_fraud_warnings
-            UNION ALL SELECT charge_id, created FROM reviews WHERE closed_as = 'refunded_as_fraud'
-        ),
+        WITH outcome AS ({FRAUD_OUTCOMES_SQL}),
         first_fraud AS (
             SELECT o.charge_id, min(o.created) AS t
             FROM outcome o JOIN charges c USING (charge_id)
