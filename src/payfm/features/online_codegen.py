@@ -129,14 +129,7 @@ def _gen_read_window(code: _Code, sp: StatePlan) -> None:
             code(d, f"out[{out}] = float({c})")
         elif f.agg in SUMS:
             j = slot.sum_index(f.column or "")
-            s = f"{hi}[{j}] - {lo}[{j}]"
-            if f.agg == "sum":
-                code(d, f"out[{out}] = float({s}) / 100.0")
-            elif f.agg == "mean":
-                code(d, f"c = {c}")
-                code(d, f"out[{out}] = float({s}) / float(c) / 100.0 if c else None")
-            else:
-                code(d, f"out[{out}] = std({c}, {s}, {hi}[{j + 1}] - {lo}[{j + 1}])")
+            _gen_sums(code, d, out, f.agg, c, f"{hi}[{j}] - {lo}[{j}]", f"{hi}[{j + 1}] - {lo}[{j + 1}]")
         elif f.agg in ("min", "max"):
             k = sp.cells.index((si, f.column or "", f.agg == "min"))
             code(d, f"v = st.extreme({k}, t - {w + o}, t{f' - {o + 1}' if o else ''})")
@@ -170,13 +163,18 @@ def _gen_read_total(code: _Code, sp: StatePlan) -> None:
             code(d, f"out[{out}] = None if v is None else float(v) / 100.0")
         else:
             j = slot.sum_index(f.column or "")
-            if f.agg == "sum":
-                code(d, f"out[{out}] = float(s[{j}]) / 100.0")
-            elif f.agg == "mean":
-                code(d, f"c = {n}")
-                code(d, f"out[{out}] = float(s[{j}]) / float(c) / 100.0 if c else None")
-            else:
-                code(d, f"out[{out}] = std({n}, s[{j}], s[{j + 1}])")
+            _gen_sums(code, d, out, f.agg, n, f"s[{j}]", f"s[{j + 1}]")
+
+
+def _gen_sums(code: _Code, d: int, out: int, agg: str, c: str, s: str, q: str) -> None:
+    """sum, mean or std of feature ``out`` from the count ``c``, sum ``s`` and sum of squares ``q``."""
+    if agg == "sum":
+        code(d, f"out[{out}] = float({s}) / 100.0")
+    elif agg == "mean":
+        code(d, f"c = {c}")
+        code(d, f"out[{out}] = float({s}) / float(c) / 100.0 if c else None")
+    else:
+        code(d, f"out[{out}] = std({c}, {s}, {q})")
 
 
 def _gen_request(code: _Code, fset: FeatureSet, ch: str) -> None:
