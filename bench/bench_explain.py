@@ -2,10 +2,12 @@
 
 A synthetic world is generated and backfilled, a GBDT is trained on it (fraud task, short horizon), then each
 of the last charges is scored and explained one at a time, as the decision service will: `predict_one`
-(calibrated probability) and `explain_one` (exact TreeSHAP top-3 reasons as text). Usage:
+(calibrated probability) and `explain_one` (top-3 reasons as text; path contributions by default, exact
+TreeSHAP with `"explanations": "shap"`). Usage:
 
     .venv/bin/python bench/bench_explain.py                      # 100k charges, 60 days, 5,000 charges timed
     .venv/bin/python bench/bench_explain.py --charges 300000 --timed 20000
+    .venv/bin/python bench/bench_explain.py --gbdt '{}' --gbdt '{"explanations": "shap"}'   # both methods
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -67,9 +69,9 @@ def test_linear_one_hot_of_a_categorical_column() -> None:
     assert p[1] > 0.4 and p[0] < 0.05 and p[2] < 0.05
 
 
-def test_gbdt_contributions_are_exact_treeshap() -> None:
+def test_gbdt_shap_contributions_are_exact_treeshap() -> None:
     X, y = data()
-    m = GBDTModel(n_estimators=40, num_threads=1, calibration="none").fit(X, y)
+    m = GBDTModel(n_estimators=40, num_threads=1, calibration="none", explanations="shap").fit(X, y)
     full = m.booster_.predict(X[:100], pred_contrib=True)
     margin = m.booster_.predict(X[:100], raw_score=True)
     np.testing.assert_allclose(m._contributions(X[:100]).sum(axis=1) + full[:, -1], margin, atol=1e-9)
@@ -77,6 +79,57 @@ def test_gbdt_contributions_are_exact_treeshap() -> None:
     for i in (0, 17, 99):
         np.testing.assert_allclose(m._contributions(X[i : i + 1])[0], full[i, :-1], atol=1e-12)
         assert m._raw(X[i : i + 1])[0] == pytest.approx(m._raw(X[:100])[i], abs=1e-12)
+
+
+def _saabas_by_walking(dump: dict, x: np.ndarray) -> np.ndarray:
+    """Reference: walk every dumped tree with LightGBM's numerical split rule (NaN -> default side when the
+    missing type is NaN, else as 0) and credit each split's feature with the change of the node value."""
+    out = np.zeros(len(x))
+    for info in dump["tree_info"]:
+        node = info["tree_structure"]
+        while "split_feature" in node:
+            f = node["split_feature"]
+            v = x[f]
+            if np.isnan(v) and node["missing_type"] == "NaN":
+                left = node["default_left"]
+            else:
+                left = (0.0 if np.isnan(v) else v) <= node["threshold"]
+            child = node["left_child" if left else "right_child"]
+            value = child["internal_value"] if "split_feature" in child else child["leaf_value"]
+            out[f] += value - node["internal_value"]
+            node = child
+    return out
+
+
+def test_gbdt_path_contributions_equal_a_tree_walk_and_add_up_to_the_log_odds() -> None:
+    X, y = data()
+    m = GBDTModel(n_estimators=40, num_threads=1, calibration="none").fit(X, y)
+    assert m.params.get("explanations", "path") == "path"  # the default
+    c = m._contributions(X[:200])
+    dump = m.booster_.dump_model()
+    for i in range(200):
+        np.testing.assert_allclose(c[i], _saabas_by_walking(dump, X[i]), atol=1e-12)
+        if i % 40 == 0:  # the single-charge fast path gives the batch row's values
+            np.testing.assert_allclose(m._contributions(X[i : i + 1])[0], c[i], atol=1e-12)
+    roots = sum(t["tree_structure"]["internal_value"] for t in dump["tree_info"])
+    margin = m.booster_.predict(X[:200], raw_score=True)
+    np.testing.assert_allclose(c.sum(axis=1) + roots, margin, atol=1e-9)
+    # both methods agree on the direction of the strongest feature of a clearly risky row
+    shap = GBDTModel(n_estimators=40, num_threads=1, calibration="none", explanations="shap").fit(X, y)
+    risky = np.array([[3.0, 2.0, 0.0, 0.0, 0.0]])
+    assert m.explain(risky)[0][0].feature == shap.explain(risky)[0][0].feature == "f0"
+
+
+def test_gbdt_explanation_method_is_validated_and_saved(tmp_path: Path) -> None:
+    from payfm.training.models.base import ModelError, load_model
+
+    with pytest.raises(ModelError, match=r"'explanations' must be one of path, shap\. Got 'lime'"):
+        GBDTModel(explanations="lime")
+    X, y = data()
+    m = GBDTModel(n_estimators=10, num_threads=1, calibration="none", explanations="shap").fit(X, y)
+    loaded = load_model(m.save(tmp_path / "m"))
+    shap = m.booster_.predict(X[:5], pred_contrib=True)[:, :-1]
+    np.testing.assert_allclose(loaded._contributions(X[:5]), shap)
 
 
 def test_gbdt_early_stops_on_validation() -> None:
