@@ -182,7 +182,11 @@ class GBDTModel(Model):
         self.model_text_ = text
         self.booster_ = lgb.Booster(model_str=text)
         self._fast: dict[int, _FastRow] = {}
-        self._paths: _LeafPaths | None = None
+        # built with the model (a loaded model's first charge pays nothing): one pass over the model dump
+        self._paths = _LeafPaths(self.booster_) if self._explanations() == "path" else None
+
+    def _explanations(self) -> str:
+        return str(self.params.get("explanations", "path"))
 
     def _fast_row(self, predict_type: int) -> _FastRow:
         if predict_type not in self._fast:
@@ -199,9 +203,7 @@ class GBDTModel(Model):
         return out
 
     def _contributions(self, X: np.ndarray) -> np.ndarray:
-        if self.params.get("explanations", "path") == "path":
-            if self._paths is None:
-                self._paths = _LeafPaths(self.booster_)
+        if self._paths is not None:
             if len(X) == 1:
                 return self._paths.contributions(self._fast_row(2)(X[0])[None, :], X.shape[1])
             out_rows = []
