@@ -6,6 +6,7 @@ quality, is measured) is promoted and 20 rules applied. Usage:
     .venv/bin/python bench/bench_serving.py                 # in process (fsync and os) + HTTP curve
     .venv/bin/python bench/bench_serving.py --charges 20000 --http-seconds 5 --durability os
     .venv/bin/python bench/bench_serving.py --skip-in-process --rates 500,1000
+    .venv/bin/python bench/bench_serving.py --snapshot --charges 400000   # deciding during a state snapshot
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from payfm.rules import rulesets
 from payfm.serving.app import SCORE_PATH
 from payfm.serving.keys import KeyStore
 from payfm.serving.replay import events
-from payfm.serving.scorer import Scorer
+from payfm.serving.scorer import Scorer, ScorerConfig
 from payfm.synth import WorldConfig, generate_world
 from payfm.training.models.gbdt import GBDTModel
 
@@ -85,6 +86,49 @@ def in_process(ws: Workspace, rows: list[dict[str, Any]], warm: int, durability:
         "decide_p99_ms": round(float(np.percentile(d, 99)), 3),
         "total_p50_ms": round(float(np.percentile(t, 50)), 3),
         "total_p99_ms": round(float(np.percentile(t, 99)), 3),
+    }
+
+
+def during_snapshot(ws: Workspace, rows: list[dict[str, Any]], warm: int, fork: bool) -> dict[str, Any]:
+    """Decisions one at a time while another thread snapshots the memory state: with ``fork`` the state
+    lock is held only for the fork (a child writes the file), else for the whole write."""
+    import shutil
+    import threading
+
+    shutil.rmtree(ws.root / "serving" / "state", ignore_errors=True)  # start from an empty state each time
+    db = ws.root / f"bench-snapshot-{fork}.db"
+    config = ScorerConfig(fork_snapshots=fork, warm_from_event_log=False)
+    scorer = Scorer.open(ws, decision_log=f"sqlite:///{db}", durability="os", config=config)
+    try:
+        for r in rows[:warm]:
+            scorer.score(r)
+        took: list[float] = []
+
+        def snap() -> None:
+            t0 = time.perf_counter()
+            scorer.snapshot()
+            took.append(time.perf_counter() - t0)
+
+        t = threading.Thread(target=snap)
+        lat = []
+        t.start()
+        for r in rows[warm:]:
+            t0 = time.perf_counter()
+            scorer.score(r)
+            lat.append((time.perf_counter() - t0) * 1000)
+            if not t.is_alive():
+                break
+        t.join()
+    finally:
+        scorer.close(snapshot=False)
+    a = np.asarray(lat)
+    return {
+        "fork": fork,
+        "states": len(scorer.online.store.states),  # type: ignore[attr-defined]
+        "snapshot_s": round(took[0], 2),
+        "decisions_during": len(a),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "max_ms": round(float(a.max()), 1),
     }
 
 
@@ -209,10 +253,15 @@ def main() -> None:
     ap.add_argument("--durability", choices=["fsync", "os"], default="fsync", help="of the HTTP server")
     ap.add_argument("--rates", default="250,500,750,1000,1250", help="paced rates of the latency curve")
     ap.add_argument("--skip-in-process", action="store_true")
+    ap.add_argument("--snapshot", action="store_true", help="only: decisions during a state snapshot")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         ws, rows = setup(Path(tmp), args.charges)
         warm = len(rows) // 2
+        if args.snapshot:
+            for fork in (True, False):
+                print("during a snapshot:", during_snapshot(ws, rows, warm, fork), f"load {_load_avg()}")
+            return
         if not args.skip_in_process:
             for durability in ("fsync", "os"):
                 print(

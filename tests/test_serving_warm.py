@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.online import OnlineFeatures
@@ -86,3 +88,69 @@ def test_a_snapshot_in_an_old_state_format_is_ignored_and_the_state_rebuilt(tmp_
         again.close()
     history = ws.read("charges").to_pylist()
     assert count == sum(c["card_fingerprint"] == probe["card_fingerprint"] for c in history) > 0
+
+
+def test_deciding_goes_on_while_a_forked_child_writes_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child writes the state as of the snapshot's sequence number; a charge decided meanwhile (the
+    parent holds no lock) is not in the file but in the log, so a restart counts it exactly once."""
+    import threading
+    import time
+
+    from payfm.features.stores import MemoryStore
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=1500, days=3, seed=6)), "replace")
+    started, release = tmp_path / "child-started", tmp_path / "release-child"
+    write = MemoryStore.snapshot
+
+    def slow_snapshot(self: MemoryStore, path: Path, version: str) -> None:  # runs in the child
+        started.touch()
+        while not release.exists():
+            time.sleep(0.01)
+        write(self, path, version)
+
+    monkeypatch.setattr(MemoryStore, "snapshot", slow_snapshot)
+    last = ws.read("charges").sort_by([("created", "descending")]).slice(0, 1).to_pylist()[0]
+    base = {k: v for k, v in last.items() if k not in ("outcome", "decline_code", "scenario")}
+
+    def live(i: int) -> dict[str, object]:
+        return {
+            **base,
+            "charge_id": f"ch_live_{i}",
+            "created": (last["created"] + timedelta(seconds=i)).isoformat(),
+        }
+
+    scorer = Scorer.open(ws, config=ScorerConfig(warm_from_event_log=True))
+    try:
+        first = scorer.score(live(1)).features["card.count_charges_all"]
+        result: list[Path | None] = []
+        t = threading.Thread(target=lambda: result.append(scorer.snapshot()))
+        t.start()
+        deadline = time.monotonic() + 30
+        while not started.exists():
+            assert time.monotonic() < deadline, "the snapshot child did not start"
+            time.sleep(0.01)
+        # The child is blocked mid-snapshot: the parent decides anyway (with the lock held it could not).
+        during: list[object] = []
+        d = threading.Thread(
+            target=lambda: during.append(scorer.score(live(2)).features["card.count_charges_all"])
+        )
+        d.start()
+        d.join(10)
+        assert during == [first + 1], "no decision while the snapshot was being written"
+        assert t.is_alive() and not result
+        release.touch()
+        t.join(30)
+        [path] = result
+        assert path is not None and path.exists()
+        assert not list(path.parent.glob(".*.tmp"))
+    finally:
+        scorer.close(snapshot=False)
+    monkeypatch.setattr(MemoryStore, "snapshot", write)
+    again = Scorer.open(ws, config=ScorerConfig(warm_from_event_log=False))
+    try:  # snapshot (live 1) + the log's tail (live 2): counted once each
+        assert again.score(live(3)).features["card.count_charges_all"] == first + 2
+    finally:
+        again.close(snapshot=False)

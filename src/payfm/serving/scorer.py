@@ -33,9 +33,11 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -115,6 +117,8 @@ class ScorerConfig:
     # With no snapshot yet, start the memory state from the workspace's event log (the history the models
     # were trained on), then snapshot it, so features do not start from zero on a new server.
     warm_from_event_log: bool = True
+    # Write snapshots from a forked child (copy-on-write) so deciding goes on meanwhile (POSIX only).
+    fork_snapshots: bool = True
 
 
 @dataclass(frozen=True)
@@ -265,6 +269,7 @@ class Scorer:
         self._drained = threading.Condition(self._lock)
         self._since_snapshot = 0
         self._snapshot_due = False  # set when a decision completes the snapshot interval
+        self._snapshotting = False  # a snapshot's child process is writing
         self._reloading = threading.Lock()  # one reload at a time (it may warm a new embedder)
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
 
@@ -354,21 +359,41 @@ class Scorer:
         log.info("online state rebuilt: snapshot seq %d + %d logged events", since, n)
 
     def snapshot(self) -> Path | None:
-        """Write the memory state with the sequence number it covers (waits for in-flight decisions)."""
+        """Write the memory state with the sequence number it covers; returns its path (None: not a memory
+        state, or a snapshot is being written already).
+
+        The state lock is held only to let in-flight decisions commit and to take a consistent copy: on
+        POSIX the copy is a ``fork`` (copy-on-write pages, as Redis' BGSAVE), and the child process writes
+        the file while this process goes on deciding; elsewhere the file is written under the lock."""
         store = self.online.store
         if not isinstance(store, MemoryStore):
             return None
+        version = self.bundle.fset.version
+        d = self._snapshot_dir()
+        d.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            while self._inflight:
-                self._drained.wait()
-            self.log.flush()
-            seq = self._seq
-            d = self._snapshot_dir()
-            d.mkdir(parents=True, exist_ok=True)
-            path = d / f"{self.bundle.fset.version}-{seq}.json.gz"
-            store.snapshot(path, self.bundle.fset.version)
+            if self._snapshotting:
+                return None
+            seq = self._settled()
+            path = d / f"{version}-{seq}.json.gz"
             self._since_snapshot = 0
-        for old in d.glob(f"{self.bundle.fset.version}-*.json.gz"):
+            if not (self.config.fork_snapshots and hasattr(os, "fork")):
+                store.snapshot(path, version)
+                child = 0
+            else:
+                self._snapshotting = True
+                child = _fork_writer(lambda: store.snapshot(path, version))
+        if child:
+            try:
+                _, status = os.waitpid(child, 0)
+            finally:
+                with self._lock:
+                    self._snapshotting = False
+            if os.waitstatus_to_exitcode(status) != 0:
+                (d / f".{path.name}.{child}.tmp").unlink(missing_ok=True)
+                log.error("the state snapshot at seq %d failed (exit status %d)", seq, status)
+                return None
+        for old in d.glob(f"{version}-*.json.gz"):
             if old != path and int(old.name.split("-")[-1].split(".")[0]) < seq:
                 old.unlink(missing_ok=True)
         return path
@@ -784,6 +809,26 @@ def _implied_outcome(
         dispute = {"dispute_id": f"dp_review_{cid}", "charge_id": cid, "created": review["created"]}
         return "disputes", {**dispute, "reason": "fraudulent", **money}
     return None
+
+
+def _fork_writer(write: Callable[[], None]) -> int:
+    """Run ``write`` in a forked child process and return the child's pid (the parent goes on at once).
+
+    The child holds a copy-on-write image of this process; it runs ``write`` only (no lock, logging or
+    connection of the parent is touched) and leaves with ``os._exit``: 0 when ``write`` succeeded."""
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that fork() in a threaded process may deadlock a child that takes a lock
+        # another thread held; the child here takes none (the allocator's locks are reset by glibc).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which coverage does not follow
+        code = 1
+        try:
+            write()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
 
 
 def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
