@@ -78,18 +78,18 @@ class _FastRow:
         )
         size = {0: 1, 2: booster.num_trees(), 3: ncol + 1}[predict_type]
         self._out = np.zeros(size)
+        self._out_ptr = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
         self._len = ctypes.c_int64()
         self._lock = threading.Lock()
 
     def __call__(self, row: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(row, dtype=np.float64)
         with self._lock:
+            # the address as a plain int (``x`` stays alive meanwhile): ``ndarray.ctypes.data_as`` would make
+            # a reference cycle per call, i.e. work for the cyclic garbage collector on every decision
             self._safe_call(
                 self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    self._handle,
-                    x.ctypes.data_as(ctypes.c_void_p),
-                    ctypes.byref(self._len),
-                    self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
+                    self._handle, ctypes.c_void_p(x.ctypes.data), ctypes.byref(self._len), self._out_ptr
                 )
             )
             return self._out.copy()
