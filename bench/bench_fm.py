@@ -1,6 +1,6 @@
 """Foundation-model benchmarks on this CPU: pretraining throughput, batch and single-charge online embedding.
 
-    .venv/bin/python bench/bench_fm.py [--charges 50000] [--threads 1] [--workers 2]
+    .venv/bin/python bench/bench_fm.py [--charges 50000] [--threads 1] [--workers 2] [--intra 2]
 
 Targets (DESIGN.md): single-charge online embedding p99 <= 5 ms; batch embedding >= 20k charges/s.
 Uses a fresh synthetic world and the default model size (seq_len 16, 2 layers, 4 heads, 32 channels).
@@ -30,6 +30,12 @@ def main() -> None:
     ap.add_argument("--charges", type=int, default=50_000)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (pretraining, online)")
     ap.add_argument("--workers", type=int, default=2, help="batch-embedding threads")
+    ap.add_argument(
+        "--intra",
+        type=int,
+        default=0,
+        help="also time one batch-embedding worker on this many torch threads (0: not)",
+    )
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--online", type=int, default=3000, help="single-charge embeddings to time")
     args = ap.parse_args()
@@ -43,7 +49,12 @@ def main() -> None:
     from payfm.fm.pretrain import load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(result.path)
-    for workers in sorted({1, args.workers}):
+    # (workers, torch threads): one thread; worker threads (one torch thread each); one worker on --intra
+    # torch threads. Intra-op threads wait on each other at every small op: fast on idle cores, slow when
+    # another job holds one; worker threads do not wait on each other.
+    runs = {(1, 1), (args.workers, 1)} | ({(1, args.intra)} if args.intra > 1 else set())
+    for workers, threads in sorted(runs):
+        torch.set_num_threads(threads)
         t0, c0 = time.perf_counter(), time.process_time()
         charges = read_charges(ws)
         seqs = build_sequences(charges, tokenizer, model.config.seq_len)
@@ -52,10 +63,13 @@ def main() -> None:
         t2, c2 = time.perf_counter(), time.process_time()
         n = len(seqs)
         print(
-            f"batch embedding, {workers} worker(s): {n / (t2 - t0):,.0f} charges/s end to end "
-            f"({n / (c2 - c0):,.0f} per CPU-second); read + tokenize + sequences {t1 - t0:.2f} s, "
-            f"model {t2 - t1:.2f} s = {n / (t2 - t1):,.0f}/s ({n / (c2 - c1):,.0f} per CPU-second)"
+            f"batch embedding, {workers} worker(s) x {threads} torch thread(s): "
+            f"{n / (t2 - t0):,.0f} charges/s end to end ({n / (c2 - c0):,.0f} per CPU-second, "
+            f"{c2 - c0:.2f} CPU-s in {t2 - t0:.2f} s); "
+            f"read + tokenize + sequences {t1 - t0:.2f} s, model {t2 - t1:.2f} s = {n / (t2 - t1):,.0f}/s "
+            f"({n / (c2 - c1):,.0f} per CPU-second)"
         )
+    torch.set_num_threads(args.threads)
 
     online = OnlineEmbedder(model, tokenizer)
     rows = charges.slice(0, args.online + 1000).to_pylist()

@@ -65,31 +65,48 @@ def embed_sequences(
 ) -> np.ndarray:
     """(n, D) float32 embeddings of the charges ``rows`` (default all) of ``sequences``.
 
-    Small batches are faster on CPU: a batch of 128 charges is 4,096 tokens whose activations stay in cache
-    (4,096-charge batches ran at about half the speed, memory-bound). ``workers`` > 1 embeds contiguous
-    chunks in that many threads, each running torch single-threaded (torch releases the GIL inside ops);
-    the result is the same as with one worker.
+    The (charge, view) sequences are grouped by length and each group runs without its left padding
+    (:meth:`FoundationModel.embed_windows`): a card's sequence is mostly padding when the card is new, and
+    padding rows are masked anyway, so this is :meth:`FoundationModel.embed` minus the padding's compute
+    (equal within float rounding). A forward pass holds at most ``batch_size * V * K`` charge tokens, what a
+    padded batch of ``batch_size`` charges holds: 4,096 tokens by default, whose activations stay in cache
+    (4,096-charge padded batches ran at half the speed, memory-bound). ``workers`` > 1 runs the passes in
+    that many threads, each running torch single-threaded (torch releases the GIL inside ops); the result
+    is the same as with one worker (bit for bit: the same passes).
     """
-    rows = np.arange(len(sequences)) if rows is None else rows
+    rows = np.arange(len(sequences)) if rows is None else np.asarray(rows)
     device = next(model.parameters()).device
-    out = np.empty((len(rows), model.config.n_views * model.config.n_embd), dtype=np.float32)
+    n_views, k, c = model.config.n_views, model.config.seq_len, model.config.n_embd
+    out = np.empty((len(rows), n_views * c), dtype=np.float32)
+    if len(rows) == 0:
+        return out
+    flat_out = out.reshape(-1, c)  # (n * V, C): row s is charge s // V in view s % V
+    lengths = sequences.lengths(rows).reshape(-1)  # (n * V,)
+    order = np.argsort(lengths, kind="stable")  # windows grouped by length
+    cuts = np.flatnonzero(np.diff(lengths[order])) + 1
+    budget = batch_size * n_views * k  # tokens per forward pass
+    passes: list[tuple[int, np.ndarray]] = []  # (length, windows) of each forward pass
+    for group in np.split(order, cuts):
+        t = int(lengths[group[0]])
+        step = max(1, budget // t)
+        passes += [(t, group[i : i + step]) for i in range(0, len(group), step)]
 
-    def work(lo: int, hi: int) -> None:
+    def work(todo: list[tuple[int, np.ndarray]]) -> None:
         with torch.inference_mode():
-            for i in range(lo, hi, batch_size):
-                j = min(i + batch_size, hi)
-                x = torch.from_numpy(sequences.batch(rows[i:j])).to(device)
-                out[i:j] = model.embed(x).float().cpu().numpy()
+            for t, windows in todo:
+                charge, view = np.divmod(windows, n_views)
+                x = torch.from_numpy(sequences.windows(rows[charge], view, t)).to(device)  # (S, t, F)
+                h = model.embed_windows(x, torch.from_numpy(view).to(device))  # (S, C)
+                flat_out[windows] = h.float().cpu().numpy()
 
-    if workers <= 1 or device.type != "cpu" or len(rows) < 4 * batch_size:
-        work(0, len(rows))
+    if workers <= 1 or device.type != "cpu" or len(passes) < 2:
+        work(passes)
         return out
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # parallel across chunks, not inside each small op
+    torch.set_num_threads(1)  # parallel across passes, not inside each small op
     try:
-        step = -(-len(rows) // (4 * workers))  # a few chunks per worker balances uneven progress
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda lo: work(lo, min(lo + step, len(rows))), range(0, len(rows), step)))
+        with ThreadPoolExecutor(workers) as pool:  # interleaved: every worker gets long and short windows
+            list(pool.map(work, [passes[w::workers] for w in range(workers)]))
     finally:
         torch.set_num_threads(threads)
     return out

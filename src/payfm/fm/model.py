@@ -57,15 +57,21 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(config.n_embd, config.n_embd)
         self.dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
         N, T, C = x.size()  # N sequences (batch x views), T charges, C channels
-        q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (N, T, C)
         if last_only:  # only the target charge's output is needed (embedding): one query per sequence
-            q, T = q[:, -1:, :], 1  # (N, 1, C)
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, -1:, :], w[:C], b[:C])  # (N, 1, C): no queries for the other charges
+            kv = F.linear(x, w[C:], b[C:])  # (N, T, 2C)
+            k, v = kv[..., :C], kv[..., C:]  # 2 x (N, T, C)
+            T = 1
+        else:
+            q, k, v = self.qkv(x).split(C, dim=2)  # 3 x (N, T, C)
         q = q.view(N, T, self.n_head, C // self.n_head).transpose(1, 2)  # (N, nh, T, hs)
         k = k.view(N, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (N, nh, T, hs)
         v = v.view(N, -1, self.n_head, C // self.n_head).transpose(1, 2)  # (N, nh, T, hs)
-        mask = keep[:, None, None, :]  # (N, 1, 1, T): attend to real charges only
+        # (N, 1, 1, T): attend to real charges only; None when there is no padding (a faster kernel)
+        mask = None if keep is None else keep[:, None, None, :]
         p = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (N, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(N, T, C)  # (N, T, C)
@@ -93,7 +99,7 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None, last_only: bool = False) -> torch.Tensor:
         y = self.attn(self.ln_1(x), keep, last_only)  # (N, T, C), or (N, 1, C) when last_only
         x = (x[:, -1:, :] if last_only else x) + y
         x = x + self.mlp(self.ln_2(x))
@@ -144,15 +150,36 @@ class FoundationModel(nn.Module):
 
     def encode(self, x: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Final hidden states (B, V, K, C) of token ids (B, V, K, F); (B, V, 1, C) with ``last_only``."""
-        B, V, K, _ = x.size()
+        B, V, K, F_ = x.size()
         keep = (x != PAD).any(dim=-1).view(B * V, K)  # (B*V, K): False on padding rows
-        pos = torch.arange(K, device=x.device)
-        views = torch.arange(V, device=x.device)
-        h = self.charge(x) + self.pos(pos)[None, None] + self.view(views)[None, :, None]  # (B, V, K, C)
-        h = self.drop(h).view(B * V, K, -1)  # (B*V, K, C)
+        views = torch.arange(V, device=x.device).repeat(B)  # (B*V,): the view of each sequence
+        h = self._encode(x.reshape(B * V, K, F_), views, keep, last_only)  # (B*V, K or 1, C)
+        return h.view(B, V, h.size(1), -1)  # (B, V, K or 1, C)
+
+    def embed_windows(self, x: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """The last charge's embedding (N, C) of N single-view windows ``x`` (N, T, F), T <= K.
+
+        A window is the last T charges of a sequence of K (positions K-T .. K-1) in view ``views`` (N,): the
+        same numbers as :meth:`embed`'s part for that view, without computing the padding rows that a short
+        history leaves in a K-charge sequence (the batch path groups windows by length; see
+        :func:`payfm.fm.embed.embed_sequences`). Padding rows left in ``x`` are masked, as in :meth:`encode`.
+        """
+        keep = (x != PAD).any(dim=-1)  # (N, T)
+        h = self._encode(x, views, None if bool(keep.all()) else keep, last_only=True)  # (N, 1, C)
+        return h[:, -1, :]
+
+    def _encode(
+        self, x: torch.Tensor, views: torch.Tensor, keep: torch.Tensor | None, last_only: bool
+    ) -> torch.Tensor:
+        """Final hidden states (N, T, C), or (N, 1, C) with ``last_only``, of N single-view sequences
+        (N, T, F) at positions K-T .. K-1; ``keep`` (N, T) is False on padding rows (None: no padding)."""
+        T = x.size(1)
+        pos = torch.arange(self.config.seq_len - T, self.config.seq_len, device=x.device)  # (T,)
+        h = self.charge(x) + self.pos(pos)[None] + self.view(views)[:, None]  # (N, T, C)
+        h = self.drop(h)
         for i, block in enumerate(self.blocks):
             h = block(h, keep, last_only and i == len(self.blocks) - 1)
-        out: torch.Tensor = self.ln_f(h).view(B, V, h.size(1), -1)  # (B, V, K or 1, C)
+        out: torch.Tensor = self.ln_f(h)  # (N, T or 1, C)
         return out
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

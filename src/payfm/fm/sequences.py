@@ -91,12 +91,13 @@ def window_index(key: np.ndarray, k: int) -> np.ndarray:
     ``key`` must be sorted (rows grouped by key, in time order within a key).
     """
     n = len(key)
-    pos = np.arange(n)
+    pos: np.ndarray = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)  # int32: half the traffic
     new = np.ones(n, dtype=bool)
     new[1:] = key[1:] != key[:-1]
     start = np.maximum.accumulate(np.where(new, pos, 0))
-    idx = pos[:, None] - np.arange(k - 1, -1, -1)[None, :]  # (n, k)
-    out: np.ndarray = np.where(idx >= start[:, None], idx, -1)
+    back: np.ndarray = np.arange(k - 1, -1, -1, dtype=pos.dtype)
+    out: np.ndarray = pos[:, None] - back[None, :]  # (n, k)
+    out[out < start[:, None]] = -1
     return out
 
 
@@ -122,6 +123,24 @@ class Sequences:
         views = [self.tokens[v][self.index[rows, v]] for v in range(self.index.shape[1])]  # V x (B, K, F)
         x = np.stack(views, axis=1)  # (B, V, K, F)
         x[:, :, -1, OUTCOME_FIELD] = MASK
+        return x
+
+    def lengths(self, rows: np.ndarray) -> np.ndarray:
+        """(B, V) number of charges (target included, padding not) in the sequences of charges ``rows``."""
+        out = np.empty((len(rows), self.index.shape[1]), dtype=np.int64)
+        for i in range(0, len(rows), 65_536):  # chunks: no (B, V, K) copy of the index at once
+            out[i : i + 65_536] = (self.index[rows[i : i + 65_536]] < len(self)).sum(axis=2)  # padding: N
+        return out
+
+    def windows(self, rows: np.ndarray, views: np.ndarray, length: int) -> np.ndarray:
+        """(S, length, F) int64: the last ``length`` charges of the sequence of charge ``rows[s]`` in view
+        ``views[s]``, the target's outcome masked: :meth:`batch`'s rows without the left padding when
+        ``length`` is the sequence's length (:meth:`lengths`)."""
+        k = self.index.shape[2]
+        flat = self.tokens.reshape(-1, self.tokens.shape[2])  # (V * (N + 1), F), a view
+        at = self.index[rows, views, k - length :] + (views * self.tokens.shape[1])[:, None]  # (S, length)
+        x: np.ndarray = flat[at]  # (S, length, F)
+        x[:, -1, OUTCOME_FIELD] = MASK
         return x
 
 
@@ -157,7 +176,8 @@ def build_sequences(charges: pa.Table, tokenizer: Tokenizer, k: int) -> Sequence
         {c: charges[c] for c in COLUMNS}, created, np.full(n, -1, dtype=np.int64), history
     )  # (N, F), dt and rel filled per view below
     order_global = np.arange(n)  # the table is already in (created, charge_id) order
-    tokens = np.full((len(VIEWS), n + 1, base.shape[1]), PAD, dtype=np.int64)
+    tokens = np.empty((len(VIEWS), n + 1, base.shape[1]), dtype=np.int64)
+    tokens[:, n] = PAD
     index = np.empty((n, len(VIEWS), k), dtype=np.int32)
     for v, key_col in enumerate(VIEWS):
         order = np.lexsort((order_global, codes[key_col]))  # (key, created, charge_id)
@@ -173,12 +193,13 @@ def build_sequences(charges: pa.Table, tokenizer: Tokenizer, k: int) -> Sequence
             eq[1:] = (c[1:] == c[:-1]) & (c[1:] >= 0)
             bits.append(eq)
         rel = np.where(same, rel_codes(*bits), -1)
-        view = base.copy()
+        view = tokens[v]  # (N + 1, F), a view: written in place, no copy of base per view
+        view[:n] = base
         view[order, DT_FIELD] = dt_tokens(screated, prev)
         view[order, REL_FIELD] = rel_tokens(rel)
-        tokens[v, :n] = view
-        win = window_index(skey, k)  # sorted positions
-        index[order, v] = np.where(win >= 0, order[np.maximum(win, 0)], n)
+        win = window_index(skey, k)  # (N, K) sorted positions, -1 pads
+        # sorted position -> row; position -1 takes the appended N, the all-PAD row
+        index[order, v] = np.append(order, n).astype(np.int32)[win]
     return Sequences(
         charge_id=charges["charge_id"].combine_chunks(), created_us=created, tokens=tokens, index=index
     )
