@@ -1,6 +1,8 @@
 """Foundation-model benchmarks on this CPU: pretraining throughput, batch and single-charge online embedding.
 
     .venv/bin/python bench/bench_fm.py [--charges 50000] [--threads 1] [--workers 2] [--intra 2]
+    python3 bench/bench_fm.py --device cuda --charges 300000 --steps 300 --pretrain-batch 4096 \
+        --embed-batch 8192 --threads 4          # on a GPU machine (BENCHMARKS.md has the command used)
 
 Targets (DESIGN.md): single-charge online embedding p99 <= 5 ms; batch embedding >= 20k charges/s.
 Uses a fresh synthetic world and the default model size (seq_len 16, 2 layers, 4 heads, 32 channels).
@@ -37,29 +39,45 @@ def main() -> None:
         help="also time one batch-embedding worker on this many torch threads (0: not)",
     )
     ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--pretrain-batch", type=int, default=256, help="charges per optimizer step")
+    ap.add_argument(
+        "--embed-batch", type=int, default=128, help="batch embedding: tokens per pass = this x views x K"
+    )
+    ap.add_argument(
+        "--device",
+        default="cpu",
+        help="batch embedding on this device ('cuda' on a GPU machine; pretraining takes CUDA when present)",
+    )
     ap.add_argument("--online", type=int, default=3000, help="single-charge embeddings to time")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ws = Workspace.open(tempfile.mkdtemp(prefix="bench-fm-"), create=True)
     ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=30, seed=11)), "replace")
 
-    result = pretrain(ws, PretrainConfig(steps=args.steps))
-    print(f"pretraining: {result.charges_per_s:,.0f} charges/s (batch 256, {args.steps} steps)")
+    result = pretrain(ws, PretrainConfig(steps=args.steps, batch_size=args.pretrain_batch))
+    where = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(
+        f"pretraining on {where}: {result.charges_per_s:,.0f} charges/s "
+        f"(batch {args.pretrain_batch}, {args.steps} steps)"
+    )
 
     from payfm.fm.pretrain import load_checkpoint
 
     model, tokenizer, _ = load_checkpoint(result.path)
+    model.to(args.device)
     # (workers, torch threads): one thread; worker threads (one torch thread each); one worker on --intra
     # torch threads. Intra-op threads wait on each other at every small op: fast on idle cores, slow when
     # another job holds one; worker threads do not wait on each other.
     runs = {(1, 1), (args.workers, 1)} | ({(1, args.intra)} if args.intra > 1 else set())
+    if args.device != "cpu":
+        runs = {(1, args.threads)}  # one stream of passes feeds the GPU
     for workers, threads in sorted(runs):
         torch.set_num_threads(threads)
         t0, c0 = time.perf_counter(), time.process_time()
         charges = read_charges(ws)
         seqs = build_sequences(charges, tokenizer, model.config.seq_len)
         t1, c1 = time.perf_counter(), time.process_time()
-        embed_sequences(model, seqs, workers=workers)
+        embed_sequences(model, seqs, batch_size=args.embed_batch, workers=workers)
         t2, c2 = time.perf_counter(), time.process_time()
         n = len(seqs)
         print(
@@ -70,6 +88,8 @@ def main() -> None:
             f"({n / (c2 - c1):,.0f} per CPU-second)"
         )
     torch.set_num_threads(args.threads)
+    if args.device != "cpu":
+        return  # the online embedder runs on the CPU, one charge at a time
 
     online = OnlineEmbedder(model, tokenizer)
     rows = charges.slice(0, args.online + 1000).to_pylist()
