@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
@@ -105,3 +106,18 @@ def test_embedding_gradient_equals_the_full_pass(world: tuple[FoundationModel, S
         grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]))
     assert grads[0].shape == grads[1].shape and grads[0].abs().max() > 0
     assert torch.allclose(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_a_long_arrow_column_is_tokenized_as_value_by_value() -> None:
+    """The distinct-value path (long Arrow columns) gives the per-value tokens: known, unknown (OOV), null."""
+    from payfm.fm.tokenizer import _DISTINCT_FROM, NULL, OOV, Tokenizer
+
+    rng = np.random.default_rng(0)
+    n = 4 * _DISTINCT_FROM
+    values = [None if r < 0.1 else f"v{int(r * 1000) % 37}" for r in rng.random(n)]
+    tok = Tokenizer.fit({"merchant_mcc": values[:50], "amount_usd": list(range(50))}, max_vocab=5)
+    column = pa.chunked_array([pa.array(values[: n // 2]), pa.array(values[n // 2 :])])
+    fast = tok.encode_field("merchant_mcc", column)
+    slow = tok.encode_field("merchant_mcc", values)  # a list: one lookup per value
+    assert np.array_equal(fast, slow)
+    assert {NULL, OOV} <= set(fast.tolist()) and len(set(fast.tolist())) > 2
