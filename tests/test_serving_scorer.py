@@ -273,3 +273,24 @@ def test_decisions_move_their_long_lived_state_out_of_the_cyclic_collector(
         s.close(snapshot=False)
         gc.unfreeze()  # leave the test process as it was
     assert calls == (["collect(1)", "freeze"] * 2 if every else [])
+
+
+def test_the_decision_log_is_checkpointed_in_the_background(scorer: Scorer, ws: Workspace) -> None:
+    """Decisions reach the database file without a checkpoint on the commit path: far fewer than SQLite's
+    automatic checkpoint (1,000 pages) are written, yet the file grows within a few checkpoint intervals."""
+    import time
+
+    from payfm.serving.sqlite_log import CHECKPOINT_EVERY_S
+
+    db = ws.root / "serving" / "decisions.db"
+    scorer.score(charge(5000))
+    time.sleep(3 * CHECKPOINT_EVERY_S)
+    before = db.stat().st_size
+    for i in range(60):  # ~60 decisions with their features: well under 1,000 WAL pages
+        scorer.score(charge(5001 + i))
+    deadline = time.monotonic() + 20 * CHECKPOINT_EVERY_S
+    while db.stat().st_size <= before and time.monotonic() < deadline:
+        time.sleep(CHECKPOINT_EVERY_S / 4)
+    assert db.stat().st_size > before
+    wal = db.with_name(db.name + "-wal")
+    assert wal.exists() and wal.stat().st_size < 1000 * 4096  # the automatic checkpoint was not due

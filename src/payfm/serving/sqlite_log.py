@@ -5,16 +5,27 @@ or a power cut; the group commit of :mod:`payfm.serving.decision_log` shares one
 concurrent requests of a batch. With ``durability="os"`` the log runs ``synchronous=NORMAL``: a commit is
 written to the WAL file (in the operating system's page cache) before it returns, so it survives a kill -9
 of the server but not a power cut; no fsync per commit (WAL checkpoints still fsync).
+
+Checkpoints (copying the write-ahead log into the database file, then an fsync) run on a background thread
+every :data:`CHECKPOINT_EVERY_S` (``PRAGMA wal_checkpoint(PASSIVE)``: it never waits for the writer), so
+the commits that acknowledge decisions rarely do one: a checkpoint on the commit path (SQLite's automatic
+one, every 1,000 pages, ~600 decisions) delayed that commit's requests by 10-35 ms. The automatic checkpoint
+stays as the bound on the log's size; it finds little left to copy.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from payfm.serving.decision_log import DecisionLog, Record
+
+log = logging.getLogger("payfm.serving")
+CHECKPOINT_EVERY_S = 0.2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -46,6 +57,25 @@ class SQLiteDecisionLog(DecisionLog):
         con = self._connect()
         con.executescript(SCHEMA)
         con.close()
+        self._stop = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="payfm-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoints(self) -> None:
+        con = self._connect()
+        try:
+            while not self._stop.wait(CHECKPOINT_EVERY_S):
+                try:
+                    con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as e:  # e.g. the disk is full: the commit path's checkpoint still runs
+                    log.warning("background checkpoint of %s failed: %s", self.path, e)
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._checkpointer.join(timeout=30)
+        super().close()
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
