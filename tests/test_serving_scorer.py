@@ -245,8 +245,8 @@ def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:
 def test_decisions_move_their_long_lived_state_out_of_the_cyclic_collector(
     ws: Workspace, every: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every ``gc_freeze_every`` decisions what survived is frozen, after a collection of the young
-    generations: a full collection then scans only the records made since, not every one since start-up
+    """Every ``gc_freeze_every`` decisions what survived is frozen, after a full collection (of what is not
+    frozen yet): a full collection then scans only the records made since, not every one since start-up
     (0: the collector is left alone)."""
     import gc
 
@@ -272,7 +272,7 @@ def test_decisions_move_their_long_lived_state_out_of_the_cyclic_collector(
     finally:
         s.close(snapshot=False)
         gc.unfreeze()  # leave the test process as it was
-    assert calls == (["collect(1)", "freeze"] * 2 if every else [])
+    assert calls == (["collect(2)", "freeze"] * 2 if every else [])
 
 
 def test_the_decision_log_is_checkpointed_in_the_background(scorer: Scorer, ws: Workspace) -> None:

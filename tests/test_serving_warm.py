@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +14,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import apply_log, log_outcomes, replay
+from payfm.features.stores import MemoryStore
 from payfm.serving.scorer import Scorer, ScorerConfig
 from payfm.synth import WorldConfig, generate_world
 
@@ -90,28 +94,41 @@ def test_a_snapshot_in_an_old_state_format_is_ignored_and_the_state_rebuilt(tmp_
     assert count == sum(c["card_fingerprint"] == probe["card_fingerprint"] for c in history) > 0
 
 
-def test_deciding_goes_on_while_a_forked_child_writes_the_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The child writes the state as of the snapshot's sequence number; a charge decided meanwhile (the
-    parent holds no lock) is not in the file but in the log, so a restart counts it exactly once."""
-    import threading
-    import time
+class HeldSnapshot:
+    """``MemoryStore.snapshot`` patched to stop, in the forked child, until the test releases it; the child
+    writes its pid first (and the fds it holds, Linux)."""
 
-    from payfm.features.stores import MemoryStore
+    def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        import time
 
+        from payfm.features.stores import MemoryStore
+
+        self.started, self.release = tmp_path / "child-started", tmp_path / "release-child"
+        self.write = MemoryStore.snapshot
+        started, release, write = self.started, self.release, self.write
+
+        def slow_snapshot(store: MemoryStore, path: Path, version: str) -> None:  # runs in the child
+            fds = sorted(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else []
+            started.write_text(json.dumps({"pid": os.getpid(), "fds": fds}))
+            while not release.exists():
+                time.sleep(0.01)
+            write(store, path, version)
+
+        monkeypatch.setattr(MemoryStore, "snapshot", slow_snapshot)
+
+    def wait_started(self) -> dict[str, object]:
+        import time
+
+        deadline = time.monotonic() + 30
+        while not self.started.exists() or not self.started.read_text():
+            assert time.monotonic() < deadline, "the snapshot child did not start"
+            time.sleep(0.01)
+        return dict(json.loads(self.started.read_text()))
+
+
+def _world(tmp_path: Path) -> tuple[Workspace, Any]:
     ws = Workspace.open(tmp_path / "ws", create=True)
     ws.write_stream(generate_world(WorldConfig(charges=1500, days=3, seed=6)), "replace")
-    started, release = tmp_path / "child-started", tmp_path / "release-child"
-    write = MemoryStore.snapshot
-
-    def slow_snapshot(self: MemoryStore, path: Path, version: str) -> None:  # runs in the child
-        started.touch()
-        while not release.exists():
-            time.sleep(0.01)
-        write(self, path, version)
-
-    monkeypatch.setattr(MemoryStore, "snapshot", slow_snapshot)
     last = ws.read("charges").sort_by([("created", "descending")]).slice(0, 1).to_pylist()[0]
     base = {k: v for k, v in last.items() if k not in ("outcome", "decline_code", "scenario")}
 
@@ -122,16 +139,32 @@ def test_deciding_goes_on_while_a_forked_child_writes_the_snapshot(
             "created": (last["created"] + timedelta(seconds=i)).isoformat(),
         }
 
+    return ws, live
+
+
+def test_deciding_goes_on_while_a_forked_child_writes_the_snapshot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child writes the state as of the snapshot's sequence number; a charge decided meanwhile (the
+    parent holds no lock) is not in the file but in the log, so a restart counts it exactly once. The child
+    holds none of the parent's sockets or files (a killed server can restart on its port)."""
+    import socket
+    import threading
+
+    ws, live = _world(tmp_path)
+    held = HeldSnapshot(tmp_path, monkeypatch)
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
     scorer = Scorer.open(ws, config=ScorerConfig(warm_from_event_log=True))
     try:
         first = scorer.score(live(1)).features["card.count_charges_all"]
         result: list[Path | None] = []
         t = threading.Thread(target=lambda: result.append(scorer.snapshot()))
         t.start()
-        deadline = time.monotonic() + 30
-        while not started.exists():
-            assert time.monotonic() < deadline, "the snapshot child did not start"
-            time.sleep(0.01)
+        child = held.wait_started()
+        if child["fds"]:  # Linux: only stdin, stdout, stderr (and listdir's own) are open in the child
+            assert len(child["fds"]) <= 4 and str(listening.fileno()) not in child["fds"]
         # The child is blocked mid-snapshot: the parent decides anyway (with the lock held it could not).
         during: list[object] = []
         d = threading.Thread(
@@ -141,16 +174,68 @@ def test_deciding_goes_on_while_a_forked_child_writes_the_snapshot(
         d.join(10)
         assert during == [first + 1], "no decision while the snapshot was being written"
         assert t.is_alive() and not result
-        release.touch()
+        held.release.touch()
         t.join(30)
         [path] = result
         assert path is not None and path.exists()
         assert not list(path.parent.glob(".*.tmp"))
     finally:
+        listening.close()
+        held.release.touch()  # a failed assertion must not leave the child (and close()) waiting
         scorer.close(snapshot=False)
-    monkeypatch.setattr(MemoryStore, "snapshot", write)
+    monkeypatch.setattr(MemoryStore, "snapshot", held.write)
     again = Scorer.open(ws, config=ScorerConfig(warm_from_event_log=False))
     try:  # snapshot (live 1) + the log's tail (live 2): counted once each
         assert again.score(live(3)).features["card.count_charges_all"] == first + 2
     finally:
         again.close(snapshot=False)
+
+
+def test_close_waits_for_a_running_snapshot_then_takes_the_final_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    ws, live = _world(tmp_path)
+    held = HeldSnapshot(tmp_path, monkeypatch)
+    scorer = Scorer.open(ws, config=ScorerConfig(warm_from_event_log=False))
+    scorer.score(live(1))
+    periodic = threading.Thread(target=scorer.snapshot)
+    periodic.start()
+    held.wait_started()
+    scorer.score(live(2))
+    held.started.unlink()
+    closing = threading.Thread(target=scorer.close)
+    closing.start()
+    closing.join(1.0)
+    try:
+        assert closing.is_alive(), "close() returned while a snapshot was still being written"
+    finally:
+        held.release.touch()  # the periodic child finishes; close() then forks the final snapshot (released)
+        periodic.join(30)
+        closing.join(30)
+    assert not closing.is_alive()
+    snaps = sorted((ws.root / "serving" / "state").glob("*.json.gz"))
+    assert [p.name.split("-")[-1] for p in snaps] == ["2.json.gz"]  # the final one, at seq 2, alone
+
+
+def test_a_failed_fork_writes_the_snapshot_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, live = _world(tmp_path)
+    scorer = Scorer.open(ws, config=ScorerConfig(warm_from_event_log=False))
+    try:
+        scorer.score(live(1))
+        fork = os.fork
+
+        def no_memory() -> int:
+            raise OSError(12, "Cannot allocate memory")
+
+        monkeypatch.setattr(os, "fork", no_memory)
+        path = scorer.snapshot()
+        assert path is not None and path.exists()  # written here instead
+        monkeypatch.setattr(os, "fork", fork)
+        scorer.score(live(2))
+        assert scorer.snapshot() is not None  # not stuck: the next snapshot forks again
+    finally:
+        scorer.close(snapshot=False)

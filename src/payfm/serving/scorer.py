@@ -121,8 +121,8 @@ class ScorerConfig:
     # Write snapshots from a forked child (copy-on-write) so deciding goes on meanwhile (POSIX only).
     fork_snapshots: bool = True
     # Every n decisions, move what survived (new online-state records, mostly) out of the cyclic garbage
-    # collector's reach (gc.freeze, after a young collection): else each full collection rescans every state
-    # record made since start-up, a pause that grows with uptime. 0: never.
+    # collector's reach (gc.freeze, after a full collection of what is not frozen yet): else each full
+    # collection rescans every state record made since start-up, a pause that grows with uptime. 0: never.
     gc_freeze_every: int = 5_000
 
 
@@ -312,18 +312,23 @@ class Scorer:
             store = RedisStore(state, fset)
         else:
             raise InvalidInput(f"The state must be 'memory' or a redis:// URL. Got {state!r}.", field="state")
-        seq = dlog.max_seq()
-        online = OnlineFeatures(fset, store)
-        scorer = cls(ws, bundle, online, dlog, config, seq)
-        if isinstance(store, MemoryStore) and not isinstance(state, StateStore):
-            scorer._rebuild()
-        if bundle.embedders and not isinstance(state, StateStore):  # a caller's own state: it warms them
-            scorer._warm_embedders(bundle.embedders, None)
-        for mv in (bundle.model_version, bundle.shadow_version):
-            if mv is not None and describe_fm(mv):
-                log.info("serving %s on foundation-model embeddings: %s", mv.ref, describe_fm(mv))
-        scorer._append_pending_outcomes()
-        dlog.start()
+        try:
+            seq = dlog.max_seq()
+            online = OnlineFeatures(fset, store)
+            scorer = cls(ws, bundle, online, dlog, config, seq)
+            if isinstance(store, MemoryStore) and not isinstance(state, StateStore):
+                scorer._rebuild()
+            if bundle.embedders and not isinstance(state, StateStore):  # a caller's own state: it warms them
+                scorer._warm_embedders(bundle.embedders, None)
+            for mv in (bundle.model_version, bundle.shadow_version):
+                if mv is not None and describe_fm(mv):
+                    log.info("serving %s on foundation-model embeddings: %s", mv.ref, describe_fm(mv))
+            scorer._append_pending_outcomes()
+            dlog.start()
+        except BaseException:
+            if dlog is not decision_log:  # opened here: nothing else will close it
+                dlog.close()
+            raise
         return scorer
 
     def _snapshot_dir(self) -> Path:
@@ -366,11 +371,12 @@ class Scorer:
 
     def snapshot(self) -> Path | None:
         """Write the memory state with the sequence number it covers; returns its path (None: not a memory
-        state, or a snapshot is being written already).
+        state, a snapshot is being written already, or it failed: logged).
 
         The state lock is held only to let in-flight decisions commit and to take a consistent copy: on
         POSIX the copy is a ``fork`` (copy-on-write pages, as Redis' BGSAVE), and the child process writes
-        the file while this process goes on deciding; elsewhere the file is written under the lock."""
+        the file while this process goes on deciding; where ``fork`` is missing or fails, the file is
+        written under the lock."""
         store = self.online.store
         if not isinstance(store, MemoryStore):
             return None
@@ -383,28 +389,53 @@ class Scorer:
             seq = self._settled()
             path = d / f"{version}-{seq}.json.gz"
             self._since_snapshot = 0
-            if not (self.config.fork_snapshots and hasattr(os, "fork")):
-                store.snapshot(path, version)
-                child = 0
-            else:
+            child = 0
+            if self.config.fork_snapshots and hasattr(os, "fork"):
+                try:
+                    child = _fork_writer(lambda: store.snapshot(path, version))
+                except OSError as e:  # ENOMEM, EAGAIN: write it here instead
+                    log.warning("fork for the state snapshot failed (%s): writing it under the lock", e)
+            if child:
                 self._snapshotting = True
-                child = _fork_writer(lambda: store.snapshot(path, version))
+            else:
+                store.snapshot(path, version)
         if child:
             try:
                 _, status = os.waitpid(child, 0)
             finally:
                 with self._lock:
                     self._snapshotting = False
-            if os.waitstatus_to_exitcode(status) != 0:
+                    self._drained.notify_all()
+            code = os.waitstatus_to_exitcode(status)
+            if code != 0:
                 (d / f".{path.name}.{child}.tmp").unlink(missing_ok=True)
-                log.error("the state snapshot at seq %d failed (exit status %d)", seq, status)
+                log.error(
+                    "the state snapshot at seq %d failed in its child process (exit code %d)", seq, code
+                )
                 return None
         for old in d.glob(f"{version}-*.json.gz"):
             if old != path and int(old.name.split("-")[-1].split(".")[0]) < seq:
                 old.unlink(missing_ok=True)
+        for tmp in d.glob(f".{version}-*.tmp"):  # left by a writer that died (both processes killed)
+            if int(tmp.name.split(".")[-2]) != child and not _alive(int(tmp.name.split(".")[-2])):
+                tmp.unlink(missing_ok=True)
         return path
 
+    def _snapshot_in_background(self) -> None:
+        """A periodic snapshot on its own thread: the request that completed the interval does not wait."""
+
+        def run() -> None:
+            try:
+                self.snapshot()
+            except Exception:  # a failed snapshot must not fail or stop deciding; the next one retries
+                log.exception("the periodic state snapshot failed")
+
+        threading.Thread(target=run, name="payfm-snapshot", daemon=True).start()
+
     def close(self, snapshot: bool = True) -> None:
+        with self._lock:  # a periodic snapshot being written: let it finish, then take the final one
+            while self._snapshotting:
+                self._drained.wait()
         if snapshot:
             self.snapshot()
         self.log.close()
@@ -466,7 +497,7 @@ class Scorer:
         decision = self.begin(charge).result(_DURABLE_TIMEOUT_S)
         if self._snapshot_due:
             self._snapshot_due = False
-            self.snapshot()
+            self._snapshot_in_background()
         return decision
 
     async def score_async(self, charge: Mapping[str, Any]) -> Decision:
@@ -477,7 +508,7 @@ class Scorer:
         decision = await asyncio.wrap_future(self.begin(charge))
         if self._snapshot_due:
             self._snapshot_due = False
-            await asyncio.to_thread(self.snapshot)
+            self._snapshot_in_background()
         return decision
 
     def begin(self, charge: Mapping[str, Any]) -> Future[Decision]:
@@ -551,6 +582,7 @@ class Scorer:
         return out
 
     def _finished(self, key: str) -> None:
+        freeze = False
         with self._lock:
             self._pending.pop(key, None)
             self._inflight -= 1
@@ -558,13 +590,17 @@ class Scorer:
             self._since_freeze += 1
             if 0 < self.config.gc_freeze_every <= self._since_freeze:
                 self._since_freeze = 0
-                gc.collect(1)  # the young generations' garbage first: what is frozen is never collected
-                gc.freeze()
+                freeze = True
             if not self._inflight:
                 self._drained.notify_all()
             if 0 < self.config.snapshot_every <= self._since_snapshot:
                 self._since_snapshot = 0
                 self._snapshot_due = True
+        if freeze:  # outside the state lock
+            # A full collection first: it scans only what was made since the last freeze (the rest is frozen),
+            # and frees every cycle that is garbage now, so none is frozen for good.
+            gc.collect()
+            gc.freeze()
 
     def _decide(
         self,
@@ -825,8 +861,13 @@ def _implied_outcome(
 def _fork_writer(write: Callable[[], None]) -> int:
     """Run ``write`` in a forked child process and return the child's pid (the parent goes on at once).
 
-    The child holds a copy-on-write image of this process; it runs ``write`` only (no lock, logging or
-    connection of the parent is touched) and leaves with ``os._exit``: 0 when ``write`` succeeded."""
+    The child holds a copy-on-write image of this process. Before ``write`` it turns the garbage collector
+    off (a collection would run the parent's finalizers and touch every page), closes every inherited file
+    descriptor but stdin/out/err (the listening socket, client connections, the decision log's files: a
+    parent killed meanwhile must be able to restart on its port) and asks to be killed with its parent
+    (Linux). It takes no lock another thread could hold and leaves with ``os._exit``: 0 when ``write``
+    succeeded; a failure's traceback goes to stderr."""
+    parent = os.getpid()
     with warnings.catch_warnings():
         # Python 3.12+ warns that fork() in a threaded process may deadlock a child that takes a lock
         # another thread held; the child here takes none (the allocator's locks are reset by glibc).
@@ -835,11 +876,41 @@ def _fork_writer(write: Callable[[], None]) -> int:
     if pid == 0:  # pragma: no cover - runs in the child, which coverage does not follow
         code = 1
         try:
+            gc.disable()
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            _die_with_parent(parent)
             write()
             code = 0
+        except BaseException:
+            import traceback
+
+            os.write(2, traceback.format_exc().encode(errors="replace"))
         finally:
             os._exit(code)
     return pid
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the snapshot child
+    """Linux: SIGKILL this process when its parent dies (a killed server leaves no writer behind)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child finishes its write, then exits
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
