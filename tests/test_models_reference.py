@@ -104,7 +104,7 @@ def _saabas_by_walking(dump: dict, x: np.ndarray) -> np.ndarray:
 def test_gbdt_path_contributions_equal_a_tree_walk_and_add_up_to_the_log_odds() -> None:
     X, y = data()
     m = GBDTModel(n_estimators=40, num_threads=1, calibration="none").fit(X, y)
-    assert m.params.get("explanations", "path") == "path"  # the default
+    assert m.params["explanations"] == "path"  # the default, recorded with the fitted model
     c = m._contributions(X[:200])
     dump = m.booster_.dump_model()
     for i in range(200):
@@ -170,3 +170,41 @@ def test_gbdt_passes_other_lightgbm_parameters_through() -> None:
     X, y = data()
     m = GBDTModel(n_estimators=10, num_threads=1, max_depth=2, calibration="none").fit(X, y)
     assert all(t["num_leaves"] <= 4 for t in m.booster_.dump_model()["tree_info"])
+
+
+def test_gbdt_saved_before_the_explanations_parameter_keeps_treeshap(tmp_path: Path) -> None:
+    """A model saved without ``explanations`` was validated with TreeSHAP reasons: loading it keeps them."""
+    import json
+
+    from payfm.training.models.base import load_model
+
+    X, y = data()
+    m = GBDTModel(n_estimators=10, num_threads=1, calibration="none").fit(X, y)
+    saved = m.save(tmp_path / "m")
+    meta = json.loads((saved / "model.json").read_text())
+    assert meta["params"]["explanations"] == "path"
+    del meta["params"]["explanations"]  # as an older payfm wrote it
+    (saved / "model.json").write_text(json.dumps(meta))
+    old = load_model(saved)
+    np.testing.assert_allclose(
+        old._contributions(X[:5]), m.booster_.predict(X[:5], pred_contrib=True)[:, :-1]
+    )
+
+
+def test_gbdt_linear_trees_are_refused_they_cannot_be_explained() -> None:
+    from payfm.training.models.base import ModelError
+
+    X, y = data()
+    for method in ("path", "shap"):
+        with pytest.raises(ModelError, match="'linear_tree' is not supported"):
+            GBDTModel(n_estimators=5, num_threads=1, linear_tree=True, explanations=method).fit(X, y)
+
+
+def test_gbdt_path_contributions_of_many_rows_come_in_bounded_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import payfm.training.models.gbdt as gbdt
+
+    X, y = data()
+    m = GBDTModel(n_estimators=30, num_threads=1, calibration="none").fit(X, y)
+    whole = m._contributions(X[:500])
+    monkeypatch.setattr(gbdt, "_PATH_BUDGET", 1)  # one row per chunk
+    np.testing.assert_allclose(m._contributions(X[:500]), whole, atol=1e-12)

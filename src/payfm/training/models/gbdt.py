@@ -10,7 +10,8 @@ saved with the model, so a served decision and an offline explanation always agr
   log-odds minus the trees' root values; unlike SHAP they credit a feature by where it is split in the tree.
   One charge: ~40 us instead of ~330 us for exact TreeSHAP over 200 trees (bench/bench_explain.py).
 - ``"shap"``: exact TreeSHAP (LightGBM's ``pred_contrib``), for offline analysis; its cost grows with
-  trees x leaves x depth^2 (why the default trees are serving-sized: 15 leaves, depth <= 6).
+  trees x leaves x depth^2 (why the default trees are serving-sized: 15 leaves, depth <= 6). A model saved
+  before the parameter existed (no ``explanations`` in its ``model.json``) keeps TreeSHAP.
 
 Example:
     >>> import numpy as np
@@ -149,6 +150,13 @@ class GBDTModel(Model):
     ) -> None:
         import lightgbm as lgb
 
+        self.params.setdefault("explanations", "path")  # recorded, so the saved model says how it explains
+        if self.params.get("linear_tree"):
+            raise ModelError(
+                "GBDTModel parameter 'linear_tree' is not supported: a linear leaf's output depends on the "
+                "features, which neither path contributions nor LightGBM's TreeSHAP can explain. Got True."
+            )
+
         train = lgb.Dataset(
             X,
             y,
@@ -182,11 +190,19 @@ class GBDTModel(Model):
         self.model_text_ = text
         self.booster_ = lgb.Booster(model_str=text)
         self._fast: dict[int, _FastRow] = {}
-        # built with the model (a loaded model's first charge pays nothing): one pass over the model dump
-        self._paths = _LeafPaths(self.booster_) if self._explanations() == "path" else None
+        self._paths: _LeafPaths | None = None  # built on the first explanation (at load: see _load)
+        self._paths_lock = threading.Lock()
 
     def _explanations(self) -> str:
-        return str(self.params.get("explanations", "path"))
+        # A model saved before the parameter existed was validated with TreeSHAP reasons: it keeps them.
+        return str(self.params.get("explanations", "shap"))
+
+    def _leaf_paths(self) -> _LeafPaths:
+        if self._paths is None:
+            with self._paths_lock:
+                if self._paths is None:
+                    self._paths = _LeafPaths(self.booster_)
+        return self._paths
 
     def _fast_row(self, predict_type: int) -> _FastRow:
         if predict_type not in self._fast:
@@ -203,14 +219,17 @@ class GBDTModel(Model):
         return out
 
     def _contributions(self, X: np.ndarray) -> np.ndarray:
-        if self._paths is not None:
+        if self._explanations() == "path":
+            paths = self._leaf_paths()
             if len(X) == 1:
-                return self._paths.contributions(self._fast_row(2)(X[0])[None, :], X.shape[1])
+                return paths.contributions(self._fast_row(2)(X[0])[None, :], X.shape[1])
             out_rows = []
-            for lo in range(0, len(X), _PATH_CHUNK):  # bounded memory: rows x trees x depth per chunk
-                part = X[lo : lo + _PATH_CHUNK]
+            trees, _, depth = paths.feature.shape
+            step = max(1, _PATH_BUDGET // (trees * depth))
+            for lo in range(0, len(X), step):  # bounded memory: rows x trees x depth per chunk
+                part = X[lo : lo + step]
                 leaves = self.booster_.predict(part, pred_leaf=True, num_threads=self._threads(len(part)))
-                out_rows.append(self._paths.contributions(np.asarray(leaves), X.shape[1]))
+                out_rows.append(paths.contributions(np.asarray(leaves), X.shape[1]))
             return np.concatenate(out_rows) if out_rows else np.zeros(X.shape)
         if len(X) == 1:
             return self._fast_row(3)(X[0])[None, :-1]
@@ -227,9 +246,12 @@ class GBDTModel(Model):
         except FileNotFoundError:
             raise ModelError(f"Model file '{path / 'model.lgb.txt'}' is missing.") from None
         self._set_booster(text)
+        if self._explanations() == "path":  # a served model's first charge pays nothing
+            self._leaf_paths()
 
 
-_PATH_CHUNK = 8192
+# (rows x trees x path length) entries of a batch explanation's chunk: ~100 MB of gathered paths at most
+_PATH_BUDGET = 4_000_000
 
 
 class _LeafPaths:
