@@ -120,4 +120,7 @@ def test_a_long_arrow_column_is_tokenized_as_value_by_value() -> None:
     fast = tok.encode_field("merchant_mcc", column)
     slow = tok.encode_field("merchant_mcc", values)  # a list: one lookup per value
     assert np.array_equal(fast, slow)
+    # a dictionary column with unsigned 8-bit indices (an imported Parquet file can hold one)
+    small = pa.array(values).dictionary_encode().cast(pa.dictionary(pa.uint8(), pa.string()))
+    assert np.array_equal(tok.encode_field("merchant_mcc", small), slow)
     assert {NULL, OOV} <= set(fast.tolist()) and len(set(fast.tolist())) > 2

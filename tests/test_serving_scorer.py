@@ -328,3 +328,17 @@ def test_a_gbdt_decision_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
     finally:
         s.close(snapshot=False)
     assert cyclic == []
+
+
+def test_the_checkpointer_lives_between_start_and_close_and_restarts(tmp_path: Path) -> None:
+    from payfm.serving.sqlite_log import SQLiteDecisionLog
+
+    log = SQLiteDecisionLog(tmp_path / "d.db")
+    assert log._checkpointer is None  # opening alone starts no thread (a failed open leaks none)
+    for _ in range(2):
+        log.start()
+        thread = log._checkpointer
+        assert thread is not None and thread.is_alive()
+        log.close()
+        assert not thread.is_alive() and log._checkpointer is None
+    log.close()  # twice is harmless

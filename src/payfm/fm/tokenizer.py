@@ -216,7 +216,7 @@ class Tokenizer:
             table = np.fromiter(
                 (get(v, OOV) for v in [*distinct, None]), dtype=np.int64, count=len(distinct) + 1
             )
-            codes = np.asarray(pc.fill_null(encoded.indices, -1).to_numpy())
+            codes = np.asarray(pc.fill_null(encoded.indices.cast(pa.int64()), -1).to_numpy())
             tokens: np.ndarray = table[codes]
             return tokens
         items = _as_list(values)

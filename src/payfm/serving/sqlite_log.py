@@ -58,13 +58,26 @@ class SQLiteDecisionLog(DecisionLog):
         con.executescript(SCHEMA)
         con.close()
         self._stop = threading.Event()
-        self._checkpointer = threading.Thread(target=self._checkpoints, name="payfm-checkpoint", daemon=True)
-        self._checkpointer.start()
+        self._checkpointer: threading.Thread | None = None
 
-    def _checkpoints(self) -> None:
-        con = self._connect()
+    def start(self) -> None:
+        """Start the group-commit writer and the background checkpointer (again after :meth:`close`)."""
+        super().start()
+        if self._checkpointer is None:
+            self._stop = threading.Event()
+            self._checkpointer = threading.Thread(
+                target=self._checkpoints, args=(self._stop,), name="payfm-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
+
+    def _checkpoints(self, stop: threading.Event) -> None:
         try:
-            while not self._stop.wait(CHECKPOINT_EVERY_S):
+            con = self._connect()
+        except sqlite3.Error as e:  # the commit path's automatic checkpoint still runs
+            log.warning("no background checkpoints of %s: %s", self.path, e)
+            return
+        try:
+            while not stop.wait(CHECKPOINT_EVERY_S):
                 try:
                     con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as e:  # e.g. the disk is full: the commit path's checkpoint still runs
@@ -73,8 +86,10 @@ class SQLiteDecisionLog(DecisionLog):
             con.close()
 
     def close(self) -> None:
-        self._stop.set()
-        self._checkpointer.join(timeout=30)
+        if self._checkpointer is not None:
+            self._stop.set()
+            self._checkpointer.join(timeout=30)
+            self._checkpointer = None
         super().close()
 
     def _connect(self) -> sqlite3.Connection:
