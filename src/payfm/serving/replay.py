@@ -30,7 +30,8 @@ from payfm.features.online import OnlineFeatures
 from payfm.features.parity import apply_log
 from payfm.features.stores import MemoryStore
 from payfm.serving.errors import InvalidInput
-from payfm.serving.scorer import OUTCOME_TABLES, Decision, Scorer, ScorerConfig
+from payfm.serving.feedback import OUTCOME_TABLES
+from payfm.serving.scorer import Decision, Scorer, ScorerConfig
 
 # The ground truth never reaches the scorer; the processor's outcome does (features count declines).
 _CHARGE_DROP = ("scenario",)

@@ -1,0 +1,257 @@
+"""What comes back after a decision: outcome events (disputes, early fraud warnings, refunds) and review
+closures, recorded in the decision log, applied to the label-aware online features and appended to the
+workspace's event log, each exactly once.
+
+:class:`FeedbackMixin` holds these methods of :class:`payfm.serving.scorer.Scorer`; it uses the scorer's
+state lock, sequence numbers, decision log, online features and workspace.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from payfm.events.schema import ID_COLUMNS, SCHEMAS
+from payfm.events.validate import validate_events
+from payfm.events.workspace import Workspace
+from payfm.features.online import OnlineFeatures
+from payfm.serving.charges import refuse_card_numbers, to_us
+from payfm.serving.decision_log import (
+    REVIEW_LABELS,
+    REVIEW_REASONS,
+    REVIEW_STATUSES,
+    DecisionLog,
+    MarkAppended,
+    OutcomeRecord,
+    ReviewClose,
+)
+from payfm.serving.errors import Conflict, InvalidInput, NotFound
+
+# Outcome event tables -> (id column, label source of the online features or None).
+OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
+
+
+def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
+    """The online label source an outcome feeds: fraudulent disputes, every EFW, every refund."""
+    if table == "disputes":
+        return "fraud_disputes" if payload.get("reason") == "fraudulent" else None
+    return "efws" if table == "early_fraud_warnings" else "refunds"
+
+
+class FeedbackMixin:
+    """Reviews and outcomes of a :class:`~payfm.serving.scorer.Scorer` (see the module docstring)."""
+
+    ws: Workspace
+    online: OnlineFeatures
+    log: DecisionLog
+    append_outcomes: bool
+    _lock: threading.Lock
+    _drained: threading.Condition
+    _seq: int
+    _pending: dict[str, Future[dict[str, Any]]]
+    _inflight: int
+
+    # ---- reviews -------------------------------------------------------------------------------------------
+    def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        """The review queue (``status`` open or closed), oldest first."""
+        if status is not None and status not in REVIEW_STATUSES:
+            raise InvalidInput(
+                f"The review status must be one of {', '.join(REVIEW_STATUSES)}. Got {status!r}.",
+                field="status",
+            )
+        return self.log.reviews(status, limit, offset)
+
+    def close_review(
+        self, charge_id: str, reason: str, note: str = "", reviewer: str | None = None
+    ) -> dict[str, Any]:
+        """Close the review of ``charge_id`` with ``reason``; the closure becomes a label event.
+
+        The closure and its ``reviews`` event are logged in one transaction, then the event is appended to
+        the workspace's event log. ``refunded_as_fraud`` and ``disputed`` also record the outcome they imply
+        (a fraudulent refund or dispute, ids ``re_review_<charge_id>`` / ``dp_review_<charge_id>``, at the
+        closing time) like ``POST /v1/refunds`` / ``/v1/disputes``, so label-aware features count it; not
+        when the charge already has such an outcome. Closing twice is a Conflict and appends nothing.
+        """
+        if reason not in REVIEW_REASONS:
+            raise InvalidInput(
+                f"The closing reason must be one of {', '.join(REVIEW_REASONS)}. Got {reason!r}.",
+                field="reason",
+            )
+        refuse_card_numbers({"note": note, "reviewer": reviewer}, "review")
+        review = self.log.get_review(charge_id)
+        if review is None:
+            raise NotFound(f"No review for charge '{charge_id}'.", field="charge_id")
+        if review["status"] != "open":
+            raise Conflict(f"The review of charge '{charge_id}' is already closed.", field="charge_id")
+        now = datetime.now(UTC)
+        event = {
+            "charge_id": charge_id,
+            "created": now.isoformat(),
+            "opened": review["opened_at"],
+            "closed_as": reason,
+            "rule": review["rule"],
+            "risk_score": review["risk_score"],
+            "reviewer": reviewer,
+            "note": note or None,
+        }
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        created_us = to_us(now, "created")
+        stored = {**event, "id": charge_id, "created_us": created_us}
+        self.log.write(ReviewClose(charge_id, reason, note, now.isoformat(), seq, created_us, stored))
+        implied = self._close_review_events(event)
+        return {
+            "charge_id": charge_id,
+            "status": "closed",
+            "reason": reason,
+            "label": REVIEW_LABELS[reason],
+            "outcome": implied,
+        }
+
+    def _close_review_events(
+        self, event: Mapping[str, Any], recovering: bool = False
+    ) -> dict[str, Any] | None:
+        """After a closure is logged: record the outcome it implies, append its ``reviews`` event, mark it.
+
+        Idempotent (also run at startup, ``recovering``, for a closure logged but not yet appended): the
+        implied outcome is recorded once by its id, and the event is appended unless the event log has it
+        already (only a recovery can find it there: a crash after the append, before the mark)."""
+        cid = str(event["charge_id"])
+        implied = _implied_outcome(event, self.log.get_charge(cid) or {})
+        result = None
+        if implied is not None:
+            table, payload = implied
+            already = [
+                p
+                for kind, p in self.log.outcomes_of(cid)
+                if kind == table
+                and p.get("reason") == "fraudulent"
+                and p["id"] != payload[OUTCOME_TABLES[table]]
+            ]
+            if not already:
+                out = self.record_outcome(table, payload)
+                result = {"table": table, "id": out["id"], "applied": out["applied"]}
+        if self.append_outcomes:
+            have = (
+                recovering
+                and bool(self.ws.files("reviews"))
+                and cid in set(self.ws.read("reviews", ["charge_id"])["charge_id"].to_pylist())
+            )
+            if not have:
+                self._append_to_event_log("reviews", [dict(event)])
+            else:
+                self.log.write(_mark("reviews", cid))
+        return result
+
+    # ---- outcomes ------------------------------------------------------------------------------------------
+    def record_outcome(self, table: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Record a dispute, early fraud warning or refund: decision log, online features, event log.
+
+        Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate}``.
+        """
+        if table not in OUTCOME_TABLES:
+            raise InvalidInput(
+                f"The outcome table must be one of {', '.join(OUTCOME_TABLES)}. Got {table!r}.", field="table"
+            )
+        refuse_card_numbers(payload, table)
+        row = validate_events(table, pa.Table.from_pylist([dict(payload)]), source=f"POST {table}")
+        event = row.to_pylist()[0]
+        oid, cid = str(event[OUTCOME_TABLES[table]]), str(event["charge_id"])
+        created_us = to_us(event["created"], "created")
+        source = label_source(table, event)
+        result = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "duplicate": True}
+        key = f"{table}:{oid}"
+        with self._lock:
+            if key in self._pending or self.log.has_outcome(table, oid):
+                return result
+            applied = False
+            if source is not None:
+                applied = self.online.apply_outcome(source, oid, cid, created_us)
+            self._seq += 1
+            seq = self._seq
+            self._pending[key] = Future()
+            self._inflight += 1
+        try:
+            stored = {**event, "created": event["created"].isoformat(), "id": oid, "created_us": created_us}
+            self.log.write(
+                OutcomeRecord(
+                    seq, table, oid, cid, created_us, source, applied, stored, datetime.now(UTC).isoformat()
+                )
+            )
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+                self._inflight -= 1
+                if not self._inflight:
+                    self._drained.notify_all()
+        if self.append_outcomes:
+            self._append_to_event_log(table, [event])
+        return {**result, "applied": applied, "duplicate": False}
+
+    def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
+        # Reviews have nullable columns that are often all null: give Arrow their types.
+        schema = SCHEMAS[table] if table == "reviews" else None
+        if schema is not None:
+            events = [{**e, **{k: _ts(e[k]) for k in ("created", "opened")}} for e in events]
+        data = validate_events(table, pa.Table.from_pylist(events, schema=schema))
+        with self.ws.writer("append") as w:
+            w.write(table, data)
+        for e in events:
+            self.log.write(_mark(table, str(e[ID_COLUMNS[table]])))
+
+    def _append_pending_outcomes(self) -> None:
+        """Outcomes and review closures logged but not yet in the event log (a crash in between): append
+        those not there (and record the outcome a closure implies, once)."""
+        pending = self.log.unappended_outcomes()
+        if not pending:
+            return
+        by_table: dict[str, list[dict[str, Any]]] = {}
+        for table, payload in pending:
+            by_table.setdefault(table, []).append(payload)
+        for review in by_table.pop("reviews", []):
+            event = {k: v for k, v in review.items() if k not in ("id", "created_us")}
+            self._close_review_events(event, recovering=True)
+        for table, payloads in by_table.items():
+            id_col = OUTCOME_TABLES[table]
+            have: set[str] = set()
+            if self.ws.files(table):
+                have = set(self.ws.read(table, [id_col])[id_col].to_pylist())
+            todo = [
+                {k: v for k, v in p.items() if k not in ("id", "created_us")}
+                for p in payloads
+                if p[id_col] not in have
+            ]
+            if todo:
+                self._append_to_event_log(table, todo)
+            for p in payloads:
+                self.log.write(_mark(table, str(p[id_col])))
+
+
+def _ts(v: Any) -> Any:
+    return datetime.fromisoformat(v) if isinstance(v, str) else v
+
+
+def _implied_outcome(
+    review: Mapping[str, Any], charge: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund, disputed -> a
+    fraudulent dispute, of the charge's amount, at the closing time; None for approved and refunded."""
+    cid, reason = str(review["charge_id"]), review["closed_as"]
+    money = {"amount": int(charge.get("amount") or 0), "currency": str(charge.get("currency") or "usd")}
+    if reason == "refunded_as_fraud":
+        refund = {"refund_id": f"re_review_{cid}", "charge_id": cid, "created": review["created"]}
+        return "refunds", {**refund, **money, "reason": "fraudulent"}
+    if reason == "disputed":
+        dispute = {"dispute_id": f"dp_review_{cid}", "charge_id": cid, "created": review["created"]}
+        return "disputes", {**dispute, "reason": "fraudulent", **money}
+    return None
+
+
+def _mark(table: str, oid: str) -> MarkAppended:
+    return MarkAppended(table, oid)

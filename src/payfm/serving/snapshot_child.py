@@ -1,0 +1,65 @@
+"""Writing the online state's snapshot from a forked child process (copy-on-write, as Redis' BGSAVE), so
+the server goes on deciding while the file is written. Used by :meth:`payfm.serving.scorer.Scorer.snapshot`.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import warnings
+from collections.abc import Callable
+
+
+def fork_writer(write: Callable[[], None]) -> int:
+    """Run ``write`` in a forked child process and return the child's pid (the parent goes on at once).
+
+    The child holds a copy-on-write image of this process. Before ``write`` it turns the garbage collector
+    off (a collection would run the parent's finalizers and touch every page), closes every inherited file
+    descriptor but stdin/out/err (the listening socket, client connections, the decision log's files: a
+    parent killed meanwhile must be able to restart on its port) and asks to be killed with its parent
+    (Linux). It takes no lock another thread could hold and leaves with ``os._exit``: 0 when ``write``
+    succeeded; a failure's traceback goes to stderr."""
+    parent = os.getpid()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns that fork() in a threaded process may deadlock a child that takes a lock
+        # another thread held; the child here takes none (the allocator's locks are reset by glibc).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which coverage does not follow
+        code = 1
+        try:
+            gc.disable()
+            os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+            die_with_parent(parent)
+            write()
+            code = 0
+        except BaseException:
+            import traceback
+
+            os.write(2, traceback.format_exc().encode(errors="replace"))
+        finally:
+            os._exit(code)
+    return pid
+
+
+def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the snapshot child
+    """Linux: SIGKILL this process when its parent dies (a killed server leaves no writer behind)."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the child finishes its write, then exits
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
