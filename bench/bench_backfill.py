@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+from machine import describe  # bench/machine.py
 
 _CHILD = """
 import json, resource, sys, time
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--skip-default", action="store_true")
     parser.add_argument("--workspace", type=Path, help="an existing workspace (no world is generated)")
     args = parser.parse_args()
-    print(f"# {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores")
+    print(f"# {describe()}")
     tmp = Path(tempfile.mkdtemp(prefix="payfm-bench-backfill-"))
     try:
         from payfm.events.workspace import Workspace

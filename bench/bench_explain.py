@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 
+from machine import describe  # bench/machine.py
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.definitions import FeatureSet
@@ -46,6 +47,7 @@ def main() -> None:
         help="GBDT parameters as JSON, repeatable to compare, e.g. --gbdt '{\"num_leaves\": 15}'",
     )
     args = ap.parse_args()
+    print(f"# {describe()}", flush=True)
 
     ws = Workspace.open(tempfile.mkdtemp(prefix="payfm-bench-explain-"), create=True)
     t0 = time.perf_counter()

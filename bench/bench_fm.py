@@ -19,6 +19,7 @@ import time
 import numpy as np
 import torch
 
+from machine import describe  # bench/machine.py
 from payfm.events.workspace import Workspace
 from payfm.fm.embed import OnlineEmbedder, embed_sequences
 from payfm.fm.pretrain import PretrainConfig, pretrain
@@ -50,6 +51,7 @@ def main() -> None:
     )
     ap.add_argument("--online", type=int, default=3000, help="single-charge embeddings to time")
     args = ap.parse_args()
+    print(f"# {describe()}", flush=True)
     torch.set_num_threads(args.threads)
     ws = Workspace.open(tempfile.mkdtemp(prefix="bench-fm-"), create=True)
     ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=30, seed=11)), "replace")

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
+
+from machine import describe  # bench/machine.py
 
 _CHILD = """
 import json, resource, sys, time
@@ -41,8 +40,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000000,10000000", help="Comma-separated charge counts.")
     parser.add_argument("--days", type=int, default=120)
     args = parser.parse_args()
-    machine = f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}"
-    print(f"# {datetime.now(UTC):%Y-%m-%d} on {machine}")
+    print(f"# {describe()}")
     for n in (int(s) for s in args.sizes.split(",")):
         tmp = Path(tempfile.mkdtemp(prefix="payfm-bench-"))
         try:

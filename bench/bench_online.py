@@ -15,17 +15,16 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from machine import describe  # bench/machine.py
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.online import OnlineFeatures
@@ -105,7 +104,7 @@ def main() -> None:
         "--apply-log", action="store_true", help="Only time warming a state from the whole log (apply_log)."
     )
     args = parser.parse_args()
-    print(f"# {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, {os.cpu_count()} cores")
+    print(f"# {describe()}")
     tmp = Path(tempfile.mkdtemp(prefix="payfm-bench-online-"))
     try:
         ws = Workspace.open(tmp, create=True)

@@ -18,6 +18,7 @@ import time
 import duckdb
 import numpy as np
 
+from machine import describe  # bench/machine.py
 from payfm.features.catalog import default_set
 from payfm.rules.backtest import evaluate_table
 from payfm.rules.catalog import AttributeCatalog, check_types
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--charges", type=int, default=1_000_000)
     ap.add_argument("--decisions", type=int, default=100_000)
     args = ap.parse_args()
+    print(f"# {describe()}", flush=True)
     catalog = AttributeCatalog.for_feature_set(default_set())
     rs = compile_(RULES, catalog)
     baseline = compile_(RULES.replace("> 3", "> 4").replace(">= 4", ">= 5"), catalog)

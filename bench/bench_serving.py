@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from machine import describe  # bench/machine.py
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.registry.store import Registry
@@ -255,6 +256,7 @@ def main() -> None:
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--snapshot", action="store_true", help="only: decisions during a state snapshot")
     args = ap.parse_args()
+    print(f"# {describe()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ws, rows = setup(Path(tmp), args.charges)
         warm = len(rows) // 2
