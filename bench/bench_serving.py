@@ -90,6 +90,29 @@ def in_process(ws: Workspace, rows: list[dict[str, Any]], warm: int, durability:
     }
 
 
+def bare_fsync(root: Path, n: int = 2_000) -> dict[str, Any]:
+    """A 4 KiB append then ``fsync``, n times, in the workspace's file system: the floor under a durable
+    commit (``--durability fsync``) on this disk."""
+    path = root / "bench-fsync.bin"
+    lat = []
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_APPEND)
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            lat.append((time.perf_counter() - t0) * 1000)
+    finally:
+        os.close(fd)
+        path.unlink()
+    a = np.asarray(lat)
+    return {
+        "n": n,
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+    }
+
+
 def during_snapshot(ws: Workspace, rows: list[dict[str, Any]], warm: int, fork: bool) -> dict[str, Any]:
     """Decisions one at a time while another thread snapshots the memory state: with ``fork`` the state
     lock is held only for the fork (a child writes the file), else for the whole write."""
@@ -265,6 +288,7 @@ def main() -> None:
                 print("during a snapshot:", during_snapshot(ws, rows, warm, fork), f"load {_load_avg()}")
             return
         if not args.skip_in_process:
+            print("bare fsync:", bare_fsync(ws.root), f"load {_load_avg()}", flush=True)
             for durability in ("fsync", "os"):
                 print(
                     "in process:", in_process(ws, rows, warm, durability), f"load {_load_avg()}", flush=True

@@ -401,7 +401,7 @@ class Scorer(FeedbackMixin):
             if old != path and int(old.name.split("-")[-1].split(".")[0]) < seq:
                 old.unlink(missing_ok=True)
         for tmp in d.glob(f".{version}-*.tmp"):  # left by a writer that died (both processes killed)
-            if int(tmp.name.split(".")[-2]) != child and not alive(int(tmp.name.split(".")[-2])):
+            if not alive(int(tmp.name.split(".")[-2])):  # ".<name>.<pid>.tmp"
                 tmp.unlink(missing_ok=True)
         return path
 

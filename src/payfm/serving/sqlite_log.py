@@ -9,8 +9,8 @@ of the server but not a power cut; no fsync per commit (WAL checkpoints still fs
 Checkpoints (copying the write-ahead log into the database file, then an fsync) run on a background thread
 every :data:`CHECKPOINT_EVERY_S` (``PRAGMA wal_checkpoint(PASSIVE)``: it never waits for the writer), so
 the commits that acknowledge decisions rarely do one: a checkpoint on the commit path (SQLite's automatic
-one, every 1,000 pages, ~600 decisions) delayed that commit's requests by 10-35 ms. The automatic checkpoint
-stays as the bound on the log's size; it finds little left to copy.
+one, every 1,000 pages, ~600 decisions) delayed every request waiting on that commit. The automatic
+checkpoint stays as the bound on the log's size; it finds little left to copy.
 """
 
 from __future__ import annotations

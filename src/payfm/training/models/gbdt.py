@@ -8,7 +8,8 @@ saved with the model, so a served decision and an offline explanation always agr
   node value it causes. One LightGBM call gives the leaf of every tree (``pred_leaf``), then a table built
   once per model (the path of every leaf) adds them up. They add up exactly, as SHAP values do, to the
   log-odds minus the trees' root values; unlike SHAP they credit a feature by where it is split in the tree.
-  One charge: ~40 us instead of ~330 us for exact TreeSHAP over 200 trees (bench/bench_explain.py).
+  About half the cost of exact TreeSHAP per charge on the trained default model (bench/bench_explain.py),
+  and the gap grows with trees x depth.
 - ``"shap"``: exact TreeSHAP (LightGBM's ``pred_contrib``), for offline analysis; its cost grows with
   trees x leaves x depth^2 (why the default trees are serving-sized: 15 leaves, depth <= 6). A model saved
   before the parameter existed (no ``explanations`` in its ``model.json``) keeps TreeSHAP.
@@ -222,14 +223,14 @@ class GBDTModel(Model):
         if self._explanations() == "path":
             paths = self._leaf_paths()
             if len(X) == 1:
-                return paths.contributions(self._fast_row(2)(X[0])[None, :], X.shape[1])
+                return paths.contributions(self._fast_row(2)(X[0])[None, :])
             out_rows = []
             trees, _, depth = paths.feature.shape
             step = max(1, _PATH_BUDGET // (trees * depth))
             for lo in range(0, len(X), step):  # bounded memory: rows x trees x depth per chunk
                 part = X[lo : lo + step]
                 leaves = self.booster_.predict(part, pred_leaf=True, num_threads=self._threads(len(part)))
-                out_rows.append(paths.contributions(np.asarray(leaves), X.shape[1]))
+                out_rows.append(paths.contributions(np.asarray(leaves)))
             return np.concatenate(out_rows) if out_rows else np.zeros(X.shape)
         if len(X) == 1:
             return self._fast_row(3)(X[0])[None, :-1]
@@ -257,20 +258,19 @@ _PATH_BUDGET = 4_000_000
 class _LeafPaths:
     """Every leaf's root-to-leaf path as ``(feature, change of the node value)`` pairs, from the booster's
     model dump: ``feature[t, leaf, k]`` and ``delta[t, leaf, k]`` for the k-th split of that path (padding:
-    feature -1, delta 0). ``bias`` is the sum of the trees' root values: contributions + bias = log-odds."""
+    the feature count, one column past the last feature, delta 0). Contributions + the trees' root values =
+    log-odds."""
 
     def __init__(self, booster: Any) -> None:
         trees = booster.dump_model()["tree_info"]
+        self.n_features = int(booster.num_feature())
         paths: list[list[tuple[int, list[tuple[int, float]]]]] = []
-        self.bias = 0.0
         for info in trees:
             root = info["tree_structure"]
             leaves: list[tuple[int, list[tuple[int, float]]]] = []
             if "split_feature" not in root:  # a tree of one leaf explains nothing
-                self.bias += float(root["leaf_value"])
                 leaves.append((int(root.get("leaf_index", 0)), []))
             else:
-                self.bias += float(root["internal_value"])
                 stack: list[tuple[dict[str, Any], list[tuple[int, float]]]] = [(root, [])]
                 while stack:
                     node, path = stack.pop()
@@ -285,7 +285,7 @@ class _LeafPaths:
             paths.append(leaves)
         n_leaves = max(1, max(len(t) for t in paths))
         depth = max(1, max(len(p) for t in paths for _, p in t))
-        self.feature = np.full((len(paths), n_leaves, depth), -1, dtype=np.int64)
+        self.feature = np.full((len(paths), n_leaves, depth), self.n_features, dtype=np.int64)
         self.delta = np.zeros((len(paths), n_leaves, depth))
         for t, leaves in enumerate(paths):
             for leaf, path in leaves:
@@ -294,14 +294,14 @@ class _LeafPaths:
                     self.delta[t, leaf, k] = d
         self._trees = np.arange(len(paths))
 
-    def contributions(self, leaves: np.ndarray, n_features: int) -> np.ndarray:
-        """(n, n_features) contributions of rows whose leaf in tree t is ``leaves[:, t]``."""
+    def contributions(self, leaves: np.ndarray) -> np.ndarray:
+        """(n, features) contributions of rows whose leaf in tree t is ``leaves[:, t]``."""
         idx = leaves.astype(np.int64, copy=False)
         f = self.feature[self._trees, idx]  # (n, trees, depth)
         d = self.delta[self._trees, idx]
         n = len(idx)
-        width = n_features + 1  # the padding (-1) lands in the last column, dropped below
-        slot = np.where(f < 0, n_features, f) + (np.arange(n) * width)[:, None, None]
+        width = self.n_features + 1  # the padding lands in the last column, dropped below
+        slot = f + (np.arange(n) * width)[:, None, None]
         out = np.bincount(slot.ravel(), weights=d.ravel(), minlength=n * width)
-        result: np.ndarray = out.reshape(n, width)[:, :n_features]
+        result: np.ndarray = out.reshape(n, width)[:, : self.n_features]
         return result
