@@ -18,7 +18,7 @@ from payfm.synth.generator import generate_world
 @pytest.fixture(scope="module")
 def charges(tmp_path_factory: pytest.TempPathFactory) -> pa.Table:
     ws = Workspace.open(Path(tmp_path_factory.mktemp("fmseq")), create=True)
-    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=20, seed=3)), "replace")
+    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=20, seed=3, fraud_rate=0.02)), "replace")
     return read_charges(ws)
 
 

@@ -45,6 +45,12 @@ TESTING_DECLINES = np.array(
     dtype=np.int8,
 )  # fmt: skip
 TESTING_DECLINE_CDF = cdf(np.array([20, 25, 20, 15, 10, 5, 3, 2], dtype=float))
+# Share of card-testing bursts sent through rotating residential proxies with a fresh device fingerprint
+# per attempt (per-IP and per-device velocity sees one charge each; the merchant's stream shows the burst).
+TESTING_ROTATING_P = 0.6
+# Share of account takeovers that change the password or e-mail first; the rest log in with a reused
+# password or a stolen session and leave the credentials alone, so as not to alert the owner.
+TAKEOVER_CHANGES_CREDENTIALS_P = 0.4
 
 
 def _pick(rng: np.random.Generator, p: list[float], n: int, choices: np.ndarray = _CHECKS) -> np.ndarray:
@@ -193,7 +199,11 @@ class Scenarios:
         return self._decide_fraud(r, "stolen_card", 0.15, 0.03)
 
     def card_testing(self, day_start: int) -> Rows:
-        """Bursts of small attempts with unseen cards at one merchant, then cash-outs on cards that passed."""
+        """Bursts of small attempts with unseen cards at one merchant, then cash-outs on cards that passed.
+
+        60% of bursts rotate the IP and the device on every attempt; the others come from 1-3 IPs and 1-2
+        devices.
+        """
         w, rng = self.world, self.rng
         out: list[Rows] = []
         self.testing_credit += self.per_day["card_testing"]
@@ -207,10 +217,14 @@ class Scenarios:
             r.created[:] = np.sort(t0 + rng.integers(0, int(rng.integers(20, 180)) * US_PER_MINUTE, k))
             r.amount_usd[:] = rng.choice([50.0, 100.0, 100.0, 100.0, 200.0, 300.0, 500.0], k)
             r.channel[:] = ECOMMERCE
-            ips = w.fresh.take("ip", int(rng.integers(1, 4)))
-            r.ip[:] = ips[rng.integers(0, ips.size, k)]
-            devices = w.fresh.take("device", int(rng.integers(1, 3)))
-            r.device[:] = devices[rng.integers(0, devices.size, k)]
+            if rng.random() < TESTING_ROTATING_P:  # a proxy network and an anti-detect browser
+                r.ip[:] = w.fresh.take("ip", k)
+                r.device[:] = w.fresh.take("device", k)
+            else:
+                ips = w.fresh.take("ip", int(rng.integers(1, 4)))
+                r.ip[:] = ips[rng.integers(0, ips.size, k)]
+                devices = w.fresh.take("device", int(rng.integers(1, 3)))
+                r.device[:] = devices[rng.integers(0, devices.size, k)]
             foreign = rng.random() < 0.5
             country = FRAUD_IP_COUNTRIES[rng.integers(0, 9)] if foreign else w.merchant_country[r.merchant[0]]
             r.ip_country[:] = country
@@ -237,9 +251,10 @@ class Scenarios:
         return concat(out) if out else empty(0)
 
     def account_takeover(self, day_start: int, cred: np.ndarray) -> Rows:
-        """A customer's account used from a new device after a credential change, shipping somewhere new.
+        """A customer's account used from a new device, shipping somewhere new; 40% change credentials first.
 
-        Updates ``cred`` (last credential change per customer) in place: the victim's later charges show it.
+        Updates ``cred`` (last credential change per customer) in place: the victim's later charges show a
+        change the takeover made; a takeover that changed nothing carries the owner's last change, if any.
         """
         w, rng = self.world, self.rng
         inc, created = self._incidents("account_takeover", 2.0, day_start)
@@ -247,6 +262,8 @@ class Scenarios:
         victim = draw(rng, w.customer_cdf, n_inc)
         t_inc = created[np.concatenate([[0], np.flatnonzero(np.diff(inc)) + 1])] if inc.size else created
         changed = t_inc - (rng.uniform(10 / 60, 36, n_inc) * US_PER_HOUR).astype(np.int64)
+        changes = rng.random(n_inc) < TAKEOVER_CHANGES_CREDENTIALS_P
+        changed = np.where(changes, changed, cred[victim])  # unchanged: the owner's last change, if any
         cust = victim[inc]
         n = inc.size
         own = rng.random(n) < 0.4
@@ -265,7 +282,7 @@ class Scenarios:
         r.three_ds[:] = _pick(rng, [5, 5, 80, 10], n, _THREE)  # stored card: 3DS rarely asked
         r.cvc[:] = _pick(rng, [50, 0, 0, 50], n)
         r.avs[:] = _pick(rng, [70, 10, 20, 0], n)
-        cred[victim] = np.maximum(cred[victim], changed)
+        cred[victim] = np.maximum(cred[victim], changed)  # a no-op for takeovers that changed nothing
         return self._decide_fraud(r, "account_takeover", 0.05, 0.02)
 
     def friendly_fraud(self, genuine: Rows) -> None:
