@@ -89,6 +89,14 @@ def main() -> None:
             f"read + tokenize + sequences {t1 - t0:.2f} s, model {t2 - t1:.2f} s = {n / (t2 - t1):,.0f}/s "
             f"({n / (c2 - c1):,.0f} per CPU-second)"
         )
+        if (workers, threads) == (1, 1) or args.device != "cpu":
+            t3 = time.perf_counter()
+            embed_sequences(model, seqs, batch_size=args.embed_batch, workers=workers, output="surprise")
+            t4 = time.perf_counter()
+            print(
+                f"batch surprise, {workers} worker(s) x {threads} torch thread(s): "
+                f"model {n / (t4 - t3):,.0f} charges/s"
+            )
     torch.set_num_threads(args.threads)
     if args.device != "cpu":
         return  # the online embedder runs on the CPU, one charge at a time
@@ -105,6 +113,15 @@ def main() -> None:
         online.learn_one(c)
     ms = np.array(lat) * 1e3
     print(f"online embedding: p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms")
+    lat = []  # a model taking the embedding and the surprise: one state read, both forward passes
+    for c in rows[1000:]:
+        s = time.perf_counter()
+        online.fm_inputs(online.inputs_one(c), ("embedding", "surprise"))
+        lat.append(time.perf_counter() - s)
+    ms = np.array(lat) * 1e3
+    print(
+        f"online embedding + surprise: p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms"
+    )
 
 
 if __name__ == "__main__":

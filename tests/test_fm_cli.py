@@ -33,3 +33,13 @@ def test_pretrain_then_embed_and_clean_error(tmp_path: Path) -> None:
         "created",
         "embedding",
     ]
+    with_surprise = runner.invoke(
+        cli, ["-w", str(tmp_path), "fm", "embed", "--surprise"], catch_exceptions=False
+    )
+    assert with_surprise.exit_code == 0
+    table = pq.read_table(tmp_path / "fm" / "default.embeddings.parquet")
+    assert table.column_names == ["charge_id", "created", "embedding", "surprise"]
+    assert table.schema.field("surprise").type.list_size == 2 * 21  # 21 pre-authorization fields, 2 views
+    bad = runner.invoke(cli, ["-w", str(tmp_path), "fm", "evaluate", "--fm-inputs", "embedding+novelty"])
+    assert bad.exit_code == 2 and "--fm-inputs" in bad.output and "novelty" in bad.output
+    assert "Traceback" not in bad.output

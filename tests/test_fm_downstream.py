@@ -53,16 +53,21 @@ def test_evaluation_compares_on_the_later_window(ws: Workspace, tmp_path: Path) 
     assert report.train_rows + report.test_rows == ws.count("charges")
     assert report.embedding_dims == 16 and report.hand_features == 1
     slices = {"overall", "card_testing", "account_takeover", "card_testing_attacks", "merchant_hours"}
-    for model in ("gbdt", "gbdt+fm", "fm-head", "ct-detector"):
+    for model in ("gbdt", "gbdt+fm", "gbdt+surprise", "fm-head", "ct-detector"):
         assert set(report.scores[model]) == slices
         overall = report.scores[model]["overall"]
         assert 0.0 <= overall.low <= overall.high <= 1.0 and overall.positives > 0
     attacks = report.scores["gbdt"]["card_testing_attacks"].positives
     assert 0 < attacks <= report.scores["gbdt"]["card_testing"].positives
-    low, high = report.gain_intervals["overall"]
-    assert low <= report.relative_gain("overall") <= high
+    assert set(report.gain_intervals) == {"gbdt+fm", "gbdt+surprise"}
+    for model in report.gain_intervals:
+        low, high = report.gain_intervals[model]["overall"]
+        assert low <= report.relative_gain("overall", model) <= high
+    # the two GBDT + FM models differ: they take different inputs
+    assert report.scores["gbdt+fm"]["overall"].ap != report.scores["gbdt+surprise"]["overall"].ap
     saved = json.loads((tmp_path / "m.evaluation.json").read_text())
-    assert set(saved["relative_gain"]) == set(saved["gain_intervals"]) == slices
+    assert set(saved["relative_gain"]) == set(saved["gain_intervals"]) == {"gbdt+fm", "gbdt+surprise"}
+    assert set(saved["relative_gain"]["gbdt+surprise"]) == set(saved["gain_intervals"]["gbdt+fm"]) == slices
 
 
 def test_pretraining_on_the_test_window_is_refused(ws: Workspace, tmp_path: Path) -> None:

@@ -72,3 +72,41 @@ def test_batch_embedding_with_worker_threads_equals_one_worker(trained: tuple[Wo
     two = embed_sequences(model, seqs, rows, batch_size=64, workers=2)
     assert one.shape == (len(seqs), 32) and np.allclose(one, two, atol=1e-6)
     assert torch.get_num_threads() == 1  # the caller's torch threads are restored
+
+
+def test_online_surprise_equals_offline_and_the_model_s_own_prediction(
+    trained: tuple[Workspace, Path],
+) -> None:
+    from payfm.fm.embed import SURPRISE_FIELDS
+    from payfm.fm.tokenizer import FIELDS, MASK
+
+    ws, ckpt = trained
+    _, table = embed(ws, ckpt, outputs=("embedding", "surprise"))
+    offline = embedding_matrix(table, "surprise")
+    assert offline.shape[1] == 2 * (len(FIELDS) - 1) and (offline >= 0).all()
+    assert np.array_equal(embedding_matrix(table), embedding_matrix(embed(ws, ckpt)[1]))
+    online = OnlineEmbedder.load(ckpt)
+    charges = read_charges(ws).slice(0, 800).to_pylist()
+    worst = 0.0
+    for i, charge in enumerate(charges):
+        x = online.inputs_then_learn(charge)
+        got = online.fm_inputs(x, ("surprise",))
+        worst = max(worst, float(np.abs(got - offline[i]).max()))
+        if i in (0, 50, 799):  # against the full forward pass: the target masked whole, -log softmax
+            masked = torch.from_numpy(x.copy())
+            truth = masked[0, :, -1, :].clone()
+            masked[0, :, -1, :] = MASK
+            with torch.inference_mode():
+                logits, _ = online.model(masked)  # (1, V, K, sum(vocab))
+            parts = logits[0, :, -1].split(list(online.model.config.vocab_sizes), dim=-1)
+            want = [
+                -torch.log_softmax(parts[f][v], -1)[truth[v, f]].item()
+                for v in range(2)
+                for f in SURPRISE_FIELDS
+            ]
+            assert np.allclose(got, want, atol=1e-5)
+        both = online.fm_inputs(x, ("embedding", "surprise"))
+        assert np.array_equal(both, np.concatenate([online.fm_inputs(x), got]))
+    assert worst < 1e-5
+    # the surprise depends on the charge's history: a card's first charge is scored differently later on
+    assert np.abs(offline - offline.mean(axis=0)).max() > 0.5

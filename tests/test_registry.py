@@ -153,7 +153,7 @@ def test_a_model_on_embeddings_is_versioned_with_its_foundation_model(reg: Regis
     y = (X[:, -1] + rng.normal(size=1500) > 2).astype(int)
     m = model_class("gbdt")(n_estimators=20, num_threads=1).fit(X, y, feature_names=names)
     wider = _checkpoint(tmp_path / "wide", seed=0, n_embd=6)  # 12 dimensions: not what m was fitted on
-    with pytest.raises(FeatureSetMismatchError, match="12 embedding dimensions"):
+    with pytest.raises(FeatureSetMismatchError, match=r"12 foundation-model inputs \(embedding\)"):
         reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=wider)
     with pytest.raises(FeatureSetMismatchError):  # embeddings but no foundation model named
         reg.register(m, name="fraud-fm", task="fraud", fset=FS)

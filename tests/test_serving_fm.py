@@ -18,11 +18,11 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.features.training_set import load_backfill
 from payfm.fm.embed import OnlineEmbedder, embed, embedding_matrix
-from payfm.fm.identity import embedding_names
+from payfm.fm.identity import checkpoint_meta, embedding_names, surprise_names
 from payfm.fm.pretrain import PretrainConfig, pretrain
 from payfm.fm.sequences import read_charges
 from payfm.registry.store import FoundationModelMismatchError, Registry
-from payfm.serving.fm_embeddings import EMBEDDING_REASON
+from payfm.serving.fm_embeddings import EMBEDDING_REASON, explain
 from payfm.serving.scorer import Scorer
 from payfm.synth import WorldConfig
 from payfm.synth.generator import generate_world
@@ -51,6 +51,7 @@ class World:
     live: list[dict[str, Any]]  # the held-out charges as sent to the server (with their processor outcome)
     fm: Served
     fm2: Served  # another checkpoint (pretrained with another seed) and its model
+    y: np.ndarray  # fraud (synthetic truth) of every charge, in (created, charge_id) order
 
 
 def _served(ws: Workspace, ckpt: Path, hand: np.ndarray, y: np.ndarray, ids: list[str]) -> Served:
@@ -103,7 +104,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     reg.promote(prod.ref)
     shadow = reg.register(fm.model, name="fraud-fm", task="fraud", fset=fset, foundation_model=fm.ckpt)
     reg.set_stage(shadow.ref, "shadow")  # the same model as shadow: its probability is logged exactly
-    return World(full, serve, ids, live, fm, fm2)
+    return World(full, serve, ids, live, fm, fm2, y)
 
 
 def _check(world: World, decision: Any, prod: Served) -> None:
@@ -125,7 +126,7 @@ def test_served_probability_equals_offline_across_a_restart(world: World, tmp_pa
     ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
     scorer = Scorer.open(ws)
     try:
-        assert "embedding dimensions" in scorer.bundle.describe()["foundation_model"]
+        assert "embedding, 16 inputs" in scorer.bundle.describe()["foundation_model"]
         assert len(scorer.bundle.embedders) == 1  # model and shadow share one checkpoint: one embedder
         for charge in world.live[: HELD_OUT // 2]:
             _check(world, scorer.score(charge), world.fm)
@@ -262,3 +263,56 @@ def test_a_replay_serves_the_fm_model_with_the_history_before_it(world: World, t
     for d in decisions:  # each as the offline values of the full log: the embedders saw the same history
         _check(world, d, world.fm)
     assert rep.warmed == sum(c < start for c in created)
+
+
+def test_a_model_on_embedding_and_surprise_is_served_as_offline(world: World, tmp_path: Path) -> None:
+    """A shadow taking the embedding and the surprise, beside the production model taking the embedding
+    only (one embedder computes both): its logged probability is the offline one, charge by charge."""
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    _, table = embed(world.full, world.fm.ckpt, outputs=("embedding", "surprise"))
+    X = np.hstack([world.fm.X, embedding_matrix(table, "surprise").astype(np.float64)])
+    names = [*world.fm.model.feature_names_, *surprise_names(checkpoint_meta(world.fm.ckpt))]
+    model = GBDTModel(n_estimators=30, num_threads=1, calibration="none").fit(X, world.y, feature_names=names)
+    reg = Registry(ws)
+    with pytest.raises(Exception, match="foundation-model inputs"):  # registered without the surprise
+        reg.register(model, name="fraud-fms", task="fraud", fset=tiny_set(), foundation_model=world.fm.ckpt)
+    with pytest.raises(Exception, match="embedding, surprise"):
+        reg.register(
+            model, name="fraud-fms", task="fraud", fset=tiny_set(), foundation_model=world.fm.ckpt,
+            fm_outputs=("embedding", "novelty"),
+        )  # fmt: skip
+    mv = reg.register(
+        model,
+        name="fraud-fms",
+        task="fraud",
+        fset=tiny_set(),
+        foundation_model=world.fm.ckpt,
+        fm_outputs=("embedding", "surprise"),
+    )
+    assert mv.entry["foundation_model"]["outputs"] == ["embedding", "surprise"]
+    reg.set_stage(mv.ref, "shadow")
+    scorer = Scorer.open(ws)
+    try:
+        assert scorer.bundle.shadow_version is not None and scorer.bundle.shadow_version.ref == mv.ref
+        assert len(scorer.bundle.embedders) == 1
+        for charge in world.live:
+            d = scorer.score(charge)
+            i = world.ids.index(d.charge_id)
+            assert d.shadow["probability"] == pytest.approx(
+                float(model.predict_proba(X[i : i + 1])[0]), abs=1e-6
+            )
+            p_prod = float(world.fm.model.predict_proba(world.fm.X[i : i + 1])[0])  # embedding only
+            assert d.risk_score == risk_score(p_prod)
+    finally:
+        scorer.close()
+    # Surprise inputs explain one by one, in words naming the field and the view.
+    surprising = [
+        r
+        for row in X[-200:]
+        for r in explain(model, list(row), top_k=len(names))
+        if r["feature"].startswith("fm.surprise_")
+    ]
+    assert surprising  # the model uses the surprise: some charges have it among their reasons
+    for r in surprising:
+        view, field = r["feature"].removeprefix("fm.surprise_").split("_", 1)
+        assert f"{field} unexpected for this {view}'s recent charges" in r["text"]

@@ -1,4 +1,5 @@
-"""Downstream use of the embeddings: GBDT on hand-made features vs GBDT + embeddings vs a fine-tuned head.
+"""Downstream use of the foundation model: GBDT on hand-made features vs GBDT + the embedding vs GBDT + the
+surprise (:mod:`payfm.fm.embed`) vs a fine-tuned head.
 
 Protocol (:func:`evaluate_embeddings`): charges are split in time at ``train_frac`` of the log's charges; the
 foundation model must have been pretrained on charges before that cut (``PretrainConfig.until_us``); both
@@ -14,7 +15,8 @@ over GBDT with a *paired* one (both models scored on the same resampled charges)
 Slices: ``overall`` (fraud labels), one per scenario, ``card_testing_attacks`` (the charges of card-testing
 bursts on a merchant, :func:`payfm.fm.cardtesting.attack_labels`, vs genuine charges) and ``merchant_hours``
 (each merchant-hour scored by its highest charge score; positive when it holds an attack charge). Models:
-``gbdt``, ``gbdt+fm``, ``fm-head`` (the encoder fine-tuned on fraud labels) and ``ct-detector`` (the
+``gbdt``, one GBDT + FM model per item of ``fm_inputs`` (``gbdt+fm``: the embedding; ``gbdt+surprise``;
+``gbdt+fm+surprise``), ``fm-head`` (the encoder fine-tuned on fraud labels) and ``ct-detector`` (the
 card-testing detector over the merchant view, fine-tuned on the training window's attack labels).
 
 Example::
@@ -40,6 +42,7 @@ from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.fm.cardtesting import MERCHANT_VIEW, attack_labels, merchant_hours
 from payfm.fm.embed import embed_sequences
 from payfm.fm.finetune import FinetuneConfig, finetune, predict
+from payfm.fm.identity import OUTPUTS, check_outputs, embedding_dims
 from payfm.fm.pretrain import load_checkpoint
 from payfm.fm.sequences import build_sequences, key_codes, read_charges, time_cut
 from payfm.training.labels import fraud_labels
@@ -62,6 +65,8 @@ class DownstreamConfig:
     # "authorized": fit on authorized charges only (declined and blocked charges never get a dispute or an
     # EFW, so their label is unknown, not genuine); "all": every charge, unlabelled ones as negatives
     train_on: str = "authorized"
+    # the foundation-model inputs of each GBDT + FM model (payfm.fm.identity.OUTPUTS; see model_label)
+    fm_inputs: tuple[tuple[str, ...], ...] = (("embedding",), ("surprise",))
 
 
 @dataclass
@@ -80,16 +85,25 @@ class DownstreamReport:
     embedding_dims: int
     hand_features: int
     scores: dict[str, dict[str, Score]] = field(default_factory=dict)  # model -> slice -> score
-    gain_intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # slice -> paired 95%
+    # GBDT + FM model -> slice -> paired 95% interval of its relative gain over "gbdt"
+    gain_intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
-    def relative_gain(self, slice_: str) -> float:
-        base, fm = self.scores["gbdt"][slice_].ap, self.scores["gbdt+fm"][slice_].ap
+    def relative_gain(self, slice_: str, model: str = "gbdt+fm") -> float:
+        base, fm = self.scores["gbdt"][slice_].ap, self.scores[model][slice_].ap
         return fm / base - 1.0 if base > 0 else float("nan")
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
-        doc["relative_gain"] = {s: self.relative_gain(s) for s in self.scores["gbdt"]}
+        doc["relative_gain"] = {
+            m: {s: self.relative_gain(s, m) for s in self.scores["gbdt"]} for m in self.gain_intervals
+        }
         return doc
+
+
+def model_label(outputs: tuple[str, ...]) -> str:
+    """The report's name of the GBDT on the hand-made features + ``outputs``: ``gbdt+fm`` for the
+    embedding (the issue's comparison), ``gbdt+surprise``, ``gbdt+fm+surprise``."""
+    return "gbdt+" + "+".join("fm" if o == "embedding" else o for o in outputs)
 
 
 def _score(y: np.ndarray, s: np.ndarray, resamples: int, seed: int) -> Score:
@@ -161,7 +175,10 @@ def evaluate_embeddings(
             "`payfm fm pretrain --until-frac` at most the evaluation's train fraction."
         )
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)
-    emb = embed_sequences(model, seqs, workers=cfg.workers)  # (n, D), rows in (created, charge_id) order
+    variants = [check_outputs(v) for v in cfg.fm_inputs]
+    wanted = sorted({o for v in variants for o in v}, key=OUTPUTS.index)
+    # (n, D) per output, rows in (created, charge_id) order
+    outputs = {o: embed_sequences(model, seqs, workers=cfg.workers, output=o) for o in wanted}
 
     feats, names = features if features is not None else _hand_features(ws)
     con = ws.connect()
@@ -179,7 +196,6 @@ def evaluate_embeddings(
         con.close()
     rows = joined["row"].to_numpy()
     X_hand = np.column_stack([joined[c].cast(pa.float64()).to_numpy(zero_copy_only=False) for c in names])
-    X_both = np.hstack([X_hand, emb[rows].astype(np.float64)])
     y = joined["is_fraud"].to_numpy().astype(np.int64)
     scenario = np.array(joined["scenario"].to_pylist(), dtype=object)
     train = rows < cut_row
@@ -193,7 +209,7 @@ def evaluate_embeddings(
         cut=_iso(cut_us),
         train_rows=int(train.sum()),
         test_rows=len(te),
-        embedding_dims=emb.shape[1],
+        embedding_dims=embedding_dims({"model": model.config.to_json()}),
         hand_features=len(names),
     )
     genuine = np.array([s is None for s in scenario[te]])
@@ -216,7 +232,11 @@ def evaluate_embeddings(
         return {k: _score(yk, pk, cfg.resamples, cfg.seed) for k, (yk, pk) in slices(p).items()}
 
     predictions = {}
-    for label, X in (("gbdt", X_hand), ("gbdt+fm", X_both)):
+    inputs = [("gbdt", X_hand)] + [
+        (model_label(v), np.hstack([X_hand, *(outputs[o][rows].astype(np.float64) for o in v)]))
+        for v in variants
+    ]
+    for label, X in inputs:
         fits = []
         for seed in range(cfg.seed, cfg.seed + max(cfg.gbdt_seeds, 1)):
             gbdt = GBDTModel(n_estimators=cfg.n_estimators, seed=seed, num_threads=0)
@@ -224,9 +244,12 @@ def evaluate_embeddings(
             fits.append(gbdt.predict_proba(X[te]))
         predictions[label] = np.mean(fits, axis=0)
         report.scores[label] = scores_of(predictions[label])
-    base, both = slices(predictions["gbdt"]), slices(predictions["gbdt+fm"])
-    for k in base:
-        report.gain_intervals[k] = _paired_gain(base[k][0], base[k][1], both[k][1], cfg.resamples, cfg.seed)
+    base = slices(predictions["gbdt"])
+    for label, _ in inputs[1:]:
+        other = slices(predictions[label])
+        report.gain_intervals[label] = {
+            k: _paired_gain(base[k][0], base[k][1], other[k][1], cfg.resamples, cfg.seed) for k in base
+        }
     fit_rows = np.concatenate([tr, va])
     if cfg.finetune_steps > 0:
         head = finetune(model, seqs, rows[fit_rows], y[fit_rows], FinetuneConfig(steps=cfg.finetune_steps))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 import torch
 
 from payfm.events.workspace import Workspace
+from payfm.fm.identity import check_outputs
 from payfm.fm.model import FoundationModel
 from payfm.fm.pretrain import load_checkpoint
 from payfm.fm.sequences import (
@@ -45,6 +46,7 @@ from payfm.fm.tokenizer import (
     COLUMNS,
     COUNT_FIELDS,
     DT_FIELD,
+    FIELDS,
     MASK,
     OUTCOME_FIELD,
     PAD,
@@ -55,6 +57,8 @@ from payfm.fm.tokenizer import (
     rel_tokens,
 )
 
+SURPRISE_FIELDS = tuple(i for i, name in enumerate(FIELDS) if name != "outcome")  # pre-authorization
+
 
 def embed_sequences(
     model: FoundationModel,
@@ -62,25 +66,30 @@ def embed_sequences(
     rows: np.ndarray | None = None,
     batch_size: int = 128,
     workers: int = 1,
+    output: str = "embedding",
 ) -> np.ndarray:
-    """(n, D) float32 embeddings of the charges ``rows`` (default all) of ``sequences``.
+    """(n, D) float32 ``output`` (an item of :data:`OUTPUTS`) of the charges ``rows`` (default all) of
+    ``sequences``: their embeddings (D = V * C) or their surprise (D = V * len(SURPRISE_FIELDS)), view-major.
 
     The (charge, view) sequences are grouped by length and each group runs without its left padding
-    (:meth:`FoundationModel.embed_windows`): a card's sequence is mostly padding when the card is new, and
-    padding rows are masked anyway, so this is :meth:`FoundationModel.embed` minus the padding's compute
-    (equal within float rounding). A forward pass holds at most ``batch_size * V * K`` charge tokens, what a
+    (:meth:`FoundationModel.embed_windows`, :meth:`FoundationModel.surprise_windows`): a card's sequence is
+    mostly padding when the card is new, and padding rows are masked anyway, so this is
+    :meth:`FoundationModel.embed` (:meth:`FoundationModel.surprise`) minus the padding's compute (equal
+    within float rounding). A forward pass holds at most ``batch_size * V * K`` charge tokens, what a
     padded batch of ``batch_size`` charges holds: 4,096 tokens by default, whose activations stay in cache
     (4,096-charge padded batches ran at half the speed, memory-bound). ``workers`` > 1 runs the passes in
     that many threads, each running torch single-threaded (torch releases the GIL inside ops); the result
     is the same as with one worker (bit for bit: the same passes).
     """
+    check_outputs([output])
     rows = np.arange(len(sequences)) if rows is None else np.asarray(rows)
     device = next(model.parameters()).device
-    n_views, k, c = model.config.n_views, model.config.seq_len, model.config.n_embd
-    out = np.empty((len(rows), n_views * c), dtype=np.float32)
+    n_views, k = model.config.n_views, model.config.seq_len
+    width = model.config.n_embd if output == "embedding" else len(SURPRISE_FIELDS)  # per view
+    out = np.empty((len(rows), n_views * width), dtype=np.float32)
     if len(rows) == 0:
         return out
-    flat_out = out.reshape(-1, c)  # (n * V, C): row s is charge s // V in view s % V
+    flat_out = out.reshape(-1, width)  # (n * V, width): row s is charge s // V in view s % V
     lengths = sequences.lengths(rows).reshape(-1)  # (n * V,)
     order = np.argsort(lengths, kind="stable")  # windows grouped by length
     cuts = np.flatnonzero(np.diff(lengths[order])) + 1
@@ -96,7 +105,11 @@ def embed_sequences(
             for t, windows in todo:
                 charge, view = np.divmod(windows, n_views)
                 x = torch.from_numpy(sequences.windows(rows[charge], view, t)).to(device)  # (S, t, F)
-                h = model.embed_windows(x, torch.from_numpy(view).to(device))  # (S, C)
+                v = torch.from_numpy(view).to(device)
+                if output == "embedding":
+                    h = model.embed_windows(x, v)  # (S, C)
+                else:
+                    h = model.surprise_windows(x, v, SURPRISE_FIELDS, MASK)  # (S, len(SURPRISE_FIELDS))
                 flat_out[windows] = h.float().cpu().numpy()
 
     if workers <= 1 or device.type != "cpu" or len(passes) < 2:
@@ -112,26 +125,44 @@ def embed_sequences(
     return out
 
 
+def fm_inputs(
+    model: FoundationModel,
+    sequences: Sequences,
+    outputs: Sequence[str] = ("embedding",),
+    rows: np.ndarray | None = None,
+    workers: int = 1,
+) -> np.ndarray:
+    """The ``outputs`` of the charges ``rows`` side by side, (n, sum of their widths) float32: the columns
+    a model registered with those outputs takes after its features (:func:`payfm.fm.identity.input_names`)."""
+    outs = check_outputs(outputs)
+    parts = [embed_sequences(model, sequences, rows, workers=workers, output=o) for o in outs]
+    return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+
 def embed(
     ws: Workspace,
     checkpoint: str | os.PathLike[str],
     *,
     out: str | os.PathLike[str] | None = None,
     workers: int = 1,
+    outputs: Sequence[str] = ("embedding",),
 ) -> tuple[Path, pa.Table]:
-    """Embed all charges of ``ws``; write Parquet (default ``fm/<checkpoint name>.embeddings.parquet``)."""
+    """Embed all charges of ``ws``; write Parquet (default ``fm/<checkpoint name>.embeddings.parquet``):
+    ``charge_id``, ``created`` and one fixed-size list column of float32 per output (``embedding``,
+    ``surprise``)."""
+    outs = check_outputs(outputs)
     model, tokenizer, _ = load_checkpoint(checkpoint)
     charges = read_charges(ws)
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)
-    vectors = embed_sequences(model, seqs, workers=workers)
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
-    table = pa.table(
-        {
-            "charge_id": seqs.charge_id,
-            "created": pa.array(seqs.created_us, type=pa.timestamp("us", tz="UTC")),
-            "embedding": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
-        }
-    )
+    columns: dict[str, Any] = {
+        "charge_id": seqs.charge_id,
+        "created": pa.array(seqs.created_us, type=pa.timestamp("us", tz="UTC")),
+    }
+    for output in outs:
+        vectors = embed_sequences(model, seqs, workers=workers, output=output)
+        flat = pa.array(vectors.reshape(-1), type=pa.float32())
+        columns[output] = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    table = pa.table(columns)
     path = Path(out) if out else ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -140,9 +171,9 @@ def embed(
     return path, table
 
 
-def embedding_matrix(table: pa.Table) -> np.ndarray:
-    """(n, D) float32 of an embeddings table's ``embedding`` column."""
-    col = table["embedding"].combine_chunks()
+def embedding_matrix(table: pa.Table, column: str = "embedding") -> np.ndarray:
+    """(n, D) float32 of an embeddings table's ``embedding`` (or ``surprise``) column."""
+    col = table[column].combine_chunks()
     out: np.ndarray = col.values.to_numpy().reshape(len(col), col.type.list_size)
     return out
 
@@ -267,6 +298,20 @@ class OnlineEmbedder:
         with torch.inference_mode():
             out: np.ndarray = self.model.embed(torch.from_numpy(x)).numpy()[0]
         return out
+
+    def fm_inputs(self, x: np.ndarray, outputs: Sequence[str] = ("embedding",)) -> np.ndarray:
+        """The ``outputs`` (:data:`OUTPUTS`) of :meth:`inputs_one`'s ``x`` side by side: what a model
+        registered with them takes after its features, equal to the batch :func:`fm_inputs`. Reads no
+        state."""
+        parts = []
+        with torch.inference_mode():
+            xt = torch.from_numpy(x)
+            for output in check_outputs(outputs):
+                if output == "embedding":
+                    parts.append(self.model.embed(xt).numpy()[0])
+                else:
+                    parts.append(self.model.surprise(xt, SURPRISE_FIELDS, MASK).numpy()[0])
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def embed_one(self, charge: Mapping[str, Any]) -> np.ndarray:
         """The embedding (D,) of a charge about to be decided (its outcome, if given, is ignored)."""

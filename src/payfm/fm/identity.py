@@ -1,4 +1,4 @@
-"""The identity of a foundation-model checkpoint: a content hash, and the names of its embedding columns.
+"""The identity of a foundation-model checkpoint: a content hash, and the names of its output columns.
 
 Models that take embeddings as inputs depend on one exact checkpoint: the registry records its hash next to
 them and refuses to promote or load them against another (:mod:`payfm.registry.store`). The hash covers
@@ -15,12 +15,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from payfm.errors import ConfigError
 
 EMBEDDING_PREFIX = "fm.emb_"
+SURPRISE_PREFIX = "fm.surprise_"
+# What a model can take from a checkpoint, per charge (docs/fm.md): "embedding", the target charge's final
+# state in every view (V * C floats); "surprise", -log p(value | history) of each pre-authorization field in
+# every view (V * S floats).
+OUTPUTS = ("embedding", "surprise")
+VIEW_NAMES = ("card", "merchant")  # payfm.fm.sequences.VIEWS, in model order
 
 
 def checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -54,3 +61,33 @@ def embedding_dims(meta: dict[str, Any]) -> int:
 def embedding_names(dims: int) -> list[str]:
     """Column names of the embedding dimensions as model inputs: ``fm.emb_0`` ... ``fm.emb_<dims-1>``."""
     return [f"{EMBEDDING_PREFIX}{i}" for i in range(dims)]
+
+
+def check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
+    """``outputs`` as a tuple after checking each is one of :data:`OUTPUTS`, once (a clear error if not)."""
+    out = tuple(outputs)
+    if not out or any(o not in OUTPUTS for o in out) or len(set(out)) != len(out):
+        raise ConfigError(
+            f"Foundation-model outputs: expected one or more of {', '.join(OUTPUTS)}, each once. "
+            f"Got {', '.join(out) or 'none'}."
+        )
+    return out
+
+
+def surprise_names(meta: dict[str, Any]) -> list[str]:
+    """Column names of a checkpoint's surprise output, view-major: ``fm.surprise_card_amount``, ...,
+    ``fm.surprise_merchant_cred``: each pre-authorization token field (``payfm.fm.embed.SURPRISE_FIELDS``)."""
+    from payfm.fm.tokenizer import FIELDS
+
+    fields = [f for f in FIELDS if f != "outcome"]
+    views = VIEW_NAMES[: int(meta["model"]["n_views"])]
+    return [f"{SURPRISE_PREFIX}{view}_{f}" for view in views for f in fields]
+
+
+def input_names(meta: dict[str, Any], outputs: Sequence[str]) -> list[str]:
+    """Column names of ``outputs`` (``embedding``, ``surprise``) of a checkpoint, in that order: what a
+    model registered with them takes after its features (:func:`payfm.fm.embed.fm_inputs`)."""
+    names: list[str] = []
+    for output in outputs:
+        names += embedding_names(embedding_dims(meta)) if output == "embedding" else surprise_names(meta)
+    return names

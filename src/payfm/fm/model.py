@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -181,6 +182,34 @@ class FoundationModel(nn.Module):
             h = block(h, keep, last_only and i == len(self.blocks) - 1)
         out: torch.Tensor = self.ln_f(h)  # (N, T or 1, C)
         return out
+
+    def surprise_windows(
+        self, x: torch.Tensor, views: torch.Tensor, fields: Sequence[int], mask_id: int
+    ) -> torch.Tensor:
+        """(N, len(fields)) surprise of the last charge of N single-view windows ``x`` (N, T, F), T <= K:
+        ``-log p(value | the charges before it)`` of each of its ``fields``, predicted with the whole charge
+        masked (``mask_id`` in every field), as the next-charge objective trains the model to. A high value
+        is a field the history did not lead the model to expect (a new device on a card that always used
+        one, a large amount at 3 am for a daytime customer). Padding rows left in ``x`` are masked."""
+        truth = x[:, -1, list(fields)]  # (N, S): the values to score
+        masked = x.clone()
+        masked[:, -1, :] = mask_id
+        keep = (masked != PAD).any(dim=-1)  # (N, T)
+        h = self._encode(masked, views, None if bool(keep.all()) else keep, last_only=True)[:, -1]  # (N, C)
+        logits = self.head(h).split(list(self.config.vocab_sizes), dim=-1)  # F x (N, vocab_f)
+        out = [
+            -F.log_softmax(logits[f].float(), dim=-1).gather(1, truth[:, i : i + 1]).squeeze(1)
+            for i, f in enumerate(fields)
+        ]
+        return torch.stack(out, dim=1)  # (N, S)
+
+    def surprise(self, x: torch.Tensor, fields: Sequence[int], mask_id: int) -> torch.Tensor:
+        """The target charge's surprise (B, V * len(fields)) in every view (view-major) of ``x`` (B, V, K, F):
+        :meth:`surprise_windows` of each view's whole (left-padded) sequence."""
+        B, V, K, F_ = x.size()
+        views = torch.arange(V, device=x.device).repeat(B)  # (B*V,)
+        s = self.surprise_windows(x.reshape(B * V, K, F_), views, fields, mask_id)  # (B*V, S)
+        return s.reshape(B, -1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The target charge's embedding (B, V * C): its last-position state in every view."""

@@ -28,7 +28,7 @@ import shutil
 import sqlite3
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -38,7 +38,7 @@ from typing import Any
 from payfm.errors import PayfmError
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.definitions import FeatureSet
-from payfm.fm.identity import checkpoint_hash, checkpoint_meta, embedding_dims, embedding_names
+from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, embedding_dims, input_names
 from payfm.training.models import Model, load_model
 
 STAGES = ("candidate", "shadow", "production", "archived")
@@ -172,11 +172,13 @@ class Registry:
         extra: dict[str, Any] | None = None,
         stage: str = "candidate",
         foundation_model: str | os.PathLike[str] | None = None,
+        fm_outputs: Sequence[str] = ("embedding",),
     ) -> ModelVersion:
         """Save ``model`` as the next version of ``name`` and index it; returns the new version.
 
-        ``foundation_model``: the checkpoint whose embeddings the model takes after the feature set's
-        features (inputs ``fset.names + fm.emb_0..D-1``); its path and content hash are recorded.
+        ``foundation_model``: the checkpoint whose ``fm_outputs`` (``embedding``: inputs ``fm.emb_0..D-1``;
+        ``surprise``: ``fm.surprise_<view>_<field>``) the model takes after the feature set's features;
+        its path, content hash and the outputs are recorded.
         """
         if not _NAME.match(name):
             raise RegistryError(
@@ -188,18 +190,24 @@ class Registry:
         if foundation_model is not None:
             fm_path = Path(foundation_model).resolve()
             meta = checkpoint_meta(fm_path)
-            dims = embedding_dims(meta)
-            expected += embedding_names(dims)
+            outputs = check_outputs(fm_outputs)
+            expected += input_names(meta, outputs)
             fm_entry = {
                 "foundation_model": {
                     "checkpoint": str(fm_path),
                     "content_hash": checkpoint_hash(fm_path),
-                    "embedding_dims": dims,
+                    "embedding_dims": embedding_dims(meta),
+                    "outputs": list(outputs),
+                    "input_dims": len(expected) - len(fset.names),
                     "tokenizer_version": meta.get("tokenizer_version"),
                 }
             }
         if list(getattr(model, "feature_names_", [])) != expected:
-            with_fm = f" + {len(expected) - len(fset.names)} embedding dimensions" if fm_entry else ""
+            with_fm = (
+                f" + {len(expected) - len(fset.names)} foundation-model inputs ({', '.join(fm_outputs)})"
+                if fm_entry
+                else ""
+            )
             raise FeatureSetMismatchError(
                 f"Model '{name}' was fitted on {len(getattr(model, 'feature_names_', []))} features that are "
                 f"not those of feature set '{fset.name}'{with_fm} "
@@ -434,3 +442,9 @@ class Registry:
             )
         self.check_foundation_model(mv, foundation_model)
         return mv, load_model(path)
+
+
+def fm_outputs(entry: dict[str, Any]) -> tuple[str, ...]:
+    """The outputs a registry entry's ``foundation_model`` records (entries from before: the embedding)."""
+    fm = entry.get("foundation_model") or {}
+    return tuple(fm.get("outputs", ("embedding",)))

@@ -30,10 +30,10 @@ import pyarrow.compute as pc
 
 from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
-from payfm.fm.identity import EMBEDDING_PREFIX
+from payfm.fm.identity import EMBEDDING_PREFIX, SURPRISE_PREFIX, VIEW_NAMES
 from payfm.fm.sequences import KEY_COLUMNS, read_charges
 from payfm.fm.tokenizer import COLUMNS
-from payfm.registry.store import ModelVersion, Registry
+from payfm.registry.store import ModelVersion, Registry, fm_outputs
 from payfm.serving.decision_log import DecisionLog
 from payfm.training.explain import GENERIC, Reason
 from payfm.training.models import Model
@@ -63,8 +63,27 @@ def describe_fm(mv: ModelVersion) -> str | None:
         return None
     return (
         f"{fm['checkpoint']} (content hash {str(fm['content_hash'])[:12]}, "
-        f"{fm['embedding_dims']} embedding dimensions)"
+        f"{' + '.join(fm_outputs(mv.entry))}, {fm.get('input_dims', fm['embedding_dims'])} inputs)"
     )
+
+
+def fm_needs(versions: Sequence[ModelVersion | None]) -> dict[str, tuple[str, ...]]:
+    """Checkpoint hash -> the outputs (``embedding``, ``surprise``) the ``versions`` on it take together:
+    what the scorer computes once per charge for a model and a shadow sharing an embedder."""
+    out: dict[str, list[str]] = {}
+    for mv in versions:
+        h = fm_hash(mv)
+        if mv is None or h is None:
+            continue
+        needed = out.setdefault(h, [])
+        needed += [o for o in fm_outputs(mv.entry) if o not in needed]
+    return {h: tuple(v) for h, v in out.items()}
+
+
+def fm_parts(embedder: OnlineEmbedder, x: np.ndarray, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each of ``outputs`` of :meth:`OnlineEmbedder.inputs_then_learn`'s ``x`` (no state read: callers run it
+    outside the state lock)."""
+    return {o: embedder.fm_inputs(x, (o,)) for o in outputs}
 
 
 def load_embedders(
@@ -161,15 +180,24 @@ def unseen(decided: Sequence[Mapping[str, Any]], learned: pa.Table) -> list[Mapp
     return [c for c, k in zip(decided, known, strict=True) if not k]
 
 
-def model_vector(vector: list[float | None], embedding: np.ndarray | None) -> list[float | None]:
-    """The input of a model: the feature vector, then the embedding (when the model takes one)."""
-    return vector if embedding is None else [*vector, *embedding.tolist()]
+def model_vector(
+    vector: list[float | None], mv: ModelVersion | None, parts: Mapping[str, np.ndarray] | None
+) -> list[float | None]:
+    """The input of model ``mv``: the feature vector, then the foundation-model outputs it was registered
+    with (:func:`fm_parts` of its checkpoint), in their order; the vector alone for a model without."""
+    if parts is None or mv is None:
+        return vector
+    out = list(vector)
+    for output in fm_outputs(mv.entry):
+        out += parts[output].tolist()
+    return out
 
 
 def explain(model: Model, x: list[float | None], top_k: int) -> list[dict[str, Any]]:
-    """The ``top_k`` reasons of a model taking embeddings: hand-made features as usual, and the embedding
-    dimensions together as one reason (:data:`EMBEDDING_REASON`, their net contribution), since one
-    dimension alone means nothing to a reader."""
+    """The ``top_k`` reasons of a model taking foundation-model inputs: hand-made features as usual, the
+    embedding dimensions together as one reason (:data:`EMBEDDING_REASON`, their net contribution), since
+    one dimension alone means nothing to a reader, and each surprise as its own reason (one field of the
+    charge the card's or the merchant's recent charges did not lead the model to expect)."""
     names = model.feature_names_
     m = np.array([[math.nan if v is None else v for v in x]], dtype=np.float64)
     contrib = model._contributions(m)[0]  # (n_features,) in log-odds, as Model.explain uses them
@@ -180,7 +208,10 @@ def explain(model: Model, x: list[float | None], top_k: int) -> list[dict[str, A
         if c > 0:
             v = None if math.isnan(m[0, j]) else float(m[0, j])
             r = Reason(names[j], v, float(model.medians_[j]), c, model.templates_.get(names[j], GENERIC))
-            candidates.append((c, r.to_json()))
+            reason = r.to_json()
+            if names[j].startswith(SURPRISE_PREFIX):
+                reason["text"] = surprise_text(names[j], v, float(model.medians_[j]))
+            candidates.append((c, reason))
     net = float(contrib[emb].sum())
     if net > 0:
         text = EMBEDDING_TEXT.format(dims=int(emb.sum()))
@@ -189,3 +220,15 @@ def explain(model: Model, x: list[float | None], top_k: int) -> list[dict[str, A
         )
     candidates.sort(key=lambda t: -t[0])
     return [{k: r[k] for k in ("feature", "value", "contribution", "text")} for _, r in candidates[:top_k]]
+
+
+def surprise_text(name: str, value: float | None, typical: float) -> str:
+    """The reason text of a surprise input, e.g. ``fm.surprise_card_device_n`` -> "device_n unexpected for
+    this card's recent charges: surprise 6.2 nats; typical: 0.4" (surprise: -log p under the model)."""
+    view, _, field_name = name.removeprefix(SURPRISE_PREFIX).partition("_")
+    assert view in VIEW_NAMES, name
+    shown = "no value" if value is None else f"surprise {value:.1f} nats"
+    return (
+        f"foundation model: {field_name} unexpected for this {view}'s recent charges ({shown}; "
+        f"typical: {typical:.1f})"
+    )

@@ -69,6 +69,8 @@ from payfm.serving.fm_embeddings import (
     embedder_charge,
     explain,
     fm_hash,
+    fm_needs,
+    fm_parts,
     load_embedders,
     model_vector,
     unseen,
@@ -531,7 +533,10 @@ class Scorer(FeedbackMixin):
             return out
         assert mine is not None
         try:
-            embeddings = {h: bundle.embedders[h].embed_inputs(x) for h, x in fm_inputs.items()}
+            embeddings = {}
+            if fm_inputs:  # the outputs the model and the shadow take, once per checkpoint
+                needs = fm_needs((bundle.model_version, bundle.shadow_version))
+                embeddings = {h: fm_parts(bundle.embedders[h], x, needs[h]) for h, x in fm_inputs.items()}
             decision = self._decide(bundle, c, vector, t0, embeddings)
             record = DecisionRecord.of(
                 seq,
@@ -592,7 +597,7 @@ class Scorer(FeedbackMixin):
         c: Mapping[str, Any],
         vector: list[float | None],
         t0: float,
-        embeddings: Mapping[str, np.ndarray] | None = None,
+        embeddings: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> Decision:
         feats = dict(zip(self.online.names, vector, strict=True))
         embeddings = embeddings or {}
@@ -602,12 +607,13 @@ class Scorer(FeedbackMixin):
         embedding = None
         if bundle.model is not None:
             h = fm_hash(bundle.model_version)
-            x = model_vector(vector, embeddings[h] if h is not None else None)
+            x = model_vector(vector, bundle.model_version, embeddings[h] if h is not None else None)
             p = bundle.model.predict_one(x)
             score = risk_score(p)
             level = self.config.levels.level(score)
             if h is not None:
-                embedding = embeddings[h].tolist()
+                taken = embeddings[h].get("embedding")
+                embedding = taken.tolist() if taken is not None else None
                 reasons = explain(bundle.model, x, self.config.top_k)
             else:
                 reasons = [
@@ -619,7 +625,7 @@ class Scorer(FeedbackMixin):
             try:  # logged beside the decision, never deciding; a failing shadow never fails a charge
                 hs = fm_hash(bundle.shadow_version)
                 ps = bundle.shadow.predict_one(
-                    model_vector(vector, embeddings[hs] if hs is not None else None)
+                    model_vector(vector, bundle.shadow_version, embeddings[hs] if hs is not None else None)
                 )
                 shadow = {"model": bundle.shadow_version.ref, "risk_score": risk_score(ps), "probability": ps}
             except Exception as e:  # pragma: no cover - defensive
