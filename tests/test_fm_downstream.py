@@ -52,13 +52,26 @@ def test_evaluation_compares_on_the_later_window(ws: Workspace, tmp_path: Path) 
     report = evaluate_embeddings(ws, ckpt.path, cfg, features=_features(ws))
     assert report.train_rows + report.test_rows == ws.count("charges")
     assert report.embedding_dims == 16 and report.hand_features == 1
-    slices = {"overall", "card_testing", "account_takeover", "card_testing_attacks", "merchant_hours"}
+    slices = {
+        "overall",
+        "card_testing",
+        "account_takeover",
+        "account_takeover_no_cred_change",
+        "card_testing_declined",
+        "card_testing_attacks",
+        "merchant_hours",
+    }
     for model in ("gbdt", "gbdt+fm", "gbdt+surprise", "fm-head", "ct-detector"):
         assert set(report.scores[model]) == slices
         overall = report.scores[model]["overall"]
         assert 0.0 <= overall.low <= overall.high <= 1.0 and overall.positives > 0
     attacks = report.scores["gbdt"]["card_testing_attacks"].positives
     assert 0 < attacks <= report.scores["gbdt"]["card_testing"].positives
+    for part, whole in (
+        ("account_takeover_no_cred_change", "account_takeover"),
+        ("card_testing_declined", "card_testing"),
+    ):
+        assert 0 < report.scores["gbdt"][part].positives < report.scores["gbdt"][whole].positives, part
     assert set(report.gain_intervals) == {"gbdt+fm", "gbdt+surprise"}
     for model in report.gain_intervals:
         low, high = report.gain_intervals[model]["overall"]

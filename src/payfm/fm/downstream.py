@@ -12,8 +12,10 @@ negatives the genuine test charges, so card testing, whose declined attempts are
 measured as detection. Every AP comes with a 95% bootstrap interval, and the relative gain of GBDT + FM
 over GBDT with a *paired* one (both models scored on the same resampled charges).
 
-Slices: ``overall`` (fraud labels), one per scenario, ``card_testing_attacks`` (the charges of card-testing
-bursts on a merchant, :func:`payfm.fm.cardtesting.attack_labels`, vs genuine charges) and ``merchant_hours``
+Slices: ``overall`` (fraud labels), one per scenario, ``account_takeover_no_cred_change`` (takeovers with no
+credential change in the 36 hours before), ``card_testing_declined`` (declined attempts),
+``card_testing_attacks`` (the charges of card-testing bursts on a merchant,
+:func:`payfm.fm.cardtesting.attack_labels`, vs genuine charges) and ``merchant_hours``
 (each merchant-hour scored by its highest charge score; positive when it holds an attack charge). Models:
 ``gbdt``, one GBDT + FM model per item of ``fm_inputs`` (``gbdt+fm``: the embedding; ``gbdt+surprise``;
 ``gbdt+fm+surprise``), ``fm-head`` (the encoder fine-tuned on fraud labels) and ``ct-detector`` (the
@@ -188,6 +190,7 @@ def evaluate_embeddings(
         con.register("l", fraud_labels(con))
         joined = con.sql(
             "SELECT ids.row, l.is_fraud, c.scenario, c.outcome AS _outcome, "
+            "coalesce(c.credential_changed_at > c.created - INTERVAL 36 HOUR, false) AS _recent_change, "
             "f.* EXCLUDE (charge_id, created) FROM ids "
             "JOIN f USING (charge_id) JOIN l USING (charge_id) JOIN charges c USING (charge_id) "
             "ORDER BY ids.row"
@@ -216,12 +219,23 @@ def evaluate_embeddings(
     merchant = key_codes(charges["merchant_id"])[rows]
     attack = attack_labels(merchant, created[rows], scenario == "card_testing")
 
+    # Sub-slices of the scenarios where hand-made features and sequences differ most: takeovers without a
+    # credential change in the 36 hours before (a new device on an old card is all the features see), and
+    # declined card-testing attempts (never labelled: the GBDTs learn them from the authorized ones).
+    recent_change = joined["_recent_change"].to_numpy(zero_copy_only=False)[te]
+    declined = np.array(joined["_outcome"].to_pylist(), dtype=object)[te] != "authorized"
+    sub = {
+        "account_takeover_no_cred_change": ("account_takeover", ~recent_change),
+        "card_testing_declined": ("card_testing", declined),
+    }
+    extra = [(k, (scenario[te] == s) & m) for k, (s, m) in sub.items() if s in cfg.scenarios]
+
     def slices(p: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """slice -> (labels, scores) of the test window."""
         out = {"overall": (y[te], p)}
-        for name, is_s in [(s, scenario[te] == s) for s in cfg.scenarios] + [
-            ("card_testing_attacks", attack[te])
-        ]:
+        for name, is_s in (
+            [(s, scenario[te] == s) for s in cfg.scenarios] + extra + [("card_testing_attacks", attack[te])]
+        ):
             keep = genuine | is_s
             out[name] = (is_s[keep].astype(np.int64), p[keep])
         best, hit = merchant_hours(merchant[te], created[rows][te], p, attack[te])
