@@ -68,7 +68,7 @@ def embed_sequences(
     workers: int = 1,
     output: str = "embedding",
 ) -> np.ndarray:
-    """(n, D) float32 ``output`` (an item of :data:`OUTPUTS`) of the charges ``rows`` (default all) of
+    """(n, D) float32 ``output`` (``embedding`` or ``surprise``) of the charges ``rows`` (default all) of
     ``sequences``: their embeddings (D = V * C) or their surprise (D = V * len(SURPRISE_FIELDS)), view-major.
 
     The (charge, view) sequences are grouped by length and each group runs without its left padding
@@ -123,20 +123,6 @@ def embed_sequences(
     finally:
         torch.set_num_threads(threads)
     return out
-
-
-def fm_inputs(
-    model: FoundationModel,
-    sequences: Sequences,
-    outputs: Sequence[str] = ("embedding",),
-    rows: np.ndarray | None = None,
-    workers: int = 1,
-) -> np.ndarray:
-    """The ``outputs`` of the charges ``rows`` side by side, (n, sum of their widths) float32: the columns
-    a model registered with those outputs takes after its features (:func:`payfm.fm.identity.input_names`)."""
-    outs = check_outputs(outputs)
-    parts = [embed_sequences(model, sequences, rows, workers=workers, output=o) for o in outs]
-    return parts[0] if len(parts) == 1 else np.hstack(parts)
 
 
 def embed(
@@ -300,17 +286,16 @@ class OnlineEmbedder:
         return out
 
     def fm_inputs(self, x: np.ndarray, outputs: Sequence[str] = ("embedding",)) -> np.ndarray:
-        """The ``outputs`` (:data:`OUTPUTS`) of :meth:`inputs_one`'s ``x`` side by side: what a model
-        registered with them takes after its features, equal to the batch :func:`fm_inputs`. Reads no
-        state."""
+        """The ``outputs`` (``embedding``, ``surprise``) of :meth:`inputs_one`'s ``x`` side by side: what a
+        model registered with them takes after its features, equal to :func:`embed_sequences` of each output.
+        Reads no state."""
         parts = []
-        with torch.inference_mode():
-            xt = torch.from_numpy(x)
-            for output in check_outputs(outputs):
-                if output == "embedding":
-                    parts.append(self.model.embed(xt).numpy()[0])
-                else:
-                    parts.append(self.model.surprise(xt, SURPRISE_FIELDS, MASK).numpy()[0])
+        for output in check_outputs(outputs):
+            if output == "embedding":
+                parts.append(self.embed_inputs(x))
+            else:
+                with torch.inference_mode():
+                    parts.append(self.model.surprise(torch.from_numpy(x), SURPRISE_FIELDS, MASK).numpy()[0])
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def embed_one(self, charge: Mapping[str, Any]) -> np.ndarray:

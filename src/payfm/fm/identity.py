@@ -86,7 +86,7 @@ def surprise_names(meta: dict[str, Any]) -> list[str]:
 
 def input_names(meta: dict[str, Any], outputs: Sequence[str]) -> list[str]:
     """Column names of ``outputs`` (``embedding``, ``surprise``) of a checkpoint, in that order: what a
-    model registered with them takes after its features (:func:`payfm.fm.embed.fm_inputs`)."""
+    model registered with them takes after its features (``OnlineEmbedder.fm_inputs``)."""
     names: list[str] = []
     for output in outputs:
         names += embedding_names(embedding_dims(meta)) if output == "embedding" else surprise_names(meta)

@@ -41,6 +41,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +128,11 @@ class Bundle:
     # Foundation-model checkpoint hash -> its online embedder, for the models that take embeddings (one
     # embedder per checkpoint, shared by the model and the shadow; empty when no model takes embeddings).
     embedders: Mapping[str, OnlineEmbedder] = field(default_factory=dict)
+
+    @cached_property
+    def fm_needs(self) -> dict[str, tuple[str, ...]]:
+        """Checkpoint hash -> the outputs the model and the shadow on it take: computed once per charge."""
+        return fm_needs((self.model_version, self.shadow_version))
 
     def describe(self) -> dict[str, Any]:
         out = {
@@ -535,7 +541,7 @@ class Scorer(FeedbackMixin):
         try:
             embeddings = {}
             if fm_inputs:  # the outputs the model and the shadow take, once per checkpoint
-                needs = fm_needs((bundle.model_version, bundle.shadow_version))
+                needs = bundle.fm_needs
                 embeddings = {h: fm_parts(bundle.embedders[h], x, needs[h]) for h, x in fm_inputs.items()}
             decision = self._decide(bundle, c, vector, t0, embeddings)
             record = DecisionRecord.of(
