@@ -7,6 +7,10 @@ quality, is measured) is promoted and 20 rules applied. Usage:
     .venv/bin/python bench/bench_serving.py --charges 20000 --http-seconds 5 --durability os
     .venv/bin/python bench/bench_serving.py --skip-in-process --rates 500,1000
     .venv/bin/python bench/bench_serving.py --snapshot --charges 400000   # deciding during a state snapshot
+    .venv/bin/python bench/bench_serving.py --fm embedding+surprise --skip-http   # a GBDT on FM inputs too
+
+``--fm`` pretrains a default-size foundation model briefly (its speed is measured, not its quality) and
+serves a GBDT on the features plus those FM outputs instead.
 """
 
 from __future__ import annotations
@@ -48,16 +52,25 @@ RULES = "\n".join(
 )
 
 
-def setup(root: Path, charges: int) -> tuple[Workspace, list[dict[str, Any]]]:
+def setup(root: Path, charges: int, fm: str | None = None) -> tuple[Workspace, list[dict[str, Any]]]:
     ws = Workspace.open(root / "ws", create=True)
     ws.write_stream(generate_world(WorldConfig(charges=charges, days=10, seed=3)), "replace")
     fset = default_set()
+    names, extra = list(fset.names), dict[str, Any]()
+    if fm is not None:
+        from payfm.fm.identity import checkpoint_meta, input_names
+        from payfm.fm.pretrain import PretrainConfig, pretrain
+
+        outputs = tuple(fm.split("+"))
+        ckpt = pretrain(ws, PretrainConfig(steps=20), out=root / "fm").path
+        names += input_names(checkpoint_meta(ckpt), outputs)
+        extra = {"foundation_model": ckpt, "fm_outputs": outputs}
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(4000, len(fset.names)))
-    y = (X[:, 0] + rng.normal(size=4000) > 1).astype(int)
-    model = GBDTModel(n_estimators=200, calibration="none").fit(X, y, feature_names=fset.names)
+    X = rng.normal(size=(4000, len(names)))
+    y = (X[:, 0] + X[:, -1] + rng.normal(size=4000) > 1).astype(int)  # the FM inputs are used too
+    model = GBDTModel(n_estimators=200, calibration="none").fit(X, y, feature_names=names)
     reg = Registry(ws)
-    reg.promote(reg.register(model, name="fraud-gbdt", task="fraud", fset=fset).ref)
+    reg.promote(reg.register(model, name="fraud-gbdt", task="fraud", fset=fset, **extra).ref)
     rulesets.save(ws, RULES, activate=True, author="bench")
     rows = [r for t, r in events(ws, None, None) if t == "charges"]
     return ws, rows
@@ -278,10 +291,16 @@ def main() -> None:
     ap.add_argument("--rates", default="250,500,750,1000,1250", help="paced rates of the latency curve")
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--snapshot", action="store_true", help="only: decisions during a state snapshot")
+    ap.add_argument("--skip-http", action="store_true")
+    ap.add_argument(
+        "--fm", choices=["embedding", "surprise", "embedding+surprise"], help="serve a GBDT on FM inputs too"
+    )
     args = ap.parse_args()
     print(f"# {describe()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
-        ws, rows = setup(Path(tmp), args.charges)
+        ws, rows = setup(Path(tmp), args.charges, args.fm)
+        if args.fm:
+            print(f"model: GBDT on {len(default_set().names)} features + FM {args.fm}", flush=True)
         warm = len(rows) // 2
         if args.snapshot:
             for fork in (True, False):
@@ -293,6 +312,8 @@ def main() -> None:
                 print(
                     "in process:", in_process(ws, rows, warm, durability), f"load {_load_avg()}", flush=True
                 )
+        if args.skip_http:
+            return
         key = KeyStore(ws.root / "serving" / "keys.db").create("bench")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -114,3 +114,22 @@ def test_merchant_size_buckets_by_charge_count() -> None:
     sizes = [names[c] for c in codes]
     assert sizes[0] == MERCHANT_SIZE_NAMES[2] and sizes[1000] == MERCHANT_SIZE_NAMES[1]
     assert sizes[-1] == MERCHANT_SIZE_NAMES[0]
+
+
+def test_bootstrap_by_groups_matches_an_explicit_loop_over_groups() -> None:
+    rng = np.random.default_rng(2)
+    y = (rng.random(300) < 0.2).astype(int)
+    s = rng.random(300)
+    groups = rng.integers(100, 160, 300)  # 60 incidents, ids need not start at 0
+    ours = bootstrap({"ap": average_precision_from}, y, s, resamples=30, seed=4, groups=groups)["ap"]
+    ids, inverse = np.unique(groups, return_inverse=True)
+    draw = np.random.default_rng(4)
+    values = []
+    for _ in range(30):
+        per_group = np.bincount(draw.integers(0, len(ids), len(ids)), minlength=len(ids))
+        w = per_group[inverse].astype(float)
+        if (w * y).sum() > 0 and (w * (1 - y)).sum() > 0:
+            values.append(average_precision(y, s, sample_weight=w))
+    assert (ours.low, ours.high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])))
+    with pytest.raises(EvaluationError, match=r"one id per charge \(300\)\. Got \(299,\)"):
+        bootstrap({"ap": average_precision_from}, y, s, groups=groups[:-1])

@@ -10,7 +10,9 @@ feature sampling moves per-scenario AP by more than the effect measured. Labels 
 positives are the test charges of that scenario (``scenario`` ground truth of synthetic worlds) and the
 negatives the genuine test charges, so card testing, whose declined attempts are rarely disputed, is
 measured as detection. Every AP comes with a 95% bootstrap interval, and the relative gain of GBDT + FM
-over GBDT with a *paired* one (both models scored on the same resampled charges).
+over GBDT with a *paired* one (both models scored on the same resample). The bootstrap resamples incidents
+(:func:`incidents`: a card-testing burst, a takeover's spree, each genuine charge alone), not charges:
+the charges of one burst stand or fall together.
 
 Slices: ``overall`` (fraud labels), one per scenario, ``account_takeover_no_cred_change`` (takeovers with no
 credential change in the 36 hours before), ``card_testing_declined`` (declined attempts),
@@ -18,8 +20,9 @@ credential change in the 36 hours before), ``card_testing_declined`` (declined a
 :func:`payfm.fm.cardtesting.attack_labels`, vs genuine charges) and ``merchant_hours``
 (each merchant-hour scored by its highest charge score; positive when it holds an attack charge). Models:
 ``gbdt``, one GBDT + FM model per item of ``fm_inputs`` (``gbdt+fm``: the embedding; ``gbdt+surprise``;
-``gbdt+fm+surprise``), ``fm-head`` (the encoder fine-tuned on fraud labels) and ``ct-detector`` (the
-card-testing detector over the merchant view, fine-tuned on the training window's attack labels).
+``gbdt+fm+surprise``), ``fm-head`` (the encoder fine-tuned on fraud labels), ``ct-detector`` (the
+card-testing detector over the merchant view, fine-tuned on the training window's attack labels) and
+``ct-hand``, the detector's control: a GBDT on the hand-made features fitted on the same attack labels.
 
 Example::
 
@@ -38,10 +41,10 @@ import numpy as np
 import pyarrow as pa
 
 from payfm.errors import ConfigError
-from payfm.evaluation.bootstrap import bootstrap
+from payfm.evaluation.bootstrap import bootstrap, resampler
 from payfm.evaluation.metrics import average_precision, average_precision_from
 from payfm.events.workspace import Workspace, atomic_write_bytes
-from payfm.fm.cardtesting import MERCHANT_VIEW, attack_labels, merchant_hours
+from payfm.fm.cardtesting import MERCHANT_VIEW, US_PER_HOUR, attack_labels, merchant_hours
 from payfm.fm.embed import embed_sequences
 from payfm.fm.finetune import FinetuneConfig, finetune, predict
 from payfm.fm.identity import OUTPUTS, check_outputs, embedding_dims
@@ -108,23 +111,48 @@ def model_label(outputs: tuple[str, ...]) -> str:
     return "gbdt+" + "+".join("fm" if o == "embedding" else o for o in outputs)
 
 
-def _score(y: np.ndarray, s: np.ndarray, resamples: int, seed: int) -> Score:
+def incidents(
+    scenario: np.ndarray, card: np.ndarray, merchant: np.ndarray, created_us: np.ndarray, attack: np.ndarray
+) -> np.ndarray:
+    """(n,) int64 incident id per charge, what the bootstrap resamples: a genuine charge is its own
+    incident; fraud charges of one scenario on one key (the merchant for card-testing attack charges, the
+    card otherwise) form one incident until a gap of more than 6 hours (a burst, a takeover's spree).
+    ``card`` and ``merchant`` hold integer codes."""
+    n = len(scenario)
+    out = np.arange(n, dtype=np.int64)
+    fraud = np.flatnonzero(np.array([s is not None for s in scenario], dtype=bool))
+    if fraud.size == 0:
+        return out
+    _, scen = np.unique(scenario[fraud].astype(str), return_inverse=True)
+    key = np.where(attack[fraud], merchant[fraud], card[fraud]).astype(np.int64)
+    kind = scen.astype(np.int64) * 2 + attack[fraud]  # merchant and card keys never mix
+    order = np.lexsort((created_us[fraud], key, kind))
+    k, c, t = kind[order], key[order], created_us[fraud][order]
+    new = np.ones(len(order), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1]) | (t[1:] - t[:-1] > 6 * US_PER_HOUR)
+    out[fraud[order]] = n + np.cumsum(new) - 1  # ids after the genuine charges' own
+    return out
+
+
+def _score(y: np.ndarray, s: np.ndarray, groups: np.ndarray | None, resamples: int, seed: int) -> Score:
     if y.sum() == 0 or y.sum() == len(y):
         return Score(float("nan"), float("nan"), float("nan"), int(y.sum()))
-    iv = bootstrap({"ap": average_precision_from}, y, s, resamples=resamples, seed=seed)["ap"]
+    metric = {"ap": average_precision_from}
+    iv = bootstrap(metric, y, s, resamples=resamples, seed=seed, groups=groups)["ap"]
     return Score(float(average_precision(y, s)), iv.low, iv.high, int(y.sum()))
 
 
 def _paired_gain(
-    y: np.ndarray, base: np.ndarray, other: np.ndarray, resamples: int, seed: int
+    y: np.ndarray, base: np.ndarray, other: np.ndarray, groups: np.ndarray | None, resamples: int, seed: int
 ) -> tuple[float, float]:
-    """95% interval of AP(other) / AP(base) - 1 over resamples of the same charges for both models."""
+    """95% interval of AP(other) / AP(base) - 1 over resamples of the same incidents for both models."""
     if y.sum() == 0 or y.sum() == len(y):
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
+    draw = resampler(len(y), groups)
     gains = []
     for _ in range(resamples):
-        w = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(np.float64)
+        w = draw(rng, None)
         if (w * y).sum() == 0 or (w * (1 - y)).sum() == 0:
             continue
         a = average_precision(y, base, sample_weight=w)
@@ -230,20 +258,23 @@ def evaluate_embeddings(
     }
     extra = [(k, (scenario[te] == s) & m) for k, (s, m) in sub.items() if s in cfg.scenarios]
 
-    def slices(p: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """slice -> (labels, scores) of the test window."""
-        out = {"overall": (y[te], p)}
+    card = key_codes(charges["card_fingerprint"])[rows]
+    incident = incidents(scenario[te], card[te], merchant[te], created[rows][te], attack[te])
+
+    def slices(p: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        """slice -> (labels, scores, incident ids: what the bootstrap resamples) of the test window."""
+        out: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {"overall": (y[te], p, incident)}
         for name, is_s in (
             [(s, scenario[te] == s) for s in cfg.scenarios] + extra + [("card_testing_attacks", attack[te])]
         ):
             keep = genuine | is_s
-            out[name] = (is_s[keep].astype(np.int64), p[keep])
+            out[name] = (is_s[keep].astype(np.int64), p[keep], incident[keep])
         best, hit = merchant_hours(merchant[te], created[rows][te], p, attack[te])
-        out["merchant_hours"] = (hit.astype(np.int64), best)
+        out["merchant_hours"] = (hit.astype(np.int64), best, None)  # merchant-hours resampled one by one
         return out
 
     def scores_of(p: np.ndarray) -> dict[str, Score]:
-        return {k: _score(yk, pk, cfg.resamples, cfg.seed) for k, (yk, pk) in slices(p).items()}
+        return {k: _score(yk, pk, g, cfg.resamples, cfg.seed) for k, (yk, pk, g) in slices(p).items()}
 
     predictions = {}
     inputs = [("gbdt", X_hand)] + [
@@ -262,7 +293,8 @@ def evaluate_embeddings(
     for label, _ in inputs[1:]:
         other = slices(predictions[label])
         report.gain_intervals[label] = {
-            k: _paired_gain(base[k][0], base[k][1], other[k][1], cfg.resamples, cfg.seed) for k in base
+            k: _paired_gain(base[k][0], base[k][1], other[k][1], base[k][2], cfg.resamples, cfg.seed)
+            for k in base
         }
     fit_rows = np.concatenate([tr, va])
     if cfg.finetune_steps > 0:
@@ -277,6 +309,13 @@ def evaluate_embeddings(
             FinetuneConfig(steps=cfg.detector_steps, view=MERCHANT_VIEW),
         )
         report.scores["ct-detector"] = scores_of(predict(detector, seqs, rows[te]))
+        # The detector's control: the same labels and rows, the hand-made features instead of the encoder.
+        # Without it the detector would be compared with GBDTs that never saw a card-testing label.
+        k = int(len(window_rows) * (1 - cfg.val_frac))
+        fit, val = window_rows[:k], window_rows[k:]
+        control = GBDTModel(n_estimators=cfg.n_estimators, seed=cfg.seed, num_threads=0)
+        control.fit(X_hand[fit], attack[fit].astype(np.int64), X_val=X_hand[val], y_val=attack[val])
+        report.scores["ct-hand"] = scores_of(control.predict_proba(X_hand[te]))
     out = Path(checkpoint).with_name(f"{Path(checkpoint).name}.evaluation.json")
     atomic_write_bytes(out, json.dumps(report.to_json(), indent=1).encode())
     return report

@@ -1,0 +1,75 @@
+"""`payfm fm parity`: the online embedder's inputs and outputs equal the batch job's, on 100k charges."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.fm.embed import OnlineEmbedder
+from payfm.fm.parity import fm_parity
+from payfm.fm.pretrain import PretrainConfig, checkpoint_dir, pretrain
+from payfm.synth import WorldConfig
+from payfm.synth.generator import generate_world
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Path]:
+    torch.set_num_threads(1)
+    ws = Workspace.open(Path(tmp_path_factory.mktemp("fmparity")), create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=110_000, days=20, seed=11)), "replace")
+    cfg = PretrainConfig(seq_len=6, n_layer=1, n_head=2, n_embd=16, batch_size=64, steps=20, seed=3)
+    return ws, pretrain(ws, cfg, out=checkpoint_dir(ws, "default")).path
+
+
+def test_online_equals_offline_on_100k_replayed_charges(trained: tuple[Workspace, Path]) -> None:
+    ws, ckpt = trained
+    n = ws.count("charges")
+    assert n > 100_000
+    seen: list[tuple[int, int]] = []
+    outputs = ("embedding", "surprise")
+    report = fm_parity(ws, ckpt, charges=100_000, outputs=outputs, progress=lambda d, t: seen.append((d, t)))
+    assert (report.charges, report.warmed) == (100_000, n - 100_000)
+    assert report.input_mismatches == 0 and report.first_input_mismatch is None
+    assert report.single_checked == 1_000  # every 100th charge also through the one-charge call
+    assert max(report.max_abs_diff.values()) < 1e-5 and report.single_max_abs_diff < 1e-5
+    assert report.ok and seen[-1] == (100_000, 100_000)
+
+
+def test_a_wrong_online_state_is_caught_and_named(
+    trained: tuple[Workspace, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws, ckpt = trained
+    learn = OnlineEmbedder._learn
+
+    def forgets_devices(self: OnlineEmbedder, charge: Any, created: int, rows: list[np.ndarray]) -> None:
+        learn(self, charge, created, rows)
+        self.counts["device_n"].pop(charge.get("device_id"), None)  # a state that loses device counts
+
+    monkeypatch.setattr(OnlineEmbedder, "_learn", forgets_devices)
+    report = fm_parity(ws, ckpt, charges=3_000)
+    assert not report.ok and 0 < report.input_mismatches <= 3_000
+    first = report.first_input_mismatch
+    assert first is not None and first["field"] == "device_n" and first["online"] != first["offline"]
+    assert report.over_tolerance["embedding"] > 0  # the inputs differ, so do the embeddings
+
+
+def test_parity_cli(trained: tuple[Workspace, Path]) -> None:
+    ws, _ = trained
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["-w", str(ws.root), "fm", "parity", "--charges", "500", "--surprise"])
+    assert ok.exit_code == 0, ok.output
+    assert "500 charges replayed" in ok.output and "0 input mismatches" in ok.output
+    bad = runner.invoke(cli, ["-w", str(ws.root), "fm", "parity", "--charges", "0"])
+    assert bad.exit_code == 2 and "--charges" in bad.output
+    missing = runner.invoke(cli, ["-w", str(ws.root), "fm", "parity", "--name", "nope"])
+    assert missing.exit_code != 0 and "nope" in missing.output and "Traceback" not in missing.output
+    with pytest.raises(ConfigError, match="charges to replay"):
+        fm_parity(ws, checkpoint_dir(ws, "default"), charges=-1)
