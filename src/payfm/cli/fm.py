@@ -253,20 +253,25 @@ def evaluate(
         fm_inputs=variants,
     )
     report = evaluate_embeddings(ws, _checkpoint(ws, name), cfg)
+    # Two tables narrow enough for a terminal: APs, then the GBDT + FM models' gains with their intervals.
     table = Table(title=f"Average precision after {report.cut} ({report.test_rows:,} test charges)")
-    table.add_column("slice")
+    table.add_column("slice (positives)")
     for model in report.scores:
         table.add_column(model, justify="right")
+    for slice_ in report.scores["gbdt"]:
+        pos = report.scores["gbdt"][slice_].positives
+        table.add_row(f"{slice_} ({pos})", *(f"{report.scores[m][slice_].ap:.3f}" for m in report.scores))
+    console.print(table)
+    gains = Table(title="Relative AP gain over gbdt, paired 95% bootstrap interval over incidents")
+    gains.add_column("slice")
     for model in report.gain_intervals:
-        table.add_column(f"{model} vs gbdt", justify="right")
+        gains.add_column(model, justify="right")
     for slice_ in report.scores["gbdt"]:
         cells = []
-        for model in report.scores:
-            s = report.scores[model][slice_]
-            cells.append(f"{s.ap:.3f} [{s.low:.3f}, {s.high:.3f}]")
         for model, intervals in report.gain_intervals.items():
             low, high = intervals[slice_]
             cells.append(f"{report.relative_gain(slice_, model):+.1%} [{low:+.1%}, {high:+.1%}]")
-        pos = report.scores["gbdt"][slice_].positives
-        table.add_row(f"{slice_} ({pos} pos.)", *cells)
-    console.print(table)
+        gains.add_row(slice_, *cells)
+    console.print(gains)
+    ckpt = _checkpoint(ws, name)
+    console.print(f"Every AP with its interval: {ckpt.with_name(ckpt.name + '.evaluation.json')}")
