@@ -192,6 +192,9 @@ def test_embedding_reason_groups_the_dimensions(world: World) -> None:
     fm = [r for r in reasons if r["feature"] == EMBEDDING_REASON]
     assert len(fm) == 1 and fm[0]["contribution"] == pytest.approx(emb_net[i])
     assert [r["contribution"] for r in reasons] == sorted((r["contribution"] for r in reasons), reverse=True)
+    # the texts are built for the top k only: the same reasons as the first k of the whole list
+    for k in (1, 3):
+        assert explain(world.fm.model, world.fm.X[i].tolist(), top_k=k) == reasons[:k]
 
 
 def test_warm_equals_learning_one_by_one(world: World) -> None:

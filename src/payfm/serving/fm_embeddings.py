@@ -202,24 +202,25 @@ def explain(model: Model, x: list[float | None], top_k: int) -> list[dict[str, A
     m = np.array([[math.nan if v is None else v for v in x]], dtype=np.float64)
     contrib = model._contributions(m)[0]  # (n_features,) in log-odds, as Model.explain uses them
     emb = np.array([n.startswith(EMBEDDING_PREFIX) for n in names])
-    candidates: list[tuple[float, dict[str, Any]]] = []
-    for j in np.flatnonzero(~emb):
-        c = float(contrib[j])
-        if c > 0:
-            v = None if math.isnan(m[0, j]) else float(m[0, j])
-            r = Reason(names[j], v, float(model.medians_[j]), c, model.templates_.get(names[j], GENERIC))
-            reason = r.to_json()
-            if names[j].startswith(SURPRISE_PREFIX):
-                reason["text"] = surprise_text(names[j], v, float(model.medians_[j]))
-            candidates.append((c, reason))
+    # (contribution, feature index; -1 for the embedding as a whole), then texts for the top_k only
+    candidates = [(float(contrib[j]), int(j)) for j in np.flatnonzero(~emb) if contrib[j] > 0]
     net = float(contrib[emb].sum())
     if net > 0:
-        text = EMBEDDING_TEXT.format(dims=int(emb.sum()))
-        candidates.append(
-            (net, {"feature": EMBEDDING_REASON, "value": None, "contribution": net, "text": text})
-        )
-    candidates.sort(key=lambda t: -t[0])
-    return [{k: r[k] for k in ("feature", "value", "contribution", "text")} for _, r in candidates[:top_k]]
+        candidates.append((net, -1))
+    candidates.sort(key=lambda t: -t[0])  # stable: ties keep feature order, the embedding last
+    out: list[dict[str, Any]] = []
+    for c, j in candidates[:top_k]:
+        if j < 0:
+            text = EMBEDDING_TEXT.format(dims=int(emb.sum()))
+            out.append({"feature": EMBEDDING_REASON, "value": None, "contribution": c, "text": text})
+            continue
+        v = None if math.isnan(m[0, j]) else float(m[0, j])
+        r = Reason(names[j], v, float(model.medians_[j]), c, model.templates_.get(names[j], GENERIC))
+        reason = r.to_json()
+        if names[j].startswith(SURPRISE_PREFIX):
+            reason["text"] = surprise_text(names[j], v, float(model.medians_[j]))
+        out.append({k: reason[k] for k in ("feature", "value", "contribution", "text")})
+    return out
 
 
 def surprise_text(name: str, value: float | None, typical: float) -> str:
