@@ -49,7 +49,19 @@ def test_evaluation_compares_on_the_later_window(ws: Workspace, tmp_path: Path) 
     ckpt = pretrain(
         ws, SMALL.__class__(**{**SMALL.__dict__, "until_us": time_cut(ws, 0.6)}), out=tmp_path / "m"
     )
-    report = evaluate_embeddings(ws, ckpt.path, cfg, features=_features(ws))
+    seen: dict[str, list[tuple[int, int]]] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        seen.setdefault(stage, []).append((done, total))
+
+    report = evaluate_embeddings(ws, ckpt.path, cfg, features=_features(ws), progress=progress)
+    # progress: every stage ends complete; 3 models x 2 seeds of GBDT fits; head, detector and its control
+    assert {st: v[-1] for st, v in seen.items()} == {
+        "foundation-model outputs": (2, 2),
+        "GBDT fits": (6, 6),
+        "fine-tuned models": (3, 3),
+    }
+    assert [d for d, _ in seen["GBDT fits"]] == list(range(7))
     assert report.train_rows + report.test_rows == ws.count("charges")
     assert report.embedding_dims == 16 and report.hand_features == 1
     slices = {

@@ -252,7 +252,10 @@ def evaluate(
         workers=workers,
         fm_inputs=variants,
     )
-    report = evaluate_embeddings(ws, _checkpoint(ws, name), cfg)
+    from payfm.cli.render import stage_progress
+
+    with stage_progress() as update:
+        report = evaluate_embeddings(ws, _checkpoint(ws, name), cfg, progress=update)
     # Two tables narrow enough for a terminal: APs, then the GBDT + FM models' gains with their intervals.
     table = Table(title=f"Average precision after {report.cut} ({report.test_rows:,} test charges)")
     table.add_column("slice (positives)")

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,12 +179,15 @@ def evaluate_embeddings(
     config: DownstreamConfig | None = None,
     *,
     features: tuple[pa.Table, list[str]] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> DownstreamReport:
     """Train and compare the two GBDTs (see the module docstring); the report holds APs with intervals.
 
     ``features`` is (table with ``charge_id``, ``created`` and the named columns, names); by default the
-    backfill of the default feature set.
+    backfill of the default feature set. ``progress(stage, done, total)`` reports the stages: the
+    foundation model's outputs, the GBDT fits, the fine-tuned models (head, detector and its control).
     """
+    report_to = progress or (lambda stage, done, total: None)
     from payfm.training.models.gbdt import GBDTModel
 
     cfg = config or DownstreamConfig()
@@ -208,7 +212,11 @@ def evaluate_embeddings(
     variants = [check_outputs(v) for v in cfg.fm_inputs]
     wanted = sorted({o for v in variants for o in v}, key=OUTPUTS.index)
     # (n, D) per output, rows in (created, charge_id) order
-    outputs = {o: embed_sequences(model, seqs, workers=cfg.workers, output=o) for o in wanted}
+    outputs = {}
+    for i, o in enumerate(wanted):
+        report_to("foundation-model outputs", i, len(wanted))
+        outputs[o] = embed_sequences(model, seqs, workers=cfg.workers, output=o)
+    report_to("foundation-model outputs", len(wanted), len(wanted))
 
     feats, names = features if features is not None else _hand_features(ws)
     con = ws.connect()
@@ -281,12 +289,15 @@ def evaluate_embeddings(
         (model_label(v), np.hstack([X_hand, *(outputs[o][rows].astype(np.float64) for o in v)]))
         for v in variants
     ]
+    n_fits = len(inputs) * max(cfg.gbdt_seeds, 1)
+    report_to("GBDT fits", 0, n_fits)
     for label, X in inputs:
         fits = []
         for seed in range(cfg.seed, cfg.seed + max(cfg.gbdt_seeds, 1)):
             gbdt = GBDTModel(n_estimators=cfg.n_estimators, seed=seed, num_threads=0)
             gbdt.fit(X[tr], y[tr], X_val=X[va], y_val=y[va])
             fits.append(gbdt.predict_proba(X[te]))
+            report_to("GBDT fits", len(report.scores) * max(cfg.gbdt_seeds, 1) + len(fits), n_fits)
         predictions[label] = np.mean(fits, axis=0)
         report.scores[label] = scores_of(predictions[label])
     base = slices(predictions["gbdt"])
@@ -297,10 +308,15 @@ def evaluate_embeddings(
             for k in base
         }
     fit_rows = np.concatenate([tr, va])
+    with_detector = cfg.detector_steps > 0 and bool(attack[window_rows].any())
+    n_tuned = (cfg.finetune_steps > 0) + 2 * with_detector
+    if n_tuned:
+        report_to("fine-tuned models", 0, n_tuned)
     if cfg.finetune_steps > 0:
         head = finetune(model, seqs, rows[fit_rows], y[fit_rows], FinetuneConfig(steps=cfg.finetune_steps))
         report.scores["fm-head"] = scores_of(predict(head, seqs, rows[te]))
-    if cfg.detector_steps > 0 and attack[window_rows].any():
+        report_to("fine-tuned models", 1, n_tuned)
+    if with_detector:
         detector = finetune(
             model,
             seqs,
@@ -309,6 +325,7 @@ def evaluate_embeddings(
             FinetuneConfig(steps=cfg.detector_steps, view=MERCHANT_VIEW),
         )
         report.scores["ct-detector"] = scores_of(predict(detector, seqs, rows[te]))
+        report_to("fine-tuned models", n_tuned - 1, n_tuned)
         # The detector's control: the same labels and rows, the hand-made features instead of the encoder.
         # Without it the detector would be compared with GBDTs that never saw a card-testing label.
         k = int(len(window_rows) * (1 - cfg.val_frac))
@@ -316,6 +333,7 @@ def evaluate_embeddings(
         control = GBDTModel(n_estimators=cfg.n_estimators, seed=cfg.seed, num_threads=0)
         control.fit(X_hand[fit], attack[fit].astype(np.int64), X_val=X_hand[val], y_val=attack[val])
         report.scores["ct-hand"] = scores_of(control.predict_proba(X_hand[te]))
+        report_to("fine-tuned models", n_tuned, n_tuned)
     out = Path(checkpoint).with_name(f"{Path(checkpoint).name}.evaluation.json")
     atomic_write_bytes(out, json.dumps(report.to_json(), indent=1).encode())
     return report
