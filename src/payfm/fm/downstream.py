@@ -181,14 +181,15 @@ def evaluate_embeddings(
     features: tuple[pa.Table, list[str]] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> DownstreamReport:
-    """Train and compare the two GBDTs (see the module docstring); the report holds APs with intervals.
+    """Train and compare the models (see the module docstring); the report holds APs with intervals.
 
     ``features`` is (table with ``charge_id``, ``created`` and the named columns, names); by default the
     backfill of the default feature set. ``progress(stage, done, total)`` reports the stages: the
     foundation model's outputs, the GBDT fits, the fine-tuned models (head, detector and its control).
     """
-    report_to = progress or (lambda stage, done, total: None)
     from payfm.training.models.gbdt import GBDTModel
+
+    report_to = progress or (lambda stage, done, total: None)
 
     cfg = config or DownstreamConfig()
     if cfg.train_on not in ("authorized", "all"):
@@ -289,7 +290,7 @@ def evaluate_embeddings(
         (model_label(v), np.hstack([X_hand, *(outputs[o][rows].astype(np.float64) for o in v)]))
         for v in variants
     ]
-    n_fits = len(inputs) * max(cfg.gbdt_seeds, 1)
+    n_fits, fitted = len(inputs) * max(cfg.gbdt_seeds, 1), 0
     report_to("GBDT fits", 0, n_fits)
     for label, X in inputs:
         fits = []
@@ -297,7 +298,8 @@ def evaluate_embeddings(
             gbdt = GBDTModel(n_estimators=cfg.n_estimators, seed=seed, num_threads=0)
             gbdt.fit(X[tr], y[tr], X_val=X[va], y_val=y[va])
             fits.append(gbdt.predict_proba(X[te]))
-            report_to("GBDT fits", len(report.scores) * max(cfg.gbdt_seeds, 1) + len(fits), n_fits)
+            fitted += 1
+            report_to("GBDT fits", fitted, n_fits)
         predictions[label] = np.mean(fits, axis=0)
         report.scores[label] = scores_of(predictions[label])
     base = slices(predictions["gbdt"])
@@ -309,13 +311,14 @@ def evaluate_embeddings(
         }
     fit_rows = np.concatenate([tr, va])
     with_detector = cfg.detector_steps > 0 and bool(attack[window_rows].any())
-    n_tuned = (cfg.finetune_steps > 0) + 2 * with_detector
+    n_tuned, tuned = (cfg.finetune_steps > 0) + 2 * with_detector, 0
     if n_tuned:
         report_to("fine-tuned models", 0, n_tuned)
     if cfg.finetune_steps > 0:
         head = finetune(model, seqs, rows[fit_rows], y[fit_rows], FinetuneConfig(steps=cfg.finetune_steps))
         report.scores["fm-head"] = scores_of(predict(head, seqs, rows[te]))
-        report_to("fine-tuned models", 1, n_tuned)
+        tuned += 1
+        report_to("fine-tuned models", tuned, n_tuned)
     if with_detector:
         detector = finetune(
             model,
@@ -325,15 +328,16 @@ def evaluate_embeddings(
             FinetuneConfig(steps=cfg.detector_steps, view=MERCHANT_VIEW),
         )
         report.scores["ct-detector"] = scores_of(predict(detector, seqs, rows[te]))
-        report_to("fine-tuned models", n_tuned - 1, n_tuned)
+        tuned += 1
+        report_to("fine-tuned models", tuned, n_tuned)
         # The detector's control: the same labels and rows, the hand-made features instead of the encoder.
         # Without it the detector would be compared with GBDTs that never saw a card-testing label.
-        k = int(len(window_rows) * (1 - cfg.val_frac))
-        fit, val = window_rows[:k], window_rows[k:]
+        fit, val = window_rows[:fit_end], window_rows[fit_end:]  # the GBDTs' split, declined rows kept
         control = GBDTModel(n_estimators=cfg.n_estimators, seed=cfg.seed, num_threads=0)
         control.fit(X_hand[fit], attack[fit].astype(np.int64), X_val=X_hand[val], y_val=attack[val])
         report.scores["ct-hand"] = scores_of(control.predict_proba(X_hand[te]))
-        report_to("fine-tuned models", n_tuned, n_tuned)
+        tuned += 1
+        report_to("fine-tuned models", tuned, n_tuned)
     out = Path(checkpoint).with_name(f"{Path(checkpoint).name}.evaluation.json")
     atomic_write_bytes(out, json.dumps(report.to_json(), indent=1).encode())
     return report
