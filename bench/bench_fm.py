@@ -17,6 +17,7 @@ import tempfile
 import time
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from machine import describe  # bench/machine.py
@@ -50,6 +51,13 @@ def main() -> None:
         help="batch embedding on this device ('cuda' on a GPU machine; pretraining takes CUDA when present)",
     )
     ap.add_argument("--online", type=int, default=3000, help="single-charge embeddings to time")
+    ap.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        help="also time a decision's FM step (state read + learn, forward pass) on this online state: "
+        "memory or redis://... (repeatable; a namespace of its own, deleted after)",
+    )
     args = ap.parse_args()
     print(f"# {describe()}", flush=True)
     torch.set_num_threads(args.threads)
@@ -122,6 +130,45 @@ def main() -> None:
     print(
         f"online embedding + surprise: p50 {np.percentile(ms, 50):.2f} ms, p99 {np.percentile(ms, 99):.2f} ms"
     )
+    for state in args.state:
+        decision_step(str(result.path), charges, state, args.online)
+
+
+def decision_step(ckpt: str, table: pa.Table, state: str, n: int) -> None:
+    """What a decision does with the embedder: inputs_then_learn (under the scorer's lock: the state read
+    and the learn, two Redis round trips on Redis) then the forward pass, over ``n`` charges after a warm
+    start from the charges before them."""
+    import uuid
+
+    from payfm.fm.online_state import RedisState
+
+    embedder = OnlineEmbedder.load(ckpt, state, namespace=f"bench-{uuid.uuid4().hex[:12]}")
+    try:
+        start = table.num_rows - n
+        t0 = time.perf_counter()
+        embedder.warm(table.slice(0, start))
+        warm_s = time.perf_counter() - t0
+        state_ms, forward_ms = [], []
+        for c in table.slice(start).to_pylist():
+            s = time.perf_counter()
+            x = embedder.inputs_then_learn(c)
+            m = time.perf_counter()
+            embedder.fm_inputs(x)
+            e = time.perf_counter()
+            state_ms.append((m - s) * 1e3)
+            forward_ms.append((e - m) * 1e3)
+        total = np.array(state_ms) + np.array(forward_ms)
+
+        def p(a: list[float] | np.ndarray) -> str:
+            return f"p50 {np.percentile(a, 50):.2f} / p99 {np.percentile(a, 99):.2f} ms"
+
+        print(
+            f"decision FM step on {state}: warm {start:,} charges {warm_s:.1f} s; per charge: "
+            f"state read+learn {p(state_ms)}, forward {p(forward_ms)}, total {p(total)}"
+        )
+    finally:
+        if isinstance(embedder.store, RedisState):
+            embedder.store.clear()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +25,7 @@ from payfm.features.parity import apply_log, compare, replay
 from payfm.features.request import derive, request_value
 from payfm.features.state import WindowState, state_to_json
 from payfm.features.stores import MemoryStore, SnapshotError
+from services import REDIS_URL, require_redis
 from streams import connect, label_outcomes, random_log
 
 H = timedelta(hours=1)
@@ -258,17 +258,8 @@ def test_a_snapshot_of_an_older_format_is_refused_with_a_clear_error(tmp_path: P
     assert MemoryStore.restore(tmp_path / "new.json.gz", fset.version).charges.keys() == {"ch_1"}
 
 
-REDIS_URL = os.environ.get("PAYFM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
 def test_redis_records_keep_every_state_of_a_key(tmp_path: Path) -> None:
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError:
-        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
-            pytest.fail(f"Redis is required (PAYFM_REQUIRE_SERVICES) but not reachable at {REDIS_URL}")
-        pytest.skip(f"Redis not reachable at {REDIS_URL}")
+    require_redis(REDIS_URL)
     from payfm.features.redis_store import RedisStore
 
     store = RedisStore(REDIS_URL, WIDE, prefix=f"payfm-test-{uuid.uuid4().hex[:8]}")

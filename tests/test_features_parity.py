@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -17,9 +16,8 @@ from payfm.features.offline import compute
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import compare, replay
 from payfm.features.stores import MemoryStore
+from services import REDIS_URL, require_redis
 from streams import connect, label_outcomes, random_log
-
-REDIS_URL = os.environ.get("PAYFM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -96,13 +94,7 @@ def test_snapshot_and_restore_continue_exactly(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def redis_store_factory() -> Iterator[object]:
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS_URL).ping()
-    except redis.RedisError:
-        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
-            pytest.fail(f"Redis is required (PAYFM_REQUIRE_SERVICES) but not reachable at {REDIS_URL}")
-        pytest.skip(f"Redis not reachable at {REDIS_URL}; start redis-server or set PAYFM_TEST_REDIS_URL")
+    require_redis(REDIS_URL)
     from payfm.features.redis_store import RedisStore
 
     made: list[RedisStore] = []

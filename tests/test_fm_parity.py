@@ -18,6 +18,7 @@ from payfm.fm.parity import fm_parity
 from payfm.fm.pretrain import PretrainConfig, checkpoint_dir, pretrain
 from payfm.synth import WorldConfig
 from payfm.synth.generator import generate_world
+from services import REDIS_URL, require_redis
 
 
 @pytest.fixture(scope="module")
@@ -73,3 +74,12 @@ def test_parity_cli(trained: tuple[Workspace, Path]) -> None:
     assert missing.exit_code != 0 and "nope" in missing.output and "Traceback" not in missing.output
     with pytest.raises(ConfigError, match="charges to replay"):
         fm_parity(ws, checkpoint_dir(ws, "default"), charges=-1)
+
+
+def test_parity_through_a_redis_state(trained: tuple[Workspace, Path]) -> None:
+    client = require_redis(REDIS_URL)
+    ws, ckpt = trained
+    report = fm_parity(ws, ckpt, charges=10_000, outputs=("embedding", "surprise"), state=REDIS_URL)
+    assert (report.charges, report.warmed) == (10_000, ws.count("charges") - 10_000)
+    assert report.input_mismatches == 0 and max(report.max_abs_diff.values()) < 1e-5 and report.ok
+    assert not list(client.scan_iter("payfm:fm:parity-*", count=1000))  # cleaned up

@@ -28,6 +28,7 @@ from payfm.synth import WorldConfig
 from payfm.synth.generator import generate_world
 from payfm.training.models.gbdt import GBDTModel
 from payfm.training.scores import risk_score
+from services import require_redis
 
 TINY = PretrainConfig(seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=64, steps=4, seed=1)
 HELD_OUT = 40  # the log's last charges: scored live, compared with the offline values of the full log
@@ -319,3 +320,115 @@ def test_a_model_on_embedding_and_surprise_is_served_as_offline(world: World, tm
     for r in surprising:
         view, field = r["feature"].removeprefix("fm.surprise_").split("_", 1)
         assert f"{field} unexpected for this {view}'s recent charges" in r["text"]
+
+
+REDIS_URL = "redis://127.0.0.1:6379/9"  # a database of its own: the tests empty it before and after
+
+
+def _redis() -> Any:
+    client = require_redis(REDIS_URL)
+    client.flushdb()
+    return client
+
+
+def _alternate(world: World, tmp_path: Path, state: str) -> list[float]:
+    """Two scorers (two serving processes) decide the held-out charges in turn; each decision's embedding's
+    largest difference from the offline embedding of its charge (the full log, in order)."""
+    scorers = [Scorer.open(Workspace.open(shutil.copytree(world.serve.root, tmp_path / n))) for n in "ab"]
+    for s in scorers:  # reopen on the state under test (copies first: each has its own decision log)
+        s.close(snapshot=False)
+    scorers = [Scorer.open(Workspace.open(tmp_path / n), state=state) for n in "ab"]
+    n = len(tiny_set().names)
+    diffs = []
+    try:
+        for i, charge in enumerate(world.live):
+            d = scorers[i % 2].score(charge)
+            assert d.embedding is not None
+            offline = world.fm.X[world.ids.index(d.charge_id), n:]
+            diffs.append(float(np.abs(np.array(d.embedding) - offline).max()))
+    finally:
+        for s in scorers:
+            s.close(snapshot=False)
+    return diffs
+
+
+def test_two_serving_processes_on_redis_embed_as_one(world: World, tmp_path: Path) -> None:
+    from payfm.fm.online_state import RedisState
+
+    client = _redis()
+    try:
+        shared = _alternate(world, tmp_path / "redis", REDIS_URL)
+        assert max(shared) < 1e-5  # each saw the other's charges: the offline history of every charge
+        assert client.exists(*[k for k in client.scan_iter("payfm:fm:*:warm")]) == 1  # loaded once
+        # in process, each learns only its own charges: the later charges' histories miss the other's
+        apart = _alternate(world, tmp_path / "memory", "memory")
+        assert sum(d > 1e-5 for d in apart) >= 3
+        scorer = Scorer.open(Workspace.open(tmp_path / "redis" / "a"), state=REDIS_URL)
+        try:
+            (embedder,) = scorer.bundle.embedders.values()
+            assert isinstance(embedder.store, RedisState)
+        finally:
+            scorer.close(snapshot=False)
+    finally:
+        client.flushdb()
+
+
+def test_redis_state_learns_a_charge_once_and_reads_as_memory(world: World) -> None:
+    from payfm.fm.online_state import RedisState
+
+    client = _redis()
+    try:
+        charges = read_charges(world.full)
+        n = charges.num_rows - HELD_OUT
+        mem = OnlineEmbedder.load(world.fm.ckpt)
+        shared = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-once")
+        other = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-once")  # a second process
+        assert mem.warm(charges.slice(0, n)) == shared.warm(charges.slice(0, n)) == n
+        assert other.warm(charges.slice(0, n)) == 0  # loaded by the first: not loaded twice
+        for i, charge in enumerate(charges.slice(n).to_pylist()):
+            pre = {k: v for k, v in charge.items() if k not in ("outcome", "decline_code")}
+            on = shared if i % 2 else other
+            assert np.array_equal(on.inputs_then_learn(charge), mem.inputs_then_learn(charge))
+            assert np.array_equal(shared.inputs_one(pre), other.inputs_one(pre))
+        # the same charge again (a retry, or both processes): learned once
+        last = charges.slice(charges.num_rows - 1).to_pylist()[0]
+        before = shared.inputs_one(last)
+        assert isinstance(other.store, RedisState)
+        assert not other.store.learn(_learned(other, last))
+        assert np.array_equal(shared.inputs_one(last), before)
+    finally:
+        client.flushdb()
+
+
+def _learned(embedder: OnlineEmbedder, charge: dict[str, Any]) -> Any:
+    from payfm.fm.online_state import Learned
+
+    created, rows, _ = embedder._rows(charge)
+    return Learned(
+        str(charge["charge_id"]),
+        (charge["card_fingerprint"], charge["merchant_id"]),
+        tuple(rows),
+        created,
+        charge.get("ip_address"),
+        charge.get("device_id"),
+        (charge["merchant_id"], charge["card_fingerprint"]),
+        {"card_n": charge["card_fingerprint"]},
+    )
+
+
+def test_redis_state_errors_name_the_server_and_the_namespace(world: World) -> None:
+    from payfm.errors import ConfigError
+    from payfm.fm.online_state import RedisState
+
+    with pytest.raises(ConfigError, match=r"redis://127\.0\.0\.1:1/0.*not reachable"):
+        OnlineEmbedder.load(world.fm.ckpt, "redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigError, match="must be 'memory' or a redis:// URL"):
+        OnlineEmbedder.load(world.fm.ckpt, "postgres://x")
+    client = _redis()
+    try:
+        state = RedisState(REDIS_URL, "t-lock", keep=3, n_fields=20)
+        client.set("payfm:fm:t-lock:warming", b"1")  # another process is loading it
+        with pytest.raises(ConfigError, match=r"payfm:fm:t-lock.*being loaded by another process"):
+            state.begin_load(timeout_s=0.5)
+    finally:
+        client.flushdb()

@@ -143,18 +143,27 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
 @click.option(
     "--tolerance", type=float, default=1e-5, show_default=True, help="Largest |online - offline| allowed."
 )
+@click.option(
+    "--state",
+    default="memory",
+    show_default=True,
+    help="The online state replayed through: memory, or redis://... (a namespace of its own, deleted after).",
+)
 @click.pass_context
-def parity(ctx: click.Context, name: str, charges: int, surprise: bool, tolerance: float) -> None:
+def parity(ctx: click.Context, name: str, charges: int, surprise: bool, tolerance: float, state: str) -> None:
     """Replay charges through the online embedder and compare with the batch job, charge by charge.
 
     Checks that every replayed charge's model input (the card's and merchant's recent charges, from the
     online state) equals the offline window exactly, and that its embedding (and surprise) equals the batch
     job's within the tolerance, through batched passes and, for every 100th charge, the one-charge call a
-    decision makes. Exits 1 on any difference.
+    decision makes. Exits 1 on any difference. With --state redis://..., the state lives in Redis as with
+    `payfm serve --state redis://...`: the warm start is written there and every replayed charge is read
+    from and learned into it.
 
     \b
     Example:
       payfm fm parity --name v3 --charges 100000 --surprise
+      payfm fm parity --name v3 --charges 20000 --state redis://127.0.0.1:6379/0
     """
     from payfm.cli.render import progress_bar
     from payfm.fm.parity import fm_parity
@@ -163,7 +172,13 @@ def parity(ctx: click.Context, name: str, charges: int, surprise: bool, toleranc
     outputs = ("embedding", "surprise") if surprise else ("embedding",)
     with progress_bar("replaying charges", charges) as update:
         report = fm_parity(
-            ws, _checkpoint(ws, name), charges=charges, outputs=outputs, tolerance=tolerance, progress=update
+            ws,
+            _checkpoint(ws, name),
+            charges=charges,
+            outputs=outputs,
+            tolerance=tolerance,
+            progress=update,
+            state=state,
         )
     console.print(f"{report.summary()} in {report.seconds:.1f} s")
     if report.first_input_mismatch is not None:

@@ -35,7 +35,13 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     show_default=True,
     help="sqlite (in the workspace) or postgresql://...",
 )
-@click.option("--state", default="memory", show_default=True, help="Online state: memory or redis://...")
+@click.option(
+    "--state",
+    default="memory",
+    show_default=True,
+    help="Online state (features and foundation-model embedders): memory, or redis://... shared by several "
+    "processes.",
+)
 @click.option("--model", default=None, help="Registry name to serve (default: the newest production model).")
 @click.option("--max-in-flight", default=64, show_default=True, help="Requests in flight before 503.")
 @click.option(

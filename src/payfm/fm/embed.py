@@ -18,7 +18,6 @@ import os
 from collections import deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.fm.identity import check_outputs
 from payfm.fm.model import FoundationModel
+from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState, is_redis_url
 from payfm.fm.pretrain import load_checkpoint
 from payfm.fm.sequences import (
     OTHER,
@@ -176,38 +177,66 @@ def _time_us(charge: Mapping[str, Any], name: str, us_name: str, *, required: bo
     return int(pa.scalar(value, type=pa.timestamp("us", tz="UTC")).cast(pa.int64()).as_py())
 
 
-@dataclass
-class _KeyState:
-    """A card's or merchant's recent history: tokens of its last K-1 charges and its last charge's keys."""
-
-    rows: deque[np.ndarray]
-    created_us: int
-    ip: Any
-    device: Any
-    other: Any
-
-
 class OnlineEmbedder:
-    """In-process online state (last K-1 charges per card and per merchant, charge counts per card, device,
-    IP and address) and single-charge embedding."""
+    """Single-charge embedding from an online state (last K-1 charges per card and per merchant, charge counts
+    per card, device, IP and address): in process by default, or any :class:`EmbedderState` (Redis for more
+    than one serving process, :mod:`payfm.fm.online_state`)."""
 
-    def __init__(self, model: FoundationModel, tokenizer: Tokenizer) -> None:
+    def __init__(
+        self, model: FoundationModel, tokenizer: Tokenizer, state: EmbedderState | None = None
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.k = model.config.seq_len
-        self.state: list[dict[str, _KeyState]] = [{} for _ in VIEWS]  # view -> key -> its history
-        self.counts: dict[str, dict[Any, int]] = {name: {} for name in COUNT_FIELDS}  # earlier charges
+        self.store: EmbedderState = state or MemoryState(len(VIEWS), self.k - 1, tuple(COUNT_FIELDS))
 
     @classmethod
-    def load(cls, checkpoint: str | os.PathLike[str]) -> OnlineEmbedder:
+    def load(
+        cls, checkpoint: str | os.PathLike[str], state: str = "memory", namespace: str | None = None
+    ) -> OnlineEmbedder:
+        """The embedder of a checkpoint, its state in this process (``state`` "memory") or in Redis (a
+        redis:// URL; ``namespace``, default the checkpoint's directory name, keeps checkpoints apart)."""
         model, tokenizer, _ = load_checkpoint(checkpoint)
-        return cls(model, tokenizer)
+        if state == "memory":
+            return cls(model, tokenizer)
+        if not is_redis_url(state):
+            raise ConfigError(f"The embedder state must be 'memory' or a redis:// URL. Got {state!r}.")
+        shared = RedisState(
+            state,
+            namespace or Path(checkpoint).name,
+            keep=model.config.seq_len - 1,
+            n_fields=len(FIELDS),
+            n_views=len(VIEWS),
+            count_fields=tuple(COUNT_FIELDS),
+        )
+        return cls(model, tokenizer, shared)
 
-    def _tokens(self, charge: Mapping[str, Any]) -> tuple[int, np.ndarray]:
+    @property
+    def counts(self) -> dict[str, dict[Any, int]]:
+        """The in-process state's counts per field (value -> earlier charges)."""
+        return self._memory().counts
+
+    @property
+    def state(self) -> list[dict[str, KeyState]]:
+        """The in-process state's histories per view (key -> :class:`KeyState`)."""
+        return self._memory().views
+
+    def _memory(self) -> MemoryState:
+        if not isinstance(self.store, MemoryState):
+            raise TypeError(
+                f"OnlineEmbedder: this embedder's state is {type(self.store).__name__}, not in memory."
+            )
+        return self.store
+
+    def _read(self, charge: Mapping[str, Any]) -> tuple[list[KeyState | None], dict[str, int]]:
+        keys = [str(charge[col]) for col in VIEWS]
+        return self.store.read(keys, {name: charge.get(col) for name, col in COUNT_FIELDS.items()})
+
+    def _tokens(self, charge: Mapping[str, Any], counts: Mapping[str, int]) -> tuple[int, np.ndarray]:
         created = _time_us(charge, "created", "created_us", required=True)
         cols = {c: [charge.get(c)] for c in COLUMNS}
         history = {
-            name: np.array([self.counts[name].get(charge.get(col), 0) if charge.get(col) is not None else -1])
+            name: np.array([counts[name] if charge.get(col) is not None else -1])
             for name, col in COUNT_FIELDS.items()
         }
         history["credential_changed_us"] = np.array(
@@ -216,8 +245,9 @@ class OnlineEmbedder:
         base = self.tokenizer.encode(cols, np.array([created]), np.array([-1]), history)[0]  # (F,)
         return created, base
 
-    def _view_row(self, charge: Mapping[str, Any], base: np.ndarray, created: int, v: int) -> np.ndarray:
-        entry = self.state[v].get(str(charge[VIEWS[v]]))
+    def _view_row(
+        self, charge: Mapping[str, Any], base: np.ndarray, created: int, v: int, entry: KeyState | None
+    ) -> np.ndarray:
         row = base.copy()
         if entry is None:
             row[DT_FIELD] = dt_tokens(np.array([created]), np.array([-1]))[0]
@@ -235,46 +265,50 @@ class OnlineEmbedder:
         row[REL_FIELD] = rel_tokens(rel_codes(*same))[0]
         return row
 
-    def _rows(self, charge: Mapping[str, Any]) -> tuple[int, list[np.ndarray]]:
-        """A charge's ``created_us`` and its token row (F,) in each view, against the current state."""
-        created, base = self._tokens(charge)
-        return created, [self._view_row(charge, base, created, v) for v in range(len(VIEWS))]
+    def _rows(self, charge: Mapping[str, Any]) -> tuple[int, list[np.ndarray], list[KeyState | None]]:
+        """A charge's ``created_us``, its token row (F,) in each view and each view's history, from one read
+        of the state."""
+        entries, counts = self._read(charge)
+        created, base = self._tokens(charge, counts)
+        rows = [self._view_row(charge, base, created, v, entries[v]) for v in range(len(VIEWS))]
+        return created, rows, entries
 
-    def _inputs(self, charge: Mapping[str, Any], rows: list[np.ndarray]) -> np.ndarray:
+    def _inputs(self, rows: list[np.ndarray], entries: list[KeyState | None]) -> np.ndarray:
         x = np.full((1, len(VIEWS), self.k, len(rows[0])), PAD, dtype=np.int64)  # (1, V, K, F)
-        for v, key_col in enumerate(VIEWS):
-            entry = self.state[v].get(str(charge[key_col]))
+        for v, entry in enumerate(entries):
             if entry is not None and entry.rows:
-                x[0, v, self.k - 1 - len(entry.rows) : self.k - 1] = np.stack(entry.rows)
+                x[0, v, self.k - 1 - len(entry.rows) : self.k - 1] = np.stack(list(entry.rows))
             x[0, v, -1] = rows[v]
         x[:, :, -1, OUTCOME_FIELD] = MASK
         return x
 
     def _learn(self, charge: Mapping[str, Any], created: int, rows: list[np.ndarray]) -> None:
-        for v, key_col in enumerate(VIEWS):
-            key = str(charge[key_col])
-            entry = self.state[v].get(key)
-            history = entry.rows if entry is not None else deque(maxlen=self.k - 1)
-            history.append(rows[v])
-            self.state[v][key] = _KeyState(
-                history, created, charge.get(REL_KEYS[0]), charge.get(REL_KEYS[1]), charge.get(OTHER[key_col])
+        cid = charge.get("charge_id")
+        self.store.learn(
+            Learned(
+                charge_id=None if cid is None else str(cid),
+                keys=tuple(str(charge[col]) for col in VIEWS),
+                rows=tuple(rows),
+                created_us=created,
+                ip=charge.get(REL_KEYS[0]),
+                device=charge.get(REL_KEYS[1]),
+                others=tuple(charge.get(OTHER[col]) for col in VIEWS),
+                values={name: charge.get(col) for name, col in COUNT_FIELDS.items()},
             )
-        for name, col in COUNT_FIELDS.items():
-            value = charge.get(col)
-            if value is not None:
-                self.counts[name][value] = self.counts[name].get(value, 0) + 1
+        )
 
     def inputs_one(self, charge: Mapping[str, Any]) -> np.ndarray:
         """(1, V, K, F) int64 model input of a charge about to be decided: its views' histories from the
         state, then its own pre-authorization tokens (outcome masked). Reads the state, never changes it."""
-        return self._inputs(charge, self._rows(charge)[1])
+        _, rows, entries = self._rows(charge)
+        return self._inputs(rows, entries)
 
     def inputs_then_learn(self, charge: Mapping[str, Any], learn: bool = True) -> np.ndarray:
         """:meth:`inputs_one`, then (if ``learn``) :meth:`learn_one` of the same charge, tokenized once: the
         step a decision service takes under its state lock (the forward pass, :meth:`embed_inputs`, can
         run outside it). ``charge`` carries its outcome if known; the input masks it either way."""
-        created, rows = self._rows(charge)
-        x = self._inputs(charge, rows)
+        created, rows, entries = self._rows(charge)
+        x = self._inputs(rows, entries)
         if learn:
             self._learn(charge, created, rows)
         return x
@@ -304,7 +338,8 @@ class OnlineEmbedder:
 
     def learn_one(self, charge: Mapping[str, Any]) -> None:
         """Add a decided charge (with ``outcome`` and ``decline_code``) to its card's and merchant's state."""
-        self._learn(charge, *self._rows(charge))
+        created, rows, _ = self._rows(charge)
+        self._learn(charge, created, rows)
 
     def warm(self, charges: pa.Table) -> int:
         """Learn all ``charges`` at once: the state :meth:`learn_one` reaches fed them one by one.
@@ -312,12 +347,17 @@ class OnlineEmbedder:
         ``charges`` as from :func:`payfm.fm.sequences.read_charges` (in (created, charge_id) order, with
         ``created_us``, ``credential_changed_us`` and the outcomes). The tokens come from the batch path
         (:func:`build_sequences`, the one the offline embedding uses), so a start-up over millions of charges
-        costs seconds, not a Python call per charge. Only on a fresh embedder. Returns the number learned.
+        costs seconds, not a Python call per charge. Only on a fresh embedder; on a Redis state shared by
+        several processes the first one loads it and the others find it loaded (they return 0). Returns the
+        number learned.
         """
-        if any(self.state) or any(self.counts.values()):
-            raise ValueError("OnlineEmbedder.warm: expected a fresh embedder. Got one with learned charges.")
+        if not self.store.begin_load():  # a shared state another process loaded already
+            return 0
         n = int(charges.num_rows)
+        views: list[dict[str, KeyState]] = [{} for _ in VIEWS]
+        counts: dict[str, dict[Any, int]] = {}
         if n == 0:
+            self.store.load(views, counts)
             return 0
         seqs = build_sequences(charges, self.tokenizer, self.k)
         created = seqs.created_us
@@ -329,24 +369,25 @@ class OnlineEmbedder:
             last = np.flatnonzero(np.append(skey[1:] != skey[:-1], True))  # each key's last, sorted position
             first = np.concatenate(([0], last[:-1] + 1))
             start = np.maximum(first, last - keep + 1)
-            counts = last - start + 1
+            kept_n = last - start + 1
             # The kept rows of all keys, copied compactly (views into tokens would pin all of it).
-            before = np.cumsum(counts) - counts  # kept rows of earlier keys
-            pos = np.repeat(start - before, counts) + np.arange(int(counts.sum()))  # sorted positions kept
-            kept = seqs.tokens[v][order[pos]]  # (sum(counts), F)
+            before = np.cumsum(kept_n) - kept_n  # kept rows of earlier keys
+            pos = np.repeat(start - before, kept_n) + np.arange(int(kept_n.sum()))  # sorted positions kept
+            kept = seqs.tokens[v][order[pos]]  # (sum(kept_n), F)
             ends = order[last]
             keys = charges[key_col].take(pa.array(ends)).to_pylist()
             values = [charges[c].take(pa.array(ends)).to_pylist() for c in (*REL_KEYS, OTHER[key_col])]
             offset = 0
-            state = self.state[v]
+            state = views[v]
             for i, key in enumerate(keys):
-                m = int(counts[i])
+                m = int(kept_n[i])
                 rows: deque[np.ndarray] = deque(kept[offset : offset + m], maxlen=keep)
                 offset += m
-                state[str(key)] = _KeyState(
+                state[str(key)] = KeyState(
                     rows, int(created[ends[i]]), values[0][i], values[1][i], values[2][i]
                 )
         for name, col in COUNT_FIELDS.items():
             vc = pc.value_counts(charges[col].combine_chunks()).to_pylist()
-            self.counts[name] = {d["values"]: int(d["counts"]) for d in vc if d["values"] is not None}
+            counts[name] = {d["values"]: int(d["counts"]) for d in vc if d["values"] is not None}
+        self.store.load(views, counts)
         return n

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.fm.embed import SURPRISE_FIELDS, OnlineEmbedder, embed_sequences
 from payfm.fm.identity import VIEW_NAMES, check_outputs
+from payfm.fm.online_state import RedisState
 from payfm.fm.sequences import build_sequences, read_charges
 from payfm.fm.tokenizer import FIELDS, MASK
 
@@ -85,16 +87,38 @@ def fm_parity(
     tolerance: float = 1e-5,
     single_every: int = 100,
     progress: Callable[[int, int], None] | None = None,
+    state: str = "memory",
 ) -> FMParityReport:
     """Replay the last ``charges`` charges of ``ws`` through a fresh :class:`OnlineEmbedder` of
-    ``checkpoint`` and compare its inputs and ``outputs`` with the batch job's (see the module docstring)."""
+    ``checkpoint`` and compare its inputs and ``outputs`` with the batch job's (see the module docstring).
+
+    ``state`` "memory" or a redis:// URL: the embedder's state, in Redis under a namespace of this run's
+    own (``parity-<random>``), deleted at the end."""
     outs = check_outputs(outputs)
     if isinstance(charges, bool) or not isinstance(charges, int) or charges < 1:
         raise ConfigError(f"The number of charges to replay must be an integer >= 1. Got {charges!r}.")
     if single_every < 1:
         raise ConfigError(f"'single_every' must be an integer >= 1. Got {single_every!r}.")
     t0 = time.perf_counter()
-    embedder = OnlineEmbedder.load(checkpoint)
+    embedder = OnlineEmbedder.load(checkpoint, state, namespace=f"parity-{uuid.uuid4().hex[:12]}")
+    try:
+        return _replay(ws, embedder, checkpoint, charges, outs, tolerance, single_every, progress, t0)
+    finally:
+        if isinstance(embedder.store, RedisState):
+            embedder.store.clear()
+
+
+def _replay(
+    ws: Workspace,
+    embedder: OnlineEmbedder,
+    checkpoint: str | os.PathLike[str],
+    charges: int,
+    outs: tuple[str, ...],
+    tolerance: float,
+    single_every: int,
+    progress: Callable[[int, int], None] | None,
+    t0: float,
+) -> FMParityReport:
     model = embedder.model
     table = read_charges(ws)
     n = table.num_rows

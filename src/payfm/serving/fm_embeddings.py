@@ -87,10 +87,14 @@ def fm_parts(embedder: OnlineEmbedder, x: np.ndarray, outputs: Sequence[str]) ->
 
 
 def load_embedders(
-    reg: Registry, versions: Sequence[ModelVersion | None], have: Mapping[str, OnlineEmbedder]
+    reg: Registry,
+    versions: Sequence[ModelVersion | None],
+    have: Mapping[str, OnlineEmbedder],
+    fm_state: str = "memory",
 ) -> dict[str, OnlineEmbedder]:
     """One embedder per checkpoint the ``versions`` take: reused from ``have`` (same hash: same state), else
-    loaded fresh (not warmed) from the checkpoint, after checking its hash."""
+    loaded fresh (not warmed) from the checkpoint, after checking its hash, its state in this process
+    (``fm_state`` "memory") or in Redis under the checkpoint's content hash (a redis:// URL)."""
     out: dict[str, OnlineEmbedder] = {}
     for mv in versions:
         h = fm_hash(mv)
@@ -109,7 +113,7 @@ def load_embedders(
         torch.set_num_threads(1)
         path = reg.check_foundation_model(mv)
         assert path is not None  # mv has a foundation model (fm_hash is not None)
-        out[h] = OnlineEmbedder.load(path)
+        out[h] = OnlineEmbedder.load(path, fm_state, namespace=h[:16])
     return out
 
 
@@ -155,16 +159,21 @@ def warm(
     ``use_event_log``) and those of ``decisions`` up to sequence number ``upto`` (all: None); returns the
     charges they learned (:func:`history`)."""
     t0 = time.perf_counter()
+    todo = {h: e for h, e in embedders.items() if not e.store.is_loaded()}  # a shared state may be live
+    for h in embedders.keys() - todo.keys():
+        log.info("foundation model %s: online embedder state loaded already (shared)", h[:12])
+    if not todo:
+        return _schema().empty_table()
     decided = [
         p for s, kind, p in decisions.events_after(0) if kind == "charge" and (upto is None or s <= upto)
     ]
     table = history(events, decided, use_event_log)
-    for h, embedder in embedders.items():
-        embedder.warm(table)
+    for h, embedder in todo.items():
+        learned = embedder.warm(table)
         log.info(
             "foundation model %s: online embedder warmed from %d charges (%d decided here) in %.1f s",
             h[:12],
-            table.num_rows,
+            learned,
             len(decided),
             time.perf_counter() - t0,
         )

@@ -53,6 +53,7 @@ from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
+from payfm.fm.online_state import is_redis_url
 from payfm.registry.store import ModelVersion, Registry
 from payfm.rules import charge_values
 from payfm.rules import rulesets as rs
@@ -194,11 +195,13 @@ def load_bundle(
     config: ScorerConfig,
     fset: FeatureSet | None = None,
     embedders: Mapping[str, OnlineEmbedder] | None = None,
+    fm_state: str = "memory",
 ) -> Bundle:
     """Load the production (and shadow) model and the active ruleset; ``fset`` pins the feature set.
 
     A model that takes foundation-model embeddings gets the embedder of its checkpoint: the one of
-    ``embedders`` with that checkpoint's hash (its state kept), else a fresh one the caller must warm."""
+    ``embedders`` with that checkpoint's hash (its state kept), else a fresh one the caller must warm, its
+    state in this process (``fm_state`` "memory") or in Redis (a redis:// URL)."""
     reg = Registry(ws)
     versions = reg.list(config.model) if (ws.root / "models").exists() else []
     prod = [v for v in versions if v.stage == "production"]
@@ -238,7 +241,7 @@ def load_bundle(
         ruleset,
         active.version if active else None,
         datetime.now(UTC).isoformat(),
-        load_embedders(reg, (mv, sv), embedders or {}),
+        load_embedders(reg, (mv, sv), embedders or {}, fm_state),
     )
 
 
@@ -269,6 +272,7 @@ class Scorer(FeedbackMixin):
         self._snapshot_due = False  # set when a decision completes the snapshot interval
         self._snapshotting = False  # a snapshot's child process is writing
         self._reloading = threading.Lock()  # one reload at a time (it may warm a new embedder)
+        self._fm_state = "memory"  # where new foundation-model embedders keep their state (see open)
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
 
     # ---- life cycle ----------------------------------------------------------------------------------------
@@ -287,7 +291,10 @@ class Scorer(FeedbackMixin):
         ``durability`` (``fsync`` or ``os``, see :data:`payfm.serving.decision_log.DURABILITY`) applies to a
         log opened from a spec string."""
         config = config or ScorerConfig()
-        bundle = load_bundle(ws, config)
+        if not isinstance(state, StateStore) and state != "memory" and not is_redis_url(state):
+            raise InvalidInput(f"The state must be 'memory' or a redis:// URL. Got {state!r}.", field="state")
+        fm_state = state if isinstance(state, str) else "memory"  # embedders share Redis with the features
+        bundle = load_bundle(ws, config, fm_state=fm_state)
         fset = bundle.fset
         dlog = (
             decision_log
@@ -298,16 +305,15 @@ class Scorer(FeedbackMixin):
             store: StateStore = state
         elif state == "memory":
             store = MemoryStore()
-        elif state.startswith(("redis://", "rediss://", "unix://")):
+        else:
             from payfm.features.redis_store import RedisStore
 
             store = RedisStore(state, fset)
-        else:
-            raise InvalidInput(f"The state must be 'memory' or a redis:// URL. Got {state!r}.", field="state")
         try:
             seq = dlog.max_seq()
             online = OnlineFeatures(fset, store)
             scorer = cls(ws, bundle, online, dlog, config, seq)
+            scorer._fm_state = fm_state
             if isinstance(store, MemoryStore) and not isinstance(state, StateStore):
                 scorer._rebuild()
             if bundle.embedders and not isinstance(state, StateStore):  # a caller's own state: it warms them
@@ -463,8 +469,10 @@ class Scorer(FeedbackMixin):
         charges decided meanwhile: it has seen every charge once when the swap makes it serve."""
         with self._reloading:
             old = self.bundle
-            new = load_bundle(self.ws, self.config, old.fset, old.embedders)
+            new = load_bundle(self.ws, self.config, old.fset, old.embedders, self._fm_state)
             fresh = {h: e for h, e in new.embedders.items() if old.embedders.get(h) is not e}
+            # A Redis state other processes loaded is live already: they learn their charges into it.
+            local = {h: e for h, e in fresh.items() if not e.store.is_loaded()}
             if not fresh:
                 self.bundle = new  # one reference assignment: requests in flight keep their bundle
             else:
@@ -475,7 +483,7 @@ class Scorer(FeedbackMixin):
                     self._settled()
                     late = unseen([p for _, k, p in self.log.events_after(upto) if k == "charge"], learned)
                     for p in late:
-                        for embedder in fresh.values():
+                        for embedder in local.values():
                             embedder.learn_one(embedder_charge(p))
                     self.bundle = new
         log.info("reloaded: %s", new.describe())

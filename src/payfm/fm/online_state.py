@@ -1,0 +1,330 @@
+"""Where an :class:`~payfm.fm.embed.OnlineEmbedder` keeps its state: in process, or in Redis for more than one
+serving process.
+
+The state of a foundation model's online embedding is, per view key (a card, a merchant), the token rows of
+its last K-1 charges and the keys of its last charge (time, IP, device, the other view's key), plus, per
+counted field (card, device, IP, shipping address), how many earlier charges carried each value. Both stores
+answer the same two calls: :meth:`read` (what a charge's tokens and window need) and :meth:`learn` (add a
+decided charge). :class:`MemoryState` holds dicts and deques; :class:`RedisState` holds one list per view
+key and one counter per counted value, so every serving process embeds from the charges all of them decided.
+
+Redis layout, under ``{prefix}:fm:{namespace}`` (the namespace is the checkpoint's content hash, so two
+checkpoints never share a state and a new one starts clean):
+
+- ``v{view}:{key}``: a list of the key's last K-1 charges, oldest first; each element is the charge's token
+  row (F little-endian int32) followed by its keys as JSON ``[created_us, ip, device, other]``;
+- ``n:{field}:{value}``: the number of earlier charges with that value;
+- ``c:{charge_id}``: the charge was learned (expires after ``charge_ttl_s``), so a charge that two processes
+  see, or a client retries, is learned once;
+- ``warm``: set once the state was loaded from the event log (:meth:`RedisState.load`); ``warming``: held
+  by the one process loading it.
+
+A charge is learned by one Lua script (append + trim each view's list, count each value, claim the id), so
+it is applied whole or not at all. Two processes deciding charges of the same card at the same moment each
+read the state before the other's charge: their charges are learned in arrival order, each with tokens
+relative to the state it read (the offline job orders such charges by (created, charge_id)).
+
+Example::
+
+    state = RedisState("redis://127.0.0.1:6379/0", namespace=content_hash[:16], keep=15, n_fields=20)
+    embedder = OnlineEmbedder(model, tokenizer, state=state)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from payfm.errors import ConfigError
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(spec: str) -> bool:
+    """``spec`` names a Redis server (redis://, rediss:// or unix://)."""
+    return spec.startswith(REDIS_SCHEMES)
+
+
+@dataclass
+class KeyState:
+    """A card's or merchant's recent history: tokens of its last K-1 charges and its last charge's keys."""
+
+    rows: Sequence[np.ndarray]  # (F,) int64 token rows, oldest first
+    created_us: int
+    ip: Any
+    device: Any
+    other: Any
+
+
+@dataclass(frozen=True)
+class Learned:
+    """What learning one charge adds: per view, its key, token row and keys; the counted values."""
+
+    charge_id: str | None
+    keys: tuple[str, ...]  # per view
+    rows: tuple[np.ndarray, ...]  # per view, (F,)
+    created_us: int
+    ip: Any
+    device: Any
+    others: tuple[Any, ...]  # per view: the other view's key
+    values: Mapping[str, Any]  # counted field -> the charge's value (None: not counted)
+
+
+class EmbedderState(Protocol):
+    """The state an online embedder reads before a charge's decision and adds the charge to after it."""
+
+    def read(
+        self, keys: Sequence[str], values: Mapping[str, Any]
+    ) -> tuple[list[KeyState | None], dict[str, int]]:
+        """Each view key's history (None: never seen) and the earlier-charge count of each non-null value."""
+        ...
+
+    def learn(self, charge: Learned) -> bool:
+        """Add a charge; False when its id was learned already (nothing changes)."""
+        ...
+
+    def is_empty(self) -> bool:
+        """No charge learned and nothing loaded."""
+        ...
+
+    def is_loaded(self) -> bool:
+        """The state was loaded from a history already (here or, for a shared state, by another process)."""
+        ...
+
+    def begin_load(self) -> bool:
+        """Before :meth:`load`: True when the caller should load the state, False when it is loaded already
+        (a shared state another process loaded). Raises on an in-process state with learned charges."""
+        ...
+
+    def load(self, views: Sequence[Mapping[str, KeyState]], counts: Mapping[str, Mapping[Any, int]]) -> None:
+        """Set the whole state at once (a warm start from the event log). Only on an empty state."""
+        ...
+
+
+class MemoryState:
+    """The state in this process: a dict of :class:`KeyState` per view and a dict of counts per field."""
+
+    def __init__(self, n_views: int, keep: int, count_fields: Sequence[str]) -> None:
+        self.keep = keep
+        self.views: list[dict[str, KeyState]] = [{} for _ in range(n_views)]  # view -> key -> history
+        self.counts: dict[str, dict[Any, int]] = {name: {} for name in count_fields}  # earlier charges
+
+    def read(
+        self, keys: Sequence[str], values: Mapping[str, Any]
+    ) -> tuple[list[KeyState | None], dict[str, int]]:
+        entries = [self.views[v].get(key) for v, key in enumerate(keys)]
+        counts = {
+            name: self.counts[name].get(value, 0) for name, value in values.items() if value is not None
+        }
+        return entries, counts
+
+    def learn(self, charge: Learned) -> bool:
+        for v, key in enumerate(charge.keys):
+            entry = self.views[v].get(key)
+            history = entry.rows if entry is not None else deque(maxlen=self.keep)
+            assert isinstance(history, deque)
+            history.append(charge.rows[v])
+            self.views[v][key] = KeyState(
+                history, charge.created_us, charge.ip, charge.device, charge.others[v]
+            )
+        for name, value in charge.values.items():
+            if value is not None:
+                self.counts[name][value] = self.counts[name].get(value, 0) + 1
+        return True
+
+    def is_empty(self) -> bool:
+        return not any(self.views) and not any(self.counts.values())
+
+    def is_loaded(self) -> bool:
+        return not self.is_empty()
+
+    def begin_load(self) -> bool:
+        if not self.is_empty():
+            raise ValueError("OnlineEmbedder.warm: expected a fresh embedder. Got one with learned charges.")
+        return True
+
+    def load(self, views: Sequence[Mapping[str, KeyState]], counts: Mapping[str, Mapping[Any, int]]) -> None:
+        for v, entries in enumerate(views):
+            self.views[v] = {
+                k: KeyState(deque(e.rows, maxlen=self.keep), *_keys(e)) for k, e in entries.items()
+            }
+        self.counts = {name: dict(counts.get(name, {})) for name in self.counts}
+
+
+def _keys(e: KeyState) -> tuple[int, Any, Any, Any]:
+    return e.created_us, e.ip, e.device, e.other
+
+
+# KEYS[1] the claim (or "" for a charge without id), KEYS[2..1+V] the views' lists, then the counters.
+# ARGV[1] claim ttl (s), ARGV[2] K-1, ARGV[3] V, ARGV[4..3+V] the views' elements. Returns 1 learned,
+# 0 learned already.
+_LEARN = """
+if KEYS[1] ~= '' then
+  if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+end
+local v = tonumber(ARGV[3])
+local keep = tonumber(ARGV[2])
+for i = 1, v do
+  redis.call('RPUSH', KEYS[1 + i], ARGV[3 + i])
+  redis.call('LTRIM', KEYS[1 + i], -keep, -1)
+end
+for i = 2 + v, #KEYS do
+  redis.call('INCR', KEYS[i])
+end
+return 1
+"""
+
+
+class RedisState:
+    """The state in Redis (redis-py), shared by every serving process of one checkpoint (``namespace``).
+
+    ``n_fields`` is the width F of a token row; ``charge_ttl_s`` how long a learned charge's id is
+    remembered (a retry or a second process seeing it within that time learns nothing)."""
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        keep: int,
+        n_fields: int,
+        *,
+        n_views: int = 2,
+        count_fields: Sequence[str] = (),
+        prefix: str = "payfm",
+        charge_ttl_s: int = 7 * 86_400,
+    ) -> None:
+        import redis
+
+        try:
+            self.client = redis.Redis.from_url(url)
+            self.client.ping()
+        except (redis.RedisError, ValueError) as e:
+            raise ConfigError(
+                f"The Redis state of the foundation model at {url!r} is not reachable: {e}"
+            ) from None
+        self.ns = f"{prefix}:fm:{namespace}"
+        self.keep, self.n_fields, self.n_views = keep, n_fields, n_views
+        self.count_fields = tuple(count_fields)
+        self.charge_ttl_s = charge_ttl_s
+        self._learn = self.client.register_script(_LEARN)
+
+    # ---- keys and elements ----------------------------------------------------------------------------
+    def _view_key(self, v: int, key: str) -> str:
+        return f"{self.ns}:v{v}:{key}"
+
+    def _count_key(self, name: str, value: Any) -> str:
+        return f"{self.ns}:n:{name}:{value}"
+
+    def _element(self, row: np.ndarray, created_us: int, ip: Any, device: Any, other: Any) -> bytes:
+        return np.asarray(row, dtype="<i4").tobytes() + orjson.dumps([created_us, ip, device, other])
+
+    def _entry(self, elements: list[bytes]) -> KeyState | None:
+        if not elements:
+            return None
+        width = 4 * self.n_fields
+        rows = [np.frombuffer(e[:width], dtype="<i4").astype(np.int64) for e in elements]
+        created_us, ip, device, other = orjson.loads(elements[-1][width:])
+        return KeyState(rows, int(created_us), ip, device, other)
+
+    # ---- the protocol -----------------------------------------------------------------------------------
+    def read(
+        self, keys: Sequence[str], values: Mapping[str, Any]
+    ) -> tuple[list[KeyState | None], dict[str, int]]:
+        counted = [(name, value) for name, value in values.items() if value is not None]
+        pipe = self.client.pipeline(transaction=False)
+        for v, key in enumerate(keys):
+            pipe.lrange(self._view_key(v, key), 0, -1)
+        if counted:
+            pipe.mget([self._count_key(name, value) for name, value in counted])
+        out = pipe.execute()
+        entries = [self._entry(out[v]) for v in range(len(keys))]
+        raw = out[len(keys)] if counted else []
+        counts = {name: int(r) if r is not None else 0 for (name, _), r in zip(counted, raw, strict=True)}
+        return entries, counts
+
+    def learn(self, charge: Learned) -> bool:
+        claim = f"{self.ns}:c:{charge.charge_id}" if charge.charge_id is not None else ""
+        keys = [claim, *(self._view_key(v, k) for v, k in enumerate(charge.keys))]
+        keys += [self._count_key(name, value) for name, value in charge.values.items() if value is not None]
+        elements = [
+            self._element(charge.rows[v], charge.created_us, charge.ip, charge.device, charge.others[v])
+            for v in range(len(charge.keys))
+        ]
+        args: list[bytes | int] = [self.charge_ttl_s, self.keep, len(charge.keys), *elements]
+        return int(self._learn(keys=keys, args=args)) == 1
+
+    def is_empty(self) -> bool:
+        return next(iter(self.client.scan_iter(f"{self.ns}:*", count=1000)), None) is None
+
+    def is_loaded(self) -> bool:
+        """The state was loaded from an event log (by this process or another)."""
+        return bool(self.client.exists(f"{self.ns}:warm"))
+
+    def begin_load(self, timeout_s: float = 600.0) -> bool:
+        """True when this process should load the state (it holds the ``warming`` lock); False when another
+        process loaded it (waits up to ``timeout_s`` while it does)."""
+        deadline = time.monotonic() + timeout_s
+        while not self.is_loaded():
+            if self.client.set(f"{self.ns}:warming", b"1", nx=True, ex=max(1, math.ceil(timeout_s))):
+                if self.is_loaded():  # loaded between the check and the lock
+                    self.client.delete(f"{self.ns}:warming")
+                    return False
+                return True
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"The Redis state of the foundation model ({self.ns}) is being loaded by another process "
+                    f"and was not ready after {timeout_s:.0f} s."
+                )
+            time.sleep(0.2)
+        return False
+
+    def load(
+        self,
+        views: Sequence[Mapping[str, KeyState]],
+        counts: Mapping[str, Mapping[Any, int]],
+        *,
+        batch: int = 5_000,
+    ) -> None:
+        """Write a whole state in pipelines of ``batch`` keys, then mark it loaded and release the lock."""
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+
+        def flush(force: bool = False) -> None:
+            nonlocal pipe, n
+            if n >= batch or (force and n):
+                pipe.execute()
+                pipe = self.client.pipeline(transaction=False)
+                n = 0
+
+        for v, entries in enumerate(views):
+            for key, e in entries.items():
+                name = self._view_key(v, key)
+                elements = [self._element(row, -1, None, None, None) for row in list(e.rows)[:-1]]
+                elements.append(self._element(e.rows[-1], *_keys(e)))
+                pipe.delete(name)
+                pipe.rpush(name, *elements)
+                n += 1
+                flush()
+        for field_name, per_value in counts.items():
+            items = list(per_value.items())
+            for i in range(0, len(items), batch):
+                pipe.mset({self._count_key(field_name, value): c for value, c in items[i : i + batch]})
+                n += batch
+                flush()
+        flush(force=True)
+        self.client.set(f"{self.ns}:warm", b"1")
+        self.client.delete(f"{self.ns}:warming")
+
+    def clear(self) -> int:
+        """Delete every key of this namespace; returns how many."""
+        n = 0
+        for key in self.client.scan_iter(f"{self.ns}:*", count=1000):
+            n += int(self.client.delete(key))
+        return n

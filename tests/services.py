@@ -1,0 +1,24 @@
+"""The services some tests run against for real (Redis), or skip without: CI sets PAYFM_REQUIRE_SERVICES,
+which turns the skip into a failure so that those tests always run there."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+REDIS_URL = os.environ.get("PAYFM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def require_redis(url: str = REDIS_URL) -> Any:
+    """A redis-py client of ``url`` (pinged), else skip the test (fail under PAYFM_REQUIRE_SERVICES)."""
+    redis = pytest.importorskip("redis")
+    client = redis.Redis.from_url(url)
+    try:
+        client.ping()
+    except redis.RedisError:
+        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
+            pytest.fail(f"Redis is required (PAYFM_REQUIRE_SERVICES) but not reachable at {url}")
+        pytest.skip(f"Redis not reachable at {url}; start redis-server or set PAYFM_TEST_REDIS_URL")
+    return client
