@@ -8,9 +8,12 @@ quality, is measured) is promoted and 20 rules applied. Usage:
     .venv/bin/python bench/bench_serving.py --skip-in-process --rates 500,1000
     .venv/bin/python bench/bench_serving.py --snapshot --charges 400000   # deciding during a state snapshot
     .venv/bin/python bench/bench_serving.py --fm embedding+surprise --skip-http   # a GBDT on FM inputs too
+    .venv/bin/python bench/bench_serving.py --fm embedding --skip-http --state redis://127.0.0.1:6379/14
 
 ``--fm`` pretrains a default-size foundation model briefly (its speed is measured, not its quality) and
-serves a GBDT on the features plus those FM outputs instead.
+serves a GBDT on the features plus those FM outputs instead. ``--state redis://...`` keeps the online state
+(features and FM embedders) in Redis for the in-process runs: give it a database of its own, which the bench
+empties before each run and after.
 """
 
 from __future__ import annotations
@@ -76,11 +79,19 @@ def setup(root: Path, charges: int, fm: str | None = None) -> tuple[Workspace, l
     return ws, rows
 
 
-def in_process(ws: Workspace, rows: list[dict[str, Any]], warm: int, durability: str) -> dict[str, Any]:
+def in_process(
+    ws: Workspace, rows: list[dict[str, Any]], warm: int, durability: str, state: str = "memory"
+) -> dict[str, Any]:
     """One charge at a time: ``decide`` is validation + features + GBDT + reasons + 20 rules (the decision's
     own latency_ms); ``total`` adds writing the decision log and waiting for its commit (durable)."""
     db = ws.root / f"bench-inproc-{durability}.db"
-    scorer = Scorer.open(ws, decision_log=f"sqlite:///{db}", durability=durability)
+    redis_db = None
+    if state != "memory":
+        import redis
+
+        redis_db = redis.Redis.from_url(state)
+        redis_db.flushdb()
+    scorer = Scorer.open(ws, decision_log=f"sqlite:///{db}", durability=durability, state=state)
     try:
         for r in rows[:warm]:
             scorer.score(r)
@@ -92,8 +103,11 @@ def in_process(ws: Workspace, rows: list[dict[str, Any]], warm: int, durability:
             decide.append(d.latency_ms)
     finally:
         scorer.close(snapshot=False)
+        if redis_db is not None:
+            redis_db.flushdb()
     t, d = np.asarray(total), np.asarray(decide)
     return {
+        "state": state,
         "durability": durability,
         "n": len(t),
         "decide_p50_ms": round(float(np.percentile(d, 50)), 3),
@@ -295,6 +309,11 @@ def main() -> None:
     ap.add_argument(
         "--fm", choices=["embedding", "surprise", "embedding+surprise"], help="serve a GBDT on FM inputs too"
     )
+    ap.add_argument(
+        "--state",
+        default="memory",
+        help="in-process runs: memory or redis://host:port/db (emptied by the bench)",
+    )
     args = ap.parse_args()
     print(f"# {describe()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -310,7 +329,10 @@ def main() -> None:
             print("bare fsync:", bare_fsync(ws.root), f"load {_load_avg()}", flush=True)
             for durability in ("fsync", "os"):
                 print(
-                    "in process:", in_process(ws, rows, warm, durability), f"load {_load_avg()}", flush=True
+                    "in process:",
+                    in_process(ws, rows, warm, durability, args.state),
+                    f"load {_load_avg()}",
+                    flush=True,
                 )
         if args.skip_http:
             return

@@ -324,7 +324,10 @@ class RedisState:
 
     def clear(self) -> int:
         """Delete every key of this namespace; returns how many."""
-        n = 0
-        for key in self.client.scan_iter(f"{self.ns}:*", count=1000):
-            n += int(self.client.delete(key))
-        return n
+        n, batch = 0, []
+        for key in self.client.scan_iter(f"{self.ns}:*", count=5_000):
+            batch.append(key)
+            if len(batch) == 5_000:
+                n += int(self.client.unlink(*batch))
+                batch.clear()
+        return n + (int(self.client.unlink(*batch)) if batch else 0)
