@@ -432,3 +432,40 @@ def test_redis_state_errors_name_the_server_and_the_namespace(world: World) -> N
             state.begin_load(timeout_s=0.5)
     finally:
         client.flushdb()
+
+
+def test_a_promotion_on_redis_loads_the_new_checkpoints_state(world: World, tmp_path: Path) -> None:
+    client = _redis()
+    try:
+        ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+        half = HELD_OUT // 2
+        n = len(tiny_set().names)
+        scorer = Scorer.open(ws, state=REDIS_URL)
+        try:
+            for charge in world.live[:half]:
+                d = scorer.score(charge)
+                assert d.embedding is not None
+                assert (
+                    np.abs(np.array(d.embedding) - world.fm.X[world.ids.index(d.charge_id), n:]).max() < 1e-5
+                )
+            reg = Registry(ws)
+            mv = reg.register(
+                world.fm2.model,
+                name="fraud-fm2",
+                task="fraud",
+                fset=tiny_set(),
+                foundation_model=world.fm2.ckpt,
+            )
+            reg.promote(mv.ref)
+            scorer.reload()  # the new checkpoint's state: loaded into Redis from the log and the decisions
+            assert len(list(client.scan_iter("payfm:fm:*:warm"))) == 2
+            for charge in world.live[half:]:
+                d = scorer.score(charge)
+                assert d.embedding is not None
+                assert (
+                    np.abs(np.array(d.embedding) - world.fm2.X[world.ids.index(d.charge_id), n:]).max() < 1e-5
+                )
+        finally:
+            scorer.close(snapshot=False)
+    finally:
+        client.flushdb()
