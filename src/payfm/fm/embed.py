@@ -341,8 +341,12 @@ class OnlineEmbedder:
         created, rows, _ = self._rows(charge)
         self._learn(charge, created, rows)
 
-    def warm(self, charges: pa.Table) -> int:
+    def warm(self, charges: pa.Table, sequences: Sequences | None = None) -> int:
         """Learn all ``charges`` at once: the state :meth:`learn_one` reaches fed them one by one.
+
+        ``sequences``: :func:`build_sequences` of ``charges``, or of a longer table whose first rows are
+        ``charges`` (a charge's tokens depend only on the charges before it), when the caller has them
+        already; built here otherwise.
 
         ``charges`` as from :func:`payfm.fm.sequences.read_charges` (in (created, charge_id) order, with
         ``created_us``, ``credential_changed_us`` and the outcomes). The tokens come from the batch path
@@ -359,7 +363,9 @@ class OnlineEmbedder:
         if n == 0:
             self.store.load(views, counts)
             return 0
-        seqs = build_sequences(charges, self.tokenizer, self.k)
+        seqs = sequences if sequences is not None else build_sequences(charges, self.tokenizer, self.k)
+        if len(seqs) < n:
+            raise ValueError(f"OnlineEmbedder.warm: sequences of {len(seqs):,} charges for {n:,} charges.")
         created = seqs.created_us
         keep = self.k - 1  # the state holds a key's last K-1 charges; the K-th is the charge being embedded
         for v, key_col in enumerate(VIEWS):

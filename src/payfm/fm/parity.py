@@ -129,7 +129,7 @@ def _replay(
     seqs = build_sequences(table, embedder.tokenizer, model.config.seq_len)
     rows = np.arange(start, n)
     offline = {o: embed_sequences(model, seqs, rows, output=o) for o in outs}  # (m, D) each
-    embedder.warm(table.slice(0, start))
+    embedder.warm(table.slice(0, start), seqs)  # the tokens of the first rows are the prefix's
     report = FMParityReport(str(checkpoint), outs, warmed=start, charges=m, tolerance=tolerance)
     report.max_abs_diff = dict.fromkeys(outs, 0.0)
     report.over_tolerance = dict.fromkeys(outs, 0)
