@@ -57,6 +57,21 @@ def _fmt(v: float) -> str:
     help="Test on the latest period (labels mostly immature) instead of ending one horizon before now.",
 )
 @click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--fm",
+    "fm_name",
+    default=None,
+    help="Also take this foundation-model checkpoint's outputs (workspace fm/<name>, pretrained on charges "
+    "before the validation period); the model is registered with it as <task>-<kind>-fm.",
+)
+@click.option(
+    "--fm-inputs",
+    default="embedding",
+    show_default=True,
+    type=click.Choice(["embedding", "surprise", "embedding+surprise"]),
+    help="Which outputs of --fm the model takes after the features.",
+)
+@click.option("--fm-workers", default=1, show_default=True, type=click.IntRange(1), help="Threads for --fm.")
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -72,6 +87,9 @@ def train(
     calibration: str,
     recent_test: bool,
     seed: int,
+    fm_name: str | None,
+    fm_inputs: str,
+    fm_workers: int,
 ) -> None:
     """Train models on the backfilled features, compare them on validation, register each as a candidate.
 
@@ -80,8 +98,20 @@ def train(
       payfm generate --charges 100000 --days 60
       payfm features backfill
       payfm train --model all --horizon-days 20 --val-days 7 --test-days 7 --gap-days 3
+
+    \b
+    On foundation-model inputs (docs/fm.md), on the 120-day default world:
+      payfm fm pretrain --until-frac 0.35 --name early
+      payfm train --horizon-days 60 --fm early --fm-inputs embedding+surprise
+      payfm models promote fraud-gbdt-fm@1       # served with its checkpoint by payfm serve
     """
     ws = Workspace.open(ctx.obj["workspace"])
+    checkpoint = None
+    if fm_name is not None:
+        from payfm.fm.identity import checkpoint_meta
+
+        checkpoint = str(ws.root / "fm" / fm_name)
+        checkpoint_meta(checkpoint)  # a clear error before any work when there is no such checkpoint
     fs, t = feature_set(set_name), task(task_name)
     kinds = list(MODEL_KINDS) if model == "all" else [model]
     cfg = TrainConfig(
@@ -94,6 +124,9 @@ def train(
         calibration=calibration,
         seed=seed,
         mature_test=not recent_test,
+        foundation_model=checkpoint,
+        fm_outputs=tuple(fm_inputs.split("+")),
+        fm_workers=fm_workers,
     )
     with stage_progress() as update:
         results = run_train(ws, kinds, t, fs, cfg, update)

@@ -158,6 +158,36 @@ def embed(
     return path, table
 
 
+def outputs_for(
+    ws: Workspace,
+    checkpoint: str | os.PathLike[str],
+    charge_ids: Sequence[str] | pa.Array,
+    outputs: Sequence[str] = ("embedding",),
+    *,
+    workers: int = 1,
+) -> np.ndarray:
+    """(len(charge_ids), D) float32: the ``outputs`` of ``checkpoint`` (side by side, in that order) for
+    the given charges of ``ws``, from the whole log's point-in-time sequences (each charge sees only the
+    charges before it): the columns a model registered with those outputs takes after its features.
+    Raises ConfigError naming the first id that is not a charge of the log."""
+    outs = check_outputs(outputs)
+    model, tokenizer, _ = load_checkpoint(checkpoint)
+    charges = read_charges(ws)
+    ids = pa.array(charge_ids, type=pa.string()) if not isinstance(charge_ids, pa.Array) else charge_ids
+    rows = pc.index_in(
+        ids.cast(pa.string()), value_set=charges["charge_id"].combine_chunks().cast(pa.string())
+    )
+    if rows.null_count:
+        first = ids[pc.index(pc.is_null(rows), True).as_py()].as_py()
+        raise ConfigError(
+            f"Foundation-model outputs: charge {first!r} is not in the event log of '{ws.root}'."
+        )
+    seqs = build_sequences(charges, tokenizer, model.config.seq_len)
+    at = rows.to_numpy(zero_copy_only=False).astype(np.int64)
+    parts = [embed_sequences(model, seqs, at, workers=workers, output=o) for o in outs]
+    return parts[0] if len(parts) == 1 else np.hstack(parts)
+
+
 def embedding_matrix(table: pa.Table, column: str = "embedding") -> np.ndarray:
     """(n, D) float32 of an embeddings table's ``embedding`` (or ``surprise``) column."""
     col = table[column].combine_chunks()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +50,11 @@ class TrainConfig:
     # after it are too recent to label and counted); False: test is the latest period, mostly immature.
     mature_test: bool = True
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> fixed parameters
+    # A foundation-model checkpoint whose outputs (``fm_outputs``: embedding, surprise) the models take after
+    # the features; it must have been pretrained on charges before the validation period. None: features only.
+    foundation_model: str | None = None
+    fm_outputs: tuple[str, ...] = ("embedding",)
+    fm_workers: int = 1  # threads computing the foundation model's outputs in batch
 
     def horizon(self, task: Task) -> timedelta:
         return task.horizon if self.horizon_days is None else timedelta(days=self.horizon_days)
@@ -66,6 +71,8 @@ class TrainResult:
     window: dict[str, str]  # ISO bounds of the train/val/test periods
     horizon_days: float
     seconds: float
+    foundation_model: str | None = None  # the checkpoint whose outputs the model takes (None: features only)
+    fm_outputs: tuple[str, ...] = ()
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -176,6 +183,8 @@ def fit_on_split(
         },
         horizon_days=config.horizon(task).total_seconds() / 86400,
         seconds=time.perf_counter() - t0,
+        foundation_model=config.foundation_model,
+        fm_outputs=tuple(config.fm_outputs) if config.foundation_model else (),
     )
 
 
@@ -193,25 +202,70 @@ def train(
     for k in names:
         model_class(k)
     data, split = prepare(ws, task, fset, cfg)
+    if cfg.foundation_model is not None:
+        if progress:
+            progress("foundation-model outputs", 0, 1)
+        data = with_fm_inputs(ws, data, split, cfg)
+        if progress:
+            progress("foundation-model outputs", 1, 1)
     out = []
     for k in names:
         out.append(fit_on_split(k, data, split, cfg, fset, task, progress))
     return out
 
 
+def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainConfig) -> TaskData:
+    """``data`` with the foundation model's outputs after the features (columns ``fm.emb_*``,
+    ``fm.surprise_*``), each charge's from the charges before it. Refused when the checkpoint was pretrained
+    on charges of the validation period or later: its outputs would carry what validation and test measure."""
+    from payfm.fm.embed import outputs_for
+    from payfm.fm.identity import check_outputs, checkpoint_meta, input_names
+
+    assert config.foundation_model is not None
+    ckpt = config.foundation_model
+    meta = checkpoint_meta(ckpt)
+    outputs = check_outputs(config.fm_outputs)
+    until = meta.get("pretrain", {}).get("until_us")
+    val_start = split.bounds["val"][0]
+    if until is None or until > val_start:
+        con = ws.connect()
+        try:
+            before = f"CASE WHEN epoch_us(created) < {int(val_start)} THEN 1.0 ELSE 0.0 END"
+            row = con.execute(f"SELECT avg({before}) FROM charges").fetchone()
+        finally:
+            con.close()
+        frac = int((row[0] if row and row[0] is not None else 0.0) * 100) / 100
+        upto = _iso(until) if until is not None else "the end of the log"
+        raise ConfigError(
+            f"The foundation model '{ckpt}' was pretrained on charges up to {upto}, after the validation "
+            f"period starts ({_iso(val_start)}): its outputs would carry what validation and test measure. "
+            f"Pretrain it on earlier charges, e.g. `payfm fm pretrain --until-frac {frac:.2f} --fresh` (the "
+            "share of charges before the validation period)."
+        )
+    extra = outputs_for(
+        ws, ckpt, data.table["charge_id"].combine_chunks(), outputs, workers=config.fm_workers
+    )
+    names = [*data.feature_names, *input_names(meta, outputs)]
+    return replace(data, X=np.hstack([data.X, extra.astype(np.float64)]), feature_names=names)
+
+
 def register_result(
     reg: Registry, result: TrainResult, fset: FeatureSet, name: str | None = None
 ) -> ModelVersion:
-    """Register a trained model as a candidate ``<task>-<kind>`` with its window, metrics and horizon."""
+    """Register a trained model as a candidate ``<task>-<kind>`` (``<task>-<kind>-fm`` on foundation-model
+    inputs, registered with its checkpoint) with its window, metrics and horizon."""
+    fm = result.foundation_model
     return reg.register(
         result.model,
-        name=name or f"{result.task}-{result.kind}",
+        name=name or f"{result.task}-{result.kind}{'-fm' if fm else ''}",
         task=result.task,
         fset=fset,
         data_window=result.window,
         params=result.params,
         metrics=result.metrics,
         extra={"horizon_days": result.horizon_days, "split": result.split, "train_seconds": result.seconds},
+        foundation_model=fm,
+        fm_outputs=result.fm_outputs or ("embedding",),
     )
 
 
@@ -225,6 +279,11 @@ def prequential(
 ) -> list[dict[str, Any]]:
     """Rolling weekly evaluation: refit on everything mature before each week (less the gap), test on it."""
     cfg = config or TrainConfig()
+    if cfg.foundation_model is not None:
+        raise ConfigError(
+            "The prequential evaluation refits on every week: foundation-model inputs are not supported "
+            "there (the checkpoint's pretraining window would overlap the early weeks)."
+        )
     data = task_data(ws, task, fset, as_of=cfg.as_of, horizon=cfg.horizon(task))
     rows = []
     for train_idx, test_idx in prequential_folds(

@@ -1,0 +1,115 @@
+"""`payfm train --fm`: models on the hand-made features + a foundation model's outputs, registered with the
+checkpoint and served with it; a checkpoint pretrained on the validation period is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import tiny_set
+from payfm.fm.embed import embed, embedding_matrix, outputs_for
+from payfm.fm.identity import checkpoint_hash, checkpoint_meta, input_names
+from payfm.fm.pretrain import PretrainConfig, pretrain
+from payfm.fm.sequences import read_charges
+from payfm.registry import Registry
+from payfm.serving.scorer import Scorer
+from payfm.synth import WorldConfig, generate_world
+from payfm.training.tasks import task
+from payfm.training.trainer import TrainConfig, prepare, with_fm_inputs
+
+FS = tiny_set()
+TINY = PretrainConfig(seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=64, steps=4, seed=1)
+SPLIT = ["--horizon-days", "10", "--val-days", "7", "--test-days", "7", "--gap-days", "3"]
+OUTPUTS = ("embedding", "surprise")
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    torch.set_num_threads(1)
+    w = Workspace.open(tmp_path_factory.mktemp("trainfm"), create=True)
+    w.write_stream(generate_world(WorldConfig(charges=20_000, days=40, seed=7, fraud_rate=0.03)), "replace")
+    return w
+
+
+@pytest.fixture(scope="module")
+def early(ws: Workspace) -> Path:
+    """A checkpoint pretrained on the first 8 days (the validation period starts after day 15)."""
+    first = int(read_charges(ws)["created_us"][0].as_py())
+    cfg = PretrainConfig(**{**TINY.__dict__, "until_us": first + 8 * 86_400_000_000})
+    return pretrain(ws, cfg, out=ws.root / "fm" / "early").path
+
+
+def test_fm_inputs_are_each_charges_batch_outputs(ws: Workspace, early: Path) -> None:
+    cfg = TrainConfig(horizon_days=10, val_days=7, test_days=7, gap_days=3, foundation_model=str(early))
+    cfg = TrainConfig(**{**cfg.__dict__, "fm_outputs": OUTPUTS})
+    data, split = prepare(ws, task("fraud"), FS, cfg)
+    got = with_fm_inputs(ws, data, split, cfg)
+    n = len(FS.names)
+    assert got.feature_names == [*FS.names, *input_names(checkpoint_meta(early), OUTPUTS)]
+    assert np.array_equal(got.X[:, :n], data.X, equal_nan=True)
+    _, table = embed(ws, early, out=ws.root / "check.parquet", outputs=OUTPUTS)  # the batch job, by charge id
+    position = {cid: i for i, cid in enumerate(table["charge_id"].to_pylist())}
+    rows = np.array([position[c] for c in data.table["charge_id"].to_pylist()])
+    expect = np.hstack([embedding_matrix(table)[rows], embedding_matrix(table, "surprise")[rows]])
+    assert got.X.shape[1] == n + expect.shape[1]
+    assert np.abs(got.X[:, n:] - expect).max() < 1e-6  # each row carries its own charge's outputs
+    # any subset, in any order: the rows follow the ids asked for
+    ids = table["charge_id"].to_pylist()[::-7][:300]
+    rows = np.array([position[c] for c in ids])
+    some = outputs_for(ws, early, ids, OUTPUTS)
+    full = np.hstack([embedding_matrix(table), embedding_matrix(table, "surprise")])
+    assert np.abs(some - full[rows]).max() < 1e-6
+    with pytest.raises(ConfigError, match="charge 'ch_nope' is not in the event log"):
+        outputs_for(ws, early, [ids[0], "ch_nope"], OUTPUTS)
+
+
+def test_train_on_fm_inputs_registers_with_the_checkpoint_and_serves(ws: Workspace, early: Path) -> None:
+    runner = CliRunner()
+    args = [
+        "-w",
+        str(ws.root),
+        "train",
+        "--set",
+        "tiny",
+        *SPLIT,
+        "--fm",
+        "early",
+        "--fm-inputs",
+        "embedding+surprise",
+    ]
+    result = runner.invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    reg = Registry(ws)
+    [mv] = reg.list("fraud-gbdt-fm")
+    fm = mv.entry["foundation_model"]
+    assert fm["content_hash"] == checkpoint_hash(early) and fm["outputs"] == list(OUTPUTS)
+    assert mv.entry["metrics"]["test_rows"] > 0
+    reg.promote(mv.ref)
+    scorer = Scorer.open(ws)
+    try:
+        charge = {k: v for k, v in ws.read("charges").to_pylist()[-1].items() if k != "scenario"}
+        charge["charge_id"] = "ch_new_after_the_log"
+        inputs = len(input_names(checkpoint_meta(early), OUTPUTS))
+        assert f"embedding + surprise, {inputs} inputs" in scorer.bundle.describe()["foundation_model"]
+        decision = scorer.score(charge)
+        assert decision.embedding is not None and len(decision.embedding) == 2 * TINY.n_embd
+    finally:
+        scorer.close(snapshot=False)
+
+
+def test_a_checkpoint_pretrained_on_the_validation_period_is_refused(ws: Workspace) -> None:
+    pretrain(ws, TINY, out=ws.root / "fm" / "late")  # the whole log
+    runner = CliRunner()
+    result = runner.invoke(cli, ["-w", str(ws.root), "train", "--set", "tiny", *SPLIT, "--fm", "late"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "fm/late' was pretrained on charges up to the end of the log" in result.output
+    assert "after the validation period starts" in result.output and "--until-frac 0." in result.output
+    missing = runner.invoke(cli, ["-w", str(ws.root), "train", "--set", "tiny", *SPLIT, "--fm", "nope"])
+    assert missing.exit_code == 1 and "No foundation-model checkpoint" in missing.output
