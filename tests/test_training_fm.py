@@ -109,7 +109,13 @@ def test_a_checkpoint_pretrained_on_the_validation_period_is_refused(ws: Workspa
     runner = CliRunner()
     result = runner.invoke(cli, ["-w", str(ws.root), "train", "--set", "tiny", *SPLIT, "--fm", "late"])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    assert "fm/late' was pretrained on charges up to the end of the log" in result.output
-    assert "after the validation period starts" in result.output and "--until-frac 0." in result.output
+    assert "fm/late' was pretrained on charges up to 20" in result.output  # the end of its data
+    assert "after the validation period starts" in result.output
+    assert "pretrain --name late --until-frac 0." in result.output
+    # resuming on another window would misstate what the weights have seen: refused
+    with pytest.raises(ConfigError, match="another window of the log"):
+        pretrain(
+            ws, PretrainConfig(**{**TINY.__dict__, "until_us": 1, "steps": 4}), out=ws.root / "fm" / "late"
+        )
     missing = runner.invoke(cli, ["-w", str(ws.root), "train", "--set", "tiny", *SPLIT, "--fm", "nope"])
     assert missing.exit_code == 1 and "No foundation-model checkpoint" in missing.output

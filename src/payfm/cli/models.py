@@ -101,7 +101,7 @@ def train(
 
     \b
     On foundation-model inputs (docs/fm.md), on the 120-day default world:
-      payfm fm pretrain --until-frac 0.35 --name early
+      payfm fm pretrain --until-frac 0.2 --name early
       payfm train --horizon-days 60 --fm early --fm-inputs embedding+surprise
       payfm models promote fraud-gbdt-fm@1       # served with its checkpoint by payfm serve
     """

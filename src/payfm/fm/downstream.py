@@ -48,7 +48,7 @@ from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.fm.cardtesting import MERCHANT_VIEW, US_PER_HOUR, attack_labels, merchant_hours
 from payfm.fm.embed import embed_sequences
 from payfm.fm.finetune import FinetuneConfig, finetune, predict
-from payfm.fm.identity import OUTPUTS, check_outputs, embedding_dims
+from payfm.fm.identity import OUTPUTS, check_outputs, embedding_dims, seen_until
 from payfm.fm.pretrain import load_checkpoint
 from payfm.fm.sequences import build_sequences, key_codes, read_charges, time_cut
 from payfm.training.labels import fraud_labels
@@ -202,7 +202,7 @@ def evaluate_embeddings(
     created = charges["created_us"].to_numpy()
     cut_us = time_cut(ws, cfg.train_frac)
     cut_row = int(np.searchsorted(created, cut_us, side="left"))
-    until = meta.get("pretrain", {}).get("until_us")
+    until = seen_until(meta)
     if until is None or until > cut_us:
         raise ConfigError(
             f"Checkpoint '{checkpoint}': expected pretraining on charges before the test cut "

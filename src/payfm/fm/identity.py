@@ -41,6 +41,15 @@ def checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
+def seen_until(meta: dict[str, Any]) -> int | None:
+    """The end (exclusive, microseconds) of the charges a checkpoint's weights have seen over all its runs;
+    None when it cannot be told (a checkpoint from before this was recorded, pretrained on the whole log)."""
+    if meta.get("seen_until_us") is not None:
+        return int(meta["seen_until_us"])
+    until = meta.get("pretrain", {}).get("until_us")
+    return None if until is None else int(until)
+
+
 def checkpoint_hash(path: str | os.PathLike[str]) -> str:
     """SHA-256 over a checkpoint's weights, tokenizer and model config (64 hex digits)."""
     root = Path(path)

@@ -206,6 +206,14 @@ def pretrain(
         model, tokenizer, meta = load_checkpoint(path)
         if model.config != config.model_config(tokenizer):
             raise ConfigError(f"Checkpoint '{path}' has another model config; pass a new --out or no resume.")
+        before = meta.get("pretrain", {})
+        window = (before.get("until_us"), before.get("max_charges"))
+        if window != (config.until_us, config.max_charges):
+            raise ConfigError(
+                f"Checkpoint '{path}' was pretrained on another window of the log (until_us, max_charges = "
+                f"{window[0]}, {window[1]}); resuming on ({config.until_us}, {config.max_charges}) would "
+                "misstate what it has seen. Resume with the same window, or start over with --fresh."
+            )
         model.train()
     else:
         tokenizer = Tokenizer.fit(read_charges(ws, until_us=config.until_us, limit=config.max_charges))
@@ -217,6 +225,9 @@ def pretrain(
     n = len(sequences)
     if n == 0:
         raise ConfigError("Pretraining: expected charges in the training window. Got none.")
+    # The end (exclusive) of the charges the weights have seen, over every run: what a downstream model's
+    # validation period must start after (``payfm train --fm``, ``fm evaluate``).
+    seen_until_us = max(int(meta.get("seen_until_us", 0)), int(sequences.created_us.max()) + 1)
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -234,7 +245,13 @@ def pretrain(
 
     def save(step: int) -> None:
         if rank == 0:
-            run = {"step": step, "losses": losses, "pretrain": asdict(config), "charges": n}
+            run = {
+                "step": step,
+                "losses": losses,
+                "pretrain": asdict(config),
+                "charges": n,
+                "seen_until_us": seen_until_us,
+            }
             save_checkpoint(path, model, tokenizer, run, optimizer)
         if world > 1:
             dist.barrier()

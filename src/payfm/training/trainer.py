@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -219,13 +220,13 @@ def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainCon
     ``fm.surprise_*``), each charge's from the charges before it. Refused when the checkpoint was pretrained
     on charges of the validation period or later: its outputs would carry what validation and test measure."""
     from payfm.fm.embed import outputs_for
-    from payfm.fm.identity import check_outputs, checkpoint_meta, input_names
+    from payfm.fm.identity import check_outputs, checkpoint_meta, input_names, seen_until
 
     assert config.foundation_model is not None
     ckpt = config.foundation_model
     meta = checkpoint_meta(ckpt)
     outputs = check_outputs(config.fm_outputs)
-    until = meta.get("pretrain", {}).get("until_us")
+    until = seen_until(meta)
     val_start = split.bounds["val"][0]
     if until is None or until > val_start:
         con = ws.connect()
@@ -239,8 +240,8 @@ def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainCon
         raise ConfigError(
             f"The foundation model '{ckpt}' was pretrained on charges up to {upto}, after the validation "
             f"period starts ({_iso(val_start)}): its outputs would carry what validation and test measure. "
-            f"Pretrain it on earlier charges, e.g. `payfm fm pretrain --until-frac {frac:.2f} --fresh` (the "
-            "share of charges before the validation period)."
+            f"Pretrain it on earlier charges, e.g. `payfm fm pretrain --name {Path(ckpt).name} --until-frac "
+            f"{frac:.2f} --fresh` (the share of charges before the validation period)."
         )
     extra = outputs_for(
         ws, ckpt, data.table["charge_id"].combine_chunks(), outputs, workers=config.fm_workers
