@@ -20,7 +20,7 @@ from payfm.features.training_set import load_backfill
 from payfm.fm.embed import OnlineEmbedder, embed, embedding_matrix
 from payfm.fm.identity import checkpoint_meta, embedding_names, surprise_names
 from payfm.fm.pretrain import PretrainConfig, pretrain
-from payfm.fm.sequences import read_charges
+from payfm.fm.sequences import build_sequences, read_charges
 from payfm.registry.store import FoundationModelMismatchError, Registry
 from payfm.serving.fm_embeddings import EMBEDDING_REASON, explain
 from payfm.serving.scorer import Scorer
@@ -467,5 +467,71 @@ def test_a_promotion_on_redis_loads_the_new_checkpoints_state(world: World, tmp_
                 )
         finally:
             scorer.close(snapshot=False)
+    finally:
+        client.flushdb()
+
+
+def test_a_shared_state_nobody_fed_is_loaded_again(world: World, tmp_path: Path) -> None:
+    """Serve checkpoint fm on Redis, move to fm2 (fm no longer served, its state no longer fed), then back:
+    fm's state in Redis misses the charges decided meanwhile, so it is loaded again from the logs."""
+    client = _redis()
+    try:
+        ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+        reg = Registry(ws)
+        for mv in reg.list("fraud-fm"):
+            if mv.stage == "shadow":
+                reg.set_stage(mv.ref, "archived")  # else the shadow keeps fm's embedder fed
+        n, third = len(tiny_set().names), HELD_OUT // 3
+        scorer = Scorer.open(ws, state=REDIS_URL)
+        try:
+            for charge in world.live[:third]:
+                scorer.score(charge)
+            on_fm2 = reg.register(
+                world.fm2.model,
+                name="fraud-fm2",
+                task="fraud",
+                fset=tiny_set(),
+                foundation_model=world.fm2.ckpt,
+            )
+            reg.promote(on_fm2.ref)
+            scorer.reload()
+            for charge in world.live[third : 2 * third]:
+                scorer.score(charge)
+            back = reg.register(
+                world.fm.model, name="fraud-fm", task="fraud", fset=tiny_set(), foundation_model=world.fm.ckpt
+            )
+            reg.promote(back.ref)
+            scorer.reload()
+            for charge in world.live[2 * third :]:
+                d = scorer.score(charge)
+                assert d.embedding is not None
+                assert (
+                    np.abs(np.array(d.embedding) - world.fm.X[world.ids.index(d.charge_id), n:]).max() < 1e-5
+                )
+        finally:
+            scorer.close(snapshot=False)
+    finally:
+        client.flushdb()
+
+
+def test_a_failed_load_releases_the_lock_and_decided_charges_are_claimed(world: World) -> None:
+    from payfm.fm.online_state import RedisState
+
+    client = _redis()
+    try:
+        charges = read_charges(world.full)
+        first = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-fail")
+        with pytest.raises(ValueError, match="sequences of 1 charges"):
+            first.warm(charges, sequences=build_sequences(charges.slice(0, 1), first.tokenizer, first.k))
+        assert not client.exists("payfm:fm:t-fail:warming")  # released: another process may load it
+        second = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-fail")
+        decided = charges.slice(charges.num_rows - 5).to_pylist()
+        assert second.warm(charges, claims=[c["charge_id"] for c in decided]) == charges.num_rows
+        assert isinstance(second.store, RedisState) and second.store.learned_all(
+            [c["charge_id"] for c in decided]
+        )
+        before = second.inputs_one(decided[-1])
+        second.learn_one(decided[-1])  # a late copy of a decided charge the load holds: not learned again
+        assert np.array_equal(second.inputs_one(decided[-1]), before)
     finally:
         client.flushdb()

@@ -30,7 +30,7 @@ import torch
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
-from payfm.fm.identity import check_outputs
+from payfm.fm.identity import check_outputs, checkpoint_hash
 from payfm.fm.model import FoundationModel
 from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState, is_redis_url
 from payfm.fm.pretrain import load_checkpoint
@@ -225,7 +225,8 @@ class OnlineEmbedder:
         cls, checkpoint: str | os.PathLike[str], state: str = "memory", namespace: str | None = None
     ) -> OnlineEmbedder:
         """The embedder of a checkpoint, its state in this process (``state`` "memory") or in Redis (a
-        redis:// URL; ``namespace``, default the checkpoint's directory name, keeps checkpoints apart)."""
+        redis:// URL; ``namespace``, default the first 16 hex digits of the checkpoint's content hash, keeps
+        checkpoints apart)."""
         model, tokenizer, _ = load_checkpoint(checkpoint)
         if state == "memory":
             return cls(model, tokenizer)
@@ -233,7 +234,7 @@ class OnlineEmbedder:
             raise ConfigError(f"The embedder state must be 'memory' or a redis:// URL. Got {state!r}.")
         shared = RedisState(
             state,
-            namespace or Path(checkpoint).name,
+            namespace or checkpoint_hash(checkpoint)[:16],
             keep=model.config.seq_len - 1,
             n_fields=len(FIELDS),
             n_views=len(VIEWS),
@@ -371,12 +372,13 @@ class OnlineEmbedder:
         created, rows, _ = self._rows(charge)
         self._learn(charge, created, rows)
 
-    def warm(self, charges: pa.Table, sequences: Sequences | None = None) -> int:
+    def warm(self, charges: pa.Table, sequences: Sequences | None = None, claims: Sequence[str] = ()) -> int:
         """Learn all ``charges`` at once: the state :meth:`learn_one` reaches fed them one by one.
 
         ``sequences``: :func:`build_sequences` of ``charges``, or of a longer table whose first rows are
         ``charges`` (a charge's tokens depend only on the charges before it), when the caller has them
-        already; built here otherwise.
+        already; built here otherwise. ``claims``: ids among ``charges`` to mark learned in a shared state
+        (the decided charges: a late copy of one is then not learned twice).
 
         ``charges`` as from :func:`payfm.fm.sequences.read_charges` (in (created, charge_id) order, with
         ``created_us``, ``credential_changed_us`` and the outcomes). The tokens come from the batch path
@@ -387,11 +389,18 @@ class OnlineEmbedder:
         """
         if not self.store.begin_load():  # a shared state another process loaded already
             return 0
+        try:
+            return self._load(charges, sequences, claims)
+        except BaseException:
+            self.store.abort_load()  # another process may load it
+            raise
+
+    def _load(self, charges: pa.Table, sequences: Sequences | None, claims: Sequence[str]) -> int:
         n = int(charges.num_rows)
         views: list[dict[str, KeyState]] = [{} for _ in VIEWS]
         counts: dict[str, dict[Any, int]] = {}
         if n == 0:
-            self.store.load(views, counts)
+            self.store.load(views, counts, claims)
             return 0
         seqs = sequences if sequences is not None else build_sequences(charges, self.tokenizer, self.k)
         if len(seqs) < n:
@@ -425,5 +434,5 @@ class OnlineEmbedder:
         for name, col in COUNT_FIELDS.items():
             vc = pc.value_counts(charges[col].combine_chunks()).to_pylist()
             counts[name] = {d["values"]: int(d["counts"]) for d in vc if d["values"] is not None}
-        self.store.load(views, counts)
+        self.store.load(views, counts, claims)
         return n

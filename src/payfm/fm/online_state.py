@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -103,8 +104,26 @@ class EmbedderState(Protocol):
         (a shared state another process loaded). Raises on an in-process state with learned charges."""
         ...
 
-    def load(self, views: Sequence[Mapping[str, KeyState]], counts: Mapping[str, Mapping[Any, int]]) -> None:
-        """Set the whole state at once (a warm start from the event log). Only on an empty state."""
+    def load(
+        self,
+        views: Sequence[Mapping[str, KeyState]],
+        counts: Mapping[str, Mapping[Any, int]],
+        claims: Sequence[str] = (),
+    ) -> None:
+        """Set the whole state at once (a warm start from the event log), after :meth:`begin_load`;
+        ``claims``: ids of charges in it to mark learned (a shared state then learns them once)."""
+        ...
+
+    def abort_load(self) -> None:
+        """Give up a load begun by :meth:`begin_load` (the load failed): another process may load it."""
+        ...
+
+    def learned_all(self, charge_ids: Sequence[str]) -> bool:
+        """Every one of ``charge_ids`` is marked learned (a shared state kept up to date)."""
+        ...
+
+    def clear(self) -> int:
+        """Forget everything; returns how many entries (keys) went."""
         ...
 
 
@@ -150,12 +169,29 @@ class MemoryState:
             raise ValueError("OnlineEmbedder.warm: expected a fresh embedder. Got one with learned charges.")
         return True
 
-    def load(self, views: Sequence[Mapping[str, KeyState]], counts: Mapping[str, Mapping[Any, int]]) -> None:
+    def load(
+        self,
+        views: Sequence[Mapping[str, KeyState]],
+        counts: Mapping[str, Mapping[Any, int]],
+        claims: Sequence[str] = (),
+    ) -> None:
         for v, entries in enumerate(views):
             self.views[v] = {
                 k: KeyState(deque(e.rows, maxlen=self.keep), *_keys(e)) for k, e in entries.items()
             }
         self.counts = {name: dict(counts.get(name, {})) for name in self.counts}
+
+    def abort_load(self) -> None:
+        pass
+
+    def learned_all(self, charge_ids: Sequence[str]) -> bool:
+        return False  # in process: never shared, never kept up to date by anyone else
+
+    def clear(self) -> int:
+        n = sum(len(v) for v in self.views) + sum(len(c) for c in self.counts.values())
+        self.views = [{} for _ in self.views]
+        self.counts = {name: {} for name in self.counts}
+        return n
 
 
 def _keys(e: KeyState) -> tuple[int, Any, Any, Any]:
@@ -179,6 +215,13 @@ for i = 2 + v, #KEYS do
   redis.call('INCR', KEYS[i])
 end
 return 1
+"""
+
+
+# Delete the lock KEYS[1] only if it still holds this process's token ARGV[1].
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -214,6 +257,9 @@ class RedisState:
         self.count_fields = tuple(count_fields)
         self.charge_ttl_s = charge_ttl_s
         self._learn = self.client.register_script(_LEARN)
+        self._release = self.client.register_script(_RELEASE)
+        self._token: bytes | None = None  # this process's hold on the ``warming`` lock
+        self._lock_ttl = 600
 
     # ---- keys and elements ----------------------------------------------------------------------------
     def _view_key(self, v: int, key: str) -> str:
@@ -268,13 +314,17 @@ class RedisState:
         return bool(self.client.exists(f"{self.ns}:warm"))
 
     def begin_load(self, timeout_s: float = 600.0) -> bool:
-        """True when this process should load the state (it holds the ``warming`` lock); False when another
-        process loaded it (waits up to ``timeout_s`` while it does)."""
+        """True when this process should load the state (it holds the ``warming`` lock, under a token of its
+        own, for ``timeout_s`` and again at every pipeline of the load); False when another process loaded it
+        (waits up to ``timeout_s`` while it does)."""
         deadline = time.monotonic() + timeout_s
+        self._lock_ttl = max(1, math.ceil(timeout_s))
+        token = uuid.uuid4().hex.encode()
         while not self.is_loaded():
-            if self.client.set(f"{self.ns}:warming", b"1", nx=True, ex=max(1, math.ceil(timeout_s))):
+            if self.client.set(f"{self.ns}:warming", token, nx=True, ex=self._lock_ttl):
+                self._token = token
                 if self.is_loaded():  # loaded between the check and the lock
-                    self.client.delete(f"{self.ns}:warming")
+                    self.abort_load()
                     return False
                 return True
             if time.monotonic() > deadline:
@@ -285,20 +335,29 @@ class RedisState:
             time.sleep(0.2)
         return False
 
+    def abort_load(self) -> None:
+        if self._token is not None:
+            self._release(keys=[f"{self.ns}:warming"], args=[self._token])
+            self._token = None
+
     def load(
         self,
         views: Sequence[Mapping[str, KeyState]],
         counts: Mapping[str, Mapping[Any, int]],
+        claims: Sequence[str] = (),
         *,
         batch: int = 5_000,
     ) -> None:
-        """Write a whole state in pipelines of ``batch`` keys, then mark it loaded and release the lock."""
+        """Write a whole state in pipelines of ``batch`` keys (each refreshes the lock), claim ``claims``,
+        then mark it loaded and release the lock. Keys of the namespace are replaced, not merged."""
         pipe = self.client.pipeline(transaction=False)
         n = 0
+        lock = f"{self.ns}:warming"
 
         def flush(force: bool = False) -> None:
             nonlocal pipe, n
             if n >= batch or (force and n):
+                pipe.expire(lock, self._lock_ttl)
                 pipe.execute()
                 pipe = self.client.pipeline(transaction=False)
                 n = 0
@@ -318,9 +377,21 @@ class RedisState:
                 pipe.mset({self._count_key(field_name, value): c for value, c in items[i : i + batch]})
                 n += batch
                 flush()
+        for cid in claims:
+            pipe.set(f"{self.ns}:c:{cid}", b"1", ex=self.charge_ttl_s)
+            n += 1
+            flush()
         flush(force=True)
         self.client.set(f"{self.ns}:warm", b"1")
-        self.client.delete(f"{self.ns}:warming")
+        self.abort_load()  # the lock, released
+
+    def learned_all(self, charge_ids: Sequence[str]) -> bool:
+        if not charge_ids:
+            return True
+        pipe = self.client.pipeline(transaction=False)
+        for cid in charge_ids:
+            pipe.exists(f"{self.ns}:c:{cid}")
+        return all(int(x) for x in pipe.execute())
 
     def clear(self) -> int:
         """Delete every key of this namespace; returns how many."""

@@ -48,6 +48,10 @@ EMBEDDING_TEXT = (
     "reads them, raise the score (all {dims} embedding dimensions together)"
 )
 _COLUMNS = sorted({*COLUMNS, *KEY_COLUMNS, "charge_id"})
+# A shared (Redis) embedder state is up to date when the last this many charges of the decision log are
+# learned in it; else nobody fed it while they were decided (its checkpoint was not served) and it is loaded
+# again from the logs.
+STALE_CHECK = 1_000
 
 
 def fm_hash(mv: ModelVersion | None) -> str | None:
@@ -159,17 +163,26 @@ def warm(
     ``use_event_log``) and those of ``decisions`` up to sequence number ``upto`` (all: None); returns the
     charges they learned (:func:`history`)."""
     t0 = time.perf_counter()
-    todo = {h: e for h, e in embedders.items() if not e.store.is_loaded()}  # a shared state may be live
-    for h in embedders.keys() - todo.keys():
-        log.info("foundation model %s: online embedder state loaded already (shared)", h[:12])
-    if not todo:
-        return _schema().empty_table()
     decided = [
         p for s, kind, p in decisions.events_after(0) if kind == "charge" and (upto is None or s <= upto)
     ]
+    recent = [str(p["charge_id"]) for p in decided[-STALE_CHECK:]]
+    todo: dict[str, OnlineEmbedder] = {}
+    for h, embedder in embedders.items():
+        store = embedder.store
+        if store.is_loaded() and store.learned_all(recent):
+            log.info("foundation model %s: online embedder state loaded already (shared, up to date)", h[:12])
+            continue
+        if store.is_loaded():  # shared, but not fed the charges decided since: nobody served this checkpoint
+            log.info("foundation model %s: shared online embedder state is stale; loading it again", h[:12])
+            store.clear()
+        todo[h] = embedder
+    if not todo:
+        return _schema().empty_table()
     table = history(events, decided, use_event_log)
+    claims = [str(p["charge_id"]) for p in decided]  # a late copy of a decided charge is then learned once
     for h, embedder in todo.items():
-        learned = embedder.warm(table)
+        learned = embedder.warm(table, claims=claims)
         log.info(
             "foundation model %s: online embedder warmed from %d charges (%d decided here) in %.1f s",
             h[:12],

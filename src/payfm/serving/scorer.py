@@ -471,8 +471,6 @@ class Scorer(FeedbackMixin):
             old = self.bundle
             new = load_bundle(self.ws, self.config, old.fset, old.embedders, self._fm_state)
             fresh = {h: e for h, e in new.embedders.items() if old.embedders.get(h) is not e}
-            # A Redis state other processes loaded is live already: they learn their charges into it.
-            local = {h: e for h, e in fresh.items() if not e.store.is_loaded()}
             if not fresh:
                 self.bundle = new  # one reference assignment: requests in flight keep their bundle
             else:
@@ -482,8 +480,8 @@ class Scorer(FeedbackMixin):
                 with self._lock:
                     self._settled()
                     late = unseen([p for _, k, p in self.log.events_after(upto) if k == "charge"], learned)
-                    for p in late:
-                        for embedder in local.values():
+                    for p in late:  # on a shared state, one learned already is not learned again (claims)
+                        for embedder in fresh.values():
                             embedder.learn_one(embedder_charge(p))
                     self.bundle = new
         log.info("reloaded: %s", new.describe())
