@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 REDIS_URL = os.environ.get("PAYFM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# A database the tests that need an empty Redis may empty (FLUSHDB) before and after: never a shared one.
+REDIS_SCRATCH_URL = os.environ.get("PAYFM_TEST_REDIS_SCRATCH_URL", "redis://127.0.0.1:6379/9")
 
 
 def require_redis(url: str = REDIS_URL) -> Any:

@@ -28,7 +28,7 @@ from payfm.synth import WorldConfig
 from payfm.synth.generator import generate_world
 from payfm.training.models.gbdt import GBDTModel
 from payfm.training.scores import risk_score
-from services import require_redis
+from services import REDIS_SCRATCH_URL, require_redis
 
 TINY = PretrainConfig(seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=64, steps=4, seed=1)
 HELD_OUT = 40  # the log's last charges: scored live, compared with the offline values of the full log
@@ -322,7 +322,7 @@ def test_a_model_on_embedding_and_surprise_is_served_as_offline(world: World, tm
         assert f"{field} unexpected for this {view}'s recent charges" in r["text"]
 
 
-REDIS_URL = "redis://127.0.0.1:6379/9"  # a database of its own: the tests empty it before and after
+REDIS_URL = REDIS_SCRATCH_URL  # a database of its own: the tests empty it before and after
 
 
 def _redis() -> Any:

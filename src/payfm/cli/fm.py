@@ -46,7 +46,13 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
     show_default=True,
     help="Pretrain on the first fraction of the log (keep the rest for `fm evaluate`); 1 = all.",
 )
-@click.option("--seq-len", type=int, default=16, show_default=True, help="Charges per card / merchant view.")
+@click.option(
+    "--seq-len",
+    type=click.IntRange(2),
+    default=16,
+    show_default=True,
+    help="Charges per card / merchant view (the charge and its K-1 predecessors).",
+)
 @click.option("--n-layer", type=click.IntRange(1), default=2, show_default=True, help="Transformer blocks.")
 @click.option("--n-head", type=click.IntRange(1), default=4, show_default=True, help="Attention heads.")
 @click.option(

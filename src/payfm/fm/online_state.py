@@ -245,6 +245,8 @@ class RedisState:
     ) -> None:
         import redis
 
+        if keep < 1:
+            raise ConfigError(f"RedisState: 'keep' (K-1 charges per key) must be >= 1. Got {keep!r}.")
         try:
             self.client = redis.Redis.from_url(url)
             self.client.ping()
