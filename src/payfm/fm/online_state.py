@@ -15,9 +15,11 @@ checkpoints never share a state and a new one starts clean):
   row (F little-endian int32) followed by its keys as JSON ``[created_us, ip, device, other]``;
 - ``n:{field}:{value}``: the number of earlier charges with that value;
 - ``c:{charge_id}``: the charge was learned (expires after ``charge_ttl_s``), so a charge that two processes
-  see, or a client retries, is learned once;
-- ``warm``: set once the state was loaded from the event log (:meth:`RedisState.load`); ``warming``: held
-  by the one process loading it.
+  see, or a client retries, is learned once; a load claims the decided charges it holds, so that a caller
+  can tell whether a loaded state kept up with its decision log (:meth:`RedisState.learned_all`);
+- ``warm``: set once the state was loaded from the event log (:meth:`RedisState.load`); ``warming``: the
+  lock of the one process loading it (a token of its own; refreshed at every pipeline of the load, released
+  by compare-and-delete, and released when the load fails).
 
 A charge is learned by one Lua script (append + trim each view's list, count each value, claim the id), so
 it is applied whole or not at all. Two processes deciding charges of the same card at the same moment each
