@@ -131,3 +131,30 @@ def test_every_result_field_is_documented() -> None:
     section = text.split("## `EvaluationResult`", 1)[1].split("\n## ", 1)[0]
     missing = [f.name for f in dataclasses.fields(EvaluationResult) if f"`{f.name}`" not in section]
     assert not missing, f"docs/evaluation.md does not document {missing}"
+
+
+def test_intervals_resample_cards_whole(preds: pa.Table) -> None:
+    from payfm.evaluation.bootstrap import bootstrap
+    from payfm.evaluation.metrics import average_precision_from
+    from payfm.evaluation.slices import group_codes
+
+    # Fraud in sprees: every fraud charge of the table moved onto one of 12 cards (a takeover's run).
+    y = preds["is_fraud"].to_numpy(zero_copy_only=False)
+    mature = preds["mature"].to_numpy(zero_copy_only=False)
+    fraud_rows = np.flatnonzero(y == 1)
+    cards = np.array(preds["card_fingerprint"].to_pylist(), dtype=object)
+    cards[fraud_rows] = [f"spree_{i % 12}" for i in range(fraud_rows.size)]
+    sprees = preds.set_column(
+        preds.schema.get_field_index("card_fingerprint"), "card_fingerprint", pa.array(cards.tolist())
+    )
+    r = evaluate_predictions(sprees, name="m", bootstrap=200, seed=4)
+    kept = sprees.filter(pa.array(mature))
+    ys = kept["is_fraud"].to_numpy(zero_copy_only=False)
+    ss = kept["score"].to_numpy(zero_copy_only=False)
+    fns = {"average_precision": average_precision_from}
+    by_card = bootstrap(fns, ys, ss, resamples=200, seed=4, groups=group_codes(kept["card_fingerprint"]))
+    by_charge = bootstrap(fns, ys, ss, resamples=200, seed=4)
+    got = r.intervals["average_precision"]
+    assert (got.low, got.high) == (by_card["average_precision"].low, by_card["average_precision"].high)
+    width = by_charge["average_precision"].high - by_charge["average_precision"].low
+    assert got.high - got.low > 1.5 * width  # 12 sprees are 12 draws, not hundreds

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -227,7 +228,10 @@ def evaluate_predictions(
         metric_fns[f"recall_at_fpr_{pct(r)}"] = _recall_at_fpr(r)
     for b in block_rates:
         metric_fns[f"precision_at_block_rate_{pct(b)}"] = _precision_at_block_rate(b)
-    intervals = bootstrap_intervals(metric_fns, y, s, bootstrap, seed)
+    # Resample cards, not charges: a card's charges (a takeover's spree, a stolen card's run) stand or fall
+    # together, and resampling them one by one gives intervals too narrow.
+    cards = group_codes(_column(preds, "card_fingerprint"))
+    intervals = bootstrap_intervals(metric_fns, y, s, bootstrap, seed, groups=cards)
 
     return EvaluationResult(
         name=name,
@@ -278,12 +282,18 @@ def _precision_at_block_rate(budget: float) -> CountsMetric:
 
 
 def bootstrap_intervals(
-    metric_fns: dict[str, CountsMetric], y: FloatArray, s: FloatArray, resamples: int, seed: int
+    metric_fns: dict[str, CountsMetric],
+    y: FloatArray,
+    s: FloatArray,
+    resamples: int,
+    seed: int,
+    groups: npt.ArrayLike | None = None,
 ) -> dict[str, Interval]:
-    """Intervals of the headline metrics; none when ``resamples`` is 0."""
+    """Intervals of the headline metrics, resampling ``groups`` (one id per charge; None: charges) whole;
+    none when ``resamples`` is 0."""
     if resamples == 0:
         return {}
-    return bootstrap(metric_fns, y, s, resamples=resamples, seed=seed)
+    return bootstrap(metric_fns, y, s, resamples=resamples, seed=seed, groups=groups)
 
 
 @dataclass(frozen=True)

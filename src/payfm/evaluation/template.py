@@ -31,8 +31,9 @@ figure { margin: 6px 0 14px; } svg { max-width: 100%; height: auto; }
 
 <h2>Model comparison</h2>
 $comparison
-<p class="note">Metrics on charges with a mature label only. AP: average precision (95% bootstrap interval,
-$resamples resamples). Recall@FPR: the highest recall whose false-positive rate is at most the level.
+<p class="note">Metrics on charges with a mature label only. AP: average precision (95% bootstrap interval
+over cards, $resamples resamples). Recall@FPR: the highest recall whose false-positive rate is at most the
+level.
 Precision at 1% block rate: precision when blocking the top 1% of charges by score. Card precision@k:
 per UTC day, share of fraudulent cards among the $card_k highest-scored cards, averaged over days.
 ECE: expected calibration error,
