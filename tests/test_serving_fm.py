@@ -331,6 +331,13 @@ def _redis() -> Any:
     return client
 
 
+def _gap(world: World, decision: Any, served: Served) -> float:
+    """The largest difference between a decision's embedding and the offline one of its charge."""
+    assert decision.embedding is not None
+    offline = served.X[world.ids.index(decision.charge_id), len(tiny_set().names) :]
+    return float(np.abs(np.array(decision.embedding) - offline).max())
+
+
 def _alternate(world: World, tmp_path: Path, state: str) -> list[float]:
     """Two scorers (two serving processes) decide the held-out charges in turn; each decision's embedding's
     largest difference from the offline embedding of its charge (the full log, in order)."""
@@ -338,14 +345,10 @@ def _alternate(world: World, tmp_path: Path, state: str) -> list[float]:
     for s in scorers:  # reopen on the state under test (copies first: each has its own decision log)
         s.close(snapshot=False)
     scorers = [Scorer.open(Workspace.open(tmp_path / n), state=state) for n in "ab"]
-    n = len(tiny_set().names)
     diffs = []
     try:
         for i, charge in enumerate(world.live):
-            d = scorers[i % 2].score(charge)
-            assert d.embedding is not None
-            offline = world.fm.X[world.ids.index(d.charge_id), n:]
-            diffs.append(float(np.abs(np.array(d.embedding) - offline).max()))
+            diffs.append(_gap(world, scorers[i % 2].score(charge), world.fm))
     finally:
         for s in scorers:
             s.close(snapshot=False)
@@ -439,15 +442,10 @@ def test_a_promotion_on_redis_loads_the_new_checkpoints_state(world: World, tmp_
     try:
         ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
         half = HELD_OUT // 2
-        n = len(tiny_set().names)
         scorer = Scorer.open(ws, state=REDIS_URL)
         try:
             for charge in world.live[:half]:
-                d = scorer.score(charge)
-                assert d.embedding is not None
-                assert (
-                    np.abs(np.array(d.embedding) - world.fm.X[world.ids.index(d.charge_id), n:]).max() < 1e-5
-                )
+                assert _gap(world, scorer.score(charge), world.fm) < 1e-5
             reg = Registry(ws)
             mv = reg.register(
                 world.fm2.model,
@@ -460,11 +458,7 @@ def test_a_promotion_on_redis_loads_the_new_checkpoints_state(world: World, tmp_
             scorer.reload()  # the new checkpoint's state: loaded into Redis from the log and the decisions
             assert len(list(client.scan_iter("payfm:fm:*:warm"))) == 2
             for charge in world.live[half:]:
-                d = scorer.score(charge)
-                assert d.embedding is not None
-                assert (
-                    np.abs(np.array(d.embedding) - world.fm2.X[world.ids.index(d.charge_id), n:]).max() < 1e-5
-                )
+                assert _gap(world, scorer.score(charge), world.fm2) < 1e-5
         finally:
             scorer.close(snapshot=False)
     finally:
@@ -481,7 +475,7 @@ def test_a_shared_state_nobody_fed_is_loaded_again(world: World, tmp_path: Path)
         for mv in reg.list("fraud-fm"):
             if mv.stage == "shadow":
                 reg.set_stage(mv.ref, "archived")  # else the shadow keeps fm's embedder fed
-        n, third = len(tiny_set().names), HELD_OUT // 3
+        third = HELD_OUT // 3
         scorer = Scorer.open(ws, state=REDIS_URL)
         try:
             for charge in world.live[:third]:
@@ -503,11 +497,7 @@ def test_a_shared_state_nobody_fed_is_loaded_again(world: World, tmp_path: Path)
             reg.promote(back.ref)
             scorer.reload()
             for charge in world.live[2 * third :]:
-                d = scorer.score(charge)
-                assert d.embedding is not None
-                assert (
-                    np.abs(np.array(d.embedding) - world.fm.X[world.ids.index(d.charge_id), n:]).max() < 1e-5
-                )
+                assert _gap(world, scorer.score(charge), world.fm) < 1e-5
         finally:
             scorer.close(snapshot=False)
     finally:

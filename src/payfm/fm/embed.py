@@ -245,19 +245,11 @@ class OnlineEmbedder:
     @property
     def counts(self) -> dict[str, dict[Any, int]]:
         """The in-process state's counts per field (value -> earlier charges)."""
-        return self._memory().counts
-
-    @property
-    def state(self) -> list[dict[str, KeyState]]:
-        """The in-process state's histories per view (key -> :class:`KeyState`)."""
-        return self._memory().views
-
-    def _memory(self) -> MemoryState:
         if not isinstance(self.store, MemoryState):
             raise TypeError(
                 f"OnlineEmbedder: this embedder's state is {type(self.store).__name__}, not in memory."
             )
-        return self.store
+        return self.store.counts
 
     def _read(self, charge: Mapping[str, Any]) -> tuple[list[KeyState | None], dict[str, int]]:
         keys = [str(charge[col]) for col in VIEWS]

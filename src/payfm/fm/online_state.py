@@ -93,10 +93,6 @@ class EmbedderState(Protocol):
         """Add a charge; False when its id was learned already (nothing changes)."""
         ...
 
-    def is_empty(self) -> bool:
-        """No charge learned and nothing loaded."""
-        ...
-
     def is_loaded(self) -> bool:
         """The state was loaded from a history already (here or, for a shared state, by another process)."""
         ...
@@ -309,9 +305,6 @@ class RedisState:
         ]
         args: list[bytes | int] = [self.charge_ttl_s, self.keep, len(charge.keys), *elements]
         return int(self._learn(keys=keys, args=args)) == 1
-
-    def is_empty(self) -> bool:
-        return next(iter(self.client.scan_iter(f"{self.ns}:*", count=1000)), None) is None
 
     def is_loaded(self) -> bool:
         """The state was loaded from an event log (by this process or another)."""
