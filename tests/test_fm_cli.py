@@ -43,3 +43,29 @@ def test_pretrain_then_embed_and_clean_error(tmp_path: Path) -> None:
     bad = runner.invoke(cli, ["-w", str(tmp_path), "fm", "evaluate", "--fm-inputs", "embedding+novelty"])
     assert bad.exit_code == 2 and "--fm-inputs" in bad.output and "novelty" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_pretrain_options_reach_the_checkpoint_and_progress_counts_steps(tmp_path: Path) -> None:
+    from payfm.cli.fm import pretrain as pretrain_command
+    from payfm.fm.pretrain import PretrainConfig, load_checkpoint, pretrain
+
+    torch.set_num_threads(1)
+    defaults = {p.name: p.default for p in pretrain_command.params}
+    assert (defaults["lr"], defaults["warmup"]) == (PretrainConfig.lr, PretrainConfig.warmup)
+    ws = Workspace.open(tmp_path, create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=1_500, days=5, seed=3)), "replace")
+    args = ["-w", str(tmp_path), "fm", "pretrain", "--steps", "3", "--seq-len", "4", "--batch-size", "32"]
+    result = CliRunner().invoke(cli, [*args, "--lr", "0.02", "--warmup", "5"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    _, _, meta = load_checkpoint(tmp_path / "fm" / "default")
+    assert (meta["pretrain"]["lr"], meta["pretrain"]["warmup"]) == (0.02, 5)
+    bad = CliRunner().invoke(cli, [*args, "--lr", "0"])
+    assert bad.exit_code == 2 and "--lr" in bad.output and "Traceback" not in bad.output
+
+    seen: list[tuple[int, int, float]] = []
+    cfg = PretrainConfig(seq_len=4, batch_size=32, steps=5)
+    run = pretrain(ws, cfg, out=tmp_path / "p", stop_at=3, progress=lambda *a: seen.append(a))
+    run = pretrain(ws, cfg, out=tmp_path / "p", progress=lambda *a: seen.append(a))  # resumes at 3
+    assert [(s, t) for s, t, _ in seen] == [(1, 3), (2, 3), (3, 3), (4, 5), (5, 5)]
+    recent = run.losses[-20:]
+    assert seen[-1][2] == sum(recent) / len(recent)

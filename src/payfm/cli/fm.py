@@ -7,6 +7,7 @@ Under torchrun, `payfm fm pretrain` trains with DistributedDataParallel::
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -63,6 +64,20 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
     help="Channels per view (x2 = embedding).",
 )
 @click.option("--batch-size", type=int, default=256, show_default=True, help="Global batch (all processes).")
+@click.option(
+    "--lr",
+    type=click.FloatRange(0.0, min_open=True),
+    default=3e-3,  # PretrainConfig.lr (the CLI does not import torch to start)
+    show_default=True,
+    help="AdamW learning rate (constant after the warm-up). A batch 8x larger takes about 2-3x this.",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(1),
+    default=20,  # PretrainConfig.warmup
+    show_default=True,
+    help="Steps of linear learning-rate warm-up.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--name", default="default", show_default=True, help="Checkpoint name (workspace fm/<name>).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
@@ -78,11 +93,18 @@ def pretrain(
     n_head: int,
     n_embd: int,
     batch_size: int,
+    lr: float,
+    warmup: int,
     seed: int,
     name: str,
     fresh: bool,
 ) -> None:
-    """Pretrain (or resume) the foundation model with masked field and next-charge prediction."""
+    """Pretrain (or resume) the foundation model with masked field and next-charge prediction.
+
+    Takes CUDA with bfloat16 autocast when a GPU is present; under torchrun, one process per GPU (or CPU
+    processes on gloo). Checkpoints every 200 steps; run it again to resume.
+    """
+    from payfm.cli.render import loss_progress
     from payfm.fm.pretrain import PretrainConfig
     from payfm.fm.pretrain import pretrain as run
     from payfm.fm.sequences import time_cut
@@ -99,9 +121,12 @@ def pretrain(
         n_head=n_head,
         n_embd=n_embd,
         batch_size=batch_size,
+        lr=lr,
+        warmup=warmup,
         seed=seed,
     )
-    result = run(ws, cfg, out=_checkpoint(ws, name), resume=not fresh)
+    with loss_progress("pretraining", show=os.environ.get("RANK", "0") == "0") as update:
+        result = run(ws, cfg, out=_checkpoint(ws, name), resume=not fresh, progress=update)
     last = sum(result.losses[-20:]) / max(len(result.losses[-20:]), 1)
     console.print(
         f"Pretrained to step {result.step} ({result.charges_per_s:,.0f} charges/s, loss {last:.3f}) "

@@ -10,7 +10,15 @@ from contextlib import contextmanager
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from payfm.events.summary import LogSummary
@@ -46,6 +54,32 @@ def progress_bar(label: str, total: int) -> Iterator[Callable[[int, int], None]]
     with stage_progress() as update_stage:
         update_stage(label, 0, total)
         yield lambda done, total_: update_stage(label, done, total_)
+
+
+@contextmanager
+def loss_progress(label: str, show: bool = True) -> Iterator[Callable[[int, int, float], None]]:
+    """A progress bar on stderr for a training loop; yields ``update(step, total, loss)``.
+
+    ``show=False`` (a process other than rank 0 under torchrun) shows nothing."""
+    if not show:
+        yield lambda step, total, loss: None
+        return
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, loss=float("nan"))
+
+        def update(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=loss)
+
+        yield update
 
 
 def print_arrow(table: pa.Table, fmt: str, limit: int | None) -> None:

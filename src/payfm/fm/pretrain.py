@@ -23,11 +23,13 @@ Example (``payfm fm pretrain`` calls this)::
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,8 +158,15 @@ def batch_rows(n: int, batch: int, step: int, seed: int) -> np.ndarray:
     """The rows of global step ``step``: slices of a per-epoch permutation (the last partial one dropped)."""
     per_epoch = max(n // batch, 1)
     epoch, i = divmod(step, per_epoch)
+    return _permutation(n, seed, epoch)[i * batch : (i + 1) * batch]
+
+
+@functools.lru_cache(maxsize=1)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+    """One epoch's order, drawn once per epoch (a permutation of 700k rows costs more than a step's batch)."""
     perm = np.random.default_rng((seed, epoch)).permutation(n)
-    return perm[i * batch : (i + 1) * batch]
+    perm.flags.writeable = False
+    return perm
 
 
 def mask_batch(
@@ -189,10 +198,12 @@ def pretrain(
     resume: bool = True,
     sequences: Sequences | None = None,
     stop_at: int | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> PretrainResult:
     """Pretrain (or resume pretraining) the foundation model on ``ws``'s charges; checkpoint to ``out``.
 
     ``stop_at`` ends the run after that many total steps (an interruption, for tests and time limits).
+    ``progress(step, total, loss)`` is called on rank 0 after each step, with the mean loss of the last 20.
     """
     path = Path(out) if out is not None else checkpoint_dir(ws)
     rank, world = _world()
@@ -276,6 +287,9 @@ def pretrain(
         optimizer.step()
         losses.append(float(loss.detach()))  # under DDP: this rank's share; their mean is the loss
         done += len(rows)
+        if progress is not None and rank == 0:
+            recent = losses[-20:]
+            progress(step + 1, end, sum(recent) / len(recent))
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < end:
             save(step + 1)
     elapsed = time.perf_counter() - t0

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Pretrain foundation-model checkpoints on a GPU machine (the device tool) and bring them back for
+# `payfm fm evaluate` on the CPU: the default worlds are generated there, checked equal to this machine's by
+# their charges' digest (bench/charges_digest.py), and pretrained; GPU utilisation is sampled all along.
+#
+#   bash bench/fm_gpu_pretrain.sh OUT DIGEST0 DIGEST1 RUN...     RUN = seed:name:seconds:pretrain-args
+#
+# e.g. RUN = '0:g6:200:--epochs 6 --batch-size 1024 --lr 6e-3 --warmup 100' pretrains checkpoint g6 on the
+# seed-0 world for at most 200 s (a run stopped by the limit keeps its last checkpoint, every 200 steps).
+# Each checkpoint comes back as OUT/<name>-seed<seed>.tar (extract it under the workspace's fm/).
+# Runs where `payfm` is importable (PYTHONPATH=src on the device machine).
+set -uo pipefail
+out=$1 digest0=$2 digest1=$3
+shift 3
+payfm() { python3 -c 'from payfm.cli.main import main; main()' "$@"; }
+log() { echo "$(date -u +%H:%M:%S) $*" | tee -a "$out/log.txt"; }
+mkdir -p "$out"
+nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv,noheader,nounits -lms 500 \
+  >"$out/gpu.csv" 2>/dev/null &
+smi=$!
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$out/log.txt"
+python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__)' \
+  | tee -a "$out/log.txt"
+ws=$(mktemp -d)
+for seed in 0 1; do
+  payfm -w "$ws/ws$seed" generate --seed "$seed" >/dev/null || exit 1
+  got=$(python3 bench/charges_digest.py "$ws/ws$seed" | tee -a "$out/log.txt")
+  want=$([ "$seed" = 0 ] && echo "$digest0" || echo "$digest1")
+  [[ $got == *"digest $want" ]] || log "seed $seed: the world differs from the expected digest $want"
+done
+for run in "$@"; do
+  IFS=: read -r seed name seconds args <<<"$run"
+  log "start $name on seed $seed: fm pretrain $args (at most $seconds s)"
+  # shellcheck disable=SC2086  # args is a list of options
+  timeout "$seconds" python3 -c 'from payfm.cli.main import main; main()' -w "$ws/ws$seed" fm pretrain \
+    --name "$name" --fresh $args 2>>"$out/stderr.txt" | tee -a "$out/log.txt"
+  log "end $name (exit ${PIPESTATUS[0]})"
+  python3 - "$ws/ws$seed/fm/$name" <<'PY' | tee -a "$out/log.txt"
+import json, sys
+meta = json.load(open(sys.argv[1] + "/config.json"))
+print(f"checkpoint: step {meta['step']}, charges {meta['charges']}, last loss {meta['losses'][-1]:.3f}")
+PY
+  tar -C "$ws/ws$seed/fm" -cf "$out/$name-seed$seed.tar" "$name"
+done
+kill "$smi" 2>/dev/null
