@@ -119,3 +119,39 @@ def test_a_checkpoint_pretrained_on_the_validation_period_is_refused(ws: Workspa
         )
     missing = runner.invoke(cli, ["-w", str(ws.root), "train", "--set", "tiny", *SPLIT, "--fm", "nope"])
     assert missing.exit_code == 1 and "No foundation-model checkpoint" in missing.output
+
+
+def test_prequential_fits_take_the_fm_outputs_and_a_checkpoint_that_saw_a_test_week_is_refused(
+    ws: Workspace, early: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import payfm.training.trainer as trainer
+
+    widths: list[int] = []
+    real = trainer.model_class
+
+    def recording(kind: str) -> type:
+        cls = real(kind)
+
+        class Recording(cls):  # type: ignore[misc, valid-type]
+            def fit(self, X: np.ndarray, *args: object, **kwargs: object) -> object:
+                widths.append(X.shape[1])
+                return super().fit(X, *args, **kwargs)
+
+        return Recording
+
+    monkeypatch.setattr(trainer, "model_class", recording)
+    base = TrainConfig(horizon_days=10, gap_days=3)
+    plain = trainer.prequential(ws, "lr", task("fraud"), FS, base, weeks=2)
+    cfg = TrainConfig(**{**base.__dict__, "foundation_model": str(early), "fm_outputs": ("surprise",)})
+    with_fm = trainer.prequential(ws, "lr", task("fraud"), FS, cfg, weeks=2)
+    assert len(plain) == 2 and [r["week_start"] for r in with_fm] == [r["week_start"] for r in plain]
+    extra = len(input_names(checkpoint_meta(early), ("surprise",)))
+    assert widths == [len(FS.names)] * 2 + [len(FS.names) + extra] * 2  # every weekly fit took them
+    assert [r["test_ap"] for r in with_fm] != [r["test_ap"] for r in plain]
+
+    first = int(read_charges(ws)["created_us"][0].as_py())
+    cfg30 = PretrainConfig(**{**TINY.__dict__, "until_us": first + 30 * 86_400_000_000})
+    saw = pretrain(ws, cfg30, out=ws.root / "fm" / "day30").path  # the first test week starts ~day 26
+    refused = TrainConfig(**{**cfg.__dict__, "foundation_model": str(saw)})
+    with pytest.raises(ConfigError, match="after the first prequential test week starts"):
+        trainer.prequential(ws, "lr", task("fraud"), FS, refused, weeks=2)

@@ -219,6 +219,12 @@ def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainCon
     """``data`` with the foundation model's outputs after the features (columns ``fm.emb_*``,
     ``fm.surprise_*``), each charge's from the charges before it. Refused when the checkpoint was pretrained
     on charges of the validation period or later: its outputs would carry what validation and test measure."""
+    return _fm_columns(ws, data, split.bounds["val"][0], "the validation period", config)
+
+
+def _fm_columns(ws: Workspace, data: TaskData, start_us: int, period: str, config: TrainConfig) -> TaskData:
+    """``data`` with the checkpoint's outputs appended; refused unless its weights saw only charges before
+    ``start_us``, where ``period`` (what is measured) starts."""
     from payfm.fm.embed import outputs_for
     from payfm.fm.identity import check_outputs, checkpoint_meta, input_names, seen_until
 
@@ -227,21 +233,20 @@ def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainCon
     meta = checkpoint_meta(ckpt)
     outputs = check_outputs(config.fm_outputs)
     until = seen_until(meta)
-    val_start = split.bounds["val"][0]
-    if until is None or until > val_start:
+    if until is None or until > start_us:
         con = ws.connect()
         try:
-            before = f"CASE WHEN epoch_us(created) < {int(val_start)} THEN 1.0 ELSE 0.0 END"
+            before = f"CASE WHEN epoch_us(created) < {int(start_us)} THEN 1.0 ELSE 0.0 END"
             row = con.execute(f"SELECT avg({before}) FROM charges").fetchone()
         finally:
             con.close()
         frac = int((row[0] if row and row[0] is not None else 0.0) * 100) / 100
         upto = _iso(until) if until is not None else "the end of the log"
         raise ConfigError(
-            f"The foundation model '{ckpt}' was pretrained on charges up to {upto}, after the validation "
-            f"period starts ({_iso(val_start)}): its outputs would carry what validation and test measure. "
+            f"The foundation model '{ckpt}' was pretrained on charges up to {upto}, after {period} "
+            f"starts ({_iso(start_us)}): its outputs would carry what {period} measures. "
             f"Pretrain it on earlier charges, e.g. `payfm fm pretrain --name {Path(ckpt).name} --until-frac "
-            f"{frac:.2f} --fresh` (the share of charges before the validation period)."
+            f"{frac:.2f} --fresh` (the share of charges before {period})."
         )
     extra = outputs_for(
         ws, ckpt, data.table["charge_id"].combine_chunks(), outputs, workers=config.fm_workers
@@ -278,18 +283,21 @@ def prequential(
     config: TrainConfig | None = None,
     weeks: int = 4,
 ) -> list[dict[str, Any]]:
-    """Rolling weekly evaluation: refit on everything mature before each week (less the gap), test on it."""
+    """Rolling weekly evaluation: refit on everything mature before each week (less the gap), test on it.
+
+    With ``config.foundation_model`` every fit also takes the checkpoint's outputs (``config.fm_outputs``);
+    the checkpoint must have been pretrained on charges before the first test week only.
+    """
     cfg = config or TrainConfig()
-    if cfg.foundation_model is not None:
-        raise ConfigError(
-            "The prequential evaluation refits on every week: foundation-model inputs are not supported "
-            "there (the checkpoint's pretraining window would overlap the early weeks)."
-        )
     data = task_data(ws, task, fset, as_of=cfg.as_of, horizon=cfg.horizon(task))
+    folds = list(
+        prequential_folds(data.created_us, data.mature, weeks=weeks, gap_days=cfg.gap_days, test_days=7)
+    )
+    if cfg.foundation_model is not None and folds:
+        first = min(int(data.created_us[test_idx].min()) for _, test_idx in folds)
+        data = _fm_columns(ws, data, first, "the first prequential test week", cfg)
     rows = []
-    for train_idx, test_idx in prequential_folds(
-        data.created_us, data.mature, weeks=weeks, gap_days=cfg.gap_days, test_days=7
-    ):
+    for train_idx, test_idx in folds:
         if len(np.unique(data.y[train_idx])) < 2:
             continue
         model = model_class(kind)(calibration="none", seed=cfg.seed, **cfg.params.get(kind, {}))
