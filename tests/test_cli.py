@@ -77,3 +77,20 @@ def test_features_backfill_engines_write_the_same_values(tmp_path: Path) -> None
     assert tables["columnar"].equals(tables["duckdb"])
     bad = CliRunner().invoke(cli, ["-w", ws, "features", "backfill", "--engine", "spark"])
     assert bad.exit_code == 2 and "'spark' is not one of 'columnar', 'duckdb'" in bad.output
+
+
+def test_demo_replay_step_saves_the_starter_rules_once(tmp_path: Path) -> None:
+    from payfm.cli.demo import DEMO_RULES, _replay_last_day
+    from payfm.rules import rulesets
+    from payfm.synth import WorldConfig, generate_world
+
+    ws = Workspace.open(tmp_path, create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=2_000, days=3, seed=1)), "replace")
+    _replay_last_day(ws)
+    _replay_last_day(ws)  # the demo run again: the active starter rules are kept, not saved again
+    assert [v.version for v in rulesets.history(ws)] == [1]
+    rulesets.save(ws, "block if :amount_usd: > 999999", activate=True)  # an analyst's own rules
+    _replay_last_day(ws)  # the demo applies its starter rules again, as a new version
+    assert sorted(v.version for v in rulesets.history(ws)) == [1, 2, 3]
+    active = rulesets.active(ws)
+    assert active is not None and active.text == DEMO_RULES and active.version == 3

@@ -75,10 +75,13 @@ def _replay_last_day(ws: Workspace) -> None:
     from payfm.serving.replay import replay_in_process
 
     console.rule("[bold]6. Decision service: replay of the last day")
-    version = rulesets.save(ws, DEMO_RULES, activate=True, author="payfm demo", note="demo starter rules")
-    console.print(
-        f"Applied the starter ruleset (version {version.version}, {DEMO_RULES.count(chr(10))} rules)."
-    )
+    rules = DEMO_RULES.count(chr(10))
+    version = rulesets.active(ws)
+    if version is not None and version.text == DEMO_RULES:  # a demo run again: no new identical version
+        console.print(f"The starter ruleset is active (version {version.version}, {rules} rules).")
+    else:
+        version = rulesets.save(ws, DEMO_RULES, activate=True, author="payfm demo", note="demo starter rules")
+        console.print(f"Applied the starter ruleset (version {version.version}, {rules} rules).")
     con = ws.connect()
     try:
         row = con.execute("SELECT max(created) FROM charges").fetchone()
