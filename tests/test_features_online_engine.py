@@ -161,7 +161,7 @@ def test_columnar_warm_up_equals_applying_events_one_by_one(
     assert [fast.features(p) for p in again] == before
 
 
-def test_columnar_warm_up_declines_repeated_outcome_ids() -> None:
+def test_columnar_warm_up_declines_repeated_outcome_ids_and_counts_a_charges_fraud_dispute_once() -> None:
     log = random_log(3, 200)
     charges = log["charges"].sort_by([("created", "ascending"), ("charge_id", "ascending")])
     ts = np.array([int(t.timestamp() * 1_000_000) for t in charges["created"].to_pylist()], dtype=np.int64)
@@ -169,9 +169,18 @@ def test_columnar_warm_up_declines_repeated_outcome_ids() -> None:
     ids = d["dispute_id"].to_pylist()
     times = np.array([int(t.timestamp() * 1_000_000) for t in d["created"].to_pylist()], dtype=np.int64)
     cids = d["charge_id"].to_pylist()
-    assert warm.events(charges, ts, [("fraud_disputes", times, ids, cids)]) is not None
-    twice = [("fraud_disputes", np.concatenate([times, times]), ids + ids, cids + cids)]
-    assert warm.events(charges, ts, twice) is None
+    assert warm.events(charges, ts, [("refunds", times, ids, cids)]) is not None
+    twice = [("refunds", np.concatenate([times, times]), ids + ids, cids + cids)]
+    assert warm.events(charges, ts, twice) is None  # repeated ids: event by event instead
+    # A charge's fraud disputes count once (the first): its later ones are left out, not declined.
+    once = warm.events(charges, ts, [("fraud_disputes", times, ids, cids)])
+    later = [f"dp_again_{i}" for i in ids]
+    again = warm.events(
+        charges, ts, [("fraud_disputes", np.concatenate([times, times + 1]), ids + later, cids * 2)]
+    )
+    assert once is not None and again is not None and len(once[0].row) > len(charges)
+    assert np.array_equal(again[0].row, once[0].row) and np.array_equal(again[0].ts, once[0].ts)
+    assert again[1] == once[1]  # the same claims
 
 
 def test_late_events_end_in_the_same_state_as_in_order() -> None:

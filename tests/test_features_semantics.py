@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 from factories import charges as make_charges
 from factories import disputes as make_disputes
+from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
-from payfm.features.offline import compute
+from payfm.features.offline import backfill, compute
 from payfm.features.online import OnlineFeatures
-from payfm.features.parity import replay
+from payfm.features.parity import apply_log, replay
 from payfm.features.state import WindowState
+from payfm.features.stores import MemoryStore
 from streams import connect
 
 T = datetime(2026, 3, 2, 10, 0, 30, tzinfo=UTC)
@@ -156,3 +161,42 @@ def test_hot_key_state_stays_bounded() -> None:
     expected = sum(1 for i in range(20_000) if t0 + i * 15_000_000 >= start)
     last = {"charge_id": "ch_x", "created_us": now, "merchant_id": "mer_hot"}
     assert online.features(last)["merchant.count_charges_1h"] == expected
+
+
+def test_a_charges_fraud_disputes_count_once_in_every_engine_and_warm_path(tmp_path: Path) -> None:
+    """A review closed as `disputed` records dispute dp_review_<charge>; the processor's dispute of the same
+    charge after it is the same dispute. Offline (both engines, SQL and workspace reads), online and a state
+    warmed from the log all count the charge's first fraud dispute only."""
+    log = _log()
+    c_time = log["charges"].filter(pc.equal(log["charges"]["charge_id"], "ch_c"))["created"][0].as_py()
+    [row] = make_disputes(["ch_a"], c_time).to_pylist()  # at ch_c's time, as in _log
+    review = pa.Table.from_pylist([row | {"dispute_id": "dp_review_ch_a"}], schema=log["disputes"].schema)
+    processor = make_disputes(["ch_a"], c_time + timedelta(seconds=20))  # dp_0, before ch_d
+    log["disputes"] = pa.concat_tables([review, processor])
+    for engine in ("columnar", "duckdb"):
+        got = _rows(compute(connect(log), FSET, engine=engine))
+        assert [got[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == [1, 1], engine
+    online = _rows(replay(FSET, log["charges"], {"fraud_disputes": log["disputes"]}))
+    assert [online[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == [1, 1]
+
+    ws = Workspace.open(tmp_path, create=True)
+    with ws.writer() as w:
+        for name, table in log.items():
+            w.write(name, table)
+    path, _ = backfill(ws, FSET)  # the columnar engine on the workspace's files
+    got = _rows(pq.read_table(path))
+    assert [got[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == [1, 1]
+    probe = {"charge_id": "ch_probe", "created_us": 10**17, "card_fingerprint": "fp_cardA", "amount_usd": 1}
+    warmed, by_event = OnlineFeatures(FSET), OnlineFeatures(FSET, store=MemoryStore())
+    apply_log(warmed, ws)  # a fresh in-memory state: built column by column
+    by_event.update(probe | {"charge_id": "ch_first", "created_us": 0})  # in use: applied event by event
+    apply_log(by_event, ws)
+    assert warmed.features(probe)["card.count_fraud_disputes_all"] == 1.0
+    assert by_event.features(probe)["card.count_fraud_disputes_all"] == 1.0
+    # online: the processor's dispute after the review's is not applied again
+    fresh = OnlineFeatures(FSET)
+    for row in log["charges"].to_pylist():
+        fresh.update(row | {"created_us": int(row["created"].timestamp() * 1e6)})
+    assert fresh.apply_outcome("fraud_disputes", "dp_review_ch_a", "ch_a", int(c_time.timestamp() * 1e6))
+    assert not fresh.apply_outcome("fraud_disputes", "dp_0", "ch_a", int(c_time.timestamp() * 1e6) + 1)
+    assert fresh.features(probe)["card.count_fraud_disputes_all"] == 1.0

@@ -125,6 +125,20 @@ def test_a_dispute_already_received_is_not_counted_twice(scorer: Scorer, ws: Wor
     assert probe(scorer, 2)["card.count_fraud_disputes_all"] == 1.0
 
 
+def test_the_processors_dispute_after_a_review_closed_as_disputed_is_not_counted_again(
+    scorer: Scorer, ws: Workspace
+) -> None:
+    scorer.score(charge(1))
+    assert scorer.close_review("ch_1", "disputed")["outcome"]["applied"]
+    dispute = {"dispute_id": "dp_bank", "charge_id": "ch_1", "created": "2026-03-02T00:00:00+00:00"}
+    out = scorer.record_outcome(
+        "disputes", dispute | {"reason": "fraudulent", "amount": 90_000, "currency": "usd"}
+    )
+    assert not out["applied"] and not out["duplicate"]  # recorded, not counted: the charge's dispute counted
+    assert {d["dispute_id"] for d in rows(ws, "disputes")} == {"dp_review_ch_1", "dp_bank"}
+    assert probe(scorer, 2)["card.count_fraud_disputes_all"] == 1.0
+
+
 def test_a_closure_logged_before_a_crash_is_appended_once_at_restart(ws: Workspace) -> None:
     s = Scorer.open(ws)
     s.score(charge(1))

@@ -50,6 +50,16 @@ ENTITIES: dict[str, tuple[str, ...]] = {
 # Event sources: charges, or outcome events of the entity's charges.
 SOURCES = ("charges", "fraud_disputes", "efws", "refunds")
 LABEL_SOURCES = ("fraud_disputes", "efws", "refunds")
+# A charge is disputed as fraud once: a review closed as `disputed` (its dispute ``dp_review_<charge>``) and
+# the processor's dispute of the charge that follows are one dispute. So fraud disputes count once per
+# charge, from the first; early fraud warnings and refunds once per event id (a charge can be refunded twice).
+ONCE_PER_CHARGE = frozenset({"fraud_disputes"})
+
+
+def outcome_claim(source: str, outcome_id: str, charge_id: str) -> str:
+    """The key under which an outcome is counted once (online state claims; the warm path)."""
+    return f"{source}:charge:{charge_id}" if source in ONCE_PER_CHARGE else f"{source}:{outcome_id}"
+
 
 AggName = Literal[
     "count", "sum", "mean", "min", "max", "std", "distinct", "last", "since_prev", "since_first", "first_seen"

@@ -39,11 +39,20 @@ import pyarrow.parquet as pq
 
 from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
-from payfm.features.definitions import CENTS_PER_DOLLAR, ENTITIES, FILTERS, Aggregate, FeatureSet
+from payfm.features.definitions import (
+    CENTS_PER_DOLLAR,
+    ENTITIES,
+    FILTERS,
+    ONCE_PER_CHARGE,
+    Aggregate,
+    FeatureSet,
+)
 from payfm.features.plan import window_tiles
 
 OUTCOME_SQL = {
-    "fraud_disputes": "SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'",
+    # once per charge, from the first (definitions.ONCE_PER_CHARGE)
+    "fraud_disputes": "SELECT charge_id, min(created) AS created FROM disputes WHERE reason = 'fraudulent' "
+    "GROUP BY charge_id",
     "efws": "SELECT charge_id, created FROM early_fraud_warnings",
     "refunds": "SELECT charge_id, created FROM refunds",
 }
@@ -155,6 +164,9 @@ def load_workspace(ws: Workspace, fset: FeatureSet, columns: list[str]) -> Charg
         ev = ws.read(name, columns=["charge_id", "created", *(["reason"] if reason else [])])
         if reason:
             ev = ev.filter(pc.equal(ev["reason"], reason))
+        if s in ONCE_PER_CHARGE:  # the first of a charge's events
+            first = ev.group_by("charge_id").aggregate([("created", "min")])
+            ev = first.select(["charge_id", "created_min"]).rename_columns(["charge_id", "created"])
         ts_ev = pc.cast(pc.cast(ev["created"], pa.timestamp("us", tz="UTC")), pa.int64())
         events[s] = pa.table({"charge_id": ev["charge_id"], "ts": ts_ev})
     return Charges(table, _attach(events, table["charge_id"]))

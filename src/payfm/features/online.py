@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from payfm.features.definitions import ENTITIES, FeatureSet
+from payfm.features.definitions import ENTITIES, FeatureSet, outcome_claim
 from payfm.features.online_codegen import compile_engine
 from payfm.features.online_plan import label_fields, plan, write_columns
 from payfm.features.state import State
@@ -167,6 +167,7 @@ class OnlineFeatures:
                 write(states, keys, fields, created_us)
             return claimed
 
-        applied = self.store.run(self._state_keys[source](keys), f"{source}:{outcome_id}", None, step)
+        claim = outcome_claim(source, outcome_id, charge_id)  # a charge's fraud disputes count once
+        applied = self.store.run(self._state_keys[source](keys), claim, None, step)
         self.store.advance(created_us)
         return applied

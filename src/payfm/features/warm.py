@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from payfm.features.definitions import ENTITIES, FILTERS, SOURCES
+from payfm.features.definitions import ENTITIES, FILTERS, ONCE_PER_CHARGE, SOURCES, outcome_claim
 from payfm.features.online_plan import StatePlan
 from payfm.features.state import INF, State, StateKey, TotalState, WindowState
 
@@ -300,8 +300,9 @@ def _total(
 def events(
     charges: pa.Table, ts: np.ndarray, outcomes: list[tuple[str, np.ndarray, list[str], list[str]]]
 ) -> tuple[_Events, list[str], int] | None:
-    """The apply order of the log (see the module docstring): the events, the claimed outcome ids
-    (``source:id``) and the watermark; None if a charge or outcome id repeats."""
+    """The apply order of the log (see the module docstring): the events, the outcomes' claims
+    (:func:`~payfm.features.definitions.outcome_claim`) and the watermark; None if a charge or outcome id
+    repeats. A charge's later fraud disputes are left out: its first counts, as event by event."""
     cids = charges["charge_id"].to_pylist()
     position = {c: i for i, c in enumerate(cids)}
     if len(position) != len(cids):
@@ -319,8 +320,10 @@ def events(
                 o_key.append((t, source, str(oid), cid))
     o_key.sort()
     for t, source, oid, cid in o_key:
-        claim = f"{source}:{oid}"
+        claim = outcome_claim(source, oid, cid)
         if claim in claimed:
+            if source in ONCE_PER_CHARGE:
+                continue  # a later fraud dispute of the charge: the first (in apply order) counted
             return None
         claimed.add(claim)
         o_row.append(position[cid])
