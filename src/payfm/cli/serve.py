@@ -141,6 +141,65 @@ def keys_revoke(ctx: click.Context, name: str) -> None:
     click.echo(f"revoked {name}")
 
 
+@serve.group("state")
+def state_group() -> None:
+    """The online state's namespaces in Redis (one per feature-set version and per foundation-model
+    checkpoint; nothing expires them): list them with the models that use them, drop the ones no model serves.
+
+    \b
+    payfm serve state list --state redis://127.0.0.1:6379/0
+    payfm serve state drop payfm:fm:0123456789abcdef --state redis://127.0.0.1:6379/0
+    """
+
+
+REDIS_URL = click.option(
+    "--state", "url", required=True, metavar="redis://...", help="The Redis of the servers' --state."
+)
+
+
+@state_group.command("list")
+@REDIS_URL
+@click.pass_context
+def state_list(ctx: click.Context, url: str) -> None:
+    """Namespaces, largest first: keys, memory (estimated from a sample of keys) and the registered versions
+    whose state each holds."""
+    from rich.table import Table
+
+    from payfm.cli.render import console
+    from payfm.registry import Registry
+    from payfm.serving.namespaces import list_namespaces
+
+    found = list_namespaces(url, Registry(_ws(ctx)))
+    table = Table(title=f"Online state in {url}")
+    table.add_column("namespace", no_wrap=True)
+    table.add_column("kind")
+    table.add_column("keys", justify="right")
+    table.add_column("memory", justify="right", no_wrap=True)
+    table.add_column("used by")
+    for ns in found:
+        used = ", ".join(ns.used_by) or "[dim]no registered model[/dim]"
+        size = f"{ns.bytes / 1e6:,.1f} MB" if ns.bytes >= 100_000 else f"{ns.bytes / 1e3:.1f} kB"
+        table.add_row(ns.name, ns.kind, f"{ns.keys:,}", size, used)
+    console.print(table if found else f"No payfm namespace in {url}.")
+
+
+@state_group.command("drop")
+@click.argument("namespace")
+@REDIS_URL
+@click.option("--force", is_flag=True, help="Drop it even if a production model uses it.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: bool) -> None:
+    """Delete every key of NAMESPACE (refused for one a production model uses, unless --force)."""
+    from payfm.registry import Registry
+    from payfm.serving.namespaces import drop_namespace
+
+    if not yes:
+        click.confirm(f"Delete every key of {namespace} in {url}?", abort=True)
+    n = drop_namespace(url, namespace, Registry(_ws(ctx)), force=force)
+    click.echo(f"Dropped {namespace}: {n:,} keys.")
+
+
 def _date(value: str | None) -> datetime | None:
     if value is None:
         return None

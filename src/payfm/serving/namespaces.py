@@ -1,0 +1,126 @@
+"""The online state's namespaces in Redis: what each belongs to, how large it is, and dropping one.
+
+A serving process keeps its features' state under ``payfm:<feature-set version>.f<format>``
+(:class:`payfm.features.redis_store.RedisStore`) and each foundation-model checkpoint's embedder state under
+``payfm:fm:<content hash[:16]>`` (:class:`payfm.fm.online_state.RedisState`). A promotion to a model on
+another feature set or checkpoint starts a new namespace and leaves the old one in Redis (a rollback finds it
+there, and reloads it if it went stale). Nothing expires them: this module lists them with the registered
+models that use them, so an operator can drop the ones no model serves any more.
+
+    >>> namespace_of(b"payfm:fm:0123456789abcdef:v0:fp_1", "payfm")
+    ('payfm:fm:0123456789abcdef', 'foundation model')
+    >>> namespace_of(b"payfm:3f9a12.f2:card:fp_1", "payfm")
+    ('payfm:3f9a12.f2', 'features')
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from payfm.errors import ConfigError
+from payfm.features.state import FORMAT
+from payfm.registry import Registry
+
+
+@dataclass(frozen=True)
+class Namespace:
+    name: str
+    kind: str  # "features", "foundation model" or "other"
+    keys: int
+    bytes: int  # estimated from a sample of its keys (MEMORY USAGE)
+    used_by: tuple[str, ...]  # registered versions whose state lives here: "name@version (stage)"
+
+    @property
+    def in_production(self) -> bool:
+        return any(u.endswith("(production)") for u in self.used_by)
+
+
+def namespace_of(key: bytes, prefix: str) -> tuple[str, str] | None:
+    """(namespace, kind) of a key under ``prefix``; None for a key outside it."""
+    parts = key.decode(errors="replace").split(":")
+    if len(parts) < 3 or parts[0] != prefix:
+        return None
+    if parts[1] == "fm":
+        return ":".join(parts[:3]), "foundation model"
+    return ":".join(parts[:2]), "features" if parts[1].endswith(f".f{FORMAT}") else "other"
+
+
+def _users(registry: Registry | None, prefix: str) -> dict[str, list[str]]:
+    """Namespace -> the registered model versions whose online state it holds."""
+    users: dict[str, list[str]] = {}
+    if registry is None:
+        return users
+    for mv in registry.list():
+        who = f"{mv.ref} ({mv.stage})"
+        users.setdefault(f"{prefix}:{mv.feature_set_version}.f{FORMAT}", []).append(who)
+        fm = mv.entry.get("foundation_model") or {}
+        if fm.get("content_hash"):
+            users.setdefault(f"{prefix}:fm:{str(fm['content_hash'])[:16]}", []).append(who)
+    return users
+
+
+def _client(url: str) -> Any:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url)
+        client.ping()
+    except (redis.RedisError, ValueError) as e:
+        raise ConfigError(f"The Redis online state at {url!r} is not reachable: {e}") from None
+    return client
+
+
+def list_namespaces(
+    url: str, registry: Registry | None = None, *, prefix: str = "payfm", sample: int = 200
+) -> list[Namespace]:
+    """Every namespace under ``prefix`` in the Redis at ``url`` (one SCAN of its keys), largest first, with
+    the registered versions that use it; bytes estimated from ``sample`` keys of each."""
+    client = _client(url)
+    keys: dict[tuple[str, str], list[bytes]] = {}
+    for key in client.scan_iter(f"{prefix}:*", count=10_000):
+        ns = namespace_of(key, prefix)
+        if ns is not None:
+            keys.setdefault(ns, []).append(key)
+    users = _users(registry, prefix)
+    rng = random.Random(0)
+    out = []
+    for (name, kind), members in keys.items():
+        some = members if len(members) <= sample else rng.sample(members, sample)
+        pipe = client.pipeline(transaction=False)
+        for key in some:
+            pipe.memory_usage(key)
+        sizes = [int(s or 0) for s in pipe.execute()]
+        estimate = round(sum(sizes) * len(members) / max(len(some), 1))
+        out.append(Namespace(name, kind, len(members), estimate, tuple(users.get(name, ()))))
+    return sorted(out, key=lambda n: (-n.bytes, n.name))
+
+
+def drop_namespace(
+    url: str, name: str, registry: Registry | None = None, *, prefix: str = "payfm", force: bool = False
+) -> int:
+    """Delete every key of namespace ``name`` (UNLINK, in batches); returns how many. Refused for a
+    namespace a production model uses, unless ``force``: its server would start it again from the logs."""
+    client = _client(url)
+    kind = namespace_of(f"{name}:x".encode(), prefix)
+    if kind is None or kind[0] != name:
+        raise ConfigError(
+            f"'{name}' is not a namespace of the online state: expected '{prefix}:<feature-set version>."
+            f"f{FORMAT}' or '{prefix}:fm:<checkpoint hash>' (see `payfm serve state list`)."
+        )
+    used = [u for u in _users(registry, prefix).get(name, []) if u.endswith("(production)")]
+    if used and not force:
+        raise ConfigError(
+            f"Namespace '{name}' holds the online state of {', '.join(used)}; dropping it makes that model's "
+            "servers rebuild it from the event log at their next start. Pass --force to drop it anyway."
+        )
+    n, batch = 0, []
+    for key in client.scan_iter(f"{name}:*", count=10_000):
+        batch.append(key)
+        if len(batch) == 10_000:
+            n += int(client.unlink(*batch))
+            batch = []
+    if batch:
+        n += int(client.unlink(*batch))
+    return n
