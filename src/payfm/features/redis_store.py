@@ -14,6 +14,10 @@ pair key, as JSON; a record of windowed states only expires after their longest 
 after ``charge_ttl``),
 ``o:{source}:{outcome_id}`` applied outcomes. The state format is part of the namespace, so states written by
 another version of the engine are never misread (they are simply not seen, and expire).
+
+The first serving process of a feature set loads the namespace from the logs (:meth:`RedisStore.load`, the
+state built in memory as a memory-state server builds its own, then written in pipelines) under the load lock
+of :mod:`payfm.redis_load` (``warm``, ``warming``); the others find it loaded.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from payfm.features.definitions import FeatureSet
 from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
-from payfm.features.stores import Runner, StateStore
+from payfm.features.stores import MemoryStore, Runner, StateStore
+from payfm.redis_load import LoadLock, all_claimed, unlink_namespace
 
 T = TypeVar("T")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -108,6 +113,7 @@ class RedisStore(StateStore):
         self.window_ttl_s = ttl_s
         self.charge_ttl_s = int(charge_ttl.total_seconds())
         self._names: dict[tuple[str, Any], bytes] = {}  # (entity, key) -> Redis key name (a bounded cache)
+        self._load = LoadLock(self.client, self.ns, f"feature set {fset.name} ({fset.version})")
 
     def _record(self, entity: str, k: Any) -> bytes:
         name = self._names.get((entity, k))
@@ -195,10 +201,62 @@ class RedisStore(StateStore):
 
     def clear(self) -> int:
         """Delete every key of this feature-set version (tests, rebuilds). Returns how many."""
-        n = 0
-        for key in self.client.scan_iter(f"{self.ns}:*", count=1000):
-            n += int(self.client.delete(key))
-        return n
+        return unlink_namespace(self.client, self.ns)
+
+    # ---- loading a whole state: the first serving process of this feature set --------------------------
+    def is_loaded(self) -> bool:
+        """The namespace was loaded from the logs (by this process or another)."""
+        return self._load.is_loaded()
+
+    def begin_load(self, timeout_s: float = 1800.0) -> bool:
+        """True when this process should load the namespace (it holds the load lock); False when another
+        process loaded it (waits up to ``timeout_s`` while it does)."""
+        return self._load.begin(timeout_s)
+
+    def abort_load(self) -> None:
+        self._load.release()
+
+    def load(self, memory: MemoryStore, *, batch: int = 5_000) -> int:
+        """Write the whole state of ``memory`` (built from the logs) in pipelines of ``batch`` keys, each
+        refreshing the load lock: one record per entity key (version 1, with its entity's TTL), each counted
+        charge's fields and each applied outcome's claim (expiring after ``charge_ttl``); then mark the
+        namespace loaded and release the lock. Keys are replaced, not merged. Returns the keys written."""
+        records: dict[bytes, dict[str, list[Any]]] = {}
+        ttl: dict[bytes, bytes] = {}
+        for (index, key), st in memory.states.items():
+            entity = self._entity[index]
+            name = self._record(entity, key)
+            records.setdefault(name, {})[str(index)] = state_to_json(st)
+            ttl[name] = self._ttl[entity]
+        pipe, n, total = self.client.pipeline(transaction=False), 0, 0
+
+        def put(name: bytes | str, value: bytes, ex: bytes | int) -> None:
+            nonlocal pipe, n, total
+            if ex:
+                pipe.set(name, value, ex=int(ex))
+            else:
+                pipe.set(name, value)
+            n += 1
+            total += 1
+            if n >= batch:
+                self._load.refresh(pipe)
+                pipe.execute()
+                pipe, n = self.client.pipeline(transaction=False), 0
+
+        for name, body in records.items():
+            put(name, b"1|" + _dumps(body), ttl[name])
+        for cid, fields in memory.charges.items():
+            put(f"{self.ns}:c:{cid}", _dumps(fields), self.charge_ttl_s)
+        for claim in memory.outcomes:
+            put(f"{self.ns}:o:{claim}", b"1", self.charge_ttl_s)
+        self._load.refresh(pipe)
+        pipe.execute()
+        self._load.done()
+        return total
+
+    def learned_all(self, charge_ids: list[str]) -> bool:
+        """Every one of ``charge_ids`` was counted in this namespace."""
+        return all_claimed(self.client, self.ns, charge_ids)
 
 
 def _as_json(st: State | list[Any]) -> list[Any]:

@@ -34,9 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import math
-import time
-import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +43,7 @@ import numpy as np
 import orjson
 
 from payfm.errors import ConfigError
+from payfm.redis_load import LoadLock, all_claimed, unlink_namespace
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -216,13 +214,6 @@ return 1
 """
 
 
-# Delete the lock KEYS[1] only if it still holds this process's token ARGV[1].
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
 class RedisState:
     """The state in Redis (redis-py), shared by every serving process of one checkpoint (``namespace``).
 
@@ -257,9 +248,7 @@ class RedisState:
         self.count_fields = tuple(count_fields)
         self.charge_ttl_s = charge_ttl_s
         self._learn = self.client.register_script(_LEARN)
-        self._release = self.client.register_script(_RELEASE)
-        self._token: bytes | None = None  # this process's hold on the ``warming`` lock
-        self._lock_ttl = 600
+        self._load = LoadLock(self.client, self.ns, "the foundation model")
 
     # ---- keys and elements ----------------------------------------------------------------------------
     def _view_key(self, v: int, key: str) -> str:
@@ -308,34 +297,15 @@ class RedisState:
 
     def is_loaded(self) -> bool:
         """The state was loaded from an event log (by this process or another)."""
-        return bool(self.client.exists(f"{self.ns}:warm"))
+        return self._load.is_loaded()
 
     def begin_load(self, timeout_s: float = 600.0) -> bool:
-        """True when this process should load the state (it holds the ``warming`` lock, under a token of its
-        own, for ``timeout_s`` and again at every pipeline of the load); False when another process loaded it
-        (waits up to ``timeout_s`` while it does)."""
-        deadline = time.monotonic() + timeout_s
-        self._lock_ttl = max(1, math.ceil(timeout_s))
-        token = uuid.uuid4().hex.encode()
-        while not self.is_loaded():
-            if self.client.set(f"{self.ns}:warming", token, nx=True, ex=self._lock_ttl):
-                self._token = token
-                if self.is_loaded():  # loaded between the check and the lock
-                    self.abort_load()
-                    return False
-                return True
-            if time.monotonic() > deadline:
-                raise ConfigError(
-                    f"The Redis state of the foundation model ({self.ns}) is being loaded by another process "
-                    f"and was not ready after {timeout_s:.0f} s."
-                )
-            time.sleep(0.2)
-        return False
+        """True when this process should load the state (:meth:`payfm.redis_load.LoadLock.begin`); False when
+        another process loaded it (waits up to ``timeout_s`` while it does)."""
+        return self._load.begin(timeout_s)
 
     def abort_load(self) -> None:
-        if self._token is not None:
-            self._release(keys=[f"{self.ns}:warming"], args=[self._token])
-            self._token = None
+        self._load.release()
 
     def load(
         self,
@@ -349,12 +319,11 @@ class RedisState:
         then mark it loaded and release the lock. Keys of the namespace are replaced, not merged."""
         pipe = self.client.pipeline(transaction=False)
         n = 0
-        lock = f"{self.ns}:warming"
 
         def flush(force: bool = False) -> None:
             nonlocal pipe, n
             if n >= batch or (force and n):
-                pipe.expire(lock, self._lock_ttl)
+                self._load.refresh(pipe)
                 pipe.execute()
                 pipe = self.client.pipeline(transaction=False)
                 n = 0
@@ -379,23 +348,11 @@ class RedisState:
             n += 1
             flush()
         flush(force=True)
-        self.client.set(f"{self.ns}:warm", b"1")
-        self.abort_load()  # the lock, released
+        self._load.done()  # marked loaded, the lock released
 
     def learned_all(self, charge_ids: Sequence[str]) -> bool:
-        if not charge_ids:
-            return True
-        pipe = self.client.pipeline(transaction=False)
-        for cid in charge_ids:
-            pipe.exists(f"{self.ns}:c:{cid}")
-        return all(int(x) for x in pipe.execute())
+        return all_claimed(self.client, self.ns, list(charge_ids))
 
     def clear(self) -> int:
         """Delete every key of this namespace; returns how many."""
-        n, batch = 0, []
-        for key in self.client.scan_iter(f"{self.ns}:*", count=5_000):
-            batch.append(key)
-            if len(batch) == 5_000:
-                n += int(self.client.unlink(*batch))
-                batch.clear()
-        return n + (int(self.client.unlink(*batch)) if batch else 0)
+        return unlink_namespace(self.client, self.ns)

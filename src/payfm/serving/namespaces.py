@@ -21,6 +21,7 @@ from typing import Any
 
 from payfm.errors import ConfigError
 from payfm.features.state import FORMAT
+from payfm.redis_load import unlink_namespace
 from payfm.registry import Registry
 
 
@@ -115,12 +116,4 @@ def drop_namespace(
             f"Namespace '{name}' holds the online state of {', '.join(used)}; dropping it makes that model's "
             "servers rebuild it from the event log at their next start. Pass --force to drop it anyway."
         )
-    n, batch = 0, []
-    for key in client.scan_iter(f"{name}:*", count=10_000):
-        batch.append(key)
-        if len(batch) == 10_000:
-            n += int(client.unlink(*batch))
-            batch = []
-    if batch:
-        n += int(client.unlink(*batch))
-    return n
+    return unlink_namespace(client, name)

@@ -67,6 +67,7 @@ from payfm.serving.decision_log import (
 from payfm.serving.errors import Conflict, InvalidInput
 from payfm.serving.feedback import FeedbackMixin
 from payfm.serving.fm_embeddings import (
+    STALE_CHECK,
     describe_fm,
     embedder_charge,
     explain,
@@ -83,6 +84,7 @@ from payfm.training.models import Model
 from payfm.training.scores import ScoreLevels, risk_score
 
 if TYPE_CHECKING:
+    from payfm.features.redis_store import RedisStore
     from payfm.fm.embed import OnlineEmbedder
 
 log = logging.getLogger("payfm.serving")
@@ -301,6 +303,7 @@ class Scorer(FeedbackMixin):
             if isinstance(decision_log, DecisionLog)
             else open_log(decision_log, ws.root, durability)
         )
+        shared: RedisStore | None = None
         if isinstance(state, StateStore):
             store: StateStore = state
         elif state == "memory":
@@ -308,7 +311,7 @@ class Scorer(FeedbackMixin):
         else:
             from payfm.features.redis_store import RedisStore
 
-            store = RedisStore(state, fset)
+            store = shared = RedisStore(state, fset)
         try:
             seq = dlog.max_seq()
             online = OnlineFeatures(fset, store)
@@ -316,6 +319,8 @@ class Scorer(FeedbackMixin):
             scorer._fm_state = fm_state
             if isinstance(store, MemoryStore) and not isinstance(state, StateStore):
                 scorer._rebuild()
+            elif shared is not None:  # Redis, from a URL
+                scorer._load_shared(shared)
             if bundle.embedders and not isinstance(state, StateStore):  # a caller's own state: it warms them
                 scorer._warm_embedders(bundle.embedders, None)
             for mv in (bundle.model_version, bundle.shadow_version):
@@ -348,24 +353,63 @@ class Scorer(FeedbackMixin):
                 restored = True
             except SnapshotError as e:  # another state format: rebuild from the logs instead
                 log.warning("%s: ignoring it", e)
-        if not restored and self.config.warm_from_event_log:
+        if not restored:
+            self._warm_from_event_log(self.online)
+        n = self._apply_logged(self.online, since)
+        log.info("online state rebuilt: snapshot seq %d + %d logged events", since, n)
+
+    def _warm_from_event_log(self, online: OnlineFeatures) -> None:
+        if self.config.warm_from_event_log:
             from payfm.features.parity import apply_log
 
             t0 = time.perf_counter()
-            warmed = apply_log(self.online, self.ws)
+            warmed = apply_log(online, self.ws)
             log.info(
                 "online state warmed from the event log: %d charges in %.1f s",
                 warmed,
                 time.perf_counter() - t0,
             )
+
+    def _apply_logged(self, online: OnlineFeatures, since: int) -> int:
+        """Apply the decision log's charges and outcomes after sequence number ``since``, in order (ids
+        already counted count once); returns how many."""
         n = 0
         for _, kind, payload in self.log.events_after(since):
             if kind == "charge":
-                self.online.update(payload)
+                online.update(payload)
             else:
-                self.online.apply_outcome(kind, payload["id"], payload["charge_id"], payload["created_us"])
+                online.apply_outcome(kind, payload["id"], payload["charge_id"], payload["created_us"])
             n += 1
-        log.info("online state rebuilt: snapshot seq %d + %d logged events", since, n)
+        return n
+
+    def _load_shared(self, store: RedisStore) -> None:
+        """Start a Redis state as a memory state starts: the first serving process of this feature set
+        builds the state in memory from the event log and its decision log, then writes it to Redis once
+        (:meth:`RedisStore.load`, under the namespace's load lock). A process that finds it loaded catches it
+        up with the charges and outcomes of its decision log it misses (the last ones checked; ids counted
+        already count once, late ones land in their own tiles), e.g. after serving another feature set."""
+        decided = [str(p["charge_id"]) for _, kind, p in self.log.events_after(0) if kind == "charge"]
+        if store.begin_load():
+            try:
+                t0 = time.perf_counter()
+                built = OnlineFeatures(self.bundle.fset, MemoryStore())
+                self._warm_from_event_log(built)
+                n = self._apply_logged(built, 0)
+                assert isinstance(built.store, MemoryStore)
+                keys = store.load(built.store)
+            except BaseException:
+                store.abort_load()  # another process may load it
+                raise
+            log.info(
+                "Redis online state %s loaded: event log + %d logged events, %d keys in %.1f s",
+                store.ns,
+                n,
+                keys,
+                time.perf_counter() - t0,
+            )
+        elif not store.learned_all(decided[-STALE_CHECK:]):
+            n = self._apply_logged(self.online, 0)
+            log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
 
     def snapshot(self) -> Path | None:
         """Write the memory state with the sequence number it covers; returns its path (None: not a memory

@@ -1,0 +1,95 @@
+"""Loading a shared online state into Redis once, whichever serving process starts first.
+
+Under a namespace ``ns``, ``{ns}:warm`` says the state was loaded and ``{ns}:warming`` is the lock of the one
+process loading it: taken with SET NX under a token of its own and a TTL, refreshed at every pipeline of the
+load (:meth:`LoadLock.refresh`), released by compare-and-delete (a process whose lock expired cannot release
+another's) and released when the load fails. The other processes wait for the marker. Used by the features'
+:class:`~payfm.features.redis_store.RedisStore` and the embedders' :class:`~payfm.fm.online_state.RedisState`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any
+
+from payfm.errors import ConfigError
+
+# Delete the lock KEYS[1] only if it still holds this process's token ARGV[1].
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LoadLock:
+    """The load marker and lock of namespace ``ns``; ``what`` names the state in errors."""
+
+    def __init__(self, client: Any, ns: str, what: str) -> None:
+        self.client, self.what = client, what
+        self.marker, self.lock = f"{ns}:warm", f"{ns}:warming"
+        self._release = client.register_script(_RELEASE)
+        self._token: bytes | None = None  # this process's hold on the lock
+        self._ttl = 600
+
+    def is_loaded(self) -> bool:
+        """The state was loaded (by this process or another)."""
+        return bool(self.client.exists(self.marker))
+
+    def begin(self, timeout_s: float = 600.0) -> bool:
+        """True when this process should load the state (it holds the lock for ``timeout_s``, and again at
+        every :meth:`refresh`); False when another process loaded it (waits up to ``timeout_s`` while it
+        does)."""
+        deadline = time.monotonic() + timeout_s
+        self._ttl = max(1, math.ceil(timeout_s))
+        token = uuid.uuid4().hex.encode()
+        while not self.is_loaded():
+            if self.client.set(self.lock, token, nx=True, ex=self._ttl):
+                self._token = token
+                if self.is_loaded():  # loaded between the check and the lock
+                    self.release()
+                    return False
+                return True
+            if time.monotonic() > deadline:
+                raise ConfigError(
+                    f"The Redis state of {self.what} ({self.lock}) is being loaded by another process "
+                    f"and was not ready after {timeout_s:.0f} s."
+                )
+            time.sleep(0.2)
+        return False
+
+    def refresh(self, pipe: Any) -> None:
+        """Extend the lock's TTL within a pipeline of the load."""
+        pipe.expire(self.lock, self._ttl)
+
+    def done(self) -> None:
+        """Mark the state loaded and release the lock."""
+        self.client.set(self.marker, b"1")
+        self.release()
+
+    def release(self) -> None:
+        if self._token is not None:
+            self._release(keys=[self.lock], args=[self._token])
+            self._token = None
+
+
+def all_claimed(client: Any, ns: str, charge_ids: list[str]) -> bool:
+    """Every one of ``charge_ids`` has its claim ``{ns}:c:{id}`` (learned or counted) in namespace ``ns``."""
+    if not charge_ids:
+        return True
+    pipe = client.pipeline(transaction=False)
+    for cid in charge_ids:
+        pipe.exists(f"{ns}:c:{cid}")
+    return all(int(x) for x in pipe.execute())
+
+
+def unlink_namespace(client: Any, ns: str, batch: int = 5_000) -> int:
+    """Delete every key of namespace ``ns`` (SCAN, then UNLINK in batches); returns how many."""
+    n, keys = 0, []
+    for key in client.scan_iter(f"{ns}:*", count=batch):
+        keys.append(key)
+        if len(keys) == batch:
+            n += int(client.unlink(*keys))
+            keys.clear()
+    return n + (int(client.unlink(*keys)) if keys else 0)

@@ -1,0 +1,113 @@
+"""A serving process on `--state redis://` starts its features from the logs as one on the memory state does:
+the first process loads the namespace once, under a lock; the others find it loaded, and catch up with
+decisions of their own log that it misses."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payfm.events.workspace import Workspace
+from payfm.features.redis_store import RedisStore
+from payfm.serving.scorer import Scorer
+from payfm.synth import WorldConfig, generate_world
+from services import REDIS_SCRATCH_URL, require_redis
+
+
+@pytest.fixture()
+def client() -> Any:
+    c = require_redis(REDIS_SCRATCH_URL)
+    c.flushdb()
+    yield c
+    c.flushdb()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    ws = Workspace.open(tmp_path_factory.mktemp("redis-state"), create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=3_000, days=5, seed=4)), "replace")
+    return ws
+
+
+def _copy(world: Workspace, path: Path) -> Workspace:
+    return Workspace.open(shutil.copytree(world.root, path))
+
+
+def _new_charges(world: Workspace, n: int) -> list[dict[str, Any]]:
+    """``n`` charges after the log, on cards and merchants of its last charges (so history matters)."""
+    rows = world.read("charges").sort_by([("created", "ascending")]).to_pylist()[-n:]
+    out = []
+    for i, row in enumerate(rows):
+        c = {k: v for k, v in row.items() if k not in ("outcome", "decline_code", "scenario")}
+        c.update(charge_id=f"ch_live_{i}", created=(row["created"] + timedelta(days=1)).isoformat())
+        out.append(c)
+    return out
+
+
+def test_a_redis_state_is_loaded_from_the_logs_once_and_decides_as_memory(
+    world: Workspace, tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[int] = []
+    real = RedisStore.load
+
+    def counting(self: RedisStore, memory: Any, **kw: Any) -> int:
+        loads.append(1)
+        return real(self, memory, **kw)
+
+    monkeypatch.setattr(RedisStore, "load", counting)
+    live = _new_charges(world, 40)
+    memory = Scorer.open(_copy(world, tmp_path / "m"))
+    first = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)
+    second = Scorer.open(_copy(world, tmp_path / "b"), state=REDIS_SCRATCH_URL)  # another process
+    try:
+        assert len(loads) == 1  # the second found it loaded
+        history = []
+        for i, charge in enumerate(live):
+            want = memory.score(charge).features
+            got = (first if i % 2 else second).score(charge).features
+            assert got == want, charge["charge_id"]
+            history.append(want["card.count_charges_all"])
+        assert max(history) >= 5  # the log's charges counted, not only the live ones
+    finally:
+        for s in (memory, first, second):
+            s.close(snapshot=False)
+    assert not client.exists(f"{first.online.store.ns}:warming")  # type: ignore[attr-defined]
+
+
+def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_decisions(
+    world: Workspace, tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing(self: RedisStore, memory: Any, **kw: Any) -> int:
+        raise RuntimeError("Redis went away mid-load")
+
+    with monkeypatch.context() as m:
+        m.setattr(RedisStore, "load", failing)
+        with pytest.raises(RuntimeError, match="mid-load"):
+            Scorer.open(_copy(world, tmp_path / "x"), state=REDIS_SCRATCH_URL)
+    assert not list(client.scan_iter("payfm:*:warming")) and not list(client.scan_iter("payfm:*:warm"))
+
+    # Process b decided charges on its own memory state (they are in its decision log only); process a
+    # loads the shared state without them; b then joins on Redis and catches the state up.
+    live = [c | {"card_fingerprint": "fp_shared_card"} for c in _new_charges(world, 6)]
+    b_ws = _copy(world, tmp_path / "b")
+    alone = Scorer.open(b_ws)
+    for charge in live[:5]:
+        alone.score(charge)
+    alone.close(snapshot=False)
+    a = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)
+    probe = live[5]
+    before = a.online.features(a_charge := {**probe, "created_us": 10**17})["card.count_charges_all"]
+    b = Scorer.open(b_ws, state=REDIS_SCRATCH_URL)
+    try:
+        after = a.online.features(a_charge)["card.count_charges_all"]
+        assert (before, after) == (0, 5)  # b's five decisions, now in the shared state
+        reopened = Scorer.open(b_ws, state=REDIS_SCRATCH_URL)  # nothing missing now: counted once
+        reopened.close(snapshot=False)
+        assert a.online.features(a_charge)["card.count_charges_all"] == after
+    finally:
+        a.close(snapshot=False)
+        b.close(snapshot=False)
