@@ -8,7 +8,12 @@
 # e.g. RUN = '0:g6:200:--epochs 6 --batch-size 1024 --lr 6e-3 --warmup 100' pretrains checkpoint g6 on the
 # seed-0 world for at most 200 s (a run stopped by the limit keeps its last checkpoint, every 200 steps).
 # Each checkpoint comes back as OUT/<name>-seed<seed>.tar (extract it under the workspace's fm/).
-# Runs where `payfm` is importable (PYTHONPATH=src on the device machine).
+# Runs where `payfm` is importable. On the device tool's H200 (Python 3.12, torch 2.11, no registry) the
+# wheels it lacks were carried in .whl/ (duckdb 2.0.1 and lark 1.3.1 for cp312; bench/bench_fm.py also needs
+# orjson) and the command was:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
+#   PYTHONPATH=/tmp/site:src bash bench/fm_gpu_pretrain.sh $OUT 301854322e14a512 9d4e2b03cc64c272 RUN...
+# (the digests of the seed-0 and seed-1 default worlds, from bench/charges_digest.py here).
 set -uo pipefail
 out=$1 digest0=$2 digest1=$3
 shift 3
