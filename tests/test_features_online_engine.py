@@ -23,7 +23,7 @@ from payfm.features.online import OnlineFeatures
 from payfm.features.online_plan import plan
 from payfm.features.parity import apply_log, compare, replay
 from payfm.features.request import derive, request_value
-from payfm.features.state import WindowState, state_to_json
+from payfm.features.state import FORMAT, WindowState, state_to_json
 from payfm.features.stores import MemoryStore, SnapshotError
 from services import REDIS_URL, require_redis
 from streams import connect, label_outcomes, random_log
@@ -257,7 +257,7 @@ def test_a_snapshot_of_an_older_format_is_refused_with_a_clear_error(tmp_path: P
     with gzip.open(old, "wt") as f:  # format 1: no "format" in the head, one state per group
         f.write(json.dumps({"version": fset.version, "watermark_us": 5, "outcomes": []}) + "\n{}\n")
         f.write(json.dumps([0, "fp_1", ["t", [1, 500, 250000], [None], [None], [None], [[]], 1, 1]]) + "\n")
-    with pytest.raises(SnapshotError, match="format 1; this payfm reads format 2") as e:
+    with pytest.raises(SnapshotError, match=f"format 1; this payfm reads format {FORMAT}") as e:
         MemoryStore.restore(old, fset.version)
     assert isinstance(e.value, PayfmError) and isinstance(e.value, ValueError)
     online = OnlineFeatures(fset)

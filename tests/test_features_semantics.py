@@ -17,7 +17,7 @@ from payfm.features.catalog import tiny_set
 from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
 from payfm.features.offline import backfill, compute
 from payfm.features.online import OnlineFeatures
-from payfm.features.parity import apply_log, replay
+from payfm.features.parity import apply_log, log_outcomes, replay
 from payfm.features.state import WindowState
 from payfm.features.stores import MemoryStore
 from streams import connect
@@ -163,21 +163,31 @@ def test_hot_key_state_stays_bounded() -> None:
     assert online.features(last)["merchant.count_charges_1h"] == expected
 
 
-def test_a_charges_fraud_disputes_count_once_in_every_engine_and_warm_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processor_created", ["after", "before"])
+def test_a_charges_fraud_disputes_count_once_in_every_engine_and_warm_path(
+    tmp_path: Path, processor_created: str
+) -> None:
     """A review closed as `disputed` records dispute dp_review_<charge>; the processor's dispute of the same
-    charge after it is the same dispute. Offline (both engines, SQL and workspace reads), online and a state
-    warmed from the log all count the charge's first fraud dispute only."""
+    charge that arrives after it is the same dispute. The counted one is the review's (online it arrived
+    first: a closure implies a dispute only when the charge has none), also when the processor's was created
+    earlier and delivered late. Offline (both engines, SQL and workspace reads), replays of the log, a state
+    warmed from it and the live state all count that one only."""
     log = _log()
     c_time = log["charges"].filter(pc.equal(log["charges"]["charge_id"], "ch_c"))["created"][0].as_py()
-    [row] = make_disputes(["ch_a"], c_time).to_pylist()  # at ch_c's time, as in _log
+    later = c_time + timedelta(seconds=20)  # before ch_d (c_time + 50 s)
+    review_at, processor_at = (c_time, later) if processor_created == "after" else (later, c_time)
+    [row] = make_disputes(["ch_a"], review_at).to_pylist()
     review = pa.Table.from_pylist([row | {"dispute_id": "dp_review_ch_a"}], schema=log["disputes"].schema)
-    processor = make_disputes(["ch_a"], c_time + timedelta(seconds=20))  # dp_0, before ch_d
+    processor = make_disputes(["ch_a"], processor_at)  # dp_0
     log["disputes"] = pa.concat_tables([review, processor])
+    # as of ch_c and ch_d: the review's dispute, counted from its own time
+    want = [1, 1] if processor_created == "after" else [0, 1]
     for engine in ("columnar", "duckdb"):
         got = _rows(compute(connect(log), FSET, engine=engine))
-        assert [got[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == [1, 1], engine
-    online = _rows(replay(FSET, log["charges"], {"fraud_disputes": log["disputes"]}))
-    assert [online[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == [1, 1]
+        assert [got[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == want, engine
+    if processor_created == "after":  # the log in time order is the arrival order
+        online = _rows(replay(FSET, log["charges"], {"fraud_disputes": log["disputes"]}))
+        assert [online[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == want
 
     ws = Workspace.open(tmp_path, create=True)
     with ws.writer() as w:
@@ -185,7 +195,9 @@ def test_a_charges_fraud_disputes_count_once_in_every_engine_and_warm_path(tmp_p
             w.write(name, table)
     path, _ = backfill(ws, FSET)  # the columnar engine on the workspace's files
     got = _rows(pq.read_table(path))
-    assert [got[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == [1, 1]
+    assert [got[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == want
+    online = _rows(replay(FSET, log["charges"], log_outcomes(ws)))  # a replay of the log: the counted one
+    assert [online[c]["card.count_fraud_disputes_all"] for c in ("ch_c", "ch_d")] == want
     probe = {"charge_id": "ch_probe", "created_us": 10**17, "card_fingerprint": "fp_cardA", "amount_usd": 1}
     warmed, by_event = OnlineFeatures(FSET), OnlineFeatures(FSET, store=MemoryStore())
     apply_log(warmed, ws)  # a fresh in-memory state: built column by column
@@ -193,10 +205,10 @@ def test_a_charges_fraud_disputes_count_once_in_every_engine_and_warm_path(tmp_p
     apply_log(by_event, ws)
     assert warmed.features(probe)["card.count_fraud_disputes_all"] == 1.0
     assert by_event.features(probe)["card.count_fraud_disputes_all"] == 1.0
-    # online: the processor's dispute after the review's is not applied again
+    # live: the review's dispute arrived first; the processor's after it is not applied again
     fresh = OnlineFeatures(FSET)
     for row in log["charges"].to_pylist():
         fresh.update(row | {"created_us": int(row["created"].timestamp() * 1e6)})
-    assert fresh.apply_outcome("fraud_disputes", "dp_review_ch_a", "ch_a", int(c_time.timestamp() * 1e6))
-    assert not fresh.apply_outcome("fraud_disputes", "dp_0", "ch_a", int(c_time.timestamp() * 1e6) + 1)
+    assert fresh.apply_outcome("fraud_disputes", "dp_review_ch_a", "ch_a", int(review_at.timestamp() * 1e6))
+    assert not fresh.apply_outcome("fraud_disputes", "dp_0", "ch_a", int(processor_at.timestamp() * 1e6))
     assert fresh.features(probe)["card.count_fraud_disputes_all"] == 1.0

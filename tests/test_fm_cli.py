@@ -61,6 +61,11 @@ def test_pretrain_options_reach_the_checkpoint_and_progress_counts_steps(tmp_pat
     assert (meta["pretrain"]["lr"], meta["pretrain"]["warmup"]) == (0.02, 5)
     bad = CliRunner().invoke(cli, [*args, "--lr", "0"])
     assert bad.exit_code == 2 and "--lr" in bad.output and "Traceback" not in bad.output
+    more = [*args[:4], "--steps", "4", *args[6:]]  # resume to step 4: the schedule must be the same
+    resumed = CliRunner().invoke(cli, more)  # the default lr, not the run's 0.02
+    assert resumed.exit_code == 1 and "--lr 0.02 --warmup 5" in resumed.output, resumed.output
+    resumed = CliRunner().invoke(cli, [*more, "--lr", "0.02", "--warmup", "5"], catch_exceptions=False)
+    assert resumed.exit_code == 0 and "step 4" in resumed.output
 
     seen: list[tuple[int, int, float]] = []
     cfg = PretrainConfig(seq_len=4, batch_size=32, steps=5)

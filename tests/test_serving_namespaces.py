@@ -12,6 +12,7 @@ from payfm.cli.main import cli
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.features.redis_store import RedisStore
+from payfm.features.state import FORMAT
 from payfm.fm.embed import OnlineEmbedder
 from payfm.fm.identity import checkpoint_hash, embedding_names
 from payfm.registry import Registry
@@ -56,7 +57,7 @@ def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(tmp
         found = {ns.name: ns for ns in list_namespaces(REDIS_SCRATCH_URL, reg)}
         fm_served = f"payfm:fm:{checkpoint_hash(served)[:16]}"
         fm_old = f"payfm:fm:{checkpoint_hash(old)[:16]}"
-        fs_ns = next(n for n in found if n.endswith(".f2"))
+        fs_ns = next(n for n in found if n.endswith(f".f{FORMAT}"))
         assert set(found) == {fm_served, fm_old, fs_ns}
         assert found[fm_served].used_by == (f"{mv.ref} (production)",) and found[fm_served].in_production
         assert found[fs_ns].used_by == (f"{mv.ref} (production)",)
@@ -73,8 +74,13 @@ def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(tmp
         refused = runner.invoke(cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes"])
         assert refused.exit_code == 1 and "--force" in refused.output and "Traceback" not in refused.output
         assert client.exists(*list(client.scan_iter(f"{fm_served}:*"))[:1])
-        bad = runner.invoke(cli, [*base, "drop", "payfm", "--state", REDIS_SCRATCH_URL, "--yes"])
-        assert bad.exit_code == 1 and "is not a namespace" in bad.output
+        for wrong in ("payfm", "payfm:*", "payfm:fm:*", "payfm:fm:[0-9]*"):  # a glob would drop them all
+            bad = runner.invoke(cli, [*base, "drop", wrong, "--state", REDIS_SCRATCH_URL, "--yes"])
+            assert bad.exit_code == 1 and "is not a namespace" in bad.output, wrong
+        client.set(f"{fm_old}:warming", b"token")  # a server loading it
+        busy = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
+        assert busy.exit_code == 1 and "being loaded" in busy.output
+        client.delete(f"{fm_old}:warming")
         dropped = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
         assert dropped.exit_code == 0 and f"{found[fm_old].keys:,} keys" in dropped.output
         assert set(n.name for n in list_namespaces(REDIS_SCRATCH_URL, reg)) == {fm_served, fs_ns}

@@ -111,3 +111,25 @@ def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_d
     finally:
         a.close(snapshot=False)
         b.close(snapshot=False)
+
+
+def test_the_load_lock_is_fenced_and_a_load_starts_from_an_empty_namespace(client: Any) -> None:
+    from payfm.errors import ConfigError
+    from payfm.redis_load import LoadLock
+
+    ns = "payfm:t-lock.f3"
+    client.set(f"{ns}:e:card:fp_left_by_an_old_server", b"1|{}")
+    first = LoadLock(client, ns, "a test state")
+    assert first.begin(timeout_s=5)
+    assert first.start_writing() == 1  # the leftover, not the lock
+    assert list(client.scan_iter(f"{ns}:*")) == [f"{ns}:warming".encode()]
+    client.delete(f"{ns}:warming")  # the lock expired while this process was slow...
+    second = LoadLock(client, ns, "a test state")
+    assert second.begin(timeout_s=5)  # ...and another process took it
+    with pytest.raises(ConfigError, match="lost its load lock"):
+        first.keep()
+    with pytest.raises(ConfigError, match="lost its load lock"):
+        first.done()  # no marker from a process without the lock
+    assert not client.exists(f"{ns}:warm") and client.exists(f"{ns}:warming")
+    second.done()
+    assert client.exists(f"{ns}:warm") and not client.exists(f"{ns}:warming")

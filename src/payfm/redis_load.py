@@ -1,9 +1,12 @@
 """Loading a shared online state into Redis once, whichever serving process starts first.
 
 Under a namespace ``ns``, ``{ns}:warm`` says the state was loaded and ``{ns}:warming`` is the lock of the one
-process loading it: taken with SET NX under a token of its own and a TTL, refreshed at every pipeline of the
-load (:meth:`LoadLock.refresh`), released by compare-and-delete (a process whose lock expired cannot release
-another's) and released when the load fails. The other processes wait for the marker. Used by the features'
+process loading it: taken with SET NX under a token of its own and a TTL, extended before every pipeline of
+the load by compare-and-expire (:meth:`LoadLock.keep`, which raises if the lock was lost: it expired while
+the state was built and another process took it), released by compare-and-delete (a process whose lock
+expired cannot release another's) and released when the load fails. A load first deletes what the namespace
+holds (:meth:`LoadLock.start_writing`: keys left by an earlier partial load or by servers of an earlier
+version), so the state is the loaded one. The other processes wait for the marker. Used by the features'
 :class:`~payfm.features.redis_store.RedisStore` and the embedders' :class:`~payfm.fm.online_state.RedisState`.
 """
 
@@ -21,6 +24,11 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Extend the lock KEYS[1] by ARGV[2] seconds only if it still holds this process's token ARGV[1].
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
 
 
 class LoadLock:
@@ -28,8 +36,9 @@ class LoadLock:
 
     def __init__(self, client: Any, ns: str, what: str) -> None:
         self.client, self.what = client, what
-        self.marker, self.lock = f"{ns}:warm", f"{ns}:warming"
+        self.ns, self.marker, self.lock = ns, f"{ns}:warm", f"{ns}:warming"
         self._release = client.register_script(_RELEASE)
+        self._extend = client.register_script(_EXTEND)
         self._token: bytes | None = None  # this process's hold on the lock
         self._ttl = 600
 
@@ -59,12 +68,24 @@ class LoadLock:
             time.sleep(0.2)
         return False
 
-    def refresh(self, pipe: Any) -> None:
-        """Extend the lock's TTL within a pipeline of the load."""
-        pipe.expire(self.lock, self._ttl)
+    def keep(self) -> None:
+        """Extend the lock (before each pipeline of the load); raises if this process no longer holds it."""
+        held = self._token is not None and int(self._extend(keys=[self.lock], args=[self._token, self._ttl]))
+        if not held:
+            self._token = None
+            raise ConfigError(
+                f"The Redis state of {self.what} ({self.ns}): this process lost its load lock (it expired "
+                f"after {self._ttl} s, and another process may be loading the state); start the server again."
+            )
+
+    def start_writing(self) -> int:
+        """Delete every key of the namespace but the lock, before a load writes it; returns how many."""
+        self.keep()
+        return unlink_namespace(self.client, self.ns, keep=self.lock)
 
     def done(self) -> None:
         """Mark the state loaded and release the lock."""
+        self.keep()
         self.client.set(self.marker, b"1")
         self.release()
 
@@ -84,10 +105,13 @@ def all_claimed(client: Any, ns: str, charge_ids: list[str]) -> bool:
     return all(int(x) for x in pipe.execute())
 
 
-def unlink_namespace(client: Any, ns: str, batch: int = 5_000) -> int:
-    """Delete every key of namespace ``ns`` (SCAN, then UNLINK in batches); returns how many."""
+def unlink_namespace(client: Any, ns: str, batch: int = 5_000, keep: str | None = None) -> int:
+    """Delete every key of namespace ``ns`` but ``keep`` (SCAN, then UNLINK in batches); returns how many."""
     n, keys = 0, []
+    spare = keep.encode() if keep is not None else None
     for key in client.scan_iter(f"{ns}:*", count=batch):
+        if key == spare:
+            continue
         keys.append(key)
         if len(keys) == batch:
             n += int(client.unlink(*keys))

@@ -51,9 +51,18 @@ ENTITIES: dict[str, tuple[str, ...]] = {
 SOURCES = ("charges", "fraud_disputes", "efws", "refunds")
 LABEL_SOURCES = ("fraud_disputes", "efws", "refunds")
 # A charge is disputed as fraud once: a review closed as `disputed` (its dispute ``dp_review_<charge>``) and
-# the processor's dispute of the charge that follows are one dispute. So fraud disputes count once per
-# charge, from the first; early fraud warnings and refunds once per event id (a charge can be refunded twice).
+# the processor's dispute of the charge are one dispute. So fraud disputes count once per charge; early fraud
+# warnings and refunds once per event id (a charge can be refunded twice).
 ONCE_PER_CHARGE = frozenset({"fraud_disputes"})
+REVIEW_DISPUTE_PREFIX = "dp_review_"
+# Which of a charge's fraud disputes counts, from the log alone: the one a review closure implied, if any (a
+# closure implies one only when the charge has none yet, so online it was the first to arrive), else the
+# earliest created. Offline and every replay of the log take this one; online the first to arrive is
+# counted, the same one unless two processor disputes of one charge arrive out of their time order.
+COUNTED_FRAUD_DISPUTES_SQL = (
+    "SELECT * FROM disputes WHERE reason = 'fraudulent' QUALIFY row_number() OVER (PARTITION BY charge_id "
+    f"ORDER BY starts_with(dispute_id, '{REVIEW_DISPUTE_PREFIX}') DESC, created, dispute_id) = 1"
+)
 
 
 def outcome_claim(source: str, outcome_id: str, charge_id: str) -> str:

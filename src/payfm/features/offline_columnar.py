@@ -41,6 +41,7 @@ from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import (
     CENTS_PER_DOLLAR,
+    COUNTED_FRAUD_DISPUTES_SQL,
     ENTITIES,
     FILTERS,
     ONCE_PER_CHARGE,
@@ -50,9 +51,8 @@ from payfm.features.definitions import (
 from payfm.features.plan import window_tiles
 
 OUTCOME_SQL = {
-    # once per charge, from the first (definitions.ONCE_PER_CHARGE)
-    "fraud_disputes": "SELECT charge_id, min(created) AS created FROM disputes WHERE reason = 'fraudulent' "
-    "GROUP BY charge_id",
+    # once per charge (definitions.COUNTED_FRAUD_DISPUTES_SQL)
+    "fraud_disputes": f"SELECT charge_id, created FROM ({COUNTED_FRAUD_DISPUTES_SQL})",
     "efws": "SELECT charge_id, created FROM early_fraud_warnings",
     "refunds": "SELECT charge_id, created FROM refunds",
 }
@@ -161,12 +161,15 @@ def load_workspace(ws: Workspace, fset: FeatureSet, columns: list[str]) -> Charg
     events = {}
     for s in _sources(fset):
         name, reason = _OUTCOME_TABLES[s]
-        ev = ws.read(name, columns=["charge_id", "created", *(["reason"] if reason else [])])
-        if reason:
-            ev = ev.filter(pc.equal(ev["reason"], reason))
-        if s in ONCE_PER_CHARGE:  # the first of a charge's events
-            first = ev.group_by("charge_id").aggregate([("created", "min")])
-            ev = first.select(["charge_id", "created_min"]).rename_columns(["charge_id", "created"])
+        if s in ONCE_PER_CHARGE:  # the counted one of a charge's fraud disputes
+            con = duckdb.connect()
+            con.register("disputes", ws.read(name, columns=["dispute_id", "charge_id", "created", "reason"]))
+            ev = con.sql(COUNTED_FRAUD_DISPUTES_SQL).to_arrow_table().select(["charge_id", "created"])
+            con.close()
+        else:
+            ev = ws.read(name, columns=["charge_id", "created", *(["reason"] if reason else [])])
+            if reason:
+                ev = ev.filter(pc.equal(ev["reason"], reason))
         ts_ev = pc.cast(pc.cast(ev["created"], pa.timestamp("us", tz="UTC")), pa.int64())
         events[s] = pa.table({"charge_id": ev["charge_id"], "ts": ts_ev})
     return Charges(table, _attach(events, table["charge_id"]))

@@ -153,8 +153,9 @@ class OnlineFeatures:
     def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:
         """Count an outcome (``fraud_disputes``, ``efws`` or ``refunds``) of a known charge, at its own time.
 
-        Returns False if the outcome id was already applied or its charge was never seen (then it cannot be
-        attributed to an entity).
+        Returns False if it was already applied (by its claim,
+        :func:`~payfm.features.definitions.outcome_claim`: its id, or for a fraud dispute its charge) or its
+        charge was never seen (then it cannot be attributed to an entity).
         """
         write = self._write.get(source)
         fields = self.store.charge_fields(charge_id)

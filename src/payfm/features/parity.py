@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from payfm.events.workspace import Workspace
 from payfm.features import warm
-from payfm.features.definitions import FeatureSet, RequestFeature
+from payfm.features.definitions import COUNTED_FRAUD_DISPUTES_SQL, FeatureSet, RequestFeature
 from payfm.features.offline import isclose
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore
@@ -147,9 +147,9 @@ def log_outcomes(ws: Workspace, since_us: int | None = None) -> dict[str, pa.Tab
     since = f"WHERE epoch_us(created) >= {int(since_us)}" if since_us is not None else ""
     con = ws.connect()
     try:
-        d = con.sql(f"SELECT * FROM disputes {since}").to_arrow_table()
+        counted = con.sql(f"SELECT * FROM ({COUNTED_FRAUD_DISPUTES_SQL}) {since}").to_arrow_table()
         return {
-            "fraud_disputes": d.filter(pc.equal(d["reason"], "fraudulent")),
+            "fraud_disputes": counted,  # one per charge, the one online counts
             "efws": con.sql(f"SELECT * FROM early_fraud_warnings {since}").to_arrow_table(),
             "refunds": con.sql(f"SELECT * FROM refunds {since}").to_arrow_table(),
         }

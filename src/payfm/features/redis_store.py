@@ -12,8 +12,9 @@ Keys, under ``{prefix}:{feature set version}.f{state format}``: ``e:{entity}:{ke
 pair key, as JSON; a record of windowed states only expires after their longest window of inactivity),
 ``c:{charge_id}`` the fields of each charge (they make a charge idempotent and attribute its outcomes; expire
 after ``charge_ttl``),
-``o:{source}:{outcome_id}`` applied outcomes. The state format is part of the namespace, so states written by
-another version of the engine are never misread (they are simply not seen, and expire).
+``o:{claim}`` applied outcomes (:func:`~payfm.features.definitions.outcome_claim`). The state format is
+part of the namespace, so states written by another version of the engine are never misread (they are
+simply not seen, and expire).
 
 The first serving process of a feature set loads the namespace from the logs (:meth:`RedisStore.load`, the
 state built in memory as a memory-state server builds its own, then written in pipelines) under the load lock
@@ -220,7 +221,9 @@ class RedisStore(StateStore):
         """Write the whole state of ``memory`` (built from the logs) in pipelines of ``batch`` keys, each
         refreshing the load lock: one record per entity key (version 1, with its entity's TTL), each counted
         charge's fields and each applied outcome's claim (expiring after ``charge_ttl``); then mark the
-        namespace loaded and release the lock. Keys are replaced, not merged. Returns the keys written."""
+        namespace loaded and release the lock. What the namespace held before is deleted first. Returns the
+        keys written."""
+        self._load.start_writing()
         records: dict[bytes, dict[str, list[Any]]] = {}
         ttl: dict[bytes, bytes] = {}
         for (index, key), st in memory.states.items():
@@ -239,7 +242,7 @@ class RedisStore(StateStore):
             n += 1
             total += 1
             if n >= batch:
-                self._load.refresh(pipe)
+                self._load.keep()
                 pipe.execute()
                 pipe, n = self.client.pipeline(transaction=False), 0
 
@@ -249,7 +252,7 @@ class RedisStore(StateStore):
             put(f"{self.ns}:c:{cid}", _dumps(fields), self.charge_ttl_s)
         for claim in memory.outcomes:
             put(f"{self.ns}:o:{claim}", b"1", self.charge_ttl_s)
-        self._load.refresh(pipe)
+        self._load.keep()
         pipe.execute()
         self._load.done()
         return total

@@ -315,15 +315,16 @@ class RedisState:
         *,
         batch: int = 5_000,
     ) -> None:
-        """Write a whole state in pipelines of ``batch`` keys (each refreshes the lock), claim ``claims``,
-        then mark it loaded and release the lock. Keys of the namespace are replaced, not merged."""
+        """Write a whole state in pipelines of ``batch`` keys (each extends the lock), claim ``claims``,
+        then mark it loaded and release the lock. What the namespace held before is deleted first."""
+        self._load.start_writing()
         pipe = self.client.pipeline(transaction=False)
         n = 0
 
         def flush(force: bool = False) -> None:
             nonlocal pipe, n
             if n >= batch or (force and n):
-                self._load.refresh(pipe)
+                self._load.keep()
                 pipe.execute()
                 pipe = self.client.pipeline(transaction=False)
                 n = 0

@@ -225,6 +225,13 @@ def pretrain(
                 f"{window[0]}, {window[1]}); resuming on ({config.until_us}, {config.max_charges}) would "
                 "misstate what it has seen. Resume with the same window, or start over with --fresh."
             )
+        rate = (before.get("lr", config.lr), before.get("warmup", config.warmup))
+        if rate != (config.lr, config.warmup):
+            raise ConfigError(
+                f"Checkpoint '{path}' was pretrained with lr {rate[0]:g} and warmup {rate[1]}; resuming with "
+                f"lr {config.lr:g} and warmup {config.warmup} would change its schedule midway. Resume with "
+                f"--lr {rate[0]:g} --warmup {rate[1]}, or start over with --fresh."
+            )
         model.train()
     else:
         tokenizer = Tokenizer.fit(read_charges(ws, until_us=config.until_us, limit=config.max_charges))

@@ -88,7 +88,7 @@ class OutcomeRecord:
     charge_id: str
     created_us: int
     source: str | None  # the label source it feeds (fraud_disputes, efws, refunds), None if none
-    applied: bool  # counted in the online features (False: its charge was never seen)
+    applied: bool  # counted in the online features (False: its charge was never seen, or counted already)
     payload: dict[str, Any]
     received_at: str
 

@@ -19,6 +19,7 @@ import pyarrow as pa
 from payfm.events.schema import ID_COLUMNS, SCHEMAS
 from payfm.events.validate import validate_events
 from payfm.events.workspace import Workspace
+from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
 from payfm.features.online import OnlineFeatures
 from payfm.serving.charges import refuse_card_numbers, to_us
 from payfm.serving.decision_log import (
@@ -248,7 +249,8 @@ def _implied_outcome(
         refund = {"refund_id": f"re_review_{cid}", "charge_id": cid, "created": review["created"]}
         return "refunds", {**refund, **money, "reason": "fraudulent"}
     if reason == "disputed":
-        dispute = {"dispute_id": f"dp_review_{cid}", "charge_id": cid, "created": review["created"]}
+        dispute_id = f"{REVIEW_DISPUTE_PREFIX}{cid}"  # what the counted-dispute rule recognizes
+        dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}
         return "disputes", {**dispute, "reason": "fraudulent", **money}
     return None
 

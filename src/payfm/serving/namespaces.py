@@ -9,13 +9,14 @@ models that use them, so an operator can drop the ones no model serves any more.
 
     >>> namespace_of(b"payfm:fm:0123456789abcdef:v0:fp_1", "payfm")
     ('payfm:fm:0123456789abcdef', 'foundation model')
-    >>> namespace_of(b"payfm:3f9a12.f2:card:fp_1", "payfm")
-    ('payfm:3f9a12.f2', 'features')
+    >>> namespace_of(b"payfm:3f9a12.f3:e:card:fp_1", "payfm")
+    ('payfm:3f9a12.f3', 'features')
 """
 
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +46,7 @@ def namespace_of(key: bytes, prefix: str) -> tuple[str, str] | None:
         return None
     if parts[1] == "fm":
         return ":".join(parts[:3]), "foundation model"
-    return ":".join(parts[:2]), "features" if parts[1].endswith(f".f{FORMAT}") else "other"
+    return ":".join(parts[:2]), "features" if re.fullmatch(r"[^.]+\.f\d+", parts[1]) else "other"
 
 
 def _users(registry: Registry | None, prefix: str) -> dict[str, list[str]]:
@@ -103,13 +104,16 @@ def drop_namespace(
 ) -> int:
     """Delete every key of namespace ``name`` (UNLINK, in batches); returns how many. Refused for a
     namespace a production model uses, unless ``force``: its server would start it again from the logs."""
-    client = _client(url)
     kind = namespace_of(f"{name}:x".encode(), prefix)
-    if kind is None or kind[0] != name:
+    if kind is None or kind[0] != name or kind[1] == "other" or re.search(r"[*?\[\]\\]", name):
         raise ConfigError(
-            f"'{name}' is not a namespace of the online state: expected '{prefix}:<feature-set version>."
-            f"f{FORMAT}' or '{prefix}:fm:<checkpoint hash>' (see `payfm serve state list`)."
+            f"'{name}' is not a namespace of the online state: expected "
+            f"'{prefix}:<feature-set version>.f<n>' or '{prefix}:fm:<checkpoint hash>', without wildcards "
+            "(see `payfm serve state list`)."
         )
+    client = _client(url)
+    if client.exists(f"{name}:warming"):
+        raise ConfigError(f"Namespace '{name}' is being loaded by a serving process; drop it after the load.")
     used = [u for u in _users(registry, prefix).get(name, []) if u.endswith("(production)")]
     if used and not force:
         raise ConfigError(

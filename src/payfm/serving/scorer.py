@@ -370,11 +370,13 @@ class Scorer(FeedbackMixin):
                 time.perf_counter() - t0,
             )
 
-    def _apply_logged(self, online: OnlineFeatures, since: int) -> int:
+    def _apply_logged(self, online: OnlineFeatures, since: int, not_before_us: int | None = None) -> int:
         """Apply the decision log's charges and outcomes after sequence number ``since``, in order (ids
-        already counted count once); returns how many."""
+        already counted count once), those created before ``not_before_us`` left out; returns how many."""
         n = 0
         for _, kind, payload in self.log.events_after(since):
+            if not_before_us is not None and int(payload["created_us"]) < not_before_us:
+                continue
             if kind == "charge":
                 online.update(payload)
             else:
@@ -387,8 +389,9 @@ class Scorer(FeedbackMixin):
         builds the state in memory from the event log and its decision log, then writes it to Redis once
         (:meth:`RedisStore.load`, under the namespace's load lock). A process that finds it loaded catches it
         up with the charges and outcomes of its decision log it misses (the last ones checked; ids counted
-        already count once, late ones land in their own tiles), e.g. after serving another feature set."""
-        decided = [str(p["charge_id"]) for _, kind, p in self.log.events_after(0) if kind == "charge"]
+        already count once, late ones land in their own tiles), e.g. after serving another feature set; only
+        those within the charge TTL of its latest charge, whose claims have not expired."""
+        decided = [p for _, kind, p in self.log.events_after(0) if kind == "charge"]
         if store.begin_load():
             try:
                 t0 = time.perf_counter()
@@ -407,8 +410,11 @@ class Scorer(FeedbackMixin):
                 keys,
                 time.perf_counter() - t0,
             )
-        elif not store.learned_all(decided[-STALE_CHECK:]):
-            n = self._apply_logged(self.online, 0)
+        elif not store.learned_all([str(p["charge_id"]) for p in decided[-STALE_CHECK:]]):
+            # Claims expire after the charge TTL: an older event's claim may be gone although it was
+            # counted, so only the events within the TTL of the latest decided charge are applied.
+            latest = max(int(p["created_us"]) for p in decided)
+            n = self._apply_logged(self.online, 0, latest - store.charge_ttl_s * 1_000_000)
             log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
 
     def snapshot(self) -> Path | None:

@@ -26,7 +26,7 @@ from payfm.registry.store import ModelVersion, Registry
 from payfm.training.data import TaskData, task_data
 from payfm.training.explain import templates
 from payfm.training.models import Model, model_class
-from payfm.training.splits import Split, downsample_negatives, prequential_folds, time_split
+from payfm.training.splits import US_PER_DAY, Split, downsample_negatives, prequential_folds, time_split
 from payfm.training.tasks import Task
 from payfm.training.tuning import average_precision, tune
 
@@ -294,7 +294,9 @@ def prequential(
         prequential_folds(data.created_us, data.mature, weeks=weeks, gap_days=cfg.gap_days, test_days=7)
     )
     if cfg.foundation_model is not None and folds:
-        first = min(int(data.created_us[test_idx].min()) for _, test_idx in folds)
+        # where the first test week starts (prequential_folds' weeks end at the last row), not its first
+        # row: charges outside the task (declined ones) in between must be unseen too
+        first = int(data.created_us.max()) + 1 - weeks * 7 * US_PER_DAY
         data = _fm_columns(ws, data, first, "the first prequential test week", cfg)
     rows = []
     for train_idx, test_idx in folds:
