@@ -504,6 +504,34 @@ def test_a_shared_state_nobody_fed_is_loaded_again(world: World, tmp_path: Path)
         client.flushdb()
 
 
+def test_a_charge_of_the_event_log_decided_again_on_redis_is_learned_once(
+    world: World, tmp_path: Path
+) -> None:
+    client = _redis()
+    try:
+        ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+        known = ws.read("charges").to_pylist()[-1]  # loaded into Redis at start, decided (again) now
+        scorer = Scorer.open(ws, state=REDIS_URL)
+        try:
+            (embedder,) = scorer.bundle.embedders.values()
+            keys, values = (
+                [known["card_fingerprint"], known["merchant_id"]],
+                {"card_n": known["card_fingerprint"]},
+            )
+            before = embedder.store.read(keys, values)
+            assert before[1]["card_n"] >= 1
+            scorer.score({k: v for k, v in known.items() if k != "scenario"})
+            # the features' state knows the charge (loaded with the log), so the embedder does not learn it
+            assert embedder.store.read(keys, values)[1] == before[1]
+            for now, then in zip(embedder.store.read(keys, values)[0], before[0], strict=True):
+                assert now is not None and then is not None  # the card and the merchant: their histories
+                assert np.array_equal(np.stack(list(now.rows)), np.stack(list(then.rows)))
+        finally:
+            scorer.close(snapshot=False)
+    finally:
+        client.flushdb()
+
+
 def test_a_failed_load_releases_the_lock_and_decided_charges_are_claimed(world: World) -> None:
     from payfm.fm.online_state import RedisState
 
