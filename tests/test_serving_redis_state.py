@@ -133,3 +133,12 @@ def test_the_load_lock_is_fenced_and_a_load_starts_from_an_empty_namespace(clien
     assert not client.exists(f"{ns}:warm") and client.exists(f"{ns}:warming")
     second.done()
     assert client.exists(f"{ns}:warm") and not client.exists(f"{ns}:warming")
+    # A stale state is unmarked to be loaded again, but not while another process is reloading it.
+    assert second.begin(timeout_s=5) is False  # loaded
+    client.set(f"{ns}:warming", b"another process's token")
+    first.unmark()
+    assert client.exists(f"{ns}:warm")  # its reload is not disturbed
+    client.delete(f"{ns}:warming")
+    first.unmark()
+    assert not client.exists(f"{ns}:warm") and first.begin(timeout_s=5)  # loaded again, by this one
+    first.release()

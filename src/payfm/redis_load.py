@@ -24,6 +24,11 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# Delete the marker KEYS[1] unless the lock KEYS[2] is held (a reload is under way).
+_UNMARK = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 # Extend the lock KEYS[1] by ARGV[2] seconds only if it still holds this process's token ARGV[1].
 _EXTEND = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
@@ -39,6 +44,7 @@ class LoadLock:
         self.ns, self.marker, self.lock = ns, f"{ns}:warm", f"{ns}:warming"
         self._release = client.register_script(_RELEASE)
         self._extend = client.register_script(_EXTEND)
+        self._unmark = client.register_script(_UNMARK)
         self._token: bytes | None = None  # this process's hold on the lock
         self._ttl = 600
 
@@ -67,6 +73,11 @@ class LoadLock:
                 )
             time.sleep(0.2)
         return False
+
+    def unmark(self) -> None:
+        """Forget that the state was loaded (it is stale), so that the next :meth:`begin` loads it again;
+        nothing happens while another process holds the lock (it is reloading it)."""
+        self._unmark(keys=[self.marker, self.lock])
 
     def keep(self) -> None:
         """Extend the lock (before each pipeline of the load); raises if this process no longer holds it."""

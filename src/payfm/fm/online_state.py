@@ -122,6 +122,11 @@ class EmbedderState(Protocol):
         """Forget everything; returns how many entries (keys) went."""
         ...
 
+    def unmark(self) -> None:
+        """The state is stale: the next :meth:`begin_load` loads it again (a shared state: unless another
+        process is reloading it already; its load is not disturbed, the load itself empties the state)."""
+        ...
+
 
 class MemoryState:
     """The state in this process: a dict of :class:`KeyState` per view and a dict of counts per field."""
@@ -179,6 +184,9 @@ class MemoryState:
 
     def abort_load(self) -> None:
         pass
+
+    def unmark(self) -> None:
+        self.clear()
 
     def learned_all(self, charge_ids: Sequence[str]) -> bool:
         return False  # in process: never shared, never kept up to date by anyone else
@@ -306,6 +314,9 @@ class RedisState:
 
     def abort_load(self) -> None:
         self._load.release()
+
+    def unmark(self) -> None:
+        self._load.unmark()
 
     def load(
         self,

@@ -175,7 +175,7 @@ def warm(
             continue
         if store.is_loaded():  # shared, but not fed the charges decided since: nobody served this checkpoint
             log.info("foundation model %s: shared online embedder state is stale; loading it again", h[:12])
-            store.clear()
+            store.unmark()  # the load empties it, under the lock (a process reloading it already goes on)
         todo[h] = embedder
     if not todo:
         return _schema().empty_table()
