@@ -80,22 +80,28 @@ def list_namespaces(
     """Every namespace under ``prefix`` in the Redis at ``url`` (one SCAN of its keys), largest first, with
     the registered versions that use it; bytes estimated from ``sample`` keys of each."""
     client = _client(url)
-    keys: dict[tuple[str, str], list[bytes]] = {}
+    counts: dict[tuple[str, str], int] = {}
+    samples: dict[tuple[str, str], list[bytes]] = {}  # a uniform sample of each namespace's keys
+    rng = random.Random(0)
     for key in client.scan_iter(f"{prefix}:*", count=10_000):
         ns = namespace_of(key, prefix)
-        if ns is not None:
-            keys.setdefault(ns, []).append(key)
+        if ns is None:
+            continue
+        n = counts[ns] = counts.get(ns, 0) + 1
+        some = samples.setdefault(ns, [])
+        if len(some) < sample:
+            some.append(key)
+        elif (j := rng.randrange(n)) < sample:  # reservoir sampling: memory bounded by the sample
+            some[j] = key
     users = _users(registry, prefix)
-    rng = random.Random(0)
     out = []
-    for (name, kind), members in keys.items():
-        some = members if len(members) <= sample else rng.sample(members, sample)
+    for (name, kind), n in counts.items():
         pipe = client.pipeline(transaction=False)
-        for key in some:
+        for key in samples[(name, kind)]:
             pipe.memory_usage(key)
         sizes = [int(s or 0) for s in pipe.execute()]
-        estimate = round(sum(sizes) * len(members) / max(len(some), 1))
-        out.append(Namespace(name, kind, len(members), estimate, tuple(users.get(name, ()))))
+        estimate = round(sum(sizes) * n / max(len(sizes), 1))
+        out.append(Namespace(name, kind, n, estimate, tuple(users.get(name, ()))))
     return sorted(out, key=lambda n: (-n.bytes, n.name))
 
 
