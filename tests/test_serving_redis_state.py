@@ -5,7 +5,7 @@ decisions of their own log that it misses."""
 from __future__ import annotations
 
 import shutil
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,10 @@ def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_d
     alone = Scorer.open(b_ws)
     for charge in live[:5]:
         alone.score(charge)
+    # and one 200 days older: beyond the charge TTL (180 days) of the latest, its claim could have expired
+    # although it was counted, so catching up leaves it out
+    old = datetime.fromisoformat(live[0]["created"]) - timedelta(days=200)
+    alone.score(live[0] | {"charge_id": "ch_long_ago", "created": old.isoformat()})
     alone.close(snapshot=False)
     a = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)
     probe = live[5]
@@ -104,7 +108,7 @@ def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_d
     b = Scorer.open(b_ws, state=REDIS_SCRATCH_URL)
     try:
         after = a.online.features(a_charge)["card.count_charges_all"]
-        assert (before, after) == (0, 5)  # b's five decisions, now in the shared state
+        assert (before, after) == (0, 5)  # b's five recent decisions, now in the shared state
         reopened = Scorer.open(b_ws, state=REDIS_SCRATCH_URL)  # nothing missing now: counted once
         reopened.close(snapshot=False)
         assert a.online.features(a_charge)["card.count_charges_all"] == after
