@@ -81,6 +81,11 @@ def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(tmp
         busy = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
         assert busy.exit_code == 1 and "being loaded" in busy.output
         client.delete(f"{fm_old}:warming")
+        shadow = reg.register(m, name="fraud-fm-next", task="fraud", fset=FS, foundation_model=old)
+        reg.set_stage(shadow.ref, "shadow")  # servers run it beside production: its state is in use
+        busy = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
+        assert busy.exit_code == 1 and f"{shadow.ref} (shadow)" in busy.output
+        reg.set_stage(shadow.ref, "archived")
         dropped = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
         assert dropped.exit_code == 0 and f"{found[fm_old].keys:,} keys" in dropped.output
         assert set(n.name for n in list_namespaces(REDIS_SCRATCH_URL, reg)) == {fm_served, fs_ns}

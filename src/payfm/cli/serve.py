@@ -186,11 +186,11 @@ def state_list(ctx: click.Context, url: str) -> None:
 @state_group.command("drop")
 @click.argument("namespace")
 @REDIS_URL
-@click.option("--force", is_flag=True, help="Drop it even if a production model uses it.")
+@click.option("--force", is_flag=True, help="Drop it even if a production or shadow model uses it.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: bool) -> None:
-    """Delete every key of NAMESPACE (refused for one a production model uses, unless --force)."""
+    """Delete every key of NAMESPACE (refused for one a production or shadow model uses, unless --force)."""
     from payfm.registry import Registry
     from payfm.serving.namespaces import drop_namespace
 

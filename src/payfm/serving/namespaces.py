@@ -25,6 +25,8 @@ from payfm.features.state import FORMAT
 from payfm.redis_load import unlink_namespace
 from payfm.registry import Registry
 
+SERVED = ("(production)", "(shadow)")  # the stages a server runs
+
 
 @dataclass(frozen=True)
 class Namespace:
@@ -36,7 +38,8 @@ class Namespace:
 
     @property
     def in_production(self) -> bool:
-        return any(u.endswith("(production)") for u in self.used_by)
+        """A model that servers run (production, or shadow beside it) uses it."""
+        return any(u.endswith(SERVED) for u in self.used_by)
 
 
 def namespace_of(key: bytes, prefix: str) -> tuple[str, str] | None:
@@ -109,7 +112,8 @@ def drop_namespace(
     url: str, name: str, registry: Registry | None = None, *, prefix: str = "payfm", force: bool = False
 ) -> int:
     """Delete every key of namespace ``name`` (UNLINK, in batches); returns how many. Refused for a
-    namespace a production model uses, unless ``force``: its server would start it again from the logs."""
+    namespace a production or shadow model uses, unless ``force``: its servers would start it again from the
+    logs."""
     kind = namespace_of(f"{name}:x".encode(), prefix)
     if kind is None or kind[0] != name or kind[1] == "other" or re.search(r"[*?\[\]\\]", name):
         raise ConfigError(
@@ -120,7 +124,7 @@ def drop_namespace(
     client = _client(url)
     if client.exists(f"{name}:warming"):
         raise ConfigError(f"Namespace '{name}' is being loaded by a serving process; drop it after the load.")
-    used = [u for u in _users(registry, prefix).get(name, []) if u.endswith("(production)")]
+    used = [u for u in _users(registry, prefix).get(name, []) if u.endswith(SERVED)]
     if used and not force:
         raise ConfigError(
             f"Namespace '{name}' holds the online state of {', '.join(used)}; dropping it makes that model's "
