@@ -18,7 +18,7 @@ from payfm.features.catalog import tiny_set
 from payfm.registry.store import Registry
 from payfm.rules import rulesets
 from payfm.serving.app import create_app
-from payfm.serving.charges import EXAMPLE_FIELDS
+from payfm.serving.charges import EXAMPLE_FIELDS, to_us
 from payfm.serving.keys import KeyStore
 from payfm.serving.scorer import Scorer
 from payfm.training.models.linear import LogisticModel
@@ -235,6 +235,8 @@ def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:
         assert s2.log.get_decision("ch_1") == first.to_json()
         assert s2.log.reviews("open")[0]["charge_id"] == "ch_1"
         assert s2.score(charge(3)).features["card.count_charges_1h"] == 2.0
+        ids, latest = s2.log.recent_charges(2)  # a shared state's staleness check reads these
+        assert ids == ["ch_2", "ch_3"] and latest == max(to_us(charge(i)["created"], "c") for i in (1, 2, 3))
         s2.close(snapshot=False)
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as con:

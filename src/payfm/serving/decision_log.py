@@ -384,6 +384,14 @@ class DecisionLog(ABC):
             self._fetch("SELECT 1 FROM outcomes WHERE kind = ? AND outcome_id = ?", (kind, outcome_id))
         )
 
+    def recent_charges(self, n: int) -> tuple[list[str], int | None]:
+        """The ids of the last ``n`` decided charges (oldest first) and the latest charge time (us) of all
+        decided ones, None without any: what a shared state's staleness check reads, without the payloads."""
+        rows = self._fetch("SELECT charge_id FROM decisions ORDER BY seq DESC LIMIT ?", (n,))
+        ids = [str(r[0]) for r in rows]
+        latest = self._fetch("SELECT max(created_us) FROM decisions")[0][0]
+        return ids[::-1], (int(latest) if latest is not None else None)
+
     def max_seq(self) -> int:
         rows = self._fetch(
             "SELECT max(s) FROM (SELECT max(seq) AS s FROM decisions "

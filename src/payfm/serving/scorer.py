@@ -391,7 +391,7 @@ class Scorer(FeedbackMixin):
         up with the charges and outcomes of its decision log it misses (the last ones checked; ids counted
         already count once, late ones land in their own tiles), e.g. after serving another feature set; only
         those within the charge TTL of its latest charge, whose claims have not expired."""
-        decided = [p for _, kind, p in self.log.events_after(0) if kind == "charge"]
+        recent, latest = self.log.recent_charges(STALE_CHECK)
         if store.begin_load():
             try:
                 t0 = time.perf_counter()
@@ -410,10 +410,9 @@ class Scorer(FeedbackMixin):
                 keys,
                 time.perf_counter() - t0,
             )
-        elif not store.learned_all([str(p["charge_id"]) for p in decided[-STALE_CHECK:]]):
+        elif latest is not None and not store.learned_all(recent):
             # Claims expire after the charge TTL: an older event's claim may be gone although it was
             # counted, so only the events within the TTL of the latest decided charge are applied.
-            latest = max(int(p["created_us"]) for p in decided)
             n = self._apply_logged(self.online, 0, latest - store.charge_ttl_s * 1_000_000)
             log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
 
