@@ -28,7 +28,7 @@ from payfm.synth import WorldConfig
 from payfm.synth.generator import generate_world
 from payfm.training.models.gbdt import GBDTModel
 from payfm.training.scores import risk_score
-from services import REDIS_SCRATCH_URL, require_redis
+from services import REDIS_SCRATCH_URL
 
 TINY = PretrainConfig(seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=64, steps=4, seed=1)
 HELD_OUT = 40  # the log's last charges: scored live, compared with the offline values of the full log
@@ -322,13 +322,7 @@ def test_a_model_on_embedding_and_surprise_is_served_as_offline(world: World, tm
         assert f"{field} unexpected for this {view}'s recent charges" in r["text"]
 
 
-REDIS_URL = REDIS_SCRATCH_URL  # a database of its own: the tests empty it before and after
-
-
-def _redis() -> Any:
-    client = require_redis(REDIS_URL)
-    client.flushdb()
-    return client
+REDIS_URL = REDIS_SCRATCH_URL  # a database of its own, emptied before and after each test (redis_scratch)
 
 
 def _gap(world: World, decision: Any, served: Served) -> float:
@@ -355,52 +349,46 @@ def _alternate(world: World, tmp_path: Path, state: str) -> list[float]:
     return diffs
 
 
-def test_two_serving_processes_on_redis_embed_as_one(world: World, tmp_path: Path) -> None:
+def test_two_serving_processes_on_redis_embed_as_one(
+    world: World, tmp_path: Path, redis_scratch: Any
+) -> None:
     from payfm.fm.online_state import RedisState
 
-    client = _redis()
+    shared = _alternate(world, tmp_path / "redis", REDIS_URL)
+    assert max(shared) < 1e-5  # each saw the other's charges: the offline history of every charge
+    assert redis_scratch.exists(*[k for k in redis_scratch.scan_iter("payfm:fm:*:warm")]) == 1  # loaded once
+    # in process, each learns only its own charges: the later charges' histories miss the other's
+    apart = _alternate(world, tmp_path / "memory", "memory")
+    assert sum(d > 1e-5 for d in apart) >= 3
+    scorer = Scorer.open(Workspace.open(tmp_path / "redis" / "a"), state=REDIS_URL)
     try:
-        shared = _alternate(world, tmp_path / "redis", REDIS_URL)
-        assert max(shared) < 1e-5  # each saw the other's charges: the offline history of every charge
-        assert client.exists(*[k for k in client.scan_iter("payfm:fm:*:warm")]) == 1  # loaded once
-        # in process, each learns only its own charges: the later charges' histories miss the other's
-        apart = _alternate(world, tmp_path / "memory", "memory")
-        assert sum(d > 1e-5 for d in apart) >= 3
-        scorer = Scorer.open(Workspace.open(tmp_path / "redis" / "a"), state=REDIS_URL)
-        try:
-            (embedder,) = scorer.bundle.embedders.values()
-            assert isinstance(embedder.store, RedisState)
-        finally:
-            scorer.close(snapshot=False)
+        (embedder,) = scorer.bundle.embedders.values()
+        assert isinstance(embedder.store, RedisState)
     finally:
-        client.flushdb()
+        scorer.close(snapshot=False)
 
 
-def test_redis_state_learns_a_charge_once_and_reads_as_memory(world: World) -> None:
+def test_redis_state_learns_a_charge_once_and_reads_as_memory(world: World, redis_scratch: Any) -> None:
     from payfm.fm.online_state import RedisState
 
-    client = _redis()
-    try:
-        charges = read_charges(world.full)
-        n = charges.num_rows - HELD_OUT
-        mem = OnlineEmbedder.load(world.fm.ckpt)
-        shared = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-once")
-        other = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-once")  # a second process
-        assert mem.warm(charges.slice(0, n)) == shared.warm(charges.slice(0, n)) == n
-        assert other.warm(charges.slice(0, n)) == 0  # loaded by the first: not loaded twice
-        for i, charge in enumerate(charges.slice(n).to_pylist()):
-            pre = {k: v for k, v in charge.items() if k not in ("outcome", "decline_code")}
-            on = shared if i % 2 else other
-            assert np.array_equal(on.inputs_then_learn(charge), mem.inputs_then_learn(charge))
-            assert np.array_equal(shared.inputs_one(pre), other.inputs_one(pre))
-        # the same charge again (a retry, or both processes): learned once
-        last = charges.slice(charges.num_rows - 1).to_pylist()[0]
-        before = shared.inputs_one(last)
-        assert isinstance(other.store, RedisState)
-        assert not other.store.learn(_learned(other, last))
-        assert np.array_equal(shared.inputs_one(last), before)
-    finally:
-        client.flushdb()
+    charges = read_charges(world.full)
+    n = charges.num_rows - HELD_OUT
+    mem = OnlineEmbedder.load(world.fm.ckpt)
+    shared = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-once")
+    other = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-once")  # a second process
+    assert mem.warm(charges.slice(0, n)) == shared.warm(charges.slice(0, n)) == n
+    assert other.warm(charges.slice(0, n)) == 0  # loaded by the first: not loaded twice
+    for i, charge in enumerate(charges.slice(n).to_pylist()):
+        pre = {k: v for k, v in charge.items() if k not in ("outcome", "decline_code")}
+        on = shared if i % 2 else other
+        assert np.array_equal(on.inputs_then_learn(charge), mem.inputs_then_learn(charge))
+        assert np.array_equal(shared.inputs_one(pre), other.inputs_one(pre))
+    # the same charge again (a retry, or both processes): learned once
+    last = charges.slice(charges.num_rows - 1).to_pylist()[0]
+    before = shared.inputs_one(last)
+    assert isinstance(other.store, RedisState)
+    assert not other.store.learn(_learned(other, last))
+    assert np.array_equal(shared.inputs_one(last), before)
 
 
 def _learned(embedder: OnlineEmbedder, charge: dict[str, Any]) -> Any:
@@ -419,7 +407,7 @@ def _learned(embedder: OnlineEmbedder, charge: dict[str, Any]) -> Any:
     )
 
 
-def test_redis_state_errors_name_the_server_and_the_namespace(world: World) -> None:
+def test_redis_state_errors_name_the_server_and_the_namespace(world: World, redis_scratch: Any) -> None:
     from payfm.errors import ConfigError
     from payfm.fm.online_state import RedisState
 
@@ -427,129 +415,113 @@ def test_redis_state_errors_name_the_server_and_the_namespace(world: World) -> N
         OnlineEmbedder.load(world.fm.ckpt, "redis://127.0.0.1:1/0")
     with pytest.raises(ConfigError, match="must be 'memory' or a redis:// URL"):
         OnlineEmbedder.load(world.fm.ckpt, "postgres://x")
-    client = _redis()
+    state = RedisState(REDIS_URL, "t-lock", keep=3, n_fields=20)
+    redis_scratch.set("payfm:fm:t-lock:warming", b"1")  # another process is loading it
+    with pytest.raises(ConfigError, match=r"payfm:fm:t-lock.*being loaded by another process"):
+        state.begin_load(timeout_s=0.5)
+
+
+def test_a_promotion_on_redis_loads_the_new_checkpoints_state(
+    world: World, tmp_path: Path, redis_scratch: Any
+) -> None:
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    half = HELD_OUT // 2
+    scorer = Scorer.open(ws, state=REDIS_URL)
     try:
-        state = RedisState(REDIS_URL, "t-lock", keep=3, n_fields=20)
-        client.set("payfm:fm:t-lock:warming", b"1")  # another process is loading it
-        with pytest.raises(ConfigError, match=r"payfm:fm:t-lock.*being loaded by another process"):
-            state.begin_load(timeout_s=0.5)
+        for charge in world.live[:half]:
+            assert _gap(world, scorer.score(charge), world.fm) < 1e-5
+        reg = Registry(ws)
+        mv = reg.register(
+            world.fm2.model,
+            name="fraud-fm2",
+            task="fraud",
+            fset=tiny_set(),
+            foundation_model=world.fm2.ckpt,
+        )
+        reg.promote(mv.ref)
+        scorer.reload()  # the new checkpoint's state: loaded into Redis from the log and the decisions
+        assert len(list(redis_scratch.scan_iter("payfm:fm:*:warm"))) == 2
+        for charge in world.live[half:]:
+            assert _gap(world, scorer.score(charge), world.fm2) < 1e-5
     finally:
-        client.flushdb()
+        scorer.close(snapshot=False)
 
 
-def test_a_promotion_on_redis_loads_the_new_checkpoints_state(world: World, tmp_path: Path) -> None:
-    client = _redis()
-    try:
-        ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
-        half = HELD_OUT // 2
-        scorer = Scorer.open(ws, state=REDIS_URL)
-        try:
-            for charge in world.live[:half]:
-                assert _gap(world, scorer.score(charge), world.fm) < 1e-5
-            reg = Registry(ws)
-            mv = reg.register(
-                world.fm2.model,
-                name="fraud-fm2",
-                task="fraud",
-                fset=tiny_set(),
-                foundation_model=world.fm2.ckpt,
-            )
-            reg.promote(mv.ref)
-            scorer.reload()  # the new checkpoint's state: loaded into Redis from the log and the decisions
-            assert len(list(client.scan_iter("payfm:fm:*:warm"))) == 2
-            for charge in world.live[half:]:
-                assert _gap(world, scorer.score(charge), world.fm2) < 1e-5
-        finally:
-            scorer.close(snapshot=False)
-    finally:
-        client.flushdb()
-
-
-def test_a_shared_state_nobody_fed_is_loaded_again(world: World, tmp_path: Path) -> None:
+def test_a_shared_state_nobody_fed_is_loaded_again(world: World, tmp_path: Path, redis_scratch: Any) -> None:
     """Serve checkpoint fm on Redis, move to fm2 (fm no longer served, its state no longer fed), then back:
     fm's state in Redis misses the charges decided meanwhile, so it is loaded again from the logs."""
-    client = _redis()
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    reg = Registry(ws)
+    for mv in reg.list("fraud-fm"):
+        if mv.stage == "shadow":
+            reg.set_stage(mv.ref, "archived")  # else the shadow keeps fm's embedder fed
+    third = HELD_OUT // 3
+    scorer = Scorer.open(ws, state=REDIS_URL)
     try:
-        ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
-        reg = Registry(ws)
-        for mv in reg.list("fraud-fm"):
-            if mv.stage == "shadow":
-                reg.set_stage(mv.ref, "archived")  # else the shadow keeps fm's embedder fed
-        third = HELD_OUT // 3
-        scorer = Scorer.open(ws, state=REDIS_URL)
-        try:
-            for charge in world.live[:third]:
-                scorer.score(charge)
-            on_fm2 = reg.register(
-                world.fm2.model,
-                name="fraud-fm2",
-                task="fraud",
-                fset=tiny_set(),
-                foundation_model=world.fm2.ckpt,
-            )
-            reg.promote(on_fm2.ref)
-            scorer.reload()
-            for charge in world.live[third : 2 * third]:
-                scorer.score(charge)
-            back = reg.register(
-                world.fm.model, name="fraud-fm", task="fraud", fset=tiny_set(), foundation_model=world.fm.ckpt
-            )
-            reg.promote(back.ref)
-            scorer.reload()
-            for charge in world.live[2 * third :]:
-                assert _gap(world, scorer.score(charge), world.fm) < 1e-5
-        finally:
-            scorer.close(snapshot=False)
+        for charge in world.live[:third]:
+            scorer.score(charge)
+        on_fm2 = reg.register(
+            world.fm2.model,
+            name="fraud-fm2",
+            task="fraud",
+            fset=tiny_set(),
+            foundation_model=world.fm2.ckpt,
+        )
+        reg.promote(on_fm2.ref)
+        scorer.reload()
+        for charge in world.live[third : 2 * third]:
+            scorer.score(charge)
+        back = reg.register(
+            world.fm.model, name="fraud-fm", task="fraud", fset=tiny_set(), foundation_model=world.fm.ckpt
+        )
+        reg.promote(back.ref)
+        scorer.reload()
+        for charge in world.live[2 * third :]:
+            assert _gap(world, scorer.score(charge), world.fm) < 1e-5
     finally:
-        client.flushdb()
+        scorer.close(snapshot=False)
 
 
 def test_a_charge_of_the_event_log_decided_again_on_redis_is_learned_once(
-    world: World, tmp_path: Path
+    world: World, tmp_path: Path, redis_scratch: Any
 ) -> None:
-    client = _redis()
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    known = ws.read("charges").to_pylist()[-1]  # loaded into Redis at start, decided (again) now
+    scorer = Scorer.open(ws, state=REDIS_URL)
     try:
-        ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
-        known = ws.read("charges").to_pylist()[-1]  # loaded into Redis at start, decided (again) now
-        scorer = Scorer.open(ws, state=REDIS_URL)
-        try:
-            (embedder,) = scorer.bundle.embedders.values()
-            keys, values = (
-                [known["card_fingerprint"], known["merchant_id"]],
-                {"card_n": known["card_fingerprint"]},
-            )
-            before = embedder.store.read(keys, values)
-            assert before[1]["card_n"] >= 1
-            scorer.score({k: v for k, v in known.items() if k != "scenario"})
-            # the features' state knows the charge (loaded with the log), so the embedder does not learn it
-            assert embedder.store.read(keys, values)[1] == before[1]
-            for now, then in zip(embedder.store.read(keys, values)[0], before[0], strict=True):
-                assert now is not None and then is not None  # the card and the merchant: their histories
-                assert np.array_equal(np.stack(list(now.rows)), np.stack(list(then.rows)))
-        finally:
-            scorer.close(snapshot=False)
+        (embedder,) = scorer.bundle.embedders.values()
+        keys, values = (
+            [known["card_fingerprint"], known["merchant_id"]],
+            {"card_n": known["card_fingerprint"]},
+        )
+        before = embedder.store.read(keys, values)
+        assert before[1]["card_n"] >= 1
+        scorer.score({k: v for k, v in known.items() if k != "scenario"})
+        # the features' state knows the charge (loaded with the log), so the embedder does not learn it
+        assert embedder.store.read(keys, values)[1] == before[1]
+        for now, then in zip(embedder.store.read(keys, values)[0], before[0], strict=True):
+            assert now is not None and then is not None  # the card and the merchant: their histories
+            assert np.array_equal(np.stack(list(now.rows)), np.stack(list(then.rows)))
     finally:
-        client.flushdb()
+        scorer.close(snapshot=False)
 
 
-def test_a_failed_load_releases_the_lock_and_decided_charges_are_claimed(world: World) -> None:
+def test_a_failed_load_releases_the_lock_and_decided_charges_are_claimed(
+    world: World, redis_scratch: Any
+) -> None:
     from payfm.fm.online_state import RedisState
 
-    client = _redis()
-    try:
-        charges = read_charges(world.full)
-        first = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-fail")
-        with pytest.raises(ValueError, match="sequences of 1 charges"):
-            first.warm(charges, sequences=build_sequences(charges.slice(0, 1), first.tokenizer, first.k))
-        assert not client.exists("payfm:fm:t-fail:warming")  # released: another process may load it
-        second = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-fail")
-        decided = charges.slice(charges.num_rows - 5).to_pylist()
-        assert second.warm(charges, claims=[c["charge_id"] for c in decided]) == charges.num_rows
-        assert isinstance(second.store, RedisState) and second.store.learned_all(
-            [c["charge_id"] for c in decided]
-        )
-        before = second.inputs_one(decided[-1])
-        second.learn_one(decided[-1])  # a late copy of a decided charge the load holds: not learned again
-        assert np.array_equal(second.inputs_one(decided[-1]), before)
-    finally:
-        client.flushdb()
+    charges = read_charges(world.full)
+    first = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-fail")
+    with pytest.raises(ValueError, match="sequences of 1 charges"):
+        first.warm(charges, sequences=build_sequences(charges.slice(0, 1), first.tokenizer, first.k))
+    assert not redis_scratch.exists("payfm:fm:t-fail:warming")  # released: another process may load it
+    second = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL, namespace="t-fail")
+    decided = charges.slice(charges.num_rows - 5).to_pylist()
+    assert second.warm(charges, claims=[c["charge_id"] for c in decided]) == charges.num_rows
+    assert isinstance(second.store, RedisState) and second.store.learned_all(
+        [c["charge_id"] for c in decided]
+    )
+    before = second.inputs_one(decided[-1])
+    second.learn_one(decided[-1])  # a late copy of a decided charge the load holds: not learned again
+    assert np.array_equal(second.inputs_one(decided[-1]), before)

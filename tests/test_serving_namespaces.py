@@ -4,6 +4,7 @@ production model uses is not dropped without --force."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from click.testing import CliRunner
@@ -18,80 +19,75 @@ from payfm.fm.identity import checkpoint_hash, embedding_names
 from payfm.registry import Registry
 from payfm.serving.namespaces import list_namespaces
 from payfm.training.models import model_class
-from services import REDIS_SCRATCH_URL, require_redis
+from services import REDIS_SCRATCH_URL
 from test_registry import _checkpoint
 
 FS = tiny_set()
 
 
-def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(tmp_path: Path) -> None:
-    client = require_redis(REDIS_SCRATCH_URL)
-    client.flushdb()
-    try:
-        ws = Workspace.open(tmp_path / "ws", create=True)
-        reg = Registry(ws)
-        served, old = _checkpoint(tmp_path / "served", seed=0), _checkpoint(tmp_path / "old", seed=1)
-        names = FS.names + embedding_names(8)
-        rng = np.random.default_rng(0)
-        X = rng.normal(size=(800, len(names)))
-        y = (X[:, -1] + rng.normal(size=800) > 1.5).astype(int)
-        m = model_class("gbdt")(n_estimators=10, num_threads=1).fit(X, y, feature_names=names)
-        mv = reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=served)
-        reg.promote(mv.ref)
-        from payfm.features.online import OnlineFeatures
+def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(
+    tmp_path: Path, redis_scratch: Any
+) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    reg = Registry(ws)
+    served, old = _checkpoint(tmp_path / "served", seed=0), _checkpoint(tmp_path / "old", seed=1)
+    names = FS.names + embedding_names(8)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(800, len(names)))
+    y = (X[:, -1] + rng.normal(size=800) > 1.5).astype(int)
+    m = model_class("gbdt")(n_estimators=10, num_threads=1).fit(X, y, feature_names=names)
+    mv = reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=served)
+    reg.promote(mv.ref)
+    from payfm.features.online import OnlineFeatures
 
-        features = OnlineFeatures(FS, store=RedisStore(REDIS_SCRATCH_URL, FS))
-        for fm, n in ((served, 30), (old, 12)):
-            embedder = OnlineEmbedder.load(fm, REDIS_SCRATCH_URL)
-            for i in range(n):
-                c = {
-                    "charge_id": f"ch_{fm.name}_{i}",
-                    "created_us": 10**15 + i,
-                    "card_fingerprint": f"fp_{i % 5}",
-                    "merchant_id": "acct_1",
-                    "amount_usd": 500 + i,
-                    "card_brand": "visa",
-                }
-                embedder.learn_one(c)
-                features.update(c)
-        found = {ns.name: ns for ns in list_namespaces(REDIS_SCRATCH_URL, reg)}
-        fm_served = f"payfm:fm:{checkpoint_hash(served)[:16]}"
-        fm_old = f"payfm:fm:{checkpoint_hash(old)[:16]}"
-        fs_ns = next(n for n in found if n.endswith(f".f{FORMAT}"))
-        assert set(found) == {fm_served, fm_old, fs_ns}
-        assert found[fm_served].used_by == (f"{mv.ref} (production)",) and found[fm_served].in_production
-        assert found[fs_ns].used_by == (f"{mv.ref} (production)",)
-        assert found[fm_old].used_by == () and found[fm_old].kind == "foundation model"
-        assert found[fm_served].keys > found[fm_old].keys > 0 and found[fm_old].bytes > 0
-        assert found[fm_served].keys == sum(1 for _ in client.scan_iter(f"{fm_served}:*"))
+    features = OnlineFeatures(FS, store=RedisStore(REDIS_SCRATCH_URL, FS))
+    for fm, n in ((served, 30), (old, 12)):
+        embedder = OnlineEmbedder.load(fm, REDIS_SCRATCH_URL)
+        for i in range(n):
+            c = {
+                "charge_id": f"ch_{fm.name}_{i}",
+                "created_us": 10**15 + i,
+                "card_fingerprint": f"fp_{i % 5}",
+                "merchant_id": "acct_1",
+                "amount_usd": 500 + i,
+                "card_brand": "visa",
+            }
+            embedder.learn_one(c)
+            features.update(c)
+    found = {ns.name: ns for ns in list_namespaces(REDIS_SCRATCH_URL, reg)}
+    fm_served = f"payfm:fm:{checkpoint_hash(served)[:16]}"
+    fm_old = f"payfm:fm:{checkpoint_hash(old)[:16]}"
+    fs_ns = next(n for n in found if n.endswith(f".f{FORMAT}"))
+    assert set(found) == {fm_served, fm_old, fs_ns}
+    assert found[fm_served].used_by == (f"{mv.ref} (production)",) and found[fm_served].in_production
+    assert found[fs_ns].used_by == (f"{mv.ref} (production)",)
+    assert found[fm_old].used_by == () and found[fm_old].kind == "foundation model"
+    assert found[fm_served].keys > found[fm_old].keys > 0 and found[fm_old].bytes > 0
+    assert found[fm_served].keys == sum(1 for _ in redis_scratch.scan_iter(f"{fm_served}:*"))
 
-        runner = CliRunner()
-        base = ["-w", str(ws.root), "serve", "state"]
-        listed = runner.invoke(cli, [*base, "list", "--state", REDIS_SCRATCH_URL], catch_exceptions=False)
-        assert listed.exit_code == 0
-        [row] = [line for line in listed.output.splitlines() if fm_old in line]
-        assert "no registered" in row  # the old checkpoint's state: no model uses it
-        refused = runner.invoke(cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes"])
-        assert refused.exit_code == 1 and "--force" in refused.output and "Traceback" not in refused.output
-        assert client.exists(*list(client.scan_iter(f"{fm_served}:*"))[:1])
-        for wrong in ("payfm", "payfm:*", "payfm:fm:*", "payfm:fm:[0-9]*"):  # a glob would drop them all
-            bad = runner.invoke(cli, [*base, "drop", wrong, "--state", REDIS_SCRATCH_URL, "--yes"])
-            assert bad.exit_code == 1 and "is not a namespace" in bad.output, wrong
-        client.set(f"{fm_old}:warming", b"token")  # a server loading it
-        busy = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
-        assert busy.exit_code == 1 and "being loaded" in busy.output
-        client.delete(f"{fm_old}:warming")
-        shadow = reg.register(m, name="fraud-fm-next", task="fraud", fset=FS, foundation_model=old)
-        reg.set_stage(shadow.ref, "shadow")  # servers run it beside production: its state is in use
-        busy = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
-        assert busy.exit_code == 1 and f"{shadow.ref} (shadow)" in busy.output
-        reg.set_stage(shadow.ref, "archived")
-        dropped = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
-        assert dropped.exit_code == 0 and f"{found[fm_old].keys:,} keys" in dropped.output
-        assert set(n.name for n in list_namespaces(REDIS_SCRATCH_URL, reg)) == {fm_served, fs_ns}
-        forced = runner.invoke(
-            cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes", "--force"]
-        )
-        assert forced.exit_code == 0 and not list(client.scan_iter(f"{fm_served}:*"))
-    finally:
-        client.flushdb()
+    runner = CliRunner()
+    base = ["-w", str(ws.root), "serve", "state"]
+    listed = runner.invoke(cli, [*base, "list", "--state", REDIS_SCRATCH_URL], catch_exceptions=False)
+    assert listed.exit_code == 0
+    [row] = [line for line in listed.output.splitlines() if fm_old in line]
+    assert "no registered" in row  # the old checkpoint's state: no model uses it
+    refused = runner.invoke(cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes"])
+    assert refused.exit_code == 1 and "--force" in refused.output and "Traceback" not in refused.output
+    assert redis_scratch.exists(*list(redis_scratch.scan_iter(f"{fm_served}:*"))[:1])
+    for wrong in ("payfm", "payfm:*", "payfm:fm:*", "payfm:fm:[0-9]*"):  # a glob would drop them all
+        bad = runner.invoke(cli, [*base, "drop", wrong, "--state", REDIS_SCRATCH_URL, "--yes"])
+        assert bad.exit_code == 1 and "is not a namespace" in bad.output, wrong
+    redis_scratch.set(f"{fm_old}:warming", b"token")  # a server loading it
+    busy = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
+    assert busy.exit_code == 1 and "being loaded" in busy.output
+    redis_scratch.delete(f"{fm_old}:warming")
+    shadow = reg.register(m, name="fraud-fm-next", task="fraud", fset=FS, foundation_model=old)
+    reg.set_stage(shadow.ref, "shadow")  # servers run it beside production: its state is in use
+    busy = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
+    assert busy.exit_code == 1 and f"{shadow.ref} (shadow)" in busy.output
+    reg.set_stage(shadow.ref, "archived")
+    dropped = runner.invoke(cli, [*base, "drop", fm_old, "--state", REDIS_SCRATCH_URL, "--yes"])
+    assert dropped.exit_code == 0 and f"{found[fm_old].keys:,} keys" in dropped.output
+    assert set(n.name for n in list_namespaces(REDIS_SCRATCH_URL, reg)) == {fm_served, fs_ns}
+    forced = runner.invoke(cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes", "--force"])
+    assert forced.exit_code == 0 and not list(redis_scratch.scan_iter(f"{fm_served}:*"))

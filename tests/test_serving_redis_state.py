@@ -15,15 +15,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.redis_store import RedisStore
 from payfm.serving.scorer import Scorer
 from payfm.synth import WorldConfig, generate_world
-from services import REDIS_SCRATCH_URL, require_redis
-
-
-@pytest.fixture()
-def client() -> Any:
-    c = require_redis(REDIS_SCRATCH_URL)
-    c.flushdb()
-    yield c
-    c.flushdb()
+from services import REDIS_SCRATCH_URL
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def _new_charges(world: Workspace, n: int) -> list[dict[str, Any]]:
 
 
 def test_a_redis_state_is_loaded_from_the_logs_once_and_decides_as_memory(
-    world: Workspace, tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+    world: Workspace, tmp_path: Path, redis_scratch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     loads: list[int] = []
     real = RedisStore.load
@@ -75,11 +67,11 @@ def test_a_redis_state_is_loaded_from_the_logs_once_and_decides_as_memory(
     finally:
         for s in (memory, first, second):
             s.close(snapshot=False)
-    assert not client.exists(f"{first.online.store.ns}:warming")  # type: ignore[attr-defined]
+    assert not redis_scratch.exists(f"{first.online.store.ns}:warming")  # type: ignore[attr-defined]
 
 
 def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_decisions(
-    world: Workspace, tmp_path: Path, client: Any, monkeypatch: pytest.MonkeyPatch
+    world: Workspace, tmp_path: Path, redis_scratch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def failing(self: RedisStore, memory: Any, **kw: Any) -> int:
         raise RuntimeError("Redis went away mid-load")
@@ -88,7 +80,9 @@ def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_d
         m.setattr(RedisStore, "load", failing)
         with pytest.raises(RuntimeError, match="mid-load"):
             Scorer.open(_copy(world, tmp_path / "x"), state=REDIS_SCRATCH_URL)
-    assert not list(client.scan_iter("payfm:*:warming")) and not list(client.scan_iter("payfm:*:warm"))
+    assert not list(redis_scratch.scan_iter("payfm:*:warming")) and not list(
+        redis_scratch.scan_iter("payfm:*:warm")
+    )
 
     # Process b decided charges on its own memory state (they are in its decision log only); process a
     # loads the shared state without them; b then joins on Redis and catches the state up.
@@ -117,32 +111,32 @@ def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_d
         b.close(snapshot=False)
 
 
-def test_the_load_lock_is_fenced_and_a_load_starts_from_an_empty_namespace(client: Any) -> None:
+def test_the_load_lock_is_fenced_and_a_load_starts_from_an_empty_namespace(redis_scratch: Any) -> None:
     from payfm.errors import ConfigError
     from payfm.redis_load import LoadLock
 
     ns = "payfm:t-lock.f3"
-    client.set(f"{ns}:e:card:fp_left_by_an_old_server", b"1|{}")
-    first = LoadLock(client, ns, "a test state")
+    redis_scratch.set(f"{ns}:e:card:fp_left_by_an_old_server", b"1|{}")
+    first = LoadLock(redis_scratch, ns, "a test state")
     assert first.begin(timeout_s=5)
     assert first.start_writing() == 1  # the leftover, not the lock
-    assert list(client.scan_iter(f"{ns}:*")) == [f"{ns}:warming".encode()]
-    client.delete(f"{ns}:warming")  # the lock expired while this process was slow...
-    second = LoadLock(client, ns, "a test state")
+    assert list(redis_scratch.scan_iter(f"{ns}:*")) == [f"{ns}:warming".encode()]
+    redis_scratch.delete(f"{ns}:warming")  # the lock expired while this process was slow...
+    second = LoadLock(redis_scratch, ns, "a test state")
     assert second.begin(timeout_s=5)  # ...and another process took it
     with pytest.raises(ConfigError, match="lost its load lock"):
         first.keep()
     with pytest.raises(ConfigError, match="lost its load lock"):
         first.done()  # no marker from a process without the lock
-    assert not client.exists(f"{ns}:warm") and client.exists(f"{ns}:warming")
+    assert not redis_scratch.exists(f"{ns}:warm") and redis_scratch.exists(f"{ns}:warming")
     second.done()
-    assert client.exists(f"{ns}:warm") and not client.exists(f"{ns}:warming")
+    assert redis_scratch.exists(f"{ns}:warm") and not redis_scratch.exists(f"{ns}:warming")
     # A stale state is unmarked to be loaded again, but not while another process is reloading it.
     assert second.begin(timeout_s=5) is False  # loaded
-    client.set(f"{ns}:warming", b"another process's token")
+    redis_scratch.set(f"{ns}:warming", b"another process's token")
     first.unmark()
-    assert client.exists(f"{ns}:warm")  # its reload is not disturbed
-    client.delete(f"{ns}:warming")
+    assert redis_scratch.exists(f"{ns}:warm")  # its reload is not disturbed
+    redis_scratch.delete(f"{ns}:warming")
     first.unmark()
-    assert not client.exists(f"{ns}:warm") and first.begin(timeout_s=5)  # loaded again, by this one
+    assert not redis_scratch.exists(f"{ns}:warm") and first.begin(timeout_s=5)  # loaded again, by this one
     first.release()
