@@ -19,6 +19,14 @@ from typing import Any
 
 from payfm.errors import ConfigError
 
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def is_redis_url(spec: str) -> bool:
+    """``spec`` names a Redis server (redis://, rediss:// or unix://)."""
+    return spec.startswith(REDIS_SCHEMES)
+
+
 # Delete the lock KEYS[1] only if it still holds this process's token ARGV[1].
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -54,7 +62,7 @@ class LoadLock:
 
     def begin(self, timeout_s: float = 600.0) -> bool:
         """True when this process should load the state (it holds the lock for ``timeout_s``, and again at
-        every :meth:`refresh`); False when another process loaded it (waits up to ``timeout_s`` while it
+        every :meth:`keep`); False when another process loaded it (waits up to ``timeout_s`` while it
         does)."""
         deadline = time.monotonic() + timeout_s
         self._ttl = max(1, math.ceil(timeout_s))

@@ -32,7 +32,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.fm.identity import check_outputs, checkpoint_hash
 from payfm.fm.model import FoundationModel
-from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState, is_redis_url
+from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState
 from payfm.fm.pretrain import load_checkpoint
 from payfm.fm.sequences import (
     OTHER,
@@ -57,6 +57,7 @@ from payfm.fm.tokenizer import (
     rel_codes,
     rel_tokens,
 )
+from payfm.redis_load import is_redis_url
 
 SURPRISE_FIELDS = tuple(i for i, name in enumerate(FIELDS) if name != "outcome")  # pre-authorization
 

@@ -45,13 +45,6 @@ import orjson
 from payfm.errors import ConfigError
 from payfm.redis_load import LoadLock, all_claimed, unlink_namespace
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
-
-
-def is_redis_url(spec: str) -> bool:
-    """``spec`` names a Redis server (redis://, rediss:// or unix://)."""
-    return spec.startswith(REDIS_SCHEMES)
-
 
 @dataclass
 class KeyState:

@@ -53,7 +53,7 @@ from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
-from payfm.fm.online_state import is_redis_url
+from payfm.redis_load import is_redis_url
 from payfm.registry.store import ModelVersion, Registry
 from payfm.rules import charge_values
 from payfm.rules import rulesets as rs
@@ -391,15 +391,14 @@ class Scorer(FeedbackMixin):
         up with the charges and outcomes of its decision log it misses (the last ones checked; ids counted
         already count once, late ones land in their own tiles), e.g. after serving another feature set; only
         those within the charge TTL of its latest charge, whose claims have not expired."""
-        recent, latest = self.log.recent_charges(STALE_CHECK)
         if store.begin_load():
             try:
                 t0 = time.perf_counter()
-                built = OnlineFeatures(self.bundle.fset, MemoryStore())
+                memory = MemoryStore()
+                built = OnlineFeatures(self.bundle.fset, memory)
                 self._warm_from_event_log(built)
                 n = self._apply_logged(built, 0)
-                assert isinstance(built.store, MemoryStore)
-                keys = store.load(built.store)
+                keys = store.load(memory)
             except BaseException:
                 store.abort_load()  # another process may load it
                 raise
@@ -410,7 +409,9 @@ class Scorer(FeedbackMixin):
                 keys,
                 time.perf_counter() - t0,
             )
-        elif latest is not None and not store.learned_all(recent):
+            return
+        recent, latest = self.log.recent_charges(STALE_CHECK)
+        if latest is not None and not store.learned_all(recent):
             # Claims expire after the charge TTL: an older event's claim may be gone although it was
             # counted, so only the events within the TTL of the latest decided charge are applied.
             n = self._apply_logged(self.online, 0, latest - store.charge_ttl_s * 1_000_000)
