@@ -18,9 +18,10 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.features.training_set import load_backfill
 from payfm.fm.embed import OnlineEmbedder, embed, embedding_matrix
-from payfm.fm.identity import checkpoint_meta, embedding_names, surprise_names
+from payfm.fm.identity import checkpoint_hash, checkpoint_meta, embedding_names, surprise_names
 from payfm.fm.pretrain import PretrainConfig, pretrain
 from payfm.fm.sequences import build_sequences, read_charges
+from payfm.redis_load import live_servers
 from payfm.registry.store import FoundationModelMismatchError, Registry
 from payfm.serving.fm_embeddings import EMBEDDING_REASON, explain
 from payfm.serving.scorer import Scorer
@@ -438,9 +439,13 @@ def test_a_promotion_on_redis_loads_the_new_checkpoints_state(
             fset=tiny_set(),
             foundation_model=world.fm2.ckpt,
         )
+        fm_ns = f"payfm:fm:{checkpoint_hash(world.fm.ckpt)[:16]}"
+        fm2_ns = f"payfm:fm:{checkpoint_hash(world.fm2.ckpt)[:16]}"
+        assert live_servers(redis_scratch, fm_ns) and not live_servers(redis_scratch, fm2_ns)
         reg.promote(mv.ref)
         scorer.reload()  # the new checkpoint's state: loaded into Redis from the log and the decisions
         assert len(list(redis_scratch.scan_iter("payfm:fm:*:warm"))) == 2
+        assert live_servers(redis_scratch, fm2_ns)  # `serve state drop` now refuses it
         for charge in world.live[half:]:
             assert _gap(world, scorer.score(charge), world.fm2) < 1e-5
     finally:

@@ -1,8 +1,11 @@
-"""`payfm serve state list|drop`: the online state's Redis namespaces with the models that use them; one a
-production model uses is not dropped without --force."""
+"""`payfm serve state list|drop`: the online state's Redis namespaces with the models and the servers that
+use them; one a production model uses, or a running server reads, is not dropped without --force."""
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +19,11 @@ from payfm.features.redis_store import RedisStore
 from payfm.features.state import FORMAT
 from payfm.fm.embed import OnlineEmbedder
 from payfm.fm.identity import checkpoint_hash, embedding_names
+from payfm.redis_load import Presence, live_servers
 from payfm.registry import Registry
 from payfm.serving.namespaces import list_namespaces
+from payfm.serving.scorer import Scorer
+from payfm.synth import WorldConfig, generate_world
 from payfm.training.models import model_class
 from services import REDIS_SCRATCH_URL
 from test_registry import _checkpoint
@@ -70,7 +76,7 @@ def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(
     listed = runner.invoke(cli, [*base, "list", "--state", REDIS_SCRATCH_URL], catch_exceptions=False)
     assert listed.exit_code == 0
     [row] = [line for line in listed.output.splitlines() if fm_old in line]
-    assert "no registered" in row  # the old checkpoint's state: no model uses it
+    assert [c.strip() for c in row.split("│")][5] == "none"  # the old checkpoint's state: no model uses it
     refused = runner.invoke(cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes"])
     assert refused.exit_code == 1 and "--force" in refused.output and "Traceback" not in refused.output
     assert redis_scratch.exists(*list(redis_scratch.scan_iter(f"{fm_served}:*"))[:1])
@@ -91,3 +97,41 @@ def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(
     assert set(n.name for n in list_namespaces(REDIS_SCRATCH_URL, reg)) == {fm_served, fs_ns}
     forced = runner.invoke(cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes", "--force"])
     assert forced.exit_code == 0 and not list(redis_scratch.scan_iter(f"{fm_served}:*"))
+
+
+def test_a_namespace_a_running_server_reads_is_not_dropped_and_is_forgotten_when_it_stops(
+    tmp_path: Path, redis_scratch: Any
+) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=1_000, days=2, seed=4)), "replace")
+    runner = CliRunner()
+    base = ["-w", str(ws.root), "serve", "state"]
+    me = f"{socket.gethostname()} pid {os.getpid()}"
+    scorer = Scorer.open(ws, state=REDIS_SCRATCH_URL)  # rules only: no registered model names its state
+    ns = scorer.online.store.ns  # type: ignore[attr-defined]
+    try:
+        [found] = [n for n in list_namespaces(REDIS_SCRATCH_URL, Registry(ws)) if n.name == ns]
+        assert found.used_by == () and found.servers == (me,)
+        live = [k for k in redis_scratch.scan_iter(f"{ns}:*") if k.startswith(f"{ns}:live:".encode())]
+        assert len(live) == 1 and found.keys == sum(1 for _ in redis_scratch.scan_iter(f"{ns}:*")) - 1
+        listed = runner.invoke(cli, [*base, "list", "--state", REDIS_SCRATCH_URL], catch_exceptions=False)
+        [row] = [line for line in listed.output.splitlines() if ns in line]
+        assert row.rstrip("│ ").endswith("1")  # the servers column
+        refused = runner.invoke(cli, [*base, "drop", ns, "--state", REDIS_SCRATCH_URL, "--yes"])
+        assert refused.exit_code == 1 and "1 serving process" in refused.output and me in refused.output
+        assert "Traceback" not in refused.output and redis_scratch.exists(f"{ns}:warm")
+    finally:
+        scorer.close(snapshot=False)
+    assert live_servers(redis_scratch, ns) == []  # a server that stops says so at once
+    dropped = runner.invoke(cli, [*base, "drop", ns, "--state", REDIS_SCRATCH_URL, "--yes"])
+    assert dropped.exit_code == 0 and not list(redis_scratch.scan_iter(f"{ns}:*"))
+
+    # A server that dies without closing is forgotten after the TTL; alive, its thread renews the key.
+    dying = Presence(redis_scratch, ttl_s=1)
+    dying.serve([ns])
+    time.sleep(1.5)
+    assert live_servers(redis_scratch, ns) == [me]  # renewed past its first TTL
+    dying._stop.set()  # the process is gone: nothing renews or deletes its key
+    dying._thread.join()  # type: ignore[union-attr]
+    time.sleep(1.2)
+    assert live_servers(redis_scratch, ns) == []

@@ -8,16 +8,27 @@ expired cannot release another's) and released when the load fails. A load first
 holds (:meth:`LoadLock.start_writing`: keys left by an earlier partial load or by servers of an earlier
 version), so the state is the loaded one. The other processes wait for the marker. Used by the features'
 :class:`~payfm.features.redis_store.RedisStore` and the embedders' :class:`~payfm.fm.online_state.RedisState`.
+
+A serving process also says which namespaces it serves from (:class:`Presence`): a key ``{ns}:live:{id}``
+each, with a short TTL that a daemon thread renews, so `payfm serve state drop` can refuse a namespace that
+a running server reads (:func:`live_servers`), whether or not a registered model names it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 from payfm.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -125,14 +136,80 @@ def all_claimed(client: Any, ns: str, charge_ids: list[str]) -> bool:
 
 
 def unlink_namespace(client: Any, ns: str, batch: int = 5_000, keep: str | None = None) -> int:
-    """Delete every key of namespace ``ns`` but ``keep`` (SCAN, then UNLINK in batches); returns how many."""
+    """Delete every key of namespace ``ns`` but ``keep`` and the servers' presence keys when ``keep`` is given
+    (SCAN, then UNLINK in batches); returns how many."""
     n, keys = 0, []
     spare = keep.encode() if keep is not None else None
+    live = f"{ns}:live:".encode()
     for key in client.scan_iter(f"{ns}:*", count=batch):
-        if key == spare:
+        if key == spare or (spare is not None and key.startswith(live)):
             continue
         keys.append(key)
         if len(keys) == batch:
             n += int(client.unlink(*keys))
             keys.clear()
     return n + (int(client.unlink(*keys)) if keys else 0)
+
+
+def live_servers(client: Any, ns: str) -> list[str]:
+    """The serving processes that read namespace ``ns`` now (their :class:`Presence` keys), as
+    ``host pid N``."""
+    keys = list(client.scan_iter(f"{ns}:live:*", count=1_000))
+    values = client.mget(keys) if keys else []
+    return sorted(v.decode(errors="replace") for v in values if v is not None)
+
+
+class Presence:
+    """The namespaces this process serves from: a key ``{ns}:live:{id}`` each (``host pid N``), set with a
+    TTL of ``ttl_s`` and renewed every third of it by a daemon thread; :meth:`close` deletes them. A process
+    that dies without closing is forgotten after the TTL."""
+
+    def __init__(self, client: Any, ttl_s: int = 30) -> None:
+        self.client, self.ttl_s = client, ttl_s
+        self.id = uuid.uuid4().hex[:12]
+        self.value = f"{socket.gethostname()} pid {os.getpid()}".encode()
+        self._namespaces: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def key(self, ns: str) -> str:
+        return f"{ns}:live:{self.id}"
+
+    def serve(self, namespaces: Iterable[str]) -> None:
+        """Serve from exactly ``namespaces`` now (those left are released at once)."""
+        with self._lock:
+            new = tuple(dict.fromkeys(namespaces))
+            gone = [self.key(ns) for ns in self._namespaces if ns not in new]
+            self._namespaces = new
+            if gone:
+                self.client.delete(*gone)
+            self._renew()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="payfm-presence", daemon=True)
+                self._thread.start()
+
+    def _renew(self) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        for ns in self._namespaces:
+            pipe.set(self.key(ns), self.value, ex=self.ttl_s)
+        pipe.execute()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.ttl_s / 3):
+            try:
+                with self._lock:
+                    self._renew()
+            except Exception as e:  # Redis away for a moment: the next round retries
+                log.warning("could not renew this server's presence in Redis: %s", e)
+
+    def close(self) -> None:
+        """Stop renewing and delete this process's keys."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            keys = [self.key(ns) for ns in self._namespaces]
+            self._namespaces = ()
+            if keys:
+                self.client.delete(*keys)

@@ -144,7 +144,8 @@ def keys_revoke(ctx: click.Context, name: str) -> None:
 @serve.group("state")
 def state_group() -> None:
     """The online state's namespaces in Redis (one per feature-set version and per foundation-model
-    checkpoint; nothing expires them): list them with the models that use them, drop the ones no model serves.
+    checkpoint; nothing expires them): list them with the models and servers that use them, drop the ones
+    nothing serves from.
 
     \b
     payfm serve state list --state redis://127.0.0.1:6379/0
@@ -161,8 +162,8 @@ REDIS_URL = click.option(
 @REDIS_URL
 @click.pass_context
 def state_list(ctx: click.Context, url: str) -> None:
-    """Namespaces, largest first: keys, memory (estimated from a sample of keys) and the registered versions
-    whose state each holds."""
+    """Namespaces, largest first: keys, memory (estimated from a sample of keys), the registered versions
+    whose state each holds and how many serving processes read it now (`drop` names them)."""
     from rich.table import Table
 
     from payfm.cli.render import console
@@ -175,22 +176,27 @@ def state_list(ctx: click.Context, url: str) -> None:
     table.add_column("kind")
     table.add_column("keys", justify="right")
     table.add_column("memory", justify="right", no_wrap=True)
-    table.add_column("used by")
+    table.add_column("used by (registered)")
+    table.add_column("servers", justify="right")
     for ns in found:
-        used = ", ".join(ns.used_by) or "[dim]no registered model[/dim]"
+        used = ", ".join(ns.used_by) or "[dim]none[/dim]"
         size = f"{ns.bytes / 1e6:,.1f} MB" if ns.bytes >= 100_000 else f"{ns.bytes / 1e3:.1f} kB"
-        table.add_row(ns.name, ns.kind, f"{ns.keys:,}", size, used)
+        kind = "fm" if ns.kind == "foundation model" else ns.kind  # narrow: the table fits 80 columns
+        table.add_row(ns.name, kind, f"{ns.keys:,}", size, used, str(len(ns.servers)))
     console.print(table if found else f"No payfm namespace in {url}.")
 
 
 @state_group.command("drop")
 @click.argument("namespace")
 @REDIS_URL
-@click.option("--force", is_flag=True, help="Drop it even if a production or shadow model uses it.")
+@click.option(
+    "--force", is_flag=True, help="Drop it even if a production or shadow model or a running server uses it."
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: bool) -> None:
-    """Delete every key of NAMESPACE (refused for one a production or shadow model uses, unless --force)."""
+    """Delete every key of NAMESPACE (refused for one a production or shadow model uses or a running
+    server reads, unless --force)."""
     from payfm.registry import Registry
     from payfm.serving.namespaces import drop_namespace
 

@@ -5,7 +5,9 @@ A serving process keeps its features' state under ``payfm:<feature-set version>.
 ``payfm:fm:<content hash[:16]>`` (:class:`payfm.fm.online_state.RedisState`). A promotion to a model on
 another feature set or checkpoint starts a new namespace and leaves the old one in Redis (a rollback finds it
 there, and reloads it if it went stale). Nothing expires them: this module lists them with the registered
-models that use them, so an operator can drop the ones no model serves any more.
+models that use them and the serving processes that read them now (their presence keys
+``{ns}:live:{id}``, :class:`payfm.redis_load.Presence`), so an operator can drop the ones nothing serves
+from any more.
 
     >>> namespace_of(b"payfm:fm:0123456789abcdef:v0:fp_1", "payfm")
     ('payfm:fm:0123456789abcdef', 'foundation model')
@@ -22,7 +24,7 @@ from typing import Any
 
 from payfm.errors import ConfigError
 from payfm.features.state import FORMAT
-from payfm.redis_load import unlink_namespace
+from payfm.redis_load import live_servers, unlink_namespace
 from payfm.registry import Registry
 
 SERVED = ("(production)", "(shadow)")  # the stages a server runs
@@ -35,6 +37,7 @@ class Namespace:
     keys: int
     bytes: int  # estimated from a sample of its keys (MEMORY USAGE)
     used_by: tuple[str, ...]  # registered versions whose state lives here: "name@version (stage)"
+    servers: tuple[str, ...] = ()  # serving processes reading it now: "host pid N"
 
     @property
     def in_production(self) -> bool:
@@ -85,10 +88,14 @@ def list_namespaces(
     client = _client(url)
     counts: dict[tuple[str, str], int] = {}
     samples: dict[tuple[str, str], list[bytes]] = {}  # a uniform sample of each namespace's keys
+    live: dict[str, list[bytes]] = {}  # presence keys of the serving processes, per namespace
     rng = random.Random(0)
     for key in client.scan_iter(f"{prefix}:*", count=10_000):
         ns = namespace_of(key, prefix)
         if ns is None:
+            continue
+        if key.startswith(f"{ns[0]}:live:".encode()):
+            live.setdefault(ns[0], []).append(key)
             continue
         n = counts[ns] = counts.get(ns, 0) + 1
         some = samples.setdefault(ns, [])
@@ -97,6 +104,10 @@ def list_namespaces(
         elif (j := rng.randrange(n)) < sample:  # reservoir sampling: memory bounded by the sample
             some[j] = key
     users = _users(registry, prefix)
+    servers = {
+        ns: tuple(sorted(v.decode(errors="replace") for v in client.mget(keys) if v is not None))
+        for ns, keys in live.items()
+    }
     out = []
     for (name, kind), n in counts.items():
         pipe = client.pipeline(transaction=False)
@@ -104,7 +115,7 @@ def list_namespaces(
             pipe.memory_usage(key)
         sizes = [int(s or 0) for s in pipe.execute()]
         estimate = round(sum(sizes) * n / max(len(sizes), 1))
-        out.append(Namespace(name, kind, n, estimate, tuple(users.get(name, ()))))
+        out.append(Namespace(name, kind, n, estimate, tuple(users.get(name, ())), servers.get(name, ())))
     return sorted(out, key=lambda n: (-n.bytes, n.name))
 
 
@@ -112,7 +123,8 @@ def drop_namespace(
     url: str, name: str, registry: Registry | None = None, *, prefix: str = "payfm", force: bool = False
 ) -> int:
     """Delete every key of namespace ``name`` (UNLINK, in batches); returns how many. Refused for a
-    namespace a production or shadow model uses, unless ``force``: its servers would start it again from the
+    namespace a production or shadow model uses, or that a serving process reads now, unless ``force``:
+    running servers would go on from an empty state, and servers of the model would start it again from the
     logs."""
     kind = namespace_of(f"{name}:x".encode(), prefix)
     if kind is None or kind[0] != name or kind[1] == "other" or re.search(r"[*?\[\]\\]", name):
@@ -124,6 +136,13 @@ def drop_namespace(
     client = _client(url)
     if client.exists(f"{name}:warming"):
         raise ConfigError(f"Namespace '{name}' is being loaded by a serving process; drop it after the load.")
+    running = live_servers(client, name)
+    if running and not force:
+        raise ConfigError(
+            f"Namespace '{name}' is read now by {len(running)} serving process(es) ({', '.join(running)}); "
+            "dropping it would leave them deciding on an empty state. Stop them (or promote a model on "
+            "another feature set or checkpoint) first, or pass --force and restart them."
+        )
     used = [u for u in _users(registry, prefix).get(name, []) if u.endswith(SERVED)]
     if used and not force:
         raise ConfigError(

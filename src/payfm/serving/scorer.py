@@ -53,7 +53,7 @@ from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
-from payfm.redis_load import is_redis_url
+from payfm.redis_load import Presence, is_redis_url
 from payfm.registry.store import ModelVersion, Registry
 from payfm.rules import charge_values
 from payfm.rules import rulesets as rs
@@ -275,6 +275,7 @@ class Scorer(FeedbackMixin):
         self._snapshotting = False  # a snapshot's child process is writing
         self._reloading = threading.Lock()  # one reload at a time (it may warm a new embedder)
         self._fm_state = "memory"  # where new foundation-model embedders keep their state (see open)
+        self._presence: Presence | None = None  # on a Redis state: the namespaces this process serves from
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
 
     # ---- life cycle ----------------------------------------------------------------------------------------
@@ -312,6 +313,7 @@ class Scorer(FeedbackMixin):
             from payfm.features.redis_store import RedisStore
 
             store = shared = RedisStore(state, fset)
+        presence: Presence | None = None
         try:
             seq = dlog.max_seq()
             online = OnlineFeatures(fset, store)
@@ -320,19 +322,32 @@ class Scorer(FeedbackMixin):
             if isinstance(store, MemoryStore) and not isinstance(state, StateStore):
                 scorer._rebuild()
             elif shared is not None:  # Redis, from a URL
+                scorer._presence = presence = Presence(shared.client)
                 scorer._load_shared(shared)
             if bundle.embedders and not isinstance(state, StateStore):  # a caller's own state: it warms them
                 scorer._warm_embedders(bundle.embedders, None)
+            scorer._mark_live()
             for mv in (bundle.model_version, bundle.shadow_version):
                 if mv is not None and describe_fm(mv):
                     log.info("serving %s on foundation-model embeddings: %s", mv.ref, describe_fm(mv))
             scorer._append_pending_outcomes()
             dlog.start()
         except BaseException:
+            if presence is not None:
+                presence.close()
             if dlog is not decision_log:  # opened here: nothing else will close it
                 dlog.close()
             raise
         return scorer
+
+    def _mark_live(self) -> None:
+        """On a Redis state, say which namespaces this process serves from now: the features' and each
+        embedder's (`payfm serve state drop` refuses them while it runs)."""
+        if self._presence is None:
+            return
+        names = [getattr(self.online.store, "ns", "")]
+        names += [getattr(e.store, "ns", "") for e in self.bundle.embedders.values()]
+        self._presence.serve(n for n in names if n)
 
     def _snapshot_dir(self) -> Path:
         return self.ws.root / "serving" / "state"
@@ -486,6 +501,8 @@ class Scorer(FeedbackMixin):
                 self._drained.wait()
         if snapshot:
             self.snapshot()
+        if self._presence is not None:
+            self._presence.close()
         self.log.close()
 
     def _settled(self) -> int:
@@ -534,6 +551,7 @@ class Scorer(FeedbackMixin):
                         for embedder in fresh.values():
                             embedder.learn_one(embedder_charge(p))
                     self.bundle = new
+            self._mark_live()
         log.info("reloaded: %s", new.describe())
         return new
 
