@@ -237,6 +237,9 @@ def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:
         assert s2.score(charge(3)).features["card.count_charges_1h"] == 2.0
         ids, latest = s2.log.recent_charges(2)  # a shared state's staleness check reads these
         assert ids == ["ch_2", "ch_3"] and latest == max(to_us(charge(i)["created"], "c") for i in (1, 2, 3))
+        # A catch-up reads only the events within the TTL: the older ones are left out in SQL.
+        since = to_us(charge(2)["created"], "c")
+        assert [p["charge_id"] for _, _, p in s2.log.events_after(0, not_before_us=since)] == ["ch_2", "ch_3"]
         s2.close(snapshot=False)
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as con:

@@ -404,16 +404,21 @@ class DecisionLog(ABC):
             raise ValueError(table)
         return int(self._fetch(f"SELECT count(*) FROM {table}")[0][0])
 
-    def events_after(self, seq: int, batch: int = 5000) -> Iterator[tuple[int, str, dict[str, Any]]]:
-        """``(seq, kind, payload)`` after ``seq`` in sequence order: kind ``charge`` or a label source."""
+    def events_after(
+        self, seq: int, batch: int = 5000, not_before_us: int | None = None
+    ) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        """``(seq, kind, payload)`` after ``seq`` in sequence order: kind ``charge`` or a label source; with
+        ``not_before_us``, only the events created at or after it (left out in SQL: their payloads are not
+        read)."""
         last = seq
+        since = -(2**62) if not_before_us is None else int(not_before_us)
         while True:
             rows = self._fetch(
                 "SELECT seq, k, p FROM ("
-                "SELECT seq, 'charge' AS k, charge AS p FROM decisions WHERE seq > ? "
+                "SELECT seq, 'charge' AS k, charge AS p FROM decisions WHERE seq > ? AND created_us >= ? "
                 "UNION ALL SELECT seq, source AS k, payload AS p FROM outcomes "
-                "WHERE seq > ? AND source IS NOT NULL) t ORDER BY seq LIMIT ?",
-                (last, last, batch),
+                "WHERE seq > ? AND created_us >= ? AND source IS NOT NULL) t ORDER BY seq LIMIT ?",
+                (last, since, last, since, batch),
             )
             for s, k, p in rows:
                 yield int(s), str(k), json.loads(p)

@@ -389,9 +389,7 @@ class Scorer(FeedbackMixin):
         """Apply the decision log's charges and outcomes after sequence number ``since``, in order (ids
         already counted count once), those created before ``not_before_us`` left out; returns how many."""
         n = 0
-        for _, kind, payload in self.log.events_after(since):
-            if not_before_us is not None and int(payload["created_us"]) < not_before_us:
-                continue
+        for _, kind, payload in self.log.events_after(since, not_before_us=not_before_us):
             if kind == "charge":
                 online.update(payload)
             else:
