@@ -51,3 +51,22 @@ def test_resume_equals_uninterrupted(ws: Workspace, tmp_path: Path) -> None:
     wf, wr = _weights(full.path), _weights(resumed.path)
     assert all(torch.allclose(wf[k], wr[k], atol=1e-6) for k in wf)
     assert resumed.losses == pytest.approx(full.losses, abs=1e-6)
+
+
+def test_losses_read_back_in_batches_are_the_same_losses(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU the losses are read back every few steps, not at every step (each read waits for the
+    device); the losses, the weights and the progress's last figure must be the ones of a run that reads
+    every step, the last partial group included."""
+    import payfm.fm.pretrain as module
+
+    each = pretrain(ws, CFG, out=tmp_path / "each")
+    monkeypatch.setattr(module, "losses_read_every", lambda device: 4)  # 6 steps: a group of 4, then 2
+    seen: list[tuple[int, int, float]] = []
+    grouped = pretrain(ws, CFG, out=tmp_path / "grouped", progress=lambda *a: seen.append(a))
+    assert grouped.losses == each.losses and len(grouped.losses) == 6
+    wa, wb = _weights(each.path), _weights(grouped.path)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [s for s, _, _ in seen] == [4, 5, 6]  # progress starts once losses are read
+    assert seen[-1][2] == sum(each.losses) / 6

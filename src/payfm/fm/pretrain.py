@@ -30,6 +30,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,15 @@ def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer, groups: list[d
     optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
+READ_EVERY = 20  # on CUDA, steps between reads of the losses back to the host
+
+
+def losses_read_every(device: torch.device) -> int:
+    """Steps between reads of the losses: every step on the CPU (they are there already), READ_EVERY on a
+    GPU (each read waits for the device)."""
+    return READ_EVERY if device.type == "cuda" else 1
+
+
 # ---- data ------------------------------------------------------------------------------------------------
 def batch_rows(n: int, batch: int, step: int, seed: int) -> np.ndarray:
     """The rows of global step ``step``: slices of a per-epoch permutation (the last partial one dropped)."""
@@ -274,31 +284,57 @@ def pretrain(
         if world > 1:
             dist.barrier()
 
-    t0, done = time.perf_counter(), 0
-    for step in range(start, end):
+    def prepare(step: int) -> tuple[int, torch.Tensor, torch.Tensor, float]:
+        """Step ``step``'s rows and masks, this rank's slice (pinned for an asynchronous copy on CUDA)."""
         rows = batch_rows(n, batch, step, config.seed)
         x, y = mask_batch(
             sequences.batch(rows), np.random.default_rng((config.seed, 7, step)), *_probs(config)
         )
         norm = max(int((y >= 0).sum()), 1) / world  # global mean across ranks (see the module docstring)
         lo, hi = rank * len(rows) // world, (rank + 1) * len(rows) // world
-        xt = torch.from_numpy(x[lo:hi]).to(device)
-        yt = torch.from_numpy(y[lo:hi]).to(device)
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            _, loss = train_model(xt, yt, norm)
-        assert loss is not None  # targets were given
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))  # under DDP: this rank's share; their mean is the loss
-        done += len(rows)
-        if progress is not None and rank == 0:
-            recent = losses[-20:]
-            progress(step + 1, end, sum(recent) / len(recent))
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < end:
-            save(step + 1)
+        xt, yt = torch.from_numpy(x[lo:hi]), torch.from_numpy(y[lo:hi])
+        if device.type == "cuda":
+            xt, yt = xt.pin_memory(), yt.pin_memory()
+        return len(rows), xt, yt, norm
+
+    # The next step's batch is prepared on a thread of its own while this one trains (NumPy releases the
+    # GIL), and on CUDA the losses are read back every READ_EVERY steps, not at every step: each read waits
+    # for the device to finish, which left it idle while the CPU prepared the next batch.
+    unread: list[torch.Tensor] = []
+    read_every = losses_read_every(device)
+
+    def read_losses() -> None:
+        if unread:
+            losses.extend(torch.stack(unread).float().tolist())  # under DDP: this rank's share of each
+            unread.clear()
+
+    t0, done = time.perf_counter(), 0
+    with ThreadPoolExecutor(1, thread_name_prefix="payfm-batch") as pool:
+        upcoming = pool.submit(prepare, start) if start < end else None
+        for step in range(start, end):
+            assert upcoming is not None
+            size, xc, yc, norm = upcoming.result()
+            upcoming = pool.submit(prepare, step + 1) if step + 1 < end else None
+            xt, yt = xc.to(device, non_blocking=True), yc.to(device, non_blocking=True)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                _, loss = train_model(xt, yt, norm)
+            assert loss is not None  # targets were given
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            unread.append(loss.detach())
+            checkpoint = (step + 1) % config.checkpoint_every == 0 and step + 1 < end
+            if len(unread) >= read_every or checkpoint or step + 1 == end:
+                read_losses()
+            done += size
+            if progress is not None and rank == 0 and losses:
+                recent = losses[-20:]
+                progress(step + 1, end, sum(recent) / len(recent))
+            if checkpoint:
+                save(step + 1)
+    read_losses()
     elapsed = time.perf_counter() - t0
     save(end)
     model.eval()
