@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -11,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from payfm.cli.main import cli
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.features.training_set import load_backfill
@@ -19,8 +22,9 @@ from payfm.synth import WorldConfig, generate_world
 from payfm.training.data import feature_matrix
 from payfm.training.labels import fraud_labels
 from payfm.training.predict import SCORE_COLUMNS, score_window
+from payfm.training.splits import prequential_folds
 from payfm.training.tasks import task
-from payfm.training.trainer import TrainConfig, register_result, train
+from payfm.training.trainer import TrainConfig, prepare, register_result, train
 
 FS = tiny_set()
 CFG = TrainConfig(horizon_days=10, val_days=7, test_days=7, gap_days=3, params={"gbdt": {"n_estimators": 60}})
@@ -117,32 +121,61 @@ def test_score_window_scores_the_window_with_the_registered_model(ws: Workspace,
 
 
 def test_cli_train_registers_candidates_and_prints_a_comparison(tmp_path: Path, ws: Workspace) -> None:
-    r = CliRunner().invoke(
-        cli,
-        [
-            "-w",
-            str(ws.root),
-            "train",
-            "--model",
-            "lr",
-            "--set",
-            "tiny",
-            "--horizon-days",
-            "10",
-            "--val-days",
-            "7",
-            "--test-days",
-            "7",
-            "--gap-days",
-            "3",
-        ],
-        catch_exceptions=False,
-    )
+    args = ["--set", "tiny", "--val-days", "7", "--test-days", "7", "--gap-days", "3"]
+
+    def run(*more: str) -> Any:
+        return CliRunner().invoke(cli, ["-w", str(ws.root), "train", *args, *more])
+
+    r = run("--model", "lr", "--horizon-days", "10")
     assert r.exit_code == 0, r.output
     assert "validation and test" in r.output and "immature labels left out" in r.output
+    assert "fitted on every charge" in r.output
     assert Registry(ws).get("fraud-lr").stage == "candidate"
-    args = ["--val-days", "7", "--test-days", "7", "--gap-days", "3"]
-    r = CliRunner().invoke(
-        cli, ["-w", str(ws.root), "train", "--set", "tiny", "--horizon-days", "200", *args]
-    )
+    r = run("--horizon-days", "200")
     assert r.exit_code == 1 and "with mature labels" in r.output
+    r = run("--model", "lr", "--horizon-days", "10", "--train-on", "authorized")
+    assert r.exit_code == 0 and "fitted on authorized charges" in r.output
+    assert Registry(ws).list("fraud-lr")[-1].entry["split"]["train_on"] == "authorized"
+
+
+def test_train_on_authorized_fits_on_authorized_charges_and_tests_on_every_charge(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import payfm.training.trainer as trainer
+
+    t = task("fraud")
+    data, every = prepare(ws, t, FS, CFG)
+    authorized_cfg = replace(CFG, train_on="authorized")
+    _, authorized = prepare(ws, t, FS, authorized_cfg)
+    outcome = np.array(data.table["outcome"].to_pylist())
+    assert list(authorized.train) == [i for i in every.train if outcome[i] == "authorized"]
+    assert list(authorized.val) == [i for i in every.val if outcome[i] == "authorized"]
+    assert len(authorized.train) < 0.95 * len(every.train)  # the world's declined charges are left out
+    np.testing.assert_array_equal(authorized.test, every.test)  # tested on every charge either way
+
+    fitted: list[int] = []  # rows each fit saw
+    real = trainer.model_class
+
+    def recording(kind: str) -> type:
+        class Recording(real(kind)):  # type: ignore[misc]
+            def fit(self, X: np.ndarray, *args: object, **kwargs: object) -> object:
+                fitted.append(len(X))
+                return super().fit(X, *args, **kwargs)
+
+        return Recording
+
+    monkeypatch.setattr(trainer, "model_class", recording)
+    [res] = train(ws, "lr", t, FS, authorized_cfg)
+    assert res.split["train_on"] == "authorized" and res.split["rows"]["train"] == len(authorized.train)
+    assert res.metrics["test_rows"] == int(data.mature[every.test].sum())
+    assert fitted == [len(authorized.train)]
+    weekly = trainer.prequential(ws, "lr", t, FS, replace(authorized_cfg, gap_days=3), weeks=2)
+    folds = prequential_folds(data.created_us, data.mature, weeks=2, gap_days=3, test_days=7)
+    assert len(weekly) == 2
+    assert fitted[1:] == [int((outcome[tr] == "authorized").sum()) for tr, _ in folds]  # each weekly fit
+
+    with pytest.raises(ConfigError, match="leaves no train rows"):
+        retry = TrainConfig(val_days=7, test_days=7, gap_days=1, train_on="authorized")
+        train(ws, "lr", task("retry_success"), FS, retry)  # its rows are declined charges
+    with pytest.raises(ConfigError, match="must be one of all, authorized"):
+        prepare(ws, t, FS, replace(CFG, train_on="declined"))

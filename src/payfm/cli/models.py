@@ -72,6 +72,14 @@ def _fmt(v: float) -> str:
     help="Which outputs of --fm the model takes after the features.",
 )
 @click.option("--fm-workers", default=1, show_default=True, type=click.IntRange(1), help="Threads for --fm.")
+@click.option(
+    "--train-on",
+    default="all",
+    show_default=True,
+    type=click.Choice(["all", "authorized"]),
+    help="Fit on every charge, or on authorized ones only: declined and blocked charges never get a dispute, "
+    "so their 0 is unknown, not genuine (docs/models.md). Test rows are every charge either way.",
+)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -90,6 +98,7 @@ def train(
     fm_name: str | None,
     fm_inputs: str,
     fm_workers: int,
+    train_on: str,
 ) -> None:
     """Train models on the backfilled features, compare them on validation, register each as a candidate.
 
@@ -127,6 +136,7 @@ def train(
         foundation_model=checkpoint,
         fm_outputs=tuple(fm_inputs.split("+")),
         fm_workers=fm_workers,
+        train_on=train_on,
     )
     with stage_progress() as update:
         results = run_train(ws, kinds, t, fs, cfg, update)
@@ -153,7 +163,8 @@ def train(
         f"rows train/val/test {s['rows']['train']:,}/{s['rows']['val']:,}/{s['rows']['test']:,}; "
         f"immature labels left out of train {s['immature_dropped']['train']:,}, "
         f"val {s['immature_dropped']['val']:,}; {s['too_recent']:,} too recent to label; "
-        f"horizon {results[0].horizon_days:g} d"
+        f"horizon {results[0].horizon_days:g} d; fitted on "
+        f"{'authorized charges' if train_on == 'authorized' else 'every charge'}"
     )
 
 

@@ -19,7 +19,7 @@ from payfm.training.tasks import Task
 class TaskData:
     """Rows sorted by (created, key): ``X`` (n, d) with NaN for missing, ``y``, ``mature``, ``created_us``."""
 
-    table: pa.Table  # key, created, label, label_time, mature, scenario (no feature columns)
+    table: pa.Table  # key, charge_id, created, label, label_time, mature, scenario, outcome (no features)
     X: np.ndarray
     y: np.ndarray
     mature: np.ndarray
@@ -59,13 +59,15 @@ def task_data(
         con.register("f", feats)
         con.register("l", labels)
         joined = con.sql(
-            f"""SELECT f.*, l.key, l.label, l.label_time, l.mature, c.scenario
+            f"""SELECT f.*, l.key, l.label, l.label_time, l.mature, c.scenario, c.outcome
                 FROM f JOIN l ON f."{task.key}" = l.key JOIN charges c ON c.charge_id = f.charge_id
                 ORDER BY f.created, l.key"""
         ).to_arrow_table()
     finally:
         con.close()
-    meta = joined.select(["key", "charge_id", "created", "label", "label_time", "mature", "scenario"])
+    meta = joined.select(
+        ["key", "charge_id", "created", "label", "label_time", "mature", "scenario", "outcome"]
+    )
     created = joined["created"].cast(pa.int64()).to_numpy(zero_copy_only=False)
     return TaskData(
         table=meta,

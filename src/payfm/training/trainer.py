@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
@@ -56,6 +57,11 @@ class TrainConfig:
     foundation_model: str | None = None
     fm_outputs: tuple[str, ...] = ("embedding",)
     fm_workers: int = 1  # threads computing the foundation model's outputs in batch
+    # "authorized": fit (training and validation rows) on authorized charges only. Declined and blocked
+    # charges never get a dispute or an early fraud warning, so their label 0 is unknown rather than genuine:
+    # counted as negatives they teach the model that card-testing bursts, mostly declined, are harmless.
+    # Test rows are every charge either way. "all": every charge of the task (the default).
+    train_on: str = "all"
 
     def horizon(self, task: Task) -> timedelta:
         return task.horizon if self.horizon_days is None else timedelta(days=self.horizon_days)
@@ -102,6 +108,20 @@ def evaluate_rows(model: Model, X: np.ndarray, y: np.ndarray, prefix: str) -> di
     }
 
 
+TRAIN_ON = ("all", "authorized")
+
+
+def fit_rows(data: TaskData, idx: np.ndarray, config: TrainConfig) -> np.ndarray:
+    """The rows of ``idx`` a model fits on under ``config.train_on``: all, or the authorized charges."""
+    if config.train_on not in TRAIN_ON:
+        raise ConfigError(f"'train_on' must be one of {', '.join(TRAIN_ON)}. Got {config.train_on!r}.")
+    if config.train_on == "all":
+        return idx
+    authorized = np.asarray(pc.equal(data.table["outcome"], "authorized"), dtype=bool)
+    kept: np.ndarray = idx[authorized[idx]]
+    return kept
+
+
 def prepare(ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig) -> tuple[TaskData, Split]:
     """The task's data and its time split (mature train/val rows, every test row)."""
     data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task))
@@ -123,8 +143,14 @@ def prepare(ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig) ->
         gap_days=config.gap_days,
         end_us=end_us,
     )
+    split = replace(split, train=fit_rows(data, split.train, config), val=fit_rows(data, split.val, config))
     for part in ("train", "val"):
         idx = getattr(split, part)
+        if len(idx) == 0 and config.train_on != "all":
+            raise ConfigError(
+                f"Task '{task.name}': --train-on {config.train_on} leaves no {part} rows (the task's rows "
+                "are not authorized charges); use --train-on all."
+            )
         if len(np.unique(data.y[idx])) < 2:
             raise ConfigError(
                 f"Task '{task.name}': the {part} period needs mature positives and negatives. "
@@ -178,7 +204,7 @@ def fit_on_split(
         task=task.name,
         params=params,
         metrics=metrics,
-        split=split.summary(),
+        split={**split.summary(), "train_on": config.train_on},
         window={
             f"{k}_{e}": _iso(v) for k, (s, t) in split.bounds.items() for e, v in (("start", s), ("end", t))
         },
@@ -300,6 +326,7 @@ def prequential(
         data = _fm_columns(ws, data, first, "the first prequential test week", cfg)
     rows = []
     for train_idx, test_idx in folds:
+        train_idx = fit_rows(data, train_idx, cfg)
         if len(np.unique(data.y[train_idx])) < 2:
             continue
         model = model_class(kind)(calibration="none", seed=cfg.seed, **cfg.params.get(kind, {}))
