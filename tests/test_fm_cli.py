@@ -43,6 +43,39 @@ def test_pretrain_then_embed_and_clean_error(tmp_path: Path) -> None:
     bad = runner.invoke(cli, ["-w", str(tmp_path), "fm", "evaluate", "--fm-inputs", "embedding+novelty"])
     assert bad.exit_code == 2 and "--fm-inputs" in bad.output and "novelty" in bad.output
     assert "Traceback" not in bad.output
+    missing = runner.invoke(cli, ["-w", str(tmp_path), "fm", "embed", "--name", "nope"])
+    assert "Checkpoints here: default (--name)" in missing.output  # the ones that exist, named
+
+    # Run again past its end, a checkpoint is left as it is: no rewound step counter, no new weights (a
+    # model registered on it would otherwise be refused for a changed content hash).
+    from payfm.fm.identity import checkpoint_hash
+
+    before = checkpoint_hash(tmp_path / "fm" / "default")
+    again = runner.invoke(cli, [*args[:4], "--steps", "1", *args[6:]], catch_exceptions=False)
+    said = " ".join(again.output.split())
+    assert again.exit_code == 0 and "at step 2 already" in said and "nothing to train" in said
+    assert checkpoint_hash(tmp_path / "fm" / "default") == before
+    assert '"step": 2' in (tmp_path / "fm" / "default" / "config.json").read_text()
+
+
+def test_bad_fm_options_are_one_line_errors_naming_the_option(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path, create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=1_000, days=2, seed=2)), "replace")
+    base = ["-w", str(tmp_path), "fm"]
+    cases = [
+        (["pretrain", "--batch-size", "0"], "--batch-size"),
+        (["pretrain", "--steps", "-1"], "--steps"),
+        (["pretrain", "--epochs", "0"], "--epochs"),
+        (["pretrain", "--max-charges", "0"], "--max-charges"),
+        (["pretrain", "--n-embd", "30", "--n-head", "4"], "--n-embd"),
+        (["--threads", "0", "embed"], "--threads"),
+        (["evaluate", "--train-frac", "1.5"], "--train-frac"),
+        (["parity", "--tolerance", "-1"], "--tolerance"),
+    ]
+    for args, option in cases:
+        r = CliRunner().invoke(cli, [*base, *args])
+        assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output, (args, r.output)
+    assert not (tmp_path / "fm").exists()  # refused before any work
 
 
 def test_pretrain_options_reach_the_checkpoint_and_progress_counts_steps(tmp_path: Path) -> None:

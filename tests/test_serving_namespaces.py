@@ -125,6 +125,11 @@ def test_a_namespace_a_running_server_reads_is_not_dropped_and_is_forgotten_when
     assert live_servers(redis_scratch, ns) == []  # a server that stops says so at once
     dropped = runner.invoke(cli, [*base, "drop", ns, "--state", REDIS_SCRATCH_URL, "--yes"])
     assert dropped.exit_code == 0 and not list(redis_scratch.scan_iter(f"{ns}:*"))
+    again = runner.invoke(cli, [*base, "drop", ns, "--state", REDIS_SCRATCH_URL, "--yes"])  # a typo, say
+    assert again.exit_code == 1 and "holds no keys" in again.output
+    not_redis = runner.invoke(cli, [*base, "list", "--state", "memory"])
+    assert not_redis.exit_code == 1 and "must be a redis://" in not_redis.output
+    assert "Traceback" not in again.output + not_redis.output
 
     # A server that dies without closing is forgotten after the TTL; alive, its thread renews the key.
     dying = Presence(redis_scratch, ttl_s=1)

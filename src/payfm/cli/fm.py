@@ -19,7 +19,9 @@ from payfm.events.workspace import Workspace
 
 
 @click.group()
-@click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option(
+    "--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice)."
+)
 def fm(threads: int | None) -> None:
     """The payments foundation model: a transformer over card and merchant charge sequences."""
     if threads is not None:
@@ -36,10 +38,21 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
 
 @fm.command()
 @click.option(
-    "--epochs", type=float, default=1.0, show_default=True, help="Passes over the training charges."
+    "--epochs",
+    type=click.FloatRange(0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Passes over the training charges.",
 )
-@click.option("--steps", type=int, default=None, help="Total optimizer steps (overrides --epochs).")
-@click.option("--max-charges", type=int, default=None, help="Pretrain on the first N charges only.")
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    default=None,
+    help="Total optimizer steps, counted from the checkpoint's first (overrides --epochs).",
+)
+@click.option(
+    "--max-charges", type=click.IntRange(1), default=None, help="Pretrain on the first N charges only."
+)
 @click.option(
     "--until-frac",
     type=click.FloatRange(0.0, 1.0, min_open=True),
@@ -63,7 +76,13 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
     show_default=True,
     help="Channels per view (x2 = embedding).",
 )
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Global batch (all processes).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Global batch (all processes).",
+)
 @click.option(
     "--lr",
     type=click.FloatRange(0.0, min_open=True),
@@ -78,7 +97,7 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
     show_default=True,
     help="Steps of linear learning-rate warm-up.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, rows and masks.")
 @click.option("--name", default="default", show_default=True, help="Checkpoint name (workspace fm/<name>).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
 @click.pass_context
@@ -109,6 +128,10 @@ def pretrain(
     from payfm.fm.pretrain import pretrain as run
     from payfm.fm.sequences import time_cut
 
+    if n_embd % n_head:
+        raise click.BadParameter(
+            f"must be divisible by --n-head ({n_head}). Got {n_embd}.", param_hint="'--n-embd'"
+        )
     ws = Workspace.open(ctx.obj["workspace"])
     until = time_cut(ws, until_frac) if until_frac < 1.0 else None
     cfg = PretrainConfig(
@@ -127,6 +150,12 @@ def pretrain(
     )
     with loss_progress("pretraining", show=os.environ.get("RANK", "0") == "0") as update:
         result = run(ws, cfg, out=_checkpoint(ws, name), resume=not fresh, progress=update)
+    if not result.trained:
+        console.print(
+            f"Checkpoint {name} is at step {result.step} already, at or past the end of this run: nothing "
+            "to train. Ask for more --steps or --epochs to go on, or pass --fresh to start over."
+        )
+        return
     last = sum(result.losses[-20:]) / max(len(result.losses[-20:]), 1)
     console.print(
         f"Pretrained to step {result.step} ({result.charges_per_s:,.0f} charges/s, loss {last:.3f}) "
@@ -172,7 +201,11 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
     "--surprise", is_flag=True, help="Compare the surprise too (the outputs a model on both takes)."
 )
 @click.option(
-    "--tolerance", type=float, default=1e-5, show_default=True, help="Largest |online - offline| allowed."
+    "--tolerance",
+    type=click.FloatRange(0.0),
+    default=1e-5,
+    show_default=True,
+    help="Largest |online - offline| allowed.",
 )
 @click.option(
     "--state",
@@ -221,7 +254,13 @@ def parity(ctx: click.Context, name: str, charges: int, surprise: bool, toleranc
 
 @fm.command()
 @click.option("--name", default="default", show_default=True, help="Checkpoint name.")
-@click.option("--train-frac", type=float, default=0.7, show_default=True, help="Training window share.")
+@click.option(
+    "--train-frac",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.7,
+    show_default=True,
+    help="Training window share.",
+)
 @click.option(
     "--resamples", type=int, default=100, show_default=True, help="Bootstrap resamples (of incidents)."
 )

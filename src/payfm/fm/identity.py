@@ -34,11 +34,19 @@ def checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     """A checkpoint's ``config.json`` (a clear error when there is no checkpoint at ``path``)."""
     root = Path(path)
     if not (root / "config.json").is_file():
-        raise ConfigError(
-            f"No foundation-model checkpoint at '{root}': expected config.json. Run `payfm fm pretrain`."
-        )
+        raise missing_checkpoint(root)
     meta: dict[str, Any] = json.loads((root / "config.json").read_text())
     return meta
+
+
+def missing_checkpoint(root: Path) -> ConfigError:
+    """The error for no checkpoint at ``root``, naming the checkpoints beside it (``--name``)."""
+    others = sorted(p.name for p in root.parent.glob("*") if (p / "config.json").is_file())
+    have = f"Checkpoints here: {', '.join(others)} (--name)." if others else "There is none yet."
+    return ConfigError(
+        f"No foundation-model checkpoint at '{root}': expected config.json. {have} "
+        "Run `payfm fm pretrain --name NAME` to make one."
+    )
 
 
 def seen_until(meta: dict[str, Any]) -> int | None:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
+from payfm.fm.identity import checkpoint_meta
 from payfm.fm.model import FMConfig, FoundationModel
 from payfm.fm.sequences import Sequences, build_sequences, read_charges
 from payfm.fm.tokenizer import MASK, OUTCOME_FIELD, PAD, Tokenizer
@@ -84,6 +86,7 @@ class PretrainResult:
     step: int
     losses: list[float] = field(default_factory=list)
     charges_per_s: float = 0.0
+    trained: bool = True  # False: the checkpoint was at or past the run's last step; nothing was changed
 
 
 def checkpoint_dir(ws: Workspace, name: str = DEFAULT_NAME) -> Path:
@@ -128,11 +131,7 @@ def save_checkpoint(
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FoundationModel, Tokenizer, dict[str, Any]]:
     """The model (eval mode, CPU), its tokenizer and the checkpoint's ``config.json``."""
     root = Path(path)
-    if not (root / "config.json").exists():
-        raise ConfigError(
-            f"No foundation-model checkpoint at '{root}': expected config.json. Run `payfm fm pretrain`."
-        )
-    meta: dict[str, Any] = json.loads((root / "config.json").read_text())
+    meta = checkpoint_meta(root)
     tokenizer = Tokenizer.from_json(json.loads((root / "tokenizer.json").read_text()))
     if tokenizer.version != meta["tokenizer_version"]:
         raise ConfigError(
@@ -226,14 +225,18 @@ def pretrain(
     if resume and (path / "config.json").exists():
         model, tokenizer, meta = load_checkpoint(path)
         if model.config != config.model_config(tokenizer):
-            raise ConfigError(f"Checkpoint '{path}' has another model config; pass a new --out or no resume.")
+            raise ConfigError(
+                f"Checkpoint '{path}' has another model config (--seq-len, --n-layer, --n-head, --n-embd); "
+                "resume it with its own, or pass another --name or --fresh."
+            )
         before = meta.get("pretrain", {})
         window = (before.get("until_us"), before.get("max_charges"))
         if window != (config.until_us, config.max_charges):
             raise ConfigError(
-                f"Checkpoint '{path}' was pretrained on another window of the log (until_us, max_charges = "
-                f"{window[0]}, {window[1]}); resuming on ({config.until_us}, {config.max_charges}) would "
-                "misstate what it has seen. Resume with the same window, or start over with --fresh."
+                f"Checkpoint '{path}' was pretrained on another window of the log: charges before "
+                f"{_when(window[0])}, {_first(window[1])}; this run asks for charges before "
+                f"{_when(config.until_us)}, {_first(config.max_charges)}. Resuming would misstate what it "
+                "has seen: resume with its --until-frac and --max-charges, or start over with --fresh."
             )
         rate = (before.get("lr", config.lr), before.get("warmup", config.warmup))
         if rate != (config.lr, config.warmup):
@@ -252,7 +255,9 @@ def pretrain(
         sequences = build_sequences(charges, tokenizer, config.seq_len)
     n = len(sequences)
     if n == 0:
-        raise ConfigError("Pretraining: expected charges in the training window. Got none.")
+        raise ConfigError(
+            "Pretraining: expected charges in the training window (--until-frac, --max-charges). Got none."
+        )
     # The end (exclusive) of the charges the weights have seen, over every run: what a downstream model's
     # validation period must start after (``payfm train --fm``, ``fm evaluate``).
     seen_until_us = max(int(meta.get("seen_until_us", 0)), int(sequences.created_us.max()) + 1)
@@ -269,6 +274,8 @@ def pretrain(
     batch = min(config.batch_size, n - n % world) if n >= world else n
     total = config.steps if config.steps is not None else math.ceil(config.epochs * n / batch)
     end = min(total, stop_at) if stop_at is not None else total
+    if start >= end and start > 0:  # run again after it finished: the checkpoint is left as it is
+        return PretrainResult(path=path, step=start, losses=losses, trained=False)
     use_amp = device.type == "cuda"
 
     def save(step: int) -> None:
@@ -341,6 +348,14 @@ def pretrain(
     return PretrainResult(
         path=path, step=end, losses=losses, charges_per_s=done / elapsed if elapsed > 0 else 0.0
     )
+
+
+def _when(us: int | None) -> str:
+    return "the end of the log" if us is None else datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
+
+
+def _first(n: int | None) -> str:
+    return "every charge" if n is None else f"the first {n:,} charges (--max-charges {n})"
 
 
 def _probs(config: PretrainConfig) -> tuple[float, float]:

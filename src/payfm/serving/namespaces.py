@@ -24,7 +24,7 @@ from typing import Any
 
 from payfm.errors import ConfigError
 from payfm.features.state import FORMAT
-from payfm.redis_load import live_servers, unlink_namespace
+from payfm.redis_load import is_redis_url, live_servers, unlink_namespace
 from payfm.registry import Registry
 
 SERVED = ("(production)", "(shadow)")  # the stages a server runs
@@ -71,6 +71,9 @@ def _users(registry: Registry | None, prefix: str) -> dict[str, list[str]]:
 
 def _client(url: str) -> Any:
     import redis
+
+    if not is_redis_url(url):
+        raise ConfigError(f"--state must be a redis://, rediss:// or unix:// URL. Got {url!r}.")
 
     try:
         client = redis.Redis.from_url(url)
@@ -149,4 +152,7 @@ def drop_namespace(
             f"Namespace '{name}' holds the online state of {', '.join(used)}; dropping it makes that model's "
             "servers rebuild it from the event log at their next start. Pass --force to drop it anyway."
         )
-    return unlink_namespace(client, name)
+    n = unlink_namespace(client, name)
+    if n == 0:
+        raise ConfigError(f"Namespace '{name}' holds no keys in {url}: see `payfm serve state list`.")
+    return n
