@@ -8,6 +8,7 @@ Under torchrun, `payfm fm pretrain` trains with DistributedDataParallel::
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import click
@@ -184,8 +185,13 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
 
     ws = Workspace.open(ctx.obj["workspace"])
     outputs = ("embedding", "surprise") if surprise else ("embedding",)
+    t0 = time.perf_counter()
     path, table = run(ws, _checkpoint(ws, name), out=out, workers=workers, outputs=outputs)
-    console.print(f"Embedded {table.num_rows:,} charges -> {path}")
+    took = time.perf_counter() - t0
+    console.print(
+        f"Embedded {table.num_rows:,} charges in {took:.1f} s ({table.num_rows / max(took, 1e-9):,.0f} "
+        f"charges/s) -> {path}"
+    )
 
 
 @fm.command()

@@ -23,8 +23,11 @@ from rich.table import Table
 
 from payfm.events.summary import LogSummary
 
-console = Console()
-err_console = Console(stderr=True)
+# Output piped to a file or another program gets 160 columns rather than Rich's 80: tables keep whole model
+# references and slice names there (a terminal's own width is used as it is).
+PIPED_WIDTH = 160
+console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 
 @contextmanager

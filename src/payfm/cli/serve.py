@@ -28,7 +28,7 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
 
 @click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind.")
 @click.option(
     "--decision-log",
     default="sqlite",
@@ -51,7 +51,12 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     help="Event-loop queueing delay (ms) beyond which requests get 503 (load shedding).",
 )
 @click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body (bytes).")
-@click.option("--snapshot-every", default=100_000, show_default=True, help="Snapshot the state every n.")
+@click.option(
+    "--snapshot-every",
+    default=100_000,
+    show_default=True,
+    help="Snapshot the memory state every N decisions.",
+)
 @click.option(
     "--durability",
     type=click.Choice(["fsync", "os"]),
@@ -128,6 +133,7 @@ def keys_create(ctx: click.Context, name: str) -> None:
 @keys.command("list")
 @click.pass_context
 def keys_list(ctx: click.Context) -> None:
+    """Every key: name, id, creation time, active or revoked (never the key itself)."""
     for k in _keystore(ctx).list():
         status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
         click.echo(f"{k['name']}\t{k['id']}\tcreated {k['created_at']}\t{status}")
@@ -137,6 +143,7 @@ def keys_list(ctx: click.Context) -> None:
 @click.argument("name")
 @click.pass_context
 def keys_revoke(ctx: click.Context, name: str) -> None:
+    """Revoke the key NAME: requests with it get 401 from then on."""
     _keystore(ctx).revoke(name)
     click.echo(f"revoked {name}")
 
