@@ -111,6 +111,32 @@ def test_a_failed_load_releases_the_lock_and_a_process_catches_up_with_its_own_d
         b.close(snapshot=False)
 
 
+def test_a_process_catches_the_shared_state_up_with_outcomes_it_counted_elsewhere(
+    world: Workspace, tmp_path: Path, redis_scratch: Any
+) -> None:
+    """Process b counted a fraud dispute on its own memory state (its decision log holds the outcome and no
+    charge); the shared state loaded by a lacks it; b joins on Redis and counts it there, once."""
+    last = world.read("charges").sort_by([("created", "ascending")]).to_pylist()[-1]
+    b_ws = _copy(world, tmp_path / "b")
+    alone = Scorer.open(b_ws)
+    dispute = {"dispute_id": "dp_elsewhere", "charge_id": last["charge_id"], "reason": "fraudulent"}
+    when = (last["created"] + timedelta(hours=1)).isoformat()
+    got = alone.record_outcome("disputes", dispute | {"created": when, "amount": 1_000, "currency": "usd"})
+    assert got["applied"]
+    alone.close(snapshot=False)
+    a = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)
+    probe = {**last, "charge_id": "ch_probe", "created_us": 10**17}
+    before = a.online.features(probe)["card.count_fraud_disputes_all"]
+    b = Scorer.open(b_ws, state=REDIS_SCRATCH_URL)
+    try:
+        assert (before, a.online.features(probe)["card.count_fraud_disputes_all"]) == (before, before + 1)
+        Scorer.open(b_ws, state=REDIS_SCRATCH_URL).close(snapshot=False)  # nothing missing now
+        assert a.online.features(probe)["card.count_fraud_disputes_all"] == before + 1
+    finally:
+        a.close(snapshot=False)
+        b.close(snapshot=False)
+
+
 def test_the_load_lock_is_fenced_and_a_load_starts_from_an_empty_namespace(redis_scratch: Any) -> None:
     from payfm.errors import ConfigError
     from payfm.redis_load import LoadLock

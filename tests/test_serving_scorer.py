@@ -240,6 +240,19 @@ def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:
         # A catch-up reads only the events within the TTL: the older ones are left out in SQL.
         since = to_us(charge(2)["created"], "c")
         assert [p["charge_id"] for _, _, p in s2.log.events_after(0, not_before_us=since)] == ["ch_2", "ch_3"]
+        dispute = {
+            "dispute_id": "dp_1",
+            "charge_id": "ch_3",
+            "reason": "fraudulent",
+            "amount": 1,
+            "currency": "usd",
+        }
+        s2.record_outcome("disputes", dispute | {"created": "2026-03-02T00:00:00+00:00"})
+        s2.record_outcome(
+            "disputes", dispute | {"dispute_id": "dp_2", "created": "2026-03-03T00:00:00+00:00"}
+        )
+        day = to_us("2026-03-02T00:00:00+00:00", "c")  # dp_2 was not counted (ch_3's dispute was already)
+        assert s2.log.recent_outcomes(5) == [("fraud_disputes", "dp_1", "ch_3", day)]
         s2.close(snapshot=False)
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as con:

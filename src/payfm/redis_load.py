@@ -125,13 +125,14 @@ class LoadLock:
             self._token = None
 
 
-def all_claimed(client: Any, ns: str, charge_ids: list[str]) -> bool:
-    """Every one of ``charge_ids`` has its claim ``{ns}:c:{id}`` (learned or counted) in namespace ``ns``."""
+def all_claimed(client: Any, ns: str, charge_ids: list[str], kind: str = "c") -> bool:
+    """Every one of ``charge_ids`` has its claim ``{ns}:{kind}:{id}`` in namespace ``ns``: ``c`` a charge
+    learned or counted, ``o`` an outcome counted (the id is then its claim)."""
     if not charge_ids:
         return True
     pipe = client.pipeline(transaction=False)
     for cid in charge_ids:
-        pipe.exists(f"{ns}:c:{cid}")
+        pipe.exists(f"{ns}:{kind}:{cid}")
     return all(int(x) for x in pipe.execute())
 
 

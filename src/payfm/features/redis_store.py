@@ -31,7 +31,7 @@ import orjson
 import redis
 
 from payfm.errors import ConfigError
-from payfm.features.definitions import FeatureSet
+from payfm.features.definitions import FeatureSet, outcome_claim
 from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
@@ -260,6 +260,11 @@ class RedisStore(StateStore):
     def learned_all(self, charge_ids: list[str]) -> bool:
         """Every one of ``charge_ids`` was counted in this namespace."""
         return all_claimed(self.client, self.ns, charge_ids)
+
+    def counted_all(self, outcomes: list[tuple[str, str, str]]) -> bool:
+        """Every one of ``outcomes`` (label source, outcome id, charge id) was counted in this namespace."""
+        claims = [outcome_claim(source, oid, cid) for source, oid, cid in outcomes]
+        return all_claimed(self.client, self.ns, claims, kind="o")
 
 
 def _as_json(st: State | list[Any]) -> list[Any]:

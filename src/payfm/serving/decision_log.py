@@ -392,6 +392,16 @@ class DecisionLog(ABC):
         latest = self._fetch("SELECT max(created_us) FROM decisions")[0][0]
         return ids[::-1], (int(latest) if latest is not None else None)
 
+    def recent_outcomes(self, n: int) -> list[tuple[str, str, str, int]]:
+        """``(label source, outcome id, charge id, created_us)`` of the last ``n`` outcomes this log's process
+        counted in its features (oldest first): what a shared state's staleness check reads."""
+        rows = self._fetch(
+            "SELECT source, outcome_id, charge_id, created_us FROM outcomes "
+            "WHERE applied = 1 AND source IS NOT NULL ORDER BY seq DESC LIMIT ?",
+            (n,),
+        )
+        return [(str(s), str(o), str(c), int(t)) for s, o, c, t in rows][::-1]
+
     def max_seq(self) -> int:
         rows = self._fetch(
             "SELECT max(s) FROM (SELECT max(seq) AS s FROM decisions "

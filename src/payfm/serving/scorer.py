@@ -401,9 +401,10 @@ class Scorer(FeedbackMixin):
         """Start a Redis state as a memory state starts: the first serving process of this feature set
         builds the state in memory from the event log and its decision log, then writes it to Redis once
         (:meth:`RedisStore.load`, under the namespace's load lock). A process that finds it loaded catches it
-        up with the charges and outcomes of its decision log it misses (the last ones checked; ids counted
-        already count once, late ones land in their own tiles), e.g. after serving another feature set; only
-        those within the charge TTL of its latest charge, whose claims have not expired."""
+        up with the charges and outcomes of its decision log it misses (the last decided charges and the
+        last counted outcomes are checked; ids counted already count once, late ones land in their own
+        tiles), e.g. after serving another feature set; only those within the charge TTL of its latest
+        event, whose claims have not expired."""
         if store.begin_load():
             try:
                 t0 = time.perf_counter()
@@ -423,11 +424,17 @@ class Scorer(FeedbackMixin):
                 time.perf_counter() - t0,
             )
             return
-        recent, latest = self.log.recent_charges(STALE_CHECK)
-        if latest is not None and not store.learned_all(recent):
-            # Claims expire after the charge TTL: an older event's claim may be gone although it was
-            # counted, so only the events within the TTL of the latest decided charge are applied.
-            n = self._apply_logged(self.online, 0, latest - store.charge_ttl_s * 1_000_000)
+        recent, latest_charge = self.log.recent_charges(STALE_CHECK)
+        outcomes = self.log.recent_outcomes(STALE_CHECK)
+        times = [t for t in (latest_charge, max((o[3] for o in outcomes), default=None)) if t is not None]
+        if not times:
+            return
+        # Claims expire after the charge TTL: an older event's claim may be gone although it was counted,
+        # so only the events within the TTL of the latest logged one are checked and applied.
+        since = max(times) - store.charge_ttl_s * 1_000_000
+        counted = [(source, oid, cid) for source, oid, cid, t in outcomes if t >= since]
+        if not store.learned_all(recent) or not store.counted_all(counted):
+            n = self._apply_logged(self.online, 0, since)
             log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
 
     def snapshot(self) -> Path | None:
