@@ -68,6 +68,8 @@ def test_bad_fm_options_are_one_line_errors_naming_the_option(tmp_path: Path) ->
         (["pretrain", "--epochs", "0"], "--epochs"),
         (["pretrain", "--max-charges", "0"], "--max-charges"),
         (["pretrain", "--n-embd", "30", "--n-head", "4"], "--n-embd"),
+        (["pretrain", "--seed", "-1"], "--seed"),
+        (["evaluate", "--resamples", "0"], "--resamples"),
         (["--threads", "0", "embed"], "--threads"),
         (["evaluate", "--train-frac", "1.5"], "--train-frac"),
         (["parity", "--tolerance", "-1"], "--tolerance"),

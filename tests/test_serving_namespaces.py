@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from payfm.cli.main import cli
@@ -140,3 +141,37 @@ def test_a_namespace_a_running_server_reads_is_not_dropped_and_is_forgotten_when
     dying._thread.join()  # type: ignore[union-attr]
     time.sleep(1.2)
     assert live_servers(redis_scratch, ns) == []
+
+
+def test_presence_moves_with_the_namespaces_and_closing_never_fails(
+    tmp_path: Path, redis_scratch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis
+
+    me = f"{socket.gethostname()} pid {os.getpid()}"
+    p = Presence(redis_scratch)
+    p.serve(["payfm:a.f3", "payfm:fm:b"])
+    p.serve(["payfm:fm:b"])  # a promotion: the features' namespace is no longer read
+    assert live_servers(redis_scratch, "payfm:a.f3") == [] and live_servers(redis_scratch, "payfm:fm:b") == [
+        me
+    ]
+    p.client = redis.Redis.from_url("redis://127.0.0.1:1/0")  # Redis away at shutdown
+    p.close()  # logs, does not raise: the key expires on its own
+    assert redis_scratch.ttl(p.key("payfm:fm:b")) > 0
+    p.serve(["payfm:c.f3"])  # a reload finishing after close: nothing written
+    assert live_servers(redis_scratch, "payfm:c.f3") == []
+
+    # A server says it reads its features' namespace from the start, while it loads it (minutes on a big
+    # log), not only once it is ready.
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=1_000, days=2, seed=4)), "replace")
+    during: list[list[str]] = []
+    real = RedisStore.load
+
+    def watching(self: RedisStore, memory: Any, **kw: Any) -> int:
+        during.append(live_servers(redis_scratch, self.ns))
+        return real(self, memory, **kw)
+
+    monkeypatch.setattr(RedisStore, "load", watching)
+    Scorer.open(ws, state=REDIS_SCRATCH_URL).close(snapshot=False)
+    assert during == [[me]]

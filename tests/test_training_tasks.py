@@ -177,5 +177,7 @@ def test_train_on_authorized_fits_on_authorized_charges_and_tests_on_every_charg
     with pytest.raises(ConfigError, match="leaves no train rows"):
         retry = TrainConfig(val_days=7, test_days=7, gap_days=1, train_on="authorized")
         train(ws, "lr", task("retry_success"), FS, retry)  # its rows are declined charges
+    with pytest.raises(ConfigError, match="leaves no training rows"):
+        trainer.prequential(ws, "lr", task("retry_success"), FS, retry, weeks=2)
     with pytest.raises(ConfigError, match="must be one of all, authorized"):
         prepare(ws, t, FS, replace(CFG, train_on="declined"))

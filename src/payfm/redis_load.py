@@ -178,8 +178,11 @@ class Presence:
         return f"{ns}:live:{self.id}"
 
     def serve(self, namespaces: Iterable[str]) -> None:
-        """Serve from exactly ``namespaces`` now (those left are released at once)."""
+        """Serve from exactly ``namespaces`` now (those left are released at once); nothing after
+        :meth:`close`."""
         with self._lock:
+            if self._stop.is_set():
+                return
             new = tuple(dict.fromkeys(namespaces))
             gone = [self.key(ns) for ns in self._namespaces if ns not in new]
             self._namespaces = new
@@ -205,12 +208,17 @@ class Presence:
                 log.warning("could not renew this server's presence in Redis: %s", e)
 
     def close(self) -> None:
-        """Stop renewing and delete this process's keys."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        """Stop renewing and delete this process's keys (with Redis away, they expire after the TTL)."""
         with self._lock:
+            self._stop.set()
             keys = [self.key(ns) for ns in self._namespaces]
             self._namespaces = ()
-            if keys:
+        if self._thread is not None:
+            self._thread.join()
+        if keys:
+            try:
                 self.client.delete(*keys)
+            except Exception as e:  # closing must not fail: the keys expire on their own
+                log.warning(
+                    "could not delete this server's presence in Redis (it expires in %d s): %s", self.ttl_s, e
+                )

@@ -98,7 +98,13 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
     show_default=True,
     help="Steps of linear learning-rate warm-up.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the weights, rows and masks.")
+@click.option(
+    "--seed",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Seed of the weights, rows and masks.",
+)
 @click.option("--name", default="default", show_default=True, help="Checkpoint name (workspace fm/<name>).")
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
 @click.pass_context
@@ -268,7 +274,11 @@ def parity(ctx: click.Context, name: str, charges: int, surprise: bool, toleranc
     help="Training window share.",
 )
 @click.option(
-    "--resamples", type=int, default=100, show_default=True, help="Bootstrap resamples (of incidents)."
+    "--resamples",
+    type=click.IntRange(1),
+    default=100,
+    show_default=True,
+    help="Bootstrap resamples (of incidents).",
 )
 @click.option(
     "--gbdt-seeds",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,10 +25,19 @@ from rich.table import Table
 from payfm.events.summary import LogSummary
 
 # Output piped to a file or another program gets 160 columns rather than Rich's 80: tables keep whole model
-# references and slice names there (a terminal's own width is used as it is).
+# references and slice names there. A terminal's own width, or COLUMNS when set, is used as it is.
 PIPED_WIDTH = 160
-console = Console(width=None if sys.stdout.isatty() else PIPED_WIDTH)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
+
+
+def _width(stream: object) -> int | None:
+    isatty = getattr(stream, "isatty", None)
+    if os.environ.get("COLUMNS") or (isatty is not None and isatty()):
+        return None  # Rich's own choice
+    return PIPED_WIDTH
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
 @contextmanager

@@ -293,6 +293,8 @@ def pretrain(
 
     def prepare(step: int) -> tuple[int, torch.Tensor, torch.Tensor, float]:
         """Step ``step``'s rows and masks, this rank's slice (pinned for an asynchronous copy on CUDA)."""
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # this thread's pinning, on this rank's GPU (not GPU 0)
         rows = batch_rows(n, batch, step, config.seed)
         x, y = mask_batch(
             sequences.batch(rows), np.random.default_rng((config.seed, 7, step)), *_probs(config)

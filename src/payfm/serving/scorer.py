@@ -323,6 +323,7 @@ class Scorer(FeedbackMixin):
                 scorer._rebuild()
             elif shared is not None:  # Redis, from a URL
                 scorer._presence = presence = Presence(shared.client)
+                presence.serve([shared.ns])  # from the start: a drop while it loads would empty its state
                 scorer._load_shared(shared)
             if bundle.embedders and not isinstance(state, StateStore):  # a caller's own state: it warms them
                 scorer._warm_embedders(bundle.embedders, None)
@@ -504,11 +505,13 @@ class Scorer(FeedbackMixin):
         with self._lock:  # a periodic snapshot being written: let it finish, then take the final one
             while self._snapshotting:
                 self._drained.wait()
-        if snapshot:
-            self.snapshot()
-        if self._presence is not None:
-            self._presence.close()
-        self.log.close()
+        try:
+            if snapshot:
+                self.snapshot()
+        finally:
+            if self._presence is not None:
+                self._presence.close()
+            self.log.close()
 
     def _settled(self) -> int:
         """Wait for decisions in flight, commit the log; the sequence number everything up to is logged.

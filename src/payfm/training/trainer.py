@@ -122,6 +122,15 @@ def fit_rows(data: TaskData, idx: np.ndarray, config: TrainConfig) -> np.ndarray
     return kept
 
 
+def _some_rows(task: Task, part: str, idx: np.ndarray, config: TrainConfig) -> None:
+    """Refuse a ``train_on`` that leaves ``part`` without rows (a task whose rows it does not keep)."""
+    if len(idx) == 0 and config.train_on != "all":
+        raise ConfigError(
+            f"Task '{task.name}': --train-on {config.train_on} leaves no {part} rows (the task's rows "
+            "are not authorized charges); use --train-on all."
+        )
+
+
 def prepare(ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig) -> tuple[TaskData, Split]:
     """The task's data and its time split (mature train/val rows, every test row)."""
     data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task))
@@ -146,11 +155,7 @@ def prepare(ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig) ->
     split = replace(split, train=fit_rows(data, split.train, config), val=fit_rows(data, split.val, config))
     for part in ("train", "val"):
         idx = getattr(split, part)
-        if len(idx) == 0 and config.train_on != "all":
-            raise ConfigError(
-                f"Task '{task.name}': --train-on {config.train_on} leaves no {part} rows (the task's rows "
-                "are not authorized charges); use --train-on all."
-            )
+        _some_rows(task, part, idx, config)
         if len(np.unique(data.y[idx])) < 2:
             raise ConfigError(
                 f"Task '{task.name}': the {part} period needs mature positives and negatives. "
@@ -327,6 +332,7 @@ def prequential(
     rows = []
     for train_idx, test_idx in folds:
         train_idx = fit_rows(data, train_idx, cfg)
+        _some_rows(task, "training", train_idx, cfg)
         if len(np.unique(data.y[train_idx])) < 2:
             continue
         model = model_class(kind)(calibration="none", seed=cfg.seed, **cfg.params.get(kind, {}))
