@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -110,7 +111,10 @@ def serve(
         )
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
+        click.echo("payfm serve: stopping (final state snapshot, decision log closed)", err=True)
+        t0 = time.perf_counter()
         scorer.close()
+        click.echo(f"payfm serve: stopped in {time.perf_counter() - t0:.1f} s", err=True)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
