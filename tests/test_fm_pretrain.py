@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -68,5 +69,6 @@ def test_losses_read_back_in_batches_are_the_same_losses(
     assert grouped.losses == each.losses and len(grouped.losses) == 6
     wa, wb = _weights(each.path), _weights(grouped.path)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert [s for s, _, _ in seen] == [4, 5, 6]  # progress starts once losses are read
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4, 5, 6]  # every step, the loss as last read
+    assert all(math.isnan(loss) for _, _, loss in seen[:3]) and seen[3][2] == sum(each.losses[:4]) / 4
     assert seen[-1][2] == sum(each.losses) / 6

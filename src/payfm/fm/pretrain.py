@@ -338,9 +338,9 @@ def pretrain(
             if len(unread) >= read_every or checkpoint or step + 1 == end:
                 read_losses()
             done += size
-            if progress is not None and rank == 0 and losses:
+            if progress is not None and rank == 0:  # every step; the loss as last read (NaN before)
                 recent = losses[-20:]
-                progress(step + 1, end, sum(recent) / len(recent))
+                progress(step + 1, end, sum(recent) / len(recent) if recent else math.nan)
             if checkpoint:
                 save(step + 1)
     read_losses()

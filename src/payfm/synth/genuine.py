@@ -239,7 +239,10 @@ def plan_retries(rng: np.random.Generator, r: Rows) -> tuple[Rows, np.ndarray]:
     day = out.created.astype("datetime64[us]").astype("datetime64[D]")
     month = day.astype("datetime64[M]")
     dom = (day - month.astype("datetime64[D]")).astype(np.int64) + 1
-    nxt = np.where(dom < 15, month.astype("datetime64[D]") + 14, (month + 1).astype("datetime64[D]"))
+    first = month.astype("datetime64[D]")
+    nxt = np.where(
+        dom < 15, first + np.timedelta64(14, "D"), (month + np.timedelta64(1, "M")).astype("datetime64[D]")
+    )
     payday = nxt.astype("datetime64[us]").astype(np.int64) + rng.integers(6 * 60, 10 * 60, k) * US_PER_MINUTE
     created = np.where(payday_retry, payday, out.created + delay)
     later = (created - out.created) >= US_PER_DAY // 2
