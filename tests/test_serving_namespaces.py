@@ -160,6 +160,11 @@ def test_presence_moves_with_the_namespaces_and_closing_never_fails(
     assert redis_scratch.ttl(p.key("payfm:fm:b")) > 0
     p.serve(["payfm:c.f3"])  # a reload finishing after close: nothing written
     assert live_servers(redis_scratch, "payfm:c.f3") == []
+    bare = Presence(redis_scratch)  # a server reading a namespace emptied by `drop --force`: still listed
+    bare.serve(["payfm:d.f3"])
+    [listed] = [n for n in list_namespaces(REDIS_SCRATCH_URL) if n.name == "payfm:d.f3"]
+    assert (listed.keys, listed.bytes, listed.servers) == (0, 0, (me,))
+    bare.close()
 
     # A server says it reads its features' namespace from the start, while it loads it (minutes on a big
     # log), not only once it is ready.

@@ -99,6 +99,7 @@ def list_namespaces(
             continue
         if key.startswith(f"{ns[0]}:live:".encode()):
             live.setdefault(ns[0], []).append(key)
+            counts.setdefault(ns, 0)  # listed even with no state: a server reads it (after a forced drop)
             continue
         n = counts[ns] = counts.get(ns, 0) + 1
         some = samples.setdefault(ns, [])
@@ -114,7 +115,7 @@ def list_namespaces(
     out = []
     for (name, kind), n in counts.items():
         pipe = client.pipeline(transaction=False)
-        for key in samples[(name, kind)]:
+        for key in samples.get((name, kind), []):
             pipe.memory_usage(key)
         sizes = [int(s or 0) for s in pipe.execute()]
         estimate = round(sum(sizes) * n / max(len(sizes), 1))
