@@ -344,6 +344,14 @@ def test_a_card_number_in_an_unmapped_column_is_rejected_and_never_echoed(tmp_pa
     assert MC not in text and "5555" not in text
 
 
+def test_a_row_the_csv_parser_cannot_read_is_not_echoed_with_its_card_number(tmp_path: Path) -> None:
+    path = tmp_path / "short.csv"
+    path.write_text(f"id,ts,shop,card,amount\n1,2024-01-01T10:00:00Z,m1,{VISA}\n")  # a column short
+    text = failed_import(tmp_path, path, write_mapping(tmp_path), error=ConfigError)
+    assert "expected a readable file" in text and "[card number removed]" in text
+    assert VISA not in text
+
+
 def test_a_card_number_in_a_dropped_column_is_rejected(tmp_path: Path) -> None:
     rows = {**ROWS, "email": ["a", VISA, "c", "d"]}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))

@@ -201,6 +201,9 @@ def test_card_numbers_in_rule_text_are_rejected_without_echo() -> None:
     with pytest.raises(RuleError) as info:
         parse_rules("block if :card_last4: = '4242424242424242'")
     assert "4242424242424242" not in str(info.value)
+    with pytest.raises(RuleError, match="comments included") as info:  # a comment is stored with the text
+        parse_rules("# seen on card 4242 4242 4242 4242\nblock if :amount_usd: > 100")
+    assert "4242 4242" not in str(info.value) and info.value.line == 1
 
 
 TOKENS = [

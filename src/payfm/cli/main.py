@@ -19,6 +19,7 @@ from payfm.cli.models import models, train
 from payfm.cli.rules import lists, rules
 from payfm.cli.serve import replay, serve
 from payfm.errors import PayfmError
+from payfm.events.cards import redact_card_numbers
 from payfm.events.workspace import DEFAULT_WORKSPACE
 
 
@@ -28,8 +29,8 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except PayfmError as e:
-            raise click.ClickException(str(e)) from None
+        except PayfmError as e:  # a message never echoes a card number, whatever it quotes
+            raise click.ClickException(redact_card_numbers(str(e))) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

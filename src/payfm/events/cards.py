@@ -46,6 +46,21 @@ def contains_card_number(text: str) -> bool:
     return False
 
 
+def redact_card_numbers(text: str) -> str:
+    """``text`` with every full card number (as :func:`contains_card_number` finds them) replaced by
+    ``[card number removed]``: for messages that quote input, such as a parser's error.
+
+    >>> redact_card_numbers("got 5: 1,m1,4111 1111 1111 1111,12.50")
+    'got 5: 1,m1,[card number removed],12.50'
+    """
+
+    def one(match: re.Match[str]) -> str:
+        digits = re.sub(r"[ -]", "", match.group(0))
+        return "[card number removed]" if 13 <= len(digits) <= 19 and luhn_valid(digits) else match.group(0)
+
+    return _RUN.sub(one, text)
+
+
 def _luhn_valid_ints(values: np.ndarray) -> np.ndarray:
     """Vectorized Luhn check of non-negative int64 values, digit by digit from the right."""
     v = values.astype(np.int64, copy=True)

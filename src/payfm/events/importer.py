@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
 from payfm.events import currency
-from payfm.events.cards import card_number_rows, fingerprint
+from payfm.events.cards import card_number_rows, fingerprint, redact_card_numbers
 from payfm.events.mapping import EPOCH_UNITS, CurrencySource, FieldSpec, LabelSpec, Mapping, load_mapping
 from payfm.events.schema import ID_COLUMNS, TIMESTAMP
 from payfm.events.validate import Problem, ValidationError, validate_events
@@ -178,8 +178,10 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
                 f"received '{path.suffix}'."
             )
     except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
+        # A parser's message quotes the offending row: never echo a card number from it.
         raise ConfigError(
-            f"Import source '{path}': expected a readable file; received an error ({e})."
+            f"Import source '{path}': expected a readable file; received an error "
+            f"({redact_card_numbers(str(e))})."
         ) from None
     columns = []
     for col in table.columns:

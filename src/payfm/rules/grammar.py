@@ -306,6 +306,8 @@ def parse_rules(text: str) -> list[ast.Rule]:
     seen: dict[str, int] = {}
     for i, raw in enumerate(text.split("\n"), start=1):
         stripped = raw.strip()
+        if stripped.startswith("#") and contains_card_number(stripped):  # comments are stored too
+            raise RuleError("Rule text must not contain a card number (PAN), comments included.", line=i)
         if not stripped or stripped.startswith("#"):
             continue
         if len(rules) >= MAX_RULES:

@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 
+from payfm.events.cards import contains_card_number
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.rules import ast
@@ -75,6 +76,8 @@ def save(
 ) -> RulesetVersion:
     """Check ``text`` and store it as the next version (made active with ``activate``)."""
     check(ws, text, set_name)
+    if contains_card_number(note) or contains_card_number(author or ""):
+        raise RuleError("A ruleset's note and author must not contain a card number (PAN).")
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
     with connect(ws) as con:
