@@ -160,6 +160,10 @@ def test_cli_prints_the_summary_and_the_report_path(
     assert result.exit_code == 0, result.output
     assert "rules baseline" in result.output and "recall@1% FPR" in result.output
     assert (out / "report.html").exists() and str(out / "report.html") in result.output.replace("\n", "")
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    bad = CliRunner().invoke(cli, [*args, "--out", str(blocked / "report"), "--bootstrap", "10"])
+    assert bad.exit_code == 1 and "cannot be created" in bad.output and "Traceback" not in bad.output
 
 
 def test_cli_rejects_a_bad_date_in_one_line(world: World) -> None:

@@ -166,3 +166,21 @@ def test_backfill_file(tmp_path: Path) -> None:
     want = compute(ws.connect(), fset)
     assert _mismatches(table, want, fset.names) == {}
     assert not any(p.name.endswith(".tmp") for p in path.parent.iterdir())
+
+
+def test_a_backfill_older_than_the_event_log_is_computed_again(tmp_path: Path) -> None:
+    from payfm.errors import ConfigError
+    from payfm.features.training_set import load_backfill
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(iter(random_log(8, 1200).items()), "replace")
+    fset = default_set()
+    path, _ = backfill(ws, fset)
+    written = path.stat().st_mtime_ns
+    assert load_backfill(ws, fset).num_rows == 1200 and path.stat().st_mtime_ns == written  # current: read
+    ws.write_stream(iter(random_log(9, 700).items()), "replace")  # a new world under the same charge ids
+    table = load_backfill(ws, fset)
+    assert table.num_rows == 700 and path.stat().st_mtime_ns != written
+    assert _mismatches(table, compute(ws.connect(), fset), fset.names) == {}
+    with pytest.raises(ConfigError, match="--memory-limit"):  # pasted into DuckDB's SET: checked first
+        backfill(ws, fset, memory_limit="1GB'; COPY (SELECT 42) TO 'x.csv'; SET memory_limit='1GB")

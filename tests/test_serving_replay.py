@@ -67,3 +67,19 @@ def test_replay_of_a_window_stops_at_its_end(ws: Workspace) -> None:
     mask = pc.and_(pc.greater_equal(charges["created"], start), pc.less(charges["created"], end))
     rep = replay_in_process(ws, start, end)
     assert rep.charges == pc.sum(mask).as_py() > 0
+
+
+def test_replay_options_and_a_replay_where_every_request_fails_are_one_line_errors(ws: Workspace) -> None:
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    base = ["-w", str(ws.root), "replay"]
+    cases = [
+        (["--from", "tomorrow"], "--from must be an ISO date"),
+        (["--from", "2026-01-03", "--to", "2026-01-02"], "must be after --from"),
+        (["--from", "2026-01-03", "--http", "http://127.0.0.1:1", "--key", "k"], "no request succeeded"),
+    ]
+    for args, said in cases:
+        r = CliRunner().invoke(cli, [*base, *args])
+        assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, (args, r.output)

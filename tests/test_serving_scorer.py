@@ -360,3 +360,17 @@ def test_the_checkpointer_lives_between_start_and_close_and_restarts(tmp_path: P
         log.close()
         assert not thread.is_alive() and log._checkpointer is None
     log.close()  # twice is harmless
+
+
+def test_a_server_asked_for_a_model_it_cannot_serve_refuses_to_start(ws: Workspace) -> None:
+    from payfm.errors import ConfigError
+    from payfm.serving.scorer import ScorerConfig
+
+    with pytest.raises(ConfigError, match=r"no registered model 'fraud-lrr' \(registered: fraud-lr\)"):
+        Scorer.open(ws, config=ScorerConfig(model="fraud-lrr"))  # a typo would serve rules alone
+    register(ws, 1.0, "candidate", name="fraud-next")
+    with pytest.raises(ConfigError, match=r"no production version.*models promote fraud-next@1"):
+        Scorer.open(ws, config=ScorerConfig(model="fraud-next"))
+    served = Scorer.open(ws, config=ScorerConfig(model="fraud-lr"))
+    assert served.bundle.model_version is not None and served.bundle.model_version.name == "fraud-lr"
+    served.close(snapshot=False)

@@ -239,3 +239,35 @@ def test_a_failed_fork_writes_the_snapshot_under_the_lock(
         assert scorer.snapshot() is not None  # not stuck: the next snapshot forks again
     finally:
         scorer.close(snapshot=False)
+
+
+def test_an_outcome_the_event_log_holds_is_not_written_again_and_one_before_its_charge_is_refused(
+    tmp_path: Path,
+) -> None:
+    """POSTing an outcome of the event log (a replay over HTTP against a copy of the workspace, say) must not
+    add a second row: the backfill would count it twice and differ from the online state. An outcome dated
+    before its charge is refused, as the importer refuses it."""
+    from payfm.serving.errors import InvalidInput
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=3000, days=5, seed=4)), "replace")
+    refund = ws.read("refunds").to_pylist()[-1]
+    before = ws.count("refunds")
+    scorer = Scorer.open(ws, config=ScorerConfig(fork_snapshots=False))
+    try:
+        got = scorer.record_outcome("refunds", refund)
+        assert got["duplicate"] and not got["applied"]
+        assert ws.count("refunds") == before and not scorer.log.has_outcome("refunds", refund["refund_id"])
+        charge = ws.read("charges").to_pylist()[0]
+        early = {"dispute_id": "dp_early", "charge_id": charge["charge_id"], "reason": "fraudulent"}
+        with pytest.raises(InvalidInput, match="before its charge") as info:
+            when = charge["created"] - timedelta(days=1)
+            scorer.record_outcome("disputes", early | {"created": when, "amount": 1, "currency": "usd"})
+        assert (
+            info.value.field == "created" and "dp_early" not in ws.read("disputes")["dispute_id"].to_pylist()
+        )
+        later = early | {"created": charge["created"] + timedelta(days=1), "amount": 1, "currency": "usd"}
+        assert not scorer.record_outcome("disputes", later)["duplicate"]  # a new one is taken as before
+        assert "dp_early" in ws.read("disputes")["dispute_id"].to_pylist()
+    finally:
+        scorer.close(snapshot=False)

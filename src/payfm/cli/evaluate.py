@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
 
 import click
 from rich.table import Table
 
-from payfm.cli.render import console, err_console
-from payfm.errors import ConfigError
+from payfm.cli.render import console, err_console, iso_time
 from payfm.evaluation.evaluate import compare
 from payfm.evaluation.pipeline import evaluate_models
 from payfm.events.workspace import Workspace
-
-
-def _date(value: str | None, option: str) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigError(
-            f"The option {option} must be an ISO date or time (2026-03-01). Got {value!r}."
-        ) from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _f(x: float, fmt: str = ".3f") -> str:
@@ -62,8 +48,8 @@ def evaluate(
     paths, results = evaluate_models(
         ws,
         list(models),
-        _date(start, "--from"),
-        _date(end, "--to"),
+        iso_time(start, "--from"),
+        iso_time(end, "--to"),
         out,
         baseline=not no_baseline,
         bootstrap=bootstrap,

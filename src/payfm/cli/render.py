@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -22,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from payfm.errors import ConfigError
 from payfm.events.summary import LogSummary
 
 # Output piped to a file or another program gets 160 columns rather than Rich's 80: tables keep whole model
@@ -38,6 +40,19 @@ def _width(stream: object) -> int | None:
 
 console = Console(width=_width(sys.stdout))
 err_console = Console(stderr=True, width=_width(sys.stderr))
+
+
+def iso_time(value: str | None, option: str) -> datetime | None:
+    """An option's ISO date or time, UTC when it names no zone; a one-line error naming ``option``."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            f"The option {option} must be an ISO date or time (2026-03-01). Got {value!r}."
+        ) from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 @contextmanager

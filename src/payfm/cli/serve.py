@@ -6,11 +6,11 @@ import logging
 import signal
 import sys
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import click
 
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -217,13 +217,6 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
     click.echo(f"Dropped {namespace}: {n:,} keys.")
 
 
-def _date(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    d = datetime.fromisoformat(value)
-    return d if d.tzinfo else d.replace(tzinfo=UTC)
-
-
 @click.command()
 @click.option("--from", "start", required=True, help="First day (or timestamp) to replay, UTC.")
 @click.option("--to", "end", default=None, help="End (exclusive), UTC; default: the end of the log.")
@@ -241,12 +234,21 @@ def replay(
     ctx: click.Context, start: str, end: str | None, url: str | None, key: str | None, durability: str
 ) -> None:
     """Stream historical charges and outcomes through the scorer; print latency and the decision mix."""
+    from payfm.cli.render import iso_time
     from payfm.serving.replay import replay_http, replay_in_process
 
     ws = _ws(ctx)
-    s, e = _date(start), _date(end)
+    s, e = iso_time(start, "--from"), iso_time(end, "--to")
+    assert s is not None  # --from is required
+    if e is not None and e <= s:
+        raise ConfigError(f"--to ({end}) must be after --from ({start}).")
     if url:
         rep = replay_http(ws, s, e, url, key)
+        if rep.errors and not rep.mix:  # nothing was decided: a wrong URL or key, a server down
+            err, n = rep.errors.most_common(1)[0]
+            raise ConfigError(
+                f"Replay to {url}: no request succeeded ({n:,} x {err}); check --http and --key."
+            )
     else:
         from payfm.cli.render import progress_bar
 

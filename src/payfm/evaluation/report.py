@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from payfm import __version__
+from payfm.errors import ConfigError
 from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import EvaluationResult, compare
 from payfm.evaluation.slices import SliceRow
@@ -187,7 +188,10 @@ def write_report(
     if not results:
         raise EvaluationError("The report needs at least one evaluation result. Got none.")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"The report directory '{out}' cannot be created: {e.strerror or e}.") from None
     paths = EvaluationReport(out / "report.html", out / "report.json")
     atomic_write_bytes(paths.json, json.dumps(report_json(results), indent=1, allow_nan=False).encode())
     atomic_write_bytes(paths.html, render_html(results, title).encode())

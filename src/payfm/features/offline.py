@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -34,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
 from payfm.features.offline_columnar import (
@@ -328,6 +330,15 @@ def backfill(
     return _backfill(ws, fset, memory_limit, chunk_rows, progress, engine)
 
 
+LOG_VERSION_KEY = b"payfm.log_version"  # the workspace manifest version a backfill was computed from
+
+
+def backfill_is_current(ws: Workspace, path: Path) -> bool:
+    """The backfill at ``path`` was computed from the workspace's event log as it is now."""
+    meta = pq.read_schema(path).metadata or {}
+    return meta.get(LOG_VERSION_KEY) == str(ws.manifest()["version"]).encode()
+
+
 def _backfill(
     ws: Workspace,
     fset: FeatureSet,
@@ -336,11 +347,18 @@ def _backfill(
     progress: Callable[[int, int], None] | None,
     engine: Engine,
 ) -> tuple[Path, int]:
+    if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?)?B", memory_limit.strip(), flags=re.IGNORECASE):
+        raise ConfigError(f"--memory-limit: expected a size such as 4GB or 512MiB. Got {memory_limit!r}.")
     out_dir = ws.root / "features"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"{fset.name}-{fset.version}.parquet"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
-    meta = {b"payfm.feature_set": fset.name.encode(), b"payfm.version": fset.version.encode()}
+    meta = {
+        b"payfm.feature_set": fset.name.encode(),
+        b"payfm.version": fset.version.encode(),
+        # the event log's version read before its data: a later write makes this backfill stale
+        LOG_VERSION_KEY: str(ws.manifest()["version"]).encode(),
+    }
     spill = Path(tempfile.mkdtemp(prefix="payfm-spill-"))
     cons: list[duckdb.DuckDBPyConnection] = []
 

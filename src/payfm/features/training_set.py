@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -13,14 +14,20 @@ from payfm.events.workspace import Workspace
 from payfm.features.definitions import FeatureSet
 from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
 
+log = logging.getLogger(__name__)
+
 
 def load_backfill(ws: Workspace, fset: FeatureSet) -> pa.Table:
-    """The backfill of ``fset`` in ``ws``, computing it first if it is missing."""
+    """The backfill of ``fset`` in ``ws``, computing it first if it is missing or was computed from an
+    earlier state of the event log (charges or outcomes written since: a new world, an import, outcomes
+    appended by the decision service)."""
+    from payfm.features.offline import backfill, backfill_is_current
+
     path = ws.root / "features" / f"{fset.name}-{fset.version}.parquet"
     if path.exists():
-        return pq.read_table(path)
-    from payfm.features.offline import backfill
-
+        if backfill_is_current(ws, path):
+            return pq.read_table(path)
+        log.warning("the backfill %s is older than the event log: computing it again", path.name)
     return pq.read_table(backfill(ws, fset)[0])
 
 

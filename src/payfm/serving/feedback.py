@@ -168,12 +168,22 @@ class FeedbackMixin:
         source = label_source(table, event)
         result = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "duplicate": True}
         key = f"{table}:{oid}"
+        in_log, charge_us = self._event_log_facts(table, oid, cid)  # outside the lock: queries
+        if charge_us is not None and created_us < charge_us:
+            raise InvalidInput(
+                f"The {table} event '{oid}' is dated {event['created'].isoformat()}, before its charge "
+                f"'{cid}' ({datetime.fromtimestamp(charge_us / 1e6, UTC).isoformat()}): an outcome follows "
+                "its charge.",
+                field="created",
+            )
         with self._lock:
             if key in self._pending or self.log.has_outcome(table, oid):
                 return result
             applied = False
             if source is not None:
                 applied = self.online.apply_outcome(source, oid, cid, created_us)
+            if in_log and not applied:  # in the event log already, so counted when the state was built
+                return result
             self._seq += 1
             seq = self._seq
             self._pending[key] = Future()
@@ -191,9 +201,35 @@ class FeedbackMixin:
                 self._inflight -= 1
                 if not self._inflight:
                     self._drained.notify_all()
-        if self.append_outcomes:
+        if self.append_outcomes and not in_log:
             self._append_to_event_log(table, [event])
+        elif in_log:
+            self.log.write(_mark(table, oid))  # the event log has it (imported meanwhile): not a second row
         return {**result, "applied": applied, "duplicate": False}
+
+    def _event_log_facts(self, table: str, oid: str, cid: str) -> tuple[bool, int | None]:
+        """Whether the event log holds outcome ``oid`` of ``table`` already, and the time (us) of charge
+        ``cid`` (from the decision log, else the event log; None when neither knows it)."""
+        decided = self.log.get_charge(cid)
+        con = self.ws.connect()
+        try:
+            id_col = OUTCOME_TABLES[table]
+            in_log = bool(
+                self.ws.files(table)
+                and con.execute(f"SELECT 1 FROM {table} WHERE {id_col} = ? LIMIT 1", [oid]).fetchall()
+            )
+            if decided is not None:
+                return in_log, int(decided["created_us"])
+            row = (
+                con.execute(
+                    "SELECT epoch_us(created) FROM charges WHERE charge_id = ? LIMIT 1", [cid]
+                ).fetchall()
+                if self.ws.files("charges")
+                else []
+            )
+            return in_log, (int(row[0][0]) if row else None)
+        finally:
+            con.close()
 
     def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
         # Reviews have nullable columns that are often all null: give Arrow their types.

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
@@ -247,6 +248,22 @@ def load_bundle(
     )
 
 
+def _require_production(ws: Workspace, name: str) -> None:
+    """A server asked to serve model ``name`` refuses to start without it (a typo, a model not promoted)
+    rather than deciding on rules alone."""
+    reg = Registry(ws)
+    versions = reg.list(name) if (ws.root / "models").exists() else []
+    if not versions:
+        names = sorted({v.name for v in reg.list()}) if (ws.root / "models").exists() else []
+        have = f"registered: {', '.join(names)}" if names else "none is registered"
+        raise ConfigError(f"--model: no registered model '{name}' ({have}).")
+    if not any(v.stage == "production" for v in versions):
+        raise ConfigError(
+            f"--model: '{name}' has no production version; promote one first "
+            f"(payfm models promote {versions[-1].ref})."
+        )
+
+
 class Scorer(FeedbackMixin):
     """Decisions for one workspace: features + model + reasons + rules, recorded in the decision log."""
 
@@ -297,6 +314,8 @@ class Scorer(FeedbackMixin):
         if not isinstance(state, StateStore) and state != "memory" and not is_redis_url(state):
             raise InvalidInput(f"The state must be 'memory' or a redis:// URL. Got {state!r}.", field="state")
         fm_state = state if isinstance(state, str) else "memory"  # embedders share Redis with the features
+        if config.model is not None:
+            _require_production(ws, config.model)
         bundle = load_bundle(ws, config, fm_state=fm_state)
         fset = bundle.fset
         dlog = (
