@@ -164,6 +164,23 @@ def test_cli_prints_the_summary_and_the_report_path(
     blocked.write_text("")
     bad = CliRunner().invoke(cli, [*args, "--out", str(blocked / "report"), "--bootstrap", "10"])
     assert bad.exit_code == 1 and "cannot be created" in bad.output and "Traceback" not in bad.output
+    alone = [
+        "-w",
+        str(world.ws.root),
+        "evaluate",
+        "--from",
+        world.start.date().isoformat(),
+        "--bootstrap",
+        "5",
+    ]
+    for days, immature in (("2", False), ("400", True)):  # the baseline alone, its labels over the horizon
+        r = CliRunner(env={"COLUMNS": "160"}).invoke(
+            cli, [*alone, "--out", str(tmp_path / days), "--horizon-days", days]
+        )
+        if immature:  # no label matures in 400 days of this world: refused in one line
+            assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        else:
+            assert r.exit_code == 0 and "rules baseline" in r.output, r.output
 
 
 def test_cli_rejects_a_bad_date_in_one_line(world: World) -> None:

@@ -148,6 +148,10 @@ def test_http_auth_size_schema_and_card_numbers(client: tuple[TestClient, dict[s
     assert r.status_code == 200 and r.json()["charge_id"] == "ch_1" and "features" not in r.json()
     naive = c.post("/v1/charges/score", json=charge(2, created="2026-03-01T12:00:00"), headers=h)
     assert naive.status_code == 422 and naive.json()["error"]["field"] == "created"
+    nowhere = c.post("/v1/charge/score", json=charge(2), headers=h)  # a typo in the path
+    assert nowhere.status_code == 404 and nowhere.json()["error"]["type"] == "NotFound"
+    wrong = c.get("/v1/charges/score", headers=h)
+    assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "MethodNotAllowed"
     extra = c.post("/v1/charges/score", json=charge(2, coupon="x"), headers=h)
     assert extra.status_code == 422 and extra.json()["error"]["field"] == "coupon"
     missing = c.post(

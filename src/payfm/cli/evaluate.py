@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import click
 from rich.table import Table
@@ -27,6 +28,13 @@ def _f(x: float, fmt: str = ".3f") -> str:
 )
 @click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--no-baseline", is_flag=True, help="Leave out the rules-only baseline.")
+@click.option(
+    "--horizon-days",
+    type=click.FloatRange(0.0, min_open=True),
+    default=None,
+    help="Label horizon of the baseline evaluated alone (without --model; default 120). With models, "
+    "each model's own horizon applies.",
+)
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -37,12 +45,14 @@ def evaluate(
     bootstrap: int,
     seed: int,
     no_baseline: bool,
+    horizon_days: float | None,
 ) -> None:
     """Evaluate models on a time window: metrics, intervals, breakdowns and an HTML + JSON report.
 
     \b
     Example:
-      payfm evaluate --model gbdt --model lr --from 2026-03-01 --to 2026-04-01
+      payfm evaluate --model fraud-gbdt --model fraud-lr --from 2026-03-01 --to 2026-04-01
+      payfm evaluate --from 2026-02-01 --to 2026-03-01 --horizon-days 30     # the rules baseline alone
     """
     ws = Workspace.open(ctx.obj["workspace"])
     paths, results = evaluate_models(
@@ -54,6 +64,7 @@ def evaluate(
         baseline=not no_baseline,
         bootstrap=bootstrap,
         seed=seed,
+        horizon=timedelta(days=horizon_days) if horizon_days is not None else None,
         progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
     )
     r0 = results[0]

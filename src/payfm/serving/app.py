@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payfm.errors import PayfmError
@@ -327,6 +328,18 @@ def create_app(
         if first.get("type") == "extra_forbidden":
             msg = "this field is not part of the schema"
         return _error(422, "InvalidInput", f"Field '{field}': {msg}.", field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        # unknown paths (404) and wrong methods (405) answer in the service's error format too
+        kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(e.status_code, "HTTPError")
+        return _error(
+            e.status_code,
+            kind,
+            f"{request.method} {request.url.path}: {e.detail}.",
+            None,
+            **(e.headers or {}),
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
