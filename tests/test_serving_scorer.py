@@ -152,6 +152,10 @@ def test_http_auth_size_schema_and_card_numbers(client: tuple[TestClient, dict[s
     assert nowhere.status_code == 404 and nowhere.json()["error"]["type"] == "NotFound"
     wrong = c.get("/v1/charges/score", headers=h)
     assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "MethodNotAllowed"
+    broken = c.post(
+        "/v1/disputes", content=b'{"dispute_id": ', headers={**h, "content-type": "application/json"}
+    )
+    assert broken.status_code == 422 and "not valid JSON" in broken.json()["error"]["message"]
     extra = c.post("/v1/charges/score", json=charge(2, coupon="x"), headers=h)
     assert extra.status_code == 422 and extra.json()["error"]["field"] == "coupon"
     missing = c.post(

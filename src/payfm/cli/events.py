@@ -143,7 +143,9 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
 )
-@click.option("--limit", default=50, show_default=True, help="Rows shown in table format.")
+@click.option(
+    "--limit", default=50, show_default=True, type=click.IntRange(1), help="Rows shown in table format."
+)
 @click.pass_context
 def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     """Run a read-only SQL query (DuckDB dialect) over the workspace tables.

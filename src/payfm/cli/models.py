@@ -41,13 +41,25 @@ def _fmt(v: float) -> str:
     default=None,
     help="Label horizon (default: the task's, 120 d for fraud; use 60 on the 120-day demo world).",
 )
-@click.option("--trials", default=0, show_default=True, help="Optuna trials on the validation period.")
+@click.option(
+    "--trials",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Optuna trials on the validation period.",
+)
 @click.option("--val-days", default=14.0, show_default=True, help="Validation period length.")
 @click.option("--test-days", default=14.0, show_default=True, help="Test period length (held out).")
 @click.option(
     "--gap-days", default=7.0, show_default=True, help="Label-delay gap before validation and test."
 )
-@click.option("--downsample", default=1.0, show_default=True, help="Share of training negatives kept.")
+@click.option(
+    "--downsample",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    help="Share of training negatives kept.",
+)
 @click.option(
     "--calibration", default="isotonic", show_default=True, type=click.Choice(["isotonic", "platt", "none"])
 )

@@ -327,6 +327,9 @@ def create_app(
         msg = str(first.get("msg", "invalid input"))
         if first.get("type") == "extra_forbidden":
             msg = "this field is not part of the schema"
+        if first.get("type") == "json_invalid":  # its location is a character offset, not a field
+            at = loc[-1] if loc else "?"
+            return _error(422, "InvalidInput", f"The body is not valid JSON ({msg} at character {at}).")
         return _error(422, "InvalidInput", f"Field '{field}': {msg}.", field)
 
     @app.exception_handler(StarletteHTTPException)
