@@ -114,3 +114,26 @@ def test_kill_9_mid_stream_then_restart_counts_each_charge_once(tmp_path: Path) 
         assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == N + 1
     features = json.loads(feats)["features"]
     assert features["card.count_charges_all"] == N  # each of the N charges of this card counted exactly once
+
+
+def test_a_second_server_on_the_workspace_or_the_port_is_refused_before_loading(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    port = _free_port()
+    proc = _start(ws.root, port)
+    try:
+        base = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root), "serve"]
+        for other, said in (
+            (port, "cannot listen there"),
+            (_free_port(), f"Another payfm serve (pid {proc.pid})"),
+        ):
+            second = subprocess.run(
+                [*base, "--host", "127.0.0.1", "--port", str(other)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert second.returncode == 1 and said in second.stderr, second.stderr
+            assert "Traceback" not in second.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)

@@ -90,6 +90,10 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ws = _ws(ctx)
+    _port_free(host, port)  # before minutes of loading, not after
+    if decision_log.startswith("sqlite") or state == "memory":
+        # The workspace's SQLite decision log and in-memory state snapshots belong to one server.
+        _hold_workspace(ws)
     scorer = Scorer.open(
         ws,
         decision_log=decision_log,
@@ -115,6 +119,49 @@ def serve(
         t0 = time.perf_counter()
         scorer.close()
         click.echo(f"payfm serve: stopped in {time.perf_counter() - t0:.1f} s", err=True)
+
+
+def _port_free(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ConfigError(
+                f"--host {host} --port {port}: cannot listen there ({e.strerror or e})."
+            ) from None
+
+
+_HELD: list[object] = []  # the open lock file of this process's server (kept open while it runs)
+
+
+def _hold_workspace(ws: Workspace) -> None:
+    """Take the workspace's serving lock (released when the process ends), or refuse: two servers on one
+    SQLite decision log or one memory state's snapshots would interleave their sequence numbers."""
+    import fcntl
+    import os
+
+    path = ws.root / "serving" / "serve.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")  # noqa: SIM115  # held open for the life of the server
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        who = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(
+            f"Another payfm serve ({who}) serves workspace '{ws.root}' with its SQLite decision log or "
+            "memory state. Stop it, or run several servers with --state redis://... "
+            "--decision-log postgresql://..."
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    _HELD.append(f)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
