@@ -352,6 +352,22 @@ def test_a_row_the_csv_parser_cannot_read_is_not_echoed_with_its_card_number(tmp
     assert VISA not in text
 
 
+def test_a_failed_first_import_or_generate_leaves_no_workspace_behind(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    bad = tmp_path / "short.csv"
+    bad.write_text("id,ts\n1\n")
+    r = CliRunner().invoke(cli, ["-w", str(tmp_path / "new"), "import", str(bad), "--mapping", "sparkov"])
+    assert r.exit_code == 1 and not (tmp_path / "new").exists()
+    r = CliRunner().invoke(cli, ["-w", str(tmp_path / "new2"), "generate", "--charges", "5"])
+    assert r.exit_code == 1 and not (tmp_path / "new2").exists()
+    ws = ws_at(tmp_path / "kept")  # an existing workspace is never removed
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "import", str(bad), "--mapping", "sparkov"])
+    assert r.exit_code == 1 and (ws.root / "manifest.json").exists()
+
+
 def test_a_card_number_in_a_dropped_column_is_rejected(tmp_path: Path) -> None:
     rows = {**ROWS, "email": ["a", VISA, "c", "d"]}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))

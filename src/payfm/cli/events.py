@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -17,6 +21,20 @@ from payfm.events.workspace import Workspace
 
 def _workspace(ctx: click.Context, create: bool = False) -> Workspace:
     return Workspace.open(ctx.obj["workspace"], create=create)
+
+
+@contextmanager
+def _created_workspace(ctx: click.Context) -> Iterator[Workspace]:
+    """The workspace, created if missing; removed again when the command fails and it did not exist before
+    (a failed first import or generate leaves nothing behind)."""
+    root = Path(ctx.obj["workspace"])
+    existed = root.exists()
+    try:
+        yield Workspace.open(root, create=True)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
 
 
 def parse_mix(text: str | None) -> dict[str, float] | None:
@@ -92,14 +110,14 @@ def generate(
     Example:
       payfm generate --charges 200000 --days 30 --seed 7
     """
-    ws = _workspace(ctx, create=True)
-    if not replace and ws.count("charges"):
-        raise ConfigError(
-            f"Workspace '{ws.root}' already holds {ws.count('charges'):,} charges. "
-            "Pass --replace to replace them, or choose another --workspace."
-        )
-    t0 = time.perf_counter()
-    rows = generate_into(ws, charges, days, seed, start.replace(tzinfo=UTC), fraud_rate, parse_mix(mix))
+    with _created_workspace(ctx) as ws:
+        if not replace and ws.count("charges"):
+            raise ConfigError(
+                f"Workspace '{ws.root}' already holds {ws.count('charges'):,} charges. "
+                "Pass --replace to replace them, or choose another --workspace."
+            )
+        t0 = time.perf_counter()
+        rows = generate_into(ws, charges, days, seed, start.replace(tzinfo=UTC), fraud_rate, parse_mix(mix))
     elapsed = time.perf_counter() - t0
     n = rows.get("charges", 0)
     console.print(
@@ -129,9 +147,9 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
     """
     from payfm.events.importer import import_file
 
-    ws = _workspace(ctx, create=True)
-    t0 = time.perf_counter()
-    result = import_file(ws, path, mapping)
+    with _created_workspace(ctx) as ws:
+        t0 = time.perf_counter()
+        result = import_file(ws, path, mapping)
     elapsed = time.perf_counter() - t0
     console.print(
         f"Imported {path} in {elapsed:.1f} s: " + ", ".join(f"{v:,} {k}" for k, v in result.rows.items())
