@@ -148,6 +148,8 @@ def test_http_auth_size_schema_and_card_numbers(client: tuple[TestClient, dict[s
     assert r.status_code == 200 and r.json()["charge_id"] == "ch_1" and "features" not in r.json()
     naive = c.post("/v1/charges/score", json=charge(2, created="2026-03-01T12:00:00"), headers=h)
     assert naive.status_code == 422 and naive.json()["error"]["field"] == "created"
+    huge = c.post("/v1/charges/score", json=charge(3, amount=10**23), headers=h)  # beyond the log's int64
+    assert huge.status_code == 422 and huge.json()["error"]["field"] == "amount"
     nowhere = c.post("/v1/charge/score", json=charge(2), headers=h)  # a typo in the path
     assert nowhere.status_code == 404 and nowhere.json()["error"]["type"] == "NotFound"
     wrong = c.get("/v1/charges/score", headers=h)

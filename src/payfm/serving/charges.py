@@ -126,6 +126,8 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidInput(f"Field '{name}' must be an integer. Got {type(v).__name__}.", field=name)
             if name in _MINS and v < _MINS[name]:
                 raise InvalidInput(f"Field '{name}' must be >= {_MINS[name]}. Got {v}.", field=name)
+            if not -(2**63) <= v < 2**63:  # what the event log's int64 columns hold
+                raise InvalidInput(f"Field '{name}' must fit in 64 bits. Got {str(v)[:40]}.", field=name)
         elif not isinstance(v, str):
             raise InvalidInput(f"Field '{name}' must be a string. Got {type(v).__name__}.", field=name)
         elif name in _CHOICES and v not in _CHOICES[name]:
