@@ -199,3 +199,48 @@ def test_a_review_closed_as_refunded_as_fraud_counts_as_fraud(hand_ws: Workspace
     rep = backtest(ws, compile_(NEW), FSET)
     assert rep.outcomes["fraud"] == Tally(4, 1600.0)  # 1, 2, 3 and now 6 ($700)
     assert rep.outcomes["legit"] == Tally(5, 3300.0)  # 8 stays legit: an approval is not a label
+
+
+def test_backtest_scores_the_window_with_a_registered_model(tmp_path: Path) -> None:
+    import numpy as np
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+    from payfm.cli.rules import model_scores
+    from payfm.registry import Registry
+    from payfm.training.models import model_class
+    from payfm.training.predict import score_window
+    from payfm.training.scores import ScoreLevels, risk_score
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=3_000, days=5, seed=3)), "replace")
+    feats = load_backfill(ws, FSET)
+    X = np.column_stack([feats[n].to_numpy(zero_copy_only=False) for n in FSET.names])
+    y = (X[:, FSET.names.index("amount_usd")] > np.nanmedian(X[:, FSET.names.index("amount_usd")])).astype(
+        int
+    )
+    model = model_class("lr")(calibration="none").fit(np.nan_to_num(X), y, feature_names=FSET.names)
+    mv = Registry(ws).register(model, name="fraud-lr", task="fraud", fset=FSET)
+    got = model_scores(ws, mv.ref, None, None)
+    probs = dict(zip(*(score_window(ws, mv.ref)[c].to_pylist() for c in ("charge_id", "score")), strict=True))
+    want = {cid: risk_score(p) for cid, p in probs.items()}  # as the decision service scores one charge
+    assert dict(zip(got["charge_id"].to_pylist(), got["risk_score"].to_pylist(), strict=True)) == want
+    assert got["risk_level"].to_pylist() == [ScoreLevels().level(s) for s in got["risk_score"].to_pylist()]
+    high = sum(s >= 50 for s in want.values())
+    assert 0 < high < len(want)
+    base = [
+        "-w",
+        str(ws.root),
+        "rules",
+        "backtest",
+        "--set",
+        "tiny",
+        "--rule",
+        "hi: block if :risk_score: >= 50",
+    ]
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*base, "--model", mv.ref], catch_exceptions=False)
+    assert r.exit_code == 0 and "│ hi " in r.output
+    [row] = [line for line in r.output.splitlines() if line.startswith("│ hi ")]
+    assert [c.strip() for c in row.split("│")][4] == f"{high:,}"  # matched
+    both = CliRunner().invoke(cli, [*base, "--model", mv.ref, "--scores", str(tmp_path / "x.parquet")])
+    assert both.exit_code == 1 and "not both" in both.output

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import click
+import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.table import Table
 
@@ -135,8 +136,11 @@ def _run_backtest(
     start: str | None,
     end: str | None,
     scores: str | None,
+    model_ref: str | None = None,
 ) -> tuple[Workspace, BacktestReport, str]:
     ws = Workspace.open(ctx.obj["workspace"])
+    if scores is not None and model_ref is not None:
+        raise ConfigError("Give --scores or --model, not both.")
     candidate = rulesets.compile_text(ws, text, set_name)
     current = rulesets.active(ws)
     baseline: Ruleset | None = None
@@ -150,6 +154,8 @@ def _run_backtest(
             table = pq.read_table(scores)
         except (OSError, ValueError) as e:
             raise ConfigError(f"Cannot read scores Parquet '{scores}': {e}") from None
+    if model_ref is not None:
+        table = model_scores(ws, model_ref, _day(start, "--from"), _day(end, "--to"))
     report = backtest(
         ws,
         candidate,
@@ -162,11 +168,38 @@ def _run_backtest(
     return ws, report, label
 
 
+def model_scores(ws: Workspace, ref: str, start: datetime | None, end: datetime | None) -> pa.Table:
+    """``charge_id, risk_score, risk_level`` of the window's charges as model ``ref`` scores them, with the
+    decision service's score scale and default level thresholds."""
+    import numpy as np
+
+    from payfm.training.predict import score_window
+    from payfm.training.scores import ScoreLevels, risk_scores
+
+    scored = score_window(ws, ref, start=start, end=end)
+    score = np.floor(risk_scores(scored["score"].to_numpy(zero_copy_only=False))).astype(np.int64)
+    levels = ScoreLevels()
+    return pa.table(
+        {
+            "charge_id": scored["charge_id"],
+            "risk_score": pa.array(score),
+            "risk_level": pa.array([levels.level(float(v)) for v in score]),
+        }
+    )
+
+
 WINDOW = [
     click.option("--from", "start", help="First day (UTC, YYYY-MM-DD) of charges to replay."),
     click.option("--to", "end", help="Day after the last (exclusive)."),
     click.option(
         "--scores", type=click.Path(dir_okay=False), help="Parquet: charge_id, risk_score, risk_level."
+    ),
+    click.option(
+        "--model",
+        "model_ref",
+        default=None,
+        help="Score the window with this registered model (risk_score and risk_level as the decision "
+        "service gives them), instead of --scores.",
     ),
 ]
 
@@ -190,6 +223,7 @@ def backtest_cmd(
     start: str | None,
     end: str | None,
     scores: str | None,
+    model_ref: str | None,
     set_name: str,
 ) -> None:
     """Replay a ruleset FILE, or one --rule added to the active ruleset, over past charges.
@@ -198,6 +232,7 @@ def backtest_cmd(
     Examples:
       payfm rules backtest examples/rules/radar_basics.rules
       payfm rules backtest --rule "block if :card.count_charges_1h: > 5" --from 2026-01-10
+      payfm rules backtest --rule "block if :risk_score: >= 80" --model fraud-gbdt --from 2026-03-01
     """
     if (file is None) == (rule_text is None):
         raise ConfigError("Give either a rules FILE or --rule TEXT (not both).")
@@ -212,7 +247,7 @@ def backtest_cmd(
     else:
         assert file is not None
         text = _read(file)
-    _, report, label = _run_backtest(ctx, text, set_name, start, end, scores)
+    _, report, label = _run_backtest(ctx, text, set_name, start, end, scores, model_ref)
     print_report(report, label)
 
 
@@ -229,11 +264,12 @@ def apply(
     start: str | None,
     end: str | None,
     scores: str | None,
+    model_ref: str | None,
     set_name: str,
 ) -> None:
     """Backtest FILE against the active ruleset, print the change, then save it and make it active."""
     text = _read(file)
-    ws, report, label = _run_backtest(ctx, text, set_name, start, end, scores)
+    ws, report, label = _run_backtest(ctx, text, set_name, start, end, scores, model_ref)
     print_report(report, label)
     v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name)
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
