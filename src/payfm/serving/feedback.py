@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from payfm.events.schema import ID_COLUMNS, SCHEMAS
 from payfm.events.validate import validate_events
@@ -168,7 +169,9 @@ class FeedbackMixin:
         source = label_source(table, event)
         result = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "duplicate": True}
         key = f"{table}:{oid}"
-        in_log, charge_us = self._event_log_facts(table, oid, cid)  # outside the lock: queries
+        # Outside the lock. Replaying the event log in process (append_outcomes False) reads outcomes of the
+        # log itself: neither check applies, and the decision log alone dates decided charges.
+        in_log, charge_us = self._event_log_facts(table, oid, cid, self.append_outcomes)
         if charge_us is not None and created_us < charge_us:
             raise InvalidInput(
                 f"The {table} event '{oid}' is dated {event['created'].isoformat()}, before its charge "
@@ -207,29 +210,17 @@ class FeedbackMixin:
             self.log.write(_mark(table, oid))  # the event log has it (imported meanwhile): not a second row
         return {**result, "applied": applied, "duplicate": False}
 
-    def _event_log_facts(self, table: str, oid: str, cid: str) -> tuple[bool, int | None]:
+    def _event_log_facts(self, table: str, oid: str, cid: str, look_in_log: bool) -> tuple[bool, int | None]:
         """Whether the event log holds outcome ``oid`` of ``table`` already, and the time (us) of charge
-        ``cid`` (from the decision log, else the event log; None when neither knows it)."""
+        ``cid`` (from the decision log, else, with ``look_in_log``, the event log; None when unknown)."""
         decided = self.log.get_charge(cid)
-        con = self.ws.connect()
-        try:
-            id_col = OUTCOME_TABLES[table]
-            in_log = bool(
-                self.ws.files(table)
-                and con.execute(f"SELECT 1 FROM {table} WHERE {id_col} = ? LIMIT 1", [oid]).fetchall()
-            )
-            if decided is not None:
-                return in_log, int(decided["created_us"])
-            row = (
-                con.execute(
-                    "SELECT epoch_us(created) FROM charges WHERE charge_id = ? LIMIT 1", [cid]
-                ).fetchall()
-                if self.ws.files("charges")
-                else []
-            )
-            return in_log, (int(row[0][0]) if row else None)
-        finally:
-            con.close()
+        if not look_in_log:
+            return False, (int(decided["created_us"]) if decided is not None else None)
+        in_log = bool(_matching(self.ws, table, OUTCOME_TABLES[table], oid, OUTCOME_TABLES[table]))
+        if decided is not None:
+            return in_log, int(decided["created_us"])
+        found = _matching(self.ws, "charges", "charge_id", cid, "created")
+        return in_log, (int(found[0].timestamp() * 1_000_000) if found else None)
 
     def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
         # Reviews have nullable columns that are often all null: give Arrow their types.
@@ -268,6 +259,16 @@ class FeedbackMixin:
                 self._append_to_event_log(table, todo)
             for p in payloads:
                 self.log.write(_mark(table, str(p[id_col])))
+
+
+def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
+    """``column`` of the rows of event table ``table`` whose ``key`` is ``value`` (a filtered Parquet read:
+    only the files whose statistics allow it are scanned)."""
+    files = ws.files(table)
+    if not files:
+        return []
+    found = pq.ParquetDataset([str(f) for f in files], filters=[(key, "=", value)]).read(columns=[column])
+    return list(found[column].to_pylist())
 
 
 def _ts(v: Any) -> Any:
