@@ -77,6 +77,11 @@ def test_a_flipped_byte_is_refused(reg: Registry) -> None:
     path.write_bytes(bytes(data))
     with pytest.raises(ArtifactIntegrityError, match="refusing to load"):
         reg.load(ref)
+    with pytest.raises(ArtifactIntegrityError, match="refusing to load"):
+        reg.promote(ref)  # servers would refuse it at their next start or reload
+    with pytest.raises(ArtifactIntegrityError, match="refusing to load"):
+        reg.set_stage(ref, "shadow")
+    assert reg.get(ref).stage == "candidate"
 
 
 def test_feature_set_mismatch_at_load_and_register(reg: Registry) -> None:

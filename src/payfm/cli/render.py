@@ -140,7 +140,7 @@ def print_summary(s: LogSummary) -> None:
     head.add_column(style="bold")
     head.add_column(justify="right")
     head.add_row("charges", f"{s.charges:,}")
-    head.add_row("period (UTC)", f"{s.first} .. {s.last}")
+    head.add_row("period (UTC)", f"{s.first} .. {s.last}" if s.first else "no charges yet")
     head.add_row("merchants / cards", f"{s.merchants:,} / {s.cards:,}")
     head.add_row("authorization rate", f"{s.authorization_rate:.2%}")
     head.add_row("issuer declined / blocked", f"{s.issuer_declined:,} / {s.blocked:,}")

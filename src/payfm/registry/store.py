@@ -275,6 +275,8 @@ class Registry:
         if stage == "production":
             return self.promote(ref)
         mv = self.get(ref)
+        if stage == "shadow":  # servers run it beside production
+            self.check_artifact(mv)
         with self._db() as con:
             con.execute(
                 "UPDATE versions SET stage = ? WHERE name = ? AND version = ?", (stage, mv.name, mv.version)
@@ -291,6 +293,7 @@ class Registry:
         A model trained on embeddings is promoted only while its foundation-model checkpoint is unchanged.
         """
         mv = self.get(ref)
+        self.check_artifact(mv)  # servers would refuse it: refuse it here, before it is production
         self.check_foundation_model(mv)
         with self._db() as con:
             prev = con.execute(
@@ -413,6 +416,19 @@ class Registry:
             )
         return path
 
+    def check_artifact(self, mv: ModelVersion) -> None:
+        """Raise :class:`ArtifactIntegrityError` unless ``mv``'s files are there with the registered hash."""
+        path = self.path(mv)
+        if not path.is_dir():
+            raise ArtifactIntegrityError(f"Model {mv.ref}: its files are missing (expected '{path}').")
+        digest = content_hash(path)
+        if digest != mv.content_hash:
+            raise ArtifactIntegrityError(
+                f"Model {mv.ref}: the artifact's sha256 is {digest[:16]}..., "
+                f"expected {mv.content_hash[:16]}... "
+                "as registered. Its files were changed or corrupted; refusing to load it."
+            )
+
     def load(
         self,
         ref: str,
@@ -424,16 +440,8 @@ class Registry:
         model trained on embeddings, the foundation-model checkpoint (``foundation_model`` or the recorded
         one, see :meth:`check_foundation_model`)."""
         mv = self.get(ref)
+        self.check_artifact(mv)
         path = self.path(mv)
-        if not path.is_dir():
-            raise ArtifactIntegrityError(f"Model {mv.ref}: its files are missing (expected '{path}').")
-        digest = content_hash(path)
-        if digest != mv.content_hash:
-            raise ArtifactIntegrityError(
-                f"Model {mv.ref}: the artifact's sha256 is {digest[:16]}..., "
-                f"expected {mv.content_hash[:16]}... "
-                "as registered. Its files were changed or corrupted; refusing to load it."
-            )
         if fset is not None and (fset.name, fset.version) != (mv.feature_set, mv.feature_set_version):
             raise FeatureSetMismatchError(
                 f"Model {mv.ref} was trained on feature set '{mv.feature_set}' "
