@@ -132,7 +132,10 @@ def test_cli_train_registers_candidates_and_prints_a_comparison(tmp_path: Path, 
     assert "fitted on every charge" in r.output
     assert Registry(ws).get("fraud-lr").stage == "candidate"
     r = run("--horizon-days", "200")
-    assert r.exit_code == 1 and "with mature labels" in r.output
+    assert r.exit_code == 1 and "with mature labels" in r.output and "shorter --horizon-days" in r.output
+    assert "-" not in r.output.split("spans")[1].split("days")[0]  # no negative span
+    with pytest.raises(ConfigError, match=r"must be positive\. Got -1 days"):
+        task("fraud").labels(ws, horizon=timedelta(days=-1))
     r = run("--model", "lr", "--horizon-days", "10", "--train-on", "authorized")
     assert r.exit_code == 0 and "fitted on authorized charges" in r.output
     assert Registry(ws).list("fraud-lr")[-1].entry["split"]["train_on"] == "authorized"

@@ -77,6 +77,12 @@ def time_split(
     val_end = test_start - gap
     val_start = val_end - vd
     train_end = val_start - gap
+    if end_us is not None and hi <= lo:
+        span = (int(created_us.max()) + 1 - lo) / US_PER_DAY
+        raise ConfigError(
+            f"The time split needs rows with mature labels: the label horizon reaches back before the first "
+            f"charge (the log spans {span:.1f} days). Use a shorter --horizon-days."
+        )
     if train_end <= lo:
         span = (hi - lo) / US_PER_DAY
         raise ConfigError(

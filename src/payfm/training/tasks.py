@@ -46,7 +46,10 @@ class Task:
         """One row per entity: ``key``, ``created``, ``label``, ``label_time``, ``mature``."""
         h = self.horizon if horizon is None else horizon
         if h <= timedelta(0):
-            raise ConfigError(f"The label horizon of task '{self.name}' must be positive. Got {h}.")
+            raise ConfigError(
+                f"The label horizon of task '{self.name}' must be positive. "
+                f"Got {h.total_seconds() / 86400:g} days."
+            )
         con = ws.connect()
         try:
             return self.query(con, as_of, h)
