@@ -206,10 +206,9 @@ def test_backtest_scores_the_window_with_a_registered_model(tmp_path: Path) -> N
     from click.testing import CliRunner
 
     from payfm.cli.main import cli
-    from payfm.cli.rules import model_scores
     from payfm.registry import Registry
     from payfm.training.models import model_class
-    from payfm.training.predict import score_window
+    from payfm.training.predict import model_scores, score_window
     from payfm.training.scores import ScoreLevels, risk_score
 
     ws = Workspace.open(tmp_path / "ws", create=True)

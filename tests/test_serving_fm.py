@@ -422,6 +422,12 @@ def test_redis_state_errors_name_the_server_and_the_namespace(world: World, redi
         state.begin_load(timeout_s=0.5)
 
 
+def _promote_on(reg: Registry, fm: Served, name: str) -> None:
+    """Register ``fm``'s model (on the tiny set, with its checkpoint) as ``name`` and promote it."""
+    mv = reg.register(fm.model, name=name, task="fraud", fset=tiny_set(), foundation_model=fm.ckpt)
+    reg.promote(mv.ref)
+
+
 def test_a_promotion_on_redis_loads_the_new_checkpoints_state(
     world: World, tmp_path: Path, redis_scratch: Any
 ) -> None:
@@ -431,18 +437,10 @@ def test_a_promotion_on_redis_loads_the_new_checkpoints_state(
     try:
         for charge in world.live[:half]:
             assert _gap(world, scorer.score(charge), world.fm) < 1e-5
-        reg = Registry(ws)
-        mv = reg.register(
-            world.fm2.model,
-            name="fraud-fm2",
-            task="fraud",
-            fset=tiny_set(),
-            foundation_model=world.fm2.ckpt,
-        )
         fm_ns = f"payfm:fm:{checkpoint_hash(world.fm.ckpt)[:16]}"
         fm2_ns = f"payfm:fm:{checkpoint_hash(world.fm2.ckpt)[:16]}"
         assert live_servers(redis_scratch, fm_ns) and not live_servers(redis_scratch, fm2_ns)
-        reg.promote(mv.ref)
+        _promote_on(Registry(ws), world.fm2, "fraud-fm2")
         scorer.reload()  # the new checkpoint's state: loaded into Redis from the log and the decisions
         assert len(list(redis_scratch.scan_iter("payfm:fm:*:warm"))) == 2
         assert live_servers(redis_scratch, fm2_ns)  # `serve state drop` now refuses it
@@ -465,21 +463,11 @@ def test_a_shared_state_nobody_fed_is_loaded_again(world: World, tmp_path: Path,
     try:
         for charge in world.live[:third]:
             scorer.score(charge)
-        on_fm2 = reg.register(
-            world.fm2.model,
-            name="fraud-fm2",
-            task="fraud",
-            fset=tiny_set(),
-            foundation_model=world.fm2.ckpt,
-        )
-        reg.promote(on_fm2.ref)
+        _promote_on(reg, world.fm2, "fraud-fm2")
         scorer.reload()
         for charge in world.live[third : 2 * third]:
             scorer.score(charge)
-        back = reg.register(
-            world.fm.model, name="fraud-fm", task="fraud", fset=tiny_set(), foundation_model=world.fm.ckpt
-        )
-        reg.promote(back.ref)
+        _promote_on(reg, world.fm, "fraud-fm")
         scorer.reload()
         for charge in world.live[2 * third :]:
             assert _gap(world, scorer.score(charge), world.fm) < 1e-5

@@ -155,7 +155,11 @@ def unlink_namespace(client: Any, ns: str, batch: int = 5_000, keep: str | None 
 def live_servers(client: Any, ns: str) -> list[str]:
     """The serving processes that read namespace ``ns`` now (their :class:`Presence` keys), as
     ``host pid N``."""
-    keys = list(client.scan_iter(f"{ns}:live:*", count=1_000))
+    return server_names(client, list(client.scan_iter(f"{ns}:live:*", count=1_000)))
+
+
+def server_names(client: Any, keys: list[bytes]) -> list[str]:
+    """The ``host pid N`` of the presence ``keys`` still there, sorted."""
     values = client.mget(keys) if keys else []
     return sorted(v.decode(errors="replace") for v in values if v is not None)
 

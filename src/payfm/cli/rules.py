@@ -9,7 +9,6 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import click
-import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.table import Table
 
@@ -155,6 +154,8 @@ def _run_backtest(
         except (OSError, ValueError) as e:
             raise ConfigError(f"Cannot read scores Parquet '{scores}': {e}") from None
     if model_ref is not None:
+        from payfm.training.predict import model_scores
+
         table = model_scores(ws, model_ref, _day(start, "--from"), _day(end, "--to"))
     report = backtest(
         ws,
@@ -166,26 +167,6 @@ def _run_backtest(
         end=_day(end, "--to"),
     )
     return ws, report, label
-
-
-def model_scores(ws: Workspace, ref: str, start: datetime | None, end: datetime | None) -> pa.Table:
-    """``charge_id, risk_score, risk_level`` of the window's charges as model ``ref`` scores them, with the
-    decision service's score scale and default level thresholds."""
-    import numpy as np
-
-    from payfm.training.predict import score_window
-    from payfm.training.scores import ScoreLevels, risk_scores
-
-    scored = score_window(ws, ref, start=start, end=end)
-    score = np.floor(risk_scores(scored["score"].to_numpy(zero_copy_only=False))).astype(np.int64)
-    levels = ScoreLevels()
-    return pa.table(
-        {
-            "charge_id": scored["charge_id"],
-            "risk_score": pa.array(score),
-            "risk_level": pa.array([levels.level(float(v)) for v in score]),
-        }
-    )
 
 
 WINDOW = [

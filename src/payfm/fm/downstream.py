@@ -52,6 +52,7 @@ from payfm.fm.identity import OUTPUTS, check_outputs, embedding_dims, seen_until
 from payfm.fm.pretrain import load_checkpoint
 from payfm.fm.sequences import build_sequences, key_codes, read_charges, time_cut
 from payfm.training.labels import fraud_labels
+from payfm.training.trainer import TRAIN_ON
 
 SCENARIOS = ("card_testing", "account_takeover")
 
@@ -192,7 +193,7 @@ def evaluate_embeddings(
     report_to = progress or (lambda stage, done, total: None)
 
     cfg = config or DownstreamConfig()
-    if cfg.train_on not in ("authorized", "all"):
+    if cfg.train_on not in TRAIN_ON:
         raise ConfigError(
             f"The 'train_on' of the evaluation must be 'authorized' or 'all'. Got {cfg.train_on!r}."
         )

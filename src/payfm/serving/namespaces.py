@@ -24,7 +24,7 @@ from typing import Any
 
 from payfm.errors import ConfigError
 from payfm.features.state import FORMAT
-from payfm.redis_load import is_redis_url, live_servers, unlink_namespace
+from payfm.redis_load import is_redis_url, live_servers, server_names, unlink_namespace
 from payfm.registry import Registry
 
 SERVED = ("(production)", "(shadow)")  # the stages a server runs
@@ -108,10 +108,7 @@ def list_namespaces(
         elif (j := rng.randrange(n)) < sample:  # reservoir sampling: memory bounded by the sample
             some[j] = key
     users = _users(registry, prefix)
-    servers = {
-        ns: tuple(sorted(v.decode(errors="replace") for v in client.mget(keys) if v is not None))
-        for ns, keys in live.items()
-    }
+    servers = {ns: tuple(server_names(client, keys)) for ns, keys in live.items()}
     out = []
     for (name, kind), n in counts.items():
         pipe = client.pipeline(transaction=False)

@@ -208,6 +208,8 @@ def load_bundle(
     reg = Registry(ws)
     versions = reg.list(config.model) if (ws.root / "models").exists() else []
     prod = [v for v in versions if v.stage == "production"]
+    if config.model is not None and not prod:
+        raise _no_production(reg, config.model, versions)
     shadow = [v for v in versions if v.stage == "shadow"]
     mv = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
     active = rs.active(ws) if (ws.root / "rules.db").exists() else None
@@ -248,20 +250,17 @@ def load_bundle(
     )
 
 
-def _require_production(ws: Workspace, name: str) -> None:
-    """A server asked to serve model ``name`` refuses to start without it (a typo, a model not promoted)
-    rather than deciding on rules alone."""
-    reg = Registry(ws)
-    versions = reg.list(name) if (ws.root / "models").exists() else []
+def _no_production(reg: Registry, name: str, versions: list[ModelVersion]) -> ConfigError:
+    """The error of a server asked to serve model ``name`` that has no production version (a typo, a model
+    not promoted): it refuses rather than deciding on rules alone."""
     if not versions:
-        names = sorted({v.name for v in reg.list()}) if (ws.root / "models").exists() else []
+        names = sorted({v.name for v in reg.list()})
         have = f"registered: {', '.join(names)}" if names else "none is registered"
-        raise ConfigError(f"--model: no registered model '{name}' ({have}).")
-    if not any(v.stage == "production" for v in versions):
-        raise ConfigError(
-            f"--model: '{name}' has no production version; promote one first "
-            f"(payfm models promote {versions[-1].ref})."
-        )
+        return ConfigError(f"--model: no registered model '{name}' ({have}).")
+    return ConfigError(
+        f"--model: '{name}' has no production version; promote one first "
+        f"(payfm models promote {versions[-1].ref})."
+    )
 
 
 class Scorer(FeedbackMixin):
@@ -314,8 +313,6 @@ class Scorer(FeedbackMixin):
         if not isinstance(state, StateStore) and state != "memory" and not is_redis_url(state):
             raise InvalidInput(f"The state must be 'memory' or a redis:// URL. Got {state!r}.", field="state")
         fm_state = state if isinstance(state, str) else "memory"  # embedders share Redis with the features
-        if config.model is not None:
-            _require_production(ws, config.model)
         bundle = load_bundle(ws, config, fm_state=fm_state)
         fset = bundle.fset
         dlog = (

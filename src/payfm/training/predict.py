@@ -106,3 +106,20 @@ def score_window(
         scores[lo : lo + _CHUNK] = model.predict_proba(feature_matrix(part, fs.names))
     out = meta.drop_columns(["rownum"])
     return out.add_column(2, "score", pa.array(scores, pa.float64())).select(list(SCORE_COLUMNS))
+
+
+def model_scores(ws: Workspace, ref: str, start: datetime | None, end: datetime | None) -> pa.Table:
+    """``charge_id, risk_score, risk_level`` of the window's charges as model ``ref`` scores them, with the
+    decision service's score scale and default level thresholds."""
+    from payfm.training.scores import ScoreLevels, risk_scores
+
+    scored = score_window(ws, ref, start=start, end=end)
+    score = np.floor(risk_scores(scored["score"].to_numpy(zero_copy_only=False))).astype(np.int64)
+    levels = ScoreLevels()
+    return pa.table(
+        {
+            "charge_id": scored["charge_id"],
+            "risk_score": pa.array(score),
+            "risk_level": pa.array([levels.level(float(v)) for v in score]),
+        }
+    )
