@@ -47,9 +47,10 @@ from payfm.serving.scorer import Scorer, ScorerConfig
 from payfm.synth import WorldConfig, generate_world
 from payfm.training.models.gbdt import GBDTModel
 
+COUNTRIES = ("RU", "RO", "NG", "VN", "ID", "CN")
 RULES = "\n".join(
     [f"r{i}: review if :amount_usd: > {1000 + i} and :card.count_charges_1h: > {i % 5}" for i in range(10)]
-    + [f"b{i}: block if :risk_score: >= {90 + i % 5} and :ip_country: = 'R{i % 10}'" for i in range(6)]
+    + [f"b{i}: block if :risk_score: >= {90 + i % 5} and :ip_country: = '{COUNTRIES[i]}'" for i in range(6)]
     + [f"t{i}: request_3ds if :card.count_charges_1d: > {30 + i}" for i in range(3)]
     + ["a0: allow if :merchant_id: = 'nobody'"]
 )

@@ -51,6 +51,20 @@ def test_sql_prints_csv_and_refuses_writes(tmp_path: Path) -> None:
     assert ws.count("charges") == 4
 
 
+def test_sql_shows_a_wide_result_as_records_and_a_narrow_one_as_a_table(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path, create=True)
+    with ws.writer() as w:
+        w.write("charges", charges(3))
+    code, out = run("-w", str(tmp_path), "sql", "SELECT * FROM charges ORDER BY charge_id LIMIT 2")
+    assert code == 0
+    lines = out.splitlines()
+    assert [line.split()[2] for line in lines if line.startswith("-[ row")] == ["1", "2"]
+    assert "charge_id              ch_000000" in lines and "charge_id              ch_000001" in lines
+    assert "…" not in out  # every value whole, which a 33-column table cannot do in 160 characters
+    code, out = run("-w", str(tmp_path), "sql", "SELECT charge_id, amount FROM charges ORDER BY 1")
+    assert code == 0 and "-[ row" not in out and "ch_000002" in out and "┃ charge_id" in out
+
+
 def test_workspace_from_environment(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path, create=True)
     with ws.writer() as w:

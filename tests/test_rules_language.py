@@ -144,6 +144,31 @@ def test_type_errors_name_position_expected_and_received(text: str, column: int,
     assert fragment in str(e)
 
 
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("block if :card_country: = 'UK'", ":card_country: is never 'UK'"),
+        ("block if 'us' = :ip_country:", "Country codes are upper case: 'US'."),
+        ("review if :cvc_check: in ('pass', 'failed')", "is never 'failed': it holds one of pass, fail,"),
+        ("block if :currency: != 'USD'", "it holds a value matching [a-z]{3}. Did you mean 'usd'?"),
+        ("block if :card_brand: = 'Visa'", "Did you mean 'visa'?"),
+        ("block if :card_bin: = '4242'", ":card_bin: is never '4242'"),
+    ],
+)
+def test_a_literal_a_charge_field_never_holds_is_an_error(text: str, fragment: str) -> None:
+    e = _first_error(text)
+    assert fragment in str(e), str(e)
+    assert not type_errors(parse_rules(text), CATALOG, LISTS, values=False)  # what loading a saved one skips
+
+
+def test_literals_a_field_can_hold_and_fields_without_a_domain_pass() -> None:
+    text = (
+        "block if :card_country: in ('US', 'GB', 'XK') and :cvc_check: = 'fail'\n"
+        "review if :merchant_id: = 'UK' and :currency: = 'usd' and :card_bin: starts_with '4242'"
+    )
+    assert type_errors(parse_rules(text), CATALOG, LISTS) == []
+
+
 def test_check_types_reports_the_first_error_and_how_many_more() -> None:
     with pytest.raises(RuleError, match=r"line 2, column 11: Unknown attribute ':nope:'\. \(1 more error\)"):
         check_types(parse_rules("block if :amount: > 1\nreview if :nope: > 1\nblock if :x: = 1"), CATALOG)

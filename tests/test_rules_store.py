@@ -37,8 +37,10 @@ def test_lists_validate_normalize_and_keep_an_audit_trail(ws: Workspace) -> None
         ("bo", "remove", "RU"),
     ]
     assert lists.audit(ws, "bad_countries")[0].at == "2026-03-01T12:00:00.000000+00:00"
-    with pytest.raises(RuleError, match=re.escape("must be a valid country. Got 'NGA'")):
+    with pytest.raises(RuleError, match=re.escape("must be an ISO 3166-1 alpha-2 country code")):
         lists.add_values(ws, "bad_countries", ["NG", "nga"])
+    with pytest.raises(RuleError, match=re.escape("Got 'uk'. The United Kingdom's code is 'GB'.")):
+        lists.add_values(ws, "bad_countries", ["uk"])
     assert lists.list_values(ws, "bad_countries") == ["NG"]  # the failed batch wrote nothing
     with pytest.raises(
         RuleError, match=re.escape("Unknown list 'bad_countrie'. Did you mean 'bad_countries'?")
@@ -55,6 +57,23 @@ def test_lists_validate_normalize_and_keep_an_audit_trail(ws: Workspace) -> None
     with pytest.raises(RuleError) as info:
         lists.add_values(ws, "cards", ["4242424242424242"])
     assert "4242" not in str(info.value)
+
+
+def test_a_version_saved_before_the_value_check_still_loads_but_new_text_is_checked(ws: Workspace) -> None:
+    text = "block if :card_country: = 'UK'"
+    with pytest.raises(RuleError, match="is never 'UK'"):
+        rulesets.save(ws, text, activate=True)
+    with pytest.raises(RuleError, match="is never 'UK'"):
+        rulesets.compile_text(ws, text)  # what `rules check` and `rules backtest` compile
+    saved = rulesets.save(ws, "block if :card_country: = 'GB'", activate=True)
+    from payfm.rules.db import connect
+
+    with connect(ws) as con:  # as a version saved by an older payfm would be
+        con.execute("UPDATE rulesets SET text = ? WHERE version = ?", (text, saved.version))
+    loaded = rulesets.load_active(ws)
+    assert loaded is not None
+    assert loaded.decide({"card_country": "UK"}).action == "block"  # it runs as it was written
+    assert loaded.decide({"card_country": "GB"}).action is None
 
 
 def test_rulesets_are_versioned_checked_and_use_the_lists(ws: Workspace) -> None:

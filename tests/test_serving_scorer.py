@@ -166,6 +166,11 @@ def test_http_auth_size_schema_and_card_numbers(client: tuple[TestClient, dict[s
     assert missing.status_code == 422 and missing.json()["error"]["field"] == "amount"
     bad = c.post("/v1/charges/score", json=charge(2, channel="telepathy"), headers=h)
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "channel"
+    uk = c.post("/v1/charges/score", json=charge(2, ip_country="UK"), headers=h)  # two letters, not ISO
+    assert uk.status_code == 422 and uk.json()["error"]["field"] == "ip_country"
+    assert "ISO 3166-1" in uk.json()["error"]["message"] and "'GB'" in uk.json()["error"]["message"]
+    typo = c.post("/v1/charges/score", json=charge(2, cvc_check="passed"), headers=h)
+    assert typo.status_code == 422 and "Did you mean 'pass'?" in typo.json()["error"]["message"]
     pan = "4242 4242 4242 4242"
     card = c.post("/v1/charges/score", json=charge(2, device_id=pan), headers=h)
     assert card.status_code == 422 and "4242 4242" not in card.text and "card number" in card.text

@@ -136,12 +136,23 @@ def test_values_outside_the_vocabulary() -> None:
 
 
 def test_values_not_matching_the_pattern() -> None:
-    e = _problems("charges", _with(charges(3), "card_country", ["US", "usa", "U1"]))
+    e = _problems("charges", _with(charges(3), "card_bin", ["424242", "4242", "42424x"]))
+    assert [(p.column, p.row, p.received) for p in e.problems] == [
+        ("card_bin", 2, "'4242'"),
+        ("card_bin", 3, "'42424x'"),
+    ]
+    assert "[0-9]{6,8}" in e.problems[0].expected
+
+
+def test_countries_are_iso_3166_codes_not_any_two_letters() -> None:
+    t = _with(charges(6), "card_country", ["US", "usa", "UK", "XK", "YU", "U1"])
+    e = _problems("charges", t)
     assert [(p.column, p.row, p.received) for p in e.problems] == [
         ("card_country", 2, "'usa'"),
-        ("card_country", 3, "'U1'"),
-    ]
-    assert "[A-Z]{2}" in e.problems[0].expected
+        ("card_country", 3, "'UK'"),  # reserved for the United Kingdom, whose code is GB
+        ("card_country", 6, "'U1'"),
+    ]  # XK (user-assigned, Kosovo) and YU (withdrawn, in old exports) pass
+    assert e.problems[0].expected.startswith("an ISO 3166-1 alpha-2 country code")
 
 
 def test_negative_amounts() -> None:

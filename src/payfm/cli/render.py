@@ -122,16 +122,39 @@ def print_arrow(table: pa.Table, fmt: str, limit: int | None) -> None:
             sys.stdout.write(json.dumps(row, default=str) + "\n")
         return
     shown = table if limit is None else table.slice(0, limit)
-    out = Table(show_header=True, header_style="bold")
-    for name in table.column_names:
-        out.add_column(name)
-    for row in shown.to_pylist():
-        out.add_row(*("" if v is None else str(v) for v in row.values()))
-    console.print(out)
+    if table.num_columns and console.width // table.num_columns < MIN_COLUMN_WIDTH:
+        _print_records(shown)
+    else:
+        _print_table(shown)
     if limit is not None and table.num_rows > limit:
         console.print(
             f"[dim]{limit} of {table.num_rows} rows shown; use --limit or --format csv for all[/dim]"
         )
+
+
+# Below this many characters a column, a table of the result would show "c…" for every value: the rows are
+# printed as records instead (a block per row, a line per column), like psql's expanded display.
+MIN_COLUMN_WIDTH = 12
+
+
+def _print_records(table: pa.Table) -> None:
+    pad = max(len(n) for n in table.column_names)
+    for i, row in enumerate(table.to_pylist(), start=1):
+        console.print(
+            f"[bold]-[ row {i} ]" + "-" * max(0, pad + 10 - len(str(i))) + "[/bold]", highlight=False
+        )
+        for name, v in row.items():
+            line = f"{name:<{pad}}  {'' if v is None else v}".rstrip()
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def _print_table(shown: pa.Table) -> None:
+    out = Table(show_header=True, header_style="bold")
+    for name in shown.column_names:
+        out.add_column(name)
+    for row in shown.to_pylist():
+        out.add_row(*("" if v is None else str(v) for v in row.values()))
+    console.print(out)
 
 
 def print_summary(s: LogSummary) -> None:

@@ -145,7 +145,7 @@ def _run_backtest(
     baseline: Ruleset | None = None
     label = "no active ruleset (everything authorized)"
     if current is not None:
-        baseline = rulesets.compile_text(ws, current.text, set_name)
+        baseline = rulesets.compile_text(ws, current.text, set_name, values=False)
         label = f"active ruleset v{current.version}"
     table = None
     if scores is not None:

@@ -20,9 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import pyarrow as pa
+
+from payfm.events import countries
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -83,19 +89,64 @@ class FieldRule:
     """Value constraints beyond the Arrow type, checked by :mod:`payfm.events.validate`.
 
     ``choices`` restricts a string field to a vocabulary; ``pattern`` is a full-match regular expression;
+    ``codes`` a set of codes too large to list in messages (countries), described by ``described``;
     ``min_value`` bounds an integer field from below.
     """
 
     choices: tuple[str, ...] | None = None
     pattern: str | None = None
     min_value: int | None = None
+    codes: Callable[[], frozenset[str]] | None = None
+    described: str | None = None
+
+    def expected(self) -> str:
+        """What a valid value is, in words (the start of an error message's 'expected')."""
+        if self.described is not None:
+            return self.described
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        if self.pattern is not None:
+            return f"a value matching {self.pattern}"
+        return f"a value >= {self.min_value}"
+
+    @cached_property
+    def regex(self) -> re.Pattern[str] | None:
+        return None if self.pattern is None else re.compile(self.pattern)
+
+    @cached_property
+    def accepts(self) -> Callable[[str], bool]:
+        """A fast test of a string value for the decision service's hot path (:meth:`problem` says why)."""
+        kinds = [self.choices is not None, self.pattern is not None, self.codes is not None]
+        if kinds == [True, False, False]:
+            return frozenset(self.choices or ()).__contains__
+        if kinds == [False, True, False] and self.regex is not None:
+            match = self.regex.fullmatch
+            return lambda value: match(value) is not None
+        if kinds == [False, False, True] and self.codes is not None:
+            return self.codes().__contains__
+        return lambda value: self.problem(value) is None
+
+    def problem(self, value: str) -> tuple[str, str] | None:
+        """None when the string ``value`` is valid; otherwise (what was expected, a hint or "").
+
+        A hint is a sentence with a leading space: the value meant, when one is close.
+        """
+        if self.choices is not None and value not in self.choices:
+            close = difflib.get_close_matches(value.strip().lower(), self.choices, n=1, cutoff=0.6)
+            return self.expected(), f" Did you mean {close[0]!r}?" if close else ""
+        if self.regex is not None and not self.regex.fullmatch(value):
+            fixed = [v for v in (value.strip().lower(), value.strip().upper()) if self.regex.fullmatch(v)]
+            return self.expected(), f" Did you mean {fixed[0]!r}?" if fixed else ""
+        if self.codes is not None and value not in self.codes():
+            return self.expected(), countries.country_hint(value)
+        return None
 
 
 def _f(name: str, type_: pa.DataType, nullable: bool, doc: str) -> pa.Field:
     return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
 
 
-COUNTRY = r"[A-Z]{2}"
+COUNTRY = FieldRule(codes=countries.country_codes, described=countries.DESCRIBED)
 CHARGES = pa.schema(
     [
         _f("charge_id", pa.string(), False, "Unique id of the payment attempt."),
@@ -222,19 +273,19 @@ ID_COLUMNS: dict[str, str] = {
 RULES: dict[str, dict[str, FieldRule]] = {
     "charges": {
         "merchant_mcc": FieldRule(pattern=r"[0-9]{4}"),
-        "merchant_country": FieldRule(pattern=COUNTRY),
+        "merchant_country": COUNTRY,
         "card_bin": FieldRule(pattern=r"[0-9]{6,8}"),
         "card_last4": FieldRule(pattern=r"[0-9]{4}"),
         "card_brand": FieldRule(choices=CARD_BRANDS),
         "card_funding": FieldRule(choices=CARD_FUNDING),
-        "card_country": FieldRule(pattern=COUNTRY),
+        "card_country": COUNTRY,
         "amount": FieldRule(min_value=0),
         "currency": FieldRule(pattern=r"[a-z]{3}"),
         "amount_usd": FieldRule(min_value=0),
         "channel": FieldRule(choices=CHANNELS),
-        "ip_country": FieldRule(pattern=COUNTRY),
-        "billing_country": FieldRule(pattern=COUNTRY),
-        "shipping_country": FieldRule(pattern=COUNTRY),
+        "ip_country": COUNTRY,
+        "billing_country": COUNTRY,
+        "shipping_country": COUNTRY,
         "three_ds": FieldRule(choices=THREE_DS_RESULTS),
         "cvc_check": FieldRule(choices=CHECK_RESULTS),
         "address_check": FieldRule(choices=CHECK_RESULTS),

@@ -148,13 +148,19 @@ def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -
         bad = np.flatnonzero((pc.and_(valid, pc.invert(ok))).to_numpy(zero_copy_only=False))
         if len(bad):
             got = [_short(col[int(i)].as_py()) for i in bad[:20]]
-            out.rows(name, bad, "one of " + ", ".join(rule.choices), got)
+            out.rows(name, bad, rule.expected(), got)
     if rule.pattern is not None:
         ok = pc.match_substring_regex(col, "^(?:" + rule.pattern + ")$")
         bad = np.flatnonzero(pc.and_(valid, pc.invert(ok)).to_numpy(zero_copy_only=False))
         if len(bad):
             got = [_short(col[int(i)].as_py()) for i in bad[:20]]
-            out.rows(name, bad, f"a value matching {rule.pattern}", got)
+            out.rows(name, bad, rule.expected(), got)
+    if rule.codes is not None:
+        ok = pc.is_in(col, value_set=pa.array(sorted(rule.codes())))
+        bad = np.flatnonzero(pc.and_(valid, pc.invert(ok)).to_numpy(zero_copy_only=False))
+        if len(bad):
+            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            out.rows(name, bad, rule.expected(), got)
     if rule.min_value is not None:
         bad = np.flatnonzero(pc.fill_null(pc.less(col, rule.min_value), False).to_numpy(zero_copy_only=False))
         if len(bad):

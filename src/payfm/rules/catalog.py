@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from payfm.events.schema import RULES
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
 from payfm.rules.limits import RuleError
@@ -131,9 +132,28 @@ def _describe(e: ast.Expr) -> str:
 
 
 class _Checker:
-    def __init__(self, rule: ast.Rule, catalog: AttributeCatalog, lists: Mapping[str, str]) -> None:
-        self.rule, self.catalog, self.lists = rule, catalog, lists
+    def __init__(
+        self, rule: ast.Rule, catalog: AttributeCatalog, lists: Mapping[str, str], values: bool
+    ) -> None:
+        self.rule, self.catalog, self.lists, self.values = rule, catalog, lists, values
         self.errors: list[RuleError] = []
+
+    def check_value(self, e: ast.Expr, attr: ast.Expr, value: object) -> bool:
+        """Record an error when a charge field ``attr`` can never hold the string ``value``.
+
+        The event log and the decision service refuse such values (:data:`payfm.events.schema.RULES`), so a
+        test of ``=`` or ``in`` against one never matches, and of ``!=`` always does: a typo ('failed' for
+        'fail', 'UK' for 'GB', 'USD' for 'usd') that would pass a type check and silently do nothing.
+        """
+        if not (self.values and isinstance(attr, ast.Attr) and isinstance(value, str)):
+            return True
+        rule = RULES["charges"].get(attr.name) if attr.name in CHARGE_STRING_FIELDS else None
+        problem = rule.problem(value) if rule is not None else None
+        if problem is None:
+            return True
+        expected, hint = problem
+        self.error(e, f"{_describe(attr)} is never {value[:40]!r}: it holds {expected}.{hint}")
+        return False
 
     def error(self, e: ast.Expr, message: str) -> None:
         self.errors.append(RuleError(message, line=self.rule.line, column=e.col, rule=self.rule.name))
@@ -174,6 +194,10 @@ class _Checker:
                 )
             elif lt == "bool" and e.op not in ("=", "!="):
                 self.error(e, f"'{e.op}' needs numbers or strings. Got true/false values.")
+            elif e.op in ("=", "!=") and isinstance(e.right, ast.Literal):
+                self.check_value(e, e.left, e.right.value)
+            elif e.op in ("=", "!=") and isinstance(e.left, ast.Literal):
+                self.check_value(e, e.right, e.left.value)
             return "bool"
         if isinstance(e, ast.In):
             t = self.infer(e.operand)
@@ -186,6 +210,8 @@ class _Checker:
                     break
                 if isinstance(v, str) and any(ord(ch) < 32 for ch in v):
                     self.error(e, "A string literal must not contain control characters.")
+                    break
+                if t is not None and not self.check_value(e, e.operand, v):
                     break
             return "bool"
         if isinstance(e, ast.InList):
@@ -231,22 +257,34 @@ class _Checker:
 
 
 def type_errors(
-    rules: list[ast.Rule], catalog: AttributeCatalog, lists: Mapping[str, str] | None = None
+    rules: list[ast.Rule],
+    catalog: AttributeCatalog,
+    lists: Mapping[str, str] | None = None,
+    *,
+    values: bool = True,
 ) -> list[RuleError]:
-    """Every type error of ``rules`` (``lists``: list name -> list type), in rule order."""
+    """Every type error of ``rules`` (``lists``: list name -> list type), in rule order.
+
+    ``values`` also refuses a literal that a charge field compared with it can never hold (see
+    ``_Checker.check_value``); rules saved before that check load with ``values=False``.
+    """
     errors: list[RuleError] = []
     for rule in rules:
-        checker = _Checker(rule, catalog, lists or {})
+        checker = _Checker(rule, catalog, lists or {}, values)
         checker.expect(rule.condition, "bool", "The condition of a rule")
         errors.extend(checker.errors)
     return errors
 
 
 def check_types(
-    rules: list[ast.Rule], catalog: AttributeCatalog, lists: Mapping[str, str] | None = None
+    rules: list[ast.Rule],
+    catalog: AttributeCatalog,
+    lists: Mapping[str, str] | None = None,
+    *,
+    values: bool = True,
 ) -> None:
     """Raise the first type error of ``rules`` (saying how many more there are)."""
-    errors = type_errors(rules, catalog, lists)
+    errors = type_errors(rules, catalog, lists, values=values)
     if errors:
         first = errors[0]
         more = f" ({len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""

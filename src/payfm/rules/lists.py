@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from payfm.events.cards import contains_card_number
+from payfm.events.countries import DESCRIBED, country_hint, is_country
 from payfm.events.workspace import Workspace
 from payfm.rules.catalog import LIST_TYPES
 from payfm.rules.db import connect, default_author, now_iso
@@ -63,8 +64,10 @@ def normalize(list_type: str, value: str) -> str:
         raise RuleError("List values must not contain a card number (PAN); use the card fingerprint.")
     ok = True
     if list_type == "country":
+        if not is_country(v.upper()):
+            hint = country_hint(v)
+            raise RuleError(f"A value of a country list must be {DESCRIBED}. Got {v[:40]!r}.{hint}")
         v = v.upper()
-        ok = re.fullmatch(r"[A-Z]{2}", v) is not None
     elif list_type == "bin":
         ok = re.fullmatch(r"[0-9]{6,8}", v) is not None
     elif list_type == "email_domain":

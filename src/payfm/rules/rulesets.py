@@ -49,19 +49,28 @@ def catalog_for(set_name: str = DEFAULT_FEATURE_SET) -> AttributeCatalog:
     return AttributeCatalog.for_feature_set(feature_set(set_name))
 
 
-def check(ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET) -> list[ast.Rule]:
-    """Parse and type check ``text``; returns its rules or raises the first :class:`RuleError`."""
+def check(
+    ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET, *, values: bool = True
+) -> list[ast.Rule]:
+    """Parse and type check ``text``; returns its rules or raises the first :class:`RuleError`.
+
+    ``values=False`` skips the check of literals against the values a charge field can hold: for versions
+    saved before that check, which must keep loading (a server would not start otherwise).
+    """
     rules = parse_rules(text)
-    check_types(rules, catalog_for(set_name), list_types(ws) if ws is not None else {})
+    check_types(rules, catalog_for(set_name), list_types(ws) if ws is not None else {}, values=values)
     return rules
 
 
-def compile_text(ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET) -> Ruleset:
-    """Check ``text`` and compile it with the current contents of the lists it uses."""
-    rules = check(ws, text, set_name)
+def compile_text(
+    ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET, *, values: bool = True
+) -> Ruleset:
+    """Check ``text`` and compile it with the current contents of the lists it uses (``values``: as in
+    :func:`check`; False for a saved version)."""
+    rules = check(ws, text, set_name, values=values)
     used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
-    values = all_values(ws, used) if ws is not None and used else {}
-    return compile_rules(rules, values, catalog_for(set_name).types)
+    contents = all_values(ws, used) if ws is not None and used else {}
+    return compile_rules(rules, contents, catalog_for(set_name).types)
 
 
 def save(
@@ -132,4 +141,4 @@ def history(ws: Workspace) -> list[RulesetVersion]:
 def load_active(ws: Workspace) -> Ruleset | None:
     """The active ruleset compiled for the decision service (None when there is none)."""
     v = active(ws)
-    return None if v is None else compile_text(ws, v.text, v.feature_set)
+    return None if v is None else compile_text(ws, v.text, v.feature_set, values=False)

@@ -236,7 +236,7 @@ def load_bundle(
                 f"'{active.feature_set}'; the server serves '{want.name}'.",
                 field="ruleset",
             )
-        ruleset = rs.compile_text(ws, active.text, active.feature_set)
+        ruleset = rs.compile_text(ws, active.text, active.feature_set, values=False)
     return Bundle(
         want,
         mv,
