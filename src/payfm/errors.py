@@ -17,3 +17,7 @@ class ConfigError(PayfmError):
 
 class WorkspaceError(PayfmError):
     """The workspace is missing, locked or inconsistent."""
+
+
+class WorkspaceBusy(WorkspaceError):
+    """Another process (or thread) holds the workspace's write lock."""

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import click
 
-from payfm.cli.render import console, print_arrow, print_summary, progress_bar
+from payfm.cli.render import console, print_arrow, print_summary, progress_bar, stage_progress
 from payfm.errors import ConfigError
 from payfm.events.query import run_sql
+from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace
 
@@ -175,6 +176,45 @@ def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
       payfm sql "SELECT scenario, count(*) AS n FROM charges GROUP BY 1 ORDER BY n DESC"
     """
     print_arrow(run_sql(_workspace(ctx), query), fmt, limit)
+
+
+@click.command()
+@click.option(
+    "--table",
+    "tables",
+    multiple=True,
+    type=click.Choice(list(TABLES)),
+    help="A table to compact (repeatable). Default: every table.",
+)
+@click.pass_context
+def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
+    """Rewrite each day held in several files as one file (same rows, one commit).
+
+    Every append adds a file per day it touches, and the decision service appends each outcome (dispute,
+    early fraud warning, refund, review) as its own file; reads open every file, so they slow down as
+    small files pile up. Compaction is atomic: readers see the old files or the new ones. It takes the
+    workspace's write lock; a server's appends meanwhile wait in its decision log and follow with its next
+    outcome (docs/events.md, "Compaction").
+
+    \b
+    Example:
+      payfm compact
+      payfm compact --table disputes --table refunds
+    """
+    ws = _workspace(ctx)
+    t0 = time.perf_counter()
+    with stage_progress() as update:
+        result = ws.compact(tables or None, progress=lambda t, d, n: update(f"compacting {t}", d, n))
+    elapsed = time.perf_counter() - t0
+    changed = {t: r for t, r in result.items() if r.days_rewritten}
+    if not changed:
+        console.print("Nothing to compact: every day of every table is one file.")
+        return
+    for t, r in changed.items():
+        days = f"{r.days_rewritten:,} day{'s' if r.days_rewritten != 1 else ''}"
+        rows = f"{r.rows_rewritten:,} rows"
+        console.print(f"{t}: {r.files_before:,} files -> {r.files_after:,} ({days} rewritten, {rows})")
+    console.print(f"Compacted in {elapsed:.1f} s.")
 
 
 @click.command()

@@ -12,7 +12,7 @@ import click
 from payfm import __version__
 from payfm.cli.demo import demo
 from payfm.cli.evaluate import evaluate
-from payfm.cli.events import generate, import_, sql, summary
+from payfm.cli.events import compact, generate, import_, sql, summary
 from payfm.cli.features import features
 from payfm.cli.fm import fm
 from payfm.cli.models import models, train
@@ -61,6 +61,7 @@ cli.add_command(generate)
 cli.add_command(import_)
 cli.add_command(sql)
 cli.add_command(summary)
+cli.add_command(compact)
 cli.add_command(demo)
 cli.add_command(features)
 cli.add_command(fm)

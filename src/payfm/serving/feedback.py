@@ -8,15 +8,20 @@ state lock, sequence numbers, decision log, online features and workspace.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from payfm.errors import WorkspaceBusy
 from payfm.events.schema import ID_COLUMNS, SCHEMAS
 from payfm.events.validate import validate_events
 from payfm.events.workspace import Workspace
@@ -33,6 +38,8 @@ from payfm.serving.decision_log import (
     ReviewClose,
 )
 from payfm.serving.errors import Conflict, InvalidInput, NotFound
+
+log = logging.getLogger("payfm.serving")
 
 # Outcome event tables -> (id column, label source of the online features or None).
 OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
@@ -57,6 +64,8 @@ class FeedbackMixin:
     _seq: int
     _pending: dict[str, Future[dict[str, Any]]]
     _inflight: int
+    _append_lock: threading.Lock
+    _deferred: list[tuple[str, pa.Table]]
 
     # ---- reviews -------------------------------------------------------------------------------------------
     def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -223,15 +232,46 @@ class FeedbackMixin:
         return in_log, (int(found[0].timestamp() * 1_000_000) if found else None)
 
     def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
+        """Append ``events`` (logged already) to the event log, then mark them appended in the decision log.
+
+        Appends of this process take turns (concurrent requests would otherwise collide on the workspace's
+        write lock). When another process holds that lock (``payfm compact``, an import, another server's
+        append), the events wait in memory and go with this process's next append, in one transaction, or
+        at close; a crash meanwhile leaves them unmarked in the decision log, appended at the next start.
+        """
         # Reviews have nullable columns that are often all null: give Arrow their types.
         schema = SCHEMAS[table] if table == "reviews" else None
         if schema is not None:
             events = [{**e, **{k: _ts(e[k]) for k in ("created", "opened")}} for e in events]
         data = validate_events(table, pa.Table.from_pylist(events, schema=schema))
-        with self.ws.writer("append") as w:
-            w.write(table, data)
-        for e in events:
-            self.log.write(_mark(table, str(e[ID_COLUMNS[table]])))
+        with self._append_lock:
+            self._deferred.append((table, data))
+        self._flush_appends()
+
+    def _flush_appends(self) -> None:
+        """Append every waiting event in one transaction and mark them; on a busy workspace, keep waiting."""
+        with self._append_lock:
+            if not self._deferred:
+                return
+            try:
+                by_table: dict[str, list[pa.Table]] = {}
+                for table, data in self._deferred:
+                    by_table.setdefault(table, []).append(data)
+                with self.ws.writer("append") as w:  # a file per table and day
+                    for table, parts in by_table.items():
+                        w.write(table, pa.concat_tables(parts))
+            except WorkspaceBusy:
+                n = sum(data.num_rows for _, data in self._deferred)
+                log.warning(
+                    "the event log is being written by another process: %d event(s) wait and are appended "
+                    "with the next one (or at close)",
+                    n,
+                )
+                return
+            done, self._deferred = self._deferred, []
+        for table, data in done:
+            for oid in data.column(ID_COLUMNS[table]).to_pylist():
+                self.log.write(_mark(table, str(oid)))
 
     def _append_pending_outcomes(self) -> None:
         """Outcomes and review closures logged but not yet in the event log (a crash in between): append
@@ -261,14 +301,42 @@ class FeedbackMixin:
                 self.log.write(_mark(table, str(p[id_col])))
 
 
+# (file, key column) -> the sorted hashes of the key's values in that file. The event log's files never
+# change (a write makes new names), so a file's index is built once per process, at its first lookup; a
+# lookup is then a binary search per file, and only a file that may hold the value is read. Footer
+# statistics were not enough: they prune only keys that grow with time; a compacted day spans every id.
+_KEY_INDEX: dict[tuple[str, str], np.ndarray] = {}
+
+
+def _key_index(path: str, key: str) -> np.ndarray:
+    index = _KEY_INDEX.get((path, key))
+    if index is None:
+        values = pq.ParquetFile(path).read(columns=[key])[key].to_pylist()
+        index = np.sort(np.fromiter((hash(v) for v in values if v is not None), dtype=np.int64))
+        _KEY_INDEX[(path, key)] = index
+    return index
+
+
 def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
-    """``column`` of the rows of event table ``table`` whose ``key`` is ``value`` (a filtered Parquet read:
-    only the files whose statistics allow it are scanned)."""
-    files = ws.files(table)
-    if not files:
-        return []
-    found = pq.ParquetDataset([str(f) for f in files], filters=[(key, "=", value)]).read(columns=[column])
-    return list(found[column].to_pylist())
+    """``column`` of the rows of event table ``table`` whose ``key`` is ``value``; only files whose index
+    (``_KEY_INDEX``, 8 bytes a row) has the value's hash are read."""
+    h = hash(value)
+
+    def read(files: list[Path]) -> list[Any]:
+        out: list[Any] = []
+        for f in map(str, files):
+            index = _key_index(f, key)
+            i = int(np.searchsorted(index, h))
+            if i < len(index) and index[i] == h:
+                part = pq.ParquetFile(f).read(columns=[key, column])
+                out.extend(part.filter(pc.equal(part[key], value))[column].to_pylist())
+        if len(_KEY_INDEX) > 4 * len(files) + 1024:  # files compacted away: forget them
+            listed = set(map(str, files))
+            for k in [k for k in _KEY_INDEX if k[1] == key and k[0] not in listed]:
+                _KEY_INDEX.pop(k, None)
+        return out
+
+    return ws.retrying(table, read)
 
 
 def _ts(v: Any) -> Any:

@@ -293,6 +293,8 @@ class Scorer(FeedbackMixin):
         self._fm_state = "memory"  # where new foundation-model embedders keep their state (see open)
         self._presence: Presence | None = None  # on a Redis state: the namespaces this process serves from
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
+        self._append_lock = threading.Lock()  # one event-log append of this process at a time
+        self._deferred: list[tuple[str, pa.Table]] = []  # events the event log could not take yet (busy)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     @classmethod
@@ -524,6 +526,8 @@ class Scorer(FeedbackMixin):
         try:
             if snapshot:
                 self.snapshot()
+            if self._deferred:
+                self._flush_appends()
         finally:
             if self._presence is not None:
                 self._presence.close()

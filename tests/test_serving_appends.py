@@ -1,0 +1,184 @@
+"""Outcomes reach the event log once each: concurrent requests take turns, a workspace another process is
+writing (compaction, an import) makes them wait instead of failing, and compaction keeps every row."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.errors import WorkspaceBusy
+from payfm.events.workspace import Workspace
+from payfm.serving.scorer import Scorer
+from payfm.synth import WorldConfig, generate_world
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("world")
+    Workspace.open(root, create=True).write_stream(
+        generate_world(WorldConfig(charges=3000, days=3, seed=5)), "replace"
+    )
+    return root
+
+
+@pytest.fixture()
+def ws(world: Path, tmp_path: Path) -> Workspace:
+    import shutil
+
+    shutil.copytree(world, tmp_path / "ws")
+    return Workspace.open(tmp_path / "ws")
+
+
+@pytest.fixture()
+def scorer(ws: Workspace, tmp_path: Path) -> Iterator[Scorer]:
+    s = Scorer.open(ws, decision_log=f"sqlite:///{tmp_path / 'decisions.db'}", durability="os")
+    yield s
+    s.close(snapshot=False)
+
+
+def disputes(ws: Workspace, n: int, tag: str) -> list[dict[str, Any]]:
+    con = ws.connect()
+    try:
+        rows = con.execute(
+            "SELECT charge_id, created, amount, currency FROM charges WHERE outcome = 'authorized' "
+            "AND charge_id NOT IN (SELECT charge_id FROM disputes) ORDER BY charge_id LIMIT ?",
+            [n],
+        ).fetchall()
+    finally:
+        con.close()
+    return [
+        {
+            "dispute_id": f"dp_{tag}_{i}",
+            "charge_id": cid,
+            "created": (created + timedelta(days=2)).isoformat(),
+            "reason": "fraudulent",
+            "amount": amount,
+            "currency": currency,
+        }
+        for i, (cid, created, amount, currency) in enumerate(rows)
+    ]
+
+
+def ids(ws: Workspace, table: str = "disputes") -> list[str]:
+    return [str(v) for v in ws.read(table, ["dispute_id"])["dispute_id"].to_pylist()]
+
+
+def test_concurrent_outcomes_are_all_appended_once(ws: Workspace, scorer: Scorer) -> None:
+    events, errors = disputes(ws, 120, "c"), []
+
+    def post(part: list[dict[str, Any]]) -> None:
+        for e in part:
+            try:
+                scorer.record_outcome("disputes", e)
+            except Exception as err:  # collected: the assertion shows them
+                errors.append(repr(err))
+
+    threads = [threading.Thread(target=post, args=(events[k::4],)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []  # they collided on the workspace's write lock before (WorkspaceError)
+    got = [i for i in ids(ws) if i.startswith("dp_c_")]
+    assert sorted(got) == sorted(e["dispute_id"] for e in events)
+    assert scorer.log.unappended_outcomes() == []
+
+
+def test_a_busy_workspace_makes_outcomes_wait_not_fail(ws: Workspace, scorer: Scorer) -> None:
+    first, second = disputes(ws, 3, "b")[:2], disputes(ws, 3, "b")[2]
+    files = len(ws.files("disputes"))
+    with ws._lock():  # another process writing (compaction, an import)
+        with pytest.raises(WorkspaceBusy):
+            ws.compact()  # what that process would see of this one, and the other way round
+        for e in first:
+            out = scorer.record_outcome("disputes", e)
+            assert out["duplicate"] is False and out["applied"] is True  # counted online all the same
+    assert not {"dp_b_0", "dp_b_1"} & set(ids(ws))
+    waiting = {p["dispute_id"] for _, p in scorer.log.unappended_outcomes()}
+    assert waiting == {"dp_b_0", "dp_b_1"}  # in the decision log: a crash now appends them at the restart
+    assert scorer.record_outcome("disputes", first[0])["duplicate"] is True  # known while it waits
+    scorer.record_outcome("disputes", second)  # the next append takes the waiting ones along
+    assert {"dp_b_0", "dp_b_1", "dp_b_2"} <= set(ids(ws))
+    assert len(ws.files("disputes")) == files + 1  # one transaction, one file for the day
+    assert sorted(ids(ws)).count("dp_b_0") == 1
+    assert scorer.log.unappended_outcomes() == []
+
+
+def test_close_appends_what_waits(ws: Workspace, tmp_path: Path) -> None:
+    s = Scorer.open(ws, decision_log=f"sqlite:///{tmp_path / 'd2.db'}", durability="os")
+    (e,) = disputes(ws, 1, "z")
+    with ws._lock():
+        s.record_outcome("disputes", e)
+    assert "dp_z_0" not in ids(ws)
+    s.close(snapshot=False)
+    assert "dp_z_0" in ids(ws)
+
+
+def test_compaction_keeps_every_row_in_order_and_leaves_one_file_a_day(ws: Workspace, scorer: Scorer) -> None:
+    for e in disputes(ws, 30, "k"):
+        scorer.record_outcome("disputes", e)
+    before = {t: ws.read(t).to_pylist() for t in ("charges", "disputes", "refunds")}
+    files, version = len(ws.files("disputes")), ws.manifest()["version"]
+    days = {rel.parts[1] for rel in (Path(p).relative_to(ws.root) for p in ws.files("disputes"))}
+    assert files > len(days)
+    result = ws.compact()
+    assert result["disputes"].files_before == files and result["disputes"].files_after == len(days)
+    assert result["charges"].days_rewritten == 0  # one file a day already: left as it is
+    assert ws.manifest()["version"] == version + 1  # backfills of the version before are recomputed
+
+    def by_day(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return sorted(rows, key=lambda r: r["created"].date())  # stable: a day's order is kept
+
+    for table, rows in before.items():
+        assert ws.read(table).to_pylist() == by_day(rows), table
+    assert ws.compact()["disputes"].days_rewritten == 0  # nothing left to do
+    assert ws.manifest()["version"] == version + 1  # and nothing committed
+    on_disk = {p for p in (ws.root / "disputes").rglob("*.parquet")}
+    assert on_disk == set(ws.files("disputes"))  # the replaced files are gone
+
+
+def test_outcomes_during_compaction_are_all_appended(ws: Workspace, scorer: Scorer) -> None:
+    events = disputes(ws, 60, "p")
+    for e in events[:20]:
+        scorer.record_outcome("disputes", e)
+    stop = threading.Event()
+
+    def compact_again_and_again() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(WorkspaceBusy):  # the scorer appending: compaction gives way here
+                ws.compact(["disputes"])
+
+    t = threading.Thread(target=compact_again_and_again)
+    t.start()
+    try:
+        for e in events[20:]:
+            scorer.record_outcome("disputes", e)
+    finally:
+        stop.set()
+        t.join()
+    scorer.record_outcome("disputes", disputes(ws, 1, "q")[0])  # takes along any still waiting
+    got = [i for i in ids(ws) if i.startswith("dp_p_")]
+    assert sorted(got) == sorted(e["dispute_id"] for e in events)
+    assert scorer.log.unappended_outcomes() == []
+
+
+def test_cli_compact_reports_and_refuses_an_unknown_table(ws: Workspace, scorer: Scorer) -> None:
+    for e in disputes(ws, 12, "x"):
+        scorer.record_outcome("disputes", e)
+    run = CliRunner()
+    out = run.invoke(cli, ["-w", str(ws.root), "compact", "--table", "disputes"])
+    assert out.exit_code == 0, out.output
+    line = next(x for x in out.output.splitlines() if x.startswith("disputes:"))
+    assert " files -> " in line and "rows)" in line
+    again = run.invoke(cli, ["-w", str(ws.root), "compact"])
+    assert again.exit_code == 0 and "Nothing to compact" in again.output
+    bad = run.invoke(cli, ["-w", str(ws.root), "compact", "--table", "dispute"])
+    assert bad.exit_code == 2 and "'dispute' is not one of" in bad.output
