@@ -26,6 +26,13 @@ def test_select_over_the_tables(ws: Workspace) -> None:
     assert run_sql(ws, "SELECT count(*) AS n FROM disputes").to_pylist() == [{"n": 0}]
 
 
+def test_select_star_has_exactly_the_schema_columns(ws: Workspace) -> None:
+    from payfm.events.schema import CHARGES
+
+    # not the partition directory's `day`, which the scoring API would refuse in a row piped to it
+    assert run_sql(ws, "SELECT * FROM charges").column_names == CHARGES.names
+
+
 @pytest.mark.parametrize(
     ("sql", "kind"),
     [

@@ -157,7 +157,10 @@ class Workspace:
             files = [str(self.root / rel) for rel in tables.get(table, [])]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                con.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet([{listing}])")
+                # Exactly the schema's columns: without hive_partitioning=false DuckDB adds the path's `day`,
+                # which no consumer of the tables (the scoring API, an import) takes as a field.
+                source = f"read_parquet([{listing}], hive_partitioning = false)"
+                con.execute(f"CREATE VIEW {table} AS SELECT * FROM {source}")
             else:
                 empty = SCHEMAS[table].empty_table()  # noqa: F841 - read by DuckDB's replacement scan
                 con.execute(f"CREATE TABLE {table} AS SELECT * FROM empty")
