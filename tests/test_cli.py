@@ -63,6 +63,8 @@ def test_sql_shows_a_wide_result_as_records_and_a_narrow_one_as_a_table(tmp_path
     assert "…" not in out  # every value whole, which a 33-column table cannot do in 160 characters
     code, out = run("-w", str(tmp_path), "sql", "SELECT charge_id, amount FROM charges ORDER BY 1")
     assert code == 0 and "-[ row" not in out and "ch_000002" in out and "┃ charge_id" in out
+    code, out = run("-w", str(tmp_path), "sql", "SELECT * FROM charges WHERE false")
+    assert code == 0 and out.startswith("(no rows; columns: charge_id, created,")
 
 
 def test_workspace_from_environment(tmp_path: Path) -> None:

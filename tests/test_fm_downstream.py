@@ -70,6 +70,7 @@ def test_evaluation_compares_on_the_later_window(ws: Workspace, tmp_path: Path) 
         "account_takeover",
         "account_takeover_no_cred_change",
         "card_testing_declined",
+        "card_testing_authorized",
         "card_testing_attacks",
         "merchant_hours",
     }
@@ -88,6 +89,8 @@ def test_evaluation_compares_on_the_later_window(ws: Workspace, tmp_path: Path) 
         ("card_testing_declined", "card_testing"),
     ):
         assert 0 < report.scores["gbdt"][part].positives < report.scores["gbdt"][whole].positives, part
+    parts = [report.scores["gbdt"][f"card_testing_{k}"].positives for k in ("declined", "authorized")]
+    assert sum(parts) == report.scores["gbdt"]["card_testing"].positives  # the two halves of the slice
     assert set(report.gain_intervals) == {"gbdt+fm", "gbdt+surprise"}
     for model in report.gain_intervals:
         low, high = report.gain_intervals[model]["overall"]

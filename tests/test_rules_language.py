@@ -153,6 +153,8 @@ def test_type_errors_name_position_expected_and_received(text: str, column: int,
         ("block if :currency: != 'USD'", "it holds a value matching [a-z]{3}. Did you mean 'usd'?"),
         ("block if :card_brand: = 'Visa'", "Did you mean 'visa'?"),
         ("block if :card_bin: = '4242'", ":card_bin: is never '4242'"),
+        ("block if :risk_level: = 'high'", "one of normal, elevated, highest. Did you mean 'highest'?"),
+        ("block if :ip_country: = ' US'", "Did you mean 'US' (no spaces)?"),
     ],
 )
 def test_a_literal_a_charge_field_never_holds_is_an_error(text: str, fragment: str) -> None:

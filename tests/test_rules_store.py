@@ -72,6 +72,12 @@ def test_a_version_saved_before_the_value_check_still_loads_but_new_text_is_chec
         con.execute("UPDATE rulesets SET text = ? WHERE version = ?", (text, saved.version))
     loaded = rulesets.load_active(ws)
     assert loaded is not None
+    ok = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "backtest", "--rule", "block if :amount: > 5"])
+    assert "is never 'UK'" not in ok.output  # a new rule is checked, not the saved ones it is added to
+    bad = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "rules", "backtest", "--rule", "block if :ip_country: = 'EL'"]
+    )
+    assert bad.exit_code == 1 and "Greece's code is 'GR'" in bad.output
     assert loaded.decide({"card_country": "UK"}).action == "block"  # it runs as it was written
     assert loaded.decide({"card_country": "GB"}).action is None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -97,7 +98,7 @@ def test_a_busy_workspace_makes_outcomes_wait_not_fail(ws: Workspace, scorer: Sc
     files = len(ws.files("disputes"))
     with ws._lock():  # another process writing (compaction, an import)
         with pytest.raises(WorkspaceBusy):
-            ws.compact()  # what that process would see of this one, and the other way round
+            ws.compact(wait_s=0)  # what that process would see of this one, and the other way round
         for e in first:
             out = scorer.record_outcome("disputes", e)
             assert out["duplicate"] is False and out["applied"] is True  # counted online all the same
@@ -120,6 +121,86 @@ def test_close_appends_what_waits(ws: Workspace, tmp_path: Path) -> None:
     assert "dp_z_0" not in ids(ws)
     s.close(snapshot=False)
     assert "dp_z_0" in ids(ws)
+
+
+def test_a_restart_while_busy_keeps_waiting_events_unmarked_and_two_servers_append_once(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """A waits with an outcome (busy workspace); B starts on the same decision log while it is still busy,
+    then A closes: the outcome is in the event log once, and never marked before it was there."""
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    a = Scorer.open(ws, decision_log=db, durability="os")
+    (e,) = disputes(ws, 1, "r")
+    with ws._lock():
+        a.record_outcome("disputes", e)
+        b = Scorer.open(ws, decision_log=db, durability="os")  # its start finds the outcome, still busy
+        assert [p["dispute_id"] for _, p in b.log.unappended_outcomes()] == ["dp_r_0"]  # not marked
+    b.record_outcome("disputes", disputes(ws, 2, "r")[1])  # B's next append takes A's outcome along
+    a.close(snapshot=False)  # A's flush finds it there and leaves it out
+    b.close(snapshot=False)
+    assert sorted(ids(ws)).count("dp_r_0") == 1
+    assert "dp_r_1" in ids(ws)
+
+
+def test_waiting_events_are_retried_without_another_outcome(
+    ws: Workspace, scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from payfm.serving import feedback
+
+    monkeypatch.setattr(feedback, "APPEND_RETRY_S", 0.05)
+    (e,) = disputes(ws, 1, "t")
+    with ws._lock():
+        scorer.record_outcome("disputes", e)
+        time.sleep(0.2)  # retried while busy: still waiting
+        assert "dp_t_0" not in ids(ws)
+    deadline = time.monotonic() + 5
+    while "dp_t_0" not in ids(ws) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "dp_t_0" in ids(ws) and scorer.log.unappended_outcomes() == []
+
+
+def test_compaction_waits_for_the_lock_and_a_failed_commit_leaves_no_files(
+    ws: Workspace, scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for e in disputes(ws, 6, "w"):
+        scorer.record_outcome("disputes", e)
+    held = threading.Event()
+
+    def hold() -> None:
+        with ws._lock():
+            held.set()
+            time.sleep(0.3)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    with pytest.raises(WorkspaceBusy, match=r"waited 0\.05 s"):
+        ws.compact(wait_s=0.05)
+    assert ws.compact(wait_s=10)["disputes"].days_rewritten >= 1  # waited for the 0.3 s holder
+    t.join()
+    for e in disputes(ws, 3, "f"):
+        scorer.record_outcome("disputes", e)
+    before = sorted((ws.root / "disputes").rglob("*.parquet"))
+
+    def fail(manifest: dict[str, Any]) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ws, "_commit", fail)
+    with pytest.raises(OSError, match="disk full"):
+        ws.compact()
+    assert sorted((ws.root / "disputes").rglob("*.parquet")) == before  # its new files removed again
+    assert not (ws.root / ".writing").exists()
+
+
+def test_the_key_index_keeps_only_listed_files(ws: Workspace, scorer: Scorer) -> None:
+    from payfm.serving import feedback
+
+    for e in disputes(ws, 10, "i"):
+        scorer.record_outcome("disputes", e)
+    ws.compact()
+    assert feedback._matching(ws, "disputes", "dispute_id", "dp_i_3", "dispute_id") == ["dp_i_3"]
+    cache = feedback._KEY_INDEX[(str(ws.root / "disputes"), "dispute_id")]
+    assert set(cache) == {str(f) for f in ws.files("disputes")}  # the compacted-away files are forgotten
 
 
 def test_compaction_keeps_every_row_in_order_and_leaves_one_file_a_day(ws: Workspace, scorer: Scorer) -> None:

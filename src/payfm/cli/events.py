@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from payfm.cli.render import console, print_arrow, print_summary, progress_bar, stage_progress
+from payfm.cli.render import console, print_arrow, print_summary, progress_bar, rows_of, stage_progress
 from payfm.errors import ConfigError
 from payfm.events.query import run_sql
 from payfm.events.schema import TABLES
@@ -123,7 +123,7 @@ def generate(
     n = rows.get("charges", 0)
     console.print(
         f"Generated {n:,} charges in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f}/s) into {ws.root}: "
-        + ", ".join(f"{v:,} {k}" for k, v in rows.items() if k != "charges")
+        + ", ".join(rows_of(v, k) for k, v in rows.items() if k != "charges")
     )
 
 
@@ -153,7 +153,7 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
         result = import_file(ws, path, mapping)
     elapsed = time.perf_counter() - t0
     console.print(
-        f"Imported {path} in {elapsed:.1f} s: " + ", ".join(f"{v:,} {k}" for k, v in result.rows.items())
+        f"Imported {path} in {elapsed:.1f} s: " + ", ".join(rows_of(v, k) for k, v in result.rows.items())
     )
 
 
@@ -186,15 +186,23 @@ def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     type=click.Choice(list(TABLES)),
     help="A table to compact (repeatable). Default: every table.",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to wait for the workspace's write lock (a server appending an outcome holds it briefly).",
+)
 @click.pass_context
-def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
+def compact(ctx: click.Context, tables: tuple[str, ...], wait_s: float) -> None:
     """Rewrite each day held in several files as one file (same rows, one commit).
 
     Every append adds a file per day it touches, and the decision service appends each outcome (dispute,
     early fraud warning, refund, review) as its own file; reads open every file, so they slow down as
     small files pile up. Compaction is atomic: readers see the old files or the new ones. It takes the
-    workspace's write lock; a server's appends meanwhile wait in its decision log and follow with its next
-    outcome (docs/events.md, "Compaction").
+    workspace's write lock (waiting up to --wait for it); a server's appends meanwhile wait in its memory and
+    follow a few seconds later (docs/events.md, "Compaction").
 
     \b
     Example:
@@ -204,7 +212,9 @@ def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
     ws = _workspace(ctx)
     t0 = time.perf_counter()
     with stage_progress() as update:
-        result = ws.compact(tables or None, progress=lambda t, d, n: update(f"compacting {t}", d, n))
+        result = ws.compact(
+            tables or None, progress=lambda t, d, n: update(f"compacting {t}", d, n), wait_s=wait_s
+        )
     elapsed = time.perf_counter() - t0
     changed = {t: r for t, r in result.items() if r.days_rewritten}
     if not changed:
@@ -212,7 +222,7 @@ def compact(ctx: click.Context, tables: tuple[str, ...]) -> None:
         return
     for t, r in changed.items():
         days = f"{r.days_rewritten:,} day{'s' if r.days_rewritten != 1 else ''}"
-        rows = f"{r.rows_rewritten:,} rows"
+        rows = f"{r.rows_rewritten:,} row{'s' if r.rows_rewritten != 1 else ''}"
         console.print(f"{t}: {r.files_before:,} files -> {r.files_after:,} ({days} rewritten, {rows})")
     console.print(f"Compacted in {elapsed:.1f} s.")
 

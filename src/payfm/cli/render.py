@@ -42,6 +42,12 @@ console = Console(width=_width(sys.stdout))
 err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
+def rows_of(n: int, table: str) -> str:
+    """``n`` rows of an event table in words: "1 dispute", "5 early fraud warnings"."""
+    noun = table.replace("_", " ")
+    return f"{n:,} {noun if n != 1 else noun.removesuffix('s')}"
+
+
 def iso_time(value: str | None, option: str) -> datetime | None:
     """An option's ISO date or time, UTC when it names no zone; a one-line error naming ``option``."""
     if value is None:
@@ -138,6 +144,9 @@ MIN_COLUMN_WIDTH = 12
 
 
 def _print_records(table: pa.Table) -> None:
+    if table.num_rows == 0:
+        console.print(f"(no rows; columns: {', '.join(table.column_names)})", highlight=False, soft_wrap=True)
+        return
     pad = max(len(n) for n in table.column_names)
     for i, row in enumerate(table.to_pylist(), start=1):
         console.print(

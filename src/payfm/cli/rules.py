@@ -136,11 +136,12 @@ def _run_backtest(
     end: str | None,
     scores: str | None,
     model_ref: str | None = None,
+    values: bool = True,
 ) -> tuple[Workspace, BacktestReport, str]:
     ws = Workspace.open(ctx.obj["workspace"])
     if scores is not None and model_ref is not None:
         raise ConfigError("Give --scores or --model, not both.")
-    candidate = rulesets.compile_text(ws, text, set_name)
+    candidate = rulesets.compile_text(ws, text, set_name, values=values)
     current = rulesets.active(ws)
     baseline: Ruleset | None = None
     label = "no active ruleset (everything authorized)"
@@ -224,11 +225,13 @@ def backtest_cmd(
         first = parse_rule(one)
         if first.name == f"{first.action}_line_1":
             one = "candidate: " + one
+        rulesets.check(ws, one, set_name)  # the new rule gets every check; the saved ones load as saved
         text = (current.text + "\n" if current else "") + one
     else:
         assert file is not None
         text = _read(file)
-    _, report, label = _run_backtest(ctx, text, set_name, start, end, scores, model_ref)
+    strict = rule_text is None
+    _, report, label = _run_backtest(ctx, text, set_name, start, end, scores, model_ref, values=strict)
     print_report(report, label)
 
 

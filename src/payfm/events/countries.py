@@ -47,4 +47,6 @@ def country_hint(value: str) -> str:
         return f" {name}'s code is '{code}'."
     if v != v.upper() and is_country(v.upper()):
         return f" Country codes are upper case: '{v.upper()}'."
+    if v != value and is_country(v):
+        return f" Did you mean '{v}' (no spaces)?"
     return ""

@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -195,13 +196,22 @@ class Workspace:
 
     # ---- writing -----------------------------------------------------------------------------------------
     @contextmanager
-    def _lock(self) -> Iterator[None]:
+    def _lock(self, wait_s: float = 0.0) -> Iterator[None]:
+        """The exclusive write lock; ``wait_s`` seconds of waiting for it before :class:`WorkspaceBusy`."""
         self.root.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
         with open(self.root / ".lock", "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise WorkspaceBusy(f"Workspace '{self.root}' is being written by another process.") from None
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        waited = f" (waited {wait_s:g} s)" if wait_s else ""
+                        raise WorkspaceBusy(
+                            f"Workspace '{self.root}' is being written by another process{waited}."
+                        ) from None
+                    time.sleep(0.02)
             try:
                 yield
             finally:
@@ -246,7 +256,10 @@ class Workspace:
             return dict(w.rows)
 
     def compact(
-        self, tables: Iterable[str] | None = None, progress: Callable[[str, int, int], None] | None = None
+        self,
+        tables: Iterable[str] | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+        wait_s: float = 60.0,
     ) -> dict[str, Compacted]:
         """Rewrite each day of ``tables`` (default: all) held in several files as one file, in one commit.
 
@@ -255,12 +268,13 @@ class Workspace:
         the manifest then lists each table by day. Readers see the old files or the new ones, never both;
         the manifest version advances, so backfills computed before are computed again. A workspace with
         nothing to rewrite is left as it is. ``progress(table, done, total)`` counts the days to rewrite.
+        It waits up to ``wait_s`` for the write lock: servers append outcomes in short transactions.
         """
         chosen = list(TABLES) if tables is None else list(dict.fromkeys(tables))
         for t in chosen:
             schema_of(t)  # a clear error for an unknown name, before the lock
         result: dict[str, Compacted] = {}
-        with self._transaction() as before:
+        with self._transaction(wait_s) as before:
             w = WorkspaceWriter(self, uuid.uuid4().hex[:12])
             listing: dict[str, list[str]] = {t: list(before["tables"].get(t, [])) for t in TABLES}
             try:
@@ -286,7 +300,13 @@ class Workspace:
                 w._abort()
                 raise
             if written:
-                self._commit({"format": FORMAT_VERSION, "version": before["version"] + 1, "tables": listing})
+                try:
+                    self._commit(
+                        {"format": FORMAT_VERSION, "version": before["version"] + 1, "tables": listing}
+                    )
+                except BaseException:
+                    w._abort()
+                    raise
                 self._collect_garbage(self.manifest())
         return result
 
@@ -306,17 +326,23 @@ class Workspace:
             except BaseException:
                 w._abort()
                 raise
+            if mode == "append" and not written:
+                return  # nothing to commit: the version stays (a backfill of it stays current)
             tables: dict[str, list[str]] = {
                 t: ([] if mode == "replace" else list(before["tables"].get(t, []))) + written.get(t, [])
                 for t in TABLES
             }
             after = {"format": FORMAT_VERSION, "version": before["version"] + 1, "tables": tables}
-            self._commit(after)
+            try:
+                self._commit(after)
+            except BaseException:
+                w._abort()  # its files must not stay behind as strays of a writer that did not die
+                raise
             if mode == "replace":  # an append drops no file from the manifest
                 self._collect_garbage(after)
 
     @contextmanager
-    def _transaction(self) -> Iterator[dict[str, Any]]:
+    def _transaction(self, wait_s: float = 0.0) -> Iterator[dict[str, Any]]:
         """The write lock for one transaction; yields the manifest before it.
 
         Stray files (of a writer killed before its commit) are collected first, but only when they may exist:
@@ -324,7 +350,7 @@ class Workspace:
         writer died. (And every ``SWEEP_EVERY`` versions, for strays of workspaces written before the marker.)
         A walk of every table's files on each write cost 40 ms per append at 200k charges.
         """
-        with self._lock():
+        with self._lock(wait_s):
             before = self.manifest()
             marker = self.root / WRITING
             if marker.exists() or before["version"] % SWEEP_EVERY == 0:

@@ -15,7 +15,8 @@ over GBDT with a *paired* one (both models scored on the same resample). The boo
 the charges of one burst stand or fall together.
 
 Slices: ``overall`` (fraud labels), one per scenario, ``account_takeover_no_cred_change`` (takeovers with no
-credential change in the 36 hours before), ``card_testing_declined`` (declined attempts),
+credential change in the 36 hours before), ``card_testing_declined`` (declined attempts) and
+``card_testing_authorized`` (the rest: authorized attempts and cash-outs),
 ``card_testing_attacks`` (the charges of card-testing bursts on a merchant,
 :func:`payfm.fm.cardtesting.attack_labels`, vs genuine charges) and ``merchant_hours``
 (each merchant-hour scored by its highest charge score; positive when it holds an attack charge). Models:
@@ -265,6 +266,9 @@ def evaluate_embeddings(
     sub = {
         "account_takeover_no_cred_change": ("account_takeover", ~recent_change),
         "card_testing_declined": ("card_testing", declined),
+        # the authorized ones (attempts that went through, and cash-outs): where the training labels
+        # (disputes, EFWs) can agree with the scenario under either label protocol
+        "card_testing_authorized": ("card_testing", ~declined),
     }
     extra = [(k, (scenario[te] == s) & m) for k, (s, m) in sub.items() if s in cfg.scenarios]
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from payfm.events.schema import RULES
+from payfm.events.schema import RULES, FieldRule
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
 from payfm.rules.limits import RuleError
@@ -62,6 +62,7 @@ CHARGE_STRING_FIELDS: dict[str, str | None] = {
 }
 CHARGE_NUMBER_FIELDS = ("amount", "amount_usd")
 SCORE_ATTRIBUTES: dict[str, Type] = {"risk_score": "number", "risk_level": "string"}
+RISK_LEVEL_RULE = FieldRule(choices=("normal", "elevated", "highest"))  # payfm.training.scores.ScoreLevels
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,8 @@ class _Checker:
         if not (self.values and isinstance(attr, ast.Attr) and isinstance(value, str)):
             return True
         rule = RULES["charges"].get(attr.name) if attr.name in CHARGE_STRING_FIELDS else None
+        if attr.name == "risk_level":
+            rule = RISK_LEVEL_RULE
         problem = rule.problem(value) if rule is not None else None
         if problem is None:
             return True

@@ -40,6 +40,7 @@ from payfm.serving.decision_log import (
 from payfm.serving.errors import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger("payfm.serving")
+APPEND_RETRY_S = 2.0  # how soon appends that found the workspace busy are tried again
 
 # Outcome event tables -> (id column, label source of the online features or None).
 OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
@@ -66,6 +67,7 @@ class FeedbackMixin:
     _inflight: int
     _append_lock: threading.Lock
     _deferred: list[tuple[str, pa.Table]]
+    _append_timer: threading.Timer | None
 
     # ---- reviews -------------------------------------------------------------------------------------------
     def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -236,8 +238,9 @@ class FeedbackMixin:
 
         Appends of this process take turns (concurrent requests would otherwise collide on the workspace's
         write lock). When another process holds that lock (``payfm compact``, an import, another server's
-        append), the events wait in memory and go with this process's next append, in one transaction, or
-        at close; a crash meanwhile leaves them unmarked in the decision log, appended at the next start.
+        append), the events wait in memory and go with a retry ``APPEND_RETRY_S`` later or this process's next
+        append, in one transaction, or at close; until then they are unmarked in the decision log, so a crash
+        meanwhile leaves them to the next start.
         """
         # Reviews have nullable columns that are often all null: give Arrow their types.
         schema = SCHEMAS[table] if table == "reviews" else None
@@ -249,33 +252,48 @@ class FeedbackMixin:
         self._flush_appends()
 
     def _flush_appends(self) -> None:
-        """Append every waiting event in one transaction and mark them; on a busy workspace, keep waiting."""
+        """Append every waiting event in one transaction, leaving out those the event log holds already
+        (another server's start-up may have appended one that waited here), and mark them all. On a busy
+        workspace they keep waiting, and a timer tries again (``APPEND_RETRY_S``)."""
         with self._append_lock:
             if not self._deferred:
                 return
+            by_table: dict[str, pa.Table] = {}
+            for table, data in self._deferred:
+                by_table[table] = pa.concat_tables([by_table[table], data]) if table in by_table else data
             try:
-                by_table: dict[str, list[pa.Table]] = {}
-                for table, data in self._deferred:
-                    by_table.setdefault(table, []).append(data)
                 with self.ws.writer("append") as w:  # a file per table and day
-                    for table, parts in by_table.items():
-                        w.write(table, pa.concat_tables(parts))
+                    for table, data in by_table.items():
+                        key = ID_COLUMNS[table]
+                        new = [not _matching(self.ws, table, key, str(v), key) for v in data[key].to_pylist()]
+                        w.write(table, data.filter(pa.array(new, pa.bool_())))
             except WorkspaceBusy:
                 n = sum(data.num_rows for _, data in self._deferred)
                 log.warning(
-                    "the event log is being written by another process: %d event(s) wait and are appended "
-                    "with the next one (or at close)",
+                    "the event log is being written by another process: %d event(s) wait; trying again in "
+                    "%.0f s and with the next one",
                     n,
+                    APPEND_RETRY_S,
                 )
+                self._retry_appends_later()
                 return
-            done, self._deferred = self._deferred, []
-        for table, data in done:
+            self._deferred = []
+        for table, data in by_table.items():
             for oid in data.column(ID_COLUMNS[table]).to_pylist():
                 self.log.write(_mark(table, str(oid)))
 
+    def _retry_appends_later(self) -> None:
+        """Start the retry timer unless one is pending (call with ``_append_lock`` held)."""
+        timer = self._append_timer
+        if timer is None or not timer.is_alive() or timer is threading.current_thread():
+            self._append_timer = threading.Timer(APPEND_RETRY_S, self._flush_appends)
+            self._append_timer.daemon = True
+            self._append_timer.start()
+
     def _append_pending_outcomes(self) -> None:
-        """Outcomes and review closures logged but not yet in the event log (a crash in between): append
-        those not there (and record the outcome a closure implies, once)."""
+        """Outcomes and review closures logged but not yet marked appended (a crash in between, or a busy
+        workspace): append those the event log does not hold (and record the outcome a closure implies, once).
+        They are marked when appended (or found there), never before."""
         pending = self.log.unappended_outcomes()
         if not pending:
             return
@@ -286,54 +304,50 @@ class FeedbackMixin:
             event = {k: v for k, v in review.items() if k not in ("id", "created_us")}
             self._close_review_events(event, recovering=True)
         for table, payloads in by_table.items():
-            id_col = OUTCOME_TABLES[table]
-            have: set[str] = set()
-            if self.ws.files(table):
-                have = set(self.ws.read(table, [id_col])[id_col].to_pylist())
-            todo = [
-                {k: v for k, v in p.items() if k not in ("id", "created_us")}
-                for p in payloads
-                if p[id_col] not in have
-            ]
-            if todo:
-                self._append_to_event_log(table, todo)
-            for p in payloads:
-                self.log.write(_mark(table, str(p[id_col])))
+            todo = [{k: v for k, v in p.items() if k not in ("id", "created_us")} for p in payloads]
+            self._append_to_event_log(table, todo)  # those there already are left out, and marked
 
 
-# (file, key column) -> the sorted hashes of the key's values in that file. The event log's files never
-# change (a write makes new names), so a file's index is built once per process, at its first lookup; a
-# lookup is then a binary search per file, and only a file that may hold the value is read. Footer
-# statistics were not enough: they prune only keys that grow with time; a compacted day spans every id.
-_KEY_INDEX: dict[tuple[str, str], np.ndarray] = {}
+# (table directory, key column) -> {file: the sorted hashes of the key's values in that file}. The event
+# log's files never change (a write makes new names), so a file's index is built once per process, at its
+# first lookup; a lookup is then a binary search per file, and only a file that may hold the value is read.
+# Files no longer listed (compacted away) are dropped at the next lookup, so memory is 8 bytes per live row.
+# Footer statistics were not enough: they prune only keys that grow with time; a compacted day spans every id.
+_KEY_INDEX: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+_KEY_INDEX_LOCK = threading.Lock()
 
 
-def _key_index(path: str, key: str) -> np.ndarray:
-    index = _KEY_INDEX.get((path, key))
-    if index is None:
-        values = pq.ParquetFile(path).read(columns=[key])[key].to_pylist()
-        index = np.sort(np.fromiter((hash(v) for v in values if v is not None), dtype=np.int64))
-        _KEY_INDEX[(path, key)] = index
-    return index
+def _file_index(path: str, key: str) -> np.ndarray:
+    values = pq.ParquetFile(path).read(columns=[key])[key].to_pylist()
+    return np.sort(np.fromiter((hash(v) for v in values if v is not None), dtype=np.int64))
 
 
 def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
     """``column`` of the rows of event table ``table`` whose ``key`` is ``value``; only files whose index
-    (``_KEY_INDEX``, 8 bytes a row) has the value's hash are read."""
+    (``_KEY_INDEX``) has the value's hash are read."""
     h = hash(value)
 
     def read(files: list[Path]) -> list[Any]:
+        listed = [str(f) for f in files]
+        with _KEY_INDEX_LOCK:
+            cache = _KEY_INDEX.setdefault((str(ws.root / table), key), {})
+            if len(cache) > len(listed) or not all(f in cache for f in listed):
+                live = set(listed)
+                for gone in [f for f in cache if f not in live]:
+                    del cache[gone]
+            todo = [f for f in listed if f not in cache]
+        for f in todo:  # outside the lock: reading a file
+            index = _file_index(f, key)
+            with _KEY_INDEX_LOCK:
+                cache[f] = index
         out: list[Any] = []
-        for f in map(str, files):
-            index = _key_index(f, key)
+        for f in listed:
+            found = cache.get(f)
+            index = found if found is not None else _file_index(f, key)  # evicted meanwhile: read it
             i = int(np.searchsorted(index, h))
             if i < len(index) and index[i] == h:
                 part = pq.ParquetFile(f).read(columns=[key, column])
                 out.extend(part.filter(pc.equal(part[key], value))[column].to_pylist())
-        if len(_KEY_INDEX) > 4 * len(files) + 1024:  # files compacted away: forget them
-            listed = set(map(str, files))
-            for k in [k for k in _KEY_INDEX if k[1] == key and k[0] not in listed]:
-                _KEY_INDEX.pop(k, None)
         return out
 
     return ws.retrying(table, read)

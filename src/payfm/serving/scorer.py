@@ -295,6 +295,7 @@ class Scorer(FeedbackMixin):
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
         self._append_lock = threading.Lock()  # one event-log append of this process at a time
         self._deferred: list[tuple[str, pa.Table]] = []  # events the event log could not take yet (busy)
+        self._append_timer: threading.Timer | None = None  # retries them (feedback._retry_appends_later)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     @classmethod
@@ -526,8 +527,17 @@ class Scorer(FeedbackMixin):
         try:
             if snapshot:
                 self.snapshot()
+            if self._append_timer is not None:
+                self._append_timer.cancel()
             if self._deferred:
                 self._flush_appends()
+                if self._append_timer is not None:  # that flush may have found it busy again
+                    self._append_timer.cancel()
+                if self._deferred:
+                    log.warning(
+                        "closing with %d event(s) not in the event log yet (busy): the next start adds them",
+                        sum(d.num_rows for _, d in self._deferred),
+                    )
         finally:
             if self._presence is not None:
                 self._presence.close()
