@@ -100,6 +100,8 @@ def test_disputed_counts_a_fraud_dispute_and_approved_only_a_review(scorer: Scor
     out = scorer.close_review("ch_1", "disputed")
     assert out["outcome"]["table"] == "disputes" and out["label"] == 1
     assert scorer.close_review("ch_2", "approved")["outcome"] is None
+    closed = {r["charge_id"]: r for r in scorer.reviews("closed")}
+    assert closed["ch_2"]["note"] is None  # no note: null, as in the event log, not ""
     assert {(r["charge_id"], r["closed_as"]) for r in rows(ws, "reviews")} == {
         ("ch_1", "disputed"),
         ("ch_2", "approved"),

@@ -100,7 +100,7 @@ class ReviewClose:
 
     charge_id: str
     reason: str
-    note: str
+    note: str | None  # None without one, as in the event log's reviews
     closed_at: str
     seq: int = 0
     created_us: int = 0

@@ -117,7 +117,7 @@ class FeedbackMixin:
             seq = self._seq
         created_us = to_us(now, "created")
         stored = {**event, "id": charge_id, "created_us": created_us}
-        self.log.write(ReviewClose(charge_id, reason, note, now.isoformat(), seq, created_us, stored))
+        self.log.write(ReviewClose(charge_id, reason, note or None, now.isoformat(), seq, created_us, stored))
         implied = self._close_review_events(event)
         return {
             "charge_id": charge_id,
