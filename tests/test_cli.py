@@ -110,3 +110,12 @@ def test_demo_replay_step_saves_the_starter_rules_once(tmp_path: Path) -> None:
     assert sorted(v.version for v in rulesets.history(ws)) == [1, 2, 3]
     active = rulesets.active(ws)
     assert active is not None and active.text == DEMO_RULES and active.version == 3
+
+
+def test_counts_of_rows_read_as_words() -> None:
+    from payfm.cli.render import rows_of
+
+    assert rows_of(1, "disputes") == "1 dispute"
+    assert rows_of(1, "early_fraud_warnings") == "1 early fraud warning"
+    assert rows_of(2_173, "disputes") == "2,173 disputes"
+    assert rows_of(0, "refunds") == "0 refunds"
