@@ -223,7 +223,29 @@ def test_compaction_keeps_every_row_in_order_and_leaves_one_file_a_day(ws: Works
     assert ws.compact()["disputes"].days_rewritten == 0  # nothing left to do
     assert ws.manifest()["version"] == version + 1  # and nothing committed
     on_disk = {p for p in (ws.root / "disputes").rglob("*.parquet")}
-    assert on_disk == set(ws.files("disputes"))  # the replaced files are gone
+    assert on_disk > set(
+        ws.files("disputes")
+    )  # the replaced files stay a while, for readers that listed them
+
+
+def test_a_reader_that_listed_the_files_before_a_compaction_still_reads_them(
+    ws: Workspace, scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from payfm.events import workspace
+
+    for e in disputes(ws, 12, "g"):
+        scorer.record_outcome("disputes", e)
+    con = ws.connect()  # a long job's view, opened before the compaction
+    n = ws.count("disputes")
+    listed = set(ws.files("disputes"))
+    ws.compact()
+    assert con.execute("SELECT count(*) FROM disputes").fetchone() == (n,)  # its files are still there
+    monkeypatch.setattr(workspace, "RETIRE_AFTER_S", 0.0)  # an hour later
+    scorer.record_outcome("disputes", disputes(ws, 1, "h")[0])  # the next transaction deletes them
+    assert not any(p.exists() for p in listed - set(ws.files("disputes")))
+    assert "retired" not in ws.manifest()
+    assert ws.count("disputes") == n + 1
+    con.close()
 
 
 def test_outcomes_during_compaction_are_all_appended(ws: Workspace, scorer: Scorer) -> None:

@@ -200,7 +200,8 @@ def compact(ctx: click.Context, tables: tuple[str, ...], wait_s: float) -> None:
 
     Every append adds a file per day it touches, and the decision service appends each outcome (dispute,
     early fraud warning, refund, review) as its own file; reads open every file, so they slow down as
-    small files pile up. Compaction is atomic: readers see the old files or the new ones. It takes the
+    small files pile up. Compaction is atomic: readers see the old files or the new ones (the old ones stay
+    an hour, for jobs that listed them, then the next write deletes them). It takes the
     workspace's write lock (waiting up to --wait for it); a server's appends meanwhile wait in its memory and
     follow a few seconds later (docs/events.md, "Compaction").
 

@@ -54,6 +54,7 @@ _US_PER_DAY = 86_400_000_000
 WriteMode = Literal["append", "replace"]
 WRITING = ".writing"  # present while a writer runs (see Workspace._transaction)
 SWEEP_EVERY = 64
+RETIRE_AFTER_S = 3600.0  # how long files replaced by a compaction stay for readers that listed them
 RETRIES = 3  # lists of a table's files a reader tries before it fails (see Workspace.retrying)
 _T = TypeVar("_T")
 
@@ -221,8 +222,10 @@ class Workspace:
         atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     def _collect_garbage(self, manifest: dict[str, Any]) -> None:
-        """Remove data files no manifest lists (left by replaced state or by a killed writer)."""
+        """Remove data files no manifest lists (left by replaced state or by a killed writer); files retired
+        by a compaction are kept until they expire (see :meth:`_expire_retired`)."""
         listed = {rel for files in manifest["tables"].values() for rel in files}
+        listed |= {rel for rel, _ in manifest.get("retired", [])}
         for table in TABLES:
             base = self.root / table
             if not base.is_dir():
@@ -265,7 +268,8 @@ class Workspace:
 
         Appends leave a file per write and day (the decision service appends each outcome as its own file),
         and every read opens every file. The rows of a day keep their order (its files in manifest order);
-        the manifest then lists each table by day. Readers see the old files or the new ones, never both;
+        the manifest then lists each table by day. Readers see the old files or the new ones, never both
+        (the old ones are retired, deleted by the first transaction ``RETIRE_AFTER_S`` later);
         the manifest version advances, so backfills computed before are computed again. A workspace with
         nothing to rewrite is left as it is. ``progress(table, done, total)`` counts the days to rewrite.
         It waits up to ``wait_s`` for the write lock: servers append outcomes in short transactions.
@@ -300,14 +304,20 @@ class Workspace:
                 w._abort()
                 raise
             if written:
+                now = time.time()
+                replaced = {rel for files in before["tables"].values() for rel in files}
+                replaced -= {rel for files in listing.values() for rel in files}
+                committed = {
+                    "format": FORMAT_VERSION,
+                    "version": before["version"] + 1,
+                    "tables": listing,
+                    "retired": before["retired"] + [[rel, now] for rel in sorted(replaced)],
+                }
                 try:
-                    self._commit(
-                        {"format": FORMAT_VERSION, "version": before["version"] + 1, "tables": listing}
-                    )
+                    self._commit(committed)
                 except BaseException:
                     w._abort()
                     raise
-                self._collect_garbage(self.manifest())
         return result
 
     @contextmanager
@@ -332,7 +342,13 @@ class Workspace:
                 t: ([] if mode == "replace" else list(before["tables"].get(t, []))) + written.get(t, [])
                 for t in TABLES
             }
-            after = {"format": FORMAT_VERSION, "version": before["version"] + 1, "tables": tables}
+            after: dict[str, Any] = {
+                "format": FORMAT_VERSION,
+                "version": before["version"] + 1,
+                "tables": tables,
+            }
+            if mode == "append" and before["retired"]:
+                after["retired"] = before["retired"]  # a replace drops them with everything else
             try:
                 self._commit(after)
             except BaseException:
@@ -355,11 +371,26 @@ class Workspace:
             marker = self.root / WRITING
             if marker.exists() or before["version"] % SWEEP_EVERY == 0:
                 self._collect_garbage(before)
+            before["retired"] = self._expire_retired(before.get("retired", []))
             marker.touch()
             try:
                 yield before
             finally:
                 marker.unlink(missing_ok=True)
+
+    def _expire_retired(self, retired: list[list[Any]]) -> list[list[Any]]:
+        """Delete the files a compaction retired more than ``RETIRE_AFTER_S`` ago; return those kept.
+
+        A compaction's commit does not delete the files it replaced: a reader that listed them before (a
+        DuckDB view of `payfm sql`, a backfill, training) goes on reading them. The next transaction after
+        the grace period deletes them; the manifest it commits no longer names them."""
+        now, kept = time.time(), []
+        for rel, at in retired:
+            if now - float(at) >= RETIRE_AFTER_S:
+                (self.root / rel).unlink(missing_ok=True)
+            else:
+                kept.append([rel, at])
+        return kept
 
 
 @dataclass(frozen=True)
