@@ -68,6 +68,7 @@ class FeedbackMixin:
     _append_lock: threading.Lock
     _deferred: list[tuple[str, pa.Table]]
     _append_timer: threading.Timer | None
+    _appends_closed: bool
 
     # ---- reviews -------------------------------------------------------------------------------------------
     def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -256,7 +257,7 @@ class FeedbackMixin:
         (another server's start-up may have appended one that waited here), and mark them all. On a busy
         workspace they keep waiting, and a timer tries again (``APPEND_RETRY_S``)."""
         with self._append_lock:
-            if not self._deferred:
+            if not self._deferred or self._appends_closed:
                 return
             by_table: dict[str, pa.Table] = {}
             for table, data in self._deferred:
@@ -264,8 +265,11 @@ class FeedbackMixin:
             try:
                 with self.ws.writer("append") as w:  # a file per table and day
                     for table, data in by_table.items():
-                        key = ID_COLUMNS[table]
-                        new = [not _matching(self.ws, table, key, str(v), key) for v in data[key].to_pylist()]
+                        key, seen = ID_COLUMNS[table], set()
+                        new = []
+                        for v in map(str, data[key].to_pylist()):  # once each, and not if there already
+                            new.append(v not in seen and not _matching(self.ws, table, key, v, key))
+                            seen.add(v)
                         w.write(table, data.filter(pa.array(new, pa.bool_())))
             except WorkspaceBusy:
                 n = sum(data.num_rows for _, data in self._deferred)

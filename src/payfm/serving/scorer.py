@@ -296,6 +296,7 @@ class Scorer(FeedbackMixin):
         self._append_lock = threading.Lock()  # one event-log append of this process at a time
         self._deferred: list[tuple[str, pa.Table]] = []  # events the event log could not take yet (busy)
         self._append_timer: threading.Timer | None = None  # retries them (feedback._retry_appends_later)
+        self._appends_closed = False  # set by close after its last flush: a late timer appends nothing
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     @classmethod
@@ -527,11 +528,10 @@ class Scorer(FeedbackMixin):
         try:
             if snapshot:
                 self.snapshot()
-            if self._append_timer is not None:
-                self._append_timer.cancel()
-            if self._deferred:
-                self._flush_appends()
-                if self._append_timer is not None:  # that flush may have found it busy again
+            self._flush_appends()  # the last try for events that wait (busy workspace)
+            with self._append_lock:
+                self._appends_closed = True  # a retry timer that fires later appends nothing
+                if self._append_timer is not None:
                     self._append_timer.cancel()
                 if self._deferred:
                     log.warning(
