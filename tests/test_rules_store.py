@@ -122,6 +122,16 @@ def test_cli_round_trip_with_clean_one_line_errors(ws: Workspace, tmp_path: Path
         "Error: rule 'review_line_2' line 2, column 11: Unknown attribute ':card.count_charge_1h:'. "
         "Did you mean ':card.count_charges_1h:'?\n"
     )
+    bad.write_text("block if :card_country: = 'UK'\nreview if :cvc_check: = 'failed'\nblock if :x: > 1\n")
+    result = CliRunner().invoke(cli, [*w, "rules", "check", str(bad)])
+    assert result.exit_code == 1 and result.stdout == ""
+    listed = result.stderr.splitlines()  # every error, each with its file, line and column, then a summary
+    assert [line.split(": rule ")[1].split(":")[0] for line in listed[:3]] == [
+        "'block_line_1' line 1, column 10",
+        "'review_line_2' line 2, column 11",
+        "'block_line_3' line 3, column 10",
+    ]
+    assert listed[3] == f"Error: {bad}: 3 errors (listed above)."
     assert run("lists", "create", "doms", "--type", "email_domain")[0] == 0
     assert run("lists", "add", "doms", "a.com", "B.com") == (0, "Added 2 new values to 'doms'.\n")
     assert "b.com" in run("lists", "show", "doms")[1]

@@ -93,7 +93,9 @@ def test_concurrent_outcomes_are_all_appended_once(ws: Workspace, scorer: Scorer
     assert scorer.log.unappended_outcomes() == []
 
 
-def test_a_busy_workspace_makes_outcomes_wait_not_fail(ws: Workspace, scorer: Scorer) -> None:
+def test_a_busy_workspace_makes_outcomes_wait_not_fail(
+    ws: Workspace, scorer: Scorer, caplog: pytest.LogCaptureFixture
+) -> None:
     first, second = disputes(ws, 3, "b")[:2], disputes(ws, 3, "b")[2]
     files = len(ws.files("disputes"))
     with ws._lock():  # another process writing (compaction, an import)
@@ -103,6 +105,8 @@ def test_a_busy_workspace_makes_outcomes_wait_not_fail(ws: Workspace, scorer: Sc
             out = scorer.record_outcome("disputes", e)
             assert out["duplicate"] is False and out["applied"] is True  # counted online all the same
     assert not {"dp_b_0", "dp_b_1"} & set(ids(ws))
+    busy = [r for r in caplog.records if "being written by another process" in r.getMessage()]
+    assert len(busy) == 1  # one warning for the busy spell, not one per outcome
     waiting = {p["dispute_id"] for _, p in scorer.log.unappended_outcomes()}
     assert waiting == {"dp_b_0", "dp_b_1"}  # in the decision log: a crash now appends them at the restart
     assert scorer.record_outcome("disputes", first[0])["duplicate"] is True  # known while it waits

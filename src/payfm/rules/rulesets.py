@@ -25,6 +25,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.rules import ast
 from payfm.rules.catalog import AttributeCatalog, check_types
+from payfm.rules.catalog import type_errors as catalog_type_errors
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.db import connect, default_author, now_iso
 from payfm.rules.grammar import parse_rules
@@ -60,6 +61,11 @@ def check(
     rules = parse_rules(text)
     check_types(rules, catalog_for(set_name), list_types(ws) if ws is not None else {}, values=values)
     return rules
+
+
+def type_errors(ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET) -> list[RuleError]:
+    """Every type error of ``text`` (values checked as at save), in rule order; a syntax error is raised."""
+    return catalog_type_errors(parse_rules(text), catalog_for(set_name), list_types(ws) if ws else {})
 
 
 def compile_text(

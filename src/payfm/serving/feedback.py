@@ -69,6 +69,7 @@ class FeedbackMixin:
     _deferred: list[tuple[str, pa.Table]]
     _append_timer: threading.Timer | None
     _appends_closed: bool
+    _append_waiting: bool
 
     # ---- reviews -------------------------------------------------------------------------------------------
     def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -272,15 +273,21 @@ class FeedbackMixin:
                             seen.add(v)
                         w.write(table, data.filter(pa.array(new, pa.bool_())))
             except WorkspaceBusy:
-                n = sum(data.num_rows for _, data in self._deferred)
-                log.warning(
-                    "the event log is being written by another process: %d event(s) wait; trying again in "
-                    "%.0f s and with the next one",
-                    n,
-                    APPEND_RETRY_S,
-                )
+                if not self._append_waiting:  # once a busy spell, not at every outcome
+                    log.warning(
+                        "the event log is being written by another process: events wait, tried again every "
+                        "%.0f s and with each new one",
+                        APPEND_RETRY_S,
+                    )
+                self._append_waiting = True
                 self._retry_appends_later()
                 return
+            if self._append_waiting:
+                log.info(
+                    "the event log took the %d event(s) that waited",
+                    sum(d.num_rows for d in by_table.values()),
+                )
+            self._append_waiting = False
             self._deferred = []
         for table, data in by_table.items():
             for oid in data.column(ID_COLUMNS[table]).to_pylist():

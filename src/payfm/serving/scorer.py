@@ -297,6 +297,7 @@ class Scorer(FeedbackMixin):
         self._deferred: list[tuple[str, pa.Table]] = []  # events the event log could not take yet (busy)
         self._append_timer: threading.Timer | None = None  # retries them (feedback._retry_appends_later)
         self._appends_closed = False  # set by close after its last flush: a late timer appends nothing
+        self._append_waiting = False  # events wait for a busy workspace (logged once per busy spell)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     @classmethod
