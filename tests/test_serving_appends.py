@@ -107,12 +107,14 @@ def test_a_busy_workspace_makes_outcomes_wait_not_fail(
     assert not {"dp_b_0", "dp_b_1"} & set(ids(ws))
     busy = [r for r in caplog.records if "being written by another process" in r.getMessage()]
     assert len(busy) == 1  # one warning for the busy spell, not one per outcome
+    assert scorer.events_waiting() == 2  # what /healthz reports
     waiting = {p["dispute_id"] for _, p in scorer.log.unappended_outcomes()}
     assert waiting == {"dp_b_0", "dp_b_1"}  # in the decision log: a crash now appends them at the restart
     assert scorer.record_outcome("disputes", first[0])["duplicate"] is True  # known while it waits
     scorer.record_outcome("disputes", second)  # the next append takes the waiting ones along
     assert {"dp_b_0", "dp_b_1", "dp_b_2"} <= set(ids(ws))
     assert len(ws.files("disputes")) == files + 1  # one transaction, one file for the day
+    assert scorer.events_waiting() == 0
     assert sorted(ids(ws)).count("dp_b_0") == 1
     assert scorer.log.unappended_outcomes() == []
 

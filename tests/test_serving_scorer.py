@@ -176,7 +176,8 @@ def test_http_auth_size_schema_and_card_numbers(client: tuple[TestClient, dict[s
     assert card.status_code == 422 and "4242 4242" not in card.text and "card number" in card.text
     big = c.post("/v1/charges/score", json=charge(2, device_id="x" * 5000), headers=h)
     assert big.status_code == 413
-    assert c.get("/healthz").json()["model"] == "fraud-lr@1"
+    health = c.get("/healthz").json()
+    assert health["model"] == "fraud-lr@1" and health["events_waiting"] == 0
     assert "/v1/charges/score" in c.get("/openapi.json").json()["paths"]
 
 

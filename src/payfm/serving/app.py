@@ -353,9 +353,7 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", **scorer.bundle.describe()}
-
-    charge_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Charge"}}}
+        return {"status": "ok", **scorer.bundle.describe(), "events_waiting": scorer.events_waiting()}
 
     charge_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Charge"}}}
 

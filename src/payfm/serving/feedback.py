@@ -253,6 +253,11 @@ class FeedbackMixin:
             self._deferred.append((table, data))
         self._flush_appends()
 
+    def events_waiting(self) -> int:
+        """Outcomes and review closures recorded, not yet in the event log (a busy workspace); 0 normally."""
+        with self._append_lock:
+            return sum(data.num_rows for _, data in self._deferred)
+
     def _flush_appends(self) -> None:
         """Append every waiting event in one transaction, leaving out those the event log holds already
         (another server's start-up may have appended one that waited here), and mark them all. On a busy
