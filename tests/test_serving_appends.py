@@ -283,10 +283,13 @@ def test_cli_compact_reports_and_refuses_an_unknown_table(ws: Workspace, scorer:
     for e in disputes(ws, 12, "x"):
         scorer.record_outcome("disputes", e)
     run = CliRunner()
+    summary = run.invoke(cli, ["-w", str(ws.root), "summary"]).output
+    assert "1 table(s) with days in several files" in summary and "payfm compact" in summary
     out = run.invoke(cli, ["-w", str(ws.root), "compact", "--table", "disputes"])
     assert out.exit_code == 0, out.output
     line = next(x for x in out.output.splitlines() if x.startswith("disputes:"))
     assert " files -> " in line and "rows)" in line
+    assert "one per table and day" in run.invoke(cli, ["-w", str(ws.root), "summary"]).output
     again = run.invoke(cli, ["-w", str(ws.root), "compact"])
     assert again.exit_code == 0 and "Nothing to compact" in again.output
     bad = run.invoke(cli, ["-w", str(ws.root), "compact", "--table", "dispute"])

@@ -181,7 +181,19 @@ def print_summary(s: LogSummary) -> None:
     head.add_row("early fraud warnings", f"{s.early_fraud_warnings:,}")
     head.add_row("refunds", f"{s.refunds:,}")
     head.add_row("charges labelled fraud so far", f"{s.labelled_fraud_charges:,}")
+    scattered = [t for t, (files, days) in s.files.items() if files > days]
+    if s.files:
+        total = sum(files for files, _ in s.files.values())
+        how = (
+            f"{len(scattered)} table(s) with days in several files" if scattered else "one per table and day"
+        )
+        head.add_row("data files", f"{total:,} ({how})")
     console.print(head)
+    if scattered:
+        console.print(
+            f"[dim]{', '.join(scattered)}: days in several files (appends). `payfm compact` rewrites each "
+            "day as one file; reads get faster (docs/events.md, Compaction).[/dim]"
+        )
     if s.fraud_by_scenario:
         fraud = Table(title="Fraud by scenario (ground truth)")
         fraud.add_column("scenario")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from payfm.events.schema import TABLES
 from payfm.events.workspace import Workspace
 
 
@@ -41,6 +42,8 @@ class LogSummary:
     refunds: int = 0
     labelled_fraud_charges: int = 0
     delays: dict[str, DelayStats] = field(default_factory=dict)
+    # table -> (data files, days they cover): more files than days is what `payfm compact` undoes
+    files: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def authorization_rate(self) -> float:
@@ -58,6 +61,11 @@ def _delay(con: duckdb.DuckDBPyConnection, sql_from: str) -> DelayStats:
     ).fetchall()[0]
     assert row is not None
     return DelayStats(int(row[0]), *(None if v is None else float(v) for v in row[1:]))
+
+
+def _files_and_days(ws: Workspace, table: str) -> tuple[int, int]:
+    files = ws.files(table)
+    return len(files), len({f.parent.name for f in files})
 
 
 def summarize(ws: Workspace) -> LogSummary:
@@ -113,6 +121,7 @@ def summarize(ws: Workspace) -> LogSummary:
             refunds=int(counts[3]),
             labelled_fraud_charges=int(counts[4]),
             delays=delays,
+            files={t: _files_and_days(ws, t) for t in TABLES},
         )
     finally:
         con.close()
