@@ -407,6 +407,28 @@ def test_map_default_covers_unknown_values(tmp_path: Path) -> None:
     assert ws.read("charges").column("channel").to_pylist() == ["ecommerce"] + ["card_present"] * 3
 
 
+def test_countries_are_iso_codes_and_a_map_can_fix_some_and_keep_the_rest(tmp_path: Path) -> None:
+    rows = {**ROWS, "ctry": ["uk", "US", "de", "FR"]}
+    plain = changed(card_country={"column": "ctry", "case": "upper"})
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, plain))
+    assert "row 1 (line 2), column 'card_country': expected an ISO 3166-1 alpha-2 country code" in text
+    assert "received 'UK'" in text
+    fixed = changed(
+        card_country={"column": "ctry", "case": "upper", "map": {"UK": "GB"}, "keep_unmapped": True}
+    )
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, fixed))
+    assert ws.read("charges").sort_by("charge_id").column("card_country").to_pylist() == [
+        "GB",
+        "US",
+        "DE",
+        "FR",
+    ]
+    alone = changed(card_country={"column": "ctry", "keep_unmapped": True})
+    with pytest.raises(ConfigError, match="`keep_unmapped` with `map` and without `default`"):
+        import_file(ws_at(tmp_path / "ws2"), write_csv(tmp_path, rows), write_mapping(tmp_path, alone))
+
+
 def test_schema_problems_after_mapping_name_the_file_row_and_column(tmp_path: Path) -> None:
     m = changed(channel={"column": "kind"})  # 'web' is not a channel
     text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m))

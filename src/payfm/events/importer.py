@@ -328,13 +328,15 @@ def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) ->
         missing = pc.and_(pc.is_valid(result), pc.is_null(index))
         if spec.default is not None:
             mapped = pc.if_else(missing, spec.default, mapped)
+        elif spec.keep_unmapped:
+            mapped = pc.if_else(missing, result, mapped)
         else:
             bad = np.flatnonzero(missing.to_numpy(False))
             if len(bad):
                 out.rows(
                     name,
                     bad,
-                    f"one of the keys of '{spec.path}.map' (or give a default)",
+                    f"one of the keys of '{spec.path}.map' (or give a default, or keep_unmapped: true)",
                     _values(result, bad),
                 )
                 return None

@@ -61,7 +61,7 @@ _TOP_KEYS = ("table", "description", "timezone", "columns", "drop", "labels")
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
 _OPTIONS: dict[str, tuple[str, ...]] = {
-    "string": ("separator", "prefix", "transform", "map", "default", "case"),
+    "string": ("separator", "prefix", "transform", "map", "default", "keep_unmapped", "case"),
     "int": ("separator", "scale", "minor_units", "usd_cents"),
     "timestamp": ("separator", "unit", "format", "timezone"),
 }
@@ -91,6 +91,7 @@ class FieldSpec:
     transform: CardTransform | None = None
     map: dict[str, str] | None = None  # source text -> target value
     default: str | None = None  # for values missing from ``map``; None: such values are errors
+    keep_unmapped: bool = False  # values missing from ``map`` are kept as they are (after ``case``)
     case: Literal["lower", "upper"] | None = None
     scale: float | None = None  # multiply, then round half-even; the result must be integral
     minor_units: CurrencySource | None = None  # source is in major units of this currency
@@ -304,7 +305,7 @@ def _field(
             )
         if kind != "column":
             raise ctx.error(f"{path}.transform", "a transform of one source `column`", f"<{kind}>")
-        if any(k in data for k in ("map", "default", "case", "prefix")):
+        if any(k in data for k in ("map", "default", "keep_unmapped", "case", "prefix")):
             raise ctx.error(
                 path, "a card transform alone (no map, default, case or prefix)", "<other options>"
             )
@@ -318,6 +319,13 @@ def _field(
         if "map" not in data:
             raise ctx.error(f"{path}.default", "`default` together with `map`", data["default"])
         opts["default"] = _text(ctx, f"{path}.default", data["default"])
+    if "keep_unmapped" in data:
+        keep = data["keep_unmapped"]
+        if "map" not in data or "default" in data:
+            raise ctx.error(f"{path}.keep_unmapped", "`keep_unmapped` with `map` and without `default`", keep)
+        if not isinstance(keep, bool):
+            raise ctx.error(f"{path}.keep_unmapped", "true or false", keep)
+        opts["keep_unmapped"] = keep
     if "case" in data:
         if data["case"] not in ("lower", "upper"):
             raise ctx.error(f"{path}.case", "lower or upper", data["case"])
