@@ -425,7 +425,9 @@ def test_countries_are_iso_codes_and_a_map_can_fix_some_and_keep_the_rest(tmp_pa
         "FR",
     ]
     alone = changed(card_country={"column": "ctry", "keep_unmapped": True})
-    with pytest.raises(ConfigError, match="`keep_unmapped` with `map` and without `default`"):
+    with pytest.raises(
+        ConfigError, match="expected `keep_unmapped` together with `map`; received 'no `map`'"
+    ):
         import_file(ws_at(tmp_path / "ws2"), write_csv(tmp_path, rows), write_mapping(tmp_path, alone))
 
 

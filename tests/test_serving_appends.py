@@ -165,6 +165,63 @@ def test_waiting_events_are_retried_without_another_outcome(
     assert "dp_t_0" in ids(ws) and scorer.log.unappended_outcomes() == []
 
 
+def test_a_second_busy_spell_is_retried_too(
+    ws: Workspace, scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from payfm.serving import feedback
+
+    monkeypatch.setattr(feedback, "APPEND_RETRY_S", 0.05)
+    first, second = disputes(ws, 2, "s")
+
+    def appended(oid: str) -> bool:
+        deadline = time.monotonic() + 5
+        while oid not in ids(ws) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return oid in ids(ws)
+
+    with ws._lock():
+        scorer.record_outcome("disputes", first)
+    assert appended("dp_s_0")  # by the retry timer
+    with ws._lock():
+        scorer.record_outcome("disputes", second)  # a new spell: the first timer is spent
+    assert appended("dp_s_1") and scorer.events_waiting() == 0
+
+
+def test_an_event_waiting_twice_is_appended_once(ws: Workspace, scorer: Scorer) -> None:
+    (e,) = disputes(ws, 1, "d")
+    with ws._lock():
+        scorer.record_outcome("disputes", e)
+        scorer._append_to_event_log("disputes", [e])  # as a restart's recovery would queue it again
+        assert scorer.events_waiting() == 2
+    scorer._flush_appends()
+    assert ids(ws).count("dp_d_0") == 1 and scorer.events_waiting() == 0
+
+
+def test_close_stops_appending_even_when_its_snapshot_fails(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Scorer.open(ws, decision_log=f"sqlite:///{tmp_path / 'd3.db'}", durability="os")
+    a, b = disputes(ws, 2, "c")
+    with ws._lock():
+        s.record_outcome("disputes", a)
+        s.close(snapshot=False)  # still busy: a is left to the next start
+    s._flush_appends()  # a retry timer firing after the close, the workspace free again
+    assert "dp_c_0" not in ids(ws)  # nothing appended after the close (the decision log is closed)
+    s2 = Scorer.open(ws, decision_log=f"sqlite:///{tmp_path / 'd3.db'}", durability="os")
+    assert "dp_c_0" in ids(ws)  # the next start appended it
+    with ws._lock():
+        s2.record_outcome("disputes", b)
+
+    def full_disk() -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(s2, "snapshot", full_disk)
+    with pytest.raises(OSError, match="disk full"):
+        s2.close()
+    assert "dp_c_1" in ids(ws)  # the last flush ran all the same
+    assert s2._append_timer is None or not s2._append_timer.is_alive()
+
+
 def test_compaction_waits_for_the_lock_and_a_failed_commit_leaves_no_files(
     ws: Workspace, scorer: Scorer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

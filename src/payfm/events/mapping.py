@@ -307,7 +307,9 @@ def _field(
             raise ctx.error(f"{path}.transform", "a transform of one source `column`", f"<{kind}>")
         if any(k in data for k in ("map", "default", "keep_unmapped", "case", "prefix")):
             raise ctx.error(
-                path, "a card transform alone (no map, default, case or prefix)", "<other options>"
+                path,
+                "a card transform alone (no map, default, keep_unmapped, case or prefix)",
+                "<other options>",
             )
         opts["transform"] = t
     if "map" in data:
@@ -321,10 +323,14 @@ def _field(
         opts["default"] = _text(ctx, f"{path}.default", data["default"])
     if "keep_unmapped" in data:
         keep = data["keep_unmapped"]
-        if "map" not in data or "default" in data:
-            raise ctx.error(f"{path}.keep_unmapped", "`keep_unmapped` with `map` and without `default`", keep)
         if not isinstance(keep, bool):
             raise ctx.error(f"{path}.keep_unmapped", "true or false", keep)
+        if keep and "map" not in data:
+            raise ctx.error(f"{path}.keep_unmapped", "`keep_unmapped` together with `map`", "no `map`")
+        if keep and "default" in data:
+            raise ctx.error(
+                f"{path}.keep_unmapped", "`keep_unmapped` or `default`, not both", "both (drop one)"
+            )
         opts["keep_unmapped"] = keep
     if "case" in data:
         if data["case"] not in ("lower", "upper"):

@@ -65,7 +65,9 @@ def check(
 
 def type_errors(ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET) -> list[RuleError]:
     """Every type error of ``text`` (values checked as at save), in rule order; a syntax error is raised."""
-    return catalog_type_errors(parse_rules(text), catalog_for(set_name), list_types(ws) if ws else {})
+    return catalog_type_errors(
+        parse_rules(text), catalog_for(set_name), list_types(ws) if ws is not None else {}
+    )
 
 
 def compile_text(

@@ -68,6 +68,7 @@ class FeedbackMixin:
     _append_lock: threading.Lock
     _deferred: list[tuple[str, pa.Table]]
     _append_timer: threading.Timer | None
+    _retry_scheduled: bool
     _appends_closed: bool
     _append_waiting: bool
 
@@ -254,14 +255,15 @@ class FeedbackMixin:
         self._flush_appends()
 
     def events_waiting(self) -> int:
-        """Outcomes and review closures recorded, not yet in the event log (a busy workspace); 0 normally."""
-        with self._append_lock:
-            return sum(data.num_rows for _, data in self._deferred)
+        """Outcomes and review closures recorded, not yet in the event log (a busy workspace); 0 normally.
+        Lock-free (a flush holds the append lock through its disk writes): a snapshot of the list."""
+        return _rows(list(self._deferred))
 
     def _flush_appends(self) -> None:
         """Append every waiting event in one transaction, leaving out those the event log holds already
-        (another server's start-up may have appended one that waited here), and mark them all. On a busy
-        workspace they keep waiting, and a timer tries again (``APPEND_RETRY_S``)."""
+        (another server's start-up may have appended one that waited here) or that wait twice, and mark them
+        all, under the append lock. On a busy workspace they keep waiting and a timer tries again
+        (``APPEND_RETRY_S``); once :meth:`_close_appends` ran, nothing is appended."""
         with self._append_lock:
             if not self._deferred or self._appends_closed:
                 return
@@ -273,7 +275,7 @@ class FeedbackMixin:
                     for table, data in by_table.items():
                         key, seen = ID_COLUMNS[table], set()
                         new = []
-                        for v in map(str, data[key].to_pylist()):  # once each, and not if there already
+                        for v in map(str, data[key].to_pylist()):
                             new.append(v not in seen and not _matching(self.ws, table, key, v, key))
                             seen.add(v)
                         w.write(table, data.filter(pa.array(new, pa.bool_())))
@@ -281,30 +283,49 @@ class FeedbackMixin:
                 if not self._append_waiting:  # once a busy spell, not at every outcome
                     log.warning(
                         "the event log is being written by another process: events wait, tried again every "
-                        "%.0f s and with each new one",
+                        "%g s and with each new one",
                         APPEND_RETRY_S,
                     )
                 self._append_waiting = True
-                self._retry_appends_later()
+                if not self._retry_scheduled:
+                    self._retry_scheduled = True
+                    self._append_timer = threading.Timer(APPEND_RETRY_S, self._retry_appends)
+                    self._append_timer.daemon = True
+                    self._append_timer.start()
                 return
             if self._append_waiting:
-                log.info(
-                    "the event log took the %d event(s) that waited",
-                    sum(d.num_rows for d in by_table.values()),
-                )
+                log.info("the event log took the %d event(s) that waited", _rows(self._deferred))
             self._append_waiting = False
             self._deferred = []
-        for table, data in by_table.items():
-            for oid in data.column(ID_COLUMNS[table]).to_pylist():
-                self.log.write(_mark(table, str(oid)))
+            for table, data in by_table.items():  # marked before the lock is let go: a close finds them done
+                for oid in data.column(ID_COLUMNS[table]).to_pylist():
+                    self.log.write(_mark(table, str(oid)))
 
-    def _retry_appends_later(self) -> None:
-        """Start the retry timer unless one is pending (call with ``_append_lock`` held)."""
-        timer = self._append_timer
-        if timer is None or not timer.is_alive() or timer is threading.current_thread():
-            self._append_timer = threading.Timer(APPEND_RETRY_S, self._flush_appends)
-            self._append_timer.daemon = True
-            self._append_timer.start()
+    def _retry_appends(self) -> None:
+        """The retry timer's work: a flush (which schedules the next retry if the workspace is still busy)."""
+        with self._append_lock:
+            self._retry_scheduled = False
+        self._flush_appends()
+
+    def _close_appends(self) -> None:
+        """At close, before the decision log closes: a last flush, then no more appends (a retry timer that
+        fires later does nothing), the timer stopped; events still waiting are left to the next start."""
+        try:
+            self._flush_appends()
+        except Exception:  # the close goes on: what waits is unmarked in the decision log
+            log.exception("the last append of waiting events failed; the next start appends them")
+        with self._append_lock:
+            self._appends_closed = True
+            timer = self._append_timer
+            waiting = _rows(self._deferred)
+        if timer is not None:
+            timer.cancel()
+            if timer is not threading.current_thread():
+                timer.join(timeout=10)
+        if waiting:
+            log.warning(
+                "closing with %d event(s) not in the event log yet (busy): the next start adds them", waiting
+            )
 
     def _append_pending_outcomes(self) -> None:
         """Outcomes and review closures logged but not yet marked appended (a crash in between, or a busy
@@ -367,6 +388,10 @@ def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> l
         return out
 
     return ws.retrying(table, read)
+
+
+def _rows(batches: list[tuple[str, pa.Table]]) -> int:
+    return sum(data.num_rows for _, data in batches)
 
 
 def _ts(v: Any) -> Any:

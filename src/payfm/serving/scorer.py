@@ -295,7 +295,8 @@ class Scorer(FeedbackMixin):
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
         self._append_lock = threading.Lock()  # one event-log append of this process at a time
         self._deferred: list[tuple[str, pa.Table]] = []  # events the event log could not take yet (busy)
-        self._append_timer: threading.Timer | None = None  # retries them (feedback._retry_appends_later)
+        self._append_timer: threading.Timer | None = None  # retries them (feedback._flush_appends)
+        self._retry_scheduled = False  # a retry timer is pending
         self._appends_closed = False  # set by close after its last flush: a late timer appends nothing
         self._append_waiting = False  # events wait for a busy workspace (logged once per busy spell)
 
@@ -529,20 +530,13 @@ class Scorer(FeedbackMixin):
         try:
             if snapshot:
                 self.snapshot()
-            self._flush_appends()  # the last try for events that wait (busy workspace)
-            with self._append_lock:
-                self._appends_closed = True  # a retry timer that fires later appends nothing
-                if self._append_timer is not None:
-                    self._append_timer.cancel()
-                if self._deferred:
-                    log.warning(
-                        "closing with %d event(s) not in the event log yet (busy): the next start adds them",
-                        sum(d.num_rows for _, d in self._deferred),
-                    )
         finally:
-            if self._presence is not None:
-                self._presence.close()
-            self.log.close()
+            try:
+                self._close_appends()  # even when the snapshot failed: no timer may outlive the log
+            finally:
+                if self._presence is not None:
+                    self._presence.close()
+                self.log.close()
 
     def _settled(self) -> int:
         """Wait for decisions in flight, commit the log; the sequence number everything up to is logged.
