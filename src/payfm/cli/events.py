@@ -12,7 +12,15 @@ from pathlib import Path
 
 import click
 
-from payfm.cli.render import console, print_arrow, print_summary, progress_bar, rows_of, stage_progress
+from payfm.cli.render import (
+    console,
+    plural,
+    print_arrow,
+    print_summary,
+    progress_bar,
+    rows_of,
+    stage_progress,
+)
 from payfm.errors import ConfigError
 from payfm.events.query import run_sql
 from payfm.events.schema import TABLES
@@ -222,8 +230,7 @@ def compact(ctx: click.Context, tables: tuple[str, ...], wait_s: float) -> None:
         console.print("Nothing to compact: every day of every table is one file.")
         return
     for t, r in changed.items():
-        days = f"{r.days_rewritten:,} day{'s' if r.days_rewritten != 1 else ''}"
-        rows = f"{r.rows_rewritten:,} row{'s' if r.rows_rewritten != 1 else ''}"
+        days, rows = plural(r.days_rewritten, "day"), plural(r.rows_rewritten, "row")
         console.print(f"{t}: {r.files_before:,} files -> {r.files_after:,} ({days} rewritten, {rows})")
     console.print(f"Compacted in {elapsed:.1f} s.")
 

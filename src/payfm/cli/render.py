@@ -42,10 +42,14 @@ console = Console(width=_width(sys.stdout))
 err_console = Console(stderr=True, width=_width(sys.stderr))
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` of a regular ``noun`` in words: "1 day", "2,173 days"."""
+    return f"{n:,} {noun}{'s' if n != 1 else ''}"
+
+
 def rows_of(n: int, table: str) -> str:
     """``n`` rows of an event table in words: "1 dispute", "5 early fraud warnings"."""
-    noun = table.replace("_", " ")
-    return f"{n:,} {noun if n != 1 else noun.removesuffix('s')}"
+    return plural(n, table.replace("_", " ").removesuffix("s"))
 
 
 def iso_time(value: str | None, option: str) -> datetime | None:

@@ -12,7 +12,7 @@ import click
 import pyarrow.parquet as pq
 from rich.table import Table
 
-from payfm.cli.render import console, err_console
+from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
@@ -71,16 +71,13 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
       payfm rules check examples/rules/radar_basics.rules
     """
     ws = _maybe_workspace(ctx)
-    text = _read(file)
-    errors = rulesets.type_errors(ws, text, set_name)  # every one (a syntax error stops the parse: one)
+    found, errors = rulesets.type_errors(ws, _read(file), set_name)  # a syntax error stops the parse: one
     if len(errors) == 1:
         raise errors[0]
     if errors:
         for e in errors:
             err_console.print(f"{file}: {e}", highlight=False, markup=False, soft_wrap=True)
-        n = len(errors)
-        raise ConfigError(f"{file}: {n} error{'s' if n != 1 else ''} (listed above).")
-    found = rulesets.check(ws, text, set_name)
+        raise ConfigError(f"{file}: {plural(len(errors), 'error')} (listed above).")
     console.print(f"OK: {len(found)} rules in {file}")
 
 

@@ -28,6 +28,7 @@ from payfm.events.schema import RULES, FieldRule
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
 from payfm.rules.limits import RuleError
+from payfm.training.scores import RISK_LEVELS
 
 Type = Literal["number", "string", "bool"]
 
@@ -62,7 +63,7 @@ CHARGE_STRING_FIELDS: dict[str, str | None] = {
 }
 CHARGE_NUMBER_FIELDS = ("amount", "amount_usd")
 SCORE_ATTRIBUTES: dict[str, Type] = {"risk_score": "number", "risk_level": "string"}
-RISK_LEVEL_RULE = FieldRule(choices=("normal", "elevated", "highest"))  # payfm.training.scores.ScoreLevels
+RISK_LEVEL_RULE = FieldRule(choices=RISK_LEVELS)
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,14 @@ def check(
     return rules
 
 
-def type_errors(ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET) -> list[RuleError]:
-    """Every type error of ``text`` (values checked as at save), in rule order; a syntax error is raised."""
-    return catalog_type_errors(
-        parse_rules(text), catalog_for(set_name), list_types(ws) if ws is not None else {}
-    )
+def type_errors(
+    ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET
+) -> tuple[list[ast.Rule], list[RuleError]]:
+    """The rules of ``text`` and every type error in them (values checked as at save), in rule order; a
+    syntax error is raised."""
+    rules = parse_rules(text)
+    lists = list_types(ws) if ws is not None else {}
+    return rules, catalog_type_errors(rules, catalog_for(set_name), lists)
 
 
 def compile_text(

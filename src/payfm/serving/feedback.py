@@ -368,10 +368,8 @@ def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> l
         listed = [str(f) for f in files]
         with _KEY_INDEX_LOCK:
             cache = _KEY_INDEX.setdefault((str(ws.root / table), key), {})
-            if len(cache) > len(listed) or not all(f in cache for f in listed):
-                live = set(listed)
-                for gone in [f for f in cache if f not in live]:
-                    del cache[gone]
+            for gone in cache.keys() - set(listed):
+                del cache[gone]
             todo = [f for f in listed if f not in cache]
         for f in todo:  # outside the lock: reading a file
             index = _file_index(f, key)

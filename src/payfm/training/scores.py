@@ -17,6 +17,8 @@ import numpy as np
 
 from payfm.errors import ConfigError
 
+RISK_LEVELS = ("normal", "elevated", "highest")  # the risk levels, lowest first
+
 
 def risk_scores(p: np.ndarray, floor: float = 1e-4) -> np.ndarray:
     """Scores 0-100 (floats) of calibrated probabilities ``p``."""
@@ -48,6 +50,7 @@ class ScoreLevels:
             )
 
     def level(self, score: float) -> str:
+        normal, elevated, highest = RISK_LEVELS
         if score >= self.highest:
-            return "highest"
-        return "elevated" if score >= self.elevated else "normal"
+            return highest
+        return elevated if score >= self.elevated else normal
