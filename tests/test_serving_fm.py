@@ -351,9 +351,10 @@ def _alternate(world: World, tmp_path: Path, state: str) -> list[float]:
 
 
 def test_two_serving_processes_on_redis_embed_as_one(
-    world: World, tmp_path: Path, redis_scratch: Any
+    world: World, tmp_path: Path, redis_scratch: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from payfm.fm.online_state import RedisState
+    from payfm.serving.decision_log import DecisionLog
 
     shared = _alternate(world, tmp_path / "redis", REDIS_URL)
     assert max(shared) < 1e-5  # each saw the other's charges: the offline history of every charge
@@ -361,10 +362,14 @@ def test_two_serving_processes_on_redis_embed_as_one(
     # in process, each learns only its own charges: the later charges' histories miss the other's
     apart = _alternate(world, tmp_path / "memory", "memory")
     assert sum(d > 1e-5 for d in apart) >= 3
+    # a restart on the shared, up-to-date state checks the last decided ids; it reads no logged payload
+    reads: list[int] = []
+    monkeypatch.setattr(DecisionLog, "events_after", lambda log, seq, *a, **k: reads.append(seq) or [])
     scorer = Scorer.open(Workspace.open(tmp_path / "redis" / "a"), state=REDIS_URL)
     try:
         (embedder,) = scorer.bundle.embedders.values()
         assert isinstance(embedder.store, RedisState)
+        assert reads == []
     finally:
         scorer.close(snapshot=False)
 

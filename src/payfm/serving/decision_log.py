@@ -384,10 +384,14 @@ class DecisionLog(ABC):
             self._fetch("SELECT 1 FROM outcomes WHERE kind = ? AND outcome_id = ?", (kind, outcome_id))
         )
 
-    def recent_charges(self, n: int) -> tuple[list[str], int | None]:
-        """The ids of the last ``n`` decided charges (oldest first) and the latest charge time (us) of all
-        decided ones, None without any: what a shared state's staleness check reads, without the payloads."""
-        rows = self._fetch("SELECT charge_id FROM decisions ORDER BY seq DESC LIMIT ?", (n,))
+    def recent_charges(self, n: int, upto: int | None = None) -> tuple[list[str], int | None]:
+        """The ids of the last ``n`` decided charges (oldest first; with ``upto``, of those logged at or
+        before that sequence number) and the latest charge time (us) of all decided ones, None without any:
+        what a shared state's staleness check reads, without the payloads."""
+        rows = self._fetch(
+            "SELECT charge_id FROM decisions WHERE seq <= ? ORDER BY seq DESC LIMIT ?",
+            (2**62 if upto is None else upto, n),
+        )
         ids = [str(r[0]) for r in rows]
         latest = self._fetch("SELECT max(created_us) FROM decisions")[0][0]
         return ids[::-1], (int(latest) if latest is not None else None)

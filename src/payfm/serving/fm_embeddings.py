@@ -163,10 +163,7 @@ def warm(
     ``use_event_log``) and those of ``decisions`` up to sequence number ``upto`` (all: None); returns the
     charges they learned (:func:`history`)."""
     t0 = time.perf_counter()
-    decided = [
-        p for s, kind, p in decisions.events_after(0) if kind == "charge" and (upto is None or s <= upto)
-    ]
-    recent = [str(p["charge_id"]) for p in decided[-STALE_CHECK:]]
+    recent, _ = decisions.recent_charges(STALE_CHECK, upto)  # ids only: the payloads are read if needed
     todo: dict[str, OnlineEmbedder] = {}
     for h, embedder in embedders.items():
         store = embedder.store
@@ -179,6 +176,9 @@ def warm(
         todo[h] = embedder
     if not todo:
         return _schema().empty_table()
+    decided = [
+        p for s, kind, p in decisions.events_after(0) if kind == "charge" and (upto is None or s <= upto)
+    ]
     table = history(events, decided, use_event_log)
     claims = [str(p["charge_id"]) for p in decided]  # a late copy of a decided charge is then learned once
     for h, embedder in todo.items():
