@@ -271,3 +271,30 @@ def test_an_outcome_the_event_log_holds_is_not_written_again_and_one_before_its_
         assert "dp_early" in ws.read("disputes")["dispute_id"].to_pylist()
     finally:
         scorer.close(snapshot=False)
+
+
+def test_a_snapshot_of_another_decision_log_is_not_restored(tmp_path: Path) -> None:
+    """A server moved to another decision log (PostgreSQL, a deleted SQLite file) numbers its events from 1
+    again: restoring the old log's snapshot (a higher sequence number) would hide every charge of the new
+    one at the next restart."""
+    ws, live = _world(tmp_path)
+    first = Scorer.open(ws, config=ScorerConfig())
+    for i in range(5):
+        first.score(live(i))
+    first.close()  # a snapshot at seq 5 of the workspace's SQLite log
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    second = Scorer.open(ws, config=ScorerConfig(), decision_log=other)
+    for i in range(5, 7):
+        second.score(live(i))
+    second.close(snapshot=False)  # killed: the next start must find these two in the log
+    third = Scorer.open(ws, config=ScorerConfig(), decision_log=other)
+    try:
+        count = third.score(live(7)).features["card.count_charges_all"]
+    finally:
+        third.close()
+    card = live(0)["card_fingerprint"]
+    history = sum(c["card_fingerprint"] == card for c in ws.read("charges").to_pylist())
+    assert count == history + 2  # the card's charges before: the event log's and the two on this log
+    # its own snapshot now, and the other log's is gone
+    names = sorted(p.name for p in (ws.root / "serving" / "state").glob("*.json.gz"))
+    assert len(names) == 1 and names[0].endswith("-3.json.gz")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -186,6 +187,11 @@ def _dumps(v: Any) -> str:
     return json_bytes(v).decode()
 
 
+def new_log_id() -> str:
+    """A new decision log's id (random, 16 hex digits), kept in its ``meta`` table from its creation on."""
+    return uuid.uuid4().hex[:16]
+
+
 class DecisionLog(ABC):
     """Decisions, outcomes and reviews; SQL shared by the backends (``?`` placeholders per driver)."""
 
@@ -197,6 +203,7 @@ class DecisionLog(ABC):
         self._local = threading.local()
         self._reads: list[Any] = []  # every thread's read connection, closed at close()
         self._wcon: Any = None  # the group-commit thread's connection
+        self._log_id: str | None = None
 
     # ---- backend hooks -------------------------------------------------------------------------------------
     @abstractmethod
@@ -405,6 +412,13 @@ class DecisionLog(ABC):
             (n,),
         )
         return [(str(s), str(o), str(c), int(t)) for s, o, c, t in rows][::-1]
+
+    def log_id(self) -> str:
+        """This log's id, made when its tables were created: a state snapshot names the log whose sequence
+        numbers it counts (another log numbers its events from 1 again)."""
+        if self._log_id is None:
+            self._log_id = str(self._fetch("SELECT value FROM meta WHERE key = 'log_id'")[0][0])
+        return self._log_id
 
     def max_seq(self) -> int:
         rows = self._fetch(

@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from payfm.serving.decision_log import DecisionLog, Record
+from payfm.serving.decision_log import DecisionLog, Record, new_log_id
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS decisions (charge_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
@@ -30,6 +30,7 @@ SCHEMA = [
     "opened_at TEXT NOT NULL, status TEXT NOT NULL, rule TEXT, risk_score INTEGER, reason TEXT, note TEXT, "
     "closed_at TEXT, label INTEGER)",
     "CREATE INDEX IF NOT EXISTS reviews_status ON reviews (status, seq)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
 
 
@@ -46,6 +47,10 @@ class PostgresDecisionLog(DecisionLog):
         with self._connect() as con:
             for stmt in SCHEMA:
                 con.execute(stmt)
+            con.execute(
+                "INSERT INTO meta (key, value) VALUES ('log_id', %s) ON CONFLICT (key) DO NOTHING",
+                (new_log_id(),),
+            )
 
     def _connect(self) -> psycopg.Connection[Any]:
         con = psycopg.connect(self.url, autocommit=True, connect_timeout=10)

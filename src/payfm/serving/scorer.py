@@ -375,19 +375,30 @@ class Scorer(FeedbackMixin):
     def _snapshot_dir(self) -> Path:
         return self.ws.root / "serving" / "state"
 
+    def _snapshot_prefix(self) -> str:
+        """Snapshots are named ``<feature set version>-<decision log id>-<seq>.json.gz``: a snapshot counts
+        the sequence numbers of one decision log, and another log (a server moved to PostgreSQL, a deleted
+        SQLite file) numbers its events from 1 again, so a snapshot of another log would hide them."""
+        return f"{self.bundle.fset.version}-{self.log.log_id()}-"
+
     def _rebuild(self) -> None:
-        """Restore the newest snapshot of this feature set, then replay the log after its sequence number."""
+        """Restore the newest snapshot of this feature set and decision log, then replay the log after its
+        sequence number."""
         version = self.bundle.fset.version
-        snaps = sorted(
-            self._snapshot_dir().glob(f"{version}-*.json.gz"),
-            key=lambda p: int(p.name.split("-")[-1].split(".")[0]),
-        )
+        snaps = sorted(self._snapshot_dir().glob(f"{self._snapshot_prefix()}*.json.gz"), key=_snapshot_seq)
+        others = [p.name for p in self._snapshot_dir().glob(f"{version}-*.json.gz") if p not in snaps]
+        if others and not snaps:
+            log.info(
+                "state snapshots %s are of another decision log than %s: rebuilding from the logs",
+                ", ".join(sorted(others)),
+                self.log.url,
+            )
         since = 0
         restored = False
         if snaps:
             try:
                 self.online = OnlineFeatures(self.bundle.fset, MemoryStore.restore(snaps[-1], version))
-                since = int(snaps[-1].name.split("-")[-1].split(".")[0])
+                since = _snapshot_seq(snaps[-1])
                 restored = True
             except SnapshotError as e:  # another state format: rebuild from the logs instead
                 log.warning("%s: ignoring it", e)
@@ -478,7 +489,7 @@ class Scorer(FeedbackMixin):
             if self._snapshotting:
                 return None
             seq = self._settled()
-            path = d / f"{version}-{seq}.json.gz"
+            path = d / f"{self._snapshot_prefix()}{seq}.json.gz"
             self._since_snapshot = 0
             child = 0
             if self.config.fork_snapshots and hasattr(os, "fork"):
@@ -504,8 +515,8 @@ class Scorer(FeedbackMixin):
                     "the state snapshot at seq %d failed in its child process (exit code %d)", seq, code
                 )
                 return None
-        for old in d.glob(f"{version}-*.json.gz"):
-            if old != path and int(old.name.split("-")[-1].split(".")[0]) < seq:
+        for old in d.glob(f"{version}-*.json.gz"):  # this log's older ones, and any of another log
+            if old != path and (not old.name.startswith(self._snapshot_prefix()) or _snapshot_seq(old) < seq):
                 old.unlink(missing_ok=True)
         for tmp in d.glob(f".{version}-*.tmp"):  # left by a writer that died (both processes killed)
             if not alive(int(tmp.name.split(".")[-2])):  # ".<name>.<pid>.tmp"
@@ -772,3 +783,8 @@ def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
         out.set_exception(e)
     else:
         out.set_result(Decision.from_json(stored.result()))
+
+
+def _snapshot_seq(path: Path) -> int:
+    """The decision-log sequence number a state snapshot covers (``...-<seq>.json.gz``)."""
+    return int(path.name.split("-")[-1].split(".")[0])

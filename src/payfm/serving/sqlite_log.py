@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from payfm.serving.decision_log import DecisionLog, Record
+from payfm.serving.decision_log import DecisionLog, Record, new_log_id
 
 log = logging.getLogger("payfm.serving")
 CHECKPOINT_EVERY_S = 0.2
@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS reviews (
     charge_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, opened_at TEXT NOT NULL, status TEXT NOT NULL,
     rule TEXT, risk_score INTEGER, reason TEXT, note TEXT, closed_at TEXT, label INTEGER);
 CREATE INDEX IF NOT EXISTS reviews_status ON reviews (status, seq);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -56,6 +57,7 @@ class SQLiteDecisionLog(DecisionLog):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect()
         con.executescript(SCHEMA)
+        con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (new_log_id(),))
         con.close()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
