@@ -4,7 +4,8 @@ decision sees exactly the features a single online pass over the whole log gives
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow.compute as pc
 import pytest
@@ -67,6 +68,16 @@ def test_replay_of_a_window_stops_at_its_end(ws: Workspace) -> None:
     mask = pc.and_(pc.greater_equal(charges["created"], start), pc.less(charges["created"], end))
     rep = replay_in_process(ws, start, end)
     assert rep.charges == pc.sum(mask).as_py() > 0
+
+
+def test_a_replay_keeps_the_logs_time_even_ahead_of_the_clock(tmp_path: Path) -> None:
+    """A server refuses events dated past its clock skew; a replay decides at the log's time, wherever it is
+    (here a world generated into next year), whatever bound the caller's config sets."""
+    w = Workspace.open(tmp_path / "ws", create=True)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=365)
+    w.write_stream(generate_world(WorldConfig(charges=1000, days=2, seed=3, start=start)), "replace")
+    rep = replay_in_process(w, start + timedelta(days=1), None, config=ScorerConfig(max_future_s=300))
+    assert rep.charges > 100 and not rep.errors
 
 
 def test_replay_options_and_a_replay_where_every_request_fails_are_one_line_errors(ws: Workspace) -> None:

@@ -227,6 +227,35 @@ def test_outcomes_update_features_and_the_event_log(
     assert d.features["card.count_fraud_disputes_all"] == 1.0
 
 
+def test_events_dated_past_the_clock_skew_are_refused_and_leave_the_state_alone(ws: Workspace) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from payfm.serving.scorer import ScorerConfig
+
+    scorer = Scorer.open(ws, config=ScorerConfig(max_future_s=300))
+    keys = KeyStore(ws.root / "serving" / "keys.db")
+    h = {"Authorization": f"Bearer {keys.create('tests')}"}
+    now = datetime.now(UTC)
+    try:
+        with TestClient(create_app(scorer, keys)) as c:
+            assert c.post("/v1/charges/score", json=charge(1, created=now.isoformat()), headers=h).is_success
+            r = c.post("/v1/charges/score", json=charge(2, created="2099-01-01T00:00:00Z"), headers=h)
+            assert r.status_code == 422 and r.json()["error"]["field"] == "created"
+            assert "at most 300 s ahead of the server's clock" in r.json()["error"]["message"]
+            ahead = (now + timedelta(seconds=200)).isoformat()  # within the skew: decided
+            assert c.post("/v1/charges/score", json=charge(3, created=ahead), headers=h).is_success
+            dispute = {"dispute_id": "dp_1", "charge_id": "ch_1", "created": "2099-01-01T00:00:00Z"}
+            dispute |= {"reason": "fraudulent", "amount": 1999, "currency": "usd"}
+            r = c.post("/v1/disputes", json=dispute, headers=h)
+            assert r.status_code == 422 and r.json()["error"]["field"] == "created"
+        later = (now + timedelta(seconds=250)).isoformat()
+        # the refused charge moved no window: the 1-hour count holds the two decided ones
+        assert scorer.score(charge(4, created=later)).features["card.count_charges_1h"] == 2.0
+        assert scorer.log.get_decision("ch_2") is None
+    finally:
+        scorer.close()
+
+
 def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:
     psycopg = pytest.importorskip("psycopg")
     try:

@@ -66,6 +66,14 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     help="When a decision is acknowledged: fsync (on disk; survives a power cut) or os (written to the "
     "operating system; survives a kill -9 of the server, not a power cut).",
 )
+@click.option(
+    "--max-future-s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Refuse a charge or outcome whose 'created' is more than this many seconds ahead of the server's "
+    "clock (clock skew): one far-future event would reset its card's, IP's and merchant's velocity windows.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -79,6 +87,7 @@ def serve(
     max_body: int,
     snapshot_every: int,
     durability: str,
+    max_future_s: float,
 ) -> None:
     """Run the real-time decision service (see docs/serving.md)."""
     if ctx.invoked_subcommand is not None:
@@ -98,7 +107,7 @@ def serve(
         ws,
         decision_log=decision_log,
         state=state,
-        config=ScorerConfig(model=model, snapshot_every=snapshot_every),
+        config=ScorerConfig(model=model, snapshot_every=snapshot_every, max_future_s=max_future_s),
         durability=durability,
     )
     click.echo(f"payfm serve: {scorer.bundle.describe()} on http://{host}:{port}", err=True)

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -79,6 +80,24 @@ def to_us(value: object, field: str) -> int:
         )
     delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def refuse_future(created_us: int, max_future_s: float | None, what: str = "charge") -> None:
+    """Raise if ``created_us`` is more than ``max_future_s`` seconds ahead of this machine's clock (None: no
+    bound). One event dated far ahead would move its keys' velocity windows there: every later event on the
+    card, IP or merchant would then count as the first in its window."""
+    if max_future_s is None:
+        return
+    now_us = time.time_ns() // 1000
+    ahead = (created_us - now_us) / 1e6
+    if ahead > max_future_s:
+        raise InvalidInput(
+            f"Field 'created' of the {what} must be at most {max_future_s:,.0f} s ahead of the server's "
+            f"clock ({datetime.fromtimestamp(now_us / 1e6, UTC).isoformat(timespec='seconds')}). Got "
+            f"{datetime.fromtimestamp(created_us / 1e6, UTC).isoformat(timespec='seconds')}, "
+            f"{ahead:,.0f} s ahead: check the sender's clock (payfm serve --max-future-s sets the bound).",
+            field="created",
+        )
 
 
 def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:

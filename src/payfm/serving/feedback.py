@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +27,7 @@ from payfm.events.validate import validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
 from payfm.features.online import OnlineFeatures
-from payfm.serving.charges import refuse_card_numbers, to_us
+from payfm.serving.charges import refuse_card_numbers, refuse_future, to_us
 from payfm.serving.decision_log import (
     REVIEW_LABELS,
     REVIEW_REASONS,
@@ -38,6 +38,9 @@ from payfm.serving.decision_log import (
     ReviewClose,
 )
 from payfm.serving.errors import Conflict, InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from payfm.serving.scorer import ScorerConfig
 
 log = logging.getLogger("payfm.serving")
 APPEND_RETRY_S = 2.0  # how soon appends that found the workspace busy are tried again
@@ -59,6 +62,7 @@ class FeedbackMixin:
     ws: Workspace
     online: OnlineFeatures
     log: DecisionLog
+    config: ScorerConfig
     append_outcomes: bool
     _lock: threading.Lock
     _drained: threading.Condition
@@ -180,6 +184,7 @@ class FeedbackMixin:
         event = row.to_pylist()[0]
         oid, cid = str(event[OUTCOME_TABLES[table]]), str(event["charge_id"])
         created_us = to_us(event["created"], "created")
+        refuse_future(created_us, self.config.max_future_s, f"{table} event")
         source = label_source(table, event)
         result = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "duplicate": True}
         key = f"{table}:{oid}"

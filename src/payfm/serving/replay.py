@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -114,7 +114,8 @@ def replay_in_process(
             ws,
             decision_log=f"sqlite:///{Path(tmp) / 'replay.db'}",
             state=MemoryStore(),
-            config=config,
+            # the period's time is the log's, ahead of the clock or not (a world generated into the future)
+            config=replace(config or ScorerConfig(), max_future_s=None),
             durability=durability,
         )
         scorer.append_outcomes = False

@@ -59,7 +59,7 @@ from payfm.registry.store import ModelVersion, Registry
 from payfm.rules import charge_values
 from payfm.rules import rulesets as rs
 from payfm.rules.compiler import Ruleset
-from payfm.serving.charges import normalize_charge
+from payfm.serving.charges import normalize_charge, refuse_future
 from payfm.serving.decision_log import (
     DecisionLog,
     DecisionRecord,
@@ -115,6 +115,10 @@ class ScorerConfig:
     # collector's reach (gc.freeze, after a full collection of what is not frozen yet): else each full
     # collection rescans every state record made since start-up, a pause that grows with uptime. 0: never.
     gc_freeze_every: int = 5_000
+    # Refuse a charge or outcome dated more than this many seconds ahead of the server's clock (None: no
+    # bound, as for a replay, whose time is the log's): one far-future event would move its keys' velocity
+    # windows there. `payfm serve --max-future-s` (default 300).
+    max_future_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -626,6 +630,7 @@ class Scorer(FeedbackMixin):
         is committed (durable), or with the error. Validation errors raise here."""
         t0 = time.perf_counter()
         c = normalize_charge(charge)
+        refuse_future(c["created_us"], self.config.max_future_s)
         cid = str(c["charge_id"])
         mine: Future[dict[str, Any]] | None = None
         fm_inputs: dict[str, np.ndarray] = {}
