@@ -28,7 +28,9 @@ from payfm.evaluation.pipeline import evaluate_models
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.training_set import build_training_set
+from payfm.registry.store import Registry
 from payfm.synth import WorldConfig, generate_world
+from payfm.training.models.linear import LogisticModel
 
 FEATURES = [
     "amount_usd_log",
@@ -90,6 +92,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         }
     )
     preds = scored.join(charges, "charge_id", join_type="inner").sort_by([("created", "ascending")])
+    # registered as "lr", held out from `start` (its scores come from the stubbed score_window below)
+    fset = feature_set("tiny")
+    X = np.random.default_rng(0).normal(size=(50, len(fset.names)))
+    lr = LogisticModel(calibration="none").fit(X, (X[:, 0] > 0).astype(int), feature_names=fset.names)
+    window = {"test_start": start.isoformat()}
+    Registry(ws).register(lr, name="lr", task="fraud", fset=fset, data_window=window)
     return World(ws=ws, start=start, end=end, preds=preds, features=test)
 
 
@@ -101,6 +109,7 @@ def stub_score_window(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str
         ws: Workspace, ref: str, start: datetime | None = None, end: datetime | None = None
     ) -> pa.Table:
         calls.append(ref)
+        calls.append(f"from {start.isoformat() if start else None}")
         return world.preds
 
     module = types.ModuleType("payfm.training.predict")
@@ -121,7 +130,7 @@ def test_evaluate_models_compares_a_model_with_the_rules_baseline(
     world: World, stub_score_window: list[str], tmp_path: Path
 ) -> None:
     paths, results = evaluate_models(world.ws, ["lr"], world.start, world.end, tmp_path / "r", bootstrap=30)
-    assert stub_score_window == ["lr"]
+    assert stub_score_window == ["lr", f"from {world.start.isoformat()}"]
     lr, rules = results
     assert (lr.name, rules.name) == ("lr", "rules baseline")
     assert (lr.evaluated, lr.immature) == (rules.evaluated, rules.immature)
@@ -139,6 +148,23 @@ def test_evaluate_models_compares_a_model_with_the_rules_baseline(
     fired = np.array([expected[c] for c in mature_ids])
     assert rules.curves.histogram.fraud == _density(fired[mature["is_fraud"].to_numpy() == 1])
     assert paths.html.exists() and paths.json.exists()
+
+
+def test_models_are_evaluated_on_their_held_out_period_unless_asked_otherwise(
+    world: World, stub_score_window: list[str], tmp_path: Path
+) -> None:
+    said: list[str] = []
+    evaluate_models(world.ws, ["lr"], out_dir=tmp_path / "a", bootstrap=0, progress=said.append)
+    assert stub_score_window == ["lr", f"from {world.start.isoformat()}"]  # not the whole log
+    assert any(m.startswith("window: from") and "lr@1's held-out test period" in m for m in said)
+    assert not any(m.startswith("warning:") for m in said)
+    said.clear()
+    earlier = world.start - timedelta(days=10)
+    evaluate_models(world.ws, ["lr"], earlier, out_dir=tmp_path / "b", bootstrap=0, progress=said.append)
+    assert stub_score_window[-1] == f"from {earlier.isoformat()}"  # as asked, with a warning
+    assert any(m.startswith("warning:") and "in-sample" in m for m in said)
+    with pytest.raises(EvaluationError, match="before the held-out test period of lr@1"):
+        evaluate_models(world.ws, ["lr"], None, world.start - timedelta(days=1), out_dir=tmp_path / "c")
 
 
 def test_baseline_alone_is_evaluated_on_the_charges_of_the_window(world: World) -> None:

@@ -20,7 +20,12 @@ def _f(x: float, fmt: str = ".3f") -> str:
 
 @click.command()
 @click.option("--model", "models", multiple=True, help="A model reference (repeat for several).")
-@click.option("--from", "start", help="Start of the window (UTC, inclusive), e.g. 2026-03-01.")
+@click.option(
+    "--from",
+    "start",
+    help="Start of the window (UTC, inclusive), e.g. 2026-03-01 [default: with --model, the start of the "
+    "models' held-out test period, so no model is scored on charges it was trained on].",
+)
 @click.option("--to", "end", help="End of the window (UTC, exclusive).")
 @click.option("--out", type=click.Path(file_okay=False), help="Report directory [default: reports/<time>/].")
 @click.option(
@@ -65,7 +70,9 @@ def evaluate(
         bootstrap=bootstrap,
         seed=seed,
         horizon=timedelta(days=horizon_days) if horizon_days is not None else None,
-        progress=lambda msg: err_console.print(f"[dim]{msg}[/dim]"),
+        progress=lambda msg: err_console.print(
+            f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
+        ),
     )
     r0 = results[0]
     caption = (

@@ -42,6 +42,21 @@ def _check_window(start: datetime | None, end: datetime | None) -> None:
         )
 
 
+def held_out(ws: Workspace, model_refs: Sequence[str]) -> dict[str, datetime]:
+    """Each model's held-out test period start (``data_window.test_start`` of its registry entry; models
+    registered without one are left out): charges before it trained or validated the model."""
+    from payfm.registry.store import Registry
+
+    reg = Registry(ws)
+    out = {}
+    for ref in model_refs:
+        mv = reg.get(ref)
+        start = (mv.entry.get("data_window") or {}).get("test_start")
+        if start:
+            out[mv.ref] = datetime.fromisoformat(start)
+    return out
+
+
 def evaluate_models(
     ws: Workspace,
     model_refs: Sequence[str],
@@ -60,11 +75,31 @@ def evaluate_models(
 
     Without models the baseline is evaluated alone on the charges of the window, labelled over ``horizon``
     (default 120 days); with models it uses the first model's charges and labels.
+
+    Without ``start``, models are evaluated from the latest of their held-out test periods' starts
+    (:func:`held_out`), never on the charges they were trained or validated on; a ``start`` earlier than a
+    model's test period is evaluated as asked, with a ``warning:`` through ``progress``: its figures are
+    in-sample for that model.
     """
     _check_window(start, end)
     if not model_refs and not baseline:
         raise EvaluationError("evaluate_models needs at least one model or the baseline. Got neither.")
     say = progress or (lambda _msg: None)
+    tests = held_out(ws, model_refs) if model_refs else {}
+    if start is None and tests:
+        ref, start = max(tests.items(), key=lambda kv: kv[1])
+        say(f"window: from {start.isoformat()}, the start of {ref}'s held-out test period (--from to choose)")
+        if end is not None and start >= end:
+            raise EvaluationError(
+                f"The evaluation window ends at {end.isoformat()}, before the held-out test period of {ref} "
+                f"starts ({start.isoformat()}): give --from to evaluate earlier charges (in-sample)."
+            )
+    for ref, test_start in tests.items():
+        if start is not None and start < test_start:
+            say(
+                f"warning: the window starts before {ref}'s held-out test period ({test_start.isoformat()}): "
+                "it holds charges the model was trained or validated on, so its figures are in-sample"
+            )
     tables: list[tuple[str, pa.Table]] = []
     if model_refs:
         # imported at call time: the training package provides it, and this module imports without it
