@@ -184,3 +184,48 @@ def test_a_backfill_older_than_the_event_log_is_computed_again(tmp_path: Path) -
     assert _mismatches(table, compute(ws.connect(), fset), fset.names) == {}
     with pytest.raises(ConfigError, match="--memory-limit"):  # pasted into DuckDB's SET: checked first
         backfill(ws, fset, memory_limit="1GB'; COPY (SELECT 42) TO 'x.csv'; SET memory_limit='1GB")
+
+
+def test_a_backfill_stopped_by_sigterm_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kill` (SIGTERM) unwinds like Ctrl-C: the spill folder and the partial Parquet file go; what a
+    process killed outright left (its pid gone) is swept by the next backfill, another live one's is not."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    from payfm.synth import WorldConfig, generate_world
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=10, seed=1)), "replace")
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root)]
+    cmd += ["features", "backfill", "--engine", "duckdb"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "TMPDIR": str(temp)}, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(temp.glob(f"payfm-spill-{proc.pid}-*")):  # the backfill has begun
+        assert proc.poll() is None and time.monotonic() < deadline, "the backfill did not start"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM  # interrupted, not finished
+    assert not list(temp.glob("payfm-spill-*"))
+    assert not list((ws.root / "features").glob(".*.tmp"))
+    assert not list((ws.root / "features").glob("*.parquet"))
+    # strays of a writer killed outright (a pid that no longer exists) and of a live one (this process)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
+    gone = int(dead.stdout)
+    stray = ws.root / "features" / f".tiny-x.parquet.{gone}.1.tmp"
+    live = ws.root / "features" / f".tiny-x.parquet.{os.getpid()}.1.tmp"
+    for p in (stray, live):
+        p.write_bytes(b"partial")
+    (temp / f"payfm-spill-{gone}-abc").mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    backfill(ws, bench_set())
+    assert not stray.exists() and live.exists()
+    assert not list(temp.glob("payfm-spill-*"))

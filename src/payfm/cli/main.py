@@ -5,6 +5,7 @@ Every user error (:class:`payfm.errors.PayfmError`) prints one message and exits
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import click
@@ -74,5 +75,12 @@ cli.add_command(serve)
 cli.add_command(replay)
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    # A SIGTERM (kill, a job scheduler's stop) unwinds like Ctrl-C instead of ending the process where it
+    # stands: partial files and temporary folders are removed, locks released. (`payfm serve` sets its own.)
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="payfm")

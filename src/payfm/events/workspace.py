@@ -67,6 +67,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (on this machine): a temporary file or folder named with a dead
+    writer's pid is a stray to remove."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new content, never a part."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

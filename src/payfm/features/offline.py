@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, alive
 from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
 from payfm.features.offline_columnar import (
     Charges,
@@ -339,6 +339,23 @@ def backfill_is_current(ws: Workspace, path: Path) -> bool:
     return meta.get(LOG_VERSION_KEY) == str(ws.manifest()["version"]).encode()
 
 
+SPILL_PREFIX = "payfm-spill-"  # + pid: DuckDB's temporary files of a backfill, in the system's temp folder
+
+
+def _sweep_strays(out_dir: Path) -> None:
+    """Remove what backfills killed outright (kill -9, out of memory) left: their partial Parquet files in
+    ``out_dir`` (``.<name>.<pid>.<ns>.tmp``) and their spill folders (``payfm-spill-<pid>-*``), those of
+    processes that no longer exist."""
+    for tmp in out_dir.glob(".*.tmp"):
+        pid = tmp.name.split(".")[-3]
+        if pid.isdigit() and not alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+    for spill in Path(tempfile.gettempdir()).glob(f"{SPILL_PREFIX}*-*"):
+        pid = spill.name[len(SPILL_PREFIX) :].split("-")[0]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(spill, ignore_errors=True)
+
+
 def _backfill(
     ws: Workspace,
     fset: FeatureSet,
@@ -351,6 +368,7 @@ def _backfill(
         raise ConfigError(f"--memory-limit: expected a size such as 4GB or 512MiB. Got {memory_limit!r}.")
     out_dir = ws.root / "features"
     out_dir.mkdir(exist_ok=True)
+    _sweep_strays(out_dir)
     path = out_dir / f"{fset.name}-{fset.version}.parquet"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{time.time_ns()}.tmp")
     meta = {
@@ -359,7 +377,7 @@ def _backfill(
         # the event log's version read before its data: a later write makes this backfill stale
         LOG_VERSION_KEY: str(ws.manifest()["version"]).encode(),
     }
-    spill = Path(tempfile.mkdtemp(prefix="payfm-spill-"))
+    spill = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-"))
     cons: list[duckdb.DuckDBPyConnection] = []
 
     def connect() -> duckdb.DuckDBPyConnection:  # only the SQL aggregates need DuckDB

@@ -49,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, alive
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.online import OnlineFeatures
@@ -80,7 +80,7 @@ from payfm.serving.fm_embeddings import (
     unseen,
     warm,
 )
-from payfm.serving.snapshot_child import alive, fork_writer
+from payfm.serving.snapshot_child import fork_writer
 from payfm.training.models import Model
 from payfm.training.scores import ScoreLevels, risk_score
 

@@ -53,13 +53,3 @@ def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the snap
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
