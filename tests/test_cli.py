@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from factories import charges
@@ -49,6 +50,23 @@ def test_sql_prints_csv_and_refuses_writes(tmp_path: Path) -> None:
     code, out = run("-w", str(tmp_path), "sql", "DELETE FROM charges")
     assert code == 1 and "read-only" in out and "Traceback" not in out
     assert ws.count("charges") == 4
+
+
+def test_sql_csv_holds_lists_as_json_and_json_lines_are_strict(tmp_path: Path) -> None:
+    import json
+
+    ws = Workspace.open(tmp_path, create=True)
+    with ws.writer() as w:
+        w.write("charges", charges(3))
+    query = "SELECT 'x' AS k, list(amount ORDER BY amount) AS amounts, {'a': 1} AS s, 'nan'::DOUBLE AS r"
+    code, out = run("-w", str(tmp_path), "sql", query + " FROM charges", "--format", "csv")
+    assert code == 0, out
+    assert out.splitlines() == ['"k","amounts","s","r"', '"x","[1000, 1001, 1002]","{""a"": 1}",nan']
+    query += ", 'inf'::DOUBLE AS i"
+    code, out = run("-w", str(tmp_path), "sql", query + " FROM charges", "--format", "json")
+    assert code == 0
+    row = json.loads(out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert row == {"k": "x", "amounts": [1000, 1001, 1002], "s": {"a": 1}, "r": None, "i": None}
 
 
 def test_sql_shows_a_wide_result_as_records_and_a_narrow_one_as_a_table(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -120,16 +122,39 @@ def loss_progress(label: str, show: bool = True) -> Iterator[Callable[[int, int,
         yield update
 
 
+def _jsonable(v: Any) -> Any:
+    """``v`` with NaN and infinities as None (JSON has neither), inside lists and structs too."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """``table`` with the columns CSV cannot hold (lists, structs, maps, bytes) as JSON text, cell by cell."""
+    for i, f in enumerate(table.schema):
+        t = f.type
+        if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+            values = table.column(i).to_pylist()
+            cells = [None if v is None else json.dumps(_jsonable(v), default=str) for v in values]
+            table = table.set_column(i, f.name, pa.array(cells, pa.string()))
+    return table
+
+
 def print_arrow(table: pa.Table, fmt: str, limit: int | None) -> None:
-    """Print ``table`` as a rich table (first ``limit`` rows), CSV or JSON lines on stdout."""
+    """Print ``table`` as a rich table (first ``limit`` rows), CSV or JSON lines on stdout (strict JSON:
+    NaN and infinities as null)."""
     if fmt == "csv":
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(table, sink)
+        pacsv.write_csv(_csv_ready(table), sink)
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
         return
     if fmt == "json":
         for row in table.to_pylist():
-            sys.stdout.write(json.dumps(row, default=str) + "\n")
+            sys.stdout.write(json.dumps(_jsonable(row), default=str, allow_nan=False) + "\n")
         return
     shown = table if limit is None else table.slice(0, limit)
     if table.num_columns and console.width // table.num_columns < MIN_COLUMN_WIDTH:
