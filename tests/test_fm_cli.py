@@ -101,6 +101,10 @@ def test_pretrain_options_reach_the_checkpoint_and_progress_counts_steps(tmp_pat
     assert resumed.exit_code == 1 and "--lr 0.02 --warmup 5" in resumed.output, resumed.output
     resumed = CliRunner().invoke(cli, [*more, "--lr", "0.02", "--warmup", "5"], catch_exceptions=False)
     assert resumed.exit_code == 0 and "step 4" in resumed.output
+    for flag, value, was in (("--seed", "1", "--seed 0"), ("--batch-size", "64", "--batch-size 32")):
+        other = CliRunner().invoke(cli, [*more, "--lr", "0.02", "--warmup", "5", flag, value])
+        assert other.exit_code == 1 and f"Resume with its settings ({was})" in other.output, other.output
+    assert load_checkpoint(tmp_path / "fm" / "default")[2]["pretrain"]["seed"] == 0  # left as it was
 
     seen: list[tuple[int, int, float]] = []
     cfg = PretrainConfig(seq_len=4, batch_size=32, steps=5)

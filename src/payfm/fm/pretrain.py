@@ -49,6 +49,10 @@ from payfm.fm.sequences import Sequences, build_sequences, read_charges
 from payfm.fm.tokenizer import MASK, OUTCOME_FIELD, PAD, Tokenizer
 
 DEFAULT_NAME = "default"
+# Settings a resumed run must share with the checkpoint's (the CLI's options for those it has): each shapes
+# the run from its first step (the schedule, each epoch's row order, the batches, the masks).
+RESUME_FIXED = ("lr", "warmup", "batch_size", "seed", "weight_decay", "mask_prob", "next_prob")
+CLI_OPTIONS = frozenset({"lr", "warmup", "batch_size", "seed"})  # those `payfm fm pretrain` takes
 
 
 @dataclass(frozen=True)
@@ -238,12 +242,15 @@ def pretrain(
                 f"{_when(config.until_us)}, {_first(config.max_charges)}. Resuming would misstate what it "
                 "has seen: resume with its --until-frac and --max-charges, or start over with --fresh."
             )
-        rate = (before.get("lr", config.lr), before.get("warmup", config.warmup))
-        if rate != (config.lr, config.warmup):
+        changed = [k for k in RESUME_FIXED if k in before and before[k] != getattr(config, k)]
+        if changed:
+            then = ", ".join(f"{k} {before[k]:g}" for k in changed)
+            flags = " ".join(f"--{k.replace('_', '-')} {before[k]:g}" for k in changed if k in CLI_OPTIONS)
             raise ConfigError(
-                f"Checkpoint '{path}' was pretrained with lr {rate[0]:g} and warmup {rate[1]}; resuming with "
-                f"lr {config.lr:g} and warmup {config.warmup} would change its schedule midway. Resume with "
-                f"--lr {rate[0]:g} --warmup {rate[1]}, or start over with --fresh."
+                f"Checkpoint '{path}' was pretrained with {then}; resuming with "
+                f"{', '.join(f'{k} {getattr(config, k):g}' for k in changed)} would change its training "
+                "midway (learning-rate schedule, batches, masks) and misstate it in its config. Resume with "
+                f"its settings{f' ({flags})' if flags else ''}, or start over with --fresh."
             )
         model.train()
     else:
