@@ -107,7 +107,9 @@ def serve(
         ws,
         decision_log=decision_log,
         state=state,
-        config=ScorerConfig(model=model, snapshot_every=snapshot_every, max_future_s=max_future_s),
+        config=ScorerConfig(
+            model=model, snapshot_every=snapshot_every, max_future_s=max_future_s, lists_refresh_s=1.0
+        ),
         durability=durability,
     )
     click.echo(f"payfm serve: {scorer.bundle.describe()} on http://{host}:{port}", err=True)

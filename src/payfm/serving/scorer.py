@@ -35,11 +35,12 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -119,6 +120,11 @@ class ScorerConfig:
     # bound, as for a replay, whose time is the log's): one far-future event would move its keys' velocity
     # windows there. `payfm serve --max-future-s` (default 300).
     max_future_s: float | None = None
+    # Every this many seconds, look whether rules.db changed (PRAGMA data_version) and, when a list the
+    # served ruleset uses did, recompile it with the new contents: a blocklist entry takes effect within it,
+    # without a reload (the ruleset's version stays: activating another one is `POST /v1/admin/reload`).
+    # None: lists are read at load and reload only. `payfm serve` sets 1.0.
+    lists_refresh_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,9 @@ class Bundle:
     # Foundation-model checkpoint hash -> its online embedder, for the models that take embeddings (one
     # embedder per checkpoint, shared by the model and the shadow; empty when no model takes embeddings).
     embedders: Mapping[str, OnlineEmbedder] = field(default_factory=dict)
+    ruleset_source: tuple[str, str] | None = (
+        None  # the ruleset's text and feature set: recompiled on a list change
+    )
 
     @cached_property
     def fm_needs(self) -> dict[str, tuple[str, ...]]:
@@ -251,6 +260,7 @@ def load_bundle(
         active.version if active else None,
         datetime.now(UTC).isoformat(),
         load_embedders(reg, (mv, sv), embedders or {}, fm_state),
+        (active.text, active.feature_set) if active else None,
     )
 
 
@@ -302,6 +312,8 @@ class Scorer(FeedbackMixin):
         self._append_timer: threading.Timer | None = None  # retries them (feedback._flush_appends)
         self._retry_scheduled = False  # a retry timer is pending
         self._appends_closed = False  # set by close after its last flush: a late timer appends nothing
+        self._lists_stop = threading.Event()
+        self._lists_watcher: threading.Thread | None = None
         self._append_waiting = False  # events wait for a busy workspace (logged once per busy spell)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
@@ -359,6 +371,8 @@ class Scorer(FeedbackMixin):
                     log.info("serving %s on foundation-model embeddings: %s", mv.ref, describe_fm(mv))
             scorer._append_pending_outcomes()
             dlog.start()
+            if config.lists_refresh_s is not None:
+                scorer._watch_lists(config.lists_refresh_s)
         except BaseException:
             if presence is not None:
                 presence.close()
@@ -538,7 +552,66 @@ class Scorer(FeedbackMixin):
 
         threading.Thread(target=run, name="payfm-snapshot", daemon=True).start()
 
+    def refresh_lists(self) -> bool:
+        """Recompile the served ruleset with the current contents of the lists it uses; swap it in (one
+        reference assignment, as a reload) when they changed. Returns whether it did."""
+        with self._reloading:
+            b = self.bundle
+            if b.ruleset is None or not b.ruleset.lists or b.ruleset_source is None:
+                return False
+            text, set_name = b.ruleset_source
+            new = rs.compile_text(self.ws, text, set_name, values=False)
+            if new.lists == b.ruleset.lists:
+                return False
+            self.bundle = replace(b, ruleset=new)
+        changed = sorted(n for n in new.lists if new.lists[n] != b.ruleset.lists.get(n))
+        log.info(
+            "lists %s changed: ruleset version %s now uses their new contents", changed, b.ruleset_version
+        )
+        return True
+
+    def _watch_lists(self, every_s: float) -> None:
+        """Start the thread that calls :meth:`refresh_lists` when ``rules.db`` changed (its ``PRAGMA
+        data_version`` moves when another connection commits), looking every ``every_s`` seconds."""
+
+        path = self.ws.root / "rules.db"
+        con: sqlite3.Connection | None = None
+        seen = None
+
+        def look() -> None:
+            nonlocal con, seen
+            if con is None:
+                if not path.exists():
+                    return
+                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+            version = con.execute("PRAGMA data_version").fetchone()[0]
+            if version != seen:
+                if seen is not None:
+                    self.refresh_lists()
+                seen = version
+
+        def run() -> None:
+            try:
+                while not self._lists_stop.wait(every_s):
+                    try:
+                        look()
+                    except Exception:  # a failed refresh keeps the lists served; the next change retries
+                        log.exception("refreshing the rules' lists failed")
+            finally:
+                if con is not None:
+                    con.close()
+
+        look()  # the version the bundle was loaded at (a rules.db made later: refreshed at first sight)
+        if con is None:
+            seen = -1
+
+        self._lists_watcher = threading.Thread(target=run, name="payfm-lists", daemon=True)
+        self._lists_watcher.start()
+
     def close(self, snapshot: bool = True) -> None:
+        self._lists_stop.set()
+        if self._lists_watcher is not None:
+            self._lists_watcher.join(timeout=30)
         with self._lock:  # a periodic snapshot being written: let it finish, then take the final one
             while self._snapshotting:
                 self._drained.wait()

@@ -1,0 +1,58 @@
+"""A running server applies list changes (a blocklist entry) without a reload; the ruleset's version stays."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from payfm.events.workspace import Workspace
+from payfm.rules import rulesets
+from payfm.rules.lists import add_values, create_list, remove_values
+from payfm.serving.charges import EXAMPLE_FIELDS
+from payfm.serving.scorer import Scorer, ScorerConfig
+
+RULES = "blocked_card: block if :card_fingerprint: in @blocked_cards\n"
+
+
+def _charge(i: int, card: str) -> dict[str, object]:
+    return {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:00:{i:02d}Z", **EXAMPLE_FIELDS} | {
+        "card_fingerprint": card
+    }
+
+
+def _until(check: object, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_a_list_change_reaches_a_running_server_within_its_refresh(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    create_list(ws, "blocked_cards", "card_fingerprint", author="ana")
+    add_values(ws, "blocked_cards", ["fp_old"], author="ana")
+    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="ana")
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.05))
+    try:
+        assert scorer.score(_charge(1, "fp_old")).outcome == "blocked"
+        assert scorer.score(_charge(2, "fp_new")).outcome == "authorized"
+        add_values(ws, "blocked_cards", ["fp_new"], author="ana")  # `payfm lists add`, another process
+        assert _until(lambda: "fp_new" in scorer.bundle.ruleset.lists["blocked_cards"])  # type: ignore[union-attr]
+        assert scorer.score(_charge(3, "fp_new")).outcome == "blocked"
+        remove_values(ws, "blocked_cards", ["fp_old"], author="ana")
+        assert _until(lambda: "fp_old" not in scorer.bundle.ruleset.lists["blocked_cards"])  # type: ignore[union-attr]
+        d = scorer.score(_charge(4, "fp_old"))
+        assert d.outcome == "authorized" and d.ruleset_version == 1  # the same ruleset, new list contents
+    finally:
+        scorer.close()
+    # without a refresh interval (a library scorer, a replay) the lists are those of the load
+    still = Scorer.open(ws, config=ScorerConfig())
+    try:
+        add_values(ws, "blocked_cards", ["fp_later"], author="ana")
+        time.sleep(0.2)
+        assert still.score(_charge(5, "fp_later")).outcome == "authorized"
+        assert still.refresh_lists() and still.score(_charge(6, "fp_later")).outcome == "blocked"
+    finally:
+        still.close()
