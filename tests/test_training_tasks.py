@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -129,15 +130,32 @@ def test_cli_train_registers_candidates_and_prints_a_comparison(tmp_path: Path, 
     r = run("--model", "lr", "--horizon-days", "10")
     assert r.exit_code == 0, r.output
     assert "validation and test" in r.output and "immature labels left out" in r.output
-    assert "fitted on every charge" in r.output
+    assert "fitted on every charge" not in r.output
+    fitted = Registry(ws).get("fraud-lr").entry["split"]["fitted"]
+    assert f"fitted on {fitted:,} charges" in " ".join(r.output.split()) and fitted > 0
     assert Registry(ws).get("fraud-lr").stage == "candidate"
+    r = run("--model", "lr", "--horizon-days", "10", "--downsample", "0.1", "--seed", "3")
+    assert r.exit_code == 0, r.output
+    entry = Registry(ws).list("fraud-lr")[-1].entry
+    assert entry["training"] == {
+        "seed": 3,
+        "calibration": "isotonic",
+        "downsample": 0.1,
+        "train_on": "all",
+        "trials": 0,
+    }
+    kept = entry["split"]["fitted"]
+    said = " ".join(r.output.split())  # the console wraps long lines
+    assert kept < fitted / 3 and f"fitted on {kept:,} charges (negatives downsampled to 10%" in said
+    r = run("--model", "lr", "--fm-inputs", "surprise")
+    assert r.exit_code == 2 and "--fm-inputs applies to a foundation model's outputs" in r.output
     r = run("--horizon-days", "200")
     assert r.exit_code == 1 and "with mature labels" in r.output and "shorter --horizon-days" in r.output
     assert "-" not in r.output.split("spans")[1].split("days")[0]  # no negative span
     with pytest.raises(ConfigError, match=r"must be positive\. Got -1 days"):
         task("fraud").labels(ws, horizon=timedelta(days=-1))
     r = run("--model", "lr", "--horizon-days", "10", "--train-on", "authorized")
-    assert r.exit_code == 0 and "fitted on authorized charges" in r.output
+    assert r.exit_code == 0 and re.search(r"fitted on [0-9,]+ authorized charges", r.output)
     assert Registry(ws).list("fraud-lr")[-1].entry["split"]["train_on"] == "authorized"
 
 

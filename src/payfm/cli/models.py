@@ -128,6 +128,9 @@ def train(
     """
     ws = Workspace.open(ctx.obj["workspace"])
     checkpoint = None
+    for param, flag in (("fm_inputs", "--fm-inputs"), ("fm_workers", "--fm-workers")):
+        if fm_name is None and ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE:
+            raise click.UsageError(f"{flag} applies to a foundation model's outputs: give --fm NAME too.")
     if fm_name is not None:
         from payfm.fm.identity import checkpoint_meta
 
@@ -175,8 +178,9 @@ def train(
         f"rows train/val/test {s['rows']['train']:,}/{s['rows']['val']:,}/{s['rows']['test']:,}; "
         f"immature labels left out of train {s['immature_dropped']['train']:,}, "
         f"val {s['immature_dropped']['val']:,}; {s['too_recent']:,} too recent to label; "
-        f"horizon {results[0].horizon_days:g} d; fitted on "
-        f"{'authorized charges' if train_on == 'authorized' else 'every charge'}"
+        f"horizon {results[0].horizon_days:g} d; fitted on {s['fitted']:,} "
+        f"{'authorized charges' if train_on == 'authorized' else 'charges'}"
+        + (f" (negatives downsampled to {downsample:.0%}, weighted back)" if downsample < 1 else "")
     )
 
 

@@ -80,6 +80,8 @@ class TrainResult:
     seconds: float
     foundation_model: str | None = None  # the checkpoint whose outputs the model takes (None: features only)
     fm_outputs: tuple[str, ...] = ()
+    # what else shaped the fit: seed, calibration, share of negatives kept, which charges, tuning trials
+    settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -209,7 +211,7 @@ def fit_on_split(
         task=task.name,
         params=params,
         metrics=metrics,
-        split={**split.summary(), "train_on": config.train_on},
+        split={**split.summary(), "train_on": config.train_on, "fitted": len(tr)},
         window={
             f"{k}_{e}": _iso(v) for k, (s, t) in split.bounds.items() for e, v in (("start", s), ("end", t))
         },
@@ -217,6 +219,13 @@ def fit_on_split(
         seconds=time.perf_counter() - t0,
         foundation_model=config.foundation_model,
         fm_outputs=tuple(config.fm_outputs) if config.foundation_model else (),
+        settings={
+            "seed": config.seed,
+            "calibration": config.calibration,
+            "downsample": config.downsample,
+            "train_on": config.train_on,
+            "trials": config.trials,
+        },
     )
 
 
@@ -300,7 +309,12 @@ def register_result(
         data_window=result.window,
         params=result.params,
         metrics=result.metrics,
-        extra={"horizon_days": result.horizon_days, "split": result.split, "train_seconds": result.seconds},
+        extra={
+            "horizon_days": result.horizon_days,
+            "split": result.split,
+            "train_seconds": result.seconds,
+            "training": result.settings,
+        },
         foundation_model=fm,
         fm_outputs=result.fm_outputs or ("embedding",),
     )
