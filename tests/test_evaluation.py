@@ -91,6 +91,13 @@ def test_bad_inputs_raise_clear_errors(preds: pa.Table) -> None:
         match=r"'m' \(1000 immature labels excluded\) needs at least one fraudulent and one legitimate",
     ):
         evaluate_predictions(all_legit, name="m")
+    immature = preds.set_column(
+        preds.schema.get_field_index("mature"), "mature", pa.array([False] * preds.num_rows)
+    )
+    with pytest.raises(
+        EvaluationError, match=r"'m' has no charge with a mature label: the window's 20,000 charges"
+    ):
+        evaluate_predictions(immature, name="m")
     logits = preds.set_column(2, "score", pc.multiply(preds["score"], 3.0))
     with pytest.raises(EvaluationError, match=r"scores in \[0, 1\]"):
         evaluate_predictions(logits, name="m")

@@ -192,6 +192,12 @@ def evaluate_predictions(
     window = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())
     preds = preds.filter(mature_col)
     who = f"The evaluation of {name!r}"
+    if charges and not preds.num_rows:
+        raise EvaluationError(
+            f"{who} has no charge with a mature label: the window's {charges:,} charges "
+            f"({window[0]:%Y-%m-%d} .. {window[1]:%Y-%m-%d}) are all too recent for their label horizon, "
+            "so whether they were fraud is not known yet. Evaluate an earlier window (--from, --to)."
+        )
     y, s, _ = binary_inputs(
         who,
         _column(preds, "is_fraud").to_numpy(zero_copy_only=False),
