@@ -32,7 +32,7 @@ from payfm.events.cards import contains_card_number
 from payfm.events.schema import SCHEMAS
 from payfm.serving.charges import OPTIONAL_AT_DECISION
 from payfm.serving.decision_log import REVIEW_REASONS, json_bytes
-from payfm.serving.errors import InvalidInput, Unauthorized, http_status
+from payfm.serving.errors import InvalidInput, Unauthorized, http_status, shown
 from payfm.serving.keys import KeyStore
 from payfm.serving.scorer import Scorer
 
@@ -49,6 +49,28 @@ def _error(status: int, type_: str, message: str, field: str | None = None, **he
 
 def _json(value: Any) -> bytes:
     return json_bytes(value)
+
+
+def _not_json(why: str) -> InvalidInput:
+    """The 422 of a body that does not parse, the same on every endpoint; ``why`` never quotes the body."""
+    return InvalidInput(f"The body is not valid JSON ({why}).")
+
+
+def _why_not_json(e: BaseException) -> str:
+    if isinstance(e, json.JSONDecodeError):
+        return f"{e.msg} at character {e.pos}"
+    if isinstance(e, RecursionError):  # the parser recurses per nesting level
+        return "nested too deeply"
+    return "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else type(e).__name__
+
+
+_JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+
+
+def _not_object(value: Any) -> InvalidInput:
+    """The 422 of a body that parses to something other than an object: what it is, not what it holds."""
+    kind = "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
+    return InvalidInput(f"The body must be a JSON object. Got {kind}.")
 
 
 Authorize = Callable[[str], Awaitable[str | None]]
@@ -73,10 +95,10 @@ class ScoreEndpoint:
             await self.authorize(authorization)
             try:
                 charge = json.loads(body)
-            except ValueError:
-                raise InvalidInput("The request body must be a JSON object (it is not valid JSON).") from None
+            except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser goes
+                raise _not_json(_why_not_json(e)) from None
             if not isinstance(charge, dict):
-                raise InvalidInput(f"The request body must be a JSON object. Got {type(charge).__name__}.")
+                raise _not_object(charge)
             decision = await self.scorer.score_async(charge)
             return 200, _json(decision.response()), {}
         except PayfmError as e:
@@ -92,6 +114,13 @@ class ScoreEndpoint:
                 "field": None,
             }
             return 500, _json({"error": err}), {}
+
+
+def _payfm_error(e: PayfmError) -> JSONResponse:
+    """The API's JSON error of ``e``, with its status (and the Bearer challenge with a 401)."""
+    status = http_status(e)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    return _error(status, type(e).__name__, str(e), getattr(e, "field", None), **headers)
 
 
 def _model_of(table: str, name: str, optional: frozenset[str] = frozenset()) -> type[BaseModel]:
@@ -314,32 +343,37 @@ def create_app(
 
     @app.exception_handler(PayfmError)
     async def payfm_error(request: Request, e: PayfmError) -> JSONResponse:
-        status = http_status(e)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-        return _error(status, type(e).__name__, str(e), getattr(e, "field", None), **headers)
+        return _payfm_error(e)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         errs = e.errors()
         first = errs[0] if errs else {}
-        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
-        field = ".".join(loc) or None
+        where = first.get("loc", ())
+        loc = [str(x) for x in where if x not in ("body", "query", "path")]
+        field = shown(".".join(loc)) or None  # a field name may come from the client (an extra field)
         msg = str(first.get("msg", "invalid input"))
         if first.get("type") == "extra_forbidden":
             msg = "this field is not part of the schema"
         if first.get("type") == "json_invalid":  # its location is a character offset, not a field
-            at = loc[-1] if loc else "?"
-            return _error(422, "InvalidInput", f"The body is not valid JSON ({msg} at character {at}).")
+            why = str((first.get("ctx") or {}).get("error", msg))
+            return _payfm_error(_not_json(f"{why} at character {loc[-1] if loc else '?'}"))
+        if tuple(where) == ("body",):  # the body as a whole: not an object, or none at all
+            if first.get("type") == "missing":
+                return _payfm_error(InvalidInput("The body must be a JSON object. Got none."))
+            return _payfm_error(_not_object(first.get("input")))
         return _error(422, "InvalidInput", f"Field '{field}': {msg}.", field)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         # unknown paths (404) and wrong methods (405) answer in the service's error format too
+        if e.status_code == 400 and e.__cause__ is not None:  # FastAPI's: the body did not parse
+            return _payfm_error(_not_json(_why_not_json(e.__cause__)))
         kind = {404: "NotFound", 405: "MethodNotAllowed"}.get(e.status_code, "HTTPError")
         return _error(
             e.status_code,
             kind,
-            f"{request.method} {request.url.path}: {e.detail}.",
+            f"{shown(f'{request.method} {request.url.path}')}: {e.detail}.",  # the path may hold anything
             None,
             **(e.headers or {}),
         )

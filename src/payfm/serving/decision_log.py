@@ -391,6 +391,18 @@ class DecisionLog(ABC):
             self._fetch("SELECT 1 FROM outcomes WHERE kind = ? AND outcome_id = ?", (kind, outcome_id))
         )
 
+    def get_outcome(self, kind: str, outcome_id: str) -> dict[str, Any] | None:
+        """What the log holds of outcome ``outcome_id`` of table ``kind``: ``{id, charge_id, label_source,
+        applied}`` (None if it holds none)."""
+        rows = self._fetch(
+            "SELECT charge_id, source, applied FROM outcomes WHERE kind = ? AND outcome_id = ?",
+            (kind, outcome_id),
+        )
+        if not rows:
+            return None
+        cid, source, applied = rows[0]
+        return {"id": outcome_id, "charge_id": str(cid), "label_source": source, "applied": bool(applied)}
+
     def recent_charges(self, n: int, upto: int | None = None) -> tuple[list[str], int | None]:
         """The ids of the last ``n`` decided charges (oldest first; with ``upto``, of those logged at or
         before that sequence number) and the latest charge time (us) of all decided ones, None without any:

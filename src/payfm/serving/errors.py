@@ -1,12 +1,21 @@
 """Errors of the decision service; each carries its HTTP status and, where it has one, the field at fault.
 
 The HTTP app has one handler that turns any :class:`payfm.errors.PayfmError` into a JSON error
-(``{"error": {"type", "message", "field"}}``) with :func:`http_status`; the CLI prints the message.
+(``{"error": {"type", "message", "field"}}``) with :func:`http_status`; the CLI prints the message. A message
+that quotes what the client sent (an id, a path parameter, the path) quotes it through :func:`shown`.
 """
 
 from __future__ import annotations
 
+import re
+
 from payfm.errors import PayfmError
+
+# 13 or more digits, possibly glued to letters or split by up to 3 other characters between digits: what a
+# message never quotes. Wider than payfm.events.cards' detection (no Luhn check, no word boundary) on
+# purpose: hiding a long number costs a message nothing, showing a card number leaks it.
+_LONG_NUMBER = re.compile(r"\d(?:[^0-9A-Za-z]{0,3}\d){12,}")
+_SHOWN_CHARS = 120  # longer values are cut: a message names the value, it does not reproduce it
 
 
 class ServingError(PayfmError):
@@ -53,6 +62,17 @@ class Overloaded(ServingError):
     """Too many requests in flight; retry after a moment (503 with Retry-After)."""
 
     status = 503
+
+
+def shown(value: object) -> str:
+    """``value`` as an error message may quote it: every run of 13 or more digits (any full card number
+    among them, however it is written) replaced by ``[card number removed]``, then cut to 120 characters.
+
+    >>> shown("/v1/reviews/4111 1111 1111 1111/close"), shown("ch_1")
+    ('/v1/reviews/[card number removed]/close', 'ch_1')
+    """
+    text = _LONG_NUMBER.sub("[card number removed]", str(value))
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
 def http_status(e: PayfmError) -> int:

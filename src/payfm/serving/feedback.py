@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 
 from payfm.errors import WorkspaceBusy
 from payfm.events.schema import ID_COLUMNS, SCHEMAS
-from payfm.events.validate import validate_events
+from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
 from payfm.features.online import OnlineFeatures
@@ -37,7 +37,7 @@ from payfm.serving.decision_log import (
     OutcomeRecord,
     ReviewClose,
 )
-from payfm.serving.errors import Conflict, InvalidInput, NotFound
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
 
 if TYPE_CHECKING:
     from payfm.serving.scorer import ScorerConfig
@@ -47,6 +47,7 @@ APPEND_RETRY_S = 2.0  # how soon appends that found the workspace busy are tried
 
 # Outcome event tables -> (id column, label source of the online features or None).
 OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
+_OUTCOME_NAMES = {"disputes": "dispute", "early_fraud_warnings": "early fraud warning", "refunds": "refund"}
 
 
 def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
@@ -81,7 +82,7 @@ class FeedbackMixin:
         """The review queue (``status`` open or closed), oldest first."""
         if status is not None and status not in REVIEW_STATUSES:
             raise InvalidInput(
-                f"The review status must be one of {', '.join(REVIEW_STATUSES)}. Got {status!r}.",
+                f"The review status must be one of {', '.join(REVIEW_STATUSES)}. Got {shown(repr(status))}.",
                 field="status",
             )
         return self.log.reviews(status, limit, offset)
@@ -99,15 +100,15 @@ class FeedbackMixin:
         """
         if reason not in REVIEW_REASONS:
             raise InvalidInput(
-                f"The closing reason must be one of {', '.join(REVIEW_REASONS)}. Got {reason!r}.",
+                f"The closing reason must be one of {', '.join(REVIEW_REASONS)}. Got {shown(repr(reason))}.",
                 field="reason",
             )
         refuse_card_numbers({"note": note, "reviewer": reviewer}, "review")
         review = self.log.get_review(charge_id)
         if review is None:
-            raise NotFound(f"No review for charge '{charge_id}'.", field="charge_id")
+            raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
         if review["status"] != "open":
-            raise Conflict(f"The review of charge '{charge_id}' is already closed.", field="charge_id")
+            raise Conflict(f"The review of charge '{shown(charge_id)}' is already closed.", field="charge_id")
         now = datetime.now(UTC)
         event = {
             "charge_id": charge_id,
@@ -173,50 +174,73 @@ class FeedbackMixin:
     def record_outcome(self, table: str, payload: Mapping[str, Any]) -> dict[str, Any]:
         """Record a dispute, early fraud warning or refund: decision log, online features, event log.
 
-        Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate}``.
+        Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate}``; a
+        duplicate (the id recorded already, on the same charge) returns the stored record's facts; the id
+        recorded on another charge is a Conflict. Invalid fields are one InvalidInput naming the first.
         """
         if table not in OUTCOME_TABLES:
             raise InvalidInput(
                 f"The outcome table must be one of {', '.join(OUTCOME_TABLES)}. Got {table!r}.", field="table"
             )
         refuse_card_numbers(payload, table)
-        row = validate_events(table, pa.Table.from_pylist([dict(payload)]), source=f"POST {table}")
+        try:
+            row = validate_events(table, pa.Table.from_pylist([dict(payload)]), source=f"POST {table}")
+        except ValidationError as e:
+            raise _invalid_outcome(table, e) from None
         event = row.to_pylist()[0]
         oid, cid = str(event[OUTCOME_TABLES[table]]), str(event["charge_id"])
         created_us = to_us(event["created"], "created")
         refuse_future(created_us, self.config.max_future_s, f"{table} event")
         source = label_source(table, event)
-        result = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "duplicate": True}
+        facts = {"id": oid, "charge_id": cid, "label_source": source, "applied": False}
         key = f"{table}:{oid}"
         # Outside the lock. Replaying the event log in process (append_outcomes False) reads outcomes of the
         # log itself: neither check applies, and the decision log alone dates decided charges.
-        in_log, charge_us = self._event_log_facts(table, oid, cid, self.append_outcomes)
+        logged, charge_us = self._event_log_facts(table, oid, cid, self.append_outcomes)
+        in_log = bool(logged)
+        if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
+            raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
         if charge_us is not None and created_us < charge_us:
             raise InvalidInput(
-                f"The {table} event '{oid}' is dated {event['created'].isoformat()}, before its charge "
-                f"'{cid}' ({datetime.fromtimestamp(charge_us / 1e6, UTC).isoformat()}): an outcome follows "
-                "its charge.",
+                f"The {table} event '{shown(oid)}' is dated {event['created'].isoformat()}, before its "
+                f"charge '{shown(cid)}' ({datetime.fromtimestamp(charge_us / 1e6, UTC).isoformat()}): an "
+                "outcome follows its charge.",
                 field="created",
             )
+        stored: dict[str, Any] | None = None
         with self._lock:
-            if key in self._pending or self.log.has_outcome(table, oid):
-                return result
-            applied = False
-            if source is not None:
-                applied = self.online.apply_outcome(source, oid, cid, created_us)
-            if in_log and not applied:  # in the event log already, so counted when the state was built
-                return result
-            self._seq += 1
-            seq = self._seq
-            self._pending[key] = Future()
-            self._inflight += 1
+            other = self._pending.get(key)  # the same id being recorded: its facts once it is durable
+            if other is None:
+                stored = self.log.get_outcome(table, oid)
+            if other is None and stored is None:
+                applied = False
+                if source is not None:
+                    applied = self.online.apply_outcome(source, oid, cid, created_us)
+                if in_log and not applied:  # in the event log already, so counted when the state was built
+                    mine_in_log = next(r for r in logged if str(r["charge_id"]) == cid)
+                    return {**facts, "label_source": label_source(table, mine_in_log), "duplicate": True}
+                self._seq += 1
+                seq = self._seq
+                mine: Future[dict[str, Any]] = Future()
+                self._pending[key] = mine
+                self._inflight += 1
+        if other is not None:
+            stored = other.result(timeout=60)  # the log write's own timeout is 30 s
+        if stored is not None:
+            return _duplicate(table, oid, cid, stored)
+        facts["applied"] = applied
         try:
-            stored = {**event, "created": event["created"].isoformat(), "id": oid, "created_us": created_us}
+            record = {**event, "created": event["created"].isoformat(), "id": oid, "created_us": created_us}
             self.log.write(
                 OutcomeRecord(
-                    seq, table, oid, cid, created_us, source, applied, stored, datetime.now(UTC).isoformat()
+                    seq, table, oid, cid, created_us, source, applied, record, datetime.now(UTC).isoformat()
                 )
             )
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        else:
+            mine.set_result(facts)
         finally:
             with self._lock:
                 self._pending.pop(key, None)
@@ -227,19 +251,23 @@ class FeedbackMixin:
             self._append_to_event_log(table, [event])
         elif in_log:
             self.log.write(_mark(table, oid))  # the event log has it (imported meanwhile): not a second row
-        return {**result, "applied": applied, "duplicate": False}
+        return {**facts, "duplicate": False}
 
-    def _event_log_facts(self, table: str, oid: str, cid: str, look_in_log: bool) -> tuple[bool, int | None]:
-        """Whether the event log holds outcome ``oid`` of ``table`` already, and the time (us) of charge
-        ``cid`` (from the decision log, else, with ``look_in_log``, the event log; None when unknown)."""
+    def _event_log_facts(
+        self, table: str, oid: str, cid: str, look_in_log: bool
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The event log's rows of outcome ``oid`` of ``table`` (their ``charge_id``, and ``reason`` for
+        disputes; empty: none, or not ``look_in_log``), and the time (us) of charge ``cid`` (from the decision
+        log, else, with ``look_in_log``, the event log; None when unknown)."""
         decided = self.log.get_charge(cid)
         if not look_in_log:
-            return False, (int(decided["created_us"]) if decided is not None else None)
-        in_log = bool(_matching(self.ws, table, OUTCOME_TABLES[table], oid, OUTCOME_TABLES[table]))
+            return [], (int(decided["created_us"]) if decided is not None else None)
+        columns = ("charge_id", "reason") if table == "disputes" else ("charge_id",)
+        logged = _matching_rows(self.ws, table, OUTCOME_TABLES[table], oid, columns)
         if decided is not None:
-            return in_log, int(decided["created_us"])
+            return logged, int(decided["created_us"])
         found = _matching(self.ws, "charges", "charge_id", cid, "created")
-        return in_log, (int(found[0].timestamp() * 1_000_000) if found else None)
+        return logged, (int(found[0].timestamp() * 1_000_000) if found else None)
 
     def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
         """Append ``events`` (logged already) to the event log, then mark them appended in the decision log.
@@ -365,11 +393,18 @@ def _file_index(path: str, key: str) -> np.ndarray:
 
 
 def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
-    """``column`` of the rows of event table ``table`` whose ``key`` is ``value``; only files whose index
+    """``column`` of the rows of event table ``table`` whose ``key`` is ``value`` (:func:`_matching_rows`)."""
+    return [row[column] for row in _matching_rows(ws, table, key, value, (column,))]
+
+
+def _matching_rows(
+    ws: Workspace, table: str, key: str, value: str, columns: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """``columns`` of the rows of event table ``table`` whose ``key`` is ``value``; only files whose index
     (``_KEY_INDEX``) has the value's hash are read."""
     h = hash(value)
 
-    def read(files: list[Path]) -> list[Any]:
+    def read(files: list[Path]) -> list[dict[str, Any]]:
         listed = [str(f) for f in files]
         with _KEY_INDEX_LOCK:
             cache = _KEY_INDEX.setdefault((str(ws.root / table), key), {})
@@ -380,17 +415,47 @@ def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> l
             index = _file_index(f, key)
             with _KEY_INDEX_LOCK:
                 cache[f] = index
-        out: list[Any] = []
+        out: list[dict[str, Any]] = []
         for f in listed:
             found = cache.get(f)
             index = found if found is not None else _file_index(f, key)  # evicted meanwhile: read it
             i = int(np.searchsorted(index, h))
             if i < len(index) and index[i] == h:
-                part = pq.ParquetFile(f).read(columns=[key, column])
-                out.extend(part.filter(pc.equal(part[key], value))[column].to_pylist())
+                part = pq.ParquetFile(f).read(columns=list(dict.fromkeys((key, *columns))))
+                out.extend(part.filter(pc.equal(part[key], value)).select(list(columns)).to_pylist())
         return out
 
     return ws.retrying(table, read)
+
+
+def _duplicate(table: str, oid: str, cid: str, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer to outcome ``oid`` of charge ``cid`` sent again: ``stored`` (its recorded facts) marked a
+    duplicate; a Conflict naming the recorded charge when that is another one (an id names one outcome)."""
+    if stored["charge_id"] != cid:
+        raise _conflict(table, oid, str(stored["charge_id"]), cid)
+    return {**stored, "duplicate": True}
+
+
+def _conflict(table: str, oid: str, recorded: str, cid: str) -> Conflict:
+    return Conflict(
+        f"The {_OUTCOME_NAMES[table]} '{shown(oid)}' is recorded on charge '{shown(recorded)}'; an id names "
+        f"one outcome of one charge. Got charge '{shown(cid)}'.",
+        field=OUTCOME_TABLES[table],
+    )
+
+
+def _invalid_outcome(table: str, e: ValidationError) -> InvalidInput:
+    """The event schema's problems with an outcome as the API's 422: a sentence per problem, on one line,
+    naming the first problem's field (as the score endpoint does)."""
+    name = _OUTCOME_NAMES[table]
+    parts = []
+    for p in e.problems:
+        who = f"Field '{p.column}' of the {name}" if p.column else f"The {name}"
+        parts.append(f"{who} must be {p.expected}. Got {shown(p.received)}.")
+    if e.total > len(e.problems):
+        parts.append(f"And {e.total - len(e.problems)} more.")
+    field = e.problems[0].column if e.problems else None
+    return InvalidInput(" ".join(parts) or str(e).splitlines()[0], field=field)
 
 
 def _rows(batches: list[tuple[str, pa.Table]]) -> int:

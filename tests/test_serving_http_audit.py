@@ -1,0 +1,188 @@
+"""Errors of the decision service found by an audit: no card number echoed from a path or id, JSON nested
+past the parser's depth is a 422 on every endpoint, an outcome id sent again for another charge is a 409 and a
+true duplicate answers with what is stored, outcome validation names the field."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from payfm.events.workspace import Workspace
+from payfm.rules import rulesets
+from payfm.serving.app import create_app
+from payfm.serving.errors import Conflict, shown
+from payfm.serving.scorer import Scorer, ScorerConfig
+from payfm.synth import WorldConfig, generate_world
+from test_serving_scorer import RULES, charge, register
+
+PAN = "4111111111111111"
+JSON = {"content-type": "application/json"}
+OUTCOME_PATHS = ("/v1/disputes", "/v1/early_fraud_warnings", "/v1/refunds", "/v1/reviews/ch_1/close")
+
+
+@pytest.fixture()
+def scorer(tmp_path: Path) -> Iterator[Scorer]:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    register(ws, 1.0, "production")
+    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="test")
+    s = Scorer.open(ws)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def client(scorer: Scorer) -> Iterator[TestClient]:
+    with TestClient(create_app(scorer, None)) as c:
+        yield c
+
+
+def dispute(oid: str, cid: str, **kw: Any) -> dict[str, Any]:
+    d = {"dispute_id": oid, "charge_id": cid, "created": "2026-03-01T13:00:00Z", "reason": "fraudulent"}
+    return d | {"amount": 1999, "currency": "usd"} | kw
+
+
+def error(r: Any, status: int) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    err: dict[str, Any] = r.json()["error"]
+    assert set(err) == {"type", "message", "field"} and "\n" not in err["message"]
+    return err
+
+
+@pytest.mark.parametrize(
+    "written", [PAN, "4111 1111 1111 1111", "4111.1111.1111.1111", f"x{PAN}x", f"ch_{PAN}"]
+)
+def test_no_error_quotes_a_card_number_from_the_path(client: TestClient, written: str) -> None:
+    """A path parameter and an unknown path are quoted masked (a charge id never holds a card number: the
+    body scan refuses one, so the 404 says no more than 'no review')."""
+    closing = client.post(f"/v1/reviews/{written}/close", json={"reason": "approved"})
+    err = error(closing, 404)
+    assert "[card number removed]" in err["message"] and err["field"] == "charge_id"
+    nowhere = client.get(f"/v1/{written}")
+    assert error(nowhere, 404)["type"] == "NotFound"
+    for r in (closing, nowhere):
+        assert "1111" not in r.text, r.text
+    assert shown(f"ch_{PAN}") == "ch_[card number removed]" and shown("ch_1") == "ch_1"
+    assert len(shown("x" * 1000)) == 120
+
+
+def test_json_nested_past_the_parser_is_a_422_on_every_endpoint(client: TestClient) -> None:
+    deep = b"[" * 20000 + b"]" * 20000  # 40 KB, under the body limit
+    inner = b'{"charge_id": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    for path in ("/v1/charges/score", *OUTCOME_PATHS):
+        for body in (deep, inner):
+            err = error(client.post(path, content=body, headers=JSON), 422)
+            assert err["type"] == "InvalidInput" and err["message"] == (
+                "The body is not valid JSON (nested too deeply)."
+            ), path
+        broken = error(client.post(path, content=b'{"a": ', headers=JSON), 422)
+        assert broken["message"] == "The body is not valid JSON (Expecting value at character 6).", path
+
+
+def test_a_body_that_is_not_an_object_says_what_it_is(client: TestClient) -> None:
+    for path in ("/v1/charges/score", *OUTCOME_PATHS):
+        for body, kind in ((b"[1]", "a list"), (b'"x"', "a string"), (b"null", "null")):
+            err = error(client.post(path, content=body, headers=JSON), 422)
+            assert err["message"] == f"The body must be a JSON object. Got {kind}.", (path, err)
+            assert err["type"] == "InvalidInput" and err["field"] is None
+
+
+def test_outcome_validation_names_the_first_field_on_one_line(client: TestClient) -> None:
+    client.post("/v1/charges/score", json=charge(1))
+    bad = error(client.post("/v1/disputes", json=dispute("dp_1", "ch_1", reason="Fraudulent")), 422)
+    assert bad["type"] == "InvalidInput" and bad["field"] == "reason"
+    assert bad["message"].startswith("Field 'reason' of the dispute must be one of fraudulent,")
+    assert bad["message"].endswith("Got 'Fraudulent'.")
+    two = error(client.post("/v1/disputes", json=dispute("dp_1", "ch_1", reason="x", currency="USD")), 422)
+    assert two["field"] == "reason" and "Field 'currency' of the dispute must be" in two["message"]
+    refund = {"refund_id": "re_1", "charge_id": "ch_1", "created": "2026-03-01T13:00:00Z", "amount": -1}
+    neg = error(client.post("/v1/refunds", json=refund | {"currency": "usd", "reason": "fraudulent"}), 422)
+    assert (
+        neg["field"] == "amount"
+        and neg["message"] == "Field 'amount' of the refund must be a value >= 0. Got -1."
+    )
+
+
+def test_an_outcome_id_is_one_outcome_of_one_charge(client: TestClient, scorer: Scorer) -> None:
+    """Sent again for the same charge, it answers with the stored record (not the request); for another
+    charge, 409 naming the charge it is recorded on, and nothing is counted for the other charge."""
+    for i in (1, 22):
+        client.post("/v1/charges/score", json=charge(i, card_fingerprint=f"fp_{i}"))
+    first = client.post("/v1/disputes", json=dispute("dp_1", "ch_1"))
+    assert first.json() == {
+        "id": "dp_1",
+        "charge_id": "ch_1",
+        "label_source": "fraud_disputes",
+        "applied": True,
+        "duplicate": False,
+    }
+    again = client.post("/v1/disputes", json=dispute("dp_1", "ch_1", reason="general"))
+    assert again.status_code == 200 and again.json() == {**first.json(), "duplicate": True}
+    other = client.post("/v1/disputes", json=dispute("dp_1", "ch_22", reason="general"))
+    err = error(other, 409)
+    assert err["type"] == "Conflict" and err["field"] == "dispute_id"
+    assert "'dp_1' is recorded on charge 'ch_1'" in err["message"] and "'ch_22'" in err["message"]
+    later = charge(23, card_fingerprint="fp_22", created="2026-03-02T12:00:00+00:00")
+    assert scorer.score(later).features["card.count_fraud_disputes_all"] == 0.0
+    assert scorer.log.outcomes_of("ch_22") == []
+
+
+def test_an_id_being_recorded_is_answered_once_it_is_durable(scorer: Scorer) -> None:
+    """A second request for an id whose first is still being written waits for it: the same charge gets
+    the first's facts, another charge a Conflict."""
+    scorer.score(charge(1))
+    scorer.score(charge(2))
+    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
+
+    def slow_write(record: Any, timeout: float = 30.0) -> Any:
+        if getattr(record, "outcome_id", None) == "dp_1":
+            entered.set()
+            release.wait(10)
+        return write(record, timeout)
+
+    scorer.log.write = slow_write  # type: ignore[method-assign]
+    results: dict[str, Any] = {}
+
+    def record(name: str, payload: dict[str, Any]) -> None:
+        try:
+            results[name] = scorer.record_outcome("disputes", payload)
+        except Exception as e:
+            results[name] = e
+
+    first = threading.Thread(target=record, args=("first", dispute("dp_1", "ch_1")))
+    first.start()
+    assert entered.wait(10)
+    waiting = [
+        threading.Thread(target=record, args=(name, dispute("dp_1", cid)))
+        for name, cid in (("same", "ch_1"), ("other", "ch_2"))
+    ]
+    for t in waiting:
+        t.start()
+    release.set()
+    for t in (first, *waiting):
+        t.join(10)
+    assert results["first"]["duplicate"] is False and results["first"]["applied"] is True
+    assert results["same"] == {**results["first"], "duplicate": True}
+    assert isinstance(results["other"], Conflict) and "'ch_1'" in str(results["other"])
+
+
+def test_an_event_log_outcome_sent_for_another_charge_is_a_conflict(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=1500, days=4, seed=4)), "replace")
+    refund = ws.read("refunds").to_pylist()[-1]
+    elsewhere = next(
+        c for c in ws.read("charges", ["charge_id"])["charge_id"].to_pylist() if c != refund["charge_id"]
+    )
+    scorer = Scorer.open(ws, config=ScorerConfig(fork_snapshots=False))
+    try:
+        same = scorer.record_outcome("refunds", refund)
+        assert same["duplicate"] and same["charge_id"] == refund["charge_id"]
+        with pytest.raises(Conflict, match=f"recorded on charge '{refund['charge_id']}'") as info:
+            scorer.record_outcome("refunds", refund | {"charge_id": elsewhere})
+        assert info.value.field == "refund_id" and not scorer.log.has_outcome("refunds", refund["refund_id"])
+    finally:
+        scorer.close(snapshot=False)
