@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from payfm.events.workspace import Workspace
+from payfm.serving.scorer import Scorer
 from services import REDIS_SCRATCH_URL, require_redis
 
 
@@ -17,3 +19,11 @@ def redis_scratch() -> Iterator[Any]:
     client.flushdb()
     yield client
     client.flushdb()
+
+
+@pytest.fixture()
+def scorer(ws: Workspace) -> Iterator[Scorer]:
+    """A decision service in process on the module's ``ws`` fixture, closed after the test."""
+    s = Scorer.open(ws)
+    yield s
+    s.close()

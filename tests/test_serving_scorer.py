@@ -60,13 +60,6 @@ def ws(tmp_path: Path) -> Workspace:
 
 
 @pytest.fixture()
-def scorer(ws: Workspace) -> Iterator[Scorer]:
-    s = Scorer.open(ws)
-    yield s
-    s.close()
-
-
-@pytest.fixture()
 def client(ws: Workspace, scorer: Scorer) -> Iterator[tuple[TestClient, dict[str, str]]]:
     keys = KeyStore(ws.root / "serving" / "keys.db")
     key = keys.create("tests")

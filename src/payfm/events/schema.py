@@ -21,10 +21,11 @@ Example:
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 import pyarrow as pa
 
@@ -90,7 +91,10 @@ class FieldRule:
 
     ``choices`` restricts a string field to a vocabulary; ``pattern`` is a full-match regular expression;
     ``codes`` a set of codes too large to list in messages (countries), described by ``described``;
-    ``min_value`` bounds an integer field from below.
+    ``min_value`` bounds an integer field from below. ``canonical`` maps a string value to its one
+    canonical spelling (a ValueError: not a valid value), so that equal values compare equal in lists, rules
+    and feature keys; ``canonical_form`` is a full-match regular expression that only canonical values match
+    (a fast path for whole columns: values matching it skip ``canonical``).
     """
 
     choices: tuple[str, ...] | None = None
@@ -98,6 +102,8 @@ class FieldRule:
     min_value: int | None = None
     codes: Callable[[], frozenset[str]] | None = None
     described: str | None = None
+    canonical: Callable[[str], str] | None = None
+    canonical_form: str | None = None
 
     def expected(self) -> str:
         """What a valid value is, in words (the start of an error message's 'expected')."""
@@ -127,7 +133,8 @@ class FieldRule:
         return lambda value: self.problem(value) is None
 
     def problem(self, value: str) -> tuple[str, str] | None:
-        """None when the string ``value`` is valid; otherwise (what was expected, a hint or "").
+        """None when the string ``value`` is valid (and canonical, for a field with a canonical form);
+        otherwise (what was expected, a hint or "").
 
         A hint is a sentence with a leading space: the value meant, when one is close.
         """
@@ -139,7 +146,64 @@ class FieldRule:
             return self.expected(), f" Did you mean {fixed[0]!r}?" if fixed else ""
         if self.codes is not None and value not in self.codes():
             return self.expected(), countries.country_hint(value)
+        if self.canonical is not None:
+            try:
+                canonical = self.canonical(value)
+            except ValueError:
+                return self.expected(), ""
+            if canonical != value:  # stored and compared canonical: this spelling is never held as such
+                return self.expected(), f" Did you mean {canonical!r}?"
         return None
+
+    @cached_property
+    def canonical_regex(self) -> re.Pattern[str] | None:
+        return None if self.canonical_form is None else re.compile(self.canonical_form)
+
+
+_MAX_IP_CHARS = 64  # the longest IPv6 text is 45 characters, plus a zone id
+
+
+@lru_cache(maxsize=65_536)
+def canonical_ip(value: str) -> str:
+    """The canonical text of an IPv4 or IPv6 address; a ValueError if ``value`` is not one.
+
+    IPv6 is compressed and lower case; an IPv4-mapped IPv6 address (``::ffff:10.0.0.2``) is its IPv4
+    address, so one client has one spelling whichever stack it came through. Cached: the decision service
+    sees the same addresses again and again.
+
+    >>> canonical_ip("2001:0DB8:0000::0001"), canonical_ip("::ffff:10.0.0.2"), canonical_ip(" 10.0.0.2")
+    ('2001:db8::1', '10.0.0.2', '10.0.0.2')
+    """
+    if len(value) > _MAX_IP_CHARS:  # an IPv6 zone id is free text: keep long strings out of the cache
+        raise ValueError(f"{len(value)} characters is too long for an IP address")
+    address = ipaddress.ip_address(value.strip())
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.compressed
+    return address.compressed
+
+
+def canonical_domain(value: str) -> str:
+    """The canonical text of a domain name: lower case, without surrounding spaces or a trailing dot.
+
+    >>> canonical_domain("Evil.COM.")
+    'evil.com'
+    """
+    return value.strip().lower().rstrip(".")
+
+
+# Only canonical values match these (IPv4 in dotted decimal without leading zeros; domains of lower-case
+# letters, digits, dots and hyphens, not ending in a dot): what synthetic and most real data hold.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+CANONICAL_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+CANONICAL_DOMAIN = r"[a-z0-9.-]*[a-z0-9-]"
+IP_ADDRESS = FieldRule(
+    canonical=canonical_ip,
+    canonical_form=CANONICAL_IPV4,
+    described="an IPv4 or IPv6 address (e.g. 203.0.113.7 or 2001:db8::1)",
+)
+EMAIL_DOMAIN = FieldRule(
+    canonical=canonical_domain, canonical_form=CANONICAL_DOMAIN, described="a domain name"
+)
 
 
 def _f(name: str, type_: pa.DataType, nullable: bool, doc: str) -> pa.Field:
@@ -170,10 +234,20 @@ CHARGES = pa.schema(
         _f("currency", pa.string(), False, "ISO 4217 code, lower case."),
         _f("amount_usd", pa.int64(), False, "The amount converted to US cents at the charge's time."),
         _f("channel", pa.string(), False, "ecommerce, card_present or recurring."),
-        _f("ip_address", pa.string(), True, "Client IP address; null when card present."),
+        _f(
+            "ip_address",
+            pa.string(),
+            True,
+            "Client IP address, IPv4 or IPv6 in canonical form; null when card present.",
+        ),
         _f("ip_country", pa.string(), True, "Country of the IP address, ISO 3166-1 alpha-2."),
         _f("device_id", pa.string(), True, "Device fingerprint of the client (browser or app)."),
-        _f("email_domain", pa.string(), True, "Domain of the customer's e-mail address (never the address)."),
+        _f(
+            "email_domain",
+            pa.string(),
+            True,
+            "Domain of the customer's e-mail address (never the address), lower case.",
+        ),
         _f("billing_country", pa.string(), True, "Billing address country, ISO 3166-1 alpha-2."),
         _f("shipping_country", pa.string(), True, "Shipping address country; null for non-shipped goods."),
         _f("shipping_address_id", pa.string(), True, "Keyed hash of the full shipping address."),
@@ -283,7 +357,9 @@ RULES: dict[str, dict[str, FieldRule]] = {
         "currency": FieldRule(pattern=r"[a-z]{3}"),
         "amount_usd": FieldRule(min_value=0),
         "channel": FieldRule(choices=CHANNELS),
+        "ip_address": IP_ADDRESS,
         "ip_country": COUNTRY,
+        "email_domain": EMAIL_DOMAIN,
         "billing_country": COUNTRY,
         "shipping_country": COUNTRY,
         "three_ds": FieldRule(choices=THREE_DS_RESULTS),

@@ -1,8 +1,11 @@
 """Typed value lists (``@blocked_cards``, ``@trusted_domains``) with an audit trail, in ``rules.db``.
 
 Types: card_fingerprint, email, email_domain, ip_address, bin, country, customer_id. Values are
-validated and normalized per type (countries upper case, e-mails and domains lower case); a full card
-number is rejected and never echoed. Every create / add / remove records who, when, what and the value.
+validated and normalized per type (countries upper case, e-mails and domains lower case, IPs canonical); a
+full card number is rejected and never echoed. Every create / add / remove records who, when, what and the
+value. Domains and IPs are canonicalized by the event schema's own functions
+(:func:`payfm.events.schema.canonical_domain`, :func:`~payfm.events.schema.canonical_ip`), which charges pass
+through too, so a list entry and a charge's value spelled differently still match.
 
 Example:
     >>> import tempfile
@@ -18,7 +21,6 @@ Example:
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -27,6 +29,7 @@ from datetime import datetime
 
 from payfm.events.cards import contains_card_number
 from payfm.events.countries import DESCRIBED, country_hint, is_country
+from payfm.events.schema import canonical_domain, canonical_ip
 from payfm.events.workspace import Workspace
 from payfm.rules.catalog import LIST_TYPES
 from payfm.rules.db import connect, default_author, now_iso
@@ -71,15 +74,16 @@ def normalize(list_type: str, value: str) -> str:
     elif list_type == "bin":
         ok = re.fullmatch(r"[0-9]{6,8}", v) is not None
     elif list_type == "email_domain":
-        v = v.lower()
+        v = canonical_domain(v)
         ok = _DOMAIN.fullmatch(v) is not None
     elif list_type == "email":
-        v = v.lower()
-        local, _, domain = v.partition("@")
+        local, _, domain = v.lower().partition("@")
+        domain = canonical_domain(domain)
         ok = bool(local) and _DOMAIN.fullmatch(domain) is not None
+        v = f"{local}@{domain}" if ok else v.lower()
     elif list_type == "ip_address":
         try:
-            v = str(ipaddress.ip_address(v))
+            v = canonical_ip(v)
         except ValueError:
             ok = False
     if not ok:
@@ -187,9 +191,14 @@ def all_values(ws: Workspace, names: Iterable[str]) -> dict[str, frozenset[str]]
     """The values of the lists ``names`` (unknown names are skipped: the type checker reports them)."""
     out: dict[str, frozenset[str]] = {}
     with connect(ws) as con:
+        types = {str(n): str(t) for n, t in con.execute("SELECT name, type FROM lists")}
         for name in names:
             rows = con.execute("SELECT value FROM list_values WHERE list = ?", (name,))
-            out[name] = frozenset(str(r[0]) for r in rows)
+            values = (str(r[0]) for r in rows)
+            if types.get(name) == "ip_address":
+                # Entries added before IPv4-mapped addresses became their IPv4 form ('::ffff:a00:2').
+                values = (canonical_ip(v) if v.startswith("::ffff:") else v for v in values)
+            out[name] = frozenset(values)
     return out
 
 

@@ -4,7 +4,8 @@
 an Arrow round trip per charge, so this module applies the same contract to one mapping in plain Python:
 the fields of :data:`payfm.events.schema.CHARGES`, their vocabularies and patterns
 (:data:`payfm.events.schema.RULES`), timezone-aware timestamps, and no full card number in any value.
-Errors name the field and never echo a card number.
+Fields with a canonical form (IP addresses, e-mail domains) come back in it, as imports store them and lists
+hold them. Errors name the field and never echo a card number.
 
 Example:
     >>> c = normalize_charge({"charge_id": "ch_1", "created": "2026-01-02T03:04:05Z", **EXAMPLE_FIELDS})
@@ -35,6 +36,10 @@ _STRING_RULES = {
     name: rule
     for name, rule in RULES["charges"].items()
     if rule.choices is not None or rule.pattern is not None or rule.codes is not None
+}
+# Fields stored in a canonical form (IP addresses, e-mail domains): name -> (canonical, expected).
+_CANONICAL = {
+    name: (rule.canonical, rule.expected()) for name, rule in RULES["charges"].items() if rule.canonical
 }
 _MINS = {name: rule.min_value for name, rule in RULES["charges"].items() if rule.min_value is not None}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -148,6 +153,14 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidInput(f"Field '{name}' must fit in 64 bits. Got {str(v)[:40]}.", field=name)
         elif not isinstance(v, str):
             raise InvalidInput(f"Field '{name}' must be a string. Got {type(v).__name__}.", field=name)
+        elif name in _CANONICAL:
+            canonical, expected = _CANONICAL[name]
+            try:
+                v = canonical(v)
+            except ValueError:
+                raise InvalidInput(
+                    f"Field '{name}' must be {expected}. Got {v[:40]!r}.", field=name
+                ) from None
         elif name in _STRING_RULES and not _STRING_RULES[name].accepts(v):
             expected, hint = _STRING_RULES[name].problem(v) or ("", "")
             raise InvalidInput(f"Field '{name}' must be {expected}. Got {v[:40]!r}.{hint}", field=name)
