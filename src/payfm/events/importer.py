@@ -44,7 +44,7 @@ from payfm.errors import ConfigError
 from payfm.events import currency
 from payfm.events.cards import card_number_rows, fingerprint, redact_card_numbers
 from payfm.events.mapping import EPOCH_UNITS, CurrencySource, FieldSpec, LabelSpec, Mapping, load_mapping
-from payfm.events.schema import ID_COLUMNS, TIMESTAMP
+from payfm.events.schema import ID_COLUMNS, TIMESTAMP, schema_of
 from payfm.events.validate import Problem, ValidationError, validate_events
 from payfm.events.workspace import Workspace
 
@@ -96,33 +96,75 @@ class _LineProblem(Problem):
 
 
 class _Problems:
-    """Collects problems over all steps, so a user fixes a file in one round."""
+    """Collects problems over all steps, so a user fixes a file in one round.
+
+    While a target field is computed (``field``), the rows it could not compute are remembered (``bad``; a
+    field that failed as a whole is in ``failed``): they are null in the table handed to validate_events,
+    whose "required field is null" reports for them are dropped as repeats.
+    """
 
     def __init__(self) -> None:
         self.items: list[Problem] = []
         self.total = 0
         self._seen: dict[tuple[str, str], np.ndarray] = {}
+        self.field: str | None = None
+        self.bad: dict[str, np.ndarray] = {}
+        self.failed: set[str] = set()
 
-    def rows(self, column: str, rows: np.ndarray, expected: str, received: list[str] | str) -> None:
+    def rows(
+        self,
+        column: str,
+        rows: np.ndarray,
+        expected: str,
+        received: list[str] | str,
+        key: str | None = None,
+    ) -> None:
         """Record problems at 0-based ``rows``; ``received`` is one text for all or one per row (first 20).
 
-        A cell read by two fields (``amount`` and ``amount_usd`` from one column) is reported once.
+        A cell read by two fields (``amount`` and ``amount_usd`` from one column) is reported once per check
+        (``key``, by default ``expected``).
         """
-        seen = self._seen.get((column, expected), np.zeros(0, dtype=np.int64))
+        if self.field is not None:
+            self.bad[self.field] = np.union1d(self.bad.get(self.field, np.zeros(0, dtype=np.int64)), rows)
+        key = expected if key is None else key
+        seen = self._seen.get((column, key), np.zeros(0, dtype=np.int64))
         if len(seen):
             keep = ~np.isin(rows, seen)
             rows = rows[keep]
             if not isinstance(received, str):
                 received = [r for r, k in zip(received, keep[: len(received)], strict=False) if k]
-        self._seen[(column, expected)] = np.union1d(seen, rows)
+        self._seen[(column, key)] = np.union1d(seen, rows)
         self.total += len(rows)
         for k, r in enumerate(rows[:_KEEP]):
             text = received if isinstance(received, str) else received[k]
             self.items.append(Problem(column, int(r) + 1, expected, text))
 
     def column(self, column: str, expected: str, received: str) -> None:
+        if self.field is not None:
+            self.failed.add(self.field)
+        if (column, expected) in self._seen:
+            return
+        self._seen[(column, expected)] = np.zeros(0, dtype=np.int64)
         self.total += 1
         self.items.append(Problem(column, None, expected, received))
+
+    def absorb(
+        self,
+        error: ValidationError,
+        rows: np.ndarray | None = None,
+        repeats: Callable[[Problem], bool] = lambda _p: False,
+        repeated: int = 0,
+    ) -> None:
+        """Add validate_events' problems, less the ``repeats`` of problems already recorded (``repeated`` of
+        its total); ``rows`` maps the rows of a derived table (outcome events) back to the file's rows."""
+        for p in error.problems:
+            if repeats(p):
+                continue
+            row = p.row
+            if row is not None and rows is not None:
+                row = int(rows[row - 1]) + 1
+            self.items.append(Problem(p.column, row, p.expected, p.received))
+        self.total += error.total - repeated
 
 
 def _short(value: object) -> str:
@@ -135,19 +177,26 @@ def _values(col: pa.Array, rows: np.ndarray) -> list[str]:
     return [_short(col[int(i)].as_py()) for i in rows[:_KEEP]]
 
 
-def _raise(
-    source: str, problems: list[Problem], total: int, csv_file: bool, rows: np.ndarray | None = None
-) -> NoReturn:
-    """Raise ValidationError for ``source``; ``rows`` maps rows of a derived table back to the file."""
+_HIDDEN = "a value of a row holding a card number (not shown)"
+
+
+def _raise(source: str, problems: list[Problem], total: int, csv_file: bool) -> NoReturn:
+    """Raise ValidationError for ``source``, problems in file order (whole columns first, then by row).
+
+    Every step runs even after a card number was found, so no value of a row holding one is shown, and any
+    other quoted text is redacted too.
+    """
+    secret_rows = {p.row for p in problems if p.row is not None and "card number" in p.received}
     fixed: list[Problem] = []
-    for p in problems:
-        row = p.row
-        if row is not None and rows is not None:
-            row = int(rows[row - 1]) + 1
-        if csv_file and row is not None:
-            fixed.append(_LineProblem(p.column, row, p.expected, p.received, line=row + 1))
+    for p in sorted(problems, key=lambda p: -1 if p.row is None else p.row):
+        received = p.received
+        if p.row in secret_rows and "card number" not in received:
+            received = _HIDDEN
+        received = redact_card_numbers(received)
+        if csv_file and p.row is not None:
+            fixed.append(_LineProblem(p.column, p.row, p.expected, received, line=p.row + 1))
         else:
-            fixed.append(Problem(p.column, row, p.expected, p.received))
+            fixed.append(Problem(p.column, p.row, p.expected, received))
     raise ValidationError(source, fixed, total)
 
 
@@ -193,17 +242,30 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
     return pa.Table.from_arrays(columns, names=table.column_names), is_csv
 
 
-def _check_columns(mapping: Mapping, table: pa.Table, source: str) -> None:
-    """Every source column the mapping reads must be in the file (ConfigError with a suggestion)."""
+def _suggest(column: str, mapping: Mapping, present: list[str]) -> str | None:
+    """A plausible file column for the missing ``column``: the same name in another case, or a close spelling
+    (difflib ratio >= 0.8: 'merchnt' -> 'merchant', never 'amt' -> 'lat') among the columns the mapping
+    neither reads nor drops (a column it already uses elsewhere is not what was meant)."""
+    free = [c for c in present if c not in mapping.source_columns() and c not in mapping.drop]
+    same = [c for c in present if c.lower() == column.lower()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(column, free, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _check_columns(mapping: Mapping, table: pa.Table, source: str) -> ConfigError | None:
+    """The error for the first source column the mapping reads that is not in the file (with a suggestion)."""
     present = table.column_names
     for column in mapping.source_columns():
         if column not in present:
-            close = difflib.get_close_matches(column, present, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(
+            close = _suggest(column, mapping, present)
+            hint = f" (did you mean {close!r}?)" if close else ""
+            return ConfigError(
                 f"{mapping.name}: '{mapping.source_path(column)}': expected a column of '{source}'{hint}; "
                 f"received '{column}', which the file does not have."
             )
+    return None
 
 
 def _scan_cards(mapping: Mapping, table: pa.Table, out: _Problems) -> None:
@@ -262,7 +324,7 @@ def keyed_hash(parts: list[pa.Array], secret: bytes) -> pa.Array:
     return hashed
 
 
-def _card_digits(col: pa.Array, spec: FieldSpec, out: _Problems | None) -> pa.Array | None:
+def _card_digits(col: pa.Array, spec: FieldSpec, out: _Problems) -> pa.Array | None:
     """Card numbers as plain digit texts (spaces and dashes removed); bad values are reported, never shown."""
     if pa.types.is_floating(col.type):
         if out is not None:
@@ -273,18 +335,18 @@ def _card_digits(col: pa.Array, spec: FieldSpec, out: _Problems | None) -> pa.Ar
             )
         return None
     digits = pc.replace_substring_regex(_text(col), r"[ -]", "")
-    ok = pc.match_substring_regex(digits, r"^\d{8,19}$")
-    bad = np.flatnonzero(pc.and_(pc.is_valid(digits), pc.invert(pc.fill_null(ok, False))).to_numpy(False))
+    ok = pc.fill_null(pc.match_substring_regex(digits, r"^\d{8,19}$"), False)
+    bad = np.flatnonzero(pc.and_(pc.is_valid(digits), pc.invert(ok)).to_numpy(False))
     if len(bad):
         if out is not None:
             out.rows(spec.column, bad, "a card number of 8-19 digits", "another value (not shown)")
-        return None
+        digits = pc.if_else(ok, digits, pa.scalar(None, pa.string()))
     return digits
 
 
 def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) -> pa.Array | None:
-    # Only the fingerprint field reports bad card values; bin/last4/brand of the same column stay quiet.
-    digits = _card_digits(_source(spec, table), spec, out if spec.transform == "fingerprint" else None)
+    # bin/last4/brand of the fingerprinted column report the same cells, which _Problems shows once.
+    digits = _card_digits(_source(spec, table), spec, out)
     if digits is None:
         return None
     if spec.transform == "bin":
@@ -339,7 +401,6 @@ def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) ->
                     f"one of the keys of '{spec.path}.map' (or give a default, or keep_unmapped: true)",
                     _values(result, bad),
                 )
-                return None
         result = mapped
     if spec.prefix:
         result = pc.binary_join_element_wise(spec.prefix, result, "")
@@ -347,13 +408,13 @@ def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) ->
 
 
 def _floats(col: pa.Array, name: str, out: _Problems) -> np.ndarray | None:
-    """Numbers as float64 (NaN for null); text is parsed, and unparseable rows are reported."""
+    """Numbers as float64 (NaN for null); text is parsed, and unparseable rows are reported (and NaN)."""
     if pa.types.is_string(col.type):
-        ok = pc.match_substring_regex(col, _NUMBER)
-        bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(pc.fill_null(ok, False))).to_numpy(False))
+        ok = pc.fill_null(pc.match_substring_regex(col, _NUMBER), False)
+        bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(ok)).to_numpy(False))
         if len(bad):
             out.rows(name, bad, "a number", _values(col, bad))
-            return None
+            col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
         col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
     elif pa.types.is_decimal(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
         col = pc.cast(col, pa.float64())
@@ -375,7 +436,6 @@ def _factors(
     bad = np.flatnonzero(np.isnan(factors) & pc.is_valid(codes).to_numpy(False))
     if len(bad):
         out.rows(cur.column, bad, f"a currency code known to payfm (for '{path}')", _values(codes, bad))
-        return None
     return factors
 
 
@@ -410,8 +470,9 @@ def _ints(spec: FieldSpec, table: pa.Table, out: _Problems) -> pa.Array | None:
                 bad,
                 f"whole minor units after '{spec.path}' scaling (no fractions of a cent)",
                 _values(col, bad),
+                key="whole minor units",  # one report per cell when amount and amount_usd read one column
             )
-            return None
+            rounded[bad] = np.nan
     nulls = np.isnan(rounded)
     return pa.array(np.where(nulls, 0, rounded).astype(np.int64), mask=nulls)
 
@@ -439,7 +500,7 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
             f"a local time that exists once in {zone} (not in a DST change)",
             _values(text, bad),
         )
-        return None
+        early = pc.if_else(pc.fill_null(pc.equal(early, late), True), early, pa.scalar(None, early.type))
     return pc.cast(early, TIMESTAMP)
 
 
@@ -470,7 +531,7 @@ def _times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Problems) -
     bad = np.flatnonzero(pc.fill_null(off, False).to_numpy(False))
     if len(bad):
         out.rows("+".join(spec.columns), bad, _PLAUSIBLE, _values(_source(spec, table), bad))
-        return None
+        times = pc.if_else(pc.fill_null(off, False), pa.scalar(None, times.type), times)
     return times
 
 
@@ -501,7 +562,9 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Pro
             huge = np.flatnonzero(np.abs(v) > min(_TIME_MAX_US * div // mul, 2**62))
             if len(huge):
                 out.rows(name, huge, _PLAUSIBLE, _values(col, huge))
-                return None
+                v, nulls = v.copy(), nulls.copy()  # (Arrow's buffers are read-only)
+                v[huge] = 0
+                nulls[huge] = True
             return pa.array(v * mul // div, mask=nulls).cast(TIMESTAMP)
         values = _floats(col, name, out)
         if values is None:
@@ -535,7 +598,6 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Pro
         bad = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
         if len(bad):
             out.rows(name, bad, f"a time in the format '{spec.format}'", _values(col, bad))
-            return None
         if aware:
             return pc.cast(parsed, TIMESTAMP)
         zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z")
@@ -546,59 +608,107 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Pro
     aware_part, bad_aware = _parse_rows(pc.if_else(has_offset, col, pa.scalar(None, pa.string())), TIMESTAMP)
     result: pa.Array = aware_part
     bad_naive = np.zeros(0, dtype=np.int64)
+    naive_part = aware_part
+    zone = ""
     if pc.any(naive_rows).as_py():
         zone = _need_zone(spec, mapping, "ISO times without a zone offset")
         naive_part, bad_naive = _parse_rows(
             pc.if_else(naive_rows, col, pa.scalar(None, pa.string())), pa.timestamp("us")
         )
-        if not len(bad_naive) and not len(bad_aware):
-            local = _localize(naive_part, col, zone, spec, out)
-            if local is None:
-                return None
-            result = pc.if_else(has_offset, aware_part, local)
     bad = np.union1d(bad_aware, bad_naive).astype(np.int64)
     if len(bad):
         out.rows(name, bad, "an ISO 8601 time (e.g. 2023-01-01T12:00:00Z)", _values(col, bad))
-        return None
+    if pc.any(naive_rows).as_py():
+        local = _localize(naive_part, col, zone, spec, out)
+        result = pc.if_else(has_offset, aware_part, local)
     return result
 
 
-def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: _Problems) -> pa.Table | None:
-    """The target table (only the mapped fields; validate_events adds nullable ones as null)."""
+def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: _Problems) -> pa.Table:
+    """The target table (only the mapped fields; validate_events adds nullable ones as null). Cells that could
+    not be computed are reported and null; a field that failed as a whole (a column of the wrong type) is left
+    out, so validate_events still checks every other field and row."""
     arrays: dict[str, pa.Array] = {}
     for target, spec in mapping.fields.items():
+        out.field = target
         if spec.target_type == "timestamp":
             result = _times(spec, table, mapping, out)
         elif spec.target_type == "int":
             result = _ints(spec, table, out)
         else:
             result = _strings(spec, table, secret, out)
-        if result is not None:
-            arrays[target] = result
-    if out.total:
-        return None
-    return pa.table(arrays)
+        out.field = None
+        if result is None:
+            out.failed.add(target)
+            continue
+        if target in out.bad:
+            mask = np.zeros(len(result), dtype=bool)
+            mask[out.bad[target]] = True
+            result = pc.if_else(pa.array(mask), pa.scalar(None, result.type), result)
+        arrays[target] = result
+    return pa.table(arrays) if arrays else pa.table({"_": pa.nulls(table.num_rows)}).drop(["_"])
 
 
 # ---- labels ----------------------------------------------------------------------------------------------
-def _positive(label: LabelSpec, col: pa.Array) -> np.ndarray:
-    """Rows whose label value is one of ``when`` (numbers compare as numbers, text case-insensitively)."""
+_TRUE_WORDS = ("true", "t", "yes", "y", "1")
+_FALSE_WORDS = ("false", "f", "no", "n", "0")
+
+
+def _label_rows(label: LabelSpec, col: pa.Array, out: _Problems) -> np.ndarray:
+    """0-based rows whose label value is one of ``when``.
+
+    Numbers compare as numbers, also in text (CSV ``1``, ``1.0`` and `` 1 `` all equal ``when: 1``), and text
+    case-insensitively. When ``when`` holds only numbers or booleans the label is numeric, so a value that is
+    neither a number nor a boolean word (``abc``, ``nan``) is reported by row rather than read as "no
+    outcome"; with a text in ``when`` other values are categories of their own and make no event. Nulls make
+    no event.
+    """
+    nums = [float(w) for w in label.when if isinstance(w, int | float) and not isinstance(w, bool)]
+    bools = [w for w in label.when if isinstance(w, bool)]
+    texts = [w.strip().lower() for w in label.when if isinstance(w, str)]
     if pa.types.is_boolean(col.type):
-        wanted = [
-            bool(w) if not isinstance(w, str) else w.lower() in ("true", "1", "yes") for w in label.when
-        ]
+        wanted = bools + [w in _TRUE_WORDS for w in texts] + [n != 0 for n in nums]
         mask = pc.is_in(col, value_set=pa.array(wanted, type=pa.bool_()))
-    elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        numbers = []
-        for w in label.when:
+        return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
+        numbers = pc.cast(col, pa.float64())
+        texts_as_numbers = []
+        for w in texts:
             try:
-                numbers.append(float(w))
+                texts_as_numbers.append(float(w))
             except ValueError:
                 continue
-        mask = pc.is_in(pc.cast(col, pa.float64()), value_set=pa.array(numbers, type=pa.float64()))
-    else:
-        texts = [str(w).lower() for w in label.when]
-        mask = pc.is_in(pc.utf8_lower(_text(col)), value_set=pa.array(texts, type=pa.string()))
+        mask = pc.is_in(numbers, value_set=pa.array(nums + texts_as_numbers + [float(b) for b in bools]))
+        return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(_text(col)))
+    is_number = pc.fill_null(pc.match_substring_regex(text, _NUMBER), False)
+    number = pc.cast(pc.if_else(is_number, text, pa.scalar(None, pa.string())), pa.float64())
+    wanted_numbers = nums + [1.0 for b in bools if b] + [0.0 for b in bools if not b]
+    mask = pc.or_(
+        pc.fill_null(pc.is_in(text, value_set=pa.array(texts, type=pa.string())), False),
+        pc.fill_null(pc.is_in(number, value_set=pa.array(wanted_numbers, type=pa.float64())), False),
+    )
+    true_words = pc.is_in(text, value_set=pa.array(_TRUE_WORDS))
+    false_words = pc.is_in(text, value_set=pa.array(_FALSE_WORDS))
+    if True in bools:
+        mask = pc.or_(mask, true_words)
+    if False in bools:
+        mask = pc.or_(mask, false_words)
+    if not texts:
+        # A numeric or boolean label: every value must be one the mapping can read as yes or no.
+        known = pc.or_(pc.or_(mask, is_number if nums else pa.scalar(False)), pc.or_(true_words, false_words))
+        if not nums:  # booleans only: numbers other than 1 and 0 mean nothing
+            known = pc.or_(mask, pc.or_(true_words, false_words))
+        bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(False))
+        if len(bad):
+            yes = ", ".join(repr(w) for w in label.when)
+            out.rows(
+                label.column,
+                bad,
+                f"a number, a boolean or an empty cell for '{label.path}' ({yes}: an outcome; other values: "
+                "none)",
+                _values(col, bad),
+            )
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
 
 
@@ -609,13 +719,20 @@ def _outcomes(
     secret: bytes,
     out: _Problems,
 ) -> dict[str, tuple[pa.Table, np.ndarray]]:
-    """Outcome events per table, with the source rows they came from (to report problems by source row)."""
+    """Outcome events per table, with the source rows they came from (to report problems by source row).
+
+    ``charges`` is the validated table, or when it has problems the computed one: then the labels and outcome
+    times are still checked, but no events are made (their problems would only repeat the charges').
+    """
+    valid = "created" in charges.column_names and not out.total
     parts: dict[str, list[tuple[pa.Table, np.ndarray]]] = {}
     for k, label in enumerate(mapping.labels):
-        rows = _positive(label, table.column(label.column).chunk(0))
+        rows = _label_rows(label, table.column(label.column).chunk(0), out)
         take = pa.array(rows, type=pa.int64())
         picked = charges.take(take)
         if label.delay is not None:
+            if not valid:
+                continue
             created = pc.add(picked.column("created"), pa.scalar(label.delay, type=pa.duration("us")))
         else:
             assert label.time is not None
@@ -623,20 +740,27 @@ def _outcomes(
             if times is None:
                 continue
             created = pc.take(times, take)
-            missing = np.flatnonzero(pc.is_null(created).to_numpy(False))
-            if len(missing):
-                out.rows(
-                    "+".join(label.time.columns), rows[missing], f"an outcome time for '{label.path}'", "null"
-                )
-                continue
-            early = np.flatnonzero(pc.less_equal(created, picked.column("created")).to_numpy(False))
-            if len(early):
+            late = np.ones(len(rows), dtype=bool)
+            missing = pc.is_null(created).to_numpy(False)
+            if missing.any():
                 out.rows(
                     "+".join(label.time.columns),
-                    rows[early],
-                    f"an outcome time for '{label.path}' later than the charge's time",
-                    "a time at or before the charge",
+                    rows[missing],
+                    f"an outcome time for '{label.path}'",
+                    "null",
                 )
+            if "created" in picked.column_names:
+                at_or_before = pc.less_equal(created, picked.column("created"))
+                late = ~pc.fill_null(at_or_before, False).to_numpy(False)
+                early = np.flatnonzero(~late)
+                if len(early):
+                    out.rows(
+                        "+".join(label.time.columns),
+                        rows[early],
+                        f"an outcome time for '{label.path}' later than the charge's time",
+                        "a time at or before the charge",
+                    )
+            if not valid or missing.any() or not late.all():
                 continue
         ids = keyed_hash(
             [picked.column("charge_id").combine_chunks(), pa.repeat(pa.scalar(str(k)), len(rows))], secret
@@ -661,23 +785,73 @@ def _outcomes(
     }
 
 
-def _existing(ws: Workspace, table_name: str, table: pa.Table, id_column: str, out: _Problems) -> None:
-    """Ids already stored in the workspace cannot be imported again (events are immutable)."""
+def _existing(
+    ws: Workspace,
+    table_name: str,
+    table: pa.Table,
+    id_column: str,
+    out: _Problems,
+    rows: np.ndarray | None = None,
+) -> None:
+    """Ids already stored in the workspace cannot be imported again (events are immutable); ``rows`` maps the
+    rows of a derived table (outcome events) back to the file's rows."""
+    if id_column not in table.column_names:
+        return
     stored = ws.read(table_name, columns=[id_column]).column(id_column)
     if len(stored) == 0:
         return
     ids = table.column(id_column).combine_chunks()
-    bad = np.flatnonzero(pc.is_in(ids, value_set=stored.combine_chunks()).to_numpy(False))
+    bad = np.flatnonzero(pc.is_in(ids, value_set=stored.combine_chunks().cast(ids.type)).to_numpy(False))
     if len(bad):
         out.rows(
             id_column,
-            bad,
+            bad if rows is None else rows[bad],
             f"an id not already in the workspace's '{table_name}' (was this file imported before?)",
             _values(ids, bad),
         )
 
 
 # ---- the import ------------------------------------------------------------------------------------------
+_NULL_REQUIRED = "a value (required field)"  # validate_events' texts for the repeats dropped below
+_NO_COLUMN = "a required column"
+_NO_CARD = "no card numbers"
+
+
+def _card_rows(out: _Problems) -> set[int]:
+    """1-based rows already reported as holding a card number in a source column."""
+    return {p.row for p in out.items if p.row is not None and p.expected.startswith(_NO_CARD)}
+
+
+def _repeat_filter(out: _Problems) -> Callable[[Problem], bool]:
+    """Which of validate_events' problems repeat one already recorded: a null it finds where a cell could not
+    be computed, a field left out because it failed as a whole, a card number found in its source column."""
+    bad = {name: set((rows + 1).tolist()) for name, rows in out.bad.items()}
+    cards = _card_rows(out)
+
+    def repeats(p: Problem) -> bool:
+        if p.expected == _NULL_REQUIRED and p.column is not None:
+            return p.row in bad.get(p.column, ())
+        if p.expected == _NO_COLUMN:
+            return p.column in out.failed
+        if p.expected == _NO_CARD:
+            return p.row in cards
+        return False
+
+    return repeats
+
+
+def _repeat_count(table_name: str, built: pa.Table, out: _Problems) -> int:
+    """How many of validate_events' total the repeats are (all of them, not only the ones it lists)."""
+    required = {f.name for f in schema_of(table_name) if not f.nullable}
+    count = sum(len(rows) for name, rows in out.bad.items() if name in required and name not in out.failed)
+    count += sum(1 for name in out.failed if name in required)
+    cards = np.array(sorted(_card_rows(out)), dtype=np.int64) - 1
+    if len(cards):
+        for name in built.column_names:
+            count += len(np.intersect1d(card_number_rows(built.column(name)), cards))
+    return count
+
+
 def import_file(
     ws: Workspace, path: str | Path, mapping_path: str | Path, *, progress: Progress | None = None
 ) -> ImportSummary:
@@ -692,34 +866,31 @@ def import_file(
     out = _Problems()
     say("scanning for card numbers")
     _scan_cards(mapping, table, out)
-    if out.total:
-        _raise(source, out.items, out.total, is_csv)
-    _check_columns(mapping, table, source)
+    missing = _check_columns(mapping, table, source)
+    if missing is not None:  # nothing more can be computed; card numbers found come first
+        if out.total:
+            _raise(source, out.items, out.total, is_csv)
+        raise missing
     say("mapping columns")
     secret = ws.secret()
     built = _fields(mapping, table, secret, out)
-    if built is None:
-        _raise(source, out.items, out.total, is_csv)
     say("validating")
     try:
         charges = validate_events(mapping.table, built, source=source)
     except ValidationError as e:
-        _raise(source, e.problems, e.total, is_csv)
+        charges = built
+        repeats = _repeat_filter(out)
+        out.absorb(e, repeats=repeats, repeated=_repeat_count(mapping.table, built, out))
     id_column = ID_COLUMNS[mapping.table]
     _existing(ws, mapping.table, charges, id_column, out)
-    if out.total:
-        _raise(source, out.items, out.total, is_csv)
     outcomes: dict[str, pa.Table] = {}
     for name, (events, rows) in _outcomes(mapping, table, charges, secret, out).items():
-        if out.total:
-            break
         try:
             outcomes[name] = validate_events(name, events, source=source)
         except ValidationError as e:
-            _raise(source, e.problems, e.total, is_csv, rows)
-        _existing(ws, name, outcomes[name], _OUTCOME_ID[name], out)
-        if out.total:
-            _raise(source, out.items, out.total, is_csv, rows)
+            out.absorb(e, rows)
+            continue
+        _existing(ws, name, outcomes[name], _OUTCOME_ID[name], out, rows)
     if out.total:
         _raise(source, out.items, out.total, is_csv)
     say("writing")

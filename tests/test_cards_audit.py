@@ -1,0 +1,74 @@
+"""Card numbers that used to get past detection (an audit), and identifiers that must still pass it."""
+
+from __future__ import annotations
+
+import random
+import uuid
+
+import pyarrow as pa
+import pytest
+
+from payfm.events.cards import card_number_rows, contains_card_number, redact_card_numbers
+
+PAN = "4111111111111111"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111.1111.1111.1111",
+        "4111/1111/1111/1111",
+        "4111_1111_1111_1111",
+        "4111  1111  1111  1111",
+        "4111 - 1111 - 1111 - 1111",
+        "3782.822463.10005",  # amex grouping
+        f"x{PAN}x",
+        f"card{PAN}",  # 'card' ends in a hex letter, but the token is not hexadecimal
+        f"PAN{PAN}",
+        f"qty 12 {PAN}",  # a number before the card number
+    ],
+)
+def test_written_and_glued_card_numbers_are_found_and_redacted(text: str) -> None:
+    assert contains_card_number(text)
+    assert card_number_rows(pa.array(["ok", text])).tolist() == [1]
+    redacted = redact_card_numbers(text)
+    assert "[card number removed]" in redacted and sum(c.isdigit() for c in redacted) < 13
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1234567.123456789",  # a decimal number: a dot needs three groups
+        "2024-0001 / 1234567",  # mixed separators are not one written number
+        f"ab{PAN}cd",  # inside a hexadecimal token
+    ],
+)
+def test_numbers_and_identifiers_that_are_not_card_numbers(text: str) -> None:
+    assert not contains_card_number(text)
+
+
+def test_random_hex_ids_and_uuids_are_not_card_numbers() -> None:
+    rng = random.Random(7)
+    hex_ids = [
+        "".join(rng.choice("0123456789abcdef") for _ in range(n)) for n in (32, 64) for _ in range(3000)
+    ]
+    uuids = [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(6000)]
+    assert card_number_rows(pa.array(hex_ids + uuids)).tolist() == []
+
+
+def test_a_uuid_with_a_luhn_valid_digit_window_is_not_a_card_number() -> None:
+    # Groups 4-5 are all digits and 4111-111111111111 passes Luhn: a UUID, not a written card number.
+    value = "9f86d081-8841-4c7d-4111-111111111111"
+    assert not contains_card_number(value)
+    assert contains_card_number("4111-111111111111")
+
+
+def test_list_struct_and_map_columns_are_scanned() -> None:
+    lists = pa.array([["a"], None, ["b", PAN], []], pa.list_(pa.string()))
+    assert card_number_rows(lists).tolist() == [2]
+    assert card_number_rows(lists.slice(1)).tolist() == [1]
+    structs = pa.array([{"a": "x", "b": 1}, {"a": "y", "b": int(PAN)}])
+    assert card_number_rows(structs).tolist() == [1]
+    maps = pa.array([[("k", "x")], [("note", PAN)]], pa.map_(pa.string(), pa.string()))
+    assert card_number_rows(maps).tolist() == [1]
+    assert card_number_rows(pa.array([b"x", PAN.encode()])).tolist() == [1]
