@@ -25,6 +25,15 @@ def test_help_lists_every_command_with_one_line() -> None:
         assert len(lines) == 1 and len(lines[0].split()) > 2, f"'{command}' has no one-line help"
 
 
+def test_generate_errors_name_the_options(tmp_path: Path) -> None:
+    code, out = run("-w", str(tmp_path / "ws"), "generate", "--days", "0")
+    assert code == 1 and "--days must be an integer >= 1. Got 0." in out and "WorldConfig" not in out
+    code, out = run("-w", str(tmp_path / "ws"), "generate", "--mix", "stolen_card=0")
+    assert code == 1 and "--mix must have a positive total weight" in out
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path), "features", "training-set", "--out", "ts.csv"])
+    assert result.exit_code == 2 and "ending in .parquet. Got 'ts.csv'" in result.output
+
+
 def test_missing_workspace_is_one_clean_error(tmp_path: Path) -> None:
     code, out = run("--workspace", str(tmp_path / "none"), "sql", "SELECT 1")
     assert code == 1
@@ -49,6 +58,9 @@ def test_sql_prints_csv_and_refuses_writes(tmp_path: Path) -> None:
     ]
     code, out = run("-w", str(tmp_path), "sql", "DELETE FROM charges")
     assert code == 1 and "read-only" in out and "Traceback" not in out
+    for statement, said in (("INSTALL httpfs", "Got an INSTALL statement"), ("attach 'x.db'", "an ATTACH")):
+        code, out = run("-w", str(tmp_path), "sql", statement)
+        assert code == 1 and said in out
     assert ws.count("charges") == 4
 
 

@@ -73,11 +73,16 @@ def test_bad_fm_options_are_one_line_errors_naming_the_option(tmp_path: Path) ->
         (["--threads", "0", "embed"], "--threads"),
         (["evaluate", "--train-frac", "1.5"], "--train-frac"),
         (["parity", "--tolerance", "-1"], "--tolerance"),
+        (["embed", "--out", "embeddings/"], "--out"),  # a file named 'embeddings' was written
     ]
     for args, option in cases:
         r = CliRunner().invoke(cli, [*base, *args])
         assert r.exit_code == 2 and option in r.output and "Traceback" not in r.output, (args, r.output)
     assert not (tmp_path / "fm").exists()  # refused before any work
+    empty = tmp_path / "empty"
+    Workspace.open(empty, create=True)
+    r = CliRunner().invoke(cli, ["-w", str(empty), "fm", "pretrain", "--steps", "1"])
+    assert r.exit_code == 1 and "holds no charges: generate or import some first" in r.output, r.output
 
 
 def test_pretrain_options_reach_the_checkpoint_and_progress_counts_steps(tmp_path: Path) -> None:

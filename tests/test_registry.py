@@ -105,6 +105,8 @@ def test_promote_archives_the_previous_and_rollback_restores_it(reg: Registry) -
     assert reg.rollback("fraud-x").version == 1
     with pytest.raises(RegistryError, match="nothing to restore"):
         reg.rollback("fraud-x")
+    with pytest.raises(RegistryError, match=r"No registered model 'fraud-y'\. Expected one of: fraud-x"):
+        reg.rollback("fraud-y")
     reg.set_stage("fraud-x@3", "shadow")
     assert reg.get("fraud-x@shadow").version == 3
 

@@ -133,12 +133,14 @@ def test_window_is_half_open_on_created(hand_ws: Workspace) -> None:
     end = T0 + timedelta(hours=7 * 5)  # keeps 1..4
     rep = backtest(hand_ws, compile_(NEW), FSET, start=start, end=end)
     assert rep.charges == 4 and rep.rules[0].matched == 2
+    with pytest.raises(RuleError, match=r"must end after it starts\. Got --from"):  # not 0 charges, silently
+        backtest(hand_ws, compile_(NEW), FSET, start=end, end=start)
 
 
 def test_risk_score_needs_scores_and_reads_them(hand_ws: Workspace) -> None:
     rs = compile_("hi: block if :risk_score: >= 80 and :risk_level: = 'highest'")
     with pytest.raises(
-        RuleError, match="Rule 'hi' read :risk_score: or :risk_level:, but no scores were given"
+        RuleError, match=r"Rule 'hi' read :risk_score: or :risk_level:, but no scores were given\. Give --m"
     ):
         backtest(hand_ws, rs, FSET)
     ids = hand_ws.read("charges", ["charge_id"]).column(0).to_pylist()

@@ -125,7 +125,7 @@ def test_unknown_attribute_suggests_the_nearest_name_with_its_position() -> None
         ("block if :amount_usd: > 'big'", 10, "Got a number (:amount_usd:) and a string ('big')"),
         ("block if :ip_country: + 1 > 2", 10, "The left side of '+' must be a number. Got a string"),
         ("block if :amount_usd: starts_with '1'", 10, "The left side of 'starts_with' must be a string"),
-        ("block if :ip_country: in ('NG', 3)", 10, "must be a string like :ip_country:. Got 3.0"),
+        ("block if :ip_country: in ('NG', 3)", 10, "must be a string like :ip_country:. Got 3."),
         ("block if :amount_usd:", 10, "The condition of a rule must be a bool. Got a number"),
         ("block if not :amount_usd:", 14, "The operand of 'not' must be a bool"),
         ("block if :ip_country: in @trusted_domains", 10, "must be of type country. Got '@trusted_domains'"),
@@ -155,6 +155,8 @@ def test_type_errors_name_position_expected_and_received(text: str, column: int,
         ("block if :card_bin: = '4242'", ":card_bin: is never '4242'"),
         ("block if :risk_level: = 'high'", "one of normal, elevated, highest. Did you mean 'highest'?"),
         ("block if :ip_country: = ' US'", "Did you mean 'US' (no spaces)?"),
+        ("block if :risk_level: >= 'elevated'", "would compare :risk_level: alphabetically"),
+        ("review if 'b' < :channel:", "would compare :channel: alphabetically"),
     ],
 )
 def test_a_literal_a_charge_field_never_holds_is_an_error(text: str, fragment: str) -> None:
@@ -166,7 +168,8 @@ def test_a_literal_a_charge_field_never_holds_is_an_error(text: str, fragment: s
 def test_literals_a_field_can_hold_and_fields_without_a_domain_pass() -> None:
     text = (
         "block if :card_country: in ('US', 'GB', 'XK') and :cvc_check: = 'fail'\n"
-        "review if :merchant_id: = 'UK' and :currency: = 'usd' and :card_bin: starts_with '4242'"
+        "review if :merchant_id: = 'UK' and :currency: = 'usd' and :card_bin: starts_with '4242'\n"
+        "review if :card_bin: >= '411111' and :card_bin: < '411200'"  # a BIN range: digits order as numbers
     )
     assert type_errors(parse_rules(text), CATALOG, LISTS) == []
 
@@ -248,3 +251,9 @@ def test_any_text_parses_or_raises_rule_error_never_anything_else(text: str) -> 
         type_errors(rules, CATALOG, LISTS)
     except RuleError as e:
         assert str(e)
+
+
+def test_number_literals_are_quoted_as_written() -> None:
+    for text in ("block if :ip_country: in ('NG', 3)", "block if :card_bin: = 424242"):
+        message = str(_first_error(text))
+        assert ".0" not in message and ("Got 3." in message or "(424242)" in message), message

@@ -412,3 +412,15 @@ def test_a_server_asked_for_a_model_it_cannot_serve_refuses_to_start(ws: Workspa
     served = Scorer.open(ws, config=ScorerConfig(model="fraud-lr"))
     assert served.bundle.model_version is not None and served.bundle.model_version.name == "fraud-lr"
     served.close(snapshot=False)
+
+
+def test_a_revoked_key_name_is_not_given_again_and_says_so(ws: Workspace) -> None:
+    from payfm.serving.errors import Conflict
+
+    keys = KeyStore(ws.root / "serving" / "keys.db")
+    keys.create("ops")
+    with pytest.raises(Conflict, match="exists already; revoke it or pick another name"):
+        keys.create("ops")
+    keys.revoke("ops")
+    with pytest.raises(Conflict, match=r"was revoked on \d{4}-\d\d-\d\d; a name never passes to another key"):
+        keys.create("ops")

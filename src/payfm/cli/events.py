@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -80,8 +81,11 @@ def generate_into(
         config = WorldConfig(charges=charges, days=days, seed=seed, start=start, fraud_rate=fraud_rate)
         if mix is not None:
             config = dataclasses.replace(config, scenario_mix=mix)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    except ValueError as e:  # the library names its parameters; say the options
+        message = re.sub(
+            r"The '(\w+)' of WorldConfig", lambda m: f"--{m.group(1).replace('_', '-')}", str(e)
+        ).replace("--scenario-mix", "--mix")
+        raise ConfigError(message) from None
     with progress_bar("generating days", days) as update:
         return ws.write_stream(generate_world(config, progress=update), mode="replace")
 

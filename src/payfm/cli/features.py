@@ -10,7 +10,7 @@ import click
 import pyarrow.compute as pc
 from rich.table import Table
 
-from payfm.cli.render import console, progress_bar
+from payfm.cli.render import console, parquet_path, progress_bar
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.features.definitions import Aggregate, Derived, RequestFeature, format_duration
@@ -33,12 +33,12 @@ def features() -> None:
 def _describe(f: Aggregate | RequestFeature | Derived) -> str:
     if isinstance(f, Aggregate):
         what = f.agg + (f"({f.column})" if f.column else "")
-        span = "all time" if f.window is None else f"last {format_duration(f.window)}"
+        span = "all time" if f.window is None else f"the last {format_duration(f.window)}"
         if f.offset:
             span += f" ending {format_duration(f.offset)} ago"
         res = f", {format_duration(f.resolution)} tiles" if f.resolution else ""
         flt = f", only {f.filter}" if f.filter else ""
-        return f"{what} of the {f.entity}'s {f.source} over the {span}{flt}{res}"
+        return f"{what} of the {f.entity}'s {f.source} over {span}{flt}{res}"
     if isinstance(f, RequestFeature):
         return f"request: {f.kind}" + (f"({', '.join(f.columns)})" if f.columns else "")
     return f"{f.op}({', '.join(f.inputs)})"
@@ -144,7 +144,11 @@ def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
 @SET_OPTION
 @click.option("--horizon-days", default=120, show_default=True, help="Label horizon.")
 @click.option(
-    "--out", type=click.Path(dir_okay=False), default=None, help="Parquet path (default in workspace)."
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    callback=parquet_path,
+    help="Parquet path (default in workspace).",
 )
 @click.pass_context
 def training_set(ctx: click.Context, set_name: str, horizon_days: int, out: str | None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from payfm.cli.render import console
+from payfm.cli.render import console, parquet_path
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
@@ -177,7 +177,9 @@ WORKERS = click.option(
 
 @fm.command()
 @click.option("--name", default="default", show_default=True, help="Checkpoint name.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Parquet path.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, callback=parquet_path, help="Parquet path."
+)
 @click.option(
     "--surprise",
     is_flag=True,

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import click
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from rich.console import Console
@@ -42,6 +43,13 @@ def _width(stream: object) -> int | None:
 
 console = Console(width=_width(sys.stdout))
 err_console = Console(stderr=True, width=_width(sys.stderr))
+
+
+def parquet_path(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A click callback for an ``--out`` that writes Parquet: a file path ending in ``.parquet``."""
+    if value is not None and (value.endswith(("/", os.sep)) or not value.endswith(".parquet")):
+        raise click.BadParameter(f"expected a file path ending in .parquet. Got {value!r}.")
+    return value
 
 
 def plural(n: int, noun: str) -> str:

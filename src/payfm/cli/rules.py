@@ -78,7 +78,7 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
         for e in errors:
             err_console.print(f"{file}: {e}", highlight=False, markup=False, soft_wrap=True)
         raise ConfigError(f"{file}: {plural(len(errors), 'error')} (listed above).")
-    console.print(f"OK: {len(found)} rules in {file}")
+    console.print(f"OK: {plural(len(found), 'rule')} in {file}")
 
 
 def _maybe_workspace(ctx: click.Context) -> Workspace | None:

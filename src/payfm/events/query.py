@@ -43,8 +43,10 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
             )
         kind = statements[0].type
         if kind != duckdb.StatementType.SELECT:
+            word = (statements[0].query.split() or [kind.name])[0].upper()  # INSTALL, not DuckDB's LOAD
+            article = "an" if word[:1] in ("A", "E", "I", "O", "U") else "a"
             raise QueryError(
-                f"payfm sql is read-only: it runs SELECT statements only. Got a {kind.name} statement."
+                f"payfm sql is read-only: it runs SELECT statements only. Got {article} {word} statement."
             )
         con.execute("SET allowed_paths = ?", [files])
         con.execute("SET enable_external_access = false")

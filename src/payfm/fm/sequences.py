@@ -81,7 +81,12 @@ def time_cut(ws: Workspace, frac: float) -> int:
     finally:
         con.close()
     if row is None:
-        raise ConfigError(f"time_cut: expected charges and a fraction in (0, 1). Got {frac} on '{ws.root}'.")
+        if not 0 < frac < 1:
+            raise ConfigError(f"The time cut must be a fraction in (0, 1) of the charges. Got {frac}.")
+        raise ConfigError(
+            f"The workspace '{ws.root}' holds no charges: generate or import some first (payfm generate, "
+            "payfm import)."
+        )
     return int(row[0])
 
 

@@ -318,6 +318,7 @@ class Registry:
 
     def rollback(self, name: str) -> ModelVersion:
         """Archive the production version of ``name`` and restore the one it replaced."""
+        self.get(name)  # an unknown name: "No registered model", with the names there are
         with self._db() as con:
             cur = con.execute(
                 "SELECT version FROM versions WHERE name = ? AND stage = 'production'", (name,)

@@ -123,7 +123,8 @@ def prepare(
         if scores is None:
             raise RuleError(
                 f"{needs or 'The rules'} read :risk_score: or :risk_level:, but no scores were given. "
-                "Pass a Parquet file of scores (columns charge_id, risk_score, risk_level)."
+                "Give --model NAME (a registered model scores the window) or --scores FILE (Parquet with "
+                "columns charge_id, risk_score, risk_level)."
             )
         missing = {"charge_id", "risk_score", "risk_level"} - set(scores.column_names)
         if missing:
@@ -273,6 +274,11 @@ def backtest(
     keep_decisions: bool = False,
 ) -> BacktestReport:
     """Backtest ``ruleset`` against ``baseline`` on the charges of ``ws`` created in [start, end)."""
+    if start is not None and end is not None and start >= end:
+        raise RuleError(
+            f"The backtest window must end after it starts. Got --from {start.isoformat()} and --to "
+            f"{end.isoformat()}."
+        )
     attrs = ruleset.attributes() | (baseline.attributes() if baseline else set())
     readers = [r.name for r in ruleset.rules if ast.attributes(r.condition) & set(SCORE_ATTRIBUTES)]
     needs = f"Rule '{readers[0]}'" if readers else "The active ruleset"

@@ -125,11 +125,20 @@ def charge_values(
     return values
 
 
+def _literal(v: object) -> str:
+    """A literal as the rule wrote it: ``424242``, not the parser's float ``424242.0``; ``'x'``; ``true``."""
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return repr(v)
+
+
 def _describe(e: ast.Expr) -> str:
     if isinstance(e, ast.Attr):
         return f":{e.name}:"
     if isinstance(e, ast.Literal):
-        return repr(e.value) if not isinstance(e.value, bool) else str(e.value).lower()
+        return _literal(e.value)
     return f"the expression at column {e.col}"
 
 
@@ -158,6 +167,15 @@ class _Checker:
         expected, hint = problem
         self.error(e, f"{_describe(attr)} is never {value[:40]!r}: it holds {expected}.{hint}")
         return False
+
+    def vocabulary(self, e: ast.Expr) -> str | None:
+        """The name of ``e`` when it is a field whose values are a vocabulary (risk_level, channel...)."""
+        if not isinstance(e, ast.Attr):
+            return None
+        if e.name == "risk_level":
+            return e.name
+        rule = RULES["charges"].get(e.name) if e.name in CHARGE_STRING_FIELDS else None
+        return e.name if rule is not None and rule.choices is not None else None
 
     def error(self, e: ast.Expr, message: str) -> None:
         self.errors.append(RuleError(message, line=self.rule.line, column=e.col, rule=self.rule.name))
@@ -198,6 +216,17 @@ class _Checker:
                 )
             elif lt == "bool" and e.op not in ("=", "!="):
                 self.error(e, f"'{e.op}' needs numbers or strings. Got true/false values.")
+            elif (
+                self.values
+                and e.op not in ("=", "!=")
+                and (named := self.vocabulary(e.left) or self.vocabulary(e.right))
+            ):
+                hint = " (for the model's risk, compare :risk_score:, 0-100)" if named == "risk_level" else ""
+                self.error(
+                    e,
+                    f"'{e.op}' would compare :{named}: alphabetically: its values are names, not an order. "
+                    f"Use = or in (...){hint}.",
+                )
             elif e.op in ("=", "!=") and isinstance(e.right, ast.Literal):
                 self.check_value(e, e.left, e.right.value)
             elif e.op in ("=", "!=") and isinstance(e.left, ast.Literal):
@@ -208,9 +237,8 @@ class _Checker:
             for v in e.values:
                 vt: Type = "bool" if isinstance(v, bool) else "string" if isinstance(v, str) else "number"
                 if t is not None and vt != t:
-                    self.error(
-                        e, f"Every value of `in (...)` must be a {t} like {_describe(e.operand)}. Got {v!r}."
-                    )
+                    like = _describe(e.operand)
+                    self.error(e, f"Every value of `in (...)` must be a {t} like {like}. Got {_literal(v)}.")
                     break
                 if isinstance(v, str) and any(ord(ch) < 32 for ch in v):
                     self.error(e, "A string literal must not contain control characters.")

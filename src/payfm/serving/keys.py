@@ -68,6 +68,13 @@ class KeyStore:
                     (kid, name, salt, _digest(salt, secret), datetime.now(UTC).isoformat()),
                 )
         except sqlite3.IntegrityError:
+            row = con.execute("SELECT revoked_at FROM keys WHERE name = ?", (name,)).fetchone()
+            if row is not None and row[0] is not None:
+                raise Conflict(
+                    f"A key named {name!r} was revoked on {row[0][:10]}; a name never passes to another key "
+                    "(what it did stays attributable to it): pick another name.",
+                    field="name",
+                ) from None
             raise Conflict(f"A key named {name!r} exists already; revoke it or pick another name.") from None
         finally:
             con.close()
