@@ -89,8 +89,48 @@ def test_replay_options_and_a_replay_where_every_request_fails_are_one_line_erro
     cases = [
         (["--from", "tomorrow"], "--from must be an ISO date"),
         (["--from", "2026-01-03", "--to", "2026-01-02"], "must be after --from"),
-        (["--from", "2026-01-03", "--http", "http://127.0.0.1:1", "--key", "k"], "no request succeeded"),
+        (["--from", "2026-01-03", "--http", "http://127.0.0.1:1", "--key", "k"], "No decision service"),
     ]
     for args, said in cases:
         r = CliRunner().invoke(cli, [*base, *args])
         assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, (args, r.output)
+
+
+def test_a_replay_over_http_stops_at_the_first_refused_key(ws: Workspace) -> None:
+    """Every later request would meet the same 401: the replay stops there, not after the whole period."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from payfm.serving.replay import Aborted, replay_http
+
+    posts: list[str] = []
+
+    class Refusing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # /healthz answers without a key
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def do_POST(self) -> None:
+            posts.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b'{"error": {"type": "Unauthorized", "message": "bad key", "field": null}}'
+            self.send_response(401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        first = pc.min(ws.read("charges")["created"]).as_py()
+        with pytest.raises(Aborted, match=r"refused the API key \(401\): check --key"):
+            replay_http(ws, first, None, f"http://127.0.0.1:{server.server_address[1]}", "wrong")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert posts == ["/v1/charges/score"]

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from payfm.errors import ConfigError
 from payfm.events.schema import SCHEMAS, TABLES, TIMESTAMP
 from payfm.events.workspace import Workspace, WorkspaceWriter, WriteMode
 from payfm.features.online import OnlineFeatures
@@ -218,18 +219,42 @@ def replay_http(
     conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=30)
     try:
 
+        def call(method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                r = conn.getresponse()
+                return r.status, r.read()
+            except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out: stop, say so
+                conn.close()
+                raise Aborted(
+                    f"No decision service answered at {url} ({type(e).__name__}: {e}). Start one with "
+                    "`payfm serve`, or check --http."
+                ) from None
+
+        call("GET", "/healthz")  # before the first event: a wrong URL fails here, not once per event
+
         def send(table: str, row: dict[str, Any]) -> str | None:
-            conn.request("POST", paths[table], body=json.dumps(row), headers=headers)
-            r = conn.getresponse()
-            data = r.read()
-            if r.status != 200:
-                raise InvalidInput(f"HTTP {r.status}")
+            status, data = call("POST", paths[table], json.dumps(row))
+            if status == 401:
+                raise Aborted(f"The decision service at {url} refused the API key (401): check --key.")
+            if status != 200:
+                try:
+                    error = json.loads(data)["error"]
+                    why = f"{error['type']}: {error['message']}"
+                except (ValueError, KeyError, TypeError):
+                    why = data[:80].decode("utf-8", "replace")
+                raise InvalidInput(f"HTTP {status} {why}")
             out: str | None = json.loads(data).get("outcome") if table == "charges" else None
             return out
 
         return _run(events(ws, start, end), send, progress)
     finally:
         conn.close()
+
+
+class Aborted(ConfigError):
+    """A replay over HTTP that cannot go on: the service does not answer (connection refused, reset or timed
+    out) or refuses the API key, which every later request would meet too."""
 
 
 def _run(
@@ -243,8 +268,10 @@ def _run(
         t0 = time.perf_counter()
         try:
             outcome = send(table, row)
+        except Aborted:
+            raise
         except Exception as e:
-            rep.errors[str(e)[:80] or type(e).__name__] += 1
+            rep.errors[str(e)[:120] or type(e).__name__] += 1
             continue
         if table == "charges":
             rep.latencies_ms.append((time.perf_counter() - t0) * 1000)
