@@ -91,3 +91,19 @@ def test_wrong_width_and_bad_labels_are_refused(fitted: Model) -> None:
     X, _ = problem(100, 5)
     with pytest.raises(ModelError, match="labels 0 and 1"):
         model_class(fitted.kind)().fit(X, np.zeros(100))
+
+
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+def test_a_float32_matrix_is_used_as_it_is_and_fits_the_same_model(kind: str) -> None:
+    """Training data in float32 (half the memory of float64: 6.3 GB for 10M rows of 158 features) is not
+    copied to float64; on values float32 holds exactly, the model is the one float64 gives."""
+    from payfm.training.models.base import as_matrix
+
+    X, y = problem(4000, 0)
+    X = np.round(X * 64) / 64  # exact in float32
+    X32 = X.astype(np.float32)
+    assert as_matrix(X32, "t") is X32 and as_matrix(X.tolist(), "t").dtype == np.float64
+    Xt, _ = problem(500, 2)
+    a = model_class(kind)(seed=0, **FAST[kind]).fit(X, y).predict_proba(Xt)
+    b = model_class(kind)(seed=0, **FAST[kind]).fit(X32, y).predict_proba(Xt)
+    assert np.allclose(a, b, atol=1e-6)

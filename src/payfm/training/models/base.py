@@ -40,9 +40,10 @@ ArrayLike = np.ndarray | Sequence[Sequence[float | None]]
 
 
 def as_matrix(X: ArrayLike, who: str, n_features: int | None = None) -> np.ndarray:
-    """A float64 (n, d) matrix with NaN for missing values (None in lists becomes NaN)."""
+    """A float64 (n, d) matrix with NaN for missing values (None in lists becomes NaN); a float32 array is
+    kept as it is, not copied to twice its size (10M rows of 158 features: 6.3 GB, not 12.6 GB more)."""
     try:
-        m = np.asarray(X, dtype=np.float64)
+        m = X if isinstance(X, np.ndarray) and X.dtype == np.float32 else np.asarray(X, dtype=np.float64)
     except (TypeError, ValueError) as e:
         raise ModelError(
             f"{who}: expected a numeric (n, d) matrix with None/NaN for missing. Got {e}."
