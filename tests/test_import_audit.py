@@ -74,8 +74,8 @@ def test_every_problem_is_reported_in_one_pass_in_row_order(tmp_path: Path) -> N
     assert found == [
         (1, "amount", "whole minor units after "),
         (2, "amount", "a number"),
-        (3, "amount", "a value >= 0"),
-        (3, "amount_usd", "a value >= 0"),
+        (3, "amount", "a value from 0 to 999,99"),
+        (3, "amount_usd", "a value from 0 to 999,99"),
         (4, "kind", "one of the keys of 'colu"),
     ]
     assert e.value.total == 5

@@ -103,7 +103,8 @@ def test_outcome_validation_names_the_first_field_on_one_line(client: TestClient
     neg = error(client.post("/v1/refunds", json=refund | {"currency": "usd", "reason": "fraudulent"}), 422)
     assert (
         neg["field"] == "amount"
-        and neg["message"] == "Field 'amount' of the refund must be a value >= 0. Got -1."
+        and neg["message"]
+        == "Field 'amount' of the refund must be a value from 0 to 999,999,999,999. Got -1."
     )
 
 

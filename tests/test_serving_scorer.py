@@ -143,6 +143,8 @@ def test_http_auth_size_schema_and_card_numbers(client: tuple[TestClient, dict[s
     assert naive.status_code == 422 and naive.json()["error"]["field"] == "created"
     huge = c.post("/v1/charges/score", json=charge(3, amount=10**23), headers=h)  # beyond the log's int64
     assert huge.status_code == 422 and huge.json()["error"]["field"] == "amount"
+    big = c.post("/v1/charges/score", json=charge(3, amount_usd=2**63 - 1), headers=h)  # fits, but no payment
+    assert big.status_code == 422 and "a value from 0 to 999,999,999,999" in big.json()["error"]["message"]
     nowhere = c.post("/v1/charge/score", json=charge(2), headers=h)  # a typo in the path
     assert nowhere.status_code == 404 and nowhere.json()["error"]["type"] == "NotFound"
     wrong = c.get("/v1/charges/score", headers=h)

@@ -155,10 +155,13 @@ def test_countries_are_iso_3166_codes_not_any_two_letters() -> None:
     assert e.problems[0].expected.startswith("an ISO 3166-1 alpha-2 country code")
 
 
-def test_negative_amounts() -> None:
-    e = _problems("disputes", _with(disputes(["a", "b"], T0), "amount", [5, -1]))
-    assert [(p.column, p.row, p.received) for p in e.problems] == [("amount", 2, "-1")]
-    assert e.problems[0].expected == "a value >= 0"
+def test_negative_and_impossibly_large_amounts() -> None:
+    e = _problems("disputes", _with(disputes(["a", "b", "c"], T0), "amount", [5, -1, 10**12]))
+    assert [(p.column, p.row, p.received) for p in e.problems] == [
+        ("amount", 2, "-1"),
+        ("amount", 3, "1000000000000"),
+    ]
+    assert e.problems[0].expected == "a value from 0 to 999,999,999,999"
 
 
 def test_duplicate_ids_are_reported_on_every_copy() -> None:

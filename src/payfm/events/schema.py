@@ -91,7 +91,7 @@ class FieldRule:
 
     ``choices`` restricts a string field to a vocabulary; ``pattern`` is a full-match regular expression;
     ``codes`` a set of codes too large to list in messages (countries), described by ``described``;
-    ``min_value`` bounds an integer field from below. ``canonical`` maps a string value to its one
+    ``min_value`` and ``max_value`` bound an integer field. ``canonical`` maps a string value to its one
     canonical spelling (a ValueError: not a valid value), so that equal values compare equal in lists, rules
     and feature keys; ``canonical_form`` is a full-match regular expression that only canonical values match
     (a fast path for whole columns: values matching it skip ``canonical``).
@@ -100,6 +100,7 @@ class FieldRule:
     choices: tuple[str, ...] | None = None
     pattern: str | None = None
     min_value: int | None = None
+    max_value: int | None = None
     codes: Callable[[], frozenset[str]] | None = None
     described: str | None = None
     canonical: Callable[[str], str] | None = None
@@ -113,7 +114,9 @@ class FieldRule:
             return "one of " + ", ".join(self.choices)
         if self.pattern is not None:
             return f"a value matching {self.pattern}"
-        return f"a value >= {self.min_value}"
+        if self.max_value is None:
+            return f"a value >= {self.min_value}"
+        return f"a value from {self.min_value} to {self.max_value:,}"
 
     @cached_property
     def regex(self) -> re.Pattern[str] | None:
@@ -196,6 +199,10 @@ def canonical_domain(value: str) -> str:
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 CANONICAL_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
 CANONICAL_DOMAIN = r"[a-z0-9.-]*[a-z0-9-]"
+# The largest amount, in any currency's minor unit: twelve digits, Stripe's limit for the currencies that
+# allow the most (eight for most, e.g. $999,999.99). Larger is a unit or parsing error, not a payment.
+MAX_AMOUNT = 999_999_999_999
+AMOUNT = FieldRule(min_value=0, max_value=MAX_AMOUNT)
 IP_ADDRESS = FieldRule(
     canonical=canonical_ip,
     canonical_form=CANONICAL_IPV4,
@@ -353,9 +360,9 @@ RULES: dict[str, dict[str, FieldRule]] = {
         "card_brand": FieldRule(choices=CARD_BRANDS),
         "card_funding": FieldRule(choices=CARD_FUNDING),
         "card_country": COUNTRY,
-        "amount": FieldRule(min_value=0),
+        "amount": AMOUNT,
         "currency": FieldRule(pattern=r"[a-z]{3}"),
-        "amount_usd": FieldRule(min_value=0),
+        "amount_usd": AMOUNT,
         "channel": FieldRule(choices=CHANNELS),
         "ip_address": IP_ADDRESS,
         "ip_country": COUNTRY,
@@ -371,13 +378,13 @@ RULES: dict[str, dict[str, FieldRule]] = {
     },
     "disputes": {
         "reason": FieldRule(choices=DISPUTE_REASONS),
-        "amount": FieldRule(min_value=0),
+        "amount": AMOUNT,
         "currency": FieldRule(pattern=r"[a-z]{3}"),
     },
     "early_fraud_warnings": {"fraud_type": FieldRule(choices=EFW_FRAUD_TYPES)},
     "refunds": {
         "reason": FieldRule(choices=REFUND_REASONS),
-        "amount": FieldRule(min_value=0),
+        "amount": AMOUNT,
         "currency": FieldRule(pattern=r"[a-z]{3}"),
     },
     "reviews": {

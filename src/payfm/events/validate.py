@@ -198,10 +198,13 @@ def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -
             got = [_short(col[int(i)].as_py()) for i in bad[:20]]
             out.rows(name, bad, rule.expected(), got)
     if rule.min_value is not None:
-        bad = np.flatnonzero(pc.fill_null(pc.less(col, rule.min_value), False).to_numpy(zero_copy_only=False))
+        outside = pc.less(col, rule.min_value)
+        if rule.max_value is not None:
+            outside = pc.or_(outside, pc.greater(col, rule.max_value))
+        bad = np.flatnonzero(pc.fill_null(outside, False).to_numpy(zero_copy_only=False))
         if len(bad):
             got = [_short(col[int(i)].as_py()) for i in bad[:20]]
-            out.rows(name, bad, f"a value >= {rule.min_value}", got)
+            out.rows(name, bad, rule.expected(), got)
 
 
 def card_number_problems(table: pa.Table, out: _Collector, skip: frozenset[str] = frozenset()) -> None:

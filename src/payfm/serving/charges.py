@@ -41,7 +41,11 @@ _STRING_RULES = {
 _CANONICAL = {
     name: (rule.canonical, rule.expected()) for name, rule in RULES["charges"].items() if rule.canonical
 }
-_MINS = {name: rule.min_value for name, rule in RULES["charges"].items() if rule.min_value is not None}
+_BOUNDS = {
+    name: (rule.min_value, rule.max_value if rule.max_value is not None else 2**63 - 1, rule.expected())
+    for name, rule in RULES["charges"].items()
+    if rule.min_value is not None
+}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 EXAMPLE_FIELDS: dict[str, Any] = {
@@ -147,8 +151,9 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
         if pa.types.is_integer(field.type):
             if isinstance(v, bool) or not isinstance(v, int):
                 raise InvalidInput(f"Field '{name}' must be an integer. Got {type(v).__name__}.", field=name)
-            if name in _MINS and v < _MINS[name]:
-                raise InvalidInput(f"Field '{name}' must be >= {_MINS[name]}. Got {v}.", field=name)
+            if name in _BOUNDS and not _BOUNDS[name][0] <= v <= _BOUNDS[name][1]:
+                expected = _BOUNDS[name][2]
+                raise InvalidInput(f"Field '{name}' must be {expected}. Got {str(v)[:40]}.", field=name)
             if not -(2**63) <= v < 2**63:  # what the event log's int64 columns hold
                 raise InvalidInput(f"Field '{name}' must fit in 64 bits. Got {str(v)[:40]}.", field=name)
         elif not isinstance(v, str):
