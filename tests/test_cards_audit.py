@@ -72,3 +72,41 @@ def test_list_struct_and_map_columns_are_scanned() -> None:
     maps = pa.array([[("k", "x")], [("note", PAN)]], pa.map_(pa.string(), pa.string()))
     assert card_number_rows(maps).tolist() == [1]
     assert card_number_rows(pa.array([b"x", PAN.encode()])).tolist() == [1]
+
+
+def _reference_spans(text: str) -> set[tuple[int, int]]:
+    """The detection rules written plainly (every window of whole groups, checked from scratch)."""
+    import re
+
+    from payfm.events.cards import _SEQUENCE, _UUID, _free, luhn_valid
+
+    uuids = [m.span() for m in _UUID.finditer(text)]
+    out = set()
+    for seq in _SEQUENCE.finditer(text):
+        groups = [m.span() for m in re.finditer(r"[0-9]+", text[: seq.end()]) if m.start() >= seq.start()]
+        for i in range(len(groups)):
+            for j in range(i, len(groups)):
+                digits = "".join(text[a:b] for a, b in groups[i : j + 1])
+                seps = [text[groups[k][1] : groups[k + 1][0]] for k in range(i, j)]
+                legacy = all(len(s) == 1 and s in " \t\u00a0-" for s in seps)
+                kinds = {s.strip(" \t\u00a0") for s in seps}
+                ok_seps = not seps or legacy or (len(kinds) == 1 and (kinds <= {"", "-"} or len(seps) >= 2))
+                first_free = i > 0 or _free(text, *groups[0])
+                ends_free = first_free and (j < len(groups) - 1 or _free(text, *groups[-1]))
+                span = groups[i][0], groups[j][1]
+                in_uuid = any(a <= span[0] and span[1] <= b for a, b in uuids)
+                if 13 <= len(digits) <= 19 and ok_seps and ends_free and luhn_valid(digits) and not in_uuid:
+                    out.add(span)
+    return out
+
+
+def test_the_linear_scan_finds_what_the_plain_rules_find() -> None:
+    import random
+
+    from payfm.events.cards import _card_spans
+
+    rng = random.Random(7)
+    alphabet = "0123456789" * 6 + " -._/\t" + "\u00a0" + "abfgxZ"
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(10, 60)))
+        assert set(_card_spans(text)) == _reference_spans(text), repr(text)

@@ -187,3 +187,36 @@ def test_an_event_log_outcome_sent_for_another_charge_is_a_conflict(tmp_path: Pa
         assert info.value.field == "refund_id" and not scorer.log.has_outcome("refunds", refund["refund_id"])
     finally:
         scorer.close(snapshot=False)
+
+
+def test_a_request_without_a_valid_key_is_refused_before_its_body_is_scanned(
+    scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card-number scan of a digit-heavy 64 KiB body takes most of a second of the event loop: a request
+    without a valid key must not get that far (401 first), on every guarded path."""
+    import payfm.serving.app as app_module
+    from payfm.serving.keys import KeyStore
+
+    scans: list[int] = []
+    scan = app_module.contains_card_number
+    monkeypatch.setattr(app_module, "contains_card_number", lambda t: scans.append(len(t)) or scan(t))
+    keys = KeyStore(scorer.ws.root / "serving" / "keys.db")
+    key = keys.create("tests")
+    body = '{"a": "' + "1 " * 20_000 + '"}'
+    with TestClient(create_app(scorer, keys)) as c:
+        for path in ("/v1/charges/score", "/v1/disputes", "/v1/reviews/ch_1/close"):
+            for auth in ({}, {"authorization": "Bearer wrong"}):
+                r = c.post(path, content=body, headers=JSON | auth)
+                assert error(r, 401)["type"] == "Unauthorized"
+        assert scans == []
+        ok = c.post("/v1/charges/score", json=charge(1), headers={"authorization": f"Bearer {key}"})
+        assert ok.status_code == 200 and scans  # with the key, the body is scanned as before
+
+
+def test_a_422_never_shows_a_long_number_a_field_held(client: TestClient) -> None:
+    """A value the card-number scan lets through (digits glued to hex letters, as in an id) is still never
+    quoted whole by a validation error."""
+    for field, value in (("ip_address", f"cc{PAN}"), ("channel", f"CC{PAN}")):
+        err = error(client.post("/v1/charges/score", json=charge(1, **{field: value}), headers=JSON), 422)
+        assert err["field"] == field and PAN not in err["message"], err
+        assert "[card number removed]" in err["message"]

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.errors import PayfmError
-from payfm.events.cards import card_number_rows, contains_card_number
+from payfm.events.cards import card_number_rows, contains_card_number, mask_long_numbers
 from payfm.events.schema import ID_COLUMNS, RULES, schema_of
 
 _CHUNK = 4096
@@ -80,7 +80,9 @@ class _Collector:
 
 
 def _short(value: object) -> str:
-    text = repr(value)
+    """``value`` as a problem quotes it: long numbers inside a string masked (:func:`mask_long_numbers`; a
+    number itself is checked by the card-number scan, and a row holding one is not shown), then cut."""
+    text = mask_long_numbers(repr(value)) if isinstance(value, str) else repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

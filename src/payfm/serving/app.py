@@ -187,7 +187,8 @@ assert tuple(ReviewClose.model_fields["reason"].annotation.__args__) == REVIEW_R
 
 
 class Guard:
-    """Load shedding, body size limit, and card numbers refused unparsed.
+    """Load shedding, body size limit, the API key, and card numbers refused unparsed (after the key: a
+    request without one costs no scan).
 
     Two overload signals, either sheds (503 with Retry-After, before anything parses the request): more than
     ``max_in_flight`` requests in the app, or an event-loop queueing delay above ``max_lag_ms`` (a probe
@@ -204,8 +205,10 @@ class Guard:
         max_body: int = 64 * 1024,
         max_lag_ms: float | None = None,
         score: ScoreEndpoint | None = None,
+        authorize: Authorize | None = None,
     ) -> None:
         self.app, self.max_in_flight, self.max_body = app, max_in_flight, max_body
+        self.authorize = authorize  # checks the API key of every request to a path not in _OPEN_PATHS
         self.score = score  # answers POST /v1/charges/score without the FastAPI stack
         self.max_lag_s = None if max_lag_ms is None else max_lag_ms / 1000  # None: no delay-based shedding
         self.in_flight = 0
@@ -272,6 +275,12 @@ class Guard:
             chunks.append(chunk)
             more = msg.get("more_body", False)
         body = b"".join(chunks)
+        if self.authorize is not None:  # before the scan below: an unauthenticated body costs nothing more
+            try:
+                await self.authorize(headers.get(b"authorization", b"").decode("latin-1"))
+            except PayfmError as e:
+                await _payfm_error(e)(scope, receive, send)
+                return
         if body and contains_card_number(body.decode("utf-8", "replace")):
             await _error(
                 422,
@@ -441,5 +450,10 @@ def create_app(
         return scorer.reload().describe()
 
     return Guard(
-        app, max_in_flight=max_in_flight, max_body=max_body, max_lag_ms=max_lag_ms, score=score_endpoint
+        app,
+        max_in_flight=max_in_flight,
+        max_body=max_body,
+        max_lag_ms=max_lag_ms,
+        score=score_endpoint,
+        authorize=check_key,
     )

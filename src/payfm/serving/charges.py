@@ -22,7 +22,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from payfm.events.cards import contains_card_number
+from payfm.events.cards import contains_card_number, mask_long_numbers
 from payfm.events.schema import CHARGES, RULES, TIMESTAMP
 from payfm.serving.errors import InvalidInput
 
@@ -164,11 +164,12 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
                 v = canonical(v)
             except ValueError:
                 raise InvalidInput(
-                    f"Field '{name}' must be {expected}. Got {v[:40]!r}.", field=name
+                    f"Field '{name}' must be {expected}. Got {mask_long_numbers(repr(v))[:42]}.", field=name
                 ) from None
         elif name in _STRING_RULES and not _STRING_RULES[name].accepts(v):
             expected, hint = _STRING_RULES[name].problem(v) or ("", "")
-            raise InvalidInput(f"Field '{name}' must be {expected}. Got {v[:40]!r}.{hint}", field=name)
+            said = f"Got {mask_long_numbers(repr(v))[:60]}.{mask_long_numbers(hint)}"  # no long number shown
+            raise InvalidInput(f"Field '{name}' must be {expected}. {said}", field=name)
         out[name] = v
     for name, field in CHARGE_FIELDS.items():
         if name not in out:

@@ -7,14 +7,9 @@ that quotes what the client sent (an id, a path parameter, the path) quotes it t
 
 from __future__ import annotations
 
-import re
-
 from payfm.errors import PayfmError
+from payfm.events.cards import mask_long_numbers
 
-# 13 or more digits, possibly glued to letters or split by up to 3 other characters between digits: what a
-# message never quotes. Wider than payfm.events.cards' detection (no Luhn check, no word boundary) on
-# purpose: hiding a long number costs a message nothing, showing a card number leaks it.
-_LONG_NUMBER = re.compile(r"\d(?:[^0-9A-Za-z]{0,3}\d){12,}")
 _SHOWN_CHARS = 120  # longer values are cut: a message names the value, it does not reproduce it
 
 
@@ -71,7 +66,7 @@ def shown(value: object) -> str:
     >>> shown("/v1/reviews/4111 1111 1111 1111/close"), shown("ch_1")
     ('/v1/reviews/[card number removed]/close', 'ch_1')
     """
-    text = _LONG_NUMBER.sub("[card number removed]", str(value))
+    text = mask_long_numbers(str(value))
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
 
 
