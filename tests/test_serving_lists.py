@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.rules.lists import add_values, create_list, remove_values
@@ -56,3 +58,26 @@ def test_a_list_change_reaches_a_running_server_within_its_refresh(tmp_path: Pat
         assert still.refresh_lists() and still.score(_charge(6, "fp_later")).outcome == "blocked"
     finally:
         still.close()
+
+
+def test_a_list_change_while_the_server_starts_is_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change after the bundle read the lists but before the watcher took its baseline (a start warms the
+    state for minutes in between) is served from the start, not after the next change."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    create_list(ws, "blocked_cards", "card_fingerprint", author="ana")
+    add_values(ws, "blocked_cards", ["fp_old"], author="ana")
+    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="ana")
+    watch = Scorer._watch_lists
+
+    def late(self: Scorer, every_s: float) -> None:
+        add_values(ws, "blocked_cards", ["fp_new"], author="ana")  # during the start, after the load
+        watch(self, every_s)
+
+    monkeypatch.setattr(Scorer, "_watch_lists", late)
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=3600.0))  # no poll during the test
+    try:
+        assert scorer.score(_charge(1, "fp_new")).outcome == "blocked"
+    finally:
+        scorer.close()

@@ -223,6 +223,7 @@ def test_outcomes_update_features_and_the_event_log(
 
 
 def test_events_dated_past_the_clock_skew_are_refused_and_leave_the_state_alone(ws: Workspace) -> None:
+    from dataclasses import replace
     from datetime import UTC, datetime, timedelta
 
     from payfm.serving.scorer import ScorerConfig
@@ -243,6 +244,18 @@ def test_events_dated_past_the_clock_skew_are_refused_and_leave_the_state_alone(
             dispute |= {"reason": "fraudulent", "amount": 1999, "currency": "usd"}
             r = c.post("/v1/disputes", json=dispute, headers=h)
             assert r.status_code == 422 and r.json()["error"]["field"] == "created"
+            # a retry of a charge decided already gets its decision even past the bound (a server whose clock
+            # is behind the first one's), a new charge does not
+            soon = {"dispute_id": "dp_2", "charge_id": "ch_1", "created": ahead, "reason": "fraudulent"}
+            soon |= {"amount": 1999, "currency": "usd"}
+            assert c.post("/v1/disputes", json=soon, headers=h).json()["duplicate"] is False
+            scorer.config = replace(scorer.config, max_future_s=100)
+            assert c.post("/v1/disputes", json=soon, headers=h).json()["duplicate"] is True
+            again = c.post("/v1/charges/score", json=charge(3, created=ahead), headers=h)
+            assert again.status_code == 200 and again.json()["charge_id"] == "ch_3"
+            r = c.post("/v1/charges/score", json=charge(5, created=ahead), headers=h)
+            assert r.status_code == 422 and r.json()["error"]["field"] == "created"
+            scorer.config = replace(scorer.config, max_future_s=300)
         later = (now + timedelta(seconds=250)).isoformat()
         # the refused charge moved no window: the 1-hour count holds the two decided ones
         assert scorer.score(charge(4, created=later)).features["card.count_charges_1h"] == 2.0

@@ -190,7 +190,11 @@ class FeedbackMixin:
         event = row.to_pylist()[0]
         oid, cid = str(event[OUTCOME_TABLES[table]]), str(event["charge_id"])
         created_us = to_us(event["created"], "created")
-        refuse_future(created_us, self.config.max_future_s, f"{table} event")
+        try:
+            refuse_future(created_us, self.config.max_future_s, f"{table} event")
+        except InvalidInput:  # a retry of an outcome recorded already is answered, whatever the clock
+            if self.log.get_outcome(table, oid) is None:
+                raise
         source = label_source(table, event)
         facts = {"id": oid, "charge_id": cid, "label_source": source, "applied": False}
         key = f"{table}:{oid}"

@@ -601,9 +601,10 @@ class Scorer(FeedbackMixin):
                 if con is not None:
                     con.close()
 
-        look()  # the version the bundle was loaded at (a rules.db made later: refreshed at first sight)
+        look()  # the version from now on (a rules.db made later: refreshed at first sight)
         if con is None:
             seen = -1
+        self.refresh_lists()  # a change between the bundle's load and that look
 
         self._lists_watcher = threading.Thread(target=run, name="payfm-lists", daemon=True)
         self._lists_watcher.start()
@@ -703,7 +704,11 @@ class Scorer(FeedbackMixin):
         is committed (durable), or with the error. Validation errors raise here."""
         t0 = time.perf_counter()
         c = normalize_charge(charge)
-        refuse_future(c["created_us"], self.config.max_future_s)
+        try:
+            refuse_future(c["created_us"], self.config.max_future_s)
+        except InvalidInput:  # a retry of a charge decided already gets its decision, whatever the clock
+            if self.log.get_decision(str(c["charge_id"])) is None:
+                raise
         cid = str(c["charge_id"])
         mine: Future[dict[str, Any]] | None = None
         fm_inputs: dict[str, np.ndarray] = {}
