@@ -81,3 +81,28 @@ def test_a_list_change_while_the_server_starts_is_served(
         assert scorer.score(_charge(1, "fp_new")).outcome == "blocked"
     finally:
         scorer.close()
+
+
+def test_a_refresh_that_keeps_failing_is_logged_once_and_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    create_list(ws, "blocked_cards", "card_fingerprint", author="ana")
+    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="ana")
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.02))
+    tries: list[int] = []
+
+    def failing() -> bool:
+        tries.append(1)
+        raise OSError("disk gone")
+
+    try:
+        monkeypatch.setattr(scorer, "refresh_lists", failing)
+        with caplog.at_level("ERROR", logger="payfm.serving"):
+            add_values(ws, "blocked_cards", ["fp_new"], author="ana")
+            assert _until(lambda: len(tries) >= 5)
+        assert sum("refreshing the rules' lists failed" in r.message for r in caplog.records) == 1
+        monkeypatch.undo()  # it works again: the change is served
+        assert _until(lambda: "fp_new" in scorer.bundle.ruleset.lists["blocked_cards"])  # type: ignore[union-attr]
+    finally:
+        scorer.close()

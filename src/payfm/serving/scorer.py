@@ -591,12 +591,16 @@ class Scorer(FeedbackMixin):
                 seen = version
 
         def run() -> None:
+            failed = ""  # the last failure, logged once: the refresh is tried again every every_s
             try:
                 while not self._lists_stop.wait(every_s):
                     try:
                         look()
-                    except Exception:  # a failed refresh keeps the lists served; the next change retries
-                        log.exception("refreshing the rules' lists failed")
+                        failed = ""
+                    except Exception as e:  # a failed refresh keeps the lists served; it is tried again
+                        if repr(e) != failed:
+                            log.exception("refreshing the rules' lists failed (tried again until it works)")
+                        failed = repr(e)
             finally:
                 if con is not None:
                     con.close()
