@@ -46,8 +46,10 @@ def test_a_review_closed_as_refunded_as_fraud_is_a_fraud_label(tmp_path: Path) -
     got = fraud_labels(ws.connect(), horizon=timedelta(days=30)).to_pylist()
     by = {r["charge_id"]: r for r in got}
     assert [by[c]["is_fraud"] for c in ids] == [1, 1, 0, 0, 0, 0]
-    # the label is known from the closure's own time, and a positive is mature at once
-    assert by[ids[1]]["label_time"] == T0 + timedelta(hours=100) and by[ids[1]]["mature"]
+    # the label is known from the closure's own time; a positive is mature only once its horizon has passed,
+    # as a negative is (else the recent days would hold the frauds labelled early and no genuine charge)
+    assert by[ids[1]]["label_time"] == T0 + timedelta(hours=100) and not by[ids[1]]["mature"]
+    assert not any(r["mature"] for r in got)  # T0 + 100 h is within every charge's 30 days
     # The log's "now" includes the closures (T0 + 100 h, later than the dispute at T0 + 72 h): the charge at
     # T0 + 28 h with a 60 h horizon is mature at 88 h, so mature now, and would not be without the closures.
     as_of_now = fraud_labels(ws.connect(), horizon=timedelta(hours=60)).to_pylist()

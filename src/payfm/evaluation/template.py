@@ -34,7 +34,8 @@ $comparison
 <p class="note">Metrics on charges with a mature label only. AP: average precision (95% bootstrap interval
 over cards, $resamples resamples). Recall@FPR: the highest recall whose false-positive rate is at most the
 level.
-Precision at 1% block rate: precision when blocking the top 1% of charges by score. Card precision@k:
+Precision at 1% block rate: precision at the lowest threshold that blocks at most 1% of charges (charges
+of equal score are blocked together, so it may block fewer). Card precision@k:
 per UTC day, share of fraudulent cards among the $card_k highest-scored cards, averaged over days.
 ECE: expected calibration error,
 10 equal-width bins.</p>

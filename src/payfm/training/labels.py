@@ -3,8 +3,9 @@
 A charge is fraudulent if a fraudulent dispute, an early fraud warning or a manual review closed as
 ``refunded_as_fraud`` (the ``reviews`` table, written by the decision service) arrives within the label
 horizon (default 120 days) of the charge, and no later than ``as_of``. Its label is *mature* once the horizon
-has passed by ``as_of``, or once a fraud outcome has arrived (a positive cannot become negative). Training
-uses mature labels only; evaluation reports how many labels were still immature.
+has passed by ``as_of``, positive or not: a fraud labelled early is final, but counting it while the genuine
+charges of its days are not yet would make those days a population of frauds only (every metric and fit on
+them inflated). Training uses mature labels only; evaluation reports how many labels were still immature.
 
 Example:
     >>> import tempfile
@@ -65,7 +66,9 @@ def fraud_labels(
         SELECT c.charge_id, c.created,
                (f.t IS NOT NULL)::INT AS is_fraud,
                f.t AS label_time,
-               (f.t IS NOT NULL OR c.created + to_microseconds({micros}) <= {as_of_sql}) AS mature
+               -- mature once the horizon has passed, positives too: counting the frauds labelled early
+               -- without the genuine charges of their period would give a population of frauds only
+               (c.created + to_microseconds({micros}) <= {as_of_sql}) AS mature
         FROM charges c LEFT JOIN first_fraud f USING (charge_id)
         ORDER BY c.created, c.charge_id
         """

@@ -93,7 +93,7 @@ def _retry_success(con: duckdb.DuckDBPyConnection, as_of: datetime | None, horiz
             GROUP BY 1
         )
         SELECT d.charge_id AS key, d.created, (ok.t IS NOT NULL)::INT AS label, ok.t AS label_time,
-               (ok.t IS NOT NULL OR d.created + to_microseconds({micros}) <= {now}) AS mature
+               (d.created + to_microseconds({micros}) <= {now}) AS mature
         FROM charges d LEFT JOIN ok USING (charge_id)
         WHERE d.outcome = 'issuer_declined'
         ORDER BY d.created, d.charge_id
