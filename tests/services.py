@@ -24,3 +24,17 @@ def require_redis(url: str = REDIS_URL) -> Any:
             pytest.fail(f"Redis is required (PAYFM_REQUIRE_SERVICES) but not reachable at {url}")
         pytest.skip(f"Redis not reachable at {url}; start redis-server or set PAYFM_TEST_REDIS_URL")
     return client
+
+
+POSTGRES_URL = os.environ.get("PAYFM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def require_postgres(url: str = POSTGRES_URL) -> None:
+    """Skip the test unless PostgreSQL answers at ``url`` (fail instead under PAYFM_REQUIRE_SERVICES)."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
+            pytest.fail(f"PostgreSQL is required (PAYFM_REQUIRE_SERVICES) but not reachable at {url}")
+        pytest.skip(f"PostgreSQL not reachable at {url}; start it or set PAYFM_TEST_POSTGRES_URL")

@@ -419,7 +419,7 @@ def test_redis_state_errors_name_the_server_and_the_namespace(world: World, redi
 
     with pytest.raises(ConfigError, match=r"redis://127\.0\.0\.1:1/0.*not reachable"):
         OnlineEmbedder.load(world.fm.ckpt, "redis://127.0.0.1:1/0")
-    with pytest.raises(ConfigError, match="must be 'memory' or a redis:// URL"):
+    with pytest.raises(ConfigError, match="must be 'memory' or a redis://, rediss:// or unix:// URL"):
         OnlineEmbedder.load(world.fm.ckpt, "postgres://x")
     state = RedisState(REDIS_URL, "t-lock", keep=3, n_fields=20)
     redis_scratch.set("payfm:fm:t-lock:warming", b"1")  # another process is loading it

@@ -3,7 +3,6 @@ bad input, review queue, outcomes, shadow models, reload, and the PostgreSQL dec
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +21,9 @@ from payfm.serving.charges import EXAMPLE_FIELDS, to_us
 from payfm.serving.keys import KeyStore
 from payfm.serving.scorer import Scorer
 from payfm.training.models.linear import LogisticModel
+from services import POSTGRES_URL, require_postgres
 
-PG_URL = os.environ.get("PAYFM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+PG_URL = POSTGRES_URL
 T0 = "2026-03-01T12:00:00+00:00"
 RULES = "big: review if :amount_usd: > 500\nbad_country: block if :ip_country: = 'RU'\n"
 
@@ -265,13 +265,9 @@ def test_events_dated_past_the_clock_skew_are_refused_and_leave_the_state_alone(
 
 
 def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        psycopg.connect(PG_URL, connect_timeout=3).close()
-    except psycopg.OperationalError:
-        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
-            pytest.fail(f"PostgreSQL is required (PAYFM_REQUIRE_SERVICES) but not reachable at {PG_URL}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}; start it or set PAYFM_TEST_POSTGRES_URL")
+    require_postgres(PG_URL)
+    import psycopg
+
     from payfm.serving.postgres_log import PostgresDecisionLog
 
     schema = f"payfm_test_{uuid.uuid4().hex[:8]}"

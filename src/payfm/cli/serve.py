@@ -14,6 +14,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
 if TYPE_CHECKING:
+    from payfm.registry import Registry
     from payfm.serving.replay import ReplayReport
 
 
@@ -94,6 +95,7 @@ def serve(
         return
     import uvicorn
 
+    from payfm.errors import shown_url
     from payfm.serving.app import create_app
     from payfm.serving.scorer import Scorer, ScorerConfig
 
@@ -126,7 +128,9 @@ def serve(
         )
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
-        click.echo("payfm serve: stopping (final state snapshot, decision log closed)", err=True)
+        # Only a memory state is snapshotted: a Redis state is already where the next server reads it.
+        final = "final state snapshot" if state == "memory" else f"state left in Redis ({shown_url(state)})"
+        click.echo(f"payfm serve: stopping ({final}, decision log closed)", err=True)
         t0 = time.perf_counter()
         scorer.close()
         click.echo(f"payfm serve: stopped in {time.perf_counter() - t0:.1f} s", err=True)
@@ -214,12 +218,27 @@ def keys_revoke(ctx: click.Context, name: str) -> None:
 def state_group() -> None:
     """The online state's namespaces in Redis (one per feature-set version and per foundation-model
     checkpoint; nothing expires them): list them with the models and servers that use them, drop the ones
-    nothing serves from.
+    nothing serves from. Both read the workspace's registry (-w/--workspace, or PAYFM_WORKSPACE) to name the
+    models that use each namespace.
 
     \b
-    payfm serve state list --state redis://127.0.0.1:6379/0
-    payfm serve state drop payfm:fm:0123456789abcdef --state redis://127.0.0.1:6379/0
+    payfm -w WORKSPACE serve state list --state redis://127.0.0.1:6379/0
+    payfm -w WORKSPACE serve state drop payfm:fm:0123456789abcdef --state redis://127.0.0.1:6379/0
     """
+
+
+def _registry(ctx: click.Context, command: str) -> Registry:
+    """The workspace's registry, or a one-line error saying why `serve state` needs a workspace."""
+    from payfm.errors import WorkspaceError
+    from payfm.registry import Registry
+
+    try:
+        return Registry(_ws(ctx))
+    except WorkspaceError as e:
+        raise ConfigError(
+            f"payfm serve state {command} reads the workspace's registry to name the models that use each "
+            f"namespace: give -w/--workspace (or PAYFM_WORKSPACE) before `serve`. {e}"
+        ) from None
 
 
 REDIS_URL = click.option(
@@ -236,11 +255,11 @@ def state_list(ctx: click.Context, url: str) -> None:
     from rich.table import Table
 
     from payfm.cli.render import console
-    from payfm.registry import Registry
+    from payfm.errors import shown_url
     from payfm.serving.namespaces import list_namespaces
 
-    found = list_namespaces(url, Registry(_ws(ctx)))
-    table = Table(title=f"Online state in {url}")
+    found = list_namespaces(url, _registry(ctx, "list"))
+    table = Table(title=f"Online state in {shown_url(url)}")
     table.add_column("namespace", no_wrap=True)
     table.add_column("kind")
     table.add_column("keys", justify="right")
@@ -252,7 +271,7 @@ def state_list(ctx: click.Context, url: str) -> None:
         size = f"{ns.bytes / 1e6:,.1f} MB" if ns.bytes >= 100_000 else f"{ns.bytes / 1e3:.1f} kB"
         kind = "fm" if ns.kind == "foundation model" else ns.kind  # narrow: the table fits 80 columns
         table.add_row(ns.name, kind, f"{ns.keys:,}", size, used, str(len(ns.servers)))
-    console.print(table if found else f"No payfm namespace in {url}.")
+    console.print(table if found else f"No payfm namespace in {shown_url(url)}.")
 
 
 @state_group.command("drop")
@@ -266,19 +285,26 @@ def state_list(ctx: click.Context, url: str) -> None:
 def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: bool) -> None:
     """Delete every key of NAMESPACE (refused for one a production or shadow model uses or a running
     server reads, unless --force)."""
-    from payfm.registry import Registry
+    from payfm.errors import shown_url
     from payfm.serving.namespaces import drop_namespace
 
+    registry = _registry(ctx, "drop")  # before the question: a missing workspace fails without asking
     if not yes:
-        click.confirm(f"Delete every key of {namespace} in {url}?", abort=True)
-    n = drop_namespace(url, namespace, Registry(_ws(ctx)), force=force)
+        click.confirm(f"Delete every key of {namespace} in {shown_url(url)}?", abort=True)
+    n = drop_namespace(url, namespace, registry, force=force)
     click.echo(f"Dropped {namespace}: {n:,} keys.")
 
 
 @click.command()
 @click.option("--from", "start", required=True, help="First day (or timestamp) to replay, UTC.")
 @click.option("--to", "end", default=None, help="End (exclusive), UTC; default: the end of the log.")
-@click.option("--http", "url", default=None, help="Send to a running service instead of in process.")
+@click.option(
+    "--http",
+    "url",
+    default=None,
+    metavar="URL",
+    help="Send to a running service (http://HOST:PORT; HOST:PORT alone means http://) instead of in process.",
+)
 @click.option("--key", envvar="PAYFM_API_KEY", default=None, help="API key for --http (or PAYFM_API_KEY).")
 @click.option(
     "--durability",

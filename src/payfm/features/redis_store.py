@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import orjson
 import redis
 
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, shown_url
 from payfm.features.definitions import FeatureSet, outcome_claim
 from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
@@ -98,7 +98,7 @@ class RedisStore(StateStore):
             self.client = redis.Redis.from_url(url)
             self.client.ping()
         except (redis.RedisError, ValueError) as e:
-            raise ConfigError(f"The Redis online store at {url!r} is not reachable: {e}") from None
+            raise ConfigError(f"The Redis online store at {shown_url(url)!r} is not reachable: {e}") from None
         # The state format is part of the namespace: states of another format are never read as this one.
         self.ns = f"{prefix}:{fset.version}.f{FORMAT}"
         self._cas = self.client.register_script(_CAS)

@@ -28,7 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, shown_url
 from payfm.events.workspace import Workspace
 from payfm.fm.identity import check_outputs, checkpoint_hash
 from payfm.fm.model import FoundationModel
@@ -232,7 +232,10 @@ class OnlineEmbedder:
         if state == "memory":
             return cls(model, tokenizer)
         if not is_redis_url(state):
-            raise ConfigError(f"The embedder state must be 'memory' or a redis:// URL. Got {state!r}.")
+            raise ConfigError(
+                f"The embedder state must be 'memory' or a redis://, rediss:// or unix:// URL. Got "
+                f"{shown_url(state)!r}."
+            )
         shared = RedisState(
             state,
             namespace or checkpoint_hash(checkpoint)[:16],

@@ -241,8 +241,10 @@ class RedisState:
             self.client = redis.Redis.from_url(url)
             self.client.ping()
         except (redis.RedisError, ValueError) as e:
+            from payfm.errors import shown_url
+
             raise ConfigError(
-                f"The Redis state of the foundation model at {url!r} is not reachable: {e}"
+                f"The Redis state of the foundation model at {shown_url(url)!r} is not reachable: {e}"
             ) from None
         self.ns = f"{prefix}:fm:{namespace}"
         self.keep, self.n_fields, self.n_views = keep, n_fields, n_views

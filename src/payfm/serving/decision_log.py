@@ -22,10 +22,12 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from payfm.errors import shown_url
 from payfm.events.schema import REVIEW_CLOSURES
 from payfm.serving.errors import Conflict, NotFound
 
@@ -187,6 +189,14 @@ def _dumps(v: Any) -> str:
     return json_bytes(v).decode()
 
 
+MAX_IDLE_READS = 4  # read connections kept open between reads (more are opened while more threads read)
+
+
+def _close_quietly(con: Any) -> None:
+    with suppress(Exception):  # closing a connection the server dropped: nothing left to do
+        con.close()
+
+
 def new_log_id() -> str:
     """A new decision log's id (random, 16 hex digits), kept in its ``meta`` table from its creation on."""
     return uuid.uuid4().hex[:16]
@@ -200,8 +210,10 @@ class DecisionLog(ABC):
 
     def __init__(self) -> None:
         self._writer: _GroupCommit | None = None
-        self._local = threading.local()
-        self._reads: list[Any] = []  # every thread's read connection, closed at close()
+        # Read connections: a small pool, not one per thread (the server's worker threads come and go: a
+        # connection per thread grew without bound, 79 of PostgreSQL's 100 in an audit's run)
+        self._idle: list[Any] = []
+        self._pool_lock = threading.Lock()
         self._wcon: Any = None  # the group-commit thread's connection
         self._log_id: str | None = None
 
@@ -214,13 +226,31 @@ class DecisionLog(ABC):
         """Whether a connection made earlier can still be used."""
         return con is not None
 
-    def _read(self) -> Any:
-        """A connection for reads, one per thread."""
-        con = getattr(self._local, "con", None)
-        if not self._usable(con):
-            con = self._local.con = self._connect()
-            self._reads.append(con)
-        return con
+    # Errors of a connection the backend lost (a database restart, a failover): a read is tried once more on
+    # a new connection.
+    _lost: tuple[type[BaseException], ...] = ()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Any]:
+        """A read connection from the pool (a new one when none is idle), back to it after the block; one that
+        failed is closed, not reused."""
+        with self._pool_lock:
+            con = self._idle.pop() if self._idle else None
+        if con is not None and not self._usable(con):
+            _close_quietly(con)
+            con = None
+        if con is None:
+            con = self._connect()
+        try:
+            yield con
+        except BaseException:
+            _close_quietly(con)
+            raise
+        with self._pool_lock:
+            if len(self._idle) < MAX_IDLE_READS:
+                self._idle.append(con)
+                return
+        _close_quietly(con)
 
     def _write_connection(self) -> Any:
         if not self._usable(self._wcon):
@@ -235,9 +265,22 @@ class DecisionLog(ABC):
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self._read().execute(self._sql(sql), tuple(args))
-        rows: list[tuple[Any, ...]] = cur.fetchall()
-        return rows
+        for attempt in (1, 2):
+            try:
+                with self._reading() as con:
+                    rows: list[tuple[Any, ...]] = con.execute(self._sql(sql), tuple(args)).fetchall()
+                    return rows
+            except self._lost:
+                if attempt == 2:
+                    raise
+                self._drop_idle()  # the others were opened to the same lost server
+        raise AssertionError("unreachable")
+
+    def _drop_idle(self) -> None:
+        with self._pool_lock:
+            idle, self._idle = self._idle, []
+        for con in idle:
+            _close_quietly(con)
 
     def start(self) -> None:
         if self._writer is None:
@@ -250,10 +293,7 @@ class DecisionLog(ABC):
         if self._wcon is not None:
             self._wcon.close()
             self._wcon = None
-        for con in self._reads:
-            con.close()
-        self._reads.clear()
-        self._local = threading.local()
+        self._drop_idle()
 
     # ---- writing (through the group commit) ----------------------------------------------------------------
     def submit(self, record: Record) -> Future[Any]:
@@ -450,21 +490,25 @@ class DecisionLog(ABC):
         """``(seq, kind, payload)`` after ``seq`` in sequence order: kind ``charge`` or a label source; with
         ``not_before_us``, only the events created at or after it (left out in SQL: their payloads are not
         read)."""
-        last = seq
+        # Pages follow (seq, tie): servers sharing one log number their events each from its own count, so
+        # several events can share a seq, and a page ending inside such a run must not skip the rest of it.
+        last, tie = seq, "~"  # "~" sorts after every tie key: the first page starts after all of seq's events
         since = -(2**62) if not_before_us is None else int(not_before_us)
         while True:
             rows = self._fetch(
-                "SELECT seq, k, p FROM ("
-                "SELECT seq, 'charge' AS k, charge AS p FROM decisions WHERE seq > ? AND created_us >= ? "
-                "UNION ALL SELECT seq, source AS k, payload AS p FROM outcomes "
-                "WHERE seq > ? AND created_us >= ? AND source IS NOT NULL) t ORDER BY seq LIMIT ?",
-                (last, since, last, since, batch),
+                "SELECT seq, k, p, t FROM ("
+                "SELECT seq, 'charge' AS k, charge AS p, 'c:' || charge_id AS t FROM decisions "
+                "WHERE seq >= ? AND created_us >= ? "
+                "UNION ALL SELECT seq, source AS k, payload AS p, 'o:' || kind || ':' || outcome_id AS t "
+                "FROM outcomes WHERE seq >= ? AND created_us >= ? AND source IS NOT NULL) u "
+                "WHERE seq > ? OR (seq = ? AND t > ?) ORDER BY seq, t LIMIT ?",
+                (last, since, last, since, last, last, tie, batch),
             )
-            for s, k, p in rows:
+            for s, k, p, _ in rows:
                 yield int(s), str(k), json.loads(p)
             if len(rows) < batch:
                 return
-            last = int(rows[-1][0])
+            last, tie = int(rows[-1][0]), str(rows[-1][3])
 
     def unappended_outcomes(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self._fetch("SELECT kind, payload FROM outcomes WHERE appended = 0 ORDER BY seq")
@@ -507,6 +551,7 @@ def open_log(spec: str, workspace_root: Path, durability: str = "fsync") -> Deci
 
         return PostgresDecisionLog(spec, durability=durability)
     raise InvalidInput(
-        f"The decision log must be 'sqlite', 'sqlite:///<path>' or 'postgresql://...'. Got {spec!r}.",
+        "The decision log must be 'sqlite', 'sqlite:///<path>' or 'postgresql://...'. "
+        f"Got {shown_url(spec)!r}.",
         field="decision_log",
     )

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, shown_url
 from payfm.features.state import FORMAT
 from payfm.redis_load import is_redis_url, live_servers, server_names, unlink_namespace
 from payfm.registry import Registry
@@ -73,13 +73,13 @@ def _client(url: str) -> Any:
     import redis
 
     if not is_redis_url(url):
-        raise ConfigError(f"--state must be a redis://, rediss:// or unix:// URL. Got {url!r}.")
+        raise ConfigError(f"--state must be a redis://, rediss:// or unix:// URL. Got {shown_url(url)!r}.")
 
     try:
         client = redis.Redis.from_url(url)
         client.ping()
     except (redis.RedisError, ValueError) as e:
-        raise ConfigError(f"The Redis online state at {url!r} is not reachable: {e}") from None
+        raise ConfigError(f"The Redis online state at {shown_url(url)!r} is not reachable: {e}") from None
     return client
 
 
@@ -152,5 +152,7 @@ def drop_namespace(
         )
     n = unlink_namespace(client, name)
     if n == 0:
-        raise ConfigError(f"Namespace '{name}' holds no keys in {url}: see `payfm serve state list`.")
+        raise ConfigError(
+            f"Namespace '{name}' holds no keys in {shown_url(url)}: see `payfm serve state list`."
+        )
     return n

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 
+from payfm.errors import ConfigError, shown_url
 from payfm.serving.decision_log import DecisionLog, Record, new_log_id
 
 SCHEMA = [
@@ -44,7 +45,14 @@ class PostgresDecisionLog(DecisionLog):
         self.url = url
         self.durability = durability
         self.schema = schema  # a PostgreSQL schema to keep the tables in (tests use a fresh one)
-        with self._connect() as con:
+        try:
+            first = self._connect()
+        except psycopg.OperationalError as e:
+            raise ConfigError(
+                f"The PostgreSQL decision log at {shown_url(url)} is not reachable: "
+                f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
+            ) from None
+        with first as con:
             for stmt in SCHEMA:
                 con.execute(stmt)
             con.execute(
@@ -61,12 +69,10 @@ class PostgresDecisionLog(DecisionLog):
             con.execute("SET synchronous_commit = off")
         return con
 
-    def _usable(self, con: Any) -> bool:
-        return con is not None and not con.closed
+    _lost = (psycopg.OperationalError,)
 
-    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = self._read().execute(self._sql(sql), tuple(args)).fetchall()
-        return rows
+    def _usable(self, con: Any) -> bool:
+        return con is not None and not con.closed and not con.broken
 
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
         con = self._write_connection()

@@ -207,7 +207,8 @@ def replay_http(
     key: str | None,
     progress: Callable[[int], None] | None = None,
 ) -> ReplayReport:
-    """Send the period's charges and outcomes to a running service at ``url`` (latency seen by the client)."""
+    """Send the period's charges and outcomes to a running service at ``url`` (latency seen by the client;
+    ``host:port`` without a scheme means ``http://host:port``)."""
     import http.client
     import json
     from urllib.parse import urlsplit
@@ -215,6 +216,8 @@ def replay_http(
     paths = {"charges": "/v1/charges/score", "disputes": "/v1/disputes", "refunds": "/v1/refunds"}
     paths["early_fraud_warnings"] = "/v1/early_fraud_warnings"
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    if "://" not in url:  # "localhost:8000", as uvicorn prints it: split as a URL, it would be no host at all
+        url = f"http://{url}"
     u = urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=30)
     try:

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, shown_url
 from payfm.events.workspace import Workspace, alive
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
@@ -333,7 +333,11 @@ class Scorer(FeedbackMixin):
         log opened from a spec string."""
         config = config or ScorerConfig()
         if not isinstance(state, StateStore) and state != "memory" and not is_redis_url(state):
-            raise InvalidInput(f"The state must be 'memory' or a redis:// URL. Got {state!r}.", field="state")
+            raise InvalidInput(
+                "The state must be 'memory' or a redis://, rediss:// or unix:// URL. "
+                f"Got {shown_url(state)!r}.",
+                field="state",
+            )
         fm_state = state if isinstance(state, str) else "memory"  # embedders share Redis with the features
         bundle = load_bundle(ws, config, fm_state=fm_state)
         fset = bundle.fset

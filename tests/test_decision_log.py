@@ -1,0 +1,109 @@
+"""The decision log's reads: a bounded connection pool, a PostgreSQL that drops its connections, pages that
+never skip events sharing a sequence number, and one-line errors that never show a password."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from payfm.errors import ConfigError, shown_url
+from payfm.serving.decision_log import MAX_IDLE_READS, DecisionLog, open_log
+from payfm.serving.sqlite_log import SQLiteDecisionLog
+from services import POSTGRES_URL, require_postgres
+
+
+def _insert(log: SQLiteDecisionLog, rows: list[tuple[str, int]]) -> None:
+    """Decisions with the given (charge_id, seq): as two servers sharing one log number them."""
+    with log._reading() as con:
+        for cid, seq in rows:
+            con.execute(
+                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cid,
+                    seq,
+                    seq,
+                    "2026-03-01T00:00:00+00:00",
+                    "authorized",
+                    json.dumps({"charge_id": cid}),
+                    "{}",
+                ),
+            )
+
+
+def test_pages_never_skip_events_that_share_a_sequence_number(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.db")
+    try:
+        rows = [(f"ch_{s}_{k}", s) for s in range(1, 8) for k in range(3)]  # three events per seq
+        _insert(log, rows)
+        for batch in (1, 2, 3, 4, 5000):
+            got = [(s, p["charge_id"]) for s, _, p in log.events_after(0, batch=batch)]
+            assert sorted(got) == sorted((s, c) for c, s in rows) and len(got) == len(rows), batch
+            assert [s for s, _ in got] == sorted(s for s, _ in got)  # in sequence order
+        after = [p["charge_id"] for _, _, p in log.events_after(3, batch=2)]
+        assert sorted(after) == sorted(c for c, s in rows if s > 3)
+    finally:
+        log.close()
+
+
+def test_reads_from_many_threads_keep_a_small_pool(tmp_path: Path) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.db")
+    try:
+        for _ in range(3):  # new threads each round, as a server's worker threads come and go
+            threads = [
+                threading.Thread(target=lambda: [log.count("decisions") for _ in range(20)])
+                for _ in range(16)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(log._idle) <= MAX_IDLE_READS
+    finally:
+        log.close()
+    assert log._idle == []
+
+
+@pytest.fixture()
+def pg_log() -> Iterator[DecisionLog]:
+    require_postgres()
+    from payfm.serving.postgres_log import PostgresDecisionLog
+
+    schema = f"payfm_test_{uuid.uuid4().hex[:8]}"
+    log = PostgresDecisionLog(POSTGRES_URL, schema=schema)
+    yield log
+    log.close()
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
+        con.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_a_read_after_postgresql_dropped_the_connections_reconnects(pg_log: DecisionLog) -> None:
+    import psycopg
+
+    pids = {pg_log._fetch("SELECT pg_backend_pid()")[0][0]}  # the pooled connection
+    assert pg_log.count("decisions") == 0
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:  # a restart, a failover
+        for pid in pids:
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert pg_log.count("decisions") == 0  # not an error: a new connection
+    assert pg_log._fetch("SELECT pg_backend_pid()")[0][0] not in pids
+
+
+def test_an_unreachable_postgresql_is_one_line_without_the_password() -> None:
+    pytest.importorskip("psycopg")
+    with pytest.raises(ConfigError, match=r"postgresql://app:\*\*\*@127\.0\.0\.1:1/x is not reachable") as e:
+        open_log("postgresql://app:s3cret@127.0.0.1:1/x", Path("."))
+    assert "s3cret" not in str(e.value) and "\n" not in str(e.value)
+    assert shown_url("redis://:pw@h:6379/0") == "redis://:***@h:6379/0"
+    assert shown_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    from payfm.serving.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as bad:
+        open_log("mysql://u:hunter2@h/db", Path("."))
+    assert "hunter2" not in str(bad.value)
