@@ -220,3 +220,10 @@ def test_a_422_never_shows_a_long_number_a_field_held(client: TestClient) -> Non
         err = error(client.post("/v1/charges/score", json=charge(1, **{field: value}), headers=JSON), 422)
         assert err["field"] == field and PAN not in err["message"], err
         assert "[card number removed]" in err["message"]
+
+
+def test_an_outcome_sent_without_its_json_content_type_says_so(client: TestClient) -> None:
+    body = '{"dispute_id": "dp_1", "charge_id": "ch_1"}'
+    form = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
+    r = client.post("/v1/disputes", content=body, headers=form)
+    assert "Content-Type: application/json" in error(r, 422)["message"]

@@ -69,6 +69,11 @@ _JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a numbe
 
 def _not_object(value: Any) -> InvalidInput:
     """The 422 of a body that parses to something other than an object: what it is, not what it holds."""
+    if isinstance(value, bytes | bytearray):  # FastAPI leaves a body it was not told is JSON unparsed
+        return InvalidInput(
+            "The body must be a JSON object sent with 'Content-Type: application/json' (curl: -H "
+            "'Content-Type: application/json'). Got another content type."
+        )
     kind = "null" if value is None else _JSON_KINDS.get(type(value), type(value).__name__)
     return InvalidInput(f"The body must be a JSON object. Got {kind}.")
 
