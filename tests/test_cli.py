@@ -149,3 +149,14 @@ def test_counts_of_rows_read_as_words() -> None:
     assert rows_of(1, "early_fraud_warnings") == "1 early fraud warning"
     assert rows_of(2_173, "disputes") == "2,173 disputes"
     assert rows_of(0, "refunds") == "0 refunds"
+
+
+def test_the_cli_starts_without_pandas_or_torch() -> None:
+    """Every payfm command imports the CLI first: pyarrow.dataset (which imports pandas) and torch are
+    imported where they are used, not at start-up (they made `payfm --help` take about a second)."""
+    import subprocess
+    import sys
+
+    code = "import sys, payfm.cli.main; print(sorted(m for m in ('pandas', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
