@@ -31,7 +31,6 @@ import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
 import duckdb
 import numpy as np
@@ -43,14 +42,20 @@ import pyarrow.parquet as pq
 from payfm.errors import ConfigError
 from payfm.events import currency
 from payfm.events.cards import card_number_rows, fingerprint, redact_card_numbers
+from payfm.events.import_problems import (
+    Problems,
+    raise_problems,
+    repeat_count,
+    repeat_filter,
+    values_at,
+)
 from payfm.events.mapping import EPOCH_UNITS, CurrencySource, FieldSpec, LabelSpec, Mapping, load_mapping
-from payfm.events.schema import ID_COLUMNS, TIMESTAMP, schema_of
-from payfm.events.validate import Problem, ValidationError, validate_events
+from payfm.events.schema import ID_COLUMNS, TIMESTAMP
+from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 
 Progress = Callable[[str], None]
 
-_KEEP = 20  # problems kept per check (the message shows the first few, and the total)
 _NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
@@ -80,124 +85,6 @@ class ImportSummary:
     rows: dict[str, int]
     dropped_columns: tuple[str, ...]  # listed under `drop`: read and scanned, never stored
     unmapped_columns: tuple[str, ...]  # neither used nor dropped: read and scanned, never stored
-
-
-@dataclass(frozen=True)
-class _LineProblem(Problem):
-    """A problem in a CSV file, which also names the line (header = line 1, no quoted line breaks)."""
-
-    line: int | None = None
-
-    def __str__(self) -> str:
-        text = super().__str__()
-        if self.row is not None and self.line is not None:
-            text = text.replace(f"row {self.row}", f"row {self.row} (line {self.line})", 1)
-        return text
-
-
-class _Problems:
-    """Collects problems over all steps, so a user fixes a file in one round.
-
-    While a target field is computed (``field``), the rows it could not compute are remembered (``bad``; a
-    field that failed as a whole is in ``failed``): they are null in the table handed to validate_events,
-    whose "required field is null" reports for them are dropped as repeats.
-    """
-
-    def __init__(self) -> None:
-        self.items: list[Problem] = []
-        self.total = 0
-        self._seen: dict[tuple[str, str], np.ndarray] = {}
-        self.field: str | None = None
-        self.bad: dict[str, np.ndarray] = {}
-        self.failed: set[str] = set()
-
-    def rows(
-        self,
-        column: str,
-        rows: np.ndarray,
-        expected: str,
-        received: list[str] | str,
-        key: str | None = None,
-    ) -> None:
-        """Record problems at 0-based ``rows``; ``received`` is one text for all or one per row (first 20).
-
-        A cell read by two fields (``amount`` and ``amount_usd`` from one column) is reported once per check
-        (``key``, by default ``expected``).
-        """
-        if self.field is not None:
-            self.bad[self.field] = np.union1d(self.bad.get(self.field, np.zeros(0, dtype=np.int64)), rows)
-        key = expected if key is None else key
-        seen = self._seen.get((column, key), np.zeros(0, dtype=np.int64))
-        if len(seen):
-            keep = ~np.isin(rows, seen)
-            rows = rows[keep]
-            if not isinstance(received, str):
-                received = [r for r, k in zip(received, keep[: len(received)], strict=False) if k]
-        self._seen[(column, key)] = np.union1d(seen, rows)
-        self.total += len(rows)
-        for k, r in enumerate(rows[:_KEEP]):
-            text = received if isinstance(received, str) else received[k]
-            self.items.append(Problem(column, int(r) + 1, expected, text))
-
-    def column(self, column: str, expected: str, received: str) -> None:
-        if self.field is not None:
-            self.failed.add(self.field)
-        if (column, expected) in self._seen:
-            return
-        self._seen[(column, expected)] = np.zeros(0, dtype=np.int64)
-        self.total += 1
-        self.items.append(Problem(column, None, expected, received))
-
-    def absorb(
-        self,
-        error: ValidationError,
-        rows: np.ndarray | None = None,
-        repeats: Callable[[Problem], bool] = lambda _p: False,
-        repeated: int = 0,
-    ) -> None:
-        """Add validate_events' problems, less the ``repeats`` of problems already recorded (``repeated`` of
-        its total); ``rows`` maps the rows of a derived table (outcome events) back to the file's rows."""
-        for p in error.problems:
-            if repeats(p):
-                continue
-            row = p.row
-            if row is not None and rows is not None:
-                row = int(rows[row - 1]) + 1
-            self.items.append(Problem(p.column, row, p.expected, p.received))
-        self.total += error.total - repeated
-
-
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _values(col: pa.Array, rows: np.ndarray) -> list[str]:
-    """The shown values at ``rows`` (only rows already known to be bad; card numbers were rejected before)."""
-    return [_short(col[int(i)].as_py()) for i in rows[:_KEEP]]
-
-
-_HIDDEN = "a value of a row holding a card number (not shown)"
-
-
-def _raise(source: str, problems: list[Problem], total: int, csv_file: bool) -> NoReturn:
-    """Raise ValidationError for ``source``, problems in file order (whole columns first, then by row).
-
-    Every step runs even after a card number was found, so no value of a row holding one is shown, and any
-    other quoted text is redacted too.
-    """
-    secret_rows = {p.row for p in problems if p.row is not None and "card number" in p.received}
-    fixed: list[Problem] = []
-    for p in sorted(problems, key=lambda p: -1 if p.row is None else p.row):
-        received = p.received
-        if p.row in secret_rows and "card number" not in received:
-            received = _HIDDEN
-        received = redact_card_numbers(received)
-        if csv_file and p.row is not None:
-            fixed.append(_LineProblem(p.column, p.row, p.expected, received, line=p.row + 1))
-        else:
-            fixed.append(Problem(p.column, p.row, p.expected, received))
-    raise ValidationError(source, fixed, total)
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -268,7 +155,7 @@ def _check_columns(mapping: Mapping, table: pa.Table, source: str) -> ConfigErro
     return None
 
 
-def _scan_cards(mapping: Mapping, table: pa.Table, out: _Problems) -> None:
+def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
     """Card numbers in any column but the fingerprinted ones: report row and column, never the number."""
     # A column the mapping declares as epoch times is exempt: one 13-digit epoch-millisecond value in ten
     # passes the Luhn check, and its values are checked as times in 1970-2100 instead.
@@ -324,7 +211,7 @@ def keyed_hash(parts: list[pa.Array], secret: bytes) -> pa.Array:
     return hashed
 
 
-def _card_digits(col: pa.Array, spec: FieldSpec, out: _Problems) -> pa.Array | None:
+def _card_digits(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array | None:
     """Card numbers as plain digit texts (spaces and dashes removed); bad values are reported, never shown."""
     if pa.types.is_floating(col.type):
         if out is not None:
@@ -344,8 +231,8 @@ def _card_digits(col: pa.Array, spec: FieldSpec, out: _Problems) -> pa.Array | N
     return digits
 
 
-def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) -> pa.Array | None:
-    # bin/last4/brand of the fingerprinted column report the same cells, which _Problems shows once.
+def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems) -> pa.Array | None:
+    # bin/last4/brand of the fingerprinted column report the same cells, which Problems shows once.
     digits = _card_digits(_source(spec, table), spec, out)
     if digits is None:
         return None
@@ -368,7 +255,7 @@ def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Probl
     return taken_fp
 
 
-def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) -> pa.Array | None:
+def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems) -> pa.Array | None:
     n = table.num_rows
     if spec.kind == "value":
         return pa.repeat(pa.scalar(spec.prefix + str(spec.value)), n)
@@ -399,7 +286,7 @@ def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) ->
                     name,
                     bad,
                     f"one of the keys of '{spec.path}.map' (or give a default, or keep_unmapped: true)",
-                    _values(result, bad),
+                    values_at(result, bad),
                 )
         result = mapped
     if spec.prefix:
@@ -407,13 +294,13 @@ def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: _Problems) ->
     return result
 
 
-def _floats(col: pa.Array, name: str, out: _Problems) -> np.ndarray | None:
+def _floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
     """Numbers as float64 (NaN for null); text is parsed, and unparseable rows are reported (and NaN)."""
     if pa.types.is_string(col.type):
         ok = pc.fill_null(pc.match_substring_regex(col, _NUMBER), False)
         bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(ok)).to_numpy(False))
         if len(bad):
-            out.rows(name, bad, "a number", _values(col, bad))
+            out.rows(name, bad, "a number", values_at(col, bad))
             col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
         col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
     elif pa.types.is_decimal(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
@@ -426,7 +313,7 @@ def _floats(col: pa.Array, name: str, out: _Problems) -> np.ndarray | None:
 
 
 def _factors(
-    cur: CurrencySource, table: pa.Table, rates: Callable[[pa.Array], np.ndarray], out: _Problems, path: str
+    cur: CurrencySource, table: pa.Table, rates: Callable[[pa.Array], np.ndarray], out: Problems, path: str
 ) -> np.ndarray | None:
     if cur.value is not None:
         return rates(pa.array([cur.value]))
@@ -435,11 +322,11 @@ def _factors(
     factors = rates(codes)
     bad = np.flatnonzero(np.isnan(factors) & pc.is_valid(codes).to_numpy(False))
     if len(bad):
-        out.rows(cur.column, bad, f"a currency code known to payfm (for '{path}')", _values(codes, bad))
+        out.rows(cur.column, bad, f"a currency code known to payfm (for '{path}')", values_at(codes, bad))
     return factors
 
 
-def _ints(spec: FieldSpec, table: pa.Table, out: _Problems) -> pa.Array | None:
+def _ints(spec: FieldSpec, table: pa.Table, out: Problems) -> pa.Array | None:
     n = table.num_rows
     if spec.kind == "value":
         return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
@@ -469,7 +356,7 @@ def _ints(spec: FieldSpec, table: pa.Table, out: _Problems) -> pa.Array | None:
                 spec.column,
                 bad,
                 f"whole minor units after '{spec.path}' scaling (no fractions of a cent)",
-                _values(col, bad),
+                values_at(col, bad),
                 key="whole minor units",  # one report per cell when amount and amount_usd read one column
             )
             rounded[bad] = np.nan
@@ -488,7 +375,7 @@ def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
     return zone
 
 
-def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: _Problems) -> pa.Array | None:
+def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: Problems) -> pa.Array | None:
     """Naive local times in ``zone`` to UTC; times that DST makes ambiguous or impossible are reported."""
     early = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="earliest")
     late = pc.assume_timezone(naive, zone, ambiguous="latest", nonexistent="latest")
@@ -498,7 +385,7 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
             "+".join(spec.columns),
             bad,
             f"a local time that exists once in {zone} (not in a DST change)",
-            _values(text, bad),
+            values_at(text, bad),
         )
         early = pc.if_else(pc.fill_null(pc.equal(early, late), True), early, pa.scalar(None, early.type))
     return pc.cast(early, TIMESTAMP)
@@ -521,7 +408,7 @@ def _parse_rows(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarr
     return pa.array(values, type=target), np.array(bad, dtype=np.int64)
 
 
-def _times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Problems) -> pa.Array | None:
+def _times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) -> pa.Array | None:
     """UTC microsecond times of ``spec``; times outside 1970-2100 (a wrong unit or format) are errors."""
     times = _convert_times(spec, table, mapping, out)
     if times is None or spec.kind == "value":
@@ -530,12 +417,12 @@ def _times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Problems) -
     off = pc.or_(pc.less(micros, 0), pc.greater_equal(micros, _TIME_MAX_US))
     bad = np.flatnonzero(pc.fill_null(off, False).to_numpy(False))
     if len(bad):
-        out.rows("+".join(spec.columns), bad, _PLAUSIBLE, _values(_source(spec, table), bad))
+        out.rows("+".join(spec.columns), bad, _PLAUSIBLE, values_at(_source(spec, table), bad))
         times = pc.if_else(pc.fill_null(off, False), pa.scalar(None, times.type), times)
     return times
 
 
-def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Problems) -> pa.Array | None:
+def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) -> pa.Array | None:
     n = table.num_rows
     name = "+".join(spec.columns)
     if spec.kind == "value":
@@ -561,7 +448,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Pro
             # Values that would overflow int64 microseconds are implausible anyway: report, don't crash.
             huge = np.flatnonzero(np.abs(v) > min(_TIME_MAX_US * div // mul, 2**62))
             if len(huge):
-                out.rows(name, huge, _PLAUSIBLE, _values(col, huge))
+                out.rows(name, huge, _PLAUSIBLE, values_at(col, huge))
                 v, nulls = v.copy(), nulls.copy()  # (Arrow's buffers are read-only)
                 v[huge] = 0
                 nulls[huge] = True
@@ -597,7 +484,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Pro
         parsed = pc.strptime(col, format=spec.format, unit="us", error_is_null=True)
         bad = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
         if len(bad):
-            out.rows(name, bad, f"a time in the format '{spec.format}'", _values(col, bad))
+            out.rows(name, bad, f"a time in the format '{spec.format}'", values_at(col, bad))
         if aware:
             return pc.cast(parsed, TIMESTAMP)
         zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z")
@@ -617,14 +504,14 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: _Pro
         )
     bad = np.union1d(bad_aware, bad_naive).astype(np.int64)
     if len(bad):
-        out.rows(name, bad, "an ISO 8601 time (e.g. 2023-01-01T12:00:00Z)", _values(col, bad))
+        out.rows(name, bad, "an ISO 8601 time (e.g. 2023-01-01T12:00:00Z)", values_at(col, bad))
     if pc.any(naive_rows).as_py():
         local = _localize(naive_part, col, zone, spec, out)
         result = pc.if_else(has_offset, aware_part, local)
     return result
 
 
-def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: _Problems) -> pa.Table:
+def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: Problems) -> pa.Table:
     """The target table (only the mapped fields; validate_events adds nullable ones as null). Cells that could
     not be computed are reported and null; a field that failed as a whole (a column of the wrong type) is left
     out, so validate_events still checks every other field and row."""
@@ -654,7 +541,7 @@ _TRUE_WORDS = ("true", "t", "yes", "y", "1")
 _FALSE_WORDS = ("false", "f", "no", "n", "0")
 
 
-def _label_rows(label: LabelSpec, col: pa.Array, out: _Problems) -> np.ndarray:
+def _label_rows(label: LabelSpec, col: pa.Array, out: Problems) -> np.ndarray:
     """0-based rows whose label value is one of ``when``.
 
     Numbers compare as numbers, also in text (CSV ``1``, ``1.0`` and `` 1 `` all equal ``when: 1``), and text
@@ -707,7 +594,7 @@ def _label_rows(label: LabelSpec, col: pa.Array, out: _Problems) -> np.ndarray:
                 bad,
                 f"a number, a boolean or an empty cell for '{label.path}' ({yes}: an outcome; other values: "
                 "none)",
-                _values(col, bad),
+                values_at(col, bad),
             )
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
 
@@ -717,7 +604,7 @@ def _outcomes(
     table: pa.Table,
     charges: pa.Table,
     secret: bytes,
-    out: _Problems,
+    out: Problems,
 ) -> dict[str, tuple[pa.Table, np.ndarray]]:
     """Outcome events per table, with the source rows they came from (to report problems by source row).
 
@@ -790,7 +677,7 @@ def _existing(
     table_name: str,
     table: pa.Table,
     id_column: str,
-    out: _Problems,
+    out: Problems,
     rows: np.ndarray | None = None,
 ) -> None:
     """Ids already stored in the workspace cannot be imported again (events are immutable); ``rows`` maps the
@@ -807,51 +694,11 @@ def _existing(
             id_column,
             bad if rows is None else rows[bad],
             f"an id not already in the workspace's '{table_name}' (was this file imported before?)",
-            _values(ids, bad),
+            values_at(ids, bad),
         )
 
 
 # ---- the import ------------------------------------------------------------------------------------------
-_NULL_REQUIRED = "a value (required field)"  # validate_events' texts for the repeats dropped below
-_NO_COLUMN = "a required column"
-_NO_CARD = "no card numbers"
-
-
-def _card_rows(out: _Problems) -> set[int]:
-    """1-based rows already reported as holding a card number in a source column."""
-    return {p.row for p in out.items if p.row is not None and p.expected.startswith(_NO_CARD)}
-
-
-def _repeat_filter(out: _Problems) -> Callable[[Problem], bool]:
-    """Which of validate_events' problems repeat one already recorded: a null it finds where a cell could not
-    be computed, a field left out because it failed as a whole, a card number found in its source column."""
-    bad = {name: set((rows + 1).tolist()) for name, rows in out.bad.items()}
-    cards = _card_rows(out)
-
-    def repeats(p: Problem) -> bool:
-        if p.expected == _NULL_REQUIRED and p.column is not None:
-            return p.row in bad.get(p.column, ())
-        if p.expected == _NO_COLUMN:
-            return p.column in out.failed
-        if p.expected == _NO_CARD:
-            return p.row in cards
-        return False
-
-    return repeats
-
-
-def _repeat_count(table_name: str, built: pa.Table, out: _Problems) -> int:
-    """How many of validate_events' total the repeats are (all of them, not only the ones it lists)."""
-    required = {f.name for f in schema_of(table_name) if not f.nullable}
-    count = sum(len(rows) for name, rows in out.bad.items() if name in required and name not in out.failed)
-    count += sum(1 for name in out.failed if name in required)
-    cards = np.array(sorted(_card_rows(out)), dtype=np.int64) - 1
-    if len(cards):
-        for name in built.column_names:
-            count += len(np.intersect1d(card_number_rows(built.column(name)), cards))
-    return count
-
-
 def import_file(
     ws: Workspace, path: str | Path, mapping_path: str | Path, *, progress: Progress | None = None
 ) -> ImportSummary:
@@ -863,13 +710,13 @@ def import_file(
     source = str(path)
     say(f"reading {source}")
     table, is_csv = read_source(Path(path))
-    out = _Problems()
+    out = Problems()
     say("scanning for card numbers")
     _scan_cards(mapping, table, out)
     missing = _check_columns(mapping, table, source)
     if missing is not None:  # nothing more can be computed; card numbers found come first
         if out.total:
-            _raise(source, out.items, out.total, is_csv)
+            raise_problems(source, out.items, out.total, is_csv)
         raise missing
     say("mapping columns")
     secret = ws.secret()
@@ -879,8 +726,8 @@ def import_file(
         charges = validate_events(mapping.table, built, source=source)
     except ValidationError as e:
         charges = built
-        repeats = _repeat_filter(out)
-        out.absorb(e, repeats=repeats, repeated=_repeat_count(mapping.table, built, out))
+        repeats = repeat_filter(out)
+        out.absorb(e, repeats=repeats, repeated=repeat_count(mapping.table, built, out))
     id_column = ID_COLUMNS[mapping.table]
     _existing(ws, mapping.table, charges, id_column, out)
     outcomes: dict[str, pa.Table] = {}
@@ -892,7 +739,7 @@ def import_file(
             continue
         _existing(ws, name, outcomes[name], _OUTCOME_ID[name], out, rows)
     if out.total:
-        _raise(source, out.items, out.total, is_csv)
+        raise_problems(source, out.items, out.total, is_csv)
     say("writing")
     with ws.writer("append") as w:
         w.write(mapping.table, charges)

@@ -79,7 +79,7 @@ class _Collector:
         self.problems.append(Problem(column, None, expected, received))
 
 
-def _short(value: object) -> str:
+def shown_value(value: object) -> str:
     """``value`` as a problem quotes it: long numbers inside a string masked (:func:`mask_long_numbers`; a
     number itself is checked by the card-number scan, and a row holding one is not shown), then cut."""
     text = mask_long_numbers(repr(value)) if isinstance(value, str) else repr(value)
@@ -106,7 +106,7 @@ def _cast(col: pa.ChunkedArray, target: pa.DataType, name: str, out: _Collector)
         values = col.to_numpy()
         bad = np.flatnonzero(~np.isnan(values) & (np.floor(values) != values))
         if len(bad):
-            out.rows(name, bad, "an integer (minor units)", [_short(float(values[i])) for i in bad[:20]])
+            out.rows(name, bad, "an integer (minor units)", [shown_value(float(values[i])) for i in bad[:20]])
             return None
     try:
         return pc.cast(col, target)
@@ -131,7 +131,7 @@ def _cast(col: pa.ChunkedArray, target: pa.DataType, name: str, out: _Collector)
         out.column(name, expected, f"values of type {col.type}")
         return None
     rows = np.array(bad_rows)
-    out.rows(name, rows, expected, [_short(flat[int(i)].as_py()) for i in rows[:20]])
+    out.rows(name, rows, expected, [shown_value(flat[int(i)].as_py()) for i in rows[:20]])
     return None
 
 
@@ -168,7 +168,7 @@ def _canonicalize(table: str, name: str, col: pa.ChunkedArray, out: _Collector) 
     if bad:
         rows = np.flatnonzero(pc.is_in(col, value_set=pa.array(bad, col.type)).to_numpy(zero_copy_only=False))
         got = [col[int(i)].as_py() for i in rows[:20]]
-        shown = ["a full card number (not shown)" if contains_card_number(v) else _short(v) for v in got]
+        shown = ["a full card number (not shown)" if contains_card_number(v) else shown_value(v) for v in got]
         out.rows(name, rows, rule.expected(), shown)
     if not changed:
         return col
@@ -185,19 +185,19 @@ def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -
         ok = pc.is_in(col, value_set=pa.array(rule.choices))
         bad = np.flatnonzero((pc.and_(valid, pc.invert(ok))).to_numpy(zero_copy_only=False))
         if len(bad):
-            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            got = [shown_value(col[int(i)].as_py()) for i in bad[:20]]
             out.rows(name, bad, rule.expected(), got)
     if rule.pattern is not None:
         ok = pc.match_substring_regex(col, "^(?:" + rule.pattern + ")$")
         bad = np.flatnonzero(pc.and_(valid, pc.invert(ok)).to_numpy(zero_copy_only=False))
         if len(bad):
-            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            got = [shown_value(col[int(i)].as_py()) for i in bad[:20]]
             out.rows(name, bad, rule.expected(), got)
     if rule.codes is not None:
         ok = pc.is_in(col, value_set=pa.array(sorted(rule.codes())))
         bad = np.flatnonzero(pc.and_(valid, pc.invert(ok)).to_numpy(zero_copy_only=False))
         if len(bad):
-            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            got = [shown_value(col[int(i)].as_py()) for i in bad[:20]]
             out.rows(name, bad, rule.expected(), got)
     if rule.min_value is not None:
         outside = pc.less(col, rule.min_value)
@@ -205,7 +205,7 @@ def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -
             outside = pc.or_(outside, pc.greater(col, rule.max_value))
         bad = np.flatnonzero(pc.fill_null(outside, False).to_numpy(zero_copy_only=False))
         if len(bad):
-            got = [_short(col[int(i)].as_py()) for i in bad[:20]]
+            got = [shown_value(col[int(i)].as_py()) for i in bad[:20]]
             out.rows(name, bad, rule.expected(), got)
 
 
@@ -261,7 +261,7 @@ def validate_events(table_name: str, table: pa.Table, source: str = "input", row
             counts = pc.value_counts(ids)
             dup_values = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
             bad = np.flatnonzero(pc.is_in(ids, value_set=dup_values).to_numpy(zero_copy_only=False))
-            out.rows(id_column, bad, "unique ids", [_short(ids[int(i)].as_py()) for i in bad[:20]])
+            out.rows(id_column, bad, "unique ids", [shown_value(ids[int(i)].as_py()) for i in bad[:20]])
     if out.total:
         raise ValidationError(source, out.problems, out.total)
     return pa.Table.from_arrays([columns[f.name] for f in schema], schema=schema)

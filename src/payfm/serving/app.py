@@ -94,10 +94,14 @@ class ScoreEndpoint:
     def __init__(self, scorer: Scorer, authorize: Authorize) -> None:
         self.scorer, self.authorize = scorer, authorize
 
-    async def __call__(self, body: bytes, authorization: str) -> tuple[int, bytes, dict[str, str]]:
-        """``(status, JSON body, extra headers)``; errors are the API's JSON errors, never a traceback."""
+    async def __call__(
+        self, body: bytes, authorization: str, *, key_checked: bool = False
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """``(status, JSON body, extra headers)``; errors are the API's JSON errors, never a traceback.
+        ``key_checked``: the caller (:class:`Guard`) verified the API key already."""
         try:
-            await self.authorize(authorization)
+            if not key_checked:
+                await self.authorize(authorization)
             try:
                 charge = json.loads(body)
             except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser goes
@@ -295,9 +299,9 @@ class Guard:
             )(scope, receive, send)
             return
         if self.score is not None and scope["path"] == SCORE_PATH and scope["method"] == "POST":
-            status, payload, extra = await self.score(
-                body, headers.get(b"authorization", b"").decode("latin-1")
-            )
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            checked = self.authorize is not None  # checked above
+            status, payload, extra = await self.score(body, authorization, key_checked=checked)
             out = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
             out += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
             await send({"type": "http.response.start", "status": status, "headers": out})

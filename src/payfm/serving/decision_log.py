@@ -265,16 +265,16 @@ class DecisionLog(ABC):
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        for attempt in (1, 2):
-            try:
-                with self._reading() as con:
-                    rows: list[tuple[Any, ...]] = con.execute(self._sql(sql), tuple(args)).fetchall()
-                    return rows
-            except self._lost:
-                if attempt == 2:
-                    raise
-                self._drop_idle()  # the others were opened to the same lost server
-        raise AssertionError("unreachable")
+        try:
+            return self._fetch_once(sql, args)
+        except self._lost:  # tried once more, on a new connection; the idle ones went to the same server
+            self._drop_idle()
+            return self._fetch_once(sql, args)
+
+    def _fetch_once(self, sql: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with self._reading() as con:
+            rows: list[tuple[Any, ...]] = con.execute(self._sql(sql), tuple(args)).fetchall()
+            return rows
 
     def _drop_idle(self) -> None:
         with self._pool_lock:

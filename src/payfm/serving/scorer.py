@@ -40,33 +40,28 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from payfm.errors import ConfigError, shown_url
+from payfm.errors import shown_url
 from payfm.events.workspace import Workspace, alive
-from payfm.features.catalog import feature_set
-from payfm.features.definitions import FeatureSet
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from payfm.redis_load import Presence, is_redis_url
-from payfm.registry.store import ModelVersion, Registry
 from payfm.rules import charge_values
-from payfm.rules import rulesets as rs
-from payfm.rules.compiler import Ruleset
+from payfm.serving.bundle import Bundle, load_bundle, relisted
 from payfm.serving.charges import normalize_charge, refuse_future
 from payfm.serving.decision_log import (
     DecisionLog,
     DecisionRecord,
     open_log,
 )
-from payfm.serving.errors import Conflict, InvalidInput
+from payfm.serving.errors import InvalidInput
 from payfm.serving.feedback import FeedbackMixin
 from payfm.serving.fm_embeddings import (
     STALE_CHECK,
@@ -74,15 +69,12 @@ from payfm.serving.fm_embeddings import (
     embedder_charge,
     explain,
     fm_hash,
-    fm_needs,
     fm_parts,
-    load_embedders,
     model_vector,
     unseen,
     warm,
 )
 from payfm.serving.snapshot_child import fork_writer
-from payfm.training.models import Model
 from payfm.training.scores import ScoreLevels, risk_score
 
 if TYPE_CHECKING:
@@ -128,48 +120,6 @@ class ScorerConfig:
 
 
 @dataclass(frozen=True)
-class Bundle:
-    """What decides, loaded together and swapped as one reference (never mutated)."""
-
-    fset: FeatureSet
-    model_version: ModelVersion | None
-    model: Model | None
-    shadow_version: ModelVersion | None
-    shadow: Model | None
-    ruleset: Ruleset | None
-    ruleset_version: int | None
-    loaded_at: str
-    # Foundation-model checkpoint hash -> its online embedder, for the models that take embeddings (one
-    # embedder per checkpoint, shared by the model and the shadow; empty when no model takes embeddings).
-    embedders: Mapping[str, OnlineEmbedder] = field(default_factory=dict)
-    ruleset_source: tuple[str, str] | None = (
-        None  # the ruleset's text and feature set: recompiled on a list change
-    )
-
-    @cached_property
-    def fm_needs(self) -> dict[str, tuple[str, ...]]:
-        """Checkpoint hash -> the outputs the model and the shadow on it take: computed once per charge."""
-        return fm_needs((self.model_version, self.shadow_version))
-
-    def describe(self) -> dict[str, Any]:
-        out = {
-            "feature_set": f"{self.fset.name}@{self.fset.version}",
-            "model": self.model_version.ref if self.model_version else None,
-            "shadow_model": self.shadow_version.ref if self.shadow_version else None,
-            "ruleset_version": self.ruleset_version,
-            "loaded_at": self.loaded_at,
-        }
-        for key, mv in (
-            ("foundation_model", self.model_version),
-            ("shadow_foundation_model", self.shadow_version),
-        ):
-            fm = describe_fm(mv) if mv is not None else None
-            if fm is not None:
-                out[key] = fm
-        return out
-
-
-@dataclass(frozen=True)
 class Decision:
     """The decision of one charge (``features`` are logged; the HTTP response leaves them out)."""
 
@@ -204,77 +154,6 @@ class Decision:
 _RESPONSE_FIELDS = tuple(
     n for n in Decision.__dataclass_fields__ if n not in ("shadow", "features", "embedding")
 )
-
-
-def load_bundle(
-    ws: Workspace,
-    config: ScorerConfig,
-    fset: FeatureSet | None = None,
-    embedders: Mapping[str, OnlineEmbedder] | None = None,
-    fm_state: str = "memory",
-) -> Bundle:
-    """Load the production (and shadow) model and the active ruleset; ``fset`` pins the feature set.
-
-    A model that takes foundation-model embeddings gets the embedder of its checkpoint: the one of
-    ``embedders`` with that checkpoint's hash (its state kept), else a fresh one the caller must warm, its
-    state in this process (``fm_state`` "memory") or in Redis (a redis:// URL)."""
-    reg = Registry(ws)
-    versions = reg.list(config.model) if (ws.root / "models").exists() else []
-    prod = [v for v in versions if v.stage == "production"]
-    if config.model is not None and not prod:
-        raise _no_production(reg, config.model, versions)
-    shadow = [v for v in versions if v.stage == "shadow"]
-    mv = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
-    active = rs.active(ws) if (ws.root / "rules.db").exists() else None
-    set_name = mv.feature_set if mv else (active.feature_set if active else "default")
-    want = fset or feature_set(set_name)
-    if (want.name, want.version) != (feature_set(set_name).name, feature_set(set_name).version):
-        raise Conflict(
-            f"The models and rules now select feature set '{set_name}'; the server's online state is of "
-            f"'{want.name}' version {want.version}. Restart the server to change the feature set.",
-            field="feature_set",
-        )
-    model = None
-    if mv is not None:
-        mv, model = reg.load(mv.ref, want)
-    sv, shadow_model = None, None
-    same = [v for v in shadow if (v.feature_set, v.feature_set_version) == (want.name, want.version)]
-    if same:
-        sv, shadow_model = reg.load(max(same, key=lambda v: (v.created_at, v.version)).ref, want)
-    ruleset = None
-    if active is not None:
-        if active.feature_set != want.name:
-            raise Conflict(
-                f"The active ruleset (version {active.version}) is written for feature set "
-                f"'{active.feature_set}'; the server serves '{want.name}'.",
-                field="ruleset",
-            )
-        ruleset = rs.compile_text(ws, active.text, active.feature_set, values=False)
-    return Bundle(
-        want,
-        mv,
-        model,
-        sv,
-        shadow_model,
-        ruleset,
-        active.version if active else None,
-        datetime.now(UTC).isoformat(),
-        load_embedders(reg, (mv, sv), embedders or {}, fm_state),
-        (active.text, active.feature_set) if active else None,
-    )
-
-
-def _no_production(reg: Registry, name: str, versions: list[ModelVersion]) -> ConfigError:
-    """The error of a server asked to serve model ``name`` that has no production version (a typo, a model
-    not promoted): it refuses rather than deciding on rules alone."""
-    if not versions:
-        names = sorted({v.name for v in reg.list()})
-        have = f"registered: {', '.join(names)}" if names else "none is registered"
-        return ConfigError(f"--model: no registered model '{name}' ({have}).")
-    return ConfigError(
-        f"--model: '{name}' has no production version; promote one first "
-        f"(payfm models promote {versions[-1].ref})."
-    )
 
 
 class Scorer(FeedbackMixin):
@@ -339,7 +218,7 @@ class Scorer(FeedbackMixin):
                 field="state",
             )
         fm_state = state if isinstance(state, str) else "memory"  # embedders share Redis with the features
-        bundle = load_bundle(ws, config, fm_state=fm_state)
+        bundle = load_bundle(ws, config.model, fm_state=fm_state)
         fset = bundle.fset
         dlog = (
             decision_log
@@ -560,15 +439,12 @@ class Scorer(FeedbackMixin):
         """Recompile the served ruleset with the current contents of the lists it uses; swap it in (one
         reference assignment, as a reload) when they changed. Returns whether it did."""
         with self._reloading:
-            b = self.bundle
-            if b.ruleset is None or not b.ruleset.lists or b.ruleset_source is None:
+            b, new = self.bundle, relisted(self.ws, self.bundle)
+            if new is None:
                 return False
-            text, set_name = b.ruleset_source
-            new = rs.compile_text(self.ws, text, set_name, values=False)
-            if new.lists == b.ruleset.lists:
-                return False
-            self.bundle = replace(b, ruleset=new)
-        changed = sorted(n for n in new.lists if new.lists[n] != b.ruleset.lists.get(n))
+            self.bundle = new
+        assert new.ruleset is not None and b.ruleset is not None  # relisted: both have one
+        changed = sorted(n for n, v in new.ruleset.lists.items() if v != b.ruleset.lists.get(n))
         log.info(
             "lists %s changed: ruleset version %s now uses their new contents", changed, b.ruleset_version
         )
@@ -666,7 +542,7 @@ class Scorer(FeedbackMixin):
         charges decided meanwhile: it has seen every charge once when the swap makes it serve."""
         with self._reloading:
             old = self.bundle
-            new = load_bundle(self.ws, self.config, old.fset, old.embedders, self._fm_state)
+            new = load_bundle(self.ws, self.config.model, old.fset, old.embedders, self._fm_state)
             fresh = {h: e for h, e in new.embedders.items() if old.embedders.get(h) is not e}
             if not fresh:
                 self.bundle = new  # one reference assignment: requests in flight keep their bundle

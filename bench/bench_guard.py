@@ -1,0 +1,61 @@
+"""Benchmark: the cost of what every request and command pays before its real work.
+
+- ``scan``: the card-number scan (``payfm.events.cards.contains_card_number``) over the strings of a typical
+  charge (what the decision service scans per charge), and over 64 KiB request bodies of the worst kind
+  (single digits between separators, which look most like card numbers) and of letters;
+- ``startup``: ``payfm --help`` as a new process (every command imports the CLI first), median of runs.
+
+Usage:
+
+    .venv/bin/python bench/bench_guard.py
+    .venv/bin/python bench/bench_guard.py --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from machine import describe  # bench/machine.py
+from payfm.events.cards import contains_card_number
+from payfm.serving.charges import EXAMPLE_FIELDS
+
+
+def _timed(fn: object, n: int) -> float:
+    """Median seconds of ``n`` calls of ``fn``."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5, help="Runs of each measurement (median reported).")
+    args = ap.parse_args()
+    print(f"# {describe()}")
+    charge = {**EXAMPLE_FIELDS, "charge_id": "ch_0000123456", "created": "2026-03-01T12:00:00+00:00"}
+    charge |= {"ip_address": "203.0.113.7", "device_id": "dev_9f86d081884c7d65"}
+    charge |= {"email_domain": "example.com"}
+    strings = [v for v in charge.values() if isinstance(v, str)] + [json.dumps(charge)]
+    per_charge = _timed(lambda: [contains_card_number(s) for s in strings], 2000 * args.runs)
+    bodies = {"digits": "1 " * 32_000, "digits and dots": "1 . " * 16_000, "letters": "abc " * 16_000}
+    scan = {name: _timed(lambda b=body: contains_card_number(b), args.runs) for name, body in bodies.items()}
+    payfm = Path(sys.executable).with_name("payfm")
+    run = [str(payfm), "--help"]
+    startup = _timed(lambda: subprocess.run(run, capture_output=True, check=True), args.runs)
+    print(f"scan of a typical charge's {len(strings)} strings: {per_charge * 1e6:.1f} us")
+    for name, seconds in scan.items():
+        print(f"scan of a 64 KiB body of {name}: {seconds * 1000:.1f} ms")
+    print(f"payfm --help (a new process): {startup:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

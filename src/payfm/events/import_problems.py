@@ -1,0 +1,173 @@
+"""The problems of one import, collected over every step so a user fixes a file in one round, then raised
+as one :class:`~payfm.events.validate.ValidationError` in file order, a CSV row naming its line, no value of a
+row holding a card number shown (:func:`raise_problems`). :mod:`payfm.events.importer` records its own
+checks here and merges :func:`~payfm.events.validate.validate_events`' less the problems it repeats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NoReturn
+
+import numpy as np
+import pyarrow as pa
+
+from payfm.events.cards import card_number_rows, redact_card_numbers
+from payfm.events.schema import schema_of
+from payfm.events.validate import Problem, ValidationError, shown_value
+
+KEEP = 20  # problems kept per check (the message shows the first few, and the total)
+
+
+@dataclass(frozen=True)
+class LineProblem(Problem):
+    """A problem in a CSV file, which also names the line (header = line 1, no quoted line breaks)."""
+
+    line: int | None = None
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.row is not None and self.line is not None:
+            text = text.replace(f"row {self.row}", f"row {self.row} (line {self.line})", 1)
+        return text
+
+
+class Problems:
+    """Collects problems over all steps, so a user fixes a file in one round.
+
+    While a target field is computed (``field``), the rows it could not compute are remembered (``bad``; a
+    field that failed as a whole is in ``failed``): they are null in the table handed to validate_events,
+    whose "required field is null" reports for them are dropped as repeats.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+        self.total = 0
+        self._seen: dict[tuple[str, str], np.ndarray] = {}
+        self.field: str | None = None
+        self.bad: dict[str, np.ndarray] = {}
+        self.failed: set[str] = set()
+
+    def rows(
+        self,
+        column: str,
+        rows: np.ndarray,
+        expected: str,
+        received: list[str] | str,
+        key: str | None = None,
+    ) -> None:
+        """Record problems at 0-based ``rows``; ``received`` is one text for all or one per row (first 20).
+
+        A cell read by two fields (``amount`` and ``amount_usd`` from one column) is reported once per check
+        (``key``, by default ``expected``).
+        """
+        if self.field is not None:
+            self.bad[self.field] = np.union1d(self.bad.get(self.field, np.zeros(0, dtype=np.int64)), rows)
+        key = expected if key is None else key
+        seen = self._seen.get((column, key), np.zeros(0, dtype=np.int64))
+        if len(seen):
+            keep = ~np.isin(rows, seen)
+            rows = rows[keep]
+            if not isinstance(received, str):
+                received = [r for r, k in zip(received, keep[: len(received)], strict=False) if k]
+        self._seen[(column, key)] = np.union1d(seen, rows)
+        self.total += len(rows)
+        for k, r in enumerate(rows[:KEEP]):
+            text = received if isinstance(received, str) else received[k]
+            self.items.append(Problem(column, int(r) + 1, expected, text))
+
+    def column(self, column: str, expected: str, received: str) -> None:
+        if self.field is not None:
+            self.failed.add(self.field)
+        if (column, expected) in self._seen:
+            return
+        self._seen[(column, expected)] = np.zeros(0, dtype=np.int64)
+        self.total += 1
+        self.items.append(Problem(column, None, expected, received))
+
+    def absorb(
+        self,
+        error: ValidationError,
+        rows: np.ndarray | None = None,
+        repeats: Callable[[Problem], bool] = lambda _p: False,
+        repeated: int = 0,
+    ) -> None:
+        """Add validate_events' problems, less the ``repeats`` of problems already recorded (``repeated`` of
+        its total); ``rows`` maps the rows of a derived table (outcome events) back to the file's rows."""
+        for p in error.problems:
+            if repeats(p):
+                continue
+            row = p.row
+            if row is not None and rows is not None:
+                row = int(rows[row - 1]) + 1
+            self.items.append(Problem(p.column, row, p.expected, p.received))
+        self.total += error.total - repeated
+
+
+def values_at(col: pa.Array, rows: np.ndarray) -> list[str]:
+    """The shown values at ``rows`` (only rows already known to be bad; card numbers were rejected before)."""
+    return [shown_value(col[int(i)].as_py()) for i in rows[:KEEP]]
+
+
+_HIDDEN = "a value of a row holding a card number (not shown)"
+
+
+def raise_problems(source: str, problems: list[Problem], total: int, csv_file: bool) -> NoReturn:
+    """Raise ValidationError for ``source``, problems in file order (whole columns first, then by row).
+
+    Every step runs even after a card number was found, so no value of a row holding one is shown, and any
+    other quoted text is redacted too.
+    """
+    secret_rows = {p.row for p in problems if p.row is not None and "card number" in p.received}
+    fixed: list[Problem] = []
+    for p in sorted(problems, key=lambda p: -1 if p.row is None else p.row):
+        received = p.received
+        if p.row in secret_rows and "card number" not in received:
+            received = _HIDDEN
+        received = redact_card_numbers(received)
+        if csv_file and p.row is not None:
+            fixed.append(LineProblem(p.column, p.row, p.expected, received, line=p.row + 1))
+        else:
+            fixed.append(Problem(p.column, p.row, p.expected, received))
+    raise ValidationError(source, fixed, total)
+
+
+_NULL_REQUIRED = "a value (required field)"  # validate_events' texts for the repeats dropped below
+_NO_COLUMN = "a required column"
+_NO_CARD = "no card numbers"
+
+
+def card_rows(out: Problems) -> set[int]:
+    """1-based rows already reported as holding a card number in a source column."""
+    return {p.row for p in out.items if p.row is not None and p.expected.startswith(_NO_CARD)}
+
+
+def repeat_filter(out: Problems) -> Callable[[Problem], bool]:
+    """Which of validate_events' problems repeat one already recorded: a null it finds where a cell could not
+    be computed, a field left out because it failed as a whole, a card number found in its source column."""
+    bad = {name: set((rows + 1).tolist()) for name, rows in out.bad.items()}
+    cards = card_rows(out)
+
+    def repeats(p: Problem) -> bool:
+        if p.expected == _NULL_REQUIRED and p.column is not None:
+            return p.row in bad.get(p.column, ())
+        if p.expected == _NO_COLUMN:
+            return p.column in out.failed
+        if p.expected == _NO_CARD:
+            return p.row in cards
+        return False
+
+    return repeats
+
+
+def repeat_count(table_name: str, built: pa.Table, out: Problems) -> int:
+    """How many of validate_events' total the repeats are (all of them, not only the ones it lists)."""
+    required = {f.name for f in schema_of(table_name) if not f.nullable}
+    count = sum(len(rows) for name, rows in out.bad.items() if name in required and name not in out.failed)
+    count += sum(1 for name in out.failed if name in required)
+    cards = np.array(sorted(card_rows(out)), dtype=np.int64) - 1
+    if len(cards):
+        for name in built.column_names:
+            count += len(np.intersect1d(card_number_rows(built.column(name)), cards))
+    return count

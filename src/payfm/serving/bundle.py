@@ -1,0 +1,149 @@
+"""What decides: the production (and shadow) model, the active ruleset and their feature set, loaded together
+into one immutable :class:`Bundle` that the scorer swaps as one reference (:func:`load_bundle` at start and
+reload; :func:`relisted` when a list the ruleset uses changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import feature_set
+from payfm.features.definitions import FeatureSet
+from payfm.registry.store import ModelVersion, Registry
+from payfm.rules import rulesets as rs
+from payfm.rules.compiler import Ruleset
+from payfm.serving.errors import Conflict
+from payfm.serving.fm_embeddings import describe_fm, fm_needs, load_embedders
+from payfm.training.models import Model
+
+if TYPE_CHECKING:
+    from payfm.fm.embed import OnlineEmbedder
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """What decides, loaded together and swapped as one reference (never mutated)."""
+
+    fset: FeatureSet
+    model_version: ModelVersion | None
+    model: Model | None
+    shadow_version: ModelVersion | None
+    shadow: Model | None
+    ruleset: Ruleset | None
+    ruleset_version: int | None
+    loaded_at: str
+    # Foundation-model checkpoint hash -> its online embedder, for the models that take embeddings (one
+    # embedder per checkpoint, shared by the model and the shadow; empty when no model takes embeddings).
+    embedders: Mapping[str, OnlineEmbedder] = field(default_factory=dict)
+    # the active ruleset's text and feature set: recompiled when a list it uses changes (:func:`relisted`)
+    ruleset_source: tuple[str, str] | None = None
+
+    @cached_property
+    def fm_needs(self) -> dict[str, tuple[str, ...]]:
+        """Checkpoint hash -> the outputs the model and the shadow on it take: computed once per charge."""
+        return fm_needs((self.model_version, self.shadow_version))
+
+    def describe(self) -> dict[str, Any]:
+        out = {
+            "feature_set": f"{self.fset.name}@{self.fset.version}",
+            "model": self.model_version.ref if self.model_version else None,
+            "shadow_model": self.shadow_version.ref if self.shadow_version else None,
+            "ruleset_version": self.ruleset_version,
+            "loaded_at": self.loaded_at,
+        }
+        for key, mv in (
+            ("foundation_model", self.model_version),
+            ("shadow_foundation_model", self.shadow_version),
+        ):
+            fm = describe_fm(mv) if mv is not None else None
+            if fm is not None:
+                out[key] = fm
+        return out
+
+
+def load_bundle(
+    ws: Workspace,
+    model: str | None = None,
+    fset: FeatureSet | None = None,
+    embedders: Mapping[str, OnlineEmbedder] | None = None,
+    fm_state: str = "memory",
+) -> Bundle:
+    """Load the production (and shadow) model (of registry name ``model``; default the newest production
+    version of any name) and the active ruleset; ``fset`` pins the feature set.
+
+    A model that takes foundation-model embeddings gets the embedder of its checkpoint: the one of
+    ``embedders`` with that checkpoint's hash (its state kept), else a fresh one the caller must warm, its
+    state in this process (``fm_state`` "memory") or in Redis (a redis:// URL)."""
+    reg = Registry(ws)
+    versions = reg.list(model) if (ws.root / "models").exists() else []
+    prod = [v for v in versions if v.stage == "production"]
+    if model is not None and not prod:
+        raise _no_production(reg, model, versions)
+    shadow = [v for v in versions if v.stage == "shadow"]
+    mv = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
+    active = rs.active(ws) if (ws.root / "rules.db").exists() else None
+    set_name = mv.feature_set if mv else (active.feature_set if active else "default")
+    want = fset or feature_set(set_name)
+    if (want.name, want.version) != (feature_set(set_name).name, feature_set(set_name).version):
+        raise Conflict(
+            f"The models and rules now select feature set '{set_name}'; the server's online state is of "
+            f"'{want.name}' version {want.version}. Restart the server to change the feature set.",
+            field="feature_set",
+        )
+    served = None
+    if mv is not None:
+        mv, served = reg.load(mv.ref, want)
+    sv, shadow_model = None, None
+    same = [v for v in shadow if (v.feature_set, v.feature_set_version) == (want.name, want.version)]
+    if same:
+        sv, shadow_model = reg.load(max(same, key=lambda v: (v.created_at, v.version)).ref, want)
+    ruleset = None
+    if active is not None:
+        if active.feature_set != want.name:
+            raise Conflict(
+                f"The active ruleset (version {active.version}) is written for feature set "
+                f"'{active.feature_set}'; the server serves '{want.name}'.",
+                field="ruleset",
+            )
+        ruleset = rs.compile_text(ws, active.text, active.feature_set, values=False)
+    return Bundle(
+        want,
+        mv,
+        served,
+        sv,
+        shadow_model,
+        ruleset,
+        active.version if active else None,
+        datetime.now(UTC).isoformat(),
+        load_embedders(reg, (mv, sv), embedders or {}, fm_state),
+        (active.text, active.feature_set) if active else None,
+    )
+
+
+def _no_production(reg: Registry, name: str, versions: list[ModelVersion]) -> ConfigError:
+    """The error of a server asked to serve model ``name`` that has no production version (a typo, a model
+    not promoted): it refuses rather than deciding on rules alone."""
+    if not versions:
+        names = sorted({v.name for v in reg.list()})
+        have = f"registered: {', '.join(names)}" if names else "none is registered"
+        return ConfigError(f"--model: no registered model '{name}' ({have}).")
+    return ConfigError(
+        f"--model: '{name}' has no production version; promote one first "
+        f"(payfm models promote {versions[-1].ref})."
+    )
+
+
+def relisted(ws: Workspace, b: Bundle) -> Bundle | None:
+    """``b`` with its ruleset recompiled on the current contents of the lists it uses, None when they have not
+    changed (or it uses none)."""
+    if b.ruleset is None or not b.ruleset.lists or b.ruleset_source is None:
+        return None
+    text, set_name = b.ruleset_source
+    ruleset = rs.compile_text(ws, text, set_name, values=False)
+    return None if ruleset.lists == b.ruleset.lists else replace(b, ruleset=ruleset)
