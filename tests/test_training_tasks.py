@@ -57,6 +57,29 @@ def test_retry_success_labels_match_a_hand_computation(ws: Workspace) -> None:
     assert 0 < sum(v[0] for v in expect.values()) < len(expect)
 
 
+@pytest.mark.parametrize("name", ["fraud", "retry_success"])
+def test_task_data_streams_each_backfill_row_to_its_labelled_row(
+    ws: Workspace, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import payfm.training.data as data_mod
+
+    monkeypatch.setattr(data_mod, "_READ_ROWS", 997)  # many batches, none aligned with the task's rows
+    t = task(name)
+    data = data_mod.task_data(ws, t, FS, horizon=timedelta(days=7))
+    labels = {r["key"]: r for r in t.labels(ws, None, timedelta(days=7)).to_pylist()}
+    assert data.X.dtype == np.float32 and data.X.shape == (len(labels), len(FS.names))
+    feats = load_backfill(ws, FS)
+    at = {c: i for i, c in enumerate(feats["charge_id"].to_pylist())}
+    keys = data.table["key"].to_pylist()
+    expect = feature_matrix(feats.take([at[k] for k in keys]), FS.names, np.float32)
+    np.testing.assert_array_equal(data.X, expect)
+    assert len(np.unique(expect[:, -1])) > 100  # rows that differ: a misplaced row would show
+    created = data.table["created"].to_pylist()
+    assert list(zip(created, keys, strict=True)) == sorted(zip(created, keys, strict=True))
+    assert data.y.tolist() == [labels[k]["label"] for k in keys]
+    assert data.mature.tolist() == [labels[k]["mature"] for k in keys]
+
+
 def test_a_second_task_trains_end_to_end_with_the_same_trainer(ws: Workspace) -> None:
     t = task("retry_success")
     [res] = train(ws, "gbdt", t, FS, TrainConfig(val_days=7, test_days=7, gap_days=1))

@@ -86,7 +86,7 @@ def rules_baseline_predictions(ws: Workspace, preds: pa.Table) -> pa.Table:
     from payfm.features.catalog import feature_set
     from payfm.features.training_set import load_backfill
 
-    feats = load_backfill(ws, feature_set("default")).select(["charge_id", *RULE_FEATURES])
+    feats = load_backfill(ws, feature_set("default"), columns=["charge_id", *RULE_FEATURES])
     scored = pa.table({"charge_id": feats.column("charge_id"), "score": rules_baseline_scores(feats)})
     joined = preds.select(["charge_id"]).join(scored, "charge_id", join_type="left outer")
     lookup = dict(

@@ -6,6 +6,7 @@ import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,18 +18,30 @@ from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
 log = logging.getLogger(__name__)
 
 
-def load_backfill(ws: Workspace, fset: FeatureSet) -> pa.Table:
-    """The backfill of ``fset`` in ``ws``, computing it first if it is missing or was computed from an
-    earlier state of the event log (charges or outcomes written since: a new world, an import, outcomes
-    appended by the decision service)."""
+def backfill_path(ws: Workspace, fset: FeatureSet) -> Path:
+    """The Parquet file of ``fset``'s backfill in ``ws``, computing it first if it is missing or was computed
+    from an earlier state of the event log (charges or outcomes written since: a new world, an import,
+    outcomes appended by the decision service)."""
     from payfm.features.offline import backfill, backfill_is_current
 
     path = ws.root / "features" / f"{fset.name}-{fset.version}.parquet"
     if path.exists():
         if backfill_is_current(ws, path):
-            return pq.read_table(path)
+            return path
         log.warning("the backfill %s is older than the event log: computing it again", path.name)
-    return pq.read_table(backfill(ws, fset)[0])
+    return backfill(ws, fset)[0]
+
+
+def load_backfill(
+    ws: Workspace,
+    fset: FeatureSet,
+    columns: list[str] | None = None,
+    filters: list[tuple[str, str, Any]] | None = None,
+) -> pa.Table:
+    """The backfill of ``fset`` in ``ws`` (see :func:`backfill_path`): every column, or ``columns`` only;
+    ``filters`` (pyarrow's ``[(column, op, value), ...]``, e.g. on ``created``) skip the row groups and rows
+    they exclude, so a window of a large backfill is read without the rest."""
+    return pq.read_table(backfill_path(ws, fset), columns=columns, filters=filters)
 
 
 def build_training_set(

@@ -116,7 +116,7 @@ def prepare(
     if features:
         from payfm.features.training_set import load_backfill
 
-        feats = load_backfill(ws, fset).select(["charge_id", *sorted(features)])
+        feats = load_backfill(ws, fset, columns=["charge_id", *sorted(features)])
         con.register("__payfm_features", feats)
         joins += " LEFT JOIN __payfm_features f ON f.charge_id = c.charge_id"
     if attributes & set(SCORE_ATTRIBUTES):

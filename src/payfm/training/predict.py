@@ -8,10 +8,10 @@ Example:
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
@@ -73,15 +73,12 @@ def score_window(
     mv, model = reg.load(mv.ref, fs)
     t = task(mv.task)
     horizon = timedelta(days=float(mv.entry.get("horizon_days", t.horizon.total_seconds() / 86400)))
-    feats = load_backfill(ws, fs)
-    mask = None
+    window: list[tuple[str, str, Any]] = []
     if start is not None:
-        mask = pc.greater_equal(feats["created"], pa.scalar(start, pa.timestamp("us", "UTC")))
+        window.append(("created", ">=", start))
     if end is not None:
-        m2 = pc.less(feats["created"], pa.scalar(end, pa.timestamp("us", "UTC")))
-        mask = m2 if mask is None else pc.and_(mask, m2)
-    if mask is not None:
-        feats = feats.filter(mask)
+        window.append(("created", "<", end))
+    feats = load_backfill(ws, fs, filters=window or None)
     labels = t.labels(ws, as_of, horizon)
     con = ws.connect()
     try:

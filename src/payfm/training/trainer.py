@@ -11,7 +11,6 @@ Example (on a workspace with charges; see docs/models.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,14 +23,12 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import FeatureSet
 from payfm.registry.store import ModelVersion, Registry
-from payfm.training.data import TaskData, task_data
+from payfm.training.data import Progress, TaskData, task_data
 from payfm.training.explain import templates
 from payfm.training.models import Model, model_class
 from payfm.training.splits import US_PER_DAY, Split, downsample_negatives, prequential_folds, time_split
 from payfm.training.tasks import Task
 from payfm.training.tuning import average_precision, tune
-
-Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass(frozen=True)
@@ -113,6 +110,15 @@ def evaluate_rows(model: Model, X: np.ndarray, y: np.ndarray, prefix: str) -> di
 TRAIN_ON = ("all", "authorized")
 
 
+def rows_of(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``X[idx]``, as a view when ``idx`` is a run of consecutive rows (a time split's part usually is): at
+    10M rows a copy of the training part costs gigabytes."""
+    if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and bool((np.diff(idx) == 1).all()):
+        return X[int(idx[0]) : int(idx[-1]) + 1]
+    taken: np.ndarray = X[idx]
+    return taken
+
+
 def fit_rows(data: TaskData, idx: np.ndarray, config: TrainConfig) -> np.ndarray:
     """The rows of ``idx`` a model fits on under ``config.train_on``: all, or the authorized charges."""
     if config.train_on not in TRAIN_ON:
@@ -133,9 +139,11 @@ def _some_rows(task: Task, part: str, idx: np.ndarray, config: TrainConfig) -> N
         )
 
 
-def prepare(ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig) -> tuple[TaskData, Split]:
+def prepare(
+    ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig, progress: Progress | None = None
+) -> tuple[TaskData, Split]:
     """The task's data and its time split (mature train/val rows, every test row)."""
-    data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task))
+    data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task), progress=progress)
     if len(data.created_us) == 0:
         raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
     end_us = None
@@ -183,8 +191,8 @@ def fit_on_split(
     if config.downsample < 1.0:
         keep, w = downsample_negatives(data.y[tr], config.downsample, config.seed)
         tr = tr[keep]
-    X, y = data.X[tr], data.y[tr]
-    Xv, yv = data.X[split.val], data.y[split.val]
+    X, y = rows_of(data.X, tr), data.y[tr]
+    Xv, yv = rows_of(data.X, split.val), data.y[split.val]
     params = dict(config.params.get(kind, {}))
     if config.trials > 0:
 
@@ -201,7 +209,7 @@ def fit_on_split(
     model.fit(X, y, w, Xv, yv, feature_names=data.feature_names, templates=templates(fset))
     metrics = evaluate_rows(model, Xv, yv, "val")
     test_mature = split.test[data.mature[split.test]]
-    metrics |= evaluate_rows(model, data.X[test_mature], data.y[test_mature], "test")
+    metrics |= evaluate_rows(model, rows_of(data.X, test_mature), data.y[test_mature], "test")
     metrics["test_immature"] = float(len(split.test) - len(test_mature))
     if progress:
         progress(f"{kind}: fitting", 1, 1)
@@ -242,7 +250,7 @@ def train(
     names = [kinds] if isinstance(kinds, str) else list(kinds)
     for k in names:
         model_class(k)
-    data, split = prepare(ws, task, fset, cfg)
+    data, split = prepare(ws, task, fset, cfg, progress)
     if cfg.foundation_model is not None:
         if progress:
             progress("foundation-model outputs", 0, 1)
@@ -292,7 +300,7 @@ def _fm_columns(ws: Workspace, data: TaskData, start_us: int, period: str, confi
         ws, ckpt, data.table["charge_id"].combine_chunks(), outputs, workers=config.fm_workers
     )
     names = [*data.feature_names, *input_names(meta, outputs)]
-    return replace(data, X=np.hstack([data.X, extra.astype(np.float64)]), feature_names=names)
+    return replace(data, X=np.hstack([data.X, extra.astype(np.float32)]), feature_names=names)
 
 
 def register_result(
