@@ -13,7 +13,6 @@ from rich.table import Table
 from payfm.cli.render import console, parquet_path, progress_bar
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
-from payfm.features.definitions import Aggregate, Derived, RequestFeature, format_duration
 
 SET_OPTION = click.option(
     "--set",
@@ -30,20 +29,6 @@ def features() -> None:
     """Features defined once: point-in-time backfill, online state, parity."""
 
 
-def _describe(f: Aggregate | RequestFeature | Derived) -> str:
-    if isinstance(f, Aggregate):
-        what = f.agg + (f"({f.column})" if f.column else "")
-        span = "all time" if f.window is None else f"the last {format_duration(f.window)}"
-        if f.offset:
-            span += f" ending {format_duration(f.offset)} ago"
-        res = f", {format_duration(f.resolution)} tiles" if f.resolution else ""
-        flt = f", only {f.filter}" if f.filter else ""
-        return f"{what} of the {f.entity}'s {f.source} over {span}{flt}{res}"
-    if isinstance(f, RequestFeature):
-        return f"request: {f.kind}" + (f"({', '.join(f.columns)})" if f.columns else "")
-    return f"{f.op}({', '.join(f.inputs)})"
-
-
 @features.command(name="list")
 @SET_OPTION
 def list_(set_name: str) -> None:
@@ -53,7 +38,7 @@ def list_(set_name: str) -> None:
     table.add_column("name")
     table.add_column("definition")
     for f in fs.features:
-        table.add_row(f.name, _describe(f))
+        table.add_row(f.name, f.describe())
     console.print(table)
 
 
@@ -64,7 +49,7 @@ def show(name: str, set_name: str) -> None:
     """Show one feature's full definition."""
     fs = feature_set(set_name)
     f = fs.get(name)
-    console.print(f"[bold]{f.name}[/bold]: {_describe(f)}")
+    console.print(f"[bold]{f.name}[/bold]: {f.describe()}")
     for k, v in f.spec().items():
         console.print(f"  {k}: {v}")
 

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+import pyarrow as pa
+
 from payfm.errors import ConfigError
 
 US = 1_000_000  # microseconds per second
@@ -91,7 +93,9 @@ ALL_TIME_ONLY = {"last", "since_prev", "since_first", "first_seen"}
 # Numeric aggregates read amount_usd (exact integer cents) and report US dollars.
 NUMERIC_COLUMNS = {"amount_usd"}
 CENTS_PER_DOLLAR = 100.0
-# Columns of charges an aggregate may read (values of outcome events are their charge's columns).
+# Columns of charges an aggregate may read. An outcome event's values are its charge's columns: a refund's
+# amount_usd is the refunded charge's whole amount, not the amount refunded (the online engine receives an
+# outcome as (source, id, charge id, time), with no amount of its own). Described so by Aggregate.describe.
 VALUE_COLUMNS = {
     "amount_usd",
     "card_fingerprint",
@@ -146,7 +150,13 @@ def default_resolution(window: timedelta) -> timedelta:
 
 
 def format_duration(d: timedelta) -> str:
-    """Shortest exact unit: 90s -> '90s', 3600s -> '1h', 86400s -> '1d', 5 min -> '5m'."""
+    """Shortest exact unit: 90s -> '90s', 3600s -> '1h', 86400s -> '1d', 5 min -> '5m'.
+
+    A duration with a fraction of a second (never valid in a definition) is shown exactly, so that an error
+    message shows the value received: 1 min + 5 us -> '60.000005s'.
+    """
+    if d.microseconds:
+        return f"{d.total_seconds():f}".rstrip("0") + "s"
     s = int(d.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if s % size == 0:
@@ -171,13 +181,50 @@ def _suggest(value: str, options: Iterable[str]) -> str:
     return f" Did you mean {close[0]!r}?" if close else ""
 
 
+def _got(value: object) -> str:
+    """A received value for an error message: its repr and, when that does not show it, its type."""
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return text if isinstance(value, str | timedelta) or value is None else f"{text} ({type(value).__name__})"
+
+
+def _check_str(who: str, what: str, value: object, optional: bool = False) -> None:
+    if not (isinstance(value, str) or (optional and value is None)):
+        raise ConfigError(
+            f"{who}: the {what} must be a string{' or None' if optional else ''}. Got {_got(value)}."
+        )
+
+
+def _check_duration(who: str, what: str, value: object, optional: bool, example: str) -> None:
+    """``value`` must be a timedelta of whole seconds (definitions and their version hash hold seconds)."""
+    if optional and value is None:
+        return
+    if not isinstance(value, timedelta):
+        hint = f" (parse_duration({value!r}, ...) makes one)" if isinstance(value, str) else ""
+        raise ConfigError(
+            f"{who}: the {what} must be a datetime.timedelta, e.g. {example}"
+            f"{' or None' if optional else ''}. Got {_got(value)}{hint}."
+        )
+    if value.microseconds:
+        raise ConfigError(
+            f"{who}: the {what} must be a whole number of seconds. Got {format_duration(value)}."
+        )
+
+
+def _check_names(who: str, what: str, value: object, example: str) -> None:
+    """``value`` must be a tuple of strings (a bare string would be read as a tuple of its characters)."""
+    if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{who}: the {what} must be a tuple of names, like {example}. Got {_got(value)}.")
+
+
 @dataclass(frozen=True)
 class Aggregate:
     """An aggregation over the entity's past events. ``window=None`` means all-time.
 
     ``offset`` shifts the window back (a window "ending 7 days before the charge"); it must be a multiple of
     the resolution. Charge events count when strictly before the charge; outcome events (label sources) count
-    once their own time is ``<= t``.
+    once their own time is ``<= t``. The ``column`` of an outcome event is its charge's: ``sum`` of
+    ``amount_usd`` over refunds adds the refunded charges' whole amounts, however much of each was refunded.
     """
 
     entity: str
@@ -191,6 +238,7 @@ class Aggregate:
     name: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.resolution is None and self.window is not None:
             object.__setattr__(self, "resolution", default_resolution(self.window))
         if not self.name:
@@ -216,6 +264,20 @@ class Aggregate:
         if self.offset:
             span += f"_ending_{format_duration(self.offset)}_ago"
         return f"{self.entity}.{body}_{span}" if self.agg not in ALL_TIME_ONLY else f"{self.entity}.{body}"
+
+    def _check_types(self) -> None:
+        """Parameter types, before anything reads them (the name is not generated yet)."""
+        _check_str("An aggregate feature", "name", self.name)
+        given = self.name or ".".join(str(p) for p in (self.entity, self.agg))
+        who = f"Feature '{given}'"
+        _check_str(who, "entity", self.entity)
+        _check_str(who, "aggregation", self.agg)
+        _check_str(who, "column", self.column, optional=True)
+        _check_str(who, "source", self.source)
+        _check_str(who, "filter", self.filter, optional=True)
+        _check_duration(who, "window", self.window, True, "timedelta(hours=1),")
+        _check_duration(who, "offset", self.offset, False, "timedelta(days=7)")
+        _check_duration(who, "resolution", self.resolution, True, "timedelta(minutes=5),")
 
     def validate(self) -> None:
         who = f"Feature '{self.name}'"
@@ -254,10 +316,19 @@ class Aggregate:
                 + _suggest(self.filter, FILTERS)
             )
         if self.agg in ALL_TIME_ONLY and self.window is not None:
-            raise ConfigError(f"{who}: '{self.agg}' is all-time only; it takes no window. Got {self.window}.")
+            raise ConfigError(
+                f"{who}: '{self.agg}' is all-time only; it takes no window. "
+                f"Got {format_duration(self.window)}."
+            )
         if self.window is None:
             if self.offset:
-                raise ConfigError(f"{who}: an all-time feature takes no offset. Got {self.offset}.")
+                raise ConfigError(
+                    f"{who}: an all-time feature takes no offset. Got {format_duration(self.offset)}."
+                )
+            if self.resolution is not None:
+                raise ConfigError(
+                    f"{who}: an all-time feature takes no resolution. Got {format_duration(self.resolution)}."
+                )
             return
         if not MIN_WINDOW <= self.window <= MAX_WINDOW:
             raise ConfigError(
@@ -290,6 +361,27 @@ class Aggregate:
         """Outcomes at exactly the charge's time count (their time has passed); charges must be earlier."""
         return self.source != "charges"
 
+    def describe(self) -> str:
+        """One line saying what the feature is (``payfm features list``).
+
+        >>> f = Aggregate("merchant", "sum", "amount_usd", source="refunds", window=timedelta(days=7))
+        >>> print(f.describe())  # doctest: +NORMALIZE_WHITESPACE
+        sum(amount_usd) of the merchant's refunds over the last 7d, 1h tiles
+        (the amount_usd of each refund's charge: its whole amount, not the amount refunded)
+        """
+        what = self.agg + (f"({self.column})" if self.column else "")
+        span = "all time" if self.window is None else f"the last {format_duration(self.window)}"
+        if self.offset:
+            span += f" ending {format_duration(self.offset)} ago"
+        res = f", {format_duration(self.resolution)} tiles" if self.resolution else ""
+        flt = f", only {self.filter}" if self.filter else ""
+        text = f"{what} of the {self.entity}'s {self.source} over {span}{flt}{res}"
+        if self.source != "charges" and self.column:
+            event = {"fraud_disputes": "dispute", "efws": "EFW", "refunds": "refund"}[self.source]
+            text += f" (the {self.column} of each {event}'s charge"
+            text += ": its whole amount, not the amount refunded)" if self.source == "refunds" else ")"
+        return text
+
     def spec(self) -> dict[str, object]:
         return {
             "kind": "aggregate",
@@ -306,6 +398,25 @@ class Aggregate:
 
 
 REQUEST_KINDS = ("amount_usd", "amount_usd_log", "local_hour", "mismatch", "is", "missing", "since")
+# Charge fields no request feature reads. ``created`` is the decision time itself (both engines read it as
+# such: local_hour and since use it). The others are not known when the charge is decided (the decision
+# service receives them as null) but are in the log: offline they would hold values the online engine never
+# sees (training/serving skew, and the synthetic ground truth is the label itself).
+NOT_REQUEST_FIELDS: dict[str, str] = {
+    "created": "the charge's own time (read it with local_hour, or since on another timestamp)",
+    "outcome": "the processor's outcome, unknown when the charge is decided",
+    "decline_code": "the issuer's decline code, unknown when the charge is decided",
+    "scenario": "the synthetic ground truth, unknown when the charge is decided",
+}
+
+
+def _field_kind(t: pa.DataType) -> str:
+    """'string', 'integer' or 'timestamp': the kinds of the charge schema's fields."""
+    if pa.types.is_timestamp(t):
+        return "timestamp"
+    if pa.types.is_integer(t):
+        return "integer"
+    return "string"
 
 
 @dataclass(frozen=True)
@@ -314,33 +425,123 @@ class RequestFeature:
 
     - ``amount_usd``: the amount in dollars; ``amount_usd_log``: log1p of it;
     - ``local_hour``: hour of day at the merchant (UTC + a fixed offset per merchant country);
-    - ``mismatch``: 1 if the two ``columns`` differ, 0 if equal, null if either is null;
-    - ``is``: 1 if ``columns[0]`` is one of ``values`` else 0;
-    - ``missing``: 1 if ``columns[0]`` is null else 0;
+    - ``mismatch``: 1 if the two ``columns`` (different fields of one type, string or integer) differ, 0 if
+      equal, null if either is null;
+    - ``is``: 1 if ``columns[0]`` (a string or integer field) is one of ``values`` else 0. The values have the
+      field's type: strings valid for the field (its vocabulary, pattern or canonical form) for a string
+      field, integers for an integer field (``amount`` in minor units, ``amount_usd`` in cents), so that both
+      engines compare equal values with ``==`` and nothing is converted;
+    - ``missing``: 1 if ``columns[0]`` (a nullable field) is null else 0;
     - ``since``: seconds from the timestamp ``columns[0]`` (e.g. credential_changed_at) to the charge; null if
       the timestamp is null.
+
+    Only ``is`` takes ``values``. No kind reads ``created`` (the charge's time) or the fields unknown at
+    decision time (:data:`NOT_REQUEST_FIELDS`).
     """
 
     name: str
     kind: str
     columns: tuple[str, ...] = ()
-    values: tuple[str, ...] = ()
+    values: tuple[str | int, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_str("A request feature", "name", self.name)
         who = f"Feature '{self.name}'"
+        _check_str(who, "kind", self.kind)
         if self.kind not in REQUEST_KINDS:
             raise ConfigError(
                 f"{who}: the kind must be one of {', '.join(REQUEST_KINDS)}. Got {self.kind!r}."
                 + _suggest(self.kind, REQUEST_KINDS)
             )
+        _check_names(who, "columns", self.columns, "('channel',)")
         need = {"mismatch": 2, "is": 1, "missing": 1, "since": 1}.get(self.kind, 0)
         if len(self.columns) != need:
             raise ConfigError(f"{who}: '{self.kind}' takes {need} column(s). Got {len(self.columns)}.")
+        if not isinstance(self.values, tuple):
+            raise ConfigError(
+                f"{who}: the values must be a tuple, like ('ecommerce',). Got {_got(self.values)}."
+            )
+        if self.kind != "is" and self.values:
+            raise ConfigError(f"{who}: '{self.kind}' takes no values (only 'is' does). Got {self.values!r}.")
         from payfm.events.schema import CHARGES
 
         for c in self.columns:
             if CHARGES.get_field_index(c) < 0:
                 raise ConfigError(f"{who}: no charge field {c!r}." + _suggest(c, CHARGES.names))
+            if c in NOT_REQUEST_FIELDS:
+                raise ConfigError(
+                    f"{who}: '{self.kind}' cannot read {c!r}, {NOT_REQUEST_FIELDS[c]}. Got {c!r}."
+                )
+        fields = [CHARGES.field(c) for c in self.columns]
+        kinds = [_field_kind(f.type) for f in fields]
+        if self.kind == "since" and kinds[0] != "timestamp":
+            stamps = [
+                f.name
+                for f in CHARGES
+                if _field_kind(f.type) == "timestamp" and f.name not in NOT_REQUEST_FIELDS
+            ]
+            raise ConfigError(
+                f"{who}: 'since' needs a timestamp field ({', '.join(stamps)}). "
+                f"Got {self.columns[0]!r} ({kinds[0]})."
+            )
+        if self.kind == "missing" and not fields[0].nullable:
+            raise ConfigError(
+                f"{who}: 'missing' needs a nullable field. Got {self.columns[0]!r}, which is never null."
+            )
+        if self.kind == "mismatch":
+            a, b = self.columns
+            if a == b:
+                raise ConfigError(f"{who}: 'mismatch' compares two different fields. Got {a!r} twice.")
+            if kinds[0] != kinds[1] or kinds[0] == "timestamp":
+                raise ConfigError(
+                    f"{who}: 'mismatch' compares two string fields or two integer fields. "
+                    f"Got {a!r} ({kinds[0]}) and {b!r} ({kinds[1]})."
+                )
+        if self.kind == "is":
+            self._check_values(who, kinds[0])
+
+    def _check_values(self, who: str, kind: str) -> None:
+        """The values of ``is``: at least one, each of the field's type and valid for the field."""
+        from payfm.events.schema import RULES
+
+        column = self.columns[0]
+        if kind == "timestamp":
+            raise ConfigError(f"{who}: 'is' needs a string or integer field. Got {column!r} ({kind}).")
+        if not self.values:
+            raise ConfigError(f"{who}: 'is' needs at least one value of {column!r}. Got none.")
+        rule = RULES["charges"].get(column)
+        for v in self.values:
+            if kind == "string":
+                if not isinstance(v, str):
+                    raise ConfigError(
+                        f"{who}: the values of 'is' on {column!r} (a string field) must be strings. "
+                        f"Got {_got(v)}."
+                    )
+                problem = None if rule is None else rule.problem(v)
+                if problem is not None:
+                    raise ConfigError(
+                        f"{who}: the values of 'is' on {column!r} must be {problem[0]}. "
+                        f"Got {v!r}.{problem[1]}"
+                    )
+            else:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise ConfigError(
+                        f"{who}: the values of 'is' on {column!r} (an integer field) must be integers. "
+                        f"Got {v!r} ({type(v).__name__})."
+                    )
+                lo = -(2**63) if rule is None or rule.min_value is None else rule.min_value
+                hi = 2**63 - 1 if rule is None or rule.max_value is None else rule.max_value
+                if not lo <= v <= hi:
+                    raise ConfigError(
+                        f"{who}: the values of 'is' on {column!r} must be from {lo:,} to {hi:,}. Got {v:,}."
+                    )
+
+    def describe(self) -> str:
+        """One line saying what the feature is (``payfm features list``)."""
+        cols = f"({', '.join(self.columns)})" if self.columns else ""
+        return f"request: {self.kind}{cols}" + (
+            f" in {', '.join(map(repr, self.values))}" if self.values else ""
+        )
 
     def spec(self) -> dict[str, object]:
         return {
@@ -369,12 +570,19 @@ class Derived:
     inputs: tuple[str, ...]
 
     def __post_init__(self) -> None:
+        _check_str("A derived feature", "name", self.name)
         who = f"Feature '{self.name}'"
+        _check_str(who, "op", self.op)
+        _check_names(who, "inputs", self.inputs, "('a.count_1h', 'b.count_1h')")
         if self.op not in DERIVED_OPS:
             raise ConfigError(f"{who}: the op must be one of {', '.join(DERIVED_OPS)}. Got {self.op!r}.")
         need = 3 if self.op == "zscore" else 2
         if len(self.inputs) != need:
             raise ConfigError(f"{who}: '{self.op}' takes {need} inputs. Got {len(self.inputs)}.")
+
+    def describe(self) -> str:
+        """One line saying what the feature is (``payfm features list``)."""
+        return f"{self.op}({', '.join(self.inputs)})"
 
     def spec(self) -> dict[str, object]:
         return {"kind": "derived", "name": self.name, "op": self.op, "inputs": self.inputs}
@@ -394,6 +602,11 @@ class FeatureSet:
     def __post_init__(self) -> None:
         seen: set[str] = set()
         for f in self.features:
+            if not isinstance(f, Aggregate | RequestFeature | Derived):
+                raise ConfigError(
+                    f"Feature set '{self.name}': each feature must be an Aggregate, a RequestFeature or a "
+                    f"Derived. Got {_got(f)}."
+                )
             if not _NAME.match(f.name):
                 raise ConfigError(
                     f"Feature '{f.name}': names are lower-case words with underscores and one optional dot "

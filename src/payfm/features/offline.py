@@ -36,6 +36,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
+from payfm.events.schema import CHARGES
 from payfm.events.workspace import Workspace, alive
 from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
 from payfm.features.offline_columnar import (
@@ -84,7 +85,10 @@ def _request_columns(base: pa.Table, fset: FeatureSet) -> dict[str, pa.Array]:
             a, b = col(f.columns[0]), col(f.columns[1])
             out[f.name] = pc.cast(pc.not_equal(a, b), pa.float64())
         elif f.kind == "is":
-            hit = pc.fill_null(pc.is_in(col(f.columns[0]), value_set=pa.array(list(f.values))), False)
+            # The values have the field's type (checked when the feature is built): Arrow compares them
+            # with no cast on either side, as the online `in` does.
+            value_set = pa.array(list(f.values), type=CHARGES.field(f.columns[0]).type)
+            hit = pc.fill_null(pc.is_in(col(f.columns[0]), value_set=value_set), False)
             out[f.name] = pc.cast(hit, pa.float64())
         elif f.kind == "missing":
             out[f.name] = pc.cast(pc.is_null(col(f.columns[0])), pa.float64())

@@ -72,6 +72,7 @@ def request_value(f: RequestFeature, charge: Mapping[str, Any], ts_us: int) -> f
             return None
         return 1.0 if a != b else 0.0
     if f.kind == "is":
+        # The values have the field's type (checked when the feature is built): no conversion on either side.
         return 1.0 if charge.get(f.columns[0]) in f.values else 0.0
     if f.kind == "missing":
         return 1.0 if charge.get(f.columns[0]) is None else 0.0

@@ -58,6 +58,8 @@ def template(f: Aggregate | RequestFeature | Derived) -> str:
         if f.agg == "count":
             body = f"{{value}} {what} on {who} in {span}" if f.window else f"{{value}} {what} on {who} so far"
         elif f.agg == "sum":
+            # an outcome reads its charge's columns: the refunded charges' amounts, not the amounts refunded
+            what = what.replace("refunds", "refunded charges")
             body = f"${{value}} of {what} on {who} in {span}"
         elif f.agg == "distinct":
             col = (f.column or "").replace("_", " ")

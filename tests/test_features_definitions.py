@@ -1,0 +1,254 @@
+"""Feature definitions are validated when built, and what they compute is what they say.
+
+A definition that one engine would read differently from the other (a string value for an integer field), or
+that the backfill would fail on with an Arrow traceback (a string field for a time kind), is refused by its
+constructor with a message naming the feature, the parameter, what was expected and what was received.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from factories import charges as make_charges
+from payfm.errors import ConfigError
+from payfm.events.schema import SCHEMAS
+from payfm.features.catalog import FEATURE_SETS, default_set, feature_set
+from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
+from payfm.features.offline import compute
+from payfm.features.parity import replay
+from payfm.features.request import request_value
+from streams import connect, label_outcomes
+
+H = timedelta(hours=1)
+REFUSED: list[tuple[Callable[[], object], tuple[str, ...]]] = [
+    # A string value for an integer field: Arrow's is_in cast it and matched, Python's `in` did not.
+    (
+        lambda: RequestFeature("is_amt", "is", ("amount",), ("1380",)),
+        ("'is_amt'", "'amount'", "must be integers", "'1380' (str)"),
+    ),
+    (lambda: RequestFeature("x", "is", ("amount",), (True,)), ("'x'", "'amount'", "integers", "True (bool)")),
+    (lambda: RequestFeature("x", "is", ("amount",), (-1,)), ("'x'", "'amount'", "from 0 to", "Got -1")),
+    (lambda: RequestFeature("x", "is", ("channel",), (1,)), ("'x'", "'channel'", "strings", "1 (int)")),
+    (
+        lambda: RequestFeature("x", "is", ("channel",), ("ecomerce",)),
+        ("'x'", "'channel'", "one of ecommerce", "Got 'ecomerce'", "Did you mean 'ecommerce'?"),
+    ),
+    (
+        lambda: RequestFeature("x", "is", ("ip_address",), ("010.0.0.1",)),
+        ("'x'", "'ip_address'", "IPv4 or IPv6", "Got '010.0.0.1'"),
+    ),
+    (lambda: RequestFeature("x", "is", ("channel",)), ("'x'", "'is' needs at least one value", "Got none")),
+    (
+        lambda: RequestFeature("x", "is", ("channel",), "ecommerce"),  # type: ignore[arg-type]
+        ("'x'", "values must be a tuple", "Got 'ecommerce'"),
+    ),
+    (
+        lambda: RequestFeature("x", "is", ("credential_changed_at",), ("2026",)),
+        ("'x'", "string or integer field", "'credential_changed_at' (timestamp)"),
+    ),
+    (
+        lambda: RequestFeature("x", "since", ("merchant_id",)),
+        ("'x'", "'since' needs a timestamp field (credential_changed_at)", "'merchant_id' (string)"),
+    ),
+    (
+        lambda: RequestFeature("x", "mismatch", ("amount", "currency")),
+        ("'x'", "two string fields or two integer fields", "'amount' (integer)", "'currency' (string)"),
+    ),
+    (lambda: RequestFeature("x", "mismatch", ("ip_country", "ip_country")), ("'x'", "'ip_country' twice")),
+    (lambda: RequestFeature("x", "missing", ("merchant_id",)), ("'x'", "nullable", "'merchant_id'")),
+    (lambda: RequestFeature("x", "missing", ("created",)), ("'x'", "cannot read 'created'", "own time")),
+    (lambda: RequestFeature("x", "since", ("created",)), ("'x'", "cannot read 'created'")),
+    (lambda: RequestFeature("x", "is", ("outcome",), ("blocked",)), ("'x'", "cannot read 'outcome'")),
+    (lambda: RequestFeature("x", "is", ("scenario",), ("stolen_card",)), ("'x'", "ground truth")),
+    (lambda: RequestFeature("x", "local_hour", (), ("US",)), ("'x'", "takes no values", "('US',)")),
+    (
+        lambda: RequestFeature("x", "missing", "ip_address"),  # type: ignore[arg-type]
+        ("'x'", "columns must be a tuple", "Got 'ip_address'"),
+    ),
+    (lambda: RequestFeature("x", 3), ("'x'", "kind must be a string", "3 (int)")),  # type: ignore[arg-type]
+    (
+        lambda: Aggregate("card", "count", window="1h"),  # type: ignore[arg-type]
+        ("'card.count'", "window must be a datetime.timedelta", "Got '1h'"),
+    ),
+    (
+        lambda: Aggregate("card", "count", window=3600),  # type: ignore[arg-type]
+        ("'card.count'", "window must be a datetime.timedelta", "3600 (int)"),
+    ),
+    (
+        lambda: Aggregate("card", "count", window=H, offset=None),  # type: ignore[arg-type]
+        ("'card.count'", "offset must be a datetime.timedelta", "None"),
+    ),
+    (
+        lambda: Aggregate("card", "count", window=H, resolution="1m"),  # type: ignore[arg-type]
+        ("'card.count'", "resolution must be a datetime.timedelta", "'1m'"),
+    ),
+    (
+        lambda: Aggregate("card", "count", window=timedelta(minutes=1, microseconds=5)),
+        ("'card.count'", "window must be a whole number of seconds", "60.000005s"),
+    ),
+    (
+        lambda: Aggregate("card", "count", resolution=timedelta(minutes=5)),
+        ("'card.count_charges_all'", "all-time feature takes no resolution", "Got 5m"),
+    ),
+    (
+        lambda: Aggregate(["card"], "count"),  # type: ignore[arg-type]
+        ("entity must be a string", "Got ['card'] (list)"),
+    ),
+    (lambda: Aggregate("card", "sum", 7), ("'card.sum'", "column must be a string or None", "7 (int)")),  # type: ignore[arg-type]
+    (lambda: Aggregate("card", "count", filter=1), ("filter must be a string or None", "1 (int)")),  # type: ignore[arg-type]
+    (lambda: Aggregate("card", "count", name=5), ("name must be a string", "5 (int)")),  # type: ignore[arg-type]
+    (
+        lambda: FeatureSet("s", ("card.count_charges_1h",)),  # type: ignore[arg-type]
+        ("Feature set 's'", "an Aggregate, a RequestFeature or a Derived", "Got 'card.count_charges_1h'"),
+    ),
+    (
+        lambda: Derived("d", "ratio", "ab"),  # type: ignore[arg-type]
+        ("'d'", "inputs must be a tuple", "Got 'ab'"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("build", "said"), REFUSED, ids=[said[-1] for _, said in REFUSED])
+def test_a_bad_definition_is_refused_when_built_naming_the_feature(
+    build: Callable[[], object], said: tuple[str, ...]
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        build()
+    message = str(err.value)
+    assert message.startswith(("Feature", "An aggregate feature", "A request feature", "A derived feature"))
+    for part in said:
+        assert part in message, message
+
+
+def test_every_shipped_set_still_builds() -> None:
+    # Validation refuses nothing the catalog defines (and changes no definition, so no version).
+    for name in FEATURE_SETS:
+        assert feature_set(name).features
+
+
+T = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
+
+REQUEST = FeatureSet(
+    "request_kinds",
+    (
+        RequestFeature("amount_is_1380", "is", ("amount",), (1380, 99)),
+        RequestFeature("usd_is_1380", "is", ("amount_usd",), (1380,)),
+        RequestFeature("amount_fx_mismatch", "mismatch", ("amount", "amount_usd")),
+        RequestFeature("card_ip_country_mismatch", "mismatch", ("card_country", "ip_country")),
+        RequestFeature("channel_card_present", "is", ("channel",), ("card_present", "recurring")),
+        RequestFeature("ip_missing", "missing", ("ip_address",)),
+        RequestFeature("since_credential_change", "since", ("credential_changed_at",)),
+        RequestFeature("local_hour", "local_hour"),
+    ),
+)
+
+
+def _request_log() -> dict[str, pa.Table]:
+    rows = make_charges(5, start=T, step=H).to_pylist()
+    # ch 0: 1380 in both amounts; ch 1: 1380 in amount only (a foreign currency); ch 2: card present, no IP.
+    rows[0].update(amount=1380, amount_usd=1380)
+    rows[1].update(amount=1380, currency="eur", amount_usd=1500, ip_country="FR")
+    rows[2].update(channel="card_present", ip_address=None, ip_country=None)
+    rows[3].update(credential_changed_at=T - timedelta(days=1))
+    return {
+        "charges": pa.Table.from_pylist(rows, schema=SCHEMAS["charges"]),
+        "disputes": SCHEMAS["disputes"].empty_table(),
+        "early_fraud_warnings": SCHEMAS["early_fraud_warnings"].empty_table(),
+        "refunds": SCHEMAS["refunds"].empty_table(),
+    }
+
+
+def _by_charge(table: pa.Table) -> dict[str, dict[str, Any]]:
+    return {r["charge_id"]: r for r in table.to_pylist()}
+
+
+@pytest.mark.parametrize("engine", ["columnar", "duckdb", "online", "reference"])
+def test_request_kinds_have_the_same_values_in_every_engine(engine: str) -> None:
+    log = _request_log()
+    if engine == "online":
+        got = _by_charge(replay(REQUEST, log["charges"], label_outcomes(log)))
+    elif engine == "reference":  # payfm.features.request, the formulas both engines implement
+        got = {}
+        for row in log["charges"].to_pylist():
+            ts = int(row["created"].timestamp()) * 1_000_000
+            then = row["credential_changed_at"]
+            row["credential_changed_at_us"] = None if then is None else int(then.timestamp()) * 1_000_000
+            feats = [f for f in REQUEST.features if isinstance(f, RequestFeature)]
+            got[row["charge_id"]] = {f.name: request_value(f, row, ts) for f in feats}
+    else:
+        got = _by_charge(compute(connect(log), REQUEST, engine=engine))  # type: ignore[arg-type]
+    expected: dict[str, dict[str, float | None]] = {
+        "ch_000000": {"amount_is_1380": 1, "usd_is_1380": 1, "amount_fx_mismatch": 0, "ip_missing": 0},
+        "ch_000001": {"amount_is_1380": 1, "usd_is_1380": 0, "amount_fx_mismatch": 1},
+        "ch_000002": {"amount_is_1380": 0, "channel_card_present": 1, "ip_missing": 1},
+        "ch_000003": {"since_credential_change": 86400.0 + 3 * 3600, "card_ip_country_mismatch": 0},
+        "ch_000004": {"since_credential_change": None, "channel_card_present": 0},
+    }
+    expected["ch_000001"]["card_ip_country_mismatch"] = 1  # card US, IP FR
+    expected["ch_000002"]["card_ip_country_mismatch"] = None  # no IP
+    for cid, values in expected.items():
+        for name, value in values.items():
+            assert got[cid][name] == value, f"{engine}: {cid} {name}"
+    assert got["ch_000000"]["local_hour"] == 5.0  # 10:00 UTC at a US merchant (UTC-5)
+
+
+def _refund_log() -> dict[str, pa.Table]:
+    """A $2.00 charge refunded $1.00 (a partial refund), then a later charge of the same card."""
+    rows = make_charges(2, start=T, step=H).to_pylist()
+    rows[0].update(amount=200, amount_usd=200)
+    rows[1].update(card_fingerprint=rows[0]["card_fingerprint"], merchant_id=rows[0]["merchant_id"])
+    refund = {
+        "refund_id": "re_1",
+        "charge_id": "ch_000000",
+        "created": T + timedelta(minutes=30),
+        "amount": 100,
+        "currency": "usd",
+        "reason": "requested_by_customer",
+    }
+    return {
+        "charges": pa.Table.from_pylist(rows, schema=SCHEMAS["charges"]),
+        "disputes": SCHEMAS["disputes"].empty_table(),
+        "early_fraud_warnings": SCHEMAS["early_fraud_warnings"].empty_table(),
+        "refunds": pa.Table.from_pylist([refund], schema=SCHEMAS["refunds"]),
+    }
+
+
+REFUNDS = FeatureSet(
+    "refunds",
+    (
+        Aggregate("card", "max", "amount_usd", source="refunds"),
+        Aggregate("merchant", "sum", "amount_usd", source="refunds", window=7 * 24 * H),
+    ),
+)
+
+
+@pytest.mark.parametrize("engine", ["columnar", "duckdb", "online"])
+def test_a_refund_aggregate_reads_the_refunded_charges_amount_as_described(engine: str) -> None:
+    log = _refund_log()
+    if engine == "online":
+        got = _by_charge(replay(REFUNDS, log["charges"], label_outcomes(log)))
+    else:
+        got = _by_charge(compute(connect(log), REFUNDS, engine=engine))  # type: ignore[arg-type]
+    # The refund is $1.00 of a $2.00 charge: the aggregates read the charge's whole amount, as described.
+    assert got["ch_000001"]["card.max_amount_usd_refunds_all"] == 2.0
+    assert got["ch_000001"]["merchant.sum_amount_usd_refunds_7d"] == 2.0
+    described = default_set().get("merchant.sum_amount_usd_refunds_7d").describe()
+    assert "refund's charge: its whole amount, not the amount refunded" in described
+
+
+def test_descriptions_say_what_each_kind_reads() -> None:
+    f = Aggregate("card", "count", window=H, filter="declined")
+    assert f.describe() == "count of the card's charges over the last 1h, only declined, 1m tiles"
+    assert (
+        Aggregate("card", "max", "amount_usd", source="efws")
+        .describe()
+        .endswith("(the amount_usd of each EFW's charge)")
+    )
+    r = RequestFeature("x", "is", ("channel",), ("card_present",))
+    assert r.describe() == "request: is(channel) in 'card_present'"
+    assert Derived("d", "ratio", ("a", "b")).describe() == "ratio(a, b)"
