@@ -650,9 +650,12 @@ def test_other_tables_can_be_imported(tmp_path: Path) -> None:
         },
         "drop": ["card"],
     }
-    rows = {k: v for k, v in ROWS.items() if k != "card"}
     ws = ws_at(tmp_path / "ws")
-    summary = import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, mapping))
+    import_file(ws, write_csv(tmp_path), write_mapping(tmp_path))  # the charges the refunds point at
+    rows = {k: v for k, v in ROWS.items() if k != "card"}
+    rows["ts"] = [t.replace("2024-03-0", "2024-03-1") for t in ROWS["ts"]]  # nine days after each charge
+    refunds = write_csv(tmp_path, rows, name="refunds.csv")
+    summary = import_file(ws, refunds, write_mapping(tmp_path, mapping, name="refunds.yaml"))
     assert summary.rows == {"refunds": 4}
     assert summary.unmapped_columns == ("cur", "shop", "kind", "fraud", "email")
     assert ws.read("refunds").column("amount").to_pylist() == [1050, 300, 199900, 7]

@@ -8,7 +8,8 @@ The import is a pipeline of small steps, all-or-nothing:
 4. compute each target field (renames, constants, keyed hashes, value maps, units, currencies, time zones,
    card transforms) with vectorized Arrow and numpy, collecting every bad row;
 5. turn label columns into outcome events (disputes or early fraud warnings);
-6. validate both tables against the schema, refuse ids already in the workspace;
+6. validate both tables against the schema, refuse ids already in the workspace, and refuse outcome events
+   of charges the workspace does not hold or at or before their charge;
 7. write everything in one workspace transaction.
 
 Any problem raises :class:`~payfm.events.validate.ValidationError` (file, row, column, expected, received;
@@ -43,6 +44,7 @@ from payfm.errors import ConfigError
 from payfm.events import currency
 from payfm.events.cards import card_number_rows, fingerprint, redact_card_numbers
 from payfm.events.import_problems import (
+    KEEP,
     Problems,
     raise_problems,
     repeat_count,
@@ -50,8 +52,8 @@ from payfm.events.import_problems import (
     values_at,
 )
 from payfm.events.mapping import EPOCH_UNITS, CurrencySource, FieldSpec, LabelSpec, Mapping, load_mapping
-from payfm.events.schema import ID_COLUMNS, TIMESTAMP
-from payfm.events.validate import ValidationError, validate_events
+from payfm.events.schema import ID_COLUMNS, RULES, TIMESTAMP, schema_of
+from payfm.events.validate import ValidationError, blank_rows, floor_to_microseconds, validate_events
 from payfm.events.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -92,11 +94,14 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
     """The file as an Arrow table (plain, undictionaried columns) and whether it is CSV.
 
     CSV columns are read as text: the mapping says how to parse them, so a card number never turns into a
-    float and an id never loses its leading zeros.
+    float and an id never loses its leading zeros. Only an empty cell is null: ``NA``, ``NULL`` or ``nan``
+    is text like any other (a merchant may be called NULL; a label ``N/A`` is a problem, not "no label").
+    Column names must be distinct (a ConfigError names the repeated one).
     """
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
+            _check_names(pq.read_schema(path).names, path)
             table = pq.read_table(path)
             is_csv = False
         elif name.endswith((".csv", ".csv.gz")):
@@ -104,7 +109,7 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
             with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
                 header = next(csv.reader(f), [])
             convert = pacsv.ConvertOptions(
-                column_types={h: pa.string() for h in header}, strings_can_be_null=True
+                column_types={h: pa.string() for h in header}, null_values=[""], strings_can_be_null=True
             )
             table = pacsv.read_csv(path, convert_options=convert)
             is_csv = True
@@ -119,6 +124,7 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
             f"Import source '{path}': expected a readable file; received an error "
             f"({redact_card_numbers(str(e))})."
         ) from None
+    _check_names(table.column_names, path)
     columns = []
     for col in table.columns:
         if pa.types.is_dictionary(col.type):
@@ -127,6 +133,19 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
             col = col.cast(pa.string())
         columns.append(col.combine_chunks())
     return pa.Table.from_arrays(columns, names=table.column_names), is_csv
+
+
+def _check_names(names: list[str], path: Path) -> None:
+    """A column name twice in the file (a CSV header, a Parquet schema) is a ConfigError naming it: which of
+    the two a mapping reads, or which holds a card number, would be a guess."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in first:
+            raise ConfigError(
+                f"Import source '{path}': expected distinct column names; received the column "
+                f"{redact_card_numbers(repr(name))} twice (columns {first[name] + 1} and {i + 1})."
+            )
+        first[name] = i
 
 
 def _suggest(column: str, mapping: Mapping, present: list[str]) -> str | None:
@@ -255,17 +274,29 @@ def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: Proble
     return taken_fp
 
 
-def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems) -> pa.Array | None:
+def _strings(
+    spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems, required: bool
+) -> pa.Array | None:
     n = table.num_rows
+    name = spec.columns[0] if len(spec.columns) == 1 else "+".join(spec.columns)
     if spec.kind == "value":
         return pa.repeat(pa.scalar(spec.prefix + str(spec.value)), n)
     if spec.kind == "hash":
-        result = keyed_hash([table.column(c).chunk(0) for c in spec.columns], secret)
+        # Blank inputs hash as missing ones (a Parquet '' like a CSV empty cell), and a row with nothing to
+        # hash has no id: guests without an account number must not all share one hashed customer_id.
+        parts = [_blank_as_null(_text(table.column(c).chunk(0))) for c in spec.columns]
+        nothing = pc.is_null(parts[0])
+        for part in parts[1:]:
+            nothing = pc.and_(nothing, pc.is_null(part))
+        result = pc.if_else(nothing, pa.scalar(None, pa.string()), keyed_hash(parts, secret))
     elif spec.transform is not None:
         return _card_transform(spec, table, secret, out)
     else:
-        result = _text(_source(spec, table))
-    name = spec.columns[0] if len(spec.columns) == 1 else "+".join(spec.columns)
+        text = _text(_source(spec, table))
+        result = _blank_as_null(text)
+        blank = blank_rows(text) if required else np.zeros(0, dtype=np.int64)
+        if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
+            out.rows(name, blank, "a value (required field)", "an empty text")
     if spec.case == "lower":
         result = pc.utf8_lower(result)
     elif spec.case == "upper":
@@ -292,6 +323,17 @@ def _strings(spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems) -> 
     if spec.prefix:
         result = pc.binary_join_element_wise(spec.prefix, result, "")
     return result
+
+
+def _blank_as_null(text: pa.Array) -> pa.Array:
+    """Empty and blank texts as null, before case, map and prefix: a missing value stays missing
+    (validate_events holds the same rule for the values it is handed)."""
+    rows = blank_rows(text)
+    if not len(rows):
+        return text
+    mask = np.zeros(len(text), dtype=bool)
+    mask[rows] = True
+    return pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text)
 
 
 def _floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
@@ -326,7 +368,7 @@ def _factors(
     return factors
 
 
-def _ints(spec: FieldSpec, table: pa.Table, out: Problems) -> pa.Array | None:
+def _ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) -> pa.Array | None:
     n = table.num_rows
     if spec.kind == "value":
         return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
@@ -345,7 +387,23 @@ def _ints(spec: FieldSpec, table: pa.Table, out: Problems) -> pa.Array | None:
         factors = _factors(spec.usd_cents, table, currency.usd_cents_factors, out, spec.path)
     if factors is None:
         return None
-    scaled = values * factors
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 * 100 is inf, reported just below
+        scaled = values * factors
+    # Values no int64 holds (1e30 dollars, an overflow to inf) are reported with the file's value and the
+    # field's bounds, before a cast would turn them into -9223372036854775808.
+    huge = np.flatnonzero(np.abs(np.nan_to_num(scaled, nan=0.0)) >= 2.0**63)
+    if len(huge):
+        rule = RULES.get(table_name, {}).get(spec.target)
+        bounds = rule.expected() if rule is not None else "an integer of at most 64 bits"
+        out.rows(
+            spec.column,
+            huge,
+            f"{bounds} (minor units, after '{spec.path}' conversion)",
+            values_at(col, huge),
+            key="an integer of at most 64 bits",  # one report per cell when amount and amount_usd read it
+        )
+        scaled = scaled.copy()
+        scaled[huge] = np.nan
     rounded = np.round(scaled)  # half-even
     if spec.usd_cents is None:
         # A scaled amount must be whole minor units; rounding only absorbs float noise (13.8 * 100).
@@ -456,9 +514,14 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         values = _floats(col, name, out)
         if values is None:
             return None
-        nulls = np.isnan(values)
-        micros_f = np.round(np.where(nulls, 0, values) * mul / div)
-        return pa.array(micros_f.astype(np.int64), mask=nulls).cast(TIMESTAMP)
+        with np.errstate(over="ignore", invalid="ignore"):
+            micros_f = np.round(np.where(np.isnan(values), 0, values) * mul / div)
+        # Beyond int64 microseconds (1e30 s) is implausible anyway: report the file's value, never cast it.
+        huge = np.flatnonzero(np.abs(np.nan_to_num(micros_f, nan=0.0)) > 2.0**62)
+        if len(huge):
+            out.rows(name, huge, _PLAUSIBLE, values_at(col, huge))
+        nulls = np.isnan(values) | (np.abs(np.nan_to_num(micros_f, nan=0.0)) > 2.0**62)
+        return pa.array(np.where(nulls, 0, micros_f).astype(np.int64), mask=nulls).cast(TIMESTAMP)
     if pa.types.is_timestamp(t):
         if t.tz is not None:
             return pc.cast(col, TIMESTAMP, safe=False)
@@ -492,7 +555,8 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     # ISO 8601: rows with an offset are absolute; rows without one need the zone.
     has_offset = pc.fill_null(pc.match_substring_regex(col, _OFFSET), False)
     naive_rows = pc.and_(valid, pc.invert(has_offset))
-    aware_part, bad_aware = _parse_rows(pc.if_else(has_offset, col, pa.scalar(None, pa.string())), TIMESTAMP)
+    iso = floor_to_microseconds(col)  # finer units are floored; messages quote ``col`` as written
+    aware_part, bad_aware = _parse_rows(pc.if_else(has_offset, iso, pa.scalar(None, pa.string())), TIMESTAMP)
     result: pa.Array = aware_part
     bad_naive = np.zeros(0, dtype=np.int64)
     naive_part = aware_part
@@ -500,7 +564,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     if pc.any(naive_rows).as_py():
         zone = _need_zone(spec, mapping, "ISO times without a zone offset")
         naive_part, bad_naive = _parse_rows(
-            pc.if_else(naive_rows, col, pa.scalar(None, pa.string())), pa.timestamp("us")
+            pc.if_else(naive_rows, iso, pa.scalar(None, pa.string())), pa.timestamp("us")
         )
     bad = np.union1d(bad_aware, bad_naive).astype(np.int64)
     if len(bad):
@@ -521,9 +585,10 @@ def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: Problems) -> 
         if spec.target_type == "timestamp":
             result = _times(spec, table, mapping, out)
         elif spec.target_type == "int":
-            result = _ints(spec, table, out)
+            result = _ints(spec, table, mapping.table, out)
         else:
-            result = _strings(spec, table, secret, out)
+            required = not schema_of(mapping.table).field(target).nullable
+            result = _strings(spec, table, secret, out, required)
         out.field = None
         if result is None:
             out.failed.add(target)
@@ -599,6 +664,66 @@ def _label_rows(label: LabelSpec, col: pa.Array, out: Problems) -> np.ndarray:
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
 
 
+def _early_outcomes(
+    created: pa.Array | pa.ChunkedArray,
+    charge_created: pa.Array | pa.ChunkedArray,
+    rows: np.ndarray,
+    column: str,
+    what: str,
+    out: Problems,
+) -> np.ndarray:
+    """Positions of outcomes at or before their charge's ``created``, reported at the file's ``rows``.
+
+    An outcome is strictly later than its charge: features count it from its own time on, so one at the
+    charge's instant (or before) would be counted by that charge's features and earlier ones (a leak), and
+    the online engine, which sees it only after the charge, would disagree.
+    """
+    early = np.flatnonzero(pc.fill_null(pc.less_equal(created, charge_created), False).to_numpy(False))
+    if len(early):
+        got = [
+            f"a time at or before the charge ({_iso(created[int(i)])}; "
+            f"the charge: {_iso(charge_created[int(i)])})"
+            for i in early[:KEEP]
+        ]
+        out.rows(column, rows[early], f"{what} later than the charge's time", got)
+    return early
+
+
+def _iso(value: pa.Scalar) -> str:
+    return str(value.as_py().isoformat())
+
+
+def _follow_charges(ws: Workspace, mapping: Mapping, events: pa.Table, out: Problems) -> None:
+    """Outcome events imported as a table (refunds, disputes, early fraud warnings) must point at a charge of
+    the workspace and be later than it (docs/features.md: an outcome is always later than its own charge)."""
+    if "charge_id" not in events.column_names or not pa.types.is_string(events.column("charge_id").type):
+        return
+    ids = events.column("charge_id").combine_chunks()
+    stored = ws.read("charges", columns=["charge_id", "created"])
+    stored = stored.filter(pc.is_in(stored.column("charge_id"), value_set=ids))
+    index = pc.index_in(ids, value_set=stored.column("charge_id").combine_chunks())
+    unknown = np.flatnonzero(pc.and_(pc.is_valid(ids), pc.is_null(index)).to_numpy(False))
+    if len(unknown):
+        out.rows(
+            _column_of(mapping, "charge_id"),
+            unknown,
+            "the charge_id of a charge in the workspace (import the charges first)",
+            values_at(ids, unknown),
+        )
+    created = events.column("created") if "created" in events.column_names else None
+    if created is None or created.type != TIMESTAMP:
+        return
+    charge_created = pc.take(stored.column("created"), index)
+    rows = np.arange(events.num_rows)
+    _early_outcomes(created, charge_created, rows, _column_of(mapping, "created"), "a time", out)
+
+
+def _column_of(mapping: Mapping, target: str) -> str:
+    """The source column(s) of ``target``, as problems name them (a constant: its key path)."""
+    spec = mapping.fields[target]
+    return "+".join(spec.columns) if spec.kind in ("column", "columns") else spec.path
+
+
 def _outcomes(
     mapping: Mapping,
     table: pa.Table,
@@ -637,16 +762,15 @@ def _outcomes(
                     "null",
                 )
             if "created" in picked.column_names:
-                at_or_before = pc.less_equal(created, picked.column("created"))
-                late = ~pc.fill_null(at_or_before, False).to_numpy(False)
-                early = np.flatnonzero(~late)
-                if len(early):
-                    out.rows(
-                        "+".join(label.time.columns),
-                        rows[early],
-                        f"an outcome time for '{label.path}' later than the charge's time",
-                        "a time at or before the charge",
-                    )
+                early = _early_outcomes(
+                    created,
+                    picked.column("created"),
+                    rows,
+                    "+".join(label.time.columns),
+                    f"an outcome time for '{label.path}'",
+                    out,
+                )
+                late[early] = False
             if not valid or missing.any() or not late.all():
                 continue
         ids = keyed_hash(
@@ -730,6 +854,8 @@ def import_file(
         out.absorb(e, repeats=repeats, repeated=repeat_count(mapping.table, built, out))
     id_column = ID_COLUMNS[mapping.table]
     _existing(ws, mapping.table, charges, id_column, out)
+    if mapping.table != "charges":
+        _follow_charges(ws, mapping, charges, out)
     outcomes: dict[str, pa.Table] = {}
     for name, (events, rows) in _outcomes(mapping, table, charges, secret, out).items():
         try:

@@ -30,7 +30,7 @@ import yaml
 
 from payfm.errors import ConfigError
 from payfm.events.currency import MINOR_UNITS
-from payfm.events.schema import DISPUTE_REASONS, EFW_FRAUD_TYPES, TABLES, schema_of
+from payfm.events.schema import DISPUTE_REASONS, EFW_FRAUD_TYPES, PAYMENT_TABLES, schema_of
 
 Scalar = str | int | float | bool
 Kind = Literal["column", "columns", "value", "hash"]
@@ -379,6 +379,12 @@ def _label(ctx: _Ctx, path: str, data: object) -> LabelSpec:
             f"{path}.when", "the source value(s) that mean the outcome happened, e.g. 1", "<nothing>"
         )
     when_raw = data["when"] if isinstance(data["when"], list) else [data["when"]]
+    if not when_raw:  # no value means an outcome: the label would silently make no events
+        raise ctx.error(
+            f"{path}.when",
+            "at least one source value that means the outcome happened, e.g. 1",
+            "<an empty list>",
+        )
     when: list[Scalar] = []
     for i, w in enumerate(when_raw):
         if not isinstance(w, str | int | float | bool):
@@ -429,8 +435,11 @@ def parse_mapping(data: object, name: str) -> Mapping:
         raise ctx.error("(top level)", "a mapping with table and columns", data)
     ctx.keys("", data, _TOP_KEYS)
     table = data.get("table")
-    if table not in TABLES:
-        raise ctx.error("table", "one of " + ", ".join(TABLES) + _suggest(str(table), TABLES), table)
+    if table not in PAYMENT_TABLES:
+        # reviews are written by the decision service only (docs/events.md): never generated or imported.
+        why = " (reviews are written by the decision service, never imported)" if table == "reviews" else ""
+        hint = _suggest(str(table), PAYMENT_TABLES)
+        raise ctx.error("table", "one of " + ", ".join(PAYMENT_TABLES) + hint + why, table)
     schema = schema_of(table)
     names = schema.names
     timezone = _zone(ctx, "timezone", data["timezone"]) if "timezone" in data else None

@@ -23,13 +23,16 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import pyarrow as pa
 
+from payfm.errors import PayfmError
 from payfm.events import countries
+from payfm.events.cards import mask_long_numbers
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -185,20 +188,69 @@ def canonical_ip(value: str) -> str:
     return address.compressed
 
 
+_MAX_DOMAIN_CHARS = 253  # RFC 1035: a name of at most 253 characters, in labels of 1 to 63
+_MAX_LABEL_CHARS = 63
+DOMAIN_NAME = (
+    "a domain name: dot-separated labels of 1 to 63 letters, digits, hyphens or underscores, "
+    f"at most {_MAX_DOMAIN_CHARS} characters"
+)
+
+
+class DomainError(ValueError, PayfmError):
+    """Not a domain name. A ValueError for the canonical-form machinery (:attr:`FieldRule.canonical`), and a
+    user error (one line at the CLI, a JSON error over HTTP) where it reaches a caller, such as a list entry.
+
+    ``hidden`` says what the value is where a message must not quote it: an e-mail address (personal data;
+    the log holds the domain, never the address); None for a value that may be quoted.
+    """
+
+    def __init__(self, value: str) -> None:
+        self.hidden = "an e-mail address, not a domain (not shown)" if "@" in value else None
+        quoted = mask_long_numbers(repr(value if len(value) <= 40 else value[:37] + "..."))
+        super().__init__(f"An e-mail domain must be {DOMAIN_NAME}. Got {self.hidden or quoted}.")
+
+
+def _label_char(c: str) -> bool:
+    # Letters (any script, for internationalized names), digits, hyphens, underscores (_dmarc, SRV names) and
+    # the combining marks of scripts that need them; never spaces, control characters or punctuation.
+    return c.isalnum() or c in "-_" or unicodedata.category(c).startswith("M")
+
+
 def canonical_domain(value: str) -> str:
-    """The canonical text of a domain name: lower case, without surrounding spaces or a trailing dot.
+    """The canonical text of a domain name: lower case, without surrounding spaces or a trailing dot; a
+    :class:`DomainError` (a ValueError) if ``value`` is not a domain name.
+
+    A domain is dot-separated labels of 1 to 63 letters (non-ASCII ones too: internationalized names),
+    digits, hyphens or underscores, at most 253 characters in all. An e-mail address is refused without
+    being quoted.
 
     >>> canonical_domain("Evil.COM.")
     'evil.com'
+    >>> try:
+    ...     canonical_domain("alice@example.com")
+    ... except DomainError as e:
+    ...     print(e.hidden)
+    an e-mail address, not a domain (not shown)
     """
-    return value.strip().lower().rstrip(".")
+    if "@" in value:
+        raise DomainError(value)
+    text = value.strip().lower()
+    if text.endswith("."):
+        text = text[:-1]
+    if not 0 < len(text) <= _MAX_DOMAIN_CHARS:
+        raise DomainError(value)
+    for label in text.split("."):
+        if not 0 < len(label) <= _MAX_LABEL_CHARS or not all(_label_char(c) for c in label):
+            raise DomainError(value)
+    return text
 
 
-# Only canonical values match these (IPv4 in dotted decimal without leading zeros; domains of lower-case
-# letters, digits, dots and hyphens, not ending in a dot): what synthetic and most real data hold.
+# Only canonical values match these (IPv4 in dotted decimal without leading zeros; domains of up to four
+# labels of lower-case ASCII letters, digits, hyphens and underscores, at most 251 characters): what synthetic
+# and most real data hold. Other values are checked by the canonical function itself.
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 CANONICAL_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
-CANONICAL_DOMAIN = r"[a-z0-9.-]*[a-z0-9-]"
+CANONICAL_DOMAIN = r"(?:[a-z0-9_-]{1,62}\.){0,3}[a-z0-9_-]{1,62}"
 # The largest amount, in any currency's minor unit: twelve digits, Stripe's limit for the currencies that
 # allow the most (eight for most, e.g. $999,999.99). Larger is a unit or parsing error, not a payment.
 MAX_AMOUNT = 999_999_999_999
@@ -391,6 +443,12 @@ RULES: dict[str, dict[str, FieldRule]] = {
         "closed_as": FieldRule(choices=REVIEW_CLOSURES),
         "risk_score": FieldRule(min_value=0),
     },
+}
+
+# Time fields of one event that must be in order: (earlier, later, what the earlier one is). A credential
+# change is known at or before its charge; a later one would make `since_credential_change` read the future.
+ORDERED_TIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "charges": (("credential_changed_at", "created", "a credential change"),),
 }
 
 

@@ -5,9 +5,9 @@ raises, so a user fixes a file in one round:
 1. card numbers in any column (reported by row and column, never echoed);
 2. missing and unexpected columns;
 3. types (naive timestamps are rejected, never guessed);
-4. nulls in required fields, canonical forms (IP addresses, e-mail domains), vocabularies, patterns and
-   bounds;
-5. unique ids.
+4. empty and blank texts (missing: null in optional fields, a problem in required ones), nulls in required
+   fields, canonical forms (IP addresses, e-mail domains), vocabularies, patterns and bounds;
+5. facts between fields (a credential change at or before its charge) and unique ids.
 All checks are vectorized Arrow compute; per-value Python runs only on rows already known to be bad, and on
 the distinct values of a field with a canonical form that are not already in it (the returned table holds
 the canonical values, so lists, rules and feature keys compare them as equal).
@@ -15,6 +15,7 @@ the canonical values, so lists, rules and feature keys compare them as equal).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +24,17 @@ import pyarrow.compute as pc
 
 from payfm.errors import PayfmError
 from payfm.events.cards import card_number_rows, contains_card_number, mask_long_numbers
-from payfm.events.schema import ID_COLUMNS, RULES, schema_of
+from payfm.events.schema import ID_COLUMNS, ORDERED_TIMES, RULES, DomainError, schema_of
 
 _CHUNK = 4096
+# A date-time as an export writes it (ISO 8601, or day/month/year with a time): quoted as written in
+# messages, although its digits make a long number (2024-03-31 02:30:00 holds 14 digits).
+_DATE = r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
+_CLOCK = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[AaPp][Mm])?)?"
+_ZONE = r"(?:\s?(?:[Zz]|UTC|[+-]\d{2}(?::?\d{2})?))?"
+_DATE_TIME = re.compile(rf"\s*{_DATE}{_CLOCK}{_ZONE}\s*")
+# Digits of a second's fraction beyond microseconds (ISO text): floored away, as finer units are.
+_SUB_MICROSECOND = r"(:\d\d[.,]\d{6})\d+"
 
 
 @dataclass(frozen=True)
@@ -81,9 +90,36 @@ class _Collector:
 
 def shown_value(value: object) -> str:
     """``value`` as a problem quotes it: long numbers inside a string masked (:func:`mask_long_numbers`; a
-    number itself is checked by the card-number scan, and a row holding one is not shown), then cut."""
-    text = mask_long_numbers(repr(value)) if isinstance(value, str) else repr(value)
+    number itself is checked by the card-number scan, and a row holding one is not shown), then cut.
+
+    A text shaped like a date-time is shown as written (unless it holds a card number): a user must see the
+    time that failed, not ``'2024-03-01T[card number removed]Z'``.
+
+    >>> shown_value("2024-03-31 02:30:00"), shown_value("id 4111111111111111x")
+    ("'2024-03-31 02:30:00'", "'id [card number removed]x'")
+    """
+    if isinstance(value, str):
+        dated = _DATE_TIME.fullmatch(value) is not None and not contains_card_number(value)
+        text = repr(value) if dated else mask_long_numbers(repr(value))
+    else:
+        text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def floor_to_microseconds(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """ISO 8601 texts with the digits of a second's fraction beyond the sixth dropped: the contract floors
+    finer units to microseconds (docs/events.md), where Arrow's parser refuses them.
+
+    >>> floor_to_microseconds(pa.array(["2024-03-01T10:00:00.1234567Z"])).to_pylist()
+    ['2024-03-01T10:00:00.123456Z']
+    """
+    return pc.replace_substring_regex(text, _SUB_MICROSECOND, r"\1")
+
+
+def blank_rows(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """0-based rows of the text column ``col`` that are empty or only whitespace (as ``str.isspace`` says)."""
+    blank = pc.or_(pc.equal(col, ""), pc.utf8_is_space(col))
+    return np.flatnonzero(pc.fill_null(blank, False).to_numpy(zero_copy_only=False))
 
 
 def _cast(col: pa.ChunkedArray, target: pa.DataType, name: str, out: _Collector) -> pa.ChunkedArray | None:
@@ -102,6 +138,8 @@ def _cast(col: pa.ChunkedArray, target: pa.DataType, name: str, out: _Collector)
         if pa.types.is_date(col.type):
             out.column(name, "timestamps with a time zone", f"dates ({col.type})")
             return None
+        if pa.types.is_string(col.type):
+            col = floor_to_microseconds(col)
     if pa.types.is_integer(target) and pa.types.is_floating(col.type):
         values = col.to_numpy()
         bad = np.flatnonzero(~np.isnan(values) & (np.floor(values) != values))
@@ -156,19 +194,26 @@ def _canonicalize(table: str, name: str, col: pa.ChunkedArray, out: _Collector) 
         done = pc.match_substring_regex(distinct, "^(?:" + rule.canonical_form + ")$")
         distinct = distinct.filter(pc.invert(done))
     changed: dict[str, str] = {}
-    bad: list[str] = []
+    bad: dict[str, str | None] = {}  # invalid value -> what to show instead of it (None: the value)
     for value in distinct.to_pylist():
         try:
             canonical = rule.canonical(value)
+        except DomainError as e:
+            bad[value] = e.hidden  # an e-mail address is described, never quoted
+            continue
         except ValueError:
-            bad.append(value)
+            bad[value] = None
             continue
         if canonical != value:
             changed[value] = canonical
     if bad:
-        rows = np.flatnonzero(pc.is_in(col, value_set=pa.array(bad, col.type)).to_numpy(zero_copy_only=False))
+        value_set = pa.array(list(bad), col.type)
+        rows = np.flatnonzero(pc.is_in(col, value_set=value_set).to_numpy(zero_copy_only=False))
         got = [col[int(i)].as_py() for i in rows[:20]]
-        shown = ["a full card number (not shown)" if contains_card_number(v) else shown_value(v) for v in got]
+        shown = [
+            "a full card number (not shown)" if contains_card_number(v) else bad[v] or shown_value(v)
+            for v in got
+        ]
         out.rows(name, rows, rule.expected(), shown)
     if not changed:
         return col
@@ -207,6 +252,40 @@ def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -
         if len(bad):
             got = [shown_value(col[int(i)].as_py()) for i in bad[:20]]
             out.rows(name, bad, rule.expected(), got)
+
+
+def _blank_to_null(col: pa.ChunkedArray, field: pa.Field, out: _Collector) -> pa.ChunkedArray:
+    """Empty and blank texts as null: a value that is not there. In an optional field that is what they mean
+    (two guest charges with customer_id '' are not one customer), in a required one a problem; a CSV cell and
+    a Parquet '' are read alike."""
+    rows = blank_rows(col)
+    if not len(rows):
+        return col
+    if not field.nullable:
+        out.rows(field.name, rows, _REQUIRED, "an empty text")
+    mask = np.zeros(len(col), dtype=bool)
+    mask[rows] = True
+    return pc.if_else(pa.array(mask), pa.scalar(None, col.type), col)
+
+
+_REQUIRED = "a value (required field)"
+
+
+def _check_order(table: str, columns: dict[str, pa.ChunkedArray], out: _Collector) -> None:
+    """Times of one event that must be in order: a credential change is known at or before its charge (a
+    later one would make ``since_credential_change`` read the future)."""
+    for earlier, later, what in ORDERED_TIMES.get(table, ()):
+        if earlier not in columns or later not in columns:
+            continue
+        after = pc.fill_null(pc.greater(columns[earlier], columns[later]), False)
+        bad = np.flatnonzero(after.to_numpy(zero_copy_only=False))
+        if len(bad):
+            got = [
+                f"{shown_value(columns[earlier][int(i)].as_py().isoformat())}, after the {later} "
+                f"{shown_value(columns[later][int(i)].as_py().isoformat())}"
+                for i in bad[:20]
+            ]
+            out.rows(earlier, bad, f"{what} at or before the event's '{later}'", got)
 
 
 def card_number_problems(table: pa.Table, out: _Collector, skip: frozenset[str] = frozenset()) -> None:
@@ -250,10 +329,13 @@ def validate_events(table_name: str, table: pa.Table, source: str = "input", row
             continue
         if not field.nullable and cast.null_count:
             bad = np.flatnonzero(pc.is_null(cast).to_numpy(zero_copy_only=False))
-            out.rows(field.name, bad, "a value (required field)", "null")
+            out.rows(field.name, bad, _REQUIRED, "null")
+        if pa.types.is_string(field.type):
+            cast = _blank_to_null(cast, field, out)
         cast = _canonicalize(table_name, field.name, cast, out)
         _check_rules(table_name, field.name, cast, out)
         columns[field.name] = cast
+    _check_order(table_name, columns, out)
     id_column = ID_COLUMNS[table_name]
     if id_column in columns:
         ids = columns[id_column]
