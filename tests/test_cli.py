@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from factories import charges
 from payfm.cli.main import cli
+from payfm.events.schema import TABLES
 from payfm.events.workspace import Workspace
 
 
@@ -23,6 +26,76 @@ def test_help_lists_every_command_with_one_line() -> None:
     for command in ("generate", "import", "sql", "summary", "demo"):
         lines = [line for line in out.splitlines() if line.strip().startswith(command + " ")]
         assert len(lines) == 1 and len(lines[0].split()) > 2, f"'{command}' has no one-line help"
+
+
+def _commands(
+    group: click.Group, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], click.Command]]:
+    for name, command in group.commands.items():
+        yield (*path, name), command
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+
+
+def test_every_option_says_what_it_does() -> None:
+    """`--help` teaches: every option of every command has a description, not just a name and a type."""
+    missing = [
+        f"payfm {' '.join(path)} {param.opts[0]}"
+        for path, command in _commands(cli)
+        for param in command.params
+        if isinstance(param, click.Option) and not param.hidden and not (param.help or "").strip()
+    ]
+    assert missing == [], f"options without a help text: {missing}"
+
+
+def test_the_workspace_option_after_the_command_says_where_it_goes(tmp_path: Path) -> None:
+    for args, command in (
+        (["summary", "-w", "ws"], "summary"),
+        (["features", "list", "--workspace", "ws"], "features list"),
+    ):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2
+        assert f"The workspace goes before the command: payfm -w DIR {command} ..." in result.output
+    result = CliRunner().invoke(cli, ["summary", "-x"])  # any other unknown option: click's own message
+    assert (
+        result.exit_code == 2 and "No such option '-x'." in result.output and "workspace" not in result.output
+    )
+    code, out = run("--help")
+    assert code == 0 and "goes before the command" in out
+
+
+def test_sql_help_names_every_table() -> None:
+    code, out = run("sql", "--help")
+    assert code == 0
+    for table in TABLES:
+        assert table in out, f"payfm sql --help does not name the table '{table}'"
+
+
+def test_import_prints_the_columns_it_does_not_store(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sample = pq.read_table(Path(__file__).parent / "data" / "sparkov_sample.parquet")
+    source = tmp_path / "sample.parquet"
+    pq.write_table(sample.append_column("loyalty_tier", pa.array(["gold"] * sample.num_rows)), source)
+    code, out = run("-w", str(tmp_path / "ws"), "import", str(source), "--mapping", "sparkov")
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0].endswith("384 charges, 78 disputes")
+    assert lines[1].startswith("Dropped by the mapping, not stored (18 columns): ssn, first, last, ")
+    assert lines[2] == "Not in the mapping, not stored (1 column): loyalty_tier"
+
+
+def test_training_set_horizon_takes_fractional_days(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    run("-w", ws, "generate", "--charges", "2000", "--days", "4", "--seed", "3")
+    assert run("-w", ws, "features", "backfill", "--set", "tiny")[0] == 0
+    code, out = run("-w", ws, "features", "training-set", "--set", "tiny", "--horizon-days", "0.5")
+    assert code == 0 and "(horizon 0.5 d)" in out, out
+    bad = CliRunner().invoke(
+        cli, ["-w", ws, "features", "training-set", "--set", "tiny", "--horizon-days", "0"]
+    )
+    assert bad.exit_code == 2 and "--horizon-days" in bad.output
 
 
 def test_generate_errors_name_the_options(tmp_path: Path) -> None:

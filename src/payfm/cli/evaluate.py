@@ -19,15 +19,26 @@ def _f(x: float, fmt: str = ".3f") -> str:
 
 
 @click.command()
-@click.option("--model", "models", multiple=True, help="A model reference (repeat for several).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="A model reference: name, name@<version> or name@<stage> (repeat for several; none: the rules "
+    "baseline alone).",
+)
 @click.option(
     "--from",
     "start",
     help="Start of the window (UTC, inclusive), e.g. 2026-03-01 [default: with --model, the start of the "
     "models' held-out test period, so no model is scored on charges it was trained on].",
 )
-@click.option("--to", "end", help="End of the window (UTC, exclusive).")
-@click.option("--out", type=click.Path(file_okay=False), help="Report directory [default: reports/<time>/].")
+@click.option("--to", "end", help="End of the window (UTC, exclusive) [default: the end of the log].")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    help="Report directory; a relative path is relative to the current directory, not the workspace "
+    "[default: <workspace>/reports/<UTC time>/, e.g. reports/20260501T120000Z/].",
+)
 @click.option(
     "--bootstrap", default=200, show_default=True, type=click.IntRange(0), help="Bootstrap resamples."
 )

@@ -152,7 +152,9 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
     """Import a CSV or Parquet file in another schema, all or nothing.
 
     The mapping renames columns, converts units, currencies and time zones, fingerprints the card number
-    (a full card number anywhere else is refused) and turns label columns into dispute events.
+    (a full card number anywhere else is refused) and turns label columns into dispute events. It prints the
+    rows written per table and the source columns not stored: those the mapping drops and those it does not
+    mention (both read and scanned for card numbers).
 
     \b
     Example:
@@ -167,26 +169,46 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
     console.print(
         f"Imported {path} in {elapsed:.1f} s: " + ", ".join(rows_of(v, k) for k, v in result.rows.items())
     )
+    # read and scanned for card numbers, never stored: say which, so nothing is lost unnoticed
+    for label, columns in (
+        ("Dropped by the mapping", result.dropped_columns),
+        ("Not in the mapping", result.unmapped_columns),
+    ):
+        if columns:
+            console.print(
+                f"{label}, not stored ({plural(len(columns), 'column')}): {', '.join(columns)}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
-@click.command()
+@click.command(
+    help=f"""Run a read-only SQL query (DuckDB dialect) over the workspace tables.
+
+    Tables: {", ".join(TABLES)}. Only one SELECT; nothing outside the workspace.
+
+    \b
+    Example:
+      payfm sql "SELECT scenario, count(*) AS n FROM charges GROUP BY 1 ORDER BY n DESC"
+    """
+)
 @click.argument("query")
 @click.option(
-    "--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table: the first --limit rows on the terminal (a wide result as one block per row); "
+    "csv: every row, with a header line; json: every row, one JSON object per line.",
 )
 @click.option(
     "--limit", default=50, show_default=True, type=click.IntRange(1), help="Rows shown in table format."
 )
 @click.pass_context
 def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
-    """Run a read-only SQL query (DuckDB dialect) over the workspace tables.
-
-    Tables: charges, disputes, early_fraud_warnings, refunds. Only one SELECT; nothing outside the workspace.
-
-    \b
-    Example:
-      payfm sql "SELECT scenario, count(*) AS n FROM charges GROUP BY 1 ORDER BY n DESC"
-    """
+    # the help is above, in click.command: it lists the tables from the schema
     print_arrow(run_sql(_workspace(ctx), query), fmt, limit)
 
 

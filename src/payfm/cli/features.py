@@ -127,16 +127,24 @@ def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
 
 @features.command(name="training-set")
 @SET_OPTION
-@click.option("--horizon-days", default=120, show_default=True, help="Label horizon.")
+@click.option(
+    "--horizon-days",
+    default=120.0,
+    show_default=True,
+    type=click.FloatRange(0.0, min_open=True),
+    help="Label horizon in days: an outcome within it labels the charge fraud; a label is mature once the "
+    "horizon has passed.",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
     default=None,
     callback=parquet_path,
-    help="Parquet path (default in workspace).",
+    help="Parquet path; a relative path is relative to the current directory "
+    "[default: <workspace>/features/<set>-<version>.training.parquet].",
 )
 @click.pass_context
-def training_set(ctx: click.Context, set_name: str, horizon_days: int, out: str | None) -> None:
+def training_set(ctx: click.Context, set_name: str, horizon_days: float, out: str | None) -> None:
     """Join backfilled features with fraud labels and their maturity (as of the end of the log)."""
     from payfm.features.training_set import build_training_set
 
@@ -147,5 +155,5 @@ def training_set(ctx: click.Context, set_name: str, horizon_days: int, out: str 
     fraud = int(pc.sum(table["is_fraud"]).as_py() or 0)
     console.print(
         f"{table.num_rows:,} charges: {fraud:,} labelled fraud, {mature:,} mature labels, "
-        f"{table.num_rows - mature:,} immature (horizon {horizon_days} d) -> {path}"
+        f"{table.num_rows - mature:,} immature (horizon {horizon_days:g} d) -> {path}"
     )

@@ -178,7 +178,12 @@ WORKERS = click.option(
 @fm.command()
 @click.option("--name", default="default", show_default=True, help="Checkpoint name.")
 @click.option(
-    "--out", type=click.Path(dir_okay=False), default=None, callback=parquet_path, help="Parquet path."
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    callback=parquet_path,
+    help="Parquet path; a relative path is relative to the current directory "
+    "[default: <workspace>/fm/<name>.embeddings.parquet].",
 )
 @click.option(
     "--surprise",

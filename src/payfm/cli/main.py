@@ -32,6 +32,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PayfmError as e:  # a message never echoes a card number, whatever it quotes
             raise click.ClickException(redact_card_numbers(str(e))) from None
+        except click.NoSuchOption as e:  # `payfm summary -w DIR`: say where the workspace option goes
+            if e.option_name not in ("-w", "--workspace") or e.ctx is None:
+                raise
+            command = e.ctx.command_path.removeprefix(f"{ctx.command_path} ")
+            hint = f"The workspace goes before the command: payfm -w DIR {command} ..."
+            raise click.NoSuchOption(e.option_name, f"{e.message} {hint}", ctx=e.ctx) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -42,7 +48,7 @@ class _Group(click.Group):
     default=DEFAULT_WORKSPACE,
     show_default=True,
     type=click.Path(file_okay=False),
-    help="Workspace directory (or set PAYFM_WORKSPACE).",
+    help="Workspace directory (or set PAYFM_WORKSPACE). It goes before the command: payfm -w DIR summary.",
 )
 @click.version_option(__version__, prog_name="payfm")
 @click.pass_context
@@ -54,6 +60,7 @@ def cli(ctx: click.Context, workspace: str) -> None:
       payfm generate --charges 100000 --days 30     # a synthetic payments world
       payfm summary                                 # what is in the log
       payfm sql "SELECT scenario, count(*) FROM charges GROUP BY 1"
+      payfm -w other-ws summary                     # -w (the workspace) goes before the command
     """
     ctx.obj = {"workspace": workspace}
 

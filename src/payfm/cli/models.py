@@ -32,9 +32,23 @@ def _fmt(v: float) -> str:
     help="Model kind to train (all: every kind).",
 )
 @click.option(
-    "--set", "set_name", default="default", show_default=True, type=click.Choice(sorted(FEATURE_SETS))
+    "--set",
+    "set_name",
+    default="default",
+    show_default=True,
+    type=click.Choice(sorted(FEATURE_SETS)),
+    help="Feature set to train on; its backfill must exist (payfm features backfill --set NAME).",
 )
-@click.option("--task", "task_name", default="fraud", show_default=True, type=click.Choice(sorted(TASKS)))
+@click.option(
+    "--task",
+    "task_name",
+    default="fraud",
+    show_default=True,
+    type=click.Choice(sorted(TASKS)),
+    help="What to predict. fraud: a fraudulent dispute, early fraud warning or review closed as "
+    "refunded_as_fraud within the horizon; retry_success: an issuer-declined charge is retried and the "
+    "retry authorized.",
+)
 @click.option(
     "--horizon-days",
     type=float,
@@ -61,14 +75,24 @@ def _fmt(v: float) -> str:
     help="Share of training negatives kept.",
 )
 @click.option(
-    "--calibration", default="isotonic", show_default=True, type=click.Choice(["isotonic", "platt", "none"])
+    "--calibration",
+    default="isotonic",
+    show_default=True,
+    type=click.Choice(["isotonic", "platt", "none"]),
+    help="How raw scores become probabilities, fitted on the validation period: isotonic regression, "
+    "platt (a logistic on the logit) or none.",
 )
 @click.option(
     "--recent-test",
     is_flag=True,
     help="Test on the latest period (labels mostly immature) instead of ending one horizon before now.",
 )
-@click.option("--seed", default=0, show_default=True)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    help="Random seed of the negative downsampling, the models' own randomness and the --trials search.",
+)
 @click.option(
     "--fm",
     "fm_name",
@@ -223,7 +247,15 @@ def show(ctx: click.Context, ref: str) -> None:
 
 @models.command()
 @click.argument("ref")
-@click.option("--stage", default="production", show_default=True, type=click.Choice(STAGES))
+@click.option(
+    "--stage",
+    default="production",
+    show_default=True,
+    type=click.Choice(STAGES),
+    help="production: decides (the previous production version is archived); shadow: scored beside "
+    "production and logged, never decides; candidate, archived: not served. A running server takes the "
+    "change at POST /v1/admin/reload.",
+)
 @click.pass_context
 def promote(ctx: click.Context, ref: str, stage: str) -> None:
     """Move a version to a stage (production archives the previous production version)."""

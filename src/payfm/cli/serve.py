@@ -311,7 +311,9 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
     type=click.Choice(["fsync", "os"]),
     default="os",
     show_default=True,
-    help="In process: of the scratch decision log (fsync times the production commit).",
+    help="In process only (ignored with --http): how the replay's scratch decision log commits each "
+    "decision. os: to the operating system (fast); fsync: to disk, as `payfm serve` does by default, so "
+    "the printed commit latency is the one a production server pays.",
 )
 @click.pass_context
 def replay(
