@@ -317,6 +317,37 @@ def test_an_amount_beyond_64_bits_shows_the_files_value(tmp_path: Path, amount: 
     assert f"received {amount!r}" in text and "-9223372036854775808" not in text
 
 
+@pytest.mark.parametrize(
+    ("cents", "unparsed"),
+    [
+        (["100", "x", "200", "300", "-500"], "expected an integer; received 'x'"),
+        ([100.0, 2.5, 200.0, 300.0, -500.0], "expected an integer (minor units); received 2.5"),
+    ],
+)
+@pytest.mark.parametrize("scale", [None, 1])
+def test_an_unparsed_amount_hides_no_other_amounts_bounds(
+    tmp_path: Path, cents: list[Any], unparsed: str, scale: int | None
+) -> None:
+    """An amount read as it is (no scale): one cell that is not an integer hid every out-of-bounds value of
+    the column (the bounds were checked only when the whole column cast), and the total was short."""
+    rows = {k: [*v, v[0]] for k, v in ROWS.items()} | {"id": ["t1", "t2", "t3", "t4", "t5"], "cents": cents}
+    read = {"column": "cents"} | ({} if scale is None else {"scale": scale})
+    m = changed(amount=read, amount_usd=read)
+    if isinstance(cents[0], str):
+        path = write_csv(tmp_path, rows)
+    else:
+        path = tmp_path / "export.parquet"
+        pq.write_table(pa.table(rows), path)
+    text = failed_import(tmp_path, path, write_mapping(tmp_path, m))
+    outside = "expected a value from 0 to 999,999,999,999; received -500"
+    assert f"row 5{' (line 6)' if isinstance(cents[0], str) else ''}, column 'amount': {outside}" in text
+    assert f"column 'amount_usd': {outside}" in text
+    if scale is None:  # validate_events' words, for each field reading the column
+        assert "4 problem(s)" in text and text.count(unparsed) == 2
+    else:  # the scaling reads the column once
+        assert "3 problem(s)" in text and "column 'cents'" in text
+
+
 def test_an_epoch_time_beyond_64_bits_is_implausible_without_a_warning(tmp_path: Path) -> None:
     rows = {**ROWS, "ts": ["1709283600", "1e30", "1709420399", "1709420400"]}
     m = changed(created={"column": "ts", "unit": "s"})

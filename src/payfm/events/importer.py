@@ -374,7 +374,7 @@ def _ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) -> p
         return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
     col = _source(spec, table)
     if spec.scale is None and spec.minor_units is None and spec.usd_cents is None:
-        return col  # validate_events casts it, reporting non-integral values by row
+        return _as_integers(spec.target, col, out)
     values = _floats(col, spec.column, out)
     if values is None:
         return None
@@ -420,6 +420,47 @@ def _ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) -> p
             rounded[bad] = np.nan
     nulls = np.isnan(rounded)
     return pa.array(np.where(nulls, 0, rounded).astype(np.int64), mask=nulls)
+
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+_PIECE = 4096  # cells cast at once while looking for those that do not
+
+
+def _as_integers(name: str, col: pa.Array, out: Problems) -> pa.Array:
+    """``col`` for the integer field ``name`` read as it is (no scale): itself when it casts as a whole
+    (validate_events casts and bounds it); else int64 with the cells that do not cast reported (in
+    validate_events' words) and null, so that validate_events checks the bounds of the cells that do: one
+    cell 'x' used to hide every out-of-bounds value of the column, and the total was short."""
+    try:
+        pc.cast(col, pa.int64())
+        return col
+    except _CAST_ERRORS:
+        pass
+    ok = np.ones(len(col), dtype=bool)
+    for start in range(0, len(col), _PIECE):  # the error path only
+        piece = col.slice(start, _PIECE)
+        try:
+            pc.cast(piece, pa.int64())
+            continue
+        except _CAST_ERRORS:
+            pass
+        for i in range(len(piece)):
+            try:
+                pc.cast(piece.slice(i, 1), pa.int64())
+            except _CAST_ERRORS:
+                ok[start + i] = False
+    if not ok.any():
+        return col  # nothing casts (a column of another type): validate_events says how
+    bad = np.flatnonzero(~ok)
+    if pa.types.is_floating(col.type):  # a fraction of a minor unit, as validate_events words it
+        values = col.to_numpy(zero_copy_only=False)[bad]
+        fraction = np.isfinite(values) & (np.floor(values) != values)
+        if fraction.any():
+            out.rows(name, bad[fraction], "an integer (minor units)", values_at(col, bad[fraction]))
+        bad = bad[~fraction]
+    if len(bad):
+        out.rows(name, bad, "an integer", values_at(col, bad))
+    return pc.cast(pc.if_else(pa.array(ok), col, pa.scalar(None, col.type)), pa.int64())
 
 
 def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:

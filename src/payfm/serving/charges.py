@@ -3,9 +3,12 @@
 :func:`payfm.events.validate.validate_events` checks whole Arrow tables (imports); a decision cannot afford
 an Arrow round trip per charge, so this module applies the same contract to one mapping in plain Python:
 the fields of :data:`payfm.events.schema.CHARGES`, their vocabularies and patterns
-(:data:`payfm.events.schema.RULES`), timezone-aware timestamps, and no full card number in any value.
-Fields with a canonical form (IP addresses, e-mail domains) come back in it, as imports store them and lists
-hold them. Errors name the field and never echo a card number.
+(:data:`payfm.events.schema.RULES`), timezone-aware timestamps, empty and blank texts as missing (None in
+optional fields, an error in required ones), the order of times (:data:`payfm.events.schema.ORDERED_TIMES`),
+and no full card number in any value. Fields with a canonical form (IP addresses, e-mail domains) come back
+in it, as imports store them and lists hold them. A charge accepted here is one an import would accept, so
+features read the same inputs online and offline. Errors name the field and never echo a card number or an
+e-mail address.
 
 Example:
     >>> c = normalize_charge({"charge_id": "ch_1", "created": "2026-01-02T03:04:05Z", **EXAMPLE_FIELDS})
@@ -17,13 +20,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 from payfm.events.cards import contains_card_number, mask_long_numbers
-from payfm.events.schema import CHARGES, RULES, TIMESTAMP
+from payfm.events.schema import CHARGES, ORDERED_TIMES, RULES, TIMESTAMP, DomainError
 from payfm.serving.errors import InvalidInput
 
 # The fields of a charge the service reads; outcome-side fields of the log schema are accepted but optional.
@@ -91,6 +94,15 @@ def to_us(value: object, field: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def us_to_iso(us: int) -> str:
+    """Microseconds since the epoch (:func:`to_us`) as an exact UTC ISO 8601 text, as messages show times.
+
+    >>> us_to_iso(1767323045000001)
+    '2026-01-02T03:04:05.000001+00:00'
+    """
+    return (_EPOCH + timedelta(microseconds=us)).isoformat()
+
+
 def refuse_future(created_us: int, max_future_s: float | None, what: str = "charge") -> None:
     """Raise if ``created_us`` is more than ``max_future_s`` seconds ahead of this machine's clock (None: no
     bound). One event dated far ahead would move its keys' velocity windows there: every later event on the
@@ -138,10 +150,18 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
         field = CHARGE_FIELDS.get(name)
         if field is None:
             raise InvalidInput(f"Field '{name}' is not a field of a charge (docs/events.md).", field=name)
+        if isinstance(v, str) and _blank(v) and pa.types.is_string(field.type):
+            # Missing, as imports read a text (two guests with customer_id '' are not one customer).
+            if not field.nullable and name not in OPTIONAL_AT_DECISION:
+                got = "an empty text" if not v else "a text of only whitespace"
+                raise InvalidInput(f"Field '{name}' is required. Got {got}.", field=name)
+            v = None
         if v is None:
             if not field.nullable and name not in OPTIONAL_AT_DECISION:
                 raise InvalidInput(f"Field '{name}' is required. Got null.", field=name)
             out[name] = None
+            if name in TIMESTAMP_FIELDS:
+                out[name + "_us"] = None
             continue
         if name in TIMESTAMP_FIELDS:
             us = to_us(v, name)
@@ -162,10 +182,11 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             canonical, expected = _CANONICAL[name]
             try:
                 v = canonical(v)
-            except ValueError:
-                raise InvalidInput(
-                    f"Field '{name}' must be {expected}. Got {mask_long_numbers(repr(v))[:42]}.", field=name
-                ) from None
+            except ValueError as e:
+                # An e-mail address is described, never quoted (the log holds the domain, not the address).
+                hidden = e.hidden if isinstance(e, DomainError) else None
+                got = hidden or mask_long_numbers(repr(v))[:42]
+                raise InvalidInput(f"Field '{name}' must be {expected}. Got {got}.", field=name) from None
         elif name in _STRING_RULES and not _STRING_RULES[name].accepts(v):
             expected, hint = _STRING_RULES[name].problem(v) or ("", "")
             said = f"Got {mask_long_numbers(repr(v))[:60]}.{mask_long_numbers(hint)}"  # no long number shown
@@ -178,6 +199,24 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             out[name] = None
             if name in TIMESTAMP_FIELDS:
                 out[name + "_us"] = None
-    if not out["charge_id"]:
-        raise InvalidInput("Field 'charge_id' must be a non-empty string.", field="charge_id")
+    _check_order(out)
     return out
+
+
+def _blank(text: str) -> bool:
+    """Empty or only whitespace: :func:`payfm.events.validate.blank_rows` for one text (Arrow's
+    ``utf8_is_space`` and ``str.isspace`` agree on every code point; a test holds them to it)."""
+    return not text or text.isspace()
+
+
+def _check_order(charge: Mapping[str, Any]) -> None:
+    """Raise unless the times :data:`~payfm.events.schema.ORDERED_TIMES` orders are in order (a credential
+    change at or before its charge: a later one would make ``since_credential_change`` read the future)."""
+    for earlier, later, what in ORDERED_TIMES["charges"]:
+        first, then = charge.get(earlier + "_us"), charge.get(later + "_us")
+        if first is not None and then is not None and first > then:
+            raise InvalidInput(
+                f"Field '{earlier}' must be {what} at or before the charge's '{later}'. Got "
+                f"{us_to_iso(first)}, after the {later} {us_to_iso(then)}.",
+                field=earlier,
+            )

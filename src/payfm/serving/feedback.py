@@ -27,7 +27,7 @@ from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
 from payfm.features.online import OnlineFeatures
-from payfm.serving.charges import refuse_card_numbers, refuse_future, to_us
+from payfm.serving.charges import refuse_card_numbers, refuse_future, to_us, us_to_iso
 from payfm.serving.decision_log import (
     REVIEW_LABELS,
     REVIEW_REASONS,
@@ -37,7 +37,7 @@ from payfm.serving.decision_log import (
     OutcomeRecord,
     ReviewClose,
 )
-from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
 
 if TYPE_CHECKING:
     from payfm.serving.scorer import ScorerConfig
@@ -176,7 +176,10 @@ class FeedbackMixin:
 
         Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate}``; a
         duplicate (the id recorded already, on the same charge) returns the stored record's facts; the id
-        recorded on another charge is a Conflict. Invalid fields are one InvalidInput naming the first.
+        recorded on another charge is a Conflict. Invalid fields are one InvalidInput naming the first; so is
+        an outcome at or before its charge (as an import refuses it). An outcome of a charge neither the
+        decision log nor the event log holds is a NotFound: appended, it would leave the event log an outcome
+        without its charge (a replay in process, which appends nothing, takes it).
         """
         if table not in OUTCOME_TABLES:
             raise InvalidInput(
@@ -204,13 +207,9 @@ class FeedbackMixin:
         in_log = bool(logged)
         if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
             raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
-        if charge_us is not None and created_us < charge_us:
-            raise InvalidInput(
-                f"The {table} event '{shown(oid)}' is dated {event['created'].isoformat()}, before its "
-                f"charge '{shown(cid)}' ({datetime.fromtimestamp(charge_us / 1e6, UTC).isoformat()}): an "
-                "outcome follows its charge.",
-                field="created",
-            )
+        refused = _unfollowed(table, oid, cid, created_us, charge_us, self.append_outcomes and not in_log)
+        if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
+            raise refused
         stored: dict[str, Any] | None = None
         with self._lock:
             other = self._pending.get(key)  # the same id being recorded: its facts once it is durable
@@ -430,6 +429,36 @@ def _matching_rows(
         return out
 
     return ws.retrying(table, read)
+
+
+def _unfollowed(
+    table: str, oid: str, cid: str, created_us: int, charge_us: int | None, appending: bool
+) -> ServingError | None:
+    """Why outcome ``oid`` of charge ``cid`` (at ``created_us``; the charge at ``charge_us``, None: unknown)
+    cannot be taken, as an import would refuse it (docs/events.md); None when it can.
+
+    An outcome is strictly later than its charge: one at its charge's instant would be counted offline by
+    that charge's own features, online only after it. The charge must be known (decided here or in the event
+    log) when the outcome is to be appended (``appending``): the event log would otherwise hold an outcome
+    whose charge it lacks. A replay in process appends nothing; its outcomes' charges are in the event log.
+    """
+    name = _OUTCOME_NAMES[table]
+    if charge_us is None:
+        if not appending:
+            return None
+        return NotFound(
+            f"Unknown charge '{shown(cid)}' of the {name} '{shown(oid)}': decide or import the charge first "
+            "(neither the decision log nor the event log holds it).",
+            field="charge_id",
+        )
+    if created_us > charge_us:
+        return None
+    return InvalidInput(
+        f"Field 'created' of the {name} '{shown(oid)}' must be later than its charge '{shown(cid)}' "
+        f"({us_to_iso(charge_us)}). Got {us_to_iso(created_us)}, at or before its charge: an outcome follows "
+        "its charge.",
+        field="created",
+    )
 
 
 def _duplicate(table: str, oid: str, cid: str, stored: Mapping[str, Any]) -> dict[str, Any]:
