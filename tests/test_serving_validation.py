@@ -7,7 +7,6 @@ holds."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -15,34 +14,21 @@ import pyarrow.compute as pc
 import pytest
 from fastapi.testclient import TestClient
 
+import test_serving_scorer
 from factories import T0
 from factories import charges as charge_table
 from payfm.events.validate import ValidationError, blank_rows, validate_events
 from payfm.events.workspace import Workspace
-from payfm.rules import rulesets
 from payfm.serving.app import create_app
 from payfm.serving.charges import normalize_charge
 from payfm.serving.errors import InvalidInput, NotFound
 from payfm.serving.scorer import Scorer
-from test_serving_scorer import RULES, charge, register
+from test_serving_scorer import charge
+
+ws = test_serving_scorer.ws  # the fixture: a workspace with a production model and the tiny ruleset
 
 # Texts at the edge of "blank": Unicode spaces, separators and controls that are (or are not) whitespace.
 EDGES = ["\t", "\x1c", "\x85", "\xa0", "\u1680", "\u2003", "\u2028", "\u3000", "\u200b", "\ufeff", "\u180e"]
-
-
-@pytest.fixture()
-def ws(tmp_path: Path) -> Workspace:
-    w = Workspace.open(tmp_path / "ws", create=True)
-    register(w, 1.0, "production")
-    rulesets.save(w, RULES, activate=True, set_name="tiny", author="test")
-    return w
-
-
-@pytest.fixture()
-def scorer(ws: Workspace) -> Iterator[Scorer]:
-    s = Scorer.open(ws)
-    yield s
-    s.close()
 
 
 @pytest.fixture()
