@@ -84,6 +84,9 @@ def hand_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return ws
 
 
+# Every label of the hand example final: 20 days after each charge, as known 30 days after the first one.
+SETTLED = {"horizon": timedelta(days=20), "as_of": T0 + timedelta(days=30)}
+
 NEW = """geo: block if :ip_country: = 'NG'
 big: review if :amount_usd: >= 700
 vip: allow if :amount_usd: = 600
@@ -92,12 +95,23 @@ OLD = "old: block if :amount_usd: >= 900"
 
 
 def test_backtest_counts_match_the_hand_computed_example(hand_ws: Workspace) -> None:
-    rep = backtest(hand_ws, compile_(NEW), FSET, baseline=compile_(OLD), keep_decisions=True)
-    assert rep.charges == 10
-    assert rep.outcomes == {"fraud": Tally(3, 900.0), "refunded": Tally(1, 600.0), "legit": Tally(6, 4000.0)}
+    rep = backtest(hand_ws, compile_(NEW), FSET, baseline=compile_(OLD), keep_decisions=True, **SETTLED)
+    assert rep.charges == 10 and rep.pending == 0 and rep.warnings == ()
+    assert rep.outcomes == {
+        "fraud": Tally(3, 900.0),
+        "refunded": Tally(1, 600.0),
+        "legit": Tally(6, 4000.0),
+        "pending": Tally(0, 0.0),
+    }
     geo, big, vip = rep.rules
     assert (geo.matched, geo.decided) == (3, 2)  # 1, 3, 5; 5 is decided by the allow rule
-    assert geo.outcomes == {"fraud": Tally(2, 600.0), "refunded": Tally(1, 600.0), "legit": Tally(0, 0.0)}
+    assert geo.outcomes == {
+        "fraud": Tally(2, 600.0),
+        "refunded": Tally(1, 600.0),
+        "legit": Tally(0, 0.0),
+        "pending": Tally(0, 0.0),
+    }
+    assert geo.precision == 2 / 3
     assert (big.matched, big.decided, big.outcomes["legit"]) == (4, 4, Tally(4, 3400.0))  # 6..9, 7 has no ip
     assert (vip.matched, vip.decided, vip.outcomes["refunded"]) == (1, 1, Tally(1, 600.0))
     assert rep.mix == {
@@ -131,7 +145,7 @@ def test_backtest_counts_match_the_hand_computed_example(hand_ws: Workspace) -> 
 def test_window_is_half_open_on_created(hand_ws: Workspace) -> None:
     start = T0 + timedelta(hours=1)  # charges are 7 hours apart: drops charge 0
     end = T0 + timedelta(hours=7 * 5)  # keeps 1..4
-    rep = backtest(hand_ws, compile_(NEW), FSET, start=start, end=end)
+    rep = backtest(hand_ws, compile_(NEW), FSET, start=start, end=end, **SETTLED)
     assert rep.charges == 4 and rep.rules[0].matched == 2
     with pytest.raises(RuleError, match=r"must end after it starts\. Got --from"):  # not 0 charges, silently
         backtest(hand_ws, compile_(NEW), FSET, start=end, end=start)
@@ -151,7 +165,7 @@ def test_risk_score_needs_scores_and_reads_them(hand_ws: Workspace) -> None:
             "risk_level": ["highest" if i >= 9 else "normal" for i in range(10)],
         }
     )
-    rep = backtest(hand_ws, rs, FSET, scores=scores)
+    rep = backtest(hand_ws, rs, FSET, scores=scores, **SETTLED)
     assert rep.rules[0].matched == 1 and rep.rules[0].outcomes["legit"] == Tally(1, 1000.0)
     with pytest.raises(RuleError, match="Missing: risk_level"):
         backtest(hand_ws, rs, FSET, scores=scores.drop_columns(["risk_level"]))
@@ -198,7 +212,7 @@ def test_a_review_closed_as_refunded_as_fraud_counts_as_fraud(hand_ws: Workspace
     approved = {**closure, "charge_id": ids[8], "closed_as": "approved"}
     with ws.writer() as w:
         w.write("reviews", pa.Table.from_pylist([closure, approved], schema=SCHEMAS["reviews"]))
-    rep = backtest(ws, compile_(NEW), FSET)
+    rep = backtest(ws, compile_(NEW), FSET, **SETTLED)
     assert rep.outcomes["fraud"] == Tally(4, 1600.0)  # 1, 2, 3 and now 6 ($700)
     assert rep.outcomes["legit"] == Tally(5, 3300.0)  # 8 stays legit: an approval is not a label
 

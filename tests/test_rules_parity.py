@@ -15,11 +15,13 @@ from payfm.rules.backtest import evaluate_table
 from payfm.rules.compiler import Ruleset, compile_rules
 
 NUMS = ("card.count_charges_1h", "amount_usd", "risk_score")
-STRS = ("email_domain", "ip_country")
+STRS = ("email_domain", "ip_country", "card_bin")
 TYPES = {**dict.fromkeys(NUMS, "number"), **dict.fromkeys(STRS, "string")}
-LISTS = {"doms": frozenset({"a.ru", "b", ""})}
+# An empty list: SQL's `NULL IN (empty subquery)` is false, the evaluator's unknown. BINs match by prefix.
+LISTS = {"doms": frozenset({"a.ru", "b", ""}), "none": frozenset(), "bins": frozenset({"411111", "5500001"})}
 NUMBER_VALUES = (-2.0, -0.5, 0.0, 1.0, 3.0, 1e10, 1e300)
 STRING_VALUES = ("", "a", "a.ru", "b", "ab", "ba", "é", "it's", 'a"b', "%")  # quotes: SQL escaping
+BINS = ("411111", "41111122", "4111", "55000019", "550000", "")
 
 num_literal = st.sampled_from(NUMBER_VALUES[:-1]).map(ast.Literal)
 str_literal = st.sampled_from(STRING_VALUES).map(ast.Literal)
@@ -38,7 +40,8 @@ predicate = st.one_of(
         ast.In, num_expr, st.lists(st.sampled_from(NUMBER_VALUES[:-1]), min_size=1, max_size=3).map(tuple)
     ),
     st.builds(ast.In, str_expr, st.lists(st.sampled_from(STRING_VALUES), min_size=1, max_size=3).map(tuple)),
-    st.builds(ast.InList, st.just(ast.Attr("email_domain")), st.just("doms")),
+    st.builds(ast.InList, st.just(ast.Attr("email_domain")), st.sampled_from(("doms", "none"))),
+    st.builds(ast.InList, st.just(ast.Attr("card_bin")), st.sampled_from(("bins", "none"))),
     st.builds(ast.StrOp, st.sampled_from(ast.STR_OPS), str_expr, str_expr),
     st.builds(ast.IsMissing, st.one_of(num_expr, str_expr), st.booleans()),
     st.booleans().map(ast.Literal),
@@ -59,7 +62,7 @@ rules = st.lists(st.tuples(st.sampled_from(ast.ACTIONS), condition), min_size=1,
 charge = st.fixed_dictionaries(
     {
         **{n: st.one_of(st.none(), st.sampled_from(NUMBER_VALUES)) for n in NUMS},
-        **{s: st.one_of(st.none(), st.sampled_from(STRING_VALUES)) for s in STRS},
+        **{s: st.one_of(st.none(), st.sampled_from(STRING_VALUES + BINS)) for s in STRS},
     }
 )
 
@@ -76,7 +79,7 @@ def sql_decisions(
             "label": ["legit"] * len(charges),
             "usd": [1.0] * len(charges),
             **{n: pa.array([c[n] for c in charges], pa.float64()) for n in NUMS},
-            **{s: pa.array([c[s] for c in charges], pa.string()) for s in STRS},
+            **{s: pa.array([c.get(s) for c in charges], pa.string()) for s in STRS},
         }
     )
     con = _CON.cursor()  # one database for every example: connecting costs more than the query

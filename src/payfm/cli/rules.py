@@ -5,12 +5,13 @@ Thin: parse options, call payfm.rules, render with rich.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import click
 import pyarrow.parquet as pq
 from rich.table import Table
+from rich.text import Text
 
 from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError, WorkspaceError
@@ -19,11 +20,13 @@ from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.rules import lists as lists_lib
 from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
-from payfm.rules.catalog import LIST_TYPES
+from payfm.rules.catalog import LIST_TYPES, UNREAD_LIST_TYPES
 from payfm.rules.compiler import Ruleset
-from payfm.rules.grammar import parse_rule
 from payfm.rules.limits import MAX_TEXT_BYTES, RuleError
+from payfm.rules.scores import in_sample_warning
+from payfm.training.labels import DEFAULT_HORIZON
 
+DAY = timedelta(days=1)
 SET_OPTION = click.option(
     "--set",
     "set_name",
@@ -78,7 +81,7 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
         for e in errors:
             err_console.print(f"{file}: {e}", highlight=False, markup=False, soft_wrap=True)
         raise ConfigError(f"{file}: {plural(len(errors), 'error')} (listed above).")
-    console.print(f"OK: {plural(len(found), 'rule')} in {file}")
+    console.print(f"OK: {plural(len(found), 'rule')} in {file}", markup=False, highlight=False)
 
 
 def _maybe_workspace(ctx: click.Context) -> Workspace | None:
@@ -92,27 +95,50 @@ def _money(t: Tally) -> str:
     return f"{t.count:,} (${t.usd:,.0f})"
 
 
+def _warn(message: str) -> None:
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def print_report(report: BacktestReport, baseline: str) -> None:
-    """Render a backtest: per rule, the decision mix and the change against the baseline."""
+    """Render a backtest: per rule, the decision mix and the change against the baseline.
+
+    Fraud, refunded, legit and precision count charges with final labels; "pending" the others (see
+    :mod:`payfm.rules.backtest`). Every value a user wrote (rule names) is shown as text, never as markup.
+    """
+    for message in report.warnings:
+        _warn(message)
     out = report.outcomes
     console.print(
         f"{report.charges:,} charges: {_money(out['fraud'])} fraudulent, {_money(out['refunded'])} refunded, "
-        f"{_money(out['legit'])} legitimate"
+        f"{_money(out['legit'])} legitimate; {_money(out['pending'])} pending (labels not final yet)",
+        markup=False,
+        highlight=False,
     )
-    table = Table(title="Rules (matched on their own; decided = first match in action order)")
+    if report.as_of is not None:
+        days = report.horizon / DAY
+        console.print(
+            f"Labels as of {report.as_of.isoformat()[:19]} (the log's end), final {days:g} "
+            f"day{'s' if days != 1 else ''} after the charge; fraud, refunded, legit and precision count "
+            "final labels only.",
+            markup=False,
+            highlight=False,
+        )
+    table = Table(
+        title="Rules (matched on their own; decided = first match in action order; "
+        "precision over final labels)"
+    )
     table.add_column("rule", overflow="fold", min_width=8)
-    for col in ("action", "line", "matched", "decided", "fraud", "refunded", "legit", "precision"):
+    for col in ("action", "line", "matched", "decided", *LABELS, "precision"):
         table.add_column(col, justify="left" if col == "action" else "right")
     for r in report.rules:
-        prec = f"{r.outcomes['fraud'].count / r.matched:.1%}" if r.matched else "-"
         table.add_row(
-            r.name,
+            Text(r.name),
             r.action,
-            str(r.line),
+            str(r.line) if r.line else "--rule",
             f"{r.matched:,}",
             f"{r.decided:,}",
             *(_money(r.outcomes[lab]) for lab in LABELS),
-            prec,
+            f"{r.precision:.1%}" if r.precision is not None else "-",
         )
     console.print(table)
     mix = Table(title="Decision mix")
@@ -125,55 +151,75 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             mix.add_row(action, f"{n:,}", *(_money(row.get(lab, Tally())) for lab in LABELS))
     console.print(mix)
     c = report.change
-    console.print(f"[bold]Change against {baseline}[/bold]: {c.changed:,} charges decided differently")
-    console.print(f"  fraud newly blocked:          {_money(c.fraud_newly_blocked)}")
-    console.print(f"  fraud no longer blocked:      {_money(c.fraud_no_longer_blocked)}")
-    console.print(f"  good customers newly blocked: {_money(c.good_newly_blocked)}")
-    console.print(f"  good customers unblocked:     {_money(c.good_no_longer_blocked)}")
+    console.print(
+        Text.assemble((f"Change against {baseline}", "bold"), f": {c.changed:,} charges decided differently")
+    )
+    lines = [
+        ("fraud newly blocked:", c.fraud_newly_blocked),
+        ("fraud no longer blocked:", c.fraud_no_longer_blocked),
+        ("good customers newly blocked:", c.good_newly_blocked),
+        ("good customers unblocked:", c.good_no_longer_blocked),
+        ("pending labels newly blocked:", c.pending_newly_blocked),
+        ("pending labels unblocked:", c.pending_no_longer_blocked),
+    ]
+    for what, t in lines:
+        console.print(f"  {what:<30}{_money(t)}", markup=False, highlight=False)
     for lab, t in sorted(c.allow_overrides.items()):
-        console.print(f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}")
+        console.print(
+            f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False
+        )
 
 
 def _run_backtest(
     ctx: click.Context,
-    text: str,
+    ws: Workspace,
+    candidate: Ruleset,
     set_name: str,
     start: str | None,
     end: str | None,
     scores: str | None,
-    model_ref: str | None = None,
-    values: bool = True,
-) -> tuple[Workspace, BacktestReport, str]:
-    ws = Workspace.open(ctx.obj["workspace"])
+    model_ref: str | None,
+    horizon_days: float | None,
+) -> tuple[BacktestReport, str]:
     if scores is not None and model_ref is not None:
         raise ConfigError("Give --scores or --model, not both.")
-    candidate = rulesets.compile_text(ws, text, set_name, values=values)
     current = rulesets.active(ws)
     baseline: Ruleset | None = None
     label = "no active ruleset (everything authorized)"
     if current is not None:
         baseline = rulesets.compile_text(ws, current.text, set_name, values=False)
         label = f"active ruleset v{current.version}"
+    first, until = _day(start, "--from"), _day(end, "--to")
     table = None
+    source = "the scores table"
     if scores is not None:
+        source = f"the scores file '{scores}'"
+        if not Path(scores).is_file():
+            raise ConfigError(f"The scores file '{scores}' does not exist.")
         try:
             table = pq.read_table(scores)
         except (OSError, ValueError) as e:
-            raise ConfigError(f"Cannot read scores Parquet '{scores}': {e}") from None
+            raise ConfigError(f"Cannot read the scores file '{scores}' as Parquet: {e}") from None
     if model_ref is not None:
         from payfm.training.predict import model_scores
 
-        table = model_scores(ws, model_ref, _day(start, "--from"), _day(end, "--to"))
+        overlap = in_sample_warning(ws, model_ref, first, until)
+        if overlap is not None:
+            _warn(overlap)
+        table = model_scores(ws, model_ref, first, until)
+        source = f"model {model_ref}"
     report = backtest(
         ws,
         candidate,
         feature_set(set_name),
         baseline=baseline,
         scores=table,
-        start=_day(start, "--from"),
-        end=_day(end, "--to"),
+        start=first,
+        end=until,
+        horizon=timedelta(days=horizon_days) if horizon_days is not None else DEFAULT_HORIZON,
+        scores_source=source,
     )
-    return ws, report, label
+    return report, label
 
 
 WINDOW = [
@@ -187,7 +233,15 @@ WINDOW = [
         "model_ref",
         default=None,
         help="Score the window with this registered model (risk_score and risk_level as the decision "
-        "service gives them), instead of --scores.",
+        "service gives them), instead of --scores. Warns when the window overlaps the model's training or "
+        "validation period.",
+    ),
+    click.option(
+        "--horizon-days",
+        type=click.FloatRange(0.0, min_open=True),
+        default=None,
+        help=f"Label horizon: a charge's label is final (fraud, refunded, legit) once this many days have "
+        f"passed by the log's end; later charges count as pending. [default: {DEFAULT_HORIZON.days}]",
     ),
 ]
 
@@ -212,6 +266,7 @@ def backtest_cmd(
     end: str | None,
     scores: str | None,
     model_ref: str | None,
+    horizon_days: float | None,
     set_name: str,
 ) -> None:
     """Replay a ruleset FILE, or one --rule added to the active ruleset, over past charges.
@@ -224,20 +279,14 @@ def backtest_cmd(
     """
     if (file is None) == (rule_text is None):
         raise ConfigError("Give either a rules FILE or --rule TEXT (not both).")
+    ws = Workspace.open(ctx.obj["workspace"])
     if rule_text is not None:
-        ws = Workspace.open(ctx.obj["workspace"])
-        current = rulesets.active(ws)
-        one = rule_text.replace("\n", " ")
-        first = parse_rule(one)
-        if first.name == f"{first.action}_line_1":
-            one = "candidate: " + one
-        rulesets.check(ws, one, set_name)  # the new rule gets every check; the saved ones load as saved
-        text = (current.text + "\n" if current else "") + one
+        # the new rule gets every check, located in its own text; the saved ones load as saved
+        candidate = rulesets.with_candidate(ws, rule_text, set_name)
     else:
         assert file is not None
-        text = _read(file)
-    strict = rule_text is None
-    _, report, label = _run_backtest(ctx, text, set_name, start, end, scores, model_ref, values=strict)
+        candidate = rulesets.compile_text(ws, _read(file), set_name)
+    report, label = _run_backtest(ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days)
     print_report(report, label)
 
 
@@ -255,11 +304,14 @@ def apply(
     end: str | None,
     scores: str | None,
     model_ref: str | None,
+    horizon_days: float | None,
     set_name: str,
 ) -> None:
     """Backtest FILE against the active ruleset, print the change, then save it and make it active."""
     text = _read(file)
-    ws, report, label = _run_backtest(ctx, text, set_name, start, end, scores, model_ref)
+    ws = Workspace.open(ctx.obj["workspace"])
+    candidate = rulesets.compile_text(ws, text, set_name)
+    report, label = _run_backtest(ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days)
     print_report(report, label)
     v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name)
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
@@ -277,7 +329,9 @@ def history(ctx: click.Context) -> None:
     for v in rulesets.history(ws):
         n = len([ln for ln in v.text.splitlines() if ln.strip() and not ln.strip().startswith("#")])
         is_active = "*" if current and current.version == v.version else ""
-        table.add_row(str(v.version), is_active, v.created[:19], v.author, str(n), v.sha256[:12], v.note)
+        table.add_row(
+            str(v.version), is_active, v.created[:19], Text(v.author), str(n), v.sha256[:12], Text(v.note)
+        )
     console.print(table)
 
 
@@ -310,7 +364,9 @@ def create(ctx: click.Context, name: str, list_type: str) -> None:
     """Create an empty list NAME of a type."""
     ws = Workspace.open(ctx.obj["workspace"])
     lists_lib.create_list(ws, name, list_type)
-    console.print(f"Created list '{name}' of type {list_type}.")
+    console.print(f"Created list '{name}' of type {list_type}.", markup=False, highlight=False)
+    if list_type in UNREAD_LIST_TYPES:
+        _warn(UNREAD_LIST_TYPES[list_type])
 
 
 @lists.command()
@@ -321,7 +377,7 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...]) -> None:
     """Add VALUES to list NAME."""
     ws = Workspace.open(ctx.obj["workspace"])
     n = lists_lib.add_values(ws, name, values)
-    console.print(f"Added {n} new value{'s' if n != 1 else ''} to '{name}'.")
+    console.print(f"Added {n} new value{'s' if n != 1 else ''} to '{name}'.", markup=False, highlight=False)
 
 
 @lists.command()
@@ -332,7 +388,7 @@ def remove(ctx: click.Context, name: str, values: tuple[str, ...]) -> None:
     """Remove VALUES from list NAME."""
     ws = Workspace.open(ctx.obj["workspace"])
     n = lists_lib.remove_values(ws, name, values)
-    console.print(f"Removed {n} value{'s' if n != 1 else ''} from '{name}'.")
+    console.print(f"Removed {n} value{'s' if n != 1 else ''} from '{name}'.", markup=False, highlight=False)
 
 
 @lists.command(name="show")
@@ -342,10 +398,11 @@ def show_list(ctx: click.Context, name: str) -> None:
     """Show list NAME: its type and values."""
     ws = Workspace.open(ctx.obj["workspace"])
     info = lists_lib.get_list(ws, name)
-    table = Table(title=f"List '{info.name}' ({info.type}, {info.size:,} values)")
+    table = Table(title=Text(f"List '{info.name}' ({info.type}, {info.size:,} values)"))
     table.add_column("value")
     for v in lists_lib.list_values(ws, name):
-        table.add_row(v)
+        table.add_row(Text(v))  # a value is text, never markup: '[red]cus_1' stays '[red]cus_1'
+
     console.print(table)
 
 
@@ -355,9 +412,9 @@ def show_list(ctx: click.Context, name: str) -> None:
 def audit_list(ctx: click.Context, name: str) -> None:
     """Show who changed list NAME, when, and how."""
     ws = Workspace.open(ctx.obj["workspace"])
-    table = Table(title=f"Audit trail of '{name}'")
+    table = Table(title=Text(f"Audit trail of '{name}'"))
     for col in ("at", "author", "action", "value"):
         table.add_column(col)
     for e in lists_lib.audit(ws, name):
-        table.add_row(e.at[:26], e.author, e.action, e.value or "")
+        table.add_row(e.at[:26], Text(e.author), e.action, Text(e.value or ""))
     console.print(table)

@@ -1,10 +1,17 @@
 """Backtest a ruleset (or one candidate rule) on history: what each rule matches and what changes.
 
 The charges of a window are joined with their backfilled features (only those the rules read), the model's
-scores if given, and their outcomes: *fraud* (a fraudulent dispute, an early fraud warning or a manual review
-closed as ``refunded_as_fraud``), else *refunded* (a refund), else *legit*. Every rule compiles to one SQL
-condition (:mod:`payfm.rules.compiler`); the whole backtest is a handful of DuckDB queries over the table,
-with no per-row Python.
+scores if given, and their outcomes, labelled by the platform's one definition
+(:func:`payfm.training.labels.fraud_labels`): a charge whose label horizon (default 120 days) has not passed
+by the log's end is *pending* (a dispute may still come: it is not evidence of a good charge); a mature one
+is *fraud* (a fraudulent dispute, an early fraud warning or a manual review closed as ``refunded_as_fraud``
+within the horizon), else *refunded* (a refund), else *legit*. Counts of charges (matched, decided, the
+decision mix) cover every charge; fraud, refunded, legit and precision only the mature ones, and the
+pending ones are counted beside them.
+
+Every rule compiles to one SQL condition (:mod:`payfm.rules.compiler`); the whole backtest is a handful of
+DuckDB queries over the table, with no per-row Python. They run in a worker thread, so Ctrl-C or a SIGTERM
+interrupts them (see :func:`_interruptible`).
 
 Dollar amounts are ``amount_usd / 100``. The baseline is the active ruleset (or none: everything authorized).
 
@@ -15,8 +22,11 @@ Example (see docs/rules.md)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -27,12 +37,18 @@ from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset, list_table, quote_ident, sql_literal
 from payfm.rules.limits import RuleError
-from payfm.training.labels import FRAUD_OUTCOMES_SQL
+from payfm.rules.scores import check_scores
+from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
 
-LABELS = ("fraud", "refunded", "legit")
+# Outcomes of a charge: the three final labels, then "pending" (its label horizon has not passed yet).
+LABELS = ("fraud", "refunded", "legit", "pending")
+FINAL = LABELS[:3]
+# A share of pending charges (in the window, or among a rule's matches) worth a warning.
+PENDING_WARNING_SHARE = 0.05
 BASE = "__payfm_bt"
 FLAGS = "__payfm_bt_m"
 _NAN = "CAST('nan' AS DOUBLE)"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -50,18 +66,32 @@ class RuleStats:
     line: int
     matched: int
     decided: int
-    outcomes: dict[str, Tally]  # label -> matched charges with that outcome
+    outcomes: dict[str, Tally]  # label -> matched charges with that outcome ("pending": label not final)
+
+    @property
+    def pending(self) -> int:
+        """Matched charges whose labels are not final yet (left out of :attr:`precision`)."""
+        return self.outcomes["pending"].count
+
+    @property
+    def precision(self) -> float | None:
+        """The fraud share of the matched charges with mature labels (None when there are none)."""
+        mature = sum(self.outcomes[lab].count for lab in FINAL)
+        return self.outcomes["fraud"].count / mature if mature else None
 
 
 @dataclass(frozen=True)
 class Change:
-    """The new ruleset against the baseline. "Good" charges are those not fraudulent."""
+    """The new ruleset against the baseline. "Good" charges are mature ones not fraudulent; charges with
+    pending labels are counted apart."""
 
     changed: int
     fraud_newly_blocked: Tally
     fraud_no_longer_blocked: Tally
     good_newly_blocked: Tally
     good_no_longer_blocked: Tally
+    pending_newly_blocked: Tally
+    pending_no_longer_blocked: Tally
     allow_overrides: dict[str, Tally]  # label -> charges an allow rule let through that another rule caught
     transitions: list[tuple[str, str, str, Tally]]  # (old action, new action, label, tally)
 
@@ -74,6 +104,15 @@ class BacktestReport:
     mix: dict[str, dict[str, Tally]]  # action ("authorize" for none) -> label -> tally
     change: Change
     decisions: pa.Table | None = field(default=None, repr=False)  # charge_id, rule, action when kept
+    horizon: timedelta = DEFAULT_HORIZON  # the label horizon
+    as_of: datetime | None = None  # labels as known then: the log's end (None: an empty log)
+    pending_fraud: int = 0  # charges with pending labels already reported as fraud
+    warnings: tuple[str, ...] = ()  # what a reader must know before trusting the figures
+
+    @property
+    def pending(self) -> int:
+        """Charges of the window whose labels are not final yet."""
+        return self.outcomes["pending"].count
 
 
 def _attr_sql(name: str, features: set[str]) -> str:
@@ -98,6 +137,16 @@ def _ts(value: datetime) -> str:
     return f"CAST('{value.isoformat()}' AS TIMESTAMPTZ)"
 
 
+def _log_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The log's "now": its latest event, as :func:`payfm.training.labels.fraud_labels` defaults it."""
+    [(end,)] = con.execute(
+        """SELECT greatest((SELECT max(created) FROM charges), (SELECT max(created) FROM disputes),
+                           (SELECT max(created) FROM early_fraud_warnings),
+                           (SELECT max(created) FROM refunds), (SELECT max(created) FROM reviews))"""
+    ).fetchall()
+    return end  # type: ignore[no-any-return]
+
+
 def prepare(
     con: duckdb.DuckDBPyConnection,
     ws: Workspace,
@@ -108,11 +157,16 @@ def prepare(
     start: datetime | None = None,
     end: datetime | None = None,
     needs: str = "",
+    as_of: datetime | None = None,
+    horizon: timedelta = DEFAULT_HORIZON,
+    scores_source: str = "the scores table",
 ) -> None:
-    """Create the backtest table: charge_id, label, usd and one column per attribute in ``attributes``."""
+    """Create the backtest table: charge_id, label (one of LABELS), reported (a fraud outcome known as of
+    ``as_of``, mature or not), scored (the charge has a scores row), usd and one column per attribute."""
     features = (attributes & set(fset.names)) - set(CHARGE_STRING_FIELDS) - {"amount", "amount_usd"}
     features -= set(SCORE_ATTRIBUTES)
     joins = ""
+    scored = "true"
     if features:
         from payfm.features.training_set import load_backfill
 
@@ -126,31 +180,32 @@ def prepare(
                 "Give --model NAME (a registered model scores the window) or --scores FILE (Parquet with "
                 "columns charge_id, risk_score, risk_level)."
             )
-        missing = {"charge_id", "risk_score", "risk_level"} - set(scores.column_names)
-        if missing:
-            raise RuleError(
-                f"The scores table must have columns charge_id, risk_score, risk_level. "
-                f"Missing: {', '.join(sorted(missing))}."
-            )
+        check_scores(scores, scores_source)
         con.register("__payfm_scores", scores.select(["charge_id", "risk_score", "risk_level"]))
         joins += " LEFT JOIN __payfm_scores s ON s.charge_id = c.charge_id"
+        scored = "s.charge_id IS NOT NULL"
+    labels = fraud_labels(con, as_of, horizon).select(["charge_id", "is_fraud", "mature"])
+    con.register("__payfm_labels", labels)
     where = []
     if start is not None:
         where.append(f"c.created >= {_ts(start)}")
     if end is not None:
         where.append(f"c.created < {_ts(end)}")
+    refunds_until = f"WHERE created <= {_ts(as_of)}" if as_of is not None else ""
     cols = "".join(f", {_attr_sql(a, features)} AS {quote_ident(a)}" for a in sorted(attributes))
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE {BASE} AS
-        WITH fraud AS (SELECT DISTINCT charge_id FROM ({FRAUD_OUTCOMES_SQL})),
-        refunded AS (SELECT DISTINCT charge_id FROM refunds)
+        WITH refunded AS (SELECT DISTINCT charge_id FROM refunds {refunds_until})
         SELECT c.charge_id,
-               CASE WHEN c.charge_id IN (SELECT charge_id FROM fraud) THEN 'fraud'
+               CASE WHEN NOT l.mature THEN 'pending'
+                    WHEN l.is_fraud = 1 THEN 'fraud'
                     WHEN c.charge_id IN (SELECT charge_id FROM refunded) THEN 'refunded'
                     ELSE 'legit' END AS label,
+               l.is_fraud = 1 AS reported,
+               {scored} AS scored,
                CAST(c.amount_usd AS DOUBLE) / 100 AS usd{cols}
-        FROM charges c{joins}
+        FROM charges c JOIN __payfm_labels l ON l.charge_id = c.charge_id{joins}
         {"WHERE " + " AND ".join(where) if where else ""}
         """
     )
@@ -242,8 +297,10 @@ def _change(con: duckdb.DuckDBPyConnection, ruleset: Ruleset) -> Change:
         changed=sum(t.count for *_, t in transitions),
         fraud_newly_blocked=total(lambda o, n, lab: lab == "fraud" and n == "block"),
         fraud_no_longer_blocked=total(lambda o, n, lab: lab == "fraud" and o == "block"),
-        good_newly_blocked=total(lambda o, n, lab: lab != "fraud" and n == "block"),
-        good_no_longer_blocked=total(lambda o, n, lab: lab != "fraud" and o == "block"),
+        good_newly_blocked=total(lambda o, n, lab: lab in ("refunded", "legit") and n == "block"),
+        good_no_longer_blocked=total(lambda o, n, lab: lab in ("refunded", "legit") and o == "block"),
+        pending_newly_blocked=total(lambda o, n, lab: lab == "pending" and n == "block"),
+        pending_no_longer_blocked=total(lambda o, n, lab: lab == "pending" and o == "block"),
         allow_overrides=overrides,
         transitions=transitions,
     )
@@ -262,6 +319,96 @@ def _decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, keep: bool) -> 
     ).to_arrow_table()
 
 
+def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    """``work()`` (DuckDB queries on ``con``) run in a worker thread while this one waits.
+
+    A signal's Python handler (Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM -> SystemExit) runs in the main
+    thread between bytecodes, which a long DuckDB call does not reach. Waiting here, it does: the exception
+    interrupts the worker's queries (``con.interrupt()``, until the worker stops) and propagates.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    done: dict[str, object] = {}
+    # An Event, not Thread.join: a join interrupted by an exception can leave is_alive() False while the
+    # thread still runs (CPython gh-90882).
+    finished = threading.Event()
+
+    def run() -> None:
+        try:
+            done["value"] = work()
+        except BaseException as e:  # handed to the waiting thread
+            done["error"] = e
+        finally:
+            finished.set()
+
+    threading.Thread(target=run, name="payfm-backtest", daemon=True).start()
+    try:
+        while not finished.wait(0.1):
+            pass
+    except BaseException:
+        while not finished.is_set():  # a query started after one interrupt gets the next
+            con.interrupt()
+            finished.wait(0.05)
+        raise
+    if "error" in done:
+        raise done["error"]  # type: ignore[misc]
+    return done["value"]  # type: ignore[return-value]
+
+
+def _window_text(start: datetime | None, end: datetime | None) -> str:
+    return f"{start.isoformat() if start else 'the start'} .. {end.isoformat() if end else 'the end'}"
+
+
+def _warnings(
+    con: duckdb.DuckDBPyConnection,
+    report: BacktestReport,
+    start: datetime | None,
+    end: datetime | None,
+    scored: bool,
+    scores_source: str,
+) -> list[str]:
+    out = []
+    if report.charges == 0:
+        [(first, last)] = con.execute("SELECT min(created), max(created) FROM charges").fetchall()
+        if first is None:
+            out.append("the event log holds no charges: there is nothing to replay")
+        elif start is not None or end is not None:
+            raise RuleError(
+                f"The backtest window {_window_text(start, end)} holds no charges. The event log's charges "
+                f"run from {first.isoformat()} to {last.isoformat()}."
+            )
+        return out
+    pending = report.pending
+    if pending and pending >= PENDING_WARNING_SHARE * report.charges:
+        cutoff = (report.as_of - report.horizon).isoformat() if report.as_of else "?"
+        days = report.horizon / timedelta(days=1)
+        out.append(
+            f"{pending:,} of the {report.charges:,} charges ({pending / report.charges:.0%}) have labels not "
+            f"final yet (created after {cutoff}, within the {days:g}-day label horizon of the "
+            f"log's end): disputes can still arrive, so they are left out of fraud, refunded, legit and "
+            f"precision ({report.pending_fraud:,} of them already reported as fraud). Choose an earlier "
+            "window (--to), or a shorter --horizon-days if disputes arrive sooner."
+        )
+    else:
+        for r in report.rules:
+            if r.pending and r.pending >= PENDING_WARNING_SHARE * r.matched:
+                out.append(
+                    f"rule '{r.name}': {r.pending:,} of its {r.matched:,} matches have labels not final yet "
+                    "(left out of its fraud, refunded, legit and precision)"
+                )
+    if scored:
+        [(missing,)] = con.execute(f"SELECT count_if(NOT scored) FROM {BASE}").fetchall()
+        n = int(missing or 0)
+        if n:
+            out.append(
+                f"{scores_source[:1].upper()}{scores_source[1:]} has no scores for {n:,} of the window's "
+                f"{report.charges:,} charges "
+                f"({n / report.charges:.0%}): their :risk_score: and :risk_level: are missing, so rules "
+                "reading them do not match those charges"
+            )
+    return out
+
+
 def backtest(
     ws: Workspace,
     ruleset: Ruleset,
@@ -272,19 +419,49 @@ def backtest(
     start: datetime | None = None,
     end: datetime | None = None,
     keep_decisions: bool = False,
+    horizon: timedelta = DEFAULT_HORIZON,
+    as_of: datetime | None = None,
+    scores_source: str = "the scores table",
 ) -> BacktestReport:
-    """Backtest ``ruleset`` against ``baseline`` on the charges of ``ws`` created in [start, end)."""
+    """Backtest ``ruleset`` against ``baseline`` on the charges of ``ws`` created in [start, end).
+
+    Labels are those known ``as_of`` (default: the log's end), final once ``horizon`` has passed since the
+    charge; ``scores_source`` names the scores in error messages (the --scores file).
+    """
     if start is not None and end is not None and start >= end:
         raise RuleError(
             f"The backtest window must end after it starts. Got --from {start.isoformat()} and --to "
             f"{end.isoformat()}."
         )
+    if horizon <= timedelta(0):
+        raise RuleError(f"The label horizon must be positive. Got {horizon}.")
     attrs = ruleset.attributes() | (baseline.attributes() if baseline else set())
     readers = [r.name for r in ruleset.rules if ast.attributes(r.condition) & set(SCORE_ATTRIBUTES)]
     needs = f"Rule '{readers[0]}'" if readers else "The active ruleset"
+    scored = bool(attrs & set(SCORE_ATTRIBUTES))
     con = ws.connect()
+
+    def work() -> BacktestReport:
+        labels_as_of = as_of if as_of is not None else _log_end(con)
+        prepare(
+            con,
+            ws,
+            attrs,
+            fset,
+            scores=scores,
+            start=start,
+            end=end,
+            needs=needs,
+            as_of=labels_as_of,
+            horizon=horizon,
+            scores_source=scores_source,
+        )
+        report = evaluate_table(con, ruleset, baseline, keep_decisions=keep_decisions)
+        [(reported,)] = con.execute(f"SELECT count_if(label = 'pending' AND reported) FROM {BASE}").fetchall()
+        report = replace(report, horizon=horizon, as_of=labels_as_of, pending_fraud=int(reported or 0))
+        return replace(report, warnings=tuple(_warnings(con, report, start, end, scored, scores_source)))
+
     try:
-        prepare(con, ws, attrs, fset, scores=scores, start=start, end=end, needs=needs)
-        return evaluate_table(con, ruleset, baseline, keep_decisions=keep_decisions)
+        return _interruptible(con, work)
     finally:
         con.close()

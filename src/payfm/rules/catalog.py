@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,6 +34,11 @@ Type = Literal["number", "string", "bool"]
 
 # The value types of lists; an attribute with a kind may only be tested against a list of that type.
 LIST_TYPES = ("card_fingerprint", "email", "email_domain", "ip_address", "bin", "country", "customer_id")
+# List types no attribute reads (yet): such a list can be kept, never used in a rule. Why, for a warning.
+UNREAD_LIST_TYPES = {
+    "email": "no rule can read an email list: a charge carries its e-mail domain (:email_domain:), never the "
+    "address. Use an email_domain list to act on domains.",
+}
 
 # Charge fields readable by rules (all strings), with the list type their values belong to, if any.
 CHARGE_STRING_FIELDS: dict[str, str | None] = {
@@ -105,16 +110,37 @@ class AttributeCatalog:
 
 def charge_values(
     charge: Mapping[str, object],
-    features: Mapping[str, object] | None = None,
+    features: Mapping[str, object] | Sequence[object] | None = None,
     risk_score: float | None = None,
     risk_level: str | None = None,
+    *,
+    names: Sequence[str] | None = None,
 ) -> dict[str, object]:
     """The attribute values of one charge, as :meth:`Ruleset.decide` reads them.
 
-    ``charge`` is a row of the event log (``amount_usd`` in cents); ``features`` the charge's feature vector.
-    This is the one place that turns cents into the dollars rules are written in.
+    ``charge`` is a row of the event log (``amount_usd`` in cents); ``features`` the charge's features: a
+    mapping feature name -> value, or a vector in the order of ``names`` (the feature set's ``names``, as
+    :meth:`payfm.features.online.OnlineFeatures.vector_then_update` returns it). This is the one place that
+    turns cents into the dollars rules are written in.
+
+    >>> charge_values({"amount_usd": 1250}, [2.0], names=["card.count_charges_1h"])["card.count_charges_1h"]
+    2.0
     """
-    values: dict[str, object] = dict(features or {})
+    values: dict[str, object]
+    if features is None or isinstance(features, Mapping):
+        values = dict(features or {})
+    elif names is None:
+        raise RuleError(
+            "charge_values needs names= (the feature set's names) to read a feature vector. "
+            f"Got a {type(features).__name__} of {len(features)} values without names."
+        )
+    elif len(names) != len(features):
+        raise RuleError(
+            f"charge_values needs one feature value per name. Got {len(features)} values for "
+            f"{len(names)} names."
+        )
+    else:
+        values = dict(zip(names, features, strict=True))
     for name in CHARGE_STRING_FIELDS:
         values[name] = charge.get(name)
     amount, usd = charge.get("amount"), charge.get("amount_usd")

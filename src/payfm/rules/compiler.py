@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from payfm.rules import ast
+from payfm.rules.catalog import CHARGE_STRING_FIELDS
 
 Fn = Callable[[Mapping[str, object]], object]
 
@@ -63,6 +64,15 @@ def sql_literal(value: ast.Value) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     return f"CAST('{float(value)!r}' AS DOUBLE)"
+
+
+# A list of BINs matches a charge whose card_bin starts with one of its entries (6 to 8 digits): issuers
+# moved to 8-digit BINs, and a 6-digit entry must still catch their cards. Both engines test these prefixes.
+BIN_PREFIXES = (6, 7, 8)
+
+
+def _by_prefix(e: ast.InList) -> bool:
+    return isinstance(e.operand, ast.Attr) and CHARGE_STRING_FIELDS.get(e.operand.name) == "bin"
 
 
 def list_table(name: str) -> str:
@@ -191,6 +201,19 @@ def _member(operand: Fn, values: frozenset[object]) -> Fn:
     return f
 
 
+def _member_prefix(operand: Fn, values: frozenset[object]) -> Fn:
+    """Membership of a BIN by its first 6, 7 or 8 digits (see BIN_PREFIXES)."""
+
+    def f(v: Mapping[str, object]) -> object:
+        a = operand(v)
+        if a is None:
+            return None
+        s = str(a)
+        return any(s[:n] in values for n in BIN_PREFIXES)
+
+    return f
+
+
 def _strop(op: str, left: Fn, right: Fn) -> Fn:
     def f(v: Mapping[str, object]) -> object:
         a = left(v)
@@ -280,7 +303,8 @@ def compile_python(
     if isinstance(e, ast.In):
         return _member(compile_python(e.operand, lists, t), frozenset(e.values))
     if isinstance(e, ast.InList):
-        return _member(compile_python(e.operand, lists, t), frozenset(lists.get(e.list_name, ())))
+        member = _member_prefix if _by_prefix(e) else _member
+        return member(compile_python(e.operand, lists, t), frozenset(lists.get(e.list_name, ())))
     if isinstance(e, ast.StrOp):
         return _strop(e.op, compile_python(e.left, lists, t), compile_python(e.right, lists, t))
     if isinstance(e, ast.IsMissing):
@@ -293,25 +317,54 @@ def compile_python(
 
 # ---- SQL ----------------------------------------------------------------------------------------------
 
+# Each sub-expression appears once in the SQL, so its size (and DuckDB's work) is linear in the rule's:
+# ``nullif(x, y)`` and ``CASE WHEN x ... THEN ... ELSE x END`` repeat ``x``, and nested in an arithmetic chain
+# they double the text per level (44 operators: hours). A one-element list with a lambda reads ``x`` once.
+
+
+def _nan_to_null(x: str) -> str:
+    """``x``, with NaN read as missing (NULL)."""
+    return f"list_filter([{x}], lambda v: NOT isnan(v))[1]"
+
+
+def _zero_to_null(x: str) -> str:
+    """``x``, with 0 (and -0) read as missing: a divisor (DuckDB gives inf for ``x / 0``)."""
+    return f"list_filter([{x}], lambda v: v != 0)[1]"
+
+
+def _arith_sql(e: ast.Expr) -> str:
+    """An arithmetic (sub)tree without NaN checks: NaN propagates through + - * / like NULL, so one check at
+    the top of the tree (:func:`compile_sql`) gives the evaluator's result, which is missing as soon as one
+    step is NaN or missing."""
+    if not isinstance(e, ast.Arith):
+        return compile_sql(e)
+    a, b = _arith_sql(e.left), _arith_sql(e.right)
+    if e.op == "/":
+        if isinstance(e.right, ast.Literal) and isinstance(e.right.value, float):
+            b = "CAST(NULL AS DOUBLE)" if e.right.value == 0.0 else b
+        else:
+            b = _zero_to_null(b)
+    return f"({a} {e.op} {b})"
+
 
 def compile_sql(e: ast.Expr) -> str:
-    """A DuckDB expression for ``e`` over columns named like the attributes (NULL = missing/unknown)."""
+    """A DuckDB expression for ``e`` over columns named like the attributes (NULL = missing/unknown).
+
+    The SQL's size is linear in the rule's: no sub-expression is repeated (see :func:`_nan_to_null`).
+    """
     if isinstance(e, ast.Attr):
         return quote_ident(e.name)
     if isinstance(e, ast.Literal):
         return sql_literal(e.value)
     if isinstance(e, ast.Arith):
-        a, b = compile_sql(e.left), compile_sql(e.right)
-        if e.op == "/":
-            b = f"nullif({b}, CAST(0 AS DOUBLE))"
         # NaN (inf - inf, inf * 0) is missing, as in the Python evaluator.
-        return f"nullif(({a} {e.op} {b}), CAST('nan' AS DOUBLE))"
+        return _nan_to_null(_arith_sql(e))
     if isinstance(e, ast.Compare):
         return f"({compile_sql(e.left)} {e.op} {compile_sql(e.right)})"
     if isinstance(e, ast.In):
         return f"({compile_sql(e.operand)} IN ({', '.join(sql_literal(v) for v in e.values)}))"
     if isinstance(e, ast.InList):
-        return f"({compile_sql(e.operand)} IN (SELECT value FROM {list_table(e.list_name)}))"
+        return _in_list_sql(e)
     if isinstance(e, ast.StrOp):
         return f"{e.op}({compile_sql(e.left)}, {compile_sql(e.right)})"
     if isinstance(e, ast.IsMissing):
@@ -320,6 +373,22 @@ def compile_sql(e: ast.Expr) -> str:
         return f"(NOT {compile_sql(e.operand)})"
     joiner = " AND " if isinstance(e, ast.And) else " OR "
     return "(" + joiner.join(compile_sql(o) for o in e.operands) + ")"
+
+
+def _in_list_sql(e: ast.InList) -> str:
+    """``x in @list``: unknown when ``x`` is missing, whatever the list holds.
+
+    SQL's ``NULL IN (subquery)`` is false, not NULL, when the subquery is empty, so an empty list would make
+    ``not :email_domain: in @empty`` match every charge without a domain; the evaluator says unknown. The
+    operand is an attribute (the type checker allows nothing else), so naming it twice costs nothing.
+    """
+    x = compile_sql(e.operand)
+    table = f"(SELECT value FROM {list_table(e.list_name)})"
+    if _by_prefix(e):
+        test = " OR ".join(f"left({x}, {n}) IN {table}" for n in BIN_PREFIXES)
+    else:
+        test = f"{x} IN {table}"
+    return f"(CASE WHEN {x} IS NULL THEN NULL ELSE ({test}) END)"
 
 
 # ---- the ruleset ----------------------------------------------------------------------------------------

@@ -120,6 +120,7 @@ _READABLE = {
     "ALLOW": "an action (request_3ds, allow, block, review)",
     "BLOCK": "an action (request_3ds, allow, block, review)",
     "REVIEW": "an action (request_3ds, allow, block, review)",
+    "$END": "the end of the rule",
 }
 
 

@@ -29,7 +29,7 @@ from datetime import datetime
 
 from payfm.events.cards import contains_card_number
 from payfm.events.countries import DESCRIBED, country_hint, is_country
-from payfm.events.schema import canonical_domain, canonical_ip
+from payfm.events.schema import DomainError, canonical_domain, canonical_ip
 from payfm.events.workspace import Workspace
 from payfm.rules.catalog import LIST_TYPES
 from payfm.rules.db import connect, default_author, now_iso
@@ -58,37 +58,73 @@ class AuditEntry:
     value: str | None
 
 
+# What a value of each list type looks like, for the error that refuses one.
+_EXPECTED = {
+    "bin": "6 to 8 digits (the first digits of a card number, e.g. 411111 or 41111122)",
+    "email_domain": "a domain name (example.com)",
+    "email": "an e-mail address (name@example.com)",
+    "ip_address": "a single IPv4 or IPv6 address (203.0.113.7, 2001:db8::1)",
+}
+
+
+def _refused(list_type: str, shown: str, why: str = "") -> RuleError:
+    expected = _EXPECTED.get(list_type, f"a valid {list_type}")
+    article = "an" if list_type[0] in "aeiou" else "a"
+    return RuleError(f"A value of {article} {list_type} list must be {expected}{why}. Got {shown}.")
+
+
+def _quoted(v: str) -> str:
+    return repr(v if len(v) <= 40 else v[:40] + "...")
+
+
 def normalize(list_type: str, value: str) -> str:
-    """``value`` validated and normalized for a list of ``list_type``; a RuleError says why not."""
+    """``value`` validated and normalized for a list of ``list_type``; a RuleError says why not.
+
+    >>> normalize("ip_address", "2001:0DB8::0001"), normalize("bin", "41111122")
+    ('2001:db8::1', '41111122')
+    """
     v = value.strip()
     if not v or len(v) > MAX_VALUE_CHARS:
         raise RuleError(f"A {list_type} list value has 1 to {MAX_VALUE_CHARS} characters. Got {len(v)}.")
     if contains_card_number(v):
         raise RuleError("List values must not contain a card number (PAN); use the card fingerprint.")
-    ok = True
     if list_type == "country":
         if not is_country(v.upper()):
             hint = country_hint(v)
             raise RuleError(f"A value of a country list must be {DESCRIBED}. Got {v[:40]!r}.{hint}")
-        v = v.upper()
-    elif list_type == "bin":
-        ok = re.fullmatch(r"[0-9]{6,8}", v) is not None
-    elif list_type == "email_domain":
-        v = canonical_domain(v)
-        ok = _DOMAIN.fullmatch(v) is not None
-    elif list_type == "email":
-        local, _, domain = v.lower().partition("@")
-        domain = canonical_domain(domain)
-        ok = bool(local) and _DOMAIN.fullmatch(domain) is not None
-        v = f"{local}@{domain}" if ok else v.lower()
-    elif list_type == "ip_address":
+        return v.upper()
+    if list_type == "bin":
+        if re.fullmatch(r"[0-9]{6,8}", v) is None:
+            raise _refused(list_type, _quoted(v))
+        return v
+    if list_type == "email_domain":
         try:
-            v = canonical_ip(v)
+            v = canonical_domain(v)
+        except DomainError as e:  # an e-mail address is personal data: never quoted
+            raise _refused(list_type, e.hidden or _quoted(v)) from None
+        if _DOMAIN.fullmatch(v) is None:
+            raise _refused(list_type, _quoted(v))
+        return v
+    if list_type == "email":
+        local, _, domain = v.lower().partition("@")
+        try:
+            domain = canonical_domain(domain)
+        except DomainError:
+            domain = ""
+        if not local or _DOMAIN.fullmatch(domain) is None:
+            raise _refused(list_type, "a value that is not one (not shown)")
+        return f"{local}@{domain}"
+    if list_type == "ip_address":
+        if "/" in v:
+            raise _refused(
+                list_type,
+                _quoted(v),
+                ": CIDR ranges are not supported, list each address (or use :ip_country:)",
+            )
+        try:
+            return canonical_ip(v)
         except ValueError:
-            ok = False
-    if not ok:
-        shown = v if len(v) <= 40 else v[:40] + "..."
-        raise RuleError(f"A value of a {list_type} list must be a valid {list_type}. Got {shown!r}.")
+            raise _refused(list_type, _quoted(v)) from None
     return v
 
 

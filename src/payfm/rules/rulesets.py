@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from payfm.events.cards import contains_card_number
@@ -28,11 +28,12 @@ from payfm.rules.catalog import AttributeCatalog, check_types
 from payfm.rules.catalog import type_errors as catalog_type_errors
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.db import connect, default_author, now_iso
-from payfm.rules.grammar import parse_rules
+from payfm.rules.grammar import parse_rule, parse_rules
 from payfm.rules.limits import RuleError
 from payfm.rules.lists import all_values, list_types
 
 DEFAULT_FEATURE_SET = "default"
+CANDIDATE = "candidate"  # the name of a candidate rule written without one
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,56 @@ def compile_text(
     used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
     contents = all_values(ws, used) if ws is not None and used else {}
     return compile_rules(rules, contents, catalog_for(set_name).types)
+
+
+def _located_in(e: RuleError, text: str) -> RuleError:
+    """``e``, raised on ``text`` with its line breaks read as spaces, located in ``text`` itself."""
+    if e.column is None:
+        return RuleError(e.detail, rule=e.rule)
+    offset = min(max(e.column - 1, 0), len(text))
+    line = text.count("\n", 0, offset) + 1
+    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return RuleError(e.detail, line=line, column=column, rule=e.rule)
+
+
+def with_candidate(ws: Workspace, rule_text: str, set_name: str = DEFAULT_FEATURE_SET) -> Ruleset:
+    """The active ruleset (as saved) plus one candidate rule, compiled: what ``backtest --rule`` replays.
+
+    The candidate gets every check of new text, and its errors give lines and columns in ``rule_text`` as
+    written (its line breaks are spaces to the parser: one rule). Without a name it is called ``candidate``.
+
+    Example:
+        >>> import tempfile
+        >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+        >>> [r.name for r in with_candidate(ws, "block if :amount_usd: > 500").rules]
+        ['candidate']
+    """
+    current = active(ws)
+    saved = check(ws, current.text, set_name, values=False) if current is not None else []
+    try:
+        rule = parse_rule(rule_text.replace("\n", " "))
+        if rule.name == f"{rule.action}_line_1":
+            taken = {r.name for r in saved}
+            name = next(
+                n
+                for n in (CANDIDATE, *(f"{CANDIDATE}_{i}" for i in range(2, len(saved) + 3)))
+                if n not in taken
+            )
+            rule = replace(rule, name=name)
+        check_types([rule], catalog_for(set_name), list_types(ws))
+    except RuleError as e:
+        raise _located_in(e, rule_text) from None
+    clash = next((r for r in saved if r.name == rule.name), None)
+    if clash is not None:
+        assert current is not None
+        raise RuleError(
+            f"Rule name '{rule.name}' is already used by the active ruleset (v{current.version}, line "
+            f"{clash.line}). Give the candidate another name, or none.",
+            rule=rule.name,
+        )
+    rules = [*saved, replace(rule, line=0)]  # line 0: not a line of a file
+    used = set().union(*(ast.lists(r.condition) for r in rules))
+    return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name).types)
 
 
 def save(
