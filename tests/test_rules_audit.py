@@ -400,6 +400,16 @@ def test_list_values_are_refused_with_what_a_value_looks_like(ws: Workspace) -> 
     assert code == 0 and "warning: no rule can read an email list" in out
 
 
+def test_every_domain_a_charge_can_hold_can_be_listed_and_matched(ws: Workspace) -> None:
+    lists.create_list(ws, "doms", "email_domain")
+    lists.add_values(ws, "doms", ["BÜCHER.de", "my_host.example.com", "localhost."])
+    assert lists.list_values(ws, "doms") == ["bücher.de", "localhost", "my_host.example.com"]
+    rs = rulesets.compile_text(ws, "d: block if :email_domain: in @doms", "tiny")
+    for domain in ("bücher.de", "my_host.example.com", "localhost"):
+        assert rs.decide({"email_domain": domain}).rule == "d"
+    assert rs.decide({"email_domain": "example.com"}).rule is None
+
+
 def test_a_bin_list_matches_by_prefix_in_backtest_and_service(ws: Workspace) -> None:
     lists.create_list(ws, "bins", "bin")
     lists.add_values(ws, "bins", ["424242", "55555555"])
