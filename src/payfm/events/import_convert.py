@@ -1,0 +1,307 @@
+"""Source columns to typed values: text, keyed hashes, card fields, integers and amounts.
+
+The conversions of :mod:`payfm.events.importer`'s "mapping columns" step for string and integer target
+fields (times are :mod:`payfm.events.import_times`): renames, constants, keyed hashes, value maps, card
+transforms (bin, last4, brand, fingerprint), scales, minor units and USD cents, vectorized with Arrow and
+numpy. A cell that cannot be converted is recorded in :class:`~payfm.events.import_problems.Problems` (by row,
+a card number never shown) and left null; a column that cannot be read at all returns None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.events import currency
+from payfm.events.cards import fingerprint
+from payfm.events.import_problems import Problems, values_at
+from payfm.events.mapping import CurrencySource, FieldSpec
+from payfm.events.schema import RULES
+from payfm.events.validate import blank_rows
+
+# A decimal number written as text (also how :mod:`payfm.events.import_outcomes` reads numeric labels).
+NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
+
+# Card brands by leading digits of the number (first match wins; checked in this order).
+_BRANDS: tuple[tuple[str, str], ...] = (
+    ("amex", r"^3[47]"),
+    ("jcb", r"^35(2[89]|[3-8])"),
+    ("diners", r"^3(0[0-5]|[689])"),
+    ("visa", r"^4"),
+    ("mastercard", r"^(5[1-5]|222[1-9]|22[3-9]|2[3-6]|27[01]|2720)"),
+    ("discover", r"^(6011|64[4-9]|65)"),
+    ("unionpay", r"^62"),
+)
+
+
+def as_text(col: pa.Array) -> pa.Array:
+    """``col`` as text (a cast unless it is text already)."""
+    return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+
+
+def source_values(spec: FieldSpec, table: pa.Table) -> pa.Array:
+    """The source values of ``spec``: one column, or several joined as text."""
+    if spec.kind == "columns":
+        parts = [as_text(table.column(c).chunk(0)) for c in spec.columns]
+        return pc.binary_join_element_wise(*parts, spec.separator)
+    col: pa.Array = table.column(spec.column).chunk(0)
+    return col
+
+
+def keyed_hash(parts: list[pa.Array], secret: bytes) -> pa.Array:
+    """24 hex characters of SHA-256 over the secret and the parts' text, row by row (vectorized in DuckDB).
+
+    Keyed with the workspace secret, so an id hashed from an account number cannot be reversed by trying
+    every account number; nulls hash differently from empty texts.
+    """
+    n = len(parts[0])
+    data = pa.table({**{f"c{i}": as_text(p) for i, p in enumerate(parts)}, "row_": pa.array(np.arange(n))})
+    inputs = ", ".join(f"coalesce(c{i}, chr(0))" for i in range(len(parts)))
+    con = duckdb.connect()
+    try:
+        con.register("data", data)
+        query = (
+            f"SELECT substr(sha256('{secret.hex()}' || chr(31) || concat_ws(chr(31), {inputs})), 1, 24) AS h "
+        )
+        result = con.sql(query + "FROM data ORDER BY row_").to_arrow_table()
+    finally:
+        con.close()
+    hashed: pa.Array = result.column("h").combine_chunks().cast(pa.string())
+    return hashed
+
+
+def _card_digits(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array | None:
+    """Card numbers as plain digit texts (spaces and dashes removed); bad values are reported, never shown."""
+    if pa.types.is_floating(col.type):
+        if out is not None:
+            out.column(
+                spec.column,
+                "card numbers as text or integers",
+                f"floating-point numbers ({col.type}), which lose digits",
+            )
+        return None
+    digits = pc.replace_substring_regex(as_text(col), r"[ -]", "")
+    ok = pc.fill_null(pc.match_substring_regex(digits, r"^\d{8,19}$"), False)
+    bad = np.flatnonzero(pc.and_(pc.is_valid(digits), pc.invert(ok)).to_numpy(False))
+    if len(bad):
+        if out is not None:
+            out.rows(spec.column, bad, "a card number of 8-19 digits", "another value (not shown)")
+        digits = pc.if_else(ok, digits, pa.scalar(None, pa.string()))
+    return digits
+
+
+def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems) -> pa.Array | None:
+    # bin/last4/brand of the fingerprinted column report the same cells, which Problems shows once.
+    digits = _card_digits(source_values(spec, table), spec, out)
+    if digits is None:
+        return None
+    if spec.transform == "bin":
+        return pc.utf8_slice_codeunits(digits, 0, 6)
+    if spec.transform == "last4":
+        return pc.utf8_slice_codeunits(digits, -4)
+    if spec.transform == "brand":
+        brand = np.full(len(digits), "unknown", dtype=object)
+        taken = np.zeros(len(digits), dtype=bool)
+        for name, pattern in _BRANDS:
+            hit = pc.fill_null(pc.match_substring_regex(digits, pattern), False).to_numpy(False) & ~taken
+            brand[hit] = name
+            taken |= hit
+        return pa.array(brand, type=pa.string(), mask=~pc.is_valid(digits).to_numpy(False))
+    # fingerprint: HMAC over the distinct cards only, then spread back to the rows.
+    distinct = pc.drop_null(pc.unique(digits))
+    fps = fingerprint(distinct, secret)
+    taken_fp: pa.Array = pc.take(fps, pc.index_in(digits, value_set=distinct))
+    return taken_fp
+
+
+def to_strings(
+    spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems, required: bool
+) -> pa.Array | None:
+    n = table.num_rows
+    name = spec.columns[0] if len(spec.columns) == 1 else "+".join(spec.columns)
+    if spec.kind == "value":
+        return pa.repeat(pa.scalar(spec.prefix + str(spec.value)), n)
+    if spec.kind == "hash":
+        # Blank inputs hash as missing ones (a Parquet '' like a CSV empty cell), and a row with nothing to
+        # hash has no id: guests without an account number must not all share one hashed customer_id.
+        parts = [_blank_as_null(as_text(table.column(c).chunk(0))) for c in spec.columns]
+        nothing = pc.is_null(parts[0])
+        for part in parts[1:]:
+            nothing = pc.and_(nothing, pc.is_null(part))
+        result = pc.if_else(nothing, pa.scalar(None, pa.string()), keyed_hash(parts, secret))
+    elif spec.transform is not None:
+        return _card_transform(spec, table, secret, out)
+    else:
+        text = as_text(source_values(spec, table))
+        result = _blank_as_null(text)
+        blank = blank_rows(text) if required else np.zeros(0, dtype=np.int64)
+        if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
+            out.rows(name, blank, "a value (required field)", "an empty text")
+    if spec.case == "lower":
+        result = pc.utf8_lower(result)
+    elif spec.case == "upper":
+        result = pc.utf8_upper(result)
+    if spec.map is not None:
+        keys = pa.array(list(spec.map), type=pa.string())
+        index = pc.index_in(result, value_set=keys)
+        mapped = pc.take(pa.array(list(spec.map.values()), type=pa.string()), index)
+        missing = pc.and_(pc.is_valid(result), pc.is_null(index))
+        if spec.default is not None:
+            mapped = pc.if_else(missing, spec.default, mapped)
+        elif spec.keep_unmapped:
+            mapped = pc.if_else(missing, result, mapped)
+        else:
+            bad = np.flatnonzero(missing.to_numpy(False))
+            if len(bad):
+                out.rows(
+                    name,
+                    bad,
+                    f"one of the keys of '{spec.path}.map' (or give a default, or keep_unmapped: true)",
+                    values_at(result, bad),
+                )
+        result = mapped
+    if spec.prefix:
+        result = pc.binary_join_element_wise(spec.prefix, result, "")
+    return result
+
+
+def _blank_as_null(text: pa.Array) -> pa.Array:
+    """Empty and blank texts as null, before case, map and prefix: a missing value stays missing
+    (validate_events holds the same rule for the values it is handed)."""
+    rows = blank_rows(text)
+    if not len(rows):
+        return text
+    mask = np.zeros(len(text), dtype=bool)
+    mask[rows] = True
+    return pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text)
+
+
+def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
+    """Numbers as float64 (NaN for null); text is parsed, and unparseable rows are reported (and NaN)."""
+    if pa.types.is_string(col.type):
+        ok = pc.fill_null(pc.match_substring_regex(col, NUMBER), False)
+        bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(ok)).to_numpy(False))
+        if len(bad):
+            out.rows(name, bad, "a number", values_at(col, bad))
+            col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
+        col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
+    elif pa.types.is_decimal(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        col = pc.cast(col, pa.float64())
+    else:
+        out.column(name, "numbers", f"values of type {col.type}")
+        return None
+    values: np.ndarray = pc.fill_null(col, np.nan).to_numpy(False)
+    return values
+
+
+def _factors(
+    cur: CurrencySource, table: pa.Table, rates: Callable[[pa.Array], np.ndarray], out: Problems, path: str
+) -> np.ndarray | None:
+    if cur.value is not None:
+        return rates(pa.array([cur.value]))
+    assert cur.column is not None  # parse_mapping guarantees one of the two
+    codes = as_text(table.column(cur.column).chunk(0))
+    factors = rates(codes)
+    bad = np.flatnonzero(np.isnan(factors) & pc.is_valid(codes).to_numpy(False))
+    if len(bad):
+        out.rows(cur.column, bad, f"a currency code known to payfm (for '{path}')", values_at(codes, bad))
+    return factors
+
+
+def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) -> pa.Array | None:
+    n = table.num_rows
+    if spec.kind == "value":
+        return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
+    col = source_values(spec, table)
+    if spec.scale is None and spec.minor_units is None and spec.usd_cents is None:
+        return _as_integers(spec.target, col, out)
+    values = to_floats(col, spec.column, out)
+    if values is None:
+        return None
+    if spec.scale is not None:
+        factors: np.ndarray | None = np.full(n, spec.scale)
+    elif spec.minor_units is not None:
+        factors = _factors(spec.minor_units, table, currency.minor_unit_factors, out, spec.path)
+    else:
+        assert spec.usd_cents is not None
+        factors = _factors(spec.usd_cents, table, currency.usd_cents_factors, out, spec.path)
+    if factors is None:
+        return None
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e308 * 100 is inf, reported just below
+        scaled = values * factors
+    # Values no int64 holds (1e30 dollars, an overflow to inf) are reported with the file's value and the
+    # field's bounds, before a cast would turn them into -9223372036854775808.
+    huge = np.flatnonzero(np.abs(np.nan_to_num(scaled, nan=0.0)) >= 2.0**63)
+    if len(huge):
+        rule = RULES.get(table_name, {}).get(spec.target)
+        bounds = rule.expected() if rule is not None else "an integer of at most 64 bits"
+        out.rows(
+            spec.column,
+            huge,
+            f"{bounds} (minor units, after '{spec.path}' conversion)",
+            values_at(col, huge),
+            key="an integer of at most 64 bits",  # one report per cell when amount and amount_usd read it
+        )
+        scaled = scaled.copy()
+        scaled[huge] = np.nan
+    rounded = np.round(scaled)  # half-even
+    if spec.usd_cents is None:
+        # A scaled amount must be whole minor units; rounding only absorbs float noise (13.8 * 100).
+        off = np.abs(scaled - rounded) > 1e-6 + 1e-9 * np.abs(scaled)
+        bad = np.flatnonzero(off & ~np.isnan(scaled))
+        if len(bad):
+            out.rows(
+                spec.column,
+                bad,
+                f"whole minor units after '{spec.path}' scaling (no fractions of a cent)",
+                values_at(col, bad),
+                key="whole minor units",  # one report per cell when amount and amount_usd read one column
+            )
+            rounded[bad] = np.nan
+    nulls = np.isnan(rounded)
+    return pa.array(np.where(nulls, 0, rounded).astype(np.int64), mask=nulls)
+
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+_PIECE = 4096  # cells cast at once while looking for those that do not
+
+
+def _as_integers(name: str, col: pa.Array, out: Problems) -> pa.Array:
+    """``col`` for the integer field ``name`` read as it is (no scale): itself when it casts as a whole
+    (validate_events casts and bounds it); else int64 with the cells that do not cast reported (in
+    validate_events' words) and null, so that validate_events checks the bounds of the cells that do: one
+    cell 'x' used to hide every out-of-bounds value of the column, and the total was short."""
+    try:
+        pc.cast(col, pa.int64())
+        return col
+    except _CAST_ERRORS:
+        pass
+    ok = np.ones(len(col), dtype=bool)
+    for start in range(0, len(col), _PIECE):  # the error path only
+        piece = col.slice(start, _PIECE)
+        try:
+            pc.cast(piece, pa.int64())
+            continue
+        except _CAST_ERRORS:
+            pass
+        for i in range(len(piece)):
+            try:
+                pc.cast(piece.slice(i, 1), pa.int64())
+            except _CAST_ERRORS:
+                ok[start + i] = False
+    if not ok.any():
+        return col  # nothing casts (a column of another type): validate_events says how
+    bad = np.flatnonzero(~ok)
+    if pa.types.is_floating(col.type):  # a fraction of a minor unit, as validate_events words it
+        values = col.to_numpy(zero_copy_only=False)[bad]
+        fraction = np.isfinite(values) & (np.floor(values) != values)
+        if fraction.any():
+            out.rows(name, bad[fraction], "an integer (minor units)", values_at(col, bad[fraction]))
+        bad = bad[~fraction]
+    if len(bad):
+        out.rows(name, bad, "an integer", values_at(col, bad))
+    return pc.cast(pc.if_else(pa.array(ok), col, pa.scalar(None, col.type)), pa.int64())

@@ -1,0 +1,217 @@
+"""Outcome events from labels, and the check that outcome events follow their charge.
+
+A label column of a charges file becomes outcome events (disputes or early fraud warnings) for the rows whose
+value is one of the label's ``when``, at a delay after the charge or at a time the file gives; an outcome
+table imported on its own (refunds, disputes, early fraud warnings) must point at charges of the workspace.
+Either way an outcome is strictly later than its charge (docs/features.md), and problems are reported by the
+file's rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.events.import_convert import NUMBER, as_text, keyed_hash
+from payfm.events.import_problems import KEEP, Problems, values_at
+from payfm.events.import_times import to_times
+from payfm.events.mapping import LabelSpec, Mapping
+from payfm.events.schema import TIMESTAMP
+from payfm.events.workspace import Workspace
+
+_OUTCOME_PREFIX = {"disputes": "dp_", "early_fraud_warnings": "efw_"}
+OUTCOME_ID = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id"}  # id column per table
+
+_TRUE_WORDS = ("true", "t", "yes", "y", "1")
+_FALSE_WORDS = ("false", "f", "no", "n", "0")
+
+
+def _label_rows(label: LabelSpec, col: pa.Array, out: Problems) -> np.ndarray:
+    """0-based rows whose label value is one of ``when``.
+
+    Numbers compare as numbers, also in text (CSV ``1``, ``1.0`` and `` 1 `` all equal ``when: 1``), and text
+    case-insensitively. When ``when`` holds only numbers or booleans the label is numeric, so a value that is
+    neither a number nor a boolean word (``abc``, ``nan``) is reported by row rather than read as "no
+    outcome"; with a text in ``when`` other values are categories of their own and make no event. Nulls make
+    no event.
+    """
+    nums = [float(w) for w in label.when if isinstance(w, int | float) and not isinstance(w, bool)]
+    bools = [w for w in label.when if isinstance(w, bool)]
+    texts = [w.strip().lower() for w in label.when if isinstance(w, str)]
+    if pa.types.is_boolean(col.type):
+        wanted = bools + [w in _TRUE_WORDS for w in texts] + [n != 0 for n in nums]
+        mask = pc.is_in(col, value_set=pa.array(wanted, type=pa.bool_()))
+        return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
+        numbers = pc.cast(col, pa.float64())
+        texts_as_numbers = []
+        for w in texts:
+            try:
+                texts_as_numbers.append(float(w))
+            except ValueError:
+                continue
+        mask = pc.is_in(numbers, value_set=pa.array(nums + texts_as_numbers + [float(b) for b in bools]))
+        return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(as_text(col)))
+    is_number = pc.fill_null(pc.match_substring_regex(text, NUMBER), False)
+    number = pc.cast(pc.if_else(is_number, text, pa.scalar(None, pa.string())), pa.float64())
+    wanted_numbers = nums + [1.0 for b in bools if b] + [0.0 for b in bools if not b]
+    mask = pc.or_(
+        pc.fill_null(pc.is_in(text, value_set=pa.array(texts, type=pa.string())), False),
+        pc.fill_null(pc.is_in(number, value_set=pa.array(wanted_numbers, type=pa.float64())), False),
+    )
+    true_words = pc.is_in(text, value_set=pa.array(_TRUE_WORDS))
+    false_words = pc.is_in(text, value_set=pa.array(_FALSE_WORDS))
+    if True in bools:
+        mask = pc.or_(mask, true_words)
+    if False in bools:
+        mask = pc.or_(mask, false_words)
+    if not texts:
+        # A numeric or boolean label: every value must be one the mapping can read as yes or no.
+        known = pc.or_(pc.or_(mask, is_number if nums else pa.scalar(False)), pc.or_(true_words, false_words))
+        if not nums:  # booleans only: numbers other than 1 and 0 mean nothing
+            known = pc.or_(mask, pc.or_(true_words, false_words))
+        bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(False))
+        if len(bad):
+            yes = ", ".join(repr(w) for w in label.when)
+            out.rows(
+                label.column,
+                bad,
+                f"a number, a boolean or an empty cell for '{label.path}' ({yes}: an outcome; other values: "
+                "none)",
+                values_at(col, bad),
+            )
+    return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+
+
+def _early_outcomes(
+    created: pa.Array | pa.ChunkedArray,
+    charge_created: pa.Array | pa.ChunkedArray,
+    rows: np.ndarray,
+    column: str,
+    what: str,
+    out: Problems,
+) -> np.ndarray:
+    """Positions of outcomes at or before their charge's ``created``, reported at the file's ``rows``.
+
+    An outcome is strictly later than its charge: features count it from its own time on, so one at the
+    charge's instant (or before) would be counted by that charge's features and earlier ones (a leak), and
+    the online engine, which sees it only after the charge, would disagree.
+    """
+    early = np.flatnonzero(pc.fill_null(pc.less_equal(created, charge_created), False).to_numpy(False))
+    if len(early):
+        got = [
+            f"a time at or before the charge ({_iso(created[int(i)])}; "
+            f"the charge: {_iso(charge_created[int(i)])})"
+            for i in early[:KEEP]
+        ]
+        out.rows(column, rows[early], f"{what} later than the charge's time", got)
+    return early
+
+
+def _iso(value: pa.Scalar) -> str:
+    return str(value.as_py().isoformat())
+
+
+def follow_charges(ws: Workspace, mapping: Mapping, events: pa.Table, out: Problems) -> None:
+    """Outcome events imported as a table (refunds, disputes, early fraud warnings) must point at a charge of
+    the workspace and be later than it (docs/features.md: an outcome is always later than its own charge)."""
+    if "charge_id" not in events.column_names or not pa.types.is_string(events.column("charge_id").type):
+        return
+    ids = events.column("charge_id").combine_chunks()
+    stored = ws.read("charges", columns=["charge_id", "created"])
+    stored = stored.filter(pc.is_in(stored.column("charge_id"), value_set=ids))
+    index = pc.index_in(ids, value_set=stored.column("charge_id").combine_chunks())
+    unknown = np.flatnonzero(pc.and_(pc.is_valid(ids), pc.is_null(index)).to_numpy(False))
+    if len(unknown):
+        out.rows(
+            _column_of(mapping, "charge_id"),
+            unknown,
+            "the charge_id of a charge in the workspace (import the charges first)",
+            values_at(ids, unknown),
+        )
+    created = events.column("created") if "created" in events.column_names else None
+    if created is None or created.type != TIMESTAMP:
+        return
+    charge_created = pc.take(stored.column("created"), index)
+    rows = np.arange(events.num_rows)
+    _early_outcomes(created, charge_created, rows, _column_of(mapping, "created"), "a time", out)
+
+
+def _column_of(mapping: Mapping, target: str) -> str:
+    """The source column(s) of ``target``, as problems name them (a constant: its key path)."""
+    spec = mapping.fields[target]
+    return "+".join(spec.columns) if spec.kind in ("column", "columns") else spec.path
+
+
+def outcome_events(
+    mapping: Mapping,
+    table: pa.Table,
+    charges: pa.Table,
+    secret: bytes,
+    out: Problems,
+) -> dict[str, tuple[pa.Table, np.ndarray]]:
+    """Outcome events per table, with the source rows they came from (to report problems by source row).
+
+    ``charges`` is the validated table, or when it has problems the computed one: then the labels and outcome
+    times are still checked, but no events are made (their problems would only repeat the charges').
+    """
+    valid = "created" in charges.column_names and not out.total
+    parts: dict[str, list[tuple[pa.Table, np.ndarray]]] = {}
+    for k, label in enumerate(mapping.labels):
+        rows = _label_rows(label, table.column(label.column).chunk(0), out)
+        take = pa.array(rows, type=pa.int64())
+        picked = charges.take(take)
+        if label.delay is not None:
+            if not valid:
+                continue
+            created = pc.add(picked.column("created"), pa.scalar(label.delay, type=pa.duration("us")))
+        else:
+            assert label.time is not None
+            times = to_times(label.time, table, mapping, out)
+            if times is None:
+                continue
+            created = pc.take(times, take)
+            late = np.ones(len(rows), dtype=bool)
+            missing = pc.is_null(created).to_numpy(False)
+            if missing.any():
+                out.rows(
+                    "+".join(label.time.columns),
+                    rows[missing],
+                    f"an outcome time for '{label.path}'",
+                    "null",
+                )
+            if "created" in picked.column_names:
+                early = _early_outcomes(
+                    created,
+                    picked.column("created"),
+                    rows,
+                    "+".join(label.time.columns),
+                    f"an outcome time for '{label.path}'",
+                    out,
+                )
+                late[early] = False
+            if not valid or missing.any() or not late.all():
+                continue
+        ids = keyed_hash(
+            [picked.column("charge_id").combine_chunks(), pa.repeat(pa.scalar(str(k)), len(rows))], secret
+        )
+        data = {
+            OUTCOME_ID[label.table]: pc.binary_join_element_wise(_OUTCOME_PREFIX[label.table], ids, ""),
+            "charge_id": picked.column("charge_id"),
+            "created": created,
+        }
+        if label.table == "disputes":
+            data |= {
+                "reason": pa.repeat(pa.scalar(label.category), len(rows)),
+                "amount": picked.column("amount"),
+                "currency": picked.column("currency"),
+            }
+        else:
+            data["fraud_type"] = pa.repeat(pa.scalar(label.category), len(rows))
+        parts.setdefault(label.table, []).append((pa.table(data), rows))
+    return {
+        name: (pa.concat_tables([t for t, _ in items]), np.concatenate([r for _, r in items]))
+        for name, items in parts.items()
+    }

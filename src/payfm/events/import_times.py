@@ -1,0 +1,179 @@
+"""Source columns to UTC microsecond times.
+
+The conversion of :mod:`payfm.events.importer` for timestamp fields and outcome times: epoch numbers in a
+declared unit, Arrow timestamps and dates, texts in a ``format`` or ISO 8601. Naive times take the field's or
+the mapping's time zone (payfm never guesses one; a missing zone is a ConfigError), and times that a DST
+change makes ambiguous or impossible are reported. Times outside 1970-2100 mean a wrong unit or format and
+are reported by row, like every cell that does not parse, and left null.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from payfm.errors import ConfigError
+from payfm.events.import_convert import as_text, source_values, to_floats
+from payfm.events.import_problems import Problems, values_at
+from payfm.events.mapping import EPOCH_UNITS, FieldSpec, Mapping
+from payfm.events.schema import TIMESTAMP
+from payfm.events.validate import floor_to_microseconds
+
+_INTEGER = r"^\s*[+-]?\d+\s*$"
+_OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+_TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01 UTC: later (or pre-1970) times mean a wrong unit or format
+_PLAUSIBLE = "a time between 1970 and 2100 (check the unit or format in the mapping)"
+
+
+def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
+    zone = spec.timezone or mapping.timezone
+    if zone is None:
+        raise ConfigError(
+            f"{mapping.name}: '{spec.path}.timezone': expected a time zone for the naive times of column "
+            f"'{'+'.join(spec.columns)}' (set it here or as the top-level `timezone`; payfm never guesses); "
+            f"received {what} and no zone."
+        )
+    return zone
+
+
+def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: Problems) -> pa.Array | None:
+    """Naive local times in ``zone`` to UTC; times that DST makes ambiguous or impossible are reported."""
+    early = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="earliest")
+    late = pc.assume_timezone(naive, zone, ambiguous="latest", nonexistent="latest")
+    bad = np.flatnonzero(pc.fill_null(pc.not_equal(early, late), False).to_numpy(False))
+    if len(bad):
+        out.rows(
+            "+".join(spec.columns),
+            bad,
+            f"a local time that exists once in {zone} (not in a DST change)",
+            values_at(text, bad),
+        )
+        early = pc.if_else(pc.fill_null(pc.equal(early, late), True), early, pa.scalar(None, early.type))
+    return pc.cast(early, TIMESTAMP)
+
+
+def _parse_rows(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """Cast ISO texts to ``target``: the result with nulls where parsing failed, and those rows."""
+    try:
+        return pc.cast(text, target), np.zeros(0, dtype=np.int64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values: list[object] = []
+    bad: list[int] = []
+    for i in range(len(text)):  # error path only: find the rows that do not parse
+        try:
+            values.append(pc.cast(text.slice(i, 1), target)[0].as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values.append(None)
+            bad.append(i)
+    return pa.array(values, type=target), np.array(bad, dtype=np.int64)
+
+
+def to_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) -> pa.Array | None:
+    """UTC microsecond times of ``spec``; times outside 1970-2100 (a wrong unit or format) are errors."""
+    times = _convert_times(spec, table, mapping, out)
+    if times is None or spec.kind == "value":
+        return times
+    micros = pc.cast(times, pa.int64())
+    off = pc.or_(pc.less(micros, 0), pc.greater_equal(micros, _TIME_MAX_US))
+    bad = np.flatnonzero(pc.fill_null(off, False).to_numpy(False))
+    if len(bad):
+        out.rows("+".join(spec.columns), bad, _PLAUSIBLE, values_at(source_values(spec, table), bad))
+        times = pc.if_else(pc.fill_null(off, False), pa.scalar(None, times.type), times)
+    return times
+
+
+def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) -> pa.Array | None:
+    n = table.num_rows
+    name = "+".join(spec.columns)
+    if spec.kind == "value":
+        try:
+            value = pc.cast(pa.array([spec.value]), TIMESTAMP)[0]
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise ConfigError(
+                f"{mapping.name}: '{spec.path}.value': expected an ISO 8601 time with a zone offset "
+                f"(e.g. 2023-01-01T00:00:00Z); received {spec.value!r}."
+            ) from None
+        return pa.repeat(value, n)
+    col = source_values(spec, table)
+    t = col.type
+    if spec.unit is not None:
+        if pa.types.is_string(t) and pc.all(pc.match_substring_regex(col, _INTEGER)).as_py() is not False:
+            col = pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
+            t = col.type
+        mul, div = EPOCH_UNITS[spec.unit]
+        if pa.types.is_integer(t):
+            ints = pc.cast(col, pa.int64())
+            nulls = pc.is_null(ints).to_numpy(False)
+            v = pc.fill_null(ints, 0).to_numpy(False)
+            # Values that would overflow int64 microseconds are implausible anyway: report, don't crash.
+            huge = np.flatnonzero(np.abs(v) > min(_TIME_MAX_US * div // mul, 2**62))
+            if len(huge):
+                out.rows(name, huge, _PLAUSIBLE, values_at(col, huge))
+                v, nulls = v.copy(), nulls.copy()  # (Arrow's buffers are read-only)
+                v[huge] = 0
+                nulls[huge] = True
+            return pa.array(v * mul // div, mask=nulls).cast(TIMESTAMP)
+        values = to_floats(col, name, out)
+        if values is None:
+            return None
+        with np.errstate(over="ignore", invalid="ignore"):
+            micros_f = np.round(np.where(np.isnan(values), 0, values) * mul / div)
+        # Beyond int64 microseconds (1e30 s) is implausible anyway: report the file's value, never cast it.
+        huge = np.flatnonzero(np.abs(np.nan_to_num(micros_f, nan=0.0)) > 2.0**62)
+        if len(huge):
+            out.rows(name, huge, _PLAUSIBLE, values_at(col, huge))
+        nulls = np.isnan(values) | (np.abs(np.nan_to_num(micros_f, nan=0.0)) > 2.0**62)
+        return pa.array(np.where(nulls, 0, micros_f).astype(np.int64), mask=nulls).cast(TIMESTAMP)
+    if pa.types.is_timestamp(t):
+        if t.tz is not None:
+            return pc.cast(col, TIMESTAMP, safe=False)
+        return _localize(
+            pc.cast(col, pa.timestamp("us"), safe=False),
+            col,
+            _need_zone(spec, mapping, f"naive timestamps ({t})"),
+            spec,
+            out,
+        )
+    if pa.types.is_date(t):
+        zone = _need_zone(spec, mapping, f"dates ({t})")
+        return _localize(pc.cast(pc.cast(col, pa.date32()), pa.timestamp("us")), col, zone, spec, out)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        raise ConfigError(
+            f"{mapping.name}: '{spec.path}.unit': expected an epoch unit (s, ms, us, ns) for the numbers in "
+            f"column '{name}'; received no unit."
+        )
+    col = as_text(col)
+    valid = pc.is_valid(col)
+    if spec.format is not None:
+        aware = "%z" in spec.format
+        parsed = pc.strptime(col, format=spec.format, unit="us", error_is_null=True)
+        bad = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
+        if len(bad):
+            out.rows(name, bad, f"a time in the format '{spec.format}'", values_at(col, bad))
+        if aware:
+            return pc.cast(parsed, TIMESTAMP)
+        zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z")
+        return _localize(parsed, col, zone, spec, out)
+    # ISO 8601: rows with an offset are absolute; rows without one need the zone.
+    has_offset = pc.fill_null(pc.match_substring_regex(col, _OFFSET), False)
+    naive_rows = pc.and_(valid, pc.invert(has_offset))
+    iso = floor_to_microseconds(col)  # finer units are floored; messages quote ``col`` as written
+    aware_part, bad_aware = _parse_rows(pc.if_else(has_offset, iso, pa.scalar(None, pa.string())), TIMESTAMP)
+    result: pa.Array = aware_part
+    bad_naive = np.zeros(0, dtype=np.int64)
+    naive_part = aware_part
+    zone = ""
+    if pc.any(naive_rows).as_py():
+        zone = _need_zone(spec, mapping, "ISO times without a zone offset")
+        naive_part, bad_naive = _parse_rows(
+            pc.if_else(naive_rows, iso, pa.scalar(None, pa.string())), pa.timestamp("us")
+        )
+    bad = np.union1d(bad_aware, bad_naive).astype(np.int64)
+    if len(bad):
+        out.rows(name, bad, "an ISO 8601 time (e.g. 2023-01-01T12:00:00Z)", values_at(col, bad))
+    if pc.any(naive_rows).as_py():
+        local = _localize(naive_part, col, zone, spec, out)
+        result = pc.if_else(has_offset, aware_part, local)
+    return result
