@@ -37,7 +37,7 @@ def _fmt(v: float) -> str:
     default="default",
     show_default=True,
     type=click.Choice(sorted(FEATURE_SETS)),
-    help="Feature set to train on; its backfill must exist (payfm features backfill --set NAME).",
+    help="Feature set to train on; its backfill is computed first if missing or older than the event log.",
 )
 @click.option(
     "--task",

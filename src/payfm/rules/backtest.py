@@ -17,7 +17,7 @@ Dollar amounts are ``amount_usd / 100``. The baseline is the active ruleset (or 
 
 Example (see docs/rules.md)::
 
-    report = backtest(ws, compile_text(ws, text), baseline=load_active(ws))
+    report = backtest(ws, compile_text(ws, text), feature_set("default"), baseline=load_active(ws))
 """
 
 from __future__ import annotations

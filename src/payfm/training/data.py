@@ -77,7 +77,7 @@ def task_data(
     if missing:
         raise ConfigError(
             f"The backfill {path} lacks {len(missing)} feature column(s) of feature set '{fset.name}', "
-            f"e.g. {missing[0]!r}: run `payfm features backfill --feature-set {fset.name}` again."
+            f"e.g. {missing[0]!r}: run `payfm features backfill --set {fset.name}` again."
         )
     labels = task.labels(ws, as_of, horizon)
     keys = sorted({"charge_id", "created", task.key})
