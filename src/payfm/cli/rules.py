@@ -277,8 +277,10 @@ def backtest_cmd(
       payfm rules backtest --rule "block if :card.count_charges_1h: > 5" --from 2026-01-10
       payfm rules backtest --rule "block if :risk_score: >= 80" --model fraud-gbdt --from 2026-03-01
     """
-    if (file is None) == (rule_text is None):
-        raise ConfigError("Give either a rules FILE or --rule TEXT (not both).")
+    if file is not None and rule_text is not None:
+        raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")
+    if file is None and rule_text is None:
+        raise ConfigError("Give a rules FILE to backtest, or --rule TEXT (one rule beside the active rules).")
     ws = Workspace.open(ctx.obj["workspace"])
     if rule_text is not None:
         # the new rule gets every check, located in its own text; the saved ones load as saved
