@@ -107,3 +107,28 @@ def test_an_unreachable_postgresql_is_one_line_without_the_password() -> None:
     with pytest.raises(InvalidInput) as bad:
         open_log("mysql://u:hunter2@h/db", Path("."))
     assert "hunter2" not in str(bad.value)
+
+
+def _decisions(log: DecisionLog, rows: list[tuple[str, int]]) -> None:
+    with log._reading() as con:
+        for cid, seq in rows:
+            con.execute(
+                log._sql("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                (cid, seq, seq, "2026-03-01T00:00:00+00:00", "blocked", json.dumps({"charge_id": cid}), "{}"),
+            )
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_decided_pages_through_every_decision_once(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
+    try:
+        rows = [(f"ch_{s}_{k}", s) for s in range(1, 6) for k in range(3)]  # three decisions per seq
+        _decisions(log, rows)
+        for batch in (1, 2, 4, 5000):
+            got = [(outcome, p["charge_id"]) for outcome, p in log.decided(batch=batch)]
+            assert got == [("blocked", c) for c, _ in sorted(rows, key=lambda r: (r[1], r[0]))], batch
+    finally:
+        if backend == "sqlite":
+            log.close()

@@ -295,6 +295,64 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
     click.echo(f"Dropped {namespace}: {n:,} keys.")
 
 
+@serve.command("export")
+@click.option(
+    "--decision-log",
+    "spec",
+    default="sqlite",
+    show_default=True,
+    help="The servers' decision log: sqlite (in the workspace) or postgresql://...",
+)
+@click.option(
+    "--assume-authorized",
+    is_flag=True,
+    help="Take a charge the service let through without the processor's outcome as authorized (else it is "
+    "left out and counted).",
+)
+@click.pass_context
+def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
+    """Append the charges the service decided to the workspace's event log, so their disputes, early fraud
+    warnings and review closures become training labels (labels join outcomes to the event log's charges).
+
+    Each charge is appended once (ones the event log holds are skipped: run it as often as you like), with
+    the processor's outcome the request carried, or `blocked` for a charge the service blocked. A charge let
+    through without the processor's outcome is left out and counted unless --assume-authorized (a declined
+    charge taken as authorized would be a false genuine label). It may run while servers do.
+
+    \b
+    payfm -w WORKSPACE serve export
+    payfm -w WORKSPACE serve export --decision-log postgresql://... --assume-authorized
+    payfm -w WORKSPACE train --horizon-days 60            # the exported charges' labels now count
+    """
+    from payfm.cli.render import console
+    from payfm.serving.decision_log import open_log
+    from payfm.serving.export import export_charges
+
+    ws = _ws(ctx)
+    if spec == "sqlite" and not (ws.root / "serving" / "decisions.db").exists():
+        raise ConfigError(
+            f"The workspace {ws.root} has no decision log (serving/decisions.db): `payfm serve` writes it. "
+            "Give --decision-log for another one."
+        )
+    log = open_log(spec, ws.root)
+    try:
+        summary = export_charges(ws, log, assume_authorized=assume_authorized)
+    finally:
+        log.close()
+    by = ", ".join(f"{n:,} {o}" for o, n in summary.outcomes.items()) or "none"
+    console.print(
+        f"{summary.decided:,} decided charges: {summary.exported:,} appended to the event log ({by}), "
+        f"{summary.already:,} there already.",
+        markup=False,
+    )
+    if summary.unknown_outcome:
+        console.print(
+            f"{summary.unknown_outcome:,} left out: let through by the service without the processor's "
+            "outcome (send `outcome` with the charge, or give --assume-authorized).",
+            markup=False,
+        )
+
+
 @click.command()
 @click.option("--from", "start", required=True, help="First day (or timestamp) to replay, UTC.")
 @click.option("--to", "end", default=None, help="End (exclusive), UTC; default: the end of the log.")

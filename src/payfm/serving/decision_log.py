@@ -510,6 +510,22 @@ class DecisionLog(ABC):
                 return
             last, tie = int(rows[-1][0]), str(rows[-1][3])
 
+    def decided(self, batch: int = 5000) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(outcome, charge payload)`` of every logged decision, in ``(seq, charge_id)`` order; ``outcome``
+        is the service's: authorized, blocked, manual_review or request_3ds."""
+        last, tie = -(2**62), ""
+        while True:
+            rows = self._fetch(
+                "SELECT seq, charge_id, outcome, charge FROM decisions "
+                "WHERE seq > ? OR (seq = ? AND charge_id > ?) ORDER BY seq, charge_id LIMIT ?",
+                (last, last, tie, batch),
+            )
+            for _, _, outcome, payload in rows:
+                yield str(outcome), json.loads(payload)
+            if len(rows) < batch:
+                return
+            last, tie = int(rows[-1][0]), str(rows[-1][1])
+
     def unappended_outcomes(self) -> list[tuple[str, dict[str, Any]]]:
         rows = self._fetch("SELECT kind, payload FROM outcomes WHERE appended = 0 ORDER BY seq")
         return [(str(k), json.loads(p)) for k, p in rows]

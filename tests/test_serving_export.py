@@ -1,0 +1,102 @@
+"""`payfm serve export`: the charges the service decided, into the event log, so their outcomes label them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.compute as pc
+from click.testing import CliRunner
+
+import test_serving_scorer
+from payfm.cli.main import cli
+from payfm.events.workspace import Workspace
+from payfm.serving.decision_log import open_log
+from payfm.serving.export import export_charges
+from payfm.serving.scorer import Scorer
+from payfm.training.labels import fraud_labels
+from test_serving_scorer import charge
+
+ws = test_serving_scorer.ws  # the fixture: a workspace with a production model and the tiny ruleset
+
+
+def _labels(w: Workspace) -> dict[str, int]:
+    t = fraud_labels(w.connect())
+    return dict(zip(t["charge_id"].to_pylist(), t["is_fraud"].to_pylist(), strict=True))
+
+
+def test_decided_charges_are_appended_once_with_a_known_outcome_and_then_labelled(
+    ws: Workspace, scorer: Scorer
+) -> None:
+    scorer.score(charge(1, outcome="issuer_declined", decline_code="insufficient_funds"))  # processor's
+    scorer.score(charge(2, ip_country="RU"))  # the tiny ruleset blocks it
+    scorer.score(charge(3, credential_changed_at="2026-02-01T00:00:00.123456Z"))  # let through: unknown
+    scorer.score(charge(4, outcome="authorized"))
+    dispute = {"dispute_id": "dp_4", "charge_id": "ch_4", "created": "2026-03-20T00:00:00Z"}
+    scorer.record_outcome("disputes", dispute | {"reason": "fraudulent", "amount": 100, "currency": "usd"})
+    scorer.log.flush()
+    assert "ch_4" not in _labels(ws)  # its dispute is in the event log, its charge is not: no label
+
+    first = export_charges(ws, scorer.log)
+    assert (first.decided, first.exported, first.already, first.unknown_outcome) == (4, 3, 0, 1)
+    assert first.outcomes == {"authorized": 1, "blocked": 1, "issuer_declined": 1}
+    rows = {r["charge_id"]: r for r in ws.read("charges").to_pylist()}
+    assert sorted(rows) == ["ch_1", "ch_2", "ch_4"]
+    assert (rows["ch_1"]["outcome"], rows["ch_1"]["decline_code"]) == (
+        "issuer_declined",
+        "insufficient_funds",
+    )
+    assert rows["ch_2"]["outcome"] == "blocked" and rows["ch_2"]["ip_country"] == "RU"
+    assert rows["ch_4"]["created"].isoformat() == "2026-03-01T12:00:04+00:00"
+    assert _labels(ws)["ch_4"] == 1  # the dispute the service appended now labels its charge
+
+    again = export_charges(ws, scorer.log)
+    assert (again.exported, again.already, again.unknown_outcome) == (0, 3, 1) and ws.count("charges") == 3
+
+    assumed = export_charges(ws, scorer.log, assume_authorized=True)
+    assert (assumed.exported, assumed.already, assumed.outcomes) == (1, 3, {"authorized": 1})
+    ch3 = ws.read("charges").filter(pc.equal(ws.read("charges")["charge_id"], "ch_3")).to_pylist()[0]
+    assert ch3["outcome"] == "authorized"
+    assert (
+        ch3["credential_changed_at"].isoformat() == "2026-02-01T00:00:00.123456+00:00"
+    )  # exact microseconds
+
+
+def test_cli_export_reports_and_refuses_a_workspace_without_a_decision_log(
+    tmp_path: Path, ws: Workspace
+) -> None:
+    empty = Workspace.open(tmp_path / "empty", create=True)
+    r = CliRunner().invoke(cli, ["-w", str(empty.root), "serve", "export"])
+    assert r.exit_code == 1 and "has no decision log" in r.output and "Traceback" not in r.output
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(1, outcome="authorized"))
+        s.score(charge(2))
+    finally:
+        s.close()
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "export"])
+    assert r.exit_code == 0, r.output
+    assert "2 decided charges: 1 appended to the event log (1 authorized), 0 there already." in r.output
+    assert "1 left out" in r.output and "--assume-authorized" in r.output
+
+
+def test_a_server_started_after_an_export_counts_each_charge_once(ws: Workspace) -> None:
+    """The exported charges are in both logs: a state rebuilt from them must not count them twice."""
+    s = Scorer.open(ws)
+    try:
+        for i in range(1, 5):  # one card, four charges within the hour
+            s.score(charge(i, outcome="authorized"))
+    finally:
+        s.close(snapshot=False)
+    log = open_log("sqlite", ws.root)
+    try:
+        assert export_charges(ws, log).exported == 4
+    finally:
+        log.close()
+    for snap in (ws.root / "serving" / "state").glob("*"):
+        snap.unlink()  # a first start: from the event log (the exported charges) and the decision log (too)
+    s = Scorer.open(ws)
+    try:
+        d = s.score(charge(5, outcome="authorized"))
+    finally:
+        s.close(snapshot=False)
+    assert d.features["card.count_charges_1h"] == 4.0
