@@ -457,8 +457,3 @@ def test_charge_values_reads_a_mapping_or_a_vector_with_names() -> None:
         charge_values(charge, [4.0])
     with pytest.raises(RuleError, match="Got 1 values for 2 names"):
         charge_values(charge, [4.0], names=[NUM, "x"])
-
-
-def test_backtest_without_rules_says_what_to_give(ws: Workspace) -> None:
-    code, out = run(ws, "rules", "backtest")
-    assert code == 1 and "Give a rules FILE to backtest, or --rule TEXT" in out and "not both" not in out

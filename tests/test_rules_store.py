@@ -138,7 +138,7 @@ def test_cli_round_trip_with_clean_one_line_errors(ws: Workspace, tmp_path: Path
     assert run("lists", "remove", "doms", "a.com") == (0, "Removed 1 value from 'doms'.\n")
     assert "remove" in run("lists", "audit", "doms")[1]
     code, out = run("rules", "backtest")
-    assert code == 1 and "Give either a rules FILE or --rule" in out
+    assert code == 1 and "Give a rules FILE to backtest, or --rule TEXT" in out and "not both" not in out
     code, out = run("rules", "show")
     assert code == 1 and "no active ruleset" in out
 

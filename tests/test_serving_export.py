@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import threading
 from pathlib import Path
 
 import pyarrow.compute as pc
+import pytest
 from click.testing import CliRunner
 
 import test_serving_scorer
 from payfm.cli.main import cli
 from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import open_log
+from payfm.serving.errors import InvalidInput
 from payfm.serving.export import export_charges
 from payfm.serving.scorer import Scorer
 from payfm.training.labels import fraud_labels
@@ -100,3 +104,61 @@ def test_a_server_started_after_an_export_counts_each_charge_once(ws: Workspace)
     finally:
         s.close(snapshot=False)
     assert d.features["card.count_charges_1h"] == 4.0
+
+
+def test_a_charge_the_event_log_refuses_is_named_and_the_others_exported(
+    ws: Workspace, scorer: Scorer
+) -> None:
+    scorer.score(charge(1, outcome="authorized"))
+    scorer.score(charge(2, outcome="authorized"))
+    scorer.score(charge(3, outcome="authorized"))
+    scorer.log.flush()
+    with scorer.log._reading() as con:  # a charge logged under an older rule, which the event log now refuses
+        payload = json.loads(
+            con.execute("SELECT charge FROM decisions WHERE charge_id = 'ch_2'").fetchone()[0]
+        )
+        payload["card_brand"] = "not-a-brand"
+        con.execute("UPDATE decisions SET charge = ? WHERE charge_id = 'ch_2'", (json.dumps(payload),))
+    first = export_charges(ws, scorer.log)
+    assert first.exported == 2 and list(first.refused) == ["ch_2"] and "card_brand" in first.refused["ch_2"]
+    assert sorted(ws.read("charges")["charge_id"].to_pylist()) == ["ch_1", "ch_3"]
+    again = export_charges(ws, scorer.log)  # refused again, nothing else appended, no unknown counted twice
+    assert (again.exported, again.already, list(again.refused), again.unknown_outcome) == (0, 2, ["ch_2"], 0)
+
+
+def test_a_lone_surrogate_is_refused_when_decided(scorer: Scorer) -> None:
+    with pytest.raises(InvalidInput, match="'customer_id' of the charge is not valid Unicode") as e:
+        scorer.score(charge(1, customer_id="cus_\ud800x"))
+    assert e.value.field == "customer_id"
+    with pytest.raises(InvalidInput, match="between 1970 and 2100"):
+        scorer.score(charge(2, created="0001-01-01T00:00:00+23:59"))
+
+
+def test_two_exports_at_once_append_each_charge_once(ws: Workspace, scorer: Scorer) -> None:
+    for i in range(1, 40):
+        scorer.score(charge(i, outcome="authorized"))
+    scorer.log.flush()
+    results: list[int] = []
+
+    def run() -> None:
+        log = open_log("sqlite", ws.root)
+        try:
+            results.append(export_charges(ws, log, wait_s=30).exported)
+        finally:
+            log.close()
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ids = ws.read("charges")["charge_id"].to_pylist()
+    assert sorted(results) == [0, 0, 39] and len(ids) == len(set(ids)) == 39
+
+
+def test_cli_export_refuses_a_decision_log_that_does_not_exist(tmp_path: Path, ws: Workspace) -> None:
+    missing = tmp_path / "typo" / "decisions.db"
+    r = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "serve", "export", "--decision-log", f"sqlite:///{missing}"]
+    )
+    assert r.exit_code == 1 and "No decision log at" in r.output and not missing.parent.exists()

@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -325,6 +326,7 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     payfm -w WORKSPACE train --horizon-days 60            # the exported charges' labels now count
     """
     from payfm.cli.render import console
+    from payfm.errors import shown_url
     from payfm.serving.decision_log import open_log
     from payfm.serving.export import export_charges
 
@@ -334,17 +336,38 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
             f"The workspace {ws.root} has no decision log (serving/decisions.db): `payfm serve` writes it. "
             "Give --decision-log for another one."
         )
+    if spec.startswith("sqlite:///") and not Path(spec[len("sqlite:///") :]).is_file():
+        raise ConfigError(f"No decision log at {spec[len('sqlite:///') :]} (from --decision-log {spec}).")
     log = open_log(spec, ws.root)
     try:
         summary = export_charges(ws, log, assume_authorized=assume_authorized)
+    except Exception as e:
+        if type(e).__module__.split(".")[0] not in ("psycopg", "sqlite3"):
+            raise
+        raise ConfigError(
+            f"Cannot read the decision log {shown_url(spec)}: {str(e).splitlines()[0]}"
+        ) from None
     finally:
         log.close()
+    if summary.decided == 0:
+        console.print(
+            f"The decision log {shown_url(spec)} holds no decisions: is it the one the servers write "
+            "(their --decision-log)?",
+            markup=False,
+        )
     by = ", ".join(f"{n:,} {o}" for o, n in summary.outcomes.items()) or "none"
     console.print(
         f"{summary.decided:,} decided charges: {summary.exported:,} appended to the event log ({by}), "
         f"{summary.already:,} there already.",
         markup=False,
     )
+    if summary.refused:
+        first = next(iter(summary.refused.items()))
+        console.print(
+            f"{len(summary.refused):,} refused by the event log's validation (left in the decision log), "
+            f"e.g. charge {first[0]!r}: {first[1]}",
+            markup=False,
+        )
     if summary.unknown_outcome:
         console.print(
             f"{summary.unknown_outcome:,} left out: let through by the service without the processor's "

@@ -337,14 +337,15 @@ class Workspace:
         return result
 
     @contextmanager
-    def writer(self, mode: WriteMode = "append") -> Iterator[WorkspaceWriter]:
+    def writer(self, mode: WriteMode = "append", wait_s: float = 0.0) -> Iterator[WorkspaceWriter]:
         """A transaction: everything written inside becomes visible at once on a clean exit, or not at all.
 
-        ``replace`` swaps every table for what is written; ``append`` adds to what is there.
+        ``replace`` swaps every table for what is written; ``append`` adds to what is there. ``wait_s``:
+        seconds to wait for another writer's transaction to end before :class:`WorkspaceBusy`.
         """
         if mode not in ("append", "replace"):
             raise ValueError(f"The 'mode' of a workspace write must be 'append' or 'replace'. Got {mode!r}.")
-        with self._transaction() as before:
+        with self._transaction(wait_s) as before:
             w = WorkspaceWriter(self, uuid.uuid4().hex[:12])
             try:
                 yield w

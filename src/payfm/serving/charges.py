@@ -91,7 +91,15 @@ def to_us(value: object, field: str) -> int:
             field=field,
         )
     delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not 0 <= us < _TIME_MAX_US:  # as an import: a time outside 1970-2100 is a wrong unit or a typo
+        raise InvalidInput(
+            f"Field '{field}' must be a time between 1970 and 2100. Got {value.isoformat()}.", field=field
+        )
+    return us
+
+
+_TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01 UTC
 
 
 def us_to_iso(us: int) -> str:
@@ -122,8 +130,19 @@ def refuse_future(created_us: int, max_future_s: float | None, what: str = "char
 
 
 def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
-    """Raise if any string value holds a full card number; the message names the field, never the value."""
+    """Raise if any string value holds a full card number (the message names the field, never the value) or
+    is not valid Unicode (a lone surrogate, which the decision log takes but no event file can hold)."""
     for name, v in values.items():
+        if isinstance(v, str) and not v.isascii():
+            try:
+                v.encode("utf-8")
+            except (
+                UnicodeEncodeError
+            ):  # a lone surrogate of a JSON escape (\ud800): no event file can hold it
+                raise InvalidInput(
+                    f"Field '{name}' of the {who} is not valid Unicode (a lone surrogate, such as \\ud800).",
+                    field=name,
+                ) from None
         if isinstance(v, str) and len(v) >= 13 and contains_card_number(v):
             raise InvalidInput(
                 f"Field '{name}' of the {who} holds a full card number, which payfm never accepts "

@@ -516,8 +516,8 @@ class DecisionLog(ABC):
         last, tie = -(2**62), ""
         while True:
             rows = self._fetch(
-                "SELECT seq, charge_id, outcome, charge FROM decisions "
-                "WHERE seq > ? OR (seq = ? AND charge_id > ?) ORDER BY seq, charge_id LIMIT ?",
+                "SELECT seq, charge_id, outcome, charge FROM decisions "  # seq >= ?: a range of the seq index
+                "WHERE seq >= ? AND (seq > ? OR charge_id > ?) ORDER BY seq, charge_id LIMIT ?",
                 (last, last, tie, batch),
             )
             for _, _, outcome, payload in rows:

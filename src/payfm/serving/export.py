@@ -20,16 +20,18 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.events.schema import SCHEMAS
-from payfm.events.validate import validate_events
+from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import DecisionLog
+
+PAGE = 5000  # decisions read and converted at a time: memory follows the new charges, not the log
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class ExportSummary:
     exported: int  # appended now
     unknown_outcome: int  # left out: let through by the service, the processor's outcome unknown
     outcomes: dict[str, int] = field(default_factory=dict)  # exported, by event-log outcome
+    refused: dict[str, str] = field(default_factory=dict)  # charge id -> why the event log refuses it
 
 
 def _row(payload: dict[str, Any], outcome: str) -> dict[str, Any]:
@@ -50,6 +53,8 @@ def _row(payload: dict[str, Any], outcome: str) -> dict[str, Any]:
         else:
             row[f.name] = payload.get(f.name)
     row["outcome"] = outcome
+    if outcome != "issuer_declined":
+        row["decline_code"] = None  # a declined charge's code only (one sent with another outcome is moot)
     return row
 
 
@@ -65,30 +70,90 @@ def _table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=schema)
 
 
-def export_charges(ws: Workspace, log: DecisionLog, *, assume_authorized: bool = False) -> ExportSummary:
-    """Append to ``ws``'s event log the charges of ``log`` it does not hold (see the module docstring)."""
-    rows: list[dict[str, Any]] = []
-    decided = unknown = 0
-    for service_outcome, payload in log.decided():
-        decided += 1
-        outcome = payload.get("outcome")
-        if outcome is None:
-            if service_outcome == "blocked":
-                outcome = "blocked"
-            elif assume_authorized:
-                outcome = "authorized"
-            else:
-                unknown += 1
-                continue
-        rows.append(_row(payload, str(outcome)))
-    table = _table(rows)
-    if ws.files("charges") and table.num_rows:
-        held = ws.read("charges", ["charge_id"])["charge_id"]
-        table = table.filter(pc.invert(pc.is_in(table["charge_id"], value_set=held.combine_chunks())))
-    already = len(rows) - table.num_rows
-    if table.num_rows:
-        table = validate_events("charges", table, source="the decision log")
-        with ws.writer("append") as w:
-            w.write("charges", table)
+def _encodable(row: dict[str, Any]) -> str | None:
+    """Why ``row`` cannot be stored as Arrow text (a lone surrogate of a JSON escape), or None."""
+    for name, v in row.items():
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"column '{name}': a text that is not valid Unicode (a lone surrogate)"
+    return None
+
+
+def _valid(rows: list[dict[str, Any]], refused: dict[str, str]) -> pa.Table:
+    """The rows the event log's validation takes, as its table; the others' ids and first problem go to
+    ``refused`` (one bad charge must not stop every later export)."""
+    kept = []
+    for r in rows:
+        why = _encodable(r)
+        if why is None:
+            kept.append(r)
+        else:
+            refused[str(r["charge_id"])] = why
+    while kept:
+        try:
+            return validate_events("charges", _table(kept), source="the decision log")
+        except ValidationError as e:
+            bad = {p.row - 1: p for p in e.problems if p.row is not None}
+            if not bad:  # a problem of a whole column: not one charge's
+                raise
+            for i, problem in bad.items():
+                refused[str(kept[i]["charge_id"])] = str(replace(problem, row=None))
+            kept = [r for i, r in enumerate(kept) if i not in bad]
+    return _table([])
+
+
+def export_charges(
+    ws: Workspace, log: DecisionLog, *, assume_authorized: bool = False, wait_s: float = 60.0
+) -> ExportSummary:
+    """Append to ``ws``'s event log the charges of ``log`` it does not hold (see the module docstring).
+
+    The charges it holds are read inside the write transaction, so two exports at once never append a charge
+    twice (the second waits up to ``wait_s`` for the first, as for a server's outcome appends)."""
+    decided = already = unknown = 0
+    refused: dict[str, str] = {}
+    parts: list[pa.Table] = []
+    with ws.writer("append", wait_s=wait_s) as w:
+        held = (
+            ws.read("charges", ["charge_id"])["charge_id"].combine_chunks()
+            if ws.files("charges")
+            else pa.array([], pa.string())
+        )
+
+        def convert(page: list[tuple[str, dict[str, Any]]]) -> None:
+            nonlocal already, unknown
+            ids = pa.array([str(p.get("charge_id")) for _, p in page], pa.string())
+            known = pc.is_in(ids, value_set=held).to_pylist()
+            rows = []
+            for (service_outcome, payload), is_held in zip(page, known, strict=True):
+                if is_held:
+                    already += 1
+                    continue
+                outcome = payload.get("outcome")
+                if outcome is None:
+                    if service_outcome == "blocked":
+                        outcome = "blocked"
+                    elif assume_authorized:
+                        outcome = "authorized"
+                    else:
+                        unknown += 1
+                        continue
+                rows.append(_row(payload, str(outcome)))
+            if rows:
+                parts.append(_valid(rows, refused))
+
+        page: list[tuple[str, dict[str, Any]]] = []
+        for item in log.decided(batch=PAGE):
+            decided += 1
+            page.append(item)
+            if len(page) == PAGE:
+                convert(page)
+                page = []
+        convert(page)
+        table = pa.concat_tables(parts) if parts else _table([])
+        w.write("charges", table)
     counts = Counter(table["outcome"].to_pylist())
-    return ExportSummary(decided, already, table.num_rows, unknown, dict(sorted(counts.items())))
+    return ExportSummary(
+        decided, already, table.num_rows, unknown, dict(sorted(counts.items())), dict(sorted(refused.items()))
+    )

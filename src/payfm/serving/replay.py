@@ -183,7 +183,7 @@ class _Before(Workspace):
         return con
 
     @contextmanager
-    def writer(self, mode: WriteMode = "append") -> Iterator[WorkspaceWriter]:
+    def writer(self, mode: WriteMode = "append", wait_s: float = 0.0) -> Iterator[WorkspaceWriter]:
         raise TypeError("A view of a workspace's history is read-only.")
         yield  # a generator, as the context manager it overrides
 
