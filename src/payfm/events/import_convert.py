@@ -21,7 +21,7 @@ from payfm.events.cards import fingerprint
 from payfm.events.import_problems import Problems, values_at
 from payfm.events.mapping import CurrencySource, FieldSpec
 from payfm.events.schema import RULES
-from payfm.events.validate import blank_rows
+from payfm.events.validate import blank_rows, try_cast
 
 # A decimal number written as text (also how :mod:`payfm.events.import_outcomes` reads numeric labels).
 NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -266,36 +266,18 @@ def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) ->
     return pa.array(np.where(nulls, 0, rounded).astype(np.int64), mask=nulls)
 
 
-_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
-_PIECE = 4096  # cells cast at once while looking for those that do not
-
-
 def _as_integers(name: str, col: pa.Array, out: Problems) -> pa.Array:
     """``col`` for the integer field ``name`` read as it is (no scale): itself when it casts as a whole
     (validate_events casts and bounds it); else int64 with the cells that do not cast reported (in
     validate_events' words) and null, so that validate_events checks the bounds of the cells that do: one
     cell 'x' used to hide every out-of-bounds value of the column, and the total was short."""
-    try:
-        pc.cast(col, pa.int64())
+    cast, bad = try_cast(col, pa.int64())
+    if cast is not None:
         return col
-    except _CAST_ERRORS:
-        pass
     ok = np.ones(len(col), dtype=bool)
-    for start in range(0, len(col), _PIECE):  # the error path only
-        piece = col.slice(start, _PIECE)
-        try:
-            pc.cast(piece, pa.int64())
-            continue
-        except _CAST_ERRORS:
-            pass
-        for i in range(len(piece)):
-            try:
-                pc.cast(piece.slice(i, 1), pa.int64())
-            except _CAST_ERRORS:
-                ok[start + i] = False
-    if not ok.any():
+    ok[bad] = False
+    if not ok.any() or not len(bad):
         return col  # nothing casts (a column of another type): validate_events says how
-    bad = np.flatnonzero(~ok)
     if pa.types.is_floating(col.type):  # a fraction of a minor unit, as validate_events words it
         values = col.to_numpy(zero_copy_only=False)[bad]
         fraction = np.isfinite(values) & (np.floor(values) != values)

@@ -18,7 +18,7 @@ from payfm.events.import_convert import as_text, source_values, to_floats
 from payfm.events.import_problems import Problems, values_at
 from payfm.events.mapping import EPOCH_UNITS, FieldSpec, Mapping
 from payfm.events.schema import TIMESTAMP
-from payfm.events.validate import floor_to_microseconds
+from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
 
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
@@ -55,19 +55,12 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
 
 def _parse_rows(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:
     """Cast ISO texts to ``target``: the result with nulls where parsing failed, and those rows."""
-    try:
-        return pc.cast(text, target), np.zeros(0, dtype=np.int64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    values: list[object] = []
-    bad: list[int] = []
-    for i in range(len(text)):  # error path only: find the rows that do not parse
-        try:
-            values.append(pc.cast(text.slice(i, 1), target)[0].as_py())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            values.append(None)
-            bad.append(i)
-    return pa.array(values, type=target), np.array(bad, dtype=np.int64)
+    cast, bad = try_cast(text, target)
+    if cast is not None:
+        return cast, bad
+    failed = np.zeros(len(text), dtype=bool)
+    failed[bad] = True
+    return pc.cast(pc.if_else(pa.array(failed), pa.scalar(None, text.type), text), target), bad
 
 
 def to_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) -> pa.Array | None:
@@ -90,7 +83,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     if spec.kind == "value":
         try:
             value = pc.cast(pa.array([spec.value]), TIMESTAMP)[0]
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        except CAST_ERRORS:
             raise ConfigError(
                 f"{mapping.name}: '{spec.path}.value': expected an ISO 8601 time with a zone offset "
                 f"(e.g. 2023-01-01T00:00:00Z); received {spec.value!r}."

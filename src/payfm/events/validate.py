@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -146,31 +147,44 @@ def _cast(col: pa.ChunkedArray, target: pa.DataType, name: str, out: _Collector)
         if len(bad):
             out.rows(name, bad, "an integer (minor units)", [shown_value(float(values[i])) for i in bad[:20]])
             return None
-    try:
-        return pc.cast(col, target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-        pass
+    cast, rows = try_cast(col, target)
+    if cast is not None:
+        return cast
+    expected = _describe(target)
+    if not len(rows):
+        out.column(name, expected, f"values of type {col.type}")
+        return None
     flat = col.combine_chunks()
-    bad_rows: list[int] = []
+    out.rows(name, rows, expected, [shown_value(flat[int(i)].as_py()) for i in rows[:20]])
+    return None
+
+
+CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)  # what a failed cast raises
+
+
+def try_cast(col: Any, target: pa.DataType) -> tuple[Any, np.ndarray]:
+    """``(col cast to target, no rows)``, or ``(None, the 0-based rows whose cells do not cast)`` (empty when
+    each cell casts alone but the column does not: a type Arrow cannot cast from). On failure, pieces of
+    ``_CHUNK`` cells are tried, single cells only inside a piece that fails."""
+    try:
+        return pc.cast(col, target), np.zeros(0, dtype=np.int64)
+    except CAST_ERRORS:
+        pass
+    flat = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    bad: list[int] = []
     for start in range(0, len(flat), _CHUNK):
         piece = flat.slice(start, _CHUNK)
         try:
             pc.cast(piece, target)
             continue
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        except CAST_ERRORS:
             pass
         for i in range(len(piece)):
             try:
                 pc.cast(piece.slice(i, 1), target)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-                bad_rows.append(start + i)
-    expected = _describe(target)
-    if not bad_rows:
-        out.column(name, expected, f"values of type {col.type}")
-        return None
-    rows = np.array(bad_rows)
-    out.rows(name, rows, expected, [shown_value(flat[int(i)].as_py()) for i in rows[:20]])
-    return None
+            except CAST_ERRORS:
+                bad.append(start + i)
+    return None, np.array(bad, dtype=np.int64)
 
 
 def _describe(t: pa.DataType) -> str:
