@@ -38,7 +38,7 @@ from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset, list_table, quote_ident, sql_literal
 from payfm.rules.limits import RuleError
 from payfm.rules.scores import check_scores
-from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
+from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, log_end
 
 # Outcomes of a charge: the three final labels, then "pending" (its label horizon has not passed yet).
 LABELS = ("fraud", "refunded", "legit", "pending")
@@ -135,16 +135,6 @@ def _ts(value: datetime) -> str:
     if value.tzinfo is None:
         raise RuleError(f"Backtest window bounds must be timezone-aware (UTC). Got {value.isoformat()}.")
     return f"CAST('{value.isoformat()}' AS TIMESTAMPTZ)"
-
-
-def _log_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
-    """The log's "now": its latest event, as :func:`payfm.training.labels.fraud_labels` defaults it."""
-    [(end,)] = con.execute(
-        """SELECT greatest((SELECT max(created) FROM charges), (SELECT max(created) FROM disputes),
-                           (SELECT max(created) FROM early_fraud_warnings),
-                           (SELECT max(created) FROM refunds), (SELECT max(created) FROM reviews))"""
-    ).fetchall()
-    return end  # type: ignore[no-any-return]
 
 
 def prepare(
@@ -442,7 +432,7 @@ def backtest(
     con = ws.connect()
 
     def work() -> BacktestReport:
-        labels_as_of = as_of if as_of is not None else _log_end(con)
+        labels_as_of = as_of if as_of is not None else log_end(con)
         prepare(
             con,
             ws,

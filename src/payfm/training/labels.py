@@ -33,6 +33,16 @@ FRAUD_OUTCOMES_SQL = """SELECT charge_id, created FROM disputes WHERE reason = '
     UNION ALL SELECT charge_id, created FROM reviews WHERE closed_as = 'refunded_as_fraud'"""
 
 
+def log_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The log's "now": the time of its latest event (charges and outcomes); None for an empty log."""
+    [(end,)] = con.execute(
+        """SELECT greatest((SELECT max(created) FROM charges), (SELECT max(created) FROM disputes),
+                           (SELECT max(created) FROM early_fraud_warnings),
+                           (SELECT max(created) FROM refunds), (SELECT max(created) FROM reviews))"""
+    ).fetchall()
+    return end  # type: ignore[no-any-return]
+
+
 def fraud_labels(
     con: duckdb.DuckDBPyConnection, as_of: datetime | None = None, horizon: timedelta = DEFAULT_HORIZON
 ) -> pa.Table:
@@ -45,14 +55,8 @@ def fraud_labels(
     if horizon <= timedelta(0):
         raise ConfigError(f"The label 'horizon' must be positive. Got {horizon}.")
     if as_of is None:
-        row = con.execute(
-            """SELECT greatest((SELECT max(created) FROM charges), (SELECT max(created) FROM disputes),
-                               (SELECT max(created) FROM early_fraud_warnings),
-                               (SELECT max(created) FROM refunds), (SELECT max(created) FROM reviews))"""
-        ).fetchall()[0]
-        as_of_sql = "NULL::TIMESTAMPTZ" if row[0] is None else f"'{row[0].isoformat()}'::TIMESTAMPTZ"
-    else:
-        as_of_sql = f"'{as_of.isoformat()}'::TIMESTAMPTZ"
+        as_of = log_end(con)
+    as_of_sql = "NULL::TIMESTAMPTZ" if as_of is None else f"'{as_of.isoformat()}'::TIMESTAMPTZ"
     micros = int(horizon.total_seconds() * 1_000_000)
     return con.sql(
         f"""
