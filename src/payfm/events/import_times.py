@@ -17,12 +17,11 @@ from payfm.errors import ConfigError
 from payfm.events.import_convert import as_text, source_values, to_floats
 from payfm.events.import_problems import Problems, values_at
 from payfm.events.mapping import EPOCH_UNITS, FieldSpec, Mapping
-from payfm.events.schema import TIMESTAMP
+from payfm.events.schema import TIME_MAX_US, TIMESTAMP
 from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
 
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
-_TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01 UTC: later (or pre-1970) times mean a wrong unit or format
 _PLAUSIBLE = "a time between 1970 and 2100 (check the unit or format in the mapping)"
 
 
@@ -69,7 +68,7 @@ def to_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) 
     if times is None or spec.kind == "value":
         return times
     micros = pc.cast(times, pa.int64())
-    off = pc.or_(pc.less(micros, 0), pc.greater_equal(micros, _TIME_MAX_US))
+    off = pc.or_(pc.less(micros, 0), pc.greater_equal(micros, TIME_MAX_US))
     bad = np.flatnonzero(pc.fill_null(off, False).to_numpy(False))
     if len(bad):
         out.rows("+".join(spec.columns), bad, _PLAUSIBLE, values_at(source_values(spec, table), bad))
@@ -101,7 +100,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
             nulls = pc.is_null(ints).to_numpy(False)
             v = pc.fill_null(ints, 0).to_numpy(False)
             # Values that would overflow int64 microseconds are implausible anyway: report, don't crash.
-            huge = np.flatnonzero(np.abs(v) > min(_TIME_MAX_US * div // mul, 2**62))
+            huge = np.flatnonzero(np.abs(v) > min(TIME_MAX_US * div // mul, 2**62))
             if len(huge):
                 out.rows(name, huge, _PLAUSIBLE, values_at(col, huge))
                 v, nulls = v.copy(), nulls.copy()  # (Arrow's buffers are read-only)

@@ -35,6 +35,8 @@ from payfm.events import countries
 from payfm.events.cards import mask_long_numbers
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Event times are from 1970 to 2100 (UTC microseconds): outside, a time is a wrong unit, format or typo.
+TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01
 
 # Vocabularies of the categorical fields. None (null) is allowed where the field is nullable.
 CHANNELS = ("ecommerce", "card_present", "recurring")

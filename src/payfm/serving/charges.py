@@ -26,7 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from payfm.events.cards import contains_card_number, mask_long_numbers
-from payfm.events.schema import CHARGES, ORDERED_TIMES, RULES, TIMESTAMP, DomainError
+from payfm.events.schema import CHARGES, ORDERED_TIMES, RULES, TIME_MAX_US, TIMESTAMP, DomainError
 from payfm.serving.errors import InvalidInput
 
 # The fields of a charge the service reads; outcome-side fields of the log schema are accepted but optional.
@@ -92,14 +92,11 @@ def to_us(value: object, field: str) -> int:
         )
     delta = value - _EPOCH
     us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    if not 0 <= us < _TIME_MAX_US:  # as an import: a time outside 1970-2100 is a wrong unit or a typo
+    if not 0 <= us < TIME_MAX_US:  # as an import: a time outside 1970-2100 is a wrong unit or a typo
         raise InvalidInput(
             f"Field '{field}' must be a time between 1970 and 2100. Got {value.isoformat()}.", field=field
         )
     return us
-
-
-_TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01 UTC
 
 
 def us_to_iso(us: int) -> str:
@@ -136,9 +133,8 @@ def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
         if isinstance(v, str) and not v.isascii():
             try:
                 v.encode("utf-8")
-            except (
-                UnicodeEncodeError
-            ):  # a lone surrogate of a JSON escape (\ud800): no event file can hold it
+            except UnicodeEncodeError:
+                # a lone surrogate of a JSON escape (\ud800): no event file can hold it
                 raise InvalidInput(
                     f"Field '{name}' of the {who} is not valid Unicode (a lone surrogate, such as \\ud800).",
                     field=name,
