@@ -316,3 +316,102 @@ def test_redis_encoding_keeps_integers_beyond_64_bits() -> None:
     assert _dumps(small)[:1] != b" " and _loads(_dumps(small)) == small  # the fast encoder
     big = {"2": ["w", [1], [[3, 2**64 + 1, 10**30]], [0, -(2**70), 0], 0, 0]}
     assert _dumps(big)[:1] == b" " and _loads(_dumps(big)) == big  # exact, not read back as floats
+
+
+class _DecidedWithoutOutcome(OnlineFeatures):
+    """Each charge decided without its outcome, which comes as an authorization result up to ``delay``
+    charges later, in random order (0: before the next charge)."""
+
+    def __init__(self, fset: FeatureSet, delay: int = 0) -> None:
+        super().__init__(fset)
+        self.delay = delay
+        self.waiting: list[dict[str, Any]] = []
+        self.rng = np.random.default_rng(0)
+
+    def features_then_update(self, charge: Any) -> dict[str, float | None]:
+        out = super().features_then_update({**charge, "outcome": None})
+        self.waiting.append(dict(charge))
+        while len(self.waiting) > self.delay:
+            assert self.apply_authorization(self.waiting.pop(int(self.rng.integers(len(self.waiting)))))
+        return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_outcomes_reported_after_the_decision_give_the_backfills_values(seed: int) -> None:
+    log = random_log(seed, 2000, span_us=6 * 86_400_000_000, n_keys=5 + 10 * seed)
+    offline = compute(connect(log), WIDE)
+    online = _DecidedWithoutOutcome(WIDE)
+    report = compare(offline, replay(WIDE, log["charges"], label_outcomes(log), online=online), WIDE.names)
+    assert report.charges == 2000
+    assert report.total_mismatches == 0, {k: report.examples[k] for k, v in report.mismatches.items() if v}
+    # Without the results, the declined-filtered features are off (the test is not vacuous).
+    blind = OnlineFeatures(WIDE)
+    blind.features_then_update = lambda c: OnlineFeatures.features_then_update(  # type: ignore[method-assign]
+        blind, {**c, "outcome": None}
+    )
+    off = compare(offline, replay(WIDE, log["charges"], label_outcomes(log), online=blind), WIDE.names)
+    for name in ("card.min_amount_usd_declined_2h", "device.first_seen_declined"):
+        assert off.mismatches[name] > 0, name
+    assert off.mismatches["merchant.mean_amount_usd_authorized_1d_ending_1d_ago"] > 0
+
+
+def test_a_late_authorization_result_ends_in_the_state_the_outcome_would_have_given() -> None:
+    fset = FeatureSet(
+        "late_results",
+        (
+            *WIDE.features,
+            Aggregate("card", "since_first", filter="declined"),
+            Aggregate("card", "since_prev", filter="declined"),
+            Aggregate("merchant", "count", window=H, filter="declined"),
+        ),
+    )
+    log = random_log(3, 1500, span_us=3 * 86_400_000_000, n_keys=6)
+    with_outcome = OnlineFeatures(fset)
+    replay(fset, log["charges"], label_outcomes(log), online=with_outcome)
+    late = _DecidedWithoutOutcome(
+        fset, delay=25
+    )  # results come late, out of order, often after the key's next
+    replay(fset, log["charges"], label_outcomes(log), online=late)
+    for c in late.waiting:
+        late.apply_authorization(c)
+    end = max(log["charges"]["created"].to_pylist())
+    end_us = int(end.timestamp() * 1_000_000)
+    names = [n for n in fset.names if "last" not in n]
+    for row in log["charges"].slice(0, 300).to_pylist():
+        for later in (60_000_000, 3_600_000_000, 86_400_000_000):
+            probe = {**row, "charge_id": "ch_probe", "created_us": end_us + later}
+            a, b = late.features(probe), with_outcome.features(probe)
+            assert {n: a[n] for n in names} == {n: b[n] for n in names}
+
+
+def test_an_authorization_result_counts_once_and_only_for_a_counted_charge() -> None:
+    online = OnlineFeatures(WIDE)
+    charge = {"charge_id": "ch_1", "created_us": 10**15, "card_fingerprint": "fp", "amount_usd": 700}
+    online.features_then_update(charge)
+    declined = {**charge, "outcome": "issuer_declined"}
+    assert online.apply_authorization(declined)
+    assert not online.apply_authorization(declined)  # once
+    assert not online.apply_authorization({**declined, "charge_id": "ch_never_decided"})
+    probe = {**charge, "charge_id": "ch_2", "created_us": 10**15 + 60_000_000}
+    assert online.features(probe)["card.min_amount_usd_declined_2h"] == 7.0
+
+
+def test_results_reported_in_reverse_order_keep_the_first_and_previous_times() -> None:
+    fset = FeatureSet(
+        "reverse_results",
+        (
+            Aggregate("card", "since_first", filter="declined"),
+            Aggregate("card", "since_prev", filter="declined"),
+        ),
+    )
+    online = OnlineFeatures(fset)
+    t1, t2 = 10**15, 10**15 + 600_000_000
+    first, second = (
+        {"charge_id": f"ch_{i}", "created_us": t, "card_fingerprint": "fp"} for i, t in ((1, t1), (2, t2))
+    )
+    online.features_then_update(first)
+    online.features_then_update(second)
+    assert online.apply_authorization({**second, "outcome": "issuer_declined"})
+    assert online.apply_authorization({**first, "outcome": "issuer_declined"})
+    probe = online.features({"charge_id": "ch_3", "created_us": t2 + 60_000_000, "card_fingerprint": "fp"})
+    assert probe == {"card.since_first_declined": 660.0, "card.since_prev_declined": 60.0}

@@ -316,9 +316,10 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     warnings and review closures become training labels (labels join outcomes to the event log's charges).
 
     Each charge is appended once (ones the event log holds are skipped: run it as often as you like), with
-    the processor's outcome the request carried, or `blocked` for a charge the service blocked. A charge let
-    through without the processor's outcome is left out and counted unless --assume-authorized (a declined
-    charge taken as authorized would be a false genuine label). It may run while servers do.
+    the processor's outcome the request carried or that was reported afterwards (POST
+    /v1/charges/{id}/authorization), or `blocked` for a charge the service blocked. A charge let through
+    without the processor's outcome is left out and counted unless --assume-authorized (a declined charge
+    taken as authorized would be a false genuine label). It may run while servers do.
 
     \b
     payfm -w WORKSPACE serve export
@@ -371,7 +372,8 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     if summary.unknown_outcome:
         console.print(
             f"{summary.unknown_outcome:,} left out: let through by the service without the processor's "
-            "outcome (send `outcome` with the charge, or give --assume-authorized).",
+            "outcome (send `outcome` with the charge, report it to POST /v1/charges/{id}/authorization, or "
+            "give --assume-authorized).",
             markup=False,
         )
 

@@ -51,6 +51,12 @@ ENTITIES: dict[str, tuple[str, ...]] = {
 
 # Event sources: charges, or outcome events of the entity's charges.
 SOURCES = ("charges", "fraud_disputes", "efws", "refunds")
+# The charge columns a processor reports after the decision (the authorization result, sent to the decision
+# service by POST /v1/charges/{id}/authorization): a charge decided without them is counted by the filters
+# on them when they come, at the charge's own time, as if it had carried them (the online engine's
+# "authorization" update, :meth:`payfm.features.online.OnlineFeatures.apply_authorization`).
+AUTHORIZATION = "authorization"
+LATE_COLUMNS = ("outcome",)
 LABEL_SOURCES = ("fraud_disputes", "efws", "refunds")
 # A charge is disputed as fraud once: a review closed as `disputed` (its dispute ``dp_review_<charge>``) and
 # the processor's dispute of the charge are one dispute. So fraud disputes count once per charge; early fraud
@@ -69,7 +75,14 @@ COUNTED_FRAUD_DISPUTES_SQL = (
 
 def outcome_claim(source: str, outcome_id: str, charge_id: str) -> str:
     """The key under which an outcome is counted once (online state claims; the warm path)."""
-    return f"{source}:charge:{charge_id}" if source in ONCE_PER_CHARGE else f"{source}:{outcome_id}"
+    if source in ONCE_PER_CHARGE or source == AUTHORIZATION:  # (a charge has one authorization result)
+        return f"{source}:charge:{charge_id}"
+    return f"{source}:{outcome_id}"
+
+
+def authorization_claim(charge_id: str) -> str:
+    """The key under which a charge's authorization result is counted once (online state claims)."""
+    return outcome_claim(AUTHORIZATION, charge_id, charge_id)
 
 
 AggName = Literal[

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from payfm.features.definitions import ENTITIES, FeatureSet, outcome_claim
+from payfm.features.definitions import AUTHORIZATION, ENTITIES, FeatureSet, authorization_claim, outcome_claim
 from payfm.features.online_codegen import compile_engine
 from payfm.features.online_plan import label_fields, plan, write_columns
 from payfm.features.state import State
@@ -149,6 +149,34 @@ class OnlineFeatures:
         if top is not None:
             store.advance(top)
         return n
+
+    def apply_authorization(self, charge: Mapping[str, Any]) -> bool:
+        """Count the authorization result of a charge decided without it: ``charge`` is that charge (its
+        :attr:`write_columns` and ``created_us``) with the ``outcome`` the processor reported.
+
+        The charge was counted when it was decided; now the aggregates filtered on its outcome (declines,
+        authorizations, blocks) count it too, at the charge's own time, so that the state ends as if the
+        charge had carried its outcome (the offline backfill reads the event log's charges, outcome and all).
+        Features of charges decided between the charge and its result do not see it; an ``all-time`` ``last``
+        over such a filter takes the result as the newest value even when a later charge of the key came
+        first. Returns False (and changes nothing) when the charge was never counted, was counted with an
+        outcome (e.g. from the event log), or its result was counted already.
+        """
+        cid = str(charge["charge_id"])
+        write = self._write.get(AUTHORIZATION)
+        fields = self.store.charge_fields(cid)
+        if fields is None or fields.get("outcome") is not None:  # never counted, or counted with its outcome
+            return False
+        keys = self._keys(charge)
+        ts = int(charge["created_us"])
+
+        def step(states: MutableMapping[Any, State], claimed: bool) -> bool:
+            if claimed and write is not None:
+                write(states, keys, charge, ts)
+            return claimed
+
+        skeys = self._state_keys[AUTHORIZATION](keys) if write is not None else []
+        return self.store.run(skeys, authorization_claim(cid), None, step)
 
     def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:
         """Count an outcome (``fraud_disputes``, ``efws`` or ``refunds``) of a known charge, at its own time.

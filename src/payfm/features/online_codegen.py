@@ -19,7 +19,16 @@ from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from payfm.features.definitions import ENTITIES, FILTERS, SOURCES, Derived, FeatureSet, RequestFeature
+from payfm.features.definitions import (
+    AUTHORIZATION,
+    ENTITIES,
+    FILTERS,
+    LATE_COLUMNS,
+    SOURCES,
+    Derived,
+    FeatureSet,
+    RequestFeature,
+)
 from payfm.features.online_plan import SUMS, StatePlan, plan, std
 from payfm.features.plan import window_tiles
 from payfm.features.request import COUNTRY_UTC_OFFSET_H
@@ -99,6 +108,14 @@ def _gen_state_keys(code: _Code, plans: list[StatePlan], entities: list[str], so
 
 
 def _slots(sp: StatePlan, source: str) -> list[int]:
+    """The slots of ``sp`` an event of ``source`` updates. The authorization result of a charge decided
+    without it updates the charge slots whose filter reads a column it reports (``LATE_COLUMNS``)."""
+    if source == AUTHORIZATION:
+        return [
+            i
+            for i, s in enumerate(sp.slots)
+            if s.source == "charges" and s.filter is not None and FILTERS[s.filter].column in LATE_COLUMNS
+        ]
     return [i for i, s in enumerate(sp.slots) if s.source == source]
 
 
@@ -432,7 +449,8 @@ def _gen_write_total(code: _Code, sp: StatePlan, slots: list[int], flags: dict[i
             code(d, f"p = st.prev[{si}]")
             code(d, "if p is None or ts > p:")
             code(d + 1, f"st.prev[{si}] = ts")
-            code(d, f"if st.first[{si}] is None:")
+            code(d, f"fst = st.first[{si}]")
+            code(d, "if fst is None or ts < fst:  # (a late event may be the first)")
             code(d + 1, f"st.first[{si}] = ts")
         for k, (csi, column, _) in enumerate(sp.cells):
             if csi != si:
@@ -466,7 +484,7 @@ def compile_engine(fset: FeatureSet) -> Engine:
     entities = _entities(plans)
     code = _Code()
     _gen_keys(code, entities)
-    sources = [s for s in SOURCES if any(_slots(sp, s) for sp in plans)]
+    sources = [s for s in (*SOURCES, AUTHORIZATION) if any(_slots(sp, s) for sp in plans)]
     for source in ["*", *sources]:
         _gen_state_keys(code, plans, entities, source)
     _gen_read(code, fset, plans, entities)

@@ -16,7 +16,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from payfm.features.definitions import CENTS_PER_DOLLAR, ENTITIES, FILTERS, Aggregate, FeatureSet
+from payfm.features.definitions import (
+    CENTS_PER_DOLLAR,
+    ENTITIES,
+    FILTERS,
+    LATE_COLUMNS,
+    Aggregate,
+    FeatureSet,
+)
 from payfm.features.plan import window_tiles
 
 SUMS = ("sum", "mean", "std")  # aggregates that need a column's sum (and sum of squares) in the vector
@@ -102,11 +109,15 @@ def plan(fset: FeatureSet) -> list[StatePlan]:
 
 
 def label_fields(plans: list[StatePlan]) -> list[str]:
-    """Charge fields the outcome events of a charge need (its entity keys and the columns they read)."""
+    """Charge fields the outcome events of a charge need (its entity keys and the columns they read), and its
+    outcome when a filter reads it (an authorization result reported later counts only if it had none)."""
     out: set[str] = set()
     for sp in plans:
         for i, s in enumerate(sp.slots):
             if s.source == "charges":
+                if s.filter and FILTERS[s.filter].column in LATE_COLUMNS:
+                    # whether the charge was counted with its outcome: its authorization result counts once
+                    out.add(FILTERS[s.filter].column)
                 continue
             out.update(ENTITIES[sp.entity])
             out.update(s.numeric)

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payfm.errors import PayfmError
 from payfm.events.cards import contains_card_number
-from payfm.events.schema import SCHEMAS
+from payfm.events.schema import OUTCOMES, SCHEMAS
 from payfm.serving.charges import OPTIONAL_AT_DECISION
 from payfm.serving.decision_log import REVIEW_REASONS, json_bytes
 from payfm.serving.errors import InvalidInput, Unauthorized, http_status, shown
@@ -186,6 +186,20 @@ class OutcomeOut(BaseModel):
     duplicate: bool
 
 
+class AuthorizationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    outcome: Literal["authorized", "issuer_declined", "blocked"]
+    decline_code: str | None = None
+
+
+class AuthorizationOut(BaseModel):
+    charge_id: str
+    outcome: str
+    decline_code: str | None
+    applied: bool
+    duplicate: bool
+
+
 class ReviewClose(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Literal["approved", "refunded", "refunded_as_fraud", "disputed"]
@@ -193,6 +207,7 @@ class ReviewClose(BaseModel):
 
 
 assert tuple(ReviewClose.model_fields["reason"].annotation.__args__) == REVIEW_REASONS  # type: ignore[union-attr]
+assert tuple(AuthorizationIn.model_fields["outcome"].annotation.__args__) == OUTCOMES  # type: ignore[union-attr]
 
 
 class Guard:
@@ -434,6 +449,11 @@ def create_app(
     @app.post("/v1/refunds", response_model=OutcomeOut, dependencies=auth)
     def refunds(body: RefundIn) -> dict[str, Any]:  # type: ignore[valid-type]
         return _outcome("refunds", body)
+
+    @app.post("/v1/charges/{charge_id}/authorization", response_model=AuthorizationOut, dependencies=auth)
+    def authorization(charge_id: str, body: AuthorizationIn) -> dict[str, Any]:
+        """The processor's answer to a charge decided without it: counted by the declines features."""
+        return scorer.record_authorization(charge_id, body.outcome, body.decline_code)
 
     @app.get("/v1/reviews", dependencies=auth)
     def reviews(

@@ -94,6 +94,12 @@ class OutcomeRecord:
     applied: bool  # counted in the online features (False: its charge was never seen, or counted already)
     payload: dict[str, Any]
     received_at: str
+    appended: bool = False  # True for what the event log never takes as its own row (authorization results)
+
+
+# The outcome kind of a charge's authorization result (one per charge, its id the charge's): logged with
+# the outcomes, replayed with them into the online state, read by `payfm serve export` as its outcome.
+AUTHORIZATIONS = "authorizations"
 
 
 @dataclass(frozen=True)
@@ -321,7 +327,7 @@ class DecisionLog(ABC):
     )
     _INSERT_OUTCOME = (
         "INSERT INTO outcomes (kind, outcome_id, charge_id, seq, created_us, source, applied, appended, "
-        "payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?) "
+        "payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (kind, outcome_id) DO NOTHING"
     )
 
@@ -363,6 +369,7 @@ class DecisionLog(ABC):
                     r.created_us,
                     r.source,
                     int(r.applied),
+                    int(r.appended),
                     _dumps(r.payload),
                     r.received_at,
                 ),
@@ -393,6 +400,7 @@ class DecisionLog(ABC):
                         r.seq,
                         r.created_us,
                         None,
+                        0,
                         0,
                         _dumps(r.event),
                         r.closed_at,
@@ -512,16 +520,23 @@ class DecisionLog(ABC):
 
     def decided(self, batch: int = 5000) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(outcome, charge payload)`` of every logged decision, in ``(seq, charge_id)`` order; ``outcome``
-        is the service's: authorized, blocked, manual_review or request_3ds."""
+        is the service's: authorized, blocked, manual_review or request_3ds. A charge whose authorization
+        result was reported after the decision carries it (its ``outcome`` and ``decline_code``)."""
         last, tie = -(2**62), ""
         while True:
             rows = self._fetch(
-                "SELECT seq, charge_id, outcome, charge FROM decisions "  # seq >= ?: a range of the seq index
-                "WHERE seq >= ? AND (seq > ? OR charge_id > ?) ORDER BY seq, charge_id LIMIT ?",
+                "SELECT d.seq, d.charge_id, d.outcome, d.charge, a.payload FROM decisions d "
+                f"LEFT JOIN outcomes a ON a.kind = '{AUTHORIZATIONS}' AND a.outcome_id = d.charge_id "
+                # d.seq >= ?: a range of the seq index
+                "WHERE d.seq >= ? AND (d.seq > ? OR d.charge_id > ?) ORDER BY d.seq, d.charge_id LIMIT ?",
                 (last, last, tie, batch),
             )
-            for _, _, outcome, payload in rows:
-                yield str(outcome), json.loads(payload)
+            for _, _, outcome, payload, result in rows:
+                charge = json.loads(payload)
+                if result is not None:
+                    reported = json.loads(result)
+                    charge["outcome"], charge["decline_code"] = reported["outcome"], reported["decline_code"]
+                yield str(outcome), charge
             if len(rows) < batch:
                 return
             last, tie = int(rows[-1][0]), str(rows[-1][1])

@@ -6,11 +6,12 @@ charge only the service saw labels nothing until the charge is in the event log 
 appends those charges: each one the event log does not hold yet, once, validated like an import.
 
 A charge of the event log needs the processor's ``outcome`` (authorized, issuer_declined or blocked). A
-decided charge has it when the request carried it, or when the service blocked it (``blocked``: by the
-merchant's rules); a charge the service let through (authorized, request_3ds, manual_review) without the
-processor's answer has none, and is left out and counted, unless ``assume_authorized``: then it is taken as
-authorized (true when the service decides after authorization, or when declines are rare enough to ignore;
-a declined charge taken as authorized is a false genuine label).
+decided charge has it when the request carried it, when it was reported afterwards (the authorization result,
+:meth:`payfm.serving.feedback.FeedbackMixin.record_authorization`), or when the service blocked it
+(``blocked``: by the merchant's rules); a charge the service let through (authorized, request_3ds,
+manual_review) without the processor's answer has none, and is left out and counted, unless
+``assume_authorized``: then it is taken as authorized (true when the service decides after authorization,
+or when declines are rare enough to ignore; a declined charge taken as authorized is a false genuine label).
 
 Example:
     >>> # summary = export_charges(ws, open_log("sqlite", ws.root))

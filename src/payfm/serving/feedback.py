@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,13 +22,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payfm.errors import WorkspaceBusy
-from payfm.events.schema import ID_COLUMNS, SCHEMAS
+from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, SCHEMAS
 from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
-from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
+from payfm.features.definitions import AUTHORIZATION, REVIEW_DISPUTE_PREFIX
 from payfm.features.online import OnlineFeatures
 from payfm.serving.charges import refuse_card_numbers, refuse_future, to_us, us_to_iso
 from payfm.serving.decision_log import (
+    AUTHORIZATIONS,
     REVIEW_LABELS,
     REVIEW_REASONS,
     REVIEW_STATUSES,
@@ -232,13 +233,120 @@ class FeedbackMixin:
         if stored is not None:
             return _duplicate(table, oid, cid, stored)
         facts["applied"] = applied
-        try:
-            record = {**event, "created": event["created"].isoformat(), "id": oid, "created_us": created_us}
-            self.log.write(
-                OutcomeRecord(
-                    seq, table, oid, cid, created_us, source, applied, record, datetime.now(UTC).isoformat()
-                )
+
+        def record() -> OutcomeRecord:
+            payload = {**event, "created": event["created"].isoformat(), "id": oid, "created_us": created_us}
+            return OutcomeRecord(
+                seq, table, oid, cid, created_us, source, applied, payload, datetime.now(UTC).isoformat()
             )
+
+        self._log_pending(key, mine, record, facts)
+        if self.append_outcomes and not in_log:
+            self._append_to_event_log(table, [event])
+        elif in_log:
+            self.log.write(_mark(table, oid))  # the event log has it (imported meanwhile): not a second row
+        return {**facts, "duplicate": False}
+
+    # ---- authorization results -----------------------------------------------------------------------------
+    def record_authorization(
+        self, charge_id: str, outcome: str, decline_code: str | None = None
+    ) -> dict[str, Any]:
+        """Record the processor's answer to a charge this service decided without it: ``outcome``
+        authorized, issuer_declined or blocked, with the issuer's ``decline_code`` for a decline.
+
+        The features filtered on a charge's outcome (declines and decline rates, where card testing shows)
+        count the charge from now on, at its own time, as if its request had carried the outcome, and `payfm
+        serve export` appends the charge with it. Once per charge: sent again with the same answer it is a
+        duplicate; with another, a Conflict, as it is for a charge whose request carried its outcome, one the
+        service blocked (never sent for authorization; recorded as ``blocked``) and one the event log holds
+        with another outcome. A charge this service did not decide is a NotFound. Returns
+        ``{charge_id, outcome, decline_code, applied, duplicate}`` (``applied``: counted in the features now).
+        """
+        if outcome not in OUTCOMES:
+            raise InvalidInput(
+                f"Field 'outcome' must be one of {', '.join(OUTCOMES)}. Got {shown(repr(outcome))}.",
+                field="outcome",
+            )
+        if decline_code is not None and decline_code not in DECLINE_CODES:
+            raise InvalidInput(
+                f"Field 'decline_code' must be one of {', '.join(DECLINE_CODES)}. "
+                f"Got {shown(repr(decline_code))}.",
+                field="decline_code",
+            )
+        if decline_code is not None and outcome != "issuer_declined":
+            raise InvalidInput(
+                "Field 'decline_code' is the issuer's reason for a decline: it goes with outcome "
+                f"'issuer_declined'. Got {shown(repr(decline_code))} with outcome '{outcome}'.",
+                field="decline_code",
+            )
+        cid = str(charge_id)
+        answer = {"charge_id": cid, "outcome": outcome, "decline_code": decline_code}
+        charge = self.log.get_charge(cid)
+        if charge is None:
+            raise NotFound(
+                f"Unknown charge '{shown(cid)}': this service did not decide it (an authorization result "
+                "follows the decision; a charge imported with its outcome has one already).",
+                field="charge_id",
+            )
+        known = self._known_result(cid, charge)
+        if known is not None:
+            if known[1:] != (outcome, decline_code):
+                raise Conflict(
+                    f"Charge '{shown(cid)}' has outcome '{known[1]}'"
+                    f"{f' ({known[2]})' if known[2] else ''} already ({known[0]}); a charge has one "
+                    f"authorization result. Got '{outcome}'{f' ({decline_code})' if decline_code else ''}.",
+                    field="outcome",
+                )
+            return {**answer, "applied": False, "duplicate": True}
+        key = f"{AUTHORIZATIONS}:{cid}"
+        with self._lock:
+            other = self._pending.get(key)
+            if other is None:
+                result = {**charge, "outcome": outcome, "decline_code": decline_code}
+                applied = self.online.apply_authorization(result)
+                self._seq += 1
+                seq = self._seq
+                mine: Future[dict[str, Any]] = Future()
+                self._pending[key] = mine
+                self._inflight += 1
+        if other is not None:  # the same charge's result being recorded: answered once that is durable
+            stored = other.result(timeout=60)
+            if (stored["outcome"], stored["decline_code"]) != (outcome, decline_code):
+                return self.record_authorization(cid, outcome, decline_code)  # the Conflict, as above
+            return {**stored, "applied": False, "duplicate": True}
+        facts = {**answer, "applied": applied}
+
+        def record() -> OutcomeRecord:
+            created_us = int(charge["created_us"])
+            payload = {**answer, "id": cid, "created_us": created_us, "charge": result}
+            return OutcomeRecord(
+                seq,
+                AUTHORIZATIONS,
+                cid,
+                cid,
+                created_us,
+                AUTHORIZATION,
+                applied,
+                payload,
+                datetime.now(UTC).isoformat(),
+                appended=True,  # the charge takes it to the event log (`payfm serve export`)
+            )
+
+        self._log_pending(key, mine, record, facts)
+        return {**facts, "duplicate": False}
+
+    def _log_pending(
+        self,
+        key: str,
+        mine: Future[dict[str, Any]],
+        record: Callable[[], OutcomeRecord],
+        facts: dict[str, Any],
+    ) -> None:
+        """Log the ``record()`` of ``key``, which the online state counted while ``key`` was pending as
+        ``mine``: ``mine`` resolves with ``facts`` once the record is durable (requests for the same key wait
+        for it), or with the error, raised here too; ``key`` is no longer pending either way."""
+        try:
+            self.log.write(record())
         except BaseException as e:
             mine.set_exception(e)
             raise
@@ -250,11 +358,21 @@ class FeedbackMixin:
                 self._inflight -= 1
                 if not self._inflight:
                     self._drained.notify_all()
-        if self.append_outcomes and not in_log:
-            self._append_to_event_log(table, [event])
-        elif in_log:
-            self.log.write(_mark(table, oid))  # the event log has it (imported meanwhile): not a second row
-        return {**facts, "duplicate": False}
+
+    def _known_result(self, cid: str, charge: Mapping[str, Any]) -> tuple[str, str, str | None] | None:
+        """``(where, outcome, decline_code)`` of decided charge ``cid`` when its outcome is known already:
+        its request carried it (or the service blocked it), a result was recorded, or (when this service
+        appends to the event log) the event log holds the charge; None otherwise."""
+        if charge.get("outcome") is not None:
+            return "with the decision", str(charge["outcome"]), charge.get("decline_code")
+        for kind, p in self.log.outcomes_of(cid):
+            if kind == AUTHORIZATIONS:
+                return "reported before", str(p["outcome"]), p.get("decline_code")
+        if self.append_outcomes:
+            rows = _matching_rows(self.ws, "charges", "charge_id", cid, ("outcome", "decline_code"))
+            if rows:
+                return "in the event log", str(rows[0]["outcome"]), rows[0]["decline_code"]
+        return None
 
     def _event_log_facts(
         self, table: str, oid: str, cid: str, look_in_log: bool

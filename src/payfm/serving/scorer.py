@@ -50,6 +50,7 @@ import pyarrow as pa
 
 from payfm.errors import shown_url
 from payfm.events.workspace import Workspace, alive
+from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from payfm.redis_load import Presence, is_redis_url
@@ -327,6 +328,8 @@ class Scorer(FeedbackMixin):
         for _, kind, payload in self.log.events_after(since, not_before_us=not_before_us):
             if kind == "charge":
                 online.update(payload)
+            elif kind == AUTHORIZATION:
+                online.apply_authorization(payload["charge"])
             else:
                 online.apply_outcome(kind, payload["id"], payload["charge_id"], payload["created_us"])
             n += 1
@@ -629,6 +632,12 @@ class Scorer(FeedbackMixin):
                 needs = bundle.fm_needs
                 embeddings = {h: fm_parts(bundle.embedders[h], x, needs[h]) for h, x in fm_inputs.items()}
             decision = self._decide(bundle, c, vector, t0, embeddings)
+            if decision.outcome == "blocked" and c.get("outcome") is None:
+                # Never sent for authorization: its outcome is the block, counted (and logged) as a
+                # processor's result reported later would be (record_authorization).
+                c = {**c, "outcome": "blocked"}
+                with self._lock:
+                    self.online.apply_authorization(c)
             record = DecisionRecord.of(
                 seq,
                 cid,
