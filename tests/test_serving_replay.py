@@ -134,3 +134,20 @@ def test_a_replay_over_http_stops_at_the_first_refused_key(ws: Workspace) -> Non
         server.shutdown()
         server.server_close()
     assert posts == ["/v1/charges/score"]
+
+
+def test_a_replay_with_outcomes_reported_after_the_decisions_sees_the_same_features(ws: Workspace) -> None:
+    charges = ws.read("charges")
+    last = pc.max(charges["created"]).as_py()
+    start = datetime(last.year, last.month, last.day, tzinfo=last.tzinfo)
+    decisions: list[Decision] = []
+    rep = replay_in_process(ws, start, None, on_decision=decisions.append, authorize_after=True)
+    assert rep.authorizations == rep.charges == len(decisions) > 100  # these rules block nothing
+    fset = default_set()
+    want = {r["charge_id"]: r for r in replay(fset, charges, log_outcomes(ws)).to_pylist()}
+    for d in decisions:
+        for name in fset.names:
+            assert _same(d.features[name], want[d.charge_id][name]), (d.charge_id, name)
+    # An hour into the period, the declines in the hour's windows were all counted from reported results.
+    later = [d for d in decisions if want[d.charge_id]["created"] >= start + timedelta(hours=1)]
+    assert sum(d.features["merchant.count_declined_1h"] or 0 for d in later) > 0

@@ -70,7 +70,8 @@ new_card_large: review if :card.first_seen: = 1 and :amount_usd: > 1000
 
 
 def _replay_last_day(ws: Workspace) -> None:
-    """Step 6: apply the starter rules and replay the log's last day through the scorer, in process.
+    """Step 6: apply the starter rules and replay the log's last day through the scorer, in process, as
+    production sends it: each charge before authorization, then the processor's answer (its logged outcome).
 
     The state is warmed with the charges before that day only (the replayed charges must not be in it)."""
     from payfm.cli.serve import print_replay
@@ -101,6 +102,7 @@ def _replay_last_day(ws: Workspace) -> None:
             None,
             warm_progress=lambda d, n: update("warming the online state (days before)", d, n),
             progress=lambda n: update("replaying the last day", n, n),
+            authorize_after=True,
         )
     print_replay(rep, f"Replay of {start:%Y-%m-%d}")
 

@@ -398,11 +398,30 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     "decision. os: to the operating system (fast); fsync: to disk, as `payfm serve` does by default, so "
     "the printed commit latency is the one a production server pays.",
 )
+@click.option(
+    "--authorize-after",
+    is_flag=True,
+    help="Send each charge as production does, before authorization (without its outcome), then its "
+    "logged outcome as the processor's answer (POST /v1/charges/{id}/authorization); not for a charge the "
+    "service blocks.",
+)
 @click.pass_context
 def replay(
-    ctx: click.Context, start: str, end: str | None, url: str | None, key: str | None, durability: str
+    ctx: click.Context,
+    start: str,
+    end: str | None,
+    url: str | None,
+    key: str | None,
+    durability: str,
+    authorize_after: bool,
 ) -> None:
-    """Stream historical charges and outcomes through the scorer; print latency and the decision mix."""
+    """Stream historical charges and outcomes through the scorer; print latency and the decision mix.
+
+    \b
+    payfm -w WORKSPACE replay --from 2026-04-29                       # in process, charges with outcomes
+    payfm -w WORKSPACE replay --from 2026-04-29 --authorize-after     # outcomes reported after decisions
+    payfm -w WORKSPACE replay --from 2026-04-29 --http localhost:8000 --key KEY
+    """
     from payfm.cli.render import iso_time
     from payfm.serving.replay import replay_http, replay_in_process
 
@@ -412,7 +431,7 @@ def replay(
     if e is not None and e <= s:
         raise ConfigError(f"--to ({end}) must be after --from ({start}).")
     if url:
-        rep = replay_http(ws, s, e, url, key)
+        rep = replay_http(ws, s, e, url, key, authorize_after=authorize_after)
         if rep.errors and not rep.mix:  # nothing was decided: a wrong URL or key, a server down
             err, n = rep.errors.most_common(1)[0]
             raise ConfigError(
@@ -422,7 +441,9 @@ def replay(
         from payfm.cli.render import progress_bar
 
         with progress_bar("warming the state", 1) as update:
-            rep = replay_in_process(ws, s, e, warm_progress=update, durability=durability)
+            rep = replay_in_process(
+                ws, s, e, warm_progress=update, durability=durability, authorize_after=authorize_after
+            )
     print_replay(rep, f"Replay {start} .. {end or 'end of log'}")
 
 
@@ -436,6 +457,7 @@ def print_replay(rep: ReplayReport, title: str) -> None:
     console.print(
         f"{title}: {rep.charges:,} charges and {rep.outcomes:,} outcomes in {rep.wall_s:.1f} s "
         f"({rep.charges / max(rep.wall_s, 1e-9):,.0f} decisions/s, one at a time){warm}"
+        + (f"; {rep.authorizations:,} authorization results reported after" if rep.authorizations else "")
     )
     lat = Table(title="Latency (ms)")
     lat.add_column("what")

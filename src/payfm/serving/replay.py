@@ -5,6 +5,10 @@ charge at t >= tau, as :func:`payfm.features.parity.replay` orders them) and sen
 fresh online state is first warmed with every event before ``start`` (and only those: the period's charges
 must not be in it yet) and decisions go to a scratch decision log, so a replay never touches the serving
 log, the serving state or the event log. Reports latency percentiles and the decision mix.
+
+With ``authorize_after``, each charge is sent as production sends it, before authorization (without its
+``outcome`` and ``decline_code``), and the log's outcome follows as the processor's answer
+(``POST /v1/charges/{id}/authorization``), except for a charge the service blocked (never authorized).
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ class ReplayReport:
     durability: str = ""  # in process: of the scratch decision log
     warmed: int = 0  # charges applied to the state before the period (in process)
     warm_s: float = 0.0
+    authorizations: int = 0  # authorization results reported after their decisions (authorize_after)
 
     def percentiles(self, values: list[float] | None = None) -> dict[str, float]:
         """p50, p90, p99, p99.9 and max of ``values`` (default: the per-charge latencies)."""
@@ -58,6 +63,17 @@ class ReplayReport:
             return {}
         a = np.asarray(values)
         return {f"p{q}": float(np.percentile(a, q)) for q in (50, 90, 99, 99.9)} | {"max": float(a.max())}
+
+
+_RESULT = ("outcome", "decline_code")
+
+
+def _before_authorization(row: dict[str, Any]) -> tuple[dict[str, Any], str | None, str | None]:
+    """A logged charge as the service sees it before authorization, and the processor's answer to it: the
+    outcome and, for a decline, the decline code."""
+    outcome = row.get("outcome")
+    code = row.get("decline_code") if outcome == "issuer_declined" else None
+    return {k: v for k, v in row.items() if k not in _RESULT}, outcome, code
 
 
 def _iso(v: Any) -> Any:
@@ -101,6 +117,7 @@ def replay_in_process(
     warm_progress: Callable[[int, int], None] | None = None,
     on_decision: Callable[[Decision], None] | None = None,
     durability: str = "os",
+    authorize_after: bool = False,
 ) -> ReplayReport:
     """Warm a fresh online state with the history before ``start``, then decide every charge of the period.
 
@@ -109,6 +126,7 @@ def replay_in_process(
     log. ``warm_progress(done, total)`` reports the warm-up, ``progress(charges)`` the replay, and
     ``on_decision`` receives every decision (with its features). The scratch log is thrown away, so it is
     not fsynced by default (``durability="os"``); pass ``"fsync"`` to time the production commit.
+    ``authorize_after``: see the module docstring.
     """
     with tempfile.TemporaryDirectory(prefix="payfm-replay-") as tmp:
         scorer = Scorer.open(
@@ -133,8 +151,21 @@ def replay_in_process(
                 if on_decision is not None:
                     on_decision(d)
 
-            rep = _run(events(ws, start, end), lambda t, r: _in_process(scorer, t, r, seen), progress)
+            reported = [0]
+
+            def send(table: str, row: dict[str, Any]) -> str | None:
+                if table != "charges" or not authorize_after:
+                    return _in_process(scorer, table, row, seen)
+                charge, outcome, code = _before_authorization(row)
+                decided = _in_process(scorer, table, charge, seen)
+                if decided != "blocked" and outcome is not None:
+                    scorer.record_authorization(str(row["charge_id"]), outcome, code)
+                    reported[0] += 1
+                return decided
+
+            rep = _run(events(ws, start, end), send, progress)
             rep.warmed, rep.warm_s, rep.decide_ms = warmed, warm_s, decide
+            rep.authorizations = reported[0]
             rep.durability = durability
             return rep
         finally:
@@ -206,12 +237,14 @@ def replay_http(
     url: str,
     key: str | None,
     progress: Callable[[int], None] | None = None,
+    authorize_after: bool = False,
 ) -> ReplayReport:
     """Send the period's charges and outcomes to a running service at ``url`` (latency seen by the client;
-    ``host:port`` without a scheme means ``http://host:port``)."""
+    ``host:port`` without a scheme means ``http://host:port``); ``authorize_after``: see the module
+    docstring (the charge's latency is its decision's, without its answer's)."""
     import http.client
     import json
-    from urllib.parse import urlsplit
+    from urllib.parse import quote, urlsplit
 
     paths = {"charges": "/v1/charges/score", "disputes": "/v1/disputes", "refunds": "/v1/refunds"}
     paths["early_fraud_warnings"] = "/v1/early_fraud_warnings"
@@ -236,8 +269,8 @@ def replay_http(
 
         call("GET", "/healthz")  # before the first event: a wrong URL fails here, not once per event
 
-        def send(table: str, row: dict[str, Any]) -> str | None:
-            status, data = call("POST", paths[table], json.dumps(row))
+        def post(path: str, row: dict[str, Any]) -> bytes:
+            status, data = call("POST", path, json.dumps(row))
             if status == 401:
                 raise Aborted(f"The decision service at {url} refused the API key (401): check --key.")
             if status != 200:
@@ -247,10 +280,25 @@ def replay_http(
                 except (ValueError, KeyError, TypeError):
                     why = data[:80].decode("utf-8", "replace")
                 raise InvalidInput(f"HTTP {status} {why}")
-            out: str | None = json.loads(data).get("outcome") if table == "charges" else None
-            return out
+            return data
 
-        return _run(events(ws, start, end), send, progress)
+        reported = [0]
+
+        def send(table: str, row: dict[str, Any]) -> str | None:
+            if table != "charges":
+                post(paths[table], row)
+                return None
+            charge, outcome, code = _before_authorization(row) if authorize_after else (row, None, None)
+            decided: str | None = json.loads(post(paths[table], charge)).get("outcome")
+            if authorize_after and decided != "blocked" and outcome is not None:
+                path = f"/v1/charges/{quote(str(row['charge_id']), safe='')}/authorization"
+                post(path, {"outcome": outcome, "decline_code": code})
+                reported[0] += 1
+            return decided
+
+        rep = _run(events(ws, start, end), send, progress)
+        rep.authorizations = reported[0]
+        return rep
     finally:
         conn.close()
 
