@@ -49,8 +49,8 @@ def run(root: Path, charges: int, n: int) -> dict[str, Any]:
     rulesets.save(ws, RULES, activate=True, set_name="default", author="bench")
     con = ws.connect()
     try:
-        table = con.execute("SELECT * EXCLUDE (scenario) FROM charges ORDER BY created DESC LIMIT ?", [n])
-        rows = table.to_arrow_table().to_pylist()[::-1]
+        query = f"SELECT * EXCLUDE (scenario) FROM charges ORDER BY created DESC LIMIT {int(n)}"
+        rows = con.sql(query).to_arrow_table().to_pylist()[::-1]
     finally:
         con.close()
     shift = timedelta(days=1)

@@ -181,3 +181,68 @@ def test_http_route(client: tuple[TestClient, dict[str, str]]) -> None:
     assert r.status_code == 422 and "outcome" in r.text
     r = c.post(url, json={"outcome": "authorized", "extra": 1}, headers=auth)
     assert r.status_code == 422 and "extra" in r.text
+
+
+def test_a_different_result_racing_the_first_is_a_conflict_not_a_silent_200(ws: Workspace) -> None:
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(1))
+        s.record_authorization("ch_1", **DECLINED)
+        # A request that checked before the first was recorded: the check under the state lock answers it.
+        s._known_result = lambda cid, c: None  # type: ignore[method-assign]
+        with pytest.raises(Conflict, match="reported before"):
+            s.record_authorization("ch_1", "authorized")
+        assert s.record_authorization("ch_1", **DECLINED)["duplicate"]
+    finally:
+        s.close()
+
+
+def test_a_block_logged_without_its_outcome_still_refuses_a_result(ws: Workspace) -> None:
+    s = Scorer.open(ws)
+    s.score(charge(1, ip_country="RU"))
+    s.close()
+    import sqlite3
+
+    con = sqlite3.connect(ws.root / "serving" / "decisions.db")  # as a server before results logged it
+    payload = con.execute("SELECT charge FROM decisions WHERE charge_id = 'ch_1'").fetchone()[0]
+    con.execute(
+        "UPDATE decisions SET charge = ?", (payload.replace('"outcome":"blocked"', '"outcome":null'),)
+    )
+    con.commit()
+    con.close()
+    s = Scorer.open(ws)
+    try:
+        assert s.log.get_charge("ch_1")["outcome"] is None  # type: ignore[index]
+        with pytest.raises(Conflict, match="has outcome 'blocked'"):
+            s.record_authorization("ch_1", "authorized")
+    finally:
+        s.close()
+    assert export_charges(ws, s.log).outcomes == {"blocked": 1}
+
+
+def test_a_result_another_server_logged_before_the_charge_counts_after_a_rebuild(ws: Workspace) -> None:
+    import uuid
+
+    from payfm.serving.postgres_log import PostgresDecisionLog
+    from services import POSTGRES_URL, require_postgres
+
+    require_postgres(POSTGRES_URL)
+    import psycopg
+
+    schema = f"payfm_test_{uuid.uuid4().hex[:8]}"
+    try:
+        a = Scorer.open(ws, decision_log=PostgresDecisionLog(POSTGRES_URL, schema=schema))
+        b = Scorer.open(ws, decision_log=PostgresDecisionLog(POSTGRES_URL, schema=schema))
+        for i in (1, 2, 3):
+            a.score(charge(i))  # seqs 1-3, numbered by a
+        b.record_authorization("ch_3", **DECLINED)  # seq 1, numbered by b: before its charge in the log
+        a.close(snapshot=False)
+        b.close(snapshot=False)
+        rebuilt = Scorer.open(ws, decision_log=PostgresDecisionLog(POSTGRES_URL, schema=schema))
+        try:
+            assert _probe(rebuilt)["card.count_declined_1h"] == 1.0
+        finally:
+            rebuilt.close(snapshot=False)
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

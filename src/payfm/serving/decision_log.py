@@ -533,7 +533,7 @@ class DecisionLog(ABC):
             )
             for _, _, outcome, payload, result in rows:
                 charge = json.loads(payload)
-                if result is not None:
+                if result is not None and outcome != "blocked":  # (blocked: never sent for authorization)
                     reported = json.loads(result)
                     charge["outcome"], charge["decline_code"] = reported["outcome"], reported["decline_code"]
                 yield str(outcome), charge

@@ -290,18 +290,13 @@ class FeedbackMixin:
             )
         known = self._known_result(cid, charge)
         if known is not None:
-            if known[1:] != (outcome, decline_code):
-                raise Conflict(
-                    f"Charge '{shown(cid)}' has outcome '{known[1]}'"
-                    f"{f' ({known[2]})' if known[2] else ''} already ({known[0]}); a charge has one "
-                    f"authorization result. Got '{outcome}'{f' ({decline_code})' if decline_code else ''}.",
-                    field="outcome",
-                )
-            return {**answer, "applied": False, "duplicate": True}
+            return _known_answer(known, answer)
         key = f"{AUTHORIZATIONS}:{cid}"
         with self._lock:
             other = self._pending.get(key)
-            if other is None:
+            if other is None:  # one recorded since the check above (a request racing this one)?
+                known = self._reported(cid)
+            if other is None and known is None:
                 result = {**charge, "outcome": outcome, "decline_code": decline_code}
                 applied = self.online.apply_authorization(result)
                 self._seq += 1
@@ -311,9 +306,9 @@ class FeedbackMixin:
                 self._inflight += 1
         if other is not None:  # the same charge's result being recorded: answered once that is durable
             stored = other.result(timeout=60)
-            if (stored["outcome"], stored["decline_code"]) != (outcome, decline_code):
-                return self.record_authorization(cid, outcome, decline_code)  # the Conflict, as above
-            return {**stored, "applied": False, "duplicate": True}
+            return _known_answer(("reported before", stored["outcome"], stored["decline_code"]), answer)
+        if known is not None:
+            return _known_answer(known, answer)
         facts = {**answer, "applied": applied}
 
         def record() -> OutcomeRecord:
@@ -332,7 +327,8 @@ class FeedbackMixin:
                 appended=True,  # the charge takes it to the event log (`payfm serve export`)
             )
 
-        self._log_pending(key, mine, record, facts)
+        if not self._log_pending(key, mine, record, facts):  # another server logged one first (shared log)
+            return _known_answer(self._reported(cid) or ("reported before", outcome, decline_code), answer)
         return {**facts, "duplicate": False}
 
     def _log_pending(
@@ -341,12 +337,13 @@ class FeedbackMixin:
         mine: Future[dict[str, Any]],
         record: Callable[[], OutcomeRecord],
         facts: dict[str, Any],
-    ) -> None:
+    ) -> bool:
         """Log the ``record()`` of ``key``, which the online state counted while ``key`` was pending as
         ``mine``: ``mine`` resolves with ``facts`` once the record is durable (requests for the same key wait
-        for it), or with the error, raised here too; ``key`` is no longer pending either way."""
+        for it), or with the error, raised here too; ``key`` is no longer pending either way. False when the
+        log held the record's id already (another server sharing the log recorded it first)."""
         try:
-            self.log.write(record())
+            written = bool(self.log.write(record()))
         except BaseException as e:
             mine.set_exception(e)
             raise
@@ -358,6 +355,14 @@ class FeedbackMixin:
                 self._inflight -= 1
                 if not self._inflight:
                     self._drained.notify_all()
+        return written
+
+    def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
+        """``("reported before", outcome, decline_code)`` of the result logged for charge ``cid``, or None."""
+        for kind, p in self.log.outcomes_of(cid):
+            if kind == AUTHORIZATIONS:
+                return "reported before", str(p["outcome"]), p.get("decline_code")
+        return None
 
     def _known_result(self, cid: str, charge: Mapping[str, Any]) -> tuple[str, str, str | None] | None:
         """``(where, outcome, decline_code)`` of decided charge ``cid`` when its outcome is known already:
@@ -365,9 +370,12 @@ class FeedbackMixin:
         appends to the event log) the event log holds the charge; None otherwise."""
         if charge.get("outcome") is not None:
             return "with the decision", str(charge["outcome"]), charge.get("decline_code")
-        for kind, p in self.log.outcomes_of(cid):
-            if kind == AUTHORIZATIONS:
-                return "reported before", str(p["outcome"]), p.get("decline_code")
+        decision = self.log.get_decision(cid) or {}
+        if decision.get("outcome") == "blocked":  # logged without it by a server older than results
+            return "with the decision", "blocked", None
+        reported = self._reported(cid)
+        if reported is not None:
+            return reported
         if self.append_outcomes:
             rows = _matching_rows(self.ws, "charges", "charge_id", cid, ("outcome", "decline_code"))
             if rows:
@@ -577,6 +585,20 @@ def _unfollowed(
         "its charge.",
         field="created",
     )
+
+
+def _known_answer(known: tuple[str, str, str | None], answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a charge's authorization result ``answer`` when the charge's outcome is ``known``
+    (where, outcome, decline code): a duplicate when they agree, else a Conflict (a charge has one)."""
+    cid, outcome, code = answer["charge_id"], answer["outcome"], answer["decline_code"]
+    if known[1:] != (outcome, code):
+        raise Conflict(
+            f"Charge '{shown(cid)}' has outcome '{known[1]}'{f' ({known[2]})' if known[2] else ''} already "
+            f"({known[0]}); a charge has one authorization result. Got '{outcome}'"
+            f"{f' ({code})' if code else ''}.",
+            field="outcome",
+        )
+    return {**answer, "applied": False, "duplicate": True}
 
 
 def _duplicate(table: str, oid: str, cid: str, stored: Mapping[str, Any]) -> dict[str, Any]:

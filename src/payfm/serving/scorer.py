@@ -325,13 +325,17 @@ class Scorer(FeedbackMixin):
         """Apply the decision log's charges and outcomes after sequence number ``since``, in order (ids
         already counted count once), those created before ``not_before_us`` left out; returns how many."""
         n = 0
+        # Servers sharing one log number events each from its own count, so a result or outcome recorded by
+        # one server can precede (in seq) the charge another decided: those wait for the pass's end.
+        later: list[tuple[str, dict[str, Any]]] = []
         for _, kind, payload in self.log.events_after(since, not_before_us=not_before_us):
-            if kind == "charge":
-                online.update(payload)
-            elif kind == AUTHORIZATION:
-                online.apply_authorization(payload["charge"])
-            else:
-                online.apply_outcome(kind, payload["id"], payload["charge_id"], payload["created_us"])
+            if kind != "charge" and online.store.charge_fields(str(payload["charge_id"])) is None:
+                later.append((kind, payload))
+                continue
+            _apply_event(online, kind, payload)
+            n += 1
+        for kind, payload in later:
+            _apply_event(online, kind, payload)
             n += 1
         return n
 
@@ -750,6 +754,16 @@ class Scorer(FeedbackMixin):
             features=feats,
             embedding=embedding,
         )
+
+
+def _apply_event(online: OnlineFeatures, kind: str, payload: dict[str, Any]) -> None:
+    """Apply one decision-log event (:meth:`DecisionLog.events_after`) to ``online``."""
+    if kind == "charge":
+        online.update(payload)
+    elif kind == AUTHORIZATION:
+        online.apply_authorization(payload["charge"])
+    else:
+        online.apply_outcome(kind, payload["id"], payload["charge_id"], payload["created_us"])
 
 
 def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
