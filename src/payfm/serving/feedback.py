@@ -294,7 +294,7 @@ class FeedbackMixin:
         key = f"{AUTHORIZATIONS}:{cid}"
         with self._lock:
             other = self._pending.get(key)
-            if other is None:  # one recorded since the check above (a request racing this one)?
+            if other is None:  # a result recorded already, or by a request racing this one
                 known = self._reported(cid)
             if other is None and known is None:
                 result = {**charge, "outcome": outcome, "decline_code": decline_code}
@@ -366,16 +366,14 @@ class FeedbackMixin:
 
     def _known_result(self, cid: str, charge: Mapping[str, Any]) -> tuple[str, str, str | None] | None:
         """``(where, outcome, decline_code)`` of decided charge ``cid`` when its outcome is known already:
-        its request carried it (or the service blocked it), a result was recorded, or (when this service
-        appends to the event log) the event log holds the charge; None otherwise."""
+        its request carried it (or the service blocked it), or (when this service appends to the event log)
+        the event log holds the charge; None otherwise. A result recorded before is read under the state
+        lock (:meth:`_reported`), once."""
         if charge.get("outcome") is not None:
             return "with the decision", str(charge["outcome"]), charge.get("decline_code")
         decision = self.log.get_decision(cid) or {}
         if decision.get("outcome") == "blocked":  # logged without it by a server older than results
             return "with the decision", "blocked", None
-        reported = self._reported(cid)
-        if reported is not None:
-            return reported
         if self.append_outcomes:
             rows = _matching_rows(self.ws, "charges", "charge_id", cid, ("outcome", "decline_code"))
             if rows:
