@@ -137,7 +137,8 @@ def main() -> None:
 def decision_step(ckpt: str, table: pa.Table, state: str, n: int) -> None:
     """What a decision does with the embedder: inputs_then_learn (under the scorer's lock: the state read
     and the learn, two Redis round trips on Redis) then the forward pass, over ``n`` charges after a warm
-    start from the charges before them."""
+    start from the charges before them; each charge sent without its outcome, as a live one is, and its
+    authorization result then set (set_outcome: one Redis script call on Redis), timed apart."""
     import uuid
 
     from payfm.fm.online_state import RedisState
@@ -148,15 +149,18 @@ def decision_step(ckpt: str, table: pa.Table, state: str, n: int) -> None:
         t0 = time.perf_counter()
         embedder.warm(table.slice(0, start))
         warm_s = time.perf_counter() - t0
-        state_ms, forward_ms = [], []
+        state_ms, forward_ms, result_ms = [], [], []
         for c in table.slice(start).to_pylist():
             s = time.perf_counter()
-            x = embedder.inputs_then_learn(c)
+            x = embedder.inputs_then_learn({**c, "outcome": None, "decline_code": None})
             m = time.perf_counter()
             embedder.fm_inputs(x)
             e = time.perf_counter()
+            embedder.set_outcome(c)
+            r = time.perf_counter()
             state_ms.append((m - s) * 1e3)
             forward_ms.append((e - m) * 1e3)
+            result_ms.append((r - e) * 1e3)
         total = np.array(state_ms) + np.array(forward_ms)
 
         def p(a: list[float] | np.ndarray) -> str:
@@ -164,7 +168,8 @@ def decision_step(ckpt: str, table: pa.Table, state: str, n: int) -> None:
 
         print(
             f"decision FM step on {state}: warm {start:,} charges {warm_s:.1f} s; per charge: "
-            f"state read+learn {p(state_ms)}, forward {p(forward_ms)}, total {p(total)}"
+            f"state read+learn {p(state_ms)}, forward {p(forward_ms)}, total {p(total)}; "
+            f"its authorization result (set_outcome) {p(result_ms)}"
         )
     finally:
         if isinstance(embedder.store, RedisState):

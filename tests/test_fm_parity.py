@@ -83,3 +83,31 @@ def test_parity_through_a_redis_state(trained: tuple[Workspace, Path]) -> None:
     assert (report.charges, report.warmed) == (10_000, ws.count("charges") - 10_000)
     assert report.input_mismatches == 0 and max(report.max_abs_diff.values()) < 1e-5 and report.ok
     assert not list(client.scan_iter("payfm:fm:parity-*", count=1000))  # cleaned up
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+def test_results_reported_after_the_decision_keep_parity(trained: tuple[Workspace, Path], state: str) -> None:
+    # Learned without outcome, each result reported before the next charge: the inputs are exact. Reported
+    # a few charges late, the charges decided meanwhile read the outstanding outcomes as null, and only those:
+    # the mismatch's position is a history row (never the charge's own, masked) and its field the outcome.
+    ws, ckpt = trained
+    where = "memory" if state == "memory" else REDIS_URL
+    if state == "redis":
+        require_redis(REDIS_URL)
+    exact = fm_parity(ws, ckpt, charges=5_000, state=where, authorize_after=0)
+    assert exact.input_mismatches == 0 and exact.ok
+    lagged = fm_parity(ws, ckpt, charges=5_000, state=where, authorize_after=20)
+    first = lagged.first_input_mismatch
+    assert 0 < lagged.input_mismatches < 5_000 and first is not None
+    assert first["field"] == "outcome" and first["online"] == 2 and first["position"] < 5  # NULL, K-1 = 5
+    with pytest.raises(ConfigError, match="authorize_after"):
+        fm_parity(ws, ckpt, charges=10, authorize_after=-1)
+
+
+def test_parity_cli_authorize_after(trained: tuple[Workspace, Path]) -> None:
+    ws, _ = trained
+    argv = ["-w", str(ws.root), "fm", "parity", "--charges", "800", "--authorize-after"]
+    ok = CliRunner().invoke(cli, [*argv, "0"])
+    assert ok.exit_code == 0 and "0 input mismatches" in ok.output, ok.output
+    late = CliRunner().invoke(cli, [*argv, "50"])
+    assert late.exit_code == 1 and "'field': 'outcome'" in late.output, late.output

@@ -144,6 +144,53 @@ def test_served_probability_equals_offline_across_a_restart(world: World, tmp_pa
         scorer.close()
 
 
+RESULT = ("outcome", "decline_code")  # what the processor reports after the decision
+
+
+def _without_result(charge: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in charge.items() if k not in RESULT}
+
+
+def test_results_reported_after_the_decisions_reach_the_histories(world: World, tmp_path: Path) -> None:
+    # As production sends them: each charge before authorization, its result afterwards. Later charges of
+    # the same card or merchant must read the result in their history, as the offline embedding does; one
+    # result comes only after a restart (the charge is pending in the warmed state), one before it.
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    first, second = world.live[: HELD_OUT // 2], world.live[HELD_OUT // 2 :]
+    late = _in_a_later_history(first, second)
+    scorer = Scorer.open(ws)
+    try:
+        for charge in first:
+            _check(world, scorer.score(_without_result(charge)), world.fm)
+            if charge is not late:
+                scorer.record_authorization(charge["charge_id"], *(charge[k] for k in RESULT))
+    finally:
+        scorer.close()
+    scorer = Scorer.open(ws)
+    try:
+        (embedder,) = scorer.bundle.embedders.values()
+        assert late["charge_id"] in embedder.store.pending  # warmed from the decision log without a result
+        assert scorer.record_authorization(late["charge_id"], *(late[k] for k in RESULT))["applied"]
+        assert embedder.set_outcome({**late, "outcome": "authorized"}) == 0  # set once, then not pending
+        for charge in second:
+            _check(world, scorer.score(_without_result(charge)), world.fm)
+            scorer.record_authorization(charge["charge_id"], *(charge[k] for k in RESULT))
+    finally:
+        scorer.close()
+
+
+def _in_a_later_history(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last charge of ``first`` that a charge of ``second`` has among its card's or merchant's last K-1
+    charges (what its embedding reads)."""
+    live = first + second
+    for i in range(len(first) - 1, -1, -1):
+        for col in ("merchant_id", "card_fingerprint"):
+            same = [j for j in range(i + 1, len(live)) if live[j][col] == live[i][col]]
+            if any(j >= len(first) for j in same[: TINY.seq_len - 1]):
+                return first[i]
+    raise AssertionError("precondition: no charge of the first half is in a later charge's history")
+
+
 def test_promoting_a_model_on_another_checkpoint_swaps_the_embedder(
     world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -333,9 +380,10 @@ def _gap(world: World, decision: Any, served: Served) -> float:
     return float(np.abs(np.array(decision.embedding) - offline).max())
 
 
-def _alternate(world: World, tmp_path: Path, state: str) -> list[float]:
+def _alternate(world: World, tmp_path: Path, state: str, authorize_after: bool = False) -> list[float]:
     """Two scorers (two serving processes) decide the held-out charges in turn; each decision's embedding's
-    largest difference from the offline embedding of its charge (the full log, in order)."""
+    largest difference from the offline embedding of its charge (the full log, in order). With
+    ``authorize_after``, each charge is sent without its outcome, then its result is reported."""
     scorers = [Scorer.open(Workspace.open(shutil.copytree(world.serve.root, tmp_path / n))) for n in "ab"]
     for s in scorers:  # reopen on the state under test (copies first: each has its own decision log)
         s.close(snapshot=False)
@@ -343,7 +391,11 @@ def _alternate(world: World, tmp_path: Path, state: str) -> list[float]:
     diffs = []
     try:
         for i, charge in enumerate(world.live):
-            diffs.append(_gap(world, scorers[i % 2].score(charge), world.fm))
+            scorer = scorers[i % 2]
+            sent = {k: v for k, v in charge.items() if k not in RESULT} if authorize_after else charge
+            diffs.append(_gap(world, scorer.score(sent), world.fm))
+            if authorize_after:
+                scorer.record_authorization(charge["charge_id"], *(charge[k] for k in RESULT))
     finally:
         for s in scorers:
             s.close(snapshot=False)
@@ -372,6 +424,38 @@ def test_two_serving_processes_on_redis_embed_as_one(
         assert reads == []
     finally:
         scorer.close(snapshot=False)
+
+
+def test_results_reported_after_the_decisions_reach_a_shared_state(
+    world: World, tmp_path: Path, redis_scratch: Any
+) -> None:
+    # each server's result rewrites the pending charge's rows in Redis: the other reads them set
+    assert max(_alternate(world, tmp_path, REDIS_URL, authorize_after=True)) < 1e-5
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+def test_a_warmed_pending_charge_takes_its_result(world: World, state: str, redis_scratch: Any) -> None:
+    # Warmed from charges of which the last ones were decided without outcome (no result yet): their
+    # results set them in the warmed histories, after which the state is the one warmed with the outcomes.
+    charges = read_charges(world.full)
+    n = charges.num_rows - HELD_OUT
+    known = charges.slice(0, n)
+    pending_at = np.arange(n - 60, n)  # the last 60 charges: every recent history holds some
+    nulled = [
+        pa.array([None if i >= n - 60 else v for i, v in enumerate(known[c].to_pylist())], known[c].type)
+        for c in RESULT
+    ]
+    unknown = known.set_column(known.schema.get_field_index("outcome"), "outcome", nulled[0])
+    unknown = unknown.set_column(unknown.schema.get_field_index("decline_code"), "decline_code", nulled[1])
+    where = REDIS_URL if state == "redis" else "memory"
+    reference, warmed = OnlineEmbedder.load(world.fm.ckpt), OnlineEmbedder.load(world.fm.ckpt, where, "t-p")
+    assert reference.warm(known) == warmed.warm(unknown) == n
+    later = [_without_result(c) for c in charges.slice(n).to_pylist()]
+    assert any(not np.array_equal(reference.inputs_one(c), warmed.inputs_one(c)) for c in later)
+    rows = [warmed.set_outcome(c) for c in known.take(pa.array(pending_at)).to_pylist()]
+    assert sum(rows) > 0 and all(r <= 2 for r in rows)  # at most one row per view
+    for charge in later:
+        assert np.array_equal(reference.inputs_one(charge), warmed.inputs_one(charge))
 
 
 def test_redis_state_learns_a_charge_once_and_reads_as_memory(world: World, redis_scratch: Any) -> None:

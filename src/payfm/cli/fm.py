@@ -232,8 +232,23 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
     show_default=True,
     help="The online state replayed through: memory, or redis://... (a namespace of its own, deleted after).",
 )
+@click.option(
+    "--authorize-after",
+    type=click.IntRange(0),
+    default=None,
+    help="Send each charge without its outcome, as production does, and report its result N charges later "
+    "(0: before the next charge). Default: each charge carries its outcome.",
+)
 @click.pass_context
-def parity(ctx: click.Context, name: str, charges: int, surprise: bool, tolerance: float, state: str) -> None:
+def parity(
+    ctx: click.Context,
+    name: str,
+    charges: int,
+    surprise: bool,
+    tolerance: float,
+    state: str,
+    authorize_after: int | None,
+) -> None:
     """Replay charges through the online embedder and compare with the batch job, charge by charge.
 
     Checks that every replayed charge's model input (the card's and merchant's recent charges, from the
@@ -241,12 +256,16 @@ def parity(ctx: click.Context, name: str, charges: int, surprise: bool, toleranc
     job's within the tolerance, through batched passes and, for every 100th charge, the one-charge call a
     decision makes. Exits 1 on any difference. With --state redis://..., the state lives in Redis as with
     `payfm serve --state redis://...`: the warm start is written there and every replayed charge is read
-    from and learned into it.
+    from and learned into it. With --authorize-after N, each charge is learned without its outcome and its
+    result reported N charges later, as the decision service gets it (POST /v1/charges/{id}/authorization):
+    with 0 the inputs are exact; with more, the charges decided while an earlier charge's result was
+    outstanding read it as null, and the mismatches count them.
 
     \b
     Example:
       payfm fm parity --name v3 --charges 100000 --surprise
       payfm fm parity --name v3 --charges 20000 --state redis://127.0.0.1:6379/0
+      payfm fm parity --name v3 --charges 20000 --authorize-after 0
     """
     from payfm.cli.render import progress_bar
     from payfm.fm.parity import fm_parity
@@ -262,6 +281,7 @@ def parity(ctx: click.Context, name: str, charges: int, surprise: bool, toleranc
             tolerance=tolerance,
             progress=update,
             state=state,
+            authorize_after=authorize_after,
         )
     console.print(f"{report.summary()} in {report.seconds:.1f} s")
     if report.first_input_mismatch is not None:

@@ -4,8 +4,10 @@ Offline, :func:`embed` builds every charge's point-in-time sequences from the ev
 ``charge_id``, ``created`` and ``embedding`` (fixed-size list of float32) to Parquet. Online,
 :class:`OnlineEmbedder` keeps the last K-1 tokenized charges of every card and merchant (a deque per key) and
 embeds a charge from that state and the charge's pre-authorization fields; after the decision, ``learn_one``
-adds the charge with its outcome. Fed the charges in (created, charge_id) order, it returns the offline
-embedding of every charge (within float rounding; tests/test_fm_embed.py checks 1e-5).
+adds the charge with its outcome, or without it when the charge was decided before authorization, as a live
+charge is: ``set_outcome`` then sets it when the processor's result comes. Fed the charges in (created,
+charge_id) order, it returns the offline embedding of every charge (within float rounding;
+tests/test_fm_embed.py checks 1e-5).
 
 Example::
 
@@ -54,6 +56,7 @@ from payfm.fm.tokenizer import (
     REL_FIELD,
     Tokenizer,
     dt_tokens,
+    outcome_values,
     rel_codes,
     rel_tokens,
 )
@@ -321,6 +324,7 @@ class OnlineEmbedder:
                 device=charge.get(REL_KEYS[1]),
                 others=tuple(charge.get(OTHER[col]) for col in VIEWS),
                 values={name: charge.get(col) for name, col in COUNT_FIELDS.items()},
+                pending=charge.get("outcome") is None,
             )
         )
 
@@ -368,6 +372,18 @@ class OnlineEmbedder:
         created, rows, _ = self._rows(charge)
         self._learn(charge, created, rows)
 
+    def set_outcome(self, charge: Mapping[str, Any]) -> int:
+        """The processor's result of a charge learned without its outcome (decided before authorization):
+        ``charge`` with ``charge_id``, its card and merchant keys, ``outcome`` and ``decline_code``. The
+        outcome token of the charge's rows that its card's and merchant's histories still keep is set, so
+        that later charges read it as the offline embedding does. Returns how many rows changed (0: the
+        charge was learned with its outcome, was never learned, or left both histories already)."""
+        token = self.tokenizer.encode_field(
+            "outcome", outcome_values([charge.get("outcome")], [charge.get("decline_code")])
+        )[0]
+        keys = [str(charge[col]) for col in VIEWS]
+        return self.store.set_token(str(charge["charge_id"]), keys, OUTCOME_FIELD, int(token))
+
     def warm(self, charges: pa.Table, sequences: Sequences | None = None, claims: Sequence[str] = ()) -> int:
         """Learn all ``charges`` at once: the state :meth:`learn_one` reaches fed them one by one.
 
@@ -402,6 +418,9 @@ class OnlineEmbedder:
         if len(seqs) < n:
             raise ValueError(f"OnlineEmbedder.warm: sequences of {len(seqs):,} charges for {n:,} charges.")
         created = seqs.created_us
+        # the charges learned without their outcome (decided, no result yet): a result may set it later
+        unknown = pc.is_null(charges["outcome"]).to_numpy(zero_copy_only=False)
+        ids = charges["charge_id"]
         keep = self.k - 1  # the state holds a key's last K-1 charges; the K-th is the charge being embedded
         for v, key_col in enumerate(VIEWS):
             codes = key_codes(charges[key_col])
@@ -418,14 +437,22 @@ class OnlineEmbedder:
             ends = order[last]
             keys = charges[key_col].take(pa.array(ends)).to_pylist()
             values = [charges[c].take(pa.array(ends)).to_pylist() for c in (*REL_KEYS, OTHER[key_col])]
+            kept_charge = order[pos]  # the charge of each kept row
+            pending = np.flatnonzero(unknown[kept_charge])  # kept rows of pending charges
+            pending_ids = dict(
+                zip(pending.tolist(), ids.take(pa.array(kept_charge[pending])).to_pylist(), strict=True)
+            )
             offset = 0
             state = views[v]
             for i, key in enumerate(keys):
                 m = int(kept_n[i])
                 rows: deque[np.ndarray] = deque(kept[offset : offset + m], maxlen=keep)
+                marks = None
+                if pending_ids and any(j in pending_ids for j in range(offset, offset + m)):
+                    marks = [pending_ids.get(j) for j in range(offset, offset + m)]
                 offset += m
                 state[str(key)] = KeyState(
-                    rows, int(created[ends[i]]), values[0][i], values[1][i], values[2][i]
+                    rows, int(created[ends[i]]), values[0][i], values[1][i], values[2][i], marks
                 )
         for name, col in COUNT_FIELDS.items():
             vc = pc.value_counts(charges[col].combine_chunks()).to_pylist()

@@ -4,15 +4,19 @@ serving process.
 The state of a foundation model's online embedding is, per view key (a card, a merchant), the token rows of
 its last K-1 charges and the keys of its last charge (time, IP, device, the other view's key), plus, per
 counted field (card, device, IP, shipping address), how many earlier charges carried each value. Both stores
-answer the same two calls: :meth:`read` (what a charge's tokens and window need) and :meth:`learn` (add a
-decided charge). :class:`MemoryState` holds dicts and deques; :class:`RedisState` holds one list per view
-key and one counter per counted value, so every serving process embeds from the charges all of them decided.
+answer the same three calls: :meth:`read` (what a charge's tokens and window need), :meth:`learn` (add a
+decided charge) and :meth:`set_token` (the processor's result of a charge decided without it: its outcome
+token, in the rows of it the views still keep, so that later charges read the history the offline embedding
+reads). :class:`MemoryState` holds dicts and deques; :class:`RedisState` holds one list per view key and one
+counter per counted value, so every serving process embeds from the charges all of them decided.
 
 Redis layout, under ``{prefix}:fm:{namespace}`` (the namespace is the checkpoint's content hash, so two
 checkpoints never share a state and a new one starts clean):
 
 - ``v{view}:{key}``: a list of the key's last K-1 charges, oldest first; each element is the charge's token
-  row (F little-endian int32) followed by its keys as JSON ``[created_us, ip, device, other]``;
+  row (F little-endian int32) followed by its keys as JSON ``[created_us, ip, device, other]``, and the
+  charge's id as a fifth item when its outcome was not known when it was learned (a pending charge: its
+  result finds the element by it);
 - ``n:{field}:{value}``: the number of earlier charges with that value;
 - ``c:{charge_id}``: the charge was learned (expires after ``charge_ttl_s``), so a charge that two processes
   see, or a client retries, is learned once; a load claims the decided charges it holds, so that a caller
@@ -22,9 +26,10 @@ checkpoints never share a state and a new one starts clean):
   by compare-and-delete, and released when the load fails).
 
 A charge is learned by one Lua script (append + trim each view's list, count each value, claim the id), so
-it is applied whole or not at all. Two processes deciding charges of the same card at the same moment each
-read the state before the other's charge: their charges are learned in arrival order, each with tokens
-relative to the state it read (the offline job orders such charges by (created, charge_id)).
+it is applied whole or not at all; a result is set by another (rewrite the pending element's token in
+place). Two processes deciding charges of the same card at the same moment each read the state before the
+other's charge: their charges are learned in arrival order, each with tokens relative to the state it read
+(the offline job orders such charges by (created, charge_id)).
 
 Example::
 
@@ -34,7 +39,7 @@ Example::
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,6 +60,9 @@ class KeyState:
     ip: Any
     device: Any
     other: Any
+    # For a load (:meth:`EmbedderState.load`): the id of each row's charge when it is pending (its outcome
+    # unknown: a result may set it), else None; None when no row is.
+    pending: Sequence[str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class Learned:
     device: Any
     others: tuple[Any, ...]  # per view: the other view's key
     values: Mapping[str, Any]  # counted field -> the charge's value (None: not counted)
+    pending: bool = False  # its outcome is not known yet: :meth:`EmbedderState.set_token` may set it
 
 
 class EmbedderState(Protocol):
@@ -82,6 +91,11 @@ class EmbedderState(Protocol):
 
     def learn(self, charge: Learned) -> bool:
         """Add a charge; False when its id was learned already (nothing changes)."""
+        ...
+
+    def set_token(self, charge_id: str, keys: Sequence[str], field: int, token: int) -> int:
+        """Set token ``field`` of the rows of pending charge ``charge_id`` that the views' ``keys`` still
+        keep (the outcome a result reports); returns how many rows changed (0: none kept, or not pending)."""
         ...
 
     def is_loaded(self) -> bool:
@@ -122,12 +136,21 @@ class EmbedderState(Protocol):
 
 
 class MemoryState:
-    """The state in this process: a dict of :class:`KeyState` per view and a dict of counts per field."""
+    """The state in this process: a dict of :class:`KeyState` per view and a dict of counts per field.
 
-    def __init__(self, n_views: int, keep: int, count_fields: Sequence[str]) -> None:
+    The rows of a pending charge (learned without its outcome) are remembered by its id until its result sets
+    them (:meth:`set_token`): the same arrays the views' deques hold, so setting one sets the history. At most
+    ``max_pending`` charges are remembered; past that the oldest are forgotten (a result for one of them
+    then changes nothing: the charge's outcome stays null in the histories that still hold it)."""
+
+    def __init__(
+        self, n_views: int, keep: int, count_fields: Sequence[str], max_pending: int = 1_000_000
+    ) -> None:
         self.keep = keep
+        self.max_pending = max_pending
         self.views: list[dict[str, KeyState]] = [{} for _ in range(n_views)]  # view -> key -> history
         self.counts: dict[str, dict[Any, int]] = {name: {} for name in count_fields}  # earlier charges
+        self.pending: OrderedDict[str, list[np.ndarray]] = OrderedDict()  # charge id -> its kept rows
 
     def read(
         self, keys: Sequence[str], values: Mapping[str, Any]
@@ -150,7 +173,21 @@ class MemoryState:
         for name, value in charge.values.items():
             if value is not None:
                 self.counts[name][value] = self.counts[name].get(value, 0) + 1
+        if charge.pending and charge.charge_id is not None:
+            self._remember(charge.charge_id, list(charge.rows))
         return True
+
+    def _remember(self, charge_id: str, rows: list[np.ndarray]) -> None:
+        self.pending.setdefault(charge_id, []).extend(rows)
+        while len(self.pending) > self.max_pending:
+            self.pending.popitem(last=False)
+
+    def set_token(self, charge_id: str, keys: Sequence[str], field: int, token: int) -> int:
+        rows = self.pending.pop(charge_id, [])
+        for row in rows:  # a row its deque dropped since is read by no one
+            row[field] = token
+        kept = [e.rows for v, key in enumerate(keys) if (e := self.views[v].get(key)) is not None]
+        return sum(any(r is row for r in history) for row in rows for history in kept)
 
     def is_empty(self) -> bool:
         return not any(self.views) and not any(self.counts.values())
@@ -173,6 +210,10 @@ class MemoryState:
             self.views[v] = {
                 k: KeyState(deque(e.rows, maxlen=self.keep), *_keys(e)) for k, e in entries.items()
             }
+            for e in entries.values():  # the deques hold the same row arrays: a result sets them
+                for row, cid in zip(e.rows, e.pending or (), strict=False):
+                    if cid is not None:
+                        self._remember(cid, [row])
         self.counts = {name: dict(counts.get(name, {})) for name in self.counts}
 
     def abort_load(self) -> None:
@@ -188,6 +229,7 @@ class MemoryState:
         n = sum(len(v) for v in self.views) + sum(len(c) for c in self.counts.values())
         self.views = [{} for _ in self.views]
         self.counts = {name: {} for name in self.counts}
+        self.pending.clear()
         return n
 
 
@@ -212,6 +254,28 @@ for i = 2 + v, #KEYS do
   redis.call('INCR', KEYS[i])
 end
 return 1
+"""
+
+# KEYS: the views' lists. ARGV[1] the charge id, ARGV[2] the token row's width in bytes, ARGV[3] the token's
+# byte offset in the row, ARGV[4] the token (4 bytes). The element of the charge carries its id as the fifth
+# item of its JSON keys (a pending charge). Returns how many elements changed.
+_SET_TOKEN = """
+local width = tonumber(ARGV[2])
+local at = tonumber(ARGV[3])
+local n = 0
+for i = 1, #KEYS do
+  local elements = redis.call('LRANGE', KEYS[i], 0, -1)
+  for j = #elements, 1, -1 do
+    local e = elements[j]
+    local ok, keys = pcall(cjson.decode, string.sub(e, width + 1))
+    if ok and keys[5] == ARGV[1] then
+      redis.call('LSET', KEYS[i], j - 1, string.sub(e, 1, at) .. ARGV[4] .. string.sub(e, at + 5))
+      n = n + 1
+      break
+    end
+  end
+end
+return n
 """
 
 
@@ -251,6 +315,7 @@ class RedisState:
         self.count_fields = tuple(count_fields)
         self.charge_ttl_s = charge_ttl_s
         self._learn = self.client.register_script(_LEARN)
+        self._set_token = self.client.register_script(_SET_TOKEN)
         self._load = LoadLock(self.client, self.ns, "the foundation model")
 
     # ---- keys and elements ----------------------------------------------------------------------------
@@ -260,15 +325,18 @@ class RedisState:
     def _count_key(self, name: str, value: Any) -> str:
         return f"{self.ns}:n:{name}:{value}"
 
-    def _element(self, row: np.ndarray, created_us: int, ip: Any, device: Any, other: Any) -> bytes:
-        return np.asarray(row, dtype="<i4").tobytes() + orjson.dumps([created_us, ip, device, other])
+    def _element(
+        self, row: np.ndarray, created_us: int, ip: Any, device: Any, other: Any, pending: str | None = None
+    ) -> bytes:
+        keys = [created_us, ip, device, other] + ([] if pending is None else [pending])
+        return np.asarray(row, dtype="<i4").tobytes() + orjson.dumps(keys)
 
     def _entry(self, elements: list[bytes]) -> KeyState | None:
         if not elements:
             return None
         width = 4 * self.n_fields
         rows = [np.frombuffer(e[:width], dtype="<i4").astype(np.int64) for e in elements]
-        created_us, ip, device, other = orjson.loads(elements[-1][width:])
+        created_us, ip, device, other = orjson.loads(elements[-1][width:])[:4]  # a pending one's id: 5th
         return KeyState(rows, int(created_us), ip, device, other)
 
     # ---- the protocol -----------------------------------------------------------------------------------
@@ -291,12 +359,21 @@ class RedisState:
         claim = f"{self.ns}:c:{charge.charge_id}" if charge.charge_id is not None else ""
         keys = [claim, *(self._view_key(v, k) for v, k in enumerate(charge.keys))]
         keys += [self._count_key(name, value) for name, value in charge.values.items() if value is not None]
+        pending = charge.charge_id if charge.pending else None
         elements = [
-            self._element(charge.rows[v], charge.created_us, charge.ip, charge.device, charge.others[v])
+            self._element(
+                charge.rows[v], charge.created_us, charge.ip, charge.device, charge.others[v], pending
+            )
             for v in range(len(charge.keys))
         ]
         args: list[bytes | int] = [self.charge_ttl_s, self.keep, len(charge.keys), *elements]
         return int(self._learn(keys=keys, args=args)) == 1
+
+    def set_token(self, charge_id: str, keys: Sequence[str], field: int, token: int) -> int:
+        names = [self._view_key(v, key) for v, key in enumerate(keys)]
+        value = np.array([token], dtype="<i4").tobytes()
+        args: list[bytes | int | str] = [charge_id, 4 * self.n_fields, 4 * field, value]
+        return int(self._set_token(keys=names, args=args))
 
     def is_loaded(self) -> bool:
         """The state was loaded from an event log (by this process or another)."""
@@ -338,8 +415,12 @@ class RedisState:
         for v, entries in enumerate(views):
             for key, e in entries.items():
                 name = self._view_key(v, key)
-                elements = [self._element(row, -1, None, None, None) for row in list(e.rows)[:-1]]
-                elements.append(self._element(e.rows[-1], *_keys(e)))
+                ids = list(e.pending or [None] * len(e.rows))
+                elements = [
+                    self._element(row, -1, None, None, None, cid)
+                    for row, cid in zip(list(e.rows)[:-1], ids[:-1], strict=True)
+                ]
+                elements.append(self._element(e.rows[-1], *_keys(e), ids[-1]))
                 pipe.delete(name)
                 pipe.rpush(name, *elements)
                 n += 1

@@ -7,7 +7,11 @@ the two agree, as features do (``payfm features parity``); this measures it on a
 
 The replay is the decision service's: the embedder learns every charge before the replayed ones in batch
 (:meth:`OnlineEmbedder.warm`, as a server starts), then each replayed charge in time order builds its input
-from the state and is learned with its outcome (:meth:`OnlineEmbedder.inputs_then_learn`). Three checks:
+from the state and is learned with its outcome (:meth:`OnlineEmbedder.inputs_then_learn`), or, with
+``authorize_after``, as production sends it: learned without its outcome, which the processor's result sets
+``authorize_after`` charges later (:meth:`OnlineEmbedder.set_outcome`; 0: before the next charge, which then
+reads the offline history; more: the charges decided while a result was outstanding read it as null, and the
+input mismatches count them). Three checks:
 
 1. inputs: every replayed charge's (V, K, F) token input equals the offline window exactly (integers);
 2. outputs: the outputs computed from the online inputs (batched forward passes) equal the batch job's
@@ -26,6 +30,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,21 +93,27 @@ def fm_parity(
     single_every: int = 100,
     progress: Callable[[int, int], None] | None = None,
     state: str = "memory",
+    authorize_after: int | None = None,
 ) -> FMParityReport:
     """Replay the last ``charges`` charges of ``ws`` through a fresh :class:`OnlineEmbedder` of
     ``checkpoint`` and compare its inputs and ``outputs`` with the batch job's (see the module docstring).
 
     ``state`` "memory" or a redis:// URL: the embedder's state, in Redis under a namespace of this run's
-    own (``parity-<random>``), deleted at the end."""
+    own (``parity-<random>``), deleted at the end. ``authorize_after``: None, each charge learned with its
+    outcome; N >= 0, without it, its result reported N charges later."""
     outs = check_outputs(outputs)
     if isinstance(charges, bool) or not isinstance(charges, int) or charges < 1:
         raise ConfigError(f"The number of charges to replay must be an integer >= 1. Got {charges!r}.")
     if single_every < 1:
         raise ConfigError(f"'single_every' must be an integer >= 1. Got {single_every!r}.")
+    if authorize_after is not None and authorize_after < 0:
+        raise ConfigError(f"'authorize_after' must be None or an integer >= 0. Got {authorize_after!r}.")
     t0 = time.perf_counter()
     embedder = OnlineEmbedder.load(checkpoint, state, namespace=f"parity-{uuid.uuid4().hex[:12]}")
     try:
-        return _replay(ws, embedder, checkpoint, charges, outs, tolerance, single_every, progress, t0)
+        return _replay(
+            ws, embedder, checkpoint, charges, outs, tolerance, single_every, progress, t0, authorize_after
+        )
     finally:
         if isinstance(embedder.store, RedisState):
             embedder.store.clear()
@@ -118,6 +129,7 @@ def _replay(
     single_every: int,
     progress: Callable[[int, int], None] | None,
     t0: float,
+    authorize_after: int | None = None,
 ) -> FMParityReport:
     model = embedder.model
     table = read_charges(ws)
@@ -134,9 +146,20 @@ def _replay(
     report.max_abs_diff = dict.fromkeys(outs, 0.0)
     report.over_tolerance = dict.fromkeys(outs, 0)
     replay = table.slice(start)
+    waiting: deque[dict[str, Any]] = deque()  # charges learned without outcome, their results not reported
+
+    def step(charge: dict[str, Any]) -> np.ndarray:
+        if authorize_after is None:
+            return embedder.inputs_then_learn(charge)
+        x = embedder.inputs_then_learn({**charge, "outcome": None, "decline_code": None})
+        waiting.append(charge)
+        if len(waiting) > authorize_after:
+            embedder.set_outcome(waiting.popleft())
+        return x
+
     for lo in range(0, m, CHUNK):
         batch = replay.slice(lo, CHUNK).to_pylist()
-        xs = np.concatenate([embedder.inputs_then_learn(c) for c in batch])  # (B, V, K, F)
+        xs = np.concatenate([step(c) for c in batch])  # (B, V, K, F)
         want = seqs.batch(rows[lo : lo + len(batch)])
         differ = np.flatnonzero((xs != want).reshape(len(batch), -1).any(axis=1))
         report.input_mismatches += int(differ.size)

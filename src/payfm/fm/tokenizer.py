@@ -81,7 +81,7 @@ _US_PER_HOUR = 3_600_000_000
 _US_PER_DAY = 86_400_000_000
 
 
-def _outcome_values(outcome: Any, decline: Any) -> list[str | None]:
+def outcome_values(outcome: Any, decline: Any) -> list[str | None]:
     """'authorized', 'blocked' or 'issuer_declined:<code>' (the code carries the fraud signal)."""
     return [
         f"{o}:{d or 'none'}" if o == "issuer_declined" else o
@@ -139,7 +139,7 @@ class Tokenizer:
                 if "outcome" not in columns:
                     vocab[name] = []
                     continue
-                arr = pa.array(_outcome_values(columns["outcome"], columns["decline_code"]), pa.string())
+                arr = pa.array(outcome_values(columns["outcome"], columns["decline_code"]), pa.string())
             elif name in columns:
                 arr = _as_array(columns[name]).cast(pa.string())
             else:
@@ -255,7 +255,7 @@ class Tokenizer:
         out[:, FIELDS.index("hour")] = N_SPECIAL + (created_us // _US_PER_HOUR + offset) % 24
         out[:, FIELDS.index("weekday")] = N_SPECIAL + (created_us // _US_PER_DAY + 3) % 7  # 1970-01-01: Thu
         if "outcome" in columns:
-            derived = _outcome_values(columns["outcome"], columns["decline_code"])
+            derived = outcome_values(columns["outcome"], columns["decline_code"])
             out[:, OUTCOME_FIELD] = self.encode_field("outcome", derived)
         else:
             out[:, OUTCOME_FIELD] = MASK

@@ -41,6 +41,7 @@ from payfm.serving.decision_log import (
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
 
 if TYPE_CHECKING:
+    from payfm.serving.bundle import Bundle
     from payfm.serving.scorer import ScorerConfig
 
 log = logging.getLogger("payfm.serving")
@@ -63,6 +64,7 @@ class FeedbackMixin:
 
     ws: Workspace
     online: OnlineFeatures
+    bundle: Bundle
     log: DecisionLog
     config: ScorerConfig
     append_outcomes: bool
@@ -299,6 +301,8 @@ class FeedbackMixin:
             if other is None and known is None:
                 result = {**charge, "outcome": outcome, "decline_code": decline_code}
                 applied = self.online.apply_authorization(result)
+                for embedder in self.bundle.embedders.values():  # later charges read it in their history
+                    embedder.set_outcome(result)
                 self._seq += 1
                 seq = self._seq
                 mine: Future[dict[str, Any]] = Future()

@@ -6,7 +6,10 @@ checkpoint's content hash at load). The scorer keeps one embedder per checkpoint
 same checkpoint shares it), embeds each charge before its decision and learns it after, under the same lock
 and in the same order as the online features. At start-up (and when a reload brings a new checkpoint) an
 embedder is warmed in batch from the event log's charges plus the decided charges the log does not hold yet,
-in (created, charge_id) order: the history the offline embedding of the next charge would see.
+in (created, charge_id) order: the history the offline embedding of the next charge would see. A charge
+decided before its authorization is learned without its outcome; the processor's result, when it comes
+(``POST /v1/charges/{id}/authorization``), sets it in the histories that keep the charge, as a result logged
+before a restart is learned with the charge.
 
 Nothing here imports torch: a scorer without such a model pays nothing.
 
@@ -30,6 +33,7 @@ import pyarrow.compute as pc
 
 from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
+from payfm.features.definitions import AUTHORIZATION
 from payfm.fm.identity import EMBEDDING_PREFIX, SURPRISE_PREFIX, VIEW_NAMES
 from payfm.fm.sequences import KEY_COLUMNS, read_charges
 from payfm.fm.tokenizer import COLUMNS
@@ -176,9 +180,16 @@ def warm(
         todo[h] = embedder
     if not todo:
         return _schema().empty_table()
-    decided = [
-        p for s, kind, p in decisions.events_after(0) if kind == "charge" and (upto is None or s <= upto)
-    ]
+    decided, results = [], {}
+    for s, kind, p in decisions.events_after(0):
+        if upto is not None and s > upto:
+            continue
+        if kind == "charge":
+            decided.append(p)
+        elif kind == AUTHORIZATION:  # the charge as the processor's result completed it
+            results[str(p["charge_id"])] = p["charge"]
+    # a charge decided without its outcome is learned with its reported result; without one, it is pending
+    decided = [results.get(str(p["charge_id"]), p) for p in decided]
     table = history(events, decided, use_event_log)
     claims = [str(p["charge_id"]) for p in decided]  # a late copy of a decided charge is then learned once
     for h, embedder in todo.items():

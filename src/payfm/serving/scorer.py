@@ -559,10 +559,14 @@ class Scorer(FeedbackMixin):
                 learned = self._warm_embedders(fresh, upto)
                 with self._lock:
                     self._settled()
-                    late = unseen([p for _, k, p in self.log.events_after(upto) if k == "charge"], learned)
+                    events = list(self.log.events_after(upto))
+                    late = unseen([p for _, k, p in events if k == "charge"], learned)
                     for p in late:  # on a shared state, one learned already is not learned again (claims)
                         for embedder in fresh.values():
                             embedder.learn_one(embedder_charge(p))
+                    for p in [p["charge"] for _, k, p in events if k == AUTHORIZATION]:
+                        for embedder in fresh.values():  # results of charges learned without them
+                            embedder.set_outcome(p)
                     self.bundle = new
             self._mark_live()
         log.info("reloaded: %s", new.describe())
@@ -642,6 +646,8 @@ class Scorer(FeedbackMixin):
                 c = {**c, "outcome": "blocked"}
                 with self._lock:
                     self.online.apply_authorization(c)
+                    for embedder in bundle.embedders.values():
+                        embedder.set_outcome(c)
             record = DecisionRecord.of(
                 seq,
                 cid,
