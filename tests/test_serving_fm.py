@@ -179,6 +179,38 @@ def test_results_reported_after_the_decisions_reach_the_histories(world: World, 
         scorer.close()
 
 
+def test_a_blocked_charge_is_blocked_in_the_histories(world: World, tmp_path: Path) -> None:
+    # The service blocks the live charges of one merchant: never authorized, their outcome is 'blocked'
+    # (as `payfm serve export` writes them), and the merchant's later charges read it in their history.
+    from payfm.rules import rulesets
+
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    merchants = [c["merchant_id"] for c in world.live]
+    merchant = next(m for m in merchants if merchants.count(m) >= 2)
+    rule = f"one: block if :merchant_id: = '{merchant}'\n"
+    rulesets.save(ws, rule, activate=True, set_name=tiny_set().name, author="test")
+    charges = read_charges(world.full)
+    n = charges.num_rows - HELD_OUT
+    reference = OnlineEmbedder.load(world.fm.ckpt)  # the log as exported: blocked charges are 'blocked'
+    reference.warm(charges.slice(0, n))
+    scorer = Scorer.open(ws)
+    try:
+        outcomes = []
+        for charge in world.live:
+            d = scorer.score(_without_result(charge))
+            outcomes.append(d.outcome)
+            blocked = charge["merchant_id"] == merchant
+            sent = {**charge, "outcome": "blocked", "decline_code": None} if blocked else charge
+            x = reference.inputs_then_learn(sent)
+            assert d.embedding is not None
+            assert np.abs(np.array(d.embedding) - reference.fm_inputs(x)).max() < 1e-5
+            if not blocked:
+                scorer.record_authorization(charge["charge_id"], *(charge[k] for k in RESULT))
+        assert outcomes.count("blocked") == merchants.count(merchant)
+    finally:
+        scorer.close()
+
+
 def _in_a_later_history(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[str, Any]:
     """The last charge of ``first`` that a charge of ``second`` has among its card's or merchant's last K-1
     charges (what its embedding reads)."""
