@@ -19,6 +19,7 @@ from payfm.features.catalog import tiny_set
 from payfm.features.training_set import load_backfill
 from payfm.fm.embed import OnlineEmbedder, embed, embedding_matrix
 from payfm.fm.identity import checkpoint_hash, checkpoint_meta, embedding_names, surprise_names
+from payfm.fm.online_state import MemoryState
 from payfm.fm.pretrain import PretrainConfig, pretrain
 from payfm.fm.sequences import build_sequences, read_charges
 from payfm.redis_load import live_servers
@@ -209,6 +210,84 @@ def test_a_blocked_charge_is_blocked_in_the_histories(world: World, tmp_path: Pa
         assert outcomes.count("blocked") == merchants.count(merchant)
     finally:
         scorer.close()
+
+
+def _serve_only(ws: Workspace, served: Served, name: str) -> None:
+    """Production on ``served``'s checkpoint, no shadow: the only checkpoint a reload serves."""
+    reg = Registry(ws)
+    for mv in reg.list():
+        if mv.stage == "shadow":
+            reg.set_stage(mv.ref, "archived")
+    reg.promote(
+        reg.register(served.model, name=name, task="fraud", fset=tiny_set(), foundation_model=served.ckpt).ref
+    )
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+def test_results_reported_while_the_checkpoint_is_not_served_reach_it(
+    world: World, tmp_path: Path, state: str, redis_scratch: Any
+) -> None:
+    # Charges decided on fm, a reload onto fm2, their results, a reload back onto fm: fm's embedder must
+    # hold the results (its shared Redis state, up to date for the charges, was not for the results).
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    first, second = world.live[: HELD_OUT // 2], world.live[HELD_OUT // 2 :]
+    scorer = Scorer.open(ws, state=REDIS_URL if state == "redis" else "memory")
+    try:
+        for charge in first:
+            scorer.score(_without_result(charge))
+        _serve_only(ws, world.fm2, "fraud-fm2")
+        scorer.reload()
+        assert list(scorer.bundle.embedders) == [checkpoint_hash(world.fm2.ckpt)]
+        for charge in first:
+            scorer.record_authorization(charge["charge_id"], *(charge[k] for k in RESULT))
+        _serve_only(ws, world.fm, "fraud-fm")
+        scorer.reload()
+        for charge in second:
+            assert _gap(world, scorer.score(_without_result(charge)), world.fm) < 1e-5
+            scorer.record_authorization(charge["charge_id"], *(charge[k] for k in RESULT))
+    finally:
+        scorer.close(snapshot=False)
+
+
+def test_a_reload_takes_a_result_logged_before_its_charge(world: World, tmp_path: Path) -> None:
+    # Two servers on one PostgreSQL log number their events each from its own count: b decides charges
+    # (its seqs 1..20), a records results of some (its seqs 1..5, before their charges), then a reloads onto
+    # another checkpoint: the fresh embedder learns those charges after its warm, with their results.
+    import uuid
+
+    import psycopg
+
+    from payfm.serving.postgres_log import PostgresDecisionLog
+    from services import POSTGRES_URL, require_postgres
+
+    require_postgres(POSTGRES_URL)
+    schema = f"payfm_test_{uuid.uuid4().hex[:8]}"
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    first, second = world.live[: HELD_OUT // 2], world.live[HELD_OUT // 2 :]
+    try:
+        a = Scorer.open(ws, decision_log=PostgresDecisionLog(POSTGRES_URL, schema=schema))
+        b = Scorer.open(ws, decision_log=PostgresDecisionLog(POSTGRES_URL, schema=schema))
+        try:
+            for charge in first:
+                b.score(_without_result(charge))
+            early = first[-5:]  # a's seqs 1..5 come before these charges' seqs 16..20
+            for charge in first:
+                (a if charge in early else b).record_authorization(
+                    charge["charge_id"], *(charge[k] for k in RESULT)
+                )
+            _serve_only(ws, world.fm2, "fraud-fm2")
+            a.reload()
+            fresh = a.bundle.embedders[checkpoint_hash(world.fm2.ckpt)]
+            assert not [c["charge_id"] for c in early if c["charge_id"] in fresh.store.pending]
+            for charge in second:
+                assert _gap(world, a.score(_without_result(charge)), world.fm2) < 1e-5
+                a.record_authorization(charge["charge_id"], *(charge[k] for k in RESULT))
+        finally:
+            a.close(snapshot=False)
+            b.close(snapshot=False)
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def _in_a_later_history(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> dict[str, Any]:
@@ -488,6 +567,30 @@ def test_a_warmed_pending_charge_takes_its_result(world: World, state: str, redi
     assert sum(rows) > 0 and all(r <= 2 for r in rows)  # at most one row per view
     for charge in later:
         assert np.array_equal(reference.inputs_one(charge), warmed.inputs_one(charge))
+
+
+@pytest.mark.parametrize("state", ["memory", "redis"])
+def test_the_first_result_wins_and_pending_rows_leave_with_their_histories(
+    world: World, state: str, redis_scratch: Any
+) -> None:
+    charges = read_charges(world.full).to_pylist()
+    embedder = OnlineEmbedder.load(world.fm.ckpt, REDIS_URL if state == "redis" else "memory", "t-first")
+    for charge in charges:  # every charge decided without its outcome, no result ever reported
+        embedder.learn_one(_without_result(charge))
+    last = charges[-1]
+    probe = {**last, "charge_id": "probe", "created_us": last["created_us"] + 1}
+    before = embedder.inputs_one(probe)
+    assert embedder.set_outcome({**last, "outcome": "authorized"}) == 2  # its card's and merchant's rows
+    after = embedder.inputs_one(probe)
+    assert not np.array_equal(before, after)
+    declined = {**last, "outcome": "issuer_declined", "decline_code": "stolen_card"}
+    assert embedder.set_outcome(declined) == 0 and np.array_equal(embedder.inputs_one(probe), after)
+    if state == "memory":  # what is remembered is what the histories still hold, not every charge
+        store = embedder.store
+        assert isinstance(store, MemoryState)
+        held = sum(len(e.rows) for view in store.views for e in view.values())
+        assert held < 2 * len(charges)  # precondition: the histories dropped rows
+        assert sum(len(rows) for rows in store.pending.values()) == held - 2  # less the two set
 
 
 def test_redis_state_learns_a_charge_once_and_reads_as_memory(world: World, redis_scratch: Any) -> None:

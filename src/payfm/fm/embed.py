@@ -384,13 +384,21 @@ class OnlineEmbedder:
         keys = [str(charge[col]) for col in VIEWS]
         return self.store.set_token(str(charge["charge_id"]), keys, OUTCOME_FIELD, int(token))
 
-    def warm(self, charges: pa.Table, sequences: Sequences | None = None, claims: Sequence[str] = ()) -> int:
+    def warm(
+        self,
+        charges: pa.Table,
+        sequences: Sequences | None = None,
+        claims: Sequence[str] = (),
+        results: Sequence[str] = (),
+    ) -> int:
         """Learn all ``charges`` at once: the state :meth:`learn_one` reaches fed them one by one.
 
         ``sequences``: :func:`build_sequences` of ``charges``, or of a longer table whose first rows are
         ``charges`` (a charge's tokens depend only on the charges before it), when the caller has them
         already; built here otherwise. ``claims``: ids among ``charges`` to mark learned in a shared state
-        (the decided charges: a late copy of one is then not learned twice).
+        (the decided charges: a late copy of one is then not learned twice); ``results``: ids of charges
+        whose authorization result ``charges`` holds already (a shared state marks them set, see
+        :meth:`set_outcome`). A charge without ``outcome`` is learned pending: its result may set it.
 
         ``charges`` as from :func:`payfm.fm.sequences.read_charges` (in (created, charge_id) order, with
         ``created_us``, ``credential_changed_us`` and the outcomes). The tokens come from the batch path
@@ -402,17 +410,19 @@ class OnlineEmbedder:
         if not self.store.begin_load():  # a shared state another process loaded already
             return 0
         try:
-            return self._load(charges, sequences, claims)
+            return self._load(charges, sequences, claims, results)
         except BaseException:
             self.store.abort_load()  # another process may load it
             raise
 
-    def _load(self, charges: pa.Table, sequences: Sequences | None, claims: Sequence[str]) -> int:
+    def _load(
+        self, charges: pa.Table, sequences: Sequences | None, claims: Sequence[str], results: Sequence[str]
+    ) -> int:
         n = int(charges.num_rows)
         views: list[dict[str, KeyState]] = [{} for _ in VIEWS]
         counts: dict[str, dict[Any, int]] = {}
         if n == 0:
-            self.store.load(views, counts, claims)
+            self.store.load(views, counts, claims, results)
             return 0
         seqs = sequences if sequences is not None else build_sequences(charges, self.tokenizer, self.k)
         if len(seqs) < n:
@@ -457,5 +467,5 @@ class OnlineEmbedder:
         for name, col in COUNT_FIELDS.items():
             vc = pc.value_counts(charges[col].combine_chunks()).to_pylist()
             counts[name] = {d["values"]: int(d["counts"]) for d in vc if d["values"] is not None}
-        self.store.load(views, counts, claims)
+        self.store.load(views, counts, claims, results)
         return n

@@ -21,6 +21,9 @@ checkpoints never share a state and a new one starts clean):
 - ``c:{charge_id}``: the charge was learned (expires after ``charge_ttl_s``), so a charge that two processes
   see, or a client retries, is learned once; a load claims the decided charges it holds, so that a caller
   can tell whether a loaded state kept up with its decision log (:meth:`RedisState.learned_all`);
+- ``r:{charge_id}``: the charge's authorization result was set (expires after ``charge_ttl_s``): the first
+  result wins, as in the decision log, and the same staleness check finds results reported while no process
+  served this checkpoint (a load marks the results it holds);
 - ``warm``: set once the state was loaded from the event log (:meth:`RedisState.load`); ``warming``: the
   lock of the one process loading it (a token of its own; refreshed at every pipeline of the load, released
   by compare-and-delete, and released when the load fails).
@@ -39,7 +42,7 @@ Example::
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -95,7 +98,8 @@ class EmbedderState(Protocol):
 
     def set_token(self, charge_id: str, keys: Sequence[str], field: int, token: int) -> int:
         """Set token ``field`` of the rows of pending charge ``charge_id`` that the views' ``keys`` still
-        keep (the outcome a result reports); returns how many rows changed (0: none kept, or not pending)."""
+        keep (the outcome a result reports), once: the first result set wins; returns how many rows changed
+        (0: none kept, not pending, or set already)."""
         ...
 
     def is_loaded(self) -> bool:
@@ -112,17 +116,21 @@ class EmbedderState(Protocol):
         views: Sequence[Mapping[str, KeyState]],
         counts: Mapping[str, Mapping[Any, int]],
         claims: Sequence[str] = (),
+        results: Sequence[str] = (),
     ) -> None:
         """Set the whole state at once (a warm start from the event log), after :meth:`begin_load`;
-        ``claims``: ids of charges in it to mark learned (a shared state then learns them once)."""
+        ``claims``: ids of charges in it to mark learned (a shared state then learns them once);
+        ``results``: ids of charges whose authorization result it holds (marked set, as :meth:`set_token`
+        marks them)."""
         ...
 
     def abort_load(self) -> None:
         """Give up a load begun by :meth:`begin_load` (the load failed): another process may load it."""
         ...
 
-    def learned_all(self, charge_ids: Sequence[str]) -> bool:
-        """Every one of ``charge_ids`` is marked learned (a shared state kept up to date)."""
+    def learned_all(self, charge_ids: Sequence[str], results: Sequence[str] = ()) -> bool:
+        """Every one of ``charge_ids`` is marked learned and every one of ``results`` (charge ids) has its
+        authorization result set (a shared state kept up to date)."""
         ...
 
     def clear(self) -> int:
@@ -139,18 +147,15 @@ class MemoryState:
     """The state in this process: a dict of :class:`KeyState` per view and a dict of counts per field.
 
     The rows of a pending charge (learned without its outcome) are remembered by its id until its result sets
-    them (:meth:`set_token`): the same arrays the views' deques hold, so setting one sets the history. At most
-    ``max_pending`` charges are remembered; past that the oldest are forgotten (a result for one of them
-    then changes nothing: the charge's outcome stays null in the histories that still hold it)."""
+    them (:meth:`set_token`): the same arrays the views' deques hold, so setting one sets the history. A row
+    a deque drops is forgotten with it, so what is remembered never outgrows the histories."""
 
-    def __init__(
-        self, n_views: int, keep: int, count_fields: Sequence[str], max_pending: int = 1_000_000
-    ) -> None:
+    def __init__(self, n_views: int, keep: int, count_fields: Sequence[str]) -> None:
         self.keep = keep
-        self.max_pending = max_pending
         self.views: list[dict[str, KeyState]] = [{} for _ in range(n_views)]  # view -> key -> history
         self.counts: dict[str, dict[Any, int]] = {name: {} for name in count_fields}  # earlier charges
-        self.pending: OrderedDict[str, list[np.ndarray]] = OrderedDict()  # charge id -> its kept rows
+        self.pending: dict[str, list[np.ndarray]] = {}  # charge id -> its rows the histories keep
+        self._pending_of: dict[int, str] = {}  # id() of a pending row -> its charge id
 
     def read(
         self, keys: Sequence[str], values: Mapping[str, Any]
@@ -166,6 +171,8 @@ class MemoryState:
             entry = self.views[v].get(key)
             history = entry.rows if entry is not None else deque(maxlen=self.keep)
             assert isinstance(history, deque)
+            if self._pending_of and len(history) == history.maxlen:
+                self._forget(history[0])  # the row the append drops
             history.append(charge.rows[v])
             self.views[v][key] = KeyState(
                 history, charge.created_us, charge.ip, charge.device, charge.others[v]
@@ -174,20 +181,30 @@ class MemoryState:
             if value is not None:
                 self.counts[name][value] = self.counts[name].get(value, 0) + 1
         if charge.pending and charge.charge_id is not None:
-            self._remember(charge.charge_id, list(charge.rows))
+            for row in charge.rows:
+                self._remember(charge.charge_id, row)
         return True
 
-    def _remember(self, charge_id: str, rows: list[np.ndarray]) -> None:
-        self.pending.setdefault(charge_id, []).extend(rows)
-        while len(self.pending) > self.max_pending:
-            self.pending.popitem(last=False)
+    def _remember(self, charge_id: str, row: np.ndarray) -> None:
+        self.pending.setdefault(charge_id, []).append(row)
+        self._pending_of[id(row)] = charge_id
+
+    def _forget(self, row: np.ndarray) -> None:
+        cid = self._pending_of.pop(id(row), None)
+        if cid is None:
+            return
+        rows = [r for r in self.pending[cid] if r is not row]
+        if rows:
+            self.pending[cid] = rows
+        else:
+            del self.pending[cid]
 
     def set_token(self, charge_id: str, keys: Sequence[str], field: int, token: int) -> int:
         rows = self.pending.pop(charge_id, [])
-        for row in rows:  # a row its deque dropped since is read by no one
+        for row in rows:
+            del self._pending_of[id(row)]
             row[field] = token
-        kept = [e.rows for v, key in enumerate(keys) if (e := self.views[v].get(key)) is not None]
-        return sum(any(r is row for r in history) for row in rows for history in kept)
+        return len(rows)
 
     def is_empty(self) -> bool:
         return not any(self.views) and not any(self.counts.values())
@@ -205,6 +222,7 @@ class MemoryState:
         views: Sequence[Mapping[str, KeyState]],
         counts: Mapping[str, Mapping[Any, int]],
         claims: Sequence[str] = (),
+        results: Sequence[str] = (),
     ) -> None:
         for v, entries in enumerate(views):
             self.views[v] = {
@@ -213,7 +231,7 @@ class MemoryState:
             for e in entries.values():  # the deques hold the same row arrays: a result sets them
                 for row, cid in zip(e.rows, e.pending or (), strict=False):
                     if cid is not None:
-                        self._remember(cid, [row])
+                        self._remember(cid, row)
         self.counts = {name: dict(counts.get(name, {})) for name in self.counts}
 
     def abort_load(self) -> None:
@@ -222,7 +240,7 @@ class MemoryState:
     def unmark(self) -> None:
         self.clear()
 
-    def learned_all(self, charge_ids: Sequence[str]) -> bool:
+    def learned_all(self, charge_ids: Sequence[str], results: Sequence[str] = ()) -> bool:
         return False  # in process: never shared, never kept up to date by anyone else
 
     def clear(self) -> int:
@@ -230,6 +248,7 @@ class MemoryState:
         self.views = [{} for _ in self.views]
         self.counts = {name: {} for name in self.counts}
         self.pending.clear()
+        self._pending_of.clear()
         return n
 
 
@@ -256,14 +275,16 @@ end
 return 1
 """
 
-# KEYS: the views' lists. ARGV[1] the charge id, ARGV[2] the token row's width in bytes, ARGV[3] the token's
-# byte offset in the row, ARGV[4] the token (4 bytes). The element of the charge carries its id as the fifth
-# item of its JSON keys (a pending charge). Returns how many elements changed.
+# KEYS[1] the result's claim, KEYS[2..] the views' lists. ARGV[1] the charge id, ARGV[2] the token row's
+# width in bytes, ARGV[3] the token's byte offset in the row, ARGV[4] the token (4 bytes), ARGV[5] the claim's
+# ttl (s). The element of the charge carries its id as the fifth item of its JSON keys (a pending charge).
+# Returns how many elements changed; -1 when a result was set already (the first one wins).
 _SET_TOKEN = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[5]) then return -1 end
 local width = tonumber(ARGV[2])
 local at = tonumber(ARGV[3])
 local n = 0
-for i = 1, #KEYS do
+for i = 2, #KEYS do
   local elements = redis.call('LRANGE', KEYS[i], 0, -1)
   for j = #elements, 1, -1 do
     local e = elements[j]
@@ -370,10 +391,13 @@ class RedisState:
         return int(self._learn(keys=keys, args=args)) == 1
 
     def set_token(self, charge_id: str, keys: Sequence[str], field: int, token: int) -> int:
-        names = [self._view_key(v, key) for v, key in enumerate(keys)]
+        names = [self._result_key(charge_id), *(self._view_key(v, key) for v, key in enumerate(keys))]
         value = np.array([token], dtype="<i4").tobytes()
-        args: list[bytes | int | str] = [charge_id, 4 * self.n_fields, 4 * field, value]
-        return int(self._set_token(keys=names, args=args))
+        args: list[bytes | int | str] = [charge_id, 4 * self.n_fields, 4 * field, value, self.charge_ttl_s]
+        return max(0, int(self._set_token(keys=names, args=args)))
+
+    def _result_key(self, charge_id: str) -> str:
+        return f"{self.ns}:r:{charge_id}"
 
     def is_loaded(self) -> bool:
         """The state was loaded from an event log (by this process or another)."""
@@ -395,11 +419,13 @@ class RedisState:
         views: Sequence[Mapping[str, KeyState]],
         counts: Mapping[str, Mapping[Any, int]],
         claims: Sequence[str] = (),
+        results: Sequence[str] = (),
         *,
         batch: int = 5_000,
     ) -> None:
-        """Write a whole state in pipelines of ``batch`` keys (each extends the lock), claim ``claims``,
-        then mark it loaded and release the lock. What the namespace held before is deleted first."""
+        """Write a whole state in pipelines of ``batch`` keys (each extends the lock), claim ``claims`` and
+        ``results``, then mark it loaded and release the lock. What the namespace held before is deleted
+        first."""
         self._load.start_writing()
         pipe = self.client.pipeline(transaction=False)
         n = 0
@@ -435,11 +461,17 @@ class RedisState:
             pipe.set(f"{self.ns}:c:{cid}", b"1", ex=self.charge_ttl_s)
             n += 1
             flush()
+        for cid in results:
+            pipe.set(self._result_key(cid), b"1", ex=self.charge_ttl_s)
+            n += 1
+            flush()
         flush(force=True)
         self._load.done()  # marked loaded, the lock released
 
-    def learned_all(self, charge_ids: Sequence[str]) -> bool:
-        return all_claimed(self.client, self.ns, list(charge_ids))
+    def learned_all(self, charge_ids: Sequence[str], results: Sequence[str] = ()) -> bool:
+        return all_claimed(self.client, self.ns, list(charge_ids)) and all_claimed(
+            self.client, self.ns, list(results), kind="r"
+        )
 
     def clear(self) -> int:
         """Delete every key of this namespace; returns how many."""

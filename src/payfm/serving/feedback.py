@@ -301,8 +301,8 @@ class FeedbackMixin:
             if other is None and known is None:
                 result = {**charge, "outcome": outcome, "decline_code": decline_code}
                 applied = self.online.apply_authorization(result)
-                for embedder in self.bundle.embedders.values():  # later charges read it in their history
-                    embedder.set_outcome(result)
+                for embedder in self.bundle.embedders.values() if applied else ():
+                    embedder.set_outcome(result)  # later charges read it in their history, as the features
                 self._seq += 1
                 seq = self._seq
                 mine: Future[dict[str, Any]] = Future()

@@ -167,33 +167,37 @@ def warm(
     ``use_event_log``) and those of ``decisions`` up to sequence number ``upto`` (all: None); returns the
     charges they learned (:func:`history`)."""
     t0 = time.perf_counter()
-    recent, _ = decisions.recent_charges(STALE_CHECK, upto)  # ids only: the payloads are read if needed
+    recent, latest = decisions.recent_charges(STALE_CHECK, upto)  # ids only: the payloads are read if needed
+    reported = recent_results(decisions, latest)
     todo: dict[str, OnlineEmbedder] = {}
     for h, embedder in embedders.items():
         store = embedder.store
-        if store.is_loaded() and store.learned_all(recent):
+        if store.is_loaded() and store.learned_all(recent, reported):
             log.info("foundation model %s: online embedder state loaded already (shared, up to date)", h[:12])
             continue
-        if store.is_loaded():  # shared, but not fed the charges decided since: nobody served this checkpoint
+        if store.is_loaded():  # shared, not fed the charges or results since: nobody served this checkpoint
             log.info("foundation model %s: shared online embedder state is stale; loading it again", h[:12])
             store.unmark()  # the load empties it, under the lock (a process reloading it already goes on)
         todo[h] = embedder
     if not todo:
         return _schema().empty_table()
-    decided, results = [], {}
+    decided: list[dict[str, Any]] = []
+    results: dict[str, tuple[Any, Any]] = {}  # charge id -> (outcome, decline_code) the processor reported
     for s, kind, p in decisions.events_after(0):
         if upto is not None and s > upto:
             continue
         if kind == "charge":
             decided.append(p)
-        elif kind == AUTHORIZATION:  # the charge as the processor's result completed it
-            results[str(p["charge_id"])] = p["charge"]
+        elif kind == AUTHORIZATION:
+            results[str(p["charge_id"])] = (p["outcome"], p.get("decline_code"))
     # a charge decided without its outcome is learned with its reported result; without one, it is pending
-    decided = [results.get(str(p["charge_id"]), p) for p in decided]
+    for i, p in enumerate(decided):
+        if (result := results.get(str(p["charge_id"]))) is not None:
+            decided[i] = {**p, "outcome": result[0], "decline_code": result[1]}
     table = history(events, decided, use_event_log)
     claims = [str(p["charge_id"]) for p in decided]  # a late copy of a decided charge is then learned once
     for h, embedder in todo.items():
-        learned = embedder.warm(table, claims=claims)
+        learned = embedder.warm(table, claims=claims, results=list(results))
         log.info(
             "foundation model %s: online embedder warmed from %d charges (%d decided here) in %.1f s",
             h[:12],
@@ -202,6 +206,15 @@ def warm(
             time.perf_counter() - t0,
         )
     return table
+
+
+def recent_results(decisions: DecisionLog, latest_us: int | None, ttl_s: int = 7 * 86_400) -> list[str]:
+    """Ids of the charges among the last :data:`STALE_CHECK` outcomes of ``decisions`` whose authorization
+    result was counted, created within ``ttl_s`` (the claims' life) of ``latest_us``: what a shared embedder
+    state must have set to be up to date."""
+    since = -(2**62) if latest_us is None else latest_us - ttl_s * 1_000_000
+    recent = decisions.recent_outcomes(STALE_CHECK)
+    return [cid for source, _, cid, t in recent if source == AUTHORIZATION and t >= since]
 
 
 def unseen(decided: Sequence[Mapping[str, Any]], learned: pa.Table) -> list[Mapping[str, Any]]:

@@ -561,11 +561,16 @@ class Scorer(FeedbackMixin):
                     self._settled()
                     events = list(self.log.events_after(upto))
                     late = unseen([p for _, k, p in events if k == "charge"], learned)
+                    results = [p["charge"] for _, k, p in events if k == AUTHORIZATION]
                     for p in late:  # on a shared state, one learned already is not learned again (claims)
                         for embedder in fresh.values():
                             embedder.learn_one(embedder_charge(p))
-                    for p in [p["charge"] for _, k, p in events if k == AUTHORIZATION]:
-                        for embedder in fresh.values():  # results of charges learned without them
+                        # its result, logged before it when servers share the log (their own counts)
+                        known = self._reported(str(p["charge_id"])) if p.get("outcome") is None else None
+                        if known is not None:
+                            results.append({**p, "outcome": known[1], "decline_code": known[2]})
+                    for p in results:  # the charges learned without their result; set once (first wins)
+                        for embedder in fresh.values():
                             embedder.set_outcome(p)
                     self.bundle = new
             self._mark_live()
