@@ -6,7 +6,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from payfm.events.cards import bin6, card_number_rows, contains_card_number, fingerprint, last4, luhn_valid
+from payfm.events.cards import (
+    bin6,
+    card_number_rows,
+    contains_card_number,
+    fingerprint,
+    last4,
+    luhn_valid,
+    redact_card_numbers,
+)
 
 VISA = "4242424242424242"  # Luhn-valid, 16 digits
 AMEX = "378282246310005"  # Luhn-valid, 15 digits
@@ -132,3 +140,31 @@ def test_a_fingerprint_never_reads_as_a_card_number() -> None:
     others = [n for n in numbers[:100] if n not in digits_only]  # the others are as before
     want = ["fp_" + hmac.new(b"k1", n.encode(), hashlib.sha256).hexdigest()[:16] for n in others]
     assert fingerprint(pa.array(others), b"k1").to_pylist() == want
+
+
+FULLWIDTH = "".join(chr(0xFF10 + int(d)) for d in VISA)  # ４２４２...: a keyboard in CJK input mode
+ARABIC_INDIC = "".join(chr(0x0660 + int(d)) for d in VISA)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        FULLWIDTH,
+        ARABIC_INDIC,
+        " ".join(FULLWIDTH[i : i + 4] for i in range(0, 16, 4)),
+        f"carte n° {ARABIC_INDIC[:8]}{VISA[8:]}",  # scripts mixed in one number
+    ],
+)
+def test_card_numbers_in_other_scripts_digits_are_found(text: str) -> None:
+    assert contains_card_number(text)
+    assert rows(["hello", text, None]) == [1]
+    binary = pa.array([b"x", text.encode()], pa.binary())
+    assert card_number_rows(binary).tolist() == [1]
+    redacted = redact_card_numbers(f"<{text}>")
+    assert redacted.endswith("[card number removed]>") and not contains_card_number(redacted)
+
+
+def test_other_scripts_digits_that_fail_luhn_are_not_card_numbers() -> None:
+    wrong = "".join(chr(0xFF10 + int(d)) for d in NOT_LUHN)
+    assert not contains_card_number(wrong) and rows([wrong, "é"]) == []
+    assert redact_card_numbers(f"né {wrong}") == f"né {wrong}"  # positions kept: the text is unchanged

@@ -4,6 +4,7 @@ true duplicate answers with what is stored, outcome validation names the field."
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,15 @@ def test_an_outcome_sent_without_its_json_content_type_says_so(client: TestClien
     form = {"content-type": "application/x-www-form-urlencoded"}  # what `curl -d` sends
     r = client.post("/v1/disputes", content=body, headers=form)
     assert "Content-Type: application/json" in error(r, 422)["message"]
+
+
+@pytest.mark.parametrize("escaped", [False, True])
+def test_a_card_number_in_fullwidth_digits_is_refused_unquoted(client: TestClient, escaped: bool) -> None:
+    """Digits of another script are digits: a card number typed in CJK input mode is refused as one, whether
+    the body holds the characters (the raw scan) or JSON escapes of them (the parsed charge's check)."""
+    wide = "".join(chr(0xFF10 + int(d)) for d in PAN)
+    body = json.dumps(charge(1, ip_address=wide), ensure_ascii=escaped, default=str)
+    assert ("\\uff14" in body) is escaped
+    r = client.post("/v1/charges/score", content=body.encode(), headers=JSON)
+    err = error(r, 422)
+    assert "full card number" in err["message"] and wide not in r.text and PAN not in r.text

@@ -5,7 +5,8 @@ characters of space, dash, dot, slash or underscore (``4111 1111 1111 1111``, ``
 ``4111 - 1111 - 1111 - 1111``), and may touch letters (``card4111111111111111``), except the letters of a
 hexadecimal token or of a UUID: a digit run inside a device id or a SHA-256 hex digest is part of that
 identifier (random 64-hex ids hold a Luhn-valid run of 13-19 digits between letters about once in 230). It
-must never be stored, logged or echoed: detection reports only the row and column.
+must never be stored, logged or echoed: detection reports only the row and column. Digits of any script count
+(``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic): a number written in them is as much a card number.
 Detection is vectorized with Arrow's regular expressions; only candidate values (rare in clean data) reach the
 Python window and Luhn checks.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import unicodedata
 from collections.abc import Iterator
 
 import numpy as np
@@ -28,6 +30,9 @@ _SEP = " \t\u00a0._/-"
 _SEP_CLASS = "[" + _SEP.replace("-", "") + "-]"
 _CANDIDATE = rf"[0-9](?:{_SEP_CLASS}{{0,3}}[0-9]){{12}}"
 _PREFILTER = re.compile(_CANDIDATE)
+# Arrow's (RE2) prefilter of text columns: the same, with the decimal digits of every script.
+_CANDIDATE_ANY = _CANDIDATE.replace("[0-9]", r"\p{Nd}")
+_OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # a decimal digit of another script than ASCII (str patterns)
 _SEQUENCE = re.compile(rf"[0-9]+(?:{_SEP_CLASS}{{1,3}}[0-9]+)*")  # digit groups joined by separators
 _GROUP = re.compile(r"[0-9]+")
 _NON_HEX = re.compile(r"[g-zG-Z]")
@@ -152,13 +157,22 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def _ascii_digits(text: str) -> str:
+    """``text`` with the decimal digits of other scripts written as ASCII digits, one for one (positions are
+    kept): ``"４１１１"`` -> ``"4111"``."""
+    if text.isascii():
+        return text
+    return _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+
+
 def contains_card_number(text: str) -> bool:
     """True if ``text`` holds a full card number (13-19 Luhn-valid digits, as the module docstring describes).
 
-    >>> texts = ("4111.1111.1111.1111", "card4111111111111111", "ab4111111111111111")
+    >>> texts = ("4111.1111.1111.1111", "card4111111111111111", "ab4111111111111111", "４２４２" * 4)
     >>> [contains_card_number(t) for t in texts]
-    [True, True, False]
+    [True, True, False, True]
     """
+    text = _ascii_digits(text)
     if _PREFILTER.search(text) is None:
         return False
     return next(_card_spans(text), None) is not None
@@ -171,9 +185,10 @@ def redact_card_numbers(text: str) -> str:
     >>> redact_card_numbers("got 5: 1,m1,4111 1111 1111 1111,12.50")
     'got 5: 1,m1,[card number removed],12.50'
     """
-    if _PREFILTER.search(text) is None:
+    ascii_text = _ascii_digits(text)  # the same positions
+    if _PREFILTER.search(ascii_text) is None:
         return text
-    spans = sorted(_card_spans(text))
+    spans = sorted(_card_spans(ascii_text))
     if not spans:
         return text
     parts: list[str] = []
@@ -220,7 +235,13 @@ def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         col = col.cast(pa.string())
         t = col.type
     if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        mask = pc.fill_null(pc.match_substring_regex(col, _CANDIDATE), False)
+        if pa.types.is_string(t):
+            mask = pc.match_substring_regex(col, _CANDIDATE_ANY)
+        else:  # bytes: RE2 reads them as Latin-1, so any non-ASCII byte may start a digit of another script
+            mask = pc.or_(
+                pc.match_substring_regex(col, _CANDIDATE), pc.match_substring_regex(col, "[\x80-\xff]")
+            )
+        mask = pc.fill_null(mask, False)
         candidates = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         if len(candidates) == 0:
             return candidates
