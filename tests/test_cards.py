@@ -168,3 +168,13 @@ def test_other_scripts_digits_that_fail_luhn_are_not_card_numbers() -> None:
     wrong = "".join(chr(0xFF10 + int(d)) for d in NOT_LUHN)
     assert not contains_card_number(wrong) and rows([wrong, "é"]) == []
     assert redact_card_numbers(f"né {wrong}") == f"né {wrong}"  # positions kept: the text is unchanged
+
+
+def test_a_card_in_other_scripts_digits_has_the_same_fingerprint_bin_and_last4() -> None:
+    # A mapped card-number column typed in another script: the same card, not another one (nor an empty BIN)
+    values = pa.array([VISA, FULLWIDTH, ARABIC_INDIC])
+    assert len(set(fingerprint(values, b"k1").to_pylist())) == 1
+    assert bin6(values).to_pylist() == ["424242"] * 3 and last4(values).to_pylist() == ["4242"] * 3
+    superscript = "".join(chr(0x2070 + int(d)) if d not in "123" else d for d in VISA)  # not decimal digits
+    with pytest.raises(ValueError, match="row 1"):
+        fingerprint(pa.array([superscript]), b"k1")

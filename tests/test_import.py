@@ -389,6 +389,16 @@ def test_a_bad_value_in_the_card_column_is_not_shown(tmp_path: Path) -> None:
     assert "n/a" not in text
 
 
+def test_a_card_number_typed_in_fullwidth_digits_is_the_same_card(tmp_path: Path) -> None:
+    wide = "".join(chr(0xFF10 + int(d)) for d in MC)  # a CJK input mode's digits: the same card as MC
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, {**ROWS, "card": [VISA, VISA, MC, wide]}), write_mapping(tmp_path))
+    charges = ws.read("charges").sort_by([("created", "ascending")])
+    fps = charges.column("card_fingerprint").to_pylist()
+    assert fps[2] == fps[3] != fps[0]
+    assert charges.column("card_last4").to_pylist()[3] == "4444" and wide not in stored_text(ws)
+
+
 def test_every_problem_is_reported_with_a_count(tmp_path: Path) -> None:
     rows = {**ROWS, "kind": ["web", "moto", "phone", "fax"], "amount": ["1", "x", "2", "3"]}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))

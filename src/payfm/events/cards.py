@@ -157,7 +157,7 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _ascii_digits(text: str) -> str:
+def ascii_digits(text: str) -> str:
     """``text`` with the decimal digits of other scripts written as ASCII digits, one for one (positions are
     kept): ``"４１１１"`` -> ``"4111"``."""
     if text.isascii():
@@ -172,7 +172,7 @@ def contains_card_number(text: str) -> bool:
     >>> [contains_card_number(t) for t in texts]
     [True, True, False, True]
     """
-    text = _ascii_digits(text)
+    text = ascii_digits(text)
     if _PREFILTER.search(text) is None:
         return False
     return next(_card_spans(text), None) is not None
@@ -185,7 +185,7 @@ def redact_card_numbers(text: str) -> str:
     >>> redact_card_numbers("got 5: 1,m1,4111 1111 1111 1111,12.50")
     'got 5: 1,m1,[card number removed],12.50'
     """
-    ascii_text = _ascii_digits(text)  # the same positions
+    ascii_text = ascii_digits(text)  # the same positions
     if _PREFILTER.search(ascii_text) is None:
         return text
     spans = sorted(_card_spans(ascii_text))
@@ -298,8 +298,8 @@ def fingerprint(values: pa.Array | pa.ChunkedArray, secret: bytes, *, source: st
         if value is None:
             out.append(None)
             continue
-        digits = re.sub(r"[ -]", "", str(int(value)) if isinstance(value, int | float) else str(value))
-        if not (digits.isdigit() and 8 <= len(digits) <= 19):
+        digits = re.sub(r"[ -]", "", _card_text(value))
+        if not (digits.isascii() and digits.isdigit() and 8 <= len(digits) <= 19):
             raise ValueError(
                 f"{source}row {row + 1}: expected a card number of 8-19 digits; got another value"
             )
@@ -310,23 +310,19 @@ def fingerprint(values: pa.Array | pa.ChunkedArray, secret: bytes, *, source: st
     return pa.array(out, type=pa.string())
 
 
+def _card_text(value: object) -> str:
+    """A card-number cell as text, its digits ASCII (the same card gives the same fingerprint, BIN and last
+    four however its digits were written)."""
+    return str(int(value)) if isinstance(value, int | float) else ascii_digits(str(value))
+
+
 def last4(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The last four digits of card numbers (safe to store)."""
-    out = [
-        None
-        if v is None
-        else re.sub(r"[^0-9]", "", str(int(v)) if isinstance(v, int | float) else str(v))[-4:]
-        for v in values.to_pylist()
-    ]
+    out = [None if v is None else re.sub(r"[^0-9]", "", _card_text(v))[-4:] for v in values.to_pylist()]
     return pa.array(out, type=pa.string())
 
 
 def bin6(values: pa.Array | pa.ChunkedArray) -> pa.Array:
     """The first six digits (BIN) of card numbers (safe to store)."""
-    out = [
-        None
-        if v is None
-        else re.sub(r"[^0-9]", "", str(int(v)) if isinstance(v, int | float) else str(v))[:6]
-        for v in values.to_pylist()
-    ]
+    out = [None if v is None else re.sub(r"[^0-9]", "", _card_text(v))[:6] for v in values.to_pylist()]
     return pa.array(out, type=pa.string())

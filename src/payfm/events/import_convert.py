@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.events import currency
-from payfm.events.cards import fingerprint
+from payfm.events.cards import ascii_digits, fingerprint
 from payfm.events.import_problems import Problems, values_at
 from payfm.events.mapping import CurrencySource, FieldSpec
 from payfm.events.schema import RULES
@@ -84,7 +84,14 @@ def _card_digits(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array | No
                 f"floating-point numbers ({col.type}), which lose digits",
             )
         return None
-    digits = pc.replace_substring_regex(as_text(col), r"[ -]", "")
+    text = as_text(col)
+    other = np.flatnonzero(~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(False))
+    if len(other):  # digits of another script (fullwidth, Arabic-Indic) as ASCII ones: the same card
+        values = text.to_pylist()
+        for i in other:
+            values[i] = ascii_digits(values[i])
+        text = pa.array(values, type=pa.string())
+    digits = pc.replace_substring_regex(text, r"[ -]", "")
     ok = pc.fill_null(pc.match_substring_regex(digits, r"^\d{8,19}$"), False)
     bad = np.flatnonzero(pc.and_(pc.is_valid(digits), pc.invert(ok)).to_numpy(False))
     if len(bad):
