@@ -24,7 +24,7 @@ from payfm.features.online_plan import plan
 from payfm.features.parity import apply_log, compare, replay
 from payfm.features.request import derive, request_value
 from payfm.features.state import FORMAT, WindowState, state_to_json
-from payfm.features.stores import MemoryStore, SnapshotError
+from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from services import REDIS_URL, require_redis
 from streams import connect, label_outcomes, random_log
 
@@ -318,6 +318,13 @@ def test_redis_encoding_keeps_integers_beyond_64_bits() -> None:
     assert _dumps(big)[:1] == b" " and _loads(_dumps(big)) == big  # exact, not read back as floats
 
 
+# and an outcome source filtered on its charge's outcome, which a result reported later must set too
+RESULTS = FeatureSet(
+    "results",
+    (*WIDE.features, Aggregate("card", "count", window=7 * D, source="refunds", filter="authorized")),
+)
+
+
 class _DecidedWithoutOutcome(OnlineFeatures):
     """Each charge decided without its outcome, which comes as an authorization result up to ``delay``
     charges later, in random order (0: before the next charge)."""
@@ -339,18 +346,24 @@ class _DecidedWithoutOutcome(OnlineFeatures):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_outcomes_reported_after_the_decision_give_the_backfills_values(seed: int) -> None:
     log = random_log(seed, 2000, span_us=6 * 86_400_000_000, n_keys=5 + 10 * seed)
-    offline = compute(connect(log), WIDE)
-    online = _DecidedWithoutOutcome(WIDE)
-    report = compare(offline, replay(WIDE, log["charges"], label_outcomes(log), online=online), WIDE.names)
+    offline = compute(connect(log), RESULTS)
+    online = _DecidedWithoutOutcome(RESULTS)
+    report = compare(
+        offline, replay(RESULTS, log["charges"], label_outcomes(log), online=online), RESULTS.names
+    )
     assert report.charges == 2000
     assert report.total_mismatches == 0, {k: report.examples[k] for k, v in report.mismatches.items() if v}
     # Without the results, the declined-filtered features are off (the test is not vacuous).
-    blind = OnlineFeatures(WIDE)
+    blind = OnlineFeatures(RESULTS)
     blind.features_then_update = lambda c: OnlineFeatures.features_then_update(  # type: ignore[method-assign]
         blind, {**c, "outcome": None}
     )
-    off = compare(offline, replay(WIDE, log["charges"], label_outcomes(log), online=blind), WIDE.names)
-    for name in ("card.min_amount_usd_declined_2h", "device.first_seen_declined"):
+    off = compare(offline, replay(RESULTS, log["charges"], label_outcomes(log), online=blind), RESULTS.names)
+    for name in (
+        "card.min_amount_usd_declined_2h",
+        "device.first_seen_declined",
+        "card.count_refunds_authorized_7d",
+    ):
         assert off.mismatches[name] > 0, name
     assert off.mismatches["merchant.mean_amount_usd_authorized_1d_ending_1d_ago"] > 0
 
@@ -359,7 +372,7 @@ def test_a_late_authorization_result_ends_in_the_state_the_outcome_would_have_gi
     fset = FeatureSet(
         "late_results",
         (
-            *WIDE.features,
+            *RESULTS.features,
             Aggregate("card", "since_first", filter="declined"),
             Aggregate("card", "since_prev", filter="declined"),
             Aggregate("merchant", "count", window=H, filter="declined"),
@@ -415,3 +428,31 @@ def test_results_reported_in_reverse_order_keep_the_first_and_previous_times() -
     assert online.apply_authorization({**first, "outcome": "issuer_declined"})
     probe = online.features({"charge_id": "ch_3", "created_us": t2 + 60_000_000, "card_fingerprint": "fp"})
     assert probe == {"card.since_first_declined": 660.0, "card.since_prev_declined": 60.0}
+
+
+@pytest.mark.parametrize("where", ["memory", "redis"])
+def test_a_refund_of_a_charge_authorized_by_a_later_result_counts_as_authorized(where: str) -> None:
+    # The charge was decided without its outcome; its result says authorized; its refund then counts in the
+    # refunds filtered on the charge's outcome (the stored fields take the result), in memory and in Redis.
+    store: StateStore = MemoryStore()
+    if where == "redis":
+        require_redis(REDIS_URL)
+        from payfm.features.redis_store import RedisStore
+
+        store = RedisStore(REDIS_URL, RESULTS, prefix=f"payfm-test-{uuid.uuid4().hex[:8]}")
+    try:
+        online = OnlineFeatures(RESULTS, store)
+        t = 10**15
+        charge = {"charge_id": "ch_1", "created_us": t, "card_fingerprint": "fp", "amount_usd": 700}
+        online.features_then_update(charge)
+        assert online.apply_authorization({**charge, "outcome": "authorized"})
+        assert online.apply_outcome("refunds", "re_1", "ch_1", t + 60_000_000)
+        probe = {**charge, "charge_id": "ch_2", "created_us": t + 120_000_000}
+        assert online.features(probe)["card.count_refunds_authorized_7d"] == 1.0
+        fields = store.charge_fields("ch_1")
+        assert fields is not None and fields["outcome"] == "authorized"
+        if where == "redis":  # the fields keep their expiry
+            assert 0 < store.client.ttl(f"{store.ns}:c:ch_1") <= store.charge_ttl_s  # type: ignore[attr-defined]
+    finally:
+        if where == "redis":
+            store.clear()  # type: ignore[attr-defined]

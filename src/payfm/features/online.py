@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
-from payfm.features.definitions import AUTHORIZATION, ENTITIES, FeatureSet, authorization_claim, outcome_claim
+from payfm.features.definitions import (
+    AUTHORIZATION,
+    ENTITIES,
+    LATE_COLUMNS,
+    FeatureSet,
+    authorization_claim,
+    outcome_claim,
+)
 from payfm.features.online_codegen import compile_engine
 from payfm.features.online_plan import label_fields, plan, write_columns
 from payfm.features.state import State
@@ -157,7 +164,9 @@ class OnlineFeatures:
         The charge was counted when it was decided; now the aggregates filtered on its outcome (declines,
         authorizations, blocks) count it too, at the charge's own time, so that the state ends as if the
         charge had carried its outcome (the offline backfill reads the event log's charges, outcome and all).
-        Features of charges decided between the charge and its result do not see it; an ``all-time`` ``last``
+        The charge's stored fields take the outcome too, so that its later refunds, disputes and EFWs count in
+        the aggregates filtered on their charge's outcome. Features of charges decided between the charge
+        and its result do not see it; an ``all-time`` ``last``
         over such a filter takes the result as the newest value even when a later charge of the key came
         first. Returns False (and changes nothing) when the charge was never counted, was counted with an
         outcome (e.g. from the event log), or its result was counted already.
@@ -176,7 +185,12 @@ class OnlineFeatures:
             return claimed
 
         skeys = self._state_keys[AUTHORIZATION](keys) if write is not None else []
-        return self.store.run(skeys, authorization_claim(cid), None, step)
+        applied = self.store.run(skeys, authorization_claim(cid), None, step)
+        if applied:  # the charge's outcome, for its outcomes' features filtered on it (a refund of it)
+            result = {k: charge.get(k) for k in LATE_COLUMNS if k in self.label_fields}
+            if result:
+                self.store.update_charge_fields(cid, result)
+        return applied
 
     def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:
         """Count an outcome (``fraud_disputes``, ``efws`` or ``refunds``) of a known charge, at its own time.
