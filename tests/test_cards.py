@@ -153,6 +153,13 @@ ARABIC_INDIC = "".join(chr(0x0660 + int(d)) for d in VISA)
         ARABIC_INDIC,
         " ".join(FULLWIDTH[i : i + 4] for i in range(0, 16, 4)),
         f"carte n° {ARABIC_INDIC[:8]}{VISA[8:]}",  # scripts mixed in one number
+        "\u3000".join(FULLWIDTH[i : i + 4] for i in range(0, 16, 4)),  # ideographic space
+        "\uff0d".join(FULLWIDTH[i : i + 4] for i in range(0, 16, 4)),  # fullwidth hyphen
+        "\u30fc".join(FULLWIDTH[i : i + 4] for i in range(0, 16, 4)),  # katakana prolonged sound mark
+        "\uff0e".join(FULLWIDTH[i : i + 4] for i in range(0, 16, 4)),  # fullwidth full stop
+        "\u2009".join(VISA[i : i + 4] for i in range(0, 16, 4)),  # thin space between ASCII digits
+        "\u200f ".join(ARABIC_INDIC[i : i + 4] for i in range(0, 16, 4)),  # a right-to-left mark and a space
+        f"cafe{FULLWIDTH}",  # fullwidth digits are no hexadecimal token's, whatever letters they touch
     ],
 )
 def test_card_numbers_in_other_scripts_digits_are_found(text: str) -> None:
@@ -160,6 +167,8 @@ def test_card_numbers_in_other_scripts_digits_are_found(text: str) -> None:
     assert rows(["hello", text, None]) == [1]
     binary = pa.array([b"x", text.encode()], pa.binary())
     assert card_number_rows(binary).tolist() == [1]
+    not_utf8 = pa.array([b"\xff x", b"\xff " + text.encode()], pa.binary())  # bytes read as Latin-1
+    assert card_number_rows(not_utf8).tolist() == [1]
     redacted = redact_card_numbers(f"<{text}>")
     assert redacted.endswith("[card number removed]>") and not contains_card_number(redacted)
 

@@ -456,3 +456,28 @@ def test_a_refund_of_a_charge_authorized_by_a_later_result_counts_as_authorized(
     finally:
         if where == "redis":
             store.clear()  # type: ignore[attr-defined]
+
+
+def test_a_result_retried_after_a_failed_write_of_the_stored_outcome_repairs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On Redis the claim and the stored fields are two writes: a failure between them must not lose the
+    # stored outcome for good (the retry finds the claim taken and writes the outcome anyway).
+    store = MemoryStore()
+    online = OnlineFeatures(RESULTS, store)
+    t = 10**15
+    charge = {"charge_id": "ch_1", "created_us": t, "card_fingerprint": "fp", "amount_usd": 700}
+    online.features_then_update(charge)
+    update = store.update_charge_fields
+
+    def lost(charge_id: str, values: dict[str, Any]) -> None:
+        raise ConnectionError("connection lost after the claim")
+
+    monkeypatch.setattr(store, "update_charge_fields", lost)
+    with pytest.raises(ConnectionError):
+        online.apply_authorization({**charge, "outcome": "authorized"})
+    monkeypatch.setattr(store, "update_charge_fields", update)
+    assert not online.apply_authorization({**charge, "outcome": "authorized"})  # counted once
+    assert online.apply_outcome("refunds", "re_1", "ch_1", t + 60_000_000)
+    probe = {**charge, "charge_id": "ch_2", "created_us": t + 120_000_000}
+    assert online.features(probe)["card.count_refunds_authorized_7d"] == 1.0

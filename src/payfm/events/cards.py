@@ -6,13 +6,17 @@ characters of space, dash, dot, slash or underscore (``4111 1111 1111 1111``, ``
 hexadecimal token or of a UUID: a digit run inside a device id or a SHA-256 hex digest is part of that
 identifier (random 64-hex ids hold a Luhn-valid run of 13-19 digits between letters about once in 230). It
 must never be stored, logged or echoed: detection reports only the row and column. Digits of any script count
-(``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic): a number written in them is as much a card number.
+(``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the separators of any script (an ideographic
+space, a fullwidth hyphen or full stop, a thin space, a format character such as a right-to-left mark): a
+number written with them is as much a card number. Decimal digits are those of Python's Unicode database
+(Unicode 14 on Python 3.11: digits added later, and superscripts, which are not decimal, are not read).
 Detection is vectorized with Arrow's regular expressions; only candidate values (rare in clean data) reach the
 Python window and Luhn checks.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -30,9 +34,26 @@ _SEP = " \t\u00a0._/-"
 _SEP_CLASS = "[" + _SEP.replace("-", "") + "-]"
 _CANDIDATE = rf"[0-9](?:{_SEP_CLASS}{{0,3}}[0-9]){{12}}"
 _PREFILTER = re.compile(_CANDIDATE)
-# Arrow's (RE2) prefilter of text columns: the same, with the decimal digits of every script.
-_CANDIDATE_ANY = _CANDIDATE.replace("[0-9]", r"\p{Nd}")
-_OTHER_DIGIT = re.compile(r"(?![0-9])\d")  # a decimal digit of another script than ASCII (str patterns)
+# Separators of other scripts, as the ASCII one they stand for (see _ascii_char): spaces and format characters
+# (an ideographic space, a thin space, a right-to-left mark) read as a space, dashes as a dash.
+_WIDE_SEP = {"\uff0e": ".", "\u3002": ".", "\u066b": ".", "\uff0f": "/", "\uff3f": "_", "\u066c": " "}
+_WIDE_DASH = "\u2212\u30fc\uff70"  # minus sign, katakana-hiragana prolonged sound marks
+# Arrow's (RE2) prefilter of text columns: the same, with the digits and separators of every script.
+_CANDIDATE_ANY = _CANDIDATE.replace("[0-9]", r"\p{Nd}").replace(
+    _SEP_CLASS,
+    "["
+    + _SEP.replace("-", "")
+    + r"\p{Zs}\p{Cf}\p{Pd}"
+    + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH))
+    + "-]",
+)
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+# The prefilter of bytes that are not all UTF-8, which RE2 reads as Latin-1: a UTF-8 multi-byte sequence
+# may be a digit or a separator of another script.
+_UTF8_CHAR = r"[\xc2-\xf4][\x80-\xbf]{1,3}"
+_CANDIDATE_BYTES = _CANDIDATE.replace("[0-9]", rf"(?:[0-9]|{_UTF8_CHAR})").replace(
+    _SEP_CLASS, rf"(?:{_SEP_CLASS}|{_UTF8_CHAR})"
+)
 _SEQUENCE = re.compile(rf"[0-9]+(?:{_SEP_CLASS}{{1,3}}[0-9]+)*")  # digit groups joined by separators
 _GROUP = re.compile(r"[0-9]+")
 _NON_HEX = re.compile(r"[g-zG-Z]")
@@ -65,7 +86,7 @@ def _separators_ok(legacy: bool, same_kind: bool, kind: str, gaps: int) -> bool:
     return gaps == 0 or legacy or (same_kind and (kind in ("", "-") or gaps >= 2))
 
 
-def _card_spans(text: str) -> Iterator[tuple[int, int]]:
+def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, int]]:
     """Spans of ``text`` holding a full card number: every window of whole digit groups of a sequence with
     13-19 digits, acceptable separators, free ends and a valid Luhn checksum, not inside a UUID.
 
@@ -99,7 +120,11 @@ def _card_spans(text: str) -> Iterator[tuple[int, int]]:
             doubled[r].append(doubled[r][-1] + _DOUBLED[d])
             plain[1 - r].append(plain[1 - r][-1])
             doubled[1 - r].append(doubled[1 - r][-1])
-        free_first, free_last = _free(text, *groups[0]), _free(text, *groups[-1])
+        # a group written with another script's digits is no hexadecimal token's (``cafe４１１１…``)
+        free_first, free_last = (
+            _free(text, a, b) or (original is not None and not original[a:b].isascii())
+            for a, b in (groups[0], groups[-1])
+        )
         j0 = 0
         for i in range(n):
             if i == 0 and not free_first:
@@ -157,12 +182,28 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+@functools.lru_cache(maxsize=4096)
+def _ascii_char(ch: str) -> str:
+    """The ASCII character a non-ASCII one stands for in a written number: a decimal digit its digit, a space
+    or format character a space, a dash a dash, a fullwidth full stop, solidus or low line its ASCII one;
+    any other character itself."""
+    digit = unicodedata.decimal(ch, None)
+    if digit is not None:
+        return str(digit)
+    category = unicodedata.category(ch)
+    if category in ("Zs", "Cf"):
+        return " "
+    if category == "Pd" or ch in _WIDE_DASH:
+        return "-"
+    return _WIDE_SEP.get(ch, ch)
+
+
 def ascii_digits(text: str) -> str:
-    """``text`` with the decimal digits of other scripts written as ASCII digits, one for one (positions are
-    kept): ``"４１１１"`` -> ``"4111"``."""
+    """``text`` with the digits and number separators of other scripts written as their ASCII ones, one for
+    one (positions are kept): ``"４１１１－１１１１"`` -> ``"4111-1111"``."""
     if text.isascii():
         return text
-    return _OTHER_DIGIT.sub(lambda m: str(unicodedata.decimal(m.group())), text)
+    return _NON_ASCII.sub(lambda m: _ascii_char(m.group()), text)
 
 
 def contains_card_number(text: str) -> bool:
@@ -172,10 +213,10 @@ def contains_card_number(text: str) -> bool:
     >>> [contains_card_number(t) for t in texts]
     [True, True, False, True]
     """
-    text = ascii_digits(text)
-    if _PREFILTER.search(text) is None:
+    ascii_text = ascii_digits(text)
+    if _PREFILTER.search(ascii_text) is None:
         return False
-    return next(_card_spans(text), None) is not None
+    return next(_card_spans(ascii_text, text), None) is not None
 
 
 def redact_card_numbers(text: str) -> str:
@@ -188,7 +229,7 @@ def redact_card_numbers(text: str) -> str:
     ascii_text = ascii_digits(text)  # the same positions
     if _PREFILTER.search(ascii_text) is None:
         return text
-    spans = sorted(_card_spans(ascii_text))
+    spans = sorted(_card_spans(ascii_text, text))
     if not spans:
         return text
     parts: list[str] = []
@@ -234,13 +275,17 @@ def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_string_view(t) or pa.types.is_large_string(t):
         col = col.cast(pa.string())
         t = col.type
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        try:  # bytes that are UTF-8 text are scanned as text (RE2 reads bytes as Latin-1)
+            col = col.cast(pa.string() if pa.types.is_binary(t) else pa.large_string()).cast(pa.string())
+            t = col.type
+        except pa.ArrowInvalid:
+            pass
     if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
         if pa.types.is_string(t):
             mask = pc.match_substring_regex(col, _CANDIDATE_ANY)
-        else:  # bytes: RE2 reads them as Latin-1, so any non-ASCII byte may start a digit of another script
-            mask = pc.or_(
-                pc.match_substring_regex(col, _CANDIDATE), pc.match_substring_regex(col, "[\x80-\xff]")
-            )
+        else:  # not all UTF-8 (RE2 reads Latin-1): a UTF-8 sequence may be a digit or a separator
+            mask = pc.match_substring_regex(col, _CANDIDATE_BYTES)
         mask = pc.fill_null(mask, False)
         candidates = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         if len(candidates) == 0:

@@ -186,10 +186,12 @@ class OnlineFeatures:
 
         skeys = self._state_keys[AUTHORIZATION](keys) if write is not None else []
         applied = self.store.run(skeys, authorization_claim(cid), None, step)
-        if applied:  # the charge's outcome, for its outcomes' features filtered on it (a refund of it)
-            result = {k: charge.get(k) for k in LATE_COLUMNS if k in self.label_fields}
-            if result:
-                self.store.update_charge_fields(cid, result)
+        # The charge's outcome, for its outcomes' features filtered on it (a refund of it). Also when the
+        # claim was taken already with the stored outcome still null: a retry after a failure between the
+        # claim and this write (two writes on Redis) repairs it.
+        result = {k: charge.get(k) for k in LATE_COLUMNS if k in self.label_fields}
+        if result:
+            self.store.update_charge_fields(cid, result)
         return applied
 
     def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:
