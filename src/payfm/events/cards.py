@@ -8,8 +8,9 @@ identifier (random 64-hex ids hold a Luhn-valid run of 13-19 digits between lett
 must never be stored, logged or echoed: detection reports only the row and column. Digits of any script count
 (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the separators of any script (an ideographic
 space, a fullwidth hyphen or full stop, a thin space, a format character such as a right-to-left mark): a
-number written with them is as much a card number. Decimal digits are those of Python's Unicode database
-(Unicode 14 on Python 3.11: digits added later, and superscripts, which are not decimal, are not read).
+number written with them is as much a card number; so are superscript and circled digits (``⁴``, ``④``).
+The digits are those of Python's Unicode database (Unicode 14 on Python 3.11: digits added later are not
+read).
 Detection is vectorized with Arrow's regular expressions; only candidate values (rare in clean data) reach the
 Python window and Luhn checks.
 """
@@ -39,7 +40,7 @@ _PREFILTER = re.compile(_CANDIDATE)
 _WIDE_SEP = {"\uff0e": ".", "\u3002": ".", "\u066b": ".", "\uff0f": "/", "\uff3f": "_", "\u066c": " "}
 _WIDE_DASH = "\u2212\u30fc\uff70"  # minus sign, katakana-hiragana prolonged sound marks
 # Arrow's (RE2) prefilter of text columns: the same, with the digits and separators of every script.
-_CANDIDATE_ANY = _CANDIDATE.replace("[0-9]", r"\p{Nd}").replace(
+_CANDIDATE_ANY = _CANDIDATE.replace("[0-9]", r"[\p{Nd}\p{No}]").replace(
     _SEP_CLASS,
     "["
     + _SEP.replace("-", "")
@@ -184,10 +185,10 @@ def luhn_valid(digits: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _ascii_char(ch: str) -> str:
-    """The ASCII character a non-ASCII one stands for in a written number: a decimal digit its digit, a space
+    """The ASCII character a non-ASCII one stands for in a written number: a digit its digit, a space
     or format character a space, a dash a dash, a fullwidth full stop, solidus or low line its ASCII one;
     any other character itself."""
-    digit = unicodedata.decimal(ch, None)
+    digit = unicodedata.digit(ch, None)  # decimal digits of every script, superscripts, circled digits
     if digit is not None:
         return str(digit)
     category = unicodedata.category(ch)
