@@ -13,6 +13,7 @@ from payfm.events.cards import (
     fingerprint,
     last4,
     luhn_valid,
+    mask_long_numbers,
     redact_card_numbers,
 )
 
@@ -190,3 +191,10 @@ def test_a_card_in_other_scripts_digits_has_the_same_fingerprint_bin_and_last4()
     assert bin6(values).to_pylist() == ["424242"] * 4 and last4(values).to_pylist() == ["4242"] * 4
     with pytest.raises(ValueError, match="row 1"):
         fingerprint(pa.array(["4242\u00bd424242424242"]), b"k1")  # a vulgar fraction is no digit
+
+
+def test_a_message_masks_long_numbers_of_any_script() -> None:
+    # What an error message quotes of a value: 13+ digits of any script removed, the rest kept as written
+    wide_13 = "".join(chr(0xFF10 + int(d)) for d in "1234567890123")  # no card (Luhn), still masked
+    text = f"é {SUPERSCRIPT} and {wide_13} then 12 ４５ ok"
+    assert mask_long_numbers(text) == "é [card number removed] and [card number removed] then 12 ４５ ok"

@@ -164,8 +164,18 @@ def mask_long_numbers(text: str) -> str:
 
     >>> mask_long_numbers("ip 'cc4111111111111111', id ch_1")
     "ip 'cc[card number removed]', id ch_1"
+
+    Digits of any script count, as for detection (the runs are found in :func:`ascii_digits` of ``text``,
+    whose positions are the same, and cut from ``text``).
     """
-    return _LONG_NUMBER.sub("[card number removed]", text)
+    ascii_text = ascii_digits(text)
+    parts: list[str] = []
+    position = 0
+    for m in _LONG_NUMBER.finditer(ascii_text):
+        parts += [text[position : m.start()], "[card number removed]"]
+        position = m.end()
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 def luhn_valid(digits: str) -> bool:
