@@ -201,7 +201,9 @@ def test_a_backfill_stopped_by_sigterm_leaves_nothing_behind(
     from payfm.synth import WorldConfig, generate_world
 
     ws = Workspace.open(tmp_path / "ws", create=True)
-    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=10, seed=1)), "replace")
+    # A world whose backfill takes seconds, so the signal lands while it runs: on 20,000 charges (~0.5 s) a
+    # busy CI machine once delivered it after the backfill had finished (exit 0).
+    ws.write_stream(generate_world(WorldConfig(charges=120_000, days=20, seed=1)), "replace")
     temp = tmp_path / "temp"
     temp.mkdir()
     cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root)]
