@@ -468,15 +468,15 @@ def test_a_result_retried_after_a_failed_write_of_the_stored_outcome_repairs_it(
     t = 10**15
     charge = {"charge_id": "ch_1", "created_us": t, "card_fingerprint": "fp", "amount_usd": 700}
     online.features_then_update(charge)
-    update = store.update_charge_fields
+    update = store.set_charge_fields
 
     def lost(charge_id: str, values: dict[str, Any]) -> None:
         raise ConnectionError("connection lost after the claim")
 
-    monkeypatch.setattr(store, "update_charge_fields", lost)
+    monkeypatch.setattr(store, "set_charge_fields", lost)
     with pytest.raises(ConnectionError):
         online.apply_authorization({**charge, "outcome": "authorized"})
-    monkeypatch.setattr(store, "update_charge_fields", update)
+    monkeypatch.setattr(store, "set_charge_fields", update)
     assert not online.apply_authorization({**charge, "outcome": "authorized"})  # counted once
     assert online.apply_outcome("refunds", "re_1", "ch_1", t + 60_000_000)
     probe = {**charge, "charge_id": "ch_2", "created_us": t + 120_000_000}

@@ -166,10 +166,10 @@ class OnlineFeatures:
         charge had carried its outcome (the offline backfill reads the event log's charges, outcome and all).
         The charge's stored fields take the outcome too, so that its later refunds, disputes and EFWs count in
         the aggregates filtered on their charge's outcome. Features of charges decided between the charge
-        and its result do not see it; an ``all-time`` ``last``
-        over such a filter takes the result as the newest value even when a later charge of the key came
-        first. Returns False (and changes nothing) when the charge was never counted, was counted with an
-        outcome (e.g. from the event log), or its result was counted already.
+        and its result do not see it; an ``all-time`` ``last`` over such a filter takes the result as the
+        newest value even when a later charge of the key came first. Returns False (and changes nothing)
+        when the charge was never counted, was counted with an outcome (e.g. from the event log), or its
+        result was counted already.
         """
         cid = str(charge["charge_id"])
         write = self._write.get(AUTHORIZATION)
@@ -191,7 +191,7 @@ class OnlineFeatures:
         # claim and this write (two writes on Redis) repairs it.
         result = {k: charge.get(k) for k in LATE_COLUMNS if k in self.label_fields}
         if result:
-            self.store.update_charge_fields(cid, result)
+            self.store.set_charge_fields(cid, {**fields, **result})
         return applied
 
     def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:

@@ -200,13 +200,9 @@ class RedisStore(StateStore):
         fields: dict[str, Any] = _loads(raw)
         return fields
 
-    def update_charge_fields(self, charge_id: str, values: dict[str, Any]) -> None:
-        # Read, merge, write with the key's TTL kept, only while it exists (XX): one writer per charge, the
-        # one whose authorization claim won (OnlineFeatures.apply_authorization).
-        key = f"{self.ns}:c:{charge_id}"
-        fields = self.charge_fields(charge_id)
-        if fields is not None:
-            self.client.set(key, _dumps({**fields, **values}), xx=True, keepttl=True)
+    def set_charge_fields(self, charge_id: str, fields: dict[str, Any]) -> None:
+        # the key's TTL kept, only while it exists (XX)
+        self.client.set(f"{self.ns}:c:{charge_id}", _dumps(fields), xx=True, keepttl=True)
 
     def clear(self) -> int:
         """Delete every key of this feature-set version (tests, rebuilds). Returns how many."""

@@ -47,9 +47,9 @@ class StateStore(ABC):
         """The fields stored when ``charge_id`` was claimed, or None if it never was."""
 
     @abstractmethod
-    def update_charge_fields(self, charge_id: str, values: dict[str, Any]) -> None:
-        """Set ``values`` among the fields stored with ``charge_id`` (its outcome, reported after it was
-        claimed); nothing when it was never claimed."""
+    def set_charge_fields(self, charge_id: str, fields: dict[str, Any]) -> None:
+        """Replace the fields stored with ``charge_id`` (with its outcome, reported after it was claimed);
+        nothing when it was never claimed."""
 
     def advance(self, ts_us: int) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Note that an event at ``ts_us`` was applied (a snapshot records the latest, to resume from)."""
@@ -85,10 +85,9 @@ class MemoryStore(StateStore):
     def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
         return self.charges.get(charge_id)
 
-    def update_charge_fields(self, charge_id: str, values: dict[str, Any]) -> None:
-        fields = self.charges.get(charge_id)
-        if fields is not None:
-            self.charges[charge_id] = {**fields, **values}
+    def set_charge_fields(self, charge_id: str, fields: dict[str, Any]) -> None:
+        if charge_id in self.charges:
+            self.charges[charge_id] = fields
 
     def advance(self, ts_us: int) -> None:
         if self.watermark_us is None or ts_us > self.watermark_us:

@@ -300,6 +300,9 @@ return n
 """
 
 
+CHARGE_TTL_S = 7 * 86_400  # how long a shared state remembers a learned charge and a set result (claims)
+
+
 class RedisState:
     """The state in Redis (redis-py), shared by every serving process of one checkpoint (``namespace``).
 
@@ -316,7 +319,7 @@ class RedisState:
         n_views: int = 2,
         count_fields: Sequence[str] = (),
         prefix: str = "payfm",
-        charge_ttl_s: int = 7 * 86_400,
+        charge_ttl_s: int = CHARGE_TTL_S,
     ) -> None:
         import redis
 
@@ -457,12 +460,8 @@ class RedisState:
                 pipe.mset({self._count_key(field_name, value): c for value, c in items[i : i + batch]})
                 n += batch
                 flush()
-        for cid in claims:
-            pipe.set(f"{self.ns}:c:{cid}", b"1", ex=self.charge_ttl_s)
-            n += 1
-            flush()
-        for cid in results:
-            pipe.set(self._result_key(cid), b"1", ex=self.charge_ttl_s)
+        for claim in [*(f"{self.ns}:c:{cid}" for cid in claims), *map(self._result_key, results)]:
+            pipe.set(claim, b"1", ex=self.charge_ttl_s)
             n += 1
             flush()
         flush(force=True)

@@ -300,9 +300,7 @@ class FeedbackMixin:
                 known = self._reported(cid)
             if other is None and known is None:
                 result = {**charge, "outcome": outcome, "decline_code": decline_code}
-                applied = self.online.apply_authorization(result)
-                for embedder in self.bundle.embedders.values() if applied else ():
-                    embedder.set_outcome(result)  # later charges read it in their history, as the features
+                applied = self._count_result(self.bundle, result)
                 self._seq += 1
                 seq = self._seq
                 mine: Future[dict[str, Any]] = Future()
@@ -334,6 +332,15 @@ class FeedbackMixin:
         if not self._log_pending(key, mine, record, facts):  # another server logged one first (shared log)
             return _known_answer(self._reported(cid) or ("reported before", outcome, decline_code), answer)
         return {**facts, "duplicate": False}
+
+    def _count_result(self, bundle: Bundle, charge: Mapping[str, Any]) -> bool:
+        """Count the outcome of ``charge``, decided without it, in the features and (when they take it) in
+        ``bundle``'s embedders' histories, so that later charges read it as offline. Call with the state
+        lock held; returns whether the features took it (:meth:`OnlineFeatures.apply_authorization`)."""
+        applied = self.online.apply_authorization(charge)
+        for embedder in bundle.embedders.values() if applied else ():
+            embedder.set_outcome(charge)
+        return applied
 
     def _log_pending(
         self,

@@ -35,6 +35,7 @@ from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import AUTHORIZATION
 from payfm.fm.identity import EMBEDDING_PREFIX, SURPRISE_PREFIX, VIEW_NAMES
+from payfm.fm.online_state import CHARGE_TTL_S
 from payfm.fm.sequences import KEY_COLUMNS, read_charges
 from payfm.fm.tokenizer import COLUMNS
 from payfm.registry.store import ModelVersion, Registry, fm_outputs
@@ -208,7 +209,7 @@ def warm(
     return table
 
 
-def recent_results(decisions: DecisionLog, latest_us: int | None, ttl_s: int = 7 * 86_400) -> list[str]:
+def recent_results(decisions: DecisionLog, latest_us: int | None, ttl_s: int = CHARGE_TTL_S) -> list[str]:
     """Ids of the charges among the last :data:`STALE_CHECK` outcomes of ``decisions`` whose authorization
     result was counted, created within ``ttl_s`` (the claims' life) of ``latest_us``: what a shared embedder
     state must have set to be up to date."""

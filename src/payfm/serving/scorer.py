@@ -562,11 +562,15 @@ class Scorer(FeedbackMixin):
                     events = list(self.log.events_after(upto))
                     late = unseen([p for _, k, p in events if k == "charge"], learned)
                     results = [p["charge"] for _, k, p in events if k == AUTHORIZATION]
+                    reported = {str(p["charge_id"]) for p in results}
                     for p in late:  # on a shared state, one learned already is not learned again (claims)
                         for embedder in fresh.values():
                             embedder.learn_one(embedder_charge(p))
                         # its result, logged before it when servers share the log (their own counts)
-                        known = self._reported(str(p["charge_id"])) if p.get("outcome") is None else None
+                        cid = str(p["charge_id"])
+                        known = (
+                            self._reported(cid) if p.get("outcome") is None and cid not in reported else None
+                        )
                         if known is not None:
                             results.append({**p, "outcome": known[1], "decline_code": known[2]})
                     for p in results:  # the charges learned without their result; set once (first wins)
@@ -650,9 +654,7 @@ class Scorer(FeedbackMixin):
                 # processor's result reported later would be (record_authorization).
                 c = {**c, "outcome": "blocked"}
                 with self._lock:
-                    self.online.apply_authorization(c)
-                    for embedder in bundle.embedders.values():
-                        embedder.set_outcome(c)
+                    self._count_result(bundle, c)
             record = DecisionRecord.of(
                 seq,
                 cid,
