@@ -397,7 +397,7 @@ class OnlineEmbedder:
         ``charges`` (a charge's tokens depend only on the charges before it), when the caller has them
         already; built here otherwise. ``claims``: ids among ``charges`` to mark learned in a shared state
         (the decided charges: a late copy of one is then not learned twice); ``results``: ids of charges
-        whose authorization result ``charges`` holds already (a shared state marks them set, see
+        whose outcome ``charges`` holds already (a shared state marks their result set, see
         :meth:`set_outcome`). A charge without ``outcome`` is learned pending: its result may set it.
 
         ``charges`` as from :func:`payfm.fm.sequences.read_charges` (in (created, charge_id) order, with

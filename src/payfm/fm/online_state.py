@@ -120,8 +120,8 @@ class EmbedderState(Protocol):
     ) -> None:
         """Set the whole state at once (a warm start from the event log), after :meth:`begin_load`;
         ``claims``: ids of charges in it to mark learned (a shared state then learns them once);
-        ``results``: ids of charges whose authorization result it holds (marked set, as :meth:`set_token`
-        marks them)."""
+        ``results``: ids of charges whose outcome it holds (their result marked set, as :meth:`set_token`
+        marks it)."""
         ...
 
     def abort_load(self) -> None:

@@ -518,18 +518,21 @@ class DecisionLog(ABC):
                 return
             last, tie = int(rows[-1][0]), str(rows[-1][3])
 
-    def decided(self, batch: int = 5000) -> Iterator[tuple[str, dict[str, Any]]]:
-        """``(outcome, charge payload)`` of every logged decision, in ``(seq, charge_id)`` order; ``outcome``
-        is the service's: authorized, blocked, manual_review or request_3ds. A charge whose authorization
-        result was reported after the decision carries it (its ``outcome`` and ``decline_code``)."""
+    def decided(self, batch: int = 5000, upto: int | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(outcome, charge payload)`` of every logged decision (with ``upto``, those logged at or before
+        that sequence number), in ``(seq, charge_id)`` order; ``outcome`` is the service's: authorized,
+        blocked, manual_review or request_3ds. A charge whose authorization result was reported after the
+        decision carries it (its ``outcome`` and ``decline_code``)."""
         last, tie = -(2**62), ""
+        top = 2**62 if upto is None else upto
         while True:
             rows = self._fetch(
                 "SELECT d.seq, d.charge_id, d.outcome, d.charge, a.payload FROM decisions d "
                 f"LEFT JOIN outcomes a ON a.kind = '{AUTHORIZATIONS}' AND a.outcome_id = d.charge_id "
                 # d.seq >= ?: a range of the seq index
-                "WHERE d.seq >= ? AND (d.seq > ? OR d.charge_id > ?) ORDER BY d.seq, d.charge_id LIMIT ?",
-                (last, last, tie, batch),
+                "WHERE d.seq >= ? AND d.seq <= ? AND (d.seq > ? OR d.charge_id > ?) "
+                "ORDER BY d.seq, d.charge_id LIMIT ?",
+                (last, top, last, tie, batch),
             )
             for _, _, outcome, payload, result in rows:
                 charge = json.loads(payload)

@@ -182,23 +182,13 @@ def warm(
         todo[h] = embedder
     if not todo:
         return _schema().empty_table()
-    decided: list[dict[str, Any]] = []
-    results: dict[str, tuple[Any, Any]] = {}  # charge id -> (outcome, decline_code) the processor reported
-    for s, kind, p in decisions.events_after(0):
-        if upto is not None and s > upto:
-            continue
-        if kind == "charge":
-            decided.append(p)
-        elif kind == AUTHORIZATION:
-            results[str(p["charge_id"])] = (p["outcome"], p.get("decline_code"))
-    # a charge decided without its outcome is learned with its reported result; without one, it is pending
-    for i, p in enumerate(decided):
-        if (result := results.get(str(p["charge_id"]))) is not None:
-            decided[i] = {**p, "outcome": result[0], "decline_code": result[1]}
+    # a charge decided without its outcome comes with its reported result; without one, it is pending
+    decided = [p for _, p in decisions.decided(upto=upto)]
     table = history(events, decided, use_event_log)
     claims = [str(p["charge_id"]) for p in decided]  # a late copy of a decided charge is then learned once
+    known = [str(p["charge_id"]) for p in decided if p.get("outcome") is not None]  # no result can change
     for h, embedder in todo.items():
-        learned = embedder.warm(table, claims=claims, results=list(results))
+        learned = embedder.warm(table, claims=claims, results=known)
         log.info(
             "foundation model %s: online embedder warmed from %d charges (%d decided here) in %.1f s",
             h[:12],
