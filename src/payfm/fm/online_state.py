@@ -23,7 +23,7 @@ checkpoints never share a state and a new one starts clean):
   can tell whether a loaded state kept up with its decision log (:meth:`RedisState.learned_all`);
 - ``r:{charge_id}``: the charge's authorization result was set (expires after ``charge_ttl_s``): the first
   result wins, as in the decision log, and the same staleness check finds results reported while no process
-  served this checkpoint (a load marks the results it holds);
+  served this checkpoint (a load marks those of the charges whose outcome it holds);
 - ``warm``: set once the state was loaded from the event log (:meth:`RedisState.load`); ``warming``: the
   lock of the one process loading it (a token of its own; refreshed at every pipeline of the load, released
   by compare-and-delete, and released when the load fails).
