@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -181,6 +182,21 @@ def test_http_route(client: tuple[TestClient, dict[str, str]]) -> None:
     assert r.status_code == 422 and "outcome" in r.text
     r = c.post(url, json={"outcome": "authorized", "extra": 1}, headers=auth)
     assert r.status_code == 422 and "extra" in r.text
+
+
+def test_a_charge_id_holding_a_slash_can_be_named_in_the_route(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    c, auth = client
+    cid = "order/2026/ch_1"
+    assert c.post("/v1/charges/score", json=charge(1, charge_id=cid), headers=auth).status_code == 200
+    r = c.post(f"/v1/charges/{quote(cid, safe='')}/authorization", json=DECLINED, headers=auth)
+    assert r.status_code == 200 and r.json()["charge_id"] == cid and r.json()["applied"]
+    # Written as is (a client that does not encode it), it names the same charge: a duplicate.
+    r = c.post(f"/v1/charges/{cid}/authorization", json=DECLINED, headers=auth)
+    assert r.status_code == 200 and r.json()["duplicate"]
+    r = c.post("/v1/charges/order/2026/authorization", json=DECLINED, headers=auth)
+    assert r.status_code == 404 and "order/2026" in r.text
 
 
 def test_a_different_result_racing_the_first_is_a_conflict_not_a_silent_200(ws: Workspace) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from fastapi.testclient import TestClient
@@ -92,6 +93,20 @@ def test_refunded_as_fraud_appends_the_review_and_a_fraudulent_refund(
     # Closing again is refused and appends nothing.
     assert c.post("/v1/reviews/ch_1/close", json={"reason": "disputed"}, headers=h).status_code == 409
     assert len(rows(ws, "reviews")) == 1 and len(rows(ws, "refunds")) == 1 and rows(ws, "disputes") == []
+
+
+def test_a_review_of_a_charge_id_holding_a_slash_can_be_closed(
+    client: tuple[TestClient, dict[str, str]], ws: Workspace
+) -> None:
+    c, h = client
+    cid = "order/7"
+    assert c.post("/v1/charges/score", json=charge(1, amount=12_345, charge_id=cid), headers=h).json()[
+        "outcome"
+    ] == ("manual_review")
+    r = c.post(f"/v1/reviews/{quote(cid, safe='')}/close", json={"reason": "approved"}, headers=h)
+    assert r.status_code == 200
+    (review,) = rows(ws, "reviews")
+    assert review["charge_id"] == cid and review["closed_as"] == "approved"
 
 
 def test_disputed_counts_a_fraud_dispute_and_approved_only_a_review(scorer: Scorer, ws: Workspace) -> None:

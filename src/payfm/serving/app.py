@@ -450,7 +450,9 @@ def create_app(
     def refunds(body: RefundIn) -> dict[str, Any]:  # type: ignore[valid-type]
         return _outcome("refunds", body)
 
-    @app.post("/v1/charges/{charge_id}/authorization", response_model=AuthorizationOut, dependencies=auth)
+    @app.post(  # :path: a charge id may hold "/" (percent-encoded or not)
+        "/v1/charges/{charge_id:path}/authorization", response_model=AuthorizationOut, dependencies=auth
+    )
     def authorization(charge_id: str, body: AuthorizationIn) -> dict[str, Any]:
         """The processor's answer to a charge decided without it: counted by the declines features."""
         return scorer.record_authorization(charge_id, body.outcome, body.decline_code)
@@ -468,7 +470,7 @@ def create_app(
             "next_offset": offset + min(limit, len(rows)),
         }
 
-    @app.post("/v1/reviews/{charge_id}/close")
+    @app.post("/v1/reviews/{charge_id:path}/close")
     def close_review(
         charge_id: str, body: ReviewClose, reviewer: str | None = Depends(authorize)
     ) -> dict[str, Any]:
