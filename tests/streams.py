@@ -16,6 +16,8 @@ EPOCH_US = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp()) * 1_000_000
 def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: int = 6) -> dict[str, pa.Table]:
     """A valid event log of ``n`` charges and some outcomes, with many collisions of keys and times."""
     rng = np.random.default_rng(seed)
+    money = np.random.default_rng(seed + 10_000)  # currencies, outcome amounts (the other draws as before)
+    currency = money.choice(["usd", "eur", "jpy"], n)
     # Times on a coarse grid so equal timestamps are common, plus a few bursts.
     ts = EPOCH_US + np.sort(rng.integers(0, span_us // 60_000_000, n)) * 60_000_000
     ts[rng.random(n) < 0.2] = ts[0]
@@ -43,7 +45,7 @@ def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: in
             "card_funding": rng.choice(["credit", "prepaid"], n).tolist(),
             "card_country": rng.choice(["US", "GB"], n).tolist(),
             "amount": rng.integers(0, 100_000, n),
-            "currency": ["usd"] * n,
+            "currency": currency.tolist(),
             "amount_usd": rng.integers(0, 100_000, n),
             "channel": rng.choice(["ecommerce", "card_present", "recurring"], n).tolist(),
             "ip_address": pick("10.0.0.", n_keys, 0.2),
@@ -81,15 +83,29 @@ def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: in
         created = ts[chosen] + delay
         return [f"{prefix}{j}" for j in range(len(chosen))], [ids[i] for i in chosen], created
 
+    amount_of = dict(zip(ids, charges["amount"].to_pylist(), strict=True))
+    currency_of = dict(zip(ids, currency.tolist(), strict=True))
+
+    def own_money(charge_ids: list[str]) -> tuple[list[int], list[str]]:
+        """An outcome's own amount: all of its charge's, a part, or (rarely) in another currency."""
+        amounts, currencies = [], []
+        for cid in charge_ids:
+            whole = int(amount_of[cid])
+            u = money.random()
+            amounts.append(whole if u < 0.4 else int(money.integers(0, whole + 1)))
+            currencies.append("gbp" if u > 0.9 else str(currency_of[cid]))
+        return amounts, currencies
+
     did, dcid, dts = outcomes(max(1, n // 15), "dispute_id", "dp_")
+    d_amount, d_currency = own_money(dcid)
     disputes = pa.table(
         {
             "dispute_id": did,
             "charge_id": dcid,
             "created": pa.array(dts, pa.timestamp("us", tz="UTC")),
             "reason": rng.choice(["fraudulent", "general"], len(did), p=[0.8, 0.2]).tolist(),
-            "amount": [100] * len(did),
-            "currency": ["usd"] * len(did),
+            "amount": d_amount,
+            "currency": d_currency,
         }
     ).cast(SCHEMAS["disputes"])
     eid, ecid, ets = outcomes(max(1, n // 20), "efw_id", "efw_")
@@ -102,13 +118,14 @@ def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: in
         }
     ).cast(SCHEMAS["early_fraud_warnings"])
     rid, rcid, rts = outcomes(max(1, n // 20), "refund_id", "re_")
+    r_amount, r_currency = own_money(rcid)
     refunds = pa.table(
         {
             "refund_id": rid,
             "charge_id": rcid,
             "created": pa.array(rts, pa.timestamp("us", tz="UTC")),
-            "amount": [100] * len(rid),
-            "currency": ["usd"] * len(rid),
+            "amount": r_amount,
+            "currency": r_currency,
             "reason": ["requested_by_customer"] * len(rid),
         }
     ).cast(SCHEMAS["refunds"])

@@ -198,23 +198,50 @@ def test_request_kinds_have_the_same_values_in_every_engine(engine: str) -> None
 
 
 def _refund_log() -> dict[str, pa.Table]:
-    """A $2.00 charge refunded $1.00 (a partial refund), then a later charge of the same card."""
-    rows = make_charges(2, start=T, step=H).to_pylist()
-    rows[0].update(amount=200, amount_usd=200)
-    rows[1].update(card_fingerprint=rows[0]["card_fingerprint"], merchant_id=rows[0]["merchant_id"])
-    refund = {
-        "refund_id": "re_1",
+    """One card's charges an hour apart with refunds, a dispute and an EFW of their own amounts:
+
+    - ch_000000, $2.00: refunded $1.00 (partial), disputed as fraud for $1.50, an EFW;
+    - ch_000002, EUR 100.00 (USD 108.37): refunded EUR 25.00 (USD 27.09 at the charge's rate, rounded down)
+      and GBP 0.50 (not the charge's currency: its whole USD 108.37).
+    """
+    rows = make_charges(4, start=T, step=H).to_pylist()
+    rows[0].update(amount=200, amount_usd=200, currency="usd")
+    rows[2].update(amount=10_000, amount_usd=10_837, currency="eur")
+    for r in rows[1:]:
+        r.update(card_fingerprint=rows[0]["card_fingerprint"], merchant_id=rows[0]["merchant_id"])
+    m = timedelta(minutes=1)
+    refunds = [
+        ("re_1", "ch_000000", T + 30 * m, 100, "usd"),
+        ("re_2", "ch_000002", T + 2 * H + 30 * m, 2_500, "eur"),
+        ("re_3", "ch_000002", T + 2 * H + 40 * m, 50, "gbp"),
+    ]
+    dispute = {
+        "dispute_id": "dp_1",
         "charge_id": "ch_000000",
-        "created": T + timedelta(minutes=30),
-        "amount": 100,
+        "created": T + 40 * m,
+        "reason": "fraudulent",
+        "amount": 150,
         "currency": "usd",
-        "reason": "requested_by_customer",
     }
+    efw = {"efw_id": "ef_1", "charge_id": "ch_000000", "created": T + 45 * m, "fraud_type": "misc"}
     return {
         "charges": pa.Table.from_pylist(rows, schema=SCHEMAS["charges"]),
-        "disputes": SCHEMAS["disputes"].empty_table(),
-        "early_fraud_warnings": SCHEMAS["early_fraud_warnings"].empty_table(),
-        "refunds": pa.Table.from_pylist([refund], schema=SCHEMAS["refunds"]),
+        "disputes": pa.Table.from_pylist([dispute], schema=SCHEMAS["disputes"]),
+        "early_fraud_warnings": pa.Table.from_pylist([efw], schema=SCHEMAS["early_fraud_warnings"]),
+        "refunds": pa.Table.from_pylist(
+            [
+                {
+                    "refund_id": i,
+                    "charge_id": c,
+                    "created": t,
+                    "amount": a,
+                    "currency": cur,
+                    "reason": "other",
+                }
+                for i, c, t, a, cur in refunds
+            ],
+            schema=SCHEMAS["refunds"],
+        ),
     }
 
 
@@ -222,23 +249,45 @@ REFUNDS = FeatureSet(
     "refunds",
     (
         Aggregate("card", "max", "amount_usd", source="refunds"),
+        Aggregate("card", "min", "amount_usd", source="refunds"),
         Aggregate("merchant", "sum", "amount_usd", source="refunds", window=7 * 24 * H),
+        Aggregate("card", "mean", "amount_usd", source="refunds"),
+        Aggregate("card", "sum", "amount_usd", source="fraud_disputes"),
+        Aggregate("card", "max", "amount_usd", source="efws"),
+        Aggregate("card", "count", source="refunds"),
     ),
 )
 
 
 @pytest.mark.parametrize("engine", ["columnar", "duckdb", "online"])
-def test_a_refund_aggregate_reads_the_refunded_charges_amount_as_described(engine: str) -> None:
+def test_refund_and_dispute_aggregates_read_their_own_amounts_at_the_charges_rate(engine: str) -> None:
     log = _refund_log()
     if engine == "online":
         got = _by_charge(replay(REFUNDS, log["charges"], label_outcomes(log)))
     else:
         got = _by_charge(compute(connect(log), REFUNDS, engine=engine))  # type: ignore[arg-type]
-    # The refund is $1.00 of a $2.00 charge: the aggregates read the charge's whole amount, as described.
-    assert got["ch_000001"]["card.max_amount_usd_refunds_all"] == 2.0
-    assert got["ch_000001"]["merchant.sum_amount_usd_refunds_7d"] == 2.0
+    after_first = got["ch_000001"]
+    assert after_first["card.max_amount_usd_refunds_all"] == 1.0  # $1.00 of the $2.00 charge
+    assert after_first["merchant.sum_amount_usd_refunds_7d"] == 1.0
+    assert after_first["card.sum_amount_usd_fraud_disputes_all"] == 1.5
+    assert after_first["card.max_amount_usd_efws_all"] == 2.0  # an EFW has no amount: its charge's
+    last = got["ch_000003"]
+    assert last["card.count_refunds_all"] == 3.0
+    assert last["card.min_amount_usd_refunds_all"] == 1.0
+    assert last["card.max_amount_usd_refunds_all"] == 108.37  # in GBP, not the charge's currency: all of it
+    assert last["merchant.sum_amount_usd_refunds_7d"] == pytest.approx(1.0 + 27.09 + 108.37)
+    assert last["card.mean_amount_usd_refunds_all"] == pytest.approx((1.0 + 27.09 + 108.37) / 3)
     described = default_set().get("merchant.sum_amount_usd_refunds_7d").describe()
-    assert "refund's charge: its whole amount, not the amount refunded" in described
+    assert described.endswith("(each refund's own amount, in USD at its charge's rate)")
+
+
+def test_reading_an_outcomes_own_amount_is_part_of_the_version() -> None:
+    """Sets whose values changed meaning got a new version: their models and backfills are not reused."""
+    refunds = Aggregate("merchant", "sum", "amount_usd", source="refunds", window=7 * 24 * H)
+    efws = Aggregate("card", "max", "amount_usd", source="efws")
+    assert refunds.reads_outcome_amount and not efws.reads_outcome_amount
+    assert refunds.spec()["value"] == "outcome_amount" and "value" not in efws.spec()
+    assert "value" not in Aggregate("card", "count", source="refunds").spec()
 
 
 def test_descriptions_say_what_each_kind_reads() -> None:
@@ -247,7 +296,7 @@ def test_descriptions_say_what_each_kind_reads() -> None:
     assert (
         Aggregate("card", "max", "amount_usd", source="efws")
         .describe()
-        .endswith("(the amount_usd of each EFW's charge)")
+        .endswith("(the amount of each EFW's charge, in USD)")
     )
     r = RequestFeature("x", "is", ("channel",), ("card_present",))
     assert r.describe() == "request: is(channel) in 'card_present'"

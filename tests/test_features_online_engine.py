@@ -169,14 +169,26 @@ def test_columnar_warm_up_declines_repeated_outcome_ids_and_counts_a_charges_fra
     ids = d["dispute_id"].to_pylist()
     times = np.array([int(t.timestamp() * 1_000_000) for t in d["created"].to_pylist()], dtype=np.int64)
     cids = d["charge_id"].to_pylist()
-    assert warm.events(charges, ts, [("refunds", times, ids, cids)]) is not None
-    twice = [("refunds", np.concatenate([times, times]), ids + ids, cids + cids)]
+    money = d["amount"].to_pylist(), d["currency"].to_pylist()
+    assert warm.events(charges, ts, [("refunds", times, ids, cids, *money)]) is not None
+    twice = [("refunds", np.concatenate([times, times]), ids + ids, cids + cids, money[0] * 2, money[1] * 2)]
     assert warm.events(charges, ts, twice) is None  # repeated ids: event by event instead
     # A charge's fraud disputes count once (the first): its later ones are left out, not declined.
-    once = warm.events(charges, ts, [("fraud_disputes", times, ids, cids)])
+    once = warm.events(charges, ts, [("fraud_disputes", times, ids, cids, *money)])
     later = [f"dp_again_{i}" for i in ids]
     again = warm.events(
-        charges, ts, [("fraud_disputes", np.concatenate([times, times + 1]), ids + later, cids * 2)]
+        charges,
+        ts,
+        [
+            (
+                "fraud_disputes",
+                np.concatenate([times, times + 1]),
+                ids + later,
+                cids * 2,
+                money[0] * 2,
+                money[1] * 2,
+            )
+        ],
     )
     assert once is not None and again is not None and len(once[0].row) > len(charges)
     assert np.array_equal(again[0].row, once[0].row) and np.array_equal(again[0].ts, once[0].ts)

@@ -101,8 +101,7 @@ def _outcomes() -> list[Feature]:
         Aggregate("merchant", "count", source="fraud_disputes", window=30 * D),
         Aggregate("merchant", "count", source="efws", window=30 * D),
         Aggregate("merchant", "count", source="refunds", window=7 * D),
-        # The refunded charges' whole amounts (an outcome reads its charge's columns), not the amounts
-        # refunded: a partial refund counts its charge's full amount (docs/features.md, "sources").
+        # The amounts refunded, in USD at their charges' rates (docs/features.md, "sources").
         Aggregate("merchant", "sum", "amount_usd", source="refunds", window=7 * D),
         Derived(
             "merchant.fraud_dispute_rate_all",

@@ -25,10 +25,10 @@ import difflib
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -106,9 +106,9 @@ ALL_TIME_ONLY = {"last", "since_prev", "since_first", "first_seen"}
 # Numeric aggregates read amount_usd (exact integer cents) and report US dollars.
 NUMERIC_COLUMNS = {"amount_usd"}
 CENTS_PER_DOLLAR = 100.0
-# Columns of charges an aggregate may read. An outcome event's values are its charge's columns: a refund's
-# amount_usd is the refunded charge's whole amount, not the amount refunded (the online engine receives an
-# outcome as (source, id, charge id, time), with no amount of its own). Described so by Aggregate.describe.
+# Columns of charges an aggregate may read. An outcome event's values are its charge's columns, except its
+# amount_usd: a refund's or dispute's own amount, converted at its charge's rate (outcome_amount_usd; an early
+# fraud warning has no amount of its own: its charge's). Described so by Aggregate.describe.
 VALUE_COLUMNS = {
     "amount_usd",
     "card_fingerprint",
@@ -123,6 +123,35 @@ VALUE_COLUMNS = {
     "billing_country",
     "shipping_country",
 }
+
+# The charge fields an outcome's own amount_usd is converted with (at its charge's rate).
+OUTCOME_AMOUNT_FIELDS = ("amount", "currency", "amount_usd")
+
+
+def outcome_amount_usd(amount: int | None, currency: str | None, charge: Mapping[str, Any]) -> Any:
+    """An outcome's ``amount_usd`` (US cents): its own ``amount`` (minor units of ``currency``) at its
+    ``charge``'s rate, ``amount * charge amount_usd // charge amount`` (exact integers: a full refund is its
+    charge's ``amount_usd``, a partial one its share, rounded down). The charge's ``amount_usd`` itself when
+    the outcome has no amount (an early fraud warning), its currency is not the charge's, or the charge's
+    amount is 0. The offline engines compute the same in SQL (:data:`OUTCOME_AMOUNT_USD_SQL`).
+
+    >>> outcome_amount_usd(2_500, "eur", {"amount": 10_000, "currency": "eur", "amount_usd": 10_837})
+    2709
+    >>> outcome_amount_usd(None, None, {"amount": 10_000, "currency": "eur", "amount_usd": 10_837})
+    10837
+    """
+    usd = charge.get("amount_usd")
+    base = charge.get("amount")
+    if amount is None or usd is None or not base or currency != charge.get("currency"):
+        return usd
+    return int(amount) * int(usd) // int(base)
+
+
+# outcome_amount_usd over an outcome ``o`` (columns amount, currency) joined to its charge ``c``.
+OUTCOME_AMOUNT_USD_SQL = (
+    "CASE WHEN o.amount IS NOT NULL AND c.amount > 0 AND o.currency = c.currency "
+    "THEN (o.amount::HUGEINT * c.amount_usd // c.amount)::BIGINT ELSE c.amount_usd END"
+)
 
 MIN_WINDOW = timedelta(minutes=1)
 MAX_WINDOW = timedelta(days=365)
@@ -236,8 +265,9 @@ class Aggregate:
 
     ``offset`` shifts the window back (a window "ending 7 days before the charge"); it must be a multiple of
     the resolution. Charge events count when strictly before the charge; outcome events (label sources) count
-    once their own time is ``<= t``. The ``column`` of an outcome event is its charge's: ``sum`` of
-    ``amount_usd`` over refunds adds the refunded charges' whole amounts, however much of each was refunded.
+    once their own time is ``<= t``. The ``column`` of an outcome event is its charge's, except
+    ``amount_usd``: a refund's or dispute's own amount at its charge's rate (:func:`outcome_amount_usd`), so
+    ``sum`` of ``amount_usd`` over refunds adds the amounts refunded.
     """
 
     entity: str
@@ -380,7 +410,7 @@ class Aggregate:
         >>> f = Aggregate("merchant", "sum", "amount_usd", source="refunds", window=timedelta(days=7))
         >>> print(f.describe())  # doctest: +NORMALIZE_WHITESPACE
         sum(amount_usd) of the merchant's refunds over the last 7d, 1h tiles
-        (the amount_usd of each refund's charge: its whole amount, not the amount refunded)
+        (each refund's own amount, in USD at its charge's rate)
         """
         what = self.agg + (f"({self.column})" if self.column else "")
         span = "all time" if self.window is None else f"the last {format_duration(self.window)}"
@@ -391,8 +421,12 @@ class Aggregate:
         text = f"{what} of the {self.entity}'s {self.source} over {span}{flt}{res}"
         if self.source != "charges" and self.column:
             event = {"fraud_disputes": "dispute", "efws": "EFW", "refunds": "refund"}[self.source]
-            text += f" (the {self.column} of each {event}'s charge"
-            text += ": its whole amount, not the amount refunded)" if self.source == "refunds" else ")"
+            if self.column != "amount_usd":
+                text += f" (the {self.column} of each {event}'s charge)"
+            elif self.source == "efws":
+                text += " (the amount of each EFW's charge, in USD)"
+            else:
+                text += f" (each {event}'s own amount, in USD at its charge's rate)"
         return text
 
     def spec(self) -> dict[str, object]:
@@ -407,7 +441,15 @@ class Aggregate:
             "offset_s": int(self.offset.total_seconds()),
             "source": self.source,
             "filter": self.filter,
+            # An outcome's amount_usd is its own amount (outcome_amount_usd); it was its charge's before, so
+            # sets reading it got a new version (their models, backfills and online states are not reused).
+            **({"value": "outcome_amount"} if self.reads_outcome_amount else {}),
         }
+
+    @property
+    def reads_outcome_amount(self) -> bool:
+        """Reads an outcome's own amount (:func:`outcome_amount_usd`), not its charge's columns only."""
+        return self.source in ("fraud_disputes", "refunds") and self.column == "amount_usd"
 
 
 REQUEST_KINDS = ("amount_usd", "amount_usd_log", "local_hour", "mismatch", "is", "missing", "since")

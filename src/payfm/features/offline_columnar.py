@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
@@ -46,6 +46,7 @@ from payfm.features.definitions import (
     ONCE_PER_CHARGE,
     Aggregate,
     FeatureSet,
+    outcome_amount_usd,
 )
 from payfm.features.plan import window_tiles
 
@@ -54,6 +55,14 @@ OUTCOME_SQL = {
     "fraud_disputes": f"SELECT charge_id, created FROM ({COUNTED_FRAUD_DISPUTES_SQL})",
     "efws": "SELECT charge_id, created FROM early_fraud_warnings",
     "refunds": "SELECT charge_id, created FROM refunds",
+}
+# The same with each outcome's own amount and currency (an early fraud warning has none), for the sets that
+# read it (Aggregate.reads_outcome_amount).
+OUTCOME_MONEY_SQL = {
+    "fraud_disputes": f"SELECT charge_id, created, amount, currency FROM ({COUNTED_FRAUD_DISPUTES_SQL})",
+    "efws": "SELECT charge_id, created, NULL::BIGINT AS amount, NULL::VARCHAR AS currency "
+    "FROM early_fraud_warnings",
+    "refunds": "SELECT charge_id, created, amount, currency FROM refunds",
 }
 # Aggregates the columnar engine computes, per source; the others run as SQL (offline_sql).
 CHARGE_AGGS = frozenset(
@@ -104,10 +113,12 @@ def _squares(a: np.ndarray) -> np.ndarray:
 @dataclass
 class Charges:
     """The charges in ``rid`` order (``charge_id``, ``ts`` in us, the needed columns) and, per outcome source,
-    the ``rid`` of each outcome's charge and the outcome's own time (us)."""
+    the ``rid`` of each outcome's charge and the outcome's own time (us); for a set that reads an outcome's
+    own amount, its ``amount_usd`` (:func:`~payfm.features.definitions.outcome_amount_usd`) per source too."""
 
     table: pa.Table
     outcomes: dict[str, tuple[np.ndarray, np.ndarray]]
+    amounts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -132,11 +143,14 @@ def load(con: duckdb.DuckDBPyConnection, fset: FeatureSet, columns: list[str]) -
     table = con.sql(
         f"SELECT charge_id, epoch_us(created) AS ts{cols} FROM charges ORDER BY created, charge_id"
     ).to_arrow_table()
+    money = _reads_money(fset)
+    sql = OUTCOME_MONEY_SQL if money else OUTCOME_SQL
+    extra = ", amount, currency" if money else ""
     events = [
-        con.sql(f"SELECT charge_id, epoch_us(created) AS ts FROM ({OUTCOME_SQL[s]})").to_arrow_table()
+        con.sql(f"SELECT charge_id, epoch_us(created) AS ts{extra} FROM ({sql[s]})").to_arrow_table()
         for s in _sources(fset)
     ]
-    return Charges(table, _attach(dict(zip(_sources(fset), events, strict=True)), table["charge_id"]))
+    return _charges(table, dict(zip(_sources(fset), events, strict=True)))
 
 
 def load_workspace(ws: Workspace, fset: FeatureSet, columns: list[str]) -> Charges:
@@ -160,28 +174,68 @@ def load_workspace(ws: Workspace, fset: FeatureSet, columns: list[str]) -> Charg
     ts = pc.cast(pc.cast(table["created"], pa.timestamp("us", tz="UTC")), pa.int64())
     table = table.set_column(1, "ts", ts)
     events = {}
+    money = ["amount", "currency"] if _reads_money(fset) else []
     for s in _sources(fset):
         name, reason = _OUTCOME_TABLES[s]
+        own = money if s != "efws" else []  # an early fraud warning has no amount of its own
         if s in ONCE_PER_CHARGE:  # the counted one of a charge's fraud disputes
             con = duckdb.connect()
-            con.register("disputes", ws.read(name, columns=["dispute_id", "charge_id", "created", "reason"]))
-            ev = con.sql(COUNTED_FRAUD_DISPUTES_SQL).to_arrow_table().select(["charge_id", "created"])
+            cols = ["dispute_id", "charge_id", "created", "reason", *own]
+            con.register("disputes", ws.read(name, columns=cols))
+            ev = con.sql(COUNTED_FRAUD_DISPUTES_SQL).to_arrow_table().select(["charge_id", "created", *own])
             con.close()
         else:
-            ev = ws.read(name, columns=["charge_id", "created", *(["reason"] if reason else [])])
+            ev = ws.read(name, columns=["charge_id", "created", *(["reason"] if reason else []), *own])
             if reason:
                 ev = ev.filter(pc.equal(ev["reason"], reason))
         ts_ev = pc.cast(pc.cast(ev["created"], pa.timestamp("us", tz="UTC")), pa.int64())
-        events[s] = pa.table({"charge_id": ev["charge_id"], "ts": ts_ev})
-    return Charges(table, _attach(events, table["charge_id"]))
+        ev_columns = {"charge_id": ev["charge_id"], "ts": ts_ev}
+        if money:
+            n = ev.num_rows
+            ev_columns["amount"] = ev["amount"] if own else pa.nulls(n, pa.int64())
+            ev_columns["currency"] = ev["currency"] if own else pa.nulls(n, pa.string())
+        events[s] = pa.table(ev_columns)
+    return _charges(table, events)
+
+
+def _reads_money(fset: FeatureSet) -> bool:
+    return any(f.reads_outcome_amount for f in fset.aggregates)
+
+
+def _charges(table: pa.Table, events: dict[str, pa.Table]) -> Charges:
+    """The charges and their outcomes (the events' rows whose charge is known), with the outcomes' own
+    ``amount_usd`` where the events carry their amount and currency."""
+    attached = _attach(events, table["charge_id"])
+    outcomes = {s: (rid, ets) for s, (rid, ets, _) in attached.items()}
+    amounts: dict[str, np.ndarray] = {}
+    if any("amount" in ev.column_names for ev in events.values()):
+        usd = table["amount_usd"].to_numpy(zero_copy_only=False)
+        base = table["amount"].to_numpy(zero_copy_only=False)
+        cur = table["currency"]
+        for s, (rid, _, keep) in attached.items():
+            own = events[s]["amount"].to_pylist()
+            own_cur = events[s]["currency"].to_pylist()
+            charge_cur = cur.take(pa.array(rid)).to_pylist()
+            amounts[s] = np.array(
+                [
+                    outcome_amount_usd(
+                        own[k],
+                        own_cur[k],
+                        {"amount": int(base[r]), "currency": charge_cur[i], "amount_usd": int(usd[r])},
+                    )
+                    for i, (k, r) in enumerate(zip(keep.tolist(), rid.tolist(), strict=True))
+                ],
+                dtype=np.int64,
+            )
+    return Charges(table, outcomes, amounts)
 
 
 def _attach(
     events: dict[str, pa.Table], charge_ids: pa.ChunkedArray
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per outcome source: the rid of each outcome's charge (outcomes of unknown charges dropped) and the
-    outcome's own time (us)."""
-    outcomes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per outcome source: the rid of each outcome's charge (outcomes of unknown charges dropped), the
+    outcome's own time (us) and its row among the source's events."""
+    outcomes: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     if not events:
         return outcomes
     ids = pa.chunked_array([c for t in events.values() for c in t["charge_id"].chunks], pa.string())
@@ -195,7 +249,7 @@ def _attach(
         rid = hit[np.maximum(at, 0)] if len(hit) else np.zeros(len(at), dtype=np.int64)
         keep = at >= 0  # unknown charge: dropped
         ets = ev["ts"].to_numpy().astype(np.int64)
-        outcomes[s] = (rid[keep], ets[keep])
+        outcomes[s] = (rid[keep], ets[keep], np.flatnonzero(keep))
     return outcomes
 
 
@@ -450,6 +504,7 @@ class EntityEngine:
         self._sums: dict[tuple[str, str | None], np.ndarray] = {}
         self._outcome_sums: dict[tuple[str, str, str | None], np.ndarray] = {}
         self._events: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray, int]] = {}
+        self._event_at: dict[tuple[str, str | None], np.ndarray] = {}  # each event's row in Charges
         self._prev: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]] = {}
         self._opos: dict[tuple[str, str | None, int, int | None], np.ndarray] = {}
 
@@ -620,12 +675,22 @@ class EntityEngine:
             keep = eg >= 0
             if flt is not None:
                 keep &= self.frame.mask(flt)[rid]
+            at = np.flatnonzero(keep)
             rid, ets, eg = rid[keep], ets[keep], eg[keep]
             stride = len(times) + 1
             comp = eg * stride + np.searchsorted(times, ets, side="left")
             order = np.argsort(comp, kind="stable")
             self._events[(source, flt)] = (comp[order], rid[order], stride)
+            self._event_at[(source, flt)] = at[order]
         return self._events[(source, flt)]
+
+    def _event_amounts(self, source: str, flt: str | None) -> np.ndarray:
+        """What each of the entity's events (in :meth:`_outcome_events` order) adds to sums: the outcome's
+        own amount where the set reads it, else its charge's ``amount_usd``."""
+        _, rid, _ = self._outcome_events(source, flt)
+        own = self.frame.charges.amounts.get(source)
+        out: np.ndarray = self.frame.amount[rid] if own is None else own[self._event_at[(source, flt)]]
+        return out
 
     def _outcome_pos(self, source: str, flt: str | None, res: int, shift: int | None) -> np.ndarray:
         """Per position: how many of the source's events sort before the bound of its group (events of
@@ -647,7 +712,7 @@ class EntityEngine:
 
     def _outcome(self, f: Aggregate) -> np.ndarray:
         """Outcome counts and sums: the events with time ``<= t`` (or before a tile start) in the window."""
-        _, rid, _ = self._outcome_events(f.source, f.filter)
+        _, rid, _ = self._outcome_events(f.source, f.filter)  # (the events' count)
         if f.window is None:
             lo = self._group_first(f)
             hi = self._outcome_pos(f.source, f.filter, 1, None)
@@ -663,7 +728,7 @@ class EntityEngine:
                 if what == "c":
                     x = np.ones(len(rid), dtype=np.int64)
                 else:
-                    a = self.frame.amount[rid]
+                    a = self._event_amounts(f.source, f.filter)
                     x = a if what == "s" else _squares(a)
                 self._outcome_sums[k] = _exclusive_cumsum(x)
             sums[what] = self._outcome_sums[k][hi] - self._outcome_sums[k][lo]

@@ -31,7 +31,16 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from payfm.features.definitions import ENTITIES, FILTERS, Aggregate, FeatureSet, RequestFeature
+from payfm.features.definitions import (
+    ENTITIES,
+    FILTERS,
+    OUTCOME_AMOUNT_FIELDS,
+    OUTCOME_AMOUNT_USD_SQL,
+    Aggregate,
+    FeatureSet,
+    RequestFeature,
+)
+from payfm.features.offline_columnar import OUTCOME_MONEY_SQL as _OUTCOME_MONEY_SQL
 from payfm.features.offline_columnar import OUTCOME_SQL as _OUTCOME_SQL
 from payfm.features.plan import window_tiles
 
@@ -55,6 +64,9 @@ def needed_columns(fset: FeatureSet) -> list[str]:
                 add(f.column)
             if f.filter:
                 add(FILTERS[f.filter].column)
+            if f.reads_outcome_amount:  # an outcome's own amount, converted at its charge's rate
+                for c in OUTCOME_AMOUNT_FIELDS:
+                    add(c)
         elif isinstance(f, RequestFeature):
             for c in f.columns:
                 add(c)
@@ -127,11 +139,14 @@ def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
     for res in _bounds(fset):
         con.execute(f"DROP TABLE tiles_{res}")
     sources = {f.source for f in fset.aggregates if f.source != "charges"}
+    money = any(f.reads_outcome_amount for f in fset.aggregates)
     for s in sorted(sources):
+        # An outcome's columns are its charge's, but its amount_usd is its own where the set reads it.
+        own = f", {OUTCOME_AMOUNT_USD_SQL} AS amount_usd" if money else ""
         con.execute(
             f"""CREATE OR REPLACE TABLE ev_{s} AS
-            SELECT b.* EXCLUDE (rid, ts), epoch_us(o.created) AS ts
-            FROM ({_OUTCOME_SQL[s]}) o JOIN base b USING (charge_id)"""
+            SELECT c.* EXCLUDE (rid, ts{", amount_usd" if money else ""}){own}, epoch_us(o.created) AS ts
+            FROM ({(_OUTCOME_MONEY_SQL if money else _OUTCOME_SQL)[s]}) o JOIN base c USING (charge_id)"""
         )
     return int(con.execute("SELECT count(*) FROM base").fetchall()[0][0])
 

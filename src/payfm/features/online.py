@@ -23,6 +23,7 @@ from payfm.features.definitions import (
     LATE_COLUMNS,
     FeatureSet,
     authorization_claim,
+    outcome_amount_usd,
     outcome_claim,
 )
 from payfm.features.online_codegen import compile_engine
@@ -69,6 +70,8 @@ class OnlineFeatures:
         self._read_update = self.engine.read_update
         self.label_fields = label_fields(self.engine.plans)
         self.write_columns = sorted({*write_columns(self.engine.plans), *self.label_fields})
+        # Whether an outcome's own amount is read (its charge's amount and currency are then stored with it).
+        self.outcome_amounts = any(f.reads_outcome_amount for f in fset.aggregates)
 
     # ---- reading ----------------------------------------------------------------------------------------
     def vector(self, charge: Mapping[str, Any]) -> list[float | None]:
@@ -194,8 +197,20 @@ class OnlineFeatures:
             self.store.set_charge_fields(cid, {**fields, **result})
         return applied
 
-    def apply_outcome(self, source: str, outcome_id: str, charge_id: str, created_us: int) -> bool:
+    def apply_outcome(
+        self,
+        source: str,
+        outcome_id: str,
+        charge_id: str,
+        created_us: int,
+        amount: int | None = None,
+        currency: str | None = None,
+    ) -> bool:
         """Count an outcome (``fraud_disputes``, ``efws`` or ``refunds``) of a known charge, at its own time.
+
+        Its ``amount`` (minor units of ``currency``: a refund's or dispute's own) is what the aggregates of
+        its ``amount_usd`` read, at its charge's rate
+        (:func:`~payfm.features.definitions.outcome_amount_usd`); without one, its charge's amount.
 
         Returns False if it was already applied (by its claim,
         :func:`~payfm.features.definitions.outcome_claim`: its id, or for a fraud dispute its charge) or its
@@ -206,6 +221,8 @@ class OnlineFeatures:
         if fields is None or write is None:
             return False
         keys = self._keys(fields)
+        if amount is not None and self.outcome_amounts:
+            fields = {**fields, "amount_usd": outcome_amount_usd(amount, currency, fields)}
 
         def step(states: MutableMapping[Any, State], claimed: bool) -> bool:
             if claimed:

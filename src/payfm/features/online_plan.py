@@ -21,6 +21,7 @@ from payfm.features.definitions import (
     ENTITIES,
     FILTERS,
     LATE_COLUMNS,
+    OUTCOME_AMOUNT_FIELDS,
     Aggregate,
     FeatureSet,
 )
@@ -109,8 +110,9 @@ def plan(fset: FeatureSet) -> list[StatePlan]:
 
 
 def label_fields(plans: list[StatePlan]) -> list[str]:
-    """Charge fields the outcome events of a charge need (its entity keys and the columns they read), and its
-    outcome when a filter reads it (an authorization result reported later counts only if it had none)."""
+    """Charge fields the outcome events of a charge need (its entity keys and the columns they read; its
+    amount and currency when an outcome's own amount is read), and its outcome when a filter reads it (an
+    authorization result reported later counts only if it had none)."""
     out: set[str] = set()
     for sp in plans:
         for i, s in enumerate(sp.slots):
@@ -124,6 +126,8 @@ def label_fields(plans: list[StatePlan]) -> list[str]:
             if s.filter:
                 out.add(FILTERS[s.filter].column)
             out.update(c for si, c, _ in sp.cells if si == i)
+    if any(f.reads_outcome_amount for sp in plans for _, f, _ in sp.features):
+        out.update(OUTCOME_AMOUNT_FIELDS)  # an outcome's own amount is converted at its charge's rate
     return sorted(out)
 
 

@@ -28,6 +28,14 @@ from payfm.features.stores import MemoryStore
 _OUTCOME_IDS = {"fraud_disputes": "dispute_id", "efws": "efw_id", "refunds": "refund_id"}
 
 
+def _amounts(table: pa.Table) -> tuple[list[int | None], list[str | None]]:
+    """An outcome table's own amounts and currencies (none for early fraud warnings)."""
+    none: list[Any] = [None] * table.num_rows
+    amounts: list[int | None] = table["amount"].to_pylist() if "amount" in table.column_names else none
+    currencies: list[str | None] = table["currency"].to_pylist() if "currency" in table.column_names else none
+    return amounts, currencies
+
+
 def _us(col: pa.ChunkedArray | pa.Array) -> list[int | None]:
     out: list[int | None] = pc.cast(pc.cast(col, pa.timestamp("us", tz="UTC")), pa.int64()).to_pylist()
     return out
@@ -53,13 +61,15 @@ def replay(
         c for f in fset.features if isinstance(f, RequestFeature) and f.kind == "since" for c in f.columns
     }
     extra = {c: _us(charges[c]) for c in ts_fields}
-    events: list[tuple[int, int, int, str, str]] = []  # (ts, kind 0 = outcome first, seq, source, id)
+    # (ts, kind 0 = outcome first, seq, source, id, amount, currency)
+    events: list[tuple[int, int, int, str, str, int | None, str | None]] = []
     for source, table in outcomes.items():
         ids = table[_OUTCOME_IDS[source]].to_pylist()
         cids = table["charge_id"].to_pylist()
+        amounts, currencies = _amounts(table)
         for k, (oid, cid, t) in enumerate(zip(ids, cids, _us(table["created"]), strict=True)):
             assert t is not None
-            events.append((t, 0, k, source, f"{oid}\x00{cid}"))
+            events.append((t, 0, k, source, f"{oid}\x00{cid}", amounts[k], currencies[k]))
     events.sort()
     names = fset.names
     out = np.full((len(rows), len(names)), np.nan)
@@ -68,9 +78,9 @@ def replay(
         t = ts[i]
         assert t is not None
         while ev_i < len(events) and events[ev_i][0] <= t:
-            et, _, _, source, ids = events[ev_i]
+            et, _, _, source, ids, amount, currency = events[ev_i]
             oid, cid = ids.split("\x00")
-            online.apply_outcome(source, oid, cid, et)
+            online.apply_outcome(source, oid, cid, et, amount, currency)
             ev_i += 1
         row["created_us"] = t
         for c, vals in extra.items():
@@ -200,12 +210,14 @@ def _apply(
             progress(n, n)
         return
     columns = [charges[c].to_pylist() for c in ("charge_id", *names)]
-    events: list[tuple[int, str, str, str]] = []
+    events: list[tuple[int, str, str, str, int | None, str | None]] = []
     for source, table in outcomes.items():
         ids = table[_OUTCOME_IDS[source]].to_pylist()
-        for t, oid, cid in zip(_us(table["created"]), ids, table["charge_id"].to_pylist(), strict=True):
+        cids = table["charge_id"].to_pylist()
+        times = _us(table["created"])
+        for t, oid, cid, amount, currency in zip(times, ids, cids, *_amounts(table), strict=True):
             assert t is not None
-            events.append((t, source, oid, cid))
+            events.append((t, source, oid, cid, amount, currency))
     events.sort()
     keys = ["charge_id", *names, "created_us"]
 
@@ -214,14 +226,14 @@ def _apply(
             yield dict(zip(keys, [*(col[i] for col in columns), ts[i]], strict=True))
 
     done = 0
-    for t, source, oid, cid in events:
+    for t, source, oid, cid, amount, currency in events:
         upto = bisect_left(ts, t, lo=done)  # type: ignore[type-var]  # (created is never null)
         if upto > done:
             online.update_many(rows(done, upto))
             if progress and upto // 50_000 > done // 50_000:
                 progress(upto, n)
             done = upto
-        online.apply_outcome(source, oid, cid, t)
+        online.apply_outcome(source, oid, cid, t, amount, currency)
     online.update_many(rows(done, n))
 
 
@@ -240,11 +252,12 @@ def _warm_columnar(
             np.array(_us(t["created"]), dtype=np.int64),
             t[_OUTCOME_IDS[source]].to_pylist(),
             t["charge_id"].to_pylist(),
+            *_amounts(t),
         )
         for source, t in outcomes.items()
         if source in online.engine.write
     ]
-    ordered = warm.events(charges, ts_arr, given)
+    ordered = warm.events(charges, ts_arr, given, online.outcome_amounts)
     if ordered is None:
         return False
     ev, claimed, top = ordered

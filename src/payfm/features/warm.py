@@ -21,7 +21,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from payfm.features.definitions import ENTITIES, FILTERS, ONCE_PER_CHARGE, SOURCES, outcome_claim
+from payfm.features.definitions import (
+    ENTITIES,
+    FILTERS,
+    ONCE_PER_CHARGE,
+    SOURCES,
+    outcome_amount_usd,
+    outcome_claim,
+)
 from payfm.features.online_plan import StatePlan
 from payfm.features.state import INF, State, StateKey, TotalState, WindowState
 
@@ -39,6 +46,7 @@ class _Events:
     row: np.ndarray  # (N,) int64 row of the charge in the charges table
     ts: np.ndarray  # (N,) int64 microseconds
     src: np.ndarray  # (N,) int8 index in SOURCES
+    amount: np.ndarray | None  # (N,) int64 amount_usd the event adds (an outcome's own); None: no amounts
 
 
 class _Columns:
@@ -129,7 +137,9 @@ def _plan_states(sp: StatePlan, cols: _Columns, ev: _Events, out: dict[StateKey,
     ts = ev.ts[sel]
     rows = ev.row[sel]
     hit = [h[sel] for h in hits]
-    amount = cols.amount()[rows] if any(s.numeric for s in sp.slots) or sp.cells else None
+    amount = None
+    if any(s.numeric for s in sp.slots) or sp.cells:  # an outcome's own amount where it has one
+        amount = cols.amount()[rows] if ev.amount is None else ev.amount[sel]
     vec = np.zeros((len(sel), sp.width), dtype=np.int64)
     for s, h in zip(sp.slots, hit, strict=True):
         vec[:, s.offset] = h
@@ -297,12 +307,19 @@ def _total(
         )
 
 
+Outcomes = list[tuple[str, np.ndarray, list[str], list[str], list[int | None], list[str | None]]]
+
+
 def events(
-    charges: pa.Table, ts: np.ndarray, outcomes: list[tuple[str, np.ndarray, list[str], list[str]]]
+    charges: pa.Table, ts: np.ndarray, outcomes: Outcomes, outcome_amounts: bool = False
 ) -> tuple[_Events, list[str], int] | None:
     """The apply order of the log (see the module docstring): the events, the outcomes' claims
     (:func:`~payfm.features.definitions.outcome_claim`) and the watermark; None if a charge or outcome id
-    repeats. A charge's later fraud disputes are left out: its first counts, as event by event."""
+    repeats. A charge's later fraud disputes are left out: its first counts, as event by event.
+
+    ``outcomes``: (source, times, ids, charge ids, amounts, currencies) per source. With
+    ``outcome_amounts`` an outcome adds its own amount at its charge's rate
+    (:func:`~payfm.features.definitions.outcome_amount_usd`), else its charge's ``amount_usd``."""
     cids = charges["charge_id"].to_pylist()
     position = {c: i for i, c in enumerate(cids)}
     if len(position) != len(cids):
@@ -310,35 +327,65 @@ def events(
     o_row: list[int] = []
     o_ts: list[int] = []
     o_src: list[int] = []
-    o_key: list[tuple[int, str, str, str]] = []
+    o_amount: list[int] = []
+    # (time, source, id, charge id, own amount, currency)
+    o_key: list[tuple[int, str, str, str, int | None, str | None]] = []
     claimed: set[str] = set()
-    for source, times, ids, charge_ids in outcomes:
-        for t, oid, cid in zip(times.tolist(), ids, charge_ids, strict=True):
+    for source, times, ids, charge_ids, amounts, currencies in outcomes:
+        for t, oid, cid, amount, currency in zip(
+            times.tolist(), ids, charge_ids, amounts, currencies, strict=True
+        ):
             r = position.get(cid)
             # Counted only if its charge was applied before it (charges at t >= tau come after it).
             if r is not None and int(ts[r]) < t:
-                o_key.append((t, source, str(oid), cid))
-    o_key.sort()
-    for t, source, oid, cid in o_key:
+                o_key.append((t, source, str(oid), cid, amount, currency))
+    o_key.sort(key=lambda k: k[:4])
+    money = _Money(charges) if outcome_amounts else None
+    for t, source, oid, cid, amount, currency in o_key:
         claim = outcome_claim(source, oid, cid)
         if claim in claimed:
             if source in ONCE_PER_CHARGE:
                 continue  # a later fraud dispute of the charge: the first (in apply order) counted
             return None
         claimed.add(claim)
-        o_row.append(position[cid])
+        r = position[cid]
+        o_row.append(r)
         o_ts.append(t)
         o_src.append(SOURCES.index(source))
+        if money is not None:
+            o_amount.append(money.of(r, amount, currency))
     n = len(cids)
     row = np.concatenate([np.arange(n, dtype=np.int64), np.array(o_row, dtype=np.int64)])
     tss = np.concatenate([ts.astype(np.int64), np.array(o_ts, dtype=np.int64)])
     src = np.concatenate([np.zeros(n, dtype=np.int8), np.array(o_src, dtype=np.int8)])
+    amount_usd = None
+    if money is not None:
+        amount_usd = np.concatenate([money.usd, np.array(o_amount, dtype=np.int64)])
     # Apply order: time, then outcomes (kind 0) before charges (kind 1), then their own order.
     kind = (src == 0).astype(np.int8)
     seq = np.concatenate([np.arange(n), np.arange(len(o_row))])
     order = np.lexsort((seq, kind, tss))
     top = int(tss.max()) if len(tss) else 0
-    return _Events(row=row[order], ts=tss[order], src=src[order]), sorted(claimed), top
+    adds = None if amount_usd is None else amount_usd[order]
+    ev = _Events(row=row[order], ts=tss[order], src=src[order], amount=adds)
+    return ev, sorted(claimed), top
+
+
+class _Money:
+    """The charges' amounts, currencies and USD amounts, to convert an outcome's own amount."""
+
+    def __init__(self, charges: pa.Table) -> None:
+        self.usd = charges["amount_usd"].to_numpy(zero_copy_only=False).astype(np.int64)
+        self.amount = charges["amount"].to_numpy(zero_copy_only=False).astype(np.int64)
+        self.currency = charges["currency"].to_pylist()
+
+    def of(self, row: int, amount: int | None, currency: str | None) -> int:
+        charge = {
+            "amount": int(self.amount[row]),
+            "currency": self.currency[row],
+            "amount_usd": int(self.usd[row]),
+        }
+        return int(outcome_amount_usd(amount, currency, charge))
 
 
 def states(plans: list[StatePlan], charges: pa.Table, ev: _Events) -> dict[StateKey, State] | None:

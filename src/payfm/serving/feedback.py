@@ -221,7 +221,9 @@ class FeedbackMixin:
             if other is None and stored is None:
                 applied = False
                 if source is not None:
-                    applied = self.online.apply_outcome(source, oid, cid, created_us)
+                    applied = self.online.apply_outcome(
+                        source, oid, cid, created_us, event.get("amount"), event.get("currency")
+                    )
                 if in_log and not applied:  # in the event log already, so counted when the state was built
                     mine_in_log = next(r for r in logged if str(r["charge_id"]) == cid)
                     return {**facts, "label_source": label_source(table, mine_in_log), "duplicate": True}

@@ -776,7 +776,14 @@ def _apply_event(online: OnlineFeatures, kind: str, payload: dict[str, Any]) -> 
     elif kind == AUTHORIZATION:
         online.apply_authorization(payload["charge"])
     else:
-        online.apply_outcome(kind, payload["id"], payload["charge_id"], payload["created_us"])
+        online.apply_outcome(
+            kind,
+            payload["id"],
+            payload["charge_id"],
+            payload["created_us"],
+            payload.get("amount"),
+            payload.get("currency"),
+        )
 
 
 def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
