@@ -3,12 +3,15 @@ checkpoint and served with it; a checkpoint pretrained on the validation period 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 import torch
 from click.testing import CliRunner
+from sklearn.metrics import average_precision_score
 
 from payfm.cli.main import cli
 from payfm.errors import ConfigError
@@ -21,6 +24,7 @@ from payfm.fm.sequences import read_charges
 from payfm.registry import Registry
 from payfm.serving.scorer import Scorer
 from payfm.synth import WorldConfig, generate_world
+from payfm.training.predict import score_window
 from payfm.training.tasks import task
 from payfm.training.trainer import TrainConfig, prepare, with_fm_inputs
 
@@ -91,6 +95,17 @@ def test_train_on_fm_inputs_registers_with_the_checkpoint_and_serves(ws: Workspa
     fm = mv.entry["foundation_model"]
     assert fm["content_hash"] == checkpoint_hash(early) and fm["outputs"] == list(OUTPUTS)
     assert mv.entry["metrics"]["test_rows"] > 0
+    # Scored for evaluation on its features and the checkpoint's outputs, as in training.
+    lo, hi = (datetime.fromtimestamp(t / 1e6, UTC) for t in mv.entry["split"]["bounds_us"]["test"])
+    scored = score_window(ws, mv.ref, lo, hi).filter(pc.field("mature"))
+    assert scored.num_rows == mv.entry["metrics"]["test_rows"]
+    ap = average_precision_score(scored["is_fraud"].to_numpy(), scored["score"].to_numpy())
+    assert ap == pytest.approx(mv.entry["metrics"]["test_ap"], abs=1e-9)
+    evaluated = runner.invoke(cli, ["-w", str(ws.root), "evaluate", "--model", mv.ref, "--bootstrap", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    # A window the checkpoint was pretrained on is refused: its outputs would carry what is measured.
+    with pytest.raises(ConfigError, match=r"pretrained on charges up to 2026-01-0.*the window starts at"):
+        score_window(ws, mv.ref, lo - timedelta(days=20), hi)
     reg.promote(mv.ref)
     scorer = Scorer.open(ws)
     try:

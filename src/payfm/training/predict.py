@@ -7,7 +7,7 @@ Example:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -60,7 +60,10 @@ def score_window(
     ``model_ref`` is ``name`` (its production version, else the latest), ``name@<version>`` or
     ``name@<stage>``. The model's content hash and feature set are checked at load. ``fset`` defaults to the
     bundled feature set of the model's name. Labels (``is_fraud``: the task's label; ``mature``) are read
-    ``as_of`` the end of the log with the horizon the model was trained with.
+    ``as_of`` the end of the log with the horizon the model was trained with. A model trained on a foundation
+    model's outputs (``payfm train --fm``) takes them after its features, from its registered checkpoint
+    (content hash checked), as in training; refused when that checkpoint was pretrained on charges of the
+    window (its outputs would carry what the window measures).
 
     Columns: charge_id, created, score (calibrated probability, float64), is_fraud (int32 0/1), mature (bool),
     scenario (null for genuine charges), amount_usd (int64 US cents, as in the charges table), channel,
@@ -97,12 +100,41 @@ def score_window(
     finally:
         con.close()
     rows = meta["rownum"].to_numpy(zero_copy_only=False).astype(np.int64)
+    extra = _fm_inputs(ws, reg, mv, meta)
     scores = np.empty(len(rows), dtype=np.float64)
     for lo in range(0, len(rows), _CHUNK):
         part = feats.take(pa.array(rows[lo : lo + _CHUNK]))
-        scores[lo : lo + _CHUNK] = model.predict_proba(feature_matrix(part, fs.names))
+        X = feature_matrix(part, fs.names)
+        if extra is not None:
+            X = np.hstack([X, extra[lo : lo + _CHUNK]])
+        scores[lo : lo + _CHUNK] = model.predict_proba(X)
     out = meta.drop_columns(["rownum"])
     return out.add_column(2, "score", pa.array(scores, pa.float64())).select(list(SCORE_COLUMNS))
+
+
+def _fm_inputs(ws: Workspace, reg: Registry, mv: Any, meta: pa.Table) -> np.ndarray | None:
+    """The foundation-model outputs ``mv`` was trained on, for the charges of ``meta`` in its order (float32,
+    as training took them); None for a model on features alone."""
+    ckpt = reg.check_foundation_model(mv)
+    if ckpt is None or meta.num_rows == 0:
+        return None
+    from payfm.fm.embed import outputs_for
+    from payfm.fm.identity import checkpoint_meta, seen_until
+    from payfm.registry.store import fm_outputs
+
+    until = seen_until(checkpoint_meta(ckpt))
+    first = meta["created"][0].as_py()
+    first_us = int(first.timestamp() * 1_000_000)
+    if until is None or until > first_us:
+        upto = "the end of the log" if until is None else datetime.fromtimestamp(until / 1e6, UTC).isoformat()
+        raise ConfigError(
+            f"Model {mv.ref} takes the outputs of the foundation model '{ckpt}', pretrained on charges up to "
+            f"{upto}; the window starts at {first.isoformat()}: those outputs would carry what it measures. "
+            "Evaluate from the checkpoint's end on (--from), or pretrain on earlier charges and retrain."
+        )
+    extra = outputs_for(ws, ckpt, meta["charge_id"].combine_chunks(), fm_outputs(mv.entry))
+    out: np.ndarray = extra.astype(np.float32)
+    return out
 
 
 def model_scores(ws: Workspace, ref: str, start: datetime | None, end: datetime | None) -> pa.Table:
