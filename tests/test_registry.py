@@ -92,6 +92,34 @@ def test_feature_set_mismatch_at_load_and_register(reg: Registry) -> None:
         reg.register(fitted("lr"), name="other", task="fraud", fset=bench_set())  # type: ignore[arg-type]
 
 
+def test_only_a_model_the_decision_service_can_compute_features_for_is_promoted(
+    reg: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from payfm.features.definitions import FeatureSet
+
+    mine = FeatureSet("mine", FS.features)  # the same features under a set name payfm does not bundle
+    m = fitted("lr")
+    custom = reg.register(m, name="fraud-mine", task="fraud", fset=mine)  # type: ignore[arg-type]
+    with pytest.raises(FeatureSetMismatchError, match="feature set 'mine', which this payfm does not bundle"):
+        reg.promote(custom.ref)
+    assert reg.get(custom.ref).stage == "candidate"
+    # A model of a bundled set whose definitions changed since it was trained (its version is not computed)
+    old, new = register(reg), register(reg, seed=1)
+    reg.promote(old)
+    reg.promote(new)
+    con = sqlite3.connect(reg.root / "registry.db")
+    con.execute(
+        "UPDATE versions SET feature_set_version = '000000000000' WHERE name = 'fraud-x' AND version = 1"
+    )
+    con.commit()
+    con.close()
+    with pytest.raises(FeatureSetMismatchError, match="version 000000000000; this payfm computes version"):
+        reg.rollback("fraud-x")  # would restore a model no server can load
+    assert reg.get("fraud-x").version == 2
+
+
 def test_promote_archives_the_previous_and_rollback_restores_it(reg: Registry) -> None:
     for seed in range(3):
         register(reg, seed=seed)

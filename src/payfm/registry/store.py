@@ -290,11 +290,14 @@ class Registry:
     def promote(self, ref: str) -> ModelVersion:
         """Make ``ref`` the production version of its name; the previous production one is archived.
 
-        A model trained on embeddings is promoted only while its foundation-model checkpoint is unchanged.
+        A model trained on embeddings is promoted only while its foundation-model checkpoint is unchanged,
+        and any model only on a feature set this payfm bundles, at the version it computes (the decision
+        service computes its features from that definition).
         """
         mv = self.get(ref)
         self.check_artifact(mv)  # servers would refuse it: refuse it here, before it is production
         self.check_foundation_model(mv)
+        self.check_servable_features(mv)
         with self._db() as con:
             prev = con.execute(
                 "SELECT version FROM versions WHERE name = ? AND stage = 'production'", (mv.name,)
@@ -316,8 +319,30 @@ class Registry:
             )
         return self.get(mv.ref)
 
+    def check_servable_features(self, mv: ModelVersion) -> None:
+        """Raise :class:`FeatureSetMismatchError` unless the decision service can compute ``mv``'s features:
+        its feature set is one this payfm bundles, at the version it was trained on."""
+        from payfm.features.catalog import FEATURE_SETS
+
+        make = FEATURE_SETS.get(mv.feature_set)
+        if make is None:
+            raise FeatureSetMismatchError(
+                f"Model {mv.ref} was trained on feature set '{mv.feature_set}', which this payfm does not "
+                f"bundle ({', '.join(FEATURE_SETS)}): the decision service could not compute its features. "
+                "Keep it as a candidate (evaluate it in Python with its set), or retrain it on a bundled set."
+            )
+        current = make().version
+        if current != mv.feature_set_version:
+            raise FeatureSetMismatchError(
+                f"Model {mv.ref} was trained on feature set '{mv.feature_set}' version "
+                f"{mv.feature_set_version}; this payfm computes version {current} (its definitions "
+                "changed since): the decision service would refuse it. "
+                f"Retrain it (payfm train --set {mv.feature_set})."
+            )
+
     def rollback(self, name: str) -> ModelVersion:
-        """Archive the production version of ``name`` and restore the one it replaced."""
+        """Archive the production version of ``name`` and restore the one it replaced (refused when that one
+        can no longer be served, see :meth:`check_servable_features`)."""
         self.get(name)  # an unknown name: "No registered model", with the names there are
         with self._db() as con:
             cur = con.execute(
@@ -335,6 +360,10 @@ class Registry:
                     f"Model '{name}' version {cur[0]} replaced no earlier production version: "
                     "nothing to restore."
                 )
+            restored = con.execute(
+                f"SELECT {self._COLS} FROM versions WHERE name = ? AND version = ?", (name, row[0])
+            ).fetchone()
+            self.check_servable_features(self._row(restored))  # (this transaction's connection)
             con.execute(
                 "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?", (name, cur[0])
             )
