@@ -38,6 +38,8 @@ def test_luhn() -> None:
         "4242 4242 4242 4242",
         "4242-4242-4242-4242",
         "4242  4242 4242 4242",  # up to 3 separator characters between groups
+        "4242\n4242\n4242\n4242",  # line breaks are spaces too
+        "4242\r\n4242\r\n4242\r\n4242",
         "4242.4242.4242.4242",  # dots, slashes and underscores too, one kind throughout
         f"card {VISA} used",
         f"x,{VISA};",
