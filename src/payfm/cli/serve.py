@@ -46,18 +46,32 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     "processes.",
 )
 @click.option("--model", default=None, help="Registry name to serve (default: the newest production model).")
-@click.option("--max-in-flight", default=64, show_default=True, help="Requests in flight before 503.")
+@click.option(
+    "--max-in-flight",
+    default=64,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Requests in flight before 503.",
+)
 @click.option(
     "--max-lag-ms",
     default=50.0,
     show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
     help="Event-loop queueing delay (ms) beyond which requests get 503 (load shedding).",
 )
-@click.option("--max-body", default=64 * 1024, show_default=True, help="Largest request body (bytes).")
+@click.option(
+    "--max-body",
+    default=64 * 1024,
+    show_default=True,
+    type=click.IntRange(min=1024),
+    help="Largest request body (bytes; at least 1024, a charge's size).",
+)
 @click.option(
     "--snapshot-every",
     default=100_000,
     show_default=True,
+    type=click.IntRange(min=1),
     help="Snapshot the memory state every N decisions.",
 )
 @click.option(
