@@ -9,6 +9,8 @@ are reported by row, like every cell that does not parse, and left null.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +25,8 @@ from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 _PLAUSIBLE = "a time between 1970 and 2100 (check the unit or format in the mapping)"
+_DIRECTIVE = re.compile(r"%.")  # a strptime directive (``%%`` included, so a literal ``%z`` is no zone)
+_ZONES = ("%z", "%Z")
 
 
 def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
@@ -60,6 +64,108 @@ def _parse_rows(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarr
     failed = np.zeros(len(text), dtype=bool)
     failed[bad] = True
     return pc.cast(pc.if_else(pa.array(failed), pa.scalar(None, text.type), text), target), bad
+
+
+def _split_at_zone(fmt: str) -> tuple[str, str, bool]:
+    """``fmt`` cut at its first zone directive (%z or %Z): the parts before and after (with any other zone
+    directive removed), and whether it had one."""
+    cut = next((m for m in _DIRECTIVE.finditer(fmt) if m.group() in _ZONES), None)
+    if cut is None:
+        return fmt, "", False
+    after = _DIRECTIVE.sub(lambda m: "" if m.group() in _ZONES else m.group(), fmt[cut.end() :])
+    return fmt[: cut.start()], after, True
+
+
+def _numbers(text: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The numbers written in each text: its runs of digits without leading zeros ('2023-2-03' and
+    '2023-02-3' both give 2023, 2, 3), flattened, with each row's first index and count."""
+    parts = pc.split_pattern_regex(text, r"[^0-9]+")
+    flat, owner = pc.list_flatten(parts), pc.list_parent_indices(parts)
+    keep = pc.greater(pc.utf8_length(flat), 0)
+    flat, owner = pc.filter(flat, keep), pc.filter(owner, keep)
+    counts = np.bincount(owner.to_numpy(False), minlength=len(text)).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    return pc.utf8_ltrim(flat, "0"), starts, counts
+
+
+def _differ(
+    written: tuple[pa.Array, np.ndarray, np.ndarray],
+    printed: tuple[pa.Array, np.ndarray, np.ndarray],
+    from_end: bool,
+) -> np.ndarray:
+    """Per row, whether the numbers ``printed`` differ from the first (``from_end``: the last) ``written``."""
+    w_flat, w_starts, w_counts = written
+    p_flat, p_starts, p_counts = printed
+    differ = w_counts < p_counts
+    owner = np.repeat(np.arange(len(p_counts)), p_counts)  # the row of each printed number
+    nth = np.arange(len(p_flat)) - np.repeat(p_starts, p_counts)
+    first = w_starts + (w_counts - p_counts if from_end else 0)
+    at = np.clip(first[owner] + nth, 0, max(len(w_flat) - 1, 0))
+    if len(p_flat):
+        same = pc.equal(pc.take(w_flat, pa.array(at)), p_flat).to_numpy(False)
+        differ[owner[~same]] = True
+    return differ
+
+
+def _starts_and_ends(text: pa.Array, head: pa.Array, tail: pa.Array | None) -> pa.Array:
+    """Per row, whether ``text`` starts with ``head`` and ends with ``tail`` (when they have one length)."""
+    same = pa.repeat(pa.scalar(False), len(text))
+    for part, at_end in ((head, False), (tail, True)):
+        if part is None:
+            continue
+        lengths = pc.min_max(pc.utf8_length(part)).as_py()
+        if lengths["min"] != lengths["max"]:
+            return same
+        n = lengths["max"] or 0
+        cut = pc.utf8_slice_codeunits(text, -n) if at_end and n else pc.utf8_slice_codeunits(text, 0, n)
+        same = pc.equal(cut, part) if part is head else pc.and_(same, pc.equal(cut, part))
+    return same
+
+
+def _rolled_over(col: pa.Array, parsed: pa.Array, fmt: str) -> np.ndarray:
+    """Rows whose time, written back in ``fmt``, shows other numbers than the text: strptime rolls an
+    impossible date over (2023-02-30 to 2023-03-02, a 60th second to the next minute) instead of failing.
+
+    A text that is exactly what ``fmt`` writes is fine (one comparison for most files); for the others only
+    the numbers are compared, so names (Feb, FEB), spaces and leading zeros (%e, '2023-2-3') do not count.
+    The numbers of a zone (%z, %Z: '+02:00', 'GMT+2') are skipped: the text's own wall time is written
+    back, from a parse that reads the zone as a name and ignores it. Formats arrow cannot write (``%s``) are
+    not checked; an epoch number cannot roll over.
+    """
+    none = np.zeros(0, dtype=np.int64)
+    before, after, zoned = _split_at_zone(fmt)
+    if "%s" in fmt:
+        return none
+    local = parsed
+    if "%z" in fmt:  # the wall time as written: %Z reads the offset as a name and ignores it
+        local = pc.strptime(col, format=fmt.replace("%z", "%Z"), unit="us", error_is_null=True)
+    ok = pc.and_(pc.is_valid(parsed), pc.is_valid(local))
+    rows = np.flatnonzero(pc.fill_null(ok, False).to_numpy(False))
+    if not len(rows):
+        return none
+    wall = pc.cast(pc.take(local, pa.array(rows)), pa.timestamp("s"), safe=False)  # strptime has no fractions
+    text = pc.take(col, pa.array(rows))
+    try:
+        head = pc.strftime(wall, format=before)
+        tail = pc.strftime(wall, format=after) if after else None
+    except pa.ArrowInvalid:  # a directive arrow parses but cannot write: no check rather than a wrong one
+        return none
+    # The common case: the text is exactly what the format writes (around the zone, when it has one).
+    same = pc.equal(text, head) if not zoned else _starts_and_ends(text, head, tail)
+    other = pa.array(np.flatnonzero(~pc.fill_null(same, False).to_numpy(False)))
+    rows, text, head = rows[other.to_numpy(False)], pc.take(text, other), pc.take(head, other)
+    tail = pc.take(tail, other) if tail is not None else None
+    if not len(rows):
+        return none
+    written = _numbers(text)
+    first = _numbers(head)
+    last = _numbers(tail) if tail is not None else _numbers(pa.repeat(pa.scalar(""), len(rows)))
+    differ = _differ(written, first, from_end=False) | _differ(written, last, from_end=True)
+    # Without a zone every number must match; with one, the zone's numbers lie between the two parts.
+    total = first[2] + last[2]
+    differ |= (written[2] != total) if not zoned else (written[2] < total)
+    rolled: np.ndarray = rows[differ].astype(np.int64)
+    return rolled
 
 
 def to_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) -> pa.Array | None:
@@ -141,7 +247,13 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     if spec.format is not None:
         aware = "%z" in spec.format
         parsed = pc.strptime(col, format=spec.format, unit="us", error_is_null=True)
-        bad = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
+        unparsed = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
+        rolled = _rolled_over(col, parsed, spec.format)
+        bad = np.union1d(unparsed, rolled).astype(np.int64)
+        if len(rolled):
+            mask = np.zeros(len(col), dtype=bool)
+            mask[rolled] = True
+            parsed = pc.if_else(pa.array(mask), pa.scalar(None, parsed.type), parsed)
         if len(bad):
             out.rows(name, bad, f"a time in the format '{spec.format}'", values_at(col, bad))
         if aware:

@@ -37,6 +37,7 @@ import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, NoReturn, cast
 
 import numpy as np
 import pyarrow as pa
@@ -45,14 +46,21 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
-from payfm.events.cards import card_number_rows, redact_card_numbers
+from payfm.events.cards import card_number_rows, contains_card_number, redact_card_numbers
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
 from payfm.events.import_outcomes import OUTCOME_ID, follow_charges, outcome_events
-from payfm.events.import_problems import Problems, raise_problems, repeat_count, repeat_filter, values_at
+from payfm.events.import_problems import (
+    KEEP,
+    Problems,
+    raise_problems,
+    repeat_count,
+    repeat_filter,
+    values_at,
+)
 from payfm.events.import_times import to_times
 from payfm.events.mapping import Mapping, load_mapping
 from payfm.events.schema import ID_COLUMNS, schema_of
-from payfm.events.validate import ValidationError, validate_events
+from payfm.events.validate import Problem, ValidationError, validate_events
 from payfm.events.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -77,7 +85,10 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
     CSV columns are read as text: the mapping says how to parse them, so a card number never turns into a
     float and an id never loses its leading zeros. Only an empty cell is null: ``NA``, ``NULL`` or ``nan``
     is text like any other (a merchant may be called NULL; a label ``N/A`` is a problem, not "no label").
-    Column names must be distinct (a ConfigError names the repeated one).
+    Column names must be distinct (a ConfigError names the repeated one). A CSV file must be UTF-8 and
+    comma-separated, with as many cells in every row as in its header: a ragged row is a ValidationError
+    naming its row and line and the counts (never its text), another encoding or separator a ConfigError
+    saying how to convert the file.
     """
     name = path.name.lower()
     try:
@@ -86,24 +97,22 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
             table = pq.read_table(path)
             is_csv = False
         elif name.endswith((".csv", ".csv.gz")):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
-                header = next(csv.reader(f), [])
-            convert = pacsv.ConvertOptions(
-                column_types={h: pa.string() for h in header}, null_values=[""], strings_can_be_null=True
-            )
-            table = pacsv.read_csv(path, convert_options=convert)
+            table = _read_csv(path)
             is_csv = True
         else:
             raise ConfigError(
                 f"Import source '{path}': expected a .csv, .csv.gz, .parquet or .pq file; "
                 f"received '{path.suffix}'."
             )
-    except (OSError, pa.ArrowInvalid, UnicodeDecodeError) as e:
-        # A parser's message quotes the offending row: never echo a card number from it.
+    except (OSError, pa.ArrowInvalid) as e:
+        # A parser's message may quote a row: never echo it (the first ': ' of a CSV parse error ends what
+        # is said about the row), nor a card number from any other message.
+        text = str(e)
+        if text.startswith("CSV parse error:"):
+            text = text.split(": ", 2)[1] if text.count(": ") >= 2 else "CSV parse error"
         raise ConfigError(
             f"Import source '{path}': expected a readable file; received an error "
-            f"({redact_card_numbers(str(e))})."
+            f"({redact_card_numbers(text)})."
         ) from None
     _check_names(table.column_names, path)
     columns = []
@@ -114,6 +123,118 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
             col = col.cast(pa.string())
         columns.append(col.combine_chunks())
     return pa.Table.from_arrays(columns, names=table.column_names), is_csv
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return cast(BinaryIO, gzip.open(path, "rb")) if path.name.lower().endswith(".gz") else path.open("rb")
+
+
+def _read_csv(path: Path) -> pa.Table:
+    """A UTF-8, comma-separated file with a header line, every column as text (see :func:`read_source`)."""
+    with _open_binary(path) as f:
+        if f.read(4).startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise _not_utf8(path, "UTF-16 text (it starts with a UTF-16 byte-order mark)", "UTF-16")
+    try:
+        opener = gzip.open if path.name.lower().endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as lines:
+            header = next(csv.reader(lines), [])
+    except UnicodeDecodeError:
+        raise _encoding_error(path) from None
+    if len(header) == 1:
+        _check_separator(header[0], path)
+    invalid: list[tuple[int, int, int | None]] = []  # (expected, received) cell counts, physical row
+
+    def handle(row: pacsv.InvalidRow) -> str:
+        invalid.append((row.expected_columns, row.actual_columns, row.number))
+        return "skip"  # all of them are counted; none is imported (the whole file is refused below)
+
+    convert = pacsv.ConvertOptions(
+        column_types={h: pa.string() for h in header}, null_values=[""], strings_can_be_null=True
+    )
+    try:
+        table = pacsv.read_csv(
+            path, parse_options=pacsv.ParseOptions(invalid_row_handler=handle), convert_options=convert
+        )
+        if invalid and any(number is None for _e, _r, number in invalid):
+            # Arrow numbers the rows only when it parses in one thread: read again, on this error path only.
+            invalid.clear()
+            pacsv.read_csv(
+                path,
+                read_options=pacsv.ReadOptions(use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=handle),
+                convert_options=convert,
+            )
+    except pa.ArrowInvalid as e:
+        if "invalid UTF8" in str(e):
+            raise _encoding_error(path) from None
+        raise
+    if invalid:
+        _raise_ragged(path, invalid)
+    return table
+
+
+def _raise_ragged(path: Path, invalid: list[tuple[int, int, int | None]]) -> NoReturn:
+    """Rows with another number of cells than the header, by row and line, never their text."""
+    problems: list[Problem] = []
+    for expected, received, number in invalid[:KEEP]:
+        # Arrow's row number counts the header as 1: data row number - 1, on line number (no quoted breaks).
+        row = None if number is None else number - 1
+        problems.append(
+            Problem(
+                None,
+                row,
+                f"{expected} cells, as many as the header has columns (a missing or extra comma, or a "
+                "comma inside an unquoted value?)",
+                f"{received} cells",
+            )
+        )
+    raise_problems(str(path), problems, len(invalid), csv_file=True)
+
+
+def _check_separator(name: str, path: Path) -> None:
+    """A header of one column holding ';', a tab or '|' is a file separated by that, not by commas."""
+    for separator, shown in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+        if separator in name:
+            raise ConfigError(
+                f"Import source '{path}': expected comma-separated columns; received a header of one column "
+                f"holding {shown} {name.count(separator)} time(s): the file seems separated by {shown}. "
+                f"payfm reads comma-separated files: export or save it with ',' as the separator."
+            )
+
+
+def _not_utf8(path: Path, received: str, encoding: str) -> ConfigError:
+    return ConfigError(
+        f"Import source '{path}': expected UTF-8 text; received {received}. Convert it to UTF-8 and import "
+        f"the copy, e.g. `iconv -f {encoding} -t UTF-8 '{path}' > '{path.with_suffix('')}.utf8.csv'`."
+    )
+
+
+def _encoding_error(path: Path) -> ConfigError:
+    """The first byte that is not UTF-8, by row, line and column (read line by line: on this error path
+    only), and how to convert the file."""
+    with _open_binary(path) as f:
+        names: list[str] = []
+        for line_number, line in enumerate(f, 1):
+            try:
+                text = line.decode("utf-8-sig" if line_number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                # Latin-1 maps each byte to one character: the cells before the bad byte, whatever they hold.
+                before = next(csv.reader([line[: e.start].decode("latin-1")]), [""])
+                column = max(len(before) - 1, 0)
+                if line_number == 1:
+                    where = f"line 1 (the header), column {column + 1}"
+                else:
+                    shown = redact_card_numbers(repr(names[column] if column < len(names) else column + 1))
+                    where = f"row {line_number - 1} (line {line_number}), column {shown}"
+                return _not_utf8(
+                    path,
+                    f"the byte 0x{line[e.start]:02x} at {where}, which is not UTF-8 (the file seems to be in "
+                    "another encoding, such as Windows-1252 or Latin-1)",
+                    "WINDOWS-1252",
+                )
+            if line_number == 1:
+                names = next(csv.reader([text]), [])
+    return _not_utf8(path, "bytes that are not UTF-8", "WINDOWS-1252")
 
 
 def _check_names(names: list[str], path: Path) -> None:
@@ -148,11 +269,30 @@ def _check_columns(mapping: Mapping, table: pa.Table, source: str) -> ConfigErro
         if column not in present:
             close = _suggest(column, mapping, present)
             hint = f" (did you mean {close!r}?)" if close else ""
+            where = f"{mapping.name}: '{mapping.source_path(column)}'"
             return ConfigError(
-                f"{mapping.name}: '{mapping.source_path(column)}': expected a column of '{source}'{hint}; "
-                f"received '{column}', which the file does not have."
+                redact_card_numbers(
+                    f"{where}: expected a column of '{source}'{hint}; "
+                    f"received '{column}', which the file does not have."
+                )
             )
     return None
+
+
+def _hide_card_headers(table: pa.Table, is_csv: bool, out: Problems) -> pa.Table:
+    """Column names holding a card number (a header line that is really a data row, a number pasted into
+    a header) are refused like a card number in a cell: reported, never shown. The column is renamed to its
+    redacted name and position, so no later message, nor the summary, shows the number."""
+    names = table.column_names
+    hidden = [i for i, name in enumerate(names) if contains_card_number(name)]
+    if not hidden:
+        return table
+    hint = " (is the first line a data row? the file must start with a header line)" if is_csv else ""
+    renamed = list(names)
+    for i in hidden:
+        renamed[i] = f"{redact_card_numbers(names[i])} (column {i + 1})"
+        out.column(renamed[i], f"a column name without a card number{hint}", "a full card number (not shown)")
+    return table.rename_columns(renamed)
 
 
 def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
@@ -242,6 +382,7 @@ def import_file(
     table, is_csv = read_source(Path(path))
     out = Problems()
     say("scanning for card numbers")
+    table = _hide_card_headers(table, is_csv, out)
     _scan_cards(mapping, table, out)
     missing = _check_columns(mapping, table, source)
     if missing is not None:  # nothing more can be computed; card numbers found come first
