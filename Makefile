@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 WORKSPACE ?= payfm-workspace
 DEMO_CHARGES ?= 1000000
 DEMO_DAYS ?= 120
+DEMO_ARGS ?=
 
 .PHONY: demo test lint typecheck pytest bench clean install
 
@@ -24,7 +25,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(BIN)/payfm --workspace $(WORKSPACE) demo --charges $(DEMO_CHARGES) --days $(DEMO_DAYS)
+	$(BIN)/payfm --workspace $(WORKSPACE) demo --charges $(DEMO_CHARGES) --days $(DEMO_DAYS) $(DEMO_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests bench

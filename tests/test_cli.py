@@ -216,6 +216,24 @@ def test_demo_replay_step_saves_the_starter_rules_once(tmp_path: Path) -> None:
     assert active is not None and active.text == DEMO_RULES and active.version == 3
 
 
+def test_demo_replaces_only_an_event_log_it_wrote_and_says_how_to_fit_a_short_world(tmp_path: Path) -> None:
+    ws = str(tmp_path / "ws")
+    run("-w", ws, "generate", "--charges", "3000", "--days", "5", "--seed", "3")
+    before = Workspace.open(ws).read("charges")["charge_id"].to_pylist()
+    code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5", "--skip-models")
+    assert (
+        code == 1 and "already holds 2,9" in out and "payfm demo did not write" in out and "--replace" in out
+    )
+    assert Workspace.open(ws).read("charges")["charge_id"].to_pylist() == before  # untouched
+    code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5", "--skip-models", "--replace")
+    assert code == 0, out
+    code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5", "--skip-models")
+    assert code == 0, out  # a workspace the demo wrote is replaced again
+    code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5")
+    assert code == 1 and "Traceback" not in out and "Run the demo with --days 120" in out
+    assert "payfm train --horizon-days 20" in out
+
+
 def test_counts_of_rows_read_as_words() -> None:
     from payfm.cli.render import rows_of
 

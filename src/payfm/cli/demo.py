@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 
@@ -11,11 +12,15 @@ from rich.table import Table
 
 from payfm.cli.events import generate_into
 from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar, stage_progress
+from payfm.errors import ConfigError
 from payfm.events.summary import summarize
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.catalog import default_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.offline import backfill
+
+# A workspace whose event log payfm demo wrote (replaced again by the next demo without --replace).
+DEMO_MARKER = "demo.json"
 
 
 @click.command()
@@ -23,12 +28,27 @@ from payfm.features.offline import backfill
 @click.option("--days", default=120, show_default=True, help="Days of history.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.option("--skip-models", is_flag=True, help="Stop after the features (no training or evaluation).")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace the event log of a workspace that holds events not written by payfm demo.",
+)
 @click.pass_context
-def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bool) -> None:
-    """Run the main job end to end: generate the default world (replacing the workspace), summarize it,
-    backfill the default feature set, train LR / RF / GBDT, evaluate them, promote the best, apply starter
-    rules and replay the last day through the decision service (latency and decision mix)."""
+def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bool, replace: bool) -> None:
+    """Run the main job end to end: generate the default world (replacing the workspace's event log: a
+    workspace another command filled needs --replace), summarize it, backfill the default feature set, train
+    LR / RF / GBDT, evaluate them, promote the best, apply starter rules and replay the last day through the
+    decision service (latency and decision mix)."""
     ws = Workspace.open(ctx.obj["workspace"], create=True)
+    marker = ws.root / DEMO_MARKER
+    held = ws.count("charges")
+    if held and not marker.exists() and not replace:
+        raise ConfigError(
+            f"Workspace '{ws.root}' already holds {held:,} charges that payfm demo did not write; the demo "
+            "replaces the event log. Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or "
+            "choose another --workspace."
+        )
+    atomic_write_bytes(marker, json.dumps({"written_by": "payfm demo", "seed": seed}).encode())
     console.rule("[bold]1. Synthetic payments world")
     t0 = time.perf_counter()
     rows = generate_into(ws, charges, days, seed, datetime(2026, 1, 1, tzinfo=UTC), 0.003, None)
@@ -121,8 +141,17 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     # Negatives are downsampled to 10% (and weighted back) so the three models train in about two minutes.
     cfg = TrainConfig(horizon_days=60, downsample=0.1)
     t0 = time.perf_counter()
-    with progress_bar("training", 1) as update:
-        results = run_train(ws, ["lr", "rf", "gbdt"], task("fraud"), fs, cfg, lambda _s, d, n: update(d, n))
+    try:
+        with progress_bar("training", 1) as update:
+            results = run_train(
+                ws, ["lr", "rf", "gbdt"], task("fraud"), fs, cfg, lambda _s, d, n: update(d, n)
+            )
+    except ConfigError:  # its advice names payfm train's options, which the demo does not take
+        raise ConfigError(
+            "The demo trains with a 60-day label horizon and 14-day validation and test periods: this world "
+            "is too short for them. Run the demo with --days 120 (the default), or train on this world "
+            "yourself with a shorter horizon: payfm train --horizon-days 20 --val-days 7 --test-days 7."
+        ) from None
     reg = Registry(ws)
     refs = [register_result(reg, r, fs).ref for r in results]
     console.print(f"Trained and registered {', '.join(refs)} in {time.perf_counter() - t0:.1f} s")
