@@ -50,7 +50,7 @@ import pyarrow as pa
 
 from payfm.errors import shown_url
 from payfm.events.workspace import Workspace, alive
-from payfm.features.definitions import AUTHORIZATION
+from payfm.features.definitions import AUTHORIZATION, LATE_COLUMNS
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from payfm.redis_load import Presence, is_redis_url
@@ -62,7 +62,7 @@ from payfm.serving.decision_log import (
     DecisionRecord,
     open_log,
 )
-from payfm.serving.errors import InvalidInput
+from payfm.serving.errors import Conflict, InvalidInput, shown
 from payfm.serving.feedback import FeedbackMixin
 from payfm.serving.fm_embeddings import (
     STALE_CHECK,
@@ -620,8 +620,10 @@ class Scorer(FeedbackMixin):
             bundle = self.bundle  # read under the lock: a reload swaps embedders under it
             other = self._pending.get(cid)
             stored = None
-            counted = other is None and self.online.store.charge_fields(cid) is not None
-            if counted:
+            known = None if other is not None else self.online.store.charge_fields(cid)
+            counted = known is not None
+            if known is not None:
+                _refuse_another_charge(cid, known, c)
                 stored = self.log.get_decision(cid)
             if other is None and stored is None:
                 vector = self.online.vector_then_update(c)
@@ -784,6 +786,24 @@ def _apply_event(online: OnlineFeatures, kind: str, payload: dict[str, Any]) -> 
             payload.get("amount"),
             payload.get("currency"),
         )
+
+
+def _refuse_another_charge(cid: str, known: Mapping[str, Any], charge: Mapping[str, Any]) -> None:
+    """A charge id the service knows (it decided it, or the event log holds it) sent with other fields is
+    another charge, not a retry: refused (409) rather than answered with the first one's decision, or its
+    later outcomes (a review closed as fraud) would label the first. ``known``: the fields the state keeps of
+    it (entity keys, amounts); the processor's result (``outcome``) may differ between a retry and the
+    first."""
+    for name, value in known.items():
+        if name in LATE_COLUMNS or name not in charge:
+            continue
+        if charge[name] != value:
+            raise Conflict(
+                f"Charge {shown(cid)!r} is known already (decided by this service, or in the event log) with "
+                f"another '{name}': a retry must send the same charge, and a new charge needs a new "
+                "charge_id.",
+                field=name,
+            )
 
 
 def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
