@@ -1,6 +1,7 @@
 """A refund or dispute reported to the decision service counts its own amount (at its charge's rate) in the
 features that sum outcome amounts, as the offline backfill does, in memory and on Redis, and after a restart
-that rebuilds the state from the decision log."""
+that rebuilds the state from the decision log; one in another currency than its charge's, or for more than
+its charge, is refused."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
+from payfm.serving.errors import InvalidInput
 from payfm.serving.scorer import Scorer
 from services import REDIS_SCRATCH_URL
 from test_serving_reviews import charge
@@ -47,13 +49,21 @@ def test_a_partial_refund_counts_its_own_amount_at_its_charges_rate(
         # EUR 50.00 of EUR 200.00 (USD 216.74): USD 54.18, rounded down.
         s.record_outcome("refunds", {**refund, "refund_id": "re_1", "amount": 5_000, "currency": "eur"})
         assert s.score(_later(2, now)).features[SUM] == pytest.approx(54.18)
-        # In another currency than its charge's: its charge's whole amount.
-        s.record_outcome("refunds", {**refund, "refund_id": "re_2", "amount": 10, "currency": "gbp"})
-        assert s.score(_later(3, now)).features[SUM] == pytest.approx(54.18 + 216.74)
+        # Not in its charge's currency, or more than its charge: refused (Stripe's rules), nothing counted.
+        with pytest.raises(InvalidInput, match="expected the currency of its charge, 'eur'") as e:
+            s.record_outcome("refunds", {**refund, "refund_id": "re_2", "amount": 10, "currency": "gbp"})
+        assert e.value.field == "currency"
+        with pytest.raises(
+            InvalidInput, match=r"no larger than its charge's \(20000 in the minor unit of eur"
+        ):
+            s.record_outcome("refunds", {**refund, "refund_id": "re_3", "amount": 20_001, "currency": "eur"})
+        # EUR 20.00 more: USD 21.67.
+        s.record_outcome("refunds", {**refund, "refund_id": "re_4", "amount": 2_000, "currency": "eur"})
+        assert s.score(_later(3, now)).features[SUM] == pytest.approx(54.18 + 21.67)
     finally:
         s.close(snapshot=False)
     again = Scorer.open(ws, state=url)  # rebuilt from the decision log (memory) or read back (Redis)
     try:
-        assert again.score(_later(4, now)).features[SUM] == pytest.approx(54.18 + 216.74)
+        assert again.score(_later(4, now)).features[SUM] == pytest.approx(54.18 + 21.67)
     finally:
         again.close(snapshot=False)

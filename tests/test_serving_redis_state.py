@@ -121,7 +121,8 @@ def test_a_process_catches_the_shared_state_up_with_outcomes_it_counted_elsewher
     alone = Scorer.open(b_ws)
     dispute = {"dispute_id": "dp_elsewhere", "charge_id": last["charge_id"], "reason": "fraudulent"}
     when = (last["created"] + timedelta(hours=1)).isoformat()
-    got = alone.record_outcome("disputes", dispute | {"created": when, "amount": 1_000, "currency": "usd"})
+    money = {"amount": last["amount"], "currency": last["currency"]}  # a dispute of the whole charge
+    got = alone.record_outcome("disputes", dispute | {"created": when, **money})
     assert got["applied"]
     alone.close(snapshot=False)
     a = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)

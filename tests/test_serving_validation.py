@@ -185,7 +185,7 @@ def test_an_outcome_of_a_charge_only_the_event_log_holds_is_taken(ws: Workspace)
         w.write("charges", validate_events("charges", charge_table(1)))  # ch_000000 at T0
     s = Scorer.open(ws)
     try:
-        at = dispute("dp_0", "ch_000000", T0.isoformat())
+        at = dispute("dp_0", "ch_000000", T0.isoformat()) | {"amount": 1000}  # the whole $10.00 charge
         with pytest.raises(InvalidInput) as e:
             s.record_outcome("disputes", at)
         assert e.value.field == "created"

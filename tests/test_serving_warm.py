@@ -260,13 +260,14 @@ def test_an_outcome_the_event_log_holds_is_not_written_again_and_one_before_its_
         assert ws.count("refunds") == before and not scorer.log.has_outcome("refunds", refund["refund_id"])
         charge = ws.read("charges").to_pylist()[0]
         early = {"dispute_id": "dp_early", "charge_id": charge["charge_id"], "reason": "fraudulent"}
+        money = {"amount": 1, "currency": charge["currency"]}  # in its charge's currency
         with pytest.raises(InvalidInput, match="before its charge") as info:
             when = charge["created"] - timedelta(days=1)
-            scorer.record_outcome("disputes", early | {"created": when, "amount": 1, "currency": "usd"})
+            scorer.record_outcome("disputes", early | {"created": when, **money})
         assert (
             info.value.field == "created" and "dp_early" not in ws.read("disputes")["dispute_id"].to_pylist()
         )
-        later = early | {"created": charge["created"] + timedelta(days=1), "amount": 1, "currency": "usd"}
+        later = early | {"created": charge["created"] + timedelta(days=1), **money}
         assert not scorer.record_outcome("disputes", later)["duplicate"]  # a new one is taken as before
         assert "dp_early" in ws.read("disputes")["dispute_id"].to_pylist()
     finally:

@@ -206,11 +206,14 @@ class FeedbackMixin:
         key = f"{table}:{oid}"
         # Outside the lock. Replaying the event log in process (append_outcomes False) reads outcomes of the
         # log itself: neither check applies, and the decision log alone dates decided charges.
-        logged, charge_us = self._event_log_facts(table, oid, cid, self.append_outcomes)
+        logged, charge = self._event_log_facts(table, oid, cid, self.append_outcomes)
+        charge_us = None if charge is None else int(charge["created_us"])
         in_log = bool(logged)
         if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
             raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
         refused = _unfollowed(table, oid, cid, created_us, charge_us, self.append_outcomes and not in_log)
+        if refused is None and self.append_outcomes and not in_log and charge is not None:
+            refused = _unlike_its_charge(table, event, charge)
         if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
             raise refused
         stored: dict[str, Any] | None = None
@@ -395,19 +398,22 @@ class FeedbackMixin:
 
     def _event_log_facts(
         self, table: str, oid: str, cid: str, look_in_log: bool
-    ) -> tuple[list[dict[str, Any]], int | None]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
         """The event log's rows of outcome ``oid`` of ``table`` (their ``charge_id``, and ``reason`` for
-        disputes; empty: none, or not ``look_in_log``), and the time (us) of charge ``cid`` (from the decision
-        log, else, with ``look_in_log``, the event log; None when unknown)."""
+        disputes; empty: none, or not ``look_in_log``), and charge ``cid``'s time (``created_us``), amount and
+        currency (from the decision log, else, with ``look_in_log``, the event log; None when unknown)."""
         decided = self.log.get_charge(cid)
         if not look_in_log:
-            return [], (int(decided["created_us"]) if decided is not None else None)
+            return [], decided
         columns = ("charge_id", "reason") if table == "disputes" else ("charge_id",)
         logged = _matching_rows(self.ws, table, OUTCOME_TABLES[table], oid, columns)
         if decided is not None:
-            return logged, int(decided["created_us"])
-        found = _matching(self.ws, "charges", "charge_id", cid, "created")
-        return logged, (int(found[0].timestamp() * 1_000_000) if found else None)
+            return logged, decided
+        found = _matching_rows(self.ws, "charges", "charge_id", cid, ("created", "amount", "currency"))
+        if not found:
+            return logged, None
+        row = found[0]
+        return logged, {**row, "created_us": int(row["created"].timestamp() * 1_000_000)}
 
     def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
         """Append ``events`` (logged already) to the event log, then mark them appended in the decision log.
@@ -530,6 +536,30 @@ _KEY_INDEX_LOCK = threading.Lock()
 def _file_index(path: str, key: str) -> np.ndarray:
     values = pq.ParquetFile(path).read(columns=[key])[key].to_pylist()
     return np.sort(np.fromiter((hash(v) for v in values if v is not None), dtype=np.int64))
+
+
+def _unlike_its_charge(
+    table: str, event: Mapping[str, Any], charge: Mapping[str, Any]
+) -> InvalidInput | None:
+    """Why a refund or dispute reported live cannot be one of ``charge`` (None if it can): it is in its
+    charge's currency, for a positive amount no larger than the charge's (Stripe's rules for both)."""
+    if table not in ("refunds", "disputes") or charge.get("amount") is None:
+        return None
+    what = "refund" if table == "refunds" else "dispute"
+    if event["currency"] != charge.get("currency"):
+        return InvalidInput(
+            f"Field 'currency': expected the currency of its charge, {charge.get('currency')!r} (a {what} is "
+            f"in its charge's currency). Got {shown(event['currency'])!r}.",
+            field="currency",
+        )
+    most = int(charge["amount"])
+    if not 0 < int(event["amount"]) <= most:
+        return InvalidInput(
+            f"Field 'amount': expected a positive amount no larger than its charge's ({most} in the minor "
+            f"unit of {charge.get('currency')}). Got {int(event['amount'])}.",
+            field="amount",
+        )
+    return None
 
 
 def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
