@@ -217,6 +217,36 @@ def test_a_review_closed_as_refunded_as_fraud_counts_as_fraud(hand_ws: Workspace
     assert rep.outcomes["legit"] == Tally(5, 3300.0)  # 8 stays legit: an approval is not a label
 
 
+def test_an_outcome_written_long_after_the_last_charge_warns_that_every_label_reads_final(
+    hand_ws: Workspace, tmp_path: Path
+) -> None:
+    """A review closed today on a log of past charges moves the log's end (the labels' "now") past every
+    horizon: the backtest says so instead of silently reading the last charges' labels as final."""
+    import shutil
+
+    ws = Workspace.open(shutil.copytree(hand_ws.root, tmp_path / "ws"))
+    at_end = backtest(ws, compile_(NEW), FSET, horizon=timedelta(days=20))
+    assert not any("latest event" in w for w in at_end.warnings)  # the EFW 10 days after: within 20 days
+    closure = {
+        "charge_id": ws.read("charges")["charge_id"].to_pylist()[8],
+        "created": T0 + timedelta(days=200),  # closed "now", long after the log's charges
+        "opened": T0 + timedelta(days=1),
+        "closed_as": "approved",
+        "rule": "big",
+        "risk_score": None,
+        "reviewer": "analyst",
+        "note": None,
+    }
+    with ws.writer() as w:
+        w.write("reviews", pa.Table.from_pylist([closure], schema=SCHEMAS["reviews"]))
+    rep = backtest(ws, compile_(NEW), FSET, horizon=timedelta(days=20))
+    assert rep.as_of == T0 + timedelta(days=200) and rep.pending == 0
+    [warning] = [w for w in rep.warnings if "latest event" in w]
+    assert "197 days after its latest charge (2026-01-03T15:00:00)" in warning  # 10 charges, 6 h apart
+    assert "every label reads final" in warning
+    assert backtest(ws, compile_(NEW), FSET, **SETTLED).warnings == ()  # an as_of chosen: no warning
+
+
 def test_backtest_scores_the_window_with_a_registered_model(tmp_path: Path) -> None:
     import numpy as np
     from click.testing import CliRunner

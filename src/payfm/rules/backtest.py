@@ -356,6 +356,7 @@ def _warnings(
     end: datetime | None,
     scored: bool,
     scores_source: str,
+    at_log_end: bool = True,
 ) -> list[str]:
     out = []
     if report.charges == 0:
@@ -368,6 +369,19 @@ def _warnings(
                 f"run from {first.isoformat()} to {last.isoformat()}."
             )
         return out
+    [(last_charge,)] = con.execute("SELECT max(created) FROM charges").fetchall()
+    as_of = report.as_of
+    if at_log_end and as_of is not None and last_charge is not None and as_of - last_charge > report.horizon:
+        # An outcome dated now on a log of past charges (a review closed today on a replayed world) moves the
+        # log's end past every horizon: all labels read final, though the later disputes never came.
+        out.append(
+            f"the log's latest event ({as_of.isoformat()[:19]}) is "
+            f"{(as_of - last_charge) / timedelta(days=1):,.0f} days after its latest charge "
+            f"({last_charge.isoformat()[:19]}), more than the label horizon: every label reads final. If the "
+            "log's charges stop earlier than its outcomes (an export of the past, with outcomes written "
+            "since), the labels of its last charges may not be final: backtest an earlier window (--to), or "
+            "read labels as of the export (backtest(..., as_of=) in Python)."
+        )
     pending = report.pending
     if pending and pending >= PENDING_WARNING_SHARE * report.charges:
         cutoff = (report.as_of - report.horizon).isoformat() if report.as_of else "?"
@@ -449,7 +463,8 @@ def backtest(
         report = evaluate_table(con, ruleset, baseline, keep_decisions=keep_decisions)
         [(reported,)] = con.execute(f"SELECT count_if(label = 'pending' AND reported) FROM {BASE}").fetchall()
         report = replace(report, horizon=horizon, as_of=labels_as_of, pending_fraud=int(reported or 0))
-        return replace(report, warnings=tuple(_warnings(con, report, start, end, scored, scores_source)))
+        warnings = _warnings(con, report, start, end, scored, scores_source, at_log_end=as_of is None)
+        return replace(report, warnings=tuple(warnings))
 
     try:
         return _interruptible(con, work)
