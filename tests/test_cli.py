@@ -93,6 +93,9 @@ def test_training_set_horizon_takes_fractional_days(tmp_path: Path) -> None:
     assert run("-w", ws, "features", "backfill", "--set", "tiny")[0] == 0
     code, out = run("-w", ws, "features", "training-set", "--set", "tiny", "--horizon-days", "0.5")
     assert code == 0 and "(horizon 0.5 d)" in out, out
+    assert "no label is mature" not in out and "'scenario' is the synthetic world's ground truth" in out
+    code, out = run("-w", ws, "features", "training-set", "--set", "tiny", "--horizon-days", "30")
+    assert code == 0 and " 0 mature labels" in out and "warning: no label is mature" in out, out
     bad = CliRunner().invoke(
         cli, ["-w", ws, "features", "training-set", "--set", "tiny", "--horizon-days", "0"]
     )

@@ -157,3 +157,16 @@ def training_set(ctx: click.Context, set_name: str, horizon_days: float, out: st
         f"{table.num_rows:,} charges: {fraud:,} labelled fraud, {mature:,} mature labels, "
         f"{table.num_rows - mature:,} immature (horizon {horizon_days:g} d) -> {path}"
     )
+    if table.num_rows and not mature:
+        console.print(
+            f"[yellow]warning: no label is mature: every charge is less than {horizon_days:g} days before "
+            "the log's end, so a 0 may still become fraud. Train on mature labels only: pass a shorter "
+            "--horizon-days (disputes mostly arrive within 60 days) or use a longer log.[/yellow]",
+            highlight=False,
+        )
+    if "scenario" in table.column_names:
+        console.print(
+            "[dim]'scenario' is the synthetic world's ground truth (null for genuine charges): drop it with "
+            "is_fraud, label_time and mature before fitting.[/dim]",
+            highlight=False,
+        )

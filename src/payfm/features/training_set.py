@@ -52,7 +52,8 @@ def build_training_set(
     horizon: timedelta = DEFAULT_HORIZON,
     out: str | os.PathLike[str] | None = None,
 ) -> tuple[Path, pa.Table]:
-    """Features + ``is_fraud``, ``label_time``, ``mature`` (and ``scenario`` where known), one row per charge.
+    """Features + ``is_fraud``, ``label_time``, ``mature`` (and ``scenario`` where known: the synthetic
+    world's ground truth, never a model input), one row per charge.
 
     Written atomically to ``out`` (default ``features/<set>-<version>.training.parquet`` in the workspace).
     """
