@@ -150,6 +150,7 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
 
     code, out = run("list")
     assert code == 0 and "fraud-x@1" in out and "fraud-x@2" in out and "candidate" in out
+    assert "test AP" in out and "0.5000" in out  # the validation AP registered; no test AP: "-"
     assert run("promote", "fraud-x@1")[0] == 0 and run("promote", "fraud-x@2")[0] == 0
     code, out = run("rollback", "fraud-x")
     assert code == 0 and "fraud-x@1 is production again" in out

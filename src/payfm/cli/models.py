@@ -217,20 +217,24 @@ def models() -> None:
 @click.option("--name", default=None, help="Only versions of this model name.")
 @click.pass_context
 def list_(ctx: click.Context, name: str | None) -> None:
-    """List every registered version with its stage and validation AP."""
+    """List every registered version with its stage, what it fits on and its validation and test AP (test:
+    its held-out test period, "-" when it was trained with --recent-test on immature labels)."""
     reg = Registry(Workspace.open(ctx.obj["workspace"]))
     table = Table(title="Registered models")
-    for col in ("model", "stage", "kind", "task", "feature set", "val AP", "created"):
+    for col in ("model", "stage", "kind", "task", "feature set", "fits on", "val AP", "test AP", "created"):
         table.add_column(col)
     for v in reg.list(name):
-        ap = v.entry.get("metrics", {}).get("val_ap", float("nan"))
+        metrics = v.entry.get("metrics", {})
+        training = v.entry.get("training", {})
         table.add_row(
             v.ref,
             v.stage,
             v.kind,
             v.task,
             f"{v.feature_set} {v.feature_set_version}",
-            _fmt(float(ap)),
+            str(training.get("train_on", "-")),
+            _fmt(float(metrics.get("val_ap", float("nan")))),
+            _fmt(float(metrics.get("test_ap", float("nan")))),
             v.created_at[:19],
         )
     console.print(table)
