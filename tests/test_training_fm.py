@@ -20,7 +20,7 @@ from payfm.features.catalog import tiny_set
 from payfm.fm.embed import embed, embedding_matrix, outputs_for
 from payfm.fm.identity import checkpoint_hash, checkpoint_meta, input_names
 from payfm.fm.pretrain import PretrainConfig, pretrain
-from payfm.fm.sequences import read_charges
+from payfm.fm.sequences import read_charges, time_cut
 from payfm.registry import Registry
 from payfm.serving.scorer import Scorer
 from payfm.synth import WorldConfig, generate_world
@@ -127,11 +127,17 @@ def test_a_checkpoint_pretrained_on_the_validation_period_is_refused(ws: Workspa
     assert "fm/late' was pretrained on charges up to 20" in result.output  # the end of its data
     assert "after the validation period starts" in result.output
     assert "pretrain --name late --until-frac 0." in result.output
-    # resuming on another window would misstate what the weights have seen: refused
-    with pytest.raises(ConfigError, match="another window of the log"):
+    # resuming on another window would misstate what the weights have seen: refused, naming its window
+    with pytest.raises(
+        ConfigError, match=r"another window of the log.*resume with its window \(--until-frac 1\)"
+    ):
         pretrain(
             ws, PretrainConfig(**{**TINY.__dict__, "until_us": 1, "steps": 4}), out=ws.root / "fm" / "late"
         )
+    cut = time_cut(ws, 0.3)
+    pretrain(ws, PretrainConfig(**{**TINY.__dict__, "until_us": cut}), out=ws.root / "fm" / "cut")
+    with pytest.raises(ConfigError, match=r"resume with its window \(--until-frac 0\.3\)"):
+        pretrain(ws, PretrainConfig(**{**TINY.__dict__, "until_us": None}), out=ws.root / "fm" / "cut")
     missing = runner.invoke(cli, ["-w", str(ws.root), "train", "--set", "tiny", *SPLIT, "--fm", "nope"])
     assert missing.exit_code == 1 and "No foundation-model checkpoint" in missing.output
 

@@ -236,11 +236,12 @@ def pretrain(
         before = meta.get("pretrain", {})
         window = (before.get("until_us"), before.get("max_charges"))
         if window != (config.until_us, config.max_charges):
+            flags = _window_flags(ws, window[0], window[1])
             raise ConfigError(
                 f"Checkpoint '{path}' was pretrained on another window of the log: charges before "
                 f"{_when(window[0])}, {_first(window[1])}; this run asks for charges before "
                 f"{_when(config.until_us)}, {_first(config.max_charges)}. Resuming would misstate what it "
-                "has seen: resume with its --until-frac and --max-charges, or start over with --fresh."
+                f"has seen: resume with its window ({flags}), or start over with --fresh."
             )
         changed = [k for k in RESUME_FIXED if k in before and before[k] != getattr(config, k)]
         if changed:
@@ -357,6 +358,29 @@ def pretrain(
     return PretrainResult(
         path=path, step=end, losses=losses, charges_per_s=done / elapsed if elapsed > 0 else 0.0
     )
+
+
+def _window_flags(ws: Workspace, until_us: int | None, max_charges: int | None) -> str:
+    """The `payfm fm pretrain` options that select a checkpoint's window of this log: the shortest
+    ``--until-frac`` whose cut (:func:`~payfm.fm.sequences.time_cut`) is ``until_us``, and --max-charges."""
+    parts = [] if max_charges is None else [f"--max-charges {max_charges}"]
+    if until_us is None:
+        return " ".join(["--until-frac 1", *parts])
+    con = ws.connect()
+    try:
+        row = con.execute(
+            f"SELECT count(*), count_if(epoch_us(created) < {int(until_us)}), "
+            f"count_if(epoch_us(created) = {int(until_us)}) FROM charges"
+        ).fetchone()
+    finally:
+        con.close()
+    n, before, at = (int(v or 0) for v in row) if row else (0, 0, 0)
+    # time_cut takes the charge at offset floor(n * frac): any offset among the charges at until_us.
+    for digits in range(1, 10):
+        frac = round((before + 0.5) / max(n, 1), digits)
+        if 0 < frac < 1 and before <= math.floor(n * frac) < before + at:
+            return " ".join([f"--until-frac {frac:g}", *parts])
+    return " ".join(["its --until-frac (this log changed since: none selects the same charges)", *parts])
 
 
 def _when(us: int | None) -> str:
