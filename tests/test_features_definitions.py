@@ -43,6 +43,8 @@ REFUSED: list[tuple[Callable[[], object], tuple[str, ...]]] = [
         ("'x'", "'ip_address'", "IPv4 or IPv6", "Got '010.0.0.1'"),
     ),
     (lambda: RequestFeature("x", "is", ("channel",)), ("'x'", "'is' needs at least one value", "Got none")),
+    # an unknown aggregation is named as given, not by a generated name ('card.cnt_None_all')
+    (lambda: Aggregate("card", "cnt"), ("Feature 'card.cnt':", "Got 'cnt'", "Did you mean 'count'?")),
     (
         lambda: RequestFeature("x", "is", ("channel",), "ecommerce"),  # type: ignore[arg-type]
         ("'x'", "values must be a tuple", "Got 'ecommerce'"),

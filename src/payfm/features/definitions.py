@@ -285,7 +285,10 @@ class Aggregate:
         if self.resolution is None and self.window is not None:
             object.__setattr__(self, "resolution", default_resolution(self.window))
         if not self.name:
-            object.__setattr__(self, "name", self._auto_name())
+            known = self.agg in AGGS and self.entity in ENTITIES and self.source in SOURCES
+            # an unknown aggregation, entity or source: named as given in the error (not 'card.cnt_None_all')
+            name = self._auto_name() if known else f"{self.entity}.{self.agg}"
+            object.__setattr__(self, "name", name)
         self.validate()
 
     def _auto_name(self) -> str:
