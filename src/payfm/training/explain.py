@@ -55,11 +55,12 @@ def template(f: Aggregate | RequestFeature | Derived) -> str:
         if f.filter:
             what = f"{f.filter.replace('_', ' ')} {what}"
         span = _span(f)
+        # the typical value in the value's unit: dollars for amounts, seconds for times
+        money = f.column == "amount_usd" and f.agg in ("sum", "mean", "min", "max", "std", "last")
+        typical = "${typical}" if money else "{typical} s" if f.agg in ("since_prev", "since_first") else None
         if f.agg == "count":
             body = f"{{value}} {what} on {who} in {span}" if f.window else f"{{value}} {what} on {who} so far"
-        elif f.agg == "sum":
-            # an outcome reads its charge's columns: the refunded charges' amounts, not the amounts refunded
-            what = what.replace("refunds", "refunded charges")
+        elif f.agg == "sum":  # (an outcome's amount is its own: the amounts refunded or disputed)
             body = f"${{value}} of {what} on {who} in {span}"
         elif f.agg == "distinct":
             col = (f.column or "").replace("_", " ")
@@ -70,18 +71,19 @@ def template(f: Aggregate | RequestFeature | Derived) -> str:
             which = "previous" if f.agg == "since_prev" else "first"
             body = f"{{value}} s since the {which} charge of {who}"
         else:
-            col = (f.column or "").replace("_", " ")
-            body = f"{f.agg} {col} of {who} over {span}: {{value}}"
-        return body + "; typical: {typical}"
+            col = "amount" if money else (f.column or "").replace("_", " ")
+            value = "${value}" if money else "{value}"
+            body = f"{f.agg} {col} of {who} over {span}: {value}"
+        return body + "; typical: " + (typical or "{typical}")
     if isinstance(f, RequestFeature):
         words = {
-            "amount_usd": "amount ${value}",
-            "amount_usd_log": "log amount {value}",
-            "local_hour": "local hour {value}",
-            "since": "{value} s since " + " ".join(f.columns).replace("_", " "),
+            "amount_usd": "amount ${value}; typical: ${typical}",
+            "amount_usd_log": "log amount {value}; typical: {typical}",
+            "local_hour": "local hour {value}; typical: {typical}",
+            "since": "{value} s since " + " ".join(f.columns).replace("_", " ") + "; typical: {typical} s",
         }
         if f.kind in words:
-            return words[f.kind] + "; typical: {typical}"
+            return words[f.kind]
         return f.name.replace("_", " ") + ": {value}; typical: {typical}"
     return f.name.replace(".", ": ").replace("_", " ") + " {value}; typical: {typical}"
 

@@ -1,0 +1,33 @@
+"""Reason texts give the typical value in the value's own unit (dollars, seconds), and an outcome sum reads
+as the amounts refunded (an outcome's amount is its own)."""
+
+from __future__ import annotations
+
+from payfm.features.catalog import default_set
+from payfm.training.explain import Reason, templates
+
+T = templates(default_set())
+
+
+def text(name: str, value: float, typical: float) -> str:
+    return Reason(name, value, typical, 1.0, T[name]).text
+
+
+def test_typical_values_carry_the_values_unit() -> None:
+    assert text("merchant.sum_amount_usd_1h", 0.0, 138.0) == (
+        "$0 of charges on this merchant in the last hour; typical: $138"
+    )
+    assert text("card.since_first", 240.0, 718_538.0) == (
+        "240 s since the first charge of this card; typical: 718,538 s"
+    )
+    assert text("card.min_amount_usd_all", 1.0, 17.7) == (
+        "min amount of this card over all time: $1; typical: $17.7"
+    )
+    assert text("amount_usd", 950.0, 42.5) == "amount $950; typical: $42.5"
+    assert text("card.count_charges_1h", 9.0, 0.3) == "9 charges on this card in the last hour; typical: 0.3"
+
+
+def test_a_refund_sum_reads_as_the_amounts_refunded() -> None:
+    assert text("merchant.sum_amount_usd_refunds_7d", 54.18, 0.0) == (
+        "$54.2 of refunds on this merchant in the last 7 days; typical: $0"
+    )
