@@ -90,6 +90,8 @@ def test_replay_options_and_a_replay_where_every_request_fails_are_one_line_erro
         (["--from", "tomorrow"], "--from must be an ISO date"),
         (["--from", "2026-01-03", "--to", "2026-01-02"], "must be after --from"),
         (["--from", "2026-01-03", "--http", "http://127.0.0.1:1", "--key", "k"], "No decision service"),
+        (["--from", "2027-01-01"], "The replay window 2027-01-01 .. end of log holds no charges"),
+        (["--from", "2025-01-01", "--to", "2025-02-01"], "the event log's charges run from 2026-01-01"),
     ]
     for args, said in cases:
         r = CliRunner().invoke(cli, [*base, *args])
@@ -128,12 +130,15 @@ def test_a_replay_over_http_stops_at_the_first_refused_key(ws: Workspace) -> Non
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         first = pc.min(ws.read("charges")["created"]).as_py()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
         with pytest.raises(Aborted, match=r"refused the API key \(401\): check --key"):
-            replay_http(ws, first, None, f"http://127.0.0.1:{server.server_address[1]}", "wrong")
+            replay_http(ws, first, None, url, "wrong")
+        with pytest.raises(Aborted, match=r"asks for an API key \(401\) and none was given: pass --key"):
+            replay_http(ws, first, None, url, None)
     finally:
         server.shutdown()
         server.server_close()
-    assert posts == ["/v1/charges/score"]
+    assert posts == ["/v1/charges/score"] * 2
 
 
 def test_a_replay_with_outcomes_reported_after_the_decisions_sees_the_same_features(ws: Workspace) -> None:

@@ -5,6 +5,7 @@ Thin: parse options, call payfm.rules, render with rich.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -43,9 +44,18 @@ def _read(path: str) -> str:
         size = p.stat().st_size
         if size > MAX_TEXT_BYTES:
             raise RuleError(f"A ruleset has at most {MAX_TEXT_BYTES:,} bytes. '{path}' has {size:,}.")
-        return p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        data = p.read_bytes()
+    except OSError as e:
         raise ConfigError(f"Cannot read rules file '{path}': {e}") from None
+    return rulesets.decode_text(data, path)
+
+
+def _printable(text: str) -> str:
+    """``text`` with its control characters escaped (``\\x1b``): a value stored before they were refused
+    must not take over the terminal that shows it."""
+    if text.isprintable():
+        return text
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in text)
 
 
 def _day(value: str | None, name: str) -> datetime | None:
@@ -403,7 +413,7 @@ def show_list(ctx: click.Context, name: str) -> None:
     table = Table(title=Text(f"List '{info.name}' ({info.type}, {info.size:,} values)"))
     table.add_column("value")
     for v in lists_lib.list_values(ws, name):
-        table.add_row(Text(v))  # a value is text, never markup: '[red]cus_1' stays '[red]cus_1'
+        table.add_row(Text(_printable(v)))  # text, never markup: '[red]cus_1' stays '[red]cus_1'
 
     console.print(table)
 
@@ -418,5 +428,5 @@ def audit_list(ctx: click.Context, name: str) -> None:
     for col in ("at", "author", "action", "value"):
         table.add_column(col)
     for e in lists_lib.audit(ws, name):
-        table.add_row(e.at[:26], Text(e.author), e.action, Text(e.value or ""))
+        table.add_row(e.at[:26], Text(_printable(e.author)), e.action, Text(_printable(e.value or "")))
     console.print(table)

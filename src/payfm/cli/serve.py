@@ -6,6 +6,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -215,9 +216,13 @@ def keys_create(ctx: click.Context, name: str) -> None:
 @click.pass_context
 def keys_list(ctx: click.Context) -> None:
     """Every key: name, id, creation time, active or revoked (never the key itself)."""
+    from payfm.events.cards import redact_card_numbers
+
     for k in _keystore(ctx).list():
         status = f"revoked {k['revoked_at']}" if k["revoked_at"] else "active"
-        click.echo(f"{k['name']}\t{k['id']}\tcreated {k['created_at']}\t{status}")
+        # A name created before names were checked may hold a card number: never printed.
+        name = redact_card_numbers(k["name"])
+        click.echo(f"{name}\t{k['id']}\tcreated {k['created_at']}\t{status}")
 
 
 @keys.command("revoke")
@@ -225,8 +230,10 @@ def keys_list(ctx: click.Context) -> None:
 @click.pass_context
 def keys_revoke(ctx: click.Context, name: str) -> None:
     """Revoke the key NAME: requests with it get 401 from then on."""
+    from payfm.events.cards import redact_card_numbers
+
     _keystore(ctx).revoke(name)
-    click.echo(f"revoked {name}")
+    click.echo(f"revoked {redact_card_numbers(name)}")
 
 
 @serve.group("state")
@@ -444,6 +451,7 @@ def replay(
     assert s is not None  # --from is required
     if e is not None and e <= s:
         raise ConfigError(f"--to ({end}) must be after --from ({start}).")
+    _refuse_an_empty_window(ws, s, e, start, end)
     if url:
         rep = replay_http(ws, s, e, url, key, authorize_after=authorize_after)
         if rep.errors and not rep.mix:  # nothing was decided: a wrong URL or key, a server down
@@ -459,6 +467,27 @@ def replay(
                 ws, s, e, warm_progress=update, durability=durability, authorize_after=authorize_after
             )
     print_replay(rep, f"Replay {start} .. {end or 'end of log'}")
+
+
+def _refuse_an_empty_window(
+    ws: Workspace, s: datetime, e: datetime | None, start: str, end: str | None
+) -> None:
+    """A window holding no charge replays nothing: an error giving the log's range (as a backtest does)."""
+    con = ws.connect()
+    try:
+        upto = f" AND created < '{e.isoformat()}'::TIMESTAMPTZ" if e is not None else ""
+        [(n, first, last)] = con.execute(
+            f"SELECT count_if(created >= '{s.isoformat()}'::TIMESTAMPTZ{upto}), min(created), max(created) "
+            "FROM charges"
+        ).fetchall()
+    finally:
+        con.close()
+    if not n:
+        where = f"run from {first.isoformat()} to {last.isoformat()}" if first is not None else "are none"
+        raise ConfigError(
+            f"The replay window {start} .. {end or 'end of log'} holds no charges: the event log's charges "
+            f"{where}. Choose --from (and --to) within them."
+        )
 
 
 def print_replay(rep: ReplayReport, title: str) -> None:

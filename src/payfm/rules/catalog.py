@@ -27,7 +27,7 @@ from typing import Literal
 from payfm.events.schema import RULES, FieldRule
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
-from payfm.rules.limits import RuleError
+from payfm.rules.limits import RuleError, control_character
 from payfm.training.scores import RISK_LEVELS
 
 Type = Literal["number", "string", "bool"]
@@ -222,8 +222,8 @@ class _Checker:
             if isinstance(e.value, bool):
                 return "bool"
             if isinstance(e.value, str):
-                if any(ord(ch) < 32 for ch in e.value):
-                    self.error(e, "A string literal must not contain control characters.")
+                if (control := control_character(e.value)) is not None:
+                    self.error(e, f"A string literal must not contain control characters. {control}")
                 return "string"
             return "number"
         if isinstance(e, ast.Arith):
@@ -266,8 +266,8 @@ class _Checker:
                     like = _describe(e.operand)
                     self.error(e, f"Every value of `in (...)` must be a {t} like {like}. Got {_literal(v)}.")
                     break
-                if isinstance(v, str) and any(ord(ch) < 32 for ch in v):
-                    self.error(e, "A string literal must not contain control characters.")
+                if isinstance(v, str) and (control := control_character(v)) is not None:
+                    self.error(e, f"A string literal must not contain control characters. {control}")
                     break
                 if t is not None and not self.check_value(e, e.operand, v):
                     break

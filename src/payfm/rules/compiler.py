@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from payfm.events.schema import RULES
 from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS
 
@@ -78,6 +79,49 @@ def _by_prefix(e: ast.InList) -> bool:
 def list_table(name: str) -> str:
     """The (quoted) table a backtest registers for list ``name``: one VARCHAR column ``value``."""
     return quote_ident(f"__payfm_list_{name}")
+
+
+# Charge fields stored in one canonical spelling (e-mail domains, IP addresses): name -> canonical function.
+_CANONICAL: dict[str, Callable[[str], str]] = {
+    name: rule.canonical
+    for name, rule in RULES["charges"].items()
+    if rule.canonical is not None and name in CHARGE_STRING_FIELDS
+}
+
+
+def _canonical_value(name: str, value: ast.Value) -> ast.Value:
+    canonical = _CANONICAL.get(name)
+    if canonical is None or not isinstance(value, str):
+        return value
+    try:
+        return canonical(value)
+    except ValueError:  # a value no charge holds: it matches nothing, as written
+        return value
+
+
+def canonical_literals(e: ast.Expr) -> ast.Expr:
+    """``e`` with every string literal compared (``=``, ``!=``, ``in (...)``) with a field stored in a
+    canonical form written in that form, as both engines then compare it: ``:email_domain: =
+    'xn--bcher-kva.de'`` tests ``'bücher.de'``. The type checker refuses such spellings in new text (with a
+    pointer to the canonical one); this keeps versions saved before a field's canonical form changed matching
+    the charges they were written for. Recursive, on a tree whose depth the parser bounded.
+    """
+    if isinstance(e, ast.Compare) and e.op in ("=", "!="):
+        left, right = e.left, e.right
+        if isinstance(left, ast.Attr) and isinstance(right, ast.Literal):
+            right = replace(right, value=_canonical_value(left.name, right.value))
+        elif isinstance(right, ast.Attr) and isinstance(left, ast.Literal):
+            left = replace(left, value=_canonical_value(right.name, left.value))
+        return e if (left, right) == (e.left, e.right) else replace(e, left=left, right=right)
+    if isinstance(e, ast.In) and isinstance(e.operand, ast.Attr):
+        name = e.operand.name
+        values = tuple(_canonical_value(name, v) for v in e.values)
+        return e if values == e.values else replace(e, values=values)
+    if isinstance(e, ast.Not):
+        return replace(e, operand=canonical_literals(e.operand))
+    if isinstance(e, ast.And | ast.Or):
+        return replace(e, operands=tuple(canonical_literals(o) for o in e.operands))
+    return e
 
 
 # ---- one-charge closures ------------------------------------------------------------------------------
@@ -406,6 +450,7 @@ class Ruleset:
         lists: Mapping[str, frozenset[str]] | None = None,
         types: Mapping[str, str] | None = None,
     ) -> None:
+        rules = [replace(r, condition=canonical_literals(r.condition)) for r in rules]
         self.rules: tuple[ast.Rule, ...] = tuple(rules)
         used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
         self.lists: dict[str, frozenset[str]] = {

@@ -36,6 +36,7 @@ from payfm.rules.limits import (
     MAX_STRING_CHARS,
     MAX_TEXT_BYTES,
     RuleError,
+    control_character,
 )
 
 GRAMMAR = r"""
@@ -309,6 +310,12 @@ def parse_rules(text: str) -> list[ast.Rule]:
         stripped = raw.strip()
         if stripped.startswith("#") and contains_card_number(stripped):  # comments are stored too
             raise RuleError("Rule text must not contain a card number (PAN), comments included.", line=i)
+        if "#" in raw and (control := control_character(raw.replace("\t", " ").replace("\r", " "))):
+            # Comments are stored and printed (`rules show`); elsewhere the parser or the type checker refuses
+            # a control character. Tabs and the CR of a CRLF line end are layout.
+            raise RuleError(
+                f"Rule text must not contain control characters, comments included. {control}", line=i
+            )
         if not stripped or stripped.startswith("#"):
             continue
         if len(rules) >= MAX_RULES:

@@ -2,10 +2,13 @@
 
 Types: card_fingerprint, email, email_domain, ip_address, bin, country, customer_id. Values are
 validated and normalized per type (countries upper case, e-mails and domains lower case, IPs canonical); a
-full card number is rejected and never echoed. Every create / add / remove records who, when, what and the
-value. Domains and IPs are canonicalized by the event schema's own functions
-(:func:`payfm.events.schema.canonical_domain`, :func:`~payfm.events.schema.canonical_ip`), which charges pass
-through too, so a list entry and a charge's value spelled differently still match.
+full card number is rejected and never echoed, and so are control characters (an escape sequence printed by
+``lists show`` would take over the reader's terminal); list names are refused for the same reasons. Every
+create / add / remove records who, when, what and the value. Domains and IPs are canonicalized by the event
+schema's own functions (:func:`payfm.events.schema.canonical_domain`,
+:func:`~payfm.events.schema.canonical_ip`), which charges pass through too, so a list entry and a charge's
+value spelled differently (``EVIL.COM``, fullwidth ``ｅｖｉｌ.com``, ``xn--bcher-kva.de`` for ``bücher.de``)
+still match.
 
 Example:
     >>> import tempfile
@@ -27,13 +30,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from payfm.events.cards import contains_card_number
+from payfm.events.cards import contains_card_number, mask_long_numbers
 from payfm.events.countries import DESCRIBED, country_hint, is_country
 from payfm.events.schema import DomainError, canonical_domain, canonical_ip
 from payfm.events.workspace import Workspace
 from payfm.rules.catalog import LIST_TYPES
 from payfm.rules.db import connect, default_author, now_iso
-from payfm.rules.limits import RuleError
+from payfm.rules.limits import RuleError, control_character
 
 MAX_LIST_VALUES = 1_000_000
 MAX_VALUE_CHARS = 256
@@ -76,6 +79,28 @@ def _quoted(v: str) -> str:
     return repr(v if len(v) <= 40 else v[:40] + "...")
 
 
+def _shown_name(name: str) -> str:
+    """A list name as a message quotes it: quoted, escaped (no control character reaches a terminal), cut,
+    without a long digit run (a card number)."""
+    return mask_long_numbers(repr(name if len(name) <= 70 else name[:70] + "..."))
+
+
+def check_name(name: str) -> None:
+    """Raise a RuleError if ``name`` is not a valid list name: a word of letters, digits and _ (at most 64),
+    holding no card number (a name is printed by every command and stored in every rule that reads it)."""
+    if contains_card_number(name):
+        raise RuleError(
+            "A list name must not contain a card number (PAN): it is printed and stored with every rule that "
+            "reads the list. Got a name holding one (not shown)."
+        )
+    if (control := control_character(name)) is not None:
+        raise RuleError(f"A list name must not contain control characters. {control}")
+    if not _NAME.fullmatch(name):
+        raise RuleError(
+            f"A list name is a word of letters, digits and _ (at most 64). Got {_shown_name(name)}."
+        )
+
+
 def normalize(list_type: str, value: str) -> str:
     """``value`` validated and normalized for a list of ``list_type``; a RuleError says why not.
 
@@ -87,6 +112,8 @@ def normalize(list_type: str, value: str) -> str:
         raise RuleError(f"A {list_type} list value has 1 to {MAX_VALUE_CHARS} characters. Got {len(v)}.")
     if contains_card_number(v):
         raise RuleError("List values must not contain a card number (PAN); use the card fingerprint.")
+    if (control := control_character(v)) is not None:
+        raise RuleError(f"A list value must not contain control characters. {control}")
     if list_type == "country":
         if not is_country(v.upper()):
             hint = country_hint(v)
@@ -133,9 +160,8 @@ def _check_type(list_type: str) -> None:
 def create_list(
     ws: Workspace, name: str, list_type: str, *, author: str | None = None, at: datetime | None = None
 ) -> ValueList:
-    """Create an empty list ``name`` of ``list_type``."""
-    if not _NAME.fullmatch(name):
-        raise RuleError(f"A list name is a word of letters, digits and _ (at most 64). Got {name[:70]!r}.")
+    """Create an empty list ``name`` of ``list_type`` (a name :func:`check_name` accepts)."""
+    check_name(name)
     _check_type(list_type)
     who, when = author or default_author(), now_iso(at)
     with connect(ws) as con:
@@ -154,8 +180,8 @@ def _require(con: sqlite3.Connection, name: str) -> str:
     if row is None:
         names = [r[0] for r in con.execute("SELECT name FROM lists ORDER BY name")]
         close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise RuleError(f"Unknown list '{name}'.{hint}")
+        hint = f" Did you mean {_shown_name(close[0])}?" if close else ""
+        raise RuleError(f"Unknown list {_shown_name(name)}.{hint}")
     return str(row[0])
 
 
@@ -231,8 +257,22 @@ def all_values(ws: Workspace, names: Iterable[str]) -> dict[str, frozenset[str]]
             if types.get(name) == "ip_address":
                 # Entries added before IPv4-mapped addresses became their IPv4 form ('::ffff:a00:2').
                 values = (canonical_ip(v) if v.startswith("::ffff:") else v for v in values)
+            elif types.get(name) == "email_domain":
+                # Entries added before internationalized names had one form ('xn--bcher-kva.de', fullwidth).
+                values = (_recanonical_domain(v) for v in values)
             out[name] = frozenset(values)
     return out
+
+
+def _recanonical_domain(value: str) -> str:
+    """A stored email_domain entry in today's canonical form (plain lower-case ASCII already is); an entry
+    that no longer is a domain stays as it is (no charge can hold it, so it matches nothing)."""
+    if value.isascii() and "xn--" not in value:
+        return value
+    try:
+        return canonical_domain(value)
+    except DomainError:
+        return value
 
 
 def audit(ws: Workspace, name: str) -> list[AuditEntry]:

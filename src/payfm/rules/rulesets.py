@@ -29,7 +29,7 @@ from payfm.rules.catalog import type_errors as catalog_type_errors
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.db import connect, default_author, now_iso
 from payfm.rules.grammar import parse_rule, parse_rules
-from payfm.rules.limits import RuleError
+from payfm.rules.limits import RuleError, control_character
 from payfm.rules.lists import all_values, list_types
 
 DEFAULT_FEATURE_SET = "default"
@@ -45,6 +45,44 @@ class RulesetVersion:
     text: str
     note: str
     feature_set: str
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def decode_text(data: bytes, source: str) -> str:
+    r"""The rule text of a file's bytes ``data`` (``source``: its name, for messages): UTF-8, with a leading
+    byte order mark (what Windows editors write) dropped. UTF-16 (a BOM, or NUL bytes) and other bytes that
+    are not UTF-8 raise a :class:`RuleError` naming the file, the place and the ``iconv`` command that
+    converts it. The bytes themselves are never quoted.
+
+    >>> decode_text(b"\xef\xbb\xbfblock if :risk_score: >= 80\n", "r.txt")
+    'block if :risk_score: >= 80\n'
+    """
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+    if utf16 or b"\x00" in data:
+        if utf16:
+            what, encoding = "UTF-16 (it starts with a UTF-16 byte order mark)", "UTF-16"
+        else:  # no BOM: ASCII text in UTF-16 has its NULs at odd (little-endian) or even positions
+            little = data[1::2].count(0) >= data[0::2].count(0)
+            what = "UTF-16 or another encoding with NUL bytes (it holds NUL bytes)"
+            encoding = "UTF-16LE" if little else "UTF-16BE"
+        raise RuleError(
+            f"Rules file '{source}' must be UTF-8 text. Got {what}; save it as UTF-8, or convert it with "
+            f"`iconv -f {encoding} -t UTF-8 '{source}' > rules-utf8.txt`."
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise RuleError(
+            f"Rules file '{source}' must be UTF-8 text. Got byte 0x{data[e.start]:02x} on line {line}, byte "
+            f"{column}, which is not UTF-8 (Latin-1 or Windows-1252?); save it as UTF-8, or convert it with "
+            f"`iconv -f WINDOWS-1252 -t UTF-8 '{source}' > rules-utf8.txt`."
+        ) from None
 
 
 def catalog_for(set_name: str = DEFAULT_FEATURE_SET) -> AttributeCatalog:
@@ -149,6 +187,9 @@ def save(
     check(ws, text, set_name)
     if contains_card_number(note) or contains_card_number(author or ""):
         raise RuleError("A ruleset's note and author must not contain a card number (PAN).")
+    for what, value in (("note", note.replace("\t", " ").replace("\n", " ")), ("author", author or "")):
+        if (control := control_character(value)) is not None:  # printed by `rules history`
+            raise RuleError(f"A ruleset's {what} must not contain control characters. {control}")
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
     with connect(ws) as con:

@@ -23,11 +23,13 @@ import secrets
 import sqlite3
 import threading
 import time
+import unicodedata
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from payfm.serving.errors import Conflict, InvalidInput, NotFound
+from payfm.events.cards import contains_card_number
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
 
 _RECHECK_S = 0.5  # how often verify() looks for a changed key file
 
@@ -39,6 +41,41 @@ _SCHEMA = (
 
 def _digest(salt: bytes, secret: str) -> bytes:
     return hashlib.sha256(salt + secret.encode()).digest()
+
+
+def _control_character(text: str) -> str | None:
+    """As :func:`payfm.rules.limits.control_character` (same message), without importing the rules package
+    into the key store."""
+    for i, ch in enumerate(text, start=1):
+        if unicodedata.category(ch) == "Cc":
+            return f"Got {ch!r} at character {i}."
+    return None
+
+
+def check_name(name: str) -> None:
+    """Raise :class:`InvalidInput` (field ``name``) unless ``name`` can name a key: letters, digits, '-' or
+    '_', holding no card number. A key's name is printed by ``keys list`` and stored as the ``reviewer`` of
+    every review it closes, where the event log refuses a card number (each closure would fail with 422).
+
+    >>> check_name("ops-1")
+    >>> try:
+    ...     check_name("4111111111111111")
+    ... except InvalidInput as e:
+    ...     print(e.field, str(e)[:47])
+    name A key name must not contain a card number (PAN)
+    """
+    if contains_card_number(name):
+        raise InvalidInput(
+            "A key name must not contain a card number (PAN): it is printed and stored as the reviewer of "
+            "every review the key closes. Got a name holding one (not shown).",
+            field="name",
+        )
+    if (control := _control_character(name)) is not None:
+        raise InvalidInput(f"A key name must not contain control characters. {control}", field="name")
+    if not name or not name.replace("-", "").replace("_", "").isalnum():
+        raise InvalidInput(
+            f"A key name must be letters, digits, '-' or '_'. Got {shown(repr(name))}.", field="name"
+        )
 
 
 class KeyStore:
@@ -56,9 +93,9 @@ class KeyStore:
         return con
 
     def create(self, name: str) -> str:
-        """A new key for ``name``; the returned key is the only time the secret exists in clear."""
-        if not name or not name.replace("-", "").replace("_", "").isalnum():
-            raise InvalidInput(f"A key name must be letters, digits, '-' or '_'. Got {name!r}.", field="name")
+        """A new key for ``name`` (a name :func:`check_name` accepts); the returned key is the only time the
+        secret exists in clear."""
+        check_name(name)
         kid, secret, salt = secrets.token_hex(4), secrets.token_urlsafe(32), os.urandom(16)
         con = self._db()
         try:
@@ -103,7 +140,7 @@ class KeyStore:
             con.close()
         self._checked = -1e9
         if cur.rowcount == 0:
-            raise NotFound(f"No active key named {name!r}.", field="name")
+            raise NotFound(f"No active key named {shown(repr(name))}.", field="name")
 
     def _refresh(self) -> None:
         now = time.monotonic()

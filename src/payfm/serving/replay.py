@@ -272,6 +272,11 @@ def replay_http(
         def post(path: str, row: dict[str, Any]) -> bytes:
             status, data = call("POST", path, json.dumps(row))
             if status == 401:
+                if key is None:
+                    raise Aborted(
+                        f"The decision service at {url} asks for an API key (401) and none was given: pass "
+                        "--key (`payfm serve keys create NAME` makes one)."
+                    )
                 raise Aborted(f"The decision service at {url} refused the API key (401): check --key.")
             if status != 200:
                 try:
