@@ -185,10 +185,20 @@ def test_card_numbers_are_reported_by_row_and_column_and_never_echoed() -> None:
 def test_every_problem_is_collected_in_one_round() -> None:
     t = _with(charges(3), "channel", ["x", "ecommerce", "y"])
     t = _with(t, "amount", [-1, 2, 3])
+    t = _with(t, "amount_usd", [1, 2, 3])  # (usd charges: amount_usd is the amount)
     t = t.drop_columns(["outcome"])
     e = _problems("charges", t)
     assert e.total == 4
     assert {p.column for p in e.problems} == {"channel", "amount", "outcome"}
+
+
+def test_a_usd_charge_has_the_same_amount_twice() -> None:
+    t = _with(charges(3), "amount_usd", [1000, 999, 1000])
+    t = _with(t, "currency", ["usd", "usd", "eur"])  # a eur charge's amount_usd is converted: any value
+    t = _with(t, "amount", [1000, 1000, 1234])
+    e = _problems("charges", t)
+    assert [(p.column, p.row, p.received) for p in e.problems] == [("amount_usd", 2, "999 with amount 1000")]
+    assert "usd" in e.problems[0].expected
 
 
 def test_message_format_shows_five_problems_and_a_count() -> None:

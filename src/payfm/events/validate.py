@@ -302,6 +302,24 @@ def _check_order(table: str, columns: dict[str, pa.ChunkedArray], out: _Collecto
             out.rows(earlier, bad, f"{what} at or before the event's '{later}'", got)
 
 
+def _check_usd(table: str, columns: dict[str, pa.ChunkedArray], out: _Collector) -> None:
+    """A charge in US dollars has its amount in US cents twice: ``amount_usd`` is ``amount`` (a model and
+    every ``amount_usd`` rule read the second)."""
+    if table != "charges" or not {"currency", "amount", "amount_usd"} <= columns.keys():
+        return
+    usd = pc.fill_null(pc.equal(columns["currency"], "usd"), False)
+    for name in ("amount", "amount_usd"):  # (a value outside its own range is reported as that, once)
+        usd = pc.and_(usd, pc.fill_null(pc.greater_equal(columns[name], 0), False))
+    differ = pc.fill_null(pc.and_(usd, pc.not_equal(columns["amount"], columns["amount_usd"])), False)
+    bad = np.flatnonzero(differ.to_numpy(zero_copy_only=False))
+    if len(bad):
+        got = [
+            f"{columns['amount_usd'][int(i)].as_py()} with amount {columns['amount'][int(i)].as_py()}"
+            for i in bad[:20]
+        ]
+        out.rows("amount_usd", bad, "the charge's amount itself for a charge in usd (both in US cents)", got)
+
+
 def card_number_problems(table: pa.Table, out: _Collector, skip: frozenset[str] = frozenset()) -> None:
     """Record every (row, column) holding a full card number, without the number."""
     for name in table.column_names:
@@ -350,6 +368,7 @@ def validate_events(table_name: str, table: pa.Table, source: str = "input", row
         _check_rules(table_name, field.name, cast, out)
         columns[field.name] = cast
     _check_order(table_name, columns, out)
+    _check_usd(table_name, columns, out)
     id_column = ID_COLUMNS[table_name]
     if id_column in columns:
         ids = columns[id_column]
