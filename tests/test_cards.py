@@ -39,6 +39,8 @@ def test_luhn() -> None:
         "4242-4242-4242-4242",
         "4242  4242 4242 4242",  # up to 3 separator characters between groups
         "4242\n4242\n4242\n4242",  # line breaks are spaces too
+        "4242    4242    4242    4242",  # a longer run of spaces
+        "4242\t\t\t\t4242\t\t\t\t4242\t\t\t\t4242",
         "4242\r\n4242\r\n4242\r\n4242",
         "4242.4242.4242.4242",  # dots, slashes and underscores too, one kind throughout
         f"card {VISA} used",
@@ -63,6 +65,7 @@ def test_card_numbers_are_found_in_text_with_separators(text: str) -> None:
         f"{VISA}ff",
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",  # hex hash
         "2023-01-01 00:00:03",
+        "4242    4242    4242    4241",  # fails Luhn, however far apart its groups are
         "",
     ],
 )

@@ -1,16 +1,16 @@
 """Card-number (PAN) detection and the keyed fingerprint transform.
 
 A full card number is 13-19 digits passing the Luhn check. It may be written in digit groups separated by 1-3
-characters of space (line breaks too), dash, dot, slash or underscore (``4111 1111 1111 1111``,
-``4111.1111.1111.1111``, ``4111 - 1111 - 1111 - 1111``), and may touch letters (``card4111111111111111``),
-except the letters of a hexadecimal token or of a UUID: a digit run inside a device id or a SHA-256 hex digest
-is part of that identifier (random 64-hex ids hold a Luhn-valid run of 13-19 digits between letters about once
-in 230). It must never be stored, logged or echoed: detection reports only the row and column. Digits of any
-script count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the separators of any script (an
-ideographic space, a fullwidth hyphen or full stop, a thin space, a format character such as a right-to-left
-mark): a number written with them is as much a card number; so are superscript and circled digits (``⁴``,
-``④``). The digits are those of Python's Unicode database (Unicode 14 on Python 3.11: digits added later are
-not read).
+characters of space (line breaks too), dash, dot, slash or underscore, or by a longer run of spaces
+(``4111 1111 1111 1111``, ``4111.1111.1111.1111``, ``4111 - 1111 - 1111 - 1111``), and may touch letters
+(``card4111111111111111``), except the letters of a hexadecimal token or of a UUID: a digit run inside a
+device id or a SHA-256 hex digest is part of that identifier (random 64-hex ids hold a Luhn-valid run of 13-19
+digits between letters about once in 230). It must never be stored, logged or echoed: detection reports only
+the row and column. Digits of any script count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so
+do the separators of any script (an ideographic space, a fullwidth hyphen or full stop, a thin space, a
+format character such as a right-to-left mark): a number written with them is as much a card number; so are
+superscript and circled digits (``⁴``, ``④``). The digits are those of Python's Unicode database (Unicode 14
+on Python 3.11: digits added later are not read).
 
 Detection is vectorized with Arrow's regular expressions; only candidate values (rare in clean data) reach the
 Python window and Luhn checks.
@@ -32,9 +32,13 @@ import pyarrow.compute as pc
 # A necessary condition, cheap enough for every string on the serving hot path and run by RE2 over columns:
 # 13 digits with at most 3 separator characters between neighbours. Values passing it get the exact check.
 # Separators between digit groups: spaces (also tabs and no-break spaces), dashes, dots, slashes, underscores.
-_SEP = " \t\n\r\v\f\u00a0._/-"  # (line breaks too: a number typed over lines, or a CR LF between groups)
+_SPACE_CHARS = " \t\n\r\v\f\u00a0"
+_SEP = _SPACE_CHARS + "._/-"  # (line breaks too: a number typed over lines, or a CR LF between groups)
 _SEP_CLASS = "[" + _SEP.replace("-", "") + "-]"
-_CANDIDATE = rf"[0-9](?:{_SEP_CLASS}{{0,3}}[0-9]){{12}}"
+# ...or a longer run of white space (a number typed with wide gaps, or aligned in columns): 4 or more, so that
+# the two never match the same run (no backtracking blow-up in Python's re on the serving hot path).
+_WIDE_GAP = "[" + _SPACE_CHARS + "]{4,}"  # (the characters themselves: RE2 and re read them alike)
+_CANDIDATE = rf"[0-9](?:(?:{_SEP_CLASS}{{0,3}}|{_WIDE_GAP})[0-9]){{12}}"
 _PREFILTER = re.compile(_CANDIDATE)
 # Separators of other scripts, as the ASCII one they stand for (see _ascii_char): spaces and format characters
 # (an ideographic space, a thin space, a right-to-left mark) read as a space, dashes as a dash.
@@ -56,14 +60,15 @@ _UTF8_CHAR = r"[\xc2-\xf4][\x80-\xbf]{1,3}"
 _CANDIDATE_BYTES = _CANDIDATE.replace("[0-9]", rf"(?:[0-9]|{_UTF8_CHAR})").replace(
     _SEP_CLASS, rf"(?:{_SEP_CLASS}|{_UTF8_CHAR})"
 )
-_SEQUENCE = re.compile(rf"[0-9]+(?:{_SEP_CLASS}{{1,3}}[0-9]+)*")  # digit groups joined by separators
+# digit groups joined by separators
+_SEQUENCE = re.compile(rf"[0-9]+(?:(?:{_SEP_CLASS}{{1,3}}|{_WIDE_GAP})[0-9]+)*")
 _GROUP = re.compile(r"[0-9]+")
 _NON_HEX = re.compile(r"[g-zG-Z]")
 # A UUID (8-4-4-4-12 hex digits): its all-digit groups are dash-separated digit runs, and 1 random UUID in
 # 5,700 held a Luhn-valid 16-digit window (``4xxx-yxxx-xxxxxxxxxxxx``) before it was exempted.
 _UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
 _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_SPACES = " \t\n\r\v\f\u00a0"
+_SPACES = _SPACE_CHARS
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn-doubled digit, its digits summed
 
 
