@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import click
 from rich.table import Table
@@ -12,6 +14,22 @@ from payfm.cli.render import console, err_console, iso_time
 from payfm.evaluation.evaluate import compare
 from payfm.evaluation.pipeline import evaluate_models
 from payfm.events.workspace import Workspace
+
+
+def population(results: Sequence[Any]) -> str:
+    """What the metrics were computed on: one population, or each model's when their label horizons differ
+    (each model's charges are labelled over its own horizon)."""
+    r0 = results[0]
+    if all((r.evaluated, r.fraud, r.immature) == (r0.evaluated, r0.fraud, r0.immature) for r in results):
+        return (
+            f"{r0.evaluated:,} charges with mature labels ({r0.fraud:,} fraud); "
+            f"{r0.immature:,} immature excluded"
+        )
+    each = (
+        f"{r.name} {r.evaluated:,} charges ({r.fraud:,} fraud, {r.immature:,} immature excluded)"
+        for r in results
+    )
+    return "labels over each model's own horizon, so the populations differ: " + "; ".join(each)
 
 
 def _f(x: float, fmt: str = ".3f") -> str:
@@ -85,11 +103,7 @@ def evaluate(
             f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
         ),
     )
-    r0 = results[0]
-    caption = (
-        f"{r0.evaluated:,} charges with mature labels ({r0.fraud:,} fraud); {r0.immature:,} immature excluded"
-    )
-    table = Table(title="Evaluation", caption=caption)
+    table = Table(title="Evaluation", caption=population(results))
     for col in ("model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", "ECE", "immature"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in compare(results):
