@@ -102,7 +102,7 @@ def test_only_a_model_the_decision_service_can_compute_features_for_is_promoted(
     mine = FeatureSet("mine", FS.features)  # the same features under a set name payfm does not bundle
     m = fitted("lr")
     custom = reg.register(m, name="fraud-mine", task="fraud", fset=mine)  # type: ignore[arg-type]
-    with pytest.raises(FeatureSetMismatchError, match="feature set 'mine', which this payfm does not bundle"):
+    with pytest.raises(FeatureSetMismatchError, match="feature set 'mine', which neither this payfm nor the"):
         reg.promote(custom.ref)
     assert reg.get(custom.ref).stage == "candidate"
     # A model of a bundled set whose definitions changed since it was trained (its version is not computed)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import cast
 
 import click
@@ -11,16 +13,17 @@ import pyarrow.compute as pc
 from rich.table import Table
 
 from payfm.cli.render import console, parquet_path, progress_bar
-from payfm.events.workspace import Workspace
-from payfm.features.catalog import FEATURE_SETS, feature_set
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace, atomic_write_bytes
+from payfm.features.catalog import FEATURE_SETS, feature_set, set_path
+from payfm.features.definitions import FeatureSet
 
 SET_OPTION = click.option(
     "--set",
     "set_name",
     default="default",
     show_default=True,
-    type=click.Choice(sorted(FEATURE_SETS)),
-    help="Feature set.",
+    help=f"Feature set: {', '.join(sorted(FEATURE_SETS))}, or one this workspace defines (features define).",
 )
 
 
@@ -31,9 +34,24 @@ def features() -> None:
 
 @features.command(name="list")
 @SET_OPTION
-def list_(set_name: str) -> None:
-    """List the features of a set with a one-line description each."""
-    fs = feature_set(set_name)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the set's definitions as JSON (a start for your own set: edit, then `features define`).",
+)
+@click.pass_context
+def list_(ctx: click.Context, set_name: str, as_json: bool) -> None:
+    """List the features of a set with a one-line description each.
+
+    \b
+    Example:
+      payfm features list --set tiny --json > mine.json   # then edit its name and features
+    """
+    fs = feature_set(set_name, ctx.obj["workspace"])
+    if as_json:
+        click.echo(json.dumps(fs.to_json(), indent=2, default=list))
+        return
     table = Table(title=f"Feature set '{fs.name}' version {fs.version}: {len(fs.features)} features")
     table.add_column("name")
     table.add_column("definition")
@@ -45,13 +63,57 @@ def list_(set_name: str) -> None:
 @features.command()
 @click.argument("name")
 @SET_OPTION
-def show(name: str, set_name: str) -> None:
+@click.pass_context
+def show(ctx: click.Context, name: str, set_name: str) -> None:
     """Show one feature's full definition."""
-    fs = feature_set(set_name)
+    fs = feature_set(set_name, ctx.obj["workspace"])
     f = fs.get(name)
     console.print(f"[bold]{f.name}[/bold]: {f.describe()}")
     for k, v in f.spec().items():
         console.print(f"  {k}: {v}")
+
+
+@features.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--replace", is_flag=True, help="Replace the workspace's set of the same name.")
+@click.pass_context
+def define(ctx: click.Context, file: str, replace: bool) -> None:
+    """Define a feature set of this workspace from a JSON file: its name and features, in the format
+    `features list --json` prints. Every command's --set takes it then, and the decision service serves
+    models trained on it.
+
+    \b
+    Example:
+      payfm features list --set tiny --json > mine.json   # edit "name" and "features"
+      payfm features define mine.json
+      payfm features backfill --set mine && payfm train --set mine --model gbdt
+    """
+    try:
+        data = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"Feature set file '{file}': expected JSON text. Got an error ({e}).") from None
+    fs = FeatureSet.from_json(data, f"Feature set file '{file}'")
+    if fs.name in FEATURE_SETS:
+        raise ConfigError(
+            f"Feature set file '{file}': '{fs.name}' is a set payfm bundles ({', '.join(FEATURE_SETS)}); "
+            "give yours another name."
+        )
+    ws = Workspace.open(ctx.obj["workspace"])
+    path = set_path(ws.root, fs.name)
+    if path.exists() and not replace:
+        old = feature_set(fs.name, ws.root)
+        if old.version == fs.version:
+            console.print(f"Feature set '{fs.name}' version {fs.version} is defined already: unchanged.")
+            return
+        raise ConfigError(
+            f"Workspace '{ws.root}' defines feature set '{fs.name}' already (version {old.version}; this "
+            f"file gives {fs.version}). Pass --replace to replace it: models trained on the old version "
+            "will not load against the new one."
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(fs.to_json(), indent=2, default=list).encode())
+    n = len(fs.features)
+    console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({path}).")
 
 
 @features.command()
@@ -79,7 +141,7 @@ def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str) 
     from payfm.features.offline import backfill as run
 
     ws = Workspace.open(ctx.obj["workspace"])
-    fs = feature_set(set_name)
+    fs = feature_set(set_name, ws.root)
     t0 = time.perf_counter()
     with progress_bar("feature groups", 1) as update:
         path, rows = run(ws, fs, memory_limit=memory_limit, progress=update, engine=cast(Engine, engine))
@@ -102,7 +164,7 @@ def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
     from payfm.features.parity import workspace_parity
 
     ws = Workspace.open(ctx.obj["workspace"])
-    fs = feature_set(set_name)
+    fs = feature_set(set_name, ws.root)
     t0 = time.perf_counter()
     with progress_bar("replaying charges", 1) as update:
         report = workspace_parity(ws, fs, progress=update)
@@ -149,7 +211,7 @@ def training_set(ctx: click.Context, set_name: str, horizon_days: float, out: st
     from payfm.features.training_set import build_training_set
 
     ws = Workspace.open(ctx.obj["workspace"])
-    fs = feature_set(set_name)
+    fs = feature_set(set_name, ws.root)
     path, table = build_training_set(ws, fs, horizon=timedelta(days=horizon_days), out=out)
     mature = int(pc.sum(pc.cast(table["mature"], "int64")).as_py() or 0)
     fraud = int(pc.sum(table["is_fraud"]).as_py() or 0)

@@ -36,8 +36,8 @@ def _fmt(v: float) -> str:
     "set_name",
     default="default",
     show_default=True,
-    type=click.Choice(sorted(FEATURE_SETS)),
-    help="Feature set to train on; its backfill is computed first if missing or older than the event log.",
+    help=f"Feature set to train on ({', '.join(sorted(FEATURE_SETS))}, or one this workspace defines); its "
+    "backfill is computed first if missing or older than the event log.",
 )
 @click.option(
     "--task",
@@ -160,7 +160,7 @@ def train(
 
         checkpoint = str(ws.root / "fm" / fm_name)
         checkpoint_meta(checkpoint)  # a clear error before any work when there is no such checkpoint
-    fs, t = feature_set(set_name), task(task_name)
+    fs, t = feature_set(set_name, ws.root), task(task_name)
     kinds = list(MODEL_KINDS) if model == "all" else [model]
     cfg = TrainConfig(
         horizon_days=horizon_days,

@@ -33,8 +33,8 @@ SET_OPTION = click.option(
     "set_name",
     default=rulesets.DEFAULT_FEATURE_SET,
     show_default=True,
-    type=click.Choice(sorted(FEATURE_SETS)),
-    help="Feature set whose features rules may read.",
+    help=f"Feature set whose features rules may read ({', '.join(sorted(FEATURE_SETS))}, or one this "
+    "workspace defines).",
 )
 
 
@@ -221,7 +221,7 @@ def _run_backtest(
     report = backtest(
         ws,
         candidate,
-        feature_set(set_name),
+        feature_set(set_name, ws.root),
         baseline=baseline,
         scores=table,
         start=first,

@@ -8,8 +8,11 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from payfm.errors import ConfigError
 from payfm.features.definitions import Aggregate, Derived, Feature, FeatureSet, RequestFeature
@@ -237,11 +240,36 @@ FEATURE_SETS: dict[str, Callable[[], FeatureSet]] = {
 }
 
 
-def feature_set(name: str) -> FeatureSet:
-    """A bundled feature set by name."""
-    try:
+SETS_DIR = ("features", "sets")  # a workspace's own feature sets: <workspace>/features/sets/<name>.json
+
+
+def set_path(root: Path, name: str) -> Path:
+    """Where a workspace (at ``root``) keeps its feature set ``name`` (``payfm features define``)."""
+    return root.joinpath(*SETS_DIR, f"{name}.json")
+
+
+def workspace_sets(root: Path) -> list[str]:
+    """The names of the feature sets a workspace (at ``root``) defines."""
+    folder = root.joinpath(*SETS_DIR)
+    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+
+
+def feature_set(name: str, root: str | os.PathLike[str] | None = None) -> FeatureSet:
+    """A feature set by name: a bundled one, else one the workspace at ``root`` defines
+    (``payfm features define``, kept as JSON under ``features/sets/``)."""
+    if name in FEATURE_SETS:
         return FEATURE_SETS[name]()
-    except KeyError:
-        raise ConfigError(
-            f"Unknown feature set {name!r}. Expected one of {', '.join(FEATURE_SETS)}."
-        ) from None
+    if root is not None:
+        path = set_path(Path(root), name)
+        if path.is_file():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"Feature set file '{path}': expected JSON. Got an error ({e}).") from None
+            return FeatureSet.from_json(data, f"Feature set file '{path}'")
+    known = [*FEATURE_SETS, *(workspace_sets(Path(root)) if root is not None else [])]
+    raise ConfigError(
+        f"Unknown feature set {name!r}. Expected one of {', '.join(known)}"
+        + ("" if root is not None else " (a workspace's own sets need its workspace)")
+        + "; define one with `payfm features define FILE.json`."
+    )

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from payfm.errors import PayfmError
+from payfm.errors import ConfigError, PayfmError
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.definitions import FeatureSet
 from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, embedding_dims, input_names
@@ -322,16 +322,18 @@ class Registry:
     def check_servable_features(self, mv: ModelVersion) -> None:
         """Raise :class:`FeatureSetMismatchError` unless the decision service can compute ``mv``'s features:
         its feature set is one this payfm bundles, at the version it was trained on."""
-        from payfm.features.catalog import FEATURE_SETS
+        from payfm.features.catalog import FEATURE_SETS, feature_set, workspace_sets
 
-        make = FEATURE_SETS.get(mv.feature_set)
-        if make is None:
+        try:
+            current = feature_set(mv.feature_set, self.root.parent).version
+        except ConfigError:
+            sets = ", ".join([*FEATURE_SETS, *workspace_sets(self.root.parent)])
             raise FeatureSetMismatchError(
-                f"Model {mv.ref} was trained on feature set '{mv.feature_set}', which this payfm does not "
-                f"bundle ({', '.join(FEATURE_SETS)}): the decision service could not compute its features. "
-                "Keep it as a candidate (evaluate it in Python with its set), or retrain it on a bundled set."
-            )
-        current = make().version
+                f"Model {mv.ref} was trained on feature set '{mv.feature_set}', which neither this payfm nor "
+                f"the workspace defines ({sets}): the decision service could not compute its features. "
+                f"Define it (payfm features define FILE.json, with the set's definitions), or retrain it on "
+                "one of those."
+            ) from None
         if current != mv.feature_set_version:
             raise FeatureSetMismatchError(
                 f"Model {mv.ref} was trained on feature set '{mv.feature_set}' version "

@@ -85,8 +85,9 @@ def decode_text(data: bytes, source: str) -> str:
         ) from None
 
 
-def catalog_for(set_name: str = DEFAULT_FEATURE_SET) -> AttributeCatalog:
-    return AttributeCatalog.for_feature_set(feature_set(set_name))
+def catalog_for(set_name: str = DEFAULT_FEATURE_SET, ws: Workspace | None = None) -> AttributeCatalog:
+    """The attributes rules on feature set ``set_name`` may read (a set of ``ws``'s own too)."""
+    return AttributeCatalog.for_feature_set(feature_set(set_name, ws.root if ws is not None else None))
 
 
 def check(
@@ -98,7 +99,7 @@ def check(
     saved before that check, which must keep loading (a server would not start otherwise).
     """
     rules = parse_rules(text)
-    check_types(rules, catalog_for(set_name), list_types(ws) if ws is not None else {}, values=values)
+    check_types(rules, catalog_for(set_name, ws), list_types(ws) if ws is not None else {}, values=values)
     return rules
 
 
@@ -109,7 +110,7 @@ def type_errors(
     syntax error is raised."""
     rules = parse_rules(text)
     lists = list_types(ws) if ws is not None else {}
-    return rules, catalog_type_errors(rules, catalog_for(set_name), lists)
+    return rules, catalog_type_errors(rules, catalog_for(set_name, ws), lists)
 
 
 def compile_text(
@@ -120,7 +121,7 @@ def compile_text(
     rules = check(ws, text, set_name, values=values)
     used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
     contents = all_values(ws, used) if ws is not None and used else {}
-    return compile_rules(rules, contents, catalog_for(set_name).types)
+    return compile_rules(rules, contents, catalog_for(set_name, ws).types)
 
 
 def _located_in(e: RuleError, text: str) -> RuleError:
@@ -157,7 +158,7 @@ def with_candidate(ws: Workspace, rule_text: str, set_name: str = DEFAULT_FEATUR
                 if n not in taken
             )
             rule = replace(rule, name=name)
-        check_types([rule], catalog_for(set_name), list_types(ws))
+        check_types([rule], catalog_for(set_name, ws), list_types(ws))
     except RuleError as e:
         raise _located_in(e, rule_text) from None
     clash = next((r for r in saved if r.name == rule.name), None)
@@ -170,7 +171,7 @@ def with_candidate(ws: Workspace, rule_text: str, set_name: str = DEFAULT_FEATUR
         )
     rules = [*saved, replace(rule, line=0)]  # line 0: not a line of a file
     used = set().union(*(ast.lists(r.condition) for r in rules))
-    return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name).types)
+    return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name, ws).types)
 
 
 def save(

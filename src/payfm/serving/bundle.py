@@ -89,8 +89,9 @@ def load_bundle(
     mv = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
     active = rs.active(ws) if (ws.root / "rules.db").exists() else None
     set_name = mv.feature_set if mv else (active.feature_set if active else "default")
-    want = fset or feature_set(set_name)
-    if (want.name, want.version) != (feature_set(set_name).name, feature_set(set_name).version):
+    current = feature_set(set_name, ws.root)
+    want = fset or current
+    if (want.name, want.version) != (current.name, current.version):
         raise Conflict(
             f"The models and rules now select feature set '{set_name}'; the server's online state is of "
             f"'{want.name}' version {want.version}. Restart the server to change the feature set.",

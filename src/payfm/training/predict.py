@@ -72,7 +72,7 @@ def score_window(
     start, end = _utc(start, "start"), _utc(end, "end")
     reg = Registry(ws)
     mv = reg.get(model_ref)
-    fs = fset if fset is not None else feature_set(mv.feature_set)
+    fs = fset if fset is not None else feature_set(mv.feature_set, ws.root)
     mv, model = reg.load(mv.ref, fs)
     t = task(mv.task)
     horizon = timedelta(days=float(mv.entry.get("horizon_days", t.horizon.total_seconds() / 86400)))
