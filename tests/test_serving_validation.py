@@ -204,3 +204,21 @@ def test_a_replay_in_process_appends_nothing_and_takes_outcomes_of_earlier_charg
     scorer.append_outcomes = True
     with pytest.raises(NotFound):
         scorer.record_outcome("disputes", dispute("dp_2", "ch_before", "2026-03-01T12:00:00Z"))
+
+
+def test_outcome_and_review_field_errors_say_what_was_expected_and_received(client: TestClient) -> None:
+    """The outcome, review and result endpoints word their field errors as the charge endpoint does: the
+    field, what was expected, what was received (long numbers masked), not pydantic's own sentence."""
+    naive = dispute("dp_1", "ch_1", "2026-03-01T12:00:00")
+    err = error(client.post("/v1/disputes", json=naive), 422)
+    assert err["field"] == "created" and "expected a time with a timezone" in err["message"]
+    assert "Got a naive timestamp '2026-03-01T12:00:00'" in err["message"]
+    missing = {k: v for k, v in dispute("dp_1", "ch_1", "2026-03-01T12:00:00Z").items() if k != "amount"}
+    assert (
+        error(client.post("/v1/disputes", json=missing), 422)["message"]
+        == "Field 'amount': required. Got none."
+    )
+    err = error(client.post("/v1/disputes", json={**missing, "amount": "12.5 dollars"}), 422)
+    assert "expected a valid integer" in err["message"] and "Got '12.5 dollars'" in err["message"]
+    err = error(client.get("/v1/reviews", params={"limit": "many"}), 422)
+    assert err["field"] == "limit" and "Got 'many'" in err["message"] and "Input should" not in err["message"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -130,6 +130,23 @@ def _payfm_error(e: PayfmError) -> JSONResponse:
     status = http_status(e)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
     return _error(status, type(e).__name__, str(e), getattr(e, "field", None), **headers)
+
+
+def _field_problem(field: str | None, error: Mapping[str, Any], msg: str) -> str:
+    """One pydantic error as the service words every problem: the field, what was expected, what was
+    received (quoted through ``shown``: long numbers masked, cut short)."""
+    kind = error.get("type")
+    if kind == "missing":
+        return f"Field '{field}': required. Got none."
+    if kind == "timezone_aware":
+        return (
+            f"Field '{field}': expected a time with a timezone (e.g. 2026-03-01T12:00:00Z). "
+            f"Got a naive timestamp {shown(error.get('input'))!r}."
+        )
+    expected = msg.replace("Input should have ", "expected ").replace("Input should be ", "expected ")
+    if kind == "extra_forbidden" or "input" not in error or isinstance(error["input"], dict | list):
+        return f"Field '{field}': {expected}."
+    return f"Field '{field}': {expected}. Got {shown(error['input'])!r}."
 
 
 def _model_of(table: str, name: str, optional: frozenset[str] = frozenset()) -> type[BaseModel]:
@@ -395,7 +412,7 @@ def create_app(
             if first.get("type") == "missing":
                 return _payfm_error(InvalidInput("The body must be a JSON object. Got none."))
             return _payfm_error(_not_object(first.get("input")))
-        return _error(422, "InvalidInput", f"Field '{field}': {msg}.", field)
+        return _error(422, "InvalidInput", _field_problem(field, first, msg), field)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
