@@ -262,3 +262,19 @@ def test_a_valid_file_still_imports(tmp_path: Path) -> None:
     summary = import_file(ws_at(tmp_path / "ws"), write_csv(tmp_path), write_mapping(tmp_path))
     assert summary.rows == {"charges": 4, "disputes": 2} and summary.unmapped_columns == ()
     assert np.array_equal(np.sort(summary.dropped_columns), ["email"])
+
+
+def test_a_zone_name_other_than_utc_is_a_problem_and_utc_is_read_as_utc() -> None:
+    """Arrow's %Z reads a zone's name and ignores it: '10:00 CET' would silently be 10:00 in the mapping's
+    zone. Names of UTC are read as UTC, whatever the mapping's timezone; another name is its row's problem."""
+    fmt = "%a %b %d %H:%M:%S %Z %Y"
+    texts = ["Mon Jan 02 10:00:00 UTC 2023", "Mon Jan 02 10:00:00 CET 2023", "Mon Jan 02 10:00:00 UTC+2 2023"]
+    m = changed(created={"column": "ts", "format": fmt})
+    m["timezone"] = "America/Chicago"
+    mapping = parse_mapping(m, "m.yaml")
+    out = Problems()
+    got = to_times(mapping.fields["created"], pa.table({"ts": pa.array(texts, pa.string())}), mapping, out)
+    assert got is not None
+    assert got.to_pylist()[0] == datetime(2023, 1, 2, 10, tzinfo=UTC)  # not 10:00 in Chicago
+    assert got.to_pylist()[1:] == [None, None]
+    assert [p.row for p in out.items] == [2, 3] and "whose %Z zone is UTC or GMT" in out.items[0].expected

@@ -27,6 +27,8 @@ _OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
 _PLAUSIBLE = "a time between 1970 and 2100 (check the unit or format in the mapping)"
 _DIRECTIVE = re.compile(r"%.")  # a strptime directive (``%%`` included, so a literal ``%z`` is no zone)
 _ZONES = ("%z", "%Z")
+# A zone name of UTC in a time read with %Z: UTC, GMT, UT or Z as a word, not followed by an offset.
+_UTC_NAME = r"(?i)(?:^|[^A-Za-z])(?:UTC|GMT|UT|Z)(?:[^A-Za-z0-9+-]|$)"
 
 
 def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
@@ -245,10 +247,27 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     col = as_text(col)
     valid = pc.is_valid(col)
     if spec.format is not None:
-        aware = "%z" in spec.format
+        # %Z: Arrow reads a zone's name and ignores it ('10:00 CET' would be 10:00 in the mapping's zone), so
+        # only names of UTC are taken (read as UTC); another zone is a problem of its row.
+        named = "%Z" in spec.format and "%z" not in spec.format
+        aware = "%z" in spec.format or named
         parsed = pc.strptime(col, format=spec.format, unit="us", error_is_null=True)
         unparsed = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
         rolled = _rolled_over(col, parsed, spec.format)
+        if named:
+            utc = pc.fill_null(pc.match_substring_regex(col, _UTC_NAME), False)
+            other = np.flatnonzero(pc.and_(pc.is_valid(parsed), pc.invert(utc)).to_numpy(False))
+            if len(other):
+                out.rows(
+                    name,
+                    other,
+                    f"a time in the format '{spec.format}' whose %Z zone is UTC or GMT (the parser reads "
+                    "another zone's name as no zone: use %z with numeric offsets, or the mapping's timezone)",
+                    values_at(col, other),
+                )
+                mask = np.zeros(len(col), dtype=bool)
+                mask[other] = True
+                parsed = pc.if_else(pa.array(mask), pa.scalar(None, parsed.type), parsed)
         bad = np.union1d(unparsed, rolled).astype(np.int64)
         if len(rolled):
             mask = np.zeros(len(col), dtype=bool)
