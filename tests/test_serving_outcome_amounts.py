@@ -67,3 +67,18 @@ def test_a_partial_refund_counts_its_own_amount_at_its_charges_rate(
         assert again.score(_later(4, now)).features[SUM] == pytest.approx(54.18 + 21.67)
     finally:
         again.close(snapshot=False)
+
+
+def test_a_review_of_a_zero_amount_charge_closed_as_fraud_keeps_the_service_startable(ws: Workspace) -> None:
+    """The refund a closure implies copies its charge's amount: 0 for a $0 charge (card testing's favourite).
+    It was refused as not positive after the closure was logged; every later start replayed the refusal."""
+    rulesets.save(ws, "zero: review if :amount_usd: < 1\n", activate=True, set_name="default", author="t")
+    s = Scorer.open(ws)
+    try:
+        assert s.score(charge(1, amount=0, amount_usd=0)).outcome == "manual_review"
+        assert s.close_review("ch_1", "refunded_as_fraud")["label"] == 1
+    finally:
+        s.close(snapshot=False)
+    again = Scorer.open(ws)  # the closure's recovery replays it: no error
+    again.close(snapshot=False)
+    assert ws.read("refunds").to_pylist()[0]["amount"] == 0

@@ -542,7 +542,7 @@ def _unlike_its_charge(
     table: str, event: Mapping[str, Any], charge: Mapping[str, Any]
 ) -> InvalidInput | None:
     """Why a refund or dispute reported live cannot be one of ``charge`` (None if it can): it is in its
-    charge's currency, for a positive amount no larger than the charge's (Stripe's rules for both)."""
+    charge's currency, for an amount no larger than the charge's (Stripe's rules for both)."""
     if table not in ("refunds", "disputes") or charge.get("amount") is None:
         return None
     what = "refund" if table == "refunds" else "dispute"
@@ -553,9 +553,9 @@ def _unlike_its_charge(
             field="currency",
         )
     most = int(charge["amount"])
-    if not 0 < int(event["amount"]) <= most:
+    if int(event["amount"]) > most:  # (0 is taken: a review closure of a $0 charge implies a 0 refund)
         return InvalidInput(
-            f"Field 'amount': expected a positive amount no larger than its charge's ({most} in the minor "
+            f"Field 'amount': expected an amount no larger than its charge's ({most} in the minor "
             f"unit of {charge.get('currency')}). Got {int(event['amount'])}.",
             field="amount",
         )
