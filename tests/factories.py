@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 
@@ -67,3 +69,15 @@ def disputes(charge_ids: list[str], created: datetime, reason: str = "fraudulent
         for i, c in enumerate(charge_ids)
     ]
     return pa.Table.from_pylist(rows, schema=SCHEMAS["disputes"])
+
+
+def usd_consistent(charge: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
+    """``charge`` with, for a charge in usd, the one of amount / amount_usd that ``given`` does not set made
+    equal to the other (a usd charge carries its amount twice; the decision service refuses it otherwise)."""
+    if charge.get("currency") != "usd":
+        return charge
+    if "amount_usd" in given and "amount" not in given:
+        return {**charge, "amount": charge["amount_usd"]}
+    if "amount" in given and "amount_usd" not in given:
+        return {**charge, "amount_usd": charge["amount"]}
+    return charge

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from factories import charges as charge_table
+from factories import usd_consistent
 from payfm.events.importer import import_file
 from payfm.events.schema import RULES, canonical_domain, canonical_ip
 from payfm.events.validate import ValidationError, validate_events
@@ -38,7 +39,8 @@ BLOCKS = (
 
 
 def charge(i: int, **kw: Any) -> dict[str, Any]:
-    return {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:00:{i:02d}+00:00", **EXAMPLE_FIELDS, **kw}
+    c = {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:00:{i:02d}+00:00", **EXAMPLE_FIELDS, **kw}
+    return usd_consistent(c, kw)
 
 
 @pytest.fixture()

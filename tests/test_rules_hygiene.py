@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from factories import charges as charge_table
+from factories import usd_consistent
 from payfm.cli.main import cli
 from payfm.events.schema import CANONICAL_DOMAIN, EMAIL_DOMAIN, DomainError, canonical_domain
 from payfm.events.validate import ValidationError, validate_events
@@ -32,7 +33,8 @@ PAN = "4111111111111111"
 
 
 def charge(i: int, **kw: Any) -> dict[str, Any]:
-    return {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:00:{i:02d}+00:00", **EXAMPLE_FIELDS, **kw}
+    c = {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:00:{i:02d}+00:00", **EXAMPLE_FIELDS, **kw}
+    return usd_consistent(c, kw)
 
 
 @pytest.fixture()

@@ -13,6 +13,7 @@ from urllib.parse import quote
 import pytest
 from fastapi.testclient import TestClient
 
+from factories import usd_consistent
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.serving.app import create_app
@@ -26,10 +27,11 @@ RULES = "big: review if :amount_usd: > 500\n"
 
 
 def charge(i: int, created: str = "2026-03-01T12:00:00+00:00", **kw: Any) -> dict[str, Any]:
-    return {"charge_id": f"ch_{i}", "created": created, **EXAMPLE_FIELDS, "amount": 90_000} | {
+    c = {"charge_id": f"ch_{i}", "created": created, **EXAMPLE_FIELDS, "amount": 90_000} | {
         "amount_usd": 90_000,
         **kw,
     }
+    return usd_consistent(c, kw)
 
 
 def probe(scorer: Scorer, i: int) -> dict[str, float | None]:
@@ -67,7 +69,7 @@ def test_refunded_as_fraud_appends_the_review_and_a_fraudulent_refund(
     client: tuple[TestClient, dict[str, str]], scorer: Scorer, ws: Workspace
 ) -> None:
     c, h = client
-    assert c.post("/v1/charges/score", json=charge(1, amount=12_345), headers=h).json()["outcome"] == (
+    assert c.post("/v1/charges/score", json=charge(1, amount=123_450), headers=h).json()["outcome"] == (
         "manual_review"
     )
     r = c.post("/v1/reviews/ch_1/close", json={"reason": "refunded_as_fraud", "note": "called"}, headers=h)
@@ -85,7 +87,7 @@ def test_refunded_as_fraud_appends_the_review_and_a_fraudulent_refund(
     (refund,) = rows(ws, "refunds")
     assert refund["refund_id"] == "re_review_ch_1" and refund["reason"] == "fraudulent"
     assert (
-        refund["amount"] == 12_345 and refund["currency"] == "usd" and refund["created"] == review["created"]
+        refund["amount"] == 123_450 and refund["currency"] == "usd" and refund["created"] == review["created"]
     )
     assert rows(ws, "disputes") == []
     features = probe(scorer, 2)
@@ -100,7 +102,7 @@ def test_a_review_of_a_charge_id_holding_a_slash_can_be_closed(
 ) -> None:
     c, h = client
     cid = "order/7"
-    assert c.post("/v1/charges/score", json=charge(1, amount=12_345, charge_id=cid), headers=h).json()[
+    assert c.post("/v1/charges/score", json=charge(1, amount=123_450, charge_id=cid), headers=h).json()[
         "outcome"
     ] == ("manual_review")
     r = c.post(f"/v1/reviews/{quote(cid, safe='')}/close", json={"reason": "approved"}, headers=h)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from factories import usd_consistent
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.registry.store import Registry
@@ -29,10 +30,11 @@ RULES = "big: review if :amount_usd: > 500\nbad_country: block if :ip_country: =
 
 
 def charge(i: int, **kw: Any) -> dict[str, Any]:
-    return {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:{i // 60 % 60:02d}:{i % 60:02d}+00:00"} | {
+    c = {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:{i // 60 % 60:02d}:{i % 60:02d}+00:00"} | {
         **EXAMPLE_FIELDS,
         **kw,
     }
+    return usd_consistent(c, kw)
 
 
 def register(ws: Workspace, amount_weight: float, stage: str, name: str = "fraud-lr") -> str:

@@ -222,3 +222,14 @@ def test_outcome_and_review_field_errors_say_what_was_expected_and_received(clie
     assert "expected a valid integer" in err["message"] and "Got '12.5 dollars'" in err["message"]
     err = error(client.get("/v1/reviews", params={"limit": "many"}), 422)
     assert err["field"] == "limit" and "Got 'many'" in err["message"] and "Input should" not in err["message"]
+
+
+def test_a_usd_charge_whose_amount_usd_is_not_its_amount_is_refused() -> None:
+    """A $5,000 charge sent with amount_usd 1 was decided as a $0.01 one by every amount rule and the model
+    (and `serve export` then refused it): refused as an import refuses it."""
+    e = refused(charge(1, amount=500_000, currency="usd", amount_usd=1))
+    assert e.field == "amount_usd" and "500000. Got 1." in str(e)
+    assert (
+        normalize_charge(charge(1, amount=500_000, currency="eur", amount_usd=541_850))["amount_usd"]
+        == 541_850
+    )

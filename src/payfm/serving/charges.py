@@ -215,6 +215,12 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             if name in TIMESTAMP_FIELDS:
                 out[name + "_us"] = None
     _check_order(out)
+    if out.get("currency") == "usd" and out.get("amount") != out.get("amount_usd"):  # as an import checks
+        raise InvalidInput(
+            f"Field 'amount_usd' must be the charge's amount itself for a charge in usd (both in US cents): "
+            f"{out.get('amount')}. Got {out.get('amount_usd')}.",
+            field="amount_usd",
+        )
     return out
 
 
