@@ -48,6 +48,8 @@ WIDE = FeatureSet(
         Aggregate("device", "first_seen", filter="declined"),
         Aggregate("customer", "min", "amount_usd", source="refunds"),
         Aggregate("customer", "max", "amount_usd", source="refunds"),
+        Aggregate("card", "last", "amount_usd", source="refunds"),  # an outcome's own amount, as min/max
+        Aggregate("merchant", "last", "amount_usd", source="fraud_disputes"),
         Aggregate("customer", "last", "amount_usd", filter="card_present"),
         Aggregate("customer", "mean", "amount_usd", filter="declined"),
         Aggregate("merchant", "std", "amount_usd", window=2 * D, source="efws"),

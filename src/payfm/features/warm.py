@@ -265,7 +265,10 @@ def _total(
         codes, values = cols.codes(column)
         valid = hit[si] & (codes[rows] >= 0)
         last_i = np.maximum.reduceat(np.where(valid, idx, -1), kstarts).tolist()
-        vals = [None if i < 0 else values[codes[rows[i]]] for i in last_i]
+        if column == "amount_usd" and amount is not None:  # what each event adds: an outcome's own amount
+            vals = [None if i < 0 else int(amount[i]) for i in last_i]
+        else:
+            vals = [None if i < 0 else values[codes[rows[i]]] for i in last_i]
         lo_l = hi_l = None
         if (si, column) in minmax:
             assert amount is not None
