@@ -27,10 +27,20 @@ def test_a_decided_charge_id_with_other_fields_is_refused_and_a_true_retry_answe
             s.score(charge(1, amount=1_999, amount_usd=1_999, card_fingerprint="fp_other"))
         again = s.score(charge(1, amount=1_999, amount_usd=1_999))  # the same charge: a retry
         assert again.to_json() == first.to_json()
-        # The processor's result may come with a retry: not another charge.
+        # The processor's result may come with a retry, and an optional field left out: not another charge.
         assert s.score(charge(1, amount=1_999, amount_usd=1_999, outcome="authorized")).to_json() == (
             first.to_json()
         )
+        assert s.score(charge(1, amount=1_999, amount_usd=1_999, device_id=None)).to_json() == first.to_json()
+        # A field the state does not keep (the decision log has the whole charge): its time, its channel.
+        with pytest.raises(Conflict, match="another 'created_us'"):
+            s.score(charge(1, amount=1_999, amount_usd=1_999, created="2026-03-02T12:00:01+00:00"))
+        with pytest.raises(Conflict, match="another 'channel'"):
+            s.score(charge(1, amount=1_999, amount_usd=1_999, channel="card_present"))
+        # The same instant written otherwise is the same charge.
+        assert s.score(
+            charge(1, amount=1_999, amount_usd=1_999, created="2026-03-01T12:00:01Z")
+        ).to_json() == (first.to_json())
     finally:
         s.close(snapshot=False)
 
@@ -48,5 +58,18 @@ def test_an_event_log_charge_id_sent_with_other_fields_is_refused(tmp_path: Path
             s.score(other)
         # sent as the log holds it (a replay of history), it is decided, counted once
         assert s.score({**same, "created": logged["created"].isoformat()}).outcome
+    finally:
+        s.close(snapshot=False)
+
+
+def test_a_charge_id_being_decided_is_refused_to_another_charge_sent_meanwhile(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    s = Scorer.open(ws)
+    try:
+        first = s.begin(charge(3, amount=100, amount_usd=100))  # in flight: not yet durable
+        with pytest.raises(Conflict, match="Charge 'ch_3' is known already"):
+            s.begin(charge(3, amount=99_999_999, amount_usd=99_999_999, card_fingerprint="fp_zzz"))
+        retry = s.begin(charge(3, amount=100, amount_usd=100))
+        assert retry.result(10).to_json() == first.result(10).to_json()
     finally:
         s.close(snapshot=False)

@@ -177,6 +177,7 @@ class Scorer(FeedbackMixin):
         self._lock = threading.Lock()  # the online state + sequence numbers
         self._seq = seq
         self._pending: dict[str, Future[dict[str, Any]]] = {}
+        self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)
         self._since_snapshot = 0
@@ -622,9 +623,14 @@ class Scorer(FeedbackMixin):
             stored = None
             known = None if other is not None else self.online.store.charge_fields(cid)
             counted = known is not None
+            deciding = self._deciding.get(cid)
+            if other is not None and deciding is not None:  # being decided now: a retry, or another charge
+                _refuse_another_charge(cid, deciding, c)
             if known is not None:
-                _refuse_another_charge(cid, known, c)
                 stored = self.log.get_decision(cid)
+                # what the decision log holds of it (every field), else what the state keeps (event log's)
+                logged = self.log.get_charge(cid) if stored is not None else None
+                _refuse_another_charge(cid, logged if logged is not None else known, c)
             if other is None and stored is None:
                 vector = self.online.vector_then_update(c)
                 if bundle.embedders:  # the embedding's inputs now, the forward pass outside the lock
@@ -636,6 +642,7 @@ class Scorer(FeedbackMixin):
                 seq = self._seq
                 mine = Future()
                 self._pending[cid] = mine
+                self._deciding[cid] = c
                 self._inflight += 1
         out: Future[Decision] = Future()
         if other is not None:  # the same charge is being decided: its stored decision, once durable
@@ -693,6 +700,7 @@ class Scorer(FeedbackMixin):
         freeze = False
         with self._lock:
             self._pending.pop(key, None)
+            self._deciding.pop(key, None)
             self._inflight -= 1
             self._since_snapshot += 1
             self._since_freeze += 1
@@ -788,14 +796,17 @@ def _apply_event(online: OnlineFeatures, kind: str, payload: dict[str, Any]) -> 
         )
 
 
+_RESULT_FIELDS = frozenset({*LATE_COLUMNS, "decline_code"})  # the processor's answer: may come with a retry
+
+
 def _refuse_another_charge(cid: str, known: Mapping[str, Any], charge: Mapping[str, Any]) -> None:
-    """A charge id the service knows (it decided it, or the event log holds it) sent with other fields is
-    another charge, not a retry: refused (409) rather than answered with the first one's decision, or its
-    later outcomes (a review closed as fraud) would label the first. ``known``: the fields the state keeps of
-    it (entity keys, amounts); the processor's result (``outcome``) may differ between a retry and the
-    first."""
+    """A charge id the service knows (it decided it or is deciding it, or the event log holds it) sent with
+    other fields is another charge, not a retry: refused (409) rather than answered with the first one's
+    decision, or its later outcomes (a review closed as fraud) would label the first. ``known``: the charge as
+    logged (every field) or the fields the state keeps of it (entity keys, amounts). A field the retry leaves
+    out (null) is not compared, nor the processor's result; times compare as instants (``*_us``)."""
     for name, value in known.items():
-        if name in LATE_COLUMNS or name not in charge:
+        if name in _RESULT_FIELDS or f"{name}_us" in known or charge.get(name) is None:
             continue
         if charge[name] != value:
             raise Conflict(
