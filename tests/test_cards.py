@@ -66,6 +66,10 @@ def test_card_numbers_are_found_in_text_with_separators(text: str) -> None:
         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",  # hex hash
         "2023-01-01 00:00:03",
         "4242    4242    4242    4241",  # fails Luhn, however far apart its groups are
+        # Over line breaks and wide gaps only numbers written in fours count (each of these has a Luhn-valid
+        # 13-19 digit window across its lines, which the 1-3 character rule would have taken):
+        "415-555-0107\n415-555-0173",  # two phone numbers on two lines
+        "42    25455    619501    68915",  # a row of a table
         "",
     ],
 )

@@ -1,8 +1,8 @@
 """Card-number (PAN) detection and the keyed fingerprint transform.
 
 A full card number is 13-19 digits passing the Luhn check. It may be written in digit groups separated by 1-3
-characters of space (line breaks too), dash, dot, slash or underscore, or by a longer run of spaces
-(``4111 1111 1111 1111``, ``4111.1111.1111.1111``, ``4111 - 1111 - 1111 - 1111``), and may touch letters
+characters of space, dash, dot, slash or underscore, or, for a number written in fours (the last group 1-4
+digits), by line breaks or a longer run of spaces (``4111 1111 1111 1111``, ``4111.1111.1111.1111``, ``4111 - 1111 - 1111 - 1111``), and may touch letters
 (``card4111111111111111``), except the letters of a hexadecimal token or of a UUID: a digit run inside a
 device id or a SHA-256 hex digest is part of that identifier (random 64-hex ids hold a Luhn-valid run of 13-19
 digits between letters about once in 230). It must never be stored, logged or echoed: detection reports only
@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 # 13 digits with at most 3 separator characters between neighbours. Values passing it get the exact check.
 # Separators between digit groups: spaces (also tabs and no-break spaces), dashes, dots, slashes, underscores.
 _SPACE_CHARS = " \t\n\r\v\f\u00a0"
+_LINE_BREAKS = "\n\r\v\f"
 _SEP = _SPACE_CHARS + "._/-"  # (line breaks too: a number typed over lines, or a CR LF between groups)
 _SEP_CLASS = "[" + _SEP.replace("-", "") + "-]"
 # ...or a longer run of white space (a number typed with wide gaps, or aligned in columns): 4 or more, so that
@@ -113,11 +114,16 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
         # separator g joins groups g and g + 1: its kind (spaces stripped) and whether it is a single space or
         # dash; odd[g]: separators before g that are not; run[g]: first separator of g's run of one kind
         kinds, odd, run = [""] * max(n - 1, 0), [0] * n, [0] * max(n - 1, 0)
+        # wide[g]: separators before g breaking a line or of 4+ spaces; four[g]: groups before g of 4 digits
+        wide, four = [0] * n, [0] * (n + 1)
         for g in range(n - 1):
             sep = text[groups[g][1] : groups[g + 1][0]]
             kinds[g] = sep.strip(_SPACES)
             odd[g + 1] = odd[g] + (not (len(sep) == 1 and (sep in _SPACES or sep == "-")))
             run[g] = run[g - 1] if g and kinds[g] == kinds[g - 1] else g
+            wide[g + 1] = wide[g] + (len(sep) >= 4 or any(c in sep for c in _LINE_BREAKS))
+        for g, (a, b) in enumerate(groups):
+            four[g + 1] = four[g] + (b - a == 4)
         # Luhn prefix sums by digit parity: plain[r][k], doubled[r][k] over the digits p < k with p % 2 == r
         plain: tuple[list[int], list[int]] = ([0], [0])
         doubled: tuple[list[int], list[int]] = ([0], [0])
@@ -145,6 +151,13 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
                 gaps = j - i
                 same = gaps == 0 or run[j - 1] <= i
                 legacy = odd[j] - odd[i] == 0
+                # Over line breaks or wide gaps only a number written in fours: 4111 / 1111 / 1111 / 1111
+                # (not two phone numbers on two lines, ZIP codes one per line, a row of a table).
+                spread = wide[j] - wide[i] > 0
+                fours = gaps >= 3 and four[j] - four[i] == gaps and 0 < groups[j][1] - groups[j][0] <= 4
+                if spread and not (same and kinds[i] == "" and fours):
+                    j += 1
+                    continue
                 if _separators_ok(legacy, same, kinds[i] if gaps else "", gaps):
                     s, e = cum[i], cum[j + 1]
                     r = (e - 1) % 2  # digits of the last one's parity count plain, the others doubled
