@@ -2,15 +2,16 @@
 
 A full card number is 13-19 digits passing the Luhn check. It may be written in digit groups separated by 1-3
 characters of space, dash, dot, slash or underscore, or, for a number written in fours (the last group 1-4
-digits), by line breaks or a longer run of spaces (``4111 1111 1111 1111``, ``4111.1111.1111.1111``, ``4111 - 1111 - 1111 - 1111``), and may touch letters
-(``card4111111111111111``), except the letters of a hexadecimal token or of a UUID: a digit run inside a
-device id or a SHA-256 hex digest is part of that identifier (random 64-hex ids hold a Luhn-valid run of 13-19
-digits between letters about once in 230). It must never be stored, logged or echoed: detection reports only
-the row and column. Digits of any script count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so
-do the separators of any script (an ideographic space, a fullwidth hyphen or full stop, a thin space, a
-format character such as a right-to-left mark): a number written with them is as much a card number; so are
-superscript and circled digits (``⁴``, ``④``). The digits are those of Python's Unicode database (Unicode 14
-on Python 3.11: digits added later are not read).
+digits), by line breaks or a longer run of spaces (``4111 1111 1111 1111``, ``4111.1111.1111.1111``,
+``4111 - 1111 - 1111 - 1111``), and may touch letters (``card4111111111111111``), except the letters of a
+hexadecimal token or of a UUID: a digit run inside a device id or a SHA-256 hex digest is part of that
+identifier (random 64-hex ids hold a Luhn-valid run of 13-19 digits between letters about once in 230). It
+must never be stored, logged or echoed: detection reports only the row and column. Digits of any script
+count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the separators of any script (an
+ideographic space, a fullwidth hyphen or full stop, a thin space, a format character such as a
+right-to-left mark): a number written with them is as much a card number; so are superscript and circled
+digits (``⁴``, ``④``). The digits are those of Python's Unicode database (Unicode 14 on Python 3.11: digits
+added later are not read).
 
 Detection is vectorized with Arrow's regular expressions; only candidate values (rare in clean data) reach the
 Python window and Luhn checks.
