@@ -68,10 +68,15 @@ def test_a_defined_set_is_backfilled_trained_on_and_served(ws: Workspace, tmp_pa
         assert set(decision.features) == set(mine.names) and decision.model == mv.ref
     finally:
         scorer.close(snapshot=False)
-    # Redefined with other features: refused without --replace; with it, the old model no longer promotes.
+    # Redefined with other features: refused without --replace; refused with it while a model on it is served
+    # (every server start would fail); once it is archived, replaced, and the old model no longer promotes.
     other = _mine(tmp_path, ws, [{"kind": "aggregate", "entity": "card", "agg": "count", "window_s": 600}])
     code, out = run("-w", w, "features", "define", str(other))
     assert code == 1 and "defines feature set 'mine' already" in out and "--replace" in out
+    code, out = run("-w", w, "features", "define", str(other), "--replace")
+    assert code == 1 and f"Feature set 'mine' is served: {mv.ref}" in out, out
+    assert feature_set("mine", ws.root).version == mine.version  # unchanged
+    assert run("-w", w, "models", "promote", mv.ref, "--stage", "archived")[0] == 0
     assert run("-w", w, "features", "define", str(other), "--replace")[0] == 0
     code, out = run("-w", w, "models", "promote", mv.ref)
     assert code == 1 and f"version {mine.version}; this payfm computes version" in out
@@ -86,6 +91,14 @@ def test_a_defined_set_is_backfilled_trained_on_and_served(ws: Workspace, tmp_pa
         ({"features": [{"kind": "aggregate", "entity": "card", "agg": "count", "windw_s": 60}]}, "'windw_s'"),
         ({"features": [{"kind": "aggregate", "entity": "card", "agg": "cnt"}]}, "Did you mean 'count'?"),
         ({"features": [{"kind": "request", "type": "amount_usd"}]}, "feature 1"),
+        (
+            {"features": [{"kind": "aggregate", "entity": "card", "agg": "count", "window_s": 1e400}]},
+            "10 years",
+        ),
+        ({"features": [{"kind": "aggregate", "entity": "card", "agg": "count", "offset_s": -1}]}, "10 years"),
+        ({"features": []}, "at least one feature"),
+        ({"featurez": []}, "unknown field 'featurez'"),
+        ({"note": "x"}, "unknown field 'note'"),
     ],
 )
 def test_a_bad_set_file_is_refused_naming_the_field(
@@ -97,6 +110,15 @@ def test_a_bad_set_file_is_refused_naming_the_field(
     code, out = run("-w", str(ws.root), "features", "define", str(path))
     assert code == 1 and said in out and "Traceback" not in out, out
     assert not (ws.root / "features" / "sets" / "other.json").exists()
+
+
+def test_a_set_file_with_a_byte_order_mark_is_read(ws: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "bom.json"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({**tiny_set().to_json(), "name": "bom"}, default=list).encode()
+    )
+    code, out = run("-w", str(ws.root), "features", "define", str(path))
+    assert code == 0 and "Defined feature set 'bom'" in out, out
 
 
 def test_an_unknown_set_names_the_bundled_and_the_workspaces(ws: Workspace) -> None:

@@ -89,7 +89,7 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
       payfm features backfill --set mine && payfm train --set mine --model gbdt
     """
     try:
-        data = json.loads(Path(file).read_text(encoding="utf-8"))
+        data = json.loads(Path(file).read_text(encoding="utf-8-sig"))  # (a BOM, as Windows editors write)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ConfigError(f"Feature set file '{file}': expected JSON text. Got an error ({e}).") from None
     fs = FeatureSet.from_json(data, f"Feature set file '{file}'")
@@ -100,6 +100,23 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
         )
     ws = Workspace.open(ctx.obj["workspace"])
     path = set_path(ws.root, fs.name)
+    if path.exists() and replace:
+        from payfm.registry import Registry
+
+        serving = [
+            v.ref
+            for v in Registry(ws).list()
+            if v.feature_set == fs.name
+            and v.stage in ("production", "shadow")
+            and v.feature_set_version != fs.version
+        ]
+        if serving:
+            raise ConfigError(
+                f"Feature set '{fs.name}' is served: {', '.join(serving)} (production or shadow) were "
+                "trained on its current definitions, which the decision service would no longer compute. "
+                "Archive them first (payfm models promote REF --stage archived), or define the new set under "
+                "another name."
+            )
     if path.exists() and not replace:
         old = feature_set(fs.name, ws.root)
         if old.version == fs.version:

@@ -720,10 +720,14 @@ class FeatureSet:
     def from_json(cls, data: object, source: str = "feature set") -> FeatureSet:
         """A set from :meth:`to_json`'s data (a ``version`` in it, if any, must be the one its definitions
         give); a ConfigError naming ``source``, the feature (by position and name) and the field at fault."""
-        if not isinstance(data, dict) or not isinstance(data.get("features"), list):
+        if not isinstance(data, dict) or not isinstance(data.get("features"), list) or not data["features"]:
             raise ConfigError(
-                f"{source}: expected an object with 'name' and a 'features' list. Got {_got(data)}."
+                f"{source}: expected an object with 'name' and a 'features' list of at least one feature. "
+                f"Got {_got(data)}."
             )
+        unknown = sorted(set(data) - {"name", "version", "features"})
+        if unknown:
+            raise ConfigError(f"{source}: unknown field {unknown[0]!r}. Expected: name, version, features.")
         name = data.get("name")
         if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
             raise ConfigError(
@@ -764,12 +768,15 @@ _SPEC_KEYS = {
 }
 
 
+_TEN_YEARS_S = 10 * 365 * 86_400  # (beyond any window; keeps timedelta and the engines' integers in range)
+
+
 def _seconds(spec: dict[str, object], key: str, who: str) -> timedelta | None:
     value = spec.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{who}: '{key}' must be a number of seconds. Got {_got(value)}.")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _TEN_YEARS_S:
+        raise ConfigError(f"{who}: '{key}' must be seconds, from 0 to 10 years. Got {_got(value)}.")
     return timedelta(seconds=value)
 
 
