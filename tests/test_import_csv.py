@@ -25,10 +25,10 @@ SSN, NAME = "835-94-0955", "Rebecca"
 
 
 # ---- impossible dates in a `format` ----------------------------------------------------------------------
-def _times(fmt: str, texts: list[str]) -> tuple[list[Any], Problems]:
-    """``texts`` read by a time field in ``fmt`` (naive times in UTC): the UTC datetimes, the problems."""
+def _times(fmt: str, texts: list[str], zone: str = "UTC") -> tuple[list[Any], Problems]:
+    """``texts`` read by a time field in ``fmt`` (naive ones in ``zone``): the UTC datetimes, the problems."""
     m = changed(created={"column": "ts", "format": fmt})
-    m["timezone"] = "UTC"
+    m["timezone"] = zone
     mapping = parse_mapping(m, "m.yaml")
     out = Problems()
     result = to_times(mapping.fields["created"], pa.table({"ts": pa.array(texts, pa.string())}), mapping, out)
@@ -269,12 +269,7 @@ def test_a_zone_name_other_than_utc_is_a_problem_and_utc_is_read_as_utc() -> Non
     zone. Names of UTC are read as UTC, whatever the mapping's timezone; another name is its row's problem."""
     fmt = "%a %b %d %H:%M:%S %Z %Y"
     texts = ["Mon Jan 02 10:00:00 UTC 2023", "Mon Jan 02 10:00:00 CET 2023", "Mon Jan 02 10:00:00 UTC+2 2023"]
-    m = changed(created={"column": "ts", "format": fmt})
-    m["timezone"] = "America/Chicago"
-    mapping = parse_mapping(m, "m.yaml")
-    out = Problems()
-    got = to_times(mapping.fields["created"], pa.table({"ts": pa.array(texts, pa.string())}), mapping, out)
-    assert got is not None
-    assert got.to_pylist()[0] == datetime(2023, 1, 2, 10, tzinfo=UTC)  # not 10:00 in Chicago
-    assert got.to_pylist()[1:] == [None, None]
+    got, out = _times(fmt, texts, "America/Chicago")
+    assert got[0] == datetime(2023, 1, 2, 10, tzinfo=UTC)  # not 10:00 in Chicago
+    assert got[1:] == [None, None]
     assert [p.row for p in out.items] == [2, 3] and "whose %Z zone is UTC or GMT" in out.items[0].expected

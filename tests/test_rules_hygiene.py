@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
 from factories import charges as charge_table
-from factories import usd_consistent
 from payfm.cli.main import cli
 from payfm.events.schema import CANONICAL_DOMAIN, EMAIL_DOMAIN, DomainError, canonical_domain
 from payfm.events.validate import ValidationError, validate_events
@@ -23,18 +21,14 @@ from payfm.rules.compiler import compile_rules
 from payfm.rules.db import connect
 from payfm.rules.grammar import parse_rules
 from payfm.rules.limits import RuleError
-from payfm.serving.charges import EXAMPLE_FIELDS, normalize_charge
+from payfm.serving.charges import normalize_charge
 from payfm.serving.scorer import Scorer
+from test_canonical_values import charge
 
 BUECHER = ("bücher.de", "xn--bcher-kva.de", "bu\u0308cher.de", "ＢÜＣＨＥＲ.de", "XN--BCHER-KVA.DE.")
 EVIL = ("evil.com", "ｅｖｉｌ.com", "ＥＶＩＬ.ＣＯＭ", "evil\u3002com", "ev\u00adil.com")
 RULE = "bad_dom: block if :email_domain: in @bad_domains\n"
 PAN = "4111111111111111"
-
-
-def charge(i: int, **kw: Any) -> dict[str, Any]:
-    c = {"charge_id": f"ch_{i}", "created": f"2026-03-01T12:00:{i:02d}+00:00", **EXAMPLE_FIELDS, **kw}
-    return usd_consistent(c, kw)
 
 
 @pytest.fixture()

@@ -27,7 +27,8 @@ import pyarrow as pa
 
 from payfm.events.cards import contains_card_number, mask_long_numbers
 from payfm.events.schema import CHARGES, ORDERED_TIMES, RULES, TIME_MAX_US, TIMESTAMP, DomainError
-from payfm.serving.errors import InvalidInput
+from payfm.features.definitions import LATE_COLUMNS
+from payfm.serving.errors import Conflict, InvalidInput, shown
 
 # The fields of a charge the service reads; outcome-side fields of the log schema are accepted but optional.
 CHARGE_FIELDS: dict[str, pa.Field] = {f.name: f for f in CHARGES}
@@ -240,4 +241,25 @@ def _check_order(charge: Mapping[str, Any]) -> None:
                 f"Field '{earlier}' must be {what} at or before the charge's '{later}'. Got "
                 f"{us_to_iso(first)}, after the {later} {us_to_iso(then)}.",
                 field=earlier,
+            )
+
+
+_RESULT_FIELDS = frozenset({*LATE_COLUMNS, "decline_code"})  # the processor's answer: may come with a retry
+
+
+def refuse_another_charge(cid: str, known: Mapping[str, Any], charge: Mapping[str, Any]) -> None:
+    """A charge id the service knows (it decided it or is deciding it, or the event log holds it) sent with
+    other fields is another charge, not a retry: refused (409) rather than answered with the first one's
+    decision, or its later outcomes (a review closed as fraud) would label the first. ``known``: the charge as
+    logged (every field) or the fields the state keeps of it (entity keys, amounts). A field the retry leaves
+    out (null) is not compared, nor the processor's result; times compare as instants (``*_us``)."""
+    for name, value in known.items():
+        if name in _RESULT_FIELDS or f"{name}_us" in known or charge.get(name) is None:
+            continue
+        if charge[name] != value:
+            raise Conflict(
+                f"Charge {shown(cid)!r} is known already (decided by this service, or in the event log) with "
+                f"another '{name}': a retry must send the same charge, and a new charge needs a new "
+                "charge_id.",
+                field=name,
             )

@@ -699,3 +699,20 @@ def _implied_outcome(
 
 def _mark(table: str, oid: str) -> MarkAppended:
     return MarkAppended(table, oid)
+
+
+def apply_logged_event(online: OnlineFeatures, kind: str, payload: dict[str, Any]) -> None:
+    """Apply one decision-log event (:meth:`DecisionLog.events_after`) to ``online``."""
+    if kind == "charge":
+        online.update(payload)
+    elif kind == AUTHORIZATION:
+        online.apply_authorization(payload["charge"])
+    else:
+        online.apply_outcome(
+            kind,
+            payload["id"],
+            payload["charge_id"],
+            payload["created_us"],
+            payload.get("amount"),
+            payload.get("currency"),
+        )

@@ -50,20 +50,20 @@ import pyarrow as pa
 
 from payfm.errors import shown_url
 from payfm.events.workspace import Workspace, alive
-from payfm.features.definitions import AUTHORIZATION, LATE_COLUMNS
+from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from payfm.redis_load import Presence, is_redis_url
 from payfm.rules import charge_values
 from payfm.serving.bundle import Bundle, load_bundle, relisted
-from payfm.serving.charges import normalize_charge, refuse_future
+from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_future
 from payfm.serving.decision_log import (
     DecisionLog,
     DecisionRecord,
     open_log,
 )
-from payfm.serving.errors import Conflict, InvalidInput, shown
-from payfm.serving.feedback import FeedbackMixin
+from payfm.serving.errors import InvalidInput
+from payfm.serving.feedback import FeedbackMixin, apply_logged_event
 from payfm.serving.fm_embeddings import (
     STALE_CHECK,
     describe_fm,
@@ -333,10 +333,10 @@ class Scorer(FeedbackMixin):
             if kind != "charge" and online.store.charge_fields(str(payload["charge_id"])) is None:
                 later.append((kind, payload))
                 continue
-            _apply_event(online, kind, payload)
+            apply_logged_event(online, kind, payload)
             n += 1
         for kind, payload in later:
-            _apply_event(online, kind, payload)
+            apply_logged_event(online, kind, payload)
             n += 1
         return n
 
@@ -625,12 +625,12 @@ class Scorer(FeedbackMixin):
             counted = known is not None
             deciding = self._deciding.get(cid)
             if other is not None and deciding is not None:  # being decided now: a retry, or another charge
-                _refuse_another_charge(cid, deciding, c)
+                refuse_another_charge(cid, deciding, c)
             if known is not None:
                 stored = self.log.get_decision(cid)
                 # what the decision log holds of it (every field), else what the state keeps (event log's)
                 logged = self.log.get_charge(cid) if stored is not None else None
-                _refuse_another_charge(cid, logged if logged is not None else known, c)
+                refuse_another_charge(cid, logged if logged is not None else known, c)
             if other is None and stored is None:
                 vector = self.online.vector_then_update(c)
                 if bundle.embedders:  # the embedding's inputs now, the forward pass outside the lock
@@ -777,44 +777,6 @@ class Scorer(FeedbackMixin):
             features=feats,
             embedding=embedding,
         )
-
-
-def _apply_event(online: OnlineFeatures, kind: str, payload: dict[str, Any]) -> None:
-    """Apply one decision-log event (:meth:`DecisionLog.events_after`) to ``online``."""
-    if kind == "charge":
-        online.update(payload)
-    elif kind == AUTHORIZATION:
-        online.apply_authorization(payload["charge"])
-    else:
-        online.apply_outcome(
-            kind,
-            payload["id"],
-            payload["charge_id"],
-            payload["created_us"],
-            payload.get("amount"),
-            payload.get("currency"),
-        )
-
-
-_RESULT_FIELDS = frozenset({*LATE_COLUMNS, "decline_code"})  # the processor's answer: may come with a retry
-
-
-def _refuse_another_charge(cid: str, known: Mapping[str, Any], charge: Mapping[str, Any]) -> None:
-    """A charge id the service knows (it decided it or is deciding it, or the event log holds it) sent with
-    other fields is another charge, not a retry: refused (409) rather than answered with the first one's
-    decision, or its later outcomes (a review closed as fraud) would label the first. ``known``: the charge as
-    logged (every field) or the fields the state keeps of it (entity keys, amounts). A field the retry leaves
-    out (null) is not compared, nor the processor's result; times compare as instants (``*_us``)."""
-    for name, value in known.items():
-        if name in _RESULT_FIELDS or f"{name}_us" in known or charge.get(name) is None:
-            continue
-        if charge[name] != value:
-            raise Conflict(
-                f"Charge {shown(cid)!r} is known already (decided by this service, or in the event log) with "
-                f"another '{name}': a retry must send the same charge, and a new charge needs a new "
-                "charge_id.",
-                field=name,
-            )
 
 
 def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
