@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import bench_set, tiny_set
 from payfm.registry import ArtifactIntegrityError, FeatureSetMismatchError, Registry, RegistryError
 from payfm.registry.store import UnknownModelError
+from payfm.serving.bundle import load_bundle
 from payfm.training.models import model_class
 
 FS = tiny_set()
@@ -139,6 +141,50 @@ def test_promote_archives_the_previous_and_rollback_restores_it(reg: Registry) -
     assert reg.get("fraud-x@shadow").version == 3
 
 
+def test_a_workspace_has_one_production_version_whatever_its_name(reg: Registry) -> None:
+    """Promoting another model family archives the one deciding (it stayed production: the decision service
+    picked the newest, so a promoted older family never decided); rollback restores it across names."""
+    for name in ("fraud-gbdt", "fraud-rf"):
+        reg.register(fitted("gbdt"), name=name, task="fraud", fset=FS)  # type: ignore[arg-type]
+    reg.promote("fraud-rf@1")
+    reg.promote("fraud-gbdt@1")
+    stages = {v.ref: v.stage for v in reg.list()}
+    assert stages == {"fraud-gbdt@1": "production", "fraud-rf@1": "archived"}
+    assert load_bundle(Workspace.open(reg.root.parent)).model_version.ref == "fraud-gbdt@1"  # type: ignore[union-attr]
+    with pytest.raises(
+        RegistryError, match="no production version to roll back: the production version is fraud-gbdt@1"
+    ):
+        reg.rollback("fraud-rf")
+    assert reg.rollback("fraud-gbdt").ref == "fraud-rf@1"
+    assert {v.ref: v.stage for v in reg.list()} == {"fraud-gbdt@1": "archived", "fraud-rf@1": "production"}
+    with pytest.raises(RegistryError, match="nothing to restore"):
+        reg.rollback("fraud-rf")
+
+
+def test_a_registry_written_before_one_production_version_is_mended_by_the_next_promotion(
+    reg: Registry,
+) -> None:
+    """Older registries may hold several production versions and stage-log rows without previous_name."""
+    for name in ("fraud-gbdt", "fraud-rf", "fraud-lr"):
+        reg.register(fitted("gbdt"), name=name, task="fraud", fset=FS)  # type: ignore[arg-type]
+    reg.register(fitted("gbdt", seed=1), name="fraud-gbdt", task="fraud", fset=FS)  # type: ignore[arg-type]
+    with sqlite3.connect(reg.root / "registry.db") as con:  # as an older payfm left it
+        con.execute("DROP TABLE stage_log")
+        con.execute(
+            "CREATE TABLE stage_log (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, "
+            "version INTEGER NOT NULL, action TEXT NOT NULL, previous INTEGER, at TEXT NOT NULL)"
+        )
+        con.execute("UPDATE versions SET stage = 'production' WHERE name IN ('fraud-rf', 'fraud-lr')")
+        con.execute("UPDATE versions SET stage = 'production' WHERE name = 'fraud-gbdt' AND version = 2")
+        con.execute(
+            "INSERT INTO stage_log (name, version, action, previous, at) VALUES "
+            "('fraud-gbdt', 2, 'promote', 1, 'x')"
+        )
+    assert reg.rollback("fraud-gbdt").ref == "fraud-gbdt@1"  # NULL previous_name: the same name
+    reg.promote("fraud-gbdt@2")
+    assert {v.ref: v.stage for v in reg.list() if v.stage == "production"} == {"fraud-gbdt@2": "production"}
+
+
 def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
     register(reg)
     register(reg, seed=1)
@@ -151,7 +197,9 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
     code, out = run("list")
     assert code == 0 and "fraud-x@1" in out and "fraud-x@2" in out and "candidate" in out
     assert "test AP" in out and "0.5000" in out  # the validation AP registered; no test AP: "-"
-    assert run("promote", "fraud-x@1")[0] == 0 and run("promote", "fraud-x@2")[0] == 0
+    assert run("promote", "fraud-x@1")[0] == 0
+    code, out = run("promote", "fraud-x@2")
+    assert code == 0 and "fraud-x@2 is now production (fraud-x@1 archived)" in out
     code, out = run("rollback", "fraud-x")
     assert code == 0 and "fraud-x@1 is production again" in out
     code, out = run("show", "fraud-x")

@@ -256,21 +256,25 @@ def show(ctx: click.Context, ref: str) -> None:
     default="production",
     show_default=True,
     type=click.Choice(STAGES),
-    help="production: decides (the previous production version is archived); shadow: scored beside "
+    help="production: decides (the production version, of any name, is archived); shadow: scored beside "
     "production and logged, never decides; candidate, archived: not served. A running server takes the "
     "change at POST /v1/admin/reload.",
 )
 @click.pass_context
 def promote(ctx: click.Context, ref: str, stage: str) -> None:
-    """Move a version to a stage (production archives the previous production version)."""
-    mv = Registry(Workspace.open(ctx.obj["workspace"])).set_stage(ref, stage)
-    console.print(f"{mv.ref} is now {mv.stage}")
+    """Move a version to a stage. A workspace has one production version, the one the decision service
+    decides with: promoting another (of any name) archives it, and `payfm models rollback` restores it."""
+    reg = Registry(Workspace.open(ctx.obj["workspace"]))
+    before = {v.ref for v in reg.list() if v.stage == "production"}
+    mv = reg.set_stage(ref, stage)
+    archived = sorted(v.ref for v in reg.list() if v.ref in before and v.stage == "archived")
+    console.print(f"{mv.ref} is now {mv.stage}" + (f" ({', '.join(archived)} archived)" if archived else ""))
 
 
 @models.command()
 @click.argument("name")
 @click.pass_context
 def rollback(ctx: click.Context, name: str) -> None:
-    """Archive the production version of NAME and restore the one it replaced."""
+    """Archive the production version of NAME and restore the one it replaced (of whatever name)."""
     mv = Registry(Workspace.open(ctx.obj["workspace"])).rollback(name)
     console.print(f"{mv.ref} is production again")

@@ -46,7 +46,12 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     help="Online state (features and foundation-model embedders): memory, or redis://... shared by several "
     "processes.",
 )
-@click.option("--model", default=None, help="Registry name to serve (default: the newest production model).")
+@click.option(
+    "--model",
+    default=None,
+    help="Registry name the production model must have: refused if the production version is of another "
+    "(default: the production model, whatever its name).",
+)
 @click.option(
     "--max-in-flight",
     default=64,

@@ -4,7 +4,8 @@ A version holds the model's artifact (``model.json`` + safetensors / LightGBM te
 ``entry.json`` with what rebuilds it: task, feature set name and version, data window, parameters, code
 version and metrics. Its content hash (sha256 over the artifact files) is recorded at registration and
 checked at every load: a changed byte is refused. Stages: candidate -> shadow -> production -> archived.
-Promoting a version to production archives the previous one; rollback restores it.
+A workspace has one production version, whatever its name: the one the decision service decides with.
+Promoting a version archives the production one (of any name); rollback restores it.
 
 A model that takes foundation-model embeddings as inputs (features ``fset.names`` + ``fm.emb_0..D-1``) is
 registered with ``foundation_model=<checkpoint>``: the entry records the checkpoint's path and content hash
@@ -52,6 +53,8 @@ CREATE TABLE IF NOT EXISTS stage_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, version INTEGER NOT NULL, action TEXT NOT NULL,
     previous INTEGER, at TEXT NOT NULL);
 """
+# Added later: the name of the version a promotion replaced (NULL: the same name, as in older registries).
+_PREVIOUS_NAME = "ALTER TABLE stage_log ADD COLUMN previous_name TEXT"
 
 
 class RegistryError(PayfmError):
@@ -138,6 +141,8 @@ class Registry:
         try:
             con.executescript(_SCHEMA)
             con.execute("BEGIN IMMEDIATE")
+            if "previous_name" not in {r[1] for r in con.execute("PRAGMA table_info(stage_log)")}:
+                con.execute(_PREVIOUS_NAME)
             yield con
             con.execute("COMMIT")
         except BaseException:
@@ -288,34 +293,46 @@ class Registry:
         return self.get(mv.ref)
 
     def promote(self, ref: str) -> ModelVersion:
-        """Make ``ref`` the production version of its name; the previous production one is archived.
+        """Make ``ref`` the production version: the one the decision service decides with. Every other
+        production version, of any name, is archived; :meth:`rollback` restores the one that decided (the
+        newest, as the decision service picks).
 
         A model trained on embeddings is promoted only while its foundation-model checkpoint is unchanged,
-        and any model only on a feature set this payfm bundles, at the version it computes (the decision
-        service computes its features from that definition).
+        and any model only on a feature set the decision service can compute, at the version it was trained
+        on (:meth:`check_servable_features`).
         """
         mv = self.get(ref)
         self.check_artifact(mv)  # servers would refuse it: refuse it here, before it is production
         self.check_foundation_model(mv)
         self.check_servable_features(mv)
         with self._db() as con:
-            prev = con.execute(
-                "SELECT version FROM versions WHERE name = ? AND stage = 'production'", (mv.name,)
-            ).fetchone()
-            if prev is not None and int(prev[0]) == mv.version:
+            prod = [
+                self._row(r)
+                for r in con.execute(f"SELECT {self._COLS} FROM versions WHERE stage = 'production'")
+            ]
+            if [(v.name, v.version) for v in prod] == [(mv.name, mv.version)]:
                 return mv
-            if prev is not None:
+            others = [v for v in prod if (v.name, v.version) != (mv.name, mv.version)]
+            for v in others:
                 con.execute(
                     "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?",
-                    (mv.name, prev[0]),
+                    (v.name, v.version),
                 )
+            prev = max(others, key=lambda v: (v.created_at, v.version)) if others else None
             con.execute(
                 "UPDATE versions SET stage = 'production' WHERE name = ? AND version = ?",
                 (mv.name, mv.version),
             )
             con.execute(
-                "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, 'promote', ?, ?)",
-                (mv.name, mv.version, None if prev is None else int(prev[0]), datetime.now(UTC).isoformat()),
+                "INSERT INTO stage_log (name, version, action, previous, previous_name, at) "
+                "VALUES (?, ?, 'promote', ?, ?, ?)",
+                (
+                    mv.name,
+                    mv.version,
+                    None if prev is None else prev.version,
+                    None if prev is None else prev.name,
+                    datetime.now(UTC).isoformat(),
+                ),
             )
         return self.get(mv.ref)
 
@@ -343,18 +360,23 @@ class Registry:
             )
 
     def rollback(self, name: str) -> ModelVersion:
-        """Archive the production version of ``name`` and restore the one it replaced (refused when that one
-        can no longer be served, see :meth:`check_servable_features`)."""
+        """Archive the production version (of ``name``) and restore the one it replaced, of whatever name
+        (refused when that one can no longer be served, see :meth:`check_servable_features`)."""
         self.get(name)  # an unknown name: "No registered model", with the names there are
         with self._db() as con:
             cur = con.execute(
                 "SELECT version FROM versions WHERE name = ? AND stage = 'production'", (name,)
             ).fetchone()
             if cur is None:
-                raise RegistryError(f"Model '{name}' has no production version to roll back.")
+                serving = con.execute(
+                    "SELECT name, version FROM versions WHERE stage = 'production' "
+                    "ORDER BY created_at DESC, version DESC LIMIT 1"
+                ).fetchone()
+                now = f": the production version is {serving[0]}@{serving[1]}" if serving else ""
+                raise RegistryError(f"Model '{name}' has no production version to roll back{now}.")
             row = con.execute(
-                "SELECT previous FROM stage_log WHERE name = ? AND version = ? AND action = 'promote' "
-                "ORDER BY id DESC LIMIT 1",
+                "SELECT previous, previous_name FROM stage_log WHERE name = ? AND version = ? "
+                "AND action = 'promote' ORDER BY id DESC LIMIT 1",
                 (name, cur[0]),
             ).fetchone()
             if row is None or row[0] is None:
@@ -362,21 +384,23 @@ class Registry:
                     f"Model '{name}' version {cur[0]} replaced no earlier production version: "
                     "nothing to restore."
                 )
+            back = row[1] or name  # NULL in registries written before names could differ: the same name
             restored = con.execute(
-                f"SELECT {self._COLS} FROM versions WHERE name = ? AND version = ?", (name, row[0])
+                f"SELECT {self._COLS} FROM versions WHERE name = ? AND version = ?", (back, row[0])
             ).fetchone()
             self.check_servable_features(self._row(restored))  # (this transaction's connection)
             con.execute(
                 "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?", (name, cur[0])
             )
             con.execute(
-                "UPDATE versions SET stage = 'production' WHERE name = ? AND version = ?", (name, row[0])
+                "UPDATE versions SET stage = 'production' WHERE name = ? AND version = ?", (back, row[0])
             )
             con.execute(
-                "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, 'rollback', ?, ?)",
-                (name, row[0], cur[0], datetime.now(UTC).isoformat()),
+                "INSERT INTO stage_log (name, version, action, previous, previous_name, at) "
+                "VALUES (?, ?, 'rollback', ?, ?, ?)",
+                (back, row[0], cur[0], name, datetime.now(UTC).isoformat()),
             )
-        return self.get(f"{name}@{row[0]}")
+        return self.get(f"{back}@{row[0]}")
 
     # ---- reading ------------------------------------------------------------------------------------------
     def list(self, name: str | None = None) -> list[ModelVersion]:

@@ -74,8 +74,9 @@ def load_bundle(
     embedders: Mapping[str, OnlineEmbedder] | None = None,
     fm_state: str = "memory",
 ) -> Bundle:
-    """Load the production (and shadow) model (of registry name ``model``; default the newest production
-    version of any name) and the active ruleset; ``fset`` pins the feature set.
+    """Load the production (and shadow) model (of registry name ``model``; default the production version
+    of any name, the newest in registries older than one production version per workspace) and the active
+    ruleset; ``fset`` pins the feature set.
 
     A model that takes foundation-model embeddings gets the embedder of its checkpoint: the one of
     ``embedders`` with that checkpoint's hash (its state kept), else a fresh one the caller must warm, its
