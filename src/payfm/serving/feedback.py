@@ -72,6 +72,7 @@ class FeedbackMixin:
     _drained: threading.Condition
     _seq: int
     _pending: dict[str, Future[dict[str, Any]]]
+    _refunding: dict[str, dict[str, int]]
     _inflight: int
     _append_lock: threading.Lock
     _deferred: list[tuple[str, pa.Table]]
@@ -147,7 +148,13 @@ class FeedbackMixin:
         implied outcome is recorded once by its id, and the event is appended unless the event log has it
         already (only a recovery can find it there: a crash after the append, before the mark)."""
         cid = str(event["charge_id"])
-        implied = _implied_outcome(event, self.log.get_charge(cid) or {})
+        charge = self.log.get_charge(cid) or {}
+        left = None
+        if event["closed_as"] == "refunded_as_fraud" and charge:
+            refunds = self._event_log_refunds(cid) if self.append_outcomes else {}
+            with self._lock:
+                left = self._left_to_refund(cid, charge, refunds, f"re_review_{cid}")
+        implied = _implied_outcome(event, charge, left)
         result = None
         if implied is not None:
             table, payload = implied
@@ -212,15 +219,23 @@ class FeedbackMixin:
         if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
             raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
         refused = _unfollowed(table, oid, cid, created_us, charge_us, self.append_outcomes and not in_log)
-        if refused is None and self.append_outcomes and not in_log and charge is not None:
-            refused = _unlike_its_charge(table, event, charge)
+        live = self.append_outcomes and not in_log and charge is not None
+        if refused is None and live:
+            refused = _unlike_its_charge(table, event, charge or {})
         if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
             raise refused
+        capped = table == "refunds" and live  # at what is left to refund (read under the lock: in flight)
+        in_event_log = self._event_log_refunds(cid) if capped else {}
         stored: dict[str, Any] | None = None
         with self._lock:
             other = self._pending.get(key)  # the same id being recorded: its facts once it is durable
             if other is None:
                 stored = self.log.get_outcome(table, oid)
+            if other is None and stored is None and capped:
+                left = self._left_to_refund(cid, charge or {}, in_event_log, oid)
+                if int(event["amount"]) > left:
+                    raise _over_refunded(event, charge or {}, left)
+                self._refunding.setdefault(cid, {})[oid] = int(event["amount"])
             if other is None and stored is None:
                 applied = False
                 if source is not None:
@@ -247,7 +262,15 @@ class FeedbackMixin:
                 seq, table, oid, cid, created_us, source, applied, payload, datetime.now(UTC).isoformat()
             )
 
-        self._log_pending(key, mine, record, facts)
+        try:
+            self._log_pending(key, mine, record, facts)
+        finally:
+            if capped:  # durable now (or failed): the decision log counts it from here
+                with self._lock:
+                    flying = self._refunding.get(cid, {})
+                    flying.pop(oid, None)
+                    if not flying:
+                        self._refunding.pop(cid, None)
         if self.append_outcomes and not in_log:
             self._append_to_event_log(table, [event])
         elif in_log:
@@ -346,6 +369,25 @@ class FeedbackMixin:
         for embedder in bundle.embedders.values() if applied else ():
             embedder.set_outcome(charge)
         return applied
+
+    def _event_log_refunds(self, cid: str) -> dict[str, tuple[int, str]]:
+        """``{refund_id: (amount, currency)}`` of the event log's refunds of charge ``cid``."""
+        rows = _matching_rows(self.ws, "refunds", "charge_id", cid, ("refund_id", "amount", "currency"))
+        return {str(r["refund_id"]): (int(r["amount"]), str(r["currency"])) for r in rows}
+
+    def _left_to_refund(
+        self, cid: str, charge: Mapping[str, Any], in_event_log: Mapping[str, tuple[int, str]], oid: str
+    ) -> int:
+        """What is left to refund of charge ``cid`` besides refund ``oid``: its amount less its refunds in its
+        currency (of the event log, the decision log and in flight, each id once). Call with the lock held."""
+        currency = str(charge.get("currency"))
+        refunds = {rid: amount for rid, (amount, cur) in in_event_log.items() if cur == currency}
+        for kind, p in self.log.outcomes_of(cid):
+            if kind == "refunds" and str(p.get("currency")) == currency:
+                refunds[str(p["id"])] = int(p.get("amount") or 0)
+        refunds.update(self._refunding.get(cid, {}))
+        refunds.pop(oid, None)
+        return max(int(charge.get("amount") or 0) - sum(refunds.values()), 0)
 
     def _log_pending(
         self,
@@ -562,6 +604,17 @@ def _unlike_its_charge(
     return None
 
 
+def _over_refunded(event: Mapping[str, Any], charge: Mapping[str, Any], left: int) -> InvalidInput:
+    """A refund above what is left to refund of its charge (Stripe caps a charge's refunds at its amount)."""
+    most = int(charge.get("amount") or 0)
+    return InvalidInput(
+        f"Field 'amount': expected at most {left}, what is left to refund of its charge ({most - left} of "
+        f"{most} in the minor unit of {charge.get('currency')} refunded already). "
+        f"Got {int(event['amount'])}.",
+        field="amount",
+    )
+
+
 def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
     """``column`` of the rows of event table ``table`` whose ``key`` is ``value`` (:func:`_matching_rows`)."""
     return [row[column] for row in _matching_rows(ws, table, key, value, (column,))]
@@ -681,15 +734,19 @@ def _ts(v: Any) -> Any:
 
 
 def _implied_outcome(
-    review: Mapping[str, Any], charge: Mapping[str, Any]
+    review: Mapping[str, Any], charge: Mapping[str, Any], left: int | None = None
 ) -> tuple[str, dict[str, Any]] | None:
-    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund, disputed -> a
-    fraudulent dispute, of the charge's amount, at the closing time; None for approved and refunded."""
+    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund of what is
+    ``left`` to refund (None: the charge's amount; 0 when refunded in full: the label, no money twice),
+    disputed -> a fraudulent dispute of the charge's amount, at the closing time; None for approved and
+    refunded."""
     cid, reason = str(review["charge_id"]), review["closed_as"]
     money = {"amount": int(charge.get("amount") or 0), "currency": str(charge.get("currency") or "usd")}
     if reason == "refunded_as_fraud":
         refund = {"refund_id": f"re_review_{cid}", "charge_id": cid, "created": review["created"]}
-        return "refunds", {**refund, **money, "reason": "fraudulent"}
+        return "refunds", {**refund, **money, "reason": "fraudulent"} | (
+            {} if left is None else {"amount": left}
+        )
     if reason == "disputed":
         dispute_id = f"{REVIEW_DISPUTE_PREFIX}{cid}"  # what the counted-dispute rule recognizes
         dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}

@@ -177,6 +177,7 @@ class Scorer(FeedbackMixin):
         self._lock = threading.Lock()  # the online state + sequence numbers
         self._seq = seq
         self._pending: dict[str, Future[dict[str, Any]]] = {}
+        self._refunding: dict[str, dict[str, int]] = {}  # charge id -> refunds in flight: id -> amount
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)

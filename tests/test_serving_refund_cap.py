@@ -1,0 +1,136 @@
+"""The refunds of one charge add up to at most its amount (Stripe's rule): each refund reported live is taken
+only for what is left to refund, counting the refunds the decision log, the event log and other requests in
+flight hold; a review closed as refunded_as_fraud after a partial refund implies a refund of what is left."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from payfm.events.validate import validate_events
+from payfm.events.workspace import Workspace
+from payfm.rules import rulesets
+from payfm.serving.errors import InvalidInput
+from payfm.serving.scorer import Scorer
+from test_serving_reviews import charge
+
+SUM = "merchant.sum_amount_usd_refunds_7d"
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    w = Workspace.open(tmp_path / "ws", create=True)
+    rulesets.save(w, "big: review if :amount_usd: > 1000\n", activate=True, set_name="default", author="t")
+    return w
+
+
+def _refund(i: int, amount: int, **kw: Any) -> dict[str, Any]:
+    created = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    return {"refund_id": f"re_{i}", "charge_id": "ch_1", "created": created, "amount": amount} | {
+        "currency": "usd",
+        "reason": "requested_by_customer",
+        **kw,
+    }
+
+
+def _later_sum(s: Scorer, i: int) -> float:
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    value = s.score(charge(i, later, amount=100, amount_usd=100)).features[SUM]
+    assert value is not None
+    return value
+
+
+def test_partial_refunds_add_up_to_at_most_the_charges_amount(ws: Workspace) -> None:
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(1, amount=20_000, amount_usd=20_000))
+        assert s.record_outcome("refunds", _refund(1, 15_000))["applied"]
+        with pytest.raises(
+            InvalidInput,
+            match=r"expected at most 5000, what is left to refund of its charge "
+            r"\(15000 of 20000 in the minor unit of usd refunded already\)\. Got 6000",
+        ) as e:
+            s.record_outcome("refunds", _refund(2, 6_000))
+        assert e.value.field == "amount"
+        assert s.record_outcome("refunds", _refund(1, 15_000))["duplicate"]  # a retry is answered, not capped
+        assert s.record_outcome("refunds", _refund(3, 5_000))["applied"]  # what is left: taken
+        with pytest.raises(InvalidInput, match="expected at most 0"):
+            s.record_outcome("refunds", _refund(4, 1))
+        assert _later_sum(s, 2) == pytest.approx(200.00)  # 150 + 50; not the refused 60 or 0.01
+    finally:
+        s.close(snapshot=False)
+    again = Scorer.open(ws)  # the decision log holds the refunds: still capped after a restart
+    try:
+        with pytest.raises(InvalidInput, match="expected at most 0"):
+            again.record_outcome("refunds", _refund(5, 1))
+    finally:
+        again.close(snapshot=False)
+
+
+def test_the_event_logs_refunds_of_the_charge_count(ws: Workspace) -> None:
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(1, amount=20_000, amount_usd=20_000))
+        imported = validate_events("refunds", pa.Table.from_pylist([_refund(9, 12_000)]))
+        with ws.writer() as w:  # imported meanwhile (not through the service)
+            w.write("refunds", imported)
+        with pytest.raises(InvalidInput, match=r"expected at most 8000, .*\(12000 of 20000"):
+            s.record_outcome("refunds", _refund(1, 9_000))
+        assert s.record_outcome("refunds", _refund(1, 8_000))["applied"]
+    finally:
+        s.close(snapshot=False)
+
+
+def test_refunds_in_flight_at_once_are_capped_together(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refunds of 60% each sent at once: while the first is being logged (slowly here) the second must
+    count it; exactly one is taken."""
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(1, amount=20_000, amount_usd=20_000))
+        write = s.log.write
+
+        def slow_write(record: Any) -> Any:
+            time.sleep(0.3)
+            return write(record)
+
+        monkeypatch.setattr(s.log, "write", slow_write)
+        results: list[str] = []
+
+        def send(i: int) -> None:
+            try:
+                s.record_outcome("refunds", _refund(i, 12_000))
+                results.append("taken")
+            except InvalidInput as e:
+                results.append(str(e))
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results)[-1] == "taken" and "expected at most 8000" in sorted(results)[0], results
+        assert not s._refunding  # nothing left in flight
+    finally:
+        s.close(snapshot=False)
+
+
+def test_a_closure_as_fraud_after_a_partial_refund_refunds_what_is_left(ws: Workspace) -> None:
+    s = Scorer.open(ws)
+    try:
+        assert s.score(charge(1, amount=200_000, amount_usd=200_000)).outcome == "manual_review"
+        s.record_outcome("refunds", _refund(1, 50_000))
+        out = s.close_review("ch_1", "refunded_as_fraud")
+        assert out["label"] == 1 and out["outcome"]["id"] == "re_review_ch_1"
+        implied = [p for kind, p in s.log.outcomes_of("ch_1") if p.get("id") == "re_review_ch_1"]
+        assert implied[0]["amount"] == 150_000 and implied[0]["reason"] == "fraudulent"
+        assert _later_sum(s, 2) == pytest.approx(2_000.00)  # the charge's amount once, not 2,500
+    finally:
+        s.close(snapshot=False)
