@@ -313,10 +313,11 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
     """Delete every key of NAMESPACE (refused for one a production or shadow model uses or a running
     server reads, unless --force)."""
     from payfm.errors import shown_url
-    from payfm.serving.namespaces import drop_namespace
+    from payfm.serving.namespaces import check_drop, drop_namespace
 
     registry = _registry(ctx, "drop")  # before the question: a missing workspace fails without asking
     if not yes:
+        check_drop(url, namespace, registry, force=force)  # and so does a drop that would be refused
         click.confirm(f"Delete every key of {namespace} in {shown_url(url)}?", abort=True)
     n = drop_namespace(url, namespace, registry, force=force)
     click.echo(f"Dropped {namespace}: {n:,} keys.")

@@ -4,7 +4,8 @@ Three locks, each enough alone for its own threat:
 1. only single ``SELECT`` statements are accepted (no COPY, ATTACH, INSERT, CREATE, SET, PRAGMA ...);
 2. the connection may read exactly the workspace's committed data files, nothing else on disk
    (``allowed_paths`` + ``enable_external_access = false``): not /etc, not the workspace's secret key;
-3. the configuration is then locked, so a query cannot undo 1 or 2.
+3. the configuration is then locked, so a query cannot undo 1 or 2; no DuckDB extension is installed or loaded
+   on demand (``sqlite_scan``, ``read_xlsx``... are refused with a message saying what is allowed).
 
 Example:
     >>> import tempfile
@@ -15,6 +16,8 @@ Example:
 """
 
 from __future__ import annotations
+
+import re
 
 import duckdb
 import pyarrow as pa
@@ -50,6 +53,10 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
             )
         con.execute("SET allowed_paths = ?", [files])
         con.execute("SET enable_external_access = false")
+        # No extension is installed or loaded on demand: sqlite_scan, read_xlsx, iceberg_scan... read files
+        # (or the network) through one, and the attempt would only fail on the locks above, mid-message.
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
         try:
             return con.sql(sql).to_arrow_table()
@@ -58,9 +65,36 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
                 f"The query was refused: it reads outside the workspace ({_first_line(e)})."
             ) from None
         except duckdb.Error as e:
+            if (refused := _extension_refused(e)) is not None:
+                raise QueryError(refused) from None
             raise QueryError(f"The query failed: {_first_line(e)}") from None
     finally:
         con.close()
+
+
+# DuckDB's message for a function of an extension that is not loaded: the function and the extension.
+_EXTENSION = re.compile(
+    r'with name "?([^"\s]+?)"? is not in the catalog, but it exists in the (\w+) extension'
+)
+_AUTOINSTALL = re.compile(r"install the required extension '?(\w+)")
+
+
+def _extension_refused(e: duckdb.Error) -> str | None:
+    """The refusal of a query that needs a DuckDB extension (sqlite_scan needs sqlite_scanner), saying what
+    payfm sql reads instead; None for another error. DuckDB's own message spans lines (and suggests an
+    INSTALL, which payfm sql refuses)."""
+    text = str(e)
+    if (found := _EXTENSION.search(text)) is not None:
+        what = f"{found.group(1)} comes from DuckDB's {found.group(2)} extension"
+    elif (needed := _AUTOINSTALL.search(text)) is not None:
+        what = f"it needs DuckDB's {needed.group(1)} extension"
+    else:
+        return None
+    return (
+        f"The query was refused: {what}, and payfm sql loads no extension (they read files or the network). "
+        f"It reads the workspace's tables only ({', '.join(TABLES)}), with DuckDB's built-in functions: "
+        "SELECT count(*) FROM charges."
+    )
 
 
 def _first_line(e: Exception) -> str:

@@ -27,6 +27,7 @@ from typing import Literal
 from payfm.events.schema import RULES, FieldRule
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
+from payfm.rules.domains import DOMAIN_FIELDS, FragmentError, canonical_fragment
 from payfm.rules.limits import RuleError, control_character
 from payfm.training.scores import RISK_LEVELS
 
@@ -194,6 +195,25 @@ class _Checker:
         self.error(e, f"{_describe(attr)} is never {value[:40]!r}: it holds {expected}.{hint}")
         return False
 
+    def check_fragment(self, e: ast.StrOp) -> None:
+        """Record an error when the fragment of a string test on an e-mail domain cannot be compared with the
+        domains charges hold (:func:`payfm.rules.domains.canonical_fragment`; a spelling it canonicalizes,
+        ``'ＥＶＩＬ.com'`` or ``'.xn--p1ai'``, is compared in its canonical form by both engines)."""
+        attr, value = e.left, e.right.value if isinstance(e.right, ast.Literal) else None
+        if not (self.values and isinstance(attr, ast.Attr) and attr.name in DOMAIN_FIELDS):
+            return
+        if not isinstance(value, str) or control_character(value) is not None:
+            return  # a number (a type error) or a control character: reported already
+        try:
+            canonical_fragment(e.op, value)
+        except FragmentError as problem:
+            shown = "a part of an e-mail address (not shown)" if "@" in value else repr(value[:40])
+            self.error(
+                e,
+                f"{_describe(attr)} {e.op} {shown} cannot be compared with the domains charges hold: "
+                f"{problem.reason}{problem.hint}",
+            )
+
     def vocabulary(self, e: ast.Expr) -> str | None:
         """The name of ``e`` when it is a field whose values are a vocabulary (risk_level, channel...)."""
         if not isinstance(e, ast.Attr):
@@ -278,6 +298,7 @@ class _Checker:
         if isinstance(e, ast.StrOp):
             self.expect(e.left, "string", f"The left side of '{e.op}'")
             self.expect(e.right, "string", f"The right side of '{e.op}'")
+            self.check_fragment(e)
             return "bool"
         if isinstance(e, ast.IsMissing):
             self.infer(e.operand)

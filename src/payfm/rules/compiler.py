@@ -31,6 +31,7 @@ from typing import Any
 from payfm.events.schema import RULES
 from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS
+from payfm.rules.domains import DOMAIN_FIELDS, FragmentError, canonical_fragment
 
 Fn = Callable[[Mapping[str, object]], object]
 
@@ -99,26 +100,50 @@ def _canonical_value(name: str, value: ast.Value) -> ast.Value:
         return value
 
 
+def _canonical_fragment(name: str, op: str, value: ast.Value) -> ast.Value:
+    if name not in DOMAIN_FIELDS or not isinstance(value, str):
+        return value
+    try:
+        return canonical_fragment(op, value)
+    except FragmentError:  # a fragment no domain holds: it matches nothing, as written
+        return value
+
+
 def canonical_literals(e: ast.Expr) -> ast.Expr:
     """``e`` with every string literal compared (``=``, ``!=``, ``in (...)``) with a field stored in a
     canonical form written in that form, as both engines then compare it: ``:email_domain: =
     'xn--bcher-kva.de'`` tests ``'bücher.de'``. The type checker refuses such spellings in new text (with a
     pointer to the canonical one); this keeps versions saved before a field's canonical form changed matching
-    the charges they were written for. Recursive, on a tree whose depth the parser bounded.
+    the charges they were written for.
+
+    The fragment of ``starts_with``, ``ends_with`` or ``contains`` on an e-mail domain is canonicalized label
+    by label (:func:`payfm.rules.domains.canonical_fragment`): ``ends_with '.XN--P1AI'`` tests ``'.рф'``. A
+    literal on the left of a string test (the text searched, ``'mail.evil.com' ends_with :email_domain:``)
+    is read as ``contains`` reads its fragment. Recursive, on a tree whose depth the parser bounded.
     """
-    if isinstance(e, ast.Compare) and e.op in ("=", "!="):
-        left, right = e.left, e.right
-        if isinstance(left, ast.Attr) and isinstance(right, ast.Literal):
-            right = replace(right, value=_canonical_value(left.name, right.value))
-        elif isinstance(right, ast.Attr) and isinstance(left, ast.Literal):
-            left = replace(left, value=_canonical_value(right.name, left.value))
+    if isinstance(e, ast.Compare | ast.StrOp):
+        left, right = canonical_literals(e.left), canonical_literals(e.right)  # (a = 'X') = true
+        if isinstance(e, ast.StrOp):
+            if isinstance(left, ast.Attr) and isinstance(right, ast.Literal):
+                right = replace(right, value=_canonical_fragment(left.name, e.op, right.value))
+            elif isinstance(right, ast.Attr) and isinstance(left, ast.Literal):
+                left = replace(left, value=_canonical_fragment(right.name, "contains", left.value))
+        elif e.op in ("=", "!="):
+            if isinstance(left, ast.Attr) and isinstance(right, ast.Literal):
+                right = replace(right, value=_canonical_value(left.name, right.value))
+            elif isinstance(right, ast.Attr) and isinstance(left, ast.Literal):
+                left = replace(left, value=_canonical_value(right.name, left.value))
         return e if (left, right) == (e.left, e.right) else replace(e, left=left, right=right)
-    if isinstance(e, ast.In) and isinstance(e.operand, ast.Attr):
-        name = e.operand.name
-        values = tuple(_canonical_value(name, v) for v in e.values)
-        return e if values == e.values else replace(e, values=values)
-    if isinstance(e, ast.Not):
-        return replace(e, operand=canonical_literals(e.operand))
+    if isinstance(e, ast.In):
+        operand = canonical_literals(e.operand)
+        if isinstance(operand, ast.Attr):
+            values = tuple(_canonical_value(operand.name, v) for v in e.values)
+        else:
+            values = e.values
+        return e if (operand, values) == (e.operand, e.values) else replace(e, operand=operand, values=values)
+    if isinstance(e, ast.Not | ast.IsMissing):
+        operand = canonical_literals(e.operand)
+        return e if operand == e.operand else replace(e, operand=operand)
     if isinstance(e, ast.And | ast.Or):
         return replace(e, operands=tuple(canonical_literals(o) for o in e.operands))
     return e

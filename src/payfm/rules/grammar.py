@@ -130,7 +130,32 @@ def _expected(names: set[str]) -> str:
     return ", ".join(readable) if readable else "the end of the rule"
 
 
+_NON_FINITE = ("inf", "infinity", "nan")
+
+
+def _non_finite(expected: set[str], line: int, text: str, column: int) -> RuleError | None:
+    """Where a number was expected and ``inf``, ``-inf`` or ``nan`` was written (the lexer reads the ``in``
+    of ``inf`` as the keyword), the error saying that numbers are finite; None otherwise."""
+    word = re.match(r"[A-Za-z0-9_]+", text[column - 1 :]) if column > 0 else None
+    if "NUMBER" not in expected or word is None or word.group(0).lower() not in _NON_FINITE:
+        return None
+    before = text[: column - 1].rstrip()
+    if before.endswith("-"):  # `-inf`: the sign belongs to what was written
+        got, column = "-" + word.group(0), len(before)
+    else:
+        got = word.group(0)
+    if word.group(0).lower() == "nan":
+        why = "a rule's numbers are finite, and a NaN value counts as missing (test it with `is missing`)"
+    else:
+        why = f"a rule's numbers are finite, at most {MAX_ABS_NUMBER:.0e} in magnitude"
+    return RuleError(f"Expected a finite number. Got {got!r}: {why}.", line=line, column=column)
+
+
 def _syntax_error(e: UnexpectedInput, line: int, text: str) -> RuleError:
+    if isinstance(e, UnexpectedToken | UnexpectedCharacters):
+        allowed = set((e.accepts or e.expected) if isinstance(e, UnexpectedToken) else (e.allowed or ()))
+        if (non_finite := _non_finite(allowed, line, text, e.column)) is not None:
+            return non_finite
     if (isinstance(e, UnexpectedToken) and e.token.type == "$END") or isinstance(e, UnexpectedEOF):
         expected = getattr(e, "expected", None) or getattr(e, "accepts", None) or set()
         return RuleError(

@@ -39,6 +39,26 @@ def control_character(text: str) -> str | None:
     return None
 
 
+def format_character(text: str) -> str | None:
+    """Where ``text`` holds an invisible formatting character (Unicode category Cf: the bidi controls
+    U+202A-U+202E and U+2066-U+2069, the zero-width U+200B-U+200D, U+FEFF, a soft hyphen...), a message
+    naming its code point and where (``Got U+202E (RIGHT-TO-LEFT OVERRIDE) at character 4.``); None when it
+    holds none. The message never quotes ``text`` (it may hold a card number).
+
+    List values refuse them: printed, a bidi override shows ``cus_1`` + U+202E + ``gpj.exe`` as
+    ``cus_1exe.jpg``, and a zero-width character makes two values that print alike different.
+
+    >>> format_character("cus_1"), format_character("cus\u200b1")
+    (None, 'Got U+200B (ZERO WIDTH SPACE) at character 4.')
+    """
+    if text.isprintable():  # the fast path: no Cf (nor other unprintable) character
+        return None
+    for i, ch in enumerate(text, start=1):
+        if unicodedata.category(ch) == "Cf":
+            return f"Got U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}) at character {i}."
+    return None
+
+
 class RuleError(PayfmError):
     """A rule or ruleset is invalid: says where (rule, line, column), what was expected and got."""
 

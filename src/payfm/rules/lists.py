@@ -3,7 +3,8 @@
 Types: card_fingerprint, email, email_domain, ip_address, bin, country, customer_id. Values are
 validated and normalized per type (countries upper case, e-mails and domains lower case, IPs canonical); a
 full card number is rejected and never echoed, and so are control characters (an escape sequence printed by
-``lists show`` would take over the reader's terminal); list names are refused for the same reasons. Every
+``lists show`` would take over the reader's terminal) and invisible formatting characters (a bidi override
+reorders what is printed); list names are refused for the same reasons. Every
 create / add / remove records who, when, what and the value. Domains and IPs are canonicalized by the event
 schema's own functions (:func:`payfm.events.schema.canonical_domain`,
 :func:`~payfm.events.schema.canonical_ip`), which charges pass through too, so a list entry and a charge's
@@ -36,7 +37,7 @@ from payfm.events.schema import DomainError, canonical_domain, canonical_ip
 from payfm.events.workspace import Workspace
 from payfm.rules.catalog import LIST_TYPES
 from payfm.rules.db import connect, default_author, now_iso
-from payfm.rules.limits import RuleError, control_character
+from payfm.rules.limits import RuleError, control_character, format_character
 
 MAX_LIST_VALUES = 1_000_000
 MAX_VALUE_CHARS = 256
@@ -114,6 +115,11 @@ def normalize(list_type: str, value: str) -> str:
         raise RuleError("List values must not contain a card number (PAN); use the card fingerprint.")
     if (control := control_character(v)) is not None:
         raise RuleError(f"A list value must not contain control characters. {control}")
+    if (invisible := format_character(v)) is not None:
+        raise RuleError(
+            "A list value must not contain invisible formatting characters (Unicode Cf: bidi controls, "
+            f"zero-width characters): printed, they hide or reorder what the value shows. {invisible}"
+        )
     if list_type == "country":
         if not is_country(v.upper()):
             hint = country_hint(v)
@@ -192,7 +198,7 @@ def _change(
     changed = 0
     with connect(ws) as con:
         list_type = _require(con, name)
-        normalized = [normalize(list_type, v) for v in values]
+        normalized = _normalized(name, list_type, list(values))
         for v in dict.fromkeys(normalized):
             if action == "add":
                 cur = con.execute("INSERT OR IGNORE INTO list_values VALUES (?, ?)", (name, v))
@@ -208,6 +214,19 @@ def _change(
         if size > MAX_LIST_VALUES:
             raise RuleError(f"A list holds at most {MAX_LIST_VALUES:,} values. '{name}' would hold {size:,}.")
     return changed
+
+
+def _normalized(name: str, list_type: str, values: list[str]) -> list[str]:
+    """``values`` normalized for list ``name``; the refusal of one names the list and the value's position
+    (``value 3 of 5``), to find a value the refusal does not quote (a card number, a hidden character)."""
+    out = []
+    for i, v in enumerate(values, start=1):
+        try:
+            out.append(normalize(list_type, v))
+        except RuleError as e:
+            where = f"value {i} of {len(values)}" if len(values) > 1 else "the value"
+            raise RuleError(f"List {_shown_name(name)}, {where}: {e.detail}") from None
+    return out
 
 
 def add_values(

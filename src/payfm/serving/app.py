@@ -480,11 +480,12 @@ def create_app(
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=10**9),
     ) -> dict[str, Any]:
-        rows = scorer.reviews(status, limit + 1, offset)
+        rows = scorer.reviews(status, limit + 1, offset)  # one more than a page: whether another follows
+        has_more = len(rows) > limit
         return {
             "data": rows[:limit],
-            "has_more": len(rows) > limit,
-            "next_offset": offset + min(limit, len(rows)),
+            "has_more": has_more,
+            "next_offset": offset + limit if has_more else None,  # null on the last page
         }
 
     @app.post("/v1/reviews/{charge_id:path}/close")

@@ -120,13 +120,9 @@ def list_namespaces(
     return sorted(out, key=lambda n: (-n.bytes, n.name))
 
 
-def drop_namespace(
-    url: str, name: str, registry: Registry | None = None, *, prefix: str = "payfm", force: bool = False
-) -> int:
-    """Delete every key of namespace ``name`` (UNLINK, in batches); returns how many. Refused for a
-    namespace a production or shadow model uses, or that a serving process reads now, unless ``force``:
-    running servers would go on from an empty state, and servers of the model would start it again from the
-    logs."""
+def _refuse_unserved(name: str, registry: Registry | None, prefix: str, force: bool) -> None:
+    """The checks of a drop that need no Redis: ``name`` is one namespace, not a production or shadow
+    model's (unless ``force``)."""
     kind = namespace_of(f"{name}:x".encode(), prefix)
     if kind is None or kind[0] != name or kind[1] == "other" or re.search(r"[*?\[\]\\]", name):
         raise ConfigError(
@@ -134,7 +130,17 @@ def drop_namespace(
             f"'{prefix}:<feature-set version>.f<n>' or '{prefix}:fm:<checkpoint hash>', without wildcards "
             "(see `payfm serve state list`)."
         )
-    client = _client(url)
+    used = [u for u in _users(registry, prefix).get(name, []) if u.endswith(SERVED)]
+    if used and not force:
+        raise ConfigError(
+            f"Namespace '{name}' holds the online state of {', '.join(used)}; dropping it makes that model's "
+            "servers rebuild it from the event log at their next start. Pass --force to drop it anyway."
+        )
+
+
+def _refuse_busy(client: Any, name: str, force: bool) -> None:
+    """The checks of a drop that read Redis: no serving process loads ``name`` or reads it (unless
+    ``force``)."""
     if client.exists(f"{name}:warming"):
         raise ConfigError(f"Namespace '{name}' is being loaded by a serving process; drop it after the load.")
     running = live_servers(client, name)
@@ -144,15 +150,37 @@ def drop_namespace(
             "dropping it would leave them deciding on an empty state. Stop them (or promote a model on "
             "another feature set or checkpoint) first, or pass --force and restart them."
         )
-    used = [u for u in _users(registry, prefix).get(name, []) if u.endswith(SERVED)]
-    if used and not force:
-        raise ConfigError(
-            f"Namespace '{name}' holds the online state of {', '.join(used)}; dropping it makes that model's "
-            "servers rebuild it from the event log at their next start. Pass --force to drop it anyway."
-        )
+
+
+def _empty(url: str, name: str) -> ConfigError:
+    return ConfigError(f"Namespace '{name}' holds no keys in {shown_url(url)}: see `payfm serve state list`.")
+
+
+def check_drop(
+    url: str, name: str, registry: Registry | None = None, *, prefix: str = "payfm", force: bool = False
+) -> None:
+    """Raise the ConfigError with which :func:`drop_namespace` would refuse to drop ``name`` now; return if
+    it would not (nor would it find the namespace empty). What `payfm serve state drop` checks before it asks
+    for confirmation; the drop checks again, as a server may start in between. The registry is read before
+    Redis is reached."""
+    _refuse_unserved(name, registry, prefix, force)
+    client = _client(url)
+    _refuse_busy(client, name, force)
+    if next(iter(client.scan_iter(f"{name}:*", count=10_000)), None) is None:
+        raise _empty(url, name)
+
+
+def drop_namespace(
+    url: str, name: str, registry: Registry | None = None, *, prefix: str = "payfm", force: bool = False
+) -> int:
+    """Delete every key of namespace ``name`` (UNLINK, in batches); returns how many. Refused for a
+    namespace a production or shadow model uses, or that a serving process reads now, unless ``force``:
+    running servers would go on from an empty state, and servers of the model would start it again from the
+    logs (:func:`check_drop` says so without deleting)."""
+    _refuse_unserved(name, registry, prefix, force)
+    client = _client(url)
+    _refuse_busy(client, name, force)
     n = unlink_namespace(client, name)
     if n == 0:
-        raise ConfigError(
-            f"Namespace '{name}' holds no keys in {shown_url(url)}: see `payfm serve state list`."
-        )
+        raise _empty(url, name)
     return n
