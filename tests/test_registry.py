@@ -183,6 +183,26 @@ def test_a_registry_written_before_one_production_version_is_mended_by_the_next_
     assert reg.rollback("fraud-gbdt").ref == "fraud-gbdt@1"  # NULL previous_name: the same name
     reg.promote("fraud-gbdt@2")
     assert {v.ref: v.stage for v in reg.list() if v.stage == "production"} == {"fraud-gbdt@2": "production"}
+    # It replaced the one deciding: the newest of those production (fraud-lr@1, registered after the others)
+    assert reg.rollback("fraud-gbdt").ref == "fraud-lr@1"
+    with sqlite3.connect(reg.root / "registry.db") as con:  # several production again, fraud-gbdt@2 newest
+        con.execute("UPDATE versions SET stage = 'production' WHERE version = 2 OR name = 'fraud-rf'")
+    reg.promote("fraud-gbdt@2")  # it was deciding: it replaced none of them
+    assert [v.ref for v in reg.list() if v.stage == "production"] == ["fraud-gbdt@2"]
+    with pytest.raises(RegistryError, match="nothing to restore"):
+        reg.rollback("fraud-gbdt")
+
+
+def test_rollback_refuses_a_version_servers_would_refuse(reg: Registry) -> None:
+    for name in ("fraud-a", "fraud-b"):
+        reg.register(fitted("gbdt"), name=name, task="fraud", fset=FS)  # type: ignore[arg-type]
+    reg.promote("fraud-a@1")
+    reg.promote("fraud-b@1")
+    artifact = next(p for p in (reg.root / "fraud-a" / "1").iterdir() if p.name != "entry.json")
+    artifact.write_bytes(artifact.read_bytes() + b" ")
+    with pytest.raises(ArtifactIntegrityError):
+        reg.rollback("fraud-b")
+    assert reg.get("fraud-b").stage == "production"  # nothing changed
 
 
 def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
@@ -206,6 +226,8 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
     assert code == 0 and '"version": 1' in out and '"stage": "production"' in out
     code, out = run("show", "fraud-x@9")
     assert code == 1 and "has no version 9" in out and "Traceback" not in out
+    code, out = run("promote", "fraud-x@1", "--stage", "archived")  # the production one: not "(... archived)"
+    assert code == 0 and out.strip() == "fraud-x@1 is now archived"
 
 
 def _checkpoint(path: Path, seed: int, n_embd: int = 4) -> Path:

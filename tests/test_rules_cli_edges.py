@@ -7,6 +7,7 @@ reviews has no next offset."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,16 @@ def test_a_fragment_no_domain_can_hold_is_refused_with_why(
     assert e.value.line == 1 and e.value.column == 13  # the string test's position
 
 
+def test_xn_inside_a_label_is_plain_text(ws: Workspace) -> None:
+    """Only a label that starts with xn-- is punycode; charges hold 'axn--b.com' as written (found by a
+    review: it was refused)."""
+    text = "r: block if :email_domain: ends_with 'axn--b.com'"
+    rulesets.check(ws, text, "tiny")
+    rs = rulesets.compile_text(ws, text, "tiny")
+    rows = [{"email_domain": d, "customer_id": None} for d in ("axn--b.com", "zaxn--b.com", "b.com")]
+    assert [rs.decide(r).rule for r in rows] == ["r", "r", None] == _sql_decisions(rs, rows)
+
+
 def test_an_address_in_a_fragment_is_refused_without_being_shown(ws: Workspace) -> None:
     with pytest.raises(RuleError, match="a domain never holds '@'") as e:
         rulesets.check(ws, "r: block if :email_domain: ends_with 'alice.smith@evil.com'", "tiny")
@@ -197,6 +208,18 @@ def test_a_zero_width_character_in_a_domain_list_value_is_refused_not_dropped(ws
     with pytest.raises(RuleError, match=re.escape("Got U+200F (RIGHT-TO-LEFT MARK) at character 5.")):
         lists.remove_values(ws, "doms", ["evil\u200f.com"])
     assert lists.list_values(ws, "doms") == []
+
+
+def test_a_value_stored_before_the_check_can_still_be_removed(ws: Workspace) -> None:
+    """Found by a review: removal ran the same check, so a value stored by an older payfm stayed forever."""
+    lists.create_list(ws, "vips", "customer_id")
+    lists.add_values(ws, "vips", ["cus_1"])
+    with sqlite3.connect(ws.root / "rules.db") as con:  # as an older payfm stored it
+        con.execute("INSERT INTO list_values VALUES ('vips', ?)", ("cus\u202e2",))
+    assert lists.remove_values(ws, "vips", ["cus\u202e2"]) == 1
+    assert lists.list_values(ws, "vips") == ["cus_1"]
+    with pytest.raises(RuleError, match="U\\+202E"):  # not stored: refused as before
+        lists.remove_values(ws, "vips", ["cus\u202e3"])
 
 
 def test_control_characters_in_list_values_are_still_refused_naming_the_list(ws: Workspace) -> None:

@@ -16,6 +16,7 @@ import pytest
 from payfm.events.validate import validate_events
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
+from payfm.serving import feedback
 from payfm.serving.errors import InvalidInput
 from payfm.serving.scorer import Scorer
 from test_serving_reviews import charge
@@ -54,11 +55,13 @@ def test_partial_refunds_add_up_to_at_most_the_charges_amount(ws: Workspace) -> 
         with pytest.raises(
             InvalidInput,
             match=r"expected at most 5000, what is left to refund of its charge "
-            r"\(15000 of 20000 in the minor unit of usd refunded already\)\. Got 6000",
+            r"\(its amount 20000 in the minor unit of usd, less 15000 refunded already or being refunded\)\. "
+            r"Got 6000",
         ) as e:
             s.record_outcome("refunds", _refund(2, 6_000))
         assert e.value.field == "amount"
         assert s.record_outcome("refunds", _refund(1, 15_000))["duplicate"]  # a retry is answered, not capped
+        assert s.record_outcome("refunds", _refund(1, 19_000))["duplicate"]  # whatever its amount (as before)
         assert s.record_outcome("refunds", _refund(3, 5_000))["applied"]  # what is left: taken
         with pytest.raises(InvalidInput, match="expected at most 0"):
             s.record_outcome("refunds", _refund(4, 1))
@@ -80,7 +83,7 @@ def test_the_event_logs_refunds_of_the_charge_count(ws: Workspace) -> None:
         imported = validate_events("refunds", pa.Table.from_pylist([_refund(9, 12_000)]))
         with ws.writer() as w:  # imported meanwhile (not through the service)
             w.write("refunds", imported)
-        with pytest.raises(InvalidInput, match=r"expected at most 8000, .*\(12000 of 20000"):
+        with pytest.raises(InvalidInput, match=r"expected at most 8000, .* less 12000 refunded"):
             s.record_outcome("refunds", _refund(1, 9_000))
         assert s.record_outcome("refunds", _refund(1, 8_000))["applied"]
     finally:
@@ -132,5 +135,53 @@ def test_a_closure_as_fraud_after_a_partial_refund_refunds_what_is_left(ws: Work
         implied = [p for kind, p in s.log.outcomes_of("ch_1") if p.get("id") == "re_review_ch_1"]
         assert implied[0]["amount"] == 150_000 and implied[0]["reason"] == "fraudulent"
         assert _later_sum(s, 2) == pytest.approx(2_000.00)  # the charge's amount once, not 2,500
+    finally:
+        s.close(snapshot=False)
+
+
+def test_a_refund_arriving_while_a_review_closes_leaves_the_closure_whole(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refund recorded between the closure's reading of its charge and the implied refund: the implied one
+    is taken for what is left then (it was refused, the closure logged but its refund and event not)."""
+    s = Scorer.open(ws)
+    try:
+        assert s.score(charge(1, amount=200_000, amount_usd=200_000)).outcome == "manual_review"
+        s.record_outcome("refunds", _refund(1, 50_000))
+        implied = feedback._implied_outcome
+
+        def meanwhile(review: Any, charge_: Any) -> Any:
+            s.record_outcome("refunds", _refund(2, 10_000))
+            return implied(review, charge_)
+
+        monkeypatch.setattr(feedback, "_implied_outcome", meanwhile)
+        out = s.close_review("ch_1", "refunded_as_fraud")
+        assert out["outcome"]["id"] == "re_review_ch_1"
+        amounts = {p["id"]: p["amount"] for kind, p in s.log.outcomes_of("ch_1") if kind == "refunds"}
+        assert amounts == {"re_1": 50_000, "re_2": 10_000, "re_review_ch_1": 140_000}
+    finally:
+        s.close(snapshot=False)
+
+
+def test_a_refund_the_state_failed_to_count_is_not_left_in_flight(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(1, amount=20_000, amount_usd=20_000))
+        apply = s.online.apply_outcome
+        calls = iter([ConnectionError("state down")])
+
+        def flaky(*args: Any) -> Any:
+            err = next(calls, None)
+            if err is not None:
+                raise err
+            return apply(*args)
+
+        monkeypatch.setattr(s.online, "apply_outcome", flaky)
+        with pytest.raises(ConnectionError):
+            s.record_outcome("refunds", _refund(1, 15_000))
+        assert not s._refunding
+        assert s.record_outcome("refunds", _refund(2, 20_000))["applied"]  # nothing was refunded
     finally:
         s.close(snapshot=False)

@@ -267,7 +267,7 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
     reg = Registry(Workspace.open(ctx.obj["workspace"]))
     before = {v.ref for v in reg.list() if v.stage == "production"}
     mv = reg.set_stage(ref, stage)
-    archived = sorted(v.ref for v in reg.list() if v.ref in before and v.stage == "archived")
+    archived = sorted(v.ref for v in reg.list() if v.ref in before - {mv.ref} and v.stage == "archived")
     console.print(f"{mv.ref} is now {mv.stage}" + (f" ({', '.join(archived)} archived)" if archived else ""))
 
 

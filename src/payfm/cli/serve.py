@@ -49,8 +49,9 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option(
     "--model",
     default=None,
-    help="Registry name the production model must have: refused if the production version is of another "
-    "(default: the production model, whatever its name).",
+    help="Registry name the production model must have: the server refuses to start, and a reload fails "
+    "(the server deciding on), when the production version is of another (default: the production "
+    "model, whatever its name).",
 )
 @click.option(
     "--max-in-flight",

@@ -318,7 +318,15 @@ class Registry:
                     "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?",
                     (v.name, v.version),
                 )
-            prev = max(others, key=lambda v: (v.created_at, v.version)) if others else None
+            deciding = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
+            # What rollback restores: the version that decided (in registries older than one production
+            # version per workspace several were production, and the service took the newest); none when
+            # ``mv`` itself decided.
+            prev = (
+                None
+                if deciding is None or (deciding.name, deciding.version) == (mv.name, mv.version)
+                else deciding
+            )
             con.execute(
                 "UPDATE versions SET stage = 'production' WHERE name = ? AND version = ?",
                 (mv.name, mv.version),
@@ -388,7 +396,10 @@ class Registry:
             restored = con.execute(
                 f"SELECT {self._COLS} FROM versions WHERE name = ? AND version = ?", (back, row[0])
             ).fetchone()
-            self.check_servable_features(self._row(restored))  # (this transaction's connection)
+            back_mv = self._row(restored)
+            self.check_artifact(back_mv)  # what promote checks: servers would refuse it
+            self.check_foundation_model(back_mv)
+            self.check_servable_features(back_mv)  # (this transaction's connection)
             con.execute(
                 "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?", (name, cur[0])
             )

@@ -59,10 +59,11 @@ def _mapped(label: str) -> str:
 
 
 def _cut(label: str) -> str:
-    """A label that may be part of a longer one, mapped; refused if it holds an xn-- label or a character no
-    domain label holds."""
+    """A label that may be part of a longer one, mapped; refused if it starts as an xn-- label does (charges
+    hold such a label decoded: ``'xn--bcher-kva'`` meant ``'bücher'``) or holds a character no domain label
+    holds. Inside a label, ``xn--`` is plain text (``'axn--b'``), compared as written."""
     mapped = _mapped(label)
-    if "xn--" in mapped:
+    if mapped.startswith("xn--"):
         try:
             unicode_label = canonical_domain(mapped)
         except DomainError:

@@ -198,7 +198,12 @@ def _change(
     changed = 0
     with connect(ws) as con:
         list_type = _require(con, name)
-        normalized = _normalized(name, list_type, list(values))
+        stored = None
+        if (
+            action == "remove"
+        ):  # a value stored before a check refused its kind can still be removed as stored
+            stored = {r[0] for r in con.execute("SELECT value FROM list_values WHERE list = ?", (name,))}
+        normalized = _normalized(name, list_type, list(values), stored)
         for v in dict.fromkeys(normalized):
             if action == "add":
                 cur = con.execute("INSERT OR IGNORE INTO list_values VALUES (?, ?)", (name, v))
@@ -216,14 +221,18 @@ def _change(
     return changed
 
 
-def _normalized(name: str, list_type: str, values: list[str]) -> list[str]:
+def _normalized(name: str, list_type: str, values: list[str], stored: set[str] | None = None) -> list[str]:
     """``values`` normalized for list ``name``; the refusal of one names the list and the value's position
-    (``value 3 of 5``), to find a value the refusal does not quote (a card number, a hidden character)."""
+    (``value 3 of 5``), to find a value the refusal does not quote (a card number, a hidden character). A
+    value refused that is one of ``stored`` (the list's values, when removing) is taken as it is."""
     out = []
     for i, v in enumerate(values, start=1):
         try:
             out.append(normalize(list_type, v))
         except RuleError as e:
+            if stored is not None and v.strip() in stored:
+                out.append(v.strip())
+                continue
             where = f"value {i} of {len(values)}" if len(values) > 1 else "the value"
             raise RuleError(f"List {_shown_name(name)}, {where}: {e.detail}") from None
     return out

@@ -73,6 +73,7 @@ class FeedbackMixin:
     _seq: int
     _pending: dict[str, Future[dict[str, Any]]]
     _refunding: dict[str, dict[str, int]]
+    _refund_lock: threading.Lock
     _inflight: int
     _append_lock: threading.Lock
     _deferred: list[tuple[str, pa.Table]]
@@ -148,13 +149,7 @@ class FeedbackMixin:
         implied outcome is recorded once by its id, and the event is appended unless the event log has it
         already (only a recovery can find it there: a crash after the append, before the mark)."""
         cid = str(event["charge_id"])
-        charge = self.log.get_charge(cid) or {}
-        left = None
-        if event["closed_as"] == "refunded_as_fraud" and charge:
-            refunds = self._event_log_refunds(cid) if self.append_outcomes else {}
-            with self._lock:
-                left = self._left_to_refund(cid, charge, refunds, f"re_review_{cid}")
-        implied = _implied_outcome(event, charge, left)
+        implied = _implied_outcome(event, self.log.get_charge(cid) or {})
         result = None
         if implied is not None:
             table, payload = implied
@@ -166,7 +161,7 @@ class FeedbackMixin:
                 and p["id"] != payload[OUTCOME_TABLES[table]]
             ]
             if not already:
-                out = self.record_outcome(table, payload)
+                out = self.record_outcome(table, payload, clamp=True)  # a refund: of what is left to refund
                 result = {"table": table, "id": out["id"], "applied": out["applied"]}
         if self.append_outcomes:
             have = (
@@ -181,7 +176,7 @@ class FeedbackMixin:
         return result
 
     # ---- outcomes ------------------------------------------------------------------------------------------
-    def record_outcome(self, table: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    def record_outcome(self, table: str, payload: Mapping[str, Any], clamp: bool = False) -> dict[str, Any]:
         """Record a dispute, early fraud warning or refund: decision log, online features, event log.
 
         Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate}``; a
@@ -189,7 +184,9 @@ class FeedbackMixin:
         recorded on another charge is a Conflict. Invalid fields are one InvalidInput naming the first; so is
         an outcome at or before its charge (as an import refuses it). An outcome of a charge neither the
         decision log nor the event log holds is a NotFound: appended, it would leave the event log an outcome
-        without its charge (a replay in process, which appends nothing, takes it).
+        without its charge (a replay in process, which appends nothing, takes it). A refund for more than
+        what is left to refund of its charge is an InvalidInput, or with ``clamp`` (a review closure's) is
+        taken for what is left (see :meth:`_claim_refund`).
         """
         if table not in OUTCOME_TABLES:
             raise InvalidInput(
@@ -210,7 +207,6 @@ class FeedbackMixin:
                 raise
         source = label_source(table, event)
         facts = {"id": oid, "charge_id": cid, "label_source": source, "applied": False}
-        key = f"{table}:{oid}"
         # Outside the lock. Replaying the event log in process (append_outcomes False) reads outcomes of the
         # log itself: neither check applies, and the decision log alone dates decided charges.
         logged, charge = self._event_log_facts(table, oid, cid, self.append_outcomes)
@@ -224,18 +220,32 @@ class FeedbackMixin:
             refused = _unlike_its_charge(table, event, charge or {})
         if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
             raise refused
-        capped = table == "refunds" and live  # at what is left to refund (read under the lock: in flight)
-        in_event_log = self._event_log_refunds(cid) if capped else {}
+        if table == "refunds" and live:  # capped at what is left to refund, counting refunds in flight
+            self._claim_refund(cid, oid, event, charge or {}, clamp)
+            try:
+                return self._record_event(table, event, (oid, cid, created_us), source, facts, logged)
+            finally:
+                self._release_refund(cid, oid)
+        return self._record_event(table, event, (oid, cid, created_us), source, facts, logged)
+
+    def _record_event(
+        self,
+        table: str,
+        event: dict[str, Any],
+        ids: tuple[str, str, int],
+        source: str | None,
+        facts: dict[str, Any],
+        logged: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The rest of :meth:`record_outcome`, for an outcome it takes: count it, log it, append it to the
+        event log; a duplicate is answered with what is stored."""
+        oid, cid, created_us = ids
+        key, in_log = f"{table}:{oid}", bool(logged)
         stored: dict[str, Any] | None = None
         with self._lock:
             other = self._pending.get(key)  # the same id being recorded: its facts once it is durable
             if other is None:
                 stored = self.log.get_outcome(table, oid)
-            if other is None and stored is None and capped:
-                left = self._left_to_refund(cid, charge or {}, in_event_log, oid)
-                if int(event["amount"]) > left:
-                    raise _over_refunded(event, charge or {}, left)
-                self._refunding.setdefault(cid, {})[oid] = int(event["amount"])
             if other is None and stored is None:
                 applied = False
                 if source is not None:
@@ -262,15 +272,7 @@ class FeedbackMixin:
                 seq, table, oid, cid, created_us, source, applied, payload, datetime.now(UTC).isoformat()
             )
 
-        try:
-            self._log_pending(key, mine, record, facts)
-        finally:
-            if capped:  # durable now (or failed): the decision log counts it from here
-                with self._lock:
-                    flying = self._refunding.get(cid, {})
-                    flying.pop(oid, None)
-                    if not flying:
-                        self._refunding.pop(cid, None)
+        self._log_pending(key, mine, record, facts)
         if self.append_outcomes and not in_log:
             self._append_to_event_log(table, [event])
         elif in_log:
@@ -375,19 +377,41 @@ class FeedbackMixin:
         rows = _matching_rows(self.ws, "refunds", "charge_id", cid, ("refund_id", "amount", "currency"))
         return {str(r["refund_id"]): (int(r["amount"]), str(r["currency"])) for r in rows}
 
-    def _left_to_refund(
-        self, cid: str, charge: Mapping[str, Any], in_event_log: Mapping[str, tuple[int, str]], oid: str
-    ) -> int:
-        """What is left to refund of charge ``cid`` besides refund ``oid``: its amount less its refunds in its
-        currency (of the event log, the decision log and in flight, each id once). Call with the lock held."""
+    def _claim_refund(
+        self, cid: str, oid: str, event: dict[str, Any], charge: Mapping[str, Any], clamp: bool
+    ) -> None:
+        """Count refund ``oid`` of charge ``cid`` as in flight, or refuse it (an InvalidInput) when it is for
+        more than what is left to refund: the charge's amount less its refunds in its currency in the event
+        log, the decision log and in flight in this process, each id once (Stripe caps a charge's refunds at
+        its amount). With ``clamp`` its ``amount`` is lowered to what is left instead. Checks and claims are
+        serialized by their own lock (decisions never wait for them); :meth:`_release_refund` ends the
+        claim once the refund is durable, answered as a duplicate, or failed."""
         currency = str(charge.get("currency"))
-        refunds = {rid: amount for rid, (amount, cur) in in_event_log.items() if cur == currency}
-        for kind, p in self.log.outcomes_of(cid):
-            if kind == "refunds" and str(p.get("currency")) == currency:
-                refunds[str(p["id"])] = int(p.get("amount") or 0)
-        refunds.update(self._refunding.get(cid, {}))
-        refunds.pop(oid, None)
-        return max(int(charge.get("amount") or 0) - sum(refunds.values()), 0)
+        in_event_log = self._event_log_refunds(cid)
+        with self._refund_lock:
+            refunds = {rid: amount for rid, (amount, cur) in in_event_log.items() if cur == currency}
+            logged = [p for kind, p in self.log.outcomes_of(cid) if kind == "refunds"]
+            if any(str(p["id"]) == oid for p in logged):
+                return  # a retry: answered with what is stored, whatever its amount, as other outcomes are
+            refunds.update(
+                {str(p["id"]): int(p.get("amount") or 0) for p in logged if p.get("currency") == currency}
+            )
+            refunds.update(self._refunding.get(cid, {}))
+            refunds.pop(oid, None)  # (a retry of a refund is not over the cap for itself)
+            refunded = sum(refunds.values())
+            left = max(int(charge.get("amount") or 0) - refunded, 0)
+            if int(event["amount"]) > left:
+                if not clamp:
+                    raise _over_refunded(event, charge, refunded, left)
+                event["amount"] = left
+            self._refunding.setdefault(cid, {})[oid] = int(event["amount"])
+
+    def _release_refund(self, cid: str, oid: str) -> None:
+        with self._refund_lock:
+            flying = self._refunding.get(cid, {})
+            flying.pop(oid, None)
+            if not flying:
+                self._refunding.pop(cid, None)
 
     def _log_pending(
         self,
@@ -604,13 +628,14 @@ def _unlike_its_charge(
     return None
 
 
-def _over_refunded(event: Mapping[str, Any], charge: Mapping[str, Any], left: int) -> InvalidInput:
+def _over_refunded(
+    event: Mapping[str, Any], charge: Mapping[str, Any], refunded: int, left: int
+) -> InvalidInput:
     """A refund above what is left to refund of its charge (Stripe caps a charge's refunds at its amount)."""
-    most = int(charge.get("amount") or 0)
     return InvalidInput(
-        f"Field 'amount': expected at most {left}, what is left to refund of its charge ({most - left} of "
-        f"{most} in the minor unit of {charge.get('currency')} refunded already). "
-        f"Got {int(event['amount'])}.",
+        f"Field 'amount': expected at most {left}, what is left to refund of its charge (its amount "
+        f"{int(charge.get('amount') or 0)} in the minor unit of {charge.get('currency')}, less {refunded} "
+        f"refunded already or being refunded). Got {int(event['amount'])}.",
         field="amount",
     )
 
@@ -734,19 +759,17 @@ def _ts(v: Any) -> Any:
 
 
 def _implied_outcome(
-    review: Mapping[str, Any], charge: Mapping[str, Any], left: int | None = None
+    review: Mapping[str, Any], charge: Mapping[str, Any]
 ) -> tuple[str, dict[str, Any]] | None:
-    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund of what is
-    ``left`` to refund (None: the charge's amount; 0 when refunded in full: the label, no money twice),
-    disputed -> a fraudulent dispute of the charge's amount, at the closing time; None for approved and
+    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund, disputed -> a
+    fraudulent dispute, of the charge's amount (a refund is then taken for what is left to refund: 0 when
+    refunded in full, the label without the money twice), at the closing time; None for approved and
     refunded."""
     cid, reason = str(review["charge_id"]), review["closed_as"]
     money = {"amount": int(charge.get("amount") or 0), "currency": str(charge.get("currency") or "usd")}
     if reason == "refunded_as_fraud":
         refund = {"refund_id": f"re_review_{cid}", "charge_id": cid, "created": review["created"]}
-        return "refunds", {**refund, **money, "reason": "fraudulent"} | (
-            {} if left is None else {"amount": left}
-        )
+        return "refunds", {**refund, **money, "reason": "fraudulent"}
     if reason == "disputed":
         dispute_id = f"{REVIEW_DISPUTE_PREFIX}{cid}"  # what the counted-dispute rule recognizes
         dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}

@@ -92,7 +92,7 @@ _ACTION_OUTCOME["request_3ds"] = "request_3ds"
 
 @dataclass(frozen=True)
 class ScorerConfig:
-    """``model``: registry name to serve (default: the newest production version of any name);
+    """``model``: registry name the production version must have (default: the production version);
     ``top_k``: reasons per decision; ``snapshot_every``: snapshot the memory state every n decisions (0: only
     at close); ``levels``: risk level thresholds."""
 
@@ -178,6 +178,7 @@ class Scorer(FeedbackMixin):
         self._seq = seq
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._refunding: dict[str, dict[str, int]] = {}  # charge id -> refunds in flight: id -> amount
+        self._refund_lock = threading.Lock()  # refund caps: checks and claims (see _claim_refund)
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)
