@@ -5,13 +5,16 @@ characters of space, dash, dot, slash or underscore, or, for a number written in
 digits), by line breaks or a longer run of spaces (``4111 1111 1111 1111``, ``4111.1111.1111.1111``,
 ``4111 - 1111 - 1111 - 1111``), and may touch letters (``card4111111111111111``), except the letters of a
 hexadecimal token or of a UUID: a digit run inside a device id or a SHA-256 hex digest is part of that
-identifier (random 64-hex ids hold a Luhn-valid run of 13-19 digits between letters about once in 230). It
-must never be stored, logged or echoed: detection reports only the row and column. Digits of any script
-count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the separators of any script (an
-ideographic space, a fullwidth hyphen or full stop, a thin space, a format character such as a
-right-to-left mark): a number written with them is as much a card number; so are superscript and circled
-digits (``⁴``, ``④``). The digits are those of Python's Unicode database (Unicode 14 on Python 3.11: digits
-added later are not read).
+identifier (random 64-hex ids hold a Luhn-valid run of 13-19 digits between letters about once in 230).
+Written with colons or pluses (``4111:1111:1111:1111``, ``4111+1111+1111+1111``) or with its first group
+in parentheses (``(4111) 1111-1111-1111``), it must also be written as cards are, as a whole run, and start
+with a card brand's prefix: times, IPv6 addresses and sums use those characters too (commas are not taken;
+docs/events.md has the measurements). It must never be stored, logged or echoed: detection reports only the
+row and column. Digits of any script count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the
+separators of any script (an ideographic space, a fullwidth hyphen or full stop, a thin space, a format
+character such as a right-to-left mark): a number written with them is as much a card number; so are
+superscript and circled digits (``⁴``, ``④``). The digits are those of Python's Unicode database (Unicode 14
+on Python 3.11: digits added later are not read).
 
 Detection is vectorized with Arrow's regular expressions; only candidate values (rare in clean data) reach the
 Python window and Luhn checks.
@@ -19,9 +22,11 @@ Python window and Luhn checks.
 
 from __future__ import annotations
 
+import decimal
 import functools
 import hashlib
 import hmac
+import math
 import re
 import unicodedata
 from collections.abc import Iterator
@@ -42,25 +47,43 @@ _SEP_CLASS = "[" + _SEP.replace("-", "") + "-]"
 _WIDE_GAP = "[" + _SPACE_CHARS + "]{4,}"  # (the characters themselves: RE2 and re read them alike)
 _CANDIDATE = rf"[0-9](?:(?:{_SEP_CLASS}{{0,3}}|{_WIDE_GAP})[0-9]){{12}}"
 _PREFILTER = re.compile(_CANDIDATE)
+# Card numbers written with other punctuation: 4111:1111:1111:1111, 4111+1111+1111+1111 (a URL's spaces), one
+# kind throughout, and (4111) 1111-1111-1111. Colons and pluses also write times, IPv6 addresses and sums, so
+# such a number counts only written as cards are: in fours (the last group 1-4 digits) or Amex's 4-6-5, a
+# whole run (see _punct_spans), passing Luhn and starting with a card brand's prefix (IIN). Not commas: lists
+# of four 4-digit numbers (MCCs, amounts) passed those checks 3 times in 100 (docs/events.md). Their
+# prefilter, a necessary condition: the punctuation or the parenthesis, then 4 digits (one character class
+# first, as Python's re and RE2 search fastest: 2.7 us on a charge's JSON, where the whole form took 6.3).
+_PUNCT_PREFILTER = re.compile(r"[:+(][0-9]{4}")
 # Separators of other scripts, as the ASCII one they stand for (see _ascii_char): spaces and format characters
 # (an ideographic space, a thin space, a right-to-left mark) read as a space, dashes as a dash.
 _WIDE_SEP = {"\uff0e": ".", "\u3002": ".", "\u066b": ".", "\uff0f": "/", "\uff3f": "_", "\u066c": " "}
 _WIDE_DASH = "\u2212\u30fc\uff70"  # minus sign, katakana-hiragana prolonged sound marks
+_WIDE_PUNCT = {"\uff1a": ":", "\uff0b": "+", "\uff08": "(", "\uff09": ")"}  # fullwidth forms
 # Arrow's (RE2) prefilter of text columns: the same, with the digits and separators of every script.
-_CANDIDATE_ANY = _CANDIDATE.replace("[0-9]", r"[\p{Nd}\p{No}]").replace(
-    _SEP_CLASS,
-    "["
-    + _SEP.replace("-", "")
-    + r"\p{Zs}\p{Cf}\p{Pd}"
-    + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH))
-    + "-]",
+_ANY_DIGIT = r"[\p{Nd}\p{No}]"
+_CANDIDATE_ANY = (
+    _CANDIDATE.replace("[0-9]", _ANY_DIGIT).replace(
+        _SEP_CLASS,
+        "["
+        + _SEP.replace("-", "")
+        + r"\p{Zs}\p{Cf}\p{Pd}"
+        + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH))
+        + "-]",
+    )
+    + r"|[:+(\x{ff1a}\x{ff0b}\x{ff08}]"  # (RE2 searches a short alternative at little cost)
+    + _ANY_DIGIT
+    + "{4}"
 )
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # The prefilter of bytes that are not all UTF-8, which RE2 reads as Latin-1: a UTF-8 multi-byte sequence
 # may be a digit or a separator of another script.
 _UTF8_CHAR = r"[\xc2-\xf4][\x80-\xbf]{1,3}"
-_CANDIDATE_BYTES = _CANDIDATE.replace("[0-9]", rf"(?:[0-9]|{_UTF8_CHAR})").replace(
-    _SEP_CLASS, rf"(?:{_SEP_CLASS}|{_UTF8_CHAR})"
+_CANDIDATE_BYTES = (
+    _CANDIDATE.replace("[0-9]", rf"(?:[0-9]|{_UTF8_CHAR})").replace(
+        _SEP_CLASS, rf"(?:{_SEP_CLASS}|{_UTF8_CHAR})"
+    )
+    + f"|(?:[:+(]|{_UTF8_CHAR})(?:[0-9]|{_UTF8_CHAR}){{4}}"
 )
 # digit groups joined by separators
 _SEQUENCE = re.compile(rf"[0-9]+(?:(?:{_SEP_CLASS}{{1,3}}|{_WIDE_GAP})[0-9]+)*")
@@ -70,6 +93,27 @@ _NON_HEX = re.compile(r"[g-zG-Z]")
 # 5,700 held a Luhn-valid 16-digit window (``4xxx-yxxx-xxxxxxxxxxxx``) before it was exempted.
 _UUID = re.compile(r"(?<![0-9A-Za-z])[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}(?![0-9A-Za-z])")
 _ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# The exact punctuation forms (in ASCII), touching no letter or digit: fours or 4-6-5 joined by one colon or
+# plus throughout (group 1, then \1), or the first four in parentheses, then single spaces or dashes (every
+# repetition is of fixed-width groups: no backtracking blow-up).
+_PUNCT = re.compile(
+    r"(?<![0-9A-Za-z])(?:"
+    r"[0-9]{4}([:+])(?:[0-9]{4}\1[0-9]{4}(?:\1[0-9]{4})?\1[0-9]{1,4}|[0-9]{6}\1[0-9]{5})"
+    r"|\([0-9]{4}\)[ -]?(?:[0-9]{4}[ -][0-9]{4}(?:[ -][0-9]{4})?[ -][0-9]{1,4}|[0-9]{6}[ -][0-9]{5})"
+    r")(?![0-9A-Za-z])"
+)
+# Card brands by the leading digits of the number (first match wins; checked in this order): the brand of a
+# card transform (payfm.events.import_convert), and the prefix a number written with punctuation must have.
+BRAND_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("amex", r"^3[47]"),
+    ("jcb", r"^35(2[89]|[3-8])"),
+    ("diners", r"^3(0[0-5]|[689])"),
+    ("visa", r"^4"),
+    ("mastercard", r"^(5[1-5]|222[1-9]|22[3-9]|2[3-6]|27[01]|2720)"),
+    ("discover", r"^(6011|64[4-9]|65)"),
+    ("unionpay", r"^62"),
+)
+_IIN = re.compile("|".join(pattern for _name, pattern in BRAND_PREFIXES))
 _SPACES = _SPACE_CHARS
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn-doubled digit, its digits summed
 
@@ -172,6 +216,40 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
                 j += 1
 
 
+def _punct_spans(text: str) -> Iterator[tuple[int, int]]:
+    """Spans of ``text`` (ASCII digits) holding a card number written with colons or pluses, or with its
+    first group in parentheses (:data:`_PUNCT`): 13-19 digits, Luhn-valid, with a brand's prefix.
+
+    The run must be whole: a group of digits or hex digits, or nothing (``::``), on the far side of the same
+    punctuation next to it makes the number one part of a longer run, an IPv6 address or a sum
+    (``2620:0000:1234:5678::1``, ``12+4111+1111+1111+1111``); a word there does not (``cc:4111:...`` is hex,
+    ``card:4111:...`` is not). Linear: each token next to a match is read for at most its two neighbours."""
+    for m in _PUNCT.finditer(text):
+        digits = "".join(_GROUP.findall(m.group()))
+        if not (13 <= len(digits) <= 19 and luhn_valid(digits) and _IIN.match(digits)):
+            continue
+        start, end = m.span()
+        punct = m.group(1)
+        if punct is None:  # (4111) 1111-1111-1111: not if the run goes on (another space or dash and digit)
+            if text[end : end + 1] in (" ", "-") and text[end + 1 : end + 2].isdigit():
+                continue
+        elif _listed(text, start - 1, -1, punct) or _listed(text, end, 1, punct):
+            continue
+        yield start, end
+
+
+def _listed(text: str, at: int, step: int, punct: str) -> bool:
+    """Whether ``text[at]`` is ``punct`` joining the number to a token of hex digits (or to nothing)."""
+    if not 0 <= at < len(text) or text[at] != punct:
+        return False
+    i = at + step
+    while 0 <= i < len(text) and text[i] in _ALNUM:
+        if _NON_HEX.match(text[i]):
+            return False
+        i += step
+    return True
+
+
 # 13 or more digits, possibly glued to letters or split by up to 3 other characters between digits: what a
 # message quoting user input never shows. Wider than the detection above on purpose (no Luhn check, no word
 # boundary, no hex exemption): hiding a long number costs a message nothing, showing a card number leaks it.
@@ -216,8 +294,8 @@ def luhn_valid(digits: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _ascii_char(ch: str) -> str:
     """The ASCII character a non-ASCII one stands for in a written number: a digit its digit, a space
-    or format character a space, a dash a dash, a fullwidth full stop, solidus or low line its ASCII one;
-    any other character itself."""
+    or format character a space, a dash a dash, a fullwidth full stop, solidus, low line, colon, plus sign
+    or parenthesis its ASCII one; any other character itself."""
     digit = unicodedata.digit(ch, None)  # decimal digits of every script, superscripts, circled digits
     if digit is not None:
         return str(digit)
@@ -226,7 +304,7 @@ def _ascii_char(ch: str) -> str:
         return " "
     if category == "Pd" or ch in _WIDE_DASH:
         return "-"
-    return _WIDE_SEP.get(ch, ch)
+    return _WIDE_SEP.get(ch) or _WIDE_PUNCT.get(ch, ch)
 
 
 def ascii_digits(text: str) -> str:
@@ -245,9 +323,25 @@ def contains_card_number(text: str) -> bool:
     [True, True, False, True]
     """
     ascii_text = ascii_digits(text)
-    if _PREFILTER.search(ascii_text) is None:
-        return False
-    return next(_card_spans(ascii_text, text), None) is not None
+    if _PREFILTER.search(ascii_text) is not None and next(_card_spans(ascii_text, text), None) is not None:
+        return True
+    return _punctuated(ascii_text) and next(_punct_spans(ascii_text), None) is not None
+
+
+def _punctuated(ascii_text: str) -> bool:
+    """Whether the punctuation forms' prefilter finds a candidate (most texts hold none of its characters)."""
+    return ("+" in ascii_text or ":" in ascii_text or "(" in ascii_text) and bool(
+        _PUNCT_PREFILTER.search(ascii_text)
+    )
+
+
+def _spans(ascii_text: str, text: str) -> Iterator[tuple[int, int]]:
+    """The spans of card numbers in ``text`` (``ascii_text``: its :func:`ascii_digits`), each form's scan run
+    only where its prefilter finds a candidate."""
+    if _PREFILTER.search(ascii_text) is not None:
+        yield from _card_spans(ascii_text, text)
+    if _punctuated(ascii_text):
+        yield from _punct_spans(ascii_text)
 
 
 def redact_card_numbers(text: str) -> str:
@@ -257,10 +351,7 @@ def redact_card_numbers(text: str) -> str:
     >>> redact_card_numbers("got 5: 1,m1,4111 1111 1111 1111,12.50")
     'got 5: 1,m1,[card number removed],12.50'
     """
-    ascii_text = ascii_digits(text)  # the same positions
-    if _PREFILTER.search(ascii_text) is None:
-        return text
-    spans = sorted(_card_spans(ascii_text, text))
+    spans = sorted(_spans(ascii_digits(text), text))  # (the same positions in both)
     if not spans:
         return text
     parts: list[str] = []
@@ -295,16 +386,25 @@ def _luhn_valid_ints(values: np.ndarray) -> np.ndarray:
 def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """0-based positions of the values of ``column`` that contain a full card number.
 
-    Strings (and binary values, read as UTF-8) are scanned for digit runs; integers (and integral floats) of
-    13-19 digits are Luhn-checked; lists, structs and maps are scanned element by element, a row counting if
-    any of its elements holds one. Other types cannot hold a card number and yield no rows.
+    Strings (and binary values, read as UTF-8) are scanned for digit runs; integers (and integral floats and
+    decimals) of 13-19 digits are Luhn-checked; lists, structs, maps and unions are scanned element by
+    element at any depth, a row counting if any of its elements holds one (the names of a struct's fields are
+    :func:`card_number_fields`). Booleans and times cannot hold a card number and yield no rows; a type not
+    named here is scanned value by value in Python.
     """
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if isinstance(col.type, pa.ExtensionType):
+        col = col.storage
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
+    if pa.types.is_run_end_encoded(col.type):
+        col = pc.run_end_decode(col)
     t = col.type
     if pa.types.is_string_view(t) or pa.types.is_large_string(t):
         col = col.cast(pa.string())
+        t = col.type
+    if pa.types.is_fixed_size_binary(t) or pa.types.is_binary_view(t):
+        col = col.cast(pa.binary())
         t = col.type
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         try:  # bytes that are UTF-8 text are scanned as text (RE2 reads bytes as Latin-1)
@@ -343,19 +443,71 @@ def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         ok = _luhn_valid_ints(values[candidates].astype(np.int64))
         found: np.ndarray = candidates[ok]
         return found
+    if pa.types.is_decimal(t):  # integral ones of 13-19 digits, as integers (a DECIMAL(19, 0) card column)
+        text = pc.cast(col, pa.string())
+        mask = pc.fill_null(pc.match_substring_regex(text, r"^[0-9]{13,19}(\.0*)?$"), False)
+        candidates = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+        digits = text.take(pa.array(candidates, pa.int64())).to_pylist()
+        return np.array(
+            [i for i, d in zip(candidates, digits, strict=True) if luhn_valid(d.split(".")[0])],
+            dtype=np.int64,
+        )
     if pa.types.is_map(t):  # (list kernels abort on maps) keys and values, by their offsets
         offsets = col.offsets.to_numpy(zero_copy_only=False)
         inner = np.union1d(card_number_rows(col.keys), card_number_rows(col.items))
         inner = inner[(inner >= offsets[0]) & (inner < offsets[-1])]
         return np.unique(np.searchsorted(offsets, inner, side="right") - 1).astype(np.int64)
-    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+    if (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or pa.types.is_list_view(t)
+        or pa.types.is_large_list_view(t)
+    ):
         parents = pc.list_parent_indices(col).to_numpy(zero_copy_only=False)
         inner = card_number_rows(pc.list_flatten(col))
         return np.unique(parents[inner]).astype(np.int64)
     if pa.types.is_struct(t):
         fields = [card_number_rows(child) for child in col.flatten()]
         return np.unique(np.concatenate([np.zeros(0, dtype=np.int64), *fields])).astype(np.int64)
-    return np.zeros(0, dtype=np.int64)
+    if pa.types.is_boolean(t) or pa.types.is_null(t) or pa.types.is_temporal(t) or pa.types.is_interval(t):
+        return np.zeros(0, dtype=np.int64)
+    # unions and any type not named above: each value as Python reads it, nothing left unscanned
+    values = col.to_pylist()
+    return np.array([i for i, v in enumerate(values) if _holds_card_number(v)], dtype=np.int64)
+
+
+def _holds_card_number(value: object) -> bool:
+    """A Python value (of a union or of another Arrow type) holding a full card number, at any depth."""
+    if isinstance(value, str):
+        return contains_card_number(value)
+    if isinstance(value, bytes):
+        return contains_card_number(value.decode("utf-8", "replace"))
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float | decimal.Decimal):
+        integral = isinstance(value, int) or (math.isfinite(value) and value == int(value))
+        return integral and 10**12 <= value < 10**19 and luhn_valid(str(int(value)))
+    if isinstance(value, dict):
+        return any(_holds_card_number(k) or _holds_card_number(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_card_number(v) for v in value)
+    return False
+
+
+def card_number_fields(t: pa.DataType) -> bool:
+    """True if a field name nested in the type ``t`` (of a struct, a union, a map's entries or a list's
+    items, at any depth) holds a full card number: a name is as much the file's text as a value.
+
+    >>> card_number_fields(pa.list_(pa.struct([("4111 1111 1111 1111", pa.string())])))
+    True
+    """
+    if isinstance(t, pa.ExtensionType):
+        return card_number_fields(t.storage_type)
+    if isinstance(t, pa.DictionaryType):
+        return card_number_fields(t.value_type)
+    fields = (t.field(i) for i in range(t.num_fields))
+    return any(contains_card_number(f.name) or card_number_fields(f.type) for f in fields)
 
 
 def fingerprint(values: pa.Array | pa.ChunkedArray, secret: bytes, *, source: str = "") -> pa.Array:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.events import currency
-from payfm.events.cards import ascii_digits, fingerprint
+from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint
 from payfm.events.import_problems import Problems, values_at
 from payfm.events.mapping import CurrencySource, FieldSpec
 from payfm.events.schema import RULES
@@ -27,15 +27,7 @@ from payfm.events.validate import blank_rows, try_cast
 NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 
 # Card brands by leading digits of the number (first match wins; checked in this order).
-_BRANDS: tuple[tuple[str, str], ...] = (
-    ("amex", r"^3[47]"),
-    ("jcb", r"^35(2[89]|[3-8])"),
-    ("diners", r"^3(0[0-5]|[689])"),
-    ("visa", r"^4"),
-    ("mastercard", r"^(5[1-5]|222[1-9]|22[3-9]|2[3-6]|27[01]|2720)"),
-    ("discover", r"^(6011|64[4-9]|65)"),
-    ("unionpay", r"^62"),
-)
+_BRANDS = BRAND_PREFIXES
 
 
 def as_text(col: pa.Array) -> pa.Array:

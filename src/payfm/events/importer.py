@@ -3,7 +3,8 @@
 The import is a pipeline of small steps, all-or-nothing:
 
 1. parse the mapping (:mod:`payfm.events.mapping`): mistakes are ConfigErrors before any data is read;
-2. read the file (CSV columns are read as text, so nothing is guessed or silently rounded);
+2. read the file (CSV columns are read as text, so nothing is guessed or silently rounded; a quote never
+   closed is refused, not read to the end of the file);
 3. scan every source column except the fingerprinted ones for full card numbers (never echoed);
 4. compute each target field (renames, constants, keyed hashes, value maps, units, currencies, time zones,
    card transforms) with vectorized Arrow and numpy, collecting every bad row;
@@ -34,6 +35,8 @@ from __future__ import annotations
 import csv
 import difflib
 import gzip
+import io
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +49,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
-from payfm.events.cards import card_number_rows, contains_card_number, redact_card_numbers
+from payfm.events.cards import (
+    card_number_fields,
+    card_number_rows,
+    contains_card_number,
+    redact_card_numbers,
+)
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
 from payfm.events.import_outcomes import OUTCOME_ID, follow_charges, outcome_events
 from payfm.events.import_problems import (
@@ -88,7 +96,9 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
     Column names must be distinct (a ConfigError names the repeated one). A CSV file must be UTF-8 and
     comma-separated, with as many cells in every row as in its header: a ragged row is a ValidationError
     naming its row and line and the counts (never its text), another encoding or separator a ConfigError
-    saying how to convert the file.
+    saying how to convert the file. A quoted value may hold line breaks, but a quote that nothing closes, or
+    that only a quote on a later line followed by more text closes (Arrow would read the lines between into
+    one value, silently), is a ConfigError naming its row, line and column (never the text).
     """
     name = path.name.lower()
     try:
@@ -151,26 +161,158 @@ def _read_csv(path: Path) -> pa.Table:
     convert = pacsv.ConvertOptions(
         column_types={h: pa.string() for h in header}, null_values=[""], strings_can_be_null=True
     )
+    # newlines_in_values: Arrow cuts the file into blocks at line breaks outside quoted values (without it at
+    # any line break: a quoted one at a block's end made a ragged row, an unclosed quote lost rows silently)
+    parse = pacsv.ParseOptions(invalid_row_handler=handle, newlines_in_values=True)
     try:
-        table = pacsv.read_csv(
-            path, parse_options=pacsv.ParseOptions(invalid_row_handler=handle), convert_options=convert
-        )
+        with _open_binary(path) as raw:
+            stream = _Counted(raw)
+            table = pacsv.read_csv(stream, parse_options=parse, convert_options=convert)
         if invalid and any(number is None for _e, _r, number in invalid):
             # Arrow numbers the rows only when it parses in one thread: read again, on this error path only.
             invalid.clear()
             pacsv.read_csv(
                 path,
                 read_options=pacsv.ReadOptions(use_threads=False),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=handle),
+                parse_options=parse,
                 convert_options=convert,
             )
     except pa.ArrowInvalid as e:
         if "invalid UTF8" in str(e):
             raise _encoding_error(path) from None
+        _check_quotes(path, header)  # a quote never closed makes a row longer than Arrow's blocks
         raise
+    # A quote never closed reads the lines after it into its value, silently, up to a quote opening another
+    # value or to the end of the file: fewer rows than lines, or the file ends with that value. Only then (or
+    # with quoted line breaks, blank lines, ragged rows) is the whole file read again, to say where.
+    if invalid or table.num_rows + 1 != stream.lines() or _may_end_in_quote(table, stream.tail):
+        _check_quotes(path, header)
     if invalid:
         _raise_ragged(path, invalid)
     return table
+
+
+class _Counted:
+    """A binary stream as Arrow reads it through: its line breaks counted (CR LF, LF or CR, as Arrow ends
+    rows) and its last 64 KiB kept, for the checks of quotes at no second reading."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.tail, self.closed, self.breaks = raw, b"", False, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        # (a CR LF split between two reads: its CR was counted as a line break, its LF is not)
+        self.breaks += data.count(b"\n") - (data[:1] == b"\n" and self.tail[-1:] == b"\r")
+        if b"\r" in data:  # (a CR alone ends a row too; counting CR LF costs three times as long)
+            self.breaks += data.count(b"\r") - data.count(b"\r\n")
+        self.tail = (self.tail + data)[-(1 << 16) :]
+        return data
+
+    def lines(self) -> int:
+        """Lines read: line breaks, and a last line without one."""
+        return self.breaks + (self.tail[-1:] not in (b"\n", b"\r", b""))
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _may_end_in_quote(table: pa.Table, tail: bytes) -> bool:
+    """Whether the file may end inside a quoted value on its last line: Arrow reads the rest of the file into
+    that value, the last it parses, so the file ends with a quote where a value may start and that value,
+    its quotes doubled (``tail``: the file's last bytes)."""
+    if table.num_rows == 0 or table.num_columns == 0:
+        return True  # (the header's last name: the file is one line, read again at no cost)
+    value = table.column(table.num_columns - 1)[table.num_rows - 1].as_py()
+    end = b'"' + (value or "").encode().replace(b'"', b'""')
+    if len(end) >= len(tail) >= 1 << 16:
+        return True  # (more than was kept: cannot tell)
+    # (the byte before a value's opening quote: a comma or a line break, or none at the file's start)
+    return tail.endswith(end) and (len(tail) == len(end) or tail[-len(end) - 1] in b",\r\n\xbf")
+
+
+# Where a quoted value may start: at the file's start, after a comma or a line break.
+_AT_START = rb"(?:\A|(?<=[,\r\n]))"
+# Read from the start of a value, as Arrow's parser reads: text without quotes, a quote in the middle of a
+# value (``5" screen``, read as is) and quoted values on one line, closed, are skipped (possessive: linear, no
+# backtracking); the first quoted value holding a line break, or that nothing closes, is matched ('open': its
+# opening quote; 'close': its closing quote, none at the end of the file).
+_QUOTED_VALUE = re.compile(
+    rb'(?:[^"]++|(?<=[^,\r\n])"|' + _AT_START + rb'"(?:[^"\r\n]|"")*+")*+'
+    rb"(?P<open>" + _AT_START + rb'")(?:[^"]|"")*+(?P<close>")?'
+)
+_LINE_BREAK = re.compile(rb"\r\n?|\n")
+_BLANK_LINE = re.compile(rb"(?:\A|(?<=\n)|(?<=\r)(?!\n))(?:\r\n?|\n)")  # (Arrow skips them: no row)
+
+
+def _check_quotes(path: Path, header: list[str]) -> None:
+    """A ConfigError naming the row, line and column of a quote that nothing closes, or that only a quote on a
+    later line followed by more text closes (a quote opening another value, read as this one's end: the
+    lines between vanish into one value), never the text. Lines read into a quoted value are legitimate only
+    if its closing quote ends the value (a comma, a line break or the end of the file follows)."""
+    with _open_binary(path) as f:
+        data = f.read()
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    spread: list[tuple[int, int]] = []  # quoted values holding line breaks, closed (their rows span lines)
+    position = 0
+    while (m := _QUOTED_VALUE.match(data, position)) is not None:
+        position = m.end()
+        if m.start("close") >= 0 and data[position : position + 1] in (b",", b"\r", b"\n", b""):
+            spread.append((m.start("open"), position))
+            continue
+        _raise_unclosed(
+            path, header, data, m.start("open"), m.end() if m.start("close") >= 0 else None, spread
+        )
+
+
+def _raise_unclosed(
+    path: Path,
+    header: list[str],
+    data: bytes,
+    opening: int,
+    closing: int | None,
+    spread: list[tuple[int, int]],
+) -> NoReturn:
+    """The error for the quote at ``opening``, closed at ``closing`` by a quote followed by more text (None:
+    at the end of the file), after the multi-line values ``spread`` (their starts and ends)."""
+    line = len(_LINE_BREAK.findall(data, 0, opening)) + 1
+    blank = [m.start() for m in _BLANK_LINE.finditer(data, 0, opening)]
+    blank = [b for b in blank if not any(start < b < end for start, end in spread)]
+    row = line - 1 - len(blank) - sum(len(_LINE_BREAK.findall(data, a, b)) for a, b in spread)
+    start = opening  # the row's first byte: after the last line break outside a quoted value
+    while True:
+        start = max(data.rfind(b"\n", 0, start), data.rfind(b"\r", 0, start)) + 1
+        inside = [a for a, b in spread if a < start <= b]
+        if not inside:
+            break
+        start = inside[0]
+    cells = next(csv.reader(io.StringIO(data[start:opening].decode("utf-8", "replace"), newline="")), [])
+    column = max(len(cells), 1)
+    if row == 0:
+        where = f"line 1 (the header), column {column}"
+    else:
+        name = header[column - 1] if column <= len(header) else column
+        where = f"row {row} (line {line}), column {redact_card_numbers(repr(name))}"
+    if closing is None:
+        last = line + len(_LINE_BREAK.findall(data, opening)) - data.endswith((b"\n", b"\r"))
+        said, lines = "that nothing closes", "the rest of the file"
+    else:
+        last = line + len(_LINE_BREAK.findall(data, opening, closing))
+        said = (
+            f"that only a quote on line {last} closes, followed by more text (a quote opening another value?)"
+        )
+        lines = "the lines between"
+    span = f"line {line}" if last <= line else f"lines {line}-{last}"
+    raise ConfigError(
+        f"Import source '{path}': expected a closing double quote for every quoted value; received a quote "
+        f"opening a value at {where} {said}: {lines} ({span}) would be read as that one value. Close the "
+        'quote, write a quote inside a quoted value twice (""), or leave the value unquoted.'
+    )
 
 
 def _raise_ragged(path: Path, invalid: list[tuple[int, int, int | None]]) -> NoReturn:
@@ -282,17 +424,23 @@ def _check_columns(mapping: Mapping, table: pa.Table, source: str) -> ConfigErro
 def _hide_card_headers(table: pa.Table, is_csv: bool, out: Problems) -> pa.Table:
     """Column names holding a card number (a header line that is really a data row, a number pasted into
     a header) are refused like a card number in a cell: reported, never shown. The column is renamed to its
-    redacted name and position, so no later message, nor the summary, shows the number."""
+    redacted name and position, so no later message, nor the summary, shows the number. So are the names of
+    the fields nested in a column (a Parquet struct, map or union, at any depth), which no message shows."""
     names = table.column_names
     hidden = [i for i, name in enumerate(names) if contains_card_number(name)]
-    if not hidden:
-        return table
-    hint = " (is the first line a data row? the file must start with a header line)" if is_csv else ""
     renamed = list(names)
+    hint = " (is the first line a data row? the file must start with a header line)" if is_csv else ""
     for i in hidden:
         renamed[i] = f"{redact_card_numbers(names[i])} (column {i + 1})"
         out.column(renamed[i], f"a column name without a card number{hint}", "a full card number (not shown)")
-    return table.rename_columns(renamed)
+    for i, field in enumerate(table.schema):
+        if card_number_fields(field.type):
+            out.column(
+                renamed[i],
+                "field names without a card number (in a struct, map or union, at any depth)",
+                "a nested field name holding a full card number (not shown)",
+            )
+    return table.rename_columns(renamed) if hidden else table
 
 
 def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
