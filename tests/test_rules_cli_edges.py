@@ -216,6 +216,8 @@ def test_a_value_stored_before_the_check_can_still_be_removed(ws: Workspace) -> 
     lists.add_values(ws, "vips", ["cus_1"])
     with sqlite3.connect(ws.root / "rules.db") as con:  # as an older payfm stored it
         con.execute("INSERT INTO list_values VALUES ('vips', ?)", ("cus\u202e2",))
+    code, out = _run(ws, "lists", "show", "vips")  # shown escaped: it would reorder what is printed
+    assert code == 0 and "cus\\u202e2" in out and "\u202e" not in out
     assert lists.remove_values(ws, "vips", ["cus\u202e2"]) == 1
     assert lists.list_values(ws, "vips") == ["cus_1"]
     with pytest.raises(RuleError, match="U\\+202E"):  # not stored: refused as before

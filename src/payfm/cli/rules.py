@@ -51,11 +51,12 @@ def _read(path: str) -> str:
 
 
 def _printable(text: str) -> str:
-    """``text`` with its control characters escaped (``\\x1b``): a value stored before they were refused
-    must not take over the terminal that shows it."""
+    """``text`` with its control and invisible formatting characters escaped (``\\x1b``, ``\\u202e``): a
+    value stored before they were refused must not take over the terminal that shows it, nor reorder what it
+    prints."""
     if text.isprintable():
         return text
-    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) == "Cc" else ch for ch in text)
+    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
 
 
 def _day(value: str | None, name: str) -> datetime | None:
