@@ -80,7 +80,7 @@ DOMAINS = {
 
 
 def _sql_decisions(rs: Ruleset, rows: list[dict[str, Any]]) -> list[str | None]:
-    """The backtest's decisions (its DuckDB SQL) for ``rows`` of email_domain and customer_id."""
+    """The backtest's decisions (its DuckDB SQL) for ``rows`` (email_domain, customer_id, ip_address)."""
     table = pa.table(
         {
             "charge_id": [f"ch_{i}" for i in range(len(rows))],
@@ -88,6 +88,7 @@ def _sql_decisions(rs: Ruleset, rows: list[dict[str, Any]]) -> list[str | None]:
             "usd": [1.0] * len(rows),
             "email_domain": pa.array([r["email_domain"] for r in rows], pa.string()),
             "customer_id": pa.array([r["customer_id"] for r in rows], pa.string()),
+            "ip_address": pa.array([r.get("ip_address") for r in rows], pa.string()),
         }
     )
     con = duckdb.connect()
@@ -155,6 +156,15 @@ def test_xn_inside_a_label_is_plain_text(ws: Workspace) -> None:
     rs = rulesets.compile_text(ws, text, "tiny")
     rows = [{"email_domain": d, "customer_id": None} for d in ("axn--b.com", "zaxn--b.com", "b.com")]
     assert [rs.decide(r).rule for r in rows] == ["r", "r", None] == _sql_decisions(rs, rows)
+
+
+def test_an_ipv6_fragment_in_upper_case_matches_as_charges_hold_it(ws: Workspace) -> None:
+    text = "r: block if :ip_address: starts_with '2001:DB8:'"
+    rs = rulesets.compile_text(ws, text, "tiny")
+    rows = [
+        {"ip_address": ip, "email_domain": None, "customer_id": None} for ip in ("2001:db8::1", "10.0.0.1")
+    ]
+    assert [rs.decide(r).rule for r in rows] == ["r", None] == _sql_decisions(rs, rows)
 
 
 def test_an_address_in_a_fragment_is_refused_without_being_shown(ws: Workspace) -> None:

@@ -101,6 +101,8 @@ def _canonical_value(name: str, value: ast.Value) -> ast.Value:
 
 
 def _canonical_fragment(name: str, op: str, value: ast.Value) -> ast.Value:
+    if name == "ip_address" and isinstance(value, str):
+        return value.lower()  # charges hold IPv6 addresses in lower case: 'starts_with '2001:DB8:''
     if name not in DOMAIN_FIELDS or not isinstance(value, str):
         return value
     try:
