@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from payfm.events.cards import (
+    _CANDIDATE_ANY,
     BRAND_PREFIXES,
     card_number_rows,
     contains_card_number,
@@ -157,9 +159,14 @@ def _reference(text: str) -> bool:
         for m in re.finditer(rf"(?<![0-9A-Za-z])[0-9]+(?:{p}[0-9]+)+(?![0-9A-Za-z])", text):
             groups = m.group().split(punct)
             before, after = text[: m.start()], text[m.end() :]
-            listed = (
-                before.endswith(punct) and hexa.fullmatch(re.split(r"[^0-9A-Za-z]", before[:-1])[-1])
-            ) or (after.startswith(punct) and hexa.fullmatch(re.split(r"[^0-9A-Za-z]", after[1:])[0]))
+
+            def joins(rest: str, punct: str = punct) -> bool:  # beyond it, read away from the number
+                token = re.split(r"[^0-9A-Za-z]", rest)[0]
+                return rest.startswith(punct) or bool(token and hexa.fullmatch(token))
+
+            listed = (before.endswith(punct) and joins(before[:-1][::-1])) or (
+                after.startswith(punct) and joins(after[1:])
+            )
             sizes = [len(g) for g in groups]
             fours = len(groups) in (4, 5) and all(s == 4 for s in sizes[:-1]) and 1 <= sizes[-1] <= 4
             if not listed and (fours or sizes == [4, 6, 5]):
@@ -213,3 +220,36 @@ def test_a_40k_adversarial_body_scans_in_well_under_a_second(unit: str) -> None:
     redact_card_numbers(body)
     card_number_rows(pa.array([body]))
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Card 4111:1111:1111:1111: declined",  # a stray separator after it: no IPv6 '::'
+        "?pan=4111+1111+1111+1111+&cvc=1",  # a URL-encoded trailing space
+        "?pan=+4111+1111+1111+1111",
+    ],
+)
+def test_a_stray_separator_next_to_the_number_does_not_hide_it(text: str) -> None:
+    """Found by a review: 'nothing beyond the separator' (meant for IPv6's '::') fired on any stray one."""
+    assert contains_card_number(text)
+    assert card_number_rows(pa.array([text])).tolist() == [0]
+
+
+def test_common_values_with_colons_and_pluses_are_not_candidates_of_the_column_scan() -> None:
+    """The column scan's prefilter (RE2) takes only the punctuation forms' shape: times with an offset, URLs
+    with a port and E.164 phone numbers went to the slow per-value check (60 times slower per column)."""
+    values = [
+        "2023-01-01T00:00:03+0000",
+        "http://10.0.1.1:8080/cb",
+        "+14155550100",
+        "12:30:45",
+        "(415) 555-0100",
+    ]
+    assert not any(pc.match_substring_regex(pa.array(values), _CANDIDATE_ANY).to_pylist())
+    assert all(
+        pc.match_substring_regex(
+            pa.array(["4111:1111:1111:1111", "３７８２：８２２４６３：１０００５", "(4111) 1111"]),
+            _CANDIDATE_ANY,
+        ).to_pylist()
+    )
