@@ -8,6 +8,8 @@ from __future__ import annotations
 import decimal
 import gzip
 import random
+import time
+import tracemalloc
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,7 +19,7 @@ import pytest
 
 from payfm.errors import ConfigError
 from payfm.events.cards import card_number_fields, card_number_rows
-from payfm.events.importer import import_file, read_source
+from payfm.events.importer import _check_quotes, import_file, read_source
 from payfm.events.validate import ValidationError
 from test_import import ROWS, SAMPLE, VISA, failed_import, state, write_mapping, ws_at
 
@@ -187,7 +189,8 @@ def _swallows(text: str) -> bool:
             if c == '"' and text[i + 1 : i + 2] == '"':
                 i += 1  # a doubled quote is one quote inside the value
             elif c == '"':
-                if broken and text[i + 1 : i + 2] not in ("", ",", "\r", "\n"):
+                after = text[i + 1 :].lstrip(" \t")[:1]  # (spaces or tabs may follow the closing quote)
+                if broken and after not in ("", ",", "\r", "\n"):
                     return True
                 state = "unquoted"  # (Arrow adds what follows, up to a comma, to the value)
             broken = broken or c in "\r\n"
@@ -200,8 +203,21 @@ def _swallows(text: str) -> bool:
 
 
 def test_random_files_are_refused_exactly_when_a_quote_swallows_lines(tmp_path: Path) -> None:
-    rng = random.Random(5)
-    pieces = ["a", "b", ",", '"', '""', "\n", "\r\n", "\r", "x y", '"q"', "a,b,c\n"]
+    _refused_as_swallowing(
+        tmp_path, ["a", "b", ",", '"', '""', "\n", "\r\n", "\r", "x y", '"q"', "a,b,c\n"], 5
+    )
+
+
+def test_random_files_with_spaces_after_quotes_are_refused_exactly_when_a_quote_swallows_lines(
+    tmp_path: Path,
+) -> None:
+    pieces = ["a", ",", '"', '""', "\n", "\r\n", " ", "\t", '" ', '"\t,', '"q" ', "x y", "a,b,c\n"]
+    _refused_as_swallowing(tmp_path, pieces, 6)
+
+
+def _refused_as_swallowing(tmp_path: Path, pieces: list[str], seed: int) -> None:
+    """Random files of ``pieces`` are refused for a quote exactly when :func:`_swallows` says so."""
+    rng = random.Random(seed)
     seen = {True: 0, False: 0}
     for trial in range(800):
         text = "h1,h2,h3\n" + "".join(rng.choice(pieces) for _ in range(rng.randint(0, 25)))
@@ -226,6 +242,173 @@ def test_a_quoted_sparkov_export_imports(tmp_path: Path) -> None:
     assert (
         import_file(ws_at(tmp_path / "ws"), csv, "sparkov").rows["charges"] == pq.read_table(SAMPLE).num_rows
     )
+
+
+# ---- cells over 128 KiB, many multi-line values, spaces after a closing quote ------------------------------
+@pytest.mark.parametrize(
+    ("body", "where"),
+    [
+        (
+            "x" * 200_000 + ',"y\n1,2\n',
+            "row 1 (line 2), column 'b' that nothing closes: the rest of the file (lines 2-3)",
+        ),
+        (
+            '"' + "x\n" * 100_000 + '","y\n1,2\n',
+            "row 1 (line 100002), column 'b' that nothing closes: the rest of the file (lines 100002-100003)",
+        ),
+    ],
+    ids=["unquoted", "quoted-lines"],
+)
+def test_a_cell_over_128_kib_before_the_quote_is_counted(tmp_path: Path, body: str, where: str) -> None:
+    # Before: a traceback (_csv.Error: field larger than field limit (131072)), the column counted by csv
+    path = tmp_path / "big.csv"
+    path.write_bytes(("a,b\n" + body).encode())
+    with pytest.raises(ConfigError) as e:
+        read_source(path)
+    assert f"{UNCLOSED} {where}" in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["h.csv", "h.csv.gz"])
+def test_a_header_quote_in_a_file_over_128_kib_is_one_line_at_the_cli(tmp_path: Path, name: str) -> None:
+    # Before: the header, read by the csv module, ran into the rest of the file past 128 KiB: a traceback
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    lines = _lines(5_000)  # (about 400 KiB)
+    lines[0] = lines[0].replace(",shop,", ',"shop,')
+    path = _write(tmp_path / name, lines)
+    args = ["-w", str(tmp_path / "ws"), "import", str(path), "--mapping", str(write_mapping(tmp_path))]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 1 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    assert (
+        f"{UNCLOSED} line 1 (the header), column 6 that nothing closes: the rest of the file (lines 1-5001)"
+        in r.output
+    )
+
+
+def test_a_header_name_over_128_kib_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "n.csv"
+    path.write_bytes(b'"' + b"n" * 200_000 + b'",b\n1,2\n')
+    with pytest.raises(ConfigError) as e:
+        read_source(path)
+    assert str(e.value) == (
+        f"Import source '{path}': expected a header line of column names; received a header that cannot be "
+        "read (field larger than field limit (131072)): a name over 128 KiB, or a quoted name running over "
+        "many lines?"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        (b"a,b\n" + b"x" * 200_000 + b",\xff\n1,2\n", "row 1 (line 2), column 'b'"),
+        (b"a," + b"n" * 200_000 + b"\n\xff,2\n", "row 1 (line 2), column 1"),  # (names over 128 KiB: numbers)
+    ],
+    ids=["cell", "header"],
+)
+def test_a_byte_not_utf8_after_a_cell_over_128_kib_is_named(tmp_path: Path, data: bytes, where: str) -> None:
+    # Before: a traceback (the cells before the byte, and the header's names, counted by the csv module)
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError) as e:
+        read_source(path)
+    assert f"expected UTF-8 text; received the byte 0xff at {where}, which is not UTF-8" in str(e.value)
+
+
+def test_a_quote_after_many_multi_line_values_and_blank_lines_is_found_in_linear_time(tmp_path: Path) -> None:
+    # A double-spaced export with multi-line addresses. Before: every blank line was compared with every
+    # multi-line value before the quote (20,000 of each: 18 s; 40,000: 71 s)
+    n = 20_000
+    path = tmp_path / "double.csv"
+    path.write_bytes(b"a,b\n" + b'1,"street\ncity"\n\n' * n + b'2,"unclosed\n3,4\n')
+    start = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        read_source(path)
+    assert time.perf_counter() - start < 3
+    line = 3 * n + 2
+    assert (
+        f"{UNCLOSED} row {n + 1} (line {line}), column 'b' that nothing closes: the rest of the file (lines "
+        f"{line}-{line + 1})"
+    ) in str(e.value)
+
+
+def test_a_file_of_multi_line_values_is_checked_in_one_pass_with_no_copy(tmp_path: Path) -> None:
+    # Quoted line breaks make rows and lines disagree: the file is read again and checked. Before, the check
+    # kept each multi-line value's start and end (about 120 bytes each) and copied the file without its
+    # byte-order mark: the peak was 18 times the file's size, now the file once.
+    n = 1_000_000
+    data = b"\xef\xbb\xbfa,b\n" + b'"a\nb",1\n' * n
+    path = tmp_path / "lines.csv"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        table, _ = read_source(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert table.num_rows == n and table.column("a")[n - 1].as_py() == "a\nb"
+    assert peak < 1.25 * len(data)
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_spaces_after_a_multi_line_values_closing_quote_are_read_as_after_a_one_line_one(
+    tmp_path: Path, end: str
+) -> None:
+    # Before: '"x<line break>y" ,2' was refused (a quote on a later line followed by more text), '"x" ,2' read
+    path = tmp_path / "spaces.csv"
+    path.write_bytes(end.join(["a,b", '"x', 'y" ,2', '"z"\t,"3', '4"  \t', '5,"6"', ""]).encode())
+    table, _ = read_source(path)
+    assert table.to_pylist() == [
+        {"a": f"x{end}y ", "b": "2"},
+        {"a": "z\t", "b": f"3{end}4  \t"},
+        {"a": "5", "b": "6"},
+    ]
+    path.write_bytes(end.join(["a,b", '"x', 'y" z,2', ""]).encode())  # (text after the spaces: refused)
+    with pytest.raises(ConfigError) as e:
+        read_source(path)
+    assert f"{UNCLOSED} row 1 (line 2), column 'a' that only a quote on line 3 closes" in str(e.value)
+
+
+_MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'"' * (8 * _MIB + 1),  # (one quoted value of quotes, never closed)
+        b',"' * (4 * _MIB),
+        b'\n"' * (4 * _MIB),  # (a blank line, then a multi-line value of one line break, and again)
+        b'"a\nb",1\n' * _MIB,
+        b'x"y"z,w"\n' * _MIB,  # (quotes inside unquoted values)
+        b'"a",' * (2 * _MIB) + b'"x\n',  # (a row of 2 million cells, then a quote)
+        b'1,"street\ncity"\n\n' * (_MIB // 2) + b'2,"x\n3,4\n',
+        b'1,"x' + b"\n" * (8 * _MIB),
+        b'"a\nb"' + b" " * (8 * _MIB) + b"x",
+        b'"' + b'""' * (4 * _MIB) + b"\n",
+    ],
+    ids=[
+        "quotes",
+        "comma-quote",
+        "break-quote",
+        "multi-line",
+        "inside",
+        "cells",
+        "double",
+        "breaks",
+        "spaces",
+        "doubled",
+    ],
+)
+def test_the_check_of_quotes_is_linear_on_adversarial_files(tmp_path: Path, body: bytes) -> None:
+    path = tmp_path / "adversarial.csv"
+    path.write_bytes(b"a,b\n" + body)  # (8 MiB)
+    start = time.perf_counter()
+    try:
+        _check_quotes(path, ["a", "b"])
+    except ConfigError as e:
+        assert UNCLOSED in str(e)
+    assert time.perf_counter() - start < 5
 
 
 # ---- nested columns ----------------------------------------------------------------------------------------

@@ -32,10 +32,10 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 import csv
 import difflib
 import gzip
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -144,12 +144,7 @@ def _read_csv(path: Path) -> pa.Table:
     with _open_binary(path) as f:
         if f.read(4).startswith((b"\xff\xfe", b"\xfe\xff")):
             raise _not_utf8(path, "UTF-16 text (it starts with a UTF-16 byte-order mark)", "UTF-16")
-    try:
-        opener = gzip.open if path.name.lower().endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8-sig", newline="") as lines:
-            header = next(csv.reader(lines), [])
-    except UnicodeDecodeError:
-        raise _encoding_error(path) from None
+    header = _read_header(path)
     if len(header) == 1:
         _check_separator(header[0], path)
     invalid: list[tuple[int, int, int | None]] = []  # (expected, received) cell counts, physical row
@@ -236,73 +231,119 @@ def _may_end_in_quote(table: pa.Table, tail: bytes) -> bool:
     return tail.endswith(end) and (len(tail) == len(end) or tail[-len(end) - 1] in b",\r\n\xbf")
 
 
-# Where a quoted value may start: at the file's start, after a comma or a line break.
-_AT_START = rb"(?:\A|(?<=[,\r\n]))"
-# Read from the start of a value, as Arrow's parser reads: text without quotes, a quote in the middle of a
-# value (``5" screen``, read as is) and quoted values on one line, closed, are skipped (possessive: linear, no
-# backtracking); the first quoted value holding a line break, or that nothing closes, is matched ('open': its
-# opening quote; 'close': its closing quote, none at the end of the file).
-_QUOTED_VALUE = re.compile(
-    rb'(?:[^"]++|(?<=[^,\r\n])"|' + _AT_START + rb'"(?:[^"\r\n]|"")*+")*+'
-    rb"(?P<open>" + _AT_START + rb'")(?:[^"]|"")*+(?P<close>")?'
+# Where a quoted value may start: at the file's start (after its byte-order mark, if any), after a comma or a
+# line break. A quote anywhere else is read as is, inside an unquoted value (``5" screen``).
+_AT_START = rb"(?:(?<=[,\r\n])|\A|(?<=\A\xef\xbb\xbf))"
+_MID_QUOTE = rb'(?<=[^,\r\n])(?<!\A\xef\xbb\xbf)"'
+# A quoted value from its opening quote, as Arrow's parser reads it: closed on its line (what follows the
+# closing quote is added to the value, on that line), or holding line breaks and closed by a quote that ends
+# the value (spaces or tabs, then a comma, a line break or the end of the file), its quotes doubled inside.
+# Loops unrolled (a run of bytes, then each doubled quote and a run) and possessive: linear, no backtracking.
+_ONE_LINE = rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+"'
+_CLOSED = rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+(?:"|[^"]*+(?:""[^"]*+)*+"(?=[ \t]*+(?:[,\r\n]|\Z)))'
+_TO_CLOSING = rb'"[^"]*+(?:""[^"]*+)*+'  # (up to the quote closing it, if any)
+# The first quoted value that is not closed so (its opening quote 'open', the quote closing it 'close': none
+# if nothing does), everything before it skipped in one match; no match if there is none. One pass over the
+# file, a few passes over that value: linear, even on a file made of quotes and line breaks.
+_FIRST_UNCLOSED = re.compile(
+    rb"(?:\xef\xbb\xbf)?+(?:" + _CLOSED + rb")?+"
+    rb'(?:[^"]*+(?:(?<=[,\r\n])' + _CLOSED + rb"|" + _MID_QUOTE + rb"))*+[^\"]*+"
+    rb"(?P<open>" + _AT_START + rb")" + _TO_CLOSING + rb'(?P<close>")?'
 )
-_LINE_BREAK = re.compile(rb"\r\n?|\n")
-_BLANK_LINE = re.compile(rb"(?:\A|(?<=\n)|(?<=\r)(?!\n))(?:\r\n?|\n)")  # (Arrow skips them: no row)
+# The next quoted value holding a line break (matched from a value's start, up to a quote that nothing closes)
+_NEXT_SPREAD = re.compile(
+    rb"(?:\A(?:\xef\xbb\xbf)?+" + _ONE_LINE + rb")?+"
+    rb'(?:[^"]*+(?:(?<=[,\r\n])' + _ONE_LINE + rb"|" + _MID_QUOTE + rb"))*+[^\"]*+"
+    rb"(?P<open>" + _AT_START + rb")" + _TO_CLOSING + rb'"'
+)
+_QUOTED = re.compile(_AT_START + _TO_CLOSING + rb'"?')  # (a quoted value; not closed: to the end)
+# A line break that another follows: a blank line after it (Arrow skips blank lines: no row). Starting with a
+# line break, not a lookbehind, the search skips to the next one at the speed of a byte scan.
+_BEFORE_BLANK = re.compile(rb"(?:\n|\r(?!\n))(?=[\r\n])")
+
+
+def _read_header(path: Path) -> list[str]:
+    """The names in the file's header line (read as Python's csv module reads it)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8-sig", newline="") as lines:
+            return next(csv.reader(lines), [])
+    except UnicodeDecodeError:
+        raise _encoding_error(path) from None
+    except csv.Error as e:
+        reason = str(e)  # (a value over the csv module's limit of 128 KiB: a quote never closed, read on)
+    _check_quotes(path, [])
+    raise ConfigError(
+        f"Import source '{path}': expected a header line of column names; received a header that cannot be "
+        f"read ({reason}): a name over 128 KiB, or a quoted name running over many lines?"
+    )
 
 
 def _check_quotes(path: Path, header: list[str]) -> None:
     """A ConfigError naming the row, line and column of a quote that nothing closes, or that only a quote on a
     later line followed by more text closes (a quote opening another value, read as this one's end: the
     lines between vanish into one value), never the text. Lines read into a quoted value are legitimate only
-    if its closing quote ends the value (a comma, a line break or the end of the file follows)."""
+    if its closing quote ends the value (spaces or tabs, then a comma, a line break or the end of the
+    file)."""
     with _open_binary(path) as f:
         data = f.read()
-    data = data.removeprefix(b"\xef\xbb\xbf")
-    spread: list[tuple[int, int]] = []  # quoted values holding line breaks, closed (their rows span lines)
-    position = 0
-    while (m := _QUOTED_VALUE.match(data, position)) is not None:
-        position = m.end()
-        if m.start("close") >= 0 and data[position : position + 1] in (b",", b"\r", b"\n", b""):
-            spread.append((m.start("open"), position))
-            continue
-        _raise_unclosed(
-            path, header, data, m.start("open"), m.end() if m.start("close") >= 0 else None, spread
-        )
+    m = _FIRST_UNCLOSED.match(data)
+    if m is not None:
+        _raise_unclosed(path, header, data, m.start("open"), m.end() if m.start("close") >= 0 else None)
+
+
+def _breaks(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """Line breaks in ``data[start:end]`` (CR LF, LF or CR, as Arrow ends rows), with no copy."""
+    return data.count(b"\n", start, end) + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)
+
+
+def _cells(row: bytes) -> int:
+    """The cells of a row (or of its start): one, and one more for each comma outside quoted values (counted
+    without the csv module, whose cells stop at 128 KiB)."""
+    return _QUOTED.sub(b"", row).count(b",") + 1
 
 
 def _raise_unclosed(
-    path: Path,
-    header: list[str],
-    data: bytes,
-    opening: int,
-    closing: int | None,
-    spread: list[tuple[int, int]],
+    path: Path, header: list[str], data: bytes, opening: int, closing: int | None
 ) -> NoReturn:
     """The error for the quote at ``opening``, closed at ``closing`` by a quote followed by more text (None:
-    at the end of the file), after the multi-line values ``spread`` (their starts and ends)."""
-    line = len(_LINE_BREAK.findall(data, 0, opening)) + 1
-    blank = [m.start() for m in _BLANK_LINE.finditer(data, 0, opening)]
-    blank = [b for b in blank if not any(start < b < end for start, end in spread)]
-    row = line - 1 - len(blank) - sum(len(_LINE_BREAK.findall(data, a, b)) for a, b in spread)
+    at the end of the file). Its row is its line less the header, the blank lines and the line breaks inside
+    the quoted values before it (all closed); its column, the commas outside quoted values on its row."""
+    spread: list[tuple[int, int]] = []  # the quoted values holding line breaks before it, starts and ends
+    position = 0
+    while (m := _NEXT_SPREAD.match(data, position, opening)) is not None:
+        spread.append((m.start("open"), m.end()))
+        position = m.end()
+    starts = [a for a, _b in spread]
+
+    def inside(position: int) -> tuple[int, int] | None:
+        """The multi-line quoted value holding ``position`` (past its opening quote), if any."""
+        i = bisect.bisect_left(starts, position) - 1
+        return spread[i] if i >= 0 and position < spread[i][1] else None
+
+    line = _breaks(data, 0, opening) + 1
+    first = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # (a blank first line, then the others)
+    blank = int(data[first : first + 1] in (b"\r", b"\n"))
+    blank += sum(inside(m.end()) is None for m in _BEFORE_BLANK.finditer(data, 0, opening))
+    row = line - 1 - blank - sum(_breaks(data, a, b) for a, b in spread)
     start = opening  # the row's first byte: after the last line break outside a quoted value
     while True:
         start = max(data.rfind(b"\n", 0, start), data.rfind(b"\r", 0, start)) + 1
-        inside = [a for a, b in spread if a < start <= b]
-        if not inside:
+        value = inside(start)
+        if value is None:
             break
-        start = inside[0]
-    cells = next(csv.reader(io.StringIO(data[start:opening].decode("utf-8", "replace"), newline="")), [])
-    column = max(len(cells), 1)
+        start = value[0]
+    column = _cells(data[start:opening])
     if row == 0:
         where = f"line 1 (the header), column {column}"
     else:
         name = header[column - 1] if column <= len(header) else column
         where = f"row {row} (line {line}), column {redact_card_numbers(repr(name))}"
     if closing is None:
-        last = line + len(_LINE_BREAK.findall(data, opening)) - data.endswith((b"\n", b"\r"))
+        last = line + _breaks(data, opening) - data.endswith((b"\n", b"\r"))
         said, lines = "that nothing closes", "the rest of the file"
     else:
-        last = line + len(_LINE_BREAK.findall(data, opening, closing))
+        last = line + _breaks(data, opening, closing)
         said = (
             f"that only a quote on line {last} closes, followed by more text (a quote opening another value?)"
         )
@@ -361,8 +402,7 @@ def _encoding_error(path: Path) -> ConfigError:
                 text = line.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 # Latin-1 maps each byte to one character: the cells before the bad byte, whatever they hold.
-                before = next(csv.reader([line[: e.start].decode("latin-1")]), [""])
-                column = max(len(before) - 1, 0)
+                column = _cells(line[: e.start]) - 1
                 if line_number == 1:
                     where = f"line 1 (the header), column {column + 1}"
                 else:
@@ -375,7 +415,10 @@ def _encoding_error(path: Path) -> ConfigError:
                     "WINDOWS-1252",
                 )
             if line_number == 1:
-                names = next(csv.reader([text]), [])
+                try:
+                    names = next(csv.reader([text]), [])
+                except csv.Error:  # (a name over 128 KiB: columns are named by number)
+                    names = []
     return _not_utf8(path, "bytes that are not UTF-8", "WINDOWS-1252")
 
 
