@@ -97,8 +97,9 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
     comma-separated, with as many cells in every row as in its header: a ragged row is a ValidationError
     naming its row and line and the counts (never its text), another encoding or separator a ConfigError
     saying how to convert the file. A quoted value may hold line breaks, but a quote that nothing closes, or
-    that only a quote on a later line followed by more text closes (Arrow would read the lines between into
-    one value, silently), is a ConfigError naming its row, line and column (never the text).
+    that only a quote on a later line followed by more text closes (spaces or tabs before the next comma or
+    line break are no more text: Arrow reads them into the value; otherwise Arrow would read the lines between
+    into one value, silently), is a ConfigError naming its row, line and column (never the text).
     """
     name = path.name.lower()
     try:
