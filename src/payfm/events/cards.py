@@ -55,7 +55,8 @@ _PREFILTER = re.compile(_CANDIDATE)
 # prefilter, a necessary condition: three groups joined by the punctuation (4-4-digit or Amex's 4-6-digit),
 # or four digits in parentheses. Not less: a time with its offset (``00:00:03+0000``), a URL's port
 # (``:8080``) or a phone number (``+1415...``) made 1.5M values of such a column 60 times slower to scan.
-_PUNCT_PREFILTER = re.compile(r"[0-9]{4}[:+][0-9]{4}(?:[0-9]{2})?[:+][0-9]|\([0-9]{4}\)")
+_PUNCT_SHAPE = r"[0-9]{4}[:+][0-9]{4}(?:[0-9]{2})?[:+][0-9]|\([0-9]{4}\)"
+_PUNCT_PREFILTER = re.compile(_PUNCT_SHAPE)
 # Separators of other scripts, as the ASCII one they stand for (see _ascii_char): spaces and format characters
 # (an ideographic space, a thin space, a right-to-left mark) read as a space, dashes as a dash.
 _WIDE_SEP = {"\uff0e": ".", "\u3002": ".", "\u066b": ".", "\uff0f": "/", "\uff3f": "_", "\u066c": " "}
@@ -72,9 +73,11 @@ _CANDIDATE_ANY = (
         + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH))
         + "-]",
     )
-    + rf"|{_ANY_DIGIT}{{4}}[:+\x{{ff1a}}\x{{ff0b}}]{_ANY_DIGIT}{{4}}(?:{_ANY_DIGIT}{{2}})?"
-    + rf"[:+\x{{ff1a}}\x{{ff0b}}]{_ANY_DIGIT}"
-    + rf"|[(\x{{ff08}}]{_ANY_DIGIT}{{4}}[)\x{{ff09}}]"  # (the punctuation forms' prefilter, any script)
+    + "|"
+    + _PUNCT_SHAPE.replace("[0-9]", _ANY_DIGIT)  # (the punctuation forms' prefilter, any script)
+    .replace("[:+]", r"[:+\x{ff1a}\x{ff0b}]")
+    .replace(r"\(", r"[(\x{ff08}]")
+    .replace(r"\)", r"[)\x{ff09}]")
 )
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 # The prefilter of bytes that are not all UTF-8, which RE2 reads as Latin-1: a UTF-8 multi-byte sequence
@@ -84,9 +87,11 @@ _CANDIDATE_BYTES = (
     _CANDIDATE.replace("[0-9]", rf"(?:[0-9]|{_UTF8_CHAR})").replace(
         _SEP_CLASS, rf"(?:{_SEP_CLASS}|{_UTF8_CHAR})"
     )
-    + f"|(?:[0-9]|{_UTF8_CHAR}){{4}}(?:[:+]|{_UTF8_CHAR})(?:[0-9]|{_UTF8_CHAR}){{4,6}}"
-    + f"(?:[:+]|{_UTF8_CHAR})(?:[0-9]|{_UTF8_CHAR})"
-    + f"|(?:[(]|{_UTF8_CHAR})(?:[0-9]|{_UTF8_CHAR}){{4}}(?:[)]|{_UTF8_CHAR})"
+    + "|"
+    + _PUNCT_SHAPE.replace("[0-9]", rf"(?:[0-9]|{_UTF8_CHAR})")
+    .replace("[:+]", rf"(?:[:+]|{_UTF8_CHAR})")
+    .replace(r"\(", rf"(?:\(|{_UTF8_CHAR})")
+    .replace(r"\)", rf"(?:\)|{_UTF8_CHAR})")
 )
 # digit groups joined by separators
 _SEQUENCE = re.compile(rf"[0-9]+(?:(?:{_SEP_CLASS}{{1,3}}|{_WIDE_GAP})[0-9]+)*")

@@ -31,12 +31,8 @@ def control_character(text: str) -> str | None:
     >>> control_character("cus_1"), control_character("ab\x1b[31m")
     (None, "Got '\\x1b' at character 3.")
     """
-    if text.isprintable():  # the fast path: no Cc (nor other unprintable) character
-        return None
-    for i, ch in enumerate(text, start=1):
-        if unicodedata.category(ch) == "Cc":
-            return f"Got {ch!r} at character {i}."
-    return None
+    found = _first_of(text, "Cc")
+    return None if found is None else f"Got {found[1]!r} at character {found[0]}."
 
 
 def format_character(text: str) -> str | None:
@@ -51,12 +47,18 @@ def format_character(text: str) -> str | None:
     >>> format_character("cus_1"), format_character("cus\u200b1")
     (None, 'Got U+200B (ZERO WIDTH SPACE) at character 4.')
     """
-    if text.isprintable():  # the fast path: no Cf (nor other unprintable) character
+    found = _first_of(text, "Cf")
+    if found is None:
         return None
-    for i, ch in enumerate(text, start=1):
-        if unicodedata.category(ch) == "Cf":
-            return f"Got U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}) at character {i}."
-    return None
+    at, ch = found
+    return f"Got U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}) at character {at}."
+
+
+def _first_of(text: str, category: str) -> tuple[int, str] | None:
+    """The 1-based position and the first character of Unicode ``category`` in ``text`` (None: none)."""
+    if text.isprintable():  # the fast path: no Cc, Cf (nor other unprintable) character
+        return None
+    return next(((i, ch) for i, ch in enumerate(text, start=1) if unicodedata.category(ch) == category), None)
 
 
 class RuleError(PayfmError):
