@@ -1,8 +1,8 @@
 """Edges of rules, lists, `payfm sql`, `serve state drop` and the review queue's paging: an e-mail domain's
 string tests compare the canonical fragment in both engines; invisible formatting characters are refused in
-list values; `inf` / `nan` in a rule say a finite number was expected; a query needing a DuckDB extension is
-refused in one whole line; a drop that would be refused is refused before the question; the last page of
-reviews has no next offset."""
+list values; `inf` / `nan` in a rule say a finite number was expected (a quoted string where one is); a query
+needing a DuckDB extension (a function or a type of one) is refused in one whole line; a drop that would be
+refused is refused before the question; the last page of reviews has no next offset."""
 
 from __future__ import annotations
 
@@ -192,7 +192,20 @@ def test_the_fragment_mapping_matches_the_charges_canonical_domain() -> None:
 
 
 @pytest.mark.parametrize(
-    "ch", ["\u202e", "\u202a", "\u2066", "\u2069", "\u200b", "\u200c", "\u200d", "\ufeff", "\u00ad"]
+    "ch",
+    [
+        "\u202e",
+        "\u202a",
+        "\u2066",
+        "\u2069",
+        "\u200b",
+        "\u200c",
+        "\u200d",
+        "\ufeff",
+        "\u00ad",
+        "\u2028",
+        "\u2029",
+    ],
 )
 def test_invisible_formatting_characters_in_list_values_are_refused(ws: Workspace, ch: str) -> None:
     lists.create_list(ws, "vips", "customer_id")
@@ -281,7 +294,38 @@ def test_nan_says_a_finite_number_was_expected_and_how_to_test_for_missing(
         parse_rule("block if :amount_usd: > info")
 
 
-# ---- payfm sql: a function of a DuckDB extension -----------------------------------------------------------
+IN_VALUES = "the values of `in (...)` are quoted strings, finite numbers or true/false, and "
+
+
+@pytest.mark.parametrize(
+    ("condition", "got", "reason"),
+    [
+        (":ip_country: in ('US', nan)", "nan", IN_VALUES + ":ip_country: holds strings"),
+        (":ip_country: in (NaN)", "NaN", IN_VALUES + ":ip_country: holds strings"),
+        (":ip_country: in ('US', -inf)", "-inf", IN_VALUES + ":ip_country: holds strings"),
+        ("(:amount_usd: * 2) in ('a', inf)", "inf", IN_VALUES + "the values before it are strings"),
+        (":ip_country: = nan", "nan", ":ip_country: holds strings"),
+        (":amount_usd: > 5 and :risk_level: != inf", "inf", ":risk_level: holds strings"),
+        (":email_domain: ends_with nan", "nan", "'ends_with' tests strings"),
+    ],
+)
+def test_nan_or_inf_where_a_string_is_expected_says_so(condition: str, got: str, reason: str) -> None:
+    """`:ip_country: in ('US', nan)` said a finite number was expected: a string is, and nan is none."""
+    text = f"block if {condition}"
+    with pytest.raises(RuleError) as e:
+        parse_rule(text, 3)
+    missing = "; a missing value is tested with `is missing`" if "nan" in got.lower() else ""
+    assert e.value.detail == (
+        f"Expected a quoted string: {reason}. Got {got} without quotes, which is not a value: write '{got}' "
+        f"for the text{missing}."
+    )
+    assert (e.value.line, e.value.column) == (3, text.index(got) + 1)
+    # a number still says a finite number was expected
+    with pytest.raises(RuleError, match=re.escape("Expected a finite number. Got 'nan'")):
+        parse_rule("block if :amount_usd: in (1, nan)")
+
+
+# ---- payfm sql: a function or a type of a DuckDB extension -------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -308,6 +352,24 @@ def test_a_function_of_an_extension_is_refused_in_one_whole_line(
     assert code == 1 and out.strip() == f"Error: {message}"  # one line, not DuckDB's INSTALL advice
     assert "INSTALL" not in out and ".duckdb" not in out
     assert run_sql(ws, "SELECT count(*) AS n FROM charges").to_pylist() == [{"n": 0}]  # built-ins work
+
+
+@pytest.mark.parametrize(
+    ("sql", "named"), [("SELECT '1.2.3.4'::INET AS ip", "INET"), ("SELECT CAST('10.0.0.1' AS inet)", "inet")]
+)
+def test_a_type_of_an_extension_is_refused_as_a_type(ws: Workspace, sql: str, named: str) -> None:
+    """`'1.2.3.4'::INET` was refused as if INET were a function."""
+    message = (
+        f"The query was refused: the type {named} comes from DuckDB's inet extension, and payfm sql loads "
+        "no extension (they read files or the network). It reads the workspace's tables only (charges, "
+        "disputes, early_fraud_warnings, refunds, reviews), with DuckDB's built-in types and functions: "
+        "SELECT count(*) FROM charges."
+    )
+    with pytest.raises(QueryError) as e:
+        run_sql(ws, sql)
+    assert str(e.value) == message
+    code, out = _run(ws, "sql", sql)
+    assert code == 1 and out.strip() == f"Error: {message}" and "INSTALL" not in out
 
 
 # ---- serve state drop: refused before the question ---------------------------------------------------------

@@ -5,7 +5,6 @@ Thin: parse options, call payfm.rules, render with rich.
 
 from __future__ import annotations
 
-import unicodedata
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
 from payfm.rules.catalog import LIST_TYPES, UNREAD_LIST_TYPES
 from payfm.rules.compiler import Ruleset
-from payfm.rules.limits import MAX_TEXT_BYTES, RuleError
+from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, escaped
 from payfm.rules.scores import in_sample_warning
 from payfm.training.labels import DEFAULT_HORIZON
 
@@ -48,15 +47,6 @@ def _read(path: str) -> str:
     except OSError as e:
         raise ConfigError(f"Cannot read rules file '{path}': {e}") from None
     return rulesets.decode_text(data, path)
-
-
-def _printable(text: str) -> str:
-    """``text`` with its control and invisible formatting characters escaped (``\\x1b``, ``\\u202e``): a
-    value stored before they were refused must not take over the terminal that shows it, nor reorder what it
-    prints."""
-    if text.isprintable():
-        return text
-    return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
 
 
 def _day(value: str | None, name: str) -> datetime | None:
@@ -322,6 +312,7 @@ def apply(
 ) -> None:
     """Backtest FILE against the active ruleset, print the change, then save it and make it active."""
     text = _read(file)
+    rulesets.check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     candidate = rulesets.compile_text(ws, text, set_name)
     report, label = _run_backtest(ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days)
@@ -342,9 +333,8 @@ def history(ctx: click.Context) -> None:
     for v in rulesets.history(ws):
         n = len([ln for ln in v.text.splitlines() if ln.strip() and not ln.strip().startswith("#")])
         is_active = "*" if current and current.version == v.version else ""
-        table.add_row(
-            str(v.version), is_active, v.created[:19], Text(v.author), str(n), v.sha256[:12], Text(v.note)
-        )
+        author, note = Text(escaped(v.author)), Text(escaped(v.note, keep="\t\n"))
+        table.add_row(str(v.version), is_active, v.created[:19], author, str(n), v.sha256[:12], note)
     console.print(table)
 
 
@@ -357,8 +347,11 @@ def show(ctx: click.Context, version: int | None) -> None:
     v = rulesets.get(ws, version) if version is not None else rulesets.active(ws)
     if v is None:
         raise RuleError("There is no active ruleset yet. Save one with `payfm rules apply FILE`.")
-    console.print(f"# ruleset v{v.version} by {v.author} at {v.created[:19]}: {v.note}", markup=False)
-    console.print(v.text, markup=False, highlight=False)
+    # Escaped: a version saved before invisible formatting characters were refused must not reorder what
+    # the reader is shown (Trojan Source); its line breaks and tabs are layout.
+    note, author = escaped(v.note, keep="\t\n"), escaped(v.author)
+    console.print(f"# ruleset v{v.version} by {author} at {v.created[:19]}: {note}", markup=False)
+    console.print(escaped(v.text, keep="\t\n\r"), markup=False, highlight=False)
 
 
 # ---- lists ----------------------------------------------------------------------------------------------
@@ -414,7 +407,7 @@ def show_list(ctx: click.Context, name: str) -> None:
     table = Table(title=Text(f"List '{info.name}' ({info.type}, {info.size:,} values)"))
     table.add_column("value")
     for v in lists_lib.list_values(ws, name):
-        table.add_row(Text(_printable(v)))  # text, never markup: '[red]cus_1' stays '[red]cus_1'
+        table.add_row(Text(escaped(v)))  # text, never markup: '[red]cus_1' stays '[red]cus_1'
 
     console.print(table)
 
@@ -429,5 +422,5 @@ def audit_list(ctx: click.Context, name: str) -> None:
     for col in ("at", "author", "action", "value"):
         table.add_column(col)
     for e in lists_lib.audit(ws, name):
-        table.add_row(e.at[:26], Text(_printable(e.author)), e.action, Text(_printable(e.value or "")))
+        table.add_row(e.at[:26], Text(escaped(e.author)), e.action, Text(escaped(e.value or "")))
     console.print(table)

@@ -72,27 +72,33 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
         con.close()
 
 
-# DuckDB's message for a function of an extension that is not loaded: the function and the extension.
+# DuckDB's message for a function or a type of an extension that is not loaded: what it is ("Table Function",
+# "Scalar Function", "Type"...), its name and the extension.
 _EXTENSION = re.compile(
-    r'with name "?([^"\s]+?)"? is not in the catalog, but it exists in the (\w+) extension'
+    r'([A-Z][a-z]+(?: [A-Z][a-z]+)*) with name "?([^"\s]+?)"? is not in the catalog, '
+    r"but it exists in the (\w+) extension"
 )
 _AUTOINSTALL = re.compile(r"install the required extension '?(\w+)")
 
 
 def _extension_refused(e: duckdb.Error) -> str | None:
-    """The refusal of a query that needs a DuckDB extension (sqlite_scan needs sqlite_scanner), saying what
-    payfm sql reads instead; None for another error. DuckDB's own message spans lines (and suggests an
-    INSTALL, which payfm sql refuses)."""
+    """The refusal of a query that needs a DuckDB extension (sqlite_scan needs sqlite_scanner, the type INET
+    inet), saying what payfm sql reads instead; None for another error. DuckDB's own message spans lines
+    (and suggests an INSTALL, which payfm sql refuses)."""
     text = str(e)
+    builtins = "functions"
     if (found := _EXTENSION.search(text)) is not None:
-        what = f"{found.group(1)} comes from DuckDB's {found.group(2)} extension"
+        kind, name, extension = found.groups()
+        if "Function" not in kind:  # a type ('1.2.3.4'::INET), not a function: say which
+            name, builtins = f"the {kind.lower()} {name}", f"{kind.lower()}s and functions"
+        what = f"{name} comes from DuckDB's {extension} extension"
     elif (needed := _AUTOINSTALL.search(text)) is not None:
         what = f"it needs DuckDB's {needed.group(1)} extension"
     else:
         return None
     return (
         f"The query was refused: {what}, and payfm sql loads no extension (they read files or the network). "
-        f"It reads the workspace's tables only ({', '.join(TABLES)}), with DuckDB's built-in functions: "
+        f"It reads the workspace's tables only ({', '.join(TABLES)}), with DuckDB's built-in {builtins}: "
         "SELECT count(*) FROM charges."
     )
 

@@ -25,7 +25,9 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from payfm.events.cards import contains_card_number
 from payfm.rules import ast
+from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.limits import (
+    INVISIBLE,
     MAX_ABS_NUMBER,
     MAX_DEPTH,
     MAX_IN_VALUES,
@@ -36,7 +38,9 @@ from payfm.rules.limits import (
     MAX_STRING_CHARS,
     MAX_TEXT_BYTES,
     RuleError,
+    code_point,
     control_character,
+    first_format_character,
 )
 
 GRAMMAR = r"""
@@ -131,11 +135,58 @@ def _expected(names: set[str]) -> str:
 
 
 _NON_FINITE = ("inf", "infinity", "nan")
+# Attributes that hold strings, known without a feature set (features are numbers).
+_STRING_ATTRIBUTES = frozenset(
+    [*CHARGE_STRING_FIELDS, *(n for n, t in SCORE_ATTRIBUTES.items() if t == "string")]
+)
 
 
-def _non_finite(expected: set[str], line: int, text: str, column: int) -> RuleError | None:
+def _string_context(stack: list[Any]) -> tuple[str, bool] | None:
+    """Where the parser stood when a number was expected (``stack``: its value stack), why a string is
+    expected there instead and whether that is inside ``in (...)``; None when a number may be meant.
+
+    A string is expected after ``starts_with`` / ``ends_with`` / ``contains``, after a comparison with a
+    string field (``:ip_country: = nan``) or a string literal, and in an ``in (...)`` of a string field or
+    with a quoted value before (``:ip_country: in ('US', nan)``). Features are numbers, so the attributes
+    that hold strings are known before the type check.
+    """
+    items = list(stack)
+    while items and isinstance(items[-1], Token) and items[-1].type == "MINUS":
+        items.pop()  # `-inf`: the sign is part of what was written
+    siblings: list[Tree[Token]] = []
+    while len(items) >= 2 and isinstance(items[-1], Token) and items[-1].type == "COMMA":
+        if not (isinstance(items[-2], Tree) and items[-2].data == "in_item"):
+            break
+        siblings.append(items[-2])
+        items = items[:-2]
+    if len(items) < 2 or not isinstance(items[-1], Token):
+        return None
+    op = items[-1]
+    if op.type == "STR_OP" and not siblings:
+        return f"'{op}' tests strings", False
+    if op.type == "LPAR" and len(items) >= 3 and isinstance(items[-2], Token) and items[-2].type == "IN":
+        left, within = items[-3], True
+    elif op.type == "COMP_OP" and not siblings:
+        left, within = items[-2], False
+    else:
+        return None
+    attr = str(left.children[0]) if isinstance(left, Tree) and left.data == "attr" else ""
+    if attr[1:-1] in _STRING_ATTRIBUTES:
+        return f"{attr} holds strings", within
+    if isinstance(left, Tree) and left.data == "string":
+        return "the other side is a string", within
+    if any(isinstance(t, Token) and t.type == "STRING" for s in siblings for t in s.children):
+        return "the values before it are strings", within
+    return None
+
+
+def _non_finite(
+    expected: set[str], line: int, text: str, column: int, stack: list[Any] | None = None
+) -> RuleError | None:
     """Where a number was expected and ``inf``, ``-inf`` or ``nan`` was written (the lexer reads the ``in``
-    of ``inf`` as the keyword), the error saying that numbers are finite; None otherwise."""
+    of ``inf`` as the keyword), the error saying that numbers are finite, or, where a string is expected
+    (``stack``: the parser's value stack, see :func:`_string_context`), that the word is no string; None
+    otherwise."""
     word = re.match(r"[A-Za-z0-9_]+", text[column - 1 :]) if column > 0 else None
     if "NUMBER" not in expected or word is None or word.group(0).lower() not in _NON_FINITE:
         return None
@@ -144,7 +195,21 @@ def _non_finite(expected: set[str], line: int, text: str, column: int) -> RuleEr
         got, column = "-" + word.group(0), len(before)
     else:
         got = word.group(0)
-    if word.group(0).lower() == "nan":
+    nan = word.group(0).lower() == "nan"
+    if (context := _string_context(stack or [])) is not None:
+        reason, within = context
+        if within:
+            reason = (
+                f"the values of `in (...)` are quoted strings, finite numbers or true/false, and {reason}"
+            )
+        missing = "; a missing value is tested with `is missing`" if nan else ""
+        return RuleError(
+            f"Expected a quoted string: {reason}. Got {got} without quotes, which is not a value: write "
+            f"'{got}' for the text{missing}.",
+            line=line,
+            column=column,
+        )
+    if nan:
         why = "a rule's numbers are finite, and a NaN value counts as missing (test it with `is missing`)"
     else:
         why = f"a rule's numbers are finite, at most {MAX_ABS_NUMBER:.0e} in magnitude"
@@ -154,7 +219,9 @@ def _non_finite(expected: set[str], line: int, text: str, column: int) -> RuleEr
 def _syntax_error(e: UnexpectedInput, line: int, text: str) -> RuleError:
     if isinstance(e, UnexpectedToken | UnexpectedCharacters):
         allowed = set((e.accepts or e.expected) if isinstance(e, UnexpectedToken) else (e.allowed or ()))
-        if (non_finite := _non_finite(allowed, line, text, e.column)) is not None:
+        parser = getattr(e, "interactive_parser", None)
+        stack = list(parser.parser_state.value_stack) if parser is not None else []
+        if (non_finite := _non_finite(allowed, line, text, e.column, stack)) is not None:
             return non_finite
     if (isinstance(e, UnexpectedToken) and e.token.type == "$END") or isinstance(e, UnexpectedEOF):
         expected = getattr(e, "expected", None) or getattr(e, "accepts", None) or set()
@@ -298,8 +365,40 @@ def _expr(node: Tree[Token] | Token, line: int) -> ast.Expr:
     raise RuleError(f"Unsupported construct {kind!r}.", line=line, column=col)  # pragma: no cover
 
 
-def parse_rule(text: str, line: int = 1) -> ast.Rule:
-    """Parse one rule (one line, without its comment-only or blank neighbours)."""
+def _refuse_invisible(text: str, line: int, saved: bool = False) -> None:
+    """Raise a RuleError naming the line, column and code point of the first invisible formatting character
+    (Unicode Cf), line or paragraph separator of ``text``, one line of rule text (``saved``: none, a stored
+    version keeps loading), or of a lone surrogate (a byte that was not UTF-8, from the command line: no
+    stored text holds one). Never quotes the text."""
+    if text.isprintable():  # the fast path: no Cc, Cf, Zl, Zp, Cs (nor other unprintable) character
+        return
+    surrogate = next(((i, ch) for i, ch in enumerate(text, start=1) if "\ud800" <= ch <= "\udfff"), None)
+    if surrogate is not None:
+        at, ch = surrogate  # U+DC80-U+DCFF: Python's escape of the bytes 0x80-0xFF that were not UTF-8
+        byte = f" (byte 0x{ord(ch) - 0xDC00:02x})" if "\udc80" <= ch <= "\udcff" else ""
+        raise RuleError(
+            f"Rule text must be UTF-8 text. Got a lone surrogate U+{ord(ch):04X}{byte}: bytes that are not "
+            "UTF-8, as a terminal or shell in another encoding passes them; write the rule in UTF-8.",
+            line=line,
+            column=at,
+        )
+    found = None if saved else first_format_character(text)
+    if found is not None:
+        raise RuleError(
+            f"Rule text must not contain {INVISIBLE}, string literals and comments included: they make a "
+            f"rule read differently from what runs. Got {code_point(found[1])}.",
+            line=line,
+            column=found[0],
+        )
+
+
+def parse_rule(text: str, line: int = 1, *, saved: bool = False) -> ast.Rule:
+    """Parse one rule (one line, without its comment-only or blank neighbours).
+
+    ``saved=True`` reads a rule stored before invisible formatting characters were refused: it must keep
+    loading (a decision service would not start otherwise), so they are allowed where the grammar allows any
+    character (string literals, comments). New text refuses them (Trojan Source, CVE-2021-42574).
+    """
     if len(text) > MAX_RULE_CHARS:
         raise RuleError(
             f"A rule has at most {MAX_RULE_CHARS:,} characters. Got {len(text):,}.", line=line, column=1
@@ -307,6 +406,7 @@ def parse_rule(text: str, line: int = 1) -> ast.Rule:
     if contains_card_number(text):
         # Never echo the text: it may hold a full card number.
         raise RuleError("Rule text must not contain a card number (PAN).", line=line)
+    _refuse_invisible(text, line, saved)
     try:
         tree = _PARSER.parse(text)
     except UnexpectedInput as e:
@@ -324,8 +424,12 @@ def parse_rule(text: str, line: int = 1) -> ast.Rule:
     return ast.Rule(name, action, _expr(children[1], line), line=line)  # type: ignore[arg-type]
 
 
-def parse_rules(text: str) -> list[ast.Rule]:
-    """Parse a ruleset: one rule per non-blank, non-comment line; rule names must be unique."""
+def parse_rules(text: str, *, saved: bool = False) -> list[ast.Rule]:
+    """Parse a ruleset: one rule per non-blank, non-comment line; rule names must be unique.
+
+    ``saved=True`` reads a version already stored, which may hold invisible formatting characters from before
+    they were refused (see :func:`parse_rule`).
+    """
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_TEXT_BYTES:
         raise RuleError(f"A ruleset has at most {MAX_TEXT_BYTES:,} bytes. Got {size:,}.")
@@ -342,10 +446,11 @@ def parse_rules(text: str) -> list[ast.Rule]:
                 f"Rule text must not contain control characters, comments included. {control}", line=i
             )
         if not stripped or stripped.startswith("#"):
+            _refuse_invisible(raw, i, saved)
             continue
         if len(rules) >= MAX_RULES:
             raise RuleError(f"A ruleset has at most {MAX_RULES:,} rules.", line=i)
-        rule = parse_rule(raw, i)
+        rule = parse_rule(raw, i, saved=saved)
         if rule.name in seen:
             raise RuleError(
                 f"Rule name '{rule.name}' is already used on line {seen[rule.name]}. Names must be unique.",

@@ -47,18 +47,66 @@ def format_character(text: str) -> str | None:
     >>> format_character("cus_1"), format_character("cus\u200b1")
     (None, 'Got U+200B (ZERO WIDTH SPACE) at character 4.')
     """
-    found = _first_of(text, "Cf")
-    if found is None:
-        return None
-    at, ch = found
-    return f"Got U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')}) at character {at}."
+    found = first_format_character(text)
+    return None if found is None else f"Got {code_point(found[1])} at character {found[0]}."
 
 
-def _first_of(text: str, category: str) -> tuple[int, str] | None:
-    """The 1-based position and the first character of Unicode ``category`` in ``text`` (None: none)."""
-    if text.isprintable():  # the fast path: no Cc, Cf (nor other unprintable) character
+def first_format_character(text: str) -> tuple[int, str] | None:
+    r"""The 1-based position and the first character of ``text`` that shows other than it is (None: none):
+    an invisible formatting character (Unicode Cf), a line or paragraph separator (U+2028, U+2029: editors
+    break the line there, the parser does not) or a lone surrogate (Cs: a byte that was not UTF-8, as Python
+    passes it from the command line). Rule text refuses them as list values do: a bidi override or isolate
+    makes a rule read differently from what runs (Trojan Source, CVE-2021-42574).
+
+    >>> first_format_character("block if :ip_country: = 'US\u202e'")
+    (28, '\u202e')
+    """
+    return _first_of(text, ("Cf", "Zl", "Zp", "Cs"))
+
+
+def code_point(ch: str) -> str:
+    r"""How a message names a character it must not print: ``U+202E (RIGHT-TO-LEFT OVERRIDE)``.
+
+    >>> code_point("\u200b")
+    'U+200B (ZERO WIDTH SPACE)'
+    """
+    if unicodedata.category(ch) == "Cs":
+        return f"U+{ord(ch):04X} (a lone surrogate: a byte that is not UTF-8)"
+    return f"U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')})"
+
+
+_ESCAPED = ("Cc", "Cf", "Zl", "Zp", "Cs")  # what a command escapes in text it prints
+# What :func:`first_format_character` finds, as messages name it.
+INVISIBLE = (
+    "invisible formatting characters (Unicode Cf: bidi controls, zero-width characters; line and paragraph "
+    "separators; bytes that are not UTF-8)"
+)
+
+
+def escaped(text: str, keep: str = "") -> str:
+    r"""``text`` with its control and invisible formatting characters (Unicode Cc, Cf; Zl, Zp, Cs)
+    escaped as Python writes them (``\x1b``, ``\u202e``), except those in ``keep`` (the line breaks of a
+    ruleset's text): what a command prints of text stored before such characters were refused must neither
+    take over the terminal nor reorder what it shows.
+
+    >>> print(escaped("# ok\n'cus\u202e1'", keep="\n"))
+    # ok
+    'cus\u202e1'
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        repr(ch)[1:-1] if ch not in keep and unicodedata.category(ch) in _ESCAPED else ch for ch in text
+    )
+
+
+def _first_of(text: str, categories: str | tuple[str, ...]) -> tuple[int, str] | None:
+    """The 1-based position and the first character of a Unicode category of ``categories`` in ``text``
+    (None: none)."""
+    if text.isprintable():  # the fast path: no Cc, Cf, Zl, Zp, Cs (nor other unprintable) character
         return None
-    return next(((i, ch) for i, ch in enumerate(text, start=1) if unicodedata.category(ch) == category), None)
+    found = ((i, ch) for i, ch in enumerate(text, start=1) if unicodedata.category(ch) in categories)
+    return next(found, None)
 
 
 class RuleError(PayfmError):

@@ -37,7 +37,7 @@ from payfm.events.schema import DomainError, canonical_domain, canonical_ip
 from payfm.events.workspace import Workspace
 from payfm.rules.catalog import LIST_TYPES
 from payfm.rules.db import connect, default_author, now_iso
-from payfm.rules.limits import RuleError, control_character, format_character
+from payfm.rules.limits import INVISIBLE, RuleError, control_character, format_character
 
 MAX_LIST_VALUES = 1_000_000
 MAX_VALUE_CHARS = 256
@@ -117,8 +117,8 @@ def normalize(list_type: str, value: str) -> str:
         raise RuleError(f"A list value must not contain control characters. {control}")
     if (invisible := format_character(v)) is not None:
         raise RuleError(
-            "A list value must not contain invisible formatting characters (Unicode Cf: bidi controls, "
-            f"zero-width characters): printed, they hide or reorder what the value shows. {invisible}"
+            f"A list value must not contain {INVISIBLE}: printed, they hide or reorder what the value shows. "
+            f"{invisible}"
         )
     if list_type == "country":
         if not is_country(v.upper()):

@@ -29,7 +29,7 @@ from payfm.rules.catalog import type_errors as catalog_type_errors
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.db import connect, default_author, now_iso
 from payfm.rules.grammar import parse_rule, parse_rules
-from payfm.rules.limits import RuleError, control_character
+from payfm.rules.limits import INVISIBLE, RuleError, control_character, format_character
 from payfm.rules.lists import all_values, list_types
 
 DEFAULT_FEATURE_SET = "default"
@@ -95,10 +95,11 @@ def check(
 ) -> list[ast.Rule]:
     """Parse and type check ``text``; returns its rules or raises the first :class:`RuleError`.
 
-    ``values=False`` skips the check of literals against the values a charge field can hold: for versions
-    saved before that check, which must keep loading (a server would not start otherwise).
+    ``values=False`` reads a saved version: it skips the checks added since versions were first saved (of
+    literals against the values a charge field can hold, of invisible formatting characters), so that those
+    saved before them keep loading (a server would not start otherwise).
     """
-    rules = parse_rules(text)
+    rules = parse_rules(text, saved=not values)
     check_types(rules, catalog_for(set_name, ws), list_types(ws) if ws is not None else {}, values=values)
     return rules
 
@@ -174,6 +175,18 @@ def with_candidate(ws: Workspace, rule_text: str, set_name: str = DEFAULT_FEATUR
     return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name, ws).types)
 
 
+def check_note(note: str, author: str | None = None) -> None:
+    """Refuse a ruleset's note or author that `rules history` could not print as written: a card number,
+    a control character (a note's tabs and line breaks are layout) or an invisible one (a RuleError)."""
+    if contains_card_number(note) or contains_card_number(author or ""):
+        raise RuleError("A ruleset's note and author must not contain a card number (PAN).")
+    for what, value in (("note", note.replace("\t", " ").replace("\n", " ")), ("author", author or "")):
+        if (control := control_character(value)) is not None:  # printed by `rules history`
+            raise RuleError(f"A ruleset's {what} must not contain control characters. {control}")
+        if (invisible := format_character(value)) is not None:  # a bidi override reorders what it prints
+            raise RuleError(f"A ruleset's {what} must not contain {INVISIBLE}. {invisible}")
+
+
 def save(
     ws: Workspace,
     text: str,
@@ -186,11 +199,7 @@ def save(
 ) -> RulesetVersion:
     """Check ``text`` and store it as the next version (made active with ``activate``)."""
     check(ws, text, set_name)
-    if contains_card_number(note) or contains_card_number(author or ""):
-        raise RuleError("A ruleset's note and author must not contain a card number (PAN).")
-    for what, value in (("note", note.replace("\t", " ").replace("\n", " ")), ("author", author or "")):
-        if (control := control_character(value)) is not None:  # printed by `rules history`
-            raise RuleError(f"A ruleset's {what} must not contain control characters. {control}")
+    check_note(note, author)
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
     with connect(ws) as con:
