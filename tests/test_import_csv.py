@@ -18,6 +18,7 @@ import pytest
 from payfm.errors import ConfigError
 from payfm.events.import_problems import Problems
 from payfm.events.import_times import to_times
+from payfm.events.importer import read_source
 from payfm.events.mapping import parse_mapping
 from test_import import ROWS, VISA, changed, failed_import, write_csv, write_mapping
 
@@ -204,6 +205,22 @@ def test_every_ragged_row_of_a_long_file_is_counted(tmp_path: Path, gz: bool) ->
     assert "30 problem(s); nothing was written." in text and "... and 25 more" in text
     assert "row 7 (line 8): expected 9 cells" in text and "row 12345 (line 12346)" in text
     assert NAME not in text
+
+
+def test_a_gz_file_cut_short_is_one_clear_error(tmp_path: Path) -> None:
+    """A .gz file that ends before its end-of-stream marker (a copy cut short): one line naming the file,
+    nothing written. Python's gzip raised EOFError, which the CLI printed as "Aborted!"."""
+    n = 20_000
+    rows = {**{k: v * (n // 4) for k, v in ROWS.items()}, "id": [f"t{i}" for i in range(n)]}
+    whole = gzip.compress(("\n".join(_lines(rows)) + "\n").encode())
+    path = tmp_path / "cut.csv.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    text = failed_import(tmp_path, path, write_mapping(tmp_path), ConfigError)
+    assert text == (
+        f"Import source '{path}': expected a readable file; received an error (Truncated compressed stream)."
+    )
+    path.write_bytes(whole)  # the same file whole: every row read
+    assert read_source(path)[0].num_rows == n
 
 
 # ---- other separators and encodings ----------------------------------------------------------------------

