@@ -67,9 +67,30 @@ def test_copy_into_the_workspace_writes_nothing(ws: Workspace) -> None:
     ],
 )
 def test_reads_outside_the_data_files_are_refused(ws: Workspace, sql: str) -> None:
-    with pytest.raises(QueryError, match="reads outside the workspace") as info:
+    with pytest.raises(
+        QueryError, match="reads the workspace's tables by name, never a file by its path"
+    ) as info:
         run_sql(ws, sql.format(root=ws.root))
     assert ws.secret().hex() not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "{root}/secret.key",  # in the workspace: "reads outside the workspace" was untrue
+        "{root}/charges/*/*.parquet",  # the tables' own files, by a glob
+        "/etc/passwd",
+    ],
+)
+def test_a_file_read_by_its_path_is_refused_saying_how_to_read_the_tables(ws: Workspace, path: str) -> None:
+    path = path.format(root=ws.root)
+    with pytest.raises(QueryError) as info:
+        run_sql(ws, f"SELECT * FROM read_text('{path}')")
+    assert str(info.value) == (
+        f'The query was refused: it reads "{path}". payfm sql reads the workspace\'s tables by name, never a '
+        "file by its path (in the workspace or outside it): SELECT ... FROM charges (tables: charges, "
+        "disputes, early_fraud_warnings, refunds, reviews)."
+    )
 
 
 def test_only_one_statement(ws: Workspace) -> None:

@@ -189,7 +189,7 @@ def test_show_and_history_print_a_saved_version_escaped(ws: Workspace) -> None:
 def test_every_command_taking_rule_text_refuses_in_one_line(ws: Workspace, tmp_path: Path) -> None:
     f = tmp_path / "trojan.rules"
     f.write_text(f"ok: review if :amount_usd: > 5\nvip: allow if :customer_id: = 'cus_1{RLO}gpj'\n")
-    expected = "Error: line 2, column 37: Rule text must not contain invisible formatting characters"
+    expected = f"Error: {f}: line 2, column 37: Rule text must not contain invisible formatting characters"
     for args in (("check", str(f)), ("backtest", str(f)), ("apply", str(f), "--note", "n")):
         code, out = _run(ws, "rules", *args, "--set", "tiny")
         assert code == 1 and out.startswith(expected) and out.count("\n") == 1, (args, out)

@@ -119,7 +119,7 @@ def test_cli_round_trip_with_clean_one_line_errors(ws: Workspace, tmp_path: Path
     code, out = run("rules", "check", str(bad))
     assert code == 1
     assert out == (
-        "Error: rule 'review_line_2' line 2, column 11: Unknown attribute ':card.count_charge_1h:'. "
+        f"Error: {bad}: rule 'review_line_2' line 2, column 11: Unknown attribute ':card.count_charge_1h:'. "
         "Did you mean ':card.count_charges_1h:'?\n"
     )
     bad.write_text("block if :card_country: = 'UK'\nreview if :cvc_check: = 'failed'\nblock if :x: > 1\n")

@@ -5,6 +5,8 @@ Thin: parse options, call payfm.rules, render with rich.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
@@ -49,6 +51,18 @@ def _read(path: str) -> str:
     return rulesets.decode_text(data, path)
 
 
+@contextmanager
+def _named(file: str) -> Iterator[None]:
+    """A RuleError in the text of the rules FILE names it, as `rules check` lists type errors:
+    `bad.rules: rule 'b' line 3, column 14: ...` (a --rule text has no file; its rule is 'candidate')."""
+    try:
+        yield
+    except RuleError as e:
+        named = RuleError(f"{file}: {e}")
+        named.line, named.column, named.rule, named.detail = e.line, e.column, e.rule, e.detail
+        raise named from None
+
+
 def _day(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
@@ -75,9 +89,11 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
       payfm rules check examples/rules/radar_basics.rules
     """
     ws = _maybe_workspace(ctx)
-    found, errors = rulesets.type_errors(ws, _read(file), set_name)  # a syntax error stops the parse: one
-    if len(errors) == 1:
-        raise errors[0]
+    text = _read(file)
+    with _named(file):
+        found, errors = rulesets.type_errors(ws, text, set_name)  # a syntax error stops the parse: one
+        if len(errors) == 1:
+            raise errors[0]
     if errors:
         for e in errors:
             err_console.print(f"{file}: {e}", highlight=False, markup=False, soft_wrap=True)
@@ -288,7 +304,9 @@ def backtest_cmd(
         candidate = rulesets.with_candidate(ws, rule_text, set_name)
     else:
         assert file is not None
-        candidate = rulesets.compile_text(ws, _read(file), set_name)
+        text = _read(file)
+        with _named(file):
+            candidate = rulesets.compile_text(ws, text, set_name)
     report, label = _run_backtest(ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days)
     print_report(report, label)
 
@@ -314,10 +332,12 @@ def apply(
     text = _read(file)
     rulesets.check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
-    candidate = rulesets.compile_text(ws, text, set_name)
+    with _named(file):
+        candidate = rulesets.compile_text(ws, text, set_name)
     report, label = _run_backtest(ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days)
     print_report(report, label)
-    v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name)
+    with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
+        v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name)
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
 
 
@@ -404,11 +424,12 @@ def show_list(ctx: click.Context, name: str) -> None:
     """Show list NAME: its type and values."""
     ws = Workspace.open(ctx.obj["workspace"])
     info = lists_lib.get_list(ws, name)
-    table = Table(title=Text(f"List '{info.name}' ({info.type}, {info.size:,} values)"))
-    table.add_column("value")
+    # A line of its own, not the table's title: a title wraps within the table, one narrow column of values.
+    title = f"List '{info.name}' ({info.type}, {plural(info.size, 'value')})"
+    console.print(title, markup=False, highlight=False, soft_wrap=True)
+    table = Table("value")
     for v in lists_lib.list_values(ws, name):
         table.add_row(Text(escaped(v)))  # text, never markup: '[red]cus_1' stays '[red]cus_1'
-
     console.print(table)
 
 

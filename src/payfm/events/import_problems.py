@@ -13,11 +13,13 @@ from typing import NoReturn
 import numpy as np
 import pyarrow as pa
 
+from payfm.errors import ConfigError
 from payfm.events.cards import card_number_rows, redact_card_numbers
 from payfm.events.schema import schema_of
 from payfm.events.validate import Problem, ValidationError, shown_value
 
 KEEP = 20  # problems kept per check (the message shows the first few, and the total)
+SHOWN = 5  # missing columns shown (the message then gives the count), as ValidationError shows problems
 
 
 @dataclass(frozen=True)
@@ -113,11 +115,33 @@ def values_at(col: pa.Array, rows: np.ndarray) -> list[str]:
 _HIDDEN = "a value of a row holding a card number (not shown)"
 
 
-def raise_problems(source: str, problems: list[Problem], total: int, csv_file: bool) -> NoReturn:
+def missing_lines(missing: list[str]) -> list[str]:
+    """The messages of the columns a mapping reads that the file lacks: the first few, and the count."""
+    n = len(missing) - SHOWN
+    return missing[:SHOWN] + (
+        [f"... and {n} more column{'s' if n != 1 else ''} the file does not have"] if n > 0 else []
+    )
+
+
+class MissingColumns(ConfigError, ValidationError):
+    """Columns the mapping reads that the file does not have (a mapping mistake: a ConfigError), raised in one
+    run with the problems found before the fields could be computed, card numbers among them (a
+    ValidationError). The mapping's lines come first: fixing them is what lets the other checks run."""
+
+    def __init__(self, missing: list[str], source: str, problems: list[Problem], total: int) -> None:
+        ValidationError.__init__(self, source, problems, total)
+        self.missing = missing
+        Exception.__init__(self, "\n".join([*missing_lines(missing), str(self.args[0])]))
+
+
+def raise_problems(
+    source: str, problems: list[Problem], total: int, csv_file: bool, missing: list[str] | None = None
+) -> NoReturn:
     """Raise ValidationError for ``source``, problems in file order (whole columns first, then by row).
 
     Every step runs even after a card number was found, so no value of a row holding one is shown, and any
-    other quoted text is redacted too.
+    other quoted text is redacted too. ``missing``: the messages of columns the mapping reads that the file
+    lacks; they come first, alone as a ConfigError, or with the problems as a :class:`MissingColumns`.
     """
     secret_rows = {p.row for p in problems if p.row is not None and "card number" in p.received}
     fixed: list[Problem] = []
@@ -130,6 +154,10 @@ def raise_problems(source: str, problems: list[Problem], total: int, csv_file: b
             fixed.append(LineProblem(p.column, p.row, p.expected, received, line=p.row + 1))
         else:
             fixed.append(Problem(p.column, p.row, p.expected, received))
+    if missing:
+        if not total:  # a mapping mistake alone
+            raise ConfigError("\n".join(missing_lines(missing)))
+        raise MissingColumns(missing, source, fixed, total)
     raise ValidationError(source, fixed, total)
 
 

@@ -5,7 +5,9 @@ The import is a pipeline of small steps, all-or-nothing:
 1. parse the mapping (:mod:`payfm.events.mapping`): mistakes are ConfigErrors before any data is read;
 2. read the file (CSV columns are read as text, so nothing is guessed or silently rounded; a quote never
    closed is refused, not read to the end of the file);
-3. scan every source column except the fingerprinted ones for full card numbers (never echoed);
+3. scan every source column except the fingerprinted ones for full card numbers (never echoed), and check
+   that the file has every column the mapping reads: missing ones (all of them) stop the import here, with
+   the card numbers found, as nothing more can be computed;
 4. compute each target field (renames, constants, keyed hashes, value maps, units, currencies, time zones,
    card transforms) with vectorized Arrow and numpy, collecting every bad row;
 5. turn label columns into outcome events (disputes or early fraud warnings);
@@ -456,21 +458,22 @@ def _suggest(column: str, mapping: Mapping, present: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def _check_columns(mapping: Mapping, table: pa.Table, source: str) -> ConfigError | None:
-    """The error for the first source column the mapping reads that is not in the file (with a suggestion)."""
+def _missing_columns(mapping: Mapping, table: pa.Table, source: str) -> list[str]:
+    """A message for each source column the mapping reads that is not in the file (with a suggestion)."""
     present = table.column_names
+    missing = []
     for column in mapping.source_columns():
         if column not in present:
             close = _suggest(column, mapping, present)
             hint = f" (did you mean {close!r}?)" if close else ""
             where = f"{mapping.name}: '{mapping.source_path(column)}'"
-            return ConfigError(
+            missing.append(
                 redact_card_numbers(
                     f"{where}: expected a column of '{source}'{hint}; "
                     f"received '{column}', which the file does not have."
                 )
             )
-    return None
+    return missing
 
 
 def _hide_card_headers(table: pa.Table, is_csv: bool, out: Problems) -> pa.Table:
@@ -584,11 +587,9 @@ def import_file(
     say("scanning for card numbers")
     table = _hide_card_headers(table, is_csv, out)
     _scan_cards(mapping, table, out)
-    missing = _check_columns(mapping, table, source)
-    if missing is not None:  # nothing more can be computed; card numbers found come first
-        if out.total:
-            raise_problems(source, out.items, out.total, is_csv)
-        raise missing
+    missing = _missing_columns(mapping, table, source)
+    if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
+        raise_problems(source, out.items, out.total, is_csv, missing)
     say("mapping columns")
     secret = ws.secret()
     built = _fields(mapping, table, secret, out)

@@ -29,6 +29,7 @@ import pyarrow as pa
 import yaml
 
 from payfm.errors import ConfigError
+from payfm.events.cards import redact_card_numbers
 from payfm.events.currency import MINOR_UNITS
 from payfm.events.schema import DISPUTE_REASONS, EFW_FRAUD_TYPES, PAYMENT_TABLES, schema_of
 
@@ -553,7 +554,50 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     """Read, parse and check a mapping file (or bundled mapping name); ConfigError names any mistake."""
     path = resolve_mapping(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path.name}: expected a readable mapping file; received an error ({e})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(
+            f"{path.name}: expected UTF-8 text; received the byte 0x{data[e.start]:02x} on line {line}, "
+            "which is not UTF-8 (Latin-1 or Windows-1252?). Save the mapping as UTF-8."
+        ) from None
+    try:
+        parsed = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path.name}: expected valid YAML; received a syntax error ({e}).") from None
-    return parse_mapping(data, path.name)
+        raise ConfigError(f"{path.name}: expected valid YAML; received {_yaml_problem(e, text)}.") from None
+    return parse_mapping(parsed, path.name)
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error on one line: the problem, its line and column (1-based), and what it was parsing.
+
+    PyYAML's own text spans five lines and quotes the lines of the file around the problem, which may hold a
+    card number; its problem and context quote only a character, an alias or a tag (card numbers removed).
+
+    >>> try:
+    ...     yaml.safe_load("a: b: c")
+    ... except yaml.YAMLError as e:
+    ...     print(_yaml_problem(e, "a: b: c"))
+    a syntax error at line 1, column 5: mapping values are not allowed here
+    """
+
+    def at(mark: yaml.Mark | None) -> str:
+        return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
+
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML refuses (NUL, other control characters)
+        before = text[: e.position]
+        line, column = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
+        what = f"character #x{e.character:04x}" if isinstance(e.character, int) else "a byte"
+        return f"a syntax error at line {line}, column {column}: unacceptable {what} ({e.reason})"
+    if not isinstance(e, yaml.MarkedYAMLError):
+        return f"a syntax error ({type(e).__name__})"
+    problem = " ".join(str(e.problem or e.context or "").split()) or type(e).__name__
+    said = f"a syntax error{at(e.problem_mark)}: {problem}"
+    if e.context and e.problem:
+        started = at(e.context_mark) if at(e.context_mark) != at(e.problem_mark) else ""
+        said += f" ({' '.join(str(e.context).split())}{started})"
+    return redact_card_numbers(said)

@@ -23,6 +23,7 @@ import duckdb
 import pyarrow as pa
 
 from payfm.errors import PayfmError
+from payfm.events.cards import redact_card_numbers
 from payfm.events.schema import TABLES
 from payfm.events.workspace import Workspace
 
@@ -61,9 +62,7 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
         try:
             return con.sql(sql).to_arrow_table()
         except duckdb.PermissionException as e:
-            raise QueryError(
-                f"The query was refused: it reads outside the workspace ({_first_line(e)})."
-            ) from None
+            raise QueryError(_file_refused(e)) from None
         except duckdb.Error as e:
             if (refused := _extension_refused(e)) is not None:
                 raise QueryError(refused) from None
@@ -100,6 +99,22 @@ def _extension_refused(e: duckdb.Error) -> str | None:
         f"The query was refused: {what}, and payfm sql loads no extension (they read files or the network). "
         f"It reads the workspace's tables only ({', '.join(TABLES)}), with DuckDB's built-in {builtins}: "
         "SELECT count(*) FROM charges."
+    )
+
+
+_FILE = re.compile(r'Cannot access (?:file|directory) "(.*)" - ')
+
+
+def _file_refused(e: duckdb.PermissionException) -> str:
+    """The refusal of a query that reads a file by its path (``read_text('payfm-workspace/secret.key')``, a
+    glob of the workspace's Parquet files, /etc/passwd): inside the workspace or outside it, payfm sql reads
+    the tables, by name. (Its views may read each committed data file, so a query naming one exact data file
+    by its path runs; nothing else it names does.)"""
+    found = _FILE.search(str(e))
+    what = redact_card_numbers(f'it reads "{found.group(1)}"' if found else _first_line(e))
+    return (
+        f"The query was refused: {what}. payfm sql reads the workspace's tables by name, never a file by its "
+        f"path (in the workspace or outside it): SELECT ... FROM charges (tables: {', '.join(TABLES)})."
     )
 
 
