@@ -12,7 +12,8 @@ from payfm.cli.render import console, stage_progress
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry import STAGES, Registry
-from payfm.training.models import MODEL_KINDS
+from payfm.training.models import MODEL_KINDS, model_class
+from payfm.training.models.params import parse_assignment
 from payfm.training.tasks import TASKS, task
 from payfm.training.trainer import TrainConfig, register_result
 from payfm.training.trainer import train as run_train
@@ -116,6 +117,15 @@ def _fmt(v: float) -> str:
     help="Fit on every charge, or on authorized ones only: declined and blocked charges never get a dispute, "
     "so their 0 is unknown, not genuine (docs/models.md). Test rows are every charge either way.",
 )
+@click.option(
+    "--param",
+    "param_texts",
+    multiple=True,
+    metavar="[KIND.]NAME=VALUE",
+    help="A model parameter, repeatable: n_estimators=200, gbdt.num_leaves=31, rf.max_depth=12, or any "
+    "LightGBM parameter for the GBDT (max_bin=63). Without KIND it goes to the trained kinds that take it. "
+    "Checked before any work; recorded with the model; kept fixed by --trials. Names: docs/models.md.",
+)
 @click.pass_context
 def train(
     ctx: click.Context,
@@ -135,6 +145,7 @@ def train(
     fm_inputs: str,
     fm_workers: int,
     train_on: str,
+    param_texts: tuple[str, ...],
 ) -> None:
     """Train models on the backfilled features, compare them on validation, register each as a candidate.
 
@@ -143,6 +154,7 @@ def train(
       payfm generate --charges 100000 --days 60
       payfm features backfill
       payfm train --model all --horizon-days 20 --val-days 7 --test-days 7 --gap-days 3
+      payfm train --horizon-days 20 --param n_estimators=200 --param num_leaves=31
 
     \b
     On foundation-model inputs (docs/fm.md), on the 120-day default world:
@@ -176,6 +188,7 @@ def train(
         fm_outputs=tuple(fm_inputs.split("+")),
         fm_workers=fm_workers,
         train_on=train_on,
+        params=_params(param_texts, kinds),
     )
     with stage_progress() as update:
         results = run_train(ws, kinds, t, fs, cfg, update)
@@ -206,6 +219,29 @@ def train(
         f"{'authorized charges' if train_on == 'authorized' else 'charges'}"
         + (f" (negatives downsampled to {downsample:.0%}, weighted back)" if downsample < 1 else "")
     )
+
+
+def _params(texts: tuple[str, ...], kinds: list[str]) -> dict[str, dict[str, str]]:
+    """``--param`` values by model kind (as text: the trainer reads them in each parameter's type)."""
+    out: dict[str, dict[str, str]] = {}
+    for text in texts:
+        kind, name, value = parse_assignment(text)
+        if kind is not None and kind not in kinds:
+            raise click.BadParameter(
+                f"expected a kind this run trains ({', '.join(kinds)}). Got {kind!r} in {text!r}.",
+                param_hint="--param",
+            )
+        takers = [kind] if kind is not None else kinds if len(kinds) == 1 else []
+        takers = takers or [k for k in kinds if name in model_class(k).PARAMS]
+        if not takers:
+            raise click.BadParameter(
+                f"no model kind of this run takes {name!r} as payfm names it: write KIND.{name}={value} "
+                f"(gbdt.{name} for a LightGBM parameter). Got {text!r}.",
+                param_hint="--param",
+            )
+        for k in takers:
+            out.setdefault(k, {})[name] = value
+    return out
 
 
 @click.group()

@@ -26,6 +26,7 @@ from payfm.registry.store import ModelVersion, Registry
 from payfm.training.data import Progress, TaskData, task_data
 from payfm.training.explain import templates
 from payfm.training.models import Model, model_class
+from payfm.training.models.params import check_params
 from payfm.training.splits import US_PER_DAY, Split, downsample_negatives, prequential_folds, time_split
 from payfm.training.tasks import Task
 from payfm.training.tuning import average_precision, tune
@@ -246,7 +247,7 @@ def train(
     progress: Progress | None = None,
 ) -> list[TrainResult]:
     """Train each model kind on ``task`` over the backfill of ``fset``; one result per kind."""
-    cfg = config or TrainConfig()
+    cfg = _checked(config or TrainConfig())
     names = [kinds] if isinstance(kinds, str) else list(kinds)
     for k in names:
         model_class(k)
@@ -261,6 +262,12 @@ def train(
     for k in names:
         out.append(fit_on_split(k, data, split, cfg, fset, task, progress))
     return out
+
+
+def _checked(config: TrainConfig) -> TrainConfig:
+    """``config`` with its models' parameters checked and in their types, before any work (a ConfigError
+    names the first unknown parameter or wrong value)."""
+    return replace(config, params={kind: check_params(kind, p) for kind, p in config.params.items()})
 
 
 def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainConfig) -> TaskData:
@@ -341,7 +348,7 @@ def prequential(
     With ``config.foundation_model`` every fit also takes the checkpoint's outputs (``config.fm_outputs``);
     the checkpoint must have been pretrained on charges before the first test week only.
     """
-    cfg = config or TrainConfig()
+    cfg = _checked(config or TrainConfig())
     data = task_data(ws, task, fset, as_of=cfg.as_of, horizon=cfg.horizon(task))
     folds = list(
         prequential_folds(data.created_us, data.mature, weeks=weeks, gap_days=cfg.gap_days, test_days=7)

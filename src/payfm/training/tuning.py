@@ -31,7 +31,8 @@ def tune(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], float]:
-    """The best parameters of ``trials`` trials (merged over ``base_params``) and their validation AP."""
+    """The best parameters of ``trials`` trials and their validation AP. ``base_params`` are fixed: a trial
+    takes them over what the search space draws (a parameter given with ``--param`` is not tuned away)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -39,7 +40,7 @@ def tune(
     base = dict(base_params or {})
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**base, **cls.search_space(trial)}
+        params = {**cls.search_space(trial), **base}
         m = cls(calibration="none", seed=seed, **params).fit(X, y, w, X_val, y_val)
         ap = average_precision(y_val, m.predict_raw(X_val))
         return 0.0 if np.isnan(ap) else ap
@@ -53,4 +54,4 @@ def tune(
             progress(done[0], trials)
 
     study.optimize(objective, n_trials=trials, callbacks=[tick])
-    return {**base, **study.best_params}, float(study.best_value)
+    return {**study.best_params, **base}, float(study.best_value)

@@ -69,6 +69,8 @@ class Model(ABC):
     """Base of every model. See the module docstring for the contract."""
 
     kind: ClassVar[str]
+    # the parameters the kind takes and their types (payfm.training.models.params checks them)
+    PARAMS: ClassVar[dict[str, type]] = {}
 
     def __init__(self, *, calibration: str = "isotonic", seed: int = 0, **params: Any) -> None:
         self.calibration = calibration

@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,6 +28,14 @@ class ForestModel(Model):
     (share of features per split, 0.15), ``max_rows`` (bootstrap rows per tree, 200,000), ``n_jobs`` (-1)."""
 
     kind = "rf"
+    PARAMS: ClassVar[dict[str, type]] = {
+        "n_estimators": int,
+        "max_depth": int,
+        "min_samples_leaf": int,
+        "max_features": float,
+        "max_rows": int,
+        "n_jobs": int,
+    }
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

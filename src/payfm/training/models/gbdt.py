@@ -27,24 +27,24 @@ from __future__ import annotations
 import ctypes
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from payfm.events.workspace import atomic_write_bytes
 from payfm.training.models.base import Model, ModelError
 
-_OWN_PARAMS = {
-    "max_depth",
-    "n_estimators",
-    "early_stopping",
-    "learning_rate",
-    "num_leaves",
-    "min_child_samples",
-    "feature_fraction",
-    "lambda_l2",
-    "num_threads",
-    "explanations",
+_OWN_PARAMS: dict[str, type] = {  # payfm's own names and types; other LightGBM ones pass through
+    "n_estimators": int,
+    "learning_rate": float,
+    "num_leaves": int,
+    "max_depth": int,
+    "min_child_samples": int,
+    "feature_fraction": float,
+    "lambda_l2": float,
+    "early_stopping": int,
+    "num_threads": int,
+    "explanations": str,
 }
 EXPLANATIONS = ("path", "shap")
 SMALL_BATCH = 512  # below this many rows, predict on one thread: thread start-up costs more than it saves
@@ -109,6 +109,7 @@ class GBDTModel(Model):
     parameter (``bagging_fraction``...) is passed through."""
 
     kind = "gbdt"
+    PARAMS: ClassVar[dict[str, type]] = _OWN_PARAMS
 
     def __init__(self, *, calibration: str = "isotonic", seed: int = 0, **params: Any) -> None:
         super().__init__(calibration=calibration, seed=seed, **params)

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit
@@ -28,6 +28,12 @@ class LogisticModel(Model):
     category codes, one-hot encoded), ``max_iter`` (default 300), ``class_weight`` ("balanced" or None)."""
 
     kind = "lr"
+    PARAMS: ClassVar[dict[str, type]] = {
+        "C": float,
+        "max_iter": int,
+        "class_weight": str,
+        "categorical": list,
+    }
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,6 +45,16 @@ class MLPModel(Model):
     stopping, 3), ``num_threads`` (torch threads while training, 1)."""
 
     kind = "mlp"
+    PARAMS: ClassVar[dict[str, type]] = {
+        "hidden": int,
+        "dropout": float,
+        "lr": float,
+        "weight_decay": float,
+        "epochs": int,
+        "batch_size": int,
+        "patience": int,
+        "num_threads": int,
+    }
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

@@ -1,0 +1,191 @@
+"""Model parameters checked before any work: names each model kind knows, values of the type it expects.
+
+Each kind declares its parameters (``Model.PARAMS``: name -> type); the GBDT also passes any other LightGBM
+parameter through, checked against LightGBM's own names and on a four-row fit, so a typo or a value LightGBM
+refuses is an error naming the parameter before the task's data is read, not a warning LightGBM prints (and
+ignores) minutes later. Values given as text (``payfm train --param max_bin=63``) are read in the type the
+parameter has: int, float, bool (true/false) or str; a pass-through LightGBM value is read as an int, a float,
+true/false or else text.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+from payfm.errors import ConfigError
+
+# LightGBM parameters payfm sets itself (the classifier it trains, its seed and determinism, its logging)
+_FIXED_BY_PAYFM = {
+    "objective": "payfm trains a binary classifier",
+    "seed": "use --seed (TrainConfig.seed)",
+    "deterministic": "payfm trains deterministically",
+    "verbosity": "payfm silences LightGBM",
+    "linear_tree": "a linear leaf's output cannot be explained as the reasons require",
+    "num_class": "payfm trains a binary classifier",
+}
+
+
+def parse_assignment(text: str) -> tuple[str | None, str, str]:
+    """``[KIND.]NAME=VALUE`` (a ``--param``) as (kind or None, name, value text); a ConfigError otherwise."""
+    m = re.fullmatch(r"\s*(?:([a-z]+)\.)?([A-Za-z_][A-Za-z0-9_]*)\s*=(.*)", text, re.S)
+    if m is None:
+        raise ConfigError(
+            f"--param: expected [KIND.]NAME=VALUE, e.g. n_estimators=200 or gbdt.max_bin=63. Got {text!r}."
+        )
+    return m.group(1), m.group(2), m.group(3).strip()
+
+
+def _read(text: str, kind: type, where: str) -> Any:
+    """``text`` as a value of ``kind`` (int, float, bool or str)."""
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is list:
+            return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{where}: expected {_TYPE_NAMES[kind]}. Got {text!r}.") from None
+    return text
+
+
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "text",
+    list: "column indices separated by commas",
+}
+
+
+def _guess(text: str) -> Any:
+    """A pass-through LightGBM value given as text: an int, a float, true/false, or the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.lower() == "true" if text.lower() in ("true", "false") else text
+
+
+def _checked(value: Any, kind: type, where: str) -> Any:
+    """A value given from Python: of ``kind`` (an int where a float is expected is taken)."""
+    if isinstance(value, str) and kind is not str:
+        return _read(value, kind, where)
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is str and value is None:  # (class_weight None: the default)
+        return value
+    if kind is list and isinstance(value, list | tuple) and all(isinstance(v, int) for v in value):
+        return list(value)
+    if not ok:
+        raise ConfigError(f"{where}: expected {_TYPE_NAMES[kind]}. Got {value!r}.")
+    return value
+
+
+@cache
+def _lightgbm_names() -> dict[str, str]:
+    """Every LightGBM parameter name and alias -> its main name (empty if LightGBM cannot say)."""
+    try:
+        from lightgbm.basic import _ConfigAliases
+
+        aliases = _ConfigAliases._get_all_param_aliases()
+    except Exception:  # (a private API: without it, names pass through unchecked, as LightGBM takes them)
+        return {}
+    return {alias: main for main, names in aliases.items() for alias in (main, *names)}
+
+
+def _gbdt_passthrough(name: str, value: Any, own: Iterable[str]) -> Any:
+    names = _lightgbm_names()
+    where = f"gbdt parameter {name!r}"
+    if not names:
+        return _guess(value) if isinstance(value, str) else value
+    main = names.get(name)
+    if main is None:
+        near = difflib.get_close_matches(name, [*own, *names], n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise ConfigError(
+            f"{where}: expected one of payfm's ({', '.join(sorted(own))}) or a LightGBM "
+            f"parameter (https://lightgbm.readthedocs.io/en/stable/Parameters.html). Got {name!r}.{hint}"
+        )
+    for fixed, why in _FIXED_BY_PAYFM.items():
+        if names.get(fixed) == main:
+            raise ConfigError(f"{where}: set by payfm ({why}). Got {name}={value!r}.")
+    for mine in own:
+        if names.get(mine) == main:  # an alias of one of payfm's own: two values for one parameter
+            raise ConfigError(f"{where}: LightGBM's alias of payfm's {mine!r}; set {mine} instead.")
+    return _guess(value) if isinstance(value, str) else value
+
+
+def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` of model ``kind`` with their values in the types the model takes; a ConfigError names the
+    first unknown parameter (with the nearest name) or the first value of the wrong type."""
+    from payfm.training.models import model_class
+
+    cls = model_class(kind)
+    out: dict[str, Any] = {}
+    for name, value in params.items():
+        known = cls.PARAMS.get(name)
+        where = f"{kind} parameter {name!r}"
+        if known is not None:
+            out[name] = _checked(value, known, where)
+        elif kind == "gbdt":
+            out[name] = _gbdt_passthrough(name, value, cls.PARAMS)
+        else:
+            near = difflib.get_close_matches(name, list(cls.PARAMS), n=1)
+            hint = f" Did you mean {near[0]!r}?" if near else ""
+            raise ConfigError(
+                f"{where}: expected one of {', '.join(sorted(cls.PARAMS))}. Got {name!r}.{hint}"
+            )
+    if kind == "gbdt":
+        _try_lightgbm(out, cls.PARAMS)
+    return out
+
+
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block (what C++ code prints there), then back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
+    """Fit one round on four rows with the pass-through parameters: a value LightGBM refuses is an error
+    now, naming LightGBM's reason."""
+    extra = {k: v for k, v in params.items() if k not in set(own)}
+    if not extra:
+        return
+    import lightgbm as lgb
+    import numpy as np
+
+    X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0.0, 1.0, 0.0, 1.0])
+    try:
+        with _stderr_silenced():  # LightGBM's C++ prints a refusal ("[LightGBM] [Fatal] ...") as it raises it
+            lgb.train(
+                {**extra, "objective": "binary", "verbosity": -1, "num_threads": 1},
+                lgb.Dataset(X, y, params={"verbosity": -1}),
+                num_boost_round=1,
+            )
+    except lgb.basic.LightGBMError as e:
+        given = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+        why = re.sub(r" at \S+\.cpp, line \d+\s*\.?$", "", str(e).strip())  # (where in LightGBM's C++)
+        raise ConfigError(f"LightGBM refused the GBDT parameters {given}: {why}.") from None

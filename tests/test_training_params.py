@@ -1,0 +1,166 @@
+"""Model parameters (`payfm train --param`, `TrainConfig.params`): checked before any work, read in the type
+each parameter has, recorded with the model, kept fixed by the search; LightGBM's own parameters pass
+through to the GBDT, checked against LightGBM's names and values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import tiny_set
+from payfm.registry import Registry
+from payfm.synth import WorldConfig, generate_world
+from payfm.training.models.params import check_params, parse_assignment
+from payfm.training.tasks import task
+from payfm.training.trainer import TrainConfig, train
+from payfm.training.tuning import tune
+
+SPLIT = ["--set", "tiny", "--horizon-days", "10", "--val-days", "7", "--test-days", "7", "--gap-days", "3"]
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    w = Workspace.open(tmp_path_factory.mktemp("world"), create=True)
+    w.write_stream(generate_world(WorldConfig(charges=20_000, days=40, seed=5, fraud_rate=0.03)), "replace")
+    return w
+
+
+def _run(ws: Workspace, *args: str) -> Any:
+    return CliRunner().invoke(cli, ["-w", str(ws.root), "train", *SPLIT, *args])
+
+
+def test_values_are_read_in_each_parameters_type() -> None:
+    assert check_params("gbdt", {"n_estimators": "25", "learning_rate": "0.1", "max_bin": "63"}) == {
+        "n_estimators": 25,
+        "learning_rate": 0.1,
+        "max_bin": 63,  # a LightGBM parameter: read as an int, a float, true/false or text
+    }
+    assert check_params("gbdt", {"extra_trees": "true", "boosting": "goss"}) == {
+        "extra_trees": True,
+        "boosting": "goss",
+    }
+    assert check_params("rf", {"max_features": 1}) == {"max_features": 1.0}  # an int where a float goes
+    assert check_params("lr", {"C": "0.5", "categorical": "3,1"}) == {"C": 0.5, "categorical": [3, 1]}
+    assert parse_assignment("gbdt.max_bin = 63") == ("gbdt", "max_bin", "63")
+    assert parse_assignment("n_estimators=200") == (None, "n_estimators", "200")
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "message"),
+    [
+        (
+            "rf",
+            {"n_estimatorz": 3},
+            "rf parameter 'n_estimatorz': expected one of max_depth, max_features, max_rows, "
+            "min_samples_leaf, n_estimators, n_jobs. Got 'n_estimatorz'. Did you mean 'n_estimators'?",
+        ),
+        ("rf", {"n_estimators": "many"}, "rf parameter 'n_estimators': expected an integer. Got 'many'."),
+        ("mlp", {"epochs": 2.5}, "mlp parameter 'epochs': expected an integer. Got 2.5."),
+        ("gbdt", {"num_leaves": True}, "gbdt parameter 'num_leaves': expected an integer. Got True."),
+        ("gbdt", {"n_estimatorz": 3}, "Did you mean 'n_estimators'?"),
+        (
+            "gbdt",
+            {"num_trees": 3},
+            "gbdt parameter 'num_trees': LightGBM's alias of payfm's 'n_estimators'; "
+            "set n_estimators instead.",
+        ),
+        ("gbdt", {"min_data_in_leaf": 5}, "LightGBM's alias of payfm's 'min_child_samples'"),
+        (
+            "gbdt",
+            {"objective": "regression"},
+            "gbdt parameter 'objective': set by payfm (payfm trains a binary "
+            "classifier). Got objective='regression'.",
+        ),
+        ("gbdt", {"seed": 3}, "set by payfm (use --seed"),
+        (
+            "gbdt",
+            {"max_bin": "lots"},
+            "LightGBM refused the GBDT parameters max_bin='lots': Parameter max_bin "
+            'should be of type int, got "lots".',
+        ),
+        (
+            "gbdt",
+            {"bagging_fraction": 2.0},
+            "LightGBM refused the GBDT parameters bagging_fraction=2.0: Check "
+            "failed: (bagging_fraction) <= (1.0).",
+        ),
+    ],
+)
+def test_a_bad_parameter_is_one_clear_error(
+    kind: str, params: dict[str, Any], message: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ConfigError) as e:
+        check_params(kind, params)
+    assert message in str(e.value)
+    assert capfd.readouterr().err == ""  # LightGBM's C++ prints its refusal: not here
+
+
+def test_a_bad_parameter_stops_training_before_the_data_is_read(ws: Workspace, tmp_path: Path) -> None:
+    stages: list[str] = []
+    cfg = TrainConfig(horizon_days=10, val_days=7, test_days=7, gap_days=3, params={"gbdt": {"max_bn": 63}})
+    with pytest.raises(ConfigError, match="Did you mean 'max_bin'"):
+        train(ws, "gbdt", task("fraud"), tiny_set(), cfg, lambda stage, done, total: stages.append(stage))
+    assert stages == []  # refused first: no stage of the task's data began
+
+
+def test_cli_param_reaches_the_model_and_the_registry(ws: Workspace) -> None:
+    r = _run(ws, "--param", "n_estimators=7", "--param", "max_bin=15", "--param", "gbdt.num_leaves=5")
+    assert r.exit_code == 0, r.output
+    version = Registry(ws).get("fraud-gbdt")
+    assert version.entry["params"] == {"n_estimators": 7, "max_bin": 15, "num_leaves": 5}
+    _, model = Registry(ws).load("fraud-gbdt", tiny_set())
+    assert model.booster_.num_trees() <= 7  # early stopping may stop sooner, never later
+    dump = model.booster_.dump_model()
+    assert all(t["num_leaves"] <= 5 for t in dump["tree_info"])
+    assert "[max_bin: 15]" in model.model_text_  # LightGBM's record of the parameters it trained with
+
+
+def test_cli_param_without_a_kind_goes_to_the_kinds_that_take_it(ws: Workspace) -> None:
+    r = _run(
+        ws, "--model", "all", "--param", "n_estimators=9", "--param", "lr.C=0.25", "--param", "mlp.epochs=1"
+    )
+    assert r.exit_code == 0, r.output
+    reg = Registry(ws)
+    assert reg.get("fraud-rf").entry["params"] == {"n_estimators": 9}
+    assert reg.get("fraud-gbdt").entry["params"] == {"n_estimators": 9}
+    assert reg.get("fraud-lr").entry["params"] == {"C": 0.25}
+    assert reg.get("fraud-mlp").entry["params"] == {"epochs": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--param", "n_estimators"], "--param: expected [KIND.]NAME=VALUE, e.g. n_estimators=200"),
+        (
+            ["--param", "rf.max_depth=3"],
+            "expected a kind this run trains (gbdt). Got 'rf' in 'rf.max_depth=3'.",
+        ),
+        (
+            ["--model", "all", "--param", "max_bin=63"],
+            "no model kind of this run takes 'max_bin' as payfm "
+            "names it: write KIND.max_bin=63 (gbdt.max_bin for a LightGBM parameter).",
+        ),
+        (["--param", "n_estimators=lots"], "gbdt parameter 'n_estimators': expected an integer. Got 'lots'."),
+    ],
+)
+def test_cli_param_mistakes_are_one_line_errors(ws: Workspace, args: list[str], said: str) -> None:
+    r = _run(ws, *args)
+    assert r.exit_code != 0 and said in " ".join(r.output.split()), r.output
+    assert "Traceback" not in r.output
+
+
+def test_the_search_keeps_given_parameters_fixed() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1500, 4))
+    y = (X[:, 0] + rng.normal(size=1500) > 1.5).astype(np.float64)
+    base = {"n_estimators": 20, "learning_rate": 0.19, "num_leaves": 9, "num_threads": 1}
+    params, _ = tune("gbdt", X[:1000], y[:1000], None, X[1000:], y[1000:], trials=3, base_params=base)
+    assert {k: params[k] for k in base} == base  # tuned around them, not over them
+    assert 4 <= params["max_depth"] <= 8  # what the search space draws is still tuned
