@@ -11,6 +11,7 @@ true/false or else text.
 from __future__ import annotations
 
 import difflib
+import numbers
 import os
 import re
 import sys
@@ -18,6 +19,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from typing import Any
+
+import numpy as np
 
 from payfm.errors import ConfigError
 
@@ -80,19 +83,25 @@ def _guess(text: str) -> Any:
 
 
 def _checked(value: Any, kind: type, where: str) -> Any:
-    """A value given from Python: of ``kind`` (an int where a float is expected is taken)."""
+    """A value given from Python, in ``kind``: an integer (numpy's too) where a number is expected is taken,
+    a bool is no number; text is read as from the command line."""
     if isinstance(value, str) and kind is not str:
         return _read(value, kind, where)
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    number = not isinstance(value, bool | np.bool_)
+    if kind is int and number and isinstance(value, numbers.Integral):
+        return int(value)
+    if kind is float and number and isinstance(value, numbers.Real):
         return float(value)
-    if kind is str and value is None:  # (class_weight None: the default)
+    if kind is str and (value is None or isinstance(value, str)):  # (class_weight None: the default)
         return value
-    if kind is list and isinstance(value, list | tuple) and all(isinstance(v, int) for v in value):
-        return list(value)
-    if not ok:
-        raise ConfigError(f"{where}: expected {_TYPE_NAMES[kind]}. Got {value!r}.")
-    return value
+    if kind is bool and isinstance(value, bool | np.bool_):
+        return bool(value)
+    integers = isinstance(value, list | tuple | np.ndarray) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value
+    )
+    if kind is list and integers:
+        return [int(v) for v in value]
+    raise ConfigError(f"{where}: expected {_TYPE_NAMES[kind]}. Got {value!r}.")
 
 
 @cache
@@ -175,7 +184,6 @@ def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
     if not extra:
         return
     import lightgbm as lgb
-    import numpy as np
 
     X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0.0, 1.0, 0.0, 1.0])
     try:
