@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import types
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,44 @@ def test_intervals_resample_cards_whole(preds: pa.Table) -> None:
     assert (got.low, got.high) == (by_card["average_precision"].low, by_card["average_precision"].high)
     width = by_charge["average_precision"].high - by_charge["average_precision"].low
     assert got.high - got.low > 1.5 * width  # 12 sprees are 12 draws, not hundreds
+
+
+def test_the_demo_and_evaluate_tables_show_a_metric_without_value_as_a_dash(
+    preds: pa.Table, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import payfm.evaluation.pipeline as pipeline
+    import payfm.registry.store as store
+    import payfm.training.trainer as trainer
+    from payfm.cli.demo import _models
+
+    # two scores only: the top tie group (every fraud and some genuine charges) is far over 1% of charges,
+    # so precision at a 1% block rate has no value (NaN)
+    y = preds["is_fraud"].to_numpy(zero_copy_only=False)
+    tied = preds.set_column(preds.column_names.index("score"), "score", pa.array(np.where(y == 1, 0.9, 0.1)))
+    r = evaluate_predictions(tied, name="fraud-gbdt@1", bootstrap=0)
+    assert np.isnan(r.at_block_rate["1%"].precision)
+    # the demo's evaluation step, with training, the evaluation and the registry stubbed
+    window = {"test_start": "2026-03-01T00:00:00+00:00", "test_end": "2026-03-15T00:00:00+00:00"}
+    monkeypatch.setattr(trainer, "train", lambda *_a, **_k: [types.SimpleNamespace(window=window)])
+    monkeypatch.setattr(trainer, "register_result", lambda *_a: types.SimpleNamespace(ref="fraud-gbdt@1"))
+    monkeypatch.setattr(
+        pipeline, "evaluate_models", lambda *_a, **_k: (types.SimpleNamespace(html="r.html"), [r])
+    )
+    monkeypatch.setattr(store, "Registry", lambda _ws: types.SimpleNamespace(promote=lambda _ref: None))
+    _models(types.SimpleNamespace(), types.SimpleNamespace())  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "fraud-gbdt@1 " in line and "│" in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells[4] == "-", row  # precision@1% block
+    assert not re.search(r"\bnan\b", out), out
+    # payfm evaluate prints the same table; every CLI table formats its numbers with one function
+    from payfm.cli.evaluate import comparison_table
+    from payfm.cli.render import cell, console
+
+    with console.capture() as captured:
+        console.print(comparison_table([r], "Evaluation"))
+    assert (
+        row.split("│")[1:-1]
+        == next(line for line in captured.get().splitlines() if "fraud-gbdt@1 " in line).split("│")[1:-1]
+    )
+    assert (cell(float("nan")), cell(float("inf")), cell(None), cell(0.25)) == ("-", "-", "-", "0.250")

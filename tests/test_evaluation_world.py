@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 import types
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +213,54 @@ def test_cli_rejects_a_bad_date_in_one_line(world: World) -> None:
     result = CliRunner().invoke(cli, ["-w", str(world.ws.root), "evaluate", "--from", "2026-13-01"])
     assert result.exit_code == 1
     assert "The option --from must be an ISO date" in result.output and "Traceback" not in result.output
+
+
+def test_a_window_without_charges_is_refused_with_the_logs_range(
+    world: World, stub_score_window: list[str], tmp_path: Path
+) -> None:
+    con = world.ws.connect()
+    try:
+        [(first, last)] = con.execute("SELECT min(created), max(created) FROM charges").fetchall()
+    finally:
+        con.close()
+    later = last + timedelta(days=365)
+    log = f"The event log's charges run from {first.isoformat()} to {last.isoformat()}"
+    with pytest.raises(EvaluationError) as err:
+        evaluate_models(world.ws, ["lr"], later, out_dir=tmp_path / "a", bootstrap=0)
+    assert str(err.value).startswith(
+        f"The evaluation window {later.isoformat()} .. the end holds no charges."
+    )
+    assert log in str(err.value)
+    assert stub_score_window == []  # refused before any model scored the window
+    with pytest.raises(EvaluationError, match="holds no charges"):  # the baseline alone, before the log
+        evaluate_models(world.ws, [], None, first - timedelta(days=1), out_dir=tmp_path / "b", bootstrap=0)
+    ws = str(world.ws.root)
+    for args in (["--model", "lr", "--from", later.date().isoformat()], ["--from", later.date().isoformat()]):
+        r = CliRunner(env={"COLUMNS": "400"}).invoke(cli, ["-w", ws, "evaluate", *args, "--bootstrap", "0"])
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        assert "holds no charges" in r.output and log in r.output, r.output
+
+
+def test_evaluate_models_takes_iso_texts_and_dates_as_payfm_evaluate_does(
+    world: World, stub_score_window: list[str], tmp_path: Path
+) -> None:
+    day = world.start.date() + timedelta(days=1)  # inside the held-out period: no in-sample warning
+    midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    for start, end in (
+        (day.isoformat(), (day + timedelta(days=5)).isoformat()),
+        (day, day + timedelta(days=5)),
+    ):
+        _, results = evaluate_models(world.ws, ["lr"], start, end, tmp_path / str(start), bootstrap=0)
+        assert stub_score_window[-1] == f"from {midnight.isoformat()}" and results[0].name == "lr"
+    evaluate_models(
+        world.ws, ["lr"], f"{day.isoformat()}T06:00:00+02:00", out_dir=tmp_path / "tz", bootstrap=0
+    )
+    assert stub_score_window[-1] == f"from {(midnight + timedelta(hours=4)).isoformat()}"  # in UTC
+    with pytest.raises(
+        EvaluationError, match=r"The evaluation start must be an ISO date or time \(2026-03-01\)\. "
+    ):
+        evaluate_models(world.ws, ["lr"], "2026-13-01")
+    with pytest.raises(EvaluationError, match="The evaluation end must be a datetime, a date or an ISO"):
+        evaluate_models(world.ws, ["lr"], None, 20260301)  # type: ignore[arg-type]
+    with pytest.raises(EvaluationError, match="The evaluation start must be timezone-aware"):
+        evaluate_models(world.ws, ["lr"], datetime(2026, 3, 1))  # a naive datetime is still refused

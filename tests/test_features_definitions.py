@@ -127,6 +127,27 @@ def test_a_bad_definition_is_refused_when_built_naming_the_feature(
         assert part in message, message
 
 
+@pytest.mark.parametrize(
+    ("spec", "said"),
+    [
+        ({"kind": "aggregate", "entitty": "card", "agg": "count"}, "'entitty' for an aggregate feature"),
+        (
+            {"kind": "request", "name": "a", "type": "amount_usd", "colums": []},
+            "'colums' for a request feature",
+        ),
+        ({"kind": "derived", "name": "d", "op": "ratio", "input": []}, "'input' for a derived feature"),
+    ],
+)
+def test_a_set_file_names_an_unknown_field_with_the_kind_of_its_feature(
+    spec: dict[str, object], said: str
+) -> None:
+    from payfm.features.set_json import set_from_json
+
+    with pytest.raises(ConfigError) as err:
+        set_from_json({"name": "mine", "features": [spec]}, "mine.json")
+    assert "mine.json, feature 1" in str(err.value) and f"unknown field {said}. Expected:" in str(err.value)
+
+
 def test_every_shipped_set_still_builds() -> None:
     # Validation refuses nothing the catalog defines (and changes no definition, so no version).
     for name in FEATURE_SETS:

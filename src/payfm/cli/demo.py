@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 
 import click
 import pyarrow.parquet as pq
-from rich.table import Table
 
 from payfm.cli.events import generate_into
 from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar, stage_progress
@@ -129,6 +128,7 @@ def _replay_last_day(ws: Workspace) -> None:
 
 def _models(ws: Workspace, fs: FeatureSet) -> None:
     """Steps 4-5: train LR, RF and GBDT, evaluate them on the held-out window, promote the best."""
+    from payfm.cli.evaluate import comparison_table
     from payfm.evaluation.evaluate import compare
     from payfm.evaluation.pipeline import evaluate_models
     from payfm.registry.store import Registry
@@ -159,20 +159,7 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     window = results[0].window
     start, end = datetime.fromisoformat(window["test_start"]), datetime.fromisoformat(window["test_end"])
     paths, evals = evaluate_models(ws, refs, start, end, bootstrap=100)
-    rows = compare(evals)
-    table = Table(title=f"Test window {start:%Y-%m-%d} .. {end:%Y-%m-%d}")
-    for col in ("model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", "ECE"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for row in rows:
-        table.add_row(
-            row.name,
-            f"{row.average_precision:.3f} [{row.ap_low:.3f}, {row.ap_high:.3f}]",
-            f"{row.roc_auc:.3f}",
-            f"{row.recall_at_1pct_fpr:.3f}",
-            f"{row.precision_at_1pct_block:.3f}",
-            f"{row.ece:.4f}",
-        )
-    console.print(table)
-    best = next(r.name for r in rows if r.name in refs)
+    console.print(comparison_table(evals, f"Test window {start:%Y-%m-%d} .. {end:%Y-%m-%d}"))
+    best = next(r.name for r in compare(evals) if r.name in refs)
     reg.promote(best)
     console.print(f"Promoted [bold]{best}[/bold] to production. Report: [bold]{paths.html}[/bold]")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -10,8 +9,8 @@ from typing import Any
 import click
 from rich.table import Table
 
-from payfm.cli.render import console, err_console, iso_time
-from payfm.evaluation.evaluate import compare
+from payfm.cli.render import cell, console, err_console, iso_time
+from payfm.evaluation.evaluate import EvaluationResult, compare
 from payfm.evaluation.pipeline import evaluate_models
 from payfm.events.workspace import Workspace
 
@@ -32,8 +31,23 @@ def population(results: Sequence[Any]) -> str:
     return "labels over each model's own horizon, so the populations differ: " + "; ".join(each)
 
 
-def _f(x: float, fmt: str = ".3f") -> str:
-    return "-" if not math.isfinite(x) else format(x, fmt)
+def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
+    """The models side by side (best AP first), as ``payfm evaluate`` and ``payfm demo`` print them; a metric
+    without a value (NaN: precision at a 1% block rate when the top tie group exceeds it) shows "-"."""
+    table = Table(title=title, caption=population(results))
+    for col in ("model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", "ECE", "immature"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for row in compare(results):
+        table.add_row(
+            row.name,
+            f"{cell(row.average_precision)} [{cell(row.ap_low)}, {cell(row.ap_high)}]",
+            cell(row.roc_auc),
+            cell(row.recall_at_1pct_fpr),
+            cell(row.precision_at_1pct_block),
+            cell(row.ece, ".4f"),
+            f"{row.immature:,}",
+        )
+    return table
 
 
 @click.command()
@@ -84,8 +98,8 @@ def evaluate(
     """Evaluate models on a time window: metrics, intervals, breakdowns and an HTML + JSON report.
 
     \b
-    Example:
-      payfm evaluate --model fraud-gbdt --model fraud-lr --from 2026-03-01 --to 2026-04-01
+    Examples, on the default world of make demo (1M charges from 2026-01-01 to 2026-05-01):
+      payfm evaluate --model fraud-gbdt --model fraud-lr --from 2026-02-16 --to 2026-03-01
       payfm evaluate --from 2026-02-01 --to 2026-03-01 --horizon-days 30     # the rules baseline alone
     """
     ws = Workspace.open(ctx.obj["workspace"])
@@ -103,18 +117,5 @@ def evaluate(
             f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
         ),
     )
-    table = Table(title="Evaluation", caption=population(results))
-    for col in ("model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", "ECE", "immature"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    for row in compare(results):
-        table.add_row(
-            row.name,
-            f"{_f(row.average_precision)} [{_f(row.ap_low)}, {_f(row.ap_high)}]",
-            _f(row.roc_auc),
-            _f(row.recall_at_1pct_fpr),
-            _f(row.precision_at_1pct_block),
-            _f(row.ece, ".4f"),
-            f"{row.immature:,}",
-        )
-    console.print(table)
+    console.print(comparison_table(results, "Evaluation"))
     console.print(f"Report: [bold]{paths.html}[/bold] (numbers in {paths.json.name})")

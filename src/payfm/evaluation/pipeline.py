@@ -1,9 +1,9 @@
 """Evaluate registered models on a window of the workspace and write the report: what ``payfm evaluate``
 and the demo call.
 
-Example (needs trained models)::
+Example (needs trained models; the window's bounds are datetimes, dates or ISO texts, UTC)::
 
-    paths, results = evaluate_models(ws, ["gbdt", "lr"], start, end)
+    paths, results = evaluate_models(ws, ["fraud-gbdt", "fraud-lr"], "2026-02-16", "2026-03-01")
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -23,6 +23,9 @@ from payfm.evaluation.report import EvaluationReport, write_report
 from payfm.events.workspace import Workspace
 
 Progress = Callable[[str], None]
+# A bound of the evaluated window: an aware datetime, a date (its midnight, UTC) or an ISO date or time text
+# (UTC when it names no zone), as ``payfm evaluate --from`` takes it.
+WindowBound = datetime | date | str | None
 
 
 def default_report_dir(ws: Workspace) -> Path:
@@ -30,16 +33,64 @@ def default_report_dir(ws: Workspace) -> Path:
     return ws.root / "reports" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _check_window(start: datetime | None, end: datetime | None) -> None:
-    for label, t in (("start", start), ("end", end)):
-        if t is not None and t.tzinfo is None:
+def window_bound(value: WindowBound, name: str) -> datetime | None:
+    """``value`` as an aware datetime (None stays None); ``name`` ("start", "end") names it in errors.
+
+    >>> window_bound("2026-03-01", "start").isoformat(), window_bound(date(2026, 3, 1), "end").isoformat()
+    ('2026-03-01T00:00:00+00:00', '2026-03-01T00:00:00+00:00')
+    """
+    if value is None or isinstance(value, datetime):
+        if value is not None and value.tzinfo is None:
             raise EvaluationError(
-                f"The evaluation {label} must be timezone-aware (UTC). Got {t.isoformat()}."
+                f"The evaluation {name} must be timezone-aware (UTC). Got {value.isoformat()}."
             )
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, str):
+        raise EvaluationError(
+            f"The evaluation {name} must be a datetime, a date or an ISO date or time text (2026-03-01). "
+            f"Got {type(value).__name__}."
+        )
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise EvaluationError(
+            f"The evaluation {name} must be an ISO date or time (2026-03-01). Got {value!r}."
+        ) from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def _check_window(start: datetime | None, end: datetime | None) -> None:
     if start is not None and end is not None and start >= end:
         raise EvaluationError(
             f"The evaluation window must end after it starts. Got {start.isoformat()} .. {end.isoformat()}."
         )
+
+
+def _check_charges(ws: Workspace, start: datetime | None, end: datetime | None) -> None:
+    """A window without charges evaluates nothing: an error giving the event log's range (as replays and
+    backtests do), before any model scores it."""
+    where, params = [], []
+    for op, t in ((">=", start), ("<", end)):
+        if t is not None:
+            where.append(f"created {op} ?")
+            params.append(t)
+    sql = f"SELECT count_if({' AND '.join(where) or 'true'}), min(created), max(created) FROM charges"
+    con = ws.connect()
+    try:
+        [(n, first, last)] = con.execute(sql, params).fetchall()
+    finally:
+        con.close()
+    if n:
+        return
+    if first is None:
+        raise EvaluationError("The event log holds no charges: there is nothing to evaluate.")
+    window = f"{start.isoformat() if start else 'the start'} .. {end.isoformat() if end else 'the end'}"
+    raise EvaluationError(
+        f"The evaluation window {window} holds no charges. The event log's charges run from "
+        f"{first.isoformat()} to {last.isoformat()}: choose --from and --to within them."
+    )
 
 
 def held_out(ws: Workspace, model_refs: Sequence[str]) -> dict[str, datetime]:
@@ -60,8 +111,8 @@ def held_out(ws: Workspace, model_refs: Sequence[str]) -> dict[str, datetime]:
 def evaluate_models(
     ws: Workspace,
     model_refs: Sequence[str],
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: WindowBound = None,
+    end: WindowBound = None,
     out_dir: str | os.PathLike[str] | None = None,
     *,
     baseline: bool = True,
@@ -80,7 +131,12 @@ def evaluate_models(
     (:func:`held_out`), never on the charges they were trained or validated on; a ``start`` earlier than a
     model's test period is evaluated as asked, with a ``warning:`` through ``progress``: its figures are
     in-sample for that model.
+
+    ``start`` and ``end`` are aware datetimes, dates (their midnight, UTC) or ISO date or time texts (UTC when
+    they name no zone), as ``payfm evaluate --from`` takes them. A window holding no charge is refused with
+    the event log's range.
     """
+    start, end = window_bound(start, "start"), window_bound(end, "end")
     _check_window(start, end)
     if not model_refs and not baseline:
         raise EvaluationError("evaluate_models needs at least one model or the baseline. Got neither.")
@@ -100,6 +156,7 @@ def evaluate_models(
                 f"warning: the window starts before {ref}'s held-out test period ({test_start.isoformat()}): "
                 "it holds charges the model was trained or validated on, so its figures are in-sample"
             )
+    _check_charges(ws, start, end)
     tables: list[tuple[str, pa.Table]] = []
     if model_refs:
         # imported at call time: the training package provides it, and this module imports without it

@@ -9,7 +9,9 @@ A charge is blocked when ``score >= threshold``. Candidates are the distinct sco
 * **maximize revenue** (``kind="min_recall"``, ``value`` = minimum recall, default 0.5): among thresholds
   whose recall is at least ``value``, the one that blocks the fewest legitimate dollars. Blocked legitimate
   dollars only grow as the threshold falls, so this is the highest threshold reaching the recall.
-* ``kind="fixed"``: the threshold ``value`` itself (for example a production threshold).
+* ``kind="fixed"``: the rule ``score >= value`` (for example a production threshold). Like every preset it
+  picks a distinct score: the point's ``threshold`` is the lowest score at or above ``value`` (``inf`` when
+  none is), which flags exactly the charges ``value`` flags.
 
 Presets chosen on the evaluated window describe the model's trade-offs; a deployed threshold should be chosen
 on a validation window and then evaluated with ``kind="fixed"``.

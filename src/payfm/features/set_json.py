@@ -69,6 +69,7 @@ _SPEC_KEYS = {
     "request": {"kind", "name", "type", "columns", "values"},
     "derived": {"kind", "name", "op", "inputs"},
 }
+_ARTICLE = {"aggregate": "an", "request": "a", "derived": "a"}
 
 
 _TEN_YEARS_S = 10 * 365 * 86_400  # (beyond any window; keeps timedelta and the engines' integers in range)
@@ -104,7 +105,7 @@ def _feature_of(spec: object, who: str) -> Feature:
     unknown = sorted(set(spec) - _SPEC_KEYS[kind])
     if unknown:
         raise ConfigError(
-            f"{who}: unknown field {unknown[0]!r} for a {kind} feature. Expected: "
+            f"{who}: unknown field {unknown[0]!r} for {_ARTICLE[kind]} {kind} feature. Expected: "
             f"{', '.join(sorted(_SPEC_KEYS[kind]))}." + _suggest(unknown[0], _SPEC_KEYS[kind])
         )
     if kind != "aggregate" and not isinstance(spec.get("name"), str):  # (an aggregate's is generated)

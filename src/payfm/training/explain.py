@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
@@ -33,6 +34,37 @@ _SOURCE = {
 }
 _SPAN = {3600: "the last hour", 86400: "the last day", 604800: "the last 7 days", 2592000: "the last 30 days"}
 GENERIC = "{name} = {value}; typical: {typical}"
+# A template that counts: "{value} charges on ...", "{value} distinct device ids seen with ...". With a value
+# of 1 its noun is made singular when the text is built (not in the template), so models registered before
+# with their templates in their metadata read "1 charge" too.
+_COUNTED = re.compile(r"^\{value\} (?P<noun>[a-z0-9 -]+?) (?=on this |seen with this )")
+
+
+def _plural(noun: str) -> str:
+    """The plural of a column's noun: "device id" -> "device ids", "ip address" -> "ip addresses"."""
+    if noun.endswith(("s", "x", "sh", "ch")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in ("a", "e", "o", "u"):
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def _singular(noun: str) -> str:
+    """The singular of :func:`_plural`'s nouns and of the source names: "charges" -> "charge", "ip
+    addresses" -> "ip address" (and "ip addresss", "ip countrys", as earlier templates wrote them)."""
+    if noun.endswith("ies"):
+        return noun[:-3] + "y"
+    if noun.endswith(("sses", "xes", "shes", "ches")):
+        return noun[:-2]
+    return noun[:-1] if noun.endswith("s") else noun
+
+
+def _one(template: str) -> str:
+    """``template`` for a value of 1: its counted noun singular ("{value} charge on this card ...")."""
+    m = _COUNTED.match(template)
+    if m is None:
+        return template
+    return template[: m.start("noun")] + _singular(m.group("noun")) + template[m.end("noun") :]
 
 
 def _span(f: Aggregate) -> str:
@@ -64,7 +96,7 @@ def template(f: Aggregate | RequestFeature | Derived) -> str:
             body = f"${{value}} of {what} on {who} in {span}"
         elif f.agg == "distinct":
             col = (f.column or "").replace("_", " ")
-            body = f"{{value}} distinct {col}s seen with {who} in {span}"
+            body = f"{{value}} distinct {_plural(col)} seen with {who} in {span}"
         elif f.agg == "first_seen":
             body = f"first time {who} is seen: {{value}}"
         elif f.agg in ("since_prev", "since_first"):
@@ -115,7 +147,9 @@ class Reason:
     def text(self) -> str:
         if self.value is None or math.isnan(self.value):
             return f"no value for {self.feature} (no history yet); typical: {_fmt(self.typical)}"
-        return self.template_.format(name=self.feature, value=_fmt(self.value), typical=_fmt(self.typical))
+        value = _fmt(self.value)
+        template = _one(self.template_) if value == "1" else self.template_
+        return template.format(name=self.feature, value=value, typical=_fmt(self.typical))
 
     def to_json(self) -> dict[str, object]:
         return {
