@@ -112,7 +112,19 @@ def serve(
     durability: str,
     max_future_s: float,
 ) -> None:
-    """Run the real-time decision service (see docs/serving.md)."""
+    """Run the real-time decision service (see docs/serving.md).
+
+    Clients send a key made by `payfm serve keys create NAME` as 'Authorization: Bearer <key>'; the
+    OpenAPI document is at /openapi.json, the health check at /healthz (no key).
+
+    \b
+    Example (a world with a production model: `make demo`):
+      payfm serve keys create checkout          # prints the key once
+      payfm serve --port 8000 &
+      curl -s localhost:8000/healthz
+      curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+        localhost:8000/v1/charges/score -d @charge.json   # the request of docs/serving.md
+    """
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
@@ -214,7 +226,14 @@ def keys() -> None:
 @click.argument("name")
 @click.pass_context
 def keys_create(ctx: click.Context, name: str) -> None:
-    """Create a key; it is printed once and never stored in clear."""
+    """Create a key for NAME (letters, digits, '-' or '_'; it is recorded as the reviewer of the reviews the
+    key closes); the key is printed once and never stored in clear. Clients send it as 'Authorization:
+    Bearer <key>'.
+
+    \b
+    Example:
+      payfm serve keys create checkout
+    """
     click.echo(_keystore(ctx).create(name))
 
 

@@ -15,15 +15,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    create_model,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,6 +44,7 @@ from payfm.serving.charges import OPTIONAL_AT_DECISION
 from payfm.serving.decision_log import REVIEW_REASONS, json_bytes
 from payfm.serving.errors import InvalidInput, Unauthorized, http_status, shown
 from payfm.serving.keys import KeyStore
+from payfm.serving.openapi_doc import shaped
 from payfm.serving.scorer import Scorer
 
 log = logging.getLogger("payfm.serving")
@@ -149,16 +160,28 @@ def _field_problem(field: str | None, error: Mapping[str, Any], msg: str) -> str
     return f"Field '{field}': {expected}. Got {shown(error['input'])!r}."
 
 
+def _iso_text(value: Any) -> Any:
+    """A timestamp arrives as an ISO 8601 text: a number (or a text of digits) is refused, not read as Unix
+    time, as the score endpoint refuses it."""
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("expected an ISO 8601 time with a timezone (e.g. 2026-03-01T12:00:00Z)")
+    return value
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+
+
 def _model_of(table: str, name: str, optional: frozenset[str] = frozenset()) -> type[BaseModel]:
     """A pydantic model of one event table: Arrow types to Python types, timestamps timezone-aware."""
     fields: dict[str, Any] = {}
     for f in SCHEMAS[table]:
         if pa.types.is_timestamp(f.type):
-            t: Any = AwareDatetime
+            t: Any = IsoTime
         elif pa.types.is_integer(f.type):
-            t = int
+            t = StrictInt  # not a bool, a float or a text: a refund of `true` is no 1-cent refund
         else:
-            t = str
+            t = StrictStr
         doc = (f.metadata or {}).get(b"doc", b"").decode()
         if f.nullable or f.name in optional:
             fields[f.name] = (t | None, Field(None, description=doc))
@@ -386,7 +409,7 @@ def create_app(
             spec.setdefault("components", {}).setdefault("schemas", {})["Charge"] = (
                 ChargeIn.model_json_schema(ref_template="#/components/schemas/{model}")
             )
-            app.openapi_schema = spec
+            app.openapi_schema = shaped(spec, _OPEN_PATHS)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -438,6 +461,10 @@ def create_app(
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", **scorer.bundle.describe(), "events_waiting": scorer.events_waiting()}
+
+    @app.head("/healthz", include_in_schema=False)  # what some load balancers probe with
+    def healthz_head() -> Response:
+        return Response(status_code=200)
 
     charge_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Charge"}}}
 

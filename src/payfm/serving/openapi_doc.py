@@ -1,0 +1,72 @@
+"""The decision service's OpenAPI document, as the API answers: Bearer keys on every route but the health
+check, and every error in the service's one shape, ``{"error": {"type", "message", "field"}}``, with the
+statuses each route can answer. FastAPI's generated document knows neither (it documents its own validation
+error body and no security), so a client generated from it would send no key and parse no error."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection
+from typing import Any
+
+ERROR = {
+    "title": "Error",
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "message"],
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "description": "InvalidInput, Conflict, NotFound, Unauthorized...",
+                },
+                "message": {"type": "string", "description": "What was expected and what was received."},
+                "field": {"type": ["string", "null"], "description": "The request field at fault, if one."},
+            },
+        }
+    },
+}
+_WHY = {
+    "401": "No valid API key: send 'Authorization: Bearer <key>' (`payfm serve keys create NAME`).",
+    "404": "No such charge (or review).",
+    "409": "Conflicts with what is recorded: the same id with other fields, a result given before.",
+    "413": "The body is over the size limit (64 KiB by default).",
+    "422": "Invalid input: the field, what was expected and what was received (a card number never echoed).",
+    "503": "Overloaded: shed before parsing; retry after the Retry-After header's seconds.",
+}
+# the statuses a route answers beyond 200, 401 (keyed routes), 422 and 503 (every route): by path prefix
+_MORE = {
+    "/v1/charges/score": ("409", "413"),
+    "/v1/charges/": ("404", "409", "413"),
+    "/v1/disputes": ("404", "409", "413"),
+    "/v1/early_fraud_warnings": ("404", "409", "413"),
+    "/v1/refunds": ("404", "409", "413"),
+    "/v1/reviews/": ("404", "409", "413"),
+}
+
+
+def shaped(spec: dict[str, Any], open_paths: Collection[str]) -> dict[str, Any]:
+    """``spec`` (FastAPI's document) with the service's security and error responses."""
+    out = copy.deepcopy(spec)
+    components = out.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Error"] = ERROR
+    components["securitySchemes"] = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key of `payfm serve keys`."}
+    }
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, operations in out.get("paths", {}).items():
+        for op in operations.values():
+            statuses = ["422", "503"]
+            if path not in open_paths:
+                op["security"] = [{"bearerAuth": []}]
+                statuses.append("401")
+            statuses += next((more for prefix, more in _MORE.items() if path.startswith(prefix)), ())
+            responses = op.setdefault("responses", {})
+            for status in sorted(set(statuses)):
+                responses[status] = {"description": _WHY[status], "content": error}
+    return out

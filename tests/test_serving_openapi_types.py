@@ -1,0 +1,99 @@
+"""The HTTP API's outcome endpoints take each field in its JSON type, as the score endpoint does (a refund of
+`true` was a 1-cent refund, a `created` of digits was read as Unix time); the OpenAPI document describes the
+API as it answers (Bearer keys, the service's error body, the statuses each route can give); HEAD /healthz."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from payfm.events.workspace import Workspace
+from payfm.rules import rulesets
+from payfm.serving.app import create_app
+from payfm.serving.keys import KeyStore
+from payfm.serving.scorer import Scorer
+from test_serving_http_audit import dispute, error
+from test_serving_scorer import RULES, charge, register
+
+
+@pytest.fixture()
+def scorer(tmp_path: Path) -> Iterator[Scorer]:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    register(ws, 1.0, "production")
+    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="test")
+    s = Scorer.open(ws)
+    yield s
+    s.close()
+
+
+@pytest.fixture()
+def client(scorer: Scorer) -> Iterator[TestClient]:
+    with TestClient(create_app(scorer, None)) as c:
+        yield c
+
+
+def refund(oid: str, cid: str, **kw: Any) -> dict[str, Any]:
+    r = {"refund_id": oid, "charge_id": cid, "created": "2026-03-01T13:00:00Z", "amount": 500}
+    return r | {"currency": "usd", "reason": "requested_by_customer"} | kw
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("amount", True, "expected a valid integer"),
+        ("amount", "100", "expected a valid integer"),
+        ("amount", 100.0, "expected a valid integer"),
+        ("created", 1772370000, "expected an ISO 8601 time with a timezone"),
+        ("created", 1772370000000, "expected an ISO 8601 time with a timezone"),
+        ("created", "1772370000", "expected an ISO 8601 time with a timezone"),
+        ("currency", 840, "expected a valid string"),
+    ],
+)
+def test_outcome_fields_are_taken_in_their_json_type(
+    client: TestClient, scorer: Scorer, field: str, value: Any, expected: str
+) -> None:
+    assert client.post("/v1/charges/score", json=charge(1)).status_code == 200
+    for path, body in (("/v1/refunds", refund("re_1", "ch_1")), ("/v1/disputes", dispute("dp_1", "ch_1"))):
+        err = error(client.post(path, json=body | {field: value}), 422)
+        assert err["field"] == field and expected in err["message"], err
+    assert scorer.log.outcomes_of("ch_1") == []  # nothing recorded
+    ok = client.post("/v1/refunds", json=refund("re_1", "ch_1"))
+    assert ok.status_code == 200 and ok.json()["duplicate"] is False  # the same refund, typed right
+
+
+def test_the_openapi_document_describes_keys_and_errors(scorer: Scorer, tmp_path: Path) -> None:
+    keys = KeyStore(scorer.ws.root / "serving" / "keys.db")
+    with TestClient(create_app(scorer, keys)) as c:
+        spec = c.get("/openapi.json").json()
+        assert c.head("/healthz").status_code == 200  # no key needed, as GET
+        assert c.post("/v1/refunds", json={}).status_code == 401
+    assert spec["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An API key of `payfm serve keys`."}
+    }
+    schemas = spec["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas and "Error" in schemas
+    assert set(schemas["Error"]["properties"]["error"]["properties"]) == {"type", "message", "field"}
+    paths = spec["paths"]
+    assert "security" not in paths["/healthz"]["get"]
+    error_ref = {"$ref": "#/components/schemas/Error"}
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            responses = op["responses"]
+            assert responses["422"]["content"]["application/json"]["schema"] == error_ref, (path, method)
+            assert "503" in responses
+            if path != "/healthz":
+                assert op["security"] == [{"bearerAuth": []}] and "401" in responses, (path, method)
+    assert {"409", "413"} <= set(paths["/v1/charges/score"]["post"]["responses"])
+    assert {"404", "409"} <= set(paths["/v1/refunds"]["post"]["responses"])
+    refund_schema = schemas["Refund"]["properties"]
+    assert refund_schema["amount"]["type"] == "integer"
+
+
+def test_healthz_answers_head(client: TestClient) -> None:
+    r = client.head("/healthz")
+    assert r.status_code == 200 and r.text == ""
+    assert client.get("/healthz").json()["status"] == "ok"
