@@ -7,6 +7,10 @@ measured). Fixed boosting rounds (``--rounds``, no early stopping) so runs of di
 
     .venv/bin/python bench/bench_train.py                              # 1M charges; 1M and 2M rows
     .venv/bin/python bench/bench_train.py --charges 200000 --rows 200000,1000000 --rounds 200
+    .venv/bin/python bench/bench_train.py --charges 300000 --rows 2000000 --rounds 50 \
+        --param force_col_wise=true                                    # LightGBM's lower-memory layout
+
+Peak RSS is the process's: compare parameters in separate runs of one size each.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from payfm.features.training_set import build_training_set
 from payfm.synth import WorldConfig, generate_world
 from payfm.training.data import feature_matrix
 from payfm.training.models.gbdt import GBDTModel
+from payfm.training.models.params import check_params, parse_assignment
 
 
 def main() -> None:
@@ -32,7 +37,11 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=120)
     ap.add_argument("--rows", default="1000000,2000000")
     ap.add_argument("--rounds", type=int, default=300)
+    ap.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE", help="a GBDT parameter (repeatable)"
+    )
     args = ap.parse_args()
+    params = check_params("gbdt", {name: value for _, name, value in map(parse_assignment, args.param)})
 
     ws = Workspace.open(tempfile.mkdtemp(prefix="payfm-bench-train-"), create=True)
     t0 = time.perf_counter()
@@ -52,15 +61,16 @@ def main() -> None:
         Xn = np.tile(X, (reps, 1))[:n] if reps > 1 else X[:n]
         yn = np.tile(y, reps)[:n]
         t = time.perf_counter()
-        m = GBDTModel(n_estimators=args.rounds, calibration="none", min_child_samples=200).fit(
-            Xn, yn, feature_names=fs.names
-        )
+        m = GBDTModel(
+            **{"n_estimators": args.rounds, "min_child_samples": 200, **params}, calibration="none"
+        ).fit(Xn, yn, feature_names=fs.names)
         dt = time.perf_counter() - t
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         print(
             f"GBDT {n:>11,} rows x {len(fs.names)} features, {m.best_iteration_} rounds: {dt:7.1f} s "
             f"({dt / args.rounds * 1000:.0f} ms/round; peak RSS {rss:.1f} GB)"
             + ("  [rows repeated from the world]" if reps > 1 else "")
+            + (f"  {params}" if params else "")
         )
 
 
