@@ -33,8 +33,9 @@ def test_a_decided_charge_id_with_other_fields_is_refused_and_a_true_retry_answe
         )
         assert s.score(charge(1, amount=1_999, amount_usd=1_999, device_id=None)).to_json() == first.to_json()
         # A field the state does not keep (the decision log has the whole charge): its time, its channel.
-        with pytest.raises(Conflict, match="another 'created_us'"):
+        with pytest.raises(Conflict, match="another 'created':") as e:  # the request's field, not created_us
             s.score(charge(1, amount=1_999, amount_usd=1_999, created="2026-03-02T12:00:01+00:00"))
+        assert e.value.field == "created"
         with pytest.raises(Conflict, match="another 'channel'"):
             s.score(charge(1, amount=1_999, amount_usd=1_999, channel="card_present"))
         # The same instant written otherwise is the same charge.

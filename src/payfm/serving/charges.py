@@ -2,7 +2,8 @@
 
 :func:`payfm.events.validate.validate_events` checks whole Arrow tables (imports); a decision cannot afford
 an Arrow round trip per charge, so this module applies the same contract to one mapping in plain Python:
-the fields of :data:`payfm.events.schema.CHARGES`, their vocabularies and patterns
+the fields of :data:`payfm.events.schema.CHARGES`, each in its JSON type before anything converts it
+(:func:`refuse_wrong_type`, which outcomes are checked with too), their vocabularies and patterns
 (:data:`payfm.events.schema.RULES`), timezone-aware timestamps, empty and blank texts as missing (None in
 optional fields, an error in required ones), the order of times (:data:`payfm.events.schema.ORDERED_TIMES`),
 and no full card number in any value. Fields with a canonical form (IP addresses, e-mail domains) come back
@@ -18,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -179,21 +181,16 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             if name in TIMESTAMP_FIELDS:
                 out[name + "_us"] = None
             continue
+        refuse_wrong_type(name, v, field.type)
         if name in TIMESTAMP_FIELDS:
             us = to_us(v, name)
             out[name + "_us"] = us
             out[name] = datetime.fromtimestamp(us / 1e6, UTC).isoformat()  # display only; _us is exact
             continue
         if pa.types.is_integer(field.type):
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise InvalidInput(f"Field '{name}' must be an integer. Got {type(v).__name__}.", field=name)
             if name in _BOUNDS and not _BOUNDS[name][0] <= v <= _BOUNDS[name][1]:
                 expected = _BOUNDS[name][2]
                 raise InvalidInput(f"Field '{name}' must be {expected}. Got {str(v)[:40]}.", field=name)
-            if not -(2**63) <= v < 2**63:  # what the event log's int64 columns hold
-                raise InvalidInput(f"Field '{name}' must fit in 64 bits. Got {str(v)[:40]}.", field=name)
-        elif not isinstance(v, str):
-            raise InvalidInput(f"Field '{name}' must be a string. Got {type(v).__name__}.", field=name)
         elif name in _CANONICAL:
             canonical, expected = _CANONICAL[name]
             try:
@@ -216,6 +213,7 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             if name in TIMESTAMP_FIELDS:
                 out[name + "_us"] = None
     _check_order(out)
+    refuse_stray_decline_code(out.get("outcome"), out.get("decline_code"))
     if out.get("currency") == "usd" and out.get("amount") != out.get("amount_usd"):  # as an import checks
         raise InvalidInput(
             f"Field 'amount_usd' must be the charge's amount itself for a charge in usd (both in US cents): "
@@ -223,6 +221,82 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             field="amount_usd",
         )
     return out
+
+
+# How a message names what was received in place of the JSON type a field has.
+_JSON_KINDS: dict[type, str] = {
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number with a fraction or an exponent",
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+}
+
+
+def refuse_wrong_type(name: str, value: object, type_: pa.DataType, who: str | None = None) -> None:
+    """Raise unless ``value`` (not None) has the JSON type of a field of Arrow type ``type_``, before anything
+    converts it: an integer field takes a JSON integer only (not a boolean, a number with a fraction or a
+    text of digits) that fits in 64 bits, a timestamp field a text (an ISO 8601 time with a zone, which the
+    caller parses) or an aware datetime from Python callers (never a number: Unix seconds or milliseconds
+    are not guessed), a string field a string. The charge and the outcome endpoints check with it alike;
+    ``who`` names the event ("refund") in the message.
+
+    >>> refuse_wrong_type("amount", True, pa.int64(), "refund")
+    Traceback (most recent call last):
+    payfm.serving.errors.InvalidInput: Field 'amount' of the refund must be an integer. Got a boolean (true).
+    """
+    if pa.types.is_integer(type_):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if -(2**63) <= value < 2**63:  # what the event log's int64 columns hold
+                return
+            raise InvalidInput(f"{_of(name, who)} must fit in 64 bits. Got {_kind(value)}.", field=name)
+        expected = "an integer"
+    elif pa.types.is_timestamp(type_):
+        if isinstance(value, str | datetime):
+            return
+        expected = "a timestamp with a timezone, as an ISO 8601 text (e.g. '2026-01-02T03:04:05Z')"
+    elif isinstance(value, str):
+        return
+    else:
+        expected = "a string"
+    raise InvalidInput(f"{_of(name, who)} must be {expected}. Got {_kind(value)}.", field=name)
+
+
+def _of(name: str, who: str | None) -> str:
+    return f"Field '{name}'" + (f" of the {who}" if who else "")
+
+
+def _kind(value: object) -> str:
+    """What a value is, in JSON's words, with the value itself when it is a scalar (a number as long as a
+    card number by its length only; a text quoted through :func:`~payfm.serving.errors.shown`)."""
+    kind = _JSON_KINDS.get(type(value), type(value).__name__)
+    digits = len(str(abs(value))) if isinstance(value, int) and not isinstance(value, bool) else 0
+    if digits >= 13:
+        return f"{kind} of {digits} digits"
+    if isinstance(value, bool | int | float | str):
+        return f"{kind} ({shown(json.dumps(value) if not isinstance(value, str) else repr(value))[:42]})"
+    return kind
+
+
+def refuse_wrong_types(values: Mapping[str, Any], schema: pa.Schema, who: str) -> None:
+    """:func:`refuse_wrong_type` for every field of ``values`` that ``schema`` has (None, missing fields and
+    fields not in it are left to the schema's own validation)."""
+    for name, v in values.items():
+        if v is not None and isinstance(name, str) and name in schema.names:
+            refuse_wrong_type(name, v, schema.field(name).type, who)
+
+
+def refuse_stray_decline_code(outcome: str | None, decline_code: str | None) -> None:
+    """Raise if ``decline_code`` comes with another outcome than ``issuer_declined`` (or with none): the
+    issuer's reason for a decline, the same rule for a charge's request and for its authorization result."""
+    if decline_code is not None and outcome != "issuer_declined":
+        with_ = f"outcome '{outcome}'" if outcome is not None else "no outcome"
+        raise InvalidInput(
+            "Field 'decline_code' is the issuer's reason for a decline: it goes with outcome "
+            f"'issuer_declined'. Got {shown(repr(decline_code))} with {with_}.",
+            field="decline_code",
+        )
 
 
 def _blank(text: str) -> bool:
@@ -245,6 +319,7 @@ def _check_order(charge: Mapping[str, Any]) -> None:
 
 
 _RESULT_FIELDS = frozenset({*LATE_COLUMNS, "decline_code"})  # the processor's answer: may come with a retry
+_REQUEST_FIELD = {f"{name}_us": name for name in TIMESTAMP_FIELDS}  # created_us -> created
 
 
 def refuse_another_charge(cid: str, known: Mapping[str, Any], charge: Mapping[str, Any]) -> None:
@@ -257,9 +332,10 @@ def refuse_another_charge(cid: str, known: Mapping[str, Any], charge: Mapping[st
         if name in _RESULT_FIELDS or f"{name}_us" in known or charge.get(name) is None:
             continue
         if charge[name] != value:
+            field = _REQUEST_FIELD.get(name, name)  # the request's field, not the instant kept of it
             raise Conflict(
                 f"Charge {shown(cid)!r} is known already (decided by this service, or in the event log) with "
-                f"another '{name}': a retry must send the same charge, and a new charge needs a new "
+                f"another '{field}': a retry must send the same charge, and a new charge needs a new "
                 "charge_id.",
-                field=name,
+                field=field,
             )

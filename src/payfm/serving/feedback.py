@@ -27,7 +27,13 @@ from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import AUTHORIZATION, REVIEW_DISPUTE_PREFIX
 from payfm.features.online import OnlineFeatures
-from payfm.serving.charges import refuse_card_numbers, refuse_future, to_us, us_to_iso
+from payfm.serving.charges import (
+    refuse_card_numbers,
+    refuse_future,
+    refuse_stray_decline_code,
+    refuse_wrong_types,
+    to_us,
+)
 from payfm.serving.decision_log import (
     AUTHORIZATIONS,
     REVIEW_LABELS,
@@ -38,7 +44,16 @@ from payfm.serving.decision_log import (
     OutcomeRecord,
     ReviewClose,
 )
-from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
+from payfm.serving.outcome_checks import (
+    OUTCOME_NAMES,
+    invalid_outcome,
+    over_refunded,
+    refuse_wrong_outcome_types,
+    uncaptured,
+    unfollowed,
+    unlike_its_charge,
+)
 
 if TYPE_CHECKING:
     from payfm.serving.bundle import Bundle
@@ -49,7 +64,6 @@ APPEND_RETRY_S = 2.0  # how soon appends that found the workspace busy are tried
 
 # Outcome event tables -> (id column, label source of the online features or None).
 OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
-_OUTCOME_NAMES = {"disputes": "dispute", "early_fraud_warnings": "early fraud warning", "refunds": "refund"}
 
 
 def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
@@ -108,6 +122,7 @@ class FeedbackMixin:
                 f"The closing reason must be one of {', '.join(REVIEW_REASONS)}. Got {shown(repr(reason))}.",
                 field="reason",
             )
+        refuse_wrong_types({"note": note, "reviewer": reviewer}, SCHEMAS["reviews"], "review")
         refuse_card_numbers({"note": note, "reviewer": reviewer}, "review")
         review = self.log.get_review(charge_id)
         if review is None:
@@ -149,18 +164,21 @@ class FeedbackMixin:
         implied outcome is recorded once by its id, and the event is appended unless the event log has it
         already (only a recovery can find it there: a crash after the append, before the mark)."""
         cid = str(event["charge_id"])
-        implied = _implied_outcome(event, self.log.get_charge(cid) or {})
+        charge = self.log.get_charge(cid) or {}
+        implied = _implied_outcome(event, charge)
         result = None
         if implied is not None:
             table, payload = implied
+            oid = payload[OUTCOME_TABLES[table]]
+            # A charge blocked or declined has no refund or dispute (record_outcome refuses them): the
+            # closure is its label alone.
+            moved = self._uncaptured(table, oid, cid, charge, None) is None
             already = [
                 p
                 for kind, p in self.log.outcomes_of(cid)
-                if kind == table
-                and p.get("reason") == "fraudulent"
-                and p["id"] != payload[OUTCOME_TABLES[table]]
+                if kind == table and p.get("reason") == "fraudulent" and p["id"] != oid
             ]
-            if not already:
+            if moved and not already:
                 out = self.record_outcome(table, payload, clamp=True)  # a refund: of what is left to refund
                 result = {"table": table, "id": out["id"], "applied": out["applied"]}
         if self.append_outcomes:
@@ -193,10 +211,11 @@ class FeedbackMixin:
                 f"The outcome table must be one of {', '.join(OUTCOME_TABLES)}. Got {table!r}.", field="table"
             )
         refuse_card_numbers(payload, table)
+        refuse_wrong_outcome_types(table, payload)  # before Arrow converts a value (true to 1, "100" to 100)
         try:
             row = validate_events(table, pa.Table.from_pylist([dict(payload)]), source=f"POST {table}")
         except ValidationError as e:
-            raise _invalid_outcome(table, e) from None
+            raise invalid_outcome(table, e) from None
         event = row.to_pylist()[0]
         oid, cid = str(event[OUTCOME_TABLES[table]]), str(event["charge_id"])
         created_us = to_us(event["created"], "created")
@@ -208,16 +227,18 @@ class FeedbackMixin:
         source = label_source(table, event)
         facts = {"id": oid, "charge_id": cid, "label_source": source, "applied": False}
         # Outside the lock. Replaying the event log in process (append_outcomes False) reads outcomes of the
-        # log itself: neither check applies, and the decision log alone dates decided charges.
-        logged, charge = self._event_log_facts(table, oid, cid, self.append_outcomes)
+        # log itself: no check against the charge applies, and the decision log alone dates decided charges.
+        logged, charge, result = self._event_log_facts(table, oid, cid, self.append_outcomes)
         charge_us = None if charge is None else int(charge["created_us"])
         in_log = bool(logged)
         if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
             raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
-        refused = _unfollowed(table, oid, cid, created_us, charge_us, self.append_outcomes and not in_log)
+        refused = unfollowed(table, oid, cid, created_us, charge_us, self.append_outcomes and not in_log)
         live = self.append_outcomes and not in_log and charge is not None
-        if refused is None and live:
-            refused = _unlike_its_charge(table, event, charge or {})
+        if refused is None and live:  # money moved (none of a blocked or declined charge), as much
+            refused = self._uncaptured(table, oid, cid, charge or {}, result) or unlike_its_charge(
+                table, event, charge or {}
+            )
         if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
             raise refused
         if table == "refunds" and live:  # capped at what is left to refund, counting refunds in flight
@@ -294,6 +315,8 @@ class FeedbackMixin:
         with another outcome. A charge this service did not decide is a NotFound. Returns
         ``{charge_id, outcome, decline_code, applied, duplicate}`` (``applied``: counted in the features now).
         """
+        answer = {"charge_id": str(charge_id), "outcome": outcome, "decline_code": decline_code}
+        refuse_wrong_types(answer, SCHEMAS["charges"], "authorization result")  # as a charge's fields
         if outcome not in OUTCOMES:
             raise InvalidInput(
                 f"Field 'outcome' must be one of {', '.join(OUTCOMES)}. Got {shown(repr(outcome))}.",
@@ -305,14 +328,8 @@ class FeedbackMixin:
                 f"Got {shown(repr(decline_code))}.",
                 field="decline_code",
             )
-        if decline_code is not None and outcome != "issuer_declined":
-            raise InvalidInput(
-                "Field 'decline_code' is the issuer's reason for a decline: it goes with outcome "
-                f"'issuer_declined'. Got {shown(repr(decline_code))} with outcome '{outcome}'.",
-                field="decline_code",
-            )
+        refuse_stray_decline_code(outcome, decline_code)  # the score endpoint's rule
         cid = str(charge_id)
-        answer = {"charge_id": cid, "outcome": outcome, "decline_code": decline_code}
         charge = self.log.get_charge(cid)
         if charge is None:
             raise NotFound(
@@ -402,7 +419,7 @@ class FeedbackMixin:
             left = max(int(charge.get("amount") or 0) - refunded, 0)
             if int(event["amount"]) > left:
                 if not clamp:
-                    raise _over_refunded(event, charge, refunded, left)
+                    raise over_refunded(event, charge, refunded, left)
                 event["amount"] = left
             self._refunding.setdefault(cid, {})[oid] = int(event["amount"])
 
@@ -462,24 +479,40 @@ class FeedbackMixin:
                 return "in the event log", str(rows[0]["outcome"]), rows[0]["decline_code"]
         return None
 
+    def _uncaptured(
+        self,
+        table: str,
+        oid: str,
+        cid: str,
+        charge: Mapping[str, Any],
+        result: tuple[str, str, str | None] | None,
+    ) -> Conflict | None:
+        """:func:`~payfm.serving.outcome_checks.uncaptured` of charge ``cid``: with its outcome in the event
+        log (``result``, for a charge only the event log holds) or as this service knows it (its request, its
+        block, the event log, a result reported since); None while its result is outstanding."""
+        return uncaptured(table, oid, cid, result or self._known_result(cid, charge) or self._reported(cid))
+
     def _event_log_facts(
         self, table: str, oid: str, cid: str, look_in_log: bool
-    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, tuple[str, str, str | None] | None]:
         """The event log's rows of outcome ``oid`` of ``table`` (their ``charge_id``, and ``reason`` for
-        disputes; empty: none, or not ``look_in_log``), and charge ``cid``'s time (``created_us``), amount and
-        currency (from the decision log, else, with ``look_in_log``, the event log; None when unknown)."""
+        disputes; empty: none, or not ``look_in_log``), charge ``cid``'s time (``created_us``), amount and
+        currency (from the decision log, else, with ``look_in_log``, the event log; None when unknown), and,
+        for a charge only the event log holds, its outcome there (``("in the event log", outcome, code)``)."""
         decided = self.log.get_charge(cid)
         if not look_in_log:
-            return [], decided
+            return [], decided, None
         columns = ("charge_id", "reason") if table == "disputes" else ("charge_id",)
         logged = _matching_rows(self.ws, table, OUTCOME_TABLES[table], oid, columns)
         if decided is not None:
-            return logged, decided
-        found = _matching_rows(self.ws, "charges", "charge_id", cid, ("created", "amount", "currency"))
+            return logged, decided, None
+        facts = ("created", "amount", "currency", "outcome", "decline_code")
+        found = _matching_rows(self.ws, "charges", "charge_id", cid, facts)
         if not found:
-            return logged, None
+            return logged, None, None
         row = found[0]
-        return logged, {**row, "created_us": int(row["created"].timestamp() * 1_000_000)}
+        result = ("in the event log", str(row.pop("outcome")), row.pop("decline_code"))
+        return logged, {**row, "created_us": int(row["created"].timestamp() * 1_000_000)}, result
 
     def _append_to_event_log(self, table: str, events: list[dict[str, Any]]) -> None:
         """Append ``events`` (logged already) to the event log, then mark them appended in the decision log.
@@ -604,42 +637,6 @@ def _file_index(path: str, key: str) -> np.ndarray:
     return np.sort(np.fromiter((hash(v) for v in values if v is not None), dtype=np.int64))
 
 
-def _unlike_its_charge(
-    table: str, event: Mapping[str, Any], charge: Mapping[str, Any]
-) -> InvalidInput | None:
-    """Why a refund or dispute reported live cannot be one of ``charge`` (None if it can): it is in its
-    charge's currency, for an amount no larger than the charge's (Stripe's rules for both)."""
-    if table not in ("refunds", "disputes") or charge.get("amount") is None:
-        return None
-    what = "refund" if table == "refunds" else "dispute"
-    if event["currency"] != charge.get("currency"):
-        return InvalidInput(
-            f"Field 'currency': expected the currency of its charge, {charge.get('currency')!r} (a {what} is "
-            f"in its charge's currency). Got {shown(event['currency'])!r}.",
-            field="currency",
-        )
-    most = int(charge["amount"])
-    if int(event["amount"]) > most:  # (0 is taken: a review closure of a $0 charge implies a 0 refund)
-        return InvalidInput(
-            f"Field 'amount': expected an amount no larger than its charge's ({most} in the minor "
-            f"unit of {charge.get('currency')}). Got {int(event['amount'])}.",
-            field="amount",
-        )
-    return None
-
-
-def _over_refunded(
-    event: Mapping[str, Any], charge: Mapping[str, Any], refunded: int, left: int
-) -> InvalidInput:
-    """A refund above what is left to refund of its charge (Stripe caps a charge's refunds at its amount)."""
-    return InvalidInput(
-        f"Field 'amount': expected at most {left}, what is left to refund of its charge (its amount "
-        f"{int(charge.get('amount') or 0)} in the minor unit of {charge.get('currency')}, less {refunded} "
-        f"refunded already or being refunded). Got {int(event['amount'])}.",
-        field="amount",
-    )
-
-
 def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
     """``column`` of the rows of event table ``table`` whose ``key`` is ``value`` (:func:`_matching_rows`)."""
     return [row[column] for row in _matching_rows(ws, table, key, value, (column,))]
@@ -676,36 +673,6 @@ def _matching_rows(
     return ws.retrying(table, read)
 
 
-def _unfollowed(
-    table: str, oid: str, cid: str, created_us: int, charge_us: int | None, appending: bool
-) -> ServingError | None:
-    """Why outcome ``oid`` of charge ``cid`` (at ``created_us``; the charge at ``charge_us``, None: unknown)
-    cannot be taken, as an import would refuse it (docs/events.md); None when it can.
-
-    An outcome is strictly later than its charge: one at its charge's instant would be counted offline by
-    that charge's own features, online only after it. The charge must be known (decided here or in the event
-    log) when the outcome is to be appended (``appending``): the event log would otherwise hold an outcome
-    whose charge it lacks. A replay in process appends nothing; its outcomes' charges are in the event log.
-    """
-    name = _OUTCOME_NAMES[table]
-    if charge_us is None:
-        if not appending:
-            return None
-        return NotFound(
-            f"Unknown charge '{shown(cid)}' of the {name} '{shown(oid)}': decide or import the charge first "
-            "(neither the decision log nor the event log holds it).",
-            field="charge_id",
-        )
-    if created_us > charge_us:
-        return None
-    return InvalidInput(
-        f"Field 'created' of the {name} '{shown(oid)}' must be later than its charge '{shown(cid)}' "
-        f"({us_to_iso(charge_us)}). Got {us_to_iso(created_us)}, at or before its charge: an outcome follows "
-        "its charge.",
-        field="created",
-    )
-
-
 def _known_answer(known: tuple[str, str, str | None], answer: dict[str, Any]) -> dict[str, Any]:
     """The answer to a charge's authorization result ``answer`` when the charge's outcome is ``known``
     (where, outcome, decline code): a duplicate when they agree, else a Conflict (a charge has one)."""
@@ -730,24 +697,10 @@ def _duplicate(table: str, oid: str, cid: str, stored: Mapping[str, Any]) -> dic
 
 def _conflict(table: str, oid: str, recorded: str, cid: str) -> Conflict:
     return Conflict(
-        f"The {_OUTCOME_NAMES[table]} '{shown(oid)}' is recorded on charge '{shown(recorded)}'; an id names "
+        f"The {OUTCOME_NAMES[table]} '{shown(oid)}' is recorded on charge '{shown(recorded)}'; an id names "
         f"one outcome of one charge. Got charge '{shown(cid)}'.",
         field=OUTCOME_TABLES[table],
     )
-
-
-def _invalid_outcome(table: str, e: ValidationError) -> InvalidInput:
-    """The event schema's problems with an outcome as the API's 422: a sentence per problem, on one line,
-    naming the first problem's field (as the score endpoint does)."""
-    name = _OUTCOME_NAMES[table]
-    parts = []
-    for p in e.problems:
-        who = f"Field '{p.column}' of the {name}" if p.column else f"The {name}"
-        parts.append(f"{who} must be {p.expected}. Got {shown(p.received)}.")
-    if e.total > len(e.problems):
-        parts.append(f"And {e.total - len(e.problems)} more.")
-    field = e.problems[0].column if e.problems else None
-    return InvalidInput(" ".join(parts) or str(e).splitlines()[0], field=field)
 
 
 def _rows(batches: list[tuple[str, pa.Table]]) -> int:

@@ -1,0 +1,129 @@
+"""Whether an outcome event (a dispute, an early fraud warning, a refund) reported to the decision service
+can be taken: its fields' JSON types, the event schema's rules, and its charge.
+
+Each check is a pure function of the outcome and what the service knows of its charge, returning the error
+to raise (None: it can be taken), so :meth:`payfm.serving.feedback.FeedbackMixin.record_outcome` decides in
+one place which apply: the schema's always; the charge's only to an outcome reported live (appended to the
+event log), never to a replay of the event log's own outcomes, which an import took already.
+
+Example:
+    >>> uncaptured("refunds", "re_1", "ch_1", ("in the event log", "issuer_declined", "do_not_honor")).status
+    409
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from payfm.events.schema import SCHEMAS
+from payfm.events.validate import ValidationError
+from payfm.serving.charges import refuse_wrong_types, us_to_iso
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
+
+OUTCOME_NAMES = {"disputes": "dispute", "early_fraud_warnings": "early fraud warning", "refunds": "refund"}
+# A charge with one of these outcomes moved no money: the service or the merchant's rules blocked it (never
+# sent for authorization) or its issuer declined it. Stripe has no refund and no dispute of such a charge,
+# and issuers send early fraud warnings of settled transactions only.
+UNCAPTURED = frozenset({"blocked", "issuer_declined"})
+
+
+def refuse_wrong_outcome_types(table: str, payload: Mapping[str, Any]) -> None:
+    """Raise (422 naming the field) unless each field of outcome ``payload`` has its JSON type, before the
+    event schema's validation converts it (:func:`payfm.serving.charges.refuse_wrong_type`, as a charge's)."""
+    refuse_wrong_types(payload, SCHEMAS[table], OUTCOME_NAMES[table])
+
+
+def invalid_outcome(table: str, e: ValidationError) -> InvalidInput:
+    """The event schema's problems with an outcome as the API's 422: a sentence per problem, on one line,
+    naming the first problem's field (as the score endpoint does)."""
+    name = OUTCOME_NAMES[table]
+    parts = []
+    for p in e.problems:
+        who = f"Field '{p.column}' of the {name}" if p.column else f"The {name}"
+        parts.append(f"{who} must be {p.expected}. Got {shown(p.received)}.")
+    if e.total > len(e.problems):
+        parts.append(f"And {e.total - len(e.problems)} more.")
+    field = e.problems[0].column if e.problems else None
+    return InvalidInput(" ".join(parts) or str(e).splitlines()[0], field=field)
+
+
+def unfollowed(
+    table: str, oid: str, cid: str, created_us: int, charge_us: int | None, appending: bool
+) -> ServingError | None:
+    """Why outcome ``oid`` of charge ``cid`` (at ``created_us``; the charge at ``charge_us``, None: unknown)
+    cannot be taken, as an import would refuse it (docs/events.md); None when it can.
+
+    An outcome is strictly later than its charge: one at its charge's instant would be counted offline by
+    that charge's own features, online only after it. The charge must be known (decided here or in the event
+    log) when the outcome is to be appended (``appending``): the event log would otherwise hold an outcome
+    whose charge it lacks. A replay in process appends nothing; its outcomes' charges are in the event log.
+    """
+    name = OUTCOME_NAMES[table]
+    if charge_us is None:
+        if not appending:
+            return None
+        return NotFound(
+            f"Unknown charge '{shown(cid)}' of the {name} '{shown(oid)}': decide or import the charge first "
+            "(neither the decision log nor the event log holds it).",
+            field="charge_id",
+        )
+    if created_us > charge_us:
+        return None
+    return InvalidInput(
+        f"Field 'created' of the {name} '{shown(oid)}' must be later than its charge '{shown(cid)}' "
+        f"({us_to_iso(charge_us)}). Got {us_to_iso(created_us)}, at or before its charge: an outcome follows "
+        "its charge.",
+        field="created",
+    )
+
+
+def uncaptured(table: str, oid: str, cid: str, result: tuple[str, str, str | None] | None) -> Conflict | None:
+    """Why outcome ``oid`` cannot follow charge ``cid`` whose outcome is ``result`` (where it is known,
+    outcome, decline code; None: not known yet): a charge blocked or declined moved no money, so it has no
+    refund, dispute or early fraud warning (a 409: the outcome is well formed, the charge's state refuses
+    it). None when it can: the charge was authorized, or its result is still outstanding."""
+    if result is None or result[1] not in UNCAPTURED:
+        return None
+    where, outcome, code = result
+    name = OUTCOME_NAMES[table]
+    return Conflict(
+        f"The {name} '{shown(oid)}' must follow a charge that moved money (authorized, or its result not "
+        "reported yet): a refund, dispute or early fraud warning follows a successful charge only. Got "
+        f"charge '{shown(cid)}' with outcome '{outcome}'{f' ({code})' if code else ''} ({where}).",
+        field="charge_id",
+    )
+
+
+def unlike_its_charge(table: str, event: Mapping[str, Any], charge: Mapping[str, Any]) -> InvalidInput | None:
+    """Why a refund or dispute reported live cannot be one of ``charge`` (None if it can): it is in its
+    charge's currency, for an amount no larger than the charge's (Stripe's rules for both)."""
+    if table not in ("refunds", "disputes") or charge.get("amount") is None:
+        return None
+    what = "refund" if table == "refunds" else "dispute"
+    if event["currency"] != charge.get("currency"):
+        return InvalidInput(
+            f"Field 'currency': expected the currency of its charge, {charge.get('currency')!r} (a {what} is "
+            f"in its charge's currency). Got {shown(event['currency'])!r}.",
+            field="currency",
+        )
+    most = int(charge["amount"])
+    if int(event["amount"]) > most:  # (0 is taken: a review closure of a $0 charge implies a 0 refund)
+        return InvalidInput(
+            f"Field 'amount': expected an amount no larger than its charge's ({most} in the minor "
+            f"unit of {charge.get('currency')}). Got {int(event['amount'])}.",
+            field="amount",
+        )
+    return None
+
+
+def over_refunded(
+    event: Mapping[str, Any], charge: Mapping[str, Any], refunded: int, left: int
+) -> InvalidInput:
+    """A refund above what is left to refund of its charge (Stripe caps a charge's refunds at its amount)."""
+    return InvalidInput(
+        f"Field 'amount': expected at most {left}, what is left to refund of its charge (its amount "
+        f"{int(charge.get('amount') or 0)} in the minor unit of {charge.get('currency')}, less {refunded} "
+        f"refunded already or being refunded). Got {int(event['amount'])}.",
+        field="amount",
+    )
