@@ -150,7 +150,11 @@ def test_type_errors_name_position_expected_and_received(text: str, column: int,
         ("block if :card_country: = 'UK'", ":card_country: is never 'UK'"),
         ("block if 'us' = :ip_country:", "Country codes are upper case: 'US'."),
         ("review if :cvc_check: in ('pass', 'failed')", "is never 'failed': it holds one of pass, fail,"),
-        ("block if :currency: != 'USD'", "it holds a value matching [a-z]{3}. Did you mean 'usd'?"),
+        (
+            "block if :currency: != 'USD'",
+            "it holds an ISO 4217 currency code, lower case (e.g. usd, eur). "
+            "Currency codes are lower case: 'usd'.",
+        ),
         ("block if :card_brand: = 'Visa'", "Did you mean 'visa'?"),
         ("block if :card_bin: = '4242'", ":card_bin: is never '4242'"),
         ("block if :risk_level: = 'high'", "one of normal, elevated, highest. Did you mean 'highest'?"),

@@ -6,12 +6,21 @@ need the exponent of each currency and a rate to US dollars. The rates are fixed
 data: they keep imports reproducible (the same file always gives the same ``amount_usd``), which matters more
 for fraud features than the last basis point.
 
+The event log's ``currency`` fields hold any ISO 4217 code, lower case (:func:`currency_codes`), checked as
+strictly as countries are (docs/events.md): a misspelled code would never match a rule, a list or a charge's
+other outcomes. Converting amounts needs a rate, so imports that convert take only the currencies below.
+
 Example:
     >>> exponent("jpy"), exponent("usd"), round(usd_per_unit("eur"), 2)
     (0, 2, 1.08)
+    >>> is_currency("usd"), is_currency("USD"), is_currency("xyz"), currency_hint("USD")
+    (True, False, False, " Currency codes are lower case: 'usd'.")
 """
 
 from __future__ import annotations
+
+import difflib
+from functools import cache
 
 import numpy as np
 import pyarrow as pa
@@ -78,3 +87,43 @@ def minor_unit_factors(codes: pa.Array | pa.ChunkedArray) -> np.ndarray:
 def usd_cents_factors(codes: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Per-row US cents per major unit of currency ``codes`` (NaN for null or unknown codes)."""
     return _lookup(codes, {k: v * 100.0 for k, v in USD_PER_UNIT.items()})
+
+
+DESCRIBED = "an ISO 4217 currency code, lower case (e.g. usd, eur)"
+# Codes ISO 4217 withdrew since 2008 (its list three), which an export of those years may hold: the Croatian
+# kuna, the Netherlands Antillean guilder, the old leone, Zimbabwe dollar, Cuban convertible peso, bolivar
+# fuerte, ouguiya, dobra, Belarusian ruble, litas, lats, kroon, Zambian kwacha, Slovak koruna, Cypriot and
+# Maltese pounds. pycountry has only the current list.
+WITHDRAWN = (
+    "hrk", "ang", "sll", "zwl", "cuc", "vef", "mro", "std", "byr", "ltl", "lvl", "eek", "zmk", "skk", "cyp",
+    "mtl",
+)  # fmt: skip
+
+
+@cache
+def currency_codes() -> frozenset[str]:
+    """Every code the event log accepts: ISO 4217's current codes (from pycountry, which packages the ISO
+    tables, as for countries) in lower case, and the :data:`WITHDRAWN` ones (loaded once)."""
+    import pycountry
+
+    return frozenset({c.alpha_3.lower() for c in pycountry.currencies} | set(WITHDRAWN) | set(MINOR_UNITS))
+
+
+def is_currency(code: str) -> bool:
+    return code in currency_codes()
+
+
+def currency_hint(value: str) -> str:
+    """A sentence (with a leading space) that points from a refused ``value`` to the code meant, or "": the
+    code without spaces or in lower case, else the nearest code (common currencies first) to a text of two to
+    four characters."""
+    v = value.strip()
+    key = v.lower()
+    if key in currency_codes():
+        return f" Currency codes {'have no spaces' if v != value else 'are lower case'}: {key!r}."
+    if not 2 <= len(v) <= 4:  # a longer text ('dollars') is no misspelled code
+        return ""
+    close = difflib.get_close_matches(key, CURRENCIES, n=1, cutoff=0.6) or difflib.get_close_matches(
+        key, sorted(currency_codes()), n=1, cutoff=0.6
+    )
+    return f" The nearest ISO 4217 code is {close[0]!r}." if close else ""

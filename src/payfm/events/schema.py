@@ -32,8 +32,9 @@ from functools import cached_property, lru_cache
 import pyarrow as pa
 
 from payfm.errors import PayfmError
-from payfm.events import countries
+from payfm.events import countries, currency
 from payfm.events.cards import mask_long_numbers
+from payfm.events.text import CHARGE_ID, FREE_TEXT, IDENTIFIER, TextRule
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Event times are from 1970 to 2100 (UTC microseconds): outside, a time is a wrong unit, format or typo.
@@ -96,11 +97,14 @@ class FieldRule:
     """Value constraints beyond the Arrow type, checked by :mod:`payfm.events.validate`.
 
     ``choices`` restricts a string field to a vocabulary; ``pattern`` is a full-match regular expression;
-    ``codes`` a set of codes too large to list in messages (countries), described by ``described``;
-    ``min_value`` and ``max_value`` bound an integer field. ``canonical`` maps a string value to its one
-    canonical spelling (a ValueError: not a valid value), so that equal values compare equal in lists, rules
-    and feature keys; ``canonical_form`` is a full-match regular expression that only canonical values match
-    (a fast path for whole columns: values matching it skip ``canonical``).
+    ``codes`` a set of codes too large to list in messages (countries, currencies), described by
+    ``described``, with ``hint`` pointing from a refused value to the code meant; ``min_value`` and
+    ``max_value`` bound an integer field. ``canonical`` maps a string value to its one canonical spelling (a
+    ValueError: not a valid value), so that equal values compare equal in lists, rules and feature keys;
+    ``canonical_form`` is a full-match regular expression that only canonical values match (a fast path for
+    whole columns: values matching it skip ``canonical``). ``text`` holds an id's or a free text's characters
+    and length (:mod:`payfm.events.text`; made by :func:`text_field`, whose ``pattern`` says the same for
+    readers of patterns); its problems name the character and its position, never the value.
     """
 
     choices: tuple[str, ...] | None = None
@@ -111,6 +115,8 @@ class FieldRule:
     described: str | None = None
     canonical: Callable[[str], str] | None = None
     canonical_form: str | None = None
+    hint: Callable[[str], str] | None = None
+    text: TextRule | None = None
 
     def expected(self) -> str:
         """What a valid value is, in words (the start of an error message's 'expected')."""
@@ -131,6 +137,8 @@ class FieldRule:
     @cached_property
     def accepts(self) -> Callable[[str], bool]:
         """A fast test of a string value for the decision service's hot path (:meth:`problem` says why)."""
+        if self.text is not None:
+            return self.text.accepts
         kinds = [self.choices is not None, self.pattern is not None, self.codes is not None]
         if kinds == [True, False, False]:
             return frozenset(self.choices or ()).__contains__
@@ -145,8 +153,12 @@ class FieldRule:
         """None when the string ``value`` is valid (and canonical, for a field with a canonical form);
         otherwise (what was expected, a hint or "").
 
-        A hint is a sentence with a leading space: the value meant, when one is close.
+        A hint is a sentence with a leading space: the value meant, when one is close; for an id or a free
+        text, where it is refused (the character and its position, or its length).
         """
+        if self.text is not None:
+            fault = self.text.fault(value)
+            return None if fault is None else (fault.expected, fault.hint)
         if self.choices is not None and value not in self.choices:
             close = difflib.get_close_matches(value.strip().lower(), self.choices, n=1, cutoff=0.6)
             return self.expected(), f" Did you mean {close[0]!r}?" if close else ""
@@ -154,7 +166,7 @@ class FieldRule:
             fixed = [v for v in (value.strip().lower(), value.strip().upper()) if self.regex.fullmatch(v)]
             return self.expected(), f" Did you mean {fixed[0]!r}?" if fixed else ""
         if self.codes is not None and value not in self.codes():
-            return self.expected(), countries.country_hint(value)
+            return self.expected(), self.hint(value) if self.hint is not None else ""
         if self.canonical is not None:
             try:
                 canonical = self.canonical(value)
@@ -167,6 +179,23 @@ class FieldRule:
     @cached_property
     def canonical_regex(self) -> re.Pattern[str] | None:
         return None if self.canonical_form is None else re.compile(self.canonical_form)
+
+    def received(self, value: str) -> str:
+        """What a message says was received for the refused string ``value``: for an id or a free text, where
+        it is refused (``U+0000 (NULL) at character 2``, ``a text of 60,000 characters``), never the value;
+        otherwise the value quoted, its runs of 13 or more digits masked, cut to 60 characters.
+
+        >>> text_field(IDENTIFIER).received("a\\x1b[31m"), RULES["charges"]["currency"].received("USD")
+        ('U+001B (ESCAPE) at character 2', "'USD'")
+        """
+        fault = self.text.fault(value) if self.text is not None else None
+        return fault.received if fault is not None else mask_long_numbers(repr(value))[:60]
+
+
+def text_field(text: TextRule) -> FieldRule:
+    """The rule of an id or free-text field: its characters and length (``text``), the same said as a
+    full-match ``pattern`` (so that every reader of patterns applies it) and in words (``described``)."""
+    return FieldRule(pattern=text.pattern, text=text, described=text.described)
 
 
 _MAX_IP_CHARS = 64  # the longest IPv6 text is 45 characters, plus a zone id
@@ -328,7 +357,11 @@ def _f(name: str, type_: pa.DataType, nullable: bool, doc: str) -> pa.Field:
     return pa.field(name, type_, nullable=nullable, metadata={"doc": doc})
 
 
-COUNTRY = FieldRule(codes=countries.country_codes, described=countries.DESCRIBED)
+COUNTRY = FieldRule(codes=countries.country_codes, described=countries.DESCRIBED, hint=countries.country_hint)
+CURRENCY = FieldRule(codes=currency.currency_codes, described=currency.DESCRIBED, hint=currency.currency_hint)
+ID = text_field(IDENTIFIER)
+CHARGE_ID_RULE = text_field(CHARGE_ID)
+NOTE = text_field(FREE_TEXT)
 CHARGES = pa.schema(
     [
         _f("charge_id", pa.string(), False, "Unique id of the payment attempt."),
@@ -463,45 +496,66 @@ ID_COLUMNS: dict[str, str] = {
     "reviews": "charge_id",
 }
 
+# Every string field has a rule (a test holds it): a vocabulary, a pattern, a code list, a canonical form, or
+# the characters and length of an id or a free text (payfm.events.text).
 RULES: dict[str, dict[str, FieldRule]] = {
     "charges": {
+        "charge_id": CHARGE_ID_RULE,
+        "merchant_id": ID,
         "merchant_mcc": FieldRule(pattern=r"[0-9]{4}"),
         "merchant_country": COUNTRY,
+        "customer_id": ID,
+        "card_fingerprint": ID,
         "card_bin": FieldRule(pattern=r"[0-9]{6,8}"),
         "card_last4": FieldRule(pattern=r"[0-9]{4}"),
         "card_brand": FieldRule(choices=CARD_BRANDS),
         "card_funding": FieldRule(choices=CARD_FUNDING),
         "card_country": COUNTRY,
         "amount": AMOUNT,
-        "currency": FieldRule(pattern=r"[a-z]{3}"),
+        "currency": CURRENCY,
         "amount_usd": AMOUNT,
         "channel": FieldRule(choices=CHANNELS),
         "ip_address": IP_ADDRESS,
         "ip_country": COUNTRY,
+        "device_id": ID,
         "email_domain": EMAIL_DOMAIN,
         "billing_country": COUNTRY,
         "shipping_country": COUNTRY,
+        "shipping_address_id": ID,
         "three_ds": FieldRule(choices=THREE_DS_RESULTS),
         "cvc_check": FieldRule(choices=CHECK_RESULTS),
         "address_check": FieldRule(choices=CHECK_RESULTS),
         "outcome": FieldRule(choices=OUTCOMES),
         "decline_code": FieldRule(choices=DECLINE_CODES),
+        "retry_of": CHARGE_ID_RULE,
         "scenario": FieldRule(choices=SCENARIOS),
     },
     "disputes": {
+        "dispute_id": ID,
+        "charge_id": CHARGE_ID_RULE,
         "reason": FieldRule(choices=DISPUTE_REASONS),
         "amount": AMOUNT,
-        "currency": FieldRule(pattern=r"[a-z]{3}"),
+        "currency": CURRENCY,
     },
-    "early_fraud_warnings": {"fraud_type": FieldRule(choices=EFW_FRAUD_TYPES)},
+    "early_fraud_warnings": {
+        "efw_id": ID,
+        "charge_id": CHARGE_ID_RULE,
+        "fraud_type": FieldRule(choices=EFW_FRAUD_TYPES),
+    },
     "refunds": {
+        "refund_id": ID,
+        "charge_id": CHARGE_ID_RULE,
         "reason": FieldRule(choices=REFUND_REASONS),
         "amount": AMOUNT,
-        "currency": FieldRule(pattern=r"[a-z]{3}"),
+        "currency": CURRENCY,
     },
     "reviews": {
+        "charge_id": CHARGE_ID_RULE,
         "closed_as": FieldRule(choices=REVIEW_CLOSURES),
+        "rule": ID,
         "risk_score": FieldRule(min_value=0),
+        "reviewer": ID,
+        "note": NOTE,
     },
 }
 

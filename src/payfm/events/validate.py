@@ -6,7 +6,8 @@ raises, so a user fixes a file in one round:
 2. missing and unexpected columns;
 3. types (naive timestamps are rejected, never guessed);
 4. empty and blank texts (missing: null in optional fields, a problem in required ones), nulls in required
-   fields, canonical forms (IP addresses, e-mail domains), vocabularies, patterns and bounds;
+   fields, canonical forms (IP addresses, e-mail domains), vocabularies, patterns, code lists (countries,
+   currencies), the characters and lengths of ids and free text (:mod:`payfm.events.text`) and bounds;
 5. facts between fields (a credential change at or before its charge) and unique ids.
 All checks are vectorized Arrow compute; per-value Python runs only on rows already known to be bad, and on
 the distinct values of a field with a canonical form that are not already in it (the returned table holds
@@ -36,6 +37,7 @@ _ZONE = r"(?:\s?(?:[Zz]|UTC|[+-]\d{2}(?::?\d{2})?))?"
 _DATE_TIME = re.compile(rf"\s*{_DATE}{_CLOCK}{_ZONE}\s*")
 # Digits of a second's fraction beyond microseconds (ISO text): floored away, as finer units are.
 _SUB_MICROSECOND = r"(:\d\d[.,]\d{6})\d+"
+_LONG_RUN = re.compile(r"\d{13,}")  # what no message shows (docs/serving.md): it could be a card number
 
 
 @dataclass(frozen=True)
@@ -102,9 +104,33 @@ def shown_value(value: object) -> str:
     if isinstance(value, str):
         dated = _DATE_TIME.fullmatch(value) is not None and not contains_card_number(value)
         text = repr(value) if dated else mask_long_numbers(repr(value))
+    elif isinstance(value, int | float):
+        text = shown_number(value)
     else:
-        text = repr(value)
+        text = mask_long_numbers(repr(value))
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def shown_number(value: float) -> str:
+    """A number as a problem quotes it: as written, unless that holds a run of 13 or more digits, which no
+    message shows (docs/serving.md promises it of the decision service's errors: it could be a card number).
+    Such a number is out of every bound anyway, and how many digits it has says what went wrong (a unit, a
+    parsing error) better than the digits do; the decision service words a JSON integer too long for 64 bits
+    alike.
+
+    >>> shown_number(-1), shown_number(10**20), shown_number(-(10**13))
+    ('-1', 'an integer of 21 digits', 'a negative integer of 14 digits')
+    >>> shown_number(12345678901234.5)
+    'a number of 14 digits and a fraction'
+    """
+    text = repr(value)
+    if not _LONG_RUN.search(text):
+        return text
+    whole = int(abs(value))
+    kind = "integer" if isinstance(value, int) else "number"
+    fraction = "" if isinstance(value, int) or whole == abs(value) else " and a fraction"
+    article = "a negative" if value < 0 else ("an" if kind == "integer" else "a")
+    return f"{article} {kind} of {len(str(whole))} digits{fraction}"
 
 
 def floor_to_microseconds(text: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
@@ -239,6 +265,10 @@ def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -
     rule = RULES.get(table, {}).get(name)
     if rule is None:
         return
+    if rule.text is not None:  # an id or free text: its characters and length (its pattern says the same)
+        for rows, expected, received in rule.text.faulty_rows(col):
+            out.rows(name, rows, expected, received)
+        return
     valid = pc.is_valid(col)
     if rule.choices is not None:
         ok = pc.is_in(col, value_set=pa.array(rule.choices))
@@ -256,7 +286,10 @@ def _check_rules(table: str, name: str, col: pa.ChunkedArray, out: _Collector) -
         ok = pc.is_in(col, value_set=pa.array(sorted(rule.codes())))
         bad = np.flatnonzero(pc.and_(valid, pc.invert(ok)).to_numpy(zero_copy_only=False))
         if len(bad):
-            got = [shown_value(col[int(i)].as_py()) for i in bad[:20]]
+            values = [col[int(i)].as_py() for i in bad[:20]]
+            hint = rule.hint or (lambda _v: "")
+            # The hint after the value: "'USD'. Currency codes are lower case: 'usd'" (a message ends in ".").
+            got = [shown_value(v) + (f".{hint(v).removesuffix('.')}" if hint(v) else "") for v in values]
             out.rows(name, bad, rule.expected(), got)
     if rule.min_value is not None:
         outside = pc.less(col, rule.min_value)
@@ -314,7 +347,8 @@ def _check_usd(table: str, columns: dict[str, pa.ChunkedArray], out: _Collector)
     bad = np.flatnonzero(differ.to_numpy(zero_copy_only=False))
     if len(bad):
         got = [
-            f"{columns['amount_usd'][int(i)].as_py()} with amount {columns['amount'][int(i)].as_py()}"
+            f"{shown_number(columns['amount_usd'][int(i)].as_py())} with amount "
+            f"{shown_number(columns['amount'][int(i)].as_py())}"
             for i in bad[:20]
         ]
         out.rows("amount_usd", bad, "the charge's amount itself for a charge in usd (both in US cents)", got)

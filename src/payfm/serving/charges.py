@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from payfm.events.cards import contains_card_number, mask_long_numbers
 from payfm.events.schema import CHARGES, ORDERED_TIMES, RULES, TIME_MAX_US, TIMESTAMP, DomainError
+from payfm.events.validate import shown_number
 from payfm.features.definitions import LATE_COLUMNS
 from payfm.serving.errors import Conflict, InvalidInput, shown
 
@@ -190,7 +191,7 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
         if pa.types.is_integer(field.type):
             if name in _BOUNDS and not _BOUNDS[name][0] <= v <= _BOUNDS[name][1]:
                 expected = _BOUNDS[name][2]
-                raise InvalidInput(f"Field '{name}' must be {expected}. Got {str(v)[:40]}.", field=name)
+                raise InvalidInput(f"Field '{name}' must be {expected}. Got {shown_number(v)}.", field=name)
         elif name in _CANONICAL:
             canonical, expected = _CANONICAL[name]
             try:
@@ -201,8 +202,10 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
                 got = hidden or mask_long_numbers(repr(v))[:42]
                 raise InvalidInput(f"Field '{name}' must be {expected}. Got {got}.", field=name) from None
         elif name in _STRING_RULES and not _STRING_RULES[name].accepts(v):
-            expected, hint = _STRING_RULES[name].problem(v) or ("", "")
-            said = f"Got {mask_long_numbers(repr(v))[:60]}.{mask_long_numbers(hint)}"  # no long number shown
+            rule = _STRING_RULES[name]
+            expected, hint = rule.problem(v) or ("", "")
+            # An id's refusal names the character and where, or the length, never the value (rule.received).
+            said = f"Got {rule.received(v)}." + (mask_long_numbers(hint) if rule.text is None else "")
             raise InvalidInput(f"Field '{name}' must be {expected}. {said}", field=name)
         out[name] = v
     for name, field in CHARGE_FIELDS.items():

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payfm.errors import WorkspaceBusy
-from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, SCHEMAS
+from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, RULES, SCHEMAS
 from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import AUTHORIZATION, REVIEW_DISPUTE_PREFIX
@@ -124,9 +124,11 @@ class FeedbackMixin:
             )
         refuse_wrong_types({"note": note, "reviewer": reviewer}, SCHEMAS["reviews"], "review")
         refuse_card_numbers({"note": note, "reviewer": reviewer}, "review")
+        refuse_review_texts({"note": note or None, "reviewer": reviewer})
         review = self.log.get_review(charge_id)
         if review is None:
             raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
+        refuse_review_texts({"charge_id": charge_id})  # a charge decided before ids were checked
         if review["status"] != "open":
             raise Conflict(f"The review of charge '{shown(charge_id)}' is already closed.", field="charge_id")
         now = datetime.now(UTC)
@@ -701,6 +703,18 @@ def _conflict(table: str, oid: str, recorded: str, cid: str) -> Conflict:
         f"one outcome of one charge. Got charge '{shown(cid)}'.",
         field=OUTCOME_TABLES[table],
     )
+
+
+def refuse_review_texts(values: Mapping[str, Any]) -> None:
+    """Raise (422 naming the field) unless each text of a review closure is one the event log's ``reviews``
+    table takes (payfm.events.text: an id's characters and length, a note's): checked before the closure is
+    logged, since its append to the event log would refuse it after, and again at every start."""
+    for name, value in values.items():
+        rule = RULES["reviews"][name]
+        if isinstance(value, str) and value.strip() and not rule.accepts(value):
+            expected, _ = rule.problem(value) or ("", "")
+            got = rule.received(value)
+            raise InvalidInput(f"Field '{name}' of the review must be {expected}. Got {got}.", field=name)
 
 
 def _rows(batches: list[tuple[str, pa.Table]]) -> int:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from payfm.events.cards import contains_card_number
+from payfm.events.text import MAX_ID_CHARS
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
 
 _RECHECK_S = 0.5  # how often verify() looks for a changed key file
@@ -72,6 +73,10 @@ def check_name(name: str) -> None:
         )
     if (control := _control_character(name)) is not None:
         raise InvalidInput(f"A key name must not contain control characters. {control}", field="name")
+    if len(name) > MAX_ID_CHARS:  # stored as the reviewer of each closure: an id of the event log
+        raise InvalidInput(
+            f"A key name has at most {MAX_ID_CHARS} characters. Got {len(name):,} characters.", field="name"
+        )
     if not name or not name.replace("-", "").replace("_", "").isalnum():
         raise InvalidInput(
             f"A key name must be letters, digits, '-' or '_'. Got {shown(repr(name))}.", field="name"
