@@ -201,6 +201,19 @@ def test_a_usd_charge_has_the_same_amount_twice() -> None:
     assert "usd" in e.problems[0].expected
 
 
+def test_a_decline_code_goes_with_a_decline_only() -> None:
+    """As the decision service's score and authorization endpoints take it: the issuer's reason for a
+    decline, never on an authorized or blocked charge."""
+    t = _with(charges(4), "outcome", ["issuer_declined", "authorized", "blocked", "issuer_declined"])
+    t = _with(t, "decline_code", ["insufficient_funds", "do_not_honor", "fraudulent", None])
+    e = _problems("charges", t)
+    assert [(p.column, p.row, p.received) for p in e.problems] == [
+        ("decline_code", 2, "'do_not_honor' with outcome 'authorized'"),
+        ("decline_code", 3, "'fraudulent' with outcome 'blocked'"),
+    ]
+    assert e.problems[0].expected == "a decline code only with outcome 'issuer_declined'"
+
+
 def test_message_format_shows_five_problems_and_a_count() -> None:
     t = _with(charges(8), "channel", ["bad"] * 8)
     e = _problems("charges", t, "data/in.csv")

@@ -354,6 +354,23 @@ def _check_usd(table: str, columns: dict[str, pa.ChunkedArray], out: _Collector)
         out.rows("amount_usd", bad, "the charge's amount itself for a charge in usd (both in US cents)", got)
 
 
+def _check_decline_code(table: str, columns: dict[str, pa.ChunkedArray], out: _Collector) -> None:
+    """A decline code is the issuer's reason for a decline: it goes with outcome ``issuer_declined`` only, as
+    the decision service's endpoints take it."""
+    if table != "charges" or not {"outcome", "decline_code"} <= columns.keys():
+        return
+    declined = pc.fill_null(pc.equal(columns["outcome"], "issuer_declined"), False)
+    stray = pc.and_(pc.is_valid(columns["decline_code"]), pc.invert(declined))
+    bad = np.flatnonzero(stray.to_numpy(zero_copy_only=False))
+    if len(bad):
+        got = []
+        for i in bad[:20]:
+            outcome = columns["outcome"][int(i)].as_py()
+            with_ = f"outcome {shown_value(outcome)}" if outcome is not None else "no outcome"
+            got.append(f"{shown_value(columns['decline_code'][int(i)].as_py())} with {with_}")
+        out.rows("decline_code", bad, "a decline code only with outcome 'issuer_declined'", got)
+
+
 def card_number_problems(table: pa.Table, out: _Collector, skip: frozenset[str] = frozenset()) -> None:
     """Record every (row, column) holding a full card number, without the number."""
     for name in table.column_names:
@@ -403,6 +420,7 @@ def validate_events(table_name: str, table: pa.Table, source: str = "input", row
         columns[field.name] = cast
     _check_order(table_name, columns, out)
     _check_usd(table_name, columns, out)
+    _check_decline_code(table_name, columns, out)
     id_column = ID_COLUMNS[table_name]
     if id_column in columns:
         ids = columns[id_column]
