@@ -117,6 +117,14 @@ def test_an_outcome_id_with_a_nul_is_refused_and_not_appended(client: TestClient
     assert err["field"] == "dispute_id" and "Got a text of 256 characters." in err["message"]
 
 
+def test_the_joiners_of_persian_indic_and_emoji_names_are_taken() -> None:
+    """The zero-width non-joiner and joiner are spelling: a Persian shop name, an emoji family."""
+    for name in ("فروشگاه\u200cهای تهران", "क्\u200dष shop", "Family 👨\u200d👩\u200d👧 Store"):
+        assert normalize_charge(charge(1, merchant_id=name))["merchant_id"] == name
+        assert validate_events("charges", _with(charge_table(1), "merchant_id", [name])).num_rows == 1
+    assert text.IDENTIFIER.fault("a\u200bb") is not None  # a zero-width space is still refused
+
+
 def test_ids_at_the_bounds_and_those_a_review_closure_derives_are_taken() -> None:
     cid = "c" * text.MAX_CHARGE_ID_CHARS
     assert normalize_charge(charge(1, charge_id=cid, merchant_id="m" * 255))["charge_id"] == cid
@@ -130,6 +138,7 @@ def test_ids_at_the_bounds_and_those_a_review_closure_derives_are_taken() -> Non
 EDGY = [
     "ok", " a", "a ", "a\u00a0", "\u3000a", "a b", "a\x7fb", "a\x85b", "a\u200bb", "a\ufeffb", "a\u2028b",
     "a\u180eb", "a\U00013439b", "é", "a\tb", "x" * 255, "x" * 256, "🙂", "a\U000e0041b", "a\u0600",
+    "فروشگاه\u200cهای تهران", "Family 👨\u200d👩\u200d👧 Store", "a\u200c", "\u200da",
 ]  # fmt: skip
 
 
@@ -155,7 +164,8 @@ def test_the_character_classes_are_pythons_and_arrow_reads_them_alike() -> None:
     RE2 (a later Unicode) and Python's re read the classes alike on every code point, inside a text and at
     its ends."""
     every = [chr(i) for i in range(0x110000) if not 0xD800 <= i <= 0xDFFF]
-    refused = {c for c in every if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")}
+    joiners = {"\u200c", "\u200d"}  # spelling in Persian, Indic scripts and emoji sequences: taken
+    refused = {c for c in every if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")} - joiners
     middle = pc.match_substring_regex(
         pa.array(["a" + c + "a" for c in every]), text.IDENTIFIER.forbidden_class
     )

@@ -5,12 +5,15 @@ amount is described, never quoted."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 import test_serving_reviews
 from payfm.events.workspace import Workspace
+from payfm.serving import feedback
 from payfm.serving.scorer import Scorer
 from test_serving_reviews import charge, rows
 
@@ -45,3 +48,68 @@ def test_a_refused_id_or_amount_of_a_charge_is_described_not_quoted(
     )
     r = c.post("/v1/charges/score", json=charge(1, amount=10**13, amount_usd=10**13), headers=h)
     assert r.status_code == 422 and r.json()["error"]["message"].endswith("Got an integer of 14 digits.")
+
+
+def test_a_note_with_windows_line_breaks_is_kept_with_line_feeds(
+    client: tuple[TestClient, dict[str, str]],
+    ws: Workspace,
+) -> None:
+    """A browser's textarea sends CR LF: taken, stored with line feeds (a lone CR is still refused)."""
+    c, h = client
+    c.post("/v1/charges/score", json=charge(1), headers=h)
+    c.post("/v1/charges/score", json=charge(2), headers=h)
+    lone = c.post("/v1/reviews/ch_2/close", json={"reason": "approved", "note": "a\rb"}, headers=h)
+    assert lone.status_code == 422 and "U+000D (CARRIAGE RETURN)" in lone.json()["error"]["message"]
+    r = c.post("/v1/reviews/ch_1/close", json={"reason": "approved", "note": "called\r\nback"}, headers=h)
+    assert r.status_code == 200, r.text
+    assert [r["note"] for r in rows(ws, "reviews")] == ["called\nback"]
+
+
+def test_a_closure_logged_before_the_checks_does_not_stop_a_start(
+    client: tuple[TestClient, dict[str, str]],
+    scorer: Scorer,
+    ws: Workspace,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A closure an older server logged, with a note the event log now refuses, and not appended yet (a
+    busy workspace): the next start leaves it in the decision log, unappended, and says so (it failed)."""
+    c, h = client
+    c.post("/v1/charges/score", json=charge(1), headers=h)
+    with monkeypatch.context() as m:  # the older server: no check, and the workspace busy at the append
+        m.setattr(feedback, "refuse_review_texts", lambda values: None)
+        m.setattr(feedback.FeedbackMixin, "_append_to_event_log", lambda self, table, events: None)
+        scorer.close_review("ch_1", "approved", "a\x1b[31mred", None)
+    assert [t for t, _ in scorer.log.unappended_outcomes()] == ["reviews"]
+    scorer.close(snapshot=False)
+    with caplog.at_level(logging.WARNING, logger="payfm.serving"):
+        again = Scorer.open(ws)
+    again.close(snapshot=False)
+    assert [t for t, _ in again.log.unappended_outcomes()] == ["reviews"]
+    assert "reviews ch_1 of the decision log was refused" in caplog.text and "[31m" not in caplog.text
+
+
+def test_a_decline_reported_during_a_closure_leaves_it_a_label(
+    client: tuple[TestClient, dict[str, str]],
+    scorer: Scorer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A decline reported between the closure's check and its implied refund: the closure stands (logged,
+    the label), without a refund; it was a 409 with the closure logged and its event left unappended."""
+    c, h = client
+    c.post("/v1/charges/score", json=charge(1), headers=h)
+    check = feedback.FeedbackMixin._uncaptured
+    calls: list[int] = []
+
+    def racing(self: Any, *args: Any) -> Any:
+        answer = check(self, *args)
+        if not calls:
+            calls.append(1)
+            self.record_authorization("ch_1", "issuer_declined", "do_not_honor")
+        return answer
+
+    monkeypatch.setattr(feedback.FeedbackMixin, "_uncaptured", racing)
+    closed = scorer.close_review("ch_1", "refunded_as_fraud", "", None)
+    assert calls and closed["outcome"] is None
+    assert scorer.log.get_review("ch_1")["status"] == "closed"
+    assert "refunds" not in [kind for kind, _ in scorer.log.outcomes_of("ch_1")]  # none of a declined charge

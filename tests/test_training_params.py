@@ -164,3 +164,27 @@ def test_the_search_keeps_given_parameters_fixed() -> None:
     params, _ = tune("gbdt", X[:1000], y[:1000], None, X[1000:], y[1000:], trials=3, base_params=base)
     assert {k: params[k] for k in base} == base  # tuned around them, not over them
     assert 4 <= params["max_depth"] <= 8  # what the search space draws is still tuned
+
+
+def test_per_feature_lightgbm_parameters_pass_through_untried() -> None:
+    """One value per feature: a four-row fit on one column refused any list as long as the feature set (the
+    fit itself checks them)."""
+    assert check_params("gbdt", {"monotone_constraints": "1,0,-1", "max_bin_by_feature": "63,63,63"}) == {
+        "monotone_constraints": "1,0,-1",
+        "max_bin_by_feature": "63,63,63",
+    }
+    with pytest.raises(ConfigError, match="LightGBM refused"):  # the others are still tried
+        check_params("gbdt", {"monotone_constraints": "1,0,-1", "bagging_fraction": 2.0})
+
+
+def test_the_check_works_without_a_stderr() -> None:
+    """Descriptor 2 closed (a daemon): the four-row fit runs unsilenced instead of failing on dup(2)."""
+    import os
+
+    saved = os.dup(2)
+    os.close(2)
+    try:
+        assert check_params("gbdt", {"max_bin": "63"}) == {"max_bin": 63}
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -60,6 +60,10 @@ _CF = (
     (0xE0020, 0xE007F),
 )  # fmt: skip
 _ZL_ZP = ((0x2028, 0x2029),)
+# The zero-width non-joiner and joiner are spelling, not formatting, in text: Persian writes with the first,
+# Indic conjuncts and emoji sequences (a family: man, ZWJ, woman, ZWJ, girl) with the second. Ids and free
+# text take them; every other Cf character is refused.
+_JOINERS = ((0x200C, 0x200D),)
 # What str.isspace() and Arrow's utf8_is_space / utf8_trim_whitespace call whitespace.
 _SPACE = (
     (0x0009, 0x000D), (0x001C, 0x0020), (0x0085, 0x0085), (0x00A0, 0x00A0), (0x1680, 0x1680),
@@ -268,7 +272,7 @@ def _plain(arr: pa.Array, max_chars: int, trimmed: bool) -> bool:
 IDENTIFIER = TextRule(
     what="an id",
     max_chars=MAX_ID_CHARS,
-    forbidden=(*_CC, *_CF, *_ZL_ZP),
+    forbidden=(*_CC, *_minus(_CF, _JOINERS), *_ZL_ZP),
     forbidden_described=(
         "without control characters, invisible formatting characters or line separators "
         "(Unicode Cc, Cf, Zl, Zp)"
@@ -285,7 +289,7 @@ CHARGE_ID = TextRule(
 FREE_TEXT = TextRule(
     what="a text",
     max_chars=MAX_TEXT_CHARS,
-    forbidden=(*_minus(_CC, _TAB_LF), *_CF),
+    forbidden=(*_minus(_CC, _TAB_LF), *_minus(_CF, _JOINERS)),
     forbidden_described=(
         "without control characters other than tab and line feed, or invisible formatting characters "
         "(Unicode Cc, Cf)"

@@ -155,6 +155,7 @@ def _field_problem(field: str | None, error: Mapping[str, Any], msg: str) -> str
             f"Got a naive timestamp {shown(error.get('input'))!r}."
         )
     expected = msg.replace("Input should have ", "expected ").replace("Input should be ", "expected ")
+    expected = expected.removeprefix("Value error, ")  # (a validator's own message: said as it is)
     if kind == "extra_forbidden" or "input" not in error or isinstance(error["input"], dict | list):
         return f"Field '{field}': {expected}."
     return f"Field '{field}': {expected}. Got {shown(error['input'])!r}."

@@ -123,6 +123,7 @@ class FeedbackMixin:
                 field="reason",
             )
         refuse_wrong_types({"note": note, "reviewer": reviewer}, SCHEMAS["reviews"], "review")
+        note = note.replace("\r\n", "\n")  # a browser's textarea sends CR LF: kept as line feeds
         refuse_card_numbers({"note": note, "reviewer": reviewer}, "review")
         refuse_review_texts({"note": note or None, "reviewer": reviewer})
         review = self.log.get_review(charge_id)
@@ -181,8 +182,12 @@ class FeedbackMixin:
                 if kind == table and p.get("reason") == "fraudulent" and p["id"] != oid
             ]
             if moved and not already:
-                out = self.record_outcome(table, payload, clamp=True)  # a refund: of what is left to refund
-                result = {"table": table, "id": out["id"], "applied": out["applied"]}
+                try:  # a refund: of what is left to refund
+                    out = self.record_outcome(table, payload, clamp=True)
+                except Conflict:  # a decline reported since the check above: no money moved after all
+                    out = None
+                if out is not None:
+                    result = {"table": table, "id": out["id"], "applied": out["applied"]}
         if self.append_outcomes:
             have = (
                 recovering
@@ -619,9 +624,18 @@ class FeedbackMixin:
             by_table.setdefault(table, []).append(payload)
         for review in by_table.pop("reviews", []):
             event = {k: v for k, v in review.items() if k not in ("id", "created_us")}
-            self._close_review_events(event, recovering=True)
+            try:
+                self._close_review_events(event, recovering=True)
+            except ValidationError as e:  # logged before the event log's checks grew: left in the log
+                _refused_at_start("reviews", str(event.get("charge_id")), e)
         for table, payloads in by_table.items():
             todo = [{k: v for k, v in p.items() if k not in ("id", "created_us")} for p in payloads]
+            for one in todo:
+                try:
+                    validate_events(table, pa.Table.from_pylist([one]), source=f"{table} of the decision log")
+                except ValidationError as e:  # as `serve export` leaves it: in the decision log, not appended
+                    _refused_at_start(table, str(one.get(ID_COLUMNS[table])), e)
+                    todo = [t for t in todo if t is not one]
             self._append_to_event_log(table, todo)  # those there already are left out, and marked
 
 
@@ -705,10 +719,22 @@ def _conflict(table: str, oid: str, recorded: str, cid: str) -> Conflict:
     )
 
 
+def _refused_at_start(table: str, key: str, e: ValidationError) -> None:
+    """A record of the decision log that the event log refuses (logged before a check it fails came in):
+    the service starts, and the record stays in the decision log, unappended, as `serve export` leaves it."""
+    log.warning(
+        "%s %s of the decision log was refused by the event log's validation and left unappended: %s",
+        table,
+        shown(key),
+        e.problems[0] if e.problems else e,
+    )
+
+
 def refuse_review_texts(values: Mapping[str, Any]) -> None:
     """Raise (422 naming the field) unless each text of a review closure is one the event log's ``reviews``
     table takes (payfm.events.text: an id's characters and length, a note's): checked before the closure is
-    logged, since its append to the event log would refuse it after, and again at every start."""
+    logged, since its append to the event log would refuse it after (a closure logged before these checks is
+    left unappended at start, :func:`_refused_at_start`)."""
     for name, value in values.items():
         rule = RULES["reviews"][name]
         if isinstance(value, str) and value.strip() and not rule.accepts(value):

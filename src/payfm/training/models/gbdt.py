@@ -131,7 +131,7 @@ class GBDTModel(Model):
 
     def _lgb_params(self) -> dict[str, Any]:
         p = self.params
-        # any other LightGBM parameter (max_depth, bagging_fraction...) passes through as given
+        # any other LightGBM parameter (max_bin, bagging_fraction...) passes through as given
         extra = {k: v for k, v in p.items() if k not in _OWN_PARAMS}
         return extra | {
             "objective": "binary",

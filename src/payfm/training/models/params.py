@@ -15,6 +15,7 @@ import numbers
 import os
 import re
 import sys
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -163,24 +164,45 @@ def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_STDERR_LOCK = threading.Lock()
+# LightGBM parameters with one value per feature: a fit on one column refuses any list of the feature set's
+# length, so they are not tried (LightGBM checks them when the model fits)
+_PER_FEATURE = {
+    "monotone_constraints",
+    "max_bin_by_feature",
+    "feature_contri",
+    "forcedsplits_filename",
+    "interaction_constraints",
+    "categorical_feature",
+    "forcedbins_filename",
+}
+
+
 @contextmanager
 def _stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 to /dev/null for the block (what C++ code prints there), then back."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    """File descriptor 2 to /dev/null for the block (what C++ code prints there), then back; one block at a
+    time, and nothing silenced when descriptor 2 cannot be duplicated (closed)."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):
+            yield
+            return
+        try:
+            with open(os.devnull, "wb") as null:
+                os.dup2(null.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
     """Fit one round on four rows with the pass-through parameters: a value LightGBM refuses is an error
     now, naming LightGBM's reason."""
-    extra = {k: v for k, v in params.items() if k not in set(own)}
+    names = _lightgbm_names()
+    extra = {k: v for k, v in params.items() if k not in set(own) and names.get(k, k) not in _PER_FEATURE}
     if not extra:
         return
     import lightgbm as lgb
