@@ -100,8 +100,8 @@ def _minus(
 
 
 def code_point(ch: str) -> str:
-    r"""How a message names a character it must not print: ``U+202E (RIGHT-TO-LEFT OVERRIDE)`` (as
-    :func:`payfm.rules.limits.code_point` does for rule text; events cannot import the rules package).
+    r"""How a message names a character it must not print: ``U+202E (RIGHT-TO-LEFT OVERRIDE)``; for ids and
+    free text here, for rule text and list values in :mod:`payfm.rules.limits`.
 
     >>> code_point("\x00"), code_point("\u200b")
     ('U+0000 (NULL)', 'U+200B (ZERO WIDTH SPACE)')

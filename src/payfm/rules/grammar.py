@@ -24,6 +24,7 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from payfm.events.cards import contains_card_number
+from payfm.events.text import code_point
 from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.limits import (
@@ -38,7 +39,6 @@ from payfm.rules.limits import (
     MAX_STRING_CHARS,
     MAX_TEXT_BYTES,
     RuleError,
-    code_point,
     control_character,
     first_format_character,
 )

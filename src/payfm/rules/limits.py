@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from payfm.errors import PayfmError
+from payfm.events.text import code_point
 
 MAX_TEXT_BYTES = 1_000_000  # a whole ruleset file
 MAX_RULES = 1_000  # rules in one ruleset
@@ -62,17 +63,6 @@ def first_format_character(text: str) -> tuple[int, str] | None:
     (28, '\u202e')
     """
     return _first_of(text, ("Cf", "Zl", "Zp", "Cs"))
-
-
-def code_point(ch: str) -> str:
-    r"""How a message names a character it must not print: ``U+202E (RIGHT-TO-LEFT OVERRIDE)``.
-
-    >>> code_point("\u200b")
-    'U+200B (ZERO WIDTH SPACE)'
-    """
-    if unicodedata.category(ch) == "Cs":
-        return f"U+{ord(ch):04X} (a lone surrogate: a byte that is not UTF-8)"
-    return f"U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed')})"
 
 
 _ESCAPED = ("Cc", "Cf", "Zl", "Zp", "Cs")  # what a command escapes in text it prints
