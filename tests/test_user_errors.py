@@ -200,3 +200,30 @@ def test_lists_show_prints_its_title_whole_above_the_values(tmp_path: Path) -> N
     lines = _run(ws.root, "lists", "show", "trusted_domains")[1].splitlines()
     assert lines[0] == "List 'trusted_domains' (email_domain, 2 values)" and lines[1].startswith("┏")
     assert sum("trusted" in line for line in lines) == 1  # (not wrapped into the column as a title)
+
+
+# ---- ids padded by a fixed-width export ------------------------------------------------------------------
+def test_padded_ids_are_refused_unless_the_field_strips_them(tmp_path: Path) -> None:
+    """An id refuses whitespace at either end (docs/events.md); `strip: true` on the mapping's field removes
+    it first, for the column it reads (and before a prefix)."""
+    from payfm.errors import ConfigError
+    from payfm.events.importer import import_file
+    from test_import import ROWS, changed, failed_import, write_csv, write_mapping, ws_at
+
+    rows = {**ROWS, "shop": ["s1   ", "  s2", "s1", "s3 "], "id": [" t1", "t2", "t3 ", "t4"]}
+    path = write_csv(tmp_path, rows)
+    text = failed_import(tmp_path, path, write_mapping(tmp_path))
+    assert "column 'merchant_id': expected an id without whitespace at its start or end" in text
+    stripping = changed(
+        merchant_id={"column": "shop", "strip": True},
+        charge_id={"column": "id", "prefix": "ch_", "strip": True},
+    )
+    ws = ws_at(tmp_path / "ok")
+    import_file(ws, path, write_mapping(tmp_path, stripping, "strip.yaml"))
+    charges = ws.read("charges", ["charge_id", "merchant_id"]).to_pylist()
+    assert [c["merchant_id"] for c in charges] == ["s1", "s2", "s1", "s3"]
+    assert [c["charge_id"] for c in charges] == ["ch_t1", "ch_t2", "ch_t3", "ch_t4"]
+    for bad, said in (("yes", "'columns.merchant_id.strip': expected true or false"),):
+        m = changed(merchant_id={"column": "shop", "strip": bad})
+        with pytest.raises(ConfigError, match=said):
+            import_file(ws_at(tmp_path / "bad"), path, write_mapping(tmp_path, m, "bad.yaml"))

@@ -127,7 +127,7 @@ def to_strings(
     if spec.kind == "hash":
         # Blank inputs hash as missing ones (a Parquet '' like a CSV empty cell), and a row with nothing to
         # hash has no id: guests without an account number must not all share one hashed customer_id.
-        parts = [_blank_as_null(as_text(table.column(c).chunk(0))) for c in spec.columns]
+        parts = [_blank_as_null(_stripped(spec, as_text(table.column(c).chunk(0)))) for c in spec.columns]
         nothing = pc.is_null(parts[0])
         for part in parts[1:]:
             nothing = pc.and_(nothing, pc.is_null(part))
@@ -135,7 +135,7 @@ def to_strings(
     elif spec.transform is not None:
         return _card_transform(spec, table, secret, out)
     else:
-        text = as_text(source_values(spec, table))
+        text = _stripped(spec, as_text(source_values(spec, table)))
         result = _blank_as_null(text)
         blank = blank_rows(text) if required else np.zeros(0, dtype=np.int64)
         if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
@@ -166,6 +166,12 @@ def to_strings(
     if spec.prefix:
         result = pc.binary_join_element_wise(spec.prefix, result, "")
     return result
+
+
+def _stripped(spec: FieldSpec, text: pa.Array) -> pa.Array:
+    """``text`` without whitespace at either end when the field says ``strip: true`` (ids padded by a
+    fixed-width export: an id refuses them, docs/events.md)."""
+    return pc.utf8_trim_whitespace(text) if spec.strip else text
 
 
 def _blank_as_null(text: pa.Array) -> pa.Array:

@@ -62,7 +62,7 @@ _TOP_KEYS = ("table", "description", "timezone", "columns", "drop", "labels")
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
 _OPTIONS: dict[str, tuple[str, ...]] = {
-    "string": ("separator", "prefix", "transform", "map", "default", "keep_unmapped", "case"),
+    "string": ("separator", "prefix", "transform", "map", "default", "keep_unmapped", "case", "strip"),
     "int": ("separator", "scale", "minor_units", "usd_cents"),
     "timestamp": ("separator", "unit", "format", "timezone"),
 }
@@ -94,6 +94,7 @@ class FieldSpec:
     default: str | None = None  # for values missing from ``map``; None: such values are errors
     keep_unmapped: bool = False  # values missing from ``map`` are kept as they are (after ``case``)
     case: Literal["lower", "upper"] | None = None
+    strip: bool = False  # whitespace at either end of the source text removed (fixed-width exports pad ids)
     scale: float | None = None  # multiply, then round half-even; the result must be integral
     minor_units: CurrencySource | None = None  # source is in major units of this currency
     usd_cents: CurrencySource | None = None  # source is in major units of this currency; convert to US cents
@@ -306,10 +307,10 @@ def _field(
             )
         if kind != "column":
             raise ctx.error(f"{path}.transform", "a transform of one source `column`", f"<{kind}>")
-        if any(k in data for k in ("map", "default", "keep_unmapped", "case", "prefix")):
+        if any(k in data for k in ("map", "default", "keep_unmapped", "case", "prefix", "strip")):
             raise ctx.error(
                 path,
-                "a card transform alone (no map, default, keep_unmapped, case or prefix)",
+                "a card transform alone (no map, default, keep_unmapped, case, prefix or strip)",
                 "<other options>",
             )
         opts["transform"] = t
@@ -333,6 +334,12 @@ def _field(
                 f"{path}.keep_unmapped", "`keep_unmapped` or `default`, not both", "both (drop one)"
             )
         opts["keep_unmapped"] = keep
+    if "strip" in data:
+        if not isinstance(data["strip"], bool):
+            raise ctx.error(f"{path}.strip", "true or false", data["strip"])
+        if kind == "value":
+            raise ctx.error(f"{path}.strip", "`strip` on source columns (column, columns or hash)", "<value>")
+        opts["strip"] = data["strip"]
     if "case" in data:
         if data["case"] not in ("lower", "upper"):
             raise ctx.error(f"{path}.case", "lower or upper", data["case"])
