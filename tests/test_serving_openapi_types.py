@@ -4,36 +4,20 @@ API as it answers (Bearer keys, the service's error body, the statuses each rout
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from payfm.events.workspace import Workspace
-from payfm.rules import rulesets
+import test_serving_http_audit
 from payfm.serving.app import create_app
 from payfm.serving.keys import KeyStore
 from payfm.serving.scorer import Scorer
 from test_serving_http_audit import dispute, error
-from test_serving_scorer import RULES, charge, register
+from test_serving_scorer import charge
 
-
-@pytest.fixture()
-def scorer(tmp_path: Path) -> Iterator[Scorer]:
-    ws = Workspace.open(tmp_path / "ws", create=True)
-    register(ws, 1.0, "production")
-    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="test")
-    s = Scorer.open(ws)
-    yield s
-    s.close()
-
-
-@pytest.fixture()
-def client(scorer: Scorer) -> Iterator[TestClient]:
-    with TestClient(create_app(scorer, None)) as c:
-        yield c
+scorer, client = test_serving_http_audit.scorer, test_serving_http_audit.client  # the same service
 
 
 def refund(oid: str, cid: str, **kw: Any) -> dict[str, Any]:

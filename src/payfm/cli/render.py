@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
@@ -27,6 +27,7 @@ from rich.progress import (
 from rich.table import Table
 
 from payfm.errors import ConfigError
+from payfm.events.schema import utc_time
 from payfm.events.summary import LogSummary
 
 # Output piped to a file or another program gets 160 columns rather than Rich's 80: tables keep whole model
@@ -77,12 +78,11 @@ def iso_time(value: str | None, option: str) -> datetime | None:
     if value is None:
         return None
     try:
-        t = datetime.fromisoformat(value)
+        return utc_time(value)
     except ValueError:
         raise ConfigError(
             f"The option {option} must be an ISO date or time (2026-03-01). Got {value!r}."
         ) from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from payfm.evaluation.baseline import BASELINE_NAME, rules_baseline_predictions,
 from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import EvaluationResult, evaluate_predictions
 from payfm.evaluation.report import EvaluationReport, write_report
+from payfm.events.schema import utc_time
 from payfm.events.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -53,12 +54,11 @@ def window_bound(value: WindowBound, name: str) -> datetime | None:
             f"Got {type(value).__name__}."
         )
     try:
-        t = datetime.fromisoformat(value)
+        return utc_time(value)
     except ValueError:
         raise EvaluationError(
             f"The evaluation {name} must be an ISO date or time (2026-03-01). Got {value!r}."
         ) from None
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def _check_window(start: datetime | None, end: datetime | None) -> None:

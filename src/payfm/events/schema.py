@@ -26,6 +26,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from encodings import idna
 from functools import cached_property, lru_cache
 
@@ -39,6 +40,18 @@ from payfm.events.text import CHARGE_ID, FREE_TEXT, IDENTIFIER, TextRule
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Event times are from 1970 to 2100 (UTC microseconds): outside, a time is a wrong unit, format or typo.
 TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01
+
+
+def utc_time(text: str) -> datetime:
+    """An ISO 8601 date or time as an aware UTC datetime, UTC when it names no zone (how a window bound of a
+    command or an evaluation is read); ValueError when it is not one.
+
+    >>> utc_time("2026-03-01").isoformat(), utc_time("2026-03-01T02:00:00+02:00").isoformat()
+    ('2026-03-01T00:00:00+00:00', '2026-03-01T00:00:00+00:00')
+    """
+    t = datetime.fromisoformat(text)
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
 
 # Vocabularies of the categorical fields. None (null) is allowed where the field is nullable.
 CHANNELS = ("ecommerce", "card_present", "recurring")

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payfm.errors import WorkspaceBusy
-from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, RULES, SCHEMAS
+from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, SCHEMAS
 from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import AUTHORIZATION, REVIEW_DISPUTE_PREFIX
@@ -49,6 +49,7 @@ from payfm.serving.outcome_checks import (
     OUTCOME_NAMES,
     invalid_outcome,
     over_refunded,
+    refuse_review_texts,
     refuse_wrong_outcome_types,
     uncaptured,
     unfollowed,
@@ -185,6 +186,8 @@ class FeedbackMixin:
                 try:  # a refund: of what is left to refund
                     out = self.record_outcome(table, payload, clamp=True)
                 except Conflict:  # a decline reported since the check above: no money moved after all
+                    if self._uncaptured(table, oid, cid, charge, None) is None:
+                        raise  # another conflict
                     out = None
                 if out is not None:
                     result = {"table": table, "id": out["id"], "applied": out["applied"]}
@@ -630,13 +633,10 @@ class FeedbackMixin:
                 _refused_at_start("reviews", str(event.get("charge_id")), e)
         for table, payloads in by_table.items():
             todo = [{k: v for k, v in p.items() if k not in ("id", "created_us")} for p in payloads]
-            for one in todo:
-                try:
-                    validate_events(table, pa.Table.from_pylist([one]), source=f"{table} of the decision log")
-                except ValidationError as e:  # as `serve export` leaves it: in the decision log, not appended
-                    _refused_at_start(table, str(one.get(ID_COLUMNS[table])), e)
-                    todo = [t for t in todo if t is not one]
-            self._append_to_event_log(table, todo)  # those there already are left out, and marked
+            try:
+                self._append_to_event_log(table, todo)  # those there already are left out, and marked
+            except ValidationError:  # one logged before a check it fails: the others go, it stays in the log
+                self._append_to_event_log(table, [one for one in todo if _appendable(table, one)])
 
 
 # (table directory, key column) -> {file: the sorted hashes of the key's values in that file}. The event
@@ -719,6 +719,16 @@ def _conflict(table: str, oid: str, recorded: str, cid: str) -> Conflict:
     )
 
 
+def _appendable(table: str, event: Mapping[str, Any]) -> bool:
+    """Whether the event log takes ``event``, logged by this service; a warning when it does not."""
+    try:
+        validate_events(table, pa.Table.from_pylist([dict(event)]), source=f"{table} of the decision log")
+    except ValidationError as e:  # as `serve export` leaves it: in the decision log, not appended
+        _refused_at_start(table, str(event.get(ID_COLUMNS[table])), e)
+        return False
+    return True
+
+
 def _refused_at_start(table: str, key: str, e: ValidationError) -> None:
     """A record of the decision log that the event log refuses (logged before a check it fails came in):
     the service starts, and the record stays in the decision log, unappended, as `serve export` leaves it."""
@@ -728,19 +738,6 @@ def _refused_at_start(table: str, key: str, e: ValidationError) -> None:
         shown(key),
         e.problems[0] if e.problems else e,
     )
-
-
-def refuse_review_texts(values: Mapping[str, Any]) -> None:
-    """Raise (422 naming the field) unless each text of a review closure is one the event log's ``reviews``
-    table takes (payfm.events.text: an id's characters and length, a note's): checked before the closure is
-    logged, since its append to the event log would refuse it after (a closure logged before these checks is
-    left unappended at start, :func:`_refused_at_start`)."""
-    for name, value in values.items():
-        rule = RULES["reviews"][name]
-        if isinstance(value, str) and value.strip() and not rule.accepts(value):
-            expected, _ = rule.problem(value) or ("", "")
-            got = rule.received(value)
-            raise InvalidInput(f"Field '{name}' of the review must be {expected}. Got {got}.", field=name)
 
 
 def _rows(batches: list[tuple[str, pa.Table]]) -> int:

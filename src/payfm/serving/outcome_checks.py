@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from payfm.events.schema import SCHEMAS
+from payfm.events.schema import RULES, SCHEMAS
 from payfm.events.validate import ValidationError
 from payfm.serving.charges import refuse_wrong_types, us_to_iso
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
@@ -127,3 +127,16 @@ def over_refunded(
         f"refunded already or being refunded). Got {int(event['amount'])}.",
         field="amount",
     )
+
+
+def refuse_review_texts(values: Mapping[str, Any]) -> None:
+    """Raise (422 naming the field) unless each text of a review closure is one the event log's ``reviews``
+    table takes (payfm.events.text: an id's characters and length, a note's): checked before the closure is
+    logged, since its append to the event log would refuse it after (a closure logged before these checks is
+    left unappended at start, :func:`payfm.serving.feedback._refused_at_start`)."""
+    for name, value in values.items():
+        rule = RULES["reviews"][name]
+        if isinstance(value, str) and value.strip() and not rule.accepts(value):
+            expected, _ = rule.problem(value) or ("", "")
+            got = rule.received(value)
+            raise InvalidInput(f"Field '{name}' of the review must be {expected}. Got {got}.", field=name)

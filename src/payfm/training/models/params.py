@@ -202,7 +202,8 @@ def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
     """Fit one round on four rows with the pass-through parameters: a value LightGBM refuses is an error
     now, naming LightGBM's reason."""
     names = _lightgbm_names()
-    extra = {k: v for k, v in params.items() if k not in set(own) and names.get(k, k) not in _PER_FEATURE}
+    mine = set(own)
+    extra = {k: v for k, v in params.items() if k not in mine and names.get(k, k) not in _PER_FEATURE}
     if not extra:
         return
     import lightgbm as lgb
