@@ -31,7 +31,6 @@ INVISIBLE = [
     "\u2067",
     "\u2069",
     "\u200b",
-    "\u200d",
     "\u2060",
     "\ufeff",
     "\u00ad",
@@ -127,6 +126,23 @@ def test_apply_refuses_a_bad_note_before_the_backtest(
     assert code == 1 and out.count("\n") == 1 and out.startswith("Error: A ruleset's note must not contain")
     assert out.rstrip().endswith(f"Got {got}.") and "gpj" not in out and "Traceback" not in out
     assert rulesets.history(ws) == []
+
+
+def test_joiners_are_spelling_in_rule_text_as_in_ids(ws: Workspace) -> None:
+    """The zero-width non-joiner and joiner spell Persian, Indic and emoji names, which the event log takes
+    as ids: a rule must be able to name them. Between tokens the parser refuses one, naming it escaped."""
+    merchant = "Family \U0001f468\u200d\U0001f469 Store"
+    text = f"fam: block if :merchant_id: = '{merchant}'  # \u0641\u0631\u0648\u0634\u200c\u06af\u0627\u0647\n"
+    v = rulesets.save(ws, text, set_name="tiny", author="ana", note="\u0915\u094d\u200d\u0937", activate=True)
+    live = rulesets.load_active(ws)
+    assert rulesets.active(ws) == v and live is not None
+    assert live.decide({"merchant_id": merchant}).rule == "fam"
+    assert live.decide({"merchant_id": merchant.replace("\u200d", "")}).rule is None  # another id
+    code, out = _run(ws, "rules", "show")
+    assert code == 0 and merchant in out  # printed as written, not escaped
+    with pytest.raises(RuleError) as e:
+        parse_rule("ok: review if \u200d:amount_usd: > 5")
+    assert e.value.column == 15 and e.value.detail.startswith("Unexpected '\\u200d'.")
 
 
 def test_text_without_them_is_unchanged(ws: Workspace) -> None:

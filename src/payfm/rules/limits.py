@@ -9,7 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from payfm.errors import PayfmError
-from payfm.events.text import code_point
+from payfm.events.text import JOINERS, code_point
 
 MAX_TEXT_BYTES = 1_000_000  # a whole ruleset file
 MAX_RULES = 1_000  # rules in one ruleset
@@ -38,12 +38,14 @@ def control_character(text: str) -> str | None:
 
 def format_character(text: str) -> str | None:
     """Where ``text`` holds an invisible formatting character (Unicode category Cf: the bidi controls
-    U+202A-U+202E and U+2066-U+2069, the zero-width U+200B-U+200D, U+FEFF, a soft hyphen...), a message
+    U+202A-U+202E and U+2066-U+2069, the zero-width space U+200B, U+FEFF, a soft hyphen...), a message
     naming its code point and where (``Got U+202E (RIGHT-TO-LEFT OVERRIDE) at character 4.``); None when it
     holds none. The message never quotes ``text`` (it may hold a card number).
 
     List values refuse them: printed, a bidi override shows ``cus_1`` + U+202E + ``gpj.exe`` as
-    ``cus_1exe.jpg``, and a zero-width character makes two values that print alike different.
+    ``cus_1exe.jpg``, and a zero-width space makes two values that print alike different. The zero-width
+    non-joiner and joiner (U+200C, U+200D) are taken: they spell Persian, Indic and emoji names, and a list
+    value or rule literal must be able to name every id the event log takes (:mod:`payfm.events.text`).
 
     >>> format_character("cus_1"), format_character("cus\u200b1")
     (None, 'Got U+200B (ZERO WIDTH SPACE) at character 4.')
@@ -65,7 +67,7 @@ def first_format_character(text: str) -> tuple[int, str] | None:
     return _first_of(text, ("Cf", "Zl", "Zp", "Cs"))
 
 
-_ESCAPED = ("Cc", "Cf", "Zl", "Zp", "Cs")  # what a command escapes in text it prints
+_ESCAPED = ("Cc", "Cf", "Zl", "Zp", "Cs")  # what a command escapes in text it prints (joiners aside)
 # What :func:`first_format_character` finds, as messages name it.
 INVISIBLE = (
     "invisible formatting characters (Unicode Cf: bidi controls, zero-width characters; line and paragraph "
@@ -86,16 +88,23 @@ def escaped(text: str, keep: str = "") -> str:
     if text.isprintable():
         return text
     return "".join(
-        repr(ch)[1:-1] if ch not in keep and unicodedata.category(ch) in _ESCAPED else ch for ch in text
+        repr(ch)[1:-1]
+        if ch not in keep and ch not in JOINERS and unicodedata.category(ch) in _ESCAPED
+        else ch
+        for ch in text
     )
 
 
 def _first_of(text: str, categories: str | tuple[str, ...]) -> tuple[int, str] | None:
     """The 1-based position and the first character of a Unicode category of ``categories`` in ``text``
-    (None: none)."""
+    (None: none), the zero-width non-joiner and joiner aside (spelling, as in ids)."""
     if text.isprintable():  # the fast path: no Cc, Cf, Zl, Zp, Cs (nor other unprintable) character
         return None
-    found = ((i, ch) for i, ch in enumerate(text, start=1) if unicodedata.category(ch) in categories)
+    found = (
+        (i, ch)
+        for i, ch in enumerate(text, start=1)
+        if ch not in JOINERS and unicodedata.category(ch) in categories
+    )
     return next(found, None)
 
 
