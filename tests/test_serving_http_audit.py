@@ -110,8 +110,9 @@ def test_outcome_validation_names_the_first_field_on_one_line(client: TestClient
 
 
 def test_an_outcome_id_is_one_outcome_of_one_charge(client: TestClient, scorer: Scorer) -> None:
-    """Sent again for the same charge, it answers with the stored record (not the request); for another
-    charge, 409 naming the charge it is recorded on, and nothing is counted for the other charge."""
+    """Sent again as it was, it answers with the stored record; with another field (another outcome under
+    the same id), 409 naming the field; for another charge, 409 naming the charge it is recorded on, and
+    nothing is counted for the other charge."""
     for i in (1, 22):
         client.post("/v1/charges/score", json=charge(i, card_fingerprint=f"fp_{i}"))
     first = client.post("/v1/disputes", json=dispute("dp_1", "ch_1"))
@@ -122,8 +123,14 @@ def test_an_outcome_id_is_one_outcome_of_one_charge(client: TestClient, scorer: 
         "applied": True,
         "duplicate": False,
     }
-    again = client.post("/v1/disputes", json=dispute("dp_1", "ch_1", reason="general"))
+    again = client.post("/v1/disputes", json=dispute("dp_1", "ch_1"))
     assert again.status_code == 200 and again.json() == {**first.json(), "duplicate": True}
+    err = error(client.post("/v1/disputes", json=dispute("dp_1", "ch_1", reason="general")), 409)
+    assert err["type"] == "Conflict" and err["field"] == "reason"
+    assert err["message"] == (
+        "The dispute 'dp_1' of charge 'ch_1' is recorded already with another 'reason': a retry must send "
+        "the same dispute, and another dispute needs a new dispute_id."
+    )
     other = client.post("/v1/disputes", json=dispute("dp_1", "ch_22", reason="general"))
     err = error(other, 409)
     assert err["type"] == "Conflict" and err["field"] == "dispute_id"

@@ -17,7 +17,7 @@ from payfm.events.validate import validate_events
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.serving import feedback
-from payfm.serving.errors import InvalidInput
+from payfm.serving.errors import Conflict, InvalidInput
 from payfm.serving.scorer import Scorer
 from test_serving_reviews import charge
 
@@ -51,7 +51,8 @@ def test_partial_refunds_add_up_to_at_most_the_charges_amount(ws: Workspace) -> 
     s = Scorer.open(ws)
     try:
         s.score(charge(1, amount=20_000, amount_usd=20_000))
-        assert s.record_outcome("refunds", _refund(1, 15_000))["applied"]
+        first = _refund(1, 15_000)
+        assert s.record_outcome("refunds", first)["applied"]
         with pytest.raises(
             InvalidInput,
             match=r"expected at most 5000, what is left to refund of its charge "
@@ -60,8 +61,10 @@ def test_partial_refunds_add_up_to_at_most_the_charges_amount(ws: Workspace) -> 
         ) as e:
             s.record_outcome("refunds", _refund(2, 6_000))
         assert e.value.field == "amount"
-        assert s.record_outcome("refunds", _refund(1, 15_000))["duplicate"]  # a retry is answered, not capped
-        assert s.record_outcome("refunds", _refund(1, 19_000))["duplicate"]  # whatever its amount (as before)
+        assert s.record_outcome("refunds", first)["duplicate"]  # a retry is answered, not capped
+        with pytest.raises(Conflict, match="recorded already with another 'amount'") as c:
+            s.record_outcome("refunds", {**first, "amount": 4_000})  # another refund under its id: refused
+        assert c.value.field == "amount"
         assert s.record_outcome("refunds", _refund(3, 5_000))["applied"]  # what is left: taken
         with pytest.raises(InvalidInput, match="expected at most 0"):
             s.record_outcome("refunds", _refund(4, 1))
@@ -80,12 +83,20 @@ def test_the_event_logs_refunds_of_the_charge_count(ws: Workspace) -> None:
     s = Scorer.open(ws)
     try:
         s.score(charge(1, amount=20_000, amount_usd=20_000))
-        imported = validate_events("refunds", pa.Table.from_pylist([_refund(9, 12_000)]))
+        theirs = _refund(9, 12_000)
+        imported = validate_events("refunds", pa.Table.from_pylist([theirs]))
         with ws.writer() as w:  # imported meanwhile (not through the service)
             w.write("refunds", imported)
         with pytest.raises(InvalidInput, match=r"expected at most 8000, .* less 12000 refunded"):
             s.record_outcome("refunds", _refund(1, 9_000))
         assert s.record_outcome("refunds", _refund(1, 8_000))["applied"]
+        # compared with the event log's row: another outcome under its id is refused, the same one taken
+        for field, value in (("reason", "duplicate"), ("created", _refund(9, 1)["created"])):
+            with pytest.raises(
+                Conflict, match=f"'re_9' of charge 'ch_1' is recorded already with another '{field}'"
+            ):
+                s.record_outcome("refunds", {**theirs, field: value})
+        assert s.record_outcome("refunds", theirs)["id"] == "re_9"
     finally:
         s.close(snapshot=False)
 

@@ -47,6 +47,7 @@ from payfm.serving.decision_log import (
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
 from payfm.serving.outcome_checks import (
     OUTCOME_NAMES,
+    another_outcome,
     invalid_outcome,
     over_refunded,
     refuse_review_texts,
@@ -243,6 +244,13 @@ class FeedbackMixin:
         in_log = bool(logged)
         if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
             raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
+        known = self._known_outcome(table, oid, cid, logged)
+        if known is not None:  # a retry, or another outcome under a recorded id
+            # A review closure's implied refund was taken for what was left to refund (clamp): its amount
+            # may differ from what the closure asks, every time.
+            differs = another_outcome(table, event, created_us, known, ("amount",) if clamp else ())
+            if differs is not None:
+                raise differs
         refused = unfollowed(table, oid, cid, created_us, charge_us, self.append_outcomes and not in_log)
         live = self.append_outcomes and not in_log and charge is not None
         if refused is None and live:  # money moved (none of a blocked or declined charge), as much
@@ -502,17 +510,27 @@ class FeedbackMixin:
         block, the event log, a result reported since); None while its result is outstanding."""
         return uncaptured(table, oid, cid, result or self._known_result(cid, charge) or self._reported(cid))
 
+    def _known_outcome(
+        self, table: str, oid: str, cid: str, logged: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """What is recorded of outcome ``oid`` of charge ``cid``: its decision-log payload, else its event-log
+        row (of ``logged``), else None."""
+        for kind, payload in self.log.outcomes_of(cid):
+            if kind == table and str(payload.get("id")) == oid:
+                return payload
+        return next((r for r in logged if str(r["charge_id"]) == cid), None)
+
     def _event_log_facts(
         self, table: str, oid: str, cid: str, look_in_log: bool
     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, tuple[str, str, str | None] | None]:
-        """The event log's rows of outcome ``oid`` of ``table`` (their ``charge_id``, and ``reason`` for
-        disputes; empty: none, or not ``look_in_log``), charge ``cid``'s time (``created_us``), amount and
+        """The event log's rows of outcome ``oid`` of ``table`` (every field; empty: none, or not
+        ``look_in_log``), charge ``cid``'s time (``created_us``), amount and
         currency (from the decision log, else, with ``look_in_log``, the event log; None when unknown), and,
         for a charge only the event log holds, its outcome there (``("in the event log", outcome, code)``)."""
         decided = self.log.get_charge(cid)
         if not look_in_log:
             return [], decided, None
-        columns = ("charge_id", "reason") if table == "disputes" else ("charge_id",)
+        columns = tuple(n for n in SCHEMAS[table].names if n != OUTCOME_TABLES[table])
         logged = _matching_rows(self.ws, table, OUTCOME_TABLES[table], oid, columns)
         if decided is not None:
             return logged, decided, None

@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from payfm.events.schema import RULES, SCHEMAS
+from payfm.events.schema import ID_COLUMNS, RULES, SCHEMAS
 from payfm.events.validate import ValidationError
-from payfm.serving.charges import refuse_wrong_types, us_to_iso
+from payfm.serving.charges import refuse_wrong_types, to_us, us_to_iso
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
 
 OUTCOME_NAMES = {"disputes": "dispute", "early_fraud_warnings": "early fraud warning", "refunds": "refund"}
@@ -114,6 +114,40 @@ def unlike_its_charge(table: str, event: Mapping[str, Any], charge: Mapping[str,
             f"unit of {charge.get('currency')}). Got {int(event['amount'])}.",
             field="amount",
         )
+    return None
+
+
+def another_outcome(
+    table: str,
+    event: Mapping[str, Any],
+    created_us: int,
+    known: Mapping[str, Any],
+    skip: tuple[str, ...] = (),
+) -> Conflict | None:
+    """A Conflict (409 naming the first field that differs) when outcome ``event`` (at ``created_us``) is not
+    the outcome ``known`` recorded under its id on the same charge (the decision log's payload or the event
+    log's row), None when it is. An outcome is an immutable event: a retry sends it again as it was, and
+    another dispute, refund or warning needs another id (answered as a duplicate, it would be dropped, its
+    amount or reason never counted). Times compare as instants; a field ``known`` lacks (a payload logged
+    by an older payfm) is not compared, nor those in ``skip``.
+    """
+    name = OUTCOME_NAMES[table]
+    for field in SCHEMAS[table].names:
+        if field in (ID_COLUMNS[table], "charge_id") or field in skip or field not in known:
+            continue
+        if field == "created":
+            theirs = known["created_us"] if "created_us" in known else to_us(known["created"], "created")
+            same = int(theirs) == created_us
+        else:
+            same = known[field] == event.get(field)
+        if not same:
+            oid = str(event[ID_COLUMNS[table]])
+            return Conflict(
+                f"The {name} '{shown(oid)}' of charge '{shown(str(event['charge_id']))}' is recorded already "
+                f"with another '{field}': a retry must send the same {name}, and another {name} needs a new "
+                f"{ID_COLUMNS[table]}.",
+                field=field,
+            )
     return None
 
 
