@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -150,6 +152,41 @@ def test_card_precision_at_k_matches_a_per_day_brute_force() -> None:
         top = sorted(best.items(), key=lambda kv: (-kv[1][0], kv[0]))[:10]
         expected.append(sum(v[1] for _, v in top) / 10)
     assert card_precision_at_k(y, s, day, card, k=10).mean == pytest.approx(np.mean(expected))
+
+
+def test_card_precision_at_k_shares_the_places_left_among_tied_cards() -> None:
+    """Found by an audit: cards tied across the k-th place were taken in card order, so the figure
+    depended on card names (string cards) or codes (order of appearance, evaluate_predictions): 0 or 1 for
+    the same data. Now it is the mean over every order of the tied cards, whatever their names."""
+    rng = np.random.default_rng(5)
+    n = 60
+    y, s = (rng.random(n) < 0.3).astype(int), rng.choice([0.2, 0.5, 0.5, 0.9], n)  # heavy ties
+    day, card = rng.integers(0, 3, n), rng.integers(0, 14, n)
+    k = 4
+    expected = []
+    for d in range(3):
+        best: dict[int, tuple[float, int]] = {}
+        for c, sc, yy in zip(card[day == d], s[day == d], y[day == d], strict=True):
+            old = best.get(int(c), (-1.0, 0))
+            best[int(c)] = (max(old[0], float(sc)), max(old[1], int(yy)))
+        ranked = sorted(best.values(), key=lambda v: -v[0])
+        above = [v for v in ranked if v[0] > ranked[min(k, len(ranked)) - 1][0]]
+        tied = [v for v in ranked if v[0] == ranked[min(k, len(ranked)) - 1][0]]
+        left = min(k, len(ranked)) - len(above)
+        # every order of the tied cards: the mean number of frauds among the first `left` of them
+        orders = list(itertools.permutations(range(len(tied)))) if len(tied) <= 7 else None
+        assert orders is not None
+        in_ties = np.mean([sum(tied[i][1] for i in o[:left]) for o in orders])
+        expected.append((sum(v[1] for v in above) + in_ties) / k)
+    got = card_precision_at_k(y, s, day, card, k=k)
+    assert got.mean == pytest.approx(np.mean(expected))
+    renamed = card_precision_at_k(
+        y, s, day, [f"z{99 - c:02d}" for c in card], k=k
+    )  # other names, other order
+    assert renamed.per_day == pytest.approx(got.per_day)
+    # three cards tied for the one place, one of them fraudulent: a third of a hit, whatever comes first
+    for cards in (["a", "b", "c", "d"], ["c", "b", "a", "d"]):
+        assert card_precision_at_k([1, 0, 0, 0], [0.5, 0.5, 0.5, 0.1], [0] * 4, cards, k=1).mean == 1 / 3
 
 
 def test_dollar_curve_matches_brute_force_sums() -> None:

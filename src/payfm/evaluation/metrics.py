@@ -202,7 +202,9 @@ def card_precision_at_k(
     ``k`` cards were seen, as in the Handbook); the result is the mean over days with at least one charge.
 
     ``day`` is days since the Unix epoch (UTC); ``card`` holds card ids, or integer card codes. Cards tied
-    on score at the k-th place are taken in card order.
+    on score across the k-th place share the places left: each counts for the share of the tie group that
+    fits (the expected hits of the group in a random order), so the figure never depends on how cards are
+    named or coded, as no other metric here splits a group of equal scores.
     Unlike the Handbook's simulation, cards found on earlier days are not removed from later days.
 
     Example:
@@ -230,17 +232,22 @@ def card_precision_at_k(
     order = np.lexsort((card_code, days))
     d, c, ss, yy = days[order], card_code[order], s[order], y[order]
     starts = np.flatnonzero(np.r_[True, (np.diff(d) != 0) | (np.diff(c) != 0)])
-    g_day, g_card = d[starts], c[starts]
+    g_day = d[starts]
     g_score = np.maximum.reduceat(ss, starts)
     g_fraud = np.maximum.reduceat(yy, starts)
-    # within each day: highest score first, then card order
-    rank_order = np.lexsort((g_card, -g_score, g_day))
-    g_day, g_fraud = g_day[rank_order], g_fraud[rank_order]
+    # within each day, highest score first; cards of one score form a tie group, taken in the share that
+    # fits in the day's top k (1 above the k-th place, 0 below, a fraction across it)
+    rank_order = np.lexsort((-g_score, g_day))
+    g_day, g_score, g_fraud = g_day[rank_order], g_score[rank_order], g_fraud[rank_order]
     day_start = np.flatnonzero(np.r_[True, np.diff(g_day) != 0])
     pos_in_day = np.arange(g_day.size) - np.repeat(day_start, np.diff(np.r_[day_start, g_day.size]))
-    top = pos_in_day < k
+    tie_start = np.flatnonzero(np.r_[True, (np.diff(g_day) != 0) | (np.diff(g_score) != 0)])
+    tie_size = np.diff(np.r_[tie_start, g_day.size])
+    taken = np.clip((k - pos_in_day[tie_start]) / tie_size, 0.0, 1.0)
     hits = np.bincount(
-        np.searchsorted(g_day[day_start], g_day[top]), weights=g_fraud[top], minlength=day_start.size
+        np.searchsorted(g_day[day_start], g_day[tie_start]),
+        weights=np.add.reduceat(g_fraud, tie_start) * taken,
+        minlength=day_start.size,
     )
     per_day = {
         str(np.datetime64(int(dd), "D")): float(h) / k for dd, h in zip(g_day[day_start], hits, strict=True)
