@@ -106,7 +106,11 @@ def stub_score_window(world: World, monkeypatch: pytest.MonkeyPatch) -> list[str
     calls: list[str] = []
 
     def score_window(
-        ws: Workspace, ref: str, start: datetime | None = None, end: datetime | None = None
+        ws: Workspace,
+        ref: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        horizon: timedelta | None = None,
     ) -> pa.Table:
         calls.append(ref)
         calls.append(f"from {start.isoformat() if start else None}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ from click.testing import CliRunner
 
 from payfm.cli.main import cli
 from payfm.errors import ConfigError
+from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.pipeline import evaluate_models
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.features.training_set import load_backfill
@@ -119,6 +121,36 @@ def test_fraud_models_learn_and_report_immature_labels(trained: Registry) -> Non
         # the timeline ends a horizon (10 days) before the log's end: every test label is mature
         assert m["test_immature"] == 0 and m["test_rows"] > 1000 and mv.entry["split"]["too_recent"] > 5000
         assert mv.entry["data_window"]["train_end"] < mv.entry["data_window"]["val_start"]
+
+
+def test_models_of_different_horizons_are_evaluated_on_one_population(
+    ws: Workspace, trained: Registry, tmp_path: Path
+) -> None:
+    """Found by an audit: each model's charges were labelled over its own horizon, so two models of
+    different horizons had different populations and the comparison refused them after scoring both."""
+    [res] = train(ws, "lr", task("fraud"), FS, replace(CFG, horizon_days=3))
+    short = register_result(trained, res, FS)
+    said: list[str] = []
+    test_start = trained.get("fraud-lr@1").entry["data_window"]["test_start"]
+    _, results = evaluate_models(
+        ws, ["fraud-lr@1", short.ref], test_start, None, tmp_path / "r", bootstrap=0, progress=said.append
+    )
+    assert any(m.startswith("labels: over 10 days, the longest") and f"{short.ref} 3 days" in m for m in said)
+    assert len({(r.evaluated, r.fraud, r.immature) for r in results}) == 1  # the baseline's too
+    over_ten = score_window(ws, short.ref, datetime.fromisoformat(test_start), horizon=timedelta(days=10))
+    mature = over_ten.filter(over_ten["mature"])
+    assert results[1].evaluated == mature.num_rows and results[1].fraud == pc.sum(mature["is_fraud"]).as_py()
+    own = score_window(
+        ws, short.ref, datetime.fromisoformat(test_start)
+    )  # over its own 3 days: more charges mature
+    assert pc.sum(own["mature"]).as_py() > mature.num_rows
+    retry = trained.register(
+        res.model, name="retry-lr", task="retry_success", fset=FS, extra={"horizon_days": 7}
+    )
+    with pytest.raises(
+        EvaluationError, match=r"Models of different tasks cannot be compared.*\(retry_success\)"
+    ):
+        evaluate_models(ws, ["fraud-lr@1", retry.ref], test_start, None, tmp_path / "x", bootstrap=0)
 
 
 def test_score_window_scores_the_window_with_the_registered_model(ws: Workspace, trained: Registry) -> None:

@@ -16,19 +16,12 @@ from payfm.events.workspace import Workspace
 
 
 def population(results: Sequence[Any]) -> str:
-    """What the metrics were computed on: one population, or each model's when their label horizons differ
-    (each model's charges are labelled over its own horizon)."""
+    """What the metrics were computed on: the charges with mature labels, the same for every model
+    (:func:`payfm.evaluation.pipeline.common_horizon`)."""
     r0 = results[0]
-    if all((r.evaluated, r.fraud, r.immature) == (r0.evaluated, r0.fraud, r0.immature) for r in results):
-        return (
-            f"{r0.evaluated:,} charges with mature labels ({r0.fraud:,} fraud); "
-            f"{r0.immature:,} immature excluded"
-        )
-    each = (
-        f"{r.name} {r.evaluated:,} charges ({r.fraud:,} fraud, {r.immature:,} immature excluded)"
-        for r in results
+    return (
+        f"{r0.evaluated:,} charges with mature labels ({r0.fraud:,} fraud); {r0.immature:,} immature excluded"
     )
-    return "labels over each model's own horizon, so the populations differ: " + "; ".join(each)
 
 
 def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
@@ -80,8 +73,8 @@ def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
     "--horizon-days",
     type=click.FloatRange(0.0, min_open=True),
     default=None,
-    help="Label horizon of the baseline evaluated alone (without --model; default 120). With models, "
-    "each model's own horizon applies.",
+    help="Label horizon of the baseline evaluated alone (without --model; default 120). With models, the "
+    "longest of their own horizons applies to all of them.",
 )
 @click.pass_context
 def evaluate(

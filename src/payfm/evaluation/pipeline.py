@@ -108,6 +108,48 @@ def held_out(ws: Workspace, model_refs: Sequence[str]) -> dict[str, datetime]:
     return out
 
 
+def label_horizons(ws: Workspace, model_refs: Sequence[str]) -> dict[str, tuple[str, timedelta]]:
+    """Each model's task and label horizon, as trained (its registry entry)."""
+    from payfm.registry.store import Registry
+
+    tasks = importlib.import_module("payfm.training.tasks")  # as score_window: imported at call time
+    reg = Registry(ws)
+    out = {}
+    for ref in model_refs:
+        mv = reg.get(ref)
+        out[mv.ref] = (mv.task, tasks.label_horizon(mv.task, mv.entry))
+    return out
+
+
+def common_horizon(ws: Workspace, model_refs: Sequence[str], say: Progress) -> timedelta | None:
+    """The label horizon every model is evaluated over: the longest of theirs (None without models), so they
+    are compared on one population and one label, the most complete one (each over its own would compare
+    them on different charges: a shorter horizon matures more of them, and counts fewer frauds). Models of
+    different tasks label different things: refused."""
+    if not model_refs:
+        return None
+    of = label_horizons(ws, model_refs)
+    tasks = sorted({t for t, _ in of.values()})
+    if len(tasks) > 1:
+        each = ", ".join(f"{ref} ({t})" for ref, (t, _) in of.items())
+        raise EvaluationError(
+            f"Models of different tasks cannot be compared on one population. Got {each}: evaluate each "
+            "task's models apart."
+        )
+    longest = max(h for _, h in of.values())
+    if len({h for _, h in of.values()}) > 1:
+        each = ", ".join(f"{r} {_days(h)}" for r, (_, h) in of.items())
+        say(
+            f"labels: over {_days(longest)}, the longest of the models' label horizons ({each}), for every "
+            "model, so they are compared on the same charges and labels"
+        )
+    return longest
+
+
+def _days(h: timedelta) -> str:
+    return f"{h.total_seconds() / 86400:g} days"
+
+
 def evaluate_models(
     ws: Workspace,
     model_refs: Sequence[str],
@@ -125,7 +167,9 @@ def evaluate_models(
     on the same charges, evaluate each and write the report (default ``reports/<timestamp>/``).
 
     Without models the baseline is evaluated alone on the charges of the window, labelled over ``horizon``
-    (default 120 days); with models it uses the first model's charges and labels.
+    (default 120 days). Models are labelled over the longest of their label horizons (:func:`common_horizon`,
+    said through ``progress`` when they differ), all of them on the same charges and labels, and the
+    baseline with them; models of different tasks are refused.
 
     Without ``start``, models are evaluated from the latest of their held-out test periods' starts
     (:func:`held_out`), never on the charges they were trained or validated on; a ``start`` earlier than a
@@ -157,13 +201,14 @@ def evaluate_models(
                 "it holds charges the model was trained or validated on, so its figures are in-sample"
             )
     _check_charges(ws, start, end)
+    labelled_over = common_horizon(ws, model_refs, say)
     tables: list[tuple[str, pa.Table]] = []
     if model_refs:
         # imported at call time: the training package provides it, and this module imports without it
         score_window = importlib.import_module("payfm.training.predict").score_window
         for ref in model_refs:
             say(f"scoring with {ref}")
-            tables.append((ref, score_window(ws, ref, start=start, end=end)))
+            tables.append((ref, score_window(ws, ref, start=start, end=end, horizon=labelled_over)))
     if baseline:
         say("scoring with the rules baseline")
         base = tables[0][1] if tables else window_predictions(ws, start, end, horizon)

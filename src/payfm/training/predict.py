@@ -20,7 +20,7 @@ from payfm.features.definitions import FeatureSet
 from payfm.features.training_set import load_backfill
 from payfm.registry.store import Registry
 from payfm.training.data import feature_matrix
-from payfm.training.tasks import task
+from payfm.training.tasks import label_horizon, task
 
 SCORE_COLUMNS = (
     "charge_id",
@@ -54,16 +54,18 @@ def score_window(
     *,
     fset: FeatureSet | None = None,
     as_of: datetime | None = None,
+    horizon: timedelta | None = None,
 ) -> pa.Table:
     """Score every labelled entity of the model's task created in [start, end) with a registered model.
 
     ``model_ref`` is ``name`` (its production version, else the latest), ``name@<version>`` or
     ``name@<stage>``. The model's content hash and feature set are checked at load. ``fset`` defaults to the
     bundled feature set of the model's name. Labels (``is_fraud``: the task's label; ``mature``) are read
-    ``as_of`` the end of the log with the horizon the model was trained with. A model trained on a foundation
-    model's outputs (``payfm train --fm``) takes them after its features, from its registered checkpoint
-    (content hash checked), as in training; refused when that checkpoint was pretrained on charges of the
-    window (its outputs would carry what the window measures).
+    ``as_of`` the end of the log over ``horizon``, by default the one the model was trained with (models
+    compared side by side share one: :func:`payfm.evaluation.pipeline.evaluate_models`). A model trained on
+    a foundation model's outputs (``payfm train --fm``) takes them after its features, from its registered
+    checkpoint (content hash checked), as in training; refused when that checkpoint was pretrained on charges
+    of the window (its outputs would carry what the window measures).
 
     Columns: charge_id, created, score (calibrated probability, float64), is_fraud (int32 0/1), mature (bool),
     scenario (null for genuine charges), amount_usd (int64 US cents, as in the charges table), channel,
@@ -75,7 +77,7 @@ def score_window(
     fs = fset if fset is not None else feature_set(mv.feature_set, ws.root)
     mv, model = reg.load(mv.ref, fs)
     t = task(mv.task)
-    horizon = timedelta(days=float(mv.entry.get("horizon_days", t.horizon.total_seconds() / 86400)))
+    horizon = horizon if horizon is not None else label_horizon(mv.task, mv.entry)
     window: list[tuple[str, str, Any]] = []
     if start is not None:
         window.append(("created", ">=", start))

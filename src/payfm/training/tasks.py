@@ -15,9 +15,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -115,6 +116,13 @@ TASKS: dict[str, Task] = {
         horizon=timedelta(days=7),
     ),
 }
+
+
+def label_horizon(task_name: str, entry: Mapping[str, Any]) -> timedelta:
+    """The label horizon a registered model was trained with: its registry ``entry``'s ``horizon_days``,
+    else its task's default."""
+    days = entry.get("horizon_days")
+    return task(task_name).horizon if days is None else timedelta(days=float(days))
 
 
 def task(name: str) -> Task:
