@@ -19,6 +19,7 @@ from payfm.registry.store import Registry
 from payfm.rules import rulesets
 from payfm.serving.app import create_app
 from payfm.serving.charges import EXAMPLE_FIELDS, to_us
+from payfm.serving.errors import InvalidInput
 from payfm.serving.keys import KeyStore
 from payfm.serving.scorer import Scorer
 from payfm.training.models.linear import LogisticModel
@@ -264,6 +265,38 @@ def test_events_dated_past_the_clock_skew_are_refused_and_leave_the_state_alone(
         assert scorer.log.get_decision("ch_2") is None
     finally:
         scorer.close()
+
+
+def test_a_charge_dated_past_the_max_past_bound_is_refused(ws: Workspace) -> None:
+    """--max-past-s: a back-dated charge would give its card a history it never had (card.since_first);
+    off by default; a retry of a decided charge is answered whatever the clock; outcomes are not bound."""
+    from datetime import UTC, datetime, timedelta
+
+    from payfm.serving.scorer import ScorerConfig
+
+    now = datetime.now(UTC)
+    scorer = Scorer.open(ws, config=ScorerConfig(max_future_s=300, max_past_s=3600))
+    try:
+        old = charge(1, card_fingerprint="fp_new", created=(now - timedelta(days=90)).isoformat())
+        with pytest.raises(InvalidInput) as e:
+            scorer.score(old)
+        assert e.value.field == "created" and "at most 3,600 s behind the server's clock" in str(e.value)
+        assert "7,776,000 s behind" in str(e.value) and "payfm serve --max-past-s" in str(e.value)
+        assert scorer.log.get_decision("ch_1") is None  # refused before anything was counted or logged
+        fresh = scorer.score(charge(2, card_fingerprint="fp_new", created=now.isoformat()))
+        assert fresh.features["card.count_charges_1h"] == 0.0
+        late = {"dispute_id": "dp_1", "charge_id": "ch_2", "reason": "fraudulent", "amount": 1999}
+        late |= {"currency": "usd", "created": (now + timedelta(seconds=1)).isoformat()}
+        assert scorer.record_outcome("disputes", late)["duplicate"] is False
+    finally:
+        scorer.close()
+    unbounded = Scorer.open(ws, config=ScorerConfig(max_future_s=300))  # the default: no bound in the past
+    try:
+        assert unbounded.score(old).charge_id == "ch_1"
+        unbounded.config = ScorerConfig(max_future_s=300, max_past_s=60)
+        assert unbounded.score(old).charge_id == "ch_1"  # a retry of a decided charge: answered
+    finally:
+        unbounded.close()
 
 
 def test_postgres_decision_log_round_trip(tmp_path: Path) -> None:

@@ -97,6 +97,15 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     help="Refuse a charge or outcome whose 'created' is more than this many seconds ahead of the server's "
     "clock (clock skew): one far-future event would reset its card's, IP's and merchant's velocity windows.",
 )
+@click.option(
+    "--max-past-s",
+    default=None,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Refuse a charge whose 'created' is more than this many seconds behind the server's clock: a "
+    "back-dated charge gives its card a history it never had (card.since_first, the _all counts). Off by "
+    "default, so history can be replayed through the service; in production, e.g. 3600. Outcomes are not "
+    "bound (an issuer dates a dispute when it opens it; reports bring it later).",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -111,6 +120,7 @@ def serve(
     snapshot_every: int,
     durability: str,
     max_future_s: float,
+    max_past_s: float | None,
 ) -> None:
     """Run the real-time decision service (see docs/serving.md).
 
@@ -144,7 +154,11 @@ def serve(
         decision_log=decision_log,
         state=state,
         config=ScorerConfig(
-            model=model, snapshot_every=snapshot_every, max_future_s=max_future_s, lists_refresh_s=1.0
+            model=model,
+            snapshot_every=snapshot_every,
+            max_future_s=max_future_s,
+            max_past_s=max_past_s,
+            lists_refresh_s=1.0,
         ),
         durability=durability,
     )

@@ -112,22 +112,35 @@ def us_to_iso(us: int) -> str:
     return (_EPOCH + timedelta(microseconds=us)).isoformat()
 
 
-def refuse_future(created_us: int, max_future_s: float | None, what: str = "charge") -> None:
-    """Raise if ``created_us`` is more than ``max_future_s`` seconds ahead of this machine's clock (None: no
-    bound). One event dated far ahead would move its keys' velocity windows there: every later event on the
-    card, IP or merchant would then count as the first in its window."""
-    if max_future_s is None:
+def refuse_untimely(
+    created_us: int, max_future_s: float | None, max_past_s: float | None = None, what: str = "charge"
+) -> None:
+    """Raise if ``created_us`` is more than ``max_future_s`` seconds ahead of this machine's clock, or more
+    than ``max_past_s`` behind it (None: no bound). One event dated far ahead would move its keys' velocity
+    windows there: every later event on the card, IP or merchant would then count as the first in its window.
+    One dated far back would give its card, customer or device a history it never had (``since_first``, the
+    ``_all`` counts): a fraudster's new card made to look established."""
+    if max_future_s is None and max_past_s is None:
         return
     now_us = time.time_ns() // 1000
     ahead = (created_us - now_us) / 1e6
-    if ahead > max_future_s:
-        raise InvalidInput(
-            f"Field 'created' of the {what} must be at most {max_future_s:,.0f} s ahead of the server's "
-            f"clock ({datetime.fromtimestamp(now_us / 1e6, UTC).isoformat(timespec='seconds')}). Got "
-            f"{datetime.fromtimestamp(created_us / 1e6, UTC).isoformat(timespec='seconds')}, "
-            f"{ahead:,.0f} s ahead: check the sender's clock (payfm serve --max-future-s sets the bound).",
-            field="created",
+    if max_future_s is not None and ahead > max_future_s:
+        bound, off, option = (
+            f"at most {max_future_s:,.0f} s ahead of",
+            f"{ahead:,.0f} s ahead",
+            "--max-future-s",
         )
+    elif max_past_s is not None and -ahead > max_past_s:
+        bound, off, option = f"at most {max_past_s:,.0f} s behind", f"{-ahead:,.0f} s behind", "--max-past-s"
+    else:
+        return
+    raise InvalidInput(
+        f"Field 'created' of the {what} must be {bound} the server's clock "
+        f"({datetime.fromtimestamp(now_us / 1e6, UTC).isoformat(timespec='seconds')}). Got "
+        f"{datetime.fromtimestamp(created_us / 1e6, UTC).isoformat(timespec='seconds')}, {off}: check the "
+        f"sender's clock (payfm serve {option} sets the bound).",
+        field="created",
+    )
 
 
 def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:

@@ -29,8 +29,8 @@ from payfm.features.definitions import AUTHORIZATION, REVIEW_DISPUTE_PREFIX
 from payfm.features.online import OnlineFeatures
 from payfm.serving.charges import (
     refuse_card_numbers,
-    refuse_future,
     refuse_stray_decline_code,
+    refuse_untimely,
     refuse_wrong_types,
     to_us,
 )
@@ -231,7 +231,9 @@ class FeedbackMixin:
         oid, cid = str(event[OUTCOME_TABLES[table]]), str(event["charge_id"])
         created_us = to_us(event["created"], "created")
         try:
-            refuse_future(created_us, self.config.max_future_s, f"{table} event")
+            # no bound in the past: a dispute or warning is dated when the issuer opened it, and processors'
+            # reports deliver them hours or days later
+            refuse_untimely(created_us, self.config.max_future_s, None, f"{table} event")
         except InvalidInput:  # a retry of an outcome recorded already is answered, whatever the clock
             if self.log.get_outcome(table, oid) is None:
                 raise

@@ -133,8 +133,9 @@ def replay_in_process(
             ws,
             decision_log=f"sqlite:///{Path(tmp) / 'replay.db'}",
             state=MemoryStore(),
-            # the period's time is the log's, ahead of the clock or not (a world generated into the future)
-            config=replace(config or ScorerConfig(), max_future_s=None),
+            # the period's time is the log's, ahead of the clock or behind it (a world generated into the
+            # future, a month of history)
+            config=replace(config or ScorerConfig(), max_future_s=None, max_past_s=None),
             durability=durability,
         )
         scorer.append_outcomes = False

@@ -56,7 +56,7 @@ from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from payfm.redis_load import Presence, is_redis_url
 from payfm.rules import charge_values
 from payfm.serving.bundle import Bundle, load_bundle, relisted
-from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_future
+from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_untimely
 from payfm.serving.decision_log import (
     DecisionLog,
     DecisionRecord,
@@ -113,6 +113,10 @@ class ScorerConfig:
     # bound, as for a replay, whose time is the log's): one far-future event would move its keys' velocity
     # windows there. `payfm serve --max-future-s` (default 300).
     max_future_s: float | None = None
+    # Refuse a charge dated more than this many seconds behind the server's clock (None: no bound, the
+    # default): a back-dated charge gives its card a history it never had. Outcomes are dated when the issuer
+    # opened them and may come days later: not bound. `payfm serve --max-past-s`.
+    max_past_s: float | None = None
     # Every this many seconds, look whether rules.db changed (PRAGMA data_version) and, when a list the
     # served ruleset uses did, recompile it with the new contents: a blocklist entry takes effect within it,
     # without a reload (the ruleset's version stays: activating another one is `POST /v1/admin/reload`).
@@ -612,7 +616,7 @@ class Scorer(FeedbackMixin):
         t0 = time.perf_counter()
         c = normalize_charge(charge)
         try:
-            refuse_future(c["created_us"], self.config.max_future_s)
+            refuse_untimely(c["created_us"], self.config.max_future_s, self.config.max_past_s)
         except InvalidInput:  # a retry of a charge decided already gets its decision, whatever the clock
             if self.log.get_decision(str(c["charge_id"])) is None:
                 raise
