@@ -174,8 +174,10 @@ def test_a_second_busy_spell_is_retried_too(
     first, second = disputes(ws, 2, "s")
 
     def appended(oid: str) -> bool:
+        # the flush commits the file, then empties its waiting list (events_waiting is a lock-free snapshot):
+        # a loaded machine can look in between, so both are awaited
         deadline = time.monotonic() + 5
-        while oid not in ids(ws) and time.monotonic() < deadline:
+        while (oid not in ids(ws) or scorer.events_waiting()) and time.monotonic() < deadline:
             time.sleep(0.05)
         return oid in ids(ws)
 

@@ -92,6 +92,23 @@ def test_a_body_that_is_not_an_object_says_what_it_is(client: TestClient) -> Non
             assert err["type"] == "InvalidInput" and err["field"] is None
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "got"),
+    [
+        ("created", 1772370000, "Got 1772370000."),  # a JSON number, not the text '1772370000'
+        ("amount", "100", "Got '100'."),  # a text quoted
+        ("amount", True, "Got true."),  # JSON's spelling, not Python's
+        ("amount", 1.5, "Got 1.5."),
+        ("dispute_id", 12345678901234567, "Got an integer of 17 digits."),  # never the digits
+    ],
+)
+def test_outcome_type_errors_quote_a_json_value_as_json_writes_it(
+    client: TestClient, field: str, value: object, got: str
+) -> None:
+    err = error(client.post("/v1/disputes", json=dispute("dp_1", "ch_1", **{field: value})), 422)
+    assert err["field"] == field and err["message"].endswith(got), err
+
+
 def test_outcome_validation_names_the_first_field_on_one_line(client: TestClient) -> None:
     client.post("/v1/charges/score", json=charge(1))
     bad = error(client.post("/v1/disputes", json=dispute("dp_1", "ch_1", reason="Fraudulent")), 422)

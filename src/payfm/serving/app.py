@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from payfm.errors import PayfmError
 from payfm.events.cards import contains_card_number
 from payfm.events.schema import OUTCOMES, SCHEMAS
+from payfm.events.validate import shown_number
 from payfm.serving.charges import OPTIONAL_AT_DECISION
 from payfm.serving.decision_log import REVIEW_REASONS, json_bytes
 from payfm.serving.errors import InvalidInput, Unauthorized, http_status, shown
@@ -158,7 +159,19 @@ def _field_problem(field: str | None, error: Mapping[str, Any], msg: str) -> str
     expected = expected.removeprefix("Value error, ")  # (a validator's own message: said as it is)
     if kind == "extra_forbidden" or "input" not in error or isinstance(error["input"], dict | list):
         return f"Field '{field}': {expected}."
-    return f"Field '{field}': {expected}. Got {shown(error['input'])!r}."
+    return f"Field '{field}': {expected}. Got {_received(error['input'])}."
+
+
+def _received(value: object) -> str:
+    """A JSON scalar as a message quotes it: a text quoted, a number, true, false or null as JSON writes it
+    (a number of 13 or more digits by its length only: :func:`payfm.events.validate.shown_number`)."""
+    if isinstance(value, str):
+        return repr(shown(value))
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return shown_number(value)
+    return shown(value)
 
 
 def _iso_text(value: Any) -> Any:
