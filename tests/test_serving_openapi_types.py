@@ -4,6 +4,7 @@ API as it answers (Bearer keys, the service's error body, the statuses each rout
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 import test_serving_http_audit
+from payfm.events.schema import REFUND_REASONS, RULES
 from payfm.serving.app import create_app
 from payfm.serving.keys import KeyStore
 from payfm.serving.scorer import Scorer
@@ -75,6 +77,36 @@ def test_the_openapi_document_describes_keys_and_errors(scorer: Scorer, tmp_path
     assert {"404", "409"} <= set(paths["/v1/refunds"]["post"]["responses"])
     refund_schema = schemas["Refund"]["properties"]
     assert refund_schema["amount"]["type"] == "integer"
+
+
+def test_the_openapi_document_states_each_fields_values_as_the_service_checks_them(
+    scorer: Scorer,
+) -> None:
+    """Vocabularies and code lists as enums (null too for an optional field), patterns anchored, bounds and
+    lengths: a generated client knows what the service takes (found by an integrator's audit: no enums)."""
+    keys = KeyStore(scorer.ws.root / "serving" / "keys.db")
+    with TestClient(create_app(scorer, keys)) as c:
+        schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    checked = 0
+    for model, table in (("Charge", "charges"), ("Dispute", "disputes"), ("Refund", "refunds")):
+        props = schemas[model]["properties"]
+        for name, rule in RULES[table].items():
+            p = props[name]
+            if "enum" in p:  # every listed value is taken, and only those
+                assert all(rule.problem(v) is None for v in p["enum"] if v is not None), name
+                assert (None in p["enum"]) == ("anyOf" in p), name  # null listed where the field may be null
+                assert rule.problem("not-a-listed-value") is not None
+                checked += 1
+            if "pattern" in p:  # anchored: a JSON-schema pattern matches anywhere in the value
+                assert rule.pattern is not None and p["pattern"] == f"^(?:{rule.pattern})$"
+                assert rule.problem("x1234567x") is not None and re.search(p["pattern"], "x1234567x") is None
+            if rule.text is not None:
+                assert p["maxLength"] == rule.text.max_chars
+    assert checked >= 12
+    assert schemas["Charge"]["properties"]["currency"]["enum"][:1] == ["aed"]  # ISO 4217, as the service's
+    assert schemas["Refund"]["properties"]["reason"]["enum"] == list(REFUND_REASONS)
+    assert schemas["Charge"]["properties"]["amount"]["minimum"] == 0
+    assert schemas["Charge"]["properties"]["card_bin"]["pattern"] == "^(?:[0-9]{6,8})$"
 
 
 def test_healthz_answers_head(client: TestClient) -> None:

@@ -39,13 +39,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payfm.errors import PayfmError
 from payfm.events.cards import contains_card_number
-from payfm.events.schema import OUTCOMES, SCHEMAS
+from payfm.events.schema import OUTCOMES, RULES, SCHEMAS
 from payfm.events.validate import shown_number
 from payfm.serving.charges import OPTIONAL_AT_DECISION
 from payfm.serving.decision_log import REVIEW_REASONS, json_bytes
 from payfm.serving.errors import InvalidInput, Unauthorized, http_status, shown
 from payfm.serving.keys import KeyStore
-from payfm.serving.openapi_doc import shaped
+from payfm.serving.openapi_doc import field_schema, shaped
 from payfm.serving.scorer import Scorer
 
 log = logging.getLogger("payfm.serving")
@@ -197,10 +197,12 @@ def _model_of(table: str, name: str, optional: frozenset[str] = frozenset()) -> 
         else:
             t = StrictStr
         doc = (f.metadata or {}).get(b"doc", b"").decode()
-        if f.nullable or f.name in optional:
-            fields[f.name] = (t | None, Field(None, description=doc))
+        nullable = f.nullable or f.name in optional
+        extra = field_schema(RULES[table].get(f.name), nullable)  # the document's; the service checks them
+        if nullable:
+            fields[f.name] = (t | None, Field(None, description=doc, json_schema_extra=extra))
         else:
-            fields[f.name] = (t, Field(..., description=doc))
+            fields[f.name] = (t, Field(..., description=doc, json_schema_extra=extra))
     model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
     return model
 

@@ -9,6 +9,8 @@ import copy
 from collections.abc import Collection
 from typing import Any
 
+from payfm.events.schema import FieldRule
+
 ERROR = {
     "title": "Error",
     "type": "object",
@@ -45,6 +47,29 @@ _MORE = {
     "/v1/refunds": ("404", "409", "413"),
     "/v1/reviews/": ("404", "409", "413"),
 }
+
+
+def field_schema(rule: FieldRule | None, nullable: bool) -> dict[str, Any]:
+    """What the event schema's rule of a field adds to its JSON schema, so a generated client knows the
+    values it may send: a vocabulary or code list as an enum (with null for an optional field), a pattern
+    (anchored: JSON schema's are not), bounds, an id's or a text's length. The service checks them all
+    (``payfm.events.schema.RULES``), and more: the characters an id may hold, canonical forms (an IP
+    address, a domain), which the fields' descriptions state."""
+    if rule is None:
+        return {}
+    out: dict[str, Any] = {}
+    values = rule.choices if rule.choices is not None else (sorted(rule.codes()) if rule.codes else None)
+    if values is not None:
+        out["enum"] = [*values, None] if nullable else list(values)
+    if rule.pattern is not None and rule.text is None:  # an id's is in Python's regex dialect, not ECMA's
+        out["pattern"] = f"^(?:{rule.pattern})$"
+    if rule.min_value is not None:
+        out["minimum"] = rule.min_value
+    if rule.max_value is not None:
+        out["maximum"] = rule.max_value
+    if rule.text is not None:
+        out["maxLength"] = rule.text.max_chars
+    return out
 
 
 def shaped(spec: dict[str, Any], open_paths: Collection[str]) -> dict[str, Any]:
