@@ -285,12 +285,23 @@ def test_a_charge_authorized_or_whose_result_is_outstanding_takes_them(ws: Works
         s.close(snapshot=False)
 
 
-def test_an_outcome_taken_before_the_decline_was_reported_is_still_answered_as_stored(scorer: Scorer) -> None:
+def test_a_decline_reported_after_an_outcome_of_its_charge_is_refused(scorer: Scorer) -> None:
+    """The mirror of refusing a refund of a declined charge: whichever of the two comes second is a 409 (a
+    decline after the refund left the refund counted and labelled, on a charge that moved no money)."""
     scorer.score(charge(1))
-    assert scorer.record_outcome("refunds", refund("re_1", "ch_1"))["applied"]
-    scorer.record_authorization("ch_1", "issuer_declined", "do_not_honor")
-    assert scorer.record_outcome("refunds", refund("re_1", "ch_1"))["duplicate"]  # a retry: as stored
-    assert isinstance(raised(lambda: scorer.record_outcome("refunds", refund("re_2", "ch_1"))), Conflict)
+    first = refund("re_1", "ch_1")
+    assert scorer.record_outcome("refunds", first)["applied"]
+    for outcome, code in (("issuer_declined", "do_not_honor"), ("blocked", None)):
+        e = raised(lambda o=outcome, c=code: scorer.record_authorization("ch_1", o, c))  # type: ignore[misc]
+        assert isinstance(e, Conflict) and e.status == 409 and e.field == "outcome"
+        assert str(e) == (
+            f"An authorization result '{outcome}' says charge 'ch_1' moved no money, but its refund 're_1' "
+            "is recorded: a refund, dispute or early fraud warning follows a successful charge only. Report "
+            "a charge's result before its outcomes."
+        )
+    assert scorer.record_outcome("refunds", first)["duplicate"]  # a retry: as stored
+    assert scorer.record_authorization("ch_1", "authorized")["applied"] is not None  # consistent: taken
+    assert isinstance(raised(lambda: scorer.record_authorization("ch_1", "issuer_declined")), Conflict)
 
 
 def test_a_replay_of_the_event_log_takes_its_own_outcomes_whatever_the_charge(ws: Workspace) -> None:

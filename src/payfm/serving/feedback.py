@@ -49,6 +49,7 @@ from payfm.serving.outcome_checks import (
     OUTCOME_NAMES,
     another_outcome,
     invalid_outcome,
+    outcome_before,
     over_refunded,
     refuse_review_texts,
     refuse_wrong_outcome_types,
@@ -360,6 +361,9 @@ class FeedbackMixin:
         known = self._known_result(cid, charge)
         if known is not None:
             return _known_answer(known, answer)
+        contradicted = outcome_before(cid, outcome, self.log.outcomes_of(cid))
+        if contradicted is not None:
+            raise contradicted
         key = f"{AUTHORIZATIONS}:{cid}"
         with self._lock:
             other = self._pending.get(key)

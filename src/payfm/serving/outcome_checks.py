@@ -13,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from payfm.events.schema import ID_COLUMNS, RULES, SCHEMAS
@@ -92,6 +92,27 @@ def uncaptured(table: str, oid: str, cid: str, result: tuple[str, str, str | Non
         "reported yet): a refund, dispute or early fraud warning follows a successful charge only. Got "
         f"charge '{shown(cid)}' with outcome '{outcome}'{f' ({code})' if code else ''} ({where}).",
         field="charge_id",
+    )
+
+
+def outcome_before(
+    cid: str, outcome: str, recorded: Sequence[tuple[str, Mapping[str, Any]]]
+) -> Conflict | None:
+    """Why an authorization result ``outcome`` cannot be taken for charge ``cid`` whose ``recorded`` outcomes
+    (``(table, payload)``, the decision log's) hold a refund, dispute or early fraud warning: a decline or a
+    block says the charge moved no money, and those say it did (the mirror of :func:`uncaptured`: whichever
+    comes second is refused). None when it can."""
+    if outcome not in UNCAPTURED:
+        return None
+    found = next(((table, p) for table, p in recorded if table in OUTCOME_NAMES), None)
+    if found is None:
+        return None
+    table, payload = found
+    return Conflict(
+        f"An authorization result '{outcome}' says charge '{shown(cid)}' moved no money, but its "
+        f"{OUTCOME_NAMES[table]} '{shown(str(payload.get('id')))}' is recorded: a refund, dispute or early "
+        "fraud warning follows a successful charge only. Report a charge's result before its outcomes.",
+        field="outcome",
     )
 
 
