@@ -283,3 +283,32 @@ def test_a_model_on_embeddings_is_versioned_with_its_foundation_model(reg: Regis
     assert "Traceback" not in code.output
     _checkpoint(fm, seed=0)  # the original back in place: promotion goes through
     assert reg.promote(mv.ref).stage == "production"
+    assert recorded["checkpoint"] == "fm/default"  # inside the workspace: recorded relative to it
+    assert reg.get(mv.ref).entry["foundation_model"]["checkpoint"] == "fm/default"
+    elsewhere = _checkpoint(tmp_path.parent / f"{tmp_path.name}-fm", seed=0)
+    outside = reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=elsewhere)
+    assert outside.entry["foundation_model"]["checkpoint"] == str(elsewhere.resolve())  # outside: absolute
+
+
+def test_a_copied_workspace_checks_and_serves_its_own_checkpoint(reg: Registry, tmp_path: Path) -> None:
+    """Found by an audit: the entry held the checkpoint's absolute path, so a copy of the workspace
+    checked (and its server loaded) the original's checkpoint, and failed once the original was gone."""
+    import shutil
+
+    from payfm.fm.identity import embedding_names
+    from payfm.registry import FoundationModelMismatchError
+
+    fm = _checkpoint(tmp_path / "fm" / "v1", seed=0)
+    names = FS.names + embedding_names(8)
+    X = np.random.default_rng(1).normal(size=(400, len(names)))
+    m = model_class("lr")().fit(X, (X[:, -1] > 0).astype(int), feature_names=names)
+    mv = reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=fm)
+    copy = tmp_path.parent / f"{tmp_path.name}-copy"
+    shutil.copytree(tmp_path, copy)
+    theirs = Registry(Workspace.open(copy))
+    _checkpoint(fm, seed=1)  # the original pretrained again
+    with pytest.raises(FoundationModelMismatchError):
+        reg.check_foundation_model(mv)
+    assert theirs.check_foundation_model(theirs.get(mv.ref)) == copy / "fm" / "v1"  # its own, unchanged
+    shutil.rmtree(fm)
+    assert theirs.promote(mv.ref).stage == "production"

@@ -199,7 +199,7 @@ class Registry:
             expected += input_names(meta, outputs)
             fm_entry = {
                 "foundation_model": {
-                    "checkpoint": str(fm_path),
+                    "checkpoint": self._recorded(fm_path),
                     "content_hash": checkpoint_hash(fm_path),
                     "embedding_dims": embedding_dims(meta),
                     "outputs": list(outputs),
@@ -457,18 +457,32 @@ class Registry:
     def path(self, mv: ModelVersion) -> Path:
         return self.root / mv.name / str(mv.version)
 
+    def _recorded(self, checkpoint: Path) -> str:
+        """How an entry records a checkpoint: relative to the workspace when inside it (``fm/v1``), so a
+        workspace copied or moved elsewhere checks and serves its own checkpoint; absolute otherwise."""
+        try:
+            return checkpoint.relative_to(self.root.parent.resolve()).as_posix()
+        except ValueError:
+            return str(checkpoint)
+
+    def checkpoint_path(self, recorded: str) -> Path:
+        """The checkpoint a registry entry records (:meth:`_recorded`): a relative path is the workspace's."""
+        path = Path(recorded)
+        return path if path.is_absolute() else self.root.parent / path
+
     def check_foundation_model(
         self, mv: ModelVersion, checkpoint: str | os.PathLike[str] | None = None
     ) -> Path | None:
         """The checkpoint ``mv`` takes embeddings from (None if it takes none), after checking its hash.
 
-        ``checkpoint`` defaults to the path recorded at registration; raises
+        ``checkpoint`` defaults to the path recorded at registration (relative to the workspace when it was
+        inside it; entries of payfm before 2026-12-05 hold absolute paths); raises
         :class:`FoundationModelMismatchError` when it is missing or has another content hash.
         """
         fm = mv.entry.get("foundation_model")
         if fm is None:
             return None
-        path = Path(checkpoint) if checkpoint is not None else Path(fm["checkpoint"])
+        path = Path(checkpoint) if checkpoint is not None else self.checkpoint_path(fm["checkpoint"])
         if not (path / "config.json").is_file():
             raise FoundationModelMismatchError(
                 f"Model {mv.ref} takes embeddings of the foundation model at '{path}', which is missing. "
