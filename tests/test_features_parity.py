@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from payfm.features.catalog import bench_set, default_set
-from payfm.features.definitions import Aggregate, FeatureSet
+from payfm.features.definitions import Aggregate, FeatureSet, outcome_amount_usd
 from payfm.features.offline import compute
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import compare, replay
@@ -51,6 +53,59 @@ def test_offset_windows_and_minute_resolution_parity() -> None:
     for fs in (fset, extra):
         report = compare(compute(connect(log), fs), replay(fs, log["charges"], label_outcomes(log)), fs.names)
         assert report.total_mismatches == 0, report.examples
+
+
+def test_last_of_outcomes_of_one_instant_is_the_greatest_ids_whatever_the_order() -> None:
+    """Found by an audit: the backfill's `last` of outcomes that share a timestamp took any of them (it
+    changed with the set's other features), while the online paths apply them by (time, id). Refunds here
+    share their next midnight, so one key often has several at one instant; the online replay reads them
+    shuffled, and both engines must give the value of the greatest id among the latest."""
+    log = random_log(11, 3000, n_keys=5)
+    r = log["refunds"]
+    day_us = 86_400_000_000
+    # the next midnight: still after the refund's charge (an outcome follows its charge)
+    days = pc.multiply(pc.add(pc.divide(pc.cast(r["created"], pa.int64()), day_us), 1), day_us)
+    r = r.set_column(
+        r.column_names.index("created"), "created", pc.cast(days, r.schema.field("created").type)
+    )
+    log["refunds"] = r.take(np.random.default_rng(0).permutation(r.num_rows))  # file order: shuffled
+    lasts = FeatureSet(
+        "lasts", tuple(Aggregate(e, "last", "amount_usd", source="refunds") for e in ("merchant", "card"))
+    )
+    wider = FeatureSet("wider", (*lasts.features, *bench_set().features))
+    charges = log["charges"]
+    offline = compute(connect(log), lasts)
+    assert compare(compute(connect(log), lasts, engine="duckdb"), offline, lasts.names).total_mismatches == 0
+    assert compare(compute(connect(log), wider), offline, lasts.names).total_mismatches == 0
+    online = replay(lasts, charges, {"refunds": log["refunds"]})
+    report = compare(offline, online, lasts.names)
+    assert report.total_mismatches == 0, report.examples
+    # brute force, merchant: the latest refund at or before the charge; of those of its instant, the greatest
+    # id; its own amount at its charge's rate (outcome_amount_usd, tested on its own)
+    rows = {c["charge_id"]: c for c in charges.to_pylist()}
+    events = sorted(
+        (int(e["created"].timestamp() * 1e6), e["refund_id"], rows[e["charge_id"]]["merchant_id"], e)
+        for e in r.to_pylist()
+    )
+    got = dict(
+        zip(
+            offline["charge_id"].to_pylist(),
+            offline["merchant.last_amount_usd_refunds"].to_pylist(),
+            strict=True,
+        )
+    )
+    ties = 0
+    for c in rows.values():
+        t = int(c["created"].timestamp() * 1e6)
+        mine = [e for e in events if e[2] == c["merchant_id"] and e[0] <= t]
+        if not mine:
+            assert got[c["charge_id"]] is None
+            continue
+        e = mine[-1][3]
+        ties += len(mine) > 1 and mine[-1][0] == mine[-2][0]
+        usd = outcome_amount_usd(e["amount"], e["currency"], rows[e["charge_id"]])
+        assert got[c["charge_id"]] == pytest.approx(usd / 100), c["charge_id"]
+    assert ties > 100  # the case this test is about, many times over
 
 
 def test_a_wrong_online_value_is_caught() -> None:

@@ -51,18 +51,20 @@ from payfm.features.definitions import (
 from payfm.features.plan import window_tiles
 
 OUTCOME_SQL = {
-    # once per charge (definitions.COUNTED_FRAUD_DISPUTES_SQL)
-    "fraud_disputes": f"SELECT charge_id, created FROM ({COUNTED_FRAUD_DISPUTES_SQL})",
-    "efws": "SELECT charge_id, created FROM early_fraud_warnings",
-    "refunds": "SELECT charge_id, created FROM refunds",
+    # once per charge (definitions.COUNTED_FRAUD_DISPUTES_SQL); ``oid``, the outcome's id, orders outcomes
+    # of one instant (as the online paths apply them)
+    "fraud_disputes": f"SELECT charge_id, created, dispute_id AS oid FROM ({COUNTED_FRAUD_DISPUTES_SQL})",
+    "efws": "SELECT charge_id, created, efw_id AS oid FROM early_fraud_warnings",
+    "refunds": "SELECT charge_id, created, refund_id AS oid FROM refunds",
 }
 # The same with each outcome's own amount and currency (an early fraud warning has none), for the sets that
 # read it (Aggregate.reads_outcome_amount).
 OUTCOME_MONEY_SQL = {
-    "fraud_disputes": f"SELECT charge_id, created, amount, currency FROM ({COUNTED_FRAUD_DISPUTES_SQL})",
-    "efws": "SELECT charge_id, created, NULL::BIGINT AS amount, NULL::VARCHAR AS currency "
+    "fraud_disputes": "SELECT charge_id, created, dispute_id AS oid, amount, currency "
+    f"FROM ({COUNTED_FRAUD_DISPUTES_SQL})",
+    "efws": "SELECT charge_id, created, efw_id AS oid, NULL::BIGINT AS amount, NULL::VARCHAR AS currency "
     "FROM early_fraud_warnings",
-    "refunds": "SELECT charge_id, created, amount, currency FROM refunds",
+    "refunds": "SELECT charge_id, created, refund_id AS oid, amount, currency FROM refunds",
 }
 # Aggregates the columnar engine computes, per source; the others run as SQL (offline_sql).
 CHARGE_AGGS = frozenset(

@@ -145,7 +145,8 @@ def prepare(con: duckdb.DuckDBPyConnection, fset: FeatureSet) -> int:
         own = f", {OUTCOME_AMOUNT_USD_SQL} AS amount_usd" if money else ""
         con.execute(
             f"""CREATE OR REPLACE TABLE ev_{s} AS
-            SELECT c.* EXCLUDE (rid, ts{", amount_usd" if money else ""}){own}, epoch_us(o.created) AS ts
+            SELECT c.* EXCLUDE (rid, ts{", amount_usd" if money else ""}){own},
+                   epoch_us(o.created) AS ts, o.oid
             FROM ({(_OUTCOME_MONEY_SQL if money else _OUTCOME_SQL)[s]}) o JOIN base c USING (charge_id)"""
         )
     return int(con.execute("SELECT count(*) FROM base").fetchall()[0][0])
@@ -174,8 +175,9 @@ def _formula(f: Aggregate, c: str, s: str, q: str, mn: str, mx: str) -> str:
 class _Windows:
     """The window functions of one query, deduplicated by their SQL text."""
 
-    def __init__(self, partition: str, order: str, filter_clause: bool) -> None:
+    def __init__(self, partition: str, order: str, filter_clause: bool, prefix: str = "w") -> None:
         self.partition, self.order, self.filter_clause = partition, order, filter_clause
+        self.prefix = prefix  # of the aliases: two of them in one query need two
         self.exprs: dict[str, str] = {}
 
     def add(self, fn: str, arg: str, cond: str, frame: str, modifier: str = "") -> str:
@@ -192,7 +194,7 @@ class _Windows:
             arg = f"CASE WHEN {cond} THEN {arg} END"
         arg = f"DISTINCT {arg}" if modifier == "DISTINCT" else f"{arg} {modifier}".rstrip()
         expr = f"{fn}({arg}){where} OVER (PARTITION BY {self.partition} ORDER BY {self.order} {frame})"
-        return self.exprs.setdefault(expr, f"w{len(self.exprs)}")
+        return self.exprs.setdefault(expr, f"{self.prefix}{len(self.exprs)}")
 
     def select(self) -> str:
         return ", ".join(f"{e} AS {a}" for e, a in self.exprs.items())
@@ -375,17 +377,24 @@ def _outcomes_sql(entity: str, feats: list[Aggregate]) -> str:
                 cols.append(c)
     vals = "".join(f", {_q(c)}" for c in cols)
     nulls = "".join(f", NULL AS {_q(c)}" for c in cols)
-    union = [f"SELECT rid, {kcols}, ts, NULL::VARCHAR AS src{nulls} FROM base WHERE {key_ok}"]
+    union = [
+        f"SELECT rid, {kcols}, ts, NULL::VARCHAR AS oid, NULL::VARCHAR AS src{nulls} FROM base WHERE {key_ok}"
+    ]
     for s in sorted({f.source for f in feats}):
-        union.append(f"SELECT NULL::BIGINT, {kcols}, ts, '{s}'{vals} FROM ev_{s} WHERE {key_ok}")
+        union.append(f"SELECT NULL::BIGINT, {kcols}, ts, oid, '{s}'{vals} FROM ev_{s} WHERE {key_ok}")
     win = _Windows(kcols, "ts", filter_clause=False)
+    # `last` of outcomes of one instant: the one of the greatest id, as the online paths apply them (warm,
+    # replay, parity: by time, then id); a charge (no id) comes after the outcomes of its instant
+    by_id = _Windows(kcols, "ts, oid NULLS LAST", filter_clause=False, prefix="v")
     outs = []
     for f in feats:
         cond = _and(f"src = '{f.source}'", _filter_cond(f))
-        outs.append(f"{_aggregate_expr(f, win, _outcome_frame(f), cond)} AS {_q(f.name)}")
+        w = by_id if f.agg == "last" else win
+        outs.append(f"{_aggregate_expr(f, w, _outcome_frame(f), cond)} AS {_q(f.name)}")
+    windows = ", ".join(x.select() for x in (win, by_id) if x.exprs)
     return f"""
     WITH u AS ({" UNION ALL ".join(union)}),
-    a AS (SELECT rid, ts, {win.select()} FROM u)
+    a AS (SELECT rid, ts, {windows} FROM u)
     SELECT rid, {", ".join(outs)} FROM a WHERE rid IS NOT NULL"""
 
 

@@ -61,16 +61,17 @@ def replay(
         c for f in fset.features if isinstance(f, RequestFeature) and f.kind == "since" for c in f.columns
     }
     extra = {c: _us(charges[c]) for c in ts_fields}
-    # (ts, kind 0 = outcome first, seq, source, id, amount, currency)
-    events: list[tuple[int, int, int, str, str, int | None, str | None]] = []
+    # (ts, source, id, charge id, amount, currency): the apply order of the warm path and a replay
+    # (outcomes of one instant by id; the backfill's `last` of outcomes follows it)
+    events: list[tuple[int, str, str, str, int | None, str | None]] = []
     for source, table in outcomes.items():
         ids = table[_OUTCOME_IDS[source]].to_pylist()
         cids = table["charge_id"].to_pylist()
         amounts, currencies = _amounts(table)
         for k, (oid, cid, t) in enumerate(zip(ids, cids, _us(table["created"]), strict=True)):
             assert t is not None
-            events.append((t, 0, k, source, f"{oid}\x00{cid}", amounts[k], currencies[k]))
-    events.sort()
+            events.append((t, source, str(oid), str(cid), amounts[k], currencies[k]))
+    events.sort(key=lambda e: e[:4])
     names = fset.names
     out = np.full((len(rows), len(names)), np.nan)
     ev_i = 0
@@ -78,8 +79,7 @@ def replay(
         t = ts[i]
         assert t is not None
         while ev_i < len(events) and events[ev_i][0] <= t:
-            et, _, _, source, ids, amount, currency = events[ev_i]
-            oid, cid = ids.split("\x00")
+            et, source, oid, cid, amount, currency = events[ev_i]
             online.apply_outcome(source, oid, cid, et, amount, currency)
             ev_i += 1
         row["created_us"] = t
