@@ -102,6 +102,7 @@ def test_backtest_counts_match_the_hand_computed_example(hand_ws: Workspace) -> 
         "refunded": Tally(1, 600.0),
         "legit": Tally(6, 4000.0),
         "pending": Tally(0, 0.0),
+        "declined": Tally(0, 0.0),  # every charge of the hand example was authorized
     }
     geo, big, vip = rep.rules
     assert (geo.matched, geo.decided) == (3, 2)  # 1, 3, 5; 5 is decided by the allow rule
@@ -110,6 +111,7 @@ def test_backtest_counts_match_the_hand_computed_example(hand_ws: Workspace) -> 
         "refunded": Tally(1, 600.0),
         "legit": Tally(0, 0.0),
         "pending": Tally(0, 0.0),
+        "declined": Tally(0, 0.0),  # every charge of the hand example was authorized
     }
     assert geo.precision == 2 / 3
     assert (big.matched, big.decided, big.outcomes["legit"]) == (4, 4, Tally(4, 3400.0))  # 6..9, 7 has no ip

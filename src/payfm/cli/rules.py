@@ -119,15 +119,18 @@ def _warn(message: str) -> None:
 def print_report(report: BacktestReport, baseline: str) -> None:
     """Render a backtest: per rule, the decision mix and the change against the baseline.
 
-    Fraud, refunded, legit and precision count charges with final labels; "pending" the others (see
-    :mod:`payfm.rules.backtest`). Every value a user wrote (rule names) is shown as text, never as markup.
+    Fraud, refunded, legit and precision count charges with final labels; "pending" those whose labels may
+    still come, "declined" those declined by the issuer or blocked, which moved no money, so no label can
+    come (see :mod:`payfm.rules.backtest`). Every value a user wrote (rule names) is shown as text, never as
+    markup.
     """
     for message in report.warnings:
         _warn(message)
     out = report.outcomes
     console.print(
         f"{report.charges:,} charges: {_money(out['fraud'])} fraudulent, {_money(out['refunded'])} refunded, "
-        f"{_money(out['legit'])} legitimate; {_money(out['pending'])} pending (labels not final yet)",
+        f"{_money(out['legit'])} legitimate; {_money(out['pending'])} pending (labels not final yet); "
+        f"{_money(out['declined'])} declined (declined or blocked: moved no money, so no label can come)",
         markup=False,
         highlight=False,
     )
@@ -136,13 +139,13 @@ def print_report(report: BacktestReport, baseline: str) -> None:
         console.print(
             f"Labels as of {report.as_of.isoformat()[:19]} (the log's end), final {days:g} "
             f"day{'s' if days != 1 else ''} after the charge; fraud, refunded, legit and precision count "
-            "final labels only.",
+            "final labels only (not pending or declined charges).",
             markup=False,
             highlight=False,
         )
     table = Table(
         title="Rules (matched on their own; decided = first match in action order; "
-        "precision over final labels)"
+        "precision over final labels: fraud / (fraud + refunded + legit))"
     )
     table.add_column("rule", overflow="fold", min_width=8)
     for col in ("action", "line", "matched", "decided", *LABELS, "precision"):
@@ -178,9 +181,11 @@ def print_report(report: BacktestReport, baseline: str) -> None:
         ("good customers unblocked:", c.good_no_longer_blocked),
         ("pending labels newly blocked:", c.pending_newly_blocked),
         ("pending labels unblocked:", c.pending_no_longer_blocked),
+        ("declined charges newly blocked:", c.declined_newly_blocked),
+        ("declined charges unblocked:", c.declined_no_longer_blocked),
     ]
     for what, t in lines:
-        console.print(f"  {what:<30}{_money(t)}", markup=False, highlight=False)
+        console.print(f"  {what:<32}{_money(t)}", markup=False, highlight=False)
     for lab, t in sorted(c.allow_overrides.items()):
         console.print(
             f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False
@@ -202,10 +207,15 @@ def _run_backtest(
         raise ConfigError("Give --scores or --model, not both.")
     current = rulesets.active(ws)
     baseline: Ruleset | None = None
+    baseline_fset = None
     label = "no active ruleset (everything authorized)"
     if current is not None:
-        baseline = rulesets.compile_text(ws, current.text, set_name, values=False)
+        # on the set it was saved with, as the decision service runs it (a feature of one name may differ)
+        baseline = rulesets.compile_text(ws, current.text, current.feature_set, values=False)
+        baseline_fset = feature_set(current.feature_set, ws.root)
         label = f"active ruleset v{current.version}"
+        if current.feature_set != set_name:
+            label += f" (on its feature set '{current.feature_set}')"
     first, until = _day(start, "--from"), _day(end, "--to")
     table = None
     source = "the scores table"
@@ -230,6 +240,7 @@ def _run_backtest(
         candidate,
         feature_set(set_name, ws.root),
         baseline=baseline,
+        baseline_fset=baseline_fset,
         scores=table,
         start=first,
         end=until,
@@ -271,7 +282,11 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
 
 @rules.command(name="backtest")
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
-@click.option("--rule", "rule_text", help="One candidate rule, tested added to the active ruleset.")
+@click.option(
+    "--rule",
+    "rule_text",
+    help="One candidate rule, tested added to the active ruleset, on the active version's feature set.",
+)
 @_window
 @SET_OPTION
 @click.pass_context
@@ -288,6 +303,9 @@ def backtest_cmd(
 ) -> None:
     """Replay a ruleset FILE, or one --rule added to the active ruleset, over past charges.
 
+    The active ruleset (the baseline) runs on the feature set it was saved with; so does a --rule added to
+    it (--set, if given, must be that set).
+
     \b
     Examples:
       payfm rules backtest examples/rules/radar_basics.rules
@@ -300,6 +318,9 @@ def backtest_cmd(
         raise ConfigError("Give a rules FILE to backtest, or --rule TEXT (one rule beside the active rules).")
     ws = Workspace.open(ctx.obj["workspace"])
     if rule_text is not None:
+        # on the active version's set, which it joins; --set given must be that set (a one-line error)
+        given = ctx.get_parameter_source("set_name") is not click.core.ParameterSource.DEFAULT
+        set_name = rulesets.candidate_set(ws, set_name if given else None)
         # the new rule gets every check, located in its own text; the saved ones load as saved
         candidate = rulesets.with_candidate(ws, rule_text, set_name)
     else:

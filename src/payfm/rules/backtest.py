@@ -2,22 +2,31 @@
 
 The charges of a window are joined with their backfilled features (only those the rules read), the model's
 scores if given, and their outcomes, labelled by the platform's one definition
-(:func:`payfm.training.labels.fraud_labels`): a charge whose label horizon (default 120 days) has not passed
-by the log's end is *pending* (a dispute may still come: it is not evidence of a good charge); a mature one
-is *fraud* (a fraudulent dispute, an early fraud warning or a manual review closed as ``refunded_as_fraud``
-within the horizon), else *refunded* (a refund), else *legit*. Counts of charges (matched, decided, the
-decision mix) cover every charge; fraud, refunded, legit and precision only the mature ones, and the
-pending ones are counted beside them.
+(:func:`payfm.training.labels.fraud_labels`): a charge declined by its issuer or blocked moved no money, so
+no dispute or early fraud warning can ever come for it: it is *declined* (its label is unknown, not genuine;
+``--train-on authorized`` in docs/models.md), unless a fraud outcome is known and its horizon has passed
+(then *fraud*). Any other charge whose label horizon (default 120 days) has not passed by the log's end is
+*pending* (a dispute may still come: it is not evidence of a good charge); a mature one is *fraud* (a
+fraudulent dispute, an early fraud warning or a manual review closed as ``refunded_as_fraud`` within the
+horizon), else *refunded* (a refund within the horizon), else *legit*. Counts of charges (matched, decided,
+the decision mix) cover every charge; fraud, refunded, legit and precision only the mature ones with a label,
+and the pending and declined ones are counted beside them.
 
 Every rule compiles to one SQL condition (:mod:`payfm.rules.compiler`); the whole backtest is a handful of
 DuckDB queries over the table, with no per-row Python. They run in a worker thread, so Ctrl-C or a SIGTERM
 interrupts them (see :func:`_interruptible`).
 
-Dollar amounts are ``amount_usd / 100``. The baseline is the active ruleset (or none: everything authorized).
+Dollar amounts are ``amount_usd / 100``. The baseline is the active ruleset (or none: everything authorized),
+evaluated on the feature set it was saved with, as the decision service runs it: when that is not the
+candidate's set, its attributes come from a second table of the same charges, built from its own backfill.
 
 Example (see docs/rules.md)::
 
-    report = backtest(ws, compile_text(ws, text), feature_set("default"), baseline=load_active(ws))
+    v = active(ws)
+    report = backtest(
+        ws, compile_text(ws, text), feature_set("default"), baseline=load_active(ws),
+        baseline_fset=feature_set(v.feature_set, ws.root),
+    )
 """
 
 from __future__ import annotations
@@ -40,12 +49,16 @@ from payfm.rules.limits import RuleError
 from payfm.rules.scores import check_scores
 from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, log_end
 
-# Outcomes of a charge: the three final labels, then "pending" (its label horizon has not passed yet).
-LABELS = ("fraud", "refunded", "legit", "pending")
+# Outcomes of a charge: the three final labels, then "pending" (its label horizon has not passed yet) and
+# "declined" (declined by the issuer or blocked: it moved no money, so no label can come).
+LABELS = ("fraud", "refunded", "legit", "pending", "declined")
 FINAL = LABELS[:3]
+# Charge outcomes that moved no money (charges.outcome): no dispute or early fraud warning can follow them.
+NO_MONEY_OUTCOMES = ("issuer_declined", "blocked")
 # A share of pending charges (in the window, or among a rule's matches) worth a warning.
 PENDING_WARNING_SHARE = 0.05
 BASE = "__payfm_bt"
+BASELINE = "__payfm_bt_base"  # the baseline's attributes, when it runs on another feature set
 FLAGS = "__payfm_bt_m"
 _NAN = "CAST('nan' AS DOUBLE)"
 T = TypeVar("T")
@@ -74,6 +87,12 @@ class RuleStats:
         return self.outcomes["pending"].count
 
     @property
+    def declined(self) -> int:
+        """Matched charges declined by the issuer or blocked: no label can come (left out of
+        :attr:`precision`)."""
+        return self.outcomes["declined"].count
+
+    @property
     def precision(self) -> float | None:
         """The fraud share of the matched charges with mature labels (None when there are none)."""
         mature = sum(self.outcomes[lab].count for lab in FINAL)
@@ -83,7 +102,7 @@ class RuleStats:
 @dataclass(frozen=True)
 class Change:
     """The new ruleset against the baseline. "Good" charges are mature ones not fraudulent; charges with
-    pending labels are counted apart."""
+    pending labels and declined (or blocked) charges are counted apart."""
 
     changed: int
     fraud_newly_blocked: Tally
@@ -92,6 +111,8 @@ class Change:
     good_no_longer_blocked: Tally
     pending_newly_blocked: Tally
     pending_no_longer_blocked: Tally
+    declined_newly_blocked: Tally
+    declined_no_longer_blocked: Tally
     allow_overrides: dict[str, Tally]  # label -> charges an allow rule let through that another rule caught
     transitions: list[tuple[str, str, str, Tally]]  # (old action, new action, label, tally)
 
@@ -113,6 +134,11 @@ class BacktestReport:
     def pending(self) -> int:
         """Charges of the window whose labels are not final yet."""
         return self.outcomes["pending"].count
+
+    @property
+    def declined(self) -> int:
+        """Charges of the window declined by the issuer or blocked (no label can come)."""
+        return self.outcomes["declined"].count
 
 
 def _attr_sql(name: str, features: set[str]) -> str:
@@ -150,9 +176,15 @@ def prepare(
     as_of: datetime | None = None,
     horizon: timedelta = DEFAULT_HORIZON,
     scores_source: str = "the scores table",
+    table: str = BASE,
+    labelled: bool = True,
 ) -> None:
-    """Create the backtest table: charge_id, label (one of LABELS), reported (a fraud outcome known as of
-    ``as_of``, mature or not), scored (the charge has a scores row), usd and one column per attribute."""
+    """Create the backtest table ``table``: charge_id, label (one of LABELS), reported (a fraud outcome known
+    as of ``as_of``, mature or not), scored (the charge has a scores row), usd and one column per attribute.
+
+    ``labelled=False`` makes charge_id and the attribute columns only (the baseline's table when it runs on
+    another feature set: the charges of the same window, its features read from ``fset``'s backfill).
+    """
     features = (attributes & set(fset.names)) - set(CHARGE_STRING_FIELDS) - {"amount", "amount_usd"}
     features -= set(SCORE_ATTRIBUTES)
     joins = ""
@@ -161,8 +193,8 @@ def prepare(
         from payfm.features.training_set import load_backfill
 
         feats = load_backfill(ws, fset, columns=["charge_id", *sorted(features)])
-        con.register("__payfm_features", feats)
-        joins += " LEFT JOIN __payfm_features f ON f.charge_id = c.charge_id"
+        con.register(f"{table}_features", feats)
+        joins += f" LEFT JOIN {table}_features f ON f.charge_id = c.charge_id"
     if attributes & set(SCORE_ATTRIBUTES):
         if scores is None:
             raise RuleError(
@@ -171,32 +203,47 @@ def prepare(
                 "columns charge_id, risk_score, risk_level)."
             )
         check_scores(scores, scores_source)
-        con.register("__payfm_scores", scores.select(["charge_id", "risk_score", "risk_level"]))
-        joins += " LEFT JOIN __payfm_scores s ON s.charge_id = c.charge_id"
+        con.register(f"{table}_scores", scores.select(["charge_id", "risk_score", "risk_level"]))
+        joins += f" LEFT JOIN {table}_scores s ON s.charge_id = c.charge_id"
         scored = "s.charge_id IS NOT NULL"
-    labels = fraud_labels(con, as_of, horizon).select(["charge_id", "is_fraud", "mature"])
-    con.register("__payfm_labels", labels)
     where = []
     if start is not None:
         where.append(f"c.created >= {_ts(start)}")
     if end is not None:
         where.append(f"c.created < {_ts(end)}")
-    refunds_until = f"WHERE created <= {_ts(as_of)}" if as_of is not None else ""
     cols = "".join(f", {_attr_sql(a, features)} AS {quote_ident(a)}" for a in sorted(attributes))
+    window = f"WHERE {' AND '.join(where)}" if where else ""
+    if not labelled:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT c.charge_id{cols} FROM charges c{joins} {window}"
+        )
+        return
+    labels = fraud_labels(con, as_of, horizon).select(["charge_id", "is_fraud", "mature"])
+    con.register(f"{table}_labels", labels)
+    # A refund counts within the label horizon of its charge (and by as_of), as the fraud outcomes do.
+    micros = int(horizon.total_seconds() * 1_000_000)
+    refunds_until = f"AND r.created <= {_ts(as_of)}" if as_of is not None else ""
+    no_money = ", ".join(sql_literal(o) for o in NO_MONEY_OUTCOMES)
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE {BASE} AS
-        WITH refunded AS (SELECT DISTINCT charge_id FROM refunds {refunds_until})
+        CREATE OR REPLACE TEMP TABLE {table} AS
+        WITH refunded AS (
+            SELECT DISTINCT r.charge_id FROM refunds r JOIN charges rc ON rc.charge_id = r.charge_id
+            WHERE r.created <= rc.created + to_microseconds({micros}) {refunds_until}
+        )
         SELECT c.charge_id,
-               CASE WHEN NOT l.mature THEN 'pending'
-                    WHEN l.is_fraud = 1 THEN 'fraud'
+               -- a declined or blocked charge moved no money: no dispute can come, so its label is unknown
+               -- (a fraud outcome known for it and final still makes it fraud)
+               CASE WHEN l.mature AND l.is_fraud = 1 THEN 'fraud'
+                    WHEN c.outcome IN ({no_money}) THEN 'declined'
+                    WHEN NOT l.mature THEN 'pending'
                     WHEN c.charge_id IN (SELECT charge_id FROM refunded) THEN 'refunded'
                     ELSE 'legit' END AS label,
                l.is_fraud = 1 AS reported,
                {scored} AS scored,
                CAST(c.amount_usd AS DOUBLE) / 100 AS usd{cols}
-        FROM charges c JOIN __payfm_labels l ON l.charge_id = c.charge_id{joins}
-        {"WHERE " + " AND ".join(where) if where else ""}
+        FROM charges c JOIN {table}_labels l ON l.charge_id = c.charge_id{joins}
+        {window}
         """
     )
 
@@ -219,19 +266,31 @@ def evaluate_table(
     baseline: Ruleset | None = None,
     *,
     table: str = BASE,
+    baseline_table: str | None = None,
     keep_decisions: bool = False,
 ) -> BacktestReport:
-    """The backtest over ``table`` (columns charge_id, label, usd and the attributes both rulesets read)."""
+    """The backtest over ``table`` (columns charge_id, label, usd and the attributes the rulesets read).
+
+    With ``baseline_table`` (charge_id and the baseline's attributes: those of the feature set it runs on),
+    the baseline's conditions read that table, joined by charge_id; else they read ``table`` too.
+    """
     base = baseline or Ruleset([])
     _register_lists(con, ruleset, base)
     new_idx, new_act = ruleset.decision_sql(lambda i: f"n{i}")
     old_idx, old_act = base.decision_sql(lambda i: f"o{i}")
-    conds = "".join(f", {c} AS n{i}" for i, c in enumerate(ruleset.sql_conditions))
-    conds += "".join(f", {c} AS o{i}" for i, c in enumerate(base.sql_conditions))
+    new_conds = "".join(f", {c} AS n{i}" for i, c in enumerate(ruleset.sql_conditions))
+    old_conds = "".join(f", {c} AS o{i}" for i, c in enumerate(base.sql_conditions))
+    if baseline_table is None:
+        source = f"SELECT charge_id, label, usd{new_conds}{old_conds} FROM {table}"
+    else:  # each ruleset's conditions over its own table: the same attribute name may differ between them
+        source = (
+            f"SELECT * FROM (SELECT charge_id, label, usd{new_conds} FROM {table}) "
+            f"LEFT JOIN (SELECT charge_id{old_conds} FROM {baseline_table}) USING (charge_id)"
+        )
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE {FLAGS} AS
         SELECT *, {new_idx} AS new_rule, {new_act} AS new_action, {old_act} AS old_action
-        FROM (SELECT charge_id, label, usd{conds} FROM {table})"""
+        FROM ({source})"""
     )
     del old_idx
     # One pass grouped by outcome; per rule: matched, matched dollars, decided (no FILTER: faster in DuckDB).
@@ -291,6 +350,8 @@ def _change(con: duckdb.DuckDBPyConnection, ruleset: Ruleset) -> Change:
         good_no_longer_blocked=total(lambda o, n, lab: lab in ("refunded", "legit") and o == "block"),
         pending_newly_blocked=total(lambda o, n, lab: lab == "pending" and n == "block"),
         pending_no_longer_blocked=total(lambda o, n, lab: lab == "pending" and o == "block"),
+        declined_newly_blocked=total(lambda o, n, lab: lab == "declined" and n == "block"),
+        declined_no_longer_blocked=total(lambda o, n, lab: lab == "declined" and o == "block"),
         allow_overrides=overrides,
         transitions=transitions,
     )
@@ -419,6 +480,7 @@ def backtest(
     fset: FeatureSet,
     *,
     baseline: Ruleset | None = None,
+    baseline_fset: FeatureSet | None = None,
     scores: pa.Table | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
@@ -427,10 +489,13 @@ def backtest(
     as_of: datetime | None = None,
     scores_source: str = "the scores table",
 ) -> BacktestReport:
-    """Backtest ``ruleset`` against ``baseline`` on the charges of ``ws`` created in [start, end).
+    """Backtest ``ruleset`` (on feature set ``fset``) against ``baseline`` on the charges of ``ws`` created in
+    [start, end).
 
-    Labels are those known ``as_of`` (default: the log's end), final once ``horizon`` has passed since the
-    charge; ``scores_source`` names the scores in error messages (the --scores file).
+    The baseline runs on ``baseline_fset`` (default: ``fset``), the set it was saved with: two sets may define
+    a feature of one name differently, and the decision service reads the baseline's own. Labels are those
+    known ``as_of`` (default: the log's end), final once ``horizon`` has passed since the charge;
+    ``scores_source`` names the scores in error messages (the --scores file).
     """
     if start is not None and end is not None and start >= end:
         raise RuleError(
@@ -439,7 +504,16 @@ def backtest(
         )
     if horizon <= timedelta(0):
         raise RuleError(f"The label horizon must be positive. Got {horizon}.")
-    attrs = ruleset.attributes() | (baseline.attributes() if baseline else set())
+    base_attrs = baseline.attributes() if baseline is not None else set()
+    # The baseline's own set, when it is not the candidate's (told apart by name: a workspace's set of one
+    # name has one definition at a time).
+    apart = (
+        baseline_fset if baseline is not None and baseline_fset and baseline_fset.name != fset.name else None
+    )
+    attrs = ruleset.attributes() | base_attrs
+    # Apart, the candidate's table holds the baseline's score attributes too: its `scored` column (the
+    # missing-scores warning) and the no-scores error then cover both rulesets.
+    own_attrs = attrs if apart is None else ruleset.attributes() | (base_attrs & set(SCORE_ATTRIBUTES))
     readers = [r.name for r in ruleset.rules if ast.attributes(r.condition) & set(SCORE_ATTRIBUTES)]
     needs = f"Rule '{readers[0]}'" if readers else "The active ruleset"
     scored = bool(attrs & set(SCORE_ATTRIBUTES))
@@ -450,7 +524,7 @@ def backtest(
         prepare(
             con,
             ws,
-            attrs,
+            own_attrs,
             fset,
             scores=scores,
             start=start,
@@ -460,7 +534,27 @@ def backtest(
             horizon=horizon,
             scores_source=scores_source,
         )
-        report = evaluate_table(con, ruleset, baseline, keep_decisions=keep_decisions)
+        if apart is not None:
+            prepare(
+                con,
+                ws,
+                base_attrs,
+                apart,
+                scores=scores,
+                start=start,
+                end=end,
+                needs="The active ruleset",
+                scores_source=scores_source,
+                table=BASELINE,
+                labelled=False,
+            )
+        report = evaluate_table(
+            con,
+            ruleset,
+            baseline,
+            baseline_table=None if apart is None else BASELINE,
+            keep_decisions=keep_decisions,
+        )
         [(reported,)] = con.execute(f"SELECT count_if(label = 'pending' AND reported) FROM {BASE}").fetchall()
         report = replace(report, horizon=horizon, as_of=labels_as_of, pending_fraud=int(reported or 0))
         warnings = _warnings(con, report, start, end, scored, scores_source, at_log_end=as_of is None)

@@ -135,11 +135,36 @@ def _located_in(e: RuleError, text: str) -> RuleError:
     return RuleError(e.detail, line=line, column=column, rule=e.rule)
 
 
-def with_candidate(ws: Workspace, rule_text: str, set_name: str = DEFAULT_FEATURE_SET) -> Ruleset:
+def candidate_set(ws: Workspace, set_name: str | None = None) -> str:
+    """The feature set a candidate rule added to the active ruleset runs on: the active version's (the one it
+    was saved with, which the decision service runs it on; ``default`` without an active version).
+
+    ``set_name``, when given, must be that set: a rule added to the active ruleset cannot run on another
+    (a RuleError naming both sets).
+    """
+    return _candidate_set(active(ws), set_name)
+
+
+def _candidate_set(current: RulesetVersion | None, set_name: str | None) -> str:
+    if current is None:
+        return set_name if set_name is not None else DEFAULT_FEATURE_SET
+    if set_name is not None and set_name != current.feature_set:
+        raise RuleError(
+            f"A candidate rule is added to the active ruleset v{current.version}, which runs on feature set "
+            f"'{current.feature_set}' (the set it was saved with): the candidate must run on "
+            f"'{current.feature_set}' too. Got feature set '{set_name}' (--set). Leave --set out, or to try "
+            f"rules on '{set_name}', backtest a whole ruleset FILE with --set {set_name} against it."
+        )
+    return current.feature_set
+
+
+def with_candidate(ws: Workspace, rule_text: str, set_name: str | None = None) -> Ruleset:
     """The active ruleset (as saved) plus one candidate rule, compiled: what ``backtest --rule`` replays.
 
-    The candidate gets every check of new text, and its errors give lines and columns in ``rule_text`` as
-    written (its line breaks are spaces to the parser: one rule). Without a name it is called ``candidate``.
+    The combined ruleset runs on the active version's feature set (:func:`candidate_set`; ``set_name``, when
+    given, must be it). The candidate gets every check of new text, and its errors give lines and columns in
+    ``rule_text`` as written (its line breaks are spaces to the parser: one rule). Without a name it is
+    called ``candidate``.
 
     Example:
         >>> import tempfile
@@ -148,6 +173,7 @@ def with_candidate(ws: Workspace, rule_text: str, set_name: str = DEFAULT_FEATUR
         ['candidate']
     """
     current = active(ws)
+    set_name = _candidate_set(current, set_name)
     saved = check(ws, current.text, set_name, values=False) if current is not None else []
     try:
         rule = parse_rule(rule_text.replace("\n", " "))
