@@ -44,7 +44,7 @@ def test_pretrain_then_embed_and_clean_error(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--fm-inputs" in bad.output and "novelty" in bad.output
     assert "Traceback" not in bad.output
     missing = runner.invoke(cli, ["-w", str(tmp_path), "fm", "embed", "--name", "nope"])
-    assert "Checkpoints here: default (--name)" in missing.output  # the ones that exist, named
+    assert "Checkpoints here: default." in missing.output  # the ones that exist, named (no option: --fm too)
 
     # Run again past its end, a checkpoint is left as it is: no rewound step counter, no new weights (a
     # model registered on it would otherwise be refused for a changed content hash).

@@ -7,19 +7,50 @@ Under torchrun, `payfm fm pretrain` trains with DistributedDataParallel::
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.table import Table
 
-from payfm.cli.render import console, parquet_path
+from payfm.cli.render import cell, console, err_console, parquet_path
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
 
-@click.group()
+class _FmGroup(click.Group):
+    """`payfm fm pretrain --threads 1`: says that the group's option goes before the subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.NoSuchOption as e:
+            if e.option_name != "--threads" or e.ctx is None or e.ctx.parent is not ctx:
+                raise
+            hint = f"--threads goes before the subcommand: payfm fm --threads N {e.ctx.info_name} ..."
+            raise click.NoSuchOption(e.option_name, f"{e.message} {hint}", ctx=e.ctx) from None
+
+
+def _checkpoint_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A --name checked before any work (payfm.fm.identity.check_name): '' or '..' would name fm/ itself or
+    a folder outside it."""
+    from payfm.fm.identity import NAME_RULE, check_name
+
+    try:
+        return check_name(value)
+    except ConfigError:
+        raise click.BadParameter(f"expected {NAME_RULE}. Got {value!r}.") from None
+
+
+NAME = click.option(
+    "--name", default="default", show_default=True, callback=_checkpoint_name, help="Checkpoint name."
+)
+
+
+@click.group(cls=_FmGroup)
 @click.option(
     "--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice)."
 )
@@ -105,7 +136,13 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
     show_default=True,
     help="Seed of the weights, rows and masks.",
 )
-@click.option("--name", default="default", show_default=True, help="Checkpoint name (workspace fm/<name>).")
+@click.option(
+    "--name",
+    default="default",
+    show_default=True,
+    callback=_checkpoint_name,
+    help="Checkpoint name (workspace fm/<name>): lower-case letters, digits, '_' or '-'.",
+)
 @click.option("--fresh", is_flag=True, help="Start over instead of resuming an existing checkpoint.")
 @click.pass_context
 def pretrain(
@@ -155,17 +192,23 @@ def pretrain(
         warmup=warmup,
         seed=seed,
     )
-    with loss_progress("pretraining", show=os.environ.get("RANK", "0") == "0") as update:
-        result = run(ws, cfg, out=_checkpoint(ws, name), resume=not fresh, progress=update)
+    first = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 speaks for all
+
+    def warn(message: str) -> None:
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    with loss_progress("pretraining", show=first) as update:
+        result = run(ws, cfg, out=_checkpoint(ws, name), resume=not fresh, progress=update, warn=warn)
+    if not first:
+        return
     if not result.trained:
         console.print(
             f"Checkpoint {name} is at step {result.step} already, at or past the end of this run: nothing "
             "to train. Ask for more --steps or --epochs to go on, or pass --fresh to start over."
         )
         return
-    last = sum(result.losses[-20:]) / max(len(result.losses[-20:]), 1)
-    console.print(
-        f"Pretrained to step {result.step} ({result.charges_per_s:,.0f} charges/s, loss {last:.3f}) "
+    console.print(  # the loss of the last 20 steps (under torchrun: of the whole batch, every rank's)
+        f"Pretrained to step {result.step} ({result.charges_per_s:,.0f} charges/s, loss {cell(result.loss)}) "
         f"-> {result.path}"
     )
 
@@ -176,7 +219,7 @@ WORKERS = click.option(
 
 
 @fm.command()
-@click.option("--name", default="default", show_default=True, help="Checkpoint name.")
+@NAME
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -194,12 +237,21 @@ WORKERS = click.option(
 @click.pass_context
 def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, workers: int) -> None:
     """Embed every charge of the workspace in batch (Parquet: charge_id, created, embedding[, surprise])."""
+    from payfm.cli.render import stage_progress
     from payfm.fm.embed import embed as run
 
     ws = Workspace.open(ctx.obj["workspace"])
     outputs = ("embedding", "surprise") if surprise else ("embedding",)
     t0 = time.perf_counter()
-    path, table = run(ws, _checkpoint(ws, name), out=out, workers=workers, outputs=outputs)
+    with stage_progress() as update:  # per output, the card and merchant sequences done (2 per charge)
+        path, table = run(
+            ws,
+            _checkpoint(ws, name),
+            out=out,
+            workers=workers,
+            outputs=outputs,
+            progress=lambda output, done, total: update(f"{output} (sequences)", done, total),
+        )
     took = time.perf_counter() - t0
     console.print(
         f"Embedded {table.num_rows:,} charges in {took:.1f} s ({table.num_rows / max(took, 1e-9):,.0f} "
@@ -208,7 +260,7 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
 
 
 @fm.command()
-@click.option("--name", default="default", show_default=True, help="Checkpoint name.")
+@NAME
 @click.option(
     "--charges",
     type=click.IntRange(1),
@@ -292,7 +344,7 @@ def parity(
 
 
 @fm.command()
-@click.option("--name", default="default", show_default=True, help="Checkpoint name.")
+@NAME
 @click.option(
     "--train-frac",
     type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
@@ -368,6 +420,12 @@ def evaluate(
         variants = tuple(check_outputs(v.split("+")) for v in fm_inputs)
     except ConfigError as e:
         raise click.BadParameter(str(e), param_hint="--fm-inputs") from None
+    twice = [v for i, v in enumerate(fm_inputs) if variants[i] in variants[:i]]
+    if twice:
+        raise click.BadParameter(
+            f"expected each value once (one model each). Got {twice[0]} more than once.",
+            param_hint="--fm-inputs",
+        )
 
     ws = Workspace.open(ctx.obj["workspace"])
     cfg = DownstreamConfig(
@@ -385,24 +443,31 @@ def evaluate(
     with stage_progress() as update:
         report = evaluate_embeddings(ws, _checkpoint(ws, name), cfg, progress=update)
     # Two tables narrow enough for a terminal: APs, then the GBDT + FM models' gains with their intervals.
+    # A slice without positives in the test window has no AP: one line names them instead of rows of "-".
+    shown = [s for s in report.scores["gbdt"] if report.scores["gbdt"][s].positives > 0]
     table = Table(title=f"Average precision after {report.cut} ({report.test_rows:,} test charges)")
     table.add_column("slice (positives)")
     for model in report.scores:
         table.add_column(model, justify="right")
-    for slice_ in report.scores["gbdt"]:
+    for slice_ in shown:
         pos = report.scores["gbdt"][slice_].positives
-        table.add_row(f"{slice_} ({pos})", *(f"{report.scores[m][slice_].ap:.3f}" for m in report.scores))
+        table.add_row(f"{slice_} ({pos})", *(cell(report.scores[m][slice_].ap) for m in report.scores))
     console.print(table)
     gains = Table(title="Relative AP gain over gbdt, paired 95% bootstrap interval over incidents")
     gains.add_column("slice")
     for model in report.gain_intervals:
         gains.add_column(model, justify="right")
-    for slice_ in report.scores["gbdt"]:
+    for slice_ in shown:
         cells = []
         for model, intervals in report.gain_intervals.items():
             low, high = intervals[slice_]
-            cells.append(f"{report.relative_gain(slice_, model):+.1%} [{low:+.1%}, {high:+.1%}]")
+            gain = report.relative_gain(slice_, model)  # NaN over a gbdt AP of 0: "-"
+            interval = f" [{cell(low, '+.1%')}, {cell(high, '+.1%')}]" if math.isfinite(gain) else ""
+            cells.append(cell(gain, "+.1%") + interval)
         gains.add_row(slice_, *cells)
     console.print(gains)
+    empty = [s for s in report.scores["gbdt"] if s not in shown]
+    if empty:
+        console.print(f"No positives in the test window (no AP) for: {', '.join(empty)}.")
     ckpt = _checkpoint(ws, name)
     console.print(f"Every AP with its interval: {ckpt.with_name(ckpt.name + '.evaluation.json')}")

@@ -169,8 +169,9 @@ def train(
             raise click.UsageError(f"{flag} applies to a foundation model's outputs: give --fm NAME too.")
     if fm_name is not None:
         from payfm.fm.identity import checkpoint_meta
+        from payfm.fm.pretrain import checkpoint_dir
 
-        checkpoint = str(ws.root / "fm" / fm_name)
+        checkpoint = str(checkpoint_dir(ws, fm_name, "--fm"))  # a name: never fm/ itself or outside it
         checkpoint_meta(checkpoint)  # a clear error before any work when there is no such checkpoint
     fs, t = feature_set(set_name, ws.root), task(task_name)
     kinds = list(MODEL_KINDS) if model == "all" else [model]

@@ -33,6 +33,7 @@ Example::
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -213,13 +214,13 @@ def evaluate_embeddings(
         )
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)
     variants = [check_outputs(v) for v in cfg.fm_inputs]
+    if len(set(variants)) != len(variants):
+        twice = next(v for i, v in enumerate(variants) if v in variants[:i])
+        raise ConfigError(
+            f"The 'fm_inputs' of the evaluation (--fm-inputs): expected each once. Got {'+'.join(twice)} "
+            "more than once."
+        )
     wanted = sorted({o for v in variants for o in v}, key=OUTPUTS.index)
-    # (n, D) per output, rows in (created, charge_id) order
-    outputs = {}
-    for i, o in enumerate(wanted):
-        report_to("foundation-model outputs", i, len(wanted))
-        outputs[o] = embed_sequences(model, seqs, workers=cfg.workers, output=o)
-    report_to("foundation-model outputs", len(wanted), len(wanted))
 
     feats, names = features if features is not None else _hand_features(ws)
     con = ws.connect()
@@ -290,6 +291,19 @@ def evaluate_embeddings(
     def scores_of(p: np.ndarray) -> dict[str, Score]:
         return {k: _score(yk, pk, g, cfg.resamples, cfg.seed) for k, (yk, pk, g) in slices(p).items()}
 
+    if not any(labels.any() for labels, _, _ in slices(np.zeros(len(te))).values()):
+        raise ConfigError(
+            f"Evaluation: expected fraud or attack charges among the {len(te):,} test charges after "
+            f"{_iso(cut_us)}. Got none on any slice: nothing to compare; take a smaller --train-frac "
+            f"(now {cfg.train_frac:g}) or a longer log."
+        )
+    # (n, D) per output, rows in (created, charge_id) order
+    outputs = {}
+    for i, o in enumerate(wanted):
+        report_to("foundation-model outputs", i, len(wanted))
+        outputs[o] = embed_sequences(model, seqs, workers=cfg.workers, output=o)
+    report_to("foundation-model outputs", len(wanted), len(wanted))
+
     predictions = {}
     inputs = [("gbdt", X_hand)] + [
         (model_label(v), np.hstack([X_hand, *(outputs[o][rows].astype(np.float64) for o in v)]))
@@ -344,8 +358,20 @@ def evaluate_embeddings(
         tuned += 1
         report_to("fine-tuned models", tuned, n_tuned)
     out = Path(checkpoint).with_name(f"{Path(checkpoint).name}.evaluation.json")
-    atomic_write_bytes(out, json.dumps(report.to_json(), indent=1).encode())
+    # NaN (an AP without positives, a gain over an AP of 0) as null: JSON has no NaN (as payfm evaluate)
+    atomic_write_bytes(out, json.dumps(_finite(report.to_json()), indent=1, allow_nan=False).encode())
     return report
+
+
+def _finite(v: Any) -> Any:
+    """``v`` with NaN and infinities as None, inside dicts, lists and tuples."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_finite(x) for x in v]
+    return v
 
 
 def _iso(us: int) -> str:

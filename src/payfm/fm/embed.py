@@ -16,9 +16,11 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import os
+import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -72,6 +74,7 @@ def embed_sequences(
     batch_size: int = 128,
     workers: int = 1,
     output: str = "embedding",
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """(n, D) float32 ``output`` (``embedding`` or ``surprise``) of the charges ``rows`` (default all) of
     ``sequences``: their embeddings (D = V * C) or their surprise (D = V * len(SURPRISE_FIELDS)), view-major.
@@ -84,7 +87,8 @@ def embed_sequences(
     padded batch of ``batch_size`` charges holds: 4,096 tokens by default, whose activations stay in cache
     (4,096-charge padded batches ran at half the speed, memory-bound). ``workers`` > 1 runs the passes in
     that many threads, each running torch single-threaded (torch releases the GIL inside ops); the result
-    is the same as with one worker (bit for bit: the same passes).
+    is the same as with one worker (bit for bit: the same passes). ``progress(done, total)`` is told the
+    (charge, view) sequences done after each pass (from the workers' threads).
     """
     check_outputs([output])
     rows = np.arange(len(sequences)) if rows is None else np.asarray(rows)
@@ -105,6 +109,8 @@ def embed_sequences(
         step = max(1, budget // t)
         passes += [(t, group[i : i + step]) for i in range(0, len(group), step)]
 
+    lock, done = threading.Lock(), [0]
+
     def work(todo: list[tuple[int, np.ndarray]]) -> None:
         with torch.inference_mode():
             for t, windows in todo:
@@ -116,6 +122,10 @@ def embed_sequences(
                 else:
                     h = model.surprise_windows(x, v, SURPRISE_FIELDS, MASK)  # (S, len(SURPRISE_FIELDS))
                 flat_out[windows] = h.float().cpu().numpy()
+                if progress is not None:
+                    with lock:
+                        done[0] += len(windows)
+                        progress(done[0], len(lengths))
 
     if workers <= 1 or device.type != "cpu" or len(passes) < 2:
         work(passes)
@@ -137,10 +147,13 @@ def embed(
     out: str | os.PathLike[str] | None = None,
     workers: int = 1,
     outputs: Sequence[str] = ("embedding",),
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[Path, pa.Table]:
     """Embed all charges of ``ws``; write Parquet (default ``fm/<checkpoint name>.embeddings.parquet``):
     ``charge_id``, ``created`` and one fixed-size list column of float32 per output (``embedding``,
-    ``surprise``)."""
+    ``surprise``). ``progress(output, done, total)`` counts each output's (charge, view) sequences done.
+    The file is written to a temporary beside it and renamed: an interrupted run leaves the old file (or
+    none), and no temporary."""
     outs = check_outputs(outputs)
     model, tokenizer, _ = load_checkpoint(checkpoint)
     charges = read_charges(ws)
@@ -150,15 +163,20 @@ def embed(
         "created": pa.array(seqs.created_us, type=pa.timestamp("us", tz="UTC")),
     }
     for output in outs:
-        vectors = embed_sequences(model, seqs, workers=workers, output=output)
+        report = None if progress is None else functools.partial(progress, output)
+        vectors = embed_sequences(model, seqs, workers=workers, output=output, progress=report)
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         columns[output] = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
     table = pa.table(columns)
     path = Path(out) if out else ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # an error, Ctrl-C or SIGTERM (payfm's main turns it into SystemExit)
+        tmp.unlink(missing_ok=True)
+        raise
     return path, table
 
 

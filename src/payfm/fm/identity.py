@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,25 +29,68 @@ SURPRISE_PREFIX = "fm.surprise_"
 # every view (V * S floats).
 OUTPUTS = ("embedding", "surprise")
 VIEW_NAMES = ("card", "merchant")  # payfm.fm.sequences.VIEWS, in model order
+# A checkpoint's name (`fm/<name>/` of a workspace): the registry's rule for model names, at most 64
+# characters. No '/' or '.': a name is one directory inside fm/, never fm/ itself ('', '.'), a parent
+# ('..'), a hidden temporary (.<name>.<pid>.tmp) or one of the files beside the checkpoints
+# (<name>.embeddings.parquet, <name>.evaluation.json).
+NAME_RULE = "lower-case letters, digits, '_' or '-', starting with a letter or digit, at most 64 characters"
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# What each file of a checkpoint holds (for the error when one is missing or damaged)
+CHECKPOINT_FILES = {
+    "model.safetensors": "the model's weights (safetensors)",
+    "optimizer.safetensors": "the AdamW state (safetensors)",
+    "tokenizer.json": "the fitted tokenizer (JSON)",
+    "config.json": "the model's and the run's config (a JSON object)",
+}
+
+
+def check_name(name: str, option: str = "--name") -> str:
+    """``name`` after checking it is a valid checkpoint name (:data:`NAME_RULE`); a one-line error naming
+    ``option`` (the caller's: ``--name``, ``--fm``) otherwise."""
+    if not _NAME.fullmatch(name):
+        raise ConfigError(f"The checkpoint name {option} must be {NAME_RULE}. Got {name!r}.")
+    return name
 
 
 def checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A checkpoint's ``config.json`` (a clear error when there is no checkpoint at ``path``)."""
+    """A checkpoint's ``config.json`` (a clear error when there is no checkpoint at ``path``, or when its
+    config.json is not a JSON object with the model's config)."""
     root = Path(path)
     if not (root / "config.json").is_file():
         raise missing_checkpoint(root)
-    meta: dict[str, Any] = json.loads((root / "config.json").read_text())
+    try:
+        meta = json.loads((root / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise damaged_checkpoint(root, "config.json", e) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
+        got = "an object without 'model'" if isinstance(meta, dict) else f"a JSON {type(meta).__name__}"
+        raise damaged_checkpoint(root, "config.json", got)
     return meta
 
 
 def missing_checkpoint(root: Path) -> ConfigError:
-    """The error for no checkpoint at ``root``, naming the checkpoints beside it (``--name``)."""
+    """The error for no checkpoint at ``root``, naming the checkpoints beside it."""
     others = sorted(p.name for p in root.parent.glob("*") if (p / "config.json").is_file())
-    have = f"Checkpoints here: {', '.join(others)} (--name)." if others else "There is none yet."
+    have = f"Checkpoints here: {', '.join(others)}." if others else "There is none yet."
     return ConfigError(
         f"No foundation-model checkpoint at '{root}': expected config.json. {have} "
         "Run `payfm fm pretrain --name NAME` to make one."
     )
+
+
+def damaged_checkpoint(root: Path, file: str, got: object) -> ConfigError:
+    """The error for a checkpoint whose ``file`` is missing or unreadable (an interrupted copy, a full disk):
+    names the checkpoint, the file and what it should hold; ``got`` is the exception (or words) received."""
+    what = "no such file" if isinstance(got, FileNotFoundError) else _first_line(got)
+    return ConfigError(
+        f"Checkpoint '{root}': expected {file} holding {CHECKPOINT_FILES[file]}. Got {what}: the checkpoint "
+        "is incomplete or damaged; pretrain it again (`payfm fm pretrain --fresh`) or restore it."
+    )
+
+
+def _first_line(got: object) -> str:
+    text = str(got).strip().splitlines()
+    return (text[0] if text else type(got).__name__)[:200]
 
 
 def seen_until(meta: dict[str, Any]) -> int | None:
@@ -64,7 +108,11 @@ def checkpoint_hash(path: str | os.PathLike[str]) -> str:
     meta = checkpoint_meta(root)
     h = hashlib.sha256()
     for name in ("model.safetensors", "tokenizer.json"):
-        h.update(name.encode() + b"\0" + hashlib.sha256((root / name).read_bytes()).digest())
+        try:
+            data = (root / name).read_bytes()
+        except OSError as e:
+            raise damaged_checkpoint(root, name, e) from None
+        h.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
     h.update(json.dumps(meta["model"], sort_keys=True).encode())
     return h.hexdigest()
 

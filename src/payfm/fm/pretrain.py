@@ -32,27 +32,24 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
-from payfm.fm.identity import checkpoint_meta
+from payfm.fm.identity import check_name, checkpoint_meta, damaged_checkpoint
 from payfm.fm.model import FMConfig, FoundationModel
+from payfm.fm.resume import RESUME_FIXED, check_resume, check_same_charges, check_unregistered
 from payfm.fm.sequences import Sequences, build_sequences, read_charges
 from payfm.fm.tokenizer import MASK, OUTCOME_FIELD, PAD, Tokenizer
 
 DEFAULT_NAME = "default"
-# Settings a resumed run must share with the checkpoint's (the CLI's options for those it has): each shapes
-# the run from its first step (the schedule, each epoch's row order, the batches, the masks).
-RESUME_FIXED = ("lr", "warmup", "batch_size", "seed", "weight_decay", "mask_prob", "next_prob")
-CLI_OPTIONS = frozenset({"lr", "warmup", "batch_size", "seed"})  # those `payfm fm pretrain` takes
 
 
 @dataclass(frozen=True)
@@ -91,10 +88,15 @@ class PretrainResult:
     losses: list[float] = field(default_factory=list)
     charges_per_s: float = 0.0
     trained: bool = True  # False: the checkpoint was at or past the run's last step; nothing was changed
+    # mean loss of the run's last 20 steps; under DDP the whole batch's (the mean of the ranks' shares, the
+    # same on every rank), where ``losses`` holds this rank's share of each step's
+    loss: float = math.nan
 
 
-def checkpoint_dir(ws: Workspace, name: str = DEFAULT_NAME) -> Path:
-    return ws.root / "fm" / name
+def checkpoint_dir(ws: Workspace, name: str = DEFAULT_NAME, option: str = "--name") -> Path:
+    """``fm/<name>`` of the workspace, after checking ``name`` (:func:`payfm.fm.identity.check_name`: an
+    error naming ``option`` for '', '..', 'a/b' and the like, which would point at fm/ or outside it)."""
+    return ws.root / "fm" / check_name(name, option)
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------
@@ -105,56 +107,85 @@ def save_checkpoint(
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
 ) -> None:
-    """Write a checkpoint directory atomically (a new directory swapped in by rename)."""
+    """Write a checkpoint directory atomically (a new directory swapped in by rename); on any exception
+    (an error, Ctrl-C, SIGTERM) the partial new directory is removed and the old checkpoint left as it was."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(
-        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors"
-    )
-    groups: list[dict[str, Any]] = []
-    if optimizer is not None:
-        state = optimizer.state_dict()
-        flat = {f"{i}.{k}": v.cpu() for i, s in state["state"].items() for k, v in s.items()}
-        save_file(flat, tmp / "optimizer.safetensors")
-        groups = state["param_groups"]
-    (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json(), indent=1))
-    doc = meta | {
-        "model": model.config.to_json(),
-        "tokenizer_version": tokenizer.version,
-        "param_groups": groups,
-    }
-    (tmp / "config.json").write_text(json.dumps(doc, indent=1))
-    old = path.with_name(f".{path.name}.{os.getpid()}.old")
-    if path.exists():
-        path.rename(old)
-    tmp.rename(path)
+    try:
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            tmp / "model.safetensors",
+        )
+        groups: list[dict[str, Any]] = []
+        if optimizer is not None:
+            state = optimizer.state_dict()
+            flat = {f"{i}.{k}": v.cpu() for i, s in state["state"].items() for k, v in s.items()}
+            save_file(flat, tmp / "optimizer.safetensors")
+            groups = state["param_groups"]
+        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json(), indent=1))
+        doc = meta | {
+            "model": model.config.to_json(),
+            "tokenizer_version": tokenizer.version,
+            "param_groups": groups,
+        }
+        (tmp / "config.json").write_text(json.dumps(doc, indent=1))
+        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        if path.exists():
+            path.rename(old)
+        try:
+            tmp.rename(path)
+        except BaseException:
+            if old.exists() and not path.exists():
+                old.rename(path)  # the old checkpoint back in place
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FoundationModel, Tokenizer, dict[str, Any]]:
-    """The model (eval mode, CPU), its tokenizer and the checkpoint's ``config.json``."""
+    """The model (eval mode, CPU), its tokenizer and the checkpoint's ``config.json``.
+
+    A missing or damaged file (an interrupted copy, a full disk) is one :class:`ConfigError` naming the
+    checkpoint and the file (:func:`payfm.fm.identity.damaged_checkpoint`), not a traceback."""
     root = Path(path)
     meta = checkpoint_meta(root)
-    tokenizer = Tokenizer.from_json(json.loads((root / "tokenizer.json").read_text()))
-    if tokenizer.version != meta["tokenizer_version"]:
+    try:
+        data = json.loads((root / "tokenizer.json").read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}")
+        tokenizer = Tokenizer.from_json(data, source=f"Checkpoint '{root}', tokenizer.json")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise damaged_checkpoint(root, "tokenizer.json", e) from None
+    if tokenizer.version != meta.get("tokenizer_version"):
         raise ConfigError(
-            f"Checkpoint '{root}': expected tokenizer version {meta['tokenizer_version']}. "
+            f"Checkpoint '{root}': expected tokenizer version {meta.get('tokenizer_version')}. "
             f"Got {tokenizer.version} (tokenizer.json was changed)."
         )
-    model = FoundationModel(FMConfig.from_json(meta["model"]))
-    model.load_state_dict(load_file(root / "model.safetensors"))
+    try:
+        model = FoundationModel(FMConfig.from_json(meta["model"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise damaged_checkpoint(root, "config.json", f"a model config that does not build ({e})") from None
+    try:
+        model.load_state_dict(load_file(root / "model.safetensors"))
+    except (OSError, SafetensorError, RuntimeError) as e:  # RuntimeError: other tensors than the config's
+        raise damaged_checkpoint(root, "model.safetensors", e) from None
     model.eval()
     return model, tokenizer, meta
 
 
 def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]) -> None:
-    flat = load_file(path / "optimizer.safetensors")
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in flat.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    try:
+        flat = load_file(path / "optimizer.safetensors")
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in flat.items():
+            i, name = key.split(".", 1)
+            state.setdefault(int(i), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (OSError, SafetensorError, ValueError, KeyError, TypeError) as e:
+        raise damaged_checkpoint(path, "optimizer.safetensors", e) from None
 
 
 READ_EVERY = 20  # on CUDA, steps between reads of the losses back to the host
@@ -212,11 +243,15 @@ def pretrain(
     sequences: Sequences | None = None,
     stop_at: int | None = None,
     progress: Callable[[int, int, float], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> PretrainResult:
     """Pretrain (or resume pretraining) the foundation model on ``ws``'s charges; checkpoint to ``out``.
 
     ``stop_at`` ends the run after that many total steps (an interruption, for tests and time limits).
     ``progress(step, total, loss)`` is called on rank 0 after each step, with the mean loss of the last 20.
+    A run that would write over a checkpoint a registered model version uses (not archived) is refused
+    before any training (:func:`check_unregistered`); ``warn(message)`` (default: logged) is told when only
+    archived versions use it (their rollback would then fail).
     """
     path = Path(out) if out is not None else checkpoint_dir(ws)
     rank, world = _world()
@@ -226,33 +261,12 @@ def pretrain(
             f"Got {config.batch_size}."
         )
     meta: dict[str, Any] = {}
-    if resume and (path / "config.json").exists():
+    resuming = resume and (path / "config.json").exists()
+    if path.exists() and not resuming:  # --fresh over a checkpoint: refused before any work
+        check_unregistered(ws, path, warn if rank == 0 else lambda _: None)
+    if resuming:
         model, tokenizer, meta = load_checkpoint(path)
-        if model.config != config.model_config(tokenizer):
-            raise ConfigError(
-                f"Checkpoint '{path}' has another model config (--seq-len, --n-layer, --n-head, --n-embd); "
-                "resume it with its own, or pass another --name or --fresh."
-            )
-        before = meta.get("pretrain", {})
-        window = (before.get("until_us"), before.get("max_charges"))
-        if window != (config.until_us, config.max_charges):
-            flags = _window_flags(ws, window[0], window[1])
-            raise ConfigError(
-                f"Checkpoint '{path}' was pretrained on another window of the log: charges before "
-                f"{_when(window[0])}, {_first(window[1])}; this run asks for charges before "
-                f"{_when(config.until_us)}, {_first(config.max_charges)}. Resuming would misstate what it "
-                f"has seen: resume with its window ({flags}), or start over with --fresh."
-            )
-        changed = [k for k in RESUME_FIXED if k in before and before[k] != getattr(config, k)]
-        if changed:
-            then = ", ".join(f"{k} {before[k]:g}" for k in changed)
-            flags = " ".join(f"--{k.replace('_', '-')} {before[k]:g}" for k in changed if k in CLI_OPTIONS)
-            raise ConfigError(
-                f"Checkpoint '{path}' was pretrained with {then}; resuming with "
-                f"{', '.join(f'{k} {getattr(config, k):g}' for k in changed)} would change its training "
-                "midway (learning-rate schedule, batches, masks) and misstate it in its config. Resume with "
-                f"its settings{f' ({flags})' if flags else ''}, or start over with --fresh."
-            )
+        check_resume(ws, path, meta, model.config, config.model_config(tokenizer), _run_settings(config))
         model.train()
     else:
         tokenizer = Tokenizer.fit(read_charges(ws, until_us=config.until_us, limit=config.max_charges))
@@ -266,6 +280,8 @@ def pretrain(
         raise ConfigError(
             "Pretraining: expected charges in the training window (--until-frac, --max-charges). Got none."
         )
+    if meta:
+        check_same_charges(path, meta, n, int(sequences.created_us.max()) + 1)
     # The end (exclusive) of the charges the weights have seen, over every run: what a downstream model's
     # validation period must start after (``payfm train --fm``, ``fm evaluate``).
     seen_until_us = max(int(meta.get("seen_until_us", 0)), int(sequences.created_us.max()) + 1)
@@ -284,6 +300,8 @@ def pretrain(
     end = min(total, stop_at) if stop_at is not None else total
     if start >= end and start > 0:  # run again after it finished: the checkpoint is left as it is
         return PretrainResult(path=path, step=start, losses=losses, trained=False)
+    if resuming:  # this run writes over the checkpoint: refused if a served model takes it
+        check_unregistered(ws, path, warn if rank == 0 else lambda _: None)
     use_amp = device.type == "cuda"
 
     def save(step: int) -> None:
@@ -355,40 +373,20 @@ def pretrain(
     elapsed = time.perf_counter() - t0
     save(end)
     model.eval()
+    recent = losses[-20:]
+    last = sum(recent) / len(recent) if recent else math.nan
+    if world > 1:  # the ranks' shares of a step's loss average to the step's loss (module docstring)
+        shared = torch.tensor([last], dtype=torch.float64, device=device)
+        dist.all_reduce(shared)
+        last = float(shared.item()) / world
     return PretrainResult(
-        path=path, step=end, losses=losses, charges_per_s=done / elapsed if elapsed > 0 else 0.0
+        path=path, step=end, losses=losses, charges_per_s=done / elapsed if elapsed > 0 else 0.0, loss=last
     )
 
 
-def _window_flags(ws: Workspace, until_us: int | None, max_charges: int | None) -> str:
-    """The `payfm fm pretrain` options that select a checkpoint's window of this log: the shortest
-    ``--until-frac`` whose cut (:func:`~payfm.fm.sequences.time_cut`) is ``until_us``, and --max-charges."""
-    parts = [] if max_charges is None else [f"--max-charges {max_charges}"]
-    if until_us is None:
-        return " ".join(["--until-frac 1", *parts])
-    con = ws.connect()
-    try:
-        row = con.execute(
-            f"SELECT count(*), count_if(epoch_us(created) < {int(until_us)}), "
-            f"count_if(epoch_us(created) = {int(until_us)}) FROM charges"
-        ).fetchone()
-    finally:
-        con.close()
-    n, before, at = (int(v or 0) for v in row) if row else (0, 0, 0)
-    # time_cut takes the charge at offset floor(n * frac): any offset among the charges at until_us.
-    for digits in range(1, 10):
-        frac = round((before + 0.5) / max(n, 1), digits)
-        if 0 < frac < 1 and before <= math.floor(n * frac) < before + at:
-            return " ".join([f"--until-frac {frac:g}", *parts])
-    return " ".join(["its --until-frac (this log changed since: none selects the same charges)", *parts])
-
-
-def _when(us: int | None) -> str:
-    return "the end of the log" if us is None else datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
-
-
-def _first(n: int | None) -> str:
-    return "every charge" if n is None else f"the first {n:,} charges (--max-charges {n})"
+def _run_settings(config: PretrainConfig) -> dict[str, Any]:
+    """What a resumed run must share with its checkpoint's runs (:func:`payfm.fm.resume.check_resume`)."""
+    return {k: getattr(config, k) for k in (*RESUME_FIXED, "until_us", "max_charges")}
 
 
 def _probs(config: PretrainConfig) -> tuple[float, float]:

@@ -187,11 +187,13 @@ class Tokenizer:
         return hashlib.sha256(blob).hexdigest()[:12]
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Tokenizer:
+    def from_json(cls, data: Mapping[str, Any], source: str = "Tokenizer") -> Tokenizer:
+        """The tokenizer ``to_json`` wrote; ``source`` names where it comes from in errors (a checkpoint's
+        tokenizer.json)."""
         if list(data.get("fields", [])) != list(FIELDS):
             raise ConfigError(
-                f"Tokenizer: expected fields {list(FIELDS)}. Got {data.get('fields')!r} (a tokenizer from "
-                "another payfm version?)."
+                f"{source}: expected fields {list(FIELDS)}. Got {data.get('fields')!r} (a tokenizer from "
+                "another payfm version?): pretrain it again with this version (`payfm fm pretrain --fresh`)."
             )
         return cls(
             vocab={k: list(v) for k, v in data["vocab"].items()}, amount_edges=list(data["amount_edges"])

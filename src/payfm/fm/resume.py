@@ -1,0 +1,156 @@
+"""May a pretraining run write over a checkpoint, and resume it?
+
+A checkpoint a registered model version takes its outputs from is never pretrained again in place (the
+version would no longer load, and a rollback could not help): :func:`check_unregistered`. A resumed run must
+be the one its checkpoint's config describes: the same model config, window of the log, charges in that
+window and settings that shape the run from its first step (:func:`check_resume`,
+:func:`check_same_charges`); each refusal names the options that would resume it, or says to start over.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.fm.model import FMConfig
+
+# Settings a resumed run must share with the checkpoint's (the CLI's options for those it has): each shapes
+# the run from its first step (the schedule, each epoch's row order, the batches, the masks).
+RESUME_FIXED = ("lr", "warmup", "batch_size", "seed", "weight_decay", "mask_prob", "next_prob")
+CLI_OPTIONS = frozenset({"lr", "warmup", "batch_size", "seed"})  # those `payfm fm pretrain` takes
+MODEL_OPTIONS = ("seq_len", "n_layer", "n_head", "n_embd")  # the model's shape, options of `fm pretrain`
+log = logging.getLogger(__name__)
+
+
+def check_unregistered(ws: Workspace, path: Path, warn: Callable[[str], None] | None = None) -> None:
+    """Refuse (ConfigError) to write over the checkpoint ``path`` when a model version of ``ws``'s registry
+    that is not archived takes its outputs: the version would no longer load (its recorded content hash),
+    and a rollback to it could not help. Versions in stage ``archived`` only: ``warn`` (default: logged)
+    that a rollback to them would fail, and go on."""
+    from payfm.registry.store import Registry
+
+    reg = Registry(ws)
+    target = path.resolve()
+    users = []
+    for mv in reg.list():
+        fm = mv.entry.get("foundation_model")
+        if fm and reg.checkpoint_path(fm["checkpoint"]).resolve() == target:
+            users.append(mv)
+    named = ", ".join(f"{mv.ref} ({mv.stage})" for mv in users)
+    if any(mv.stage != "archived" for mv in users):
+        raise ConfigError(
+            f"Checkpoint '{path}' is the foundation model of registered model versions {named}: pretraining "
+            "it again would change it under them (they would no longer load, and a rollback could not help). "
+            "Pretrain under a new --name instead."
+        )
+    if users:
+        (warn or log.warning)(
+            f"Checkpoint '{path}' is the foundation model of archived model versions {named}: pretraining "
+            "it again makes a rollback to them fail."
+        )
+
+
+def _refuse_model_config(path: Path, before: FMConfig, asked: FMConfig) -> None:
+    """The refusal to resume ``path`` (model config ``before``) with another model config, naming the
+    options that differ with the checkpoint's values."""
+    changed = [k for k in MODEL_OPTIONS if getattr(before, k) != getattr(asked, k)]
+    if not changed:  # not an option of `fm pretrain` (vocab sizes, views, dropout: library use)
+        raise ConfigError(
+            f"Checkpoint '{path}' has another model config: {before}. Got {asked}; resume it with its own, "
+            "or pass another --name or --fresh."
+        )
+    flags = " ".join(f"--{k.replace('_', '-')} {getattr(before, k)}" for k in changed)
+    then = ", ".join(f"{k} {getattr(asked, k)}" for k in changed)
+    raise ConfigError(
+        f"Checkpoint '{path}' was pretrained with {flags}; resuming with {then} would change the model's "
+        f"shape. Resume with its model config ({flags}), or pass another --name or --fresh."
+    )
+
+
+def check_same_charges(path: Path, meta: dict[str, Any], n: int, last_us: int) -> None:
+    """Refuse to resume when the window selects other charges than the checkpoint's runs trained on: the
+    same options over a log that changed since (charges imported or generated after, --until-frac 1)."""
+    charges, seen = meta.get("charges"), meta.get("seen_until_us")
+    if (charges is None or int(charges) == n) and (seen is None or int(seen) == last_us):
+        return
+    then = f"{int(charges):,} charges" if charges is not None else "its charges"
+    now = f"{n:,} charges" if charges is not None else "other charges"
+    until = f" up to {_when(int(seen) - 1)}" if seen is not None else ""
+    raise ConfigError(
+        f"Checkpoint '{path}' was pretrained on {then}{until}; its window of the log now holds {now}"
+        f"{f' up to {_when(last_us - 1)}' if seen is not None else ''} (the log changed since). Resuming "
+        "would misstate what it has seen: start over with --fresh, or pretrain under a new --name."
+    )
+
+
+def _window_flags(ws: Workspace, until_us: int | None, max_charges: int | None) -> str:
+    """The `payfm fm pretrain` options that select a checkpoint's window of this log: the shortest
+    ``--until-frac`` whose cut (:func:`~payfm.fm.sequences.time_cut`) is ``until_us``, and --max-charges."""
+    parts = [] if max_charges is None else [f"--max-charges {max_charges}"]
+    if until_us is None:
+        return " ".join(["--until-frac 1", *parts])
+    con = ws.connect()
+    try:
+        row = con.execute(
+            f"SELECT count(*), count_if(epoch_us(created) < {int(until_us)}), "
+            f"count_if(epoch_us(created) = {int(until_us)}) FROM charges"
+        ).fetchone()
+    finally:
+        con.close()
+    n, before, at = (int(v or 0) for v in row) if row else (0, 0, 0)
+    # time_cut takes the charge at offset floor(n * frac): any offset among the charges at until_us.
+    for digits in range(1, 10):
+        frac = round((before + 0.5) / max(n, 1), digits)
+        if 0 < frac < 1 and before <= math.floor(n * frac) < before + at:
+            return " ".join([f"--until-frac {frac:g}", *parts])
+    return " ".join(["its --until-frac (this log changed since: none selects the same charges)", *parts])
+
+
+def _when(us: int | None) -> str:
+    return "the end of the log" if us is None else datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
+
+
+def _first(n: int | None) -> str:
+    return "every charge" if n is None else f"the first {n:,} charges (--max-charges {n})"
+
+
+def check_resume(
+    ws: Workspace,
+    path: Path,
+    meta: dict[str, Any],
+    before: FMConfig,
+    asked: FMConfig,
+    settings: dict[str, Any],
+) -> None:
+    """Refuse (ConfigError) to resume checkpoint ``path`` (its ``config.json``: ``meta``; its model config
+    ``before``) with another model config (``asked``), another window of the log or other settings of
+    :data:`RESUME_FIXED` (``settings``: the run's, with ``until_us`` and ``max_charges``): the resumed run
+    would not be the one its config describes."""
+    if before != asked:
+        _refuse_model_config(path, before, asked)
+    done = meta.get("pretrain", {})
+    window = (done.get("until_us"), done.get("max_charges"))
+    if window != (settings["until_us"], settings["max_charges"]):
+        flags = _window_flags(ws, window[0], window[1])
+        raise ConfigError(
+            f"Checkpoint '{path}' was pretrained on another window of the log: charges before "
+            f"{_when(window[0])}, {_first(window[1])}; this run asks for charges before "
+            f"{_when(settings['until_us'])}, {_first(settings['max_charges'])}. Resuming would misstate what "
+            f"it has seen: resume with its window ({flags}), or start over with --fresh."
+        )
+    changed = [k for k in RESUME_FIXED if k in done and done[k] != settings[k]]
+    if changed:
+        then = ", ".join(f"{k} {done[k]:g}" for k in changed)
+        flags = " ".join(f"--{k.replace('_', '-')} {done[k]:g}" for k in changed if k in CLI_OPTIONS)
+        raise ConfigError(
+            f"Checkpoint '{path}' was pretrained with {then}; resuming with "
+            f"{', '.join(f'{k} {settings[k]:g}' for k in changed)} would change its training "
+            "midway (learning-rate schedule, batches, masks) and misstate it in its config. Resume with "
+            f"its settings{f' ({flags})' if flags else ''}, or start over with --fresh."
+        )
