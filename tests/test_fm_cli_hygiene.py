@@ -92,6 +92,29 @@ def test_checkpoint_names_are_checked_before_anything_runs(ws: Workspace, tmp_pa
     assert "--fm must be lower-case letters" in said and "'..'" in said, said
 
 
+def test_a_checkpoint_named_before_the_rule_keeps_its_name(ws: Workspace) -> None:
+    """Found by a review: payfm before the rule took any name; such a checkpoint (and the models registered
+    on it) must stay usable by that name, while a new checkpoint must follow the rule."""
+    legacy = _copy(ws, "CardFM.v1")
+    try:
+        done = _run(ws.root, "fm", "embed", "--name", "CardFM.v1")
+        assert done.exit_code == 0, done.output
+        assert (ws.root / "fm" / "CardFM.v1.embeddings.parquet").is_file()
+        said = _one_line_error(
+            _run(ws.root, "fm", "pretrain", "--steps", "1", *SHAPE, *WINDOW, "--name", "New.v2"), 2
+        )
+        assert "'New.v2'" in said and not (ws.root / "fm" / "New.v2").exists()
+        from payfm.fm.pretrain import checkpoint_dir
+
+        assert checkpoint_dir(ws, "CardFM.v1", "--fm") == legacy
+        for bad in ("..", ".base", "a/b"):  # never, existing or not
+            with pytest.raises(ConfigError):
+                checkpoint_dir(ws, bad)
+    finally:
+        shutil.rmtree(legacy, ignore_errors=True)
+        (ws.root / "fm" / "CardFM.v1.embeddings.parquet").unlink(missing_ok=True)
+
+
 # ---- 2. a checkpoint a registered model uses -------------------------------------------------------------
 def _register_on(ws: Workspace, checkpoint: Path) -> Any:
     from payfm.features.catalog import tiny_set

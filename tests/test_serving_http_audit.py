@@ -100,6 +100,11 @@ def test_a_body_that_is_not_an_object_says_what_it_is(client: TestClient) -> Non
         ("amount", True, "Got true."),  # JSON's spelling, not Python's
         ("amount", 1.5, "Got 1.5."),
         ("dispute_id", 12345678901234567, "Got an integer of 17 digits."),  # never the digits
+        (
+            "amount",
+            0.1234567890123456,
+            "Got a number with 16 digits after the point.",
+        ),  # the run in the fraction
     ],
 )
 def test_outcome_type_errors_quote_a_json_value_as_json_writes_it(
@@ -159,7 +164,8 @@ def test_an_outcome_id_is_one_outcome_of_one_charge(client: TestClient, scorer: 
 
 def test_an_id_being_recorded_is_answered_once_it_is_durable(scorer: Scorer) -> None:
     """A second request for an id whose first is still being written waits for it: the same charge gets
-    the first's facts, another charge a Conflict."""
+    the first's facts, another charge a Conflict, and another outcome under the id (another amount) a
+    Conflict naming the field at once (found by a review: it got the first's facts, its amount dropped)."""
     scorer.score(charge(1))
     scorer.score(charge(2))
     write, entered, release = scorer.log.write, threading.Event(), threading.Event()
@@ -188,6 +194,8 @@ def test_an_id_being_recorded_is_answered_once_it_is_durable(scorer: Scorer) -> 
     ]
     for t in waiting:
         t.start()
+    record("another", dispute("dp_1", "ch_1", amount=999))  # while the first is in flight: not waiting
+    assert isinstance(results["another"], Conflict) and results["another"].field == "amount"
     release.set()
     for t in (first, *waiting):
         t.join(10)

@@ -36,11 +36,13 @@ class _FmGroup(click.Group):
 
 def _checkpoint_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A --name checked before any work (payfm.fm.identity.check_name): '' or '..' would name fm/ itself or
-    a folder outside it."""
-    from payfm.fm.identity import NAME_RULE, check_name
+    a folder outside it. A checkpoint of the workspace named before the rule keeps its name."""
+    from payfm.fm.identity import NAME_RULE, check_name, one_folder
 
+    root = Path((ctx.find_root().obj or {}).get("workspace") or ".")
+    exists = one_folder(value) and (root / "fm" / value / "config.json").is_file()
     try:
-        return check_name(value)
+        return check_name(value, exists=exists)
     except ConfigError:
         raise click.BadParameter(f"expected {NAME_RULE}. Got {value!r}.") from None
 

@@ -120,16 +120,19 @@ def shown_number(value: float) -> str:
 
     >>> shown_number(-1), shown_number(10**20), shown_number(-(10**13))
     ('-1', 'an integer of 21 digits', 'a negative integer of 14 digits')
-    >>> shown_number(12345678901234.5)
-    'a number of 14 digits and a fraction'
+    >>> shown_number(12345678901234.5), shown_number(-0.1234567890123456)
+    ('a number of 14 digits and a fraction', 'a negative number with 16 digits after the point')
     """
     text = repr(value)
     if not _LONG_RUN.search(text):
         return text
     whole = int(abs(value))
     kind = "integer" if isinstance(value, int) else "number"
-    fraction = "" if isinstance(value, int) or whole == abs(value) else " and a fraction"
     article = "a negative" if value < 0 else ("an" if kind == "integer" else "a")
+    if not _LONG_RUN.search(str(whole)):  # the run is in the fraction (0.1234567890123456)
+        places = len(text.split(".", 1)[1].split("e")[0]) if "." in text else 0
+        return f"{article} number with {places} digits after the point"
+    fraction = "" if isinstance(value, int) or whole == abs(value) else " and a fraction"
     return f"{article} {kind} of {len(str(whole))} digits{fraction}"
 
 

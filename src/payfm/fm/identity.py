@@ -44,12 +44,26 @@ CHECKPOINT_FILES = {
 }
 
 
-def check_name(name: str, option: str = "--name") -> str:
+def check_name(name: str, option: str = "--name", exists: bool = False) -> str:
     """``name`` after checking it is a valid checkpoint name (:data:`NAME_RULE`); a one-line error naming
-    ``option`` (the caller's: ``--name``, ``--fm``) otherwise."""
-    if not _NAME.fullmatch(name):
-        raise ConfigError(f"The checkpoint name {option} must be {NAME_RULE}. Got {name!r}.")
-    return name
+    ``option`` (the caller's: ``--name``, ``--fm``) otherwise. A checkpoint that ``exists`` already, named
+    before the rule (payfm before 2026-12-05 took any name: ``CardFM.v1``), keeps its name as long as it is
+    one folder inside fm/ (:func:`one_folder`): never fm/ itself, a parent or a hidden temporary."""
+    if _NAME.fullmatch(name) or (exists and one_folder(name)):
+        return name
+    raise ConfigError(f"The checkpoint name {option} must be {NAME_RULE}. Got {name!r}.")
+
+
+def one_folder(name: str) -> bool:
+    """Whether ``name`` names one folder inside fm/: not empty, '.' or '..', no path separator, no leading
+    dot (the writers' temporaries), no control character."""
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not name.startswith(".")
+        and name.isprintable()
+        and not (set(name) & {"/", "\\"})
+    )
 
 
 def checkpoint_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -84,7 +98,8 @@ def damaged_checkpoint(root: Path, file: str, got: object) -> ConfigError:
     what = "no such file" if isinstance(got, FileNotFoundError) else _first_line(got)
     return ConfigError(
         f"Checkpoint '{root}': expected {file} holding {CHECKPOINT_FILES[file]}. Got {what}: the checkpoint "
-        "is incomplete or damaged; pretrain it again (`payfm fm pretrain --fresh`) or restore it."
+        f"is incomplete or damaged; restore it, or pretrain it again (`payfm fm pretrain --name {root.name} "
+        "--fresh`, refused while a registered model takes it)."
     )
 
 

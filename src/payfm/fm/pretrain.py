@@ -43,7 +43,7 @@ from safetensors.torch import load_file, save_file
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
-from payfm.fm.identity import check_name, checkpoint_meta, damaged_checkpoint
+from payfm.fm.identity import check_name, checkpoint_meta, damaged_checkpoint, one_folder
 from payfm.fm.model import FMConfig, FoundationModel
 from payfm.fm.resume import RESUME_FIXED, check_resume, check_same_charges, check_unregistered
 from payfm.fm.sequences import Sequences, build_sequences, read_charges
@@ -95,8 +95,11 @@ class PretrainResult:
 
 def checkpoint_dir(ws: Workspace, name: str = DEFAULT_NAME, option: str = "--name") -> Path:
     """``fm/<name>`` of the workspace, after checking ``name`` (:func:`payfm.fm.identity.check_name`: an
-    error naming ``option`` for '', '..', 'a/b' and the like, which would point at fm/ or outside it)."""
-    return ws.root / "fm" / check_name(name, option)
+    error naming ``option`` for '', '..', 'a/b' and the like, which would point at fm/ or outside it; a
+    checkpoint there already keeps the name it was given before the rule)."""
+    folder = ws.root / "fm"
+    exists = one_folder(name) and (folder / name / "config.json").is_file()
+    return folder / check_name(name, option, exists=exists)
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------------

@@ -89,6 +89,7 @@ class FeedbackMixin:
     _drained: threading.Condition
     _seq: int
     _pending: dict[str, Future[dict[str, Any]]]
+    _pending_outcomes: dict[str, dict[str, Any]]  # key -> the outcome being recorded (its event, created_us)
     _refunding: dict[str, dict[str, int]]
     _refund_lock: threading.Lock
     _inflight: int
@@ -248,10 +249,11 @@ class FeedbackMixin:
         if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
             raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
         known = self._known_outcome(table, oid, cid, logged)
+        # A review closure's implied refund was taken for what was left to refund (clamp): its amount may
+        # differ from what the closure asks, every time.
+        skip = ("amount",) if clamp else ()
         if known is not None:  # a retry, or another outcome under a recorded id
-            # A review closure's implied refund was taken for what was left to refund (clamp): its amount
-            # may differ from what the closure asks, every time.
-            differs = another_outcome(table, event, created_us, known, ("amount",) if clamp else ())
+            differs = another_outcome(table, event, created_us, known, skip)
             if differs is not None:
                 raise differs
         refused = unfollowed(table, oid, cid, created_us, charge_us, self.append_outcomes and not in_log)
@@ -265,10 +267,10 @@ class FeedbackMixin:
         if table == "refunds" and live:  # capped at what is left to refund, counting refunds in flight
             self._claim_refund(cid, oid, event, charge or {}, clamp)
             try:
-                return self._record_event(table, event, (oid, cid, created_us), source, facts, logged)
+                return self._record_event(table, event, (oid, cid, created_us), source, facts, logged, skip)
             finally:
                 self._release_refund(cid, oid)
-        return self._record_event(table, event, (oid, cid, created_us), source, facts, logged)
+        return self._record_event(table, event, (oid, cid, created_us), source, facts, logged, skip)
 
     def _record_event(
         self,
@@ -278,14 +280,23 @@ class FeedbackMixin:
         source: str | None,
         facts: dict[str, Any],
         logged: list[dict[str, Any]],
+        skip: tuple[str, ...] = (),
     ) -> dict[str, Any]:
         """The rest of :meth:`record_outcome`, for an outcome it takes: count it, log it, append it to the
-        event log; a duplicate is answered with what is stored."""
+        event log; a duplicate is answered with what is stored, another outcome under an id being recorded
+        is a Conflict (``skip``: fields not compared)."""
         oid, cid, created_us = ids
         key, in_log = f"{table}:{oid}", bool(logged)
         stored: dict[str, Any] | None = None
         with self._lock:
             other = self._pending.get(key)  # the same id being recorded: its facts once it is durable
+            if other is not None:  # another outcome under that id, sent meanwhile: refused as once durable
+                pending = self._pending_outcomes.get(key)
+                differs = (
+                    None if pending is None else another_outcome(table, event, created_us, pending, skip)
+                )
+                if differs is not None:
+                    raise differs
             if other is None:
                 stored = self.log.get_outcome(table, oid)
             if other is None and stored is None:
@@ -301,6 +312,7 @@ class FeedbackMixin:
                 seq = self._seq
                 mine: Future[dict[str, Any]] = Future()
                 self._pending[key] = mine
+                self._pending_outcomes[key] = {**event, "created_us": created_us}
                 self._inflight += 1
         if other is not None:
             stored = other.result(timeout=60)  # the log write's own timeout is 30 s
@@ -475,6 +487,7 @@ class FeedbackMixin:
         finally:
             with self._lock:
                 self._pending.pop(key, None)
+                self._pending_outcomes.pop(key, None)
                 self._inflight -= 1
                 if not self._inflight:
                     self._drained.notify_all()

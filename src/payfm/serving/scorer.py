@@ -181,6 +181,7 @@ class Scorer(FeedbackMixin):
         self._lock = threading.Lock()  # the online state + sequence numbers
         self._seq = seq
         self._pending: dict[str, Future[dict[str, Any]]] = {}
+        self._pending_outcomes: dict[str, dict[str, Any]] = {}
         self._refunding: dict[str, dict[str, int]] = {}  # charge id -> refunds in flight: id -> amount
         self._refund_lock = threading.Lock()  # refund caps: checks and claims (see _claim_refund)
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
