@@ -258,13 +258,13 @@ def test_compaction_waits_for_the_lock_and_a_failed_commit_leaves_no_files(
 
 
 def test_the_key_index_keeps_only_listed_files(ws: Workspace, scorer: Scorer) -> None:
-    from payfm.serving import feedback
+    from payfm.serving import event_lookup
 
     for e in disputes(ws, 10, "i"):
         scorer.record_outcome("disputes", e)
     ws.compact()
-    assert feedback._matching(ws, "disputes", "dispute_id", "dp_i_3", "dispute_id") == ["dp_i_3"]
-    cache = feedback._KEY_INDEX[(str(ws.root / "disputes"), "dispute_id")]
+    assert event_lookup.matching(ws, "disputes", "dispute_id", "dp_i_3", "dispute_id") == ["dp_i_3"]
+    cache = event_lookup._KEY_INDEX[(str(ws.root / "disputes"), "dispute_id")]
     assert set(cache) == {str(f) for f in ws.files("disputes")}  # the compacted-away files are forgotten
 
 

@@ -7,6 +7,7 @@ again with another time names the request's field; a decline code goes with a de
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -302,6 +303,39 @@ def test_a_decline_reported_after_an_outcome_of_its_charge_is_refused(scorer: Sc
     assert scorer.record_outcome("refunds", first)["duplicate"]  # a retry: as stored
     assert scorer.record_authorization("ch_1", "authorized")["applied"] is not None  # consistent: taken
     assert isinstance(raised(lambda: scorer.record_authorization("ch_1", "issuer_declined")), Conflict)
+
+
+@pytest.mark.parametrize("first", ["refund", "decline"])
+def test_a_refund_and_a_decline_in_flight_at_once_one_is_refused(scorer: Scorer, first: str) -> None:
+    """Found by a review: the two checks read only what was durable, so a refund and a decline of one charge
+    sent at the same instant were both taken (9 of 40 racing pairs). The first holds a claim until it is
+    durable: the second, sent while the first's log write is held, is a 409."""
+    scorer.score(charge(1))
+    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
+
+    def slow_write(record: Any, timeout: float = 30.0) -> Any:
+        if getattr(record, "charge_id", None) == "ch_1":
+            entered.set()
+            release.wait(10)
+        return write(record, timeout)
+
+    scorer.log.write = slow_write  # type: ignore[method-assign]
+    calls = {
+        "refund": lambda: scorer.record_outcome("refunds", refund("re_1", "ch_1")),
+        "decline": lambda: scorer.record_authorization("ch_1", "issuer_declined", "do_not_honor"),
+    }
+    done: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: done.setdefault("first", calls[first]()))
+    t.start()
+    assert entered.wait(10)
+    second = raised(calls["decline" if first == "refund" else "refund"])  # while the first is in flight
+    release.set()
+    t.join(10)
+    assert isinstance(second, Conflict) and second.status == 409
+    assert second.field == ("outcome" if first == "refund" else "charge_id")
+    assert ("'re_1'" in str(second)) if first == "refund" else ("being reported" in str(second))
+    assert done["first"]["duplicate"] is False
+    assert not scorer._moving and not scorer._declining  # every claim ended
 
 
 def test_a_replay_of_the_event_log_takes_its_own_outcomes_whatever_the_charge(ws: Workspace) -> None:

@@ -13,13 +13,9 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from payfm.errors import WorkspaceBusy
 from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, SCHEMAS
@@ -45,12 +41,12 @@ from payfm.serving.decision_log import (
     ReviewClose,
 )
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
+from payfm.serving.event_lookup import matching, matching_rows
+from payfm.serving.money_claims import MoneyClaimsMixin
 from payfm.serving.outcome_checks import (
     OUTCOME_NAMES,
     another_outcome,
     invalid_outcome,
-    outcome_before,
-    over_refunded,
     refuse_review_texts,
     refuse_wrong_outcome_types,
     uncaptured,
@@ -76,7 +72,7 @@ def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
     return "efws" if table == "early_fraud_warnings" else "refunds"
 
 
-class FeedbackMixin:
+class FeedbackMixin(MoneyClaimsMixin):
     """Reviews and outcomes of a :class:`~payfm.serving.scorer.Scorer` (see the module docstring)."""
 
     ws: Workspace
@@ -90,8 +86,6 @@ class FeedbackMixin:
     _seq: int
     _pending: dict[str, Future[dict[str, Any]]]
     _pending_outcomes: dict[str, dict[str, Any]]  # key -> the outcome being recorded (its event, created_us)
-    _refunding: dict[str, dict[str, int]]
-    _refund_lock: threading.Lock
     _inflight: int
     _append_lock: threading.Lock
     _deferred: list[tuple[str, pa.Table]]
@@ -264,13 +258,24 @@ class FeedbackMixin:
             )
         if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
             raise refused
-        if table == "refunds" and live:  # capped at what is left to refund, counting refunds in flight
-            self._claim_refund(cid, oid, event, charge or {}, clamp)
-            try:
-                return self._record_event(table, event, (oid, cid, created_us), source, facts, logged, skip)
-            finally:
-                self._release_refund(cid, oid)
-        return self._record_event(table, event, (oid, cid, created_us), source, facts, logged, skip)
+        # A new outcome of a live charge claims it moved money, against a decline reported meanwhile
+        # (serving/money_claims.py: of the two, whichever comes second is refused).
+        claim = live and refused is None and known is None
+        if claim:
+            self._claim_outcome(table, oid, cid)
+        try:
+            if table == "refunds" and live:  # capped at what is left to refund, counting refunds in flight
+                self._claim_refund(cid, oid, event, charge or {}, clamp)
+                try:
+                    return self._record_event(
+                        table, event, (oid, cid, created_us), source, facts, logged, skip
+                    )
+                finally:
+                    self._release_refund(cid, oid)
+            return self._record_event(table, event, (oid, cid, created_us), source, facts, logged, skip)
+        finally:
+            if claim:
+                self._release_outcome(table, oid, cid)
 
     def _record_event(
         self,
@@ -373,9 +378,23 @@ class FeedbackMixin:
         known = self._known_result(cid, charge)
         if known is not None:
             return _known_answer(known, answer)
-        contradicted = outcome_before(cid, outcome, self.log.outcomes_of(cid))
-        if contradicted is not None:
-            raise contradicted
+        # A decline or block claims the charge moved no money, against its refunds, disputes and EFWs
+        # recorded or in flight (serving/money_claims.py); released once this result is durable or answered.
+        self._claim_result(cid, outcome)
+        try:
+            return self._record_result(cid, outcome, decline_code, charge, answer)
+        finally:
+            self._release_result(cid)
+
+    def _record_result(
+        self,
+        cid: str,
+        outcome: str,
+        decline_code: str | None,
+        charge: dict[str, Any],
+        answer: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The rest of :meth:`record_authorization`, for a result it takes: count it, log it."""
         key = f"{AUTHORIZATIONS}:{cid}"
         with self._lock:
             other = self._pending.get(key)
@@ -425,47 +444,6 @@ class FeedbackMixin:
             embedder.set_outcome(charge)
         return applied
 
-    def _event_log_refunds(self, cid: str) -> dict[str, tuple[int, str]]:
-        """``{refund_id: (amount, currency)}`` of the event log's refunds of charge ``cid``."""
-        rows = _matching_rows(self.ws, "refunds", "charge_id", cid, ("refund_id", "amount", "currency"))
-        return {str(r["refund_id"]): (int(r["amount"]), str(r["currency"])) for r in rows}
-
-    def _claim_refund(
-        self, cid: str, oid: str, event: dict[str, Any], charge: Mapping[str, Any], clamp: bool
-    ) -> None:
-        """Count refund ``oid`` of charge ``cid`` as in flight, or refuse it (an InvalidInput) when it is for
-        more than what is left to refund: the charge's amount less its refunds in its currency in the event
-        log, the decision log and in flight in this process, each id once (Stripe caps a charge's refunds at
-        its amount). With ``clamp`` its ``amount`` is lowered to what is left instead. Checks and claims are
-        serialized by their own lock (decisions never wait for them); :meth:`_release_refund` ends the
-        claim once the refund is durable, answered as a duplicate, or failed."""
-        currency = str(charge.get("currency"))
-        in_event_log = self._event_log_refunds(cid)
-        with self._refund_lock:
-            refunds = {rid: amount for rid, (amount, cur) in in_event_log.items() if cur == currency}
-            logged = [p for kind, p in self.log.outcomes_of(cid) if kind == "refunds"]
-            if any(str(p["id"]) == oid for p in logged):
-                return  # a retry: answered with what is stored, whatever its amount, as other outcomes are
-            refunds.update(
-                {str(p["id"]): int(p.get("amount") or 0) for p in logged if p.get("currency") == currency}
-            )
-            refunds.update(self._refunding.get(cid, {}))
-            refunds.pop(oid, None)  # (a retry of a refund is not over the cap for itself)
-            refunded = sum(refunds.values())
-            left = max(int(charge.get("amount") or 0) - refunded, 0)
-            if int(event["amount"]) > left:
-                if not clamp:
-                    raise over_refunded(event, charge, refunded, left)
-                event["amount"] = left
-            self._refunding.setdefault(cid, {})[oid] = int(event["amount"])
-
-    def _release_refund(self, cid: str, oid: str) -> None:
-        with self._refund_lock:
-            flying = self._refunding.get(cid, {})
-            flying.pop(oid, None)
-            if not flying:
-                self._refunding.pop(cid, None)
-
     def _log_pending(
         self,
         key: str,
@@ -493,13 +471,6 @@ class FeedbackMixin:
                     self._drained.notify_all()
         return written
 
-    def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
-        """``("reported before", outcome, decline_code)`` of the result logged for charge ``cid``, or None."""
-        for kind, p in self.log.outcomes_of(cid):
-            if kind == AUTHORIZATIONS:
-                return "reported before", str(p["outcome"]), p.get("decline_code")
-        return None
-
     def _known_result(self, cid: str, charge: Mapping[str, Any]) -> tuple[str, str, str | None] | None:
         """``(where, outcome, decline_code)`` of decided charge ``cid`` when its outcome is known already:
         its request carried it (or the service blocked it), or (when this service appends to the event log)
@@ -511,7 +482,7 @@ class FeedbackMixin:
         if decision.get("outcome") == "blocked":  # logged without it by a server older than results
             return "with the decision", "blocked", None
         if self.append_outcomes:
-            rows = _matching_rows(self.ws, "charges", "charge_id", cid, ("outcome", "decline_code"))
+            rows = matching_rows(self.ws, "charges", "charge_id", cid, ("outcome", "decline_code"))
             if rows:
                 return "in the event log", str(rows[0]["outcome"]), rows[0]["decline_code"]
         return None
@@ -550,11 +521,11 @@ class FeedbackMixin:
         if not look_in_log:
             return [], decided, None
         columns = tuple(n for n in SCHEMAS[table].names if n != OUTCOME_TABLES[table])
-        logged = _matching_rows(self.ws, table, OUTCOME_TABLES[table], oid, columns)
+        logged = matching_rows(self.ws, table, OUTCOME_TABLES[table], oid, columns)
         if decided is not None:
             return logged, decided, None
         facts = ("created", "amount", "currency", "outcome", "decline_code")
-        found = _matching_rows(self.ws, "charges", "charge_id", cid, facts)
+        found = matching_rows(self.ws, "charges", "charge_id", cid, facts)
         if not found:
             return logged, None, None
         row = found[0]
@@ -601,7 +572,7 @@ class FeedbackMixin:
                         key, seen = ID_COLUMNS[table], set()
                         new = []
                         for v in map(str, data[key].to_pylist()):
-                            new.append(v not in seen and not _matching(self.ws, table, key, v, key))
+                            new.append(v not in seen and not matching(self.ws, table, key, v, key))
                             seen.add(v)
                         w.write(table, data.filter(pa.array(new, pa.bool_())))
             except WorkspaceBusy:
@@ -674,56 +645,6 @@ class FeedbackMixin:
                 self._append_to_event_log(table, todo)  # those there already are left out, and marked
             except ValidationError:  # one logged before a check it fails: the others go, it stays in the log
                 self._append_to_event_log(table, [one for one in todo if _appendable(table, one)])
-
-
-# (table directory, key column) -> {file: the sorted hashes of the key's values in that file}. The event
-# log's files never change (a write makes new names), so a file's index is built once per process, at its
-# first lookup; a lookup is then a binary search per file, and only a file that may hold the value is read.
-# Files no longer listed (compacted away) are dropped at the next lookup, so memory is 8 bytes per live row.
-# Footer statistics were not enough: they prune only keys that grow with time; a compacted day spans every id.
-_KEY_INDEX: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-_KEY_INDEX_LOCK = threading.Lock()
-
-
-def _file_index(path: str, key: str) -> np.ndarray:
-    values = pq.ParquetFile(path).read(columns=[key])[key].to_pylist()
-    return np.sort(np.fromiter((hash(v) for v in values if v is not None), dtype=np.int64))
-
-
-def _matching(ws: Workspace, table: str, key: str, value: str, column: str) -> list[Any]:
-    """``column`` of the rows of event table ``table`` whose ``key`` is ``value`` (:func:`_matching_rows`)."""
-    return [row[column] for row in _matching_rows(ws, table, key, value, (column,))]
-
-
-def _matching_rows(
-    ws: Workspace, table: str, key: str, value: str, columns: tuple[str, ...]
-) -> list[dict[str, Any]]:
-    """``columns`` of the rows of event table ``table`` whose ``key`` is ``value``; only files whose index
-    (``_KEY_INDEX``) has the value's hash are read."""
-    h = hash(value)
-
-    def read(files: list[Path]) -> list[dict[str, Any]]:
-        listed = [str(f) for f in files]
-        with _KEY_INDEX_LOCK:
-            cache = _KEY_INDEX.setdefault((str(ws.root / table), key), {})
-            for gone in cache.keys() - set(listed):
-                del cache[gone]
-            todo = [f for f in listed if f not in cache]
-        for f in todo:  # outside the lock: reading a file
-            index = _file_index(f, key)
-            with _KEY_INDEX_LOCK:
-                cache[f] = index
-        out: list[dict[str, Any]] = []
-        for f in listed:
-            found = cache.get(f)
-            index = found if found is not None else _file_index(f, key)  # evicted meanwhile: read it
-            i = int(np.searchsorted(index, h))
-            if i < len(index) and index[i] == h:
-                part = pq.ParquetFile(f).read(columns=list(dict.fromkeys((key, *columns))))
-                out.extend(part.filter(pc.equal(part[key], value)).select(list(columns)).to_pylist())
-        return out
-
-    return ws.retrying(table, read)
 
 
 def _known_answer(known: tuple[str, str, str | None], answer: dict[str, Any]) -> dict[str, Any]:

@@ -183,7 +183,9 @@ class Scorer(FeedbackMixin):
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._pending_outcomes: dict[str, dict[str, Any]] = {}
         self._refunding: dict[str, dict[str, int]] = {}  # charge id -> refunds in flight: id -> amount
-        self._refund_lock = threading.Lock()  # refund caps: checks and claims (see _claim_refund)
+        self._refund_lock = threading.Lock()  # refund caps and money-state claims (serving/money_claims.py)
+        self._moving: dict[str, set[tuple[str, str]]] = {}  # charge id -> outcomes in flight: (table, id)
+        self._declining: dict[str, str] = {}  # charge id -> a decline or block being reported
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)

@@ -1,0 +1,117 @@
+"""What a charge's money allows, checked and claimed under one lock: the refunds of a charge add up to at
+most its amount, and a charge that moved no money (declined by its issuer, blocked) has no refund, dispute
+or early fraud warning. Requests for one charge race: a check reads what is recorded and what other
+requests of this process have in flight, and claims its own before it lets go of the lock; a claim ends
+once its record is durable (or refused). So of a refund and a decline of one charge sent at the same
+instant, whichever comes second is refused; of two refunds, the second is capped. Servers sharing a
+decision log do not see each other's claims (docs/serving.md).
+
+The checks and claims have their own lock: decisions never wait for them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from payfm.events.workspace import Workspace
+from payfm.serving.decision_log import AUTHORIZATIONS, DecisionLog
+from payfm.serving.event_lookup import matching_rows
+from payfm.serving.outcome_checks import UNCAPTURED, outcome_before, over_refunded, uncaptured
+
+
+class MoneyClaimsMixin:
+    """Refund caps and money-state claims of a :class:`~payfm.serving.scorer.Scorer`."""
+
+    ws: Workspace
+    log: DecisionLog
+    _refund_lock: threading.Lock  # every check and claim below
+    _refunding: dict[str, dict[str, int]]  # charge id -> refunds in flight: id -> amount
+    _moving: dict[str, set[tuple[str, str]]]  # charge id -> refunds, disputes, EFWs in flight: (table, id)
+    _declining: dict[str, str]  # charge id -> the decline or block being reported for it
+
+    def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
+        """``("reported before", outcome, decline_code)`` of the result logged for charge ``cid``, or None."""
+        for kind, p in self.log.outcomes_of(cid):
+            if kind == AUTHORIZATIONS:
+                return "reported before", str(p["outcome"]), p.get("decline_code")
+        return None
+
+    def _event_log_refunds(self, cid: str) -> dict[str, tuple[int, str]]:
+        """``{refund_id: (amount, currency)}`` of the event log's refunds of charge ``cid``."""
+        rows = matching_rows(self.ws, "refunds", "charge_id", cid, ("refund_id", "amount", "currency"))
+        return {str(r["refund_id"]): (int(r["amount"]), str(r["currency"])) for r in rows}
+
+    def _claim_refund(
+        self, cid: str, oid: str, event: dict[str, Any], charge: Mapping[str, Any], clamp: bool
+    ) -> None:
+        """Count refund ``oid`` of charge ``cid`` as in flight, or refuse it (an InvalidInput) when it is for
+        more than what is left to refund: the charge's amount less its refunds in its currency in the event
+        log, the decision log and in flight in this process, each id once (Stripe caps a charge's refunds at
+        its amount). With ``clamp`` its ``amount`` is lowered to what is left instead. Checks and claims are
+        serialized by their own lock (decisions never wait for them); :meth:`_release_refund` ends the
+        claim once the refund is durable, answered as a duplicate, or failed."""
+        currency = str(charge.get("currency"))
+        in_event_log = self._event_log_refunds(cid)
+        with self._refund_lock:
+            refunds = {rid: amount for rid, (amount, cur) in in_event_log.items() if cur == currency}
+            logged = [p for kind, p in self.log.outcomes_of(cid) if kind == "refunds"]
+            if any(str(p["id"]) == oid for p in logged):
+                return  # a retry: answered with what is stored, whatever its amount, as other outcomes are
+            refunds.update(
+                {str(p["id"]): int(p.get("amount") or 0) for p in logged if p.get("currency") == currency}
+            )
+            refunds.update(self._refunding.get(cid, {}))
+            refunds.pop(oid, None)  # (a retry of a refund is not over the cap for itself)
+            refunded = sum(refunds.values())
+            left = max(int(charge.get("amount") or 0) - refunded, 0)
+            if int(event["amount"]) > left:
+                if not clamp:
+                    raise over_refunded(event, charge, refunded, left)
+                event["amount"] = left
+            self._refunding.setdefault(cid, {})[oid] = int(event["amount"])
+
+    def _release_refund(self, cid: str, oid: str) -> None:
+        with self._refund_lock:
+            flying = self._refunding.get(cid, {})
+            flying.pop(oid, None)
+            if not flying:
+                self._refunding.pop(cid, None)
+
+    def _claim_outcome(self, table: str, oid: str, cid: str) -> None:
+        """Claim outcome ``oid`` (a refund, dispute or EFW) of charge ``cid`` as in flight, or refuse it (a
+        Conflict naming the charge's outcome) when a decline or block of the charge is recorded or being
+        reported. :meth:`_release_outcome` ends the claim."""
+        with self._refund_lock:
+            declining = self._declining.get(cid)
+            result = ("being reported", declining, None) if declining is not None else self._reported(cid)
+            refused = uncaptured(table, oid, cid, result)
+            if refused is not None:
+                raise refused
+            self._moving.setdefault(cid, set()).add((table, oid))
+
+    def _release_outcome(self, table: str, oid: str, cid: str) -> None:
+        with self._refund_lock:
+            moving = self._moving.get(cid, set())
+            moving.discard((table, oid))
+            if not moving:
+                self._moving.pop(cid, None)
+
+    def _claim_result(self, cid: str, outcome: str) -> None:
+        """Claim the authorization result ``outcome`` of charge ``cid`` as in flight, or refuse it (a
+        Conflict naming ``outcome``) when it says no money moved and a refund, dispute or EFW of the charge is
+        recorded or in flight (:func:`~payfm.serving.outcome_checks.outcome_before`). An authorized result
+        claims nothing. :meth:`_release_result` ends the claim."""
+        if outcome not in UNCAPTURED:
+            return
+        with self._refund_lock:
+            flying = [(table, {"id": oid}) for table, oid in sorted(self._moving.get(cid, ()))]
+            refused = outcome_before(cid, outcome, [*self.log.outcomes_of(cid), *flying])
+            if refused is not None:
+                raise refused
+            self._declining[cid] = outcome
+
+    def _release_result(self, cid: str) -> None:
+        with self._refund_lock:
+            self._declining.pop(cid, None)
