@@ -338,6 +338,19 @@ def test_a_refund_and_a_decline_in_flight_at_once_one_is_refused(scorer: Scorer,
     assert not scorer._moving and not scorer._declining  # every claim ended
 
 
+def test_a_result_ends_only_its_own_claim(scorer: Scorer) -> None:
+    """An authorized result claims nothing, so ending it must not end a decline's claim on the charge."""
+    scorer.score(charge(1))
+    scorer._claim_result("ch_1", "issuer_declined")
+    scorer._claim_result("ch_1", "authorized")
+    scorer._release_result("ch_1", "authorized")
+    assert isinstance(raised(lambda: scorer._claim_outcome("refunds", "re_1", "ch_1")), Conflict)
+    scorer._release_result("ch_1", "issuer_declined")
+    scorer._claim_outcome("refunds", "re_1", "ch_1")  # taken once the decline's claim ended
+    scorer._release_outcome("refunds", "re_1", "ch_1")
+    assert not scorer._moving and not scorer._declining
+
+
 def test_a_replay_of_the_event_log_takes_its_own_outcomes_whatever_the_charge(ws: Workspace) -> None:
     """A replay in process (append_outcomes False) reads outcomes an import took: no charge check applies."""
     _event_log_charges(ws)

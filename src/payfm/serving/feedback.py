@@ -384,7 +384,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         try:
             return self._record_result(cid, outcome, decline_code, charge, answer)
         finally:
-            self._release_result(cid)
+            self._release_result(cid, outcome)
 
     def _record_result(
         self,

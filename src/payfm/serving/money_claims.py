@@ -29,7 +29,7 @@ class MoneyClaimsMixin:
     _refund_lock: threading.Lock  # every check and claim below
     _refunding: dict[str, dict[str, int]]  # charge id -> refunds in flight: id -> amount
     _moving: dict[str, set[tuple[str, str]]]  # charge id -> refunds, disputes, EFWs in flight: (table, id)
-    _declining: dict[str, str]  # charge id -> the decline or block being reported for it
+    _declining: dict[str, list[str]]  # charge id -> the declines or blocks being reported for it
 
     def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
         """``("reported before", outcome, decline_code)`` of the result logged for charge ``cid``, or None."""
@@ -85,7 +85,7 @@ class MoneyClaimsMixin:
         reported. :meth:`_release_outcome` ends the claim."""
         with self._refund_lock:
             declining = self._declining.get(cid)
-            result = ("being reported", declining, None) if declining is not None else self._reported(cid)
+            result = ("being reported", declining[0], None) if declining else self._reported(cid)
             refused = uncaptured(table, oid, cid, result)
             if refused is not None:
                 raise refused
@@ -110,8 +110,15 @@ class MoneyClaimsMixin:
             refused = outcome_before(cid, outcome, [*self.log.outcomes_of(cid), *flying])
             if refused is not None:
                 raise refused
-            self._declining[cid] = outcome
+            self._declining.setdefault(cid, []).append(outcome)
 
-    def _release_result(self, cid: str) -> None:
+    def _release_result(self, cid: str, outcome: str) -> None:
+        """End the claim :meth:`_claim_result` took for ``outcome`` (none for an authorized result)."""
+        if outcome not in UNCAPTURED:
+            return
         with self._refund_lock:
-            self._declining.pop(cid, None)
+            claims = self._declining.get(cid, [])
+            if outcome in claims:
+                claims.remove(outcome)
+            if not claims:
+                self._declining.pop(cid, None)

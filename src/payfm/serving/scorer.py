@@ -185,7 +185,7 @@ class Scorer(FeedbackMixin):
         self._refunding: dict[str, dict[str, int]] = {}  # charge id -> refunds in flight: id -> amount
         self._refund_lock = threading.Lock()  # refund caps and money-state claims (serving/money_claims.py)
         self._moving: dict[str, set[tuple[str, str]]] = {}  # charge id -> outcomes in flight: (table, id)
-        self._declining: dict[str, str] = {}  # charge id -> a decline or block being reported
+        self._declining: dict[str, list[str]] = {}  # charge id -> declines or blocks being reported
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)
