@@ -171,6 +171,11 @@ CIRCLED = "".join(chr(0x245F + int(d)) for d in VISA)  # ④②④②...
         "\uff0e".join(FULLWIDTH[i : i + 4] for i in range(0, 16, 4)),  # fullwidth full stop
         "\u2009".join(VISA[i : i + 4] for i in range(0, 16, 4)),  # thin space between ASCII digits
         "\u200f ".join(ARABIC_INDIC[i : i + 4] for i in range(0, 16, 4)),  # a right-to-left mark and a space
+        # marks that combine with the digit before them, invisible or drawn on it (found by an audit):
+        "\ufe0f".join(VISA[i : i + 4] for i in range(0, 16, 4)),  # a variation selector between groups
+        VISA[0] + "\u034f" + VISA[1:],  # the combining grapheme joiner inside the run
+        "".join(d + "\u20e3" for d in VISA),  # keycaps (Me)
+        VISA[:7] + "\u0332" + VISA[7:],  # a combining low line (Mn)
         f"cafe{FULLWIDTH}",  # fullwidth digits are no hexadecimal token's, whatever letters they touch
         SUPERSCRIPT,
         CIRCLED,

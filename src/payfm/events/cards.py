@@ -12,7 +12,8 @@ with a card brand's prefix: times, IPv6 addresses and sums use those characters 
 docs/events.md has the measurements). It must never be stored, logged or echoed: detection reports only the
 row and column. Digits of any script count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the
 separators of any script (an ideographic space, a fullwidth hyphen or full stop, a thin space, a format
-character such as a right-to-left mark): a number written with them is as much a card number; so are
+character such as a right-to-left mark, or a mark that combines with the digit before it: a variation
+selector, the combining grapheme joiner, a keycap): a number written with them is as much a card number; so are
 superscript and circled digits (``⁴``, ``④``). The digits are those of Python's Unicode database (Unicode 14
 on Python 3.11: digits added later are not read).
 
@@ -69,7 +70,7 @@ _CANDIDATE_ANY = (
         _SEP_CLASS,
         "["
         + _SEP.replace("-", "")
-        + r"\p{Zs}\p{Cf}\p{Pd}"
+        + r"\p{Zs}\p{Cf}\p{Mn}\p{Me}\p{Pd}"
         + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH))
         + "-]",
     )
@@ -305,14 +306,14 @@ def luhn_valid(digits: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _ascii_char(ch: str) -> str:
-    """The ASCII character a non-ASCII one stands for in a written number: a digit its digit, a space
-    or format character a space, a dash a dash, a fullwidth full stop, solidus, low line, colon, plus sign
+    """The ASCII character a non-ASCII one stands for in a written number: a digit its digit, a space,
+    format character or combining mark (invisible beside a digit, or drawn on it) a space, a dash a dash, a fullwidth full stop, solidus, low line, colon, plus sign
     or parenthesis its ASCII one; any other character itself."""
     digit = unicodedata.digit(ch, None)  # decimal digits of every script, superscripts, circled digits
     if digit is not None:
         return str(digit)
     category = unicodedata.category(ch)
-    if category in ("Zs", "Cf"):
+    if category in ("Zs", "Cf", "Mn", "Me"):  # (Mn, Me: a variation selector, a combining mark, a keycap)
         return " "
     if category == "Pd" or ch in _WIDE_DASH:
         return "-"
@@ -369,6 +370,8 @@ def redact_card_numbers(text: str) -> str:
     parts: list[str] = []
     position = 0
     for start, end in spans:  # overlapping windows are removed as one
+        while end < len(text) and unicodedata.category(text[end]) in ("Mn", "Me"):
+            end += 1  # a mark on the last digit (a keycap) goes with it
         if end <= position:
             continue
         if start >= position:
