@@ -34,10 +34,20 @@ class _Group(click.Group):
             raise click.ClickException(redact_card_numbers(str(e))) from None
         except click.NoSuchOption as e:  # `payfm summary -w DIR`: say where the workspace option goes
             if e.option_name not in ("-w", "--workspace") or e.ctx is None:
-                raise
+                raise click.NoSuchOption(
+                    redact_card_numbers(e.option_name),
+                    redact_card_numbers(e.message),
+                    possibilities=e.possibilities,
+                    ctx=e.ctx,
+                ) from None
             command = e.ctx.command_path.removeprefix(f"{ctx.command_path} ")
             hint = f"The workspace goes before the command: payfm -w DIR {command} ..."
             raise click.NoSuchOption(e.option_name, f"{e.message} {hint}", ctx=e.ctx) from None
+        except click.UsageError as e:  # a usage error quotes the value given ('4111...' is not one of)
+            said = e.format_message()
+            if redact_card_numbers(said) == said:
+                raise
+            raise click.UsageError(redact_card_numbers(said), ctx=e.ctx) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

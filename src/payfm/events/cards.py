@@ -13,9 +13,9 @@ docs/events.md has the measurements). It must never be stored, logged or echoed:
 row and column. Digits of any script count (``４１１１…`` fullwidth, ``٤١١١…`` Arabic-Indic), and so do the
 separators of any script (an ideographic space, a fullwidth hyphen or full stop, a thin space, a format
 character such as a right-to-left mark, or a mark that combines with the digit before it: a variation
-selector, the combining grapheme joiner, a keycap): a number written with them is as much a card number; so are
-superscript and circled digits (``⁴``, ``④``). The digits are those of Python's Unicode database (Unicode 14
-on Python 3.11: digits added later are not read).
+selector, the combining grapheme joiner, a keycap): a number written with them is as much a card number;
+so are superscript and circled digits (``⁴``, ``④``). The digits are those of Python's Unicode database
+(Unicode 14 on Python 3.11: digits added later are not read).
 
 Detection is vectorized with Arrow's regular expressions; only candidate values (rare in clean data) reach the
 Python window and Luhn checks.
@@ -307,8 +307,9 @@ def luhn_valid(digits: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _ascii_char(ch: str) -> str:
     """The ASCII character a non-ASCII one stands for in a written number: a digit its digit, a space,
-    format character or combining mark (invisible beside a digit, or drawn on it) a space, a dash a dash, a fullwidth full stop, solidus, low line, colon, plus sign
-    or parenthesis its ASCII one; any other character itself."""
+    format character or combining mark (invisible beside a digit, or drawn on it) a space, a dash a dash, a
+    fullwidth full stop, solidus, low line, colon, plus sign or parenthesis its ASCII one; any other
+    character itself."""
     digit = unicodedata.digit(ch, None)  # decimal digits of every script, superscripts, circled digits
     if digit is not None:
         return str(digit)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from payfm.errors import ConfigError
+from payfm.events.cards import contains_card_number
 
 US = 1_000_000  # microseconds per second
 
@@ -658,12 +659,18 @@ class FeatureSet:
     features: tuple[Feature, ...]
 
     def __post_init__(self) -> None:
+        if contains_card_number(self.name):  # a file name, listed and recorded in the registry
+            raise ConfigError("A feature set's name must not hold a card number (PAN).")
         seen: set[str] = set()
         for f in self.features:
             if not isinstance(f, Aggregate | RequestFeature | Derived):
                 raise ConfigError(
                     f"Feature set '{self.name}': each feature must be an Aggregate, a RequestFeature or a "
                     f"Derived. Got {_got(f)}."
+                )
+            if contains_card_number(f.name):  # listed, stored, given as reasons in every decision
+                raise ConfigError(
+                    f"Feature set '{self.name}': a feature name must not hold a card number (PAN)."
                 )
             if not _NAME.match(f.name):
                 raise ConfigError(

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from payfm.errors import ConfigError, PayfmError
+from payfm.events.cards import contains_card_number
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.definitions import FeatureSet
 from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, embedding_dims, input_names
@@ -185,9 +186,11 @@ class Registry:
         ``surprise``: ``fm.surprise_<view>_<field>``) the model takes after the feature set's features;
         its path, content hash and the outputs are recorded.
         """
-        if not _NAME.match(name):
+        if not _NAME.match(name) or contains_card_number(name):
+            got = "a name holding a card number (PAN)" if contains_card_number(name) else repr(name)
             raise RegistryError(
-                f"The registry name must be lower-case letters, digits, '_' or '-'. Got {name!r}."
+                f"The registry name must be lower-case letters, digits, '_' or '-', and no card number. "
+                f"Got {got}."
             )
         self._check_stage(stage)
         fm_entry: dict[str, Any] = {}

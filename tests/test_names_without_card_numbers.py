@@ -1,0 +1,63 @@
+"""No name payfm stores or prints holds a card number, and no usage error echoes one (found by a security
+audit: a feature named amt_4111111111111111 reached the registry, every decision's reasons and the decision
+log; a checkpoint named 4111111111111111 the registry; click's usage errors quoted the value given)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.errors import ConfigError, PayfmError
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import tiny_set
+from payfm.features.definitions import FeatureSet, RequestFeature
+from payfm.fm.identity import check_name
+from payfm.registry import Registry
+from payfm.training.models import model_class
+
+PAN = "4111111111111111"
+
+
+def test_a_feature_or_a_feature_set_named_with_a_card_number_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"a feature name must not hold a card number") as e:
+        FeatureSet("mine", (RequestFeature(f"amt_{PAN}", "amount_usd"),))
+    assert PAN not in str(e.value)
+    with pytest.raises(ConfigError, match=r"A feature set's name must not hold a card number") as e:
+        FeatureSet(f"set{PAN}", tiny_set().features)
+    assert PAN not in str(e.value)
+
+
+def test_a_checkpoint_or_a_model_named_with_a_card_number_is_refused(tmp_path: Path) -> None:
+    for exists in (False, True):  # even a checkpoint named so before the name rule
+        with pytest.raises(ConfigError) as e:
+            check_name(PAN, "--name", exists=exists)
+        assert PAN not in str(e.value) and "card number" in str(e.value)
+    reg = Registry(Workspace.open(tmp_path / "ws", create=True))
+    fs = tiny_set()
+    X = np.random.default_rng(0).normal(size=(200, len(fs.names)))
+    m = model_class("lr")().fit(X, (X[:, 0] > 0).astype(int), feature_names=fs.names)
+    with pytest.raises(PayfmError) as e:
+        reg.register(m, name=f"fraud-{PAN}", task="fraud", fset=fs)
+    assert PAN not in str(e.value) and reg.list() == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--model", PAN],  # a choice
+        ["generate", "--charges", f"{PAN}x"],  # an integer
+        ["serve", "--port", PAN],  # a range
+        ["sql", "--format", PAN, "SELECT 1"],
+        ["summary", f"--bogus-{PAN}"],  # an unknown option
+        ["fm", "pretrain", "--name", "4111 1111 1111 1111"],  # a callback's message
+    ],
+)
+def test_usage_errors_never_echo_a_card_number(tmp_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), *args])
+    assert result.exit_code == 2, result.output
+    assert "[card number removed]" in result.output and "4111" not in result.output, result.output
+    assert "Traceback" not in result.output
