@@ -61,3 +61,21 @@ def test_usage_errors_never_echo_a_card_number(tmp_path: Path, args: list[str]) 
     assert result.exit_code == 2, result.output
     assert "[card number removed]" in result.output and "4111" not in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_payfm_sql_never_prints_a_card_number_a_query_writes(tmp_path: Path) -> None:
+    """The tables hold none; a query holding one is refused, and the rows a table shows are scanned (a
+    number put together from pieces); values are printed as text, never as markup."""
+    ws = tmp_path / "ws"
+    Workspace.open(ws, create=True)
+    run = CliRunner().invoke
+    refused = run(cli, ["-w", str(ws), "sql", f"SELECT '{PAN}' AS c"])
+    assert (
+        refused.exit_code == 1
+        and "must not hold a card number" in refused.output
+        and PAN not in refused.output
+    )
+    pieces = "SELECT '4111' || '1111' || '1111' || '1111' AS c, '[red]acct' AS m"
+    shown = run(cli, ["-w", str(ws), "sql", pieces])
+    assert shown.exit_code == 0 and "[card number removed]" in shown.output and PAN not in shown.output
+    assert "[red]acct" in shown.output  # as written, not as markup

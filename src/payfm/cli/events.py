@@ -23,6 +23,7 @@ from payfm.cli.render import (
     stage_progress,
 )
 from payfm.errors import ConfigError
+from payfm.events.cards import contains_card_number, redact_table
 from payfm.events.query import run_sql
 from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
@@ -209,7 +210,12 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
 @click.pass_context
 def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     # the help is above, in click.command: it lists the tables from the schema
-    print_arrow(run_sql(_workspace(ctx), query), fmt, limit)
+    # The tables hold no card number (imports and the decision service refuse them), so a result can hold one
+    # only if the query writes it: a query holding one (a literal, an alias) is refused, and the rows a table
+    # shows are scanned too (one put together from pieces); csv and json print every row as it comes.
+    if contains_card_number(query):
+        raise ConfigError("The query must not hold a card number (PAN): payfm never prints one.")
+    print_arrow(run_sql(_workspace(ctx), query), fmt, limit, redact=redact_table)
 
 
 @click.command()

@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from payfm.errors import ConfigError
 from payfm.events.schema import utc_time
@@ -162,9 +163,11 @@ def _csv_ready(table: pa.Table) -> pa.Table:
     return table
 
 
-def print_arrow(table: pa.Table, fmt: str, limit: int | None) -> None:
+def print_arrow(
+    table: pa.Table, fmt: str, limit: int | None, redact: Callable[[pa.Table], pa.Table] | None = None
+) -> None:
     """Print ``table`` as a rich table (first ``limit`` rows), CSV or JSON lines on stdout (strict JSON:
-    NaN and infinities as null)."""
+    NaN and infinities as null). ``redact`` is applied to the rows a table shows."""
     if fmt == "csv":
         sink = pa.BufferOutputStream()
         pacsv.write_csv(_csv_ready(table), sink)
@@ -175,6 +178,7 @@ def print_arrow(table: pa.Table, fmt: str, limit: int | None) -> None:
             sys.stdout.write(json.dumps(_jsonable(row), default=str, allow_nan=False) + "\n")
         return
     shown = table if limit is None else table.slice(0, limit)
+    shown = shown if redact is None else redact(shown)
     if table.num_columns and console.width // table.num_columns < MIN_COLUMN_WIDTH:
         _print_records(shown)
     else:
@@ -205,11 +209,12 @@ def _print_records(table: pa.Table) -> None:
 
 
 def _print_table(shown: pa.Table) -> None:
+    # Values and names as plain text, never markup: '[red]acct' or '[card number removed]' shows as written.
     out = Table(show_header=True, header_style="bold")
     for name in shown.column_names:
-        out.add_column(name)
+        out.add_column(Text(name))
     for row in shown.to_pylist():
-        out.add_row(*("" if v is None else str(v) for v in row.values()))
+        out.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
     console.print(out)
 
 

@@ -383,6 +383,28 @@ def redact_card_numbers(text: str) -> str:
     return "".join(parts)
 
 
+def redact_table(table: pa.Table) -> pa.Table:
+    """``table`` with every value holding a full card number (:func:`card_number_rows`) shown as text with
+    the number replaced (:func:`redact_card_numbers`), and column names likewise: for output a user's
+    query computes (``payfm sql``), which may echo what the query itself wrote. A column without one is
+    returned as it is (no copy); one with one becomes text."""
+    columns, names, changed = [], [], False
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        rows = card_number_rows(col)
+        if len(rows):
+            values = [None if v is None else str(v) for v in col.to_pylist()]
+            for r in rows.tolist():
+                values[r] = redact_card_numbers(values[r] or "")
+                if contains_card_number(values[r]):  # written so that only the whole value is one
+                    values[r] = "[card number removed]"
+            col, changed = pa.chunked_array([pa.array(values, pa.string())]), True
+        safe = redact_card_numbers(name)
+        changed = changed or safe != name
+        columns.append(col)
+        names.append(safe)
+    return pa.Table.from_arrays(columns, names=names) if changed else table
+
+
 def _luhn_valid_ints(values: np.ndarray) -> np.ndarray:
     """Vectorized Luhn check of non-negative int64 values, digit by digit from the right."""
     v = values.astype(np.int64, copy=True)
