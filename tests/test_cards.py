@@ -212,3 +212,30 @@ def test_a_message_masks_long_numbers_of_any_script() -> None:
     wide_13 = "".join(chr(0xFF10 + int(d)) for d in "1234567890123")  # no card (Luhn), still masked
     text = f"é {SUPERSCRIPT} and {wide_13} then 12 ４５ ok"
     assert mask_long_numbers(text) == "é [card number removed] and [card number removed] then 12 ４５ ok"
+
+
+def test_a_column_is_scanned_as_each_value_would_be_ascii_or_not() -> None:
+    """ASCII values take a fast prefilter, the others the Unicode one; together they find exactly the
+    values contains_card_number finds, in a column mixing both (random digit runs, separators, scripts)."""
+    rng = np.random.default_rng(11)
+    pieces = [
+        "4111",
+        "1111",
+        "4242",
+        "0000",
+        " ",
+        "-",
+        ".",
+        "x",
+        "\u3000",
+        "\u0664",
+        "\uff14",
+        "é",
+        "\ufe0f",
+        ":",
+    ]
+    values = ["".join(rng.choice(pieces, size=int(rng.integers(1, 12)))) for _ in range(3000)]
+    values += [VISA, FULLWIDTH, "4111-1111-1111-1111", "card é 4111111111111111", None]  # type: ignore[list-item]
+    expected = [i for i, v in enumerate(values) if v is not None and contains_card_number(v)]
+    assert len(expected) > 30 and any(not values[i].isascii() for i in expected)  # type: ignore[union-attr]
+    assert card_number_rows(pa.array(values, pa.string())).tolist() == expected

@@ -421,6 +421,27 @@ def _luhn_valid_ints(values: np.ndarray) -> np.ndarray:
     return ok
 
 
+# The prefilter of ASCII text: the same as _CANDIDATE_ANY on it (no other script's digit or separator can be
+# there), and about 80 times faster than RE2's Unicode classes (1M charge ids: 0.09 s, not 7.7 s).
+_CANDIDATE_ASCII = _CANDIDATE + "|" + _PUNCT_SHAPE
+
+
+def _string_candidates(col: pa.Array) -> np.ndarray:
+    """Positions of the strings of ``col`` (a string array) that pass the prefilter: the ASCII one over
+    ASCII values, the Unicode one over the others only."""
+    ascii_ok = pc.fill_null(pc.string_is_ascii(col), True)
+    mask = pc.fill_null(pc.match_substring_regex(col, _CANDIDATE_ASCII), False)
+    found = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+    others = np.flatnonzero(~ascii_ok.to_numpy(zero_copy_only=False))
+    if len(others):
+        wide = pc.fill_null(pc.match_substring_regex(col.take(pa.array(others)), _CANDIDATE_ANY), False)
+        found = np.union1d(
+            found[ascii_ok.to_numpy(zero_copy_only=False)[found]],
+            others[wide.to_numpy(zero_copy_only=False)],
+        )
+    return found.astype(np.int64)
+
+
 def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """0-based positions of the values of ``column`` that contain a full card number.
 
@@ -452,11 +473,10 @@ def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
             pass
     if pa.types.is_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
         if pa.types.is_string(t):
-            mask = pc.match_substring_regex(col, _CANDIDATE_ANY)
+            candidates = _string_candidates(col)
         else:  # not all UTF-8 (RE2 reads Latin-1): a UTF-8 sequence may be a digit or a separator
-            mask = pc.match_substring_regex(col, _CANDIDATE_BYTES)
-        mask = pc.fill_null(mask, False)
-        candidates = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+            mask = pc.fill_null(pc.match_substring_regex(col, _CANDIDATE_BYTES), False)
+            candidates = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         if len(candidates) == 0:
             return candidates
         texts = col.take(pa.array(candidates)).to_pylist()
