@@ -144,6 +144,19 @@ def test_models_of_different_horizons_are_evaluated_on_one_population(
         ws, short.ref, datetime.fromisoformat(test_start)
     )  # over its own 3 days: more charges mature
     assert pc.sum(own["mature"]).as_py() > mature.num_rows
+    said.clear()  # asked for: every model over the given horizon, the shorter one here
+    _, results = evaluate_models(
+        ws,
+        ["fraud-lr@1", short.ref],
+        test_start,
+        None,
+        tmp_path / "g",
+        bootstrap=0,
+        progress=said.append,
+        horizon=timedelta(days=3),
+    )
+    assert any(m.startswith("labels: over 3 days (--horizon-days) for every model") for m in said)
+    assert results[0].evaluated == pc.sum(own["mature"]).as_py() == results[1].evaluated
     retry = trained.register(
         res.model, name="retry-lr", task="retry_success", fset=FS, extra={"horizon_days": 7}
     )

@@ -73,8 +73,8 @@ def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
     "--horizon-days",
     type=click.FloatRange(0.0, min_open=True),
     default=None,
-    help="Label horizon of the baseline evaluated alone (without --model; default 120). With models, the "
-    "longest of their own horizons applies to all of them.",
+    help="Label horizon of the evaluation: every model's and the baseline's labels over it [default: with "
+    "--model, the longest of the models' own horizons; without, 120].",
 )
 @click.pass_context
 def evaluate(

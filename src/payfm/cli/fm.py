@@ -43,7 +43,9 @@ def _checkpoint_name(ctx: click.Context, param: click.Parameter, value: str) -> 
     exists = one_folder(value) and (root / "fm" / value / "config.json").is_file()
     try:
         return check_name(value, exists=exists)
-    except ConfigError:
+    except ConfigError as e:
+        if "card number" in str(e):  # the reason, not the rule it would otherwise fit
+            raise click.BadParameter("must not hold a card number (PAN).") from None
         raise click.BadParameter(f"expected {NAME_RULE}. Got {value!r}.") from None
 
 
@@ -206,7 +208,8 @@ def pretrain(
     if not result.trained:
         console.print(
             f"Checkpoint {name} is at step {result.step} already, at or past the end of this run: nothing "
-            "to train. Ask for more --steps or --epochs to go on, or pass --fresh to start over."
+            "to train. Ask for more --steps or --epochs to go on, or pass --fresh to start over (or a new "
+            "--name, if a registered model takes this checkpoint)."
         )
         return
     console.print(  # the loss of the last 20 steps (under torchrun: of the whole batch, every rank's)

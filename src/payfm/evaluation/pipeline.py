@@ -121,7 +121,9 @@ def label_horizons(ws: Workspace, model_refs: Sequence[str]) -> dict[str, tuple[
     return out
 
 
-def common_horizon(ws: Workspace, model_refs: Sequence[str], say: Progress) -> timedelta | None:
+def common_horizon(
+    ws: Workspace, model_refs: Sequence[str], say: Progress, given: timedelta | None = None
+) -> timedelta | None:
     """The label horizon every model is evaluated over: the longest of theirs (None without models), so they
     are compared on one population and one label, the most complete one (each over its own would compare
     them on different charges: a shorter horizon matures more of them, and counts fewer frauds). Models of
@@ -136,6 +138,10 @@ def common_horizon(ws: Workspace, model_refs: Sequence[str], say: Progress) -> t
             f"Models of different tasks cannot be compared on one population. Got {each}: evaluate each "
             "task's models apart."
         )
+    if given is not None:  # asked for: every model over it
+        each = ", ".join(f"{r} {_days(h)}" for r, (_, h) in of.items())
+        say(f"labels: over {_days(given)} (--horizon-days) for every model (trained over {each})")
+        return given
     longest = max(h for _, h in of.values())
     if len({h for _, h in of.values()}) > 1:
         each = ", ".join(f"{r} {_days(h)}" for r, (_, h) in of.items())
@@ -167,9 +173,9 @@ def evaluate_models(
     on the same charges, evaluate each and write the report (default ``reports/<timestamp>/``).
 
     Without models the baseline is evaluated alone on the charges of the window, labelled over ``horizon``
-    (default 120 days). Models are labelled over the longest of their label horizons (:func:`common_horizon`,
-    said through ``progress`` when they differ), all of them on the same charges and labels, and the
-    baseline with them; models of different tasks are refused.
+    (default 120 days). Models are labelled over ``horizon`` when it is given, else over the longest of their
+    label horizons (:func:`common_horizon`, said through ``progress`` when they differ), all of them on the
+    same charges and labels, and the baseline with them; models of different tasks are refused.
 
     Without ``start``, models are evaluated from the latest of their held-out test periods' starts
     (:func:`held_out`), never on the charges they were trained or validated on; a ``start`` earlier than a
@@ -201,7 +207,7 @@ def evaluate_models(
                 "it holds charges the model was trained or validated on, so its figures are in-sample"
             )
     _check_charges(ws, start, end)
-    labelled_over = common_horizon(ws, model_refs, say)
+    labelled_over = common_horizon(ws, model_refs, say, horizon)
     tables: list[tuple[str, pa.Table]] = []
     if model_refs:
         # imported at call time: the training package provides it, and this module imports without it

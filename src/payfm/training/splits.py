@@ -60,7 +60,7 @@ def time_split(
 
     ``created_us`` are int64 microseconds (any order); ``mature`` is a bool array of the same length.
     ``end_us`` ends the timeline early: rows created at or after it are in no part (``too_recent``); the
-    trainer sets it one label horizon before the end of the log, so that every test label is mature.
+    trainer sets it one label horizon before the task's last row, so that every test label is mature.
     """
     for who, v in (("val_days", val_days), ("test_days", test_days)):
         if v <= 0:
@@ -88,7 +88,7 @@ def time_split(
         raise ConfigError(
             f"The time split needs more data: val {val_days} d + test {test_days} d + 2 gaps of {gap_days} d "
             f"leave no training period in {span:.1f} days of charges"
-            + (" with mature labels (a label horizon before the end of the log)." if end_us else ".")
+            + (" with mature labels (a label horizon before the task's last row)." if end_us else ".")
         )
     mature = np.asarray(mature, dtype=bool)
     in_train = created_us < train_end
