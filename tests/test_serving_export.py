@@ -65,6 +65,37 @@ def test_decided_charges_are_appended_once_with_a_known_outcome_and_then_labelle
     )  # exact microseconds
 
 
+def test_a_charge_with_a_refund_dispute_or_efw_logged_is_exported_as_authorized(
+    ws: Workspace, scorer: Scorer
+) -> None:
+    """Found by an audit: a charge let through without a reported result kept its appended refund (or
+    dispute, EFW, closure-implied outcome) without its charge in the event log, as no export took it.
+    Those follow a successful charge only (a decline reported after one is refused): exported authorized."""
+    for i in (1, 2, 3):
+        scorer.score(charge(i))  # let through, no result reported
+    refund = {"refund_id": "re_1", "charge_id": "ch_1", "created": "2026-03-05T00:00:00Z", "amount": 100}
+    scorer.record_outcome("refunds", refund | {"currency": "usd", "reason": "requested_by_customer"})
+    efw = {"efw_id": "efw_2", "charge_id": "ch_2", "created": "2026-03-06T00:00:00Z", "fraud_type": "misc"}
+    scorer.record_outcome("early_fraud_warnings", efw)
+    scorer.log.flush()
+    said = " ".join(CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "export"]).output.split())
+    assert "2 appended to the event log (2 authorized)" in said, said
+    assert "2 of them without a reported result, as authorized: a refund, dispute or early fraud" in said
+    assert "1 left out" in said
+    assert sorted(ws.read("charges")["charge_id"].to_pylist()) == ["ch_1", "ch_2"]
+    orphans = (
+        ws.connect()
+        .sql(
+            "SELECT count(*) FROM (SELECT charge_id FROM refunds UNION ALL SELECT charge_id FROM "
+            "early_fraud_warnings) o ANTI JOIN charges USING (charge_id)"
+        )
+        .fetchall()[0][0]
+    )
+    assert orphans == 0 and _labels(ws)["ch_2"] == 1  # its EFW labels it now
+    again = export_charges(ws, scorer.log)
+    assert (again.exported, again.proven, again.already, again.unknown_outcome) == (0, 0, 2, 1)
+
+
 def test_cli_export_reports_and_refuses_a_workspace_without_a_decision_log(
     tmp_path: Path, ws: Workspace
 ) -> None:

@@ -430,6 +430,12 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
             f"e.g. charge {first[0]!r}: {first[1]}",
             markup=False,
         )
+    if summary.proven:
+        console.print(
+            f"{summary.proven:,} of them without a reported result, as authorized: a refund, dispute or "
+            "early fraud warning of each is logged (those follow a successful charge only).",
+            markup=False,
+        )
     if summary.unknown_outcome:
         console.print(
             f"{summary.unknown_outcome:,} left out: let through by the service without the processor's "

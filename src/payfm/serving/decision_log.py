@@ -434,6 +434,12 @@ class DecisionLog(ABC):
         )
         return [(str(k), json.loads(p)) for k, p in rows]
 
+    def charges_with_outcomes(self, kinds: tuple[str, ...]) -> set[str]:
+        """The ids of the charges with an outcome of one of ``kinds`` (refunds, disputes...) logged."""
+        marks = ", ".join("?" for _ in kinds)
+        rows = self._fetch(f"SELECT DISTINCT charge_id FROM outcomes WHERE kind IN ({marks})", kinds)
+        return {str(r[0]) for r in rows}
+
     def has_outcome(self, kind: str, outcome_id: str) -> bool:
         return bool(
             self._fetch("SELECT 1 FROM outcomes WHERE kind = ? AND outcome_id = ?", (kind, outcome_id))

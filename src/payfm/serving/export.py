@@ -9,9 +9,12 @@ A charge of the event log needs the processor's ``outcome`` (authorized, issuer_
 decided charge has it when the request carried it, when it was reported afterwards (the authorization result,
 :meth:`payfm.serving.feedback.FeedbackMixin.record_authorization`), or when the service blocked it
 (``blocked``: by the merchant's rules); a charge the service let through (authorized, request_3ds,
-manual_review) without the processor's answer has none, and is left out and counted, unless
-``assume_authorized``: then it is taken as authorized (true when the service decides after authorization,
-or when declines are rare enough to ignore; a declined charge taken as authorized is a false genuine label).
+manual_review) without the processor's answer has none, and is left out and counted, unless a refund,
+dispute or early fraud warning of it is logged: those follow a successful charge only (the service refuses a
+decline reported after one), so it is authorized, and its outcomes, appended to the event log when they
+came, get their charge; or unless ``assume_authorized``: then every such charge is taken as authorized
+(true when the service decides after authorization, or when declines are rare enough to ignore; a declined
+charge taken as authorized is a false genuine label).
 
 Example:
     >>> # summary = export_charges(ws, open_log("sqlite", ws.root))
@@ -33,6 +36,7 @@ from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import DecisionLog
 
 PAGE = 5000  # decisions read and converted at a time: memory follows the new charges, not the log
+MONEY_MOVED = ("refunds", "disputes", "early_fraud_warnings")  # outcomes of a successful charge only
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class ExportSummary:
     already: int  # of them, in the event log already (imported, or exported before)
     exported: int  # appended now
     unknown_outcome: int  # left out: let through by the service, the processor's outcome unknown
+    proven: int = 0  # exported as authorized without a reported result: a refund, dispute or EFW of it logged
     outcomes: dict[str, int] = field(default_factory=dict)  # exported, by event-log outcome
     refused: dict[str, str] = field(default_factory=dict)  # charge id -> why the event log refuses it
 
@@ -112,9 +117,10 @@ def export_charges(
 
     The charges it holds are read inside the write transaction, so two exports at once never append a charge
     twice (the second waits up to ``wait_s`` for the first, as for a server's outcome appends)."""
-    decided = already = unknown = 0
+    decided = already = unknown = proven = 0
     refused: dict[str, str] = {}
     parts: list[pa.Table] = []
+    moved = log.charges_with_outcomes(MONEY_MOVED)  # authorized, whatever was reported of them
     with ws.writer("append", wait_s=wait_s) as w:
         held = (
             ws.read("charges", ["charge_id"])["charge_id"].combine_chunks()
@@ -123,7 +129,7 @@ def export_charges(
         )
 
         def convert(page: list[tuple[str, dict[str, Any]]]) -> None:
-            nonlocal already, unknown
+            nonlocal already, unknown, proven
             ids = pa.array([str(p.get("charge_id")) for _, p in page], pa.string())
             known = pc.is_in(ids, value_set=held).to_pylist()
             rows = []
@@ -135,6 +141,9 @@ def export_charges(
                 if outcome is None:
                     if service_outcome == "blocked":
                         outcome = "blocked"
+                    elif str(payload.get("charge_id")) in moved:
+                        outcome = "authorized"
+                        proven += 1
                     elif assume_authorized:
                         outcome = "authorized"
                     else:
@@ -156,5 +165,11 @@ def export_charges(
         w.write("charges", table)
     counts = Counter(table["outcome"].to_pylist())
     return ExportSummary(
-        decided, already, table.num_rows, unknown, dict(sorted(counts.items())), dict(sorted(refused.items()))
+        decided,
+        already,
+        table.num_rows,
+        unknown,
+        proven=proven,
+        outcomes=dict(sorted(counts.items())),
+        refused=dict(sorted(refused.items())),
     )
