@@ -93,7 +93,9 @@ def test_refunded_as_fraud_appends_the_review_and_a_fraudulent_refund(
     features = probe(scorer, 2)
     assert features["card.count_refunds_all"] == 1.0 and features["card.count_fraud_disputes_all"] == 0.0
     # Closing again is refused and appends nothing.
-    assert c.post("/v1/reviews/ch_1/close", json={"reason": "disputed"}, headers=h).status_code == 409
+    again = c.post("/v1/reviews/ch_1/close", json={"reason": "disputed"}, headers=h)
+    assert again.status_code == 409  # saying what it was closed as: a retry of a lost answer sees it landed
+    assert "is already closed: as 'refunded_as_fraud' at 20" in again.json()["error"]["message"]
     assert len(rows(ws, "reviews")) == 1 and len(rows(ws, "refunds")) == 1 and rows(ws, "disputes") == []
 
 

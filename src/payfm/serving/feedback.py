@@ -129,7 +129,11 @@ class FeedbackMixin(MoneyClaimsMixin):
             raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
         refuse_review_texts({"charge_id": charge_id})  # a charge decided before ids were checked
         if review["status"] != "open":
-            raise Conflict(f"The review of charge '{shown(charge_id)}' is already closed.", field="charge_id")
+            raise Conflict(  # what it was closed as: a client retrying a lost answer sees whether it landed
+                f"The review of charge '{shown(charge_id)}' is already closed: as '{review['reason']}' at "
+                f"{review['closed_at']}.",
+                field="charge_id",
+            )
         now = datetime.now(UTC)
         event = {
             "charge_id": charge_id,
