@@ -4,6 +4,7 @@ log; a checkpoint named 4111111111111111 the registry; click's usage errors quot
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from payfm.cli.main import cli
 from payfm.errors import ConfigError, PayfmError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
-from payfm.features.definitions import FeatureSet, RequestFeature
+from payfm.features.definitions import FeatureSet, RequestFeature, refuse_card_numbers
 from payfm.fm.identity import check_name
 from payfm.registry import Registry
 from payfm.training.models import model_class
@@ -22,20 +23,31 @@ from payfm.training.models import model_class
 PAN = "4111111111111111"
 
 
-def test_a_feature_or_a_feature_set_named_with_a_card_number_is_refused() -> None:
-    with pytest.raises(ConfigError, match=r"a feature name must not hold a card number") as e:
-        FeatureSet("mine", (RequestFeature(f"amt_{PAN}", "amount_usd"),))
+def test_a_feature_or_a_feature_set_named_with_a_card_number_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"feature 1: a feature name must not hold a card number") as e:
+        refuse_card_numbers(FeatureSet("mine", (RequestFeature(f"amt_{PAN}", "amount_usd"),)))
     assert PAN not in str(e.value)
     with pytest.raises(ConfigError, match=r"A feature set's name must not hold a card number") as e:
-        FeatureSet(f"set{PAN}", tiny_set().features)
+        refuse_card_numbers(FeatureSet(f"set{PAN}", tiny_set().features))
     assert PAN not in str(e.value)
+    # a timestamp or an epoch is no card number, even when it passes Luhn (no brand starts with 20 or 1)
+    refuse_card_numbers(
+        FeatureSet("fraud_20261205143005", (RequestFeature("amt_1767226127770", "amount_usd"),))
+    )
+    f = tmp_path / "pan.json"
+    f.write_text(json.dumps({**tiny_set().to_json(), "name": f"set_{PAN}"}))
+    said = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), "features", "define", str(f)])
+    assert said.exit_code == 1 and "must not hold a card number" in said.output and PAN not in said.output
+    # a set stored before the check still loads (its models keep serving): only new definitions are refused
+    FeatureSet(f"set{PAN}", tiny_set().features)
 
 
 def test_a_checkpoint_or_a_model_named_with_a_card_number_is_refused(tmp_path: Path) -> None:
-    for exists in (False, True):  # even a checkpoint named so before the name rule
-        with pytest.raises(ConfigError) as e:
-            check_name(PAN, "--name", exists=exists)
-        assert PAN not in str(e.value) and "card number" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        check_name(PAN, "--name")
+    assert PAN not in str(e.value) and "card number" in str(e.value)
+    assert check_name(PAN, "--name", exists=True) == PAN  # one stored before: kept, as its models are
+    assert check_name("cardfm_20261205143005") == "cardfm_20261205143005"  # a timestamp: no card number
     reg = Registry(Workspace.open(tmp_path / "ws", create=True))
     fs = tiny_set()
     X = np.random.default_rng(0).normal(size=(200, len(fs.names)))

@@ -338,6 +338,36 @@ def test_a_refund_and_a_decline_in_flight_at_once_one_is_refused(scorer: Scorer,
     assert not scorer._moving and not scorer._declining  # every claim ended
 
 
+def test_a_refused_duplicate_does_not_end_the_claims_of_the_request_in_flight(scorer: Scorer) -> None:
+    """Found by a review: claims were keyed by id only, so a second request for refund re_1 (another
+    amount: a 409) ended the first's claims while it was still being written; a second refund of the whole
+    amount, or a decline, was then taken beside it."""
+    scorer.score(charge(1, amount=90_000, amount_usd=90_000))
+    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
+
+    def slow_write(record: Any, timeout: float = 30.0) -> Any:
+        if getattr(record, "outcome_id", None) == "re_1":
+            entered.set()
+            release.wait(10)
+        return write(record, timeout)
+
+    scorer.log.write = slow_write  # type: ignore[method-assign]
+    first = refund("re_1", "ch_1", amount=90_000)
+    done: dict[str, Any] = {}
+    t = threading.Thread(target=lambda: done.setdefault("first", scorer.record_outcome("refunds", first)))
+    t.start()
+    assert entered.wait(10)
+    assert isinstance(raised(lambda: scorer.record_outcome("refunds", {**first, "amount": 5})), Conflict)
+    over = raised(lambda: scorer.record_outcome("refunds", refund("re_2", "ch_1", amount=90_000)))
+    assert isinstance(over, InvalidInput) and over.field == "amount"  # the first's 90,000 still counted
+    assert isinstance(raised(lambda: scorer.record_authorization("ch_1", "issuer_declined")), Conflict)
+    release.set()
+    t.join(10)
+    assert done["first"]["duplicate"] is False
+    assert [p["id"] for k, p in scorer.log.outcomes_of("ch_1") if k == "refunds"] == ["re_1"]
+    assert not scorer._moving and not scorer._refunding and not scorer._refund_holds
+
+
 def test_a_result_ends_only_its_own_claim(scorer: Scorer) -> None:
     """An authorized result claims nothing, so ending it must not end a decline's claim on the charge."""
     scorer.score(charge(1))

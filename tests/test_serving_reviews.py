@@ -198,3 +198,38 @@ def test_a_closure_logged_before_a_crash_is_appended_once_at_restart(ws: Workspa
         assert probe(s, 2)["card.count_refunds_all"] == 1.0  # counted once, also after three restarts
     finally:
         s.close(snapshot=False)
+
+
+def test_a_closure_while_a_decline_is_being_recorded_closes_without_a_refund(
+    scorer: Scorer, ws: Workspace
+) -> None:
+    """Found by a review: the closure's implied refund met the decline's claim, a 409 came back after the
+    closure was logged, and its reviews event was never appended. A decline in flight means no money moved:
+    the closure is its label alone, as with a decline recorded before it."""
+    import threading
+
+    assert scorer.score(charge(1, amount=123_450)).outcome == "manual_review"
+    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
+
+    def slow_write(record: Any, timeout: float = 30.0) -> Any:
+        if getattr(record, "kind", None) == "authorizations":
+            entered.set()
+            release.wait(10)
+        return write(record, timeout)
+
+    scorer.log.write = slow_write  # type: ignore[method-assign]
+    done: dict[str, Any] = {}
+    t = threading.Thread(
+        target=lambda: done.setdefault("decline", scorer.record_authorization("ch_1", "issuer_declined"))
+    )
+    t.start()
+    assert entered.wait(10)
+    closed = scorer.close_review("ch_1", "refunded_as_fraud")
+    release.set()
+    t.join(10)
+    assert (
+        closed["status"] == "closed" and closed["outcome"] is None and done["decline"]["duplicate"] is False
+    )
+    assert [r["closed_as"] for r in rows(ws, "reviews")] == ["refunded_as_fraud"] and rows(
+        ws, "refunds"
+    ) == []

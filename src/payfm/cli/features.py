@@ -16,7 +16,7 @@ from payfm.cli.render import console, parquet_path, progress_bar
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.catalog import FEATURE_SETS, feature_set, set_path
-from payfm.features.definitions import FeatureSet
+from payfm.features.definitions import FeatureSet, refuse_card_numbers
 
 SET_OPTION = click.option(
     "--set",
@@ -93,6 +93,10 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ConfigError(f"Feature set file '{file}': expected JSON text. Got an error ({e}).") from None
     fs = FeatureSet.from_json(data, f"Feature set file '{file}'")
+    try:
+        refuse_card_numbers(fs)
+    except ConfigError as e:
+        raise ConfigError(f"Feature set file '{file}': {e}") from None
     if fs.name in FEATURE_SETS:
         raise ConfigError(
             f"Feature set file '{file}': '{fs.name}' is a set payfm bundles ({', '.join(FEATURE_SETS)}); "

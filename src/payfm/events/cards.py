@@ -342,6 +342,23 @@ def contains_card_number(text: str) -> bool:
     return _punctuated(ascii_text) and next(_punct_spans(ascii_text), None) is not None
 
 
+def name_holds_card_number(name: str) -> bool:
+    """True if the name (of a feature, a feature set, a model, a checkpoint) holds a full card number that
+    also starts with a card brand's prefix (:data:`BRAND_PREFIXES`). Stricter than
+    :func:`contains_card_number`: names often end in a timestamp or an epoch (``fraud_20261205143005``, one
+    in ten of which passes Luhn), and no brand starts with 1, 20 or 21.
+
+    >>> name_holds_card_number("amt_4111111111111111"), name_holds_card_number("fraud_20261205143005")
+    (True, False)
+    """
+    ascii_text = ascii_digits(name)
+    for start, end in _spans(ascii_text, name):
+        digits = "".join(ch for ch in ascii_text[start:end] if ch.isdigit())
+        if _IIN.match(digits):
+            return True
+    return False
+
+
 def _punctuated(ascii_text: str) -> bool:
     """Whether the punctuation forms' prefilter finds a candidate (most texts hold none of its characters)."""
     return ("+" in ascii_text or ":" in ascii_text or "(" in ascii_text) and bool(

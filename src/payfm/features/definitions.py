@@ -33,7 +33,6 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from payfm.errors import ConfigError
-from payfm.events.cards import contains_card_number
 
 US = 1_000_000  # microseconds per second
 
@@ -651,6 +650,22 @@ Feature = Aggregate | RequestFeature | Derived
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")
 
 
+def refuse_card_numbers(fset: FeatureSet) -> None:
+    """Raise unless the names of ``fset`` and of its features are free of card numbers: a set a workspace
+    defines is a file name, listed, recorded in the registry, and its feature names are given as reasons in
+    every decision (:func:`payfm.events.cards.name_holds_card_number`; checked when a set is defined or a
+    model registered, not when a stored one loads)."""
+    from payfm.events.cards import name_holds_card_number
+
+    if name_holds_card_number(fset.name):
+        raise ConfigError("A feature set's name must not hold a card number (PAN).")
+    for i, f in enumerate(fset.features, start=1):
+        if name_holds_card_number(f.name):
+            raise ConfigError(
+                f"Feature set '{fset.name}', feature {i}: a feature name must not hold a card number (PAN)."
+            )
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """An ordered, validated set of features with a version hash of their definitions."""
@@ -659,18 +674,12 @@ class FeatureSet:
     features: tuple[Feature, ...]
 
     def __post_init__(self) -> None:
-        if contains_card_number(self.name):  # a file name, listed and recorded in the registry
-            raise ConfigError("A feature set's name must not hold a card number (PAN).")
         seen: set[str] = set()
         for f in self.features:
             if not isinstance(f, Aggregate | RequestFeature | Derived):
                 raise ConfigError(
                     f"Feature set '{self.name}': each feature must be an Aggregate, a RequestFeature or a "
                     f"Derived. Got {_got(f)}."
-                )
-            if contains_card_number(f.name):  # listed, stored, given as reasons in every decision
-                raise ConfigError(
-                    f"Feature set '{self.name}': a feature name must not hold a card number (PAN)."
                 )
             if not _NAME.match(f.name):
                 raise ConfigError(

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from payfm.errors import ConfigError
-from payfm.events.cards import contains_card_number
+from payfm.events.cards import name_holds_card_number
 
 EMBEDDING_PREFIX = "fm.emb_"
 SURPRISE_PREFIX = "fm.surprise_"
@@ -50,9 +50,11 @@ def check_name(name: str, option: str = "--name", exists: bool = False) -> str:
     ``option`` (the caller's: ``--name``, ``--fm``) otherwise. A checkpoint that ``exists`` already, named
     before the rule (payfm before 2026-12-05 took any name: ``CardFM.v1``), keeps its name as long as it is
     one folder inside fm/ (:func:`one_folder`): never fm/ itself, a parent or a hidden temporary."""
-    if contains_card_number(name):  # a folder name, printed and recorded in the registry: never a PAN
+    if exists and one_folder(name):  # named before the rules: kept, as it is stored already
+        return name
+    if name_holds_card_number(name):  # a folder name, printed and recorded in the registry: never a PAN
         raise ConfigError(f"The checkpoint name {option} must not hold a card number (PAN).")
-    if _NAME.fullmatch(name) or (exists and one_folder(name)):
+    if _NAME.fullmatch(name):
         return name
     raise ConfigError(f"The checkpoint name {option} must be {NAME_RULE}. Got {name!r}.")
 

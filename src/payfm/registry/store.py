@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from payfm.errors import ConfigError, PayfmError
-from payfm.events.cards import contains_card_number
+from payfm.events.cards import name_holds_card_number
 from payfm.events.workspace import Workspace, atomic_write_bytes
-from payfm.features.definitions import FeatureSet
+from payfm.features.definitions import FeatureSet, refuse_card_numbers
 from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, embedding_dims, input_names
 from payfm.training.models import Model, load_model
 
@@ -186,13 +186,14 @@ class Registry:
         ``surprise``: ``fm.surprise_<view>_<field>``) the model takes after the feature set's features;
         its path, content hash and the outputs are recorded.
         """
-        if not _NAME.match(name) or contains_card_number(name):
-            got = "a name holding a card number (PAN)" if contains_card_number(name) else repr(name)
+        if not _NAME.match(name) or name_holds_card_number(name):
+            got = "a name holding a card number (PAN)" if name_holds_card_number(name) else repr(name)
             raise RegistryError(
                 f"The registry name must be lower-case letters, digits, '_' or '-', and no card number. "
                 f"Got {got}."
             )
         self._check_stage(stage)
+        refuse_card_numbers(fset)  # its names go into the model's files and every decision's reasons
         fm_entry: dict[str, Any] = {}
         expected = list(fset.names)
         if foundation_model is not None:

@@ -187,7 +187,9 @@ class FeedbackMixin(MoneyClaimsMixin):
                 try:  # a refund: of what is left to refund
                     out = self.record_outcome(table, payload, clamp=True)
                 except Conflict:  # a decline reported since the check above: no money moved after all
-                    if self._uncaptured(table, oid, cid, charge, None) is None:
+                    # (recorded, or being recorded: its claim holds the charge)
+                    declined = self._declining.get(cid) or self._uncaptured(table, oid, cid, charge, None)
+                    if not declined:
                         raise  # another conflict
                     out = None
                 if out is not None:

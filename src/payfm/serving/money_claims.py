@@ -12,6 +12,7 @@ The checks and claims have their own lock: decisions never wait for them.
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,8 +28,13 @@ class MoneyClaimsMixin:
     ws: Workspace
     log: DecisionLog
     _refund_lock: threading.Lock  # every check and claim below
+    # Requests for one outcome id may be in flight at once (a retry, or another outcome under that id, which
+    # is refused later): each holds its own claim, and a claim ends with the last of them.
     _refunding: dict[str, dict[str, int]]  # charge id -> refunds in flight: id -> amount
-    _moving: dict[str, set[tuple[str, str]]]  # charge id -> refunds, disputes, EFWs in flight: (table, id)
+    _refund_holds: Counter[tuple[str, str]]  # (charge id, refund id) -> requests holding its claim
+    _moving: dict[
+        str, Counter[tuple[str, str]]
+    ]  # charge id -> refunds, disputes, EFWs in flight: (table, id)
     _declining: dict[str, list[str]]  # charge id -> the declines or blocks being reported for it
 
     def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
@@ -59,6 +65,9 @@ class MoneyClaimsMixin:
             logged = [p for kind, p in self.log.outcomes_of(cid) if kind == "refunds"]
             if any(str(p["id"]) == oid for p in logged):
                 return  # a retry: answered with what is stored, whatever its amount, as other outcomes are
+            if self._refund_holds[(cid, oid)]:  # in flight: the first request's claim, held once more
+                self._refund_holds[(cid, oid)] += 1
+                return
             refunds.update(
                 {str(p["id"]): int(p.get("amount") or 0) for p in logged if p.get("currency") == currency}
             )
@@ -71,9 +80,16 @@ class MoneyClaimsMixin:
                     raise over_refunded(event, charge, refunded, left)
                 event["amount"] = left
             self._refunding.setdefault(cid, {})[oid] = int(event["amount"])
+            self._refund_holds[(cid, oid)] = 1
 
     def _release_refund(self, cid: str, oid: str) -> None:
+        """End one request's hold of refund ``oid``'s claim (none when it took none: a logged retry)."""
         with self._refund_lock:
+            held = self._refund_holds[(cid, oid)]
+            if held > 1:
+                self._refund_holds[(cid, oid)] = held - 1
+                return
+            self._refund_holds.pop((cid, oid), None)
             flying = self._refunding.get(cid, {})
             flying.pop(oid, None)
             if not flying:
@@ -89,12 +105,15 @@ class MoneyClaimsMixin:
             refused = uncaptured(table, oid, cid, result)
             if refused is not None:
                 raise refused
-            self._moving.setdefault(cid, set()).add((table, oid))
+            self._moving.setdefault(cid, Counter())[(table, oid)] += 1
 
     def _release_outcome(self, table: str, oid: str, cid: str) -> None:
+        """End one request's claim on outcome ``oid`` (others for the same id hold theirs)."""
         with self._refund_lock:
-            moving = self._moving.get(cid, set())
-            moving.discard((table, oid))
+            moving = self._moving.get(cid, Counter())
+            moving[(table, oid)] -= 1
+            if moving[(table, oid)] <= 0:
+                del moving[(table, oid)]
             if not moving:
                 self._moving.pop(cid, None)
 

@@ -38,6 +38,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -184,7 +185,8 @@ class Scorer(FeedbackMixin):
         self._pending_outcomes: dict[str, dict[str, Any]] = {}
         self._refunding: dict[str, dict[str, int]] = {}  # charge id -> refunds in flight: id -> amount
         self._refund_lock = threading.Lock()  # refund caps and money-state claims (serving/money_claims.py)
-        self._moving: dict[str, set[tuple[str, str]]] = {}  # charge id -> outcomes in flight: (table, id)
+        self._refund_holds: Counter[tuple[str, str]] = Counter()  # (charge, refund) -> requests holding it
+        self._moving: dict[str, Counter[tuple[str, str]]] = {}  # charge id -> outcomes in flight: (table, id)
         self._declining: dict[str, list[str]] = {}  # charge id -> declines or blocks being reported
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
