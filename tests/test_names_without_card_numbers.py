@@ -65,6 +65,7 @@ def test_a_checkpoint_or_a_model_named_with_a_card_number_is_refused(tmp_path: P
         ["serve", "--port", PAN],  # a range
         ["sql", "--format", PAN, "SELECT 1"],
         ["summary", f"--bogus-{PAN}"],  # an unknown option
+        [f"--{PAN}"],  # the root's own options, parsed before any command
         ["fm", "pretrain", "--name", "4111 1111 1111 1111"],  # a callback's message
     ],
 )
@@ -93,3 +94,10 @@ def test_payfm_sql_never_prints_a_card_number_a_query_writes(tmp_path: Path) -> 
     shown = run(cli, ["-w", str(ws), "sql", pieces])
     assert shown.exit_code == 0 and "[card number removed]" in shown.output and PAN not in shown.output
     assert "[red]acct" in shown.output  # as written, not as markup
+    # a computed epoch in milliseconds, Luhn-valid or not, is no card number (no brand's prefix)
+    epochs = run(cli, ["-w", str(ws), "sql", "SELECT 1767226127770 + range AS t FROM range(20)"])
+    assert epochs.exit_code == 0 and "[card number removed]" not in epochs.output
+    assert all(str(1767226127770 + i) in epochs.output for i in range(20))
+    wide = ", ".join(f"{i} AS c{i}" for i in range(30))  # too many columns for a table: one block per row
+    markup = run(cli, ["-w", str(ws), "sql", f'SELECT 1 AS "[/x]", {wide} WHERE false'])  # no rows: names
+    assert markup.exit_code == 0 and "[/x]" in markup.output and "Traceback" not in markup.output

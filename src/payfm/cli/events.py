@@ -23,7 +23,7 @@ from payfm.cli.render import (
     stage_progress,
 )
 from payfm.errors import ConfigError
-from payfm.events.cards import contains_card_number, redact_table
+from payfm.events.cards import name_holds_card_number, redact_table
 from payfm.events.query import run_sql
 from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
@@ -213,7 +213,7 @@ def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     # The tables hold no card number (imports and the decision service refuse them), so a result can hold one
     # only if the query writes it: a query holding one (a literal, an alias) is refused, and the rows a table
     # shows are scanned too (one put together from pieces); csv and json print every row as it comes.
-    if contains_card_number(query):
+    if name_holds_card_number(query):  # (with a brand's prefix: not an epoch in milliseconds it compares)
         raise ConfigError("The query must not hold a card number (PAN): payfm never prints one.")
     print_arrow(run_sql(_workspace(ctx), query), fmt, limit, redact=redact_table)
 

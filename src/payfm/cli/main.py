@@ -27,6 +27,15 @@ from payfm.events.workspace import DEFAULT_WORKSPACE
 class _Group(click.Group):
     """Turns library errors into one clean message and exit status 1."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:  # `payfm --4111...`: the root's own options, parsed before invoke
+            said = e.format_message()
+            if redact_card_numbers(said) == said:
+                raise
+            raise click.UsageError(redact_card_numbers(said), ctx=e.ctx) from None
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)

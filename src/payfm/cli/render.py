@@ -196,7 +196,12 @@ MIN_COLUMN_WIDTH = 12
 
 def _print_records(table: pa.Table) -> None:
     if table.num_rows == 0:
-        console.print(f"(no rows; columns: {', '.join(table.column_names)})", highlight=False, soft_wrap=True)
+        console.print(
+            f"(no rows; columns: {', '.join(table.column_names)})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
         return
     pad = max(len(n) for n in table.column_names)
     for i, row in enumerate(table.to_pylist(), start=1):
