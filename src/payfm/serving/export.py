@@ -133,6 +133,7 @@ def export_charges(
             ids = pa.array([str(p.get("charge_id")) for _, p in page], pa.string())
             known = pc.is_in(ids, value_set=held).to_pylist()
             rows = []
+            proven_ids: set[str] = set()
             for (service_outcome, payload), is_held in zip(page, known, strict=True):
                 if is_held:
                     already += 1
@@ -143,7 +144,7 @@ def export_charges(
                         outcome = "blocked"
                     elif str(payload.get("charge_id")) in moved:
                         outcome = "authorized"
-                        proven += 1
+                        proven_ids.add(str(payload.get("charge_id")))
                     elif assume_authorized:
                         outcome = "authorized"
                     else:
@@ -151,7 +152,10 @@ def export_charges(
                         continue
                 rows.append(_row(payload, str(outcome)))
             if rows:
-                parts.append(_valid(rows, refused))
+                valid = _valid(rows, refused)
+                parts.append(valid)
+                if proven_ids:  # those the event log's validation took
+                    proven += sum(1 for c in valid["charge_id"].to_pylist() if c in proven_ids)
 
         page: list[tuple[str, dict[str, Any]]] = []
         for item in log.decided(batch=PAGE):
