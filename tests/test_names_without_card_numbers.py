@@ -46,8 +46,12 @@ def test_a_checkpoint_or_a_model_named_with_a_card_number_is_refused(tmp_path: P
     with pytest.raises(ConfigError) as e:
         check_name(PAN, "--name")
     assert PAN not in str(e.value) and "card number" in str(e.value)
-    assert check_name(PAN, "--name", exists=True) == PAN  # one stored before: kept, as its models are
+    with pytest.raises(ConfigError, match="card number"):  # even one stored before: a PAN is the leak itself
+        check_name(PAN, "--name", exists=True)
     assert check_name("cardfm_20261205143005") == "cardfm_20261205143005"  # a timestamp: no card number
+    for name in (f"x0{PAN}", "m6759000000000000", "m2200000000000004"):  # a leading zero; Maestro, Mir
+        with pytest.raises(ConfigError, match="card number"):
+            check_name(name)
     reg = Registry(Workspace.open(tmp_path / "ws", create=True))
     fs = tiny_set()
     X = np.random.default_rng(0).normal(size=(200, len(fs.names)))
@@ -95,6 +99,8 @@ def test_payfm_sql_never_prints_a_card_number_a_query_writes(tmp_path: Path) -> 
     assert shown.exit_code == 0 and "[card number removed]" in shown.output and PAN not in shown.output
     assert "[red]acct" in shown.output  # as written, not as markup
     # a computed epoch in milliseconds, Luhn-valid or not, is no card number (no brand's prefix)
+    zero = run(cli, ["-w", str(ws), "sql", "SELECT '0' || '4111' || '1111' || '1111' || '1111' AS c"])
+    assert "[card number removed]" in zero.output and "04111" not in zero.output  # a leading zero
     epochs = run(cli, ["-w", str(ws), "sql", "SELECT 1767226127770 + range AS t FROM range(20)"])
     assert epochs.exit_code == 0 and "[card number removed]" not in epochs.output
     assert all(str(1767226127770 + i) in epochs.output for i in range(20))

@@ -368,6 +368,23 @@ def test_a_refused_duplicate_does_not_end_the_claims_of_the_request_in_flight(sc
     assert not scorer._moving and not scorer._refunding and not scorer._refund_holds
 
 
+def test_a_refund_in_flight_is_held_again_only_by_the_same_refund(scorer: Scorer) -> None:
+    """Found by a review: a second request for refund re_1 in flight was held whatever its amount, unchecked
+    against the cap; if it reached the log first, it was recorded over the cap."""
+    scorer.score(charge(1, amount=90_000, amount_usd=90_000))
+    c = {"amount": 90_000, "currency": "usd"}
+    scorer._claim_refund("ch_1", "re_1", {"amount": 1_000}, c, False)
+    e = raised(lambda: scorer._claim_refund("ch_1", "re_1", {"amount": 90_000}, c, False))
+    assert (
+        isinstance(e, Conflict) and e.field == "amount" and "being recorded with another 'amount'" in str(e)
+    )
+    scorer._claim_refund("ch_1", "re_1", {"amount": 1_000}, c, False)  # the same refund: held once more
+    scorer._release_refund("ch_1", "re_1")
+    assert scorer._refunding == {"ch_1": {"re_1": 1_000}}  # the first's hold stays
+    scorer._release_refund("ch_1", "re_1")
+    assert not scorer._refunding and not scorer._refund_holds
+
+
 def test_a_result_ends_only_its_own_claim(scorer: Scorer) -> None:
     """An authorized result claims nothing, so ending it must not end a decline's claim on the charge."""
     scorer.score(charge(1))

@@ -233,3 +233,18 @@ def test_a_closure_while_a_decline_is_being_recorded_closes_without_a_refund(
     assert [r["closed_as"] for r in rows(ws, "reviews")] == ["refunded_as_fraud"] and rows(
         ws, "refunds"
     ) == []
+
+
+def test_a_closure_waits_for_a_decline_in_flight_and_refunds_when_it_loses(
+    scorer: Scorer, ws: Workspace
+) -> None:
+    """Found by a review: a closure took a decline in flight for a recorded one; when the decline then lost
+    (refused, failed), the charge had moved money and the closure's refund was never recorded."""
+    import threading
+
+    assert scorer.score(charge(1, amount=123_450)).outcome == "manual_review"
+    scorer._declining["ch_1"] = ["issuer_declined"]  # a decline's claim, as record_authorization holds it
+    threading.Timer(0.05, lambda: scorer._declining.pop("ch_1", None)).start()  # ...which then loses
+    closed = scorer.close_review("ch_1", "refunded_as_fraud")
+    assert closed["outcome"] == {"table": "refunds", "id": "re_review_ch_1", "applied": True}
+    assert [r["refund_id"] for r in rows(ws, "refunds")] == ["re_review_ch_1"]

@@ -347,20 +347,30 @@ def contains_card_number(text: str) -> bool:
 
 
 def name_holds_card_number(name: str) -> bool:
-    """True if the name (of a feature, a feature set, a model, a checkpoint) holds a full card number that
-    also starts with a card brand's prefix (:data:`BRAND_PREFIXES`). Stricter than
-    :func:`contains_card_number`: names often end in a timestamp or an epoch (``fraud_20261205143005``, one
-    in ten of which passes Luhn), and no brand starts with 1, 20 or 21.
+    """True if ``name`` (of a feature, a feature set, a model, a checkpoint; a value a query computes) holds a
+    full card number (:func:`contains_card_number`) that is not a time: names often end in a timestamp or an
+    epoch (``fraud_20261205143005``, ``t_1767226127770``), one in ten of which passes Luhn. A run of digits
+    that starts with 1 (an epoch in seconds to nanoseconds; no card brand but UATP starts with 1) or with a
+    date of 1900-2099 (``YYYYMMDD``) is taken for one; leading zeros are not (``04111...`` is ``4111...``).
 
-    >>> name_holds_card_number("amt_4111111111111111"), name_holds_card_number("fraud_20261205143005")
-    (True, False)
+    >>> names = ("amt_4111111111111111", "fraud_20261205143005", "x04111111111111111")
+    >>> [name_holds_card_number(n) for n in names]
+    [True, False, True]
     """
     ascii_text = ascii_digits(name)
     for start, end in _spans(ascii_text, name):
-        digits = "".join(ch for ch in ascii_text[start:end] if ch.isdigit())
-        if _IIN.match(digits):
+        digits = "".join(ch for ch in ascii_text[start:end] if ch.isdigit()).lstrip("0")
+        if not (digits.startswith("1") or _dated(digits)):
             return True
     return False
+
+
+def _dated(digits: str) -> bool:
+    """Whether ``digits`` start with a date of 1900-2099 written ``YYYYMMDD``."""
+    if digits[:2] not in ("19", "20") or len(digits) < 8:
+        return False
+    month, day = int(digits[4:6]), int(digits[6:8])
+    return 1 <= month <= 12 and 1 <= day <= 31
 
 
 def _punctuated(ascii_text: str) -> bool:

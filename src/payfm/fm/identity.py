@@ -50,11 +50,9 @@ def check_name(name: str, option: str = "--name", exists: bool = False) -> str:
     ``option`` (the caller's: ``--name``, ``--fm``) otherwise. A checkpoint that ``exists`` already, named
     before the rule (payfm before 2026-12-05 took any name: ``CardFM.v1``), keeps its name as long as it is
     one folder inside fm/ (:func:`one_folder`): never fm/ itself, a parent or a hidden temporary."""
-    if exists and one_folder(name):  # named before the rules: kept, as it is stored already
-        return name
     if name_holds_card_number(name):  # a folder name, printed and recorded in the registry: never a PAN
         raise ConfigError(f"The checkpoint name {option} must not hold a card number (PAN).")
-    if _NAME.fullmatch(name):
+    if _NAME.fullmatch(name) or (exists and one_folder(name)):  # (named before the rule: kept)
         return name
     raise ConfigError(f"The checkpoint name {option} must be {NAME_RULE}. Got {name!r}.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("payfm.serving")
 APPEND_RETRY_S = 2.0  # how soon appends that found the workspace busy are tried again
+DECLINE_WAIT_S = 60.0  # how long a review closure waits for a decline of its charge being recorded
 
 # Outcome event tables -> (id column, label source of the online features or None).
 OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
@@ -184,14 +186,11 @@ class FeedbackMixin(MoneyClaimsMixin):
                 if kind == table and p.get("reason") == "fraudulent" and p["id"] != oid
             ]
             if moved and not already:
+                out: dict[str, Any] | None
                 try:  # a refund: of what is left to refund
                     out = self.record_outcome(table, payload, clamp=True)
                 except Conflict:  # a decline reported since the check above: no money moved after all
-                    # (recorded, or being recorded: its claim holds the charge)
-                    declined = self._declining.get(cid) or self._uncaptured(table, oid, cid, charge, None)
-                    if not declined:
-                        raise  # another conflict
-                    out = None
+                    out = self._after_decline(table, payload, cid, charge)
                 if out is not None:
                     result = {"table": table, "id": out["id"], "applied": out["applied"]}
         if self.append_outcomes:
@@ -205,6 +204,20 @@ class FeedbackMixin(MoneyClaimsMixin):
             else:
                 self.log.write(_mark("reviews", cid))
         return result
+
+    def _after_decline(
+        self, table: str, payload: dict[str, Any], cid: str, charge: Mapping[str, Any]
+    ) -> dict[str, Any] | None:
+        """The outcome a closure implies, refused by a decline of its charge (recorded since the closure's
+        check, or being recorded): None once the decline is recorded (no money moved: the closure is its
+        label alone); recorded after all when the decline lost (refused, failed), as the closure asks."""
+        oid = str(payload[OUTCOME_TABLES[table]])
+        deadline = time.monotonic() + DECLINE_WAIT_S
+        while self._declining.get(cid) and time.monotonic() < deadline:  # its fate: recorded or refused
+            time.sleep(0.005)
+        if self._uncaptured(table, oid, cid, charge, None) is not None:
+            return None
+        return self.record_outcome(table, payload, clamp=True)  # (another conflict is raised)
 
     # ---- outcomes ------------------------------------------------------------------------------------------
     def record_outcome(self, table: str, payload: Mapping[str, Any], clamp: bool = False) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import AUTHORIZATIONS, DecisionLog
+from payfm.serving.errors import Conflict, shown
 from payfm.serving.event_lookup import matching_rows
 from payfm.serving.outcome_checks import UNCAPTURED, outcome_before, over_refunded, uncaptured
 
@@ -65,8 +66,16 @@ class MoneyClaimsMixin:
             logged = [p for kind, p in self.log.outcomes_of(cid) if kind == "refunds"]
             if any(str(p["id"]) == oid for p in logged):
                 return  # a retry: answered with what is stored, whatever its amount, as other outcomes are
-            if self._refund_holds[(cid, oid)]:  # in flight: the first request's claim, held once more
-                self._refund_holds[(cid, oid)] += 1
+            if self._refund_holds[(cid, oid)]:  # in flight: the first request's claim
+                claimed = self._refunding.get(cid, {}).get(oid)
+                if not clamp and claimed is not None and int(event["amount"]) != claimed:
+                    raise Conflict(  # another refund under the id: its amount is not checked against the cap
+                        f"The refund '{shown(oid)}' of charge '{shown(cid)}' is being recorded with another "
+                        "'amount': a retry must send the same refund, and another refund needs a new "
+                        "refund_id.",
+                        field="amount",
+                    )
+                self._refund_holds[(cid, oid)] += 1  # the same refund again: held once more
                 return
             refunds.update(
                 {str(p["id"]): int(p.get("amount") or 0) for p in logged if p.get("currency") == currency}
