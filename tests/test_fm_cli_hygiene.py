@@ -383,3 +383,9 @@ def test_a_repeated_fm_input_is_refused(ws: Workspace) -> None:
     with pytest.raises(ConfigError, match="Got embedding\\+surprise more than once"):
         cfg = DownstreamConfig(fm_inputs=(("embedding", "surprise"), ("embedding", "surprise")))
         evaluate_embeddings(ws, ws.root / "fm" / "base", cfg)
+
+
+def test_threads_beyond_what_torch_takes_are_a_usage_error(ws: Workspace) -> None:
+    """Found by a review: --threads 99999999999 reached torch.set_num_threads, a ValueError traceback."""
+    said = _one_line_error(_run(ws.root, "fm", "--threads", "99999999999", "embed", "--name", "base"), code=2)
+    assert "'--threads'" in said and "1<=x<=1024" in said

@@ -56,7 +56,10 @@ NAME = click.option(
 
 @click.group(cls=_FmGroup)
 @click.option(
-    "--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice)."
+    "--threads",
+    type=click.IntRange(1, 1024),  # (torch refuses more than its limit with a traceback)
+    default=None,
+    help="CPU threads for torch (default: torch's choice).",
 )
 def fm(threads: int | None) -> None:
     """The payments foundation model: a transformer over card and merchant charge sequences."""
