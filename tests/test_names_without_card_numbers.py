@@ -99,6 +99,9 @@ def test_payfm_sql_never_prints_a_card_number_a_query_writes(tmp_path: Path) -> 
     assert shown.exit_code == 0 and "[card number removed]" in shown.output and PAN not in shown.output
     assert "[red]acct" in shown.output  # as written, not as markup
     # a computed epoch in milliseconds, Luhn-valid or not, is no card number (no brand's prefix)
+    zwsp = " || chr(8203) || ".join(["'4111'", *["'1111'"] * 3])  # in a list str() escaped the separators
+    listed = run(cli, ["-w", str(ws), "sql", f"SELECT [{zwsp}, 'ok'] AS l"])
+    assert '["[card number removed]", "ok"]' in listed.output and "4111" not in listed.output
     zero = run(cli, ["-w", str(ws), "sql", "SELECT '0' || '4111' || '1111' || '1111' || '1111' AS c"])
     assert "[card number removed]" in zero.output and "04111" not in zero.output  # a leading zero
     epochs = run(cli, ["-w", str(ws), "sql", "SELECT 1767226127770 + range AS t FROM range(20)"])

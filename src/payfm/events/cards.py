@@ -27,6 +27,7 @@ import decimal
 import functools
 import hashlib
 import hmac
+import json
 import math
 import re
 import unicodedata
@@ -417,17 +418,17 @@ def redact_card_numbers(text: str) -> str:
 def redact_table(table: pa.Table) -> pa.Table:
     """``table`` with every value holding a full card number (:func:`card_number_rows`) shown as text with
     the number replaced (:func:`redact_card_numbers`), and column names likewise: for output a user's
-    query computes (``payfm sql``), which may echo what the query itself wrote. Only numbers with a card
-    brand's prefix count (:func:`name_holds_card_number`): a computed epoch in milliseconds or a sum passes
-    Luhn one time in ten. A column without one is returned as it is (no copy); one with one becomes text."""
+    query computes (``payfm sql``), which may echo what the query itself wrote. A run of digits shaped as a
+    time does not count (:func:`name_holds_card_number`: a computed epoch in milliseconds passes Luhn one
+    time in ten). A list or struct is shown as JSON, its characters as they are (``str`` of a list escapes a
+    zero-width space, which would hide a number written with one from the check). A column without one is
+    returned as it is (no copy); one with one becomes text."""
     columns, names, changed = [], [], False
     for name, col in zip(table.column_names, table.columns, strict=True):
-        rows = card_number_rows(col)
-        # a computed number (an epoch in milliseconds, a sum) is one only with a brand's prefix
-        rows = np.array([r for r in rows.tolist() if name_holds_card_number(str(col[r].as_py()))], np.int64)
-        if len(rows):
-            values = [None if v is None else str(v) for v in col.to_pylist()]
-            for r in rows.tolist():
+        found = [r for r in card_number_rows(col).tolist() if name_holds_card_number(_shown(col[r].as_py()))]
+        if found:
+            values = [None if v is None else _shown(v) for v in col.to_pylist()]
+            for r in found:
                 values[r] = redact_card_numbers(values[r] or "")
                 if contains_card_number(values[r]):  # written so that only the whole value is one
                     values[r] = "[card number removed]"
@@ -437,6 +438,15 @@ def redact_table(table: pa.Table) -> pa.Table:
         columns.append(col)
         names.append(safe)
     return pa.Table.from_arrays(columns, names=names) if changed else table
+
+
+def _shown(value: object) -> str:
+    """A value as :func:`redact_table` shows it: a text as it is, a list or struct as JSON (unescaped)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list | dict):
+        return json.dumps(value, ensure_ascii=False, default=str)
+    return str(value)
 
 
 def _luhn_valid_ints(values: np.ndarray) -> np.ndarray:
