@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from log_holds import hold_writes
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.serving.app import create_app
@@ -168,15 +169,7 @@ def test_an_id_being_recorded_is_answered_once_it_is_durable(scorer: Scorer) -> 
     Conflict naming the field at once (found by a review: it got the first's facts, its amount dropped)."""
     scorer.score(charge(1))
     scorer.score(charge(2))
-    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
-
-    def slow_write(record: Any, timeout: float = 30.0) -> Any:
-        if getattr(record, "outcome_id", None) == "dp_1":
-            entered.set()
-            release.wait(10)
-        return write(record, timeout)
-
-    scorer.log.write = slow_write  # type: ignore[method-assign]
+    entered, release = hold_writes(scorer, outcome_id="dp_1")
     results: dict[str, Any] = {}
 
     def record(name: str, payload: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from factories import charges as charge_table
+from log_holds import hold_writes
 from payfm.events.schema import SCHEMAS
 from payfm.events.validate import validate_events
 from payfm.events.workspace import Workspace
@@ -311,15 +312,7 @@ def test_a_refund_and_a_decline_in_flight_at_once_one_is_refused(scorer: Scorer,
     sent at the same instant were both taken (9 of 40 racing pairs). The first holds a claim until it is
     durable: the second, sent while the first's log write is held, is a 409."""
     scorer.score(charge(1))
-    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
-
-    def slow_write(record: Any, timeout: float = 30.0) -> Any:
-        if getattr(record, "charge_id", None) == "ch_1":
-            entered.set()
-            release.wait(10)
-        return write(record, timeout)
-
-    scorer.log.write = slow_write  # type: ignore[method-assign]
+    entered, release = hold_writes(scorer, charge_id="ch_1")
     calls = {
         "refund": lambda: scorer.record_outcome("refunds", refund("re_1", "ch_1")),
         "decline": lambda: scorer.record_authorization("ch_1", "issuer_declined", "do_not_honor"),
@@ -343,15 +336,7 @@ def test_a_refused_duplicate_does_not_end_the_claims_of_the_request_in_flight(sc
     amount: a 409) ended the first's claims while it was still being written; a second refund of the whole
     amount, or a decline, was then taken beside it."""
     scorer.score(charge(1, amount=90_000, amount_usd=90_000))
-    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
-
-    def slow_write(record: Any, timeout: float = 30.0) -> Any:
-        if getattr(record, "outcome_id", None) == "re_1":
-            entered.set()
-            release.wait(10)
-        return write(record, timeout)
-
-    scorer.log.write = slow_write  # type: ignore[method-assign]
+    entered, release = hold_writes(scorer, outcome_id="re_1")
     first = refund("re_1", "ch_1", amount=90_000)
     done: dict[str, Any] = {}
     t = threading.Thread(target=lambda: done.setdefault("first", scorer.record_outcome("refunds", first)))

@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from factories import usd_consistent
+from log_holds import hold_writes
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.serving.app import create_app
@@ -209,15 +210,7 @@ def test_a_closure_while_a_decline_is_being_recorded_closes_without_a_refund(
     import threading
 
     assert scorer.score(charge(1, amount=123_450)).outcome == "manual_review"
-    write, entered, release = scorer.log.write, threading.Event(), threading.Event()
-
-    def slow_write(record: Any, timeout: float = 30.0) -> Any:
-        if getattr(record, "kind", None) == "authorizations":
-            entered.set()
-            release.wait(10)
-        return write(record, timeout)
-
-    scorer.log.write = slow_write  # type: ignore[method-assign]
+    entered, release = hold_writes(scorer, kind="authorizations")
     done: dict[str, Any] = {}
     t = threading.Thread(
         target=lambda: done.setdefault("decline", scorer.record_authorization("ch_1", "issuer_declined"))

@@ -37,15 +37,16 @@ class _FmGroup(click.Group):
 def _checkpoint_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A --name checked before any work (payfm.fm.identity.check_name): '' or '..' would name fm/ itself or
     a folder outside it. A checkpoint of the workspace named before the rule keeps its name."""
+    from payfm.events.cards import name_holds_card_number
     from payfm.fm.identity import NAME_RULE, check_name, one_folder
 
+    if name_holds_card_number(value):  # the reason, not the rule it would otherwise fit
+        raise click.BadParameter("must not hold a card number (PAN).")
     root = Path((ctx.find_root().obj or {}).get("workspace") or ".")
     exists = one_folder(value) and (root / "fm" / value / "config.json").is_file()
     try:
         return check_name(value, exists=exists)
-    except ConfigError as e:
-        if "card number" in str(e):  # the reason, not the rule it would otherwise fit
-            raise click.BadParameter("must not hold a card number (PAN).") from None
+    except ConfigError:
         raise click.BadParameter(f"expected {NAME_RULE}. Got {value!r}.") from None
 
 

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
 
 import click
 import pyarrow as pa
@@ -30,6 +29,7 @@ from rich.text import Text
 from payfm.errors import ConfigError
 from payfm.events.schema import utc_time
 from payfm.events.summary import LogSummary
+from payfm.events.workspace import json_ready
 
 # Output piped to a file or another program gets 160 columns rather than Rich's 80: tables keep whole model
 # references and slice names there. A terminal's own width, or COLUMNS when set, is used as it is.
@@ -141,24 +141,13 @@ def loss_progress(label: str, show: bool = True) -> Iterator[Callable[[int, int,
         yield update
 
 
-def _jsonable(v: Any) -> Any:
-    """``v`` with NaN and infinities as None (JSON has neither), inside lists and structs too."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    return v
-
-
 def _csv_ready(table: pa.Table) -> pa.Table:
     """``table`` with the columns CSV cannot hold (lists, structs, maps, bytes) as JSON text, cell by cell."""
     for i, f in enumerate(table.schema):
         t = f.type
         if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
             values = table.column(i).to_pylist()
-            cells = [None if v is None else json.dumps(_jsonable(v), default=str) for v in values]
+            cells = [None if v is None else json.dumps(json_ready(v), default=str) for v in values]
             table = table.set_column(i, f.name, pa.array(cells, pa.string()))
     return table
 
@@ -175,7 +164,7 @@ def print_arrow(
         return
     if fmt == "json":
         for row in table.to_pylist():
-            sys.stdout.write(json.dumps(_jsonable(row), default=str, allow_nan=False) + "\n")
+            sys.stdout.write(json.dumps(json_ready(row), default=str, allow_nan=False) + "\n")
         return
     shown = table if limit is None else table.slice(0, limit)
     shown = shown if redact is None else redact(shown)

@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import json
 import math
@@ -29,7 +28,7 @@ from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import EvaluationResult, compare
 from payfm.evaluation.slices import SliceRow
 from payfm.evaluation.template import PAGE
-from payfm.events.workspace import atomic_write_bytes
+from payfm.events.workspace import atomic_write_bytes, json_ready
 
 
 @dataclass(frozen=True)
@@ -40,25 +39,12 @@ class EvaluationReport:
     json: Path
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready value: dataclasses as dicts, NaN and infinities as null."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def report_json(results: Sequence[EvaluationResult]) -> dict[str, Any]:
     """The report's numbers: the comparison and every result in full."""
     return {
         "payfm_version": __version__,
-        "comparison": _plain(compare(results)),
-        "results": [_plain(r) for r in results],
+        "comparison": json_ready(compare(results)),
+        "results": [json_ready(r) for r in results],
     }
 
 

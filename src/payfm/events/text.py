@@ -64,7 +64,7 @@ _ZL_ZP = ((0x2028, 0x2029),)
 # Indic conjuncts and emoji sequences (a family: man, ZWJ, woman, ZWJ, girl) with the second. Ids and free
 # text take them; every other Cf character is refused.
 _JOINERS = ((0x200C, 0x200D),)
-JOINERS = frozenset("\u200c\u200d")  # the same two, for code that checks one character at a time
+JOINERS = frozenset(chr(c) for a, b in _JOINERS for c in range(a, b + 1))  # one character at a time
 # What str.isspace() and Arrow's utf8_is_space / utf8_trim_whitespace call whitespace.
 _SPACE = (
     (0x0009, 0x000D), (0x001C, 0x0020), (0x0085, 0x0085), (0x00A0, 0x00A0), (0x1680, 0x1680),

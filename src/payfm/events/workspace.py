@@ -23,8 +23,10 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
+import math
 import os
 import secrets
 import shutil
@@ -77,6 +79,24 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` as strict JSON holds it: dataclasses as dicts, tuples as lists, dict keys as texts, NaN
+    and infinities as null (JSON has neither). For every JSON payfm writes: reports, evaluations, output.
+
+    >>> json_ready({"ap": float("nan"), "ci": (0.1, float("inf"))})
+    {'ap': None, 'ci': [0.1, None]}
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: json_ready(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:

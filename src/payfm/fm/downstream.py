@@ -33,7 +33,6 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -46,7 +45,7 @@ import pyarrow as pa
 from payfm.errors import ConfigError
 from payfm.evaluation.bootstrap import bootstrap, resampler
 from payfm.evaluation.metrics import average_precision, average_precision_from
-from payfm.events.workspace import Workspace, atomic_write_bytes
+from payfm.events.workspace import Workspace, atomic_write_bytes, json_ready
 from payfm.fm.cardtesting import MERCHANT_VIEW, US_PER_HOUR, attack_labels, merchant_hours
 from payfm.fm.embed import embed_sequences
 from payfm.fm.finetune import FinetuneConfig, finetune, predict
@@ -359,19 +358,8 @@ def evaluate_embeddings(
         report_to("fine-tuned models", tuned, n_tuned)
     out = Path(checkpoint).with_name(f"{Path(checkpoint).name}.evaluation.json")
     # NaN (an AP without positives, a gain over an AP of 0) as null: JSON has no NaN (as payfm evaluate)
-    atomic_write_bytes(out, json.dumps(_finite(report.to_json()), indent=1, allow_nan=False).encode())
+    atomic_write_bytes(out, json.dumps(json_ready(report.to_json()), indent=1, allow_nan=False).encode())
     return report
-
-
-def _finite(v: Any) -> Any:
-    """``v`` with NaN and infinities as None, inside dicts, lists and tuples."""
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_finite(x) for x in v]
-    return v
 
 
 def _iso(us: int) -> str:

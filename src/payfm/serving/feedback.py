@@ -96,6 +96,17 @@ class FeedbackMixin(MoneyClaimsMixin):
     _appends_closed: bool
     _append_waiting: bool
 
+    def _init_feedback(self) -> None:
+        """This mixin's state, empty: outcomes being recorded, money claims, event-log appends."""
+        self._pending_outcomes = {}
+        self._append_lock = threading.Lock()  # one event-log append of this process at a time
+        self._deferred = []  # events the event log could not take yet (busy)
+        self._append_timer = None  # retries them (_flush_appends)
+        self._retry_scheduled = False  # a retry timer is pending
+        self._appends_closed = False  # set by close after its last flush: a late timer appends nothing
+        self._append_waiting = False  # events wait for a busy workspace (logged once per busy spell)
+        self._init_claims()
+
     # ---- reviews -------------------------------------------------------------------------------------------
     def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         """The review queue (``status`` open or closed), oldest first."""

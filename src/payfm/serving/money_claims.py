@@ -38,6 +38,14 @@ class MoneyClaimsMixin:
     ]  # charge id -> refunds, disputes, EFWs in flight: (table, id)
     _declining: dict[str, list[str]]  # charge id -> the declines or blocks being reported for it
 
+    def _init_claims(self) -> None:
+        """No claims yet."""
+        self._refund_lock = threading.Lock()
+        self._refunding = {}
+        self._refund_holds = Counter()
+        self._moving = {}
+        self._declining = {}
+
     def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
         """``("reported before", outcome, decline_code)`` of the result logged for charge ``cid``, or None."""
         for kind, p in self.log.outcomes_of(cid):

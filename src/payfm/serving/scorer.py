@@ -38,7 +38,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -182,12 +181,7 @@ class Scorer(FeedbackMixin):
         self._lock = threading.Lock()  # the online state + sequence numbers
         self._seq = seq
         self._pending: dict[str, Future[dict[str, Any]]] = {}
-        self._pending_outcomes: dict[str, dict[str, Any]] = {}
-        self._refunding: dict[str, dict[str, int]] = {}  # charge id -> refunds in flight: id -> amount
-        self._refund_lock = threading.Lock()  # refund caps and money-state claims (serving/money_claims.py)
-        self._refund_holds: Counter[tuple[str, str]] = Counter()  # (charge, refund) -> requests holding it
-        self._moving: dict[str, Counter[tuple[str, str]]] = {}  # charge id -> outcomes in flight: (table, id)
-        self._declining: dict[str, list[str]] = {}  # charge id -> declines or blocks being reported
+        self._init_feedback()  # outcomes in flight, money claims, event-log appends (serving/feedback.py)
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)
@@ -199,14 +193,8 @@ class Scorer(FeedbackMixin):
         self._fm_state = "memory"  # where new foundation-model embedders keep their state (see open)
         self._presence: Presence | None = None  # on a Redis state: the namespaces this process serves from
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
-        self._append_lock = threading.Lock()  # one event-log append of this process at a time
-        self._deferred: list[tuple[str, pa.Table]] = []  # events the event log could not take yet (busy)
-        self._append_timer: threading.Timer | None = None  # retries them (feedback._flush_appends)
-        self._retry_scheduled = False  # a retry timer is pending
-        self._appends_closed = False  # set by close after its last flush: a late timer appends nothing
         self._lists_stop = threading.Event()
         self._lists_watcher: threading.Thread | None = None
-        self._append_waiting = False  # events wait for a busy workspace (logged once per busy spell)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     @classmethod

@@ -43,8 +43,9 @@ def as_matrix(X: ArrayLike, who: str, n_features: int | None = None) -> np.ndarr
     """A float32 (n, d) matrix with NaN for missing values (None in lists becomes NaN): the precision every
     model fits on (training's matrix, :func:`payfm.training.data.task_data`), so that scoring a window, the
     decision service's float64 vectors and the registered validation metrics see the same values (a logistic
-    regression's scores on float64 inputs moved by 1e-7, across its isotonic calibrator's steps, which lie on
-    the float32 scores it was fitted on: found by an audit). A float32 array is kept as it is, not copied."""
+    regression's scores on float64 inputs moved by a rounding error, across its isotonic calibrator's steps,
+    which lie on the float32 scores it was fitted on: found by an audit). A float32 array is kept as it is,
+    not copied."""
     try:
         m = X if isinstance(X, np.ndarray) and X.dtype == np.float32 else np.asarray(X, dtype=np.float32)
     except (TypeError, ValueError) as e:
