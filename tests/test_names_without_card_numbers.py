@@ -110,3 +110,26 @@ def test_payfm_sql_never_prints_a_card_number_a_query_writes(tmp_path: Path) -> 
     wide = ", ".join(f"{i} AS c{i}" for i in range(30))  # too many columns for a table: one block per row
     markup = run(cli, ["-w", str(ws), "sql", f'SELECT 1 AS "[/x]", {wide} WHERE false'])  # no rows: names
     assert markup.exit_code == 0 and "[/x]" in markup.output and "Traceback" not in markup.output
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_payfm_sql_scans_every_row_it_prints_as_csv_or_json(tmp_path: Path, fmt: str) -> None:
+    """Every row of a CSV or JSON result is scanned, not only the rows a table shows: a number put
+    together from pieces in row 500 prints removed, the rest of the result as the query computes it."""
+    ws = tmp_path / "ws"
+    Workspace.open(ws, create=True)
+    query = (
+        "SELECT range AS i, CASE WHEN range = 500 THEN '4111' || '1111' || '1111' || '1111'"
+        " ELSE 'v' || range END AS c, 1767226127770 + range AS t FROM range(1000)"
+    )
+    out = CliRunner().invoke(cli, ["-w", str(ws), "sql", query, "--format", fmt])
+    assert out.exit_code == 0, out.output
+    assert "4111" not in out.output and out.output.count("[card number removed]") == 1
+    lines = out.output.splitlines()
+    if fmt == "csv":
+        assert lines[0] == '"i","c","t"' and lines[501] == '500,"[card number removed]",1767226128270'
+        assert lines[2] == '1,"v1",1767226127771'
+    else:
+        rows = [json.loads(line) for line in lines]
+        assert rows[500] == {"i": 500, "c": "[card number removed]", "t": 1767226128270}
+        assert rows[1] == {"i": 1, "c": "v1", "t": 1767226127771} and len(rows) == 1000

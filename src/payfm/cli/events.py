@@ -211,8 +211,8 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
 def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     # the help is above, in click.command: it lists the tables from the schema
     # The tables hold no card number (imports and the decision service refuse them), so a result can hold one
-    # only if the query writes it: a query holding one (a literal, an alias) is refused, and the rows a table
-    # shows are scanned too (one put together from pieces); csv and json print every row as it comes.
+    # only if the query writes it: a query holding one (a literal, an alias) is refused, and the rows
+    # printed are scanned too, in every format (one put together from pieces).
     if name_holds_card_number(query):  # (with a brand's prefix: not an epoch in milliseconds it compares)
         raise ConfigError("The query must not hold a card number (PAN): payfm never prints one.")
     print_arrow(run_sql(_workspace(ctx), query), fmt, limit, redact=redact_table)

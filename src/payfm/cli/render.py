@@ -156,7 +156,10 @@ def print_arrow(
     table: pa.Table, fmt: str, limit: int | None, redact: Callable[[pa.Table], pa.Table] | None = None
 ) -> None:
     """Print ``table`` as a rich table (first ``limit`` rows), CSV or JSON lines on stdout (strict JSON:
-    NaN and infinities as null). ``redact`` is applied to the rows a table shows."""
+    NaN and infinities as null). ``redact`` is applied to what is printed: every row in CSV or JSON, the rows
+    a table shows."""
+    if fmt in ("csv", "json") and redact is not None:
+        table = redact(table)
     if fmt == "csv":
         sink = pa.BufferOutputStream()
         pacsv.write_csv(_csv_ready(table), sink)
