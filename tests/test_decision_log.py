@@ -132,3 +132,27 @@ def test_decided_pages_through_every_decision_once(
     finally:
         if backend == "sqlite":
             log.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_newest_times_name_the_last_decision_the_last_outcome_and_the_latest_charge(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Where the service's event clock starts after a restart (payfm.serving.clock)."""
+    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
+    try:
+        assert log.newest_times() == []
+        with log._reading() as con:
+            for cid, seq, created_us, at in [("a", 1, 900, "2026-03-01T00:00:01+00:00"), ("b", 2, 500, "x")]:
+                con.execute(
+                    log._sql("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                    (cid, seq, created_us, at, "blocked", json.dumps({"charge_id": cid}), "{}"),
+                )
+            con.execute(
+                log._sql("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                ("refunds", "re_1", "a", 3, 950, "refunds", 1, 0, "{}", "y"),
+            )
+        assert log.newest_times() == [(500, "x"), (950, "y"), (900, "2026-03-01T00:00:01+00:00")]
+    finally:
+        if backend == "sqlite":
+            log.close()

@@ -473,8 +473,19 @@ REFUNDS = pa.schema(
 REVIEWS = pa.schema(
     [
         _f("charge_id", pa.string(), False, "The reviewed charge (closed at most once)."),
-        _f("created", TIMESTAMP, False, "When the review was closed (UTC): the label's own time."),
-        _f("opened", TIMESTAMP, False, "When the decision service sent the charge to review (UTC)."),
+        _f(
+            "created",
+            TIMESTAMP,
+            False,
+            "When the review was closed (UTC), on the events' timeline: the wall clock when serving live, "
+            "the replay's time when serving history (docs/serving.md). The label's own time.",
+        ),
+        _f(
+            "opened",
+            TIMESTAMP,
+            False,
+            "When the decision service sent the charge to review: the charge's time (UTC).",
+        ),
         _f(
             "closed_as",
             pa.string(),

@@ -469,6 +469,15 @@ class DecisionLog(ABC):
         latest = self._fetch("SELECT max(created_us) FROM decisions")[0][0]
         return ids[::-1], (int(latest) if latest is not None else None)
 
+    def newest_times(self) -> list[tuple[int, str]]:
+        """``(created_us, logged_at)`` of the last decision and of the last outcome logged (by sequence
+        number; ``logged_at`` the wall time, ISO 8601), and the latest charge time with its decision's:
+        where :class:`payfm.serving.clock.EventClock` starts."""
+        rows = self._fetch("SELECT created_us, decided_at FROM decisions ORDER BY seq DESC LIMIT 1")
+        rows += self._fetch("SELECT created_us, received_at FROM outcomes ORDER BY seq DESC LIMIT 1")
+        rows += self._fetch("SELECT created_us, decided_at FROM decisions ORDER BY created_us DESC LIMIT 1")
+        return [(int(t), str(at)) for t, at in rows]
+
     def recent_outcomes(self, n: int) -> list[tuple[str, str, str, int]]:
         """``(label source, outcome id, charge id, created_us)`` of the last ``n`` outcomes this log's process
         counted in its features (oldest first): what a shared state's staleness check reads."""

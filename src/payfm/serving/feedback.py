@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -57,6 +57,7 @@ from payfm.serving.outcome_checks import (
 
 if TYPE_CHECKING:
     from payfm.serving.bundle import Bundle
+    from payfm.serving.clock import EventClock
     from payfm.serving.scorer import ScorerConfig
 
 log = logging.getLogger("payfm.serving")
@@ -82,6 +83,7 @@ class FeedbackMixin(MoneyClaimsMixin):
     bundle: Bundle
     log: DecisionLog
     config: ScorerConfig
+    clock: EventClock
     append_outcomes: bool
     _lock: threading.Lock
     _drained: threading.Condition
@@ -147,11 +149,14 @@ class FeedbackMixin(MoneyClaimsMixin):
                 f"{review['closed_at']}.",
                 field="charge_id",
             )
-        now = datetime.now(UTC)
+        now = datetime.now(UTC)  # when it was closed (the queue's closed_at)
+        # The event's times are on the events' timeline (serving/clock.py): its charge's and the closure's.
+        charge_us = int((self.log.get_charge(charge_id) or {}).get("created_us") or 0)
+        created_us = max(self.clock.now_us() or 0, charge_us + 1)
         event = {
             "charge_id": charge_id,
-            "created": now.isoformat(),
-            "opened": review["opened_at"],
+            "created": _iso(created_us),
+            "opened": _iso(charge_us) if charge_us else review["opened_at"],
             "closed_as": reason,
             "rule": review["rule"],
             "risk_score": review["risk_score"],
@@ -161,7 +166,6 @@ class FeedbackMixin(MoneyClaimsMixin):
         with self._lock:
             self._seq += 1
             seq = self._seq
-        created_us = to_us(now, "created")
         stored = {**event, "id": charge_id, "created_us": created_us}
         self.log.write(ReviewClose(charge_id, reason, note or None, now.isoformat(), seq, created_us, stored))
         implied = self._close_review_events(event)
@@ -340,6 +344,7 @@ class FeedbackMixin(MoneyClaimsMixin):
                     applied = self.online.apply_outcome(
                         source, oid, cid, created_us, event.get("amount"), event.get("currency")
                     )
+                self.clock.saw(created_us)
                 if in_log and not applied:  # in the event log already, so counted when the state was built
                     mine_in_log = next(r for r in logged if str(r["charge_id"]) == cid)
                     return {**facts, "label_source": label_source(table, mine_in_log), "duplicate": True}
@@ -753,6 +758,11 @@ def _implied_outcome(
         dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}
         return "disputes", {**dispute, "reason": "fraudulent", **money}
     return None
+
+
+def _iso(us: int) -> str:
+    """Microseconds since the epoch as an ISO 8601 time in UTC."""
+    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
 
 
 def _mark(table: str, oid: str) -> MarkAppended:

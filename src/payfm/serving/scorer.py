@@ -57,6 +57,7 @@ from payfm.redis_load import Presence, is_redis_url
 from payfm.rules import charge_values
 from payfm.serving.bundle import Bundle, load_bundle, relisted
 from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_untimely
+from payfm.serving.clock import EventClock, known_times
 from payfm.serving.decision_log import (
     DecisionLog,
     DecisionRecord,
@@ -182,6 +183,7 @@ class Scorer(FeedbackMixin):
         self._seq = seq
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._init_feedback()  # outcomes in flight, money claims, event-log appends (serving/feedback.py)
+        self.clock = EventClock(lambda: known_times(ws, decisions))  # dates closures (serving/clock.py)
         self._deciding: dict[str, dict[str, Any]] = {}  # the charges of _pending (a same id: a retry?)
         self._inflight = 0  # applied to the state, not yet committed to the log
         self._drained = threading.Condition(self._lock)
@@ -632,6 +634,7 @@ class Scorer(FeedbackMixin):
                 refuse_another_charge(cid, logged if logged is not None else known, c)
             if other is None and stored is None:
                 vector = self.online.vector_then_update(c)
+                self.clock.saw(c["created_us"])
                 if bundle.embedders:  # the embedding's inputs now, the forward pass outside the lock
                     ec = embedder_charge(c)
                     for h, embedder in bundle.embedders.items():
