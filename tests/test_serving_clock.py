@@ -5,7 +5,6 @@ away and date the label months after its charge."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,6 @@ def ws(tmp_path: Path) -> Workspace:
         wr.write("charges", charges(60, START, timedelta(hours=1)))  # mer_0 takes every third
     rulesets.save(w, "big: review if :amount_usd: > 500\n", activate=True, set_name="default", author="t")
     return w
-
-
-@pytest.fixture()
-def scorer(ws: Workspace) -> Iterator[Scorer]:
-    s = Scorer.open(ws)
-    yield s
-    s.close(snapshot=False)
 
 
 def test_a_closure_on_a_served_history_keeps_its_merchants_windows_and_labels_its_charge(
