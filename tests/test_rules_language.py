@@ -161,6 +161,17 @@ def test_type_errors_name_position_expected_and_received(text: str, column: int,
         ("block if :ip_country: = ' US'", "Did you mean 'US' (no spaces)?"),
         ("block if :risk_level: >= 'elevated'", "would compare :risk_level: alphabetically"),
         ("review if 'b' < :channel:", "would compare :channel: alphabetically"),
+        # a string test whose fragment no value of the field has (it would parse and never match)
+        ("block if :card_brand: starts_with 'Visa'", "starts_with 'Visa' never matches: :card_brand: holds"),
+        ("block if :currency: ends_with 'USD'", "lower case (e.g. usd, eur). Did you mean 'usd'?"),
+        ("block if :card_country: starts_with 'u'", "never matches: :card_country: holds an ISO 3166-1"),
+        (
+            "block if :channel: contains 'Ecom'",
+            "one of ecommerce, card_present, recurring. Did you mean 'ecom'?",
+        ),
+        ("block if :card_bin: starts_with '4242 '", "a value matching [0-9]{6,8}. Did you mean '4242'?"),
+        ("block if :card_last4: ends_with '12345'", ":card_last4: ends_with '12345' never matches"),
+        ("block if :risk_level: contains 'xyz'", "holds one of normal, elevated, highest."),
     ],
 )
 def test_a_literal_a_charge_field_never_holds_is_an_error(text: str, fragment: str) -> None:
@@ -173,7 +184,11 @@ def test_literals_a_field_can_hold_and_fields_without_a_domain_pass() -> None:
     text = (
         "block if :card_country: in ('US', 'GB', 'XK') and :cvc_check: = 'fail'\n"
         "review if :merchant_id: = 'UK' and :currency: = 'usd' and :card_bin: starts_with '4242'\n"
-        "review if :card_bin: >= '411111' and :card_bin: < '411200'"  # a BIN range: digits order as numbers
+        "review if :card_bin: >= '411111' and :card_bin: < '411200'\n"  # a BIN range: digits order as numbers
+        "review if :card_brand: starts_with 'master' or :currency: ends_with 'd'\n"
+        "review if :channel: contains 'com'\n"
+        "review if :card_country: starts_with 'U' and :card_last4: ends_with '42'\n"
+        "review if :merchant_id: contains 'X'"  # an id: any fragment
     )
     assert type_errors(parse_rules(text), CATALOG, LISTS) == []
 

@@ -20,7 +20,8 @@ Example:
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -152,6 +153,31 @@ def charge_values(
     return values
 
 
+_DIGITS = re.compile(r"\[0-9\]\{(\d+)(?:,(\d+))?\}")  # a pattern of digits only: [0-9]{4}, [0-9]{6,8}
+_STR_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "starts_with": str.startswith,
+    "ends_with": str.endswith,
+    "contains": lambda s, t: t in s,
+}
+
+
+def fragment_fits(rule: FieldRule, op: str, fragment: str) -> bool | None:
+    """Whether a value ``rule`` accepts can pass the string test ``op fragment`` (``starts_with``,
+    ``ends_with``, ``contains``): for a vocabulary or a code list, whether one of its values does; for a
+    pattern of digits, whether the fragment is digits no longer than the values; None when it cannot tell
+    (an id, a free text, a canonical form)."""
+    test = _STR_TESTS[op]
+    if rule.choices is not None:
+        return any(test(v, fragment) for v in rule.choices)
+    if rule.codes is not None:
+        return any(test(v, fragment) for v in rule.codes())
+    digits = _DIGITS.fullmatch(rule.pattern or "")
+    if digits is not None:
+        longest = int(digits.group(2) or digits.group(1))
+        return len(fragment) <= longest and all("0" <= c <= "9" for c in fragment)
+    return None
+
+
 def _literal(v: object) -> str:
     """A literal as the rule wrote it: ``424242``, not the parser's float ``424242.0``; ``'x'``; ``true``."""
     if isinstance(v, bool):
@@ -196,14 +222,33 @@ class _Checker:
         return False
 
     def check_fragment(self, e: ast.StrOp) -> None:
-        """Record an error when the fragment of a string test on an e-mail domain cannot be compared with the
-        domains charges hold (:func:`payfm.rules.domains.canonical_fragment`; a spelling it canonicalizes,
-        ``'ＥＶＩＬ.com'`` or ``'.xn--p1ai'``, is compared in its canonical form by both engines)."""
+        """Record an error when the fragment of a string test cannot match what the field holds: on an
+        e-mail domain, a fragment that cannot be compared with the domains charges hold
+        (:func:`payfm.rules.domains.canonical_fragment`; a spelling it canonicalizes, ``'ＥＶＩＬ.com'`` or
+        ``'.xn--p1ai'``, is compared in its canonical form by both engines); on a field of a vocabulary, a
+        code list or digits (``:card_brand: starts_with 'Visa'``, ``:currency: ends_with 'USD'``,
+        ``:card_bin: starts_with '4242 '``), a fragment none of its values has: a test that never matches,
+        as ``=`` against such a value is refused (:meth:`check_value`)."""
         attr, value = e.left, e.right.value if isinstance(e.right, ast.Literal) else None
-        if not (self.values and isinstance(attr, ast.Attr) and attr.name in DOMAIN_FIELDS):
+        if not (self.values and isinstance(attr, ast.Attr)):
             return
         if not isinstance(value, str) or control_character(value) is not None:
             return  # a number (a type error) or a control character: reported already
+        if attr.name not in DOMAIN_FIELDS:
+            rule = RISK_LEVEL_RULE if attr.name == "risk_level" else None
+            if attr.name in CHARGE_STRING_FIELDS:
+                rule = RULES["charges"].get(attr.name)
+            if rule is not None and fragment_fits(rule, e.op, value) is False:
+                fixed = [
+                    v for v in (value.lower(), value.upper(), value.strip()) if fragment_fits(rule, e.op, v)
+                ]
+                hint = f" Did you mean {fixed[0]!r}?" if fixed else ""
+                self.error(
+                    e,
+                    f"{_describe(attr)} {e.op} {value[:40]!r} never matches: {_describe(attr)} holds "
+                    f"{rule.expected()}.{hint}",
+                )
+            return
         try:
             canonical_fragment(e.op, value)
         except FragmentError as problem:
