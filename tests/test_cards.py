@@ -239,3 +239,17 @@ def test_a_column_is_scanned_as_each_value_would_be_ascii_or_not() -> None:
     expected = [i for i, v in enumerate(values) if v is not None and contains_card_number(v)]
     assert len(expected) > 30 and any(not values[i].isascii() for i in expected)  # type: ignore[union-attr]
     assert card_number_rows(pa.array(values, pa.string())).tolist() == expected
+
+
+def test_a_short_card_number_keeps_five_digits_unknown() -> None:
+    """First 6 and last 4 of a 12-digit number would leave 2 digits unknown (10 candidates with Luhn, one
+    of them singled out by the fingerprint): a number keeps its last four only with 15+ digits, its BIN
+    only with 11+."""
+    numbers = {8: "49927398", 11: "49927398716", 12: "180012341230", 13: "4222222222222"}
+    numbers |= {14: "36000000000008", 15: "378282246310005", 16: VISA, 19: "6200000000000000005"}
+    values = pa.array(list(numbers.values()))
+    bins, lasts = bin6(values).to_pylist(), last4(values).to_pylist()
+    for (n, number), b, last in zip(numbers.items(), bins, lasts, strict=True):
+        assert b == (number[:6] if n >= 11 else None), n
+        assert last == (number[-4:] if n >= 15 else None), n
+        assert n - len(b or "") - len(last or "") >= 5, n  # digits no stored field shows

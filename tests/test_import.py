@@ -144,6 +144,24 @@ def test_sparkov_sample_imports_with_the_right_counts(tmp_path: Path) -> None:
         assert amount == round(by_time[int(created.timestamp())] * 100)
 
 
+def test_sparkov_cards_keep_five_digits_unknown(tmp_path: Path) -> None:
+    """The sample's 12- to 14-digit numbers are stored without their last four (a BIN and last four would
+    leave 2 to 4 digits unknown: with the key, the fingerprint finds the number among 10 to 1,000)."""
+    source = pq.read_table(SAMPLE).column("cc_num").to_pylist()
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, SAMPLE, "sparkov")
+    stored = ws.read("charges", ["created", "card_bin", "card_last4"]).to_pylist()
+    by_time = {int(r["created"].timestamp()): r for r in stored}
+    times = pq.read_table(SAMPLE).column("unix_time").to_pylist()
+    lengths = {len(str(n)) for n in source}
+    assert {12, 13, 14, 15, 16} <= lengths
+    for number, t in zip(source, times, strict=True):
+        row, number = by_time[int(t)], str(number)
+        assert row["card_bin"] == number[:6]
+        assert row["card_last4"] == (number[-4:] if len(number) >= 15 else None)
+        assert len(number) - 6 - len(row["card_last4"] or "") >= 5
+
+
 def test_sparkov_disputes_follow_fraud_rows_after_the_delay(tmp_path: Path) -> None:
     ws = ws_at(tmp_path / "ws")
     import_file(ws, SAMPLE, "sparkov")

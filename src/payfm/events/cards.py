@@ -647,13 +647,33 @@ def _card_text(value: object) -> str:
     return str(int(value)) if isinstance(value, int | float) else ascii_digits(str(value))
 
 
+# Digits of a card number never stored. PCI DSS's truncation baseline, the first 6 and the last 4, hides 6
+# digits of a 16-digit number and 5 of an American Express one, but only 2 of a 12-digit one (the Luhn check
+# then leaves 10 candidates, and the fingerprint tells which with the workspace's key). So a number keeps
+# its last four only with 15 or more digits, and its BIN only with 11 or more; else they are null.
+HIDDEN_DIGITS = 5
+
+
+def truncated(digits: pa.Array, part: str) -> pa.Array:
+    """``part`` (``bin``: the first six, ``last4``) of card numbers written as ASCII digits only, null where
+    storing it would leave fewer than :data:`HIDDEN_DIGITS` digits unknown: a BIN of a number under 11
+    digits, the last four of one under 15 (a number keeps its BIN whenever it keeps its last four)."""
+    stored = 6 if part == "bin" else 6 + 4
+    kept = pc.utf8_slice_codeunits(digits, 0, 6) if part == "bin" else pc.utf8_slice_codeunits(digits, -4)
+    enough = pc.greater_equal(pc.utf8_length(digits), stored + HIDDEN_DIGITS)
+    return pc.if_else(enough, kept, pa.scalar(None, pa.string()))
+
+
 def last4(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The last four digits of card numbers (safe to store)."""
-    out = [None if v is None else re.sub(r"[^0-9]", "", _card_text(v))[-4:] for v in values.to_pylist()]
-    return pa.array(out, type=pa.string())
+    """The last four digits of card numbers of 15 or more digits (null for shorter ones)."""
+    return truncated(_digits_only(values), "last4")
 
 
 def bin6(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """The first six digits (BIN) of card numbers (safe to store)."""
-    out = [None if v is None else re.sub(r"[^0-9]", "", _card_text(v))[:6] for v in values.to_pylist()]
+    """The first six digits (BIN) of card numbers of 11 or more digits (null for shorter ones)."""
+    return truncated(_digits_only(values), "bin")
+
+
+def _digits_only(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    out = [None if v is None else re.sub(r"[^0-9]", "", _card_text(v)) for v in values.to_pylist()]
     return pa.array(out, type=pa.string())

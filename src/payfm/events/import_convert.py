@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.events import currency
-from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint
+from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint, truncated
 from payfm.events.import_problems import Problems, values_at
 from payfm.events.mapping import CurrencySource, FieldSpec
 from payfm.events.schema import RULES
@@ -98,10 +98,8 @@ def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: Proble
     digits = _card_digits(source_values(spec, table), spec, out)
     if digits is None:
         return None
-    if spec.transform == "bin":
-        return pc.utf8_slice_codeunits(digits, 0, 6)
-    if spec.transform == "last4":
-        return pc.utf8_slice_codeunits(digits, -4)
+    if spec.transform in ("bin", "last4"):  # (null where it would leave under 5 digits unknown)
+        return truncated(digits, spec.transform)
     if spec.transform == "brand":
         brand = np.full(len(digits), "unknown", dtype=object)
         taken = np.zeros(len(digits), dtype=bool)

@@ -389,8 +389,20 @@ CHARGES = pa.schema(
             False,
             "Stable keyed fingerprint of the card number; never the PAN.",
         ),
-        _f("card_bin", pa.string(), False, "Issuer identification number: first 6 or 8 digits."),
-        _f("card_last4", pa.string(), False, "Last four digits of the card number."),
+        _f(
+            "card_bin",
+            pa.string(),
+            True,
+            "Issuer identification number: first 6 or 8 digits; an import's `bin` leaves it null for a "
+            "card number under 11 digits (5 digits of every number stay unknown).",
+        ),
+        _f(
+            "card_last4",
+            pa.string(),
+            True,
+            "Last four digits of the card number; an import's `last4` leaves it null for a card number "
+            "under 15 digits.",
+        ),
         _f("card_brand", pa.string(), False, "Card network."),
         _f("card_funding", pa.string(), False, "credit, debit or prepaid."),
         _f("card_country", pa.string(), False, "Issuing country, ISO 3166-1 alpha-2."),
