@@ -187,6 +187,14 @@ def test_the_refund_endpoint_refuses_an_amount_past_64_bits(client: TestClient, 
     assert scorer.log.outcomes_of("ch_1") == []
 
 
+def test_a_naive_time_of_an_outcome_is_quoted_as_sent(client: TestClient) -> None:
+    """A time it parsed is no card number: quoted as sent, not masked as a long run of digits (it was
+    "Got a naive timestamp '[card number removed]'")."""
+    assert client.post("/v1/charges/score", json=charge(1)).status_code == 200
+    err = error(client.post("/v1/disputes", json=dispute("dp_1", "ch_1", created="2026-03-02 15:00:00")), 422)
+    assert err["field"] == "created" and "Got a naive timestamp '2026-03-02 15:00:00'." in err["message"]
+
+
 # ---- 2. no refund, dispute or early fraud warning of a charge that moved no money -----------------------
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -150,16 +151,28 @@ def _field_problem(field: str | None, error: Mapping[str, Any], msg: str) -> str
     kind = error.get("type")
     if kind == "missing":
         return f"Field '{field}': required. Got none."
-    if kind == "timezone_aware":
+    if kind == "timezone_aware":  # a time it parsed, so no card number: quoted as sent
+        given = error.get("input")
         return (
             f"Field '{field}': expected a time with a timezone (e.g. 2026-03-01T12:00:00Z). "
-            f"Got a naive timestamp {shown(error.get('input'))!r}."
+            f"Got a naive timestamp {(given if _is_time(given) else shown(given))!r}."
         )
     expected = msg.replace("Input should have ", "expected ").replace("Input should be ", "expected ")
     expected = expected.removeprefix("Value error, ")  # (a validator's own message: said as it is)
     if kind == "extra_forbidden" or "input" not in error or isinstance(error["input"], dict | list):
         return f"Field '{field}': {expected}."
     return f"Field '{field}': {expected}. Got {_received(error['input'])}."
+
+
+def _is_time(value: object) -> bool:
+    """Whether ``value`` is an ISO 8601 time (date and time, no more): a text safe to quote as it is."""
+    if not isinstance(value, str) or len(value) > 40:
+        return False
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _received(value: object) -> str:

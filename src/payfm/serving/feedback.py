@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -30,6 +30,7 @@ from payfm.serving.charges import (
     refuse_untimely,
     refuse_wrong_types,
     to_us,
+    us_to_iso,
 )
 from payfm.serving.decision_log import (
     AUTHORIZATIONS,
@@ -155,8 +156,8 @@ class FeedbackMixin(MoneyClaimsMixin):
         created_us = max(self.clock.now_us() or 0, charge_us + 1)
         event = {
             "charge_id": charge_id,
-            "created": _iso(created_us),
-            "opened": _iso(charge_us) if charge_us else review["opened_at"],
+            "created": us_to_iso(created_us),
+            "opened": us_to_iso(charge_us) if charge_us else review["opened_at"],
             "closed_as": reason,
             "rule": review["rule"],
             "risk_score": review["risk_score"],
@@ -758,11 +759,6 @@ def _implied_outcome(
         dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}
         return "disputes", {**dispute, "reason": "fraudulent", **money}
     return None
-
-
-def _iso(us: int) -> str:
-    """Microseconds since the epoch as an ISO 8601 time in UTC."""
-    return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)).isoformat()
 
 
 def _mark(table: str, oid: str) -> MarkAppended:
