@@ -195,6 +195,23 @@ def test_a_naive_time_of_an_outcome_is_quoted_as_sent(client: TestClient) -> Non
     assert err["field"] == "created" and "Got a naive timestamp '2026-03-02 15:00:00'." in err["message"]
 
 
+def test_a_refund_of_nothing_is_refused_but_a_closure_of_a_refunded_charge_still_labels_it(
+    client: TestClient, scorer: Scorer
+) -> None:
+    """A refund moves money (Stripe: a positive amount); a 0 one was taken and counted as a refund. A
+    closure as refunded_as_fraud of a charge refunded in full still records its 0 fraudulent refund."""
+    assert client.post("/v1/charges/score", json=charge(1)).status_code == 200
+    err = error(client.post("/v1/refunds", json=refund("re_0", "ch_1", amount=0)), 422)
+    assert err["field"] == "amount" and err["message"].endswith("(a refund moves money). Got 0.")
+    assert scorer.log.outcomes_of("ch_1") == []
+    full = refund("re_1", "ch_1", amount=90_000, reason="requested_by_customer")
+    assert client.post("/v1/refunds", json=full).status_code == 200
+    closed = scorer.close_review("ch_1", "refunded_as_fraud")
+    assert closed["outcome"] is not None and closed["outcome"]["id"] == "re_review_ch_1"
+    amounts = {p["id"]: p["amount"] for kind, p in scorer.log.outcomes_of("ch_1") if kind == "refunds"}
+    assert amounts == {"re_1": 90_000, "re_review_ch_1": 0}
+
+
 # ---- 2. no refund, dispute or early fraud warning of a charge that moved no money -----------------------
 
 

@@ -289,7 +289,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         live = self.append_outcomes and not in_log and charge is not None
         if refused is None and live:  # money moved (none of a blocked or declined charge), as much
             refused = self._uncaptured(table, oid, cid, charge or {}, result) or unlike_its_charge(
-                table, event, charge or {}
+                table, event, charge or {}, implied=clamp
             )
         if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
             raise refused

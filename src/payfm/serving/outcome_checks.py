@@ -116,9 +116,19 @@ def outcome_before(
     )
 
 
-def unlike_its_charge(table: str, event: Mapping[str, Any], charge: Mapping[str, Any]) -> InvalidInput | None:
+def unlike_its_charge(
+    table: str, event: Mapping[str, Any], charge: Mapping[str, Any], implied: bool = False
+) -> InvalidInput | None:
     """Why a refund or dispute reported live cannot be one of ``charge`` (None if it can): it is in its
-    charge's currency, for an amount no larger than the charge's (Stripe's rules for both)."""
+    charge's currency, for an amount no larger than the charge's (Stripe's rules for both), and a refund
+    moves money: at least 1 in the minor unit, unless ``implied`` by a review closure (the fraudulent refund
+    of a charge refunded in full already is 0: its label, without the money twice)."""
+    if table == "refunds" and not implied and int(event["amount"]) < 1:
+        return InvalidInput(
+            f"Field 'amount': expected a refund of at least 1 in the minor unit of {event['currency']} (a "
+            "refund moves money). Got 0.",
+            field="amount",
+        )
     if table not in ("refunds", "disputes") or charge.get("amount") is None:
         return None
     what = "refund" if table == "refunds" else "dispute"
