@@ -232,9 +232,14 @@ def test_demo_replaces_only_an_event_log_it_wrote_and_says_how_to_fit_a_short_wo
     assert code == 0, out
     code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5", "--skip-models")
     assert code == 0, out  # a workspace the demo wrote is replaced again
-    code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5")
-    assert code == 1 and "Traceback" not in out and "Run the demo with --days 120" in out
-    assert "payfm train --horizon-days 20" in out
+    written = Workspace.open(ws).read("charges")["charge_id"].to_pylist()
+    code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "60")
+    assert code == 1 and "Traceback" not in out and "--days must be more than 102" in out and "Got 60." in out
+    assert Workspace.open(ws).read("charges")["charge_id"].to_pylist() == written  # refused before generating
+    # long enough, too few charges: the trainer's own reason is said, not the length's
+    code, out = run("-w", ws, "demo", "--charges", "1000", "--days", "120", "--seed", "1")
+    assert code == 1 and "Traceback" not in out and "payfm train said:" in out, out
+    assert "positives" in out and "payfm train --horizon-days 20" in out and "too short" not in out
 
 
 def test_counts_of_rows_read_as_words() -> None:

@@ -20,6 +20,10 @@ from payfm.features.offline import backfill
 
 # A workspace whose event log payfm demo wrote (replaced again by the next demo without --replace).
 DEMO_MARKER = "demo.json"
+# The demo's training: a 60-day label horizon (the world is 120 days), so a world needs more days than the
+# horizon, the 14-day validation and test periods and their two 7-day gaps (training.splits).
+DEMO_HORIZON_DAYS = 60
+DEMO_SPLIT_DAYS = DEMO_HORIZON_DAYS + 14 + 14 + 2 * 7
 
 
 @click.command()
@@ -46,6 +50,12 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
             f"Workspace '{ws.root}' already holds {held:,} charges that payfm demo did not write; the demo "
             "replaces the event log. Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or "
             "choose another --workspace."
+        )
+    if not skip_models and days <= DEMO_SPLIT_DAYS:  # refused before anything is generated
+        raise ConfigError(
+            f"--days must be more than {DEMO_SPLIT_DAYS} for the demo's models: they train with a "
+            f"{DEMO_HORIZON_DAYS}-day label horizon, validation and test periods of 14 days and gaps of 7 "
+            f"days. Got {days}. Use --days 120 (the default), or --skip-models to stop after the features."
         )
     atomic_write_bytes(marker, json.dumps({"written_by": "payfm demo", "seed": seed}).encode())
     console.rule("[bold]1. Synthetic payments world")
@@ -140,18 +150,19 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     console.rule("[bold]4. Models: logistic regression, random forest, gradient boosting")
     # The demo world is 120 days: a 60-day label horizon leaves mature labels for training and test.
     # Negatives are downsampled to 10% (and weighted back) so the three models train in about two minutes.
-    cfg = TrainConfig(horizon_days=60, downsample=0.1)
+    cfg = TrainConfig(horizon_days=DEMO_HORIZON_DAYS, downsample=0.1)
     t0 = time.perf_counter()
     try:
         with progress_bar("training", 1) as update:
             results = run_train(
                 ws, ["lr", "rf", "gbdt"], task("fraud"), fs, cfg, lambda _s, d, n: update(d, n)
             )
-    except ConfigError:  # its advice names payfm train's options, which the demo does not take
+    except ConfigError as e:  # its advice names payfm train's options, which the demo does not take
         raise ConfigError(
-            "The demo trains with a 60-day label horizon and 14-day validation and test periods: this world "
-            "is too short for them. Run the demo with --days 120 (the default), or train on this world "
-            "yourself with a shorter horizon: payfm train --horizon-days 20 --val-days 7 --test-days 7."
+            f"The demo's models (a {DEMO_HORIZON_DAYS}-day label horizon, 14-day validation and test "
+            f"periods) cannot train on this world. payfm train said: {e} Run the demo on the default world "
+            "(--charges 1000000 --days 120), or train on this one yourself, e.g. with a shorter horizon: "
+            "payfm train --horizon-days 20 --val-days 7 --test-days 7."
         ) from None
     reg = Registry(ws)
     refs = [register_result(reg, r, fs).ref for r in results]
