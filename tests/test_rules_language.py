@@ -172,6 +172,13 @@ def test_type_errors_name_position_expected_and_received(text: str, column: int,
         ("block if :card_bin: starts_with '4242 '", "a value matching [0-9]{6,8}. Did you mean '4242'?"),
         ("block if :card_last4: ends_with '12345'", ":card_last4: ends_with '12345' never matches"),
         ("block if :risk_level: contains 'xyz'", "holds one of normal, elevated, highest."),
+        # the model's score is 0-100: a probability's scale, or a test no score (or every score) passes
+        ("block if :risk_score: >= 0.8", "not a probability. Got 0.8: did you mean 80?"),
+        ("review if 0.95 < :risk_score:", "Got 0.95: did you mean 95?"),
+        ("block if :risk_score: > 100", "'>' with 100 matches no charge: :risk_score: is an integer from 0"),
+        ("block if 100 < :risk_score:", "'<' with 100 matches no charge"),
+        ("block if :risk_score: >= 0", "'>=' with 0 matches every scored charge"),
+        ("block if :risk_score: = 50.5", "'=' with 50.5 matches no charge"),
     ],
 )
 def test_a_literal_a_charge_field_never_holds_is_an_error(text: str, fragment: str) -> None:
@@ -188,7 +195,8 @@ def test_literals_a_field_can_hold_and_fields_without_a_domain_pass() -> None:
         "review if :card_brand: starts_with 'master' or :currency: ends_with 'd'\n"
         "review if :channel: contains 'com'\n"
         "review if :card_country: starts_with 'U' and :card_last4: ends_with '42'\n"
-        "review if :merchant_id: contains 'X'"  # an id: any fragment
+        "review if :merchant_id: contains 'X'\n"  # an id: any fragment
+        "block if :risk_score: >= 90 or :risk_score: > 75.5 and :risk_score: < 100 or :risk_score: = 0"
     )
     assert type_errors(parse_rules(text), CATALOG, LISTS) == []
 

@@ -178,6 +178,42 @@ def fragment_fits(rule: FieldRule, op: str, fragment: str) -> bool | None:
     return None
 
 
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "=": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+
+
+def _score_problem(e: ast.Compare) -> str | None:
+    """Why comparing ``:risk_score:`` with a number literal is a mistake, or None. The score is an integer
+    from 0 to 100: a literal between 0 and 1 is a probability's scale (``>= 0.8`` matched nearly every scored
+    charge), and a test no score passes (``> 100``) or every score passes (``>= 0``) does nothing."""
+    for attr, lit, left in ((e.left, e.right, True), (e.right, e.left, False)):
+        if not (isinstance(attr, ast.Attr) and attr.name == "risk_score" and isinstance(lit, ast.Literal)):
+            continue
+        v = lit.value
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return None
+        if 0 < v < 1:
+            return (
+                f":risk_score: is a score from 0 to 100, not a probability. Got {_literal(v)}: "
+                f"did you mean {_literal(round(v * 100, 6))}?"
+            )
+        test = _COMPARE[e.op]
+        passed = {test(s, v) if left else test(v, s) for s in range(101)}
+        if len(passed) == 1:
+            which = "every scored charge" if passed == {True} else "no charge"
+            return (
+                f"'{e.op}' with {_literal(v)} matches {which}: :risk_score: is an integer from 0 to 100 "
+                "(test `:risk_score: is not missing` for a charge the model scored)."
+            )
+    return None
+
+
 def _literal(v: object) -> str:
     """A literal as the rule wrote it: ``424242``, not the parser's float ``424242.0``; ``'x'``; ``true``."""
     if isinstance(v, bool):
@@ -318,6 +354,8 @@ class _Checker:
                     f"'{e.op}' would compare :{named}: alphabetically: its values are names, not an order. "
                     f"Use = or in (...){hint}.",
                 )
+            elif self.values and (problem := _score_problem(e)) is not None:
+                self.error(e, problem)
             elif e.op in ("=", "!=") and isinstance(e.right, ast.Literal):
                 self.check_value(e, e.left, e.right.value)
             elif e.op in ("=", "!=") and isinstance(e.left, ast.Literal):
