@@ -219,7 +219,7 @@ def test_sparkov_card_fields(tmp_path: Path) -> None:
         charges.column("card_last4").to_pylist(),
         strict=True,
     ):
-        assert (bin_, last4) == (card[:6], card[-4:])
+        assert (bin_, last4) == (card[:6], card[-4:] if len(card) >= 15 else None)  # 5 digits stay unknown
     brands = dict(
         zip(source.column("cc_num").to_pylist(), charges.column("card_brand").to_pylist(), strict=True)
     )
