@@ -31,3 +31,14 @@ def test_a_refund_sum_reads_as_the_amounts_refunded() -> None:
     assert text("merchant.sum_amount_usd_refunds_7d", 54.18, 0.0) == (
         "$54.2 of refunds on this merchant in the last 7 days; typical: $0"
     )
+
+
+def test_a_missing_value_of_an_entity_a_charge_may_lack_says_so() -> None:
+    """A guest checkout has no customer: its customer features are missing not for want of history alone
+    (the reason said only "no history yet"); a card's are, as every charge names its card."""
+    guest = Reason("customer.count_charges_1d", None, 2.0, 0.4).text
+    said = "(no history yet, or the charge has no customer); typical: 2"
+    assert guest == f"no value for customer.count_charges_1d {said}"
+    assert "or the charge has no ip address" in Reason("card_ip.count_charges_1d", None, 1.0, 0.1).text
+    card = Reason("card.since_last_s", None, 1.0, 0.1).text
+    assert card.startswith("no value for card.since_last_s (no history yet);")

@@ -96,12 +96,12 @@ def test_retry_returns_the_stored_decision_and_counts_once(scorer: Scorer) -> No
 
 def test_no_model_means_null_score_and_rules_still_apply(tmp_path: Path) -> None:
     w = Workspace.open(tmp_path / "w", create=True)
-    rulesets.save(w, RULES + "hi: block if :risk_score: >= 0\n", activate=True, set_name="tiny")
+    rulesets.save(w, RULES + "hi: block if :risk_score: >= 1\n", activate=True, set_name="tiny")
     s = Scorer.open(w)
     try:
         d = s.score(charge(1, amount_usd=90_000))
         assert d.risk_score is None and d.model is None
-        assert d.outcome == "manual_review"  # ':risk_score: >= 0' is unknown, never true
+        assert d.outcome == "manual_review"  # ':risk_score: >= 1' is unknown, never true
     finally:
         s.close()
 

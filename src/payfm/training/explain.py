@@ -13,7 +13,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
+from payfm.events.schema import SCHEMAS
+from payfm.features.definitions import ENTITIES, Aggregate, Derived, FeatureSet, RequestFeature
 
 _ENTITY = {
     "card": "this card",
@@ -133,6 +134,22 @@ def _fmt(v: float | None) -> str:
     return f"{v:,.3g}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
+# Entities keyed by a field a charge may lack (a guest checkout has no customer, a card-present one no IP): a
+# feature of theirs is missing for such a charge as much as for a first one.
+_OPTIONAL_KEYS = {
+    name: " or ".join(f.removesuffix("_id").replace("_", " ") for f in optional)
+    for name, fields in ENTITIES.items()
+    if (optional := [f for f in fields if SCHEMAS["charges"].field(f).nullable])
+}
+
+
+def _why_missing(feature: str) -> str:
+    """Why ``feature`` may have no value: no history yet, or (for an entity keyed by a field a charge may
+    lack) no key at all: ``customer.count_charges_1d`` of a guest checkout."""
+    key = _OPTIONAL_KEYS.get(feature.split(".", 1)[0])
+    return "no history yet" if key is None else f"no history yet, or the charge has no {key}"
+
+
 @dataclass(frozen=True)
 class Reason:
     """One feature's contribution to a score (in log-odds for trees and linear models)."""
@@ -146,7 +163,9 @@ class Reason:
     @property
     def text(self) -> str:
         if self.value is None or math.isnan(self.value):
-            return f"no value for {self.feature} (no history yet); typical: {_fmt(self.typical)}"
+            return (
+                f"no value for {self.feature} ({_why_missing(self.feature)}); typical: {_fmt(self.typical)}"
+            )
         value = _fmt(self.value)
         template = _one(self.template_) if value == "1" else self.template_
         return template.format(name=self.feature, value=value, typical=_fmt(self.typical))
