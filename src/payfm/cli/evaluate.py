@@ -9,6 +9,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from payfm.cli.options import DAYS
 from payfm.cli.render import cell, console, err_console, iso_time
 from payfm.evaluation.evaluate import EvaluationResult, compare
 from payfm.evaluation.pipeline import evaluate_models
@@ -71,7 +72,7 @@ def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
 @click.option("--no-baseline", is_flag=True, help="Leave out the rules-only baseline.")
 @click.option(
     "--horizon-days",
-    type=click.FloatRange(0.0, min_open=True),
+    type=DAYS,
     default=None,
     help="Label horizon of the evaluation: every model's and the baseline's labels over it [default: with "
     "--model, the longest of the models' own horizons; without, 120].",

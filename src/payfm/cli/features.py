@@ -12,6 +12,7 @@ import click
 import pyarrow.compute as pc
 from rich.table import Table
 
+from payfm.cli.options import DAYS
 from payfm.cli.render import console, parquet_path, progress_bar
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace, atomic_write_bytes
@@ -214,7 +215,7 @@ def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
     "--horizon-days",
     default=120.0,
     show_default=True,
-    type=click.FloatRange(0.0, min_open=True),
+    type=DAYS,
     help="Label horizon in days: an outcome within it labels the charge fraud; a label is mature once the "
     "horizon has passed.",
 )

@@ -8,6 +8,7 @@ import math
 import click
 from rich.table import Table
 
+from payfm.cli.options import DAYS, GAP_DAYS, SHARE
 from payfm.cli.render import console, stage_progress
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
@@ -15,7 +16,7 @@ from payfm.registry import STAGES, Registry
 from payfm.training.models import MODEL_KINDS, model_class
 from payfm.training.models.params import parse_assignment
 from payfm.training.tasks import TASKS, task
-from payfm.training.trainer import TrainConfig, register_result
+from payfm.training.trainer import MAX_SEED, TrainConfig, register_result
 from payfm.training.trainer import train as run_train
 
 
@@ -52,7 +53,7 @@ def _fmt(v: float) -> str:
 )
 @click.option(
     "--horizon-days",
-    type=float,
+    type=DAYS,
     default=None,
     help="Label horizon (default: the task's, 120 d for fraud; use 60 on the 120-day demo world).",
 )
@@ -63,16 +64,22 @@ def _fmt(v: float) -> str:
     type=click.IntRange(0),
     help="Optuna trials on the validation period.",
 )
-@click.option("--val-days", default=14.0, show_default=True, help="Validation period length.")
-@click.option("--test-days", default=14.0, show_default=True, help="Test period length (held out).")
+@click.option("--val-days", default=14.0, show_default=True, type=DAYS, help="Validation period length.")
 @click.option(
-    "--gap-days", default=7.0, show_default=True, help="Label-delay gap before validation and test."
+    "--test-days", default=14.0, show_default=True, type=DAYS, help="Test period length (held out)."
+)
+@click.option(
+    "--gap-days",
+    default=7.0,
+    show_default=True,
+    type=GAP_DAYS,
+    help="Label-delay gap before validation and test.",
 )
 @click.option(
     "--downsample",
     default=1.0,
     show_default=True,
-    type=click.FloatRange(0.0, 1.0, min_open=True),
+    type=SHARE,
     help="Share of training negatives kept.",
 )
 @click.option(
@@ -92,6 +99,7 @@ def _fmt(v: float) -> str:
     "--seed",
     default=0,
     show_default=True,
+    type=click.IntRange(0, MAX_SEED),
     help="Random seed of the negative downsampling, the models' own randomness and the --trials search.",
 )
 @click.option(

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +27,28 @@ import numpy as np
 from payfm.errors import ConfigError
 
 US_PER_DAY = 86_400_000_000
+# The most days a period, gap or label horizon may last: a century is past any of them, and far below where
+# timedelta (999,999,999 days) and the int64 microsecond timeline (about 100,000,000 days) overflow.
+MAX_DAYS = 36_500
+
+
+def check_days(value: object, who: str, *, zero: bool = False) -> float:
+    """``value`` as a number of days: finite, > 0 (>= 0 with ``zero``) and at most :data:`MAX_DAYS`; a
+    ConfigError naming ``who`` otherwise. NaN compares false with every bound, so it is refused explicitly.
+
+        >>> check_days(7, "The 'gap_days' of the time split", zero=True)
+        7.0
+        >>> check_days(float("nan"), "'val_days'")
+        Traceback (most recent call last):
+        payfm.errors.ConfigError: 'val_days' must be a number of days in (0, 36500]. Got nan.
+    """
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        days = float(value)
+        if math.isfinite(days) and (days >= 0 if zero else days > 0) and days <= MAX_DAYS:
+            return days
+    raise ConfigError(
+        f"{who} must be a number of days in {'[' if zero else '('}0, {MAX_DAYS}]. Got {value!r}."
+    )
 
 
 @dataclass(frozen=True)
@@ -63,10 +87,8 @@ def time_split(
     trainer sets it one label horizon before the task's last row, so that every test label is mature.
     """
     for who, v in (("val_days", val_days), ("test_days", test_days)):
-        if v <= 0:
-            raise ConfigError(f"The '{who}' of the time split must be positive. Got {v}.")
-    if gap_days < 0:
-        raise ConfigError(f"The 'gap_days' of the time split must be >= 0. Got {gap_days}.")
+        check_days(v, f"The '{who}' of the time split")
+    check_days(gap_days, "The 'gap_days' of the time split", zero=True)
     if len(created_us) == 0:
         raise ConfigError("The time split needs at least one row. Got an empty table.")
     lo, hi = int(created_us.min()), int(created_us.max()) + 1
@@ -114,6 +136,8 @@ def prequential_folds(
     """
     if weeks < 1:
         raise ConfigError(f"The 'weeks' of prequential evaluation must be >= 1. Got {weeks}.")
+    check_days(test_days, "The 'test_days' of prequential evaluation")
+    check_days(gap_days, "The 'gap_days' of prequential evaluation", zero=True)
     hi = int(created_us.max()) + 1
     td, gap = int(test_days * US_PER_DAY), int(gap_days * US_PER_DAY)
     mature = np.asarray(mature, dtype=bool)

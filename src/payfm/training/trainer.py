@@ -10,6 +10,8 @@ Example (on a workspace with charges; see docs/models.md):
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,13 +25,23 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import FeatureSet
 from payfm.registry.store import ModelVersion, Registry
+from payfm.training.calibration import METHODS
 from payfm.training.data import Progress, TaskData, task_data
 from payfm.training.explain import templates
 from payfm.training.models import Model, model_class
 from payfm.training.models.params import check_params
-from payfm.training.splits import US_PER_DAY, Split, downsample_negatives, prequential_folds, time_split
+from payfm.training.splits import (
+    US_PER_DAY,
+    Split,
+    check_days,
+    downsample_negatives,
+    prequential_folds,
+    time_split,
+)
 from payfm.training.tasks import Task
 from payfm.training.tuning import average_precision, tune
+
+MAX_SEED = 2**32 - 1  # scikit-learn's random_state and numpy's generators take [0, 2**32 - 1]
 
 
 @dataclass(frozen=True)
@@ -60,6 +72,33 @@ class TrainConfig:
     # counted as negatives they teach the model that card-testing bursts, mostly declined, are harmless.
     # Test rows are every charge either way. "all": every charge of the task (the default).
     train_on: str = "all"
+
+    def __post_init__(self) -> None:
+        """Refuse a value no training can use, naming the field, before any work (the command line refuses
+        them as it parses; this covers the Python API). NaN compares false with every bound: refused too."""
+        if self.horizon_days is not None:
+            check_days(self.horizon_days, "The 'horizon_days' of TrainConfig")
+        check_days(self.val_days, "The 'val_days' of TrainConfig")
+        check_days(self.test_days, "The 'test_days' of TrainConfig")
+        check_days(self.gap_days, "The 'gap_days' of TrainConfig", zero=True)
+        share = self.downsample
+        if not (_real(share) and 0 < share <= 1):
+            raise ConfigError(
+                f"The 'downsample' of TrainConfig (the share of training negatives kept) must be a number in "
+                f"(0, 1]. Got {share!r}."
+            )
+        for name, low, high in (("trials", 0, None), ("fm_workers", 1, None), ("seed", 0, MAX_SEED)):
+            v = getattr(self, name)
+            integer = isinstance(v, numbers.Integral) and not isinstance(v, bool)
+            if not (integer and int(v) >= low and (high is None or int(v) <= high)):
+                expected = f">= {low}" if high is None else f"in [{low}, {high}]"
+                raise ConfigError(f"The '{name}' of TrainConfig must be an integer {expected}. Got {v!r}.")
+        for name, choices in (("calibration", METHODS), ("train_on", TRAIN_ON)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(
+                    f"The '{name}' of TrainConfig must be one of {', '.join(choices)}. "
+                    f"Got {getattr(self, name)!r}."
+                )
 
     def horizon(self, task: Task) -> timedelta:
         return task.horizon if self.horizon_days is None else timedelta(days=self.horizon_days)
@@ -109,6 +148,11 @@ def evaluate_rows(model: Model, X: np.ndarray, y: np.ndarray, prefix: str) -> di
 
 
 TRAIN_ON = ("all", "authorized")
+
+
+def _real(v: object) -> bool:
+    """A finite number (a bool is none)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def rows_of(X: np.ndarray, idx: np.ndarray) -> np.ndarray:

@@ -1,6 +1,9 @@
-"""Model parameters checked before any work: names each model kind knows, values of the type it expects.
+"""Model parameters checked before any work: names each model kind knows, values of the type and in the range
+it expects.
 
-Each kind declares its parameters (``Model.PARAMS``: name -> type); the GBDT also passes any other LightGBM
+Each kind declares its parameters (``Model.PARAMS``: name -> type), and :data:`RANGES` the values each takes
+(the bounds scikit-learn, LightGBM and torch document, tighter where the library's own value trains a model
+that cannot learn: an MLP without hidden units or epochs); the GBDT also passes any other LightGBM
 parameter through, checked against LightGBM's own names and on a four-row fit, so a typo or a value LightGBM
 refuses is an error naming the parameter before the task's data is read, not a warning LightGBM prints (and
 ignores) minutes later. Values given as text (``payfm train --param max_bin=63``) are read in the type the
@@ -11,19 +14,22 @@ true/false or else text.
 from __future__ import annotations
 
 import difflib
+import math
 import numbers
 import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 import numpy as np
 
 from payfm.errors import ConfigError
+from payfm.training.models.gbdt import EXPLANATIONS
 
 # LightGBM parameters payfm sets itself (the classifier it trains, its seed and determinism, its logging)
 _FIXED_BY_PAYFM = {
@@ -105,6 +111,83 @@ def _checked(value: Any, kind: type, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_TYPE_NAMES[kind]}. Got {value!r}.")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a parameter takes beyond its type: ``ok`` tells, ``expected`` says it in words (a message's
+    "expected ..."). A float must also be finite: NaN compares false with every bound."""
+
+    ok: Callable[[Any], bool]
+    expected: str
+
+
+def _integer(low: int, note: str = "") -> Range:
+    return Range(lambda v: v >= low, f"an integer >= {low}{note}")
+
+
+def _number(low: float, high: float | None = None, *, low_open: bool, high_open: bool = False) -> Range:
+    """A number in the interval from ``low`` to ``high`` (None: no upper bound), each end open or closed."""
+    if high is None:
+        return Range(
+            lambda v: v > low if low_open else v >= low, f"a number {'>' if low_open else '>='} {low:g}"
+        )
+    text = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    return Range(
+        lambda v: (v > low if low_open else v >= low) and (v < high if high_open else v <= high),
+        f"a number in {text}",
+    )
+
+
+# Each kind's parameters -> their valid values (a test checks that every parameter of Model.PARAMS has one).
+RANGES: dict[str, dict[str, Range]] = {
+    "lr": {  # scikit-learn's LogisticRegression: C in (0, inf] (finite here), max_iter >= 0 (>= 1 here)
+        "C": _number(0, low_open=True),
+        "max_iter": _integer(1),
+        "class_weight": Range(
+            lambda v: v in (None, "balanced"), "'balanced' or None (unweighted, the default)"
+        ),
+        "categorical": Range(lambda v: all(j >= 0 for j in v), "column indices >= 0"),
+    },
+    "rf": {  # scikit-learn's RandomForestClassifier (max_features: payfm passes a share of the features)
+        "n_estimators": _integer(1),
+        "max_depth": _integer(1),
+        "min_samples_leaf": _integer(1),
+        "max_features": _number(0, 1, low_open=True),
+        "max_rows": _integer(1),
+        "n_jobs": Range(lambda v: v != 0, "an integer other than 0 (-1: every core)"),
+    },
+    "gbdt": {  # LightGBM's Parameters page
+        "n_estimators": _integer(1),
+        "learning_rate": _number(0, low_open=True),
+        "num_leaves": Range(lambda v: 2 <= v <= 131072, "an integer in [2, 131072]"),
+        "max_depth": Range(lambda v: True, "an integer (<= 0: no limit)"),
+        "min_child_samples": _integer(0),
+        "feature_fraction": _number(0, 1, low_open=True),
+        "lambda_l2": _number(0, low_open=False),
+        "early_stopping": _integer(0, " (0: no early stopping)"),
+        "num_threads": _integer(0, " (0: every core)"),
+        "explanations": Range(lambda v: v in EXPLANATIONS, " or ".join(repr(e) for e in EXPLANATIONS)),
+    },
+    "mlp": {  # torch: Dropout p in [0, 1] (1 zeroes every unit), AdamW lr and weight_decay >= 0
+        "hidden": _integer(2, " (the second layer has hidden // 2 units)"),
+        "dropout": _number(0, 1, low_open=False, high_open=True),
+        "lr": _number(0, low_open=True),
+        "weight_decay": _number(0, low_open=False),
+        "epochs": _integer(1),
+        "batch_size": _integer(1),
+        "patience": _integer(1),
+        "num_threads": _integer(1),
+    },
+}
+
+
+def _in_range(value: Any, valid: Range | None, where: str) -> Any:
+    """``value`` (already in its parameter's type) if ``valid`` takes it; a ConfigError otherwise."""
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if valid is not None and not (finite and valid.ok(value)):
+        raise ConfigError(f"{where}: expected {valid.expected}. Got {value!r}.")
+    return value
+
+
 @cache
 def _lightgbm_names() -> dict[str, str]:
     """Every LightGBM parameter name and alias -> its main name (empty if LightGBM cannot say)."""
@@ -141,7 +224,15 @@ def _gbdt_passthrough(name: str, value: Any, own: Iterable[str]) -> Any:
 
 def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """``params`` of model ``kind`` with their values in the types the model takes; a ConfigError names the
-    first unknown parameter (with the nearest name) or the first value of the wrong type."""
+    first unknown parameter (with the nearest name) or the first value of the wrong type or out of its range
+    (:data:`RANGES`).
+
+        >>> check_params("rf", {"n_estimators": "200"})
+        {'n_estimators': 200}
+        >>> check_params("rf", {"n_estimators": 0})
+        Traceback (most recent call last):
+        payfm.errors.ConfigError: rf parameter 'n_estimators': expected an integer >= 1. Got 0.
+    """
     from payfm.training.models import model_class
 
     cls = model_class(kind)
@@ -150,7 +241,7 @@ def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         known = cls.PARAMS.get(name)
         where = f"{kind} parameter {name!r}"
         if known is not None:
-            out[name] = _checked(value, known, where)
+            out[name] = _in_range(_checked(value, known, where), RANGES[kind].get(name), where)
         elif kind == "gbdt":
             out[name] = _gbdt_passthrough(name, value, cls.PARAMS)
         else:
