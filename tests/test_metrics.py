@@ -120,8 +120,9 @@ def test_precision_at_block_rate_hand_computed_and_ties_never_split() -> None:
     assert p.recall == pytest.approx(1 / 3)
     p = precision_at_block_rate(y, s, 0.4)  # scores >= 0.7 flag 4 charges, 3 fraudulent
     assert (p.threshold, p.flagged, p.precision, p.recall, p.block_rate) == (0.7, 4, 0.75, 1.0, 0.4)
-    nothing = precision_at_block_rate([1, 0], [0.5, 0.5], 0.1)
-    assert nothing.flagged == 0 and np.isnan(nothing.precision) and nothing.threshold == float("inf")
+    # the top tie group alone exceeds the budget: no threshold honours it; the point is that group, over it
+    top = precision_at_block_rate([1, 0], [0.5, 0.5], 0.1)
+    assert (top.threshold, top.flagged, top.precision, top.block_rate) == (0.5, 2, 0.5, 1.0)
 
 
 def test_card_precision_at_k_hand_computed() -> None:

@@ -64,7 +64,7 @@ from payfm.evaluation.metrics import (
     sort_by_score,
 )
 from payfm.evaluation.slices import SliceRow, group_codes, group_labels, merchant_size, slice_table
-from payfm.evaluation.thresholds import DEFAULT_PRESETS, Preset, choose
+from payfm.evaluation.thresholds import DEFAULT_PRESETS, Preset, choose, note
 from payfm.training.predict import SCORE_COLUMNS
 
 # The columns of a prediction table: the contract of payfm.training.predict.score_window, its producer.
@@ -79,12 +79,17 @@ def pct(x: float) -> str:
 
 @dataclass(frozen=True)
 class ThresholdPoint:
-    """The operating point a preset picks, with its dollars (fraud caught, legitimate volume blocked)."""
+    """The operating point a preset picks, with its dollars (fraud caught, legitimate volume blocked).
+
+    ``note`` says why the point does not do what the preset's rule says ("" when it does): the top tie group
+    alone exceeds a block-rate budget (the point blocks it all), or no score reaches a fixed threshold.
+    """
 
     preset: Preset
     point: OperatingPoint
     fraud_caught_usd: float
     legit_blocked_usd: float
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,8 @@ class Curves:
 class EvaluationResult:
     """Every number of one model on one window. Rates are fractions; dollars are USD (not cents).
 
-    ``recall_at_fpr`` and ``at_block_rate`` are keyed by the rate as a percentage string ("0.1%", "1%").
+    ``recall_at_fpr`` and ``at_block_rate`` are keyed by the rate as a percentage string ("0.1%", "1%"); a
+    point of ``at_block_rate`` blocks the top tie group, over its budget, when that group alone exceeds it.
     ``intervals`` holds bootstrap intervals of ``average_precision``, ``roc_auc``, ``recall_at_fpr_<r>`` and
     ``precision_at_block_rate_<r>``. ``slices`` maps a dimension (scenario, channel, merchant_size,
     merchant_country) to its rows at ``slice_threshold`` (the threshold of the first preset by default).
@@ -163,7 +169,11 @@ def _point_dollars(
     p = choose(preset, c)
     flagged = s >= p.threshold
     return ThresholdPoint(
-        preset, p, float(np.sum(usd[flagged & (y == 1)])), float(np.sum(usd[flagged & (y == 0)]))
+        preset,
+        p,
+        float(np.sum(usd[flagged & (y == 1)])),
+        float(np.sum(usd[flagged & (y == 0)])),
+        note(preset, p),
     )
 
 
@@ -304,7 +314,8 @@ def bootstrap_intervals(
 
 @dataclass(frozen=True)
 class ComparisonRow:
-    """One model in a comparison, best average precision first."""
+    """One model in a comparison, best average precision first. ``block_rate_at_1pct_block`` is the share
+    the precision at a 1% block rate was measured on: above 1% when the top tie group alone exceeds it."""
 
     name: str
     average_precision: float
@@ -313,6 +324,7 @@ class ComparisonRow:
     roc_auc: float
     recall_at_1pct_fpr: float
     precision_at_1pct_block: float
+    block_rate_at_1pct_block: float
     card_precision_at_k: float
     ece: float
     evaluated: int
@@ -334,6 +346,7 @@ def compare(results: Sequence[EvaluationResult]) -> list[ComparisonRow]:
     rows = []
     for r in results:
         ap = r.intervals.get("average_precision")
+        at_1pct = r.at_block_rate.get("1%")
         rows.append(
             ComparisonRow(
                 name=r.name,
@@ -342,9 +355,8 @@ def compare(results: Sequence[EvaluationResult]) -> list[ComparisonRow]:
                 ap_high=ap.high if ap else float("nan"),
                 roc_auc=r.roc_auc,
                 recall_at_1pct_fpr=r.recall_at_fpr.get("1%", float("nan")),
-                precision_at_1pct_block=r.at_block_rate["1%"].precision
-                if "1%" in r.at_block_rate
-                else float("nan"),
+                precision_at_1pct_block=at_1pct.precision if at_1pct else float("nan"),
+                block_rate_at_1pct_block=at_1pct.block_rate if at_1pct else float("nan"),
                 card_precision_at_k=r.card_precision.mean,
                 ece=r.ece,
                 evaluated=r.evaluated,

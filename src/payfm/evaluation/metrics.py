@@ -139,8 +139,24 @@ def point_at_fpr(c: Counts, max_fpr: float) -> OperatingPoint:
 
 
 def point_at_block_rate(c: Counts, budget: float) -> OperatingPoint:
-    """The lowest threshold that flags at most ``budget`` (a fraction) of all charges."""
-    return point_at(c, _last_within(c.flagged / c.total, budget))
+    """The lowest threshold that flags at most ``budget`` (a fraction) of all charges; when even the top
+    group of tied scores flags more, that group (no threshold can block less without flagging nothing).
+
+    Ties move together, so a threshold cannot take part of the top tie group: its own precision is then the
+    expected precision of any ``budget`` share of it, and its ``block_rate`` says how far over the budget the
+    cut is (:func:`over_budget`). Zero-weight groups at the top (bootstrap) are passed over.
+    """
+    flagged = c.flagged
+    i = _last_within(flagged / c.total, budget)
+    first = int(np.searchsorted(flagged, 0.0, side="right"))  # the first group with any weight
+    if first < flagged.size and (i is None or i < first):
+        i = first
+    return point_at(c, i)
+
+
+def over_budget(point: OperatingPoint, budget: float) -> bool:
+    """Whether ``point`` blocks more than ``budget`` (a fraction): the top tie group alone exceeds it."""
+    return point.block_rate > budget * (1 + 1e-12)
 
 
 def point_at_threshold(c: Counts, threshold: float) -> OperatingPoint:
@@ -180,7 +196,8 @@ def recall_at_fpr(y_true: npt.ArrayLike, y_score: npt.ArrayLike, max_fpr: float)
 def precision_at_block_rate(y_true: npt.ArrayLike, y_score: npt.ArrayLike, budget: float) -> OperatingPoint:
     """Precision and recall when blocking at most ``budget`` of all charges (the lowest such threshold).
 
-    Precision is NaN when the top group of tied scores alone exceeds the budget (nothing can be flagged).
+    When the top group of tied scores alone exceeds the budget, the point blocks that group: its precision is
+    the expected precision of any ``budget`` share of the group, and its ``block_rate`` exceeds the budget.
     """
     return point_at_block_rate(_checked("Precision at block rate", y_true, y_score, None), budget)
 

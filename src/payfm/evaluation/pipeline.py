@@ -156,9 +156,28 @@ def _days(h: timedelta) -> str:
     return f"{h.total_seconds() / 86400:g} days"
 
 
+def model_list(model_refs: str | Sequence[str]) -> list[str]:
+    """``model_refs`` as a list of model references: one reference (a text) is a list of one.
+
+    >>> model_list("fraud-gbdt@1"), model_list(("fraud-gbdt", "fraud-lr"))
+    (['fraud-gbdt@1'], ['fraud-gbdt', 'fraud-lr'])
+    """
+    if isinstance(model_refs, str):
+        return [model_refs]
+    if not isinstance(model_refs, Sequence) or not all(isinstance(r, str) for r in model_refs):
+        got = type(model_refs).__name__
+        if isinstance(model_refs, Sequence):
+            got = "a sequence holding " + ", ".join(sorted({type(r).__name__ for r in model_refs}))
+        raise EvaluationError(
+            f"The model_refs of evaluate_models must be a model reference (name, name@<version> or "
+            f"name@<stage>) or a list of them. Got {got}."
+        )
+    return list(model_refs)
+
+
 def evaluate_models(
     ws: Workspace,
-    model_refs: Sequence[str],
+    model_refs: str | Sequence[str],
     start: WindowBound = None,
     end: WindowBound = None,
     out_dir: str | os.PathLike[str] | None = None,
@@ -171,6 +190,7 @@ def evaluate_models(
 ) -> tuple[EvaluationReport, list[EvaluationResult]]:
     """Score [start, end) with each model (``payfm.training.predict.score_window``), add the rules baseline
     on the same charges, evaluate each and write the report (default ``reports/<timestamp>/``).
+    ``model_refs`` is a list of model references, or one (``"fraud-gbdt@1"``).
 
     Without models the baseline is evaluated alone on the charges of the window, labelled over ``horizon``
     (default 120 days). Models are labelled over ``horizon`` when it is given, else over the longest of their
@@ -186,6 +206,7 @@ def evaluate_models(
     they name no zone), as ``payfm evaluate --from`` takes them. A window holding no charge is refused with
     the event log's range.
     """
+    model_refs = model_list(model_refs)
     start, end = window_bound(start, "start"), window_bound(end, "end")
     _check_window(start, end)
     if not model_refs and not baseline:

@@ -1,5 +1,5 @@
 """The evaluation report: one self-contained HTML page (inline SVG figures) and a JSON file with the same
-numbers, both written atomically.
+numbers, written as one set: an interrupted write leaves the old report or the new one.
 
 Example:
     >>> import tempfile
@@ -17,7 +17,12 @@ import html
 import json
 import math
 import os
-from collections.abc import Sequence
+import shutil
+import signal
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +30,10 @@ from typing import Any
 from payfm import __version__
 from payfm.errors import ConfigError
 from payfm.evaluation.checks import EvaluationError
-from payfm.evaluation.evaluate import EvaluationResult, compare
+from payfm.evaluation.evaluate import ComparisonRow, EvaluationResult, compare
 from payfm.evaluation.slices import SliceRow
 from payfm.evaluation.template import PAGE
-from payfm.events.workspace import atomic_write_bytes, json_ready
+from payfm.events.workspace import json_ready
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,13 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], best: int | Non
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _at_1pct_block(c: ComparisonRow) -> str:
+    # over the budget only when the top tie group alone exceeds 1%: say what share the precision is of
+    if c.block_rate_at_1pct_block > 0.01 * (1 + 1e-12):
+        return f"{_f(c.precision_at_1pct_block)} (top tie: {c.block_rate_at_1pct_block:.2%} blocked)"
+    return _f(c.precision_at_1pct_block)
+
+
 def _comparison(results: Sequence[EvaluationResult]) -> str:
     rows = [
         [
@@ -74,7 +86,7 @@ def _comparison(results: Sequence[EvaluationResult]) -> str:
             f"{_f(c.average_precision)} [{_f(c.ap_low)}, {_f(c.ap_high)}]",
             _f(c.roc_auc),
             _f(c.recall_at_1pct_fpr),
-            _f(c.precision_at_1pct_block),
+            _at_1pct_block(c),
             _f(c.card_precision_at_k),
             _f(c.ece, ".4f"),
             f"{c.evaluated:,}",
@@ -105,7 +117,9 @@ def _presets(results: Sequence[EvaluationResult]) -> str:
     ]
     header = ["model", "preset", "threshold", "block rate", "precision", "recall", "fraud $ caught",
               "legit $ blocked"]  # fmt: skip
-    return _table(header, rows)
+    notes = [f"{r.name}, {p.preset.name}: {p.note}." for r in results for p in r.operating_points if p.note]
+    listed = "".join(f"<br>{html.escape(n)}" for n in notes)
+    return _table(header, rows) + (f'<p class="note">Notes:{listed}</p>' if notes else "")
 
 
 def _slice_rows(rows: Sequence[SliceRow]) -> list[list[str]]:
@@ -130,7 +144,9 @@ def _slices(results: Sequence[EvaluationResult], dims: Sequence[str]) -> str:
     for dim in dims:
         for r in results:
             t = r.slice_threshold
-            where = f"{t.preset.name} (threshold {_f(t.point.threshold, '.4f')})"
+            # never a bare "threshold -": say why nothing, or more than the preset asks, is flagged
+            why = f"; {t.note}" if t.note else ""
+            where = f"{t.preset.name} (threshold {_f(t.point.threshold, '.4f')}{why})"
             title = f"{dim.replace('_', ' ')}: {r.name} at {where}"
             parts.append(f"<h3>{html.escape(title)}</h3>" + _table(_SLICE_HEADER, _slice_rows(r.slices[dim])))
     return "\n".join(parts)
@@ -170,7 +186,9 @@ def write_report(
     out_dir: str | os.PathLike[str],
     title: str = "payfm evaluation report",
 ) -> EvaluationReport:
-    """Write ``report.html`` and ``report.json`` under ``out_dir`` (created if needed), each atomically."""
+    """Write ``report.html`` and ``report.json`` under ``out_dir`` (created if needed), as one set: both are
+    rendered and written to temporary files first, then replace the old ones together, so an interrupted
+    write (Ctrl-C, a full disk) leaves the old report or the new one, never a new JSON beside an old page."""
     if not results:
         raise EvaluationError("The report needs at least one evaluation result. Got none.")
     out = Path(out_dir)
@@ -179,6 +197,102 @@ def write_report(
     except OSError as e:
         raise ConfigError(f"The report directory '{out}' cannot be created: {e.strerror or e}.") from None
     paths = EvaluationReport(out / "report.html", out / "report.json")
-    atomic_write_bytes(paths.json, json.dumps(report_json(results), indent=1, allow_nan=False).encode())
-    atomic_write_bytes(paths.html, render_html(results, title).encode())
+    contents = {
+        paths.json: json.dumps(report_json(results), indent=1, allow_nan=False).encode(),
+        paths.html: render_html(results, title).encode(),
+    }
+    replace_together(contents)
     return paths
+
+
+def replace_together(contents: dict[Path, bytes]) -> None:
+    """Replace the files ``contents`` maps to their new bytes (in one directory) as a set.
+
+    Each is written to a temporary file beside it and flushed to disk first (the slow part: an interruption
+    there leaves the old files untouched). Then each old file is kept as a hard link (a copy where links are
+    not supported) and the temporaries are renamed over the targets, with Ctrl-C held off for those few
+    renames; if one fails the targets already replaced get their old content back (or are removed when they
+    did not exist), and the error is raised. The kept old files are removed once every target is new.
+    """
+    tag = uuid.uuid4().hex
+    temps: dict[Path, Path] = {}
+    kept: dict[Path, Path | None] = {}
+    try:
+        for path, data in contents.items():
+            temps[path] = path.with_name(f".{path.name}.{tag}.tmp")
+            _write_synced(temps[path], data)
+        for path in contents:
+            kept[path] = _keep(path, path.with_name(f".{path.name}.{tag}.old"))
+        with _interrupts_held():
+            done: list[Path] = []
+            try:
+                for path, tmp in temps.items():
+                    os.replace(tmp, path)
+                    done.append(path)
+            except BaseException:
+                for path in done:  # put the old set back
+                    old = kept[path]
+                    if old is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        os.replace(old, path)
+                raise
+    except OSError as e:
+        where = next(iter(contents)).parent
+        raise ConfigError(f"The report cannot be written to '{where}': {e.strerror or e}.") from None
+    finally:
+        for p in [*temps.values(), *(k for k in kept.values() if k is not None)]:
+            p.unlink(missing_ok=True)
+    _fsync_dir(next(iter(contents)).parent)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _keep(path: Path, old: Path) -> Path | None:
+    """``old`` holding ``path``'s current content (None when ``path`` does not exist)."""
+    if not path.exists():
+        return None
+    try:
+        os.link(path, old)
+    except OSError:  # a file system without hard links
+        shutil.copy2(path, old)
+    return old
+
+
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold off SIGINT (Ctrl-C) for the block, then deliver it: the renames of a set are not split by it.
+    Signal handlers can only be set from the main thread; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        if callable(previous):
+            previous(signal.SIGINT, None)
+        elif previous == signal.SIG_DFL:
+            raise KeyboardInterrupt
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -35,14 +35,17 @@ $comparison
 over cards, $resamples resamples). Recall@FPR: the highest recall whose false-positive rate is at most the
 level.
 Precision at 1% block rate: precision at the lowest threshold that blocks at most 1% of charges (charges
-of equal score are blocked together, so it may block fewer). Card precision@k:
+of equal score are blocked together, so it may block fewer); when the top score alone ties more than 1% of
+charges, no threshold stays within 1%: it is the precision of that tie group (the expected precision of
+any 1% of it), with the share the group blocks. Card precision@k:
 per UTC day, share of fraudulent cards among the $card_k highest-scored cards, averaged over days.
 ECE: expected calibration error,
 10 equal-width bins.</p>
 
 <h2>Operating points (threshold presets)</h2>
 $presets
-<p class="note">Maximize protection: the lowest threshold blocking at most 1% of charges. Balance: the
+<p class="note">Maximize protection: the lowest threshold blocking at most 1% of charges (the top tie
+group, over the budget, when it alone exceeds 1%). Balance: the
 threshold with the highest F1. Maximize revenue: the highest threshold still catching at least 50% of
 fraud (the fewest legitimate dollars blocked at that recall). Dollars in USD.</p>
 

@@ -4,6 +4,8 @@ A charge is blocked when ``score >= threshold``. Candidates are the distinct sco
 
 * **maximize protection** (``kind="block_rate"``, ``value`` = budget, default 0.01): the lowest threshold that
   blocks at most ``value`` of all charges. Catches the most fraud a fixed review/decline capacity allows.
+  When the top group of tied scores alone exceeds the budget (an isotonic calibration's plateau at 1.0),
+  no threshold honours it: the point is that group, over budget, and :func:`note` says so.
 * **balance** (``kind="max_f1"``): the threshold with the highest F1 = 2PR / (P + R); on ties the highest
   threshold. Trades missed fraud against false declines with equal weight on precision and recall.
 * **maximize revenue** (``kind="min_recall"``, ``value`` = minimum recall, default 0.5): among thresholds
@@ -11,7 +13,7 @@ A charge is blocked when ``score >= threshold``. Candidates are the distinct sco
   dollars only grow as the threshold falls, so this is the highest threshold reaching the recall.
 * ``kind="fixed"``: the rule ``score >= value`` (for example a production threshold). Like every preset it
   picks a distinct score: the point's ``threshold`` is the lowest score at or above ``value`` (``inf`` when
-  none is), which flags exactly the charges ``value`` flags.
+  none is, and nothing is flagged: :func:`note` says so), which flags exactly the charges ``value`` flags.
 
 Presets chosen on the evaluated window describe the model's trade-offs; a deployed threshold should be chosen
 on a validation window and then evaluated with ``kind="fixed"``.
@@ -33,6 +35,7 @@ from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.metrics import (
     Counts,
     OperatingPoint,
+    over_budget,
     point_at,
     point_at_block_rate,
     point_at_threshold,
@@ -77,3 +80,22 @@ def choose(preset: Preset, c: Counts) -> OperatingPoint:
     recall = c.tps / c.positives
     reached = np.flatnonzero(recall >= preset.value * (1 - 1e-12))
     return point_at(c, int(reached[0]))
+
+
+def note(preset: Preset, point: OperatingPoint) -> str:
+    """Why the ``point`` that ``preset`` picked does not do what its rule says ("" when it does): a budget
+    the top tie group alone exceeds, or a fixed threshold no score reaches (nothing flagged).
+
+    >>> from payfm.evaluation.metrics import binary_counts
+    >>> note(PROTECTION, choose(PROTECTION, binary_counts([1, 0, 0], [0.9, 0.9, 0.1])))[:46]
+    'the top score 0.9000 ties 2 charges (66.67% of'
+    """
+    if preset.kind == "block_rate" and over_budget(point, preset.value):
+        share, budget = f"{point.block_rate:.2%}", f"{preset.value * 100:g}%"
+        return (
+            f"the top score {point.threshold:.4f} ties {point.flagged:,.0f} charges ({share} of charges > "
+            f"the {budget} budget): a threshold cannot split them, so all are blocked"
+        )
+    if preset.kind == "fixed" and point.flagged == 0:
+        return f"no charge scores at or above {preset.value:g}: nothing is flagged"
+    return ""
