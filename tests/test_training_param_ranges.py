@@ -239,3 +239,21 @@ def test_the_time_split_refuses_nan_and_infinite_days() -> None:
             time_split(created, mature, **kwargs)
     with pytest.raises(ConfigError, match="The 'gap_days' of prequential evaluation"):
         list(prequential_folds(created, mature, gap_days=math.nan))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fm", "pretrain", "--lr", "nan"],
+        ["fm", "pretrain", "--until-frac", "nan"],
+        ["fm", "evaluate", "--train-frac", "inf"],
+        ["rules", "backtest", "x.rules", "--horizon-days", "nan"],
+        ["serve", "--max-future-s", "inf"],
+        ["serve", "--max-past-s", "nan"],
+    ],
+)
+def test_every_float_option_refuses_nan_and_infinities(tmp_path: Path, args: list[str]) -> None:
+    """click's FloatRange passes 'nan' (false against both bounds) and 'inf' without an upper bound."""
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), *args])
+    assert result.exit_code == 2, result.output
+    assert "expected a finite number" in result.output and "Traceback" not in result.output

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import (
     console,
     plural,
@@ -231,7 +232,7 @@ def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     "wait_s",
     default=60.0,
     show_default=True,
-    type=click.FloatRange(0),
+    type=FiniteFloatRange(0),
     help="Seconds to wait for the workspace's write lock (a server appending an outcome holds it briefly).",
 )
 @click.pass_context

@@ -16,6 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
+from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import cell, console, err_console, parquet_path
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
@@ -79,7 +80,7 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
 @fm.command()
 @click.option(
     "--epochs",
-    type=click.FloatRange(0.0, min_open=True),
+    type=FiniteFloatRange(0.0, min_open=True),
     default=1.0,
     show_default=True,
     help="Passes over the training charges.",
@@ -95,7 +96,7 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
 )
 @click.option(
     "--until-frac",
-    type=click.FloatRange(0.0, 1.0, min_open=True),
+    type=FiniteFloatRange(0.0, 1.0, min_open=True),
     default=0.7,
     show_default=True,
     help="Pretrain on the first fraction of the log (keep the rest for `fm evaluate`); 1 = all.",
@@ -125,7 +126,7 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(0.0, min_open=True),
+    type=FiniteFloatRange(0.0, min_open=True),
     default=3e-3,  # PretrainConfig.lr (the CLI does not import torch to start)
     show_default=True,
     help="AdamW learning rate (constant after the warm-up). A batch 8x larger takes about 2-3x this.",
@@ -282,7 +283,7 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
 )
 @click.option(
     "--tolerance",
-    type=click.FloatRange(0.0),
+    type=FiniteFloatRange(0.0),
     default=1e-5,
     show_default=True,
     help="Largest |online - offline| allowed.",
@@ -356,7 +357,7 @@ def parity(
 @NAME
 @click.option(
     "--train-frac",
-    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    type=FiniteFloatRange(0.0, 1.0, min_open=True, max_open=True),
     default=0.7,
     show_default=True,
     help="Training window share.",

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 from rich.table import Table
 from rich.text import Text
 
+from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.workspace import Workspace
@@ -266,7 +267,7 @@ WINDOW = [
     ),
     click.option(
         "--horizon-days",
-        type=click.FloatRange(0.0, min_open=True),
+        type=FiniteFloatRange(0.0, min_open=True),
         default=None,
         help=f"Label horizon: a charge's label is final (fraud, refunded, legit) once this many days have "
         f"passed by the log's end; later charges count as pending. [default: {DEFAULT_HORIZON.days}]",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from payfm.cli.options import FiniteFloatRange
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
@@ -64,7 +65,7 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     "--max-lag-ms",
     default=50.0,
     show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Event-loop queueing delay (ms) beyond which requests get 503 (load shedding).",
 )
 @click.option(
@@ -93,14 +94,14 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     "--max-future-s",
     default=300.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     help="Refuse a charge or outcome whose 'created' is more than this many seconds ahead of the server's "
     "clock (clock skew): one far-future event would reset its card's, IP's and merchant's velocity windows.",
 )
 @click.option(
     "--max-past-s",
     default=None,
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     help="Refuse a charge whose 'created' is more than this many seconds behind the server's clock: a "
     "back-dated charge gives its card a history it never had (card.since_first, the _all counts). Off by "
     "default, so history can be replayed through the service; in production, e.g. 3600. Outcomes are not "
