@@ -33,7 +33,7 @@ from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import ComparisonRow, EvaluationResult, compare
 from payfm.evaluation.slices import SliceRow
 from payfm.evaluation.template import PAGE
-from payfm.events.workspace import json_ready
+from payfm.events.workspace import fsync_dir, json_ready, synced_temp
 
 
 @dataclass(frozen=True)
@@ -219,8 +219,7 @@ def replace_together(contents: dict[Path, bytes]) -> None:
     kept: dict[Path, Path | None] = {}
     try:
         for path, data in contents.items():
-            temps[path] = path.with_name(f".{path.name}.{tag}.tmp")
-            _write_synced(temps[path], data)
+            temps[path] = synced_temp(path, data)
         for path in contents:
             kept[path] = _keep(path, path.with_name(f".{path.name}.{tag}.old"))
         with _interrupts_held():
@@ -243,15 +242,7 @@ def replace_together(contents: dict[Path, bytes]) -> None:
     finally:
         for p in [*temps.values(), *(k for k in kept.values() if k is not None)]:
             p.unlink(missing_ok=True)
-    _fsync_dir(next(iter(contents)).parent)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    fsync_dir(next(iter(contents)).parent)
 
 
 def _keep(path: Path, old: Path) -> Path | None:
@@ -283,16 +274,3 @@ def _interrupts_held() -> Iterator[None]:
             previous(signal.SIGINT, None)
         elif previous == signal.SIG_DFL:
             raise KeyboardInterrupt
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -61,7 +61,8 @@ RETRIES = 3  # lists of a table's files a reader tries before it fails (see Work
 _T = TypeVar("_T")
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Flush ``path``'s (a directory's) entries to disk: a rename into it is durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -99,8 +100,8 @@ def json_ready(value: Any) -> Any:
     return value
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a part."""
+def synced_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
+    """A new temporary file beside ``path`` holding ``data``, flushed to disk: to be renamed over ``path``."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -108,11 +109,21 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new content, never a part."""
+    tmp = synced_temp(path, data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def day_of(created: pa.ChunkedArray | pa.Array) -> np.ndarray:

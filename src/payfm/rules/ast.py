@@ -6,7 +6,10 @@ trees that mean the same compare equal wherever they were written.
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from typing import Literal as TypingLiteral
 
 Action = TypingLiteral["request_3ds", "allow", "block", "review"]
@@ -15,6 +18,21 @@ ACTIONS: tuple[Action, ...] = ("request_3ds", "allow", "block", "review")
 COMPARE_OPS = ("=", "!=", "<", "<=", ">", ">=")
 ARITH_OPS = ("+", "-", "*", "/")
 STR_OPS = ("starts_with", "ends_with", "contains")
+# What the operators do to two present values: the Python engine's meaning (payfm.rules.compiler), and the
+# rules check's (payfm.rules.catalog: a test no value a field holds can pass).
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+STR_TESTS: dict[str, Callable[[str, str], bool]] = {
+    "starts_with": str.startswith,
+    "ends_with": str.endswith,
+    "contains": lambda s, t: t in s,
+}
 
 Value = float | str | bool
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -154,11 +154,13 @@ def charge_values(
 
 
 _DIGITS = re.compile(r"\[0-9\]\{(\d+)(?:,(\d+))?\}")  # a pattern of digits only: [0-9]{4}, [0-9]{6,8}
-_STR_TESTS: dict[str, Callable[[str, str], bool]] = {
-    "starts_with": str.startswith,
-    "ends_with": str.endswith,
-    "contains": lambda s, t: t in s,
-}
+
+
+def _field_rule(name: str) -> FieldRule | None:
+    """The values attribute ``name`` holds: a charge string field's rule, risk_level's levels; None else."""
+    if name == "risk_level":
+        return RISK_LEVEL_RULE
+    return RULES["charges"].get(name) if name in CHARGE_STRING_FIELDS else None
 
 
 def fragment_fits(rule: FieldRule, op: str, fragment: str) -> bool | None:
@@ -166,7 +168,7 @@ def fragment_fits(rule: FieldRule, op: str, fragment: str) -> bool | None:
     ``ends_with``, ``contains``): for a vocabulary or a code list, whether one of its values does; for a
     pattern of digits, whether the fragment is digits no longer than the values; None when it cannot tell
     (an id, a free text, a canonical form)."""
-    test = _STR_TESTS[op]
+    test = ast.STR_TESTS[op]
     if rule.choices is not None:
         return any(test(v, fragment) for v in rule.choices)
     if rule.codes is not None:
@@ -176,16 +178,6 @@ def fragment_fits(rule: FieldRule, op: str, fragment: str) -> bool | None:
         longest = int(digits.group(2) or digits.group(1))
         return len(fragment) <= longest and all("0" <= c <= "9" for c in fragment)
     return None
-
-
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "=": lambda a, b: a == b,
-    "!=": lambda a, b: a != b,
-    "<": lambda a, b: a < b,
-    "<=": lambda a, b: a <= b,
-    ">": lambda a, b: a > b,
-    ">=": lambda a, b: a >= b,
-}
 
 
 def _score_problem(e: ast.Compare) -> str | None:
@@ -203,7 +195,7 @@ def _score_problem(e: ast.Compare) -> str | None:
                 f":risk_score: is a score from 0 to 100, not a probability. Got {_literal(v)}: "
                 f"did you mean {_literal(round(v * 100, 6))}?"
             )
-        test = _COMPARE[e.op]
+        test = ast.COMPARE[e.op]
         passed = {test(s, v) if left else test(v, s) for s in range(101)}
         if len(passed) == 1:
             which = "every scored charge" if passed == {True} else "no charge"
@@ -247,9 +239,7 @@ class _Checker:
         """
         if not (self.values and isinstance(attr, ast.Attr) and isinstance(value, str)):
             return True
-        rule = RULES["charges"].get(attr.name) if attr.name in CHARGE_STRING_FIELDS else None
-        if attr.name == "risk_level":
-            rule = RISK_LEVEL_RULE
+        rule = _field_rule(attr.name)
         problem = rule.problem(value) if rule is not None else None
         if problem is None:
             return True
@@ -271,9 +261,7 @@ class _Checker:
         if not isinstance(value, str) or control_character(value) is not None:
             return  # a number (a type error) or a control character: reported already
         if attr.name not in DOMAIN_FIELDS:
-            rule = RISK_LEVEL_RULE if attr.name == "risk_level" else None
-            if attr.name in CHARGE_STRING_FIELDS:
-                rule = RULES["charges"].get(attr.name)
+            rule = _field_rule(attr.name)
             if rule is not None and fragment_fits(rule, e.op, value) is False:
                 fixed = [
                     v for v in (value.lower(), value.upper(), value.strip()) if fragment_fits(rule, e.op, v)
@@ -299,9 +287,7 @@ class _Checker:
         """The name of ``e`` when it is a field whose values are a vocabulary (risk_level, channel...)."""
         if not isinstance(e, ast.Attr):
             return None
-        if e.name == "risk_level":
-            return e.name
-        rule = RULES["charges"].get(e.name) if e.name in CHARGE_STRING_FIELDS else None
+        rule = _field_rule(e.name)
         return e.name if rule is not None and rule.choices is not None else None
 
     def error(self, e: ast.Expr, message: str) -> None:

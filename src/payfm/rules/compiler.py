@@ -23,10 +23,8 @@ Example:
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from payfm.events.schema import RULES
 from payfm.rules import ast
@@ -34,15 +32,6 @@ from payfm.rules.catalog import CHARGE_STRING_FIELDS
 from payfm.rules.domains import DOMAIN_FIELDS, FragmentError, canonical_fragment
 
 Fn = Callable[[Mapping[str, object]], object]
-
-_CMP: dict[str, Callable[[Any, Any], Any]] = {
-    "=": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-}
 
 
 @dataclass(frozen=True)
@@ -223,7 +212,7 @@ def _arith(op: str, left: Fn, right: Fn) -> Fn:
 
 
 def _compare(op: str, left: Fn, right: Fn, const: object) -> Fn:
-    cmp = _CMP[op]
+    cmp = ast.COMPARE[op]
     if const is not None:  # right side is a literal: the common case, one call fewer
 
         def fc(v: Mapping[str, object]) -> object:
@@ -244,7 +233,7 @@ def _compare(op: str, left: Fn, right: Fn, const: object) -> Fn:
 
 def _attr_vs_literal(name: str, typ: str, op: str, const: object) -> Fn:
     """``:name: <op> literal`` in one closure: the hot path of most rules."""
-    cmp = _CMP[op]
+    cmp = ast.COMPARE[op]
     if typ == "number":
 
         def num(v: Mapping[str, object]) -> object:
@@ -286,6 +275,8 @@ def _member_prefix(operand: Fn, values: frozenset[object]) -> Fn:
 
 
 def _strop(op: str, left: Fn, right: Fn) -> Fn:
+    test = ast.STR_TESTS[op]
+
     def f(v: Mapping[str, object]) -> object:
         a = left(v)
         if a is None:
@@ -293,8 +284,7 @@ def _strop(op: str, left: Fn, right: Fn) -> Fn:
         b = right(v)
         if b is None:
             return None
-        s, t = str(a), str(b)
-        return s.startswith(t) if op == "starts_with" else s.endswith(t) if op == "ends_with" else t in s
+        return test(str(a), str(b))
 
     return f
 

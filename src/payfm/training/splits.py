@@ -32,6 +32,11 @@ US_PER_DAY = 86_400_000_000
 MAX_DAYS = 36_500
 
 
+def finite_number(value: object) -> bool:
+    """Whether ``value`` is a finite number (a bool is none; NaN and the infinities are not finite)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value))
+
+
 def check_days(value: object, who: str, *, zero: bool = False) -> float:
     """``value`` as a number of days: finite, > 0 (>= 0 with ``zero``) and at most :data:`MAX_DAYS`; a
     ConfigError naming ``who`` otherwise. NaN compares false with every bound, so it is refused explicitly.
@@ -42,9 +47,9 @@ def check_days(value: object, who: str, *, zero: bool = False) -> float:
         Traceback (most recent call last):
         payfm.errors.ConfigError: 'val_days' must be a number of days in (0, 36500]. Got nan.
     """
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        days = float(value)
-        if math.isfinite(days) and (days >= 0 if zero else days > 0) and days <= MAX_DAYS:
+    if finite_number(value):
+        days = float(value)  # type: ignore[arg-type]
+        if (days >= 0 if zero else days > 0) and days <= MAX_DAYS:
             return days
     raise ConfigError(
         f"{who} must be a number of days in {'[' if zero else '('}0, {MAX_DAYS}]. Got {value!r}."

@@ -10,7 +10,6 @@ Example (on a workspace with charges; see docs/models.md):
 
 from __future__ import annotations
 
-import math
 import numbers
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -35,6 +34,7 @@ from payfm.training.splits import (
     Split,
     check_days,
     downsample_negatives,
+    finite_number,
     prequential_folds,
     time_split,
 )
@@ -82,7 +82,7 @@ class TrainConfig:
         check_days(self.test_days, "The 'test_days' of TrainConfig")
         check_days(self.gap_days, "The 'gap_days' of TrainConfig", zero=True)
         share = self.downsample
-        if not (_real(share) and 0 < share <= 1):
+        if not (finite_number(share) and 0 < share <= 1):
             raise ConfigError(
                 f"The 'downsample' of TrainConfig (the share of training negatives kept) must be a number in "
                 f"(0, 1]. Got {share!r}."
@@ -148,11 +148,6 @@ def evaluate_rows(model: Model, X: np.ndarray, y: np.ndarray, prefix: str) -> di
 
 
 TRAIN_ON = ("all", "authorized")
-
-
-def _real(v: object) -> bool:
-    """A finite number (a bool is none)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
 def rows_of(X: np.ndarray, idx: np.ndarray) -> np.ndarray:
