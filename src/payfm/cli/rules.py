@@ -5,6 +5,7 @@ Thin: parse options, call payfm.rules, render with rich.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
@@ -203,20 +204,20 @@ def _run_backtest(
     scores: str | None,
     model_ref: str | None,
     horizon_days: float | None,
+    base: rulesets.Baseline | None = None,
 ) -> tuple[BacktestReport, str]:
+    """Backtest ``candidate`` (on ``set_name``) against ``base`` (default: the active ruleset); returns the
+    report and the baseline's label."""
     if scores is not None and model_ref is not None:
         raise ConfigError("Give --scores or --model, not both.")
-    current = rulesets.active(ws)
-    baseline: Ruleset | None = None
-    baseline_fset = None
-    label = "no active ruleset (everything authorized)"
-    if current is not None:
-        # on the set it was saved with, as the decision service runs it (a feature of one name may differ)
-        baseline = rulesets.compile_text(ws, current.text, current.feature_set, values=False)
-        baseline_fset = feature_set(current.feature_set, ws.root)
-        label = f"active ruleset v{current.version}"
-        if current.feature_set != set_name:
-            label += f" (on its feature set '{current.feature_set}')"
+    # a stored version runs on the set it was saved with, as the decision service runs it (a feature of one
+    # name may differ); a file baseline on the command's --set
+    base = base if base is not None else rulesets.baseline(ws)
+    label, baseline_fset = base.label, None
+    if base.ruleset is not None:
+        baseline_fset = feature_set(base.feature_set, ws.root)
+        if base.feature_set != set_name:
+            label += f" (on its feature set '{base.feature_set}')"
     first, until = _day(start, "--from"), _day(end, "--to")
     table = None
     source = "the scores table"
@@ -240,15 +241,38 @@ def _run_backtest(
         ws,
         candidate,
         feature_set(set_name, ws.root),
-        baseline=baseline,
+        baseline=base.ruleset,
         baseline_fset=baseline_fset,
         scores=table,
         start=first,
         end=until,
         horizon=timedelta(days=horizon_days) if horizon_days is not None else DEFAULT_HORIZON,
         scores_source=source,
+        baseline_name=base.label[:1].upper() + base.label[1:],
     )
     return report, label
+
+
+def _version(value: str) -> int | None:
+    """The version number ``value`` names (``3`` or ``v3``), None when it names none."""
+    m = re.fullmatch(r"[vV]?([0-9]+)", value.strip())
+    return int(m.group(1)) if m else None
+
+
+def _against(ws: Workspace, against: str, set_name: str) -> rulesets.Baseline:
+    """The baseline --against names: a stored version (on its own feature set) or a rules file (on --set)."""
+    number = _version(against)
+    if number is not None:
+        return rulesets.baseline(ws, number)
+    if not Path(against).exists():
+        raise ConfigError(
+            f"--against takes a stored ruleset version (a number: 3 or v3) or a rules file. Got '{against}', "
+            "which is neither (no such file)."
+        )
+    text = _read(against)
+    with _named(against):
+        ruleset = rulesets.compile_text(ws, text, set_name)
+    return rulesets.Baseline(ruleset, set_name, f"file '{against}'")
 
 
 WINDOW = [
@@ -288,6 +312,12 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
     "rule_text",
     help="One candidate rule, tested added to the active ruleset, on the active version's feature set.",
 )
+@click.option(
+    "--against",
+    metavar="VERSION_OR_FILE",
+    help="Compare FILE with this baseline instead of the active ruleset: a stored version (3 or v3, on the "
+    "feature set it was saved with) or another rules file (on --set). Not with --rule.",
+)
 @_window
 @SET_OPTION
 @click.pass_context
@@ -295,6 +325,7 @@ def backtest_cmd(
     ctx: click.Context,
     file: str | None,
     rule_text: str | None,
+    against: str | None,
     start: str | None,
     end: str | None,
     scores: str | None,
@@ -305,11 +336,14 @@ def backtest_cmd(
     """Replay a ruleset FILE, or one --rule added to the active ruleset, over past charges.
 
     The active ruleset (the baseline) runs on the feature set it was saved with; so does a --rule added to
-    it (--set, if given, must be that set).
+    it (--set, if given, must be that set). --against compares FILE with a stored version or another file
+    instead (a number is a version: write ./3 for a file named 3).
 
     \b
     Examples:
       payfm rules backtest examples/rules/radar_basics.rules
+      payfm rules backtest new.rules --against 2              # baseline: ruleset v2
+      payfm rules backtest new.rules --against old.rules      # baseline: another file
       payfm rules backtest --rule "block if :card.count_charges_1h: > 5" --from 2026-01-10
       payfm rules backtest --rule "block if :risk_score: >= 80" --model fraud-gbdt --from 2026-03-01
     """
@@ -317,6 +351,12 @@ def backtest_cmd(
         raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")
     if file is None and rule_text is None:
         raise ConfigError("Give a rules FILE to backtest, or --rule TEXT (one rule beside the active rules).")
+    if rule_text is not None and against is not None:
+        raise ConfigError(
+            "--against sets the baseline of a rules FILE; a --rule joins the active ruleset, which is its "
+            "baseline. Expected a FILE with --against, or --rule without it. Got --rule and --against "
+            f"{against}."
+        )
     ws = Workspace.open(ctx.obj["workspace"])
     if rule_text is not None:
         # on the active version's set, which it joins; --set given must be that set (a one-line error)
@@ -329,7 +369,10 @@ def backtest_cmd(
         text = _read(file)
         with _named(file):
             candidate = rulesets.compile_text(ws, text, set_name)
-    report, label = _run_backtest(ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days)
+    base = _against(ws, against, set_name) if against is not None else None
+    report, label = _run_backtest(
+        ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base
+    )
     print_report(report, label)
 
 
@@ -361,12 +404,128 @@ def apply(
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
         v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name)
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
+    _reload_hint(v)
+
+
+def _reload_hint(v: rulesets.RulesetVersion) -> None:
+    """What a running decision service does about a new active version (docs/serving.md, "Safe change")."""
+    console.print(
+        "A running decision service (`payfm serve`) keeps the ruleset it loaded until "
+        f"`POST /v1/admin/reload` (it picks up list changes itself, not a new version), which makes it serve "
+        f"v{v.version}; it answers 409 and keeps what it serves when it serves another feature set than "
+        f"'{v.feature_set}'.",
+        markup=False,
+        highlight=False,
+    )
+
+
+def _activated(what: str, v: rulesets.RulesetVersion, replaced: int | None) -> None:
+    was = f"replacing v{replaced}" if replaced is not None else "no ruleset was active"
+    console.print(
+        f"{what} ruleset v{v.version} (sha256 {v.sha256[:12]}, feature set '{v.feature_set}'); {was}.",
+        markup=False,
+        highlight=False,
+    )
+    _reload_hint(v)
+
+
+@rules.command(name="activate")
+@click.argument("version")
+@click.option("--note", default="", help="Why (kept in the activation log, `payfm rules history`).")
+@_window
+@click.pass_context
+def activate_cmd(
+    ctx: click.Context,
+    version: str,
+    note: str,
+    start: str | None,
+    end: str | None,
+    scores: str | None,
+    model_ref: str | None,
+    horizon_days: float | None,
+) -> None:
+    """Backtest stored VERSION against the active ruleset, print the change, then make it active.
+
+    VERSION (3 or v3; `payfm rules history` lists them) runs on the feature set it was saved with. It is
+    refused when it is already active or no longer compiles (a list it uses or a feature it reads is gone).
+    The activation log records who, when, the version replaced and --note.
+
+    \b
+    Example:
+      payfm rules activate 2 --note "v3 blocks too many good customers" --from 2026-02-01
+    """
+    number = _version(version)
+    if number is None:
+        raise ConfigError(f"VERSION must be a ruleset version number (3 or v3). Got '{version}'.")
+    rulesets.check_note(note)  # before the backtest, which may take a while
+    ws = Workspace.open(ctx.obj["workspace"])
+    v, candidate = rulesets.activatable(ws, number)
+    base = rulesets.baseline(ws)
+    report, label = _run_backtest(
+        ctx, ws, candidate, v.feature_set, start, end, scores, model_ref, horizon_days, base
+    )
+    print_report(report, label)
+    v = rulesets.activate(ws, v.version, note=note, replacing=base.version)
+    _activated("Activated", v, base.version)
+
+
+@rules.command(name="rollback")
+@click.option("--note", default="", help="Why (kept in the activation log, `payfm rules history`).")
+@_window
+@click.pass_context
+def rollback_cmd(
+    ctx: click.Context,
+    note: str,
+    start: str | None,
+    end: str | None,
+    scores: str | None,
+    model_ref: str | None,
+    horizon_days: float | None,
+) -> None:
+    """Undo the last activation: backtest the version active before it, print the change, make it active.
+
+    Rollbacks walk back through the activation log like an editor's undo: after v1, v2, v3 were made
+    active, `rollback` makes v2 active, a second one v1, and a third is refused (nothing before v1). An
+    activation made after a rollback is undone first; a rollback is never undone by another (make a
+    version active by number: `payfm rules activate VERSION`).
+
+    \b
+    Example:
+      payfm rules rollback --note "v4 blocks a merchant's whole traffic"
+    """
+    rulesets.check_note(note)
+    ws = Workspace.open(ctx.obj["workspace"])
+    point = rulesets.rollback_point(ws)
+    assert point.previous is not None  # rollback_point refuses an activation without one
+    v, candidate = rulesets.activatable(ws, point.previous)
+    console.print(
+        f"Rolling back activation #{point.id} ({point.at[:19]}, by {escaped(point.author)}): "
+        f"v{point.version} -> v{v.version}",
+        markup=False,
+        highlight=False,
+    )
+    base = rulesets.baseline(ws)
+    report, label = _run_backtest(
+        ctx, ws, candidate, v.feature_set, start, end, scores, model_ref, horizon_days, base
+    )
+    print_report(report, label)
+    v = rulesets.rollback(ws, note=note, to=v.version)
+    _activated("Rolled back to", v, base.version)
 
 
 @rules.command()
 @click.pass_context
 def history(ctx: click.Context) -> None:
-    """List every ruleset version, newest first."""
+    """List every ruleset version, then every activation (the activation log), newest first.
+
+    An activation says when, by whom and how (apply, activate, rollback of #N) a version was made active,
+    the version it replaced and its note; "rolled back by #N" marks one a rollback undid. `payfm rules
+    rollback` undoes the newest activation neither a rollback nor rolled back.
+
+    \b
+    Example:
+      payfm rules history
+    """
     ws = Workspace.open(ctx.obj["workspace"])
     current = rulesets.active(ws)
     table = Table(title="Ruleset versions")
@@ -378,6 +537,22 @@ def history(ctx: click.Context) -> None:
         author, note = Text(escaped(v.author)), Text(escaped(v.note, keep="\t\n"))
         table.add_row(str(v.version), is_active, v.created[:19], author, str(n), v.sha256[:12], note)
     console.print(table)
+    log = rulesets.activations(ws)
+    if not log:
+        before = f": v{current.version} was made active before activations were logged" if current else ""
+        console.print(f"No activation recorded{before}.", markup=False, highlight=False)
+        return
+    acts = Table(title="Activations, newest first")
+    for col in ("#", "at", "author", "version", "previous", "how", "note"):
+        acts.add_column(col)
+    for a in log:
+        how = f"rollback of #{a.rollback_of}" if a.rollback_of is not None else a.action
+        if a.undone_by is not None:
+            how += f", rolled back by #{a.undone_by}"
+        previous = str(a.previous) if a.previous is not None else "-"
+        author, note = Text(escaped(a.author)), Text(escaped(a.note, keep="\t\n"))
+        acts.add_row(str(a.id), a.at[:19], author, str(a.version), previous, how, note)
+    console.print(acts)
 
 
 @rules.command()

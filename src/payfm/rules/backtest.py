@@ -16,9 +16,10 @@ Every rule compiles to one SQL condition (:mod:`payfm.rules.compiler`); the whol
 DuckDB queries over the table, with no per-row Python. They run in a worker thread, so Ctrl-C or a SIGTERM
 interrupts them (see :func:`_interruptible`).
 
-Dollar amounts are ``amount_usd / 100``. The baseline is the active ruleset (or none: everything authorized),
-evaluated on the feature set it was saved with, as the decision service runs it: when that is not the
-candidate's set, its attributes come from a second table of the same charges, built from its own backfill.
+Dollar amounts are ``amount_usd / 100``. The baseline is the active ruleset (or none: everything authorized;
+or a stored version or another file: ``rules backtest --against``), a version evaluated on the feature set it
+was saved with, as the decision service runs it: when that is not the candidate's set, its attributes come
+from a second table of the same charges, built from its own backfill.
 
 Example (see docs/rules.md)::
 
@@ -488,6 +489,7 @@ def backtest(
     horizon: timedelta = DEFAULT_HORIZON,
     as_of: datetime | None = None,
     scores_source: str = "the scores table",
+    baseline_name: str = "The active ruleset",
 ) -> BacktestReport:
     """Backtest ``ruleset`` (on feature set ``fset``) against ``baseline`` on the charges of ``ws`` created in
     [start, end).
@@ -495,7 +497,8 @@ def backtest(
     The baseline runs on ``baseline_fset`` (default: ``fset``), the set it was saved with: two sets may define
     a feature of one name differently, and the decision service reads the baseline's own. Labels are those
     known ``as_of`` (default: the log's end), final once ``horizon`` has passed since the charge;
-    ``scores_source`` names the scores in error messages (the --scores file).
+    ``scores_source`` names the scores in error messages (the --scores file), ``baseline_name`` the baseline
+    (``rules backtest --against``: "Ruleset v2").
     """
     if start is not None and end is not None and start >= end:
         raise RuleError(
@@ -515,7 +518,7 @@ def backtest(
     # missing-scores warning) and the no-scores error then cover both rulesets.
     own_attrs = attrs if apart is None else ruleset.attributes() | (base_attrs & set(SCORE_ATTRIBUTES))
     readers = [r.name for r in ruleset.rules if ast.attributes(r.condition) & set(SCORE_ATTRIBUTES)]
-    needs = f"Rule '{readers[0]}'" if readers else "The active ruleset"
+    needs = f"Rule '{readers[0]}'" if readers else baseline_name
     scored = bool(attrs & set(SCORE_ATTRIBUTES))
     con = ws.connect()
 
@@ -543,7 +546,7 @@ def backtest(
                 scores=scores,
                 start=start,
                 end=end,
-                needs="The active ruleset",
+                needs=baseline_name,
                 scores_source=scores_source,
                 table=BASELINE,
                 labelled=False,

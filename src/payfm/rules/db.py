@@ -1,6 +1,9 @@
-"""The workspace's rules database: ``rules.db`` (SQLite), holding lists, their audit trail and rulesets.
+"""The workspace's rules database: ``rules.db`` (SQLite), holding lists, their audit trail, rulesets and the
+log of their activations.
 
 Every write runs in one transaction (``with connect(ws) as con``): it commits on a clean exit or rolls back.
+A write that first reads what it changes (the active ruleset, to log it as the previous one) takes the write
+lock at the start (``connect(ws, immediate=True)``), so no other writer slips in between.
 """
 
 from __future__ import annotations
@@ -31,17 +34,31 @@ CREATE TABLE IF NOT EXISTS rulesets (
 CREATE TABLE IF NOT EXISTS active_ruleset (
     id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL REFERENCES rulesets(version)
 );
+-- Every change of active_ruleset, written in its transaction. action: 'apply' (a version saved and made
+-- active), 'activate' (a stored version made active), 'rollback' (rollback_of: the activation it undid).
+-- previous: the version active before (NULL: none was). Workspaces made before this log have none of the
+-- activations made before it.
+CREATE TABLE IF NOT EXISTS ruleset_activations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, author TEXT NOT NULL,
+    version INTEGER NOT NULL REFERENCES rulesets(version), previous INTEGER REFERENCES rulesets(version),
+    note TEXT NOT NULL, action TEXT NOT NULL CHECK (action IN ('apply', 'activate', 'rollback')),
+    rollback_of INTEGER REFERENCES ruleset_activations(id)
+);
 """
 
 
 @contextmanager
-def connect(ws: Workspace) -> Iterator[sqlite3.Connection]:
-    """A connection to ``rules.db`` (created on first use); the block is one transaction."""
+def connect(ws: Workspace, *, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection to ``rules.db`` (created on first use); the block is one transaction. ``immediate``
+    takes the write lock at its start (``BEGIN IMMEDIATE``): what the block reads stays true until it
+    commits (another writer waits, up to the 10 s busy timeout)."""
     con = sqlite3.connect(ws.root / "rules.db", timeout=10.0)
     try:
         con.execute("PRAGMA foreign_keys = ON")
         con.executescript(SCHEMA)
         with con:
+            if immediate:
+                con.execute("BEGIN IMMEDIATE")
             yield con
     finally:
         con.close()

@@ -2,7 +2,13 @@
 
 ``check`` parses and type checks rule text against the attribute catalog of a feature set and the
 workspace's lists; ``save`` stores a checked text as the next version (with author, note, sha256) and can
-make it active; ``active``/``get``/``history`` read them back; ``load`` compiles a version for evaluation.
+make it active; ``active``/``get``/``history`` read them back; ``load_active`` compiles the active version
+for evaluation.
+
+Every change of the active version is logged (``activations``: when, author, version, the version before,
+note), in the transaction that makes it: ``save(..., activate=True)``, ``activate`` (a stored version) and
+``rollback``, which undoes the newest activation not undone yet, like an editor's undo: after v1, v2, v3,
+two rollbacks give v2 then v1 (see :func:`rollback_point`).
 
 Example:
     >>> import tempfile
@@ -12,14 +18,23 @@ Example:
     1
     >>> active(ws).text
     'block if :risk_score: >= 80'
+    >>> save(ws, "block if :risk_score: >= 70", author="ana", activate=True).version
+    2
+    >>> rollback(ws, note="too many blocks", author="bo").version
+    1
+    >>> [(a.version, a.previous, a.action) for a in activations(ws)]
+    [(1, 2, 'rollback'), (2, 1, 'apply'), (1, None, 'apply')]
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
+from payfm.errors import ConfigError
 from payfm.events.cards import contains_card_number
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
@@ -45,6 +60,32 @@ class RulesetVersion:
     text: str
     note: str
     feature_set: str
+
+
+@dataclass(frozen=True)
+class Activation:
+    """One change of the active ruleset, from the activation log (newest has the highest ``id``)."""
+
+    id: int
+    at: str  # when, ISO-8601 UTC (as a version's ``created``)
+    author: str
+    version: int  # the version made active
+    previous: int | None  # the version active before (None: none was)
+    note: str
+    action: str  # 'apply' (saved and made active), 'activate' (a stored version) or 'rollback'
+    rollback_of: int | None = None  # a rollback: the id of the activation it undid
+    undone_by: int | None = None  # the id of the rollback that undid this activation (None: not undone)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """What a backtest compares a candidate with: a compiled ruleset (None: everything is authorized), the
+    feature set it runs on, and how a report names it ("active ruleset v3", "ruleset v2")."""
+
+    ruleset: Ruleset | None
+    feature_set: str
+    label: str
+    version: int | None = None  # the stored version (None: none active, or a ruleset from a file)
 
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -223,20 +264,21 @@ def save(
     set_name: str = DEFAULT_FEATURE_SET,
     at: datetime | None = None,
 ) -> RulesetVersion:
-    """Check ``text`` and store it as the next version (made active with ``activate``)."""
+    """Check ``text`` and store it as the next version (made active with ``activate``, which the activation
+    log records with the same time, author and note)."""
     check(ws, text, set_name)
     check_note(note, author)
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
-    with connect(ws) as con:
+    with connect(ws, immediate=activate) as con:
         row = con.execute("SELECT coalesce(max(version), 0) FROM rulesets").fetchone()
         version = int(row[0]) + 1
         con.execute(
             "INSERT INTO rulesets VALUES (?, ?, ?, ?, ?, ?, ?)",
             (version, when, who, digest, text, note, set_name),
         )
-        if activate:
-            con.execute("INSERT OR REPLACE INTO active_ruleset (id, version) VALUES (1, ?)", (version,))
+        if activate:  # logged with the version's own note: why this version
+            _switch(con, version, action="apply", note=note, who=who, when=when)
     return RulesetVersion(version, when, who, digest, text, note, set_name)
 
 
@@ -245,8 +287,11 @@ def _row(r: tuple[object, ...]) -> RulesetVersion:
 
 
 def get(ws: Workspace, version: int) -> RulesetVersion:
+    """Stored version ``version`` (a RuleError saying which versions exist when it does not)."""
     with connect(ws) as con:
-        r = con.execute("SELECT * FROM rulesets WHERE version = ?", (version,)).fetchone()
+        # past SQLite's 64-bit integers no version exists (binding one would raise OverflowError)
+        fits = -(2**63) <= version < 2**63
+        r = con.execute("SELECT * FROM rulesets WHERE version = ?", (version,)).fetchone() if fits else None
         if r is None:
             last = con.execute("SELECT max(version) FROM rulesets").fetchone()[0]
             have = f"versions 1 to {last}" if last else "no versions yet"
@@ -263,12 +308,244 @@ def active(ws: Workspace) -> RulesetVersion | None:
         return _row(r) if r else None
 
 
-def activate(ws: Workspace, version: int) -> RulesetVersion:
-    """Make an existing version active again (a rollback)."""
+def compile_version(ws: Workspace, v: RulesetVersion) -> Ruleset:
+    """Version ``v`` compiled as the decision service loads it: on the feature set it was saved with, with the
+    lists' current contents, its text checked as saved (the checks added since it was saved skipped).
+
+    Text that no longer compiles (a list it uses is gone, its feature set no longer holds a feature it reads
+    or no longer exists) raises a :class:`RuleError` naming the version.
+    """
+    try:
+        return compile_text(ws, v.text, v.feature_set, values=False)
+    except RuleError as e:
+        raise RuleError(
+            f"Ruleset v{v.version} no longer compiles on its feature set '{v.feature_set}': {e}"
+        ) from None
+    except ConfigError as e:  # its feature set is gone (a workspace's set, deleted or unreadable)
+        raise RuleError(f"Ruleset v{v.version} no longer compiles: {e}") from None
+
+
+def baseline(ws: Workspace, version: int | None = None) -> Baseline:
+    """The baseline of a backtest: stored version ``version`` (default: the active one; none active:
+    everything authorized), compiled on the feature set it was saved with (:func:`compile_version`), as the
+    decision service runs it.
+
+    Example:
+        >>> import tempfile
+        >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+        >>> baseline(ws).label
+        'no active ruleset (everything authorized)'
+        >>> v = save(ws, "block if :amount_usd: > 500", author="ana")
+        >>> baseline(ws, v.version).label
+        'ruleset v1'
+    """
+    if version is None:
+        v = active(ws)
+        if v is None:
+            return Baseline(None, DEFAULT_FEATURE_SET, "no active ruleset (everything authorized)")
+        return Baseline(compile_version(ws, v), v.feature_set, f"active ruleset v{v.version}", v.version)
     v = get(ws, version)
+    return Baseline(compile_version(ws, v), v.feature_set, f"ruleset v{v.version}", v.version)
+
+
+def _already_active(version: int) -> RuleError:
+    return RuleError(
+        f"Ruleset v{version} is already active; nothing changed. Expected another version "
+        "(`payfm rules history` lists them)."
+    )
+
+
+def activatable(ws: Workspace, version: int) -> tuple[RulesetVersion, Ruleset]:
+    """Stored version ``version`` and its compiled ruleset (:func:`compile_version`), when it can be made
+    active: a :class:`RuleError` when it does not exist, is the active one or no longer compiles. What
+    ``rules activate`` checks before its backtest; :func:`activate` checks it again."""
+    v = get(ws, version)
+    current = active(ws)
+    if current is not None and current.version == v.version:
+        raise _already_active(v.version)
+    return v, compile_version(ws, v)
+
+
+def _switch(
+    con: sqlite3.Connection,
+    version: int,
+    *,
+    action: str,
+    note: str,
+    who: str,
+    when: str,
+    rollback_of: int | None = None,
+    replacing: int | None = None,
+) -> int | None:
+    """Make ``version`` active and log it, in ``con``'s transaction (begun immediate: what it reads holds);
+    returns the version active before."""
+    row = con.execute("SELECT version FROM active_ruleset WHERE id = 1").fetchone()
+    previous = int(row[0]) if row is not None else None
+    if previous == version:
+        raise _already_active(version)
+    if replacing is not None and previous != replacing:
+        now = f"v{previous}" if previous is not None else "none"
+        raise RuleError(
+            f"The active ruleset changed meanwhile: expected v{replacing} (what the change was compared "
+            f"with) to be active. Got {now}; nothing changed. Run the command again."
+        )
+    con.execute("INSERT OR REPLACE INTO active_ruleset (id, version) VALUES (1, ?)", (version,))
+    con.execute(
+        "INSERT INTO ruleset_activations (at, author, version, previous, note, action, rollback_of) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (when, who, version, previous, note, action, rollback_of),
+    )
+    return previous
+
+
+def activate(
+    ws: Workspace,
+    version: int,
+    *,
+    note: str = "",
+    author: str | None = None,
+    at: datetime | None = None,
+    replacing: int | None = None,
+) -> RulesetVersion:
+    """Make stored version ``version`` active (an earlier one: a rollback by number), logging who, when,
+    why (``note``) and the version it replaces in the activation log, in the same transaction.
+
+    Refused with a :class:`RuleError` (nothing changes) when ``version`` does not exist, is already active
+    or no longer compiles (:func:`compile_version`: the decision service could not load it); with
+    ``replacing``, also when that version is not the active one any more (the caller compared against it).
+    A running decision service serves the new version after ``POST /v1/admin/reload``.
+
+    Example:
+        >>> import tempfile
+        >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+        >>> for t in ("block if :amount_usd: > 500", "block if :amount_usd: > 900"):
+        ...     _ = save(ws, t, author="ana", activate=True)
+        >>> activate(ws, 1, note="v2 let card testing through", author="bo").version
+        1
+        >>> activations(ws)[0].previous
+        2
+    """
+    check_note(note, author)
+    activatable(ws, version)  # before the write lock: compiling reads the lists
+    with connect(ws, immediate=True) as con:
+        _switch(
+            con,
+            version,
+            action="activate",
+            note=note,
+            who=author or default_author(),
+            when=now_iso(at),
+            replacing=replacing,
+        )
+    return get(ws, version)
+
+
+def _activation(r: tuple[Any, ...]) -> Activation:
+    id_, at, author, version, previous, note, action, rollback_of = r
+    return Activation(
+        int(id_), str(at), str(author), int(version), previous, str(note), str(action), rollback_of
+    )
+
+
+def _read_activations(con: sqlite3.Connection) -> list[Activation]:
+    rows = con.execute(
+        "SELECT id, at, author, version, previous, note, action, rollback_of FROM ruleset_activations "
+        "ORDER BY id DESC"
+    )
+    log = [_activation(r) for r in rows]
+    undone = {a.rollback_of: a.id for a in log if a.rollback_of is not None}
+    return [replace(a, undone_by=undone.get(a.id)) for a in log]
+
+
+def activations(ws: Workspace) -> list[Activation]:
+    """The activation log, newest first: every change of the active ruleset since the workspace's
+    ``rules.db`` has the log (``undone_by``: the rollback that undid an activation)."""
     with connect(ws) as con:
-        con.execute("INSERT OR REPLACE INTO active_ruleset (id, version) VALUES (1, ?)", (version,))
-    return v
+        return _read_activations(con)
+
+
+def _undo_point(log: list[Activation], current: RulesetVersion | None) -> Activation:
+    if current is None:
+        raise RuleError(
+            "There is no active ruleset to roll back. Expected one made active by `payfm rules apply FILE` "
+            "or `payfm rules activate VERSION`."
+        )
+    point = next((a for a in log if a.rollback_of is None and a.undone_by is None), None)
+    if point is None or point.version != current.version or point.previous is None:
+        if point is not None and point.version == current.version:
+            why = f"records no version active before it (its activation #{point.id} was the first)"
+        elif point is None and log:
+            why = "holds no activation left to undo (the rollbacks undid every one)"
+        else:
+            why = "records no activation of it (it was made active before activations were logged)"
+        raise RuleError(
+            f"Cannot roll back: ruleset v{current.version} is active, and the activation log {why}. "
+            "Make a version active by number: `payfm rules activate VERSION` (`payfm rules history` lists "
+            "them)."
+        )
+    return point
+
+
+def rollback_point(ws: Workspace) -> Activation:
+    """The activation a rollback undoes now: the newest one that is neither a rollback nor undone by one.
+    It made the active version active; a rollback makes its ``previous`` active again.
+
+    So rollbacks walk back like an editor's undo, never redo: after activations of v1, v2, v3, a rollback
+    undoes v3's (v2 active), the next one v2's (v1 active), and a third is refused (v1's had no previous).
+    An activation after a rollback (``apply``, ``activate``) is undone first. A :class:`RuleError` when
+    there is no active ruleset, or the log holds nothing to undo for it.
+    """
+    with connect(ws) as con:
+        log = _read_activations(con)
+    return _undo_point(log, active(ws))
+
+
+def rollback(
+    ws: Workspace,
+    *,
+    note: str = "",
+    author: str | None = None,
+    at: datetime | None = None,
+    to: int | None = None,
+) -> RulesetVersion:
+    """Undo the activation of :func:`rollback_point`: make the version active before it active again,
+    logged as a ``rollback`` of it (with ``note`` and ``author``). Returns the version now active.
+
+    Refused with a :class:`RuleError` (nothing changes) where :func:`rollback_point` is, when that version
+    no longer compiles, or, with ``to`` (the version the caller compared, e.g. backtested), when the
+    rollback would now make another version active (the log changed meanwhile).
+    """
+    check_note(note, author)
+
+    def moved(now: Activation, target: int) -> RuleError:
+        return RuleError(
+            f"The activation log changed meanwhile: a rollback now makes v{now.previous} active. "
+            f"Expected v{target}; nothing changed. Run the command again."
+        )
+
+    point = rollback_point(ws)
+    assert point.previous is not None  # _undo_point refuses an activation without one
+    target = to if to is not None else point.previous
+    if point.previous != target:
+        raise moved(point, target)
+    activatable(ws, target)  # before the write lock: compiling reads the lists
+    with connect(ws, immediate=True) as con:
+        current = con.execute(
+            "SELECT r.* FROM active_ruleset a JOIN rulesets r USING (version) WHERE a.id = 1"
+        ).fetchone()
+        now = _undo_point(_read_activations(con), _row(current) if current else None)
+        if now.previous != target:
+            raise moved(now, target)
+        _switch(
+            con,
+            target,
+            action="rollback",
+            note=note,
+            who=author or default_author(),
+            when=now_iso(at),
+            rollback_of=now.id,
+        )
+    return get(ws, target)
 
 
 def history(ws: Workspace) -> list[RulesetVersion]:
