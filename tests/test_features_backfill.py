@@ -231,3 +231,14 @@ def test_a_backfill_stopped_by_sigterm_leaves_nothing_behind(
     backfill(ws, bench_set())
     assert not stray.exists() and live.exists()
     assert not list(temp.glob("payfm-spill-*"))
+
+
+def test_a_backfill_out_of_duckdb_memory_names_the_limit_and_leaves_nothing(tmp_path: Path) -> None:
+    from payfm.errors import ConfigError
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(iter(random_log(8, 20_000).items()), "replace")
+    said = r"ran out of memory under --memory-limit 2MB \(.*larger --memory-limit"
+    with pytest.raises(ConfigError, match=said):
+        backfill(ws, default_set(), memory_limit="2MB", engine="duckdb")
+    assert list((ws.root / "features").iterdir()) == []

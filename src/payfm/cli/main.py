@@ -41,6 +41,14 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PayfmError as e:  # a message never echoes a card number, whatever it quotes
             raise click.ClickException(redact_card_numbers(str(e))) from None
+        except RuntimeError as e:
+            # DuckDB turns a signal that arrives during a query (Ctrl-C's KeyboardInterrupt, SIGTERM's
+            # SystemExit) into RuntimeError('Query interrupted'): stop as the signal would have.
+            if str(e) != DUCKDB_INTERRUPTED:
+                raise
+            if _signalled:
+                raise SystemExit(128 + _signalled[-1]) from None
+            raise click.Abort() from None
         except click.NoSuchOption as e:  # `payfm summary -w DIR`: say where the workspace option goes
             if e.option_name not in ("-w", "--workspace") or e.ctx is None:
                 raise click.NoSuchOption(
@@ -101,7 +109,12 @@ cli.add_command(serve)
 cli.add_command(replay)
 
 
+DUCKDB_INTERRUPTED = "Query interrupted"  # the message of DuckDB's error for a query a signal interrupted
+_signalled: list[int] = []  # SIGTERM, once received (DuckDB's error for the query it ended does not say)
+
+
 def _terminate(signum: int, _frame: object) -> None:
+    _signalled.append(signum)
     raise SystemExit(128 + signum)
 
 

@@ -424,6 +424,13 @@ def _backfill(
             writer = None
         os.replace(tmp, path)
         log.info("backfill: %d rows written to %s", rows, path)
+    except duckdb.OutOfMemoryException as e:
+        said = str(e).splitlines()[0].removeprefix("Out of Memory Error: ")
+        raise ConfigError(
+            f"The backfill's DuckDB queries ran out of memory under --memory-limit {memory_limit} ({said}). "
+            "DuckDB spills to disk beyond the limit, but some steps must fit in it: give a larger "
+            "--memory-limit (memory_limit in Python; default 6GB)."
+        ) from None
     finally:
         pool.shutdown(wait=True)
         if writer is not None:

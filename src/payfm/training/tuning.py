@@ -35,7 +35,9 @@ def tune(
     takes them over what the search space draws (a parameter given with ``--param`` is not tuned away)."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs a trial that raised (a Ctrl-C, a user error of the model) with its traceback at WARNING,
+    # then re-raises it: the error reaches the caller (the CLI's one line) without the log.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     cls = model_class(kind)
     base = dict(base_params or {})
 

@@ -1,0 +1,76 @@
+"""A signal that stops a command ends it as the signal says, without a traceback: Ctrl-C is "Aborted!" and
+exit 1, SIGTERM exit 143, also when it lands in a DuckDB query (which reports either as RuntimeError('Query
+interrupted')) or in an Optuna trial (which logged the trial's traceback before re-raising)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from payfm.errors import ConfigError
+from payfm.training import tuning
+
+# A command that runs DuckDB queries without end and signals its own process while they run.
+_ENDLESS_QUERY = textwrap.dedent(
+    """
+    import os, signal, sys, threading
+    import click, duckdb
+    from payfm.cli.main import cli, main
+
+    SIG = getattr(signal, sys.argv[1])
+
+    @cli.command("endless")
+    def endless() -> None:
+        con = duckdb.connect()
+        threading.Timer(0.5, os.kill, (os.getpid(), SIG)).start()
+        while True:  # queries of about a second: Ctrl-C ends one at once, SIGTERM at its end (DuckDB)
+            con.execute("SELECT count(*) FROM range(100000000) r WHERE r.range % 7 = 3").fetchall()
+
+    sys.argv = ["payfm", "endless"]
+    main()
+    """
+)
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 1), ("SIGTERM", 128 + signal.SIGTERM)])
+def test_a_signal_during_a_duckdb_query_stops_the_command_without_a_traceback(sig: str, code: int) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _ENDLESS_QUERY, sig],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        # a child of a shell's background job starts with SIGINT ignored; the test needs Python's handler
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and "Query interrupted" not in proc.stderr
+    assert proc.stderr.strip() == ("Aborted!" if sig == "SIGINT" else "")
+
+
+def test_a_failed_tuning_trial_raises_without_optunas_traceback(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    class Refuses:
+        @staticmethod
+        def search_space(trial: object) -> dict[str, object]:
+            return {}
+
+        def __init__(self, **params: object) -> None:
+            pass
+
+        def fit(self, *args: object) -> Refuses:
+            raise ConfigError("gbdt.num_leaves must be at least 2. Got 1.")
+
+    monkeypatch.setattr(tuning, "model_class", lambda kind: Refuses)
+    X, y = np.zeros((4, 1)), np.array([0, 1, 0, 1])
+    with pytest.raises(ConfigError, match="num_leaves"):
+        tuning.tune("gbdt", X, y, None, X, y, trials=3)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Trial 0 failed" not in err
