@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from rich.console import Console
 
+from payfm.cli.evaluate import comparison_table
 from payfm.errors import ConfigError
 from payfm.evaluation import PROTECTION, EvaluationError, Preset, compare, evaluate_predictions
 from payfm.evaluation import report as report_module
@@ -99,6 +101,10 @@ def test_the_report_explains_every_slice_threshold_and_the_top_tie() -> None:
     titles = re.findall(r"<h3>([^<]*)</h3>", page)
     assert titles and all("ties 60 charges (3.00% of charges &gt; the 1% budget)" in t for t in titles)
     assert "0.950 (top tie: 3.00% blocked)" in page
+    # the terminal table of `payfm evaluate` and `payfm demo` marks it alike
+    with Console(width=200, record=True) as console:
+        console.print(comparison_table([evaluate_predictions(_plateau(), name="gbdt", bootstrap=0)], "t"))
+    assert "0.950 (top tie: 3.00% blocked)" in console.export_text()
     assert "gbdt, maximize protection: the top score 1.0000 ties 60 charges" in page
     # a fixed threshold no score reaches flags nothing, and says so instead of a bare "threshold -"
     r = evaluate_predictions(_plateau(), name="gbdt", bootstrap=0, thresholds=[Preset("prod", "fixed", 1.5)])

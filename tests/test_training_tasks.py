@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -187,6 +187,18 @@ def test_score_window_scores_the_window_with_the_registered_model(ws: Workspace,
     )
     with pytest.raises(Exception, match="timezone-aware"):
         score_window(ws, "fraud-gbdt", start.replace(tzinfo=None))
+    # ISO text: a date is its midnight UTC, a time keeps its offset; a naive time or a wrong type is refused
+    day = start.date().isoformat()
+    midnight = datetime.combine(start.date(), time(), tzinfo=UTC)
+    by_text = score_window(ws, "fraud-gbdt@1", day, end.isoformat())
+    assert by_text.equals(score_window(ws, "fraud-gbdt@1", midnight, end))
+    assert by_text.num_rows == sum(midnight <= c < end for c in created)  # from the day's midnight
+    with pytest.raises(ConfigError, match="'start' of the scoring window must be timezone-aware"):
+        score_window(ws, "fraud-gbdt", f"{day}T12:00:00")
+    with pytest.raises(ConfigError, match=r"'end' of the scoring window must be a date .* Got '15/02/2023'"):
+        score_window(ws, "fraud-gbdt", None, "15/02/2023")
+    with pytest.raises(ConfigError, match=r"must be a datetime or ISO text\. Got int 20230215"):
+        score_window(ws, "fraud-gbdt", 20230215)  # type: ignore[arg-type]
 
 
 def test_cli_train_registers_candidates_and_prints_a_comparison(tmp_path: Path, ws: Workspace) -> None:

@@ -27,7 +27,8 @@ def population(results: Sequence[Any]) -> str:
 
 def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
     """The models side by side (best AP first), as ``payfm evaluate`` and ``payfm demo`` print them; a metric
-    without a value (NaN: precision at a 1% block rate when the top tie group exceeds it) shows "-"."""
+    without a value shows "-"; a precision at a 1% block rate measured over budget (the top tie group alone
+    exceeds it) says on what share, as the report does."""
     table = Table(title=title, caption=population(results))
     for col in ("model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", "ECE", "immature"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -37,7 +38,7 @@ def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
             f"{cell(row.average_precision)} [{cell(row.ap_low)}, {cell(row.ap_high)}]",
             cell(row.roc_auc),
             cell(row.recall_at_1pct_fpr),
-            cell(row.precision_at_1pct_block),
+            row.at_1pct_block(cell),
             cell(row.ece, ".4f"),
             f"{row.immature:,}",
         )

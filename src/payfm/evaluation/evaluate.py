@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -329,6 +329,19 @@ class ComparisonRow:
     ece: float
     evaluated: int
     immature: int
+
+    def at_1pct_block(self, number: Callable[[float], str]) -> str:
+        """The precision at a 1% block rate as a table shows it (``number`` formats it), marked with the
+        share it was measured on when the top tie group alone is over the budget (the report, the CLI).
+
+        >>> row = ComparisonRow("m", *[0.5] * 6, 0.0242, 0.5, 0.01, 100, 0)
+        >>> row.at_1pct_block(lambda x: f"{x:.3f}")
+        '0.500 (top tie: 2.42% blocked)'
+        """
+        shown, share = number(self.precision_at_1pct_block), self.block_rate_at_1pct_block
+        if share > 0.01 * (1 + 1e-12):  # as metrics.over_budget
+            return f"{shown} (top tie: {share:.2%} blocked)"
+        return shown
 
 
 def compare(results: Sequence[EvaluationResult]) -> list[ComparisonRow]:

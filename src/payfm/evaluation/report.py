@@ -30,7 +30,7 @@ from typing import Any
 from payfm import __version__
 from payfm.errors import ConfigError
 from payfm.evaluation.checks import EvaluationError
-from payfm.evaluation.evaluate import ComparisonRow, EvaluationResult, compare
+from payfm.evaluation.evaluate import EvaluationResult, compare
 from payfm.evaluation.slices import SliceRow
 from payfm.evaluation.template import PAGE
 from payfm.events.workspace import fsync_dir, json_ready, synced_temp
@@ -72,13 +72,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], best: int | Non
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _at_1pct_block(c: ComparisonRow) -> str:
-    # over the budget only when the top tie group alone exceeds 1%: say what share the precision is of
-    if c.block_rate_at_1pct_block > 0.01 * (1 + 1e-12):
-        return f"{_f(c.precision_at_1pct_block)} (top tie: {c.block_rate_at_1pct_block:.2%} blocked)"
-    return _f(c.precision_at_1pct_block)
-
-
 def _comparison(results: Sequence[EvaluationResult]) -> str:
     rows = [
         [
@@ -86,7 +79,7 @@ def _comparison(results: Sequence[EvaluationResult]) -> str:
             f"{_f(c.average_precision)} [{_f(c.ap_low)}, {_f(c.ap_high)}]",
             _f(c.roc_auc),
             _f(c.recall_at_1pct_fpr),
-            _at_1pct_block(c),
+            c.at_1pct_block(_f),
             _f(c.card_precision_at_k),
             _f(c.ece, ".4f"),
             f"{c.evaluated:,}",

@@ -38,8 +38,27 @@ SCORE_COLUMNS = (
 _CHUNK = 200_000  # rows scored at a time, to bound memory on big windows
 
 
-def _utc(t: datetime | None, who: str) -> datetime | None:
-    if t is not None and t.tzinfo is None:
+def _utc(t: datetime | str | None, who: str) -> datetime | None:
+    """A bound of the scoring window: an aware datetime, or ISO text (``2026-03-01``: that day's midnight
+    UTC; a time must carry its offset, ``2026-03-01T12:00:00+00:00``)."""
+    if t is None:
+        return None
+    if isinstance(t, str):
+        text = t
+        try:
+            t = datetime.fromisoformat(text)
+        except ValueError:
+            raise ConfigError(
+                f"The '{who}' of the scoring window must be a date (YYYY-MM-DD) or an ISO time with its "
+                f"offset. Got {text!r}."
+            ) from None
+        if t.tzinfo is None and len(text) <= 10:  # a bare date: its midnight, UTC
+            t = t.replace(tzinfo=UTC)
+    if not isinstance(t, datetime):
+        raise ConfigError(
+            f"The '{who}' of the scoring window must be a datetime or ISO text. Got {type(t).__name__} {t!r}."
+        )
+    if t.tzinfo is None:
         raise ConfigError(
             f"The '{who}' of the scoring window must be timezone-aware (UTC). Got {t.isoformat()}."
         )
@@ -49,14 +68,16 @@ def _utc(t: datetime | None, who: str) -> datetime | None:
 def score_window(
     ws: Workspace,
     model_ref: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
     *,
     fset: FeatureSet | None = None,
     as_of: datetime | None = None,
     horizon: timedelta | None = None,
 ) -> pa.Table:
     """Score every labelled entity of the model's task created in [start, end) with a registered model.
+
+    ``start`` and ``end`` are aware datetimes or ISO text (a date is its midnight, UTC).
 
     ``model_ref`` is ``name`` (its production version, else the latest), ``name@<version>`` or
     ``name@<stage>``. The model's content hash and feature set are checked at load. ``fset`` defaults to the
