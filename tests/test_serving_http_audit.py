@@ -87,7 +87,7 @@ def test_json_nested_past_the_parser_is_a_422_on_every_endpoint(client: TestClie
 
 def test_a_body_that_is_not_an_object_says_what_it_is(client: TestClient) -> None:
     for path in ("/v1/charges/score", *OUTCOME_PATHS):
-        for body, kind in ((b"[1]", "a list"), (b'"x"', "a string"), (b"null", "null")):
+        for body, kind in ((b"[1]", "a list"), (b'"x"', "a string"), (b"null", "null"), (b"", "none")):
             err = error(client.post(path, content=body, headers=JSON), 422)
             assert err["message"] == f"The body must be a JSON object. Got {kind}.", (path, err)
             assert err["type"] == "InvalidInput" and err["field"] is None

@@ -69,6 +69,11 @@ def _not_json(why: str) -> InvalidInput:
     return InvalidInput(f"The body is not valid JSON ({why}).")
 
 
+def _no_body() -> InvalidInput:
+    """The 422 of a request without a body, the same on every endpoint."""
+    return InvalidInput("The body must be a JSON object. Got none.")
+
+
 def _why_not_json(e: BaseException) -> str:
     if isinstance(e, json.JSONDecodeError):
         return f"{e.msg} at character {e.pos}"
@@ -115,6 +120,8 @@ class ScoreEndpoint:
         try:
             if not key_checked:
                 await self.authorize(authorization)
+            if not body:  # as FastAPI's endpoints answer a request without a body
+                raise _no_body()
             try:
                 charge = json.loads(body)
             except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser goes
@@ -462,7 +469,7 @@ def create_app(
             return _payfm_error(_not_json(f"{why} at character {loc[-1] if loc else '?'}"))
         if tuple(where) == ("body",):  # the body as a whole: not an object, or none at all
             if first.get("type") == "missing":
-                return _payfm_error(InvalidInput("The body must be a JSON object. Got none."))
+                return _payfm_error(_no_body())
             return _payfm_error(_not_object(first.get("input")))
         return _error(422, "InvalidInput", _field_problem(field, first, msg), field)
 

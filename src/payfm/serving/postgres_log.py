@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -35,6 +36,20 @@ SCHEMA = [
 ]
 
 
+# The advisory lock (a 64-bit key of payfm's own) under which a log creates its schema and tables.
+_SCHEMA_LOCK = 0x7061_7966_6D5F_6C67  # "payfm_lg"
+
+
+def _said(e: Exception, url: str) -> str:
+    """psycopg's message on one line (it spans lines: the cause, then a hint), without the URL's password."""
+    said = " ".join(str(e).split()) or type(e).__name__
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # not a URL psycopg could have read a password from either
+        password = None
+    return said.replace(password, "***") if password else said
+
+
 class PostgresDecisionLog(DecisionLog):
     """``PostgresDecisionLog("postgresql://user@host:5432/db")``."""
 
@@ -49,10 +64,12 @@ class PostgresDecisionLog(DecisionLog):
             first = self._connect()
         except psycopg.OperationalError as e:
             raise ConfigError(
-                f"The PostgreSQL decision log at {shown_url(url)} is not reachable: "
-                f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}"
+                f"The PostgreSQL decision log at {shown_url(url)} is not reachable: {_said(e, url)}"
             ) from None
-        with first as con:
+        with first as con, con.transaction():
+            # Servers started together on a new database would race on CREATE ... IF NOT EXISTS (a unique
+            # violation in the catalog): the first takes the lock and creates, the others find the tables.
+            con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
             for stmt in SCHEMA:
                 con.execute(stmt)
             con.execute(
@@ -63,7 +80,9 @@ class PostgresDecisionLog(DecisionLog):
     def _connect(self) -> psycopg.Connection[Any]:
         con = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
         if self.schema:
-            con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                con.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             con.execute(f'SET search_path TO "{self.schema}"')
         if self.durability == "os":
             con.execute("SET synchronous_commit = off")
