@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -29,6 +30,9 @@ from payfm.events.query import run_sql
 from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace
+
+if TYPE_CHECKING:
+    from payfm.synth import WorldConfig
 
 
 def _workspace(ctx: click.Context, create: bool = False) -> Workspace:
@@ -50,7 +54,8 @@ def _created_workspace(ctx: click.Context) -> Iterator[Workspace]:
 
 
 def parse_mix(text: str | None) -> dict[str, float] | None:
-    """Parse ``stolen_card=2,card_testing=1`` into weights; None when not given."""
+    """Parse ``stolen_card=2,card_testing=1`` into weights; None when not given. The weights themselves
+    (finite, >= 0, a positive total) are checked by WorldConfig."""
     if not text:
         return None
     mix: dict[str, float] = {}
@@ -59,12 +64,46 @@ def parse_mix(text: str | None) -> dict[str, float] | None:
         try:
             if not sep:
                 raise ValueError
-            mix[name.strip()] = float(value)
+            weight = float(value)
         except ValueError:
             raise ConfigError(
                 f"The '--mix' option must be a list like 'stolen_card=2,card_testing=1'. Got {part!r}."
             ) from None
+        if name.strip() in mix:  # a second weight would silently replace the first
+            raise ConfigError(f"The '--mix' option must name each scenario once. Got {name.strip()!r} twice.")
+        mix[name.strip()] = weight
     return mix
+
+
+def world_config(
+    charges: int,
+    days: int,
+    seed: int,
+    start: datetime,
+    fraud_rate: float,
+    mix: dict[str, float] | None,
+) -> WorldConfig:
+    """The WorldConfig of these option values; a ConfigError naming the option (not the field) otherwise."""
+    from payfm.synth import WorldConfig
+
+    try:
+        config = WorldConfig(charges=charges, days=days, seed=seed, start=start, fraud_rate=fraud_rate)
+        if mix is not None:
+            config = dataclasses.replace(config, scenario_mix=mix)
+    except ValueError as e:  # the library names its parameters ("The 'days' of WorldConfig"); say the options
+        message = re.sub(
+            r"The '(\w+)' of WorldConfig", lambda m: f"--{m.group(1).replace('_', '-')}", str(e)
+        ).replace("--scenario-mix", "--mix")
+        raise ConfigError(message) from None
+    return config
+
+
+def write_world(ws: Workspace, config: WorldConfig) -> dict[str, int]:
+    """Generate the world of ``config`` into ``ws`` (replacing its contents), with a progress bar."""
+    from payfm.synth import generate_world
+
+    with progress_bar("generating days", config.days) as update:
+        return ws.write_stream(generate_world(config, progress=update), mode="replace")
 
 
 def generate_into(
@@ -77,31 +116,19 @@ def generate_into(
     mix: dict[str, float] | None,
 ) -> dict[str, int]:
     """Generate a synthetic world into ``ws`` (replacing its contents), with a progress bar."""
-    from payfm.synth import WorldConfig, generate_world
-
-    try:
-        config = WorldConfig(charges=charges, days=days, seed=seed, start=start, fraud_rate=fraud_rate)
-        if mix is not None:
-            config = dataclasses.replace(config, scenario_mix=mix)
-    except ValueError as e:  # the library names its parameters; say the options
-        message = re.sub(
-            r"The '(\w+)' of WorldConfig", lambda m: f"--{m.group(1).replace('_', '-')}", str(e)
-        ).replace("--scenario-mix", "--mix")
-        raise ConfigError(message) from None
-    with progress_bar("generating days", days) as update:
-        return ws.write_stream(generate_world(config, progress=update), mode="replace")
+    return write_world(ws, world_config(charges, days, seed, start, fraud_rate, mix))
 
 
 @click.command()
 @click.option("--charges", default=1_000_000, show_default=True, help="Approximate number of charges.")
-@click.option("--days", default=120, show_default=True, help="Days of history.")
+@click.option("--days", default=120, show_default=True, help="Days of history, 1 to 3660 (ten years).")
 @click.option("--seed", default=0, show_default=True, help="Random seed: the same seed gives the same world.")
 @click.option(
     "--start",
     default="2026-01-01",
     show_default=True,
     type=click.DateTime(formats=["%Y-%m-%d"]),
-    help="First day (UTC).",
+    help="First day (UTC), from 1970-01-03; the world (--start + --days) must end by 2100-01-01.",
 )
 @click.option("--fraud-rate", default=0.003, show_default=True, help="Share of charges that are fraud.")
 @click.option(
@@ -125,6 +152,8 @@ def generate(
     Example:
       payfm generate --charges 200000 --days 30 --seed 7
     """
+    # the option values first (nothing created or read yet), then the workspace
+    config = world_config(charges, days, seed, start.replace(tzinfo=UTC), fraud_rate, parse_mix(mix))
     with _created_workspace(ctx) as ws:
         if not replace and ws.count("charges"):
             raise ConfigError(
@@ -132,7 +161,7 @@ def generate(
                 "Pass --replace to replace them, or choose another --workspace."
             )
         t0 = time.perf_counter()
-        rows = generate_into(ws, charges, days, seed, start.replace(tzinfo=UTC), fraud_rate, parse_mix(mix))
+        rows = write_world(ws, config)
     elapsed = time.perf_counter() - t0
     n = rows.get("charges", 0)
     console.print(

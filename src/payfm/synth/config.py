@@ -11,12 +11,22 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from types import MappingProxyType
 
-from payfm.events.schema import SCENARIOS
+from payfm.events.schema import SCENARIOS, TIME_MAX_US
+
+# The longest world, in days: ten years. Every day has a fixed cost, however few its charges (100,000 days of
+# the default world ran for minutes, into the year 2299).
+MAX_DAYS = 3_660
+# Event times lie in [1970-01-01, 2100-01-01) (imports and the decision service refuse others), and so do the
+# world's: it starts two days into 1970, as a takeover changes credentials up to 36 h before its first charge,
+# and ends (``start + days``: every time it emits is before its end) at the latest when 2100 begins.
+EARLIEST_START = datetime(1970, 1, 3, tzinfo=UTC)
+LATEST_END = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=TIME_MAX_US)
 
 # Share of the fraud charges each scenario contributes by default (normalised on construction).
 DEFAULT_SCENARIO_MIX: Mapping[str, float] = MappingProxyType(
@@ -54,6 +64,10 @@ class WorldConfig:
             )
         if isinstance(self.days, bool) or not isinstance(self.days, int) or self.days < 1:
             raise ValueError(f"The 'days' of WorldConfig must be an integer >= 1. Got {self.days!r}.")
+        if self.days > MAX_DAYS:
+            raise ValueError(
+                f"The 'days' of WorldConfig must be at most {MAX_DAYS:,} (ten years). Got {self.days!r}."
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"The 'seed' of WorldConfig must be a non-negative integer. Got {self.seed!r}.")
         if not isinstance(self.start, datetime) or self.start.tzinfo is None:
@@ -64,6 +78,7 @@ class WorldConfig:
             raise ValueError(
                 f"The 'start' of WorldConfig must be in UTC. Got offset {self.start.utcoffset()}."
             )
+        _check_span(self.start, self.days)
         rate = self.fraud_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 0.5:
             raise ValueError(f"The 'fraud_rate' of WorldConfig must be in [0, 0.5). Got {rate!r}.")
@@ -80,21 +95,81 @@ class WorldConfig:
         return self.start + timedelta(days=self.days)
 
 
+def _check_span(start: datetime, days: int) -> None:
+    """Refuse a world outside [EARLIEST_START, LATEST_END]: its times would leave the platform's timeline."""
+    shown = _shown(start)
+    if start < EARLIEST_START:
+        raise ValueError(
+            f"The 'start' of WorldConfig must be on or after {_shown(EARLIEST_START)}: event times begin in "
+            f"1970, and a takeover changes credentials up to 36 h before its first charge. Got {shown}."
+        )
+    latest = LATEST_END - timedelta(days=1)  # the last start that leaves room for one day
+    if start > latest:
+        raise ValueError(
+            f"The 'start' of WorldConfig must be on or before {_shown(latest)}: the world must end by "
+            f"{_shown(LATEST_END)}, where event times stop. Got {shown}."
+        )
+    room = (LATEST_END - start) // timedelta(days=1)  # compared, not added: start + days may overflow
+    if days > room:
+        raise ValueError(
+            f"The 'days' of WorldConfig must end the world by {_shown(LATEST_END)}, where event times stop: "
+            f"at most {room:,} days from a start of {shown}. Got {days!r}."
+        )
+
+
+def _shown(t: datetime) -> str:
+    """A UTC time as messages show it: its date alone at midnight (as ``--start`` takes it), else ISO 8601."""
+    t = t.astimezone(UTC)
+    return t.date().isoformat() if t.time() == time(0) else t.isoformat()
+
+
 def _normalise_mix(mix: Mapping[str, float]) -> Mapping[str, float]:
-    """Validate scenario weights and scale them to sum to 1 (every scenario present, missing ones 0)."""
+    """Validate scenario weights and scale them to sum to 1 (every scenario present, missing ones 0).
+
+    Weights are finite numbers >= 0, at least one of them positive. Weights whose total overflows a float
+    (``1e308`` twice) are first divided by the largest, so they keep their proportions instead of all
+    becoming 0; other mixes are divided by their total as they always were (the same world for the same mix).
+
+        >>> dict(_normalise_mix({"stolen_card": 1e308, "card_testing": 1e308}))["card_testing"]
+        0.5
+    """
+    if not isinstance(mix, Mapping):
+        raise ValueError(
+            "The 'scenario_mix' of WorldConfig must be a mapping of scenario names to weights. "
+            f"Got {type(mix).__name__} {mix!r}."
+        )
     for name, weight in mix.items():
         if name not in SCENARIOS:
             raise ValueError(
                 f"The 'scenario_mix' of WorldConfig has an unknown scenario {name!r}. "
                 f"Expected names from: {', '.join(SCENARIOS)}."
             )
-        if not isinstance(weight, int | float) or not weight >= 0.0:
+        if not _finite_weight(weight):
             raise ValueError(
-                f"The 'scenario_mix' weight of {name!r} in WorldConfig must be a number >= 0. Got {weight!r}."
+                "The 'scenario_mix' of WorldConfig must have finite weights >= 0. "
+                f"Got {weight!r} for {name!r}."
             )
-    total = float(sum(mix.values()))
+    try:
+        total = float(sum(mix.values()))
+    except OverflowError:  # integers past the largest float
+        total = math.inf
     if total <= 0.0:
         raise ValueError(
             f"The 'scenario_mix' of WorldConfig must have a positive total weight. Got {dict(mix)}."
         )
-    return MappingProxyType({name: float(mix.get(name, 0.0)) / total for name in SCENARIOS})
+    if math.isfinite(total):
+        return MappingProxyType({name: float(mix.get(name, 0.0)) / total for name in SCENARIOS})
+    top = max(float(weight) for weight in mix.values())
+    scaled = {name: float(mix.get(name, 0.0)) / top for name in SCENARIOS}  # each in [0, 1]: no overflow
+    total = sum(scaled.values())
+    return MappingProxyType({name: weight / total for name, weight in scaled.items()})
+
+
+def _finite_weight(weight: object) -> bool:
+    """Whether ``weight`` is an int or float (not a bool), finite and >= 0 (NaN compares false with 0)."""
+    if isinstance(weight, bool) or not isinstance(weight, int | float):
+        return False
+    try:
+        return math.isfinite(float(weight)) and weight >= 0
+    except OverflowError:  # an integer past the largest float
+        return False
