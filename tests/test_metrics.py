@@ -230,8 +230,8 @@ def test_score_histogram_densities_integrate_to_one() -> None:
         ([1, 1], [0.1, 0.2], "at least one fraudulent and one legitimate"),
         ([], [], "at least one charge"),
         ([0, 1], [0.1], "as many scores as labels"),
-        ([0, 2], [0.1, 0.2], r"labels in \{0, 1\}"),
-        ([0, 1], [0.1, float("nan")], "finite scores"),
+        ([0, 2], [0.1, 0.2], r"labels in \{0, 1\}\. Got 2\.0 at position 1\.$"),  # not np.float64(2.0)
+        ([0, 1], [0.1, float("nan")], r"finite scores\. Got nan at position 1\.$"),
     ],
 )
 def test_degenerate_inputs_raise_clear_errors(y: list[int], s: list[float], message: str) -> None:

@@ -226,6 +226,12 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
     assert code == 0 and '"version": 1' in out and '"stage": "production"' in out
     code, out = run("show", "fraud-x@9")
     assert code == 1 and "has no version 9" in out and "Traceback" not in out
+    # a bare name is its production version: promoting it again changes nothing, and says so
+    code, out = run("promote", "fraud-x")
+    assert code == 0 and out.strip() == (
+        "fraud-x@1 is production already; nothing changed. A bare name is its production version: promote "
+        "fraud-x@2 (the newest)."
+    )
     code, out = run("promote", "fraud-x@1", "--stage", "archived")  # the production one: not "(... archived)"
     assert code == 0 and out.strip() == "fraud-x@1 is now archived"
 

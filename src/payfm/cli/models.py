@@ -312,6 +312,13 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
     reg = Registry(Workspace.open(ctx.obj["workspace"]))
     before = {v.ref for v in reg.list() if v.stage == "production"}
     mv = reg.set_stage(ref, stage)
+    if stage == "production" and before == {mv.ref}:
+        said = f"{mv.ref} is production already; nothing changed."
+        newest = max(v.version for v in reg.list() if v.name == mv.name)
+        if "@" not in ref and newest != mv.version:  # a bare name is its production version, not the newest
+            said += f" A bare name is its production version: promote {mv.name}@{newest} (the newest)."
+        console.print(said, markup=False, highlight=False)
+        return
     archived = sorted(v.ref for v in reg.list() if v.ref in before - {mv.ref} and v.stage == "archived")
     console.print(f"{mv.ref} is now {mv.stage}" + (f" ({', '.join(archived)} archived)" if archived else ""))
 

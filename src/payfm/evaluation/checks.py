@@ -30,9 +30,11 @@ def binary_inputs(
         )
     bad = ~np.isin(y, (0.0, 1.0))
     if bad.any():
-        raise EvaluationError(f"{who} needs labels in {{0, 1}}. Got {y[bad][0]!r}.")
+        at = int(np.flatnonzero(bad)[0])
+        raise EvaluationError(f"{who} needs labels in {{0, 1}}. Got {float(y[at])!r} at position {at}.")
     if not np.isfinite(s).all():
-        raise EvaluationError(f"{who} needs finite scores. Got {s[~np.isfinite(s)][0]!r}.")
+        at = int(np.flatnonzero(~np.isfinite(s))[0])
+        raise EvaluationError(f"{who} needs finite scores. Got {float(s[at])!r} at position {at}.")
     if sample_weight is None:
         w = np.ones_like(y)
     else:

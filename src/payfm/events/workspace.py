@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from payfm.errors import WorkspaceBusy, WorkspaceError
+from payfm.errors import ConfigError, WorkspaceBusy, WorkspaceError
 from payfm.events.schema import SCHEMAS, TABLES, schema_of
 
 DEFAULT_WORKSPACE = "payfm-workspace"
@@ -113,6 +113,44 @@ def synced_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def output_file(path: str | os.PathLike[str], who: str) -> Path:
+    """``path``, a file about to be written, checked before the work that produces it: its folder is made
+    (with parents) and writable, and ``path`` is no folder. A :class:`ConfigError` naming ``who`` (the
+    option: ``--out``) otherwise, rather than an OSError traceback once the work is done.
+
+    >>> import tempfile
+    >>> output_file(Path(tempfile.mkdtemp()), "--out")
+    Traceback (most recent call last):
+    payfm.errors.ConfigError: --out: '...' is a folder. Expected a file path.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{who}: '{p}' is a folder. Expected a file path.")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{who}: the folder of '{p}' cannot be created: {e.strerror or e}.") from None
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{who}: the folder of '{p}' is not writable.")
+    return p
+
+
+def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None:
+    """Write ``table`` to ``path`` (checked by :func:`output_file`) through a temporary beside it, renamed
+    over it: an interrupt (Ctrl-C, SIGTERM) or a full disk leaves the old file or none, and no temporary;
+    an OSError is a :class:`ConfigError` naming ``who``. ``options`` go to ``pq.write_table``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, **options)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"{who}: '{path}' cannot be written: {e.strerror or e}.") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:

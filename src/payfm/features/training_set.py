@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, output_file, write_parquet
 from payfm.features.definitions import FeatureSet
 from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
 
@@ -57,6 +57,8 @@ def build_training_set(
 
     Written atomically to ``out`` (default ``features/<set>-<version>.training.parquet`` in the workspace).
     """
+    default = ws.root / "features" / f"{fset.name}-{fset.version}.training.parquet"
+    path = output_file(out if out else default, "--out")  # before the work, not after
     feats = load_backfill(ws, fset)
     con = ws.connect()
     try:
@@ -71,9 +73,5 @@ def build_training_set(
         ).to_arrow_table()
     finally:
         con.close()
-    path = Path(out) if out else ws.root / "features" / f"{fset.name}-{fset.version}.training.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    write_parquet(table, path, "--out", compression="zstd")
     return path, table

@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from payfm.errors import ConfigError, shown_url
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, output_file, write_parquet
 from payfm.fm.identity import check_outputs, checkpoint_hash
 from payfm.fm.model import FoundationModel
 from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState
@@ -155,6 +154,8 @@ def embed(
     The file is written to a temporary beside it and renamed: an interrupted run leaves the old file (or
     none), and no temporary."""
     outs = check_outputs(outputs)
+    default = ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
+    path = output_file(out if out else default, "--out")  # before the work, not after
     model, tokenizer, _ = load_checkpoint(checkpoint)
     charges = read_charges(ws)
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)
@@ -168,15 +169,7 @@ def embed(
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         columns[output] = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
     table = pa.table(columns)
-    path = Path(out) if out else ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:  # an error, Ctrl-C or SIGTERM (payfm's main turns it into SystemExit)
-        tmp.unlink(missing_ok=True)
-        raise
+    write_parquet(table, path, "--out")
     return path, table
 
 
