@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
@@ -97,6 +98,14 @@ def test_a_second_task_trains_end_to_end_with_the_same_trainer(ws: Workspace) ->
     scored = score_window(ws, mv.ref)
     assert scored.num_rows == declined
     assert set(pc.unique(scored["is_fraud"]).to_pylist()) == {0, 1}
+    # evaluated, its positives are retries that succeeded, and the fraud rules baseline is no comparison
+    out = ws.root / "reports" / "retry"
+    args = ["-w", str(ws.root), "evaluate", "--model", mv.ref, "--bootstrap", "0", "--out", str(out)]
+    r = CliRunner().invoke(cli, [*args, "--from", "2026-01-01"])
+    assert r.exit_code == 0, r.output
+    assert "positive: retry_success)" in r.output and " fraud)" not in r.output
+    assert "rules baseline is left out: its rules flag fraud; these models predict retry_success" in r.output
+    assert [m["name"] for m in json.loads((out / "report.json").read_text())["comparison"]] == [mv.ref]
 
 
 @pytest.fixture(scope="module")

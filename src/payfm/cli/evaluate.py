@@ -12,24 +12,26 @@ from rich.table import Table
 from payfm.cli.options import DAYS
 from payfm.cli.render import cell, console, err_console, iso_time
 from payfm.evaluation.evaluate import EvaluationResult, compare
-from payfm.evaluation.pipeline import evaluate_models
+from payfm.evaluation.pipeline import evaluate_models, label_horizons
 from payfm.events.workspace import Workspace
 
 
-def population(results: Sequence[Any]) -> str:
+def population(results: Sequence[Any], positives: str = "fraud") -> str:
     """What the metrics were computed on: the charges with mature labels, the same for every model
-    (:func:`payfm.evaluation.pipeline.common_horizon`)."""
+    (:func:`payfm.evaluation.pipeline.common_horizon`), and how many are positive (``positives``: what the
+    task's label means)."""
     r0 = results[0]
     return (
-        f"{r0.evaluated:,} charges with mature labels ({r0.fraud:,} fraud); {r0.immature:,} immature excluded"
+        f"{r0.evaluated:,} charges with mature labels ({r0.fraud:,} {positives}); {r0.immature:,} immature "
+        "excluded"
     )
 
 
-def comparison_table(results: Sequence[EvaluationResult], title: str) -> Table:
+def comparison_table(results: Sequence[EvaluationResult], title: str, positives: str = "fraud") -> Table:
     """The models side by side (best AP first), as ``payfm evaluate`` and ``payfm demo`` print them; a metric
     without a value shows "-"; a precision at a 1% block rate measured over budget (the top tie group alone
     exceeds it) says on what share, as the report does."""
-    table = Table(title=title, caption=population(results))
+    table = Table(title=title, caption=population(results, positives))
     for col in ("model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", "ECE", "immature"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for row in compare(results):
@@ -112,5 +114,7 @@ def evaluate(
             f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
         ),
     )
-    console.print(comparison_table(results, "Evaluation"))
+    kinds = {t for t, _ in label_horizons(ws, list(models)).values()} if models else {"fraud"}
+    positives = "fraud" if kinds == {"fraud"} else f"positive: {', '.join(sorted(kinds))}"
+    console.print(comparison_table(results, "Evaluation", positives))
     console.print(f"Report: [bold]{paths.html}[/bold] (numbers in {paths.json.name})")

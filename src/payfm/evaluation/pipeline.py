@@ -195,7 +195,8 @@ def evaluate_models(
     Without models the baseline is evaluated alone on the charges of the window, labelled over ``horizon``
     (default 120 days). Models are labelled over ``horizon`` when it is given, else over the longest of their
     label horizons (:func:`common_horizon`, said through ``progress`` when they differ), all of them on the
-    same charges and labels, and the baseline with them; models of different tasks are refused.
+    same charges and labels, and the baseline with them (a fraud baseline: left out, and said, for models of
+    another task, such as ``retry_success``); models of different tasks are refused.
 
     Without ``start``, models are evaluated from the latest of their held-out test periods' starts
     (:func:`held_out`), never on the charges they were trained or validated on; a ``start`` earlier than a
@@ -236,6 +237,10 @@ def evaluate_models(
         for ref in model_refs:
             say(f"scoring with {ref}")
             tables.append((ref, score_window(ws, ref, start=start, end=end, horizon=labelled_over)))
+    kinds = {t for t, _ in label_horizons(ws, model_refs).values()} if model_refs else {"fraud"}
+    if baseline and kinds != {"fraud"}:  # its rules flag fraud: on another task's labels it means nothing
+        say(f"the rules baseline is left out: its rules flag fraud; these models predict {', '.join(kinds)}")
+        baseline = False
     if baseline:
         say("scoring with the rules baseline")
         base = tables[0][1] if tables else window_predictions(ws, start, end, horizon)
