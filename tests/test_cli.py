@@ -228,6 +228,12 @@ def test_demo_replaces_only_an_event_log_it_wrote_and_says_how_to_fit_a_short_wo
         code == 1 and "already holds 2,9" in out and "payfm demo did not write" in out and "--replace" in out
     )
     assert Workspace.open(ws).read("charges")["charge_id"].to_pylist() == before  # untouched
+    # option values are checked before the workspace: their error, not "already holds"
+    code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "60")
+    assert code == 1 and "--days must be more than 102" in out and "already holds" not in out, out
+    code, out = run("-w", str(tmp_path / "new"), "demo", "--charges", "0", "--skip-models")
+    assert code == 1 and "--charges must be an integer >= 1000. Got 0." in out, out
+    assert not (tmp_path / "new").exists()  # nothing created for a refused command
     code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5", "--skip-models", "--replace")
     assert code == 0, out
     code, out = run("-w", ws, "demo", "--charges", "2000", "--days", "5", "--skip-models")

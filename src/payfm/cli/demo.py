@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import click
 import pyarrow.parquet as pq
 
-from payfm.cli.events import generate_into
+from payfm.cli.events import world_config, write_world
 from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar, stage_progress
 from payfm.errors import ConfigError
 from payfm.events.summary import summarize
@@ -42,6 +42,14 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
     workspace another command filled needs --replace), summarize it, backfill the default feature set, train
     LR / RF / GBDT, evaluate them, promote the best, apply starter rules and replay the last day through the
     decision service (latency and decision mix)."""
+    # the option values first (nothing created or read yet), then the workspace
+    config = world_config(charges, days, seed, datetime(2026, 1, 1, tzinfo=UTC), 0.003, None)
+    if not skip_models and days <= DEMO_SPLIT_DAYS:  # refused before anything is generated
+        raise ConfigError(
+            f"--days must be more than {DEMO_SPLIT_DAYS} for the demo's models: they train with a "
+            f"{DEMO_HORIZON_DAYS}-day label horizon, validation and test periods of 14 days and gaps of 7 "
+            f"days. Got {days}. Use --days 120 (the default), or --skip-models to stop after the features."
+        )
     ws = Workspace.open(ctx.obj["workspace"], create=True)
     marker = ws.root / DEMO_MARKER
     held = ws.count("charges")
@@ -51,16 +59,10 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
             "replaces the event log. Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or "
             "choose another --workspace."
         )
-    if not skip_models and days <= DEMO_SPLIT_DAYS:  # refused before anything is generated
-        raise ConfigError(
-            f"--days must be more than {DEMO_SPLIT_DAYS} for the demo's models: they train with a "
-            f"{DEMO_HORIZON_DAYS}-day label horizon, validation and test periods of 14 days and gaps of 7 "
-            f"days. Got {days}. Use --days 120 (the default), or --skip-models to stop after the features."
-        )
     atomic_write_bytes(marker, json.dumps({"written_by": "payfm demo", "seed": seed}).encode())
     console.rule("[bold]1. Synthetic payments world")
     t0 = time.perf_counter()
-    rows = generate_into(ws, charges, days, seed, datetime(2026, 1, 1, tzinfo=UTC), 0.003, None)
+    rows = write_world(ws, config)
     console.print(
         f"{rows.get('charges', 0):,} charges written to {ws.root} in {time.perf_counter() - t0:.1f} s"
     )

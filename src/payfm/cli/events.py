@@ -106,19 +106,6 @@ def write_world(ws: Workspace, config: WorldConfig) -> dict[str, int]:
         return ws.write_stream(generate_world(config, progress=update), mode="replace")
 
 
-def generate_into(
-    ws: Workspace,
-    charges: int,
-    days: int,
-    seed: int,
-    start: datetime,
-    fraud_rate: float,
-    mix: dict[str, float] | None,
-) -> dict[str, int]:
-    """Generate a synthetic world into ``ws`` (replacing its contents), with a progress bar."""
-    return write_world(ws, world_config(charges, days, seed, start, fraud_rate, mix))
-
-
 @click.command()
 @click.option("--charges", default=1_000_000, show_default=True, help="Approximate number of charges.")
 @click.option("--days", default=120, show_default=True, help="Days of history, 1 to 3660 (ten years).")
