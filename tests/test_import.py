@@ -262,7 +262,10 @@ def test_importing_the_same_file_twice_is_refused(tmp_path: Path) -> None:
         import_file(ws, SAMPLE, "sparkov")
     text = str(e.value)
     assert "384 problem(s)" in text and "already in the workspace" in text
-    assert "column 'charge_id'" in text and "'ch_" in text  # names a few of the ids
+    # names a few of the ids, and the file's columns they are hashed from
+    assert (
+        "columns 'trans_num', 'unix_time' and 'acct_num' (hashed into charge_id)" in text and "'ch_" in text
+    )
     assert state(ws) == before
 
 
@@ -403,7 +406,7 @@ def test_card_numbers_are_scanned_in_mapped_columns_and_parquet_integers(tmp_pat
 def test_a_bad_value_in_the_card_column_is_not_shown(tmp_path: Path) -> None:
     rows = {**ROWS, "card": [VISA, "n/a 4242", MC, "378282246310005"]}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))
-    assert "row 2 (line 3), column 'card': expected a card number of 8-19 digits" in text
+    assert "row 2 (line 3), column 'card' (card_fingerprint): expected a card number of 8-19 digits" in text
     assert "n/a" not in text
 
 
@@ -423,7 +426,9 @@ def test_every_problem_is_reported_with_a_count(tmp_path: Path) -> None:
     lines = text.splitlines()
     assert lines[0].endswith("/export.csv: 4 problem(s); nothing was written.")
     assert any("row 2 (line 3), column 'amount': expected a number; received 'x'" in x for x in lines)
-    assert any("column 'kind': expected one of the keys of 'columns.channel.map'" in x for x in lines)
+    assert any(
+        "column 'kind' (channel): expected one of the keys of 'columns.channel.map'" in x for x in lines
+    )
     assert any("received 'moto'" in x for x in lines) and any("received 'fax'" in x for x in lines)
 
 
@@ -439,7 +444,7 @@ def test_countries_are_iso_codes_and_a_map_can_fix_some_and_keep_the_rest(tmp_pa
     rows = {**ROWS, "ctry": ["uk", "US", "de", "FR"]}
     plain = changed(card_country={"column": "ctry", "case": "upper"})
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, plain))
-    assert "row 1 (line 2), column 'card_country': expected an ISO 3166-1 alpha-2 country code" in text
+    assert "row 1 (line 2), column 'ctry' (card_country): expected an ISO 3166-1 alpha-2 country code" in text
     assert "received 'UK'" in text
     fixed = changed(
         card_country={"column": "ctry", "case": "upper", "map": {"UK": "GB"}, "keep_unmapped": True}
@@ -462,14 +467,14 @@ def test_countries_are_iso_codes_and_a_map_can_fix_some_and_keep_the_rest(tmp_pa
 def test_schema_problems_after_mapping_name_the_file_row_and_column(tmp_path: Path) -> None:
     m = changed(channel={"column": "kind"})  # 'web' is not a channel
     text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m))
-    assert "export.csv: row 1 (line 2), column 'channel': expected one of ecommerce" in text
+    assert "export.csv: row 1 (line 2), column 'kind' (channel): expected one of ecommerce" in text
     assert "received 'web'" in text
 
 
 def test_duplicate_ids_in_the_file(tmp_path: Path) -> None:
     rows = {**ROWS, "id": ["a", "b", "a", "c"]}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))
-    assert "row 1 (line 2), column 'charge_id': expected unique ids; received 'ch_a'" in text
+    assert "row 1 (line 2), column 'id' (charge_id): expected unique ids; received 'ch_a'" in text
     assert "row 3 (line 4)" in text
 
 
@@ -477,8 +482,8 @@ def test_unparseable_and_dst_ambiguous_times(tmp_path: Path) -> None:
     rows = {**ROWS, "ts": ["2024-03-01 09:00:00", "yesterday", "2024-10-27 02:30:00", "2024-03-31 02:30:00"]}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))
     assert (
-        "row 2 (line 3), column 'ts': expected a time in the format '%Y-%m-%d %H:%M:%S'; received 'yesterday'"
-        in text
+        "row 2 (line 3), column 'ts' (created): expected a time in the format '%Y-%m-%d %H:%M:%S'; "
+        "received 'yesterday'" in text
     )
     rows["ts"][1] = "2024-03-01 10:00:00"
     text = failed_import(tmp_path / "2", write_csv(tmp_path, rows), write_mapping(tmp_path))
@@ -645,7 +650,8 @@ def test_milliseconds_read_as_seconds_are_implausible_times(tmp_path: Path) -> N
     text = failed_import(tmp_path, write_csv(tmp_path, {**ROWS, "ts": ms}), write_mapping(tmp_path, m))
     assert "4 problem(s)" in text
     assert (
-        "row 1 (line 2), column 'ts': expected a time between 1970 and 2100 (check the unit or format" in text
+        "row 1 (line 2), column 'ts' (created): expected a time between 1970 and 2100 (check the unit or "
+        "format" in text
     )
     ws = ws_at(tmp_path / "ok")
     import_file(

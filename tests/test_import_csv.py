@@ -119,13 +119,15 @@ def test_an_import_with_an_impossible_date_writes_nothing(tmp_path: Path) -> Non
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, changed(created=when)))
     assert text.startswith(f"{tmp_path / 'export.csv'}: 2 problem(s); nothing was written.")
     assert (
-        "row 2 (line 3), column 'day+time': expected a time in the format '%Y-%m-%d %H:%M:%S'; "
-        "received '2023-02-30 00:00:19'" in text
+        "row 2 (line 3), columns 'day' and 'time' (created): expected a time in the format "
+        "'%Y-%m-%d %H:%M:%S'; received '2023-02-30 00:00:19'" in text
     )
-    assert "row 4 (line 5), column 'day+time'" in text and "'2023-02-31 00:02:12'" in text
+    assert "row 4 (line 5), columns 'day' and 'time' (created)" in text and "'2023-02-31 00:02:12'" in text
     date_only = changed(created={"column": "day", "format": "%Y-%m-%d", "timezone": "UTC"})
     text = failed_import(tmp_path / "2", write_csv(tmp_path, rows), write_mapping(tmp_path, date_only))
-    assert "2 problem(s)" in text and "row 2 (line 3), column 'day'" in text and "'2023-02-30'" in text
+    assert (
+        "2 problem(s)" in text and "row 2 (line 3), column 'day' (created)" in text and "'2023-02-30'" in text
+    )
 
 
 # ---- card numbers in column names ------------------------------------------------------------------------

@@ -71,8 +71,8 @@ def test_an_outcome_of_an_unknown_charge_is_refused_naming_row_column_and_value(
     text = import_outcomes(tmp_path, ws, ["ch_t1", "ch_nope"], ["2024-03-05T00:00:00Z"] * 2)
     assert "1 problem(s)" in text
     assert (
-        "outcomes.csv: row 2 (line 3), column 'charge': expected the charge_id of a charge in the workspace"
-        in text
+        "outcomes.csv: row 2 (line 3), column 'charge' (charge_id): expected the charge_id of a charge in "
+        "the workspace" in text
     )
     assert "received 'ch_nope'" in text and ws.count("refunds") == before
 
@@ -84,7 +84,7 @@ def test_an_outcome_at_or_before_its_charge_is_refused(tmp_path: Path, at: str) 
     ws = charged(tmp_path)
     text = import_outcomes(tmp_path, ws, ["ch_t1", "ch_t2"], ["2024-03-05T00:00:00Z", at])
     assert "1 problem(s)" in text
-    assert "row 2 (line 3), column 'at': expected a time later than the charge's time" in text
+    assert "row 2 (line 3), column 'at' (created): expected a time later than the charge's time" in text
     assert "the charge: 2024-03-01T09:30:00+00:00" in text
     assert ws.count("refunds") == 0
 
@@ -182,8 +182,11 @@ def test_a_blank_required_text_in_parquet_is_an_error(tmp_path: Path) -> None:
     pq.write_table(pa.table({**ROWS, "shop": ["s1", "", " ", "s3"]}), path)
     text = failed_import(tmp_path, path, write_mapping(tmp_path))
     assert "2 problem(s)" in text
-    assert "row 2, column 'shop': expected a value (required field); received an empty text" in text
-    assert "row 3, column 'shop'" in text and "merchant_id" not in text
+    assert (
+        "row 2, column 'shop' (merchant_id): expected a value (required field); received an empty text"
+        in text
+    )
+    assert "row 3, column 'shop' (merchant_id)" in text and "column 'merchant_id'" not in text
 
 
 def test_validate_treats_blank_texts_as_missing() -> None:
@@ -249,9 +252,14 @@ def test_an_email_address_is_refused_without_being_quoted(tmp_path: Path) -> Non
         tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, changed(email_domain="dom"))
     )
     assert "2 problem(s)" in text
-    assert "row 1 (line 2), column 'email_domain': expected a domain name; received an e-mail address" in text
+    assert (
+        "row 1 (line 2), column 'dom' (email_domain): expected a domain name; received an e-mail address"
+        in text
+    )
     assert "alice" not in text
-    assert "row 3 (line 4), column 'email_domain': expected a domain name; received 'exa mple.com'" in text
+    assert (
+        "row 3 (line 4), column 'dom' (email_domain): expected a domain name; received 'exa mple.com'" in text
+    )
 
 
 def test_the_canonical_fast_path_takes_only_domains() -> None:
@@ -273,7 +281,10 @@ def test_a_credential_change_after_the_charge_is_refused(tmp_path: Path) -> None
     m = changed(credential_changed_at="cred")
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
     assert "1 problem(s)" in text
-    assert "row 1 (line 2), column 'credential_changed_at': expected a credential change at or before" in text
+    assert (
+        "row 1 (line 2), column 'cred' (credential_changed_at): expected a credential change at or before"
+        in text
+    )
     assert "2024-03-05T00:00:00+00:00" in text
     rows["cred"][0] = CHARGE_TIMES[0]  # at the charge's own time: known by then
     ws = Workspace.open(tmp_path / "ok", create=True)
@@ -339,20 +350,22 @@ def test_an_unparsed_amount_hides_no_other_amounts_bounds(
         path = tmp_path / "export.parquet"
         pq.write_table(pa.table(rows), path)
     text = failed_import(tmp_path, path, write_mapping(tmp_path, m))
-    outside = "expected a value from 0 to 999,999,999,999; received -500"
-    assert f"row 5{' (line 6)' if isinstance(cents[0], str) else ''}, column 'amount': {outside}" in text
-    assert f"column 'amount_usd': {outside}" in text
-    if scale is None:  # validate_events' words, for each field reading the column
-        assert "4 problem(s)" in text and text.count(unparsed) == 2
-    else:  # the scaling reads the column once
-        assert "3 problem(s)" in text and "column 'cents'" in text
+    line = " (line 6)" if isinstance(cents[0], str) else ""
+    outside = f"row 5{line}, column 'cents' (amount): expected a value from 0 to 999,999,999,999"
+    # Each cell once, by the file's column, though amount and amount_usd both read it.
+    assert "2 problem(s)" in text and "amount_usd" not in text
+    if scale is None:  # validate_events' words
+        assert f"{outside}; received -500" in text and text.count(unparsed) == 1
+    else:  # the file's value, and what the conversion made of it
+        assert f"{outside} (minor units, after 'columns.amount' conversion); received " in text
+        assert "(-500 in minor units)" in text
 
 
 def test_an_epoch_time_beyond_64_bits_is_implausible_without_a_warning(tmp_path: Path) -> None:
     rows = {**ROWS, "ts": ["1709283600", "1e30", "1709420399", "1709420400"]}
     m = changed(created={"column": "ts", "unit": "s"})
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
-    assert "row 2 (line 3), column 'ts': expected a time between 1970 and 2100" in text
+    assert "row 2 (line 3), column 'ts' (created): expected a time between 1970 and 2100" in text
     assert "received '1e30'" in text
 
 

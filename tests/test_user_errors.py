@@ -213,7 +213,7 @@ def test_padded_ids_are_refused_unless_the_field_strips_them(tmp_path: Path) -> 
     rows = {**ROWS, "shop": ["s1   ", "  s2", "s1", "s3 "], "id": [" t1", "t2", "t3 ", "t4"]}
     path = write_csv(tmp_path, rows)
     text = failed_import(tmp_path, path, write_mapping(tmp_path))
-    assert "column 'merchant_id': expected an id without whitespace at its start or end" in text
+    assert "column 'shop' (merchant_id): expected an id without whitespace at its start or end" in text
     stripping = changed(
         merchant_id={"column": "shop", "strip": True},
         charge_id={"column": "id", "prefix": "ch_", "strip": True},

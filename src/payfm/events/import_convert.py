@@ -18,10 +18,10 @@ import pyarrow.compute as pc
 
 from payfm.events import currency
 from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint, truncated
-from payfm.events.import_problems import Problems, values_at
+from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.mapping import CurrencySource, FieldSpec
 from payfm.events.schema import RULES
-from payfm.events.validate import blank_rows, try_cast
+from payfm.events.validate import blank_rows, shown_number, shown_value, try_cast
 
 # A decimal number written as text (also how :mod:`payfm.events.import_outcomes` reads numeric labels).
 NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -202,17 +202,71 @@ def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
 
 
 def _factors(
-    cur: CurrencySource, table: pa.Table, rates: Callable[[pa.Array], np.ndarray], out: Problems, path: str
+    cur: CurrencySource,
+    table: pa.Table,
+    rates: Callable[[pa.Array], np.ndarray],
+    out: Problems,
+    spec: FieldSpec,
+    values: np.ndarray,
 ) -> np.ndarray | None:
+    """Per row, the factor that converts ``values`` (the amounts, NaN where there is none) with the currency
+    ``cur``; a currency cell that does not convert an amount is reported (:func:`_bad_currencies`)."""
     if cur.value is not None:
         return rates(pa.array([cur.value]))
     assert cur.column is not None  # parse_mapping guarantees one of the two
     codes = as_text(table.column(cur.column).chunk(0))
     factors = rates(codes)
-    bad = np.flatnonzero(np.isnan(factors) & pc.is_valid(codes).to_numpy(False))
-    if len(bad):
-        out.rows(cur.column, bad, f"a currency code known to payfm (for '{path}')", values_at(codes, bad))
+    # A code that converts nothing; a missing one only where there is an amount to convert.
+    given = pc.invert(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(codes), ""), True))
+    failed = np.isnan(factors) & (given.to_numpy(zero_copy_only=False) | ~np.isnan(values))
+    if failed.any():
+        _bad_currencies(cur.column, codes, np.flatnonzero(failed), spec, out)
     return factors
+
+
+def _bad_currencies(column: str, codes: pa.Array, bad: np.ndarray, spec: FieldSpec, out: Problems) -> None:
+    """Currency cells an amount cannot be converted with, reported once per cell (not again for each amount
+    field converted with them), at their root: the ``currency`` field when it is read from the same column
+    (``column 'cur' (currency)``, whose own checks of the cell would only say it again: it is marked), else
+    as the amount's currency. A missing code (an empty cell, a blank text) is said as the currency field
+    says it; a code that is no ISO 4217 code as the event table says it, with the code meant ('eru': the
+    nearest code is 'eur'); an ISO code payfm has no rate or exponent for (``xof``) as such."""
+    root = out.fields.get("currency")
+    rooted = root is not None and root.kind == "column" and root.column == column and root.map is None
+    where = (
+        root.where if root is not None and rooted else f"column '{column}' (the currency of {spec.target})"
+    )
+    if rooted:
+        out.mark("currency", bad)
+    at = pa.array(bad)
+    cells = pc.take(codes, at)
+    empty = pc.fill_null(pc.or_(pc.equal(pc.utf8_trim_whitespace(cells), ""), pc.is_null(cells)), True)
+    empty_np = np.asarray(empty.to_numpy(zero_copy_only=False), dtype=bool)
+    iso = pc.is_in(pc.utf8_lower(cells), value_set=pa.array(sorted(currency.currency_codes())))
+    known = np.asarray(pc.fill_null(iso, False).to_numpy(zero_copy_only=False), dtype=bool) & ~empty_np
+    missing, other, unconverted = bad[empty_np], bad[~known & ~empty_np], bad[known]
+    # (the key of each: the one the currency field's own check of the cell uses, so it is said once)
+    if len(missing):
+        nulls = pc.is_null(pc.take(codes, pa.array(missing[:KEEP]))).to_numpy(zero_copy_only=False)
+        got = [out.empty if null else "an empty text" for null in nulls]
+        expected = "a value (required field)" if rooted else f"a currency code (for '{spec.path}')"
+        out.rows(column, missing, expected, got, key="a value (required field)", where=where)
+    if len(other):
+        got = []
+        for i in other[:KEEP]:
+            value = codes[int(i)].as_py()
+            hint = currency.currency_hint(value).removesuffix(".")
+            got.append(shown_value(value) + (f".{hint}" if hint else ""))
+        out.rows(column, other, currency.DESCRIBED, got, key="a currency code", where=where)
+    if len(unconverted):
+        out.rows(
+            column,
+            unconverted,
+            f"a currency that payfm converts (for '{spec.path}'; the codes of payfm.events.currency)",
+            values_at(codes, unconverted),
+            key="a currency code",
+            where=where,
+        )
 
 
 def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) -> pa.Array | None:
@@ -221,17 +275,18 @@ def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) ->
         return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
     col = source_values(spec, table)
     if spec.scale is None and spec.minor_units is None and spec.usd_cents is None:
-        return _as_integers(spec.target, col, out)
+        ints = _as_integers(spec.source, col, out)
+        return _in_range(spec, table_name, ints, None, out) if pa.types.is_int64(ints.type) else ints
     values = to_floats(col, spec.column, out)
     if values is None:
         return None
     if spec.scale is not None:
         factors: np.ndarray | None = np.full(n, spec.scale)
     elif spec.minor_units is not None:
-        factors = _factors(spec.minor_units, table, currency.minor_unit_factors, out, spec.path)
+        factors = _factors(spec.minor_units, table, currency.minor_unit_factors, out, spec, values)
     else:
         assert spec.usd_cents is not None
-        factors = _factors(spec.usd_cents, table, currency.usd_cents_factors, out, spec.path)
+        factors = _factors(spec.usd_cents, table, currency.usd_cents_factors, out, spec, values)
     if factors is None:
         return None
     with np.errstate(over="ignore", invalid="ignore"):  # 1e308 * 100 is inf, reported just below
@@ -266,17 +321,46 @@ def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) ->
             )
             rounded[bad] = np.nan
     nulls = np.isnan(rounded)
-    return pa.array(np.where(nulls, 0, rounded).astype(np.int64), mask=nulls)
+    ints = pa.array(np.where(nulls, 0, rounded).astype(np.int64), mask=nulls)
+    return _in_range(spec, table_name, ints, col, out)
+
+
+def _in_range(
+    spec: FieldSpec, table_name: str, ints: pa.Array, col: pa.Array | None, out: Problems
+) -> pa.Array:
+    """``ints`` with the values outside the field's bounds (an amount: 0 to 999,999,999,999) reported by the
+    source column and null. Checked here, not by validate_events, so that a source cell read by two fields
+    (``amount`` and ``amount_usd`` from ``amt``) is reported once, quoting the file's value (``col``, when
+    converted: ``'-5' (-500 in minor units)``)."""
+    rule = RULES.get(table_name, {}).get(spec.target)
+    if rule is None or rule.min_value is None:
+        return ints
+    outside = pc.less(ints, rule.min_value)
+    if rule.max_value is not None:
+        outside = pc.or_(outside, pc.greater(ints, rule.max_value))
+    outside = pc.fill_null(outside, False)
+    bad = np.flatnonzero(outside.to_numpy(zero_copy_only=False))
+    if not len(bad):
+        return ints
+    numbers = [shown_number(ints[int(i)].as_py()) for i in bad[:KEEP]]
+    if col is None:
+        expected, got = rule.expected(), numbers
+    else:
+        expected = f"{rule.expected()} (minor units, after '{spec.path}' conversion)"
+        got = [f"{v} ({n} in minor units)" for v, n in zip(values_at(col, bad), numbers, strict=True)]
+    out.rows(spec.source, bad, expected, got, key="a value in the field's range")
+    return pc.if_else(outside, pa.scalar(None, pa.int64()), ints)
 
 
 def _as_integers(name: str, col: pa.Array, out: Problems) -> pa.Array:
-    """``col`` for the integer field ``name`` read as it is (no scale): itself when it casts as a whole
-    (validate_events casts and bounds it); else int64 with the cells that do not cast reported (in
-    validate_events' words) and null, so that validate_events checks the bounds of the cells that do: one
-    cell 'x' used to hide every out-of-bounds value of the column, and the total was short."""
+    """``col`` (the source ``name``) read as integers as it is (no scale): int64 when it casts as a whole;
+    else int64 with the cells that do not cast reported (in validate_events' words) and null, so that the
+    bounds of the cells that do are still checked: one cell 'x' used to hide every out-of-bounds value of
+    the column, and the total was short. A column of which nothing casts (another type) comes back as it
+    is: validate_events says how."""
     cast, bad = try_cast(col, pa.int64())
     if cast is not None:
-        return col
+        return cast
     ok = np.ones(len(col), dtype=bool)
     ok[bad] = False
     if not ok.any() or not len(bad):

@@ -125,24 +125,22 @@ def follow_charges(ws: Workspace, mapping: Mapping, events: pa.Table, out: Probl
     index = pc.index_in(ids, value_set=stored.column("charge_id").combine_chunks())
     unknown = np.flatnonzero(pc.and_(pc.is_valid(ids), pc.is_null(index)).to_numpy(False))
     if len(unknown):
+        spec = mapping.fields["charge_id"]
         out.rows(
-            _column_of(mapping, "charge_id"),
+            spec.source,
             unknown,
             "the charge_id of a charge in the workspace (import the charges first)",
             values_at(ids, unknown),
+            where=spec.where,
         )
     created = events.column("created") if "created" in events.column_names else None
     if created is None or created.type != TIMESTAMP:
         return
     charge_created = pc.take(stored.column("created"), index)
     rows = np.arange(events.num_rows)
-    _early_outcomes(created, charge_created, rows, _column_of(mapping, "created"), "a time", out)
-
-
-def _column_of(mapping: Mapping, target: str) -> str:
-    """The source column(s) of ``target``, as problems name them (a constant: its key path)."""
-    spec = mapping.fields[target]
-    return "+".join(spec.columns) if spec.kind in ("column", "columns") else spec.path
+    out.spec = mapping.fields["created"]  # (problems name its source column and the field)
+    _early_outcomes(created, charge_created, rows, out.spec.source, "a time", out)
+    out.spec = None
 
 
 def outcome_events(
@@ -169,29 +167,36 @@ def outcome_events(
             created = pc.add(picked.column("created"), pa.scalar(label.delay, type=pa.duration("us")))
         else:
             assert label.time is not None
+            # (problems name its source columns; the rows it could not read are remembered as a field's)
+            out.field, out.spec = f"{label.path}.time", label.time
             times = to_times(label.time, table, mapping, out)
+            out.field = None
             if times is None:
+                out.spec = None
                 continue
             created = pc.take(times, take)
             late = np.ones(len(rows), dtype=bool)
             missing = pc.is_null(created).to_numpy(False)
-            if missing.any():
+            # A matching row without a time; one whose time was refused is reported once, as that.
+            said = np.isin(rows, out.bad.get(f"{label.path}.time", np.zeros(0, dtype=np.int64)))
+            if (missing & ~said).any():
                 out.rows(
-                    "+".join(label.time.columns),
-                    rows[missing],
+                    label.time.source,
+                    rows[missing & ~said],
                     f"an outcome time for '{label.path}'",
-                    "null",
+                    "no value (an empty cell or a null)",
                 )
             if "created" in picked.column_names:
                 early = _early_outcomes(
                     created,
                     picked.column("created"),
                     rows,
-                    "+".join(label.time.columns),
+                    label.time.source,
                     f"an outcome time for '{label.path}'",
                     out,
                 )
                 late[early] = False
+            out.spec = None
             if not valid or missing.any() or not late.all():
                 continue
         ids = keyed_hash(

@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from payfm.errors import ConfigError
 from payfm.events.cards import card_number_rows, redact_card_numbers
+from payfm.events.mapping import FieldSpec
 from payfm.events.schema import schema_of
 from payfm.events.validate import Problem, ValidationError, shown_value
 
@@ -41,15 +42,31 @@ class Problems:
     While a target field is computed (``field``), the rows it could not compute are remembered (``bad``; a
     field that failed as a whole is in ``failed``): they are null in the table handed to validate_events,
     whose "required field is null" reports for them are dropped as repeats.
+
+    Every problem names the file's own column(s): while the source expression ``spec`` is read, a problem of
+    its source also names the target field it feeds (``column 'amt' (amount)``, :attr:`FieldSpec.where`);
+    ``fields`` (the mapping's) names the source of a target field's problems found later (validate_events',
+    ids already stored).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fields: dict[str, FieldSpec] | None = None, csv_file: bool = False) -> None:
         self.items: list[Problem] = []
         self.total = 0
         self._seen: dict[tuple[str, str], np.ndarray] = {}
+        self.fields = fields or {}
+        self.empty = "an empty cell" if csv_file else "null"  # a missing value, as the file has it
         self.field: str | None = None
+        self.spec: FieldSpec | None = None
         self.bad: dict[str, np.ndarray] = {}
         self.failed: set[str] = set()
+
+    def where(self, column: str) -> str | None:
+        """How a problem of the source ``column`` is named while ``spec`` is read (None: ``column 'x'``)."""
+        return self.spec.where if self.spec is not None and column == self.spec.source else None
+
+    def mark(self, target: str, rows: np.ndarray) -> None:
+        """Rows of ``target`` that a problem already reported makes null (their nulls are no new problem)."""
+        self.bad[target] = np.union1d(self.bad.get(target, np.zeros(0, dtype=np.int64)), rows)
 
     def rows(
         self,
@@ -58,14 +75,17 @@ class Problems:
         expected: str,
         received: list[str] | str,
         key: str | None = None,
+        where: str | None = None,
     ) -> None:
         """Record problems at 0-based ``rows``; ``received`` is one text for all or one per row (first 20).
 
         A cell read by two fields (``amount`` and ``amount_usd`` from one column) is reported once per check
-        (``key``, by default ``expected``).
+        (``key``, by default ``expected``), naming the first field. ``where``: how the message names the
+        column (by default the source and the field being computed, :meth:`where`).
         """
         if self.field is not None:
-            self.bad[self.field] = np.union1d(self.bad.get(self.field, np.zeros(0, dtype=np.int64)), rows)
+            self.mark(self.field, rows)
+        where = where or self.where(column)
         key = expected if key is None else key
         seen = self._seen.get((column, key), np.zeros(0, dtype=np.int64))
         if len(seen):
@@ -77,7 +97,7 @@ class Problems:
         self.total += len(rows)
         for k, r in enumerate(rows[:KEEP]):
             text = received if isinstance(received, str) else received[k]
-            self.items.append(Problem(column, int(r) + 1, expected, text))
+            self.items.append(Problem(column, int(r) + 1, expected, text, where))
 
     def column(self, column: str, expected: str, received: str) -> None:
         if self.field is not None:
@@ -86,7 +106,7 @@ class Problems:
             return
         self._seen[(column, expected)] = np.zeros(0, dtype=np.int64)
         self.total += 1
-        self.items.append(Problem(column, None, expected, received))
+        self.items.append(Problem(column, None, expected, received, self.where(column)))
 
     def absorb(
         self,
@@ -96,14 +116,27 @@ class Problems:
         repeated: int = 0,
     ) -> None:
         """Add validate_events' problems, less the ``repeats`` of problems already recorded (``repeated`` of
-        its total); ``rows`` maps the rows of a derived table (outcome events) back to the file's rows."""
+        its total); ``rows`` maps the rows of a derived table (outcome events) back to the file's rows.
+
+        A problem of a target field names the file's column(s) it is computed from (``fields``); a problem
+        of a whole column said twice in the same words (two fields read from one source column, neither
+        castable) is said once."""
+        said: set[tuple[str | None, str, str]] = set()
         for p in error.problems:
             if repeats(p):
                 continue
             row = p.row
             if row is not None and rows is not None:
                 row = int(rows[row - 1]) + 1
-            self.items.append(Problem(p.column, row, p.expected, p.received))
+            spec = self.fields.get(p.column or "") if rows is None else None
+            where = spec.where if spec is not None else None
+            if row is None:  # (keyed by the source: two fields of one column that neither casts)
+                said_as = (spec.source if spec is not None else p.column, p.expected, p.received)
+                if said_as in said:
+                    repeated += 1
+                    continue
+                said.add(said_as)
+            self.items.append(Problem(p.column, row, p.expected, p.received, where))
         self.total += error.total - repeated
 
 
@@ -150,10 +183,11 @@ def raise_problems(
         if p.row in secret_rows and "card number" not in received:
             received = _HIDDEN
         received = redact_card_numbers(received)
+        where = None if p.where is None else redact_card_numbers(p.where)
         if csv_file and p.row is not None:
-            fixed.append(LineProblem(p.column, p.row, p.expected, received, line=p.row + 1))
+            fixed.append(LineProblem(p.column, p.row, p.expected, received, where, line=p.row + 1))
         else:
-            fixed.append(Problem(p.column, p.row, p.expected, received))
+            fixed.append(Problem(p.column, p.row, p.expected, received, where))
     if missing:
         if not total:  # a mapping mistake alone
             raise ConfigError("\n".join(missing_lines(missing)))

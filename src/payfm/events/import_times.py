@@ -35,8 +35,8 @@ def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
     zone = spec.timezone or mapping.timezone
     if zone is None:
         raise ConfigError(
-            f"{mapping.name}: '{spec.path}.timezone': expected a time zone for the naive times of column "
-            f"'{'+'.join(spec.columns)}' (set it here or as the top-level `timezone`; payfm never guesses); "
+            f"{mapping.name}: '{spec.path}.timezone': expected a time zone for the naive times of "
+            f"{spec.columns_text} (set it here or as the top-level `timezone`; payfm never guesses); "
             f"received {what} and no zone."
         )
     return zone
@@ -242,7 +242,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         raise ConfigError(
             f"{mapping.name}: '{spec.path}.unit': expected an epoch unit (s, ms, us, ns) for the numbers in "
-            f"column '{name}'; received no unit."
+            f"{spec.columns_text}; received no unit."
         )
     col = as_text(col)
     valid = pc.is_valid(col)
@@ -287,16 +287,30 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     result: pa.Array = aware_part
     bad_naive = np.zeros(0, dtype=np.int64)
     naive_part = aware_part
-    zone = ""
-    if pc.any(naive_rows).as_py():
-        zone = _need_zone(spec, mapping, "ISO times without a zone offset")
+    naive = bool(pc.any(naive_rows).as_py())
+    iso_zone = spec.timezone or mapping.timezone
+    if naive:
+        if iso_zone is None and not pc.any(has_offset).as_py():  # a column of naive times: the mapping's
+            _need_zone(spec, mapping, "ISO times without a zone offset")
         naive_part, bad_naive = _parse_rows(
             pc.if_else(naive_rows, iso, pa.scalar(None, pa.string())), pa.timestamp("us")
         )
     bad = np.union1d(bad_aware, bad_naive).astype(np.int64)
     if len(bad):
         out.rows(name, bad, "an ISO 8601 time (e.g. 2023-01-01T12:00:00Z)", values_at(col, bad))
-    if pc.any(naive_rows).as_py():
-        local = _localize(naive_part, col, zone, spec, out)
+    if naive and iso_zone is None:
+        # Some rows carry an offset, these do not, and the mapping gives no zone: a problem of each such row
+        # (an export that lost the offset of a few), named like every other row problem, never guessed.
+        zoneless = np.setdiff1d(np.flatnonzero(naive_rows.to_numpy(zero_copy_only=False)), bad_naive)
+        out.rows(
+            name,
+            zoneless,
+            "an ISO 8601 time with a zone offset, as the other rows have (e.g. 2023-01-01T12:00:00Z), or a "
+            f"`timezone` for its naive times in the mapping ('{spec.path}.timezone' or top-level)",
+            values_at(col, zoneless),
+        )
+    elif naive:
+        assert iso_zone is not None
+        local = _localize(naive_part, col, iso_zone, spec, out)
         result = pc.if_else(has_offset, aware_part, local)
     return result

@@ -68,7 +68,7 @@ from payfm.events.import_problems import (
     values_at,
 )
 from payfm.events.import_times import to_times
-from payfm.events.mapping import Mapping, load_mapping
+from payfm.events.mapping import FieldSpec, Mapping, load_mapping
 from payfm.events.schema import ID_COLUMNS, schema_of
 from payfm.events.validate import Problem, ValidationError, validate_events
 from payfm.events.workspace import Workspace
@@ -153,8 +153,10 @@ def _open_stream(path: Path) -> BinaryIO:
 def _read_csv(path: Path) -> pa.Table:
     """A UTF-8, comma-separated file with a header line, every column as text (see :func:`read_source`)."""
     with _open_binary(path) as f:
-        if f.read(4).startswith((b"\xff\xfe", b"\xfe\xff")):
-            raise _not_utf8(path, "UTF-16 text (it starts with a UTF-16 byte-order mark)", "UTF-16")
+        start = f.read(4)
+    if start.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise _not_utf8(path, "UTF-16 text (it starts with a UTF-16 byte-order mark)", "UTF-16")
+    _check_not_binary(path, start)
     header = _read_header(path)
     if len(header) == 1:
         _check_separator(header[0], path)
@@ -396,6 +398,35 @@ def _check_separator(name: str, path: Path) -> None:
             )
 
 
+# Files that are no text at all, by their first bytes (magic numbers): named as what they are, not as text in
+# another encoding (a Parquet file named .csv got the advice to convert it from Windows-1252).
+_NOT_CSV = (
+    (b"PAR1", "a Parquet file (it starts with the Parquet magic bytes PAR1)", ".parquet"),
+    (b"\x1f\x8b", "a gzip-compressed file (it starts with the gzip magic bytes 1f 8b)", ".csv.gz"),
+    (b"PK\x03\x04", "a ZIP archive (it starts with the bytes PK; an Excel .xlsx workbook is one)", None),
+)
+
+
+def _check_not_binary(path: Path, start: bytes) -> None:
+    """A ConfigError for a file named .csv (or .csv.gz) that is a Parquet file, a gzip file or a ZIP archive
+    (``start``: its first bytes, decompressed for .csv.gz), saying what it is and how to import it."""
+    gz = path.name.lower().endswith(".gz")
+    for magic, what, suffix in _NOT_CSV:
+        if not start.startswith(magic) or (gz and suffix == ".csv.gz"):
+            continue  # (a .csv.gz compressed twice: the encoding error names its first byte)
+        if suffix is None:
+            how = "Export the sheet as CSV (UTF-8, comma-separated) and import that file."
+        else:
+            stem = path.name[: -len(".csv.gz")] if path.name.lower().endswith(".csv.gz") else path.stem
+            renamed = path.with_name(stem + suffix)
+            how = (
+                f"Decompress it and name it {suffix}, e.g. `gunzip -c '{path}' > '{renamed}'`."
+                if gz
+                else f"Name it {suffix}, e.g. `mv '{path}' '{renamed}'`, and import it again."
+            )
+        raise ConfigError(f"Import source '{path}': expected a CSV file (UTF-8 text); received {what}. {how}")
+
+
 def _not_utf8(path: Path, received: str, encoding: str) -> ConfigError:
     return ConfigError(
         f"Import source '{path}': expected UTF-8 text; received {received}. Convert it to UTF-8 and import "
@@ -519,30 +550,50 @@ def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
 
 
 # ---- field computations ----------------------------------------------------------------------------------
-def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: Problems) -> pa.Table:
+def _fields(mapping: Mapping, table: pa.Table, secret: bytes, out: Problems, is_csv: bool) -> pa.Table:
     """The target table (only the mapped fields; validate_events adds nullable ones as null). Cells that could
     not be computed are reported and null; a field that failed as a whole (a column of the wrong type) is left
-    out, so validate_events still checks every other field and row."""
+    out, so validate_events still checks every other field and row. A problem names the file's column(s) and
+    the field (``column 'amt' (amount)``), and a source cell read by several fields is reported once."""
     arrays: dict[str, pa.Array] = {}
     for target, spec in mapping.fields.items():
-        out.field = target
+        out.field, out.spec = target, spec
+        required = not schema_of(mapping.table).field(target).nullable
         if spec.target_type == "timestamp":
             result = to_times(spec, table, mapping, out)
         elif spec.target_type == "int":
             result = to_ints(spec, table, mapping.table, out)
         else:
-            required = not schema_of(mapping.table).field(target).nullable
             result = to_strings(spec, table, secret, out, required)
-        out.field = None
+        if result is not None and required:
+            _missing_values(spec, result, is_csv, out)
+        out.field, out.spec = None, None
         if result is None:
             out.failed.add(target)
             continue
+        arrays[target] = result
+    # (after every field: a problem found by a later field may mark an earlier one's rows, as an amount's
+    # currency does the currency field's)
+    for target, result in arrays.items():
         if target in out.bad:
             mask = np.zeros(len(result), dtype=bool)
             mask[out.bad[target]] = True
-            result = pc.if_else(pa.array(mask), pa.scalar(None, result.type), result)
-        arrays[target] = result
+            arrays[target] = pc.if_else(pa.array(mask), pa.scalar(None, result.type), result)
     return pa.table(arrays) if arrays else pa.table({"_": pa.nulls(table.num_rows)}).drop(["_"])
+
+
+def _missing_values(spec: FieldSpec, result: pa.Array, is_csv: bool, out: Problems) -> None:
+    """Rows of a required field with no value that no other problem explains (an empty cell, a Parquet
+    null), named by the source column: once per cell, however many required fields read it."""
+    if not result.null_count:
+        return
+    rows = np.flatnonzero(pc.is_null(result).to_numpy(zero_copy_only=False))
+    rows = np.setdiff1d(rows, out.bad.get(spec.target, np.zeros(0, dtype=np.int64)))
+    if len(rows):
+        cells = out.empty
+        if spec.kind == "hash":
+            cells = "only empty cells" if is_csv else "only nulls"
+        out.rows(spec.source, rows, "a value (required field)", cells)
 
 
 def _existing(
@@ -563,11 +614,13 @@ def _existing(
     ids = table.column(id_column).combine_chunks()
     bad = np.flatnonzero(pc.is_in(ids, value_set=stored.combine_chunks().cast(ids.type)).to_numpy(False))
     if len(bad):
+        spec = out.fields.get(id_column) if rows is None else None
         out.rows(
             id_column,
             bad if rows is None else rows[bad],
             f"an id not already in the workspace's '{table_name}' (was this file imported before?)",
             values_at(ids, bad),
+            where=spec.where if spec is not None else None,
         )
 
 
@@ -583,7 +636,7 @@ def import_file(
     source = str(path)
     say(f"reading {source}")
     table, is_csv = read_source(Path(path))
-    out = Problems()
+    out = Problems(mapping.fields, is_csv)
     say("scanning for card numbers")
     table = _hide_card_headers(table, is_csv, out)
     _scan_cards(mapping, table, out)
@@ -592,7 +645,7 @@ def import_file(
         raise_problems(source, out.items, out.total, is_csv, missing)
     say("mapping columns")
     secret = ws.secret()
-    built = _fields(mapping, table, secret, out)
+    built = _fields(mapping, table, secret, out, is_csv)
     say("validating")
     try:
         charges = validate_events(mapping.table, built, source=source)

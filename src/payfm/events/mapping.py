@@ -29,9 +29,17 @@ import pyarrow as pa
 import yaml
 
 from payfm.errors import ConfigError
-from payfm.events.cards import redact_card_numbers
+from payfm.events.cards import contains_card_number, redact_card_numbers
 from payfm.events.currency import MINOR_UNITS
-from payfm.events.schema import DISPUTE_REASONS, EFW_FRAUD_TYPES, PAYMENT_TABLES, schema_of
+from payfm.events.schema import (
+    DISPUTE_REASONS,
+    EFW_FRAUD_TYPES,
+    PAYMENT_TABLES,
+    RULES,
+    DomainError,
+    schema_of,
+)
+from payfm.events.validate import shown_number
 
 Scalar = str | int | float | bool
 Kind = Literal["column", "columns", "value", "hash"]
@@ -106,6 +114,48 @@ class FieldSpec:
     def column(self) -> str:
         """The single source column (kinds "column" only)."""
         return self.columns[0]
+
+    @property
+    def source(self) -> str:
+        """The source as problems key it: the column, several joined by '+', or a constant's key path."""
+        return "+".join(self.columns) if self.columns else f"{self.path}.value"
+
+    @property
+    def columns_text(self) -> str:
+        """The source columns in words: ``column 'ts'``, ``columns 'day' and 'time'``."""
+        names = [f"'{c}'" for c in self.columns]
+        if len(names) == 1:
+            return f"column {names[0]}"
+        return f"columns {', '.join(names[:-1])} and {names[-1]}"
+
+    @property
+    def where(self) -> str:
+        """Where a problem of this field is, as a message names it: the file's own column(s), and the target
+        field where it differs; a constant by its key path. A label's outcome time names only its columns
+        (its messages name the label).
+
+        >>> m = parse_mapping({"table": "refunds", "columns": {
+        ...     "refund_id": {"hash": ["id", "ts"]}, "charge_id": "charge_id",
+        ...     "created": {"columns": ["d", "t"]}, "amount": {"column": "amt", "scale": 100},
+        ...     "currency": {"value": "usd"}, "reason": {"value": "duplicate"}}}, "m.yaml")
+        >>> for spec in m.fields.values():
+        ...     print(spec.where)
+        columns 'id' and 'ts' (hashed into refund_id)
+        column 'charge_id'
+        columns 'd' and 't' (created)
+        column 'amt' (amount)
+        the constant 'columns.currency.value'
+        the constant 'columns.reason.value'
+        """
+        if self.kind == "value":
+            return f"the constant '{self.path}.value'"
+        if not self.path.startswith("columns."):
+            return self.columns_text
+        if self.kind == "hash":
+            return f"{self.columns_text} (hashed into {self.target})"
+        if self.kind == "column" and self.column == self.target:
+            return self.columns_text
+        return f"{self.columns_text} ({self.target})"
 
 
 @dataclass(frozen=True)
@@ -462,6 +512,7 @@ def parse_mapping(data: object, name: str) -> Mapping:
                 f"columns.{target}", f"a field of '{table}'{hint}", f"<an unknown field {target!r}>"
             )
         fields[target] = _field(ctx, f"columns.{target}", target, _type_of(schema.field(target).type), spec)
+        _check_constant(ctx, fields[target], table, not schema.field(target).nullable)
     for f in schema:
         if not f.nullable and f.name not in fields:
             raise ctx.error(
@@ -493,6 +544,53 @@ def parse_mapping(data: object, name: str) -> Mapping:
                 f"<'{column}', used by '{mapping.source_path(column)}'>",
             )
     return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted)
+
+
+def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool) -> None:
+    """A constant ``value`` that the event table would refuse is the mapping's mistake: said once, naming its
+    key, before the file is read (not on every row of it). The rules are validate_events' (a canonical form
+    is taken, as validate_events takes it), and a card number is never shown."""
+    if spec.kind != "value" or spec.value is None:
+        return
+    path = f"{spec.path}.value"
+    rule = RULES.get(table, {}).get(spec.target)
+    if isinstance(spec.value, int) and not isinstance(spec.value, bool):
+        if rule is None or rule.min_value is None:
+            return
+        low, high = rule.min_value, rule.max_value
+        if spec.value < low or (high is not None and spec.value > high):
+            raise ConfigError(
+                f"{ctx.name}: '{path}': expected {rule.expected()}; received {shown_number(spec.value)}."
+            )
+        return
+    if spec.target_type != "string":
+        return
+    text = spec.prefix + str(spec.value)
+    if contains_card_number(text):
+        raise ConfigError(
+            f"{ctx.name}: '{path}': expected no card numbers (a card number enters only through transform: "
+            "fingerprint); received a full card number (not shown)."
+        )
+    if not text.strip():
+        if required:
+            raise ConfigError(
+                f"{ctx.name}: '{path}': expected a value (required field); received an empty text."
+            )
+        return
+    if rule is None:
+        return
+    if rule.canonical is not None:
+        try:
+            text = rule.canonical(text)
+        except ValueError as e:  # (a DomainError describes an e-mail address, never quotes it)
+            got = (e.hidden if isinstance(e, DomainError) else None) or rule.received(text)
+            raise ConfigError(f"{ctx.name}: '{path}': expected {rule.expected()}; received {got}.") from None
+    problem = rule.problem(text)
+    if problem is not None:
+        expected, hint = problem
+        # (an id's or a free text's hint says where it is refused, as its received does: said once)
+        got = f"{rule.received(text)}.{hint}" if hint and rule.text is None else f"{rule.received(text)}."
+        raise ConfigError(f"{ctx.name}: '{path}': expected {expected}; received {got}")
 
 
 def _check_card_columns(ctx: _Ctx, mapping: Mapping, fingerprinted: frozenset[str]) -> None:

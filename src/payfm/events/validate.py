@@ -42,18 +42,26 @@ _LONG_RUN = re.compile(r"\d{13,}")  # what no message shows (docs/serving.md): i
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the input. ``row`` is 1-based in the data (None: the whole column)."""
+    """One thing wrong with the input. ``row`` is 1-based in the data (None: the whole column).
+
+    ``where``, when given, is how the message names the column instead of ``column '<column>'``: an import
+    names the file's own column and the target field computed from it (``column 'amt' (amount)``), while
+    ``column`` keeps the name the check used.
+    """
 
     column: str | None
     row: int | None
     expected: str
     received: str
+    where: str | None = None
 
     def __str__(self) -> str:
         where = []
         if self.row is not None:
             where.append(f"row {self.row}")
-        if self.column is not None:
+        if self.where is not None:
+            where.append(self.where)
+        elif self.column is not None:
             where.append(f"column '{self.column}'")
         prefix = ", ".join(where) + ": " if where else ""
         return f"{prefix}expected {self.expected}; received {self.received}"
