@@ -206,3 +206,14 @@ def test_an_unreachable_postgresql_says_why_on_one_line() -> None:
     said = str(e.value)
     assert 'connection to server at "127.0.0.1", port 1 failed: Connection refused Is the server' in said
     assert "\t" not in said and "\n" not in said and "s3cret" not in said
+
+
+def test_the_unreachable_message_masks_no_piece_of_its_words() -> None:
+    from payfm.serving.postgres_log import _said
+
+    refused = Exception('connection to server at "127.0.0.1", port 5499 failed: Connection refused')
+    assert _said(refused, "postgresql://postgres:a@127.0.0.1:5499/db") == str(refused)  # 'a' in 'failed'
+    role = Exception('FATAL:  role "bob" does not exist')
+    assert _said(role, "postgresql://bob:bob@127.0.0.1/db") == 'FATAL: role "bob" does not exist'
+    echoed = Exception("password s3cretpassword refused")
+    assert _said(echoed, "postgresql://app:s3cretpassword@h/db") == "password *** refused"

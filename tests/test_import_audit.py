@@ -55,6 +55,15 @@ def test_an_unreadable_numeric_label_is_an_error_naming_file_row_column_and_valu
     assert "received 'maybe'" in text
 
 
+def test_a_boolean_label_error_quotes_its_values_as_the_mapping_writes_them(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, {**ROWS, "fraud": ["false", "true", "maybe", "1"]})
+    with pytest.raises(ValidationError) as e:
+        import_file(
+            Workspace.open(tmp_path / "ws", create=True), path, write_mapping(tmp_path, numeric_label(True))
+        )
+    assert "(true: an outcome; other values: none)" in str(e.value)  # YAML's true, not Python's True
+
+
 def test_a_text_label_keeps_other_values_as_no_outcome(tmp_path: Path) -> None:
     # when: [1, "yes"] (the mapping's own label): "maybe" is a category of its own, not an error.
     path = write_csv(tmp_path, {**ROWS, "fraud": ["maybe", "1.0", "no", "YES"]})

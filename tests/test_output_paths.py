@@ -18,12 +18,18 @@ from payfm.synth import WorldConfig, generate_world
 
 def test_an_out_below_a_file_or_on_a_folder_is_refused_naming_the_option(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(ConfigError, match=r"^--out: the folder of '.*afile/x.parquet' cannot be created"):
+    with pytest.raises(
+        ConfigError, match=r"^--out: the folder of '.*afile/x.parquet' cannot be created: '.*' is a"
+    ):
         output_file(tmp_path / "afile" / "x.parquet", "--out")
+    with pytest.raises(ConfigError, match=r"cannot be created: '.*afile' is a file"):
+        output_file(tmp_path / "afile" / "deeper" / "x.parquet", "--out")
     with pytest.raises(ConfigError, match=r"^--out: '.*' is a folder\. Expected a file path\.$"):
         output_file(tmp_path, "--out")
-    deep = output_file(tmp_path / "a" / "b" / "x.parquet", "--out")  # folders made, nothing written
-    assert deep.parent.is_dir() and not deep.exists()
+    deep = output_file(tmp_path / "a" / "b" / "x.parquet", "--out")  # checked: nothing made yet
+    assert not (tmp_path / "a").exists()
+    write_parquet(pa.table({"a": [1]}), deep, "--out")  # the folders are made when it is written
+    assert pa.parquet.read_table(deep).num_rows == 1
 
 
 def test_embed_checks_its_out_before_reading_the_checkpoint(tmp_path: Path) -> None:

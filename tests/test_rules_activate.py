@@ -233,6 +233,20 @@ def test_a_version_reading_a_feature_its_set_lost_is_refused(ws: Workspace) -> N
     assert active_version(ws) == 2
 
 
+def test_a_rollback_refuses_to_undo_another_activation_than_it_announced(ws: Workspace) -> None:
+    # v1, v2, v3 applied; while one analyst's rollback (announced: undo #3, v3 -> v2) backtests, another rolls
+    # back (#3 undone, v2 active) and applies v4 (#5: v2 -> v4): a rollback now also restores v2, but by
+    # undoing the colleague's v4, which is not what the first analyst compared
+    applied(ws, "block if :amount_usd: > 100", "block if :amount_usd: > 200", "block if :amount_usd: > 300")
+    point = rulesets.rollback_point(ws)
+    assert (point.id, point.version, point.previous) == (3, 3, 2)
+    rulesets.rollback(ws, author="bo")
+    rulesets.save(ws, "block if :amount_usd: > 400", activate=True, author="bo")
+    with pytest.raises(RuleError, match=re.escape("a rollback now undoes activation #5 (v4). Expected #3")):
+        rulesets.rollback(ws, to=point.previous, undoing=point.id)
+    assert active_version(ws) == 4 and len(rulesets.activations(ws)) == 5
+
+
 # ---- the CLI on a small world ------------------------------------------------------------------------------
 
 
@@ -431,3 +445,20 @@ def test_cli_help_of_the_new_commands_has_an_example(ws: Workspace) -> None:
     ):
         code, out = run(ws, "rules", command, "--help")
         assert code == 0 and example in out, out
+
+
+def test_cli_replaces_an_active_version_that_no_longer_compiles(two: tuple[Workspace, Path]) -> None:
+    """The commands that replace the active version must work when it is broken (it is when they are
+    needed): its change is counted against no ruleset, with a warning naming why."""
+    ws, files = two
+    lists.create_list(ws, "bad_domains", "email_domain")
+    (files / "list.rules").write_text("block if :email_domain: in @bad_domains\n")
+    code, out = run(ws, "rules", "apply", str(files / "list.rules"), "--set", "tiny")
+    assert code == 0, out
+    with sqlite3.connect(ws.root / "rules.db") as con:  # v3, active, loses its list
+        con.execute("DELETE FROM lists WHERE name = 'bad_domains'")
+    code, out = run(ws, "rules", "rollback", "--note", "escape")
+    assert code == 0 and active_version(ws) == 2, out
+    assert "warning: the active ruleset cannot be the baseline: Ruleset v3 no longer compiles" in out
+    assert changed(out)[0] == "no ruleset (active v3 no longer compiles)"
+    assert "Rolled back to ruleset v2" in out and "replacing v3." in out

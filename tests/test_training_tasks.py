@@ -106,6 +106,9 @@ def test_a_second_task_trains_end_to_end_with_the_same_trainer(ws: Workspace) ->
     assert "positive: retry_success)" in r.output and " fraud)" not in r.output
     assert "rules baseline is left out: its rules flag fraud; these models predict retry_success" in r.output
     assert [m["name"] for m in json.loads((out / "report.json").read_text())["comparison"]] == [mv.ref]
+    page = (out / "report.html").read_text()
+    assert "positive for task &#x27;retry_success&#x27;" in page  # (HTML-escaped quotes)
+    assert "fraudulent (base rate" not in page
 
 
 @pytest.fixture(scope="module")
@@ -196,17 +199,19 @@ def test_score_window_scores_the_window_with_the_registered_model(ws: Workspace,
     )
     with pytest.raises(Exception, match="timezone-aware"):
         score_window(ws, "fraud-gbdt", start.replace(tzinfo=None))
-    # ISO text: a date is its midnight UTC, a time keeps its offset; a naive time or a wrong type is refused
+    # read as payfm evaluate reads its window: a date (or ISO date text) is its midnight UTC, ISO text
+    # naming no zone is UTC; other types and other text are refused
     day = start.date().isoformat()
     midnight = datetime.combine(start.date(), time(), tzinfo=UTC)
     by_text = score_window(ws, "fraud-gbdt@1", day, end.isoformat())
     assert by_text.equals(score_window(ws, "fraud-gbdt@1", midnight, end))
+    assert by_text.equals(score_window(ws, "fraud-gbdt@1", start.date(), end))
     assert by_text.num_rows == sum(midnight <= c < end for c in created)  # from the day's midnight
-    with pytest.raises(ConfigError, match="'start' of the scoring window must be timezone-aware"):
-        score_window(ws, "fraud-gbdt", f"{day}T12:00:00")
-    with pytest.raises(ConfigError, match=r"'end' of the scoring window must be a date .* Got '15/02/2023'"):
+    noon = score_window(ws, "fraud-gbdt@1", f"{day}T12:00", end)
+    assert noon.equals(score_window(ws, "fraud-gbdt@1", midnight + timedelta(hours=12), end))
+    with pytest.raises(ConfigError, match=r"'end' of the scoring window must be an ISO .* Got '15/02/2023'"):
         score_window(ws, "fraud-gbdt", None, "15/02/2023")
-    with pytest.raises(ConfigError, match=r"must be a datetime or ISO text\. Got int 20230215"):
+    with pytest.raises(ConfigError, match=r"must be a datetime, a date or an ISO date .* Got int"):
         score_window(ws, "fraud-gbdt", 20230215)  # type: ignore[arg-type]
 
 

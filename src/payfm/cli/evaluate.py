@@ -12,7 +12,7 @@ from rich.table import Table
 from payfm.cli.options import DAYS
 from payfm.cli.render import cell, console, err_console, iso_time
 from payfm.evaluation.evaluate import EvaluationResult, compare
-from payfm.evaluation.pipeline import evaluate_models, label_horizons
+from payfm.evaluation.pipeline import evaluate_models, models_task
 from payfm.events.workspace import Workspace
 
 
@@ -114,7 +114,7 @@ def evaluate(
             f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
         ),
     )
-    kinds = {t for t, _ in label_horizons(ws, list(models)).values()} if models else {"fraud"}
-    positives = "fraud" if kinds == {"fraud"} else f"positive: {', '.join(sorted(kinds))}"
+    predicted = models_task(ws, list(models))
+    positives = "fraud" if predicted == "fraud" else f"positive: {predicted}"
     console.print(comparison_table(results, "Evaluation", positives))
     console.print(f"Report: [bold]{paths.html}[/bold] (numbers in {paths.json.name})")

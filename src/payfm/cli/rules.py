@@ -118,6 +118,24 @@ def _warn(message: str) -> None:
     err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _active_baseline(ws: Workspace) -> rulesets.Baseline:
+    """The active ruleset as a backtest's baseline. One that no longer compiles (a list or a feature set it
+    reads is gone) is said in a warning, and the change is counted against no ruleset: `apply`, `activate`
+    and `rollback` are how an analyst replaces it, so they must not be refused for it."""
+    try:
+        return rulesets.baseline(ws)
+    except RuleError as e:
+        current = rulesets.active(ws)
+        version = current.version if current is not None else None
+        _warn(
+            f"the active ruleset cannot be the baseline: {e} The change is counted against no ruleset "
+            "(everything authorized)."
+        )
+        return rulesets.Baseline(
+            None, rulesets.DEFAULT_FEATURE_SET, f"no ruleset (active v{version} no longer compiles)", version
+        )
+
+
 def print_report(report: BacktestReport, baseline: str) -> None:
     """Render a backtest: per rule, the decision mix and the change against the baseline.
 
@@ -212,7 +230,7 @@ def _run_backtest(
         raise ConfigError("Give --scores or --model, not both.")
     # a stored version runs on the set it was saved with, as the decision service runs it (a feature of one
     # name may differ); a file baseline on the command's --set
-    base = base if base is not None else rulesets.baseline(ws)
+    base = base if base is not None else _active_baseline(ws)
     label, baseline_fset = base.label, None
     if base.ruleset is not None:
         baseline_fset = feature_set(base.feature_set, ws.root)
@@ -460,7 +478,7 @@ def activate_cmd(
     rulesets.check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     v, candidate = rulesets.activatable(ws, number)
-    base = rulesets.baseline(ws)
+    base = _active_baseline(ws)
     report, label = _run_backtest(
         ctx, ws, candidate, v.feature_set, start, end, scores, model_ref, horizon_days, base
     )
@@ -504,12 +522,12 @@ def rollback_cmd(
         markup=False,
         highlight=False,
     )
-    base = rulesets.baseline(ws)
+    base = _active_baseline(ws)
     report, label = _run_backtest(
         ctx, ws, candidate, v.feature_set, start, end, scores, model_ref, horizon_days, base
     )
     print_report(report, label)
-    v = rulesets.rollback(ws, note=note, to=v.version)
+    v = rulesets.rollback(ws, note=note, to=v.version, undoing=point.id)
     _activated("Rolled back to", v, base.version)
 
 

@@ -20,7 +20,7 @@ from payfm.evaluation.baseline import BASELINE_NAME, rules_baseline_predictions,
 from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import EvaluationResult, evaluate_predictions
 from payfm.evaluation.report import EvaluationReport, write_report
-from payfm.events.schema import utc_time
+from payfm.events.schema import time_bound
 from payfm.events.workspace import Workspace
 
 Progress = Callable[[str], None]
@@ -40,25 +40,7 @@ def window_bound(value: WindowBound, name: str) -> datetime | None:
     >>> window_bound("2026-03-01", "start").isoformat(), window_bound(date(2026, 3, 1), "end").isoformat()
     ('2026-03-01T00:00:00+00:00', '2026-03-01T00:00:00+00:00')
     """
-    if value is None or isinstance(value, datetime):
-        if value is not None and value.tzinfo is None:
-            raise EvaluationError(
-                f"The evaluation {name} must be timezone-aware (UTC). Got {value.isoformat()}."
-            )
-        return value
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day, tzinfo=UTC)
-    if not isinstance(value, str):
-        raise EvaluationError(
-            f"The evaluation {name} must be a datetime, a date or an ISO date or time text (2026-03-01). "
-            f"Got {type(value).__name__}."
-        )
-    try:
-        return utc_time(value)
-    except ValueError:
-        raise EvaluationError(
-            f"The evaluation {name} must be an ISO date or time (2026-03-01). Got {value!r}."
-        ) from None
+    return time_bound(value, f"The evaluation {name}", EvaluationError)
 
 
 def _check_window(start: datetime | None, end: datetime | None) -> None:
@@ -119,6 +101,12 @@ def label_horizons(ws: Workspace, model_refs: Sequence[str]) -> dict[str, tuple[
         mv = reg.get(ref)
         out[mv.ref] = (mv.task, tasks.label_horizon(mv.task, mv.entry))
     return out
+
+
+def models_task(ws: Workspace, model_refs: Sequence[str]) -> str:
+    """The task the models predict (``fraud`` without models: the rules baseline's); they share one, as
+    :func:`common_horizon` requires."""
+    return ", ".join(sorted({t for t, _ in label_horizons(ws, model_refs).values()})) or "fraud"
 
 
 def common_horizon(
@@ -237,9 +225,9 @@ def evaluate_models(
         for ref in model_refs:
             say(f"scoring with {ref}")
             tables.append((ref, score_window(ws, ref, start=start, end=end, horizon=labelled_over)))
-    kinds = {t for t, _ in label_horizons(ws, model_refs).values()} if model_refs else {"fraud"}
-    if baseline and kinds != {"fraud"}:  # its rules flag fraud: on another task's labels it means nothing
-        say(f"the rules baseline is left out: its rules flag fraud; these models predict {', '.join(kinds)}")
+    predicted = models_task(ws, model_refs)
+    if baseline and predicted != "fraud":  # its rules flag fraud: on another task's labels it means nothing
+        say(f"the rules baseline is left out: its rules flag fraud; these models predict {predicted}")
         baseline = False
     if baseline:
         say("scoring with the rules baseline")
@@ -250,5 +238,7 @@ def evaluate_models(
         say(f"evaluating {name}")
         results.append(evaluate_predictions(preds, name=name, bootstrap=bootstrap, seed=seed))
     say("writing the report")
-    paths = write_report(results, out_dir if out_dir is not None else default_report_dir(ws))
+    paths = write_report(
+        results, out_dir if out_dir is not None else default_report_dir(ws), positives=predicted
+    )
     return paths, results

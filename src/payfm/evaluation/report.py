@@ -145,16 +145,25 @@ def _slices(results: Sequence[EvaluationResult], dims: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
-def render_html(results: Sequence[EvaluationResult], title: str = "payfm evaluation report") -> str:
-    """The report page for ``results`` (the first result's window and population describe the page)."""
+def render_html(
+    results: Sequence[EvaluationResult], title: str = "payfm evaluation report", positives: str = "fraud"
+) -> str:
+    """The report page for ``results`` (the first result's window and population describe the page).
+    ``positives``: the task the models predict; for another than ``fraud`` (``retry_success``) the page says
+    that its "fraud" columns count that task's positive labels."""
     from payfm.evaluation import plots
 
     r0 = results[0]
+    counted = f"{r0.fraud:,} fraudulent"
+    money = f"${r0.fraud_usd:,.0f} of fraud vs ${r0.legit_usd:,.0f} legitimate"
+    if positives != "fraud":  # another task: the page's "fraud" columns count its positive labels
+        counted = f"{r0.fraud:,} positive for task '{positives}' (the tables' \"fraud\" counts them)"
+        money = f"${r0.fraud_usd:,.0f} positive vs ${r0.legit_usd:,.0f} negative"
     meta = (
         f"Window {_minute(r0.window_start)} .. {_minute(r0.window_end)} (UTC). "
         f"{r0.charges:,} charges scored, "
-        f"{r0.evaluated:,} with a mature label ({r0.immature:,} immature, excluded), {r0.fraud:,} fraudulent "
-        f"(base rate {r0.base_rate:.3%}; ${r0.fraud_usd:,.0f} of fraud vs ${r0.legit_usd:,.0f} legitimate)."
+        f"{r0.evaluated:,} with a mature label ({r0.immature:,} immature, excluded), {counted} "
+        f"(base rate {r0.base_rate:.3%}; {money})."
     )
     return PAGE.substitute(
         title=html.escape(title),
@@ -178,10 +187,12 @@ def write_report(
     results: Sequence[EvaluationResult],
     out_dir: str | os.PathLike[str],
     title: str = "payfm evaluation report",
+    positives: str = "fraud",
 ) -> EvaluationReport:
     """Write ``report.html`` and ``report.json`` under ``out_dir`` (created if needed), as one set: both are
     rendered and written to temporary files first, then replace the old ones together, so an interrupted
-    write (Ctrl-C, a full disk) leaves the old report or the new one, never a new JSON beside an old page."""
+    write (Ctrl-C, a full disk) leaves the old report or the new one, never a new JSON beside an old page.
+    ``positives``: the task the models predict (:func:`render_html`)."""
     if not results:
         raise EvaluationError("The report needs at least one evaluation result. Got none.")
     out = Path(out_dir)
@@ -192,7 +203,7 @@ def write_report(
     paths = EvaluationReport(out / "report.html", out / "report.json")
     contents = {
         paths.json: json.dumps(report_json(results), indent=1, allow_nan=False).encode(),
-        paths.html: render_html(results, title).encode(),
+        paths.html: render_html(results, title, positives).encode(),
     }
     replace_together(contents)
     return paths

@@ -74,7 +74,7 @@ def _label_rows(label: LabelSpec, col: pa.Array, out: Problems) -> np.ndarray:
             known = pc.or_(mask, pc.or_(true_words, false_words))
         bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(False))
         if len(bad):
-            yes = ", ".join(repr(w) for w in label.when)
+            yes = ", ".join(_as_written(w) for w in label.when)
             out.rows(
                 label.column,
                 bad,
@@ -220,3 +220,10 @@ def outcome_events(
         name: (pa.concat_tables([t for t, _ in items]), np.concatenate([r for _, r in items]))
         for name, items in parts.items()
     }
+
+
+def _as_written(value: object) -> str:
+    """A label's ``when`` value as the mapping's YAML writes it (``true``, not Python's ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value)

@@ -26,7 +26,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from encodings import idna
 from functools import cached_property, lru_cache
 
@@ -51,6 +51,34 @@ def utc_time(text: str) -> datetime:
     """
     t = datetime.fromisoformat(text)
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def time_bound(value: object, who: str, error: type[PayfmError]) -> datetime | None:
+    """A window bound as an aware datetime (None stays None): an aware datetime, a date (its midnight UTC) or
+    ISO text (:func:`utc_time`: UTC when it names no zone), as ``--from``/``--to`` take them; else ``error``
+    naming ``who`` ("The evaluation start"). One reading for every window of the library.
+
+    >>> time_bound("2026-03-01", "The start", PayfmError).isoformat()
+    '2026-03-01T00:00:00+00:00'
+    >>> time_bound("01/03/2026", "The start", PayfmError)
+    Traceback (most recent call last):
+    payfm.errors.PayfmError: The start must be an ISO date or time (2026-03-01). Got '01/03/2026'.
+    """
+    if value is None or isinstance(value, datetime):
+        if value is not None and value.tzinfo is None:
+            raise error(f"{who} must be timezone-aware (UTC). Got {value.isoformat()}.")
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day, tzinfo=UTC)
+    if not isinstance(value, str):
+        raise error(
+            f"{who} must be a datetime, a date or an ISO date or time text (2026-03-01). "
+            f"Got {type(value).__name__}."
+        )
+    try:
+        return utc_time(value)
+    except ValueError:
+        raise error(f"{who} must be an ISO date or time (2026-03-01). Got {value!r}.") from None
 
 
 # Vocabularies of the categorical fields. None (null) is allowed where the field is nullable.

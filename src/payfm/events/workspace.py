@@ -116,9 +116,10 @@ def synced_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
 
 
 def output_file(path: str | os.PathLike[str], who: str) -> Path:
-    """``path``, a file about to be written, checked before the work that produces it: its folder is made
-    (with parents) and writable, and ``path`` is no folder. A :class:`ConfigError` naming ``who`` (the
-    option: ``--out``) otherwise, rather than an OSError traceback once the work is done.
+    """``path``, a file about to be written, checked before the work that produces it: no folder, and its
+    nearest existing ancestor a writable folder (the missing ones are made when it is written, so a command
+    that fails first leaves none behind). A :class:`ConfigError` naming ``who`` (the option: ``--out``)
+    otherwise, rather than an OSError traceback once the work is done.
 
     >>> import tempfile
     >>> output_file(Path(tempfile.mkdtemp()), "--out")
@@ -128,12 +129,15 @@ def output_file(path: str | os.PathLike[str], who: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{who}: '{p}' is a folder. Expected a file path.")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"{who}: the folder of '{p}' cannot be created: {e.strerror or e}.") from None
-    if not os.access(p.parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{who}: the folder of '{p}' is not writable.")
+    above = p.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise ConfigError(f"{who}: the folder of '{p}' cannot be created: '{above}' is a file.")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"{who}: the folder of '{p}' cannot be created or written: '{above}' is not writable."
+        )
     return p
 
 
@@ -143,6 +147,7 @@ def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None
     an OSError is a :class:`ConfigError` naming ``who``. ``options`` go to ``pq.write_table``."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, **options)
         os.replace(tmp, path)
     except OSError as e:

@@ -507,13 +507,16 @@ def rollback(
     author: str | None = None,
     at: datetime | None = None,
     to: int | None = None,
+    undoing: int | None = None,
 ) -> RulesetVersion:
     """Undo the activation of :func:`rollback_point`: make the version active before it active again,
     logged as a ``rollback`` of it (with ``note`` and ``author``). Returns the version now active.
 
     Refused with a :class:`RuleError` (nothing changes) where :func:`rollback_point` is, when that version
-    no longer compiles, or, with ``to`` (the version the caller compared, e.g. backtested), when the
-    rollback would now make another version active (the log changed meanwhile).
+    no longer compiles, or when the log changed meanwhile: with ``to`` (the version the caller compared,
+    e.g. backtested), when the rollback would now make another version active; with ``undoing`` (the
+    activation id the caller announced), when it would undo another activation (another analyst's
+    rollback and apply in between can leave the same version to restore, undoing their new one).
     """
     check_note(note, author)
 
@@ -536,6 +539,11 @@ def rollback(
         now = _undo_point(_read_activations(con), _row(current) if current else None)
         if now.previous != target:
             raise moved(now, target)
+        if undoing is not None and now.id != undoing:
+            raise RuleError(
+                f"The activation log changed meanwhile: a rollback now undoes activation #{now.id} "
+                f"(v{now.version}). Expected #{undoing}; nothing changed. Run the command again."
+            )
         _switch(
             con,
             target,

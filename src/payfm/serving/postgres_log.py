@@ -41,13 +41,18 @@ _SCHEMA_LOCK = 0x7061_7966_6D5F_6C67  # "payfm_lg"
 
 
 def _said(e: Exception, url: str) -> str:
-    """psycopg's message on one line (it spans lines: the cause, then a hint), without the URL's password."""
+    """psycopg's message on one line (it spans lines: the cause, then a hint). libpq does not quote the
+    password; should a message hold it, a password of 8 characters or more that is not the user name is
+    masked (a shorter one would mask pieces of words: 'a' in 'failed')."""
     said = " ".join(str(e).split()) or type(e).__name__
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
+        password, user = parts.password, parts.username
     except ValueError:  # not a URL psycopg could have read a password from either
-        password = None
-    return said.replace(password, "***") if password else said
+        password = user = None
+    if password and len(password) >= 8 and password != user:
+        said = said.replace(password, "***")
+    return said
 
 
 class PostgresDecisionLog(DecisionLog):

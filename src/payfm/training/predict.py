@@ -7,13 +7,14 @@ Example:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from payfm.errors import ConfigError
+from payfm.events.schema import time_bound
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
@@ -38,38 +39,16 @@ SCORE_COLUMNS = (
 _CHUNK = 200_000  # rows scored at a time, to bound memory on big windows
 
 
-def _utc(t: datetime | str | None, who: str) -> datetime | None:
-    """A bound of the scoring window: an aware datetime, or ISO text (``2026-03-01``: that day's midnight
-    UTC; a time must carry its offset, ``2026-03-01T12:00:00+00:00``)."""
-    if t is None:
-        return None
-    if isinstance(t, str):
-        text = t
-        try:
-            t = datetime.fromisoformat(text)
-        except ValueError:
-            raise ConfigError(
-                f"The '{who}' of the scoring window must be a date (YYYY-MM-DD) or an ISO time with its "
-                f"offset. Got {text!r}."
-            ) from None
-        if t.tzinfo is None and len(text) <= 10:  # a bare date: its midnight, UTC
-            t = t.replace(tzinfo=UTC)
-    if not isinstance(t, datetime):
-        raise ConfigError(
-            f"The '{who}' of the scoring window must be a datetime or ISO text. Got {type(t).__name__} {t!r}."
-        )
-    if t.tzinfo is None:
-        raise ConfigError(
-            f"The '{who}' of the scoring window must be timezone-aware (UTC). Got {t.isoformat()}."
-        )
-    return t
+def _utc(t: datetime | date | str | None, who: str) -> datetime | None:
+    """A bound of the scoring window, read as ``payfm evaluate`` reads its window (:func:`time_bound`)."""
+    return time_bound(t, f"The '{who}' of the scoring window", ConfigError)
 
 
 def score_window(
     ws: Workspace,
     model_ref: str,
-    start: datetime | str | None = None,
-    end: datetime | str | None = None,
+    start: datetime | date | str | None = None,
+    end: datetime | date | str | None = None,
     *,
     fset: FeatureSet | None = None,
     as_of: datetime | None = None,
@@ -77,7 +56,8 @@ def score_window(
 ) -> pa.Table:
     """Score every labelled entity of the model's task created in [start, end) with a registered model.
 
-    ``start`` and ``end`` are aware datetimes or ISO text (a date is its midnight, UTC).
+    ``start`` and ``end`` are aware datetimes, dates (their midnight UTC) or ISO text (UTC when it names no
+    zone), as ``payfm evaluate`` reads its window.
 
     ``model_ref`` is ``name`` (its production version, else the latest), ``name@<version>`` or
     ``name@<stage>``. The model's content hash and feature set are checked at load. ``fset`` defaults to the
