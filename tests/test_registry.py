@@ -318,3 +318,22 @@ def test_a_copied_workspace_checks_and_serves_its_own_checkpoint(reg: Registry, 
     assert theirs.check_foundation_model(theirs.get(mv.ref)) == copy / "fm" / "v1"  # its own, unchanged
     shutil.rmtree(fm)
     assert theirs.promote(mv.ref).stage == "production"
+
+
+def test_a_ruleset_on_another_set_than_the_production_model_is_refused_saying_how_to_pair_them(
+    reg: Registry,
+) -> None:
+    from payfm.rules import rulesets
+    from payfm.serving.errors import Conflict
+
+    ref = register(reg, "lr")  # on the tiny set
+    reg.promote(ref)
+    ws = Workspace.open(reg.root.parent)
+    rulesets.save(ws, "block if :amount_usd: > 900", set_name="bench15", activate=True)
+    with pytest.raises(Conflict) as e:
+        load_bundle(ws)
+    assert str(e.value) == (
+        "The active ruleset (version 1) is written for feature set 'bench15'; the server serves 'tiny', "
+        "the production model fraud-x@1's. Activate a ruleset version on 'tiny' (`payfm rules activate "
+        "VERSION`), or promote a model trained on 'bench15'."
+    )

@@ -247,6 +247,31 @@ def test_a_rollback_refuses_to_undo_another_activation_than_it_announced(ws: Wor
     assert active_version(ws) == 4 and len(rulesets.activations(ws)) == 5
 
 
+def test_a_note_typed_on_windows_keeps_its_line_breaks(ws: Workspace) -> None:
+    applied(ws, "block if :amount_usd: > 100")
+    v = rulesets.save(ws, "block if :amount_usd: > 200", note="why\r\nbecause", activate=True)
+    assert v.note == "why\nbecause" and rulesets.activations(ws)[0].note == "why\nbecause"
+    assert rulesets.rollback(ws, note="undo\r\nit").version == 1
+    assert rulesets.activations(ws)[0].note == "undo\nit"
+    with pytest.raises(RuleError, match="control characters"):  # other control characters stay refused
+        rulesets.activate(ws, 2, note="esc \x1b[2J")
+
+
+def test_an_apply_refuses_when_the_version_it_compared_with_is_no_longer_active(ws: Workspace) -> None:
+    # `rules apply` backtests against v2, another analyst rolls back to v1 meanwhile: the change it printed
+    # is not the change it would make, so it saves nothing (one transaction) and says so
+    applied(ws, "block if :amount_usd: > 100", "block if :amount_usd: > 200")
+    rulesets.rollback(ws, author="bo")
+    with pytest.raises(RuleError, match=re.escape("changed meanwhile: expected v2 (what the change was")):
+        rulesets.save(ws, "block if :amount_usd: > 300", activate=True, replacing=2)
+    assert [v.version for v in rulesets.history(ws)] == [2, 1] and active_version(ws) == 1
+    fresh = Workspace.open(ws.root.parent / "fresh", create=True)  # compared with none active: one appeared
+    applied(fresh, "block if :amount_usd: > 100")
+    with pytest.raises(RuleError, match=re.escape("expected no active ruleset (what the change")):
+        rulesets.save(fresh, "block if :amount_usd: > 300", activate=True, replacing=None)
+    assert rulesets.save(fresh, "block if :amount_usd: > 300", activate=True, replacing=1).version == 2
+
+
 # ---- the CLI on a small world ------------------------------------------------------------------------------
 
 
@@ -284,7 +309,7 @@ def run(ws: Workspace, *args: str) -> tuple[int, str]:
 
 def changed(out: str) -> tuple[str, int]:
     """The report's baseline label and its count of charges decided differently."""
-    m = re.search(r"Change against (.+): ([\d,]+) charges decided differently", out)
+    m = re.search(r"Change against (.+): ([\d,]+) charges? decided differently", out)
     assert m, out
     return m.group(1), int(m.group(2).replace(",", ""))
 
@@ -318,7 +343,7 @@ def test_cli_activate_backtests_the_stored_version_then_activates_it(two: tuple[
     )
     assert n == expected.change.changed
     assert "Activated ruleset v1 (sha256 " in out and "replacing v2." in out
-    assert "POST /v1/admin/reload" in out and "answers 409" in out
+    assert "keeps the ruleset it loaded until `POST /v1/admin/reload`" in out and "makes it serve v1" in out
     assert active_version(ws) == 1
     newest = rulesets.activations(ws)[0]
     assert (newest.version, newest.previous, newest.note) == (1, 2, "v2 blocks good customers")
@@ -462,3 +487,29 @@ def test_cli_replaces_an_active_version_that_no_longer_compiles(two: tuple[Works
     assert "warning: the active ruleset cannot be the baseline: Ruleset v3 no longer compiles" in out
     assert changed(out)[0] == "no ruleset (active v3 no longer compiles)"
     assert "Rolled back to ruleset v2" in out and "replacing v3." in out
+
+
+def test_cli_warns_when_the_production_model_runs_on_another_feature_set(two: tuple[Workspace, Path]) -> None:
+    """A ruleset on another feature set than the production model's is refused by a decision service (on
+    reload, and at start): the command that activates it says so, and how to make them share one."""
+    import numpy as np
+
+    from payfm.features.catalog import bench_set
+    from payfm.registry import Registry
+    from payfm.training.models import model_class
+
+    ws, _ = two
+    fs = bench_set()
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, len(fs.names)))
+    y = (X[:, 0] > 1).astype(int)  # both labels in the training and the validation rows
+    model = model_class("lr")(seed=0).fit(X[:300], y[:300], None, X[300:], y[300:], feature_names=fs.names)
+    reg = Registry(ws)
+    reg.promote(reg.register(model, name="fraud-lr", task="fraud", fset=fs).ref)  # type: ignore[arg-type]
+    code, out = run(ws, "rules", "activate", "1")
+    assert code == 0, out
+    assert (
+        "warning: the production model fraud-lr@1 runs on feature set 'bench15', and ruleset v1 on 'tiny'"
+        in out
+    )
+    assert "Activate a version on 'bench15'" in out and "makes it serve v1" not in out

@@ -48,6 +48,7 @@ def test_replay_of_the_last_day_sees_point_in_time_features(ws: Workspace) -> No
     assert rep.warmed == charges.num_rows - in_period
     assert sum(rep.mix.values()) == rep.charges and rep.mix["manual_review"] > 0
     assert len(rep.latencies_ms) == rep.charges and not rep.errors
+    assert dict(rep.rulesets) == {1: rep.charges}  # the ruleset version that made each decision
     fset = default_set()
     reference = replay(fset, charges, log_outcomes(ws)).to_pylist()
     want = {r["charge_id"]: r for r in reference}
@@ -156,3 +157,50 @@ def test_a_replay_with_outcomes_reported_after_the_decisions_sees_the_same_featu
     # An hour into the period, the declines in the hour's windows were all counted from reported results.
     later = [d for d in decisions if want[d.charge_id]["created"] >= start + timedelta(hours=1)]
     assert sum(d.features["merchant.count_declined_1h"] or 0 for d in later) > 0
+
+
+def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspace) -> None:
+    """A charge the service decided before is answered with its stored decision (idempotent), made by the
+    ruleset active then: after a rollback, a replay's mix is the old version's for those charges, and the
+    summary says which versions decided (an analyst read the old mix as a rollback that did not work)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from payfm.cli.serve import ruleset_line
+    from payfm.serving.replay import replay_http
+
+    answered = [0]
+
+    class Stored(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            answered[0] += 1
+            version = 2 if answered[0] % 3 else 3  # two in three decided before, by v2
+            body = json.dumps({"outcome": "blocked", "ruleset_version": version}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stored)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        last = pc.max(ws.read("charges")["created"]).as_py()
+        rep = replay_http(
+            ws, last - timedelta(hours=2), None, f"http://127.0.0.1:{server.server_address[1]}", "k"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rep.charges > 10 and rep.rulesets[2] + rep.rulesets[3] == rep.charges and rep.rulesets[3] > 0
+    assert ruleset_line(rep).startswith(f"Decided by rulesets v2: {rep.rulesets[2]:,} charges, v3: ")

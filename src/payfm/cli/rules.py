@@ -21,6 +21,7 @@ from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
+from payfm.registry.store import ModelVersion, Registry
 from payfm.rules import lists as lists_lib
 from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
@@ -192,7 +193,7 @@ def print_report(report: BacktestReport, baseline: str) -> None:
     console.print(mix)
     c = report.change
     console.print(
-        Text.assemble((f"Change against {baseline}", "bold"), f": {c.changed:,} charges decided differently")
+        Text.assemble((f"Change against {baseline}", "bold"), f": {plural(c.changed, 'charge')} decided differently")
     )
     lines = [
         ("fraud newly blocked:", c.fraud_newly_blocked),
@@ -417,34 +418,56 @@ def apply(
     ws = Workspace.open(ctx.obj["workspace"])
     with _named(file):
         candidate = rulesets.compile_text(ws, text, set_name)
-    report, label = _run_backtest(ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days)
+    base = _active_baseline(ws)
+    report, label = _run_backtest(
+        ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base
+    )
     print_report(report, label)
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
-        v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name)
+        v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name, replacing=base.version)
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
-    _reload_hint(v)
+    _reload_hint(ws, v)
 
 
-def _reload_hint(v: rulesets.RulesetVersion) -> None:
-    """What a running decision service does about a new active version (docs/serving.md, "Safe change")."""
+def _reload_hint(ws: Workspace, v: rulesets.RulesetVersion) -> None:
+    """What a running decision service does about a new active version (docs/serving.md, "Safe change"):
+    it serves it after a reload, unless the production model runs on another feature set (then it refuses
+    it, at a reload and at a start, until the two share one)."""
+    model = _production_model(ws)
+    if model is not None and model.feature_set != v.feature_set:
+        _warn(
+            f"the production model {model.ref} runs on feature set '{model.feature_set}', and ruleset "
+            f"v{v.version} on '{v.feature_set}': a decision service refuses it (409 on POST "
+            f"/v1/admin/reload, and it does not start) until they share one. Activate a version on "
+            f"'{model.feature_set}' (`payfm rules activate VERSION`), or promote a model trained on "
+            f"'{v.feature_set}'."
+        )
+        return
     console.print(
         "A running decision service (`payfm serve`) keeps the ruleset it loaded until "
         f"`POST /v1/admin/reload` (it picks up list changes itself, not a new version), which makes it serve "
-        f"v{v.version}; it answers 409 and keeps what it serves when it serves another feature set than "
-        f"'{v.feature_set}'.",
+        f"v{v.version}.",
         markup=False,
         highlight=False,
     )
 
 
-def _activated(what: str, v: rulesets.RulesetVersion, replaced: int | None) -> None:
+def _production_model(ws: Workspace) -> ModelVersion | None:
+    """The production model the decision service decides with (the newest, as it picks), if any."""
+    if not (ws.root / "models").exists():
+        return None
+    prod = [m for m in Registry(ws).list() if m.stage == "production"]
+    return max(prod, key=lambda m: (m.created_at, m.version)) if prod else None
+
+
+def _activated(ws: Workspace, what: str, v: rulesets.RulesetVersion, replaced: int | None) -> None:
     was = f"replacing v{replaced}" if replaced is not None else "no ruleset was active"
     console.print(
         f"{what} ruleset v{v.version} (sha256 {v.sha256[:12]}, feature set '{v.feature_set}'); {was}.",
         markup=False,
         highlight=False,
     )
-    _reload_hint(v)
+    _reload_hint(ws, v)
 
 
 @rules.command(name="activate")
@@ -484,7 +507,7 @@ def activate_cmd(
     )
     print_report(report, label)
     v = rulesets.activate(ws, v.version, note=note, replacing=base.version)
-    _activated("Activated", v, base.version)
+    _activated(ws, "Activated", v, base.version)
 
 
 @rules.command(name="rollback")
@@ -528,7 +551,7 @@ def rollback_cmd(
     )
     print_report(report, label)
     v = rulesets.rollback(ws, note=note, to=v.version, undoing=point.id)
-    _activated("Rolled back to", v, base.version)
+    _activated(ws, "Rolled back to", v, base.version)
 
 
 @rules.command()

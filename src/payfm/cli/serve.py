@@ -537,6 +537,26 @@ def _refuse_an_empty_window(
         )
 
 
+def ruleset_line(rep: ReplayReport) -> str:
+    """Which ruleset versions made the decisions: over HTTP a charge the service decided before is answered
+    with its stored decision (idempotent), made by the ruleset active then, so a replay after a rollback
+    shows the old version's mix for the charges it decided.
+
+    >>> from collections import Counter
+    >>> from payfm.serving.replay import ReplayReport
+    >>> ruleset_line(ReplayReport(rulesets=Counter({3: 1146, 2: 494})))
+    'Decided by rulesets v2: 494 charges, v3: 1,146 (a charge decided before keeps its stored decision)'
+    >>> ruleset_line(ReplayReport(rulesets=Counter({None: 12})))
+    'Decided by no ruleset: 12 charges'
+    """
+    order = sorted(rep.rulesets.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0))
+    parts = [f"{f'v{v}' if v is not None else 'no ruleset'}: {n:,}" for v, n in order]
+    parts[0] += " charges"
+    if len(parts) == 1:
+        return f"Decided by {'ruleset ' if order[0][0] is not None else ''}{parts[0]}"
+    return f"Decided by rulesets {', '.join(parts)} (a charge decided before keeps its stored decision)"
+
+
 def print_replay(rep: ReplayReport, title: str) -> None:
     """Two tables: server-side latency percentiles and the decision mix (plus errors, if any)."""
     from rich.table import Table
@@ -571,5 +591,7 @@ def print_replay(rep: ReplayReport, title: str) -> None:
         n = rep.mix.get(outcome, 0)
         mix.add_row(outcome, f"{n:,}", f"{100 * n / total:.1f}%")
     console.print(lat, mix)
+    if rep.rulesets:
+        console.print(ruleset_line(rep), markup=False, highlight=False)
     for err, n in rep.errors.most_common(5):
         console.print(f"[red]error[/red] {err}: {n}")

@@ -32,7 +32,7 @@ import hashlib
 import sqlite3
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 from payfm.errors import ConfigError
 from payfm.events.cards import contains_card_number
@@ -60,6 +60,13 @@ class RulesetVersion:
     text: str
     note: str
     feature_set: str
+
+
+# What a change of the active version expects to replace: a version, None (no active version), or ANY (not
+# checked). A command that backtests against the active version passes it, so that a change made meanwhile by
+# another analyst is refused instead of being compared with what is no longer active.
+ANY: Final = "any"
+Replacing = int | None | Literal["any"]
 
 
 @dataclass(frozen=True)
@@ -242,12 +249,22 @@ def with_candidate(ws: Workspace, rule_text: str, set_name: str | None = None) -
     return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name, ws).types)
 
 
+def line_breaks(note: str) -> str:
+    r"""``note`` with its CR LF and lone CR line breaks as LF, the one line break notes keep.
+
+    >>> line_breaks("why\r\nbecause\r")
+    'why\nbecause\n'
+    """
+    return note.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def check_note(note: str, author: str | None = None) -> None:
     """Refuse a ruleset's note or author that `rules history` could not print as written: a card number,
     a control character (a note's tabs and line breaks are layout) or an invisible one (a RuleError)."""
     if contains_card_number(note) or contains_card_number(author or ""):
         raise RuleError("A ruleset's note and author must not contain a card number (PAN).")
-    for what, value in (("note", note.replace("\t", " ").replace("\n", " ")), ("author", author or "")):
+    lines = line_breaks(note).replace("\t", " ").replace("\n", " ")
+    for what, value in (("note", lines), ("author", author or "")):
         if (control := control_character(value)) is not None:  # printed by `rules history`
             raise RuleError(f"A ruleset's {what} must not contain control characters. {control}")
         if (invisible := format_character(value)) is not None:  # a bidi override reorders what it prints
@@ -263,10 +280,13 @@ def save(
     activate: bool = False,
     set_name: str = DEFAULT_FEATURE_SET,
     at: datetime | None = None,
+    replacing: Replacing = ANY,
 ) -> RulesetVersion:
     """Check ``text`` and store it as the next version (made active with ``activate``, which the activation
-    log records with the same time, author and note)."""
+    log records with the same time, author and note; with ``replacing``, refused when that version (None:
+    none) is not the active one any more: the caller compared against it, as ``rules apply`` does)."""
     check(ws, text, set_name)
+    note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
@@ -278,7 +298,7 @@ def save(
             (version, when, who, digest, text, note, set_name),
         )
         if activate:  # logged with the version's own note: why this version
-            _switch(con, version, action="apply", note=note, who=who, when=when)
+            _switch(con, version, action="apply", note=note, who=who, when=when, replacing=replacing)
     return RulesetVersion(version, when, who, digest, text, note, set_name)
 
 
@@ -375,7 +395,7 @@ def _switch(
     who: str,
     when: str,
     rollback_of: int | None = None,
-    replacing: int | None = None,
+    replacing: Replacing = ANY,
 ) -> int | None:
     """Make ``version`` active and log it, in ``con``'s transaction (begun immediate: what it reads holds);
     returns the version active before."""
@@ -383,10 +403,11 @@ def _switch(
     previous = int(row[0]) if row is not None else None
     if previous == version:
         raise _already_active(version)
-    if replacing is not None and previous != replacing:
+    if replacing != ANY and previous != replacing:
         now = f"v{previous}" if previous is not None else "none"
+        was = f"v{replacing}" if replacing is not None else "no active ruleset"
         raise RuleError(
-            f"The active ruleset changed meanwhile: expected v{replacing} (what the change was compared "
+            f"The active ruleset changed meanwhile: expected {was} (what the change was compared "
             f"with) to be active. Got {now}; nothing changed. Run the command again."
         )
     con.execute("INSERT OR REPLACE INTO active_ruleset (id, version) VALUES (1, ?)", (version,))
@@ -405,14 +426,15 @@ def activate(
     note: str = "",
     author: str | None = None,
     at: datetime | None = None,
-    replacing: int | None = None,
+    replacing: Replacing = ANY,
 ) -> RulesetVersion:
     """Make stored version ``version`` active (an earlier one: a rollback by number), logging who, when,
     why (``note``) and the version it replaces in the activation log, in the same transaction.
 
     Refused with a :class:`RuleError` (nothing changes) when ``version`` does not exist, is already active
     or no longer compiles (:func:`compile_version`: the decision service could not load it); with
-    ``replacing``, also when that version is not the active one any more (the caller compared against it).
+    ``replacing``, also when that version (None: none) is not the active one any more (the caller compared
+    against it).
     A running decision service serves the new version after ``POST /v1/admin/reload``.
 
     Example:
@@ -425,6 +447,7 @@ def activate(
         >>> activations(ws)[0].previous
         2
     """
+    note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
     activatable(ws, version)  # before the write lock: compiling reads the lists
     with connect(ws, immediate=True) as con:
@@ -518,6 +541,7 @@ def rollback(
     activation id the caller announced), when it would undo another activation (another analyst's
     rollback and apply in between can leave the same version to restore, undoing their new one).
     """
+    note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
 
     def moved(now: Activation, target: int) -> RuleError:

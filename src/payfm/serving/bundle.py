@@ -110,7 +110,10 @@ def load_bundle(
         if active.feature_set != want.name:
             raise Conflict(
                 f"The active ruleset (version {active.version}) is written for feature set "
-                f"'{active.feature_set}'; the server serves '{want.name}'.",
+                f"'{active.feature_set}'; the server serves '{want.name}'"
+                + (f", the production model {mv.ref}'s" if mv is not None else "")
+                + f". Activate a ruleset version on '{want.name}' (`payfm rules activate VERSION`)"
+                + (f", or promote a model trained on '{active.feature_set}'." if mv is not None else "."),
                 field="ruleset",
             )
         ruleset = rs.compile_text(ws, active.text, active.feature_set, values=False)

@@ -55,6 +55,9 @@ class ReplayReport:
     warmed: int = 0  # charges applied to the state before the period (in process)
     warm_s: float = 0.0
     authorizations: int = 0  # authorization results reported after their decisions (authorize_after)
+    # decisions per ruleset version that made them (None: no ruleset): over HTTP a charge decided before is
+    # answered with its stored decision, made by the ruleset active then
+    rulesets: Counter[int | None] = field(default_factory=Counter)
 
     def percentiles(self, values: list[float] | None = None) -> dict[str, float]:
         """p50, p90, p99, p99.9 and max of ``values`` (default: the per-charge latencies)."""
@@ -154,12 +157,12 @@ def replay_in_process(
 
             reported = [0]
 
-            def send(table: str, row: dict[str, Any]) -> str | None:
+            def send(table: str, row: dict[str, Any]) -> Decided:
                 if table != "charges" or not authorize_after:
                     return _in_process(scorer, table, row, seen)
                 charge, outcome, code = _before_authorization(row)
                 decided = _in_process(scorer, table, charge, seen)
-                if decided != "blocked" and outcome is not None:
+                if decided is not None and decided[0] != "blocked" and outcome is not None:
                     scorer.record_authorization(str(row["charge_id"]), outcome, code)
                     reported[0] += 1
                 return decided
@@ -220,13 +223,17 @@ class _Before(Workspace):
         yield  # a generator, as the context manager it overrides
 
 
+# What sending an event gave: a charge's (outcome, ruleset version that decided it); None for an outcome.
+Decided = tuple[str, int | None] | None
+
+
 def _in_process(
     scorer: Scorer, table: str, row: dict[str, Any], on_decision: Callable[[Decision], None]
-) -> str | None:
+) -> Decided:
     if table == "charges":
         d = scorer.score(row)
         on_decision(d)
-        return d.outcome
+        return d.outcome, d.ruleset_version
     scorer.record_outcome(table, row)
     return None
 
@@ -290,13 +297,14 @@ def replay_http(
 
         reported = [0]
 
-        def send(table: str, row: dict[str, Any]) -> str | None:
+        def send(table: str, row: dict[str, Any]) -> Decided:
             if table != "charges":
                 post(paths[table], row)
                 return None
             charge, outcome, code = _before_authorization(row) if authorize_after else (row, None, None)
-            decided: str | None = json.loads(post(paths[table], charge)).get("outcome")
-            if authorize_after and decided != "blocked" and outcome is not None:
+            answer = json.loads(post(paths[table], charge))
+            decided = str(answer.get("outcome")), answer.get("ruleset_version")
+            if authorize_after and decided[0] != "blocked" and outcome is not None:
                 path = f"/v1/charges/{quote(str(row['charge_id']), safe='')}/authorization"
                 post(path, {"outcome": outcome, "decline_code": code})
                 reported[0] += 1
@@ -316,7 +324,7 @@ class Aborted(ConfigError):
 
 def _run(
     stream: Iterator[tuple[str, dict[str, Any]]],
-    send: Callable[[str, dict[str, Any]], str | None],
+    send: Callable[[str, dict[str, Any]], Decided],
     progress: Callable[[int], None] | None,
 ) -> ReplayReport:
     rep = ReplayReport()
@@ -324,7 +332,7 @@ def _run(
     for table, row in stream:
         t0 = time.perf_counter()
         try:
-            outcome = send(table, row)
+            decided = send(table, row)
         except Aborted:
             raise
         except Exception as e:
@@ -333,8 +341,9 @@ def _run(
         if table == "charges":
             rep.latencies_ms.append((time.perf_counter() - t0) * 1000)
             rep.charges += 1
-            if outcome:
-                rep.mix[outcome] += 1
+            if decided is not None:
+                rep.mix[decided[0]] += 1
+                rep.rulesets[decided[1]] += 1
             if progress and rep.charges % 1000 == 0:
                 progress(rep.charges)
         else:
