@@ -513,3 +513,21 @@ def test_cli_warns_when_the_production_model_runs_on_another_feature_set(two: tu
         in out
     )
     assert "Activate a version on 'bench15'" in out and "makes it serve v1" not in out
+
+
+def test_a_set_cannot_drop_a_feature_the_active_ruleset_reads(ws: Workspace, tmp_path: Path) -> None:
+    hourly = Aggregate("card", "count", window=timedelta(hours=1), name="card.n_1h")
+    daily = Aggregate("card", "count", window=timedelta(days=1), name="card.n_1d")
+
+    def define(*features: Aggregate) -> tuple[int, str]:
+        f = tmp_path / "mine.json"
+        f.write_text(json.dumps(FeatureSet("mine", features).to_json()))
+        r = CliRunner().invoke(cli, ["-w", str(ws.root), "features", "define", str(f), "--replace"])
+        return r.exit_code, r.output
+
+    assert define(hourly, daily)[0] == 0
+    rulesets.save(ws, "block if :card.n_1h: > 3", activate=True, set_name="mine")
+    code, out = define(daily)  # without card.n_1h: the active ruleset could not load any more
+    assert code == 1 and "Feature set 'mine' cannot drop card.n_1h: the active ruleset v1 reads them" in out
+    assert "card.n_1h" in json.loads(set_path(ws.root, "mine").read_text())["features"][0].values()
+    assert define(hourly)[0] == 0  # dropping a feature it does not read is fine

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from payfm.cli.options import DAYS
 from payfm.cli.render import console, parquet_path, progress_bar
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, PayfmError
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.catalog import FEATURE_SETS, feature_set, set_path
 from payfm.features.definitions import FeatureSet, refuse_card_numbers
@@ -122,6 +122,7 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
                 "Archive them first (payfm models promote REF --stage archived), or define the new set under "
                 "another name."
             )
+        _check_active_ruleset(ws, feature_set(fs.name, ws.root), fs)
     if path.exists() and not replace:
         old = feature_set(fs.name, ws.root)
         if old.version == fs.version:
@@ -136,6 +137,27 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
     atomic_write_bytes(path, json.dumps(fs.to_json(), indent=2, default=list).encode())
     n = len(fs.features)
     console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({path}).")
+
+
+def _check_active_ruleset(ws: Workspace, old: FeatureSet, new: FeatureSet) -> None:
+    """Refuse new definitions of a set that drop a feature the active ruleset reads: a decision service
+    could not load that ruleset any more, and `rules activate` would then be the only way out."""
+    from payfm.rules import rulesets
+
+    active = rulesets.active(ws) if (ws.root / "rules.db").exists() else None
+    if active is None or active.feature_set != old.name:
+        return
+    try:
+        reads = rulesets.compile_version(ws, active).attributes() & set(old.names)
+    except PayfmError:  # it does not load already: the new definitions may be what mends it
+        return
+    dropped = sorted(reads - set(new.names))
+    if dropped:
+        raise ConfigError(
+            f"Feature set '{old.name}' cannot drop {', '.join(dropped)}: the active ruleset "
+            f"v{active.version} reads them, and a decision service could not load it. Activate a version "
+            "that does not (payfm rules activate VERSION) first, or keep them."
+        )
 
 
 @features.command()
