@@ -193,7 +193,9 @@ def print_report(report: BacktestReport, baseline: str) -> None:
     console.print(mix)
     c = report.change
     console.print(
-        Text.assemble((f"Change against {baseline}", "bold"), f": {plural(c.changed, 'charge')} decided differently")
+        Text.assemble(
+            (f"Change against {baseline}", "bold"), f": {plural(c.changed, 'charge')} decided differently"
+        )
     )
     lines = [
         ("fraud newly blocked:", c.fraud_newly_blocked),
