@@ -247,6 +247,16 @@ def test_a_rollback_refuses_to_undo_another_activation_than_it_announced(ws: Wor
     assert active_version(ws) == 4 and len(rulesets.activations(ws)) == 5
 
 
+def test_applying_the_active_text_again_is_refused_and_changes_nothing(ws: Workspace) -> None:
+    applied(ws, "block if :amount_usd: > 100", "block if :amount_usd: > 200")
+    with pytest.raises(RuleError, match=re.escape("Ruleset v2 is active with this text already")):
+        rulesets.save(ws, "block if :amount_usd: > 200", activate=True)
+    assert [v.version for v in rulesets.history(ws)] == [2, 1] and len(rulesets.activations(ws)) == 2
+    # an older version's text is a new version (apply), and the same text stored without activating too
+    assert rulesets.save(ws, "block if :amount_usd: > 100", activate=True).version == 3
+    assert rulesets.save(ws, "block if :amount_usd: > 100").version == 4
+
+
 def test_a_note_typed_on_windows_keeps_its_line_breaks(ws: Workspace) -> None:
     applied(ws, "block if :amount_usd: > 100")
     v = rulesets.save(ws, "block if :amount_usd: > 200", note="why\r\nbecause", activate=True)
@@ -353,6 +363,8 @@ def test_cli_activate_backtests_the_stored_version_then_activates_it(two: tuple[
     huge = "9" * 20  # past SQLite's integers: no traceback (OverflowError) from `activate` or `show`
     one_line_error(*run(ws, "rules", "activate", huge), f"Ruleset version {huge} does not exist")
     one_line_error(*run(ws, "rules", "show", huge), f"Ruleset version {huge} does not exist")
+    one_line_error(*run(ws, "rules", "show", "--", "-1"), "VERSION must be a ruleset version number")
+    assert run(ws, "rules", "show", "v1")[1].startswith("# ruleset v1 by ")
     one_line_error(*run(ws, "rules", "activate", "one"), "VERSION must be a ruleset version number")
     code, out = run(ws, "rules", "activate", "2", "--note", "card 4242424242424242")
     one_line_error(code, out, "must not contain a card number")

@@ -280,6 +280,14 @@ def _version(value: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _number(version: str) -> int:
+    """The VERSION argument of `activate` and `show` as a number; a one-line error when it names none."""
+    number = _version(version)
+    if number is None:
+        raise ConfigError(f"VERSION must be a ruleset version number (3 or v3). Got '{version}'.")
+    return number
+
+
 def _against(ws: Workspace, against: str, set_name: str) -> rulesets.Baseline:
     """The baseline --against names: a stored version (on its own feature set) or a rules file (on --set)."""
     number = _version(against)
@@ -497,9 +505,7 @@ def activate_cmd(
     Example:
       payfm rules activate 2 --note "v3 blocks too many good customers" --from 2026-02-01
     """
-    number = _version(version)
-    if number is None:
-        raise ConfigError(f"VERSION must be a ruleset version number (3 or v3). Got '{version}'.")
+    number = _number(version)
     rulesets.check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     v, candidate = rulesets.activatable(ws, number)
@@ -599,12 +605,13 @@ def history(ctx: click.Context) -> None:
 
 
 @rules.command()
-@click.argument("version", required=False, type=int)
+@click.argument("version", required=False)
 @click.pass_context
-def show(ctx: click.Context, version: int | None) -> None:
-    """Print a ruleset version's text (default: the active one)."""
+def show(ctx: click.Context, version: str | None) -> None:
+    """Print a ruleset version's text: VERSION (3 or v3), by default the active one."""
+    number = _number(version) if version is not None else None
     ws = Workspace.open(ctx.obj["workspace"])
-    v = rulesets.get(ws, version) if version is not None else rulesets.active(ws)
+    v = rulesets.get(ws, number) if number is not None else rulesets.active(ws)
     if v is None:
         raise RuleError("There is no active ruleset yet. Save one with `payfm rules apply FILE`.")
     # Escaped: a version saved before invisible formatting characters were refused must not reorder what

@@ -284,13 +284,25 @@ def save(
 ) -> RulesetVersion:
     """Check ``text`` and store it as the next version (made active with ``activate``, which the activation
     log records with the same time, author and note; with ``replacing``, refused when that version (None:
-    none) is not the active one any more: the caller compared against it, as ``rules apply`` does)."""
+    none) is not the active one any more: the caller compared against it, as ``rules apply`` does). Made
+    active, the active version's own text on its own set is refused: it would change nothing."""
     check(ws, text, set_name)
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
     with connect(ws, immediate=activate) as con:
+        if activate:  # the active text again: a new version would change nothing but the history
+            same = con.execute(
+                "SELECT r.version FROM active_ruleset a JOIN rulesets r USING (version) "
+                "WHERE a.id = 1 AND r.sha256 = ? AND r.feature_set = ?",
+                (digest, set_name),
+            ).fetchone()
+            if same is not None:
+                raise RuleError(
+                    f"Ruleset v{same[0]} is active with this text already (sha256 {digest[:12]}, feature set "
+                    f"'{set_name}'); nothing changed. Expected a changed ruleset."
+                )
         row = con.execute("SELECT coalesce(max(version), 0) FROM rulesets").fetchone()
         version = int(row[0]) + 1
         con.execute(
