@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import inspect
 import re
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
@@ -238,13 +239,19 @@ def test_a_parquet_file_named_csv_is_named_as_parquet(tmp_path: Path) -> None:
     text = failed_import(tmp_path, path, Path("sparkov"), ConfigError)
     assert text == (
         f"Import source '{path}': expected a CSV file (UTF-8 text); received a Parquet file (it starts with "
-        f"the Parquet magic bytes PAR1). Name it .parquet, e.g. `mv '{path}' '{tmp_path / 'x.parquet'}'`, "
+        f"the Parquet magic bytes PAR1). Name it .parquet, e.g. `mv {path} {tmp_path / 'x.parquet'}`, "
         "and import it again."
     )
     gz = tmp_path / "x.csv.gz"
     gz.write_bytes(gzip.compress(SAMPLE.read_bytes()))
     text = failed_import(tmp_path, gz, Path("sparkov"), ConfigError)
-    assert "received a Parquet file" in text and f"`gunzip -c '{gz}' > '{tmp_path / 'x.parquet'}'`" in text
+    assert "received a Parquet file" in text and f"`gunzip -c {gz} > {tmp_path / 'x.parquet'}`" in text
+    # the suggested command is quoted for a shell: a name holding quotes or $( ) runs nothing when pasted
+    hostile = tmp_path / "x'; touch PWNED; echo '$(id).csv"
+    shutil.copy(SAMPLE, hostile)
+    text = failed_import(tmp_path, hostile, Path("sparkov"), ConfigError)
+    command = text.split("e.g. `")[1].split("`")[0]
+    assert shlex.split(command) == ["mv", str(hostile), str(hostile.with_suffix(".parquet"))]
 
 
 def test_a_gzip_or_zip_file_named_csv_is_named_as_such(tmp_path: Path) -> None:

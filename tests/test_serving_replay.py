@@ -4,8 +4,11 @@ decision sees exactly the features a single online pass over the whole log gives
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 import pytest
@@ -159,20 +162,16 @@ def test_a_replay_with_outcomes_reported_after_the_decisions_sees_the_same_featu
     assert sum(d.features["merchant.count_declined_1h"] or 0 for d in later) > 0
 
 
-def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspace) -> None:
-    """A charge the service decided before is answered with its stored decision (idempotent), made by the
-    ruleset active then: after a rollback, a replay's mix is the old version's for those charges, and the
-    summary says which versions decided (an analyst read the old mix as a rollback that did not work)."""
+@contextmanager
+def _answering(answer: Callable[[int], dict[str, Any]]) -> Iterator[str]:
+    """A stand-in decision service at the URL yielded: the n-th charge (from 1) gets ``answer(n)``."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    from payfm.cli.serve import ruleset_line
-    from payfm.serving.replay import replay_http
-
     answered = [0]
 
-    class Stored(BaseHTTPRequestHandler):
+    class Service(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", "2")
@@ -182,8 +181,7 @@ def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspa
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["Content-Length"]))
             answered[0] += 1
-            version = 2 if answered[0] % 3 else 3  # two in three decided before, by v2
-            body = json.dumps({"outcome": "blocked", "ruleset_version": version}).encode()
+            body = json.dumps(answer(answered[0])).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -192,15 +190,32 @@ def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspa
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Stored)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Service)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        last = pc.max(ws.read("charges")["created"]).as_py()
-        rep = replay_http(
-            ws, last - timedelta(hours=2), None, f"http://127.0.0.1:{server.server_address[1]}", "k"
-        )
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspace) -> None:
+    """A charge the service decided before is answered with its stored decision (idempotent), made by the
+    ruleset active then: after a rollback, a replay's mix is the old version's for those charges, and the
+    summary says which versions decided (an analyst read the old mix as a rollback that did not work)."""
+    from payfm.cli.serve import ruleset_line
+    from payfm.serving.replay import replay_http
+
+    last = pc.max(ws.read("charges")["created"]).as_py()
+    # two in three decided before, by v2
+    with _answering(lambda n: {"outcome": "blocked", "ruleset_version": 2 if n % 3 else 3}) as url:
+        rep = replay_http(ws, last - timedelta(hours=2), None, url, "k")
     assert rep.charges > 10 and rep.rulesets[2] + rep.rulesets[3] == rep.charges and rep.rulesets[3] > 0
     assert ruleset_line(rep).startswith(f"Decided by rulesets v2: {rep.rulesets[2]:,} charges, v3: ")
+    # the service's word only: a version that is no number is an error, never printed or sorted
+    for bad in ("\x1b[2J4111 1111 1111 1111", [1], True, 0):
+        with _answering(lambda n, bad=bad: {"outcome": "blocked", "ruleset_version": bad}) as url:
+            rep = replay_http(ws, last - timedelta(hours=1), None, url, "k")
+        assert rep.rulesets == {} and list(rep.errors) == [
+            "HTTP 200 with a ruleset_version that is no version number"
+        ], bad

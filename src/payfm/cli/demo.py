@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import click
 import pyarrow.parquet as pq
+from rich.markup import escape
 
 from payfm.cli.events import world_config, write_world
 from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar, stage_progress
@@ -176,4 +177,5 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     console.print(comparison_table(evals, f"Test window {start:%Y-%m-%d} .. {end:%Y-%m-%d}"))
     best = next(r.name for r in compare(evals) if r.name in refs)
     reg.promote(best)
-    console.print(f"Promoted [bold]{best}[/bold] to production. Report: [bold]{paths.html}[/bold]")
+    report = escape(str(paths.html))
+    console.print(f"Promoted [bold]{best}[/bold] to production. Report: [bold]{report}[/bold]")

@@ -25,7 +25,7 @@ from payfm.cli.render import (
     stage_progress,
 )
 from payfm.errors import ConfigError
-from payfm.events.cards import name_holds_card_number, redact_table
+from payfm.events.cards import name_holds_card_number, redact_table, shown_text
 from payfm.events.query import run_sql
 from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
@@ -185,7 +185,10 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
         result = import_file(ws, path, mapping)
     elapsed = time.perf_counter() - t0
     console.print(
-        f"Imported {path} in {elapsed:.1f} s: " + ", ".join(rows_of(v, k) for k, v in result.rows.items())
+        f"Imported {shown_text(str(path))} in {elapsed:.1f} s: "
+        + ", ".join(rows_of(v, k) for k, v in result.rows.items()),
+        markup=False,
+        highlight=False,
     )
     # read and scanned for card numbers, never stored: say which, so nothing is lost unnoticed
     for label, columns in (
@@ -194,7 +197,8 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
     ):
         if columns:
             console.print(
-                f"{label}, not stored ({plural(len(columns), 'column')}): {', '.join(columns)}",
+                f"{label}, not stored ({plural(len(columns), 'column')}): "
+                + ", ".join(shown_text(c) for c in columns),
                 markup=False,
                 highlight=False,
                 soft_wrap=True,

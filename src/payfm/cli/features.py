@@ -15,6 +15,7 @@ from rich.table import Table
 from payfm.cli.options import DAYS
 from payfm.cli.render import console, parquet_path, progress_bar
 from payfm.errors import ConfigError, PayfmError
+from payfm.events.cards import shown_text
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.catalog import FEATURE_SETS, feature_set, set_path
 from payfm.features.definitions import FeatureSet, refuse_card_numbers
@@ -261,7 +262,9 @@ def training_set(ctx: click.Context, set_name: str, horizon_days: float, out: st
     fraud = int(pc.sum(table["is_fraud"]).as_py() or 0)
     console.print(
         f"{table.num_rows:,} charges: {fraud:,} labelled fraud, {mature:,} mature labels, "
-        f"{table.num_rows - mature:,} immature (horizon {horizon_days:g} d) -> {path}"
+        f"{table.num_rows - mature:,} immature (horizon {horizon_days:g} d) -> {shown_text(str(path))}",
+        markup=False,
+        highlight=False,
     )
     if table.num_rows and not mature:
         console.print(

@@ -19,6 +19,7 @@ from rich.text import Text
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError, WorkspaceError
+from payfm.events.cards import shown_text
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry
@@ -284,7 +285,7 @@ def _number(version: str) -> int:
     """The VERSION argument of `activate` and `show` as a number; a one-line error when it names none."""
     number = _version(version)
     if number is None:
-        raise ConfigError(f"VERSION must be a ruleset version number (3 or v3). Got '{version}'.")
+        raise ConfigError(f"VERSION must be a ruleset version number (3 or v3). Got '{shown_text(version)}'.")
     return number
 
 
@@ -295,13 +296,13 @@ def _against(ws: Workspace, against: str, set_name: str) -> rulesets.Baseline:
         return rulesets.baseline(ws, number)
     if not Path(against).exists():
         raise ConfigError(
-            f"--against takes a stored ruleset version (a number: 3 or v3) or a rules file. Got '{against}', "
-            "which is neither (no such file)."
+            "--against takes a stored ruleset version (a number: 3 or v3) or a rules file. Got "
+            f"'{shown_text(against)}', which is neither (no such file)."
         )
     text = _read(against)
     with _named(against):
         ruleset = rulesets.compile_text(ws, text, set_name)
-    return rulesets.Baseline(ruleset, set_name, f"file '{against}'")
+    return rulesets.Baseline(ruleset, set_name, f"file '{shown_text(against)}'")
 
 
 WINDOW = [

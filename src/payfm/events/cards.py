@@ -64,6 +64,9 @@ _PUNCT_PREFILTER = re.compile(_PUNCT_SHAPE)
 _WIDE_SEP = {"\uff0e": ".", "\u3002": ".", "\u066b": ".", "\uff0f": "/", "\uff3f": "_", "\u066c": " "}
 _WIDE_DASH = "\u2212\u30fc\uff70"  # minus sign, katakana-hiragana prolonged sound marks
 _WIDE_PUNCT = {"\uff1a": ":", "\uff0b": "+", "\uff08": "(", "\uff09": ")"}  # fullwidth forms
+# Letters and symbols drawn blank, read as spaces: the braille blank, the Hangul fillers (an audit wrote a
+# card number with U+2800 between its groups, and it was stored and shown)
+_BLANKS = "\u2800\u3164\u115f\u1160\uffa0"
 # Arrow's (RE2) prefilter of text columns: the same, with the digits and separators of every script.
 _ANY_DIGIT = r"[\p{Nd}\p{No}]"
 _CANDIDATE_ANY = (
@@ -72,7 +75,7 @@ _CANDIDATE_ANY = (
         "["
         + _SEP.replace("-", "")
         + r"\p{Zs}\p{Cf}\p{Pd}"
-        + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH))
+        + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH, *_BLANKS))
         + "-]",
     )
     + "|"
@@ -319,7 +322,7 @@ def _ascii_char(ch: str) -> str:
     if digit is not None:
         return str(digit)
     category = unicodedata.category(ch)
-    if category in ("Zs", "Cf", "Mn", "Me"):  # (Mn, Me: a variation selector, a combining mark, a keycap)
+    if category in ("Zs", "Cf", "Mn", "Me") or ch in _BLANKS:  # (Mn, Me: a variation selector, a keycap)
         return " "
     if category == "Pd" or ch in _WIDE_DASH:
         return "-"
@@ -388,6 +391,24 @@ def _spans(ascii_text: str, text: str) -> Iterator[tuple[int, int]]:
         yield from _card_spans(ascii_text, text)
     if _punctuated(ascii_text):
         yield from _punct_spans(ascii_text)
+
+
+_UNSHOWN = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))  # control, format (bidi), line/paragraph separators
+
+
+def shown_text(text: str, limit: int = 120) -> str:
+    r"""Text that came from outside (a file or column name, a path, a label) as a message or a line of
+    output shows it: control and invisible formatting characters escaped as Python writes them (an ESC
+    sequence or a bidi override cannot take over the terminal, a line break cannot forge a line), full card
+    numbers removed, cut to ``limit`` characters.
+
+    >>> shown_text("amt\x1b[31m\u202eRED\ncard 4111 1111 1111 1111")
+    'amt\\x1b[31m\\u202eRED\\ncard [card number removed]'
+    """
+    if not text.isprintable():
+        text = "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _UNSHOWN else ch for ch in text)
+    text = redact_card_numbers(text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def redact_card_numbers(text: str) -> str:

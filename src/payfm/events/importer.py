@@ -39,6 +39,7 @@ import csv
 import difflib
 import gzip
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,7 @@ from payfm.events.cards import (
     card_number_rows,
     contains_card_number,
     redact_card_numbers,
+    shown_text,
 )
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
 from payfm.events.import_outcomes import OUTCOME_ID, follow_charges, outcome_events
@@ -419,12 +421,17 @@ def _check_not_binary(path: Path, start: bytes) -> None:
         else:
             stem = path.name[: -len(".csv.gz")] if path.name.lower().endswith(".csv.gz") else path.stem
             renamed = path.with_name(stem + suffix)
+            # quoted for a POSIX shell (a name may hold quotes, $( ) or ;), then shown escaped
+            old, new = shlex.quote(str(path)), shlex.quote(str(renamed))
+            command = f"gunzip -c {old} > {new}" if gz else f"mv {old} {new}"
             how = (
-                f"Decompress it and name it {suffix}, e.g. `gunzip -c '{path}' > '{renamed}'`."
+                f"Decompress it and name it {suffix}, e.g. `{shown_text(command, 400)}`."
                 if gz
-                else f"Name it {suffix}, e.g. `mv '{path}' '{renamed}'`, and import it again."
+                else f"Name it {suffix}, e.g. `{shown_text(command, 400)}`, and import it again."
             )
-        raise ConfigError(f"Import source '{path}': expected a CSV file (UTF-8 text); received {what}. {how}")
+        shown = shown_text(str(path))
+        expected = "expected a CSV file (UTF-8 text)"
+        raise ConfigError(f"Import source '{shown}': {expected}; received {what}. {how}")
 
 
 def _not_utf8(path: Path, received: str, encoding: str) -> ConfigError:

@@ -29,7 +29,7 @@ import pyarrow as pa
 import yaml
 
 from payfm.errors import ConfigError
-from payfm.events.cards import contains_card_number, redact_card_numbers
+from payfm.events.cards import contains_card_number, redact_card_numbers, shown_text
 from payfm.events.currency import MINOR_UNITS
 from payfm.events.schema import (
     DISPUTE_REASONS,
@@ -123,7 +123,7 @@ class FieldSpec:
     @property
     def columns_text(self) -> str:
         """The source columns in words: ``column 'ts'``, ``columns 'day' and 'time'``."""
-        names = [f"'{c}'" for c in self.columns]
+        names = [f"'{shown_text(c)}'" for c in self.columns]  # a file's own names: escaped
         if len(names) == 1:
             return f"column {names[0]}"
         return f"columns {', '.join(names[:-1])} and {names[-1]}"

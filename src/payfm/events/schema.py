@@ -50,7 +50,10 @@ def utc_time(text: str) -> datetime:
     ('2026-03-01T00:00:00+00:00', '2026-03-01T00:00:00+00:00')
     """
     t = datetime.fromisoformat(text)
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    try:
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC time Python has
+        raise ValueError(f"{text!r} lies outside the times Python represents in UTC") from None
 
 
 def time_bound(value: object, who: str, error: type[PayfmError]) -> datetime | None:

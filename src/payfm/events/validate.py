@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.errors import PayfmError
-from payfm.events.cards import card_number_rows, contains_card_number, mask_long_numbers
+from payfm.events.cards import card_number_rows, contains_card_number, mask_long_numbers, shown_text
 from payfm.events.schema import ID_COLUMNS, ORDERED_TIMES, RULES, DomainError, schema_of
 
 _CHUNK = 4096
@@ -62,7 +62,7 @@ class Problem:
         if self.where is not None:
             where.append(self.where)
         elif self.column is not None:
-            where.append(f"column '{self.column}'")
+            where.append(f"column '{shown_text(self.column)}'")
         prefix = ", ".join(where) + ": " if where else ""
         return f"{prefix}expected {self.expected}; received {self.received}"
 

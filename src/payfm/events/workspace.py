@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError, WorkspaceBusy, WorkspaceError
+from payfm.events.cards import shown_text
 from payfm.events.schema import SCHEMAS, TABLES, schema_of
 
 DEFAULT_WORKSPACE = "payfm-workspace"
@@ -127,17 +128,17 @@ def output_file(path: str | os.PathLike[str], who: str) -> Path:
     payfm.errors.ConfigError: --out: '...' is a folder. Expected a file path.
     """
     p = Path(path)
+    shown = shown_text(str(p))  # a path from the command line: escaped, no card number
     if p.is_dir():
-        raise ConfigError(f"{who}: '{p}' is a folder. Expected a file path.")
+        raise ConfigError(f"{who}: '{shown}' is a folder. Expected a file path.")
     above = p.absolute().parent
     while not above.exists() and above != above.parent:
         above = above.parent
+    there = shown_text(str(above))
     if not above.is_dir():
-        raise ConfigError(f"{who}: the folder of '{p}' cannot be created: '{above}' is a file.")
+        raise ConfigError(f"{who}: the folder of '{shown}' cannot be created: '{there}' is a file.")
     if not os.access(above, os.W_OK | os.X_OK):
-        raise ConfigError(
-            f"{who}: the folder of '{p}' cannot be created or written: '{above}' is not writable."
-        )
+        raise ConfigError(f"{who}: the folder of '{shown}' cannot be written: '{there}' is not writable.")
     return p
 
 
@@ -152,7 +153,8 @@ def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise ConfigError(f"{who}: '{path}' cannot be written: {e.strerror or e}.") from None
+        said = shown_text(str(e.strerror or e), 400)
+        raise ConfigError(f"{who}: '{shown_text(str(path))}' cannot be written: {said}.") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

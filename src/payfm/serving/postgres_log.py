@@ -8,6 +8,7 @@ serving processes may share one database (with the Redis state).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ SCHEMA = [
 ]
 
 
+_URL_PASSWORD = re.compile(r"(://[^/:@\s\"]*:)[^@\s\"]*@")  # scheme://user:PASSWORD@
 # The advisory lock (a 64-bit key of payfm's own) under which a log creates its schema and tables.
 _SCHEMA_LOCK = 0x7061_7966_6D5F_6C67  # "payfm_lg"
 
@@ -45,6 +47,7 @@ def _said(e: Exception, url: str) -> str:
     password; should a message hold it, a password of 8 characters or more that is not the user name is
     masked (a shorter one would mask pieces of words: 'a' in 'failed')."""
     said = " ".join(str(e).split()) or type(e).__name__
+    said = _URL_PASSWORD.sub(r"\1***@", said)  # a URL the message quotes (libpq quotes one it cannot parse)
     try:
         parts = urlsplit(url)
         password, user = parts.password, parts.username
@@ -71,6 +74,9 @@ class PostgresDecisionLog(DecisionLog):
             raise ConfigError(
                 f"The PostgreSQL decision log at {shown_url(url)} is not reachable: {_said(e, url)}"
             ) from None
+        except psycopg.Error as e:  # libpq refused the URL itself (ProgrammingError): its message quotes it
+            said, shown = _said(e, url), shown_url(url)
+            raise ConfigError(f"The PostgreSQL decision log URL {shown} is not valid: {said}") from None
         with first as con, con.transaction():
             # Servers started together on a new database would race on CREATE ... IF NOT EXISTS (a unique
             # violation in the catalog): the first takes the lock and creates, the others find the tables.

@@ -303,7 +303,10 @@ def replay_http(
                 return None
             charge, outcome, code = _before_authorization(row) if authorize_after else (row, None, None)
             answer = json.loads(post(paths[table], charge))
-            decided = str(answer.get("outcome")), answer.get("ruleset_version")
+            version = answer.get("ruleset_version")
+            if version is not None and (type(version) is not int or version < 1):  # the service's word only
+                raise InvalidInput("HTTP 200 with a ruleset_version that is no version number")
+            decided = str(answer.get("outcome")), version
             if authorize_after and decided[0] != "blocked" and outcome is not None:
                 path = f"/v1/charges/{quote(str(row['charge_id']), safe='')}/authorization"
                 post(path, {"outcome": outcome, "decline_code": code})
