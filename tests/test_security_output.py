@@ -93,17 +93,20 @@ def test_a_time_past_pythons_utc_range_is_a_value_error_not_an_overflow(tmp_path
     assert r.exit_code != 0 and "Traceback" not in r.output and "OverflowError" not in r.output
 
 
-def test_the_login_name_as_author_is_checked_like_a_given_one(
+def test_the_login_name_as_author_is_stored_escaped_and_without_a_card_number(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from payfm.rules import lists
+
     ws = Workspace.open(tmp_path, create=True)
     rulesets.save(ws, "block if :amount_usd: > 100", activate=True, author="ana")
-    monkeypatch.setattr(getpass, "getuser", lambda: f"ana {PAN}")
-    with pytest.raises(RuleError, match="must not contain a card number"):
-        rulesets.save(ws, "block if :amount_usd: > 200", activate=True)
-    with pytest.raises(RuleError, match="must not contain a card number"):
-        rulesets.activate(ws, 1)
-    assert [v.version for v in rulesets.history(ws)] == [1]
+    monkeypatch.setattr(getpass, "getuser", lambda: f"ana {PAN}{ESC}[2J")
+    v = rulesets.save(ws, "block if :amount_usd: > 200", activate=True)
+    assert v.author == "ana [card number removed]\\x1b[2J" == rulesets.activations(ws)[0].author
+    lists.create_list(ws, "bad", "email_domain")
+    assert lists.get_list(ws, "bad").author == v.author
+    with pytest.raises(RuleError, match="must not contain a card number"):  # one given is refused, as before
+        rulesets.activate(ws, 1, author=f"bo {PAN}")
 
 
 def test_blank_letters_between_groups_still_make_a_card_number() -> None:

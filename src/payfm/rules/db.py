@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from payfm.events.cards import shown_text
 from payfm.events.workspace import Workspace
 
 SCHEMA = """
@@ -70,7 +71,10 @@ def now_iso(at: datetime | None = None) -> str:
 
 
 def default_author() -> str:
+    """The login name, as the author of a list change or a ruleset version given none: stored and printed,
+    so escaped and without a card number (:func:`payfm.events.cards.shown_text`; an audit logged in as
+    'ana 4111 1111 1111 1111')."""
     try:
-        return getpass.getuser()
+        return shown_text(getpass.getuser(), 64) or "unknown"
     except Exception:  # no user name in some containers
         return "unknown"

@@ -288,7 +288,7 @@ def save(
     active, the active version's own text on its own set is refused: it would change nothing."""
     check(ws, text, set_name)
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
-    check_note(note, author or default_author())  # the login name too: stored and printed alike
+    check_note(note, author)
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
     with connect(ws, immediate=activate) as con:
@@ -460,7 +460,7 @@ def activate(
         2
     """
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
-    check_note(note, author or default_author())
+    check_note(note, author)
     activatable(ws, version)  # before the write lock: compiling reads the lists
     with connect(ws, immediate=True) as con:
         _switch(
@@ -554,7 +554,7 @@ def rollback(
     rollback and apply in between can leave the same version to restore, undoing their new one).
     """
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
-    check_note(note, author or default_author())
+    check_note(note, author)
 
     def moved(now: Activation, target: int) -> RuleError:
         return RuleError(
