@@ -8,10 +8,16 @@ from datetime import UTC, datetime
 
 import click
 import pyarrow.parquet as pq
-from rich.markup import escape
 
 from payfm.cli.events import world_config, write_world
-from payfm.cli.render import console, print_feature_sample, print_summary, progress_bar, stage_progress
+from payfm.cli.render import (
+    console,
+    print_feature_sample,
+    print_summary,
+    progress_bar,
+    shown_path,
+    stage_progress,
+)
 from payfm.errors import ConfigError
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace, atomic_write_bytes
@@ -65,7 +71,8 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
     t0 = time.perf_counter()
     rows = write_world(ws, config)
     console.print(
-        f"{rows.get('charges', 0):,} charges written to {ws.root} in {time.perf_counter() - t0:.1f} s"
+        f"{rows.get('charges', 0):,} charges written to {shown_path(ws.root)} in "
+        f"{time.perf_counter() - t0:.1f} s"
     )
     console.rule("[bold]2. Event log summary")
     print_summary(summarize(ws))
@@ -77,7 +84,7 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
     elapsed = time.perf_counter() - t0
     console.print(
         f"Backfilled {len(fs.features)} features x {n:,} charges in {elapsed:.1f} s "
-        f"({n / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
+        f"({n / max(elapsed, 1e-9):,.0f} charges/s) -> {shown_path(path)}"
     )
     sample = ["card.count_charges_1h", "ip.distinct_card_fingerprint_1d", "card.amount_zscore"]
     print_feature_sample(pq.read_table(path, columns=sample), sample)
@@ -177,5 +184,5 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     console.print(comparison_table(evals, f"Test window {start:%Y-%m-%d} .. {end:%Y-%m-%d}"))
     best = next(r.name for r in compare(evals) if r.name in refs)
     reg.promote(best)
-    report = escape(str(paths.html))
+    report = shown_path(paths.html)
     console.print(f"Promoted [bold]{best}[/bold] to production. Report: [bold]{report}[/bold]")

@@ -7,14 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import click
-from rich.markup import escape
 from rich.table import Table
 
 from payfm.cli.options import DAYS
-from payfm.cli.render import cell, console, err_console, iso_time
+from payfm.cli.render import cell, console, err_console, iso_time, shown_path
 from payfm.evaluation.evaluate import EvaluationResult, compare
 from payfm.evaluation.pipeline import evaluate_models, models_task
-from payfm.events.cards import shown_text
 from payfm.events.workspace import Workspace
 
 
@@ -119,4 +117,4 @@ def evaluate(
     predicted = models_task(ws, list(models))
     positives = "fraud" if predicted == "fraud" else f"positive: {predicted}"
     console.print(comparison_table(results, "Evaluation", positives))
-    console.print(f"Report: [bold]{escape(shown_text(str(paths.html)))}[/bold] (numbers in report.json)")
+    console.print(f"Report: [bold]{shown_path(paths.html)}[/bold] (numbers in report.json)")

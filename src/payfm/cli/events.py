@@ -22,6 +22,7 @@ from payfm.cli.render import (
     print_summary,
     progress_bar,
     rows_of,
+    shown_path,
     stage_progress,
 )
 from payfm.errors import ConfigError
@@ -152,8 +153,8 @@ def generate(
     elapsed = time.perf_counter() - t0
     n = rows.get("charges", 0)
     console.print(
-        f"Generated {n:,} charges in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f}/s) into {ws.root}: "
-        + ", ".join(rows_of(v, k) for k, v in rows.items() if k != "charges")
+        f"Generated {n:,} charges in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f}/s) into "
+        f"{shown_path(ws.root)}: " + ", ".join(rows_of(v, k) for k, v in rows.items() if k != "charges")
     )
 
 

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from rich.table import Table
 
 from payfm.cli.options import DAYS
-from payfm.cli.render import console, parquet_path, progress_bar
+from payfm.cli.render import console, parquet_path, progress_bar, shown_path
 from payfm.errors import ConfigError, PayfmError
 from payfm.events.cards import shown_text
 from payfm.events.workspace import Workspace, atomic_write_bytes
@@ -137,7 +137,7 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(fs.to_json(), indent=2, default=list).encode())
     n = len(fs.features)
-    console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({path}).")
+    console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({shown_path(path)}).")
 
 
 def _check_active_ruleset(ws: Workspace, old: FeatureSet, new: FeatureSet) -> None:
@@ -193,7 +193,7 @@ def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str) 
     elapsed = time.perf_counter() - t0
     console.print(
         f"Backfilled {len(fs.features)} features x {rows:,} charges in {elapsed:.1f} s "
-        f"({rows / max(elapsed, 1e-9):,.0f} charges/s) -> {path}"
+        f"({rows / max(elapsed, 1e-9):,.0f} charges/s) -> {shown_path(path)}"
     )
 
 

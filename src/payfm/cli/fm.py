@@ -17,7 +17,7 @@ import click
 from rich.table import Table
 
 from payfm.cli.options import FiniteFloatRange
-from payfm.cli.render import cell, console, err_console, parquet_path
+from payfm.cli.render import cell, console, err_console, parquet_path, shown_path
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
@@ -219,7 +219,7 @@ def pretrain(
         return
     console.print(  # the loss of the last 20 steps (under torchrun: of the whole batch, every rank's)
         f"Pretrained to step {result.step} ({result.charges_per_s:,.0f} charges/s, loss {cell(result.loss)}) "
-        f"-> {result.path}"
+        f"-> {shown_path(result.path)}"
     )
 
 
@@ -265,7 +265,7 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
     took = time.perf_counter() - t0
     console.print(
         f"Embedded {table.num_rows:,} charges in {took:.1f} s ({table.num_rows / max(took, 1e-9):,.0f} "
-        f"charges/s) -> {path}"
+        f"charges/s) -> {shown_path(path)}"
     )
 
 
@@ -480,4 +480,4 @@ def evaluate(
     if empty:
         console.print(f"No positives in the test window (no AP) for: {', '.join(empty)}.")
     ckpt = _checkpoint(ws, name)
-    console.print(f"Every AP with its interval: {ckpt.with_name(ckpt.name + '.evaluation.json')}")
+    console.print(f"Every AP with its interval: {shown_path(ckpt.with_name(ckpt.name + '.evaluation.json'))}")

@@ -14,6 +14,7 @@ import click
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,6 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from payfm.errors import ConfigError
+from payfm.events.cards import shown_text
 from payfm.events.schema import utc_time
 from payfm.events.summary import LogSummary
 from payfm.events.workspace import json_ready
@@ -52,6 +54,16 @@ def parquet_path(_ctx: click.Context, _param: click.Parameter, value: str | None
     if value is not None and (value.endswith(("/", os.sep)) or not value.endswith(".parquet")):
         raise click.BadParameter(f"expected a file path ending in .parquet. Got {value!r}.")
     return value
+
+
+def shown_path(path: object) -> str:
+    r"""A path for a line printed with Rich markup on: escaped (control characters, card numbers: its name
+    may come from anywhere) and its brackets taken as text, not as markup (``-w '[bold]x'``).
+
+    >>> print(shown_path("out/[bold]r\x1b[2J"))
+    out/\[bold]r\x1b[2J
+    """
+    return escape(shown_text(str(path)))
 
 
 def plural(n: int, noun: str) -> str:
