@@ -543,3 +543,21 @@ def test_a_set_cannot_drop_a_feature_the_active_ruleset_reads(ws: Workspace, tmp
     assert code == 1 and "Feature set 'mine' cannot drop card.n_1h: the active ruleset v1 reads them" in out
     assert "card.n_1h" in json.loads(set_path(ws.root, "mine").read_text())["features"][0].values()
     assert define(hourly)[0] == 0  # dropping a feature it does not read is fine
+
+
+def test_a_list_is_deleted_only_when_the_active_ruleset_does_not_read_it(ws: Workspace) -> None:
+    lists.create_list(ws, "bad_domains", "email_domain", author="ana")
+    lists.add_values(ws, "bad_domains", ["spam.example", "junk.example"], author="ana")
+    applied(ws, "block if :email_domain: in @bad_domains", "block if :amount_usd: > 900")
+    rulesets.activate(ws, 1)
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "lists", "delete", "bad_domains"])
+    assert r.exit_code == 1 and "is read by the active ruleset v1" in r.output, r.output
+    assert lists.list_values(ws, "bad_domains") == ["junk.example", "spam.example"]  # untouched
+    rulesets.activate(ws, 2)
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "lists", "delete", "bad_domains"])
+    assert r.exit_code == 0 and "Deleted list 'bad_domains' (2 values)." in r.output, r.output
+    assert [e.action for e in lists.audit(ws, "bad_domains")] == ["create", "add", "add", "delete"]
+    with pytest.raises(RuleError, match="Unknown list"):
+        lists.list_values(ws, "bad_domains")
+    with pytest.raises(RuleError, match=re.escape("Ruleset v1 no longer compiles")):  # names the version
+        rulesets.activate(ws, 1)

@@ -665,6 +665,21 @@ def remove(ctx: click.Context, name: str, values: tuple[str, ...]) -> None:
     console.print(f"Removed {n} value{'s' if n != 1 else ''} from '{name}'.", markup=False, highlight=False)
 
 
+@lists.command(name="delete")
+@click.argument("name")
+@click.pass_context
+def delete_list(ctx: click.Context, name: str) -> None:
+    """Delete list NAME and its values (its audit trail stays). Refused while the active ruleset reads it.
+
+    \b
+    Example:
+      payfm lists delete old_bad_domains
+    """
+    ws = Workspace.open(ctx.obj["workspace"])
+    n = lists_lib.delete_list(ws, name)
+    console.print(f"Deleted list '{name}' ({plural(n, 'value')}).", markup=False, highlight=False)
+
+
 @lists.command(name="show")
 @click.argument("name")
 @click.pass_context

@@ -252,6 +252,50 @@ def remove_values(
     return _change(ws, name, values, "remove", author, at)
 
 
+def delete_list(ws: Workspace, name: str, *, author: str | None = None, at: datetime | None = None) -> int:
+    """Delete list ``name`` and its values; returns how many values it held. Its audit trail stays, ending
+    with a ``delete`` entry (a list made again under the name continues it).
+
+    Refused while the active ruleset reads the list (a decision service could no longer load it); a stored
+    version that reads it no longer compiles, and ``rules activate`` says so, naming the list.
+
+        >>> import tempfile
+        >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+        >>> _ = create_list(ws, "bad_domains", "email_domain", author="ana")
+        >>> add_values(ws, "bad_domains", ["spam.example"], author="ana")
+        1
+        >>> delete_list(ws, "bad_domains", author="ana")
+        1
+        >>> [e.action for e in audit(ws, "bad_domains")]
+        ['create', 'add', 'delete']
+    """
+    from payfm.rules import ast
+    from payfm.rules.grammar import parse_rules
+
+    who, when = author or default_author(), now_iso(at)
+    with connect(ws, immediate=True) as con:
+        _require(con, name)
+        active = con.execute(
+            "SELECT r.version, r.text FROM active_ruleset a JOIN rulesets r USING (version) WHERE a.id = 1"
+        ).fetchone()
+        if active is not None:
+            reads = set().union(*(ast.lists(r.condition) for r in parse_rules(active[1], saved=True)))
+            if name in reads:
+                raise RuleError(
+                    f"List {_shown_name(name)} is read by the active ruleset v{active[0]}: a decision "
+                    "service could no longer load it. Activate a version that does not read it first "
+                    "(payfm rules activate VERSION)."
+                )
+        size = int(con.execute("SELECT count(*) FROM list_values WHERE list = ?", (name,)).fetchone()[0])
+        con.execute("DELETE FROM list_values WHERE list = ?", (name,))
+        con.execute("DELETE FROM lists WHERE name = ?", (name,))
+        con.execute(
+            "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, 'delete', ?)",
+            (name, when, who, f"{size} values"),
+        )
+    return size
+
+
 def list_values(ws: Workspace, name: str) -> list[str]:
     with connect(ws) as con:
         _require(con, name)
@@ -304,10 +348,11 @@ def _recanonical_domain(value: str) -> str:
 
 
 def audit(ws: Workspace, name: str) -> list[AuditEntry]:
-    """The list's audit trail, oldest first."""
+    """The list's audit trail, oldest first (also of a deleted list: its last entry says so)."""
     with connect(ws) as con:
-        _require(con, name)
         rows = con.execute(
             "SELECT at, author, action, value FROM list_audit WHERE list = ? ORDER BY id", (name,)
-        )
+        ).fetchall()
+        if not rows:
+            _require(con, name)  # an unknown name: the nearest known one suggested
         return [AuditEntry(*r) for r in rows]
