@@ -561,3 +561,19 @@ def test_a_list_is_deleted_only_when_the_active_ruleset_does_not_read_it(ws: Wor
         lists.list_values(ws, "bad_domains")
     with pytest.raises(RuleError, match=re.escape("Ruleset v1 no longer compiles")):  # names the version
         rulesets.activate(ws, 1)
+
+
+def test_cli_switches_without_a_backtest_when_asked(two: tuple[Workspace, Path]) -> None:
+    ws, _ = two
+
+    def invoke(*args: str) -> tuple[int, str]:
+        r = CliRunner(env={"COLUMNS": "250"}).invoke(cli, ["-w", str(ws.root), "rules", *args])
+        return r.exit_code, r.output
+
+    code, out = invoke("activate", "1", "--no-backtest", "--note", "incident")
+    assert code == 0 and "Change against" not in out and "Activated ruleset v1" in out, out
+    assert "replacing v2." in out and rulesets.activations(ws)[0].note == "incident"
+    code, out = invoke("rollback", "--no-backtest")
+    assert code == 0 and "Change against" not in out and active_version(ws) == 2, out
+    code, out = invoke("activate", "1", "--no-backtest", "--from", "2026-01-02")
+    one_line_error(code, out, "--no-backtest takes no backtest window. Got --from.")

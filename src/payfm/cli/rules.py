@@ -481,15 +481,60 @@ def _activated(ws: Workspace, what: str, v: rulesets.RulesetVersion, replaced: i
     _reload_hint(ws, v)
 
 
+_WINDOW_OPTIONS = {
+    "start": "--from",
+    "end": "--to",
+    "scores": "--scores",
+    "model_ref": "--model",
+    "horizon_days": "--horizon-days",
+}
+
+
+def _compared(
+    ctx: click.Context, ws: Workspace, candidate: Ruleset, set_name: str, no_backtest: bool
+) -> int | None:
+    """Backtest ``candidate`` against the active version and print the change (unless ``no_backtest``);
+    return the active version it was compared with (None: none), which the switch then expects."""
+    p = ctx.params
+    if no_backtest:
+        given = [option for name, option in _WINDOW_OPTIONS.items() if p.get(name) is not None]
+        if given:
+            raise ConfigError(f"--no-backtest takes no backtest window. Got {', '.join(given)}.")
+        current = rulesets.active(ws)
+        return current.version if current is not None else None
+    base = _active_baseline(ws)
+    report, label = _run_backtest(
+        ctx,
+        ws,
+        candidate,
+        set_name,
+        p["start"],
+        p["end"],
+        p["scores"],
+        p["model_ref"],
+        p["horizon_days"],
+        base,
+    )
+    print_report(report, label)
+    return base.version
+
+
 @rules.command(name="activate")
 @click.argument("version")
 @click.option("--note", default="", help="Why (kept in the activation log, `payfm rules history`).")
+@click.option(
+    "--no-backtest",
+    is_flag=True,
+    help="Switch at once, without the backtest (an incident: a version reading :risk_score: needs scores to "
+    "be backtested). The activation log records it alike.",
+)
 @_window
 @click.pass_context
 def activate_cmd(
     ctx: click.Context,
     version: str,
     note: str,
+    no_backtest: bool,
     start: str | None,
     end: str | None,
     scores: str | None,
@@ -510,22 +555,25 @@ def activate_cmd(
     rulesets.check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     v, candidate = rulesets.activatable(ws, number)
-    base = _active_baseline(ws)
-    report, label = _run_backtest(
-        ctx, ws, candidate, v.feature_set, start, end, scores, model_ref, horizon_days, base
-    )
-    print_report(report, label)
-    v = rulesets.activate(ws, v.version, note=note, replacing=base.version)
-    _activated(ws, "Activated", v, base.version)
+    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest)
+    v = rulesets.activate(ws, v.version, note=note, replacing=replacing)
+    _activated(ws, "Activated", v, replacing)
 
 
 @rules.command(name="rollback")
 @click.option("--note", default="", help="Why (kept in the activation log, `payfm rules history`).")
+@click.option(
+    "--no-backtest",
+    is_flag=True,
+    help="Switch at once, without the backtest (an incident: a version reading :risk_score: needs scores to "
+    "be backtested). The activation log records it alike.",
+)
 @_window
 @click.pass_context
 def rollback_cmd(
     ctx: click.Context,
     note: str,
+    no_backtest: bool,
     start: str | None,
     end: str | None,
     scores: str | None,
@@ -554,13 +602,9 @@ def rollback_cmd(
         markup=False,
         highlight=False,
     )
-    base = _active_baseline(ws)
-    report, label = _run_backtest(
-        ctx, ws, candidate, v.feature_set, start, end, scores, model_ref, horizon_days, base
-    )
-    print_report(report, label)
+    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest)
     v = rulesets.rollback(ws, note=note, to=v.version, undoing=point.id)
-    _activated(ws, "Rolled back to", v, base.version)
+    _activated(ws, "Rolled back to", v, replacing)
 
 
 @rules.command()
