@@ -577,3 +577,54 @@ def test_cli_switches_without_a_backtest_when_asked(two: tuple[Workspace, Path])
     assert code == 0 and "Change against" not in out and active_version(ws) == 2, out
     code, out = invoke("activate", "1", "--no-backtest", "--from", "2026-01-02")
     one_line_error(code, out, "--no-backtest takes no backtest window. Got --from.")
+
+
+def test_a_list_deleted_while_a_version_reading_it_is_activated_refuses_the_switch(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lists.create_list(ws, "bad_domains", "email_domain")
+    applied(ws, "block if :email_domain: in @bad_domains", "block if :amount_usd: > 900")
+    # the race: the version compiled (activatable), then `lists delete` committed before the switch
+    monkeypatch.setattr(rulesets, "activatable", lambda ws, version: None)
+    lists.delete_list(ws, "bad_domains")
+    with pytest.raises(
+        RuleError, match=re.escape("Ruleset v1 reads the list @bad_domains, deleted meanwhile")
+    ):
+        rulesets.activate(ws, 1)
+    assert active_version(ws) == 2 and len(rulesets.activations(ws)) == 2
+
+
+def test_a_set_may_drop_a_feature_named_like_a_charge_field_the_ruleset_reads_as_the_field(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    from payfm.features.catalog import tiny_set
+
+    assert "amount_usd" in tiny_set().names  # a feature named as the charge field
+    f = tmp_path / "mine.json"
+
+    def define(fs: FeatureSet) -> tuple[int, str]:
+        f.write_text(json.dumps(fs.to_json()))
+        r = CliRunner().invoke(cli, ["-w", str(ws.root), "features", "define", str(f), "--replace"])
+        return r.exit_code, r.output
+
+    tiny = tiny_set()
+    assert define(FeatureSet("mine", tiny.features))[0] == 0
+    rulesets.save(ws, "block if :amount_usd: > 5000", activate=True, set_name="mine")
+    kept = tuple(x for x in tiny.features if x.name != "amount_usd")
+    code, out = define(FeatureSet("mine", kept))
+    assert code == 0, out  # the rule reads the charge's amount_usd, which no set defines
+
+
+def test_cli_says_a_restart_is_needed_without_a_model_when_the_set_changes(
+    two: tuple[Workspace, Path],
+) -> None:
+    ws, _ = two  # v1, v2 on tiny; no model
+    rulesets.save(ws, "block if :amount_usd: > 900", set_name="default")
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(
+        cli, ["-w", str(ws.root), "rules", "activate", "3", "--no-backtest"]
+    )
+    assert r.exit_code == 0, r.output
+    assert (
+        "the version it replaced on 'tiny'" in r.output and "restart it to serve the new version" in r.output
+    )
+    assert "makes it serve v3" not in r.output

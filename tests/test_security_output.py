@@ -112,3 +112,33 @@ def test_the_login_name_as_author_is_stored_escaped_and_without_a_card_number(
 def test_blank_letters_between_groups_still_make_a_card_number() -> None:
     for blank in ("\u2800", "\u3164", "\u115f", "\u1160", "\uffa0"):
         assert contains_card_number(blank.join(PAN.split())), repr(blank)
+
+
+def test_names_keep_their_joiners_and_paths_are_shown_whole() -> None:
+    from payfm.cli.render import shown_path
+
+    persian = "\u0634\u0646\u0627\u0633\u0647\u200c\u0641\u0631\u0648\u0634\u06af\u0627\u0647"  # with a ZWNJ
+    assert shown_text(persian) == persian
+    deep = "/work/" + "/".join(f"level-{i:02d}" for i in range(40)) + "/ws/features/tiny-1a2b.parquet"
+    assert len(deep) > 300 and shown_path(deep) == deep  # a cut path names no file
+
+
+def test_a_password_with_a_slash_or_an_at_sign_is_masked_whole() -> None:
+    from payfm.errors import shown_url
+
+    assert shown_url("postgresql://user:Ab3/xYz9+Qw==@127.0.0.1:1/x?foo=bar") == (
+        "postgresql://user:***@127.0.0.1:1/x?foo=bar"
+    )
+    assert "hunter" not in shown_url("postgresql://user:hunter2@very@127.0.0.1/x")
+    pytest.importorskip("psycopg")
+    from payfm.serving.postgres_log import PostgresDecisionLog
+
+    with pytest.raises(ConfigError) as e:
+        PostgresDecisionLog("postgresql://user:Ab3/xYz9+Qw==@127.0.0.1:1/x?foo=bar")
+    assert "xYz9" not in str(e.value) and "Ab3" not in str(e.value)
+
+
+def test_an_out_of_range_time_says_so(tmp_path: Path) -> None:
+    Workspace.open(tmp_path, create=True)
+    r = CliRunner().invoke(cli, ["-w", str(tmp_path), "evaluate", "--from", "0001-01-01T00:30:00+01:00"])
+    assert "must be a time Python can represent in UTC" in r.output, r.output

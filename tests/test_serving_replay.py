@@ -211,7 +211,7 @@ def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspa
     with _answering(lambda n: {"outcome": "blocked", "ruleset_version": 2 if n % 3 else 3}) as url:
         rep = replay_http(ws, last - timedelta(hours=2), None, url, "k")
     assert rep.charges > 10 and rep.rulesets[2] + rep.rulesets[3] == rep.charges and rep.rulesets[3] > 0
-    assert ruleset_line(rep).startswith(f"Decided by rulesets v2: {rep.rulesets[2]:,} charges, v3: ")
+    assert ruleset_line(rep).startswith(f"Decided by ruleset v2: {rep.rulesets[2]:,} charges, v3: ")
     # the service's word only: a version that is no number is an error, never printed or sorted
     for bad in ("\x1b[2J4111 1111 1111 1111", [1], True, 0):
         with _answering(lambda n, bad=bad: {"outcome": "blocked", "ruleset_version": bad}) as url:

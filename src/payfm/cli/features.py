@@ -144,12 +144,16 @@ def _check_active_ruleset(ws: Workspace, old: FeatureSet, new: FeatureSet) -> No
     """Refuse new definitions of a set that drop a feature the active ruleset reads: a decision service
     could not load that ruleset any more, and `rules activate` would then be the only way out."""
     from payfm.rules import rulesets
+    from payfm.rules.catalog import AttributeCatalog
 
     active = rulesets.active(ws) if (ws.root / "rules.db").exists() else None
     if active is None or active.feature_set != old.name:
         return
     try:
-        reads = rulesets.compile_version(ws, active).attributes() & set(old.names)
+        # features only: an attribute that is also a charge field (tiny's amount_usd) reads the field
+        reads = (
+            rulesets.compile_version(ws, active).attributes() & AttributeCatalog.for_feature_set(old).features
+        )
     except PayfmError:  # it does not load already: the new definitions may be what mends it
         return
     dropped = sorted(reads - set(new.names))
@@ -262,7 +266,8 @@ def training_set(ctx: click.Context, set_name: str, horizon_days: float, out: st
     fraud = int(pc.sum(table["is_fraud"]).as_py() or 0)
     console.print(
         f"{table.num_rows:,} charges: {fraud:,} labelled fraud, {mature:,} mature labels, "
-        f"{table.num_rows - mature:,} immature (horizon {horizon_days:g} d) -> {shown_text(str(path))}",
+        f"{table.num_rows - mature:,} immature (horizon {horizon_days:g} d) -> "
+        + shown_text(str(path), limit=4096),
         markup=False,
         highlight=False,
     )

@@ -29,7 +29,7 @@ from rich.text import Text
 
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
-from payfm.events.schema import utc_time
+from payfm.events.schema import OutOfRange, utc_time
 from payfm.events.summary import LogSummary
 from payfm.events.workspace import json_ready
 
@@ -63,7 +63,7 @@ def shown_path(path: object) -> str:
     >>> print(shown_path("out/[bold]r\x1b[2J"))
     out/\[bold]r\x1b[2J
     """
-    return escape(shown_text(str(path)))
+    return escape(shown_text(str(path), limit=4096))  # whole: a cut path names no file
 
 
 def plural(n: int, noun: str) -> str:
@@ -92,6 +92,8 @@ def iso_time(value: str | None, option: str) -> datetime | None:
         return None
     try:
         return utc_time(value)
+    except OutOfRange as e:
+        raise ConfigError(f"The option {option} must be a time Python can represent in UTC: {e}.") from None
     except ValueError:
         raise ConfigError(
             f"The option {option} must be an ISO date or time (2026-03-01). Got {value!r}."

@@ -437,14 +437,23 @@ def apply(
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
         v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name, replacing=base.version)
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
-    _reload_hint(ws, v)
+    _reload_hint(ws, v, base.version)
 
 
-def _reload_hint(ws: Workspace, v: rulesets.RulesetVersion) -> None:
+def _reload_hint(ws: Workspace, v: rulesets.RulesetVersion, replaced: int | None) -> None:
     """What a running decision service does about a new active version (docs/serving.md, "Safe change"):
     it serves it after a reload, unless the production model runs on another feature set (then it refuses
-    it, at a reload and at a start, until the two share one)."""
+    it, at a reload and at a start, until the two share one) or, without a model, the version it replaced
+    ran on another set (the service's online state is of that set: a restart)."""
     model = _production_model(ws)
+    before = rulesets.get(ws, replaced).feature_set if replaced is not None else None
+    if model is None and before is not None and before != v.feature_set:
+        _warn(
+            f"ruleset v{v.version} runs on feature set '{v.feature_set}', the version it replaced on "
+            f"'{before}': a running decision service without a model keeps its online state of '{before}' "
+            "and refuses the change on POST /v1/admin/reload (409); restart it to serve the new version."
+        )
+        return
     if model is not None and model.feature_set != v.feature_set:
         _warn(
             f"the production model {model.ref} runs on feature set '{model.feature_set}', and ruleset "
@@ -478,7 +487,7 @@ def _activated(ws: Workspace, what: str, v: rulesets.RulesetVersion, replaced: i
         markup=False,
         highlight=False,
     )
-    _reload_hint(ws, v)
+    _reload_hint(ws, v, replaced)
 
 
 _WINDOW_OPTIONS = {

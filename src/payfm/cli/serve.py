@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from payfm.cli.options import FiniteFloatRange
+from payfm.cli.render import plural
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
@@ -545,16 +546,23 @@ def ruleset_line(rep: ReplayReport) -> str:
     >>> from collections import Counter
     >>> from payfm.serving.replay import ReplayReport
     >>> ruleset_line(ReplayReport(rulesets=Counter({3: 1146, 2: 494})))
-    'Decided by rulesets v2: 494 charges, v3: 1,146 (a charge decided before keeps its stored decision)'
-    >>> ruleset_line(ReplayReport(rulesets=Counter({None: 12})))
-    'Decided by no ruleset: 12 charges'
+    'Decided by ruleset v2: 494 charges, v3: 1,146 (a charge decided before keeps its stored decision)'
+    >>> ruleset_line(ReplayReport(rulesets=Counter({None: 1})))
+    'Decided by no ruleset: 1 charge'
+    >>> ruleset_line(ReplayReport(rulesets=Counter({None: 12, 1: 3})))
+    'Decided by no ruleset: 12 charges, ruleset v1: 3 (a charge decided before keeps its stored decision)'
     """
     order = sorted(rep.rulesets.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0))
-    parts = [f"{f'v{v}' if v is not None else 'no ruleset'}: {n:,}" for v, n in order]
-    parts[0] += " charges"
+    named = [("no ruleset" if v is None else f"v{v}", n) for v, n in order]
+    if order[0][0] is not None:  # "ruleset v2: ..., v3: ..."
+        named[0] = (f"ruleset {named[0][0]}", named[0][1])
+    elif len(named) > 1:  # "no ruleset: ..., ruleset v1: ..."
+        named[1] = (f"ruleset {named[1][0]}", named[1][1])
+    parts = [f"{what}: {n:,}" for what, n in named]
+    parts[0] = f"{named[0][0]}: {plural(named[0][1], 'charge')}"
     if len(parts) == 1:
-        return f"Decided by {'ruleset ' if order[0][0] is not None else ''}{parts[0]}"
-    return f"Decided by rulesets {', '.join(parts)} (a charge decided before keeps its stored decision)"
+        return f"Decided by {parts[0]}"
+    return f"Decided by {', '.join(parts)} (a charge decided before keeps its stored decision)"
 
 
 def print_replay(rep: ReplayReport, title: str) -> None:

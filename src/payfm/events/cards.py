@@ -394,6 +394,7 @@ def _spans(ascii_text: str, text: str) -> Iterator[tuple[int, int]]:
 
 
 _UNSHOWN = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))  # control, format (bidi), line/paragraph separators
+_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner: letters of some scripts
 
 
 def shown_text(text: str, limit: int = 120) -> str:
@@ -405,8 +406,9 @@ def shown_text(text: str, limit: int = 120) -> str:
     >>> shown_text("amt\x1b[31m\u202eRED\ncard 4111 1111 1111 1111")
     'amt\\x1b[31m\\u202eRED\\ncard [card number removed]'
     """
-    if not text.isprintable():
-        text = "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _UNSHOWN else ch for ch in text)
+    if not text.isprintable():  # (the joiners stay: Persian and Indic names need them, as ids do)
+        hidden = {ch for ch in set(text) if ch not in _JOINERS and unicodedata.category(ch) in _UNSHOWN}
+        text = "".join(repr(ch)[1:-1] if ch in hidden else ch for ch in text)
     text = redact_card_numbers(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -42,6 +42,10 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 TIME_MAX_US = 4_102_444_800_000_000  # 2100-01-01
 
 
+class OutOfRange(ValueError):
+    """An ISO time that parses but has no UTC datetime (its offset takes it past year 1 or 9999)."""
+
+
 def utc_time(text: str) -> datetime:
     """An ISO 8601 date or time as an aware UTC datetime, UTC when it names no zone (how a window bound of a
     command or an evaluation is read); ValueError when it is not one.
@@ -53,7 +57,7 @@ def utc_time(text: str) -> datetime:
     try:
         return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00+01:00 is before the first UTC time Python has
-        raise ValueError(f"{text!r} lies outside the times Python represents in UTC") from None
+        raise OutOfRange(f"{text!r} lies outside the times Python represents in UTC") from None
 
 
 def time_bound(value: object, who: str, error: type[PayfmError]) -> datetime | None:
@@ -80,6 +84,8 @@ def time_bound(value: object, who: str, error: type[PayfmError]) -> datetime | N
         )
     try:
         return utc_time(value)
+    except OutOfRange as e:
+        raise error(f"{who} must be a time Python can represent in UTC: {e}.") from None
     except ValueError:
         raise error(f"{who} must be an ISO date or time (2026-03-01). Got {value!r}.") from None
 

@@ -413,6 +413,16 @@ def _switch(
     returns the version active before."""
     row = con.execute("SELECT version FROM active_ruleset WHERE id = 1").fetchone()
     previous = int(row[0]) if row is not None else None
+    # the lists it reads, checked again under the write lock (compiled before it: `lists delete` may have
+    # deleted one meanwhile, and the decision service could not load the version)
+    text = con.execute("SELECT text FROM rulesets WHERE version = ?", (version,)).fetchone()[0]
+    reads = set().union(*(ast.lists(r.condition) for r in parse_rules(text, saved=True)))
+    have = {r[0] for r in con.execute("SELECT name FROM lists")} if reads else set()
+    if gone := sorted(reads - have):
+        raise RuleError(
+            f"Ruleset v{version} reads the list {', '.join(f'@{n}' for n in gone)}, deleted meanwhile; "
+            "nothing changed."
+        )
     if previous == version:
         raise _already_active(version)
     if replacing != ANY and previous != replacing:

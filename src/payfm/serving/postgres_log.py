@@ -37,7 +37,8 @@ SCHEMA = [
 ]
 
 
-_URL_PASSWORD = re.compile(r"(://[^/:@\s\"]*:)[^@\s\"]*@")  # scheme://user:PASSWORD@
+_URL_PASSWORD = re.compile(r"(://[^/:@\s\"]*:)[^\s\"]*@")  # scheme://user:PASSWORD@, to the last '@'
+
 # The advisory lock (a 64-bit key of payfm's own) under which a log creates its schema and tables.
 _SCHEMA_LOCK = 0x7061_7966_6D5F_6C67  # "payfm_lg"
 
@@ -47,7 +48,8 @@ def _said(e: Exception, url: str) -> str:
     password; should a message hold it, a password of 8 characters or more that is not the user name is
     masked (a shorter one would mask pieces of words: 'a' in 'failed')."""
     said = " ".join(str(e).split()) or type(e).__name__
-    said = _URL_PASSWORD.sub(r"\1***@", said)  # a URL the message quotes (libpq quotes one it cannot parse)
+    said = said.replace(url, shown_url(url))  # a URL the message quotes (libpq quotes one it cannot parse)
+    said = _URL_PASSWORD.sub(r"\1***@", said)
     try:
         parts = urlsplit(url)
         password, user = parts.password, parts.username
