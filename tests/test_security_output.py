@@ -142,3 +142,14 @@ def test_an_out_of_range_time_says_so(tmp_path: Path) -> None:
     Workspace.open(tmp_path, create=True)
     r = CliRunner().invoke(cli, ["-w", str(tmp_path), "evaluate", "--from", "0001-01-01T00:30:00+01:00"])
     assert "must be a time Python can represent in UTC" in r.output, r.output
+
+
+def test_a_path_keeps_its_epochs_and_loses_its_card_numbers() -> None:
+    from payfm.cli.render import shown_path
+
+    epoch = "1764957808124"  # a millisecond epoch that passes Luhn, as one in ten do
+    assert contains_card_number(epoch)
+    assert shown_path(f"runs/{epoch}/ws") == f"runs/{epoch}/ws"
+    # (its brackets escaped for Rich markup: printed, it reads "[card number removed]")
+    assert shown_path(f"runs/{epoch}/4111111111111111") == f"runs/{epoch}/\\[card number removed]"
+    assert shown_path("reports/20261205T182328Z") == "reports/20261205T182328Z"

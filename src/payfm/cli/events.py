@@ -186,7 +186,7 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
         result = import_file(ws, path, mapping)
     elapsed = time.perf_counter() - t0
     console.print(
-        f"Imported {shown_text(str(path), limit=4096)} in {elapsed:.1f} s: "
+        f"Imported {shown_text(str(path), limit=4096, times=True)} in {elapsed:.1f} s: "
         + ", ".join(rows_of(v, k) for k, v in result.rows.items()),
         markup=False,
         highlight=False,

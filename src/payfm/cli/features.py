@@ -267,7 +267,7 @@ def training_set(ctx: click.Context, set_name: str, horizon_days: float, out: st
     console.print(
         f"{table.num_rows:,} charges: {fraud:,} labelled fraud, {mature:,} mature labels, "
         f"{table.num_rows - mature:,} immature (horizon {horizon_days:g} d) -> "
-        + shown_text(str(path), limit=4096),
+        + shown_text(str(path), limit=4096, times=True),
         markup=False,
         highlight=False,
     )

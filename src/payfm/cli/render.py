@@ -63,7 +63,7 @@ def shown_path(path: object) -> str:
     >>> print(shown_path("out/[bold]r\x1b[2J"))
     out/\[bold]r\x1b[2J
     """
-    return escape(shown_text(str(path), limit=4096))  # whole: a cut path names no file
+    return escape(shown_text(str(path), limit=4096, times=True))  # whole: a cut path names no file
 
 
 def plural(n: int, noun: str) -> str:

@@ -362,11 +362,14 @@ def name_holds_card_number(name: str) -> bool:
     [True, False, True]
     """
     ascii_text = ascii_digits(name)
-    for start, end in _spans(ascii_text, name):
-        digits = "".join(ch for ch in ascii_text[start:end] if ch.isdigit()).lstrip("0")
-        if not (digits.startswith("1") or _dated(digits)):
-            return True
-    return False
+    return any(not _timelike(ascii_text[start:end]) for start, end in _spans(ascii_text, name))
+
+
+def _timelike(span: str) -> bool:
+    """Whether the digits of a card-number-shaped ``span`` read as a time: an epoch (it starts with 1) or a
+    date of 1900-2099 (``YYYYMMDD``), leading zeros aside."""
+    digits = "".join(ch for ch in span if ch.isdigit()).lstrip("0")
+    return digits.startswith("1") or _dated(digits)
 
 
 def _dated(digits: str) -> bool:
@@ -397,7 +400,7 @@ _UNSHOWN = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))  # control, format (bidi), 
 _JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner: letters of some scripts
 
 
-def shown_text(text: str, limit: int = 120) -> str:
+def shown_text(text: str, limit: int = 120, *, times: bool = False) -> str:
     r"""Text that came from outside (a file or column name, a path, a label) as a message or a line of
     output shows it: control and invisible formatting characters escaped as Python writes them (an ESC
     sequence or a bidi override cannot take over the terminal, a line break cannot forge a line), full card
@@ -409,18 +412,25 @@ def shown_text(text: str, limit: int = 120) -> str:
     if not text.isprintable():  # (the joiners stay: Persian and Indic names need them, as ids do)
         hidden = {ch for ch in set(text) if ch not in _JOINERS and unicodedata.category(ch) in _UNSHOWN}
         text = "".join(repr(ch)[1:-1] if ch in hidden else ch for ch in text)
-    text = redact_card_numbers(text)
+    text = redact_card_numbers(text, times=times)  # (``times``: a path's or a name's epochs kept)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def redact_card_numbers(text: str) -> str:
+def redact_card_numbers(text: str, *, times: bool = False) -> str:
     """``text`` with every full card number (as :func:`contains_card_number` finds them) replaced by
-    ``[card number removed]``: for messages that quote input, such as a parser's error.
+    ``[card number removed]``: for messages that quote input, such as a parser's error. With ``times``, a
+    run of digits that is a time (an epoch, a ``YYYYMMDD...`` stamp, as :func:`name_holds_card_number`
+    reads names) is kept: for names and paths, which often end in one.
 
     >>> redact_card_numbers("got 5: 1,m1,4111 1111 1111 1111,12.50")
     'got 5: 1,m1,[card number removed],12.50'
+    >>> redact_card_numbers("runs/1764957808124/4111111111111111", times=True)
+    'runs/1764957808124/[card number removed]'
     """
-    spans = sorted(_spans(ascii_digits(text), text))  # (the same positions in both)
+    ascii_text = ascii_digits(text)
+    spans = sorted(_spans(ascii_text, text))  # (the same positions in both)
+    if times:
+        spans = [(a, b) for a, b in spans if not _timelike(ascii_text[a:b])]
     if not spans:
         return text
     parts: list[str] = []
