@@ -104,44 +104,16 @@ def test_replay_options_and_a_replay_where_every_request_fails_are_one_line_erro
 
 def test_a_replay_over_http_stops_at_the_first_refused_key(ws: Workspace) -> None:
     """Every later request would meet the same 401: the replay stops there, not after the whole period."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     from payfm.serving.replay import Aborted, replay_http
 
+    refused = {"error": {"type": "Unauthorized", "message": "bad key", "field": None}}
     posts: list[str] = []
-
-    class Refusing(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # /healthz answers without a key
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"{}")
-
-        def do_POST(self) -> None:
-            posts.append(self.path)
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = b'{"error": {"type": "Unauthorized", "message": "bad key", "field": null}}'
-            self.send_response(401)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        first = pc.min(ws.read("charges")["created"]).as_py()
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+    first = pc.min(ws.read("charges")["created"]).as_py()
+    with _answering(lambda n: (401, refused), posts) as url:
         with pytest.raises(Aborted, match=r"refused the API key \(401\): check --key"):
             replay_http(ws, first, None, url, "wrong")
         with pytest.raises(Aborted, match=r"asks for an API key \(401\) and none was given: pass --key"):
             replay_http(ws, first, None, url, None)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert posts == ["/v1/charges/score"] * 2
 
 
@@ -163,8 +135,11 @@ def test_a_replay_with_outcomes_reported_after_the_decisions_sees_the_same_featu
 
 
 @contextmanager
-def _answering(answer: Callable[[int], dict[str, Any]]) -> Iterator[str]:
-    """A stand-in decision service at the URL yielded: the n-th charge (from 1) gets ``answer(n)``."""
+def _answering(
+    answer: Callable[[int], tuple[int, dict[str, Any]]], posts: list[str] | None = None
+) -> Iterator[str]:
+    """A stand-in decision service at the URL yielded: `/healthz` answers 200 without a key, and the n-th
+    POST (from 1) gets ``answer(n)``, a status and a JSON body; ``posts`` collects the paths posted to."""
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -179,10 +154,13 @@ def _answering(answer: Callable[[int], dict[str, Any]]) -> Iterator[str]:
             self.wfile.write(b"{}")
 
         def do_POST(self) -> None:
+            if posts is not None:
+                posts.append(self.path)
             self.rfile.read(int(self.headers["Content-Length"]))
             answered[0] += 1
-            body = json.dumps(answer(answered[0])).encode()
-            self.send_response(200)
+            status, payload = answer(answered[0])
+            body = json.dumps(payload).encode()
+            self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -208,13 +186,13 @@ def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspa
 
     last = pc.max(ws.read("charges")["created"]).as_py()
     # two in three decided before, by v2
-    with _answering(lambda n: {"outcome": "blocked", "ruleset_version": 2 if n % 3 else 3}) as url:
+    with _answering(lambda n: (200, {"outcome": "blocked", "ruleset_version": 2 if n % 3 else 3})) as url:
         rep = replay_http(ws, last - timedelta(hours=2), None, url, "k")
     assert rep.charges > 10 and rep.rulesets[2] + rep.rulesets[3] == rep.charges and rep.rulesets[3] > 0
     assert ruleset_line(rep).startswith(f"Decided by ruleset v2: {rep.rulesets[2]:,} charges, v3: ")
     # the service's word only: a version that is no number is an error, never printed or sorted
     for bad in ("\x1b[2J4111 1111 1111 1111", [1], True, 0):
-        with _answering(lambda n, bad=bad: {"outcome": "blocked", "ruleset_version": bad}) as url:
+        with _answering(lambda n, bad=bad: (200, {"outcome": "blocked", "ruleset_version": bad})) as url:
             rep = replay_http(ws, last - timedelta(hours=1), None, url, "k")
         assert rep.rulesets == {} and list(rep.errors) == [
             "HTTP 200 with a ruleset_version that is no version number"

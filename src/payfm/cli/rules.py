@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import click
 import pyarrow.parquet as pq
@@ -20,15 +21,16 @@ from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
+from payfm.events.text import escaped
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
-from payfm.registry.store import ModelVersion, Registry
+from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import lists as lists_lib
 from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
 from payfm.rules.catalog import LIST_TYPES, UNREAD_LIST_TYPES
 from payfm.rules.compiler import Ruleset
-from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, escaped
+from payfm.rules.limits import MAX_TEXT_BYTES, RuleError
 from payfm.rules.scores import in_sample_warning
 from payfm.training.labels import DEFAULT_HORIZON
 
@@ -476,8 +478,7 @@ def _production_model(ws: Workspace) -> ModelVersion | None:
     """The production model the decision service decides with (the newest, as it picks), if any."""
     if not (ws.root / "models").exists():
         return None
-    prod = [m for m in Registry(ws).list() if m.stage == "production"]
-    return max(prod, key=lambda m: (m.created_at, m.version)) if prod else None
+    return newest(m for m in Registry(ws).list() if m.stage == "production")
 
 
 def _activated(ws: Workspace, what: str, v: rulesets.RulesetVersion, replaced: int | None) -> None:
@@ -500,11 +501,11 @@ _WINDOW_OPTIONS = {
 
 
 def _compared(
-    ctx: click.Context, ws: Workspace, candidate: Ruleset, set_name: str, no_backtest: bool
+    ctx: click.Context, ws: Workspace, candidate: Ruleset, set_name: str, no_backtest: bool, p: dict[str, Any]
 ) -> int | None:
-    """Backtest ``candidate`` against the active version and print the change (unless ``no_backtest``);
-    return the active version it was compared with (None: none), which the switch then expects."""
-    p = ctx.params
+    """Backtest ``candidate`` against the active version over the window options ``p`` and print the change
+    (unless ``no_backtest``); return the active version it was compared with (None: none), which the switch
+    then expects."""
     if no_backtest:
         given = [option for name, option in _WINDOW_OPTIONS.items() if p.get(name) is not None]
         if given:
@@ -528,28 +529,30 @@ def _compared(
     return base.version
 
 
+def _switching(f: click.decorators.FC) -> click.decorators.FC:
+    """The options of a command that switches the active version (`activate`, `rollback`): --note,
+    --no-backtest and the backtest's window."""
+    for opt in reversed(_SWITCH_OPTIONS):
+        f = opt(f)
+    return _window(f)
+
+
+_SWITCH_OPTIONS = [
+    click.option("--note", default="", help="Why (kept in the activation log, `payfm rules history`)."),
+    click.option(
+        "--no-backtest",
+        is_flag=True,
+        help="Switch at once, without the backtest (an incident: a version reading :risk_score: needs scores "
+        "to be backtested). The activation log records it alike.",
+    ),
+]
+
+
 @rules.command(name="activate")
 @click.argument("version")
-@click.option("--note", default="", help="Why (kept in the activation log, `payfm rules history`).")
-@click.option(
-    "--no-backtest",
-    is_flag=True,
-    help="Switch at once, without the backtest (an incident: a version reading :risk_score: needs scores to "
-    "be backtested). The activation log records it alike.",
-)
-@_window
+@_switching
 @click.pass_context
-def activate_cmd(
-    ctx: click.Context,
-    version: str,
-    note: str,
-    no_backtest: bool,
-    start: str | None,
-    end: str | None,
-    scores: str | None,
-    model_ref: str | None,
-    horizon_days: float | None,
-) -> None:
+def activate_cmd(ctx: click.Context, /, version: str, note: str, no_backtest: bool, **window: Any) -> None:
     """Backtest stored VERSION against the active ruleset, print the change, then make it active.
 
     VERSION (3 or v3; `payfm rules history` lists them) runs on the feature set it was saved with. It is
@@ -564,31 +567,15 @@ def activate_cmd(
     rulesets.check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     v, candidate = rulesets.activatable(ws, number)
-    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest)
+    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest, window)
     v = rulesets.activate(ws, v.version, note=note, replacing=replacing)
     _activated(ws, "Activated", v, replacing)
 
 
 @rules.command(name="rollback")
-@click.option("--note", default="", help="Why (kept in the activation log, `payfm rules history`).")
-@click.option(
-    "--no-backtest",
-    is_flag=True,
-    help="Switch at once, without the backtest (an incident: a version reading :risk_score: needs scores to "
-    "be backtested). The activation log records it alike.",
-)
-@_window
+@_switching
 @click.pass_context
-def rollback_cmd(
-    ctx: click.Context,
-    note: str,
-    no_backtest: bool,
-    start: str | None,
-    end: str | None,
-    scores: str | None,
-    model_ref: str | None,
-    horizon_days: float | None,
-) -> None:
+def rollback_cmd(ctx: click.Context, /, note: str, no_backtest: bool, **window: Any) -> None:
     """Undo the last activation: backtest the version active before it, print the change, make it active.
 
     Rollbacks walk back through the activation log like an editor's undo: after v1, v2, v3 were made
@@ -611,7 +598,7 @@ def rollback_cmd(
         markup=False,
         highlight=False,
     )
-    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest)
+    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest, window)
     v = rulesets.rollback(ws, note=note, to=v.version, undoing=point.id)
     _activated(ws, "Rolled back to", v, replacing)
 

@@ -37,6 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from payfm.events.text import escaped
+
 # A necessary condition, cheap enough for every string on the serving hot path and run by RE2 over columns:
 # 13 digits with at most 3 separator characters between neighbours. Values passing it get the exact check.
 # Separators between digit groups: spaces (also tabs and no-break spaces), dashes, dots, slashes, underscores.
@@ -396,10 +398,6 @@ def _spans(ascii_text: str, text: str) -> Iterator[tuple[int, int]]:
         yield from _punct_spans(ascii_text)
 
 
-_UNSHOWN = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))  # control, format (bidi), line/paragraph separators
-_JOINERS = frozenset("\u200c\u200d")  # zero-width non-joiner and joiner: letters of some scripts
-
-
 def shown_text(text: str, limit: int = 120, *, times: bool = False) -> str:
     r"""Text that came from outside (a file or column name, a path, a label) as a message or a line of
     output shows it: control and invisible formatting characters escaped as Python writes them (an ESC
@@ -409,10 +407,7 @@ def shown_text(text: str, limit: int = 120, *, times: bool = False) -> str:
     >>> shown_text("amt\x1b[31m\u202eRED\ncard 4111 1111 1111 1111")
     'amt\\x1b[31m\\u202eRED\\ncard [card number removed]'
     """
-    if not text.isprintable():  # (the joiners stay: Persian and Indic names need them, as ids do)
-        hidden = {ch for ch in set(text) if ch not in _JOINERS and unicodedata.category(ch) in _UNSHOWN}
-        text = "".join(repr(ch)[1:-1] if ch in hidden else ch for ch in text)
-    text = redact_card_numbers(text, times=times)  # (``times``: a path's or a name's epochs kept)
+    text = redact_card_numbers(escaped(text), times=times)  # (``times``: a path's or a name's epochs kept)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -65,6 +65,31 @@ _ZL_ZP = ((0x2028, 0x2029),)
 # text take them; every other Cf character is refused.
 _JOINERS = ((0x200C, 0x200D),)
 JOINERS = frozenset(chr(c) for a, b in _JOINERS for c in range(a, b + 1))  # one character at a time
+
+
+_ESCAPED = ("Cc", "Cf", "Zl", "Zp", "Cs")  # what a command escapes in text it prints (joiners aside)
+
+
+def escaped(text: str, keep: str = "") -> str:
+    r"""``text`` with its control and invisible formatting characters (Unicode Cc, Cf; Zl, Zp, Cs)
+    escaped as Python writes them (``\x1b``, ``\u202e``), except those in ``keep`` (the line breaks of a
+    ruleset's text): what a command prints of text stored before such characters were refused must neither
+    take over the terminal nor reorder what it shows.
+
+    >>> print(escaped("# ok\n'cus\u202e1'", keep="\n"))
+    # ok
+    'cus\u202e1'
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        repr(ch)[1:-1]
+        if ch not in keep and ch not in JOINERS and unicodedata.category(ch) in _ESCAPED
+        else ch
+        for ch in text
+    )
+
+
 # What str.isspace() and Arrow's utf8_is_space / utf8_trim_whitespace call whitespace.
 _SPACE = (
     (0x0009, 0x000D), (0x001C, 0x0020), (0x0085, 0x0085), (0x00A0, 0x00A0), (0x1680, 0x1680),

@@ -29,7 +29,7 @@ import shutil
 import sqlite3
 import subprocess
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -127,6 +127,12 @@ def content_hash(path: Path) -> str:
         h.update(rel.encode() + b"\0")
         h.update(hashlib.sha256(f.read_bytes()).digest())
     return h.hexdigest()
+
+
+def newest(versions: Iterable[ModelVersion]) -> ModelVersion | None:
+    """The newest of ``versions`` (None: none): of production versions, the one the decision service
+    decides with (registries older than one production version per workspace may hold several)."""
+    return max(versions, key=lambda v: (v.created_at, v.version), default=None)
 
 
 class Registry:
@@ -322,7 +328,7 @@ class Registry:
                     "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?",
                     (v.name, v.version),
                 )
-            deciding = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
+            deciding = newest(prod)
             # What rollback restores: the version that decided (in registries older than one production
             # version per workspace several were production, and the service took the newest); none when
             # ``mv`` itself decided.

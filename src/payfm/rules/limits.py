@@ -67,32 +67,11 @@ def first_format_character(text: str) -> tuple[int, str] | None:
     return _first_of(text, ("Cf", "Zl", "Zp", "Cs"))
 
 
-_ESCAPED = ("Cc", "Cf", "Zl", "Zp", "Cs")  # what a command escapes in text it prints (joiners aside)
 # What :func:`first_format_character` finds, as messages name it.
 INVISIBLE = (
     "invisible formatting characters (Unicode Cf: bidi controls, zero-width characters; line and paragraph "
     "separators; bytes that are not UTF-8)"
 )
-
-
-def escaped(text: str, keep: str = "") -> str:
-    r"""``text`` with its control and invisible formatting characters (Unicode Cc, Cf; Zl, Zp, Cs)
-    escaped as Python writes them (``\x1b``, ``\u202e``), except those in ``keep`` (the line breaks of a
-    ruleset's text): what a command prints of text stored before such characters were refused must neither
-    take over the terminal nor reorder what it shows.
-
-    >>> print(escaped("# ok\n'cus\u202e1'", keep="\n"))
-    # ok
-    'cus\u202e1'
-    """
-    if text.isprintable():
-        return text
-    return "".join(
-        repr(ch)[1:-1]
-        if ch not in keep and ch not in JOINERS and unicodedata.category(ch) in _ESCAPED
-        else ch
-        for ch in text
-    )
 
 
 def _first_of(text: str, categories: str | tuple[str, ...]) -> tuple[int, str] | None:

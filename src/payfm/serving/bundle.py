@@ -15,7 +15,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
-from payfm.registry.store import ModelVersion, Registry
+from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import rulesets as rs
 from payfm.rules.compiler import Ruleset
 from payfm.serving.errors import Conflict
@@ -87,7 +87,7 @@ def load_bundle(
     if model is not None and not prod:
         raise _no_production(reg, model, versions)
     shadow = [v for v in versions if v.stage == "shadow"]
-    mv = max(prod, key=lambda v: (v.created_at, v.version)) if prod else None
+    mv = newest(prod)
     active = rs.active(ws) if (ws.root / "rules.db").exists() else None
     set_name = mv.feature_set if mv else (active.feature_set if active else "default")
     current = feature_set(set_name, ws.root)
@@ -103,8 +103,8 @@ def load_bundle(
         mv, served = reg.load(mv.ref, want)
     sv, shadow_model = None, None
     same = [v for v in shadow if (v.feature_set, v.feature_set_version) == (want.name, want.version)]
-    if same:
-        sv, shadow_model = reg.load(max(same, key=lambda v: (v.created_at, v.version)).ref, want)
+    if (chosen := newest(same)) is not None:
+        sv, shadow_model = reg.load(chosen.ref, want)
     ruleset = None
     if active is not None:
         if active.feature_set != want.name:
