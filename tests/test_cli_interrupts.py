@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,3 +75,60 @@ def test_a_failed_tuning_trial_raises_without_optunas_traceback(
         tuning.tune("gbdt", X, y, None, X, y, trials=3)
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Trial 0 failed" not in err
+
+
+# Commands that take a SIGTERM where a library catches what the handler raises, as DuckDB does when the
+# signal lands in Python code it called back (scanning a registered Arrow source): it wraps the SystemExit in
+# an error of its own, or drops it and the work goes on to publish its output.
+_CAUGHT_BY_A_LIBRARY = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    from pathlib import Path
+    import pyarrow as pa
+    from payfm.cli.main import cli, main
+    from payfm.events.workspace import write_parquet
+
+    def signalled_in_a_callback() -> BaseException | None:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler runs here, in the main thread
+        except BaseException as e:
+            return e
+        return None
+
+    @cli.command("wrapped")
+    def wrapped() -> None:
+        caught = signalled_in_a_callback()
+        raise RuntimeError(f"offering a filter to the source registered as 'disputes' failed: {caught!r}")
+
+    @cli.command("dropped")
+    def dropped() -> None:
+        signalled_in_a_callback()
+        print("work finished")
+
+    @cli.command("publishes")
+    def publishes() -> None:
+        signalled_in_a_callback()
+        write_parquet(pa.table({"x": [1, 2]}), Path(sys.argv[2]), "the test")
+
+    sys.argv = ["payfm", sys.argv[1]]
+    main()
+    """
+)
+
+
+@pytest.mark.parametrize("how", ["wrapped", "dropped", "publishes"])
+def test_a_sigterm_a_library_caught_still_ends_the_command_and_publishes_nothing(
+    how: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.parquet"
+    proc = subprocess.run(
+        [sys.executable, "-c", _CAUGHT_BY_A_LIBRARY, how, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert proc.stderr == "" and "Traceback" not in proc.stdout
+    assert proc.stdout == ("work finished\n" if how == "dropped" else "")
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary

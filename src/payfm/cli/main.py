@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from payfm import __version__
+from payfm import __version__, interrupts
 from payfm.cli.demo import demo
 from payfm.cli.evaluate import evaluate
 from payfm.cli.events import compact, generate, import_, sql, summary
@@ -38,6 +38,19 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            result = self._invoke(ctx)
+        except BaseException:
+            # After a SIGTERM the command ends with its status, whatever the exception became on the way: a
+            # library that called back into Python wraps it in an error of its own (DuckDB's "offering a
+            # filter to the source ... failed: SystemExit: 143"), or drops it and the work goes on.
+            if interrupts.received:
+                raise SystemExit(128 + interrupts.received[-1]) from None
+            raise
+        interrupts.check()
+        return result
+
+    def _invoke(self, ctx: click.Context) -> Any:
+        try:
             return super().invoke(ctx)
         except PayfmError as e:  # a message never echoes a card number, whatever it quotes
             raise click.ClickException(redact_card_numbers(str(e))) from None
@@ -46,8 +59,6 @@ class _Group(click.Group):
             # SystemExit) into RuntimeError('Query interrupted'): stop as the signal would have.
             if str(e) != DUCKDB_INTERRUPTED:
                 raise
-            if _signalled:
-                raise SystemExit(128 + _signalled[-1]) from None
             raise click.Abort() from None
         except click.NoSuchOption as e:  # `payfm summary -w DIR`: say where the workspace option goes
             if e.option_name not in ("-w", "--workspace") or e.ctx is None:
@@ -110,16 +121,12 @@ cli.add_command(replay)
 
 
 DUCKDB_INTERRUPTED = "Query interrupted"  # the message of DuckDB's error for a query a signal interrupted
-_signalled: list[int] = []  # SIGTERM, once received (DuckDB's error for the query it ended does not say)
-
-
-def _terminate(signum: int, _frame: object) -> None:
-    _signalled.append(signum)
-    raise SystemExit(128 + signum)
 
 
 def main() -> None:
     # A SIGTERM (kill, a job scheduler's stop) unwinds like Ctrl-C instead of ending the process where it
     # stands: partial files and temporary folders are removed, locks released. (`payfm serve` sets its own.)
-    signal.signal(signal.SIGTERM, _terminate)
+    # It is recorded too (payfm.interrupts): a library that swallows the exception cannot lose it.
+    interrupts.received.clear()
+    signal.signal(signal.SIGTERM, interrupts.stop)
     cli(prog_name="payfm")

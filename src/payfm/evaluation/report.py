@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from payfm import __version__
+from payfm import __version__, interrupts
 from payfm.errors import ConfigError
 from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import EvaluationResult, compare
@@ -226,6 +226,7 @@ def replace_together(contents: dict[Path, bytes]) -> None:
             temps[path] = synced_temp(path, data)
         for path in contents:
             kept[path] = _keep(path, path.with_name(f".{path.name}.{tag}.old"))
+        interrupts.check()
         with _interrupts_held():
             done: list[Path] = []
             try:

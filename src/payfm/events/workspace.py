@@ -45,6 +45,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from payfm import interrupts
 from payfm.errors import ConfigError, WorkspaceBusy, WorkspaceError
 from payfm.events.cards import shown_text
 from payfm.events.schema import SCHEMAS, TABLES, schema_of
@@ -150,6 +151,7 @@ def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, **options)
+        interrupts.check()
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -164,6 +166,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new content, never a part."""
     tmp = synced_temp(path, data, mode)
     try:
+        interrupts.check()
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.schema import CHARGES
 from payfm.events.workspace import Workspace, alive
@@ -422,6 +423,7 @@ def _backfill(
         if writer is not None:
             writer.close()
             writer = None
+        interrupts.check()
         os.replace(tmp, path)
         log.info("backfill: %d rows written to %s", rows, path)
     except duckdb.OutOfMemoryException as e:

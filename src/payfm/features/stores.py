@@ -18,6 +18,7 @@ from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from payfm import interrupts
 from payfm.errors import WorkspaceError
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 
@@ -96,18 +97,23 @@ class MemoryStore(StateStore):
     def snapshot(self, path: Path, version: str) -> None:
         """Write the whole state to ``path`` atomically (gzip JSON lines; no pickle)."""
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with gzip.open(tmp, "wt", compresslevel=1) as f:
-            head = {
-                "format": FORMAT,
-                "version": version,
-                "watermark_us": self.watermark_us,
-                "outcomes": sorted(self.outcomes),
-            }
-            f.write(json.dumps(head) + "\n")
-            f.write(json.dumps(self.charges, separators=(",", ":")) + "\n")
-            for (gi, key), st in self.states.items():
-                f.write(json.dumps([gi, key, state_to_json(st)], separators=(",", ":")) + "\n")
-        os.replace(tmp, path)
+        try:
+            with gzip.open(tmp, "wt", compresslevel=1) as f:
+                head = {
+                    "format": FORMAT,
+                    "version": version,
+                    "watermark_us": self.watermark_us,
+                    "outcomes": sorted(self.outcomes),
+                }
+                f.write(json.dumps(head) + "\n")
+                f.write(json.dumps(self.charges, separators=(",", ":")) + "\n")
+                for (gi, key), st in self.states.items():
+                    f.write(json.dumps([gi, key, state_to_json(st)], separators=(",", ":")) + "\n")
+            interrupts.check()
+            os.replace(tmp, path)
+        except BaseException:  # an interrupt or a full disk: no temporary left
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def restore(cls, path: Path, version: str) -> MemoryStore:

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.fm.identity import check_name, checkpoint_meta, damaged_checkpoint, one_folder
@@ -134,6 +135,7 @@ def save_checkpoint(
         }
         (tmp / "config.json").write_text(json.dumps(doc, indent=1))
         old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        interrupts.check()
         if path.exists():
             path.rename(old)
         try:

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from payfm import interrupts
 from payfm.errors import ConfigError, PayfmError
 from payfm.events.cards import name_holds_card_number
 from payfm.events.workspace import Workspace, atomic_write_bytes
@@ -255,6 +256,7 @@ class Registry:
                 final = self.root / name / str(version)
                 if final.exists():  # a leftover of a crashed registration that never reached the index
                     shutil.rmtree(final)
+                interrupts.check()
                 os.replace(tmp, final)
                 con.execute(
                     f"INSERT INTO versions ({self._COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

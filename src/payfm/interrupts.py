@@ -1,0 +1,27 @@
+"""A stop signal that the code between it and the command's end cannot lose.
+
+The CLI turns SIGTERM into ``SystemExit(143)`` raised wherever the main thread stands (:func:`stop`). Where
+that is inside a callback a library makes (DuckDB calling back into Python to scan a registered Arrow
+source), the library may wrap the exception in an error of its own, or drop it and go on. So the signal is
+also recorded here: the CLI ends with the signal's status whatever became of the exception, and every
+place that publishes a finished output (renames a temporary over a file, writes a manifest) calls
+:func:`check` first, so a stopped command publishes nothing new even when its work ran to the end.
+
+Outside the CLI (the Python API) no handler records anything and :func:`check` does nothing.
+"""
+
+from __future__ import annotations
+
+received: list[int] = []  # the signals the CLI's handler took, in order
+
+
+def stop(signum: int, _frame: object = None) -> None:
+    """The CLI's SIGTERM handler: record the signal and unwind like Ctrl-C."""
+    received.append(signum)
+    raise SystemExit(128 + signum)
+
+
+def check() -> None:
+    """Raise the recorded signal's ``SystemExit`` again if one was received (before publishing)."""
+    if received:
+        raise SystemExit(128 + received[-1])
