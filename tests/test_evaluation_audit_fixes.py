@@ -180,11 +180,16 @@ def test_ctrl_c_during_the_renames_is_held_until_the_set_is_new(
         real_replace(src, dst)
 
     monkeypatch.setattr(report_module.os, "replace", ctrl_c_then_replace)
-    with pytest.raises(KeyboardInterrupt):
-        replace_together({out / "report.json": b"new json", out / "report.html": b"new html"})
+    # Ctrl-C's handler as in a terminal: a process a shell starts in the background has SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            replace_together({out / "report.json": b"new json", out / "report.html": b"new html"})
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert (out / "report.json").read_text() == "new json"
     assert (out / "report.html").read_text() == "new html"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_write_report_replaces_both_files(tmp_path: Path) -> None:

@@ -219,7 +219,6 @@ def print_report(report: BacktestReport, baseline: str) -> None:
 
 
 def _run_backtest(
-    ctx: click.Context,
     ws: Workspace,
     candidate: Ruleset,
     set_name: str,
@@ -402,9 +401,7 @@ def backtest_cmd(
         with _named(file):
             candidate = rulesets.compile_text(ws, text, set_name)
     base = _against(ws, against, set_name) if against is not None else None
-    report, label = _run_backtest(
-        ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base
-    )
+    report, label = _run_backtest(ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base)
     print_report(report, label)
 
 
@@ -432,9 +429,7 @@ def apply(
     with _named(file):
         candidate = rulesets.compile_text(ws, text, set_name)
     base = _active_baseline(ws)
-    report, label = _run_backtest(
-        ctx, ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base
-    )
+    report, label = _run_backtest(ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base)
     print_report(report, label)
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
         v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name, replacing=base.version)
@@ -514,7 +509,6 @@ def _compared(
         return current.version if current is not None else None
     base = _active_baseline(ws)
     report, label = _run_backtest(
-        ctx,
         ws,
         candidate,
         set_name,
