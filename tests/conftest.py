@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from payfm.events.workspace import Workspace
 from payfm.serving.scorer import Scorer
 from services import REDIS_SCRATCH_URL, require_redis
+
+# The CLI's output as a pipe gets it (160 columns, no colour), whatever terminal or CI runs the tests: Rich
+# reads these when payfm.cli.render is imported, after this file (COLUMNS=80 failed 16 tests, FORCE_COLOR=1
+# 25).
+for _name in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+    os.environ.pop(_name, None)
+
+# Property tests draw the same examples on every run and machine (a CI failure can be rerun), with no
+# example database and no deadline or too-slow check (a loaded machine is slow, not wrong).
+settings.register_profile(
+    "payfm", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("payfm")
 
 
 @pytest.fixture()

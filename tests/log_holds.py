@@ -17,7 +17,8 @@ def hold_writes(scorer: Scorer, **match: str) -> tuple[threading.Event, threadin
     def held_write(record: Any, timeout: float = 30.0) -> Any:
         if all(getattr(record, k, None) == v for k, v in match.items()):
             entered.set()
-            release.wait(10)
+            if not release.wait(10):  # a test that never released it would pass through the timeout
+                raise AssertionError("a held decision-log write was never released")
         return write(record, timeout)
 
     scorer.log.write = held_write  # type: ignore[method-assign]

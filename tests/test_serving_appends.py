@@ -93,8 +93,17 @@ def test_concurrent_outcomes_are_all_appended_once(ws: Workspace, scorer: Scorer
     assert scorer.log.unappended_outcomes() == []
 
 
+@pytest.fixture()
+def no_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends that found the workspace busy wait for the next outcome or the close: the tests that look at
+    what waits after the lock is gone must not race the 2 s retry (a busy machine may take that long)."""
+    from payfm.serving import feedback
+
+    monkeypatch.setattr(feedback, "APPEND_RETRY_S", 3600.0)
+
+
 def test_a_busy_workspace_makes_outcomes_wait_not_fail(
-    ws: Workspace, scorer: Scorer, caplog: pytest.LogCaptureFixture
+    ws: Workspace, scorer: Scorer, caplog: pytest.LogCaptureFixture, no_retry: None
 ) -> None:
     first, second = disputes(ws, 3, "b")[:2], disputes(ws, 3, "b")[2]
     files = len(ws.files("disputes"))
@@ -119,7 +128,7 @@ def test_a_busy_workspace_makes_outcomes_wait_not_fail(
     assert scorer.log.unappended_outcomes() == []
 
 
-def test_close_appends_what_waits(ws: Workspace, tmp_path: Path) -> None:
+def test_close_appends_what_waits(ws: Workspace, tmp_path: Path, no_retry: None) -> None:
     s = Scorer.open(ws, decision_log=f"sqlite:///{tmp_path / 'd2.db'}", durability="os")
     (e,) = disputes(ws, 1, "z")
     with ws._lock():
@@ -130,7 +139,7 @@ def test_close_appends_what_waits(ws: Workspace, tmp_path: Path) -> None:
 
 
 def test_a_restart_while_busy_keeps_waiting_events_unmarked_and_two_servers_append_once(
-    ws: Workspace, tmp_path: Path
+    ws: Workspace, tmp_path: Path, no_retry: None
 ) -> None:
     """A waits with an outcome (busy workspace); B starts on the same decision log while it is still busy,
     then A closes: the outcome is in the event log once, and never marked before it was there."""
@@ -229,19 +238,20 @@ def test_compaction_waits_for_the_lock_and_a_failed_commit_leaves_no_files(
 ) -> None:
     for e in disputes(ws, 6, "w"):
         scorer.record_outcome("disputes", e)
-    held = threading.Event()
+    held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with ws._lock():
             held.set()
-            time.sleep(0.3)
+            release.wait(30)
 
     t = threading.Thread(target=hold)
     t.start()
     held.wait()
     with pytest.raises(WorkspaceBusy, match=r"waited 0\.05 s"):
         ws.compact(wait_s=0.05)
-    assert ws.compact(wait_s=10)["disputes"].days_rewritten >= 1  # waited for the 0.3 s holder
+    threading.Timer(0.3, release.set).start()  # the holder lets go while the next compaction waits
+    assert ws.compact(wait_s=10)["disputes"].days_rewritten >= 1
     t.join()
     for e in disputes(ws, 3, "f"):
         scorer.record_outcome("disputes", e)

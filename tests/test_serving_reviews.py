@@ -217,8 +217,9 @@ def test_a_closure_while_a_decline_is_being_recorded_closes_without_a_refund(
     )
     t.start()
     assert entered.wait(10)
+    # the closure waits for the decline in flight, which its write lets go of a moment later
+    threading.Timer(0.3, release.set).start()
     closed = scorer.close_review("ch_1", "refunded_as_fraud")
-    release.set()
     t.join(10)
     assert (
         closed["status"] == "closed" and closed["outcome"] is None and done["decline"]["duplicate"] is False

@@ -303,7 +303,7 @@ def _against(ws: Workspace, against: str, set_name: str) -> rulesets.Baseline:
     text = _read(against)
     with _named(against):
         ruleset = rulesets.compile_text(ws, text, set_name)
-    return rulesets.Baseline(ruleset, set_name, f"file '{shown_text(against, times=True)}'")
+    return rulesets.Baseline(ruleset, set_name, f"file '{shown_text(against, limit=4096, times=True)}'")
 
 
 WINDOW = [
