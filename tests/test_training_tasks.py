@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from click.testing import CliRunner
@@ -296,3 +297,21 @@ def test_train_on_authorized_fits_on_authorized_charges_and_tests_on_every_charg
         trainer.prequential(ws, "lr", task("retry_success"), FS, retry, weeks=2)
     with pytest.raises(ConfigError, match="must be one of all, authorized"):
         prepare(ws, t, FS, replace(CFG, train_on="declined"))
+
+
+def test_the_timeline_ends_a_horizon_before_the_latest_event_an_outcome_included(tmp_path: Path) -> None:
+    """An export's chargebacks run months past its last charge: every charge a horizon before the latest of
+    them has its final label, and training keeps it (the timeline ended a horizon before the last charge,
+    dropping the whole last horizon as too recent, while the labels called those charges mature)."""
+    w = Workspace.open(tmp_path / "ws", create=True)
+    w.write_stream(generate_world(WorldConfig(charges=20_000, days=40, seed=3, fraud_rate=0.03)), "replace")
+    _, before = prepare(w, task("fraud"), FS, CFG)
+    assert before.too_recent > 1000  # the last 10 days of charges
+    last = max(w.read("charges", ["created"])["created"].to_pylist())
+    disputes = w.read("disputes")
+    late = disputes.slice(0, 1).to_pylist()[0]
+    late |= {"dispute_id": "dp_late", "created": last + timedelta(days=11)}
+    w.write_stream(iter([("disputes", pa.Table.from_pylist([late], schema=disputes.schema))]), "append")
+    data, after = prepare(w, task("fraud"), FS, CFG)
+    assert after.too_recent == 0 and bool(data.mature.all())
+    assert after.test.max() > before.test.max()  # the test period moved to the latest charges

@@ -27,6 +27,7 @@ from payfm.registry.store import ModelVersion, Registry
 from payfm.training.calibration import METHODS
 from payfm.training.data import Progress, TaskData, task_data
 from payfm.training.explain import templates
+from payfm.training.labels import log_end
 from payfm.training.models import Model, model_class
 from payfm.training.models.params import check_params
 from payfm.training.splits import (
@@ -179,6 +180,19 @@ def _some_rows(task: Task, part: str, idx: np.ndarray, config: TrainConfig) -> N
         )
 
 
+def _log_end_us(ws: Workspace) -> int:
+    """The time of the event log's latest event (charges and outcomes), in microseconds since the epoch."""
+    con = ws.connect()
+    try:
+        end = log_end(con)
+    finally:
+        con.close()
+    if end is None:
+        return 0
+    epoch = datetime(1970, 1, 1, tzinfo=UTC if end.tzinfo is not None else None)
+    return (end - epoch) // timedelta(microseconds=1)
+
+
 def prepare(
     ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig, progress: Progress | None = None
 ) -> tuple[TaskData, Split]:
@@ -188,10 +202,12 @@ def prepare(
         raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
     end_us = None
     if config.mature_test:
+        # "now" is the labels' own: the latest event of the log, an outcome included (an export's chargebacks
+        # run months past its last charge, and every charge a horizon before them has its final label)
         now_us = (
             int(config.as_of.timestamp() * 1e6)
             if config.as_of is not None
-            else int(data.created_us.max()) + 1
+            else max(int(data.created_us.max()), _log_end_us(ws)) + 1
         )
         end_us = now_us - int(config.horizon(task).total_seconds() * 1e6)
     split = time_split(
@@ -210,7 +226,7 @@ def prepare(
             raise ConfigError(
                 f"Task '{task.name}': the {part} period needs mature positives and negatives. "
                 f"Got {int(data.y[idx].sum())} positives in {len(idx)} mature rows "
-                f"({split.immature[part]} immature); try a shorter --horizon-days or a longer world."
+                f"({split.immature[part]} immature); try a shorter --horizon-days or a longer event log."
             )
     return data, split
 
