@@ -733,3 +733,32 @@ def test_a_label_time_at_or_before_its_charge_is_refused(tmp_path: Path) -> None
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
     assert "row 2 (line 3), column 'fraud_at': expected an outcome time for" in text
     assert "later than the charge's time; received a time at or before the charge" in text
+
+
+def test_codes_written_with_leading_zeros_in_a_mapping_are_the_text_written(tmp_path: Path) -> None:
+    """YAML 1.1 reads an unquoted 00 as the number 0 and 0742 as the octal 482: `map: {00: authorized}`
+    never matched the file's '00', and with a default every charge took it, silently (a user's import came
+    out all declined). In a mapping they are the text written; a key given twice is an error (YAML kept the
+    last one: `007` and `7` were one key)."""
+    m = changed(
+        outcome={
+            "column": "resp",
+            "map": {"K00": "authorized", "K05": "issuer_declined"},
+            "default": "blocked",
+        },
+        merchant_mcc={"column": "mcc", "map": {"K0742": "0742", "5411": "5411"}},
+    )
+    text = yaml.safe_dump(m, sort_keys=False).replace("K0", "0")
+    assert "00: authorized" in text and "0742: '0742'" in text  # unquoted keys, as a user writes them
+    mapping = tmp_path / "m.yaml"
+    mapping.write_text(text)
+    rows = {**ROWS, "resp": ["00", "05", "00", "99"], "mcc": ["0742", "5411", "0742", "5411"]}
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), mapping)
+    charges = ws.read("charges", ["outcome", "merchant_mcc"])
+    assert charges.column("outcome").to_pylist() == ["authorized", "issuer_declined", "authorized", "blocked"]
+    assert charges.column("merchant_mcc").to_pylist() == ["0742", "5411", "0742", "5411"]
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text.replace("05: issuer_declined", "00: issuer_declined"))
+    said = failed_import(tmp_path, write_csv(tmp_path, rows), twice, ConfigError)
+    assert "twice.yaml: expected valid YAML" in said and "the key '00' is given twice (first on line" in said

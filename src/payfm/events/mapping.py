@@ -671,10 +671,53 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
             "which is not UTF-8 (Latin-1 or Windows-1252?). Save the mapping as UTF-8."
         ) from None
     try:
-        parsed = yaml.safe_load(text)
+        parsed = yaml.load(text, Loader=MappingLoader)  # a SafeLoader
     except yaml.YAMLError as e:
         raise ConfigError(f"{path.name}: expected valid YAML; received {_yaml_problem(e, text)}.") from None
     return parse_mapping(parsed, path.name)
+
+
+class MappingLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, for mappings: a number written with a leading zero is the text written (a code
+    of an export: ``map: {00: authorized}`` matches the text '00', and ``0742`` the MCC '0742', where YAML
+    1.1 reads 0 and the octal number 482), and a key given twice in one mapping is an error (YAML keeps the
+    last one, silently: ``007`` and ``7`` were one key)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: PyYAML's own error below
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    "in a mapping",
+                    node.start_mark,
+                    f"the key {key!r} is given twice (first on line {first.start_mark.line + 1}): once each",
+                    key_node.start_mark,
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+# Integers as YAML 1.1 reads them, less its octal form (a leading 0 then digits): those stay text.
+MappingLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+MappingLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(
+        r"""^(?:[-+]?0b[0-1_]+
+        |[-+]?(?:0|[1-9][0-9_]*)
+        |[-+]?0x[0-9a-fA-F_]+
+        |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""",
+        re.X,
+    ),
+    list("-+0123456789"),
+)
 
 
 def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
