@@ -78,7 +78,7 @@ def _reference_spans(text: str) -> set[tuple[int, int]]:
     """The detection rules written plainly (every window of whole groups, checked from scratch)."""
     import re
 
-    from payfm.events.cards import _SEQUENCE, _UUID, _free, luhn_valid
+    from payfm.events.cards import _SEQUENCE, _UUID, _free, card_shaped
 
     uuids = [m.span() for m in _UUID.finditer(text)]
     out = set()
@@ -95,7 +95,7 @@ def _reference_spans(text: str) -> set[tuple[int, int]]:
                 ends_free = first_free and (j < len(groups) - 1 or _free(text, *groups[-1]))
                 span = groups[i][0], groups[j][1]
                 in_uuid = any(a <= span[0] and span[1] <= b for a, b in uuids)
-                if 13 <= len(digits) <= 19 and ok_seps and ends_free and luhn_valid(digits) and not in_uuid:
+                if card_shaped(digits) and ok_seps and ends_free and not in_uuid:
                     out.add(span)
     return out
 

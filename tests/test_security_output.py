@@ -147,9 +147,11 @@ def test_an_out_of_range_time_says_so(tmp_path: Path) -> None:
 def test_a_path_keeps_its_epochs_and_loses_its_card_numbers() -> None:
     from payfm.cli.render import shown_path
 
-    epoch = "1764957808124"  # a millisecond epoch that passes Luhn, as one in ten do
-    assert contains_card_number(epoch)
-    assert shown_path(f"runs/{epoch}/ws") == f"runs/{epoch}/ws"
+    epoch = "1764957808124"  # a millisecond epoch that passes Luhn, as one in ten do: 13 digits from a 1
+    assert not contains_card_number(epoch)  # no card number starts with 1 unless it has 15 digits
+    stamp = "20261205143005"  # a date stamp that passes Luhn
+    assert contains_card_number(stamp)
+    assert shown_path(f"runs/{stamp}/ws") == f"runs/{stamp}/ws"
     # (its brackets escaped for Rich markup: printed, it reads "[card number removed]")
-    assert shown_path(f"runs/{epoch}/4111111111111111") == f"runs/{epoch}/\\[card number removed]"
+    assert shown_path(f"runs/{stamp}/4111111111111111") == f"runs/{stamp}/\\[card number removed]"
     assert shown_path("reports/20261205T182328Z") == "reports/20261205T182328Z"

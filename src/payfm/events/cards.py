@@ -1,6 +1,9 @@
 """Card-number (PAN) detection and the keyed fingerprint transform.
 
-A full card number is 13-19 digits passing the Luhn check. It may be written in digit groups separated by 1-3
+A full card number is 13-19 digits passing the Luhn check; one starting with 1 has 15 (the only cards whose
+numbers start with 1 are the airlines' UATP cards, of 15 digits: an epoch time in milliseconds, 13 digits,
+passes Luhn one time in ten and is no card number, nor are those in micro- or nanoseconds, 16 and 19
+digits). It may be written in digit groups separated by 1-3
 characters of space, dash, dot, slash or underscore, or, for a number written in fours (the last group 1-4
 digits), by line breaks or a longer run of spaces (``4111 1111 1111 1111``, ``4111.1111.1111.1111``,
 ``4111 - 1111 - 1111 - 1111``), and may touch letters (``card4111111111111111``), except the letters of a
@@ -226,7 +229,7 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
                     s, e = cum[i], cum[j + 1]
                     r = (e - 1) % 2  # digits of the last one's parity count plain, the others doubled
                     total = plain[r][e] - plain[r][s] + doubled[1 - r][e] - doubled[1 - r][s]
-                    if total % 10 == 0:
+                    if total % 10 == 0 and (digits[s] != "1" or e - s == UATP_DIGITS):
                         span = groups[i][0], groups[j][1]
                         if uuids is None:
                             uuids = [m.span() for m in _UUID.finditer(text)]
@@ -297,6 +300,19 @@ def mask_long_numbers(text: str) -> str:
         position = m.end()
     parts.append(text[position:])
     return "".join(parts)
+
+
+UATP_DIGITS = 15  # the length of the only card numbers that start with 1 (airlines' UATP cards)
+
+
+def card_shaped(digits: str) -> bool:
+    """True if ``digits`` (only 0-9) could be a full card number: 13-19 digits, 15 when the first is 1, and
+    passing the Luhn check.
+
+    >>> card_shaped("4111111111111111"), card_shaped("1764957808124"), card_shaped("122000000000003")
+    (True, False, True)
+    """
+    return 13 <= len(digits) <= 19 and (digits[0] != "1" or len(digits) == UATP_DIGITS) and luhn_valid(digits)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -571,7 +587,13 @@ def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         candidates = np.flatnonzero(in_range)
         if len(candidates) == 0:
             return candidates
-        ok = _luhn_valid_ints(values[candidates].astype(np.int64))
+        ints = values[candidates].astype(np.int64)
+        # the first digit 1 only with 15 digits (card_shaped): not epoch times in ms, us or ns
+        powers = 10 ** np.arange(19, dtype=np.int64)
+        size = powers[np.searchsorted(powers, ints, side="right") - 1]  # 10 ** (digits - 1), exactly
+        keep = (ints >= 2 * size) | (size == 10 ** (UATP_DIGITS - 1))
+        candidates, ints = candidates[keep], ints[keep]
+        ok = _luhn_valid_ints(ints)
         found: np.ndarray = candidates[ok]
         return found
     if pa.types.is_decimal(t):  # integral ones of 13-19 digits, as integers (a DECIMAL(19, 0) card column)
@@ -580,7 +602,7 @@ def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         candidates = np.flatnonzero(mask.to_numpy(zero_copy_only=False))
         digits = text.take(pa.array(candidates, pa.int64())).to_pylist()
         return np.array(
-            [i for i, d in zip(candidates, digits, strict=True) if luhn_valid(d.split(".")[0])],
+            [i for i, d in zip(candidates, digits, strict=True) if card_shaped(d.split(".")[0])],
             dtype=np.int64,
         )
     if pa.types.is_map(t):  # (list kernels abort on maps) keys and values, by their offsets
@@ -618,7 +640,7 @@ def _holds_card_number(value: object) -> bool:
         return False
     if isinstance(value, int | float | decimal.Decimal):
         integral = isinstance(value, int) or (math.isfinite(value) and value == int(value))
-        return integral and 10**12 <= value < 10**19 and luhn_valid(str(int(value)))
+        return integral and 10**12 <= value < 10**19 and card_shaped(str(int(value)))
     if isinstance(value, dict):
         return any(_holds_card_number(k) or _holds_card_number(v) for k, v in value.items())
     if isinstance(value, list | tuple):
