@@ -696,8 +696,8 @@ def test_other_tables_can_be_imported(tmp_path: Path) -> None:
             "refund_id": {"hash": ["id"], "prefix": "re_"},
             "charge_id": {"column": "id", "prefix": "ch_"},
             "created": {"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "timezone": "UTC"},
-            "amount": {"column": "amount", "minor_units": "eur"},
-            "currency": {"value": "eur"},
+            "amount": {"column": "amount", "minor_units": {"column": "cur"}},
+            "currency": {"column": "cur", "case": "lower"},
             "reason": {"value": "requested_by_customer"},
         },
         "drop": ["card"],
@@ -709,8 +709,58 @@ def test_other_tables_can_be_imported(tmp_path: Path) -> None:
     refunds = write_csv(tmp_path, rows, name="refunds.csv")
     summary = import_file(ws, refunds, write_mapping(tmp_path, mapping, name="refunds.yaml"))
     assert summary.rows == {"refunds": 4}
-    assert summary.unmapped_columns == ("cur", "shop", "kind", "fraud", "email")
-    assert ws.read("refunds").column("amount").to_pylist() == [1050, 300, 199900, 7]
+    assert summary.unmapped_columns == ("shop", "kind", "fraud", "email")
+    assert ws.read("refunds").column("amount").to_pylist() == [1050, 300, 1999, 7]
+
+
+def test_a_file_of_outcomes_is_checked_against_its_charges_as_the_service_checks_one(tmp_path: Path) -> None:
+    """Found by a bring-your-own-data audit: an import took what the decision service refuses (a EUR
+    dispute of a GBP charge, one for more than its charge, a fraud dispute of a declined charge: a label on
+    a charge that moved no money); refunds add up to at most their charge's amount, the workspace's first."""
+    charges = {**ROWS, "cur": ["EUR", "usd", "JPY", "eur"]}
+    declined = changed(outcome={"column": "status", "map": {"ok": "authorized", "no": "issuer_declined"}})
+    ws = ws_at(tmp_path / "ws")
+    import_file(
+        ws,
+        write_csv(tmp_path, {**charges, "status": ["ok", "ok", "ok", "no"]}),
+        write_mapping(tmp_path, declined),
+    )
+    mapping = {
+        "table": "refunds",
+        "columns": {
+            "refund_id": {"column": "rid"},
+            "charge_id": {"column": "id", "prefix": "ch_"},
+            "created": {"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "timezone": "UTC"},
+            "amount": {"column": "amount", "minor_units": {"column": "cur"}},
+            "currency": {"column": "cur", "case": "lower"},
+            "reason": {"value": "requested_by_customer"},
+        },
+    }
+    later = "2024-03-20 00:00:00"
+    first = {"rid": ["re_a"], "id": ["t1"], "ts": [later], "amount": ["6.00"], "cur": ["EUR"]}
+    import_file(
+        ws, write_csv(tmp_path, first, name="r1.csv"), write_mapping(tmp_path, mapping, name="r.yaml")
+    )
+    rows = {  # t1 (10.50 EUR, 6.00 refunded), t2 (3 USD), t3 (1999 JPY), t4 (0.07 EUR, declined)
+        "rid": ["re_b", "re_c", "re_d", "re_e", "re_f", "re_g"],
+        "id": ["t1", "t1", "t2", "t3", "t4", "t2"],
+        "ts": [later] * 6,
+        "amount": ["4.50", "0.01", "3.00", "2000", "0.07", "0.50"],
+        "cur": ["EUR", "EUR", "GBP", "JPY", "EUR", "USD"],
+    }
+    text = failed_import(
+        tmp_path, write_csv(tmp_path, rows, name="r2.csv"), write_mapping(tmp_path, mapping, name="r.yaml")
+    )
+    assert "6 problem(s)" not in text and "4 problem(s)" in text, text
+    assert "row 2 (line 3), column 'amount': expected at most what is left to refund" in text
+    assert "received 1, of a charge of 1050 refunded 1050 before it" in text  # 600 + 450, then 1 more
+    assert "row 3 (line 4), column 'cur' (currency): expected the currency of its charge" in text
+    assert "received 'gbp', its charge's 'usd'" in text
+    assert "row 4 (line 5), column 'amount': expected at most its charge's amount" in text
+    assert (
+        "row 5 (line 6), column 'id' (charge_id): expected the charge_id of a charge that moved money" in text
+    )
+    assert "a charge with outcome 'issuer_declined'" in text
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -30,6 +30,7 @@ CHARGE_TIMES = [
     "2024-03-02T22:59:59Z",
     "2024-03-02T23:00:00Z",
 ]
+CURRENCIES = {"ch_t1": "eur", "ch_t2": "usd", "ch_t3": "jpy", "ch_t4": "eur"}  # ROWS' charges'
 REFUNDS: dict[str, Any] = {
     "table": "refunds",
     "columns": {
@@ -37,7 +38,7 @@ REFUNDS: dict[str, Any] = {
         "charge_id": {"column": "charge"},
         "created": {"column": "at"},
         "amount": {"column": "amt", "scale": 100},
-        "currency": {"value": "eur"},
+        "currency": {"column": "cur"},  # its charge's
         "reason": {"value": "requested_by_customer"},
     },
 }
@@ -56,6 +57,7 @@ def import_outcomes(
     """Import outcome rows for ``charge`` at ``at``; return the error message ('' when it imported)."""
     rows = {"rid": [f"re_{i}" for i in range(len(charge))], "charge": charge, "at": at}
     rows |= {"amt": ["1.00"] * len(charge), "kind": ["misc"] * len(charge)}
+    rows |= {"cur": [CURRENCIES.get(c, "eur") for c in charge]}
     path = write_csv(tmp_path, rows, name="outcomes.csv")
     try:
         import_file(ws, path, write_mapping(tmp_path, mapping, name="outcomes.yaml"))
@@ -102,7 +104,7 @@ def test_every_outcome_table_is_checked(tmp_path: Path, table: str) -> None:
     before = ws.count(table)  # disputes of ROWS' own labels
     columns: dict[str, Any] = {"charge_id": "charge", "created": "at"}
     if table == "disputes":
-        columns |= {"dispute_id": "rid", "reason": {"value": "fraudulent"}, "currency": {"value": "eur"}}
+        columns |= {"dispute_id": "rid", "reason": {"value": "fraudulent"}, "currency": {"column": "cur"}}
         columns |= {"amount": {"column": "amt", "scale": 100}}
     else:
         columns |= {"efw_id": "rid", "fraud_type": {"column": "kind"}}

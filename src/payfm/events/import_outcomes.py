@@ -13,11 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from payfm.events.cards import shown_text
 from payfm.events.import_convert import NUMBER, as_text, keyed_hash
 from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.import_times import to_times
 from payfm.events.mapping import LabelSpec, Mapping
-from payfm.events.schema import TIMESTAMP
+from payfm.events.schema import MOVED_NO_MONEY, TIMESTAMP
 from payfm.events.workspace import Workspace
 
 _OUTCOME_PREFIX = {"disputes": "dp_", "early_fraud_warnings": "efw_"}
@@ -120,7 +121,7 @@ def follow_charges(ws: Workspace, mapping: Mapping, events: pa.Table, out: Probl
     if "charge_id" not in events.column_names or not pa.types.is_string(events.column("charge_id").type):
         return
     ids = events.column("charge_id").combine_chunks()
-    stored = ws.read("charges", columns=["charge_id", "created"])
+    stored = ws.read("charges", columns=["charge_id", "created", "outcome", "currency", "amount"])
     stored = stored.filter(pc.is_in(stored.column("charge_id"), value_set=ids))
     index = pc.index_in(ids, value_set=stored.column("charge_id").combine_chunks())
     unknown = np.flatnonzero(pc.and_(pc.is_valid(ids), pc.is_null(index)).to_numpy(False))
@@ -133,6 +134,7 @@ def follow_charges(ws: Workspace, mapping: Mapping, events: pa.Table, out: Probl
             values_at(ids, unknown),
             where=spec.where,
         )
+    _moved_money(ws, mapping, events, stored, index, out)
     created = events.column("created") if "created" in events.column_names else None
     if created is None or created.type != TIMESTAMP:
         return
@@ -141,6 +143,109 @@ def follow_charges(ws: Workspace, mapping: Mapping, events: pa.Table, out: Probl
     out.spec = mapping.fields["created"]  # (problems name its source column and the field)
     _early_outcomes(created, charge_created, rows, out.spec.source, "a time", out)
     out.spec = None
+
+
+def _moved_money(
+    ws: Workspace, mapping: Mapping, events: pa.Table, stored: pa.Table, index: pa.Array, out: Problems
+) -> None:
+    """The checks the decision service makes of an outcome reported live, on a file of them: its charge
+    moved money (not blocked or declined by its issuer); a refund or dispute is in its charge's currency
+    and for at most its amount; a charge's refunds, those in the workspace and the file's in file order, add
+    up to at most its amount (Stripe's rules; docs/serving.md)."""
+    known = np.flatnonzero(pc.is_valid(index).to_numpy(False))
+    if not len(known):
+        return
+    at = pa.array(known, pa.int64())
+    taken = index.take(at)
+    outcome = stored.column("outcome").take(taken)
+    spec = mapping.fields["charge_id"]
+    ids = events.column("charge_id").take(at)
+    idle = _where(pc.is_in(outcome, value_set=pa.array(sorted(MOVED_NO_MONEY))))
+    if len(idle):
+        out.rows(
+            spec.source,
+            known[idle],
+            "the charge_id of a charge that moved money (authorized): a refund, dispute or early fraud "
+            "warning follows a successful charge only",
+            [f"'{shown_text(ids[k].as_py())}', a charge with outcome '{outcome[k]}'" for k in idle[:KEEP]],
+            where=spec.where,
+        )
+    if mapping.table not in ("refunds", "disputes") or not {"currency", "amount"} <= set(events.column_names):
+        return
+    what = "refund" if mapping.table == "refunds" else "dispute"
+    currency, amount = events.column("currency").take(at), events.column("amount").take(at)
+    charge_currency = stored.column("currency").take(taken)
+    charge_amount = stored.column("amount").take(taken)
+    other = _where(pc.not_equal(currency, charge_currency))
+    if len(other):
+        out.spec = mapping.fields["currency"]
+        out.rows(
+            out.spec.source,
+            known[other],
+            f"the currency of its charge (a {what} is in its charge's currency)",
+            [f"'{currency[k]}', its charge's '{charge_currency[k]}'" for k in other[:KEEP]],
+            where=out.spec.where,
+        )
+    out.spec = mapping.fields["amount"]
+    same = np.ones(len(known), dtype=bool)
+    same[other] = False
+    more = np.flatnonzero(same & pc.fill_null(pc.greater(amount, charge_amount), False).to_numpy(False))
+    if len(more):
+        out.rows(
+            out.spec.source,
+            known[more],
+            f"at most its charge's amount (a {what} is for at most what was charged)",
+            [
+                f"{amount[k]}, its charge's {charge_amount[k]} (minor units of {currency[k]})"
+                for k in more[:KEEP]
+            ],
+            where=out.spec.where,
+        )
+    if mapping.table == "refunds":
+        # each refund with those of its charge before it: the workspace's, then the file's rows before it
+        rows = np.flatnonzero(same & pc.is_valid(amount).to_numpy(False))
+        rows = rows[~np.isin(rows, more)]
+        charge = taken.to_numpy(False)[rows]
+        cents = pc.fill_null(amount, 0).to_numpy(False)[rows].astype(np.int64)
+        order = np.argsort(charge, kind="stable")
+        running = np.cumsum(cents[order])
+        starts = np.flatnonzero(np.r_[True, charge[order][1:] != charge[order][:-1]])
+        running -= np.repeat(np.r_[0, running[starts[1:] - 1]], np.diff(np.r_[starts, len(order)]))
+        before = np.empty(len(rows), dtype=np.int64)
+        before[order] = running - cents[order]
+        stored_sums = _refunded(ws, set(pc.unique(ids.take(pa.array(rows, pa.int64()))).to_pylist()))
+        before += np.array(
+            [stored_sums.get(c, 0) for c in ids.take(pa.array(rows, pa.int64())).to_pylist()], dtype=np.int64
+        )
+        cap = charge_amount.to_numpy(False)[rows].astype(np.int64)
+        over = np.flatnonzero(before + cents > cap)
+        if len(over):
+            out.rows(
+                out.spec.source,
+                known[rows[over]],
+                "at most what is left to refund of its charge (its refunds in the workspace and those of the "
+                "file's rows before it add up to at most its amount)",
+                [f"{cents[k]}, of a charge of {cap[k]} refunded {before[k]} before it" for k in over[:KEEP]],
+                where=out.spec.where,
+            )
+    out.spec = None
+
+
+def _where(mask: pa.Array) -> np.ndarray:
+    """The positions where ``mask`` is true (null counts false)."""
+    return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+
+
+def _refunded(ws: Workspace, charge_ids: set[str]) -> dict[str, int]:
+    """The amount the workspace's refunds of each of ``charge_ids`` add up to."""
+    refunds = ws.read("refunds", columns=["charge_id", "amount"])
+    refunds = refunds.filter(
+        pc.is_in(refunds.column("charge_id"), value_set=pa.array(sorted(charge_ids), pa.string()))
+    )
+    if not refunds.num_rows:
+        return {}
+    sums = refunds.group_by("charge_id").aggregate([("amount", "sum")])
+    return dict(zip(sums.column("charge_id").to_pylist(), sums.column("amount_sum").to_pylist(), strict=True))
 
 
 def outcome_events(

@@ -93,6 +93,8 @@ def time_bound(value: object, who: str, error: type[PayfmError]) -> datetime | N
 # Vocabularies of the categorical fields. None (null) is allowed where the field is nullable.
 CHANNELS = ("ecommerce", "card_present", "recurring")
 OUTCOMES = ("authorized", "issuer_declined", "blocked")
+# Charge outcomes that moved no money: such a charge has no refund, dispute or early fraud warning.
+MOVED_NO_MONEY = frozenset({"blocked", "issuer_declined"})
 DECLINE_CODES = (
     "do_not_honor",
     "insufficient_funds",

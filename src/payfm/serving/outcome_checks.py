@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from payfm.events.schema import ID_COLUMNS, RULES, SCHEMAS
+from payfm.events.schema import ID_COLUMNS, MOVED_NO_MONEY, RULES, SCHEMAS
 from payfm.events.validate import ValidationError
 from payfm.serving.charges import refuse_wrong_types, to_us, us_to_iso
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
@@ -25,7 +25,7 @@ OUTCOME_NAMES = {"disputes": "dispute", "early_fraud_warnings": "early fraud war
 # A charge with one of these outcomes moved no money: the service or the merchant's rules blocked it (never
 # sent for authorization) or its issuer declined it. Stripe has no refund and no dispute of such a charge,
 # and issuers send early fraud warnings of settled transactions only.
-UNCAPTURED = frozenset({"blocked", "issuer_declined"})
+UNCAPTURED = MOVED_NO_MONEY
 
 
 def refuse_wrong_outcome_types(table: str, payload: Mapping[str, Any]) -> None:
