@@ -128,6 +128,14 @@ def test_report_is_self_contained_and_json_has_the_same_numbers(preds: pa.Table,
     assert [c["name"] for c in data["comparison"]] == ["gbdt", "lr"]
     assert data["results"][0]["average_precision"] == results[0].average_precision
     assert data["results"][0]["immature"] == 1000
+    # an import names no scenario: no "(none)" group (it means genuine) holding every fraud, but a note
+    unnamed = preds.set_column(
+        preds.schema.get_field_index("scenario"), "scenario", pa.nulls(preds.num_rows, pa.string())
+    )
+    page = write_report(
+        [evaluate_predictions(unnamed, name="gbdt", bootstrap=0)], tmp_path / "imp"
+    ).html.read_text()
+    assert "name no fraud scenario" in page and "scenario: gbdt at" not in page and page.count("<svg") == 4
     assert f"{results[0].average_precision:.3f}" in page
     assert not list((tmp_path / "rep").glob(".*tmp"))  # atomic writes leave no temporary files
 

@@ -21,7 +21,7 @@ import shutil
 import signal
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from payfm import __version__, interrupts
 from payfm.errors import ConfigError
 from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import EvaluationResult, compare
-from payfm.evaluation.slices import SliceRow
+from payfm.evaluation.slices import NONE_GROUP, SliceRow
 from payfm.evaluation.template import PAGE
 from payfm.events.workspace import fsync_dir, json_ready, synced_temp
 
@@ -145,6 +145,20 @@ def _slices(results: Sequence[EvaluationResult], dims: Sequence[str]) -> str:
     return "\n".join(parts)
 
 
+def _scenarios(
+    results: Sequence[EvaluationResult], figure: Callable[[Sequence[EvaluationResult]], str]
+) -> str:
+    """The scenario section's figure and tables, or why there are none: an event log that names no fraud
+    scenario (an import; the synthetic world names them) has one group, "(none)", which means genuine."""
+    if all(row.group == NONE_GROUP for row in results[0].slices["scenario"]):
+        return (
+            '<p class="note">The evaluated charges name no fraud scenario (the <code>scenario</code> column '
+            "is empty, as in an import: the synthetic world fills it), so there is no breakdown by "
+            "scenario.</p>"
+        )
+    return f"<figure>{figure(results)}</figure>\n" + _slices(results, ["scenario"])
+
+
 def render_html(
     results: Sequence[EvaluationResult], title: str = "payfm evaluation report", positives: str = "fraud"
 ) -> str:
@@ -176,8 +190,7 @@ def render_html(
         fig_scores=plots.score_distributions(results),
         fig_reliability=plots.reliability(results),
         fig_dollars=plots.dollars(results),
-        fig_scenarios=plots.scenario_recall(results),
-        scenario_tables=_slices(results, ["scenario"]),
+        scenarios=_scenarios(results, plots.scenario_recall),
         breakdowns=_slices(results, ["channel", "merchant_size", "merchant_country"]),
         version=__version__,
     )

@@ -61,8 +61,7 @@ fraud (the fewest legitimate dollars blocked at that recall). Dollars in USD.</p
 </div>
 
 <h2>Recall per fraud scenario</h2>
-<figure>$fig_scenarios</figure>
-$scenario_tables
+$scenarios
 
 <h2>Breakdowns</h2>
 $breakdowns
