@@ -118,3 +118,20 @@ def test_a_template_registered_before_reads_one_in_the_singular_too() -> None:
     assert Reason("merchant.count_charges_30d", 1.0, 0.0, 0.5, old).text.startswith(
         "1 charge on this merchant"
     )
+
+
+def test_serving_md_fingerprints_a_live_card_as_its_import_did(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint serving.md shows for a live card is the one the import gave its charges."""
+    from payfm.events.importer import import_file
+
+    sample = Path(__file__).parent / "data" / "sparkov_sample.parquet"
+    ws = Workspace.open(tmp_path / "payfm-workspace", create=True)
+    import_file(ws, sample, "sparkov")
+    number = str(pq.read_table(sample, columns=["cc_num"]).column("cc_num")[0].as_py())
+    [block] = _python_blocks("serving.md", "## Card fingerprints of live charges")
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(block.replace('"4242 4242 4242 4242"', repr(number)), scope)  # the docs' own example
+    assert scope["fp"] in set(ws.read("charges", ["card_fingerprint"]).column("card_fingerprint").to_pylist())
