@@ -42,3 +42,13 @@ def test_a_missing_value_of_an_entity_a_charge_may_lack_says_so() -> None:
     assert "or the charge has no ip address" in Reason("card_ip.count_charges_1d", None, 1.0, 0.1).text
     card = Reason("card.since_last_s", None, 1.0, 0.1).text
     assert card.startswith("no value for card.since_last_s (no history yet);")
+
+
+def test_a_missing_value_keeps_the_unit_of_its_typical_value() -> None:
+    """A user's reason read "no value for card.since_first (no history yet); typical: 2,175,638": seconds,
+    unsaid, where the value's own sentence says them."""
+    assert Reason("card.since_first", None, 2_175_638.0, 0.1, T["card.since_first"]).text == (
+        "no value for card.since_first (no history yet); typical: 2,175,638 s"
+    )
+    assert Reason("amount_usd", None, 42.5, 0.1, T["amount_usd"]).text.endswith("; typical: $42.5")
+    assert Reason("x", None, 3.0, 0.1).text.endswith("; typical: 3")  # the generic template

@@ -163,9 +163,10 @@ class Reason:
     @property
     def text(self) -> str:
         if self.value is None or math.isnan(self.value):
-            return (
-                f"no value for {self.feature} ({_why_missing(self.feature)}); typical: {_fmt(self.typical)}"
-            )
+            # the typical value in its unit, as the template writes it ("{typical} s", "${typical}")
+            _, said, unit = self.template_.rpartition("; typical: ")
+            typical = (unit if said else "{typical}").format(typical=_fmt(self.typical))
+            return f"no value for {self.feature} ({_why_missing(self.feature)}); typical: {typical}"
         value = _fmt(self.value)
         template = _one(self.template_) if value == "1" else self.template_
         return template.format(name=self.feature, value=value, typical=_fmt(self.typical))
