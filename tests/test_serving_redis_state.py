@@ -167,3 +167,39 @@ def test_the_load_lock_is_fenced_and_a_load_starts_from_an_empty_namespace(redis
     first.unmark()
     assert not redis_scratch.exists(f"{ns}:warm") and first.begin(timeout_s=5)  # loaded again, by this one
     first.release()
+
+
+def test_a_charge_id_another_server_claims_meanwhile_with_other_fields_is_refused(
+    world: Workspace, tmp_path: Path, redis_scratch: Any
+) -> None:
+    """Found by an SRE audit: one charge id sent with two amounts to two servers at the same instant got 200
+    from both: each read no claim, one counted its charge in the shared state, the other's decision won the
+    decision log's insert, and the features and the logs held different charges. The one that finds the id
+    claimed since its read now compares the claim's fields, as it does when its first read finds them."""
+    from payfm.serving.errors import Conflict
+
+    [live] = _new_charges(world, 1)
+    first = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)
+    second = Scorer.open(_copy(world, tmp_path / "b"), state=REDIS_SCRATCH_URL)
+    try:
+        second.score(live)  # the other server claims it first
+        store = first.online.store
+        reads: list[str] = []
+        real = store.charge_fields
+
+        def stale_first_read(charge_id: str) -> Any:  # the read before the other server's claim
+            reads.append(charge_id)
+            return None if len(reads) == 1 else real(charge_id)
+
+        store.charge_fields = stale_first_read  # type: ignore[method-assign]
+        with pytest.raises(Conflict) as e:
+            first.score({**live, "amount": live["amount"] * 10, "amount_usd": live["amount_usd"] * 10})
+        assert e.value.field == "amount" and len(reads) == 2
+        assert first.log.get_decision(live["charge_id"]) is None  # nothing logged for the refused one
+        assert real(live["charge_id"])["amount_usd"] == live["amount_usd"]  # the state holds the first's
+        reads.clear()
+        same = first.score(live)  # the same charge raced: decided on, counted once (by the other server)
+        assert same.outcome == second.log.get_decision(live["charge_id"])["outcome"]
+    finally:
+        first.close(snapshot=False)
+        second.close(snapshot=False)

@@ -96,6 +96,12 @@ class OnlineFeatures:
 
     def vector_then_update(self, charge: Mapping[str, Any]) -> list[float | None]:
         """:meth:`features_then_update` as a list in feature-set order."""
+        return self.vector_then_claim(charge)[0]
+
+    def vector_then_claim(self, charge: Mapping[str, Any]) -> tuple[list[float | None], bool]:
+        """:meth:`vector_then_update`, and whether this call claimed the charge's id (counted it): False
+        when the store held it already, as another process sharing the store may have claimed it between
+        a read of :meth:`~payfm.features.stores.Store.charge_fields` and this call."""
         keys = self._keys(charge)
         get = charge.get
         fields = {k: get(k) for k in self.label_fields}
@@ -103,18 +109,17 @@ class OnlineFeatures:
         read_update = self._read_update
         store = self.store
         if type(store) is MemoryStore:  # the embedded default: the same steps, without the store call
-            out = read_update(
-                store.states, keys, charge, ts, store.claim_charge(str(charge["charge_id"]), fields)
-            )
+            claimed = store.claim_charge(str(charge["charge_id"]), fields)
+            out = read_update(store.states, keys, charge, ts, claimed)
             store.advance(ts)
-            return out
+            return out, claimed
 
-        def step(states: MutableMapping[Any, State], claimed: bool) -> list[float | None]:
-            return read_update(states, keys, charge, ts, claimed)
+        def step(states: MutableMapping[Any, State], claimed: bool) -> tuple[list[float | None], bool]:
+            return read_update(states, keys, charge, ts, claimed), claimed
 
-        out = store.run(self._state_keys["*"](keys), str(charge["charge_id"]), fields, step)
+        result = store.run(self._state_keys["*"](keys), str(charge["charge_id"]), fields, step)
         store.advance(ts)
-        return out
+        return result
 
     def update(self, charge: Mapping[str, Any]) -> bool:
         """Add ``charge`` to the state; False (and no change) if its id was already applied."""

@@ -633,7 +633,14 @@ class Scorer(FeedbackMixin):
                 logged = self.log.get_charge(cid) if stored is not None else None
                 refuse_another_charge(cid, logged if logged is not None else known, c)
             if other is None and stored is None:
-                vector = self.online.vector_then_update(c)
+                vector, claimed = self.online.vector_then_claim(c)
+                if not claimed and not counted:
+                    # Another server sharing the state claimed the id since it was read above: its charge
+                    # was counted (ours was not). Sent with other fields it is another charge: refused, as
+                    # when the first read finds it (its decision log's insert would win or lose at random).
+                    theirs = self.online.store.charge_fields(cid)
+                    if theirs is not None:
+                        refuse_another_charge(cid, theirs, c)
                 self.clock.saw(c["created_us"])
                 if bundle.embedders:  # the embedding's inputs now, the forward pass outside the lock
                     ec = embedder_charge(c)
