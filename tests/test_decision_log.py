@@ -217,3 +217,28 @@ def test_the_unreachable_message_masks_no_piece_of_its_words() -> None:
     assert _said(role, "postgresql://bob:bob@127.0.0.1/db") == 'FATAL: role "bob" does not exist'
     echoed = Exception("password s3cretpassword refused")
     assert _said(echoed, "postgresql://app:s3cretpassword@h/db") == "password *** refused"
+
+
+@pytest.mark.parametrize("spec", ["sqlite:/tmp/x.db", "sqlite://x.db", "sqlite:", "sqlite:///"])
+def test_a_sqlite_url_without_its_three_slashes_is_refused_not_the_default_log(
+    spec: str, tmp_path: Path
+) -> None:
+    """An SRE's `--decision-log sqlite:/tmp/x.db` opened the workspace's default log, silently: a server
+    meant to write elsewhere wrote beside the others."""
+    from payfm.serving.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match=r"'sqlite:///<path>' \(a path from the working folder\)"):
+        open_log(spec, tmp_path)
+    assert not (tmp_path / "serving").exists()
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:6379/abc", "redis://127.0.0.1:6379/3/x", "rediss://h/3a"])
+def test_a_redis_url_whose_path_is_no_database_number_is_refused(url: str) -> None:
+    """redis-py reads `redis://host:6379/abc` as database 0, silently (an SRE's server loaded 276k keys
+    into database 0)."""
+    from payfm.redis_load import redis_client
+
+    with pytest.raises(ConfigError, match=r"expected its path to be the database number"):
+        redis_client(url)
+    assert redis_client("redis://127.0.0.1:6379/3").connection_pool.connection_kwargs["db"] == 3
+    assert redis_client("redis://127.0.0.1:6379").connection_pool.connection_kwargs.get("db") is None

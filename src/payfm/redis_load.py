@@ -38,6 +38,26 @@ def is_redis_url(spec: str) -> bool:
     return spec.startswith(REDIS_SCHEMES)
 
 
+def redis_client(url: str) -> Any:
+    """A redis-py client of ``url`` (not yet connected). A redis:// or rediss:// URL's path is its
+    database, a number (``redis://host:6379/3``): redis-py takes any other path (``/abc``, ``/3/x``, a typo)
+    for database 0, silently, and a server would load or read another database than meant."""
+    import urllib.parse
+
+    import redis
+
+    from payfm.errors import ConfigError, shown_url
+
+    if url.startswith(("redis://", "rediss://")):
+        path = urllib.parse.urlsplit(url).path
+        if path not in ("", "/") and not (path[1:].isascii() and path[1:].isdigit()):
+            raise ConfigError(
+                f"The Redis URL {shown_url(url)!r}: expected its path to be the database number "
+                f"(redis://host:6379/3) or none (database 0). Got {path!r}."
+            )
+    return redis.Redis.from_url(url)
+
+
 # Delete the lock KEYS[1] only if it still holds this process's token ARGV[1].
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end

@@ -36,7 +36,7 @@ from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 from payfm.features.stores import MemoryStore, Runner, StateStore
-from payfm.redis_load import LoadLock, all_claimed, unlink_namespace
+from payfm.redis_load import LoadLock, all_claimed, redis_client, unlink_namespace
 
 T = TypeVar("T")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -95,7 +95,7 @@ class RedisStore(StateStore):
         charge_ttl: timedelta = timedelta(days=180),
     ) -> None:
         try:
-            self.client = redis.Redis.from_url(url)
+            self.client = redis_client(url)
             self.client.ping()
         except (redis.RedisError, ValueError) as e:
             raise ConfigError(f"The Redis online store at {shown_url(url)!r} is not reachable: {e}") from None

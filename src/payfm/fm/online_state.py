@@ -51,7 +51,7 @@ import numpy as np
 import orjson
 
 from payfm.errors import ConfigError
-from payfm.redis_load import LoadLock, all_claimed, unlink_namespace
+from payfm.redis_load import LoadLock, all_claimed, redis_client, unlink_namespace
 
 
 @dataclass
@@ -326,7 +326,7 @@ class RedisState:
         if keep < 1:
             raise ConfigError(f"RedisState: 'keep' (K-1 charges per key) must be >= 1. Got {keep!r}.")
         try:
-            self.client = redis.Redis.from_url(url)
+            self.client = redis_client(url)
             self.client.ping()
         except (redis.RedisError, ValueError) as e:
             from payfm.errors import shown_url

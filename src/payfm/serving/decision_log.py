@@ -590,6 +590,12 @@ def open_log(spec: str, workspace_root: Path, durability: str = "fsync") -> Deci
         raise InvalidInput(
             f"The durability must be one of {', '.join(DURABILITY)}. Got {durability!r}.", field="durability"
         )
+    if spec.startswith("sqlite:") and (not spec.startswith("sqlite:///") or spec == "sqlite:///"):
+        raise InvalidInput(
+            "The decision log must be 'sqlite', 'sqlite:///<path>' (a path from the working folder) or "
+            f"'sqlite:////<absolute path>'. Got {shown_url(spec)!r}.",
+            field="decision_log",
+        )
     if spec == "sqlite" or spec.startswith("sqlite:"):
         from payfm.serving.sqlite_log import SQLiteDecisionLog
 

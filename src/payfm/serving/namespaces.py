@@ -24,7 +24,7 @@ from typing import Any
 
 from payfm.errors import ConfigError, shown_url
 from payfm.features.state import FORMAT
-from payfm.redis_load import is_redis_url, live_servers, server_names, unlink_namespace
+from payfm.redis_load import is_redis_url, live_servers, redis_client, server_names, unlink_namespace
 from payfm.registry import Registry
 
 SERVED = ("(production)", "(shadow)")  # the stages a server runs
@@ -76,7 +76,7 @@ def _client(url: str) -> Any:
         raise ConfigError(f"--state must be a redis://, rediss:// or unix:// URL. Got {shown_url(url)!r}.")
 
     try:
-        client = redis.Redis.from_url(url)
+        client = redis_client(url)
         client.ping()
     except (redis.RedisError, ValueError) as e:
         raise ConfigError(f"The Redis online state at {shown_url(url)!r} is not reachable: {e}") from None
