@@ -203,3 +203,35 @@ def test_a_charge_id_another_server_claims_meanwhile_with_other_fields_is_refuse
     finally:
         first.close(snapshot=False)
         second.close(snapshot=False)
+
+
+def test_healthz_says_when_the_shared_state_is_gone_or_the_log_does_not_answer(
+    world: Workspace, tmp_path: Path, redis_scratch: Any
+) -> None:
+    """Found by an SRE audit: with the Redis state dropped under running servers (Redis restarted empty),
+    they went on deciding from nothing (ordinary charges at risk 73-77) and /healthz said "ok"; it said so
+    too while every decision failed on the decision log. Now 503, naming the problem, for GET and HEAD."""
+    from fastapi.testclient import TestClient
+
+    from payfm.serving.app import create_app
+    from payfm.serving.keys import KeyStore
+
+    scorer = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)
+    try:
+        client = TestClient(create_app(scorer, KeyStore(scorer.ws.root / "serving" / "keys.db")))
+        ok = client.get("/healthz")
+        assert ok.status_code == 200 and ok.json()["status"] == "ok" and "problems" not in ok.json()
+        redis_scratch.flushdb()  # Redis restarted empty
+        gone = client.get("/healthz")
+        assert gone.status_code == 503 and gone.json()["status"] == "unhealthy"
+        assert "the online state in Redis is gone" in gone.json()["problems"][0]
+        assert client.head("/healthz").status_code == 503
+
+        def broken(charge_id: str) -> Any:
+            raise OSError("disk I/O error")
+
+        scorer.log.get_decision = broken  # type: ignore[method-assign]
+        both = client.get("/healthz").json()["problems"]
+        assert both[0] == "the decision log does not answer (OSError: disk I/O error)" and len(both) == 2
+    finally:
+        scorer.close(snapshot=False)

@@ -494,13 +494,22 @@ def create_app(
 
     auth = [Depends(authorize)]
 
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", **scorer.bundle.describe(), "events_waiting": scorer.events_waiting()}
+    @app.get("/healthz", responses={503: {"description": "the server cannot decide as it should"}})
+    def healthz() -> Response:
+        """200 with what is served; 503 naming each problem (the decision log or the shared state not
+        answering, the shared state gone), so that a load balancer takes the server out."""
+        problems = scorer.health()
+        body = {
+            "status": "unhealthy" if problems else "ok",
+            **({"problems": problems} if problems else {}),
+            **scorer.bundle.describe(),
+            "events_waiting": scorer.events_waiting(),
+        }
+        return Response(_json(body), status_code=503 if problems else 200, media_type="application/json")
 
     @app.head("/healthz", include_in_schema=False)  # what some load balancers probe with
     def healthz_head() -> Response:
-        return Response(status_code=200)
+        return Response(status_code=503 if scorer.health() else 200)
 
     charge_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Charge"}}}
 

@@ -502,6 +502,27 @@ class Scorer(FeedbackMixin):
         self._lists_watcher = threading.Thread(target=run, name="payfm-lists", daemon=True)
         self._lists_watcher.start()
 
+    def health(self) -> list[str]:
+        """What keeps this server from deciding as it should, for ``/healthz`` (empty when nothing): the
+        decision log not answering a read, the shared online state not answering, or gone (its load marker
+        missing: Redis restarted empty or was flushed, and every feature would start from nothing)."""
+        problems = []
+        try:
+            self.log.get_decision("")  # a key lookup: the log answers
+        except Exception as e:  # any failure of the backend is what the probe reports
+            problems.append(f"the decision log does not answer ({type(e).__name__}: {_short(e)})")
+        is_loaded = getattr(self.online.store, "is_loaded", None)
+        if is_loaded is not None:
+            try:
+                if not is_loaded():
+                    problems.append(
+                        "the online state in Redis is gone (its load marker is missing: Redis restarted "
+                        "empty or was flushed); restart the servers to load it from the logs again"
+                    )
+            except Exception as e:
+                problems.append(f"the online state does not answer ({type(e).__name__}: {_short(e)})")
+        return problems
+
     def close(self, snapshot: bool = True) -> None:
         self._lists_stop.set()
         if self._lists_watcher is not None:
@@ -800,3 +821,10 @@ def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
 def _snapshot_seq(path: Path) -> int:
     """The decision-log sequence number a state snapshot covers (``...-<seq>.json.gz``)."""
     return int(path.name.split("-")[-1].split(".")[0])
+
+
+def _short(error: BaseException) -> str:
+    """An exception's message on one line, cut, escaped, without a card number (a backend's text)."""
+    from payfm.events.cards import shown_text
+
+    return shown_text(" ".join(str(error).split()), 200)
