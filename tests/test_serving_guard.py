@@ -49,3 +49,23 @@ def test_requests_beyond_the_in_flight_bound_are_shed() -> None:
         return await _status(guard), guard.shed
 
     assert asyncio.run(run()) == (503, 1)
+
+
+def test_a_lone_clients_slow_decision_does_not_shed_its_next_request() -> None:
+    """Found by an SRE audit: one client, one request at a time, got a 503 after each decision over the
+    bound (54-141 ms): the probe scheduled as a request arrived waited for that request's own decision,
+    which runs in the loop, and read it as queueing."""
+
+    async def slow(scope: Any, receive: Any, send: Any) -> None:
+        time.sleep(0.15)  # a decision that holds the loop, as the score endpoint's does
+        await _app(scope, receive, send)
+
+    async def run() -> list[int]:
+        guard = Guard(slow, max_lag_ms=100)
+        out = []
+        for _ in range(3):
+            out.append(await _status(guard))
+            await asyncio.sleep(0)  # the client's next request comes later: the probe runs first
+        return out
+
+    assert asyncio.run(run()) == [200, 200, 200]

@@ -292,7 +292,7 @@ class Guard:
 
     Two overload signals, either sheds (503 with Retry-After, before anything parses the request): more than
     ``max_in_flight`` requests in the app, or an event-loop queueing delay above ``max_lag_ms`` (a probe
-    scheduled with ``call_soon`` at a request measures how long the loop takes to reach it: with the CPU
+    scheduled with ``call_soon`` as a request ends measures how long the loop takes to reach it: with the CPU
     saturated, requests wait there, not in the app). Shedding costs far less than deciding, so the delay
     falls and the service recovers on its own when the load drops.
     """
@@ -325,14 +325,19 @@ class Guard:
     def overloaded(self) -> bool:
         if self.max_lag_s is None:
             return self.in_flight >= self.max_in_flight
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        if not self._probing:
-            self._probing = True
-            loop.call_soon(self._probe, loop, now)
+        now = asyncio.get_running_loop().time()
         return self.in_flight >= self.max_in_flight or (
             self.lag_s > self.max_lag_s and now - self._lag_at < 1.0  # a stale sample says nothing
         )
+
+    def _schedule_probe(self) -> None:
+        """Measure the loop's queueing delay from now: called as a request ends, so that the probe waits for
+        the work queued behind it (other requests), not for that request's own decision, which runs in the
+        loop (scheduled as a request arrived, a 140 ms decision shed the next request of a lone client)."""
+        if self.max_lag_s is not None and not self._probing:
+            self._probing = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._probe, loop, loop.time())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
@@ -340,15 +345,23 @@ class Guard:
             return
         if self.overloaded():
             self.shed += 1
-            await _error(
-                503, "Overloaded", "The service is overloaded; retry shortly.", None, **{"Retry-After": "1"}
-            )(scope, receive, send)
+            try:
+                await _error(
+                    503,
+                    "Overloaded",
+                    "The service is overloaded; retry shortly.",
+                    None,
+                    **{"Retry-After": "1"},
+                )(scope, receive, send)
+            finally:
+                self._schedule_probe()
             return
         self.in_flight += 1
         try:
             await self._guarded(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self._schedule_probe()
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or [])
