@@ -164,7 +164,7 @@ def serve(
         ),
         durability=durability,
     )
-    click.echo(f"payfm serve: {scorer.bundle.describe()} on http://{host}:{port}", err=True)
+    _say(f"{scorer.bundle.describe()} on http://{host}:{port}")
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the previous handler: make
     # that an exit through `finally`, so the scorer closes (the state is snapshotted) instead of dying.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -180,10 +180,15 @@ def serve(
     finally:
         # Only a memory state is snapshotted: a Redis state is already where the next server reads it.
         final = "final state snapshot" if state == "memory" else f"state left in Redis ({shown_url(state)})"
-        click.echo(f"payfm serve: stopping ({final}, decision log closed)", err=True)
+        _say(f"stopping ({final}, decision log closed)")
         t0 = time.perf_counter()
         scorer.close()
-        click.echo(f"payfm serve: stopped in {time.perf_counter() - t0:.1f} s", err=True)
+        _say(f"stopped in {time.perf_counter() - t0:.1f} s")
+
+
+def _say(line: str) -> None:
+    """A start or stop line on stderr, dated as the service's log lines are (local time)."""
+    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} payfm serve: {line}", err=True)
 
 
 def _port_free(host: str, port: int) -> None:

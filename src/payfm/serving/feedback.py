@@ -367,7 +367,24 @@ class FeedbackMixin(MoneyClaimsMixin):
                 seq, table, oid, cid, created_us, source, applied, payload, datetime.now(UTC).isoformat()
             )
 
-        self._log_pending(key, mine, record, facts)
+        if not self._log_pending(key, mine, record, facts):
+            # Another server sharing the log recorded this id first (both read no record): answered as a
+            # retry of what it recorded, or refused as another outcome, and not appended (the event log
+            # took the other's amount while the log held the first, an SRE audit saw).
+            stored = self.log.get_outcome(table, oid)
+            if stored is not None:
+                theirs = next(
+                    (
+                        p
+                        for k, p in self.log.outcomes_of(str(stored["charge_id"]))
+                        if k == table and p.get("id") == oid
+                    ),
+                    None,
+                )
+                differs = None if theirs is None else another_outcome(table, event, created_us, theirs, skip)
+                if differs is not None and stored["charge_id"] == cid:
+                    raise differs
+                return _duplicate(table, oid, cid, stored)
         if self.append_outcomes and not in_log:
             self._append_to_event_log(table, [event])
         elif in_log:
