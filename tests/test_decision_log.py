@@ -242,3 +242,23 @@ def test_a_redis_url_whose_path_is_no_database_number_is_refused(url: str) -> No
         redis_client(url)
     assert redis_client("redis://127.0.0.1:6379/3").connection_pool.connection_kwargs["db"] == 3
     assert redis_client("redis://127.0.0.1:6379").connection_pool.connection_kwargs.get("db") is None
+
+
+def test_a_write_after_postgresql_dropped_its_connection_reconnects(pg_log: DecisionLog) -> None:
+    """Found by an SRE audit: with the idle connections ended (pg_terminate_backend: a restart, a
+    failover), the next decision failed with a 500 though nothing was in flight."""
+    import psycopg
+
+    from payfm.serving.decision_log import DecisionRecord
+
+    def record(i: int) -> DecisionRecord:
+        return DecisionRecord.of(
+            i, f"ch_{i}", i, "2026-01-01T00:00:00+00:00", "authorized", {}, {"n": i}, False
+        )
+
+    pg_log.write(record(1))
+    pid = pg_log._wcon.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[attr-defined]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    assert pg_log.write(record(2)) == {"n": 2}  # not an error: a new connection
+    assert pg_log.count("decisions") == 2

@@ -163,7 +163,7 @@ class _GroupCommit:
                 batch.append(nxt)
             records = [r for r, _ in batch if r is not None]
             try:
-                results = iter(self._log._write_batch(records) if records else [])
+                results = iter(self._log._write_retried(records) if records else [])
                 for r, fut in batch:
                     res = None if r is None else next(results)
                     if isinstance(res, Exception):
@@ -262,6 +262,18 @@ class DecisionLog(ABC):
         if not self._usable(self._wcon):
             self._wcon = self._connect()
         return self._wcon
+
+    def _write_retried(self, records: Sequence[Record]) -> list[Any]:
+        """:meth:`_write_batch`, once more on a new connection when the backend lost the one it had (a
+        database restart, a failover, an idle connection the server ended: the next decision failed, its
+        request a 500, though nothing was in flight). The inserts are ON CONFLICT DO NOTHING: a batch that
+        committed before the loss was reported is found, not written twice."""
+        try:
+            return self._write_batch(records)
+        except self._lost:
+            _close_quietly(self._wcon)
+            self._wcon = None
+            return self._write_batch(records)
 
     @abstractmethod
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
