@@ -19,10 +19,15 @@ from services import REDIS_SCRATCH_URL, require_redis
 for _name in ("COLUMNS", "LINES", "FORCE_COLOR", "NO_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
     os.environ.pop(_name, None)
 
-# Property tests draw the same examples on every run and machine (a CI failure can be rerun), with no
-# example database and no deadline or too-slow check (a loaded machine is slow, not wrong).
+# In CI (.ci/run sets PAYFM_REQUIRE_SERVICES) property tests draw the same examples on every run (a failure
+# can be rerun); elsewhere new ones each run. Never a deadline or a too-slow check: a loaded machine is slow,
+# not wrong.
 settings.register_profile(
-    "payfm", derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    "payfm",
+    derandomize=bool(os.environ.get("PAYFM_REQUIRE_SERVICES")),
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("payfm")
 

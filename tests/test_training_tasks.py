@@ -315,3 +315,6 @@ def test_the_timeline_ends_a_horizon_before_the_latest_event_an_outcome_included
     data, after = prepare(w, task("fraud"), FS, CFG)
     assert after.too_recent == 0 and bool(data.mature.all())
     assert after.test.max() > before.test.max()  # the test period moved to the latest charges
+    # a retry is a charge: retry labels are read at the last charge, and their timeline ends before it
+    retries, split = prepare(w, task("retry_success"), FS, replace(CFG, horizon_days=3))
+    assert len(split.test) > 0 and bool(retries.mature[split.test].all()) and split.too_recent > 0

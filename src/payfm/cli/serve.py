@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from payfm import interrupts
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import plural
 from payfm.errors import ConfigError
@@ -168,6 +169,7 @@ def serve(
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the previous handler: make
     # that an exit through `finally`, so the scorer closes (the state is snapshotted) instead of dying.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    interrupts.check()  # a SIGTERM while the scorer opened that a library dropped: stop now, not serve
     # The event loop computes decisions while the decision log's writer thread waits on the disk; when a
     # commit returns, the writer needs the GIL to resolve the batch's futures. Python's default switch
     # interval (5 ms) would let it wait that long behind a busy loop on every commit.

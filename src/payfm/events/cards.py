@@ -495,8 +495,8 @@ def _shown(value: object) -> str:
 
 def _luhn_valid_ints(values: np.ndarray) -> np.ndarray:
     """Vectorized Luhn check of non-negative int64 values, digit by digit from the right."""
-    v = values.astype(np.int64, copy=True)
-    total = np.zeros(len(v), dtype=np.int64)
+    v = values.astype(np.uint64, copy=True)
+    total = np.zeros(len(v), dtype=np.uint64)
     position = 0
     while np.any(v > 0):
         d = v % 10
@@ -587,9 +587,9 @@ def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
         candidates = np.flatnonzero(in_range)
         if len(candidates) == 0:
             return candidates
-        ints = values[candidates].astype(np.int64)
+        ints = values[candidates].astype(np.uint64)  # (a uint64 past 2^63 would wrap in int64)
         # the first digit 1 only with 15 digits (card_shaped): not epoch times in ms, us or ns
-        powers = 10 ** np.arange(19, dtype=np.int64)
+        powers = 10 ** np.arange(20, dtype=np.uint64)
         size = powers[np.searchsorted(powers, ints, side="right") - 1]  # 10 ** (digits - 1), exactly
         keep = (ints >= 2 * size) | (size == 10 ** (UATP_DIGITS - 1))
         candidates, ints = candidates[keep], ints[keep]

@@ -206,7 +206,8 @@ def _moved_money(
         rows = np.flatnonzero(same & pc.is_valid(amount).to_numpy(False))
         rows = rows[~np.isin(rows, more)]
         charge = taken.to_numpy(False)[rows]
-        cents = pc.fill_null(amount, 0).to_numpy(False)[rows].astype(np.int64)
+        # (a negative amount, refused by the schema's check, must not make room for the next refund)
+        cents = np.maximum(pc.fill_null(amount, 0).to_numpy(False)[rows].astype(np.int64), 0)
         order = np.argsort(charge, kind="stable")
         running = np.cumsum(cents[order])
         starts = np.flatnonzero(np.r_[True, charge[order][1:] != charge[order][:-1]])

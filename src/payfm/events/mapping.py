@@ -686,6 +686,8 @@ class MappingLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`, merged by the base class
+                continue
             key = self.construct_object(key_node, deep=True)
             try:
                 first = seen.get(key)

@@ -266,11 +266,14 @@ class DecisionLog(ABC):
     def _write_retried(self, records: Sequence[Record]) -> list[Any]:
         """:meth:`_write_batch`, once more on a new connection when the backend lost the one it had (a
         database restart, a failover, an idle connection the server ended: the next decision failed, its
-        request a 500, though nothing was in flight). The inserts are ON CONFLICT DO NOTHING: a batch that
-        committed before the loss was reported is found, not written twice."""
+        request a 500, though nothing was in flight); not on errors of a connection still usable (a statement
+        timeout, a deadlock). The inserts are ON CONFLICT DO NOTHING: a batch that committed before the loss
+        was reported is found, not written twice (its outcomes then answer as duplicates of themselves)."""
         try:
             return self._write_batch(records)
         except self._lost:
+            if self._usable(self._wcon):  # the connection is fine (a timeout, a deadlock): no retry
+                raise
             _close_quietly(self._wcon)
             self._wcon = None
             return self._write_batch(records)

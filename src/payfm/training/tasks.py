@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
-from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
+from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, log_end
 
 # (connection, as_of or None, horizon) -> table with key, created, label, label_time, mature
 LabelQuery = Callable[[duckdb.DuckDBPyConnection, datetime | None, timedelta], pa.Table]
@@ -40,6 +40,17 @@ class Task:
     query: LabelQuery
     key: str = "charge_id"
     horizon: timedelta = DEFAULT_HORIZON  # how long after the entity's time the label may still change
+    # the time its labels are read at by default ("now"): the fraud labels' is the log's latest event, an
+    # outcome included; a retry is a charge, so the retry labels' is the last charge
+    now: Callable[[duckdb.DuckDBPyConnection], datetime | None] = log_end
+
+    def now_of(self, ws: Workspace) -> datetime | None:
+        """The time the task's labels are read at by default in ``ws`` (None for an empty log)."""
+        con = ws.connect()
+        try:
+            return self.now(con)
+        finally:
+            con.close()
 
     def labels(
         self, ws: Workspace, as_of: datetime | None = None, horizon: timedelta | None = None
@@ -63,8 +74,14 @@ def _as_of_sql(con: duckdb.DuckDBPyConnection, as_of: datetime | None) -> str:
         if as_of.tzinfo is None:
             raise ConfigError(f"The 'as_of' of the labels must be timezone-aware (UTC). Got {as_of}.")
         return f"'{as_of.isoformat()}'::TIMESTAMPTZ"
-    row = con.execute("SELECT max(created) FROM charges").fetchall()[0]
-    return "NULL::TIMESTAMPTZ" if row[0] is None else f"'{row[0].isoformat()}'::TIMESTAMPTZ"
+    last = _last_charge(con)
+    return "NULL::TIMESTAMPTZ" if last is None else f"'{last.isoformat()}'::TIMESTAMPTZ"
+
+
+def _last_charge(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """The time of the log's last charge."""
+    last: datetime | None = con.execute("SELECT max(created) FROM charges").fetchall()[0][0]
+    return last
 
 
 def _fraud(con: duckdb.DuckDBPyConnection, as_of: datetime | None, horizon: timedelta) -> pa.Table:
@@ -114,6 +131,7 @@ TASKS: dict[str, Task] = {
         "An issuer-declined charge is retried (retry_of) and the retry is authorized within the horizon.",
         _retry_success,
         horizon=timedelta(days=7),
+        now=_last_charge,
     ),
 }
 

@@ -27,7 +27,6 @@ from payfm.registry.store import ModelVersion, Registry
 from payfm.training.calibration import METHODS
 from payfm.training.data import Progress, TaskData, task_data
 from payfm.training.explain import templates
-from payfm.training.labels import log_end
 from payfm.training.models import Model, model_class
 from payfm.training.models.params import check_params
 from payfm.training.splits import (
@@ -180,17 +179,12 @@ def _some_rows(task: Task, part: str, idx: np.ndarray, config: TrainConfig) -> N
         )
 
 
-def _log_end_us(ws: Workspace) -> int:
-    """The time of the event log's latest event (charges and outcomes), in microseconds since the epoch."""
-    con = ws.connect()
-    try:
-        end = log_end(con)
-    finally:
-        con.close()
-    if end is None:
+def _us(t: datetime | None) -> int:
+    """``t`` in microseconds since the epoch (0 for None)."""
+    if t is None:
         return 0
-    epoch = datetime(1970, 1, 1, tzinfo=UTC if end.tzinfo is not None else None)
-    return (end - epoch) // timedelta(microseconds=1)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC if t.tzinfo is not None else None)
+    return (t - epoch) // timedelta(microseconds=1)
 
 
 def prepare(
@@ -202,12 +196,13 @@ def prepare(
         raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
     end_us = None
     if config.mature_test:
-        # "now" is the labels' own: the latest event of the log, an outcome included (an export's chargebacks
-        # run months past its last charge, and every charge a horizon before them has its final label)
+        # "now" is the labels' own (Task.now): for fraud the log's latest event, an outcome included (an
+        # export's chargebacks run months past its last charge, and every charge a horizon before them has
+        # its final label); for retries the last charge
         now_us = (
             int(config.as_of.timestamp() * 1e6)
             if config.as_of is not None
-            else max(int(data.created_us.max()), _log_end_us(ws)) + 1
+            else max(int(data.created_us.max()), _us(task.now_of(ws))) + 1
         )
         end_us = now_us - int(config.horizon(task).total_seconds() * 1e6)
     split = time_split(
