@@ -1,4 +1,5 @@
-"""Measure how often benign text written with colons, pluses, parentheses or commas reads as a card number.
+"""Measure how often benign text reads as a card number: written with colons, pluses, parentheses or
+commas; phone numbers, IBANs, epoch times.
 
 payfm detects card numbers written `4111:1111:1111:1111`, `4111+1111+...` and `(4111) 1111-...` (module
 payfm.events.cards); commas are not taken. This counts, on seeded random values of each kind, how many
@@ -70,7 +71,19 @@ def corpora(rng: random.Random) -> dict[str, Callable[[], str]]:
         "sums of four 4-digit numbers, '+'": lambda: "+".join(
             str(rng.randrange(1000, 10000)) for _ in range(4)
         ),
+        "German mobiles +49 15NN NNNNNNN": lambda: (
+            f"+49 15{rng.randrange(100):02d} {rng.randrange(10**7):07d}"
+        ),
+        "German IBANs in groups of four": lambda: _grouped(
+            f"DE{rng.randrange(100):02d}{rng.randrange(10**18):018d}"
+        ),
+        "epoch milliseconds 2020-2030": lambda: str(rng.randrange(1_577_836_800_000, 1_893_456_000_000)),
     }
+
+
+def _grouped(text: str) -> str:
+    """``text`` in groups of four characters, as IBANs are printed."""
+    return " ".join(text[i : i + 4] for i in range(0, len(text), 4))
 
 
 def main() -> None:

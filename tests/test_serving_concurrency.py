@@ -13,9 +13,10 @@ from fastapi.testclient import TestClient
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.serving.app import create_app
+from payfm.serving.decision import Decision
 from payfm.serving.decision_log import open_log
 from payfm.serving.errors import InvalidInput
-from payfm.serving.scorer import Decision, Scorer
+from payfm.serving.scorer import Scorer
 from test_serving_scorer import RULES, charge, register
 
 

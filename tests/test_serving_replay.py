@@ -17,8 +17,9 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.parity import log_outcomes, replay
 from payfm.rules import rulesets
+from payfm.serving.decision import Decision
 from payfm.serving.replay import replay_in_process
-from payfm.serving.scorer import Decision, Scorer, ScorerConfig
+from payfm.serving.scorer import Scorer, ScorerConfig
 from payfm.synth import WorldConfig, generate_world
 
 RULES = "big: review if :amount_usd: > 300\nburst: request_3ds if :card.count_charges_1h: > 2\n"

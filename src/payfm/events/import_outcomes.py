@@ -214,10 +214,9 @@ def _moved_money(
         running -= np.repeat(np.r_[0, running[starts[1:] - 1]], np.diff(np.r_[starts, len(order)]))
         before = np.empty(len(rows), dtype=np.int64)
         before[order] = running - cents[order]
-        stored_sums = _refunded(ws, set(pc.unique(ids.take(pa.array(rows, pa.int64()))).to_pylist()))
-        before += np.array(
-            [stored_sums.get(c, 0) for c in ids.take(pa.array(rows, pa.int64())).to_pylist()], dtype=np.int64
-        )
+        refunded_ids = ids.take(pa.array(rows, pa.int64())).to_pylist()
+        stored_sums = _refunded(ws, set(refunded_ids))
+        before += np.array([stored_sums.get(c, 0) for c in refunded_ids], dtype=np.int64)
         cap = charge_amount.to_numpy(False)[rows].astype(np.int64)
         over = np.flatnonzero(before + cents > cap)
         if len(over):

@@ -34,9 +34,10 @@ from payfm.events.workspace import Workspace, WorkspaceWriter, WriteMode
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import apply_log
 from payfm.features.stores import MemoryStore
+from payfm.serving.decision import Decision
 from payfm.serving.errors import InvalidInput
 from payfm.serving.feedback import OUTCOME_TABLES
-from payfm.serving.scorer import Decision, Scorer, ScorerConfig
+from payfm.serving.scorer import Scorer, ScorerConfig
 
 # The ground truth never reaches the scorer; the processor's outcome does (features count declines).
 _CHARGE_DROP = ("scenario",)
