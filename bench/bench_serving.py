@@ -6,6 +6,7 @@ quality, is measured) is promoted and 20 rules applied. Usage:
     .venv/bin/python bench/bench_serving.py                 # in process (fsync and os) + HTTP curve
     .venv/bin/python bench/bench_serving.py --charges 20000 --http-seconds 5 --durability os
     .venv/bin/python bench/bench_serving.py --skip-in-process --rates 500,1000
+    .venv/bin/python bench/bench_serving.py --skip-in-process --rates 500,1000 --serve-opts=--no-access-log
     .venv/bin/python bench/bench_serving.py --snapshot --charges 400000   # deciding during a state snapshot
     .venv/bin/python bench/bench_serving.py --fm embedding+surprise --skip-http   # a GBDT on FM inputs too
     .venv/bin/python bench/bench_serving.py --fm embedding --skip-http --state redis://127.0.0.1:6379/14
@@ -311,6 +312,12 @@ def main() -> None:
         "--fm", choices=["embedding", "surprise", "embedding+surprise"], help="serve a GBDT on FM inputs too"
     )
     ap.add_argument(
+        "--serve-opts",
+        default="",
+        help="more options of the HTTP server, e.g. --serve-opts=--no-access-log (its stderr, the access log "
+        "included, goes to a file: its line count is printed)",
+    )
+    ap.add_argument(
         "--state",
         default="memory",
         help="in-process runs: memory or redis://host:port/db (emptied by the bench)",
@@ -343,7 +350,9 @@ def main() -> None:
             port = s.getsockname()[1]
         cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root), "serve"]
         opts = ["--port", str(port), "--max-in-flight", "32", "--durability", args.durability]
-        server = subprocess.Popen([*cmd, *opts])
+        server_log = Path(tmp) / "serve.log"
+        with server_log.open("wb") as err:
+            server = subprocess.Popen([*cmd, *opts, *args.serve_opts.split()], stderr=err)
         try:
             for _ in range(300):
                 try:
@@ -392,6 +401,8 @@ def main() -> None:
                 server.wait(30)
             except subprocess.TimeoutExpired:
                 server.kill()
+            lines = server_log.read_text(errors="replace").splitlines()
+            print(f"server log: {len(lines)} lines ({sum(' payfm.access ' in x for x in lines)} access log)")
 
 
 if __name__ == "__main__":

@@ -537,6 +537,24 @@ def test_two_serving_processes_on_redis_embed_as_one(
         scorer.close(snapshot=False)
 
 
+def test_healthz_says_when_an_embedders_shared_state_is_gone(
+    world: World, tmp_path: Path, redis_scratch: Any
+) -> None:
+    """Found by an SRE audit: /healthz checked the features' Redis state only; with the embedder's gone (its
+    load marker deleted), servers embedded from empty histories and said "ok"."""
+    scorer = Scorer.open(Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws")), state=REDIS_URL)
+    try:
+        assert scorer.health() == []
+        [h] = scorer.bundle.embedders
+        redis_scratch.delete(*redis_scratch.scan_iter("payfm:fm:*:warm"))
+        assert scorer.health() == [
+            f"the embedder state of {h} in Redis is gone (its load marker is missing: Redis restarted empty "
+            "or was flushed); restart the servers to load it from the logs again"
+        ]
+    finally:
+        scorer.close(snapshot=False)
+
+
 def test_results_reported_after_the_decisions_reach_a_shared_state(
     world: World, tmp_path: Path, redis_scratch: Any
 ) -> None:

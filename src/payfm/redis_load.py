@@ -38,10 +38,18 @@ def is_redis_url(spec: str) -> bool:
     return spec.startswith(REDIS_SCHEMES)
 
 
+# Seconds before a connection attempt, and then any read or write, to Redis gives up (redis-py waits forever
+# by default: a Redis that stops answering without closing its connections hung every request and /healthz).
+# The URL's own ``socket_connect_timeout`` and ``socket_timeout`` (``redis://h:6379/0?socket_timeout=2``) win.
+CONNECT_TIMEOUT_S = 5.0
+SOCKET_TIMEOUT_S = 10.0
+
+
 def redis_client(url: str) -> Any:
-    """A redis-py client of ``url`` (not yet connected). A redis:// or rediss:// URL's path is its
-    database, a number (``redis://host:6379/3``): redis-py takes any other path (``/abc``, ``/3/x``, a typo)
-    for database 0, silently, and a server would load or read another database than meant."""
+    """A redis-py client of ``url`` (not yet connected), with timeouts (:data:`SOCKET_TIMEOUT_S`). A
+    redis:// or rediss:// URL's path is its database, a number (``redis://host:6379/3``): redis-py takes any
+    other path (``/abc``, ``/3/x``, a typo) for database 0, silently, and a server would load or read another
+    database than meant."""
     import urllib.parse
 
     import redis
@@ -55,7 +63,9 @@ def redis_client(url: str) -> Any:
                 f"The Redis URL {shown_url(url)!r}: expected its path to be the database number "
                 f"(redis://host:6379/3) or none (database 0). Got {path!r}."
             )
-    return redis.Redis.from_url(url)
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
+    )  # (redis-py: the URL's query string overrides these)
 
 
 # Delete the lock KEYS[1] only if it still holds this process's token ARGV[1].

@@ -109,6 +109,13 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     "default, so history can be replayed through the service; in production, e.g. 3600. Outcomes are not "
     "bound (an issuer dates a dispute when it opens it; reports bring it later).",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log a line per request (logger payfm.access: client, API key name, method, path, status, ms, "
+    "bytes; never a body). Metrics are at /metrics either way.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -124,11 +131,13 @@ def serve(
     durability: str,
     max_future_s: float,
     max_past_s: float | None,
+    access_log: bool,
 ) -> None:
     """Run the real-time decision service (see docs/serving.md).
 
     Clients send a key made by `payfm serve keys create NAME` as 'Authorization: Bearer <key>'; the
-    OpenAPI document is at /openapi.json, the health check at /healthz (no key).
+    OpenAPI document is at /openapi.json, the health check at /healthz and Prometheus metrics at /metrics
+    (no key).
 
     \b
     Example (a world with a production model: `make demo`):
@@ -176,7 +185,12 @@ def serve(
     sys.setswitchinterval(0.0005)
     try:
         app = create_app(
-            scorer, _keystore(ctx), max_in_flight=max_in_flight, max_body=max_body, max_lag_ms=max_lag_ms
+            scorer,
+            _keystore(ctx),
+            max_in_flight=max_in_flight,
+            max_body=max_body,
+            max_lag_ms=max_lag_ms,
+            access_log=access_log,
         )
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:

@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -44,14 +45,24 @@ from payfm.events.schema import OUTCOMES, RULES, SCHEMAS
 from payfm.events.validate import shown_number
 from payfm.serving.charges import OPTIONAL_AT_DECISION
 from payfm.serving.decision_log import REVIEW_REASONS, json_bytes
-from payfm.serving.errors import InvalidInput, Unauthorized, http_status, shown
+from payfm.serving.errors import (
+    InvalidInput,
+    Unauthorized,
+    Unavailable,
+    backend_errors,
+    backend_failure,
+    http_status,
+    shown,
+)
 from payfm.serving.keys import KeyStore
+from payfm.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from payfm.serving.metrics import ServiceMetrics
 from payfm.serving.openapi_doc import field_schema, shaped
 from payfm.serving.scorer import Scorer
 
 log = logging.getLogger("payfm.serving")
 SCORE_PATH = "/v1/charges/score"
-_OPEN_PATHS = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+_OPEN_PATHS = frozenset({"/healthz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
 
 
 def _error(status: int, type_: str, message: str, field: str | None = None, **headers: str) -> JSONResponse:
@@ -109,8 +120,8 @@ class ScoreEndpoint:
     a third of the per-request CPU); the FastAPI route calls it too and documents the endpoint (OpenAPI).
     """
 
-    def __init__(self, scorer: Scorer, authorize: Authorize) -> None:
-        self.scorer, self.authorize = scorer, authorize
+    def __init__(self, scorer: Scorer, authorize: Authorize, metrics: ServiceMetrics | None = None) -> None:
+        self.scorer, self.authorize, self.metrics = scorer, authorize, metrics
 
     async def __call__(
         self, body: bytes, authorization: str, *, key_checked: bool = False
@@ -129,13 +140,19 @@ class ScoreEndpoint:
             if not isinstance(charge, dict):
                 raise _not_object(charge)
             decision = await self.scorer.score_async(charge)
+            if self.metrics is not None:
+                self.metrics.decided(decision.outcome, decision.risk_level, decision.latency_ms)
             return 200, _json(decision.response()), {}
         except PayfmError as e:
-            status = http_status(e)
-            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+            status, headers = _status_headers(e)
             err = {"type": type(e).__name__, "message": str(e), "field": getattr(e, "field", None)}
             return status, _json({"error": err}), headers
-        except Exception:
+        except Exception as e:
+            failure = _backend_failed(e, self.metrics)
+            if failure is not None:
+                status, headers = _status_headers(failure)
+                err = {"type": "Unavailable", "message": str(failure), "field": None}
+                return status, _json({"error": err}), headers
             log.exception("unexpected error on /v1/charges/score")
             err = {
                 "type": "InternalError",
@@ -145,10 +162,28 @@ class ScoreEndpoint:
             return 500, _json({"error": err}), {}
 
 
-def _payfm_error(e: PayfmError) -> JSONResponse:
-    """The API's JSON error of ``e``, with its status (and the Bearer challenge with a 401)."""
+def _status_headers(e: PayfmError) -> tuple[int, dict[str, str]]:
+    """The HTTP status of ``e`` and its headers: the Bearer challenge of a 401, the Retry-After of a 503."""
     status = http_status(e)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if status == 401:
+        return status, {"WWW-Authenticate": "Bearer"}
+    return status, ({"Retry-After": "1"} if status == 503 else {})
+
+
+def _backend_failed(e: BaseException, metrics: ServiceMetrics | None) -> Unavailable | None:
+    """The 503 of a backend's failure (logged on one line, counted), None for any other error (a bug)."""
+    failure = backend_failure(e)
+    if failure is not None:
+        first_line = (str(e).splitlines() or [""])[0]
+        log.error("the %s failed: %s: %s", failure.backend, type(e).__name__, shown(first_line))
+        if metrics is not None:
+            metrics.backend_errors.labels(failure.backend).inc()
+    return failure
+
+
+def _payfm_error(e: PayfmError) -> JSONResponse:
+    """The API's JSON error of ``e``, with its status and headers (:func:`_status_headers`)."""
+    status, headers = _status_headers(e)
     return _error(status, type(e).__name__, str(e), getattr(e, "field", None), **headers)
 
 
@@ -306,8 +341,12 @@ class Guard:
         max_lag_ms: float | None = None,
         score: ScoreEndpoint | None = None,
         authorize: Authorize | None = None,
+        metrics: ServiceMetrics | None = None,
+        access_log: bool = False,
     ) -> None:
         self.app, self.max_in_flight, self.max_body = app, max_in_flight, max_body
+        self.metrics = metrics  # counts every request (None: nothing counted, no access log)
+        self.access_log = access_log  # one line per request (logger payfm.access), with metrics
         self.authorize = authorize  # checks the API key of every request to a path not in _OPEN_PATHS
         self.score = score  # answers POST /v1/charges/score without the FastAPI stack
         self.max_lag_s = None if max_lag_ms is None else max_lag_ms / 1000  # None: no delay-based shedding
@@ -340,11 +379,44 @@ class Guard:
             loop.call_soon(self._probe, loop, loop.time())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self.metrics is None:
+            await self._handle(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status, sent, key = 0, 0, None
+
+        async def counted(message: Message) -> None:
+            nonlocal status, sent
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                sent += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            key = await self._handle(scope, receive, counted)
+        except asyncio.CancelledError:
+            status = status or 499  # the client left before its answer (as nginx logs it)
+            raise
+        except BaseException:
+            status = status or 500  # what uvicorn answers when an error escapes the app
+            raise
+        finally:
+            status = status or 499  # returned without an answer: the client left while it sent its body
+            self.metrics.request(scope, status, time.perf_counter() - t0, sent, key, self.access_log)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> str | None:
+        """Answer one HTTP request; the name of its API key (None without one)."""
+        if scope["path"] in _OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return None
         if self.overloaded():
             self.shed += 1
+            if self.metrics is not None:
+                self.metrics.shed.inc()
             try:
                 await _error(
                     503,
@@ -355,15 +427,15 @@ class Guard:
                 )(scope, receive, send)
             finally:
                 self._schedule_probe()
-            return
+            return None
         self.in_flight += 1
         try:
-            await self._guarded(scope, receive, send)
+            return await self._guarded(scope, receive, send)
         finally:
             self.in_flight -= 1
             self._schedule_probe()
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> str | None:
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
 
@@ -372,28 +444,29 @@ class Guard:
 
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await too_big()(scope, receive, send)
-            return
+            return None
         chunks: list[bytes] = []
         size = 0
         more = True
         while more:
             msg = await receive()
             if msg["type"] == "http.disconnect":
-                return
+                return None
             chunk = msg.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
                 await too_big()(scope, receive, send)
-                return
+                return None
             chunks.append(chunk)
             more = msg.get("more_body", False)
         body = b"".join(chunks)
+        key = None
         if self.authorize is not None:  # before the scan below: an unauthenticated body costs nothing more
             try:
-                await self.authorize(headers.get(b"authorization", b"").decode("latin-1"))
+                key = await self.authorize(headers.get(b"authorization", b"").decode("latin-1"))
             except PayfmError as e:
                 await _payfm_error(e)(scope, receive, send)
-                return
+                return None
         if body and contains_card_number(body.decode("utf-8", "replace")):
             await _error(
                 422,
@@ -401,7 +474,7 @@ class Guard:
                 "The request holds a full card number, which payfm never accepts "
                 "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
             )(scope, receive, send)
-            return
+            return key
         if self.score is not None and scope["path"] == SCORE_PATH and scope["method"] == "POST":
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             checked = self.authorize is not None  # checked above
@@ -410,7 +483,7 @@ class Guard:
             out += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": payload})
-            return
+            return key
         sent = False
 
         async def replay() -> Message:
@@ -421,6 +494,7 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send)
+        return key
 
 
 def create_app(
@@ -430,12 +504,25 @@ def create_app(
     max_in_flight: int = 64,
     max_body: int = 64 * 1024,
     max_lag_ms: float | None = None,
+    access_log: bool = False,
 ) -> Guard:
     """The decision service over ``scorer``: the FastAPI app wrapped in :class:`Guard`.
 
     ``keys=None`` disables authentication (tests and loopback benchmarks only); ``max_lag_ms`` turns on
-    shedding on event-loop queueing delay (``payfm serve`` does, 50 ms by default)."""
+    shedding on event-loop queueing delay (``payfm serve`` does, 50 ms by default); ``access_log`` writes a
+    line per request (logger ``payfm.access``; ``payfm serve`` does unless ``--no-access-log``)."""
     app = FastAPI(title="payfm decision service", version="1", docs_url=None, redoc_url=None)
+    guard: Guard | None = None  # set below: the metrics read its requests in flight and loop delay
+
+    def live() -> dict[str, Any]:
+        return {
+            "payfm_requests_in_flight": guard.in_flight if guard else 0,
+            "payfm_event_loop_lag_seconds": guard.lag_s if guard else 0.0,
+            "payfm_events_waiting": scorer.events_waiting(),
+            "served": scorer.bundle.describe(),
+        }
+
+    metrics = ServiceMetrics(live)
 
     async def check_key(authorization: str) -> str | None:  # async: no thread hop on the hot path
         if keys is None:
@@ -449,7 +536,7 @@ def create_app(
     async def authorize(request: Request) -> str | None:
         return await check_key(request.headers.get("authorization", ""))
 
-    score_endpoint = ScoreEndpoint(scorer, check_key)
+    score_endpoint = ScoreEndpoint(scorer, check_key, metrics)
 
     def openapi() -> dict[str, Any]:
         # The score endpoint parses its body itself (see below): document the Charge schema for it.
@@ -500,6 +587,15 @@ def create_app(
             **(e.headers or {}),
         )
 
+    async def unavailable(request: Request, e: Exception) -> JSONResponse:
+        failure = _backend_failed(e, metrics)
+        if failure is None:  # pragma: no cover - registered for the backend errors only
+            raise e
+        return _payfm_error(failure)
+
+    for kind in backend_errors():  # handled here, not as a 500 (which Starlette re-raises, a traceback)
+        app.add_exception_handler(kind, unavailable)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
@@ -524,6 +620,12 @@ def create_app(
     def healthz_head() -> Response:
         return Response(status_code=503 if scorer.health() else 200)
 
+    @app.get("/metrics", response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus' text format: requests, decisions, outcomes, shed and failed requests, the served
+        model; no key needed, as /healthz (see docs/serving.md, "Metrics and access log")."""
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
     charge_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Charge"}}}
 
     @app.post(
@@ -538,7 +640,9 @@ def create_app(
         return Response(payload, status_code=status, headers=headers, media_type="application/json")
 
     def _outcome(table: str, body: BaseModel) -> dict[str, Any]:
-        return scorer.record_outcome(table, body.model_dump())
+        answer = scorer.record_outcome(table, body.model_dump())
+        metrics.outcome(table, answer)
+        return answer
 
     @app.post("/v1/disputes", response_model=OutcomeOut, dependencies=auth)
     def disputes(body: DisputeIn) -> dict[str, Any]:  # type: ignore[valid-type]
@@ -557,7 +661,9 @@ def create_app(
     )
     def authorization(charge_id: str, body: AuthorizationIn) -> dict[str, Any]:
         """The processor's answer to a charge decided without it: counted by the declines features."""
-        return scorer.record_authorization(charge_id, body.outcome, body.decline_code)
+        answer = scorer.record_authorization(charge_id, body.outcome, body.decline_code)
+        metrics.outcome("authorization", answer)
+        return answer
 
     @app.get("/v1/reviews", dependencies=auth)
     def reviews(
@@ -577,17 +683,22 @@ def create_app(
     def close_review(
         charge_id: str, body: ReviewClose, reviewer: str | None = Depends(authorize)
     ) -> dict[str, Any]:
-        return scorer.close_review(charge_id, body.reason, body.note, reviewer)
+        closed = scorer.close_review(charge_id, body.reason, body.note, reviewer)
+        metrics.reviews_closed.labels(body.reason).inc()
+        return closed
 
     @app.post("/v1/admin/reload", dependencies=auth)
     def reload() -> dict[str, Any]:
         return scorer.reload().describe()
 
-    return Guard(
+    guard = Guard(
         app,
         max_in_flight=max_in_flight,
         max_body=max_body,
         max_lag_ms=max_lag_ms,
         score=score_endpoint,
         authorize=check_key,
+        metrics=metrics,
+        access_log=access_log,
     )
+    return guard

@@ -59,6 +59,50 @@ class Overloaded(ServingError):
     status = 503
 
 
+class Unavailable(ServingError):
+    """A backend the decision needs (the decision log, the shared online state) failed or did not answer in
+    time: nothing was decided for the client, which retries (503 with Retry-After)."""
+
+    status = 503
+
+    def __init__(self, message: str, *, backend: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+def backend_errors() -> tuple[type[Exception], ...]:
+    """The exception types of a backend's failure (see :func:`backend_failure`)."""
+    import sqlite3
+
+    import psycopg
+    import redis
+
+    return (psycopg.OperationalError, sqlite3.OperationalError, redis.ConnectionError, redis.TimeoutError)
+
+
+def backend_failure(e: BaseException) -> Unavailable | None:
+    """What a backend's failure becomes for the client, or None when ``e`` is no backend failure (a bug is
+    a 500). Failures: PostgreSQL's and SQLite's operational errors (connection lost, server shutting down,
+    database locked or full) and Redis's connection errors and timeouts. The message names the backend and
+    the error's type, not its text (a driver's text may name hosts, users or values)."""
+    import sqlite3
+
+    import psycopg
+    import redis
+
+    if isinstance(e, psycopg.OperationalError | sqlite3.OperationalError):
+        backend = "decision log"
+    elif isinstance(e, redis.ConnectionError | redis.TimeoutError):
+        backend = "shared online state"
+    else:
+        return None
+    return Unavailable(
+        f"The {backend} did not answer ({type(e).__name__}): the request was not recorded. Retry after the "
+        f"Retry-After header's seconds.",
+        backend=backend,
+    )
+
+
 def shown(value: object) -> str:
     """``value`` as an error message may quote it: every run of 13 or more digits (any full card number
     among them, however it is written) replaced by ``[card number removed]``, then cut to 120 characters.

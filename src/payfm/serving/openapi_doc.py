@@ -36,7 +36,8 @@ _WHY = {
     "409": "Conflicts with what is recorded: the same id with other fields, a result given before.",
     "413": "The body is over the size limit (64 KiB by default).",
     "422": "Invalid input: the field, what was expected and what was received (a card number never echoed).",
-    "503": "Overloaded: shed before parsing; retry after the Retry-After header's seconds.",
+    "503": "Overloaded (shed before parsing) or Unavailable (a backend failed; the request was not "
+    "recorded): retry after the Retry-After header's seconds.",
 }
 # the statuses a route answers beyond 200, 401 (keyed routes), 422 and 503 (every route): by path prefix
 _MORE = {

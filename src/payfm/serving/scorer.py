@@ -468,23 +468,27 @@ class Scorer(FeedbackMixin):
 
     def health(self) -> list[str]:
         """What keeps this server from deciding as it should, for ``/healthz`` (empty when nothing): the
-        decision log not answering a read, the shared online state not answering, or gone (its load marker
-        missing: Redis restarted empty or was flushed, and every feature would start from nothing)."""
+        decision log not answering a read; a shared state in Redis (the features', a foundation model
+        embedder's) not answering, or gone (its load marker missing: Redis restarted empty or was flushed, and
+        every feature or embedding would start from nothing). Each Redis call gives up after its timeout."""
         problems = []
         try:
             self.log.get_decision("")  # a key lookup: the log answers
         except Exception as e:  # any failure of the backend is what the probe reports
             problems.append(f"the decision log does not answer ({type(e).__name__}: {_short(e)})")
-        is_loaded = getattr(self.online.store, "is_loaded", None)
-        if is_loaded is not None:
+        shared: list[tuple[str, Any]] = [("online state", self.online.store)]  # memory ones: loaded at start
+        shared += [(f"embedder state of {h}", e.store) for h, e in self.bundle.embedders.items()]
+        for what, store in shared:
+            if not hasattr(store, "client"):  # in this process: loaded before the server started
+                continue
             try:
-                if not is_loaded():
+                if not store.is_loaded():
                     problems.append(
-                        "the online state in Redis is gone (its load marker is missing: Redis restarted "
-                        "empty or was flushed); restart the servers to load it from the logs again"
+                        f"the {what} in Redis is gone (its load marker is missing: Redis restarted empty or "
+                        "was flushed); restart the servers to load it from the logs again"
                     )
             except Exception as e:
-                problems.append(f"the online state does not answer ({type(e).__name__}: {_short(e)})")
+                problems.append(f"the {what} does not answer ({type(e).__name__}: {_short(e)})")
         return problems
 
     def close(self, snapshot: bool = True) -> None:

@@ -1,0 +1,274 @@
+"""Operating the decision service: Prometheus metrics at /metrics, the access log, a backend's failure
+answered 503 with Retry-After (not a 500), and Redis calls that give up instead of hanging."""
+
+# ruff: noqa: F811 (the tests take the imported `scorer` fixture as an argument)
+
+from __future__ import annotations
+
+import logging
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from payfm.events.workspace import Workspace
+from payfm.redis_load import redis_client
+from payfm.serving.app import create_app
+from payfm.serving.keys import KeyStore
+from payfm.serving.scorer import Scorer
+from services import REDIS_SCRATCH_URL
+from test_serving_http_audit import scorer  # noqa: F401 (the fixture: a tiny model and its ruleset)
+from test_serving_scorer import charge, register
+
+PAN = "4111111111111111"
+
+
+@pytest.fixture()
+def keyed(scorer: Scorer) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    keys = KeyStore(scorer.ws.root / "serving" / "keys.db")
+    key = keys.create("checkout")
+    with TestClient(create_app(scorer, keys, access_log=True)) as c:
+        yield c, {"Authorization": f"Bearer {key}"}
+
+
+def samples(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics (fetched without a key), by name and sorted labels."""
+    r = client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(r.text)
+        for s in family.samples
+    }
+
+
+def test_metrics_count_requests_by_route_decisions_by_outcome_and_name_the_model(
+    scorer: Scorer, keyed: tuple[TestClient, dict[str, str]]
+) -> None:
+    client, auth = keyed
+    outcomes = []
+    for i in range(6):  # amounts over 500 USD go to review (RULES), the others are scored
+        amount = 90_000 if i % 3 == 0 else 1_500
+        r = client.post("/v1/charges/score", json=charge(i, amount=amount, amount_usd=amount), headers=auth)
+        assert r.status_code == 200, r.text
+        outcomes.append((r.json()["outcome"], r.json()["risk_level"]))
+    assert client.post("/v1/charges/score", json=charge(99)).status_code == 401  # no key
+    unknown = client.post(f"/v1/reviews/ch_{PAN}/close", json={"reason": "approved"}, headers=auth)
+    assert unknown.status_code == 404
+    assert client.get(f"/x/{PAN}", headers=auth).status_code == 404
+    closed = client.post("/v1/reviews/ch_0/close", json={"reason": "approved"}, headers=auth)
+    assert closed.status_code == 200, closed.text
+    got = samples(client)
+
+    def requests(route: str, method: str, status: str) -> float:
+        return got.get(
+            ("payfm_http_requests_total", (("method", method), ("route", route), ("status", status))), 0.0
+        )
+
+    assert requests("/v1/charges/score", "POST", "200") == 6
+    assert requests("/v1/charges/score", "POST", "401") == 1
+    # a path's ids are never labels: the route's template, or "other" for a path no route has
+    assert requests("/v1/reviews/{charge_id}/close", "POST", "404") == 1
+    assert requests("/v1/reviews/{charge_id}/close", "POST", "200") == 1
+    assert requests("other", "GET", "404") == 1
+    assert not [k for k in got if any(PAN in v or "ch_0" in v for _, v in k[1])]
+    for outcome, level in set(outcomes):
+        key = ("payfm_decisions_total", (("outcome", outcome), ("risk_level", level or "none")))
+        assert got[key] == outcomes.count((outcome, level)), key
+    assert {o for o, _ in outcomes} == {"manual_review", "authorized"}
+    assert got[("payfm_decision_duration_seconds_count", ())] == 6
+    assert got[("payfm_reviews_closed_total", (("reason", "approved"),))] == 1
+    assert got[("payfm_http_request_duration_seconds_count", (("route", "/v1/charges/score"),))] == 7
+    described = scorer.bundle.describe()
+    info = [k for k in got if k[0] == "payfm_model_info"]
+    assert len(info) == 1 and dict(info[0][1])["model"] == described["model"]
+    assert dict(info[0][1])["ruleset_version"] == str(described["ruleset_version"])
+    assert got[("payfm_requests_in_flight", ())] == 0
+
+
+def test_the_access_log_has_a_line_per_request_without_bodies_or_card_numbers(
+    keyed: tuple[TestClient, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, auth = keyed
+    with caplog.at_level(logging.INFO, logger="payfm.access"):
+        client.post("/v1/charges/score", json=charge(1, merchant_id="m_secret_body_value"), headers=auth)
+        client.post(f"/v1/reviews/{PAN}/close", json={"reason": "approved"}, headers=auth)
+        client.post("/v1/refunds", json={}, headers={"Authorization": "Bearer wrong"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "payfm.access"]
+    assert len(lines) == 3
+    assert ' checkout "POST /v1/charges/score" 200 ' in lines[0] and lines[0].endswith(" B")
+    assert "m_secret_body_value" not in lines[0]  # never a body
+    assert '"POST /v1/reviews/[card number removed]/close" 404' in lines[1] and PAN not in lines[1]
+    assert ' - "POST /v1/refunds" 401 ' in lines[2]  # no key name for a wrong key
+
+
+def test_a_failed_decision_log_write_is_a_503_with_retry_after_and_the_retry_is_decided(
+    scorer: Scorer, keyed: tuple[TestClient, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by an SRE audit: a decision whose log write failed was a 500 without Retry-After, so clients
+    did not retry, and the charge stayed counted in the features. Now 503 naming the backend, counted."""
+    client, auth = keyed
+    real = scorer.log.submit
+
+    def lost(record: Any) -> Any:
+        raise psycopg.OperationalError("server closed the connection unexpectedly host=db.internal")
+
+    scorer.log.submit = lost  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="payfm.serving"):
+        r = client.post("/v1/charges/score", json=charge(7), headers=auth)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    err = r.json()["error"]
+    assert err["type"] == "Unavailable" and "decision log" in err["message"]
+    assert "db.internal" not in err["message"]  # the driver's text stays in the server's log
+    assert [x.getMessage() for x in caplog.records] == [
+        "the decision log failed: OperationalError: server closed the connection unexpectedly "
+        "host=db.internal"
+    ]
+    scorer.log.submit = real  # type: ignore[method-assign]
+    again = client.post("/v1/charges/score", json=charge(7), headers=auth)
+    assert again.status_code == 200 and scorer.log.get_decision("ch_7") is not None
+    got = samples(client)
+    assert got[("payfm_backend_errors_total", (("backend", "decision log"),))] == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "backend"),
+    [
+        (sqlite3.OperationalError("database is locked"), "decision log"),
+        (redis.ConnectionError("Connection reset by peer"), "shared online state"),
+    ],
+)
+def test_an_outcome_failing_on_a_backend_is_a_503_not_a_500(
+    scorer: Scorer, keyed: tuple[TestClient, dict[str, str]], error: Exception, backend: str
+) -> None:
+    client, auth = keyed
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    scorer.record_outcome = failing  # type: ignore[method-assign]
+    body = {"refund_id": "re_1", "charge_id": "ch_1", "created": "2026-03-01T13:00:00Z", "amount": 100}
+    r = client.post("/v1/refunds", json=body | {"currency": "usd", "reason": "fraudulent"}, headers=auth)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.json()["error"]["type"] == "Unavailable" and backend in r.json()["error"]["message"]
+
+
+@pytest.fixture()
+def silent_port() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers (a Redis that hangs without closing)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield server.getsockname()[1]
+    stop.set()
+    t.join()
+    for s in held:
+        s.close()
+    server.close()
+
+
+def test_redis_calls_give_up_after_the_default_timeout(
+    silent_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("payfm.redis_load.SOCKET_TIMEOUT_S", 0.3)  # the default a URL does not override
+    client = redis_client(f"redis://127.0.0.1:{silent_port}/0")
+    t0 = time.perf_counter()
+    with pytest.raises(redis.TimeoutError):
+        client.ping()
+    assert time.perf_counter() - t0 < 3
+
+
+def test_a_redis_that_stops_answering_makes_healthz_and_decisions_503_not_hang(
+    tmp_path: Path, redis_scratch: Any
+) -> None:
+    """Found by an SRE audit: with Redis hung (not closed), /healthz and every decision waited forever."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    register(ws, 1.0, "production")
+    scorer = Scorer.open(ws, state=f"{REDIS_SCRATCH_URL}?socket_timeout=0.4")
+    try:
+        with TestClient(create_app(scorer, None)) as client:
+            assert client.get("/healthz").status_code == 200
+            t0 = time.perf_counter()
+            redis_scratch.client_pause(2500)  # Redis holds every client's commands for 2.5 s
+            health = client.get("/healthz")
+            r = client.post("/v1/charges/score", json=charge(1))
+            assert time.perf_counter() - t0 < 2.0  # each gave up after its 0.4 s timeout
+            assert health.status_code == 503
+            [problem] = health.json()["problems"]
+            assert problem.startswith("the online state does not answer (TimeoutError: Timeout reading")
+            assert r.status_code == 503 and r.headers["retry-after"] == "1"
+            assert "shared online state" in r.json()["error"]["message"]
+            time.sleep(max(0.0, 2.7 - (time.perf_counter() - t0)))  # Redis answers again
+            assert client.get("/healthz").status_code == 200
+            assert client.post("/v1/charges/score", json=charge(1)).status_code == 200  # the retry
+    finally:
+        scorer.close(snapshot=False)
+
+
+def test_payfm_serve_writes_the_access_log_and_serves_metrics(tmp_path: Path) -> None:
+    """The command end to end: a real server, a decision, a scrape, its stderr."""
+    import http.client
+    import signal
+    import subprocess
+    import sys
+
+    from test_serving_restart import _free_port, _post
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    key = KeyStore(ws.root / "serving" / "keys.db").create("checkout")
+    port = _free_port()
+    cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root), "serve"]
+    with (tmp_path / "stderr").open("wb") as err:
+        proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 30
+        status = None
+        while status != 200 and time.monotonic() < deadline:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            try:
+                c.request("GET", "/healthz")
+                status = c.getresponse().status
+            except OSError:
+                time.sleep(0.1)
+            finally:
+                c.close()
+        assert status == 200, "the server did not start within 30 s"
+        assert _post(port, key, charge(1, merchant_id="m_body_only"))[0] == 200
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            c.request("GET", "/metrics")
+            scraped = c.getresponse().read().decode()
+        finally:
+            c.close()
+        want = 'payfm_http_requests_total{method="POST",route="/v1/charges/score",status="200"} 1.0'
+        assert want in scraped.splitlines()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    lines = [x for x in (tmp_path / "stderr").read_text().splitlines() if " payfm.access " in x]
+    assert len(lines) >= 3  # health checks, the decision, the scrape
+    [decision] = [x for x in lines if "/v1/charges/score" in x]
+    assert ' checkout "POST /v1/charges/score" 200 ' in decision
+    assert "m_body_only" not in (tmp_path / "stderr").read_text()
