@@ -24,6 +24,7 @@ from test_serving_scorer import RULES, charge, register
 
 PAN = "4111111111111111"
 JSON = {"content-type": "application/json"}
+SCORE = "/v1/charges/score"
 OUTCOME_PATHS = ("/v1/disputes", "/v1/early_fraud_warnings", "/v1/refunds", "/v1/reviews/ch_1/close")
 
 
@@ -265,3 +266,31 @@ def test_a_card_number_in_fullwidth_digits_is_refused_unquoted(client: TestClien
     r = client.post("/v1/charges/score", content=body.encode(), headers=JSON)
     err = error(r, 422)
     assert "full card number" in err["message"] and wide not in r.text and PAN not in r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/charges/score", "/v1/disputes", "/v1/reviews/ch_1/close"])
+def test_a_field_sent_twice_is_refused_not_read_as_its_last_value(
+    scorer: Scorer, client: TestClient, path: str
+) -> None:
+    """Found by an SRE audit: `{"amount": 100, ..., "amount": 999999}` was decided on 999999 (the standard
+    library keeps the last value), while a proxy or log in front of the service may read the first."""
+    body = json.dumps(charge(1) if path == SCORE else dispute("dp_1", "ch_1"))[:-1] + ', "charge_id": "ch_2"}'
+    err = error(client.post(path, content=body, headers=JSON), 422)
+    assert err["field"] == "charge_id"
+    assert err["message"] == "Field 'charge_id': expected once in the body. Got it more than once."
+    if path == SCORE:
+        assert scorer.log.get_decision("ch_2") is None and scorer.log.get_decision("ch_1") is None
+    twice_nested = '{"a": {"b": 1, "b": 2}}'
+    assert error(client.post(path, content=twice_nested, headers=JSON), 422)["field"] == "b"
+
+
+@pytest.mark.parametrize("kind", ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data"])
+def test_a_charge_sent_as_another_content_type_says_so_as_the_other_endpoints_do(
+    client: TestClient, kind: str
+) -> None:
+    body = json.dumps(charge(1))
+    err = error(client.post(SCORE, content=body, headers={"content-type": kind}), 422)
+    assert "Content-Type: application/json" in err["message"]
+    for fine in ("application/json; charset=utf-8", "APPLICATION/JSON", "application/vnd.payfm+json"):
+        assert client.post(SCORE, content=body, headers={"content-type": fine}).status_code == 200, fine
+    assert client.post(SCORE, content=body).status_code == 200  # none given: JSON, as FastAPI reads it

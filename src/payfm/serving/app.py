@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -93,6 +94,34 @@ def _why_not_json(e: BaseException) -> str:
     return "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else type(e).__name__
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of a JSON body (``object_pairs_hook``), refused when a key comes twice: the standard library
+    keeps the last one, while a proxy or a log in front of the service may read the first (another value
+    than the one decided on)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        twice = shown(next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1))
+        raise InvalidInput(f"Field {twice!r}: expected once in the body. Got it more than once.", field=twice)
+    return obj
+
+
+def _parse_body(body: bytes) -> Any:
+    """The JSON value of a request body, a key given twice refused (:func:`_unique_keys`)."""
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys)
+    except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser goes
+        raise _not_json(_why_not_json(e)) from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    """Whether a request with this Content-Type has a JSON body, as FastAPI decides for its endpoints: none
+    given, ``application/json`` or ``application/<anything>+json`` (parameters and case ignored)."""
+    if not content_type:
+        return True
+    kind, _, sub = content_type.partition(";")[0].strip().lower().partition("/")
+    return kind == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 _JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
 
 
@@ -124,7 +153,7 @@ class ScoreEndpoint:
         self.scorer, self.authorize, self.metrics = scorer, authorize, metrics
 
     async def __call__(
-        self, body: bytes, authorization: str, *, key_checked: bool = False
+        self, body: bytes, authorization: str, content_type: str | None = None, *, key_checked: bool = False
     ) -> tuple[int, bytes, dict[str, str]]:
         """``(status, JSON body, extra headers)``; errors are the API's JSON errors, never a traceback.
         ``key_checked``: the caller (:class:`Guard`) verified the API key already."""
@@ -133,10 +162,9 @@ class ScoreEndpoint:
                 await self.authorize(authorization)
             if not body:  # as FastAPI's endpoints answer a request without a body
                 raise _no_body()
-            try:
-                charge = json.loads(body)
-            except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser goes
-                raise _not_json(_why_not_json(e)) from None
+            if not _is_json(content_type):  # as FastAPI's endpoints answer a form (what `curl -d` sends)
+                raise _not_object(body)
+            charge = _parse_body(body)
             if not isinstance(charge, dict):
                 raise _not_object(charge)
             decision = await self.scorer.score_async(charge)
@@ -475,15 +503,23 @@ class Guard:
                 "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
             )(scope, receive, send)
             return key
+        content_type = headers.get(b"content-type", b"").decode("latin-1") or None
         if self.score is not None and scope["path"] == SCORE_PATH and scope["method"] == "POST":
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             checked = self.authorize is not None  # checked above
-            status, payload, extra = await self.score(body, authorization, key_checked=checked)
+            status, payload, extra = await self.score(body, authorization, content_type, key_checked=checked)
             out = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
             out += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": payload})
             return key
+        if body and _is_json(content_type):  # the other endpoints' bodies: FastAPI keeps a key's last value
+            try:
+                _parse_body(body)
+            except InvalidInput as e:
+                if e.field is not None:  # a key twice; a body that does not parse: FastAPI's own answer
+                    await _payfm_error(e)(scope, receive, send)
+                    return key
         sent = False
 
         async def replay() -> Message:
@@ -636,7 +672,8 @@ def create_app(
     async def score(request: Request) -> Response:
         """A decision (Guard answers this route itself with the same ScoreEndpoint)."""
         auth = request.headers.get("authorization", "")
-        status, payload, headers = await score_endpoint(await request.body(), auth)
+        kind = request.headers.get("content-type")
+        status, payload, headers = await score_endpoint(await request.body(), auth, kind)
         return Response(payload, status_code=status, headers=headers, media_type="application/json")
 
     def _outcome(table: str, body: BaseModel) -> dict[str, Any]:
