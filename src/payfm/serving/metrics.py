@@ -96,7 +96,7 @@ class ServiceMetrics:
     """The counters of one app; ``live`` returns the values read at scrape time (see :class:`_Live`)."""
 
     def __init__(self, live: Callable[[], Mapping[str, Any]]) -> None:
-        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.registry = r = CollectorRegistry()
         self.requests = Counter(
             "payfm_http_requests", "HTTP requests answered.", ["route", "method", "status"], registry=r
         )
