@@ -44,11 +44,12 @@ from payfm.serving.decision_log import (
 )
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
 from payfm.serving.event_lookup import matching, matching_rows
-from payfm.serving.money_claims import MoneyClaimsMixin
+from payfm.serving.money_claims import MoneyClaimsMixin, charge_of_payload, per_charge
 from payfm.serving.outcome_checks import (
     OUTCOME_NAMES,
     another_outcome,
     invalid_outcome,
+    known_answer,
     refuse_review_texts,
     refuse_wrong_outcome_types,
     uncaptured,
@@ -236,6 +237,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         return self.record_outcome(table, payload, clamp=True)  # (another conflict is raised)
 
     # ---- outcomes ------------------------------------------------------------------------------------------
+    @per_charge(charge_of_payload)
     def record_outcome(self, table: str, payload: Mapping[str, Any], clamp: bool = False) -> dict[str, Any]:
         """Record a dispute, early fraud warning or refund: decision log, online features, event log.
 
@@ -392,6 +394,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         return {**facts, "duplicate": False}
 
     # ---- authorization results -----------------------------------------------------------------------------
+    @per_charge(lambda charge_id, *_, **__: charge_id)
     def record_authorization(
         self, charge_id: str, outcome: str, decline_code: str | None = None
     ) -> dict[str, Any]:
@@ -430,7 +433,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             )
         known = self._known_result(cid, charge)
         if known is not None:
-            return _known_answer(known, answer)
+            return known_answer(known, answer)
         # A decline or block claims the charge moved no money, against its refunds, disputes and EFWs
         # recorded or in flight (serving/money_claims.py); released once this result is durable or answered.
         self._claim_result(cid, outcome)
@@ -463,9 +466,9 @@ class FeedbackMixin(MoneyClaimsMixin):
                 self._inflight += 1
         if other is not None:  # the same charge's result being recorded: answered once that is durable
             stored = other.result(timeout=60)
-            return _known_answer(("reported before", stored["outcome"], stored["decline_code"]), answer)
+            return known_answer(("reported before", stored["outcome"], stored["decline_code"]), answer)
         if known is not None:
-            return _known_answer(known, answer)
+            return known_answer(known, answer)
         facts = {**answer, "applied": applied}
 
         def record() -> OutcomeRecord:
@@ -485,7 +488,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             )
 
         if not self._log_pending(key, mine, record, facts):  # another server logged one first (shared log)
-            return _known_answer(self._reported(cid) or ("reported before", outcome, decline_code), answer)
+            return known_answer(self._reported(cid) or ("reported before", outcome, decline_code), answer)
         return {**facts, "duplicate": False}
 
     def _count_result(self, bundle: Bundle, charge: Mapping[str, Any]) -> bool:
@@ -698,20 +701,6 @@ class FeedbackMixin(MoneyClaimsMixin):
                 self._append_to_event_log(table, todo)  # those there already are left out, and marked
             except ValidationError:  # one logged before a check it fails: the others go, it stays in the log
                 self._append_to_event_log(table, [one for one in todo if _appendable(table, one)])
-
-
-def _known_answer(known: tuple[str, str, str | None], answer: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a charge's authorization result ``answer`` when the charge's outcome is ``known``
-    (where, outcome, decline code): a duplicate when they agree, else a Conflict (a charge has one)."""
-    cid, outcome, code = answer["charge_id"], answer["outcome"], answer["decline_code"]
-    if known[1:] != (outcome, code):
-        raise Conflict(
-            f"Charge '{shown(cid)}' has outcome '{known[1]}'{f' ({known[2]})' if known[2] else ''} already "
-            f"({known[0]}); a charge has one authorization result. Got '{outcome}'"
-            f"{f' ({code})' if code else ''}.",
-            field="outcome",
-        )
-    return {**answer, "applied": False, "duplicate": True}
 
 
 def _duplicate(table: str, oid: str, cid: str, stored: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,24 +3,63 @@ most its amount, and a charge that moved no money (declined by its issuer, block
 or early fraud warning. Requests for one charge race: a check reads what is recorded and what other
 requests of this process have in flight, and claims its own before it lets go of the lock; a claim ends
 once its record is durable (or refused). So of a refund and a decline of one charge sent at the same
-instant, whichever comes second is refused; of two refunds, the second is capped. Servers sharing a
-decision log do not see each other's claims (docs/serving.md).
+instant, whichever comes second is refused; of two refunds, the second is capped.
 
-The checks and claims have their own lock: decisions never wait for them.
+The checks and claims have their own lock: decisions never wait for them. Servers sharing a decision log
+share a Redis state too (docs/serving.md), and there a request for a charge's money (an outcome or an
+authorization result) also holds the charge's lock in Redis from its first check until its record is
+durable (:func:`per_charge`): another server's request for that charge waits, then reads the record. Without
+it, two servers each found the other's refund or decline missing, and the features could take one
+authorization result while the log took the other.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import logging
 import threading
 from collections import Counter
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import AUTHORIZATIONS, DecisionLog
-from payfm.serving.errors import Conflict, shown
+from payfm.serving.errors import Conflict, Unavailable, shown
 from payfm.serving.event_lookup import matching_rows
 from payfm.serving.outcome_checks import UNCAPTURED, outcome_before, over_refunded, uncaptured
+
+if TYPE_CHECKING:
+    from payfm.features.online import OnlineFeatures
+
+log = logging.getLogger(__name__)
+
+# How long a server holds a charge's lock at most (Redis expires it: a server killed while holding it), and
+# how long another waits for it before answering 503 (the log write's own timeout is 30 s).
+CHARGE_LOCK_S = 30.0
+CHARGE_WAIT_S = 30.0
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def charge_of_payload(table: object, payload: object, *args: object, **kwargs: object) -> object:
+    """The charge an outcome's payload names (``record_outcome``'s arguments), for :func:`per_charge`."""
+    return payload.get("charge_id") if isinstance(payload, Mapping) else None
+
+
+def per_charge(charge_of: Callable[..., object]) -> Callable[[F], F]:
+    """Run the decorated method of a :class:`MoneyClaimsMixin` holding the lock of the charge its arguments
+    name (``charge_of`` gets them without ``self``): see :meth:`MoneyClaimsMixin._charge_lock`."""
+
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def locked(self: MoneyClaimsMixin, *args: Any, **kwargs: Any) -> Any:
+            with self._charge_lock(charge_of(*args, **kwargs)):
+                return method(self, *args, **kwargs)
+
+        return cast(F, locked)
+
+    return decorate
 
 
 class MoneyClaimsMixin:
@@ -28,6 +67,7 @@ class MoneyClaimsMixin:
 
     ws: Workspace
     log: DecisionLog
+    online: OnlineFeatures
     _refund_lock: threading.Lock  # every check and claim below
     # Requests for one outcome id may be in flight at once (a retry, or another outcome under that id, which
     # is refused later): each holds its own claim, and a claim ends with the last of them.
@@ -45,6 +85,34 @@ class MoneyClaimsMixin:
         self._refund_holds = Counter()
         self._moving = {}
         self._declining = {}
+
+    @contextmanager
+    def _charge_lock(self, charge_id: object) -> Iterator[None]:
+        """Hold charge ``charge_id``'s lock shared by the servers on this Redis state (a redis-py lock: a key
+        set if absent, with this holder's token and an expiry, deleted by compare-and-delete) while the
+        block runs; nothing with a state in this process, which no other server shares. A charge whose lock
+        is not free within :data:`CHARGE_WAIT_S` is an Unavailable (503: the client retries)."""
+        client = getattr(self.online.store, "client", None)
+        if client is None:
+            yield
+            return
+        prefix = str(self.online.store.ns).rsplit(":", 1)[0]  # type: ignore[attr-defined]
+        digest = hashlib.blake2b(str(charge_id).encode(), digest_size=16).hexdigest()  # any id, one length
+        name, wait = f"{prefix}:lock:charge:{digest}", CHARGE_WAIT_S
+        lock = client.lock(name, timeout=CHARGE_LOCK_S, sleep=0.005, blocking_timeout=wait)
+        if not lock.acquire():
+            raise Unavailable(
+                f"Charge '{shown(charge_id)}' is being recorded by another server for more than {wait:g} "
+                "s: the request was not recorded. Retry after the Retry-After header's seconds.",
+                backend="shared online state",
+            )
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except Exception as e:  # expired (held past CHARGE_LOCK_S) or Redis gone: it expires anyway
+                log.warning("could not release the lock of a charge in Redis: %s", type(e).__name__)
 
     def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
         """``("reported before", outcome, decline_code)`` of the result logged for charge ``cid``, or None."""

@@ -205,3 +205,17 @@ def refuse_review_texts(values: Mapping[str, Any]) -> None:
             expected, _ = rule.problem(value) or ("", "")
             got = rule.received(value)
             raise InvalidInput(f"Field '{name}' of the review must be {expected}. Got {got}.", field=name)
+
+
+def known_answer(known: tuple[str, str, str | None], answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a charge's authorization result ``answer`` when the charge's outcome is ``known``
+    (where, outcome, decline code): a duplicate when they agree, else a Conflict (a charge has one)."""
+    cid, outcome, code = answer["charge_id"], answer["outcome"], answer["decline_code"]
+    if known[1:] != (outcome, code):
+        raise Conflict(
+            f"Charge '{shown(cid)}' has outcome '{known[1]}'{f' ({known[2]})' if known[2] else ''} already "
+            f"({known[0]}); a charge has one authorization result. Got '{outcome}'"
+            f"{f' ({code})' if code else ''}.",
+            field="outcome",
+        )
+    return {**answer, "applied": False, "duplicate": True}
