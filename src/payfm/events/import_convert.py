@@ -2,9 +2,10 @@
 
 The conversions of :mod:`payfm.events.importer`'s "mapping columns" step for string and integer target
 fields (times are :mod:`payfm.events.import_times`): renames, constants, keyed hashes, value maps, card
-transforms (bin, last4, brand, fingerprint), scales, minor units and USD cents, vectorized with Arrow and
-numpy. A cell that cannot be converted is recorded in :class:`~payfm.events.import_problems.Problems` (by row,
-a card number never shown) and left null; a column that cannot be read at all returns None.
+transforms (bin, last4, brand, fingerprint), numbers written with a decimal comma or a thousands separator
+(``1.234,50``), scales, minor units and USD cents, vectorized with Arrow and numpy. A cell that cannot be
+converted is recorded in :class:`~payfm.events.import_problems.Problems` (by row, a card number never
+shown) and left null; a column that cannot be read at all returns None.
 """
 
 from __future__ import annotations
@@ -183,6 +184,44 @@ def _blank_as_null(text: pa.Array) -> pa.Array:
     return pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), text)
 
 
+def plain_numbers(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array:
+    """Numbers written as text the way ``spec.numbers`` says (``1.234,50``: a decimal comma, dots between
+    thousands) rewritten as Arrow reads them (``1234.50``), so that they convert exactly as a file written
+    so would: thousands separators removed, the decimal separator made a point. A text that is no number
+    written that way (``12.50`` where the decimal is a comma, ``1.23,4``) is reported, as the file has it
+    (:func:`values_at`: no run of 13 or more digits shown), and null. Anything else (numbers of a Parquet
+    file, text when the format is the plain one) is returned as it is.
+
+    >>> from payfm.events.mapping import parse_mapping
+    >>> m = parse_mapping({"table": "refunds", "csv": {"decimal": ",", "thousands": "."}, "columns": {
+    ...     "refund_id": "id", "charge_id": "charge", "created": {"column": "ts", "unit": "s"},
+    ...     "amount": {"column": "amt", "scale": 100}, "currency": {"value": "eur"},
+    ...     "reason": {"value": "duplicate"}}}, "m.yaml")
+    >>> out = Problems()
+    >>> plain_numbers(pa.array(["1.234,50", "12", "-0,5", "12.50"]), m.fields["amount"], out).to_pylist()
+    ['1234.50', '12', '-0.5', None]
+    >>> problem = out.items[0]
+    >>> problem.row, problem.received, problem.expected.startswith("a number with ',' as the decimal")
+    (4, "'12.50'", True)
+    """
+    fmt = spec.numbers
+    if fmt.plain or not pa.types.is_string(col.type):
+        return col
+    ok = pc.fill_null(pc.match_substring_regex(col, fmt.pattern), False)
+    bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(ok)).to_numpy(False))
+    if len(bad):
+        expected = f"a number with {fmt.described} (set by '{fmt.origin}'; e.g. {fmt.example})"
+        # (keyed as to_floats' "a number": a cell that amount and amount_usd both read is said once)
+        out.rows(spec.source, bad, expected, values_at(col, bad), key="a number")
+        col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
+    thousands = fmt.thousands_pattern
+    if thousands is not None:
+        col = pc.replace_substring_regex(col, thousands, "")
+    if fmt.decimal != ".":
+        col = pc.replace_substring(col, fmt.decimal, ".")
+    return col
+
+
 def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
     """Numbers as float64 (NaN for null); text is parsed, and unparseable rows are reported (and NaN)."""
     if pa.types.is_string(col.type):
@@ -274,10 +313,11 @@ def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) ->
     if spec.kind == "value":
         return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
     col = source_values(spec, table)
+    plain = plain_numbers(col, spec, out)  # (``col``, as the file has it, is what messages quote)
     if spec.scale is None and spec.minor_units is None and spec.usd_cents is None:
-        ints = _as_integers(spec.source, col, out)
+        ints = _as_integers(spec.source, plain, out, col)
         return _in_range(spec, table_name, ints, None, out) if pa.types.is_int64(ints.type) else ints
-    values = to_floats(col, spec.column, out)
+    values = to_floats(plain, spec.column, out)
     if values is None:
         return None
     if spec.scale is not None:
@@ -352,8 +392,9 @@ def _in_range(
     return pc.if_else(outside, pa.scalar(None, pa.int64()), ints)
 
 
-def _as_integers(name: str, col: pa.Array, out: Problems) -> pa.Array:
-    """``col`` (the source ``name``) read as integers as it is (no scale): int64 when it casts as a whole;
+def _as_integers(name: str, col: pa.Array, out: Problems, written: pa.Array) -> pa.Array:
+    """``col`` (the source ``name``, its numbers as :func:`plain_numbers` rewrites them; ``written``: as the
+    file has it, what messages quote) read as integers as it is (no scale): int64 when it casts as a whole;
     else int64 with the cells that do not cast reported (in validate_events' words) and null, so that the
     bounds of the cells that do are still checked: one cell 'x' used to hide every out-of-bounds value of
     the column, and the total was short. A column of which nothing casts (another type) comes back as it
@@ -369,8 +410,8 @@ def _as_integers(name: str, col: pa.Array, out: Problems) -> pa.Array:
         values = col.to_numpy(zero_copy_only=False)[bad]
         fraction = np.isfinite(values) & (np.floor(values) != values)
         if fraction.any():
-            out.rows(name, bad[fraction], "an integer (minor units)", values_at(col, bad[fraction]))
+            out.rows(name, bad[fraction], "an integer (minor units)", values_at(written, bad[fraction]))
         bad = bad[~fraction]
     if len(bad):
-        out.rows(name, bad, "an integer", values_at(col, bad))
+        out.rows(name, bad, "an integer", values_at(written, bad))
     return pc.cast(pc.if_else(pa.array(ok), col, pa.scalar(None, col.type)), pa.int64())

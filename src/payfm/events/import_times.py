@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.errors import ConfigError
-from payfm.events.import_convert import as_text, source_values, to_floats
+from payfm.events.import_convert import as_text, plain_numbers, source_values, to_floats
 from payfm.events.import_problems import Problems, values_at
 from payfm.events.mapping import EPOCH_UNITS, FieldSpec, Mapping
 from payfm.events.schema import TIME_MAX_US, TIMESTAMP
@@ -199,6 +199,8 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     col = source_values(spec, table)
     t = col.type
     if spec.unit is not None:
+        written = col  # (as the file has it, for messages; ``col``: with a '.' decimal, no thousands dots)
+        col = plain_numbers(col, spec, out)
         if pa.types.is_string(t) and pc.all(pc.match_substring_regex(col, _INTEGER)).as_py() is not False:
             col = pc.cast(pc.utf8_trim_whitespace(col), pa.int64())
             t = col.type
@@ -210,7 +212,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
             # Values that would overflow int64 microseconds are implausible anyway: report, don't crash.
             huge = np.flatnonzero(np.abs(v) > min(TIME_MAX_US * div // mul, 2**62))
             if len(huge):
-                out.rows(name, huge, _PLAUSIBLE, values_at(col, huge))
+                out.rows(name, huge, _PLAUSIBLE, values_at(written, huge))
                 v, nulls = v.copy(), nulls.copy()  # (Arrow's buffers are read-only)
                 v[huge] = 0
                 nulls[huge] = True
@@ -223,7 +225,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         # Beyond int64 microseconds (1e30 s) is implausible anyway: report the file's value, never cast it.
         huge = np.flatnonzero(np.abs(np.nan_to_num(micros_f, nan=0.0)) > 2.0**62)
         if len(huge):
-            out.rows(name, huge, _PLAUSIBLE, values_at(col, huge))
+            out.rows(name, huge, _PLAUSIBLE, values_at(written, huge))
         nulls = np.isnan(values) | (np.abs(np.nan_to_num(micros_f, nan=0.0)) > 2.0**62)
         return pa.array(np.where(nulls, 0, micros_f).astype(np.int64), mask=nulls).cast(TIMESTAMP)
     if pa.types.is_timestamp(t):

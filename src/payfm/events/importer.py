@@ -3,8 +3,9 @@
 The import is a pipeline of small steps, all-or-nothing:
 
 1. parse the mapping (:mod:`payfm.events.mapping`): mistakes are ConfigErrors before any data is read;
-2. read the file (CSV columns are read as text, so nothing is guessed or silently rounded; a quote never
-   closed is refused, not read to the end of the file);
+2. read the file (CSV columns are read as text, so nothing is guessed or silently rounded, its cells
+   separated by the mapping's ``csv.separator``; a quote never closed is refused, not read to the end of the
+   file);
 3. scan every source column except the fingerprinted ones for full card numbers (never echoed), and check
    that the file has every column the mapping reads: missing ones (all of them) stop the import here, with
    the card numbers found, as nothing more can be computed;
@@ -37,13 +38,14 @@ from __future__ import annotations
 import bisect
 import csv
 import difflib
+import functools
 import gzip
 import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NoReturn, cast
+from typing import BinaryIO, NamedTuple, NoReturn, cast
 
 import numpy as np
 import pyarrow as pa
@@ -60,6 +62,7 @@ from payfm.events.cards import (
     shown_text,
 )
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
+from payfm.events.import_format import SEPARATORS, yaml_separator
 from payfm.events.import_outcomes import OUTCOME_ID, follow_charges, outcome_events
 from payfm.events.import_problems import (
     KEEP,
@@ -91,19 +94,21 @@ class ImportSummary:
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
-def read_source(path: Path) -> tuple[pa.Table, bool]:
+def read_source(path: Path, *, separator: str = ",") -> tuple[pa.Table, bool]:
     """The file as an Arrow table (plain, undictionaried columns) and whether it is CSV.
 
     CSV columns are read as text: the mapping says how to parse them, so a card number never turns into a
     float and an id never loses its leading zeros. Only an empty cell is null: ``NA``, ``NULL`` or ``nan``
     is text like any other (a merchant may be called NULL; a label ``N/A`` is a problem, not "no label").
     Column names must be distinct (a ConfigError names the repeated one). A CSV file must be UTF-8 and
-    comma-separated, with as many cells in every row as in its header: a ragged row is a ValidationError
-    naming its row and line and the counts (never its text), another encoding or separator a ConfigError
-    saying how to convert the file. A quoted value may hold line breaks, but a quote that nothing closes, or
-    that only a quote on a later line followed by more text closes (spaces or tabs before the next comma or
-    line break are no more text: Arrow reads them into the value; otherwise Arrow would read the lines between
-    into one value, silently), is a ConfigError naming its row, line and column (never the text).
+    separated by ``separator`` (the mapping's ``csv.separator``: ',', ';', a tab or '|'), with as many cells
+    in every row as in its header: a ragged row is a ValidationError naming its row and line and the counts
+    (never its text), another encoding a ConfigError saying how to convert the file, a header that seems
+    separated by another character one saying how to set the mapping's separator. A quoted value may hold
+    line breaks, but a quote that nothing closes, or that only a quote on a later line followed by more text
+    closes (spaces or tabs before the next separator or line break are no more text: Arrow reads them into
+    the value; otherwise Arrow would read the lines between into one value, silently), is a ConfigError
+    naming its row, line and column (never the text).
     """
     name = path.name.lower()
     try:
@@ -112,7 +117,7 @@ def read_source(path: Path) -> tuple[pa.Table, bool]:
             table = pq.read_table(path)
             is_csv = False
         elif name.endswith((".csv", ".csv.gz")):
-            table = _read_csv(path)
+            table = _read_csv(path, separator)
             is_csv = True
         else:
             raise ConfigError(
@@ -152,16 +157,17 @@ def _open_stream(path: Path) -> BinaryIO:
     return path.open("rb")
 
 
-def _read_csv(path: Path) -> pa.Table:
-    """A UTF-8, comma-separated file with a header line, every column as text (see :func:`read_source`)."""
+def _read_csv(path: Path, separator: str) -> pa.Table:
+    """A UTF-8 file separated by ``separator``, with a header line, every column as text (see
+    :func:`read_source`)."""
     with _open_binary(path) as f:
         start = f.read(4)
     if start.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise _not_utf8(path, "UTF-16 text (it starts with a UTF-16 byte-order mark)", "UTF-16")
     _check_not_binary(path, start)
-    header = _read_header(path)
+    header = _read_header(path, separator)
     if len(header) == 1:
-        _check_separator(header[0], path)
+        _check_separator(header[0], path, separator)
     invalid: list[tuple[int, int, int | None]] = []  # (expected, received) cell counts, physical row
 
     def handle(row: pacsv.InvalidRow) -> str:
@@ -173,7 +179,7 @@ def _read_csv(path: Path) -> pa.Table:
     )
     # newlines_in_values: Arrow cuts the file into blocks at line breaks outside quoted values (without it at
     # any line break: a quoted one at a block's end made a ragged row, an unclosed quote lost rows silently)
-    parse = pacsv.ParseOptions(invalid_row_handler=handle, newlines_in_values=True)
+    parse = pacsv.ParseOptions(delimiter=separator, invalid_row_handler=handle, newlines_in_values=True)
     try:
         with _open_stream(path) as raw:
             stream = _Counted(raw)
@@ -189,16 +195,16 @@ def _read_csv(path: Path) -> pa.Table:
             )
     except pa.ArrowInvalid as e:
         if "invalid UTF8" in str(e):
-            raise _encoding_error(path) from None
-        _check_quotes(path, header)  # a quote never closed makes a row longer than Arrow's blocks
+            raise _encoding_error(path, separator) from None
+        _check_quotes(path, header, separator)  # a quote never closed makes a row longer than Arrow's blocks
         raise
     # A quote never closed reads the lines after it into its value, silently, up to a quote opening another
     # value or to the end of the file: fewer rows than lines, or the file ends with that value. Only then (or
     # with quoted line breaks, blank lines, ragged rows) is the whole file read again, to say where.
-    if invalid or table.num_rows + 1 != stream.lines() or _may_end_in_quote(table, stream.tail):
-        _check_quotes(path, header)
+    if invalid or table.num_rows + 1 != stream.lines() or _may_end_in_quote(table, stream.tail, separator):
+        _check_quotes(path, header, separator)
     if invalid:
-        _raise_ragged(path, invalid)
+        _raise_ragged(path, invalid, separator)
     return table
 
 
@@ -232,7 +238,7 @@ class _Counted:
         self.closed = True
 
 
-def _may_end_in_quote(table: pa.Table, tail: bytes) -> bool:
+def _may_end_in_quote(table: pa.Table, tail: bytes, separator: str) -> bool:
     """Whether the file may end inside a quoted value on its last line: Arrow reads the rest of the file into
     that value, the last it parses, so the file ends with a quote where a value may start and that value,
     its quotes doubled (``tail``: the file's last bytes)."""
@@ -242,69 +248,100 @@ def _may_end_in_quote(table: pa.Table, tail: bytes) -> bool:
     end = b'"' + (value or "").encode().replace(b'"', b'""')
     if len(end) >= len(tail) >= 1 << 16:
         return True  # (more than was kept: cannot tell)
-    # (the byte before a value's opening quote: a comma or a line break, or none at the file's start)
-    return tail.endswith(end) and (len(tail) == len(end) or tail[-len(end) - 1] in b",\r\n\xbf")
+    # (the byte before a value's opening quote: the separator or a line break, or none at the file's start)
+    before = separator.encode() + b"\r\n\xbf"
+    return tail.endswith(end) and (len(tail) == len(end) or tail[-len(end) - 1] in before)
 
 
-# Where a quoted value may start: at the file's start (after its byte-order mark, if any), after a comma or a
-# line break. A quote anywhere else is read as is, inside an unquoted value (``5" screen``).
-_AT_START = rb"(?:(?<=[,\r\n])|\A|(?<=\A\xef\xbb\xbf))"
-_MID_QUOTE = rb'(?<=[^,\r\n])(?<!\A\xef\xbb\xbf)"'
-# A quoted value from its opening quote, as Arrow's parser reads it: closed on its line (what follows the
-# closing quote is added to the value, on that line), or holding line breaks and closed by a quote that ends
-# the value (spaces or tabs, then a comma, a line break or the end of the file), its quotes doubled inside.
-# Loops unrolled (a run of bytes, then each doubled quote and a run) and possessive: linear, no backtracking.
-_ONE_LINE = rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+"'
-_CLOSED = rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+(?:"|[^"]*+(?:""[^"]*+)*+"(?=[ \t]*+(?:[,\r\n]|\Z)))'
-_TO_CLOSING = rb'"[^"]*+(?:""[^"]*+)*+'  # (up to the quote closing it, if any)
-# The first quoted value that is not closed so (its opening quote 'open', the quote closing it 'close': none
-# if nothing does), everything before it skipped in one match; no match if there is none. One pass over the
-# file, a few passes over that value: linear, even on a file made of quotes and line breaks.
-_FIRST_UNCLOSED = re.compile(
-    rb"(?:\xef\xbb\xbf)?+(?:" + _CLOSED + rb")?+"
-    rb'(?:[^"]*+(?:(?<=[,\r\n])' + _CLOSED + rb"|" + _MID_QUOTE + rb"))*+[^\"]*+"
-    rb"(?P<open>" + _AT_START + rb")" + _TO_CLOSING + rb'(?P<close>")?'
-)
-# The next quoted value holding a line break (matched from a value's start, up to a quote that nothing closes)
-_NEXT_SPREAD = re.compile(
-    rb"(?:\A(?:\xef\xbb\xbf)?+" + _ONE_LINE + rb")?+"
-    rb'(?:[^"]*+(?:(?<=[,\r\n])' + _ONE_LINE + rb"|" + _MID_QUOTE + rb"))*+[^\"]*+"
-    rb"(?P<open>" + _AT_START + rb")" + _TO_CLOSING + rb'"'
-)
-_QUOTED = re.compile(_AT_START + _TO_CLOSING + rb'"?')  # (a quoted value; not closed: to the end)
+class _QuotePatterns(NamedTuple):
+    """The regular expressions of the quote checks for one separator (:func:`_quote_patterns`)."""
+
+    first_unclosed: re.Pattern[bytes]
+    next_spread: re.Pattern[bytes]
+    quoted: re.Pattern[bytes]
+
+
+@functools.cache
+def _quote_patterns(separator: str) -> _QuotePatterns:
+    """The quote checks' expressions for files separated by ``separator`` (',', ';', a tab or '|')."""
+    sep = re.escape(separator.encode())
+    # Where a quoted value may start: at the file's start (after its byte-order mark, if any), after the
+    # separator or a line break. A quote anywhere else is read as is, inside an unquoted value (5" screen).
+    at_start = rb"(?:(?<=[" + sep + rb"\r\n])|\A|(?<=\A\xef\xbb\xbf))"
+    mid_quote = rb"(?<=[^" + sep + rb'\r\n])(?<!\A\xef\xbb\xbf)"'
+    # Spaces or tabs after a closing quote, before the separator (Arrow reads them into the value): no more
+    # text. A tab that is the separator is not among them.
+    blank = rb"[ ]" if separator == "\t" else rb"[ \t]"
+    # A quoted value from its opening quote, as Arrow's parser reads it: closed on its line (what follows the
+    # closing quote is added to the value, on that line), or holding line breaks and closed by a quote that
+    # ends the value (spaces or tabs, then the separator, a line break or the end of the file), its quotes
+    # doubled inside. Loops unrolled (a run of bytes, then each doubled quote and a run) and possessive:
+    # linear, no backtracking.
+    one_line = rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+"'
+    closed = (
+        rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+(?:"|[^"]*+(?:""[^"]*+)*+"(?='
+        + blank
+        + rb"*+(?:["
+        + sep
+        + rb"\r\n]|\Z)))"
+    )
+    to_closing = rb'"[^"]*+(?:""[^"]*+)*+'  # (up to the quote closing it, if any)
+    after = rb"(?<=[" + sep + rb"\r\n])"
+    return _QuotePatterns(
+        # The first quoted value that is not closed so (its opening quote 'open', the quote closing it
+        # 'close': none if nothing does), everything before it skipped in one match; no match if there is
+        # none. One pass over the file, a few passes over that value: linear, even on a file made of quotes
+        # and line breaks.
+        re.compile(
+            rb"(?:\xef\xbb\xbf)?+(?:" + closed + rb")?+"
+            rb'(?:[^"]*+(?:' + after + closed + rb"|" + mid_quote + rb"))*+[^\"]*+"
+            rb"(?P<open>" + at_start + rb")" + to_closing + rb'(?P<close>")?'
+        ),
+        # The next quoted value holding a line break (matched from a value's start, up to a quote that
+        # nothing closes)
+        re.compile(
+            rb"(?:\A(?:\xef\xbb\xbf)?+" + one_line + rb")?+"
+            rb'(?:[^"]*+(?:' + after + one_line + rb"|" + mid_quote + rb"))*+[^\"]*+"
+            rb"(?P<open>" + at_start + rb")" + to_closing + rb'"'
+        ),
+        re.compile(at_start + to_closing + rb'"?'),  # (a quoted value; not closed: to the end)
+    )
+
+
 # A line break that another follows: a blank line after it (Arrow skips blank lines: no row). Starting with a
 # line break, not a lookbehind, the search skips to the next one at the speed of a byte scan.
 _BEFORE_BLANK = re.compile(rb"(?:\n|\r(?!\n))(?=[\r\n])")
 
 
-def _read_header(path: Path) -> list[str]:
+def _read_header(path: Path, separator: str) -> list[str]:
     """The names in the file's header line (read as Python's csv module reads it)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as lines:
-            return next(csv.reader(lines), [])
+            return next(csv.reader(lines, delimiter=separator), [])
     except UnicodeDecodeError:
-        raise _encoding_error(path) from None
+        raise _encoding_error(path, separator) from None
     except csv.Error as e:
         reason = str(e)  # (a value over the csv module's limit of 128 KiB: a quote never closed, read on)
-    _check_quotes(path, [])
+    _check_quotes(path, [], separator)
     raise ConfigError(
         f"Import source '{path}': expected a header line of column names; received a header that cannot be "
         f"read ({reason}): a name over 128 KiB, or a quoted name running over many lines?"
     )
 
 
-def _check_quotes(path: Path, header: list[str]) -> None:
+def _check_quotes(path: Path, header: list[str], separator: str = ",") -> None:
     """A ConfigError naming the row, line and column of a quote that nothing closes, or that only a quote on a
     later line followed by more text closes (a quote opening another value, read as this one's end: the
     lines between vanish into one value), never the text. Lines read into a quoted value are legitimate only
-    if its closing quote ends the value (spaces or tabs, then a comma, a line break or the end of the
-    file)."""
+    if its closing quote ends the value (spaces or tabs, then the ``separator``, a line break or the end of
+    the file)."""
     with _open_binary(path) as f:
         data = f.read()
-    m = _FIRST_UNCLOSED.match(data)
+    m = _quote_patterns(separator).first_unclosed.match(data)
     if m is not None:
-        _raise_unclosed(path, header, data, m.start("open"), m.end() if m.start("close") >= 0 else None)
+        closing = m.end() if m.start("close") >= 0 else None
+        _raise_unclosed(path, header, data, m.start("open"), closing, separator)
 
 
 def _breaks(data: bytes, start: int = 0, end: int | None = None) -> int:
@@ -312,21 +349,22 @@ def _breaks(data: bytes, start: int = 0, end: int | None = None) -> int:
     return data.count(b"\n", start, end) + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)
 
 
-def _cells(row: bytes) -> int:
-    """The cells of a row (or of its start): one, and one more for each comma outside quoted values (counted
-    without the csv module, whose cells stop at 128 KiB)."""
-    return _QUOTED.sub(b"", row).count(b",") + 1
+def _cells(row: bytes, separator: str) -> int:
+    """The cells of a row (or of its start): one, and one more for each ``separator`` outside quoted values
+    (counted without the csv module, whose cells stop at 128 KiB)."""
+    return _quote_patterns(separator).quoted.sub(b"", row).count(separator.encode()) + 1
 
 
 def _raise_unclosed(
-    path: Path, header: list[str], data: bytes, opening: int, closing: int | None
+    path: Path, header: list[str], data: bytes, opening: int, closing: int | None, separator: str
 ) -> NoReturn:
     """The error for the quote at ``opening``, closed at ``closing`` by a quote followed by more text (None:
     at the end of the file). Its row is its line less the header, the blank lines and the line breaks inside
-    the quoted values before it (all closed); its column, the commas outside quoted values on its row."""
+    the quoted values before it (all closed); its column, the separators outside quoted values on its row."""
     spread: list[tuple[int, int]] = []  # the quoted values holding line breaks before it, starts and ends
     position = 0
-    while (m := _NEXT_SPREAD.match(data, position, opening)) is not None:
+    next_spread = _quote_patterns(separator).next_spread
+    while (m := next_spread.match(data, position, opening)) is not None:
         spread.append((m.start("open"), m.end()))
         position = m.end()
     starts = [a for a, _b in spread]
@@ -348,7 +386,7 @@ def _raise_unclosed(
         if value is None:
             break
         start = value[0]
-    column = _cells(data[start:opening])
+    column = _cells(data[start:opening], separator)
     if row == 0:
         where = f"line 1 (the header), column {column}"
     else:
@@ -371,9 +409,10 @@ def _raise_unclosed(
     )
 
 
-def _raise_ragged(path: Path, invalid: list[tuple[int, int, int | None]]) -> NoReturn:
+def _raise_ragged(path: Path, invalid: list[tuple[int, int, int | None]], separator: str) -> NoReturn:
     """Rows with another number of cells than the header, by row and line, never their text."""
     problems: list[Problem] = []
+    word = SEPARATORS[separator]
     for expected, received, number in invalid[:KEEP]:
         # Arrow's row number counts the header as 1: data row number - 1, on line number (no quoted breaks).
         row = None if number is None else number - 1
@@ -381,23 +420,30 @@ def _raise_ragged(path: Path, invalid: list[tuple[int, int, int | None]]) -> NoR
             Problem(
                 None,
                 row,
-                f"{expected} cells, as many as the header has columns (a missing or extra comma, or a "
-                "comma inside an unquoted value?)",
+                f"{expected} cells, as many as the header has columns (a missing or extra {word}, or a "
+                f"{word} inside an unquoted value?)",
                 f"{received} cells",
             )
         )
     raise_problems(str(path), problems, len(invalid), csv_file=True)
 
 
-def _check_separator(name: str, path: Path) -> None:
-    """A header of one column holding ';', a tab or '|' is a file separated by that, not by commas."""
-    for separator, shown in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
-        if separator in name:
-            raise ConfigError(
-                f"Import source '{path}': expected comma-separated columns; received a header of one column "
-                f"holding {shown} {name.count(separator)} time(s): the file seems separated by {shown}. "
-                f"payfm reads comma-separated files: export or save it with ',' as the separator."
-            )
+def _check_separator(name: str, path: Path, separator: str) -> None:
+    """A header of one column holding another separator (',', ';', a tab or '|': the one it holds most) is a
+    file separated by that, not by the mapping's ``separator``: a ConfigError saying how to set it."""
+    counts = {other: name.count(other) for other in SEPARATORS if other != separator}
+    other = max(counts, key=lambda o: counts[o])  # (the first of the most frequent)
+    if not counts[other]:
+        return
+    shown = "tabs" if other == "\t" else f"'{other}'"
+    said = yaml_separator(separator)
+    setting = "" if separator == "," else f" (the mapping's `csv: {{separator: {said}}}`)"
+    default = " (or leave it out: ',' is the default)" if other == "," else ""
+    raise ConfigError(
+        f"Import source '{path}': expected {SEPARATORS[separator]}-separated columns{setting}; received a "
+        f"header of one column holding {shown} {counts[other]} time(s): the file seems separated by {shown}. "
+        f"Set the mapping's separator to it: `csv: {{separator: {yaml_separator(other)}}}`{default}."
+    )
 
 
 # Files that are no text at all, by their first bytes (magic numbers): named as what they are, not as text in
@@ -441,7 +487,7 @@ def _not_utf8(path: Path, received: str, encoding: str) -> ConfigError:
     )
 
 
-def _encoding_error(path: Path) -> ConfigError:
+def _encoding_error(path: Path, separator: str) -> ConfigError:
     """The first byte that is not UTF-8, by row, line and column (read line by line: on this error path
     only), and how to convert the file."""
     with _open_binary(path) as f:
@@ -451,7 +497,7 @@ def _encoding_error(path: Path) -> ConfigError:
                 text = line.decode("utf-8-sig" if line_number == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 # Latin-1 maps each byte to one character: the cells before the bad byte, whatever they hold.
-                column = _cells(line[: e.start]) - 1
+                column = _cells(line[: e.start], separator) - 1
                 if line_number == 1:
                     where = f"line 1 (the header), column {column + 1}"
                 else:
@@ -465,7 +511,7 @@ def _encoding_error(path: Path) -> ConfigError:
                 )
             if line_number == 1:
                 try:
-                    names = next(csv.reader([text]), [])
+                    names = next(csv.reader([text], delimiter=separator), [])
                 except csv.Error:  # (a name over 128 KiB: columns are named by number)
                     names = []
     return _not_utf8(path, "bytes that are not UTF-8", "WINDOWS-1252")
@@ -642,7 +688,7 @@ def import_file(
     mapping = load_mapping(mapping_path)
     source = str(path)
     say(f"reading {source}")
-    table, is_csv = read_source(Path(path))
+    table, is_csv = read_source(Path(path), separator=mapping.csv.separator)
     out = Problems(mapping.fields, is_csv)
     say("scanning for card numbers")
     table = _hide_card_headers(table, is_csv, out)

@@ -31,6 +31,15 @@ import yaml
 from payfm.errors import ConfigError
 from payfm.events.cards import contains_card_number, redact_card_numbers, shown_text
 from payfm.events.currency import MINOR_UNITS
+from payfm.events.import_format import (
+    COMMAS,
+    CSV_KEYS,
+    PLAIN,
+    CsvFormat,
+    NumberFormat,
+    parse_csv_block,
+    parse_numbers,
+)
 from payfm.events.schema import (
     DISPUTE_REASONS,
     EFW_FRAUD_TYPES,
@@ -66,12 +75,12 @@ LABEL_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "early_fraud_warnings": ("fraud_type", EFW_FRAUD_TYPES),
 }
 
-_TOP_KEYS = ("table", "description", "timezone", "columns", "drop", "labels")
+_TOP_KEYS = ("table", "description", "timezone", "csv", "columns", "drop", "labels")
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "string": ("separator", "prefix", "transform", "map", "default", "keep_unmapped", "case", "strip"),
-    "int": ("separator", "scale", "minor_units", "usd_cents"),
+    "int": ("separator", "scale", "minor_units", "usd_cents", "decimal", "thousands"),
     "timestamp": ("separator", "unit", "format", "timezone"),
 }
 _LABEL_KEYS = ("column", "when", "table", "reason", "fraud_type", "delay", "time")
@@ -109,6 +118,7 @@ class FieldSpec:
     unit: str | None = None  # epoch unit of numeric times: s, ms, us, ns
     format: str | None = None  # strptime format of text times (default: ISO 8601)
     timezone: str | None = None  # zone of naive times (the mapping's file-wide zone if not given here)
+    numbers: NumberFormat = PLAIN  # how numbers written as text are (the csv block's, or the field's own)
 
     @property
     def column(self) -> str:
@@ -183,6 +193,7 @@ class Mapping:
     timezone: str | None = None
     description: str = ""
     fingerprinted: frozenset[str] = field(default_factory=frozenset)
+    csv: CsvFormat = COMMAS  # the CSV separator, and how the file's numbers are written
 
     def source_columns(self) -> tuple[str, ...]:
         """Every source column the mapping reads (fields and labels), sorted."""
@@ -306,8 +317,14 @@ def _currency(ctx: _Ctx, path: str, value: object) -> CurrencySource:
 
 # ---- fields ----------------------------------------------------------------------------------------------
 def _field(
-    ctx: _Ctx, path: str, target: str, target_type: Literal["string", "int", "timestamp"], data: object
+    ctx: _Ctx,
+    path: str,
+    target: str,
+    target_type: Literal["string", "int", "timestamp"],
+    data: object,
+    numbers: NumberFormat = PLAIN,
 ) -> FieldSpec:
+    """The field ``target`` at ``path``; ``numbers``: how the file writes numbers (the csv block's)."""
     if isinstance(data, str):
         data = {"column": data}  # shorthand: `target: source_column`
     if not isinstance(data, dict):
@@ -416,6 +433,10 @@ def _field(
         raise ctx.error(path, "either unit (epoch numbers) or format (text times), not both", "<both>")
     if "timezone" in data:
         opts["timezone"] = _zone(ctx, f"{path}.timezone", data["timezone"])
+    if any(k in data for k in ("decimal", "thousands")):
+        opts["numbers"] = parse_numbers(path, data, numbers, ctx.error)
+    elif target_type != "string" and kind != "value":
+        opts["numbers"] = numbers
     if kind == "value" and opts and not set(opts) <= {"prefix"}:
         raise ctx.error(
             path, "no conversion options on a constant `value`", "<" + ", ".join(sorted(opts)) + ">"
@@ -425,7 +446,7 @@ def _field(
     )
 
 
-def _label(ctx: _Ctx, path: str, data: object) -> LabelSpec:
+def _label(ctx: _Ctx, path: str, data: object, numbers: NumberFormat) -> LabelSpec:
     if not isinstance(data, dict):
         raise ctx.error(path, "a mapping with column, when, reason and delay (or time)", data)
     ctx.keys(path, data, _LABEL_KEYS)
@@ -479,7 +500,7 @@ def _label(ctx: _Ctx, path: str, data: object) -> LabelSpec:
                 f"{path}.delay", "a positive delay (an outcome follows its charge)", data["delay"]
             )
     else:
-        time = _field(ctx, f"{path}.time", "time", "timestamp", data["time"])
+        time = _field(ctx, f"{path}.time", "time", "timestamp", data["time"], numbers)
         if time.kind == "value" or time.kind == "hash":
             raise ctx.error(f"{path}.time", "a source `column` or `columns`", f"<{time.kind}>")
     return LabelSpec(path, column, tuple(when), table, category, delay, time)
@@ -501,6 +522,12 @@ def parse_mapping(data: object, name: str) -> Mapping:
     schema = schema_of(table)
     names = schema.names
     timezone = _zone(ctx, "timezone", data["timezone"]) if "timezone" in data else None
+    csv = COMMAS
+    if "csv" in data:
+        if not isinstance(data["csv"], dict):
+            raise ctx.error("csv", 'a mapping such as {separator: ";", decimal: ","}', data["csv"])
+        ctx.keys("csv", data["csv"], CSV_KEYS)
+        csv = parse_csv_block(data["csv"], ctx.error)
     columns = data.get("columns")
     if not isinstance(columns, dict) or not columns:
         raise ctx.error("columns", f"a mapping from fields of '{table}' to source expressions", columns)
@@ -511,7 +538,8 @@ def parse_mapping(data: object, name: str) -> Mapping:
             raise ctx.error(
                 f"columns.{target}", f"a field of '{table}'{hint}", f"<an unknown field {target!r}>"
             )
-        fields[target] = _field(ctx, f"columns.{target}", target, _type_of(schema.field(target).type), spec)
+        typed = _type_of(schema.field(target).type)
+        fields[target] = _field(ctx, f"columns.{target}", target, typed, spec, csv.numbers)
         _check_constant(ctx, fields[target], table, not schema.field(target).nullable)
     for f in schema:
         if not f.nullable and f.name not in fields:
@@ -529,11 +557,11 @@ def parse_mapping(data: object, name: str) -> Mapping:
         raise ctx.error("labels", "a list of label specifications", labels_raw)
     if labels_raw and table != "charges":
         raise ctx.error("labels", "labels only when importing charges", f"<labels on '{table}'>")
-    labels = tuple(_label(ctx, f"labels[{i}]", x) for i, x in enumerate(labels_raw))
+    labels = tuple(_label(ctx, f"labels[{i}]", x, csv.numbers) for i, x in enumerate(labels_raw))
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ctx.error("description", "a text", description)
-    mapping = Mapping(name, table, fields, drop, labels, timezone, description)
+    mapping = Mapping(name, table, fields, drop, labels, timezone, description, csv=csv)
     fingerprinted = frozenset(s.column for s in fields.values() if s.transform == "fingerprint")
     _check_card_columns(ctx, mapping, fingerprinted)
     for column in drop:
@@ -543,7 +571,7 @@ def parse_mapping(data: object, name: str) -> Mapping:
                 "columns the mapping does not use",
                 f"<'{column}', used by '{mapping.source_path(column)}'>",
             )
-    return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted)
+    return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted, csv)
 
 
 def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool) -> None:

@@ -1,0 +1,135 @@
+"""How a foreign file is written: the CSV separator, and the decimal and thousands separators of its numbers.
+
+A European export is usually separated by semicolons and writes ``1.234,50`` for 1234.50. A mapping says so
+in its ``csv`` block (``csv: {separator: ";", decimal: ",", thousands: "."}``), and an integer field may say
+otherwise for itself (``amount: {column: amt, scale: 100, decimal: ","}``). This module holds those values and
+parses them; :mod:`payfm.events.mapping` calls it, :mod:`payfm.events.importer` reads the file with the
+separator, and :mod:`payfm.events.import_convert` reads the numbers (docs/import.md, "European exports").
+
+Example:
+    >>> fmt = NumberFormat(",", ".")
+    >>> fmt.example, fmt.described
+    ('1.234,50', "',' as the decimal separator and '.' between thousands")
+    >>> yaml_separator("\\t")
+    '"\\\\t"'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from payfm.errors import ConfigError
+
+# The separators payfm reads (each with its quote checks, docs/import.md): the character, and its name in a
+# message. Others are refused naming these.
+SEPARATORS: dict[str, str] = {",": "comma", ";": "semicolon", "\t": "tab", "|": "'|'"}
+DECIMALS = (".", ",")
+THOUSANDS = (".", ",", " ", "'")
+# A space between thousands is also written as a no-break space (U+00A0) or a narrow one (U+202F, French).
+_SPACES = "[ \u00a0\u202f]"
+CSV_KEYS = ("separator", "decimal", "thousands")
+NUMBER_KEYS = ("decimal", "thousands")
+
+Error = Callable[[str, str, object], ConfigError]  # (key path, expected, received) -> the mapping's error
+
+
+def yaml_separator(separator: str) -> str:
+    """``separator`` as a mapping writes it, double-quoted (a tab as ``"\\t"``; a bare ``|`` starts a YAML
+    block, a bare ``,`` is a syntax error)."""
+    return '"\\t"' if separator == "\t" else f'"{separator}"'
+
+
+@dataclass(frozen=True)
+class NumberFormat:
+    """How numbers written as text separate their decimals and their thousands. ``origin``: the mapping's key
+    that said so (``csv``, or a field's path such as ``columns.amount``), for messages."""
+
+    decimal: str = "."
+    thousands: str | None = None  # None: no separator between thousands (1234.50)
+    origin: str = field(default="csv", compare=False)
+
+    @property
+    def plain(self) -> bool:
+        """Numbers as Arrow reads them: a '.' decimal, no thousands separator (nothing to rewrite)."""
+        return self.decimal == "." and self.thousands is None
+
+    @property
+    def example(self) -> str:
+        """1234.50 written so, for messages."""
+        return f"1{self.thousands}234{self.decimal}50" if self.thousands else f"1234{self.decimal}50"
+
+    @property
+    def described(self) -> str:
+        """The format in words, for messages."""
+        said = f"'{self.decimal}' as the decimal separator"
+        if self.thousands is None:
+            return said + " and nothing between thousands"
+        return said + f" and '{self.thousands}' between thousands"
+
+    @property
+    def pattern(self) -> str:
+        """An RE2 pattern (Arrow's) of one number written so: the text of ``import_convert.NUMBER`` with this
+        decimal separator, and its whole part in groups of three digits when there is a thousands separator
+        (``1.234,50``, not ``12.34,5``); a number without separators (``1234,5``) is read too."""
+        decimal = re.escape(self.decimal)
+        whole = r"\d+"
+        if self.thousands is not None:
+            group = _SPACES if self.thousands == " " else re.escape(self.thousands)
+            whole = rf"(?:\d{{1,3}}(?:{group}\d{{3}})+|\d+)"
+        return rf"^\s*[+-]?(?:{whole}(?:{decimal}\d*)?|{decimal}\d+)(?:[eE][+-]?\d+)?\s*$"
+
+    @property
+    def thousands_pattern(self) -> str | None:
+        """An RE2 pattern of one thousands separator (to remove), or None."""
+        if self.thousands is None:
+            return None
+        return _SPACES if self.thousands == " " else re.escape(self.thousands)
+
+
+PLAIN = NumberFormat()
+
+
+@dataclass(frozen=True)
+class CsvFormat:
+    """The mapping's ``csv`` block: the CSV separator, and how the numbers of the file are written."""
+
+    separator: str = ","
+    numbers: NumberFormat = PLAIN
+
+
+COMMAS = CsvFormat()  # the default: comma-separated, '.' decimals
+
+
+def parse_csv_block(data: dict[str, Any], error: Error) -> CsvFormat:
+    """The ``csv`` block of a mapping, its keys checked (``error`` makes the mapping's ConfigError)."""
+    separator = data.get("separator", ",")
+    if separator not in SEPARATORS:
+        hint = ' (a tab is written "\\t", in double quotes)' if separator in ("\\t", "tab", "TAB") else ""
+        quoted = " (quoted: a bare | starts a YAML block)" if separator in ("", None) else ""
+        shown = ", ".join(yaml_separator(s) for s in SEPARATORS)
+        raise error("csv.separator", f"one of {shown}{hint}{quoted}", separator)
+    return CsvFormat(separator, parse_numbers("csv", data, PLAIN, error))
+
+
+def parse_numbers(path: str, data: dict[str, Any], base: NumberFormat, error: Error) -> NumberFormat:
+    """The ``decimal`` and ``thousands`` keys of ``data`` (at ``path``) over ``base``, the file-wide format: a
+    key given replaces ``base``'s (``thousands: null`` removes it)."""
+    if not any(k in data for k in NUMBER_KEYS):
+        return base
+    decimal = data.get("decimal", base.decimal)
+    if decimal not in DECIMALS:
+        raise error(f"{path}.decimal", '"." or "," (quoted)', decimal)
+    thousands = data.get("thousands", base.thousands)
+    if thousands is not None and thousands not in THOUSANDS:
+        shown = ", ".join(f'"{t}"' for t in THOUSANDS)
+        raise error(f"{path}.thousands", f"one of {shown} (quoted), or null for none", thousands)
+    if thousands == decimal:
+        raise error(
+            f"{path}.thousands",
+            f"a thousands separator other than the decimal separator '{decimal}'",
+            thousands,
+        )
+    return NumberFormat(decimal, thousands, path)
