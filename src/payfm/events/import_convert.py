@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from payfm.events import currency
 from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint, truncated
 from payfm.events.import_problems import KEEP, Problems, values_at
+from payfm.events.import_text import EXPECTED, convert
 from payfm.events.mapping import CurrencySource, FieldSpec
 from payfm.events.schema import RULES
 from payfm.events.validate import blank_rows, shown_number, shown_value, try_cast
@@ -139,6 +140,11 @@ def to_strings(
         blank = blank_rows(text) if required else np.zeros(0, dtype=np.int64)
         if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
             out.rows(name, blank, "a value (required field)", "an empty text")
+        if spec.convert is not None:
+            result, bad = convert(spec.convert, result)
+            if len(bad):  # an e-mail address is personal data: never quoted
+                said = values_at(text, bad) if spec.convert == "country" else "another text (not shown)"
+                out.rows(name, bad, f"{EXPECTED[spec.convert]} ('{spec.path}.convert')", said)
     if spec.case == "lower":
         result = pc.utf8_lower(result)
     elif spec.case == "upper":

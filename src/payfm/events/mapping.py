@@ -40,6 +40,7 @@ from payfm.events.import_format import (
     parse_csv_block,
     parse_numbers,
 )
+from payfm.events.import_text import convert_option
 from payfm.events.schema import (
     DISPUTE_REASONS,
     EFW_FRAUD_TYPES,
@@ -79,7 +80,17 @@ _TOP_KEYS = ("table", "description", "timezone", "csv", "columns", "drop", "labe
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
 _OPTIONS: dict[str, tuple[str, ...]] = {
-    "string": ("separator", "prefix", "transform", "map", "default", "keep_unmapped", "case", "strip"),
+    "string": (
+        "separator",
+        "prefix",
+        "transform",
+        "convert",
+        "map",
+        "default",
+        "keep_unmapped",
+        "case",
+        "strip",
+    ),
     "int": ("separator", "scale", "minor_units", "usd_cents", "decimal", "thousands"),
     "timestamp": ("separator", "unit", "format", "timezone"),
 }
@@ -107,6 +118,7 @@ class FieldSpec:
     separator: str = " "  # joins "columns" into one text before parsing
     prefix: str = ""  # prepended to strings (useful for hashed ids: "ch_")
     transform: CardTransform | None = None
+    convert: str | None = None  # email_domain or country (payfm.events.import_text), before case and map
     map: dict[str, str] | None = None  # source text -> target value
     default: str | None = None  # for values missing from ``map``; None: such values are errors
     keep_unmapped: bool = False  # values missing from ``map`` are kept as they are (after ``case``)
@@ -381,6 +393,8 @@ def _field(
                 "<other options>",
             )
         opts["transform"] = t
+    if "convert" in data:
+        opts["convert"] = convert_option(f"{path}.convert", data, kind, ctx.error)
     if "map" in data:
         m = data["map"]
         if not isinstance(m, dict) or not m:

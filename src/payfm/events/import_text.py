@@ -1,0 +1,95 @@
+"""Text conversions a mapping asks for with ``convert``: what exports write, as the event log holds it.
+
+- ``email_domain``: an e-mail address to its domain (what follows its last ``@``, lower case). Stripe's and
+  Adyen's exports hold the customer's address; the event log keeps the domain only (docs/events.md), so the
+  rest of the address never enters it. A value that is no address is a problem, never quoted (it may be
+  personal data).
+- ``country``: an ISO 3166-1 country as exports write it to its alpha-2 code: alpha-2 (``us``), alpha-3
+  (``USA``), numeric (``840``) or an English name (``United States``, its official or common name),
+  case-insensitive (``UK`` and ``EL``, which ISO reserves for them, are ``GB`` and ``GR``), from
+  pycountry's tables (:mod:`payfm.events.countries`). A value it does not know is a problem naming it.
+
+Vectorized over the column (Arrow compute, a dictionary lookup per distinct value).
+
+Example:
+    >>> import pyarrow as pa
+    >>> domains(pa.array(["Ann@Example.COM ", "x", None])).to_pylist()
+    ['example.com', None, None]
+    >>> country_codes_of(pa.array(["USA", "840", "germany", "UK", "Atlantis"])).to_pylist()
+    ['US', 'US', 'DE', 'GB', None]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+CONVERSIONS = ("email_domain", "country")
+
+EXPECTED = {
+    "email_domain": "an e-mail address (name@example.com)",
+    "country": "a country as ISO 3166-1 alpha-2 (US), alpha-3 (USA), numeric (840) or its English name",
+}
+
+
+def convert_option(
+    path: str, data: dict[str, Any], kind: str, error: Callable[[str, str, object], Exception]
+) -> str:
+    """A field's ``convert`` (at ``path``; ``data``: the field's options, ``kind``: its source kind), checked;
+    ``error`` makes the mapping's ConfigError."""
+    value = data["convert"]
+    if value not in CONVERSIONS:
+        raise error(path, f"one of {', '.join(CONVERSIONS)}", value)
+    if kind != "column":
+        raise error(path, "a conversion of one source `column`", f"<{kind}>")
+    if "transform" in data:
+        raise error(path, "`convert` or a card `transform`, not both", "<both>")
+    return str(value)
+
+
+def domains(text: pa.Array) -> pa.Array:
+    """The domain of each e-mail address in ``text`` (lower case), null where a value has no ``@`` followed
+    by a domain (or is null)."""
+    lowered = pc.utf8_lower(pc.utf8_trim_whitespace(text))
+    # greedy: the text after the last '@' (a quoted local part may hold one)
+    found = pc.extract_regex(lowered, r"^.*@(?P<domain>[^@\s]+)$")
+    return pc.if_else(pc.is_valid(found), pc.struct_field(found, [0]), pa.scalar(None, pa.string()))
+
+
+@cache
+def _country_table() -> tuple[pa.Array, pa.Array]:
+    """(keys, alpha-2 codes): each way of writing a country :func:`country_codes_of` reads, lower case."""
+    import pycountry
+
+    names: dict[str, str] = {}
+    for c in pycountry.countries:
+        for key in ("alpha_2", "alpha_3", "numeric", "name", "official_name", "common_name"):
+            value = getattr(c, key, None)
+            if value:
+                names.setdefault(str(value).lower(), c.alpha_2)
+    names.setdefault("xk", "XK")  # Kosovo by common use (user-assigned: not in the tables)
+    names.setdefault("kosovo", "XK")
+    names |= {"uk": "GB", "el": "GR"}  # reserved for them "exceptionally", and written for them
+    return pa.array(list(names), pa.string()), pa.array(list(names.values()), pa.string())
+
+
+def country_codes_of(text: pa.Array) -> pa.Array:
+    """The alpha-2 code of each country in ``text`` (see the module docstring), null where a value is not
+    one (or is null)."""
+    keys, codes = _country_table()
+    index = pc.index_in(pc.utf8_lower(pc.utf8_trim_whitespace(text)), value_set=keys)
+    converted: pa.Array = pc.take(codes, index)
+    return converted
+
+
+def convert(kind: str, text: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """``text`` converted by ``kind`` (one of :data:`CONVERSIONS`), and the rows whose value it could not
+    convert (a value, not a null)."""
+    result = domains(text) if kind == "email_domain" else country_codes_of(text)
+    bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.is_null(result)).to_numpy(False))
+    return result, bad

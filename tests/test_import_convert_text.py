@@ -1,0 +1,74 @@
+"""`convert` in a mapping: an export's e-mail addresses to their domains (the event log never holds the rest
+of an address) and its countries written as alpha-3 codes, numbers or English names to alpha-2 codes; values
+that are neither are refused naming the file, row, column and option, an address never quoted."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payfm.errors import ConfigError
+from payfm.events.importer import import_file
+from test_import import MAPPING, ROWS, changed, failed_import, write_csv, write_mapping, ws_at
+
+COUNTRIES = ["USA", "840", "UK", " germany "]
+EMAILS = ["Ann.Lee@Example.COM", "b+shop@mail.y.org", '"a@b"@quoted.net', "d@z.net"]
+
+
+def converted_mapping(**columns: Any) -> dict[str, Any]:
+    m = changed(
+        email_domain={"column": "email", "convert": "email_domain"},
+        card_country={"column": "country", "convert": "country"},
+        **columns,
+    )
+    m["drop"] = []
+    return m
+
+
+def test_emails_become_domains_and_countries_alpha_2_codes(tmp_path: Path) -> None:
+    rows = {**ROWS, "email": EMAILS, "country": COUNTRIES}
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, converted_mapping()))
+    charges = ws.read("charges", ["charge_id", "email_domain", "card_country"]).sort_by("charge_id")
+    assert charges.column("email_domain").to_pylist() == ["example.com", "mail.y.org", "quoted.net", "z.net"]
+    assert charges.column("card_country").to_pylist() == ["US", "US", "GB", "DE"]
+    stored = json.dumps(ws.read("charges").to_pylist(), default=str).lower()
+    assert not any(local in stored for local in ("ann.lee", "b+shop", '"a@b"'))  # only the domains
+
+
+def test_a_country_no_one_writes_so_is_refused_naming_it(tmp_path: Path) -> None:
+    rows = {**ROWS, "email": EMAILS, "country": ["USA", "Atlantis", "United Kingdom", "FR"]}
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, converted_mapping()))
+    assert (
+        "row 2 (line 3), column 'country' (card_country): expected a country as ISO 3166-1 alpha-2 (US), "
+        "alpha-3 (USA), numeric (840) or its English name ('columns.card_country.convert'); "
+        "received 'Atlantis'"
+    ) in text
+    assert "1 problem(s)" in text
+
+
+def test_a_value_that_is_no_address_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    rows = {**ROWS, "email": ["ann@x.com", "ann.lee at example", "c@", "d@z.net"], "country": COUNTRIES}
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, converted_mapping()))
+    for row in ("row 2 (line 3)", "row 3 (line 4)"):
+        assert f"{row}, column 'email' (email_domain): expected an e-mail address (name@example.com)" in text
+    assert "another text (not shown)" in text and "ann.lee" not in text
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"column": "email", "convert": "domain"}, "one of email_domain, country"),
+        ({"columns": ["email", "id"], "convert": "email_domain"}, "a conversion of one source `column`"),
+        ({"column": "card", "convert": "country", "transform": "brand"}, "`convert` or a card `transform`"),
+    ],
+)
+def test_convert_mistakes_are_refused_before_reading(
+    tmp_path: Path, spec: dict[str, Any], expected: str
+) -> None:
+    m = {**MAPPING, "columns": {**MAPPING["columns"], "email_domain": spec}, "drop": []}
+    text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m), ConfigError)
+    assert "'columns.email_domain.convert': expected " + expected in text
