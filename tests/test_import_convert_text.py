@@ -72,3 +72,35 @@ def test_convert_mistakes_are_refused_before_reading(
     m = {**MAPPING, "columns": {**MAPPING["columns"], "email_domain": spec}, "drop": []}
     text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m), ConfigError)
     assert "'columns.email_domain.convert': expected " + expected in text
+
+
+def test_a_label_on_a_charge_that_moved_no_money_makes_no_dispute(tmp_path: Path) -> None:
+    """Found by an audit of imports: a fraud label on a declined charge became a dispute of it, which the
+    decision service refuses live (a dispute follows a successful charge). Now it makes none, and says so."""
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    rows = {**ROWS, "status": ["ok", "declined", "ok", "ok"]}  # the labels are on t2 (declined) and t4
+    m = changed(outcome={"column": "status", "map": {"ok": "authorized", "declined": "issuer_declined"}})
+    ws = ws_at(tmp_path / "ws")
+    summary = import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert ws.read("disputes", ["charge_id"]).column("charge_id").to_pylist() == ["ch_t4"]
+    assert summary.rows == {"charges": 4, "disputes": 1}
+    assert summary.labels_without_money == {"labels[0]": 1}
+    result = CliRunner().invoke(
+        cli,
+        [
+            "-w",
+            str(tmp_path / "cli"),
+            "import",
+            str(tmp_path / "export.csv"),
+            "--mapping",
+            str(tmp_path / "m.yaml"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        "labels[0]: 1 label on charges that moved no money (declined or blocked) made no dispute or early "
+        "fraud warning: those follow a successful charge." in " ".join(result.output.split())
+    )

@@ -191,6 +191,14 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
         markup=False,
         highlight=False,
     )
+    for label, n in result.labels_without_money.items():
+        console.print(
+            f"{shown_text(label)}: {plural(n, 'label')} on charges that moved no money (declined or blocked) "
+            "made no dispute or early fraud warning: those follow a successful charge.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     # read and scanned for card numbers, never stored: say which, so nothing is lost unnoticed
     for label, columns in (
         ("Dropped by the mapping", result.dropped_columns),

@@ -22,6 +22,7 @@ from payfm.events.schema import MOVED_NO_MONEY, TIMESTAMP
 from payfm.events.workspace import Workspace
 
 _OUTCOME_PREFIX = {"disputes": "dp_", "early_fraud_warnings": "efw_"}
+_NO_MONEY = pa.array(sorted(MOVED_NO_MONEY))
 OUTCOME_ID = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id"}  # id column per table
 
 _TRUE_WORDS = ("true", "t", "yes", "y", "1")
@@ -160,7 +161,7 @@ def _moved_money(
     outcome = stored.column("outcome").take(taken)
     spec = mapping.fields["charge_id"]
     ids = events.column("charge_id").take(at)
-    idle = _where(pc.is_in(outcome, value_set=pa.array(sorted(MOVED_NO_MONEY))))
+    idle = _where(pc.is_in(outcome, value_set=_NO_MONEY))
     if len(idle):
         out.rows(
             spec.source,
@@ -254,8 +255,10 @@ def outcome_events(
     charges: pa.Table,
     secret: bytes,
     out: Problems,
+    without_money: dict[str, int],
 ) -> dict[str, tuple[pa.Table, np.ndarray]]:
     """Outcome events per table, with the source rows they came from (to report problems by source row).
+    ``without_money`` takes, per label, how many of its rows were on charges that moved no money (no event).
 
     ``charges`` is the validated table, or when it has problems the computed one: then the labels and outcome
     times are still checked, but no events are made (their problems would only repeat the charges').
@@ -264,6 +267,14 @@ def outcome_events(
     parts: dict[str, list[tuple[pa.Table, np.ndarray]]] = {}
     for k, label in enumerate(mapping.labels):
         rows = _label_rows(label, table.column(label.column).chunk(0), out)
+        if "outcome" in charges.column_names and len(rows):
+            # A charge that moved no money (declined, blocked) has no dispute or early fraud warning: its
+            # label makes none (counted for the summary), as the decision service refuses one reported live.
+            idle = pc.is_in(charges.column("outcome").take(pa.array(rows)), value_set=_NO_MONEY)
+            unmoved = pc.fill_null(idle, False).to_numpy(zero_copy_only=False)
+            if unmoved.any():
+                without_money[label.path] = without_money.get(label.path, 0) + int(unmoved.sum())
+                rows = rows[~unmoved]
         take = pa.array(rows, type=pa.int64())
         picked = charges.take(take)
         if label.delay is not None:

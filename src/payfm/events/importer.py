@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import dataclasses
 import difflib
 import functools
 import gzip
@@ -91,6 +92,8 @@ class ImportSummary:
     rows: dict[str, int]
     dropped_columns: tuple[str, ...]  # listed under `drop`: read and scanned, never stored
     unmapped_columns: tuple[str, ...]  # neither used nor dropped: read and scanned, never stored
+    # per label (its key path), its rows on charges that moved no money: no dispute or EFW made of them
+    labels_without_money: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -711,7 +714,8 @@ def import_file(
     if mapping.table != "charges":
         follow_charges(ws, mapping, charges, out)
     outcomes: dict[str, pa.Table] = {}
-    for name, (events, rows) in outcome_events(mapping, table, charges, secret, out).items():
+    without_money: dict[str, int] = {}
+    for name, (events, rows) in outcome_events(mapping, table, charges, secret, out, without_money).items():
         try:
             outcomes[name] = validate_events(name, events, source=source)
         except ValidationError as e:
@@ -729,7 +733,7 @@ def import_file(
     used = set(mapping.source_columns())
     dropped = tuple(c for c in table.column_names if c in mapping.drop)
     unmapped = tuple(c for c in table.column_names if c not in used and c not in mapping.drop)
-    return ImportSummary(source, mapping.name, table.num_rows, rows_written, dropped, unmapped)
+    return ImportSummary(source, mapping.name, table.num_rows, rows_written, dropped, unmapped, without_money)
 
 
 __all__ = ["ImportSummary", "import_file", "keyed_hash", "read_source"]
