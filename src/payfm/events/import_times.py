@@ -43,19 +43,65 @@ def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
 
 
 def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: Problems) -> pa.Array | None:
-    """Naive local times in ``zone`` to UTC; times that DST makes ambiguous or impossible are reported."""
+    """Naive local times in ``zone`` to UTC. A local time that a DST change skips is reported; one that it
+    repeats (the hour the clocks go back) is reported too, or read as the field's ``ambiguous`` says: its
+    first instant (``earliest``), its second (``latest``), or as the rows' order tells (``infer``,
+    :func:`_second_pass`)."""
     early = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="earliest")
-    late = pc.assume_timezone(naive, zone, ambiguous="latest", nonexistent="latest")
-    bad = np.flatnonzero(pc.fill_null(pc.not_equal(early, late), False).to_numpy(False))
-    if len(bad):
+    late = pc.assume_timezone(naive, zone, ambiguous="latest", nonexistent="earliest")
+    gap = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="latest")
+    twice = pc.fill_null(pc.not_equal(early, late), False).to_numpy(False)
+    never = pc.fill_null(pc.not_equal(early, gap), False).to_numpy(False)
+    where = "+".join(spec.columns)
+    if never.any():
+        bad = np.flatnonzero(never)
         out.rows(
-            "+".join(spec.columns),
+            where, bad, f"a local time that exists in {zone} (a DST change skips it)", values_at(text, bad)
+        )
+    second, unresolved = np.zeros(len(twice), dtype=bool), np.zeros(len(twice), dtype=bool)
+    if spec.ambiguous == "latest":
+        second = twice
+    elif spec.ambiguous == "infer":
+        second, unresolved = _second_pass(naive, twice)
+    else:
+        unresolved = twice if spec.ambiguous == "error" else unresolved
+    if unresolved.any():
+        bad = np.flatnonzero(unresolved)
+        how = (
+            "in a file whose rows of that hour are in time order, the clock going back once (to infer which"
+            " of its two instants each is)"
+            if spec.ambiguous == "infer"
+            else f"that exists once in {zone}"
+        )
+        out.rows(
+            where,
             bad,
-            f"a local time that exists once in {zone} (not in a DST change)",
+            f"a local time {how}: a DST change repeats it (set '{spec.path}.ambiguous' to earliest, latest "
+            "or infer)",
             values_at(text, bad),
         )
-        early = pc.if_else(pc.fill_null(pc.equal(early, late), True), early, pa.scalar(None, early.type))
-    return pc.cast(early, TIMESTAMP)
+    result = pc.if_else(pa.array(second), late, early)
+    result = pc.if_else(pa.array(never | unresolved), pa.scalar(None, early.type), result)
+    return pc.cast(result, TIMESTAMP)
+
+
+def _second_pass(naive: pa.Array, twice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of the rows whose local time a DST change repeats (``twice``), those in its second pass, and those it
+    cannot tell: in file order, the rows of one night's repeated hour go back in time once, where the clock
+    went back; the rows from there on are in the second pass. A night whose rows never go back (all in one
+    pass, or one row) or go back more than once (not in time order) cannot be told."""
+    second, unresolved = np.zeros(len(twice), dtype=bool), np.zeros(len(twice), dtype=bool)
+    rows = np.flatnonzero(twice)
+    local = pc.cast(naive, pa.int64()).to_numpy(False)[rows]
+    nights = local // 86_400_000_000  # (the repeated hour lies within one local day)
+    for night in np.unique(nights):  # one per DST change in the file: a few a year
+        at = rows[nights == night]
+        back = np.flatnonzero(np.diff(local[nights == night]) < 0)
+        if len(back) == 1:
+            second[at[back[0] + 1 :]] = True
+        else:
+            unresolved[at] = True
+    return second, unresolved
 
 
 def _parse_rows(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarray]:

@@ -56,6 +56,7 @@ Kind = Literal["column", "columns", "value", "hash"]
 CardTransform = Literal["fingerprint", "bin", "last4", "brand"]
 
 TRANSFORMS: tuple[str, ...] = ("fingerprint", "bin", "last4", "brand")
+AMBIGUOUS = ("error", "earliest", "latest", "infer")  # a repeated local time (payfm.events.import_times)
 # Epoch units of numeric times: microseconds = value * multiplier // divisor (exact integer arithmetic).
 EPOCH_UNITS: dict[str, tuple[int, int]] = {
     "s": (1_000_000, 1),
@@ -79,20 +80,11 @@ LABEL_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 _TOP_KEYS = ("table", "description", "timezone", "csv", "columns", "drop", "labels")
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
+_TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_unmapped", "case")
 _OPTIONS: dict[str, tuple[str, ...]] = {
-    "string": (
-        "separator",
-        "prefix",
-        "transform",
-        "convert",
-        "map",
-        "default",
-        "keep_unmapped",
-        "case",
-        "strip",
-    ),
+    "string": (*_TEXT, "strip"),
     "int": ("separator", "scale", "minor_units", "usd_cents", "decimal", "thousands"),
-    "timestamp": ("separator", "unit", "format", "timezone"),
+    "timestamp": ("separator", "unit", "format", "timezone", "ambiguous"),
 }
 _LABEL_KEYS = ("column", "when", "table", "reason", "fraud_type", "delay", "time")
 
@@ -130,6 +122,9 @@ class FieldSpec:
     unit: str | None = None  # epoch unit of numeric times: s, ms, us, ns
     format: str | None = None  # strptime format of text times (default: ISO 8601)
     timezone: str | None = None  # zone of naive times (the mapping's file-wide zone if not given here)
+    ambiguous: str = (
+        "error"  # a local time a DST change repeats: error, earliest, latest or infer (file order)
+    )
     numbers: NumberFormat = PLAIN  # how numbers written as text are (the csv block's, or the field's own)
 
     @property
@@ -447,6 +442,10 @@ def _field(
         raise ctx.error(path, "either unit (epoch numbers) or format (text times), not both", "<both>")
     if "timezone" in data:
         opts["timezone"] = _zone(ctx, f"{path}.timezone", data["timezone"])
+    if "ambiguous" in data:
+        if data["ambiguous"] not in AMBIGUOUS:
+            raise ctx.error(f"{path}.ambiguous", "one of " + ", ".join(AMBIGUOUS), data["ambiguous"])
+        opts["ambiguous"] = data["ambiguous"]
     if any(k in data for k in ("decimal", "thousands")):
         opts["numbers"] = parse_numbers(path, data, numbers, ctx.error)
     elif target_type != "string" and kind != "value":

@@ -1,0 +1,87 @@
+"""Local times in the hour a DST change repeats: an error by default (never guessed), or read as the field's
+`ambiguous` says: the first instant, the second, or as the file's order tells. A time the change skips is
+always an error."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payfm.errors import ConfigError
+from payfm.events.importer import import_file
+from test_import import ROWS, changed, failed_import, write_csv, write_mapping, ws_at
+
+# Paris, 27 October 2024: the clocks go back from 03:00 CEST (UTC+2) to 02:00 CET (UTC+1).
+NIGHT = ["01:50:00", "02:10:00", "02:40:00", "02:05:00", "02:35:00", "03:10:00"]  # in file (time) order
+UTC_OF_NIGHT = ["23:50", "00:10", "00:40", "01:05", "01:35", "02:10"]
+
+
+def rows_at(times: list[str], day: str = "2024-10-27") -> dict[str, list[Any]]:
+    n = len(times)
+    cycled = {k: (v * (n // len(v) + 1))[:n] for k, v in ROWS.items()}
+    return {**cycled, "id": [f"t{i}" for i in range(n)], "ts": [f"{day} {t}" for t in times]}
+
+
+def created_utc(tmp_path: Path, times: list[str], ambiguous: str) -> list[str]:
+    m = changed(created={"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "ambiguous": ambiguous})
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows_at(times)), write_mapping(tmp_path, m))
+    got = ws.read("charges", ["charge_id", "created"]).sort_by("charge_id").column("created").to_pylist()
+    return [t.astimezone(UTC).strftime("%H:%M") for t in got]
+
+
+@pytest.mark.parametrize(("ambiguous", "utc"), [("earliest", "00:30"), ("latest", "01:30")])
+def test_a_repeated_local_time_takes_the_instant_asked_for(tmp_path: Path, ambiguous: str, utc: str) -> None:
+    assert created_utc(tmp_path, ["02:30:00"], ambiguous) == [utc]
+
+
+def test_infer_reads_the_night_in_file_order(tmp_path: Path) -> None:
+    assert created_utc(tmp_path, NIGHT, "infer") == UTC_OF_NIGHT
+
+
+@pytest.mark.parametrize(
+    ("times", "rows"),
+    [
+        (["01:50:00", "02:10:00", "03:10:00"], [2]),  # one pass only: which one is unknown
+        (["02:40:00", "02:10:00", "02:50:00", "02:05:00"], [1, 2, 3, 4]),  # back twice: not in time order
+    ],
+)
+def test_infer_refuses_a_night_it_cannot_tell(tmp_path: Path, times: list[str], rows: list[int]) -> None:
+    m = changed(created={"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "ambiguous": "infer"})
+    text = failed_import(tmp_path, write_csv(tmp_path, rows_at(times)), write_mapping(tmp_path, m))
+    said = " ".join(text.split())
+    assert f"{len(rows)} problem(s)" in said
+    for row in rows:
+        assert (
+            f"row {row} (line {row + 1}), column 'ts' (created): expected a local time in a file whose rows "
+            "of that hour are in time order, the clock going back once (to infer which of its two instants "
+            "each is): a DST change repeats it (set 'columns.created.ambiguous' to earliest, latest or infer)"
+        ) in said
+
+
+def test_by_default_a_repeated_time_is_refused_naming_the_option(tmp_path: Path) -> None:
+    text = failed_import(tmp_path, write_csv(tmp_path, rows_at(["02:30:00"])), write_mapping(tmp_path))
+    assert (
+        "row 1 (line 2), column 'ts' (created): expected a local time that exists once in Europe/Paris: a "
+        "DST change repeats it (set 'columns.created.ambiguous' to earliest, latest or infer); received "
+        "'2024-10-27 02:30:00'"
+    ) in text
+
+
+def test_a_skipped_local_time_is_refused_whatever_ambiguous_says(tmp_path: Path) -> None:
+    m = changed(created={"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "ambiguous": "latest"})
+    rows = rows_at(["02:30:00"], day="2024-03-31")  # 02:00-03:00 never happens that night
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert "expected a local time that exists in Europe/Paris (a DST change skips it)" in text
+
+
+def test_an_unknown_choice_is_refused_before_reading(tmp_path: Path) -> None:
+    m = changed(created={"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "ambiguous": "guess"})
+    text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m), ConfigError)
+    assert (
+        "'columns.created.ambiguous': expected one of error, earliest, latest, infer; received 'guess'"
+        in text
+    )
