@@ -104,3 +104,28 @@ def test_a_label_on_a_charge_that_moved_no_money_makes_no_dispute(tmp_path: Path
         "labels[0]: 1 label on charges that moved no money (declined or blocked) made no dispute or early "
         "fraud warning: those follow a successful charge." in " ".join(result.output.split())
     )
+
+
+def test_empty_cells_and_values_mapped_to_null_take_the_missing_value(tmp_path: Path) -> None:
+    """An export leaves 3-D Secure empty when it was not asked for and writes N/A when the issuer gave
+    nothing: `missing` names the target value of both (before, a blank cell of a required field was an error
+    and a value could not be mapped to null)."""
+    rows = {**ROWS, "tds": ["Y", "", "N/A", "A"]}
+    three_ds = {"column": "tds", "map": {"Y": "authenticated", "A": "attempted", "N/A": None}}
+    m = changed(three_ds={**three_ds, "missing": "not_requested"})
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    got = ws.read("charges", ["charge_id", "three_ds"]).sort_by("charge_id").column("three_ds").to_pylist()
+    assert got == ["authenticated", "not_requested", "not_requested", "attempted"]
+    without = changed(three_ds=three_ds)  # no `missing`: a required field's empty and N/A rows are errors
+    text = failed_import(tmp_path / "2", write_csv(tmp_path, rows), write_mapping(tmp_path, without))
+    assert "2 problem(s)" in text and "row 2 (line 3)" in text and "row 3 (line 4)" in text
+
+
+def test_missing_is_refused_with_a_card_transform(tmp_path: Path) -> None:
+    m = changed(card_bin={"column": "card", "transform": "bin", "missing": "000000"})
+    text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m), ConfigError)
+    assert (
+        "expected a card transform alone (no map, default, keep_unmapped, case, prefix, strip or missing)"
+        in text
+    )

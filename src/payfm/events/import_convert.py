@@ -137,7 +137,7 @@ def to_strings(
     else:
         text = _stripped(spec, as_text(source_values(spec, table)))
         result = _blank_as_null(text)
-        blank = blank_rows(text) if required else np.zeros(0, dtype=np.int64)
+        blank = blank_rows(text) if required and spec.missing is None else np.zeros(0, dtype=np.int64)
         if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
             out.rows(name, blank, "a value (required field)", "an empty text")
         if spec.convert is not None:
@@ -170,6 +170,8 @@ def to_strings(
         result = mapped
     if spec.prefix:
         result = pc.binary_join_element_wise(spec.prefix, result, "")
+    if spec.missing is not None:  # an empty cell, a null, or a value mapped to null: this target value
+        result = pc.fill_null(result, spec.missing)
     return result
 
 

@@ -80,7 +80,7 @@ LABEL_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
 _TOP_KEYS = ("table", "description", "timezone", "csv", "columns", "drop", "labels")
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
-_TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_unmapped", "case")
+_TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_unmapped", "case", "missing")
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "string": (*_TEXT, "strip"),
     "int": ("separator", "scale", "minor_units", "usd_cents", "decimal", "thousands"),
@@ -111,9 +111,10 @@ class FieldSpec:
     prefix: str = ""  # prepended to strings (useful for hashed ids: "ch_")
     transform: CardTransform | None = None
     convert: str | None = None  # email_domain or country (payfm.events.import_text), before case and map
-    map: dict[str, str] | None = None  # source text -> target value
+    map: dict[str, str | None] | None = None  # source text -> target value (None: missing)
     default: str | None = None  # for values missing from ``map``; None: such values are errors
     keep_unmapped: bool = False  # values missing from ``map`` are kept as they are (after ``case``)
+    missing: str | None = None  # the target value of an empty cell or a null (after ``map``)
     case: Literal["lower", "upper"] | None = None
     strip: bool = False  # whitespace at either end of the source text removed (fixed-width exports pad ids)
     scale: float | None = None  # multiply, then round half-even; the result must be integral
@@ -381,10 +382,10 @@ def _field(
             )
         if kind != "column":
             raise ctx.error(f"{path}.transform", "a transform of one source `column`", f"<{kind}>")
-        if any(k in data for k in ("map", "default", "keep_unmapped", "case", "prefix", "strip")):
+        if any(k in data for k in ("map", "default", "keep_unmapped", "case", "prefix", "strip", "missing")):
             raise ctx.error(
                 path,
-                "a card transform alone (no map, default, keep_unmapped, case, prefix or strip)",
+                "a card transform alone (no map, default, keep_unmapped, case, prefix, strip or missing)",
                 "<other options>",
             )
         opts["transform"] = t
@@ -394,7 +395,10 @@ def _field(
         m = data["map"]
         if not isinstance(m, dict) or not m:
             raise ctx.error(f"{path}.map", "a non-empty mapping of source values to target values", m)
-        opts["map"] = {_text(ctx, f"{path}.map", k): _text(ctx, f"{path}.map.{k}", v) for k, v in m.items()}
+        opts["map"] = {  # a null target: the value means "missing" (an export's "N/A")
+            _text(ctx, f"{path}.map", k): None if v is None else _text(ctx, f"{path}.map.{k}", v)
+            for k, v in m.items()
+        }
     if "default" in data:
         if "map" not in data:
             raise ctx.error(f"{path}.default", "`default` together with `map`", data["default"])
@@ -410,6 +414,8 @@ def _field(
                 f"{path}.keep_unmapped", "`keep_unmapped` or `default`, not both", "both (drop one)"
             )
         opts["keep_unmapped"] = keep
+    if "missing" in data:
+        opts["missing"] = _text(ctx, f"{path}.missing", data["missing"])
     if "strip" in data:
         if not isinstance(data["strip"], bool):
             raise ctx.error(f"{path}.strip", "true or false", data["strip"])
