@@ -23,7 +23,8 @@ async def _status(guard: Guard, path: str = "/v1/charges/score") -> int:
     async def send(msg: dict[str, Any]) -> None:
         sent.append(msg)
 
-    await guard({"type": "http", "path": path, "headers": []}, receive, send)
+    headers = [(b"content-type", b"application/json")]
+    await guard({"type": "http", "path": path, "headers": headers}, receive, send)
     return int(sent[0]["status"])
 
 

@@ -293,4 +293,20 @@ def test_a_charge_sent_as_another_content_type_says_so_as_the_other_endpoints_do
     assert "Content-Type: application/json" in err["message"]
     for fine in ("application/json; charset=utf-8", "APPLICATION/JSON", "application/vnd.payfm+json"):
         assert client.post(SCORE, content=body, headers={"content-type": fine}).status_code == 200, fine
-    assert client.post(SCORE, content=body).status_code == 200  # none given: JSON, as FastAPI reads it
+    for path in (SCORE, "/v1/disputes"):  # none given: not JSON, on every endpoint (FastAPI's strict reading)
+        none = error(client.post(path, content=body), 422)["message"]
+        assert none.endswith("Got Content-Type none."), none
+
+
+def test_a_header_sent_twice_is_read_as_its_first_value_as_the_endpoints_read_it(client: TestClient) -> None:
+    """Found by a review: Guard kept a header's last value and FastAPI its first, so `application/json` then
+    `text/plain` took a body with a field twice past the check that refuses it."""
+    body = json.dumps(dispute("dp_9", "ch_1"))[:-1] + ', "dispute_id": "dp_10"}'
+    twice = [("content-type", "application/json"), ("content-type", "text/plain")]
+    err = error(client.post("/v1/disputes", content=body, headers=twice), 422)
+    assert err["field"] == "dispute_id"
+    forms_first = [("content-type", "text/plain"), ("content-type", "application/json")]
+    assert (
+        "Got Content-Type 'text/plain'"
+        in error(client.post(SCORE, content=body, headers=forms_first), 422)["message"]
+    )

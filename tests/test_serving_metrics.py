@@ -111,6 +111,21 @@ def test_the_access_log_has_a_line_per_request_without_bodies_or_card_numbers(
     assert ' - "POST /v1/refunds" 401 ' in lines[2]  # no key name for a wrong key
 
 
+def test_a_path_cannot_forge_an_access_log_line(
+    keyed: tuple[TestClient, dict[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: the path arrives decoded, so %0A wrote a line break (a forged line) into the log."""
+    client, auth = keyed
+    with caplog.at_level(logging.INFO, logger="payfm.access"):
+        client.get(
+            "/x%0A2026-12-05 payfm.access 10.0.0.9 admin %22POST /v1/admin/reload%22 200%0D%1B[2J",
+            headers=auth,
+        )
+    [line] = [r.getMessage() for r in caplog.records if r.name == "payfm.access"]
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert '"GET /x\\n2026-12-05 payfm.access' in line and "\\r\\x1b[2J" in line
+
+
 def test_a_failed_decision_log_write_is_a_503_with_retry_after_and_the_retry_is_decided(
     scorer: Scorer, keyed: tuple[TestClient, dict[str, str]], caplog: pytest.LogCaptureFixture
 ) -> None:

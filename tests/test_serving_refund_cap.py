@@ -159,13 +159,13 @@ def test_a_refund_arriving_while_a_review_closes_leaves_the_closure_whole(
     try:
         assert s.score(charge(1, amount=200_000, amount_usd=200_000)).outcome == "manual_review"
         s.record_outcome("refunds", _refund(1, 50_000))
-        implied = feedback._implied_outcome
+        implied = feedback.implied_outcome
 
         def meanwhile(review: Any, charge_: Any) -> Any:
             s.record_outcome("refunds", _refund(2, 10_000))
             return implied(review, charge_)
 
-        monkeypatch.setattr(feedback, "_implied_outcome", meanwhile)
+        monkeypatch.setattr(feedback, "implied_outcome", meanwhile)
         out = s.close_review("ch_1", "refunded_as_fraud")
         assert out["outcome"]["id"] == "re_review_ch_1"
         amounts = {p["id"]: p["amount"] for kind, p in s.log.outcomes_of("ch_1") if kind == "refunds"}

@@ -133,7 +133,73 @@ def test_a_charge_held_past_the_wait_is_a_503(
     a.score(charge(1))
     with a._charge_lock("ch_1"):  # held (30 s at most), and b waits 0.3 s for it
         monkeypatch.setattr("payfm.serving.money_claims.CHARGE_WAIT_S", 0.3)
-        with pytest.raises(Unavailable, match=r"being recorded by another server for more than 0\.3 s"):
+        with pytest.raises(
+            Unavailable, match=r"another request \(on this server or another\) for more than 0\.3 s"
+        ):
             b.record_outcome("refunds", {**REFUND, "amount": 10})
     assert b.record_outcome("refunds", {**REFUND, "amount": 10})["duplicate"] is False  # free again
     assert not list(redis_scratch.scan_iter("payfm:lock:*"))  # released, not left to expire
+
+
+def test_a_lock_wait_503_over_http_is_counted_as_the_backends(
+    servers: tuple[Scorer, Scorer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from payfm.serving.app import create_app
+    from test_serving_metrics import samples
+
+    a, b = servers
+    a.score(charge(1))
+    with a._charge_lock("ch_1"), TestClient(create_app(b, None)) as client:
+        monkeypatch.setattr("payfm.serving.money_claims.CHARGE_WAIT_S", 0.2)
+        r = client.post("/v1/refunds", json={**REFUND, "amount": 10})
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "on this server or another" in r.json()["error"]["message"]
+        assert samples(client)[("payfm_backend_errors_total", (("backend", "shared online state"),))] == 1
+
+
+def test_a_closure_whose_outcome_waits_for_the_charges_lock_is_answered_and_recorded_later(
+    servers: tuple[Scorer, Scorer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the closure was logged, then the dispute it implies failed on the charge's lock;
+    the client was told "not recorded, retry", its retry got a 409, and the dispute came only at a restart."""
+    from payfm.rules import rulesets
+    from payfm.serving import feedback
+
+    a, b = servers
+    rulesets.save(a.ws, "big: review if :amount_usd: > 500\n", activate=True, set_name="default", author="t")
+    a.reload()
+    assert a.score(charge(1, amount=90_000, amount_usd=90_000)).outcome == "manual_review"
+    monkeypatch.setattr(feedback, "APPEND_RETRY_S", 0.1)
+    with b._charge_lock("ch_1"):  # another server records an outcome of the charge meanwhile
+        monkeypatch.setattr("payfm.serving.money_claims.CHARGE_WAIT_S", 0.2)
+        closed = a.close_review("ch_1", "disputed", "stolen card")
+        assert closed["status"] == "closed" and closed["label"] == 1
+        assert closed["outcome"] == {
+            "table": "disputes",
+            "id": "dp_review_ch_1",
+            "applied": None,
+            "pending": True,
+        }
+        assert a.events_waiting() == 1
+    deadline = time.monotonic() + 10
+    while a.events_waiting() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert a.events_waiting() == 0
+    assert [k for k, _ in a.log.outcomes_of("ch_1") if k in ("disputes", "reviews")] == [
+        "reviews",
+        "disputes",
+    ]
+    assert a.ws.read("disputes", ["dispute_id"]).column("dispute_id").to_pylist() == ["dp_review_ch_1"]
+    assert a.ws.read("reviews", ["charge_id"]).column("charge_id").to_pylist() == ["ch_1"]
+
+
+def test_a_log_write_that_does_not_commit_in_time_is_a_503(servers: tuple[Scorer, Scorer]) -> None:
+    from concurrent.futures import Future
+
+    a, _ = servers
+    a.log.submit = lambda record: Future()  # type: ignore[method-assign] # a commit that never returns
+    with pytest.raises(Unavailable, match=r"did not commit within 0\.2 s") as e:
+        a.log.write(None, timeout=0.2)  # type: ignore[arg-type]
+    assert e.value.backend == "decision log" and e.value.status == 503

@@ -13,6 +13,7 @@ parses its body itself and awaits only the durable commit (see ``score`` in :fun
 from __future__ import annotations
 
 import asyncio
+import email.message
 import json
 import logging
 import re
@@ -53,6 +54,7 @@ from payfm.serving.errors import (
     backend_errors,
     backend_failure,
     http_status,
+    printable,
     shown,
 )
 from payfm.serving.keys import KeyStore
@@ -114,12 +116,26 @@ def _parse_body(body: bytes) -> Any:
 
 
 def _is_json(content_type: str | None) -> bool:
-    """Whether a request with this Content-Type has a JSON body, as FastAPI decides for its endpoints: none
-    given, ``application/json`` or ``application/<anything>+json`` (parameters and case ignored)."""
-    if not content_type:
+    """Whether a request with this Content-Type has a JSON body, as FastAPI decides for its endpoints (it
+    parses the header with the standard library's e-mail message): ``application/json`` or
+    ``application/<anything>+json``, parameters and case aside; none given is not JSON."""
+    if content_type == "application/json":  # what nearly every client sends: no parsing
         return True
-    kind, _, sub = content_type.partition(";")[0].strip().lower().partition("/")
-    return kind == "application" and (sub == "json" or sub.endswith("+json"))
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    sub = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+def _not_json_type(content_type: str | None) -> InvalidInput:
+    """The 422 of a body sent without a JSON Content-Type (`curl -d` sends a form), on every endpoint."""
+    got = f"'{printable(shown(content_type))}'" if content_type else "none"
+    return InvalidInput(
+        "The body must be a JSON object sent with 'Content-Type: application/json' (curl: -H "
+        f"'Content-Type: application/json'). Got Content-Type {got}."
+    )
 
 
 _JSON_KINDS = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
@@ -162,8 +178,8 @@ class ScoreEndpoint:
                 await self.authorize(authorization)
             if not body:  # as FastAPI's endpoints answer a request without a body
                 raise _no_body()
-            if not _is_json(content_type):  # as FastAPI's endpoints answer a form (what `curl -d` sends)
-                raise _not_object(body)
+            if not _is_json(content_type):  # (the Guard refuses it before: this is FastAPI's route)
+                raise _not_json_type(content_type)
             charge = _parse_body(body)
             if not isinstance(charge, dict):
                 raise _not_object(charge)
@@ -172,6 +188,7 @@ class ScoreEndpoint:
                 self.metrics.decided(decision.outcome, decision.risk_level, decision.latency_ms)
             return 200, _json(decision.response()), {}
         except PayfmError as e:
+            _count_unavailable(e, self.metrics)
             status, headers = _status_headers(e)
             err = {"type": type(e).__name__, "message": str(e), "field": getattr(e, "field", None)}
             return status, _json({"error": err}), headers
@@ -203,10 +220,15 @@ def _backend_failed(e: BaseException, metrics: ServiceMetrics | None) -> Unavail
     failure = backend_failure(e)
     if failure is not None:
         first_line = (str(e).splitlines() or [""])[0]
-        log.error("the %s failed: %s: %s", failure.backend, type(e).__name__, shown(first_line))
-        if metrics is not None:
-            metrics.backend_errors.labels(failure.backend).inc()
+        log.error("the %s failed: %s: %s", failure.backend, type(e).__name__, printable(shown(first_line)))
+        _count_unavailable(failure, metrics)
     return failure
+
+
+def _count_unavailable(e: PayfmError, metrics: ServiceMetrics | None) -> None:
+    """Count a 503 Unavailable (a backend's failure, a charge's lock not freed in time) by its backend."""
+    if metrics is not None and isinstance(e, Unavailable):
+        metrics.backend_errors.labels(e.backend).inc()
 
 
 def _payfm_error(e: PayfmError) -> JSONResponse:
@@ -464,7 +486,9 @@ class Guard:
             self._schedule_probe()
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> str | None:
-        headers = dict(scope.get("headers") or [])
+        # A header sent twice: its first value, as Starlette reads it for the endpoints (a later Content-Type
+        # would otherwise decide here what the endpoint then reads otherwise)
+        headers = dict(reversed(scope.get("headers") or []))
         length = headers.get(b"content-length")
 
         def too_big() -> JSONResponse:  # built only when needed: a response costs ~50 us to render
@@ -504,6 +528,9 @@ class Guard:
             )(scope, receive, send)
             return key
         content_type = headers.get(b"content-type", b"").decode("latin-1") or None
+        if body and not _is_json(content_type):  # every endpoint takes JSON: refused alike, before parsing
+            await _payfm_error(_not_json_type(content_type))(scope, receive, send)
+            return key
         if self.score is not None and scope["path"] == SCORE_PATH and scope["method"] == "POST":
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             checked = self.authorize is not None  # checked above
@@ -513,7 +540,7 @@ class Guard:
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": payload})
             return key
-        if body and _is_json(content_type):  # the other endpoints' bodies: FastAPI keeps a key's last value
+        if body:  # the other endpoints' bodies: FastAPI would keep a key's last value
             try:
                 _parse_body(body)
             except InvalidInput as e:
@@ -588,6 +615,7 @@ def create_app(
 
     @app.exception_handler(PayfmError)
     async def payfm_error(request: Request, e: PayfmError) -> JSONResponse:
+        _count_unavailable(e, metrics)
         return _payfm_error(e)
 
     @app.exception_handler(RequestValidationError)

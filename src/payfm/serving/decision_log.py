@@ -22,6 +22,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 from payfm.errors import shown_url
 from payfm.events.schema import REVIEW_CLOSURES
-from payfm.serving.errors import Conflict, NotFound
+from payfm.serving.errors import Conflict, NotFound, Unavailable
 
 _orjson: Any
 try:
@@ -324,7 +325,17 @@ class DecisionLog(ABC):
         return self._writer.submit(record)
 
     def write(self, record: Record, timeout: float = 30.0) -> Any:
-        return self.submit(record).result(timeout)
+        """Queue ``record`` and wait for its commit; a commit not done in ``timeout`` seconds is an
+        Unavailable (503: the log did not answer in time; the record may still be committed, and a retry of
+        the request finds it)."""
+        try:
+            return self.submit(record).result(timeout)
+        except FutureTimeout:
+            raise Unavailable(
+                f"The decision log did not commit within {timeout:g} s: the request may not be recorded. "
+                "Retry after the Retry-After header's seconds.",
+                backend="decision log",
+            ) from None
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything queued before is committed."""

@@ -7,6 +7,8 @@ that quotes what the client sent (an id, a path parameter, the path) quotes it t
 
 from __future__ import annotations
 
+import re
+
 from payfm.errors import PayfmError
 from payfm.events.cards import mask_long_numbers
 
@@ -112,6 +114,15 @@ def shown(value: object) -> str:
     """
     text = mask_long_numbers(str(value))
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def printable(text: str) -> str:
+    """``text`` with its control and format characters escaped (``\\n``, ``\\x1b``): a client's text in a
+    log line or message cannot start another line or move the terminal's cursor."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def http_status(e: PayfmError) -> int:

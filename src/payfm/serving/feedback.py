@@ -22,7 +22,7 @@ from payfm.errors import WorkspaceBusy
 from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, SCHEMAS
 from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
-from payfm.features.definitions import AUTHORIZATION, REVIEW_DISPUTE_PREFIX
+from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.serving.charges import (
     refuse_card_numbers,
@@ -42,12 +42,13 @@ from payfm.serving.decision_log import (
     OutcomeRecord,
     ReviewClose,
 )
-from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, Unavailable, backend_errors, shown
 from payfm.serving.event_lookup import matching, matching_rows
 from payfm.serving.money_claims import MoneyClaimsMixin, charge_of_payload, per_charge
 from payfm.serving.outcome_checks import (
     OUTCOME_NAMES,
     another_outcome,
+    implied_outcome,
     invalid_outcome,
     known_answer,
     refuse_review_texts,
@@ -99,6 +100,7 @@ class FeedbackMixin(MoneyClaimsMixin):
     _retry_scheduled: bool
     _appends_closed: bool
     _append_waiting: bool
+    _closures_waiting: list[dict[str, Any]]  # logged closures whose implied outcome a backend refused
 
     def _init_feedback(self) -> None:
         """This mixin's state, empty: outcomes being recorded, money claims, event-log appends."""
@@ -109,6 +111,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         self._retry_scheduled = False  # a retry timer is pending
         self._appends_closed = False  # set by close after its last flush: a late timer appends nothing
         self._append_waiting = False  # events wait for a busy workspace (logged once per busy spell)
+        self._closures_waiting = []  # tried again with the appends (_retry_appends)
         self._init_claims()
 
     # ---- reviews -------------------------------------------------------------------------------------------
@@ -189,7 +192,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         already (only a recovery can find it there: a crash after the append, before the mark)."""
         cid = str(event["charge_id"])
         charge = self.log.get_charge(cid) or {}
-        implied = _implied_outcome(event, charge)
+        implied = implied_outcome(event, charge)
         result = None
         if implied is not None:
             table, payload = implied
@@ -208,6 +211,11 @@ class FeedbackMixin(MoneyClaimsMixin):
                     out = self.record_outcome(table, payload, clamp=True)
                 except Conflict:  # a decline reported since the check above: no money moved after all
                     out = self._after_decline(table, payload, cid, charge)
+                except (Unavailable, *backend_errors()) as e:  # type: ignore[misc] # logged: the rest waits
+                    if recovering:
+                        raise
+                    self._wait_closure(event, e)
+                    return {"table": table, "id": str(oid), "applied": None, "pending": True}
                 if out is not None:
                     result = {"table": table, "id": out["id"], "applied": out["applied"]}
         if self.append_outcomes:
@@ -609,7 +617,7 @@ class FeedbackMixin(MoneyClaimsMixin):
     def events_waiting(self) -> int:
         """Outcomes and review closures recorded, not yet in the event log (a busy workspace); 0 normally.
         Lock-free (a flush holds the append lock through its disk writes): a snapshot of the list."""
-        return _rows(list(self._deferred))
+        return _rows(list(self._deferred)) + len(self._closures_waiting)
 
     def _flush_appends(self) -> None:
         """Append every waiting event in one transaction, leaving out those the event log holds already
@@ -639,11 +647,7 @@ class FeedbackMixin(MoneyClaimsMixin):
                         APPEND_RETRY_S,
                     )
                 self._append_waiting = True
-                if not self._retry_scheduled:
-                    self._retry_scheduled = True
-                    self._append_timer = threading.Timer(APPEND_RETRY_S, self._retry_appends)
-                    self._append_timer.daemon = True
-                    self._append_timer.start()
+                self._schedule_retry()
                 return
             if self._append_waiting:
                 log.info("the event log took the %d event(s) that waited", _rows(self._deferred))
@@ -653,10 +657,37 @@ class FeedbackMixin(MoneyClaimsMixin):
                 for oid in data.column(ID_COLUMNS[table]).to_pylist():
                     self.log.write(_mark(table, str(oid)))
 
+    def _schedule_retry(self) -> None:
+        """Start the retry timer unless it is pending (call with the append lock held)."""
+        if not self._retry_scheduled and not self._appends_closed:
+            self._retry_scheduled = True
+            self._append_timer = threading.Timer(APPEND_RETRY_S, self._retry_appends)
+            self._append_timer.daemon = True
+            self._append_timer.start()
+
+    def _wait_closure(self, event: Mapping[str, Any], error: BaseException) -> None:
+        """A logged review closure whose implied outcome a backend refused (the charge's lock, Redis, the
+        log): its outcome and event are tried again with the appends; a stop leaves them to the next start."""
+        cid, what = shown(str(event["charge_id"])), type(error).__name__
+        log.warning("the review closure of %s is logged; its outcome waits (%s), tried again", cid, what)
+        with self._append_lock:
+            self._closures_waiting.append(dict(event))
+            self._schedule_retry()
+
     def _retry_appends(self) -> None:
-        """The retry timer's work: a flush (which schedules the next retry if the workspace is still busy)."""
+        """The retry timer's work: the closures waiting, then a flush (each retries while something waits)."""
         with self._append_lock:
             self._retry_scheduled = False
+            closures = list(self._closures_waiting)  # (each waits, counted, until it is done)
+        for event in closures:
+            try:
+                self._close_review_events(event, recovering=True)
+            except Exception:
+                with self._append_lock:
+                    self._schedule_retry()
+                continue
+            with self._append_lock:
+                self._closures_waiting.remove(event)
         self._flush_appends()
 
     def _close_appends(self) -> None:
@@ -746,25 +777,6 @@ def _rows(batches: list[tuple[str, pa.Table]]) -> int:
 
 def _ts(v: Any) -> Any:
     return datetime.fromisoformat(v) if isinstance(v, str) else v
-
-
-def _implied_outcome(
-    review: Mapping[str, Any], charge: Mapping[str, Any]
-) -> tuple[str, dict[str, Any]] | None:
-    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund, disputed -> a
-    fraudulent dispute, of the charge's amount (a refund is then taken for what is left to refund: 0 when
-    refunded in full, the label without the money twice), at the closing time; None for approved and
-    refunded."""
-    cid, reason = str(review["charge_id"]), review["closed_as"]
-    money = {"amount": int(charge.get("amount") or 0), "currency": str(charge.get("currency") or "usd")}
-    if reason == "refunded_as_fraud":
-        refund = {"refund_id": f"re_review_{cid}", "charge_id": cid, "created": review["created"]}
-        return "refunds", {**refund, **money, "reason": "fraudulent"}
-    if reason == "disputed":
-        dispute_id = f"{REVIEW_DISPUTE_PREFIX}{cid}"  # what the counted-dispute rule recognizes
-        dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}
-        return "disputes", {**dispute, "reason": "fraudulent", **money}
-    return None
 
 
 def _mark(table: str, oid: str) -> MarkAppended:

@@ -34,7 +34,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from payfm.serving.errors import shown
+from payfm.serving.errors import printable, shown
 
 access_log = logging.getLogger("payfm.access")
 
@@ -158,7 +158,7 @@ class ServiceMetrics:
                 f"{client[0]}:{client[1]}" if client else "-",
                 shown(key) if key else "-",
                 method,
-                shown(path),
+                printable(shown(path)),  # (a path is decoded: %0A would start a forged line)
                 status,
                 seconds * 1000,
                 sent,

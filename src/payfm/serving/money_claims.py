@@ -35,9 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# How long a server holds a charge's lock at most (Redis expires it: a server killed while holding it), and
-# how long another waits for it before answering 503 (the log write's own timeout is 30 s).
-CHARGE_LOCK_S = 30.0
+# How long a charge's lock lasts at most (Redis expires it: a server killed while holding it), well above the
+# longest hold (event-log and decision-log reads, Redis calls of 10 s at most, the log write's 30 s), and how
+# long another request waits for it before answering 503.
+CHARGE_LOCK_S = 120.0
 CHARGE_WAIT_S = 30.0
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -99,11 +100,12 @@ class MoneyClaimsMixin:
         prefix = str(self.online.store.ns).rsplit(":", 1)[0]  # type: ignore[attr-defined]
         digest = hashlib.blake2b(str(charge_id).encode(), digest_size=16).hexdigest()  # any id, one length
         name, wait = f"{prefix}:lock:charge:{digest}", CHARGE_WAIT_S
-        lock = client.lock(name, timeout=CHARGE_LOCK_S, sleep=0.005, blocking_timeout=wait)
+        lock = client.lock(name, timeout=CHARGE_LOCK_S, sleep=0.02, blocking_timeout=wait)
         if not lock.acquire():
             raise Unavailable(
-                f"Charge '{shown(charge_id)}' is being recorded by another server for more than {wait:g} "
-                "s: the request was not recorded. Retry after the Retry-After header's seconds.",
+                f"Charge '{shown(charge_id)}' is being recorded by another request (on this server or "
+                f"another) for more than {wait:g} s: this one was not recorded. Retry after the Retry-After "
+                "header's seconds.",
                 backend="shared online state",
             )
         try:
@@ -111,8 +113,11 @@ class MoneyClaimsMixin:
         finally:
             try:
                 lock.release()
-            except Exception as e:  # expired (held past CHARGE_LOCK_S) or Redis gone: it expires anyway
-                log.warning("could not release the lock of a charge in Redis: %s", type(e).__name__)
+            except Exception as e:  # held past CHARGE_LOCK_S (another request may have taken the money too),
+                # or Redis gone (it expires anyway)
+                log.error(
+                    "could not release the lock of charge %s in Redis: %s", shown(charge_id), type(e).__name__
+                )
 
     def _reported(self, cid: str) -> tuple[str, str, str | None] | None:
         """``("reported before", outcome, decline_code)`` of the result logged for charge ``cid``, or None."""

@@ -18,6 +18,7 @@ from typing import Any
 
 from payfm.events.schema import ID_COLUMNS, MOVED_NO_MONEY, RULES, SCHEMAS
 from payfm.events.validate import ValidationError
+from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
 from payfm.serving.charges import refuse_wrong_types, to_us, us_to_iso
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
 
@@ -219,3 +220,22 @@ def known_answer(known: tuple[str, str, str | None], answer: dict[str, Any]) -> 
             field="outcome",
         )
     return {**answer, "applied": False, "duplicate": True}
+
+
+def implied_outcome(
+    review: Mapping[str, Any], charge: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]] | None:
+    """The outcome event a review closure implies: refunded_as_fraud -> a fraudulent refund, disputed -> a
+    fraudulent dispute, of the charge's amount (a refund is then taken for what is left to refund: 0 when
+    refunded in full, the label without the money twice), at the closing time; None for approved and
+    refunded."""
+    cid, reason = str(review["charge_id"]), review["closed_as"]
+    money = {"amount": int(charge.get("amount") or 0), "currency": str(charge.get("currency") or "usd")}
+    if reason == "refunded_as_fraud":
+        refund = {"refund_id": f"re_review_{cid}", "charge_id": cid, "created": review["created"]}
+        return "refunds", {**refund, **money, "reason": "fraudulent"}
+    if reason == "disputed":
+        dispute_id = f"{REVIEW_DISPUTE_PREFIX}{cid}"  # what the counted-dispute rule recognizes
+        dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}
+        return "disputes", {**dispute, "reason": "fraudulent", **money}
+    return None
