@@ -268,3 +268,44 @@ def test_evaluate_models_takes_iso_texts_and_dates_as_payfm_evaluate_does(
         evaluate_models(world.ws, ["lr"], None, 20260301)  # type: ignore[arg-type]
     with pytest.raises(EvaluationError, match="The evaluation start must be timezone-aware"):
         evaluate_models(world.ws, ["lr"], datetime(2026, 3, 1))  # a naive datetime is still refused
+
+
+def test_on_authorized_evaluates_the_charges_that_moved_money_only(
+    world: World, stub_score_window: list[str], tmp_path: Path
+) -> None:
+    """Found by an import audit: an export's fraud flags on declined attempts are no labels, so `payfm
+    evaluate` counted those charges as genuine (all 14 "false positives" at a 1% block rate were such
+    frauds). `--on authorized` leaves declined and blocked charges out, for every model and the baseline."""
+    said: list[str] = []
+    paths, results = evaluate_models(
+        world.ws,
+        ["lr"],
+        world.start,
+        world.end,
+        tmp_path / "r",
+        bootstrap=0,
+        on="authorized",
+        progress=said.append,
+    )
+    con = world.ws.connect()
+    try:
+        outcome = dict(con.sql("SELECT charge_id, outcome FROM charges").fetchall())
+    finally:
+        con.close()
+    mature = world.preds.filter(world.preds["mature"])
+    authorized = mature.filter(
+        pa.array([outcome[c] == "authorized" for c in mature["charge_id"].to_pylist()])
+    )
+    left_out = world.preds.num_rows - sum(
+        outcome[c] == "authorized" for c in world.preds["charge_id"].to_pylist()
+    )
+    assert 0 < authorized.num_rows < mature.num_rows
+    lr, rules = results
+    assert lr.evaluated == rules.evaluated == authorized.num_rows
+    assert lr.average_precision == pytest.approx(
+        average_precision_score(authorized["is_fraud"].to_numpy(), authorized["score"].to_numpy())
+    )
+    assert f"population: authorized charges only ({left_out:,} declined or blocked charges left out)" in said
+    assert "payfm evaluation report (authorized charges only)" in paths.html.read_text()
+    with pytest.raises(EvaluationError, match=r"must be one of all, authorized\. Got 'approved'"):
+        evaluate_models(world.ws, ["lr"], world.start, world.end, tmp_path / "x", on="approved")

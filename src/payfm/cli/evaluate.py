@@ -80,6 +80,15 @@ def comparison_table(results: Sequence[EvaluationResult], title: str, positives:
     help="Label horizon of the evaluation: every model's and the baseline's labels over it [default: with "
     "--model, the longest of the models' own horizons; without, 120].",
 )
+@click.option(
+    "--on",
+    type=click.Choice(["all", "authorized"]),
+    default="all",
+    show_default=True,
+    help="The charges evaluated: all of the window's, or the authorized ones only (a declined or blocked "
+    "charge never gets a dispute or warning: its label 0 means unknown; an export's fraud flags on declined "
+    "attempts are not labels).",
+)
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -91,6 +100,7 @@ def evaluate(
     seed: int,
     no_baseline: bool,
     horizon_days: float | None,
+    on: str,
 ) -> None:
     """Evaluate models on a time window: metrics, intervals, breakdowns and an HTML + JSON report.
 
@@ -98,6 +108,7 @@ def evaluate(
     Examples, on the default world of make demo (1M charges from 2026-01-01 to 2026-05-01):
       payfm evaluate --model fraud-gbdt --model fraud-lr --from 2026-02-16 --to 2026-03-01
       payfm evaluate --from 2026-02-01 --to 2026-03-01 --horizon-days 30     # the rules baseline alone
+      payfm evaluate --model fraud-gbdt --on authorized      # the charges that moved money only
     """
     ws = Workspace.open(ctx.obj["workspace"])
     paths, results = evaluate_models(
@@ -110,6 +121,7 @@ def evaluate(
         bootstrap=bootstrap,
         seed=seed,
         horizon=timedelta(days=horizon_days) if horizon_days is not None else None,
+        on=on,
         progress=lambda msg: err_console.print(
             f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
         ),

@@ -140,6 +140,36 @@ def common_horizon(
     return longest
 
 
+ON = ("all", "authorized")
+
+
+def only_authorized(
+    ws: Workspace, tables: list[tuple[str, pa.Table]], say: Progress
+) -> list[tuple[str, pa.Table]]:
+    """``tables`` (predictions, one per model) restricted to the authorized charges: a declined or blocked
+    charge never gets a dispute or an early fraud warning, so its label 0 says "unknown", not "genuine" (an
+    export's fraud flag on a declined attempt makes no label: docs/import.md)."""
+    import pyarrow.compute as pc
+
+    ids = pa.concat_arrays([t.column("charge_id").combine_chunks() for _, t in tables])
+    con = ws.connect()
+    try:
+        con.register("ids", pa.table({"charge_id": pc.unique(ids)}))
+        kept = (
+            con.sql(
+                "SELECT c.charge_id FROM charges c JOIN ids USING (charge_id) WHERE c.outcome = 'authorized'"
+            )
+            .to_arrow_table()
+            .column("charge_id")
+        )
+    finally:
+        con.close()
+    out = [(name, t.filter(pc.is_in(t.column("charge_id"), value_set=kept))) for name, t in tables]
+    left_out = tables[0][1].num_rows - out[0][1].num_rows
+    say(f"population: authorized charges only ({left_out:,} declined or blocked charges left out)")
+    return out
+
+
 def _days(h: timedelta) -> str:
     return f"{h.total_seconds() / 86400:g} days"
 
@@ -174,6 +204,7 @@ def evaluate_models(
     bootstrap: int = 200,
     seed: int = 0,
     horizon: timedelta | None = None,
+    on: str = "all",
     progress: Progress | None = None,
 ) -> tuple[EvaluationReport, list[EvaluationResult]]:
     """Score [start, end) with each model (``payfm.training.predict.score_window``), add the rules baseline
@@ -193,8 +224,11 @@ def evaluate_models(
 
     ``start`` and ``end`` are aware datetimes, dates (their midnight, UTC) or ISO date or time texts (UTC when
     they name no zone), as ``payfm evaluate --from`` takes them. A window holding no charge is refused with
-    the event log's range.
+    the event log's range. ``on``: ``all`` charges of the window, or the ``authorized`` ones only
+    (:func:`only_authorized`; refused for a task whose rows are not authorized charges).
     """
+    if on not in ON:
+        raise EvaluationError(f"The evaluation population 'on' must be one of {', '.join(ON)}. Got {on!r}.")
     model_refs = model_list(model_refs)
     start, end = window_bound(start, "start"), window_bound(end, "end")
     _check_window(start, end)
@@ -233,12 +267,20 @@ def evaluate_models(
         say("scoring with the rules baseline")
         base = tables[0][1] if tables else window_predictions(ws, start, end, horizon)
         tables.append((BASELINE_NAME, rules_baseline_predictions(ws, base)))
+    if on == "authorized":
+        if predicted != "fraud":
+            raise EvaluationError(
+                f"--on authorized keeps the authorized charges; these models predict {predicted}, whose rows "
+                "are not authorized charges: evaluate them --on all."
+            )
+        tables = only_authorized(ws, tables, say)
     results = []
     for name, preds in tables:
         say(f"evaluating {name}")
         results.append(evaluate_predictions(preds, name=name, bootstrap=bootstrap, seed=seed))
     say("writing the report")
+    title = "payfm evaluation report" + (" (authorized charges only)" if on == "authorized" else "")
     paths = write_report(
-        results, out_dir if out_dir is not None else default_report_dir(ws), positives=predicted
+        results, out_dir if out_dir is not None else default_report_dir(ws), title, positives=predicted
     )
     return paths, results
