@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from payfm.errors import ConfigError
+from payfm.events.import_text import country_codes_of
 from payfm.events.importer import import_file
 from test_import import MAPPING, ROWS, changed, failed_import, write_csv, write_mapping, ws_at
 
@@ -20,9 +22,11 @@ EMAILS = ["Ann.Lee@Example.COM", "b+shop@mail.y.org", '"a@b"@quoted.net', "d@z.n
 
 def converted_mapping(**columns: Any) -> dict[str, Any]:
     m = changed(
-        email_domain={"column": "email", "convert": "email_domain"},
-        card_country={"column": "country", "convert": "country"},
-        **columns,
+        **{
+            "email_domain": {"column": "email", "convert": "email_domain"},
+            "card_country": {"column": "country", "convert": "country"},
+            **columns,
+        }
     )
     m["drop"] = []
     return m
@@ -129,3 +133,23 @@ def test_missing_is_refused_with_a_card_transform(tmp_path: Path) -> None:
         "expected a card transform alone (no map, default, keep_unmapped, case, prefix, strip or missing)"
         in text
     )
+
+
+def test_countries_as_exports_write_them_and_a_map_first_for_the_rest(tmp_path: Path) -> None:
+    """Found by an import audit: `convert: country` refused codes the field accepts (ZZ, AN, XKX) and common
+    English names (Turkey, Holland), and ran before `map`, so German names could not be named."""
+    rows = {**ROWS, "email": EMAILS, "country": ["Turkey", "ZZ", "Schweiz", "xkx"]}
+    card_country = {
+        "column": "country",
+        "map": {"Schweiz": "CH"},
+        "keep_unmapped": True,
+        "convert": "country",
+    }
+    ws = ws_at(tmp_path / "ws")
+    import_file(
+        ws, write_csv(tmp_path, rows), write_mapping(tmp_path, converted_mapping(card_country=card_country))
+    )
+    got = ws.read("charges", ["charge_id", "card_country"]).sort_by("charge_id").column("card_country")
+    assert got.to_pylist() == ["TR", "ZZ", "CH", "XK"]
+    names = ["Holland", "Ivory Coast", "AN", "Russia", "England", "Germany", "DEU", "276"]
+    assert country_codes_of(pa.array(names)).to_pylist() == ["NL", "CI", "AN", "RU", "GB", "DE", "DE", "DE"]

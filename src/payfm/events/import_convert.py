@@ -140,11 +140,6 @@ def to_strings(
         blank = blank_rows(text) if required and spec.missing is None else np.zeros(0, dtype=np.int64)
         if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
             out.rows(name, blank, "a value (required field)", "an empty text")
-        if spec.convert is not None:
-            result, bad = convert(spec.convert, result)
-            if len(bad):  # an e-mail address is personal data: never quoted
-                said = values_at(text, bad) if spec.convert == "country" else "another text (not shown)"
-                out.rows(name, bad, f"{EXPECTED[spec.convert]} ('{spec.path}.convert')", said)
     if spec.case == "lower":
         result = pc.utf8_lower(result)
     elif spec.case == "upper":
@@ -168,6 +163,12 @@ def to_strings(
                     values_at(result, bad),
                 )
         result = mapped
+    if spec.convert is not None:  # after map: a map names what the conversion does not know
+        before = result
+        result, bad = convert(spec.convert, result)
+        if len(bad):  # an e-mail address is personal data: never quoted
+            said = values_at(before, bad) if spec.convert == "country" else "another text (not shown)"
+            out.rows(name, bad, f"{EXPECTED[spec.convert]} ('{spec.path}.convert')", said)
     if spec.prefix:
         result = pc.binary_join_element_wise(spec.prefix, result, "")
     if spec.missing is not None:  # an empty cell, a null, or a value mapped to null: this target value

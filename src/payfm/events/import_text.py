@@ -6,8 +6,11 @@
   personal data).
 - ``country``: an ISO 3166-1 country as exports write it to its alpha-2 code: alpha-2 (``us``), alpha-3
   (``USA``), numeric (``840``) or an English name (``United States``, its official or common name),
-  case-insensitive (``UK`` and ``EL``, which ISO reserves for them, are ``GB`` and ``GR``), from
-  pycountry's tables (:mod:`payfm.events.countries`). A value it does not know is a problem naming it.
+  case-insensitive, from pycountry's tables (:mod:`payfm.events.countries`), with the English names exports
+  write besides ISO's (``Turkey``, ``Russia``, ``Holland``, ``Ivory Coast``: :data:`_ALIASES`; ``UK`` and
+  ``EL``, which ISO reserves for them, are ``GB`` and ``GR``); every code the event log accepts is kept
+  (``ZZ``, ``AN``). A value it does not know is a problem naming it: a mapping's ``map``, which runs first,
+  names the others (``Schweiz: CH``, ``Unbekannt: null``).
 
 Vectorized over the column (Arrow compute, a dictionary lookup per distinct value).
 
@@ -61,20 +64,35 @@ def domains(text: pa.Array) -> pa.Array:
     return pc.if_else(pc.is_valid(found), pc.struct_field(found, [0]), pa.scalar(None, pa.string()))
 
 
+# English names exports write that are not among pycountry's (its names follow ISO's: "Türkiye", "Russian
+# Federation", "Côte d'Ivoire"), and codes ISO reserves or users assign: each to the code it stands for.
+_ALIASES = {
+    "turkey": "TR", "turkiye": "TR", "russia": "RU", "great britain": "GB", "britain": "GB", "england": "GB",
+    "scotland": "GB", "wales": "GB", "northern ireland": "GB", "uk": "GB", "el": "GR", "holland": "NL",
+    "the netherlands": "NL", "ivory coast": "CI", "cote d'ivoire": "CI", "macedonia": "MK", "swaziland": "SZ",
+    "burma": "MM", "cape verde": "CV", "east timor": "TL", "brunei": "BN", "palestine": "PS",
+    "micronesia": "FM", "vatican": "VA", "vatican city": "VA", "holy see": "VA", "dr congo": "CD",
+    "democratic republic of the congo": "CD", "congo-kinshasa": "CD", "republic of the congo": "CG",
+    "congo-brazzaville": "CG", "uae": "AE", "kosovo": "XK", "xkx": "XK",
+}  # fmt: skip
+
+
 @cache
 def _country_table() -> tuple[pa.Array, pa.Array]:
-    """(keys, alpha-2 codes): each way of writing a country :func:`country_codes_of` reads, lower case."""
+    """(keys, alpha-2 codes): each way of writing a country :func:`country_codes_of` reads, lower case: every
+    code the event log accepts (withdrawn and user-assigned ones too: ``AN``, ``ZZ``), pycountry's alpha-3 and
+    numeric codes and names, and :data:`_ALIASES`."""
     import pycountry
 
-    names: dict[str, str] = {}
+    from payfm.events.countries import country_codes
+
+    names: dict[str, str] = {code.lower(): code for code in country_codes()}
     for c in pycountry.countries:
-        for key in ("alpha_2", "alpha_3", "numeric", "name", "official_name", "common_name"):
+        for key in ("alpha_3", "numeric", "name", "official_name", "common_name"):
             value = getattr(c, key, None)
             if value:
                 names.setdefault(str(value).lower(), c.alpha_2)
-    names.setdefault("xk", "XK")  # Kosovo by common use (user-assigned: not in the tables)
-    names.setdefault("kosovo", "XK")
-    names |= {"uk": "GB", "el": "GR"}  # reserved for them "exceptionally", and written for them
+    names |= _ALIASES
     return pa.array(list(names), pa.string()), pa.array(list(names.values()), pa.string())
 
 
