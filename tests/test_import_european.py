@@ -442,3 +442,21 @@ def test_the_european_example_of_import_md_runs_as_written(
     with pytest.raises(ConfigError) as c:
         import_file(ws_at(tmp_path / "ws3"), "export.csv", "m.yaml")
     assert str(c.value) + "\n" == refused
+
+
+def test_decimal_commas_read_with_the_default_point_say_how_to_set_them(tmp_path: Path) -> None:
+    """Found by an import audit: `expected a number; received '6,70'` gave no pointer to `csv.decimal`."""
+    rows = {**DATA, "amt": ["6,70", *AMOUNTS[1:]]}
+    csv = write_rows(tmp_path / "export.csv", rows, ";")
+    text = failed_import(tmp_path, csv, write_mapping(tmp_path, mapping({"separator": ";"})))
+    assert (
+        "row 1 (line 2), column 'amt' (amount): expected a number (the file writes decimal commas: set the "
+        """mapping's `csv: {decimal: ","}`); received '6,70'"""
+    ) in text
+    rows["amt"][0] = "six"  # no comma: no hint
+    text = failed_import(
+        tmp_path / "2",
+        write_rows(tmp_path / "b.csv", rows, ";"),
+        write_mapping(tmp_path, mapping({"separator": ";"})),
+    )
+    assert "expected a number; received 'six'" in text

@@ -231,13 +231,23 @@ def plain_numbers(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array:
     return col
 
 
+_DECIMAL_COMMA = r"^\s*[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+\s*$"
+
+
 def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
     """Numbers as float64 (NaN for null); text is parsed, and unparseable rows are reported (and NaN)."""
     if pa.types.is_string(col.type):
         ok = pc.fill_null(pc.match_substring_regex(col, NUMBER), False)
         bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(ok)).to_numpy(False))
         if len(bad):
-            out.rows(name, bad, "a number", values_at(col, bad))
+            # "6,70" or "1.234,50": an export of decimal commas read with the default '.' (docs/import.md)
+            commas = pc.any(pc.match_substring_regex(col.take(pa.array(bad)), _DECIMAL_COMMA)).as_py()
+            hint = (
+                ' (the file writes decimal commas: set the mapping\'s `csv: {decimal: ","}`)'
+                if commas
+                else ""
+            )
+            out.rows(name, bad, "a number" + hint, values_at(col, bad), key="a number")
             col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
         col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
     elif pa.types.is_decimal(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
