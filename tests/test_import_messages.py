@@ -331,3 +331,27 @@ def test_a_generated_workspace_has_no_secret_until_its_first_import(tmp_path: Pa
     import_file(ws, write_csv(tmp_path), write_mapping(tmp_path))
     assert (ws.root / "secret.key").stat().st_mode & 0o777 == 0o600
     assert "`payfm generate` filled" in (DOCS / "events.md").read_text()
+
+
+def test_every_kind_of_problem_is_shown_not_only_the_first_rows(tmp_path: Path) -> None:
+    """Found by an import audit: 177,938 problems showed five lines of two kinds (the first rows'); the other
+    kinds, further down the file, came out one run at a time, six runs in all."""
+    n = 40
+    rows = {k: (v * n)[:n] for k, v in ROWS.items()}
+    rows |= {"id": [f"t{i}" for i in range(n)], "amount": ["x"] * 30 + ["1"] * 10}
+    rows["cur"] = ["usd"] * 35 + ["eru"] + ["usd"] * 4  # a second kind, after 30 of the first
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))
+    lines = text.splitlines()
+    assert lines[0].endswith("31 problem(s); nothing was written.")
+    assert sum("expected a number; received 'x'" in line for line in lines) == 4  # 5 lines in all
+    assert any("row 36 (line 37), column 'cur' (currency)" in line for line in lines)
+    assert lines[-1] == "  ... and 26 more"
+
+
+def test_kinds_beyond_twelve_are_counted() -> None:
+    from payfm.events.validate import Problem
+
+    problems = [Problem(f"c{k}", k + 1, "a number", "'x'") for k in range(15)]
+    text = str(ValidationError("f.csv", problems, 15))
+    assert text.count("expected a number") == 12
+    assert text.splitlines()[-1] == "  ... and 3 more (3 more kind(s) of problem among them)"

@@ -70,14 +70,25 @@ class Problem:
 class ValidationError(PayfmError):
     """The input does not conform; nothing was written. Carries the first problems and the total count."""
 
-    def __init__(self, source: str, problems: list[Problem], total: int, shown: int = 5) -> None:
+    def __init__(
+        self, source: str, problems: list[Problem], total: int, shown: int = 5, kinds: int = 12
+    ) -> None:
         self.source = source
         self.problems = problems
         self.total = total
         lines = [f"{source}: {total} problem(s); nothing was written."]
-        lines += [f"  {source}: {p}" for p in problems[:shown]]
-        if total > shown:
-            lines.append(f"  ... and {total - shown} more")
+        # The first of each kind of problem (a column and what it expected), up to ``kinds``, then the next
+        # ones up to ``shown`` in all: a file's every kind of mistake in one run, not its first rows' only.
+        first: dict[tuple[str | None, str], int] = {}
+        for i, p in enumerate(problems):
+            first.setdefault((p.column, p.expected), i)
+        picked = set(list(first.values())[:kinds])
+        picked |= set([i for i in range(len(problems)) if i not in picked][: max(shown - len(picked), 0)])
+        lines += [f"  {source}: {problems[i]}" for i in sorted(picked)]
+        if total > len(picked):
+            unseen = len(first) - len(set(first.values()) & picked)
+            more = f" ({unseen} more kind(s) of problem among them)" if unseen > 0 else ""
+            lines.append(f"  ... and {total - len(picked)} more{more}")
         super().__init__("\n".join(lines))
 
 
