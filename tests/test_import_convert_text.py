@@ -20,6 +20,18 @@ COUNTRIES = ["USA", "840", "UK", " germany "]
 EMAILS = ["Ann.Lee@Example.COM", "b+shop@mail.y.org", '"a@b"@quoted.net', "d@z.net"]
 
 
+def cli_import(tmp_path: Path) -> str:
+    """`payfm import` of ``tmp_path``'s export.csv with m.yaml into a new workspace: its output, one line."""
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    ws, csv, m = (str(tmp_path / name) for name in ("cli", "export.csv", "m.yaml"))
+    result = CliRunner().invoke(cli, ["-w", ws, "import", csv, "--mapping", m])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())
+
+
 def converted_mapping(**columns: Any) -> dict[str, Any]:
     m = changed(
         **{
@@ -81,10 +93,6 @@ def test_convert_mistakes_are_refused_before_reading(
 def test_a_label_on_a_charge_that_moved_no_money_makes_no_dispute(tmp_path: Path) -> None:
     """Found by an audit of imports: a fraud label on a declined charge became a dispute of it, which the
     decision service refuses live (a dispute follows a successful charge). Now it makes none, and says so."""
-    from click.testing import CliRunner
-
-    from payfm.cli.main import cli
-
     rows = {**ROWS, "status": ["ok", "declined", "ok", "ok"]}  # the labels are on t2 (declined) and t4
     m = changed(outcome={"column": "status", "map": {"ok": "authorized", "declined": "issuer_declined"}})
     ws = ws_at(tmp_path / "ws")
@@ -92,21 +100,10 @@ def test_a_label_on_a_charge_that_moved_no_money_makes_no_dispute(tmp_path: Path
     assert ws.read("disputes", ["charge_id"]).column("charge_id").to_pylist() == ["ch_t4"]
     assert summary.rows == {"charges": 4, "disputes": 1}
     assert summary.labels_without_money == {"labels[0]": 1}
-    result = CliRunner().invoke(
-        cli,
-        [
-            "-w",
-            str(tmp_path / "cli"),
-            "import",
-            str(tmp_path / "export.csv"),
-            "--mapping",
-            str(tmp_path / "m.yaml"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+    said = cli_import(tmp_path)
     assert (
         "labels[0]: 1 label on charges that moved no money (declined or blocked) made no dispute or early "
-        "fraud warning: those follow a successful charge." in " ".join(result.output.split())
+        "fraud warning: those follow a successful charge." in said
     )
 
 
@@ -153,3 +150,15 @@ def test_countries_as_exports_write_them_and_a_map_first_for_the_rest(tmp_path: 
     assert got.to_pylist() == ["TR", "ZZ", "CH", "XK"]
     names = ["Holland", "Ivory Coast", "AN", "Russia", "England", "Germany", "DEU", "276"]
     assert country_codes_of(pa.array(names)).to_pylist() == ["NL", "CI", "AN", "RU", "GB", "DE", "DE", "DE"]
+
+
+def test_label_outcomes_dated_after_the_files_last_charge_are_said(tmp_path: Path) -> None:
+    """Found by an import audit: `delay: 7d` dated outcomes up to a week past the export's end, moving the
+    labels' "now" with them, without a word."""
+    ws = ws_at(tmp_path / "ws")
+    summary = import_file(ws, write_csv(tmp_path), write_mapping(tmp_path))  # delay 12h; last charge at 00:00
+    # the labels are on t2 (2024-03-01 10:30 Paris) and t4 (2024-03-03 00:00 Paris, the last charge)
+    assert summary.labels_after_file == {"labels[0]": 1}
+    assert summary.last_charge is not None and summary.last_charge.isoformat() == "2024-03-02T23:00:00+00:00"
+    said = cli_import(tmp_path)
+    assert "labels[0]: 1 outcome dated after the file's last charge (2024-03-02T23:00:00+00:00)" in said

@@ -199,6 +199,17 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
             highlight=False,
             soft_wrap=True,
         )
+    last = result.last_charge.isoformat() if result.last_charge else ""
+    for label, n in result.labels_after_file.items():
+        console.print(
+            f"{shown_text(label)}: {plural(n, 'outcome')} dated after the file's last charge ({last}): "
+            "labels are read as of the event log's latest event, so the charges of those last days count as "
+            "observed that much longer. Give the label a `time` where the export has one, or a shorter "
+            "`delay`.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     # read and scanned for card numbers, never stored: say which, so nothing is lost unnoticed
     for label, columns in (
         ("Dropped by the mapping", result.dropped_columns),

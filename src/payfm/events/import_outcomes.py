@@ -9,6 +9,9 @@ file's rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from datetime import datetime
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -249,16 +252,27 @@ def _refunded(ws: Workspace, charge_ids: set[str]) -> dict[str, int]:
     return dict(zip(sums.column("charge_id").to_pylist(), sums.column("amount_sum").to_pylist(), strict=True))
 
 
+@dataclass
+class LabelCounts:
+    """What an import's labels made no event of, or made late, per label (its key path): rows on charges
+    that moved no money; events dated after the file's last charge (``last_charge``)."""
+
+    without_money: dict[str, int] = field(default_factory=dict)
+    after_file: dict[str, int] = field(default_factory=dict)
+    last_charge: datetime | None = None
+
+
 def outcome_events(
     mapping: Mapping,
     table: pa.Table,
     charges: pa.Table,
     secret: bytes,
     out: Problems,
-    without_money: dict[str, int],
+    counts: LabelCounts,
 ) -> dict[str, tuple[pa.Table, np.ndarray]]:
     """Outcome events per table, with the source rows they came from (to report problems by source row).
-    ``without_money`` takes, per label, how many of its rows were on charges that moved no money (no event).
+    ``counts`` takes, per label, how many of its rows were on charges that moved no money (no event), and
+    how many of its events are dated after the file's last charge.
 
     ``charges`` is the validated table, or when it has problems the computed one: then the labels and outcome
     times are still checked, but no events are made (their problems would only repeat the charges').
@@ -273,7 +287,9 @@ def outcome_events(
             idle = pc.is_in(charges.column("outcome").take(pa.array(rows)), value_set=_NO_MONEY)
             unmoved = pc.fill_null(idle, False).to_numpy(zero_copy_only=False)
             if unmoved.any():
-                without_money[label.path] = without_money.get(label.path, 0) + int(unmoved.sum())
+                counts.without_money[label.path] = counts.without_money.get(label.path, 0) + int(
+                    unmoved.sum()
+                )
                 rows = rows[~unmoved]
         take = pa.array(rows, type=pa.int64())
         picked = charges.take(take)
@@ -331,6 +347,11 @@ def outcome_events(
             }
         else:
             data["fraud_type"] = pa.repeat(pa.scalar(label.category), len(rows))
+        last = pc.max(charges.column("created"))
+        later = int(pc.sum(pc.cast(pc.greater(created, last), pa.int64())).as_py() or 0)
+        if later:  # a `delay` past the export's end: "now" (the log's latest event) moves with it
+            counts.after_file[label.path] = counts.after_file.get(label.path, 0) + later
+            counts.last_charge = last.as_py()
         parts.setdefault(label.table, []).append((pa.table(data), rows))
     return {
         name: (pa.concat_tables([t for t, _ in items]), np.concatenate([r for _, r in items]))

@@ -45,6 +45,7 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, NamedTuple, NoReturn, cast
 
@@ -64,7 +65,7 @@ from payfm.events.cards import (
 )
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
 from payfm.events.import_format import SEPARATORS, yaml_separator
-from payfm.events.import_outcomes import OUTCOME_ID, follow_charges, outcome_events
+from payfm.events.import_outcomes import OUTCOME_ID, LabelCounts, follow_charges, outcome_events
 from payfm.events.import_problems import (
     KEEP,
     Problems,
@@ -92,8 +93,11 @@ class ImportSummary:
     rows: dict[str, int]
     dropped_columns: tuple[str, ...]  # listed under `drop`: read and scanned, never stored
     unmapped_columns: tuple[str, ...]  # neither used nor dropped: read and scanned, never stored
-    # per label (its key path), its rows on charges that moved no money: no dispute or EFW made of them
+    # per label (its key path): its rows on charges that moved no money (no dispute or EFW made of them), and
+    # its events dated after the file's last charge (``last_charge``; a label `delay` past the export's end)
     labels_without_money: dict[str, int] = dataclasses.field(default_factory=dict)
+    labels_after_file: dict[str, int] = dataclasses.field(default_factory=dict)
+    last_charge: datetime | None = None
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -714,8 +718,8 @@ def import_file(
     if mapping.table != "charges":
         follow_charges(ws, mapping, charges, out)
     outcomes: dict[str, pa.Table] = {}
-    without_money: dict[str, int] = {}
-    for name, (events, rows) in outcome_events(mapping, table, charges, secret, out, without_money).items():
+    counts = LabelCounts()
+    for name, (events, rows) in outcome_events(mapping, table, charges, secret, out, counts).items():
         try:
             outcomes[name] = validate_events(name, events, source=source)
         except ValidationError as e:
@@ -733,7 +737,17 @@ def import_file(
     used = set(mapping.source_columns())
     dropped = tuple(c for c in table.column_names if c in mapping.drop)
     unmapped = tuple(c for c in table.column_names if c not in used and c not in mapping.drop)
-    return ImportSummary(source, mapping.name, table.num_rows, rows_written, dropped, unmapped, without_money)
+    return ImportSummary(
+        source,
+        mapping.name,
+        table.num_rows,
+        rows_written,
+        dropped,
+        unmapped,
+        counts.without_money,
+        counts.after_file,
+        counts.last_charge,
+    )
 
 
 __all__ = ["ImportSummary", "import_file", "keyed_hash", "read_source"]
