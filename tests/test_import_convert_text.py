@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from payfm.errors import ConfigError
@@ -162,3 +163,39 @@ def test_label_outcomes_dated_after_the_files_last_charge_are_said(tmp_path: Pat
     assert summary.last_charge is not None and summary.last_charge.isoformat() == "2024-03-02T23:00:00+00:00"
     said = cli_import(tmp_path)
     assert "labels[0]: 1 outcome dated after the file's last charge (2024-03-02T23:00:00+00:00)" in said
+
+
+def test_numeric_references_read_only_through_a_hash_are_not_card_numbers(tmp_path: Path) -> None:
+    """Found by an import audit: a processor's 16-digit transaction references passed the Luhn check one time
+    in ten and those rows were refused as card numbers; read only through a keyed hash they are stored as
+    one, as a fingerprint is, and another file's rows hash to the same ids."""
+    refs = ["8871582279803927", "4242424242424242", "5555555555554444", "1000000000000001"]  # Luhn-valid
+    rows = {**ROWS, "ref": refs}
+    m = changed(charge_id={"hash": ["ref"]})
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    ids = ws.read("charges", ["charge_id"]).column("charge_id").to_pylist()
+    stored = json.dumps(ws.read("charges").to_pylist(), default=str)
+    assert len(set(ids)) == 4 and not any(r in stored for r in refs)
+    disputes = {
+        "table": "disputes",
+        "columns": {
+            "dispute_id": {"column": "cb", "prefix": "dp_"},
+            "charge_id": {"hash": ["ref"]},
+            "created": {"column": "at", "format": "%Y-%m-%d %H:%M:%S", "timezone": "Europe/Paris"},
+            "reason": {"value": "fraudulent"},
+            "amount": {"value": 100},
+            "currency": {"value": "eur"},
+        },
+    }
+    cb = write_csv(tmp_path, {"cb": ["1"], "ref": [refs[0]], "at": ["2024-03-05 10:00:00"]}, "cb.csv")
+    import_file(ws, cb, write_mapping(tmp_path, disputes, "cb.yaml"))
+    [dispute] = (
+        ws.read("disputes", ["charge_id", "dispute_id"])
+        .filter(pc.equal(pc.field("dispute_id"), "dp_1"))
+        .to_pylist()
+    )
+    assert dispute["charge_id"] in ids
+    both = changed(charge_id={"hash": ["ref"]}, merchant_id="ref")  # also stored as it is: scanned
+    text = failed_import(tmp_path / "2", write_csv(tmp_path, rows), write_mapping(tmp_path, both))
+    assert "column 'ref': expected no card numbers" in text

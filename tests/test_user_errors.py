@@ -22,7 +22,8 @@ from test_import import MC, ROWS, VISA, changed, failed_import, write_csv, write
 
 CARD_LINE = (
     "row 3 (line 4), column 'note': expected no card numbers (only a column sent through transform: "
-    "fingerprint may hold them); received a full card number (not shown)"
+    "fingerprint, or read only through a keyed `hash`, may hold them); received a full card number (not "
+    "shown)"
 )
 
 

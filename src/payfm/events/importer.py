@@ -594,17 +594,22 @@ def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
     # A column the mapping declares as epoch times is exempt: one 13-digit epoch-millisecond value in ten
     # passes the Luhn check, and its values are checked as times in 1970-2100 instead.
     epoch = {c for spec in mapping.fields.values() if spec.unit is not None for c in spec.columns}
+    # A column read only through a keyed hash is stored as one, as a fingerprint is: a processor's 16-digit
+    # transaction reference passes the Luhn check one time in ten, and can be hashed into ids.
+    hashed = {c for spec in mapping.fields.values() if spec.kind == "hash" for c in spec.columns}
+    if hashed:
+        others = {k: s for k, s in mapping.fields.items() if s.kind != "hash"}
+        hashed -= set(dataclasses.replace(mapping, fields=others).source_columns()) | set(mapping.drop)
     for name in table.column_names:
-        if name in mapping.fingerprinted:
-            continue
-        if name in epoch:
+        if name in mapping.fingerprinted or name in epoch or name in hashed:
             continue
         rows = card_number_rows(table.column(name))
         if len(rows):
             out.rows(
                 name,
                 rows,
-                "no card numbers (only a column sent through transform: fingerprint may hold them)",
+                "no card numbers (only a column sent through transform: fingerprint, or read only through a "
+                "keyed `hash`, may hold them)",
                 "a full card number (not shown)",
             )
 
