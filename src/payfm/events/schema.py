@@ -447,7 +447,7 @@ CHARGES = pa.schema(
         _f("card_country", pa.string(), False, "Issuing country, ISO 3166-1 alpha-2."),
         _f("amount", pa.int64(), False, "Amount in minor units of `currency` (cents for usd, yen for jpy)."),
         _f("currency", pa.string(), False, "ISO 4217 code, lower case."),
-        _f("amount_usd", pa.int64(), False, "The amount converted to US cents at the charge's time."),
+        _f("amount_usd", pa.int64(), False, "The amount in US cents (at fixed reference rates by default)."),
         _f("channel", pa.string(), False, "ecommerce, card_present or recurring."),
         _f(
             "ip_address",
