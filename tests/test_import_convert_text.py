@@ -15,6 +15,7 @@ import pytest
 from payfm.errors import ConfigError
 from payfm.events.import_text import country_codes_of
 from payfm.events.importer import import_file
+from payfm.events.validate import ValidationError
 from test_import import MAPPING, ROWS, changed, failed_import, write_csv, write_mapping, ws_at
 
 COUNTRIES = ["USA", "840", "UK", " germany "]
@@ -199,3 +200,58 @@ def test_numeric_references_read_only_through_a_hash_are_not_card_numbers(tmp_pa
     both = changed(charge_id={"hash": ["ref"]}, merchant_id="ref")  # also stored as it is: scanned
     text = failed_import(tmp_path / "2", write_csv(tmp_path, rows), write_mapping(tmp_path, both))
     assert "column 'ref': expected no card numbers" in text
+
+
+def test_skip_existing_and_orphans_leave_rows_out_and_say_how_many(tmp_path: Path) -> None:
+    """Found by an import audit: a cumulative chargebacks file could not be imported again, and one
+    chargeback of a charge from before the export refused the whole file."""
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path), write_mapping(tmp_path))  # charges t1-t4 (and the labels' disputes)
+    disputes = {
+        "table": "disputes",
+        "columns": {
+            "dispute_id": {"column": "cb", "prefix": "dp_x"},
+            "charge_id": {"column": "id", "prefix": "ch_"},
+            "created": {"column": "at", "format": "%Y-%m-%d %H:%M:%S", "timezone": "Europe/Paris"},
+            "reason": {"value": "fraudulent"},
+            "amount": {"value": 1},
+            "currency": {"column": "cur", "case": "lower"},
+        },
+    }
+    day1 = {"cb": ["1", "2"], "id": ["t1", "t3"], "at": ["2024-03-05 10:00:00"] * 2, "cur": ["EUR", "JPY"]}
+    cbm = write_mapping(tmp_path, disputes, "cb.yaml")
+    import_file(ws, write_csv(tmp_path, day1, "cb1.csv"), cbm)
+    day2 = {k: [*v, v[0]] for k, v in day1.items()} | {"cb": ["1", "2", "3"], "id": ["t1", "t3", "t0"]}
+    day2["at"][2] = "bad"  # the orphan's time is wrong too: left out, it is no problem
+    cb2 = write_csv(tmp_path, day2, "cb2.csv")
+    with pytest.raises(ValidationError) as e:
+        import_file(ws, cb2, cbm)  # the first two are stored already, the third's charge is unknown
+    assert "was this file imported before?" in str(e.value) and "import the charges first" in str(e.value)
+    summary = import_file(ws, cb2, cbm, skip_existing=True, skip_orphans=True)
+    assert summary.skipped == {"existing": 2, "orphans": 1} and summary.rows == {"disputes": 0}
+    day3 = {k: [*v, v[1]] for k, v in day2.items()} | {
+        "cb": ["1", "2", "3", "4"],
+        "id": ["t1", "t3", "t0", "t2"],
+    }
+    day3["cur"][3] = "USD"  # (t2's currency)
+    day3["at"][3] = "2024-03-06 25:00:00"  # a kept row's problem is said at its row in the file
+    with pytest.raises(ValidationError) as e:
+        import_file(ws, write_csv(tmp_path, day3, "cb3.csv"), cbm, skip_existing=True, skip_orphans=True)
+    assert "1 problem(s)" in str(e.value) and "row 4 (line 5), column 'at' (created)" in str(e.value)
+    day3["at"][3] = "2024-03-06 11:00:00"
+    said = cli_import_with(tmp_path, "cb3.csv", day3)
+    assert "Imported" in said and "1 dispute" in said
+    assert "Left out (--skip-existing): 2 rows whose id the workspace holds already." in said
+    assert "Left out (--skip-orphans): 1 row whose charge it does not hold." in said
+
+
+def cli_import_with(tmp_path: Path, name: str, rows: dict[str, list[Any]]) -> str:
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    csv = write_csv(tmp_path, rows, name)
+    args = ["-w", str(tmp_path / "ws"), "import", str(csv), "--mapping", str(tmp_path / "cb.yaml")]
+    result = CliRunner().invoke(cli, [*args, "--skip-existing", "--skip-orphans"])
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.split())

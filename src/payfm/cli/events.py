@@ -166,8 +166,20 @@ def generate(
     required=True,
     help="Mapping YAML: a path, or the name of a bundled mapping (e.g. 'sparkov').",
 )
+@click.option(
+    "--skip-existing",
+    is_flag=True,
+    help="Leave out the rows whose id the workspace holds already (a cumulative export imported again), "
+    "instead of refusing the file; compared by id only.",
+)
+@click.option(
+    "--skip-orphans",
+    is_flag=True,
+    help="Leave out the outcomes (disputes, warnings, refunds) whose charge the workspace does not hold "
+    "(chargebacks of charges from before the charges export), instead of refusing the file.",
+)
 @click.pass_context
-def import_(ctx: click.Context, path: str, mapping: str) -> None:
+def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, skip_orphans: bool) -> None:
     """Import a CSV or Parquet file in another schema, all or nothing.
 
     The mapping renames columns, converts units, currencies and time zones, fingerprints the card number
@@ -176,14 +188,15 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
     mention (both read and scanned for card numbers).
 
     \b
-    Example:
+    Examples:
       payfm import transactions.parquet --mapping sparkov
+      payfm import chargebacks.csv --mapping cb.yaml --skip-existing --skip-orphans  # a cumulative file
     """
     from payfm.events.importer import import_file
 
     with _created_workspace(ctx) as ws:
         t0 = time.perf_counter()
-        result = import_file(ws, path, mapping)
+        result = import_file(ws, path, mapping, skip_existing=skip_existing, skip_orphans=skip_orphans)
     elapsed = time.perf_counter() - t0
     console.print(
         f"Imported {shown_text(str(path), limit=4096, times=True)} in {elapsed:.1f} s: "
@@ -191,6 +204,9 @@ def import_(ctx: click.Context, path: str, mapping: str) -> None:
         markup=False,
         highlight=False,
     )
+    reasons = {"existing": "whose id the workspace holds already", "orphans": "whose charge it does not hold"}
+    for reason, n in result.skipped.items():
+        console.print(f"Left out (--skip-{reason}): {plural(n, 'row')} {reasons[reason]}.", highlight=False)
     for label, n in result.labels_without_money.items():
         console.print(
             f"{shown_text(label)}: {plural(n, 'label')} on charges that moved no money (declined or blocked) "

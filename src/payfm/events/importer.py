@@ -74,6 +74,7 @@ from payfm.events.import_problems import (
     repeat_filter,
     values_at,
 )
+from payfm.events.import_skip import remap_rows, rows_to_skip
 from payfm.events.import_times import to_times
 from payfm.events.mapping import FieldSpec, Mapping, load_mapping
 from payfm.events.schema import ID_COLUMNS, schema_of
@@ -98,6 +99,7 @@ class ImportSummary:
     labels_without_money: dict[str, int] = dataclasses.field(default_factory=dict)
     labels_after_file: dict[str, int] = dataclasses.field(default_factory=dict)
     last_charge: datetime | None = None
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # rows left out, by reason (asked for)
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -691,10 +693,18 @@ def _existing(
 
 # ---- the import ------------------------------------------------------------------------------------------
 def import_file(
-    ws: Workspace, path: str | Path, mapping_path: str | Path, *, progress: Progress | None = None
+    ws: Workspace,
+    path: str | Path,
+    mapping_path: str | Path,
+    *,
+    progress: Progress | None = None,
+    skip_existing: bool = False,
+    skip_orphans: bool = False,
 ) -> ImportSummary:
     """Import the CSV or Parquet file ``path`` into ``ws`` through the mapping ``mapping_path`` (a file or the
     name of a bundled mapping such as ``sparkov``). All or nothing: any problem raises and writes nothing.
+    ``skip_existing`` leaves out the rows whose id the workspace holds, ``skip_orphans`` the outcomes whose
+    charge it does not hold (:mod:`payfm.events.import_skip`; counted in ``ImportSummary.skipped``).
     """
     say = progress or (lambda _step: None)
     mapping = load_mapping(mapping_path)
@@ -708,6 +718,13 @@ def import_file(
     missing = _missing_columns(mapping, table, source)
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
         raise_problems(source, out.items, out.total, is_csv, missing)
+    rows_read, origin, skipped = table.num_rows, None, dict[str, int]()
+    if skip_existing or skip_orphans:
+        keep, skipped = rows_to_skip(ws, mapping, table, skip_existing, skip_orphans)
+        if not keep.all():
+            origin = np.flatnonzero(keep)
+            table = table.take(pa.array(origin, pa.int64()))  # (one chunk, as read, even when empty)
+    found_before = len(out.items)  # (problems of the kept rows are said at their rows in the file)
     say("mapping columns")
     secret = ws.secret()
     built = _fields(mapping, table, secret, out, is_csv)
@@ -732,6 +749,8 @@ def import_file(
             continue
         _existing(ws, name, outcomes[name], OUTCOME_ID[name], out, rows)
     if out.total:
+        if origin is not None:
+            remap_rows(out.items, found_before, origin)
         raise_problems(source, out.items, out.total, is_csv)
     say("writing")
     with ws.writer("append") as w:
@@ -745,13 +764,14 @@ def import_file(
     return ImportSummary(
         source,
         mapping.name,
-        table.num_rows,
+        rows_read,
         rows_written,
         dropped,
         unmapped,
         counts.without_money,
         counts.after_file,
         counts.last_charge,
+        skipped,
     )
 
 
