@@ -287,3 +287,25 @@ def test_payfm_serve_writes_the_access_log_and_serves_metrics(tmp_path: Path) ->
     [decision] = [x for x in lines if "/v1/charges/score" in x]
     assert ' checkout "POST /v1/charges/score" 200 ' in decision
     assert "m_body_only" not in (tmp_path / "stderr").read_text()
+
+
+def test_a_decision_whose_commit_never_returns_is_a_503_not_a_hung_request(
+    scorer: Scorer, keyed: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: the score endpoint awaited the decision log's commit without a timeout."""
+    from concurrent.futures import Future
+
+    client, auth = keyed
+    stuck: list[Future[Any]] = []
+
+    def submit(record: Any) -> Future[Any]:
+        stuck.append(Future())
+        return stuck[-1]
+
+    monkeypatch.setattr(scorer.log, "submit", submit)
+    monkeypatch.setattr("payfm.serving.scorer._DURABLE_TIMEOUT_S", 0.3)
+    t0 = time.perf_counter()
+    r = client.post("/v1/charges/score", json=charge(3), headers=auth)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1" and time.perf_counter() - t0 < 5
+    assert r.json()["error"]["message"].startswith("The decision log did not commit within 0.3 s")
+    stuck[0].set_exception(OSError("the commit failed after all"))  # (its callbacks end the decision)

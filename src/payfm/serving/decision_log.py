@@ -30,7 +30,7 @@ from typing import Any
 
 from payfm.errors import shown_url
 from payfm.events.schema import REVIEW_CLOSURES
-from payfm.serving.errors import Conflict, NotFound, Unavailable
+from payfm.serving.errors import Conflict, NotFound, not_committed
 
 _orjson: Any
 try:
@@ -331,11 +331,7 @@ class DecisionLog(ABC):
         try:
             return self.submit(record).result(timeout)
         except FutureTimeout:
-            raise Unavailable(
-                f"The decision log did not commit within {timeout:g} s: the request may not be recorded. "
-                "Retry after the Retry-After header's seconds.",
-                backend="decision log",
-            ) from None
+            raise not_committed(timeout) from None
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything queued before is committed."""

@@ -72,6 +72,15 @@ class Unavailable(ServingError):
         self.backend = backend
 
 
+def not_committed(timeout: float) -> Unavailable:
+    """The 503 of a decision-log commit not done in ``timeout`` seconds (it may land later: a retry sees)."""
+    return Unavailable(
+        f"The decision log did not commit within {timeout:g} s: the request may not be recorded. Retry after "
+        "the Retry-After header's seconds.",
+        backend="decision log",
+    )
+
+
 def backend_errors() -> tuple[type[Exception], ...]:
     """The exception types of a backend's failure (see :func:`backend_failure`)."""
     import sqlite3

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
@@ -64,7 +65,7 @@ from payfm.serving.decision_log import (
     DecisionRecord,
     open_log,
 )
-from payfm.serving.errors import InvalidInput
+from payfm.serving.errors import InvalidInput, not_committed
 from payfm.serving.feedback import FeedbackMixin, apply_logged_event
 from payfm.serving.fm_embeddings import (
     STALE_CHECK,
@@ -478,9 +479,7 @@ class Scorer(FeedbackMixin):
             problems.append(f"the decision log does not answer ({type(e).__name__}: {_short(e)})")
         shared: list[tuple[str, Any]] = [("online state", self.online.store)]  # memory ones: loaded at start
         shared += [(f"embedder state of {h}", e.store) for h, e in self.bundle.embedders.items()]
-        for what, store in shared:
-            if not hasattr(store, "client"):  # in this process: loaded before the server started
-                continue
+        for what, store in [(w, s) for w, s in shared if hasattr(s, "client")]:  # (Redis ones)
             try:
                 if not store.is_loaded():
                     problems.append(
@@ -586,9 +585,12 @@ class Scorer(FeedbackMixin):
     async def score_async(self, charge: Mapping[str, Any]) -> Decision:
         """:meth:`score` for an event loop: decides in the calling thread, awaits durability without
         blocking the loop (concurrent requests share the decision log's commits)."""
-        import asyncio
-
-        decision = await asyncio.wrap_future(self.begin(charge))
+        committed = asyncio.wrap_future(self.begin(charge))
+        try:  # (shielded: a timeout cancels no commit)
+            decision = await asyncio.wait_for(asyncio.shield(committed), _DURABLE_TIMEOUT_S)
+        except TimeoutError:  # the log did not commit in time: a 503, not a request hung for good
+            committed.add_done_callback(lambda f: f.cancelled() or f.exception())  # (its end: the log's)
+            raise not_committed(_DURABLE_TIMEOUT_S) from None
         if self._snapshot_due:
             self._snapshot_due = False
             self._snapshot_in_background()
