@@ -3,6 +3,7 @@ reported by ``evaluate_models`` and ``payfm evaluate`` (the model's ``score_wind
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 from datetime import UTC, datetime, timedelta
@@ -307,5 +308,6 @@ def test_on_authorized_evaluates_the_charges_that_moved_money_only(
     )
     assert f"population: authorized charges only ({left_out:,} declined or blocked charges left out)" in said
     assert "payfm evaluation report (authorized charges only)" in paths.html.read_text()
+    assert json.loads(paths.json.read_text())["population"] == "authorized"
     with pytest.raises(EvaluationError, match=r"must be one of all, authorized\. Got 'approved'"):
         evaluate_models(world.ws, ["lr"], world.start, world.end, tmp_path / "x", on="approved")

@@ -222,7 +222,6 @@ def test_skip_existing_and_orphans_leave_rows_out_and_say_how_many(tmp_path: Pat
     cbm = write_mapping(tmp_path, disputes, "cb.yaml")
     import_file(ws, write_csv(tmp_path, day1, "cb1.csv"), cbm)
     day2 = {k: [*v, v[0]] for k, v in day1.items()} | {"cb": ["1", "2", "3"], "id": ["t1", "t3", "t0"]}
-    day2["at"][2] = "bad"  # the orphan's time is wrong too: left out, it is no problem
     cb2 = write_csv(tmp_path, day2, "cb2.csv")
     with pytest.raises(ValidationError) as e:
         import_file(ws, cb2, cbm)  # the first two are stored already, the third's charge is unknown
@@ -234,7 +233,7 @@ def test_skip_existing_and_orphans_leave_rows_out_and_say_how_many(tmp_path: Pat
         "id": ["t1", "t3", "t0", "t2"],
     }
     day3["cur"][3] = "USD"  # (t2's currency)
-    day3["at"][3] = "2024-03-06 25:00:00"  # a kept row's problem is said at its row in the file
+    day3["at"][3] = "2024-03-06 25:00:00"  # a row's problem is said at its row in the file
     with pytest.raises(ValidationError) as e:
         import_file(ws, write_csv(tmp_path, day3, "cb3.csv"), cbm, skip_existing=True, skip_orphans=True)
     assert "1 problem(s)" in str(e.value) and "row 4 (line 5), column 'at' (created)" in str(e.value)
@@ -243,6 +242,57 @@ def test_skip_existing_and_orphans_leave_rows_out_and_say_how_many(tmp_path: Pat
     assert "Imported" in said and "1 dispute" in said
     assert "Left out (--skip-existing): 2 rows whose id the workspace holds already." in said
     assert "Left out (--skip-orphans): 1 row whose charge it does not hold." in said
+
+
+def test_skip_existing_takes_the_new_labels_of_rows_it_leaves_out(tmp_path: Path) -> None:
+    """Found by a review: a cumulative export flags a charge as fraud days after first listing it; with the
+    charge's row left out, its new label was lost, unsaid."""
+    ws = ws_at(tmp_path / "ws")
+    day1 = {**ROWS, "fraud": ["0", "0", "0", "0"]}
+    import_file(ws, write_csv(tmp_path, day1, "day1.csv"), write_mapping(tmp_path))
+    assert ws.read("disputes").num_rows == 0
+    day2 = {k: [*v, v[0]] for k, v in ROWS.items()} | {"id": ["t1", "t2", "t3", "t4", "t5"]}
+    day2["fraud"] = ["0", "1", "0", "yes", "1"]  # t2 and t4 flagged since, and a new fraudulent t5
+    summary = import_file(
+        ws, write_csv(tmp_path, day2, "day2.csv"), write_mapping(tmp_path), skip_existing=True
+    )
+    assert summary.skipped == {"existing": 4} and summary.rows == {"charges": 1, "disputes": 3}
+    again = import_file(
+        ws, write_csv(tmp_path, day2, "day2.csv"), write_mapping(tmp_path), skip_existing=True
+    )
+    assert again.skipped == {"existing": 5} and again.rows == {"charges": 0, "disputes": 0}  # none twice
+    disputed = sorted(ws.read("disputes", ["charge_id"]).column("charge_id").to_pylist())
+    assert disputed == ["ch_t2", "ch_t4", "ch_t5"]
+
+
+def test_skip_orphans_leaves_out_unknown_charges_only_not_invalid_ids(tmp_path: Path) -> None:
+    """Found by a review: an empty charge id, or one with a trailing space, was left out as an orphan."""
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path), write_mapping(tmp_path))
+    disputes = {
+        "table": "disputes",
+        "columns": {
+            "dispute_id": {"column": "cb", "prefix": "dp_x"},
+            "charge_id": {"column": "id"},
+            "created": {"column": "at", "format": "%Y-%m-%d %H:%M:%S", "timezone": "Europe/Paris"},
+            "reason": {"value": "fraudulent"},
+            "amount": {"value": 1},
+            "currency": {"value": "eur"},
+        },
+    }
+    rows = {
+        "cb": ["1", "2", "3", "4"],
+        "id": ["ch_t1", "", "ch_t1 ", "ch_t0"],
+        "at": ["2024-03-05 10:00:00"] * 4,
+    }
+    cb = write_csv(tmp_path, rows, "cb.csv")
+    with pytest.raises(ValidationError) as e:
+        import_file(ws, cb, write_mapping(tmp_path, disputes, "cb.yaml"), skip_orphans=True)
+    text = str(e.value)
+    assert "2 problem(s)" in text and "row 2 (line 3)" in text and "row 3 (line 4)" in text
+    rows["id"][1:3] = ["ch_t1", "ch_t1"]
+    summary = import_file(ws, write_csv(tmp_path, rows, "cb2.csv"), tmp_path / "cb.yaml", skip_orphans=True)
+    assert summary.skipped == {"orphans": 1} and summary.rows == {"disputes": 3}
 
 
 def cli_import_with(tmp_path: Path, name: str, rows: dict[str, list[Any]]) -> str:
@@ -255,3 +305,43 @@ def cli_import_with(tmp_path: Path, name: str, rows: dict[str, list[Any]]) -> st
     result = CliRunner().invoke(cli, [*args, "--skip-existing", "--skip-orphans"])
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())
+
+
+def test_a_value_a_map_sends_to_null_in_a_required_field_is_named(tmp_path: Path) -> None:
+    """Found by a review: 'N/A' mapped to null was reported as "an empty cell"."""
+    rows = {**ROWS, "tds": ["Y", "", "N/A", "A"]}
+    three_ds = {"column": "tds", "map": {"Y": "authenticated", "A": "attempted", "N/A": None}}
+    text = failed_import(
+        tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, changed(three_ds=three_ds))
+    )
+    assert (
+        "row 3 (line 4), column 'tds' (three_ds): expected a value (required field); received 'N/A', which "
+        "'columns.three_ds.map' sends to null (give `missing`)"
+    ) in text
+    assert (
+        "row 2 (line 3), column 'tds' (three_ds): expected a value (required field); received an empty cell"
+        in text
+    )
+
+
+def test_a_hash_of_a_column_without_text_is_a_clear_error(tmp_path: Path) -> None:
+    """Found by a review: a hash of a Parquet list column was a raw Arrow traceback (and the hash exemption
+    from the card scan applies to text columns only)."""
+    import pyarrow.parquet as pq
+
+    rows = {**ROWS, "refs": [["a", "b"], ["c"], [], ["d"]]}
+    pq.write_table(pa.table(rows), tmp_path / "export.parquet")
+    m = changed(charge_id={"hash": ["refs"]})
+    text = failed_import(tmp_path, tmp_path / "export.parquet", write_mapping(tmp_path, m))
+    assert (
+        "expected values with a text form (for a keyed hash); received values of type list<element: string>"
+        in text
+    )
+
+
+def test_a_label_with_its_own_time_is_not_counted_as_after_the_file(tmp_path: Path) -> None:
+    m = changed()
+    m["labels"] = [{"column": "fraud", "when": [1, "yes"], "time": {"column": "cb_at", "format": "%Y-%m-%d"}}]
+    rows = {**ROWS, "cb_at": ["2024-04-01"] * 4}  # chargebacks a month after the last charge, as exported
+    summary = import_file(ws_at(tmp_path / "ws"), write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert summary.rows["disputes"] == 2 and summary.labels_after_file == {}

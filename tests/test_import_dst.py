@@ -47,6 +47,8 @@ def test_infer_reads_the_night_in_file_order(tmp_path: Path) -> None:
     [
         (["01:50:00", "02:10:00", "03:10:00"], [2]),  # one pass only: which one is unknown
         (["02:40:00", "02:10:00", "02:50:00", "02:05:00"], [1, 2, 3, 4]),  # back twice: not in time order
+        (NIGHT[::-1], [2, 3, 4, 5]),  # newest first (found by a review: stored an hour off, unsaid)
+        (["01:50:00", "02:10:05", "02:10:03", "02:40:00"], [2, 3, 4]),  # sorted to the minute only
     ],
 )
 def test_infer_refuses_a_night_it_cannot_tell(tmp_path: Path, times: list[str], rows: list[int]) -> None:
@@ -58,7 +60,7 @@ def test_infer_refuses_a_night_it_cannot_tell(tmp_path: Path, times: list[str], 
         assert (
             f"row {row} (line {row + 1}), column 'ts' (created): expected a local time in a file whose rows "
             "of that hour are in time order, the clock going back once (to infer which of its two instants "
-            "each is): a DST change repeats it (set 'columns.created.ambiguous' to earliest, latest or infer)"
+            "each is): a DST change repeats it (set 'columns.created.ambiguous' to earliest or latest)"
         ) in said
 
 

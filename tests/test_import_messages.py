@@ -355,3 +355,12 @@ def test_kinds_beyond_twelve_are_counted() -> None:
     text = str(ValidationError("f.csv", problems, 15))
     assert text.count("expected a number") == 12
     assert text.splitlines()[-1] == "  ... and 3 more (3 more kind(s) of problem among them)"
+
+
+def test_a_card_number_in_a_stored_column_is_one_problem_per_row_however_many(tmp_path: Path) -> None:
+    """Found by an import audit: with more than 20 such rows the total counted those past the 20 listed twice
+    (the scan's problem, then validation's of the field computed from it): 30 rows said 40 problems."""
+    n = 30
+    rows = {k: (v * n)[:n] for k, v in ROWS.items()} | {"id": [f"t{i}" for i in range(n)], "shop": [VISA] * n}
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path))
+    assert text.splitlines()[0].endswith(": 30 problem(s); nothing was written.")

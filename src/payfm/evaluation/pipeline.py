@@ -281,6 +281,10 @@ def evaluate_models(
     say("writing the report")
     title = "payfm evaluation report" + (" (authorized charges only)" if on == "authorized" else "")
     paths = write_report(
-        results, out_dir if out_dir is not None else default_report_dir(ws), title, positives=predicted
+        results,
+        out_dir if out_dir is not None else default_report_dir(ws),
+        title,
+        positives=predicted,
+        population=on,
     )
     return paths, results

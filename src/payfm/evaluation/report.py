@@ -44,10 +44,12 @@ class EvaluationReport:
     json: Path
 
 
-def report_json(results: Sequence[EvaluationResult]) -> dict[str, Any]:
-    """The report's numbers: the comparison and every result in full."""
+def report_json(results: Sequence[EvaluationResult], population: str = "all") -> dict[str, Any]:
+    """The report's numbers: the population (``all`` charges or the ``authorized`` ones), the comparison and
+    every result in full."""
     return {
         "payfm_version": __version__,
+        "population": population,
         "comparison": json_ready(compare(results)),
         "results": [json_ready(r) for r in results],
     }
@@ -201,6 +203,7 @@ def write_report(
     out_dir: str | os.PathLike[str],
     title: str = "payfm evaluation report",
     positives: str = "fraud",
+    population: str = "all",
 ) -> EvaluationReport:
     """Write ``report.html`` and ``report.json`` under ``out_dir`` (created if needed), as one set: both are
     rendered and written to temporary files first, then replace the old ones together, so an interrupted
@@ -215,7 +218,7 @@ def write_report(
         raise ConfigError(f"The report directory '{out}' cannot be created: {e.strerror or e}.") from None
     paths = EvaluationReport(out / "report.html", out / "report.json")
     contents = {
-        paths.json: json.dumps(report_json(results), indent=1, allow_nan=False).encode(),
+        paths.json: json.dumps(report_json(results, population), indent=1, allow_nan=False).encode(),
         paths.html: render_html(results, title, positives).encode(),
     }
     replace_together(contents)

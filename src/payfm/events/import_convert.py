@@ -127,7 +127,15 @@ def to_strings(
     if spec.kind == "hash":
         # Blank inputs hash as missing ones (a Parquet '' like a CSV empty cell), and a row with nothing to
         # hash has no id: guests without an account number must not all share one hashed customer_id.
-        parts = [_blank_as_null(_stripped(spec, as_text(table.column(c).chunk(0)))) for c in spec.columns]
+        parts = []
+        for c in spec.columns:
+            try:
+                parts.append(_blank_as_null(_stripped(spec, as_text(table.column(c).chunk(0)))))
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # a list, a struct, bytes not UTF-8
+                out.column(
+                    c, "values with a text form (for a keyed hash)", f"values of type {table.column(c).type}"
+                )
+                return None
         nothing = pc.is_null(parts[0])
         for part in parts[1:]:
             nothing = pc.and_(nothing, pc.is_null(part))
@@ -140,6 +148,8 @@ def to_strings(
         blank = blank_rows(text) if required and spec.missing is None else np.zeros(0, dtype=np.int64)
         if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
             out.rows(name, blank, "a value (required field)", "an empty text")
+    if spec.convert == "email_domain":  # before map: the map is of domains, and no address is ever quoted
+        result = _converted(spec, result, name, out)
     if spec.case == "lower":
         result = pc.utf8_lower(result)
     elif spec.case == "upper":
@@ -162,17 +172,31 @@ def to_strings(
                     f"one of the keys of '{spec.path}.map' (or give a default, or keep_unmapped: true)",
                     values_at(result, bad),
                 )
+        nulled = np.flatnonzero(pc.and_(pc.is_valid(index), pc.is_null(mapped)).to_numpy(False))
+        if len(nulled) and required and spec.missing is None:  # (said here: not "an empty cell" later)
+            said = [
+                f"{v}, which '{spec.path}.map' sends to null (give `missing`)"
+                for v in values_at(result, nulled)
+            ]
+            out.rows(name, nulled, "a value (required field)", said)
         result = mapped
-    if spec.convert is not None:  # after map: a map names what the conversion does not know
-        before = result
-        result, bad = convert(spec.convert, result)
-        if len(bad):  # an e-mail address is personal data: never quoted
-            said = values_at(before, bad) if spec.convert == "country" else "another text (not shown)"
-            out.rows(name, bad, f"{EXPECTED[spec.convert]} ('{spec.path}.convert')", said)
+    if spec.convert == "country":  # after map: a map names what the conversion does not know
+        result = _converted(spec, result, name, out)
     if spec.prefix:
         result = pc.binary_join_element_wise(spec.prefix, result, "")
     if spec.missing is not None:  # an empty cell, a null, or a value mapped to null: this target value
         result = pc.fill_null(result, spec.missing)
+    return result
+
+
+def _converted(spec: FieldSpec, text: pa.Array, name: str, out: Problems) -> pa.Array:
+    """``text`` through the field's ``convert``; values it cannot convert are problems (an e-mail address,
+    personal data, is never quoted)."""
+    assert spec.convert is not None
+    result, bad = convert(spec.convert, text)
+    if len(bad):
+        said = values_at(text, bad) if spec.convert == "country" else "another text (not shown)"
+        out.rows(name, bad, f"{EXPECTED[spec.convert]} ('{spec.path}.convert')", said)
     return result
 
 
@@ -231,7 +255,18 @@ def plain_numbers(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array:
     return col
 
 
-_DECIMAL_COMMA = r"^\s*[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d+\s*$"
+# Numbers an export writes in another convention than the mapping's default: decimal commas ("6,70",
+# "1.234,5": one or two decimals after the comma) or commas between thousands ("1,000", "12,500.50").
+_HINTS = (
+    (
+        r"^\s*[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+),\d{1,2}\s*$",
+        ' (the file writes decimal commas: set the mapping\'s `csv: {decimal: ","}`)',
+    ),
+    (
+        r"^\s*[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?\s*$",
+        ' (the file writes commas between thousands: set the mapping\'s `csv: {thousands: ","}`)',
+    ),
+)
 
 
 def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
@@ -240,14 +275,14 @@ def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
         ok = pc.fill_null(pc.match_substring_regex(col, NUMBER), False)
         bad = np.flatnonzero(pc.and_(pc.is_valid(col), pc.invert(ok)).to_numpy(False))
         if len(bad):
-            # "6,70" or "1.234,50": an export of decimal commas read with the default '.' (docs/import.md)
-            commas = pc.any(pc.match_substring_regex(col.take(pa.array(bad)), _DECIMAL_COMMA)).as_py()
-            hint = (
-                ' (the file writes decimal commas: set the mapping\'s `csv: {decimal: ","}`)'
-                if commas
-                else ""
-            )
-            out.rows(name, bad, "a number" + hint, values_at(col, bad), key="a number")
+            left = bad
+            for pattern, hint in _HINTS:  # each row with the hint its text calls for (docs/import.md)
+                hinted = pc.fill_null(pc.match_substring_regex(col.take(pa.array(left)), pattern), False)
+                rows, left = left[hinted.to_numpy(False)], left[~hinted.to_numpy(False)]
+                if len(rows):
+                    out.rows(name, rows, "a number" + hint, values_at(col, rows), key="a number")
+            if len(left):
+                out.rows(name, left, "a number", values_at(col, left), key="a number")
             col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
         col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
     elif pa.types.is_decimal(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):

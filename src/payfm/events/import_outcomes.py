@@ -119,38 +119,58 @@ def _iso(value: pa.Scalar) -> str:
     return str(value.as_py().isoformat())
 
 
-def follow_charges(ws: Workspace, mapping: Mapping, events: pa.Table, out: Problems) -> None:
+def follow_charges(
+    ws: Workspace,
+    mapping: Mapping,
+    events: pa.Table,
+    out: Problems,
+    held: np.ndarray | None = None,
+    skip_orphans: bool = False,
+) -> np.ndarray:
     """Outcome events imported as a table (refunds, disputes, early fraud warnings) must point at a charge of
-    the workspace and be later than it (docs/features.md: an outcome is always later than its own charge)."""
+    the workspace and be later than it (docs/features.md: an outcome is always later than its own charge).
+    ``held``: rows the workspace holds already (``--skip-existing``: not counted again in a charge's refunds).
+    With ``skip_orphans``, a row whose charge the workspace does not hold is no problem: the rows to leave
+    out are returned (a mask; none otherwise)."""
+    orphans = np.zeros(events.num_rows, dtype=bool)
     if "charge_id" not in events.column_names or not pa.types.is_string(events.column("charge_id").type):
-        return
+        return orphans
     ids = events.column("charge_id").combine_chunks()
     stored = ws.read("charges", columns=["charge_id", "created", "outcome", "currency", "amount"])
     stored = stored.filter(pc.is_in(stored.column("charge_id"), value_set=ids))
     index = pc.index_in(ids, value_set=stored.column("charge_id").combine_chunks())
     unknown = np.flatnonzero(pc.and_(pc.is_valid(ids), pc.is_null(index)).to_numpy(False))
-    if len(unknown):
+    if len(unknown) and skip_orphans:
+        orphans[unknown] = True
+    elif len(unknown):
         spec = mapping.fields["charge_id"]
         out.rows(
             spec.source,
             unknown,
-            "the charge_id of a charge in the workspace (import the charges first)",
+            "the charge_id of a charge in the workspace (import the charges first, or give --skip-orphans)",
             values_at(ids, unknown),
             where=spec.where,
         )
-    _moved_money(ws, mapping, events, stored, index, out)
+    _moved_money(ws, mapping, events, stored, index, out, held)
     created = events.column("created") if "created" in events.column_names else None
     if created is None or created.type != TIMESTAMP:
-        return
+        return orphans
     charge_created = pc.take(stored.column("created"), index)
     rows = np.arange(events.num_rows)
     out.spec = mapping.fields["created"]  # (problems name its source column and the field)
     _early_outcomes(created, charge_created, rows, out.spec.source, "a time", out)
     out.spec = None
+    return orphans
 
 
 def _moved_money(
-    ws: Workspace, mapping: Mapping, events: pa.Table, stored: pa.Table, index: pa.Array, out: Problems
+    ws: Workspace,
+    mapping: Mapping,
+    events: pa.Table,
+    stored: pa.Table,
+    index: pa.Array,
+    out: Problems,
+    held: np.ndarray | None = None,
 ) -> None:
     """The checks the decision service makes of an outcome reported live, on a file of them: its charge
     moved money (not blocked or declined by its issuer); a refund or dispute is in its charge's currency
@@ -209,6 +229,8 @@ def _moved_money(
         # each refund with those of its charge before it: the workspace's, then the file's rows before it
         rows = np.flatnonzero(same & pc.is_valid(amount).to_numpy(False))
         rows = rows[~np.isin(rows, more)]
+        if held is not None:  # stored already: in the workspace's sums, not counted twice
+            rows = rows[~held[known[rows]]]
         charge = taken.to_numpy(False)[rows]
         # (a negative amount, refused by the schema's check, must not make room for the next refund)
         cents = np.maximum(pc.fill_null(amount, 0).to_numpy(False)[rows].astype(np.int64), 0)
@@ -349,7 +371,7 @@ def outcome_events(
             data["fraud_type"] = pa.repeat(pa.scalar(label.category), len(rows))
         last = pc.max(charges.column("created"))
         later = int(pc.sum(pc.cast(pc.greater(created, last), pa.int64())).as_py() or 0)
-        if later:  # a `delay` past the export's end: "now" (the log's latest event) moves with it
+        if later and label.delay is not None:  # a `delay` past the export's end moves "now" with it
             counts.after_file[label.path] = counts.after_file.get(label.path, 0) + later
             counts.last_charge = last.as_py()
         parts.setdefault(label.table, []).append((pa.table(data), rows))

@@ -201,8 +201,10 @@ _NO_CARD = "no card numbers"
 
 
 def card_rows(out: Problems) -> set[int]:
-    """1-based rows already reported as holding a card number in a source column."""
-    return {p.row for p in out.items if p.row is not None and p.expected.startswith(_NO_CARD)}
+    """1-based rows already reported as holding a card number in a source column: every one, not only those
+    the message lists (a total that subtracted only the listed ones counted the others twice)."""
+    rows = [seen for (_, key), seen in out._seen.items() if key.startswith(_NO_CARD)]
+    return {int(r) + 1 for seen in rows for r in seen}
 
 
 def repeat_filter(out: Problems) -> Callable[[Problem], bool]:

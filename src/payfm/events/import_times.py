@@ -62,7 +62,7 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
     if spec.ambiguous == "latest":
         second = twice
     elif spec.ambiguous == "infer":
-        second, unresolved = _second_pass(naive, twice)
+        second, unresolved = _second_pass(naive, twice, early, late)
     else:
         unresolved = twice if spec.ambiguous == "error" else unresolved
     if unresolved.any():
@@ -73,11 +73,11 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
             if spec.ambiguous == "infer"
             else f"that exists once in {zone}"
         )
+        choices = "earliest or latest" if spec.ambiguous == "infer" else "earliest, latest or infer"
         out.rows(
             where,
             bad,
-            f"a local time {how}: a DST change repeats it (set '{spec.path}.ambiguous' to earliest, latest "
-            "or infer)",
+            f"a local time {how}: a DST change repeats it (set '{spec.path}.ambiguous' to {choices})",
             values_at(text, bad),
         )
     result = pc.if_else(pa.array(second), late, early)
@@ -85,22 +85,37 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
     return pc.cast(result, TIMESTAMP)
 
 
-def _second_pass(naive: pa.Array, twice: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+_DAY_US, _BACK_US = 86_400_000_000, 1_800_000_000  # a local day; the least step back a clock change makes
+
+
+def _second_pass(
+    naive: pa.Array, twice: np.ndarray, early: pa.Array, late: pa.Array
+) -> tuple[np.ndarray, np.ndarray]:
     """Of the rows whose local time a DST change repeats (``twice``), those in its second pass, and those it
-    cannot tell: in file order, the rows of one night's repeated hour go back in time once, where the clock
-    went back; the rows from there on are in the second pass. A night whose rows never go back (all in one
-    pass, or one row) or go back more than once (not in time order) cannot be told."""
+    cannot tell. In a file in time order, the rows of one night's repeated hour go back in time once, where
+    the clock went back (by half an hour or more: a smaller step is rows out of order); the rows from there
+    on are in the second pass, and the night's instants, its other rows' too, then go up in file order. A
+    night whose rows never go back (all in one pass, or one row), go back more than once, or whose instants
+    would not go up (a file newest first, or sorted to the minute only) cannot be told."""
     second, unresolved = np.zeros(len(twice), dtype=bool), np.zeros(len(twice), dtype=bool)
+    local = pc.fill_null(pc.cast(naive, pa.int64()), -1).to_numpy(False)
+    first_us = pc.fill_null(pc.cast(early, pa.int64()), -1).to_numpy(False)
+    second_us = pc.fill_null(pc.cast(late, pa.int64()), -1).to_numpy(False)
     rows = np.flatnonzero(twice)
-    local = pc.cast(naive, pa.int64()).to_numpy(False)[rows]
-    nights = local // 86_400_000_000  # (the repeated hour lies within one local day)
+    nights = local[rows] // _DAY_US  # (the repeated hour lies within one local day)
     for night in np.unique(nights):  # one per DST change in the file: a few a year
         at = rows[nights == night]
-        back = np.flatnonzero(np.diff(local[nights == night]) < 0)
-        if len(back) == 1:
-            second[at[back[0] + 1 :]] = True
-        else:
-            unresolved[at] = True
+        back = np.flatnonzero(np.diff(local[at]) <= -_BACK_US)
+        steps = np.flatnonzero(np.diff(local[at]) < 0)
+        if len(back) == 1 and len(steps) == 1:
+            mine = np.zeros(len(twice), dtype=bool)
+            mine[at[back[0] + 1 :]] = True
+            day = np.flatnonzero(local // _DAY_US == night)  # every row of that local day, in file order
+            instants = np.where(mine[day], second_us[day], first_us[day])
+            if (np.diff(instants) >= 0).all():
+                second |= mine
+                continue
+        unresolved[at] = True
     return second, unresolved
 
 

@@ -74,7 +74,6 @@ from payfm.events.import_problems import (
     repeat_filter,
     values_at,
 )
-from payfm.events.import_skip import remap_rows, rows_to_skip
 from payfm.events.import_times import to_times
 from payfm.events.mapping import FieldSpec, Mapping, load_mapping
 from payfm.events.schema import ID_COLUMNS, schema_of
@@ -599,6 +598,7 @@ def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
     # A column read only through a keyed hash is stored as one, as a fingerprint is: a processor's 16-digit
     # transaction reference passes the Luhn check one time in ten, and can be hashed into ids.
     hashed = {c for spec in mapping.fields.values() if spec.kind == "hash" for c in spec.columns}
+    hashed = {c for c in hashed if c in table.column_names and pa.types.is_string(table.column(c).type)}
     if hashed:
         others = {k: s for k, s in mapping.fields.items() if s.kind != "hash"}
         hashed -= set(dataclasses.replace(mapping, fields=others).source_columns()) | set(mapping.drop)
@@ -670,25 +670,32 @@ def _existing(
     id_column: str,
     out: Problems,
     rows: np.ndarray | None = None,
-) -> None:
+    skip: bool = False,
+) -> np.ndarray:
     """Ids already stored in the workspace cannot be imported again (events are immutable); ``rows`` maps the
-    rows of a derived table (outcome events) back to the file's rows."""
+    rows of a derived table (outcome events) back to the file's rows. With ``skip`` (``--skip-existing``)
+    they are no problem: the rows to leave out are returned (a mask; none otherwise)."""
+    held = np.zeros(table.num_rows, dtype=bool)
     if id_column not in table.column_names:
-        return
+        return held
     stored = ws.read(table_name, columns=[id_column]).column(id_column)
     if len(stored) == 0:
-        return
+        return held
     ids = table.column(id_column).combine_chunks()
     bad = np.flatnonzero(pc.is_in(ids, value_set=stored.combine_chunks().cast(ids.type)).to_numpy(False))
-    if len(bad):
+    if len(bad) and skip:
+        held[bad] = True
+    elif len(bad):
         spec = out.fields.get(id_column) if rows is None else None
         out.rows(
             id_column,
             bad if rows is None else rows[bad],
-            f"an id not already in the workspace's '{table_name}' (was this file imported before?)",
+            f"an id not already in the workspace's '{table_name}' (was this file imported before? "
+            "--skip-existing leaves such rows out)",
             values_at(ids, bad),
             where=spec.where if spec is not None else None,
         )
+    return held
 
 
 # ---- the import ------------------------------------------------------------------------------------------
@@ -703,8 +710,9 @@ def import_file(
 ) -> ImportSummary:
     """Import the CSV or Parquet file ``path`` into ``ws`` through the mapping ``mapping_path`` (a file or the
     name of a bundled mapping such as ``sparkov``). All or nothing: any problem raises and writes nothing.
-    ``skip_existing`` leaves out the rows whose id the workspace holds, ``skip_orphans`` the outcomes whose
-    charge it does not hold (:mod:`payfm.events.import_skip`; counted in ``ImportSummary.skipped``).
+    ``skip_existing`` leaves out the rows (and the labels' outcomes) whose id the workspace holds,
+    ``skip_orphans`` the outcomes whose charge it does not hold, instead of refusing them (counted in
+    ``ImportSummary.skipped``); such rows are checked like the others.
     """
     say = progress or (lambda _step: None)
     mapping = load_mapping(mapping_path)
@@ -718,13 +726,6 @@ def import_file(
     missing = _missing_columns(mapping, table, source)
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
         raise_problems(source, out.items, out.total, is_csv, missing)
-    rows_read, origin, skipped = table.num_rows, None, dict[str, int]()
-    if skip_existing or skip_orphans:
-        keep, skipped = rows_to_skip(ws, mapping, table, skip_existing, skip_orphans)
-        if not keep.all():
-            origin = np.flatnonzero(keep)
-            table = table.take(pa.array(origin, pa.int64()))  # (one chunk, as read, even when empty)
-    found_before = len(out.items)  # (problems of the kept rows are said at their rows in the file)
     say("mapping columns")
     secret = ws.secret()
     built = _fields(mapping, table, secret, out, is_csv)
@@ -736,22 +737,25 @@ def import_file(
         repeats = repeat_filter(out)
         out.absorb(e, repeats=repeats, repeated=repeat_count(mapping.table, built, out))
     id_column = ID_COLUMNS[mapping.table]
-    _existing(ws, mapping.table, charges, id_column, out)
+    held = _existing(ws, mapping.table, charges, id_column, out, skip=skip_existing)
+    orphans = np.zeros(charges.num_rows, dtype=bool)
     if mapping.table != "charges":
-        follow_charges(ws, mapping, charges, out)
+        orphans = follow_charges(ws, mapping, charges, out, held, skip_orphans)
     outcomes: dict[str, pa.Table] = {}
-    counts = LabelCounts()
+    counts = LabelCounts()  # (the labels of every row: a row left out may bring a new label of its charge)
     for name, (events, rows) in outcome_events(mapping, table, charges, secret, out, counts).items():
         try:
             outcomes[name] = validate_events(name, events, source=source)
         except ValidationError as e:
             out.absorb(e, rows)
             continue
-        _existing(ws, name, outcomes[name], OUTCOME_ID[name], out, rows)
+        stored = _existing(ws, name, outcomes[name], OUTCOME_ID[name], out, rows, skip=skip_existing)
+        outcomes[name] = outcomes[name].filter(pa.array(~stored))
     if out.total:
-        if origin is not None:
-            remap_rows(out.items, found_before, origin)
         raise_problems(source, out.items, out.total, is_csv)
+    skipped = {"existing": int(held.sum())} if skip_existing else {}
+    skipped |= {"orphans": int(orphans.sum())} if skip_orphans and mapping.table != "charges" else {}
+    charges = charges.filter(pa.array(~(held | orphans)))
     say("writing")
     with ws.writer("append") as w:
         w.write(mapping.table, charges)
@@ -764,7 +768,7 @@ def import_file(
     return ImportSummary(
         source,
         mapping.name,
-        rows_read,
+        table.num_rows,
         rows_written,
         dropped,
         unmapped,
