@@ -3,7 +3,7 @@
 - ``email_domain``: an e-mail address to its domain (what follows its last ``@``, lower case). Stripe's and
   Adyen's exports hold the customer's address; the event log keeps the domain only (docs/events.md), so the
   rest of the address never enters it. A value that is no address is a problem, never quoted (it may be
-  personal data).
+  personal data); it runs before a mapping's ``map`` (a map of domains), so no address reaches a message.
 - ``country``: an ISO 3166-1 country as exports write it to its alpha-2 code: alpha-2 (``us``), alpha-3
   (``USA``), numeric (``840``) or an English name (``United States``, its official or common name),
   case-insensitive, from pycountry's tables (:mod:`payfm.events.countries`), with the English names exports
