@@ -345,3 +345,11 @@ def test_a_label_with_its_own_time_is_not_counted_as_after_the_file(tmp_path: Pa
     rows = {**ROWS, "cb_at": ["2024-04-01"] * 4}  # chargebacks a month after the last charge, as exported
     summary = import_file(ws_at(tmp_path / "ws"), write_csv(tmp_path, rows), write_mapping(tmp_path, m))
     assert summary.rows["disputes"] == 2 and summary.labels_after_file == {}
+
+
+@pytest.mark.parametrize("missing", ["bogus", ""])
+def test_a_missing_value_the_field_refuses_is_refused_at_load(tmp_path: Path, missing: str) -> None:
+    """Found by a review: `missing: bogus` was taken at load, then failed on every empty row."""
+    m = changed(three_ds={"column": "kind", "map": {"web": "authenticated"}, "missing": missing})
+    text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m), ConfigError)
+    assert text.startswith("m.yaml: 'columns.three_ds.missing': expected ")

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 import zoneinfo
@@ -29,7 +30,7 @@ import pyarrow as pa
 import yaml
 
 from payfm.errors import ConfigError
-from payfm.events.cards import contains_card_number, redact_card_numbers, shown_text
+from payfm.events.cards import contains_card_number, shown_text
 from payfm.events.currency import MINOR_UNITS
 from payfm.events.import_format import (
     COMMAS,
@@ -41,6 +42,7 @@ from payfm.events.import_format import (
     parse_numbers,
 )
 from payfm.events.import_text import convert_option
+from payfm.events.mapping_yaml import MappingLoader, yaml_problem
 from payfm.events.schema import (
     DISPUTE_REASONS,
     EFW_FRAUD_TYPES,
@@ -560,6 +562,11 @@ def parse_mapping(data: object, name: str) -> Mapping:
         typed = _type_of(schema.field(target).type)
         fields[target] = _field(ctx, f"columns.{target}", target, typed, spec, csv.numbers)
         _check_constant(ctx, fields[target], table, not schema.field(target).nullable)
+        if fields[target].missing is not None:  # a value of every empty cell: checked once, as a constant
+            as_value = dataclasses.replace(
+                fields[target], kind="value", value=fields[target].missing, prefix=""
+            )
+            _check_constant(ctx, as_value, table, True, key="missing")
     for f in schema:
         if not f.nullable and f.name not in fields:
             raise ctx.error(
@@ -593,13 +600,13 @@ def parse_mapping(data: object, name: str) -> Mapping:
     return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted, csv)
 
 
-def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool) -> None:
+def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool, key: str = "value") -> None:
     """A constant ``value`` that the event table would refuse is the mapping's mistake: said once, naming its
     key, before the file is read (not on every row of it). The rules are validate_events' (a canonical form
     is taken, as validate_events takes it), and a card number is never shown."""
     if spec.kind != "value" or spec.value is None:
         return
-    path = f"{spec.path}.value"
+    path = f"{spec.path}.{key}"
     rule = RULES.get(table, {}).get(spec.target)
     if isinstance(spec.value, int) and not isinstance(spec.value, bool):
         if rule is None or rule.min_value is None:
@@ -720,81 +727,5 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
     try:
         parsed = yaml.load(text, Loader=MappingLoader)  # a SafeLoader
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path.name}: expected valid YAML; received {_yaml_problem(e, text)}.") from None
+        raise ConfigError(f"{path.name}: expected valid YAML; received {yaml_problem(e, text)}.") from None
     return parse_mapping(parsed, path.name)
-
-
-class MappingLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, for mappings: a number written with a leading zero is the text written (a code
-    of an export: ``map: {00: authorized}`` matches the text '00', and ``0742`` the MCC '0742', where YAML
-    1.1 reads 0 and the octal number 482), and a key given twice in one mapping is an error (YAML keeps the
-    last one, silently: ``007`` and ``7`` were one key)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, yaml.Node] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`, merged by the base class
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                first = seen.get(key)
-            except TypeError:  # an unhashable key: PyYAML's own error below
-                continue
-            if first is not None:
-                raise yaml.constructor.ConstructorError(
-                    "in a mapping",
-                    node.start_mark,
-                    f"the key {key!r} is given twice (first on line {first.start_mark.line + 1}): once each",
-                    key_node.start_mark,
-                )
-            seen[key] = key_node
-        return super().construct_mapping(node, deep=deep)
-
-
-# Integers as YAML 1.1 reads them, less its octal form (a leading 0 then digits): those stay text.
-MappingLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:int"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-MappingLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:int",
-    re.compile(
-        r"""^(?:[-+]?0b[0-1_]+
-        |[-+]?(?:0|[1-9][0-9_]*)
-        |[-+]?0x[0-9a-fA-F_]+
-        |[-+]?[1-9][0-9_]*(?::[0-5]?[0-9])+)$""",
-        re.X,
-    ),
-    list("-+0123456789"),
-)
-
-
-def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
-    """PyYAML's error on one line: the problem, its line and column (1-based), and what it was parsing.
-
-    PyYAML's own text spans five lines and quotes the lines of the file around the problem, which may hold a
-    card number; its problem and context quote only a character, an alias or a tag (card numbers removed).
-
-    >>> try:
-    ...     yaml.safe_load("a: b: c")
-    ... except yaml.YAMLError as e:
-    ...     print(_yaml_problem(e, "a: b: c"))
-    a syntax error at line 1, column 5: mapping values are not allowed here
-    """
-
-    def at(mark: yaml.Mark | None) -> str:
-        return "" if mark is None else f" at line {mark.line + 1}, column {mark.column + 1}"
-
-    if isinstance(e, yaml.reader.ReaderError):  # a character YAML refuses (NUL, other control characters)
-        before = text[: e.position]
-        line, column = before.count("\n") + 1, e.position - (before.rfind("\n") + 1) + 1
-        what = f"character #x{e.character:04x}" if isinstance(e.character, int) else "a byte"
-        return f"a syntax error at line {line}, column {column}: unacceptable {what} ({e.reason})"
-    if not isinstance(e, yaml.MarkedYAMLError):
-        return f"a syntax error ({type(e).__name__})"
-    problem = " ".join(str(e.problem or e.context or "").split()) or type(e).__name__
-    said = f"a syntax error{at(e.problem_mark)}: {problem}"
-    if e.context and e.problem:
-        started = at(e.context_mark) if at(e.context_mark) != at(e.problem_mark) else ""
-        said += f" ({' '.join(str(e.context).split())}{started})"
-    return redact_card_numbers(said)
