@@ -353,3 +353,18 @@ def test_a_missing_value_the_field_refuses_is_refused_at_load(tmp_path: Path, mi
     m = changed(three_ds={"column": "kind", "map": {"web": "authenticated"}, "missing": missing})
     text = failed_import(tmp_path, write_csv(tmp_path), write_mapping(tmp_path, m), ConfigError)
     assert text.startswith("m.yaml: 'columns.three_ds.missing': expected ")
+
+
+def test_a_fingerprinted_card_column_may_feed_a_keyed_hash_and_display_addresses_give_their_domain(
+    tmp_path: Path,
+) -> None:
+    """Found by an import audit: a card-number column both fingerprinted and hashed into an id was refused as
+    "used as is", and `"Ann Lee" <ann@b.de>` was no address."""
+    rows = {**ROWS, "email": ['"Ann Lee" <Ann@B.de>', "b@y.org", "c@x.com", "<d@z.net>"]}
+    m = converted_mapping(charge_id={"hash": ["card", "ts"]}, card_country={"value": "FR"})
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    charges = ws.read("charges", ["charge_id", "email_domain"])
+    stored = json.dumps(charges.to_pylist())
+    assert sorted(charges.column("email_domain").to_pylist()) == ["b.de", "x.com", "y.org", "z.net"]
+    assert charges.num_rows == 4 and not any(d in stored for d in ("4242", "5555", "3782", "ann"))

@@ -16,8 +16,8 @@ Vectorized over the column (Arrow compute, a dictionary lookup per distinct valu
 
 Example:
     >>> import pyarrow as pa
-    >>> domains(pa.array(["Ann@Example.COM ", "x", None])).to_pylist()
-    ['example.com', None, None]
+    >>> domains(pa.array(["Ann@Example.COM ", '"Ann Lee" <ann@b.de>', "x", None])).to_pylist()
+    ['example.com', 'b.de', None, None]
     >>> country_codes_of(pa.array(["USA", "840", "germany", "UK", "Atlantis"])).to_pylist()
     ['US', 'US', 'DE', 'GB', None]
 """
@@ -60,7 +60,8 @@ def domains(text: pa.Array) -> pa.Array:
     by a domain (or is null)."""
     lowered = pc.utf8_lower(pc.utf8_trim_whitespace(text))
     # greedy: the text after the last '@' (a quoted local part may hold one)
-    found = pc.extract_regex(lowered, r"^.*@(?P<domain>[^@\s]+)$")
+    # (a display form, "Ann Lee" <ann@example.com>, ends with its address in angle brackets)
+    found = pc.extract_regex(lowered, r"^.*@(?P<domain>[^@\s<>]+)>?$")
     return pc.if_else(pc.is_valid(found), pc.struct_field(found, [0]), pa.scalar(None, pa.string()))
 
 

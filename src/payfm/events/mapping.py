@@ -665,10 +665,11 @@ def _check_card_columns(ctx: _Ctx, mapping: Mapping, fingerprinted: frozenset[st
                 "(card numbers enter only fingerprinted)",
                 spec.column,
             )
-        if spec.transform is None and fingerprinted & set(spec.columns):
+        if spec.transform is None and spec.kind != "hash" and fingerprinted & set(spec.columns):
             raise ctx.error(
                 spec.path,
-                "card-number columns used only with transform fingerprint, bin, last4 or brand",
+                "card-number columns used only with transform fingerprint, bin, last4 or brand, or in a "
+                "keyed hash",
                 f"<'{sorted(fingerprinted & set(spec.columns))[0]}' used as is>",
             )
         for cur in (spec.minor_units, spec.usd_cents):
