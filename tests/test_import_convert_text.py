@@ -22,14 +22,17 @@ COUNTRIES = ["USA", "840", "UK", " germany "]
 EMAILS = ["Ann.Lee@Example.COM", "b+shop@mail.y.org", '"a@b"@quoted.net', "d@z.net"]
 
 
-def cli_import(tmp_path: Path) -> str:
-    """`payfm import` of ``tmp_path``'s export.csv with m.yaml into a new workspace: its output, one line."""
+def cli_import(
+    tmp_path: Path, csv: str = "export.csv", mapping: str = "m.yaml", *flags: str, ws: str = "cli"
+) -> str:
+    """`payfm import` of ``tmp_path``'s ``csv`` with ``mapping`` into its workspace ``ws``: the output, one
+    line."""
     from click.testing import CliRunner
 
     from payfm.cli.main import cli
 
-    ws, csv, m = (str(tmp_path / name) for name in ("cli", "export.csv", "m.yaml"))
-    result = CliRunner().invoke(cli, ["-w", ws, "import", csv, "--mapping", m])
+    where, path, m = (str(tmp_path / name) for name in (ws, csv, mapping))
+    result = CliRunner().invoke(cli, ["-w", where, "import", path, "--mapping", m, *flags])
     assert result.exit_code == 0, result.output
     return " ".join(result.output.split())
 
@@ -238,7 +241,8 @@ def test_skip_existing_and_orphans_leave_rows_out_and_say_how_many(tmp_path: Pat
         import_file(ws, write_csv(tmp_path, day3, "cb3.csv"), cbm, skip_existing=True, skip_orphans=True)
     assert "1 problem(s)" in str(e.value) and "row 4 (line 5), column 'at' (created)" in str(e.value)
     day3["at"][3] = "2024-03-06 11:00:00"
-    said = cli_import_with(tmp_path, "cb3.csv", day3)
+    write_csv(tmp_path, day3, "cb3.csv")
+    said = cli_import(tmp_path, "cb3.csv", "cb.yaml", "--skip-existing", "--skip-orphans", ws="ws")
     assert "Imported" in said and "1 dispute" in said
     assert "Left out (--skip-existing): 2 rows whose id the workspace holds already." in said
     assert "Left out (--skip-orphans): 1 row whose charge it does not hold." in said
@@ -293,18 +297,6 @@ def test_skip_orphans_leaves_out_unknown_charges_only_not_invalid_ids(tmp_path: 
     rows["id"][1:3] = ["ch_t1", "ch_t1"]
     summary = import_file(ws, write_csv(tmp_path, rows, "cb2.csv"), tmp_path / "cb.yaml", skip_orphans=True)
     assert summary.skipped == {"orphans": 1} and summary.rows == {"disputes": 3}
-
-
-def cli_import_with(tmp_path: Path, name: str, rows: dict[str, list[Any]]) -> str:
-    from click.testing import CliRunner
-
-    from payfm.cli.main import cli
-
-    csv = write_csv(tmp_path, rows, name)
-    args = ["-w", str(tmp_path / "ws"), "import", str(csv), "--mapping", str(tmp_path / "cb.yaml")]
-    result = CliRunner().invoke(cli, [*args, "--skip-existing", "--skip-orphans"])
-    assert result.exit_code == 0, result.output
-    return " ".join(result.output.split())
 
 
 def test_a_value_a_map_sends_to_null_in_a_required_field_is_named(tmp_path: Path) -> None:

@@ -278,7 +278,8 @@ def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
             left = bad
             for pattern, hint in _HINTS:  # each row with the hint its text calls for (docs/import.md)
                 hinted = pc.fill_null(pc.match_substring_regex(col.take(pa.array(left)), pattern), False)
-                rows, left = left[hinted.to_numpy(False)], left[~hinted.to_numpy(False)]
+                mask = hinted.to_numpy(False)
+                rows, left = left[mask], left[~mask]
                 if len(rows):
                     out.rows(name, rows, "a number" + hint, values_at(col, rows), key="a number")
             if len(left):

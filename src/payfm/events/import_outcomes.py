@@ -9,6 +9,7 @@ file's rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -279,8 +280,8 @@ class LabelCounts:
     """What an import's labels made no event of, or made late, per label (its key path): rows on charges
     that moved no money; events dated after the file's last charge (``last_charge``)."""
 
-    without_money: dict[str, int] = field(default_factory=dict)
-    after_file: dict[str, int] = field(default_factory=dict)
+    without_money: Counter[str] = field(default_factory=Counter)
+    after_file: Counter[str] = field(default_factory=Counter)
     last_charge: datetime | None = None
 
 
@@ -300,6 +301,7 @@ def outcome_events(
     times are still checked, but no events are made (their problems would only repeat the charges').
     """
     valid = "created" in charges.column_names and not out.total
+    last = pc.max(charges.column("created")) if valid else None  # the file's last charge
     parts: dict[str, list[tuple[pa.Table, np.ndarray]]] = {}
     for k, label in enumerate(mapping.labels):
         rows = _label_rows(label, table.column(label.column).chunk(0), out)
@@ -309,9 +311,7 @@ def outcome_events(
             idle = pc.is_in(charges.column("outcome").take(pa.array(rows)), value_set=_NO_MONEY)
             unmoved = pc.fill_null(idle, False).to_numpy(zero_copy_only=False)
             if unmoved.any():
-                counts.without_money[label.path] = counts.without_money.get(label.path, 0) + int(
-                    unmoved.sum()
-                )
+                counts.without_money[label.path] += int(unmoved.sum())
                 rows = rows[~unmoved]
         take = pa.array(rows, type=pa.int64())
         picked = charges.take(take)
@@ -369,11 +369,11 @@ def outcome_events(
             }
         else:
             data["fraud_type"] = pa.repeat(pa.scalar(label.category), len(rows))
-        last = pc.max(charges.column("created"))
-        later = int(pc.sum(pc.cast(pc.greater(created, last), pa.int64())).as_py() or 0)
-        if later and label.delay is not None:  # a `delay` past the export's end moves "now" with it
-            counts.after_file[label.path] = counts.after_file.get(label.path, 0) + later
-            counts.last_charge = last.as_py()
+        if label.delay is not None and last is not None:  # a `delay` past the export's end moves "now" too
+            later = int(pc.sum(pc.cast(pc.greater(created, last), pa.int64())).as_py() or 0)
+            if later:
+                counts.after_file[label.path] += later
+                counts.last_charge = last.as_py()
         parts.setdefault(label.table, []).append((pa.table(data), rows))
     return {
         name: (pa.concat_tables([t for t, _ in items]), np.concatenate([r for _, r in items]))

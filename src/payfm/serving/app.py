@@ -189,15 +189,11 @@ class ScoreEndpoint:
             return 200, _json(decision.response()), {}
         except PayfmError as e:
             _count_unavailable(e, self.metrics)
-            status, headers = _status_headers(e)
-            err = {"type": type(e).__name__, "message": str(e), "field": getattr(e, "field", None)}
-            return status, _json({"error": err}), headers
+            return _error_parts(e)
         except Exception as e:
             failure = _backend_failed(e, self.metrics)
             if failure is not None:
-                status, headers = _status_headers(failure)
-                err = {"type": "Unavailable", "message": str(failure), "field": None}
-                return status, _json({"error": err}), headers
+                return _error_parts(failure)
             log.exception("unexpected error on /v1/charges/score")
             err = {
                 "type": "InternalError",
@@ -205,6 +201,13 @@ class ScoreEndpoint:
                 "field": None,
             }
             return 500, _json({"error": err}), {}
+
+
+def _error_parts(e: PayfmError) -> tuple[int, bytes, dict[str, str]]:
+    """``(status, JSON body, headers)`` of the API's error of ``e``, for the score endpoint's own answers."""
+    status, headers = _status_headers(e)
+    err = {"type": type(e).__name__, "message": str(e), "field": getattr(e, "field", None)}
+    return status, _json({"error": err}), headers
 
 
 def _status_headers(e: PayfmError) -> tuple[int, dict[str, str]]:
