@@ -160,6 +160,12 @@ def test_a_failed_decision_log_write_is_a_503_with_retry_after_and_the_retry_is_
     [
         (sqlite3.OperationalError("database is locked"), "decision log"),
         (redis.ConnectionError("Connection reset by peer"), "shared online state"),
+        (redis.ReadOnlyError("You can't write against a read only replica."), "shared online state"),
+        (
+            redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+            "shared online state",
+        ),
+        (psycopg.InterfaceError("the connection is closed"), "decision log"),
     ],
 )
 def test_an_outcome_failing_on_a_backend_is_a_503_not_a_500(
@@ -175,6 +181,54 @@ def test_an_outcome_failing_on_a_backend_is_a_503_not_a_500(
     r = client.post("/v1/refunds", json=body | {"currency": "usd", "reason": "fraudulent"}, headers=auth)
     assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
     assert r.json()["error"]["type"] == "Unavailable" and backend in r.json()["error"]["message"]
+
+
+def _sqlite_error(sql: str) -> sqlite3.OperationalError:
+    """A real SQLite error of ``sql``, with its result code."""
+    try:
+        sqlite3.connect(":memory:").execute(sql)
+    except sqlite3.OperationalError as e:
+        return e
+    raise AssertionError(f"{sql!r} did not fail")
+
+
+@pytest.mark.parametrize("redis_error", [False, True])
+def test_a_driver_error_that_is_a_bug_stays_a_500_not_a_retry(
+    scorer: Scorer, keyed: tuple[TestClient, dict[str, str]], redis_error: bool
+) -> None:
+    """A statement's fault (SQLite's "no such table", Redis's wrong type) is a bug: a 503 would have the
+    client retry forever. Only the database's state (busy, locked, full, unreachable) is a 503."""
+    client, auth = keyed
+    error: Exception = (
+        redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+        if redis_error
+        else _sqlite_error("SELECT * FROM no_such_table")
+    )
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        raise error
+
+    scorer.record_outcome = failing  # type: ignore[method-assign]
+    body = {"refund_id": "re_1", "charge_id": "ch_1", "created": "2026-03-01T13:00:00Z", "amount": 100}
+    r = client.post("/v1/refunds", json=body | {"currency": "usd", "reason": "fraudulent"}, headers=auth)
+    assert r.status_code == 500 and "retry-after" not in r.headers, r.text
+    assert r.json()["error"]["type"] == "InternalError"
+
+
+def test_sqlite_states_that_pass_are_unavailable_and_statement_faults_are_not() -> None:
+    from payfm.serving.errors import backend_failure
+
+    assert backend_failure(_sqlite_error("SELECT * FROM no_such_table")) is None
+    assert backend_failure(_sqlite_error("SELEC 1")) is None
+    busy = sqlite3.OperationalError("database is locked")
+    busy.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    io = sqlite3.OperationalError("disk I/O error")
+    io.sqlite_errorcode = 10 | (3 << 8)  # type: ignore[attr-defined] # SQLITE_IOERR_WRITE, an extended code
+    for e in (busy, full, io):
+        failure = backend_failure(e)
+        assert failure is not None and failure.backend == "decision log", e
 
 
 @pytest.fixture()

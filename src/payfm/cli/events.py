@@ -183,14 +183,16 @@ def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, sk
     """Import a CSV or Parquet file in another schema, all or nothing.
 
     The mapping renames columns, converts units, currencies and time zones, fingerprints the card number
-    (a full card number anywhere else is refused) and turns label columns into dispute events. It prints the
-    rows written per table and the source columns not stored: those the mapping drops and those it does not
-    mention (both read and scanned for card numbers).
+    (a full card number anywhere else is refused) and turns label columns into dispute events; its
+    `keep_rows` imports only some rows (a report that mixes payments, refunds and fees, once per table). It
+    prints the rows written per table and the source columns not stored: those the mapping drops and those it
+    does not mention (both read and scanned for card numbers).
 
     \b
     Examples:
       payfm import transactions.parquet --mapping sparkov
       payfm import chargebacks.csv --mapping cb.yaml --skip-existing --skip-orphans  # a cumulative file
+      payfm import report.csv --mapping refunds.yaml  # keep_rows: {column: record_type, when: Refunded}
     """
     from payfm.events.importer import import_file
 
@@ -204,9 +206,13 @@ def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, sk
         markup=False,
         highlight=False,
     )
-    reasons = {"existing": "whose id the workspace holds already", "orphans": "whose charge it does not hold"}
+    reasons = {
+        "not_kept": "(keep_rows): {} that keep_rows does not import",
+        "existing": "(--skip-existing): {} whose id the workspace holds already",
+        "orphans": "(--skip-orphans): {} whose charge it does not hold",
+    }
     for reason, n in result.skipped.items():
-        console.print(f"Left out (--skip-{reason}): {plural(n, 'row')} {reasons[reason]}.", highlight=False)
+        console.print(f"Left out {reasons[reason].format(plural(n, 'row'))}.", highlight=False)
     for label, n in result.labels_without_money.items():
         console.print(
             f"{shown_text(label)}: {plural(n, 'label')} on charges that moved no money (declined or blocked) "

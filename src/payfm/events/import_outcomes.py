@@ -21,7 +21,7 @@ from payfm.events.cards import shown_text
 from payfm.events.import_convert import NUMBER, as_text, keyed_hash
 from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.import_times import to_times
-from payfm.events.mapping import LabelSpec, Mapping
+from payfm.events.mapping import LabelSpec, Mapping, RowFilter
 from payfm.events.schema import MOVED_NO_MONEY, TIMESTAMP
 from payfm.events.workspace import Workspace
 
@@ -33,8 +33,8 @@ _TRUE_WORDS = ("true", "t", "yes", "y", "1")
 _FALSE_WORDS = ("false", "f", "no", "n", "0")
 
 
-def _label_rows(label: LabelSpec, col: pa.Array, out: Problems) -> np.ndarray:
-    """0-based rows whose label value is one of ``when``.
+def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) -> np.ndarray:
+    """0-based rows whose label (or ``keep_rows``) value is one of ``when``.
 
     Numbers compare as numbers, also in text (CSV ``1``, ``1.0`` and `` 1 `` all equal ``when: 1``), and text
     case-insensitively. When ``when`` holds only numbers or booleans the label is numeric, so a value that is
@@ -81,14 +81,25 @@ def _label_rows(label: LabelSpec, col: pa.Array, out: Problems) -> np.ndarray:
         bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(False))
         if len(bad):
             yes = ", ".join(_as_written(w) for w in label.when)
+            filtering = isinstance(label, RowFilter)
+            means = "imported; other values: left out" if filtering else "an outcome; other values: none"
             out.rows(
                 label.column,
                 bad,
-                f"a number, a boolean or an empty cell for '{label.path}' ({yes}: an outcome; other values: "
-                "none)",
+                f"a number, a boolean or an empty cell for '{label.path}' ({yes}: {means})",
                 values_at(col, bad),
             )
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+
+
+def keep_rows(mapping: Mapping, table: pa.Table, out: Problems) -> pa.Table:
+    """The rows ``keep_rows`` imports (every filter matching); the others were scanned for card numbers and
+    are not read further. Problems of the rows kept go on naming the file's rows."""
+    kept = np.arange(table.num_rows)
+    for keep in mapping.keep_rows:
+        kept = np.intersect1d(kept, matching_rows(keep, table.column(keep.column).combine_chunks(), out))
+    out.keep(kept)
+    return table.take(pa.array(kept, type=pa.int64()))
 
 
 def _early_outcomes(
@@ -304,7 +315,7 @@ def outcome_events(
     last = pc.max(charges.column("created")) if valid else None  # the file's last charge
     parts: dict[str, list[tuple[pa.Table, np.ndarray]]] = {}
     for k, label in enumerate(mapping.labels):
-        rows = _label_rows(label, table.column(label.column).chunk(0), out)
+        rows = matching_rows(label, table.column(label.column).chunk(0), out)
         if "outcome" in charges.column_names and len(rows):
             # A charge that moved no money (declined, blocked) has no dispute or early fraud warning: its
             # label makes none (counted for the summary), as the decision service refuses one reported live.

@@ -59,6 +59,23 @@ class Problems:
         self.spec: FieldSpec | None = None
         self.bad: dict[str, np.ndarray] = {}
         self.failed: set[str] = set()
+        # The file's 0-based row of each row of the table worked on, once ``keep_rows`` left rows out (None:
+        # the same rows). Problems are recorded at the file's rows; everything else works on the table's.
+        self.file_rows: np.ndarray | None = None
+
+    def keep(self, kept: np.ndarray) -> None:
+        """From now on the table worked on holds only the file's 0-based rows ``kept`` (sorted): the rows
+        already reported (card numbers found in the whole file) are renumbered to it, so that the later
+        steps' repeats of them are still known as repeats."""
+        for key, seen in self._seen.items():
+            inside = np.isin(seen, kept)
+            self._seen[key] = np.searchsorted(kept, seen[inside])
+        self.bad = {name: np.searchsorted(kept, rows[np.isin(rows, kept)]) for name, rows in self.bad.items()}
+        self.file_rows = kept
+
+    def _file_row(self, row: int) -> int:
+        """The file's 1-based row of the table's 0-based ``row``."""
+        return (row if self.file_rows is None else int(self.file_rows[row])) + 1
 
     def where(self, column: str) -> str | None:
         """How a problem of the source ``column`` is named while ``spec`` is read (None: ``column 'x'``)."""
@@ -97,7 +114,7 @@ class Problems:
         self.total += len(rows)
         for k, r in enumerate(rows[:KEEP]):
             text = received if isinstance(received, str) else received[k]
-            self.items.append(Problem(column, int(r) + 1, expected, text, where))
+            self.items.append(Problem(column, self._file_row(int(r)), expected, text, where))
 
     def column(self, column: str, expected: str, received: str) -> None:
         if self.field is not None:
@@ -126,8 +143,8 @@ class Problems:
             if repeats(p):
                 continue
             row = p.row
-            if row is not None and rows is not None:
-                row = int(rows[row - 1]) + 1
+            if row is not None:  # (the derived table's row, the table's, then the file's)
+                row = self._file_row(row - 1 if rows is None else int(rows[row - 1]))
             spec = self.fields.get(p.column or "") if rows is None else None
             where = spec.where if spec is not None else None
             if row is None:  # (keyed by the source: two fields of one column that neither casts)

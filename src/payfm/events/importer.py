@@ -65,7 +65,13 @@ from payfm.events.cards import (
 )
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
 from payfm.events.import_format import SEPARATORS, yaml_separator
-from payfm.events.import_outcomes import OUTCOME_ID, LabelCounts, follow_charges, outcome_events
+from payfm.events.import_outcomes import (
+    OUTCOME_ID,
+    LabelCounts,
+    follow_charges,
+    keep_rows,
+    outcome_events,
+)
 from payfm.events.import_problems import (
     KEEP,
     Problems,
@@ -726,6 +732,9 @@ def import_file(
     missing = _missing_columns(mapping, table, source)
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
         raise_problems(source, out.items, out.total, is_csv, missing)
+    rows_read = table.num_rows
+    if mapping.keep_rows:
+        table = keep_rows(mapping, table, out)
     say("mapping columns")
     secret = ws.secret()
     built = _fields(mapping, table, secret, out, is_csv)
@@ -753,7 +762,8 @@ def import_file(
         outcomes[name] = outcomes[name].filter(pa.array(~stored))
     if out.total:
         raise_problems(source, out.items, out.total, is_csv)
-    skipped = {"existing": int(held.sum())} if skip_existing else {}
+    skipped = {"not_kept": rows_read - table.num_rows} if mapping.keep_rows else {}
+    skipped |= {"existing": int(held.sum())} if skip_existing else {}
     skipped |= {"orphans": int(orphans.sum())} if skip_orphans and mapping.table != "charges" else {}
     charges = charges.filter(pa.array(~(held | orphans)))
     say("writing")
@@ -768,7 +778,7 @@ def import_file(
     return ImportSummary(
         source,
         mapping.name,
-        table.num_rows,
+        rows_read,
         rows_written,
         dropped,
         unmapped,

@@ -79,7 +79,7 @@ LABEL_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "early_fraud_warnings": ("fraud_type", EFW_FRAUD_TYPES),
 }
 
-_TOP_KEYS = ("table", "description", "timezone", "csv", "columns", "drop", "labels")
+_TOP_KEYS = ("table", "description", "timezone", "csv", "keep_rows", "columns", "drop", "labels")
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
 _TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_unmapped", "case", "missing")
@@ -89,6 +89,7 @@ _OPTIONS: dict[str, tuple[str, ...]] = {
     "timestamp": ("separator", "unit", "format", "timezone", "ambiguous"),
 }
 _LABEL_KEYS = ("column", "when", "table", "reason", "fraud_type", "delay", "time")
+_KEEP_KEYS = ("column", "when")
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,16 @@ class FieldSpec:
 
 
 @dataclass(frozen=True)
+class RowFilter:
+    """``keep_rows``: only the rows whose ``column`` holds one of ``when`` are imported (matched as labels
+    are: numbers as numbers, text case-insensitively)."""
+
+    path: str
+    column: str
+    when: tuple[Scalar, ...]
+
+
+@dataclass(frozen=True)
 class LabelSpec:
     """A label column turned into outcome events (disputes or early fraud warnings) for matching rows."""
 
@@ -204,6 +215,7 @@ class Mapping:
     description: str = ""
     fingerprinted: frozenset[str] = field(default_factory=frozenset)
     csv: CsvFormat = COMMAS  # the CSV separator, and how the file's numbers are written
+    keep_rows: tuple[RowFilter, ...] = ()  # every one must match for a row to be imported
 
     def source_columns(self) -> tuple[str, ...]:
         """Every source column the mapping reads (fields and labels), sorted."""
@@ -217,6 +229,7 @@ class Mapping:
             used.add(label.column)
             if label.time is not None:
                 used.update(label.time.columns)
+        used.update(f.column for f in self.keep_rows)
         return tuple(sorted(used))
 
     def source_path(self, column: str) -> str:
@@ -231,7 +244,7 @@ class Mapping:
         for label in self.labels:
             if column == label.column or (label.time is not None and column in label.time.columns):
                 return label.path
-        return "drop"
+        return next((f.path for f in self.keep_rows if f.column == column), "drop")
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------
@@ -474,22 +487,7 @@ def _label(ctx: _Ctx, path: str, data: object, numbers: NumberFormat) -> LabelSp
     if "column" not in data:
         raise ctx.error(f"{path}.column", "the source column holding the label", "<nothing>")
     column = _column_name(ctx, f"{path}.column", data["column"])
-    if "when" not in data:
-        raise ctx.error(
-            f"{path}.when", "the source value(s) that mean the outcome happened, e.g. 1", "<nothing>"
-        )
-    when_raw = data["when"] if isinstance(data["when"], list) else [data["when"]]
-    if not when_raw:  # no value means an outcome: the label would silently make no events
-        raise ctx.error(
-            f"{path}.when",
-            "at least one source value that means the outcome happened, e.g. 1",
-            "<an empty list>",
-        )
-    when: list[Scalar] = []
-    for i, w in enumerate(when_raw):
-        if not isinstance(w, str | int | float | bool):
-            raise ctx.error(f"{path}.when[{i}]", "a text, number or boolean", w)
-        when.append(w)
+    when = _when(ctx, path, data, "source value(s) that mean", "the outcome happened, e.g. 1")
     table = data.get("table", "disputes")
     if table not in LABEL_TABLES:
         raise ctx.error(f"{path}.table", "disputes or early_fraud_warnings", table)
@@ -524,7 +522,42 @@ def _label(ctx: _Ctx, path: str, data: object, numbers: NumberFormat) -> LabelSp
         time = _field(ctx, f"{path}.time", "time", "timestamp", data["time"], numbers)
         if time.kind == "value" or time.kind == "hash":
             raise ctx.error(f"{path}.time", "a source `column` or `columns`", f"<{time.kind}>")
-    return LabelSpec(path, column, tuple(when), table, category, delay, time)
+    return LabelSpec(path, column, when, table, category, delay, time)
+
+
+def _when(ctx: _Ctx, path: str, data: dict[str, object], values: str, meaning: str) -> tuple[Scalar, ...]:
+    """The ``when`` of a label or of ``keep_rows``: one value or a non-empty list of them (an empty one
+    would silently match nothing)."""
+    if "when" not in data:
+        raise ctx.error(f"{path}.when", f"the {values} {meaning}", "<nothing>")
+    when_raw = data["when"] if isinstance(data["when"], list) else [data["when"]]
+    if not when_raw:
+        one = values.replace("value(s)", "value").replace(" mean", " means")
+        raise ctx.error(f"{path}.when", f"at least one {one} {meaning}", "<an empty list>")
+    for i, w in enumerate(when_raw):
+        if not isinstance(w, str | int | float | bool):
+            raise ctx.error(f"{path}.when[{i}]", "a text, number or boolean", w)
+    return tuple(when_raw)
+
+
+def _keep_rows(ctx: _Ctx, data: object) -> tuple[RowFilter, ...]:
+    """``keep_rows``: one ``{column, when}`` or a list of them (a row is kept when every one matches)."""
+    items = data if isinstance(data, list) else [data]
+    if not items:
+        raise ctx.error("keep_rows", "a {column, when} or a non-empty list of them", "<an empty list>")
+    filters = []
+    for i, item in enumerate(items):
+        path = f"keep_rows[{i}]" if isinstance(data, list) else "keep_rows"
+        if not isinstance(item, dict):
+            raise ctx.error(path, "a mapping such as {column: record_type, when: [Settled]}", item)
+        ctx.keys(path, item, _KEEP_KEYS)
+        if "column" not in item:
+            raise ctx.error(
+                f"{path}.column", "the source column that tells which rows to import", "<nothing>"
+            )
+        column = _column_name(ctx, f"{path}.column", item["column"])
+        filters.append(RowFilter(path, column, _when(ctx, path, item, "value(s) of", "the rows to import")))
+    return tuple(filters)
 
 
 # ---- the file --------------------------------------------------------------------------------------------
@@ -584,10 +617,11 @@ def parse_mapping(data: object, name: str) -> Mapping:
     if labels_raw and table != "charges":
         raise ctx.error("labels", "labels only when importing charges", f"<labels on '{table}'>")
     labels = tuple(_label(ctx, f"labels[{i}]", x, csv.numbers) for i, x in enumerate(labels_raw))
+    keep = _keep_rows(ctx, data["keep_rows"]) if "keep_rows" in data else ()
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ctx.error("description", "a text", description)
-    mapping = Mapping(name, table, fields, drop, labels, timezone, description, csv=csv)
+    mapping = Mapping(name, table, fields, drop, labels, timezone, description, csv=csv, keep_rows=keep)
     fingerprinted = frozenset(s.column for s in fields.values() if s.transform == "fingerprint")
     _check_card_columns(ctx, mapping, fingerprinted)
     for column in drop:
@@ -597,7 +631,7 @@ def parse_mapping(data: object, name: str) -> Mapping:
                 "columns the mapping does not use",
                 f"<'{column}', used by '{mapping.source_path(column)}'>",
             )
-    return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted, csv)
+    return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted, csv, keep)
 
 
 def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool, key: str = "value") -> None:
@@ -681,6 +715,9 @@ def _check_card_columns(ctx: _Ctx, mapping: Mapping, fingerprinted: frozenset[st
             raise ctx.error(
                 label.path, "a label column that is not a card number", sorted(fingerprinted & used)[0]
             )
+    for keep in mapping.keep_rows:
+        if keep.column in fingerprinted:
+            raise ctx.error(f"{keep.path}.column", "a column that is not a card number", keep.column)
 
 
 def bundled_mappings() -> tuple[str, ...]:

@@ -654,19 +654,19 @@ def create_app(
             **(e.headers or {}),
         )
 
-    async def unavailable(request: Request, e: Exception) -> JSONResponse:
-        failure = _backend_failed(e, metrics)
-        if failure is None:  # pragma: no cover - registered for the backend errors only
-            raise e
-        return _payfm_error(failure)
-
-    for kind in backend_errors():  # handled here, not as a 500 (which Starlette re-raises, a traceback)
-        app.add_exception_handler(kind, unavailable)
-
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
         return _error(500, "InternalError", "An internal error occurred; it was logged.")
+
+    async def unavailable(request: Request, e: Exception) -> JSONResponse:
+        failure = _backend_failed(e, metrics)
+        if failure is None:  # a driver's error that is a bug (SQLite's "no such table"): a 500
+            return await unexpected(request, e)
+        return _payfm_error(failure)
+
+    for kind in backend_errors():  # handled here, not as a 500 (which Starlette re-raises, a traceback)
+        app.add_exception_handler(kind, unavailable)
 
     auth = [Depends(authorize)]
 

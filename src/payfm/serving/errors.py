@@ -82,28 +82,41 @@ def not_committed(timeout: float) -> Unavailable:
 
 
 def backend_errors() -> tuple[type[Exception], ...]:
-    """The exception types of a backend's failure (see :func:`backend_failure`)."""
+    """The exception types that may be a backend's failure (:func:`backend_failure` says which are)."""
     import sqlite3
 
     import psycopg
     import redis
 
-    return (psycopg.OperationalError, sqlite3.OperationalError, redis.ConnectionError, redis.TimeoutError)
+    return (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        sqlite3.OperationalError,
+        redis.ConnectionError,
+        redis.TimeoutError,
+        redis.ResponseError,
+    )
 
 
 def backend_failure(e: BaseException) -> Unavailable | None:
     """What a backend's failure becomes for the client, or None when ``e`` is no backend failure (a bug is
-    a 500). Failures: PostgreSQL's and SQLite's operational errors (connection lost, server shutting down,
-    database locked or full) and Redis's connection errors and timeouts. The message names the backend and
-    the error's type, not its text (a driver's text may name hosts, users or values)."""
+    a 500). Failures: PostgreSQL's operational errors (connection lost, server shutting down, pool
+    exhausted) and interface errors (a connection closed under the request); SQLite's busy, locked, full,
+    read-only, unopenable and I/O errors (not "no such table" or a syntax error: those are bugs); Redis's
+    connection errors and timeouts, and the answers of a server that cannot write now (a replica after a
+    failover, out of memory, its primary down). The message names the backend and the error's type, not its
+    text (a driver's text may name hosts, users or values)."""
     import sqlite3
 
     import psycopg
     import redis
+    from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
-    if isinstance(e, psycopg.OperationalError | sqlite3.OperationalError):
+    cannot_write = (ReadOnlyError, OutOfMemoryError, MasterDownError, TryAgainError)
+    sqlite_state = isinstance(e, sqlite3.OperationalError) and _sqlite_unavailable(e)
+    if sqlite_state or isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
         backend = "decision log"
-    elif isinstance(e, redis.ConnectionError | redis.TimeoutError):
+    elif isinstance(e, (redis.ConnectionError, redis.TimeoutError, *cannot_write)):
         backend = "shared online state"
     else:
         return None
@@ -112,6 +125,28 @@ def backend_failure(e: BaseException) -> Unavailable | None:
         f"Retry-After header's seconds.",
         backend=backend,
     )
+
+
+def _sqlite_unavailable(e: BaseException) -> bool:
+    """Whether a SQLite error is the database's state (busy, locked, full, read-only, not openable, I/O),
+    which passes or an operator fixes, rather than a statement's fault. The primary result code is the low
+    byte of the extended one; an error raised without a code (a test's, a wrapper's) counts as the state."""
+    import sqlite3
+
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is None:
+        return True
+    transient = {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+    return int(code) & 0xFF in transient
 
 
 def shown(value: object) -> str:

@@ -42,7 +42,7 @@ from payfm.serving.decision_log import (
     OutcomeRecord,
     ReviewClose,
 )
-from payfm.serving.errors import Conflict, InvalidInput, NotFound, Unavailable, backend_errors, shown
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, Unavailable, backend_failure, shown
 from payfm.serving.event_lookup import matching, matching_rows
 from payfm.serving.money_claims import MoneyClaimsMixin, charge_of_payload, per_charge
 from payfm.serving.outcome_checks import (
@@ -211,8 +211,8 @@ class FeedbackMixin(MoneyClaimsMixin):
                     out = self.record_outcome(table, payload, clamp=True)
                 except Conflict:  # a decline reported since the check above: no money moved after all
                     out = self._after_decline(table, payload, cid, charge)
-                except (Unavailable, *backend_errors()) as e:  # type: ignore[misc] # logged: the rest waits
-                    if recovering:
+                except Exception as e:  # a backend's failure is logged and the rest waits; a bug raises
+                    if recovering or not (isinstance(e, Unavailable) or backend_failure(e)):
                         raise
                     self._wait_closure(event, e)
                     return {"table": table, "id": str(oid), "applied": None, "pending": True}

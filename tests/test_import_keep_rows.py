@@ -1,0 +1,172 @@
+"""`keep_rows` in a mapping: an export that mixes record types (a processor's settlement report: payments,
+refusals, refunds, chargebacks, fees in one file) is imported once per event table, each import keeping its
+own rows. The other rows are scanned for card numbers and not read further; problems name the file's rows."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from payfm.errors import ConfigError
+from payfm.events.importer import import_file
+from test_import import MAPPING, MC, VISA, failed_import, write_csv, write_mapping, ws_at
+from test_import_convert_text import cli_import
+
+# One settlement report: two payments, a refusal, a fee line (no card, no currency), a refund of the first
+# payment, a chargeback of the second. The psp reference links a payment's rows.
+REPORT: dict[str, list[Any]] = {
+    "record_type": ["Authorised", "Fee", "Refused", "Refunded", "authorised ", "Chargeback"],
+    "psp_ref": ["8815", "", "8817", "8815", "8819", "8819"],
+    "ts": [
+        "2024-03-01 09:00:00",
+        "2024-03-01 09:30:00",
+        "2024-03-01 10:00:00",
+        "2024-03-05 12:00:00",
+        "2024-03-02 11:00:00",
+        "2024-03-20 08:00:00",
+    ],
+    "amount": ["10.50", "0.12", "3.00", "4.00", "25.00", "25.00"],
+    "cur": ["EUR", "", "EUR", "EUR", "EUR", "EUR"],
+    "card": [VISA, "", MC, "", MC, ""],
+    "shop": ["s1", "", "s1", "s1", "s2", "s2"],
+}
+
+
+def payments_mapping() -> dict[str, Any]:
+    m = copy.deepcopy(MAPPING)
+    m["labels"], m["drop"] = [], []
+    m["keep_rows"] = {"column": "record_type", "when": ["Authorised", "Refused"]}
+    m["columns"] |= {
+        "charge_id": {"hash": ["psp_ref"], "prefix": "ch_"},
+        "channel": {"value": "ecommerce"},
+        "outcome": {
+            "column": "record_type",
+            "case": "lower",
+            "strip": True,
+            "map": {"authorised": "authorized", "refused": "issuer_declined"},
+        },
+    }
+    return m
+
+
+REFUNDS: dict[str, Any] = {
+    "table": "refunds",
+    "timezone": "Europe/Paris",
+    "keep_rows": [{"column": "record_type", "when": "Refunded"}],
+    "columns": {
+        "refund_id": {"hash": ["psp_ref", "ts"], "prefix": "re_"},
+        "charge_id": {"hash": ["psp_ref"], "prefix": "ch_"},
+        "created": {"column": "ts", "format": "%Y-%m-%d %H:%M:%S"},
+        "amount": {"column": "amount", "minor_units": {"column": "cur"}},
+        "currency": {"column": "cur", "case": "lower"},
+        "reason": {"value": "requested_by_customer"},
+    },
+}
+
+
+def test_each_table_keeps_its_own_rows_of_one_mixed_report(tmp_path: Path) -> None:
+    """Without keep_rows the fee line's empty card and currency, and the refund's, refuse the import."""
+    ws = ws_at(tmp_path / "ws")
+    report = write_csv(tmp_path, REPORT)
+    unfiltered = payments_mapping()
+    del unfiltered["keep_rows"]
+    text = failed_import(tmp_path, report, write_mapping(tmp_path, unfiltered, "all.yaml"))
+    assert "row 2 (line 3), column 'card'" in text
+    summary = import_file(ws, report, write_mapping(tmp_path, payments_mapping()))
+    assert summary.rows_read == 6 and summary.rows == {"charges": 3} and summary.skipped == {"not_kept": 3}
+    charges = ws.read("charges", ["outcome", "amount", "merchant_id"]).to_pylist()
+    assert [(c["outcome"], c["amount"], c["merchant_id"]) for c in charges] == [
+        ("authorized", 1050, "s1"),
+        ("issuer_declined", 300, "s1"),
+        ("authorized", 2500, "s2"),  # "authorised " matched as labels match: any case, spaces trimmed
+    ]
+    # (the refunds are read from the report without its card numbers: a column of card numbers that the
+    # mapping does not fingerprint refuses any import, and the refunds table has no card field)
+    no_cards = write_csv(tmp_path, REPORT | {"card": [""] * 6}, "refunds.csv")
+    refunds = import_file(ws, no_cards, write_mapping(tmp_path, REFUNDS, "refunds.yaml"))
+    assert refunds.rows == {"refunds": 1} and refunds.skipped == {"not_kept": 5}
+    [refund] = ws.read("refunds", ["charge_id", "amount"]).to_pylist()
+    ids = ws.read("charges", ["charge_id"]).column("charge_id").to_pylist()
+    assert refund == {"charge_id": ids[0], "amount": 400}  # the first payment's (same psp reference)
+
+
+def test_problems_of_kept_rows_name_the_files_rows_and_lines(tmp_path: Path) -> None:
+    """The table worked on holds the kept rows only: its third row is the file's fifth."""
+    rows = copy.deepcopy(REPORT)
+    rows["amount"][4] = "25,00"
+    rows["ts"][2] = "yesterday"
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, payments_mapping()))
+    assert "2 problem(s)" in text, text
+    assert "row 3 (line 4), column 'ts' (created)" in text
+    assert "row 5 (line 6), column 'amount'" in text and "'25,00'" in text
+    assert "row 2 (line 3)" not in text  # the fee line is not read
+
+
+def test_a_card_number_in_a_row_left_out_is_still_refused_and_said_once(tmp_path: Path) -> None:
+    rows = copy.deepcopy(REPORT) | {"note": ["", f"fee of {VISA}", "", "", f"card {MC}", ""]}
+    m = payments_mapping()
+    m["drop"] = ["note"]
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert "2 problem(s)" in text, text
+    assert "row 2 (line 3), column 'note': expected no card numbers" in text
+    assert "row 5 (line 6), column 'note': expected no card numbers" in text
+    assert VISA not in text and MC not in text
+
+
+def test_labels_come_from_kept_rows_only(tmp_path: Path) -> None:
+    rows = copy.deepcopy(REPORT) | {"fraud": ["0", "1", "0", "1", "1", "0"]}
+    m = payments_mapping()
+    m["labels"] = [{"column": "fraud", "when": 1, "delay": "30d"}]
+    ws = ws_at(tmp_path / "ws")
+    summary = import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert summary.rows == {"charges": 3, "disputes": 1}  # the fee's and the refund's 1 make none
+    [dispute] = ws.read("disputes", ["amount"]).to_pylist()
+    assert dispute == {"amount": 2500}
+
+
+def test_every_filter_of_a_list_must_match_and_numbers_compare_as_numbers(tmp_path: Path) -> None:
+    rows = copy.deepcopy(REPORT) | {"live": ["1", "1", "1.0", "1", "0", "1"]}
+    m = payments_mapping()
+    m["keep_rows"] = [m["keep_rows"], {"column": "live", "when": 1}]
+    summary = import_file(ws_at(tmp_path / "ws"), write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert summary.rows == {"charges": 2} and summary.skipped == {"not_kept": 4}
+    rows["live"][3] = "maybe"
+    text = failed_import(tmp_path, write_csv(tmp_path, rows, "b.csv"), write_mapping(tmp_path, m))
+    assert "row 4 (line 5), column 'live': expected a number, a boolean or an empty cell for " in text
+    assert "'keep_rows[1]' (1: imported; other values: left out); received 'maybe'" in text
+
+
+@pytest.mark.parametrize(
+    ("keep", "said"),
+    [
+        ([], "'keep_rows': expected a {column, when} or a non-empty list of them; received <an empty list>"),
+        ({"column": "record_type"}, "'keep_rows.when': expected the value(s) of the rows to import"),
+        ({"column": "record_type", "when": []}, "'keep_rows.when': expected at least one value of the rows"),
+        ({"column": "card", "when": 1}, "'keep_rows.column': expected a column that is not a card number"),
+        ({"column": "record_type", "when": "x", "is": 1}, "'keep_rows.is': expected one of column, when"),
+    ],
+)
+def test_a_wrong_keep_rows_is_the_mappings_mistake_naming_its_key(
+    tmp_path: Path, keep: object, said: str
+) -> None:
+    m = payments_mapping()
+    m["keep_rows"] = keep
+    text = failed_import(tmp_path, write_csv(tmp_path, REPORT), write_mapping(tmp_path, m), ConfigError)
+    assert text.startswith(f"m.yaml: {said}"), text
+
+
+def test_a_filter_column_cannot_also_be_dropped(tmp_path: Path) -> None:
+    m = payments_mapping()
+    m["drop"] = ["record_type"]
+    text = failed_import(tmp_path, write_csv(tmp_path, REPORT), write_mapping(tmp_path, m), ConfigError)
+    assert "'drop[0]': expected columns the mapping does not use; received <'record_type', used by " in text
+
+
+def test_the_cli_says_how_many_rows_keep_rows_left_out(tmp_path: Path) -> None:
+    write_csv(tmp_path, REPORT)
+    write_mapping(tmp_path, payments_mapping())
+    out = cli_import(tmp_path)
+    assert "3 charges" in out and "Left out (keep_rows): 3 rows that keep_rows does not import." in out
