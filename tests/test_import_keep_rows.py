@@ -170,3 +170,42 @@ def test_the_cli_says_how_many_rows_keep_rows_left_out(tmp_path: Path) -> None:
     write_mapping(tmp_path, payments_mapping())
     out = cli_import(tmp_path)
     assert "3 charges" in out and "Left out (keep_rows): 3 rows that keep_rows does not import." in out
+
+
+def test_sign_negative_reads_a_reports_negative_refund_amounts(tmp_path: Path) -> None:
+    """Settlement reports write money going back as negative amounts (-4.00); `sign: negative` flips it,
+    and a positive amount of such a column is refused naming the row, quoting the file's value."""
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, REPORT), write_mapping(tmp_path, payments_mapping()))
+    rows = REPORT | {"card": [""] * 6, "amount": ["10.50", "-0.12", "3.00", "-4.00", "25.00", "-25.00"]}
+    m = copy.deepcopy(REFUNDS)
+    m["columns"]["amount"]["sign"] = "negative"
+    refunds = write_mapping(tmp_path, m, "refunds.yaml")
+    assert import_file(ws, write_csv(tmp_path, rows, "r.csv"), refunds).rows == {"refunds": 1}
+    assert ws.read("refunds", ["amount"]).to_pylist() == [{"amount": 400}]
+    cents = copy.deepcopy(m)
+    cents["columns"]["amount"] = {"column": "amount", "sign": "negative"}  # integer minor units, as written
+    cents["columns"]["refund_id"]["prefix"] = "re2_"
+    written = write_csv(tmp_path, rows | {"amount": ["0", "0", "0", "-150", "0", "0"]}, "c.csv")
+    assert import_file(ws, written, write_mapping(tmp_path, cents, "c.yaml")).rows == {"refunds": 1}
+    assert sorted(ws.read("refunds", ["amount"]).column("amount").to_pylist()) == [150, 400]
+    rows["amount"][3] = "4.00"
+    text = failed_import(tmp_path, write_csv(tmp_path, rows, "bad.csv"), refunds)
+    assert (
+        "row 4 (line 5), column 'amount'" in text and "with sign: negative the file writes the amount" in text
+    )
+    assert "received '4.00' (-400 in minor units)" in text
+
+
+@pytest.mark.parametrize(
+    ("amount", "said"),
+    [
+        ({"column": "amount", "sign": "minus"}, "'columns.amount.sign': expected positive or negative"),
+        ({"value": 100, "sign": "negative"}, "'columns.amount.sign': expected `sign` on source columns"),
+    ],
+)
+def test_a_wrong_sign_is_the_mappings_mistake(tmp_path: Path, amount: dict[str, Any], said: str) -> None:
+    m = copy.deepcopy(REFUNDS)
+    m["columns"]["amount"] = amount
+    text = failed_import(tmp_path, write_csv(tmp_path, REPORT), write_mapping(tmp_path, m), ConfigError)
+    assert text.startswith(f"m.yaml: {said}"), text

@@ -371,7 +371,11 @@ def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) ->
     plain = plain_numbers(col, spec, out)  # (``col``, as the file has it, is what messages quote)
     if spec.scale is None and spec.minor_units is None and spec.usd_cents is None:
         ints = _as_integers(spec.source, plain, out, col)
-        return _in_range(spec, table_name, ints, None, out) if pa.types.is_int64(ints.type) else ints
+        if not pa.types.is_int64(ints.type):
+            return ints
+        if spec.negative:  # (a message quotes the file's value: '4' (-4 in minor units))
+            return _in_range(spec, table_name, pc.negate(ints), col, out)
+        return _in_range(spec, table_name, ints, None, out)
     values = to_floats(plain, spec.column, out)
     if values is None:
         return None
@@ -384,6 +388,8 @@ def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) ->
         factors = _factors(spec.usd_cents, table, currency.usd_cents_factors, out, spec, values)
     if factors is None:
         return None
+    if spec.negative:
+        factors = -factors
     with np.errstate(over="ignore", invalid="ignore"):  # 1e308 * 100 is inf, reported just below
         scaled = values * factors
     # Values no int64 holds (1e30 dollars, an overflow to inf) are reported with the file's value and the
@@ -442,6 +448,8 @@ def _in_range(
         expected, got = rule.expected(), numbers
     else:
         expected = f"{rule.expected()} (minor units, after '{spec.path}' conversion)"
+        if spec.negative:
+            expected += "; with sign: negative the file writes the amount negative"
         got = [f"{v} ({n} in minor units)" for v, n in zip(values_at(col, bad), numbers, strict=True)]
     out.rows(spec.source, bad, expected, got, key="a value in the field's range")
     return pc.if_else(outside, pa.scalar(None, pa.int64()), ints)

@@ -85,7 +85,7 @@ _SOURCE_KEYS = ("column", "columns", "value", "hash")
 _TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_unmapped", "case", "missing")
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "string": (*_TEXT, "strip"),
-    "int": ("separator", "scale", "minor_units", "usd_cents", "decimal", "thousands"),
+    "int": ("separator", "scale", "minor_units", "usd_cents", "sign", "decimal", "thousands"),
     "timestamp": ("separator", "unit", "format", "timezone", "ambiguous"),
 }
 _LABEL_KEYS = ("column", "when", "table", "reason", "fraud_type", "delay", "time")
@@ -123,6 +123,7 @@ class FieldSpec:
     scale: float | None = None  # multiply, then round half-even; the result must be integral
     minor_units: CurrencySource | None = None  # source is in major units of this currency
     usd_cents: CurrencySource | None = None  # source is in major units of this currency; convert to US cents
+    negative: bool = False  # ``sign: negative``: the source writes the amount negative (a refund's -4.00)
     unit: str | None = None  # epoch unit of numeric times: s, ms, us, ns
     format: str | None = None  # strptime format of text times (default: ISO 8601)
     timezone: str | None = None  # zone of naive times (the mapping's file-wide zone if not given here)
@@ -446,6 +447,16 @@ def _field(
         if isinstance(s, bool) or not isinstance(s, int | float) or s <= 0:
             raise ctx.error(f"{path}.scale", "a positive number (100 turns dollars into cents)", s)
         opts["scale"] = float(s)
+    if "sign" in data:
+        if data["sign"] not in ("positive", "negative"):
+            raise ctx.error(
+                f"{path}.sign", "positive or negative (how the source writes the amount)", data["sign"]
+            )
+        if kind == "value":
+            raise ctx.error(
+                f"{path}.sign", "`sign` on source columns (a constant is written as stored)", "<value>"
+            )
+        opts["negative"] = data["sign"] == "negative"
     for key in ("minor_units", "usd_cents"):
         if key in data:
             opts[key] = _currency(ctx, f"{path}.{key}", data[key])
