@@ -106,3 +106,52 @@ def test_a_refresh_that_keeps_failing_is_logged_once_and_tried_again(
         assert _until(lambda: "fp_new" in scorer.bundle.ruleset.lists["blocked_cards"])  # type: ignore[union-attr]
     finally:
         scorer.close()
+
+
+def test_a_list_deleted_under_the_served_version_keeps_blocking_and_the_others_still_refresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a fraud analyst's audit: `lists delete` refuses only the active version's lists; after
+    `rules activate` of a version without the list, a server still serving the old one failed every refresh
+    from then on (one logged traceback), so no list change reached it again, and /healthz said ok."""
+    from fastapi.testclient import TestClient
+
+    from payfm.rules.lists import delete_list
+    from payfm.serving.app import create_app
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    create_list(ws, "blocked_cards", "card_fingerprint", author="ana")
+    create_list(ws, "bad_domains", "email_domain", author="ana")
+    add_values(ws, "blocked_cards", ["fp_old"], author="ana")
+    two = RULES + "bad_domain: block if :email_domain: in @bad_domains\n"
+    rulesets.save(ws, two, activate=True, set_name="tiny", author="ana")
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.02))
+    try:
+        rulesets.save(
+            ws,
+            "bad_domain: block if :email_domain: in @bad_domains\n",
+            activate=True,
+            set_name="tiny",
+            author="ana",
+        )  # v2, not loaded by the server
+        with caplog.at_level("INFO", logger="payfm.serving"):
+            delete_list(ws, "blocked_cards", author="ana")
+            assert _until(lambda: scorer.bundle.lists_deleted == ("blocked_cards",))
+            add_values(ws, "bad_domains", ["spam.example"], author="ana")
+            assert _until(lambda: "spam.example" in scorer.bundle.ruleset.lists["bad_domains"])  # type: ignore[union-attr]
+        assert scorer.score(_charge(1, "fp_old")).outcome == "blocked"  # its last contents, not none
+        spam = _charge(2, "fp_other") | {"email_domain": "spam.example"}
+        assert scorer.score(spam).outcome == "blocked" and scorer.bundle.ruleset_version == 1
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warned == [
+            "list '@blocked_cards' read by the served ruleset v1 was deleted: the server keeps the last "
+            "contents until a reload serves a version that does not read them (POST /v1/admin/reload)"
+        ]
+        assert not any(r.levelname == "ERROR" for r in caplog.records)
+        body = TestClient(create_app(scorer, keys=None)).get("/healthz").json()
+        assert body["status"] == "ok" and body["warnings"] == warned
+        scorer.reload()
+        assert scorer.bundle.ruleset_version == 2 and scorer.bundle.lists_deleted == ()
+        assert scorer.score(_charge(3, "fp_old")).outcome == "authorized"
+    finally:
+        scorer.close()

@@ -324,6 +324,8 @@ def all_values(ws: Workspace, names: Iterable[str]) -> dict[str, frozenset[str]]
     with connect(ws) as con:
         types = {str(n): str(t) for n, t in con.execute("SELECT name, type FROM lists")}
         for name in names:
+            if name not in types:
+                continue
             rows = con.execute("SELECT value FROM list_values WHERE list = ?", (name,))
             values = (str(r[0]) for r in rows)
             if types.get(name) == "ip_address":

@@ -5,6 +5,7 @@ reload; :func:`relisted` when a list the ruleset uses changes).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -17,13 +18,17 @@ from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import rulesets as rs
-from payfm.rules.compiler import Ruleset
+from payfm.rules.compiler import Ruleset, compile_rules
+from payfm.rules.lists import all_values
 from payfm.serving.errors import Conflict
 from payfm.serving.fm_embeddings import describe_fm, fm_needs, load_embedders
 from payfm.training.models import Model
 
 if TYPE_CHECKING:
     from payfm.fm.embed import OnlineEmbedder
+
+
+log = logging.getLogger("payfm.serving")
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,8 @@ class Bundle:
     # Foundation-model checkpoint hash -> its online embedder, for the models that take embeddings (one
     # embedder per checkpoint, shared by the model and the shadow; empty when no model takes embeddings).
     embedders: Mapping[str, OnlineEmbedder] = field(default_factory=dict)
-    # the active ruleset's text and feature set: recompiled when a list it uses changes (:func:`relisted`)
-    ruleset_source: tuple[str, str] | None = None
+    # lists the ruleset reads that were deleted while it was served: it keeps their last contents
+    lists_deleted: tuple[str, ...] = ()
 
     @cached_property
     def fm_needs(self) -> dict[str, tuple[str, ...]]:
@@ -50,13 +55,15 @@ class Bundle:
         return fm_needs((self.model_version, self.shadow_version))
 
     def describe(self) -> dict[str, Any]:
-        out = {
+        out: dict[str, Any] = {
             "feature_set": f"{self.fset.name}@{self.fset.version}",
             "model": self.model_version.ref if self.model_version else None,
             "shadow_model": self.shadow_version.ref if self.shadow_version else None,
             "ruleset_version": self.ruleset_version,
             "loaded_at": self.loaded_at,
         }
+        if self.lists_deleted:
+            out["warnings"] = [deleted_lists_warning(self.lists_deleted, self.ruleset_version)]
         for key, mv in (
             ("foundation_model", self.model_version),
             ("shadow_foundation_model", self.shadow_version),
@@ -127,7 +134,6 @@ def load_bundle(
         active.version if active else None,
         datetime.now(UTC).isoformat(),
         load_embedders(reg, (mv, sv), embedders or {}, fm_state),
-        (active.text, active.feature_set) if active else None,
     )
 
 
@@ -146,9 +152,37 @@ def _no_production(reg: Registry, name: str, versions: list[ModelVersion]) -> Co
 
 def relisted(ws: Workspace, b: Bundle) -> Bundle | None:
     """``b`` with its ruleset recompiled on the current contents of the lists it uses, None when they have not
-    changed (or it uses none)."""
-    if b.ruleset is None or not b.ruleset.lists or b.ruleset_source is None:
+    changed (or it uses none). A list deleted meanwhile (``payfm lists delete`` refuses only the lists of the
+    active version, and a server serves the version of its last load) keeps its last contents, named in
+    ``lists_deleted``: a blocklist does not empty itself, and the other lists go on being refreshed."""
+    if b.ruleset is None or not b.ruleset.lists:
         return None
-    text, set_name = b.ruleset_source
-    ruleset = rs.compile_text(ws, text, set_name, values=False)
-    return None if ruleset.lists == b.ruleset.lists else replace(b, ruleset=ruleset)
+    served = b.ruleset.lists
+    current = all_values(ws, served)
+    gone = tuple(sorted(set(served) - set(current)))
+    contents = {name: current.get(name, served[name]) for name in served}
+    if contents == served and gone == b.lists_deleted:
+        return None
+    ruleset = compile_rules(list(b.ruleset.rules), contents, b.ruleset.types)
+    return replace(b, ruleset=ruleset, lists_deleted=gone)
+
+
+def log_relisting(b: Bundle, new: Bundle) -> None:
+    """Log what :func:`relisted` changed from ``b`` to ``new``: the lists with new contents, the lists
+    deleted under the served version (a warning, once)."""
+    assert new.ruleset is not None and b.ruleset is not None  # relisted: both have one
+    changed = sorted(n for n, v in new.ruleset.lists.items() if v != b.ruleset.lists.get(n))
+    if changed:
+        log.info("lists %s changed: ruleset version %s uses their new contents", changed, b.ruleset_version)
+    if new.lists_deleted and new.lists_deleted != b.lists_deleted:
+        log.warning("%s", deleted_lists_warning(new.lists_deleted, b.ruleset_version))
+
+
+def deleted_lists_warning(names: tuple[str, ...], version: int | None) -> str:
+    """What ``/healthz`` and the log say of lists deleted under the served ruleset."""
+    shown = ", ".join(f"'@{n}'" for n in names)
+    return (
+        f"list{'s' if len(names) > 1 else ''} {shown} read by the served ruleset v{version} "
+        f"{'were' if len(names) > 1 else 'was'} deleted: the server keeps the last contents until a reload "
+        "serves a version that does not read them (POST /v1/admin/reload)"
+    )

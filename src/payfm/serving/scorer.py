@@ -56,7 +56,7 @@ from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
 from payfm.redis_load import Presence, is_redis_url
 from payfm.rules import charge_values
-from payfm.serving.bundle import Bundle, load_bundle, relisted
+from payfm.serving.bundle import Bundle, load_bundle, log_relisting, relisted
 from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_untimely
 from payfm.serving.clock import EventClock, known_times
 from payfm.serving.decision import Decision
@@ -417,11 +417,7 @@ class Scorer(FeedbackMixin):
             if new is None:
                 return False
             self.bundle = new
-        assert new.ruleset is not None and b.ruleset is not None  # relisted: both have one
-        changed = sorted(n for n, v in new.ruleset.lists.items() if v != b.ruleset.lists.get(n))
-        log.info(
-            "lists %s changed: ruleset version %s now uses their new contents", changed, b.ruleset_version
-        )
+        log_relisting(b, new)
         return True
 
     def _watch_lists(self, every_s: float) -> None:
