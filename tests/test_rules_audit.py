@@ -97,6 +97,7 @@ def test_long_arithmetic_chains_run_in_linear_time_with_the_evaluators_semantics
                 ],
                 pa.float64(),
             ),
+            "three_ds": pa.nulls(len(rows), pa.string()),  # (what a request_3ds rule reads too)
         }
     )
     chain16 = " + ".join([f":{NUM}:"] * 17)  # 16 operators: 13 s when each doubled the SQL DuckDB evaluates

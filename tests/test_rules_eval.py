@@ -38,6 +38,21 @@ def test_actions_are_tried_in_order_request_3ds_allow_block_review_then_file_ord
     assert rs.matches(both) == ["r1", "b1", "b2", "a1", "t1"]
 
 
+@pytest.mark.parametrize("done", ["authenticated", "attempted", "failed"])
+def test_a_charge_already_through_3ds_is_not_asked_again_and_block_rules_decide_it(done: str) -> None:
+    """Found by a fraud analyst's audit: a charge sent again after the customer authenticated was asked for
+    3-D Secure again (a loop), and the block rule it matched never decided it. As Radar's, a request_3ds
+    rule applies to charges not through 3-D Secure yet (not_requested, or missing)."""
+    rs = compile_("b: block if :card_bin: = '538998'\nt: request_3ds if :channel: = 'ecommerce'\n")
+    first = {"card_bin": "538998", "channel": "ecommerce", "three_ds": "not_requested"}
+    assert rs.decide(first) == Decision("request_3ds", "t")
+    assert rs.decide(first | {"three_ds": None}) == Decision("request_3ds", "t")
+    assert rs.decide(first | {"three_ds": done}) == Decision("block", "b")
+    assert rs.decide(first | {"three_ds": done, "card_bin": "411111"}) == AUTHORIZE
+    assert rs.matches(first | {"three_ds": done}) == ["b"]
+    assert "three_ds" in rs.attributes()  # what a backtest reads for it
+
+
 # Truth tables of SQL's three-valued logic: T, F and U (unknown, from a missing value).
 VALUES = {"T": 5.0, "F": 0.0, "U": None}  # `:x: > 1` is T, F or U
 

@@ -16,7 +16,8 @@ from payfm.rules.compiler import Ruleset, compile_rules
 
 NUMS = ("card.count_charges_1h", "amount_usd", "risk_score")
 STRS = ("email_domain", "ip_country", "card_bin")
-TYPES = {**dict.fromkeys(NUMS, "number"), **dict.fromkeys(STRS, "string")}
+TYPES = {**dict.fromkeys(NUMS, "number"), **dict.fromkeys(STRS, "string"), "three_ds": "string"}
+THREE_DS = (None, "not_requested", "authenticated", "attempted", "failed")  # request_3ds rules read it
 # An empty list: SQL's `NULL IN (empty subquery)` is false, the evaluator's unknown. BINs match by prefix.
 LISTS = {"doms": frozenset({"a.ru", "b", ""}), "none": frozenset(), "bins": frozenset({"411111", "5500001"})}
 NUMBER_VALUES = (-2.0, -0.5, 0.0, 1.0, 3.0, 1e10, 1e300)
@@ -63,6 +64,7 @@ charge = st.fixed_dictionaries(
     {
         **{n: st.one_of(st.none(), st.sampled_from(NUMBER_VALUES)) for n in NUMS},
         **{s: st.one_of(st.none(), st.sampled_from(STRING_VALUES + BINS)) for s in STRS},
+        "three_ds": st.sampled_from(THREE_DS),
     }
 )
 
@@ -79,7 +81,7 @@ def sql_decisions(
             "label": ["legit"] * len(charges),
             "usd": [1.0] * len(charges),
             **{n: pa.array([c[n] for c in charges], pa.float64()) for n in NUMS},
-            **{s: pa.array([c.get(s) for c in charges], pa.string()) for s in STRS},
+            **{s: pa.array([c.get(s) for c in charges], pa.string()) for s in (*STRS, "three_ds")},
         }
     )
     con = _CON.cursor()  # one database for every example: connecting costs more than the query

@@ -479,11 +479,11 @@ class Ruleset:
             sorted(range(len(rules)), key=lambda i: (ast.ACTIONS.index(rules[i].action), i))
         )
         self._fns = [
-            (rules[i].name, rules[i].action, compile_python(rules[i].condition, self.lists, self.types))
+            (rules[i].name, rules[i].action, compile_python(effective(rules[i]), self.lists, self.types))
             for i in self.order
         ]
         self.sql_conditions: tuple[str, ...] = tuple(
-            f"coalesce({compile_sql(r.condition)}, false)" for r in rules
+            f"coalesce({compile_sql(effective(r))}, false)" for r in rules
         )
 
     def decide(self, values: Mapping[str, object]) -> Decision:
@@ -496,13 +496,13 @@ class Ruleset:
     def matches(self, values: Mapping[str, object]) -> list[str]:
         """Names of every rule whose condition is TRUE for ``values`` (in file order)."""
         return [
-            r.name for r in self.rules if compile_python(r.condition, self.lists, self.types)(values) is True
+            r.name for r in self.rules if compile_python(effective(r), self.lists, self.types)(values) is True
         ]
 
     def attributes(self) -> set[str]:
         out: set[str] = set()
         for r in self.rules:
-            out |= ast.attributes(r.condition)
+            out |= ast.attributes(effective(r))
         return out
 
     def decision_sql(self, flag: Callable[[int], str]) -> tuple[str, str]:
@@ -512,6 +512,24 @@ class Ruleset:
         idx = " ".join(f"WHEN {flag(i)} THEN {i}" for i in self.order)
         act = " ".join(f"WHEN {flag(i)} THEN '{self.rules[i].action}'" for i in self.order)
         return f"CASE {idx} END", f"CASE {act} END"
+
+
+_NOT_YET_3DS = ast.Or(
+    (
+        ast.Compare("=", ast.Attr("three_ds"), ast.Literal("not_requested")),
+        ast.IsMissing(ast.Attr("three_ds")),
+    )
+)
+
+
+def effective(rule: ast.Rule) -> ast.Expr:
+    """The condition ``rule`` is evaluated with: a ``request_3ds`` rule applies only to a charge that has not
+    been through 3-D Secure (``:three_ds:`` not_requested or missing), as Radar's: a charge sent again after
+    the customer authenticated is decided by the allow, block and review rules; asking it again would loop,
+    and a block rule would never see it."""
+    if rule.action != "request_3ds":
+        return rule.condition
+    return ast.And((_NOT_YET_3DS, rule.condition))
 
 
 def compile_rules(
