@@ -242,3 +242,50 @@ def test_a_closure_waits_for_a_decline_in_flight_and_refunds_when_it_loses(
     closed = scorer.close_review("ch_1", "refunded_as_fraud")
     assert closed["outcome"] == {"table": "refunds", "id": "re_review_ch_1", "applied": True}
     assert [r["refund_id"] for r in rows(ws, "refunds")] == ["re_review_ch_1"]
+
+
+def test_the_queue_is_worked_page_by_page_with_starting_after_and_each_item_carries_its_charge(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Found by a fraud analyst's audit: paging the open queue by offset while closing its reviews skipped
+    reviews (closing 3 of 5 made offset 2 past the end), items lacked the charge (amount, card, e-mail
+    domain) and the decision's reasons, and a note of null was refused."""
+    c, h = client
+    scored = [
+        c.post("/v1/charges/score", json=charge(i, f"2026-03-01T12:00:0{i}Z"), headers=h).json()
+        for i in range(5)
+    ]
+    assert {d["outcome"] for d in scored} == {"manual_review"}
+    first = c.get("/v1/reviews?status=open&limit=2", headers=h).json()
+    assert [r["charge_id"] for r in first["data"]] == ["ch_0", "ch_1"] and first["has_more"]
+    assert first["next_starting_after"] == "ch_1" and first["next_offset"] == 2
+    item = first["data"][0]
+    assert item["charge"]["amount"] == 90_000 and item["charge"]["card_last4"] == EXAMPLE_FIELDS["card_last4"]
+    assert item["rule"] == "big" and item["reasons"] == scored[0]["reasons"]  # (none: no model here)
+    for cid in ("ch_0", "ch_1", "ch_2"):  # the analyst works the first page, and one more
+        r = c.post(f"/v1/reviews/{cid}/close", json={"reason": "approved", "note": None}, headers=h)
+        assert r.status_code == 200, r.text
+    by_offset = c.get("/v1/reviews?status=open&limit=2&offset=2", headers=h).json()
+    assert by_offset["data"] == []  # what offsets do to a shrinking queue
+    after = c.get("/v1/reviews?status=open&limit=2&starting_after=ch_1", headers=h).json()
+    assert [r["charge_id"] for r in after["data"]] == ["ch_3", "ch_4"] and not after["has_more"]
+    assert after["next_starting_after"] is None and after["next_offset"] is None
+    closed = c.get("/v1/reviews?status=closed", headers=h).json()["data"]
+    assert [r["note"] for r in closed] == [None, None, None]
+
+
+@pytest.mark.parametrize(
+    ("query", "said"),
+    [
+        ("starting_after=ch_none", "starting_after must be the charge id of a review"),
+        ("starting_after=ch_0&offset=2", "Give offset or starting_after, not both. Got offset 2"),
+    ],
+)
+def test_a_wrong_starting_after_is_a_422_naming_it(
+    client: tuple[TestClient, dict[str, str]], query: str, said: str
+) -> None:
+    c, h = client
+    c.post("/v1/charges/score", json=charge(0), headers=h)
+    r = c.get(f"/v1/reviews?{query}", headers=h)
+    assert r.status_code == 422 and r.json()["error"]["field"] == "starting_after"
+    assert said in r.json()["error"]["message"]

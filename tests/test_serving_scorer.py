@@ -190,6 +190,9 @@ def test_review_queue_lists_pages_and_closes(
         ] == ("manual_review")
     page = c.get("/v1/reviews", params={"status": "open", "limit": 2}, headers=h).json()
     assert [r["charge_id"] for r in page["data"]] == ["ch_0", "ch_1"] and page["has_more"]
+    first = page["data"][0]  # what the analyst decides on: the charge and the model's reasons
+    assert first["charge"]["amount_usd"] == 90_000 and first["risk_score"] is not None
+    assert first["reasons"] and first["reasons"] == scorer.log.get_decision("ch_0")["reasons"]  # type: ignore[index]
     page2 = c.get("/v1/reviews", params={"status": "open", "limit": 2, "offset": 2}, headers=h).json()
     assert [r["charge_id"] for r in page2["data"]] == ["ch_2", "ch_3"]
     r = c.post("/v1/reviews/ch_1/close", json={"reason": "refunded_as_fraud"}, headers=h)

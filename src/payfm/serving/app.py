@@ -367,7 +367,7 @@ class AuthorizationOut(BaseModel):
 class ReviewClose(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Literal["approved", "refunded", "refunded_as_fraud", "disputed"]
-    note: str = Field("", max_length=2000)
+    note: str | None = Field(None, max_length=2000)  # null: none, as left out
 
 
 assert tuple(ReviewClose.model_fields["reason"].annotation.__args__) == REVIEW_REASONS  # type: ignore[union-attr]
@@ -738,20 +738,24 @@ def create_app(
         status: Literal["open", "closed"] | None = None,
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=10**9),
+        starting_after: str | None = Query(None, max_length=255),
     ) -> dict[str, Any]:
-        rows = scorer.reviews(status, limit + 1, offset)  # one more than a page: whether another follows
+        # one more than a page: whether another follows
+        rows = scorer.reviews(status, limit + 1, offset, starting_after)
         has_more = len(rows) > limit
         return {
             "data": rows[:limit],
             "has_more": has_more,
-            "next_offset": offset + limit if has_more else None,  # null on the last page
+            # the next page's starting_after (or offset, when paging by offset); null on the last page
+            "next_starting_after": rows[limit - 1]["charge_id"] if has_more else None,
+            "next_offset": offset + limit if has_more and starting_after is None else None,
         }
 
     @app.post("/v1/reviews/{charge_id:path}/close")
     def close_review(
         charge_id: str, body: ReviewClose, reviewer: str | None = Depends(authorize)
     ) -> dict[str, Any]:
-        closed = scorer.close_review(charge_id, body.reason, body.note, reviewer)
+        closed = scorer.close_review(charge_id, body.reason, body.note or "", reviewer)
         metrics.reviews_closed.labels(body.reason).inc()
         return closed
 

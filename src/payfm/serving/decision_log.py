@@ -587,15 +587,37 @@ class DecisionLog(ABC):
 
     _REVIEW_COLS = "charge_id, status, opened_at, rule, risk_score, reason, note, closed_at, label"
 
-    def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """Reviews, oldest first, optionally of one status; ``limit``/``offset`` page through them."""
-        where, args = ("WHERE status = ?", [status]) if status else ("", [])
+    def reviews(
+        self, status: str | None = None, limit: int = 50, offset: int = 0, after_seq: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Reviews, oldest first, optionally of one status; ``limit``/``offset`` page through them, or
+        ``after_seq`` (a review's ``seq``: those opened after it, a queue that shrinks as it is worked skips
+        none). Each comes with its charge's fields and its decision's reasons (``charge``, ``reasons``)."""
+        conditions: list[str] = ["r.status = ?"] if status else []
+        args: list[Any] = [status] if status else []
+        if after_seq is not None:
+            conditions.append("r.seq > ?")
+            args.append(after_seq)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        cols = ", ".join(f"r.{c.strip()}" for c in self._REVIEW_COLS.split(","))
         rows = self._fetch(
-            f"SELECT {self._REVIEW_COLS} FROM reviews {where} ORDER BY seq, charge_id LIMIT ? OFFSET ?",
+            f"SELECT {cols}, d.charge, d.decision FROM reviews r LEFT JOIN decisions d "
+            f"ON d.charge_id = r.charge_id {where} ORDER BY r.seq, r.charge_id LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
         names = [c.strip() for c in self._REVIEW_COLS.split(",")]
-        return [dict(zip(names, r, strict=True)) for r in rows]
+        out = []
+        for *review, charge, decision in rows:
+            item = dict(zip(names, review, strict=True))
+            item["charge"] = json.loads(charge) if charge is not None else None
+            item["reasons"] = json.loads(decision).get("reasons", []) if decision is not None else []
+            out.append(item)
+        return out
+
+    def review_seq(self, charge_id: str) -> int | None:
+        """The ``seq`` of ``charge_id``'s review (where a page that starts after it starts), None without."""
+        rows = self._fetch("SELECT seq FROM reviews WHERE charge_id = ?", (charge_id,))
+        return int(rows[0][0]) if rows else None
 
     def review_labels(self) -> list[tuple[str, int]]:
         """(charge_id, label) of closed reviews that are label sources (refunded_as_fraud, disputed: 1)."""

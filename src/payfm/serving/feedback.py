@@ -36,7 +36,6 @@ from payfm.serving.decision_log import (
     AUTHORIZATIONS,
     REVIEW_LABELS,
     REVIEW_REASONS,
-    REVIEW_STATUSES,
     DecisionLog,
     MarkAppended,
     OutcomeRecord,
@@ -57,6 +56,7 @@ from payfm.serving.outcome_checks import (
     unfollowed,
     unlike_its_charge,
 )
+from payfm.serving.review_queue import review_page
 
 if TYPE_CHECKING:
     from payfm.serving.bundle import Bundle
@@ -115,14 +115,12 @@ class FeedbackMixin(MoneyClaimsMixin):
         self._init_claims()
 
     # ---- reviews -------------------------------------------------------------------------------------------
-    def reviews(self, status: str | None = None, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        """The review queue (``status`` open or closed), oldest first."""
-        if status is not None and status not in REVIEW_STATUSES:
-            raise InvalidInput(
-                f"The review status must be one of {', '.join(REVIEW_STATUSES)}. Got {shown(repr(status))}.",
-                field="status",
-            )
-        return self.log.reviews(status, limit, offset)
+    def reviews(
+        self, status: str | None = None, limit: int = 50, offset: int = 0, starting_after: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The review queue (``status`` open or closed, else both), oldest first: a page from ``offset``,
+        or after the review of the charge ``starting_after`` (the last one of the page before)."""
+        return review_page(self.log, status, limit, offset, starting_after)
 
     def close_review(
         self, charge_id: str, reason: str, note: str = "", reviewer: str | None = None

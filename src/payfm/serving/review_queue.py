@@ -1,0 +1,39 @@
+"""The review queue's pages: by offset, or after a review (a cursor that a queue shrinking as analysts close
+its reviews cannot make skip any)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from payfm.serving.decision_log import REVIEW_STATUSES, DecisionLog
+from payfm.serving.errors import InvalidInput, shown
+
+
+def review_page(
+    log: DecisionLog, status: str | None, limit: int, offset: int = 0, starting_after: str | None = None
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` reviews of ``status`` (open, closed, or None for both), oldest first, each with its
+    charge's fields and its decision's reasons; from ``offset``, or after the review of the charge
+    ``starting_after`` (then ``offset`` must be 0). Offsets skip reviews when reviews before the page are
+    closed meanwhile (the open queue shrinks under them); ``starting_after`` does not."""
+    if status is not None and status not in REVIEW_STATUSES:
+        raise InvalidInput(
+            f"The review status must be one of {', '.join(REVIEW_STATUSES)}. Got {shown(repr(status))}.",
+            field="status",
+        )
+    if starting_after is None:
+        return log.reviews(status, limit, offset)
+    if offset:
+        raise InvalidInput(
+            f"Give offset or starting_after, not both. Got offset {offset} and starting_after "
+            f"{shown(repr(starting_after))}.",
+            field="starting_after",
+        )
+    seq = log.review_seq(starting_after)
+    if seq is None:
+        raise InvalidInput(
+            f"starting_after must be the charge id of a review (the last one of the page before). Got "
+            f"{shown(repr(starting_after))}, which has no review.",
+            field="starting_after",
+        )
+    return log.reviews(status, limit, after_seq=seq)
