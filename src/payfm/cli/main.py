@@ -16,8 +16,9 @@ from payfm.cli.evaluate import evaluate
 from payfm.cli.events import compact, generate, import_, sql, summary
 from payfm.cli.features import features
 from payfm.cli.fm import fm
+from payfm.cli.lists import lists
 from payfm.cli.models import models, train
-from payfm.cli.rules import lists, rules
+from payfm.cli.rules import rules
 from payfm.cli.serve import replay, serve
 from payfm.errors import PayfmError
 from payfm.events.cards import redact_card_numbers

@@ -1,4 +1,4 @@
-"""`payfm rules` and `payfm lists`: rulesets and the value lists rules read.
+"""`payfm rules`: rulesets, their history and backtests (`payfm lists`: payfm.cli.lists).
 
 Thin: parse options, call payfm.rules, render with rich.
 """
@@ -25,10 +25,8 @@ from payfm.events.text import escaped
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
-from payfm.rules import lists as lists_lib
 from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
-from payfm.rules.catalog import LIST_TYPES, UNREAD_LIST_TYPES
 from payfm.rules.compiler import Ruleset
 from payfm.rules.limits import MAX_TEXT_BYTES, RuleError
 from payfm.rules.scores import in_sample_warning
@@ -654,91 +652,3 @@ def show(ctx: click.Context, version: str | None) -> None:
     note, author = escaped(v.note, keep="\t\n"), escaped(v.author)
     console.print(f"# ruleset v{v.version} by {author} at {v.created[:19]}: {note}", markup=False)
     console.print(escaped(v.text, keep="\t\n\r"), markup=False, highlight=False)
-
-
-# ---- lists ----------------------------------------------------------------------------------------------
-
-
-@click.group()
-def lists() -> None:
-    """Typed value lists for rules (`:email_domain: in @trusted_domains`), with an audit trail."""
-
-
-@lists.command()
-@click.argument("name")
-@click.option("--type", "list_type", required=True, type=click.Choice(LIST_TYPES), help="Value type.")
-@click.pass_context
-def create(ctx: click.Context, name: str, list_type: str) -> None:
-    """Create an empty list NAME of a type."""
-    ws = Workspace.open(ctx.obj["workspace"])
-    lists_lib.create_list(ws, name, list_type)
-    console.print(f"Created list '{name}' of type {list_type}.", markup=False, highlight=False)
-    if list_type in UNREAD_LIST_TYPES:
-        _warn(UNREAD_LIST_TYPES[list_type])
-
-
-@lists.command()
-@click.argument("name")
-@click.argument("values", nargs=-1, required=True)
-@click.pass_context
-def add(ctx: click.Context, name: str, values: tuple[str, ...]) -> None:
-    """Add VALUES to list NAME."""
-    ws = Workspace.open(ctx.obj["workspace"])
-    n = lists_lib.add_values(ws, name, values)
-    console.print(f"Added {n} new value{'s' if n != 1 else ''} to '{name}'.", markup=False, highlight=False)
-
-
-@lists.command()
-@click.argument("name")
-@click.argument("values", nargs=-1, required=True)
-@click.pass_context
-def remove(ctx: click.Context, name: str, values: tuple[str, ...]) -> None:
-    """Remove VALUES from list NAME."""
-    ws = Workspace.open(ctx.obj["workspace"])
-    n = lists_lib.remove_values(ws, name, values)
-    console.print(f"Removed {n} value{'s' if n != 1 else ''} from '{name}'.", markup=False, highlight=False)
-
-
-@lists.command(name="delete")
-@click.argument("name")
-@click.pass_context
-def delete_list(ctx: click.Context, name: str) -> None:
-    """Delete list NAME and its values (its audit trail stays). Refused while the active ruleset reads it.
-
-    \b
-    Example:
-      payfm lists delete old_bad_domains
-    """
-    ws = Workspace.open(ctx.obj["workspace"])
-    n = lists_lib.delete_list(ws, name)
-    console.print(f"Deleted list '{name}' ({plural(n, 'value')}).", markup=False, highlight=False)
-
-
-@lists.command(name="show")
-@click.argument("name")
-@click.pass_context
-def show_list(ctx: click.Context, name: str) -> None:
-    """Show list NAME: its type and values."""
-    ws = Workspace.open(ctx.obj["workspace"])
-    info = lists_lib.get_list(ws, name)
-    # A line of its own, not the table's title: a title wraps within the table, one narrow column of values.
-    title = f"List '{info.name}' ({info.type}, {plural(info.size, 'value')})"
-    console.print(title, markup=False, highlight=False, soft_wrap=True)
-    table = Table("value")
-    for v in lists_lib.list_values(ws, name):
-        table.add_row(Text(escaped(v)))  # text, never markup: '[red]cus_1' stays '[red]cus_1'
-    console.print(table)
-
-
-@lists.command(name="audit")
-@click.argument("name")
-@click.pass_context
-def audit_list(ctx: click.Context, name: str) -> None:
-    """Show who changed list NAME, when, and how."""
-    ws = Workspace.open(ctx.obj["workspace"])
-    table = Table(title=Text(f"Audit trail of '{name}'"))
-    for col in ("at", "author", "action", "value"):
-        table.add_column(col)
-    for e in lists_lib.audit(ws, name):
-        table.add_row(e.at[:26], Text(escaped(e.author)), e.action, Text(escaped(e.value or "")))
-    console.print(table)

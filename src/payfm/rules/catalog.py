@@ -73,6 +73,16 @@ SCORE_ATTRIBUTES: dict[str, Type] = {"risk_score": "number", "risk_level": "stri
 RISK_LEVEL_RULE = FieldRule(choices=RISK_LEVELS)
 
 
+def similar_name(name: str, names: list[str]) -> str | None:
+    """The name of ``names`` that ``name`` most likely meant: one differing only in case (``@BAD_BINS`` for
+    ``bad_bins``), else the closest spelling; None when none is close."""
+    same = [n for n in names if n.lower() == name.lower()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 @dataclass(frozen=True)
 class AttributeCatalog:
     """Attribute name -> type (and list kind) for one feature set."""
@@ -383,8 +393,8 @@ class _Checker:
         t = self.infer(e.operand)
         list_type = self.lists.get(e.list_name)
         if list_type is None:
-            close = difflib.get_close_matches(e.list_name, list(self.lists), n=1, cutoff=0.6)
-            hint = f" Did you mean '@{close[0]}'?" if close else " Create it with `payfm lists create`."
+            close = similar_name(e.list_name, list(self.lists))
+            hint = f" Did you mean '@{close}'?" if close else " Create it with `payfm lists create`."
             self.error(e, f"Unknown list '@{e.list_name}'.{hint}")
             return
         if t is None:

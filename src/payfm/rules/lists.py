@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import re
 import sqlite3
 from collections.abc import Iterable
@@ -35,7 +34,7 @@ from payfm.events.cards import contains_card_number, mask_long_numbers
 from payfm.events.countries import DESCRIBED, country_hint, is_country
 from payfm.events.schema import DomainError, canonical_domain, canonical_ip
 from payfm.events.workspace import Workspace
-from payfm.rules.catalog import LIST_TYPES
+from payfm.rules.catalog import LIST_TYPES, similar_name
 from payfm.rules.db import connect, default_author, now_iso
 from payfm.rules.limits import INVISIBLE, RuleError, control_character, format_character
 
@@ -173,6 +172,12 @@ def create_list(
     with connect(ws) as con:
         if con.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone():
             raise RuleError(f"List '{name}' already exists.")
+        other = con.execute("SELECT name FROM lists WHERE lower(name) = lower(?)", (name,)).fetchone()
+        if other:  # two names a reader cannot tell apart in a rule: `@Bad_Bins` beside `@bad_bins`
+            raise RuleError(
+                f"A list name must differ from the others by more than case. Got '{name}'; list "
+                f"'{other[0]}' exists."
+            )
         con.execute("INSERT INTO lists VALUES (?, ?, ?, ?)", (name, list_type, when, who))
         con.execute(
             "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, 'create', ?)",
@@ -185,8 +190,8 @@ def _require(con: sqlite3.Connection, name: str) -> str:
     row = con.execute("SELECT type FROM lists WHERE name = ?", (name,)).fetchone()
     if row is None:
         names = [r[0] for r in con.execute("SELECT name FROM lists ORDER BY name")]
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-        hint = f" Did you mean {_shown_name(close[0])}?" if close else ""
+        close = similar_name(name, names)
+        hint = f" Did you mean {_shown_name(close)}?" if close else ""
         raise RuleError(f"Unknown list {_shown_name(name)}.{hint}")
     return str(row[0])
 
@@ -294,6 +299,26 @@ def delete_list(ws: Workspace, name: str, *, author: str | None = None, at: date
             (name, when, who, f"{size} values"),
         )
     return size
+
+
+def all_lists(ws: Workspace) -> list[ValueList]:
+    """Every list, by name, with its size."""
+    with connect(ws) as con:
+        rows = con.execute(
+            "SELECT l.name, l.type, l.created, l.author, count(v.value) FROM lists l "
+            "LEFT JOIN list_values v ON v.list = l.name GROUP BY l.name, l.type, l.created, l.author "
+            "ORDER BY l.name"
+        ).fetchall()
+    return [ValueList(str(n), str(t), str(c), str(a), int(k)) for n, t, c, a, k in rows]
+
+
+def not_on_list(ws: Workspace, name: str, values: Iterable[str]) -> list[str]:
+    """The ``values`` (in their stored form) that list ``name`` does not hold: what a removal would not
+    find, to be named rather than counted as 0."""
+    with connect(ws) as con:
+        list_type = _require(con, name)
+        stored = {r[0] for r in con.execute("SELECT value FROM list_values WHERE list = ?", (name,))}
+    return [v for v in dict.fromkeys(_normalized(name, list_type, list(values), stored)) if v not in stored]
 
 
 def list_values(ws: Workspace, name: str) -> list[str]:

@@ -1,0 +1,187 @@
+"""`payfm lists`: the typed value lists rules read (`:email_domain: in @trusted_domains`).
+
+Thin: parse options, call payfm.rules.lists, render with rich.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+from rich.text import Text
+
+from payfm.cli.render import console, err_console, plural
+from payfm.events.text import escaped
+from payfm.events.workspace import Workspace
+from payfm.rules import ast, rulesets
+from payfm.rules import lists as lists_lib
+from payfm.rules.catalog import LIST_TYPES, UNREAD_LIST_TYPES
+from payfm.rules.grammar import parse_rules
+from payfm.rules.limits import RuleError
+
+SHOWN_VALUES = 200  # `lists show` without --limit: a 20,000-value list is not 20,000 lines
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _values(values: tuple[str, ...], path: str | None) -> list[str]:
+    """VALUES given on the command line, then those of ``--file`` (one per line; blank lines and lines
+    starting with # skipped; ``-`` reads standard input)."""
+    out = list(values)
+    if path is not None:
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            shown = "standard input" if path == "-" else f"'{escaped(path)}'"
+            raise RuleError(f"--file: expected a readable UTF-8 text file; {shown} gave: {e}") from None
+        out += [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
+    if not out:
+        raise click.UsageError("Give VALUES, or --file with one value per line.")
+    return out
+
+
+_FILE = click.option(
+    "--file",
+    "path",
+    type=click.Path(dir_okay=False, allow_dash=True),
+    help="Also read values from this file, one per line (# comments and blank lines skipped; - for stdin).",
+)
+
+
+@click.group()
+def lists() -> None:
+    """Typed value lists for rules (`:email_domain: in @trusted_domains`), with an audit trail.
+
+    \b
+    Examples:
+      payfm lists create blocked_ips --type ip_address
+      payfm lists add blocked_ips 203.0.113.7 198.51.100.23
+      payfm lists add blocked_ips --file ips.txt
+      payfm lists list
+    """
+
+
+@lists.command(name="list")
+@click.pass_context
+def list_lists(ctx: click.Context) -> None:
+    """Every list: its type, size, who made it, and whether the active ruleset reads it."""
+    ws = Workspace.open(ctx.obj["workspace"])
+    active = rulesets.active(ws)
+    read: set[str] = set()
+    if active is not None:
+        read = set().union(*(ast.lists(r.condition) for r in parse_rules(active.text)))
+    found = lists_lib.all_lists(ws)
+    if not found:
+        console.print("No lists yet: payfm lists create NAME --type TYPE.", markup=False, highlight=False)
+        return
+    table = Table("name", "type", "values", "created", "by", "read by the active ruleset")
+    for v in found:
+        used = f"yes (v{active.version})" if active is not None and v.name in read else "no"
+        table.add_row(
+            Text(escaped(v.name)), v.type, f"{v.size:,}", v.created[:19], Text(escaped(v.author)), used
+        )
+    console.print(table)
+
+
+@lists.command()
+@click.argument("name")
+@click.option("--type", "list_type", required=True, type=click.Choice(LIST_TYPES), help="Value type.")
+@click.pass_context
+def create(ctx: click.Context, name: str, list_type: str) -> None:
+    """Create an empty list NAME of a type."""
+    ws = Workspace.open(ctx.obj["workspace"])
+    lists_lib.create_list(ws, name, list_type)
+    console.print(f"Created list '{name}' of type {list_type}.", markup=False, highlight=False)
+    if list_type in UNREAD_LIST_TYPES:
+        _warn(UNREAD_LIST_TYPES[list_type])
+
+
+@lists.command()
+@click.argument("name")
+@click.argument("values", nargs=-1)
+@_FILE
+@click.pass_context
+def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None) -> None:
+    """Add VALUES (and those of --file) to list NAME, all or none."""
+    ws = Workspace.open(ctx.obj["workspace"])
+    n = lists_lib.add_values(ws, name, _values(values, path))
+    console.print(f"Added {plural(n, 'new value')} to '{name}'.", markup=False, highlight=False)
+
+
+@lists.command()
+@click.argument("name")
+@click.argument("values", nargs=-1)
+@_FILE
+@click.pass_context
+def remove(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None) -> None:
+    """Remove VALUES (and those of --file) from list NAME; names the values it does not hold."""
+    ws = Workspace.open(ctx.obj["workspace"])
+    given = _values(values, path)
+    absent = lists_lib.not_on_list(ws, name, given)
+    n = lists_lib.remove_values(ws, name, given)
+    console.print(f"Removed {plural(n, 'value')} from '{name}'.", markup=False, highlight=False)
+    if absent:
+        shown = ", ".join(repr(escaped(v)) for v in absent[:10])
+        more = f" and {len(absent) - 10} more" if len(absent) > 10 else ""
+        _warn(f"not on '{name}', so not removed: {shown}{more}.")
+
+
+@lists.command(name="delete")
+@click.argument("name")
+@click.pass_context
+def delete_list(ctx: click.Context, name: str) -> None:
+    """Delete list NAME and its values (its audit trail stays). Refused while the active ruleset reads it.
+
+    \b
+    Example:
+      payfm lists delete old_bad_domains
+    """
+    ws = Workspace.open(ctx.obj["workspace"])
+    n = lists_lib.delete_list(ws, name)
+    console.print(f"Deleted list '{name}' ({plural(n, 'value')}).", markup=False, highlight=False)
+
+
+@lists.command(name="show")
+@click.argument("name")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=SHOWN_VALUES,
+    show_default=True,
+    help="Show at most this many values (0: all).",
+)
+@click.pass_context
+def show_list(ctx: click.Context, name: str, limit: int) -> None:
+    """Show list NAME: its type and values (sorted)."""
+    ws = Workspace.open(ctx.obj["workspace"])
+    info = lists_lib.get_list(ws, name)
+    # A line of its own, not the table's title: a title wraps within the table, one narrow column of values.
+    title = f"List '{info.name}' ({info.type}, {plural(info.size, 'value')})"
+    console.print(title, markup=False, highlight=False, soft_wrap=True)
+    values = lists_lib.list_values(ws, name)
+    table = Table("value")
+    for v in values[: limit or None]:
+        table.add_row(Text(escaped(v)))  # text, never markup: '[red]cus_1' stays '[red]cus_1'
+    console.print(table)
+    if limit and len(values) > limit:
+        console.print(
+            f"... and {len(values) - limit:,} more (--limit 0 shows all).", markup=False, highlight=False
+        )
+
+
+@lists.command(name="audit")
+@click.argument("name")
+@click.pass_context
+def audit_list(ctx: click.Context, name: str) -> None:
+    """Show who changed list NAME, when, and how."""
+    ws = Workspace.open(ctx.obj["workspace"])
+    table = Table(title=Text(f"Audit trail of '{name}'"))
+    for col in ("at", "author", "action", "value"):
+        table.add_column(col)
+    for e in lists_lib.audit(ws, name):
+        table.add_row(e.at[:26], Text(escaped(e.author)), e.action, Text(escaped(e.value or "")))
+    console.print(table)

@@ -1,0 +1,84 @@
+"""`payfm lists`: what a fraud analyst's audit found missing: a listing of the lists, values from a file,
+removals that name what was not there, a bounded `show`, and names that differ only in case."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.events.workspace import Workspace
+from payfm.rules import rulesets
+from payfm.rules.limits import RuleError
+from payfm.rules.lists import all_lists, create_list, not_on_list
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace.open(tmp_path / "ws", create=True)
+
+
+def run(ws: Workspace, *args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["-w", str(ws.root), *args], input=stdin)
+    return result.exit_code, " ".join(result.output.split())
+
+
+def test_lists_list_shows_each_list_its_size_and_whether_the_active_ruleset_reads_it(ws: Workspace) -> None:
+    assert run(ws, "lists", "list") == (0, "No lists yet: payfm lists create NAME --type TYPE.")
+    run(ws, "lists", "create", "bad_bins", "--type", "bin")
+    run(ws, "lists", "create", "vip", "--type", "email_domain")
+    run(ws, "lists", "add", "bad_bins", "411111", "550000")
+    rulesets.save(ws, "b: block if :card_bin: in @bad_bins\n", activate=True, set_name="tiny", author="ana")
+    code, out = run(ws, "lists", "list")
+    assert code == 0
+    assert re.search(r"│ bad_bins │ bin │ 2 │ [0-9T:-]+ │ \S+ │ yes \(v1\) │", out), out
+    assert re.search(r"│ vip │ email_domain │ 0 │ [0-9T:-]+ │ \S+ │ no │", out), out
+    assert [(v.name, v.size) for v in all_lists(ws)] == [("bad_bins", 2), ("vip", 0)]
+
+
+def test_values_come_from_a_file_or_stdin_and_a_removal_names_what_was_not_there(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    run(ws, "lists", "create", "trusted", "--type", "email_domain")
+    f = tmp_path / "domains.txt"
+    f.write_text("# exported from the CRM\nshop.example\n\n  Gmail.com  \n")
+    assert run(ws, "lists", "add", "trusted", "vip.example", "--file", str(f)) == (
+        0,
+        "Added 3 new values to 'trusted'.",
+    )
+    assert run(ws, "lists", "add", "trusted", "--file", "-", stdin="later.example\n")[0] == 0
+    code, out = run(ws, "lists", "remove", "trusted", "gmail.com", "gmial.com", "NOPE.example")
+    assert code == 0 and "Removed 1 value from 'trusted'." in out
+    assert "warning: not on 'trusted', so not removed: 'gmial.com', 'nope.example'." in out
+    assert not_on_list(ws, "trusted", ["SHOP.example", "x.example"]) == ["x.example"]
+    code, out = run(ws, "lists", "add", "trusted")
+    assert code == 2 and "Give VALUES, or --file with one value per line." in out
+    code, out = run(ws, "lists", "add", "trusted", "--file", str(tmp_path / "none.txt"))
+    assert code != 0 and "Traceback" not in out and "none.txt" in out
+
+
+def test_show_stops_at_its_limit_and_says_how_many_more(ws: Workspace) -> None:
+    run(ws, "lists", "create", "ips", "--type", "ip_address")
+    run(ws, "lists", "add", "ips", *(f"203.0.113.{i}" for i in range(1, 13)))
+    code, out = run(ws, "lists", "show", "ips", "--limit", "5")
+    assert code == 0 and "List 'ips' (ip_address, 12 values)" in out
+    assert out.count("203.0.113.") == 5 and "... and 7 more (--limit 0 shows all)." in out
+    assert run(ws, "lists", "show", "ips", "--limit", "0")[1].count("203.0.113.") == 12
+
+
+def test_names_differing_only_in_case_are_refused_and_suggested(ws: Workspace, tmp_path: Path) -> None:
+    create_list(ws, "bad_bins", "bin", author="ana")
+    with pytest.raises(
+        RuleError,
+        match=re.escape("by more than case. Got 'Bad_Bins'; list 'bad_bins' exists"),
+    ):
+        create_list(ws, "Bad_Bins", "bin", author="ana")
+    code, out = run(ws, "lists", "show", "BAD_BINS")
+    assert code == 1 and "Unknown list 'BAD_BINS'. Did you mean 'bad_bins'?" in out
+    rules = tmp_path / "r.rules"
+    rules.write_text("x: block if :card_bin: in @BAD_BINS\n")
+    code, out = run(ws, "rules", "check", str(rules), "--set", "tiny")
+    assert code == 1 and "Unknown list '@BAD_BINS'. Did you mean '@bad_bins'?" in out
