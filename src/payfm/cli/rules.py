@@ -6,6 +6,7 @@ Thin: parse options, call payfm.rules, render with rich.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
@@ -44,6 +45,11 @@ SET_OPTION = click.option(
 
 
 def _read(path: str) -> str:
+    if path == "-":  # standard input: `generate-rules | payfm rules check -`
+        data = sys.stdin.buffer.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise RuleError(f"A ruleset has at most {MAX_TEXT_BYTES:,} bytes. Standard input has more.")
+        return rulesets.decode_text(data, "<stdin>")
     p = Path(path)
     try:
         size = p.stat().st_size
@@ -82,7 +88,7 @@ def rules() -> None:
 
 
 @rules.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @SET_OPTION
 @click.pass_context
 def check(ctx: click.Context, file: str, set_name: str) -> None:
@@ -103,6 +109,8 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
             err_console.print(f"{file}: {e}", highlight=False, markup=False, soft_wrap=True)
         raise ConfigError(f"{file}: {plural(len(errors), 'error')} (listed above).")
     console.print(f"OK: {plural(len(found), 'rule')} in {file}", markup=False, highlight=False)
+    if not found:
+        _warn(f"{file} holds no rule: made active, it would turn every rule off (apply needs --allow-empty).")
 
 
 def _maybe_workspace(ctx: click.Context) -> Workspace | None:
@@ -335,7 +343,7 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
 
 
 @rules.command(name="backtest")
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--rule",
     "rule_text",
@@ -404,8 +412,17 @@ def backtest_cmd(
 
 
 @rules.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--note", default="", help="Why this version (kept in the history).")
+@click.option(
+    "--no-backtest",
+    is_flag=True,
+    help="Save and activate at once, without the backtest (an incident: no scores at hand for a version "
+    "reading :risk_score:).",
+)
+@click.option(
+    "--allow-empty", is_flag=True, help="Accept a file of no rules: it turns every rule off, on purpose."
+)
 @_window
 @SET_OPTION
 @click.pass_context
@@ -413,6 +430,8 @@ def apply(
     ctx: click.Context,
     file: str,
     note: str,
+    no_backtest: bool,
+    allow_empty: bool,
     start: str | None,
     end: str | None,
     scores: str | None,
@@ -426,12 +445,31 @@ def apply(
     ws = Workspace.open(ctx.obj["workspace"])
     with _named(file):
         candidate = rulesets.compile_text(ws, text, set_name)
+    if not allow_empty:  # (said before the backtest, which may take a while)
+        with _named(file):
+            rulesets.require_rules(candidate.rules)
     base = _active_baseline(ws)
-    report, label = _run_backtest(ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base)
-    print_report(report, label)
+    if not no_backtest:
+        report, label = _run_backtest(
+            ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base
+        )
+        print_report(report, label)
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
-        v = rulesets.save(ws, text, note=note, activate=True, set_name=set_name, replacing=base.version)
+        v = rulesets.save(
+            ws,
+            text,
+            note=note,
+            activate=True,
+            set_name=set_name,
+            replacing=base.version,
+            allow_empty=allow_empty,
+        )
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
+    if same := rulesets.same_text(ws, v):
+        _warn(
+            f"v{v.version} has the text of v{same[-1]} (same sha256 and feature set): `payfm rules activate "
+            f"{same[-1]}` switches to it without a new version."
+        )
     _reload_hint(ws, v, base.version)
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Final, Literal
@@ -281,12 +282,16 @@ def save(
     set_name: str = DEFAULT_FEATURE_SET,
     at: datetime | None = None,
     replacing: Replacing = ANY,
+    allow_empty: bool = False,
 ) -> RulesetVersion:
     """Check ``text`` and store it as the next version (made active with ``activate``, which the activation
     log records with the same time, author and note; with ``replacing``, refused when that version (None:
     none) is not the active one any more: the caller compared against it, as ``rules apply`` does). Made
-    active, the active version's own text on its own set is refused: it would change nothing."""
-    check(ws, text, set_name)
+    active, the active version's own text on its own set is refused: it would change nothing; and a text of
+    no rules, unless ``allow_empty``: a truncated file would turn every rule off."""
+    rules = check(ws, text, set_name)
+    if activate and not allow_empty:
+        require_rules(rules)
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
     digest = hashlib.sha256(text.encode()).hexdigest()
@@ -312,6 +317,28 @@ def save(
         if activate:  # logged with the version's own note: why this version
             _switch(con, version, action="apply", note=note, who=who, when=when, replacing=replacing)
     return RulesetVersion(version, when, who, digest, text, note, set_name)
+
+
+def require_rules(rules: Sequence[ast.Rule]) -> None:
+    """Refuse a ruleset of no rules to activate: it turns every rule off (a truncated file would)."""
+    if not rules:
+        raise RuleError(
+            "A ruleset to activate must hold a rule: one without any turns every block, review and 3-D "
+            "Secure rule off. Got a text of no rules (empty, or only comments). To turn every rule off on "
+            "purpose, allow it (`payfm rules apply --allow-empty`; allow_empty=True)."
+        )
+
+
+def same_text(ws: Workspace, v: RulesetVersion) -> list[int]:
+    """The other stored versions with ``v``'s text and feature set (``rules apply`` of an old text: the old
+    version could have been activated instead)."""
+    with connect(ws) as con:
+        rows = con.execute(
+            "SELECT version FROM rulesets WHERE sha256 = ? AND feature_set = ? AND version != ? "
+            "ORDER BY version",
+            (v.sha256, v.feature_set, v.version),
+        ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def _row(r: tuple[object, ...]) -> RulesetVersion:

@@ -1,0 +1,78 @@
+"""`payfm rules apply` guards found by a fraud analyst's audit: a file of no rules (a truncated file, a bad
+redirect) silently turned every rule off; an old text applied again made a duplicate version without a word;
+an incident had no way to apply without the backtest; `rules check -` could not read standard input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.events.workspace import Workspace
+from payfm.rules import rulesets
+from payfm.rules.limits import RuleError
+
+SCORED = "high: block if :risk_score: >= 90\n"
+AMOUNT = "big: review if :amount_usd: > 5000\n"
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    return Workspace.open(tmp_path / "ws", create=True)
+
+
+def run(ws: Workspace, *args: str, stdin: str | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["-w", str(ws.root), *args], input=stdin)
+    return result.exit_code, " ".join(result.output.split())
+
+
+def write(tmp_path: Path, name: str, text: str) -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_a_file_of_no_rules_is_refused_unless_allowed(ws: Workspace, tmp_path: Path) -> None:
+    rulesets.save(ws, AMOUNT, activate=True, set_name="tiny", author="ana")
+    empty = write(tmp_path, "empty.rules", "# rules of the night shift\n\n")
+    code, out = run(ws, "rules", "apply", empty, "--set", "tiny")
+    assert code == 1 and f"{empty}: A ruleset to activate must hold a rule" in out
+    assert "--allow-empty" in out and rulesets.active(ws).version == 1  # type: ignore[union-attr]
+    code, out = run(ws, "rules", "check", empty, "--set", "tiny")
+    assert code == 0 and "OK: 0 rules" in out and "warning: " in out and "would turn every rule off" in out
+    code, out = run(ws, "rules", "apply", empty, "--set", "tiny", "--allow-empty", "--no-backtest")
+    assert code == 0 and "Saved and activated ruleset v2" in out, out
+    with pytest.raises(RuleError, match="must hold a rule"):
+        rulesets.save(ws, "", activate=True, set_name="tiny", author="ana")
+    assert rulesets.save(ws, "", set_name="tiny", author="ana").version == 3  # stored, not activated: fine
+
+
+def test_no_backtest_applies_at_once_even_when_the_active_version_reads_the_score(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """The active version reads :risk_score:, so its backtest needs scores; an incident has none at hand."""
+    rulesets.save(ws, SCORED, activate=True, set_name="tiny", author="ana")
+    fix = write(tmp_path, "fix.rules", AMOUNT)
+    code, out = run(ws, "rules", "apply", fix, "--set", "tiny")
+    assert code == 1 and "--model" in out  # the backtest asks for scores
+    code, out = run(ws, "rules", "apply", fix, "--set", "tiny", "--no-backtest", "--note", "incident 42")
+    assert code == 0 and "Saved and activated ruleset v2" in out and "decision mix" not in out.lower()
+    assert rulesets.active(ws).text == AMOUNT  # type: ignore[union-attr]
+
+
+def test_applying_an_old_text_again_points_at_its_version(ws: Workspace, tmp_path: Path) -> None:
+    rulesets.save(ws, AMOUNT, activate=True, set_name="tiny", author="ana")
+    rulesets.save(ws, SCORED, activate=True, set_name="tiny", author="ana")
+    code, out = run(
+        ws, "rules", "apply", write(tmp_path, "old.rules", AMOUNT), "--set", "tiny", "--no-backtest"
+    )
+    assert code == 0 and "Saved and activated ruleset v3" in out
+    assert "warning: v3 has the text of v1 (same sha256 and feature set): `payfm rules activate 1`" in out
+
+
+def test_rules_check_reads_standard_input(ws: Workspace) -> None:
+    assert run(ws, "rules", "check", "-", "--set", "tiny", stdin=AMOUNT) == (0, "OK: 1 rule in -")
+    code, out = run(ws, "rules", "check", "-", "--set", "tiny", stdin="big: review if :amount_usdd: > 1\n")
+    assert code == 1 and "Did you mean ':amount_usd:'?" in out
