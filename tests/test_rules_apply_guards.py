@@ -7,25 +7,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from payfm.cli.main import cli
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.rules.limits import RuleError
+from test_lists_cli import run
 
 SCORED = "high: block if :risk_score: >= 90\n"
 AMOUNT = "big: review if :amount_usd: > 5000\n"
-
-
-@pytest.fixture()
-def ws(tmp_path: Path) -> Workspace:
-    return Workspace.open(tmp_path / "ws", create=True)
-
-
-def run(ws: Workspace, *args: str, stdin: str | None = None) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["-w", str(ws.root), *args], input=stdin)
-    return result.exit_code, " ".join(result.output.split())
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
@@ -34,7 +23,8 @@ def write(tmp_path: Path, name: str, text: str) -> str:
     return str(path)
 
 
-def test_a_file_of_no_rules_is_refused_unless_allowed(ws: Workspace, tmp_path: Path) -> None:
+def test_a_file_of_no_rules_is_refused_unless_allowed(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
     rulesets.save(ws, AMOUNT, activate=True, set_name="tiny", author="ana")
     empty = write(tmp_path, "empty.rules", "# rules of the night shift\n\n")
     code, out = run(ws, "rules", "apply", empty, "--set", "tiny")
@@ -50,9 +40,10 @@ def test_a_file_of_no_rules_is_refused_unless_allowed(ws: Workspace, tmp_path: P
 
 
 def test_no_backtest_applies_at_once_even_when_the_active_version_reads_the_score(
-    ws: Workspace, tmp_path: Path
+    tmp_path: Path,
 ) -> None:
     """The active version reads :risk_score:, so its backtest needs scores; an incident has none at hand."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
     rulesets.save(ws, SCORED, activate=True, set_name="tiny", author="ana")
     fix = write(tmp_path, "fix.rules", AMOUNT)
     code, out = run(ws, "rules", "apply", fix, "--set", "tiny")
@@ -62,7 +53,8 @@ def test_no_backtest_applies_at_once_even_when_the_active_version_reads_the_scor
     assert rulesets.active(ws).text == AMOUNT  # type: ignore[union-attr]
 
 
-def test_applying_an_old_text_again_points_at_its_version(ws: Workspace, tmp_path: Path) -> None:
+def test_applying_an_old_text_again_points_at_its_version(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
     rulesets.save(ws, AMOUNT, activate=True, set_name="tiny", author="ana")
     rulesets.save(ws, SCORED, activate=True, set_name="tiny", author="ana")
     code, out = run(
@@ -72,7 +64,8 @@ def test_applying_an_old_text_again_points_at_its_version(ws: Workspace, tmp_pat
     assert "warning: v3 has the text of v1 (same sha256 and feature set): `payfm rules activate 1`" in out
 
 
-def test_rules_check_reads_standard_input(ws: Workspace) -> None:
+def test_rules_check_reads_standard_input(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
     assert run(ws, "rules", "check", "-", "--set", "tiny", stdin=AMOUNT) == (0, "OK: 1 rule in -")
     code, out = run(ws, "rules", "check", "-", "--set", "tiny", stdin="big: review if :amount_usdd: > 1\n")
     assert code == 1 and "Did you mean ':amount_usd:'?" in out
