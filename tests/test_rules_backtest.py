@@ -144,6 +144,26 @@ def test_backtest_counts_match_the_hand_computed_example(hand_ws: Workspace) -> 
     ]
 
 
+def test_rules_that_match_nothing_everything_or_decide_nothing_are_warned_of(hand_ws: Workspace) -> None:
+    """Found by a fraud analyst's audit: a rule on a risk level the model never gives matched nothing and
+    said nothing; a rule always true and one shadowed by an allow rule passed silently too."""
+    text = (
+        "never: block if :amount_usd: > 1000000\n"
+        "always: review if :amount_usd: is not missing\n"
+        "shadowed: block if :amount_usd: = 600\n"
+        "vip: allow if :amount_usd: = 600\n"
+        "geo: block if :ip_country: = 'NG'\n"
+    )
+    rep = backtest(hand_ws, compile_(text), FSET, **SETTLED)
+    assert rep.warnings == (
+        "rule 'never' matched none of the window's 10 charges: check its thresholds and values (a risk level "
+        "the model never gives, a value no charge holds)",
+        "rule 'always' matched every one of the window's 10 charges",
+        "rule 'shadowed' matched 1 charge and decided none: rules of an action tried before 'block' "
+        "(request_3ds, allow, block, review), or before it in the file, took them all",
+    )
+
+
 def test_window_is_half_open_on_created(hand_ws: Workspace) -> None:
     start = T0 + timedelta(hours=1)  # charges are 7 hours apart: drops charge 0
     end = T0 + timedelta(hours=7 * 5)  # keeps 1..4

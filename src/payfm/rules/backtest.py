@@ -472,6 +472,30 @@ def _warnings(
                 f"({n / report.charges:.0%}): their :risk_score: and :risk_level: are missing, so rules "
                 "reading them do not match those charges"
             )
+    return out + _rule_warnings(report)
+
+
+def _rule_warnings(report: BacktestReport) -> list[str]:
+    """Rules a reader should look at again: one that matches no charge of the window (a threshold no charge
+    reaches: a risk level the model never gives, a value no charge holds), one that matches every charge (a
+    condition always true), one whose matches other actions decide, all of them (a request_3ds or allow
+    rule before it in the order of actions takes them)."""
+    out = []
+    for r in report.rules:
+        if r.matched == 0:
+            out.append(
+                f"rule '{r.name}' matched none of the window's {report.charges:,} charges: check its "
+                "thresholds and values (a risk level the model never gives, a value no charge holds)"
+            )
+        elif r.matched == report.charges and report.charges > 1:
+            out.append(f"rule '{r.name}' matched every one of the window's {report.charges:,} charges")
+        elif r.decided == 0:
+            out.append(
+                f"rule '{r.name}' matched {r.matched:,} charge{'s' if r.matched != 1 else ''} and decided "
+                "none: rules of an action tried "
+                f"before '{r.action}' (request_3ds, allow, block, review), or before it in the file, took "
+                "them all"
+            )
     return out
 
 
