@@ -69,3 +69,17 @@ def test_rules_check_reads_standard_input(tmp_path: Path) -> None:
     assert run(ws, "rules", "check", "-", "--set", "tiny", stdin=AMOUNT) == (0, "OK: 1 rule in -")
     code, out = run(ws, "rules", "check", "-", "--set", "tiny", stdin="big: review if :amount_usdd: > 1\n")
     assert code == 1 and "Did you mean ':amount_usd:'?" in out
+
+
+def test_a_rule_backtest_names_the_active_rule_that_needs_scores_as_the_active_ones(tmp_path: Path) -> None:
+    """The --rule typed reads no score; the error blamed 'high' without saying it is the active ruleset's."""
+    from payfm.synth import WorldConfig, generate_world
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=2_000, days=5, seed=1)), mode="replace")
+    rulesets.save(ws, SCORED, activate=True, set_name="tiny", author="ana")
+    code, out = run(ws, "rules", "backtest", "--rule", "x: review if :amount_usd: > 3000")
+    assert code == 1
+    assert (
+        "Error: Rule 'high' (active ruleset v1 has it too) read :risk_score: or :risk_level:, but no" in out
+    )

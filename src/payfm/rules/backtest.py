@@ -543,6 +543,9 @@ def backtest(
     own_attrs = attrs if apart is None else ruleset.attributes() | (base_attrs & set(SCORE_ATTRIBUTES))
     readers = [r.name for r in ruleset.rules if ast.attributes(r.condition) & set(SCORE_ATTRIBUTES)]
     needs = f"Rule '{readers[0]}'" if readers else baseline_name
+    if readers and baseline is not None and any(r.name == readers[0] for r in baseline.rules):
+        # a rule the baseline has too (backtest --rule: one of the active ruleset, not the one typed)
+        needs += f" ({baseline_name[:1].lower()}{baseline_name[1:]} has it too)"
     scored = bool(attrs & set(SCORE_ATTRIBUTES))
     con = ws.connect()
 
