@@ -363,9 +363,27 @@ def contains_card_number(text: str) -> bool:
     [True, True, False, True]
     """
     ascii_text = ascii_digits(text)
-    if _PREFILTER.search(ascii_text) is not None and next(_card_spans(ascii_text, text), None) is not None:
+    if _PREFILTER.search(ascii_text) is not None and (
+        next(_card_spans(ascii_text, text), None) is not None
+        or any(_scientific_card(m) for m in _SCIENTIFIC.finditer(ascii_text))
+    ):
         return True
     return _punctuated(ascii_text) and next(_punct_spans(ascii_text), None) is not None
+
+
+# A number in scientific notation, as a spreadsheet writes a column of card numbers it read as numbers
+# (4.11111111111111E+15: 15 significant digits, the 16th lost). 12 or more significant digits, a 13-19 digit
+# number.
+_SCIENTIFIC = re.compile(r"(?<![0-9.])([1-9])\.([0-9]{11,18})[eE]\+?(1[2-8])(?![0-9])")
+
+
+def _scientific_card(m: re.Match[str]) -> bool:
+    """Whether a number in scientific notation is a card number: all its digits written and Luhn-valid, or
+    all but the last (which the Luhn check digit gives back) with a card brand's prefix."""
+    mantissa, digits = m.group(1) + m.group(2).rstrip("0"), int(m.group(3)) + 1
+    if len(mantissa) >= digits:
+        return len(mantissa) == digits and card_shaped(mantissa)
+    return digits - len(mantissa) <= 1 and 13 <= digits <= 19 and _IIN.match(mantissa) is not None
 
 
 def name_holds_card_number(name: str) -> bool:
@@ -410,6 +428,7 @@ def _spans(ascii_text: str, text: str) -> Iterator[tuple[int, int]]:
     only where its prefilter finds a candidate."""
     if _PREFILTER.search(ascii_text) is not None:
         yield from _card_spans(ascii_text, text)
+        yield from (m.span() for m in _SCIENTIFIC.finditer(ascii_text) if _scientific_card(m))
     if _punctuated(ascii_text):
         yield from _punct_spans(ascii_text)
 
