@@ -73,7 +73,7 @@ def list_lists(ctx: click.Context) -> None:
     active = rulesets.active(ws)
     read: set[str] = set()
     if active is not None:
-        read = set().union(*(ast.lists(r.condition) for r in parse_rules(active.text)))
+        read = set().union(*(ast.lists(r.condition) for r in parse_rules(active.text, saved=True)))
     found = lists_lib.all_lists(ws)
     if not found:
         console.print("No lists yet: payfm lists create NAME --type TYPE.", markup=False, highlight=False)

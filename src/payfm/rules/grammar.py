@@ -43,22 +43,27 @@ from payfm.rules.limits import (
     first_format_character,
 )
 
+# Keywords are case-insensitive (`Block if ... AND ...`, as Radar's docs write them): no other bare word is
+# valid where a keyword is (a rule name ends in `:`, attributes are `:x:`, lists `@x`, strings are quoted),
+# so the case cannot change what a rule means. A keyword is a word of its own: `(?<!\w)` and `(?!\w)` refuse
+# `blockif`, `andnot` and `5or` (read as `block if`, `and not` and `5 or` before). Punctuation may touch one:
+# `if:amount_usd:`, `in(...)`, `in@list`. Versions saved before keep loading (see _LENIENT).
 GRAMMAR = r"""
-start: (RULE_NAME ":")? action "if" or_expr
+start: (RULE_NAME ":")? action _IF or_expr
 
-!action: "request_3ds" | "allow" | "block" | "review"
+action: REQUEST_3DS | ALLOW | BLOCK | REVIEW
 
-?or_expr: and_expr ("or" and_expr)*
-?and_expr: not_expr ("and" not_expr)*
+?or_expr: and_expr (_OR and_expr)*
+?and_expr: not_expr (_AND not_expr)*
 ?not_expr: NOT not_expr -> not_
          | predicate
 ?predicate: sum
           | sum COMP_OP sum -> compare
-          | sum IN "(" in_item ("," in_item)* ")" -> in_values
-          | sum IN LIST_REF -> in_list
-          | sum STR_OP sum -> strop
-          | sum "is" "missing" -> is_missing
-          | sum "is" NOT "missing" -> is_not_missing
+          | sum NOT? IN "(" in_item ("," in_item)* ")" -> in_values
+          | sum NOT? IN LIST_REF -> in_list
+          | sum NOT? STR_OP sum -> strop
+          | sum _IS _MISSING -> is_missing
+          | sum _IS NOT _MISSING -> is_not_missing
 ?sum: product
     | sum PLUS product -> arith
     | sum MINUS product -> arith
@@ -77,13 +82,22 @@ in_item: MINUS? NUMBER | STRING | BOOL
 RULE_NAME: /[A-Za-z_][A-Za-z0-9_\-]*(?=:)/
 ATTR: /:[A-Za-z_][A-Za-z0-9_.]*:/
 LIST_REF: /@[A-Za-z_][A-Za-z0-9_]*/
-NUMBER: /[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?/
+NUMBER: /([0-9]+(\.[0-9]+)?|\.[0-9]+)([eE][+-]?[0-9]+)?/
 STRING: /'[^'\n]*'/ | /"[^"\n]*"/
-BOOL: "true" | "false"
-NOT: "not"
-IN: "in"
+REQUEST_3DS: /(?<!\w)request_3ds(?!\w)/i
+ALLOW: /(?<!\w)allow(?!\w)/i
+BLOCK: /(?<!\w)block(?!\w)/i
+REVIEW: /(?<!\w)review(?!\w)/i
+_IF: /(?<!\w)if(?!\w)/i
+_OR: /(?<!\w)or(?!\w)/i
+_AND: /(?<!\w)and(?!\w)/i
+NOT: /(?<!\w)not(?!\w)/i
+IN: /(?<!\w)in(?!\w)/i
+_IS: /(?<!\w)is(?!\w)/i
+_MISSING: /(?<!\w)missing(?!\w)/i
+BOOL: /(?<!\w)(true|false)(?!\w)/i
+STR_OP: /(?<!\w)(starts_with|ends_with|contains)(?!\w)/i
 COMP_OP: "==" | "!=" | "<=" | ">=" | "=" | "<" | ">"
-STR_OP: "starts_with" | "ends_with" | "contains"
 PLUS: "+"
 MINUS: "-"
 STAR: "*"
@@ -95,6 +109,19 @@ COMMENT: /#[^\n]*/
 """
 
 _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
+# Text saved before keywords needed word boundaries (`block if :a: > 5and :b: < 3`) must keep loading: a
+# decision service would not start otherwise. Same grammar without the boundaries, built when first needed.
+_LENIENT: list[Lark] = []
+
+
+def _parser(saved: bool) -> Lark:
+    if not saved:
+        return _PARSER
+    if not _LENIENT:
+        grammar = GRAMMAR.replace(r"(?<!\w)", "").replace(r"(?!\w)", "")
+        _LENIENT.append(Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False))
+    return _LENIENT[0]
+
 
 # How a terminal is named in an error message.
 _READABLE = {
@@ -110,13 +137,13 @@ _READABLE = {
     "RPAR": "')'",
     "COMMA": "','",
     "COLON": "':'",
-    "IF": "'if'",
-    "OR": "'or'",
-    "AND": "'and'",
+    "_IF": "'if'",
+    "_OR": "'or'",
+    "_AND": "'and'",
     "NOT": "'not'",
     "IN": "'in'",
-    "IS": "'is'",
-    "MISSING": "'missing'",
+    "_IS": "'is'",
+    "_MISSING": "'missing'",
     "PLUS": "'+'",
     "MINUS": "'-'",
     "STAR": "'*'",
@@ -166,6 +193,8 @@ def _string_context(stack: list[Any]) -> tuple[str, bool] | None:
         return f"'{op}' tests strings", False
     if op.type == "LPAR" and len(items) >= 3 and isinstance(items[-2], Token) and items[-2].type == "IN":
         left, within = items[-3], True
+        if isinstance(left, Token) and left.type == "NOT" and len(items) >= 4:  # `x not in (...)`
+            left = items[-4]
     elif op.type == "COMP_OP" and not siblings:
         left, within = items[-2], False
     else:
@@ -183,10 +212,10 @@ def _string_context(stack: list[Any]) -> tuple[str, bool] | None:
 def _non_finite(
     expected: set[str], line: int, text: str, column: int, stack: list[Any] | None = None
 ) -> RuleError | None:
-    """Where a number was expected and ``inf``, ``-inf`` or ``nan`` was written (the lexer reads the ``in``
-    of ``inf`` as the keyword), the error saying that numbers are finite, or, where a string is expected
-    (``stack``: the parser's value stack, see :func:`_string_context`), that the word is no string; None
-    otherwise."""
+    """Where a number was expected and ``inf``, ``-inf`` or ``nan`` was written (the lexer stops at the
+    word: a keyword is a word of its own, so the ``in`` of ``inf`` is none), the error saying that numbers are
+    finite, or, where a string is expected (``stack``: the parser's value stack, see
+    :func:`_string_context`), that the word is no string; None otherwise."""
     word = re.match(r"[A-Za-z0-9_]+", text[column - 1 :]) if column > 0 else None
     if "NUMBER" not in expected or word is None or word.group(0).lower() not in _NON_FINITE:
         return None
@@ -216,13 +245,90 @@ def _non_finite(
     return RuleError(f"Expected a finite number. Got {got!r}: {why}.", line=line, column=column)
 
 
+# A rule name's shape (RULE_NAME), and a name-like prefix before an action: `b3 : review`, `règle_é: review`.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+_NAME_PREFIX = re.compile(
+    r"[ \t]*([^\s:#'\"()]+)([ \t]*):[ \t]*(?:request_3ds|allow|block|review)(?!\w)", re.I
+)
+
+
+def _name_error(text: str, line: int, column: int) -> RuleError | None:
+    """Where the parser stopped (``column``) in what reads as a ``name:`` prefix, the error saying what a rule
+    name is (at the first character it may not hold) or that its ':' follows it directly; None otherwise."""
+    m = _NAME_PREFIX.match(text)
+    if m is None or column > m.end(2) + 1:
+        return None
+    name, space = m.group(1), m.group(2)
+    valid = len(shape.group(0)) if (shape := _NAME.match(name)) else 0
+    if valid < len(name):
+        bad = name[valid]
+        got = f"Got {name!r}, which starts with {bad!r}" if valid == 0 else f"Got {bad!r} in {name!r}"
+        return RuleError(
+            f"A rule name is ASCII letters, digits, '_' and '-', starting with a letter or '_'. {got}.",
+            line=line,
+            column=m.start(1) + valid + 1,
+        )
+    if space:
+        return RuleError(
+            f"A rule name is followed directly by ':'. Got {'a space' if space == ' ' else 'whitespace'} "
+            f"between {name!r} and ':': write '{name}:'.",
+            line=line,
+            column=m.start(2) + 1,
+        )
+    return None
+
+
+# Each keyword and the terminal that reads it (to tell whether the parser takes it where it stopped).
+_KEYWORDS = {
+    **{k: k.upper() for k in ("request_3ds", "allow", "block", "review", "not")},
+    **{k: "_" + k.upper() for k in ("missing", "and", "if", "or", "is")},
+    **{k: "BOOL" for k in ("true", "false")},
+    **{k: "STR_OP" for k in ("starts_with", "ends_with", "contains")},
+    "in": "IN",
+}
+_KEYWORD = re.compile("|".join(sorted(_KEYWORDS, key=len, reverse=True)), re.I)  # longest first
+
+
+def _glued_error(text: str, line: int, column: int, allowed: set[str]) -> RuleError | None:
+    """Where the lexer stopped (``column``) at a keyword glued to a word (``blockif``, ``andnot``, ``5or``),
+    the error saying so and how to write it; where a keyword this place does not take starts the word
+    (``> info``), the error naming that keyword, as before keywords needed word boundaries; None otherwise."""
+    word = re.match(r"\w+", text[column - 1 :]) if column > 0 else None
+    if word is None:
+        return None
+    w = word.group(0)
+    pieces = _KEYWORD.findall(w)
+    first = _KEYWORD.match(w)
+    if first is None:
+        return None
+    kw = first.group(0)
+    if _KEYWORDS[kw.lower()] not in allowed:
+        return RuleError(f"Unexpected {kw!r}. Expected {_expected(allowed)}.", line=line, column=column)
+    # `5or`: the number before was read and the keyword cannot start inside a word. Only a word made of
+    # keywords gets a fix (`blockif`, `andnot`, `isnotmissing`); `orange` is just unexpected.
+    left = re.search(r"[\w.]+$", text[: column - 1])
+    if "".join(pieces) != w or (left is None and len(pieces) < 2):
+        return None
+    fix = " ".join([left.group(0), *pieces] if left else pieces)
+    after = f" right after {left.group(0)!r}" if left else ""
+    return RuleError(
+        f"Unexpected {w!r}{after}: keywords are words of their own. Expected {fix!r}.",
+        line=line,
+        column=column,
+    )
+
+
 def _syntax_error(e: UnexpectedInput, line: int, text: str) -> RuleError:
     if isinstance(e, UnexpectedToken | UnexpectedCharacters):
+        if (named := _name_error(text, line, e.column)) is not None:
+            return named
         allowed = set((e.accepts or e.expected) if isinstance(e, UnexpectedToken) else (e.allowed or ()))
         parser = getattr(e, "interactive_parser", None)
         stack = list(parser.parser_state.value_stack) if parser is not None else []
         if (non_finite := _non_finite(allowed, line, text, e.column, stack)) is not None:
             return non_finite
+        if isinstance(e, UnexpectedCharacters) and (glued := _glued_error(text, line, e.column, allowed)):
+            return glued
     if (isinstance(e, UnexpectedToken) and e.token.type == "$END") or isinstance(e, UnexpectedEOF):
         expected = getattr(e, "expected", None) or getattr(e, "accepts", None) or set()
         return RuleError(
@@ -241,7 +347,7 @@ def _syntax_error(e: UnexpectedInput, line: int, text: str) -> RuleError:
         if ch in "'\"":
             msg = f"Unexpected character {ch!r}: strings are quoted with ' or \" and end on the same line."
             return RuleError(msg, line=line, column=e.column)
-        word = re.match(r"[A-Za-z0-9_]{1,40}|\S", text[e.column - 1 :])
+        word = re.match(r"\w{1,40}|\S", text[e.column - 1 :])
         got = word.group(0) if word else ch
         expected = _expected(set(e.allowed or ()))
         return RuleError(f"Unexpected {got!r}. Expected {expected}.", line=line, column=e.column)
@@ -299,7 +405,7 @@ def _item(tree: Tree[Token], line: int) -> ast.Value:
         return _number(toks[-1], line, negative=len(toks) == 2)
     if toks[0].type == "STRING":
         return _string(toks[0], line)
-    return str(toks[0]) == "true"
+    return str(toks[0]).lower() == "true"
 
 
 def _col(tree: Tree[Token]) -> int:
@@ -327,7 +433,7 @@ def _expr(node: Tree[Token] | Token, line: int) -> ast.Expr:
         assert isinstance(ch[0], Token)
         return ast.Literal(_string(ch[0], line), col=col)
     if kind == "boolean":
-        return ast.Literal(str(ch[0]) == "true", col=col)
+        return ast.Literal(str(ch[0]).lower() == "true", col=col)
     if kind == "neg":
         operand = _expr(ch[1], line)
         if isinstance(operand, ast.Literal) and isinstance(operand.value, float):
@@ -338,8 +444,13 @@ def _expr(node: Tree[Token] | Token, line: int) -> ast.Expr:
     if kind == "compare":
         op = str(ch[1])
         return ast.Compare("=" if op == "==" else op, _expr(ch[0], line), _expr(ch[2], line), col=col)
+    if kind in ("strop", "in_values", "in_list") and isinstance(ch[1], Token) and ch[1].type == "NOT":
+        # `x not in (...)`, `x not in @l`, `x not contains 'y'` are `not (x in ...)`: the same tree, so the
+        # evaluators and the type checker need nothing more, and a missing x stays unknown (no match).
+        positive = Tree(kind, [ch[0], *ch[2:]], meta=node.meta)
+        return ast.Not(_expr(positive, line), col=ch[1].column or col)
     if kind == "strop":
-        return ast.StrOp(str(ch[1]), _expr(ch[0], line), _expr(ch[2], line), col=col)
+        return ast.StrOp(str(ch[1]).lower(), _expr(ch[0], line), _expr(ch[2], line), col=col)
     if kind == "in_values":
         items = [c for c in ch[2:] if isinstance(c, Tree)]
         if len(items) > MAX_IN_VALUES:
@@ -408,7 +519,7 @@ def parse_rule(text: str, line: int = 1, *, saved: bool = False) -> ast.Rule:
         raise RuleError("Rule text must not contain a card number (PAN).", line=line)
     _refuse_invisible(text, line, saved)
     try:
-        tree = _PARSER.parse(text)
+        tree = _parser(saved).parse(text)
     except UnexpectedInput as e:
         raise _syntax_error(e, line, text) from None
     _check_depth(tree, line)
@@ -417,7 +528,7 @@ def parse_rule(text: str, line: int = 1, *, saved: bool = False) -> ast.Rule:
     if name_tok is not None:
         children = children[1:]
     action_tree = children[0]
-    action = str(action_tree.children[0])
+    action = str(action_tree.children[0]).lower()
     name = str(name_tok) if name_tok is not None else f"{action}_line_{line}"
     if len(name) > MAX_NAME_CHARS:
         raise RuleError(f"A rule name has at most {MAX_NAME_CHARS} characters.", line=line, column=1)
