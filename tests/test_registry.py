@@ -161,6 +161,25 @@ def test_a_workspace_has_one_production_version_whatever_its_name(reg: Registry)
         reg.rollback("fraud-rf")
 
 
+def test_only_a_fraud_model_becomes_production_or_shadow(reg: Registry) -> None:
+    """Found by an ML engineer's audit: promoting a retry-success model archived the fraud model, and the
+    decision service then decided fraud with a model of whether a retry succeeds."""
+    fraud = register(reg)
+    reg.promote(fraud)
+    retry = reg.register(fitted("gbdt"), name="retry_success-gbdt", task="retry_success", fset=FS).ref  # type: ignore[arg-type]
+    for stage in ("production", "shadow"):
+        with pytest.raises(
+            RegistryError, match=f"retry_success-gbdt@1 predicts 'retry_success', but the {stage}"
+        ):
+            reg.set_stage(retry, stage)
+    assert {v.ref: v.stage for v in reg.list()} == {fraud: "production", retry: "candidate"}
+    with reg._db() as con:  # a registry of before the check
+        con.execute("UPDATE versions SET stage = 'production' WHERE name = 'retry_success-gbdt'")
+        con.execute("UPDATE versions SET stage = 'archived' WHERE name = 'fraud-x'")
+    with pytest.raises(RegistryError, match="expected a model of task 'fraud'"):
+        load_bundle(Workspace.open(reg.root.parent))
+
+
 def test_a_registry_written_before_one_production_version_is_mended_by_the_next_promotion(
     reg: Registry,
 ) -> None:

@@ -59,6 +59,9 @@ CREATE TABLE IF NOT EXISTS stage_log (
 _PREVIOUS_NAME = "ALTER TABLE stage_log ADD COLUMN previous_name TEXT"
 
 
+FRAUD_TASK = "fraud"  # what the production and shadow models predict: the decision service's risk
+
+
 class RegistryError(PayfmError):
     """The registry cannot do what was asked."""
 
@@ -293,6 +296,7 @@ class Registry:
             return self.promote(ref)
         mv = self.get(ref)
         if stage == "shadow":  # servers run it beside production
+            self.check_decides_fraud(mv, stage)
             self.check_artifact(mv)
         with self._db() as con:
             con.execute(
@@ -314,6 +318,7 @@ class Registry:
         on (:meth:`check_servable_features`).
         """
         mv = self.get(ref)
+        self.check_decides_fraud(mv, "production")
         self.check_artifact(mv)  # servers would refuse it: refuse it here, before it is production
         self.check_foundation_model(mv)
         self.check_servable_features(mv)
@@ -355,6 +360,18 @@ class Registry:
                 ),
             )
         return self.get(mv.ref)
+
+    @staticmethod
+    def check_decides_fraud(mv: ModelVersion, stage: str) -> None:
+        """Raise :class:`RegistryError` unless ``mv`` predicts fraud: the production and shadow models give
+        the decision service's risk score (a retry-success model promoted archived the fraud model, and the
+        service then decided fraud with it)."""
+        if mv.task != FRAUD_TASK:
+            raise RegistryError(
+                f"{mv.ref} predicts '{mv.task}', but the {stage} model gives the decision service's fraud "
+                f"risk score: expected a model of task '{FRAUD_TASK}'. Keep {mv.ref} registered (a "
+                "candidate) and score with it in Python (payfm.training.predict.score_window)."
+            )
 
     def check_servable_features(self, mv: ModelVersion) -> None:
         """Raise :class:`FeatureSetMismatchError` unless the decision service can compute ``mv``'s features:

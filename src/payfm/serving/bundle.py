@@ -95,6 +95,9 @@ def load_bundle(
         raise _no_production(reg, model, versions)
     shadow = [v for v in versions if v.stage == "shadow"]
     mv = newest(prod)
+    for v, stage in ((mv, "production"), (newest(shadow), "shadow")):
+        if v is not None:  # (a registry of before the check: a retry-success model promoted)
+            reg.check_decides_fraud(v, stage)
     active = rs.active(ws) if (ws.root / "rules.db").exists() else None
     set_name = mv.feature_set if mv else (active.feature_set if active else "default")
     current = feature_set(set_name, ws.root)
