@@ -16,12 +16,17 @@ import numpy as np
 from payfm.errors import ConfigError
 
 METHODS = ("isotonic", "platt", "none")
-_EPS = 1e-6
+# Platt's sigmoid is fitted on logits of p clipped to [1e-6, 1 - 1e-6] (a model's exact 0s and 1s, a random
+# forest's, would otherwise sit at +-700 and flatten the fit), and applied to logits clipped only to the
+# floats inside (0, 1): the fitted sigmoid goes on beyond the fit's clip, so the most extreme raw scores keep
+# their order (the fit's clip in both made them one tie, and a monotone calibration lowered AP).
+_FIT_EPS = 1e-6
+_LOW, _HIGH = np.finfo(np.float64).tiny, np.nextafter(1.0, 0.0)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    q = np.clip(p, _EPS, 1 - _EPS)
-    out: np.ndarray = np.log(q / (1 - q))
+def _logit(p: np.ndarray, eps: float | None = None) -> np.ndarray:
+    q = np.clip(p, _LOW, _HIGH) if eps is None else np.clip(p, eps, 1 - eps)
+    out: np.ndarray = np.log(q) - np.log1p(-q)
     return out
 
 
@@ -45,7 +50,7 @@ class Calibrator:
         elif self.method == "platt":
             from sklearn.linear_model import LogisticRegression
 
-            lr = LogisticRegression(C=1e6).fit(_logit(p)[:, None], y, sample_weight=w)
+            lr = LogisticRegression(C=1e6).fit(_logit(p, _FIT_EPS)[:, None], y, sample_weight=w)
             self.params_ = {"a": [float(lr.coef_[0, 0])], "b": [float(lr.intercept_[0])]}
         return self
 
@@ -55,8 +60,10 @@ class Calibrator:
             out: np.ndarray = np.interp(p, self.params_["x"], self.params_["y"])
             return out
         if self.method == "platt" and self.params_:
+            from scipy.special import expit
+
             z: np.ndarray = self.params_["a"][0] * _logit(p) + self.params_["b"][0]
-            res: np.ndarray = 1.0 / (1.0 + np.exp(-z))
+            res: np.ndarray = expit(z)  # (1 / (1 + exp(-z)) without overflow far out)
             return res
         clipped: np.ndarray = np.clip(p, 0.0, 1.0)
         return clipped
