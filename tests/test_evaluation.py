@@ -97,8 +97,12 @@ def test_bad_inputs_raise_clear_errors(preds: pa.Table) -> None:
     )
     with pytest.raises(
         EvaluationError, match=r"'m' has no charge with a mature label: the window's 20,000 charges"
-    ):
+    ) as e:
         evaluate_predictions(immature, name="m")
+    # (a log shorter than the horizon has no earlier window: the horizon is what to change)
+    assert str(e.value).endswith(
+        "or with a shorter label horizon (--horizon-days) when the event log is shorter than it."
+    )
     logits = preds.set_column(2, "score", pc.multiply(preds["score"], 3.0))
     with pytest.raises(EvaluationError, match=r"scores in \[0, 1\]"):
         evaluate_predictions(logits, name="m")

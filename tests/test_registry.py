@@ -252,7 +252,13 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
         "fraud-x@2 (the newest)."
     )
     code, out = run("promote", "fraud-x@1", "--stage", "archived")  # the production one: not "(... archived)"
-    assert code == 0 and out.strip() == "fraud-x@1 is now archived"
+    assert code == 0 and out.splitlines()[0] == "fraud-x@1 is now archived"
+    # and it says that nothing is production now (found by an ML engineer's audit: it said nothing)
+    assert out.splitlines()[1].startswith(
+        "warning: the workspace has no production model now (fraud-x@1 was it)"
+    )
+    code, out = run("promote", "fraud-x@2", "--stage", "shadow")  # not the production one: no warning
+    assert code == 0 and out.strip() == "fraud-x@2 is now shadow"
 
 
 def _checkpoint(path: Path, seed: int, n_embd: int = 4) -> Path:

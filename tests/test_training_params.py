@@ -17,6 +17,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.registry import Registry
 from payfm.synth import WorldConfig, generate_world
+from payfm.training.models import model_class
 from payfm.training.models.params import check_params, parse_assignment
 from payfm.training.tasks import task
 from payfm.training.trainer import TrainConfig, train
@@ -110,6 +111,25 @@ def test_a_bad_parameter_stops_training_before_the_data_is_read(ws: Workspace, t
     assert stages == []  # refused first: no stage of the task's data began
 
 
+def test_a_categorical_column_past_the_feature_set_stops_training_before_the_data_is_read(
+    ws: Workspace,
+) -> None:
+    """Found by an ML engineer's audit: lr.categorical=200 on 158 features was an IndexError traceback after
+    the data was read."""
+    stages: list[str] = []
+    n = len(tiny_set().names)
+    cfg = TrainConfig(
+        horizon_days=10, val_days=7, test_days=7, gap_days=3, params={"lr": {"categorical": [0, n]}}
+    )
+    with pytest.raises(ConfigError) as e:
+        train(ws, "lr", task("fraud"), tiny_set(), cfg, lambda stage, done, total: stages.append(stage))
+    assert str(e.value) == (
+        f"lr parameter 'categorical': expected indices of feature columns, 0 to {n - 1} (feature set 'tiny' "
+        f"has {n} features: `payfm features list --set tiny` lists them in order). Got {n}."
+    )
+    assert stages == []
+
+
 def test_cli_param_reaches_the_model_and_the_registry(ws: Workspace) -> None:
     r = _run(ws, "--param", "n_estimators=7", "--param", "max_bin=15", "--param", "gbdt.num_leaves=5")
     assert r.exit_code == 0, r.output
@@ -148,6 +168,10 @@ def test_cli_param_without_a_kind_goes_to_the_kinds_that_take_it(ws: Workspace) 
             "names it: write KIND.max_bin=63 (gbdt.max_bin for a LightGBM parameter).",
         ),
         (["--param", "n_estimators=lots"], "gbdt parameter 'n_estimators': expected an integer. Got 'lots'."),
+        (  # (the last one won, silently)
+            ["--param", "n_estimators=50", "--param", "gbdt.n_estimators=80"],
+            "gbdt.n_estimators is given twice: '50' and '80'. Expected one value.",
+        ),
     ],
 )
 def test_cli_param_mistakes_are_one_line_errors(ws: Workspace, args: list[str], said: str) -> None:
@@ -156,14 +180,48 @@ def test_cli_param_mistakes_are_one_line_errors(ws: Workspace, args: list[str], 
     assert "Traceback" not in r.output
 
 
+def test_a_text_parameter_takes_none_as_its_message_offers_it() -> None:
+    """`--param lr.class_weight=None` was refused although the message offered None (the default)."""
+    assert check_params("lr", {"class_weight": "None"}) == {"class_weight": None}
+    assert check_params("lr", {"class_weight": "balanced"}) == {"class_weight": "balanced"}
+    with pytest.raises(ConfigError, match=r"expected 'path' or 'shap'\. Got 'none'\."):
+        check_params("gbdt", {"explanations": "none"})  # a parameter that takes no None
+
+
+def test_dart_boosting_trains_every_round_without_lightgbms_warning() -> None:
+    """LightGBM has no early stopping in dart mode: it warned (a raw UserWarning) and ignored it."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 4))
+    y = (X[:, 0] > 1).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = model_class("gbdt")(n_estimators=15, boosting="dart", num_threads=1).fit(
+            X[:400], y[:400], None, X[400:], y[400:], feature_names=["a", "b", "c", "d"]
+        )
+    assert m.best_iteration_ == 15 and m.booster_.num_trees() == 15
+
+
 def test_the_search_keeps_given_parameters_fixed() -> None:
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1500, 4))
     y = (X[:, 0] + rng.normal(size=1500) > 1.5).astype(np.float64)
     base = {"n_estimators": 20, "learning_rate": 0.19, "num_leaves": 9, "num_threads": 1}
-    params, _ = tune("gbdt", X[:1000], y[:1000], None, X[1000:], y[1000:], trials=3, base_params=base)
+    seen: list[dict[str, Any]] = []
+    real = model_class("gbdt").__init__
+
+    def spy(self: Any, **kw: Any) -> None:
+        seen.append(kw)
+        real(self, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_class("gbdt"), "__init__", spy)
+        params, _ = tune("gbdt", X[:1000], y[:1000], None, X[1000:], y[1000:], trials=3, base_params=base)
     assert {k: params[k] for k in base} == base  # tuned around them, not over them
-    assert 4 <= params["max_depth"] <= 8  # what the search space draws is still tuned
+    assert len(seen) == 3 and all({k: kw[k] for k in base} == base for kw in seen)
+    drawn = [kw for kw in seen if "max_depth" in kw]
+    assert len(drawn) == 2 and all(4 <= kw["max_depth"] <= 8 for kw in drawn)  # the rest is still tuned
 
 
 def test_per_feature_lightgbm_parameters_pass_through_untried() -> None:

@@ -28,3 +28,18 @@ def test_tune_reports_the_validation_ap_of_the_parameters_it_returns() -> None:
         "gbdt", X, y, None, Xv, yv, trials=2, base_params={"n_estimators": 40, "num_threads": 1}
     )
     assert (again, best2) == (params, best)  # seeded sampler: the same search twice
+
+
+def test_the_defaults_are_the_first_trial_so_a_search_never_does_worse_than_none() -> None:
+    """Found by an ML engineer's audit: three trials gave a validation AP of 0.231, the defaults 0.242."""
+    X, y = data(2000, 2)
+    Xv, yv = data(1000, 3)
+    base = {"n_estimators": 40, "num_threads": 1}
+    default = model_class("gbdt")(calibration="none", **base).fit(X, y, None, Xv, yv)
+    default_ap = average_precision(yv, default.predict_raw(Xv))
+    for trials in (1, 2, 4):
+        params, best = tune("gbdt", X, y, None, Xv, yv, trials=trials, base_params=base)
+        assert best >= default_ap
+        refit = model_class("gbdt")(calibration="none", **params).fit(X, y, None, Xv, yv)
+        assert average_precision(yv, refit.predict_raw(Xv)) == best
+    assert tune("gbdt", X, y, None, Xv, yv, trials=1, base_params=base) == (base, default_ap)

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from payfm.cli.options import DAYS, GAP_DAYS, SHARE
-from payfm.cli.render import console, stage_progress
+from payfm.cli.render import console, err_console, stage_progress
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry import STAGES, Registry
@@ -249,6 +249,11 @@ def _params(texts: tuple[str, ...], kinds: list[str]) -> dict[str, dict[str, str
                 param_hint="--param",
             )
         for k in takers:
+            if name in out.get(k, {}) and out[k][name] != value:  # (the last one won, silently)
+                raise click.BadParameter(
+                    f"{k}.{name} is given twice: {out[k][name]!r} and {value!r}. Expected one value.",
+                    param_hint="--param",
+                )
             out.setdefault(k, {})[name] = value
     return out
 
@@ -321,6 +326,15 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
         return
     archived = sorted(v.ref for v in reg.list() if v.ref in before - {mv.ref} and v.stage == "archived")
     console.print(f"{mv.ref} is now {mv.stage}" + (f" ({', '.join(archived)} archived)" if archived else ""))
+    if mv.ref in before and stage != "production":  # the production version taken out: none decides now
+        err_console.print(
+            f"warning: the workspace has no production model now ({mv.ref} was it): a decision service that "
+            "loads the registry (a start, a reload) decides with rules alone, or refuses when given --model. "
+            "`payfm models promote REF` makes one production.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @models.command()

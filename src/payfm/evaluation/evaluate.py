@@ -206,7 +206,8 @@ def evaluate_predictions(
         raise EvaluationError(
             f"{who} has no charge with a mature label: the window's {charges:,} charges "
             f"({window[0]:%Y-%m-%d} .. {window[1]:%Y-%m-%d}) are all too recent for their label horizon, "
-            "so whether they were fraud is not known yet. Evaluate an earlier window (--from, --to)."
+            "so whether they were fraud is not known yet. Evaluate an earlier window (--from, --to), or "
+            "with a shorter label horizon (--horizon-days) when the event log is shorter than it."
         )
     y, s, _ = binary_inputs(
         who,

@@ -221,7 +221,9 @@ def prepare(
             raise ConfigError(
                 f"Task '{task.name}': the {part} period needs mature positives and negatives. "
                 f"Got {int(data.y[idx].sum())} positives in {len(idx)} mature rows "
-                f"({split.immature[part]} immature); try a shorter --horizon-days or a longer event log."
+                f"({split.immature[part]} immature); try "
+                + (f"a longer --val-days (now {config.val_days:g}), " if part == "val" else "")
+                + "a shorter --horizon-days or a longer event log."
             )
     return data, split
 
@@ -297,7 +299,7 @@ def train(
     progress: Progress | None = None,
 ) -> list[TrainResult]:
     """Train each model kind on ``task`` over the backfill of ``fset``; one result per kind."""
-    cfg = _checked(config or TrainConfig())
+    cfg = _checked(config or TrainConfig(), fset)
     names = [kinds] if isinstance(kinds, str) else list(kinds)
     for k in names:
         model_class(k)
@@ -314,10 +316,19 @@ def train(
     return out
 
 
-def _checked(config: TrainConfig) -> TrainConfig:
+def _checked(config: TrainConfig, fset: FeatureSet) -> TrainConfig:
     """``config`` with its models' parameters checked and in their types, before any work (a ConfigError
-    names the first unknown parameter or wrong value)."""
-    return replace(config, params={kind: check_params(kind, p) for kind, p in config.params.items()})
+    names the first unknown parameter or wrong value; column indices are checked against ``fset``)."""
+    params = {kind: check_params(kind, p) for kind, p in config.params.items()}
+    n = len(fset.names)
+    for j in params.get("lr", {}).get("categorical", ()):
+        if j >= n:
+            raise ConfigError(
+                f"lr parameter 'categorical': expected indices of feature columns, 0 to {n - 1} (feature set "
+                f"'{fset.name}' has {n} features: `payfm features list --set {fset.name}` lists them in "
+                f"order). Got {j}."
+            )
+    return replace(config, params=params)
 
 
 def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainConfig) -> TaskData:
@@ -398,7 +409,7 @@ def prequential(
     With ``config.foundation_model`` every fit also takes the checkpoint's outputs (``config.fm_outputs``);
     the checkpoint must have been pretrained on charges before the first test week only.
     """
-    cfg = _checked(config or TrainConfig())
+    cfg = _checked(config or TrainConfig(), fset)
     data = task_data(ws, task, fset, as_of=cfg.as_of, horizon=cfg.horizon(task))
     folds = list(
         prequential_folds(data.created_us, data.mature, weeks=weeks, gap_days=cfg.gap_days, test_days=7)

@@ -32,7 +32,11 @@ def tune(
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict[str, Any], float]:
     """The best parameters of ``trials`` trials and their validation AP. ``base_params`` are fixed: a trial
-    takes them over what the search space draws (a parameter given with ``--param`` is not tuned away)."""
+    takes them over what the search space draws (a parameter given with ``--param`` is not tuned away).
+
+    The first trial is the model's default parameters (with ``base_params``), the others Optuna's draws: a
+    search never returns parameters that do worse on the validation period than no search (three draws once
+    did, a GBDT's validation AP 0.231 against the defaults' 0.242)."""
     import optuna
 
     # Optuna logs a trial that raised (a Ctrl-C, a user error of the model) with its traceback at WARNING,
@@ -41,19 +45,28 @@ def tune(
     cls = model_class(kind)
     base = dict(base_params or {})
 
-    def objective(trial: optuna.Trial) -> float:
-        params = {**cls.search_space(trial), **base}
+    def score(params: dict[str, Any]) -> float:
         m = cls(calibration="none", seed=seed, **params).fit(X, y, w, X_val, y_val)
         ap = average_precision(y_val, m.predict_raw(X_val))
         return 0.0 if np.isnan(ap) else ap
 
+    def objective(trial: optuna.Trial) -> float:
+        return score({**cls.search_space(trial), **base})
+
+    defaults = score(base)
+    done = [1]
+    if progress:
+        progress(done[0], trials)
+    if trials <= 1:
+        return base, defaults
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    done = [0]
 
     def tick(_s: optuna.Study, _t: optuna.trial.FrozenTrial) -> None:
         done[0] += 1
         if progress:
             progress(done[0], trials)
 
-    study.optimize(objective, n_trials=trials, callbacks=[tick])
+    study.optimize(objective, n_trials=trials - 1, callbacks=[tick])
+    if defaults >= study.best_value:
+        return base, defaults
     return {**study.best_params, **base}, float(study.best_value)

@@ -168,7 +168,7 @@ class GBDTModel(Model):
         )
         callbacks: list[Any] = []
         valid = []
-        if X_val is not None and y_val is not None and len(np.unique(y_val)) == 2:
+        if X_val is not None and y_val is not None and len(np.unique(y_val)) == 2 and not self._dart():
             valid = [lgb.Dataset(X_val, y_val, reference=train)]
             callbacks.append(lgb.early_stopping(int(self.params.get("early_stopping", 30)), verbose=False))
         booster = lgb.train(
@@ -181,6 +181,14 @@ class GBDTModel(Model):
         best = booster.best_iteration or booster.current_iteration()
         self.best_iteration_ = int(best)
         self._set_booster(booster.model_to_string(num_iteration=best))
+
+    def _dart(self) -> bool:
+        """Whether LightGBM boosts with dropout (``boosting=dart``, or an alias): it has no early stopping
+        (LightGBM warns and ignores it), so every one of ``n_estimators`` rounds is trained."""
+        for alias in ("boosting", "boosting_type", "boost"):
+            if alias in self.params:
+                return str(self.params[alias]).lower() == "dart"
+        return False
 
     def _safe_names(self) -> bool:
         # LightGBM rejects some characters in feature names; the dotted payfm names are fine.

@@ -241,7 +241,10 @@ def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         known = cls.PARAMS.get(name)
         where = f"{kind} parameter {name!r}"
         if known is not None:
-            out[name] = _in_range(_checked(value, known, where), RANGES[kind].get(name), where)
+            valid = RANGES[kind].get(name)
+            if isinstance(value, str) and value.lower() == "none" and valid is not None and valid.ok(None):
+                value = None  # the None a message offers, as a command line writes it: lr.class_weight=None
+            out[name] = _in_range(_checked(value, known, where), valid, where)
         elif kind == "gbdt":
             out[name] = _gbdt_passthrough(name, value, cls.PARAMS)
         else:
