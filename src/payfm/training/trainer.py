@@ -99,6 +99,30 @@ class TrainConfig:
                     f"The '{name}' of TrainConfig must be one of {', '.join(choices)}. "
                     f"Got {getattr(self, name)!r}."
                 )
+        self._check_types()
+
+    def _check_types(self) -> None:
+        """The fields a wrong type reached far from (an AttributeError about 'tzinfo' in train, a text
+        read as True): refused here, naming the field."""
+        if self.as_of is not None and not (
+            isinstance(self.as_of, datetime) and self.as_of.tzinfo is not None
+        ):
+            raise ConfigError(
+                "The 'as_of' of TrainConfig must be a datetime with a time zone (datetime(2026, 2, 1, "
+                f"tzinfo=UTC)). Got {self.as_of!r}."
+            )
+        if not isinstance(self.mature_test, bool):
+            raise ConfigError(
+                f"The 'mature_test' of TrainConfig must be True or False. Got {self.mature_test!r}."
+            )
+        kinds = self.params if isinstance(self.params, dict) else None
+        if kinds is None or not all(isinstance(k, str) and isinstance(p, dict) for k, p in kinds.items()):
+            raise ConfigError(
+                "The 'params' of TrainConfig must map a model kind to its parameters, e.g. {'gbdt': "
+                f"{{'num_leaves': 15}}}}. Got {self.params!r}."
+            )
+        for kind in kinds:
+            model_class(kind)  # a ConfigError naming the kinds there are
 
     def horizon(self, task: Task) -> timedelta:
         return task.horizon if self.horizon_days is None else timedelta(days=self.horizon_days)
@@ -299,6 +323,7 @@ def train(
     progress: Progress | None = None,
 ) -> list[TrainResult]:
     """Train each model kind on ``task`` over the backfill of ``fset``; one result per kind."""
+    _check_arguments(ws, task, fset, config)
     cfg = _checked(config or TrainConfig(), fset)
     names = [kinds] if isinstance(kinds, str) else list(kinds)
     for k in names:
@@ -314,6 +339,21 @@ def train(
     for k in names:
         out.append(fit_on_split(k, data, split, cfg, fset, task, progress))
     return out
+
+
+def _check_arguments(ws: object, task: object, fset: object, config: object) -> None:
+    """A wrong type among train's arguments, named (it failed far inside: "'str' object has no attribute
+    'key'")."""
+    for name, value, want, example in (
+        ("ws", ws, Workspace, "Workspace.open(path)"),
+        ("task", task, Task, "payfm.training.tasks.task('fraud')"),
+        ("fset", fset, FeatureSet, "payfm.features.catalog.feature_set('default')"),
+        ("config", config, (TrainConfig, type(None)), "TrainConfig(horizon_days=60)"),
+    ):
+        if not isinstance(value, want):
+            raise ConfigError(
+                f"train's '{name}' must be what {example} gives. Got a {type(value).__name__}: {value!r:.60}."
+            )
 
 
 def _checked(config: TrainConfig, fset: FeatureSet) -> TrainConfig:
