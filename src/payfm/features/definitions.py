@@ -26,13 +26,23 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, Literal
 
 import pyarrow as pa
 
 from payfm.errors import ConfigError
+from payfm.features.durations import (
+    MAX_OFFSET,
+    MAX_WINDOW,
+    MIN_WINDOW,
+    TilingError,
+    default_resolution,
+    format_duration,
+    tiling_problem,
+)
+from payfm.features.durations import parse_duration as parse_duration  # (re-exported)
 
 US = 1_000_000  # microseconds per second
 
@@ -153,9 +163,6 @@ OUTCOME_AMOUNT_USD_SQL = (
     "THEN (o.amount::HUGEINT * c.amount_usd // c.amount)::BIGINT ELSE c.amount_usd END"
 )
 
-MIN_WINDOW = timedelta(minutes=1)
-MAX_WINDOW = timedelta(days=365)
-
 
 @dataclass(frozen=True)
 class Filter:
@@ -177,45 +184,6 @@ FILTERS: dict[str, Filter] = {
         Filter("cvc_fail", "cvc_check", ("fail",)),
     )
 }
-
-
-def default_resolution(window: timedelta) -> timedelta:
-    """Tile size for a window: 1 minute up to 2 hours, 1 hour beyond.
-
-    Tiles are sparse (only tiles with events are kept) and cumulative, so a finer resolution costs memory only
-    on hot keys (at most window / resolution tiles) and no time; two resolutions let the windows of an entity
-    share state.
-    """
-    if window <= timedelta(hours=2):
-        return timedelta(minutes=1)
-    return timedelta(hours=1)
-
-
-def format_duration(d: timedelta) -> str:
-    """Shortest exact unit: 90s -> '90s', 3600s -> '1h', 86400s -> '1d', 5 min -> '5m'.
-
-    A duration with a fraction of a second (never valid in a definition) is shown exactly, so that an error
-    message shows the value received: 1 min + 5 us -> '60.000005s'.
-    """
-    if d.microseconds:
-        return f"{d.total_seconds():f}".rstrip("0") + "s"
-    s = int(d.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if s % size == 0:
-            return f"{s // size}{unit}"
-    return f"{s}s"
-
-
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-
-
-def parse_duration(text: str, who: str) -> timedelta:
-    """'15m', '1h', '7d' -> timedelta; a ConfigError naming ``who`` otherwise."""
-    m = _DURATION.match(text.strip())
-    if not m:
-        raise ConfigError(f"The {who} must be a duration like 15m, 1h or 30d. Got {text!r}.")
-    n, unit = int(m.group(1)), m.group(2)
-    return timedelta(seconds=n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
 def _suggest(value: str, options: Iterable[str]) -> str:
@@ -285,11 +253,25 @@ class Aggregate:
         if self.resolution is None and self.window is not None:
             object.__setattr__(self, "resolution", default_resolution(self.window))
         if not self.name:
-            known = self.agg in AGGS and self.entity in ENTITIES and self.source in SOURCES
-            # an unknown aggregation, entity or source: named as given in the error (not 'card.cnt_None_all')
-            name = self._auto_name() if known else f"{self.entity}.{self.agg}"
+            # parts not valid yet: named as given in the error (not 'card.cnt_None_all', 'card.mean_None_1h')
+            name = self._auto_name() if self._parts_valid() else f"{self.entity}.{self.agg}"
             object.__setattr__(self, "name", name)
         self.validate()
+
+    def _parts_valid(self) -> bool:
+        """The parts a generated name shows are valid (entity, aggregation, column, source, filter, window,
+        offset)."""
+        if self.agg not in AGGS or self.entity not in ENTITIES or self.source not in SOURCES:
+            return False
+        if self.agg in NEEDS_COLUMN:
+            numeric = self.agg == "distinct" or self.column in NUMERIC_COLUMNS
+            if self.column not in VALUE_COLUMNS or not numeric:
+                return False
+        elif self.column is not None:
+            return False
+        in_range = self.window is None or MIN_WINDOW <= self.window <= MAX_WINDOW
+        in_range = in_range and timedelta(0) <= self.offset <= MAX_OFFSET
+        return in_range and (self.filter is None or self.filter in FILTERS)
 
     def _auto_name(self) -> str:
         what = {
@@ -378,24 +360,31 @@ class Aggregate:
             return
         if not MIN_WINDOW <= self.window <= MAX_WINDOW:
             raise ConfigError(
-                f"{who}: the window must be between 1m and 365d. Got {format_duration(self.window)}."
+                f"{who}: the window must be from 1m to 365d, or None (all-time). "
+                f"Got {format_duration(self.window)}."
             )
         res = self.resolution
         assert res is not None  # set in __post_init__ for windowed features
-        if res < MIN_WINDOW or res > self.window:
+        if not MIN_WINDOW <= res <= self.window:
             raise ConfigError(
-                f"{who}: the resolution must be between 1m and the window. Got {format_duration(res)}."
+                f"{who}: the resolution must be from 1m to the window ({format_duration(self.window)}), "
+                f"or None (the default). Got {format_duration(res)}."
             )
-        if self.window % res or self.offset % res or self.offset < timedelta(0):
+        if not timedelta(0) <= self.offset <= MAX_OFFSET:
             raise ConfigError(
-                f"{who}: the window and offset must be non-negative multiples of the resolution "
-                f"({format_duration(res)}). Got window {format_duration(self.window)}, "
-                f"offset {format_duration(self.offset)}."
+                f"{who}: the offset must be from 0s to 3650d (10 years), a multiple of the resolution. "
+                f"Got {format_duration(self.offset)}."
             )
+        problem = tiling_problem(self.window, self.offset, res, in_json=False)
+        if problem is not None:
+            raise TilingError(f"{who}: {problem}", f"{who}: {tiling_problem(self.window, self.offset, res)}")
         if self.agg == "distinct" and (self.source != "charges" or self.offset):
+            got = ([f"source {self.source!r}"] if self.source != "charges" else []) + (
+                [f"offset {format_duration(self.offset)}"] if self.offset else []
+            )
             raise ConfigError(
-                f"{who}: 'distinct' is supported over charges, without offset. Got source {self.source!r}, "
-                f"offset {format_duration(self.offset)}."
+                f"{who}: a windowed 'distinct' reads charges only, without offset (an all-time one may read "
+                f"any source). Got {', '.join(got)}."
             )
 
     @property
@@ -674,8 +663,8 @@ class FeatureSet:
     features: tuple[Feature, ...]
 
     def __post_init__(self) -> None:
-        seen: set[str] = set()
-        for f in self.features:
+        seen: dict[str, int] = {}  # name -> index
+        for pos, f in enumerate(self.features):
             if not isinstance(f, Aggregate | RequestFeature | Derived):
                 raise ConfigError(
                     f"Feature set '{self.name}': each feature must be an Aggregate, a RequestFeature or a "
@@ -687,7 +676,7 @@ class FeatureSet:
                     "(like card.count_charges_1h)."
                 )
             if f.name in seen:
-                raise ConfigError(f"Feature '{f.name}' is defined twice in feature set '{self.name}'.")
+                raise ConfigError(self._twice(seen[f.name], pos))
             if isinstance(f, Derived):
                 for i in f.inputs:
                     if i not in seen:
@@ -695,7 +684,25 @@ class FeatureSet:
                             f"Feature '{f.name}': input {i!r} must be defined earlier in the set."
                             + _suggest(i, seen)
                         )
-            seen.add(f.name)
+            seen[f.name] = pos
+
+    def _twice(self, first: int, second: int) -> str:
+        """The error for features ``first`` and ``second`` (indices) of one name."""
+        a, b = self.features[first], self.features[second]
+        text = (
+            f"Feature '{a.name}' is defined twice in feature set '{self.name}' "
+            f"(features {first + 1} and {second + 1})"
+        )
+        if a == b and type(a) is type(b):
+            return f"{text}, with the same definition: remove one."
+        if isinstance(a, Aggregate) and isinstance(b, Aggregate) and replace(a, resolution=b.resolution) == b:
+            assert a.resolution is not None and b.resolution is not None  # (equal otherwise)
+            ra, rb = format_duration(a.resolution), format_duration(b.resolution)
+            return (
+                f"{text}, which differ only in resolution ({ra} and {rb}), which generated names do not "
+                f"show: give one a 'name' of its own, e.g. '{b.name}_{rb}_tiles'."
+            )
+        return f"{text}: give one a 'name' of its own."
 
     @property
     def names(self) -> list[str]:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from payfm.features.definitions import (
     _got,
     _suggest,
 )
+from payfm.features.durations import MAX_OFFSET, MAX_WINDOW, TilingError, format_duration, parse_duration
 
 
 def set_from_json(data: object, source: str = "feature set") -> FeatureSet:
@@ -72,22 +74,72 @@ _SPEC_KEYS = {
 _ARTICLE = {"aggregate": "an", "request": "a", "derived": "a"}
 
 
-_TEN_YEARS_S = 10 * 365 * 86_400  # (beyond any window; keeps timedelta and the engines' integers in range)
+_MAX_WINDOW_S = int(MAX_WINDOW.total_seconds())
+_MAX_OFFSET_S = int(MAX_OFFSET.total_seconds())
+_WINDOW = f"from 60 (1m) to {_MAX_WINDOW_S} (365d), or null (all-time)"
+_OFFSET = f"from 0 to {_MAX_OFFSET_S} (3650d, 10 years), a multiple of the resolution, or null (none)"
+_DEFAULT = "or null (the default: 60 for a window up to 2h, 3600 beyond)"
 
 
-def _seconds(spec: dict[str, object], key: str, who: str) -> timedelta | None:
+def _seconds(spec: dict[str, object], key: str, who: str, bounds: str, lo: int, hi: int) -> timedelta | None:
+    """``spec[key]``, a whole number of seconds from ``lo`` to ``hi`` (``bounds`` says so) or null."""
     value = spec.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= _TEN_YEARS_S:
-        raise ConfigError(f"{who}: '{key}' must be seconds, from 0 to 10 years. Got {_got(value)}.")
-    return timedelta(seconds=value)
+    seconds = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    elif isinstance(value, float) and value.is_integer():  # (3600.0 is 3600; inf and NaN are not whole)
+        seconds = int(value)
+    if seconds is None or not lo <= seconds <= hi:
+        hint = ""
+        if isinstance(value, str):
+            with contextlib.suppress(ConfigError):
+                hint = f" (a string; {value.strip()} is {int(parse_duration(value, key).total_seconds())})"
+        raise ConfigError(
+            f"{who}: '{key}' must be a whole number of seconds {bounds}. Got {_got(value)}{hint}."
+        )
+    return timedelta(seconds=seconds)
+
+
+def _durations(spec: dict[str, object], who: str) -> tuple[timedelta | None, timedelta, timedelta | None]:
+    """The window, offset and resolution of an aggregate's spec, each in its bounds."""
+    window = _seconds(spec, "window_s", who, _WINDOW, 60, _MAX_WINDOW_S)
+    offset = _seconds(spec, "offset_s", who, _OFFSET, 0, _MAX_OFFSET_S)
+    w = _MAX_WINDOW_S if window is None else int(window.total_seconds())
+    within = "to the window" if window is None else f"to the window, {w} ({format_duration(window)})"
+    resolution = _seconds(spec, "resolution_s", who, f"from 60 (1m) {within}, {_DEFAULT}", 60, w)
+    return window, offset or timedelta(0), resolution
+
+
+_EVENT = {"fraud_disputes": "dispute", "refunds": "refund"}
+
+
+def _check_value(spec: dict[str, object], feature: Aggregate, who: str) -> None:
+    """``value`` (what :meth:`Aggregate.spec` writes of one reading an outcome's own amount) is that or
+    absent."""
+    value = spec.get("value")
+    if value is None or (value == "outcome_amount" and feature.reads_outcome_amount):
+        return
+    who = f"{who}: Feature '{feature.name}'"
+    if feature.reads_outcome_amount:
+        raise ConfigError(
+            f"{who}: 'value' must be \"outcome_amount\" (each {_EVENT[feature.source]}'s own amount) or left "
+            f"out. Got {_got(value)}."
+        )
+    raise ConfigError(
+        f"{who}: 'value' is only for an aggregate of amount_usd over fraud_disputes or refunds, and only "
+        f'"outcome_amount" (each one\'s own amount; it may be left out). Got {_got(value)} on source '
+        f"{feature.source!r}, column {_got(feature.column)}: remove it."
+    )
 
 
 def _feature_from_json(spec: object, who: str) -> Feature:
     """One feature from its :meth:`spec` data; its errors name ``who`` (the file and the position)."""
     try:
         return _feature_of(spec, who)
+    except TilingError as e:  # (said in the JSON's keys: 'window_s', 'resolution_s', 'offset_s')
+        raise ConfigError(f"{who}: {e.in_json}") from None
     except ConfigError as e:
         if str(e).startswith(who):
             raise
@@ -111,18 +163,20 @@ def _feature_of(spec: object, who: str) -> Feature:
     if kind != "aggregate" and not isinstance(spec.get("name"), str):  # (an aggregate's is generated)
         raise ConfigError(f"{who}: a {kind} feature needs a 'name'. Got {_got(spec.get('name'))}.")
     if kind == "aggregate":
-        offset = _seconds(spec, "offset_s", who)
-        return Aggregate(
+        window, offset, resolution = _durations(spec, who)
+        feature = Aggregate(
             entity=spec.get("entity", ""),  # (types checked by Aggregate)
             agg=spec.get("agg", ""),
             column=spec.get("column"),
-            window=_seconds(spec, "window_s", who),
+            window=window,
             source=spec.get("source", "charges"),
             filter=spec.get("filter"),
-            offset=offset if offset is not None else timedelta(0),
-            resolution=_seconds(spec, "resolution_s", who),
+            offset=offset,
+            resolution=resolution,
             name=spec.get("name") or "",
         )
+        _check_value(spec, feature, who)
+        return feature
     if kind == "request":
         columns, values = spec.get("columns", []), spec.get("values", [])
         if not isinstance(columns, list | tuple) or not isinstance(values, list | tuple):
