@@ -246,3 +246,21 @@ def test_the_check_works_without_a_stderr() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def test_validation_metrics_are_of_the_raw_scores_the_calibration_was_not_fitted_on(ws: Workspace) -> None:
+    """Found by an ML engineer's audit: the validation AP and AUC were of the isotonic-calibrated scores,
+    whose ties were learned on those very rows (an LR's validation AUC 0.859 raw, 0.878 calibrated)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from payfm.training.trainer import prepare, rows_of
+
+    cfg = TrainConfig(horizon_days=10, val_days=7, test_days=7, gap_days=3, calibration="isotonic")
+    [res] = train(ws, "lr", task("fraud"), tiny_set(), cfg)
+    data, split = prepare(ws, task("fraud"), tiny_set(), cfg)
+    Xv, yv = rows_of(data.X, split.val), data.y[split.val]
+    raw = res.model.predict_raw(Xv)
+    assert res.metrics["val_auc"] == pytest.approx(roc_auc_score(yv, raw), abs=1e-12)
+    assert res.metrics["val_ap"] == pytest.approx(average_precision_score(yv, raw), abs=1e-12)
+    calibrated = res.model.predict_proba(Xv)
+    assert len(np.unique(calibrated)) < len(np.unique(raw))  # the ties the raw scores do not have
