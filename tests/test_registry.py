@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -88,8 +89,14 @@ def test_a_flipped_byte_is_refused(reg: Registry) -> None:
 
 def test_feature_set_mismatch_at_load_and_register(reg: Registry) -> None:
     ref = register(reg)
-    with pytest.raises(FeatureSetMismatchError, match="trained on feature set 'tiny'"):
+    with pytest.raises(FeatureSetMismatchError, match="trained on feature set 'tiny'") as e:
         reg.load(ref, bench_set())
+    assert "retrain" not in str(e.value)  # another set: nothing was redefined
+    redefined = dataclasses.replace(FS, features=FS.features[:-1])  # `features define --replace` of the set
+    with pytest.raises(
+        FeatureSetMismatchError, match=r"changed since it was trained: retrain it \(payfm train"
+    ):
+        reg.load(ref, redefined)
     with pytest.raises(FeatureSetMismatchError):
         reg.register(fitted("lr"), name="other", task="fraud", fset=bench_set())  # type: ignore[arg-type]
 

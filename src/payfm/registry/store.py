@@ -557,6 +557,12 @@ class Registry:
                 f"Model {mv.ref} was trained on feature set '{mv.feature_set}' "
                 f"version {mv.feature_set_version}. "
                 f"Got '{fset.name}' version {fset.version}."
+                + (  # the set was redefined since (features define --replace): its features are others now
+                    f" The set's definitions changed since it was trained: retrain it (payfm train --set "
+                    f"{mv.feature_set})."
+                    if fset.name == mv.feature_set
+                    else ""
+                )
             )
         self.check_foundation_model(mv, foundation_model)
         return mv, load_model(path)
