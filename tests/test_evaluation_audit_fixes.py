@@ -220,6 +220,7 @@ def test_evaluate_models_takes_one_model_name(tmp_path: Path) -> None:
 
 def test_model_list_refuses_what_is_not_a_model_reference() -> None:
     assert model_list("fraud-gbdt") == ["fraud-gbdt"] and model_list(("a", "b")) == ["a", "b"]
+    assert model_list(["b", "a", "b"]) == ["b", "a"]  # given twice: evaluated once (it was a duplicate row)
     with pytest.raises(EvaluationError, match=r"model_refs of evaluate_models must be .* Got int\."):
         model_list(3)  # type: ignore[arg-type]
     with pytest.raises(EvaluationError, match=r"Got a sequence holding int, str\."):

@@ -177,7 +177,7 @@ def _days(h: timedelta) -> str:
 def model_list(model_refs: str | Sequence[str]) -> list[str]:
     """``model_refs`` as a list of model references: one reference (a text) is a list of one.
 
-    >>> model_list("fraud-gbdt@1"), model_list(("fraud-gbdt", "fraud-lr"))
+    >>> model_list("fraud-gbdt@1"), model_list(("fraud-gbdt", "fraud-lr", "fraud-gbdt"))
     (['fraud-gbdt@1'], ['fraud-gbdt', 'fraud-lr'])
     """
     if isinstance(model_refs, str):
@@ -190,7 +190,7 @@ def model_list(model_refs: str | Sequence[str]) -> list[str]:
             f"The model_refs of evaluate_models must be a model reference (name, name@<version> or "
             f"name@<stage>) or a list of them. Got {got}."
         )
-    return list(model_refs)
+    return list(dict.fromkeys(model_refs))  # a reference given twice is evaluated once (one row, one report)
 
 
 def evaluate_models(
