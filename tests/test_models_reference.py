@@ -192,12 +192,46 @@ def test_gbdt_saved_before_the_explanations_parameter_keeps_treeshap(tmp_path: P
 
 
 def test_gbdt_linear_trees_are_refused_they_cannot_be_explained() -> None:
-    from payfm.training.models.base import ModelError
+    from payfm.errors import ConfigError
 
     X, y = data()
-    for method in ("path", "shap"):
-        with pytest.raises(ModelError, match="'linear_tree' is not supported"):
+    for method in ("path", "shap"):  # (refused by the parameter check fit begins with, as --param is)
+        with pytest.raises(
+            ConfigError, match=r"'linear_tree': set by payfm \(a linear leaf's output cannot be"
+        ):
             GBDTModel(n_estimators=5, num_threads=1, linear_tree=True, explanations=method).fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "said"),
+    [
+        ("gbdt", {"foo": 3}, "gbdt parameter 'foo'"),
+        (
+            "gbdt",
+            {"num_leaves": 1},
+            "gbdt parameter 'num_leaves': expected an integer in [2, 131072]. Got 1.",
+        ),
+        ("mlp", {"hidden": 1}, "mlp parameter 'hidden'"),
+        (
+            "lr",
+            {"categorical": [5]},
+            "expected 'categorical' column indices below 4 (the columns of X). Got [5].",
+        ),
+    ],
+)
+def test_a_model_built_in_python_checks_its_parameters_when_it_fits(
+    kind: str, params: dict[str, object], said: str
+) -> None:
+    """Found by an ML engineer's audit: GBDTModel(foo=3) was accepted, an MLP of hidden=1 fitted with a
+    second layer of 0 units, LogisticModel(categorical=[5]) was an IndexError: the CLI checked them, the
+    contract did not."""
+    from payfm.errors import PayfmError
+    from payfm.training.models import model_class
+
+    X, y = data()
+    with pytest.raises(PayfmError) as e:  # (a ConfigError, or a ModelError for X's own width)
+        model_class(kind)(**params).fit(X[:, :4], y)
+    assert said in str(e.value)
 
 
 def test_gbdt_path_contributions_of_many_rows_come_in_bounded_chunks(monkeypatch: pytest.MonkeyPatch) -> None:

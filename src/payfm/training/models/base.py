@@ -123,8 +123,13 @@ class Model(ABC):
         feature_names: Sequence[str] | None = None,
         templates: dict[str, str] | None = None,
     ) -> Self:
-        """Learn from ``X`` (n, d) and 0/1 labels ``y``; calibrate on (``X_val``, ``y_val``) when given."""
+        """Learn from ``X`` (n, d) and 0/1 labels ``y``; calibrate on (``X_val``, ``y_val``) when given.
+        The parameters are checked first, as ``payfm train --param`` checks them (a ConfigError naming the
+        first one wrong): a model built in Python took any (``GBDTModel(foo=3)``, an MLP of 0 units)."""
+        from payfm.training.models.params import check_params
+
         who = f"{type(self).__name__}.fit"
+        self.params = check_params(self.kind, self.params)
         Xm = as_matrix(X, who)
         ya = np.asarray(y, dtype=np.float64).ravel()
         if len(ya) != len(Xm):
@@ -141,6 +146,11 @@ class Model(ABC):
         names = list(feature_names) if feature_names is not None else [f"f{j}" for j in range(Xm.shape[1])]
         if len(names) != Xm.shape[1]:
             raise ModelError(f"{who}: expected {Xm.shape[1]} feature names. Got {len(names)}.")
+        if any(j >= Xm.shape[1] for j in self.params.get("categorical", ())):
+            raise ModelError(
+                f"{who}: expected 'categorical' column indices below {Xm.shape[1]} (the columns of X). Got "
+                f"{sorted(self.params['categorical'])}."
+            )
         self.feature_names_ = names
         self.medians_ = nan_medians(Xm)
         self.templates_ = dict(templates or {})
