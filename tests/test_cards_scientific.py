@@ -27,6 +27,11 @@ def excel(pan: str) -> str:
         "4.242424242424242e+15",  # every digit written (a program's float64 repr)
         "3.78282246310005E+14",  # a 15-digit Amex, every digit written
         "card 4.11111111111111E15 declined",
+        # (found by a review: trailing zeros were stripped before the length was compared)
+        "5.105105105105100e+15",  # every digit written, the last ones zeros
+        "5.1051051051051E+15",  # a program's repr drops the trailing zeros: 5105105105105100
+        excel("4111111111111103"),  # 4.11111111111110E+15: the 15 kept digits end in 0
+        "4,11111111111111E+15",  # a decimal-comma locale's spreadsheet
     ],
 )
 def test_a_card_number_in_scientific_notation_is_found_and_removed(text: str) -> None:

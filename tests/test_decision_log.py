@@ -119,6 +119,37 @@ def _decisions(log: DecisionLog, rows: list[tuple[str, int]]) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_review_queue_pages_after_a_review_without_skipping_one_of_the_same_seq(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Found by a review: the page after a review compared seq alone, so a review sharing its seq (two
+    servers number from one max) was never shown."""
+    from payfm.serving.review_queue import review_page
+
+    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
+    try:
+        rows = [("ch_a", 7), ("ch_b", 7), ("ch_c", 8), ("ch_d", 8), ("ch_e", 9)]
+        with log._reading() as con:
+            for cid, seq in rows:
+                con.execute(
+                    log._sql(
+                        "INSERT INTO reviews (charge_id, seq, opened_at, status) VALUES (?, ?, ?, 'open')"
+                    ),
+                    (cid, seq, "2026-03-01T00:00:00+00:00"),
+                )
+        for limit in (1, 2, 3):
+            seen: list[str] = []
+            page = review_page(log, "open", limit)
+            while page:
+                seen += [r["charge_id"] for r in page]
+                page = review_page(log, "open", limit, starting_after=seen[-1])
+            assert seen == ["ch_a", "ch_b", "ch_c", "ch_d", "ch_e"], limit
+    finally:
+        if backend == "sqlite":
+            log.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_decided_pages_through_every_decision_once(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

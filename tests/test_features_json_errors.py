@@ -207,3 +207,17 @@ def test_the_cli_refuses_a_window_that_does_not_tile_in_one_line(tmp_path: Path)
         "3600, e.g. 7200 (2h) or 10800 (3h)."
     ]
     assert not (ws.root / "features" / "sets" / "mine.json").exists()
+
+
+def test_two_features_of_one_name_that_differ_in_more_than_resolution_are_said_to_be_defined_twice() -> None:
+    """Found by a review: the comparison built a copy with the other's resolution, which may not tile (a 2h
+    window in 45m tiles): a tiling error about neither feature instead of 'defined twice'."""
+    a = Aggregate(entity="card", agg="count", window=timedelta(hours=2), name="x")
+    b = Aggregate(
+        entity="card", agg="count", window=timedelta(minutes=90), resolution=timedelta(minutes=45), name="x"
+    )
+    with pytest.raises(ConfigError) as e:
+        FeatureSet("s", (a, b))
+    assert str(e.value) == (
+        "Feature 'x' is defined twice in feature set 's' (features 1 and 2): give one a 'name' of its own."
+    )

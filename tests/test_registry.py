@@ -185,6 +185,16 @@ def test_only_a_fraud_model_becomes_production_or_shadow(reg: Registry) -> None:
         con.execute("UPDATE versions SET stage = 'archived' WHERE name = 'fraud-x'")
     with pytest.raises(RegistryError, match="expected a model of task 'fraud'"):
         load_bundle(Workspace.open(reg.root.parent))
+    with reg._db() as con:  # the fraud model promoted over it (the log records what it replaced)
+        con.execute("UPDATE versions SET stage = 'production' WHERE name = 'fraud-x'")
+        con.execute("UPDATE versions SET stage = 'archived' WHERE name = 'retry_success-gbdt'")
+        con.execute(
+            "INSERT INTO stage_log (name, version, action, previous, previous_name, at) "
+            "VALUES ('fraud-x', 1, 'promote', 1, 'retry_success-gbdt', '2026-12-06T00:00:00+00:00')"
+        )
+    with pytest.raises(RegistryError, match="retry_success-gbdt@1 predicts 'retry_success'"):
+        reg.rollback("fraud-x")  # (found by a review: rollback restored it)
+    assert reg.get("fraud-x").stage == "production"
 
 
 def test_a_registry_written_before_one_production_version_is_mended_by_the_next_promotion(

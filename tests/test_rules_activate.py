@@ -585,7 +585,7 @@ def test_a_list_deleted_while_a_version_reading_it_is_activated_refuses_the_swit
     lists.create_list(ws, "bad_domains", "email_domain")
     applied(ws, "block if :email_domain: in @bad_domains", "block if :amount_usd: > 900")
     # the race: the version compiled (activatable), then `lists delete` committed before the switch
-    monkeypatch.setattr(rulesets, "activatable", lambda ws, version: None)
+    monkeypatch.setattr(rulesets, "activatable", lambda ws, version, allow_empty=False: None)
     lists.delete_list(ws, "bad_domains")
     with pytest.raises(
         RuleError, match=re.escape("Ruleset v1 reads the list @bad_domains, deleted meanwhile")

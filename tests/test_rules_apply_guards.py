@@ -37,6 +37,17 @@ def test_a_file_of_no_rules_is_refused_unless_allowed(tmp_path: Path) -> None:
     with pytest.raises(RuleError, match="must hold a rule"):
         rulesets.save(ws, "", activate=True, set_name="tiny", author="ana")
     assert rulesets.save(ws, "", set_name="tiny", author="ana").version == 3  # stored, not activated: fine
+    # activating a stored empty version needs the flag too (found by a review: activate bypassed the guard)
+    rulesets.activate(ws, 1, author="ana")
+    code, out = run(ws, "rules", "activate", "3", "--no-backtest")
+    assert code == 1 and "A ruleset to activate must hold a rule" in out and rulesets.active(ws).version == 1  # type: ignore[union-attr]
+    code, out = run(ws, "rules", "activate", "3", "--no-backtest", "--allow-empty")
+    assert code == 0 and rulesets.active(ws).version == 3  # type: ignore[union-attr]
+    code, out = run(ws, "rules", "rollback", "--no-backtest")  # back to v1, a ruleset with rules
+    assert code == 0 and rulesets.active(ws).version == 1, out  # type: ignore[union-attr]
+    # undoing the activation of v1 restores the empty v2 it replaced (activated with --allow-empty), as it was
+    code, out = run(ws, "rules", "rollback", "--no-backtest")
+    assert code == 0 and rulesets.active(ws).version == 2, out  # type: ignore[union-attr]
 
 
 def test_no_backtest_applies_at_once_even_when_the_active_version_reads_the_score(

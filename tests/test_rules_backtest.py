@@ -155,6 +155,8 @@ def test_rules_that_match_nothing_everything_or_decide_nothing_are_warned_of(han
         "geo: block if :ip_country: = 'NG'\n"
     )
     rep = backtest(hand_ws, compile_(text), FSET, **SETTLED)
+    three_ds = backtest(hand_ws, compile_("t: request_3ds if :amount_usd: > 1000000\n"), FSET, **SETTLED)
+    assert three_ds.warnings[0].endswith("; it matches only charges not through 3-D Secure yet)")
     assert rep.warnings == (
         "rule 'never' matched none of the window's 10 charges: check its thresholds and values (a risk level "
         "the model never gives, a value no charge holds)",

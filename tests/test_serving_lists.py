@@ -144,8 +144,9 @@ def test_a_list_deleted_under_the_served_version_keeps_blocking_and_the_others_s
         assert scorer.score(spam).outcome == "blocked" and scorer.bundle.ruleset_version == 1
         warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert warned == [
-            "list '@blocked_cards' read by the served ruleset v1 was deleted: the server keeps the last "
-            "contents until a reload serves a version that does not read them (POST /v1/admin/reload)"
+            "list '@blocked_cards' read by the served ruleset v1 was deleted (or made again with another "
+            "type): the server keeps the last contents until a reload serves a version that does not read "
+            "them (POST /v1/admin/reload)"
         ]
         assert not any(r.levelname == "ERROR" for r in caplog.records)
         body = TestClient(create_app(scorer, keys=None)).get("/healthz").json()
@@ -153,5 +154,29 @@ def test_a_list_deleted_under_the_served_version_keeps_blocking_and_the_others_s
         scorer.reload()
         assert scorer.bundle.ruleset_version == 2 and scorer.bundle.lists_deleted == ()
         assert scorer.score(_charge(3, "fp_old")).outcome == "authorized"
+    finally:
+        scorer.close()
+
+
+def test_a_list_made_again_with_another_type_keeps_its_last_contents_too(tmp_path: Path) -> None:
+    """Found by a review: the served rules took the contents of a list deleted and made again under its
+    name with another type (domains where card fingerprints were), with no warning."""
+    from payfm.rules.lists import delete_list
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    create_list(ws, "blocked_cards", "card_fingerprint", author="ana")
+    add_values(ws, "blocked_cards", ["fp_old"], author="ana")
+    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="ana")
+    scorer = Scorer.open(ws, config=ScorerConfig())  # refreshed by hand below: after all three changes
+    try:
+        rulesets.save(
+            ws, "big: review if :amount_usd: > 100000\n", activate=True, set_name="tiny", author="ana"
+        )
+        delete_list(ws, "blocked_cards", author="ana")
+        create_list(ws, "blocked_cards", "email_domain", author="bo")
+        add_values(ws, "blocked_cards", ["spam.example"], author="bo")
+        assert scorer.refresh_lists() and scorer.bundle.lists_deleted == ("blocked_cards",)
+        assert scorer.bundle.ruleset.lists["blocked_cards"] == frozenset({"fp_old"})  # type: ignore[union-attr]
+        assert scorer.score(_charge(1, "fp_old")).outcome == "blocked"
     finally:
         scorer.close()

@@ -186,6 +186,12 @@ def test_a_text_parameter_takes_none_as_its_message_offers_it() -> None:
     assert check_params("lr", {"class_weight": "balanced"}) == {"class_weight": "balanced"}
     with pytest.raises(ConfigError, match=r"expected 'path' or 'shap'\. Got 'none'\."):
         check_params("gbdt", {"explanations": "none"})  # a parameter that takes no None
+    for kind, name, said in (  # (a TypeError traceback when None was tried on a range of numbers)
+        ("rf", "max_depth", "an integer"),
+        ("lr", "categorical", "column indices separated by commas"),
+    ):
+        with pytest.raises(ConfigError, match=f"{kind} parameter '{name}': expected {said}. Got 'None'."):
+            check_params(kind, {name: "None"})
 
 
 def test_dart_boosting_trains_every_round_without_lightgbms_warning() -> None:

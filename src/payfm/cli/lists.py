@@ -120,9 +120,7 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None
 def remove(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None) -> None:
     """Remove VALUES (and those of --file) from list NAME; names the values it does not hold."""
     ws = Workspace.open(ctx.obj["workspace"])
-    given = _values(values, path)
-    absent = lists_lib.not_on_list(ws, name, given)
-    n = lists_lib.remove_values(ws, name, given)
+    n, absent = lists_lib.remove_values_reporting(ws, name, _values(values, path))
     console.print(f"Removed {plural(n, 'value')} from '{name}'.", markup=False, highlight=False)
     if absent:
         shown = ", ".join(repr(escaped(v)) for v in absent[:10])

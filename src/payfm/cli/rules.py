@@ -580,9 +580,14 @@ _SWITCH_OPTIONS = [
 
 @rules.command(name="activate")
 @click.argument("version")
+@click.option(
+    "--allow-empty", is_flag=True, help="Accept a version of no rules: it turns every rule off, on purpose."
+)
 @_switching
 @click.pass_context
-def activate_cmd(ctx: click.Context, /, version: str, note: str, no_backtest: bool, **window: Any) -> None:
+def activate_cmd(
+    ctx: click.Context, /, version: str, note: str, no_backtest: bool, allow_empty: bool, **window: Any
+) -> None:
     """Backtest stored VERSION against the active ruleset, print the change, then make it active.
 
     VERSION (3 or v3; `payfm rules history` lists them) runs on the feature set it was saved with. It is
@@ -596,9 +601,9 @@ def activate_cmd(ctx: click.Context, /, version: str, note: str, no_backtest: bo
     number = _number(version)
     rulesets.check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
-    v, candidate = rulesets.activatable(ws, number)
+    v, candidate = rulesets.activatable(ws, number, allow_empty)
     replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest, window)
-    v = rulesets.activate(ws, v.version, note=note, replacing=replacing)
+    v = rulesets.activate(ws, v.version, note=note, replacing=replacing, allow_empty=allow_empty)
     _activated(ws, "Activated", v, replacing)
 
 
@@ -621,7 +626,7 @@ def rollback_cmd(ctx: click.Context, /, note: str, no_backtest: bool, **window: 
     ws = Workspace.open(ctx.obj["workspace"])
     point = rulesets.rollback_point(ws)
     assert point.previous is not None  # rollback_point refuses an activation without one
-    v, candidate = rulesets.activatable(ws, point.previous)
+    v, candidate = rulesets.activatable(ws, point.previous, allow_empty=True)
     console.print(
         f"Rolling back activation #{point.id} ({point.at[:19]}, by {escaped(point.author)}): "
         f"v{point.version} -> v{v.version}",

@@ -372,18 +372,24 @@ def contains_card_number(text: str) -> bool:
 
 
 # A number in scientific notation, as a spreadsheet writes a column of card numbers it read as numbers
-# (4.11111111111111E+15: 15 significant digits, the 16th lost). 12 or more significant digits, a 13-19 digit
-# number.
-_SCIENTIFIC = re.compile(r"(?<![0-9.])([1-9])\.([0-9]{11,18})[eE]\+?(1[2-8])(?![0-9])")
+# (4.11111111111111E+15: 15 significant digits, the 16th lost; 4,11111111111111E+15 in a decimal-comma
+# locale). 13 or more significant digits (what the prefilter passes), a 13-19 digit number.
+_SCIENTIFIC = re.compile(r"(?<![0-9.,])([1-9])[.,]([0-9]{12,18})[eE]\+?(1[2-8])(?![0-9])")
 
 
 def _scientific_card(m: re.Match[str]) -> bool:
-    """Whether a number in scientific notation is a card number: all its digits written and Luhn-valid, or
-    all but the last (which the Luhn check digit gives back) with a card brand's prefix."""
-    mantissa, digits = m.group(1) + m.group(2).rstrip("0"), int(m.group(3)) + 1
-    if len(mantissa) >= digits:
-        return len(mantissa) == digits and card_shaped(mantissa)
-    return digits - len(mantissa) <= 1 and 13 <= digits <= 19 and _IIN.match(mantissa) is not None
+    """Whether a number in scientific notation is a card number: its digits, the unwritten ones zeros
+    (5.1051051051051e+15 is 5105105105105100: a program drops trailing zeros), Luhn-valid; or all but the
+    last written (the Luhn check digit gives it back) with a card brand's prefix. A 16-digit id with a
+    card brand's prefix saved so by a spreadsheet counts too: it has lost its last digit as an id as well."""
+    written, digits = m.group(1) + m.group(2), int(m.group(3)) + 1
+    if len(written) > digits:  # more digits than the number has: only trailing zeros may be the extra
+        if written[digits:].strip("0"):
+            return False
+        written = written[:digits]
+    if card_shaped(written.ljust(digits, "0")):
+        return True
+    return digits - len(written) == 1 and 13 <= digits <= 19 and _IIN.match(written) is not None
 
 
 def name_holds_card_number(name: str) -> bool:

@@ -93,13 +93,14 @@ def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) ->
 
 
 def keep_rows(mapping: Mapping, table: pa.Table, out: Problems) -> pa.Table:
-    """The rows ``keep_rows`` imports (every filter matching); the others were scanned for card numbers and
-    are not read further. Problems of the rows kept go on naming the file's rows."""
-    kept = np.arange(table.num_rows)
+    """The rows ``keep_rows`` imports (every filter matching, in turn: a filter reads only the rows the ones
+    before it kept); the others were scanned for card numbers and are not read further. Problems of the rows
+    kept go on naming the file's rows."""
     for keep in mapping.keep_rows:
-        kept = np.intersect1d(kept, matching_rows(keep, table.column(keep.column).combine_chunks(), out))
-    out.keep(kept)
-    return table.take(pa.array(kept, type=pa.int64()))
+        kept = matching_rows(keep, table.column(keep.column).combine_chunks(), out)
+        out.keep(kept)
+        table = table.take(pa.array(kept, type=pa.int64()))
+    return table
 
 
 def _early_outcomes(

@@ -64,14 +64,14 @@ class Problems:
         self.file_rows: np.ndarray | None = None
 
     def keep(self, kept: np.ndarray) -> None:
-        """From now on the table worked on holds only the file's 0-based rows ``kept`` (sorted): the rows
-        already reported (card numbers found in the whole file) are renumbered to it, so that the later
-        steps' repeats of them are still known as repeats."""
+        """From now on the table worked on holds only its 0-based rows ``kept`` (sorted; of the table worked
+        on so far, so that filters compose): the rows already reported (card numbers found in the whole
+        file) are renumbered to it, so that the later steps' repeats of them are still known as repeats."""
         for key, seen in self._seen.items():
             inside = np.isin(seen, kept)
             self._seen[key] = np.searchsorted(kept, seen[inside])
         self.bad = {name: np.searchsorted(kept, rows[np.isin(rows, kept)]) for name, rows in self.bad.items()}
-        self.file_rows = kept
+        self.file_rows = kept if self.file_rows is None else self.file_rows[kept]
 
     def _file_row(self, row: int) -> int:
         """The file's 1-based row of the table's 0-based ``row``."""

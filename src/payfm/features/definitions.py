@@ -26,7 +26,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any, Literal
 
@@ -655,6 +655,12 @@ def refuse_card_numbers(fset: FeatureSet) -> None:
             )
 
 
+def _same_but_resolution(a: Aggregate, b: Aggregate) -> bool:
+    """Whether two aggregates differ in resolution alone, compared field by field (a copy of ``a`` with
+    ``b``'s resolution is validated, and may not tile: a tiling error instead of "defined twice")."""
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(Aggregate) if f.name != "resolution")
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """An ordered, validated set of features with a version hash of their definitions."""
@@ -695,7 +701,7 @@ class FeatureSet:
         )
         if a == b and type(a) is type(b):
             return f"{text}, with the same definition: remove one."
-        if isinstance(a, Aggregate) and isinstance(b, Aggregate) and replace(a, resolution=b.resolution) == b:
+        if isinstance(a, Aggregate) and isinstance(b, Aggregate) and _same_but_resolution(a, b):
             assert a.resolution is not None and b.resolution is not None  # (equal otherwise)
             ra, rb = format_duration(a.resolution), format_duration(b.resolution)
             return (

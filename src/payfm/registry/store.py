@@ -426,6 +426,7 @@ class Registry:
                 f"SELECT {self._COLS} FROM versions WHERE name = ? AND version = ?", (back, row[0])
             ).fetchone()
             back_mv = self._row(restored)
+            self.check_decides_fraud(back_mv, "production")  # (a registry of before the check promoted one)
             self.check_artifact(back_mv)  # what promote checks: servers would refuse it
             self.check_foundation_model(back_mv)
             self.check_servable_features(back_mv)  # (this transaction's connection)

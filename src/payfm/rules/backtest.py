@@ -485,7 +485,12 @@ def _rule_warnings(report: BacktestReport) -> list[str]:
         if r.matched == 0:
             out.append(
                 f"rule '{r.name}' matched none of the window's {report.charges:,} charges: check its "
-                "thresholds and values (a risk level the model never gives, a value no charge holds)"
+                "thresholds and values (a risk level the model never gives, a value no charge holds"
+                + (
+                    "; it matches only charges not through 3-D Secure yet)"
+                    if r.action == "request_3ds"
+                    else ")"
+                )
             )
         elif r.matched == report.charges and report.charges > 1:
             out.append(f"rule '{r.name}' matched every one of the window's {report.charges:,} charges")

@@ -169,7 +169,7 @@ def create_list(
     check_name(name)
     _check_type(list_type)
     who, when = author or default_author(), now_iso(at)
-    with connect(ws) as con:
+    with connect(ws, immediate=True) as con:  # (the case check and the insert: one write transaction)
         if con.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone():
             raise RuleError(f"List '{name}' already exists.")
         other = con.execute("SELECT name FROM lists WHERE lower(name) = lower(?)", (name,)).fetchone()
@@ -198,10 +198,12 @@ def _require(con: sqlite3.Connection, name: str) -> str:
 
 def _change(
     ws: Workspace, name: str, values: Iterable[str], action: str, author: str | None, at: datetime | None
-) -> int:
+) -> tuple[int, list[str]]:
+    """How many of ``values`` changed the list, and those that did not (in their stored form), in one
+    transaction."""
     who, when = author or default_author(), now_iso(at)
-    changed = 0
-    with connect(ws) as con:
+    changed, untouched = 0, []
+    with connect(ws, immediate=True) as con:
         list_type = _require(con, name)
         stored = None
         if (
@@ -214,16 +216,18 @@ def _change(
                 cur = con.execute("INSERT OR IGNORE INTO list_values VALUES (?, ?)", (name, v))
             else:
                 cur = con.execute("DELETE FROM list_values WHERE list = ? AND value = ?", (name, v))
-            if cur.rowcount:
-                changed += 1
-                con.execute(
-                    "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, ?, ?)",
-                    (name, when, who, action, v),
-                )
+            if not cur.rowcount:
+                untouched.append(v)
+                continue
+            changed += 1
+            con.execute(
+                "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, ?, ?)",
+                (name, when, who, action, v),
+            )
         size = con.execute("SELECT count(*) FROM list_values WHERE list = ?", (name,)).fetchone()[0]
         if size > MAX_LIST_VALUES:
             raise RuleError(f"A list holds at most {MAX_LIST_VALUES:,} values. '{name}' would hold {size:,}.")
-    return changed
+    return changed, untouched
 
 
 def _normalized(name: str, list_type: str, values: list[str], stored: set[str] | None = None) -> list[str]:
@@ -247,13 +251,21 @@ def add_values(
     ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
 ) -> int:
     """Add ``values`` to list ``name`` in one transaction; returns how many were new."""
-    return _change(ws, name, values, "add", author, at)
+    return _change(ws, name, values, "add", author, at)[0]
 
 
 def remove_values(
     ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
 ) -> int:
     """Remove ``values`` from list ``name`` in one transaction; returns how many were there."""
+    return _change(ws, name, values, "remove", author, at)[0]
+
+
+def remove_values_reporting(
+    ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
+) -> tuple[int, list[str]]:
+    """:func:`remove_values`, with the values (in their stored form) the list did not hold, read in the same
+    transaction (what ``payfm lists remove`` names)."""
     return _change(ws, name, values, "remove", author, at)
 
 
@@ -310,15 +322,6 @@ def all_lists(ws: Workspace) -> list[ValueList]:
             "ORDER BY l.name"
         ).fetchall()
     return [ValueList(str(n), str(t), str(c), str(a), int(k)) for n, t, c, a, k in rows]
-
-
-def not_on_list(ws: Workspace, name: str, values: Iterable[str]) -> list[str]:
-    """The ``values`` (in their stored form) that list ``name`` does not hold: what a removal would not
-    find, to be named rather than counted as 0."""
-    with connect(ws) as con:
-        list_type = _require(con, name)
-        stored = {r[0] for r in con.execute("SELECT value FROM list_values WHERE list = ?", (name,))}
-    return [v for v in dict.fromkeys(_normalized(name, list_type, list(values), stored)) if v not in stored]
 
 
 def list_values(ws: Workspace, name: str) -> list[str]:

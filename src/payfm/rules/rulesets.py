@@ -325,7 +325,7 @@ def require_rules(rules: Sequence[ast.Rule]) -> None:
         raise RuleError(
             "A ruleset to activate must hold a rule: one without any turns every block, review and 3-D "
             "Secure rule off. Got a text of no rules (empty, or only comments). To turn every rule off on "
-            "purpose, allow it (`payfm rules apply --allow-empty`; allow_empty=True)."
+            "purpose, allow it (`payfm rules apply` or `activate` --allow-empty; allow_empty=True)."
         )
 
 
@@ -414,15 +414,19 @@ def _already_active(version: int) -> RuleError:
     )
 
 
-def activatable(ws: Workspace, version: int) -> tuple[RulesetVersion, Ruleset]:
+def activatable(ws: Workspace, version: int, allow_empty: bool = False) -> tuple[RulesetVersion, Ruleset]:
     """Stored version ``version`` and its compiled ruleset (:func:`compile_version`), when it can be made
-    active: a :class:`RuleError` when it does not exist, is the active one or no longer compiles. What
-    ``rules activate`` checks before its backtest; :func:`activate` checks it again."""
+    active: a :class:`RuleError` when it does not exist, is the active one, no longer compiles, or holds no
+    rule (unless ``allow_empty``: it turns every rule off). What ``rules activate`` checks before its
+    backtest; :func:`activate` checks it again."""
     v = get(ws, version)
     current = active(ws)
     if current is not None and current.version == v.version:
         raise _already_active(v.version)
-    return v, compile_version(ws, v)
+    compiled = compile_version(ws, v)
+    if not allow_empty:
+        require_rules(compiled.rules)
+    return v, compiled
 
 
 def _switch(
@@ -476,6 +480,7 @@ def activate(
     author: str | None = None,
     at: datetime | None = None,
     replacing: Replacing = ANY,
+    allow_empty: bool = False,
 ) -> RulesetVersion:
     """Make stored version ``version`` active (an earlier one: a rollback by number), logging who, when,
     why (``note``) and the version it replaces in the activation log, in the same transaction.
@@ -498,7 +503,7 @@ def activate(
     """
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
-    activatable(ws, version)  # before the write lock: compiling reads the lists
+    activatable(ws, version, allow_empty)  # before the write lock: compiling reads the lists
     with connect(ws, immediate=True) as con:
         _switch(
             con,
@@ -604,7 +609,8 @@ def rollback(
     target = to if to is not None else point.previous
     if point.previous != target:
         raise moved(point, target)
-    activatable(ws, target)  # before the write lock: compiling reads the lists
+    # before the write lock: compiling reads the lists (an empty one too: it was active, it is restored)
+    activatable(ws, target, allow_empty=True)
     with connect(ws, immediate=True) as con:
         current = con.execute(
             "SELECT r.* FROM active_ruleset a JOIN rulesets r USING (version) WHERE a.id = 1"

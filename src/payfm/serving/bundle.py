@@ -19,7 +19,7 @@ from payfm.features.definitions import FeatureSet
 from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import rulesets as rs
 from payfm.rules.compiler import Ruleset, compile_rules
-from payfm.rules.lists import all_values
+from payfm.rules.lists import all_values, list_types
 from payfm.serving.errors import Conflict
 from payfm.serving.fm_embeddings import describe_fm, fm_needs, load_embedders
 from payfm.training.models import Model
@@ -48,6 +48,9 @@ class Bundle:
     embedders: Mapping[str, OnlineEmbedder] = field(default_factory=dict)
     # lists the ruleset reads that were deleted while it was served: it keeps their last contents
     lists_deleted: tuple[str, ...] = ()
+    # the type of each list the ruleset reads, at its load: one made again under its name with another type
+    # is a deleted one (its contents would be of another kind)
+    list_types: Mapping[str, str] = field(default_factory=dict)
 
     @cached_property
     def fm_needs(self) -> dict[str, tuple[str, ...]]:
@@ -127,6 +130,7 @@ def load_bundle(
                 field="ruleset",
             )
         ruleset = rs.compile_text(ws, active.text, active.feature_set, values=False)
+    types = {n: t for n, t in list_types(ws).items() if n in ruleset.lists} if ruleset is not None else {}
     return Bundle(
         want,
         mv,
@@ -137,6 +141,7 @@ def load_bundle(
         active.version if active else None,
         datetime.now(UTC).isoformat(),
         load_embedders(reg, (mv, sv), embedders or {}, fm_state),
+        list_types=types,
     )
 
 
@@ -156,12 +161,15 @@ def _no_production(reg: Registry, name: str, versions: list[ModelVersion]) -> Co
 def relisted(ws: Workspace, b: Bundle) -> Bundle | None:
     """``b`` with its ruleset recompiled on the current contents of the lists it uses, None when they have not
     changed (or it uses none). A list deleted meanwhile (``payfm lists delete`` refuses only the lists of the
-    active version, and a server serves the version of its last load) keeps its last contents, named in
-    ``lists_deleted``: a blocklist does not empty itself, and the other lists go on being refreshed."""
+    active version, and a server serves the version of its last load), or made again with another type,
+    keeps its last contents, named in ``lists_deleted``: a blocklist does not empty itself, and the other
+    lists go on being refreshed."""
     if b.ruleset is None or not b.ruleset.lists:
         return None
     served = b.ruleset.lists
-    current = all_values(ws, served)
+    now = list_types(ws)
+    retyped = {n for n, t in b.list_types.items() if n in now and now[n] != t}
+    current = {n: v for n, v in all_values(ws, served).items() if n not in retyped}
     gone = tuple(sorted(set(served) - set(current)))
     contents = {name: current.get(name, served[name]) for name in served}
     if contents == served and gone == b.lists_deleted:
@@ -186,6 +194,7 @@ def deleted_lists_warning(names: tuple[str, ...], version: int | None) -> str:
     shown = ", ".join(f"'@{n}'" for n in names)
     return (
         f"list{'s' if len(names) > 1 else ''} {shown} read by the served ruleset v{version} "
-        f"{'were' if len(names) > 1 else 'was'} deleted: the server keeps the last contents until a reload "
+        f"{'were' if len(names) > 1 else 'was'} deleted (or made again with another type): the server keeps "
+        "the last contents until a reload "
         "serves a version that does not read them (POST /v1/admin/reload)"
     )

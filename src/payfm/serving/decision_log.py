@@ -588,16 +588,21 @@ class DecisionLog(ABC):
     _REVIEW_COLS = "charge_id, status, opened_at, rule, risk_score, reason, note, closed_at, label"
 
     def reviews(
-        self, status: str | None = None, limit: int = 50, offset: int = 0, after_seq: int | None = None
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        after: tuple[int, str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Reviews, oldest first, optionally of one status; ``limit``/``offset`` page through them, or
-        ``after_seq`` (a review's ``seq``: those opened after it, a queue that shrinks as it is worked skips
-        none). Each comes with its charge's fields and its decision's reasons (``charge``, ``reasons``)."""
+        """Reviews in ``(seq, charge_id)`` order, optionally of one status; ``limit``/``offset`` page through
+        them, or ``after`` (a review's ``(seq, charge_id)``: those after it, so a queue that shrinks as it is
+        worked skips none; two servers may give two reviews one seq). Each comes with its charge's fields and
+        its decision's reasons (``charge``, ``reasons``)."""
         conditions: list[str] = ["r.status = ?"] if status else []
         args: list[Any] = [status] if status else []
-        if after_seq is not None:
-            conditions.append("r.seq > ?")
-            args.append(after_seq)
+        if after is not None:  # (the comparison and the order by one collation: the database's)
+            conditions.append("(r.seq > ? OR (r.seq = ? AND r.charge_id > ?))")
+            args += [after[0], after[0], after[1]]
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         cols = ", ".join(f"r.{c.strip()}" for c in self._REVIEW_COLS.split(","))
         rows = self._fetch(

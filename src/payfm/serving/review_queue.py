@@ -36,4 +36,4 @@ def review_page(
             f"{shown(repr(starting_after))}, which has no review.",
             field="starting_after",
         )
-    return log.reviews(status, limit, after_seq=seq)
+    return log.reviews(status, limit, after=(seq, starting_after))

@@ -19,7 +19,8 @@ METHODS = ("isotonic", "platt", "none")
 # Platt's sigmoid is fitted on logits of p clipped to [1e-6, 1 - 1e-6] (a model's exact 0s and 1s, a random
 # forest's, would otherwise sit at +-700 and flatten the fit), and applied to logits clipped only to the
 # floats inside (0, 1): the fitted sigmoid goes on beyond the fit's clip, so the most extreme raw scores keep
-# their order (the fit's clip in both made them one tie, and a monotone calibration lowered AP).
+# their order (the fit's clip in both made them one tie, and a monotone calibration lowered AP), until the
+# sigmoid itself rounds to 1.0 (z above about 37).
 _FIT_EPS = 1e-6
 _LOW, _HIGH = np.finfo(np.float64).tiny, np.nextafter(1.0, 0.0)
 

@@ -180,6 +180,15 @@ RANGES: dict[str, dict[str, Range]] = {
 }
 
 
+def _takes_none(valid: Range | None) -> bool:
+    """Whether a parameter's range takes None (lr.class_weight); a range of numbers or lists does not (its
+    test cannot even compare None: rf.max_depth=None is then the text 'None', refused as such)."""
+    try:
+        return valid is not None and bool(valid.ok(None))
+    except TypeError:
+        return False
+
+
 def _in_range(value: Any, valid: Range | None, where: str) -> Any:
     """``value`` (already in its parameter's type) if ``valid`` takes it; a ConfigError otherwise."""
     finite = not isinstance(value, float) or math.isfinite(value)
@@ -242,7 +251,7 @@ def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
         where = f"{kind} parameter {name!r}"
         if known is not None:
             valid = RANGES[kind].get(name)
-            if isinstance(value, str) and value.lower() == "none" and valid is not None and valid.ok(None):
+            if isinstance(value, str) and value.lower() == "none" and _takes_none(valid):
                 value = None  # the None a message offers, as a command line writes it: lr.class_weight=None
             out[name] = _in_range(_checked(value, known, where), valid, where)
         elif kind == "gbdt":
