@@ -377,6 +377,10 @@ def test_times_are_quoted_as_written(tmp_path: Path) -> None:
     assert "received '2024-03-31 02:30:00'" in text and "card number removed" not in text
     assert shown_value("2024-03-01T10:00:00.1234567890123Z") == "'2024-03-01T10:00:00.1234567890123Z'"
     assert shown_value("01/03/2024 10:00:00") == "'01/03/2024 10:00:00'"
+    # with a zone's name beside it, as a settlement report writes it (was '[card number removed] CET')
+    assert shown_value("2024-02-10 03:32:37 CET") == "'2024-02-10 03:32:37 CET'"
+    assert shown_value("2024-02-10 03:32:37 Europe/Amsterdam") == "'2024-02-10 03:32:37 Europe/Amsterdam'"
+    assert VISA not in shown_value(f"2024-02-10 {VISA}") and VISA not in shown_value(f"{VISA} CET")
     # A card number stays hidden, in any text and in a time's digits.
     assert VISA not in shown_value(f"2024-03-01T10:00:00.{VISA}Z")
     assert VISA not in shown_value(f"ref {VISA}") and VISA[:13] not in shown_value(f"x{VISA[:13]}")

@@ -217,3 +217,72 @@ def test_a_wrong_sign_is_the_mappings_mistake(tmp_path: Path, amount: dict[str, 
     m["columns"]["amount"] = amount
     text = failed_import(tmp_path, write_csv(tmp_path, REPORT), write_mapping(tmp_path, m), ConfigError)
     assert text.startswith(f"m.yaml: {said}"), text
+
+
+def test_a_misspelled_keep_rows_value_warns_naming_the_values_the_column_holds(tmp_path: Path) -> None:
+    """Found by a settlement-report import: `when: [Refunded, Chargebak]` imported the refunds and ignored
+    the typo; `when: Refund` imported nothing, exit 0, without a word."""
+    ws = ws_at(tmp_path / "ws")
+    m = payments_mapping()
+    m["keep_rows"] = {"column": "record_type", "when": ["Authorised", "Refusd"]}
+    summary = import_file(ws, write_csv(tmp_path, REPORT), write_mapping(tmp_path, m))
+    assert summary.rows == {"charges": 2}
+    assert summary.warnings == (
+        "keep_rows.when: 'Refusd' matched none of the 6 rows it read; column 'record_type' holds "
+        "'Authorised', 'Chargeback', 'Fee', 'Refunded', 'Refused', 'authorised '",
+    )
+    m["keep_rows"] = {"column": "record_type", "when": "Authorised"}  # what matches: no warning
+    write_mapping(tmp_path, m, "ok.yaml")
+    assert (
+        import_file(ws_at(tmp_path / "ws2"), write_csv(tmp_path, REPORT), tmp_path / "ok.yaml").warnings == ()
+    )
+    m["keep_rows"] = {"column": "record_type", "when": "Refund"}
+    write_mapping(tmp_path, m)
+    out = cli_import(tmp_path, ws="cli")
+    assert "0 charges" in out
+    assert "warning: keep_rows.when: 'Refund' matched none of the 6 rows it read" in out
+
+
+def test_skip_orphans_leaving_out_every_row_warns_that_the_charges_are_missing(tmp_path: Path) -> None:
+    no_cards = write_csv(tmp_path, REPORT | {"card": [""] * 6}, "refunds.csv")
+    summary = import_file(
+        ws_at(tmp_path / "ws"), no_cards, write_mapping(tmp_path, REFUNDS, "r.yaml"), skip_orphans=True
+    )
+    assert summary.rows == {"refunds": 0} and summary.skipped == {"not_kept": 5, "orphans": 1}
+    assert summary.warnings == (
+        "--skip-orphans left out all 1 rows: the workspace holds none of their charges (import the charges "
+        "first, with the same charge_id mapping)",
+    )
+
+
+def test_references_that_look_like_card_numbers_are_declared_and_never_stored(tmp_path: Path) -> None:
+    """A settlement report's 16-digit references and card aliases pass the Luhn check one time in ten: the
+    import was refused, even with the column dropped. no_card_numbers declares such columns."""
+    from test_import import MC as luhn_valid_reference  # (a reference that happens to pass Luhn)
+
+    rows = REPORT | {"modification_ref": ["", "", "", luhn_valid_reference, "", ""]}
+    m = payments_mapping()
+    refused = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert "column 'modification_ref': expected no card numbers" in refused
+    assert "or listed under no_card_numbers, may hold them" in refused
+    m["no_card_numbers"] = ["modification_ref"]
+    ws = ws_at(tmp_path / "ws")
+    summary = import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert summary.rows == {"charges": 3} and "modification_ref" in summary.unmapped_columns
+    stored = str(ws.read("charges").to_pylist())
+    assert luhn_valid_reference not in stored
+    m["columns"]["merchant_id"] = {"column": "modification_ref"}  # stored as is: refused
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m), ConfigError)
+    assert text.startswith(
+        "m.yaml: 'no_card_numbers[0]': expected a column the mapping stores only as a keyed hash (or drops)"
+    )
+    assert "<'modification_ref', stored by 'columns.merchant_id'>" in text
+    m["columns"]["merchant_id"] = {"hash": ["modification_ref", "shop"], "prefix": "m_"}  # as a hash: fine
+    import_file(ws_at(tmp_path / "ws3"), write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+
+
+def test_negative_amounts_without_sign_negative_get_the_hint(tmp_path: Path) -> None:
+    rows = REPORT | {"card": [""] * 6, "amount": ["10.50", "-0.12", "3.00", "-4.00", "25.00", "-25.00"]}
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, REFUNDS))
+    assert "row 4 (line 5), column 'amount'" in text
+    assert "a file that writes amounts negative (refunds, chargebacks) needs sign: negative" in text

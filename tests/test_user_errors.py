@@ -22,8 +22,8 @@ from test_import import MC, ROWS, VISA, changed, failed_import, write_csv, write
 
 CARD_LINE = (
     "row 3 (line 4), column 'note': expected no card numbers (only a column sent through transform: "
-    "fingerprint, or read only through a keyed `hash`, may hold them); received a full card number (not "
-    "shown)"
+    "fingerprint, read only through a keyed `hash`, or listed under no_card_numbers, may hold them); "
+    "received a full card number (not shown)"
 )
 
 

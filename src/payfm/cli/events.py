@@ -17,6 +17,7 @@ import click
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import (
     console,
+    err_console,
     plural,
     print_arrow,
     print_summary,
@@ -213,6 +214,8 @@ def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, sk
     }
     for reason, n in result.skipped.items():
         console.print(f"Left out {reasons[reason].format(plural(n, 'row'))}.", highlight=False)
+    for message in result.warnings:
+        err_console.print(f"warning: {message}.", markup=False, highlight=False, soft_wrap=True)
     for label, n in result.labels_without_money.items():
         console.print(
             f"{shown_text(label)}: {plural(n, 'label')} on charges that moved no money (declined or blocked) "

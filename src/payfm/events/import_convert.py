@@ -448,11 +448,20 @@ def _in_range(
         expected, got = rule.expected(), numbers
     else:
         expected = f"{rule.expected()} (minor units, after '{spec.path}' conversion)"
-        if spec.negative:
-            expected += "; with sign: negative the file writes the amount negative"
         got = [f"{v} ({n} in minor units)" for v, n in zip(values_at(col, bad), numbers, strict=True)]
+    if spec.negative:
+        expected += "; with sign: negative the file writes the amount negative"
+    elif rule.min_value >= 0 and _mostly_negative(ints):  # (one negative among many: a data error)
+        expected += "; a file that writes amounts negative (refunds, chargebacks) needs sign: negative"
     out.rows(spec.source, bad, expected, got, key="a value in the field's range")
     return pc.if_else(outside, pa.scalar(None, pa.int64()), ints)
+
+
+def _mostly_negative(ints: pa.Array) -> bool:
+    """Whether most of a column's amounts are negative: the file writes them so (a refunds report), and the
+    mapping lacks ``sign: negative``."""
+    negative = pc.sum(pc.cast(pc.less(ints, 0), pa.int64())).as_py() or 0
+    return bool(negative * 2 > len(ints) - ints.null_count)
 
 
 def _as_integers(name: str, col: pa.Array, out: Problems, written: pa.Array) -> pa.Array:

@@ -10,7 +10,7 @@ file's rows.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import numpy as np
@@ -23,6 +23,7 @@ from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.import_times import to_times
 from payfm.events.mapping import LabelSpec, Mapping, RowFilter
 from payfm.events.schema import MOVED_NO_MONEY, TIMESTAMP
+from payfm.events.validate import shown_value
 from payfm.events.workspace import Workspace
 
 _OUTCOME_PREFIX = {"disputes": "dp_", "early_fraud_warnings": "efw_"}
@@ -92,15 +93,39 @@ def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) ->
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
 
 
-def keep_rows(mapping: Mapping, table: pa.Table, out: Problems) -> pa.Table:
+def keep_rows(mapping: Mapping, table: pa.Table, out: Problems) -> tuple[pa.Table, list[str]]:
     """The rows ``keep_rows`` imports (every filter matching, in turn: a filter reads only the rows the ones
-    before it kept); the others were scanned for card numbers and are not read further. Problems of the rows
-    kept go on naming the file's rows."""
+    before it kept), and a warning for each ``when`` value that matched none of the rows it read (a
+    misspelled record type imports nothing, silently: it names the values the column holds). The other rows
+    were scanned for card numbers and are not read further. Problems of the rows kept go on naming the file's
+    rows."""
+    warnings = []
     for keep in mapping.keep_rows:
-        kept = matching_rows(keep, table.column(keep.column).combine_chunks(), out)
+        col = table.column(keep.column).combine_chunks()
+        kept = matching_rows(keep, col, out)
+        if len(keep.when) > 1 or not len(kept):
+            quiet = Problems()  # (each value alone: its problems are the whole filter's, said once above)
+            unmatched = [w for w in keep.when if not len(matching_rows(replace(keep, when=(w,)), col, quiet))]
+            if unmatched:
+                held = pc.unique(pc.drop_null(col)).to_pylist()
+                values = ", ".join(shown_value(v) for v in sorted(held, key=str)[:KEEP])
+                more = f" and {len(held) - KEEP} more" if len(held) > KEEP else ""
+                said = ", ".join(_as_written(w) for w in unmatched)
+                warnings.append(
+                    f"{keep.path}.when: {said} matched none of the {table.num_rows:,} rows it read; column "
+                    f"'{shown_text(keep.column)}' holds {values}{more}"
+                )
         out.keep(kept)
         table = table.take(pa.array(kept, type=pa.int64()))
-    return table
+    return table, warnings
+
+
+def all_orphans(rows: int) -> str:
+    """The warning of ``--skip-orphans`` leaving out every row of a file."""
+    return (
+        f"--skip-orphans left out all {rows:,} rows: the workspace holds none of their charges (import the "
+        "charges first, with the same charge_id mapping)"
+    )
 
 
 def _early_outcomes(

@@ -68,6 +68,7 @@ from payfm.events.import_format import SEPARATORS, yaml_separator
 from payfm.events.import_outcomes import (
     OUTCOME_ID,
     LabelCounts,
+    all_orphans,
     follow_charges,
     keep_rows,
     outcome_events,
@@ -105,6 +106,7 @@ class ImportSummary:
     labels_after_file: dict[str, int] = dataclasses.field(default_factory=dict)
     last_charge: datetime | None = None
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # rows left out, by reason (asked for)
+    warnings: tuple[str, ...] = ()  # what was imported may not be what was meant
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -608,16 +610,17 @@ def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
     if hashed:
         others = {k: s for k, s in mapping.fields.items() if s.kind != "hash"}
         hashed -= set(dataclasses.replace(mapping, fields=others).source_columns()) | set(mapping.drop)
+    declared = set(mapping.no_card_numbers)  # (never stored as they are: mapping_cards checks it)
     for name in table.column_names:
-        if name in mapping.fingerprinted or name in epoch or name in hashed:
+        if name in mapping.fingerprinted or name in epoch or name in hashed or name in declared:
             continue
         rows = card_number_rows(table.column(name))
         if len(rows):
             out.rows(
                 name,
                 rows,
-                "no card numbers (only a column sent through transform: fingerprint, or read only through a "
-                "keyed `hash`, may hold them)",
+                "no card numbers (only a column sent through transform: fingerprint, read only through a "
+                "keyed `hash`, or listed under no_card_numbers, may hold them)",
                 "a full card number (not shown)",
             )
 
@@ -733,8 +736,9 @@ def import_file(
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
         raise_problems(source, out.items, out.total, is_csv, missing)
     rows_read = table.num_rows
+    warnings: list[str] = []
     if mapping.keep_rows:
-        table = keep_rows(mapping, table, out)
+        table, warnings = keep_rows(mapping, table, out)
     say("mapping columns")
     secret = ws.secret()
     built = _fields(mapping, table, secret, out, is_csv)
@@ -765,6 +769,8 @@ def import_file(
     skipped = {"not_kept": rows_read - table.num_rows} if mapping.keep_rows else {}
     skipped |= {"existing": int(held.sum())} if skip_existing else {}
     skipped |= {"orphans": int(orphans.sum())} if skip_orphans and mapping.table != "charges" else {}
+    if skip_orphans and charges.num_rows and orphans.all():  # (were the charges imported first?)
+        warnings.append(all_orphans(charges.num_rows))
     charges = charges.filter(pa.array(~(held | orphans)))
     say("writing")
     with ws.writer("append") as w:
@@ -786,6 +792,7 @@ def import_file(
         counts.after_file,
         counts.last_charge,
         skipped,
+        tuple(warnings),
     )
 
 

@@ -42,6 +42,7 @@ from payfm.events.import_format import (
     parse_numbers,
 )
 from payfm.events.import_text import convert_option
+from payfm.events.mapping_cards import check_card_columns, no_card_columns
 from payfm.events.mapping_yaml import MappingLoader, yaml_problem
 from payfm.events.schema import (
     DISPUTE_REASONS,
@@ -79,7 +80,17 @@ LABEL_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "early_fraud_warnings": ("fraud_type", EFW_FRAUD_TYPES),
 }
 
-_TOP_KEYS = ("table", "description", "timezone", "csv", "keep_rows", "columns", "drop", "labels")
+_TOP_KEYS = (
+    "table",
+    "description",
+    "timezone",
+    "csv",
+    "keep_rows",
+    "columns",
+    "drop",
+    "no_card_numbers",
+    "labels",
+)
 _SOURCE_KEYS = ("column", "columns", "value", "hash")
 # Options allowed per kind of target field (besides the source keys).
 _TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_unmapped", "case", "missing")
@@ -217,6 +228,8 @@ class Mapping:
     fingerprinted: frozenset[str] = field(default_factory=frozenset)
     csv: CsvFormat = COMMAS  # the CSV separator, and how the file's numbers are written
     keep_rows: tuple[RowFilter, ...] = ()  # every one must match for a row to be imported
+    # columns declared to hold no card numbers (processor references, card aliases): not scanned, never stored
+    no_card_numbers: tuple[str, ...] = ()
 
     def source_columns(self) -> tuple[str, ...]:
         """Every source column the mapping reads (fields and labels), sorted."""
@@ -632,9 +645,21 @@ def parse_mapping(data: object, name: str) -> Mapping:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ctx.error("description", "a text", description)
-    mapping = Mapping(name, table, fields, drop, labels, timezone, description, csv=csv, keep_rows=keep)
+    no_cards = no_card_columns(ctx.error, data.get("no_card_numbers", []))
+    mapping = Mapping(
+        name,
+        table,
+        fields,
+        drop,
+        labels,
+        timezone,
+        description,
+        csv=csv,
+        keep_rows=keep,
+        no_card_numbers=no_cards,
+    )
     fingerprinted = frozenset(s.column for s in fields.values() if s.transform == "fingerprint")
-    _check_card_columns(ctx, mapping, fingerprinted)
+    check_card_columns(ctx.error, mapping, fingerprinted)
     for column in drop:
         if column in mapping.source_columns():
             raise ctx.error(
@@ -642,7 +667,7 @@ def parse_mapping(data: object, name: str) -> Mapping:
                 "columns the mapping does not use",
                 f"<'{column}', used by '{mapping.source_path(column)}'>",
             )
-    return Mapping(name, table, fields, drop, labels, timezone, description, fingerprinted, csv, keep)
+    return dataclasses.replace(mapping, fingerprinted=fingerprinted)
 
 
 def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool, key: str = "value") -> None:
@@ -690,45 +715,6 @@ def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool, key:
         # (an id's or a free text's hint says where it is refused, as its received does: said once)
         got = f"{rule.received(text)}.{hint}" if hint and rule.text is None else f"{rule.received(text)}."
         raise ConfigError(f"{ctx.name}: '{path}': expected {expected}; received {got}")
-
-
-def _check_card_columns(ctx: _Ctx, mapping: Mapping, fingerprinted: frozenset[str]) -> None:
-    """A card-number column may feed only card transforms, and bin/last4/brand only from a fingerprinted one.
-
-    This is what keeps a full card number out of the log: the fingerprint, BIN, last4 and brand are the only
-    things derived from it.
-    """
-    for spec in mapping.fields.values():
-        if (
-            spec.transform is not None
-            and spec.transform != "fingerprint"
-            and spec.column not in fingerprinted
-        ):
-            raise ctx.error(
-                f"{spec.path}.column",
-                "a column that is also sent through transform: fingerprint "
-                "(card numbers enter only fingerprinted)",
-                spec.column,
-            )
-        if spec.transform is None and spec.kind != "hash" and fingerprinted & set(spec.columns):
-            raise ctx.error(
-                spec.path,
-                "card-number columns used only with transform fingerprint, bin, last4 or brand, or in a "
-                "keyed hash",
-                f"<'{sorted(fingerprinted & set(spec.columns))[0]}' used as is>",
-            )
-        for cur in (spec.minor_units, spec.usd_cents):
-            if cur is not None and cur.column in fingerprinted:
-                raise ctx.error(spec.path, "a currency column that is not a card number", cur.column)
-    for label in mapping.labels:
-        used = {label.column} | (set(label.time.columns) if label.time is not None else set())
-        if fingerprinted & used:
-            raise ctx.error(
-                label.path, "a label column that is not a card number", sorted(fingerprinted & used)[0]
-            )
-    for keep in mapping.keep_rows:
-        if keep.column in fingerprinted:
-            raise ctx.error(f"{keep.path}.column", "a column that is not a card number", keep.column)
 
 
 def bundled_mappings() -> tuple[str, ...]:

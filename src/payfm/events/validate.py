@@ -33,7 +33,8 @@ _CHUNK = 4096
 # messages, although its digits make a long number (2024-03-31 02:30:00 holds 14 digits).
 _DATE = r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
 _CLOCK = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[AaPp][Mm])?)?"
-_ZONE = r"(?:\s?(?:[Zz]|UTC|[+-]\d{2}(?::?\d{2})?))?"
+# a zone: Z, an offset, an abbreviation (CET, CEST, EST) or an IANA name (Europe/Amsterdam), as exports write
+_ZONE = r"(?:\s?(?:[Zz]|[A-Z]{2,5}|[A-Za-z]+/[A-Za-z_]+(?:/[A-Za-z_]+)?|[+-]\d{2}(?::?\d{2})?))?"
 _DATE_TIME = re.compile(rf"\s*{_DATE}{_CLOCK}{_ZONE}\s*")
 # Digits of a second's fraction beyond microseconds (ISO text): floored away, as finer units are.
 _SUB_MICROSECOND = r"(:\d\d[.,]\d{6})\d+"
