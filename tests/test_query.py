@@ -103,3 +103,13 @@ def test_syntax_errors_are_clear(ws: Workspace) -> None:
         run_sql(ws, "SELEC count(*) FROM charges")
     with pytest.raises(QueryError, match="The query failed"):
         run_sql(ws, "SELECT no_such_column FROM charges")
+
+
+def test_a_name_the_result_repeats_is_numbered_so_no_column_hides_another(ws: Workspace) -> None:
+    """Found by a settlement-report import: `SELECT 1 AS a, 2 AS a` printed one column, the later value
+    under the first name (`{"a": 2}` in JSON); a join's `c.created, r.created` showed one of them."""
+    t = run_sql(ws, "SELECT 1 AS a, 2 AS a, 3 AS a_2, 4 AS a")
+    assert t.column_names == ["a", "a_3", "a_2", "a_4"] and t.to_pylist() == [
+        {"a": 1, "a_3": 2, "a_2": 3, "a_4": 4}
+    ]
+    assert run_sql(ws, "SELECT 1 AS b").column_names == ["b"]

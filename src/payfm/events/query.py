@@ -33,7 +33,9 @@ class QueryError(PayfmError):
 
 
 def run_sql(ws: Workspace, sql: str) -> pa.Table:
-    """Run one read-only SELECT over the workspace tables and return its result as Arrow."""
+    """Run one read-only SELECT over the workspace tables and return its result as Arrow. A name the result
+    repeats (``SELECT c.created, r.created``) gets ``_2``, ``_3`` after it: a table, JSON object or record
+    shows one column per name, and the later one hid the first."""
     con = ws.connect()
     try:
         files = [str(f) for t in TABLES for f in ws.files(t)]
@@ -60,7 +62,7 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
         con.execute("SET autoload_known_extensions = false")
         con.execute("SET lock_configuration = true")
         try:
-            return con.sql(sql).to_arrow_table()
+            return _unique_names(con.sql(sql).to_arrow_table())
         except duckdb.PermissionException as e:
             raise QueryError(_file_refused(e)) from None
         except duckdb.Error as e:
@@ -69,6 +71,21 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
             raise QueryError(f"The query failed: {_first_line(e)}") from None
     finally:
         con.close()
+
+
+def _unique_names(table: pa.Table) -> pa.Table:
+    """``table`` with every repeated column name numbered (``a``, ``a_2``), none taken by another column."""
+    names: list[str] = []
+    taken = set(table.column_names)
+    for name in table.column_names:
+        if name not in names:
+            names.append(name)
+            continue
+        k = 2
+        while f"{name}_{k}" in taken or f"{name}_{k}" in names:
+            k += 1
+        names.append(f"{name}_{k}")
+    return table if names == table.column_names else table.rename_columns(names)
 
 
 # DuckDB's message for a function or a type of an extension that is not loaded: what it is ("Table Function",
