@@ -286,3 +286,29 @@ def test_negative_amounts_without_sign_negative_get_the_hint(tmp_path: Path) -> 
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, REFUNDS))
     assert "row 4 (line 5), column 'amount'" in text
     assert "a file that writes amounts negative (refunds, chargebacks) needs sign: negative" in text
+
+
+def test_a_hashed_column_misspelled_says_its_card_number_problems_may_be_the_typos(tmp_path: Path) -> None:
+    """Found by a settlement-report import: `hash: [PSP Reference]` for 'Psp Reference' gave the right
+    'did you mean', then 2,004 card-number problems in 'Psp Reference', no longer read through the hash."""
+    refs = [
+        "4012888888881881",
+        "",
+        "4000056655665556",
+        "5105105105105100",
+        "5200828282828210",
+        "4242424242424242",
+    ]
+    m = payments_mapping()
+    m["columns"]["charge_id"] = {"hash": ["psp_reff"], "prefix": "ch_"}
+    text = failed_import(
+        tmp_path, write_csv(tmp_path, REPORT | {"psp_ref": refs}), write_mapping(tmp_path, m)
+    )
+    lines = text.splitlines()
+    assert "'psp_reff'" in lines[0] and "(did you mean 'psp_ref'?)" in lines[0]
+    assert lines[1].startswith("(card numbers found below may be in a column the mapping means to hash")
+    assert "column 'psp_ref': expected no card numbers" in text
+    m["columns"]["charge_id"] = {"hash": ["psp_ref"], "prefix": "ch_"}  # the typo fixed: no problem of them
+    import_file(
+        ws_at(tmp_path / "ws2"), write_csv(tmp_path, REPORT | {"psp_ref": refs}), write_mapping(tmp_path, m)
+    )

@@ -178,10 +178,20 @@ class MissingColumns(ConfigError, ValidationError):
     run with the problems found before the fields could be computed, card numbers among them (a
     ValidationError). The mapping's lines come first: fixing them is what lets the other checks run."""
 
-    def __init__(self, missing: list[str], source: str, problems: list[Problem], total: int) -> None:
+    def __init__(
+        self, missing: list[str], source: str, problems: list[Problem], total: int, note: str | None = None
+    ) -> None:
         ValidationError.__init__(self, source, problems, total)
         self.missing = missing
-        Exception.__init__(self, "\n".join([*missing_lines(missing), str(self.args[0])]))
+        lines = [*missing_lines(missing), *([note] if note else []), str(self.args[0])]
+        Exception.__init__(self, "\n".join(lines))
+
+
+# (a column misspelled in a `hash`: the column meant is then read by nothing, so it is scanned)
+_CARDS_OF_MISSING = (
+    "(card numbers found below may be in a column the mapping means to hash or fingerprint but names "
+    "otherwise: once the mapping reads it so, it is not scanned)"
+)
 
 
 def raise_problems(
@@ -208,7 +218,8 @@ def raise_problems(
     if missing:
         if not total:  # a mapping mistake alone
             raise ConfigError("\n".join(missing_lines(missing)))
-        raise MissingColumns(missing, source, fixed, total)
+        note = _CARDS_OF_MISSING if secret_rows else None
+        raise MissingColumns(missing, source, fixed, total, note)
     raise ValidationError(source, fixed, total)
 
 
