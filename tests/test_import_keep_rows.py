@@ -312,3 +312,15 @@ def test_a_hashed_column_misspelled_says_its_card_number_problems_may_be_the_typ
     import_file(
         ws_at(tmp_path / "ws2"), write_csv(tmp_path, REPORT | {"psp_ref": refs}), write_mapping(tmp_path, m)
     )
+
+
+def test_empty_ids_are_said_missing_once_not_also_repeated_as_none(tmp_path: Path) -> None:
+    """Found by a settlement-report import: two empty references were each a missing value and, again, a
+    repeated id 'None' (nulls counted as one id seen twice)."""
+    rows = REPORT | {"psp_ref": ["", "", "", "8815", "", "8819"]}
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, payments_mapping()))
+    assert "3 problem(s)" in text and "unique ids" not in text and "None" not in text
+    for row in (1, 3, 5):
+        assert (
+            f"row {row} (line {row + 1}), column 'psp_ref' (hashed into charge_id): expected a value" in text
+        )

@@ -447,9 +447,10 @@ def validate_events(table_name: str, table: pa.Table, source: str = "input", row
     id_column = ID_COLUMNS[table_name]
     if id_column in columns:
         ids = columns[id_column]
-        if pc.count_distinct(ids).as_py() != len(ids):
+        if pc.count_distinct(ids).as_py() != len(ids) - ids.null_count:  # (a null id: said as missing)
             counts = pc.value_counts(ids)
-            dup_values = pc.filter(counts.field("values"), pc.greater(counts.field("counts"), 1))
+            repeated = pc.and_(pc.greater(counts.field("counts"), 1), pc.is_valid(counts.field("values")))
+            dup_values = pc.filter(counts.field("values"), repeated)
             bad = np.flatnonzero(pc.is_in(ids, value_set=dup_values).to_numpy(zero_copy_only=False))
             out.rows(id_column, bad, "unique ids", [shown_value(ids[int(i)].as_py()) for i in bad[:20]])
     if out.total:
