@@ -324,3 +324,26 @@ def test_empty_ids_are_said_missing_once_not_also_repeated_as_none(tmp_path: Pat
         assert (
             f"row {row} (line {row + 1}), column 'psp_ref' (hashed into charge_id): expected a value" in text
         )
+
+
+def test_columns_join_an_empty_part_as_an_empty_text(tmp_path: Path) -> None:
+    """Found by a settlement-report import: `columns: [Type, Refusal Reason]` was a missing value on every
+    payment (its reason empty), each said as 'an empty cell' although Type was there."""
+    rows = REPORT | {"why": ["", "", "FRAUD", "", "", ""]}
+    rows["record_type"] = [t.strip() for t in REPORT["record_type"]]  # (strip works on the joined text)
+    m = payments_mapping()
+    m["columns"]["outcome"] = {
+        "columns": ["record_type", "why"],
+        "separator": "|",
+        "case": "lower",
+        "strip": True,
+        "map": {"authorised|": "authorized", "refused|fraud": "blocked"},
+        "default": "issuer_declined",
+    }
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    assert ws.read("charges", ["outcome"]).column("outcome").to_pylist() == [
+        "authorized",
+        "blocked",
+        "authorized",
+    ]

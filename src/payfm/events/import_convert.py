@@ -10,6 +10,7 @@ shown) and left null; a column that cannot be read at all returns None.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import duckdb
@@ -38,10 +39,15 @@ def as_text(col: pa.Array) -> pa.Array:
 
 
 def source_values(spec: FieldSpec, table: pa.Table) -> pa.Array:
-    """The source values of ``spec``: one column, or several joined as text."""
+    """The source values of ``spec``: one column, or several joined as text (an empty part joins as an
+    empty text, `Authorised|` of a type and an empty reason; all of them empty is a missing value)."""
     if spec.kind == "columns":
         parts = [as_text(table.column(c).chunk(0)) for c in spec.columns]
-        return pc.binary_join_element_wise(*parts, spec.separator)
+        joined = pc.binary_join_element_wise(
+            *parts, spec.separator, null_handling="replace", null_replacement=""
+        )
+        none = functools.reduce(pc.and_, [pc.is_null(p) for p in parts])
+        return pc.if_else(none, pa.scalar(None, joined.type), joined)
     col: pa.Array = table.column(spec.column).chunk(0)
     return col
 
