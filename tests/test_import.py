@@ -574,10 +574,6 @@ MISTAKES: list[tuple[Any, str]] = [
         "'columns.customer_id': expected card-number columns used only with transform",
     ),
     (
-        lambda m: m["columns"].update(card_bin={"column": "shop", "transform": "bin"}),
-        "'columns.card_bin.column': expected a column that is also sent through transform: fingerprint",
-    ),
-    (
         lambda m: m["columns"].update(card_bin={"column": "card", "transform": "bins"}),
         "did you mean 'bin'?",
     ),

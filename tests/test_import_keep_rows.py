@@ -347,3 +347,36 @@ def test_columns_join_an_empty_part_as_an_empty_text(tmp_path: Path) -> None:
         "blocked",
         "authorized",
     ]
+
+
+def test_bin_last4_and_brand_of_masked_card_numbers(tmp_path: Path) -> None:
+    """Found by a settlement-report import: processors' reports write masked numbers (424242******5388);
+    bin, last4 and brand were refused unless the column was fingerprinted (full numbers only)."""
+    rows = REPORT | {
+        "card": [""] * 6,  # (a processor's report holds no full number)
+        "masked": ["424242******4242", "", "5555 XXXX XXXX 4444", "", "************0005", ""],
+        "alias": ["A1", "", "B2", "", "C3", ""],
+    }
+    m = payments_mapping()
+    m["columns"] |= {
+        "card_fingerprint": {"hash": ["alias"], "prefix": "fp_"},
+        "card_bin": {"column": "masked", "transform": "bin"},
+        "card_last4": {"column": "masked", "transform": "last4"},
+        "card_brand": {"column": "masked", "transform": "brand"},
+    }
+    m["drop"] = ["card"]
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    got = ws.read("charges", ["card_bin", "card_last4", "card_brand"]).to_pylist()
+    assert got == [
+        {"card_bin": "424242", "card_last4": "4242", "card_brand": "visa"},
+        {"card_bin": None, "card_last4": "4444", "card_brand": "mastercard"},  # (4 digits shown: no BIN)
+        {"card_bin": None, "card_last4": "0005", "card_brand": "unknown"},
+    ]
+    rows["masked"][2] = "5555-4444"  # neither a masked number nor a full one
+    text = failed_import(tmp_path, write_csv(tmp_path, rows, "b.csv"), write_mapping(tmp_path, m))
+    assert (
+        "row 3 (line 4), column 'masked' (card_bin): expected a masked card number such as 424242******4242"
+        in text
+    )
+    assert "5555-4444" not in text

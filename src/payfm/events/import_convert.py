@@ -101,21 +101,58 @@ def _card_digits(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array | No
     return digits
 
 
+# A masked card number as processors' reports write it: its first digits (a BIN, or fewer), a run of mask
+# characters, its last four (424242******4242, 4242 XXXX XXXX 4242, ************4242, 411111...1111).
+_MASKED = r"^\s*([0-9]{0,8})[ -]*[*xX#•.][*xX#•. -]*([0-9]{4})\s*$"
+
+
+def _masked_digits(spec: FieldSpec, table: pa.Table, out: Problems) -> pa.Array:
+    """The digits a masked card number shows, first ones and last four joined by a mask character that
+    ``bin``, ``last4`` and ``brand`` read around; a value of another shape is a problem (never shown)."""
+    text = as_text(source_values(spec, table))
+    ok = pc.fill_null(pc.match_substring_regex(text, _MASKED), False)
+    bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.invert(ok)).to_numpy(False))
+    if len(bad):
+        out.rows(
+            spec.column, bad, "a masked card number such as 424242******4242", "another value (not shown)"
+        )
+    shown = pc.replace_substring_regex(text, _MASKED, r"\1*\2")
+    return pc.if_else(ok, shown, pa.scalar(None, pa.string()))
+
+
+def _masked_transform(spec: FieldSpec, table: pa.Table, out: Problems) -> pa.Array:
+    """bin (6 to 8 digits shown, else null), last4 or brand of masked card numbers."""
+    parts = pc.extract_regex(_masked_digits(spec, table, out), r"^(?P<lead>[0-9]*)\*(?P<tail>[0-9]{4})$")
+    leading, tail = pc.struct_field(parts, [0]), pc.struct_field(parts, [1])
+    if spec.transform == "last4":
+        return tail
+    if spec.transform == "bin":
+        return pc.if_else(pc.greater_equal(pc.utf8_length(leading), 6), leading, pa.scalar(None, pa.string()))
+    return _brand_of(leading)
+
+
+def _brand_of(digits: pa.Array) -> pa.Array:
+    """The card brand of each number's leading digits (unknown when none matches; null for null)."""
+    brand = np.full(len(digits), "unknown", dtype=object)
+    taken = np.zeros(len(digits), dtype=bool)
+    for name, pattern in _BRANDS:
+        hit = pc.fill_null(pc.match_substring_regex(digits, pattern), False).to_numpy(False) & ~taken
+        brand[hit] = name
+        taken |= hit
+    return pa.array(brand, type=pa.string(), mask=~pc.is_valid(digits).to_numpy(False))
+
+
 def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems) -> pa.Array | None:
     # bin/last4/brand of the fingerprinted column report the same cells, which Problems shows once.
+    if spec.masked:
+        return _masked_transform(spec, table, out)
     digits = _card_digits(source_values(spec, table), spec, out)
     if digits is None:
         return None
     if spec.transform in ("bin", "last4"):  # (null where it would leave under 5 digits unknown)
         return truncated(digits, spec.transform)
     if spec.transform == "brand":
-        brand = np.full(len(digits), "unknown", dtype=object)
-        taken = np.zeros(len(digits), dtype=bool)
-        for name, pattern in _BRANDS:
-            hit = pc.fill_null(pc.match_substring_regex(digits, pattern), False).to_numpy(False) & ~taken
-            brand[hit] = name
-            taken |= hit
-        return pa.array(brand, type=pa.string(), mask=~pc.is_valid(digits).to_numpy(False))
+        return _brand_of(digits)
     # fingerprint: HMAC over the distinct cards only, then spread back to the rows.
     distinct = pc.drop_null(pc.unique(digits))
     fps = fingerprint(distinct, secret)

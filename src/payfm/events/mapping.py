@@ -124,6 +124,8 @@ class FieldSpec:
     separator: str = " "  # joins "columns" into one text before parsing
     prefix: str = ""  # prepended to strings (useful for hashed ids: "ch_")
     transform: CardTransform | None = None
+    # bin, last4 or brand of a masked card number (424242******4242): its column is not fingerprinted
+    masked: bool = False
     convert: str | None = None  # email_domain or country (payfm.events.import_text), before case and map
     map: dict[str, str | None] | None = None  # source text -> target value (None: missing)
     default: str | None = None  # for values missing from ``map``; None: such values are errors
@@ -667,7 +669,12 @@ def parse_mapping(data: object, name: str) -> Mapping:
                 "columns the mapping does not use",
                 f"<'{column}', used by '{mapping.source_path(column)}'>",
             )
-    return dataclasses.replace(mapping, fingerprinted=fingerprinted)
+    masked = {  # bin, last4 or brand of a column that is not fingerprinted: of masked numbers
+        k: dataclasses.replace(spec, masked=True)
+        for k, spec in fields.items()
+        if spec.transform in ("bin", "last4", "brand") and spec.column not in fingerprinted
+    }
+    return dataclasses.replace(mapping, fingerprinted=fingerprinted, fields=fields | masked)
 
 
 def _check_constant(ctx: _Ctx, spec: FieldSpec, table: str, required: bool, key: str = "value") -> None:
