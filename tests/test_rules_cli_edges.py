@@ -302,7 +302,7 @@ def test_nan_says_a_finite_number_was_expected_and_how_to_test_for_missing(
     assert code == 1 and "line 2" in out and "Expected a finite number. Got 'inf'" in out
     assert "Unexpected 'in'" not in out and "Traceback" not in out
     # a word that only starts like one is still a plain syntax error
-    with pytest.raises(RuleError, match=re.escape("Unexpected 'in'")):
+    with pytest.raises(RuleError, match=re.escape("Unexpected 'info'")):  # (the word, not its 'in')
         parse_rule("block if :amount_usd: > info")
 
 

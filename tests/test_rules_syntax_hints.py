@@ -136,11 +136,11 @@ def test_an_active_version_saved_with_glued_keywords_still_serves(tmp_path: Path
         rulesets.save(ws, legacy, set_name="tiny")  # saved again as new text: refused
 
 
-def test_a_word_starting_with_a_keyword_not_taken_there_names_the_keyword() -> None:
-    e = _error("block if :amount_usd: > info")  # as before: the keyword `in` is what does not belong there
+def test_a_word_starting_with_a_keyword_not_taken_there_is_named_whole() -> None:
+    e = _error("block if :amount_usd: > info")  # the word, not its `in` (keywords are words of their own)
     assert (e.column, e.detail) == (
         25,
-        "Unexpected 'in'. Expected '(', '-', a 'string', a number, an attribute like :amount_usd:, "
+        "Unexpected 'info'. Expected '(', '-', a 'string', a number, an attribute like :amount_usd:, "
         "true or false.",
     )
     assert _error("block if :ip_country: = café").detail.startswith("Unexpected 'café'. Expected '(',")

@@ -302,8 +302,8 @@ def _glued_error(text: str, line: int, column: int, allowed: set[str]) -> RuleEr
     if first is None:
         return None
     kw = first.group(0)
-    if _KEYWORDS[kw.lower()] not in allowed:
-        return RuleError(f"Unexpected {kw!r}. Expected {_expected(allowed)}.", line=line, column=column)
+    if _KEYWORDS[kw.lower()] not in allowed:  # (`> info`: the word is unexpected, said whole below)
+        return None
     # `5or`: the number before was read and the keyword cannot start inside a word. Only a word made of
     # keywords gets a fix (`blockif`, `andnot`, `isnotmissing`); `orange` is just unexpected.
     left = re.search(r"[\w.]+$", text[: column - 1])
