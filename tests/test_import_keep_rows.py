@@ -12,6 +12,7 @@ import pytest
 
 from payfm.errors import ConfigError
 from payfm.events.importer import import_file
+from payfm.events.validate import ValidationError
 from test_import import MAPPING, MC, VISA, failed_import, write_csv, write_mapping, ws_at
 from test_import_convert_text import cli_import
 
@@ -380,3 +381,24 @@ def test_bin_last4_and_brand_of_masked_card_numbers(tmp_path: Path) -> None:
         in text
     )
     assert "5555-4444" not in text
+
+
+def test_a_refunds_file_imported_again_is_one_repeated_id_per_row_not_also_an_over_refund(
+    tmp_path: Path,
+) -> None:
+    """Found by a settlement-report import: each row of a refunds file imported twice was a repeated id and,
+    again, a refund over what was left (its stored copy counted before it): 1,704 problems for 930 rows."""
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, REPORT), write_mapping(tmp_path, payments_mapping()))
+    rows = REPORT | {"card": [""] * 6, "amount": ["10.50", "0.12", "3.00", "10.00", "25.00", "25.00"]}
+    refunds = write_mapping(tmp_path, REFUNDS, "r.yaml")
+    import_file(ws, write_csv(tmp_path, rows, "r.csv"), refunds)  # 10.00 of the 10.50 charge
+    with pytest.raises(ValidationError) as e:
+        import_file(ws, write_csv(tmp_path, rows, "r.csv"), refunds)
+    text = str(e.value)
+    assert "1 problem(s)" in text and "expected an id not already in the workspace's 'refunds'" in text
+    assert "left to refund" not in text
+    import_file(ws, write_csv(tmp_path, rows, "r.csv"), refunds, skip_existing=True)  # (held: counted once)
+    rows["ts"][3], rows["amount"][3] = "2024-03-06 12:00:00", "1.00"  # a second refund, past what is left
+    with pytest.raises(ValidationError, match="at most what is left to refund"):
+        import_file(ws, write_csv(tmp_path, rows, "r2.csv"), refunds)

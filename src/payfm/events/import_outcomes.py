@@ -279,7 +279,10 @@ def _moved_money(
         before = np.empty(len(rows), dtype=np.int64)
         before[order] = running - cents[order]
         refunded_ids = ids.take(pa.array(rows, pa.int64())).to_pylist()
-        stored_sums = _refunded(ws, set(refunded_ids))
+        # (a row stored already, imported again without --skip-existing, is a repeated id: its stored copy is
+        # not also counted before it)
+        again = set(events.column("refund_id").take(at).take(pa.array(rows, pa.int64())).to_pylist())
+        stored_sums = _refunded(ws, set(refunded_ids), again)
         before += np.array([stored_sums.get(c, 0) for c in refunded_ids], dtype=np.int64)
         cap = charge_amount.to_numpy(False)[rows].astype(np.int64)
         over = np.flatnonzero(before + cents > cap)
@@ -300,12 +303,15 @@ def _where(mask: pa.Array) -> np.ndarray:
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
 
 
-def _refunded(ws: Workspace, charge_ids: set[str]) -> dict[str, int]:
-    """The amount the workspace's refunds of each of ``charge_ids`` add up to."""
-    refunds = ws.read("refunds", columns=["charge_id", "amount"])
-    refunds = refunds.filter(
-        pc.is_in(refunds.column("charge_id"), value_set=pa.array(sorted(charge_ids), pa.string()))
+def _refunded(ws: Workspace, charge_ids: set[str], besides: set[str]) -> dict[str, int]:
+    """The amount the workspace's refunds of each of ``charge_ids`` add up to, less those whose id is one of
+    ``besides`` (the file's own rows)."""
+    refunds = ws.read("refunds", columns=["refund_id", "charge_id", "amount"])
+    mine = pc.is_in(refunds.column("charge_id"), value_set=pa.array(sorted(charge_ids), pa.string()))
+    others = pc.invert(
+        pc.is_in(refunds.column("refund_id"), value_set=pa.array(sorted(besides), pa.string()))
     )
+    refunds = refunds.filter(pc.and_(mine, others))
     if not refunds.num_rows:
         return {}
     sums = refunds.group_by("charge_id").aggregate([("amount", "sum")])
