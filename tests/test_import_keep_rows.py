@@ -402,3 +402,39 @@ def test_a_refunds_file_imported_again_is_one_repeated_id_per_row_not_also_an_ov
     rows["ts"][3], rows["amount"][3] = "2024-03-06 12:00:00", "1.00"  # a second refund, past what is left
     with pytest.raises(ValidationError, match="at most what is left to refund"):
         import_file(ws, write_csv(tmp_path, rows, "r2.csv"), refunds)
+
+
+def test_zone_names_read_a_reports_cet_and_cest_as_their_offsets(tmp_path: Path) -> None:
+    """Found by a settlement-report import: a report writes its local time and the zone in force (CET or
+    CEST); %Z took only names of UTC, and `ambiguous: infer` read a repeated hour from the file order, an
+    hour off when the report said otherwise."""
+    rows = REPORT | {
+        "ts": [
+            "2024-10-27 02:40:00 CEST",  # the first 02:40 of the night the clocks went back
+            "2024-10-27 02:50:00 CET",
+            "2024-10-27 02:10:00 CET",  # the second pass of the repeated hour
+            "2024-10-27 03:00:00 CET",
+            "2024-10-27 02:20:00 CEST",  # back in the first pass: the report says so
+            "2024-10-28 08:00:00 CET",
+        ]
+    }
+    m = payments_mapping()
+    m["columns"]["created"] = {
+        "column": "ts",
+        "format": "%Y-%m-%d %H:%M:%S %Z",
+        "zone_names": {"CET": "+01:00", "CEST": "+02:00"},
+    }
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
+    got = [t.isoformat() for t in ws.read("charges", ["created"]).column("created").to_pylist()]
+    assert got == ["2024-10-27T00:40:00+00:00", "2024-10-27T01:10:00+00:00", "2024-10-27T00:20:00+00:00"]
+    rows["ts"][0] = "2024-10-27 02:40:00 EST"
+    text = failed_import(tmp_path, write_csv(tmp_path, rows, "b.csv"), write_mapping(tmp_path, m))
+    assert (
+        "row 1 (line 2), column 'ts' (created): expected a time in the format '%Y-%m-%d %H:%M:%S %Z' with a "
+        in text
+    )
+    assert "zone of zone_names (CEST, CET); received '2024-10-27 02:40:00 EST'" in text
+    m["columns"]["created"]["zone_names"] = {"CET": "+1"}
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m), ConfigError)
+    assert text.startswith("m.yaml: 'columns.created.zone_names.CET': expected an offset from UTC, quoted")

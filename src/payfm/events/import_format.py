@@ -133,3 +133,24 @@ def parse_numbers(path: str, data: dict[str, Any], base: NumberFormat, error: Er
             thousands,
         )
     return NumberFormat(decimal, thousands, path)
+
+
+_OFFSET_TEXT = re.compile(r"[+-](?:[01][0-9]|2[0-3]):?[0-5][0-9]")
+
+
+def parse_zone_names(path: str, data: object, fmt: object, error: Error) -> dict[str, str]:
+    """``zone_names``: the zone names a %Z of the format reads (CET, CEST) -> the UTC offsets they stand for,
+    so that a report writing the zone beside its local time is read in it, the hour a clock change repeats
+    too."""
+    if not isinstance(fmt, str) or "%Z" not in fmt:
+        raise error(path, "a format with %Z, the zone name the names are read from", fmt)
+    if not isinstance(data, dict) or not data:
+        raise error(path, 'zone names mapped to offsets, e.g. {CET: "+01:00", CEST: "+02:00"}', data)
+    out = {}
+    for name, offset in data.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z][A-Za-z0-9/_+-]*", name):
+            raise error(f"{path}", "zone names such as CET or EST", name)
+        if not isinstance(offset, str) or not _OFFSET_TEXT.fullmatch(offset):
+            raise error(f"{path}.{name}", 'an offset from UTC, quoted: "+01:00" or "-0500"', offset)
+        out[name] = offset.replace(":", "")
+    return out

@@ -309,6 +309,8 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         )
     col = as_text(col)
     valid = pc.is_valid(col)
+    if spec.format is not None and spec.zone_names:
+        return _named_zones(spec, col, name, out)
     if spec.format is not None:
         # %Z: Arrow reads a zone's name and ignores it ('10:00 CET' would be 10:00 in the mapping's zone), so
         # only names of UTC are taken (read as UTC); another zone is a problem of its row.
@@ -377,3 +379,35 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         local = _localize(naive_part, col, iso_zone, spec, out)
         result = pc.if_else(has_offset, aware_part, local)
     return result
+
+
+def _named_zones(spec: FieldSpec, col: pa.Array, name: str, out: Problems) -> pa.Array:
+    """Times whose %Z names a zone of ``zone_names`` (``2024-10-27 02:20:00 CEST``): each name is read as the
+    offset it stands for, so the hour a clock change repeats is the one the file says; a name not in
+    ``zone_names`` is a problem of its row."""
+    assert spec.format is not None and spec.zone_names is not None
+    names = sorted(spec.zone_names, key=len, reverse=True)  # (CEST before CET)
+    pattern = r"\b(" + "|".join(re.escape(n) for n in names) + r")\b"  # (RE2: no lookbehind)
+    text = col
+    for zone in names:
+        text = pc.replace_substring_regex(text, rf"\b{re.escape(zone)}\b", spec.zone_names[zone])
+    known = pc.fill_null(pc.match_substring_regex(col, pattern), False)
+    fmt = spec.format.replace("%Z", "%z")
+    parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    bad = np.flatnonzero(
+        pc.and_(pc.is_valid(col), pc.or_(pc.invert(known), pc.is_null(parsed))).to_numpy(False)
+    )
+    rolled = _rolled_over(text, parsed, fmt)
+    bad = np.union1d(bad, rolled).astype(np.int64)
+    if len(bad):
+        zones = ", ".join(names)
+        out.rows(
+            name,
+            bad,
+            f"a time in the format '{spec.format}' with a zone of zone_names ({zones})",
+            values_at(col, bad),
+        )
+        mask = np.zeros(len(col), dtype=bool)
+        mask[bad] = True
+        parsed = pc.if_else(pa.array(mask), pa.scalar(None, parsed.type), parsed)
+    return pc.cast(parsed, TIMESTAMP)

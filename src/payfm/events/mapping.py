@@ -40,6 +40,7 @@ from payfm.events.import_format import (
     NumberFormat,
     parse_csv_block,
     parse_numbers,
+    parse_zone_names,
 )
 from payfm.events.import_text import convert_option
 from payfm.events.mapping_cards import check_card_columns, no_card_columns
@@ -97,7 +98,7 @@ _TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "string": (*_TEXT, "strip"),
     "int": ("separator", "scale", "minor_units", "usd_cents", "sign", "decimal", "thousands"),
-    "timestamp": ("separator", "unit", "format", "timezone", "ambiguous"),
+    "timestamp": ("separator", "unit", "format", "timezone", "ambiguous", "zone_names"),
 }
 _LABEL_KEYS = ("column", "when", "table", "reason", "fraud_type", "delay", "time")
 _KEEP_KEYS = ("column", "when")
@@ -144,6 +145,7 @@ class FieldSpec:
         "error"  # a local time a DST change repeats: error, earliest, latest or infer (file order)
     )
     numbers: NumberFormat = PLAIN  # how numbers written as text are (the csv block's, or the field's own)
+    zone_names: dict[str, str] | None = None  # %Z names -> the offsets they stand for ({CET: "+01:00"})
 
     @property
     def column(self) -> str:
@@ -493,6 +495,10 @@ def _field(
         if data["ambiguous"] not in AMBIGUOUS:
             raise ctx.error(f"{path}.ambiguous", "one of " + ", ".join(AMBIGUOUS), data["ambiguous"])
         opts["ambiguous"] = data["ambiguous"]
+    if "zone_names" in data:
+        opts["zone_names"] = parse_zone_names(
+            f"{path}.zone_names", data["zone_names"], data.get("format"), ctx.error
+        )
     if any(k in data for k in ("decimal", "thousands")):
         opts["numbers"] = parse_numbers(path, data, numbers, ctx.error)
     elif target_type != "string" and kind != "value":
