@@ -269,7 +269,8 @@ def test_references_that_look_like_card_numbers_are_declared_and_never_stored(tm
     m["no_card_numbers"] = ["modification_ref"]
     ws = ws_at(tmp_path / "ws")
     summary = import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
-    assert summary.rows == {"charges": 3} and "modification_ref" in summary.unmapped_columns
+    assert summary.rows == {"charges": 3} and summary.not_scanned == ("modification_ref",)
+    assert "modification_ref" not in summary.unmapped_columns  # (those are scanned)
     stored = str(ws.read("charges").to_pylist())
     assert luhn_valid_reference not in stored
     m["columns"]["merchant_id"] = {"column": "modification_ref"}  # stored as is: refused
@@ -428,6 +429,15 @@ def test_zone_names_read_a_reports_cet_and_cest_as_their_offsets(tmp_path: Path)
     import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
     got = [t.isoformat() for t in ws.read("charges", ["created"]).column("created").to_pylist()]
     assert got == ["2024-10-27T00:40:00+00:00", "2024-10-27T01:10:00+00:00", "2024-10-27T00:20:00+00:00"]
+    rows["ts"][4] = "2024-10-27 02:20:00 cest"  # any case
+    import_file(ws_at(tmp_path / "ws2"), write_csv(tmp_path, rows, "c.csv"), write_mapping(tmp_path, m))
+    without = copy.deepcopy(m)
+    del without["columns"]["created"]["zone_names"]
+    text = failed_import(
+        tmp_path, write_csv(tmp_path, rows, "c.csv"), write_mapping(tmp_path, without, "w.yaml")
+    )
+    assert 'needs zone_names, e.g. {CET: "+01:00", CEST: "+02:00"}' in text
+    assert "received '2024-10-27 02:20:00 cest'" in text  # quoted as written, not as a removed card number
     rows["ts"][0] = "2024-10-27 02:40:00 EST"
     text = failed_import(tmp_path, write_csv(tmp_path, rows, "b.csv"), write_mapping(tmp_path, m))
     assert (

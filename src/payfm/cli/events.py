@@ -187,7 +187,7 @@ def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, sk
     (a full card number anywhere else is refused) and turns label columns into dispute events; its
     `keep_rows` imports only some rows (a report that mixes payments, refunds and fees, once per table). It
     prints the rows written per table and the source columns not stored: those the mapping drops and those it
-    does not mention (both read and scanned for card numbers).
+    does not mention (both read and scanned for card numbers), and those under no_card_numbers (not scanned).
 
     \b
     Examples:
@@ -235,15 +235,16 @@ def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, sk
             highlight=False,
             soft_wrap=True,
         )
-    # read and scanned for card numbers, never stored: say which, so nothing is lost unnoticed
+    # never stored as they are: say which, so nothing is lost unnoticed (all scanned for card numbers, but
+    # those declared under no_card_numbers)
     for label, columns in (
-        ("Dropped by the mapping", result.dropped_columns),
-        ("Not in the mapping", result.unmapped_columns),
+        ("Dropped by the mapping, not stored", result.dropped_columns),
+        ("Not in the mapping, not stored", result.unmapped_columns),
+        ("Under no_card_numbers, not scanned, not stored as they are", result.not_scanned),
     ):
         if columns:
             console.print(
-                f"{label}, not stored ({plural(len(columns), 'column')}): "
-                + ", ".join(shown_text(c) for c in columns),
+                f"{label} ({plural(len(columns), 'column')}): " + ", ".join(shown_text(c) for c in columns),
                 markup=False,
                 highlight=False,
                 soft_wrap=True,

@@ -326,8 +326,8 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
                 out.rows(
                     name,
                     other,
-                    f"a time in the format '{spec.format}' whose %Z zone is UTC or GMT (the parser reads "
-                    "another zone's name as no zone: use %z with numeric offsets, or the mapping's timezone)",
+                    f"a time in the format '{spec.format}' whose %Z zone is UTC or GMT (another zone's name "
+                    'needs zone_names, e.g. {CET: "+01:00", CEST: "+02:00"}; or %z with numeric offsets)',
                     values_at(col, other),
                 )
                 mask = np.zeros(len(col), dtype=bool)
@@ -386,11 +386,11 @@ def _named_zones(spec: FieldSpec, col: pa.Array, name: str, out: Problems) -> pa
     offset it stands for, so the hour a clock change repeats is the one the file says; a name not in
     ``zone_names`` is a problem of its row."""
     assert spec.format is not None and spec.zone_names is not None
-    names = sorted(spec.zone_names, key=len, reverse=True)  # (CEST before CET)
-    pattern = r"\b(" + "|".join(re.escape(n) for n in names) + r")\b"  # (RE2: no lookbehind)
+    names = sorted(spec.zone_names, key=len, reverse=True)  # (CEST before CET; any case: cest, Cest)
+    pattern = r"(?i)\b(" + "|".join(re.escape(n) for n in names) + r")\b"  # (RE2: no lookbehind)
     text = col
     for zone in names:
-        text = pc.replace_substring_regex(text, rf"\b{re.escape(zone)}\b", spec.zone_names[zone])
+        text = pc.replace_substring_regex(text, rf"(?i)\b{re.escape(zone)}\b", spec.zone_names[zone])
     known = pc.fill_null(pc.match_substring_regex(col, pattern), False)
     fmt = spec.format.replace("%Z", "%z")
     parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)

@@ -100,13 +100,13 @@ class ImportSummary:
     rows: dict[str, int]
     dropped_columns: tuple[str, ...]  # listed under `drop`: read and scanned, never stored
     unmapped_columns: tuple[str, ...]  # neither used nor dropped: read and scanned, never stored
-    # per label (its key path): its rows on charges that moved no money (no dispute or EFW made of them), and
-    # its events dated after the file's last charge (``last_charge``; a label `delay` past the export's end)
+    # per label: its rows on charges that moved no money, its events after the file's last charge
     labels_without_money: dict[str, int] = dataclasses.field(default_factory=dict)
     labels_after_file: dict[str, int] = dataclasses.field(default_factory=dict)
     last_charge: datetime | None = None
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # rows left out, by reason (asked for)
     warnings: tuple[str, ...] = ()  # what was imported may not be what was meant
+    not_scanned: tuple[str, ...] = ()  # under no_card_numbers: not scanned, only hashed, compared or dropped
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -778,10 +778,10 @@ def import_file(
         for name, events in outcomes.items():
             w.write(name, events)
     rows_written = {mapping.table: charges.num_rows} | {name: t.num_rows for name, t in outcomes.items()}
-    used = set(mapping.source_columns())
-    dropped = tuple(c for c in table.column_names if c in mapping.drop)
-    unmapped = tuple(c for c in table.column_names if c not in used and c not in mapping.drop)
-    return ImportSummary(
+    used, declared = set(mapping.source_columns()), set(mapping.no_card_numbers)
+    dropped, unscanned = (tuple(c for c in table.column_names if c in s) for s in (mapping.drop, declared))
+    unmapped = tuple(c for c in table.column_names if c not in used | declared and c not in mapping.drop)
+    summary = ImportSummary(
         source,
         mapping.name,
         rows_read,
@@ -794,6 +794,7 @@ def import_file(
         skipped,
         tuple(warnings),
     )
+    return dataclasses.replace(summary, not_scanned=unscanned)
 
 
 __all__ = ["ImportSummary", "import_file", "keyed_hash", "read_source"]

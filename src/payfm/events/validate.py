@@ -34,7 +34,7 @@ _CHUNK = 4096
 _DATE = r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{4})"
 _CLOCK = r"(?:[T ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s?[AaPp][Mm])?)?"
 # a zone: Z, an offset, an abbreviation (CET, CEST, EST) or an IANA name (Europe/Amsterdam), as exports write
-_ZONE = r"(?:\s?(?:[Zz]|[A-Z]{2,5}|[A-Za-z]+/[A-Za-z_]+(?:/[A-Za-z_]+)?|[+-]\d{2}(?::?\d{2})?))?"
+_ZONE = r"(?:\s?(?:[Zz]|[A-Za-z]{2,5}|[A-Za-z]+/[A-Za-z_]+(?:/[A-Za-z_]+)?|[+-]\d{2}(?::?\d{2})?))?"
 _DATE_TIME = re.compile(rf"\s*{_DATE}{_CLOCK}{_ZONE}\s*")
 # Digits of a second's fraction beyond microseconds (ISO text): floored away, as finer units are.
 _SUB_MICROSECOND = r"(:\d\d[.,]\d{6})\d+"
