@@ -80,7 +80,7 @@ def sql_decisions(
             "charge_id": [f"ch_{i:04d}" for i in range(len(charges))],
             "label": ["legit"] * len(charges),
             "usd": [1.0] * len(charges),
-            **{n: pa.array([c[n] for c in charges], pa.float64()) for n in NUMS},
+            **{n: pa.array([c.get(n) for c in charges], pa.float64()) for n in NUMS},
             **{s: pa.array([c.get(s) for c in charges], pa.string()) for s in (*STRS, "three_ds")},
         }
     )

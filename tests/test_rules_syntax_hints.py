@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import duckdb
-import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
@@ -16,12 +14,12 @@ from payfm.cli.main import cli
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.rules import ast, rulesets
-from payfm.rules.backtest import evaluate_table
 from payfm.rules.catalog import AttributeCatalog, type_errors
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.db import connect
 from payfm.rules.grammar import parse_rule, parse_rules
 from payfm.rules.limits import RuleError
+from test_rules_parity import sql_decisions
 
 CATALOG = AttributeCatalog.for_feature_set(default_set())
 LISTS = {"trusted_domains": "email_domain", "bad_countries": "country"}
@@ -252,23 +250,8 @@ def test_not_after_an_operand_takes_only_in_and_the_string_tests() -> None:
 
 
 def _sql(rs: Ruleset, charges: list[dict[str, object]]) -> list[object]:
-    table = pa.table(
-        {
-            "charge_id": [f"ch_{i}" for i in range(len(charges))],
-            "label": ["legit"] * len(charges),
-            "usd": [1.0] * len(charges),
-            **{s: pa.array([c.get(s) for c in charges], pa.string()) for s in ("ip_country", "email_domain")},
-            "three_ds": pa.array([None] * len(charges), pa.string()),
-        }
-    )
-    con = duckdb.connect()
-    try:
-        con.register("t", table)
-        report = evaluate_table(con, rs, table="t", keep_decisions=True)
-    finally:
-        con.close()
-    assert report.decisions is not None
-    return [r["rule"] for r in report.decisions.to_pylist()]
+    """The rule the backtest's SQL decides each charge with (the parity test's table)."""
+    return [rule for _, rule in sql_decisions(rs, charges)[0]]
 
 
 def test_not_in_decides_as_not_of_in_a_missing_value_matches_neither() -> None:

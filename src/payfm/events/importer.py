@@ -781,7 +781,7 @@ def import_file(
     used, declared = set(mapping.source_columns()), set(mapping.no_card_numbers)
     dropped, unscanned = (tuple(c for c in table.column_names if c in s) for s in (mapping.drop, declared))
     unmapped = tuple(c for c in table.column_names if c not in used | declared and c not in mapping.drop)
-    summary = ImportSummary(
+    return ImportSummary(
         source,
         mapping.name,
         rows_read,
@@ -793,8 +793,8 @@ def import_file(
         counts.last_charge,
         skipped,
         tuple(warnings),
+        unscanned,
     )
-    return dataclasses.replace(summary, not_scanned=unscanned)
 
 
 __all__ = ["ImportSummary", "import_file", "keyed_hash", "read_source"]

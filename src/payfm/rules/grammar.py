@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any
@@ -47,7 +48,7 @@ from payfm.rules.limits import (
 # valid where a keyword is (a rule name ends in `:`, attributes are `:x:`, lists `@x`, strings are quoted),
 # so the case cannot change what a rule means. A keyword is a word of its own: `(?<!\w)` and `(?!\w)` refuse
 # `blockif`, `andnot` and `5or` (read as `block if`, `and not` and `5 or` before). Punctuation may touch one:
-# `if:amount_usd:`, `in(...)`, `in@list`. Versions saved before keep loading (see _LENIENT).
+# `if:amount_usd:`, `in(...)`, `in@list`. Versions saved before keep loading (see _lenient).
 GRAMMAR = r"""
 start: (RULE_NAME ":")? action _IF or_expr
 
@@ -109,18 +110,19 @@ COMMENT: /#[^\n]*/
 """
 
 _PARSER = Lark(GRAMMAR, parser="lalr", propagate_positions=True, maybe_placeholders=False)
-# Text saved before keywords needed word boundaries (`block if :a: > 5and :b: < 3`) must keep loading: a
-# decision service would not start otherwise. Same grammar without the boundaries, built when first needed.
-_LENIENT: list[Lark] = []
+
+
+@functools.cache
+def _lenient() -> Lark:
+    """Text saved before keywords needed word boundaries (`block if :a: > 5and :b: < 3`) must keep loading: a
+    decision service would not start otherwise. The same grammar without the boundaries, built when first
+    needed."""
+    grammar = GRAMMAR.replace(r"(?<!\w)", "").replace(r"(?!\w)", "")
+    return Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False)
 
 
 def _parser(saved: bool) -> Lark:
-    if not saved:
-        return _PARSER
-    if not _LENIENT:
-        grammar = GRAMMAR.replace(r"(?<!\w)", "").replace(r"(?!\w)", "")
-        _LENIENT.append(Lark(grammar, parser="lalr", propagate_positions=True, maybe_placeholders=False))
-    return _LENIENT[0]
+    return _lenient() if saved else _PARSER
 
 
 # How a terminal is named in an error message.

@@ -163,8 +163,8 @@ def _auc(y: np.ndarray, p: np.ndarray) -> float:
 def evaluate_rows(model: Model, X: np.ndarray, y: np.ndarray, prefix: str) -> dict[str, float]:
     """Average precision, ROC AUC, base rate and row count of ``model`` on labelled rows. On the validation
     period (``prefix`` "val") of the raw scores: the calibration is fitted there, and an isotonic map's ties,
-    learned on those very rows, flattered its ranking metrics (an LR's validation AUC 0.859 raw, 0.878
-    calibrated); the test period's are of the calibrated scores, the ones served."""
+    learned on those very rows, flattered its ranking metrics; the test period's are of the calibrated
+    scores, the ones served."""
     score = model.predict_raw if prefix == "val" else model.predict_proba
     p = score(X) if len(X) else np.zeros(0)
     return {
