@@ -40,7 +40,7 @@ def _run(ws: Path, *args: str) -> tuple[int, str]:
     ("kind", "name", "value", "expected"),
     [
         ("rf", "n_estimators", "0", "an integer >= 1. Got 0."),
-        ("rf", "max_depth", "0", "an integer >= 1. Got 0."),
+        ("rf", "max_depth", "0", "an integer >= 1, or None (no limit). Got 0."),
         ("rf", "max_features", "2.0", "a number in (0, 1]. Got 2.0."),
         ("rf", "min_samples_leaf", "0", "an integer >= 1. Got 0."),
         ("rf", "max_rows", "0", "an integer >= 1. Got 0."),
@@ -123,7 +123,11 @@ def test_every_trials_draw_is_in_range(kind: str) -> None:
     [
         ("rf", "rf.n_estimators=0", "rf parameter 'n_estimators': expected an integer >= 1. Got 0."),
         ("lr", "lr.C=-1", "lr parameter 'C': expected a number > 0. Got -1.0."),
-        ("rf", "rf.max_depth=0", "rf parameter 'max_depth': expected an integer >= 1. Got 0."),
+        (
+            "rf",
+            "rf.max_depth=0",
+            "rf parameter 'max_depth': expected an integer >= 1, or None (no limit). Got 0.",
+        ),
         ("rf", "max_features=2.0", "rf parameter 'max_features': expected a number in (0, 1]. Got 2.0."),
         ("gbdt", "gbdt.learning_rate=-1", "gbdt parameter 'learning_rate': expected a number > 0. Got -1.0."),
         ("gbdt", "num_leaves=1", "gbdt parameter 'num_leaves': expected an integer in [2, 131072]. Got 1."),

@@ -187,11 +187,34 @@ def test_a_text_parameter_takes_none_as_its_message_offers_it() -> None:
     with pytest.raises(ConfigError, match=r"expected 'path' or 'shap'\. Got 'none'\."):
         check_params("gbdt", {"explanations": "none"})  # a parameter that takes no None
     for kind, name, said in (  # (a TypeError traceback when None was tried on a range of numbers)
-        ("rf", "max_depth", "an integer"),
+        ("gbdt", "n_estimators", "an integer"),
         ("lr", "categorical", "column indices separated by commas"),
     ):
         with pytest.raises(ConfigError, match=f"{kind} parameter '{name}': expected {said}. Got 'None'."):
             check_params(kind, {name: "None"})
+
+
+def test_an_unlimited_forest_depth_is_givable_as_scikit_learn_takes_it() -> None:
+    """rf.max_depth=None (scikit-learn's own default: no limit) was refused as 'None' text; it now grows each
+    tree past the default depth of 10, and 0 is still refused."""
+    assert check_params("rf", {"max_depth": "None"}) == {"max_depth": None}
+    assert check_params("rf", {"max_depth": None}) == {"max_depth": None}
+    with pytest.raises(ConfigError, match=r"expected an integer >= 1, or None \(no limit\)\. Got 0\."):
+        check_params("rf", {"max_depth": 0})
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 6))
+    y = (np.sin(3 * X[:, 0]) * X[:, 1] + rng.normal(scale=0.3, size=3000) > 0.4).astype(int)
+
+    def depth(params: dict[str, object]) -> int:
+        m = model_class("rf")(n_estimators=3, min_samples_leaf=1, n_jobs=1, **params)
+        m.fit(X, y, None, feature_names=[f"f{i}" for i in range(6)])
+        deepest, level = 0, [int(r) for r in m.roots_]  # (walk the stored trees level by level)
+        while level:
+            level = [int(c) for n in level for c in (m.left_[n], m.right_[n]) if c >= 0]
+            deepest += bool(level)
+        return deepest
+
+    assert depth({}) == 10 and depth({"max_depth": None}) > 10
 
 
 def test_dart_boosting_trains_every_round_without_lightgbms_warning() -> None:

@@ -23,9 +23,16 @@ import numpy as np
 from payfm.training.models.base import Model, load_arrays, save_arrays
 
 
+def _depth(value: Any) -> int | None:
+    """``max_depth`` as scikit-learn takes it: None grows each tree until its leaves are pure (or
+    ``min_samples_leaf`` stops it)."""
+    return None if value is None else int(value)
+
+
 class ForestModel(Model):
-    """Parameters: ``n_estimators`` (60), ``max_depth`` (10), ``min_samples_leaf`` (20), ``max_features``
-    (share of features per split, 0.15), ``max_rows`` (bootstrap rows per tree, 200,000), ``n_jobs`` (-1)."""
+    """Parameters: ``n_estimators`` (60), ``max_depth`` (10; None: no limit), ``min_samples_leaf`` (20),
+    ``max_features`` (share of features per split, 0.15), ``max_rows`` (bootstrap rows per tree, 200,000),
+    ``n_jobs`` (-1)."""
 
     kind = "rf"
     PARAMS: ClassVar[dict[str, type]] = {
@@ -52,7 +59,7 @@ class ForestModel(Model):
 
         rf = RandomForestClassifier(
             n_estimators=int(self.params.get("n_estimators", 60)),
-            max_depth=int(self.params.get("max_depth", 10)),
+            max_depth=_depth(self.params.get("max_depth", 10)),
             min_samples_leaf=int(self.params.get("min_samples_leaf", 20)),
             max_features=float(self.params.get("max_features", 0.15)),
             n_jobs=int(self.params.get("n_jobs", -1)),

@@ -149,7 +149,7 @@ RANGES: dict[str, dict[str, Range]] = {
     },
     "rf": {  # scikit-learn's RandomForestClassifier (max_features: payfm passes a share of the features)
         "n_estimators": _integer(1),
-        "max_depth": _integer(1),
+        "max_depth": Range(lambda v: v is None or v >= 1, "an integer >= 1, or None (no limit)"),
         "min_samples_leaf": _integer(1),
         "max_features": _number(0, 1, low_open=True),
         "max_rows": _integer(1),
@@ -181,8 +181,9 @@ RANGES: dict[str, dict[str, Range]] = {
 
 
 def _takes_none(valid: Range | None) -> bool:
-    """Whether a parameter's range takes None (lr.class_weight); a range of numbers or lists does not (its
-    test cannot even compare None: rf.max_depth=None is then the text 'None', refused as such)."""
+    """Whether a parameter's range takes None (lr.class_weight, rf.max_depth); a range of numbers or lists
+    does not (its test cannot even compare None: gbdt.n_estimators=None is then the text 'None', refused as
+    such)."""
     try:
         return valid is not None and bool(valid.ok(None))
     except TypeError:
@@ -253,6 +254,9 @@ def check_params(kind: str, params: Mapping[str, Any]) -> dict[str, Any]:
             valid = RANGES[kind].get(name)
             if isinstance(value, str) and value.lower() == "none" and _takes_none(valid):
                 value = None  # the None a message offers, as a command line writes it: lr.class_weight=None
+            if value is None and _takes_none(valid):
+                out[name] = None  # (whatever the parameter's type: rf.max_depth=None, no limit)
+                continue
             out[name] = _in_range(_checked(value, known, where), valid, where)
         elif kind == "gbdt":
             out[name] = _gbdt_passthrough(name, value, cls.PARAMS)
