@@ -70,6 +70,7 @@ class In:
     operand: Expr
     values: tuple[Value, ...]
     col: int = field(default=0, compare=False)
+    value_cols: tuple[int, ...] = field(default=(), compare=False)  # (each value's column, for errors)
 
 
 @dataclass(frozen=True)

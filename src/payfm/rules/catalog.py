@@ -359,11 +359,14 @@ class _Checker:
             return "bool"
         if isinstance(e, ast.In):
             t = self.infer(e.operand)
-            for v in e.values:
+            for i, v in enumerate(e.values):
                 vt: Type = "bool" if isinstance(v, bool) else "string" if isinstance(v, str) else "number"
                 if t is not None and vt != t:
-                    like = _describe(e.operand)
-                    self.error(e, f"Every value of `in (...)` must be a {t} like {like}. Got {_literal(v)}.")
+                    like, at = _describe(e.operand), e.value_cols[i] if i < len(e.value_cols) else e.col
+                    message = f"Every value of `in (...)` must be a {t} like {like}. Got {_literal(v)}."
+                    self.errors.append(
+                        RuleError(message, line=self.rule.line, column=at, rule=self.rule.name)
+                    )
                     break
                 if isinstance(v, str) and (control := control_character(v)) is not None:
                     self.error(e, f"A string literal must not contain control characters. {control}")

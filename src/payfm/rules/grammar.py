@@ -462,7 +462,8 @@ def _expr(node: Tree[Token] | Token, line: int) -> ast.Expr:
                 line=line,
                 column=col,
             )
-        return ast.In(_expr(ch[0], line), tuple(_item(i, line) for i in items), col=col)
+        values = tuple(_item(i, line) for i in items)
+        return ast.In(_expr(ch[0], line), values, col=col, value_cols=tuple(_col(i) for i in items))
     if kind == "in_list":
         return ast.InList(_expr(ch[0], line), str(ch[2])[1:], col=col)
     if kind == "is_missing":
