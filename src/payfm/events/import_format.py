@@ -154,3 +154,39 @@ def parse_zone_names(path: str, data: object, fmt: object, error: Error) -> dict
             raise error(f"{path}.{name}", 'an offset from UTC, quoted: "+01:00" or "-0500"', offset)
         out[name] = offset.replace(":", "")
     return out
+
+
+@dataclass(frozen=True)
+class ZoneColumn:
+    """``timezone: {column: ..., map: ...}``: the IANA zone of each row's naive time, read from a source
+    column (a store's zone, or a state or country ``map`` turns into one). A value that ``map`` does not
+    hold is read as a zone name itself."""
+
+    column: str
+    map: dict[str, str] = field(default_factory=dict)
+
+
+def parse_zone_column(
+    path: str, data: dict[str, Any], error: Error, zone: Callable[[str, object], str]
+) -> ZoneColumn:
+    """A field's per-row ``timezone`` (``{column: tz}`` or ``{column: state, map: {TX: America/Chicago}}``);
+    ``zone`` checks an IANA name (the mapping's own check, naming the key path)."""
+    for key in data:
+        if key not in ("column", "map"):
+            raise error(
+                f"{path}.{key}",
+                "column or map (the source column of each row's zone)",
+                f"<an unknown key {str(key)!r}>",
+            )
+    column = data.get("column")
+    if not isinstance(column, str) or not column:
+        raise error(
+            f"{path}.column", "the source column holding each row's time zone (or what map reads)", column
+        )
+    raw = data.get("map", {})
+    if not isinstance(raw, dict):
+        raise error(
+            f"{path}.map", "the column's values mapped to IANA zones, e.g. {TX: America/Chicago}", raw
+        )
+    names = {str(k): zone(f"{path}.map.{k}", v) for k, v in raw.items()}
+    return ZoneColumn(column, names)

@@ -9,7 +9,9 @@ are reported by row, like every cell that does not parse, and left null.
 
 from __future__ import annotations
 
+import functools
 import re
+import zoneinfo
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +19,7 @@ import pyarrow.compute as pc
 
 from payfm.errors import ConfigError
 from payfm.events.import_convert import as_text, plain_numbers, source_values, to_floats
-from payfm.events.import_problems import Problems, values_at
+from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.mapping import EPOCH_UNITS, FieldSpec, Mapping
 from payfm.events.schema import TIME_MAX_US, TIMESTAMP
 from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
@@ -31,7 +33,17 @@ _ZONES = ("%z", "%Z")
 _UTC_NAME = r"(?i)(?:^|[^A-Za-z])(?:UTC|GMT|UT|Z)(?:[^A-Za-z0-9+-]|$)"
 
 
-def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
+def _need_zone(spec: FieldSpec, mapping: Mapping, what: str, table: pa.Table) -> str | pa.Array:
+    """The zone of the field's naive times: one name, or each row's (``timezone: {column: ...}``)."""
+    if spec.zone_column is not None:
+        names = as_text(table.column(spec.zone_column.column).combine_chunks())
+        names = pc.utf8_trim_whitespace(names)
+        if spec.zone_column.map:
+            keys = list(spec.zone_column.map)
+            at = pc.index_in(names, value_set=pa.array(keys))
+            mapped = pc.take(pa.array(list(spec.zone_column.map.values())), at)
+            names = pc.if_else(pc.is_valid(at), mapped, names)
+        return names
     zone = spec.timezone or mapping.timezone
     if zone is None:
         raise ConfigError(
@@ -42,11 +54,21 @@ def _need_zone(spec: FieldSpec, mapping: Mapping, what: str) -> str:
     return zone
 
 
-def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: Problems) -> pa.Array | None:
+def _localize(
+    naive: pa.Array,
+    text: pa.Array,
+    zone: str | pa.Array,
+    spec: FieldSpec,
+    out: Problems,
+    at: np.ndarray | None = None,
+) -> pa.Array:
     """Naive local times in ``zone`` to UTC. A local time that a DST change skips is reported; one that it
     repeats (the hour the clocks go back) is reported too, or read as the field's ``ambiguous`` says: its
     first instant (``earliest``), its second (``latest``), or as the rows' order tells (``infer``,
-    :func:`_second_pass`)."""
+    :func:`_second_pass`). ``zone``: one name, or each row's (:func:`_localize_rows`); ``at``: the rows of the
+    table that ``naive`` holds (problems are reported there), when only some."""
+    if not isinstance(zone, str):
+        return _localize_rows(naive, text, zone, spec, out)
     early = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="earliest")
     late = pc.assume_timezone(naive, zone, ambiguous="latest", nonexistent="earliest")
     gap = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="latest")
@@ -56,7 +78,10 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
     if never.any():
         bad = np.flatnonzero(never)
         out.rows(
-            where, bad, f"a local time that exists in {zone} (a DST change skips it)", values_at(text, bad)
+            where,
+            bad if at is None else at[bad],
+            f"a local time that exists in {zone} (a DST change skips it)",
+            values_at(text, bad),
         )
     second, unresolved = np.zeros(len(twice), dtype=bool), np.zeros(len(twice), dtype=bool)
     if spec.ambiguous == "latest":
@@ -76,13 +101,62 @@ def _localize(naive: pa.Array, text: pa.Array, zone: str, spec: FieldSpec, out: 
         choices = "earliest or latest" if spec.ambiguous == "infer" else "earliest, latest or infer"
         out.rows(
             where,
-            bad,
+            bad if at is None else at[bad],
             f"a local time {how}: a DST change repeats it (set '{spec.path}.ambiguous' to {choices})",
             values_at(text, bad),
         )
     result = pc.if_else(pa.array(second), late, early)
     result = pc.if_else(pa.array(never | unresolved), pa.scalar(None, early.type), result)
     return pc.cast(result, TIMESTAMP)
+
+
+def _localize_rows(
+    naive: pa.Array, text: pa.Array, zones: pa.Array, spec: FieldSpec, out: Problems
+) -> pa.Array:
+    """Naive local times each in its row's zone: the rows of each zone are read as one zone's are, in file
+    order (the hour a clock change repeats too). A row without a zone, or whose zone is no IANA name, is a
+    problem of the zone column's row."""
+    assert spec.zone_column is not None
+    column = spec.zone_column.column
+    needed = pc.is_valid(naive).to_numpy(False)
+    missing = np.flatnonzero(needed & pc.is_null(zones).to_numpy(False))
+    if len(missing):
+        out.rows(column, missing, f"a time zone for the naive time of {spec.columns_text}", out.empty)
+    encoded = pc.dictionary_encode(zones)
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(False).astype(np.int64)
+    codes[~needed] = -1
+    order = np.argsort(codes, kind="stable")  # (the rows of each zone together, each group in file order)
+    starts = np.searchsorted(codes[order], np.arange(len(encoded.dictionary) + 1))
+    micros, valid = np.zeros(len(naive), dtype=np.int64), np.zeros(len(naive), dtype=bool)
+    unknown: list[np.ndarray] = []
+    for k, zone in enumerate(encoded.dictionary.to_pylist()):
+        rows = order[starts[k] : starts[k + 1]]
+        if not len(rows):
+            continue
+        if not _is_zone(zone):
+            unknown.append(rows)
+            continue
+        taken = pa.array(rows)
+        local = _localize(naive.take(taken), text.take(taken), zone, spec, out, rows)
+        micros[rows] = pc.fill_null(pc.cast(local, pa.int64()), 0).to_numpy(False)
+        valid[rows] = pc.is_valid(local).to_numpy(False)
+    if unknown:
+        bad = np.sort(np.concatenate(unknown))
+        keys = ", ".join(list(spec.zone_column.map)[:KEEP])
+        mapped = f" or a key of the field's timezone map ({keys})" if spec.zone_column.map else ""
+        out.rows(
+            column, bad, f"an IANA time zone name such as America/New_York{mapped}", values_at(zones, bad)
+        )
+    return pa.array(micros, mask=~valid).cast(TIMESTAMP)
+
+
+@functools.cache
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 _DAY_US, _BACK_US = 86_400_000_000, 1_800_000_000  # a local day; the least step back a clock change makes
@@ -295,12 +369,12 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         return _localize(
             pc.cast(col, pa.timestamp("us"), safe=False),
             col,
-            _need_zone(spec, mapping, f"naive timestamps ({t})"),
+            _need_zone(spec, mapping, f"naive timestamps ({t})", table),
             spec,
             out,
         )
     if pa.types.is_date(t):
-        zone = _need_zone(spec, mapping, f"dates ({t})")
+        zone = _need_zone(spec, mapping, f"dates ({t})", table)
         return _localize(pc.cast(pc.cast(col, pa.date32()), pa.timestamp("us")), col, zone, spec, out)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         raise ConfigError(
@@ -342,7 +416,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
             out.rows(name, bad, f"a time in the format '{spec.format}'", values_at(col, bad))
         if aware:
             return pc.cast(parsed, TIMESTAMP)
-        zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z")
+        zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z", table)
         return _localize(parsed, col, zone, spec, out)
     # ISO 8601: rows with an offset are absolute; rows without one need the zone.
     has_offset = pc.fill_null(pc.match_substring_regex(col, _OFFSET), False)
@@ -353,10 +427,12 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     bad_naive = np.zeros(0, dtype=np.int64)
     naive_part = aware_part
     naive = bool(pc.any(naive_rows).as_py())
-    iso_zone = spec.timezone or mapping.timezone
+    iso_zone: str | pa.Array | None = spec.timezone or mapping.timezone
+    if spec.zone_column is not None:
+        iso_zone = _need_zone(spec, mapping, "ISO times without a zone offset", table)
     if naive:
         if iso_zone is None and not pc.any(has_offset).as_py():  # a column of naive times: the mapping's
-            _need_zone(spec, mapping, "ISO times without a zone offset")
+            _need_zone(spec, mapping, "ISO times without a zone offset", table)
         naive_part, bad_naive = _parse_rows(
             pc.if_else(naive_rows, iso, pa.scalar(None, pa.string())), pa.timestamp("us")
         )

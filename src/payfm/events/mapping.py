@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import zoneinfo
 from dataclasses import dataclass, field
@@ -38,8 +39,10 @@ from payfm.events.import_format import (
     PLAIN,
     CsvFormat,
     NumberFormat,
+    ZoneColumn,
     parse_csv_block,
     parse_numbers,
+    parse_zone_column,
     parse_zone_names,
 )
 from payfm.events.import_text import convert_option
@@ -141,6 +144,7 @@ class FieldSpec:
     unit: str | None = None  # epoch unit of numeric times: s, ms, us, ns
     format: str | None = None  # strptime format of text times (default: ISO 8601)
     timezone: str | None = None  # zone of naive times (the mapping's file-wide zone if not given here)
+    zone_column: ZoneColumn | None = None  # or each row's zone, from a source column
     ambiguous: str = (
         "error"  # a local time a DST change repeats: error, earliest, latest or infer (file order)
     )
@@ -151,6 +155,16 @@ class FieldSpec:
     def column(self) -> str:
         """The single source column (kinds "column" only)."""
         return self.columns[0]
+
+    @property
+    def read_columns(self) -> tuple[str, ...]:
+        """Every source column the field reads: its own, a currency's and a zone's columns."""
+        extra = [
+            c.column for c in (self.minor_units, self.usd_cents) if c is not None and c.column is not None
+        ]
+        if self.zone_column is not None:
+            extra.append(self.zone_column.column)
+        return (*self.columns, *(c for c in extra if c not in self.columns))
 
     @property
     def source(self) -> str:
@@ -239,28 +253,21 @@ class Mapping:
         """Every source column the mapping reads (fields and labels), sorted."""
         used: set[str] = set()
         for spec in self.fields.values():
-            used.update(spec.columns)
-            for cur in (spec.minor_units, spec.usd_cents):
-                if cur is not None and cur.column is not None:
-                    used.add(cur.column)
+            used.update(spec.read_columns)
         for label in self.labels:
             used.add(label.column)
             if label.time is not None:
-                used.update(label.time.columns)
+                used.update(label.time.read_columns)
         used.update(f.column for f in self.keep_rows)
         return tuple(sorted(used))
 
     def source_path(self, column: str) -> str:
         """The key path of the first place that reads source ``column`` (for error messages)."""
         for spec in self.fields.values():
-            uses = set(spec.columns)
-            for cur in (spec.minor_units, spec.usd_cents):
-                if cur is not None and cur.column is not None:
-                    uses.add(cur.column)
-            if column in uses:
+            if column in spec.read_columns:
                 return spec.path
         for label in self.labels:
-            if column == label.column or (label.time is not None and column in label.time.columns):
+            if column == label.column or (label.time is not None and column in label.time.read_columns):
                 return label.path
         return next((f.path for f in self.keep_rows if f.column == column), "drop")
 
@@ -305,9 +312,10 @@ def _type_of(t: pa.DataType) -> Literal["string", "int", "timestamp"]:
     return "string"
 
 
-def _zone(ctx: _Ctx, path: str, value: object) -> str:
+def _zone(ctx: _Ctx, path: str, value: object, per_row: bool = False) -> str:
     if not isinstance(value, str):
-        raise ctx.error(path, "an IANA time zone name such as UTC or America/New_York", value)
+        rows = ", or {column: tz} for each row's zone from a source column" if per_row else ""
+        raise ctx.error(path, f"an IANA time zone name such as UTC or America/New_York{rows}", value)
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -489,8 +497,11 @@ def _field(
         opts["format"] = data["format"]
     if "unit" in data and "format" in data:
         raise ctx.error(path, "either unit (epoch numbers) or format (text times), not both", "<both>")
-    if "timezone" in data:
-        opts["timezone"] = _zone(ctx, f"{path}.timezone", data["timezone"])
+    if isinstance(data.get("timezone"), dict):
+        zone = functools.partial(_zone, ctx)
+        opts["zone_column"] = parse_zone_column(f"{path}.timezone", data["timezone"], ctx.error, zone)
+    elif "timezone" in data:
+        opts["timezone"] = _zone(ctx, f"{path}.timezone", data["timezone"], per_row=True)
     if "ambiguous" in data:
         if data["ambiguous"] not in AMBIGUOUS:
             raise ctx.error(f"{path}.ambiguous", "one of " + ", ".join(AMBIGUOUS), data["ambiguous"])
@@ -607,6 +618,13 @@ def parse_mapping(data: object, name: str) -> Mapping:
         raise ctx.error("table", "one of " + ", ".join(PAYMENT_TABLES) + hint + why, table)
     schema = schema_of(table)
     names = schema.names
+    if isinstance(data.get("timezone"), dict):
+        raise ctx.error(
+            "timezone",
+            "one IANA zone name for the whole file (each row's zone from a column is given per field: "
+            "columns.created.timezone: {column: tz})",
+            data["timezone"],
+        )
     timezone = _zone(ctx, "timezone", data["timezone"]) if "timezone" in data else None
     csv = COMMAS
     if "csv" in data:

@@ -36,8 +36,11 @@ def check_card_columns(error: Error, mapping: Mapping, fingerprinted: frozenset[
         for cur in (spec.minor_units, spec.usd_cents):
             if cur is not None and cur.column in fingerprinted:
                 raise error(spec.path, "a currency column that is not a card number", cur.column)
+        zone = spec.zone_column.column if spec.zone_column is not None else None
+        if zone in fingerprinted | set(mapping.no_card_numbers):  # (its values are quoted in errors)
+            raise error(f"{spec.path}.timezone.column", "a zone column that holds no card numbers", zone)
     for label in mapping.labels:
-        used = {label.column} | (set(label.time.columns) if label.time is not None else set())
+        used = {label.column} | (set(label.time.read_columns) if label.time is not None else set())
         if fingerprinted & used:
             raise error(
                 label.path, "a label column that is not a card number", sorted(fingerprinted & used)[0]
