@@ -51,6 +51,10 @@ _FILE = click.option(
     help="Also read values from this file, one per line (# comments and blank lines skipped; - for stdin).",
 )
 
+_NOTE = click.option(
+    "--note", default="", help="Why (kept on the change's entries of the audit trail: `payfm lists audit`)."
+)
+
 
 @click.group()
 def lists() -> None:
@@ -91,10 +95,11 @@ def list_lists(ctx: click.Context) -> None:
 @click.argument("name")
 @click.option("--type", "list_type", required=True, type=click.Choice(LIST_TYPES), help="Value type.")
 @click.pass_context
-def create(ctx: click.Context, name: str, list_type: str) -> None:
+@_NOTE
+def create(ctx: click.Context, name: str, list_type: str, note: str) -> None:
     """Create an empty list NAME of a type."""
     ws = Workspace.open(ctx.obj["workspace"])
-    lists_lib.create_list(ws, name, list_type)
+    lists_lib.create_list(ws, name, list_type, note=note)
     console.print(f"Created list '{name}' of type {list_type}.", markup=False, highlight=False)
     if list_type in UNREAD_LIST_TYPES:
         _warn(UNREAD_LIST_TYPES[list_type])
@@ -105,10 +110,16 @@ def create(ctx: click.Context, name: str, list_type: str) -> None:
 @click.argument("values", nargs=-1)
 @_FILE
 @click.pass_context
-def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None) -> None:
-    """Add VALUES (and those of --file) to list NAME, all or none."""
+@_NOTE
+def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None, note: str) -> None:
+    """Add VALUES (and those of --file) to list NAME, all or none.
+
+    \b
+    Example:
+      payfm lists add blocked_ips 203.0.113.7 --note "card testing from this IP, ticket FR-1234"
+    """
     ws = Workspace.open(ctx.obj["workspace"])
-    n = lists_lib.add_values(ws, name, _values(values, path))
+    n = lists_lib.add_values(ws, name, _values(values, path), note=note)
     console.print(f"Added {plural(n, 'new value')} to '{name}'.", markup=False, highlight=False)
 
 
@@ -117,10 +128,11 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None
 @click.argument("values", nargs=-1)
 @_FILE
 @click.pass_context
-def remove(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None) -> None:
+@_NOTE
+def remove(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None, note: str) -> None:
     """Remove VALUES (and those of --file) from list NAME; names the values it does not hold."""
     ws = Workspace.open(ctx.obj["workspace"])
-    n, absent = lists_lib.remove_values_reporting(ws, name, _values(values, path))
+    n, absent = lists_lib.remove_values_reporting(ws, name, _values(values, path), note=note)
     console.print(f"Removed {plural(n, 'value')} from '{name}'.", markup=False, highlight=False)
     if absent:
         shown = ", ".join(repr(escaped(v)) for v in absent[:10])
@@ -130,8 +142,9 @@ def remove(ctx: click.Context, name: str, values: tuple[str, ...], path: str | N
 
 @lists.command(name="delete")
 @click.argument("name")
+@_NOTE
 @click.pass_context
-def delete_list(ctx: click.Context, name: str) -> None:
+def delete_list(ctx: click.Context, name: str, note: str) -> None:
     """Delete list NAME and its values (its audit trail stays). Refused while the active ruleset reads it.
 
     \b
@@ -139,7 +152,7 @@ def delete_list(ctx: click.Context, name: str) -> None:
       payfm lists delete old_bad_domains
     """
     ws = Workspace.open(ctx.obj["workspace"])
-    n = lists_lib.delete_list(ws, name)
+    n = lists_lib.delete_list(ws, name, note=note)
     console.print(f"Deleted list '{name}' ({plural(n, 'value')}).", markup=False, highlight=False)
 
 
@@ -178,8 +191,11 @@ def audit_list(ctx: click.Context, name: str) -> None:
     """Show who changed list NAME, when, and how."""
     ws = Workspace.open(ctx.obj["workspace"])
     table = Table(title=Text(f"Audit trail of '{name}'"))
-    for col in ("at", "author", "action", "value"):
+    entries = lists_lib.audit(ws, name)
+    noted = any(e.note for e in entries)
+    for col in ("at", "author", "action", "value", *(("note",) if noted else ())):
         table.add_column(col)
-    for e in lists_lib.audit(ws, name):
-        table.add_row(e.at[:26], Text(escaped(e.author)), e.action, Text(escaped(e.value or "")))
+    for e in entries:
+        note = (Text(escaped(e.note)),) if noted else ()  # (checked when written: no control characters)
+        table.add_row(e.at[:26], Text(escaped(e.author)), e.action, Text(escaped(e.value or "")), *note)
     console.print(table)

@@ -29,7 +29,7 @@ from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
 from payfm.rules.compiler import Ruleset
-from payfm.rules.limits import MAX_TEXT_BYTES, RuleError
+from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, check_note
 from payfm.rules.scores import in_sample_warning
 from payfm.training.labels import DEFAULT_HORIZON
 
@@ -441,7 +441,7 @@ def apply(
 ) -> None:
     """Backtest FILE against the active ruleset, print the change, then save it and make it active."""
     text = _read(file)
-    rulesets.check_note(note)  # before the backtest, which may take a while
+    check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     with _named(file):
         candidate = rulesets.compile_text(ws, text, set_name)
@@ -599,7 +599,7 @@ def activate_cmd(
       payfm rules activate 2 --note "v3 blocks too many good customers" --from 2026-02-01
     """
     number = _number(version)
-    rulesets.check_note(note)  # before the backtest, which may take a while
+    check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     v, candidate = rulesets.activatable(ws, number, allow_empty)
     replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest, window)
@@ -622,7 +622,7 @@ def rollback_cmd(ctx: click.Context, /, note: str, no_backtest: bool, **window: 
     Example:
       payfm rules rollback --note "v4 blocks a merchant's whole traffic"
     """
-    rulesets.check_note(note)
+    check_note(note)
     ws = Workspace.open(ctx.obj["workspace"])
     point = rulesets.rollback_point(ws)
     assert point.previous is not None  # rollback_point refuses an activation without one

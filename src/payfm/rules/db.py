@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS list_values (
 );
 CREATE TABLE IF NOT EXISTS list_audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT, list TEXT NOT NULL, at TEXT NOT NULL, author TEXT NOT NULL,
-    action TEXT NOT NULL, value TEXT
+    action TEXT NOT NULL, value TEXT, note TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS rulesets (
     version INTEGER PRIMARY KEY, created TEXT NOT NULL, author TEXT NOT NULL, sha256 TEXT NOT NULL,
@@ -57,12 +57,22 @@ def connect(ws: Workspace, *, immediate: bool = False) -> Iterator[sqlite3.Conne
     try:
         con.execute("PRAGMA foreign_keys = ON")
         con.executescript(SCHEMA)
+        _migrate(con)
         with con:
             if immediate:
                 con.execute("BEGIN IMMEDIATE")
             yield con
     finally:
         con.close()
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Columns added since a workspace's ``rules.db`` was made: a list change's ``note`` (empty for the
+    changes made before)."""
+    columns = {row[1] for row in con.execute("PRAGMA table_info(list_audit)")}
+    if "note" not in columns:
+        with con:
+            con.execute("ALTER TABLE list_audit ADD COLUMN note TEXT NOT NULL DEFAULT ''")
 
 
 def now_iso(at: datetime | None = None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import unicodedata
 
 from payfm.errors import PayfmError
+from payfm.events.cards import contains_card_number
 from payfm.events.text import JOINERS, code_point
 
 MAX_TEXT_BYTES = 1_000_000  # a whole ruleset file
@@ -101,3 +102,26 @@ class RuleError(PayfmError):
         if line is not None:
             where.append(f"line {line}" + (f", column {column}" if column is not None else ""))
         super().__init__((" ".join(where) + ": " if where else "") + message)
+
+
+def line_breaks(note: str) -> str:
+    r"""``note`` with its CR LF and lone CR line breaks as LF, the one line break notes keep.
+
+    >>> line_breaks("why\r\nbecause\r")
+    'why\nbecause\n'
+    """
+    return note.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def check_note(note: str, author: str | None = None, whose: str = "A ruleset's") -> None:
+    """Refuse a note or author (of a ruleset, or ``whose`` else: "A list change's") that `rules history` or
+    `lists audit` could not print as written: a card number, a control character (a note's tabs and line
+    breaks are layout) or an invisible one (a RuleError)."""
+    if contains_card_number(note) or contains_card_number(author or ""):
+        raise RuleError(f"{whose} note and author must not contain a card number (PAN).")
+    lines = line_breaks(note).replace("\t", " ").replace("\n", " ")
+    for what, value in (("note", lines), ("author", author or "")):
+        if (control := control_character(value)) is not None:  # printed by `rules history`
+            raise RuleError(f"{whose} {what} must not contain control characters. {control}")
+        if (invisible := format_character(value)) is not None:  # a bidi override reorders what it prints
+            raise RuleError(f"{whose} {what} must not contain {INVISIBLE}. {invisible}")

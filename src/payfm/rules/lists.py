@@ -30,13 +30,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from payfm.events.cards import contains_card_number, mask_long_numbers
+from payfm.events.cards import contains_card_number, mask_long_numbers, shown_text
 from payfm.events.countries import DESCRIBED, country_hint, is_country
 from payfm.events.schema import DomainError, canonical_domain, canonical_ip
 from payfm.events.workspace import Workspace
 from payfm.rules.catalog import LIST_TYPES, similar_name
 from payfm.rules.db import connect, default_author, now_iso
-from payfm.rules.limits import INVISIBLE, RuleError, control_character, format_character
+from payfm.rules.limits import (
+    INVISIBLE,
+    RuleError,
+    check_note,
+    control_character,
+    format_character,
+    line_breaks,
+)
 
 MAX_LIST_VALUES = 1_000_000
 MAX_VALUE_CHARS = 256
@@ -56,8 +63,9 @@ class ValueList:
 class AuditEntry:
     at: str
     author: str
-    action: str  # create, add, remove
+    action: str  # create, add, remove, delete
     value: str | None
+    note: str = ""  # why (``--note``): the same on every entry of one change
 
 
 # What a value of each list type looks like, for the error that refuses one.
@@ -163,12 +171,18 @@ def _check_type(list_type: str) -> None:
 
 
 def create_list(
-    ws: Workspace, name: str, list_type: str, *, author: str | None = None, at: datetime | None = None
+    ws: Workspace,
+    name: str,
+    list_type: str,
+    *,
+    author: str | None = None,
+    at: datetime | None = None,
+    note: str = "",
 ) -> ValueList:
     """Create an empty list ``name`` of ``list_type`` (a name :func:`check_name` accepts)."""
     check_name(name)
     _check_type(list_type)
-    who, when = author or default_author(), now_iso(at)
+    who, when, note = _who_when(author, at, note)
     with connect(ws, immediate=True) as con:  # (the case check and the insert: one write transaction)
         if con.execute("SELECT 1 FROM lists WHERE name = ?", (name,)).fetchone():
             raise RuleError(f"List '{name}' already exists.")
@@ -180,8 +194,8 @@ def create_list(
             )
         con.execute("INSERT INTO lists VALUES (?, ?, ?, ?)", (name, list_type, when, who))
         con.execute(
-            "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, 'create', ?)",
-            (name, when, who, list_type),
+            "INSERT INTO list_audit (list, at, author, action, value, note) VALUES (?, ?, ?, 'create', ?, ?)",
+            (name, when, who, list_type, note),
         )
     return ValueList(name, list_type, when, who, 0)
 
@@ -196,12 +210,30 @@ def _require(con: sqlite3.Connection, name: str) -> str:
     return str(row[0])
 
 
+def _who_when(author: str | None, at: datetime | None, note: str) -> tuple[str, str, str]:
+    """The author, time and note of a change, the note checked as a ruleset's (printed by `lists audit`)."""
+    note = line_breaks(note)
+    check_note(note, author, whose="A list change's")
+    return author or default_author(), now_iso(at), note
+
+
 def _change(
-    ws: Workspace, name: str, values: Iterable[str], action: str, author: str | None, at: datetime | None
+    ws: Workspace,
+    name: str,
+    values: Iterable[str],
+    action: str,
+    author: str | None,
+    at: datetime | None,
+    note: str = "",
 ) -> tuple[int, list[str]]:
     """How many of ``values`` changed the list, and those that did not (in their stored form), in one
     transaction."""
-    who, when = author or default_author(), now_iso(at)
+    if isinstance(values, str):  # (a text is an iterable of its characters: one entry each)
+        raise RuleError(
+            f"The values for list {_shown_name(name)} must be a list of values. Got a single text; "
+            f"for one value, pass [{shown_text(values)!r}]."
+        )
+    who, when, note = _who_when(author, at, note)
     changed, untouched = 0, []
     with connect(ws, immediate=True) as con:
         list_type = _require(con, name)
@@ -221,8 +253,8 @@ def _change(
                 continue
             changed += 1
             con.execute(
-                "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, ?, ?)",
-                (name, when, who, action, v),
+                "INSERT INTO list_audit (list, at, author, action, value, note) VALUES (?, ?, ?, ?, ?, ?)",
+                (name, when, who, action, v, note),
             )
         size = con.execute("SELECT count(*) FROM list_values WHERE list = ?", (name,)).fetchone()[0]
         if size > MAX_LIST_VALUES:
@@ -248,28 +280,48 @@ def _normalized(name: str, list_type: str, values: list[str], stored: set[str] |
 
 
 def add_values(
-    ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
+    ws: Workspace,
+    name: str,
+    values: Iterable[str],
+    *,
+    author: str | None = None,
+    at: datetime | None = None,
+    note: str = "",
 ) -> int:
     """Add ``values`` to list ``name`` in one transaction; returns how many were new."""
-    return _change(ws, name, values, "add", author, at)[0]
+    return _change(ws, name, values, "add", author, at, note)[0]
 
 
 def remove_values(
-    ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
+    ws: Workspace,
+    name: str,
+    values: Iterable[str],
+    *,
+    author: str | None = None,
+    at: datetime | None = None,
+    note: str = "",
 ) -> int:
     """Remove ``values`` from list ``name`` in one transaction; returns how many were there."""
-    return _change(ws, name, values, "remove", author, at)[0]
+    return _change(ws, name, values, "remove", author, at, note)[0]
 
 
 def remove_values_reporting(
-    ws: Workspace, name: str, values: Iterable[str], *, author: str | None = None, at: datetime | None = None
+    ws: Workspace,
+    name: str,
+    values: Iterable[str],
+    *,
+    author: str | None = None,
+    at: datetime | None = None,
+    note: str = "",
 ) -> tuple[int, list[str]]:
     """:func:`remove_values`, with the values (in their stored form) the list did not hold, read in the same
     transaction (what ``payfm lists remove`` names)."""
-    return _change(ws, name, values, "remove", author, at)
+    return _change(ws, name, values, "remove", author, at, note)
 
 
-def delete_list(ws: Workspace, name: str, *, author: str | None = None, at: datetime | None = None) -> int:
+def delete_list(
+    ws: Workspace, name: str, *, author: str | None = None, at: datetime | None = None, note: str = ""
+) -> int:
     """Delete list ``name`` and its values; returns how many values it held. Its audit trail stays, ending
     with a ``delete`` entry (a list made again under the name continues it).
 
@@ -289,7 +341,7 @@ def delete_list(ws: Workspace, name: str, *, author: str | None = None, at: date
     from payfm.rules import ast
     from payfm.rules.grammar import parse_rules
 
-    who, when = author or default_author(), now_iso(at)
+    who, when, note = _who_when(author, at, note)
     with connect(ws, immediate=True) as con:
         _require(con, name)
         active = con.execute(
@@ -307,8 +359,8 @@ def delete_list(ws: Workspace, name: str, *, author: str | None = None, at: date
         con.execute("DELETE FROM list_values WHERE list = ?", (name,))
         con.execute("DELETE FROM lists WHERE name = ?", (name,))
         con.execute(
-            "INSERT INTO list_audit (list, at, author, action, value) VALUES (?, ?, ?, 'delete', ?)",
-            (name, when, who, f"{size} values"),
+            "INSERT INTO list_audit (list, at, author, action, value, note) VALUES (?, ?, ?, 'delete', ?, ?)",
+            (name, when, who, f"{size} values", note),
         )
     return size
 
@@ -381,7 +433,7 @@ def audit(ws: Workspace, name: str) -> list[AuditEntry]:
     """The list's audit trail, oldest first (also of a deleted list: its last entry says so)."""
     with connect(ws) as con:
         rows = con.execute(
-            "SELECT at, author, action, value FROM list_audit WHERE list = ? ORDER BY id", (name,)
+            "SELECT at, author, action, value, note FROM list_audit WHERE list = ? ORDER BY id", (name,)
         ).fetchall()
         if not rows:
             _require(con, name)  # an unknown name: the nearest known one suggested

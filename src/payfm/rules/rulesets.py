@@ -36,7 +36,6 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from payfm.errors import ConfigError
-from payfm.events.cards import contains_card_number
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.rules import ast
@@ -45,7 +44,7 @@ from payfm.rules.catalog import type_errors as catalog_type_errors
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.db import connect, default_author, now_iso
 from payfm.rules.grammar import parse_rule, parse_rules
-from payfm.rules.limits import INVISIBLE, RuleError, control_character, format_character
+from payfm.rules.limits import RuleError, check_note, line_breaks
 from payfm.rules.lists import all_values, list_types
 
 DEFAULT_FEATURE_SET = "default"
@@ -248,28 +247,6 @@ def with_candidate(ws: Workspace, rule_text: str, set_name: str | None = None) -
     rules = [*saved, replace(rule, line=0)]  # line 0: not a line of a file
     used = set().union(*(ast.lists(r.condition) for r in rules))
     return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name, ws).types)
-
-
-def line_breaks(note: str) -> str:
-    r"""``note`` with its CR LF and lone CR line breaks as LF, the one line break notes keep.
-
-    >>> line_breaks("why\r\nbecause\r")
-    'why\nbecause\n'
-    """
-    return note.replace("\r\n", "\n").replace("\r", "\n")
-
-
-def check_note(note: str, author: str | None = None) -> None:
-    """Refuse a ruleset's note or author that `rules history` could not print as written: a card number,
-    a control character (a note's tabs and line breaks are layout) or an invisible one (a RuleError)."""
-    if contains_card_number(note) or contains_card_number(author or ""):
-        raise RuleError("A ruleset's note and author must not contain a card number (PAN).")
-    lines = line_breaks(note).replace("\t", " ").replace("\n", " ")
-    for what, value in (("note", lines), ("author", author or "")):
-        if (control := control_character(value)) is not None:  # printed by `rules history`
-            raise RuleError(f"A ruleset's {what} must not contain control characters. {control}")
-        if (invisible := format_character(value)) is not None:  # a bidi override reorders what it prints
-            raise RuleError(f"A ruleset's {what} must not contain {INVISIBLE}. {invisible}")
 
 
 def save(
