@@ -30,6 +30,9 @@ def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: in
         return [None if z else f"{prefix}{v}" for v, z in zip(vals, nulls, strict=True)]
 
     outcome = rng.choice(["authorized", "issuer_declined", "blocked"], n, p=[0.8, 0.15, 0.05])
+    amount = rng.integers(0, 100_000, n)
+    amount_usd = rng.integers(0, 100_000, n)
+    amount_usd[currency == "usd"] = amount[currency == "usd"]  # (a usd charge's amount is its amount_usd)
     charges = pa.table(
         {
             "charge_id": ids,
@@ -44,9 +47,9 @@ def random_log(seed: int, n: int, span_us: int = 40 * 86_400_000_000, n_keys: in
             "card_brand": ["visa"] * n,
             "card_funding": rng.choice(["credit", "prepaid"], n).tolist(),
             "card_country": rng.choice(["US", "GB"], n).tolist(),
-            "amount": rng.integers(0, 100_000, n),
+            "amount": amount,
             "currency": currency.tolist(),
-            "amount_usd": rng.integers(0, 100_000, n),
+            "amount_usd": amount_usd,
             "channel": rng.choice(["ecommerce", "card_present", "recurring"], n).tolist(),
             "ip_address": pick("10.0.0.", n_keys, 0.2),
             "ip_country": rng.choice(["US", "GB", "NG"], n).tolist(),

@@ -34,9 +34,8 @@ def _log() -> dict[str, pa.Table]:
         "ch_d": T.replace(hour=11, minute=1, second=0),
     }
     for row, (cid, ts) in zip(base, when.items(), strict=True):
-        row.update(
-            charge_id=cid, created=ts, card_fingerprint="fp_cardA", amount_usd=1000 * (ord(cid[-1]) - 96)
-        )
+        usd = 1000 * (ord(cid[-1]) - 96)  # (a usd charge: its amount is its amount_usd)
+        row.update(charge_id=cid, created=ts, card_fingerprint="fp_cardA", amount=usd, amount_usd=usd)
     charges = pa.Table.from_pylist(base, schema=make_charges(1).schema)
     # A fraud dispute of ch_a at exactly ch_c's time: it counts for ch_c (its time has passed), not before.
     disputes = make_disputes(["ch_a"], when["ch_c"])

@@ -15,6 +15,7 @@ import pytest
 
 from factories import charges, disputes
 from payfm.errors import WorkspaceError
+from payfm.events.validate import ValidationError
 from payfm.events.workspace import Workspace
 
 
@@ -79,7 +80,7 @@ def test_append_adds_and_replace_swaps(tmp_path: Path) -> None:
 def test_wrong_schema_is_refused_and_nothing_is_committed(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path, create=True)
     before = (tmp_path / "manifest.json").read_text()
-    with pytest.raises(ValueError, match="must have the schema of 'charges'"), ws.writer() as w:
+    with pytest.raises(ValidationError, match="'created': expected a required column"), ws.writer() as w:
         w.write("disputes", disputes(["ch_1"], charges(1).column("created")[0].as_py()))
         w.write("charges", pa.table({"charge_id": ["x"]}))
     assert (tmp_path / "manifest.json").read_text() == before

@@ -773,7 +773,7 @@ def import_file(
         warnings.append(all_orphans(charges.num_rows))
     charges = charges.filter(pa.array(~(held | orphans)))
     say("writing")
-    with ws.writer("append") as w:
+    with ws.writer("append", validate=False) as w:  # (validated above)
         w.write(mapping.table, charges)
         for name, events in outcomes.items():
             w.write(name, events)

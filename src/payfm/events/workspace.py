@@ -340,14 +340,15 @@ class Workspace:
             shutil.rmtree(staging, ignore_errors=True)
 
     def write_stream(
-        self, stream: Iterable[tuple[str, pa.Table]], mode: WriteMode = "append"
+        self, stream: Iterable[tuple[str, pa.Table]], mode: WriteMode = "append", *, validate: bool = True
     ) -> dict[str, int]:
         """Write every ``(table, data)`` of ``stream`` in one transaction; return the rows written per table.
+        Each batch is checked as an import's rows are (``validate``, :meth:`WorkspaceWriter.write`).
 
         Parquet encoding runs on a background thread (Arrow releases the GIL) while the producer of
         ``stream`` computes the next batch, with at most two batches in flight, so memory stays bounded.
         """
-        with self.writer(mode) as w, ThreadPoolExecutor(max_workers=1) as pool:
+        with self.writer(mode, validate=validate) as w, ThreadPoolExecutor(max_workers=1) as pool:
             pending: deque[Future[None]] = deque()
             for table, data in stream:
                 pending.append(pool.submit(w.write, table, data))
@@ -416,16 +417,21 @@ class Workspace:
         return result
 
     @contextmanager
-    def writer(self, mode: WriteMode = "append", wait_s: float = 0.0) -> Iterator[WorkspaceWriter]:
+    def writer(
+        self, mode: WriteMode = "append", wait_s: float = 0.0, *, validate: bool = True
+    ) -> Iterator[WorkspaceWriter]:
         """A transaction: everything written inside becomes visible at once on a clean exit, or not at all.
 
         ``replace`` swaps every table for what is written; ``append`` adds to what is there. ``wait_s``:
-        seconds to wait for another writer's transaction to end before :class:`WorkspaceBusy`.
+        seconds to wait for another writer's transaction to end before :class:`WorkspaceBusy`. ``validate``
+        checks each table written as :func:`payfm.events.validate.validate_events` does (its fields, types,
+        domains, and no card number anywhere); payfm's own writers, whose data is checked already (an import,
+        the decision service) or made by the tested generator, pass False.
         """
         if mode not in ("append", "replace"):
-            raise ValueError(f"The 'mode' of a workspace write must be 'append' or 'replace'. Got {mode!r}.")
+            raise ConfigError(f"The 'mode' of a workspace write must be 'append' or 'replace'. Got {mode!r}.")
         with self._transaction(wait_s) as before:
-            w = WorkspaceWriter(self, uuid.uuid4().hex[:12])
+            w = WorkspaceWriter(self, uuid.uuid4().hex[:12], validate)
             try:
                 yield w
                 written = w._finish()
@@ -498,18 +504,28 @@ class Compacted:
 class WorkspaceWriter:
     """Writes event tables as day-partitioned Parquet files for one :meth:`Workspace.writer` transaction."""
 
-    def __init__(self, ws: Workspace, txid: str) -> None:
+    def __init__(self, ws: Workspace, txid: str, validate: bool = True) -> None:
         self._ws = ws
         self._txid = txid
+        self._validate = validate
         self._n = 0
         self._written: dict[str, list[str]] = {}
         self.rows: dict[str, int] = {}
 
     def write(self, table: str, data: pa.Table) -> None:
-        """Append ``data`` (exactly the table's schema) to ``table``, one file per UTC day of ``created``."""
+        """Append ``data`` to ``table``, one file per UTC day of ``created``: checked and cast to the table's
+        schema (a :class:`~payfm.events.validate.ValidationError` naming its rows and fields) unless the
+        writer was opened with ``validate=False``, when it must have exactly the table's schema."""
+        from payfm.events.validate import validate_events
+
+        if self._validate and isinstance(data, pa.Table):
+            data = validate_events(table, data, source=f"data written to '{table}'")
         schema = schema_of(table)
+        if not isinstance(data, pa.Table):
+            got = type(data).__name__
+            raise ConfigError(f"Data written to '{table}' must be a pyarrow Table. Got a {got}.")
         if not data.schema.equals(schema, check_metadata=False):
-            raise ValueError(
+            raise ConfigError(
                 f"Data written to '{table}' must have the schema of '{table}'. Got:\n{data.schema}"
             )
         if data.num_rows == 0:

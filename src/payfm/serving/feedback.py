@@ -629,7 +629,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             for table, data in self._deferred:
                 by_table[table] = pa.concat_tables([by_table[table], data]) if table in by_table else data
             try:
-                with self.ws.writer("append") as w:  # a file per table and day
+                with self.ws.writer("append", validate=False) as w:  # a file per table and day (validated)
                     for table, data in by_table.items():
                         key, seen = ID_COLUMNS[table], set()
                         new = []

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, scrubbed, shown_url
 from payfm.events.schema import SCHEMAS, TABLES, TIMESTAMP
 from payfm.events.workspace import Workspace, WorkspaceWriter, WriteMode
 from payfm.features.online import OnlineFeatures
@@ -219,7 +219,9 @@ class _Before(Workspace):
         return con
 
     @contextmanager
-    def writer(self, mode: WriteMode = "append", wait_s: float = 0.0) -> Iterator[WorkspaceWriter]:
+    def writer(
+        self, mode: WriteMode = "append", wait_s: float = 0.0, *, validate: bool = True
+    ) -> Iterator[WorkspaceWriter]:
         raise TypeError("A view of a workspace's history is read-only.")
         yield  # a generator, as the context manager it overrides
 
@@ -260,8 +262,13 @@ def replay_http(
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
     if "://" not in url:  # "localhost:8000", as uvicorn prints it: split as a URL, it would be no host at all
         url = f"http://{url}"
+    shown = shown_url(url)  # a URL may carry a password (http://user:pw@host): never printed
     u = urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", u.port or 80, timeout=30)
+    try:
+        port = u.port
+    except ValueError:  # not a number: what the URL holds after the host's ':' (or a password's piece)
+        raise ConfigError(f"--http: expected http://HOST:PORT with a numeric port. Got {shown!r}.") from None
+    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", port or 80, timeout=30)
     try:
 
         def call(method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
@@ -272,8 +279,8 @@ def replay_http(
             except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out: stop, say so
                 conn.close()
                 raise Aborted(
-                    f"No decision service answered at {url} ({type(e).__name__}: {e}). Start one with "
-                    "`payfm serve`, or check --http."
+                    f"No decision service answered at {shown} ({type(e).__name__}: {scrubbed(str(e), url)}). "
+                    "Start one with `payfm serve`, or check --http."
                 ) from None
 
         call("GET", "/healthz")  # before the first event: a wrong URL fails here, not once per event
@@ -283,10 +290,10 @@ def replay_http(
             if status == 401:
                 if key is None:
                     raise Aborted(
-                        f"The decision service at {url} asks for an API key (401) and none was given: pass "
+                        f"The decision service at {shown} asks for an API key (401) and none was given: pass "
                         "--key (`payfm serve keys create NAME` makes one)."
                     )
-                raise Aborted(f"The decision service at {url} refused the API key (401): check --key.")
+                raise Aborted(f"The decision service at {shown} refused the API key (401): check --key.")
             if status != 200:
                 try:
                     error = json.loads(data)["error"]
