@@ -108,3 +108,31 @@ def test_codes_written_with_leading_zeros_in_a_mapping_are_the_text_written(tmp_
     twice.write_text(text.replace("05: issuer_declined", "00: issuer_declined"))
     said = failed_import(tmp_path, write_csv(tmp_path, rows), twice, ConfigError)
     assert "twice.yaml: expected valid YAML" in said and "the key '00' is given twice (first on line" in said
+
+
+def test_a_card_number_read_as_epoch_microseconds_is_refused_not_stored_as_a_time(tmp_path: Path) -> None:
+    """Found by a security audit: a column read with `unit: us` was not scanned, and 378282246310005 (an
+    Amex test number: a time of 1981) or 4000056655665556 (Visa: 2096) was stored as the time's exact
+    microseconds. Epoch times of 2001-2033 start with a 1 in every unit and pass as before."""
+    mapping = changed(created={"column": "us", "unit": "us"})
+    ok = ["1709283600000000", "1709287200000000", "1709370000000000", "1709424000000000"]
+    import_file(
+        ws_at(tmp_path / "ok"), write_csv(tmp_path, {**ROWS, "us": ok}), write_mapping(tmp_path, mapping)
+    )
+    for i, card in enumerate(("378282246310005", "4000056655665556", "2223003122003222")):
+        rows = {**ROWS, "us": [ok[0], card, ok[2], ok[3]]}
+        path = write_csv(tmp_path, rows, name=f"c{i}.csv")
+        text = failed_import(tmp_path, path, write_mapping(tmp_path, mapping))
+        assert "row 2 (line 3), column 'us'" in text and "a full card number (not shown)" in text
+        assert card not in text
+
+
+def test_a_card_number_glued_to_a_short_hex_affix_is_refused(tmp_path: Path) -> None:
+    """Found by a security audit: 'cc4111111111111111' passed as a hexadecimal identifier (only a-f letters)
+    and was stored as a merchant id; a hex token needs 4 characters besides the digits (or 16 in all)."""
+    for i, merchant in enumerate(("cc4111111111111111", "4111111111111111DE", "ACC4111111111111111")):
+        rows = {**ROWS, "shop": ["s1", merchant, "s1", "s3"]}
+        text = failed_import(tmp_path, write_csv(tmp_path, rows, name=f"h{i}.csv"), write_mapping(tmp_path))
+        assert "row 2 (line 3), column 'shop'" in text and "4111111111111111" not in text
+    rows = {**ROWS, "shop": ["s1", "9f86d081884c7d65", "ab4111111111111111cd", "s3"]}  # identifiers
+    import_file(ws_at(tmp_path / "ids"), write_csv(tmp_path, rows, name="ids.csv"), write_mapping(tmp_path))

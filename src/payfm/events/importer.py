@@ -57,6 +57,7 @@ import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
 from payfm.events.cards import (
+    branded_card_rows,
     card_number_fields,
     card_number_rows,
     contains_card_number,
@@ -600,8 +601,7 @@ def _hide_card_headers(table: pa.Table, is_csv: bool, out: Problems) -> pa.Table
 
 def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
     """Card numbers in any column but the fingerprinted ones: report row and column, never the number."""
-    # A column the mapping declares as epoch times is exempt: one 13-digit epoch-millisecond value in ten
-    # passes the Luhn check, and its values are checked as times in 1970-2100 instead.
+    # Epoch columns: branded numbers only (a ms time passes Luhn 1 in 10; none of 2001-33 has a brand's digit)
     epoch = {c for spec in mapping.fields.values() if spec.unit is not None for c in spec.columns}
     # A column read only through a keyed hash is stored as one, as a fingerprint is: a processor's 16-digit
     # transaction reference passes the Luhn check one time in ten, and can be hashed into ids.
@@ -612,9 +612,9 @@ def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
         hashed -= set(dataclasses.replace(mapping, fields=others).source_columns()) | set(mapping.drop)
     declared = set(mapping.no_card_numbers)  # (never stored as they are: mapping_cards checks it)
     for name in table.column_names:
-        if name in mapping.fingerprinted or name in epoch or name in hashed or name in declared:
+        if name in mapping.fingerprinted or name in hashed or name in declared:
             continue
-        rows = card_number_rows(table.column(name))
+        rows = (branded_card_rows if name in epoch else card_number_rows)(table.column(name))
         if len(rows):
             out.rows(
                 name,
