@@ -583,7 +583,8 @@ def branded_card_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     texts = col.take(pa.array(rows)).to_pylist()
     branded = [_IIN.match(re.sub(r"[^0-9]", "", str(v).split(".")[0])) is not None for v in texts]
-    return rows[np.array(branded, dtype=bool)]
+    found: np.ndarray = rows[np.array(branded, dtype=bool)]
+    return found
 
 
 def card_number_rows(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
