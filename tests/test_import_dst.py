@@ -77,7 +77,34 @@ def test_a_skipped_local_time_is_refused_whatever_ambiguous_says(tmp_path: Path)
     m = changed(created={"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "ambiguous": "latest"})
     rows = rows_at(["02:30:00"], day="2024-03-31")  # 02:00-03:00 never happens that night
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
-    assert "expected a local time that exists in Europe/Paris (a DST change skips it)" in text
+    assert "expected a local time that exists in Europe/Paris (a DST change skips it; set " in text
+    assert "'columns.created.nonexistent' to earliest or latest" in text
+
+
+@pytest.mark.parametrize(
+    ("nonexistent", "instant"),
+    [("earliest", "2024-03-31T00:59:59.999999+00:00"), ("latest", "2024-03-31T01:00:00+00:00")],
+)
+def test_nonexistent_reads_a_skipped_local_time_at_the_gaps_edge(
+    tmp_path: Path, nonexistent: str, instant: str
+) -> None:
+    """An export written by a clock that ignores DST (Sparkov's) has times in the skipped hour: `nonexistent`
+    reads them as the last instant before the gap or the first after it (pandas' shift_forward); the
+    other rows are read as before."""
+    created = {"column": "ts", "format": "%Y-%m-%d %H:%M:%S", "nonexistent": nonexistent}
+    ws = ws_at(tmp_path / "ws")
+    rows = rows_at(["02:30:00", "01:30:00", "03:30:00"], day="2024-03-31")
+    import_file(ws, write_csv(tmp_path, rows), write_mapping(tmp_path, changed(created=created)))
+    got = ws.read("charges", ["charge_id", "created"]).sort_by("charge_id").column("created").to_pylist()
+    assert [t.isoformat() for t in got] == [instant, "2024-03-31T00:30:00+00:00", "2024-03-31T01:30:00+00:00"]
+    bad = changed(created=created | {"nonexistent": "shift_forward"})
+    text = failed_import(
+        tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, bad, "b.yaml"), ConfigError
+    )
+    assert (
+        "'columns.created.nonexistent': expected one of error, earliest, latest; received 'shift_forward'"
+        in text
+    )
 
 
 def test_an_unknown_choice_is_refused_before_reading(tmp_path: Path) -> None:

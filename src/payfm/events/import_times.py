@@ -20,7 +20,8 @@ import pyarrow.compute as pc
 from payfm.errors import ConfigError
 from payfm.events.import_convert import as_text, plain_numbers, source_values, to_floats
 from payfm.events.import_problems import KEEP, Problems, values_at
-from payfm.events.mapping import EPOCH_UNITS, FieldSpec, Mapping
+from payfm.events.mapping import FieldSpec, Mapping
+from payfm.events.mapping_times import EPOCH_UNITS
 from payfm.events.schema import TIME_MAX_US, TIMESTAMP
 from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
 
@@ -62,11 +63,12 @@ def _localize(
     out: Problems,
     at: np.ndarray | None = None,
 ) -> pa.Array:
-    """Naive local times in ``zone`` to UTC. A local time that a DST change skips is reported; one that it
-    repeats (the hour the clocks go back) is reported too, or read as the field's ``ambiguous`` says: its
-    first instant (``earliest``), its second (``latest``), or as the rows' order tells (``infer``,
-    :func:`_second_pass`). ``zone``: one name, or each row's (:func:`_localize_rows`); ``at``: the rows of the
-    table that ``naive`` holds (problems are reported there), when only some."""
+    """Naive local times in ``zone`` to UTC. A local time that a DST change repeats (the clocks going back)
+    is reported, or read as the field's ``ambiguous`` says: its first instant (``earliest``), its second
+    (``latest``), or as the rows' order tells (``infer``, :func:`_second_pass`). One that it skips is
+    reported, or read as the field's ``nonexistent`` says: the last instant before the gap (``earliest``)
+    or the first after it (``latest``). ``zone``: one name, or each row's (:func:`_localize_rows`);
+    ``at``: the rows of the table that ``naive`` holds (problems are reported there), when only some."""
     if not isinstance(zone, str):
         return _localize_rows(naive, text, zone, spec, out)
     early = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="earliest")
@@ -75,12 +77,14 @@ def _localize(
     twice = pc.fill_null(pc.not_equal(early, late), False).to_numpy(False)
     never = pc.fill_null(pc.not_equal(early, gap), False).to_numpy(False)
     where = "+".join(spec.columns)
-    if never.any():
-        bad = np.flatnonzero(never)
+    skipped = never if spec.nonexistent == "error" else np.zeros(len(never), dtype=bool)
+    if skipped.any():
+        bad = np.flatnonzero(skipped)
         out.rows(
             where,
             bad if at is None else at[bad],
-            f"a local time that exists in {zone} (a DST change skips it)",
+            f"a local time that exists in {zone} (a DST change skips it; set '{spec.path}.nonexistent' to "
+            "earliest or latest to read it as the instant before or after the gap)",
             values_at(text, bad),
         )
     second, unresolved = np.zeros(len(twice), dtype=bool), np.zeros(len(twice), dtype=bool)
@@ -106,7 +110,9 @@ def _localize(
             values_at(text, bad),
         )
     result = pc.if_else(pa.array(second), late, early)
-    result = pc.if_else(pa.array(never | unresolved), pa.scalar(None, early.type), result)
+    if spec.nonexistent == "latest":  # (``early`` holds the instant before the gap: ``earliest``)
+        result = pc.if_else(pa.array(never), gap, result)
+    result = pc.if_else(pa.array(skipped | unresolved), pa.scalar(None, early.type), result)
     return pc.cast(result, TIMESTAMP)
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import re
-import zoneinfo
 from dataclasses import dataclass, field
 from datetime import timedelta
 from importlib import resources
@@ -42,11 +40,10 @@ from payfm.events.import_format import (
     ZoneColumn,
     parse_csv_block,
     parse_numbers,
-    parse_zone_column,
-    parse_zone_names,
 )
 from payfm.events.import_text import convert_option
 from payfm.events.mapping_cards import check_card_columns, no_card_columns
+from payfm.events.mapping_times import TIME_KEYS, time_options, zone_name
 from payfm.events.mapping_yaml import MappingLoader, yaml_problem
 from payfm.events.schema import (
     DISPUTE_REASONS,
@@ -63,14 +60,6 @@ Kind = Literal["column", "columns", "value", "hash"]
 CardTransform = Literal["fingerprint", "bin", "last4", "brand"]
 
 TRANSFORMS: tuple[str, ...] = ("fingerprint", "bin", "last4", "brand")
-AMBIGUOUS = ("error", "earliest", "latest", "infer")  # a repeated local time (payfm.events.import_times)
-# Epoch units of numeric times: microseconds = value * multiplier // divisor (exact integer arithmetic).
-EPOCH_UNITS: dict[str, tuple[int, int]] = {
-    "s": (1_000_000, 1),
-    "ms": (1_000, 1),
-    "us": (1, 1),
-    "ns": (1, 1_000),
-}
 DELAY_UNITS: dict[str, timedelta] = {
     "s": timedelta(seconds=1),
     "m": timedelta(minutes=1),
@@ -101,7 +90,7 @@ _TEXT = ("separator", "prefix", "transform", "convert", "map", "default", "keep_
 _OPTIONS: dict[str, tuple[str, ...]] = {
     "string": (*_TEXT, "strip"),
     "int": ("separator", "scale", "minor_units", "usd_cents", "sign", "decimal", "thousands"),
-    "timestamp": ("separator", "unit", "format", "timezone", "ambiguous", "zone_names"),
+    "timestamp": ("separator", *TIME_KEYS),
 }
 _LABEL_KEYS = ("column", "when", "table", "reason", "fraud_type", "delay", "time")
 _KEEP_KEYS = ("column", "when")
@@ -148,6 +137,7 @@ class FieldSpec:
     ambiguous: str = (
         "error"  # a local time a DST change repeats: error, earliest, latest or infer (file order)
     )
+    nonexistent: str = "error"  # a local time a DST change skips: error, earliest or latest
     numbers: NumberFormat = PLAIN  # how numbers written as text are (the csv block's, or the field's own)
     zone_names: dict[str, str] | None = None  # %Z names -> the offsets they stand for ({CET: "+01:00"})
 
@@ -312,20 +302,6 @@ def _type_of(t: pa.DataType) -> Literal["string", "int", "timestamp"]:
     return "string"
 
 
-def _zone(ctx: _Ctx, path: str, value: object, per_row: bool = False) -> str:
-    if not isinstance(value, str):
-        rows = ", or {column: tz} for each row's zone from a source column" if per_row else ""
-        raise ctx.error(path, f"an IANA time zone name such as UTC or America/New_York{rows}", value)
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        hint = _suggest(value, sorted(zoneinfo.available_timezones()))
-        raise ctx.error(
-            path, "an IANA time zone name such as UTC or America/New_York" + hint, value
-        ) from None
-    return value
-
-
 def parse_delay(text: object) -> timedelta:
     """A delay such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` as a timedelta; ValueError otherwise.
 
@@ -487,29 +463,7 @@ def _field(
             opts[key] = _currency(ctx, f"{path}.{key}", data[key])
     if sum(k in data for k in ("scale", "minor_units", "usd_cents")) > 1:
         raise ctx.error(path, "at most one of scale, minor_units, usd_cents", "<several>")
-    if "unit" in data:
-        if data["unit"] not in EPOCH_UNITS:
-            raise ctx.error(f"{path}.unit", "an epoch unit: s, ms, us or ns", data["unit"])
-        opts["unit"] = data["unit"]
-    if "format" in data:
-        if not isinstance(data["format"], str) or "%" not in data["format"]:
-            raise ctx.error(f"{path}.format", "a strptime format such as '%Y-%m-%d %H:%M:%S'", data["format"])
-        opts["format"] = data["format"]
-    if "unit" in data and "format" in data:
-        raise ctx.error(path, "either unit (epoch numbers) or format (text times), not both", "<both>")
-    if isinstance(data.get("timezone"), dict):
-        zone = functools.partial(_zone, ctx)
-        opts["zone_column"] = parse_zone_column(f"{path}.timezone", data["timezone"], ctx.error, zone)
-    elif "timezone" in data:
-        opts["timezone"] = _zone(ctx, f"{path}.timezone", data["timezone"], per_row=True)
-    if "ambiguous" in data:
-        if data["ambiguous"] not in AMBIGUOUS:
-            raise ctx.error(f"{path}.ambiguous", "one of " + ", ".join(AMBIGUOUS), data["ambiguous"])
-        opts["ambiguous"] = data["ambiguous"]
-    if "zone_names" in data:
-        opts["zone_names"] = parse_zone_names(
-            f"{path}.zone_names", data["zone_names"], data.get("format"), ctx.error
-        )
+    opts |= time_options(path, data, ctx.error)
     if any(k in data for k in ("decimal", "thousands")):
         opts["numbers"] = parse_numbers(path, data, numbers, ctx.error)
     elif target_type != "string" and kind != "value":
@@ -625,7 +579,7 @@ def parse_mapping(data: object, name: str) -> Mapping:
             "columns.created.timezone: {column: tz})",
             data["timezone"],
         )
-    timezone = _zone(ctx, "timezone", data["timezone"]) if "timezone" in data else None
+    timezone = zone_name(ctx.error, "timezone", data["timezone"]) if "timezone" in data else None
     csv = COMMAS
     if "csv" in data:
         if not isinstance(data["csv"], dict):

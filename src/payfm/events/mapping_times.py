@@ -1,0 +1,68 @@
+"""The options of a mapping's time fields (``unit``, ``format``, ``timezone``, ``ambiguous``, ``nonexistent``,
+``zone_names``), parsed and checked for :mod:`payfm.events.mapping`; :mod:`payfm.events.import_times` reads
+the times with them (docs/import.md, "Times").
+
+Example:
+    >>> from payfm.errors import ConfigError
+    >>> error = lambda path, expected, got: ConfigError(f"'{path}': expected {expected}; received {got!r}.")
+    >>> time_options("columns.created", {"format": "%Y-%m-%d %H:%M", "timezone": "UTC"}, error)
+    {'format': '%Y-%m-%d %H:%M', 'timezone': 'UTC'}
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import zoneinfo
+from typing import Any
+
+from payfm.events.import_format import Error, parse_zone_column, parse_zone_names
+
+EPOCH_UNITS = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}  # value -> micros
+AMBIGUOUS = ("error", "earliest", "latest", "infer")  # a repeated local time (payfm.events.import_times)
+NONEXISTENT = ("error", "earliest", "latest")  # a local time a DST change skips
+TIME_KEYS = ("unit", "format", "timezone", "ambiguous", "nonexistent", "zone_names")
+
+
+def zone_name(error: Error, path: str, value: object, per_row: bool = False) -> str:
+    """``value`` if it is an IANA zone name; the mapping's error naming ``path`` (and the nearest name)."""
+    if not isinstance(value, str):
+        rows = ", or {column: tz} for each row's zone from a source column" if per_row else ""
+        raise error(path, f"an IANA time zone name such as UTC or America/New_York{rows}", value)
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        close = difflib.get_close_matches(value, sorted(zoneinfo.available_timezones()), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise error(path, "an IANA time zone name such as UTC or America/New_York" + hint, value) from None
+    return value
+
+
+def time_options(path: str, data: dict[str, Any], error: Error) -> dict[str, Any]:
+    """The time options of the field at ``path`` (its mapping ``data``), as FieldSpec keyword arguments."""
+    opts: dict[str, Any] = {}
+    if "unit" in data:
+        if data["unit"] not in EPOCH_UNITS:
+            raise error(f"{path}.unit", "an epoch unit: s, ms, us or ns", data["unit"])
+        opts["unit"] = data["unit"]
+    if "format" in data:
+        if not isinstance(data["format"], str) or "%" not in data["format"]:
+            raise error(f"{path}.format", "a strptime format such as '%Y-%m-%d %H:%M:%S'", data["format"])
+        opts["format"] = data["format"]
+    if "unit" in data and "format" in data:
+        raise error(path, "either unit (epoch numbers) or format (text times), not both", "<both>")
+    if isinstance(data.get("timezone"), dict):
+        zone = functools.partial(zone_name, error)
+        opts["zone_column"] = parse_zone_column(f"{path}.timezone", data["timezone"], error, zone)
+    elif "timezone" in data:
+        opts["timezone"] = zone_name(error, f"{path}.timezone", data["timezone"], per_row=True)
+    for key, choices in (("ambiguous", AMBIGUOUS), ("nonexistent", NONEXISTENT)):
+        if key in data:
+            if data[key] not in choices:
+                raise error(f"{path}.{key}", "one of " + ", ".join(choices), data[key])
+            opts[key] = data[key]
+    if "zone_names" in data:
+        opts["zone_names"] = parse_zone_names(
+            f"{path}.zone_names", data["zone_names"], data.get("format"), error
+        )
+    return opts
