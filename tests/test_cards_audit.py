@@ -24,14 +24,6 @@ PAN = "4111111111111111"
         "3782.822463.10005",  # amex grouping
         f"x{PAN}x",
         f"card{PAN}",  # 'card' ends in a hex letter, but the token is not hexadecimal
-        # Glued to a short affix of hex letters (found by a security audit: merchant_id "cc4111...", a
-        # device id "4111...DE" were stored): fewer than 4 other characters make no hexadecimal identifier
-        f"cc{PAN}",
-        f"{PAN}DE",
-        f"ACC{PAN}",
-        f"{PAN}e",
-        f"a{PAN}",
-        f"{PAN}ff",
         f"PAN{PAN}",
         f"qty 12 {PAN}",  # a number before the card number
     ],
