@@ -84,8 +84,8 @@ def test_import_prints_the_columns_it_does_not_store(tmp_path: Path) -> None:
     lines = out.splitlines()
     assert lines[0].endswith("384 charges, 78 disputes")
     # the mapping's `delay: 30d` dates the last month's disputes after the file's last charge: said
-    assert lines[1].startswith("labels[0]: 32 outcomes dated after the file's last charge (2023-03-25T00:30")
-    assert lines[2].startswith("Dropped by the mapping, not stored (18 columns): ssn, first, last, ")
+    assert lines[1].startswith("labels[0]: 32 outcomes dated after the file's last charge (2023-03-25T07:30")
+    assert lines[2].startswith("Dropped by the mapping, not stored (15 columns): ssn, first, last, ")
     assert lines[3] == "Not in the mapping, not stored (1 column): loyalty_tier"
 
 

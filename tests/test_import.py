@@ -28,6 +28,28 @@ DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "sparkov_sample.parquet"
 VISA = "4242424242424242"
 MC = "5555555555554444"
+
+
+def instants(source: pa.Table) -> list[datetime]:
+    """The instants of the Sparkov rows: local trans_date + trans_time in the main zone of the customer's
+    state, as the shipped mapping reads them (its own state map; the sample has no time in a DST gap)."""
+    from zoneinfo import ZoneInfo
+
+    spec = yaml.safe_load((Path(resolve_mapping("sparkov"))).read_text())["columns"]["created"]
+    zones = spec["timezone"]["map"]
+    rows = zip(*(source.column(c).to_pylist() for c in ("trans_date", "trans_time", "state")), strict=True)
+    return [
+        datetime.fromisoformat(f"{d} {t}").replace(tzinfo=ZoneInfo(zones[s])).astimezone(UTC)
+        for d, t, s in rows
+    ]
+
+
+def by_instant(source: pa.Table) -> pa.Table:
+    """``source`` in the order of its instants (then trans_num), as the stored charges sort by created."""
+    with_time = source.append_column("instant", pa.array(instants(source), pa.timestamp("us", tz="UTC")))
+    return with_time.sort_by([("instant", "ascending"), ("trans_num", "ascending")])
+
+
 PERSONAL = ("ssn", "first", "last", "street", "city", "zip", "dob", "job", "acct_num", "cc_num", "trans_num")
 
 
@@ -136,12 +158,15 @@ def test_sparkov_sample_imports_with_the_right_counts(tmp_path: Path) -> None:
     charges = ws.read("charges")
     assert pc.count_distinct(charges.column("charge_id")).as_py() == 384  # trans_num alone is not unique
     assert set(charges.column("channel").to_pylist()) == {"ecommerce", "card_present"}
-    # amounts are cents of the dollar floats; created is unix_time
-    by_time = dict(zip(source.column("unix_time").to_pylist(), source.column("amt").to_pylist(), strict=True))
+    # amounts are cents of the dollar floats; created is the local date and time in the state's zone
+    by_time = dict(zip(instants(source), source.column("amt").to_pylist(), strict=True))
     for created, amount in zip(
         charges.column("created").to_pylist(), charges.column("amount").to_pylist(), strict=True
     ):
-        assert amount == round(by_time[int(created.timestamp())] * 100)
+        assert amount == round(by_time[created] * 100)
+    unix = dict(zip(instants(source), source.column("unix_time").to_pylist(), strict=True))
+    offsets = {int(unix[t] - t.timestamp()) // 3600 for t in charges.column("created").to_pylist()}
+    assert offsets == {-5, -6, -7, -8, -10}  # (unix_time: the local time read as UTC; HI at -10)
 
 
 def test_sparkov_cards_keep_five_digits_unknown(tmp_path: Path) -> None:
@@ -151,12 +176,12 @@ def test_sparkov_cards_keep_five_digits_unknown(tmp_path: Path) -> None:
     ws = ws_at(tmp_path / "ws")
     import_file(ws, SAMPLE, "sparkov")
     stored = ws.read("charges", ["created", "card_bin", "card_last4"]).to_pylist()
-    by_time = {int(r["created"].timestamp()): r for r in stored}
-    times = pq.read_table(SAMPLE).column("unix_time").to_pylist()
+    by_time = {r["created"]: r for r in stored}
+    times = instants(pq.read_table(SAMPLE))
     lengths = {len(str(n)) for n in source}
     assert {12, 13, 14, 15, 16} <= lengths
     for number, t in zip(source, times, strict=True):
-        row, number = by_time[int(t)], str(number)
+        row, number = by_time[t], str(number)
         assert row["card_bin"] == number[:6]
         assert row["card_last4"] == (number[-4:] if len(number) >= 15 else None)
         assert len(number) - 6 - len(row["card_last4"] or "") >= 5
@@ -176,7 +201,7 @@ def test_sparkov_disputes_follow_fraud_rows_after_the_delay(tmp_path: Path) -> N
     # the disputed charges are exactly the fraud rows (matched by time and amount)
     source = pq.read_table(SAMPLE).filter(pc.equal(pc.field("is_fraud"), 1))
     expected = sorted(
-        zip(source.column("unix_time").to_pylist(), source.column("amt").to_pylist(), strict=True)
+        zip((int(t.timestamp()) for t in instants(source)), source.column("amt").to_pylist(), strict=True)
     )
     got = con.execute(
         "SELECT epoch(c.created)::BIGINT, c.amount FROM disputes d JOIN charges c USING (charge_id) "
@@ -206,7 +231,7 @@ def test_sparkov_personal_data_and_card_numbers_are_not_stored(tmp_path: Path) -
 def test_sparkov_card_fields(tmp_path: Path) -> None:
     ws = ws_at(tmp_path / "ws")
     import_file(ws, SAMPLE, "sparkov")
-    source = pq.read_table(SAMPLE).sort_by([("unix_time", "ascending"), ("trans_num", "ascending")])
+    source = by_instant(pq.read_table(SAMPLE))
     charges = ws.read("charges").sort_by([("created", "ascending")])
     pairs = set(
         zip(source.column("cc_num").to_pylist(), charges.column("card_fingerprint").to_pylist(), strict=True)
@@ -240,7 +265,7 @@ def test_fingerprints_are_stable_in_a_workspace_and_differ_across_workspaces(tmp
     import_file(ws, tmp_path / "b.parquet", "sparkov")
     assert ws.count("charges") == source.num_rows
     charges = ws.read("charges").sort_by([("created", "ascending")])
-    ordered = source.sort_by([("unix_time", "ascending"), ("trans_num", "ascending")])
+    ordered = by_instant(source)
     mapping: dict[str, set[str]] = {}
     for card, fp in zip(
         ordered.column("cc_num").to_pylist(), charges.column("card_fingerprint").to_pylist(), strict=True
