@@ -246,14 +246,38 @@ def prepare(
         idx = getattr(split, part)
         _some_rows(task, part, idx, config)
         if len(np.unique(data.y[idx])) < 2:
+            late = _late_labels(ws, task, config.horizon(task)) if not data.y[idx].any() else ""
             raise ConfigError(
                 f"Task '{task.name}': the {part} period needs mature positives and negatives. "
                 f"Got {int(data.y[idx].sum())} positives in {len(idx)} mature rows "
                 f"({split.immature[part]} immature); try "
-                + (f"a longer --val-days (now {config.val_days:g}), " if part == "val" else "")
-                + "a shorter --horizon-days or a longer event log."
+                + (late or (f"a longer --val-days (now {config.val_days:g}), " if part == "val" else ""))
+                + ("" if late else "a shorter --horizon-days or a longer event log.")
             )
     return data, split
+
+
+def _late_labels(ws: Workspace, task: Task, horizon: timedelta) -> str:
+    """A hint when the fraud task's labels arrive later than ``horizon`` after their charge (an export's
+    `delay: 30d` under --horizon-days 20): none of them counts, and a longer horizon is what helps."""
+    if task.name != "fraud":
+        return ""
+    from payfm.training.labels import FRAUD_OUTCOMES_SQL
+
+    with ws.connect() as con:
+        [(share, p90)] = con.execute(
+            f"""SELECT avg((o.created - c.created > INTERVAL ({horizon.total_seconds()}) SECOND)::INT),
+                       quantile_cont(epoch(o.created - c.created), 0.9)
+                FROM ({FRAUD_OUTCOMES_SQL}) o JOIN charges c USING (charge_id)"""
+        ).fetchall()
+    if share is None or share < 0.5:
+        return ""
+    days = int(np.ceil(p90 / 86_400))
+    return (
+        f"a longer --horizon-days: {share:.0%} of the fraud labels arrive more than {horizon.days:g} days "
+        f"after their charge, and no label later than the horizon counts (--horizon-days {days} counts 90% "
+        "of them)."
+    )
 
 
 def fit_on_split(
