@@ -150,6 +150,21 @@ def test_incidents_group_bursts_by_merchant_and_sprees_by_card() -> None:
     assert len(set(got[:2]) & set(got[2:])) == 0
 
 
+def test_an_imports_frauds_without_a_scenario_are_grouped_by_card() -> None:
+    """Found on an imported export (no scenario column): each fraud was its own incident, so the interval
+    resampled a card's 30 frauds one by one, narrower than the evidence allows."""
+    h = US_PER_HOUR
+    scenario = np.array([None] * 6, dtype=object)
+    card, merchant = np.array([1, 1, 2, 1, 3, 3]), np.array([9, 8, 9, 7, 9, 9])
+    created = np.array([0, 1 * h, 0, 2 * h, 0, 0])
+    labels = np.array([1, 1, 1, 1, 0, 0])
+    attack = np.zeros(6, dtype=bool)
+    got = incidents(scenario, card, merchant, created, attack, labels)
+    assert got[0] == got[1] == got[3] != got[2]  # card 1's frauds together, card 2's apart
+    assert got[4] != got[5] and not {got[4], got[5]} & {got[0], got[2]}  # genuine: each alone
+    assert len(set(incidents(scenario, card, merchant, created, attack))) == 6  # (without labels: as before)
+
+
 def test_incident_bootstrap_is_wider_than_the_charge_bootstrap() -> None:
     from payfm.evaluation.bootstrap import bootstrap
     from payfm.evaluation.metrics import average_precision_from

@@ -95,6 +95,10 @@ class DownstreamReport:
     scores: dict[str, dict[str, Score]] = field(default_factory=dict)  # model -> slice -> score
     # GBDT + FM model -> slice -> paired 95% interval of its relative gain over "gbdt"
     gain_intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    # whether the log names its frauds' scenarios (a generated world); an import's do not, and its
+    # per-scenario slices hold no positive
+    scenario_labels: bool = True
+    skipped: tuple[str, ...] = ()  # what was not evaluated, and why (the card-testing detector on an import)
 
     def relative_gain(self, slice_: str, model: str = "gbdt+fm") -> float:
         base, fm = self.scores["gbdt"][slice_].ap, self.scores[model][slice_].ap
@@ -115,12 +119,23 @@ def model_label(outputs: tuple[str, ...]) -> str:
 
 
 def incidents(
-    scenario: np.ndarray, card: np.ndarray, merchant: np.ndarray, created_us: np.ndarray, attack: np.ndarray
+    scenario: np.ndarray,
+    card: np.ndarray,
+    merchant: np.ndarray,
+    created_us: np.ndarray,
+    attack: np.ndarray,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """(n,) int64 incident id per charge, what the bootstrap resamples: a genuine charge is its own
     incident; fraud charges of one scenario on one key (the merchant for card-testing attack charges, the
     card otherwise) form one incident until a gap of more than 6 hours (a burst, a takeover's spree).
-    ``card`` and ``merchant`` hold integer codes."""
+    ``card`` and ``merchant`` hold integer codes. A charge ``labels`` calls fraud without a scenario (an
+    import's frauds) counts as one of scenario "fraud": a card's are resampled together, not each alone."""
+    if labels is not None:
+        scenario = np.array(
+            [s if s is not None or not f else "fraud" for s, f in zip(scenario, labels, strict=True)],
+            dtype=object,
+        )
     n = len(scenario)
     out = np.arange(n, dtype=np.int64)
     fraud = np.flatnonzero(np.array([s is not None for s in scenario], dtype=bool))
@@ -273,7 +288,8 @@ def evaluate_embeddings(
     extra = [(k, (scenario[te] == s) & m) for k, (s, m) in sub.items() if s in cfg.scenarios]
 
     card = key_codes(charges["card_fingerprint"])[rows]
-    incident = incidents(scenario[te], card[te], merchant[te], created[rows][te], attack[te])
+    incident = incidents(scenario[te], card[te], merchant[te], created[rows][te], attack[te], y[te])
+    report.scenario_labels = any(s is not None for s in scenario)
 
     def slices(p: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         """slice -> (labels, scores, incident ids: what the bootstrap resamples) of the test window."""
@@ -329,6 +345,11 @@ def evaluate_embeddings(
         }
     fit_rows = np.concatenate([tr, va])
     with_detector = cfg.detector_steps > 0 and bool(attack[window_rows].any())
+    if cfg.detector_steps > 0 and not with_detector:
+        report.skipped += (
+            "the card-testing detector and its control ct-hand: the log holds no card-testing attack (its "
+            "scenario labels name none)",
+        )
     n_tuned, tuned = (cfg.finetune_steps > 0) + 2 * with_detector, 0
     if n_tuned:
         report_to("fine-tuned models", 0, n_tuned)
