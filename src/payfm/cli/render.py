@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -100,9 +101,39 @@ def iso_time(value: str | None, option: str) -> datetime | None:
         ) from None
 
 
+class _PlainProgress:
+    """Progress where stderr is no terminal (a log file, CI): a bar would draw nothing there, so a stage that
+    runs long says where it is in one plain line, first after :data:`PLAIN_FIRST_S` seconds, then every
+    :data:`PLAIN_EVERY_S`, and once more when it ends (a quick stage says nothing)."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._clock = clock or time.monotonic
+        self._start: dict[str, float] = {}
+        self._said: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int, extra: str = "") -> None:
+        now = self._clock()
+        start = self._start.setdefault(stage, now)
+        last = self._said.get(stage)
+        finished = total > 0 and done >= total
+        due = now - start >= PLAIN_FIRST_S if last is None else now - last >= PLAIN_EVERY_S
+        if due or (finished and last is not None and last != math.inf):
+            of = f"{done:,}/{total:,}" if total > 0 else f"{done:,}"
+            err_console.print(f"{stage}: {of}{extra} ({now - start:.0f} s)", markup=False, highlight=False)
+            self._said[stage] = math.inf if finished else now
+
+
+PLAIN_FIRST_S = 10.0
+PLAIN_EVERY_S = 30.0
+
+
 @contextmanager
 def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """Progress bars on stderr, one per stage; yields ``update(stage, done, total)``."""
+    """Progress bars on stderr, one per stage; yields ``update(stage, done, total)`` (plain lines for a long
+    stage where stderr is no terminal: :class:`_PlainProgress`)."""
+    if not err_console.is_terminal:
+        yield _PlainProgress()
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -136,6 +167,10 @@ def loss_progress(label: str, show: bool = True) -> Iterator[Callable[[int, int,
     ``show=False`` (a process other than rank 0 under torchrun) shows nothing."""
     if not show:
         yield lambda step, total, loss: None
+        return
+    if not err_console.is_terminal:
+        plain = _PlainProgress()
+        yield lambda step, total, loss: plain(label, step, total, f", loss {loss:.3f}")
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
