@@ -2,9 +2,11 @@
 
 Example:
     >>> from payfm.synth import WorldConfig, generate_world
-    >>> tables = dict(generate_world(WorldConfig(charges=2_000, days=2, seed=7)))
-    >>> sorted(tables)
+    >>> batches = list(generate_world(WorldConfig(charges=2_000, days=2, seed=7)))  # (table, Arrow batch)
+    >>> sorted({name for name, _ in batches})
     ['charges', 'disputes', 'early_fraud_warnings', 'refunds']
+    >>> sum(t.num_rows for name, t in batches if name == "charges") > 1_900  # (several batches per table)
+    True
 """
 
 from __future__ import annotations
