@@ -136,6 +136,11 @@ def test_card_precision_at_k_hand_computed() -> None:
     assert cp.mean == 0.5
     # k larger than the cards of a day: hits are still divided by k (Handbook)
     assert card_precision_at_k(y, s, day, card, k=4).per_day == {"1970-01-01": 0.5, "1970-01-02": 0.25}
+    # the best a perfect ranking reaches: day 0 has 2 fraud cards (a, c), day 1 one (d)
+    assert cp.best == (2 / 2 + 1 / 2) / 2
+    assert card_precision_at_k(y, s, day, card, k=4).best == (2 / 4 + 1 / 4) / 2
+    perfect = card_precision_at_k(y, [float(v) for v in y], day, card, k=2)
+    assert perfect.mean == perfect.best
 
 
 def test_card_precision_at_k_matches_a_per_day_brute_force() -> None:

@@ -209,6 +209,9 @@ class CardPrecision:
     k: int
     mean: float
     per_day: dict[str, float]  # ISO date (UTC) -> precision of that day's top k cards
+    # what a perfect ranking reaches: the mean over days of min(fraud cards that day, k) / k (below 1 when a
+    # day has fewer than k fraud cards, as most days of a small log do)
+    best: float = 1.0
 
 
 def card_precision_at_k(
@@ -224,9 +227,12 @@ def card_precision_at_k(
     named or coded, as no other metric here splits a group of equal scores.
     Unlike the Handbook's simulation, cards found on earlier days are not removed from later days.
 
+    ``best`` is what a perfect ranking reaches: with fewer than ``k`` fraud cards a day, it is below 1.
+
     Example:
-        >>> card_precision_at_k([1, 0, 0], [0.9, 0.8, 0.1], [0, 0, 0], ["a", "b", "c"], k=2).mean
-        0.5
+        >>> cp = card_precision_at_k([1, 0, 0], [0.9, 0.8, 0.1], [0, 0, 0], ["a", "b", "c"], k=2)
+        >>> cp.mean, cp.best
+        (0.5, 0.5)
     """
     from payfm.evaluation.checks import EvaluationError
 
@@ -269,4 +275,6 @@ def card_precision_at_k(
     per_day = {
         str(np.datetime64(int(dd), "D")): float(h) / k for dd, h in zip(g_day[day_start], hits, strict=True)
     }
-    return CardPrecision(k, float(np.mean(hits) / k), per_day)
+    frauds = np.bincount(np.searchsorted(g_day[day_start], g_day), weights=g_fraud, minlength=day_start.size)
+    best = float(np.mean(np.minimum(frauds, k)) / k)
+    return CardPrecision(k, float(np.mean(hits) / k), per_day, best)
