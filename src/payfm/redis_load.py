@@ -54,18 +54,47 @@ def redis_client(url: str) -> Any:
 
     import redis
 
-    from payfm.errors import ConfigError, shown_url
+    from payfm.errors import ConfigError, scrubbed, shown_url
 
     if url.startswith(("redis://", "rediss://")):
         path = urllib.parse.urlsplit(url).path
         if path not in ("", "/") and not (path[1:].isascii() and path[1:].isdigit()):
+            # (a password with an unencoded '/' ends the host early: the path holds the rest of it)
             raise ConfigError(
                 f"The Redis URL {shown_url(url)!r}: expected its path to be the database number "
-                f"(redis://host:6379/3) or none (database 0). Got {path!r}."
+                f"(redis://host:6379/3) or none (database 0). Got {scrubbed(repr(path), url)}."
             )
     return redis.Redis.from_url(
         url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=SOCKET_TIMEOUT_S
     )  # (redis-py: the URL's query string overrides these)
+
+
+def connected(url: str, what: str) -> Any:
+    """A redis-py client of ``url`` (:func:`redis_client`), pinged; else a one-line :class:`ConfigError`
+    that names ``what`` ("The Redis online store") and the URL without its password (nor the driver's text
+    of it: :func:`payfm.errors.scrubbed`). A query argument redis-py's connection does not take
+    (``?PASSWORD=x``: the names are lower case) raised a TypeError at the first command, a traceback."""
+    import re
+
+    import redis
+
+    from payfm.errors import scrubbed, shown_url
+
+    try:
+        client = redis_client(url)
+        client.ping()
+    except TypeError as e:
+        unknown = re.search(r"unexpected keyword argument '([^']*)'", str(e))
+        if unknown is None:
+            raise
+        raise ConfigError(
+            f"{what} URL {shown_url(url)!r}: expected query arguments redis-py takes, in lower case "
+            f"(socket_timeout, socket_connect_timeout, health_check_interval, password...). Got "
+            f"{scrubbed(unknown.group(1), url)!r}."
+        ) from None
+    except (redis.RedisError, ValueError) as e:
+        raise ConfigError(f"{what} at {shown_url(url)!r} is not reachable: {scrubbed(str(e), url)}") from None
+    return client
 
 
 # Delete the lock KEYS[1] only if it still holds this process's token ARGV[1].

@@ -290,9 +290,11 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
 )
 @click.option(
     "--state",
+    envvar="PAYFM_STATE",
     default="memory",
     show_default=True,
-    help="The online state replayed through: memory, or redis://... (a namespace of its own, deleted after).",
+    help="The online state replayed through: memory, or redis://... (a namespace of its own, deleted after; "
+    "or PAYFM_STATE).",
 )
 @click.option(
     "--authorize-after",
@@ -477,7 +479,15 @@ def evaluate(
         gains.add_row(slice_, *cells)
     console.print(gains)
     empty = [s for s in report.scores["gbdt"] if s not in shown]
-    if empty:
+    if empty and not report.scenario_labels:
+        console.print(
+            "The log names no fraud scenario (an import): the per-scenario slices hold no positive and are "
+            f"left out ({', '.join(empty)}); an incident is a card's frauds.",
+            soft_wrap=True,
+        )
+    elif empty:
         console.print(f"No positives in the test window (no AP) for: {', '.join(empty)}.")
+    for what in report.skipped:
+        console.print(f"Not evaluated: {what}.", soft_wrap=True)
     ckpt = _checkpoint(ws, name)
     console.print(f"Every AP with its interval: {shown_path(ckpt.with_name(ckpt.name + '.evaluation.json'))}")

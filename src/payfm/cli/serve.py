@@ -38,16 +38,19 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind.")
 @click.option(
     "--decision-log",
+    envvar="PAYFM_DECISION_LOG",
     default="sqlite",
     show_default=True,
-    help="sqlite (in the workspace) or postgresql://...",
+    help="sqlite (in the workspace) or postgresql://... (or PAYFM_DECISION_LOG: a password in the URL stays "
+    "off the command line).",
 )
 @click.option(
     "--state",
+    envvar="PAYFM_STATE",
     default="memory",
     show_default=True,
     help="Online state (features and foundation-model embedders): memory, or redis://... shared by several "
-    "processes.",
+    "processes (or PAYFM_STATE: a password in the URL stays off the command line).",
 )
 @click.option(
     "--model",
@@ -326,7 +329,12 @@ def _registry(ctx: click.Context, command: str) -> Registry:
 
 
 REDIS_URL = click.option(
-    "--state", "url", required=True, metavar="redis://...", help="The Redis of the servers' --state."
+    "--state",
+    "url",
+    envvar="PAYFM_STATE",
+    required=True,
+    metavar="redis://...",
+    help="The Redis of the servers' --state (or PAYFM_STATE).",
 )
 
 
@@ -384,9 +392,10 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
 @click.option(
     "--decision-log",
     "spec",
+    envvar="PAYFM_DECISION_LOG",
     default="sqlite",
     show_default=True,
-    help="The servers' decision log: sqlite (in the workspace) or postgresql://...",
+    help="The servers' decision log: sqlite (in the workspace) or postgresql://... (or PAYFM_DECISION_LOG).",
 )
 @click.option(
     "--assume-authorized",
@@ -411,7 +420,7 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     payfm -w WORKSPACE train --horizon-days 60            # the exported charges' labels now count
     """
     from payfm.cli.render import console
-    from payfm.errors import shown_url
+    from payfm.errors import scrubbed, shown_url
     from payfm.serving.decision_log import open_log
     from payfm.serving.export import export_charges
 
@@ -429,9 +438,8 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     except Exception as e:
         if type(e).__module__.split(".")[0] not in ("psycopg", "sqlite3"):
             raise
-        raise ConfigError(
-            f"Cannot read the decision log {shown_url(spec)}: {str(e).splitlines()[0]}"
-        ) from None
+        said = scrubbed((str(e).splitlines() or [type(e).__name__])[0], spec)
+        raise ConfigError(f"Cannot read the decision log {shown_url(spec)}: {said}") from None
     finally:
         log.close()
     if summary.decided == 0:
@@ -525,8 +533,11 @@ def replay(
         rep = replay_http(ws, s, e, url, key, authorize_after=authorize_after)
         if rep.errors and not rep.mix:  # nothing was decided: a wrong URL or key, a server down
             err, n = rep.errors.most_common(1)[0]
+            from payfm.errors import scrubbed, shown_url
+
             raise ConfigError(
-                f"Replay to {url}: no request succeeded ({n:,} x {err}); check --http and --key."
+                f"Replay to {shown_url(url)}: no request succeeded ({n:,} x {scrubbed(err, url)}); check "
+                "--http and --key."
             )
     else:
         from payfm.cli.render import progress_bar

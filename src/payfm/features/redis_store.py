@@ -28,15 +28,13 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import orjson
-import redis
 
-from payfm.errors import ConfigError, shown_url
 from payfm.features.definitions import FeatureSet, outcome_claim
 from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 from payfm.features.stores import MemoryStore, Runner, StateStore
-from payfm.redis_load import LoadLock, all_claimed, redis_client, unlink_namespace
+from payfm.redis_load import LoadLock, all_claimed, connected, unlink_namespace
 
 T = TypeVar("T")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -94,11 +92,8 @@ class RedisStore(StateStore):
         prefix: str = "payfm",
         charge_ttl: timedelta = timedelta(days=180),
     ) -> None:
-        try:
-            self.client = redis_client(url)
-            self.client.ping()
-        except (redis.RedisError, ValueError) as e:
-            raise ConfigError(f"The Redis online store at {shown_url(url)!r} is not reachable: {e}") from None
+        self.url = url  # (kept to scrub its password from a driver's message: /healthz)
+        self.client = connected(url, "The Redis online store")
         # The state format is part of the namespace: states of another format are never read as this one.
         self.ns = f"{prefix}:{fset.version}.f{FORMAT}"
         self._cas = self.client.register_script(_CAS)

@@ -51,7 +51,7 @@ import numpy as np
 import orjson
 
 from payfm.errors import ConfigError
-from payfm.redis_load import LoadLock, all_claimed, redis_client, unlink_namespace
+from payfm.redis_load import LoadLock, all_claimed, connected, unlink_namespace
 
 
 @dataclass
@@ -321,19 +321,10 @@ class RedisState:
         prefix: str = "payfm",
         charge_ttl_s: int = CHARGE_TTL_S,
     ) -> None:
-        import redis
-
         if keep < 1:
             raise ConfigError(f"RedisState: 'keep' (K-1 charges per key) must be >= 1. Got {keep!r}.")
-        try:
-            self.client = redis_client(url)
-            self.client.ping()
-        except (redis.RedisError, ValueError) as e:
-            from payfm.errors import shown_url
-
-            raise ConfigError(
-                f"The Redis state of the foundation model at {shown_url(url)!r} is not reachable: {e}"
-            ) from None
+        self.url = url  # (kept to scrub its password from a driver's message: /healthz)
+        self.client = connected(url, "The Redis state of the foundation model")
         self.ns = f"{prefix}:fm:{namespace}"
         self.keep, self.n_fields, self.n_views = keep, n_fields, n_views
         self.count_fields = tuple(count_fields)

@@ -191,7 +191,7 @@ class ScoreEndpoint:
             _count_unavailable(e, self.metrics)
             return _error_parts(e)
         except Exception as e:
-            failure = _backend_failed(e, self.metrics)
+            failure = _backend_failed(e, self.metrics, self.scorer.scrub)
             if failure is not None:
                 return _error_parts(failure)
             log.exception("unexpected error on /v1/charges/score")
@@ -218,11 +218,14 @@ def _status_headers(e: PayfmError) -> tuple[int, dict[str, str]]:
     return status, ({"Retry-After": "1"} if status == 503 else {})
 
 
-def _backend_failed(e: BaseException, metrics: ServiceMetrics | None) -> Unavailable | None:
-    """The 503 of a backend's failure (logged on one line, counted), None for any other error (a bug)."""
+def _backend_failed(
+    e: BaseException, metrics: ServiceMetrics | None, scrub: Callable[[str], str]
+) -> Unavailable | None:
+    """The 503 of a backend's failure (logged on one line, without a backend URL's password: ``scrub``,
+    counted), None for any other error (a bug)."""
     failure = backend_failure(e)
     if failure is not None:
-        first_line = (str(e).splitlines() or [""])[0]
+        first_line = scrub((str(e).splitlines() or [""])[0])
         log.error("the %s failed: %s: %s", failure.backend, type(e).__name__, printable(shown(first_line)))
         _count_unavailable(failure, metrics)
     return failure
@@ -660,7 +663,7 @@ def create_app(
         return _error(500, "InternalError", "An internal error occurred; it was logged.")
 
     async def unavailable(request: Request, e: Exception) -> JSONResponse:
-        failure = _backend_failed(e, metrics)
+        failure = _backend_failed(e, metrics, scorer.scrub)
         if failure is None:  # a driver's error that is a bug (SQLite's "no such table"): a 500
             return await unexpected(request, e)
         return _payfm_error(failure)

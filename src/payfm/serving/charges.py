@@ -153,14 +153,15 @@ def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
             except UnicodeEncodeError:
                 # a lone surrogate of a JSON escape (\ud800): no event file can hold it
                 raise InvalidInput(
-                    f"Field '{name}' of the {who} is not valid Unicode (a lone surrogate, such as \\ud800).",
-                    field=name,
+                    f"Field '{shown(name)}' of the {who} is not valid Unicode (a lone surrogate, such as "
+                    "\\ud800).",
+                    field=shown(name),
                 ) from None
         if isinstance(v, str) and len(v) >= 13 and contains_card_number(v):
             raise InvalidInput(
-                f"Field '{name}' of the {who} holds a full card number, which payfm never accepts "
+                f"Field '{shown(name)}' of the {who} holds a full card number, which payfm never accepts "
                 "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
-                field=name,
+                field=shown(name),
             )
         if isinstance(name, str) and len(name) >= 13 and contains_card_number(name):
             raise InvalidInput(
@@ -181,7 +182,9 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             continue
         field = CHARGE_FIELDS.get(name)
         if field is None:
-            raise InvalidInput(f"Field '{name}' is not a field of a charge (docs/events.md).", field=name)
+            # The client's name: masked and cut as the endpoints' extra fields are (a card number, 60 kB).
+            said = shown(name)
+            raise InvalidInput(f"Field '{said}' is not a field of a charge (docs/events.md).", field=said)
         if isinstance(v, str) and _blank(v) and pa.types.is_string(field.type):
             # Missing, as imports read a text (two guests with customer_id '' are not one customer).
             if not field.nullable and name not in OPTIONAL_AT_DECISION:

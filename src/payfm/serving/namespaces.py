@@ -24,7 +24,7 @@ from typing import Any
 
 from payfm.errors import ConfigError, shown_url
 from payfm.features.state import FORMAT
-from payfm.redis_load import is_redis_url, live_servers, redis_client, server_names, unlink_namespace
+from payfm.redis_load import connected, is_redis_url, live_servers, server_names, unlink_namespace
 from payfm.registry import Registry
 
 SERVED = ("(production)", "(shadow)")  # the stages a server runs
@@ -70,17 +70,9 @@ def _users(registry: Registry | None, prefix: str) -> dict[str, list[str]]:
 
 
 def _client(url: str) -> Any:
-    import redis
-
     if not is_redis_url(url):
         raise ConfigError(f"--state must be a redis://, rediss:// or unix:// URL. Got {shown_url(url)!r}.")
-
-    try:
-        client = redis_client(url)
-        client.ping()
-    except (redis.RedisError, ValueError) as e:
-        raise ConfigError(f"The Redis online state at {shown_url(url)!r} is not reachable: {e}") from None
-    return client
+    return connected(url, "The Redis online state")
 
 
 def list_namespaces(

@@ -8,14 +8,12 @@ serving processes may share one database (with the Redis state).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 
-from payfm.errors import ConfigError, shown_url
+from payfm.errors import ConfigError, scrubbed, shown_url
 from payfm.serving.decision_log import DecisionLog, Record, new_log_id
 
 SCHEMA = [
@@ -37,27 +35,14 @@ SCHEMA = [
 ]
 
 
-_URL_PASSWORD = re.compile(r"(://[^/:@\s\"]*:)[^\s\"]*@")  # scheme://user:PASSWORD@, to the last '@'
-
 # The advisory lock (a 64-bit key of payfm's own) under which a log creates its schema and tables.
 _SCHEMA_LOCK = 0x7061_7966_6D5F_6C67  # "payfm_lg"
 
 
 def _said(e: Exception, url: str) -> str:
-    """psycopg's message on one line (it spans lines: the cause, then a hint). libpq does not quote the
-    password; should a message hold it, a password of 8 characters or more that is not the user name is
-    masked (a shorter one would mask pieces of words: 'a' in 'failed')."""
-    said = " ".join(str(e).split()) or type(e).__name__
-    said = said.replace(url, shown_url(url))  # a URL the message quotes (libpq quotes one it cannot parse)
-    said = _URL_PASSWORD.sub(r"\1***@", said)
-    try:
-        parts = urlsplit(url)
-        password, user = parts.password, parts.username
-    except ValueError:  # not a URL psycopg could have read a password from either
-        password = user = None
-    if password and len(password) >= 8 and password != user:
-        said = said.replace(password, "***")
-    return said
+    """psycopg's message on one line (it spans lines: the cause, then a hint), without the URL's password
+    (:func:`payfm.errors.scrubbed`: libpq does not quote it, but quotes a URL it cannot parse)."""
+    return scrubbed(" ".join(str(e).split()) or type(e).__name__, url)
 
 
 class PostgresDecisionLog(DecisionLog):

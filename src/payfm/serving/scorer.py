@@ -41,7 +41,6 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from payfm.errors import shown_url
+from payfm.errors import scrubbed, shown_url
 from payfm.events.workspace import Workspace, alive
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
@@ -78,8 +77,9 @@ from payfm.serving.fm_embeddings import (
     unseen,
     warm,
 )
+from payfm.serving.scorer_config import ScorerConfig as ScorerConfig  # (its home; imported from here too)
 from payfm.serving.snapshot_child import fork_writer
-from payfm.training.scores import ScoreLevels, risk_score
+from payfm.training.scores import risk_score
 
 if TYPE_CHECKING:
     from payfm.features.redis_store import RedisStore
@@ -91,40 +91,6 @@ _DURABLE_TIMEOUT_S = 30.0
 OUTCOMES = ("authorized", "manual_review", "blocked", "request_3ds")
 _ACTION_OUTCOME = {None: "authorized", "allow": "authorized", "review": "manual_review", "block": "blocked"}
 _ACTION_OUTCOME["request_3ds"] = "request_3ds"
-
-
-@dataclass(frozen=True)
-class ScorerConfig:
-    """``model``: registry name the production version must have (default: the production version);
-    ``top_k``: reasons per decision; ``snapshot_every``: snapshot the memory state every n decisions (0: only
-    at close); ``levels``: risk level thresholds."""
-
-    model: str | None = None
-    top_k: int = 3
-    snapshot_every: int = 0
-    levels: ScoreLevels = field(default_factory=ScoreLevels)
-    # With no snapshot yet, start the memory state from the workspace's event log (the history the models
-    # were trained on), then snapshot it, so features do not start from zero on a new server.
-    warm_from_event_log: bool = True
-    # Write snapshots from a forked child (copy-on-write) so deciding goes on meanwhile (POSIX only).
-    fork_snapshots: bool = True
-    # Every n decisions, move what survived (new online-state records, mostly) out of the cyclic garbage
-    # collector's reach (gc.freeze, after a full collection of what is not frozen yet): else each full
-    # collection rescans every state record made since start-up, a pause that grows with uptime. 0: never.
-    gc_freeze_every: int = 5_000
-    # Refuse a charge or outcome dated more than this many seconds ahead of the server's clock (None: no
-    # bound, as for a replay, whose time is the log's): one far-future event would move its keys' velocity
-    # windows there. `payfm serve --max-future-s` (default 300).
-    max_future_s: float | None = None
-    # Refuse a charge dated more than this many seconds behind the server's clock (None: no bound, the
-    # default): a back-dated charge gives its card a history it never had. Outcomes are dated when the issuer
-    # opened them and may come days later: not bound. `payfm serve --max-past-s`.
-    max_past_s: float | None = None
-    # Every this many seconds, look whether rules.db changed (PRAGMA data_version) and, when a list the
-    # served ruleset uses did, recompile it with the new contents: a blocklist entry takes effect within it,
-    # without a reload (the ruleset's version stays: activating another one is `POST /v1/admin/reload`).
-    # None: lists are read at load and reload only. `payfm serve` sets 1.0.
-    lists_refresh_s: float | None = None
 
 
 class Scorer(FeedbackMixin):
@@ -260,7 +226,7 @@ class Scorer(FeedbackMixin):
             log.info(
                 "state snapshots %s are of another decision log than %s: rebuilding from the logs",
                 ", ".join(sorted(others)),
-                self.log.url,
+                shown_url(self.log.url),
             )
         since = 0
         restored = False
@@ -472,7 +438,8 @@ class Scorer(FeedbackMixin):
         try:
             self.log.get_decision("")  # a key lookup: the log answers
         except Exception as e:  # any failure of the backend is what the probe reports
-            problems.append(f"the decision log does not answer ({type(e).__name__}: {_short(e)})")
+            said = _short(self.scrub(str(e)))
+            problems.append(f"the decision log does not answer ({type(e).__name__}: {said})")
         shared: list[tuple[str, Any]] = [("online state", self.online.store)]  # memory ones: loaded at start
         shared += [(f"embedder state of {h}", e.store) for h, e in self.bundle.embedders.items()]
         for what, store in [(w, s) for w, s in shared if hasattr(s, "client")]:  # (Redis ones)
@@ -483,8 +450,17 @@ class Scorer(FeedbackMixin):
                         "was flushed); restart the servers to load it from the logs again"
                     )
             except Exception as e:
-                problems.append(f"the {what} does not answer ({type(e).__name__}: {_short(e)})")
+                said = _short(self.scrub(str(e)))
+                problems.append(f"the {what} does not answer ({type(e).__name__}: {said})")
         return problems
+
+    def scrub(self, said: str) -> str:
+        """``said`` (a driver's message) without the password of the decision log's URL nor of a Redis
+        state's (:func:`payfm.errors.scrubbed`), for /healthz and the log."""
+        stores = [self.online.store, *(e.store for e in self.bundle.embedders.values())]
+        for url in [getattr(self.log, "url", ""), *(getattr(s, "url", "") for s in stores)]:
+            said = scrubbed(said, url)
+        return said
 
     def close(self, snapshot: bool = True) -> None:
         self._lists_stop.set()
@@ -789,8 +765,8 @@ def _snapshot_seq(path: Path) -> int:
     return int(path.name.split("-")[-1].split(".")[0])
 
 
-def _short(error: BaseException) -> str:
+def _short(said: str) -> str:
     """An exception's message on one line, cut, escaped, without a card number (a backend's text)."""
     from payfm.events.cards import shown_text
 
-    return shown_text(" ".join(str(error).split()), 200)
+    return shown_text(" ".join(said.split()), 200)
