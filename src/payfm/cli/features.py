@@ -13,12 +13,12 @@ import pyarrow.compute as pc
 from rich.table import Table
 
 from payfm.cli.options import DAYS
-from payfm.cli.render import console, parquet_path, progress_bar, shown_path
-from payfm.errors import ConfigError, PayfmError
+from payfm.cli.render import console, err_console, parquet_path, progress_bar, shown_path
+from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
-from payfm.events.workspace import Workspace, atomic_write_bytes
-from payfm.features.catalog import FEATURE_SETS, feature_set, set_path
-from payfm.features.definitions import FeatureSet, refuse_card_numbers
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import FEATURE_SETS, check_definable, define_set, feature_set
+from payfm.features.definitions import FeatureSet
 
 SET_OPTION = click.option(
     "--set",
@@ -96,73 +96,15 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
         raise ConfigError(f"Feature set file '{file}': expected JSON text. Got an error ({e}).") from None
     fs = FeatureSet.from_json(data, f"Feature set file '{file}'")
     try:
-        refuse_card_numbers(fs)
+        check_definable(fs)  # before the workspace: a bad name is said even where there is none yet
     except ConfigError as e:
         raise ConfigError(f"Feature set file '{file}': {e}") from None
-    if fs.name in FEATURE_SETS:
-        raise ConfigError(
-            f"Feature set file '{file}': '{fs.name}' is a set payfm bundles ({', '.join(FEATURE_SETS)}); "
-            "give yours another name."
-        )
-    ws = Workspace.open(ctx.obj["workspace"])
-    path = set_path(ws.root, fs.name)
-    if path.exists() and replace:
-        from payfm.registry import Registry
-
-        serving = [
-            v.ref
-            for v in Registry(ws).list()
-            if v.feature_set == fs.name
-            and v.stage in ("production", "shadow")
-            and v.feature_set_version != fs.version
-        ]
-        if serving:
-            raise ConfigError(
-                f"Feature set '{fs.name}' is served: {', '.join(serving)} (production or shadow) were "
-                "trained on its current definitions, which the decision service would no longer compute. "
-                "Archive them first (payfm models promote REF --stage archived), or define the new set under "
-                "another name."
-            )
-        _check_active_ruleset(ws, feature_set(fs.name, ws.root), fs)
-    if path.exists() and not replace:
-        old = feature_set(fs.name, ws.root)
-        if old.version == fs.version:
-            console.print(f"Feature set '{fs.name}' version {fs.version} is defined already: unchanged.")
-            return
-        raise ConfigError(
-            f"Workspace '{ws.root}' defines feature set '{fs.name}' already (version {old.version}; this "
-            f"file gives {fs.version}). Pass --replace to replace it: models trained on the old version "
-            "will not load against the new one."
-        )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(fs.to_json(), indent=2, default=list).encode())
+    path, written = define_set(Workspace.open(ctx.obj["workspace"]), fs, replace=replace)
+    if not written:
+        console.print(f"Feature set '{fs.name}' version {fs.version} is defined already: unchanged.")
+        return
     n = len(fs.features)
     console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({shown_path(path)}).")
-
-
-def _check_active_ruleset(ws: Workspace, old: FeatureSet, new: FeatureSet) -> None:
-    """Refuse new definitions of a set that drop a feature the active ruleset reads: a decision service
-    could not load that ruleset any more, and `rules activate` would then be the only way out."""
-    from payfm.rules import rulesets
-    from payfm.rules.catalog import AttributeCatalog
-
-    active = rulesets.active(ws) if (ws.root / "rules.db").exists() else None
-    if active is None or active.feature_set != old.name:
-        return
-    try:
-        # features only: an attribute that is also a charge field (tiny's amount_usd) reads the field
-        reads = (
-            rulesets.compile_version(ws, active).attributes() & AttributeCatalog.for_feature_set(old).features
-        )
-    except PayfmError:  # it does not load already: the new definitions may be what mends it
-        return
-    dropped = sorted(reads - set(new.names))
-    if dropped:
-        raise ConfigError(
-            f"Feature set '{old.name}' cannot drop {', '.join(dropped)}: the active ruleset "
-            f"v{active.version} reads them, and a decision service could not load it. Activate a version "
-            "that does not (payfm rules activate VERSION) first, or keep them."
-        )
 
 
 @features.command()
@@ -199,6 +141,11 @@ def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str) 
         f"Backfilled {len(fs.features)} features x {rows:,} charges in {elapsed:.1f} s "
         f"({rows / max(elapsed, 1e-9):,.0f} charges/s) -> {shown_path(path)}"
     )
+    from payfm.features.coverage import uninformative
+
+    said = uninformative(path, fs.names).said(len(fs.names)) if rows else None
+    if said:  # (an import fills only some fields: the features of the others tell a model nothing)
+        err_console.print(f"warning: {said}.", markup=False, highlight=False, soft_wrap=True)
 
 
 @features.command()

@@ -30,7 +30,6 @@ from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
 from payfm.rules.compiler import Ruleset
 from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, check_note
-from payfm.rules.scores import in_sample_warning
 from payfm.training.labels import DEFAULT_HORIZON
 
 DAY = timedelta(days=1)
@@ -258,13 +257,7 @@ def _run_backtest(
             table = pq.read_table(scores)
         except (OSError, ValueError) as e:
             raise ConfigError(f"Cannot read the scores file '{scores}' as Parquet: {e}") from None
-    if model_ref is not None:
-        from payfm.training.predict import model_scores
-
-        overlap = in_sample_warning(ws, model_ref, first, until)
-        if overlap is not None:
-            _warn(overlap)
-        table = model_scores(ws, model_ref, first, until)
+    if model_ref is not None:  # the backtest scores the window with it (an in-sample window: a warning)
         source = f"model {model_ref}"
     report = backtest(
         ws,
@@ -278,6 +271,7 @@ def _run_backtest(
         horizon=timedelta(days=horizon_days) if horizon_days is not None else DEFAULT_HORIZON,
         scores_source=source,
         baseline_name=base.label[:1].upper() + base.label[1:],
+        model=model_ref,
     )
     return report, label
 

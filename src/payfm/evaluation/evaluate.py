@@ -136,6 +136,9 @@ class EvaluationResult:
     curves: Curves
     bootstrap_resamples: int
     seed: int
+    # What a reader must know before trusting the figures: a window holding charges the model was trained or
+    # validated on (evaluate_models says so here; its figures are in-sample). Also in the report.
+    warnings: tuple[str, ...] = ()
 
 
 def _column(preds: pa.Table, name: str) -> pa.ChunkedArray:

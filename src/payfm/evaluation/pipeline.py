@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -87,6 +88,26 @@ def held_out(ws: Workspace, model_refs: Sequence[str]) -> dict[str, datetime]:
         start = (mv.entry.get("data_window") or {}).get("test_start")
         if start:
             out[mv.ref] = datetime.fromisoformat(start)
+    return out
+
+
+def in_sample(ws: Workspace, model_refs: Sequence[str], start: datetime | None) -> dict[str, str]:
+    """A warning for each model (its reference as given -> the text) whose held-out test period
+    (:func:`held_out`) starts after the window's ``start``: the window holds charges the model was trained or
+    validated on, so its figures are in-sample."""
+    from payfm.registry.store import Registry
+
+    tests = held_out(ws, model_refs)
+    reg = Registry(ws)
+    out = {}
+    for ref in model_refs:
+        full = reg.get(ref).ref
+        test_start = tests.get(full)
+        if start is not None and test_start is not None and start < test_start:
+            out[ref] = (
+                f"the window starts before {full}'s held-out test period ({test_start.isoformat()}): it "
+                "holds charges the model was trained or validated on, so its figures are in-sample"
+            )
     return out
 
 
@@ -219,8 +240,9 @@ def evaluate_models(
 
     Without ``start``, models are evaluated from the latest of their held-out test periods' starts
     (:func:`held_out`), never on the charges they were trained or validated on; a ``start`` earlier than a
-    model's test period is evaluated as asked, with a ``warning:`` through ``progress``: its figures are
-    in-sample for that model.
+    model's test period is evaluated as asked, with a warning (:func:`in_sample`) in that model's
+    ``EvaluationResult.warnings`` and the report (and through ``progress``, as ``warning: ...``): its figures
+    are in-sample for that model.
 
     ``start`` and ``end`` are aware datetimes, dates (their midnight, UTC) or ISO date or time texts (UTC when
     they name no zone), as ``payfm evaluate --from`` takes them. A window holding no charge is refused with
@@ -244,12 +266,9 @@ def evaluate_models(
                 f"The evaluation window ends at {end.isoformat()}, before the held-out test period of {ref} "
                 f"starts ({start.isoformat()}): give --from to evaluate earlier charges (in-sample)."
             )
-    for ref, test_start in tests.items():
-        if start is not None and start < test_start:
-            say(
-                f"warning: the window starts before {ref}'s held-out test period ({test_start.isoformat()}): "
-                "it holds charges the model was trained or validated on, so its figures are in-sample"
-            )
+    warned = in_sample(ws, model_refs, start)
+    for message in dict.fromkeys(warned.values()):  # (a model named twice, fraud-gbdt and @1: said once)
+        say(f"warning: {message}")
     _check_charges(ws, start, end)
     labelled_over = common_horizon(ws, model_refs, say, horizon)
     tables: list[tuple[str, pa.Table]] = []
@@ -277,7 +296,8 @@ def evaluate_models(
     results = []
     for name, preds in tables:
         say(f"evaluating {name}")
-        results.append(evaluate_predictions(preds, name=name, bootstrap=bootstrap, seed=seed))
+        result = evaluate_predictions(preds, name=name, bootstrap=bootstrap, seed=seed)
+        results.append(replace(result, warnings=(warned[name],)) if name in warned else result)
     say("writing the report")
     title = "payfm evaluation report" + (" (authorized charges only)" if on == "authorized" else "")
     paths = write_report(

@@ -45,14 +45,27 @@ class EvaluationReport:
 
 
 def report_json(results: Sequence[EvaluationResult], population: str = "all") -> dict[str, Any]:
-    """The report's numbers: the population (``all`` charges or the ``authorized`` ones), the comparison and
-    every result in full."""
+    """The report's numbers: the population (``all`` charges or the ``authorized`` ones), the warnings of
+    every result (:func:`report_warnings`), the comparison and every result in full."""
     return {
         "payfm_version": __version__,
         "population": population,
+        "warnings": report_warnings(results),
         "comparison": json_ready(compare(results)),
         "results": [json_ready(r) for r in results],
     }
+
+
+def report_warnings(results: Sequence[EvaluationResult]) -> list[str]:
+    """The results' warnings (``EvaluationResult.warnings``: figures in-sample for a model), each once, in
+    the order of the results."""
+    return list(dict.fromkeys(w for r in results for w in r.warnings))
+
+
+def _warnings(results: Sequence[EvaluationResult]) -> str:
+    """The page's warnings, under its description (nothing when there are none)."""
+    said = "".join(f"<li>{html.escape(w[:1].upper() + w[1:])}.</li>" for w in report_warnings(results))
+    return f'<ul class="warning">{said}</ul>' if said else ""
 
 
 def _minute(iso: str | None) -> str:
@@ -89,9 +102,9 @@ def _comparison(results: Sequence[EvaluationResult]) -> str:
         ]
         for c in compare(results)
     ]
-    k = results[0].card_precision.k
-    header = ["model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block", f"card prec@{k}",
-              "ECE", "charges", "immature"]  # fmt: skip
+    k, best = results[0].card_precision.k, results[0].card_precision.best  # (one window: one best)
+    header = ["model", "AP [95% CI]", "ROC AUC", "recall@1% FPR", "precision@1% block",
+              f"card prec@{k} (best {_f(best)})", "ECE", "charges", "immature"]  # fmt: skip
     return _table(header, rows, best=0)
 
 
@@ -184,6 +197,7 @@ def render_html(
     return PAGE.substitute(
         title=html.escape(title),
         meta=html.escape(meta),
+        warnings=_warnings(results),
         comparison=_comparison(results),
         resamples=r0.bootstrap_resamples,
         card_k=r0.card_precision.k,

@@ -22,12 +22,14 @@ th, td { padding: 4px 10px; border-bottom: 1px solid #eaeef2; text-align: right;
 th { background: #f6f8fa; font-weight: 600; } td:first-child, th:first-child { text-align: left; }
 tr.best td { font-weight: 600; }
 .note { color: #57606a; font-size: 12.5px; max-width: 900px; }
+.warning { color: #9a6700; background: #fff8c5; padding: 6px 6px 6px 28px; max-width: 900px; }
 figure { margin: 6px 0 14px; } svg { max-width: 100%; height: auto; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; align-items: flex-start; }
 </style></head>
 <body>
 <h1>$title</h1>
 <p class="meta">$meta</p>
+$warnings
 
 <h2>Model comparison</h2>
 $comparison
@@ -38,7 +40,8 @@ Precision at 1% block rate: precision at the lowest threshold that blocks at mos
 of equal score are blocked together, so it may block fewer); when the top score alone ties more than 1% of
 charges, no threshold stays within 1%: it is the precision of that tie group (the expected precision of
 any 1% of it), with the share the group blocks. Card precision@k:
-per UTC day, share of fraudulent cards among the $card_k highest-scored cards, averaged over days.
+per UTC day, share of fraudulent cards among the $card_k highest-scored cards, averaged over days; "best" is
+what a perfect ranking reaches, below 1 when days hold fewer than $card_k fraud cards.
 ECE: expected calibration error,
 10 equal-width bins.</p>
 

@@ -13,9 +13,20 @@ import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from payfm.errors import ConfigError
-from payfm.features.definitions import Aggregate, Derived, Feature, FeatureSet, RequestFeature
+from payfm.errors import ConfigError, PayfmError
+from payfm.features.definitions import (
+    Aggregate,
+    Derived,
+    Feature,
+    FeatureSet,
+    RequestFeature,
+    refuse_card_numbers,
+)
+
+if TYPE_CHECKING:
+    from payfm.events.workspace import Workspace
 
 H = timedelta(hours=1)
 D = timedelta(days=1)
@@ -271,5 +282,121 @@ def feature_set(name: str, root: str | os.PathLike[str] | None = None) -> Featur
     raise ConfigError(
         f"Unknown feature set {name!r}. Expected one of {', '.join(known)}"
         + ("" if root is not None else " (a workspace's own sets need its workspace)")
-        + "; define one with `payfm features define FILE.json`."
+        + "; define one with `payfm features define FILE.json` (define_set(ws, fset) in Python)."
     )
+
+
+def check_definable(fset: FeatureSet) -> FeatureSet:
+    """``fset`` as a workspace would store it, or a ConfigError: a set payfm bundles keeps its name; a card
+    number in the set's name or a feature's is refused (:func:`refuse_card_numbers`: a set's name is a file
+    name, and its features' names are every decision's reasons); the name must be what a set file takes (a
+    lower-case word), and the set must read back from its JSON as it is. Needs no workspace:
+    ``payfm features define`` says these before it opens one."""
+    if not isinstance(fset, FeatureSet):
+        raise ConfigError(
+            f"The 'fset' of define_set must be a FeatureSet (FeatureSet(name, features), or "
+            f"feature_set(name, ws.root)). Got {type(fset).__name__}."
+        )
+    refuse_card_numbers(fset)  # first: the other errors quote the name
+    if fset.name in FEATURE_SETS:
+        raise ConfigError(
+            f"Feature set '{fset.name}' is a set payfm bundles ({', '.join(FEATURE_SETS)}); give yours "
+            "another name."
+        )
+    return FeatureSet.from_json(fset.to_json(), f"Feature set '{fset.name}'")  # as feature_set() reads it
+
+
+def define_set(ws: Workspace, fset: FeatureSet, *, replace: bool = False) -> tuple[Path, bool]:
+    """Define ``fset`` in the workspace (``features/sets/<name>.json``, written atomically), so that
+    :func:`feature_set` (every command's ``--set``), promotion and the decision service find it; what
+    ``payfm features define`` does. Returns the file and whether it was written (False: the same
+    definitions were there already).
+
+    Refused (ConfigError, nothing written): what :func:`check_definable` refuses; a set of that name
+    defined with other definitions, unless ``replace``; with ``replace``, new definitions while a production
+    or shadow model was trained on the old ones (the decision service could not compute its features), or
+    ones that drop a feature the active ruleset reads. Models trained on replaced definitions no longer load
+    or promote.
+
+    Example:
+        >>> import tempfile
+        >>> from payfm.events.workspace import Workspace
+        >>> ws = Workspace.open(tempfile.mkdtemp(), create=True)
+        >>> mine = FeatureSet("mine", (Aggregate("card", "count", window=H),))
+        >>> path, written = define_set(ws, mine)
+        >>> path.name, written, feature_set("mine", ws.root).version == mine.version
+        ('mine.json', True, True)
+        >>> define_set(ws, mine)[1]  # the same definitions again: unchanged
+        False
+    """
+    from payfm.events.workspace import Workspace, atomic_write_bytes
+
+    if not isinstance(ws, Workspace):
+        raise ConfigError(
+            f"The 'ws' of define_set must be what Workspace.open(path) gives. Got {type(ws).__name__}."
+        )
+    if not isinstance(replace, bool):
+        raise ConfigError(f"The 'replace' of define_set must be True or False. Got {replace!r}.")
+    fset = check_definable(fset)
+    path = set_path(ws.root, fset.name)
+    if path.exists():
+        old = feature_set(fset.name, ws.root)
+        if old.version == fset.version:
+            return path, False
+        if not replace:
+            raise ConfigError(
+                f"Workspace '{ws.root}' defines feature set '{fset.name}' already (version {old.version}; "
+                f"the new definitions give {fset.version}). Replace it with replace=True (--replace): models "
+                "trained on the old version will not load against the new one."
+            )
+        _refuse_served(ws, fset)
+        _check_active_ruleset(ws, old, fset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(fset.to_json(), indent=2, default=list).encode())
+    return path, True
+
+
+def _refuse_served(ws: Workspace, new: FeatureSet) -> None:
+    """Refuse new definitions of a set a production or shadow model was trained on: every server start
+    would fail, as the decision service could not compute that model's features any more."""
+    from payfm.registry import Registry
+
+    serving = [
+        v.ref
+        for v in Registry(ws).list()
+        if v.feature_set == new.name
+        and v.stage in ("production", "shadow")
+        and v.feature_set_version != new.version
+    ]
+    if serving:
+        raise ConfigError(
+            f"Feature set '{new.name}' is served: {', '.join(serving)} (production or shadow) were trained "
+            "on its current definitions, which the decision service would no longer compute. Archive them "
+            "first (payfm models promote REF --stage archived; Registry.set_stage(ref, 'archived')), or "
+            "define the new set under another name."
+        )
+
+
+def _check_active_ruleset(ws: Workspace, old: FeatureSet, new: FeatureSet) -> None:
+    """Refuse new definitions of a set that drop a feature the active ruleset reads: a decision service
+    could not load that ruleset any more, and `rules activate` would then be the only way out."""
+    from payfm.rules import rulesets
+    from payfm.rules.catalog import AttributeCatalog
+
+    active = rulesets.active(ws) if (ws.root / "rules.db").exists() else None
+    if active is None or active.feature_set != old.name:
+        return
+    try:
+        # features only: an attribute that is also a charge field (tiny's amount_usd) reads the field
+        reads = (
+            rulesets.compile_version(ws, active).attributes() & AttributeCatalog.for_feature_set(old).features
+        )
+    except PayfmError:  # it does not load already: the new definitions may be what mends it
+        return
+    dropped = sorted(reads - set(new.names))
+    if dropped:
+        raise ConfigError(
+            f"Feature set '{old.name}' cannot drop {', '.join(dropped)}: the active ruleset "
+            f"v{active.version} reads them, and a decision service could not load it. Activate a version "
+            "that does not (payfm rules activate VERSION) first, or keep them."
+        )

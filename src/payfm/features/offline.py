@@ -39,7 +39,7 @@ from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.schema import CHARGES
 from payfm.events.workspace import Workspace, alive
-from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature
+from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature, refuse_card_numbers
 from payfm.features.offline_columnar import (
     Charges,
     Frame,
@@ -369,6 +369,9 @@ def _backfill(
     progress: Callable[[int, int], None] | None,
     engine: Engine,
 ) -> tuple[Path, int]:
+    # The file is named by the set and its columns by the features: no card number at rest (every backfill,
+    # and the training and evaluation that compute a missing one, come through here).
+    refuse_card_numbers(fset)
     if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?)?B", memory_limit.strip(), flags=re.IGNORECASE):
         raise ConfigError(f"--memory-limit: expected a size such as 4GB or 512MiB. Got {memory_limit!r}.")
     out_dir = ws.root / "features"

@@ -385,8 +385,8 @@ class Registry:
             raise FeatureSetMismatchError(
                 f"Model {mv.ref} was trained on feature set '{mv.feature_set}', which neither this payfm nor "
                 f"the workspace defines ({sets}): the decision service could not compute its features. "
-                f"Define it (payfm features define FILE.json, with the set's definitions), or retrain it on "
-                "one of those."
+                "Define it with the set's definitions (payfm features define FILE.json; in Python "
+                "payfm.features.catalog.define_set(ws, fset)), or retrain it on one of those."
             ) from None
         if current != mv.feature_set_version:
             raise FeatureSetMismatchError(

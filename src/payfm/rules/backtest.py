@@ -47,7 +47,7 @@ from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset, list_table, quote_ident, sql_literal
 from payfm.rules.limits import RuleError
-from payfm.rules.scores import check_scores
+from payfm.rules.scores import check_scores, in_sample_warning
 from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, log_end
 
 # Outcomes of a charge: the three final labels, then "pending" (its label horizon has not passed yet) and
@@ -519,6 +519,7 @@ def backtest(
     as_of: datetime | None = None,
     scores_source: str = "the scores table",
     baseline_name: str = "The active ruleset",
+    model: str | None = None,
 ) -> BacktestReport:
     """Backtest ``ruleset`` (on feature set ``fset``) against ``baseline`` on the charges of ``ws`` created in
     [start, end).
@@ -528,6 +529,12 @@ def backtest(
     known ``as_of`` (default: the log's end), final once ``horizon`` has passed since the charge;
     ``scores_source`` names the scores in error messages (the --scores file), ``baseline_name`` the baseline
     (``rules backtest --against``: "Ruleset v2").
+
+    ``:risk_score:`` and ``:risk_level:`` come from ``scores`` (a table: :mod:`payfm.rules.scores`) or from
+    ``model``, a registered model reference that scores the window as the decision service would
+    (:func:`payfm.training.predict.model_scores`; give one of the two). A window overlapping that model's
+    training or validation period is the report's first warning
+    (:func:`payfm.rules.scores.in_sample_warning`): its figures are in-sample.
     """
     if start is not None and end is not None and start >= end:
         raise RuleError(
@@ -536,6 +543,20 @@ def backtest(
         )
     if horizon <= timedelta(0):
         raise RuleError(f"The label horizon must be positive. Got {horizon}.")
+    learned: list[str] = []  # the in-sample warning of ``model``
+    if model is not None:
+        if not isinstance(model, str) or scores is not None:
+            raise RuleError(
+                "The backtest takes scores or a model reference to compute them (--scores or --model), not "
+                f"both. Got {'both' if scores is not None else f'model={model!r}'}."
+            )
+        from payfm.training.predict import model_scores
+
+        warning = in_sample_warning(ws, model, start, end)
+        learned = [warning] if warning is not None else []
+        scores = model_scores(ws, model, start, end)
+        if scores_source == "the scores table":
+            scores_source = f"model {model}"
     base_attrs = baseline.attributes() if baseline is not None else set()
     # The baseline's own set, when it is not the candidate's (told apart by name: a workspace's set of one
     # name has one definition at a time).
@@ -593,7 +614,7 @@ def backtest(
         [(reported,)] = con.execute(f"SELECT count_if(label = 'pending' AND reported) FROM {BASE}").fetchall()
         report = replace(report, horizon=horizon, as_of=labels_as_of, pending_fraud=int(reported or 0))
         warnings = _warnings(con, report, start, end, scored, scores_source, at_log_end=as_of is None)
-        return replace(report, warnings=tuple(warnings))
+        return replace(report, warnings=(*learned, *warnings))
 
     try:
         return _interruptible(con, work)
