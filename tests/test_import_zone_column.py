@@ -151,3 +151,34 @@ def test_the_zone_column_is_read_so_it_is_scanned_and_cannot_be_a_card_column(tm
         tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, _mapping({"column": "tz"}))
     )
     assert "row 3 (line 4), column 'tz'" in text and "4111" not in text
+
+
+def test_zones_python_reads_but_arrow_does_not_are_errors_not_a_traceback(tmp_path: Path) -> None:
+    """Found by a review: zoneinfo reads 'posix/Europe/Paris', 'Factory' and 'right/UTC', Arrow does not, and
+    one such cell ended the import with an ArrowInvalid traceback; 'localtime' read the host's own zone."""
+    rows = ROWS | {
+        "ts": ["2024-03-01 09:30:00"] * 4,
+        "tz": ["UTC", "posix/Europe/Paris", "localtime", "Factory"],
+    }
+    text = failed_import(
+        tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, _mapping({"column": "tz"}))
+    )
+    for row, zone in ((2, "posix/Europe/Paris"), (3, "localtime"), (4, "Factory")):
+        assert f"row {row} (line {row + 1}), column 'tz': expected an IANA time zone name" in text, text
+        assert f"received '{zone}'" in text
+    for zone in ("Factory", "localtime", "right/UTC"):
+        m = copy.deepcopy(MAPPING) | {"timezone": zone}
+        text = failed_import(tmp_path, write_csv(tmp_path, ROWS), write_mapping(tmp_path, m), ConfigError)
+        assert "'timezone': expected an IANA time zone name such as UTC or America/New_York" in text, text
+
+
+def test_a_map_key_yaml_reads_as_a_boolean_is_refused_asking_for_quotes(tmp_path: Path) -> None:
+    """Found by a review: `map: {NO: Europe/Oslo}` (Norway) became the key False, and every 'NO' row an error
+    quoting the map's keys as (False, SE)."""
+    path = tmp_path / "m.yaml"
+    m = _mapping({"column": "tz", "map": {"SE": "Europe/Stockholm"}})
+    text = write_mapping(tmp_path, m).read_text().replace("SE: Europe/Stockholm", "NO: Europe/Oslo")
+    path.write_text(text)
+    said = failed_import(tmp_path, write_csv(tmp_path, ROWS | {"tz": ["NO"] * 4}), path, ConfigError)
+    assert "'columns.created.timezone.map': expected text keys (quote them in YAML" in said
+    assert "received False" in said

@@ -44,7 +44,7 @@ def test_a_note_with_a_card_number_or_a_control_character_is_refused_and_nothing
     ws: Workspace,
 ) -> None:
     lists.create_list(ws, "bad_ips", "ip_address")
-    with pytest.raises(RuleError, match=re.escape("A list change's note and author must not contain a card")):
+    with pytest.raises(RuleError, match=re.escape("A list change's note must not contain a card")):
         lists.add_values(ws, "bad_ips", ["203.0.113.7"], note="card 4111 1111 1111 1111")
     with pytest.raises(
         RuleError, match=re.escape("A list change's note must not contain control characters")

@@ -88,7 +88,7 @@ def test_rulesets_are_versioned_checked_and_use_the_lists(ws: Workspace) -> None
     with pytest.raises(RuleError, match=re.escape("Unknown list '@trustd'. Did you mean '@trusted'?")):
         rulesets.save(ws, "allow if :email_domain: in @trustd")
     assert rulesets.history(ws) == [] and rulesets.active(ws) is None
-    with pytest.raises(RuleError, match="note and author") as info:
+    with pytest.raises(RuleError, match="A ruleset's note must not contain a card number") as info:
         rulesets.save(ws, "big: block if :amount_usd: > 100", note="card 4242424242424242 again")
     assert "4242" not in str(info.value) and rulesets.history(ws) == []  # nothing stored
     v1 = rulesets.save(ws, "ok: allow if :email_domain: in @trusted", author="ana", note="one", activate=True)

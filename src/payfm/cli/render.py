@@ -103,8 +103,9 @@ def iso_time(value: str | None, option: str) -> datetime | None:
 
 class _PlainProgress:
     """Progress where stderr is no terminal (a log file, CI): a bar would draw nothing there, so a stage that
-    runs long says where it is in one plain line, first after :data:`PLAIN_FIRST_S` seconds, then every
-    :data:`PLAIN_EVERY_S`, and once more when it ends (a quick stage says nothing)."""
+    runs long says where it is in one plain line, at its first update after :data:`PLAIN_FIRST_S` seconds,
+    then at the first update after each :data:`PLAIN_EVERY_S` more, and once more when it ends (a quick stage
+    says nothing; a stage whose updates come minutes apart speaks at that pace)."""
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         self._clock = clock or time.monotonic

@@ -188,5 +188,10 @@ def parse_zone_column(
         raise error(
             f"{path}.map", "the column's values mapped to IANA zones, e.g. {TX: America/Chicago}", raw
         )
+    for key in raw:
+        if isinstance(key, bool) or not isinstance(key, str | int):  # (YAML reads NO, ON, YES as booleans)
+            raise error(
+                f"{path}.map", "text keys (quote them in YAML: NO, ON and Y are booleans otherwise)", key
+            )
     names = {str(k): zone(f"{path}.map.{k}", v) for k, v in raw.items()}
     return ZoneColumn(column, names)

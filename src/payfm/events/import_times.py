@@ -9,9 +9,7 @@ are reported by row, like every cell that does not parse, and left null.
 
 from __future__ import annotations
 
-import functools
 import re
-import zoneinfo
 
 import numpy as np
 import pyarrow as pa
@@ -21,7 +19,7 @@ from payfm.errors import ConfigError
 from payfm.events.import_convert import as_text, plain_numbers, source_values, to_floats
 from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.mapping import FieldSpec, Mapping
-from payfm.events.mapping_times import EPOCH_UNITS
+from payfm.events.mapping_times import EPOCH_UNITS, is_zone
 from payfm.events.schema import TIME_MAX_US, TIMESTAMP
 from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
 
@@ -139,7 +137,7 @@ def _localize_rows(
         rows = order[starts[k] : starts[k + 1]]
         if not len(rows):
             continue
-        if not _is_zone(zone):
+        if not is_zone(zone):
             unknown.append(rows)
             continue
         taken = pa.array(rows)
@@ -154,15 +152,6 @@ def _localize_rows(
             column, bad, f"an IANA time zone name such as America/New_York{mapped}", values_at(zones, bad)
         )
     return pa.array(micros, mask=~valid).cast(TIMESTAMP)
-
-
-@functools.cache
-def _is_zone(name: str) -> bool:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        return False
-    return True
 
 
 _DAY_US, _BACK_US = 86_400_000_000, 1_800_000_000  # a local day; the least step back a clock change makes

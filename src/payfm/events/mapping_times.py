@@ -16,6 +16,9 @@ import functools
 import zoneinfo
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from payfm.events.import_format import Error, parse_zone_column, parse_zone_names
 
 EPOCH_UNITS = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}  # value -> micros
@@ -24,17 +27,30 @@ NONEXISTENT = ("error", "earliest", "latest")  # a local time a DST change skips
 TIME_KEYS = ("unit", "format", "timezone", "ambiguous", "nonexistent", "zone_names")
 
 
+@functools.cache
+def is_zone(name: str) -> bool:
+    """Whether ``name`` is a zone both Python and Arrow read (Arrow refuses some of zoneinfo's: ``Factory``,
+    ``posix/...``, ``right/...``), and not ``localtime``, the host's own zone, which would read a file
+    differently on another machine."""
+    if name == "localtime" or name.startswith(("posix/", "right/")):
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+        pc.assume_timezone(pa.array([0], pa.timestamp("us")), name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, pa.ArrowInvalid):
+        return False
+    return True
+
+
 def zone_name(error: Error, path: str, value: object, per_row: bool = False) -> str:
     """``value`` if it is an IANA zone name; the mapping's error naming ``path`` (and the nearest name)."""
     if not isinstance(value, str):
         rows = ", or {column: tz} for each row's zone from a source column" if per_row else ""
         raise error(path, f"an IANA time zone name such as UTC or America/New_York{rows}", value)
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    if not is_zone(value):
         close = difflib.get_close_matches(value, sorted(zoneinfo.available_timezones()), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise error(path, "an IANA time zone name such as UTC or America/New_York" + hint, value) from None
+        raise error(path, "an IANA time zone name such as UTC or America/New_York" + hint, value)
     return value
 
 

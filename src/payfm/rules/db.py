@@ -71,8 +71,12 @@ def _migrate(con: sqlite3.Connection) -> None:
     changes made before)."""
     columns = {row[1] for row in con.execute("PRAGMA table_info(list_audit)")}
     if "note" not in columns:
-        with con:
-            con.execute("ALTER TABLE list_audit ADD COLUMN note TEXT NOT NULL DEFAULT ''")
+        try:
+            with con:
+                con.execute("ALTER TABLE list_audit ADD COLUMN note TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError as e:  # another process added it between the look and the change
+            if "duplicate column" not in str(e):
+                raise
 
 
 def now_iso(at: datetime | None = None) -> str:

@@ -117,8 +117,9 @@ def check_note(note: str, author: str | None = None, whose: str = "A ruleset's")
     """Refuse a note or author (of a ruleset, or ``whose`` else: "A list change's") that `rules history` or
     `lists audit` could not print as written: a card number, a control character (a note's tabs and line
     breaks are layout) or an invisible one (a RuleError)."""
-    if contains_card_number(note) or contains_card_number(author or ""):
-        raise RuleError(f"{whose} note and author must not contain a card number (PAN).")
+    for what, value in (("note", note), ("author", author or "")):
+        if contains_card_number(value):
+            raise RuleError(f"{whose} {what} must not contain a card number (PAN).")
     lines = line_breaks(note).replace("\t", " ").replace("\n", " ")
     for what, value in (("note", lines), ("author", author or "")):
         if (control := control_character(value)) is not None:  # printed by `rules history`

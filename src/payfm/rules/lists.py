@@ -212,7 +212,7 @@ def _require(con: sqlite3.Connection, name: str) -> str:
 
 def _who_when(author: str | None, at: datetime | None, note: str) -> tuple[str, str, str]:
     """The author, time and note of a change, the note checked as a ruleset's (printed by `lists audit`)."""
-    note = line_breaks(note)
+    note = line_breaks(note or "")  # (None: no note)
     check_note(note, author, whose="A list change's")
     return author or default_author(), now_iso(at), note
 

@@ -274,7 +274,8 @@ def _late_labels(ws: Workspace, task: Task, horizon: timedelta) -> str:
         return ""
     days = int(np.ceil(p90 / 86_400))
     return (
-        f"a longer --horizon-days: {share:.0%} of the fraud labels arrive more than {horizon.days:g} days "
+        f"a longer --horizon-days: {share:.0%} of the fraud labels arrive more than "
+        f"{horizon / timedelta(days=1):g} days "
         f"after their charge, and no label later than the horizon counts (--horizon-days {days} counts 90% "
         "of them)."
     )
