@@ -77,6 +77,8 @@ def test_an_in_sample_evaluation_says_so_in_its_results_and_report(world: World,
     assert report["results"][0]["warnings"] == [warning] and report["results"][1]["warnings"] == []
     page = (tmp_path / "in" / "report.html").read_text()
     assert page.count(IN_SAMPLE) == 1 and 'class="warning"' in page
+    best = report["results"][0]["card_precision"]["best"]  # what a perfect ranking reaches, in the header
+    assert 0 < best <= 1 and f"card prec@100 (best {best:.3f})" in page
 
 
 def test_a_held_out_evaluation_has_no_warning(world: World, tmp_path: Path) -> None:
