@@ -22,7 +22,7 @@ from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.evaluate import EvaluationResult, evaluate_predictions
 from payfm.evaluation.report import EvaluationReport, write_report
 from payfm.events.schema import time_bound
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 
 Progress = Callable[[str], None]
 # A bound of the evaluated window: an aware datetime, a date (its midnight, UTC) or an ISO date or time text
@@ -249,6 +249,7 @@ def evaluate_models(
     the event log's range. ``on``: ``all`` charges of the window, or the ``authorized`` ones only
     (:func:`only_authorized`; refused for a task whose rows are not authorized charges).
     """
+    ws = opened(ws, "evaluate_models")
     if on not in ON:
         raise EvaluationError(f"The evaluation population 'on' must be one of {', '.join(ON)}. Got {on!r}.")
     model_refs = model_list(model_refs)

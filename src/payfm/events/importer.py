@@ -86,7 +86,7 @@ from payfm.events.import_times import to_times
 from payfm.events.mapping import FieldSpec, Mapping, load_mapping
 from payfm.events.schema import ID_COLUMNS, schema_of
 from payfm.events.validate import Problem, ValidationError, validate_events
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 
 Progress = Callable[[str], None]
 
@@ -723,7 +723,7 @@ def import_file(
     ``skip_orphans`` the outcomes whose charge it does not hold, instead of refusing them (counted in
     ``ImportSummary.skipped``); such rows are checked like the others.
     """
-    say = progress or (lambda _step: None)
+    ws, say = opened(ws, "import_file"), progress or (lambda _step: None)
     mapping = load_mapping(mapping_path)
     source = str(path)
     say(f"reading {source}")

@@ -25,7 +25,7 @@ import pyarrow as pa
 from payfm.errors import PayfmError
 from payfm.events.cards import redact_card_numbers
 from payfm.events.schema import TABLES
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 
 
 class QueryError(PayfmError):
@@ -36,6 +36,7 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
     """Run one read-only SELECT over the workspace tables and return its result as Arrow. A name the result
     repeats (``SELECT c.created, r.created``) gets ``_2``, ``_3`` after it: a table, JSON object or record
     shows one column per name, and the later one hid the first."""
+    ws = opened(ws, "run_sql")
     con = ws.connect()
     try:
         files = [str(f) for t in TABLES for f in ws.files(t)]

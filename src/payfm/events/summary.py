@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from payfm.events.schema import TABLES
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ def _files_and_days(ws: Workspace, table: str) -> tuple[int, int]:
 
 def summarize(ws: Workspace) -> LogSummary:
     """Figures over the whole log of ``ws`` (see :class:`LogSummary`)."""
+    ws = opened(ws, "summarize")
     con = ws.connect()
     try:
         row = con.execute(

@@ -570,3 +570,17 @@ class WorkspaceWriter:
         for files in self._written.values():
             for rel in files:
                 (self._ws.root / rel).unlink(missing_ok=True)
+
+
+def opened(ws: object, who: str) -> Workspace:
+    """``ws`` if it is a :class:`Workspace`; else the error a library user needs, who passed a path where
+    the functions take what ``Workspace.open(path)`` gives (an AttributeError deep inside, before)."""
+    if isinstance(ws, Workspace):
+        return ws
+    shown = f" {str(ws)!r}" if isinstance(ws, str | os.PathLike) else ""
+    raise ConfigError(
+        f"The 'ws' of {who} must be what Workspace.open(path) gives. Got the {type(ws).__name__}{shown}: "
+        f"open it first, ws = Workspace.open({str(ws)!r})."
+        if shown
+        else f"The 'ws' of {who} must be what Workspace.open(path) gives. Got {type(ws).__name__}."
+    )

@@ -329,12 +329,9 @@ def define_set(ws: Workspace, fset: FeatureSet, *, replace: bool = False) -> tup
         >>> define_set(ws, mine)[1]  # the same definitions again: unchanged
         False
     """
-    from payfm.events.workspace import Workspace, atomic_write_bytes
+    from payfm.events.workspace import atomic_write_bytes, opened
 
-    if not isinstance(ws, Workspace):
-        raise ConfigError(
-            f"The 'ws' of define_set must be what Workspace.open(path) gives. Got {type(ws).__name__}."
-        )
+    ws = opened(ws, "define_set")
     if not isinstance(replace, bool):
         raise ConfigError(f"The 'replace' of define_set must be True or False. Got {replace!r}.")
     fset = check_definable(fset)

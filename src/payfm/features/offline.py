@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.schema import CHARGES
-from payfm.events.workspace import Workspace, alive
+from payfm.events.workspace import Workspace, alive, opened
 from payfm.features.definitions import Aggregate, Derived, FeatureSet, RequestFeature, refuse_card_numbers
 from payfm.features.offline_columnar import (
     Charges,
@@ -332,6 +332,7 @@ def backfill(
     and written ``chunk_rows`` at a time, so memory stays bounded on large logs. Returns the path and the row
     count.
     """
+    ws = opened(ws, "backfill")
     return _backfill(ws, fset, memory_limit, chunk_rows, progress, engine)
 
 

@@ -39,7 +39,7 @@ from typing import Any
 from payfm import interrupts
 from payfm.errors import ConfigError, PayfmError
 from payfm.events.cards import name_holds_card_number
-from payfm.events.workspace import Workspace, atomic_write_bytes
+from payfm.events.workspace import Workspace, atomic_write_bytes, opened
 from payfm.features.definitions import FeatureSet, refuse_card_numbers
 from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, embedding_dims, input_names
 from payfm.training.models import Model, load_model
@@ -143,6 +143,7 @@ class Registry:
     """The registry of a workspace (``<workspace>/models``)."""
 
     def __init__(self, ws: Workspace) -> None:
+        ws = opened(ws, "Registry")
         self.root = ws.root / "models"
 
     @contextmanager

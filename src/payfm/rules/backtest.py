@@ -35,13 +35,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
 
-from payfm.events.workspace import Workspace
+from payfm.events.schema import time_bound
+from payfm.events.workspace import Workspace, opened
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
@@ -512,11 +513,11 @@ def backtest(
     baseline: Ruleset | None = None,
     baseline_fset: FeatureSet | None = None,
     scores: pa.Table | None = None,
-    start: datetime | None = None,
-    end: datetime | None = None,
+    start: datetime | date | str | None = None,
+    end: datetime | date | str | None = None,
     keep_decisions: bool = False,
     horizon: timedelta = DEFAULT_HORIZON,
-    as_of: datetime | None = None,
+    as_of: datetime | date | str | None = None,
     scores_source: str = "the scores table",
     baseline_name: str = "The active ruleset",
     model: str | None = None,
@@ -534,8 +535,15 @@ def backtest(
     ``model``, a registered model reference that scores the window as the decision service would
     (:func:`payfm.training.predict.model_scores`; give one of the two). A window overlapping that model's
     training or validation period is the report's first warning
-    (:func:`payfm.rules.scores.in_sample_warning`): its figures are in-sample.
+    (:func:`payfm.rules.scores.in_sample_warning`): its figures are in-sample. ``start``, ``end`` and
+    ``as_of`` are aware datetimes, dates or ISO texts, as ``--from`` and ``--to`` take them.
     """
+    ws = opened(ws, "backtest")
+    start, end = (
+        time_bound(start, "The backtest start", RuleError),
+        time_bound(end, "The backtest end", RuleError),
+    )
+    as_of = time_bound(as_of, "The backtest's as_of", RuleError)
     if start is not None and end is not None and start >= end:
         raise RuleError(
             f"The backtest window must end after it starts. Got --from {start.isoformat()} and --to "

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.errors import ConfigError, scrubbed, shown_url
-from payfm.events.schema import SCHEMAS, TABLES, TIMESTAMP
-from payfm.events.workspace import Workspace, WorkspaceWriter, WriteMode
+from payfm.events.schema import SCHEMAS, TABLES, TIMESTAMP, time_bound
+from payfm.events.workspace import Workspace, WorkspaceWriter, WriteMode, opened
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import apply_log
 from payfm.features.stores import MemoryStore
@@ -114,8 +114,8 @@ def events(
 
 def replay_in_process(
     ws: Workspace,
-    start: datetime | None,
-    end: datetime | None,
+    start: datetime | date | str | None,
+    end: datetime | date | str | None,
     config: ScorerConfig | None = None,
     progress: Callable[[int], None] | None = None,
     warm_progress: Callable[[int, int], None] | None = None,
@@ -130,8 +130,14 @@ def replay_in_process(
     log. ``warm_progress(done, total)`` reports the warm-up, ``progress(charges)`` the replay, and
     ``on_decision`` receives every decision (with its features). The scratch log is thrown away, so it is
     not fsynced by default (``durability="os"``); pass ``"fsync"`` to time the production commit.
-    ``authorize_after``: see the module docstring.
+    ``authorize_after``: see the module docstring. ``start`` and ``end`` are aware datetimes, dates or ISO
+    texts, as ``--from`` and ``--to`` take them.
     """
+    ws = opened(ws, "replay_in_process")
+    start, end = (
+        time_bound(start, "The replay start", ConfigError),
+        time_bound(end, "The replay end", ConfigError),
+    )
     with tempfile.TemporaryDirectory(prefix="payfm-replay-") as tmp:
         scorer = Scorer.open(
             ws,

@@ -49,7 +49,7 @@ import numpy as np
 import pyarrow as pa
 
 from payfm.errors import scrubbed, shown_url
-from payfm.events.workspace import Workspace, alive
+from payfm.events.workspace import Workspace, alive, opened
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
@@ -144,7 +144,7 @@ class Scorer(FeedbackMixin):
 
         ``durability`` (``fsync`` or ``os``, see :data:`payfm.serving.decision_log.DURABILITY`) applies to a
         log opened from a spec string."""
-        config = config or ScorerConfig()
+        ws, config = opened(ws, "Scorer.open"), config or ScorerConfig()
         if not isinstance(state, StateStore) and state != "memory" and not is_redis_url(state):
             raise InvalidInput(
                 "The state must be 'memory' or a redis://, rediss:// or unix:// URL. "

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from payfm.errors import ConfigError
 from payfm.events.schema import time_bound
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.training_set import load_backfill
@@ -72,6 +72,7 @@ def score_window(
     scenario (null for genuine charges), amount_usd (int64 US cents, as in the charges table), channel,
     merchant_id, merchant_country, card_fingerprint. Sorted by (created, charge_id).
     """
+    ws = opened(ws, "score_window")
     start, end = _utc(start, "start"), _utc(end, "end")
     reg = Registry(ws)
     mv = reg.get(model_ref)

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 from payfm.features.definitions import FeatureSet
 from payfm.registry.store import ModelVersion, Registry
 from payfm.training.calibration import METHODS
@@ -352,6 +352,7 @@ def train(
     progress: Progress | None = None,
 ) -> list[TrainResult]:
     """Train each model kind on ``task`` over the backfill of ``fset``; one result per kind."""
+    ws = opened(ws, "train")
     _check_arguments(ws, task, fset, config)
     cfg = _checked(config or TrainConfig(), fset)
     names = [kinds] if isinstance(kinds, str) else list(kinds)
