@@ -420,6 +420,7 @@ def _warnings(
     scored: bool,
     scores_source: str,
     at_log_end: bool = True,
+    absent: dict[str, str] | None = None,
 ) -> list[str]:
     out = []
     if report.charges == 0:
@@ -473,17 +474,45 @@ def _warnings(
                 f"({n / report.charges:.0%}): their :risk_score: and :risk_level: are missing, so rules "
                 "reading them do not match those charges"
             )
-    return out + _rule_warnings(report)
+    return out + _rule_warnings(report, absent or {})
 
 
-def _rule_warnings(report: BacktestReport) -> list[str]:
+def _never_present(
+    con: duckdb.DuckDBPyConnection, ruleset: Ruleset, report: BacktestReport, attributes: set[str]
+) -> dict[str, str]:
+    """Rule name -> why it matched nothing, for the rules that read an attribute no charge of the window has
+    (an import that fills no IP address: `:ip_country: = 'NG'` can match nothing, whatever its values)."""
+    idle = {r.name for r in report.rules if r.matched == 0}
+    if not idle or not report.charges or not attributes:
+        return {}
+    names = sorted(attributes)
+    counts = con.execute(
+        f"SELECT {', '.join(f'count({quote_ident(a)})' for a in names)} FROM {BASE}"
+    ).fetchone()
+    absent = {a for a, n in zip(names, counts or (), strict=True) if not n}
+    out = {}
+    for rule in ruleset.rules:
+        missing = sorted(ast.attributes(rule.condition) & absent) if rule.name in idle else []
+        if missing:
+            shown = ", ".join(f":{a}:" for a in missing)
+            out[rule.name] = (
+                f"rule '{rule.name}' matched none of the window's {report.charges:,} charges: it reads "
+                f"{shown}, missing on every one of them (the log fills no field it comes from)"
+            )
+    return out
+
+
+def _rule_warnings(report: BacktestReport, absent: dict[str, str]) -> list[str]:
     """Rules a reader should look at again: one that matches no charge of the window (a threshold no charge
     reaches: a risk level the model never gives, a value no charge holds), one that matches every charge (a
     condition always true), one whose matches other actions decide, all of them (a request_3ds or allow
-    rule before it in the order of actions takes them)."""
+    rule before it in the order of actions takes them). ``absent``: why rules matched nothing, where an
+    attribute they read is missing on every charge (:func:`_never_present`)."""
     out = []
     for r in report.rules:
-        if r.matched == 0:
+        if r.matched == 0 and r.name in absent:  # (why, rather than thresholds to check)
+            out.append(absent[r.name])
+        elif r.matched == 0:
             out.append(
                 f"rule '{r.name}' matched none of the window's {report.charges:,} charges: check its "
                 "thresholds and values (a risk level the model never gives, a value no charge holds"
@@ -621,7 +650,8 @@ def backtest(
         )
         [(reported,)] = con.execute(f"SELECT count_if(label = 'pending' AND reported) FROM {BASE}").fetchall()
         report = replace(report, horizon=horizon, as_of=labels_as_of, pending_fraud=int(reported or 0))
-        warnings = _warnings(con, report, start, end, scored, scores_source, at_log_end=as_of is None)
+        absent = _never_present(con, ruleset, report, own_attrs)
+        warnings = _warnings(con, report, start, end, scored, scores_source, as_of is None, absent)
         return replace(report, warnings=(*learned, *warnings))
 
     try:
