@@ -124,6 +124,10 @@ class ChargeEmbedding(nn.Module):
 
 
 class FoundationModel(nn.Module):
+    """The transformer encoder of the module docstring (its shape in :class:`FMConfig`): ``forward`` gives
+    every field's logits (and the masked-field loss with ``targets``), :meth:`embed` a charge's embedding,
+    the final hidden state of the charge in each view (card, merchant) concatenated."""
+
     def __init__(self, config: FMConfig) -> None:
         super().__init__()
         if not config.vocab_sizes or config.n_embd % config.n_head:

@@ -377,6 +377,7 @@ def all_lists(ws: Workspace) -> list[ValueList]:
 
 
 def list_values(ws: Workspace, name: str) -> list[str]:
+    """The values of list ``name``, sorted (a RuleError names the nearest list for an unknown name)."""
     with connect(ws) as con:
         _require(con, name)
         return [
@@ -385,6 +386,7 @@ def list_values(ws: Workspace, name: str) -> list[str]:
 
 
 def get_list(ws: Workspace, name: str) -> ValueList:
+    """List ``name``: its type, when and by whom it was made, and its size."""
     with connect(ws) as con:
         list_type = _require(con, name)
         created, author = con.execute("SELECT created, author FROM lists WHERE name = ?", (name,)).fetchone()

@@ -325,6 +325,8 @@ RefundIn = _model_of("refunds", "Refund")
 
 
 class Reason(BaseModel):
+    """One reason of a decision: a feature, its value, its contribution to the score and a sentence."""
+
     feature: str
     value: float | None
     contribution: float
@@ -332,6 +334,8 @@ class Reason(BaseModel):
 
 
 class DecisionOut(BaseModel):
+    """The decision on a charge: outcome, risk score and level, the rule that decided it, reasons."""
+
     charge_id: str
     outcome: Literal["authorized", "manual_review", "blocked", "request_3ds"]
     risk_score: int | None
@@ -346,6 +350,8 @@ class DecisionOut(BaseModel):
 
 
 class OutcomeOut(BaseModel):
+    """An outcome recorded (a dispute, early fraud warning or refund): whether it changed the state."""
+
     id: str
     charge_id: str
     label_source: str | None
@@ -354,12 +360,16 @@ class OutcomeOut(BaseModel):
 
 
 class AuthorizationIn(BaseModel):
+    """The processor's answer for a decided charge: authorized, declined by the issuer, or blocked."""
+
     model_config = ConfigDict(extra="forbid")
     outcome: Literal["authorized", "issuer_declined", "blocked"]
     decline_code: str | None = None
 
 
 class AuthorizationOut(BaseModel):
+    """An authorization result recorded: whether it changed the charge's outcome."""
+
     charge_id: str
     outcome: str
     decline_code: str | None
@@ -368,6 +378,8 @@ class AuthorizationOut(BaseModel):
 
 
 class ReviewClose(BaseModel):
+    """How a reviewer closed a charge of the review queue (a label: docs/serving.md)."""
+
     model_config = ConfigDict(extra="forbid")
     reason: Literal["approved", "refunded", "refunded_as_fraud", "disputed"]
     note: str | None = Field(None, max_length=2000)  # null: none, as left out

@@ -84,6 +84,9 @@ def check_name(name: str) -> None:
 
 
 class KeyStore:
+    """The decision service's API keys (``keys.json`` in the workspace: names and salted hashes, never the
+    keys): create, list, revoke, and check a key in constant time (docs/serving.md, "Keys")."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()

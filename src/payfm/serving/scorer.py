@@ -462,6 +462,13 @@ class Scorer(FeedbackMixin):
             said = scrubbed(said, url)
         return said
 
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """``with Scorer.open(ws) as scorer:`` closes it (its snapshot written) when the block ends."""
+        self.close()
+
     def close(self, snapshot: bool = True) -> None:
         self._lists_stop.set()
         if self._lists_watcher is not None:
