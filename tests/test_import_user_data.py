@@ -125,3 +125,16 @@ def test_a_card_number_read_as_epoch_microseconds_is_refused_not_stored_as_a_tim
         text = failed_import(tmp_path, path, write_mapping(tmp_path, mapping))
         assert "row 2 (line 3), column 'us'" in text and "a full card number (not shown)" in text
         assert card not in text
+
+
+def test_masked_card_numbers_read_without_a_transform_point_at_it(tmp_path: Path) -> None:
+    """Found by a settlement-report import: `card_last4: {column: pan}` on 424242******4242 was refused row by
+    row as 'a value matching [0-9]{4}', with no word of the transform that reads them."""
+    rows = {**ROWS, "masked": ["424242******4242", "555555******4444", "378282*****0005", "411111******1111"]}
+    mapping = changed(card_last4={"column": "masked"}, card_bin={"column": "masked"})
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, mapping))
+    assert (
+        "column 'masked' (card_last4): expected 4 digits (the column holds masked card numbers such as "
+        "424242******4242: `card_last4: {column: masked, transform: last4}` reads them)" in text
+    )
+    assert "`card_bin: {column: masked, transform: bin}` reads them" in text and "[0-9]{4}" not in text

@@ -160,6 +160,16 @@ def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: Proble
     return taken_fp
 
 
+_CARD_PARTS = {"card_bin": "the first 6 to 8 digits", "card_last4": "4 digits", "card_brand": "a brand"}
+
+
+def _mostly_masked(text: pa.Array) -> bool:
+    """Whether most values of ``text`` are masked card numbers (a report's 424242******4242)."""
+    valid = pc.sum(pc.is_valid(text)).as_py() or 0
+    masked = pc.sum(pc.fill_null(pc.match_substring_regex(text, _MASKED), False)).as_py() or 0
+    return valid > 0 and masked * 2 > valid
+
+
 def to_strings(
     spec: FieldSpec, table: pa.Table, secret: bytes, out: Problems, required: bool
 ) -> pa.Array | None:
@@ -187,6 +197,15 @@ def to_strings(
         return _card_transform(spec, table, secret, out)
     else:
         text = _stripped(spec, as_text(source_values(spec, table)))
+        if spec.target in _CARD_PARTS and spec.map is None and _mostly_masked(text):
+            out.column(
+                name,
+                f"{_CARD_PARTS[spec.target]} (the column holds masked card numbers such as 424242******4242: "
+                f"`{spec.target}: {{column: {name}, transform: {spec.target.removeprefix('card_')}}}` reads "
+                "them)",
+                "masked card numbers (not shown)",
+            )
+            return None
         result = _blank_as_null(text)
         blank = blank_rows(text) if required and spec.missing is None else np.zeros(0, dtype=np.int64)
         if len(blank):  # (a CSV empty cell is null: validate_events reports it as such)
