@@ -25,3 +25,33 @@ def test_out_of_range_serve_options_are_refused(
     result = CliRunner().invoke(cli, ["-w", str(tmp_path), "serve", option, value])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"Invalid value for '{option}': {value}" in result.output and expected in result.output
+
+
+def test_keep_alive_reaches_uvicorn(tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SRE's audit: the idle keep-alive was uvicorn's fixed 5 s, below a load balancer's idle timeout
+    (intermittent 502s on reused connections); `--keep-alive-s` sets it."""
+    import socket
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    import uvicorn
+
+    from payfm.events.workspace import Workspace
+    from payfm.synth import WorldConfig, generate_world
+
+    ws = Workspace.open(Path(tmp_path) / "ws", create=True)
+    ws.write_stream(
+        generate_world(WorldConfig(charges=1000, days=1, seed=1, start=datetime(2026, 1, 1, tzinfo=UTC)))
+    )
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+    monkeypatch.setattr("payfm.cli.serve._hold_workspace", lambda ws: None)  # (a lock held to process exit)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = ["-w", str(ws.root), "serve", "--port", str(port), "--keep-alive-s", "75"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert seen["timeout_keep_alive"] == 75 and seen["port"] == port
+    result = CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "--keep-alive-s", "0"])
+    assert result.exit_code == 2 and "Invalid value for '--keep-alive-s': 0" in result.output

@@ -344,9 +344,13 @@ def test_payfm_serve_writes_the_access_log_and_serves_metrics(tmp_path: Path) ->
 
 
 def test_a_decision_whose_commit_never_returns_is_a_503_not_a_hung_request(
-    scorer: Scorer, keyed: tuple[TestClient, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    scorer: Scorer,
+    keyed: tuple[TestClient, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Found by a review: the score endpoint awaited the decision log's commit without a timeout."""
+    """Found by a review: the score endpoint awaited the decision log's commit without a timeout. An SRE
+    then saw the 503s counted with no reason in the log: each is logged on one line."""
     from concurrent.futures import Future
 
     client, auth = keyed
@@ -362,4 +366,9 @@ def test_a_decision_whose_commit_never_returns_is_a_503_not_a_hung_request(
     r = client.post("/v1/charges/score", json=charge(3), headers=auth)
     assert r.status_code == 503 and r.headers["retry-after"] == "1" and time.perf_counter() - t0 < 5
     assert r.json()["error"]["message"].startswith("The decision log did not commit within 0.3 s")
+    assert any(
+        rec.levelname == "WARNING"
+        and "503 of the decision log: The decision log did not commit" in rec.message
+        for rec in caplog.records
+    ), caplog.text
     stuck[0].set_exception(OSError("the commit failed after all"))  # (its callbacks end the decision)

@@ -326,6 +326,8 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
         return
     archived = sorted(v.ref for v in reg.list() if v.ref in before - {mv.ref} and v.stage == "archived")
     console.print(f"{mv.ref} is now {mv.stage}" + (f" ({', '.join(archived)} archived)" if archived else ""))
+    if stage == "production" and (disagree := reg.ruleset_disagrees(mv)) is not None:
+        err_console.print(f"warning: {disagree}.", markup=False, highlight=False, soft_wrap=True)
     if mv.ref in before and stage != "production":  # the production version taken out: none decides now
         err_console.print(
             f"warning: the workspace has no production model now ({mv.ref} was it): a decision service that "
@@ -342,5 +344,8 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, name: str) -> None:
     """Archive the production version of NAME and restore the one it replaced (of whatever name)."""
-    mv = Registry(Workspace.open(ctx.obj["workspace"])).rollback(name)
+    reg = Registry(Workspace.open(ctx.obj["workspace"]))
+    mv = reg.rollback(name)
     console.print(f"{mv.ref} is production again")
+    if (disagree := reg.ruleset_disagrees(mv)) is not None:
+        err_console.print(f"warning: {disagree}.", markup=False, highlight=False, soft_wrap=True)

@@ -113,6 +113,15 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     "bound (an issuer dates a dispute when it opens it; reports bring it later).",
 )
 @click.option(
+    "--keep-alive-s",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds an idle HTTP connection is kept open for the next request (uvicorn's timeout_keep_alive). "
+    "Behind a load balancer, set it above the balancer's own idle timeout (AWS ALB: 60 s), or the balancer "
+    "reuses connections the server just closed: intermittent 502s.",
+)
+@click.option(
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
@@ -134,6 +143,7 @@ def serve(
     durability: str,
     max_future_s: float,
     max_past_s: float | None,
+    keep_alive_s: int,
     access_log: bool,
 ) -> None:
     """Run the real-time decision service (see docs/serving.md).
@@ -195,7 +205,14 @@ def serve(
             max_lag_ms=max_lag_ms,
             access_log=access_log,
         )
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_keep_alive=keep_alive_s,
+        )
     finally:
         # Only a memory state is snapshotted: a Redis state is already where the next server reads it.
         final = "final state snapshot" if state == "memory" else f"state left in Redis ({shown_url(state)})"

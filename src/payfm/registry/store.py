@@ -143,8 +143,8 @@ class Registry:
     """The registry of a workspace (``<workspace>/models``)."""
 
     def __init__(self, ws: Workspace) -> None:
-        ws = opened(ws, "Registry")
-        self.root = ws.root / "models"
+        self.ws = opened(ws, "Registry")
+        self.root = self.ws.root / "models"
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -396,6 +396,24 @@ class Registry:
                 "changed since): the decision service would refuse it. "
                 f"Retrain it (payfm train --set {mv.feature_set})."
             )
+
+    def ruleset_disagrees(self, mv: ModelVersion) -> str | None:
+        """Why a decision service would refuse ``mv`` in production beside the active ruleset, written for
+        another feature set (it computes one set's features: a reload answers 409 and a server does not
+        start until they share one); None when they agree. `payfm models promote` and `rollback` warn with
+        it, as `payfm rules apply` warns of the converse (found by an SRE: a promotion went through without
+        a word, and the next restarted server did not start)."""
+        from payfm.rules import rulesets
+
+        active = rulesets.active(self.ws) if (self.root.parent / "rules.db").exists() else None
+        if active is None or active.feature_set == mv.feature_set:
+            return None
+        return (
+            f"{mv.ref} runs on feature set '{mv.feature_set}', and the active ruleset v{active.version} on "
+            f"'{active.feature_set}': a decision service refuses them (409 on POST /v1/admin/reload, and it "
+            f"does not start) until they share one. Apply the rules on '{mv.feature_set}' (`payfm rules "
+            f"apply FILE --set {mv.feature_set}`), or promote a model trained on '{active.feature_set}'"
+        )
 
     def rollback(self, name: str) -> ModelVersion:
         """Archive the production version (of ``name``) and restore the one it replaced, of whatever name

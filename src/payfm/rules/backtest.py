@@ -202,7 +202,8 @@ def prepare(
             raise RuleError(
                 f"{needs or 'The rules'} read :risk_score: or :risk_level:, but no scores were given. "
                 "Give --model NAME (a registered model scores the window) or --scores FILE (Parquet with "
-                "columns charge_id, risk_score, risk_level)."
+                "columns charge_id, risk_score, risk_level); `rules apply` and `rules rollback` take "
+                "--no-backtest in an incident."
             )
         check_scores(scores, scores_source)
         con.register(f"{table}_scores", scores.select(["charge_id", "risk_score", "risk_level"]))

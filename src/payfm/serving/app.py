@@ -227,13 +227,18 @@ def _backend_failed(
     if failure is not None:
         first_line = scrub((str(e).splitlines() or [""])[0])
         log.error("the %s failed: %s: %s", failure.backend, type(e).__name__, printable(shown(first_line)))
-        _count_unavailable(failure, metrics)
+        _count_unavailable(failure, metrics, logged=True)
     return failure
 
 
-def _count_unavailable(e: PayfmError, metrics: ServiceMetrics | None) -> None:
-    """Count a 503 Unavailable (a backend's failure, a charge's lock not freed in time) by its backend."""
-    if metrics is not None and isinstance(e, Unavailable):
+def _count_unavailable(e: PayfmError, metrics: ServiceMetrics | None, logged: bool = False) -> None:
+    """Count a 503 Unavailable (a backend's failure, a charge's lock not freed in time, a commit not done in
+    time) by its backend, and log it on one line unless ``logged`` (an operator saw 503s and no reason)."""
+    if not isinstance(e, Unavailable):
+        return
+    if not logged:
+        log.warning("503 of the %s: %s", e.backend, printable(shown(str(e))))
+    if metrics is not None:
         metrics.backend_errors.labels(e.backend).inc()
 
 

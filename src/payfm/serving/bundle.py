@@ -106,8 +106,15 @@ def load_bundle(
     current = feature_set(set_name, ws.root)
     want = fset or current
     if (want.name, want.version) != (current.name, current.version):
+        disagree = active is not None and mv is not None and active.feature_set != mv.feature_set
         raise Conflict(
-            f"The models and rules now select feature set '{set_name}'; the server's online state is of "
+            f"The production model {mv.ref} runs on feature set '{mv.feature_set}', the active ruleset "
+            f"v{active.version} on '{active.feature_set}', and the server's online state is of "
+            f"'{want.name}': make the model and the rules share one set (payfm rules apply FILE --set SET, "
+            "or payfm models promote a model of the rules' set); a restarted server would not start "
+            "meanwhile."
+            if disagree and mv is not None and active is not None
+            else f"The models and rules now select feature set '{set_name}'; the server's online state is of "
             f"'{want.name}' version {want.version}. Restart the server to change the feature set.",
             field="feature_set",
         )

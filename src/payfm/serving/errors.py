@@ -121,8 +121,9 @@ def backend_failure(e: BaseException) -> Unavailable | None:
     else:
         return None
     return Unavailable(
-        f"The {backend} did not answer ({type(e).__name__}): the request was not recorded. Retry after the "
-        f"Retry-After header's seconds.",
+        f"The {backend} did not answer ({type(e).__name__}): no decision or outcome was recorded, though "
+        "the online state may already count the request. Retry it with the same body after the Retry-After "
+        "header's seconds (it is counted once; docs/serving.md, 'Limits').",
         backend=backend,
     )
 
