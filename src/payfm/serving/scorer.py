@@ -77,6 +77,7 @@ from payfm.serving.fm_embeddings import (
     unseen,
     warm,
 )
+from payfm.serving.health import Probe
 from payfm.serving.scorer_config import ScorerConfig as ScorerConfig  # (its home; imported from here too)
 from payfm.serving.snapshot_child import fork_writer
 from payfm.training.scores import risk_score
@@ -128,6 +129,7 @@ class Scorer(FeedbackMixin):
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
         self._lists_stop = threading.Event()
         self._lists_watcher: threading.Thread | None = None
+        self._log_probe = Probe(lambda: self.log.get_decision(""))  # (a key lookup: the log answers)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
     @classmethod
@@ -435,11 +437,8 @@ class Scorer(FeedbackMixin):
         embedder's) not answering, or gone (its load marker missing: Redis restarted empty or was flushed, and
         every feature or embedding would start from nothing). Each Redis call gives up after its timeout."""
         problems = []
-        try:
-            self.log.get_decision("")  # a key lookup: the log answers
-        except Exception as e:  # any failure of the backend is what the probe reports
-            said = _short(self.scrub(str(e)))
-            problems.append(f"the decision log does not answer ({type(e).__name__}: {said})")
+        if (said := self._log_probe()) is not None:  # (within 2 s: a stalled log is a 503, not a hang)
+            problems.append(f"the decision log does not answer ({_short(self.scrub(said))})")
         shared: list[tuple[str, Any]] = [("online state", self.online.store)]  # memory ones: loaded at start
         shared += [(f"embedder state of {h}", e.store) for h, e in self.bundle.embedders.items()]
         for what, store in [(w, s) for w, s in shared if hasattr(s, "client")]:  # (Redis ones)
@@ -471,6 +470,7 @@ class Scorer(FeedbackMixin):
 
     def close(self, snapshot: bool = True) -> None:
         self._lists_stop.set()
+        self._log_probe.close()
         if self._lists_watcher is not None:
             self._lists_watcher.join(timeout=30)
         with self._lock:  # a periodic snapshot being written: let it finish, then take the final one
