@@ -235,3 +235,44 @@ def test_healthz_says_when_the_shared_state_is_gone_or_the_log_does_not_answer(
         assert both[0] == "the decision log does not answer (OSError: disk I/O error)" and len(both) == 2
     finally:
         scorer.close(snapshot=False)
+
+
+def test_a_redis_that_stalls_does_not_freeze_the_event_loop(
+    world: Workspace, tmp_path: Path, redis_scratch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an SRE freezing Redis behind a proxy: the decision's Redis calls ran on the event loop, so
+    each stalled call (up to its 10 s timeout) froze the server, /healthz and /metrics included. On a Redis
+    state the decision now runs in a worker thread: the loop goes on while it waits."""
+    import asyncio
+    import time
+
+    scorer = Scorer.open(_copy(world, tmp_path / "s"), state=REDIS_SCRATCH_URL)
+    try:
+        real = scorer.online.store.charge_fields
+
+        def stalled(cid: str) -> Any:
+            time.sleep(0.5)  # a Redis that answers late
+            return real(cid)
+
+        monkeypatch.setattr(scorer.online.store, "charge_fields", stalled)
+        [live] = _new_charges(world, 1)
+
+        async def both() -> tuple[Any, int]:
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            task = asyncio.create_task(ticker())
+            decision = await scorer.score_async(live)
+            task.cancel()
+            return decision, ticks
+
+        decision, ticks = asyncio.run(both())
+        assert decision.charge_id == "ch_live_0"
+        assert ticks >= 20  # the loop ran on through the 0.5 s the state took (0 when the loop was held)
+    finally:
+        scorer.close()

@@ -563,8 +563,16 @@ class Scorer(FeedbackMixin):
 
     async def score_async(self, charge: Mapping[str, Any]) -> Decision:
         """:meth:`score` for an event loop: decides in the calling thread, awaits durability without
-        blocking the loop (concurrent requests share the decision log's commits)."""
-        committed = asyncio.wrap_future(self.begin(charge))
+        blocking the loop (concurrent requests share the decision log's commits). On a shared state in Redis
+        the decision runs in a worker thread: its calls wait on the network (up to their timeout), and on the
+        loop a Redis that stopped answering froze the whole server, /healthz and /metrics with it (an SRE's
+        audit)."""
+        stores = [self.online.store, *(e.store for e in self.bundle.embedders.values())]
+        if any(hasattr(store, "client") for store in stores):  # (a Redis one)
+            pending = await asyncio.to_thread(self.begin, charge)
+        else:
+            pending = self.begin(charge)
+        committed = asyncio.wrap_future(pending)
         try:  # (shielded: a timeout cancels no commit)
             decision = await asyncio.wait_for(asyncio.shield(committed), _DURABLE_TIMEOUT_S)
         except TimeoutError:  # the log did not commit in time: a 503, not a request hung for good
