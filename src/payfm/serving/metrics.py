@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
@@ -37,6 +37,9 @@ from prometheus_client.registry import Collector
 from payfm.serving.errors import printable, shown
 
 access_log = logging.getLogger("payfm.access")
+# No `<counter>_created` series beside each counter (a timestamp per label set, doubling the series a scrape
+# stores, which an SRE's audit saw as noise; Prometheus knows a counter's resets without it).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # The text format every Prometheus (2.x and 3.x) and compatible scraper reads; the names are all plain ones.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
