@@ -276,3 +276,22 @@ def test_a_redis_that_stalls_does_not_freeze_the_event_loop(
         assert ticks >= 20  # the loop ran on through the 0.5 s the state took (0 when the loop was held)
     finally:
         scorer.close()
+
+
+def test_the_process_that_builds_the_redis_state_releases_what_it_built(
+    world: Workspace, tmp_path: Path, redis_scratch: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SRE saw the server that built the shared state keep 840 MB against 300 MB for the others: the
+    process that builds it returns the memory (Arrow's pool, glibc's heap); one that finds it loaded has
+    nothing to return."""
+    from payfm.serving import scorer as scorer_module
+
+    released: list[int] = []
+    monkeypatch.setattr(scorer_module, "release_memory", lambda: released.append(1))
+    first = Scorer.open(_copy(world, tmp_path / "a"), state=REDIS_SCRATCH_URL)
+    second = Scorer.open(_copy(world, tmp_path / "b"), state=REDIS_SCRATCH_URL)
+    try:
+        assert released == [1]
+    finally:
+        first.close()
+        second.close()

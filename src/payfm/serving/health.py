@@ -52,3 +52,22 @@ class Probe:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def release_memory() -> None:
+    """Give the memory of what was just dropped back to the system: Arrow's pool and glibc's heap keep freed
+    memory for reuse, so a server that built the shared state in memory kept it (an SRE saw 840 MB against
+    the 300 MB of a server that found the state loaded; this returns about a fifth of the difference, the
+    rest being Python's own arenas)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    if trim is not None:  # (glibc only)
+        trim(0)

@@ -77,7 +77,7 @@ from payfm.serving.fm_embeddings import (
     unseen,
     warm,
 )
-from payfm.serving.health import Probe
+from payfm.serving.health import Probe, release_memory
 from payfm.serving.scorer_config import ScorerConfig as ScorerConfig  # (its home; imported from here too)
 from payfm.serving.snapshot_child import fork_writer
 from payfm.training.scores import risk_score
@@ -290,6 +290,8 @@ class Scorer(FeedbackMixin):
                 self._warm_from_event_log(built)
                 n = self._apply_logged(built, 0)
                 keys = store.load(memory)
+                del memory, built
+                release_memory()  # (the state built in memory: hundreds of MB a serving process keeps else)
             except BaseException:
                 store.abort_load()  # another process may load it
                 raise
