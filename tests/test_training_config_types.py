@@ -43,7 +43,7 @@ def test_train_names_an_argument_of_the_wrong_type(tmp_path: Path) -> None:
     ):
         train(ws, "gbdt", "fraud", tiny_set())  # type: ignore[arg-type]
     with pytest.raises(
-        ConfigError, match=r"train's 'ws' must be what Workspace.open\(path\) gives. Got a str"
+        ConfigError, match=r"The 'ws' of train must be what Workspace.open\(path\) gives. Got the str"
     ):
         train(str(tmp_path), "gbdt", task("fraud"), tiny_set())  # type: ignore[arg-type]
     with pytest.raises(
