@@ -5,19 +5,17 @@ message and in `field` alike (a 60,000-character name was echoed twice, a 120 kB
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from payfm.events.workspace import Workspace
-from payfm.rules import rulesets
 from payfm.serving.app import create_app
 from payfm.serving.charges import normalize_charge
 from payfm.serving.errors import InvalidInput
 from payfm.serving.scorer import Scorer
-from test_serving_scorer import RULES, charge, register
+from test_serving_http_audit import scorer  # noqa: F401 (the fixture: a workspace's scorer)
+from test_serving_scorer import charge
 
 PAN = "4111111111111111"
 DISPUTE = {
@@ -31,16 +29,9 @@ NUMBER = "4111111111111112"  # 16 digits that fail the Luhn check: no card numbe
 
 
 @pytest.fixture()
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    ws = Workspace.open(tmp_path / "ws", create=True)
-    register(ws, 1.0, "production")
-    rulesets.save(ws, RULES, activate=True, set_name="tiny", author="test")
-    scorer = Scorer.open(ws)
-    try:
-        with TestClient(create_app(scorer, None, max_body=256 * 1024)) as c:
-            yield c
-    finally:
-        scorer.close()
+def client(scorer: Scorer) -> Iterator[TestClient]:  # noqa: F811 (the imported fixture)
+    with TestClient(create_app(scorer, None, max_body=256 * 1024)) as c:
+        yield c
 
 
 def refusal(client: TestClient, path: str, body: dict[str, Any]) -> dict[str, Any]:

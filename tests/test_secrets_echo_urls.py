@@ -86,14 +86,15 @@ def test_a_driver_message_quoting_a_piece_of_the_password_is_scrubbed() -> None:
     assert scrubbed("x%23y S3cret#PW", "redis://u:S3cret%23PW@h/0") == "x%23y ***"  # decoded too
 
 
-@pytest.mark.parametrize(
-    "open_state",
-    [
-        lambda url: RedisStore(url, tiny_set()),
-        lambda url: RedisState(url, "0123456789abcdef", keep=3, n_fields=4),
-        lambda url: list_namespaces(url),
-    ],
-)
+# Every opener of a Redis state (the features', a foundation model embedder's, the namespaces' listing).
+OPEN_STATES = [
+    lambda url: RedisStore(url, tiny_set()),
+    lambda url: RedisState(url, "0123456789abcdef", keep=3, n_fields=4),
+    lambda url: list_namespaces(url),
+]
+
+
+@pytest.mark.parametrize("open_state", OPEN_STATES)
 def test_every_redis_state_names_its_url_and_the_drivers_text_without_the_password(open_state: Any) -> None:
     with pytest.raises(ConfigError) as e:
         open_state("redis://u:S3cret#PW@127.0.0.1:6379/12")
@@ -109,14 +110,7 @@ def test_a_password_with_a_slash_read_as_the_database_path_is_not_quoted() -> No
     assert "database number" in said and "S3cret" not in said and "PW" not in said, said
 
 
-@pytest.mark.parametrize(
-    "open_state",
-    [
-        lambda url: RedisStore(url, tiny_set()),
-        lambda url: RedisState(url, "0123456789abcdef", keep=3, n_fields=4),
-        lambda url: list_namespaces(url),
-    ],
-)
+@pytest.mark.parametrize("open_state", OPEN_STATES)
 def test_an_unknown_redis_url_option_is_a_config_error_naming_it(open_state: Any) -> None:
     url = f"{REDIS_URL}?PASSWORD={SECRET}"
     with pytest.raises(ConfigError) as e:

@@ -143,9 +143,9 @@ _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn-doubled digit, its digits su
 def _free(text: str, start: int, end: int) -> bool:
     """False if the digit group ``text[start:end]`` is glued to the letters of a hexadecimal token (only 0-9
     and a-f: a digest, a device id). A card number glued to a short affix of hex letters
-    (``cc4111111111111111``) is taken for one too: of 400,000 random 20-character hex ids (a device id of 10
-    bytes), 1 in 6,500 holds a Luhn-valid window with fewer than 4 other characters around it, so a short
-    affix cannot be told from an identifier."""
+    (``cc4111111111111111``) is taken for one too: random 20-character hex ids (a device id of 10 bytes) hold
+    Luhn-valid digit runs with only a few hex letters around them too, so a short affix cannot be told from an
+    identifier."""
     left = start
     while left > 0 and text[left - 1] in _ALNUM:
         left -= 1

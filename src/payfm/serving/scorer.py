@@ -455,11 +455,14 @@ class Scorer(FeedbackMixin):
                 problems.append(f"the {what} does not answer ({type(e).__name__}: {said})")
         return problems
 
+    def _stores(self) -> list[Any]:
+        """The online state's store and each foundation-model embedder's (memory or Redis ones)."""
+        return [self.online.store, *(e.store for e in self.bundle.embedders.values())]
+
     def scrub(self, said: str) -> str:
         """``said`` (a driver's message) without the password of the decision log's URL nor of a Redis
         state's (:func:`payfm.errors.scrubbed`), for /healthz and the log."""
-        stores = [self.online.store, *(e.store for e in self.bundle.embedders.values())]
-        for url in [getattr(self.log, "url", ""), *(getattr(s, "url", "") for s in stores)]:
+        for url in [getattr(self.log, "url", ""), *(getattr(s, "url", "") for s in self._stores())]:
             said = scrubbed(said, url)
         return said
 
@@ -569,8 +572,7 @@ class Scorer(FeedbackMixin):
         the decision runs in a worker thread: its calls wait on the network (up to their timeout), and on the
         loop a Redis that stopped answering froze the whole server, /healthz and /metrics with it (an SRE's
         audit)."""
-        stores = [self.online.store, *(e.store for e in self.bundle.embedders.values())]
-        if any(hasattr(store, "client") for store in stores):  # (a Redis one)
+        if any(hasattr(store, "client") for store in self._stores()):  # (a Redis one)
             pending = await asyncio.to_thread(self.begin, charge)
         else:
             pending = self.begin(charge)

@@ -353,7 +353,7 @@ def train(
 ) -> list[TrainResult]:
     """Train each model kind on ``task`` over the backfill of ``fset``; one result per kind."""
     ws = opened(ws, "train")
-    _check_arguments(ws, task, fset, config)
+    _check_arguments(task, fset, config)  # (ws: opened() above)
     cfg = _checked(config or TrainConfig(), fset)
     names = [kinds] if isinstance(kinds, str) else list(kinds)
     for k in names:
@@ -371,11 +371,10 @@ def train(
     return out
 
 
-def _check_arguments(ws: object, task: object, fset: object, config: object) -> None:
+def _check_arguments(task: object, fset: object, config: object) -> None:
     """A wrong type among train's arguments, named (it failed far inside: "'str' object has no attribute
     'key'")."""
     for name, value, want, example in (
-        ("ws", ws, Workspace, "Workspace.open(path)"),
         ("task", task, Task, "payfm.training.tasks.task('fraud')"),
         ("fset", fset, FeatureSet, "payfm.features.catalog.feature_set('default')"),
         ("config", config, (TrainConfig, type(None)), "TrainConfig(horizon_days=60)"),
