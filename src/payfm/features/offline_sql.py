@@ -18,8 +18,8 @@ starts). Per entity there are up to four queries, each one sort of the entity's 
    ending at the current row (an outcome at exactly ``t`` counts).
 
 Numeric sums are exact integers (cents, ``HUGEINT`` squares) and the formulas (mean = s / n, std from the
-exact sums) are the ones the online state uses. The same plans can be emitted for Spark SQL. DuckDB spills to
-disk beyond its memory limit.
+exact sums) are the ones the online state uses. DuckDB spills to disk beyond its memory limit. The plan is
+relational, the shape a Spark port would take; there is no Spark engine (docs/design.md, "Scale").
 """
 
 from __future__ import annotations
