@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from click.testing import CliRunner
 
 from factories import T0, charges, disputes
+from payfm.cli.main import cli
 from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
@@ -306,3 +308,28 @@ def test_backtest_scores_the_window_with_a_registered_model(tmp_path: Path) -> N
     assert [c.strip() for c in row.split("│")][4] == f"{high:,}"  # matched
     both = CliRunner().invoke(cli, [*base, "--model", mv.ref, "--scores", str(tmp_path / "x.parquet")])
     assert both.exit_code == 1 and "not both" in both.output
+
+
+def test_several_rule_options_are_backtested_together_in_order(hand_ws: Workspace) -> None:
+    """`--rule A --rule B` adds both candidates (an analyst's block rule and its review fallback); Click's
+    plain option kept the last one only, and the report read as the effect of both."""
+    base = ["-w", str(hand_ws.root), "rules", "backtest", "--set", "tiny", "--horizon-days", "20"]
+    rules = ["--rule", "geo: block if :ip_country: = 'NG'", "--rule", "review if :amount_usd: > 800"]
+    r = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*base, *rules], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = {c[1]: c for c in (line.split("│") for line in r.output.splitlines()) if len(c) > 5}
+    names = [n.strip() for n in rows]
+    assert names.index("geo") < names.index("candidate")
+    matched = {n.strip(): int(c[4].strip()) for n, c in rows.items() if n.strip() in ("geo", "candidate")}
+    assert matched == {"geo": 3, "candidate": 2}  # charges 1, 3, 5 (NG); 8 and 9 ($900, $1,000)
+    bad = CliRunner().invoke(
+        cli, [*base, "--rule", "block if :amount_usd: > 1", "--rule", "block if :nope: > 1"]
+    )
+    assert bad.exit_code == 1 and "--rule 2 of 2: " in bad.output and "nope" in bad.output
+    twice = CliRunner().invoke(
+        cli, [*base, "--rule", "a: block if :amount_usd: > 1", "--rule", "a: review if :amount_usd: > 2"]
+    )
+    assert (
+        twice.exit_code == 1
+        and "--rule 2 of 2: Rule name 'a' is already used by another --rule" in twice.output
+    )

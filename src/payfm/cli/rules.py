@@ -340,8 +340,10 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
     "--rule",
-    "rule_text",
-    help="One candidate rule, tested added to the active ruleset, on the active version's feature set.",
+    "rule_texts",
+    multiple=True,
+    help="A candidate rule, tested added to the active ruleset, on the active version's feature set; "
+    "repeat it for several (added in the order given: a block rule and its review fallback).",
 )
 @click.option(
     "--against",
@@ -355,7 +357,7 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
 def backtest_cmd(
     ctx: click.Context,
     file: str | None,
-    rule_text: str | None,
+    rule_texts: tuple[str, ...],
     against: str | None,
     start: str | None,
     end: str | None,
@@ -364,7 +366,7 @@ def backtest_cmd(
     horizon_days: float | None,
     set_name: str,
 ) -> None:
-    """Replay a ruleset FILE, or one --rule added to the active ruleset, over past charges.
+    """Replay a ruleset FILE, or --rule texts added to the active ruleset, over past charges.
 
     The active ruleset (the baseline) runs on the feature set it was saved with; so does a --rule added to
     it (--set, if given, must be that set). --against compares FILE with a stored version or another file
@@ -377,11 +379,16 @@ def backtest_cmd(
       payfm rules backtest new.rules --against old.rules      # baseline: another file
       payfm rules backtest --rule "block if :card.count_charges_1h: > 5" --from 2026-01-10
       payfm rules backtest --rule "block if :risk_score: >= 80" --model fraud-gbdt --from 2026-03-01
+      payfm rules backtest --rule "block if :risk_score: >= 90" --rule "review if :risk_score: >= 70" \\
+        --model fraud-gbdt --from 2026-03-01          # a block rule and its review fallback, together
     """
+    rule_text = rule_texts or None
     if file is not None and rule_text is not None:
         raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")
     if file is None and rule_text is None:
-        raise ConfigError("Give a rules FILE to backtest, or --rule TEXT (one rule beside the active rules).")
+        raise ConfigError(
+            "Give a rules FILE to backtest, or --rule TEXT (rules beside the active ones; repeatable)."
+        )
     if rule_text is not None and against is not None:
         raise ConfigError(
             "--against sets the baseline of a rules FILE; a --rule joins the active ruleset, which is its "

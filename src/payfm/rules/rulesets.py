@@ -206,13 +206,14 @@ def _candidate_set(current: RulesetVersion | None, set_name: str | None) -> str:
     return current.feature_set
 
 
-def with_candidate(ws: Workspace, rule_text: str, set_name: str | None = None) -> Ruleset:
-    """The active ruleset (as saved) plus one candidate rule, compiled: what ``backtest --rule`` replays.
+def with_candidate(ws: Workspace, rule_text: str | Sequence[str], set_name: str | None = None) -> Ruleset:
+    """The active ruleset (as saved) plus candidate rules (one text, or several in order), compiled: what
+    ``backtest --rule`` replays.
 
     The combined ruleset runs on the active version's feature set (:func:`candidate_set`; ``set_name``, when
     given, must be it). The candidate gets every check of new text, and its errors give lines and columns in
-    ``rule_text`` as written (its line breaks are spaces to the parser: one rule). Without a name it is
-    called ``candidate``.
+    ``rule_text`` as written (its line breaks are spaces to the parser: one rule; of several, the error
+    says which, counted from 1). Without a name one is called ``candidate`` (then ``candidate_2``...).
 
     Example:
         >>> import tempfile
@@ -223,28 +224,44 @@ def with_candidate(ws: Workspace, rule_text: str, set_name: str | None = None) -
     current = active(ws)
     set_name = _candidate_set(current, set_name)
     saved = check(ws, current.text, set_name, values=False) if current is not None else []
-    try:
-        rule = parse_rule(rule_text.replace("\n", " "))
-        if rule.name == f"{rule.action}_line_1":
-            taken = {r.name for r in saved}
-            name = next(
-                n
-                for n in (CANDIDATE, *(f"{CANDIDATE}_{i}" for i in range(2, len(saved) + 3)))
-                if n not in taken
+    texts = [rule_text] if isinstance(rule_text, str) else list(rule_text)
+    rules = list(saved)
+    for i, text in enumerate(texts, 1):
+        which = f"--rule {i} of {len(texts)}: " if len(texts) > 1 else ""
+        try:
+            rule = parse_rule(text.replace("\n", " "))
+            if rule.name == f"{rule.action}_line_1":
+                taken = {r.name for r in rules}
+                name = next(
+                    n
+                    for n in (CANDIDATE, *(f"{CANDIDATE}_{i}" for i in range(2, len(rules) + 3)))
+                    if n not in taken
+                )
+                rule = replace(rule, name=name)
+            check_types([rule], catalog_for(set_name, ws), list_types(ws))
+        except RuleError as e:
+            located = _located_in(e, text)
+            if which:  # `--rule 2 of 3: rule 'x' line 1, column 9: ...`
+                named = RuleError(f"{which}{located}")
+                named.line, named.column, named.rule, named.detail = (
+                    located.line,
+                    located.column,
+                    located.rule,
+                    located.detail,
+                )
+                located = named
+            raise located from None
+        clash = next((r for r in rules if r.name == rule.name), None)
+        if clash is not None:
+            owner = "another --rule"
+            if clash.line and current is not None:
+                owner = f"the active ruleset (v{current.version}, line {clash.line})"
+            raise RuleError(
+                f"{which}Rule name '{rule.name}' is already used by {owner}. Give the candidate another "
+                "name, or none.",
+                rule=rule.name,
             )
-            rule = replace(rule, name=name)
-        check_types([rule], catalog_for(set_name, ws), list_types(ws))
-    except RuleError as e:
-        raise _located_in(e, rule_text) from None
-    clash = next((r for r in saved if r.name == rule.name), None)
-    if clash is not None:
-        assert current is not None
-        raise RuleError(
-            f"Rule name '{rule.name}' is already used by the active ruleset (v{current.version}, line "
-            f"{clash.line}). Give the candidate another name, or none.",
-            rule=rule.name,
-        )
-    rules = [*saved, replace(rule, line=0)]  # line 0: not a line of a file
+        rules.append(replace(rule, line=0))  # line 0: not a line of a file
     used = set().union(*(ast.lists(r.condition) for r in rules))
     return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name, ws).types)
 
