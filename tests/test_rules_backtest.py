@@ -126,6 +126,7 @@ def test_backtest_counts_match_the_hand_computed_example(hand_ws: Workspace) -> 
     }
     c = rep.change
     assert c.changed == 7  # 1, 3 newly blocked; 5 allowed; 6, 7 reviewed; 8, 9 block -> review
+    assert c.outcome_changed == 6  # 5 is authorized either way: now by the allow rule, before by no rule
     assert c.fraud_newly_blocked == Tally(2, 600.0)
     assert c.fraud_no_longer_blocked == Tally(0, 0.0)
     assert c.good_newly_blocked == Tally(0, 0.0)

@@ -200,9 +200,17 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             mix.add_row(action, f"{n:,}", *(_money(row.get(lab, Tally())) for lab in LABELS))
     console.print(mix)
     c = report.change
+    same = c.changed - c.outcome_changed  # authorized either way: an allow rule's now, or no longer
     console.print(
         Text.assemble(
-            (f"Change against {baseline}", "bold"), f": {plural(c.changed, 'charge')} decided differently"
+            (f"Change against {baseline}", "bold"),
+            f": {plural(c.changed, 'charge')} decided differently"
+            + (
+                f", {c.outcome_changed:,} with another outcome ({same:,} authorized either way, by an allow "
+                "rule or by no rule)"
+                if same
+                else ""
+            ),
         )
     )
     lines = [

@@ -118,6 +118,12 @@ class Change:
     allow_overrides: dict[str, Tally]  # label -> charges an allow rule let through that another rule caught
     transitions: list[tuple[str, str, str, Tally]]  # (old action, new action, label, tally)
 
+    @property
+    def outcome_changed(self) -> int:
+        """Of ``changed``, the charges whose outcome changes: not those authorized either way (an allow rule
+        now deciding, or no longer deciding, a charge that no other rule caught)."""
+        return sum(t.count for old, new, _, t in self.transitions if {old, new} != {"authorize", "allow"})
+
 
 @dataclass(frozen=True)
 class BacktestReport:
