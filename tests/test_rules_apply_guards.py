@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from factories import charges
 from payfm.events.workspace import Workspace
 from payfm.rules import rulesets
 from payfm.rules.limits import RuleError
@@ -94,3 +95,30 @@ def test_a_rule_backtest_names_the_active_rule_that_needs_scores_as_the_active_o
     assert (
         "Error: Rule 'high' (active ruleset v1 has it too) read :risk_score: or :risk_level:, but no" in out
     )
+
+
+def test_a_ruleset_that_blocks_most_charges_is_refused_unless_on_purpose(tmp_path: Path) -> None:
+    """`>= 0` for `>= 1000`: a one-character typo put a rule blocking every payment live with a warning
+    among a dozen others (a fraud analyst's audit); an empty ruleset, far less harmful, was refused."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream([("charges", charges(40))], "replace")
+    rulesets.save(ws, AMOUNT, activate=True, set_name="tiny", author="ana")
+    oops = write(tmp_path, "oops.rules", AMOUNT + "oops: block if :amount_usd: >= 0\n")
+    window = ("--set", "tiny", "--horizon-days", "1")
+    code, out = run(ws, "rules", "apply", oops, *window)
+    assert code == 1, out
+    assert f"Ruleset '{oops}' would block 40 of the window's 40 charges (100.0%; by 'oops' 40)" in out
+    assert "--allow-mass-block" in out
+    assert rulesets.active(ws).version == 1 and len(rulesets.history(ws)) == 1  # type: ignore[union-attr]
+    half = write(tmp_path, "half.rules", "half: block if :amount_usd: > 99999999\n")  # blocks none: fine
+    code, out = run(ws, "rules", "apply", half, *window)
+    assert code == 0 and "Saved and activated ruleset v2" in out, out
+    # a stored version made active again is guarded too; on purpose it goes
+    rulesets.save(ws, AMOUNT + "oops: block if :amount_usd: >= 0\n", set_name="tiny", author="ana")
+    code, out = run(ws, "rules", "activate", "3", "--horizon-days", "1")
+    assert code == 1 and "Ruleset v3 would block 40 of the window's 40 charges" in out, out
+    code, out = run(ws, "rules", "activate", "3", "--horizon-days", "1", "--allow-mass-block")
+    assert code == 0 and rulesets.active(ws).version == 3, out  # type: ignore[union-attr]
+    # the emergency undo is never refused
+    code, out = run(ws, "rules", "rollback", "--horizon-days", "1")
+    assert code == 0 and rulesets.active(ws).version == 2, out  # type: ignore[union-attr]

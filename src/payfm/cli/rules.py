@@ -338,6 +338,16 @@ WINDOW = [
 ]
 
 
+MASS_BLOCK_SHARE = 0.5  # of a backtest window's charges blocked: surely a mistake, refused unless on purpose
+
+_MASS_BLOCK_OPTION = click.option(
+    "--allow-mass-block",
+    is_flag=True,
+    help=f"Accept a ruleset that blocks more than {MASS_BLOCK_SHARE:.0%} of the backtest window's charges "
+    "(refused otherwise: a typo such as >= 0 would stop every payment).",
+)
+
+
 def _window(f: click.decorators.FC) -> click.decorators.FC:
     for opt in reversed(WINDOW):
         f = opt(f)
@@ -432,6 +442,7 @@ def backtest_cmd(
 @click.option(
     "--allow-empty", is_flag=True, help="Accept a file of no rules: it turns every rule off, on purpose."
 )
+@_MASS_BLOCK_OPTION
 @_window
 @SET_OPTION
 @click.pass_context
@@ -441,6 +452,7 @@ def apply(
     note: str,
     no_backtest: bool,
     allow_empty: bool,
+    allow_mass_block: bool,
     start: str | None,
     end: str | None,
     scores: str | None,
@@ -463,6 +475,8 @@ def apply(
             ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base
         )
         print_report(report, label)
+        if not allow_mass_block:
+            _refuse_mass_block(report, f"'{file}'")
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
         v = rulesets.save(
             ws,
@@ -540,12 +554,34 @@ _WINDOW_OPTIONS = {
 }
 
 
+def _refuse_mass_block(report: BacktestReport, what: str) -> None:
+    """A ConfigError when the backtest ``report`` of ruleset ``what`` blocks more than MASS_BLOCK_SHARE of
+    its window's charges, naming the block rules that decided them."""
+    blocked = sum(t.count for t in report.mix.get("block", {}).values())
+    if not report.charges or blocked <= MASS_BLOCK_SHARE * report.charges:
+        return
+    rules = sorted((r for r in report.rules if r.action == "block" and r.decided), key=lambda r: -r.decided)
+    named = ", ".join(f"'{escaped(r.name)}' {r.decided:,}" for r in rules[:3])
+    raise ConfigError(
+        f"Ruleset {what} would block {blocked:,} of the window's {report.charges:,} charges "
+        f"({blocked / report.charges:.1%}; by {named}): nothing was saved or activated. Expected at most "
+        f"{MASS_BLOCK_SHARE:.0%}: check the thresholds, or give --allow-mass-block to do it on purpose."
+    )
+
+
 def _compared(
-    ctx: click.Context, ws: Workspace, candidate: Ruleset, set_name: str, no_backtest: bool, p: dict[str, Any]
+    ctx: click.Context,
+    ws: Workspace,
+    candidate: Ruleset,
+    set_name: str,
+    no_backtest: bool,
+    p: dict[str, Any],
+    guarded: str | None = None,
 ) -> int | None:
     """Backtest ``candidate`` against the active version over the window options ``p`` and print the change
     (unless ``no_backtest``); return the active version it was compared with (None: none), which the switch
-    then expects."""
+    then expects. ``guarded``: the version's name, refused when it blocks most charges
+    (:func:`_refuse_mass_block`)."""
     if no_backtest:
         given = [option for name, option in _WINDOW_OPTIONS.items() if p.get(name) is not None]
         if given:
@@ -565,6 +601,8 @@ def _compared(
         base,
     )
     print_report(report, label)
+    if guarded is not None:
+        _refuse_mass_block(report, guarded)
     return base.version
 
 
@@ -592,10 +630,18 @@ _SWITCH_OPTIONS = [
 @click.option(
     "--allow-empty", is_flag=True, help="Accept a version of no rules: it turns every rule off, on purpose."
 )
+@_MASS_BLOCK_OPTION
 @_switching
 @click.pass_context
 def activate_cmd(
-    ctx: click.Context, /, version: str, note: str, no_backtest: bool, allow_empty: bool, **window: Any
+    ctx: click.Context,
+    /,
+    version: str,
+    note: str,
+    no_backtest: bool,
+    allow_empty: bool,
+    allow_mass_block: bool,
+    **window: Any,
 ) -> None:
     """Backtest stored VERSION against the active ruleset, print the change, then make it active.
 
@@ -611,7 +657,8 @@ def activate_cmd(
     check_note(note)  # before the backtest, which may take a while
     ws = Workspace.open(ctx.obj["workspace"])
     v, candidate = rulesets.activatable(ws, number, allow_empty)
-    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest, window)
+    guarded = None if allow_mass_block else f"v{v.version}"
+    replacing = _compared(ctx, ws, candidate, v.feature_set, no_backtest, window, guarded)
     v = rulesets.activate(ws, v.version, note=note, replacing=replacing, allow_empty=allow_empty)
     _activated(ws, "Activated", v, replacing)
 
