@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -45,13 +45,17 @@ from payfm.serving.errors import Conflict, InvalidInput, NotFound, Unavailable, 
 from payfm.serving.event_lookup import matching, matching_rows
 from payfm.serving.money_claims import MoneyClaimsMixin, charge_of_payload, per_charge
 from payfm.serving.outcome_checks import (
-    OUTCOME_NAMES,
+    OUTCOME_TABLES,
     another_outcome,
+    appendable,
+    duplicate_answer,
+    id_conflict,
     implied_outcome,
     invalid_outcome,
     known_answer,
     refuse_review_texts,
     refuse_wrong_outcome_types,
+    refused_at_start,
     uncaptured,
     unfollowed,
     unlike_its_charge,
@@ -63,12 +67,13 @@ if TYPE_CHECKING:
     from payfm.serving.clock import EventClock
     from payfm.serving.scorer import ScorerConfig
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NOT_EVENT_FIELDS = ("id", "created_us", "reported_us")  # a logged payload's own
 log = logging.getLogger("payfm.serving")
 APPEND_RETRY_S = 2.0  # how soon appends that found the workspace busy are tried again
 DECLINE_WAIT_S = 60.0  # how long a review closure waits for a decline of its charge being recorded
 
 # Outcome event tables -> (id column, label source of the online features or None).
-OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
 
 
 def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
@@ -284,7 +289,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         charge_us = None if charge is None else int(charge["created_us"])
         in_log = bool(logged)
         if in_log and all(str(r["charge_id"]) != cid for r in logged):  # a conflict, not a duplicate
-            raise _conflict(table, oid, str(logged[0]["charge_id"]), cid)
+            raise id_conflict(table, oid, str(logged[0]["charge_id"]), cid)
         known = self._known_outcome(table, oid, cid, logged)
         # A review closure's implied refund was taken for what was left to refund (clamp): its amount may
         # differ from what the closure asks, every time.
@@ -304,6 +309,9 @@ class FeedbackMixin(MoneyClaimsMixin):
         # A new outcome of a live charge claims it moved money, against a decline reported meanwhile
         # (serving/money_claims.py: of the two, whichever comes second is refused).
         claim = live and refused is None and known is None
+        counted_us = created_us
+        if claim and not clamp:  # (a review closure's is dated by the clock already)
+            counted_us = self._counted_from(created_us)
         if claim:
             self._claim_outcome(table, oid, cid)
         try:
@@ -311,20 +319,30 @@ class FeedbackMixin(MoneyClaimsMixin):
                 self._claim_refund(cid, oid, event, charge or {}, clamp)
                 try:
                     return self._record_event(
-                        table, event, (oid, cid, created_us), source, facts, logged, skip
+                        table, event, (oid, cid, created_us, counted_us), source, facts, logged, skip
                     )
                 finally:
                     self._release_refund(cid, oid)
-            return self._record_event(table, event, (oid, cid, created_us), source, facts, logged, skip)
+            return self._record_event(
+                table, event, (oid, cid, created_us, counted_us), source, facts, logged, skip
+            )
         finally:
             if claim:
                 self._release_outcome(table, oid, cid)
+
+    def _counted_from(self, created_us: int) -> int:
+        """When a new outcome dated ``created_us`` counts: from the service's clock (serving/clock.py) when
+        it is dated before it, as a dispute reported days after the issuer opened it is. The charges decided
+        meanwhile could not see it, so dated by the sender it would count offline (backfill, training) in
+        charges it never reached online: a label leak. Its reported time stays in the decision log."""
+        now = self.clock.now_us()
+        return created_us if now is None or created_us > now else now + 1
 
     def _record_event(
         self,
         table: str,
         event: dict[str, Any],
-        ids: tuple[str, str, int],
+        ids: tuple[str, str, int, int],
         source: str | None,
         facts: dict[str, Any],
         logged: list[dict[str, Any]],
@@ -332,8 +350,9 @@ class FeedbackMixin(MoneyClaimsMixin):
     ) -> dict[str, Any]:
         """The rest of :meth:`record_outcome`, for an outcome it takes: count it, log it, append it to the
         event log; a duplicate is answered with what is stored, another outcome under an id being recorded
-        is a Conflict (``skip``: fields not compared)."""
-        oid, cid, created_us = ids
+        is a Conflict (``skip``: fields not compared). ``ids``: the outcome's id, its charge's, the time it
+        was sent with (compared with a retry's) and the time it counts from (:meth:`_counted_from`)."""
+        oid, cid, created_us, counted_us = ids
         key, in_log = f"{table}:{oid}", bool(logged)
         stored: dict[str, Any] | None = None
         with self._lock:
@@ -351,9 +370,9 @@ class FeedbackMixin(MoneyClaimsMixin):
                 applied = False
                 if source is not None:
                     applied = self.online.apply_outcome(
-                        source, oid, cid, created_us, event.get("amount"), event.get("currency")
+                        source, oid, cid, counted_us, event.get("amount"), event.get("currency")
                     )
-                self.clock.saw(created_us)
+                self.clock.saw(counted_us)
                 if in_log and not applied:  # in the event log already, so counted when the state was built
                     mine_in_log = next(r for r in logged if str(r["charge_id"]) == cid)
                     return {**facts, "label_source": label_source(table, mine_in_log), "duplicate": True}
@@ -366,13 +385,21 @@ class FeedbackMixin(MoneyClaimsMixin):
         if other is not None:
             stored = other.result(timeout=60)  # the log write's own timeout is 30 s
         if stored is not None:
-            return _duplicate(table, oid, cid, stored)
+            return duplicate_answer(table, oid, cid, stored)
         facts["applied"] = applied
 
+        counted = {**event, "created": _EPOCH + timedelta(microseconds=counted_us)}
+
         def record() -> OutcomeRecord:
-            payload = {**event, "created": event["created"].isoformat(), "id": oid, "created_us": created_us}
+            payload = {
+                **counted,
+                "created": counted["created"].isoformat(),
+                "id": oid,
+                "created_us": counted_us,
+            }
+            payload |= {"reported_us": created_us} if counted_us != created_us else {}
             return OutcomeRecord(
-                seq, table, oid, cid, created_us, source, applied, payload, datetime.now(UTC).isoformat()
+                seq, table, oid, cid, counted_us, source, applied, payload, datetime.now(UTC).isoformat()
             )
 
         if not self._log_pending(key, mine, record, facts):
@@ -392,9 +419,9 @@ class FeedbackMixin(MoneyClaimsMixin):
                 differs = None if theirs is None else another_outcome(table, event, created_us, theirs, skip)
                 if differs is not None and stored["charge_id"] == cid:
                     raise differs
-                return _duplicate(table, oid, cid, stored)
+                return duplicate_answer(table, oid, cid, stored)
         if self.append_outcomes and not in_log:
-            self._append_to_event_log(table, [event])
+            self._append_to_event_log(table, [counted])
         elif in_log:
             self.log.write(_mark(table, oid))  # the event log has it (imported meanwhile): not a second row
         return {**facts, "duplicate": False}
@@ -723,50 +750,13 @@ class FeedbackMixin(MoneyClaimsMixin):
             try:
                 self._close_review_events(event, recovering=True)
             except ValidationError as e:  # logged before the event log's checks grew: left in the log
-                _refused_at_start("reviews", str(event.get("charge_id")), e)
+                refused_at_start("reviews", str(event.get("charge_id")), e)
         for table, payloads in by_table.items():
-            todo = [{k: v for k, v in p.items() if k not in ("id", "created_us")} for p in payloads]
+            todo = [{k: v for k, v in p.items() if k not in _NOT_EVENT_FIELDS} for p in payloads]
             try:
                 self._append_to_event_log(table, todo)  # those there already are left out, and marked
             except ValidationError:  # one logged before a check it fails: the others go, it stays in the log
-                self._append_to_event_log(table, [one for one in todo if _appendable(table, one)])
-
-
-def _duplicate(table: str, oid: str, cid: str, stored: Mapping[str, Any]) -> dict[str, Any]:
-    """The answer to outcome ``oid`` of charge ``cid`` sent again: ``stored`` (its recorded facts) marked a
-    duplicate; a Conflict naming the recorded charge when that is another one (an id names one outcome)."""
-    if stored["charge_id"] != cid:
-        raise _conflict(table, oid, str(stored["charge_id"]), cid)
-    return {**stored, "duplicate": True}
-
-
-def _conflict(table: str, oid: str, recorded: str, cid: str) -> Conflict:
-    return Conflict(
-        f"The {OUTCOME_NAMES[table]} '{shown(oid)}' is recorded on charge '{shown(recorded)}'; an id names "
-        f"one outcome of one charge. Got charge '{shown(cid)}'.",
-        field=OUTCOME_TABLES[table],
-    )
-
-
-def _appendable(table: str, event: Mapping[str, Any]) -> bool:
-    """Whether the event log takes ``event``, logged by this service; a warning when it does not."""
-    try:
-        validate_events(table, pa.Table.from_pylist([dict(event)]), source=f"{table} of the decision log")
-    except ValidationError as e:  # as `serve export` leaves it: in the decision log, not appended
-        _refused_at_start(table, str(event.get(ID_COLUMNS[table])), e)
-        return False
-    return True
-
-
-def _refused_at_start(table: str, key: str, e: ValidationError) -> None:
-    """A record of the decision log that the event log refuses (logged before a check it fails came in):
-    the service starts, and the record stays in the decision log, unappended, as `serve export` leaves it."""
-    log.warning(
-        "%s %s of the decision log was refused by the event log's validation and left unappended: %s",
-        table,
-        shown(key),
-        e.problems[0] if e.problems else e,
-    )
+                self._append_to_event_log(table, [one for one in todo if appendable(table, one)])
 
 
 def _rows(batches: list[tuple[str, pa.Table]]) -> int:

@@ -13,16 +13,21 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pyarrow as pa
+
 from payfm.events.schema import ID_COLUMNS, MOVED_NO_MONEY, RULES, SCHEMAS
-from payfm.events.validate import ValidationError
+from payfm.events.validate import ValidationError, validate_events
 from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
 from payfm.serving.charges import refuse_wrong_types, to_us, us_to_iso
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
 
+OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
 OUTCOME_NAMES = {"disputes": "dispute", "early_fraud_warnings": "early fraud warning", "refunds": "refund"}
+log = logging.getLogger("payfm.serving")
 # A charge with one of these outcomes moved no money: the service or the merchant's rules blocked it (never
 # sent for authorization) or its issuer declined it. Stripe has no refund and no dispute of such a charge,
 # and issuers send early fraud warnings of settled transactions only.
@@ -168,7 +173,9 @@ def another_outcome(
         if field in (ID_COLUMNS[table], "charge_id") or field in skip or field not in known:
             continue
         if field == "created":
-            theirs = known["created_us"] if "created_us" in known else to_us(known["created"], "created")
+            # (a late outcome counts from when it came: its payload keeps the time it was sent with)
+            theirs = known.get("reported_us", known.get("created_us"))
+            theirs = to_us(known["created"], "created") if theirs is None else theirs
             same = int(theirs) == created_us
         else:
             same = known[field] == event.get(field)
@@ -239,3 +246,40 @@ def implied_outcome(
         dispute = {"dispute_id": dispute_id, "charge_id": cid, "created": review["created"]}
         return "disputes", {**dispute, "reason": "fraudulent", **money}
     return None
+
+
+def duplicate_answer(table: str, oid: str, cid: str, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The answer to outcome ``oid`` of charge ``cid`` sent again: ``stored`` (its recorded facts) marked a
+    duplicate; a Conflict naming the recorded charge when that is another one (an id names one outcome)."""
+    if stored["charge_id"] != cid:
+        raise id_conflict(table, oid, str(stored["charge_id"]), cid)
+    return {**stored, "duplicate": True}
+
+
+def id_conflict(table: str, oid: str, recorded: str, cid: str) -> Conflict:
+    return Conflict(
+        f"The {OUTCOME_NAMES[table]} '{shown(oid)}' is recorded on charge '{shown(recorded)}'; an id names "
+        f"one outcome of one charge. Got charge '{shown(cid)}'.",
+        field=OUTCOME_TABLES[table],
+    )
+
+
+def appendable(table: str, event: Mapping[str, Any]) -> bool:
+    """Whether the event log takes ``event``, logged by this service; a warning when it does not."""
+    try:
+        validate_events(table, pa.Table.from_pylist([dict(event)]), source=f"{table} of the decision log")
+    except ValidationError as e:  # as `serve export` leaves it: in the decision log, not appended
+        refused_at_start(table, str(event.get(ID_COLUMNS[table])), e)
+        return False
+    return True
+
+
+def refused_at_start(table: str, key: str, e: ValidationError) -> None:
+    """A record of the decision log that the event log refuses (logged before a check it fails came in):
+    the service starts, and the record stays in the decision log, unappended, as `serve export` leaves it."""
+    log.warning(
+        "%s %s of the decision log was refused by the event log's validation and left unappended: %s",
+        table,
+        shown(key),
+        e.problems[0] if e.problems else e,
+    )

@@ -36,7 +36,7 @@ from payfm.features.parity import apply_log
 from payfm.features.stores import MemoryStore
 from payfm.serving.decision import Decision
 from payfm.serving.errors import InvalidInput
-from payfm.serving.feedback import OUTCOME_TABLES
+from payfm.serving.outcome_checks import OUTCOME_TABLES
 from payfm.serving.scorer import Scorer, ScorerConfig
 
 # The ground truth never reaches the scorer; the processor's outcome does (features count declines).

@@ -1,0 +1,92 @@
+"""An outcome reported after the service decided later charges (a dispute the issuer opened days before the
+processor's report brought it) counts from when it came, online and in the event log alike: dated by its
+sender, the backfill would count it in the charges decided meanwhile, which never saw it (a label leak into
+training). The time it was sent with stays in the decision log, so a retry is still a retry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from payfm.events.workspace import Workspace
+from payfm.features.offline import compute
+from payfm.rules import rulesets
+from payfm.serving.export import export_charges
+from payfm.serving.scorer import Scorer
+from test_serving_reviews import charge
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+COUNT = "merchant.count_refunds_all"
+
+
+def at(minutes: int) -> str:
+    return (T0 + timedelta(minutes=minutes)).isoformat()
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    w = Workspace.open(tmp_path / "ws", create=True)
+    rulesets.save(
+        w, "big: review if :amount_usd: > 100000000\n", activate=True, set_name="default", author="t"
+    )
+    return w
+
+
+def test_a_late_outcome_counts_from_its_arrival_online_and_offline(ws: Workspace) -> None:
+    refund = {"refund_id": "re_1", "charge_id": "ch_1", "created": at(1), "amount": 500, "currency": "usd"}
+    s = Scorer.open(ws)
+    try:
+        assert s.score(charge(1, at(0), outcome="authorized")).features[COUNT] == 0
+        assert s.score(charge(2, at(10), outcome="authorized")).features[COUNT] == 0
+        first = s.record_outcome("refunds", {**refund, "reason": "requested_by_customer"})
+        assert first["duplicate"] is False and first["applied"] is True
+        # A retry with the time it was sent with is a retry, not another refund.
+        again = s.record_outcome("refunds", {**refund, "reason": "requested_by_customer"})
+        assert again["duplicate"] is True
+        assert s.score(charge(3, at(20), outcome="authorized")).features[COUNT] == 1
+        stored = s.log.outcomes_of("ch_1")
+        assert [(k, p["reported_us"]) for k, p in stored] == [
+            ("refunds", int(T0.timestamp() * 1e6) + 60_000_000)
+        ]
+        decisions = {c: s.log.get_decision(c) for c in ("ch_2", "ch_3")}
+        export_charges(ws, s.log)
+    finally:
+        s.close(snapshot=False)
+    counted = ws.read("refunds", ["refund_id", "created"]).to_pylist()
+    assert len(counted) == 1
+    # After ch_2 (decided before the refund came), before ch_3 (decided after).
+    assert T0 + timedelta(minutes=10) < counted[0]["created"] < T0 + timedelta(minutes=20)
+    # The backfill agrees with what the service saw for every charge: ch_2 without the refund, ch_3 with it.
+    fset = s.bundle.fset
+    offline = compute(ws.connect(), fset).to_pylist()
+    by_id = {r["charge_id"]: r for r in offline}
+    assert by_id["ch_2"][COUNT] == 0 and by_id["ch_3"][COUNT] == 1
+    for cid, decision in decisions.items():
+        assert decision is not None
+        served = decision["features"] if "features" in decision else decision["decision"]["features"]
+        assert served[COUNT] == by_id[cid][COUNT]
+
+
+def test_an_outcome_dated_after_the_services_clock_keeps_its_time(ws: Workspace) -> None:
+    """Replaying history in time order, each outcome comes before the later charges: its own time stands."""
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(1, at(0), outcome="authorized"))
+        s.record_outcome(
+            "refunds",
+            {
+                "refund_id": "re_1",
+                "charge_id": "ch_1",
+                "created": at(5),
+                "amount": 500,
+                "currency": "usd",
+                "reason": "requested_by_customer",
+            },
+        )
+        assert s.score(charge(2, at(10), outcome="authorized")).features[COUNT] == 1
+        assert "reported_us" not in s.log.outcomes_of("ch_1")[0][1]
+    finally:
+        s.close(snapshot=False)
+    assert ws.read("refunds", ["created"])["created"].to_pylist() == [T0 + timedelta(minutes=5)]
