@@ -46,7 +46,10 @@ def _created_workspace(ctx: click.Context) -> Iterator[Workspace]:
     """The workspace, created if missing; removed again when the command fails and it did not exist before
     (a failed first import or generate leaves nothing behind)."""
     root = Path(ctx.obj["workspace"])
-    existed = root.exists()
+    try:
+        existed = root.exists()
+    except OSError:  # (a name too long: Workspace.open says why no workspace can be there)
+        existed = True
     try:
         yield Workspace.open(root, create=True)
     except BaseException:

@@ -349,7 +349,8 @@ def to_floats(col: pa.Array, name: str, out: Problems) -> np.ndarray | None:
             col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
         col = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
     elif pa.types.is_decimal(col.type) or pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        col = pc.cast(col, pa.float64())
+        # unsafe: an integer beyond 2^53 becomes its nearest float (a bound check refuses it, quoting it)
+        col = pc.cast(col, pa.float64(), safe=False)
     else:
         out.column(name, "numbers", f"values of type {col.type}")
         return None

@@ -43,11 +43,12 @@ import functools
 import gzip
 import re
 import shlex
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, NoReturn, cast
+from typing import BinaryIO, NamedTuple, NoReturn
 
 import numpy as np
 import pyarrow as pa
@@ -65,7 +66,7 @@ from payfm.events.cards import (
     shown_text,
 )
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
-from payfm.events.import_format import SEPARATORS, yaml_separator
+from payfm.events.import_format import SEPARATORS, open_binary, open_stream, yaml_separator
 from payfm.events.import_outcomes import (
     OUTCOME_ID,
     LabelCounts,
@@ -141,7 +142,7 @@ def read_source(path: Path, *, separator: str = ",") -> tuple[pa.Table, bool]:
                 f"Import source '{path}': expected a .csv, .csv.gz, .parquet or .pq file; "
                 f"received '{path.suffix}'."
             )
-    except (OSError, EOFError, pa.ArrowInvalid) as e:  # (EOFError: a .gz file cut short, read by gzip)
+    except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as e:  # (EOFError, zlib: a .gz cut or corrupt)
         # A parser's message may quote a row: never echo it (the first ': ' of a CSV parse error ends what
         # is said about the row), nor a card number from any other message.
         text = str(e)
@@ -162,22 +163,10 @@ def read_source(path: Path, *, separator: str = ",") -> tuple[pa.Table, bool]:
     return pa.Table.from_arrays(columns, names=table.column_names), is_csv
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    return cast(BinaryIO, gzip.open(path, "rb")) if path.name.lower().endswith(".gz") else path.open("rb")
-
-
-def _open_stream(path: Path) -> BinaryIO:
-    """The file's bytes for one pass of reads (no lines, no seeking): a .gz file is decompressed by Arrow
-    (about 10% faster than Python's gzip, BENCHMARKS.md), whose error for a file cut short is an OSError."""
-    if path.name.lower().endswith(".gz"):
-        return cast(BinaryIO, pa.input_stream(str(path), compression="gzip"))
-    return path.open("rb")
-
-
 def _read_csv(path: Path, separator: str) -> pa.Table:
     """A UTF-8 file separated by ``separator``, with a header line, every column as text (see
     :func:`read_source`)."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         start = f.read(4)
     if start.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise _not_utf8(path, "UTF-16 text (it starts with a UTF-16 byte-order mark)", "UTF-16")
@@ -198,7 +187,7 @@ def _read_csv(path: Path, separator: str) -> pa.Table:
     # any line break: a quoted one at a block's end made a ragged row, an unclosed quote lost rows silently)
     parse = pacsv.ParseOptions(delimiter=separator, invalid_row_handler=handle, newlines_in_values=True)
     try:
-        with _open_stream(path) as raw:
+        with open_stream(path) as raw:
             stream = _Counted(raw)
             table = pacsv.read_csv(stream, parse_options=parse, convert_options=convert)
         if invalid and any(number is None for _e, _r, number in invalid):
@@ -353,7 +342,7 @@ def _check_quotes(path: Path, header: list[str], separator: str = ",") -> None:
     lines between vanish into one value), never the text. Lines read into a quoted value are legitimate only
     if its closing quote ends the value (spaces or tabs, then the ``separator``, a line break or the end of
     the file)."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         data = f.read()
     m = _quote_patterns(separator).first_unclosed.match(data)
     if m is not None:
@@ -507,7 +496,7 @@ def _not_utf8(path: Path, received: str, encoding: str) -> ConfigError:
 def _encoding_error(path: Path, separator: str) -> ConfigError:
     """The first byte that is not UTF-8, by row, line and column (read line by line: on this error path
     only), and how to convert the file."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         names: list[str] = []
         for line_number, line in enumerate(f, 1):
             try:

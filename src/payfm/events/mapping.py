@@ -311,7 +311,10 @@ def parse_delay(text: object) -> timedelta:
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text) if isinstance(text, str) else None
     if match is None:
         raise ValueError("a duration such as 30d, 12h, 90m, 45s or 2w")
-    return int(match.group(1)) * DELAY_UNITS[match.group(2)]
+    try:
+        return int(match.group(1)) * DELAY_UNITS[match.group(2)]
+    except OverflowError:  # (timedelta holds up to 999,999,999 days)
+        raise ValueError("a duration such as 30d, 12h, 90m, 45s or 2w, of at most 999999999d") from None
 
 
 def _text(ctx: _Ctx, path: str, value: object) -> str:
@@ -748,4 +751,6 @@ def load_mapping(name_or_path: str | Path) -> Mapping:
         parsed = yaml.load(text, Loader=MappingLoader)  # a SafeLoader
     except yaml.YAMLError as e:
         raise ConfigError(f"{path.name}: expected valid YAML; received {yaml_problem(e, text)}.") from None
+    except RecursionError:
+        raise ConfigError(f"{path.name}: expected valid YAML; received values nested too deeply.") from None
     return parse_mapping(parsed, path.name)

@@ -196,7 +196,11 @@ class Workspace:
         """Open the workspace at ``path``; with ``create`` make it (and its secret) if it does not exist."""
         root = Path(path).expanduser().resolve()
         manifest = root / MANIFEST
-        if not manifest.exists():
+        try:
+            present = manifest.exists()
+        except OSError as e:  # (a name too long)
+            raise WorkspaceError(f"Cannot open the workspace '{root}': {e.strerror or e}.") from None
+        if not present:
             if not create:
                 raise WorkspaceError(
                     f"No payfm workspace at '{root}': expected a directory with {MANIFEST}. "
@@ -204,11 +208,19 @@ class Workspace:
                 )
             if root.exists() and not root.is_dir():
                 raise WorkspaceError(f"Workspace path '{root}' exists and is not a directory.")
-            root.mkdir(parents=True, exist_ok=True)
-            ws = cls(root)
-            with ws._lock():
-                if not manifest.exists():
-                    ws._commit({"format": FORMAT_VERSION, "version": 0, "tables": {t: [] for t in TABLES}})
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                ws = cls(root)
+                with ws._lock():
+                    if not manifest.exists():
+                        ws._commit(
+                            {"format": FORMAT_VERSION, "version": 0, "tables": {t: [] for t in TABLES}}
+                        )
+            except OSError as e:  # under a file, in /proc, not permitted, a name too long
+                raise WorkspaceError(
+                    f"Cannot create the workspace '{root}': {e.strerror or e}. Expected a path where a "
+                    "directory can be made (pass another --workspace)."
+                ) from None
             return ws
         return cls(root)
 

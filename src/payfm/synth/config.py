@@ -22,6 +22,7 @@ from payfm.events.schema import SCENARIOS, TIME_MAX_US
 # The longest world, in days: ten years. Every day has a fixed cost, however few its charges (100,000 days of
 # the default world ran for minutes, into the year 2299).
 MAX_DAYS = 3_660
+MAX_CHARGES = 1_000_000_000  # (10M take ~0.5 GiB and 24 s to generate: BENCHMARKS.md)
 # Event times lie in [1970-01-01, 2100-01-01) (imports and the decision service refuse others), and so do the
 # world's: it starts two days into 1970, as a takeover changes credentials up to 36 h before its first charge,
 # and ends (``start + days``: every time it emits is before its end) at the latest when 2100 begins.
@@ -64,6 +65,10 @@ class WorldConfig:
             )
         if isinstance(self.days, bool) or not isinstance(self.days, int) or self.days < 1:
             raise ValueError(f"The 'days' of WorldConfig must be an integer >= 1. Got {self.days!r}.")
+        if self.charges > MAX_CHARGES:
+            raise ValueError(
+                f"The 'charges' of WorldConfig must be at most {MAX_CHARGES:,}. Got {self.charges:,}."
+            )
         if self.days > MAX_DAYS:
             raise ValueError(
                 f"The 'days' of WorldConfig must be at most {MAX_DAYS:,} (ten years). Got {self.days!r}."

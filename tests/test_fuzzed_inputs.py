@@ -1,0 +1,65 @@
+"""Inputs a fuzzer found raising a traceback instead of a user error (each a ConfigError/ValidationError
+naming what was expected, the workspace untouched)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from payfm.errors import ConfigError, WorkspaceError
+from payfm.events.mapping import load_mapping
+from payfm.events.workspace import Workspace
+from payfm.synth import WorldConfig
+from test_import import ROWS, SAMPLE, failed_import, write_csv, write_mapping
+
+
+def test_a_gzip_file_with_corrupt_data_is_a_config_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00" + b"garbage" * 10)  # a gzip header, then no deflate stream
+    text = failed_import(tmp_path, bad, write_mapping(tmp_path), ConfigError)
+    assert "bad.csv.gz" in text and "expected a readable file" in text and "decompressing" in text
+
+
+@pytest.mark.parametrize("value", [2**62, 2**64 - 1])
+def test_an_integer_amount_beyond_2_to_the_53_is_a_bound_problem(tmp_path: Path, value: int) -> None:
+    table = pq.read_table(SAMPLE)
+    kind = pa.uint64() if value >= 2**63 else pa.int64()
+    amounts = pa.array([value] + [1] * (table.num_rows - 1), kind)
+    path = tmp_path / "big.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index("amt"), "amt", amounts), path)
+    text = failed_import(tmp_path, path, Path("sparkov"))
+    assert "row 1, column 'amt' (amount): expected a value from 0 to 999,999,999,999" in text
+
+
+def test_a_delay_beyond_what_a_duration_holds_names_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    mapping = write_mapping(tmp_path).read_text()
+    path.write_text(mapping.replace("delay: 12h", "delay: 99999999999d", 1))
+    with pytest.raises(ConfigError, match=r"'labels\[0\]\.delay': expected a duration .* at most 999999999d"):
+        load_mapping(path)
+
+
+def test_yaml_nested_too_deeply_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text("description: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(
+        ConfigError, match=r"deep\.yaml: expected valid YAML; received values nested too deeply"
+    ):
+        load_mapping(path)
+
+
+def test_a_world_of_more_charges_than_the_maximum_is_refused() -> None:
+    with pytest.raises(ValueError, match="must be at most 1,000,000,000"):
+        WorldConfig(charges=10**20)
+
+
+def test_a_workspace_that_cannot_be_made_is_a_workspace_error(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(WorkspaceError, match=r"Cannot create the workspace .*afile/ws': Not a directory"):
+        Workspace.open(tmp_path / "afile" / "ws", create=True)
+    with pytest.raises(WorkspaceError, match="File name too long"):
+        Workspace.open(tmp_path / ("a" * 300), create=True)
+    assert ROWS and write_csv  # (the import helpers above share test_import's data)
