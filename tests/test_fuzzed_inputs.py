@@ -63,3 +63,26 @@ def test_a_workspace_that_cannot_be_made_is_a_workspace_error(tmp_path: Path) ->
     with pytest.raises(WorkspaceError, match="File name too long"):
         Workspace.open(tmp_path / ("a" * 300), create=True)
     assert ROWS and write_csv  # (the import helpers above share test_import's data)
+
+
+def test_a_nan_in_a_parquet_float_label_is_a_problem_not_a_silent_no(tmp_path: Path) -> None:
+    table = pq.read_table(SAMPLE)
+    labels = table.column("is_fraud").cast(pa.float64()).to_pylist()
+    labels[0] = float("nan")
+    path = tmp_path / "nan.parquet"
+    at = table.schema.get_field_index("is_fraud")
+    pq.write_table(table.set_column(at, "is_fraud", pa.array(labels, pa.float64())), path)
+    text = failed_import(tmp_path, path, Path("sparkov"))
+    assert "row 1, column 'is_fraud': expected a number, a boolean or an empty cell for 'labels[0]'" in text
+    assert "received nan" in text
+
+
+@pytest.mark.parametrize("scale", [".nan", ".inf"])
+def test_a_scale_that_is_not_a_finite_number_is_a_mapping_error(tmp_path: Path, scale: str) -> None:
+    path = tmp_path / "m.yaml"
+    text = write_mapping(tmp_path).read_text()
+    old = "    minor_units:\n      column: cur\n"
+    assert old in text
+    path.write_text(text.replace(old, f"    scale: {scale}\n", 1))
+    with pytest.raises(ConfigError, match=r"\.scale': expected a positive number"):
+        load_mapping(path)

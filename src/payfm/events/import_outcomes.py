@@ -59,6 +59,10 @@ def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) ->
             except ValueError:
                 continue
         mask = pc.is_in(numbers, value_set=pa.array(nums + texts_as_numbers + [float(b) for b in bools]))
+        if not texts:  # a numeric label: NaN and infinities are no yes or no (as a CSV's `nan` is not)
+            odd = np.flatnonzero(pc.fill_null(pc.invert(pc.is_finite(numbers)), False).to_numpy(False))
+            if len(odd):
+                _unreadable(label, odd, col, out)
         return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
     text = pc.utf8_lower(pc.utf8_trim_whitespace(as_text(col)))
     is_number = pc.fill_null(pc.match_substring_regex(text, NUMBER), False)
@@ -81,16 +85,24 @@ def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) ->
             known = pc.or_(mask, pc.or_(true_words, false_words))
         bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.invert(known)).to_numpy(False))
         if len(bad):
-            yes = ", ".join(_as_written(w) for w in label.when)
-            filtering = isinstance(label, RowFilter)
-            means = "imported; other values: left out" if filtering else "an outcome; other values: none"
-            out.rows(
-                label.column,
-                bad,
-                f"a number, a boolean or an empty cell for '{label.path}' ({yes}: {means})",
-                values_at(col, bad),
-            )
+            _unreadable(label, bad, col, out)
     return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
+
+
+def _unreadable(label: LabelSpec | RowFilter, bad: np.ndarray, col: pa.Array, out: Problems) -> None:
+    """The rows ``bad`` of a numeric or boolean label (or filter) that hold neither yes nor no."""
+    yes = ", ".join(_as_written(w) for w in label.when)
+    means = (
+        "imported; other values: left out"
+        if isinstance(label, RowFilter)
+        else "an outcome; other values: none"
+    )
+    out.rows(
+        label.column,
+        bad,
+        f"a number, a boolean or an empty cell for '{label.path}' ({yes}: {means})",
+        values_at(col, bad),
+    )
 
 
 def keep_rows(mapping: Mapping, table: pa.Table, out: Problems) -> tuple[pa.Table, list[str]]:

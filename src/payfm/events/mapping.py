@@ -448,7 +448,7 @@ def _field(
         opts["case"] = data["case"]
     if "scale" in data:
         s = data["scale"]
-        if isinstance(s, bool) or not isinstance(s, int | float) or s <= 0:
+        if isinstance(s, bool) or not isinstance(s, int | float) or not 0 < s < float("inf"):  # (not .nan)
             raise ctx.error(f"{path}.scale", "a positive number (100 turns dollars into cents)", s)
         opts["scale"] = float(s)
     if "sign" in data:
