@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from factories import charges
-from payfm.events.query import QueryError, run_sql
+from payfm.cli.main import cli
+from payfm.events.query import QueryError, run_sql, sql_batches
 from payfm.events.workspace import Workspace
 
 
@@ -113,3 +120,37 @@ def test_a_name_the_result_repeats_is_numbered_so_no_column_hides_another(ws: Wo
         {"a": 1, "a_3": 2, "a_2": 3, "a_4": 4}
     ]
     assert run_sql(ws, "SELECT 1 AS b").column_names == ["b"]
+
+
+def test_a_result_is_read_a_batch_at_a_time(ws: Workspace) -> None:
+    """`payfm sql` showing 20 rows of a huge result kept the whole result in memory (15 GB for
+    range(1e11), a fuzzer's audit): the batches are bounded, and run_sql is their concatenation."""
+    with contextlib.closing(sql_batches(ws, "SELECT range AS i FROM range(250000)", batch_rows=100_000)) as b:
+        sizes = [batch.num_rows for batch in b]
+    assert max(sizes) <= 100_000 and sum(sizes) == 250_000
+    with contextlib.closing(sql_batches(ws, "SELECT 1 AS a, 2 AS a WHERE false")) as b:
+        [empty] = list(b)  # an empty result is one empty batch with the result's (numbered) columns
+    assert empty.num_rows == 0 and empty.schema.names == ["a", "a_2"]
+
+
+def test_the_cli_counts_a_huge_result_without_holding_it(ws: Workspace) -> None:
+    r = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "sql", "SELECT * FROM range(100000000000) t", "--limit", "3"]
+    )
+    assert r.exit_code == 0 and "3 of more than 10,000,000 rows shown" in r.output
+    r = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "sql", "SELECT range AS i FROM range(250001)", "--format", "csv"]
+    )
+    lines = r.output.splitlines()
+    assert r.exit_code == 0 and lines[0] == '"i"' and len(lines) == 250_002 and lines[-1] == "250000"
+
+
+def test_ctrl_c_stops_a_long_query_at_once(ws: Workspace) -> None:
+    """DuckDB did not see Ctrl-C during a long aggregate (it ran on for minutes); the query now runs in a
+    worker thread that the main one interrupts."""
+    cmd = [str(Path(sys.executable).parent / "payfm"), "-w", str(ws.root), "sql"]
+    proc = subprocess.Popen([*cmd, "SELECT count(*) FROM range(1000000000000) t"], stderr=subprocess.PIPE)
+    time.sleep(3)  # (started, and deep in the query: it takes minutes)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and b"Aborted!" in err

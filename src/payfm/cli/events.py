@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import pyarrow as pa
 
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import (
@@ -28,7 +30,7 @@ from payfm.cli.render import (
 )
 from payfm.errors import ConfigError
 from payfm.events.cards import name_holds_card_number, redact_table, shown_text
-from payfm.events.query import run_sql
+from payfm.events.query import sql_batches
 from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace
@@ -286,7 +288,25 @@ def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     # printed are scanned too, in every format (one put together from pieces).
     if name_holds_card_number(query):  # (with a brand's prefix: not an epoch in milliseconds it compares)
         raise ConfigError("The query must not hold a card number (PAN): payfm never prints one.")
-    print_arrow(run_sql(_workspace(ctx), query), fmt, limit, redact=redact_table)
+    ws = _workspace(ctx)
+    with contextlib.closing(sql_batches(ws, query)) as batches:
+        if fmt != "table":  # every row, a batch at a time (memory: one batch, whatever the result's size)
+            for i, batch in enumerate(batches):
+                print_arrow(pa.Table.from_batches([batch]), fmt, None, redact=redact_table, header=i == 0)
+            return
+        kept: list[pa.RecordBatch] = []
+        rows = 0
+        for batch in batches:  # the first --limit rows, and the others counted (up to SQL_COUNTED)
+            if rows < limit:
+                kept.append(batch.slice(0, limit - rows))
+            rows += batch.num_rows
+            if rows > SQL_COUNTED:
+                break
+    total = f"more than {SQL_COUNTED:,}" if rows > SQL_COUNTED else f"{rows:,}"
+    print_arrow(pa.Table.from_batches(kept), fmt, limit, redact=redact_table, total=(rows, total))
+
+
+SQL_COUNTED = 10_000_000  # rows of a result `payfm sql` counts past those it shows, before it stops reading
 
 
 @click.command()

@@ -203,16 +203,23 @@ def _csv_ready(table: pa.Table) -> pa.Table:
 
 
 def print_arrow(
-    table: pa.Table, fmt: str, limit: int | None, redact: Callable[[pa.Table], pa.Table] | None = None
+    table: pa.Table,
+    fmt: str,
+    limit: int | None,
+    redact: Callable[[pa.Table], pa.Table] | None = None,
+    *,
+    header: bool = True,
+    total: tuple[int, str] | None = None,
 ) -> None:
     """Print ``table`` as a rich table (first ``limit`` rows), CSV or JSON lines on stdout (strict JSON:
     NaN and infinities as null). ``redact`` is applied to what is printed: every row in CSV or JSON, the rows
-    a table shows."""
+    a table shows. ``header``: CSV's header line (not for a later batch of one result); ``total``: the rows
+    of the whole result, and how to say it, when ``table`` holds only those shown."""
     if fmt in ("csv", "json") and redact is not None:
         table = redact(table)
     if fmt == "csv":
         sink = pa.BufferOutputStream()
-        pacsv.write_csv(_csv_ready(table), sink)
+        pacsv.write_csv(_csv_ready(table), sink, pacsv.WriteOptions(include_header=header))
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
         return
     if fmt == "json":
@@ -225,10 +232,9 @@ def print_arrow(
         _print_records(shown)
     else:
         _print_table(shown)
-    if limit is not None and table.num_rows > limit:
-        console.print(
-            f"[dim]{limit} of {table.num_rows} rows shown; use --limit or --format csv for all[/dim]"
-        )
+    rows, said = total if total is not None else (table.num_rows, str(table.num_rows))
+    if limit is not None and rows > limit:
+        console.print(f"[dim]{limit} of {said} rows shown; use --limit or --format csv for all[/dim]")
 
 
 # Below this many characters a column, a table of the result would show "c…" for every value: the rows are

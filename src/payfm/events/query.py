@@ -17,7 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -32,53 +36,119 @@ class QueryError(PayfmError):
     """A query was refused or failed."""
 
 
+T = TypeVar("T")
+BATCH_ROWS = 100_000  # rows a batch of :func:`sql_batches` holds at most
+
+
 def run_sql(ws: Workspace, sql: str) -> pa.Table:
     """Run one read-only SELECT over the workspace tables and return its result as Arrow. A name the result
     repeats (``SELECT c.created, r.created``) gets ``_2``, ``_3`` after it: a table, JSON object or record
     shows one column per name, and the later one hid the first."""
     ws = opened(ws, "run_sql")
+    with contextlib.closing(sql_batches(ws, sql)) as batches:
+        return pa.Table.from_batches(list(batches))
+
+
+def sql_batches(
+    ws: Workspace, sql: str, batch_rows: int = BATCH_ROWS
+) -> Generator[pa.RecordBatch, None, None]:
+    """The result of one read-only SELECT (checked as :func:`run_sql` checks it), batch by batch, at least one
+    (empty: the result's columns): a reader keeps one batch in memory however large the result (`payfm sql`
+    printing 20 rows of ``SELECT * FROM range(1e11)`` took 15 GB). The query runs in a worker thread that
+    this one interrupts on Ctrl-C or SIGTERM: DuckDB's own check let a long aggregate run on for minutes."""
+    ws = opened(ws, "sql_batches")
     con = ws.connect()
+    pool = ThreadPoolExecutor(1, thread_name_prefix="payfm-sql")
     try:
-        files = [str(f) for t in TABLES for f in ws.files(t)]
-        try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as e:
-            raise QueryError(f"The SQL could not be parsed: {_first_line(e)}") from None
-        if len(statements) != 1:
-            raise QueryError(
-                f"payfm sql runs exactly one SELECT statement. Got {len(statements)} statements."
-            )
-        kind = statements[0].type
-        if kind != duckdb.StatementType.SELECT:
-            word = (statements[0].query.split() or [kind.name])[0].upper()  # INSTALL, not DuckDB's LOAD
-            article = "an" if word[:1] in ("A", "E", "I", "O", "U") else "a"
-            raise QueryError(
-                f"payfm sql is read-only: it runs SELECT statements only. Got {article} {word} statement."
-            )
-        con.execute("SET allowed_paths = ?", [files])
-        con.execute("SET enable_external_access = false")
-        # No extension is installed or loaded on demand: sqlite_scan, read_xlsx, iceberg_scan... read files
-        # (or the network) through one, and the attempt would only fail on the locks above, mid-message.
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        con.execute("SET lock_configuration = true")
-        try:
-            return _unique_names(con.sql(sql).to_arrow_table())
-        except duckdb.PermissionException as e:
-            raise QueryError(_file_refused(e)) from None
-        except duckdb.Error as e:
-            if (refused := _extension_refused(e)) is not None:
-                raise QueryError(refused) from None
-            raise QueryError(f"The query failed: {_first_line(e)}") from None
+        _lock(con, ws, sql)
+        with _refusals():
+            reader = _interruptible(con, pool, lambda: con.sql(sql).to_arrow_reader(batch_rows))
+            names = _unique(reader.schema.names)
+            empty = True
+            while True:
+                batch = _interruptible(con, pool, lambda: _next(reader))
+                if batch is None:
+                    break
+                empty = False
+                yield pa.RecordBatch.from_arrays(batch.columns, names=names)
+            if empty:
+                columns = pa.schema(map(pa.Field.with_name, reader.schema, names))
+                yield pa.RecordBatch.from_pylist([], schema=columns)
     finally:
+        pool.shutdown(wait=True)
         con.close()
 
 
-def _unique_names(table: pa.Table) -> pa.Table:
-    """``table`` with every repeated column name numbered (``a``, ``a_2``), none taken by another column."""
+def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    try:
+        return reader.read_next_batch()
+    except StopIteration:
+        return None
+
+
+def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
+    """``fn()`` (DuckDB's work) in the worker thread, this one waiting so that a signal's exception lands here
+    (Ctrl-C's KeyboardInterrupt, SIGTERM's SystemExit) and interrupts the query before it is raised."""
+    future = pool.submit(fn)
+    try:
+        while True:
+            try:
+                return future.result(timeout=0.1)
+            except TimeoutError:
+                continue
+    except BaseException:
+        if not future.done():
+            con.interrupt()
+        with contextlib.suppress(BaseException):
+            future.result()
+        raise
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """DuckDB's errors of a query, as payfm sql says them."""
+    try:
+        yield
+    except duckdb.PermissionException as e:
+        raise QueryError(_file_refused(e)) from None
+    except duckdb.InterruptException:
+        raise KeyboardInterrupt from None
+    except duckdb.Error as e:
+        if (refused := _extension_refused(e)) is not None:
+            raise QueryError(refused) from None
+        raise QueryError(f"The query failed: {_first_line(e)}") from None
+
+
+def _lock(con: duckdb.DuckDBPyConnection, ws: Workspace, sql: str) -> None:
+    """Refuse all but one SELECT, and lock ``con`` to the workspace's data files (the module's docstring)."""
+    files = [str(f) for t in TABLES for f in ws.files(t)]
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryError(f"The SQL could not be parsed: {_first_line(e)}") from None
+    if len(statements) != 1:
+        raise QueryError(f"payfm sql runs exactly one SELECT statement. Got {len(statements)} statements.")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        word = (statements[0].query.split() or [kind.name])[0].upper()  # INSTALL, not DuckDB's LOAD
+        article = "an" if word[:1] in ("A", "E", "I", "O", "U") else "a"
+        raise QueryError(
+            f"payfm sql is read-only: it runs SELECT statements only. Got {article} {word} statement."
+        )
+    con.execute("SET allowed_paths = ?", [files])
+    con.execute("SET enable_external_access = false")
+    # No extension is installed or loaded on demand: sqlite_scan, read_xlsx, iceberg_scan... read files
+    # (or the network) through one, and the attempt would only fail on the locks above, mid-message.
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    con.execute("SET lock_configuration = true")
+
+
+def _unique(columns: list[str]) -> list[str]:
+    """``columns`` with every repeated name numbered (``a``, ``a_2``), none taken by another column."""
     names: list[str] = []
-    taken = set(table.column_names)
-    for name in table.column_names:
+    taken = set(columns)
+    for name in columns:
         if name not in names:
             names.append(name)
             continue
@@ -86,7 +156,7 @@ def _unique_names(table: pa.Table) -> pa.Table:
         while f"{name}_{k}" in taken or f"{name}_{k}" in names:
             k += 1
         names.append(f"{name}_{k}")
-    return table if names == table.column_names else table.rename_columns(names)
+    return names
 
 
 # DuckDB's message for a function or a type of an extension that is not loaded: what it is ("Table Function",
