@@ -289,3 +289,25 @@ def test_a_wrong_starting_after_is_a_422_naming_it(
     r = c.get(f"/v1/reviews?{query}", headers=h)
     assert r.status_code == 422 and r.json()["error"]["field"] == "starting_after"
     assert said in r.json()["error"]["message"]
+
+
+def test_a_queue_item_shows_the_charges_outcomes_and_hides_its_scenario(scorer: Scorer) -> None:
+    """A fraud analyst's audit: the queue did not say a fraudulent dispute had come (reviewers worked cases
+    the network had decided), and a replayed synthetic charge showed its `scenario`, the answer."""
+    scorer.score(charge(1, scenario="stolen_card"))
+    scorer.score(charge(2))
+    dispute = {"dispute_id": "dp_bank", "charge_id": "ch_1", "created": "2026-03-02T00:00:00+00:00"}
+    scorer.record_outcome("disputes", dispute | {"reason": "fraudulent", "amount": 90_000, "currency": "usd"})
+    first, second = scorer.reviews("open", 10)
+    assert "scenario" not in first["charge"] and first["charge"]["charge_id"] == "ch_1"
+    assert first["outcomes"] == [
+        {
+            "table": "disputes",
+            "id": "dp_bank",
+            "created": "2026-03-02T00:00:00+00:00",
+            "reason": "fraudulent",
+            "amount": 90_000,
+            "currency": "usd",
+        }
+    ]
+    assert second["outcomes"] == []

@@ -7,6 +7,7 @@ from typing import Any
 
 from payfm.serving.decision_log import REVIEW_STATUSES, DecisionLog
 from payfm.serving.errors import InvalidInput, shown
+from payfm.serving.outcome_checks import OUTCOME_TABLES
 
 
 def review_page(
@@ -22,7 +23,7 @@ def review_page(
             field="status",
         )
     if starting_after is None:
-        return log.reviews(status, limit, offset)
+        return _with_outcomes(log, log.reviews(status, limit, offset))
     if offset:
         raise InvalidInput(
             f"Give offset or starting_after, not both. Got offset {offset} and starting_after "
@@ -36,4 +37,23 @@ def review_page(
             f"{shown(repr(starting_after))}, which has no review.",
             field="starting_after",
         )
-    return log.reviews(status, limit, after=(seq, starting_after))
+    return _with_outcomes(log, log.reviews(status, limit, after=(seq, starting_after)))
+
+
+# What a reviewer sees of an outcome of the charge (the decision log's payload has the service's keys too).
+_SHOWN = ("id", "created", "reason", "fraud_type", "amount", "currency")
+
+
+def _with_outcomes(log: DecisionLog, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``items`` with the disputes, early fraud warnings and refunds the service has taken of each charge
+    (``outcomes``: a review the network has decided already, a fraudulent dispute, need not be worked blind),
+    and without the charge's ``scenario`` (a synthetic world's ground truth, sent by a replay: the answer)."""
+    for item in items:
+        if isinstance(item.get("charge"), dict):
+            item["charge"].pop("scenario", None)
+        item["outcomes"] = [
+            {"table": kind, **{k: payload[k] for k in _SHOWN if k in payload}}
+            for kind, payload in log.outcomes_of(str(item["charge_id"]))
+            if kind in OUTCOME_TABLES
+        ]
+    return items
