@@ -272,6 +272,17 @@ def test_an_outcome_written_long_after_the_last_charge_warns_that_every_label_re
     assert "197 days after its latest charge (2026-01-03T15:00:00)" in warning  # 10 charges, 6 h apart
     assert "every label reads final" in warning
     assert backtest(ws, compile_(NEW), FSET, **SETTLED).warnings == ()  # an as_of chosen: no warning
+    # --as-of reads the labels as known then (the warning pointed at Python only: an analyst's audit)
+    cmd = ["-w", str(ws.root), "rules", "backtest", "--set", "tiny", "--rule", "review if :amount_usd: > 1"]
+    end = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*cmd, "--horizon-days", "20"])
+    assert end.exit_code == 0 and "every label reads final" in end.output and "--as-of TIME" in end.output
+    early = (T0 + timedelta(days=4)).date().isoformat()  # 4 days after the first charge: all pending
+    then = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*cmd, "--horizon-days", "20", "--as-of", early])
+    assert then.exit_code == 0 and "every label reads final" not in then.output, then.output
+    assert (
+        "10 charges: 0 ($0) fraudulent, 0 ($0) refunded, 0 ($0) legitimate; 10 ($5,500) pending"
+        in then.output
+    )
 
 
 def test_backtest_scores_the_window_with_a_registered_model(tmp_path: Path) -> None:

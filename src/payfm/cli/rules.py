@@ -241,6 +241,7 @@ def _run_backtest(
     model_ref: str | None,
     horizon_days: float | None,
     base: rulesets.Baseline | None = None,
+    as_of: str | None = None,
 ) -> tuple[BacktestReport, str]:
     """Backtest ``candidate`` (on ``set_name``) against ``base`` (default: the active ruleset); returns the
     report and the baseline's label."""
@@ -280,6 +281,7 @@ def _run_backtest(
         scores_source=source,
         baseline_name=base.label[:1].upper() + base.label[1:],
         model=model_ref,
+        as_of=as_of,
     )
     return report, label
 
@@ -335,6 +337,14 @@ WINDOW = [
         help=f"Label horizon: a charge's label is final (fraud, refunded, legit) once this many days have "
         f"passed by the log's end; later charges count as pending. [default: {DEFAULT_HORIZON.days}]",
     ),
+    click.option(
+        "--as-of",
+        "as_of",
+        metavar="TIME",
+        help="Read the labels as known at TIME (YYYY-MM-DD or an ISO time, UTC) instead of the log's latest "
+        "event: an export of past charges with outcomes written since (a review closed today) reads every "
+        "label final otherwise.",
+    ),
 ]
 
 
@@ -382,6 +392,7 @@ def backtest_cmd(
     scores: str | None,
     model_ref: str | None,
     horizon_days: float | None,
+    as_of: str | None,
     set_name: str,
 ) -> None:
     """Replay a ruleset FILE, or --rule texts added to the active ruleset, over past charges.
@@ -426,7 +437,9 @@ def backtest_cmd(
         with _named(file):
             candidate = rulesets.compile_text(ws, text, set_name)
     base = _against(ws, against, set_name) if against is not None else None
-    report, label = _run_backtest(ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base)
+    report, label = _run_backtest(
+        ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base, as_of
+    )
     print_report(report, label)
 
 
@@ -458,6 +471,7 @@ def apply(
     scores: str | None,
     model_ref: str | None,
     horizon_days: float | None,
+    as_of: str | None,
     set_name: str,
 ) -> None:
     """Backtest FILE against the active ruleset, print the change, then save it and make it active."""
@@ -472,7 +486,7 @@ def apply(
     base = _active_baseline(ws)
     if not no_backtest:
         report, label = _run_backtest(
-            ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base
+            ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base, as_of
         )
         print_report(report, label)
         if not allow_mass_block:
@@ -551,6 +565,7 @@ _WINDOW_OPTIONS = {
     "scores": "--scores",
     "model_ref": "--model",
     "horizon_days": "--horizon-days",
+    "as_of": "--as-of",
 }
 
 
@@ -599,6 +614,7 @@ def _compared(
         p["model_ref"],
         p["horizon_days"],
         base,
+        p["as_of"],
     )
     print_report(report, label)
     if guarded is not None:

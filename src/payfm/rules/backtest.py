@@ -451,7 +451,7 @@ def _warnings(
             f"({last_charge.isoformat()[:19]}), more than the label horizon: every label reads final. If the "
             "log's charges stop earlier than its outcomes (an export of the past, with outcomes written "
             "since), the labels of its last charges may not be final: backtest an earlier window (--to), or "
-            "read labels as of the export (backtest(..., as_of=) in Python)."
+            "read labels as of the export (--as-of TIME; as_of= in Python)."
         )
     pending = report.pending
     if pending and pending >= PENDING_WARNING_SHARE * report.charges:
