@@ -65,3 +65,12 @@ def test_the_backtest_and_the_replay_read_their_window_as_evaluate_does(tmp_path
         replay_in_process(ws, datetime(2026, 1, 3), None)
     report = replay_in_process(ws, "2026-01-03", None)
     assert report.charges > 0
+
+
+def test_a_feature_set_given_where_its_name_is_expected_is_named(tmp_path: Path) -> None:
+    """A notebook passed the FeatureSet itself to compile_text: 'File name too long' and a 10 KB repr."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    with pytest.raises(
+        ConfigError, match=r"named by a text \(set_name='default'\)\. Got the FeatureSet 'default'"
+    ):
+        compile_text(ws, "block if :amount_usd: > 1", default_set())  # type: ignore[arg-type]

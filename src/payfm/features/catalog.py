@@ -268,6 +268,9 @@ def workspace_sets(root: Path) -> list[str]:
 def feature_set(name: str, root: str | os.PathLike[str] | None = None) -> FeatureSet:
     """A feature set by name: a bundled one, else one the workspace at ``root`` defines
     (``payfm features define``, kept as JSON under ``features/sets/``)."""
+    if not isinstance(name, str):  # (a FeatureSet itself: its path was a 10 KB repr, 'File name too long')
+        given = f"the FeatureSet '{name.name}'" if isinstance(name, FeatureSet) else type(name).__name__
+        raise ConfigError(f"A feature set is named by a text (set_name='default'). Got {given}.")
     if name in FEATURE_SETS:
         return FEATURE_SETS[name]()
     if root is not None:

@@ -360,7 +360,7 @@ def delete_list(
         con.execute("DELETE FROM lists WHERE name = ?", (name,))
         con.execute(
             "INSERT INTO list_audit (list, at, author, action, value, note) VALUES (?, ?, ?, 'delete', ?, ?)",
-            (name, when, who, f"{size} values", note),
+            (name, when, who, f"{size} value{'' if size == 1 else 's'}", note),
         )
     return size
 
