@@ -62,7 +62,6 @@ def test_a_workspace_that_cannot_be_made_is_a_workspace_error(tmp_path: Path) ->
         Workspace.open(tmp_path / "afile" / "ws", create=True)
     with pytest.raises(WorkspaceError, match="File name too long"):
         Workspace.open(tmp_path / ("a" * 300), create=True)
-    assert ROWS and write_csv  # (the import helpers above share test_import's data)
 
 
 def test_a_nan_in_a_parquet_float_label_is_a_problem_not_a_silent_no(tmp_path: Path) -> None:
@@ -86,3 +85,10 @@ def test_a_scale_that_is_not_a_finite_number_is_a_mapping_error(tmp_path: Path, 
     path.write_text(text.replace(old, f"    scale: {scale}\n", 1))
     with pytest.raises(ConfigError, match=r"\.scale': expected a positive number"):
         load_mapping(path)
+
+
+def test_a_value_longer_than_a_csv_block_is_said_so(tmp_path: Path) -> None:
+    """Arrow's own message said 'try to increase block size?', a size no user can set, naming nothing."""
+    rows = {**ROWS, "note": ["ok", "x" * 3_000_000, "ok", "ok"]}
+    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path), ConfigError)
+    assert "a line longer than 1 MiB, Arrow's CSV block" in text and "block size?" not in text

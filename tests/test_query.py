@@ -51,6 +51,9 @@ def test_select_star_has_exactly_the_schema_columns(ws: Workspace) -> None:
         ("ATTACH 'other.db'", "ATTACH"),
         ("SET enable_external_access = true", "SET"),
         ("INSTALL httpfs", "INSTALL"),  # DuckDB's statement type is LOAD: the message names the keyword
+        ("/* hi */ CREATE TABLE z (a INT)", "CREATE"),  # (a fuzzer's audit: it said 'a /* statement')
+        ("-- note\nDROP VIEW charges", "DROP"),
+        ("WITH x AS (SELECT 1) INSERT INTO disputes SELECT * FROM disputes", "INSERT"),  # (said WITH)
     ],
 )
 def test_writes_and_settings_are_refused(ws: Workspace, sql: str, kind: str) -> None:

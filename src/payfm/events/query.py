@@ -130,7 +130,9 @@ def _lock(con: duckdb.DuckDBPyConnection, ws: Workspace, sql: str) -> None:
         raise QueryError(f"payfm sql runs exactly one SELECT statement. Got {len(statements)} statements.")
     kind = statements[0].type
     if kind != duckdb.StatementType.SELECT:
-        word = (statements[0].query.split() or [kind.name])[0].upper()  # INSTALL, not DuckDB's LOAD
+        # INSTALL, not DuckDB's LOAD; after comments; the statement's own kind behind WITH (an INSERT)
+        word = (_COMMENTS.sub("", statements[0].query).split() or [kind.name])[0].upper()
+        word = word if word.isalpha() and word != "WITH" else kind.name
         article = "an" if word[:1] in ("A", "E", "I", "O", "U") else "a"
         raise QueryError(
             f"payfm sql is read-only: it runs SELECT statements only. Got {article} {word} statement."
@@ -142,6 +144,9 @@ def _lock(con: duckdb.DuckDBPyConnection, ws: Workspace, sql: str) -> None:
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     con.execute("SET lock_configuration = true")
+
+
+_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)  # leading ones
 
 
 def _unique(columns: list[str]) -> list[str]:
