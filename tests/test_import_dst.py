@@ -78,12 +78,16 @@ def test_a_skipped_local_time_is_refused_whatever_ambiguous_says(tmp_path: Path)
     rows = rows_at(["02:30:00"], day="2024-03-31")  # 02:00-03:00 never happens that night
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m))
     assert "expected a local time that exists in Europe/Paris (a DST change skips it; set " in text
-    assert "'columns.created.nonexistent' to earliest or latest" in text
+    assert "'columns.created.nonexistent' to earliest or latest" in text and "or shift to move it" in text
 
 
 @pytest.mark.parametrize(
     ("nonexistent", "instant"),
-    [("earliest", "2024-03-31T00:59:59.999999+00:00"), ("latest", "2024-03-31T01:00:00+00:00")],
+    [
+        ("earliest", "2024-03-31T00:59:59.999999+00:00"),
+        ("latest", "2024-03-31T01:00:00+00:00"),
+        ("shift", "2024-03-31T01:30:00+00:00"),  # 02:30 read at +01:00, as the clock that wrote it meant
+    ],
 )
 def test_nonexistent_reads_a_skipped_local_time_at_the_gaps_edge(
     tmp_path: Path, nonexistent: str, instant: str
@@ -102,8 +106,8 @@ def test_nonexistent_reads_a_skipped_local_time_at_the_gaps_edge(
         tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, bad, "b.yaml"), ConfigError
     )
     assert (
-        "'columns.created.nonexistent': expected one of error, earliest, latest; received 'shift_forward'"
-        in text
+        "'columns.created.nonexistent': expected one of error, earliest, latest, shift; received "
+        "'shift_forward'" in text
     )
 
 
@@ -114,3 +118,27 @@ def test_an_unknown_choice_is_refused_before_reading(tmp_path: Path) -> None:
         "'columns.created.ambiguous': expected one of error, earliest, latest, infer; received 'guess'"
         in text
     )
+
+
+def test_the_sparkov_mapping_moves_a_skipped_hours_charges_forward_keeping_their_order(
+    tmp_path: Path,
+) -> None:
+    """A Missouri customer's burst at 02:13, 02:31 and 02:40 on 2023-03-12 (the hour the clocks skipped):
+    with `nonexistent: latest` all three were 03:00 CDT, one instant ordered by hashed ids (a feature-platform
+    audit); `shift` reads them at 03:13, 03:31 and 03:40 CDT, in order, spaced as the export wrote them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from test_import import SAMPLE
+
+    rows = pq.read_table(SAMPLE).slice(0, 3).to_pylist()
+    for row, clock, trans in zip(rows, ("02:13:59", "02:31:58", "02:40:57"), "abc", strict=True):
+        row |= {"state": "MO", "trans_date": "2023-03-12", "trans_time": clock, "trans_num": trans * 32}
+    path = tmp_path / "dst.parquet"
+    pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(SAMPLE)), path)
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, path, "sparkov")
+    got = sorted(
+        t.astimezone(UTC).isoformat() for t in ws.read("charges", ["created"])["created"].to_pylist()
+    )
+    assert got == ["2023-03-12T08:13:59+00:00", "2023-03-12T08:31:58+00:00", "2023-03-12T08:40:57+00:00"]

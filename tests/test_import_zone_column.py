@@ -103,7 +103,8 @@ def test_rows_without_a_zone_or_with_an_unknown_one_are_errors_naming_the_zone_c
         "received an empty cell",
         "export.csv: row 2 (line 3), column 'ts' (created): expected a local time that exists in "
         "America/Chicago (a DST change skips it; set 'columns.created.nonexistent' to earliest or latest to "
-        "read it as the instant before or after the gap); received '2024-03-10 02:30:00'",
+        "read it as the instant before or after the gap, or shift to move it forward by the gap); received "
+        "'2024-03-10 02:30:00'",
         "export.csv: row 3 (line 4), column 'tz': expected an IANA time zone name such as America/New_York "
         "or a key of the field's timezone map (TX, CA); received 'Mars/Base'",
     ]

@@ -64,9 +64,11 @@ def _localize(
     """Naive local times in ``zone`` to UTC. A local time that a DST change repeats (the clocks going back)
     is reported, or read as the field's ``ambiguous`` says: its first instant (``earliest``), its second
     (``latest``), or as the rows' order tells (``infer``, :func:`_second_pass`). One that it skips is
-    reported, or read as the field's ``nonexistent`` says: the last instant before the gap (``earliest``)
-    or the first after it (``latest``). ``zone``: one name, or each row's (:func:`_localize_rows`);
-    ``at``: the rows of the table that ``naive`` holds (problems are reported there), when only some."""
+    reported, or read as the field's ``nonexistent`` says: the last instant before the gap (``earliest``),
+    the first after it (``latest``), or moved forward by the gap (``shift``: read with the offset before it,
+    as a clock that ignores DST meant it; the rows of the skipped hour keep their order and spacing).
+    ``zone``: one name, or each row's (:func:`_localize_rows`); ``at``: the rows of the table that
+    ``naive`` holds (problems are reported there), when only some."""
     if not isinstance(zone, str):
         return _localize_rows(naive, text, zone, spec, out)
     early = pc.assume_timezone(naive, zone, ambiguous="earliest", nonexistent="earliest")
@@ -82,7 +84,8 @@ def _localize(
             where,
             bad if at is None else at[bad],
             f"a local time that exists in {zone} (a DST change skips it; set '{spec.path}.nonexistent' to "
-            "earliest or latest to read it as the instant before or after the gap)",
+            "earliest or latest to read it as the instant before or after the gap, or shift to move it "
+            "forward by the gap)",
             values_at(text, bad),
         )
     second, unresolved = np.zeros(len(twice), dtype=bool), np.zeros(len(twice), dtype=bool)
@@ -110,6 +113,9 @@ def _localize(
     result = pc.if_else(pa.array(second), late, early)
     if spec.nonexistent == "latest":  # (``early`` holds the instant before the gap: ``earliest``)
         result = pc.if_else(pa.array(never), gap, result)
+    elif spec.nonexistent == "shift" and never.any():  # the instant before the gap plus how far past it
+        moved = pc.add(early, pc.subtract(naive, pc.local_timestamp(early)))
+        result = pc.if_else(pa.array(never), moved, result)
     result = pc.if_else(pa.array(skipped | unresolved), pa.scalar(None, early.type), result)
     return pc.cast(result, TIMESTAMP)
 

@@ -137,7 +137,7 @@ class FieldSpec:
     ambiguous: str = (
         "error"  # a local time a DST change repeats: error, earliest, latest or infer (file order)
     )
-    nonexistent: str = "error"  # a local time a DST change skips: error, earliest or latest
+    nonexistent: str = "error"  # a local time a DST change skips: error, earliest, latest or shift
     numbers: NumberFormat = PLAIN  # how numbers written as text are (the csv block's, or the field's own)
     zone_names: dict[str, str] | None = None  # %Z names -> the offsets they stand for ({CET: "+01:00"})
 

@@ -23,7 +23,7 @@ from payfm.events.import_format import Error, parse_zone_column, parse_zone_name
 
 EPOCH_UNITS = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}  # value -> micros
 AMBIGUOUS = ("error", "earliest", "latest", "infer")  # a repeated local time (payfm.events.import_times)
-NONEXISTENT = ("error", "earliest", "latest")  # a local time a DST change skips
+NONEXISTENT = ("error", "earliest", "latest", "shift")  # a local time a DST change skips
 TIME_KEYS = ("unit", "format", "timezone", "ambiguous", "nonexistent", "zone_names")
 
 
