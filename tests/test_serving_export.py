@@ -193,3 +193,20 @@ def test_cli_export_refuses_a_decision_log_that_does_not_exist(tmp_path: Path, w
         cli, ["-w", str(ws.root), "serve", "export", "--decision-log", f"sqlite:///{missing}"]
     )
     assert r.exit_code == 1 and "No decision log at" in r.output and not missing.parent.exists()
+
+
+def test_assume_authorized_leaves_out_a_charge_sent_to_3ds(ws: Workspace) -> None:
+    """A charge the service answered request_3ds went to no authorization (the authenticated attempt is a
+    charge of its own): --assume-authorized exported it as authorized (a fraud analyst's audit)."""
+    from payfm.rules import rulesets
+
+    rulesets.save(ws, "challenge: request_3ds if :ip_country: = 'RU'\n", activate=True, set_name="tiny")
+    s = Scorer.open(ws)
+    try:
+        assert s.score(charge(1, ip_country="RU")).outcome == "request_3ds"
+        assert s.score(charge(2, ip_country="RU", three_ds="authenticated")).outcome != "request_3ds"
+        summary = export_charges(ws, s.log, assume_authorized=True)
+    finally:
+        s.close(snapshot=False)
+    assert (summary.exported, summary.unknown_outcome) == (1, 1)
+    assert ws.read("charges")["charge_id"].to_pylist() == ["ch_2"]

@@ -14,7 +14,8 @@ dispute or early fraud warning of it is logged: those follow a successful charge
 decline reported after one), so it is authorized, and its outcomes, appended to the event log when they
 came, get their charge; or unless ``assume_authorized``: then every such charge is taken as authorized
 (true when the service decides after authorization, or when declines are rare enough to ignore; a declined
-charge taken as authorized is a false genuine label).
+charge taken as authorized is a false genuine label), but for one the service sent to 3-D Secure
+(``request_3ds``): it goes to authorization only once through the challenge, sent again as a new charge.
 
 Example:
     >>> # summary = export_charges(ws, open_log("sqlite", ws.root))
@@ -145,8 +146,8 @@ def export_charges(
                     elif str(payload.get("charge_id")) in moved:
                         outcome = "authorized"
                         proven_ids.add(str(payload.get("charge_id")))
-                    elif assume_authorized:
-                        outcome = "authorized"
+                    elif assume_authorized and service_outcome != "request_3ds":
+                        outcome = "authorized"  # (not one sent to 3-D Secure: authorized only once through)
                     else:
                         unknown += 1
                         continue
