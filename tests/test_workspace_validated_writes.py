@@ -64,3 +64,49 @@ def test_an_unvalidated_writer_still_refuses_another_schema(tmp_path: Path) -> N
         ws.writer(validate=False) as w,
     ):
         w.write("refunds", pa.table({"refund_id": ["re_1"]}))
+
+
+def test_an_outcome_at_or_before_its_charge_is_refused(
+    tmp_path: Path, world: list[tuple[str, pa.Table]]
+) -> None:
+    """A feature-platform audit: an EFW written at its charge's own instant counted in that charge's own
+    features (its label) in the backfill; an import and the decision service refuse it, Python writes now
+    too, whether the charge is held already or written by the same transaction."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    charges = next(b for n, b in world if n == "charges").slice(0, 5)
+    ws.write_stream([("charges", charges)])
+    first = charges.to_pylist()[0]
+    efw = {
+        "efw_id": "efw_x",
+        "charge_id": first["charge_id"],
+        "created": first["created"],
+        "fraud_type": "misc",
+    }
+    with pytest.raises(
+        ValidationError, match=r"row 1, column 'created': expected a time later than its charge's"
+    ):
+        ws.write_stream([("early_fraud_warnings", pa.Table.from_pylist([efw]))])
+    later = charges.to_pylist()[1] | {"charge_id": "ch_new"}
+    refund = {
+        "refund_id": "re_x",
+        "charge_id": "ch_new",
+        "created": charges.to_pylist()[0]["created"],  # before ch_new, written in the same transaction
+        "amount": 1,
+        "currency": later["currency"],
+        "reason": "requested_by_customer",
+    }
+    with pytest.raises(ValidationError, match="expected a time later than its charge's"), ws.writer() as w:
+        w.write("charges", pa.Table.from_pylist([later], schema=charges.schema))
+        w.write("refunds", pa.Table.from_pylist([refund]))
+    assert ws.count("charges") == 5 and ws.count("refunds") == 0 and ws.count("early_fraud_warnings") == 0
+    from datetime import timedelta
+
+    ws.write_stream(
+        [
+            (
+                "early_fraud_warnings",
+                pa.Table.from_pylist([efw | {"created": first["created"] + timedelta(seconds=1)}]),
+            )
+        ]
+    )
+    assert ws.count("early_fraud_warnings") == 1  # a moment later: taken

@@ -43,6 +43,7 @@ from typing import Any, Literal, TypeVar
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from payfm import interrupts
@@ -54,6 +55,7 @@ DEFAULT_WORKSPACE = "payfm-workspace"
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
 _US_PER_DAY = 86_400_000_000
+_FOLLOW_CHARGES = ("disputes", "early_fraud_warnings", "refunds")  # outcomes strictly later than their charge
 
 WriteMode = Literal["append", "replace"]
 WRITING = ".writing"  # present while a writer runs (see Workspace._transaction)
@@ -443,7 +445,7 @@ class Workspace:
         if mode not in ("append", "replace"):
             raise ConfigError(f"The 'mode' of a workspace write must be 'append' or 'replace'. Got {mode!r}.")
         with self._transaction(wait_s) as before:
-            w = WorkspaceWriter(self, uuid.uuid4().hex[:12], validate)
+            w = WorkspaceWriter(self, uuid.uuid4().hex[:12], validate, held=mode == "append")
             try:
                 yield w
                 written = w._finish()
@@ -516,12 +518,14 @@ class Compacted:
 class WorkspaceWriter:
     """Writes event tables as day-partitioned Parquet files for one :meth:`Workspace.writer` transaction."""
 
-    def __init__(self, ws: Workspace, txid: str, validate: bool = True) -> None:
+    def __init__(self, ws: Workspace, txid: str, validate: bool = True, *, held: bool = True) -> None:
         self._ws = ws
+        self._held = held  # whether the workspace's charges stay (an append), not replaced
         self._txid = txid
         self._validate = validate
         self._n = 0
         self._written: dict[str, list[str]] = {}
+        self._charges: list[pa.Table] = []  # (charge_id, created) of the charges this transaction wrote
         self.rows: dict[str, int] = {}
 
     def write(self, table: str, data: pa.Table) -> None:
@@ -532,6 +536,10 @@ class WorkspaceWriter:
 
         if self._validate and isinstance(data, pa.Table):
             data = validate_events(table, data, source=f"data written to '{table}'")
+            if table in _FOLLOW_CHARGES and data.num_rows:
+                self._refuse_early_outcomes(table, data)
+            elif table == "charges":
+                self._charges.append(data.select(["charge_id", "created"]))
         schema = schema_of(table)
         if not isinstance(data, pa.Table):
             got = type(data).__name__
@@ -556,6 +564,40 @@ class WorkspaceWriter:
         for s, e in zip(starts, ends, strict=True):
             self._write_file(table, day_name(int(days[s])), data.slice(int(s), int(e - s)))
         self.rows[table] = self.rows.get(table, 0) + data.num_rows
+
+    def _refuse_early_outcomes(self, table: str, data: pa.Table) -> None:
+        """A ValidationError for the outcomes of ``data`` at or before their charge (held by the workspace, in
+        an append, or written by this transaction): the backfill would count one in its own charge's features
+        (its label), as an import and the decision service refuse it. One of a charge found nowhere passes."""
+        from payfm.events.validate import Problem, ValidationError
+
+        con = self._ws.connect()
+        try:
+            con.register("outcome_ids", data.select(["charge_id"]))
+            held = con.sql(
+                "SELECT charge_id, created FROM charges SEMI JOIN outcome_ids USING (charge_id)"
+                if self._held and self._ws.files("charges")
+                else "SELECT NULL::VARCHAR AS charge_id, NULL::TIMESTAMPTZ AS created WHERE false"
+            ).to_arrow_table()
+        finally:
+            con.close()
+        known = pa.concat_tables([t.cast(held.schema) for t in self._charges] + [held])
+        at = pc.index_in(data["charge_id"], value_set=known["charge_id"])
+        charge_created = pc.take(known["created"], at)
+        early = np.flatnonzero(
+            pc.fill_null(pc.less_equal(data["created"], charge_created), False).to_numpy(False)
+        )
+        if len(early):
+            problems = [
+                Problem(
+                    "created",
+                    int(i) + 1,
+                    f"a time later than its charge's ({charge_created[int(i)].as_py().isoformat()})",
+                    data["created"][int(i)].as_py().isoformat(),
+                )
+                for i in early[:5]
+            ]
+            raise ValidationError(f"data written to '{table}'", problems, len(early))
 
     def _write_file(self, table: str, day: str, part: pa.Table) -> None:
         rel = f"{table}/day={day}/part-{self._txid}-{self._n:05d}.parquet"
