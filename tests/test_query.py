@@ -157,3 +157,10 @@ def test_ctrl_c_stops_a_long_query_at_once(ws: Workspace) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 1 and b"Aborted!" in err
+
+
+def test_the_table_prints_null_apart_from_an_empty_text(ws: Workspace) -> None:
+    """A null email_domain printed as an empty cell, like '' (a fraud analyst's audit)."""
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "sql", "SELECT NULL AS x, '' AS y"])
+    [row] = [line for line in r.output.splitlines() if "NULL" in line]
+    assert [c.strip() for c in row.split("│")][1:3] == ["NULL", ""]

@@ -257,7 +257,7 @@ def _print_records(table: pa.Table) -> None:
             f"[bold]-[ row {i} ]" + "-" * max(0, pad + 10 - len(str(i))) + "[/bold]", highlight=False
         )
         for name, v in row.items():
-            line = f"{name:<{pad}}  {'' if v is None else v}".rstrip()
+            line = f"{name:<{pad}}  {'NULL' if v is None else v}".rstrip()
             console.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
@@ -267,7 +267,7 @@ def _print_table(shown: pa.Table) -> None:
     for name in shown.column_names:
         out.add_column(Text(name))
     for row in shown.to_pylist():
-        out.add_row(*(Text("" if v is None else str(v)) for v in row.values()))
+        out.add_row(*(Text("NULL", style="dim") if v is None else Text(str(v)) for v in row.values()))
     console.print(out)
 
 
