@@ -165,11 +165,6 @@ def _separators_ok(legacy: bool, same_kind: bool, kind: str, gaps: int) -> bool:
     return gaps == 0 or legacy or (same_kind and (kind in ("", "-") or gaps >= 2))
 
 
-def _amex_groups(groups: list[tuple[int, int]], i: int, j: int) -> bool:
-    """Whether groups ``i..j`` are written 4-6-5, as American Express prints its numbers."""
-    return j - i == 2 and [b - a for a, b in groups[i : j + 1]] == [4, 6, 5]
-
-
 def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, int]]:
     """Spans of ``text`` holding a full card number: every window of whole digit groups of a sequence with
     13-19 digits, acceptable separators, free ends and a valid Luhn checksum, not inside a UUID.
@@ -234,11 +229,7 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
                 if spread and not (same and kinds[i] == "" and fours):
                     j += 1
                     continue
-                ok = _separators_ok(legacy, same, kinds[i] if gaps else "", gaps)
-                if not ok and not spread and (fours or _amex_groups(groups, i, j)):
-                    # separators of several kinds (4111 1111-1111.1111): as cards are written, a brand's
-                    ok = _IIN.match(digits, cum[i]) is not None
-                if ok:
+                if _separators_ok(legacy, same, kinds[i] if gaps else "", gaps):
                     s, e = cum[i], cum[j + 1]
                     r = (e - 1) % 2  # digits of the last one's parity count plain, the others doubled
                     total = plain[r][e] - plain[r][s] + doubled[1 - r][e] - doubled[1 - r][s]
