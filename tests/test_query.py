@@ -164,3 +164,13 @@ def test_the_table_prints_null_apart_from_an_empty_text(ws: Workspace) -> None:
     r = CliRunner().invoke(cli, ["-w", str(ws.root), "sql", "SELECT NULL AS x, '' AS y"])
     [row] = [line for line in r.output.splitlines() if "NULL" in line]
     assert [c.strip() for c in row.split("│")][1:3] == ["NULL", ""]
+
+
+def test_an_error_in_the_middle_of_a_result_is_a_query_error(ws: Workspace) -> None:
+    """DuckDB's error after the first batches came through Arrow's stream as an OSError (a traceback in the
+    CLI; a reviewer's find)."""
+    late = "SELECT CASE WHEN i > 150000 THEN error('boom') ELSE i END AS i FROM range(300000) t(i)"
+    with pytest.raises(QueryError, match="The query failed: Invalid Input Error: boom"):
+        run_sql(ws, late)
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "sql", late, "--format", "csv"])
+    assert r.exit_code == 1 and "Error: The query failed: Invalid Input Error: boom" in r.output

@@ -80,10 +80,14 @@ def sql_batches(
 
 
 def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+    """The next batch, None at the end; DuckDB's error mid-result (``error()``, a cast) as a QueryError
+    (Arrow's stream hands it over as an OSError)."""
     try:
         return reader.read_next_batch()
     except StopIteration:
         return None
+    except (OSError, pa.ArrowException) as e:
+        raise QueryError(f"The query failed: {redact_card_numbers(_first_line(e))}") from None
 
 
 def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
