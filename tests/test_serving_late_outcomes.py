@@ -5,6 +5,7 @@ training). The time it was sent with stays in the decision log, so a retry is st
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,12 +14,20 @@ import pytest
 from payfm.events.workspace import Workspace
 from payfm.features.offline import compute
 from payfm.rules import rulesets
+from payfm.serving import clock
 from payfm.serving.export import export_charges
-from payfm.serving.scorer import Scorer
+from payfm.serving.scorer import Scorer, ScorerConfig
 from test_serving_reviews import charge
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 COUNT = "merchant.count_refunds_all"
+REFUND = {
+    "refund_id": "re_1",
+    "charge_id": "ch_1",
+    "amount": 500,
+    "currency": "usd",
+    "reason": "requested_by_customer",
+}
 
 
 def at(minutes: int) -> str:
@@ -90,3 +99,39 @@ def test_an_outcome_dated_after_the_services_clock_keeps_its_time(ws: Workspace)
     finally:
         s.close(snapshot=False)
     assert ws.read("refunds", ["created"])["created"].to_pylist() == [T0 + timedelta(minutes=5)]
+
+
+def test_a_fast_clients_charge_does_not_date_late_outcomes_in_the_future(ws: Workspace) -> None:
+    """A reviewer's find: dated by the wall-advanced clock, one charge 250 s ahead (within --max-future-s)
+    dated every later outcome past the charges that count it online, and the backfill disagreed."""
+    now = datetime.now(UTC)
+    s = Scorer.open(ws, config=ScorerConfig(max_future_s=300))
+    try:
+        s.score(charge(1, (now - timedelta(seconds=60)).isoformat(), outcome="authorized"))
+        s.score(
+            charge(9, (now + timedelta(seconds=250)).isoformat(), outcome="authorized", merchant_id="m_x")
+        )
+        sent = (now - timedelta(seconds=1)).isoformat()
+        s.record_outcome("refunds", {**REFUND, "created": sent})
+        assert (
+            "reported_us" not in s.log.outcomes_of("ch_1")[0][1]
+        )  # later than every charge seen: its own time
+    finally:
+        s.close(snapshot=False)
+    assert ws.read("refunds", ["created"])["created"].to_pylist() == [datetime.fromisoformat(sent)]
+
+
+def test_a_restarted_service_dates_a_late_outcome_after_the_charges_it_knows_not_by_wall_time(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Restarted a day later (wall time) while history is fed in time order: the wall-advanced clock dated
+    each outcome a day late; the newest event seen (the decision log's) is what counts."""
+    with Scorer.open(ws) as s:
+        s.score(charge(1, at(0), outcome="authorized"))
+    wall = time.time
+    monkeypatch.setattr(clock.time, "time", lambda: wall() + 86_400)
+    with Scorer.open(ws) as s:
+        s.score(charge(2, at(60), outcome="authorized"))
+        s.record_outcome("refunds", {**REFUND, "charge_id": "ch_2", "created": at(120)})
+        assert s.score(charge(3, at(180), outcome="authorized")).features[COUNT] == 1
+    assert ws.read("refunds", ["created"])["created"].to_pylist() == [T0 + timedelta(minutes=120)]

@@ -39,6 +39,7 @@ class EventClock:
         self._lock = threading.Lock()
         self._base_us: int | None = None
         self._at = 0.0  # time.monotonic() when _base_us was seen
+        self._newest_us: int | None = None  # the newest event time seen, not ahead of the wall clock
 
     def saw(self, created_us: int, ago_s: float = 0.0) -> None:
         """An event dated ``created_us`` came ``ago_s`` seconds ago."""
@@ -46,6 +47,8 @@ class EventClock:
             self._saw(created_us, ago_s)
 
     def _saw(self, created_us: int, ago_s: float) -> None:
+        if created_us <= time.time() * 1e6 and (self._newest_us is None or created_us > self._newest_us):
+            self._newest_us = created_us
         now = time.monotonic()
         if self._base_us is None or created_us + ago_s * 1e6 > self._base_us + (now - self._at) * 1e6:
             self._base_us, self._at = created_us, now - ago_s
@@ -53,15 +56,27 @@ class EventClock:
     def now_us(self) -> int | None:
         """The time on the events' timeline now, None before any event (an empty service)."""
         with self._lock:
-            if self._start is not None:
-                start, self._start = self._start, None
-                wall = time.time()
-                for created_us, seen_at in start():
-                    ago = 0.0 if seen_at is None else wall - datetime.fromisoformat(seen_at).timestamp()
-                    self._saw(created_us, max(ago, 0.0))
+            self._started()
             if self._base_us is None:
                 return None
             return self._base_us + int((time.monotonic() - self._at) * 1e6)
+
+    def newest_us(self) -> int | None:
+        """The newest event time seen (None: none), not advanced by the wall time since, and not moved by an
+        event dated ahead of the wall clock (a client's fast clock, within --max-future-s): every charge
+        decided so far is at or before it, what a late outcome is dated after (feedback's _counted_from)."""
+        with self._lock:
+            self._started()
+            return self._newest_us
+
+    def _started(self) -> None:
+        """Take the events known before this process saw any, on the first reading (under the lock)."""
+        if self._start is not None:
+            start, self._start = self._start, None
+            wall = time.time()
+            for created_us, seen_at in start():
+                ago = 0.0 if seen_at is None else wall - datetime.fromisoformat(seen_at).timestamp()
+                self._saw(created_us, max(ago, 0.0))
 
 
 def known_times(ws: Workspace, log: DecisionLog) -> list[tuple[int, str | None]]:

@@ -331,12 +331,14 @@ class FeedbackMixin(MoneyClaimsMixin):
                 self._release_outcome(table, oid, cid)
 
     def _counted_from(self, created_us: int) -> int:
-        """When a new outcome dated ``created_us`` counts: from the service's clock (serving/clock.py) when
-        it is dated before it, as a dispute reported days after the issuer opened it is. The charges decided
-        meanwhile could not see it, so dated by the sender it would count offline (backfill, training) in
-        charges it never reached online: a label leak. Its reported time stays in the decision log."""
-        now = self.clock.now_us()
-        return created_us if now is None or created_us > now else now + 1
+        """When a new outcome dated ``created_us`` counts: just after the newest event the service has seen
+        (serving/clock.py, ``newest_us``) when it is dated at or before it, as a dispute reported days after
+        the issuer opened it is. The charges decided meanwhile could not see it, so dated by the sender it
+        would count offline (backfill, training) in charges it never reached online: a label leak. Not the
+        wall-advanced clock: a fast client's charge or a restart's idle hours would date it past charges
+        that see it online. Its reported time stays in the decision log."""
+        newest = self.clock.newest_us()
+        return created_us if newest is None or created_us > newest else newest + 1
 
     def _record_event(
         self,
