@@ -85,7 +85,7 @@ def test_a_skipped_local_time_is_refused_whatever_ambiguous_says(tmp_path: Path)
     ("nonexistent", "instant"),
     [
         ("earliest", "2024-03-31T00:59:59.999999+00:00"),
-        ("latest", "2024-03-31T01:00:00+00:00"),
+        ("latest", "2024-03-31T01:00:00.001800+00:00"),  # the gap's end + 1 µs per second into it (1,800 s)
         ("shift", "2024-03-31T01:30:00+00:00"),  # 02:30 read at +01:00, as the clock that wrote it meant
     ],
 )
@@ -120,25 +120,32 @@ def test_an_unknown_choice_is_refused_before_reading(tmp_path: Path) -> None:
     )
 
 
-def test_the_sparkov_mapping_moves_a_skipped_hours_charges_forward_keeping_their_order(
+def test_the_sparkov_mapping_keeps_a_skipped_hours_charges_in_order_before_the_hour_after(
     tmp_path: Path,
 ) -> None:
-    """A Missouri customer's burst at 02:13, 02:31 and 02:40 on 2023-03-12 (the hour the clocks skipped):
-    with `nonexistent: latest` all three were 03:00 CDT, one instant ordered by hashed ids (a feature-platform
-    audit); `shift` reads them at 03:13, 03:31 and 03:40 CDT, in order, spaced as the export wrote them."""
+    """A Missouri card's charges at 02:13, 02:31 and 02:40 on 2023-03-12 (the hour the clocks skipped), then
+    03:15: read as 03:00 CDT they were one instant, ordered by hashed ids (a feature-platform audit); moved
+    forward by the gap (`shift`) they interleaved with 03:15 (a reviewer). Now the gap's end, a microsecond
+    apart per second into the gap, in order, all before 03:15."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from test_import import SAMPLE
 
-    rows = pq.read_table(SAMPLE).slice(0, 3).to_pylist()
-    for row, clock, trans in zip(rows, ("02:13:59", "02:31:58", "02:40:57"), "abc", strict=True):
+    rows = pq.read_table(SAMPLE).slice(0, 4).to_pylist()
+    clocks = ("02:13:59", "02:31:58", "02:40:57", "03:15:40")
+    for row, clock, trans in zip(rows, clocks, "abcd", strict=True):
         row |= {"state": "MO", "trans_date": "2023-03-12", "trans_time": clock, "trans_num": trans * 32}
     path = tmp_path / "dst.parquet"
     pq.write_table(pa.Table.from_pylist(rows, schema=pq.read_schema(SAMPLE)), path)
     ws = ws_at(tmp_path / "ws")
     import_file(ws, path, "sparkov")
-    got = sorted(
-        t.astimezone(UTC).isoformat() for t in ws.read("charges", ["created"])["created"].to_pylist()
-    )
-    assert got == ["2023-03-12T08:13:59+00:00", "2023-03-12T08:31:58+00:00", "2023-03-12T08:40:57+00:00"]
+    stored = ws.read("charges", ["created", "amount"]).to_pylist()
+    by_amount = {r["amount"]: r["created"].astimezone(UTC).isoformat() for r in stored}
+    got = [by_amount[round(r["amt"] * 100)] for r in rows]
+    assert got == [
+        "2023-03-12T08:00:00.000839+00:00",
+        "2023-03-12T08:00:00.001918+00:00",
+        "2023-03-12T08:00:00.002457+00:00",
+        "2023-03-12T08:15:40+00:00",
+    ]

@@ -65,8 +65,9 @@ def _localize(
     is reported, or read as the field's ``ambiguous`` says: its first instant (``earliest``), its second
     (``latest``), or as the rows' order tells (``infer``, :func:`_second_pass`). One that it skips is
     reported, or read as the field's ``nonexistent`` says: the last instant before the gap (``earliest``),
-    the first after it (``latest``), or moved forward by the gap (``shift``: read with the offset before it,
-    as a clock that ignores DST meant it; the rows of the skipped hour keep their order and spacing).
+    the first after it (``latest``; plus a microsecond per second into the gap, so that the skipped hour's
+    rows keep their order, not their hashed ids'), or moved forward by the gap (``shift``: read with the
+    offset before it, as zoneinfo reads it; they keep their spacing, interleaved with the hour after).
     ``zone``: one name, or each row's (:func:`_localize_rows`); ``at``: the rows of the table that
     ``naive`` holds (problems are reported there), when only some."""
     if not isinstance(zone, str):
@@ -111,10 +112,14 @@ def _localize(
             values_at(text, bad),
         )
     result = pc.if_else(pa.array(second), late, early)
-    if spec.nonexistent == "latest":  # (``early`` holds the instant before the gap: ``earliest``)
-        result = pc.if_else(pa.array(never), gap, result)
-    elif spec.nonexistent == "shift" and never.any():  # the instant before the gap plus how far past it
-        moved = pc.add(early, pc.subtract(naive, pc.local_timestamp(early)))
+    if never.any() and spec.nonexistent in ("latest", "shift"):
+        # (``early`` holds the instant before the gap; into: how far past it the clock read, in µs)
+        into = pc.subtract(naive, pc.local_timestamp(early))
+        if spec.nonexistent == "latest":  # the gap's end, plus a µs per second into the gap (the rows' order)
+            seconds = pc.divide(pc.cast(into, pa.int64()), 1_000_000)
+            moved = pc.add(gap, pc.cast(seconds, pa.duration("us")))
+        else:
+            moved = pc.add(early, into)
         result = pc.if_else(pa.array(never), moved, result)
     result = pc.if_else(pa.array(skipped | unresolved), pa.scalar(None, early.type), result)
     return pc.cast(result, TIMESTAMP)
