@@ -122,3 +122,10 @@ def test_a_ruleset_that_blocks_most_charges_is_refused_unless_on_purpose(tmp_pat
     # the emergency undo is never refused
     code, out = run(ws, "rules", "rollback", "--horizon-days", "1")
     assert code == 0 and rulesets.active(ws).version == 2, out  # type: ignore[union-attr]
+    # a ruleset blocking most charges but fewer than the active one (a fix: 67% after 100%) goes through
+    two = write(tmp_path, "two.rules", "two: block if :merchant_id: in ('mer_0', 'mer_1')\n")  # 27 of 40
+    code, out = run(ws, "rules", "apply", two, *window)
+    assert code == 1 and "would block 27 of the window's 40 charges (67.5%" in out, out
+    assert run(ws, "rules", "activate", "3", "--horizon-days", "1", "--allow-mass-block")[0] == 0
+    code, out = run(ws, "rules", "apply", two, *window)
+    assert code == 0 and "Saved and activated ruleset v4" in out, out

@@ -571,9 +571,13 @@ _WINDOW_OPTIONS = {
 
 def _refuse_mass_block(report: BacktestReport, what: str) -> None:
     """A ConfigError when the backtest ``report`` of ruleset ``what`` blocks more than MASS_BLOCK_SHARE of
-    its window's charges, naming the block rules that decided them."""
+    its window's charges, and more than its baseline, naming the block rules that decided them."""
     blocked = sum(t.count for t in report.mix.get("block", {}).values())
-    if not report.charges or blocked <= MASS_BLOCK_SHARE * report.charges:
+    moved = report.change.transitions
+    before = blocked - sum(t.count for o, n, _, t in moved if n == "block" != o)
+    before += sum(t.count for o, n, _, t in moved if o == "block" != n)
+    # (a fix that blocks less than the active ruleset, 70% after 100%, is no mistake to refuse)
+    if not report.charges or blocked <= MASS_BLOCK_SHARE * report.charges or blocked <= before:
         return
     rules = sorted((r for r in report.rules if r.action == "block" and r.decided), key=lambda r: -r.decided)
     named = ", ".join(f"'{escaped(r.name)}' {r.decided:,}" for r in rules[:3])
