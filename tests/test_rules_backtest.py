@@ -279,6 +279,7 @@ def test_an_outcome_written_long_after_the_last_charge_warns_that_every_label_re
     early = (T0 + timedelta(days=4)).date().isoformat()  # 4 days after the first charge: all pending
     then = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*cmd, "--horizon-days", "20", "--as-of", early])
     assert then.exit_code == 0 and "every label reads final" not in then.output, then.output
+    assert f"Labels as of {early}T00:00:00 (--as-of)" in then.output and "horizon of --as-of" in then.output
     assert (
         "10 charges: 0 ($0) fraudulent, 0 ($0) refunded, 0 ($0) legitimate; 10 ($5,500) pending"
         in then.output

@@ -165,8 +165,9 @@ def print_report(report: BacktestReport, baseline: str) -> None:
     )
     if report.as_of is not None:
         days = report.horizon / DAY
+        when = "--as-of" if report.as_of_given else "the log's end"
         console.print(
-            f"Labels as of {report.as_of.isoformat()[:19]} (the log's end), final {days:g} "
+            f"Labels as of {report.as_of.isoformat()[:19]} ({when}), final {days:g} "
             f"day{'s' if days != 1 else ''} after the charge; fraud, refunded, legit and precision count "
             "final labels only (not pending or declined charges).",
             markup=False,
@@ -354,7 +355,8 @@ _MASS_BLOCK_OPTION = click.option(
     "--allow-mass-block",
     is_flag=True,
     help=f"Accept a ruleset that blocks more than {MASS_BLOCK_SHARE:.0%} of the backtest window's charges "
-    "(refused otherwise: a typo such as >= 0 would stop every payment).",
+    "and more than the active one (refused otherwise: a typo such as >= 0 for >= 1000 would stop every "
+    "payment).",
 )
 
 
@@ -583,8 +585,9 @@ def _refuse_mass_block(report: BacktestReport, what: str) -> None:
     named = ", ".join(f"'{escaped(r.name)}' {r.decided:,}" for r in rules[:3])
     raise ConfigError(
         f"Ruleset {what} would block {blocked:,} of the window's {report.charges:,} charges "
-        f"({blocked / report.charges:.1%}; by {named}): nothing was saved or activated. Expected at most "
-        f"{MASS_BLOCK_SHARE:.0%}: check the thresholds, or give --allow-mass-block to do it on purpose."
+        f"({blocked / report.charges:.1%}; by {named}), more than the active ruleset ({before:,}): nothing "
+        f"was saved or activated. Expected at most {MASS_BLOCK_SHARE:.0%}, or no more than the active one: "
+        "check the thresholds, or give --allow-mass-block to do it on purpose."
     )
 
 

@@ -418,7 +418,7 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
     "--assume-authorized",
     is_flag=True,
     help="Take a charge the service let through without the processor's outcome as authorized (else it is "
-    "left out and counted).",
+    "left out and counted); not one it sent to 3-D Secure (request_3ds), which went to no authorization.",
 )
 @click.pass_context
 def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
@@ -429,7 +429,8 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     the processor's outcome the request carried or that was reported afterwards (POST
     /v1/charges/{id}/authorization), or `blocked` for a charge the service blocked. A charge let through
     without the processor's outcome is left out and counted unless --assume-authorized (a declined charge
-    taken as authorized would be a false genuine label). It may run while servers do.
+    taken as authorized would be a false genuine label; a charge sent to 3-D Secure stays left out: the
+    attempt after the challenge is a charge of its own). It may run while servers do.
 
     \b
     payfm -w WORKSPACE serve export
@@ -488,7 +489,7 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
         console.print(
             f"{summary.unknown_outcome:,} left out: let through by the service without the processor's "
             "outcome (send `outcome` with the charge, report it to POST /v1/charges/{id}/authorization, or "
-            "give --assume-authorized).",
+            "give --assume-authorized, which takes all but those sent to 3-D Secure).",
             markup=False,
         )
 

@@ -135,6 +135,7 @@ class BacktestReport:
     decisions: pa.Table | None = field(default=None, repr=False)  # charge_id, rule, action when kept
     horizon: timedelta = DEFAULT_HORIZON  # the label horizon
     as_of: datetime | None = None  # labels as known then: the log's end (None: an empty log)
+    as_of_given: bool = False  # as_of is the caller's (--as-of), not the log's end
     pending_fraud: int = 0  # charges with pending labels already reported as fraud
     warnings: tuple[str, ...] = ()  # what a reader must know before trusting the figures
 
@@ -457,10 +458,11 @@ def _warnings(
     if pending and pending >= PENDING_WARNING_SHARE * report.charges:
         cutoff = (report.as_of - report.horizon).isoformat() if report.as_of else "?"
         days = report.horizon / timedelta(days=1)
+        when = "the log's end" if at_log_end else "--as-of"
         out.append(
             f"{pending:,} of the {report.charges:,} charges ({pending / report.charges:.0%}) have labels not "
-            f"final yet (created after {cutoff}, within the {days:g}-day label horizon of the "
-            f"log's end): disputes can still arrive, so they are left out of fraud, refunded, legit and "
+            f"final yet (created after {cutoff}, within the {days:g}-day label horizon of "
+            f"{when}): disputes can still arrive, so they are left out of fraud, refunded, legit and "
             f"precision ({report.pending_fraud:,} of them already reported as fraud). Choose an earlier "
             "window (--to), or a shorter --horizon-days if disputes arrive sooner."
         )
@@ -579,7 +581,7 @@ def backtest(
         time_bound(start, "The backtest start", RuleError),
         time_bound(end, "The backtest end", RuleError),
     )
-    as_of = time_bound(as_of, "The backtest's as_of", RuleError)
+    as_of = time_bound(as_of, "The labels' time (--as-of, as_of=)", RuleError)
     if start is not None and end is not None and start >= end:
         raise RuleError(
             f"The backtest window must end after it starts. Got --from {start.isoformat()} and --to "
@@ -656,7 +658,13 @@ def backtest(
             keep_decisions=keep_decisions,
         )
         [(reported,)] = con.execute(f"SELECT count_if(label = 'pending' AND reported) FROM {BASE}").fetchall()
-        report = replace(report, horizon=horizon, as_of=labels_as_of, pending_fraud=int(reported or 0))
+        report = replace(
+            report,
+            horizon=horizon,
+            as_of=labels_as_of,
+            as_of_given=as_of is not None,
+            pending_fraud=int(reported or 0),
+        )
         absent = _never_present(con, ruleset, report, own_attrs)
         warnings = _warnings(con, report, start, end, scored, scores_source, as_of is None, absent)
         return replace(report, warnings=(*learned, *warnings))
