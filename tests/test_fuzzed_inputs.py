@@ -92,3 +92,18 @@ def test_a_value_longer_than_a_csv_block_is_said_so(tmp_path: Path) -> None:
     rows = {**ROWS, "note": ["ok", "x" * 3_000_000, "ok", "ok"]}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path), ConfigError)
     assert "a line longer than 1 MiB, Arrow's CSV block" in text and "block size?" not in text
+
+
+def test_a_nested_parquet_column_the_mapping_reads_is_a_problem_naming_it(tmp_path: Path) -> None:
+    """A list<string> column read through `map` raised Arrow's cast error (a fuzzer's audit)."""
+    table = pq.read_table(SAMPLE)
+    at = table.schema.get_field_index("category")
+    lists = pa.array([[c] for c in table.column("category").to_pylist()], pa.list_(pa.string()))
+    path = tmp_path / "nested.parquet"
+    pq.write_table(table.set_column(at, "category", lists), path)
+    text = failed_import(tmp_path, path, Path("sparkov"))
+    assert (
+        "column 'category': expected text, numbers, booleans or times (a nested column cannot be mapped)"
+        in text
+    )
+    assert "received a list<element: string>" in text

@@ -726,6 +726,14 @@ def import_file(
     missing = _missing_columns(mapping, table, source)
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
         raise_problems(source, out.items, out.total, is_csv, missing)
+    read = [c for c in dict.fromkeys(mapping.source_columns()) if c in table.column_names]
+    nested = [c for c in read if pa.types.is_nested(table.schema.field(c).type)]
+    for c in nested:  # (Arrow cannot cast a list or struct to text: a traceback, a fuzzer found)
+        out.column(
+            c, "text, numbers, booleans or times (a nested column cannot be mapped)", f"a {table[c].type}"
+        )
+    if nested:
+        raise_problems(source, out.items, out.total, is_csv)
     rows_read = table.num_rows
     warnings: list[str] = []
     if mapping.keep_rows:
