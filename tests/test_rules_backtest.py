@@ -280,6 +280,10 @@ def test_an_outcome_written_long_after_the_last_charge_warns_that_every_label_re
     then = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*cmd, "--horizon-days", "20", "--as-of", early])
     assert then.exit_code == 0 and "every label reads final" not in then.output, then.output
     assert f"Labels as of {early}T00:00:00 (--as-of)" in then.output and "horizon of --as-of" in then.output
+    assert "is before the window's end" not in then.output  # (the charges end 2.6 days in)
+    cut = (T0 + timedelta(days=1)).date().isoformat()  # within the window: said so
+    mid = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*cmd, "--horizon-days", "20", "--as-of", cut])
+    assert f"--as-of {cut}T00:00:00 is before the window's end (2026-01-03T15:00:00)" in mid.output
     assert (
         "10 charges: 0 ($0) fraudulent, 0 ($0) refunded, 0 ($0) legitimate; 10 ($5,500) pending"
         in then.output

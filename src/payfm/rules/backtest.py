@@ -454,6 +454,12 @@ def _warnings(
             "since), the labels of its last charges may not be final: backtest an earlier window (--to), or "
             "read labels as of the export (--as-of TIME; as_of= in Python)."
         )
+    window_end = end if end is not None else last_charge
+    if not at_log_end and as_of is not None and window_end is not None and as_of < window_end:
+        out.append(
+            f"--as-of {as_of.isoformat()[:19]} is before the window's end ({window_end.isoformat()[:19]}): "
+            "its later charges have no outcome known then (pending), and no later outcome counts"
+        )
     pending = report.pending
     if pending and pending >= PENDING_WARNING_SHARE * report.charges:
         cutoff = (report.as_of - report.horizon).isoformat() if report.as_of else "?"
