@@ -67,9 +67,7 @@ def _named(file: str) -> Iterator[None]:
     try:
         yield
     except RuleError as e:
-        named = RuleError(f"{file}: {e}")
-        named.line, named.column, named.rule, named.detail = e.line, e.column, e.rule, e.detail
-        raise named from None
+        raise e.prefixed(f"{file}: ") from None
 
 
 def _day(value: str | None, name: str) -> datetime | None:

@@ -80,14 +80,11 @@ def sql_batches(
 
 
 def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
-    """The next batch, None at the end; DuckDB's error mid-result (``error()``, a cast) as a QueryError
-    (Arrow's stream hands it over as an OSError)."""
+    """The next batch, None at the end."""
     try:
         return reader.read_next_batch()
     except StopIteration:
         return None
-    except (OSError, pa.ArrowException) as e:
-        raise QueryError(f"The query failed: {redact_card_numbers(_first_line(e))}") from None
 
 
 def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
@@ -117,8 +114,8 @@ def _refusals() -> Iterator[None]:
         raise QueryError(_file_refused(e)) from None
     except duckdb.InterruptException:
         raise KeyboardInterrupt from None
-    except duckdb.Error as e:
-        if (refused := _extension_refused(e)) is not None:
+    except (duckdb.Error, OSError, pa.ArrowException) as e:  # (DuckDB's error mid-result: Arrow's OSError)
+        if isinstance(e, duckdb.Error) and (refused := _extension_refused(e)) is not None:
             raise QueryError(refused) from None
         raise QueryError(f"The query failed: {_first_line(e)}") from None
 

@@ -103,6 +103,12 @@ class RuleError(PayfmError):
             where.append(f"line {line}" + (f", column {column}" if column is not None else ""))
         super().__init__((" ".join(where) + ": " if where else "") + message)
 
+    def prefixed(self, prefix: str) -> RuleError:
+        """This error, its message after ``prefix`` (a file's name, ``--rule 2 of 3: ``), its place kept."""
+        named = RuleError(prefix + str(self))
+        named.line, named.column, named.rule, named.detail = self.line, self.column, self.rule, self.detail
+        return named
+
 
 def line_breaks(note: str) -> str:
     r"""``note`` with its CR LF and lone CR line breaks as LF, the one line break notes keep.

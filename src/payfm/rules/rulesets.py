@@ -226,6 +226,7 @@ def with_candidate(ws: Workspace, rule_text: str | Sequence[str], set_name: str 
     saved = check(ws, current.text, set_name, values=False) if current is not None else []
     texts = [rule_text] if isinstance(rule_text, str) else list(rule_text)
     rules = list(saved)
+    catalog, types = catalog_for(set_name, ws), list_types(ws)
     for i, text in enumerate(texts, 1):
         which = f"--rule {i} of {len(texts)}: " if len(texts) > 1 else ""
         try:
@@ -234,23 +235,13 @@ def with_candidate(ws: Workspace, rule_text: str | Sequence[str], set_name: str 
                 taken = {r.name for r in rules}
                 name = next(
                     n
-                    for n in (CANDIDATE, *(f"{CANDIDATE}_{i}" for i in range(2, len(rules) + 3)))
+                    for n in (CANDIDATE, *(f"{CANDIDATE}_{k}" for k in range(2, len(rules) + 3)))
                     if n not in taken
                 )
                 rule = replace(rule, name=name)
-            check_types([rule], catalog_for(set_name, ws), list_types(ws))
+            check_types([rule], catalog, types)
         except RuleError as e:
-            located = _located_in(e, text)
-            if which:  # `--rule 2 of 3: rule 'x' line 1, column 9: ...`
-                named = RuleError(f"{which}{located}")
-                named.line, named.column, named.rule, named.detail = (
-                    located.line,
-                    located.column,
-                    located.rule,
-                    located.detail,
-                )
-                located = named
-            raise located from None
+            raise _located_in(e, text).prefixed(which) from None  # `--rule 2 of 3: rule 'x' line 1, ...`
         clash = next((r for r in rules if r.name == rule.name), None)
         if clash is not None:
             owner = "another --rule"
@@ -263,7 +254,7 @@ def with_candidate(ws: Workspace, rule_text: str | Sequence[str], set_name: str 
             )
         rules.append(replace(rule, line=0))  # line 0: not a line of a file
     used = set().union(*(ast.lists(r.condition) for r in rules))
-    return compile_rules(rules, all_values(ws, used) if used else {}, catalog_for(set_name, ws).types)
+    return compile_rules(rules, all_values(ws, used) if used else {}, catalog.types)
 
 
 def save(

@@ -109,7 +109,12 @@ def us_to_iso(us: int) -> str:
     >>> us_to_iso(1767323045000001)
     '2026-01-02T03:04:05.000001+00:00'
     """
-    return (_EPOCH + timedelta(microseconds=us)).isoformat()
+    return us_to_datetime(us).isoformat()
+
+
+def us_to_datetime(us: int) -> datetime:
+    """Microseconds since the epoch (:func:`to_us`) as an exact UTC datetime."""
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def refuse_untimely(

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -30,6 +30,7 @@ from payfm.serving.charges import (
     refuse_untimely,
     refuse_wrong_types,
     to_us,
+    us_to_datetime,
     us_to_iso,
 )
 from payfm.serving.decision_log import (
@@ -67,13 +68,10 @@ if TYPE_CHECKING:
     from payfm.serving.clock import EventClock
     from payfm.serving.scorer import ScorerConfig
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NOT_EVENT_FIELDS = ("id", "created_us", "reported_us")  # a logged payload's own
 log = logging.getLogger("payfm.serving")
 APPEND_RETRY_S = 2.0  # how soon appends that found the workspace busy are tried again
 DECLINE_WAIT_S = 60.0  # how long a review closure waits for a decline of its charge being recorded
-
-# Outcome event tables -> (id column, label source of the online features or None).
 
 
 def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
@@ -390,7 +388,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             return duplicate_answer(table, oid, cid, stored)
         facts["applied"] = applied
 
-        counted = {**event, "created": _EPOCH + timedelta(microseconds=counted_us)}
+        counted = {**event, "created": us_to_datetime(counted_us)}
 
         def record() -> OutcomeRecord:
             payload = {
