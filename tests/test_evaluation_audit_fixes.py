@@ -225,3 +225,101 @@ def test_model_list_refuses_what_is_not_a_model_reference() -> None:
         model_list(3)  # type: ignore[arg-type]
     with pytest.raises(EvaluationError, match=r"Got a sequence holding int, str\."):
         model_list(["a", 1])  # type: ignore[list-item]
+
+
+# A second audit (twenty-fifth session): the bootstrap turned off, a fixed preset without a threshold, card
+# precision@k on the part-days at a window's edges, resamples that could not be used.
+
+
+def test_the_bootstrap_turned_off_gives_the_breakdowns_no_interval() -> None:
+    from payfm.evaluation.synthetic import synthetic_predictions
+
+    r = evaluate_predictions(synthetic_predictions(20_000, seed=0), name="m", bootstrap=0, seed=0)
+    rows = [row for dim in r.slices.values() for row in dim]
+    assert rows and all(np.isnan(row.recall_low) and np.isnan(row.recall_high) for row in rows)
+    on = evaluate_predictions(synthetic_predictions(20_000, seed=0), name="m", bootstrap=50, seed=0)
+    fraud_rows = [row for dim in on.slices.values() for row in dim if row.fraud >= 20]
+    # with resamples, a real interval around the recall (a single draw would have low == high, off it)
+    assert fraud_rows and all(row.recall_low <= row.recall <= row.recall_high for row in fraud_rows)
+    assert any(row.recall_low < row.recall_high for row in fraud_rows)
+
+
+@pytest.mark.parametrize("value", [float("nan"), -0.1])
+def test_a_fixed_preset_needs_a_threshold_that_is_a_score(value: float) -> None:
+    with pytest.raises(EvaluationError, match=r"fixed threshold of preset 'prod' must be a score >= 0"):
+        Preset("prod", "fixed", value)
+    with pytest.raises(EvaluationError, match="fixed threshold"):
+        Preset("prod", "fixed")  # forgotten: NaN would flag every charge
+
+
+def _days_table(first_day_sliver: bool) -> pa.Table:
+    """Two whole days of 300 charges each (10 frauds a day, ranked first), plus one charge at 23:59 the day
+    before: the sliver a model's test period starts with."""
+    rows = []
+    for day in (2, 3):
+        for i in range(300):
+            t = dt.datetime(2026, 3, day, 0, 0, tzinfo=dt.UTC) + dt.timedelta(minutes=4 * i)
+            rows.append((t, 1 if i < 10 else 0, 0.9 if i < 10 else 0.1, f"fp_{day}_{i}"))
+    if first_day_sliver:
+        rows.append((dt.datetime(2026, 3, 1, 23, 59, tzinfo=dt.UTC), 0, 0.05, "fp_sliver"))
+    n = len(rows)
+    return pa.table(
+        {
+            "charge_id": [f"ch_{i}" for i in range(n)],
+            "created": pa.array([r[0] for r in rows], pa.timestamp("us", tz="UTC")),
+            "score": [r[2] for r in rows],
+            "is_fraud": [r[1] for r in rows],
+            "mature": [True] * n,
+            "scenario": pa.array([None] * n, pa.string()),
+            "amount_usd": [1000] * n,
+            "channel": ["ecommerce"] * n,
+            "merchant_id": ["m"] * n,
+            "merchant_country": ["US"] * n,
+            "card_fingerprint": [r[3] for r in rows],
+        }
+    )
+
+
+def test_card_precision_averages_the_whole_days_of_the_window_only() -> None:
+    start = dt.datetime(2026, 3, 1, 23, 58, tzinfo=dt.UTC)  # a test period starts when its split fell
+    whole = evaluate_predictions(_days_table(False), name="m", bootstrap=0, card_k=20)
+    edged = evaluate_predictions(
+        _days_table(True),
+        name="m",
+        bootstrap=0,
+        card_k=20,
+        window=(start, dt.datetime(2026, 3, 4, tzinfo=dt.UTC)),
+    )
+    # 10 fraud cards of the top 20 on each whole day: 0.5; the sliver's one charge would make it 1/3
+    assert whole.card_precision.mean == pytest.approx(0.5)
+    assert edged.card_precision.mean == pytest.approx(0.5)
+    assert list(edged.card_precision.per_day) == ["2026-03-02", "2026-03-03"]
+    # without the window the sliver is a day like any other (the Python API's own choice of window)
+    assert evaluate_predictions(_days_table(True), name="m", bootstrap=0, card_k=20).card_precision.mean == (
+        pytest.approx(1 / 3)
+    )
+    # a window shorter than a whole day keeps its part-day
+    short = (dt.datetime(2026, 3, 2, 1, tzinfo=dt.UTC), dt.datetime(2026, 3, 2, 23, tzinfo=dt.UTC))
+    assert evaluate_predictions(
+        _days_table(False), name="m", bootstrap=0, card_k=20, window=short
+    ).card_precision.mean
+
+
+def test_the_report_and_the_cli_say_how_many_resamples_could_be_used() -> None:
+    from payfm.evaluation.evaluate import resamples_text, resamples_used
+
+    rng = np.random.default_rng(3)
+    n = 400
+    y = np.zeros(n, dtype=np.int64)
+    y[7] = 1  # one fraud: a card resample misses it about a third of the time
+    preds = _days_table(False).slice(0, n).set_column(3, "is_fraud", pa.array(y))
+    preds = preds.set_column(2, "score", pa.array(rng.uniform(size=n)))
+    r = evaluate_predictions(preds, name="m", bootstrap=100, seed=0)
+    asked, fewest = resamples_used([r])
+    assert asked == 100 and 40 < fewest < 90
+    assert (
+        resamples_text([r]) == f"100 resamples, of which as few as {fewest} drew both classes and were used"
+    )
+    assert f"as few as {fewest} drew both classes" in render_html([r], "t")
+    many = evaluate_predictions(_plateau(), name="m", bootstrap=30, seed=0)
+    assert resamples_text([many]) == "30 resamples"

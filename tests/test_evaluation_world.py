@@ -170,6 +170,11 @@ def test_models_are_evaluated_on_their_held_out_period_unless_asked_otherwise(
     assert any(m.startswith("warning:") and "in-sample" in m for m in said)
     with pytest.raises(EvaluationError, match="before the held-out test period of lr@1"):
         evaluate_models(world.ws, ["lr"], None, world.start - timedelta(days=1), out_dir=tmp_path / "c")
+    said.clear()
+    before_log = world.start - timedelta(days=3650)
+    with pytest.raises(EvaluationError, match="holds no charges"):
+        evaluate_models(world.ws, ["lr"], before_log, before_log + timedelta(days=1), progress=said.append)
+    assert not any(m.startswith("warning:") for m in said)  # no figures to call in-sample
 
 
 def test_baseline_alone_is_evaluated_on_the_charges_of_the_window(world: World) -> None:

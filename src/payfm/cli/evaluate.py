@@ -11,7 +11,7 @@ from rich.table import Table
 
 from payfm.cli.options import DAYS
 from payfm.cli.render import cell, console, err_console, iso_time, shown_path
-from payfm.evaluation.evaluate import EvaluationResult, compare
+from payfm.evaluation.evaluate import EvaluationResult, compare, resamples_text, resamples_used
 from payfm.evaluation.pipeline import evaluate_models, models_task
 from payfm.events.workspace import Workspace
 
@@ -129,4 +129,7 @@ def evaluate(
     predicted = models_task(ws, list(models))
     positives = "fraud" if predicted == "fraud" else f"positive: {predicted}"
     console.print(comparison_table(results, "Evaluation", positives))
+    asked, fewest = resamples_used(results)
+    if fewest < asked:
+        console.print(f"Intervals: {resamples_text(results)}.")
     console.print(f"Report: [bold]{shown_path(paths.html)}[/bold] (numbers in report.json)")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -70,6 +71,7 @@ from payfm.training.predict import SCORE_COLUMNS
 # The columns of a prediction table: the contract of payfm.training.predict.score_window, its producer.
 PREDICTION_COLUMNS = SCORE_COLUMNS
 _US_PER_DAY = 86_400_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def pct(x: float) -> str:
@@ -141,6 +143,23 @@ class EvaluationResult:
     warnings: tuple[str, ...] = ()
 
 
+def resamples_used(results: Sequence[EvaluationResult]) -> tuple[int, int]:
+    """(resamples asked, the fewest any interval rests on): a resample that drew no fraudulent (or no
+    legitimate) charge cannot be used, and a window with one or two frauds loses many; its intervals then
+    condition on drawing a fraud. The report and the CLI say so (:func:`resamples_text`)."""
+    asked = max((r.bootstrap_resamples for r in results), default=0)
+    used = [iv.resamples for r in results for iv in r.intervals.values()]
+    return asked, min(used, default=asked)
+
+
+def resamples_text(results: Sequence[EvaluationResult]) -> str:
+    """ "200 resamples", or "200 resamples, of which as few as 125 drew both classes and were used"."""
+    asked, fewest = resamples_used(results)
+    if fewest >= asked:
+        return f"{asked} resamples"
+    return f"{asked} resamples, of which as few as {fewest} drew both classes and were used"
+
+
 def _column(preds: pa.Table, name: str) -> pa.ChunkedArray:
     return preds.column(name)
 
@@ -164,6 +183,33 @@ def _days(created: pa.ChunkedArray) -> IntArray:
     micros = pc.cast(created, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
     days: IntArray = np.floor_divide(micros.astype(np.int64), _US_PER_DAY)
     return days
+
+
+def _whole_days(days: IntArray, window: tuple[datetime | None, datetime | None]) -> npt.NDArray[np.bool_]:
+    """Which charges fall on a UTC day wholly inside ``window`` (start inclusive, end exclusive; None is
+    open). Card precision@k is a daily figure: the few minutes of a day at a window's edge (a model's test
+    period starts at the time its split fell) would count in the mean like a whole day of traffic. A window
+    shorter than any whole day keeps its days as they are."""
+    keep = np.ones(days.size, dtype=np.bool_)
+    start, end = window
+    if start is not None:
+        keep &= days >= -(-_micros(start) // _US_PER_DAY)  # the first midnight at or after the start
+    if end is not None:
+        keep &= days < _micros(end) // _US_PER_DAY  # days that end at or before the end
+    return keep if keep.any() else np.ones(days.size, dtype=np.bool_)
+
+
+def _micros(t: datetime) -> int:
+    return (t - EPOCH) // timedelta(microseconds=1)
+
+
+def _card_precision(
+    preds: pa.Table, y: FloatArray, s: FloatArray, k: int, window: tuple[datetime | None, datetime | None]
+) -> CardPrecision:
+    days = _days(_column(preds, "created"))
+    whole = _whole_days(days, window)
+    cards = group_codes(_column(preds, "card_fingerprint"))
+    return card_precision_at_k(y[whole], s[whole], days[whole], cards[whole], k)
 
 
 def _point_dollars(
@@ -191,8 +237,12 @@ def evaluate_predictions(
     block_rates: Sequence[float] = (0.01,),
     card_k: int = 100,
     n_bins: int = 10,
+    window: tuple[datetime | None, datetime | None] = (None, None),
 ) -> EvaluationResult:
     """Evaluate one model's predictions: headline metrics, presets, curves, breakdowns and intervals.
+
+    ``window`` is the time window the predictions were drawn from (``evaluate_models`` passes its own):
+    card precision@k averages over the UTC days wholly inside it.
 
     Raises :class:`EvaluationError` when a column is missing, a score is not a probability, or the mature
     labels do not include both a fraudulent and a legitimate charge.
@@ -202,13 +252,13 @@ def evaluate_predictions(
     check_predictions(preds, name)
     mature_col = pc.fill_null(_column(preds, "mature"), False)
     charges = preds.num_rows
-    window = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())
+    span = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())
     preds = preds.filter(mature_col)
     who = f"The evaluation of {name!r}"
     if charges and not preds.num_rows:
         raise EvaluationError(
             f"{who} has no charge with a mature label: the window's {charges:,} charges "
-            f"({window[0]:%Y-%m-%d} .. {window[1]:%Y-%m-%d}) are all too recent for their label horizon, "
+            f"({span[0]:%Y-%m-%d} .. {span[1]:%Y-%m-%d}) are all too recent for their label horizon, "
             "so whether they were fraud is not known yet. Evaluate an earlier window (--from, --to), or "
             "with a shorter label horizon (--horizon-days) when the event log is shorter than it."
         )
@@ -236,7 +286,7 @@ def evaluate_predictions(
         "merchant_country": group_labels(_column(preds, "merchant_country")),
     }
     slices = {
-        dim: slice_table(dim, codes, names, y, flagged, rng=rng, resamples=max(bootstrap, 1))
+        dim: slice_table(dim, codes, names, y, flagged, rng=rng, resamples=bootstrap)
         for dim, (codes, names) in dims.items()
     }
 
@@ -255,8 +305,8 @@ def evaluate_predictions(
 
     return EvaluationResult(
         name=name,
-        window_start=None if window[0] is None else window[0].isoformat(),
-        window_end=None if window[1] is None else window[1].isoformat(),
+        window_start=None if span[0] is None else span[0].isoformat(),
+        window_end=None if span[1] is None else span[1].isoformat(),
         charges=charges,
         evaluated=preds.num_rows,
         immature=charges - preds.num_rows,
@@ -268,13 +318,7 @@ def evaluate_predictions(
         average_precision=average_precision_from(c),
         recall_at_fpr={pct(r): point_at_fpr(c, r).recall for r in fpr_levels},
         at_block_rate=at_block,
-        card_precision=card_precision_at_k(
-            y,
-            s,
-            _days(_column(preds, "created")),
-            group_codes(_column(preds, "card_fingerprint")),
-            card_k,
-        ),
+        card_precision=_card_precision(preds, y, s, card_k, window),
         ece=expected_calibration_error(y, s, n_bins),
         brier=brier_score(y, s),
         operating_points=points,

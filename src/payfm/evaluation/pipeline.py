@@ -267,10 +267,10 @@ def evaluate_models(
                 f"The evaluation window ends at {end.isoformat()}, before the held-out test period of {ref} "
                 f"starts ({start.isoformat()}): give --from to evaluate earlier charges (in-sample)."
             )
+    _check_charges(ws, start, end)  # (first: a window without charges has no figures to call in-sample)
     warned = in_sample(ws, model_refs, start)
     for message in dict.fromkeys(warned.values()):  # (a model named twice, fraud-gbdt and @1: said once)
         say(f"warning: {message}")
-    _check_charges(ws, start, end)
     labelled_over = common_horizon(ws, model_refs, say, horizon)
     tables: list[tuple[str, pa.Table]] = []
     if model_refs:
@@ -297,7 +297,7 @@ def evaluate_models(
     results = []
     for name, preds in tables:
         say(f"evaluating {name}")
-        result = evaluate_predictions(preds, name=name, bootstrap=bootstrap, seed=seed)
+        result = evaluate_predictions(preds, name=name, bootstrap=bootstrap, seed=seed, window=(start, end))
         results.append(replace(result, warnings=(warned[name],)) if name in warned else result)
     say("writing the report")
     title = "payfm evaluation report" + (" (authorized charges only)" if on == "authorized" else "")

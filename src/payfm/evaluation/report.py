@@ -30,7 +30,7 @@ from typing import Any
 from payfm import __version__, interrupts
 from payfm.errors import ConfigError
 from payfm.evaluation.checks import EvaluationError
-from payfm.evaluation.evaluate import EvaluationResult, compare
+from payfm.evaluation.evaluate import EvaluationResult, compare, resamples_text
 from payfm.evaluation.slices import NONE_GROUP, SliceRow
 from payfm.evaluation.template import PAGE
 from payfm.events.workspace import fsync_dir, json_ready, synced_temp
@@ -199,7 +199,7 @@ def render_html(
         meta=html.escape(meta),
         warnings=_warnings(results),
         comparison=_comparison(results),
-        resamples=r0.bootstrap_resamples,
+        resamples=resamples_text(results),
         card_k=r0.card_precision.k,
         presets=_presets(results),
         fig_pr_roc=plots.pr_and_roc(results),

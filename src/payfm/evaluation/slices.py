@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from payfm.evaluation.bootstrap import proportion_interval
+from payfm.evaluation.bootstrap import Interval, proportion_interval
 from payfm.evaluation.checks import BoolArray, FloatArray, IntArray
 
 NONE_GROUP = "(none)"
@@ -78,6 +78,9 @@ def merchant_size(merchant_id: pa.Array | pa.ChunkedArray | Sequence[str | None]
     return bucket, list(MERCHANT_SIZE_NAMES)
 
 
+NO_INTERVAL = Interval(float("nan"), float("nan"), 0.95, 0)
+
+
 def slice_table(
     dimension: str,
     codes: IntArray,
@@ -98,7 +101,11 @@ def slice_table(
     caught = np.bincount(inverse, weights=y * flagged, minlength=k).astype(np.int64)
     rows = []
     for g in sorted((i for i in range(k) if charges[i] > 0), key=lambda i: (-fraud[i], names[i])):
-        iv = proportion_interval(int(caught[g]), int(fraud[g]), resamples=resamples, rng=rng, level=level)
+        iv = (
+            proportion_interval(int(caught[g]), int(fraud[g]), resamples=resamples, rng=rng, level=level)
+            if resamples
+            else NO_INTERVAL  # the bootstrap turned off: no interval, not the spread of a single draw
+        )
         rows.append(
             SliceRow(
                 dimension=dimension,

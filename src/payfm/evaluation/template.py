@@ -34,7 +34,7 @@ $warnings
 <h2>Model comparison</h2>
 $comparison
 <p class="note">Metrics on charges with a mature label only. AP: average precision (95% bootstrap interval
-over cards, $resamples resamples). Recall@FPR: the highest recall whose false-positive rate is at most the
+over cards, $resamples). Recall@FPR: the highest recall whose false-positive rate is at most the
 level.
 Precision at 1% block rate: precision at the lowest threshold that blocks at most 1% of charges (charges
 of equal score are blocked together, so it may block fewer); when the top score alone ties more than 1% of

@@ -60,6 +60,13 @@ class Preset:
             )
         if self.kind in ("block_rate", "min_recall") and not 0.0 < self.value <= 1.0:
             raise EvaluationError(f"The value of preset {self.name!r} must be in (0, 1]. Got {self.value}.")
+        # scores are probabilities: a fixed threshold below 0, or a forgotten one (NaN), would flag every
+        # charge without a word (one above 1 flags none, and the preset's note says so)
+        if self.kind == "fixed" and not self.value >= 0.0:
+            raise EvaluationError(
+                f"The fixed threshold of preset {self.name!r} must be a score >= 0 (a probability). "
+                f"Got {self.value}."
+            )
 
 
 PROTECTION = Preset("maximize protection", "block_rate", 0.01)
