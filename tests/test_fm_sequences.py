@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.fm.sequences import VIEWS, build_sequences, read_charges, window_index
 from payfm.fm.tokenizer import DT_FIELD, FIELDS, MASK, NULL, OOV, OUTCOME_FIELD, PAD, Tokenizer
@@ -75,6 +76,43 @@ def test_sequences_are_point_in_time(charges: pa.Table) -> None:
     history = x[:, :, :-1, OUTCOME_FIELD]
     assert ((history == PAD) | (history >= 4)).all()  # earlier charges keep their outcome
     assert ((x[..., DT_FIELD] == PAD) | (x[..., DT_FIELD] == NULL) | (x[..., DT_FIELD] >= 4)).all()
+
+
+def test_pretraining_predicts_the_target_charges_real_outcome(charges: pa.Table) -> None:
+    from payfm.fm.pretrain import mask_batch
+
+    tok = Tokenizer.fit(charges)
+    seqs = build_sequences(charges, tok, 5)
+    rows = np.arange(0, charges.num_rows, 7)
+    raw = seqs.batch(rows, mask_outcome=False)
+    x, y = mask_batch(raw, np.random.default_rng(0), 0.15, 0.1)
+    assert (x[:, :, -1, OUTCOME_FIELD] == MASK).all()  # never an input
+    target = y[:, :, -1, OUTCOME_FIELD]
+    # the target is the charge's own outcome token (an audit found MASK there: the model learned nothing)
+    assert np.array_equal(target, raw[:, :, -1, OUTCOME_FIELD]) and (target >= 4).all()
+    assert len(np.unique(target)) > 1  # authorized and declined both present
+    masked = raw.copy()
+    masked[:, :, -1, OUTCOME_FIELD] = MASK
+    assert np.array_equal(seqs.batch(rows), masked)  # embedding and fine-tuning: masked, as before
+
+
+def test_the_weekday_is_the_merchants_local_one_as_the_hour_is() -> None:
+    from payfm.fm.tokenizer import N_SPECIAL
+
+    tok = Tokenizer.fit(pa.table({"amount_usd": [100, 200], "merchant_country": ["US", "JP"]}))
+    friday_evening_ny = 1_788_566_400_000_000 + 1 * 3_600_000_000  # Sat 2026-09-05 01:00 UTC = Fri 20:00
+    hour, weekday = FIELDS.index("hour"), FIELDS.index("weekday")
+    cols = {"amount_usd": [100], "merchant_country": ["US"]}
+    t = np.array([friday_evening_ny])
+    out = tok.encode(cols, t, np.array([-1]))
+    assert out[0, hour] - N_SPECIAL == 20 and out[0, weekday] - N_SPECIAL == 4  # Friday (Monday = 0)
+    # a tokenizer of an older checkpoint (no "weekday" in its JSON) keeps the UTC weekday it was trained on
+    old_json = {k: v for k, v in tok.to_json().items() if k != "weekday"}
+    old = Tokenizer.from_json(old_json)
+    assert not old.local_weekday and old.encode(cols, t, np.array([-1]))[0, weekday] - N_SPECIAL == 5
+    assert Tokenizer.from_json(tok.to_json()).local_weekday and old.version != tok.version
+    with pytest.raises(ConfigError, match=r"'weekday' to be 'local' or absent\. Got 'x'"):
+        Tokenizer.from_json(old_json | {"weekday": "x"})
 
 
 def test_later_charges_never_change_earlier_sequences(charges: pa.Table) -> None:

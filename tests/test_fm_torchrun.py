@@ -60,6 +60,13 @@ def test_torchrun_two_processes_match_one(tmp_path: Path) -> None:
     ddp = ws.root / "fm" / "ddp"
     a, b = load_file(single.path / "model.safetensors"), load_file(ddp / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
+    # AdamW's weights hardly move with the gradients' scale in 6 steps; its moments do (the first linearly):
+    # a DDP loss normalised wrongly (gradients x2 or /2) leaves the weights within 1e-4 and these far apart
+    oa, ob = load_file(single.path / "optimizer.safetensors"), load_file(ddp / "optimizer.safetensors")
+    moments = [k for k in oa if k.endswith(("exp_avg", "exp_avg_sq"))]
+    assert moments and oa.keys() == ob.keys()
+    for k in moments:
+        assert float((oa[k] - ob[k]).norm() / oa[k].norm()) < 1e-2, k
     # both ranks trained: rank 0 recorded its share of each step's loss, not the single-process loss
     meta = json.loads((ddp / "config.json").read_text())
     assert meta["step"] == 6 and len(meta["losses"]) == 6

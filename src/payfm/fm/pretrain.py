@@ -221,7 +221,8 @@ def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
 def mask_batch(
     x: np.ndarray, rng: np.random.Generator, mask_prob: float, next_prob: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, targets) of a (B, V, K, F) batch: masked tokens become MASK; targets hold them, else -1."""
+    """(inputs, targets) of a (B, V, K, F) batch whose target outcome is not masked yet
+    (``Sequences.batch(rows, mask_outcome=False)``): masked tokens become MASK; targets hold them, else -1."""
     real = (x != PAD).any(axis=-1, keepdims=True)  # (B, V, K, 1)
     m = (rng.random(x.shape) < mask_prob) & real
     m[:, :, -1, OUTCOME_FIELD] = True  # the target's outcome is never an input
@@ -301,7 +302,8 @@ def pretrain(
     if world > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(model)
     batch = min(config.batch_size, n - n % world) if n >= world else n
-    total = config.steps if config.steps is not None else math.ceil(config.epochs * n / batch)
+    # an epoch is the full batches of its permutation (batch_rows drops the partial last one)
+    total = config.steps if config.steps is not None else math.ceil(config.epochs * max(n // batch, 1))
     end = min(total, stop_at) if stop_at is not None else total
     if start >= end and start > 0:  # run again after it finished: the checkpoint is left as it is
         return PretrainResult(path=path, step=start, losses=losses, trained=False)
@@ -328,7 +330,10 @@ def pretrain(
             torch.cuda.set_device(device)  # this thread's pinning, on this rank's GPU (not GPU 0)
         rows = batch_rows(n, batch, step, config.seed)
         x, y = mask_batch(
-            sequences.batch(rows), np.random.default_rng((config.seed, 7, step)), *_probs(config)
+            # the real target outcome: masked in the input, predicted (not the MASK a batch would hold)
+            sequences.batch(rows, mask_outcome=False),
+            np.random.default_rng((config.seed, 7, step)),
+            *_probs(config),
         )
         norm = max(int((y >= 0).sum()), 1) / world  # global mean across ranks (see the module docstring)
         lo, hi = rank * len(rows) // world, (rank + 1) * len(rows) // world

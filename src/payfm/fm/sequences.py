@@ -123,11 +123,16 @@ class Sequences:
     def __len__(self) -> int:
         return len(self.created_us)
 
-    def batch(self, rows: np.ndarray) -> np.ndarray:
-        """(B, V, K, F) int64 model input for charges ``rows``, the target's outcome masked."""
+    def batch(self, rows: np.ndarray, *, mask_outcome: bool = True) -> np.ndarray:
+        """(B, V, K, F) int64 model input for charges ``rows``, the target's outcome masked.
+
+        ``mask_outcome=False`` leaves the target's outcome in: pretraining's targets need it
+        (``pretrain.mask_batch`` masks the input itself), nothing else may see it.
+        """
         views = [self.tokens[v][self.index[rows, v]] for v in range(self.index.shape[1])]  # V x (B, K, F)
         x = np.stack(views, axis=1)  # (B, V, K, F)
-        x[:, :, -1, OUTCOME_FIELD] = MASK
+        if mask_outcome:
+            x[:, :, -1, OUTCOME_FIELD] = MASK
         return x
 
     def lengths(self, rows: np.ndarray) -> np.ndarray:

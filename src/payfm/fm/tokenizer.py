@@ -9,7 +9,7 @@ Every field has the same reserved ids: 0 = padding (no charge), 1 = mask (hidden
 - ``dt``: time since the previous charge of the sequence's key (card or merchant) in log2-second bins;
 - ``rel``: how the charge relates to the previous charge of the sequence's key: same IP, same device, same
   card (merchant view) or same merchant (card view), three bits;
-- ``hour`` (local, UTC + the merchant country's offset) and ``weekday``;
+- ``hour`` and ``weekday`` (local: UTC + the merchant country's offset);
 - ``card_n``, ``device_n``, ``ip_n``, ``address_n``: how many earlier charges the charge's card, device, IP
   and shipping address have, in log2 bins (0 = never seen: a burst of new cards at one merchant is card
   testing, a new device and address on an old card is account takeover);
@@ -119,6 +119,9 @@ class Tokenizer:
 
     vocab: dict[str, list[str]]  # field -> values; value i has token id N_SPECIAL + i
     amount_edges: list[float]  # increasing USD-cent edges; bin = number of edges <= amount
+    # the weekday in the merchant's zone, as the hour is; tokenizers fitted before 2026-12-06 coded the UTC
+    # weekday, and keep doing so (their checkpoints learned it): their JSON has no "weekday" key
+    local_weekday: bool = True
     _lookup: dict[str, dict[Any, int]] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- fitting -------------------------------------------------------------------------------------
@@ -178,7 +181,10 @@ class Tokenizer:
         return [self.vocab_size(f) for f in FIELDS]
 
     def to_json(self) -> dict[str, Any]:
-        return {"fields": list(FIELDS), "vocab": self.vocab, "amount_edges": self.amount_edges}
+        out: dict[str, Any] = {"fields": list(FIELDS), "vocab": self.vocab, "amount_edges": self.amount_edges}
+        if self.local_weekday:  # (absent: an older tokenizer, whose version hash stays what it was)
+            out["weekday"] = "local"
+        return out
 
     @property
     def version(self) -> str:
@@ -195,8 +201,13 @@ class Tokenizer:
                 f"{source}: expected fields {list(FIELDS)}. Got {data.get('fields')!r} (a tokenizer from "
                 "another payfm version?): pretrain it again with this version (`payfm fm pretrain --fresh`)."
             )
+        weekday = data.get("weekday", "utc")
+        if weekday not in ("utc", "local"):
+            raise ConfigError(f"{source}: expected 'weekday' to be 'local' or absent. Got {weekday!r}.")
         return cls(
-            vocab={k: list(v) for k, v in data["vocab"].items()}, amount_edges=list(data["amount_edges"])
+            vocab={k: list(v) for k, v in data["vocab"].items()},
+            amount_edges=list(data["amount_edges"]),
+            local_weekday=weekday == "local",
         )
 
     # ---- encoding ------------------------------------------------------------------------------------
@@ -254,8 +265,10 @@ class Tokenizer:
         out[:, FIELDS.index("cred")] = NULL if cred is None else cred_tokens(created_us, cred)
         country = _as_list(columns["merchant_country"])
         offset = np.array([COUNTRY_UTC_OFFSET_H.get(c or "", 0) for c in country], dtype=np.int64)
-        out[:, FIELDS.index("hour")] = N_SPECIAL + (created_us // _US_PER_HOUR + offset) % 24
-        out[:, FIELDS.index("weekday")] = N_SPECIAL + (created_us // _US_PER_DAY + 3) % 7  # 1970-01-01: Thu
+        local_hours = created_us // _US_PER_HOUR + offset
+        out[:, FIELDS.index("hour")] = N_SPECIAL + local_hours % 24
+        days = local_hours // 24 if self.local_weekday else created_us // _US_PER_DAY
+        out[:, FIELDS.index("weekday")] = N_SPECIAL + (days + 3) % 7  # Monday 0 (1970-01-01, a Thursday: 3)
         if "outcome" in columns:
             derived = outcome_values(columns["outcome"], columns["decline_code"])
             out[:, OUTCOME_FIELD] = self.encode_field("outcome", derived)
