@@ -156,6 +156,25 @@ def test_calibration_is_monotone_round_trips_and_fixes_a_skew(method: str) -> No
     assert abs(c.transform(raw).mean() - y.mean()) < 0.005 < abs(raw.mean() - y.mean())
 
 
+def test_isotonic_never_calls_a_scored_charge_impossible() -> None:
+    """An audit found a fifth of a small world's test charges at probability 0 (frauds among them): the
+    lowest isotonic block saw no fraud in validation. It now says half a fraud over its rows."""
+    rng = np.random.default_rng(1)
+    raw = rng.random(10_000)
+    y = ((raw > 0.3) & (rng.random(10_000) < 0.02)).astype(int)  # no fraud below 0.3
+    c = Calibrator("isotonic").fit(raw, y)
+    low = c.transform(np.array([0.0, 0.1, 0.29]))
+    block = int((raw <= 0.3).sum())
+    assert np.all(low > 0) and low[0] == pytest.approx(0.5 / block, rel=0.05)
+    out = c.transform(np.sort(raw))
+    assert (np.diff(out) >= 0).all() and out[-1] > 0.01  # still monotone, the rest as fitted
+    # weights count as rows: downsampled negatives weighted back up make the block as large as it was
+    w = np.where(y == 1, 1.0, 2.0)
+    assert Calibrator("isotonic").fit(raw, y, w).transform(np.array([0.0]))[0] == pytest.approx(
+        0.5 / (2 * block), rel=0.05
+    )
+
+
 def test_risk_score_and_levels() -> None:
     assert risk_score(1e-5) == 0 and risk_score(1.0) == 100 and risk_score(0.01) == 50
     assert (np.diff(risk_scores(np.linspace(0, 1, 100))) >= 0).all()

@@ -62,12 +62,12 @@ def _run(ws: Path, *args: str) -> tuple[int, str]:
         ("mlp", "lr", "-1", "a number > 0. Got -1.0."),
         ("mlp", "dropout", "1.5", "a number in [0, 1). Got 1.5."),
         ("mlp", "dropout", "1", "a number in [0, 1). Got 1.0."),
-        ("mlp", "hidden", "0", "an integer >= 2 (the second layer has hidden // 2 units). Got 0."),
+        ("mlp", "hidden", "0", "an integer in [2, 8192] (the second layer has hidden // 2 units). Got 0."),
         (
             "mlp",
             "hidden",
             "1",
-            "an integer >= 2 (the second layer has hidden // 2 units). Got 1.",
+            "an integer in [2, 8192] (the second layer has hidden // 2 units). Got 1.",
         ),  # hidden // 2 = 0 units: a constant score, as hidden=0
         ("mlp", "epochs", "0", "an integer >= 1. Got 0."),
         ("mlp", "batch_size", "0", "an integer >= 1. Got 0."),
@@ -134,7 +134,7 @@ def test_every_trials_draw_is_in_range(kind: str) -> None:
         ("gbdt", "gbdt.n_estimators=0", "gbdt parameter 'n_estimators': expected an integer >= 1. Got 0."),
         ("mlp", "mlp.lr=-1", "mlp parameter 'lr': expected a number > 0. Got -1.0."),
         ("mlp", "mlp.dropout=1.5", "mlp parameter 'dropout': expected a number in [0, 1). Got 1.5."),
-        ("mlp", "mlp.hidden=0", "mlp parameter 'hidden': expected an integer >= 2"),
+        ("mlp", "mlp.hidden=0", "mlp parameter 'hidden': expected an integer in [2, 8192]"),
         ("mlp", "mlp.epochs=0", "mlp parameter 'epochs': expected an integer >= 1. Got 0."),
         ("lr", "lr.max_iter=0", "lr parameter 'max_iter': expected an integer >= 1. Got 0."),
         ("mlp", "mlp.batch_size=0", "mlp parameter 'batch_size': expected an integer >= 1. Got 0."),

@@ -264,6 +264,28 @@ def test_per_feature_lightgbm_parameters_pass_through_untried() -> None:
         check_params("gbdt", {"monotone_constraints": "1,0,-1", "bagging_fraction": 2.0})
 
 
+def test_a_per_feature_parameter_of_the_wrong_length_is_one_error_at_the_fit() -> None:
+    """Found by an audit: monotone_constraints=1,2 on more columns ended in LightGBM's traceback."""
+    from payfm.training.models.base import ModelError
+    from payfm.training.models.gbdt import GBDTModel
+
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(int)
+    params = check_params("gbdt", {"monotone_constraints": "1,2"})
+    with pytest.raises(
+        ModelError, match=r"refused the GBDT parameters monotone_constraints='1,2' on 3 feature"
+    ):
+        GBDTModel(n_estimators=5, num_threads=1, calibration="none", **params).fit(X, y)
+
+
+def test_a_metric_lightgbm_does_not_know_is_refused_before_the_data() -> None:
+    """Found by an audit: metric=foo passed the four-row fit (it had no validation set) and the trainer's
+    early stopping then raised a ValueError traceback."""
+    with pytest.raises(ConfigError, match=r"metric='foo': early stopping .* needs an evaluation metric"):
+        check_params("gbdt", {"metric": "foo"})
+    assert check_params("gbdt", {"metric": "auc"}) == {"metric": "auc"}
+
+
 def test_the_check_works_without_a_stderr() -> None:
     """Descriptor 2 closed (a daemon): the four-row fit runs unsilenced instead of failing on dup(2)."""
     import os

@@ -31,6 +31,23 @@ def _logit(p: np.ndarray, eps: float | None = None) -> np.ndarray:
     return out
 
 
+def _floored(xs: np.ndarray, ys: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Isotonic thresholds whose lowest block, when it saw no fraud, says half a fraud in its rows, not 0.
+
+    A validation window with a few dozen frauds leaves its lowest-scored block (a fifth of the charges, on a
+    small world) without one; the fit then calls them impossible (probability 0, risk score 0), frauds of
+    the test window among them. Half an observation over the block's weight is the usual estimate of a rate
+    never seen (Jeffreys); capped by the next block's value, so the map stays monotone and orders as before.
+    """
+    zero = np.flatnonzero(ys <= 0.0)
+    if not zero.size or zero[-1] + 1 >= ys.size:  # nothing at 0, or no fraud in the whole fit
+        return ys
+    weight = float(w[p <= xs[zero[-1]]].sum())
+    out = ys.copy()
+    out[zero] = min(0.5 / max(weight, 1.0), float(ys[zero[-1] + 1]))
+    return out
+
+
 class Calibrator:
     """Maps raw model probabilities to calibrated ones. ``none`` is the identity."""
 
@@ -47,7 +64,8 @@ class Calibrator:
             from sklearn.isotonic import IsotonicRegression
 
             iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y, sample_weight=w)
-            self.params_ = {"x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist()}
+            xs, ys = iso.X_thresholds_.astype(np.float64), iso.y_thresholds_.astype(np.float64)
+            self.params_ = {"x": xs.tolist(), "y": _floored(xs, ys, p, w).tolist()}
         elif self.method == "platt":
             from sklearn.linear_model import LogisticRegression
 

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import re
 import threading
 from pathlib import Path
 from typing import Any, ClassVar
@@ -171,13 +172,22 @@ class GBDTModel(Model):
         if X_val is not None and y_val is not None and len(np.unique(y_val)) == 2 and not self._dart():
             valid = [lgb.Dataset(X_val, y_val, reference=train)]
             callbacks.append(lgb.early_stopping(int(self.params.get("early_stopping", 30)), verbose=False))
-        booster = lgb.train(
-            self._lgb_params(),
-            train,
-            num_boost_round=int(self.params.get("n_estimators", 500)),
-            valid_sets=valid,
-            callbacks=callbacks,
-        )
+        try:
+            booster = lgb.train(
+                self._lgb_params(),
+                train,
+                num_boost_round=int(self.params.get("n_estimators", 500)),
+                valid_sets=valid,
+                callbacks=callbacks,
+            )
+        except lgb.basic.LightGBMError as e:  # a per-feature parameter (monotone_constraints=...) can only be
+            # checked against the columns here; the others were tried before any data was read (params.py)
+            why = re.sub(r" at \S+\.cpp, line \d+\s*\.?$", "", str(e).strip())
+            given = ", ".join(f"{k}={v!r}" for k, v in self.params.items() if k not in _OWN_PARAMS)
+            raise ModelError(
+                f"LightGBM refused the GBDT parameters {given or '(the defaults)'} on {X.shape[1]} feature "
+                f"columns: {why}."
+            ) from None
         best = booster.best_iteration or booster.current_iteration()
         self.best_iteration_ = int(best)
         self._set_booster(booster.model_to_string(num_iteration=best))

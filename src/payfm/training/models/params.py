@@ -168,7 +168,9 @@ RANGES: dict[str, dict[str, Range]] = {
         "explanations": Range(lambda v: v in EXPLANATIONS, " or ".join(repr(e) for e in EXPLANATIONS)),
     },
     "mlp": {  # torch: Dropout p in [0, 1] (1 zeroes every unit), AdamW lr and weight_decay >= 0
-        "hidden": _integer(2, " (the second layer has hidden // 2 units)"),
+        "hidden": Range(  # (8192: 40M weights in the second layer, 160 MB; more is a typo, not a model)
+            lambda v: 2 <= v <= 8192, "an integer in [2, 8192] (the second layer has hidden // 2 units)"
+        ),
         "dropout": _number(0, 1, low_open=False, high_open=True),
         "lr": _number(0, low_open=True),
         "weight_decay": _number(0, low_open=False),
@@ -316,14 +318,27 @@ def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
     import lightgbm as lgb
 
     X, y = np.array([[0.0], [1.0], [2.0], [3.0]]), np.array([0.0, 1.0, 0.0, 1.0])
+    given = ", ".join(f"{k}={v!r}" for k, v in extra.items())
+    train = lgb.Dataset(X, y, params={"verbosity": -1})
+    dart = any(str(params.get(a, "")).lower() == "dart" for a in ("boosting", "boosting_type", "boost"))
     try:
         with _stderr_silenced():  # LightGBM's C++ prints a refusal ("[LightGBM] [Fatal] ...") as it raises it
             lgb.train(
                 {**extra, "objective": "binary", "verbosity": -1, "num_threads": 1},
-                lgb.Dataset(X, y, params={"verbosity": -1}),
+                train,
                 num_boost_round=1,
+                # as the trainer fits: stopping early on a validation set (a metric LightGBM does not know
+                # leaves it none to stop on)
+                valid_sets=[] if dart else [lgb.Dataset(X, y, reference=train)],
+                callbacks=[] if dart else [lgb.early_stopping(1, verbose=False)],  # (dart has none)
             )
     except lgb.basic.LightGBMError as e:
-        given = ", ".join(f"{k}={v!r}" for k, v in extra.items())
         why = re.sub(r" at \S+\.cpp, line \d+\s*\.?$", "", str(e).strip())  # (where in LightGBM's C++)
         raise ConfigError(f"LightGBM refused the GBDT parameters {given}: {why}.") from None
+    except ValueError as e:
+        if "eval metric" not in str(e):
+            raise
+        raise ConfigError(
+            f"LightGBM refused the GBDT parameters {given}: early stopping on the validation period needs an "
+            "evaluation metric LightGBM knows (metric=auc, binary_logloss, average_precision, ...)."
+        ) from None
