@@ -232,13 +232,18 @@ def test_cli_train_registers_candidates_and_prints_a_comparison(tmp_path: Path, 
     r = run("--model", "lr", "--horizon-days", "10", "--downsample", "0.1", "--seed", "3")
     assert r.exit_code == 0, r.output
     entry = Registry(ws).list("fraud-lr")[-1].entry
+    as_of = entry["training"].pop("as_of")
     assert entry["training"] == {
         "seed": 3,
         "calibration": "isotonic",
         "downsample": 0.1,
         "train_on": "all",
         "trials": 0,
+        "mature_test": True,
     }
+    # the labels' as-of ("now": the log's latest event), which the test period ends a horizon before
+    gap = datetime.fromisoformat(as_of) - datetime.fromisoformat(entry["data_window"]["test_end"])
+    assert abs(gap - timedelta(days=10)) < timedelta(seconds=1)
     kept = entry["split"]["fitted"]
     said = " ".join(r.output.split())  # the console wraps long lines
     assert kept < fitted / 3 and f"fitted on {kept:,} charges (negatives downsampled to 10%" in said
@@ -318,3 +323,32 @@ def test_the_timeline_ends_a_horizon_before_the_latest_event_an_outcome_included
     # a retry is a charge: retry labels are read at the last charge, and their timeline ends before it
     retries, split = prepare(w, task("retry_success"), FS, replace(CFG, horizon_days=3))
     assert len(split.test) > 0 and bool(retries.mature[split.test].all()) and split.too_recent > 0
+
+
+def test_the_recorded_as_of_rebuilds_a_model_after_the_log_grew(tmp_path: Path) -> None:
+    """Found by an audit: one refund dated after the log's end moved "now", the split with it, and the
+    same command registered another model; the entry did not say when its labels were read."""
+    w = Workspace.open(tmp_path / "ws", create=True)
+    w.write_stream(generate_world(WorldConfig(charges=15_000, days=40, seed=4, fraud_rate=0.03)), "replace")
+    reg = Registry(w)
+    cfg = replace(CFG, params={"gbdt": {"n_estimators": 20}})
+    first = register_result(reg, train(w, "gbdt", task("fraud"), FS, cfg)[0], FS)
+    as_of = first.entry["training"]["as_of"]
+    disputes = w.read("disputes")
+    late = disputes.slice(0, 1).to_pylist()[0] | {"dispute_id": "dp_late"}
+    late["created"] = datetime.fromisoformat(as_of) + timedelta(days=15)
+    w.write_stream(iter([("disputes", pa.Table.from_pylist([late], schema=disputes.schema))]), "append")
+    moved = register_result(reg, train(w, "gbdt", task("fraud"), FS, cfg)[0], FS)
+    assert moved.entry["data_window"] != first.entry["data_window"]  # a later "now": another split
+    r = CliRunner().invoke(
+        cli,
+        ["-w", str(w.root), "train", "--set", "tiny", "--horizon-days", "10", "--val-days", "7",
+         "--test-days", "7", "--gap-days", "3", "--param", "n_estimators=20", "--as-of", as_of],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    again = reg.get("fraud-gbdt").entry
+    assert again["training"]["as_of"] == as_of and again["data_window"] == first.entry["data_window"]
+    assert (
+        reg.get("fraud-gbdt").content_hash == first.content_hash
+        and again["metrics"] == first.entry["metrics"]
+    )

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from payfm.cli.options import DAYS, GAP_DAYS, SHARE
-from payfm.cli.render import console, err_console, stage_progress
+from payfm.cli.render import console, err_console, iso_time, stage_progress
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry import STAGES, Registry
@@ -96,6 +96,14 @@ def _fmt(v: float) -> str:
     help="Test on the latest period (labels mostly immature) instead of ending one horizon before now.",
 )
 @click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Read the labels, and place the split, as of this time (UTC), e.g. 2026-04-01T00:00 [default: now, "
+    "the log's latest event]. A model's entry records the one it was trained at (`payfm models show`: "
+    "settings.as_of): the same command with it rebuilds the model after the log has grown.",
+)
+@click.option(
     "--seed",
     default=0,
     show_default=True,
@@ -148,6 +156,7 @@ def train(
     downsample: float,
     calibration: str,
     recent_test: bool,
+    as_of: str | None,
     seed: int,
     fm_name: str | None,
     fm_inputs: str,
@@ -193,6 +202,7 @@ def train(
         calibration=calibration,
         seed=seed,
         mature_test=not recent_test,
+        as_of=iso_time(as_of, "--as-of"),
         foundation_model=checkpoint,
         fm_outputs=tuple(fm_inputs.split("+")),
         fm_workers=fm_workers,

@@ -215,6 +215,16 @@ def _us(t: datetime | None) -> int:
     return (t - epoch) // timedelta(microseconds=1)
 
 
+def labels_now_us(ws: Workspace, task: Task, data: TaskData, config: TrainConfig) -> int:
+    """When the labels are read (us): ``config.as_of``, else "now" in the labels' own sense (Task.now): for
+    fraud the log's latest event, an outcome included (an export's chargebacks run months past its last
+    charge, and every charge a horizon before them has its final label); for retries the last charge. The
+    registry records it (``settings.as_of``): the log grows, and only the same as-of rebuilds the model."""
+    if config.as_of is not None:
+        return _us(config.as_of)
+    return max(int(data.created_us.max()), _us(task.now_of(ws))) + 1
+
+
 def prepare(
     ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig, progress: Progress | None = None
 ) -> tuple[TaskData, Split]:
@@ -224,15 +234,7 @@ def prepare(
         raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
     end_us = None
     if config.mature_test:
-        # "now" is the labels' own (Task.now): for fraud the log's latest event, an outcome included (an
-        # export's chargebacks run months past its last charge, and every charge a horizon before them has
-        # its final label); for retries the last charge
-        now_us = (
-            int(config.as_of.timestamp() * 1e6)
-            if config.as_of is not None
-            else max(int(data.created_us.max()), _us(task.now_of(ws))) + 1
-        )
-        end_us = now_us - int(config.horizon(task).total_seconds() * 1e6)
+        end_us = labels_now_us(ws, task, data, config) - int(config.horizon(task).total_seconds() * 1e6)
     split = time_split(
         data.created_us,
         data.mature,
@@ -339,6 +341,8 @@ def fit_on_split(
             "downsample": config.downsample,
             "train_on": config.train_on,
             "trials": config.trials,
+            "as_of": None if config.as_of is None else config.as_of.isoformat(),
+            "mature_test": config.mature_test,
         },
     )
 
@@ -359,6 +363,9 @@ def train(
     for k in names:
         model_class(k)
     data, split = prepare(ws, task, fset, cfg, progress)
+    # the as-of the labels were read at, recorded (a later event moves "now", and with it the window)
+    now_us = labels_now_us(ws, task, data, cfg)
+    cfg = replace(cfg, as_of=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us))
     if cfg.foundation_model is not None:
         if progress:
             progress("foundation-model outputs", 0, 1)
