@@ -52,3 +52,15 @@ def test_a_missing_value_keeps_the_unit_of_its_typical_value() -> None:
     )
     assert Reason("amount_usd", None, 42.5, 0.1, T["amount_usd"]).text.endswith("; typical: $42.5")
     assert Reason("x", None, 3.0, 0.1).text.endswith("; typical: 3")  # the generic template
+
+
+def test_a_value_at_the_typical_one_is_not_compared_with_itself() -> None:
+    """Found by an audit: "$0 of charges on this IP address in the last 30 days; typical: $0" (a tree's
+    contribution is measured from the average charge, so a value at the median can still raise a score)."""
+    assert text("ip.sum_amount_usd_30d", 0.0, 0.0) == "$0 of charges on this IP address in the last 30 days"
+    assert text("card.count_charges_1h", 0.0, 0.0) == "0 charges on this card in the last hour"
+    assert text("amount_usd", 42.5, 42.5) == "amount $42.5"
+    # rounded the same way: the comparison is of what the reader would see
+    assert text("amount_usd", 42.51, 42.5) == "amount $42.5"
+    assert text("amount_usd", 43.0, 42.5) == "amount $43; typical: $42.5"
+    assert Reason("x", 2.0, 2.0, 1.0).text == "x = 2"  # the generic template too

@@ -169,6 +169,11 @@ class Reason:
             return f"no value for {self.feature} ({_why_missing(self.feature)}); typical: {typical}"
         value = _fmt(self.value)
         template = _one(self.template_) if value == "1" else self.template_
+        if value == _fmt(self.typical) and "; typical: " in template:
+            # "0 charges on this IP address in the last 30 days; typical: 0" explained nothing: a tree's
+            # contribution is measured from the average charge, not the median one, and a value at the
+            # median can still raise the score (a new IP); the sentence keeps the value alone
+            template = template.rpartition("; typical: ")[0]
         return template.format(name=self.feature, value=value, typical=_fmt(self.typical))
 
     def to_json(self) -> dict[str, object]:
