@@ -118,7 +118,7 @@ def _check_span(start: datetime, days: int) -> None:
     if days > room:
         raise ValueError(
             f"The 'days' of WorldConfig must end the world by {_shown(LATEST_END)}, where event times stop: "
-            f"at most {room:,} days from a start of {shown}. Got {days!r}."
+            f"at most {room:,} day{'' if room == 1 else 's'} from a start of {shown}. Got {days!r}."
         )
 
 

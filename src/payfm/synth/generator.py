@@ -67,9 +67,10 @@ def generate_world(
         day_start = start_us + d * US_PER_DAY
         day_end = day_start + US_PER_DAY
         n = int(rng_genuine.poisson(max(one_off_per_day, 0.0) * weekly[d]))
+        shoppers = world.customer_cdf(d)
         genuine = concat(
             [
-                genuine_day(world, rng_genuine, day_start, n, cred),
+                genuine_day(world, rng_genuine, day_start, n, cred, shoppers),
                 recurring_day(world, rng_genuine, d, day_start),
             ]
         )
@@ -79,7 +80,7 @@ def generate_world(
                 genuine,
                 scenarios.stolen_card(day_start),
                 scenarios.card_testing(day_start),
-                scenarios.account_takeover(day_start, cred),
+                scenarios.account_takeover(day_start, cred, shoppers),
                 scenarios.merchant_bust_out(d, day_start),
                 pending,
             ]

@@ -25,7 +25,7 @@ from payfm.synth.rows import (
 )
 from payfm.synth.world import (
     COUNTRIES,
-    HOME_COUNTRIES,
+    CUSTOMER_SHARE,
     KIND_ONLINE,
     KIND_PHYSICAL,
     MCC_MEDIAN_CENTS,
@@ -38,6 +38,7 @@ from payfm.synth.world import (
     draw_sorted,
 )
 
+SHIP_TO_CDF = cdf(CUSTOMER_SHARE.astype(np.float64))  # a gift abroad goes where customers live
 US_PER_DAY = 86_400_000_000
 US_PER_MINUTE = 60_000_000
 # Relative volume by local hour of day (quiet at night, peaks at lunch and in the evening).
@@ -102,13 +103,16 @@ def local_time(
     return created
 
 
-def genuine_day(world: World, rng: np.random.Generator, day_start: int, n: int, cred: np.ndarray) -> Rows:
+def genuine_day(
+    world: World, rng: np.random.Generator, day_start: int, n: int, cred: np.ndarray, shoppers: np.ndarray
+) -> Rows:
     """``n`` one-off genuine charges (about 2/3 ecommerce, 1/3 card present) on the day at ``day_start``.
 
-    ``cred`` holds each customer's last credential change (us, -1 never), copied onto ecommerce charges.
+    ``cred`` holds each customer's last credential change (us, -1 never), copied onto ecommerce charges;
+    ``shoppers`` is the day's ``world.customer_cdf(day)`` (the customers signed up by then).
     """
     r = empty(n)
-    cust = draw_sorted(rng, world.customer_cdf, n)  # row order is irrelevant: rows are sorted by time later
+    cust = draw_sorted(rng, shoppers, n)  # row order is irrelevant: rows are sorted by time later
     ecom = rng.random(n) < 2 / 3
     r.channel[:] = np.where(ecom, ECOMMERCE, CARD_PRESENT)
     nc = world.n_cards[cust]
@@ -145,11 +149,16 @@ def genuine_day(world: World, rng: np.random.Generator, day_start: int, n: int, 
     r.ip[e] = ip
     abroad = (he + rng.integers(1, len(COUNTRIES), k)) % len(COUNTRIES)
     r.ip_country[e] = np.where(travel[e], abroad, he)
-    r.email[e] = world.customer_email[ce]
+    # 3% without an e-mail: wallets and in-app checkouts that do not pass one on (card testers often omit it)
+    r.email[e] = np.where(rng.random(k) < 0.03, -1, world.customer_email[ce])
     r.billing[e] = world.card_country[r.card[e]]
-    shipped = MCC_SHIPPED[mcc[e]]
+    # Goods are shipped, but 6% of orders at merchants that ship are not: digital delivery, gift cards,
+    # pick-up in store. A quarter of gifts (4% of orders) go abroad: mostly where customers live, a fifth
+    # to any country (family and friends abroad), so no destination is fraud's alone.
+    shipped = MCC_SHIPPED[mcc[e]] & (rng.random(k) >= 0.06)
     gift = rng.random(k) < 0.04
-    ship_country = np.where(gift & (rng.random(k) < 0.25), (he + 1) % HOME_COUNTRIES, he)
+    abroad_to = np.where(rng.random(k) < 0.8, draw(rng, SHIP_TO_CDF, k), rng.integers(0, len(COUNTRIES), k))
+    ship_country = np.where(gift & (rng.random(k) < 0.25), abroad_to, he)
     r.shipping[e] = np.where(shipped, ship_country, -1)
     addr = ce.copy()
     addr[gift] = world.fresh.take("address", int(gift.sum()))

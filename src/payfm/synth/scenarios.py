@@ -250,16 +250,17 @@ class Scenarios:
                 self.testing_credit -= card.size
         return concat(out) if out else empty(0)
 
-    def account_takeover(self, day_start: int, cred: np.ndarray) -> Rows:
+    def account_takeover(self, day_start: int, cred: np.ndarray, shoppers: np.ndarray) -> Rows:
         """A customer's account used from a new device, shipping somewhere new; 40% change credentials first.
 
         Updates ``cred`` (last credential change per customer) in place: the victim's later charges show a
         change the takeover made; a takeover that changed nothing carries the owner's last change, if any.
+        ``shoppers`` is the day's ``world.customer_cdf(day)``: victims have signed up.
         """
         w, rng = self.world, self.rng
         inc, created = self._incidents("account_takeover", 2.0, day_start)
         n_inc = int(inc.max()) + 1 if inc.size else 0
-        victim = draw(rng, w.customer_cdf, n_inc)
+        victim = draw(rng, shoppers, n_inc)
         t_inc = created[np.concatenate([[0], np.flatnonzero(np.diff(inc)) + 1])] if inc.size else created
         changed = t_inc - (rng.uniform(10 / 60, 36, n_inc) * US_PER_HOUR).astype(np.int64)
         changes = rng.random(n_inc) < TAKEOVER_CHANGES_CREDENTIALS_P
@@ -277,8 +278,9 @@ class Scenarios:
         r.device[:] = device[inc]
         r.email[:] = np.where(rng.random(n) < 0.5, w.customer_email[cust], r.email)
         home = w.customer_country[cust]
-        r.shipping[:] = np.where(rng.random(n) < 0.7, home, r.shipping.clip(min=0))
-        r.address[:] = w.fresh.take("address", n_inc)[inc]
+        shipped = r.shipping >= 0  # goods that are shipped: 70% to the victim's country, else where asked
+        r.shipping[:] = np.where(shipped & (rng.random(n) < 0.7), home, r.shipping)
+        r.address[:] = np.where(shipped, w.fresh.take("address", n_inc)[inc], -1)
         r.three_ds[:] = _pick(rng, [5, 5, 80, 10], n, _THREE)  # stored card: 3DS rarely asked
         r.cvc[:] = _pick(rng, [50, 0, 0, 50], n)
         r.avs[:] = _pick(rng, [70, 10, 20, 0], n)
