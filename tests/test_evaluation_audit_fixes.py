@@ -323,3 +323,40 @@ def test_the_report_and_the_cli_say_how_many_resamples_could_be_used() -> None:
     assert f"as few as {fewest} drew both classes" in render_html([r], "t")
     many = evaluate_predictions(_plateau(), name="m", bootstrap=30, seed=0)
     assert resamples_text([many]) == "30 resamples"
+
+
+def test_card_precision_stops_at_the_day_of_the_first_immature_label() -> None:
+    """Found by a review: without --to the mature labels end mid-day, and that part-day counted as a day
+    (after it only frauds are mature, which would flatter any day)."""
+    table = _days_table(False)
+    created = table["created"].to_pylist()
+    cut = dt.datetime(2026, 3, 3, 12, tzinfo=dt.UTC)
+    mature = [t < cut or y == 1 for t, y in zip(created, table["is_fraud"].to_pylist(), strict=True)]
+    table = table.set_column(table.schema.get_field_index("mature"), "mature", pa.array(mature))
+    r = evaluate_predictions(table, name="m", bootstrap=0, card_k=20)
+    assert list(r.card_precision.per_day) == ["2026-03-02"] and r.card_precision.mean == pytest.approx(0.5)
+
+
+def test_the_cli_says_when_resamples_could_not_be_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from payfm.cli import evaluate as cli_evaluate
+    from payfm.cli.main import cli
+    from payfm.evaluation.report import EvaluationReport
+
+    rng = np.random.default_rng(3)
+    y = np.zeros(400, dtype=np.int64)
+    y[7] = 1
+    preds = _days_table(False).slice(0, 400).set_column(3, "is_fraud", pa.array(y))
+    preds = preds.set_column(2, "score", pa.array(rng.uniform(size=400)))
+    few = evaluate_predictions(preds, name="m", bootstrap=100, seed=0)
+    many = evaluate_predictions(_plateau(), name="m", bootstrap=30, seed=0)
+    Workspace.open(tmp_path / "ws", create=True)
+    paths = EvaluationReport(html=tmp_path / "r.html", json=tmp_path / "r.json")
+    for result, said in ((few, "Intervals: 100 resamples, of which as few as"), (many, None)):
+        monkeypatch.setattr(cli_evaluate, "evaluate_models", lambda *a, r=result, **k: (paths, [r]))
+        out = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), "evaluate", "--no-baseline"])
+        assert out.exit_code == 0, out.output
+        assert (said in " ".join(out.output.split())) if said else "Intervals:" not in out.output

@@ -8,6 +8,7 @@ import sys
 import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -316,3 +317,22 @@ def test_on_authorized_evaluates_the_charges_that_moved_money_only(
     assert json.loads(paths.json.read_text())["population"] == "authorized"
     with pytest.raises(EvaluationError, match=r"must be one of all, authorized\. Got 'approved'"):
         evaluate_models(world.ws, ["lr"], world.start, world.end, tmp_path / "x", on="approved")
+
+
+def test_evaluate_models_hands_its_window_to_card_precision(
+    world: World, stub_score_window: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Card precision@k averages the window's whole days, so the pipeline must say what its window is (the
+    held-out test period starts at the minute its split fell)."""
+    from payfm.evaluation import pipeline
+
+    windows: list[object] = []
+    real = pipeline.evaluate_predictions
+
+    def spy(preds: pa.Table, **kwargs: Any) -> Any:
+        windows.append(kwargs.get("window"))
+        return real(preds, **kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluate_predictions", spy)
+    evaluate_models(world.ws, ["lr"], out_dir=tmp_path / "w", bootstrap=0)
+    assert windows and all(w == (world.start, None) for w in windows)

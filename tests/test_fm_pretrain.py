@@ -72,3 +72,36 @@ def test_losses_read_back_in_batches_are_the_same_losses(
     assert [s for s, _, _ in seen] == [1, 2, 3, 4, 5, 6]  # every step, the loss as last read
     assert all(math.isnan(loss) for _, _, loss in seen[:3]) and seen[3][2] == sum(each.losses[:4]) / 4
     assert seen[-1][2] == sum(each.losses) / 6
+
+
+def test_pretraining_takes_the_targets_from_the_unmasked_outcome(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by an audit: the batch handed to mask_batch had the target's outcome masked already, so the
+    target there was MASK. Pretraining now hands it the real outcome (mask_batch masks the input)."""
+    import numpy as np
+
+    from payfm.fm import pretrain as pretrain_module
+    from payfm.fm.tokenizer import MASK, OUTCOME_FIELD
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = pretrain_module.mask_batch
+
+    def spy(x: np.ndarray, *args: object) -> tuple[np.ndarray, np.ndarray]:
+        inputs, targets = real(x, *args)  # type: ignore[arg-type]
+        seen.append((inputs, targets))
+        return inputs, targets
+
+    monkeypatch.setattr(pretrain_module, "mask_batch", spy)
+    pretrain(ws, CFG.__class__(**{**CFG.__dict__, "steps": 2}), out=tmp_path / "t")
+    inputs, targets = seen[0]
+    assert (inputs[:, :, -1, OUTCOME_FIELD] == MASK).all()  # never an input
+    assert (targets[:, :, -1, OUTCOME_FIELD] >= 4).all()  # always a real outcome to predict
+
+
+def test_an_epoch_is_its_full_batches(ws: Workspace, tmp_path: Path) -> None:
+    """An epoch's order is cut into n // batch full batches: one epoch of 1,045 rows at batch 64 is 16
+    steps (17 ran the last one into the next epoch's order, and 21 rows were never seen)."""
+    cfg = CFG.__class__(**{**CFG.__dict__, "steps": None, "epochs": 1, "batch_size": 64, "max_charges": 1045})
+    done = pretrain(ws, cfg, out=tmp_path / "e")
+    assert done.step == 1045 // 64 == 16

@@ -111,7 +111,7 @@ def test_the_weekday_is_the_merchants_local_one_as_the_hour_is() -> None:
     old = Tokenizer.from_json(old_json)
     assert not old.local_weekday and old.encode(cols, t, np.array([-1]))[0, weekday] - N_SPECIAL == 5
     assert Tokenizer.from_json(tok.to_json()).local_weekday and old.version != tok.version
-    with pytest.raises(ConfigError, match=r"'weekday' to be 'local' or absent\. Got 'x'"):
+    with pytest.raises(ConfigError, match=r"'weekday' to be 'local' or 'utc' \(absent: 'utc'\)\. Got 'x'"):
         Tokenizer.from_json(old_json | {"weekday": "x"})
 
 

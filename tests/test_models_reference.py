@@ -175,6 +175,16 @@ def test_isotonic_never_calls_a_scored_charge_impossible() -> None:
     )
 
 
+def test_the_isotonic_floor_stays_below_the_next_block() -> None:
+    """A lowest block of 2 rows would say half a fraud in 2 (0.25), above the next block (1%): capped at
+    half the next block's value, the map still orders them."""
+    raw = np.r_[0.1, 0.2, np.full(100, 0.5)]
+    y = np.r_[0, 0, 1, np.zeros(99, dtype=int)]
+    c = Calibrator("isotonic").fit(raw, y)
+    low, next_block = c.transform(np.array([0.1, 0.5]))
+    assert 0 < low == pytest.approx(next_block / 2) and next_block == pytest.approx(0.01)
+
+
 def test_risk_score_and_levels() -> None:
     assert risk_score(1e-5) == 0 and risk_score(1.0) == 100 and risk_score(0.01) == 50
     assert (np.diff(risk_scores(np.linspace(0, 1, 100))) >= 0).all()

@@ -352,3 +352,25 @@ def test_the_recorded_as_of_rebuilds_a_model_after_the_log_grew(tmp_path: Path) 
         reg.get("fraud-gbdt").content_hash == first.content_hash
         and again["metrics"] == first.entry["metrics"]
     )
+
+
+def test_an_as_of_ends_a_recent_test_too_and_must_lie_inside_the_log(tmp_path: Path) -> None:
+    """Found by a review: with --recent-test the timeline ran past the as-of to the grown log's newest
+    charges (another model), and an as-of after the log's end read every label as final."""
+    w = Workspace.open(tmp_path / "ws", create=True)
+    w.write_stream(generate_world(WorldConfig(charges=15_000, days=40, seed=4, fraud_rate=0.03)), "replace")
+    recent = replace(CFG, mature_test=False)
+    _, split = prepare(w, task("fraud"), FS, recent)
+    data, _ = prepare(w, task("fraud"), FS, CFG)
+    cut = datetime(2026, 1, 30, tzinfo=UTC)
+    data_cut, at_cut = prepare(w, task("fraud"), FS, replace(recent, as_of=cut))
+    cut_us = (cut - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    assert data_cut.created_us[at_cut.test].max() < cut_us < data.created_us.max()  # not past the as-of
+    assert at_cut.too_recent > 0 and len(split.test) > 0
+    latest = max(w.read("charges", ["created"])["created"].to_pylist())
+    for as_of, why in (
+        (latest + timedelta(days=400), r"must be at or before the log's latest event \(2026-"),
+        (datetime(2025, 1, 1, tzinfo=UTC), r"must be after the log's first charge \(2026-01-01"),
+    ):
+        with pytest.raises(ConfigError, match=why):
+            prepare(w, task("fraud"), FS, replace(CFG, as_of=as_of))

@@ -101,7 +101,7 @@ def _fmt(v: float) -> str:
     default=None,
     help="Read the labels, and place the split, as of this time (UTC), e.g. 2026-04-01T00:00 [default: now, "
     "the log's latest event]. A model's entry records the one it was trained at (`payfm models show`: "
-    "settings.as_of): the same command with it rebuilds the model after the log has grown.",
+    "training.as_of): the same command with it rebuilds the model after the log has grown.",
 )
 @click.option(
     "--seed",

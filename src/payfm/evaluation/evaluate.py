@@ -242,7 +242,7 @@ def evaluate_predictions(
     """Evaluate one model's predictions: headline metrics, presets, curves, breakdowns and intervals.
 
     ``window`` is the time window the predictions were drawn from (``evaluate_models`` passes its own):
-    card precision@k averages over the UTC days wholly inside it.
+    card precision@k averages over the UTC days wholly inside it, and before the first immature label.
 
     Raises :class:`EvaluationError` when a column is missing, a score is not a probability, or the mature
     labels do not include both a fraudulent and a legitimate charge.
@@ -253,6 +253,10 @@ def evaluate_predictions(
     mature_col = pc.fill_null(_column(preds, "mature"), False)
     charges = preds.num_rows
     span = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())
+    # the mature labels end where the first immature one is: the day it falls on is a part-day too
+    first_immature = pc.min(_column(preds, "created").filter(pc.invert(mature_col))).as_py()
+    if first_immature is not None and (window[1] is None or first_immature < window[1]):
+        window = (window[0], first_immature)
     preds = preds.filter(mature_col)
     who = f"The evaluation of {name!r}"
     if charges and not preds.num_rows:

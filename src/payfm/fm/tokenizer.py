@@ -203,7 +203,9 @@ class Tokenizer:
             )
         weekday = data.get("weekday", "utc")
         if weekday not in ("utc", "local"):
-            raise ConfigError(f"{source}: expected 'weekday' to be 'local' or absent. Got {weekday!r}.")
+            raise ConfigError(
+                f"{source}: expected 'weekday' to be 'local' or 'utc' (absent: 'utc'). Got {weekday!r}."
+            )
         return cls(
             vocab={k: list(v) for k, v in data["vocab"].items()},
             amount_edges=list(data["amount_edges"]),

@@ -37,14 +37,15 @@ def _floored(xs: np.ndarray, ys: np.ndarray, p: np.ndarray, w: np.ndarray) -> np
     A validation window with a few dozen frauds leaves its lowest-scored block (a fifth of the charges, on a
     small world) without one; the fit then calls them impossible (probability 0, risk score 0), frauds of
     the test window among them. Half an observation over the block's weight is the usual estimate of a rate
-    never seen (Jeffreys); capped by the next block's value, so the map stays monotone and orders as before.
+    never seen (Jeffreys); at most half the next block's value, so the map stays strictly increasing there
+    and orders the charges as before.
     """
     zero = np.flatnonzero(ys <= 0.0)
     if not zero.size or zero[-1] + 1 >= ys.size:  # nothing at 0, or no fraud in the whole fit
         return ys
     weight = float(w[p <= xs[zero[-1]]].sum())
     out = ys.copy()
-    out[zero] = min(0.5 / max(weight, 1.0), float(ys[zero[-1] + 1]))
+    out[zero] = min(0.5 / max(weight, 1.0), 0.5 * float(ys[zero[-1] + 1]))
     return out
 
 

@@ -219,10 +219,23 @@ def labels_now_us(ws: Workspace, task: Task, data: TaskData, config: TrainConfig
     """When the labels are read (us): ``config.as_of``, else "now" in the labels' own sense (Task.now): for
     fraud the log's latest event, an outcome included (an export's chargebacks run months past its last
     charge, and every charge a horizon before them has its final label); for retries the last charge. The
-    registry records it (``settings.as_of``): the log grows, and only the same as-of rebuilds the model."""
-    if config.as_of is not None:
-        return _us(config.as_of)
-    return max(int(data.created_us.max()), _us(task.now_of(ws))) + 1
+    registry records it (``training.as_of``): the log grows, and only the same as-of rebuilds the model."""
+    latest = max(int(data.created_us.max()), _us(task.now_of(ws))) + 1
+    if config.as_of is None:
+        return latest
+    as_of = _us(config.as_of)
+    if as_of > latest:  # later than anything known: labels still to come would be read as final
+        raise ConfigError(
+            f"The as-of of the labels (--as-of) must be at or before the log's latest event "
+            f"({_iso(latest - 1)}): after it, disputes still to come would read as none. Got "
+            f"{config.as_of.isoformat()}."
+        )
+    if as_of <= int(data.created_us.min()):
+        raise ConfigError(
+            f"The as-of of the labels (--as-of) must be after the log's first charge "
+            f"({_iso(int(data.created_us.min()))}). Got {config.as_of.isoformat()}."
+        )
+    return as_of
 
 
 def prepare(
@@ -232,9 +245,10 @@ def prepare(
     data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task), progress=progress)
     if len(data.created_us) == 0:
         raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
-    end_us = None
-    if config.mature_test:
-        end_us = labels_now_us(ws, task, data, config) - int(config.horizon(task).total_seconds() * 1e6)
+    now_us = labels_now_us(ws, task, data, config)
+    # the timeline ends at the as-of (charges created later did not exist then), a horizon before it when
+    # the test period must be mature
+    end_us = now_us - int(config.horizon(task).total_seconds() * 1e6) if config.mature_test else now_us
     split = time_split(
         data.created_us,
         data.mature,

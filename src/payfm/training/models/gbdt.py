@@ -186,7 +186,7 @@ class GBDTModel(Model):
             given = ", ".join(f"{k}={v!r}" for k, v in self.params.items() if k not in _OWN_PARAMS)
             raise ModelError(
                 f"LightGBM refused the GBDT parameters {given or '(the defaults)'} on {X.shape[1]} feature "
-                f"columns: {why}."
+                f"columns (a per-feature parameter takes {X.shape[1]} values, one per column): {why}."
             ) from None
         best = booster.best_iteration or booster.current_iteration()
         self.best_iteration_ = int(best)
