@@ -72,6 +72,25 @@ def test_versions_refs_and_unknown_versions(reg: Registry) -> None:
         reg.load("nope")
 
 
+def test_a_killed_registrations_folder_is_swept_by_a_later_one(reg: Registry) -> None:
+    """kill -9 skips a registration's cleanup: its .tmp-* folder stayed for good (an audit). The next
+    registration of the name removes those untouched for an hour, never a fresh one (another process may
+    be writing it)."""
+    import os
+    import time
+
+    register(reg)
+    folder = reg.root / "fraud-x"
+    stale, fresh = folder / ".tmp-stale", folder / ".tmp-fresh"
+    for d in (stale, fresh):
+        d.mkdir()
+        (d / "model.json").write_text("{}")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale, (two_hours_ago, two_hours_ago))
+    register(reg, seed=1)
+    assert not stale.exists() and fresh.exists()
+
+
 def test_a_flipped_byte_is_refused(reg: Registry) -> None:
     ref = register(reg)
     path = reg.path(reg.get(ref)) / "model.lgb.txt"

@@ -85,6 +85,8 @@ def test_mix_must_be_a_mapping() -> None:
         ),
         ("stolen_card=0,card_testing=0", "Error: --mix must have a positive total weight."),
         ("stolen_card=1,stolen_card=2", "Error: The '--mix' option must name each scenario once."),
+        ("", "Error: The '--mix' option must be a list like 'stolen_card=2,card_testing=1' (leave it out"),
+        (" ", "Error: The '--mix' option must be a list like 'stolen_card=2,card_testing=1' (leave it out"),
     ],
 )
 def test_generate_mix_errors_name_the_option(tmp_path: Path, mix: str, message: str) -> None:

@@ -63,8 +63,13 @@ def _created_workspace(ctx: click.Context) -> Iterator[Workspace]:
 def parse_mix(text: str | None) -> dict[str, float] | None:
     """Parse ``stolen_card=2,card_testing=1`` into weights; None when not given. The weights themselves
     (finite, >= 0, a positive total) are checked by WorldConfig."""
-    if not text:
+    if text is None:
         return None
+    if not text.strip():  # (an empty --mix read as "the default mix", without a word)
+        raise ConfigError(
+            "The '--mix' option must be a list like 'stolen_card=2,card_testing=1' (leave it out for the "
+            f"default mix). Got {text!r}."
+        )
     mix: dict[str, float] = {}
     for part in text.split(","):
         name, sep, value = part.partition("=")

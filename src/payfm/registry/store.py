@@ -28,6 +28,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -121,6 +122,21 @@ def code_version() -> str:
         return f"{__version__}+git.{out.stdout.strip()}"
     except (OSError, subprocess.SubprocessError):
         return __version__
+
+
+STALE_TMP_S = 3600.0  # a registration writes its files in seconds: an older .tmp-* was left by a kill
+
+
+def _sweep_stale_tmp(folder: Path, keep: Path) -> None:
+    """Remove the ``.tmp-*`` folders a killed registration left (kill -9 skips its cleanup). Only those
+    untouched for an hour: another process may be writing a fresh one, outside the index's lock."""
+    now = time.time()
+    for old in folder.glob(".tmp-*"):
+        try:
+            if old != keep and now - old.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:  # (gone already: another registration swept it)
+            continue
 
 
 def content_hash(path: Path) -> str:
@@ -260,6 +276,7 @@ class Registry:
                 final = self.root / name / str(version)
                 if final.exists():  # a leftover of a crashed registration that never reached the index
                     shutil.rmtree(final)
+                _sweep_stale_tmp(self.root / name, keep=tmp)
                 interrupts.check()
                 os.replace(tmp, final)
                 con.execute(
