@@ -65,6 +65,17 @@ def test_a_late_outcome_counts_from_its_arrival_online_and_offline(ws: Workspace
         s.close(snapshot=False)
     counted = ws.read("refunds", ["refund_id", "created"]).to_pylist()
     assert len(counted) == 1
+    # A replay of the event log sends the refund at the time the service counted it from: the same refund
+    # again, not a conflict (an audit's replay got a 409 for each outcome the docs' examples had posted).
+    s = Scorer.open(ws)
+    try:
+        replayed = s.record_outcome(
+            "refunds",
+            {**refund, "reason": "requested_by_customer", "created": counted[0]["created"].isoformat()},
+        )
+        assert replayed["duplicate"] is True
+    finally:
+        s.close(snapshot=False)
     # After ch_2 (decided before the refund came), before ch_3 (decided after).
     assert T0 + timedelta(minutes=10) < counted[0]["created"] < T0 + timedelta(minutes=20)
     # The backfill agrees with what the service saw for every charge: ch_2 without the refund, ch_3 with it.

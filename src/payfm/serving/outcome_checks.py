@@ -173,10 +173,11 @@ def another_outcome(
         if field in (ID_COLUMNS[table], "charge_id") or field in skip or field not in known:
             continue
         if field == "created":
-            # (a late outcome counts from when it came: its payload keeps the time it was sent with)
-            theirs = known.get("reported_us", known.get("created_us"))
-            theirs = to_us(known["created"], "created") if theirs is None else theirs
-            same = int(theirs) == created_us
+            # a late outcome counts from when it came (its payload's created_us, the event log's row) and
+            # its payload keeps the time it was sent with (reported_us): a retry sends the latter, a replay
+            # of the event log the former, and both are this outcome again
+            times = {int(known[k]) for k in ("reported_us", "created_us") if known.get(k) is not None}
+            same = created_us in (times or {to_us(known["created"], "created")})
         else:
             same = known[field] == event.get(field)
         if not same:
