@@ -284,6 +284,17 @@ def test_a_metric_lightgbm_does_not_know_is_refused_before_the_data() -> None:
     with pytest.raises(ConfigError, match=r"metric='foo': early stopping .* needs an evaluation metric"):
         check_params("gbdt", {"metric": "foo"})
     assert check_params("gbdt", {"metric": "auc"}) == {"metric": "auc"}
+    # without early stopping nothing stops on a metric: LightGBM ignores one it does not know, as the fit does
+    assert check_params("gbdt", {"metric": "foo", "early_stopping": "0"}) == {
+        "metric": "foo",
+        "early_stopping": 0,
+    }
+    from payfm.training.models.gbdt import GBDTModel
+
+    X = np.random.default_rng(0).normal(size=(400, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    m = GBDTModel(n_estimators=12, num_threads=1, calibration="none", early_stopping=0, metric="foo")
+    assert m.fit(X[:300], y[:300], X_val=X[300:], y_val=y[300:]).best_iteration_ == 12  # every round
 
 
 def test_the_check_works_without_a_stderr() -> None:

@@ -169,9 +169,16 @@ class GBDTModel(Model):
         )
         callbacks: list[Any] = []
         valid = []
-        if X_val is not None and y_val is not None and len(np.unique(y_val)) == 2 and not self._dart():
+        stop = int(self.params.get("early_stopping", 30))  # 0: every round, no metric needed to stop on
+        if (
+            X_val is not None
+            and y_val is not None
+            and len(np.unique(y_val)) == 2
+            and not self._dart()
+            and stop
+        ):
             valid = [lgb.Dataset(X_val, y_val, reference=train)]
-            callbacks.append(lgb.early_stopping(int(self.params.get("early_stopping", 30)), verbose=False))
+            callbacks.append(lgb.early_stopping(stop, verbose=False))
         try:
             booster = lgb.train(
                 self._lgb_params(),

@@ -321,6 +321,7 @@ def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
     given = ", ".join(f"{k}={v!r}" for k, v in extra.items())
     train = lgb.Dataset(X, y, params={"verbosity": -1})
     dart = any(str(params.get(a, "")).lower() == "dart" for a in ("boosting", "boosting_type", "boost"))
+    stop = int(params.get("early_stopping", 30))  # 0: none (nor a metric to stop on); dart has none either
     try:
         with _stderr_silenced():  # LightGBM's C++ prints a refusal ("[LightGBM] [Fatal] ...") as it raises it
             lgb.train(
@@ -329,8 +330,8 @@ def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
                 num_boost_round=1,
                 # as the trainer fits: stopping early on a validation set (a metric LightGBM does not know
                 # leaves it none to stop on)
-                valid_sets=[] if dart else [lgb.Dataset(X, y, reference=train)],
-                callbacks=[] if dart else [lgb.early_stopping(1, verbose=False)],  # (dart has none)
+                valid_sets=[] if dart or not stop else [lgb.Dataset(X, y, reference=train)],
+                callbacks=[] if dart or not stop else [lgb.early_stopping(stop, verbose=False)],
             )
     except lgb.basic.LightGBMError as e:
         why = re.sub(r" at \S+\.cpp, line \d+\s*\.?$", "", str(e).strip())  # (where in LightGBM's C++)
