@@ -104,6 +104,10 @@ def test_a_flipped_byte_is_refused(reg: Registry) -> None:
     with pytest.raises(ArtifactIntegrityError, match="refusing to load"):
         reg.set_stage(ref, "shadow")
     assert reg.get(ref).stage == "candidate"
+    # `models show` prints the entry, then says its files do not match it (it printed the hash unchecked)
+    r = CliRunner().invoke(cli, ["-w", str(reg.ws.root), "models", "show", ref])
+    assert r.exit_code == 1 and '"content_hash"' in r.output and "refusing to load" in r.output, r.output
+    assert "Traceback" not in r.output
 
 
 def test_feature_set_mismatch_at_load_and_register(reg: Registry) -> None:

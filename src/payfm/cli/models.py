@@ -304,9 +304,12 @@ def list_(ctx: click.Context, name: str | None) -> None:
 @click.argument("ref")
 @click.pass_context
 def show(ctx: click.Context, ref: str) -> None:
-    """Show one version's registry entry as JSON (REF: name, name@<version> or name@<stage>)."""
-    mv = Registry(Workspace.open(ctx.obj["workspace"])).get(ref)
+    """Show one version's registry entry as JSON (REF: name, name@<version> or name@<stage>), then check its
+    files against the entry's content hash: an error (exit 1) when they were changed, as at any load."""
+    reg = Registry(Workspace.open(ctx.obj["workspace"]))
+    mv = reg.get(ref)
     click.echo(json.dumps(mv.to_json(), indent=2, default=str))
+    reg.check_artifact(mv)  # (after the entry: what it says is what one needs to find what changed)
 
 
 @models.command()
