@@ -71,7 +71,7 @@ from payfm.training.predict import SCORE_COLUMNS
 # The columns of a prediction table: the contract of payfm.training.predict.score_window, its producer.
 PREDICTION_COLUMNS = SCORE_COLUMNS
 _US_PER_DAY = 86_400_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def pct(x: float) -> str:
@@ -200,7 +200,7 @@ def _whole_days(days: IntArray, window: tuple[datetime | None, datetime | None])
 
 
 def _micros(t: datetime) -> int:
-    return (t - EPOCH) // timedelta(microseconds=1)
+    return (t - _EPOCH) // timedelta(microseconds=1)
 
 
 def _card_precision(

@@ -242,6 +242,14 @@ def prepare(
     ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig, progress: Progress | None = None
 ) -> tuple[TaskData, Split]:
     """The task's data and its time split (mature train/val rows, every test row)."""
+    data, split, _ = _prepared(ws, task, fset, config, progress)
+    return data, split
+
+
+def _prepared(
+    ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig, progress: Progress | None
+) -> tuple[TaskData, Split, int]:
+    """:func:`prepare`, and the as-of (us) the labels were read at and the split placed by."""
     data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task), progress=progress)
     if len(data.created_us) == 0:
         raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
@@ -270,7 +278,7 @@ def prepare(
                 + (late or (f"a longer --val-days (now {config.val_days:g}), " if part == "val" else ""))
                 + ("" if late else "a shorter --horizon-days or a longer event log.")
             )
-    return data, split
+    return data, split, now_us
 
 
 def _late_labels(ws: Workspace, task: Task, horizon: timedelta) -> str:
@@ -376,9 +384,8 @@ def train(
     names = [kinds] if isinstance(kinds, str) else list(kinds)
     for k in names:
         model_class(k)
-    data, split = prepare(ws, task, fset, cfg, progress)
+    data, split, now_us = _prepared(ws, task, fset, cfg, progress)
     # the as-of the labels were read at, recorded (a later event moves "now", and with it the window)
-    now_us = labels_now_us(ws, task, data, cfg)
     cfg = replace(cfg, as_of=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us))
     if cfg.foundation_model is not None:
         if progress:
