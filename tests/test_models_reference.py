@@ -44,18 +44,29 @@ def test_forest_path_contributions_add_up_to_the_prediction() -> None:
     np.testing.assert_allclose(c.sum(axis=1) + bias, m.predict_raw(X[:50]), atol=1e-12)
 
 
-def test_linear_model_matches_scikit_learn_pipeline() -> None:
+@pytest.mark.parametrize("transform", ["symlog", "none"])
+def test_linear_model_matches_scikit_learn_pipeline(transform: str) -> None:
+    """Median imputation, the signed log (or none), a clip to the training range, standard scaling, LR."""
     from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
     X, y = data()
-    m = LogisticModel(calibration="none", C=0.5).fit(X, y)
-    ref = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(C=0.5)).fit(
-        X, y
-    )
+    X[:, 0] = np.exp(2 * X[:, 0])  # a heavy tail, where the transform matters
+    m = LogisticModel(calibration="none", C=0.5, transform=transform).fit(X, y)
+    signed_log = (lambda a: np.sign(a) * np.log1p(np.abs(a))) if transform == "symlog" else (lambda a: a)
+    seen = signed_log(SimpleImputer(strategy="median").fit_transform(X))
+    lo, hi = seen.min(axis=0), seen.max(axis=0)
+    ref = make_pipeline(
+        SimpleImputer(strategy="median"),
+        FunctionTransformer(lambda a: np.clip(signed_log(a), lo, hi)),
+        StandardScaler(),
+        LogisticRegression(C=0.5),
+    ).fit(X, y)
     Xt, _ = data(400, 2)
+    Xt[:, 0] = np.exp(2.5 * Xt[:, 0])  # some rows beyond the training range: clipped alike
+    assert (Xt[:, 0] > X[:, 0].max()).any()
     np.testing.assert_allclose(m.predict_raw(Xt), ref.predict_proba(Xt)[:, 1], atol=1e-5)
 
 

@@ -40,11 +40,16 @@ def charge(i: int, **kw: Any) -> dict[str, Any]:
 
 
 def register(ws: Workspace, amount_weight: float, stage: str, name: str = "fraud-lr") -> str:
-    """A logistic model on the tiny feature set whose probability grows with the amount (and card count)."""
+    """A logistic model on the tiny feature set whose probability grows with the amount (``amount_weight``
+    > 0) or falls with it (< 0), fitted on values in the ranges charges take (counts 0-10, amounts $0.50 to
+    $5,000: the amounts the tests send lie inside, where the model's inputs are not clipped)."""
     fset = tiny_set()
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(400, len(fset.names))) * 10 + 20
-    z = X[:, fset.names.index("amount_usd")] * amount_weight + rng.normal(size=400) * 5
+    X = rng.poisson(2.0, size=(400, len(fset.names))).astype(float)
+    amount = np.exp(rng.uniform(np.log(0.5), np.log(5_000), 400)).round(2)  # (dollars)
+    X[:, fset.names.index("amount_usd")] = amount
+    X[:, fset.names.index("card.sum_amount_usd_1d")] *= amount
+    z = np.log(amount) * amount_weight + rng.normal(size=400) * 0.5
     y = (z > np.median(z)).astype(int)
     model = LogisticModel(calibration="none").fit(X, y, feature_names=fset.names)
     mv = Registry(ws).register(model, name=name, task="fraud", fset=fset)
@@ -75,7 +80,8 @@ def test_decision_has_score_reasons_rule_and_versions(scorer: Scorer) -> None:
     small = scorer.score(charge(1, amount=100, amount_usd=100))
     assert small.outcome == "authorized" and small.rule is None
     assert small.model == "fraud-lr@1" and small.ruleset_version == 1
-    assert 0 <= (small.risk_score or -1) <= 100 and small.risk_level in ("normal", "elevated", "highest")
+    assert small.risk_score is not None and 0 <= small.risk_score <= 100
+    assert small.risk_level in ("normal", "elevated", "highest")
     big = scorer.score(charge(2, amount=90_000, amount_usd=90_000))
     assert big.outcome == "manual_review" and big.rule == "big"
     assert big.risk_score is not None and big.risk_score > small.risk_score  # type: ignore[operator]

@@ -50,6 +50,8 @@ def _run(ws: Path, *args: str) -> tuple[int, str]:
         ("lr", "max_iter", "0", "an integer >= 1. Got 0."),
         ("lr", "class_weight", "balance", "'balanced' or None (unweighted, the default). Got 'balance'."),
         ("lr", "categorical", [-1], "column indices >= 0. Got [-1]."),
+        ("lr", "transform", "log", "'symlog' or 'none'. Got 'log'."),
+        ("mlp", "transform", "None", "'symlog' or 'none'. Got 'None'."),
         ("gbdt", "learning_rate", "-1", "a number > 0. Got -1.0."),
         ("gbdt", "learning_rate", "inf", "a number > 0. Got inf."),
         ("gbdt", "num_leaves", "1", "an integer in [2, 131072]. Got 1."),

@@ -1,4 +1,5 @@
-"""Logistic regression: median imputation, standard scaling, one-hot of categorical columns.
+"""Logistic regression: median imputation, a signed log of numeric columns clipped to their training range
+and standardized (:mod:`payfm.training.models.scaling`), one-hot of categorical columns.
 
 Fitted with scikit-learn, then held as plain arrays (weights over the expanded design) so prediction and
 explanation are one small numpy expression shared by batch and single-charge scoring.
@@ -19,13 +20,15 @@ import numpy as np
 from scipy.special import expit
 
 from payfm.training.models.base import Model, load_arrays, save_arrays
+from payfm.training.models.scaling import Scaling
 
 MAX_CATEGORIES = 32  # most frequent codes kept per categorical column; the rest share the all-zero row
 
 
 class LogisticModel(Model):
     """Parameters: ``C`` (inverse L2 strength, default 1.0), ``categorical`` (indices of columns holding
-    category codes, one-hot encoded), ``max_iter`` (default 300), ``class_weight`` ("balanced" or None)."""
+    category codes, one-hot encoded), ``max_iter`` (default 300), ``class_weight`` ("balanced" or None),
+    ``transform`` of the numeric columns ("symlog", the default, or "none")."""
 
     kind = "lr"
     PARAMS: ClassVar[dict[str, type]] = {
@@ -33,6 +36,7 @@ class LogisticModel(Model):
         "max_iter": int,
         "class_weight": str,
         "categorical": list,
+        "transform": str,
     }
 
     @staticmethod
@@ -42,7 +46,7 @@ class LogisticModel(Model):
     def _design(self, X: np.ndarray) -> np.ndarray:
         """(n, d) raw features -> (n, d') imputed, scaled numeric columns then one-hot columns."""
         filled = np.where(np.isnan(X), self.medians_, X)
-        num = (filled[:, self.numeric_] - self.mean_) / self.scale_
+        num = self.scaling_.apply(filled[:, self.numeric_])
         parts = [num]
         for j, cats in zip(self.categorical_, self.categories_, strict=True):
             parts.append((filled[:, j : j + 1] == cats[None, :]).astype(np.float64))
@@ -57,14 +61,7 @@ class LogisticModel(Model):
         self.categorical_ = np.asarray(cat, dtype=np.int64)
         self.numeric_ = np.asarray([j for j in range(X.shape[1]) if j not in set(cat)], dtype=np.int64)
         filled = np.where(np.isnan(X), self.medians_, X)
-        num = filled[:, self.numeric_]
-        self.mean_ = np.average(num, axis=0, weights=w) if len(self.numeric_) else np.zeros(0)
-        sd = (
-            np.sqrt(np.average((num - self.mean_) ** 2, axis=0, weights=w))
-            if len(self.numeric_)
-            else np.zeros(0)
-        )
-        self.scale_ = np.where(sd > 0, sd, 1.0)
+        self.scaling_ = Scaling.fit(filled[:, self.numeric_], w, str(self.params.get("transform", "symlog")))
         self.categories_ = []
         for j in cat:
             vals, counts = np.unique(filled[:, j], return_counts=True)
@@ -102,8 +99,7 @@ class LogisticModel(Model):
         arrays = {
             "coef": self.coef_,
             "intercept": np.array([self.intercept_]),
-            "mean": self.mean_,
-            "scale": self.scale_,
+            **self.scaling_.arrays(),
             "numeric": self.numeric_,
             "categorical": self.categorical_,
         }
@@ -114,6 +110,6 @@ class LogisticModel(Model):
     def _load(self, path: Path) -> None:
         a = load_arrays(path / "linear.safetensors")
         self.coef_, self.intercept_ = a["coef"], float(a["intercept"][0])
-        self.mean_, self.scale_ = a["mean"], a["scale"]
+        self.scaling_ = Scaling.from_arrays(a)
         self.numeric_, self.categorical_ = a["numeric"], a["categorical"]
         self.categories_ = [a[f"categories_{i}"] for i in range(len(self.categorical_))]

@@ -1,4 +1,5 @@
-"""A small multilayer perceptron (PyTorch): median imputation, scaling, two hidden layers, weighted BCE.
+"""A small multilayer perceptron (PyTorch): median imputation, a signed log clipped to the training range and
+standardized (:mod:`payfm.training.models.scaling`), two hidden layers, weighted BCE.
 
 Early-stopped on the validation loss; saved as safetensors (weights, scaling) + JSON (shape). Explanations
 are gradient x (input - typical input), a first-order attribution in log-odds.
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from payfm.training.models.base import Model, load_arrays, save_arrays
+from payfm.training.models.scaling import Scaling
 
 
 class _Net(nn.Module):
@@ -42,7 +44,8 @@ class _Net(nn.Module):
 class MLPModel(Model):
     """Parameters: ``hidden`` (64), ``dropout`` (0.1), ``lr`` (1e-3), ``weight_decay`` (1e-5),
     ``epochs`` (10), ``batch_size`` (1024), ``patience`` (epochs without validation improvement before
-    stopping, 3), ``num_threads`` (torch threads while training, 1)."""
+    stopping, 3), ``num_threads`` (torch threads while training, 1), ``transform`` of the inputs ("symlog",
+    the default, or "none")."""
 
     kind = "mlp"
     PARAMS: ClassVar[dict[str, type]] = {
@@ -54,6 +57,7 @@ class MLPModel(Model):
         "batch_size": int,
         "patience": int,
         "num_threads": int,
+        "transform": str,
     }
 
     @staticmethod
@@ -68,7 +72,7 @@ class MLPModel(Model):
         return _Net(d, int(self.params.get("hidden", 64)), float(self.params.get("dropout", 0.1)))
 
     def _inputs(self, X: np.ndarray) -> torch.Tensor:
-        z = (np.where(np.isnan(X), self.medians_, X) - self.mean_) / self.scale_
+        z = self.scaling_.apply(np.where(np.isnan(X), self.medians_, X))
         return torch.from_numpy(np.clip(z, -20, 20).astype(np.float32))
 
     def _fit(
@@ -87,9 +91,7 @@ class MLPModel(Model):
     ) -> None:
         torch.manual_seed(self.seed)
         filled = np.where(np.isnan(X), self.medians_, X)
-        self.mean_ = filled.mean(axis=0)
-        sd = filled.std(axis=0)
-        self.scale_ = np.where(sd > 0, sd, 1.0)
+        self.scaling_ = Scaling.fit(filled, None, str(self.params.get("transform", "symlog")))
         net = self._net(X.shape[1])
         opt = torch.optim.AdamW(
             net.parameters(),
@@ -145,13 +147,13 @@ class MLPModel(Model):
 
     def _save(self, path: Path) -> None:
         arrays = {f"net.{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}
-        arrays["mean"], arrays["scale"] = self.mean_, self.scale_
+        arrays |= self.scaling_.arrays()
         save_arrays(path / "mlp.safetensors", arrays)
 
     def _load(self, path: Path) -> None:
         a = load_arrays(path / "mlp.safetensors")
-        self.mean_, self.scale_ = a["mean"], a["scale"]
-        net = self._net(len(self.mean_))
+        self.scaling_ = Scaling.from_arrays(a)
+        net = self._net(len(self.scaling_.mean))
         net.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in a.items() if k.startswith("net.")})
         net.eval()
         self.net_ = net

@@ -30,6 +30,7 @@ import numpy as np
 
 from payfm.errors import ConfigError
 from payfm.training.models.gbdt import EXPLANATIONS
+from payfm.training.models.scaling import TRANSFORMS
 
 # LightGBM parameters payfm sets itself (the classifier it trains, its seed and determinism, its logging)
 _FIXED_BY_PAYFM = {
@@ -137,6 +138,9 @@ def _number(low: float, high: float | None = None, *, low_open: bool, high_open:
     )
 
 
+# the numeric inputs of lr and mlp (payfm.training.models.scaling)
+_TRANSFORM = Range(lambda v: v in TRANSFORMS, " or ".join(repr(t) for t in TRANSFORMS))
+
 # Each kind's parameters -> their valid values (a test checks that every parameter of Model.PARAMS has one).
 RANGES: dict[str, dict[str, Range]] = {
     "lr": {  # scikit-learn's LogisticRegression: C in (0, inf] (finite here), max_iter >= 0 (>= 1 here)
@@ -146,6 +150,7 @@ RANGES: dict[str, dict[str, Range]] = {
             lambda v: v in (None, "balanced"), "'balanced' or None (unweighted, the default)"
         ),
         "categorical": Range(lambda v: all(j >= 0 for j in v), "column indices >= 0"),
+        "transform": _TRANSFORM,
     },
     "rf": {  # scikit-learn's RandomForestClassifier (max_features: payfm passes a share of the features)
         "n_estimators": _integer(1),
@@ -178,6 +183,7 @@ RANGES: dict[str, dict[str, Range]] = {
         "batch_size": _integer(1),
         "patience": _integer(1),
         "num_threads": _integer(1),
+        "transform": _TRANSFORM,
     },
 }
 
