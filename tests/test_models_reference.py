@@ -22,14 +22,26 @@ def data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def test_forest_array_walk_equals_scikit_learn() -> None:
+@pytest.mark.parametrize("class_weight", ["balanced", None])
+def test_forest_array_walk_equals_scikit_learn(class_weight: str | None) -> None:
+    """The default balances the classes by weight: the frauds' weights scaled to the genuine total (here
+    with the weights of negatives sampled at a half)."""
     from sklearn.ensemble import RandomForestClassifier
 
     X, y = data()
-    m = ForestModel(n_estimators=15, max_depth=7, n_jobs=1, calibration="none", seed=3).fit(X, y)
-    ref = RandomForestClassifier(
-        n_estimators=15, max_depth=7, min_samples_leaf=20, max_features=0.15, n_jobs=1, random_state=3
-    ).fit(np.where(np.isnan(X), m.medians_, X), y, sample_weight=np.ones(len(y)))  # fit() passes weights
+    w = np.where(y == 1, 1.0, 2.0)
+    params = {} if class_weight == "balanced" else {"class_weight": None}
+    m = ForestModel(n_estimators=15, max_depth=7, n_jobs=1, calibration="none", seed=3, **params).fit(X, y, w)
+    ref_w = np.where(y == 1, w[y == 0].sum() / (y == 1).sum(), w) if class_weight else w
+    ref = RandomForestClassifier(  # (max_samples: payfm's share of max_rows, all rows of a small table)
+        n_estimators=15,
+        max_depth=7,
+        min_samples_leaf=20,
+        max_features=0.15,
+        n_jobs=1,
+        random_state=3,
+        max_samples=1.0,
+    ).fit(np.where(np.isnan(X), m.medians_, X), y, sample_weight=ref_w)
     Xt, _ = data(500, 1)
     np.testing.assert_allclose(
         m.predict_raw(Xt), ref.predict_proba(np.where(np.isnan(Xt), m.medians_, Xt))[:, 1], atol=1e-12

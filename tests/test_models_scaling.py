@@ -109,3 +109,28 @@ def test_an_unknown_transform_is_refused_naming_the_choices(kind: str) -> None:
     X, y = heavy_tailed(500, 0)
     with pytest.raises(ConfigError, match=r"'symlog' or 'none'\. Got 'log'"):
         model_class(kind)(transform="log").fit(X, y)
+
+
+def test_balanced_weights_give_both_classes_the_same_total_weight() -> None:
+    from payfm.training.models.base import balanced_weights
+
+    y = np.array([1, 0, 0, 0, 1])
+    w = np.array([1.0, 10.0, 10.0, 10.0, 2.0])  # negatives sampled at 10%, weighted back
+    out = balanced_weights(y, w)
+    assert out[y == 1].sum() == pytest.approx(out[y == 0].sum()) == pytest.approx(30.0)
+    np.testing.assert_array_equal(out[y == 0], w[y == 0])
+    assert out[4] == pytest.approx(2 * out[0])  # the positives keep their relative weights
+    np.testing.assert_array_equal(balanced_weights(np.zeros(3), np.ones(3)), np.ones(3))  # one class: as is
+
+
+def test_lr_class_weight_balanced_counts_the_sample_weights() -> None:
+    """scikit-learn's 'balanced' counts rows; payfm's counts weight, so sampled negatives count in full."""
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = heavy_tailed(3000, 0)
+    w = np.where(y == 1, 1.0, 10.0)
+    m = model_class("lr")(class_weight="balanced", calibration="none", transform="none").fit(X, y, w)
+    design = m._design(np.asarray(X, dtype=np.float32))  # type: ignore[attr-defined]
+    scaled = np.where(y == 1, w[y == 0].sum() / (y == 1).sum(), w)
+    ref = LogisticRegression(max_iter=300).fit(design, y, sample_weight=scaled)
+    np.testing.assert_allclose(m.coef_, ref.coef_[0], rtol=1e-4, atol=1e-6)  # type: ignore[attr-defined]

@@ -45,6 +45,12 @@ def _run(ws: Path, *args: str) -> tuple[int, str]:
         ("rf", "min_samples_leaf", "0", "an integer >= 1. Got 0."),
         ("rf", "max_rows", "0", "an integer >= 1. Got 0."),
         ("rf", "n_jobs", "0", "an integer other than 0 (-1: every core). Got 0."),
+        (
+            "rf",
+            "class_weight",
+            "bal",
+            "'balanced' (the default) or None (the sample weights alone). Got 'bal'.",
+        ),
         ("lr", "C", "-1", "a number > 0. Got -1.0."),
         ("lr", "C", "nan", "a number > 0. Got nan."),
         ("lr", "max_iter", "0", "an integer >= 1. Got 0."),

@@ -59,7 +59,7 @@ def test_values_are_read_in_each_parameters_type() -> None:
         (
             "rf",
             {"n_estimatorz": 3},
-            "rf parameter 'n_estimatorz': expected one of max_depth, max_features, max_rows, "
+            "rf parameter 'n_estimatorz': expected one of class_weight, max_depth, max_features, max_rows, "
             "min_samples_leaf, n_estimators, n_jobs. Got 'n_estimatorz'. Did you mean 'n_estimators'?",
         ),
         ("rf", {"n_estimators": "many"}, "rf parameter 'n_estimators': expected an integer. Got 'many'."),

@@ -95,10 +95,11 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
 
 
 # Radar-style starter rules on the default feature set and the risk score (`payfm rules apply` replaces them).
-# Measured with `payfm rules backtest --horizon-days 30` on the default world: a card with a fraud dispute
-# or EFW, blocked on that alone, matched 15,382 charges of March-April at 0.5% precision over the final labels
-# (its genuine holder goes on using it; declined and blocked charges left out: no dispute can follow them);
-# with the model's agreement too (risk >= 50), 229 at 21% (`--model fraud-gbdt@1 --from 2026-03-01`).
+# Measured with `payfm rules backtest --horizon-days 30 --model fraud-gbdt@1 --from 2026-03-01` on the default
+# world (2026-12-06): a card with a fraud dispute or EFW, blocked on that alone, matched 16,311 charges of
+# March-April at 0.3% precision over the final labels (its genuine holder goes on using it; declined and
+# blocked charges left out: no dispute can follow them); with the model's agreement too (risk >= 50), 213 at
+# 16%.
 DEMO_RULES = """\
 elevated_3ds: request_3ds if :risk_level: = 'elevated' and :channel: = 'ecommerce'
 known_fraud_card: block if :risk_score: >= 50 and :card.count_fraud_disputes_all: + :card.count_efws_all: > 0

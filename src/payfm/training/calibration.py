@@ -1,4 +1,8 @@
-"""Probability calibration on the validation period: isotonic or Platt, stored as JSON.
+"""Probability calibration on the validation period: (centred) isotonic or Platt, stored as JSON.
+
+An isotonic map is stored as its points (``x`` raw scores, ``y`` probabilities) and applied by linear
+interpolation, clipped at the ends: maps saved before the centred fit (two points per block, a step
+function) are read and applied as they were.
 
 Example:
     >>> import numpy as np
@@ -31,22 +35,43 @@ def _logit(p: np.ndarray, eps: float | None = None) -> np.ndarray:
     return out
 
 
-def _floored(xs: np.ndarray, ys: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Isotonic thresholds whose lowest block, when it saw no fraud, says half a fraud in its rows, not 0.
+def _centred(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centred isotonic regression (Oron & Flournoy, 2017): the isotonic fit's blocks, each as one point, its
+    rows' weighted mean raw score and its fraud rate; the map interpolates between these points.
 
-    A validation window with a few dozen frauds leaves its lowest-scored block (a fifth of the charges, on a
-    small world) without one; the fit then calls them impossible (probability 0, risk score 0), frauds of
-    the test window among them. Half an observation over the block's weight is the usual estimate of a rate
-    never seen (Jeffreys); at most half the next block's value, so the map stays strictly increasing there
-    and orders the charges as before.
+    The isotonic fit alone is a step function: tens of thousands of distinct scores become a few dozen
+    values, and the ties cost ranking (0.02-0.04 of test average precision for every payfm model on the
+    demo's split, measured by an audit: the GBDT's 0.291 is 0.324 on its raw scores). Interpolating between
+    block centres is strictly increasing inside the fitted range, so scores keep their order there, and it
+    is as calibrated (a block's rows average to its rate, up to the curvature between centres). Beyond the
+    last centre the map rises on to 1 at a raw score of 1 (the highest scores, where ranking matters most,
+    stay apart); below the first it stays at the lowest block's value.
+
+    The lowest block, when no fraud of the fit fell in it, says half a fraud over its rows, not 0: a
+    validation window with a few dozen frauds leaves its lowest-scored block (a fifth of the charges, on a
+    small world) without one, and the fit would call them impossible (probability 0, risk score 0), frauds
+    of the test window among them. Half an observation over the block's weight is the usual estimate of a
+    rate never seen (Jeffreys); at most half the next block's value, so the map stays increasing there.
+    Mirrored at the top: a highest block of frauds only says half a genuine charge over its rows, not
+    certainty (isotonic fits often end in a block of a few frauds; at 1.0 every later charge scored above
+    it would tie there).
     """
-    zero = np.flatnonzero(ys <= 0.0)
-    if not zero.size or zero[-1] + 1 >= ys.size:  # nothing at 0, or no fraud in the whole fit
-        return ys
-    weight = float(w[p <= xs[zero[-1]]].sum())
-    out = ys.copy()
-    out[zero] = min(0.5 / max(weight, 1.0), 0.5 * float(ys[zero[-1] + 1]))
-    return out
+    from sklearn.isotonic import IsotonicRegression
+
+    order = np.argsort(p, kind="stable")
+    ps, ws = p[order], w[order]
+    fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit(ps, y[order], sample_weight=ws).predict(ps)
+    starts = np.r_[0, np.flatnonzero(np.diff(fitted) != 0) + 1]  # blocks: runs of one fitted value
+    weight = np.add.reduceat(ws, starts)
+    xs = np.add.reduceat(ps * ws, starts) / np.maximum(weight, 1e-300)
+    ys = fitted[starts].astype(np.float64)
+    if ys.size > 1 and ys[0] <= 0.0:
+        ys[0] = min(0.5 / max(float(weight[0]), 1.0), 0.5 * float(ys[1]))
+    if ys.size > 1 and ys[-1] >= 1.0:  # the same, mirrored: a top block of frauds only is not certain fraud
+        ys[-1] = 1.0 - min(0.5 / max(float(weight[-1]), 1.0), 0.5 * (1.0 - float(ys[-2])))
+    if xs[-1] < 1.0 and ys[-1] < 1.0:
+        xs, ys = np.r_[xs, 1.0], np.r_[ys, 1.0]
+    return xs, ys
 
 
 class Calibrator:
@@ -62,11 +87,8 @@ class Calibrator:
         p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
         w = np.ones_like(p) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
         if self.method == "isotonic":
-            from sklearn.isotonic import IsotonicRegression
-
-            iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(p, y, sample_weight=w)
-            xs, ys = iso.X_thresholds_.astype(np.float64), iso.y_thresholds_.astype(np.float64)
-            self.params_ = {"x": xs.tolist(), "y": _floored(xs, ys, p, w).tolist()}
+            xs, ys = _centred(p, y, w)
+            self.params_ = {"x": xs.tolist(), "y": ys.tolist()}
         elif self.method == "platt":
             from sklearn.linear_model import LogisticRegression
 

@@ -69,6 +69,18 @@ def nan_medians(X: np.ndarray) -> np.ndarray:
     return out
 
 
+def balanced_weights(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``w`` with the positives' weights scaled so that both classes carry the same total weight: the
+    ``class_weight="balanced"`` of payfm's models. By weight, not by row count (scikit-learn's "balanced"):
+    negatives sampled at 10% and weighted 10 count as the negatives they stand for."""
+    pos = y == 1
+    total_pos, total_neg = float(w[pos].sum()), float(w[~pos].sum())
+    if total_pos <= 0 or total_neg <= 0:
+        return w
+    out: np.ndarray = np.where(pos, w * (total_neg / total_pos), w)
+    return out
+
+
 class Model(ABC):
     """Base of every model. See the module docstring for the contract."""
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from payfm.training.models.base import Model, load_arrays, save_arrays
+from payfm.training.models.base import Model, balanced_weights, load_arrays, save_arrays
 
 
 def _depth(value: Any) -> int | None:
@@ -32,7 +32,14 @@ def _depth(value: Any) -> int | None:
 class ForestModel(Model):
     """Parameters: ``n_estimators`` (60), ``max_depth`` (10; None: no limit), ``min_samples_leaf`` (20),
     ``max_features`` (share of features per split, 0.15), ``max_rows`` (bootstrap rows per tree, 200,000),
-    ``n_jobs`` (-1)."""
+    ``n_jobs`` (-1), ``class_weight`` ("balanced", the default: both classes carry the same total weight, the
+    sample weights counted; None: the sample weights alone).
+
+    Balanced by default: at a fraud rate of 0.2% (by weight) the weighted Gini gain of a split that isolates
+    frauds is tiny, so trees of depth 10 with leaves of 20 rows spend their splits on genuine charges
+    (balanced random forests, Chen, Liaw & Breiman 2004). On the demo's split the test average precision
+    went from 0.200 to 0.290 on raw scores (mean of 4 seeds, an audit's measurement). Raw scores are then
+    not probabilities (about 86 times the fraud rate there); the calibration maps them back."""
 
     kind = "rf"
     PARAMS: ClassVar[dict[str, type]] = {
@@ -42,6 +49,7 @@ class ForestModel(Model):
         "max_features": float,
         "max_rows": int,
         "n_jobs": int,
+        "class_weight": str,
     }
 
     @staticmethod
@@ -67,7 +75,8 @@ class ForestModel(Model):
             max_samples=min(1.0, int(self.params.get("max_rows", 200_000)) / len(X)),
             random_state=self.seed,
         )
-        rf.fit(self._impute(X), y, sample_weight=w)
+        balanced = self.params.get("class_weight", "balanced") == "balanced"
+        rf.fit(self._impute(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
         left, right, feat, thr, val, roots = [], [], [], [], [], []
         offset = 0
         for est in rf.estimators_:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import expit
 
-from payfm.training.models.base import Model, load_arrays, save_arrays
+from payfm.training.models.base import Model, balanced_weights, load_arrays, save_arrays
 from payfm.training.models.scaling import Scaling
 
 MAX_CATEGORIES = 32  # most frequent codes kept per categorical column; the rest share the all-zero row
@@ -27,7 +27,8 @@ MAX_CATEGORIES = 32  # most frequent codes kept per categorical column; the rest
 
 class LogisticModel(Model):
     """Parameters: ``C`` (inverse L2 strength, default 1.0), ``categorical`` (indices of columns holding
-    category codes, one-hot encoded), ``max_iter`` (default 300), ``class_weight`` ("balanced" or None),
+    category codes, one-hot encoded), ``max_iter`` (default 300), ``class_weight`` ("balanced": both classes
+    carry the same total weight, the sample weights counted; or None, the default),
     ``transform`` of the numeric columns ("symlog", the default, or "none")."""
 
     kind = "lr"
@@ -67,11 +68,10 @@ class LogisticModel(Model):
             vals, counts = np.unique(filled[:, j], return_counts=True)
             self.categories_.append(np.sort(vals[np.argsort(-counts)][:MAX_CATEGORIES]))
         lr = LogisticRegression(
-            C=float(self.params.get("C", 1.0)),
-            max_iter=int(self.params.get("max_iter", 300)),
-            class_weight=self.params.get("class_weight"),
+            C=float(self.params.get("C", 1.0)), max_iter=int(self.params.get("max_iter", 300))
         )
-        lr.fit(self._design(X), y, sample_weight=w)
+        balanced = self.params.get("class_weight") == "balanced"
+        lr.fit(self._design(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
         self.coef_ = lr.coef_[0].astype(np.float64)
         self.intercept_ = float(lr.intercept_[0])
 

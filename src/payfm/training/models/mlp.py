@@ -48,6 +48,7 @@ class MLPModel(Model):
     the default, or "none")."""
 
     kind = "mlp"
+    _net64: _Net | None = None  # the scoring copy (float64), built at the first score after a fit or load
     PARAMS: ClassVar[dict[str, type]] = {
         "hidden": int,
         "dropout": float,
@@ -71,9 +72,21 @@ class MLPModel(Model):
     def _net(self, d: int) -> _Net:
         return _Net(d, int(self.params.get("hidden", 64)), float(self.params.get("dropout", 0.1)))
 
-    def _inputs(self, X: np.ndarray) -> torch.Tensor:
+    def _inputs(self, X: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
         z = self.scaling_.apply(np.where(np.isnan(X), self.medians_, X))
-        return torch.from_numpy(np.clip(z, -20, 20).astype(np.float32))
+        return torch.from_numpy(np.clip(z, -20, 20).astype(dtype))
+
+    def _scoring_net(self) -> _Net:
+        """The trained net in float64, for scores: float32 matrix products differ in the last bits with the
+        batch's size (a row scored alone and in a batch of 50 moved by 7e-9, and the calibration's slope
+        passes that on), so a charge scored online and in a window would not score the same."""
+        net = self._net64
+        if net is None:
+            net = self._net(len(self.scaling_.mean)).double()
+            net.load_state_dict({k: v.double() for k, v in self.net_.state_dict().items()})
+            net.eval()
+            self._net64 = net
+        return net
 
     def _fit(
         self, X: np.ndarray, y: np.ndarray, w: np.ndarray, X_val: np.ndarray | None, y_val: np.ndarray | None
@@ -130,19 +143,18 @@ class MLPModel(Model):
         if xv is not None:
             net.load_state_dict(best_state)
         net.eval()
-        self.net_ = net
+        self.net_, self._net64 = net, None
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            out: np.ndarray = torch.sigmoid(self.net_(self._inputs(X))).double().numpy()
+            out: np.ndarray = torch.sigmoid(self._scoring_net()(self._inputs(X, np.float64))).numpy()
         return out
 
     def _contributions(self, X: np.ndarray) -> np.ndarray:
-        x = self._inputs(X).requires_grad_(True)
-        self.net_(x).sum().backward()
-        base = self._inputs(self.medians_[None, :])
-        assert x.grad is not None  # set by backward() just above
-        out: np.ndarray = (x.grad * (x.detach() - base)).double().numpy()
+        x = self._inputs(X, np.float64).requires_grad_(True)
+        (grad,) = torch.autograd.grad(self._scoring_net()(x).sum(), x)
+        base = self._inputs(self.medians_[None, :], np.float64)
+        out: np.ndarray = (grad * (x.detach() - base)).numpy()
         return out
 
     def _save(self, path: Path) -> None:
@@ -156,4 +168,4 @@ class MLPModel(Model):
         net = self._net(len(self.scaling_.mean))
         net.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in a.items() if k.startswith("net.")})
         net.eval()
-        self.net_ = net
+        self.net_, self._net64 = net, None

@@ -159,6 +159,9 @@ RANGES: dict[str, dict[str, Range]] = {
         "max_features": _number(0, 1, low_open=True),
         "max_rows": _integer(1),
         "n_jobs": Range(lambda v: v != 0, "an integer other than 0 (-1: every core)"),
+        "class_weight": Range(
+            lambda v: v in (None, "balanced"), "'balanced' (the default) or None (the sample weights alone)"
+        ),
     },
     "gbdt": {  # LightGBM's Parameters page
         "n_estimators": _integer(1),

@@ -9,7 +9,7 @@ push scores far out. The signed log ``sign(x) * log1p(|x|)`` (``transform="symlo
 the order of values and the sign of z-scores and deltas while taming the tails; clipping to the range seen
 in training bounds how far a later value can move a score. On the demo's default world (1M charges, the
 demo's split and 10% negative sampling) the logistic regression's test average precision went from 0.021
-to 0.242 and the MLP's from 0.067 to 0.124 (``bench/bench_preprocessing.py``). ``transform="none"`` keeps
+to 0.252 and the MLP's from 0.067 to 0.142 (``bench/bench_models.py``, calibrated). ``transform="none"`` keeps
 the raw values (still clipped).
 
 Models saved before this transform hold no range and no flag: they load as untransformed and unclipped,
