@@ -264,18 +264,26 @@ def test_per_feature_lightgbm_parameters_pass_through_untried() -> None:
         check_params("gbdt", {"monotone_constraints": "1,0,-1", "bagging_fraction": 2.0})
 
 
-def test_a_per_feature_parameter_of_the_wrong_length_is_one_error_at_the_fit() -> None:
-    """Found by an audit: monotone_constraints=1,2 on more columns ended in LightGBM's traceback."""
+@pytest.mark.parametrize(
+    ("name", "value", "got"),
+    [("monotone_constraints", "1,2", 2), ("mc", [1, 0, 0, 1], 4), ("feature_contri", 1.0, 1)],
+)
+def test_a_per_feature_parameter_of_the_wrong_length_is_one_error_at_the_fit(
+    name: str, value: object, got: int, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Found by an audit: monotone_constraints=1,2 on more columns ended in LightGBM's traceback, and then
+    still printed LightGBM's "[Fatal]" line on stderr before the error."""
     from payfm.training.models.base import ModelError
     from payfm.training.models.gbdt import GBDTModel
 
     X = np.random.default_rng(0).normal(size=(200, 3))
     y = (X[:, 0] > 0).astype(int)
-    params = check_params("gbdt", {"monotone_constraints": "1,2"})
-    with pytest.raises(
-        ModelError, match=r"refused the GBDT parameters monotone_constraints='1,2' on 3 feature"
-    ):
+    params = check_params("gbdt", {name: value})
+    with pytest.raises(ModelError, match=rf"{name}=.* was refused on 3 feature columns: .* Got {got}\.$"):
         GBDTModel(n_estimators=5, num_threads=1, calibration="none", **params).fit(X, y)
+    assert "Fatal" not in capfd.readouterr().err
+    ok = check_params("gbdt", {"monotone_constraints": "1,0,-1"})  # the right length fits
+    assert GBDTModel(n_estimators=5, num_threads=1, calibration="none", **ok).fit(X, y).best_iteration_ == 5
 
 
 def test_a_metric_lightgbm_does_not_know_is_refused_before_the_data() -> None:

@@ -102,6 +102,10 @@ class _FastRow:
             self._lib.LGBM_FastConfigFree(self._handle)
 
 
+# LightGBM parameters that take one value per feature column, checked against the columns before the fit
+_PER_COLUMN = frozenset({"monotone_constraints", "max_bin_by_feature", "feature_contri"})
+
+
 class GBDTModel(Model):
     """Parameters: ``n_estimators`` (max boosting rounds, 500), ``learning_rate`` (0.05), ``num_leaves``
     (15), ``max_depth`` (6), ``min_child_samples`` (50), ``feature_fraction`` (0.8), ``lambda_l2`` (1.0),
@@ -160,6 +164,7 @@ class GBDTModel(Model):
                 "features, which neither path contributions nor LightGBM's TreeSHAP can explain. Got True."
             )
 
+        self._check_per_column(X.shape[1])
         train = lgb.Dataset(
             X,
             y,
@@ -198,6 +203,29 @@ class GBDTModel(Model):
         best = booster.best_iteration or booster.current_iteration()
         self.best_iteration_ = int(best)
         self._set_booster(booster.model_to_string(num_iteration=best))
+
+    def _check_per_column(self, d: int) -> None:
+        """A LightGBM parameter of one value per feature column (``monotone_constraints``, or an alias) must
+        have ``d``: refused here in one line (LightGBM's own refusal printed a ``[LightGBM] [Fatal]`` line on
+        stderr before its error)."""
+        from payfm.training.models.params import lightgbm_names
+
+        names = lightgbm_names()
+        for key, value in self.params.items():
+            if names.get(key, key) not in _PER_COLUMN:
+                continue
+            n = (
+                len(value.split(","))
+                if isinstance(value, str)
+                else len(value)
+                if isinstance(value, list)
+                else 1
+            )
+            if n != d:
+                raise ModelError(
+                    f"The GBDT parameter {key}={value!r} was refused on {d} feature columns: a per-feature "
+                    f"parameter takes {d} values, one per column. Got {n}."
+                )
 
     def _dart(self) -> bool:
         """Whether LightGBM boosts with dropout (``boosting=dart``, or an alias): it has no early stopping

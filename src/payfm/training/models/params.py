@@ -210,7 +210,7 @@ def _in_range(value: Any, valid: Range | None, where: str) -> Any:
 
 
 @cache
-def _lightgbm_names() -> dict[str, str]:
+def lightgbm_names() -> dict[str, str]:
     """Every LightGBM parameter name and alias -> its main name (empty if LightGBM cannot say)."""
     try:
         from lightgbm.basic import _ConfigAliases
@@ -222,7 +222,7 @@ def _lightgbm_names() -> dict[str, str]:
 
 
 def _gbdt_passthrough(name: str, value: Any, own: Iterable[str]) -> Any:
-    names = _lightgbm_names()
+    names = lightgbm_names()
     where = f"gbdt parameter {name!r}"
     if not names:
         return _guess(value) if isinstance(value, str) else value
@@ -319,7 +319,7 @@ def _stderr_silenced() -> Iterator[None]:
 def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
     """Fit one round on four rows with the pass-through parameters: a value LightGBM refuses is an error
     now, naming LightGBM's reason."""
-    names = _lightgbm_names()
+    names = lightgbm_names()
     mine = set(own)
     extra = {k: v for k, v in params.items() if k not in mine and names.get(k, k) not in _PER_FEATURE}
     if not extra:
