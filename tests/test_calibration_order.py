@@ -84,3 +84,11 @@ def test_an_isotonic_map_saved_as_steps_is_applied_as_before() -> None:
     steps = {"method": "isotonic", "params": {"x": [0.0, 0.3, 0.3001, 0.8], "y": [0.01, 0.01, 0.2, 0.2]}}
     c = Calibrator.from_json(steps)
     np.testing.assert_allclose(c.transform(np.array([0.1, 0.29, 0.5, 0.9])), [0.01, 0.01, 0.2, 0.2])
+
+
+def test_a_block_of_zero_weight_keeps_the_points_in_order() -> None:
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    y = np.array([0, 0, 1, 0, 1, 1])
+    w = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    xs = Calibrator("isotonic").fit(p, y, w).params_["x"]
+    assert np.all(np.diff(xs) > 0)

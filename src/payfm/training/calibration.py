@@ -63,7 +63,8 @@ def _centred(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
     fitted = IsotonicRegression(y_min=0.0, y_max=1.0).fit(ps, y[order], sample_weight=ws).predict(ps)
     starts = np.r_[0, np.flatnonzero(np.diff(fitted) != 0) + 1]  # blocks: runs of one fitted value
     weight = np.add.reduceat(ws, starts)
-    xs = np.add.reduceat(ps * ws, starts) / np.maximum(weight, 1e-300)
+    plain = np.add.reduceat(ps, starts) / np.diff(np.r_[starts, len(ps)])  # a block of weight 0: its mean
+    xs = np.where(weight > 0, np.add.reduceat(ps * ws, starts) / np.where(weight > 0, weight, 1.0), plain)
     ys = fitted[starts].astype(np.float64)
     if ys.size > 1 and ys[0] <= 0.0:
         ys[0] = min(0.5 / max(float(weight[0]), 1.0), 0.5 * float(ys[1]))
