@@ -65,18 +65,19 @@ def test_each_block_is_one_point_at_its_mean_score_and_its_rate() -> None:
     # isotonic blocks: {0.1} 0, {0.2, 0.3, 0.6} 1/3, {0.7, 0.9} 1; the lowest floored (half of the next)
     assert c.params_["x"] == pytest.approx([0.1, (0.2 + 0.3 + 0.6) / 3, 0.8, 1.0])
     # the top block, frauds only, says half a genuine charge over its 2 rows, at least halfway to 1
-    assert c.params_["y"] == pytest.approx([1 / 6, 1 / 3, 1 - min(0.5 / 2, 0.5 * (1 - 1 / 3)), 1.0])
+    top = 1 - min(0.5 / 2, 0.5 * (1 - 1 / 3))
+    assert c.params_["y"] == pytest.approx([1 / 6, 1 / 3, top, top + 0.1 * (1 - top)])
     assert c.params_["x"][-1] == 1.0 and c.transform(np.array([0.0]))[0] == pytest.approx(1 / 6)
 
 
 def test_the_highest_scores_stay_apart_above_the_last_block() -> None:
-    """Beyond the last centre the map rises on to 1 at a raw 1: the charges scored above every validation
-    block keep their order instead of tying at its rate."""
+    """Beyond the last centre the map rises a tenth of the way to 1 by a raw 1: the charges scored above
+    every validation block keep their order instead of tying at its rate, without claiming much more."""
     p = np.r_[np.linspace(0, 0.5, 1000)]
     y = (np.arange(1000) % 10 == 0).astype(int)  # a flat 10%: one block, centre 0.25
     c = Calibrator("isotonic").fit(p, y)
     q = c.transform(np.array([0.25, 0.6, 0.8, 1.0]))
-    assert q[0] == pytest.approx(0.1) and 0.1 < q[1] < q[2] < q[3] == 1.0
+    assert q[0] == pytest.approx(0.1) and 0.1 < q[1] < q[2] < q[3] == pytest.approx(0.1 + 0.1 * 0.9)
 
 
 def test_an_isotonic_map_saved_as_steps_is_applied_as_before() -> None:
@@ -86,9 +87,17 @@ def test_an_isotonic_map_saved_as_steps_is_applied_as_before() -> None:
     np.testing.assert_allclose(c.transform(np.array([0.1, 0.29, 0.5, 0.9])), [0.01, 0.01, 0.2, 0.2])
 
 
-def test_a_block_of_zero_weight_keeps_the_points_in_order() -> None:
+@pytest.mark.parametrize(
+    "w", [[1.0, 1.0, 0.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 1.0, 1.0, 0.0], [1.0, 3.0, 1.0, 1.0, 1.0, 1.0]]
+)
+def test_block_centres_are_weighted_and_rows_of_no_weight_count_for_nothing(w: list[float]) -> None:
     p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     y = np.array([0, 0, 1, 0, 1, 1])
-    w = np.array([1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
-    xs = Calibrator("isotonic").fit(p, y, w).params_["x"]
-    assert np.all(np.diff(xs) > 0)
+    c = Calibrator("isotonic").fit(p, y, np.array(w))
+    xs, ys = np.asarray(c.params_["x"]), np.asarray(c.params_["y"])
+    assert np.isfinite(xs).all() and np.isfinite(ys).all() and np.all(np.diff(xs) > 0)
+    kept = np.array(w) > 0
+    ref = Calibrator("isotonic").fit(p[kept], y[kept], np.array(w)[kept])
+    assert c.params_ == ref.params_
+    if w[1] == 3.0:  # block {0.1, 0.2} (no fraud) weighted 1 and 3: its centre is 0.175, not 0.15
+        assert xs[0] == pytest.approx((0.1 + 3 * 0.2) / 4)

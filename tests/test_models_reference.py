@@ -25,7 +25,8 @@ def data(n: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("class_weight", ["balanced", None])
 def test_forest_array_walk_equals_scikit_learn(class_weight: str | None) -> None:
     """The default balances the classes by weight: the frauds' weights scaled to the genuine total (here
-    with the weights of negatives sampled at a half)."""
+    with the weights of negatives sampled at a half), each tree's leaf probabilities then scaled back (odds
+    divided by that factor), so raw scores are probabilities of the data's own rate."""
     from sklearn.ensemble import RandomForestClassifier
 
     X, y = data()
@@ -43,9 +44,14 @@ def test_forest_array_walk_equals_scikit_learn(class_weight: str | None) -> None
         max_samples=1.0,
     ).fit(np.where(np.isnan(X), m.medians_, X), y, sample_weight=ref_w)
     Xt, _ = data(500, 1)
-    np.testing.assert_allclose(
-        m.predict_raw(Xt), ref.predict_proba(np.where(np.isnan(Xt), m.medians_, Xt))[:, 1], atol=1e-12
-    )
+    Xti = np.where(np.isnan(Xt), m.medians_, Xt)
+    factor = w[y == 0].sum() / w[y == 1].sum() if class_weight else 1.0
+    per_tree = [e.predict_proba(Xti)[:, 1] for e in ref.estimators_]
+    expected = np.mean([p / (p + factor * (1 - p)) for p in per_tree], axis=0)
+    np.testing.assert_allclose(m.predict_raw(Xt), expected, atol=1e-12)
+    if class_weight:  # probabilities on the data's scale: the mean score near the (weighted) fraud rate
+        rate = np.average(y, weights=w)
+        assert abs(np.average(m.predict_raw(X), weights=w) - rate) < 0.25 * rate
 
 
 def test_forest_path_contributions_add_up_to_the_prediction() -> None:

@@ -134,3 +134,7 @@ def test_lr_class_weight_balanced_counts_the_sample_weights() -> None:
     scaled = np.where(y == 1, w[y == 0].sum() / (y == 1).sum(), w)
     ref = LogisticRegression(max_iter=300).fit(design, y, sample_weight=scaled)
     np.testing.assert_allclose(m.coef_, ref.coef_[0], rtol=1e-4, atol=1e-6)  # type: ignore[attr-defined]
+    # the balanced odds divided back by the factor: probabilities of the data's own (weighted) rate
+    factor = w[y == 0].sum() / w[y == 1].sum()
+    intercept = m.intercept_  # type: ignore[attr-defined]
+    assert intercept == pytest.approx(ref.intercept_[0] - np.log(factor), abs=1e-4)

@@ -69,15 +69,27 @@ def nan_medians(X: np.ndarray) -> np.ndarray:
     return out
 
 
-def balanced_weights(y: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``w`` with the positives' weights scaled so that both classes carry the same total weight: the
-    ``class_weight="balanced"`` of payfm's models. By weight, not by row count (scikit-learn's "balanced"):
-    negatives sampled at 10% and weighted 10 count as the negatives they stand for."""
+def balance_factor(y: np.ndarray, w: np.ndarray) -> float:
+    """What the positives' weights are multiplied by so that both classes carry the same total weight (the
+    ``class_weight="balanced"`` of payfm's models): by weight, not by row count (scikit-learn's "balanced"),
+    so negatives sampled at 10% and weighted 10 count as the negatives they stand for. 1 with one class.
+
+    A model fitted on the balanced weights learns odds multiplied by this factor; dividing its odds by it
+    (:func:`unbalanced`) gives probabilities on the data's own scale again."""
     pos = y == 1
     total_pos, total_neg = float(w[pos].sum()), float(w[~pos].sum())
-    if total_pos <= 0 or total_neg <= 0:
-        return w
-    out: np.ndarray = np.where(pos, w * (total_neg / total_pos), w)
+    return total_neg / total_pos if total_pos > 0 and total_neg > 0 else 1.0
+
+
+def balanced_weights(y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``w`` with the positives' weights multiplied by :func:`balance_factor`."""
+    out: np.ndarray = np.where(y == 1, w * balance_factor(y, w), w)
+    return out
+
+
+def unbalanced(p: np.ndarray, factor: float) -> np.ndarray:
+    """Probabilities learned on balanced weights, back on the data's scale: odds divided by ``factor``."""
+    out: np.ndarray = p / (p + factor * (1.0 - p))
     return out
 
 

@@ -20,7 +20,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from payfm.training.models.base import Model, balanced_weights, load_arrays, save_arrays
+from payfm.training.models.base import (
+    Model,
+    balance_factor,
+    balanced_weights,
+    load_arrays,
+    save_arrays,
+    unbalanced,
+)
 
 
 def _depth(value: Any) -> int | None:
@@ -38,8 +45,9 @@ class ForestModel(Model):
     Balanced by default: at a fraud rate of 0.2% (by weight) the weighted Gini gain of a split that isolates
     frauds is tiny, so trees of depth 10 with leaves of 20 rows spend their splits on genuine charges
     (balanced random forests, Chen, Liaw & Breiman 2004). On the demo's split the test average precision
-    went from 0.200 to 0.290 on raw scores (mean of 4 seeds, an audit's measurement). Raw scores are then
-    not probabilities (about 86 times the fraud rate there); the calibration maps them back."""
+    went from 0.198 / 0.205 to 0.285 / 0.287 (seeds 0 / 1, ``bench/bench_models.py``). Leaf values are
+    scaled back to probabilities node by node (odds divided by the balance factor), so an uncalibrated
+    forest's scores are probabilities too, and path contributions still add up to them."""
 
     kind = "rf"
     PARAMS: ClassVar[dict[str, type]] = {
@@ -75,8 +83,12 @@ class ForestModel(Model):
             max_samples=min(1.0, int(self.params.get("max_rows", 200_000)) / len(X)),
             random_state=self.seed,
         )
-        balanced = self.params.get("class_weight", "balanced") == "balanced"
+        self.params.setdefault("class_weight", "balanced")  # recorded: the saved model says how it was fitted
+        balanced = self.params["class_weight"] == "balanced"
         rf.fit(self._impute(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
+        # each node's value back on the data's scale (odds divided by the balance factor): raw scores are
+        # probabilities, uncalibrated too, and path contributions still add up to them
+        factor = balance_factor(y, w) if balanced else 1.0
         left, right, feat, thr, val, roots = [], [], [], [], [], []
         offset = 0
         for est in rf.estimators_:
@@ -88,7 +100,7 @@ class ForestModel(Model):
             feat.append(np.where(leaf, 0, t.feature))
             thr.append(t.threshold)
             v = t.value[:, 0, :]
-            val.append(v[:, 1] / np.maximum(v.sum(axis=1), 1e-300))
+            val.append(unbalanced(v[:, 1] / np.maximum(v.sum(axis=1), 1e-300), factor))
             roots.append(offset)
             offset += n
         self.left_ = np.concatenate(left).astype(np.int64)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import expit
 
-from payfm.training.models.base import Model, balanced_weights, load_arrays, save_arrays
+from payfm.training.models.base import Model, balance_factor, balanced_weights, load_arrays, save_arrays
 from payfm.training.models.scaling import Scaling
 
 MAX_CATEGORIES = 32  # most frequent codes kept per categorical column; the rest share the all-zero row
@@ -62,7 +62,8 @@ class LogisticModel(Model):
         self.categorical_ = np.asarray(cat, dtype=np.int64)
         self.numeric_ = np.asarray([j for j in range(X.shape[1]) if j not in set(cat)], dtype=np.int64)
         filled = np.where(np.isnan(X), self.medians_, X)
-        self.scaling_ = Scaling.fit(filled[:, self.numeric_], w, str(self.params.get("transform", "symlog")))
+        self.params.setdefault("transform", "symlog")  # recorded: the saved model says how it reads inputs
+        self.scaling_ = Scaling.fit(filled[:, self.numeric_], w, str(self.params["transform"]))
         self.categories_ = []
         for j in cat:
             vals, counts = np.unique(filled[:, j], return_counts=True)
@@ -73,7 +74,8 @@ class LogisticModel(Model):
         balanced = self.params.get("class_weight") == "balanced"
         lr.fit(self._design(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
         self.coef_ = lr.coef_[0].astype(np.float64)
-        self.intercept_ = float(lr.intercept_[0])
+        # balanced, the fit learned odds times the balance factor: divided back, scores are probabilities
+        self.intercept_ = float(lr.intercept_[0]) - (np.log(balance_factor(y, w)) if balanced else 0.0)
 
     def _margin(self, X: np.ndarray) -> np.ndarray:
         out: np.ndarray = self._design(X) @ self.coef_ + self.intercept_

@@ -104,7 +104,8 @@ class MLPModel(Model):
     ) -> None:
         torch.manual_seed(self.seed)
         filled = np.where(np.isnan(X), self.medians_, X)
-        self.scaling_ = Scaling.fit(filled, None, str(self.params.get("transform", "symlog")))
+        self.params.setdefault("transform", "symlog")  # recorded: the saved model says how it reads inputs
+        self.scaling_ = Scaling.fit(filled, None, str(self.params["transform"]))
         net = self._net(X.shape[1])
         opt = torch.optim.AdamW(
             net.parameters(),
