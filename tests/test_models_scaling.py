@@ -138,3 +138,21 @@ def test_lr_class_weight_balanced_counts_the_sample_weights() -> None:
     factor = w[y == 0].sum() / w[y == 1].sum()
     intercept = m.intercept_  # type: ignore[attr-defined]
     assert intercept == pytest.approx(ref.intercept_[0] - np.log(factor), abs=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["lr", "mlp"])
+def test_an_infinite_training_value_does_not_poison_the_model(kind: str) -> None:
+    """An infinite value (a ratio's division by 0) made every statistic of its column infinite or NaN, and
+    the MLP's every score NaN; the statistics now come from the finite values, and +-inf clip to the range."""
+    X, y = heavy_tailed(3000, 0)
+    X[5, 0], X[6, 2] = np.inf, -np.inf
+    m = model_class(kind)(seed=0, calibration="none", **FAST[kind]).fit(X, y)
+    s = m.scaling_  # type: ignore[attr-defined]
+    assert np.isfinite(s.mean).all() and np.isfinite(s.scale).all() and np.isfinite(s.hi).all()
+    Xt, _ = heavy_tailed(200, 1)
+    Xt[0, 0] = np.inf
+    p = m.predict_raw(Xt)
+    assert np.isfinite(p).all()
+    top = Xt[:1].copy()
+    top[0, 0] = np.nanmax(np.where(np.isfinite(X[:, 0]), X[:, 0], np.nan))
+    assert p[0] == m.predict_raw(top)[0]  # +inf scores as the largest finite training value

@@ -53,9 +53,18 @@ class Scaling:
         if k == 0 or len(t) == 0:
             zeros = np.zeros(k)
             return cls(use, zeros - np.inf, zeros + np.inf, zeros, np.ones(k))
-        mean = np.average(t, axis=0, weights=w)
-        sd = np.sqrt(np.average((t - mean) ** 2, axis=0, weights=w))
-        return cls(use, t.min(axis=0), t.max(axis=0), mean, np.where(sd > 0, sd, 1.0))
+        # over the finite values only (an infinite one, a ratio's division by 0, made every statistic
+        # infinite or NaN); a column without any is taken as constant 0
+        finite = np.isfinite(t)
+        weights = (np.ones(len(t)) if w is None else w)[:, None] * finite
+        total = weights.sum(axis=0)
+        tf = np.where(finite, t, 0.0)
+        mean = (weights * tf).sum(axis=0) / np.where(total > 0, total, 1.0)
+        sd = np.sqrt((weights * (tf - mean) ** 2).sum(axis=0) / np.where(total > 0, total, 1.0))
+        any_finite = finite.any(axis=0)
+        lo = np.where(any_finite, np.where(finite, t, np.inf).min(axis=0), 0.0)
+        hi = np.where(any_finite, np.where(finite, t, -np.inf).max(axis=0), 0.0)
+        return cls(use, lo, hi, mean, np.where(sd > 0, sd, 1.0))
 
     def apply(self, filled: np.ndarray) -> np.ndarray:
         """(n, k) imputed numeric columns -> (n, k) transformed, clipped and standardized."""
