@@ -45,7 +45,7 @@ class ForestModel(Model):
     Balanced by default: at a fraud rate of 0.2% (by weight) the weighted Gini gain of a split that isolates
     frauds is tiny, so trees of depth 10 with leaves of 20 rows spend their splits on genuine charges
     (balanced random forests, Chen, Liaw & Breiman 2004). On the demo's split the test average precision
-    went from 0.198 / 0.205 to 0.285 / 0.287 (seeds 0 / 1, ``bench/bench_models.py``). Leaf values are
+    went from 0.198 / 0.205 to 0.286 / 0.277 (seeds 0 / 1, ``bench/bench_models.py``). Leaf values are
     scaled back to probabilities node by node (odds divided by the balance factor), so an uncalibrated
     forest's scores are probabilities too, and path contributions still add up to them."""
 
