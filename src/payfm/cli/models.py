@@ -87,8 +87,8 @@ def _fmt(v: float) -> str:
     default="isotonic",
     show_default=True,
     type=click.Choice(["isotonic", "platt", "none"]),
-    help="How raw scores become probabilities, fitted on the validation period: isotonic regression, "
-    "platt (a logistic on the logit) or none.",
+    help="How raw scores become probabilities, fitted on the validation period: isotonic (centred isotonic "
+    "regression: keeps the raw scores' order), platt (a logistic on the logit) or none.",
 )
 @click.option(
     "--recent-test",
