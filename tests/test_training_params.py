@@ -282,8 +282,11 @@ def test_a_per_feature_parameter_of_the_wrong_length_is_one_error_at_the_fit(
     with pytest.raises(ModelError, match=rf"{name}=.* was refused on 3 feature columns: .* Got {got}\.$"):
         GBDTModel(n_estimators=5, num_threads=1, calibration="none", **params).fit(X, y)
     assert "Fatal" not in capfd.readouterr().err
-    ok = check_params("gbdt", {"monotone_constraints": "1,0,-1"})  # the right length fits
-    assert GBDTModel(n_estimators=5, num_threads=1, calibration="none", **ok).fit(X, y).best_iteration_ == 5
+    for right in ("1,0,-1", [1, 0, -1], (1, 0, -1), np.array([1, 0, -1])):  # the right length fits
+        ok = {"monotone_constraints": right}
+        assert (
+            GBDTModel(n_estimators=5, num_threads=1, calibration="none", **ok).fit(X, y).best_iteration_ == 5
+        )
 
 
 def test_a_metric_lightgbm_does_not_know_is_refused_before_the_data() -> None:

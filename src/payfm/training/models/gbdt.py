@@ -102,10 +102,6 @@ class _FastRow:
             self._lib.LGBM_FastConfigFree(self._handle)
 
 
-# LightGBM parameters that take one value per feature column, checked against the columns before the fit
-_PER_COLUMN = frozenset({"monotone_constraints", "max_bin_by_feature", "feature_contri"})
-
-
 class GBDTModel(Model):
     """Parameters: ``n_estimators`` (max boosting rounds, 500), ``learning_rate`` (0.05), ``num_leaves``
     (15), ``max_depth`` (6), ``min_child_samples`` (50), ``feature_fraction`` (0.8), ``lambda_l2`` (1.0),
@@ -208,17 +204,17 @@ class GBDTModel(Model):
         """A LightGBM parameter of one value per feature column (``monotone_constraints``, or an alias) must
         have ``d``: refused here in one line (LightGBM's own refusal printed a ``[LightGBM] [Fatal]`` line on
         stderr before its error)."""
-        from payfm.training.models.params import lightgbm_names
+        from payfm.training.models.params import PER_COLUMN, lightgbm_names
 
         names = lightgbm_names()
         for key, value in self.params.items():
-            if names.get(key, key) not in _PER_COLUMN:
+            if names.get(key, key) not in PER_COLUMN:
                 continue
             n = (
                 len(value.split(","))
                 if isinstance(value, str)
                 else len(value)
-                if isinstance(value, list)
+                if isinstance(value, list | tuple | np.ndarray)
                 else 1
             )
             if n != d:

@@ -296,6 +296,10 @@ _PER_FEATURE = {
 }
 
 
+# ...of which those LightGBM reads as one number per column (a subset): the fit checks their length first
+PER_COLUMN = frozenset({"monotone_constraints", "max_bin_by_feature", "feature_contri"})
+
+
 @contextmanager
 def _stderr_silenced() -> Iterator[None]:
     """File descriptor 2 to /dev/null for the block (what C++ code prints there), then back; one block at a
