@@ -42,15 +42,15 @@ def _centred(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, n
     """Centred isotonic regression (Oron & Flournoy, 2017): the isotonic fit's blocks, each as one point, its
     rows' weighted mean raw score and its fraud rate; the map interpolates between these points.
 
-    The isotonic fit alone is a step function: tens of thousands of distinct scores become a few dozen
-    values, and the ties cost ranking (0.02-0.04 of test average precision for every payfm model on the
-    demo's split, measured by an audit: the GBDT's 0.291 is 0.324 on its raw scores). Interpolating between
-    block centres is strictly increasing inside the fitted range, so scores keep their order there, and it
-    is as calibrated (a block's rows average to its rate, up to the curvature between centres). Beyond the
-    last centre the map keeps the top block's rate, rising a tenth of the way to 1 by a raw score of 1: the
-    highest scores, where ranking matters most, stay apart, and no charge above every validation block is
-    called likelier fraud than that block's evidence says (a line on to 1 over-stated them: 0.50 for a true
-    0.42 in a reviewer's simulation). Below the first centre it stays at the lowest block's value.
+    The isotonic fit alone is a step function: tens of thousands of distinct scores become a few dozen values,
+    and the ties cost ranking (0.010-0.033 of test average precision for every payfm model on the demo's
+    split, ``bench/bench_models.py``: the GBDT's 0.291 is 0.324 on its raw scores). Interpolating between
+    block centres is strictly increasing inside the fitted range, so scores keep their order there, and it is
+    as calibrated (a block's rows average to its rate, up to the curvature between centres). Beyond the last
+    centre the map keeps the top block's rate, rising a tenth of the way to 1 by a raw score of 1: the highest
+    scores, where ranking matters most, stay apart, and no charge above every validation block is called
+    likelier fraud than that block's evidence says (a line on to 1 over-stated them: 0.50 for a true 0.42 in a
+    reviewer's simulation). Below the first centre it stays at the lowest block's value.
 
     The lowest block, when no fraud of the fit fell in it, says half a fraud over its rows, not 0: a
     validation window with a few dozen frauds leaves its lowest-scored block (a fifth of the charges, on a

@@ -2,7 +2,7 @@
 then standardized.
 
 Counts, amounts, sums and ages are heavy-tailed (a merchant's charges over 30 days run from 0 to 40,000; a
-card's age in seconds to 1.5M), and the all-time ones grow past their training range as the log ages (93%
+card's age in seconds to 1.5M), and the all-time ones grow past their training range as the log ages (most
 of the demo's test charges hold a card age above every training one). Standardized as they are, a handful
 of huge values sets the scale, the rest of a column sits near its mean, and the test period's larger values
 push scores far out. The signed log ``sign(x) * log1p(|x|)`` (``transform="symlog"``, the default) keeps
@@ -49,10 +49,6 @@ class Scaling:
             raise ValueError(f"transform: expected one of {TRANSFORMS}. Got {transform!r}.")
         use = transform == "symlog"
         t = symlog(filled) if use else filled
-        k = t.shape[1]
-        if k == 0 or len(t) == 0:
-            zeros = np.zeros(k)
-            return cls(use, zeros - np.inf, zeros + np.inf, zeros, np.ones(k))
         # over the finite values only (an infinite one, a ratio's division by 0, made every statistic
         # infinite or NaN); a column without any is taken as constant 0
         finite = np.isfinite(t)
