@@ -44,7 +44,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
         con.close()
     fs = tiny_set()
     X = np.random.default_rng(0).normal(size=(200, len(fs.names)))
-    m = model_class("lr")().fit(X, (X[:, 0] > 0).astype(int), feature_names=fs.names)
+    m = model_class("lr")(calibration="none").fit(X, (X[:, 0] > 0).astype(int), feature_names=fs.names)
     test_start = first + timedelta(days=20)
     window = {"train_start": first.isoformat(), "test_start": test_start.isoformat()}
     Registry(ws).register(m, name="fraud-lr", task="fraud", fset=fs, data_window=window)

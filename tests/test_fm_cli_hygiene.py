@@ -125,7 +125,7 @@ def _register_on(ws: Workspace, checkpoint: Path) -> Any:
     fs = tiny_set()
     names = fs.names + embedding_names(16)  # 2 views x 8 channels
     X = np.random.default_rng(1).normal(size=(400, len(names)))
-    m = model_class("lr")().fit(X, (X[:, -1] > 0).astype(int), feature_names=names)
+    m = model_class("lr")(calibration="none").fit(X, (X[:, -1] > 0).astype(int), feature_names=names)
     reg = Registry(ws)
     return reg, reg.register(m, name="fraud-fm", task="fraud", fset=fs, foundation_model=checkpoint)
 

@@ -104,8 +104,8 @@ def test_a_float32_matrix_is_used_as_it_is_and_fits_the_same_model(kind: str) ->
     X32 = X.astype(np.float32)
     assert as_matrix(X32, "t") is X32 and as_matrix(X.tolist(), "t").dtype == np.float32
     Xt, _ = problem(500, 2)
-    a = model_class(kind)(seed=0, **FAST[kind]).fit(X, y).predict_proba(Xt)
-    m = model_class(kind)(seed=0, **FAST[kind]).fit(X32, y)
+    a = model_class(kind)(seed=0, calibration="none", **FAST[kind]).fit(X, y).predict_proba(Xt)
+    m = model_class(kind)(seed=0, calibration="none", **FAST[kind]).fit(X32, y)
     assert np.allclose(a, m.predict_proba(Xt), atol=1e-6)
     # Scored as it was fitted, whatever the input's precision: the decision service's float64 vectors and a
     # window's matrix give the probabilities the validation metrics were computed on (found by an audit: a

@@ -328,7 +328,7 @@ def test_a_model_on_embeddings_is_versioned_with_its_foundation_model(reg: Regis
     rng = np.random.default_rng(0)
     X = rng.normal(size=(1500, len(names)))
     y = (X[:, -1] + rng.normal(size=1500) > 2).astype(int)
-    m = model_class("gbdt")(n_estimators=20, num_threads=1).fit(X, y, feature_names=names)
+    m = model_class("gbdt")(n_estimators=20, num_threads=1, calibration="none").fit(X, y, feature_names=names)
     wider = _checkpoint(tmp_path / "wide", seed=0, n_embd=6)  # 12 dimensions: not what m was fitted on
     with pytest.raises(FeatureSetMismatchError, match=r"12 foundation-model inputs \(embedding\)"):
         reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=wider)
@@ -372,7 +372,7 @@ def test_a_copied_workspace_checks_and_serves_its_own_checkpoint(reg: Registry, 
     fm = _checkpoint(tmp_path / "fm" / "v1", seed=0)
     names = FS.names + embedding_names(8)
     X = np.random.default_rng(1).normal(size=(400, len(names)))
-    m = model_class("lr")().fit(X, (X[:, -1] > 0).astype(int), feature_names=names)
+    m = model_class("lr")(calibration="none").fit(X, (X[:, -1] > 0).astype(int), feature_names=names)
     mv = reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=fm)
     copy = tmp_path.parent / f"{tmp_path.name}-copy"
     shutil.copytree(tmp_path, copy)

@@ -42,7 +42,7 @@ def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(
     rng = np.random.default_rng(0)
     X = rng.normal(size=(800, len(names)))
     y = (X[:, -1] + rng.normal(size=800) > 1.5).astype(int)
-    m = model_class("gbdt")(n_estimators=10, num_threads=1).fit(X, y, feature_names=names)
+    m = model_class("gbdt")(n_estimators=10, num_threads=1, calibration="none").fit(X, y, feature_names=names)
     mv = reg.register(m, name="fraud-fm", task="fraud", fset=FS, foundation_model=served)
     reg.promote(mv.ref)
     from payfm.features.online import OnlineFeatures

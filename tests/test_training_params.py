@@ -152,6 +152,16 @@ def test_cli_param_without_a_kind_goes_to_the_kinds_that_take_it(ws: Workspace) 
     assert reg.get("fraud-gbdt").entry["params"] == {"n_estimators": 9}
     assert reg.get("fraud-lr").entry["params"] == {"C": 0.25}
     assert reg.get("fraud-mlp").entry["params"] == {"epochs": 1}
+    # and what each fit used, defaults included, with the libraries' versions: what rebuilds the model after
+    # a later payfm changes a default (tests/test_models_defaults.py rebuilds from them)
+    libraries = {"rf": "scikit-learn", "gbdt": "lightgbm", "lr": "scikit-learn", "mlp": "torch"}
+    for kind, given in [("rf", {"n_estimators": 9}), ("gbdt", {"n_estimators": 9}), ("lr", {"C": 0.25})]:
+        entry = reg.get(f"fraud-{kind}").entry
+        assert entry["effective_params"] == {**model_class(kind).DEFAULTS, **given}
+        assert set(entry["libraries"]) == {"numpy", libraries[kind]}
+    assert reg.get("fraud-rf").entry["effective_params"]["class_weight"] == "balanced"
+    assert reg.get("fraud-mlp").entry["effective_params"]["epochs"] == 1
+    assert reg.get("fraud-mlp").entry["effective_params"]["hidden"] == model_class("mlp").DEFAULTS["hidden"]
 
 
 @pytest.mark.parametrize(
@@ -206,7 +216,7 @@ def test_an_unlimited_forest_depth_is_givable_as_scikit_learn_takes_it() -> None
     y = (np.sin(3 * X[:, 0]) * X[:, 1] + rng.normal(scale=0.3, size=3000) > 0.4).astype(int)
 
     def depth(params: dict[str, object]) -> int:
-        m = model_class("rf")(n_estimators=3, min_samples_leaf=1, n_jobs=1, **params)
+        m = model_class("rf")(n_estimators=3, min_samples_leaf=1, n_jobs=1, calibration="none", **params)
         m.fit(X, y, None, feature_names=[f"f{i}" for i in range(6)])
         deepest, level = 0, [int(r) for r in m.roots_]  # (walk the stored trees level by level)
         while level:

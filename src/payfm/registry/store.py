@@ -259,7 +259,11 @@ class Registry:
             "feature_set": fset.name,
             "feature_set_version": fset.version,
             "data_window": data_window or {},
-            "params": params or model.params,
+            "params": params or model.params,  # as given (the defaults left out)
+            # everything the fit used, defaults included: rebuilds the model after a later payfm's defaults
+            # change (``Model(**effective_params)``), with the libraries' versions
+            "effective_params": model.effective_params(),
+            "libraries": model.library_versions(),
             "metrics": metrics or {},
             "code_version": code_version(),
             "content_hash": digest,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +35,10 @@ class ModelError(PayfmError):
 
 class NotFittedError(ModelError):
     """The model has not been fitted (or loaded) yet."""
+
+
+class CalibrationSkipped(UserWarning):
+    """A fit asked for calibration that it could not do (no validation set, or one of a single class)."""
 
 
 ArrayLike = np.ndarray | Sequence[Sequence[float | None]]
@@ -99,11 +104,34 @@ class Model(ABC):
     kind: ClassVar[str]
     # the parameters the kind takes and their types (payfm.training.models.params checks them)
     PARAMS: ClassVar[dict[str, type]] = {}
+    # the value of each parameter in PARAMS when it is not given: the one place a default is written, read by
+    # the fit (:meth:`setting`) and recorded by :meth:`effective_params` (a registry entry must rebuild its
+    # model after a later payfm changes a default)
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+    # the distributions whose code fits the kind: their versions are recorded with a registered model
+    LIBRARIES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, *, calibration: str = "isotonic", seed: int = 0, **params: Any) -> None:
         self.calibration = calibration
         self.seed = seed
         self.params = dict(params)
+
+    def setting(self, name: str) -> Any:
+        """The value parameter ``name`` takes in a fit: the one given, else the kind's default."""
+        return self.params[name] if name in self.params else self.DEFAULTS[name]
+
+    def effective_params(self) -> dict[str, Any]:
+        """Every parameter a fit uses: the defaults with the given ones (LightGBM pass-through included) over
+        them. Passed back as the parameters of a new model, they fit the same model whatever the defaults
+        of a later payfm."""
+        return {**self.DEFAULTS, **self.params}
+
+    def library_versions(self) -> dict[str, str]:
+        """The installed versions of numpy and of the libraries that fit this kind (a library's own defaults,
+        LightGBM's for the parameters payfm passes through, belong to its version)."""
+        from importlib.metadata import version
+
+        return {name: version(name) for name in ("numpy", *self.LIBRARIES)}
 
     # ---- to implement --------------------------------------------------------------------------------------
     @abstractmethod
@@ -148,6 +176,8 @@ class Model(ABC):
         templates: dict[str, str] | None = None,
     ) -> Self:
         """Learn from ``X`` (n, d) and 0/1 labels ``y``; calibrate on (``X_val``, ``y_val``) when given.
+        A calibration that cannot be fitted (no validation set, or one of a single class) is a
+        :class:`CalibrationSkipped` warning, and the model keeps its raw scores.
         The parameters are checked first, as ``payfm train --param`` checks them (a ConfigError naming the
         first one wrong): a model built in Python took any (``GBDTModel(foo=3)``, an MLP of 0 units)."""
         from payfm.training.models.params import check_params
@@ -164,9 +194,14 @@ class Model(ABC):
         if w.shape != ya.shape:
             raise ModelError(f"{who}: expected one sample weight per row ({len(ya)}). Got {w.shape}.")
         Xv = yv = None
+        if (X_val is None) != (y_val is None):
+            given, missing = ("X_val", "y_val") if y_val is None else ("y_val", "X_val")
+            raise ModelError(f"{who}: expected X_val and y_val together. Got {given} without {missing}.")
         if X_val is not None and y_val is not None:
             Xv = as_matrix(X_val, who, Xm.shape[1])
             yv = np.asarray(y_val, dtype=np.float64).ravel()
+            if len(yv) != len(Xv):
+                raise ModelError(f"{who}: expected one validation label per row ({len(Xv)}). Got {len(yv)}.")
         names = list(feature_names) if feature_names is not None else [f"f{j}" for j in range(Xm.shape[1])]
         if len(names) != Xm.shape[1]:
             raise ModelError(f"{who}: expected {Xm.shape[1]} feature names. Got {len(names)}.")
@@ -180,8 +215,22 @@ class Model(ABC):
         self.templates_ = dict(templates or {})
         self._fit(Xm, ya, w, Xv, yv)
         self.calibrator_ = Calibrator("none")
-        if self.calibration != "none" and Xv is not None and yv is not None and len(np.unique(yv)) == 2:
-            self.calibrator_ = Calibrator(self.calibration).fit(self._raw(Xv), yv)
+        if self.calibration != "none":
+            if Xv is None or yv is None or len(np.unique(yv)) < 2:
+                why = (
+                    "no validation set (X_val, y_val) was given"
+                    if yv is None
+                    else f"the validation labels hold one class only ({np.unique(yv)[:2].tolist()})"
+                )
+                warnings.warn(
+                    f"{who}: not calibrated ({self.calibration!r} was asked): {why}. The model's raw scores "
+                    "are its probabilities (saved so: calibrator 'none'). Pass X_val and y_val with both "
+                    "classes, or calibration='none'.",
+                    CalibrationSkipped,
+                    stacklevel=2,
+                )
+            else:
+                self.calibrator_ = Calibrator(self.calibration).fit(self._raw(Xv), yv)
         return self
 
     def _check(self, X: ArrayLike, who: str) -> np.ndarray:

@@ -59,6 +59,16 @@ class ForestModel(Model):
         "n_jobs": int,
         "class_weight": str,
     }
+    LIBRARIES: ClassVar[tuple[str, ...]] = ("scikit-learn",)
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "n_estimators": 60,
+        "max_depth": 10,
+        "min_samples_leaf": 20,
+        "max_features": 0.15,
+        "max_rows": 200_000,
+        "n_jobs": -1,
+        "class_weight": "balanced",
+    }
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
@@ -74,16 +84,18 @@ class ForestModel(Model):
         from sklearn.ensemble import RandomForestClassifier
 
         rf = RandomForestClassifier(
-            n_estimators=int(self.params.get("n_estimators", 60)),
-            max_depth=_depth(self.params.get("max_depth", 10)),
-            min_samples_leaf=int(self.params.get("min_samples_leaf", 20)),
-            max_features=float(self.params.get("max_features", 0.15)),
-            n_jobs=int(self.params.get("n_jobs", -1)),
+            n_estimators=int(self.setting("n_estimators")),
+            max_depth=_depth(self.setting("max_depth")),
+            min_samples_leaf=int(self.setting("min_samples_leaf")),
+            max_features=float(self.setting("max_features")),
+            n_jobs=int(self.setting("n_jobs")),
             # each tree sees at most `max_rows` bootstrap rows: big tables train in bounded time
-            max_samples=min(1.0, int(self.params.get("max_rows", 200_000)) / len(X)),
+            max_samples=min(1.0, int(self.setting("max_rows")) / len(X)),
             random_state=self.seed,
         )
-        self.params.setdefault("class_weight", "balanced")  # recorded: the saved model says how it was fitted
+        self.params.setdefault(
+            "class_weight", self.DEFAULTS["class_weight"]
+        )  # recorded: the saved model says how it was fitted
         balanced = self.params["class_weight"] == "balanced"
         rf.fit(self._impute(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
         # each node's value back on the data's scale (odds divided by the balance factor): raw scores are

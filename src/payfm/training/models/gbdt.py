@@ -111,10 +111,23 @@ class GBDTModel(Model):
 
     kind = "gbdt"
     PARAMS: ClassVar[dict[str, type]] = _OWN_PARAMS
+    LIBRARIES: ClassVar[tuple[str, ...]] = ("lightgbm",)
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "n_estimators": 500,
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "max_depth": 6,
+        "min_child_samples": 50,
+        "feature_fraction": 0.8,
+        "lambda_l2": 1.0,
+        "early_stopping": 30,
+        "num_threads": 0,
+        "explanations": "path",
+    }
 
     def __init__(self, *, calibration: str = "isotonic", seed: int = 0, **params: Any) -> None:
         super().__init__(calibration=calibration, seed=seed, **params)
-        method = params.get("explanations", "path")
+        method = params.get("explanations", self.DEFAULTS["explanations"])
         if method not in EXPLANATIONS:
             expected = ", ".join(EXPLANATIONS)
             raise ModelError(f"GBDTModel parameter 'explanations' must be one of {expected}. Got {method!r}.")
@@ -131,18 +144,17 @@ class GBDTModel(Model):
         }
 
     def _lgb_params(self) -> dict[str, Any]:
-        p = self.params
         # any other LightGBM parameter (max_bin, bagging_fraction...) passes through as given
-        extra = {k: v for k, v in p.items() if k not in _OWN_PARAMS}
+        extra = {k: v for k, v in self.params.items() if k not in _OWN_PARAMS}
         return extra | {
             "objective": "binary",
-            "learning_rate": float(p.get("learning_rate", 0.05)),
-            "num_leaves": int(p.get("num_leaves", 15)),
-            "max_depth": int(p.get("max_depth", 6)),
-            "min_child_samples": int(p.get("min_child_samples", 50)),
-            "feature_fraction": float(p.get("feature_fraction", 0.8)),
-            "lambda_l2": float(p.get("lambda_l2", 1.0)),
-            "num_threads": int(p.get("num_threads", 0)),
+            "learning_rate": float(self.setting("learning_rate")),
+            "num_leaves": int(self.setting("num_leaves")),
+            "max_depth": int(self.setting("max_depth")),
+            "min_child_samples": int(self.setting("min_child_samples")),
+            "feature_fraction": float(self.setting("feature_fraction")),
+            "lambda_l2": float(self.setting("lambda_l2")),
+            "num_threads": int(self.setting("num_threads")),
             "seed": self.seed,
             "deterministic": True,
             "verbosity": -1,
@@ -153,7 +165,9 @@ class GBDTModel(Model):
     ) -> None:
         import lightgbm as lgb
 
-        self.params.setdefault("explanations", "path")  # recorded, so the saved model says how it explains
+        self.params.setdefault(
+            "explanations", self.DEFAULTS["explanations"]
+        )  # recorded, so the saved model says how it explains
         if self.params.get("linear_tree"):
             raise ModelError(
                 "GBDTModel parameter 'linear_tree' is not supported: a linear leaf's output depends on the "
@@ -170,7 +184,7 @@ class GBDTModel(Model):
         )
         callbacks: list[Any] = []
         valid = []
-        stop = int(self.params.get("early_stopping", 30))  # 0: every round, no metric needed to stop on
+        stop = int(self.setting("early_stopping"))  # 0: every round, no metric needed to stop on
         if (
             X_val is not None
             and y_val is not None
@@ -184,7 +198,7 @@ class GBDTModel(Model):
             booster = lgb.train(
                 self._lgb_params(),
                 train,
-                num_boost_round=int(self.params.get("n_estimators", 500)),
+                num_boost_round=int(self.setting("n_estimators")),
                 valid_sets=valid,
                 callbacks=callbacks,
             )
@@ -261,7 +275,7 @@ class GBDTModel(Model):
         return self._fast[predict_type]
 
     def _threads(self, n: int) -> int:
-        return 1 if n < SMALL_BATCH else int(self.params.get("num_threads", 0))
+        return 1 if n < SMALL_BATCH else int(self.setting("num_threads"))
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         if len(X) == 1:  # the serving path: one charge

@@ -39,6 +39,14 @@ class LogisticModel(Model):
         "categorical": list,
         "transform": str,
     }
+    LIBRARIES: ClassVar[tuple[str, ...]] = ("scikit-learn",)
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "C": 1.0,
+        "max_iter": 300,
+        "class_weight": None,
+        "categorical": [],
+        "transform": "symlog",
+    }
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
@@ -58,20 +66,20 @@ class LogisticModel(Model):
     ) -> None:
         from sklearn.linear_model import LogisticRegression
 
-        cat = sorted(int(j) for j in self.params.get("categorical", ()))
+        cat = sorted(int(j) for j in self.setting("categorical"))
         self.categorical_ = np.asarray(cat, dtype=np.int64)
         self.numeric_ = np.asarray([j for j in range(X.shape[1]) if j not in set(cat)], dtype=np.int64)
         filled = np.where(np.isnan(X), self.medians_, X)
-        self.params.setdefault("transform", "symlog")  # recorded: the saved model says how it reads inputs
+        self.params.setdefault(
+            "transform", self.DEFAULTS["transform"]
+        )  # recorded: the saved model says how it reads inputs
         self.scaling_ = Scaling.fit(filled[:, self.numeric_], w, str(self.params["transform"]))
         self.categories_ = []
         for j in cat:
             vals, counts = np.unique(filled[:, j], return_counts=True)
             self.categories_.append(np.sort(vals[np.argsort(-counts)][:MAX_CATEGORIES]))
-        lr = LogisticRegression(
-            C=float(self.params.get("C", 1.0)), max_iter=int(self.params.get("max_iter", 300))
-        )
-        balanced = self.params.get("class_weight") == "balanced"
+        lr = LogisticRegression(C=float(self.setting("C")), max_iter=int(self.setting("max_iter")))
+        balanced = self.setting("class_weight") == "balanced"
         lr.fit(self._design(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
         self.coef_ = lr.coef_[0].astype(np.float64)
         # balanced, the fit learned odds times the balance factor: divided back, scores are probabilities

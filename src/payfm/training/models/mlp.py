@@ -60,6 +60,18 @@ class MLPModel(Model):
         "num_threads": int,
         "transform": str,
     }
+    LIBRARIES: ClassVar[tuple[str, ...]] = ("torch",)
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "hidden": 64,
+        "dropout": 0.1,
+        "lr": 1e-3,
+        "weight_decay": 1e-5,
+        "epochs": 10,
+        "batch_size": 1024,
+        "patience": 3,
+        "num_threads": 1,
+        "transform": "symlog",
+    }
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
@@ -70,7 +82,7 @@ class MLPModel(Model):
         }
 
     def _net(self, d: int) -> _Net:
-        return _Net(d, int(self.params.get("hidden", 64)), float(self.params.get("dropout", 0.1)))
+        return _Net(d, int(self.setting("hidden")), float(self.setting("dropout")))
 
     def _inputs(self, X: np.ndarray, dtype: type = np.float32) -> torch.Tensor:
         z = self.scaling_.apply(np.where(np.isnan(X), self.medians_, X))
@@ -94,7 +106,7 @@ class MLPModel(Model):
     ) -> None:
         # A net this small trains fastest on one thread; more contend (10x slower measured on 2 cores).
         before = torch.get_num_threads()
-        torch.set_num_threads(int(self.params.get("num_threads", 1)))
+        torch.set_num_threads(int(self.setting("num_threads")))
         try:
             self._train(X, y, w, X_val, y_val)
         finally:
@@ -105,13 +117,15 @@ class MLPModel(Model):
     ) -> None:
         torch.manual_seed(self.seed)
         filled = np.where(np.isnan(X), self.medians_, X)
-        self.params.setdefault("transform", "symlog")  # recorded: the saved model says how it reads inputs
+        self.params.setdefault(
+            "transform", self.DEFAULTS["transform"]
+        )  # recorded: the saved model says how it reads inputs
         self.scaling_ = Scaling.fit(filled, None, str(self.params["transform"]))
         net = self._net(X.shape[1])
         opt = torch.optim.AdamW(
             net.parameters(),
-            lr=float(self.params.get("lr", 1e-3)),
-            weight_decay=float(self.params.get("weight_decay", 1e-5)),
+            lr=float(self.setting("lr")),
+            weight_decay=float(self.setting("weight_decay")),
         )
         xt, yt = self._inputs(X), torch.from_numpy(y.astype(np.float32))
         wt = torch.from_numpy((w / w.mean()).astype(np.float32))
@@ -119,11 +133,11 @@ class MLPModel(Model):
         if X_val is not None and y_val is not None:
             xv, yv = self._inputs(X_val), torch.from_numpy(y_val.astype(np.float32))
         # at least ~32 steps per epoch on small tables, whatever the batch size asked for
-        bs = max(32, min(int(self.params.get("batch_size", 1024)), len(xt) // 32))
+        bs = max(32, min(int(self.setting("batch_size")), len(xt) // 32))
         best, bad = float("inf"), 0
         best_state = {k: v.clone() for k, v in net.state_dict().items()}
         gen = torch.Generator().manual_seed(self.seed)
-        for _ in range(int(self.params.get("epochs", 10))):
+        for _ in range(int(self.setting("epochs"))):
             net.train()
             for idx in torch.split(torch.randperm(len(xt), generator=gen), bs):
                 loss = nn.functional.binary_cross_entropy_with_logits(net(xt[idx]), yt[idx], weight=wt[idx])
@@ -140,7 +154,7 @@ class MLPModel(Model):
                 best_state = {k: v.clone() for k, v in net.state_dict().items()}
             else:
                 bad += 1
-                if bad >= int(self.params.get("patience", 3)):
+                if bad >= int(self.setting("patience")):
                     break
         if xv is not None:
             net.load_state_dict(best_state)

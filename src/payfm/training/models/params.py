@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from payfm.errors import ConfigError
-from payfm.training.models.gbdt import EXPLANATIONS
+from payfm.training.models.gbdt import EXPLANATIONS, GBDTModel
 from payfm.training.models.scaling import TRANSFORMS
 
 # LightGBM parameters payfm sets itself (the classifier it trains, its seed and determinism, its logging)
@@ -334,7 +334,8 @@ def _try_lightgbm(params: Mapping[str, Any], own: Iterable[str]) -> None:
     given = ", ".join(f"{k}={v!r}" for k, v in extra.items())
     train = lgb.Dataset(X, y, params={"verbosity": -1})
     dart = any(str(params.get(a, "")).lower() == "dart" for a in ("boosting", "boosting_type", "boost"))
-    stop = int(params.get("early_stopping", 30))  # 0: none (nor a metric to stop on); dart has none either
+    # 0: no early stopping (nor a metric to stop on); dart has none either
+    stop = int(params.get("early_stopping", GBDTModel.DEFAULTS["early_stopping"]))
     try:
         with _stderr_silenced():  # LightGBM's C++ prints a refusal ("[LightGBM] [Fatal] ...") as it raises it
             lgb.train(
