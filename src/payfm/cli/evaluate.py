@@ -89,6 +89,12 @@ def comparison_table(results: Sequence[EvaluationResult], title: str, positives:
     "charge never gets a dispute or warning: its label 0 means unknown; an export's fraud flags on declined "
     "attempts are not labels).",
 )
+@click.option(
+    "--no-drift",
+    is_flag=True,
+    help="Leave out the feature drift from each model's training window to this window (a few seconds "
+    "per million charges; `payfm features drift` shows it alone).",
+)
 @click.pass_context
 def evaluate(
     ctx: click.Context,
@@ -101,6 +107,7 @@ def evaluate(
     no_baseline: bool,
     horizon_days: float | None,
     on: str,
+    no_drift: bool,
 ) -> None:
     """Evaluate models on a time window: metrics, intervals, breakdowns and an HTML + JSON report.
 
@@ -122,6 +129,7 @@ def evaluate(
         seed=seed,
         horizon=timedelta(days=horizon_days) if horizon_days is not None else None,
         on=on,
+        drift=not no_drift,
         progress=lambda msg: err_console.print(
             f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
         ),

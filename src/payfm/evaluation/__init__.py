@@ -1,9 +1,10 @@
 """Honest evaluation of fraud models: metrics checked against scikit-learn, threshold presets, breakdowns,
-bootstrap intervals and a self-contained report. See docs/evaluation.md."""
+bootstrap intervals, feature drift and a self-contained report. See docs/evaluation.md."""
 
 from __future__ import annotations
 
 from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.drift import DriftReport, FeatureDrift, feature_drift, window_drift
 from payfm.evaluation.evaluate import (
     PREDICTION_COLUMNS,
     ComparisonRow,
@@ -20,9 +21,13 @@ __all__ = [
     "PROTECTION",
     "REVENUE",
     "ComparisonRow",
+    "DriftReport",
     "EvaluationError",
     "EvaluationResult",
+    "FeatureDrift",
     "Preset",
     "compare",
     "evaluate_predictions",
+    "feature_drift",
+    "window_drift",
 ]

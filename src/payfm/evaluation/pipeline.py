@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from payfm.evaluation.baseline import BASELINE_NAME, rules_baseline_predictions, window_predictions
 from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.drift import DriftReport, window_drift
 from payfm.evaluation.evaluate import EvaluationResult, evaluate_predictions
 from payfm.evaluation.report import EvaluationReport, write_report
 from payfm.events.schema import time_bound
@@ -109,6 +110,48 @@ def in_sample(ws: Workspace, model_refs: Sequence[str], start: datetime | None) 
                 "holds charges the model was trained or validated on, so its figures are in-sample"
             )
     return out
+
+
+def training_window(ws: Workspace, model_ref: str) -> tuple[datetime, datetime]:
+    """A model's training window, [train_start, train_end) of its registry entry: the charges whose features
+    it learned (a model registered without one, from Python, is refused: give the reference window)."""
+    from payfm.registry.store import Registry
+
+    mv = Registry(ws).get(model_ref)
+    window = mv.entry.get("data_window") or {}
+    if not window.get("train_start") or not window.get("train_end"):
+        raise EvaluationError(
+            f"{mv.ref}'s registry entry records no training window (data_window.train_start, train_end): "
+            "give the reference window (--reference-from, --reference-to)."
+        )
+    return datetime.fromisoformat(window["train_start"]), datetime.fromisoformat(window["train_end"])
+
+
+def model_drift(
+    ws: Workspace,
+    model_ref: str,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    reference: tuple[datetime | None, datetime | None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DriftReport:
+    """The drift of a model's features (its feature set's; a foundation model's outputs are not in the
+    backfill) from its training window (:func:`training_window`, or ``reference``) to [start, end)."""
+    from payfm.features.catalog import feature_set
+    from payfm.registry.store import Registry
+
+    mv = Registry(ws).get(model_ref)
+    fs = feature_set(mv.feature_set, ws.root)
+    if fs.version != mv.feature_set_version:
+        raise EvaluationError(
+            f"{mv.ref} was trained on feature set '{mv.feature_set}' version {mv.feature_set_version}; the "
+            f"workspace's is version {fs.version} now, whose features the model does not read."
+        )
+    if reference is not None:
+        return window_drift(ws, fs, reference, (start, end), model=mv.ref, progress=progress)
+    trained = training_window(ws, mv.ref)
+    return window_drift(ws, fs, trained, (start, end), against=mv.ref, model=mv.ref, progress=progress)
 
 
 def label_horizons(ws: Workspace, model_refs: Sequence[str]) -> dict[str, tuple[str, timedelta]]:
@@ -226,6 +269,7 @@ def evaluate_models(
     seed: int = 0,
     horizon: timedelta | None = None,
     on: str = "all",
+    drift: bool = True,
     progress: Progress | None = None,
 ) -> tuple[EvaluationReport, list[EvaluationResult]]:
     """Score [start, end) with each model (``payfm.training.predict.score_window``), add the rules baseline
@@ -248,6 +292,10 @@ def evaluate_models(
     they name no zone), as ``payfm evaluate --from`` takes them. A window holding no charge is refused with
     the event log's range. ``on``: ``all`` charges of the window, or the ``authorized`` ones only
     (:func:`only_authorized`; refused for a task whose rows are not authorized charges).
+
+    With ``drift``, the report holds each model's feature drift from its training window to the evaluated
+    window (:func:`training_drift`; models trained on one set over one window share one), also said through
+    ``progress``.
     """
     ws = opened(ws, "evaluate_models")
     if on not in ON:
@@ -299,6 +347,7 @@ def evaluate_models(
         say(f"evaluating {name}")
         result = evaluate_predictions(preds, name=name, bootstrap=bootstrap, seed=seed, window=(start, end))
         results.append(replace(result, warnings=(warned[name],)) if name in warned else result)
+    drifts = training_drift(ws, model_refs, start, end, say) if drift and model_refs else []
     say("writing the report")
     title = "payfm evaluation report" + (" (authorized charges only)" if on == "authorized" else "")
     paths = write_report(
@@ -307,5 +356,32 @@ def evaluate_models(
         title,
         positives=predicted,
         population=on,
+        drift=drifts,
     )
     return paths, results
+
+
+def training_drift(
+    ws: Workspace, model_refs: Sequence[str], start: datetime | None, end: datetime | None, say: Progress
+) -> list[DriftReport]:
+    """The feature drift of each model from its training window to [start, end) (:func:`model_drift`), once
+    for the models that share a feature set version and a training window (``payfm train --model all``);
+    models registered without a training window are left out."""
+    from payfm.registry.store import Registry
+
+    reg = Registry(ws)
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for ref in model_refs:
+        mv = reg.get(ref)
+        window = mv.entry.get("data_window") or {}
+        if window.get("train_start") and window.get("train_end"):
+            key = (mv.feature_set, mv.feature_set_version, window["train_start"], window["train_end"])
+            groups.setdefault(key, []).append(mv.ref)
+    out = []
+    for refs in groups.values():
+        refs = list(dict.fromkeys(refs))
+        say(f"feature drift from {refs[0]}'s training window")
+        report = replace(model_drift(ws, refs[0], start, end), against=", ".join(refs))
+        say(f"feature drift ({report.window_text()}): {report.summary()}")
+        out.append(report)
+    return out

@@ -30,6 +30,7 @@ from typing import Any
 from payfm import __version__, interrupts
 from payfm.errors import ConfigError
 from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.drift import DriftReport
 from payfm.evaluation.evaluate import EvaluationResult, compare, resamples_text
 from payfm.evaluation.slices import NONE_GROUP, SliceRow
 from payfm.evaluation.template import PAGE
@@ -44,15 +45,19 @@ class EvaluationReport:
     json: Path
 
 
-def report_json(results: Sequence[EvaluationResult], population: str = "all") -> dict[str, Any]:
+def report_json(
+    results: Sequence[EvaluationResult], population: str = "all", drift: Sequence[DriftReport] = ()
+) -> dict[str, Any]:
     """The report's numbers: the population (``all`` charges or the ``authorized`` ones), the warnings of
-    every result (:func:`report_warnings`), the comparison and every result in full."""
+    every result (:func:`report_warnings`), the comparison, every result in full and the feature drift from
+    the models' training windows (every feature)."""
     return {
         "payfm_version": __version__,
         "population": population,
         "warnings": report_warnings(results),
         "comparison": json_ready(compare(results)),
         "results": [json_ready(r) for r in results],
+        "drift": [d.to_json() for d in drift],
     }
 
 
@@ -174,8 +179,47 @@ def _scenarios(
     return f"<figure>{figure(results)}</figure>\n" + _slices(results, ["scenario"])
 
 
+DRIFT_SHOWN = 15  # features of each drift table on the page (report.json holds every one)
+
+
+def _median(x: float | None) -> str:
+    return "-" if x is None else _f(x, ".4g")
+
+
+def _drift(reports: Sequence[DriftReport]) -> str:
+    if not reports:
+        return (
+            '<p class="note">Not computed: no model of the report records a training window (or drift was '
+            "turned off).</p>"
+        )
+    parts = []
+    for d in reports:
+        rows = [
+            [
+                f.feature,
+                _f(f.psi),
+                f.level,
+                _f(f.beyond, ".1%"),
+                f"{_f(f.reference_missing, '.1%')} -> {_f(f.current_missing, '.1%')}",
+                f"{_median(f.reference_median)} -> {_median(f.current_median)}",
+            ]
+            for f in d.features[:DRIFT_SHOWN]
+        ]
+        header = ["feature", "PSI", "level", "beyond reference", "missing ref -> cur", "median ref -> cur"]
+        title = f"{d.against or d.feature_set}: training window -> this window ({d.window_text()})"
+        sampled = " (at most 500,000 of each compared, evenly spaced)" if d.sampled else ""
+        parts.append(
+            f"<h3>{html.escape(title)}</h3><p>{html.escape(d.summary())}. {d.reference_rows:,} reference and "
+            f"{d.current_rows:,} current charges{sampled}.</p>" + _table(header, rows)
+        )
+    return "\n".join(parts)
+
+
 def render_html(
-    results: Sequence[EvaluationResult], title: str = "payfm evaluation report", positives: str = "fraud"
+    results: Sequence[EvaluationResult],
+    title: str = "payfm evaluation report",
+    positives: str = "fraud",
+    drift: Sequence[DriftReport] = (),
 ) -> str:
     """The report page for ``results`` (the first result's window and population describe the page).
     ``positives``: the task the models predict; for another than ``fraud`` (``retry_success``) the page says
@@ -208,6 +252,7 @@ def render_html(
         fig_dollars=plots.dollars(results),
         scenarios=_scenarios(results, plots.scenario_recall),
         breakdowns=_slices(results, ["channel", "merchant_size", "merchant_country"]),
+        drift=_drift(drift),
         version=__version__,
     )
 
@@ -218,11 +263,13 @@ def write_report(
     title: str = "payfm evaluation report",
     positives: str = "fraud",
     population: str = "all",
+    drift: Sequence[DriftReport] = (),
 ) -> EvaluationReport:
     """Write ``report.html`` and ``report.json`` under ``out_dir`` (created if needed), as one set: both are
     rendered and written to temporary files first, then replace the old ones together, so an interrupted
     write (Ctrl-C, a full disk) leaves the old report or the new one, never a new JSON beside an old page.
-    ``positives``: the task the models predict (:func:`render_html`)."""
+    ``positives``: the task the models predict (:func:`render_html`); ``drift``: the feature drift from the
+    models' training windows (:func:`payfm.evaluation.pipeline.training_drift`)."""
     if not results:
         raise EvaluationError("The report needs at least one evaluation result. Got none.")
     out = Path(out_dir)
@@ -232,8 +279,8 @@ def write_report(
         raise ConfigError(f"The report directory '{out}' cannot be created: {e.strerror or e}.") from None
     paths = EvaluationReport(out / "report.html", out / "report.json")
     contents = {
-        paths.json: json.dumps(report_json(results, population), indent=1, allow_nan=False).encode(),
-        paths.html: render_html(results, title, positives).encode(),
+        paths.json: json.dumps(report_json(results, population, drift), indent=1, allow_nan=False).encode(),
+        paths.html: render_html(results, title, positives, drift).encode(),
     }
     replace_together(contents)
     return paths
