@@ -87,6 +87,35 @@ def test_import_prints_the_columns_it_does_not_store(tmp_path: Path) -> None:
     assert lines[1].startswith("labels[0]: 32 outcomes dated after the file's last charge (2023-03-25T07:30")
     assert lines[2].startswith("Dropped by the mapping, not stored (15 columns): ssn, first, last, ")
     assert lines[3] == "Not in the mapping, not stored (1 column): loyalty_tier"
+    # imported again, nothing is written: no late outcome is said of the ones left out
+    code, out = run(
+        "-w", str(tmp_path / "ws"), "import", str(source), "--mapping", "sparkov", "--skip-existing"
+    )
+    assert code == 0, out
+    assert out.splitlines()[0].endswith("0 charges, 0 disputes")
+    assert "Left out (--skip-existing): 384 rows" in out and "dated after the file's last charge" not in out
+
+
+def test_skip_existing_counts_the_late_outcomes_it_writes(tmp_path: Path) -> None:
+    """A file whose later half is new: of its late disputes, those of the charges written are said."""
+    import pyarrow.parquet as pq
+
+    from payfm.events.importer import import_file
+    from payfm.events.workspace import Workspace
+
+    sample = pq.read_table(Path(__file__).parent / "data" / "sparkov_sample.parquet")
+    first, whole = tmp_path / "first.parquet", tmp_path / "whole.parquet"
+    pq.write_table(sample, whole)
+    fresh = import_file(Workspace.open(tmp_path / "alone", create=True), whole, "sparkov")
+    assert fresh.labels_after_file == {"labels[0]": 32}  # the disputes of the file's last month
+    for held, late in ((slice(0, 200), {"labels[0]": 32}), (slice(200, None), {})):
+        pq.write_table(sample[held], first)
+        ws = Workspace.open(tmp_path / f"ws{held.start}", create=True)
+        import_file(ws, first, "sparkov")
+        again = import_file(ws, whole, "sparkov", skip_existing=True)
+        assert again.rows["charges"] == sample.num_rows - len(sample[held])
+        # the late disputes are of the later rows: said when those are written, not when they were held
+        assert again.labels_after_file == late
 
 
 def test_training_set_horizon_takes_fractional_days(tmp_path: Path) -> None:

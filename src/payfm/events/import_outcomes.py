@@ -10,6 +10,7 @@ file's rows.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -338,6 +339,20 @@ class LabelCounts:
     without_money: Counter[str] = field(default_factory=Counter)
     after_file: Counter[str] = field(default_factory=Counter)
     last_charge: datetime | None = None
+    late_ids: dict[str, list[pa.Array]] = field(default_factory=dict)  # label -> ids of its late events
+
+    def keep_written(self, written: Sequence[pa.Array]) -> None:
+        """Count as late only the events written (``written``: the ids of the outcomes an import writes):
+        ``--skip-existing`` leaves out those the workspace holds, which move nothing."""
+        ids = pa.concat_arrays([pa.array([], pa.string()), *written])
+        for label, parts in self.late_ids.items():
+            kept = sum(int(pc.sum(pc.is_in(part, value_set=ids)).as_py() or 0) for part in parts)
+            if kept:
+                self.after_file[label] = kept
+            else:
+                del self.after_file[label]
+        if not self.after_file:
+            self.last_charge = None
 
 
 def outcome_events(
@@ -425,10 +440,14 @@ def outcome_events(
         else:
             data["fraud_type"] = pa.repeat(pa.scalar(label.category), len(rows))
         if label.delay is not None and last is not None:  # a `delay` past the export's end moves "now" too
-            later = int(pc.sum(pc.cast(pc.greater(created, last), pa.int64())).as_py() or 0)
+            late = pc.greater(created, last)
+            later = int(pc.sum(pc.cast(late, pa.int64())).as_py() or 0)
             if later:
                 counts.after_file[label.path] += later
                 counts.last_charge = last.as_py()
+                counts.late_ids.setdefault(label.path, []).append(
+                    pc.filter(data[OUTCOME_ID[label.table]], late).cast(pa.string())
+                )
         parts.setdefault(label.table, []).append((pa.table(data), rows))
     return {
         name: (pa.concat_tables([t for t, _ in items]), np.concatenate([r for _, r in items]))
