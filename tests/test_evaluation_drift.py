@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,15 @@ def test_missing_values_and_unseen_values_have_bins_of_their_own() -> None:
     assert empty.beyond == 1.0 and empty.reference_median is None and empty.current_median == 1.0
 
 
+def test_infinities_are_values_beyond_every_finite_one() -> None:
+    ref = np.arange(1000.0)
+    cur = np.r_[np.arange(500.0), np.full(500, np.inf)]
+    d = column_drift("ratio", ref, cur)
+    assert math.isfinite(d.psi) and d.beyond == 0.5 and d.level == "major"
+    assert d.psi == pytest.approx(column_drift("ratio", ref, np.r_[np.arange(500.0), np.full(500, 1e6)]).psi)
+    assert math.isfinite(column_drift("ratio", np.r_[ref, -np.inf], cur).psi)
+
+
 def test_feature_drift_ranks_the_columns_and_checks_their_shape() -> None:
     rng = np.random.default_rng(2)
     ref = np.column_stack([rng.normal(size=5000), np.arange(5000.0)])
@@ -116,6 +125,39 @@ def test_a_window_against_itself_is_stable_and_a_large_one_is_sampled(ws: Worksp
     sampled = window_drift(ws, tiny_set(), window, window, max_rows=1000)
     assert sampled.sampled and sampled.reference_rows == report.reference_rows
     assert {d.feature for d in sampled.features} == set(tiny_set().names)
+    # the sample is evenly spaced over the window in time order, not its first rows
+    import pyarrow.parquet as pq
+
+    from payfm.features.training_set import backfill_path
+
+    t = pq.read_table(
+        backfill_path(ws, tiny_set()), filters=[("created", ">=", window[0]), ("created", "<", window[1])]
+    )
+    pick = np.linspace(0, t.num_rows - 1, 1000).round().astype(np.int64)
+    amounts = t.column("amount_usd").to_numpy(zero_copy_only=False).astype(np.float64)[pick]
+    [amount] = [d for d in sampled.features if d.feature == "amount_usd"]
+    assert amount.reference_median == amount.current_median == float(np.median(amounts))
+    late = window_drift(ws, tiny_set(), window, (window[1], None), max_rows=1000)
+    [count] = [d for d in late.features if d.feature == "card.count_fraud_disputes_all"]
+    assert count.current_median is not None and count.reference_median is not None
+    # an all-time count read later: its values lie above the earlier window's (the windows are not swapped)
+    assert count.beyond > 0 and count.current_missing == 0.0
+
+
+def test_window_bounds_are_read_as_evaluate_reads_them(ws: Workspace) -> None:
+    a = window_drift(ws, tiny_set(), ("2026-01-05", "2026-01-20"), (date(2026, 1, 20), None))
+    b = window_drift(
+        ws,
+        tiny_set(),
+        (datetime(2026, 1, 5, 1, tzinfo=timezone(timedelta(hours=1))), datetime(2026, 1, 20, tzinfo=UTC)),
+        (datetime(2026, 1, 20, tzinfo=UTC), None),
+    )
+    assert a.reference == b.reference == ("2026-01-05T00:00:00+00:00", "2026-01-20T00:00:00+00:00")
+    assert [d.psi for d in a.features] == [d.psi for d in b.features]
+    with pytest.raises(EvaluationError, match=r"The drift's reference start must be timezone-aware \(UTC\)"):
+        window_drift(ws, tiny_set(), (datetime(2026, 1, 5), None), (None, None))
+    with pytest.raises(EvaluationError, match=r"The drift's current window must end after it starts"):
+        window_drift(ws, tiny_set(), (None, "2026-01-10"), ("2026-01-20", "2026-01-20"))
 
 
 def test_a_model_is_compared_from_its_training_window(ws: Workspace) -> None:
@@ -183,6 +225,38 @@ def test_the_evaluation_report_holds_the_drift_from_the_training_window(
     paths, _ = evaluate_models(ws, ["fraud-gbdt"], out_dir=tmp_path / "n", bootstrap=0, drift=False)
     assert json.loads(paths.json.read_text())["drift"] == []
     assert "Not computed" in paths.html.read_text()
+
+
+def test_a_drift_that_cannot_be_computed_leaves_the_rest_of_the_report(ws: Workspace, tmp_path: Path) -> None:
+    """A model whose recorded training window holds no charge of this log (a world generated again), and
+    one recorded with times without a zone (read as UTC, as --from reads them)."""
+    from payfm.training.models import model_class
+
+    fs = feature_set("tiny", ws.root)
+    X = np.random.default_rng(0).normal(size=(200, len(fs.names)))
+    m = model_class("lr")(calibration="none").fit(X, (X[:, 0] > 0).astype(int), feature_names=fs.names)
+    reg = Registry(ws)
+    old = {"train_start": "2020-01-01T00:00:00+00:00", "train_end": "2020-02-01T00:00:00+00:00"}
+    reg.register(m, name="gone", task="fraud", fset=fs, data_window=old)
+    naive = {"train_start": "2026-01-01T00:00:00", "train_end": "2026-01-10T00:00:00"}
+    reg.register(m, name="naive", task="fraud", fset=fs, data_window=naive)
+    said: list[str] = []
+    paths, results = evaluate_models(
+        ws,
+        ["gone", "naive"],
+        "2026-01-20",
+        None,
+        tmp_path / "r",
+        bootstrap=0,
+        horizon=timedelta(days=3),
+        progress=said.append,
+    )
+    assert len(results) == 3  # both models and the baseline: the report stands
+    left_out = "warning: the feature drift of gone@1 is left out of the report: The reference window"
+    assert any(s.startswith(left_out) for s in said), said
+    [drift] = json.loads(paths.json.read_text())["drift"]
+    assert drift["against"] == "naive@1"
+    assert drift["reference"] == ["2026-01-01T00:00:00+00:00", "2026-01-10T00:00:00+00:00"]
 
 
 def test_a_model_without_a_training_window_is_left_out_and_named(ws: Workspace) -> None:

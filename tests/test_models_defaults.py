@@ -52,6 +52,15 @@ def test_effective_params_rebuild_the_model_after_the_defaults_change(
     first = cls(seed=0, **GIVEN[kind]).fit(X, y, None, Xv, yv)
     effective = first.effective_params()
     assert effective == {**cls.DEFAULTS, **GIVEN[kind]}
+    for value in first.effective_params().values():  # a copy: a caller's edit reaches no default
+        if isinstance(value, list):
+            value.append(3)
+    assert (
+        first.effective_params()
+        == {**cls.DEFAULTS, **GIVEN[kind]}
+        == {**model_class(kind).DEFAULTS, **GIVEN[kind]}
+    )
+    assert all(3 not in v for v in cls.DEFAULTS.values() if isinstance(v, list))
     monkeypatch.setattr(cls, "DEFAULTS", {**cls.DEFAULTS, **OTHERS[kind]})  # a later payfm's defaults
     changed = cls(seed=0, **GIVEN[kind]).fit(X, y, None, Xv, yv).predict_proba(Xt)
     assert not np.allclose(changed, first.predict_proba(Xt))  # the defaults do reach the fit

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from payfm.evaluation.checks import EvaluationError
+from payfm.events.schema import time_bound
 
 if TYPE_CHECKING:
     from payfm.events.workspace import Workspace
@@ -82,8 +83,10 @@ def _median(values: np.ndarray, is_sorted: bool = False) -> float | None:
 
 def column_drift(name: str, reference: np.ndarray, current: np.ndarray, bins: int = BINS) -> FeatureDrift:
     """The drift of one feature: ``reference`` and ``current`` hold its values (NaN: missing)."""
-    ref = np.asarray(reference, dtype=np.float64)
-    cur = np.asarray(current, dtype=np.float64)
+    # (an infinity is a value beyond every finite one: it is binned as the largest float, not as NaN)
+    big = np.finfo(np.float64).max
+    ref = np.clip(np.asarray(reference, dtype=np.float64), -big, big)
+    cur = np.clip(np.asarray(current, dtype=np.float64), -big, big)
     if len(ref) == 0 or len(cur) == 0:
         raise EvaluationError(
             f"The drift of {name!r} needs rows in both windows. Got {len(ref)} and {len(cur)}."
@@ -205,10 +208,27 @@ class DriftReport:
         }
 
 
-Window = tuple[datetime | None, datetime | None]
+# A window's bounds, [start, end): aware datetimes, dates (their midnight UTC) or ISO texts (UTC when they
+# name no zone), as --from and --to take them; None is the log's start or end.
+Window = tuple[datetime | date | str | None, datetime | date | str | None]
 
 
-def _filters(window: Window) -> list[tuple[str, str, Any]] | None:
+def _bounds(window: Window, which: str) -> tuple[datetime | None, datetime | None]:
+    """``window`` as UTC datetimes; an error naming the bound otherwise."""
+    out = []
+    for side, value in zip(("start", "end"), window, strict=True):
+        t = time_bound(value, f"The drift's {which} {side}", EvaluationError)
+        out.append(None if t is None else t.astimezone(UTC))
+    start, end = out
+    if start is not None and end is not None and start >= end:
+        raise EvaluationError(
+            f"The drift's {which} window must end after it starts. Got {start.isoformat()} .. "
+            f"{end.isoformat()}."
+        )
+    return start, end
+
+
+def _filters(window: tuple[datetime | None, datetime | None]) -> list[tuple[str, str, Any]] | None:
     out: list[tuple[str, str, Any]] = []
     if window[0] is not None:
         out.append(("created", ">=", window[0]))
@@ -250,9 +270,9 @@ def window_drift(
 
     if max_rows < 1:
         raise EvaluationError(f"The drift's max_rows must be at least 1. Got {max_rows}.")
+    windows = {"reference": _bounds(reference, "reference"), "current": _bounds(current, "current")}
     path = backfill_path(ws, fset)
     names = list(fset.names)
-    windows = {"reference": reference, "current": current}
     counts: dict[str, int] = {}
     picks: dict[str, np.ndarray | None] = {}
     for which, window in windows.items():
@@ -280,8 +300,8 @@ def window_drift(
             progress(min(at + _COLUMNS_AT_ONCE, len(names)), len(names))
     return DriftReport(
         feature_set=fset.name,
-        reference=(_iso(reference[0]), _iso(reference[1])),
-        current=(_iso(current[0]), _iso(current[1])),
+        reference=(_iso(windows["reference"][0]), _iso(windows["reference"][1])),
+        current=(_iso(windows["current"][0]), _iso(windows["current"][1])),
         reference_rows=counts["reference"],
         current_rows=counts["current"],
         sampled=any(p is not None for p in picks.values()),

@@ -124,7 +124,12 @@ def training_window(ws: Workspace, model_ref: str) -> tuple[datetime, datetime]:
             f"{mv.ref}'s registry entry records no training window (data_window.train_start, train_end): "
             "give the reference window (--reference-from, --reference-to)."
         )
-    return datetime.fromisoformat(window["train_start"]), datetime.fromisoformat(window["train_end"])
+    bounds = [
+        time_bound(window[k], f"{mv.ref}'s data_window.{k}", EvaluationError)
+        for k in ("train_start", "train_end")
+    ]
+    assert bounds[0] is not None and bounds[1] is not None
+    return bounds[0], bounds[1]
 
 
 def model_drift(
@@ -381,7 +386,11 @@ def training_drift(
     for refs in groups.values():
         refs = list(dict.fromkeys(refs))
         say(f"feature drift from {refs[0]}'s training window")
-        report = replace(model_drift(ws, refs[0], start, end), against=", ".join(refs))
+        try:
+            report = replace(model_drift(ws, refs[0], start, end), against=", ".join(refs))
+        except EvaluationError as e:  # a section of the report: the rest of it stands without it
+            say(f"warning: the feature drift of {', '.join(refs)} is left out of the report: {e}")
+            continue
         say(f"feature drift ({report.window_text()}): {report.summary()}")
         out.append(report)
     return out

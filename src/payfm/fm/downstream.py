@@ -326,10 +326,12 @@ def evaluate_embeddings(
     ]
     n_fits, fitted = len(inputs) * max(cfg.gbdt_seeds, 1), 0
     report_to("GBDT fits", 0, n_fits)
+    # (a validation slice without both classes cannot calibrate: those fits are ranked uncalibrated)
+    calibration = "isotonic" if len(np.unique(y[va])) == 2 else "none"
     for label, X in inputs:
         fits = []
         for seed in range(cfg.seed, cfg.seed + max(cfg.gbdt_seeds, 1)):
-            gbdt = GBDTModel(n_estimators=cfg.n_estimators, seed=seed, num_threads=0)
+            gbdt = GBDTModel(n_estimators=cfg.n_estimators, seed=seed, num_threads=0, calibration=calibration)
             gbdt.fit(X[tr], y[tr], X_val=X[va], y_val=y[va])
             fits.append(gbdt.predict_proba(X[te]))
             fitted += 1
@@ -372,7 +374,12 @@ def evaluate_embeddings(
         # The detector's control: the same labels and rows, the hand-made features instead of the encoder.
         # Without it the detector would be compared with GBDTs that never saw a card-testing label.
         fit, val = window_rows[:fit_end], window_rows[fit_end:]  # the GBDTs' split, declined rows kept
-        control = GBDTModel(n_estimators=cfg.n_estimators, seed=cfg.seed, num_threads=0)
+        control = GBDTModel(
+            n_estimators=cfg.n_estimators,
+            seed=cfg.seed,
+            num_threads=0,
+            calibration="isotonic" if len(np.unique(attack[val])) == 2 else "none",  # (ranked only)
+        )
         control.fit(X_hand[fit], attack[fit].astype(np.int64), X_val=X_hand[val], y_val=attack[val])
         report.scores["ct-hand"] = scores_of(control.predict_proba(X_hand[te]))
         tuned += 1

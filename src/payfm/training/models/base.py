@@ -13,6 +13,7 @@ contributions, (n, d)), ``_save`` and ``_load``.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import warnings
@@ -124,7 +125,7 @@ class Model(ABC):
         """Every parameter a fit uses: the defaults with the given ones (LightGBM pass-through included) over
         them. Passed back as the parameters of a new model, they fit the same model whatever the defaults
         of a later payfm."""
-        return {**self.DEFAULTS, **self.params}
+        return copy.deepcopy({**self.DEFAULTS, **self.params})  # (a caller's edit reaches no default)
 
     def library_versions(self) -> dict[str, str]:
         """The installed versions of numpy and of the libraries that fit this kind (a library's own defaults,
