@@ -244,6 +244,7 @@ def test_gbdt_saved_before_the_explanations_parameter_keeps_treeshap(tmp_path: P
     del meta["params"]["explanations"]  # as an older payfm wrote it
     (saved / "model.json").write_text(json.dumps(meta))
     old = load_model(saved)
+    assert old.effective_params()["explanations"] == "shap"  # what it explains with, were it registered
     np.testing.assert_allclose(
         old._contributions(X[:5]), m.booster_.predict(X[:5], pred_contrib=True)[:, :-1]
     )

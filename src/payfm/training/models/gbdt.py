@@ -311,6 +311,9 @@ class GBDTModel(Model):
         except FileNotFoundError:
             raise ModelError(f"Model file '{path / 'model.lgb.txt'}' is missing.") from None
         self._set_booster(text)
+        # A model saved before the parameter existed was validated with TreeSHAP reasons: it keeps them, and
+        # says so (its effective parameters, were it registered again)
+        self.params.setdefault("explanations", "shap")
         if self._explanations() == "path":  # a served model's first charge pays nothing
             self._leaf_paths()
 
