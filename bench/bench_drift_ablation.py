@@ -18,14 +18,10 @@ import time
 import numpy as np
 from sklearn.metrics import average_precision_score
 
+from demo_split import demo_split  # bench/demo_split.py
 from machine import describe  # bench/machine.py
 from payfm.evaluation.drift import feature_drift
-from payfm.events.workspace import Workspace
-from payfm.features.catalog import default_set
 from payfm.training.models import model_class
-from payfm.training.splits import downsample_negatives
-from payfm.training.tasks import task
-from payfm.training.trainer import TrainConfig, prepare, rows_of
 
 
 def main() -> None:
@@ -34,16 +30,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1,2", help="GBDT seeds, comma-separated")
     args = ap.parse_args()
     print(describe())
-    ws = Workspace.open(args.workspace)
-    data, split = prepare(ws, task("fraud"), default_set(), TrainConfig(horizon_days=60, downsample=0.1))
-    keep, w = downsample_negatives(data.y[split.train], 0.1, 0)
-    tr, te = split.train[keep], split.test[data.mature[split.test]]
-    X, y, Xv, yv = rows_of(data.X, tr), data.y[tr], rows_of(data.X, split.val), data.y[split.val]
-    Xt, yt = rows_of(data.X, te), data.y[te]
-    names = list(data.feature_names)
-    drift = feature_drift(rows_of(data.X, split.train).astype(np.float64), Xv.astype(np.float64), names)
+    s = demo_split(args.workspace)
+    X, y, w, Xv, yv, Xt, yt, names = s.X, s.y, s.w, s.Xv, s.yv, s.Xt, s.yt, s.names
+    drift = feature_drift(s.X_train_all.astype(np.float64), Xv.astype(np.float64), names)
     major = {d.feature for d in drift if d.level == "major"}
-    print(f"train {len(y):,} rows ({int(y.sum())} fraud), validation {len(yv):,}, test {len(yt):,} mature")
+    print(s.describe())
     print(f"major drift from the training window to the validation period: {len(major)} of {len(names)}")
     variants = {
         "every feature": names,

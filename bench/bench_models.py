@@ -18,13 +18,9 @@ import time
 from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score
 
+from demo_split import demo_split  # bench/demo_split.py
 from machine import describe  # bench/machine.py
-from payfm.events.workspace import Workspace
-from payfm.features.catalog import default_set
 from payfm.training.models import model_class
-from payfm.training.splits import downsample_negatives
-from payfm.training.tasks import task
-from payfm.training.trainer import TrainConfig, prepare, rows_of
 
 VARIANTS = {
     "lr": [("default (symlog)", {}), ("transform=none", {"transform": "none"})],
@@ -41,13 +37,9 @@ def main() -> None:
     ap.add_argument("--kinds", default="lr,rf,gbdt,mlp")
     args = ap.parse_args()
     print(describe())
-    ws = Workspace.open(args.workspace)
-    data, split = prepare(ws, task("fraud"), default_set(), TrainConfig(horizon_days=60, downsample=0.1))
-    keep, w = downsample_negatives(data.y[split.train], 0.1, 0)
-    tr, te = split.train[keep], split.test[data.mature[split.test]]
-    X, y, Xv, yv = rows_of(data.X, tr), data.y[tr], rows_of(data.X, split.val), data.y[split.val]
-    Xt, yt = rows_of(data.X, te), data.y[te]
-    print(f"train {len(y):,} rows ({int(y.sum())} fraud), validation {len(yv):,}, test {len(yt):,} mature")
+    s = demo_split(args.workspace)
+    X, y, w, Xv, yv, Xt, yt = s.X, s.y, s.w, s.Xv, s.yv, s.Xt, s.yt
+    print(s.describe())
     print(
         "kind  variant              seed  val AP (raw)  test AP: raw  calibrated  step map  mean/rate  fit s"
     )

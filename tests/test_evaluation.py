@@ -197,7 +197,7 @@ def test_the_demo_and_evaluate_tables_show_a_metric_without_value_as_a_dash(
     monkeypatch.setattr(trainer, "train", lambda *_a, **_k: [types.SimpleNamespace(window=window)])
     monkeypatch.setattr(trainer, "register_result", lambda *_a: types.SimpleNamespace(ref="fraud-gbdt@1"))
     monkeypatch.setattr(
-        pipeline, "evaluate_models", lambda *_a, **_k: (types.SimpleNamespace(html="r.html"), [r])
+        pipeline, "evaluate_models", lambda *_a, **_k: (types.SimpleNamespace(html="r.html", drift=()), [r])
     )
     monkeypatch.setattr(store, "Registry", lambda _ws: types.SimpleNamespace(promote=lambda _ref: None))
     _models(types.SimpleNamespace(), types.SimpleNamespace())  # type: ignore[arg-type]

@@ -181,12 +181,11 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     console.rule("[bold]5. Evaluation on the held-out test window (labels mature)")
     window = results[0].window
     start, end = datetime.fromisoformat(window["test_start"]), datetime.fromisoformat(window["test_end"])
-    said: list[str] = []
-    paths, evals = evaluate_models(ws, refs, start, end, bootstrap=100, progress=said.append)
+    paths, evals = evaluate_models(ws, refs, start, end, bootstrap=100)
     console.print(comparison_table(evals, f"Test window {start:%Y-%m-%d} .. {end:%Y-%m-%d}"))
-    for line in said:  # the feature drift's summary (evaluate_models says it as progress)
-        if line.startswith("feature drift ("):
-            console.print(line[0].upper() + line[1:], markup=False, highlight=False, soft_wrap=True)
+    for d in paths.drift:
+        said = f"Feature drift ({d.window_text()}): {d.summary()}"
+        console.print(said, markup=False, highlight=False, soft_wrap=True)
     best = next(r.name for r in compare(evals) if r.name in refs)
     reg.promote(best)
     report = shown_path(paths.html)

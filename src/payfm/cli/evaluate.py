@@ -92,8 +92,8 @@ def comparison_table(results: Sequence[EvaluationResult], title: str, positives:
 @click.option(
     "--no-drift",
     is_flag=True,
-    help="Leave out the feature drift from each model's training window to this window (a few seconds "
-    "per million charges; `payfm features drift` shows it alone).",
+    help="Leave out the feature drift from each model's training window to this window (4-11 s for a "
+    "million charges, BENCHMARKS.md; `payfm features drift` shows it alone).",
 )
 @click.pass_context
 def evaluate(

@@ -333,8 +333,7 @@ def _drift_table(report: DriftReport, show_n: int) -> None:
     )
     table = Table(
         title=f"Feature drift of set '{report.feature_set}'{against}: {report.window_text()}",
-        caption=f"{report.reference_rows:,} reference and {report.current_rows:,} current charges"
-        + (" (at most 500,000 of each compared, evenly spaced)" if report.sampled else ""),
+        caption=report.rows_text(),
     )
     for col in ("feature", "PSI", "level", "beyond reference", "missing ref -> cur", "median ref -> cur"):
         table.add_column(col, justify="left" if col in ("feature", "level") else "right")

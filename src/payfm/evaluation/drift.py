@@ -164,6 +164,7 @@ class DriftReport:
     sampled: bool  # a window held more than MAX_ROWS rows: an evenly spaced sample of them was compared
     features: tuple[FeatureDrift, ...]  # largest PSI first
     against: str | None = None  # the models whose training window is the reference
+    max_rows: int = MAX_ROWS  # rows of a window compared at most
     model: str | None = None  # the model whose features are compared (payfm features drift --model)
 
     def count(self, of_level: str) -> int:
@@ -184,6 +185,11 @@ class DriftReport:
             for d in shown
         )
         return f"{head}; largest: {each}"
+
+    def rows_text(self) -> str:
+        """How many charges each window held, and whether a sample of them was compared."""
+        sample = f" (at most {self.max_rows:,} of each compared, evenly spaced)" if self.sampled else ""
+        return f"{self.reference_rows:,} reference and {self.current_rows:,} current charges{sample}"
 
     def window_text(self) -> str:
         def span(w: tuple[str | None, str | None]) -> str:
@@ -308,4 +314,5 @@ def window_drift(
         features=_ranked(drifts),
         against=against,
         model=model,
+        max_rows=max_rows,
     )

@@ -146,13 +146,10 @@ def model_drift(
     from payfm.features.catalog import feature_set
     from payfm.registry.store import Registry
 
-    mv = Registry(ws).get(model_ref)
+    reg = Registry(ws)
+    mv = reg.get(model_ref)
+    reg.check_servable_features(mv)  # (the set at the version the model was trained on)
     fs = feature_set(mv.feature_set, ws.root)
-    if fs.version != mv.feature_set_version:
-        raise EvaluationError(
-            f"{mv.ref} was trained on feature set '{mv.feature_set}' version {mv.feature_set_version}; the "
-            f"workspace's is version {fs.version} now, whose features the model does not read."
-        )
     if reference is not None:
         return window_drift(ws, fs, reference, (start, end), model=mv.ref, progress=progress)
     trained = training_window(ws, mv.ref)

@@ -39,10 +39,11 @@ from payfm.events.workspace import fsync_dir, json_ready, synced_temp
 
 @dataclass(frozen=True)
 class EvaluationReport:
-    """Where a report was written."""
+    """Where a report was written, and the feature drift it holds."""
 
     html: Path
     json: Path
+    drift: tuple[DriftReport, ...] = ()
 
 
 def report_json(
@@ -207,10 +208,9 @@ def _drift(reports: Sequence[DriftReport]) -> str:
         ]
         header = ["feature", "PSI", "level", "beyond reference", "missing ref -> cur", "median ref -> cur"]
         title = f"{d.against or d.feature_set}: training window -> this window ({d.window_text()})"
-        sampled = " (at most 500,000 of each compared, evenly spaced)" if d.sampled else ""
         parts.append(
-            f"<h3>{html.escape(title)}</h3><p>{html.escape(d.summary())}. {d.reference_rows:,} reference and "
-            f"{d.current_rows:,} current charges{sampled}.</p>" + _table(header, rows)
+            f"<h3>{html.escape(title)}</h3><p>{html.escape(d.summary())}. {html.escape(d.rows_text())}.</p>"
+            + _table(header, rows)
         )
     return "\n".join(parts)
 
@@ -277,7 +277,7 @@ def write_report(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"The report directory '{out}' cannot be created: {e.strerror or e}.") from None
-    paths = EvaluationReport(out / "report.html", out / "report.json")
+    paths = EvaluationReport(out / "report.html", out / "report.json", tuple(drift))
     contents = {
         paths.json: json.dumps(report_json(results, population, drift), indent=1, allow_nan=False).encode(),
         paths.html: render_html(results, title, positives, drift).encode(),

@@ -10,7 +10,6 @@ file's rows.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -341,9 +340,10 @@ class LabelCounts:
     last_charge: datetime | None = None
     late_ids: dict[str, list[pa.Array]] = field(default_factory=dict)  # label -> ids of its late events
 
-    def keep_written(self, written: Sequence[pa.Array]) -> None:
-        """Count as late only the events written (``written``: the ids of the outcomes an import writes):
+    def keep_written(self, outcomes: dict[str, pa.Table]) -> None:
+        """Count as late only the events written (``outcomes``: the tables an import writes, by name):
         ``--skip-existing`` leaves out those the workspace holds, which move nothing."""
+        written = [t.column(OUTCOME_ID[n]).combine_chunks().cast(pa.string()) for n, t in outcomes.items()]
         ids = pa.concat_arrays([pa.array([], pa.string()), *written])
         for label, parts in self.late_ids.items():
             kept = sum(int(pc.sum(pc.is_in(part, value_set=ids)).as_py() or 0) for part in parts)

@@ -763,10 +763,7 @@ def import_file(
             continue
         stored = _existing(ws, name, outcomes[name], OUTCOME_ID[name], out, rows, skip=skip_existing)
         outcomes[name] = outcomes[name].filter(pa.array(~stored))
-    if skip_existing:  # the late outcomes said are those written
-        counts.keep_written(
-            [t.column(OUTCOME_ID[n]).combine_chunks().cast(pa.string()) for n, t in outcomes.items()]
-        )
+    counts.keep_written(outcomes)  # the late outcomes said are those written (--skip-existing)
     if out.total:
         raise_problems(source, out.items, out.total, is_csv)
     skipped = {"not_kept": rows_read - table.num_rows} if mapping.keep_rows else {}

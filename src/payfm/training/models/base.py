@@ -121,6 +121,11 @@ class Model(ABC):
         """The value parameter ``name`` takes in a fit: the one given, else the kind's default."""
         return self.params[name] if name in self.params else self.DEFAULTS[name]
 
+    def _recorded(self, name: str) -> Any:
+        """The value of ``name`` in a fit, written into the parameters (the saved model says how it was
+        fitted, and a later payfm's default does not change how it scores)."""
+        return self.params.setdefault(name, self.DEFAULTS[name])
+
     def effective_params(self) -> dict[str, Any]:
         """Every parameter a fit uses: the defaults with the given ones (LightGBM pass-through included) over
         them. Passed back as the parameters of a new model, they fit the same model whatever the defaults

@@ -93,10 +93,7 @@ class ForestModel(Model):
             max_samples=min(1.0, int(self.setting("max_rows")) / len(X)),
             random_state=self.seed,
         )
-        self.params.setdefault(
-            "class_weight", self.DEFAULTS["class_weight"]
-        )  # recorded: the saved model says how it was fitted
-        balanced = self.params["class_weight"] == "balanced"
+        balanced = self._recorded("class_weight") == "balanced"
         rf.fit(self._impute(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
         # each node's value back on the data's scale (odds divided by the balance factor): raw scores are
         # probabilities, uncalibrated too, and path contributions still add up to them

@@ -165,9 +165,7 @@ class GBDTModel(Model):
     ) -> None:
         import lightgbm as lgb
 
-        self.params.setdefault(
-            "explanations", self.DEFAULTS["explanations"]
-        )  # recorded, so the saved model says how it explains
+        self._recorded("explanations")  # (how it explains)
         if self.params.get("linear_tree"):
             raise ModelError(
                 "GBDTModel parameter 'linear_tree' is not supported: a linear leaf's output depends on the "

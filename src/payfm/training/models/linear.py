@@ -70,10 +70,7 @@ class LogisticModel(Model):
         self.categorical_ = np.asarray(cat, dtype=np.int64)
         self.numeric_ = np.asarray([j for j in range(X.shape[1]) if j not in set(cat)], dtype=np.int64)
         filled = np.where(np.isnan(X), self.medians_, X)
-        self.params.setdefault(
-            "transform", self.DEFAULTS["transform"]
-        )  # recorded: the saved model says how it reads inputs
-        self.scaling_ = Scaling.fit(filled[:, self.numeric_], w, str(self.params["transform"]))
+        self.scaling_ = Scaling.fit(filled[:, self.numeric_], w, str(self._recorded("transform")))
         self.categories_ = []
         for j in cat:
             vals, counts = np.unique(filled[:, j], return_counts=True)

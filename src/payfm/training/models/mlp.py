@@ -117,10 +117,7 @@ class MLPModel(Model):
     ) -> None:
         torch.manual_seed(self.seed)
         filled = np.where(np.isnan(X), self.medians_, X)
-        self.params.setdefault(
-            "transform", self.DEFAULTS["transform"]
-        )  # recorded: the saved model says how it reads inputs
-        self.scaling_ = Scaling.fit(filled, None, str(self.params["transform"]))
+        self.scaling_ = Scaling.fit(filled, None, str(self._recorded("transform")))
         net = self._net(X.shape[1])
         opt = torch.optim.AdamW(
             net.parameters(),
