@@ -210,3 +210,19 @@ def test_generate_checks_options_before_the_workspace(
     assert code == 1 and out.startswith(message) and "already holds" not in out, out
     code, out = run("-w", ws, "generate", "--charges", "1000", "--days", "2")
     assert code == 1 and "already holds" in out and "--replace" in out
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"charges": 10}, {"days": 0}, {"seed": -1}, {"fraud_rate": 0.7}, {"scenario_mix": {"nope": 1.0}}],
+)
+def test_world_config_errors_are_payfm_errors(bad: dict[str, object]) -> None:
+    """Every knob's error is a user error (a notebook's `except PayfmError` catches it, as it catches
+    TrainConfig's) and still a ValueError (a bad argument, as Python code expects)."""
+    from payfm.errors import PayfmError
+    from payfm.synth import WorldConfigError
+
+    with pytest.raises(WorldConfigError) as err:
+        WorldConfig(**bad)  # type: ignore[arg-type]
+    assert isinstance(err.value, PayfmError) and isinstance(err.value, ValueError)
+    assert "of WorldConfig" in str(err.value)

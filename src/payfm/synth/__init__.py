@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from payfm.synth.config import DEFAULT_SCENARIO_MIX, WorldConfig
+from payfm.synth.config import DEFAULT_SCENARIO_MIX, WorldConfig, WorldConfigError
 from payfm.synth.generator import generate_world
 
-__all__ = ["DEFAULT_SCENARIO_MIX", "WorldConfig", "generate_world"]
+__all__ = ["DEFAULT_SCENARIO_MIX", "WorldConfig", "WorldConfigError", "generate_world"]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from types import MappingProxyType
 
+from payfm.errors import ConfigError
 from payfm.events.schema import SCENARIOS, TIME_MAX_US
 
 # The longest world, in days: ten years. Every day has a fixed cost, however few its charges (100,000 days of
@@ -42,6 +43,11 @@ DEFAULT_SCENARIO_MIX: Mapping[str, float] = MappingProxyType(
 )
 
 
+class WorldConfigError(ConfigError, ValueError):
+    """A knob of :class:`WorldConfig` is invalid: a :class:`payfm.errors.PayfmError` like every user error
+    (the CLI prints it without a traceback), and a ``ValueError`` as a bad argument is in Python."""
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """What world to generate.
@@ -60,33 +66,35 @@ class WorldConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.charges, bool) or not isinstance(self.charges, int) or self.charges < 1000:
-            raise ValueError(
+            raise WorldConfigError(
                 f"The 'charges' of WorldConfig must be an integer >= 1000. Got {self.charges!r}."
             )
         if isinstance(self.days, bool) or not isinstance(self.days, int) or self.days < 1:
-            raise ValueError(f"The 'days' of WorldConfig must be an integer >= 1. Got {self.days!r}.")
+            raise WorldConfigError(f"The 'days' of WorldConfig must be an integer >= 1. Got {self.days!r}.")
         if self.charges > MAX_CHARGES:
-            raise ValueError(
+            raise WorldConfigError(
                 f"The 'charges' of WorldConfig must be at most {MAX_CHARGES:,}. Got {self.charges:,}."
             )
         if self.days > MAX_DAYS:
-            raise ValueError(
+            raise WorldConfigError(
                 f"The 'days' of WorldConfig must be at most {MAX_DAYS:,} (ten years). Got {self.days!r}."
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"The 'seed' of WorldConfig must be a non-negative integer. Got {self.seed!r}.")
+            raise WorldConfigError(
+                f"The 'seed' of WorldConfig must be a non-negative integer. Got {self.seed!r}."
+            )
         if not isinstance(self.start, datetime) or self.start.tzinfo is None:
-            raise ValueError(
+            raise WorldConfigError(
                 f"The 'start' of WorldConfig must be a tz-aware UTC datetime. Got {self.start!r}."
             )
         if self.start.utcoffset() != timedelta(0):
-            raise ValueError(
+            raise WorldConfigError(
                 f"The 'start' of WorldConfig must be in UTC. Got offset {self.start.utcoffset()}."
             )
         _check_span(self.start, self.days)
         rate = self.fraud_rate
         if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 0.5:
-            raise ValueError(f"The 'fraud_rate' of WorldConfig must be in [0, 0.5). Got {rate!r}.")
+            raise WorldConfigError(f"The 'fraud_rate' of WorldConfig must be in [0, 0.5). Got {rate!r}.")
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "scenario_mix", _normalise_mix(self.scenario_mix))
 
@@ -104,19 +112,19 @@ def _check_span(start: datetime, days: int) -> None:
     """Refuse a world outside [EARLIEST_START, LATEST_END]: its times would leave the platform's timeline."""
     shown = _shown(start)
     if start < EARLIEST_START:
-        raise ValueError(
+        raise WorldConfigError(
             f"The 'start' of WorldConfig must be on or after {_shown(EARLIEST_START)}: event times begin in "
             f"1970, and a takeover changes credentials up to 36 h before its first charge. Got {shown}."
         )
     latest = LATEST_END - timedelta(days=1)  # the last start that leaves room for one day
     if start > latest:
-        raise ValueError(
+        raise WorldConfigError(
             f"The 'start' of WorldConfig must be on or before {_shown(latest)}: the world must end by "
             f"{_shown(LATEST_END)}, where event times stop. Got {shown}."
         )
     room = (LATEST_END - start) // timedelta(days=1)  # compared, not added: start + days may overflow
     if days > room:
-        raise ValueError(
+        raise WorldConfigError(
             f"The 'days' of WorldConfig must end the world by {_shown(LATEST_END)}, where event times stop: "
             f"at most {room:,} day{'' if room == 1 else 's'} from a start of {shown}. Got {days!r}."
         )
@@ -139,18 +147,18 @@ def _normalise_mix(mix: Mapping[str, float]) -> Mapping[str, float]:
         0.5
     """
     if not isinstance(mix, Mapping):
-        raise ValueError(
+        raise WorldConfigError(
             "The 'scenario_mix' of WorldConfig must be a mapping of scenario names to weights. "
             f"Got {type(mix).__name__} {mix!r}."
         )
     for name, weight in mix.items():
         if name not in SCENARIOS:
-            raise ValueError(
+            raise WorldConfigError(
                 f"The 'scenario_mix' of WorldConfig has an unknown scenario {name!r}. "
                 f"Expected names from: {', '.join(SCENARIOS)}."
             )
         if not _finite_weight(weight):
-            raise ValueError(
+            raise WorldConfigError(
                 "The 'scenario_mix' of WorldConfig must have finite weights >= 0. "
                 f"Got {weight!r} for {name!r}."
             )
@@ -159,7 +167,7 @@ def _normalise_mix(mix: Mapping[str, float]) -> Mapping[str, float]:
     except OverflowError:  # integers past the largest float
         total = math.inf
     if total <= 0.0:
-        raise ValueError(
+        raise WorldConfigError(
             f"The 'scenario_mix' of WorldConfig must have a positive total weight. Got {dict(mix)}."
         )
     if math.isfinite(total):
