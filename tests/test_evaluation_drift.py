@@ -200,6 +200,15 @@ def test_cli_drift_of_a_model_prints_the_table_and_the_json(ws: Workspace) -> No
         ),
         (["--from", "2026-01-03", "--reference-to", "2025-06-01", "--set", "tiny"], "The reference window"),
         (["--from", "soon"], "The option --from must be an ISO date or time (2026-03-01). Got 'soon'."),
+        (
+            ["--from", "2026-01-10", "--to", "2026-01-05"],
+            "--to must be after --from (a window is [--from, --to)). "
+            "Got --from 2026-01-10T00:00:00+00:00 and --to 2026-01-05T00:00:00+00:00.",
+        ),
+        (
+            ["--model", "fraud-gbdt", "--reference-from", "2026-01-05", "--reference-to", "2026-01-05"],
+            "--reference-to must be after --reference-from",
+        ),
     ],
 )
 def test_cli_drift_refuses_bad_windows_in_one_line(ws: Workspace, args: list[str], said: str) -> None:

@@ -290,6 +290,15 @@ def drift(
     ws = Workspace.open(ctx.obj["workspace"])
     cur_start, cur_end = iso_time(start, "--from"), iso_time(end, "--to")
     given_ref = (iso_time(ref_start, "--reference-from"), iso_time(ref_end, "--reference-to"))
+    for (lo, lo_name), (hi, hi_name) in (
+        ((cur_start, "--from"), (cur_end, "--to")),
+        ((given_ref[0], "--reference-from"), (given_ref[1], "--reference-to")),
+    ):
+        if lo is not None and hi is not None and hi <= lo:  # named as options, before any work
+            raise ConfigError(
+                f"{hi_name} must be after {lo_name} (a window is [{lo_name}, {hi_name})). "
+                f"Got {lo_name} {lo.isoformat()} and {hi_name} {hi.isoformat()}."
+            )
     with progress_bar("comparing features", 1) as update:
         if model_ref is not None:
             if set_name is not None:
