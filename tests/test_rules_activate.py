@@ -628,3 +628,67 @@ def test_cli_says_a_restart_is_needed_without_a_model_when_the_set_changes(
         "the version it replaced on 'tiny'" in r.output and "restart it to serve the new version" in r.output
     )
     assert "makes it serve v3" not in r.output
+
+
+def test_cli_apply_names_the_active_rules_a_file_leaves_out(two: tuple[Workspace, Path]) -> None:
+    """A version replaces the active one whole: a file holding one new rule turns the others off, which the
+    change (counting only what it decides) does not show. The apply names them, and still applies."""
+    ws, files = two
+    (files / "one.rules").write_text("vel: block if :card.count_charges_1h: > 2\n")
+    code, out = run(ws, "rules", "apply", str(files / "one.rules"), "--set", "tiny", "--horizon-days", "2")
+    assert code == 0, out
+    flat = " ".join(out.split())
+    assert (
+        f"warning: '{files / 'one.rules'}' leaves out 1 rule of the active ruleset v2, which the new version "
+        "replaces whole: big (turned off)." in flat
+    )
+    assert rulesets.active(ws).version == 3  # type: ignore[union-attr]
+    (files / "two.rules").write_text(
+        "vel: block if :card.count_charges_1h: > 2\nbig: review if :amount_usd: > 9\n"
+    )
+    code, out = run(ws, "rules", "apply", str(files / "two.rules"), "--set", "tiny", "--horizon-days", "2")
+    assert code == 0 and "leaves out" not in out, out  # every active rule kept (by name)
+
+
+def test_cli_backtest_scores_with_the_production_model_by_default(two: tuple[Workspace, Path]) -> None:
+    """Rules reading :risk_score: without --model or --scores: the production model scores the window, as the
+    decision service would, and the output says which; with none in production, the error as before."""
+    import numpy as np
+
+    from payfm.registry import Registry
+    from payfm.training.models import model_class
+
+    ws, _ = two
+    code, out = run(ws, "rules", "backtest", "--rule", "top: block if :risk_score: >= 90")
+    one_line_error(code, out, "read :risk_score: or :risk_level:, but no scores were given")
+    fs = feature_set("tiny", ws.root)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, len(fs.names)))
+    y = (X[:, 0] > 1).astype(int)
+    model = model_class("lr")(seed=0).fit(X[:300], y[:300], None, X[300:], y[300:], feature_names=fs.names)
+    reg = Registry(ws)
+    reg.promote(reg.register(model, name="fraud-lr", task="fraud", fset=fs).ref)  # type: ignore[arg-type]
+    code, out = run(ws, "rules", "backtest", "--rule", "top: block if :risk_score: >= 90")
+    assert code == 0, out
+    assert "Scores: the production model fraud-lr@1, as the decision service scores" in out
+    code, out = run(ws, "rules", "backtest", "--rule", "vel2: block if :card.count_charges_1h: > 3")
+    assert code == 0 and "Scores:" not in out, out  # rules that read no score are not scored
+
+
+def test_cli_backtest_says_when_no_label_is_final(two: tuple[Workspace, Path]) -> None:
+    """A label horizon longer than the window's age leaves every label pending: the tables are all zeros,
+    and the warning says the backtest cannot judge, with the age to stay under."""
+    ws, _ = two
+    args = ["-w", str(ws.root), "rules", "backtest", "--rule", "v: block if :card.count_charges_1h: > 3"]
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(cli, [*args, "--horizon-days", "30"])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    m = re.search(
+        r"warning: no charge of the window has a final label: the label horizon is 30 days and its oldest "
+        r"charge is ([\d.]+) days old at .* this backtest cannot judge the rules",
+        flat,
+    )
+    assert m and 11 < float(m.group(1)) < 30, flat
+    assert "0 ($0) fraudulent, 0 ($0) refunded, 0 ($0) legitimate" in flat
+    result = CliRunner(env={"COLUMNS": "250"}).invoke(cli, [*args, "--horizon-days", "2"])
+    assert result.exit_code == 0 and "no charge of the window has a final label" not in result.output

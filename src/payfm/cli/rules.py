@@ -28,6 +28,7 @@ from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import rulesets
 from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
+from payfm.rules.catalog import SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset
 from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, check_note
 from payfm.training.labels import DEFAULT_HORIZON
@@ -265,6 +266,17 @@ def _run_backtest(
             table = pq.read_table(scores)
         except (OSError, ValueError) as e:
             raise ConfigError(f"Cannot read the scores file '{scores}' as Parquet: {e}") from None
+    if scores is None and model_ref is None:  # rules reading the score: the decision service's model
+        reads = candidate.attributes() | (base.ruleset.attributes() if base.ruleset is not None else set())
+        production = _production_model(ws) if reads & set(SCORE_ATTRIBUTES) else None
+        if production is not None:
+            model_ref = production.ref
+            console.print(
+                f"Scores: the production model {model_ref}, as the decision service scores (--model or "
+                "--scores to choose others).",
+                markup=False,
+                highlight=False,
+            )
     if model_ref is not None:  # the backtest scores the window with it (an in-sample window: a warning)
         source = f"model {model_ref}"
     report = backtest(
@@ -327,7 +339,8 @@ WINDOW = [
         default=None,
         help="Score the window with this registered model (risk_score and risk_level as the decision "
         "service gives them), instead of --scores. Warns when the window overlaps the model's training or "
-        "validation period.",
+        "validation period. [default: the production model, when the rules read :risk_score: or "
+        ":risk_level: and no --scores is given]",
     ),
     click.option(
         "--horizon-days",
@@ -491,6 +504,7 @@ def apply(
         print_report(report, label)
         if not allow_mass_block:
             _refuse_mass_block(report, f"'{file}'")
+    _say_removed(base, candidate, file)
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
         v = rulesets.save(
             ws,
@@ -508,6 +522,21 @@ def apply(
             f"{same[-1]}` switches to it without a new version."
         )
     _reload_hint(ws, v, base.version)
+
+
+def _say_removed(base: rulesets.Baseline, candidate: Ruleset, file: str) -> None:
+    """Warn of the active version's rules that ``file`` leaves out: the new version replaces the active one
+    whole, so a file of one new rule turns every other rule off (the change counts only what it decides)."""
+    if base.ruleset is None or base.version is None:
+        return
+    kept = {r.name for r in candidate.rules}
+    gone = [r.name for r in base.ruleset.rules if r.name not in kept]
+    if gone:
+        _warn(
+            f"'{file}' leaves out {plural(len(gone), 'rule')} of the active ruleset v{base.version}, which "
+            f"the new version replaces whole: {', '.join(shown_text(n) for n in gone)} (turned off). To add "
+            "a rule, start from `payfm rules show` and add it there."
+        )
 
 
 def _reload_hint(ws: Workspace, v: rulesets.RulesetVersion, replaced: int | None) -> None:

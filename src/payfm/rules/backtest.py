@@ -461,7 +461,22 @@ def _warnings(
             "its later charges have no outcome known then (pending), and no later outcome counts"
         )
     pending = report.pending
-    if pending and pending >= PENDING_WARNING_SHARE * report.charges:
+    final = sum(report.outcomes[lab].count for lab in ("fraud", "refunded", "legit"))
+    if pending and not final and report.as_of is not None:
+        # Nothing to judge by: every precision reads "-" and every fraud count 0. Say it, and what would do.
+        since = f" WHERE created >= {_ts(start)}" if start is not None else ""
+        [(first,)] = con.execute(f"SELECT min(created) FROM charges{since}").fetchall()
+        days = report.horizon / timedelta(days=1)
+        age = (report.as_of - first) / timedelta(days=1) if first is not None else 0.0
+        out.append(
+            f"no charge of the window has a final label: the label horizon is {days:g} days and its oldest "
+            f"charge is {age:.1f} days old at {report.as_of.isoformat()[:19]} ("
+            + ("the log's end" if at_log_end else "--as-of")
+            + "), so fraud, refunded, legit and precision are all 0 or '-' and this backtest cannot judge "
+            f"the rules ({report.pending_fraud:,} of the pending charges already reported as fraud). Give "
+            "--horizon-days below that age (disputes in this log may arrive sooner), or an earlier window"
+        )
+    elif pending and pending >= PENDING_WARNING_SHARE * report.charges:
         cutoff = (report.as_of - report.horizon).isoformat() if report.as_of else "?"
         days = report.horizon / timedelta(days=1)
         when = "the log's end" if at_log_end else "--as-of"
