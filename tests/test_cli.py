@@ -321,3 +321,30 @@ def test_ctrl_c_while_the_commands_import_ends_without_a_traceback(
     assert e.value.code == 130
     err = capsys.readouterr().err
     assert err == "Aborted!\n" and "Traceback" not in err
+
+
+def test_sql_never_cuts_or_folds_a_value_of_a_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nine columns fit 120 characters at 12 each, but not their values: folded into the columns (or cut
+    with '…', as before), an id copied from the screen into a list or a rule would be a wrong id. A result
+    whose values do not fit on one line each is printed as records; one that fits stays a table."""
+    from payfm.cli.render import console
+
+    monkeypatch.setattr(console, "width", 120)  # (read from the terminal when payfm.cli.render is imported)
+    ws = Workspace.open(tmp_path, create=True)
+    with ws.writer() as w:
+        w.write("charges", charges(3))
+    cols = (
+        "charge_id, created, merchant_id, card_fingerprint, amount, amount_usd, currency, outcome, ip_address"
+    )
+    result = CliRunner().invoke(
+        cli, ["-w", str(tmp_path), "sql", f"SELECT {cols} FROM charges ORDER BY 1"], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "-[ row 1 ]" in result.output and "…" not in result.output
+    fingerprints = [line.split()[1] for line in lines if line.startswith("card_fingerprint")]
+    assert fingerprints == ws.read("charges").sort_by("charge_id")["card_fingerprint"].to_pylist()
+    result = CliRunner().invoke(
+        cli, ["-w", str(tmp_path), "sql", "SELECT charge_id, card_fingerprint FROM charges"]
+    )
+    assert result.exit_code == 0 and "┃ charge_id" in result.output and "-[ row" not in result.output

@@ -267,6 +267,10 @@ def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, sk
 
     Tables: {", ".join(TABLES)}. Only one SELECT; nothing outside the workspace.
 
+    Amounts are integers in minor units: amount is in the charge's currency's (cents for usd, yen for jpy),
+    amount_usd in US cents (7096 is $70.96; rules read :amount_usd: in dollars: amount_usd / 100.0 here).
+    Times are UTC.
+
     \b
     Example:
       payfm sql "SELECT scenario, count(*) AS n FROM charges GROUP BY 1 ORDER BY n DESC"

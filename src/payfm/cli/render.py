@@ -228,7 +228,9 @@ def print_arrow(
         return
     shown = table if limit is None else table.slice(0, limit)
     shown = shown if redact is None else redact(shown)
-    if table.num_columns and console.width // table.num_columns < MIN_COLUMN_WIDTH:
+    if table.num_columns and (
+        console.width // table.num_columns < MIN_COLUMN_WIDTH or _table_width(shown) > console.width
+    ):
         _print_records(shown)
     else:
         _print_table(shown)
@@ -240,6 +242,17 @@ def print_arrow(
 # Below this many characters a column, a table of the result would show "c…" for every value: the rows are
 # printed as records instead (a block per row, a line per column), like psql's expanded display.
 MIN_COLUMN_WIDTH = 12
+
+
+def _table_width(table: pa.Table) -> int:
+    """Characters a table of ``table`` needs with every value on one line: its widest value or name per
+    column, plus the borders and padding (3 a column, 1 more). Wider than the screen, the rows are printed as
+    records: folded into the columns, an id copied from the screen would come in pieces."""
+    width = 1
+    for name, col in zip(table.column_names, table.columns, strict=True):
+        values = [len(str(v)) for v in col.to_pylist() if v is not None]
+        width += max([len(name), 4, *values]) + 3  # (4: NULL)
+    return width
 
 
 def _print_records(table: pa.Table) -> None:
@@ -263,9 +276,11 @@ def _print_records(table: pa.Table) -> None:
 
 def _print_table(shown: pa.Table) -> None:
     # Values and names as plain text, never markup: '[red]acct' or '[card number removed]' shows as written.
+    # A value too wide for its column folds onto more lines, never cut with "…": an id copied from the screen
+    # (into a list, a rule) must be the whole id.
     out = Table(show_header=True, header_style="bold")
     for name in shown.column_names:
-        out.add_column(Text(name))
+        out.add_column(Text(name), overflow="fold")
     for row in shown.to_pylist():
         out.add_row(*(Text("NULL", style="dim") if v is None else Text(str(v)) for v in row.values()))
     console.print(out)
