@@ -82,3 +82,34 @@ def test_names_differing_only_in_case_are_refused_and_suggested(ws: Workspace, t
     rules.write_text("x: block if :card_bin: in @BAD_BINS\n")
     code, out = run(ws, "rules", "check", str(rules), "--set", "tiny")
     assert code == 1 and "Unknown list '@BAD_BINS'. Did you mean '@bad_bins'?" in out
+
+
+def test_an_added_value_no_charge_holds_is_warned_of(ws: Workspace) -> None:
+    """An id copied cut short ('fp_e46ff8…' from a narrow table) was added without a word and never matched
+    (an analyst's audit): values no charge of the log holds are named in a warning; the add stands."""
+    from payfm.synth import WorldConfig, generate_world
+
+    ws.write_stream(generate_world(WorldConfig(charges=2_000, days=3, seed=2)), "replace")
+    fps = ws.read("charges")["card_fingerprint"].to_pylist()
+    ips = [ip for ip in ws.read("charges")["ip_address"].to_pylist() if ip]
+    run(ws, "lists", "create", "bad_cards", "--type", "card_fingerprint")
+    code, out = run(ws, "lists", "add", "bad_cards", fps[0], fps[1][:10])
+    assert code == 0 and "Added 2 new values to 'bad_cards'." in out
+    assert (
+        "warning: 1 value of 'bad_cards' no charge of the event log holds as card_fingerprint: "
+        f"{fps[1][:10]}." in out
+    )
+    assert fps[0] + "," not in out and fps[0] + "." not in out  # a value the log holds is not named
+    run(ws, "lists", "create", "bad_ips", "--type", "ip_address")
+    code, out = run(ws, "lists", "add", "bad_ips", ips[0], *(f"198.51.100.{i}" for i in range(7)))
+    assert code == 0 and "7 values of 'bad_ips' no charge of the event log holds as ip_address" in out
+    assert "198.51.100.4 and 2 more." in out
+    code, out = run(ws, "lists", "add", "bad_ips", ips[1])
+    assert code == 0 and "warning" not in out
+    run(ws, "lists", "create", "bad_countries", "--type", "country")
+    assert "warning" not in run(ws, "lists", "add", "bad_countries", "KP")[1]  # three fields hold countries
+
+
+def test_an_empty_log_warns_of_nothing(ws: Workspace) -> None:
+    run(ws, "lists", "create", "bad_ips", "--type", "ip_address")
+    assert run(ws, "lists", "add", "bad_ips", "203.0.113.7") == (0, "Added 1 new value to 'bad_ips'.")

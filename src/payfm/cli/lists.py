@@ -119,8 +119,53 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None
       payfm lists add blocked_ips 203.0.113.7 --note "card testing from this IP, ticket FR-1234"
     """
     ws = Workspace.open(ctx.obj["workspace"])
-    n = lists_lib.add_values(ws, name, _values(values, path), note=note)
+    given = _values(values, path)
+    n = lists_lib.add_values(ws, name, given, note=note)
     console.print(f"Added {plural(n, 'new value')} to '{name}'.", markup=False, highlight=False)
+    _warn_unseen(ws, name, given)
+
+
+# The charge field holding each list type's values (country: three fields, every code valid anyway).
+_SEEN_IN = {
+    "card_fingerprint": "card_fingerprint",
+    "ip_address": "ip_address",
+    "email_domain": "email_domain",
+    "bin": "card_bin",
+    "customer_id": "customer_id",
+}
+_UNSEEN_SHOWN = 5
+
+
+def _warn_unseen(ws: Workspace, name: str, given: list[str]) -> None:
+    """Warn of added values no charge of the event log holds: a list may name values ahead of them (an IP
+    of a threat feed), but an id copied cut short ('fp_e46ff8…') or mistyped would never match, silently."""
+    import pyarrow as pa
+
+    list_type = lists_lib.get_list(ws, name).type
+    column = _SEEN_IN.get(list_type)
+    if column is None or not given or not ws.count("charges"):
+        return
+    wanted = list(dict.fromkeys(lists_lib.normalize(list_type, v) for v in given))
+    con = ws.connect()
+    try:
+        con.register("__payfm_added", pa.table({"i": range(len(wanted)), "v": pa.array(wanted, pa.string())}))
+        unseen = [
+            r[0]
+            for r in con.execute(
+                f"SELECT v FROM __payfm_added WHERE v NOT IN (SELECT {column} FROM charges "
+                f"WHERE {column} IS NOT NULL) ORDER BY i"
+            ).fetchall()
+        ]
+    finally:
+        con.close()
+    if unseen:
+        shown = ", ".join(escaped(v) for v in unseen[:_UNSEEN_SHOWN])
+        more = f" and {len(unseen) - _UNSEEN_SHOWN:,} more" if len(unseen) > _UNSEEN_SHOWN else ""
+        _warn(
+            f"{plural(len(unseen), 'value')} of '{name}' no charge of the event log holds as {column}: "
+            f"{shown}{more}. Right for a value seen elsewhere first; check one copied from a screen or typed "
+            f"(a value cut short never matches)."
+        )
 
 
 @lists.command()
