@@ -24,7 +24,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set, set_path
 from payfm.features.definitions import Aggregate, FeatureSet
 from payfm.rules import lists, rulesets
-from payfm.rules.backtest import backtest
+from payfm.rules.backtest import BacktestReport, backtest
 from payfm.rules.db import now_iso
 from payfm.rules.limits import RuleError
 from payfm.synth import WorldConfig, generate_world
@@ -692,3 +692,28 @@ def test_cli_backtest_says_when_no_label_is_final(two: tuple[Workspace, Path]) -
     assert "0 ($0) fraudulent, 0 ($0) refunded, 0 ($0) legitimate" in flat
     result = CliRunner(env={"COLUMNS": "250"}).invoke(cli, [*args, "--horizon-days", "2"])
     assert result.exit_code == 0 and "no charge of the window has a final label" not in result.output
+
+
+def test_cli_backtest_says_review_changes_and_each_rules_recall(two: tuple[Workspace, Path]) -> None:
+    """A review rule changed no block, so the change's block lines read zero: the charges newly sent to (or
+    no longer sent to) review are counted by label. Each rule's recall is its share of the window's fraud."""
+    ws, _ = two  # v2 active: big (review, amount_usd > 300) and vel (block)
+    code, out = run(ws, "rules", "backtest", "--rule", "all: review if :amount_usd: > 1")
+    assert code == 0, out
+
+    def report_of(days: float) -> BacktestReport:
+        return backtest(
+            ws,
+            rulesets.with_candidate(ws, "all: review if :amount_usd: > 1", "tiny"),
+            feature_set("tiny", ws.root),
+            baseline=rulesets.baseline(ws).ruleset,
+            horizon=timedelta(days=days),
+        )
+
+    report = report_of(2)  # as the CLI ran it
+    moved = [t for o, n, _, t in report.change.transitions if n == "review" and o != "review"]
+    assert moved and count(out, "newly sent to review") == sum(t.count for t in moved)
+    assert "no longer sent to review" not in out and "sent to 3DS" not in out
+    [row] = [line for line in out.splitlines() if line.startswith("│ all ")]
+    shown = report.recall(report.rules[-1])
+    assert row.split("│")[-2].strip() == (f"{shown:.1%}" if shown is not None else "-")

@@ -352,3 +352,19 @@ def test_several_rule_options_are_backtested_together_in_order(hand_ws: Workspac
         twice.exit_code == 1
         and "--rule 2 of 2: Rule name 'a' is already used by another --rule" in twice.output
     )
+
+
+def test_each_rules_recall_is_its_share_of_the_windows_final_fraud(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=4_000, days=20, seed=3, fraud_rate=0.05)), "replace")
+    rs = compile_(
+        "all: review if :amount_usd: > 0\nbig: block if :amount_usd: > 300\nnone: block if :amount_usd: < 0\n"
+    )
+    report = backtest(ws, rs, FSET, horizon=timedelta(days=5))
+    fraud = report.outcomes["fraud"].count
+    assert fraud > 0
+    recalls = [report.recall(r) for r in report.rules]
+    assert recalls == [r.outcomes["fraud"].count / fraud for r in report.rules]
+    assert recalls[0] == 1.0 and recalls[2] == 0.0 and 0 < recalls[1] < 1  # type: ignore[operator]
+    later = backtest(ws, rs, FSET, horizon=timedelta(days=40))  # nothing final: no recall
+    assert later.outcomes["fraud"].count == 0 and later.recall(later.rules[0]) is None

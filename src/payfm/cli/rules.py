@@ -174,10 +174,11 @@ def print_report(report: BacktestReport, baseline: str) -> None:
         )
     table = Table(
         title="Rules (matched on their own; decided = first match in action order; "
-        "precision over final labels: fraud / (fraud + refunded + legit))"
+        "precision over final labels: fraud / (fraud + refunded + legit); recall: share of the window's "
+        "final fraud matched)"
     )
     table.add_column("rule", overflow="fold", min_width=8)
-    for col in ("action", "line", "matched", "decided", *LABELS, "precision"):
+    for col in ("action", "line", "matched", "decided", *LABELS, "precision", "recall"):
         table.add_column(col, justify="left" if col == "action" else "right")
     for r in report.rules:
         table.add_row(
@@ -188,6 +189,7 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             f"{r.decided:,}",
             *(_money(r.outcomes[lab]) for lab in LABELS),
             f"{r.precision:.1%}" if r.precision is not None else "-",
+            f"{recall:.1%}" if (recall := report.recall(r)) is not None else "-",
         )
     console.print(table)
     mix = Table(title="Decision mix")
@@ -225,6 +227,17 @@ def print_report(report: BacktestReport, baseline: str) -> None:
     ]
     for what, t in lines:
         console.print(f"  {what:<32}{_money(t)}", markup=False, highlight=False)
+    for what, action in (("review", "review"), ("3DS", "request_3ds")):  # said when they change
+        for moved, into in ((f"newly sent to {what}:", True), (f"no longer sent to {what}:", False)):
+            by_label: dict[str, Tally] = {}
+            for old, new, lab, t in c.transitions:
+                if (new == action and old != action) if into else (old == action and new != action):
+                    had = by_label.get(lab, Tally())
+                    by_label[lab] = Tally(had.count + t.count, had.usd + t.usd)
+            if by_label:
+                n_all = Tally(sum(t.count for t in by_label.values()), sum(t.usd for t in by_label.values()))
+                parts = ", ".join(f"{lab} {_money(by_label[lab])}" for lab in LABELS if lab in by_label)
+                console.print(f"  {moved:<32}{_money(n_all)}: {parts}", markup=False, highlight=False)
     for lab, t in sorted(c.allow_overrides.items()):
         console.print(
             f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False

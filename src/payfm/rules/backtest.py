@@ -149,6 +149,12 @@ class BacktestReport:
         """Charges of the window declined by the issuer or blocked (no label can come)."""
         return self.outcomes["declined"].count
 
+    def recall(self, rule: RuleStats) -> float | None:
+        """The share of the window's fraud (final labels) that ``rule`` matches on its own; None when the
+        window has no final fraud."""
+        fraud = self.outcomes["fraud"].count
+        return rule.outcomes["fraud"].count / fraud if fraud else None
+
 
 def _attr_sql(name: str, features: set[str]) -> str:
     if name in CHARGE_STRING_FIELDS:
