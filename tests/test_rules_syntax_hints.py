@@ -377,3 +377,64 @@ def test_glued_and_capitalised_text_parses_or_raises_rule_error(text: str, saved
         type_errors(rules, CATALOG, LISTS)
     except RuleError as e:
         assert str(e) and e.line == 1
+
+
+# ---- slips of other languages, documents and people (a fraud analyst's audit) ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "hint"),
+    [
+        ("a: block if :amount_usd: => 1000", 27, "Comparisons are written '>=', not '=>'."),
+        ("a: block if :amount_usd: =< 5", 27, "Comparisons are written '<=', not '=<'."),
+        ("a: block if :amount_usd: > 1 && :amount_usd: < 9", 30, "Write 'and' for '&&'."),
+        ("a: block if :amount_usd: > 1 || :amount_usd: < 9", 30, "Write 'or' for '||'."),
+        ("a: block if !(:amount_usd: > 5)", 13, "Write 'not' for '!'."),
+        (
+            "a: block if :ip_country: = \u2018NG\u2019",
+            28,
+            "is a typographic quote (from a document or a chat)",
+        ),
+        ("a: block if :ip_country: = \u201cNG\u201d", 28, "quote strings with ' or \"."),
+        ("a: block if :amount_usd: > 1,000", 29, "Numbers are written without separators: 1000, not 1,000."),
+        ("a: block if :amount_usd: > 10k", 30, "Numbers are written in full: 10000, not 10k."),
+        (
+            "a: block if :amount_usd: > 5 or :card.count_charges_1h >= 5",
+            33,
+            "The attribute ':card.count_charges_1h' has no closing colon: write ':card.count_charges_1h:'.",
+        ),
+        ("velocity rule: block if :amount_usd: > 5", 1, "A rule's name is one word: write 'velocity_rule:'."),
+    ],
+)
+def test_a_common_slip_gets_its_fix_after_the_parsers_message(text: str, column: int, hint: str) -> None:
+    e = _error(text)
+    assert (e.line, e.column) == (1, column)
+    assert e.detail.startswith("Unexpected ") and ". Expected " in e.detail  # the parser's message first
+    assert e.detail.endswith(hint) or hint in e.detail, e.detail
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: block if :amount_usd: > 5 and :ip_country: = 'NG' or",  # ended early: nothing to add
+        "a: block if :ip_country: in ('NG', 'GH',)",
+        "a: block if :amount_usd: > 1.000.5",
+        "a: block if :amount_usd: > 1, 2",
+    ],
+)
+def test_no_hint_where_no_slip_is_seen(text: str) -> None:
+    e = _error(text)
+    for hint in ("Comparisons are written", "Write '", "typographic", "Numbers are written", "closing colon"):
+        assert hint not in e.detail, e.detail
+    assert "A rule's name is one word" not in e.detail
+
+
+@pytest.mark.parametrize(
+    ("name", "said"), [("decline_code", "the issuer's decline code"), ("outcome", "the charge's outcome")]
+)
+def test_an_outcome_field_in_a_rule_is_said_to_come_after_the_decision(name: str, said: str) -> None:
+    """Not 'Did you mean :ip.decline_rate_1d:?': the field exists, but no rule can read it where rules run."""
+    errors = type_errors(parse_rules(f"a: block if :{name}: = 'x'"), CATALOG, {})
+    [e] = errors
+    assert f"Unknown attribute ':{name}:'. ':{name}:' is {said}" in str(e)
+    assert "known only after the decision" in str(e) and "Did you mean" not in str(e)

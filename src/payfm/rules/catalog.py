@@ -116,8 +116,22 @@ class AttributeCatalog:
             raise RuleError(f"Unknown attribute ':{name}:'.{self.suggest(name)}") from None
 
     def suggest(self, name: str) -> str:
+        if name in AFTER_THE_DECISION:
+            return f" {AFTER_THE_DECISION[name]}"
         close = difflib.get_close_matches(name, list(self.types), n=1, cutoff=0.6)
         return f" Did you mean ':{close[0]}:'?" if close else ""
+
+
+# Charge fields of the event log that rules cannot read, and why: they are known only after the decision (or
+# never, in production), so a rule on them could not run where rules run: before authorization.
+AFTER_THE_DECISION = {
+    name: f"':{name}:' is {what}, known only after the decision, when no rule runs any more."
+    for name, what in (
+        ("outcome", "the charge's outcome (authorized, declined, blocked)"),
+        ("decline_code", "the issuer's decline code, part of the charge's outcome"),
+        ("scenario", "the synthetic world's fraud scenario (ground truth no live charge carries)"),
+    )
+}
 
 
 def charge_values(

@@ -320,7 +320,49 @@ def _glued_error(text: str, line: int, column: int, allowed: set[str]) -> RuleEr
     )
 
 
+_CURLY_QUOTES = "\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb"
+
+
+def _slip(text: str, column: int) -> str:
+    """A hint for a common slip where the parser stopped at ``column`` (1-based): operators of other
+    languages, typographic quotes, numbers written as people write them, an attribute's missing closing
+    colon, a rule name with spaces. Empty when none applies."""
+    i = column - 1
+    if not 0 <= i < len(text):
+        return ""
+    ch, before, after = text[i], text[i - 1] if i else "", text[i + 1 : i + 2]
+    if ch in "<>" and before == "=":
+        return f" Comparisons are written {ch + '='!r}, not {'=' + ch!r}."
+    if ch == "&" and after == "&":
+        return " Write 'and' for '&&'."
+    if ch == "|" and after == "|":
+        return " Write 'or' for '||'."
+    if ch == "!" and after != "=":
+        return " Write 'not' for '!'."
+    if ch in _CURLY_QUOTES:
+        return f" {ch!r} is a typographic quote (from a document or a chat): quote strings with ' or \"."
+    if ch == "," and before.isdigit() and re.match(r",[0-9]{3}\b", text[i:]):
+        return " Numbers are written without separators: 1000, not 1,000."
+    if ch in "kKmM" and before.isdigit() and not text[i + 1 : i + 2].isalnum():
+        return " Numbers are written in full: 10000, not 10k."
+    m = re.match(r":([A-Za-z_][\w.]*)", text[i:]) if ch == ":" else None
+    if m and not text[i + m.end() :].startswith(":"):
+        return f" The attribute ':{m.group(1)}' has no closing colon: write ':{m.group(1)}:'."
+    head = re.match(r"\s*([A-Za-z_]\w*(?:[ \t]+[A-Za-z_]\w*)+):(?!\S)", text)  # `velocity rule: block`
+    if head and i <= head.end(1) and not any(w.lower() in _KEYWORDS for w in head.group(1).split()):
+        return f" A rule's name is one word: write '{'_'.join(head.group(1).split())}:'."
+    return ""
+
+
 def _syntax_error(e: UnexpectedInput, line: int, text: str) -> RuleError:
+    error = _plain_syntax_error(e, line, text)
+    column = getattr(e, "column", None)
+    if error.line == line and isinstance(column, int) and (hint := _slip(text, column)):
+        return RuleError(error.detail + hint, line=error.line, column=error.column)
+    return error
+
+
+def _plain_syntax_error(e: UnexpectedInput, line: int, text: str) -> RuleError:
     if isinstance(e, UnexpectedToken | UnexpectedCharacters):
         if (named := _name_error(text, line, e.column)) is not None:
             return named
