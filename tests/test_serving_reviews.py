@@ -93,7 +93,15 @@ def test_refunded_as_fraud_appends_the_review_and_a_fraudulent_refund(
     assert rows(ws, "disputes") == []
     features = probe(scorer, 2)
     assert features["card.count_refunds_all"] == 1.0 and features["card.count_fraud_disputes_all"] == 0.0
-    # Closing again is refused and appends nothing.
+    # The same closure sent again (a retry of a lost answer): the first answer, a duplicate, nothing appended.
+    retry = c.post(
+        "/v1/reviews/ch_1/close", json={"reason": "refunded_as_fraud", "note": "called"}, headers=h
+    )
+    assert retry.status_code == 200 and retry.json() == {**body, "duplicate": True}
+    assert len(rows(ws, "reviews")) == 1 and len(rows(ws, "refunds")) == 1
+    # Closing again otherwise (another reason, or another note) is refused and appends nothing.
+    other = c.post("/v1/reviews/ch_1/close", json={"reason": "refunded_as_fraud", "note": "no"}, headers=h)
+    assert other.status_code == 409
     again = c.post("/v1/reviews/ch_1/close", json={"reason": "disputed"}, headers=h)
     assert again.status_code == 409  # saying what it was closed as: a retry of a lost answer sees it landed
     assert "is already closed: as 'refunded_as_fraud' at 20" in again.json()["error"]["message"]
@@ -131,8 +139,9 @@ def test_disputed_counts_a_fraud_dispute_and_approved_only_a_review(scorer: Scor
     ]
     assert rows(ws, "refunds") == []
     assert probe(scorer, 3)["card.count_fraud_disputes_all"] == 1.0
+    assert scorer.close_review("ch_1", "disputed") == {**out, "duplicate": True}  # a retry: the same answer
     with pytest.raises(Conflict):
-        scorer.close_review("ch_1", "disputed")
+        scorer.close_review("ch_1", "approved")
     with pytest.raises(NotFound):
         scorer.close_review("ch_404", "approved")
     assert len(rows(ws, "disputes")) == 1 and len(rows(ws, "reviews")) == 2

@@ -134,7 +134,9 @@ class FeedbackMixin(MoneyClaimsMixin):
         the workspace's event log. ``refunded_as_fraud`` and ``disputed`` also record the outcome they imply
         (a fraudulent refund or dispute, ids ``re_review_<charge_id>`` / ``dp_review_<charge_id>``, at the
         closing time) like ``POST /v1/refunds`` / ``/v1/disputes``, so label-aware features count it; not
-        when the charge already has such an outcome. Closing twice is a Conflict and appends nothing.
+        when the charge already has such an outcome. Closing again with the same reason and note (a client
+        retrying a lost answer) answers as the first closure did, with ``duplicate`` true, and appends
+        nothing; with another reason or note it is a Conflict naming the closure.
         """
         if reason not in REVIEW_REASONS:
             raise InvalidInput(
@@ -149,6 +151,8 @@ class FeedbackMixin(MoneyClaimsMixin):
         if review is None:
             raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
         refuse_review_texts({"charge_id": charge_id})  # a charge decided before ids were checked
+        if review["status"] != "open" and review["reason"] == reason and (review["note"] or "") == note:
+            return self._closed_again(charge_id, reason)  # a retry of a lost answer: what it did, once
         if review["status"] != "open":
             raise Conflict(  # what it was closed as: a client retrying a lost answer sees whether it landed
                 f"The review of charge '{shown(charge_id)}' is already closed: as '{review['reason']}' at "
@@ -181,6 +185,29 @@ class FeedbackMixin(MoneyClaimsMixin):
             "reason": reason,
             "label": REVIEW_LABELS[reason],
             "outcome": implied,
+        }
+
+    def _closed_again(self, charge_id: str, reason: str) -> dict[str, Any]:
+        """The answer to a closure sent again with the reason and note it was closed with: the first
+        answer's facts (the implied outcome as the log holds it), marked a duplicate; nothing is logged or
+        appended again. Another reason or note is a Conflict (the caller's)."""
+        implied = implied_outcome(
+            {"charge_id": charge_id, "closed_as": reason, "created": None},
+            self.log.get_charge(charge_id) or {},
+        )
+        outcome = None
+        if implied is not None:
+            table, payload = implied
+            oid = str(payload[OUTCOME_TABLES[table]])
+            if (held := self.log.get_outcome(table, oid)) is not None:
+                outcome = {"table": table, "id": oid, "applied": held["applied"]}
+        return {
+            "charge_id": charge_id,
+            "status": "closed",
+            "reason": reason,
+            "label": REVIEW_LABELS[reason],
+            "outcome": outcome,
+            "duplicate": True,
         }
 
     def _close_review_events(
