@@ -338,7 +338,8 @@ def test_the_report_shows_the_declined_charges(hand_ws: Workspace) -> None:
     assert "declined charges newly blocked: 3 ($1,600)" in out
     [row] = [line for line in out.splitlines() if line.startswith("│ mid ")]
     cells = [c.strip() for c in row.split("│")][1:-1]
-    assert cells[5:] == ["2 ($700)", "1 ($600)", "2 ($1,500)", "0 ($0)", "3 ($1,600)", "40.0%"]
+    assert cells[5:] == ["2 ($700)", "1 ($600)", "2 ($1,500)", "0 ($0)", "3 ($1,600)", "40.0%", "100.0%"]
+    assert "charges: 2 ($700) fraudulent" in out  # the recall: both of the window's frauds matched
 
 
 def test_labels_on_a_generated_world_match_the_event_tables(world: Workspace) -> None:

@@ -20,6 +20,7 @@ from rich.text import Text
 
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import console, err_console, plural
+from payfm.cli.rules_report import print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
 from payfm.events.text import escaped
@@ -27,7 +28,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import rulesets
-from payfm.rules.backtest import LABELS, BacktestReport, Tally, backtest
+from payfm.rules.backtest import BacktestReport, backtest
 from payfm.rules.catalog import SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset
 from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, check_note
@@ -108,7 +109,7 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
         raise ConfigError(f"{file}: {plural(len(errors), 'error')} (listed above).")
     console.print(f"OK: {plural(len(found), 'rule')} in {file}", markup=False, highlight=False)
     if not found:
-        _warn(f"{file} holds no rule: made active, it would turn every rule off (apply needs --allow-empty).")
+        warn(f"{file} holds no rule: made active, it would turn every rule off (apply needs --allow-empty).")
 
 
 def _maybe_workspace(ctx: click.Context) -> Workspace | None:
@@ -116,14 +117,6 @@ def _maybe_workspace(ctx: click.Context) -> Workspace | None:
         return Workspace.open(ctx.obj["workspace"])
     except WorkspaceError:  # no workspace: check without its lists (an `@list` is then unknown)
         return None
-
-
-def _money(t: Tally) -> str:
-    return f"{t.count:,} (${t.usd:,.0f})"
-
-
-def _warn(message: str) -> None:
-    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _active_baseline(ws: Workspace) -> rulesets.Baseline:
@@ -135,112 +128,12 @@ def _active_baseline(ws: Workspace) -> rulesets.Baseline:
     except RuleError as e:
         current = rulesets.active(ws)
         version = current.version if current is not None else None
-        _warn(
+        warn(
             f"the active ruleset cannot be the baseline: {e} The change is counted against no ruleset "
             "(everything authorized)."
         )
         return rulesets.Baseline(
             None, rulesets.DEFAULT_FEATURE_SET, f"no ruleset (active v{version} no longer compiles)", version
-        )
-
-
-def print_report(report: BacktestReport, baseline: str) -> None:
-    """Render a backtest: per rule, the decision mix and the change against the baseline.
-
-    Fraud, refunded, legit and precision count charges with final labels; "pending" those whose labels may
-    still come, "declined" those declined by the issuer or blocked, which moved no money, so no label can
-    come (see :mod:`payfm.rules.backtest`). Every value a user wrote (rule names) is shown as text, never as
-    markup.
-    """
-    for message in report.warnings:
-        _warn(message)
-    out = report.outcomes
-    console.print(
-        f"{report.charges:,} charges: {_money(out['fraud'])} fraudulent, {_money(out['refunded'])} refunded, "
-        f"{_money(out['legit'])} legitimate; {_money(out['pending'])} pending (labels not final yet); "
-        f"{_money(out['declined'])} declined (declined or blocked: moved no money, so no label can come)",
-        markup=False,
-        highlight=False,
-    )
-    if report.as_of is not None:
-        days = report.horizon / DAY
-        when = "--as-of" if report.as_of_given else "the log's end"
-        console.print(
-            f"Labels as of {report.as_of.isoformat()[:19]} ({when}), final {days:g} "
-            f"day{'s' if days != 1 else ''} after the charge; fraud, refunded, legit and precision count "
-            "final labels only (not pending or declined charges).",
-            markup=False,
-            highlight=False,
-        )
-    table = Table(
-        title="Rules (matched on their own; decided = first match in action order; "
-        "precision over final labels: fraud / (fraud + refunded + legit); recall: share of the window's "
-        "final fraud matched)"
-    )
-    table.add_column("rule", overflow="fold", min_width=8)
-    for col in ("action", "line", "matched", "decided", *LABELS, "precision", "recall"):
-        table.add_column(col, justify="left" if col == "action" else "right")
-    for r in report.rules:
-        table.add_row(
-            Text(r.name),
-            r.action,
-            str(r.line) if r.line else "--rule",
-            f"{r.matched:,}",
-            f"{r.decided:,}",
-            *(_money(r.outcomes[lab]) for lab in LABELS),
-            f"{r.precision:.1%}" if r.precision is not None else "-",
-            f"{recall:.1%}" if (recall := report.recall(r)) is not None else "-",
-        )
-    console.print(table)
-    mix = Table(title="Decision mix")
-    for col in ("decision", "charges", *LABELS):
-        mix.add_column(col, justify="left" if col == "decision" else "right")
-    for action in ("request_3ds", "allow", "block", "review", "authorize"):
-        if action in report.mix:
-            row = report.mix[action]
-            n = sum(t.count for t in row.values())
-            mix.add_row(action, f"{n:,}", *(_money(row.get(lab, Tally())) for lab in LABELS))
-    console.print(mix)
-    c = report.change
-    same = c.changed - c.outcome_changed  # authorized either way: an allow rule's now, or no longer
-    console.print(
-        Text.assemble(
-            (f"Change against {baseline}", "bold"),
-            f": {plural(c.changed, 'charge')} decided differently"
-            + (
-                f", {c.outcome_changed:,} with another outcome ({same:,} authorized either way, by an allow "
-                "rule or by no rule)"
-                if same
-                else ""
-            ),
-        )
-    )
-    lines = [
-        ("fraud newly blocked:", c.fraud_newly_blocked),
-        ("fraud no longer blocked:", c.fraud_no_longer_blocked),
-        ("good customers newly blocked:", c.good_newly_blocked),
-        ("good customers unblocked:", c.good_no_longer_blocked),
-        ("pending labels newly blocked:", c.pending_newly_blocked),
-        ("pending labels unblocked:", c.pending_no_longer_blocked),
-        ("declined charges newly blocked:", c.declined_newly_blocked),
-        ("declined charges unblocked:", c.declined_no_longer_blocked),
-    ]
-    for what, t in lines:
-        console.print(f"  {what:<32}{_money(t)}", markup=False, highlight=False)
-    for what, action in (("review", "review"), ("3DS", "request_3ds")):  # said when they change
-        for moved, into in ((f"newly sent to {what}:", True), (f"no longer sent to {what}:", False)):
-            by_label: dict[str, Tally] = {}
-            for old, new, lab, t in c.transitions:
-                if (new == action and old != action) if into else (old == action and new != action):
-                    had = by_label.get(lab, Tally())
-                    by_label[lab] = Tally(had.count + t.count, had.usd + t.usd)
-            if by_label:
-                n_all = Tally(sum(t.count for t in by_label.values()), sum(t.usd for t in by_label.values()))
-                parts = ", ".join(f"{lab} {_money(by_label[lab])}" for lab in LABELS if lab in by_label)
-                console.print(f"  {moved:<32}{_money(n_all)}: {parts}", markup=False, highlight=False)
-    for lab, t in sorted(c.allow_overrides.items()):
-        console.print(
-            f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False
         )
 
 
@@ -530,7 +423,7 @@ def apply(
         )
     console.print(f"Saved and activated ruleset v{v.version} (sha256 {v.sha256[:12]}).")
     if same := rulesets.same_text(ws, v):
-        _warn(
+        warn(
             f"v{v.version} has the text of v{same[-1]} (same sha256 and feature set): `payfm rules activate "
             f"{same[-1]}` switches to it without a new version."
         )
@@ -545,7 +438,7 @@ def _say_removed(base: rulesets.Baseline, candidate: Ruleset, file: str) -> None
     kept = {r.name for r in candidate.rules}
     gone = [r.name for r in base.ruleset.rules if r.name not in kept]
     if gone:
-        _warn(
+        warn(
             f"'{file}' leaves out {plural(len(gone), 'rule')} of the active ruleset v{base.version}, which "
             f"the new version replaces whole: {', '.join(shown_text(n) for n in gone)} (turned off). To add "
             "a rule, start from `payfm rules show` and add it there."
@@ -560,14 +453,14 @@ def _reload_hint(ws: Workspace, v: rulesets.RulesetVersion, replaced: int | None
     model = _production_model(ws)
     before = rulesets.get(ws, replaced).feature_set if replaced is not None else None
     if model is None and before is not None and before != v.feature_set:
-        _warn(
+        warn(
             f"ruleset v{v.version} runs on feature set '{v.feature_set}', the version it replaced on "
             f"'{before}': a running decision service without a model keeps its online state of '{before}' "
             "and refuses the change on POST /v1/admin/reload (409); restart it to serve the new version."
         )
         return
     if model is not None and model.feature_set != v.feature_set:
-        _warn(
+        warn(
             f"the production model {model.ref} runs on feature set '{model.feature_set}', and ruleset "
             f"v{v.version} on '{v.feature_set}': a decision service refuses it (409 on POST "
             f"/v1/admin/reload, and it does not start) until they share one. Activate a version on "

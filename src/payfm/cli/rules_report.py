@@ -1,0 +1,122 @@
+"""How `payfm rules backtest`, `apply`, `activate` and `rollback` print a backtest: per rule, the decision
+mix, the change against the baseline, and the charges a rule matched."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from rich.table import Table
+from rich.text import Text
+
+from payfm.cli.render import console, err_console, plural
+from payfm.rules.backtest import LABELS, BacktestReport, Tally
+
+DAY = timedelta(days=1)
+
+
+def _money(t: Tally) -> str:
+    return f"{t.count:,} (${t.usd:,.0f})"
+
+
+def warn(message: str) -> None:
+    err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def print_report(report: BacktestReport, baseline: str) -> None:
+    """Render a backtest: per rule, the decision mix and the change against the baseline.
+
+    Fraud, refunded, legit and precision count charges with final labels; "pending" those whose labels may
+    still come, "declined" those declined by the issuer or blocked, which moved no money, so no label can
+    come (see :mod:`payfm.rules.backtest`). Every value a user wrote (rule names) is shown as text, never as
+    markup.
+    """
+    for message in report.warnings:
+        warn(message)
+    out = report.outcomes
+    console.print(
+        f"{report.charges:,} charges: {_money(out['fraud'])} fraudulent, {_money(out['refunded'])} refunded, "
+        f"{_money(out['legit'])} legitimate; {_money(out['pending'])} pending (labels not final yet); "
+        f"{_money(out['declined'])} declined (declined or blocked: moved no money, so no label can come)",
+        markup=False,
+        highlight=False,
+    )
+    if report.as_of is not None:
+        days = report.horizon / DAY
+        when = "--as-of" if report.as_of_given else "the log's end"
+        console.print(
+            f"Labels as of {report.as_of.isoformat()[:19]} ({when}), final {days:g} "
+            f"day{'s' if days != 1 else ''} after the charge; fraud, refunded, legit and precision count "
+            "final labels only (not pending or declined charges).",
+            markup=False,
+            highlight=False,
+        )
+    table = Table(
+        title="Rules (matched on their own; decided = first match in action order; "
+        "precision over final labels: fraud / (fraud + refunded + legit); recall: share of the window's "
+        "final fraud matched)"
+    )
+    table.add_column("rule", overflow="fold", min_width=8)
+    for col in ("action", "line", "matched", "decided", *LABELS, "precision", "recall"):
+        table.add_column(col, justify="left" if col == "action" else "right")
+    for r in report.rules:
+        table.add_row(
+            Text(r.name),
+            r.action,
+            str(r.line) if r.line else "--rule",
+            f"{r.matched:,}",
+            f"{r.decided:,}",
+            *(_money(r.outcomes[lab]) for lab in LABELS),
+            f"{r.precision:.1%}" if r.precision is not None else "-",
+            f"{recall:.1%}" if (recall := report.recall(r)) is not None else "-",
+        )
+    console.print(table)
+    mix = Table(title="Decision mix")
+    for col in ("decision", "charges", *LABELS):
+        mix.add_column(col, justify="left" if col == "decision" else "right")
+    for action in ("request_3ds", "allow", "block", "review", "authorize"):
+        if action in report.mix:
+            row = report.mix[action]
+            n = sum(t.count for t in row.values())
+            mix.add_row(action, f"{n:,}", *(_money(row.get(lab, Tally())) for lab in LABELS))
+    console.print(mix)
+    c = report.change
+    same = c.changed - c.outcome_changed  # authorized either way: an allow rule's now, or no longer
+    console.print(
+        Text.assemble(
+            (f"Change against {baseline}", "bold"),
+            f": {plural(c.changed, 'charge')} decided differently"
+            + (
+                f", {c.outcome_changed:,} with another outcome ({same:,} authorized either way, by an allow "
+                "rule or by no rule)"
+                if same
+                else ""
+            ),
+        )
+    )
+    lines = [
+        ("fraud newly blocked:", c.fraud_newly_blocked),
+        ("fraud no longer blocked:", c.fraud_no_longer_blocked),
+        ("good customers newly blocked:", c.good_newly_blocked),
+        ("good customers unblocked:", c.good_no_longer_blocked),
+        ("pending labels newly blocked:", c.pending_newly_blocked),
+        ("pending labels unblocked:", c.pending_no_longer_blocked),
+        ("declined charges newly blocked:", c.declined_newly_blocked),
+        ("declined charges unblocked:", c.declined_no_longer_blocked),
+    ]
+    for what, t in lines:
+        console.print(f"  {what:<32}{_money(t)}", markup=False, highlight=False)
+    for what, action in (("review", "review"), ("3DS", "request_3ds")):  # said when they change
+        for moved, into in ((f"newly sent to {what}:", True), (f"no longer sent to {what}:", False)):
+            by_label: dict[str, Tally] = {}
+            for old, new, lab, t in c.transitions:
+                if (new == action and old != action) if into else (old == action and new != action):
+                    had = by_label.get(lab, Tally())
+                    by_label[lab] = Tally(had.count + t.count, had.usd + t.usd)
+            if by_label:
+                n_all = Tally(sum(t.count for t in by_label.values()), sum(t.usd for t in by_label.values()))
+                parts = ", ".join(f"{lab} {_money(by_label[lab])}" for lab in LABELS if lab in by_label)
+                console.print(f"  {moved:<32}{_money(n_all)}: {parts}", markup=False, highlight=False)
+    for lab, t in sorted(c.allow_overrides.items()):
+        console.print(
+            f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False
+        )
