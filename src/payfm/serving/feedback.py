@@ -61,7 +61,7 @@ from payfm.serving.outcome_checks import (
     unfollowed,
     unlike_its_charge,
 )
-from payfm.serving.review_queue import review_page
+from payfm.serving.review_queue import closed_again, review_page
 
 if TYPE_CHECKING:
     from payfm.serving.bundle import Bundle
@@ -152,7 +152,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
         refuse_review_texts({"charge_id": charge_id})  # a charge decided before ids were checked
         if review["status"] != "open" and review["reason"] == reason and (review["note"] or "") == note:
-            return self._closed_again(charge_id, reason)  # a retry of a lost answer: what it did, once
+            return closed_again(self.log, charge_id, reason)  # a retry of a lost answer: what it did, once
         if review["status"] != "open":
             raise Conflict(  # what it was closed as: a client retrying a lost answer sees whether it landed
                 f"The review of charge '{shown(charge_id)}' is already closed: as '{review['reason']}' at "
@@ -185,29 +185,6 @@ class FeedbackMixin(MoneyClaimsMixin):
             "reason": reason,
             "label": REVIEW_LABELS[reason],
             "outcome": implied,
-        }
-
-    def _closed_again(self, charge_id: str, reason: str) -> dict[str, Any]:
-        """The answer to a closure sent again with the reason and note it was closed with: the first
-        answer's facts (the implied outcome as the log holds it), marked a duplicate; nothing is logged or
-        appended again. Another reason or note is a Conflict (the caller's)."""
-        implied = implied_outcome(
-            {"charge_id": charge_id, "closed_as": reason, "created": None},
-            self.log.get_charge(charge_id) or {},
-        )
-        outcome = None
-        if implied is not None:
-            table, payload = implied
-            oid = str(payload[OUTCOME_TABLES[table]])
-            if (held := self.log.get_outcome(table, oid)) is not None:
-                outcome = {"table": table, "id": oid, "applied": held["applied"]}
-        return {
-            "charge_id": charge_id,
-            "status": "closed",
-            "reason": reason,
-            "label": REVIEW_LABELS[reason],
-            "outcome": outcome,
-            "duplicate": True,
         }
 
     def _close_review_events(

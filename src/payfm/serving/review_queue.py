@@ -1,13 +1,13 @@
 """The review queue's pages: by offset, or after a review (a cursor that a queue shrinking as analysts close
-its reviews cannot make skip any)."""
+its reviews cannot make skip any); the answer to a closure sent again."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from payfm.serving.decision_log import REVIEW_STATUSES, DecisionLog
+from payfm.serving.decision_log import REVIEW_LABELS, REVIEW_STATUSES, DecisionLog
 from payfm.serving.errors import InvalidInput, shown
-from payfm.serving.outcome_checks import OUTCOME_TABLES
+from payfm.serving.outcome_checks import OUTCOME_TABLES, implied_outcome
 
 
 def review_page(
@@ -57,3 +57,25 @@ def _with_outcomes(log: DecisionLog, items: list[dict[str, Any]]) -> list[dict[s
             if kind in OUTCOME_TABLES
         ]
     return items
+
+
+def closed_again(log: DecisionLog, charge_id: str, reason: str) -> dict[str, Any]:
+    """The answer to a closure sent again with the reason and note it was closed with: the first answer's
+    facts (the implied outcome as ``log`` holds it), marked a duplicate; nothing is logged or appended again.
+    Another reason or note is a Conflict (the caller's)."""
+    review = {"charge_id": charge_id, "closed_as": reason, "created": None}
+    implied = implied_outcome(review, log.get_charge(charge_id) or {})
+    outcome = None
+    if implied is not None:
+        table, payload = implied
+        oid = str(payload[OUTCOME_TABLES[table]])
+        if (held := log.get_outcome(table, oid)) is not None:
+            outcome = {"table": table, "id": oid, "applied": held["applied"]}
+    return {
+        "charge_id": charge_id,
+        "status": "closed",
+        "reason": reason,
+        "label": REVIEW_LABELS[reason],
+        "outcome": outcome,
+        "duplicate": True,
+    }
