@@ -717,3 +717,49 @@ def test_cli_backtest_says_review_changes_and_each_rules_recall(two: tuple[Works
     [row] = [line for line in out.splitlines() if line.startswith("│ all ")]
     shown = report.recall(report.rules[-1])
     assert row.split("│")[-2].strip() == (f"{shown:.1%}" if shown is not None else "-")
+
+
+def test_cli_backtest_lists_the_charges_a_rule_matched(two: tuple[Workspace, Path], tmp_path: Path) -> None:
+    """An analyst checks a rule's false positives: --matches lists the charges it matched (good customers
+    first, whole ids, the values it read), --matches-out writes every one as CSV."""
+    import pyarrow.csv as pacsv
+
+    ws, _ = two
+    rule = "vel2: block if :card.count_charges_1h: >= 1 and :amount_usd: > 20"
+    out_csv = tmp_path / "out" / "vel2.csv"
+    out_csv.parent.mkdir()
+    code, out = run(
+        ws, "rules", "backtest", "--rule", rule, "--matches", "vel2", "--matches-out", str(out_csv)
+    )
+    assert code == 0, out
+    report = backtest(
+        ws,
+        rulesets.with_candidate(ws, rule, "tiny"),
+        feature_set("tiny", ws.root),
+        baseline=rulesets.baseline(ws).ruleset,
+        horizon=timedelta(days=2),
+        matches="vel2",
+    )
+    matched = report.matched
+    assert matched is not None and matched.num_rows == report.rules[-1].matched > 0
+    assert matched.column_names == [
+        "charge_id", "created", "merchant_id", "card_fingerprint", "amount_usd", "label", "decided",
+        "card.count_charges_1h",
+    ]  # fmt: skip
+    rows = matched.to_pylist()
+    assert all(r["card.count_charges_1h"] >= 1 and r["amount_usd"] > 20 for r in rows)
+    order = ["legit", "refunded", "fraud", "pending", "declined"]
+    keys = [(order.index(r["label"]), r["created"]) for r in rows]
+    assert keys == sorted(keys)  # false positives first, then by time
+    assert sum(r["decided"] for r in rows) == report.rules[-1].decided
+    written = pacsv.read_csv(out_csv)
+    assert written.num_rows == matched.num_rows
+    assert written["charge_id"].to_pylist() == matched["charge_id"].to_pylist()
+    assert f"Charges rule 'vel2' matched: {matched.num_rows:,}, legitimate and refunded first" in out
+    assert f"charge_id              {rows[0]['charge_id']}" in out
+    code, out = run(ws, "rules", "backtest", "--rule", rule, "--matches", "nope")
+    one_line_error(
+        code, out, "--matches (matches=) must name a rule of the backtested ruleset: one of 'big',"
+    )
+    code, out = run(ws, "rules", "backtest", "--rule", rule, "--matches-out", str(out_csv))
+    one_line_error(code, out, "--matches-out writes the charges --matches lists: give --matches RULE too.")

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import console, err_console, plural
-from payfm.cli.rules_report import print_report, warn
+from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
 from payfm.events.text import escaped
@@ -148,6 +148,7 @@ def _run_backtest(
     horizon_days: float | None,
     base: rulesets.Baseline | None = None,
     as_of: str | None = None,
+    matches: str | None = None,
 ) -> tuple[BacktestReport, str]:
     """Backtest ``candidate`` (on ``set_name``) against ``base`` (default: the active ruleset); returns the
     report and the baseline's label."""
@@ -199,6 +200,7 @@ def _run_backtest(
         baseline_name=base.label[:1].upper() + base.label[1:],
         model=model_ref,
         as_of=as_of,
+        matches=matches,
     )
     return report, label
 
@@ -298,6 +300,19 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
     help="Compare FILE with this baseline instead of the active ruleset: a stored version (3 or v3, on the "
     "feature set it was saved with) or another rules file (on --set). Not with --rule.",
 )
+@click.option(
+    "--matches",
+    metavar="RULE",
+    help="Also list the charges RULE matched (a rule of the backtested ruleset: FILE's, or the active one's "
+    "plus --rule): legitimate and refunded ones first (false positives), with the values the rule read; "
+    f"the first {MATCHES_SHOWN} on screen.",
+)
+@click.option(
+    "--matches-out",
+    metavar="FILE.csv",
+    type=click.Path(dir_okay=False),
+    help="Write every charge --matches lists to this CSV file (replaced whole, never half-written).",
+)
 @_window
 @SET_OPTION
 @click.pass_context
@@ -313,6 +328,8 @@ def backtest_cmd(
     horizon_days: float | None,
     as_of: str | None,
     set_name: str,
+    matches: str | None,
+    matches_out: str | None,
 ) -> None:
     """Replay a ruleset FILE, or --rule texts added to the active ruleset, over past charges.
 
@@ -329,7 +346,11 @@ def backtest_cmd(
       payfm rules backtest --rule "block if :risk_score: >= 80" --model fraud-gbdt --from 2026-03-01
       payfm rules backtest --rule "block if :risk_score: >= 90" --rule "review if :risk_score: >= 70" \\
         --model fraud-gbdt --from 2026-03-01          # a block rule and its review fallback, together
+      payfm rules backtest --rule "vel: block if :card.count_charges_1h: >= 4" --from 2026-03-01 \\
+        --matches vel --matches-out vel.csv           # the charges it matched, false positives first
     """
+    if matches_out is not None and matches is None:
+        raise ConfigError("--matches-out writes the charges --matches lists: give --matches RULE too.")
     rule_text = rule_texts or None
     if file is not None and rule_text is not None:
         raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")
@@ -357,9 +378,11 @@ def backtest_cmd(
             candidate = rulesets.compile_text(ws, text, set_name)
     base = _against(ws, against, set_name) if against is not None else None
     report, label = _run_backtest(
-        ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base, as_of
+        ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base, as_of, matches
     )
     print_report(report, label)
+    if matches is not None and report.matched is not None:
+        print_matches(report.matched, matches, Path(matches_out) if matches_out else None)
 
 
 @rules.command()

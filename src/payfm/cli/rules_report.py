@@ -3,15 +3,22 @@ mix, the change against the baseline, and the charges a rule matched."""
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
+from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from rich.table import Table
 from rich.text import Text
 
 from payfm.cli.render import console, err_console, plural
+from payfm.errors import ConfigError
+from payfm.events.workspace import atomic_write_bytes
 from payfm.rules.backtest import LABELS, BacktestReport, Tally
 
 DAY = timedelta(days=1)
+MATCHES_SHOWN = 20  # matched charges printed by --matches (--matches-out writes them all)
 
 
 def _money(t: Tally) -> str:
@@ -120,3 +127,36 @@ def print_report(report: BacktestReport, baseline: str) -> None:
         console.print(
             f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False
         )
+
+
+def print_matches(matched: pa.Table, rule: str, out: Path | None) -> None:
+    """The charges ``rule`` matched (:func:`payfm.rules.backtest._matched_charges`): the first
+    ``MATCHES_SHOWN`` as records (whole ids, to copy into a list), every one into ``out`` as CSV."""
+    n = matched.num_rows
+    if out is not None:
+        buf = io.BytesIO()
+        pacsv.write_csv(matched, buf)
+        try:
+            atomic_write_bytes(out, buf.getvalue())
+        except OSError as e:
+            raise ConfigError(f"Cannot write --matches-out '{out}': {e.strerror or e}.") from None
+    shown = min(n, MATCHES_SHOWN)
+    said = (
+        f"; all {n:,} in {out}"
+        if out is not None
+        else ("; --matches-out FILE.csv for all" if n > shown else "")
+    )
+    console.print(
+        Text.assemble(
+            (f"Charges rule '{rule}' matched", "bold"),
+            f": {n:,}, legitimate and refunded first (false positives), then by time ({shown:,} shown{said})",
+        )
+    )
+    names = matched.column_names
+    pad = max((len(c) for c in names), default=0)
+    for i, row in enumerate(matched.slice(0, shown).to_pylist(), start=1):
+        console.print(f"-[ {i} ]" + "-" * 24, markup=False, highlight=False)
+        for name in names:
+            v = row[name]
+            text = "NULL" if v is None else f"{v:.2f}" if name == "amount_usd" else str(v)
+            console.print(f"{name:<{pad}}  {text}", markup=False, highlight=False, soft_wrap=True)

@@ -46,7 +46,7 @@ from payfm.events.workspace import Workspace, opened
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
-from payfm.rules.compiler import Ruleset, list_table, quote_ident, sql_literal
+from payfm.rules.compiler import Ruleset, effective, list_table, quote_ident, sql_literal
 from payfm.rules.limits import RuleError
 from payfm.rules.scores import check_scores, in_sample_warning
 from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, log_end
@@ -138,6 +138,8 @@ class BacktestReport:
     as_of_given: bool = False  # as_of is the caller's (--as-of), not the log's end
     pending_fraud: int = 0  # charges with pending labels already reported as fraud
     warnings: tuple[str, ...] = ()  # what a reader must know before trusting the figures
+    # With ``matches``: the charges that rule matched on its own (:func:`_matched_charges`)
+    matched: pa.Table | None = field(default=None, repr=False)
 
     @property
     def pending(self) -> int:
@@ -373,6 +375,27 @@ def _change(con: duckdb.DuckDBPyConnection, ruleset: Ruleset) -> Change:
     )
 
 
+# Where an analyst looks for false positives first: good customers, then fraud, then the rest.
+_MATCH_ORDER = ("legit", "refunded", "fraud", "pending", "declined")
+
+
+def _matched_charges(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, name: str) -> pa.Table:
+    """The charges rule ``name`` matched on its own: charge_id, created, merchant_id, card_fingerprint,
+    amount_usd (dollars), label, decided (by this rule: the first match in action order) and each value the
+    rule read, legitimate and refunded charges first (false positives), then by time."""
+    i, rule = next((i, r) for i, r in enumerate(ruleset.rules) if r.name == name)
+    fixed = ("charge_id", "created", "merchant_id", "card_fingerprint", "amount_usd", "label", "decided")
+    read = sorted(ast.attributes(effective(rule)) - set(fixed))
+    cols = "".join(f", b.{quote_ident(a)}" for a in read)
+    order = " ".join(f"WHEN {sql_literal(lab)} THEN {k}" for k, lab in enumerate(_MATCH_ORDER))
+    return con.sql(
+        f"""SELECT f.charge_id, c.created, c.merchant_id, c.card_fingerprint, f.usd AS amount_usd, f.label,
+                   coalesce(f.new_rule = {i}, false) AS decided{cols}
+            FROM {FLAGS} f JOIN {BASE} b USING (charge_id) JOIN charges c ON c.charge_id = f.charge_id
+            WHERE f.n{i} ORDER BY CASE f.label {order} END, c.created, f.charge_id"""
+    ).to_arrow_table()
+
+
 def _decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, keep: bool) -> pa.Table | None:
     if not keep:
         return None
@@ -586,9 +609,13 @@ def backtest(
     scores_source: str = "the scores table",
     baseline_name: str = "The active ruleset",
     model: str | None = None,
+    matches: str | None = None,
 ) -> BacktestReport:
     """Backtest ``ruleset`` (on feature set ``fset``) against ``baseline`` on the charges of ``ws`` created in
     [start, end).
+
+    ``matches`` names a rule of ``ruleset`` whose matched charges the report keeps (``matched``): each with
+    its time, merchant, card, dollars, label, whether the rule decided it, and the values the rule read.
 
     The baseline runs on ``baseline_fset`` (default: ``fset``), the set it was saved with: two sets may define
     a feature of one name differently, and the decision service reads the baseline's own. Labels are those
@@ -616,6 +643,11 @@ def backtest(
         )
     if horizon <= timedelta(0):
         raise RuleError(f"The label horizon must be positive. Got {horizon}.")
+    if matches is not None and matches not in (names := [r.name for r in ruleset.rules]):
+        raise RuleError(
+            f"--matches (matches=) must name a rule of the backtested ruleset: one of "
+            f"{', '.join(repr(n) for n in names) or 'none (it has no rule)'}. Got {matches!r}."
+        )
     learned: list[str] = []  # the in-sample warning of ``model``
     if model is not None:
         if not isinstance(model, str) or scores is not None:
@@ -692,6 +724,8 @@ def backtest(
             as_of_given=as_of is not None,
             pending_fraud=int(reported or 0),
         )
+        if matches is not None:
+            report = replace(report, matched=_matched_charges(con, ruleset, matches))
         absent = _never_present(con, ruleset, report, own_attrs)
         warnings = _warnings(con, report, start, end, scored, scores_source, as_of is None, absent)
         return replace(report, warnings=(*learned, *warnings))
