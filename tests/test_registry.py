@@ -285,6 +285,14 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
     assert code == 0 and '"version": 1' in out and '"stage": "production"' in out
     code, out = run("show", "fraud-x@9")
     assert code == 1 and "has no version 9" in out and "Traceback" not in out
+    # a version's ref to rollback, an empty version or name, an unknown name to list: said as such
+    code, out = run("rollback", "fraud-x@1")
+    assert code == 1 and "Rollback takes a model name" in out and "`payfm models rollback fraud-x`" in out
+    for ref in ("fraud-x@", "@1"):
+        code, out = run("show", ref)
+        assert code == 1 and f"Model reference {ref!r}: expected name, name@<version>" in out, out
+    code, out = run("list", "--name", "fraud-y")
+    assert code == 1 and "No registered model 'fraud-y'. Expected one of: fraud-x." in out
     # a bare name is its production version: promoting it again changes nothing, and says so
     code, out = run("promote", "fraud-x")
     assert code == 0 and out.strip() == (

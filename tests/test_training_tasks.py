@@ -369,8 +369,17 @@ def test_an_as_of_ends_a_recent_test_too_and_must_lie_inside_the_log(tmp_path: P
     assert at_cut.too_recent > 0 and len(split.test) > 0
     latest = max(w.read("charges", ["created"])["created"].to_pylist())
     for as_of, why in (
-        (latest + timedelta(days=400), r"must be at or before the log's latest event \(2026-"),
+        (latest + timedelta(days=400), r"must be at most 1 microsecond after the log's latest event \(2026-"),
         (datetime(2025, 1, 1, tzinfo=UTC), r"must be after the log's first charge \(2026-01-01"),
     ):
         with pytest.raises(ConfigError, match=why):
             prepare(w, task("fraud"), FS, replace(CFG, as_of=as_of))
+    # the default the message names (what a model trained without --as-of records) is accepted, 1 us later not
+    with pytest.raises(ConfigError) as err:
+        prepare(w, task("fraud"), FS, replace(CFG, as_of=latest + timedelta(days=400)))
+    m = re.search(r"the default, recorded by a model trained without --as-of, is ([^)]+)\)", str(err.value))
+    assert m, str(err.value)
+    default = datetime.fromisoformat(m.group(1))
+    prepare(w, task("fraud"), FS, replace(CFG, as_of=default))
+    with pytest.raises(ConfigError, match="must be at most 1 microsecond after"):
+        prepare(w, task("fraud"), FS, replace(CFG, as_of=default + timedelta(microseconds=1)))

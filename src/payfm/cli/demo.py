@@ -130,19 +130,20 @@ def _replay_last_day(ws: Workspace) -> None:
     con = ws.connect()
     try:
         row = con.execute("SELECT max(created) FROM charges").fetchone()
+        if row is None or row[0] is None:
+            return
+        end = row[0].astimezone(UTC)
+        start = datetime(end.year, end.month, end.day, tzinfo=UTC)
+        [(day,)] = con.execute("SELECT count(*) FROM charges WHERE created >= ?", [start]).fetchall()
     finally:
         con.close()
-    if row is None or row[0] is None:
-        return
-    end = row[0].astimezone(UTC)
-    start = datetime(end.year, end.month, end.day, tzinfo=UTC)
     with stage_progress() as update:
         rep = replay_in_process(
             ws,
             start,
             None,
             warm_progress=lambda d, n: update("warming the online state (days before)", d, n),
-            progress=lambda n: update("replaying the last day", n, n),
+            progress=lambda n: update("replaying the last day", n, int(day)),  # (of the day's charges)
             authorize_after=True,
         )
     print_replay(rep, f"Replay of {start:%Y-%m-%d}")

@@ -280,6 +280,8 @@ def list_(ctx: click.Context, name: str | None) -> None:
     """List every registered version with its stage, what it fits on and its validation and test AP (test:
     its held-out test period, "-" when it was trained with --recent-test on immature labels)."""
     reg = Registry(Workspace.open(ctx.obj["workspace"]))
+    if name is not None and not reg.list(name):  # as `models show NAME` says it: with the names there are
+        reg.get(name)
     table = Table(title="Registered models")
     for col in ("model", "stage", "kind", "task", "feature set", "fits on", "val AP", "test AP", "created"):
         table.add_column(col)

@@ -439,6 +439,12 @@ class Registry:
     def rollback(self, name: str) -> ModelVersion:
         """Archive the production version (of ``name``) and restore the one it replaced, of whatever name
         (refused when that one can no longer be served, see :meth:`check_servable_features`)."""
+        if "@" in name:  # a version's ref: what would it mean? Roll back is of a name's production version
+            bare = name.partition("@")[0]
+            raise RegistryError(
+                f"Rollback takes a model name (its production version is archived and the one it replaced "
+                f"restored), not a version's reference. Got '{name}': run `payfm models rollback {bare}`."
+            )
         self.get(name)  # an unknown name: "No registered model", with the names there are
         with self._db() as con:
             cur = con.execute(
@@ -497,7 +503,12 @@ class Registry:
 
     def get(self, ref: str) -> ModelVersion:
         """Resolve ``name`` (production, else latest), ``name@<version>`` or ``name@<stage>``."""
-        name, _, which = ref.partition("@")
+        name, at, which = ref.partition("@")
+        if not name or (at and not which):  # "@1", "fraud-gbdt@": neither a name nor a version said
+            stages = ", ".join(STAGES)
+            raise UnknownModelError(
+                f"Model reference {ref!r}: expected name, name@<version> or name@<stage> ({stages})."
+            )
         versions = self.list(name)
         if not versions:
             known = sorted({v.name for v in self.list()})

@@ -226,8 +226,9 @@ def labels_now_us(ws: Workspace, task: Task, data: TaskData, config: TrainConfig
     as_of = _us(config.as_of)
     if as_of > latest:  # later than anything known: labels still to come would be read as final
         raise ConfigError(
-            f"The as-of of the labels (--as-of) must be at or before the log's latest event "
-            f"({_iso(latest - 1)}): after it, disputes still to come would read as none. Got "
+            f"The as-of of the labels (--as-of) must be at most 1 microsecond after the log's latest event "
+            f"({_iso(latest - 1)}; the default, recorded by a model trained without --as-of, is "
+            f"{_iso(latest)}): later, disputes still to come would read as none. Got "
             f"{config.as_of.isoformat()}."
         )
     if as_of <= int(data.created_us.min()):
