@@ -127,7 +127,7 @@ def test_serving_md_fingerprints_a_live_card_as_its_import_did(
     from payfm.events.importer import import_file
 
     sample = Path(__file__).parent / "data" / "sparkov_sample.parquet"
-    ws = Workspace.open(tmp_path / "payfm-workspace", create=True)
+    ws = Workspace.open(tmp_path / "sparkov-ws", create=True)  # where the README imports the Sparkov sample
     import_file(ws, sample, "sparkov")
     number = str(pq.read_table(sample, columns=["cc_num"]).column("cc_num")[0].as_py())
     [block] = _python_blocks("serving.md", "## Card fingerprints of live charges")

@@ -324,3 +324,19 @@ def test_descriptions_say_what_each_kind_reads() -> None:
     r = RequestFeature("x", "is", ("channel",), ("card_present",))
     assert r.describe() == "request: is(channel) in 'card_present'"
     assert Derived("d", "ratio", ("a", "b")).describe() == "ratio(a, b)"
+
+
+def test_the_all_time_only_aggregations_are_described_in_words() -> None:
+    """'first_seen of the card's charges over all time' explained nothing (a docs audit)."""
+    assert Aggregate("card", "first_seen").describe() == (
+        "1 if the card has no earlier charge (any outcome), else 0 (null when the charge has no card)"
+    )
+    assert (
+        Aggregate("card", "since_prev").describe() == "seconds since the card's previous charge (any outcome)"
+    )
+    assert Aggregate("ip", "since_first", source="efws").describe() == (
+        "seconds since the ip's first early fraud warning"
+    )
+    assert Aggregate("card", "first_seen", filter="authorized").describe() == (
+        "1 if the card has no earlier charge, else 0 (null when the charge has no card), only authorized"
+    )
