@@ -320,3 +320,25 @@ def test_a_queue_item_shows_the_charges_outcomes_and_hides_its_scenario(scorer: 
         }
     ]
     assert second["outcomes"] == []
+
+
+def test_review_items_carry_the_risk_level_and_the_charge_as_the_api_takes_it(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """A reviewer sees the decision's risk level beside its score, and the charge's fields as the score
+    endpoint takes them (not the service's microsecond copies: created_us); status=all lists both kinds
+    (it was a 422; leaving status out did it already)."""
+    c, h = client
+    decided = [c.post("/v1/charges/score", json=charge(i, amount=123_450), headers=h).json() for i in (1, 2)]
+    assert [d["outcome"] for d in decided] == ["manual_review", "manual_review"]
+    assert c.post("/v1/reviews/ch_1/close", json={"reason": "approved"}, headers=h).status_code == 200
+    page = c.get("/v1/reviews", params={"status": "all"}, headers=h)
+    assert page.status_code == 200
+    items = page.json()["data"]
+    assert [(i["charge_id"], i["status"]) for i in items] == [("ch_1", "closed"), ("ch_2", "open")]
+    assert items == c.get("/v1/reviews", headers=h).json()["data"]
+    for item, d in zip(items, decided, strict=True):
+        assert item["risk_level"] == d["risk_level"] and item["risk_score"] == d["risk_score"]
+        assert not [k for k in item["charge"] if k.endswith("_us")], item["charge"]
+        assert item["charge"]["created"] == "2026-03-01T12:00:00+00:00"
+    assert c.get("/v1/reviews", params={"status": "both"}, headers=h).status_code == 422

@@ -755,13 +755,13 @@ def create_app(
 
     @app.get("/v1/reviews", dependencies=auth)
     def reviews(
-        status: Literal["open", "closed"] | None = None,
+        status: Literal["open", "closed", "all"] | None = None,  # all (or none): both
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=10**9),
         starting_after: str | None = Query(None, max_length=255),
     ) -> dict[str, Any]:
         # one more than a page: whether another follows
-        rows = scorer.reviews(status, limit + 1, offset, starting_after)
+        rows = scorer.reviews(None if status == "all" else status, limit + 1, offset, starting_after)
         has_more = len(rows) > limit
         return {
             "data": rows[:limit],

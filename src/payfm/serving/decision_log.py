@@ -615,7 +615,9 @@ class DecisionLog(ABC):
         for *review, charge, decision in rows:
             item = dict(zip(names, review, strict=True))
             item["charge"] = json.loads(charge) if charge is not None else None
-            item["reasons"] = json.loads(decision).get("reasons", []) if decision is not None else []
+            decided = json.loads(decision) if decision is not None else {}
+            item["risk_level"] = decided.get("risk_level")  # (the score is the review's own column)
+            item["reasons"] = decided.get("reasons", [])
             out.append(item)
         return out
 

@@ -47,10 +47,13 @@ _SHOWN = ("id", "created", "reason", "fraud_type", "amount", "currency")
 def _with_outcomes(log: DecisionLog, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``items`` with the disputes, early fraud warnings and refunds the service has taken of each charge
     (``outcomes``: a review the network has decided already, a fraudulent dispute, need not be worked blind),
-    and without the charge's ``scenario`` (a synthetic world's ground truth, sent by a replay: the answer)."""
+    and without the charge's ``scenario`` (a synthetic world's ground truth, sent by a replay: the answer)
+    or the service's own microsecond times (``created_us``: the charge's fields as the API takes them)."""
     for item in items:
         if isinstance(item.get("charge"), dict):
             item["charge"].pop("scenario", None)
+            for key in [k for k in item["charge"] if k.endswith("_us")]:  # the service's own (created_us)
+                del item["charge"][key]
         item["outcomes"] = [
             {"table": kind, **{k: payload[k] for k in _SHOWN if k in payload}}
             for kind, payload in log.outcomes_of(str(item["charge_id"]))
