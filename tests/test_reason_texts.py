@@ -64,3 +64,21 @@ def test_a_value_at_the_typical_one_is_not_compared_with_itself() -> None:
     assert text("amount_usd", 42.51, 42.5) == "amount $42.5"
     assert text("amount_usd", 43.0, 42.5) == "amount $43; typical: $42.5"
     assert Reason("x", 2.0, 2.0, 1.0).text == "x = 2"  # the generic template too
+
+
+def test_a_derived_feature_reads_as_words_of_its_name() -> None:
+    """'merchant: decline rate 1h 0' was the generic fallback (the docs and the analysts' audits)."""
+    from payfm.features.definitions import Derived
+    from payfm.training.explain import template
+
+    def said(name: str) -> str:
+        return template(Derived(name, "ratio", ("amount_usd", "amount_usd")))
+
+    assert said("merchant.decline_rate_1h") == (
+        "decline rate of this merchant in the last 1h: {value}; typical: {typical}"
+    )
+    assert (
+        said("merchant.refund_rate_all") == "refund rate of this merchant so far: {value}; typical: {typical}"
+    )
+    assert said("card.amount_zscore") == "amount zscore of this card: {value}; typical: {typical}"
+    assert said("my_ratio") == "my ratio: {value}; typical: {typical}"  # no entity: its words

@@ -118,7 +118,23 @@ def template(f: Aggregate | RequestFeature | Derived) -> str:
         if f.kind in words:
             return words[f.kind]
         return f.name.replace("_", " ") + ": {value}; typical: {typical}"
-    return f.name.replace(".", ": ").replace("_", " ") + " {value}; typical: {typical}"
+    return _derived_template(f.name)
+
+
+_NAMED_SPAN = re.compile(r"_(\d+[mhd])$|_all$")
+
+
+def _derived_template(name: str) -> str:
+    """A derived feature's reason from its name, ``<entity>.<what>[_<window>]``: ``merchant.decline_rate_1h``
+    says "decline rate of this merchant in the last 1h: {value}", ``card.amount_zscore`` "amount zscore of
+    this card: {value}"; a name of another shape, its words."""
+    entity, dot, rest = name.partition(".")
+    if not dot or entity not in _ENTITY:
+        return name.replace(".", ": ").replace("_", " ") + ": {value}; typical: {typical}"
+    m = _NAMED_SPAN.search(rest)
+    span = "" if m is None else " so far" if m.group(1) is None else f" in the last {m.group(1)}"
+    what = rest[: m.start()] if m is not None else rest
+    return f"{what.replace('_', ' ')} of {_ENTITY[entity]}{span}: {{value}}; typical: {{typical}}"
 
 
 def templates(fset: FeatureSet) -> dict[str, str]:
