@@ -180,3 +180,39 @@ def test_a_list_made_again_with_another_type_keeps_its_last_contents_too(tmp_pat
         assert scorer.score(_charge(1, "fp_old")).outcome == "blocked"
     finally:
         scorer.close()
+
+
+@pytest.mark.parametrize("field", ["device_id", "merchant_id", "shipping_address_id"])
+def test_devices_merchants_and_shipping_addresses_have_lists(tmp_path: Path, field: str) -> None:
+    """An account takeover's device, a bust-out merchant, a drop address: blocked by a list entry (an
+    analyst's audit: only an inline `in ('dev_...')`, a new ruleset version each time), read alike by the
+    backtest and the decision service; a list of another type is refused for the field."""
+    from payfm.rules.backtest import backtest
+    from payfm.rules.limits import RuleError
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    bad = f"{field}_bad"
+    create_list(ws, "bad", field, author="ana")
+    add_values(ws, "bad", [bad], author="ana")
+    rulesets.save(ws, f"b: block if :{field}: in @bad\n", activate=True, set_name="tiny", author="ana")
+    scorer = Scorer.open(ws, config=ScorerConfig())
+    try:
+        assert scorer.score(_charge(1, "fp_1") | {field: bad}).outcome == "blocked"
+        assert scorer.score(_charge(2, "fp_2") | {field: f"{field}_good"}).outcome == "authorized"
+    finally:
+        scorer.close()
+    from payfm.features.catalog import feature_set
+
+    with ws.writer() as w:  # the two charges, as the decision log exported them
+        import pyarrow as pa
+
+        from factories import charges
+
+        rows = charges(2).to_pylist()
+        rows[0][field], rows[1][field] = bad, f"{field}_good"
+        w.write("charges", pa.Table.from_pylist(rows, schema=charges(2).schema))
+    report = backtest(ws, rulesets.baseline(ws).ruleset, feature_set("tiny"))  # type: ignore[arg-type]
+    assert report.rules[0].matched == 1
+    create_list(ws, "ips", "ip_address", author="ana")
+    with pytest.raises(RuleError, match=f"holds {field} values, so its list must be of type {field}"):
+        rulesets.compile_text(ws, f"b: block if :{field}: in @ips\n", "tiny")

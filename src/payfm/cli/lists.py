@@ -125,13 +125,16 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None
     _warn_unseen(ws, name, given)
 
 
-# The charge field holding each list type's values (country: three fields, every code valid anyway).
+# The charge field holding each list type's values (country: several fields, every code valid anyway).
 _SEEN_IN = {
     "card_fingerprint": "card_fingerprint",
     "ip_address": "ip_address",
     "email_domain": "email_domain",
     "bin": "card_bin",
     "customer_id": "customer_id",
+    "device_id": "device_id",
+    "merchant_id": "merchant_id",
+    "shipping_address_id": "shipping_address_id",
 }
 _UNSEEN_SHOWN = 5
 

@@ -35,7 +35,18 @@ from payfm.training.scores import RISK_LEVELS
 Type = Literal["number", "string", "bool"]
 
 # The value types of lists; an attribute with a kind may only be tested against a list of that type.
-LIST_TYPES = ("card_fingerprint", "email", "email_domain", "ip_address", "bin", "country", "customer_id")
+LIST_TYPES = (
+    "card_fingerprint",
+    "email",
+    "email_domain",
+    "ip_address",
+    "bin",
+    "country",
+    "customer_id",
+    "device_id",
+    "merchant_id",
+    "shipping_address_id",
+)
 # List types no attribute reads (yet): such a list can be kept, never used in a rule. Why, for a warning.
 UNREAD_LIST_TYPES = {
     "email": "no rule can read an email list: a charge carries its e-mail domain (:email_domain:), never the "
@@ -44,7 +55,7 @@ UNREAD_LIST_TYPES = {
 
 # Charge fields readable by rules (all strings), with the list type their values belong to, if any.
 CHARGE_STRING_FIELDS: dict[str, str | None] = {
-    "merchant_id": None,
+    "merchant_id": "merchant_id",
     "merchant_mcc": None,
     "merchant_country": "country",
     "customer_id": "customer_id",
@@ -58,11 +69,11 @@ CHARGE_STRING_FIELDS: dict[str, str | None] = {
     "channel": None,
     "ip_address": "ip_address",
     "ip_country": "country",
-    "device_id": None,
+    "device_id": "device_id",
     "email_domain": "email_domain",
     "billing_country": "country",
     "shipping_country": "country",
-    "shipping_address_id": None,
+    "shipping_address_id": "shipping_address_id",
     "three_ds": None,
     "cvc_check": None,
     "address_check": None,
