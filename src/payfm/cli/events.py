@@ -20,6 +20,7 @@ from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import (
     console,
     err_console,
+    iso_time,
     plural,
     print_arrow,
     print_summary,
@@ -368,7 +369,17 @@ def compact(ctx: click.Context, tables: tuple[str, ...], wait_s: float) -> None:
 
 
 @click.command()
+@click.option("--from", "start", metavar="TIME", help="Only charges created at or after TIME (UTC, ISO).")
+@click.option("--to", "end", metavar="TIME", help="Only charges created before TIME (UTC, ISO).")
 @click.pass_context
-def summary(ctx: click.Context) -> None:
-    """Summarize the event log: volumes, authorization rate, fraud by scenario, label delays."""
-    print_summary(summarize(_workspace(ctx)))
+def summary(ctx: click.Context, start: str | None, end: str | None) -> None:
+    """Summarize the event log: volumes, authorization rate, fraud by scenario, label delays; with --from
+    and --to, of the charges of that window and their outcomes (whenever those came).
+
+    \b
+    Examples:
+      payfm summary
+      payfm summary --from 2026-04-24 --to 2026-05-01      # last week of the default world
+    """
+    ws = _workspace(ctx)
+    print_summary(summarize(ws, iso_time(start, "--from"), iso_time(end, "--to")))

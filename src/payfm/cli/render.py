@@ -288,7 +288,12 @@ def _print_table(shown: pa.Table) -> None:
 
 def print_summary(s: LogSummary) -> None:
     """The event log summary: volumes, authorization, fraud by scenario, label delays."""
-    head = Table(title="Event log", show_header=False)
+    lo, hi = s.window
+    title = "Event log"
+    if lo is not None or hi is not None:  # outcomes: of these charges, whenever they came
+        shown = f"{lo.isoformat() if lo else 'the start'} .. {hi.isoformat() if hi else 'the end'}"
+        title += f": charges created {shown}, and their outcomes"
+    head = Table(title=title, show_header=False)
     head.add_column(style="bold")
     head.add_column(justify="right")
     head.add_row("charges", f"{s.charges:,}")

@@ -6,10 +6,12 @@ Everything is one DuckDB query per figure over the workspace views, so it runs o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, datetime
 
 import duckdb
 
-from payfm.events.schema import TABLES
+from payfm.errors import ConfigError
+from payfm.events.schema import TABLES, time_bound
 from payfm.events.workspace import Workspace, opened
 
 
@@ -44,6 +46,9 @@ class LogSummary:
     delays: dict[str, DelayStats] = field(default_factory=dict)
     # table -> (data files, days they cover): more files than days is what `payfm compact` undoes
     files: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # The window summarized ([start, end) of the charges' times, UTC; None: unbounded); outcomes are those of
+    # its charges, whenever they came.
+    window: tuple[datetime | None, datetime | None] = (None, None)
 
     @property
     def authorization_rate(self) -> float:
@@ -54,7 +59,7 @@ def _delay(con: duckdb.DuckDBPyConnection, sql_from: str) -> DelayStats:
     row = con.execute(
         f"""
         WITH d AS (SELECT epoch(o.created - c.created) / 86400.0 AS days
-                   FROM {sql_from} o JOIN charges c USING (charge_id))
+                   FROM {sql_from} o JOIN win c USING (charge_id))
         SELECT count(*), quantile_cont(days, 0.1), quantile_cont(days, 0.5),
                quantile_cont(days, 0.9), quantile_cont(days, 0.99) FROM d
         """
@@ -68,11 +73,31 @@ def _files_and_days(ws: Workspace, table: str) -> tuple[int, int]:
     return len(files), len({f.parent.name for f in files})
 
 
-def summarize(ws: Workspace) -> LogSummary:
-    """Figures over the whole log of ``ws`` (see :class:`LogSummary`)."""
+def summarize(
+    ws: Workspace, start: datetime | date | str | None = None, end: datetime | date | str | None = None
+) -> LogSummary:
+    """Figures over the log of ``ws`` (see :class:`LogSummary`): its charges created in [start, end) (UTC;
+    aware datetimes, dates or ISO texts; None: unbounded) and their outcomes, whenever they came."""
     ws = opened(ws, "summarize")
+    lo = time_bound(start, "The summary's start (--from)", ConfigError)
+    hi = time_bound(end, "The summary's end (--to)", ConfigError)
+    if lo is not None and hi is not None and hi <= lo:
+        raise ConfigError(
+            f"The summary's window must end after it starts. Got --from {lo.isoformat()} and --to "
+            f"{hi.isoformat()}."
+        )
     con = ws.connect()
     try:
+        # (a view takes no parameters: the bounds are datetimes time_bound made, written as literals)
+        bounds = [
+            f"created {op} '{t.isoformat()}'::TIMESTAMPTZ"
+            for op, t in ((">=", lo), ("<", hi))
+            if t is not None
+        ]
+        con.execute(
+            "CREATE TEMP VIEW win AS SELECT * FROM charges"
+            + (f" WHERE {' AND '.join(bounds)}" if bounds else "")
+        )
         row = con.execute(
             """
             SELECT count(*), strftime(min(created), '%Y-%m-%d %H:%M'),
@@ -81,22 +106,25 @@ def summarize(ws: Workspace) -> LogSummary:
                    count(*) FILTER (outcome = 'authorized'), count(*) FILTER (outcome = 'issuer_declined'),
                    count(*) FILTER (outcome = 'blocked'),
                    coalesce(sum(amount_usd) FILTER (outcome = 'authorized'), 0) / 100.0
-            FROM charges
+            FROM win
             """
         ).fetchall()[0]
         assert row is not None
         by_scenario = dict(
             con.execute(
-                "SELECT scenario, count(*) FROM charges WHERE scenario IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
+                "SELECT scenario, count(*) FROM win WHERE scenario IS NOT NULL GROUP BY 1 ORDER BY 2 DESC"
             ).fetchall()
         )
+        # Outcomes of the window's charges (of the whole log: every outcome, one of a charge it lacks too)
+        mine = " AND charge_id IN (SELECT charge_id FROM win)" if bounds else ""
         counts = con.execute(
-            """
-            SELECT (SELECT count(*) FROM disputes),
-                   (SELECT count(*) FROM disputes WHERE reason = 'fraudulent'),
-                   (SELECT count(*) FROM early_fraud_warnings), (SELECT count(*) FROM refunds),
-                   (SELECT count(*) FROM (SELECT charge_id FROM disputes WHERE reason = 'fraudulent'
-                                          UNION SELECT charge_id FROM early_fraud_warnings))
+            f"""
+            SELECT (SELECT count(*) FROM disputes WHERE true{mine}),
+                   (SELECT count(*) FROM disputes WHERE reason = 'fraudulent'{mine}),
+                   (SELECT count(*) FROM early_fraud_warnings WHERE true{mine}),
+                   (SELECT count(*) FROM refunds WHERE true{mine}),
+                   (SELECT count(*) FROM (SELECT charge_id FROM disputes WHERE reason = 'fraudulent'{mine}
+                                          UNION SELECT charge_id FROM early_fraud_warnings WHERE true{mine}))
             """
         ).fetchall()[0]
         assert counts is not None
@@ -123,6 +151,7 @@ def summarize(ws: Workspace) -> LogSummary:
             labelled_fraud_charges=int(counts[4]),
             delays=delays,
             files={t: _files_and_days(ws, t) for t in TABLES},
+            window=(lo, hi),
         )
     finally:
         con.close()

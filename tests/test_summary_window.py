@@ -1,0 +1,69 @@
+"""`payfm summary --from --to`: the figures of one window's charges and of their outcomes (an analyst's "what
+happened last week" took hand-written SQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+
+from payfm.cli.main import cli
+from payfm.errors import ConfigError
+from payfm.events.summary import summarize
+from payfm.events.workspace import Workspace
+from payfm.synth import WorldConfig, generate_world
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    w = Workspace.open(tmp_path_factory.mktemp("summary") / "ws", create=True)
+    w.write_stream(generate_world(WorldConfig(charges=20_000, days=20, seed=3, fraud_rate=0.02)), "replace")
+    return w
+
+
+def test_a_window_counts_its_charges_and_their_outcomes_only(ws: Workspace) -> None:
+    lo, hi = datetime(2026, 1, 8, tzinfo=UTC), datetime(2026, 1, 15, tzinfo=UTC)
+    s = summarize(ws, lo, hi)
+    con = ws.connect()
+    try:
+        window = "created >= ? AND created < ?"
+        [(n, auth, fraud)] = con.execute(
+            f"SELECT count(*), count_if(outcome = 'authorized'), count(scenario) FROM charges WHERE {window}",
+            [lo, hi],
+        ).fetchall()
+        [(refunds,)] = con.execute(
+            f"SELECT count(*) FROM refunds WHERE charge_id IN (SELECT charge_id FROM charges WHERE {window})",
+            [lo, hi],
+        ).fetchall()
+        [(all_refunds,)] = con.execute("SELECT count(*) FROM refunds").fetchall()
+    finally:
+        con.close()
+    assert (s.charges, s.authorized, sum(s.fraud_by_scenario.values()), s.refunds) == (
+        n,
+        auth,
+        fraud,
+        refunds,
+    )
+    assert 0 < refunds < all_refunds and s.window == (lo, hi)
+    assert s.first is not None and s.first >= "2026-01-08" and s.last is not None and s.last < "2026-01-15"
+    whole = summarize(ws)
+    assert whole.refunds == all_refunds and whole.charges > s.charges and whole.window == (None, None)
+    assert summarize(ws, "2026-01-08").charges + summarize(ws, None, "2026-01-08").charges == whole.charges
+    with pytest.raises(ConfigError, match="must end after it starts"):
+        summarize(ws, hi, lo)
+
+
+def test_cli_summary_of_a_window_says_which(ws: Workspace) -> None:
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "summary", "--from", "2026-01-08", "--to", "2026-01-15"])
+    assert r.exit_code == 0, r.output
+    flat = " ".join(r.output.split())
+    assert (
+        "Event log: charges created 2026-01-08T00:00:00+00:00 .. 2026-01-15T00:00:00+00:00, "
+        "and their outcomes" in flat
+    )
+    assert f"charges │ {summarize(ws, '2026-01-08', '2026-01-15').charges:,} │" in flat
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "summary", "--from", "soon"])
+    assert (
+        r.exit_code == 1 and "--from must be an ISO date or time" in r.output and "Traceback" not in r.output
+    )
