@@ -368,3 +368,19 @@ def test_each_rules_recall_is_its_share_of_the_windows_final_fraud(tmp_path: Pat
     assert recalls[0] == 1.0 and recalls[2] == 0.0 and 0 < recalls[1] < 1  # type: ignore[operator]
     later = backtest(ws, rs, FSET, horizon=timedelta(days=40))  # nothing final: no recall
     assert later.outcomes["fraud"].count == 0 and later.recall(later.rules[0]) is None
+
+
+def test_a_rules_pending_matches_say_how_many_are_reported_as_fraud_already(tmp_path: Path) -> None:
+    """A fresh rule is judged by the fraud reported so far: its pending matches count those apart."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=4_000, days=20, seed=3, fraud_rate=0.05)), "replace")
+    rs = compile_("all: review if :amount_usd: > 0\nnone: block if :amount_usd: < 0\n")
+    report = backtest(ws, rs, FSET, horizon=timedelta(days=40))  # nothing final: every label pending
+    everything, nothing = report.rules
+    assert everything.pending == report.pending > 0 and everything.pending_fraud == report.pending_fraud > 0
+    assert nothing.pending_fraud == 0
+    r = CliRunner(env={"COLUMNS": "250"}).invoke(
+        cli,
+        ["-w", str(ws.root), "rules", "backtest", "--set", "tiny", "--rule", "b: block if :amount_usd: > 0"],
+    )
+    assert r.exit_code == 0 and f"; {report.pending_fraud:,} fraud so far" in r.output, r.output

@@ -15,7 +15,7 @@ from rich.text import Text
 from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError
 from payfm.events.workspace import atomic_write_bytes
-from payfm.rules.backtest import LABELS, BacktestReport, Tally
+from payfm.rules.backtest import LABELS, BacktestReport, RuleStats, Tally
 
 DAY = timedelta(days=1)
 MATCHES_SHOWN = 20  # matched charges printed by --matches (--matches-out writes them all)
@@ -27,6 +27,11 @@ def _money(t: Tally) -> str:
 
 def warn(message: str) -> None:
     err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _reported(r: RuleStats, label: str) -> str:
+    """A rule's pending cell adds the charges already reported as fraud (a fresh rule is judged by them)."""
+    return f"; {r.pending_fraud:,} fraud so far" if label == "pending" and r.pending_fraud else ""
 
 
 def print_report(report: BacktestReport, baseline: str) -> None:
@@ -60,7 +65,7 @@ def print_report(report: BacktestReport, baseline: str) -> None:
     table = Table(
         title="Rules (matched on their own; decided = first match in action order; "
         "precision over final labels: fraud / (fraud + refunded + legit); recall: share of the window's "
-        "final fraud matched)"
+        "final fraud matched; pending: labels not final, of which 'N fraud so far' disputed or warned)"
     )
     table.add_column("rule", overflow="fold", min_width=8)
     for col in ("action", "line", "matched", "decided", *LABELS, "precision", "recall"):
@@ -72,7 +77,7 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             str(r.line) if r.line else "--rule",
             f"{r.matched:,}",
             f"{r.decided:,}",
-            *(_money(r.outcomes[lab]) for lab in LABELS),
+            *(_money(r.outcomes[lab]) + _reported(r, lab) for lab in LABELS),
             f"{r.precision:.1%}" if r.precision is not None else "-",
             f"{recall:.1%}" if (recall := report.recall(r)) is not None else "-",
         )

@@ -82,6 +82,7 @@ class RuleStats:
     matched: int
     decided: int
     outcomes: dict[str, Tally]  # label -> matched charges with that outcome ("pending": label not final)
+    pending_fraud: int = 0  # of the pending ones, those already reported as fraud (a dispute or EFW so far)
 
     @property
     def pending(self) -> int:
@@ -294,15 +295,18 @@ def evaluate_table(
     """
     base = baseline or Ruleset([])
     _register_lists(con, ruleset, base)
+    # (a table of the backtest has `reported`: fraud known already; a table made by hand may not)
+    columns = {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    reported = "reported" if "reported" in columns else "false"
     new_idx, new_act = ruleset.decision_sql(lambda i: f"n{i}")
     old_idx, old_act = base.decision_sql(lambda i: f"o{i}")
     new_conds = "".join(f", {c} AS n{i}" for i, c in enumerate(ruleset.sql_conditions))
     old_conds = "".join(f", {c} AS o{i}" for i, c in enumerate(base.sql_conditions))
     if baseline_table is None:
-        source = f"SELECT charge_id, label, usd{new_conds}{old_conds} FROM {table}"
+        source = f"SELECT charge_id, label, usd, {reported} AS reported{new_conds}{old_conds} FROM {table}"
     else:  # each ruleset's conditions over its own table: the same attribute name may differ between them
         source = (
-            f"SELECT * FROM (SELECT charge_id, label, usd{new_conds} FROM {table}) "
+            f"SELECT * FROM (SELECT charge_id, label, usd, {reported} AS reported{new_conds} FROM {table}) "
             f"LEFT JOIN (SELECT charge_id{old_conds} FROM {baseline_table}) USING (charge_id)"
         )
     con.execute(
@@ -311,23 +315,27 @@ def evaluate_table(
         FROM ({source})"""
     )
     del old_idx
-    # One pass grouped by outcome; per rule: matched, matched dollars, decided (no FILTER: faster in DuckDB).
+    # One pass grouped by outcome; per rule: matched, matched dollars, decided, matched and reported as fraud
+    # (no FILTER: faster in DuckDB).
     aggs = ["count(*)", "sum(usd)"]
     for i in range(len(ruleset.rules)):
         aggs += [f"count_if(n{i})", f"sum(CASE WHEN n{i} THEN usd ELSE 0 END)", f"count_if(new_rule = {i})"]
+        aggs += [f"count_if(n{i} AND reported)"]
     by_label = {
         str(row[0]): row[1:]
         for row in con.execute(f"SELECT label, {', '.join(aggs)} FROM {FLAGS} GROUP BY label").fetchall()
     }
-    empty: tuple[object, ...] = (0, 0.0) * (1 + 2 * len(ruleset.rules))
+    empty: tuple[object, ...] = (0, 0.0) + (0, 0.0, 0, 0) * len(ruleset.rules)
     rows = {lab: by_label.get(lab, empty) for lab in LABELS}
     outcomes = {lab: _tally(rows[lab], 0) for lab in LABELS}
     total = sum(t.count for t in outcomes.values())
     stats = []
     for i, r in enumerate(ruleset.rules):
-        outs = {lab: _tally(rows[lab], 2 + 3 * i) for lab in LABELS}
-        decided = sum(int(rows[lab][4 + 3 * i] or 0) for lab in LABELS)
-        stats.append(RuleStats(r.name, r.action, r.line, sum(t.count for t in outs.values()), decided, outs))
+        outs = {lab: _tally(rows[lab], 2 + 4 * i) for lab in LABELS}
+        decided = sum(int(rows[lab][4 + 4 * i] or 0) for lab in LABELS)
+        known = int(rows["pending"][5 + 4 * i] or 0)
+        matched = sum(t.count for t in outs.values())
+        stats.append(RuleStats(r.name, r.action, r.line, matched, decided, outs, pending_fraud=known))
     mix: dict[str, dict[str, Tally]] = {}
     for action, lab, n, usd in con.execute(
         f"SELECT coalesce(new_action, 'authorize'), label, count(*), sum(usd) FROM {FLAGS} GROUP BY ALL"
