@@ -113,3 +113,34 @@ def test_an_added_value_no_charge_holds_is_warned_of(ws: Workspace) -> None:
 def test_an_empty_log_warns_of_nothing(ws: Workspace) -> None:
     run(ws, "lists", "create", "bad_ips", "--type", "ip_address")
     assert run(ws, "lists", "add", "bad_ips", "203.0.113.7") == (0, "Added 1 new value to 'bad_ips'.")
+
+
+def test_add_says_what_it_did_not_add_and_a_file_error_names_its_line(ws: Workspace, tmp_path: Path) -> None:
+    """An analyst's audit: 'Added 3 new values' for four given, one folded into another without a word; a
+    file's bad value named as 'value 2 of 3' (it was line 3); a '# comment' after a value refused."""
+    run(ws, "lists", "create", "disposable", "--type", "email_domain")
+    run(ws, "lists", "add", "disposable", "tutanota.com")
+    code, out = run(
+        ws,
+        "lists",
+        "add",
+        "disposable",
+        "guerrillamail.com",
+        "mailinator.com",
+        "tutanota.com",
+        "Mailinator.com",
+    )
+    assert code == 0 and "Added 2 new values to 'disposable'." in out
+    assert "warning: 1 of the 4 values given repeat another of them once normalized" in out
+    assert "warning: on 'disposable' already, so not added again: 'tutanota.com'." in out
+    run(ws, "lists", "create", "ips", "--type", "ip_address")
+    f = tmp_path / "ips.txt"
+    f.write_text("# from the SOC\n1.2.3.4   # tor exit\n\n5.6.7.8\t# another\n")
+    code, out = run(ws, "lists", "add", "ips", "--file", str(f))
+    assert code == 0 and "Added 2 new values to 'ips'." in out, out
+    f.write_text("1.2.3.9\n# x\n5.6.7.999\n")
+    code, out = run(ws, "lists", "add", "ips", "9.9.9.9", "--file", str(f))
+    assert code == 1 and f"List 'ips', line 3 of '{f}': " in out and "5.6.7.999" in out, out
+    code, out = run(ws, "lists", "add", "ips", "9.9.9.9", "nope")
+    assert code == 1 and "List 'ips', value 2 of the command line: " in out, out
+    assert all_lists(ws)[1].size == 2  # all or nothing: nothing of a refused add

@@ -5,6 +5,7 @@ Thin: parse options, call payfm.rules.lists, render with rich.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -28,20 +29,40 @@ def _warn(message: str) -> None:
     err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
-def _values(values: tuple[str, ...], path: str | None) -> list[str]:
-    """VALUES given on the command line, then those of ``--file`` (one per line; blank lines and lines
-    starting with # skipped; ``-`` reads standard input)."""
+def _values(values: tuple[str, ...], path: str | None) -> tuple[list[str], list[str]]:
+    """VALUES given on the command line, then those of ``--file`` (one per line; blank lines, lines starting
+    with # and a # after a space skipped: ``5.6.7.8  # tor exit``; ``-`` reads standard input); and where
+    each one came from ("value 2 of the command line", "line 7 of 'bad.txt'"), for an error to name."""
     out = list(values)
+    where = [f"value {i} of the command line" for i in range(1, len(out) + 1)]
     if path is not None:
         try:
             text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
             shown = "standard input" if path == "-" else f"'{escaped(path)}'"
             raise RuleError(f"--file: expected a readable UTF-8 text file; {shown} gave: {e}") from None
-        out += [s for line in text.splitlines() if (s := line.strip()) and not s.startswith("#")]
+        shown = "standard input" if path == "-" else f"'{escaped(path)}'"
+        for n, line in enumerate(text.splitlines(), start=1):
+            value = re.split(r"\s#", line, maxsplit=1)[0].strip()
+            if value and not value.startswith("#"):
+                out.append(value)
+                where.append(f"line {n} of {shown}")
     if not out:
         raise click.UsageError("Give VALUES, or --file with one value per line.")
-    return out
+    return out, where
+
+
+def _checked(ws: Workspace, name: str, given: tuple[list[str], list[str]]) -> list[str]:
+    """The values of ``given`` (:func:`_values`), each checked for the list's type first, so that a refusal
+    names the file's line (the library counts values: 'value 2 of 3')."""
+    values, where = given
+    list_type = lists_lib.get_list(ws, name).type
+    for value, said in zip(values, where, strict=True):
+        try:
+            lists_lib.normalize(list_type, value)
+        except RuleError as e:
+            raise RuleError(f"List '{escaped(name)}', {said}: {e.detail}") from None
+    return values
 
 
 _FILE = click.option(
@@ -119,9 +140,18 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None
       payfm lists add blocked_ips 203.0.113.7 --note "card testing from this IP, ticket FR-1234"
     """
     ws = Workspace.open(ctx.obj["workspace"])
-    given = _values(values, path)
-    n = lists_lib.add_values(ws, name, given, note=note)
+    given = _checked(ws, name, _values(values, path))
+    n, already = lists_lib.add_values_reporting(ws, name, given, note=note)
     console.print(f"Added {plural(n, 'new value')} to '{name}'.", markup=False, highlight=False)
+    if (twice := len(given) - n - len(already)) > 0:  # given twice once normalized: 'Mailinator.com'
+        _warn(
+            f"{twice} of the {len(given)} values given repeat another of them once normalized (case, IP and "
+            "domain forms): each is on the list once."
+        )
+    if already:
+        shown = ", ".join(repr(escaped(v)) for v in already[:10])
+        more = f" and {len(already) - 10} more" if len(already) > 10 else ""
+        _warn(f"on '{name}' already, so not added again: {shown}{more}.")
     _warn_unseen(ws, name, given)
 
 
@@ -180,7 +210,7 @@ def _warn_unseen(ws: Workspace, name: str, given: list[str]) -> None:
 def remove(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None, note: str) -> None:
     """Remove VALUES (and those of --file) from list NAME; names the values it does not hold."""
     ws = Workspace.open(ctx.obj["workspace"])
-    n, absent = lists_lib.remove_values_reporting(ws, name, _values(values, path), note=note)
+    n, absent = lists_lib.remove_values_reporting(ws, name, _values(values, path)[0], note=note)
     console.print(f"Removed {plural(n, 'value')} from '{name}'.", markup=False, highlight=False)
     if absent:
         shown = ", ".join(repr(escaped(v)) for v in absent[:10])

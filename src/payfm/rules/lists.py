@@ -292,6 +292,20 @@ def add_values(
     return _change(ws, name, values, "add", author, at, note)[0]
 
 
+def add_values_reporting(
+    ws: Workspace,
+    name: str,
+    values: Iterable[str],
+    *,
+    author: str | None = None,
+    at: datetime | None = None,
+    note: str = "",
+) -> tuple[int, list[str]]:
+    """:func:`add_values`, with the values (in their stored form) the list held already, read in the same
+    transaction (what ``payfm lists add`` names)."""
+    return _change(ws, name, values, "add", author, at, note)
+
+
 def remove_values(
     ws: Workspace,
     name: str,
