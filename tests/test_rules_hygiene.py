@@ -116,7 +116,8 @@ def test_a_domain_blocklist_cannot_be_bypassed_by_another_spelling(scorer: Score
 def test_the_cli_scenario_of_the_audit(ws: Workspace, tmp_path: Path) -> None:
     assert _run(ws, "lists", "add", "bad_domains", "ｅｖｉｌ.com", "xn--bcher-kva.de") == (
         0,
-        "Added 0 new values to 'bad_domains'.\n",
+        "Added 0 new values to 'bad_domains'.\n"  # each is a value on the list, in another form: named
+        "warning: on 'bad_domains' already, so not added again: 'evil.com', 'bücher.de'.\n",
     )
     f = tmp_path / "lit.rules"
     for literal, meant in (("ｅｖｉｌ.com", "evil.com"), ("xn--bcher-kva.de", "bücher.de")):
