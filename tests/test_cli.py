@@ -348,3 +348,6 @@ def test_sql_never_cuts_or_folds_a_value_of_a_table(tmp_path: Path, monkeypatch:
         cli, ["-w", str(tmp_path), "sql", "SELECT charge_id, card_fingerprint FROM charges"]
     )
     assert result.exit_code == 0 and "┃ charge_id" in result.output and "-[ row" not in result.output
+    wide = "SELECT repeat('漢字', 30) AS t, charge_id FROM charges LIMIT 1"  # 60 characters, 120 cells
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path), "sql", wide])
+    assert result.exit_code == 0 and "-[ row 1 ]" in result.output and "漢字" * 30 in result.output

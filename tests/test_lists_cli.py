@@ -144,3 +144,21 @@ def test_add_says_what_it_did_not_add_and_a_file_error_names_its_line(ws: Worksp
     code, out = run(ws, "lists", "add", "ips", "9.9.9.9", "nope")
     assert code == 1 and "List 'ips', value 2 of the command line: " in out, out
     assert all_lists(ws)[1].size == 2  # all or nothing: nothing of a refused add
+
+
+def test_a_bin_entry_is_seen_as_rules_match_it_by_prefix(ws: Workspace) -> None:
+    """A 6-digit entry matches every charge whose 8-digit BIN starts with it: not 'unseen'."""
+    import pyarrow as pa
+
+    from factories import charges
+
+    rows = charges(2).to_pylist()
+    rows[0]["card_bin"], rows[1]["card_bin"] = "40624912", "51000000"
+    with ws.writer() as w:
+        w.write("charges", pa.Table.from_pylist(rows, schema=charges(2).schema))
+    run(ws, "lists", "create", "bins", "--type", "bin")
+    code, out = run(ws, "lists", "add", "bins", "406249", "40624912", "406250")
+    assert (
+        code == 0
+        and "warning: 1 value of 'bins' no charge of the event log holds as card_bin: 406250." in out
+    )

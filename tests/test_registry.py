@@ -293,6 +293,8 @@ def test_cli_models_list_show_promote_rollback(reg: Registry) -> None:
         assert code == 1 and f"Model reference {ref!r}: expected name, name@<version>" in out, out
     code, out = run("list", "--name", "fraud-y")
     assert code == 1 and "No registered model 'fraud-y'. Expected one of: fraud-x." in out
+    code, out = run("list", "--name", "fraud-x@1")
+    assert code == 1 and "--name takes a model name, not a version's reference. Got 'fraud-x@1'." in out
     # a bare name is its production version: promoting it again changes nothing, and says so
     code, out = run("promote", "fraud-x")
     assert code == 0 and out.strip() == (

@@ -639,8 +639,8 @@ def test_cli_apply_names_the_active_rules_a_file_leaves_out(two: tuple[Workspace
     assert code == 0, out
     flat = " ".join(out.split())
     assert (
-        f"warning: '{files / 'one.rules'}' leaves out 1 rule of the active ruleset v2, which the new version "
-        "replaces whole: big (turned off)." in flat
+        f"warning: '{files / 'one.rules'}' leaves out 1 rule of the active ruleset v2, which it replaces "
+        "whole: big (turned off)." in flat
     )
     assert rulesets.active(ws).version == 3  # type: ignore[union-attr]
     (files / "two.rules").write_text(
@@ -648,6 +648,31 @@ def test_cli_apply_names_the_active_rules_a_file_leaves_out(two: tuple[Workspace
     )
     code, out = run(ws, "rules", "apply", str(files / "two.rules"), "--set", "tiny", "--horizon-days", "2")
     assert code == 0 and "leaves out" not in out, out  # every active rule kept (by name)
+    # unnamed rules are named by their line: a file that shifts them keeps them (`rules show` + a rule on top)
+    (files / "unnamed.rules").write_text("block if :amount_usd: > 5000\nreview if :amount_usd: > 3000\n")
+    assert (
+        run(ws, "rules", "apply", str(files / "unnamed.rules"), "--set", "tiny", "--horizon-days", "2")[0]
+        == 0
+    )
+    (files / "more.rules").write_text(
+        "# ruleset v5 by someone\nvel: review if :card.count_charges_1h: > 3\nblock if :amount_usd: > 5000\n"
+        "review if :amount_usd: > 3000\n"
+    )
+    code, out = run(ws, "rules", "apply", str(files / "more.rules"), "--set", "tiny", "--horizon-days", "2")
+    assert code == 0 and "leaves out" not in out, out
+    (files / "less.rules").write_text(
+        "vel: review if :card.count_charges_1h: > 3\nblock if :amount_usd: > 5000\n"
+    )
+    code, out = run(ws, "rules", "apply", str(files / "less.rules"), "--set", "tiny", "--horizon-days", "2")
+    assert (
+        code == 0
+        and "leaves out 1 rule of the active ruleset v6, which it replaces whole: review_line_4"
+        in (" ".join(out.split()))
+    ), out
+    code, out = run(ws, "rules", "activate", "5")  # a switch replaces the active version whole too
+    assert code == 0 and "The version made active leaves out 1 rule of the active ruleset v7" in " ".join(
+        out.split()
+    ), out
 
 
 def test_cli_backtest_scores_with_the_production_model_by_default(two: tuple[Workspace, Path]) -> None:
@@ -763,3 +788,8 @@ def test_cli_backtest_lists_the_charges_a_rule_matched(two: tuple[Workspace, Pat
     )
     code, out = run(ws, "rules", "backtest", "--rule", rule, "--matches-out", str(out_csv))
     one_line_error(code, out, "--matches-out writes the charges --matches lists: give --matches RULE too.")
+    nowhere = tmp_path / "nodir" / "x.csv"  # refused before the backtest, not after it
+    code, out = run(
+        ws, "rules", "backtest", "--rule", rule, "--matches", "vel2", "--matches-out", str(nowhere)
+    )
+    one_line_error(code, out, f"--matches-out: expected a file in an existing folder. Got '{nowhere}'")

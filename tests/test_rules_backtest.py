@@ -283,6 +283,12 @@ def test_an_outcome_written_long_after_the_last_charge_warns_that_every_label_re
     assert f"Labels as of {early}T00:00:00 (--as-of)" in flat
     assert f"its oldest charge is 4.0 days old at {early}T00:00:00 (--as-of)" in flat
     assert "is before the window's end" not in then.output  # (the charges end 2.6 days in)
+    before = CliRunner(env={"COLUMNS": "200"}).invoke(
+        cli, [*cmd, "--horizon-days", "2", "--as-of", "2025-12-25"]
+    )
+    said = " ".join(before.output.split())  # labels read before the window: no negative age, a later --as-of
+    assert "before the window's first charge, when nothing of it was known; give a later --as-of" in said
+    assert "days old" not in said
     cut = (T0 + timedelta(days=1)).date().isoformat()  # within the window: said so
     mid = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*cmd, "--horizon-days", "20", "--as-of", cut])
     assert f"--as-of {cut}T00:00:00 is before the window's end (2026-01-03T15:00:00)" in mid.output

@@ -398,6 +398,7 @@ def test_glued_and_capitalised_text_parses_or_raises_rule_error(text: str, saved
         ("a: block if :ip_country: = \u201cNG\u201d", 28, "quote strings with ' or \"."),
         ("a: block if :amount_usd: > 1,000", 29, "Numbers are written without separators: 1000, not 1,000."),
         ("a: block if :amount_usd: > 10k", 30, "Numbers are written in full: 10000, not 10k."),
+        ("a: block if :amount_usd: > 2M", 29, "Numbers are written in full: 2000000, not 2M."),
         (
             "a: block if :amount_usd: > 5 or :card.count_charges_1h >= 5",
             33,

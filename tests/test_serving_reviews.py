@@ -342,3 +342,32 @@ def test_review_items_carry_the_risk_level_and_the_charge_as_the_api_takes_it(
         assert not [k for k in item["charge"] if k.endswith("_us")], item["charge"]
         assert item["charge"]["created"] == "2026-03-01T12:00:00+00:00"
     assert c.get("/v1/reviews", params={"status": "both"}, headers=h).status_code == 422
+
+
+def test_a_closure_is_a_retry_only_from_the_same_reviewer_and_counted_once(
+    ws: Workspace, scorer: Scorer, client: tuple[TestClient, dict[str, str]]
+) -> None:
+    """Two analysts clicking 'approved' on one review: the second is a 409 (their verdict is not recorded),
+    not a duplicate; a retry with another note says the note differs; a retry is not counted as a closure."""
+    c, alice = client
+    bob = {"Authorization": f"Bearer {KeyStore(ws.root / 'serving' / 'keys.db').create('bob')}"}
+    for i in (1, 2):
+        assert c.post("/v1/charges/score", json=charge(i, amount=123_450), headers=alice).status_code == 200
+    assert c.post("/v1/reviews/ch_1/close", json={"reason": "approved"}, headers=alice).status_code == 200
+    again = c.post("/v1/reviews/ch_1/close", json={"reason": "approved"}, headers=alice)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    other = c.post("/v1/reviews/ch_1/close", json={"reason": "approved"}, headers=bob)
+    assert (
+        other.status_code == 409 and "already closed: as 'approved' at " in other.json()["error"]["message"]
+    )
+    assert other.json()["error"]["message"].endswith(", by another reviewer.")
+    assert c.post(
+        "/v1/reviews/ch_2/close", json={"reason": "approved", "note": "called"}, headers=alice
+    ).is_success
+    noted = c.post("/v1/reviews/ch_2/close", json={"reason": "approved"}, headers=alice)
+    assert noted.status_code == 409
+    assert noted.json()["error"]["message"].endswith(", with another note (a retry sends the same note).")
+    metrics = c.get("/metrics").text
+    assert 'payfm_reviews_closed_total{reason="approved"} 2.0' in metrics  # two closures, one retry
+    assert [r["charge_id"] for r in scorer.reviews("all", 10)] == ["ch_1", "ch_2"]
+    assert len(rows(ws, "reviews")) == 2

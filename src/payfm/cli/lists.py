@@ -52,19 +52,6 @@ def _values(values: tuple[str, ...], path: str | None) -> tuple[list[str], list[
     return out, where
 
 
-def _checked(ws: Workspace, name: str, given: tuple[list[str], list[str]]) -> list[str]:
-    """The values of ``given`` (:func:`_values`), each checked for the list's type first, so that a refusal
-    names the file's line (the library counts values: 'value 2 of 3')."""
-    values, where = given
-    list_type = lists_lib.get_list(ws, name).type
-    for value, said in zip(values, where, strict=True):
-        try:
-            lists_lib.normalize(list_type, value)
-        except RuleError as e:
-            raise RuleError(f"List '{escaped(name)}', {said}: {e.detail}") from None
-    return values
-
-
 _FILE = click.option(
     "--file",
     "path",
@@ -140,8 +127,8 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None
       payfm lists add blocked_ips 203.0.113.7 --note "card testing from this IP, ticket FR-1234"
     """
     ws = Workspace.open(ctx.obj["workspace"])
-    given = _checked(ws, name, _values(values, path))
-    n, already = lists_lib.add_values_reporting(ws, name, given, note=note)
+    given, places = _values(values, path)
+    n, already = lists_lib.add_values_reporting(ws, name, given, note=note, places=places)
     console.print(f"Added {plural(n, 'new value')} to '{name}'.", markup=False, highlight=False)
     if (twice := len(given) - n - len(already)) > 0:  # given twice once normalized: 'Mailinator.com'
         _warn(
@@ -182,12 +169,14 @@ def _warn_unseen(ws: Workspace, name: str, given: list[str]) -> None:
     con = ws.connect()
     try:
         con.register("__payfm_added", pa.table({"i": range(len(wanted)), "v": pa.array(wanted, pa.string())}))
+        # (a BIN entry matches the charges whose BIN starts with it, as rules test it)
+        held = (
+            f"EXISTS (SELECT 1 FROM charges c WHERE starts_with(c.{column}, a.v))"
+            if list_type == "bin"
+            else f"a.v IN (SELECT {column} FROM charges WHERE {column} IS NOT NULL)"
+        )
         unseen = [
-            r[0]
-            for r in con.execute(
-                f"SELECT v FROM __payfm_added WHERE v NOT IN (SELECT {column} FROM charges "
-                f"WHERE {column} IS NOT NULL) ORDER BY i"
-            ).fetchall()
+            r[0] for r in con.execute(f"SELECT v FROM __payfm_added a WHERE NOT {held} ORDER BY i").fetchall()
         ]
     finally:
         con.close()
@@ -210,7 +199,8 @@ def _warn_unseen(ws: Workspace, name: str, given: list[str]) -> None:
 def remove(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None, note: str) -> None:
     """Remove VALUES (and those of --file) from list NAME; names the values it does not hold."""
     ws = Workspace.open(ctx.obj["workspace"])
-    n, absent = lists_lib.remove_values_reporting(ws, name, _values(values, path)[0], note=note)
+    given, places = _values(values, path)
+    n, absent = lists_lib.remove_values_reporting(ws, name, given, note=note, places=places)
     console.print(f"Removed {plural(n, 'value')} from '{name}'.", markup=False, highlight=False)
     if absent:
         shown = ", ".join(repr(escaped(v)) for v in absent[:10])

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from payfm.cli.options import DAYS, GAP_DAYS, SHARE
 from payfm.cli.render import console, err_console, iso_time, stage_progress
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry import STAGES, Registry
@@ -280,6 +281,8 @@ def list_(ctx: click.Context, name: str | None) -> None:
     """List every registered version with its stage, what it fits on and its validation and test AP (test:
     its held-out test period, "-" when it was trained with --recent-test on immature labels)."""
     reg = Registry(Workspace.open(ctx.obj["workspace"]))
+    if name is not None and "@" in name:
+        raise ConfigError(f"--name takes a model name, not a version's reference. Got '{name}'.")
     if name is not None and not reg.list(name):  # as `models show NAME` says it: with the names there are
         reg.get(name)
     table = Table(title="Registered models")

@@ -248,10 +248,12 @@ def _table_width(table: pa.Table) -> int:
     """Characters a table of ``table`` needs with every value on one line: its widest value or name per
     column, plus the borders and padding (3 a column, 1 more). Wider than the screen, the rows are printed as
     records: folded into the columns, an id copied from the screen would come in pieces."""
+    from rich.cells import cell_len  # (wide characters take two cells, a multi-line value its widest line)
+
     width = 1
     for name, col in zip(table.column_names, table.columns, strict=True):
-        values = [len(str(v)) for v in col.to_pylist() if v is not None]
-        width += max([len(name), 4, *values]) + 3  # (4: NULL)
+        values = [max(map(cell_len, str(v).splitlines() or [""])) for v in col.to_pylist() if v is not None]
+        width += max([cell_len(name), 4, *values]) + 3  # (4: NULL)
     return width
 
 
@@ -312,7 +314,7 @@ def print_summary(s: LogSummary) -> None:
         how = (
             f"{len(scattered)} table(s) with days in several files" if scattered else "one per table and day"
         )
-        head.add_row("data files", f"{total:,} ({how})")
+        head.add_row("data files" + (" (whole log)" if title != "Event log" else ""), f"{total:,} ({how})")
     console.print(head)
     if scattered:
         console.print(

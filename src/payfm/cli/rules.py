@@ -27,7 +27,7 @@ from payfm.events.text import escaped
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
-from payfm.rules import rulesets
+from payfm.rules import ast, rulesets
 from payfm.rules.backtest import BacktestReport, backtest
 from payfm.rules.catalog import SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset
@@ -351,6 +351,11 @@ def backtest_cmd(
     """
     if matches_out is not None and matches is None:
         raise ConfigError("--matches-out writes the charges --matches lists: give --matches RULE too.")
+    if matches_out is not None and not Path(matches_out).resolve().parent.is_dir():  # before the backtest
+        raise ConfigError(
+            f"--matches-out: expected a file in an existing folder. Got '{matches_out}', whose folder "
+            f"'{Path(matches_out).parent}' does not exist."
+        )
     rule_text = rule_texts or None
     if file is not None and rule_text is not None:
         raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")
@@ -433,7 +438,7 @@ def apply(
         print_report(report, label)
         if not allow_mass_block:
             _refuse_mass_block(report, f"'{file}'")
-    _say_removed(base, candidate, file)
+    _say_removed(base, candidate, f"'{file}'")
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
         v = rulesets.save(
             ws,
@@ -453,17 +458,26 @@ def apply(
     _reload_hint(ws, v, base.version)
 
 
-def _say_removed(base: rulesets.Baseline, candidate: Ruleset, file: str) -> None:
-    """Warn of the active version's rules that ``file`` leaves out: the new version replaces the active one
-    whole, so a file of one new rule turns every other rule off (the change counts only what it decides)."""
+def _rule_key(rule: ast.Rule) -> object:
+    """What identifies a rule across versions: its name, or, unnamed (``block_line_3``: a line shift renames
+    it), its action and condition."""
+    if re.fullmatch(rf"{rule.action}_line_[0-9]+", rule.name):
+        return (rule.action, repr(rule.condition))
+    return rule.name
+
+
+def _say_removed(base: rulesets.Baseline, candidate: Ruleset, what: str) -> None:
+    """Warn of the active version's rules that ``what`` (a file, a version) leaves out: a version replaces
+    the active one whole, so a file of one new rule turns every other rule off (the change counts only what
+    it decides). Unnamed rules are matched by action and condition, not by their line-based names."""
     if base.ruleset is None or base.version is None:
         return
-    kept = {r.name for r in candidate.rules}
-    gone = [r.name for r in base.ruleset.rules if r.name not in kept]
+    kept = {_rule_key(r) for r in candidate.rules}
+    gone = [r.name for r in base.ruleset.rules if _rule_key(r) not in kept]
     if gone:
         warn(
-            f"'{file}' leaves out {plural(len(gone), 'rule')} of the active ruleset v{base.version}, which "
-            f"the new version replaces whole: {', '.join(shown_text(n) for n in gone)} (turned off). To add "
+            f"{what} leaves out {plural(len(gone), 'rule')} of the active ruleset v{base.version}, which "
+            f"it replaces whole: {', '.join(shown_text(n) for n in gone)} (turned off). To add "
             "a rule, start from `payfm rules show` and add it there."
         )
 
@@ -567,6 +581,7 @@ def _compared(
         current = rulesets.active(ws)
         return current.version if current is not None else None
     base = _active_baseline(ws)
+    _say_removed(base, candidate, "The version made active")
     report, label = _run_backtest(
         ws,
         candidate,

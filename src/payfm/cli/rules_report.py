@@ -138,13 +138,6 @@ def print_matches(matched: pa.Table, rule: str, out: Path | None) -> None:
     """The charges ``rule`` matched (:func:`payfm.rules.backtest._matched_charges`): the first
     ``MATCHES_SHOWN`` as records (whole ids, to copy into a list), every one into ``out`` as CSV."""
     n = matched.num_rows
-    if out is not None:
-        buf = io.BytesIO()
-        pacsv.write_csv(matched, buf)
-        try:
-            atomic_write_bytes(out, buf.getvalue())
-        except OSError as e:
-            raise ConfigError(f"Cannot write --matches-out '{out}': {e.strerror or e}.") from None
     shown = min(n, MATCHES_SHOWN)
     said = (
         f"; all {n:,} in {out}"
@@ -165,3 +158,10 @@ def print_matches(matched: pa.Table, rule: str, out: Path | None) -> None:
             v = row[name]
             text = "NULL" if v is None else f"{v:.2f}" if name == "amount_usd" else str(v)
             console.print(f"{name:<{pad}}  {text}", markup=False, highlight=False, soft_wrap=True)
+    if out is not None:
+        buf = io.BytesIO()
+        pacsv.write_csv(matched, buf)
+        try:
+            atomic_write_bytes(out, buf.getvalue())
+        except OSError as e:
+            raise ConfigError(f"Cannot write --matches-out '{out}': {e.strerror or e}.") from None

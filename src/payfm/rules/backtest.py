@@ -505,14 +505,23 @@ def _warnings(
         [(first,)] = con.execute(f"SELECT min(created) FROM charges{since}").fetchall()
         days = report.horizon / timedelta(days=1)
         age = (report.as_of - first) / timedelta(days=1) if first is not None else 0.0
-        out.append(
-            f"no charge of the window has a final label: the label horizon is {days:g} days and its oldest "
-            f"charge is {age:.1f} days old at {report.as_of.isoformat()[:19]} ("
-            + ("the log's end" if at_log_end else "--as-of")
-            + "), so fraud, refunded, legit and precision are all 0 or '-' and this backtest cannot judge "
-            f"the rules ({report.pending_fraud:,} of the pending charges already reported as fraud). Give "
-            "--horizon-days below that age (disputes in this log may arrive sooner), or an earlier window"
-        )
+        if age <= 0:  # labels read before the window began: nothing of it can be known
+            out.append(
+                f"no charge of the window has a final label: the labels are read as of "
+                f"{report.as_of.isoformat()[:19]} (--as-of), before the window's first charge, when nothing "
+                "of it was known; give a later --as-of"
+            )
+        else:
+            out.append(
+                f"no charge of the window has a final label: the label horizon is {days:g} days and its "
+                f"oldest charge is {age:.1f} days old at {report.as_of.isoformat()[:19]} ("
+                + ("the log's end" if at_log_end else "--as-of")
+                + "), so fraud, refunded, legit and precision are all 0 or '-' and this backtest cannot "
+                f"judge the rules ({report.pending_fraud:,} of the pending charges already reported as "
+                "fraud). "
+                "Give --horizon-days below that age (disputes in this log may arrive sooner), or an earlier "
+                "window"
+            )
     elif pending and pending >= PENDING_WARNING_SHARE * report.charges:
         cutoff = (report.as_of - report.horizon).isoformat() if report.as_of else "?"
         days = report.horizon / timedelta(days=1)

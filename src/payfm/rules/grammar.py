@@ -344,7 +344,10 @@ def _slip(text: str, column: int) -> str:
     if ch == "," and before.isdigit() and re.match(r",[0-9]{3}\b", text[i:]):
         return " Numbers are written without separators: 1000, not 1,000."
     if ch in "kKmM" and before.isdigit() and not text[i + 1 : i + 2].isalnum():
-        return " Numbers are written in full: 10000, not 10k."
+        digits = re.search(r"[0-9]+$", text[:i])
+        n = int(digits.group(0)) if digits else 1
+        full = n * (1000 if ch in "kK" else 1_000_000)
+        return f" Numbers are written in full: {full}, not {n}{ch}."
     m = re.match(r":([A-Za-z_][\w.]*)", text[i:]) if ch == ":" else None
     if m and not text[i + m.end() :].startswith(":"):
         return f" The attribute ':{m.group(1)}' has no closing colon: write ':{m.group(1)}:'."

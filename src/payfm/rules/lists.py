@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -225,9 +225,10 @@ def _change(
     author: str | None,
     at: datetime | None,
     note: str = "",
+    places: Sequence[str] | None = None,
 ) -> tuple[int, list[str]]:
     """How many of ``values`` changed the list, and those that did not (in their stored form), in one
-    transaction."""
+    transaction. ``places`` names where each value came from, for a refusal (default ``value 3 of 5``)."""
     if isinstance(values, str):  # (a text is an iterable of its characters: one entry each)
         raise RuleError(
             f"The values for list {_shown_name(name)} must be a list of values. Got a single text; "
@@ -242,7 +243,7 @@ def _change(
             action == "remove"
         ):  # a value stored before a check refused its kind can still be removed as stored
             stored = {r[0] for r in con.execute("SELECT value FROM list_values WHERE list = ?", (name,))}
-        normalized = _normalized(name, list_type, list(values), stored)
+        normalized = _normalized(name, list_type, list(values), stored, places)
         for v in dict.fromkeys(normalized):
             if action == "add":
                 cur = con.execute("INSERT OR IGNORE INTO list_values VALUES (?, ?)", (name, v))
@@ -262,7 +263,13 @@ def _change(
     return changed, untouched
 
 
-def _normalized(name: str, list_type: str, values: list[str], stored: set[str] | None = None) -> list[str]:
+def _normalized(
+    name: str,
+    list_type: str,
+    values: list[str],
+    stored: set[str] | None = None,
+    places: Sequence[str] | None = None,
+) -> list[str]:
     """``values`` normalized for list ``name``; the refusal of one names the list and the value's position
     (``value 3 of 5``), to find a value the refusal does not quote (a card number, a hidden character). A
     value refused that is one of ``stored`` (the list's values, when removing) is taken as it is."""
@@ -274,7 +281,13 @@ def _normalized(name: str, list_type: str, values: list[str], stored: set[str] |
             if stored is not None and v.strip() in stored:
                 out.append(v.strip())
                 continue
-            where = f"value {i} of {len(values)}" if len(values) > 1 else "the value"
+            where = (
+                places[i - 1]
+                if places is not None and len(places) == len(values)
+                else f"value {i} of {len(values)}"
+                if len(values) > 1
+                else "the value"
+            )
             raise RuleError(f"List {_shown_name(name)}, {where}: {e.detail}") from None
     return out
 
@@ -300,10 +313,11 @@ def add_values_reporting(
     author: str | None = None,
     at: datetime | None = None,
     note: str = "",
+    places: Sequence[str] | None = None,
 ) -> tuple[int, list[str]]:
     """:func:`add_values`, with the values (in their stored form) the list held already, read in the same
-    transaction (what ``payfm lists add`` names)."""
-    return _change(ws, name, values, "add", author, at, note)
+    transaction (what ``payfm lists add`` names); ``places``: where each value came from, for a refusal."""
+    return _change(ws, name, values, "add", author, at, note, places)
 
 
 def remove_values(
@@ -327,10 +341,11 @@ def remove_values_reporting(
     author: str | None = None,
     at: datetime | None = None,
     note: str = "",
+    places: Sequence[str] | None = None,
 ) -> tuple[int, list[str]]:
     """:func:`remove_values`, with the values (in their stored form) the list did not hold, read in the same
-    transaction (what ``payfm lists remove`` names)."""
-    return _change(ws, name, values, "remove", author, at, note)
+    transaction (what ``payfm lists remove`` names); ``places``: where each value came from, for a refusal."""
+    return _change(ws, name, values, "remove", author, at, note, places)
 
 
 def delete_list(

@@ -761,7 +761,7 @@ def create_app(
         starting_after: str | None = Query(None, max_length=255),
     ) -> dict[str, Any]:
         # one more than a page: whether another follows
-        rows = scorer.reviews(None if status == "all" else status, limit + 1, offset, starting_after)
+        rows = scorer.reviews(status, limit + 1, offset, starting_after)
         has_more = len(rows) > limit
         return {
             "data": rows[:limit],
@@ -776,7 +776,8 @@ def create_app(
         charge_id: str, body: ReviewClose, reviewer: str | None = Depends(authorize)
     ) -> dict[str, Any]:
         closed = scorer.close_review(charge_id, body.reason, body.note or "", reviewer)
-        metrics.reviews_closed.labels(body.reason).inc()
+        if not closed.get("duplicate"):  # a retry closed nothing
+            metrics.reviews_closed.labels(body.reason).inc()
         return closed
 
     @app.post("/v1/admin/reload", dependencies=auth)

@@ -134,9 +134,9 @@ class FeedbackMixin(MoneyClaimsMixin):
         the workspace's event log. ``refunded_as_fraud`` and ``disputed`` also record the outcome they imply
         (a fraudulent refund or dispute, ids ``re_review_<charge_id>`` / ``dp_review_<charge_id>``, at the
         closing time) like ``POST /v1/refunds`` / ``/v1/disputes``, so label-aware features count it; not
-        when the charge already has such an outcome. Closing again with the same reason and note (a client
-        retrying a lost answer) answers as the first closure did, with ``duplicate`` true, and appends
-        nothing; with another reason or note it is a Conflict naming the closure.
+        when the charge already has such an outcome. Closing again with the same reason and note by the same
+        reviewer (a client retrying a lost answer) answers as the first closure did, with ``duplicate``
+        true, and appends nothing; otherwise it is a Conflict saying what differs.
         """
         if reason not in REVIEW_REASONS:
             raise InvalidInput(
@@ -151,14 +151,8 @@ class FeedbackMixin(MoneyClaimsMixin):
         if review is None:
             raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
         refuse_review_texts({"charge_id": charge_id})  # a charge decided before ids were checked
-        if review["status"] != "open" and review["reason"] == reason and (review["note"] or "") == note:
-            return closed_again(self.log, charge_id, reason)  # a retry of a lost answer: what it did, once
         if review["status"] != "open":
-            raise Conflict(  # what it was closed as: a client retrying a lost answer sees whether it landed
-                f"The review of charge '{shown(charge_id)}' is already closed: as '{review['reason']}' at "
-                f"{review['closed_at']}.",
-                field="charge_id",
-            )
+            return closed_again(self.log, review, reason, note, reviewer)  # a retry, or a Conflict
         now = datetime.now(UTC)  # when it was closed (the queue's closed_at)
         # The event's times are on the events' timeline (serving/clock.py): its charge's and the closure's.
         charge_us = int((self.log.get_charge(charge_id) or {}).get("created_us") or 0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from payfm.serving.decision_log import REVIEW_LABELS, REVIEW_STATUSES, DecisionLog
-from payfm.serving.errors import InvalidInput, shown
+from payfm.serving.errors import Conflict, InvalidInput, shown
 from payfm.serving.outcome_checks import OUTCOME_TABLES, implied_outcome
 
 
@@ -17,9 +17,11 @@ def review_page(
     charge's fields and its decision's reasons; from ``offset``, or after the review of the charge
     ``starting_after`` (then ``offset`` must be 0). Offsets skip reviews when reviews before the page are
     closed meanwhile (the open queue shrinks under them); ``starting_after`` does not."""
+    status = None if status == "all" else status  # (both, as none)
     if status is not None and status not in REVIEW_STATUSES:
         raise InvalidInput(
-            f"The review status must be one of {', '.join(REVIEW_STATUSES)}. Got {shown(repr(status))}.",
+            f"The review status must be one of {', '.join(REVIEW_STATUSES)} or all. "
+            f"Got {shown(repr(status))}.",
             field="status",
         )
     if starting_after is None:
@@ -62,12 +64,31 @@ def _with_outcomes(log: DecisionLog, items: list[dict[str, Any]]) -> list[dict[s
     return items
 
 
-def closed_again(log: DecisionLog, charge_id: str, reason: str) -> dict[str, Any]:
-    """The answer to a closure sent again with the reason and note it was closed with: the first answer's
-    facts (the implied outcome as ``log`` holds it), marked a duplicate; nothing is logged or appended again.
-    Another reason or note is a Conflict (the caller's)."""
-    review = {"charge_id": charge_id, "closed_as": reason, "created": None}
-    implied = implied_outcome(review, log.get_charge(charge_id) or {})
+def closed_again(
+    log: DecisionLog, review: dict[str, Any], reason: str, note: str, reviewer: str | None
+) -> dict[str, Any]:
+    """The answer to a closure of ``review``, closed already: a retry of the first (the same reason, note and
+    reviewer, who is the API key's name) gets the first answer's facts (the implied outcome as ``log`` holds
+    it) marked a duplicate, and nothing is logged or appended again; any other closure is a Conflict saying
+    what differs (another reviewer closing it the same way included: their verdict is not recorded)."""
+    charge_id = str(review["charge_id"])
+    first = next((p for kind, p in log.outcomes_of(charge_id) if kind == "reviews"), {})
+    said = (
+        f"The review of charge '{shown(charge_id)}' is already closed: as '{review['reason']}' at "
+        f"{review['closed_at']}"
+    )
+    if review["reason"] != reason:
+        raise Conflict(f"{said}.", field="charge_id")
+    if (review["note"] or "") != note:
+        raise Conflict(f"{said}, with another note (a retry sends the same note).", field="note")
+    if first.get("reviewer") != reviewer:
+        by = first.get("reviewer")
+        raise Conflict(
+            f"{said}, by {'another reviewer' if by else 'a caller without a key'}.", field="charge_id"
+        )
+    implied = implied_outcome(
+        {"charge_id": charge_id, "closed_as": reason, "created": None}, log.get_charge(charge_id) or {}
+    )
     outcome = None
     if implied is not None:
         table, payload = implied
