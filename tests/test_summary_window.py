@@ -37,6 +37,13 @@ def test_a_window_counts_its_charges_and_their_outcomes_only(ws: Workspace) -> N
             [lo, hi],
         ).fetchall()
         [(all_refunds,)] = con.execute("SELECT count(*) FROM refunds").fetchall()
+        mine = f"charge_id IN (SELECT charge_id FROM charges WHERE {window})"
+        [(disputes, fraud_disputes, efws)] = con.execute(
+            f"SELECT (SELECT count(*) FROM disputes WHERE {mine}), "
+            f"(SELECT count(*) FROM disputes WHERE reason = 'fraudulent' AND {mine}), "
+            f"(SELECT count(*) FROM early_fraud_warnings WHERE {mine})",
+            [lo, hi] * 3,
+        ).fetchall()
     finally:
         con.close()
     assert (s.charges, s.authorized, sum(s.fraud_by_scenario.values()), s.refunds) == (
@@ -46,6 +53,9 @@ def test_a_window_counts_its_charges_and_their_outcomes_only(ws: Workspace) -> N
         refunds,
     )
     assert 0 < refunds < all_refunds and s.window == (lo, hi)
+    assert (s.disputes, s.fraud_disputes, s.early_fraud_warnings) == (disputes, fraud_disputes, efws)
+    assert s.delays["refunds"].events == refunds and s.delays["early fraud warnings"].events == efws
+    assert efws > 0 and s.labelled_fraud_charges <= fraud_disputes + efws
     assert s.first is not None and s.first >= "2026-01-08" and s.last is not None and s.last < "2026-01-15"
     whole = summarize(ws)
     assert whole.refunds == all_refunds and whole.charges > s.charges and whole.window == (None, None)
