@@ -669,8 +669,27 @@ def test_cli_apply_names_the_active_rules_a_file_leaves_out(two: tuple[Workspace
         and "leaves out 1 rule of the active ruleset v6, which it replaces whole: review_line_4"
         in (" ".join(out.split()))
     ), out
+    (files / "respaced.rules").write_text(  # v8: the same unnamed rules, other spacing; `= 1` is not `= true`
+        "vel: review if :card.count_charges_1h: > 3\nblock if   :amount_usd:>5000\n"
+    )
+    code, out = run(
+        ws, "rules", "apply", str(files / "respaced.rules"), "--set", "tiny", "--horizon-days", "2"
+    )
+    assert code == 0 and "leaves out" not in out, out
+    (files / "mine.rules").write_text("review_line_9: review if :amount_usd: > 10\n")  # v9: a user's name
+    assert (
+        run(ws, "rules", "apply", str(files / "mine.rules"), "--set", "tiny", "--horizon-days", "2")[0] == 0
+    )
+    (files / "mine2.rules").write_text("review_line_9: review if :amount_usd: > 20\n")  # same name, edited
+    code, out = run(ws, "rules", "apply", str(files / "mine2.rules"), "--set", "tiny", "--horizon-days", "2")
+    assert code == 0 and "leaves out" not in out, out
+    switch = CliRunner(env={"COLUMNS": "250"}).invoke(
+        cli, ["-w", str(ws.root), "rules", "activate", "8", "--no-backtest"]
+    )
+    out = " ".join(switch.output.split())  # v10 -> v8 at once: the switch says it too
+    assert "The version made active leaves out 1 rule of the active ruleset v10" in out, out
     code, out = run(ws, "rules", "activate", "5")  # a switch replaces the active version whole too
-    assert code == 0 and "The version made active leaves out 1 rule of the active ruleset v7" in " ".join(
+    assert code == 0 and "The version made active leaves out 1 rule of the active ruleset v8" in " ".join(
         out.split()
     ), out
 
@@ -792,4 +811,5 @@ def test_cli_backtest_lists_the_charges_a_rule_matched(two: tuple[Workspace, Pat
     code, out = run(
         ws, "rules", "backtest", "--rule", rule, "--matches", "vel2", "--matches-out", str(nowhere)
     )
-    one_line_error(code, out, f"--matches-out: expected a file in an existing folder. Got '{nowhere}'")
+    said = f"--matches-out: expected a file in an existing folder this user may write. Got '{nowhere}', whose"
+    one_line_error(code, out, said)

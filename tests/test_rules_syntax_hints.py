@@ -399,6 +399,8 @@ def test_glued_and_capitalised_text_parses_or_raises_rule_error(text: str, saved
         ("a: block if :amount_usd: > 1,000", 29, "Numbers are written without separators: 1000, not 1,000."),
         ("a: block if :amount_usd: > 10k", 30, "Numbers are written in full: 10000, not 10k."),
         ("a: block if :amount_usd: > 2M", 29, "Numbers are written in full: 2000000, not 2M."),
+        ("a: block if :amount_usd: > 1.5k", 31, "Numbers are written in full: 1500, not 1.5k."),
+        ("a: block if :amount_usd: > 2.5M", 31, "Numbers are written in full: 2500000, not 2.5M."),
         (
             "a: block if :amount_usd: > 5 or :card.count_charges_1h >= 5",
             33,

@@ -371,3 +371,26 @@ def test_a_closure_is_a_retry_only_from_the_same_reviewer_and_counted_once(
     assert 'payfm_reviews_closed_total{reason="approved"} 2.0' in metrics  # two closures, one retry
     assert [r["charge_id"] for r in scorer.reviews("all", 10)] == ["ch_1", "ch_2"]
     assert len(rows(ws, "reviews")) == 2
+
+
+def test_a_closure_logged_before_reviewers_were_kept_is_retried_by_anyone() -> None:
+    """A decision log from before closures recorded their reviewer: who closed it is unknown, so a retry with
+    the same reason and note is a duplicate whoever sends it (not a 409 blaming another reviewer)."""
+    from payfm.serving.review_queue import closed_again
+
+    class OldLog:
+        def outcomes_of(self, charge_id: str) -> list[tuple[str, dict[str, Any]]]:
+            return [("reviews", {"charge_id": charge_id, "closed_as": "approved"})]  # no 'reviewer'
+
+        def get_charge(self, charge_id: str) -> dict[str, Any]:
+            return {"amount": 100, "currency": "usd"}
+
+        def get_outcome(self, kind: str, oid: str) -> None:
+            return None
+
+    review = {"charge_id": "ch_1", "reason": "approved", "note": None, "closed_at": "2026-12-01T00:00:00"}
+    for who in ("alice", None):
+        answer = closed_again(OldLog(), review, "approved", "", who)  # type: ignore[arg-type]
+        assert answer["duplicate"] is True and answer["label"] == 0
+    with pytest.raises(Conflict, match="with another note"):
+        closed_again(OldLog(), review, "approved", "x", "alice")  # type: ignore[arg-type]

@@ -5,6 +5,9 @@ Thin: parse options, call payfm.rules, render with rich.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -351,10 +354,11 @@ def backtest_cmd(
     """
     if matches_out is not None and matches is None:
         raise ConfigError("--matches-out writes the charges --matches lists: give --matches RULE too.")
-    if matches_out is not None and not Path(matches_out).resolve().parent.is_dir():  # before the backtest
+    folder = Path(matches_out).resolve().parent if matches_out is not None else None
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):  # before the backtest
         raise ConfigError(
-            f"--matches-out: expected a file in an existing folder. Got '{matches_out}', whose folder "
-            f"'{Path(matches_out).parent}' does not exist."
+            f"--matches-out: expected a file in an existing folder this user may write. Got '{matches_out}', "
+            f"whose folder '{folder}' is not one."
         )
     rule_text = rule_texts or None
     if file is not None and rule_text is not None:
@@ -459,11 +463,22 @@ def apply(
 
 
 def _rule_key(rule: ast.Rule) -> object:
-    """What identifies a rule across versions: its name, or, unnamed (``block_line_3``: a line shift renames
-    it), its action and condition."""
-    if re.fullmatch(rf"{rule.action}_line_[0-9]+", rule.name):
-        return (rule.action, repr(rule.condition))
+    """What identifies a rule across versions: its name, or, unnamed (the parser's ``block_line_3`` for a
+    rule on line 3: a line shift renames it), its action and condition, without the columns a respacing moves
+    and with each value's type (``= true`` is not ``= 1``)."""
+    if rule.name == f"{rule.action}_line_{rule.line}":
+        return (rule.action, _canonical(rule.condition))
     return rule.name
+
+
+def _canonical(x: object) -> object:
+    """``x`` (a syntax tree) as nested tuples of its compared fields, each value with its type's name."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        fields = (getattr(x, f.name) for f in dataclasses.fields(x) if f.compare)
+        return (type(x).__name__, *(_canonical(v) for v in fields))
+    if isinstance(x, tuple):
+        return tuple(_canonical(v) for v in x)
+    return (type(x).__name__, x)
 
 
 def _say_removed(base: rulesets.Baseline, candidate: Ruleset, what: str) -> None:
@@ -578,6 +593,10 @@ def _compared(
         given = [option for name, option in _WINDOW_OPTIONS.items() if p.get(name) is not None]
         if given:
             raise ConfigError(f"--no-backtest takes no backtest window. Got {', '.join(given)}.")
+        with contextlib.suppress(
+            RuleError
+        ):  # (an active version that no longer compiles: nothing to compare)
+            _say_removed(rulesets.baseline(ws), candidate, "The version made active")
         current = rulesets.active(ws)
         return current.version if current is not None else None
     base = _active_baseline(ws)

@@ -344,10 +344,12 @@ def _slip(text: str, column: int) -> str:
     if ch == "," and before.isdigit() and re.match(r",[0-9]{3}\b", text[i:]):
         return " Numbers are written without separators: 1000, not 1,000."
     if ch in "kKmM" and before.isdigit() and not text[i + 1 : i + 2].isalnum():
-        digits = re.search(r"[0-9]+$", text[:i])
-        n = int(digits.group(0)) if digits else 1
-        full = n * (1000 if ch in "kK" else 1_000_000)
-        return f" Numbers are written in full: {full}, not {n}{ch}."
+        from decimal import Decimal
+
+        written = re.search(r"[0-9]*\.?[0-9]+$", text[:i])
+        n = written.group(0) if written else "1"
+        full = Decimal(n) * (1000 if ch in "kK" else 1_000_000)  # exact: 1.5k is 1500, not 1500.0000001
+        return f" Numbers are written in full: {full.normalize():f}, not {n}{ch}."
     m = re.match(r":([A-Za-z_][\w.]*)", text[i:]) if ch == ":" else None
     if m and not text[i + m.end() :].startswith(":"):
         return f" The attribute ':{m.group(1)}' has no closing colon: write ':{m.group(1)}:'."

@@ -81,8 +81,8 @@ def closed_again(
         raise Conflict(f"{said}.", field="charge_id")
     if (review["note"] or "") != note:
         raise Conflict(f"{said}, with another note (a retry sends the same note).", field="note")
-    if first.get("reviewer") != reviewer:
-        by = first.get("reviewer")
+    if "reviewer" in first and first["reviewer"] != reviewer:  # (a log from before closures kept it: unknown)
+        by = first["reviewer"]
         raise Conflict(
             f"{said}, by {'another reviewer' if by else 'a caller without a key'}.", field="charge_id"
         )
