@@ -448,3 +448,25 @@ def test_zone_names_read_a_reports_cet_and_cest_as_their_offsets(tmp_path: Path)
     m["columns"]["created"]["zone_names"] = {"CET": "+1"}
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, m), ConfigError)
     assert text.startswith("m.yaml: 'columns.created.zone_names.CET': expected an offset from UTC, quoted")
+
+
+def test_a_masked_digit_run_in_a_quoted_value_does_not_hide_its_row() -> None:
+    """A hashed id of 24 hex characters holds a run of 13 digits one time in 12 ('ch_3f<13 digits>b6db6'),
+    which every message masks: that masking hid the row's other values ('a value of a row holding a card
+    number'), so a test of this file failed at random. Only the card scan's finding hides a row."""
+    from payfm.events.import_problems import raise_problems
+    from payfm.events.validate import Problem, ValidationError
+
+    masked = Problem(
+        "charge_id", 5, "an id not already in the workspace", "'ch_3f[card number removed]b6db6'"
+    )
+    when = Problem("ts", 5, "a time", "'2024-10-27 02:20:00 cest'")
+    with pytest.raises(ValidationError) as e:
+        raise_problems("c.csv", [masked, when], 2, csv_file=True)
+    assert "received '2024-10-27 02:20:00 cest'" in str(e.value)
+    found = Problem("card", 5, "no card numbers", "a full card number (not shown)")
+    with pytest.raises(ValidationError) as e:
+        raise_problems("c.csv", [found, when], 2, csv_file=True)
+    assert "02:20" not in str(e.value) and "a value of a row holding a card number (not shown)" in str(
+        e.value
+    )

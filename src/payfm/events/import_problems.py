@@ -165,6 +165,14 @@ def values_at(col: pa.Array, rows: np.ndarray) -> list[str]:
 _HIDDEN = "a value of a row holding a card number (not shown)"
 
 
+def _found_card(received: str) -> bool:
+    """Whether a problem says its row holds a card number: the card scan's finding ("a full card number (not
+    shown)"), not a quoted value with a long digit run masked (``'ch_3f[card number removed]b6db6'``: every
+    run of 13 digits is masked in a message, and one in 12 hashed ids of 24 hex characters holds one), which
+    hid the row's other values at random."""
+    return "card number" in received and not received.startswith(("'", '"'))
+
+
 def missing_lines(missing: list[str]) -> list[str]:
     """The messages of the columns a mapping reads that the file lacks: the first few, and the count."""
     n = len(missing) - SHOWN
@@ -203,7 +211,7 @@ def raise_problems(
     other quoted text is redacted too. ``missing``: the messages of columns the mapping reads that the file
     lacks; they come first, alone as a ConfigError, or with the problems as a :class:`MissingColumns`.
     """
-    secret_rows = {p.row for p in problems if p.row is not None and "card number" in p.received}
+    secret_rows = {p.row for p in problems if p.row is not None and _found_card(p.received)}
     fixed: list[Problem] = []
     for p in sorted(problems, key=lambda p: -1 if p.row is None else p.row):
         received = p.received
