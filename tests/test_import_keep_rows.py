@@ -451,9 +451,10 @@ def test_zone_names_read_a_reports_cet_and_cest_as_their_offsets(tmp_path: Path)
 
 
 def test_a_masked_digit_run_in_a_quoted_value_does_not_hide_its_row() -> None:
-    """A hashed id of 24 hex characters holds a run of 13 digits one time in 12 ('ch_3f<13 digits>b6db6'),
-    which every message masks: that masking hid the row's other values ('a value of a row holding a card
-    number'), so a test of this file failed at random. Only the card scan's finding hides a row."""
+    """A hashed id of 24 hex characters holds a run of 13 digits about one time in 90 ('ch_3f<13
+    digits>b6db6'), which every message masks: that masking hid the row's other values ('a value of a row
+    holding a card number'), so a test of this file failed at random (a CI run in about 12, measured).
+    Only the card scan's finding hides a row."""
     from payfm.events.import_problems import raise_problems
     from payfm.events.validate import Problem, ValidationError
 

@@ -168,8 +168,8 @@ _HIDDEN = "a value of a row holding a card number (not shown)"
 def _found_card(received: str) -> bool:
     """Whether a problem says its row holds a card number: the card scan's finding ("a full card number (not
     shown)"), not a quoted value with a long digit run masked (``'ch_3f[card number removed]b6db6'``: every
-    run of 13 digits is masked in a message, and one in 12 hashed ids of 24 hex characters holds one), which
-    hid the row's other values at random."""
+    run of 13 digits is masked in a message, and about one in 90 hashed ids of 24 hex characters holds one),
+    which hid the row's other values at random."""
     return "card number" in received and not received.startswith(("'", '"'))
 
 
