@@ -18,7 +18,7 @@ from payfm.events.text import escaped
 from payfm.events.workspace import Workspace
 from payfm.rules import ast, rulesets
 from payfm.rules import lists as lists_lib
-from payfm.rules.catalog import LIST_TYPES, UNREAD_LIST_TYPES
+from payfm.rules.catalog import CHARGE_STRING_FIELDS, LIST_TYPES, UNREAD_LIST_TYPES
 from payfm.rules.grammar import parse_rules
 from payfm.rules.limits import RuleError
 
@@ -142,16 +142,10 @@ def add(ctx: click.Context, name: str, values: tuple[str, ...], path: str | None
     _warn_unseen(ws, name, given)
 
 
-# The charge field holding each list type's values (country: several fields, every code valid anyway).
+# The charge field holding each list type's values, from the rules' catalog (country: several fields, and
+# every code is valid anyway; email: no field holds an address).
 _SEEN_IN = {
-    "card_fingerprint": "card_fingerprint",
-    "ip_address": "ip_address",
-    "email_domain": "email_domain",
-    "bin": "card_bin",
-    "customer_id": "customer_id",
-    "device_id": "device_id",
-    "merchant_id": "merchant_id",
-    "shipping_address_id": "shipping_address_id",
+    kind: name for name, kind in CHARGE_STRING_FIELDS.items() if kind is not None and kind != "country"
 }
 _UNSEEN_SHOWN = 5
 
