@@ -37,7 +37,6 @@ from payfm.rules.compiler import Ruleset
 from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, check_note
 from payfm.training.labels import DEFAULT_HORIZON
 
-DAY = timedelta(days=1)
 SET_OPTION = click.option(
     "--set",
     "set_name",
