@@ -3,6 +3,10 @@
 - ``scan``: the card-number scan (``payfm.events.cards.contains_card_number``) over the strings of a typical
   charge (what the decision service scans per charge), and over 64 KiB request bodies of the worst kind
   (single digits between separators, which look most like card numbers) and of letters;
+- ``request``: what the decision service does to a typical charge's body before deciding it: parse it
+  (duplicate keys refused, ``payfm.serving.app._parse_body``) and validate it
+  (``payfm.serving.charges.normalize_charge``: every field's type, vocabulary or pattern, canonical form,
+  and the card-number scan of each value);
 - ``startup``: ``payfm --help`` as a new process (every command imports the CLI first), median of runs.
 
 Usage:
@@ -23,7 +27,8 @@ from pathlib import Path
 
 from machine import describe  # bench/machine.py
 from payfm.events.cards import contains_card_number
-from payfm.serving.charges import EXAMPLE_FIELDS
+from payfm.serving.app import _parse_body
+from payfm.serving.charges import EXAMPLE_FIELDS, normalize_charge
 
 
 def _timed(fn: object, n: int) -> float:
@@ -46,12 +51,16 @@ def main() -> None:
     charge |= {"email_domain": "example.com"}
     strings = [v for v in charge.values() if isinstance(v, str)] + [json.dumps(charge)]
     per_charge = _timed(lambda: [contains_card_number(s) for s in strings], 2000 * args.runs)
+    body = json.dumps(charge).encode()
+    parse = _timed(lambda: _parse_body(body), 2000 * args.runs)
+    validate = _timed(lambda: normalize_charge(charge), 2000 * args.runs)
     bodies = {"digits": "1 " * 32_000, "digits and dots": "1 . " * 16_000, "letters": "abc " * 16_000}
     scan = {name: _timed(lambda b=body: contains_card_number(b), args.runs) for name, body in bodies.items()}
     payfm = Path(sys.executable).with_name("payfm")
     run = [str(payfm), "--help"]
     startup = _timed(lambda: subprocess.run(run, capture_output=True, check=True), args.runs)
     print(f"scan of a typical charge's {len(strings)} strings: {per_charge * 1e6:.1f} us")
+    print(f"parse of its {len(body)}-byte body: {parse * 1e6:.1f} us; validation: {validate * 1e6:.1f} us")
     for name, seconds in scan.items():
         print(f"scan of a 64 KiB body of {name}: {seconds * 1000:.1f} ms")
     print(f"payfm --help (a new process): {startup:.2f} s")

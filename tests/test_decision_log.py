@@ -293,3 +293,37 @@ def test_a_write_after_postgresql_dropped_its_connection_reconnects(pg_log: Deci
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
     assert pg_log.write(record(2)) == {"n": 2}  # not an error: a new connection
     assert pg_log.count("decisions") == 2
+
+
+def test_settled_waits_for_another_threads_commit_and_never_cancels_it() -> None:
+    """The score endpoint awaits the log's commit through ``settled``: done in another thread -> True; a
+    timeout -> False with the commit left running; a request cancelled while waiting cancels no commit (a
+    decision whose client went away is still logged, as ``asyncio.shield`` kept it before)."""
+    import asyncio
+    import threading
+    from concurrent.futures import Future
+
+    from payfm.serving.decision_log import settled
+
+    async def main() -> None:
+        later: Future[int] = Future()
+        threading.Timer(0.05, later.set_result, (7,)).start()
+        assert await settled(later, 5.0) is True and later.result() == 7
+
+        done: Future[int] = Future()
+        done.set_result(1)
+        assert await settled(done, 5.0) is True
+
+        stuck: Future[int] = Future()
+        assert await settled(stuck, 0.05) is False
+        assert not stuck.done() and not stuck.cancelled()
+
+        task = asyncio.ensure_future(settled(stuck, 5.0))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not stuck.cancelled() and stuck.set_running_or_notify_cancel()  # (still pending, runnable)
+        stuck.set_result(2)
+
+    asyncio.run(main())

@@ -21,14 +21,23 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
 from payfm.events.cards import contains_card_number, mask_long_numbers
-from payfm.events.schema import CHARGES, ORDERED_TIMES, RULES, TIME_MAX_US, TIMESTAMP, DomainError
+from payfm.events.schema import (
+    CHARGES,
+    ORDERED_TIMES,
+    RULES,
+    SCHEMAS,
+    TIME_MAX_US,
+    TIMESTAMP,
+    DomainError,
+    FieldRule,
+)
 from payfm.events.validate import shown_number
 from payfm.features.definitions import LATE_COLUMNS
 from payfm.serving.errors import Conflict, InvalidInput, shown
@@ -148,6 +157,10 @@ def refuse_untimely(
     )
 
 
+# The event log's field names: a request's key that is one of them holds no card number (not scanned).
+_OWN_NAMES = frozenset(name for schema in SCHEMAS.values() for name in schema.names)
+
+
 def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
     """Raise if any string value holds a full card number (the message names the field, never the value) or
     is not valid Unicode (a lone surrogate, which the decision log takes but no event file can hold)."""
@@ -168,80 +181,111 @@ def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
                 "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
                 field=shown(name),
             )
-        if isinstance(name, str) and len(name) >= 13 and contains_card_number(name):
+        if (
+            name not in _OWN_NAMES
+            and isinstance(name, str)
+            and len(name) >= 13
+            and contains_card_number(name)
+        ):
             raise InvalidInput(
                 f"A field name of the {who} holds a full card number. It is not shown.", field=None
             )
+
+
+class _Field(NamedTuple):
+    """How :func:`normalize_charge` checks one field, worked out once from the schema and its rules."""
+
+    kind: str  # "string", "int" or "time": the JSON type the field takes
+    required: bool  # at decision time (the processor's outcome is not known yet)
+    type: pa.DataType
+    bounds: tuple[int, int, str] | None  # an integer's (min, max, expected)
+    canonical: tuple[Callable[[str], str], str] | None  # a text's canonical form and its expected
+    rule: FieldRule | None  # a text's vocabulary, pattern or code set
+
+
+def _field_plan(field: pa.Field) -> _Field:
+    name, type_ = field.name, field.type
+    kind = "int" if pa.types.is_integer(type_) else "time" if name in TIMESTAMP_FIELDS else "string"
+    required = not field.nullable and name not in OPTIONAL_AT_DECISION
+    return _Field(kind, required, type_, _BOUNDS.get(name), _CANONICAL.get(name), _STRING_RULES.get(name))
+
+
+_PLAN = {name: _field_plan(field) for name, field in CHARGE_FIELDS.items()}
+_REQUIRED = tuple(name for name, f in _PLAN.items() if f.required)
+# Every field of a charge and the instants of its times, None: what a charge that sends none of them holds.
+_ABSENT: dict[str, Any] = dict.fromkeys(
+    key for name in CHARGE_FIELDS for key in (name, *((f"{name}_us",) if name in TIMESTAMP_FIELDS else ()))
+)
 
 
 def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
     """A validated copy of ``charge`` with ``created_us`` and ``credential_changed_at_us`` (ints or None).
 
     Timestamps may be aware datetimes or ISO strings (stored back as UTC ISO strings, so the result is
-    JSON-serializable: the decision log keeps it to rebuild the online state after a restart).
+    JSON-serializable: the decision log keeps it to rebuild the online state after a restart). Every field of
+    a charge is in the result, None where the charge does not have it.
     """
     refuse_card_numbers(charge)
-    out: dict[str, Any] = {}
+    out = dict(_ABSENT)
     for name, v in charge.items():
         if name in ("created_us", "credential_changed_at_us"):
             continue
-        field = CHARGE_FIELDS.get(name)
+        field = _PLAN.get(name)
         if field is None:
             # The client's name: masked and cut as the endpoints' extra fields are (a card number, 60 kB).
             said = shown(name)
             raise InvalidInput(f"Field '{said}' is not a field of a charge (docs/events.md).", field=said)
-        if isinstance(v, str) and _blank(v) and pa.types.is_string(field.type):
+        if field.kind == "string" and isinstance(v, str) and _blank(v):
             # Missing, as imports read a text (two guests with customer_id '' are not one customer).
-            if not field.nullable and name not in OPTIONAL_AT_DECISION:
+            if field.required:
                 got = "an empty text" if not v else "a text of only whitespace"
                 raise InvalidInput(f"Field '{name}' is required. Got {got}.", field=name)
             v = None
         if v is None:
-            if not field.nullable and name not in OPTIONAL_AT_DECISION:
+            if field.required:
                 raise InvalidInput(f"Field '{name}' is required. Got null.", field=name)
-            out[name] = None
-            if name in TIMESTAMP_FIELDS:
-                out[name + "_us"] = None
-            continue
-        refuse_wrong_type(name, v, field.type)
-        if name in TIMESTAMP_FIELDS:
+            continue  # (None already, its instant too)
+        if field.kind == "string":
+            if not isinstance(v, str):
+                refuse_wrong_type(name, v, field.type)
+            if field.canonical is not None:
+                canonical, expected = field.canonical
+                try:
+                    v = canonical(v)
+                except ValueError as e:
+                    # An e-mail address is described, never quoted (the log keeps the domain alone).
+                    hidden = e.hidden if isinstance(e, DomainError) else None
+                    got = hidden or mask_long_numbers(repr(v))[:42]
+                    raise InvalidInput(f"Field '{name}' must be {expected}. Got {got}.", field=name) from None
+            elif field.rule is not None and not field.rule.accepts(v):
+                rule = field.rule
+                expected, hint = rule.problem(v) or ("", "")
+                # An id's refusal names the character and where, or the length, never the value (received).
+                said = f"Got {rule.received(v)}." + (mask_long_numbers(hint) if rule.text is None else "")
+                raise InvalidInput(f"Field '{name}' must be {expected}. {said}", field=name)
+        elif field.kind == "int":
+            if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
+                refuse_wrong_type(name, v, field.type)
+            if field.bounds is not None and not field.bounds[0] <= v <= field.bounds[1]:
+                raise InvalidInput(
+                    f"Field '{name}' must be {field.bounds[2]}. Got {shown_number(v)}.", field=name
+                )
+        else:
+            if not isinstance(v, str | datetime):
+                refuse_wrong_type(name, v, field.type)
             us = to_us(v, name)
             out[name + "_us"] = us
-            out[name] = datetime.fromtimestamp(us / 1e6, UTC).isoformat()  # display only; _us is exact
-            continue
-        if pa.types.is_integer(field.type):
-            if name in _BOUNDS and not _BOUNDS[name][0] <= v <= _BOUNDS[name][1]:
-                expected = _BOUNDS[name][2]
-                raise InvalidInput(f"Field '{name}' must be {expected}. Got {shown_number(v)}.", field=name)
-        elif name in _CANONICAL:
-            canonical, expected = _CANONICAL[name]
-            try:
-                v = canonical(v)
-            except ValueError as e:
-                # An e-mail address is described, never quoted (the log holds the domain, not the address).
-                hidden = e.hidden if isinstance(e, DomainError) else None
-                got = hidden or mask_long_numbers(repr(v))[:42]
-                raise InvalidInput(f"Field '{name}' must be {expected}. Got {got}.", field=name) from None
-        elif name in _STRING_RULES and not _STRING_RULES[name].accepts(v):
-            rule = _STRING_RULES[name]
-            expected, hint = rule.problem(v) or ("", "")
-            # An id's refusal names the character and where, or the length, never the value (rule.received).
-            said = f"Got {rule.received(v)}." + (mask_long_numbers(hint) if rule.text is None else "")
-            raise InvalidInput(f"Field '{name}' must be {expected}. {said}", field=name)
+            v = datetime.fromtimestamp(us / 1e6, UTC).isoformat()  # display only; _us is exact
         out[name] = v
-    for name, field in CHARGE_FIELDS.items():
-        if name not in out:
-            if not field.nullable and name not in OPTIONAL_AT_DECISION:
-                raise InvalidInput(f"Field '{name}' is required. Got no such field.", field=name)
-            out[name] = None
-            if name in TIMESTAMP_FIELDS:
-                out[name + "_us"] = None
+    for name in _REQUIRED:
+        if out[name] is None:  # (one sent null or blank was refused above)
+            raise InvalidInput(f"Field '{name}' is required. Got no such field.", field=name)
     _check_order(out)
-    refuse_stray_decline_code(out.get("outcome"), out.get("decline_code"))
-    if out.get("currency") == "usd" and out.get("amount") != out.get("amount_usd"):  # as an import checks
+    refuse_stray_decline_code(out["outcome"], out["decline_code"])
+    if out["currency"] == "usd" and out["amount"] != out["amount_usd"]:  # as an import checks
         raise InvalidInput(
             f"Field 'amount_usd' must be the charge's amount itself for a charge in usd (both in US cents): "
-            f"{out.get('amount')}. Got {out.get('amount_usd')}.",
+            f"{out['amount']}. Got {out['amount_usd']}.",
             field="amount_usd",
         )
     return out

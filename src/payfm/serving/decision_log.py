@@ -15,6 +15,7 @@ payload, each with the sequence number the scorer gave it when it applied it to 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import threading
@@ -661,3 +662,27 @@ def open_log(spec: str, workspace_root: Path, durability: str = "fsync") -> Deci
         f"Got {shown_url(spec)!r}.",
         field="decision_log",
     )
+
+
+async def settled(pending: Future[Any], timeout: float) -> bool:
+    """Wait until ``pending`` (resolved by another thread) is done, at most ``timeout`` seconds, without
+    blocking the loop: True when done. A timeout or a cancelled request leaves ``pending`` alone (a commit is
+    never cancelled). One loop future and one timer: ``asyncio.wait_for(asyncio.shield(wrap_future(...)))``
+    made three futures and a task per decision on the hot path."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[bool] = loop.create_future()
+
+    def settle(done: bool) -> None:
+        if not waiter.done():
+            waiter.set_result(done)
+
+    def done(_: Future[Any]) -> None:  # on the log's writer thread (or here, when done already)
+        with suppress(RuntimeError):  # a loop closed while the commit ran: nobody waits now
+            loop.call_soon_threadsafe(settle, True)
+
+    pending.add_done_callback(done)
+    timer = loop.call_later(timeout, settle, False)
+    try:
+        return await waiter
+    finally:
+        timer.cancel()

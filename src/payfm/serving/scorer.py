@@ -63,6 +63,7 @@ from payfm.serving.decision_log import (
     DecisionLog,
     DecisionRecord,
     open_log,
+    settled,
 )
 from payfm.serving.errors import InvalidInput, not_committed
 from payfm.serving.feedback import FeedbackMixin, apply_logged_event
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("payfm.serving")
 _DURABLE_TIMEOUT_S = 30.0
+
 
 OUTCOMES = ("authorized", "manual_review", "blocked", "request_3ds")
 _ACTION_OUTCOME = {None: "authorized", "allow": "authorized", "review": "manual_review", "block": "blocked"}
@@ -576,12 +578,11 @@ class Scorer(FeedbackMixin):
             pending = await asyncio.to_thread(self.begin, charge)
         else:
             pending = self.begin(charge)
-        committed = asyncio.wrap_future(pending)
-        try:  # (shielded: a timeout cancels no commit)
-            decision = await asyncio.wait_for(asyncio.shield(committed), _DURABLE_TIMEOUT_S)
-        except TimeoutError:  # the log did not commit in time: a 503, not a request hung for good
-            committed.add_done_callback(lambda f: f.cancelled() or f.exception())  # (its end: the log's)
-            raise not_committed(_DURABLE_TIMEOUT_S) from None
+        if not await settled(pending, _DURABLE_TIMEOUT_S):
+            # The log did not commit in time: a 503, not a request hung for good (the commit goes on).
+            pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # (its end: the log's)
+            raise not_committed(_DURABLE_TIMEOUT_S)
+        decision = pending.result()
         if self._snapshot_due:
             self._snapshot_due = False
             self._snapshot_in_background()
