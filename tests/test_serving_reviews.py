@@ -122,6 +122,31 @@ def test_a_review_of_a_charge_id_holding_a_slash_can_be_closed(
     assert review["charge_id"] == cid and review["closed_as"] == "approved"
 
 
+def test_one_review_is_read_by_its_charge_id_as_the_queue_shows_it(
+    client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """GET /v1/reviews/{charge_id}: what a reviewer's tool opens (payfm review show); 404 for a charge
+    decided without a review, one never decided, and without a key 401."""
+    c, h = client
+    for i, amount in ((1, 123_450), (2, 100), (3, 99_000)):
+        c.post("/v1/charges/score", json=charge(i, amount=amount, card_fingerprint=f"fp_{i}"), headers=h)
+    c.post("/v1/charges/score", json=charge(4, amount=77_000, charge_id="order/7"), headers=h)
+    queue = {r["charge_id"]: r for r in c.get("/v1/reviews", headers=h).json()["data"]}
+    assert set(queue) == {"ch_1", "ch_3", "order/7"}
+    for cid in queue:
+        one = c.get(f"/v1/reviews/{quote(cid, safe='')}", headers=h)
+        assert one.status_code == 200 and one.json() == queue[cid]  # the same item, the charge's own
+    assert queue["ch_3"]["charge"]["amount"] == 99_000 and queue["ch_3"]["rule"] == "big"
+    c.post("/v1/reviews/ch_3/close", json={"reason": "approved", "note": "known customer"}, headers=h)
+    closed = c.get("/v1/reviews/ch_3", headers=h).json()
+    assert closed["status"] == "closed" and closed["reason"] == "approved"
+    assert closed["note"] == "known customer"
+    for missing in ("ch_2", "ch_404"):
+        r = c.get(f"/v1/reviews/{missing}", headers=h)
+        assert r.status_code == 404 and r.json()["error"]["message"] == f"No review for charge '{missing}'."
+    assert c.get("/v1/reviews/ch_1").status_code == 401
+
+
 def test_disputed_counts_a_fraud_dispute_and_approved_only_a_review(scorer: Scorer, ws: Workspace) -> None:
     scorer.score(charge(1))
     scorer.score(charge(2, card_fingerprint="fp_2"))

@@ -18,6 +18,7 @@ from payfm.cli.features import features
 from payfm.cli.fm import fm
 from payfm.cli.lists import lists
 from payfm.cli.models import models, train
+from payfm.cli.review import review
 from payfm.cli.rules import rules
 from payfm.cli.serve import replay, serve
 from payfm.errors import PayfmError
@@ -119,6 +120,7 @@ cli.add_command(rules)
 cli.add_command(lists)
 cli.add_command(serve)
 cli.add_command(replay)
+cli.add_command(review)
 
 
 DUCKDB_INTERRUPTED = "Query interrupted"  # the message of DuckDB's error for a query a signal interrupted

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -46,7 +46,7 @@ from payfm.events.cards import contains_card_number
 from payfm.events.schema import OUTCOMES, RULES, SCHEMAS
 from payfm.events.validate import shown_number
 from payfm.serving.charges import OPTIONAL_AT_DECISION
-from payfm.serving.decision_log import REVIEW_REASONS, json_bytes
+from payfm.serving.decision_log import json_bytes
 from payfm.serving.errors import (
     InvalidInput,
     Unauthorized,
@@ -61,6 +61,7 @@ from payfm.serving.keys import KeyStore
 from payfm.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from payfm.serving.metrics import ServiceMetrics
 from payfm.serving.openapi_doc import field_schema, shaped
+from payfm.serving.review_routes import add_review_routes
 from payfm.serving.scorer import Scorer
 
 log = logging.getLogger("payfm.serving")
@@ -382,15 +383,6 @@ class AuthorizationOut(BaseModel):
     duplicate: bool
 
 
-class ReviewClose(BaseModel):
-    """How a reviewer closed a charge of the review queue (a label: docs/serving.md)."""
-
-    model_config = ConfigDict(extra="forbid")
-    reason: Literal["approved", "refunded", "refunded_as_fraud", "disputed"]
-    note: str | None = Field(None, max_length=2000)  # null: none, as left out
-
-
-assert tuple(ReviewClose.model_fields["reason"].annotation.__args__) == REVIEW_REASONS  # type: ignore[union-attr]
 assert tuple(AuthorizationIn.model_fields["outcome"].annotation.__args__) == OUTCOMES  # type: ignore[union-attr]
 
 
@@ -753,32 +745,7 @@ def create_app(
         metrics.outcome("authorization", answer)
         return answer
 
-    @app.get("/v1/reviews", dependencies=auth)
-    def reviews(
-        status: Literal["open", "closed", "all"] | None = None,  # all (or none): both
-        limit: int = Query(50, ge=1, le=500),
-        offset: int = Query(0, ge=0, le=10**9),
-        starting_after: str | None = Query(None, max_length=255),
-    ) -> dict[str, Any]:
-        # one more than a page: whether another follows
-        rows = scorer.reviews(status, limit + 1, offset, starting_after)
-        has_more = len(rows) > limit
-        return {
-            "data": rows[:limit],
-            "has_more": has_more,
-            # the next page's starting_after (or offset, when paging by offset); null on the last page
-            "next_starting_after": rows[limit - 1]["charge_id"] if has_more else None,
-            "next_offset": offset + limit if has_more and starting_after is None else None,
-        }
-
-    @app.post("/v1/reviews/{charge_id:path}/close")
-    def close_review(
-        charge_id: str, body: ReviewClose, reviewer: str | None = Depends(authorize)
-    ) -> dict[str, Any]:
-        closed = scorer.close_review(charge_id, body.reason, body.note or "", reviewer)
-        if not closed.get("duplicate"):  # a retry closed nothing
-            metrics.reviews_closed.labels(body.reason).inc()
-        return closed
+    add_review_routes(app, scorer, metrics, authorize)
 
     @app.post("/v1/admin/reload", dependencies=auth)
     def reload() -> dict[str, Any]:

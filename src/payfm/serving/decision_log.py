@@ -594,13 +594,17 @@ class DecisionLog(ABC):
         limit: int = 50,
         offset: int = 0,
         after: tuple[int, str] | None = None,
+        charge_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Reviews in ``(seq, charge_id)`` order, optionally of one status; ``limit``/``offset`` page through
         them, or ``after`` (a review's ``(seq, charge_id)``: those after it, so a queue that shrinks as it is
-        worked skips none; two servers may give two reviews one seq). Each comes with its charge's fields and
-        its decision's reasons (``charge``, ``reasons``)."""
+        worked skips none; two servers may give two reviews one seq); ``charge_id``: that charge's only. Each
+        comes with its charge's fields and its decision's reasons (``charge``, ``reasons``)."""
         conditions: list[str] = ["r.status = ?"] if status else []
         args: list[Any] = [status] if status else []
+        if charge_id is not None:
+            conditions.append("r.charge_id = ?")
+            args.append(charge_id)
         if after is not None:  # (the comparison and the order by one collation: the database's)
             conditions.append("(r.seq > ? OR (r.seq = ? AND r.charge_id > ?))")
             args += [after[0], after[0], after[1]]

@@ -61,7 +61,7 @@ from payfm.serving.outcome_checks import (
     unfollowed,
     unlike_its_charge,
 )
-from payfm.serving.review_queue import closed_again, review_page
+from payfm.serving.review_queue import closed_again, review_item, review_page
 
 if TYPE_CHECKING:
     from payfm.serving.bundle import Bundle
@@ -124,6 +124,10 @@ class FeedbackMixin(MoneyClaimsMixin):
         """The review queue (``status`` open or closed, else both), oldest first: a page from ``offset``,
         or after the review of the charge ``starting_after`` (the last one of the page before)."""
         return review_page(self.log, status, limit, offset, starting_after)
+
+    def review(self, charge_id: str) -> dict[str, Any]:
+        """The review of ``charge_id``, as :meth:`reviews` shows it (NotFound without one)."""
+        return review_item(self.log, charge_id)
 
     def close_review(
         self, charge_id: str, reason: str, note: str = "", reviewer: str | None = None

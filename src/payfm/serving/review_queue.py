@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from payfm.serving.decision_log import REVIEW_LABELS, REVIEW_STATUSES, DecisionLog
-from payfm.serving.errors import Conflict, InvalidInput, shown
+from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
 from payfm.serving.outcome_checks import OUTCOME_TABLES, implied_outcome
 
 
@@ -40,6 +40,15 @@ def review_page(
             field="starting_after",
         )
     return _with_outcomes(log, log.reviews(status, limit, after=(seq, starting_after)))
+
+
+def review_item(log: DecisionLog, charge_id: str) -> dict[str, Any]:
+    """The review of ``charge_id`` as a page of the queue shows it (its charge, reasons and outcomes); a
+    NotFound when the charge has none."""
+    items = log.reviews(None, 1, charge_id=charge_id)
+    if not items:
+        raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
+    return _with_outcomes(log, items)[0]
 
 
 # What a reviewer sees of an outcome of the charge (the decision log's payload has the service's keys too).
