@@ -6,7 +6,6 @@ Thin: parse options, call payfm.rules, render with rich.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import sys
@@ -23,6 +22,7 @@ from rich.text import Text
 
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import console, err_console, plural
+from payfm.cli.rules_diff import diff, rule_key
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
@@ -30,7 +30,7 @@ from payfm.events.text import escaped
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
-from payfm.rules import ast, rulesets
+from payfm.rules import rulesets
 from payfm.rules.backtest import BacktestReport, backtest
 from payfm.rules.catalog import SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset
@@ -461,38 +461,19 @@ def apply(
     _reload_hint(ws, v, base.version)
 
 
-def _rule_key(rule: ast.Rule) -> object:
-    """What identifies a rule across versions: its name, or, unnamed (the parser's ``block_line_3`` for a
-    rule on line 3: a line shift renames it), its action and condition, without the columns a respacing moves
-    and with each value's type (``= true`` is not ``= 1``)."""
-    if rule.name == f"{rule.action}_line_{rule.line}":
-        return (rule.action, _canonical(rule.condition))
-    return rule.name
-
-
-def _canonical(x: object) -> object:
-    """``x`` (a syntax tree) as nested tuples of its compared fields, each value with its type's name."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        fields = (getattr(x, f.name) for f in dataclasses.fields(x) if f.compare)
-        return (type(x).__name__, *(_canonical(v) for v in fields))
-    if isinstance(x, tuple):
-        return tuple(_canonical(v) for v in x)
-    return (type(x).__name__, x)
-
-
 def _say_removed(base: rulesets.Baseline, candidate: Ruleset, what: str) -> None:
     """Warn of the active version's rules that ``what`` (a file, a version) leaves out: a version replaces
     the active one whole, so a file of one new rule turns every other rule off (the change counts only what
     it decides). Unnamed rules are matched by action and condition, not by their line-based names."""
     if base.ruleset is None or base.version is None:
         return
-    kept = {_rule_key(r) for r in candidate.rules}
-    gone = [r.name for r in base.ruleset.rules if _rule_key(r) not in kept]
+    kept = {rule_key(r) for r in candidate.rules}
+    gone = [r.name for r in base.ruleset.rules if rule_key(r) not in kept]
     if gone:
         warn(
             f"{what} leaves out {plural(len(gone), 'rule')} of the active ruleset v{base.version}, which "
-            f"it replaces whole: {', '.join(shown_text(n) for n in gone)} (turned off). To add "
-            "a rule, start from `payfm rules show` and add it there."
+            f"it replaces whole: {', '.join(shown_text(n) for n in gone)} (turned off). To add a rule, "
+            "start from `payfm rules show` and add it there (`payfm rules diff FILE` lists every change)."
         )
 
 
@@ -763,3 +744,6 @@ def show(ctx: click.Context, version: str | None) -> None:
     note, author = escaped(v.note, keep="\t\n"), escaped(v.author)
     console.print(f"# ruleset v{v.version} by {author} at {v.created[:19]}: {note}", markup=False)
     console.print(escaped(v.text, keep="\t\n\r"), markup=False, highlight=False)
+
+
+rules.add_command(diff)
