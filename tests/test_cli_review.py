@@ -147,3 +147,60 @@ def test_errors_are_one_line_naming_what_to_do(service: tuple[str, str, Scorer],
     assert bad_reason.exit_code == 2 and "'fraud' is not one of" in bad_reason.output
     for result in (no_key, wrong, missing, down, bad_url, bad_reason):
         assert "Traceback" not in result.output
+
+
+def test_values_are_shown_as_text_never_markup_and_a_nul_id_is_no_review(
+    service: tuple[str, str, Scorer],
+) -> None:
+    """A charge id or merchant id may hold [ and ]: rich read them as markup (an id shown cut, a link, or
+    a traceback for '[/x]'). A %00 in a path is no review on either log backend (PostgreSQL refuses NUL)."""
+    url, key, scorer = service
+    scorer.score(charge(1, 90_000, charge_id="ord[abc]x", merchant_id="m[/m]", card_fingerprint="fp_a"))
+    scorer.score(charge(2, 90_000, charge_id="ch[/]", card_fingerprint="fp_b"))
+    listed = run(["list"], url, key)
+    assert listed.exit_code == 0, listed.output
+    assert "ord[abc]x" in listed.output and "m[/m]" in listed.output and "ch[/]" in listed.output
+    shown = run(["show", "ord[abc]x"], url, key)
+    assert shown.exit_code == 0 and "Review of ord[abc]x: open" in shown.output
+    missing = run(["show", "a\x00b"], url, key)
+    assert missing.exit_code == 1 and "The service answered 404: No review for charge" in missing.output
+
+
+def test_the_key_is_never_sent_on_a_redirect_nor_shown(
+    service: tuple[str, str, Scorer], tmp_path: Path
+) -> None:
+    """urllib follows a redirect with the Authorization header, to any host: the CLI follows none. A key
+    file's first line is the key; a key with other characters is refused without being quoted."""
+    import http.server
+
+    seen: list[str | None] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    url, key, _ = service
+    moved = run(["list"], f"http://127.0.0.1:{server.server_address[1]}", key)
+    thread.join(10)
+    server.server_close()
+    assert moved.exit_code == 1 and "answered 302 (a redirect, not followed" in moved.output
+    assert len(seen) == 1  # one request, to the address given; none to the redirect's
+    (tmp_path / "two").write_text(f"\n{key}\nsecond line\n")
+    first_line = CliRunner().invoke(
+        cli, ["review", "--url", url, "--key-file", str(tmp_path / "two"), "list"]
+    )
+    assert first_line.exit_code == 0, first_line.output
+    for bad in (f"{key}\nx", f"{key}\u2603"):
+        refused = run(["list"], url, bad)
+        assert refused.exit_code == 1 and "must be one word of printable ASCII characters" in refused.output
+        assert key not in refused.output and "Traceback" not in refused.output

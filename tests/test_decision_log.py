@@ -17,12 +17,12 @@ from payfm.serving.sqlite_log import SQLiteDecisionLog
 from services import POSTGRES_URL, require_postgres
 
 
-def _insert(log: SQLiteDecisionLog, rows: list[tuple[str, int]]) -> None:
+def _insert(log: DecisionLog, rows: list[tuple[str, int]]) -> None:
     """Decisions with the given (charge_id, seq): as two servers sharing one log number them."""
     with log._reading() as con:
         for cid, seq in rows:
             con.execute(
-                "INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                log._sql("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)"),
                 (
                     cid,
                     seq,
@@ -327,3 +327,22 @@ def test_settled_waits_for_another_threads_commit_and_never_cancels_it() -> None
         stuck.set_result(2)
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_an_id_holding_nul_is_looked_up_as_no_such_id(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A path's %00 reaches the log as a charge id holding NUL: PostgreSQL refuses such a text parameter
+    (a 500 for GET /v1/reviews/a%00b: a review's finding), so every lookup finds nothing on both."""
+    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
+    try:
+        _insert(log, [("a", 1)])
+        assert log.get_decision("a") is not None
+        for cid in ("a\x00", "a\x00b", "\x00"):
+            assert log.get_decision(cid) is None and log.get_charge(cid) is None
+            assert log.get_review(cid) is None and log.review_seq(cid) is None
+            assert log.reviews(None, 10, charge_id=cid) == [] and log.outcomes_of(cid) == []
+    finally:
+        if backend == "sqlite":
+            log.close()

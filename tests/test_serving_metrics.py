@@ -373,3 +373,16 @@ def test_a_decision_whose_commit_never_returns_is_a_503_not_a_hung_request(
         for rec in caplog.records
     ), caplog.text
     stuck[0].set_exception(OSError("the commit failed after all"))  # (its callbacks end the decision)
+
+
+def test_each_review_route_has_its_own_label_whatever_the_charge_id() -> None:
+    """GET /v1/reviews/{charge_id} was counted as `other`, and a charge id ending in /close as the closure:
+    a route's label is its template, the method telling the two apart."""
+    from payfm.serving.metrics import route_of
+
+    assert route_of("/v1/reviews", "GET") == "/v1/reviews"
+    assert route_of("/v1/reviews/ch_1", "GET") == "/v1/reviews/{charge_id}"
+    assert route_of("/v1/reviews/x/close", "GET") == "/v1/reviews/{charge_id}"  # the review of 'x/close'
+    assert route_of("/v1/reviews/x/close", "POST") == "/v1/reviews/{charge_id}/close"
+    assert route_of("/v1/charges/a/b/authorization", "POST") == "/v1/charges/{charge_id}/authorization"
+    assert route_of("/v1/nothing", "GET") == "other"

@@ -75,6 +75,10 @@ def test_the_openapi_document_describes_keys_and_errors(scorer: Scorer, tmp_path
                 assert op["security"] == [{"bearerAuth": []}] and "401" in responses, (path, method)
     assert {"409", "413"} <= set(paths["/v1/charges/score"]["post"]["responses"])
     assert {"404", "409"} <= set(paths["/v1/refunds"]["post"]["responses"])
+    # One review is read without a body: a 404, never a 409 or 413 (the closure may answer both).
+    one = set(paths["/v1/reviews/{charge_id}"]["get"]["responses"])
+    assert "404" in one and not {"409", "413"} & one
+    assert {"404", "409", "413"} <= set(paths["/v1/reviews/{charge_id}/close"]["post"]["responses"])
     refund_schema = schemas["Refund"]["properties"]
     assert refund_schema["amount"]["type"] == "integer"
 

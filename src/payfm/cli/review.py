@@ -7,6 +7,7 @@ counts them in the online features. The reviewer recorded with each closure is t
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from payfm.cli.render import console, plural
 from payfm.errors import ConfigError, PayfmError, shown_url
@@ -40,6 +42,7 @@ class Service:
 
     def request(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         """The JSON answer of ``method path``; a ServiceError with the service's own message otherwise."""
+        import http.client
         import urllib.error
         import urllib.request
 
@@ -49,58 +52,119 @@ class Service:
         if data is not None:
             req.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(req, timeout=TIMEOUT_S) as r:
-                return json.loads(r.read())
+            with _opener().open(req, timeout=TIMEOUT_S) as r:
+                raw = r.read()
         except urllib.error.HTTPError as e:
             raise ServiceError(self._refusal(e.code, e.read())) from None
-        except (urllib.error.URLError, OSError) as e:
-            why = getattr(e, "reason", e)
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
+            why = self._hidden(str(getattr(e, "reason", e)) or type(e).__name__)
             raise ServiceError(
                 f"Cannot reach the decision service at {shown_url(self.url)}: {why}. Is `payfm serve` "
                 "running there? Give its address with --url or PAYFM_URL."
             ) from None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ServiceError(
+                f"The service at {shown_url(self.url)} did not answer with JSON: is it `payfm serve`?"
+            ) from None
+
+    def _hidden(self, text: str) -> str:
+        """``text`` as a message shows it: escaped, no card number, never the API key."""
+        return redact_card_numbers(escaped(text.replace(self.key, "<the API key>")))
 
     def _refusal(self, status: int, raw: bytes) -> str:
         try:
             message = str(json.loads(raw)["error"]["message"])
         except (ValueError, KeyError, TypeError):
             message = raw.decode("utf-8", "replace")[:200] or "(no message)"
-        message = redact_card_numbers(escaped(message))
+        message = self._hidden(message)
         if status == 401:
             return f"The service refused the API key (401): {message} Set PAYFM_API_KEY or --key-file."
+        if 300 <= status < 400:
+            return (
+                f"The service answered {status} (a redirect, not followed: give its own address with --url)."
+            )
         return f"The service answered {status}: {message}"
 
 
+@functools.cache
+def _opener() -> Any:
+    """A urllib opener that follows no redirect: urllib's would send the key on to whatever host a redirect
+    names. (urllib is imported here, by the commands that use it, not by every command's start.)"""
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None  # the 3xx is then an HTTPError
+
+    return urllib.request.build_opener(NoRedirect)
+
+
 def _url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    """``value`` if it is a service's address (http or https, a host, a port if any, no user, query or
+    fragment); a usage error naming --url otherwise."""
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number
+        port_ok = False
+        parts = urlsplit("")
+    fine = (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and port_ok
+        and "@" not in parts.netloc
+        and not (parts.query or parts.fragment)
+        and value.isprintable()
+        and " " not in value
+    )
+    if not fine:
         raise click.BadParameter(
-            f"must be the service's address, such as {DEFAULT_URL}. Got {shown_url(value)!r}.",
+            f"must be the service's address, such as {DEFAULT_URL} (no user, query or space). Got "
+            f"{shown_url(value)!r}.",
             param_hint="--url",
         )
     return value
 
 
 def _key(key_file: str | None) -> str:
-    """The API key: the first line of ``key_file``, else PAYFM_API_KEY (never an option's value, which the
-    shell's history and `ps` would show)."""
+    """The API key: the first non-blank line of ``key_file``, else PAYFM_API_KEY (never an option's value,
+    which the shell's history and `ps` would show). Never quoted in a message."""
     if key_file is not None:
         try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
+            lines = Path(key_file).read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(
                 f"Cannot read the API key from --key-file '{escaped(key_file)}': {e}."
             ) from None
+        key = next((line.strip() for line in lines if line.strip()), "")
         if not key:
             raise ConfigError(f"--key-file '{escaped(key_file)}' is empty: it must hold the API key.")
-        return key
-    key = os.environ.get("PAYFM_API_KEY", "").strip()
-    if not key:
+        where = f"--key-file '{escaped(key_file)}'"
+    else:
+        key = os.environ.get("PAYFM_API_KEY", "").strip()
+        if not key:
+            raise ConfigError(
+                "An API key is needed: set PAYFM_API_KEY or give --key-file (create one with "
+                "`payfm serve keys create NAME`: the name is recorded as the reviewer of your closures)."
+            )
+        where = "PAYFM_API_KEY"
+    if not (key.isascii() and key.isprintable()) or " " in key:
         raise ConfigError(
-            "An API key is needed: set PAYFM_API_KEY or give --key-file (create one with "
-            "`payfm serve keys create NAME`: the name is recorded as the reviewer of your closures)."
+            f"The API key in {where} must be one word of printable ASCII characters, as `payfm serve keys "
+            "create` prints it. Got other characters (the key is not shown)."
         )
     return key
+
+
+def _arg(value: str, name: str) -> str:
+    """A command-line text that is valid Unicode (an argument of bytes that are not UTF-8 is not)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{name} is not valid UTF-8 text. Got bytes that are not.") from None
+    return value
 
 
 @click.group()
@@ -148,11 +212,28 @@ def _money(charge: Mapping[str, Any]) -> str:
 
 
 def _top_reason(item: Mapping[str, Any]) -> str:
-    reasons = item.get("reasons") or []
-    if not reasons:
-        return "-"
-    first = reasons[0]
-    return str(first.get("text") or first.get("feature") or "-")
+    reasons = _dicts(item.get("reasons"))
+    return str(reasons[0].get("text") or reasons[0].get("feature") or "-") if reasons else "-"
+
+
+def _not_the_api(service: Service, what: str) -> str:
+    return f"The service at {shown_url(service.url)} did not answer with {what}: is it `payfm serve`?"
+
+
+def _review(service: Service, item: object) -> dict[str, Any]:
+    """``item`` if it is a review as the API gives one (a charge id and a status); a ServiceError if not."""
+    if (
+        isinstance(item, dict)
+        and isinstance(item.get("charge_id"), str)
+        and isinstance(item.get("status"), str)
+    ):
+        return item
+    raise ServiceError(_not_the_api(service, "a review"))
+
+
+def _dicts(value: object) -> list[dict[str, Any]]:
+    """The objects of a list the service gave (its reasons, its outcomes); nothing else."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 def _text(value: object) -> str:
@@ -194,13 +275,20 @@ def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_jso
     service = _service(ctx)
     items: list[dict[str, Any]] = []
     after: str | None = None
+    seen: set[str] = set()
     while True:
         query = {"status": status, "limit": limit} | ({"starting_after": after} if after else {})
         page = service.request("GET", f"/v1/reviews?{urlencode(query)}")
-        items += page["data"]
+        data = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(data, list):
+            raise ServiceError(_not_the_api(service, "a page of reviews"))
+        items += [_review(service, item) for item in data]
         after = page.get("next_starting_after")
-        if not every or not page.get("has_more") or after is None:
+        if not every or not page.get("has_more") or not isinstance(after, str):
             break
+        if after in seen or not data:  # a cursor that does not move would page for ever
+            raise ServiceError(_not_the_api(service, "pages that move on (the same page came twice)"))
+        seen.add(after)
     if as_json:
         for item in items:
             click.echo(json.dumps(item, ensure_ascii=False))
@@ -211,7 +299,7 @@ def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_jso
     names = ("charge", "opened (UTC)", "status", "risk", "rule", "amount", "merchant", "top reason")
     rows = []
     for item in items:
-        charge = item.get("charge") or {}
+        charge = item["charge"] if isinstance(item.get("charge"), dict) else {}
         score = item.get("risk_score")  # (none when no model is served)
         risk = "-" if score is None else f"{score} {item.get('risk_level') or ''}".strip()
         state = item["status"] if item["status"] == "open" else item.get("reason")  # (closed: how)
@@ -225,7 +313,7 @@ def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_jso
             charge.get("merchant_id"),
             _top_reason(item),
         )
-        rows.append([_text(c) for c in cells])
+        rows.append([_text(c) for c in cells])  # (plain text, never markup: ids may hold [ and ])
     table = Table(box=None, header_style="bold", pad_edge=False)
     widths = [max(len(name), *(len(r[i]) for r in rows)) for i, name in enumerate(names)]
     for name, width in zip(names[:-1], widths, strict=False):  # each whole, one line per review
@@ -235,7 +323,7 @@ def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_jso
     left = console.width - sum(widths[:-1]) - 2 * (len(names) - 1)
     table.add_column(names[-1], no_wrap=True, overflow="ellipsis", max_width=max(12, left))
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(c) for c in row))
     console.print(table)
     more = "" if every or not page.get("has_more") else "; more: --all, or --limit up to 500"
     console.print(f"{plural(len(items), 'review')} ({status}){more}.", highlight=False)
@@ -255,14 +343,15 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
     Example:
       payfm review show ch_123
     """
-    item = _service(ctx).request("GET", f"/v1/reviews/{quote(charge_id, safe='')}")
+    service = _service(ctx)
+    path = f"/v1/reviews/{quote(_arg(charge_id, 'CHARGE_ID'), safe='')}"
+    item = _review(service, service.request("GET", path))
     if as_json:
         click.echo(json.dumps(item, ensure_ascii=False, indent=2))
         return
     out = console.print
-    state = (
-        "open" if item["status"] == "open" else f"closed as {item.get('reason')} at {item.get('closed_at')}"
-    )
+    closed = f"closed as {_text(item.get('reason'))} at {_text(item.get('closed_at'))}"
+    state = "open" if item["status"] == "open" else closed
     out(f"Review of {_text(item['charge_id'])}: {state}", highlight=False, markup=False)
     out(
         f"  opened {_text(item.get('opened_at'))} by rule {_text(item.get('rule'))}",
@@ -271,28 +360,29 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
     )
     score = item.get("risk_score")
     risk = "no risk score (no model was served)" if score is None else f"risk score {_text(score)}"
-    out(f"  {risk} ({_text(item.get('risk_level'))})" if score is not None else f"  {risk}", highlight=False)
+    level = f" ({_text(item.get('risk_level'))})" if score is not None else ""
+    out(f"  {risk}{level}", highlight=False, markup=False)
     if item.get("note"):
         out(f"  note: {_text(item['note'])}", highlight=False, markup=False)
     out("Charge:", highlight=False)
-    charge = item.get("charge") or {}
+    charge: dict[str, Any] = item["charge"] if isinstance(item.get("charge"), dict) else {}
     for name, value in charge.items():
         if value is not None:
             money = _money({"amount": value, "currency": charge.get("currency")}) if name == "amount" else ""
             money = _money({"amount": value, "currency": "usd"}) if name == "amount_usd" else money
             out(
-                f"  {name:<22} {_text(value)}" + (f" ({money})" if money else ""),
+                f"  {_text(name):<22} {_text(value)}" + (f" ({money})" if money else ""),
                 highlight=False,
                 markup=False,
             )
     out("Reasons (the model's, largest first):", highlight=False)
-    for r in item.get("reasons") or []:
+    for r in _dicts(item.get("reasons")):
         out(f"  {_text(r.get('text') or r.get('feature'))}", highlight=False, markup=False)
-    outcomes = item.get("outcomes") or []
+    outcomes = _dicts(item.get("outcomes"))
     out("Outcomes:" + ("" if outcomes else " none so far"), highlight=False)
     for o in outcomes:
         said = ", ".join(
-            f"{k} {_text(v)}" for k, v in o.items() if k not in ("table", "id") and v is not None
+            f"{_text(k)} {_text(v)}" for k, v in o.items() if k not in ("table", "id") and v is not None
         )
         out(f"  {_text(o.get('table'))} {_text(o.get('id'))}: {said}", highlight=False, markup=False)
 
@@ -314,12 +404,16 @@ def review_close(ctx: click.Context, charge_id: str, reason: str, note: str | No
     Example:
       payfm review close ch_123 --as approved --note "known customer, new phone"
     """
-    body = {"reason": reason, "note": note}
-    answer = _service(ctx).request("POST", f"/v1/reviews/{quote(charge_id, safe='')}/close", body)
+    body = {"reason": reason, "note": None if note is None else _arg(note, "--note")}
+    service = _service(ctx)
+    path = f"/v1/reviews/{quote(_arg(charge_id, 'CHARGE_ID'), safe='')}/close"
+    answer = service.request("POST", path, body)
+    if not isinstance(answer, dict) or not isinstance(answer.get("charge_id"), str):
+        raise ServiceError(_not_the_api(service, "a closed review"))
     label = {1: "fraud (label 1)", 0: "genuine (label 0)", None: "no label"}.get(answer.get("label"), "-")
     said = f"Closed {_text(answer['charge_id'])} as {reason}: {label}"
     outcome = answer.get("outcome")
-    if outcome:
+    if isinstance(outcome, dict):
         said += f"; recorded {_text(outcome.get('table'))} {_text(outcome.get('id'))}"
         if outcome.get("pending"):
             said += " (pending: the service records it as soon as the charge is free)"

@@ -288,6 +288,10 @@ class DecisionLog(ABC):
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
 
     def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if any(isinstance(a, str) and "\x00" in a for a in args):
+            # No id the log holds has a NUL (ids refuse control characters), and PostgreSQL refuses one in a
+            # text parameter: a lookup of such an id (a path's %00) finds nothing, on either backend.
+            return []
         try:
             return self._fetch_once(sql, args)
         except self._lost:  # tried once more, on a new connection; the idle ones went to the same server

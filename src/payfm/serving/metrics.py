@@ -46,7 +46,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: the service's decisions take about a millisecond; a commit waits on the disk or the network.
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
-# (method-agnostic) route templates, in the order they are tried; an id may hold "/" (as the routes allow)
+# route templates, in the order they are tried, of a path or of "METHOD path"; an id may hold "/" (as the
+# routes allow)
 _ROUTES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), name)
     for pattern, name in (
@@ -54,7 +55,8 @@ _ROUTES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"/v1/charges/.+/authorization", "/v1/charges/{charge_id}/authorization"),
         (r"/v1/(disputes|early_fraud_warnings|refunds)", ""),  # its own path: three fixed names
         (r"/v1/reviews", "/v1/reviews"),
-        (r"/v1/reviews/.+/close", "/v1/reviews/{charge_id}/close"),
+        (r"POST /v1/reviews/.+/close", "/v1/reviews/{charge_id}/close"),  # (a GET of it reads the review
+        (r"/v1/reviews/.+", "/v1/reviews/{charge_id}"),  # of a charge id ending in /close)
         (r"/v1/admin/reload", "/v1/admin/reload"),
         (r"/(healthz|metrics|openapi\.json|docs|docs/oauth2-redirect)", ""),
     )
@@ -62,10 +64,10 @@ _ROUTES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def route_of(path: str) -> str:
+def route_of(path: str, method: str = "GET") -> str:
     """The route template of ``path`` (a label of bounded cardinality), ``other`` for any unknown path."""
     for pattern, name in _ROUTES:
-        if pattern.fullmatch(path):
+        if pattern.fullmatch(path) or pattern.fullmatch(f"{method} {path}"):
             return name or path
     return "other"
 
@@ -150,7 +152,7 @@ class ServiceMetrics:
     ) -> None:
         """Count one answered request; write its access-log line when ``log_access``."""
         path = scope["path"]
-        route = route_of(path)
+        route = route_of(path, scope["method"])
         method = scope["method"] if scope["method"] in _METHODS else "other"
         self.requests.labels(route, method, str(status)).inc()
         self.request_seconds.labels(route).observe(seconds)

@@ -48,6 +48,7 @@ _MORE = {
     "/v1/refunds": ("404", "409", "413"),
     "/v1/reviews/": ("404", "409", "413"),
 }
+_READS = ("404",)  # GET /v1/reviews/{charge_id}: no body, no conflict
 
 
 def field_schema(rule: FieldRule | None, nullable: bool) -> dict[str, Any]:
@@ -86,12 +87,13 @@ def shaped(spec: dict[str, Any], open_paths: Collection[str]) -> dict[str, Any]:
     }
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     for path, operations in out.get("paths", {}).items():
-        for op in operations.values():
+        for method, op in operations.items():
             statuses = ["422", "503"]
             if path not in open_paths:
                 op["security"] = [{"bearerAuth": []}]
                 statuses.append("401")
-            statuses += next((more for prefix, more in _MORE.items() if path.startswith(prefix)), ())
+            more = next((more for prefix, more in _MORE.items() if path.startswith(prefix)), ())
+            statuses += _READS if method == "get" and more else more
             responses = op.setdefault("responses", {})
             for status in sorted(set(statuses)):
                 responses[status] = {"description": _WHY[status], "content": error}
