@@ -204,3 +204,20 @@ def test_the_key_is_never_sent_on_a_redirect_nor_shown(
         refused = run(["list"], url, bad)
         assert refused.exit_code == 1 and "must be one word of printable ASCII characters" in refused.output
         assert key not in refused.output and "Traceback" not in refused.output
+
+
+def test_list_keeps_one_rules_reviews(service: tuple[str, str, Scorer]) -> None:
+    url, key, scorer = service
+    for i in (1, 2):
+        scorer.score(charge(i, 90_000, card_fingerprint=f"fp_{i}"))
+    kept = run(["list", "--rule", "big", "--json"], url, key)
+    assert [json.loads(x)["charge_id"] for x in kept.output.splitlines()] == ["ch_1", "ch_2"]
+    none = run(["list", "--rule", "nobody", "--min-risk", "50"], url, key)
+    assert (
+        none.exit_code == 0
+        and none.output.strip() == "No open reviews sent by rule 'nobody' scored 50 or more."
+    )
+    scored = run(["list", "--min-risk", "1", "--json"], url, key)
+    assert scored.exit_code == 0 and scored.output == ""  # no model served: no score, none kept
+    bad = run(["list", "--min-risk", "101"], url, key)
+    assert bad.exit_code == 2 and "101 is not in the range 0<=x<=100" in bad.output

@@ -346,3 +346,45 @@ def test_an_id_holding_nul_is_looked_up_as_no_such_id(
     finally:
         if backend == "sqlite":
             log.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_review_queue_keeps_one_rules_reviews_and_the_riskiest_paging_after_a_review(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """`GET /v1/reviews?rule=...&min_risk_score=...` (payfm review list --rule --min-risk): a filter, not an
+    order, so a page after a review (a cursor) still skips none of the kept ones."""
+    from payfm.serving.review_queue import review_page
+
+    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
+    try:
+        rows = [
+            (f"ch_{i}", i, "big" if i % 2 else "new_card", (None, 10, 55, 80, 95, 60, 5, 77)[i])
+            for i in range(8)
+        ]
+        with log._reading() as con:
+            for cid, seq, rule, score in rows:
+                con.execute(
+                    log._sql(
+                        "INSERT INTO reviews (charge_id, seq, opened_at, status, rule, risk_score) "
+                        "VALUES (?, ?, ?, 'open', ?, ?)"
+                    ),
+                    (cid, seq, "2026-03-01T00:00:00+00:00", rule, score),
+                )
+
+        def every(limit: int, **which: object) -> list[str]:
+            seen: list[str] = []
+            page = review_page(log, "open", limit, **which)  # type: ignore[arg-type]
+            while page:
+                seen += [r["charge_id"] for r in page]
+                page = review_page(log, "open", limit, starting_after=seen[-1], **which)  # type: ignore[arg-type]
+            return seen
+
+        for limit in (1, 2, 10):
+            assert every(limit, rule="big") == ["ch_1", "ch_3", "ch_5", "ch_7"]
+            assert every(limit, min_risk_score=60) == ["ch_3", "ch_4", "ch_5", "ch_7"]  # (no score: not kept)
+            assert every(limit, rule="new_card", min_risk_score=55) == ["ch_2", "ch_4"]
+            assert every(limit, rule="nobody") == []
+    finally:
+        if backend == "sqlite":
+            log.close()

@@ -256,12 +256,26 @@ def _text(value: object) -> str:
     show_default=True,
     help="Reviews per page (at most 500).",
 )
+@click.option("--rule", help="Only the reviews this rule sent (its name, as `payfm rules show` has it).")
+@click.option(
+    "--min-risk",
+    type=click.IntRange(0, 100),
+    help="Only the reviews of charges scored at least this (0-100).",
+)
 @click.option("--all", "every", is_flag=True, help="Every page, not only the first.")
 @click.option(
     "--json", "as_json", is_flag=True, help="One JSON object per line (each review as the API gives it)."
 )
 @click.pass_context
-def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_json: bool) -> None:
+def review_list(
+    ctx: click.Context,
+    status: str,
+    limit: int,
+    rule: str | None,
+    min_risk: int | None,
+    every: bool,
+    as_json: bool,
+) -> None:
     """The review queue, oldest first, one line a review.
 
     Each line: the charge, when it was opened, its status (a closed one: how), the risk score, the rule that
@@ -270,6 +284,7 @@ def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_jso
     \b
     Example:
       payfm review list --limit 20
+      payfm review list --rule new_card_large --min-risk 50     # one rule's, the riskiest
       payfm review list --status all --all --json > reviews.jsonl
     """
     service = _service(ctx)
@@ -277,7 +292,9 @@ def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_jso
     after: str | None = None
     seen: set[str] = set()
     while True:
-        query = {"status": status, "limit": limit} | ({"starting_after": after} if after else {})
+        which = {"rule": _arg(rule, "--rule") if rule else None, "min_risk_score": min_risk}
+        query = {"status": status, "limit": limit} | {k: v for k, v in which.items() if v is not None}
+        query |= {"starting_after": after} if after else {}
         page = service.request("GET", f"/v1/reviews?{urlencode(query)}")
         data = page.get("data") if isinstance(page, dict) else None
         if not isinstance(data, list):
@@ -294,7 +311,10 @@ def review_list(ctx: click.Context, status: str, limit: int, every: bool, as_jso
             click.echo(json.dumps(item, ensure_ascii=False))
         return
     if not items:
-        console.print(f"No {status if status != 'all' else ''} reviews.".replace("  ", " "), highlight=False)
+        kept = f" sent by rule '{_text(rule)}'" if rule else ""
+        kept += f" scored {min_risk} or more" if min_risk is not None else ""
+        said = f"No {status if status != 'all' else ''} reviews{kept}.".replace("  ", " ")
+        console.print(said, highlight=False, markup=False)
         return
     names = ("charge", "opened (UTC)", "status", "risk", "rule", "amount", "merchant", "top reason")
     rows = []

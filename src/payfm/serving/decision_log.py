@@ -599,16 +599,24 @@ class DecisionLog(ABC):
         offset: int = 0,
         after: tuple[int, str] | None = None,
         charge_id: str | None = None,
+        *,
+        rule: str | None = None,
+        min_risk_score: int | None = None,
     ) -> list[dict[str, Any]]:
         """Reviews in ``(seq, charge_id)`` order, optionally of one status; ``limit``/``offset`` page through
         them, or ``after`` (a review's ``(seq, charge_id)``: those after it, so a queue that shrinks as it is
-        worked skips none; two servers may give two reviews one seq); ``charge_id``: that charge's only. Each
-        comes with its charge's fields and its decision's reasons (``charge``, ``reasons``)."""
+        worked skips none; two servers may give two reviews one seq); ``charge_id``: that charge's only;
+        ``rule``, ``min_risk_score``: those the rule sent, those scored at least that. Each comes with its
+        charge's fields and its decision's reasons (``charge``, ``reasons``)."""
         conditions: list[str] = ["r.status = ?"] if status else []
         args: list[Any] = [status] if status else []
-        if charge_id is not None:
-            conditions.append("r.charge_id = ?")
-            args.append(charge_id)
+        for column, value in (("r.charge_id = ?", charge_id), ("r.rule = ?", rule)):
+            if value is not None:
+                conditions.append(column)
+                args.append(value)
+        if min_risk_score is not None:
+            conditions.append("r.risk_score >= ?")
+            args.append(min_risk_score)
         if after is not None:  # (the comparison and the order by one collation: the database's)
             conditions.append("(r.seq > ? OR (r.seq = ? AND r.charge_id > ?))")
             args += [after[0], after[0], after[1]]

@@ -119,11 +119,17 @@ class FeedbackMixin(MoneyClaimsMixin):
 
     # ---- reviews -------------------------------------------------------------------------------------------
     def reviews(
-        self, status: str | None = None, limit: int = 50, offset: int = 0, starting_after: str | None = None
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        starting_after: str | None = None,
+        **which: Any,
     ) -> list[dict[str, Any]]:
         """The review queue (``status`` open or closed, else both), oldest first: a page from ``offset``,
-        or after the review of the charge ``starting_after`` (the last one of the page before)."""
-        return review_page(self.log, status, limit, offset, starting_after)
+        or after the review of the charge ``starting_after`` (the last one of the page before); ``which``:
+        ``rule``, ``min_risk_score`` (:func:`~payfm.serving.review_queue.review_page`)."""
+        return review_page(self.log, status, limit, offset, starting_after, **which)
 
     def review(self, charge_id: str) -> dict[str, Any]:
         """The review of ``charge_id``, as :meth:`reviews` shows it (NotFound without one)."""

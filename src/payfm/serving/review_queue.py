@@ -11,12 +11,20 @@ from payfm.serving.outcome_checks import OUTCOME_TABLES, implied_outcome
 
 
 def review_page(
-    log: DecisionLog, status: str | None, limit: int, offset: int = 0, starting_after: str | None = None
+    log: DecisionLog,
+    status: str | None,
+    limit: int,
+    offset: int = 0,
+    starting_after: str | None = None,
+    *,
+    rule: str | None = None,
+    min_risk_score: int | None = None,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` reviews of ``status`` (open, closed, or None for both), oldest first, each with its
     charge's fields and its decision's reasons; from ``offset``, or after the review of the charge
     ``starting_after`` (then ``offset`` must be 0). Offsets skip reviews when reviews before the page are
-    closed meanwhile (the open queue shrinks under them); ``starting_after`` does not."""
+    closed meanwhile (the open queue shrinks under them); ``starting_after`` does not. ``rule`` and
+    ``min_risk_score`` keep the reviews that rule sent, or scored at least that (0-100)."""
     status = None if status == "all" else status  # (both, as none)
     if status is not None and status not in REVIEW_STATUSES:
         raise InvalidInput(
@@ -25,7 +33,8 @@ def review_page(
             field="status",
         )
     if starting_after is None:
-        return _with_outcomes(log, log.reviews(status, limit, offset))
+        page = log.reviews(status, limit, offset, rule=rule, min_risk_score=min_risk_score)
+        return _with_outcomes(log, page)
     if offset:
         raise InvalidInput(
             f"Give offset or starting_after, not both. Got offset {offset} and starting_after "
@@ -39,7 +48,9 @@ def review_page(
             f"{shown(repr(starting_after))}, which has no review.",
             field="starting_after",
         )
-    return _with_outcomes(log, log.reviews(status, limit, after=(seq, starting_after)))
+    after = (seq, starting_after)
+    page = log.reviews(status, limit, after=after, rule=rule, min_risk_score=min_risk_score)
+    return _with_outcomes(log, page)
 
 
 def review_item(log: DecisionLog, charge_id: str) -> dict[str, Any]:

@@ -40,9 +40,12 @@ def add_review_routes(
         limit: int = Query(50, ge=1, le=500),
         offset: int = Query(0, ge=0, le=10**9),
         starting_after: str | None = Query(None, max_length=255),
+        rule: str | None = Query(None, max_length=255),  # those this rule sent
+        min_risk_score: int | None = Query(None, ge=0, le=100),  # those scored at least this
     ) -> dict[str, Any]:
         # one more than a page: whether another follows
-        rows = scorer.reviews(status, limit + 1, offset, starting_after)
+        which = {"rule": rule, "min_risk_score": min_risk_score}
+        rows = scorer.reviews(status, limit + 1, offset, starting_after, **which)
         has_more = len(rows) > limit
         return {
             "data": rows[:limit],
