@@ -15,6 +15,8 @@ from sklearn.metrics import average_precision_score
 
 from payfm.cli.main import cli
 from payfm.errors import ConfigError
+from payfm.evaluation.drift import column_drift, window_drift
+from payfm.evaluation.pipeline import model_drift, training_window
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.fm.embed import embed, embedding_matrix, outputs_for
@@ -103,6 +105,24 @@ def test_train_on_fm_inputs_registers_with_the_checkpoint_and_serves(ws: Workspa
     assert ap == pytest.approx(mv.entry["metrics"]["test_ap"], abs=1e-9)
     evaluated = runner.invoke(cli, ["-w", str(ws.root), "evaluate", "--model", mv.ref, "--bootstrap", "0"])
     assert evaluated.exit_code == 0, evaluated.output
+    # Its drift since training covers what it reads: the features and each dimension of the FM's outputs.
+    names = input_names(checkpoint_meta(early), OUTPUTS)
+    assert f"of {len(FS.names) + len(names)} features shifted" in " ".join(evaluated.output.split())
+    report = model_drift(ws, mv.ref, lo, None)
+    got = {d.feature: d for d in report.features}
+    assert set(got) == {*FS.names, *names}
+    trained = training_window(ws, mv.ref)
+    charges = ws.read("charges")
+    created = charges["created"]
+    in_ref = pc.and_(pc.greater_equal(created, trained[0]), pc.less(created, trained[1]))
+    ids = [charges.filter(in_ref)["charge_id"], charges.filter(pc.greater_equal(created, lo))["charge_id"]]
+    ref, cur = (outputs_for(ws, early, i.combine_chunks(), OUTPUTS) for i in ids)
+    for j in (0, len(names) - 1):  # the first embedding dimension, the last surprise
+        expect = column_drift(names[j], ref[:, j], cur[:, j])
+        assert got[names[j]].psi == pytest.approx(expect.psi, rel=1e-9), names[j]
+    assert not report.sampled
+    few = window_drift(ws, FS, trained, (lo, None), fm=(early, OUTPUTS), fm_max_rows=50)
+    assert few.sampled and {d.feature for d in few.features} == {*FS.names, *names}
     # A window the checkpoint was pretrained on is refused: its outputs would carry what is measured.
     with pytest.raises(ConfigError, match=r"pretrained on charges up to 2026-01-0.*the window starts at"):
         score_window(ws, mv.ref, lo - timedelta(days=20), hi)

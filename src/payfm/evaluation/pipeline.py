@@ -141,19 +141,23 @@ def model_drift(
     reference: tuple[datetime | None, datetime | None] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> DriftReport:
-    """The drift of a model's features (its feature set's; a foundation model's outputs are not in the
-    backfill) from its training window (:func:`training_window`, or ``reference``) to [start, end)."""
+    """The drift of a model's inputs from its training window (:func:`training_window`, or ``reference``)
+    to [start, end): its feature set's features and, for a model on a foundation model's outputs, those
+    outputs (on a sample of each window's charges, :data:`payfm.evaluation.drift.FM_MAX_ROWS`)."""
     from payfm.features.catalog import feature_set
-    from payfm.registry.store import Registry
+    from payfm.registry.store import Registry, fm_outputs
 
     reg = Registry(ws)
     mv = reg.get(model_ref)
     reg.check_servable_features(mv)  # (the set at the version the model was trained on)
     fs = feature_set(mv.feature_set, ws.root)
-    if reference is not None:
-        return window_drift(ws, fs, reference, (start, end), model=mv.ref, progress=progress)
-    trained = training_window(ws, mv.ref)
-    return window_drift(ws, fs, trained, (start, end), against=mv.ref, model=mv.ref, progress=progress)
+    ckpt = reg.check_foundation_model(mv)
+    fm = (ckpt, fm_outputs(mv.entry)) if ckpt is not None else None
+    against = None if reference is not None else mv.ref
+    reference = reference if reference is not None else training_window(ws, mv.ref)
+    return window_drift(
+        ws, fs, reference, (start, end), against=against, model=mv.ref, progress=progress, fm=fm
+    )
 
 
 def label_horizons(ws: Workspace, model_refs: Sequence[str]) -> dict[str, tuple[str, timedelta]]:
@@ -367,17 +371,26 @@ def training_drift(
     ws: Workspace, model_refs: Sequence[str], start: datetime | None, end: datetime | None, say: Progress
 ) -> list[DriftReport]:
     """The feature drift of each model from its training window to [start, end) (:func:`model_drift`), once
-    for the models that share a feature set version and a training window (``payfm train --model all``);
-    models registered without a training window are left out."""
-    from payfm.registry.store import Registry
+    for the models that share a feature set version, a training window (``payfm train --model all``) and
+    foundation-model inputs (none, or one checkpoint's outputs); models registered without a training window
+    are left out."""
+    from payfm.registry.store import Registry, fm_outputs
 
     reg = Registry(ws)
-    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    groups: dict[tuple[str, ...], list[str]] = {}
     for ref in model_refs:
         mv = reg.get(ref)
         window = mv.entry.get("data_window") or {}
         if window.get("train_start") and window.get("train_end"):
-            key = (mv.feature_set, mv.feature_set_version, window["train_start"], window["train_end"])
+            fm = mv.entry.get("foundation_model") or {}
+            inputs = (str(fm.get("content_hash")), *fm_outputs(mv.entry)) if fm else ()
+            key = (
+                mv.feature_set,
+                mv.feature_set_version,
+                window["train_start"],
+                window["train_end"],
+                *inputs,
+            )
             groups.setdefault(key, []).append(mv.ref)
     out = []
     for refs in groups.values():
