@@ -145,6 +145,9 @@ def test_one_review_is_read_by_its_charge_id_as_the_queue_shows_it(
         r = c.get(f"/v1/reviews/{missing}", headers=h)
         assert r.status_code == 404 and r.json()["error"]["message"] == f"No review for charge '{missing}'."
     assert c.get("/v1/reviews/ch_1").status_code == 401
+    # A trailing slash is the queue, as before the route of one review took the paths under it.
+    slash = c.get("/v1/reviews/?status=closed", headers=h, follow_redirects=False)
+    assert slash.status_code == 307 and slash.headers["location"] == "/v1/reviews?status=closed"
 
 
 def test_disputed_counts_a_fraud_dispute_and_approved_only_a_review(scorer: Scorer, ws: Workspace) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from payfm.serving.decision_log import REVIEW_REASONS
@@ -56,8 +57,11 @@ def add_review_routes(
         }
 
     @app.get("/v1/reviews/{charge_id:path}", dependencies=auth)  # :path: a charge id may hold "/"
-    def review(charge_id: str) -> dict[str, Any]:
+    def review(charge_id: str, request: Request) -> Any:
         """One review, as a page of the queue shows it; 404 when the charge has none."""
+        if not charge_id:  # GET /v1/reviews/: the queue, as Starlette redirects a path's trailing slash
+            query = request.url.query
+            return RedirectResponse("/v1/reviews" + (f"?{query}" if query else ""), status_code=307)
         return scorer.review(charge_id)
 
     @app.post("/v1/reviews/{charge_id:path}/close")
