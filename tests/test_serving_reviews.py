@@ -150,6 +150,52 @@ def test_one_review_is_read_by_its_charge_id_as_the_queue_shows_it(
     assert slash.status_code == 307 and slash.headers["location"] == "/v1/reviews?status=closed"
 
 
+def test_a_review_shows_the_outcomes_only_the_event_log_holds_as_imported(
+    client: tuple[TestClient, dict[str, str]], scorer: Scorer, ws: Workspace
+) -> None:
+    """A processor's dispute export imported into the event log (not sent to the API) is part of what a
+    reviewer must see; an outcome the service took (and appended to the event log itself) shows once."""
+    import pyarrow as pa
+
+    c, h = client
+    c.post("/v1/charges/score", json=charge(1, amount=123_450), headers=h)
+    c.post("/v1/charges/score", json=charge(2, amount=123_450, card_fingerprint="fp_2"), headers=h)
+    refund = {"refund_id": "re_api", "charge_id": "ch_1", "created": "2026-03-02T00:00:00+00:00"}
+    c.post(
+        "/v1/refunds",
+        json=refund | {"amount": 100, "currency": "usd", "reason": "requested_by_customer"},
+        headers=h,
+    )
+    day = datetime(2026, 3, 5, 9, 30, tzinfo=UTC)
+    imported = {
+        "dispute_id": ["dp_export"],
+        "charge_id": ["ch_1"],
+        "created": [day],
+        "reason": ["fraudulent"],
+    }
+    ws.write_stream([("disputes", pa.table(imported | {"amount": [123_450], "currency": ["usd"]}))])
+    efw = {"efw_id": ["efw_x"], "charge_id": ["ch_1"], "created": [day - timedelta(days=1)]}
+    ws.write_stream([("early_fraud_warnings", pa.table(efw | {"fraud_type": ["made_with_stolen_card"]}))])
+    assert rows(ws, "refunds")[0]["refund_id"] == "re_api"  # appended by the service: in both logs
+    one = c.get("/v1/reviews/ch_1", headers=h).json()
+    assert [(o["table"], o["id"], o.get("imported", False)) for o in one["outcomes"]] == [
+        ("refunds", "re_api", False),
+        ("early_fraud_warnings", "efw_x", True),  # the event log's own, oldest first
+        ("disputes", "dp_export", True),
+    ]
+    assert one["outcomes"][2] == {
+        "table": "disputes",
+        "id": "dp_export",
+        "created": "2026-03-05T09:30:00+00:00",
+        "reason": "fraudulent",
+        "amount": 123_450,
+        "currency": "usd",
+        "imported": True,
+    }
+    queue = {r["charge_id"]: r for r in c.get("/v1/reviews", headers=h).json()["data"]}
+    assert queue["ch_1"]["outcomes"] == one["outcomes"] and queue["ch_2"]["outcomes"] == []
+
+
 def test_disputed_counts_a_fraud_dispute_and_approved_only_a_review(scorer: Scorer, ws: Workspace) -> None:
     scorer.score(charge(1))
     scorer.score(charge(2, card_fingerprint="fp_2"))

@@ -402,8 +402,10 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
     out("Outcomes:" + ("" if outcomes else " none so far"), highlight=False)
     for o in outcomes:
         said = ", ".join(
-            f"{_text(k)} {_text(v)}" for k, v in o.items() if k not in ("table", "id") and v is not None
-        )
+            f"{_text(k)} {_text(v)}"
+            for k, v in o.items()
+            if k not in ("table", "id", "imported") and v is not None
+        ) + (" (imported: in the event log, not sent to the service)" if o.get("imported") else "")
         out(f"  {_text(o.get('table'))} {_text(o.get('id'))}: {said}", highlight=False, markup=False)
 
 

@@ -129,11 +129,11 @@ class FeedbackMixin(MoneyClaimsMixin):
         """The review queue (``status`` open or closed, else both), oldest first: a page from ``offset``,
         or after the review of the charge ``starting_after`` (the last one of the page before); ``which``:
         ``rule``, ``min_risk_score`` (:func:`~payfm.serving.review_queue.review_page`)."""
-        return review_page(self.log, status, limit, offset, starting_after, **which)
+        return review_page(self.log, status, limit, offset, starting_after, ws=self.ws, **which)
 
     def review(self, charge_id: str) -> dict[str, Any]:
         """The review of ``charge_id``, as :meth:`reviews` shows it (NotFound without one)."""
-        return review_item(self.log, charge_id)
+        return review_item(self.log, charge_id, self.ws)
 
     def close_review(
         self, charge_id: str, reason: str, note: str = "", reviewer: str | None = None

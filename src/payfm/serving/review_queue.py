@@ -3,10 +3,14 @@ its reviews cannot make skip any); the answer to a closure sent again."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
+from payfm.events.schema import SCHEMAS
+from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import REVIEW_LABELS, REVIEW_STATUSES, DecisionLog
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
+from payfm.serving.event_lookup import matching_rows
 from payfm.serving.outcome_checks import OUTCOME_TABLES, implied_outcome
 
 
@@ -19,12 +23,14 @@ def review_page(
     *,
     rule: str | None = None,
     min_risk_score: int | None = None,
+    ws: Workspace | None = None,
 ) -> list[dict[str, Any]]:
     """Up to ``limit`` reviews of ``status`` (open, closed, or None for both), oldest first, each with its
     charge's fields and its decision's reasons; from ``offset``, or after the review of the charge
     ``starting_after`` (then ``offset`` must be 0). Offsets skip reviews when reviews before the page are
     closed meanwhile (the open queue shrinks under them); ``starting_after`` does not. ``rule`` and
-    ``min_risk_score`` keep the reviews that rule sent, or scored at least that (0-100)."""
+    ``min_risk_score`` keep the reviews that rule sent, or scored at least that (0-100). With ``ws``, each
+    review's outcomes include those only its event log holds (imported)."""
     status = None if status == "all" else status  # (both, as none)
     if status is not None and status not in REVIEW_STATUSES:
         raise InvalidInput(
@@ -34,7 +40,7 @@ def review_page(
         )
     if starting_after is None:
         page = log.reviews(status, limit, offset, rule=rule, min_risk_score=min_risk_score)
-        return _with_outcomes(log, page)
+        return _with_outcomes(log, page, ws)
     if offset:
         raise InvalidInput(
             f"Give offset or starting_after, not both. Got offset {offset} and starting_after "
@@ -50,38 +56,63 @@ def review_page(
         )
     after = (seq, starting_after)
     page = log.reviews(status, limit, after=after, rule=rule, min_risk_score=min_risk_score)
-    return _with_outcomes(log, page)
+    return _with_outcomes(log, page, ws)
 
 
-def review_item(log: DecisionLog, charge_id: str) -> dict[str, Any]:
+def review_item(log: DecisionLog, charge_id: str, ws: Workspace | None = None) -> dict[str, Any]:
     """The review of ``charge_id`` as a page of the queue shows it (its charge, reasons and outcomes); a
     NotFound when the charge has none."""
     items = log.reviews(None, 1, charge_id=charge_id)
     if not items:
         raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
-    return _with_outcomes(log, items)[0]
+    return _with_outcomes(log, items, ws)[0]
 
 
 # What a reviewer sees of an outcome of the charge (the decision log's payload has the service's keys too).
 _SHOWN = ("id", "created", "reason", "fraud_type", "amount", "currency")
 
 
-def _with_outcomes(log: DecisionLog, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``items`` with the disputes, early fraud warnings and refunds the service has taken of each charge
-    (``outcomes``: a review the network has decided already, a fraudulent dispute, need not be worked blind),
-    and without the charge's ``scenario`` (a synthetic world's ground truth, sent by a replay: the answer)
-    or the service's own microsecond times (``created_us``: the charge's fields as the API takes them)."""
+def _with_outcomes(
+    log: DecisionLog, items: list[dict[str, Any]], ws: Workspace | None = None
+) -> list[dict[str, Any]]:
+    """``items`` with the disputes, early fraud warnings and refunds of each charge (``outcomes``: a review
+    the network has decided already, a fraudulent dispute, need not be worked blind): those the service has
+    taken, then, with ``ws``, those only its event log holds (an import of the processor's export; marked
+    ``imported``); and without the charge's ``scenario`` (a synthetic world's ground truth, sent by a replay:
+    the answer) or the service's own microsecond times (``created_us``: the charge's fields as the API takes
+    them)."""
     for item in items:
         if isinstance(item.get("charge"), dict):
             item["charge"].pop("scenario", None)
             for key in [k for k in item["charge"] if k.endswith("_us")]:  # the service's own (created_us)
                 del item["charge"][key]
-        item["outcomes"] = [
+        cid = str(item["charge_id"])
+        taken = [
             {"table": kind, **{k: payload[k] for k in _SHOWN if k in payload}}
-            for kind, payload in log.outcomes_of(str(item["charge_id"]))
+            for kind, payload in log.outcomes_of(cid)
             if kind in OUTCOME_TABLES
         ]
+        item["outcomes"] = taken + (
+            _imported(ws, cid, {(o["table"], o.get("id")) for o in taken}) if ws else []
+        )
     return items
+
+
+def _imported(ws: Workspace, charge_id: str, taken: set[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The outcomes of ``charge_id`` the event log holds besides ``taken`` (table, id), oldest first, as
+    :func:`_with_outcomes` shows them. Only the files that may hold the charge id are read (an index of
+    each file's key hashes, built once per process: :mod:`payfm.serving.event_lookup`)."""
+    out = []
+    for table, key in OUTCOME_TABLES.items():
+        columns = tuple(c for c in SCHEMAS[table].names if c != "charge_id")
+        for row in matching_rows(ws, table, "charge_id", charge_id, columns):
+            if (table, row[key]) in taken:
+                continue
+            shown_row = {k: row[k] for k in _SHOWN[1:] if k in row}
+            if isinstance(shown_row.get("created"), datetime):
+                shown_row["created"] = shown_row["created"].isoformat()
+            out.append({"table": table, "id": row[key], **shown_row, "imported": True})
+    return sorted(out, key=lambda o: str(o.get("created")))
 
 
 def closed_again(
