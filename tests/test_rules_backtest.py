@@ -174,6 +174,11 @@ def test_window_is_half_open_on_created(hand_ws: Workspace) -> None:
     end = T0 + timedelta(hours=7 * 5)  # keeps 1..4
     rep = backtest(hand_ws, compile_(NEW), FSET, start=start, end=end, **SETTLED)
     assert rep.charges == 4 and rep.rules[0].matched == 2
+    # Per-day rates (a review rule's load) divide by the window's length within the log: 34 hours here;
+    # the whole log runs from charge 0 to charge 9, 63 hours.
+    assert rep.days == pytest.approx(34 / 24) and rep.per_day(17) == pytest.approx(12.0)
+    whole = backtest(hand_ws, compile_(NEW), FSET, start=T0 - timedelta(days=9), **SETTLED)
+    assert whole.days == pytest.approx(63 / 24)
     with pytest.raises(RuleError, match=r"must end after it starts\. Got --from"):  # not 0 charges, silently
         backtest(hand_ws, compile_(NEW), FSET, start=end, end=start)
 

@@ -82,14 +82,18 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             f"{recall:.1%}" if (recall := report.recall(r)) is not None else "-",
         )
     console.print(table)
-    mix = Table(title="Decision mix")
-    for col in ("decision", "charges", *LABELS):
+    # a day: the review team's load of a review rule, the customers a day asked for 3DS or blocked
+    span = f" over {report.days:,.1f} days" if report.days else ""
+    mix = Table(title=f"Decision mix{span}")
+    for col in ("decision", "charges", "a day", *LABELS):
         mix.add_column(col, justify="left" if col == "decision" else "right")
     for action in ("request_3ds", "allow", "block", "review", "authorize"):
         if action in report.mix:
             row = report.mix[action]
             n = sum(t.count for t in row.values())
-            mix.add_row(action, f"{n:,}", *(_money(row.get(lab, Tally())) for lab in LABELS))
+            rate = report.per_day(n)
+            daily = "-" if rate is None else f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"
+            mix.add_row(action, f"{n:,}", daily, *(_money(row.get(lab, Tally())) for lab in LABELS))
     console.print(mix)
     c = report.change
     same = c.changed - c.outcome_changed  # authorized either way: an allow rule's now, or no longer
@@ -127,7 +131,9 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             if by_label:
                 n_all = Tally(sum(t.count for t in by_label.values()), sum(t.usd for t in by_label.values()))
                 parts = ", ".join(f"{lab} {_money(by_label[lab])}" for lab in LABELS if lab in by_label)
-                console.print(f"  {moved:<32}{_money(n_all)}: {parts}", markup=False, highlight=False)
+                rate = report.per_day(n_all.count)
+                daily = f" ({rate:,.1f} a day)" if rate is not None else ""
+                console.print(f"  {moved:<32}{_money(n_all)}{daily}: {parts}", markup=False, highlight=False)
     for lab, t in sorted(c.allow_overrides.items()):
         console.print(
             f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False

@@ -138,6 +138,7 @@ class BacktestReport:
     as_of: datetime | None = None  # labels as known then: the log's end (None: an empty log)
     as_of_given: bool = False  # as_of is the caller's (--as-of), not the log's end
     pending_fraud: int = 0  # charges with pending labels already reported as fraud
+    days: float | None = None  # the window's length, within the log (what per-day rates divide by)
     warnings: tuple[str, ...] = ()  # what a reader must know before trusting the figures
     # With ``matches``: the charges that rule matched on its own (:func:`_matched_charges`)
     matched: pa.Table | None = field(default=None, repr=False)
@@ -152,11 +153,29 @@ class BacktestReport:
         """Charges of the window declined by the issuer or blocked (no label can come)."""
         return self.outcomes["declined"].count
 
+    def per_day(self, count: int) -> float | None:
+        """``count`` charges of the window as a daily rate (a review rule's load on the review team)."""
+        return count / self.days if self.days else None
+
     def recall(self, rule: RuleStats) -> float | None:
         """The share of the window's fraud (final labels) that ``rule`` matches on its own; None when the
         window has no final fraud."""
         fraud = self.outcomes["fraud"].count
         return rule.outcomes["fraud"].count / fraud if fraud else None
+
+
+def _window_days(
+    con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None
+) -> float | None:
+    """The length in days of [start, end) within the log's charges (a bound not given, or beyond the log,
+    is the log's first or last charge); None for a window without charges."""
+    [(first, last)] = con.execute("SELECT min(created), max(created) FROM charges").fetchall()
+    if first is None:
+        return None
+    lo = max(start, first) if start is not None else first
+    hi = min(end, last) if end is not None else last
+    days = (hi - lo).total_seconds() / 86_400
+    return days if days > 0 else None
 
 
 def _attr_sql(name: str, features: set[str]) -> str:
@@ -740,6 +759,7 @@ def backtest(
             as_of=labels_as_of,
             as_of_given=as_of is not None,
             pending_fraud=int(reported or 0),
+            days=_window_days(con, start, end),
         )
         if matches is not None:
             report = replace(report, matched=_matched_charges(con, ruleset, matches))
