@@ -92,9 +92,11 @@ def test_cli_reads_a_file_named_like_a_version_by_its_path_and_standard_input(
     os.chdir(tmp_path)
     try:
         code, out = run(ws, "./3")
+        hint_code, hint = run(ws, "3")
     finally:
         os.chdir(cwd)
     assert code == 0 and "1 added, 0 removed, 0 changed, 3 the same." in out and "+ tor: block" in out
+    assert hint_code == 1 and "(A file '3' exists: give it as ./3.)" in hint
     result = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "diff", "-"], input=ACTIVE)
     assert result.exit_code == 0 and "no rule differs (3 rules the same)" in result.output
 
@@ -110,3 +112,46 @@ def test_cli_errors_name_the_version_or_file(ws: Workspace, tmp_path: Path) -> N
     empty = Workspace.open(tmp_path / "empty", create=True)
     code, out = run(empty, str(tmp_path / "bad.rules"))
     assert code == 1 and "There is no active ruleset to compare with. Give two versions or files." in out
+
+
+def test_a_moved_unnamed_rule_is_the_same_and_renames_and_reorders_are_said() -> None:
+    """Found by an analyst: `rules show > f && rules diff f` listed the unnamed rules as changed (show adds a
+    header line, so their line-based names moved). A rule renamed is one rule; two rules of one action that
+    swap places decide the same but record another rule for a charge both match."""
+    before = parse_rules(
+        "a: review if :amount_usd: > 10\nb: review if :amount_usd: > 20\nblock if :ip_country: = 'XX'"
+    )
+    after = parse_rules(
+        "# header\n# another\nb: review if :amount_usd: > 20\nc: review if :amount_usd: > 10\n"
+        "block if :ip_country: = 'XX'"
+    )
+    d = diff_rules(before, after)
+    assert d.changed == [] and d.added == [] and d.removed == []
+    assert [(a.name, b.name) for a, b in d.renamed] == [("a", "c")]
+    assert d.same == 2 and d.reordered == {}  # (a renamed rule is not in the order's comparison)
+    swapped = diff_rules(
+        before, parse_rules("b: review if :amount_usd: > 20\na: review if :amount_usd: > 10")
+    )
+    assert swapped.reordered == {"review": (["a", "b"], ["b", "a"])} and swapped.differs
+    assert not diff_rules(before, parse_rules("\n\n" + "\n".join(r for r in ACTIVE.splitlines()))).changed
+
+
+def test_cli_says_renames_orders_and_drafts_that_do_not_compile(ws: Workspace, tmp_path: Path) -> None:
+    draft = tmp_path / "draft.rules"
+    draft.write_text(
+        "# draft\nvel: block if :card.count_charges_1h: > 5\nblock if :ip_country: = 'XX'\n"
+        "large: review if :amount_usd: > 1000\nx: block if :amount_usdd: > 5\n"
+    )
+    result = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "rules", "diff", str(draft), "--exit-code"], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    out = " ".join(result.output.split())
+    assert f"v1 (active) -> '{draft}': 1 added, 0 removed, 0 changed, 1 renamed, 2 the same." in out
+    assert "~ renamed big -> large (the same action and condition)" in out
+    assert "~ order of the block rules: vel, block_line_3 (was block_line_2, vel)" in out
+    assert "Unknown attribute ':amount_usdd:'" in out and "(`rules check` and `apply` refuse it)" in out
+    same = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "diff", "1", "1", "--exit-code"])
+    assert same.exit_code == 0 and "no rule differs" in same.output
+    both = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "diff", "-", "-"], input=ACTIVE)
+    assert both.exit_code == 1 and "Standard input (-) can be one side of the diff, not both." in both.output

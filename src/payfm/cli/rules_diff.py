@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import click
 
 from payfm.cli.render import console, plural
+from payfm.cli.rules_report import warn
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 from payfm.events.text import escaped
@@ -45,33 +47,65 @@ def canonical(x: object) -> object:
 @dataclass(frozen=True)
 class RulesDiff:
     """How the rules ``after`` differ from ``before``: rules only in one (by :func:`rule_key`), rules of one
-    name whose action or condition changed (before, after), and how many are the same."""
+    name whose action or condition changed (before, after), rules renamed (a removed and an added rule with
+    one action and condition: before, after), how many are the same, and the actions whose rules common to
+    both come in another order (the first match within an action is the rule a decision records)."""
 
     added: list[ast.Rule]
     removed: list[ast.Rule]
     changed: list[tuple[ast.Rule, ast.Rule]]
     same: int
+    renamed: list[tuple[ast.Rule, ast.Rule]] = field(default_factory=list)
+    reordered: dict[str, tuple[list[str], list[str]]] = field(
+        default_factory=dict
+    )  # action -> (before, after)
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.added or self.removed or self.changed or self.renamed or self.reordered)
+
+
+def _meaning(rule: ast.Rule) -> object:
+    """What a rule does, whatever its name: its action and condition (:func:`canonical`)."""
+    return (rule.action, canonical(rule.condition))
 
 
 def diff_rules(before: Sequence[ast.Rule], after: Sequence[ast.Rule]) -> RulesDiff:
     """The rule-by-rule difference from ``before`` to ``after``, each list in its ruleset's order.
 
-    >>> old = parse_rules("big: review if :amount_usd: > 1000\\nblock if :ip_country: = 'XX'")
-    >>> new = parse_rules("# a line more\\nblock if :ip_country: = 'XX'\\nbig: review if :amount_usd: > 500")
+    >>> old = parse_rules("big: review if :amount_usd: > 1000\nblock if :ip_country: = 'XX'")
+    >>> new = parse_rules("# a line more\nblock if :ip_country: = 'XX'\nbig: review if :amount_usd: > 500")
     >>> d = diff_rules(old, new)
     >>> [(a.name, b.name) for a, b in d.changed], d.added, d.removed, d.same
     ([('big', 'big')], [], [], 1)
     """
     old = {rule_key(r): r for r in before}
     new = {rule_key(r): r for r in after}
-    changed = [
-        (old[k], r) for k, r in new.items() if k in old and canonical(old[k]) != canonical(r)
-    ]  # (a named rule: same name, another action or condition; an unnamed one is its condition)
+    common = [k for k in new if k in old]
+    # A rule of one name with another action or condition (an unnamed rule is its action and condition).
+    changed = [(old[k], new[k]) for k in common if _meaning(old[k]) != _meaning(new[k])]
+    added = [r for k, r in new.items() if k not in old]
+    removed = [r for k, r in old.items() if k not in new]
+    renamed = []
+    for r in list(added):  # a rule removed under one name and added under another, unchanged
+        twin = next((g for g in removed if _meaning(g) == _meaning(r)), None)
+        if twin is not None:
+            renamed.append((twin, r))
+            added.remove(r)
+            removed.remove(twin)
+    reordered: dict[str, tuple[list[str], list[str]]] = {}
+    for action in dict.fromkeys(r.action for r in after):
+        shared = {k for k in common if old[k].action == new[k].action == action}
+        was, now = [k for k in old if k in shared], [k for k in new if k in shared]
+        if was != now:
+            reordered[action] = ([old[k].name for k in was], [new[k].name for k in now])
     return RulesDiff(
-        added=[r for k, r in new.items() if k not in old],
-        removed=[r for k, r in old.items() if k not in new],
+        added=added,
+        removed=removed,
         changed=changed,
-        same=sum(1 for k, r in new.items() if k in old and canonical(old[k]) == canonical(r)),
+        same=len(common) - len(changed),
+        renamed=renamed,
+        reordered=reordered,
     )
 
 
@@ -87,15 +121,27 @@ def _side(ws: Workspace, value: str | None) -> tuple[str, list[ast.Rule], str]:
         return f"v{v.version} (active)", parse_rules(v.text, saved=True), v.text
     number = _version(value)
     if number is not None:
-        v = rulesets.get(ws, number)
+        try:
+            v = rulesets.get(ws, number)
+        except RuleError as e:
+            if Path(value).is_file():  # a file named like a version: said, as the help says how to name it
+                raise RuleError(
+                    f"{e.detail} (A file '{shown_text(value)}' exists: give it as ./{shown_text(value)}.)"
+                ) from None
+            raise
         active = rulesets.active(ws)
         said = f"v{v.version}" + (" (active)" if active is not None and active.version == v.version else "")
         return said, parse_rules(v.text, saved=True), v.text
     text = _read(value)
     try:
-        return f"'{shown_text(value)}'", parse_rules(text), text
+        rules = parse_rules(text)
     except RuleError as e:  # named by its file, as `rules check` names it
         raise e.prefixed(f"{value}: ") from None
+    try:  # diffed all the same (a draft), but `apply` would refuse it: said before the diff
+        rulesets.compile_text(ws, text, rulesets.candidate_set(ws))
+    except RuleError as e:
+        warn(f"{e.prefixed(f'{value}: ')} (`rules check` and `apply` refuse it)")
+    return f"'{shown_text(value)}'", rules, text
 
 
 def _source(rule: ast.Rule, text: str) -> str:
@@ -108,14 +154,21 @@ def _source(rule: ast.Rule, text: str) -> str:
 @click.command(name="diff")
 @click.argument("first")
 @click.argument("second", required=False)
+@click.option(
+    "--exit-code",
+    is_flag=True,
+    help="Exit 1 when the rulesets differ (as `git diff --exit-code`), 0 when not.",
+)
 @click.pass_context
-def diff(ctx: click.Context, first: str, second: str | None) -> None:
+def diff(ctx: click.Context, first: str, second: str | None, exit_code: bool) -> None:
     """The rules that a ruleset adds, removes or changes against another, rule by rule.
 
     With one argument, the active version against FIRST; with two, FIRST against SECOND. Each is a version
     (3 or v3) or a rules file (- reads standard input; a file named like a version: ./3). Rules are matched
-    by name; unnamed rules by action and condition. A version replaces the active one whole, so what this
-    lists as removed is what `rules apply` of the file would turn off.
+    by name; unnamed rules by action and condition; a rule removed under one name and added under another
+    is said renamed. A version replaces the active one whole, so what this lists as removed is what `rules
+    apply` of the file would turn off. Rules of one action that come in another order are said too: a
+    charge two of them match is recorded as decided by the first (its action is the same either way).
 
     \b
     Example:
@@ -123,16 +176,19 @@ def diff(ctx: click.Context, first: str, second: str | None) -> None:
       payfm rules diff 3 5               # from version 3 to version 5
       payfm rules show > my.rules && $EDITOR my.rules && payfm rules diff my.rules
     """
+    if first == second == "-":
+        raise ConfigError("Standard input (-) can be one side of the diff, not both. Got - and -.")
     ws = Workspace.open(ctx.obj["workspace"])
     before = _side(ws, None if second is None else first)
     after = _side(ws, first if second is None else second)
     (a_name, a_rules, a_text), (b_name, b_rules, b_text) = before, after
     d = diff_rules(a_rules, b_rules)
-    counts = [f"{len(d.added)} added", f"{len(d.removed)} removed", f"{len(d.changed)} changed"]
     out = console.print
-    if not (d.added or d.removed or d.changed):
+    if not d.differs:
         out(f"{a_name} -> {b_name}: no rule differs ({plural(d.same, 'rule')} the same).", markup=False)
         return
+    counts = [f"{len(d.added)} added", f"{len(d.removed)} removed", f"{len(d.changed)} changed"]
+    counts += [f"{len(d.renamed)} renamed"] if d.renamed else []
     out(f"{a_name} -> {b_name}: {', '.join(counts)}, {d.same} the same.", markup=False, highlight=False)
     for r in d.removed:
         out(f"- {_source(r, a_text)}", markup=False, highlight=False, style="red")
@@ -142,3 +198,17 @@ def diff(ctx: click.Context, first: str, second: str | None) -> None:
         out(f"~ {escaped(new.name)}:", markup=False, highlight=False, style="yellow")
         out(f"    - {_source(old, a_text)}", markup=False, highlight=False)
         out(f"    + {_source(new, b_text)}", markup=False, highlight=False)
+    for old, new in d.renamed:
+        said = f"~ renamed {escaped(old.name)} -> {escaped(new.name)} (the same action and condition)"
+        out(said, markup=False, highlight=False, style="yellow")
+    for action, (was, now) in d.reordered.items():
+        out(
+            f"~ order of the {action} rules: {', '.join(escaped(n) for n in now)} (was "
+            f"{', '.join(escaped(n) for n in was)}): a charge two of them match is recorded as decided by "
+            "the first",
+            markup=False,
+            highlight=False,
+            style="yellow",
+        )
+    if exit_code:
+        ctx.exit(1)
