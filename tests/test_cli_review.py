@@ -82,7 +82,7 @@ def test_an_analyst_lists_shows_and_closes_reviews(service: tuple[str, str, Scor
     closed = run(["close", "ch_3", "--as", "refunded_as_fraud", "--note", "cardholder confirmed"], url, key)
     assert closed.exit_code == 0, closed.output
     assert closed.output.strip() == (
-        "Closed ch_3 as refunded_as_fraud: fraud (label 1); recorded refunds re_review_ch_3."
+        "Closed ch_3 as refunded_as_fraud: fraud (label 1); recorded refund re_review_ch_3."
     )
     (done,) = scorer.reviews("closed")
     assert done["charge_id"] == "ch_3" and done["reason"] == "refunded_as_fraud"
@@ -134,15 +134,26 @@ def test_errors_are_one_line_naming_what_to_do(service: tuple[str, str, Scorer],
     assert down.exit_code == 1 and f"Cannot reach the decision service at http://127.0.0.1:{closed_port}" in (
         down.output
     )
-    bad_url = run(["list"], "localhost:8000", key)
+    bad_url = run(["list"], "ftp://127.0.0.1:8000", key)
     assert bad_url.exit_code == 2 and "must be the service's address, such as http://127.0.0.1:8000" in (
         bad_url.output
     )
+    assert run(["list"], url.removeprefix("http://"), key).exit_code == 0  # HOST:PORT, as replay --http takes
+    # A key pasted into the URL (PAYFM_URL=$PAYFM_API_KEY, a path, a query) is never shown.
+    for pasted in (key, f"http://{key}", f"{url}/{key}", f"{url}?k={key}"):
+        said = run(["list"], pasted, key)
+        assert said.exit_code in (1, 2) and key not in said.output and "Traceback" not in said.output, (
+            said.output
+        )
     (tmp_path / "key").write_text(key + "\n")
     from_file = CliRunner().invoke(
         cli, ["review", "--url", url, "--key-file", str(tmp_path / "key"), "list"], env={"PAYFM_API_KEY": ""}
     )
     assert from_file.exit_code == 0 and "No open reviews." in from_file.output
+    empty = run(["show", " "], url, key)
+    assert empty.exit_code == 1 and "CHARGE_ID is empty" in empty.output
+    after = CliRunner().invoke(cli, ["review", "list", "--url", url, "--key-file", str(tmp_path / "key")])
+    assert after.exit_code == 0 and "No open reviews." in after.output  # the options after the subcommand
     bad_reason = run(["close", "ch_1", "--as", "fraud"], url, key)
     assert bad_reason.exit_code == 2 and "'fraud' is not one of" in bad_reason.output
     for result in (no_key, wrong, missing, down, bad_url, bad_reason):
@@ -221,3 +232,54 @@ def test_list_keeps_one_rules_reviews(service: tuple[str, str, Scorer]) -> None:
     assert scored.exit_code == 0 and scored.output == ""  # no model served: no score, none kept
     bad = run(["list", "--min-risk", "101"], url, key)
     assert bad.exit_code == 2 and "101 is not in the range 0<=x<=100" in bad.output
+
+
+def test_show_says_who_closed_it_and_close_says_what_it_recorded(service: tuple[str, str, Scorer]) -> None:
+    """An analyst's wishes: who closed a review and its label; a fraud closure that records no refund
+    says why; a card number in --note is refused before anything is sent."""
+    url, key, scorer = service
+    scorer.score(charge(1, 90_000, card_fingerprint="fp_1"))
+    scorer.score(
+        charge(2, 90_000, card_fingerprint="fp_2", outcome="issuer_declined", decline_code="do_not_honor")
+    )
+    closed = run(["close", "ch_1", "--as", "disputed", "--note", "chargeback expected"], url, key)
+    assert (
+        closed.output.strip() == "Closed ch_1 as disputed: fraud (label 1); recorded dispute dp_review_ch_1."
+    )
+    shown = run(["show", "ch_1"], url, key)
+    assert "Review of ch_1: closed as disputed at 20" in shown.output
+    assert "by alice: fraud (label 1)" in shown.output
+    assert "disputes dp_review_ch_1: created " in shown.output and "amount 900.00 USD" in shown.output
+    assert "Reasons (the model's, largest first): none" in shown.output  # (no model served)
+    (item,) = [
+        json.loads(x) for x in run(["list", "--status", "closed", "--json"], url, key).output.splitlines()
+    ]
+    assert item["reviewer"] == "alice" and item["label"] == 1
+    declined = run(["close", "ch_2", "--as", "refunded_as_fraud"], url, key)
+    assert declined.exit_code == 0 and "; no refund recorded: the charge moved no money" in declined.output
+    carded = run(["close", "ch_2", "--as", "approved", "--note", "card 4242 4242 4242 4242 called"], url, key)
+    assert carded.exit_code == 1 and "--note holds a full card number" in carded.output
+    assert "4242 4242 4242 4242" not in carded.output and "Nothing was sent." in carded.output
+
+
+def test_a_closure_without_an_answer_says_a_retry_is_safe(service: tuple[str, str, Scorer]) -> None:
+    """A POST that was sent and never answered may have been recorded: not "cannot reach"."""
+    import socket as sockets
+
+    from payfm.cli import review as review_cli
+
+    _, key, _ = service
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()  # accepts the connection, never answers
+        port = s.getsockname()[1]
+        old = review_cli.TIMEOUT_S
+        review_cli.TIMEOUT_S = 0.5
+        try:
+            result = run(["close", "ch_1", "--as", "approved"], f"http://127.0.0.1:{port}", key)
+        finally:
+            review_cli.TIMEOUT_S = old
+    assert (
+        result.exit_code == 1 and "No answer from the decision service at http://127.0.0.1:" in result.output
+    )
+    assert "the closure may be recorded or not. Run the same command again" in " ".join(result.output.split())

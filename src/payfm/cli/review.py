@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,17 @@ from rich.text import Text
 
 from payfm.cli.render import console, plural
 from payfm.errors import ConfigError, PayfmError, shown_url
-from payfm.events.cards import redact_card_numbers
+from payfm.events.cards import contains_card_number, redact_card_numbers
 from payfm.events.text import escaped
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 REASONS = ("approved", "refunded", "refunded_as_fraud", "disputed")
+_LABELS = {1: "fraud (label 1)", 0: "genuine (label 0)", None: "no label"}
+# the outcome a closure implies, by reason, and the word for an outcome's table
+_IMPLIED = {"refunded_as_fraud": "refund", "disputed": "dispute", "refunds": "refund", "disputes": "dispute"}
 _RIGHT = ("risk", "amount")  # the list's columns aligned right
 TIMEOUT_S = 30.0
+_KEYLIKE = re.compile(r"pfm_[0-9a-f]{8}_[A-Za-z0-9_-]+")  # as `payfm serve keys create` prints one
 
 
 class ServiceError(PayfmError):
@@ -57,34 +62,54 @@ class Service:
         except urllib.error.HTTPError as e:
             raise ServiceError(self._refusal(e.code, e.read())) from None
         except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:
-            why = self._hidden(str(getattr(e, "reason", e)) or type(e).__name__)
+            reason = getattr(e, "reason", e)
+            if method == "POST" and (
+                isinstance(reason, TimeoutError) or not isinstance(e, urllib.error.URLError)
+            ):
+                # sent, and no answer (a timeout, a connection lost): it may have been recorded
+                raise ServiceError(
+                    f"No answer from the decision service at {self.where} ({self._hidden(str(reason))}): the "
+                    "closure may be recorded or not. Run the same command again: a retry with the same --as "
+                    "and --note is answered as the first."
+                ) from None
+            why = self._hidden(str(reason) or type(e).__name__)
             raise ServiceError(
-                f"Cannot reach the decision service at {shown_url(self.url)}: {why}. Is `payfm serve` "
-                "running there? Give its address with --url or PAYFM_URL."
+                f"Cannot reach the decision service at {self.where}: {why}. Is `payfm serve` running there? "
+                "Give its address with --url or PAYFM_URL."
             ) from None
         try:
             return json.loads(raw)
         except ValueError:
             raise ServiceError(
-                f"The service at {shown_url(self.url)} did not answer with JSON: is it `payfm serve`?"
+                f"The service at {self.where} did not answer with JSON: is it `payfm serve`?"
             ) from None
 
+    @property
+    def where(self) -> str:
+        """The service's address as a message shows it (no password, no API key)."""
+        return self._hidden(shown_url(self.url))
+
     def _hidden(self, text: str) -> str:
-        """``text`` as a message shows it: escaped, no card number, never the API key."""
-        return redact_card_numbers(escaped(text.replace(self.key, "<the API key>")))
+        """``text`` as a message shows it: escaped, no card number, never the API key (nor anything shaped
+        like a payfm key, ``pfm_<id>_<secret>``)."""
+        return redact_card_numbers(
+            escaped(_KEYLIKE.sub("<an API key>", text.replace(self.key, "<the API key>")))
+        )
 
     def _refusal(self, status: int, raw: bytes) -> str:
         try:
             message = str(json.loads(raw)["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            message = raw.decode("utf-8", "replace")[:200] or "(no message)"
+        except (ValueError, KeyError, TypeError):  # not the API's error: another server at that address
+            if 300 <= status < 400:
+                return (
+                    f"The service answered {status} (a redirect, not followed: give its address with --url)."
+                )
+            return (
+                f"The service at {self.where} answered {status}, not as `payfm serve` does: is --url right?"
+            )
         message = self._hidden(message)
         if status == 401:
             return f"The service refused the API key (401): {message} Set PAYFM_API_KEY or --key-file."
-        if 300 <= status < 400:
-            return (
-                f"The service answered {status} (a redirect, not followed: give its own address with --url)."
-            )
         return f"The service answered {status}: {message}"
 
 
@@ -101,9 +126,12 @@ def _opener() -> Any:
     return urllib.request.build_opener(NoRedirect)
 
 
-def _url(value: str) -> str:
+def _url(value: str, key: str) -> str:
     """``value`` if it is a service's address (http or https, a host, a port if any, no user, query or
-    fragment); a usage error naming --url otherwise."""
+    fragment; HOST:PORT alone means http://, as `payfm replay --http` takes it); a usage error naming --url
+    otherwise, which never shows ``key`` (a key pasted into PAYFM_URL)."""
+    if "://" not in value and value.strip():
+        value = f"http://{value}"
     try:
         parts = urlsplit(value)
         port_ok = parts.port is None or parts.port > 0
@@ -118,11 +146,14 @@ def _url(value: str) -> str:
         and not (parts.query or parts.fragment)
         and value.isprintable()
         and " " not in value
+        and key not in value
+        and not _KEYLIKE.search(value)
     )
     if not fine:
+        said = _KEYLIKE.sub("<an API key>", shown_url(value).replace(key, "<the API key>"))
         raise click.BadParameter(
-            f"must be the service's address, such as {DEFAULT_URL} (no user, query or space). Got "
-            f"{shown_url(value)!r}.",
+            f"must be the service's address, such as {DEFAULT_URL} (no user, query, space or key). Got "
+            f"{said!r}.",
             param_hint="--url",
         )
     return value
@@ -167,6 +198,16 @@ def _arg(value: str, name: str) -> str:
     return value
 
 
+def _charge_id(value: str) -> str:
+    """CHARGE_ID as given, without the spaces a copy and paste adds (no charge id starts or ends with one)."""
+    cid = _arg(value, "CHARGE_ID").strip()
+    if not cid:
+        raise ConfigError(
+            "CHARGE_ID is empty: give the charge id of a review (`payfm review list` shows them)."
+        )
+    return cid
+
+
 @click.group()
 @click.option(
     "--url",
@@ -197,11 +238,37 @@ def review(ctx: click.Context, url: str, key_file: str | None) -> None:
       payfm review close ch_123 --as refunded_as_fraud --note "cardholder confirmed"
       payfm review list --status closed --json        # what was closed, as JSON
     """
-    ctx.obj = {**(ctx.obj or {}), "review_url": _url(url), "key_file": key_file}
+    ctx.obj = {**(ctx.obj or {}), "review_url": url, "key_file": key_file}  # (checked with the key, below)
 
 
 def _service(ctx: click.Context) -> Service:
-    return Service(ctx.obj["review_url"], _key(ctx.obj["key_file"]))
+    key = _key(ctx.obj["key_file"])
+    return Service(_url(ctx.obj["review_url"], key), key)
+
+
+def _connection(f: Any) -> Any:
+    """--url and --key-file after the subcommand too (`payfm review list --key-file bob.key`)."""
+
+    def keep(name: str) -> Any:
+        def callback(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+            if value is not None:
+                ctx.obj[name] = value
+
+        return callback
+
+    f = click.option(
+        "--key-file",
+        type=click.Path(dir_okay=False),
+        expose_value=False,
+        callback=keep("key_file"),
+        help="A file holding your API key (as before the subcommand).",
+    )(f)
+    return click.option(
+        "--url",
+        expose_value=False,
+        callback=keep("review_url"),
+        help="The decision service (as before the subcommand).",
+    )(f)
 
 
 def _money(charge: Mapping[str, Any]) -> str:
@@ -242,6 +309,7 @@ def _text(value: object) -> str:
 
 
 @review.command("list")
+@_connection
 @click.option(
     "--status",
     type=click.Choice(["open", "closed", "all"]),
@@ -350,6 +418,7 @@ def review_list(
 
 
 @review.command("show")
+@_connection
 @click.argument("charge_id")
 @click.option("--json", "as_json", is_flag=True, help="The review as the API gives it.")
 @click.pass_context
@@ -364,13 +433,15 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
       payfm review show ch_123
     """
     service = _service(ctx)
-    path = f"/v1/reviews/{quote(_arg(charge_id, 'CHARGE_ID'), safe='')}"
+    path = f"/v1/reviews/{quote(_charge_id(charge_id), safe='')}"
     item = _review(service, service.request("GET", path))
     if as_json:
         click.echo(json.dumps(item, ensure_ascii=False, indent=2))
         return
     out = console.print
-    closed = f"closed as {_text(item.get('reason'))} at {_text(item.get('closed_at'))}"
+    by = f" by {_text(item['reviewer'])}" if item.get("reviewer") else ""
+    label = _LABELS.get(item.get("label"), "-")
+    closed = f"closed as {_text(item.get('reason'))} at {_text(item.get('closed_at'))}{by}: {label}"
     state = "open" if item["status"] == "open" else closed
     out(f"Review of {_text(item['charge_id'])}: {state}", highlight=False, markup=False)
     out(
@@ -395,21 +466,24 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
                 highlight=False,
                 markup=False,
             )
-    out("Reasons (the model's, largest first):", highlight=False)
-    for r in _dicts(item.get("reasons")):
+    reasons = _dicts(item.get("reasons"))
+    out("Reasons (the model's, largest first):" + ("" if reasons else " none"), highlight=False)
+    for r in reasons:
         out(f"  {_text(r.get('text') or r.get('feature'))}", highlight=False, markup=False)
     outcomes = _dicts(item.get("outcomes"))
     out("Outcomes:" + ("" if outcomes else " none so far"), highlight=False)
     for o in outcomes:
+        paid = _money(o) if isinstance(o.get("amount"), int) else None
         said = ", ".join(
-            f"{_text(k)} {_text(v)}"
+            f"{_text(k)} {paid if k == 'amount' and paid else _text(v)}"
             for k, v in o.items()
-            if k not in ("table", "id", "imported") and v is not None
+            if k not in ("table", "id", "imported", "currency" if paid else "") and v is not None
         ) + (" (imported: in the event log, not sent to the service)" if o.get("imported") else "")
         out(f"  {_text(o.get('table'))} {_text(o.get('id'))}: {said}", highlight=False, markup=False)
 
 
 @review.command("close")
+@_connection
 @click.argument("charge_id")
 @click.option("--as", "reason", type=click.Choice(REASONS), required=True, help="What you found.")
 @click.option("--note", default=None, help="Why, for the record (at most 2,000 characters; no card numbers).")
@@ -426,19 +500,32 @@ def review_close(ctx: click.Context, charge_id: str, reason: str, note: str | No
     Example:
       payfm review close ch_123 --as approved --note "known customer, new phone"
     """
-    body = {"reason": reason, "note": None if note is None else _arg(note, "--note")}
+    if note is not None and contains_card_number(
+        _arg(note, "--note")
+    ):  # refused by the service too: not sent
+        raise ConfigError(
+            "--note holds a full card number: remove it (the last 4 digits are fine). Nothing was sent."
+        )
+    body = {"reason": reason, "note": note}
     service = _service(ctx)
-    path = f"/v1/reviews/{quote(_arg(charge_id, 'CHARGE_ID'), safe='')}/close"
+    path = f"/v1/reviews/{quote(_charge_id(charge_id), safe='')}/close"
     answer = service.request("POST", path, body)
     if not isinstance(answer, dict) or not isinstance(answer.get("charge_id"), str):
         raise ServiceError(_not_the_api(service, "a closed review"))
-    label = {1: "fraud (label 1)", 0: "genuine (label 0)", None: "no label"}.get(answer.get("label"), "-")
+    label = _LABELS.get(answer.get("label"), "-")
     said = f"Closed {_text(answer['charge_id'])} as {reason}: {label}"
     outcome = answer.get("outcome")
+    implied = _IMPLIED.get(reason)
     if isinstance(outcome, dict):
-        said += f"; recorded {_text(outcome.get('table'))} {_text(outcome.get('id'))}"
+        kind = _IMPLIED.get(str(outcome.get("table")), str(outcome.get("table")))
+        said += f"; recorded {_text(kind)} {_text(outcome.get('id'))}"
         if outcome.get("pending"):
             said += " (pending: the service records it as soon as the charge is free)"
+    elif implied is not None:  # (documented: docs/serving.md, "Review closures are labels")
+        said += (
+            f"; no {implied} recorded: the charge moved no money (declined or blocked), or has a fraudulent "
+            f"{implied} already"
+        )
     if answer.get("duplicate"):
         said += " (it was closed so already: nothing new recorded)"
     console.print(said + ".", highlight=False, markup=False)

@@ -535,11 +535,16 @@ class Guard:
                 await _payfm_error(e)(scope, receive, send)
                 return None
         if body and contains_card_number(body.decode("utf-8", "replace")):
+            # (a charge identifies its card otherwise; a note or an id names a card by its last 4 digits)
+            instead = (
+                "send card_fingerprint, card_bin and card_last4" if scope["path"] == SCORE_PATH else None
+            )
+            instead = instead or "the last 4 digits name a card"
             await _error(
                 422,
                 "InvalidInput",
-                "The request holds a full card number, which payfm never accepts "
-                "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
+                f"The request holds a full card number, which payfm never accepts ({instead}). The value is "
+                "not shown.",
             )(scope, receive, send)
             return key
         content_type = headers.get(b"content-type", b"").decode("latin-1") or None

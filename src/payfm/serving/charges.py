@@ -176,9 +176,10 @@ def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
                     field=shown(name),
                 ) from None
         if isinstance(v, str) and len(v) >= 13 and contains_card_number(v):
+            instead = "send card_fingerprint, card_bin and card_last4" if who == "charge" else None
             raise InvalidInput(
                 f"Field '{shown(name)}' of the {who} holds a full card number, which payfm never accepts "
-                "(send card_fingerprint, card_bin and card_last4). The value is not shown.",
+                f"({instead or 'the last 4 digits name a card'}). The value is not shown.",
                 field=shown(name),
             )
         if (

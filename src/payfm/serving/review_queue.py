@@ -78,7 +78,8 @@ def _with_outcomes(
     """``items`` with the disputes, early fraud warnings and refunds of each charge (``outcomes``: a review
     the network has decided already, a fraudulent dispute, need not be worked blind): those the service has
     taken, then, with ``ws``, those only its event log holds (an import of the processor's export; marked
-    ``imported``); and without the charge's ``scenario`` (a synthetic world's ground truth, sent by a replay:
+    ``imported``); the ``reviewer`` who closed it (the API key's name; None while open); and without the
+    charge's ``scenario`` (a synthetic world's ground truth, sent by a replay:
     the answer) or the service's own microsecond times (``created_us``: the charge's fields as the API takes
     them)."""
     for item in items:
@@ -87,11 +88,14 @@ def _with_outcomes(
             for key in [k for k in item["charge"] if k.endswith("_us")]:  # the service's own (created_us)
                 del item["charge"][key]
         cid = str(item["charge_id"])
+        logged = log.outcomes_of(cid)
         taken = [
             {"table": kind, **{k: payload[k] for k in _SHOWN if k in payload}}
-            for kind, payload in log.outcomes_of(cid)
+            for kind, payload in logged
             if kind in OUTCOME_TABLES
         ]
+        # who closed it: the API key's name, in the closure's logged event (None while open)
+        item["reviewer"] = next((p.get("reviewer") for kind, p in logged if kind == "reviews"), None)
         item["outcomes"] = taken + (
             _imported(ws, cid, {(o["table"], o.get("id")) for o in taken}) if ws else []
         )
