@@ -283,3 +283,19 @@ def test_a_closure_without_an_answer_says_a_retry_is_safe(service: tuple[str, st
         result.exit_code == 1 and "No answer from the decision service at http://127.0.0.1:" in result.output
     )
     assert "the closure may be recorded or not. Run the same command again" in " ".join(result.output.split())
+
+
+def test_a_narrow_terminal_leaves_columns_out_whole_and_says_so(
+    service: tuple[str, str, Scorer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rich squeezed the columns that did not fit, down to an amount of "1,50" (an analyst's session)."""
+    from payfm.cli.render import console
+
+    url, key, scorer = service
+    scorer.score(charge(1, 150_000, card_fingerprint="fp_1"))  # columns 6, 12, 6, 4, 4, 12, 8 and 12 wide
+    cases = ((120, ""), (70, "top reason left out"), (50, "opened (UTC), merchant, top reason left out"))
+    for width, gone in cases:
+        monkeypatch.setattr(console, "width", width)
+        out = " ".join(run(["list"], url, key).output.split())
+        assert "1,500.00 USD" in out and "ch_1" in out, (width, out)  # never cut
+        assert (not gone) == ("a narrow terminal" not in out) and gone in out, (width, out)

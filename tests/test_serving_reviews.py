@@ -468,3 +468,28 @@ def test_a_closure_logged_before_reviewers_were_kept_is_retried_by_anyone() -> N
         assert answer["duplicate"] is True and answer["label"] == 0
     with pytest.raises(Conflict, match="with another note"):
         closed_again(OldLog(), review, "approved", "x", "alice")  # type: ignore[arg-type]
+
+
+def test_the_loser_of_a_race_to_close_learns_how_it_was_closed(
+    scorer: Scorer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two reviewers closing one review at once: the second's check saw it open, its write found it closed.
+    It was told only "already closed"; now it is answered as a closure after the first is (an analyst's
+    session): how and when, or the first answer when it is the same closure retried."""
+    scorer.score(charge(1))
+    seen_open = scorer.log.get_review("ch_1")
+    first = scorer.close_review("ch_1", "approved", "known customer", reviewer="alice")
+    real = scorer.log.get_review
+
+    def stale_once() -> None:
+        calls = iter([seen_open])
+        monkeypatch.setattr(scorer.log, "get_review", lambda cid: next(calls, None) or real(cid))
+
+    stale_once()
+    with pytest.raises(Conflict, match=r"is already closed: as 'approved' at 20"):
+        scorer.close_review("ch_1", "disputed", "fraud", reviewer="bob")
+    stale_once()
+    assert scorer.close_review("ch_1", "approved", "known customer", reviewer="alice") == {
+        **first,
+        "duplicate": True,
+    }

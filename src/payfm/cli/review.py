@@ -31,6 +31,7 @@ _LABELS = {1: "fraud (label 1)", 0: "genuine (label 0)", None: "no label"}
 # the outcome a closure implies, by reason, and the word for an outcome's table
 _IMPLIED = {"refunded_as_fraud": "refund", "disputed": "dispute", "refunds": "refund", "disputes": "dispute"}
 _RIGHT = ("risk", "amount")  # the list's columns aligned right
+_DROPPED_FIRST = ("top reason", "merchant", "opened (UTC)", "rule", "risk")  # on a narrow terminal
 TIMEOUT_S = 30.0
 _KEYLIKE = re.compile(r"pfm_[0-9a-f]{8}_[A-Za-z0-9_-]+")  # as `payfm serve keys create` prints one
 
@@ -402,17 +403,28 @@ def review_list(
             _top_reason(item),
         )
         rows.append([_text(c) for c in cells])  # (plain text, never markup: ids may hold [ and ])
+    widths = {name: max(len(name), *(len(r[i]) for r in rows)) for i, name in enumerate(names)}
+    # Every column whole, one line per review; on a narrow terminal, columns are left out whole (said below)
+    # rather than cut: rich would squeeze them, down to an amount of "1,50".
+    columns = list(names)
+    while len(columns) > 3 and sum(widths[n] if n != names[-1] else 12 for n in columns) + 2 * (
+        len(columns) - 1
+    ) > (console.width):
+        columns.remove(next(n for n in _DROPPED_FIRST if n in columns))
     table = Table(box=None, header_style="bold", pad_edge=False)
-    widths = [max(len(name), *(len(r[i]) for r in rows)) for i, name in enumerate(names)]
-    for name, width in zip(names[:-1], widths, strict=False):  # each whole, one line per review
-        table.add_column(name, no_wrap=True, min_width=width, justify="right" if name in _RIGHT else "left")
-    # The top reason gets what the terminal leaves, cut (`show` gives every reason in full): a column that
-    # does not fit would make rich squeeze the others to nothing.
-    left = console.width - sum(widths[:-1]) - 2 * (len(names) - 1)
-    table.add_column(names[-1], no_wrap=True, overflow="ellipsis", max_width=max(12, left))
+    for name in columns:
+        if name == names[-1]:  # the top reason gets what the terminal leaves, cut (`show` gives it whole)
+            left = console.width - sum(widths[n] for n in columns if n != name) - 2 * (len(columns) - 1)
+            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(12, left))
+        else:
+            right = name in _RIGHT
+            table.add_column(name, no_wrap=True, min_width=widths[name], justify="right" if right else "left")
     for row in rows:
-        table.add_row(*(Text(c) for c in row))
+        table.add_row(*(Text(c) for i, c in enumerate(row) if names[i] in columns))
     console.print(table)
+    if len(columns) < len(names):
+        gone = ", ".join(n for n in names if n not in columns)
+        console.print(f"(a narrow terminal: {gone} left out; `show` or --json give them)", highlight=False)
     more = "" if every or not page.get("has_more") else "; more: --all, or --limit up to 500"
     console.print(f"{plural(len(items), 'review')} ({status}){more}.", highlight=False)
 

@@ -126,9 +126,8 @@ class FeedbackMixin(MoneyClaimsMixin):
         starting_after: str | None = None,
         **which: Any,
     ) -> list[dict[str, Any]]:
-        """The review queue (``status`` open or closed, else both), oldest first: a page from ``offset``,
-        or after the review of the charge ``starting_after`` (the last one of the page before); ``which``:
-        ``rule``, ``min_risk_score`` (:func:`~payfm.serving.review_queue.review_page`)."""
+        """The review queue (``status`` open, closed, else both), oldest first, from ``offset`` or after
+        the review of ``starting_after``; ``which``: ``rule``, ``min_risk_score`` (:func:`review_page`)."""
         return review_page(self.log, status, limit, offset, starting_after, ws=self.ws, **which)
 
     def review(self, charge_id: str) -> dict[str, Any]:
@@ -181,7 +180,12 @@ class FeedbackMixin(MoneyClaimsMixin):
             self._seq += 1
             seq = self._seq
         stored = {**event, "id": charge_id, "created_us": created_us}
-        self.log.write(ReviewClose(charge_id, reason, note or None, now.isoformat(), seq, created_us, stored))
+        try:
+            self.log.write(
+                ReviewClose(charge_id, reason, note or None, now.isoformat(), seq, created_us, stored)
+            )
+        except Conflict:  # closed by another request meanwhile: answered as a closure after it is
+            return closed_again(self.log, self.log.get_review(charge_id) or review, reason, note, reviewer)
         implied = self._close_review_events(event)
         return {
             "charge_id": charge_id,
