@@ -7,6 +7,10 @@ window is the log's first ``--split`` share of days, the current one the rest.
 
     .venv/bin/python bench/bench_drift.py                                   # ./payfm-workspace
     .venv/bin/python bench/bench_drift.py --workspace ws --max-rows 100000,500000,2000000
+    .venv/bin/python bench/bench_drift.py --fm payfm-workspace/fm/early   # + a foundation model's outputs
+
+``--fm`` compares the checkpoint's embedding and surprise too, each dimension as a feature, on at most
+``--fm-max-rows`` charges of each window (the drift of a model trained with ``payfm train --fm``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ def main() -> None:
     ap.add_argument("--workspace", default="payfm-workspace")
     ap.add_argument("--split", type=float, default=0.6, help="share of the log's time in the reference")
     ap.add_argument("--max-rows", default="500000", help="rows compared per window at most, comma-separated")
+    ap.add_argument(
+        "--fm", help="a foundation-model checkpoint whose embedding and surprise are compared too"
+    )
+    ap.add_argument("--fm-max-rows", type=int, default=20_000, help="charges of a window embedded at most")
     args = ap.parse_args()
     print(describe())
     ws = Workspace.open(args.workspace)
@@ -40,12 +48,15 @@ def main() -> None:
     cut = lo + (hi - lo) * args.split
     for max_rows in (int(m) for m in args.max_rows.split(",")):
         t0 = time.perf_counter()
-        report = window_drift(ws, fs, (None, cut), (cut, None), max_rows=max_rows)
+        fm = (args.fm, ("embedding", "surprise")) if args.fm else None
+        report = window_drift(
+            ws, fs, (None, cut), (cut, None), max_rows=max_rows, fm=fm, fm_max_rows=args.fm_max_rows
+        )
         dt = time.perf_counter() - t0
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         print(
-            f"{len(fs.names)} features, {report.reference_rows:,} + {report.current_rows:,} charges, at most "
-            f"{max_rows:,} per window{' (sampled)' if report.sampled else ''}: {dt:.1f} s, peak RSS "
+            f"{len(report.features)} features, {report.reference_rows:,} + {report.current_rows:,} charges, "
+            f"at most {max_rows:,} per window{' (sampled)' if report.sampled else ''}: {dt:.1f} s, peak RSS "
             f"{rss:.2f} GB; {report.summary(top=1)}"
         )
 

@@ -281,7 +281,7 @@ def drift(
 
     \b
     Examples, on the default world of make demo:
-      payfm features drift --model fraud-gbdt                 # its training window vs its test period
+      payfm features drift --model fraud-gbdt                 # its training window vs its test period on
       payfm features drift --from 2026-04-01 --reference-from 2026-02-01 --reference-to 2026-03-01
     """
     from payfm.evaluation.drift import window_drift
