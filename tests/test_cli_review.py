@@ -111,7 +111,9 @@ def test_every_page_with_all_and_a_hint_without(service: tuple[str, str, Scorer]
     for i in range(1, 8):
         scorer.score(charge(i, 90_000 + i, card_fingerprint=f"fp_{i}"))
     first = run(["list", "--limit", "3"], url, key)
-    assert first.exit_code == 0 and "3 reviews (open); more: --all, or --limit up to 500." in first.output
+    assert (
+        first.exit_code == 0 and "3 reviews of 7 (open); more: --all, or --limit up to 500." in first.output
+    )
     every = run(["list", "--limit", "3", "--all", "--json"], url, key)
     assert [json.loads(x)["charge_id"] for x in every.output.splitlines()] == [f"ch_{i}" for i in range(1, 8)]
 

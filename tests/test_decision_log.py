@@ -385,6 +385,9 @@ def test_the_review_queue_keeps_one_rules_reviews_and_the_riskiest_paging_after_
             assert every(limit, min_risk_score=60) == ["ch_3", "ch_4", "ch_5", "ch_7"]  # (no score: not kept)
             assert every(limit, rule="new_card", min_risk_score=55) == ["ch_2", "ch_4"]
             assert every(limit, rule="nobody") == []
+        # the queue's length with those filters (GET /v1/reviews' total)
+        assert log.review_count("open", rule="big") == 4 and log.review_count(None, min_risk_score=60) == 4
+        assert log.review_count("closed") == 0 and log.review_count() == 8
     finally:
         if backend == "sqlite":
             log.close()

@@ -426,7 +426,9 @@ def review_list(
         gone = ", ".join(n for n in names if n not in columns)
         console.print(f"(a narrow terminal: {gone} left out; `show` or --json give them)", highlight=False)
     more = "" if every or not page.get("has_more") else "; more: --all, or --limit up to 500"
-    console.print(f"{plural(len(items), 'review')} ({status}){more}.", highlight=False)
+    total = page.get("total")  # (the queue's length with these filters; a service before it: none)
+    of = f" of {total:,}" if isinstance(total, int) and total != len(items) else ""
+    console.print(f"{plural(len(items), 'review')}{of} ({status}){more}.", highlight=False)
 
 
 @review.command("show")

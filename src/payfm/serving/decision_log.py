@@ -608,15 +608,7 @@ class DecisionLog(ABC):
         worked skips none; two servers may give two reviews one seq); ``charge_id``: that charge's only;
         ``rule``, ``min_risk_score``: those the rule sent, those scored at least that. Each comes with its
         charge's fields and its decision's reasons (``charge``, ``reasons``)."""
-        conditions: list[str] = ["r.status = ?"] if status else []
-        args: list[Any] = [status] if status else []
-        for column, value in (("r.charge_id = ?", charge_id), ("r.rule = ?", rule)):
-            if value is not None:
-                conditions.append(column)
-                args.append(value)
-        if min_risk_score is not None:
-            conditions.append("r.risk_score >= ?")
-            args.append(min_risk_score)
+        conditions, args = self._review_filter(status, charge_id, rule, min_risk_score)
         if after is not None:  # (the comparison and the order by one collation: the database's)
             conditions.append("(r.seq > ? OR (r.seq = ? AND r.charge_id > ?))")
             args += [after[0], after[0], after[1]]
@@ -637,6 +629,30 @@ class DecisionLog(ABC):
             item["reasons"] = decided.get("reasons", [])
             out.append(item)
         return out
+
+    @staticmethod
+    def _review_filter(
+        status: str | None, charge_id: str | None, rule: str | None, min_risk_score: int | None
+    ) -> tuple[list[str], list[Any]]:
+        """The conditions (on ``reviews r``) and arguments that keep the reviews :meth:`reviews` pages."""
+        conditions: list[str] = ["r.status = ?"] if status else []  # (None or "": both)
+        args: list[Any] = [status] if status else []
+        for column, value in (("r.charge_id = ?", charge_id), ("r.rule = ?", rule)):
+            if value is not None:
+                conditions.append(column)
+                args.append(value)
+        if min_risk_score is not None:
+            conditions.append("r.risk_score >= ?")
+            args.append(min_risk_score)
+        return conditions, args
+
+    def review_count(
+        self, status: str | None = None, *, rule: str | None = None, min_risk_score: int | None = None
+    ) -> int:
+        """How many reviews :meth:`reviews` pages through with these filters (the queue's length)."""
+        conditions, args = self._review_filter(status, None, rule, min_risk_score)
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        return int(self._fetch(f"SELECT count(*) FROM reviews r {where}", args)[0][0])
 
     def review_seq(self, charge_id: str) -> int | None:
         """The ``seq`` of ``charge_id``'s review (where a page that starts after it starts), None without."""

@@ -50,6 +50,9 @@ def add_review_routes(
         has_more = len(rows) > limit
         return {
             "data": rows[:limit],
+            "total": scorer.log.review_count(
+                None if status == "all" else status, rule=rule, min_risk_score=min_risk_score
+            ),
             "has_more": has_more,
             # the next page's starting_after (or offset, when paging by offset); null on the last page
             "next_starting_after": rows[limit - 1]["charge_id"] if has_more else None,
