@@ -155,3 +155,21 @@ def test_cli_says_renames_orders_and_drafts_that_do_not_compile(ws: Workspace, t
     assert same.exit_code == 0 and "no rule differs" in same.output
     both = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "diff", "-", "-"], input=ACTIVE)
     assert both.exit_code == 1 and "Standard input (-) can be one side of the diff, not both." in both.output
+
+
+def test_an_unnamed_rules_new_line_name_is_said_and_errors_exit_2_with_exit_code(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """A review's rule and a decision's are recorded by name: an unnamed rule moved a line is the same rule
+    under another name (`review list --rule block_line_2` misses it from then on): said, and a difference
+    for --exit-code. An error is 2 with --exit-code (1 would read as a difference)."""
+    shifted = tmp_path / "shifted.rules"
+    shifted.write_text("# a comment line more\n" + ACTIVE)
+    result = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "rules", "diff", str(shifted), "--exit-code"], env={"COLUMNS": "200"}
+    )
+    out = " ".join(result.output.split())
+    assert result.exit_code == 1 and "0 added, 0 removed, 0 changed, 3 the same." in out
+    assert "~ unnamed rules named by their new line: block_line_2 -> block_line_3" in out
+    missing = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "diff", "9", "--exit-code"])
+    assert missing.exit_code == 2 and "Ruleset version 9 does not exist" in missing.output

@@ -145,6 +145,9 @@ def test_one_review_is_read_by_its_charge_id_as_the_queue_shows_it(
         r = c.get(f"/v1/reviews/{missing}", headers=h)
         assert r.status_code == 404 and r.json()["error"]["message"] == f"No review for charge '{missing}'."
     assert c.get("/v1/reviews/ch_1").status_code == 401
+    # A filter no review can match (a NUL, which PostgreSQL refuses in a text): an empty page, not a 500.
+    nul = c.get("/v1/reviews?rule=a%00b", headers=h)
+    assert nul.status_code == 200 and nul.json()["total"] == 0 and nul.json()["data"] == []
     # A trailing slash is the queue, as before the route of one review took the paths under it.
     slash = c.get("/v1/reviews/?status=closed", headers=h, follow_redirects=False)
     assert slash.status_code == 307 and slash.headers["location"] == "/v1/reviews?status=closed"

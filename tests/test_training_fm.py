@@ -123,6 +123,7 @@ def test_train_on_fm_inputs_registers_with_the_checkpoint_and_serves(ws: Workspa
     assert not report.sampled
     few = window_drift(ws, FS, trained, (lo, None), fm=(early, OUTPUTS), fm_max_rows=50)
     assert few.sampled and {d.feature for d in few.features} == {*FS.names, *names}
+    assert "(the foundation model's outputs on at most 50 of each, evenly spaced)" in few.rows_text()
     # A window the checkpoint was pretrained on is refused: its outputs would carry what is measured.
     with pytest.raises(ConfigError, match=r"pretrained on charges up to 2026-01-0.*the window starts at"):
         score_window(ws, mv.ref, lo - timedelta(days=20), hi)

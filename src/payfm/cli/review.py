@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 import click
 from rich.table import Table
@@ -147,11 +147,11 @@ def _url(value: str, key: str) -> str:
         and not (parts.query or parts.fragment)
         and value.isprintable()
         and " " not in value
-        and key not in value
-        and not _KEYLIKE.search(value)
+        and key not in unquote(value)
+        and not _KEYLIKE.search(unquote(value))
     )
     if not fine:
-        said = _KEYLIKE.sub("<an API key>", shown_url(value).replace(key, "<the API key>"))
+        said = _KEYLIKE.sub("<an API key>", shown_url(unquote(value)).replace(key, "<the API key>"))
         raise click.BadParameter(
             f"must be the service's address, such as {DEFAULT_URL} (no user, query, space or key). Got "
             f"{said!r}.",
@@ -276,7 +276,7 @@ def _money(charge: Mapping[str, Any]) -> str:
     amount, currency = charge.get("amount"), str(charge.get("currency") or "")
     if not isinstance(amount, int):
         return "-"
-    return f"{amount / 100:,.2f} {currency.upper()}"
+    return f"{amount / 100:,.2f} {_text(currency.upper())}"
 
 
 def _top_reason(item: Mapping[str, Any]) -> str:
@@ -407,21 +407,29 @@ def review_list(
     # Every column whole, one line per review; on a narrow terminal, columns are left out whole (said below)
     # rather than cut: rich would squeeze them, down to an amount of "1,50".
     columns = list(names)
-    while len(columns) > 3 and sum(widths[n] if n != names[-1] else 12 for n in columns) + 2 * (
-        len(columns) - 1
-    ) > (console.width):
+
+    def width(cols: list[str]) -> int:
+        return sum(widths[n] if n != names[-1] else 12 for n in cols) + 2 * (len(cols) - 1)
+
+    while len(columns) > 3 and width(columns) > console.width:
         columns.remove(next(n for n in _DROPPED_FIRST if n in columns))
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for name in columns:
-        if name == names[-1]:  # the top reason gets what the terminal leaves, cut (`show` gives it whole)
-            left = console.width - sum(widths[n] for n in columns if n != name) - 2 * (len(columns) - 1)
-            table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(12, left))
-        else:
-            right = name in _RIGHT
-            table.add_column(name, no_wrap=True, min_width=widths[name], justify="right" if right else "left")
-    for row in rows:
-        table.add_row(*(Text(c) for i, c in enumerate(row) if names[i] in columns))
-    console.print(table)
+    if width(columns) > console.width:  # not even charge, status and amount: a line each, wrapped whole
+        for row in rows:
+            console.print(Text("  ".join(row[names.index(n)] for n in columns)), soft_wrap=True)
+    else:
+        table = Table(box=None, header_style="bold", pad_edge=False)
+        for name in columns:
+            if name == names[-1]:  # the top reason gets what the terminal leaves, cut (`show` gives it whole)
+                left = console.width - sum(widths[n] for n in columns if n != name) - 2 * (len(columns) - 1)
+                table.add_column(name, no_wrap=True, overflow="ellipsis", max_width=max(12, left))
+            else:
+                right = name in _RIGHT
+                table.add_column(
+                    name, no_wrap=True, min_width=widths[name], justify="right" if right else "left"
+                )
+        for row in rows:
+            table.add_row(*(Text(c) for i, c in enumerate(row) if names[i] in columns))
+        console.print(table)
     if len(columns) < len(names):
         gone = ", ".join(n for n in names if n not in columns)
         console.print(f"(a narrow terminal: {gone} left out; `show` or --json give them)", highlight=False)
@@ -454,7 +462,7 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
         return
     out = console.print
     by = f" by {_text(item['reviewer'])}" if item.get("reviewer") else ""
-    label = _LABELS.get(item.get("label"), "-")
+    label = _LABELS.get(item["label"], "-") if isinstance(item.get("label"), int | None) else "-"
     closed = f"closed as {_text(item.get('reason'))} at {_text(item.get('closed_at'))}{by}: {label}"
     state = "open" if item["status"] == "open" else closed
     out(f"Review of {_text(item['charge_id'])}: {state}", highlight=False, markup=False)
@@ -526,7 +534,7 @@ def review_close(ctx: click.Context, charge_id: str, reason: str, note: str | No
     answer = service.request("POST", path, body)
     if not isinstance(answer, dict) or not isinstance(answer.get("charge_id"), str):
         raise ServiceError(_not_the_api(service, "a closed review"))
-    label = _LABELS.get(answer.get("label"), "-")
+    label = _LABELS.get(answer["label"], "-") if isinstance(answer.get("label"), int | None) else "-"
     said = f"Closed {_text(answer['charge_id'])} as {reason}: {label}"
     outcome = answer.get("outcome")
     implied = _IMPLIED.get(reason)
@@ -537,8 +545,8 @@ def review_close(ctx: click.Context, charge_id: str, reason: str, note: str | No
             said += " (pending: the service records it as soon as the charge is free)"
     elif implied is not None:  # (documented: docs/serving.md, "Review closures are labels")
         said += (
-            f"; no {implied} recorded: the charge moved no money (declined or blocked), or has a fraudulent "
-            f"{implied} already"
+            f"; no {implied} in this answer: the charge moved no money (declined or blocked), has a "
+            f"fraudulent {implied} already, or the first closure's is still being recorded"
         )
     if answer.get("duplicate"):
         said += " (it was closed so already: nothing new recorded)"

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import click
 
-from payfm.cli.render import console, plural
+from payfm.cli.render import console, err_console, plural
 from payfm.cli.rules_report import warn
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, PayfmError
 from payfm.events.cards import shown_text
 from payfm.events.text import escaped
 from payfm.events.workspace import Workspace
@@ -56,13 +56,15 @@ class RulesDiff:
     changed: list[tuple[ast.Rule, ast.Rule]]
     same: int
     renamed: list[tuple[ast.Rule, ast.Rule]] = field(default_factory=list)
-    reordered: dict[str, tuple[list[str], list[str]]] = field(
-        default_factory=dict
-    )  # action -> (before, after)
+    # action -> (names before, names after)
+    reordered: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict)
+    # unnamed rules whose line, so whose name (``review_line_9``), moved: decisions and reviews record it
+    relined: list[tuple[ast.Rule, ast.Rule]] = field(default_factory=list)
 
     @property
     def differs(self) -> bool:
-        return bool(self.added or self.removed or self.changed or self.renamed or self.reordered)
+        moved = self.renamed or self.reordered or self.relined
+        return bool(self.added or self.removed or self.changed or moved)
 
 
 def _meaning(rule: ast.Rule) -> object:
@@ -99,6 +101,7 @@ def diff_rules(before: Sequence[ast.Rule], after: Sequence[ast.Rule]) -> RulesDi
         was, now = [k for k in old if k in shared], [k for k in new if k in shared]
         if was != now:
             reordered[action] = ([old[k].name for k in was], [new[k].name for k in now])
+    relined = [(old[k], new[k]) for k in common if old[k].name != new[k].name]
     return RulesDiff(
         added=added,
         removed=removed,
@@ -106,6 +109,7 @@ def diff_rules(before: Sequence[ast.Rule], after: Sequence[ast.Rule]) -> RulesDi
         same=len(common) - len(changed),
         renamed=renamed,
         reordered=reordered,
+        relined=relined,
     )
 
 
@@ -157,7 +161,7 @@ def _source(rule: ast.Rule, text: str) -> str:
 @click.option(
     "--exit-code",
     is_flag=True,
-    help="Exit 1 when the rulesets differ (as `git diff --exit-code`), 0 when not.",
+    help="Exit 1 when the rulesets differ, 0 when not, 2 on an error (as diff(1)).",
 )
 @click.pass_context
 def diff(ctx: click.Context, first: str, second: str | None, exit_code: bool) -> None:
@@ -176,11 +180,17 @@ def diff(ctx: click.Context, first: str, second: str | None, exit_code: bool) ->
       payfm rules diff 3 5               # from version 3 to version 5
       payfm rules show > my.rules && $EDITOR my.rules && payfm rules diff my.rules
     """
-    if first == second == "-":
-        raise ConfigError("Standard input (-) can be one side of the diff, not both. Got - and -.")
-    ws = Workspace.open(ctx.obj["workspace"])
-    before = _side(ws, None if second is None else first)
-    after = _side(ws, first if second is None else second)
+    try:
+        if first == second == "-":
+            raise ConfigError("Standard input (-) can be one side of the diff, not both. Got - and -.")
+        ws = Workspace.open(ctx.obj["workspace"])
+        before = _side(ws, None if second is None else first)
+        after = _side(ws, first if second is None else second)
+    except PayfmError as e:
+        if not exit_code:
+            raise
+        err_console.print(f"Error: {e}", markup=False, highlight=False)  # 2: trouble, as diff(1) says it
+        ctx.exit(2)
     (a_name, a_rules, a_text), (b_name, b_rules, b_text) = before, after
     d = diff_rules(a_rules, b_rules)
     out = console.print
@@ -206,6 +216,15 @@ def diff(ctx: click.Context, first: str, second: str | None, exit_code: bool) ->
             f"~ order of the {action} rules: {', '.join(escaped(n) for n in now)} (was "
             f"{', '.join(escaped(n) for n in was)}): a charge two of them match is recorded as decided by "
             "the first",
+            markup=False,
+            highlight=False,
+            style="yellow",
+        )
+    if d.relined:
+        moved = ", ".join(f"{escaped(a.name)} -> {escaped(b.name)}" for a, b in d.relined)
+        out(
+            f"~ unnamed rules named by their new line: {moved} (decisions and reviews record the name: "
+            "name a rule, `name: block if ...`, to keep it)",
             markup=False,
             highlight=False,
             style="yellow",

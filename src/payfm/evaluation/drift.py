@@ -169,6 +169,7 @@ class DriftReport:
     features: tuple[FeatureDrift, ...]  # largest PSI first
     against: str | None = None  # the models whose training window is the reference
     max_rows: int = MAX_ROWS  # rows of a window compared at most
+    fm_rows: int | None = None  # charges of a window whose foundation-model outputs were compared, at most
     model: str | None = None  # the model whose features are compared (payfm features drift --model)
 
     def count(self, of_level: str) -> int:
@@ -192,7 +193,11 @@ class DriftReport:
 
     def rows_text(self) -> str:
         """How many charges each window held, and whether a sample of them was compared."""
-        sample = f" (at most {self.max_rows:,} of each compared, evenly spaced)" if self.sampled else ""
+        most = max(self.reference_rows, self.current_rows)
+        parts = [f"at most {self.max_rows:,} of each compared"] if most > self.max_rows else []
+        if self.fm_rows is not None and most > self.fm_rows:
+            parts.append(f"the foundation model's outputs on at most {self.fm_rows:,} of each")
+        sample = f" ({'; '.join(parts)}, evenly spaced)" if parts else ""
         return f"{self.reference_rows:,} reference and {self.current_rows:,} current charges{sample}"
 
     def window_text(self) -> str:
@@ -212,6 +217,8 @@ class DriftReport:
             "reference_rows": self.reference_rows,
             "current_rows": self.current_rows,
             "sampled": self.sampled,
+            "max_rows": self.max_rows,
+            "fm_rows": self.fm_rows,
             "thresholds": {"moderate": MODERATE, "major": MAJOR},
             "counts": {lv: self.count(lv) for lv in LEVELS},
             "features": [d.to_json() for d in self.features],
@@ -323,6 +330,7 @@ def window_drift(
         reference_rows=counts["reference"],
         current_rows=counts["current"],
         sampled=any(p is not None for p in picks.values()) or fm_sampled,
+        fm_rows=fm_max_rows if fm is not None else None,
         features=_ranked(drifts),
         against=against,
         model=model,

@@ -652,7 +652,8 @@ class DecisionLog(ABC):
         """How many reviews :meth:`reviews` pages through with these filters (the queue's length)."""
         conditions, args = self._review_filter(status, None, rule, min_risk_score)
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
-        return int(self._fetch(f"SELECT count(*) FROM reviews r {where}", args)[0][0])
+        rows = self._fetch(f"SELECT count(*) FROM reviews r {where}", args)
+        return int(rows[0][0]) if rows else 0  # (none: an argument no review can hold, a NUL)
 
     def review_seq(self, charge_id: str) -> int | None:
         """The ``seq`` of ``charge_id``'s review (where a page that starts after it starts), None without."""

@@ -10,10 +10,12 @@ Example::
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -43,9 +45,18 @@ def matching_rows(
 ) -> list[dict[str, Any]]:
     """``columns`` of the rows of event table ``table`` whose ``key`` is ``value``; only files whose index
     (``_KEY_INDEX``) has the value's hash are read."""
-    h = hash(value)
+    return matching_rows_of(ws, table, key, [value], columns)[value]
 
-    def read(files: list[Path]) -> list[dict[str, Any]]:
+
+def matching_rows_of(
+    ws: Workspace, table: str, key: str, values: Sequence[str], columns: tuple[str, ...]
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`matching_rows` of each of ``values`` at once (a page of reviews): the table's files are listed
+    once and each file's index searched for every value in one pass, so a page costs one pass over the files,
+    not one per value."""
+    hashes = np.array([hash(v) for v in values], dtype=np.int64)
+
+    def read(files: list[Path]) -> dict[str, list[dict[str, Any]]]:
         listed = [str(f) for f in files]
         with _KEY_INDEX_LOCK:
             cache = _KEY_INDEX.setdefault((str(ws.root / table), key), {})
@@ -56,14 +67,17 @@ def matching_rows(
             index = _file_index(f, key)
             with _KEY_INDEX_LOCK:
                 cache[f] = index
-        out: list[dict[str, Any]] = []
+        out: dict[str, list[dict[str, Any]]] = {v: [] for v in values}
         for f in listed:
             found = cache.get(f)
             index = found if found is not None else _file_index(f, key)  # evicted meanwhile: read it
-            i = int(np.searchsorted(index, h))
-            if i < len(index) and index[i] == h:
+            at = np.minimum(np.searchsorted(index, hashes), max(len(index) - 1, 0))
+            hit = [v for v, i, h in zip(values, at, hashes, strict=True) if len(index) and index[i] == h]
+            if hit:
                 part = pq.ParquetFile(f).read(columns=list(dict.fromkeys((key, *columns))))
-                out.extend(part.filter(pc.equal(part[key], value)).select(list(columns)).to_pylist())
+                rows = part.filter(pc.is_in(part[key], value_set=pa.array(hit, pa.string())))
+                for row in rows.to_pylist():
+                    out[row[key]].append({c: row[c] for c in columns})
         return out
 
     return ws.retrying(table, read)

@@ -10,7 +10,7 @@ from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import REVIEW_LABELS, REVIEW_STATUSES, DecisionLog
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
-from payfm.serving.event_lookup import matching_rows
+from payfm.serving.event_lookup import matching_rows_of
 from payfm.serving.outcome_checks import OUTCOME_TABLES, implied_outcome
 
 
@@ -82,12 +82,13 @@ def _with_outcomes(
     charge's ``scenario`` (a synthetic world's ground truth, sent by a replay:
     the answer) or the service's own microsecond times (``created_us``: the charge's fields as the API takes
     them)."""
-    for item in items:
+    ids = [str(item["charge_id"]) for item in items]
+    held = _event_log_outcomes(ws, ids) if ws is not None and ids else {}
+    for item, cid in zip(items, ids, strict=True):
         if isinstance(item.get("charge"), dict):
             item["charge"].pop("scenario", None)
             for key in [k for k in item["charge"] if k.endswith("_us")]:  # the service's own (created_us)
                 del item["charge"][key]
-        cid = str(item["charge_id"])
         logged = log.outcomes_of(cid)
         taken = [
             {"table": kind, **{k: payload[k] for k in _SHOWN if k in payload}}
@@ -96,27 +97,29 @@ def _with_outcomes(
         ]
         # who closed it: the API key's name, in the closure's logged event (None while open)
         item["reviewer"] = next((p.get("reviewer") for kind, p in logged if kind == "reviews"), None)
-        item["outcomes"] = taken + (
-            _imported(ws, cid, {(o["table"], o.get("id")) for o in taken}) if ws else []
-        )
+        known = {(o["table"], o.get("id")) for o in taken}
+        imported = [o for o in held.get(cid, []) if (o["table"], o["id"]) not in known]
+        item["outcomes"] = taken + imported
     return items
 
 
-def _imported(ws: Workspace, charge_id: str, taken: set[tuple[str, Any]]) -> list[dict[str, Any]]:
-    """The outcomes of ``charge_id`` the event log holds besides ``taken`` (table, id), oldest first, as
-    :func:`_with_outcomes` shows them. Only the files that may hold the charge id are read (an index of
-    each file's key hashes, built once per process: :mod:`payfm.serving.event_lookup`)."""
-    out = []
+def _event_log_outcomes(ws: Workspace, charge_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The disputes, early fraud warnings and refunds the event log holds of each of ``charge_ids``, oldest
+    first, as :func:`_with_outcomes` shows them (marked ``imported``). One pass over each table's files for
+    the whole page, each file's index of charge-id hashes searched for every id at once
+    (:func:`payfm.serving.event_lookup.matching_rows_of`): only the files that may hold one are read."""
+    out: dict[str, list[dict[str, Any]]] = {cid: [] for cid in charge_ids}
     for table, key in OUTCOME_TABLES.items():
         columns = tuple(c for c in SCHEMAS[table].names if c != "charge_id")
-        for row in matching_rows(ws, table, "charge_id", charge_id, columns):
-            if (table, row[key]) in taken:
-                continue
-            shown_row = {k: row[k] for k in _SHOWN[1:] if k in row}
-            if isinstance(shown_row.get("created"), datetime):
-                shown_row["created"] = shown_row["created"].isoformat()
-            out.append({"table": table, "id": row[key], **shown_row, "imported": True})
-    return sorted(out, key=lambda o: str(o.get("created")))
+        for cid, rows in matching_rows_of(ws, table, "charge_id", charge_ids, columns).items():
+            for row in rows:
+                shown_row = {k: row[k] for k in _SHOWN[1:] if k in row}
+                if isinstance(shown_row.get("created"), datetime):
+                    shown_row["created"] = shown_row["created"].isoformat()
+                out[cid].append({"table": table, "id": row[key], **shown_row, "imported": True})
+    for rows in out.values():
+        rows.sort(key=lambda o: str(o.get("created")))
+    return out
 
 
 def closed_again(
