@@ -128,7 +128,8 @@ def test_a_moved_unnamed_rule_is_the_same_and_renames_and_reorders_are_said() ->
     d = diff_rules(before, after)
     assert d.changed == [] and d.added == [] and d.removed == []
     assert [(a.name, b.name) for a, b in d.renamed] == [("a", "c")]
-    assert d.same == 2 and d.reordered == {}  # (a renamed rule is not in the order's comparison)
+    # renamed and moved past b: a charge both match is now recorded as decided by b
+    assert d.same == 2 and d.reordered == {"review": (["a", "b"], ["b", "c"])}
     swapped = diff_rules(
         before, parse_rules("b: review if :amount_usd: > 20\na: review if :amount_usd: > 10")
     )

@@ -181,7 +181,7 @@ def test_a_review_shows_the_outcomes_only_the_event_log_holds_as_imported(
     ws.write_stream([("early_fraud_warnings", pa.table(efw | {"fraud_type": ["made_with_stolen_card"]}))])
     assert rows(ws, "refunds")[0]["refund_id"] == "re_api"  # appended by the service: in both logs
     one = c.get("/v1/reviews/ch_1", headers=h).json()
-    assert [(o["table"], o["id"], o.get("imported", False)) for o in one["outcomes"]] == [
+    assert [(o["table"], o["id"], o["imported"]) for o in one["outcomes"]] == [
         ("refunds", "re_api", False),
         ("early_fraud_warnings", "efw_x", True),  # the event log's own, oldest first
         ("disputes", "dp_export", True),
@@ -394,6 +394,7 @@ def test_a_queue_item_shows_the_charges_outcomes_and_hides_its_scenario(scorer: 
             "reason": "fraudulent",
             "amount": 90_000,
             "currency": "usd",
+            "imported": False,  # taken by the service (True: only the event log holds it)
         }
     ]
     assert second["outcomes"] == []

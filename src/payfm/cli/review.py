@@ -447,8 +447,9 @@ def review_list(
 def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
     """One review in full.
 
-    Its status, the charge's fields as decided, the model's reasons and the charge's outcomes
-    the service has taken (disputes, early fraud warnings, refunds).
+    Its status (a closed one: how, when, by whom, its label), the charge's fields as decided, the model's
+    reasons and the charge's disputes, early fraud warnings and refunds: those the service took, and those
+    only the event log holds (imported).
 
     \b
     Example:

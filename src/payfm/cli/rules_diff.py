@@ -96,11 +96,14 @@ def diff_rules(before: Sequence[ast.Rule], after: Sequence[ast.Rule]) -> RulesDi
             added.remove(r)
             removed.remove(twin)
     reordered: dict[str, tuple[list[str], list[str]]] = {}
+    # (old key, new key) of the rules in both, a renamed one included: its place counts as any other's
+    pairs = [(k, k) for k in common] + [(rule_key(a), rule_key(b)) for a, b in renamed]
+    at_old, at_new = {k: i for i, k in enumerate(old)}, {k: i for i, k in enumerate(new)}
     for action in dict.fromkeys(r.action for r in after):
-        shared = {k for k in common if old[k].action == new[k].action == action}
-        was, now = [k for k in old if k in shared], [k for k in new if k in shared]
+        shared = [(o, n) for o, n in pairs if old[o].action == new[n].action == action]
+        was, now = sorted(shared, key=lambda p: at_old[p[0]]), sorted(shared, key=lambda p: at_new[p[1]])
         if was != now:
-            reordered[action] = ([old[k].name for k in was], [new[k].name for k in now])
+            reordered[action] = ([old[o].name for o, _ in was], [new[n].name for _, n in now])
     relined = [(old[k], new[k]) for k in common if old[k].name != new[k].name]
     return RulesDiff(
         added=added,

@@ -91,7 +91,7 @@ def _with_outcomes(
                 del item["charge"][key]
         logged = log.outcomes_of(cid)
         taken = [
-            {"table": kind, **{k: payload[k] for k in _SHOWN if k in payload}}
+            {"table": kind, **{k: payload[k] for k in _SHOWN if k in payload}, "imported": False}
             for kind, payload in logged
             if kind in OUTCOME_TABLES
         ]
