@@ -174,3 +174,15 @@ def test_an_unnamed_rules_new_line_name_is_said_and_errors_exit_2_with_exit_code
     assert "~ unnamed rules named by their new line: block_line_2 -> block_line_3" in out
     missing = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "diff", "9", "--exit-code"])
     assert missing.exit_code == 2 and "Ruleset version 9 does not exist" in missing.output
+
+
+def test_check_warns_of_a_rule_with_the_action_and_condition_of_an_earlier_one(tmp_path: Path) -> None:
+    """The later one never decides a charge (and a diff, matching unnamed rules by what they do, counts the
+    two as one): said by `rules check`, which still passes the file."""
+    dup = tmp_path / "dup.rules"
+    dup.write_text("a: block if :amount_usd: > 5\nb: block if :amount_usd:>5\nreview if :amount_usd: > 5\n")
+    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "none"), "rules", "check", str(dup)])
+    out = " ".join(result.output.split())
+    assert result.exit_code == 0 and "OK: 3 rules" in out
+    assert "rule 'b' (line 2) has the action and condition of rule 'a' (line 1): it never decides" in out
+    assert "review_line_3" not in out  # another action: not a twin

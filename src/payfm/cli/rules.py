@@ -22,7 +22,7 @@ from rich.text import Text
 
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import console, err_console, plural
-from payfm.cli.rules_diff import diff, rule_key
+from payfm.cli.rules_diff import diff, meaning, rule_key
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
@@ -30,7 +30,7 @@ from payfm.events.text import escaped
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
-from payfm.rules import rulesets
+from payfm.rules import ast, rulesets
 from payfm.rules.backtest import BacktestReport, backtest
 from payfm.rules.catalog import SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset
@@ -112,6 +112,14 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
     console.print(f"OK: {plural(len(found), 'rule')} in {file}", markup=False, highlight=False)
     if not found:
         warn(f"{file} holds no rule: made active, it would turn every rule off (apply needs --allow-empty).")
+    first: dict[object, ast.Rule] = {}
+    for r in found:  # the same action and condition twice: the later rule never decides a charge
+        twin = first.setdefault(meaning(r), r)
+        if twin is not r:
+            warn(
+                f"{file}: rule '{shown_text(r.name)}' (line {r.line}) has the action and condition of rule "
+                f"'{shown_text(twin.name)}' (line {twin.line}): it never decides a charge. Remove one."
+            )
 
 
 def _maybe_workspace(ctx: click.Context) -> Workspace | None:

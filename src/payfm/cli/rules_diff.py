@@ -67,7 +67,7 @@ class RulesDiff:
         return bool(self.added or self.removed or self.changed or moved)
 
 
-def _meaning(rule: ast.Rule) -> object:
+def meaning(rule: ast.Rule) -> object:
     """What a rule does, whatever its name: its action and condition (:func:`canonical`)."""
     return (rule.action, canonical(rule.condition))
 
@@ -85,12 +85,12 @@ def diff_rules(before: Sequence[ast.Rule], after: Sequence[ast.Rule]) -> RulesDi
     new = {rule_key(r): r for r in after}
     common = [k for k in new if k in old]
     # A rule of one name with another action or condition (an unnamed rule is its action and condition).
-    changed = [(old[k], new[k]) for k in common if _meaning(old[k]) != _meaning(new[k])]
+    changed = [(old[k], new[k]) for k in common if meaning(old[k]) != meaning(new[k])]
     added = [r for k, r in new.items() if k not in old]
     removed = [r for k, r in old.items() if k not in new]
     renamed = []
     for r in list(added):  # a rule removed under one name and added under another, unchanged
-        twin = next((g for g in removed if _meaning(g) == _meaning(r)), None)
+        twin = next((g for g in removed if meaning(g) == meaning(r)), None)
         if twin is not None:
             renamed.append((twin, r))
             added.remove(r)
