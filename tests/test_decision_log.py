@@ -8,6 +8,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,6 +84,42 @@ def pg_log() -> Iterator[DecisionLog]:
         con.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DecisionLog]:
+    """The embedded log and the PostgreSQL one, each test run on both."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("pg_log")
+        return
+    log = SQLiteDecisionLog(tmp_path / "d.db")
+    yield log
+    log.close()
+
+
+def _open_reviews(log: DecisionLog, rows: list[tuple[str, int, str | None, int | None]]) -> None:
+    """Open reviews of (charge_id, seq, rule, risk_score), as the scorer logs them."""
+    with log._reading() as con:
+        for cid, seq, rule, score in rows:
+            con.execute(
+                log._sql(
+                    "INSERT INTO reviews (charge_id, seq, opened_at, status, rule, risk_score) "
+                    "VALUES (?, ?, ?, 'open', ?, ?)"
+                ),
+                (cid, seq, "2026-03-01T00:00:00+00:00", rule, score),
+            )
+
+
+def _every_open_review(log: DecisionLog, limit: int, **which: Any) -> list[str]:
+    """The charge ids of the open queue, paged ``limit`` at a time after each page's last review."""
+    from payfm.serving.review_queue import review_page
+
+    seen: list[str] = []
+    page = review_page(log, "open", limit, **which)
+    while page:
+        seen += [r["charge_id"] for r in page]
+        page = review_page(log, "open", limit, starting_after=seen[-1], **which)
+    return seen
+
+
 def test_a_read_after_postgresql_dropped_the_connections_reconnects(pg_log: DecisionLog) -> None:
     import psycopg
 
@@ -118,75 +155,42 @@ def _decisions(log: DecisionLog, rows: list[tuple[str, int]]) -> None:
             )
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_review_queue_pages_after_a_review_without_skipping_one_of_the_same_seq(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    any_log: DecisionLog,
 ) -> None:
     """Found by a review: the page after a review compared seq alone, so a review sharing its seq (two
     servers number from one max) was never shown."""
-    from payfm.serving.review_queue import review_page
-
-    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
-    try:
-        rows = [("ch_a", 7), ("ch_b", 7), ("ch_c", 8), ("ch_d", 8), ("ch_e", 9)]
-        with log._reading() as con:
-            for cid, seq in rows:
-                con.execute(
-                    log._sql(
-                        "INSERT INTO reviews (charge_id, seq, opened_at, status) VALUES (?, ?, ?, 'open')"
-                    ),
-                    (cid, seq, "2026-03-01T00:00:00+00:00"),
-                )
-        for limit in (1, 2, 3):
-            seen: list[str] = []
-            page = review_page(log, "open", limit)
-            while page:
-                seen += [r["charge_id"] for r in page]
-                page = review_page(log, "open", limit, starting_after=seen[-1])
-            assert seen == ["ch_a", "ch_b", "ch_c", "ch_d", "ch_e"], limit
-    finally:
-        if backend == "sqlite":
-            log.close()
+    rows = [("ch_a", 7), ("ch_b", 7), ("ch_c", 8), ("ch_d", 8), ("ch_e", 9)]
+    _open_reviews(any_log, [(cid, seq, None, None) for cid, seq in rows])
+    for limit in (1, 2, 3):
+        assert _every_open_review(any_log, limit) == ["ch_a", "ch_b", "ch_c", "ch_d", "ch_e"], limit
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_decided_pages_through_every_decision_once(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
-    try:
-        rows = [(f"ch_{s}_{k}", s) for s in range(1, 6) for k in range(3)]  # three decisions per seq
-        _decisions(log, rows)
-        for batch in (1, 2, 4, 5000):
-            got = [(outcome, p["charge_id"]) for outcome, p in log.decided(batch=batch)]
-            assert got == [("blocked", c) for c, _ in sorted(rows, key=lambda r: (r[1], r[0]))], batch
-    finally:
-        if backend == "sqlite":
-            log.close()
+def test_decided_pages_through_every_decision_once(any_log: DecisionLog) -> None:
+    rows = [(f"ch_{s}_{k}", s) for s in range(1, 6) for k in range(3)]  # three decisions per seq
+    _decisions(any_log, rows)
+    for batch in (1, 2, 4, 5000):
+        got = [(outcome, p["charge_id"]) for outcome, p in any_log.decided(batch=batch)]
+        assert got == [("blocked", c) for c, _ in sorted(rows, key=lambda r: (r[1], r[0]))], batch
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_newest_times_name_the_last_decision_the_last_outcome_and_the_latest_charge(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    any_log: DecisionLog,
 ) -> None:
     """Where the service's event clock starts after a restart (payfm.serving.clock)."""
-    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
-    try:
-        assert log.newest_times() == []
-        with log._reading() as con:
-            for cid, seq, created_us, at in [("a", 1, 900, "2026-03-01T00:00:01+00:00"), ("b", 2, 500, "x")]:
-                con.execute(
-                    log._sql("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)"),
-                    (cid, seq, created_us, at, "blocked", json.dumps({"charge_id": cid}), "{}"),
-                )
+    log = any_log
+    assert log.newest_times() == []
+    with log._reading() as con:
+        for cid, seq, created_us, at in [("a", 1, 900, "2026-03-01T00:00:01+00:00"), ("b", 2, 500, "x")]:
             con.execute(
-                log._sql("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                ("refunds", "re_1", "a", 3, 950, "refunds", 1, 0, "{}", "y"),
+                log._sql("INSERT INTO decisions VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                (cid, seq, created_us, at, "blocked", json.dumps({"charge_id": cid}), "{}"),
             )
-        assert log.newest_times() == [(500, "x"), (950, "y"), (900, "2026-03-01T00:00:01+00:00")]
-    finally:
-        if backend == "sqlite":
-            log.close()
+        con.execute(
+            log._sql("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+            ("refunds", "re_1", "a", 3, 950, "refunds", 1, 0, "{}", "y"),
+        )
+    assert log.newest_times() == [(500, "x"), (950, "y"), (900, "2026-03-01T00:00:01+00:00")]
 
 
 def _open_together(schema: str, n: int) -> tuple[list[DecisionLog], list[BaseException]]:
@@ -329,65 +333,32 @@ def test_settled_waits_for_another_threads_commit_and_never_cancels_it() -> None
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
-def test_an_id_holding_nul_is_looked_up_as_no_such_id(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_an_id_holding_nul_is_looked_up_as_no_such_id(any_log: DecisionLog) -> None:
     """A path's %00 reaches the log as a charge id holding NUL: PostgreSQL refuses such a text parameter
     (a 500 for GET /v1/reviews/a%00b: a review's finding), so every lookup finds nothing on both."""
-    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
-    try:
-        _insert(log, [("a", 1)])
-        assert log.get_decision("a") is not None
-        for cid in ("a\x00", "a\x00b", "\x00"):
-            assert log.get_decision(cid) is None and log.get_charge(cid) is None
-            assert log.get_review(cid) is None and log.review_seq(cid) is None
-            assert log.reviews(None, 10, charge_id=cid) == [] and log.outcomes_of(cid) == []
-    finally:
-        if backend == "sqlite":
-            log.close()
+    log = any_log
+    _insert(log, [("a", 1)])
+    assert log.get_decision("a") is not None
+    for cid in ("a\x00", "a\x00b", "\x00"):
+        assert log.get_decision(cid) is None and log.get_charge(cid) is None
+        assert log.get_review(cid) is None and log.review_seq(cid) is None
+        assert log.reviews(None, 10, charge_id=cid) == [] and log.outcomes_of(cid) == []
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_review_queue_keeps_one_rules_reviews_and_the_riskiest_paging_after_a_review(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    any_log: DecisionLog,
 ) -> None:
     """`GET /v1/reviews?rule=...&min_risk_score=...` (payfm review list --rule --min-risk): a filter, not an
     order, so a page after a review (a cursor) still skips none of the kept ones."""
-    from payfm.serving.review_queue import review_page
-
-    log = SQLiteDecisionLog(tmp_path / "d.db") if backend == "sqlite" else request.getfixturevalue("pg_log")
-    try:
-        rows = [
-            (f"ch_{i}", i, "big" if i % 2 else "new_card", (None, 10, 55, 80, 95, 60, 5, 77)[i])
-            for i in range(8)
-        ]
-        with log._reading() as con:
-            for cid, seq, rule, score in rows:
-                con.execute(
-                    log._sql(
-                        "INSERT INTO reviews (charge_id, seq, opened_at, status, rule, risk_score) "
-                        "VALUES (?, ?, ?, 'open', ?, ?)"
-                    ),
-                    (cid, seq, "2026-03-01T00:00:00+00:00", rule, score),
-                )
-
-        def every(limit: int, **which: object) -> list[str]:
-            seen: list[str] = []
-            page = review_page(log, "open", limit, **which)  # type: ignore[arg-type]
-            while page:
-                seen += [r["charge_id"] for r in page]
-                page = review_page(log, "open", limit, starting_after=seen[-1], **which)  # type: ignore[arg-type]
-            return seen
-
-        for limit in (1, 2, 10):
-            assert every(limit, rule="big") == ["ch_1", "ch_3", "ch_5", "ch_7"]
-            assert every(limit, min_risk_score=60) == ["ch_3", "ch_4", "ch_5", "ch_7"]  # (no score: not kept)
-            assert every(limit, rule="new_card", min_risk_score=55) == ["ch_2", "ch_4"]
-            assert every(limit, rule="nobody") == []
-        # the queue's length with those filters (GET /v1/reviews' total)
-        assert log.review_count("open", rule="big") == 4 and log.review_count(None, min_risk_score=60) == 4
-        assert log.review_count("closed") == 0 and log.review_count() == 8
-    finally:
-        if backend == "sqlite":
-            log.close()
+    log = any_log
+    scores = (None, 10, 55, 80, 95, 60, 5, 77)
+    _open_reviews(log, [(f"ch_{i}", i, "big" if i % 2 else "new_card", scores[i]) for i in range(8)])
+    for limit in (1, 2, 10):
+        assert _every_open_review(log, limit, rule="big") == ["ch_1", "ch_3", "ch_5", "ch_7"]
+        # (no score: not kept)
+        assert _every_open_review(log, limit, min_risk_score=60) == ["ch_3", "ch_4", "ch_5", "ch_7"]
+        assert _every_open_review(log, limit, rule="new_card", min_risk_score=55) == ["ch_2", "ch_4"]
+        assert _every_open_review(log, limit, rule="nobody") == []
+    # the queue's length with those filters (GET /v1/reviews' total)
+    assert log.review_count("open", rule="big") == 4 and log.review_count(None, min_risk_score=60) == 4
+    assert log.review_count("closed") == 0 and log.review_count() == 8

@@ -23,10 +23,10 @@ from rich.text import Text
 from payfm.cli.render import console, plural
 from payfm.errors import ConfigError, PayfmError, shown_url
 from payfm.events.cards import contains_card_number, redact_card_numbers
+from payfm.events.schema import REVIEW_CLOSURES
 from payfm.events.text import escaped
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-REASONS = ("approved", "refunded", "refunded_as_fraud", "disputed")
 _LABELS = {1: "fraud (label 1)", 0: "genuine (label 0)", None: "no label"}
 # the outcome a closure implies, by reason, and the word for an outcome's table
 _IMPLIED = {"refunded_as_fraud": "refund", "disputed": "dispute", "refunds": "refund", "disputes": "dispute"}
@@ -81,9 +81,11 @@ class Service:
         try:
             return json.loads(raw)
         except ValueError:
-            raise ServiceError(
-                f"The service at {self.where} did not answer with JSON: is it `payfm serve`?"
-            ) from None
+            raise self.not_the_api("JSON") from None
+
+    def not_the_api(self, what: str) -> ServiceError:
+        """The error for an answer that is not the API's (another server at the address, or none)."""
+        return ServiceError(f"The service at {self.where} did not answer with {what}: is it `payfm serve`?")
 
     @property
     def where(self) -> str:
@@ -284,10 +286,6 @@ def _top_reason(item: Mapping[str, Any]) -> str:
     return str(reasons[0].get("text") or reasons[0].get("feature") or "-") if reasons else "-"
 
 
-def _not_the_api(service: Service, what: str) -> str:
-    return f"The service at {shown_url(service.url)} did not answer with {what}: is it `payfm serve`?"
-
-
 def _review(service: Service, item: object) -> dict[str, Any]:
     """``item`` if it is a review as the API gives one (a charge id and a status); a ServiceError if not."""
     if (
@@ -296,7 +294,7 @@ def _review(service: Service, item: object) -> dict[str, Any]:
         and isinstance(item.get("status"), str)
     ):
         return item
-    raise ServiceError(_not_the_api(service, "a review"))
+    raise service.not_the_api("a review")
 
 
 def _dicts(value: object) -> list[dict[str, Any]]:
@@ -367,13 +365,13 @@ def review_list(
         page = service.request("GET", f"/v1/reviews?{urlencode(query)}")
         data = page.get("data") if isinstance(page, dict) else None
         if not isinstance(data, list):
-            raise ServiceError(_not_the_api(service, "a page of reviews"))
+            raise service.not_the_api("a page of reviews")
         items += [_review(service, item) for item in data]
         after = page.get("next_starting_after")
         if not every or not page.get("has_more") or not isinstance(after, str):
             break
         if after in seen or not data:  # a cursor that does not move would page for ever
-            raise ServiceError(_not_the_api(service, "pages that move on (the same page came twice)"))
+            raise service.not_the_api("pages that move on (the same page came twice)")
         seen.add(after)
     if as_json:
         for item in items:
@@ -508,7 +506,7 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
 @review.command("close")
 @_connection
 @click.argument("charge_id")
-@click.option("--as", "reason", type=click.Choice(REASONS), required=True, help="What you found.")
+@click.option("--as", "reason", type=click.Choice(REVIEW_CLOSURES), required=True, help="What you found.")
 @click.option("--note", default=None, help="Why, for the record (at most 2,000 characters; no card numbers).")
 @click.pass_context
 def review_close(ctx: click.Context, charge_id: str, reason: str, note: str | None) -> None:
@@ -534,7 +532,7 @@ def review_close(ctx: click.Context, charge_id: str, reason: str, note: str | No
     path = f"/v1/reviews/{quote(_charge_id(charge_id), safe='')}/close"
     answer = service.request("POST", path, body)
     if not isinstance(answer, dict) or not isinstance(answer.get("charge_id"), str):
-        raise ServiceError(_not_the_api(service, "a closed review"))
+        raise service.not_the_api("a closed review")
     label = _LABELS.get(answer["label"], "-") if isinstance(answer.get("label"), int | None) else "-"
     said = f"Closed {_text(answer['charge_id'])} as {reason}: {label}"
     outcome = answer.get("outcome")

@@ -45,7 +45,7 @@ from payfm.errors import PayfmError
 from payfm.events.cards import contains_card_number
 from payfm.events.schema import OUTCOMES, RULES, SCHEMAS
 from payfm.events.validate import shown_number
-from payfm.serving.charges import OPTIONAL_AT_DECISION
+from payfm.serving.charges import OPTIONAL_AT_DECISION, card_number_advice
 from payfm.serving.decision_log import json_bytes
 from payfm.serving.errors import (
     InvalidInput,
@@ -535,11 +535,7 @@ class Guard:
                 await _payfm_error(e)(scope, receive, send)
                 return None
         if body and contains_card_number(body.decode("utf-8", "replace")):
-            # (a charge identifies its card otherwise; a note or an id names a card by its last 4 digits)
-            instead = (
-                "send card_fingerprint, card_bin and card_last4" if scope["path"] == SCORE_PATH else None
-            )
-            instead = instead or "the last 4 digits name a card"
+            instead = card_number_advice(scope["path"] == SCORE_PATH)
             await _error(
                 422,
                 "InvalidInput",

@@ -161,6 +161,12 @@ def refuse_untimely(
 _OWN_NAMES = frozenset(name for schema in SCHEMAS.values() for name in schema.names)
 
 
+def card_number_advice(charge: bool) -> str:
+    """What to send instead of a full card number: a charge identifies its card otherwise; anything else (a
+    review's note, an outcome's id) names a card by its last 4 digits."""
+    return "send card_fingerprint, card_bin and card_last4" if charge else "the last 4 digits name a card"
+
+
 def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
     """Raise if any string value holds a full card number (the message names the field, never the value) or
     is not valid Unicode (a lone surrogate, which the decision log takes but no event file can hold)."""
@@ -176,10 +182,9 @@ def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
                     field=shown(name),
                 ) from None
         if isinstance(v, str) and len(v) >= 13 and contains_card_number(v):
-            instead = "send card_fingerprint, card_bin and card_last4" if who == "charge" else None
             raise InvalidInput(
                 f"Field '{shown(name)}' of the {who} holds a full card number, which payfm never accepts "
-                f"({instead or 'the last 4 digits name a card'}). The value is not shown.",
+                f"({card_number_advice(who == 'charge')}). The value is not shown.",
                 field=shown(name),
             )
         if (

@@ -45,14 +45,14 @@ def add_review_routes(
         min_risk_score: int | None = Query(None, ge=0, le=100),  # those scored at least this
     ) -> dict[str, Any]:
         # one more than a page: whether another follows
-        which = {"rule": rule, "min_risk_score": min_risk_score}
-        rows = scorer.reviews(status, limit + 1, offset, starting_after, **which)
+        rows = scorer.reviews(
+            status, limit + 1, offset, starting_after, rule=rule, min_risk_score=min_risk_score
+        )
         has_more = len(rows) > limit
+        both = None if status == "all" else status
         return {
             "data": rows[:limit],
-            "total": scorer.log.review_count(
-                None if status == "all" else status, rule=rule, min_risk_score=min_risk_score
-            ),
+            "total": scorer.log.review_count(both, rule=rule, min_risk_score=min_risk_score),
             "has_more": has_more,
             # the next page's starting_after (or offset, when paging by offset); null on the last page
             "next_starting_after": rows[limit - 1]["charge_id"] if has_more else None,

@@ -90,7 +90,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("payfm.serving")
 _DURABLE_TIMEOUT_S = 30.0
 
-
 OUTCOMES = ("authorized", "manual_review", "blocked", "request_3ds")
 _ACTION_OUTCOME = {None: "authorized", "allow": "authorized", "review": "manual_review", "block": "blocked"}
 _ACTION_OUTCOME["request_3ds"] = "request_3ds"
@@ -580,7 +579,6 @@ class Scorer(FeedbackMixin):
             pending = self.begin(charge)
         if not await settled(pending, _DURABLE_TIMEOUT_S):
             # The log did not commit in time: a 503, not a request hung for good (the commit goes on).
-            pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # (its end: the log's)
             raise not_committed(_DURABLE_TIMEOUT_S)
         decision = pending.result()
         if self._snapshot_due:
