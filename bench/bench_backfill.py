@@ -5,6 +5,8 @@ Usage:
     .venv/bin/python bench/bench_backfill.py          # 1.75M charges: bench15 + pandas, then the default set
     .venv/bin/python bench/bench_backfill.py --charges 10000000 --skip-pandas --skip-bench15
     .venv/bin/python bench/bench_backfill.py --workspace /tmp/ws   # an existing workspace, no generation
+    .venv/bin/python bench/bench_backfill.py --charges 300000 --days 60 --skip-pandas --skip-bench15 \
+        --engine spark --spark-master 'local[2]'    # the Spark plan (its JVM's CPU is not in "CPU")
 
 Each figure is printed with the process CPU time and the load average before the run: on a shared machine the
 wall time of a run competing for the cores is longer than that of the same run on a quiet one.
@@ -31,7 +33,7 @@ from payfm.features.catalog import feature_set
 from payfm.features.offline import backfill
 ws = Workspace.open(sys.argv[1])
 t0, c0 = time.perf_counter(), time.process_time()
-path, rows = backfill(ws, feature_set(sys.argv[2]))
+path, rows = backfill(ws, feature_set(sys.argv[2]), engine=sys.argv[3], spark_master=sys.argv[4])
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
                   "rows": rows,
@@ -103,6 +105,8 @@ def main() -> None:
     parser.add_argument("--skip-bench15", action="store_true")
     parser.add_argument("--skip-default", action="store_true")
     parser.add_argument("--workspace", type=Path, help="an existing workspace (no world is generated)")
+    parser.add_argument("--engine", choices=["columnar", "duckdb", "spark"], default="columnar")
+    parser.add_argument("--spark-master", default="local[*]", help="with --engine spark")
     args = parser.parse_args()
     print(f"# {describe()}")
     tmp = Path(tempfile.mkdtemp(prefix="payfm-bench-backfill-"))
@@ -131,15 +135,16 @@ def main() -> None:
                 f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB, load average {r['load']:.2f}"
             )
 
+        engine = (args.engine, args.spark_master)
         if not args.skip_bench15:
-            r15 = _child(_CHILD, str(root), "bench15")
-            show("payfm bench15", r15)
+            r15 = _child(_CHILD, str(root), "bench15", *engine)
+            show(f"payfm bench15 ({args.engine})", r15)
             if not args.skip_pandas:
                 rp = _child(_PANDAS, str(root))
                 show("pandas rolling (15)", rp)
                 print(f"{'ratio':>24}: payfm is {rp['seconds'] / r15['seconds']:.1f}x faster than pandas")
         if not args.skip_default:
-            show("payfm default set", _child(_CHILD, str(root), "default"))
+            show(f"payfm default set ({args.engine})", _child(_CHILD, str(root), "default", *engine))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

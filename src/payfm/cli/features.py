@@ -112,31 +112,54 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
 @SET_OPTION
 @click.option(
     "--engine",
-    type=click.Choice(["columnar", "duckdb"]),
+    type=click.Choice(["columnar", "duckdb", "spark"]),
     default="columnar",
     show_default=True,
-    help="columnar: vectorized NumPy over sorted columns (fast); duckdb: the same plan in SQL (reference).",
+    help="columnar: vectorized NumPy over sorted columns (fast); duckdb: the same plan in SQL (reference); "
+    "spark: the plan on Apache Spark (pip install 'payfm[spark]'; Java 17+).",
 )
-@click.option("--memory-limit", default="6GB", show_default=True, help="DuckDB memory limit (spills beyond).")
+@click.option(
+    "--memory-limit",
+    default="6GB",
+    show_default=True,
+    help="DuckDB's memory limit (it spills beyond); with --engine spark, the Spark driver's memory.",
+)
+@click.option(
+    "--spark-master",
+    default="local[*]",
+    show_default=True,
+    help="With --engine spark: the Spark master URL (local[N]: N cores of this machine).",
+)
 @click.pass_context
-def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str) -> None:
+def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str, spark_master: str) -> None:
     """Compute every feature of every charge as of just before it, into features/<set>-<version>.parquet.
 
-    Both engines give the same values (tested); the file name carries the feature set's version hash.
+    The engines give the same values (tested); the file name carries the feature set's version hash.
 
     \b
     Examples:
       payfm features backfill --set default
       payfm features backfill --set bench15 --engine duckdb
+      payfm features backfill --engine spark --spark-master 'local[2]'
     """
     from payfm.features.offline import Engine
     from payfm.features.offline import backfill as run
+
+    if engine != "spark" and spark_master != "local[*]":
+        raise ConfigError(f"--spark-master applies to --engine spark only (the engine is {engine}).")
 
     ws = Workspace.open(ctx.obj["workspace"])
     fs = feature_set(set_name, ws.root)
     t0 = time.perf_counter()
     with progress_bar("feature groups", 1) as update:
-        path, rows = run(ws, fs, memory_limit=memory_limit, progress=update, engine=cast(Engine, engine))
+        path, rows = run(
+            ws,
+            fs,
+            memory_limit=memory_limit,
+            progress=update,
+            engine=cast(Engine, engine),
+            spark_master=spark_master,
+        )
     elapsed = time.perf_counter() - t0
     console.print(
         f"Backfilled {len(fs.features)} features x {rows:,} charges in {elapsed:.1f} s "

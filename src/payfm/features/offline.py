@@ -53,8 +53,8 @@ from payfm.features.request import COUNTRY_UTC_OFFSET_H
 
 log = logging.getLogger(__name__)
 
-Engine = Literal["columnar", "duckdb"]
-ENGINES: tuple[str, ...] = ("columnar", "duckdb")
+Engine = Literal["columnar", "duckdb", "spark"]
+ENGINES: tuple[str, ...] = ("columnar", "duckdb")  # in this process; "spark" backfills a workspace only
 # Feature columns kept in memory before the rest wait in files (bytes).
 _IN_MEMORY_BYTES = 2**28
 
@@ -193,6 +193,11 @@ def _fill(
 ) -> tuple[_Columns, pa.Array, np.ndarray]:
     """Every aggregate and request feature into a column store; the charge ids and times in rid order.
     ``read`` loads the charges (the needed columns); ``connect`` gives DuckDB for the SQL aggregates."""
+    if engine == "spark":
+        raise ValueError(
+            "The spark engine backfills a workspace (backfill(ws, fset, engine='spark')); on Spark "
+            "DataFrames, use payfm.features.offline_spark.plan."
+        )
     if engine not in ENGINES:
         raise ValueError(f"The backfill engine must be one of {', '.join(ENGINES)}. Got {engine!r}.")
     t0 = time.perf_counter()
@@ -325,15 +330,19 @@ def backfill(
     chunk_rows: int = 500_000,
     progress: Callable[[int, int], None] | None = None,
     engine: Engine = "columnar",
+    spark_master: str = "local[*]",
 ) -> tuple[Path, int]:
     """Backfill ``fset`` over the workspace into ``features/<set>-<version>.parquet`` (atomically).
 
     Aggregates run in the columnar engine (or DuckDB, spilling beyond ``memory_limit``); rows are assembled
-    and written ``chunk_rows`` at a time, so memory stays bounded on large logs. Returns the path and the row
-    count.
+    and written ``chunk_rows`` at a time, so memory stays bounded on large logs. ``engine="spark"`` runs the
+    whole backfill as a Spark plan (:mod:`payfm.features.offline_spark`) on ``spark_master``, its driver
+    given ``memory_limit``. Returns the path and the row count.
     """
     ws = opened(ws, "backfill")
-    return _backfill(ws, fset, memory_limit, chunk_rows, progress, engine)
+    if engine not in (*ENGINES, "spark"):
+        raise ConfigError(f"The backfill engine must be one of {', '.join(ENGINES)}, spark. Got {engine!r}.")
+    return _backfill(ws, fset, memory_limit, chunk_rows, progress, engine, spark_master)
 
 
 LOG_VERSION_KEY = b"payfm.log_version"  # the workspace manifest version a backfill was computed from
@@ -369,6 +378,7 @@ def _backfill(
     chunk_rows: int,
     progress: Callable[[int, int], None] | None,
     engine: Engine,
+    spark_master: str = "local[*]",
 ) -> tuple[Path, int]:
     # The file is named by the set and its columns by the features: no card number at rest (every backfill,
     # and the training and evaluation that compute a missing one, come through here).
@@ -403,16 +413,22 @@ def _backfill(
     pool = ThreadPoolExecutor(max_workers=1)
     pending: Future[None] | None = None
     try:
-        chunks = _chunks(
-            fset,
-            lambda cols: load_workspace(ws, fset, cols),
-            connect,
-            chunk_rows,
-            progress,
-            engine,
-            spill,
-            _IN_MEMORY_BYTES,
-        )
+        if engine == "spark":
+            from payfm.features.offline_spark import backfill_chunks
+
+            memory = f"{max(512, _bytes(memory_limit) // 2**20)}m"
+            chunks = backfill_chunks(ws, fset, chunk_rows, progress, spark_master, memory, spill)
+        else:
+            chunks = _chunks(
+                fset,
+                lambda cols: load_workspace(ws, fset, cols),
+                connect,
+                chunk_rows,
+                progress,
+                engine,
+                spill,
+                _IN_MEMORY_BYTES,
+            )
         for chunk in chunks:
             chunk = chunk.replace_schema_metadata(meta)
             if writer is None:
@@ -446,6 +462,14 @@ def _backfill(
             con.close()
         shutil.rmtree(spill, ignore_errors=True)
     return path, rows
+
+
+def _bytes(size: str) -> int:
+    """Bytes of a size such as ``6GB`` or ``512MiB`` (checked before)."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B", size.strip(), flags=re.IGNORECASE)
+    assert m is not None
+    base = 1024 if m.group(3) else 1000
+    return int(float(m.group(1)) * base ** " KMGT".index((m.group(2) or " ").upper()))
 
 
 def _writer(path: Path, schema: pa.Schema, fset: FeatureSet) -> pq.ParquetWriter:

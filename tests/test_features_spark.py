@@ -1,0 +1,140 @@
+"""The backfill's Spark plan against the columnar engine, and `payfm features backfill --engine spark`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.features.catalog import bench_set, default_set
+from payfm.features.definitions import Aggregate, FeatureSet
+from payfm.features.offline import backfill, compute
+from streams import connect, random_log
+from test_features_backfill import EVERY_KIND, _mismatches
+
+D = timedelta(days=1)
+# pyspark warns of pandas 3 when it turns Arrow tables into DataFrames (the tests' inputs, not payfm's path).
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas:FutureWarning")
+
+# What EVERY_KIND leaves out: the last outcome of an instant (by id), outcomes' distinct counts, windowed min.
+OUTCOME_KINDS = FeatureSet(
+    "outcome_kinds",
+    (
+        Aggregate("card", "last", "amount_usd", source="refunds"),
+        Aggregate("merchant", "distinct", "card_fingerprint", source="refunds"),
+        Aggregate("device", "min", "amount_usd", source="fraud_disputes", window=2 * D, offset=D),
+        Aggregate("customer", "since_prev", source="efws"),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[Any]:
+    """A local Spark session (2 cores), else skip (fail under PAYFM_REQUIRE_SERVICES, as CI sets)."""
+    missing = None
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        missing = "PySpark is not installed (pip install -e '.[dev]' installs it)"
+    if missing is None and shutil.which("java") is None:
+        missing = "Java 17+ is not on PATH (Spark runs on a JVM)"
+    if missing:
+        if os.environ.get("PAYFM_REQUIRE_SERVICES"):
+            pytest.fail(f"Spark is required (PAYFM_REQUIRE_SERVICES): {missing}")
+        pytest.skip(missing)
+    from payfm.features.offline_spark import session
+
+    yield session("local[2]", "2g")
+
+
+def _plan(spark: Any, log: dict[str, Any], fset: FeatureSet) -> Any:
+    from payfm.features.offline_spark import plan
+
+    tables = {name: spark.createDataFrame(table) for name, table in log.items()}
+    want = compute(connect(log), fset)
+    got = plan(tables, fset).orderBy("created", "charge_id").toArrow()
+    return got.cast(want.schema), want
+
+
+@pytest.mark.parametrize(
+    ("seed", "sets"),
+    [(0, (EVERY_KIND, OUTCOME_KINDS, default_set())), (2, (EVERY_KIND, OUTCOME_KINDS))],
+)
+def test_spark_plan_equals_the_columnar_engine(spark: Any, seed: int, sets: tuple[FeatureSet, ...]) -> None:
+    """Every aggregate kind, window, offset, filter and outcome source, with null keys, equal timestamps and
+    outcomes at a charge's instant (random_log): the same values, missing where the others' are."""
+    log = random_log(seed, 1500, n_keys=6 + 30 * seed)
+    for fset in sets:
+        got, want = _plan(spark, log, fset)
+        assert got["created"].equals(want["created"]), fset.name
+        assert _mismatches(got, want, fset.names) == {}, fset.name
+
+
+def test_workspace_backfill_on_spark_writes_the_columnar_file(spark: Any, tmp_path: Path) -> None:
+    from payfm.cli.main import cli
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(iter(random_log(4, 1000, n_keys=20).items()), "replace")
+    fset = bench_set()  # (the default set's values: test_spark_plan_equals_the_columnar_engine)
+    path, _ = backfill(ws, fset)
+    want = pq.read_table(path)
+    path.unlink()
+    args = ["-w", str(ws.root), "features", "backfill", "--set", "bench15", "--engine", "spark"]
+    result = CliRunner().invoke(cli, [*args, "--spark-master", "local[2]"])
+    assert result.exit_code == 0, result.output
+    assert "Backfilled 15 features x 1,000 charges" in result.output
+    got = pq.read_table(path)
+    assert got.schema == want.schema and got.schema.metadata == want.schema.metadata
+    assert _mismatches(got, want, fset.names) == {}
+    assert not any(p.name.endswith(".tmp") for p in path.parent.iterdir())
+    # in chunks: the rows in order across Spark's part files and the chunk boundaries
+    path.unlink()
+    backfill(ws, fset, engine="spark", chunk_rows=170)
+    assert pq.read_table(path).equals(got)
+
+
+def test_a_failed_spark_job_is_one_line(spark: Any) -> None:
+    from payfm.features.offline_spark import failure, plan
+
+    log = random_log(1, 50)
+    tables = {name: spark.createDataFrame(table) for name, table in log.items()}
+    tables["charges"] = tables["charges"].drop("card_fingerprint")
+    with pytest.raises(Exception) as info:
+        plan(tables, EVERY_KIND).count()
+    said = failure(info.value)
+    assert said is not None and "\n" not in str(said)
+    assert str(said).startswith("The Spark backfill failed: ") and "card_fingerprint" in str(said)
+    assert failure(ValueError("not Spark's")) is None
+
+
+def test_spark_options_are_refused_where_they_do_not_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from payfm.cli.main import cli
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(iter(random_log(4, 100).items()), "replace")
+    args = ["-w", str(ws.root), "features", "backfill", "--spark-master", "local[2]"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code != 0
+    assert "--spark-master applies to --engine spark only (the engine is columnar)" in result.output
+    with pytest.raises(ValueError, match="backfills a workspace"):
+        compute(connect(random_log(4, 100)), EVERY_KIND, engine="spark")
+    with pytest.raises(ConfigError, match="must be one of columnar, duckdb, spark"):
+        backfill(ws, EVERY_KIND, engine="flink")  # type: ignore[arg-type]
+    # without PySpark: how to install it, before any work
+    monkeypatch.setitem(sys.modules, "pyspark", None)
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)
+    with pytest.raises(ConfigError, match=r"pip install 'payfm\[spark\]'"):
+        backfill(ws, EVERY_KIND, engine="spark")
+    assert not list((ws.root / "features").glob("*.parquet"))
