@@ -229,8 +229,8 @@ def test_features_backfill_engines_write_the_same_values(tmp_path: Path) -> None
         tables[engine] = pq.read_table(path)
     assert tables["columnar"].num_rows == Workspace.open(ws).count("charges") > 0
     assert tables["columnar"].equals(tables["duckdb"])
-    bad = CliRunner().invoke(cli, ["-w", ws, "features", "backfill", "--engine", "spark"])
-    assert bad.exit_code == 2 and "'spark' is not one of 'columnar', 'duckdb'" in bad.output
+    bad = CliRunner().invoke(cli, ["-w", ws, "features", "backfill", "--engine", "flink"])
+    assert bad.exit_code == 2 and "'flink' is not one of 'columnar', 'duckdb', 'spark'" in bad.output
 
 
 def test_demo_replay_step_saves_the_starter_rules_once(tmp_path: Path) -> None:

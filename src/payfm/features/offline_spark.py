@@ -454,7 +454,9 @@ def backfill_chunks(
     ``(created, charge_id)`` order with the other engines' schema. Spark writes the sorted rows under
     ``scratch`` (it must be a folder every executor can write and this process read); they are read back
     one file at a time."""
-    spark = session(master, memory, local_dir=str(scratch / "spark-local"))
+    # (Spark's own scratch stays in its default folder: a session outlives this backfill in a process that
+    # runs another, and a folder removed with this one's would fail that one's jobs.)
+    spark = session(master, memory)
     total = 3
     if progress:
         progress(1, total)
