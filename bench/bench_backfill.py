@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from machine import describe  # bench/machine.py
 
@@ -33,11 +34,16 @@ from payfm.features.catalog import feature_set
 from payfm.features.offline import backfill
 ws = Workspace.open(sys.argv[1])
 t0, c0 = time.perf_counter(), time.process_time()
-path, rows = backfill(ws, feature_set(sys.argv[2]), engine=sys.argv[3], spark_master=sys.argv[4])
+steps = []  # (step, of, seconds since the start): the engine's progress
+def progress(i, n):
+    steps.append((i, n, round(time.perf_counter() - t0, 1)))
+path, rows = backfill(ws, feature_set(sys.argv[2]), engine=sys.argv[3], spark_master=sys.argv[4],
+                      progress=progress)
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
                   "rows": rows,
-                  "features": len(feature_set(sys.argv[2]).features), "peak_rss_bytes": rss}))
+                  "features": len(feature_set(sys.argv[2]).features), "peak_rss_bytes": rss,
+                  "steps": steps}))
 """
 
 _PANDAS = """
@@ -85,12 +91,12 @@ print(json.dumps({"seconds": elapsed, "rows": len(out), "features": out.shape[1]
 """
 
 
-def _child(code: str, *argv: str) -> dict[str, float]:
+def _child(code: str, *argv: str) -> dict[str, Any]:
     load = os.getloadavg()[0]
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
     if proc.returncode:
         raise SystemExit(f"benchmark child failed:\n{proc.stderr[-3000:]}")
-    result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     result["load"] = load
     return result
 
@@ -126,7 +132,7 @@ def main() -> None:
             n = rows["charges"]
             print(f"world: {n:,} charges over {args.days} days")
 
-        def show(name: str, r: dict[str, float]) -> None:
+        def show(name: str, r: dict[str, Any]) -> None:
             print(
                 f"{name:>24}: {r['features']:.0f} features x {r['rows']:,.0f} charges "
                 f"in {r['seconds']:.2f} s "
@@ -134,6 +140,8 @@ def main() -> None:
                 f"CPU {r.get('cpu_seconds', float('nan')):.1f} s, "
                 f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB, load average {r['load']:.2f}"
             )
+            if r.get("steps"):  # the engine's progress: for spark, step i starts the i-th part's job
+                print(f"{'steps':>24}: " + ", ".join(f"{i}/{n} at {t:.1f} s" for i, n, t in r["steps"]))
 
         engine = (args.engine, args.spark_master)
         if not args.skip_bench15:

@@ -7,7 +7,8 @@ shared storage, a catalog) and writes the result where it likes; :func:`backfill
 workspace (``payfm features backfill --engine spark``) and gives the rows in ``(created, charge_id)`` order
 for the workspace's file.
 
-The plan is window functions over one union of events, with no join but the one of outcomes to their charges:
+The plan is window functions over one union of events (persisted), one pass per entity over a projection of
+it to the columns that entity reads, and a join of the entities' features by charge:
 
 - every charge is a query point and a charge event; every outcome (counted fraud dispute, early fraud warning,
   refund) is an outcome event carrying its charge's columns (and its own ``amount_usd`` where the set reads
@@ -17,10 +18,14 @@ The plan is window functions over one union of events, with no join but the one 
   other engines;
 - "strictly before the charge" is a ``ROWS`` frame ending one row before, ordered by ``(ts, charge_id)``;
   outcomes count once their time is ``<= t``: a ``RANGE`` frame ending at the current row ordered by ``ts``;
-- a window of ``W`` tiles ending ``O`` tiles back (tiles of the aggregate's resolution) is a ``RANGE`` frame
-  over the tile number (``[T - W - O, T - O - 1]``), plus, for ``O = 0``, the charge's own tile up to the
-  charge (a frame within the partition ``(key, tile)``). Counts and sums add over the two parts, min and max
-  take the least and greatest, distinct counts the size of the union of the two sets;
+- a count or sum over a window of ``W`` tiles ending ``O`` tiles back (tiles of the aggregate's resolution:
+  ``[T - W - O, T - O - 1]``, plus, for ``O = 0``, the charge's own tile up to the charge) is the difference
+  of two growing frames: the events before the charge (or in tiles up to ``T - O - 1``) less those in tiles
+  up to ``T - W - O - 1``. Spark adds to a growing frame row by row; a sliding frame it aggregates again
+  whenever the frame moves;
+- min, max and distinct counts use the sliding frame over the tile number, plus for ``O = 0`` the charge's
+  own tile (a frame within the partition ``(key, tile)``): the least or greatest of the two, or the size of
+  the union of the two sets;
 - sums are exact (``DECIMAL(38, 0)``; squares too) and the formulas are those of the other engines.
 
 Spark runs with ANSI SQL on: every division here is guarded, and an overflow fails rather than wraps.
@@ -28,6 +33,7 @@ Spark runs with ANSI SQL on: every division here is guarded, and an overflow fai
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -39,7 +45,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
 from payfm.features.definitions import (
@@ -112,6 +117,8 @@ def session(master: str = "local[*]", memory: str = "6g", local_dir: str | None 
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
+        # (a workspace's table is a file a day: Spark would list more than 32 paths with a job of its own)
+        .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
     )
     if local_dir:
         builder = builder.config("spark.local.dir", local_dir)
@@ -235,10 +242,10 @@ def _events(tables: Mapping[str, DataFrame], fset: FeatureSet) -> DataFrame:
 
 
 class _Entity:
-    """The window specifications of one entity's aggregates over the union of events."""
+    """The window specifications of one entity's aggregates over the union of events. Each specification
+    and condition is built once per entity: every one is a round trip to the JVM."""
 
     def __init__(self, entity: str) -> None:
-        from pyspark.sql import Window
         from pyspark.sql import functions as F
 
         self.keys = ENTITIES[entity]
@@ -247,12 +254,21 @@ class _Entity:
         self.solo = f"_solo_{entity}"
         self.solo_expr = solo
         self.part = [*self.keys, self.solo]
-        self.W = Window
+        self._made: dict[tuple[Any, ...], Any] = {}
+
+    def _once(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
     def before(self) -> Any:
         """The charges strictly before the charge (all time), in ``(ts, cid)`` order."""
-        W = self.W
-        return W.partitionBy(*self.part).orderBy("ts", "cid").rowsBetween(W.unboundedPreceding, -1)
+        from pyspark.sql import Window as W
+
+        return self._once(
+            ("before",),
+            lambda: W.partitionBy(*self.part).orderBy("ts", "cid").rowsBetween(W.unboundedPreceding, -1),
+        )
 
     def up_to(self, by_oid: bool = False) -> Any:
         """The outcomes at or before the charge's time (all time). Ordered by ``(ts, cid)`` as :meth:`before`
@@ -261,32 +277,59 @@ class _Entity:
         from pyspark.sql import Window as W
         from pyspark.sql import functions as F
 
-        order = ["ts", F.col("oid").asc_nulls_last()] if by_oid else ["ts", "cid"]
-        return W.partitionBy(*self.part).orderBy(*order).rangeBetween(W.unboundedPreceding, W.currentRow)
+        def make() -> Any:
+            order = ["ts", F.col("oid").asc_nulls_last()] if by_oid else ["ts", "cid"]
+            return W.partitionBy(*self.part).orderBy(*order).rangeBetween(W.unboundedPreceding, W.currentRow)
+
+        return self._once(("up_to", by_oid), make)
 
     def tiles(self, res: int, first: int, last: int) -> Any:
         """The events in tiles ``T - first .. T - last`` (``T``: the row's tile)."""
-        return self.W.partitionBy(*self.part).orderBy(f"_tile_{res}").rangeBetween(-first, -last)
+        from pyspark.sql import Window as W
+
+        return self._once(
+            ("tiles", res, first, last),
+            lambda: W.partitionBy(*self.part).orderBy(f"_tile_{res}").rangeBetween(-first, -last),
+        )
+
+    def tiles_upto(self, res: int, back: int) -> Any:
+        """The events in every tile up to ``T - back``: a growing frame, which Spark adds to row by row
+        (a sliding frame is aggregated again whenever it moves)."""
+        from pyspark.sql import Window as W
+
+        return self._once(
+            ("tiles_upto", res, back),
+            lambda: (
+                W.partitionBy(*self.part).orderBy(f"_tile_{res}").rangeBetween(W.unboundedPreceding, -back)
+            ),
+        )
 
     def own_tile(self, res: int, outcomes: bool) -> Any:
         """The events of the row's own tile before the charge (charges) or at or before its time (outcomes),
         in ``(ts, cid)`` order as :meth:`up_to`."""
-        W = self.W
-        spec = W.partitionBy(*self.part, f"_tile_{res}").orderBy("ts", "cid")
-        if outcomes:
-            return spec.rangeBetween(W.unboundedPreceding, W.currentRow)
-        return spec.rowsBetween(W.unboundedPreceding, -1)
+        from pyspark.sql import Window as W
 
+        def make() -> Any:
+            spec = W.partitionBy(*self.part, f"_tile_{res}").orderBy("ts", "cid")
+            if outcomes:
+                return spec.rangeBetween(W.unboundedPreceding, W.currentRow)
+            return spec.rowsBetween(W.unboundedPreceding, -1)
 
-def _cond(f: Aggregate) -> Column:
-    """The events an aggregate reads: its source, and its filter."""
-    from pyspark.sql import functions as F
+        return self._once(("own_tile", res, outcomes), make)
 
-    c = F.col("src").isNull() if f.source == "charges" else (F.col("src") == f.source)
-    if f.filter:
-        flt = FILTERS[f.filter]
-        c = c & F.col(flt.column).isin(list(flt.values))
-    return c
+    def cond(self, f: Aggregate) -> Column:
+        """The events an aggregate reads: its source, and its filter."""
+        from pyspark.sql import functions as F
+
+        def make() -> Column:
+            c = F.col("src").isNull() if f.source == "charges" else (F.col("src") == f.source)
+            if f.filter:
+                flt = FILTERS[f.filter]
+                c = c & F.col(flt.column).isin(list(flt.values))
+            return c
+
+        made: Column = self._once(("cond", f.source, f.filter), make)
+        return made
 
 
 def _parts(f: Aggregate, ent: _Entity) -> list[Any]:
@@ -301,45 +344,64 @@ def _parts(f: Aggregate, ent: _Entity) -> list[Any]:
     return [ent.tiles(res, w, 1), ent.own_tile(res, outcomes)]
 
 
+def _additive(f: Aggregate, ent: _Entity) -> Callable[[Callable[[Column], Column], Column], Column]:
+    """``over(fn, value)``: a count or sum over the aggregate's window, as the difference of two growing
+    frames: the events up to the charge (or up to the window's end) less those of the tiles before the
+    window. Exact: the sums are integers."""
+    from pyspark.sql import functions as F
+
+    cond = ent.cond(f)
+    outcomes = f.source != "charges"
+    upto = ent.up_to() if outcomes else ent.before()
+    if f.window is None:
+        return lambda fn, value: F.coalesce(fn(F.when(cond, value)).over(upto), F.lit(0))
+    res = _res_us(f)
+    w, o = window_tiles(f)
+    end = ent.tiles_upto(res, o + 1) if o else upto
+    start = ent.tiles_upto(res, w + o + 1)
+
+    def over(fn: Callable[[Column], Column], value: Column) -> Column:
+        to_end, to_start = (F.coalesce(fn(F.when(cond, value)).over(s), F.lit(0)) for s in (end, start))
+        return to_end - to_start
+
+    return over
+
+
 def _aggregate(f: Aggregate, ent: _Entity) -> Column:
     """The aggregate's value (null where the charge's key has a null part)."""
     from pyspark.sql import functions as F
 
-    cond = _cond(f)
-    parts = _parts(f, ent)
+    cond = ent.cond(f)
     col = F.col(f.column) if f.column else None
-
-    def over(fn: Callable[[Column], Column], value: Column, combine: str = "add") -> Column:
-        vals = [fn(F.when(cond, value)).over(p) for p in parts]
-        if len(vals) == 1:
-            return vals[0]
-        if combine == "add":
-            return F.coalesce(vals[0], F.lit(0)) + F.coalesce(vals[1], F.lit(0))
-        return F.least(*vals) if combine == "least" else F.greatest(*vals)
-
-    count = over(F.count, F.lit(1))
+    add = _additive(f, ent)
     agg = f.agg
-    if agg in ("sum", "mean", "std"):
-        assert col is not None
-        x = F.coalesce(col, F.lit(0)).cast(_EXACT)
-        s = F.coalesce(over(F.sum, x), F.lit(0).cast(_EXACT))
-        if agg == "sum":
-            value = s.cast("double") / 100.0
-        elif agg == "mean":
-            value = F.when(count > 0, s.cast("double") / count.cast("double") / 100.0)
+    if agg in ("count", "first_seen", "sum", "mean", "std"):
+        count = add(F.count, F.lit(1))
+        if agg == "count":
+            value = count.cast("double")
+        elif agg == "first_seen":
+            value = F.when(count == 0, F.lit(1.0)).otherwise(F.lit(0.0))
         else:
-            q = F.coalesce(over(F.sum, x * x), F.lit(0).cast(_EXACT))
-            n = count.cast(_EXACT)
-            var = (n * q - s * s).cast("double") / (n * (n - 1)).cast("double")
-            value = F.when(count > 1, F.sqrt(var) / 100.0)
-    elif agg == "count":
-        value = count.cast("double")
-    elif agg == "first_seen":
-        value = F.when(count == 0, F.lit(1.0)).otherwise(F.lit(0.0))
-    elif agg in ("min", "max"):
+            assert col is not None
+            x = F.coalesce(col, F.lit(0)).cast(_EXACT)
+            s = add(F.sum, x).cast(_EXACT)
+            if agg == "sum":
+                value = s.cast("double") / 100.0
+            elif agg == "mean":
+                value = F.when(count > 0, s.cast("double") / count.cast("double") / 100.0)
+            else:
+                q = add(F.sum, x * x).cast(_EXACT)
+                n = count.cast(_EXACT)
+                var = (n * q - s * s).cast("double") / (n * (n - 1)).cast("double")
+                value = F.when(count > 1, F.sqrt(var) / 100.0)
+        return F.when(ent.ok, value)
+    parts = _parts(f, ent)
+    if agg in ("min", "max"):
         assert col is not None
         fn = F.min if agg == "min" else F.max
-        value = over(fn, col, "least" if agg == "min" else "greatest").cast("double") / 100.0
+        vals = [fn(F.when(cond, col)).over(p) for p in parts]
+        best = vals[0] if len(vals) == 1 else (F.least if agg == "min" else F.greatest)(*vals)
+        value = best.cast("double") / 100.0
     elif agg == "distinct":
         assert col is not None
         sets = [F.coalesce(F.collect_set(F.when(cond, col)).over(p), F.array()) for p in parts]
@@ -392,32 +454,58 @@ def _derived(f: Derived, inner: Mapping[str, str]) -> Column:
     return F.when(std != 0.0, (a - b) / std)
 
 
+class _Frames:
+    """The plan before its joins: ``charges`` (``cid``, ``ts`` and the request features), one frame per entity
+    (``cid`` and the entity's aggregates), features under internal names (``inner``: a feature may be named
+    like a column, ``amount_usd``); ``events``, the union of events they read, persisted for their passes."""
+
+    def __init__(self, tables: Mapping[str, DataFrame], fset: FeatureSet) -> None:
+        from pyspark.sql import functions as F
+
+        missing = [t for t in _TABLES if t not in tables]
+        if missing:
+            raise ConfigError(
+                f"The Spark backfill needs the tables {', '.join(_TABLES)}. Missing: {missing}."
+            )
+        events = _events(tables, fset)
+        resolutions = sorted({_res_us(f) for f in fset.aggregates if f.window is not None})
+        self.events = events.select("*", *[_tile(r).alias(f"_tile_{r}") for r in resolutions]).persist()
+        self.inner = inner = {name: f"_f{i}" for i, name in enumerate(fset.names)}
+        requests = [_request(f).alias(inner[f.name]) for f in fset.features if isinstance(f, RequestFeature)]
+        charges = self.events.where(F.col("src").isNull())
+        self.charges = charges.select("cid", "ts", *needed_columns(fset)).select("cid", "ts", *requests)
+        # Each entity's windows run over a projection of the events to the columns its aggregates read:
+        # every sort and shuffle carries a few columns, not every feature computed so far.
+        by_entity: dict[str, list[Aggregate]] = {}
+        for a in fset.aggregates:
+            by_entity.setdefault(a.entity, []).append(a)
+        self.entities: dict[str, DataFrame] = {}
+        for entity, aggs in by_entity.items():
+            ent = _Entity(entity)
+            used = needed_columns(FeatureSet(entity, tuple(aggs)))
+            tiles = sorted({f"_tile_{_res_us(f)}" for f in aggs if f.window is not None})
+            sub = self.events.select("cid", "src", "oid", "ts", *tiles, *used, ent.solo_expr.alias(ent.solo))
+            feats = [_aggregate(f, ent).alias(inner[f.name]) for f in aggs]
+            found = sub.select("cid", "src", *feats).where(F.col("src").isNull()).drop("src")
+            self.entities[entity] = found
+
+
 def plan(tables: Mapping[str, DataFrame], fset: FeatureSet) -> DataFrame:
     """Every feature of ``fset`` for every charge as of just before it: ``charge_id``, ``created`` and one
     double column per feature (null where missing), in no particular row order.
 
     ``tables``: the event log's ``charges``, ``disputes``, ``early_fraud_warnings`` and ``refunds`` with the
-    workspace's schemas (docs/events.md), e.g. ``spark.read.parquet(...)`` of a workspace's files.
+    workspace's schemas (docs/events.md), e.g. ``spark.read.parquet(...)`` of a workspace's files. The union
+    of their events is persisted (``DataFrame.persist``: memory, then disk) for the entities' passes over it;
+    ``spark.catalog.clearCache()`` frees it.
     """
     from pyspark.sql import functions as F
 
-    missing = [t for t in _TABLES if t not in tables]
-    if missing:
-        raise ConfigError(f"The Spark backfill needs the tables {', '.join(_TABLES)}. Missing: {missing}.")
-    events = _events(tables, fset)
-    resolutions = sorted({_res_us(f) for f in fset.aggregates if f.window is not None})
-    events = events.select("*", *[_tile(r).alias(f"_tile_{r}") for r in resolutions])
-    entities: dict[str, _Entity] = {}
-    for a in fset.aggregates:
-        if a.entity not in entities:
-            entities[a.entity] = _Entity(a.entity)
-    events = events.select("*", *[e.solo_expr.alias(e.solo) for e in entities.values()])
-    # Features are computed under internal names (a feature may be named like a column: `amount_usd`).
-    inner = {name: f"_f{i}" for i, name in enumerate(fset.names)}
-    feats = [_aggregate(f, entities[f.entity]).alias(inner[f.name]) for f in fset.aggregates]
-    rows = events.select("cid", "ts", *needed_columns(fset), *feats).where(F.col("src").isNull())
-    requests = [_request(f).alias(inner[f.name]) for f in fset.features if isinstance(f, RequestFeature)]
-    rows = rows.select("*", *requests)
+    frames = _Frames(tables, fset)
+    inner = frames.inner
+    rows = frames.charges
+    for found in frames.entities.values():
+        rows = rows.join(found, "cid")
     for d in fset.features:
         if isinstance(d, Derived):
             rows = rows.withColumn(inner[d.name], _derived(d, inner))
@@ -451,35 +539,61 @@ def backfill_chunks(
     scratch: Path,
 ) -> Iterator[pa.Table]:
     """The backfill of the workspace by Spark, as tables of at most ``chunk_rows`` rows in
-    ``(created, charge_id)`` order with the other engines' schema. Spark writes the sorted rows under
-    ``scratch`` (it must be a folder every executor can write and this process read); they are read back
-    one file at a time."""
+    ``(created, charge_id)`` order with the other engines' schema.
+
+    Spark writes the request features and each entity's aggregates under ``scratch`` (a folder every executor
+    can write and this process read); DuckDB joins them by charge, in ``(created, charge_id)`` order, and the
+    derived features are computed on each chunk by the columnar engine's rules. The workspace's file is
+    written on this machine in any case, and a join and a sort there cost less than Spark's (measured:
+    BENCHMARKS.md, "Backfill on Spark")."""
     # (Spark's own scratch stays in its default folder: a session outlives this backfill in a process that
     # runs another, and a folder removed with this one's would fail that one's jobs.)
     spark = session(master, memory)
-    total = 3
-    if progress:
-        progress(1, total)
-    stage = scratch / "spark-out"
+    frames: _Frames | None = None
+    stages: list[Path] = []
     try:
-        result = plan(read_workspace(spark, ws), fset).orderBy("created", "charge_id")
-        result.write.mode("overwrite").parquet(str(stage))
+        frames = _Frames(read_workspace(spark, ws), fset)
+        parts = [frames.charges, *frames.entities.values()]
+        total = len(parts) + 1
+        for i, part in enumerate(parts):
+            if progress:
+                progress(i, total)
+            stages.append(scratch / f"spark-{i}")
+            part.write.mode("overwrite").parquet(str(stages[-1]))
     except Exception as e:
         said = failure(e)
         if said is None:
             raise
         raise said from None
+    finally:
+        if frames is not None:
+            with contextlib.suppress(Exception):  # (a JVM that died has nothing left to free)
+                frames.events.unpersist()
     if progress:
-        progress(2, total)
-    yield from _read_back(stage, fset, chunk_rows)
-    shutil.rmtree(stage, ignore_errors=True)
+        progress(len(parts), total)
+    yield from _assemble(stages, fset, frames.inner, chunk_rows, memory, scratch)
+    for stage in stages:
+        shutil.rmtree(stage, ignore_errors=True)
     if progress:
-        progress(3, total)
+        progress(total, total)
 
 
-def _read_back(stage: Path, fset: FeatureSet, chunk_rows: int) -> Iterator[pa.Table]:
-    """The sorted rows Spark wrote (part files in order), as tables of ``chunk_rows`` rows (the last fewer;
-    one empty table when there are none) with the other engines' schema."""
+def _assemble(
+    stages: list[Path],
+    fset: FeatureSet,
+    inner: Mapping[str, str],
+    chunk_rows: int,
+    memory: str,
+    scratch: Path,
+) -> Iterator[pa.Table]:
+    """The frames Spark wrote (``stages[0]``: the charges and their request features, then one per entity)
+    joined by charge in ``(ts, cid)`` order, with the derived features, as tables of ``chunk_rows`` rows (the
+    last fewer; one empty table when there are none) with the other engines' schema."""
+    import duckdb
+    import pyarrow.compute as pc
+
+    from payfm.features.offline import _derived as derived_column
+
     schema = pa.schema(
         [
             pa.field("charge_id", pa.string()),
@@ -487,16 +601,44 @@ def _read_back(stage: Path, fset: FeatureSet, chunk_rows: int) -> Iterator[pa.Ta
             *[pa.field(n, pa.float64()) for n in fset.names],
         ]
     )
-    pending: list[pa.RecordBatch] = []
-    held = 0
-    for path in sorted(glob.glob(str(stage / "part-*.parquet"))):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=min(chunk_rows, 65_536)):
-            pending.extend(pa.Table.from_batches([batch]).select(schema.names).cast(schema).to_batches())
+    if not glob.glob(str(stages[0] / "part-*.parquet")):
+        yield schema.empty_table()
+        return
+
+    def files(stage: Path) -> str:
+        return "'" + str(stage / "part-*.parquet").replace("'", "''") + "'"
+
+    sql = ", ".join(f"p{i}.* EXCLUDE (cid)" for i in range(1, len(stages)))
+    sql = f"SELECT p0.*{', ' + sql if sql else ''} FROM read_parquet({files(stages[0])}) p0"
+    for i in range(1, len(stages)):
+        sql += f" JOIN read_parquet({files(stages[i])}) p{i} ON p{i}.cid = p0.cid"
+    sql += " ORDER BY p0.ts, p0.cid"
+
+    def chunk(batch: pa.RecordBatch) -> pa.Table:
+        values = {n: batch.column(inner[n]) for n in fset.names if not isinstance(fset.get(n), Derived)}
+        for f in fset.features:
+            if isinstance(f, Derived):
+                values[f.name] = derived_column(values, f)
+        ts = pc.cast(batch.column("ts"), pa.timestamp("us", tz="UTC"))
+        columns = [batch.column("cid"), ts, *[pc.cast(values[n], pa.float64()) for n in fset.names]]
+        return pa.Table.from_arrays(columns, schema=schema)
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET memory_limit = '{memory.upper()}B'")
+        con.execute("SET temp_directory = '" + str(scratch).replace("'", "''") + "'")
+        con.execute("SET preserve_insertion_order = true")
+        reader = con.sql(sql).to_arrow_reader(chunk_rows)
+        pending: list[pa.Table] = []
+        held = given = 0
+        for batch in reader:
+            pending.append(chunk(batch))
             held += batch.num_rows
             while held >= chunk_rows:
-                chunk = pa.Table.from_batches(pending, schema=schema)
-                yield chunk.slice(0, chunk_rows)
-                rest = chunk.slice(chunk_rows)
-                pending, held = rest.to_batches(), rest.num_rows
-    if held or not pending:
-        yield pa.Table.from_batches(pending, schema=schema)
+                table = pa.concat_tables(pending)
+                yield table.slice(0, chunk_rows)
+                pending, held, given = [table.slice(chunk_rows)], held - chunk_rows, given + 1
+        if held or not given:
+            yield pa.concat_tables(pending) if pending else schema.empty_table()
+    finally:
+        con.close()
