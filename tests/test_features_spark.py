@@ -138,3 +138,83 @@ def test_spark_options_are_refused_where_they_do_not_apply(
     with pytest.raises(ConfigError, match=r"pip install 'payfm\[spark\]'"):
         backfill(ws, EVERY_KIND, engine="spark")
     assert not list((ws.root / "features").glob("*.parquet"))
+
+
+def _reviews(charges: Any, picks: list[tuple[int, float, str]]) -> Any:
+    """A reviews table closing charge ``i`` (in the table's order) ``days`` after it, as ``closed_as``."""
+    import pyarrow as pa
+
+    from payfm.events.schema import SCHEMAS
+
+    rows = []
+    for i, days, closed_as in picks:
+        created = charges["created"][i].as_py()
+        rows.append(
+            {
+                "charge_id": charges["charge_id"][i].as_py(),
+                "created": created + timedelta(days=days),
+                "opened": created,
+                "closed_as": closed_as,
+            }
+        )
+    return pa.Table.from_pylist(rows, schema=SCHEMAS["reviews"])
+
+
+def test_spark_labels_and_training_set_equal_the_one_machine_ones(spark: Any, tmp_path: Path) -> None:
+    """Fraud labels from disputes, EFWs and reviews (in and beyond the horizon, as of the log's end and of an
+    earlier time) and the training set of a workspace: the same rows as payfm.training.labels and
+    build_training_set."""
+    from payfm.features.offline_spark import read_workspace
+    from payfm.features.training_set import build_training_set
+    from payfm.training.labels import fraud_labels
+    from payfm.training.labels_spark import fraud_labels as spark_labels
+    from payfm.training.labels_spark import training_set
+
+    log = random_log(3, 800, n_keys=12)
+    picks = [
+        (5, 2.0, "refunded_as_fraud"),
+        (9, 50.0, "refunded_as_fraud"),
+        (12, 1.0, "approved"),
+        (700, 0.5, "disputed"),
+    ]
+    log["reviews"] = _reviews(log["charges"], picks)
+    tables = {name: spark.createDataFrame(table) for name, table in log.items()}
+    mid = log["charges"]["created"][400].as_py()
+    cols = ["charge_id", "created", "is_fraud", "label_time", "mature"]
+    late = log["charges"]["charge_id"][9].as_py()  # closed as fraud 50 days after the charge
+    frauds = {}
+    for as_of, horizon in [(None, timedelta(days=120)), (mid, timedelta(days=5)), (mid, timedelta(hours=1))]:
+        want = fraud_labels(connect(log), as_of, horizon)
+        got = spark_labels(tables, as_of, horizon).orderBy("created", "charge_id").toArrow()
+        assert got.num_rows == want.num_rows == 800
+        for c in cols:
+            assert got[c].to_pylist() == want[c].to_pylist(), (as_of, horizon, c)
+        pairs = zip(got["charge_id"].to_pylist(), got["is_fraud"].to_pylist(), strict=True)
+        frauds[horizon] = {charge for charge, y in pairs if y}
+    assert late in frauds[timedelta(days=120)] and late not in frauds[timedelta(days=5)]
+    assert len(frauds[timedelta(days=120)]) > len(frauds[timedelta(days=5)]) > 0
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(iter(random_log(4, 600, n_keys=20).items()), "replace")
+    fset = bench_set()
+    _, want_set = build_training_set(ws, fset, horizon=timedelta(days=10))
+    got_set = training_set(read_workspace(spark, ws), fset, horizon=timedelta(days=10))
+    got_set = got_set.orderBy("created", "charge_id").toArrow()
+    assert got_set.column_names == want_set.column_names
+    assert _mismatches(got_set, want_set, fset.names) == {}
+    for c in ("is_fraud", "label_time", "mature", "scenario"):
+        assert got_set[c].to_pylist() == want_set[c].to_pylist(), c
+
+
+def test_spark_labels_refuse_what_the_one_machine_ones_refuse(spark: Any) -> None:
+    from datetime import datetime
+
+    from payfm.training.labels_spark import fraud_labels as spark_labels
+
+    tables = {name: spark.createDataFrame(table) for name, table in random_log(1, 20).items()}
+    with pytest.raises(ConfigError, match="timezone-aware"):
+        spark_labels(tables, datetime(2026, 1, 1))
+    with pytest.raises(ConfigError, match="must be positive"):
+        spark_labels(tables, None, timedelta(0))
+    with pytest.raises(ConfigError, match=r"Missing: \['early_fraud_warnings'\]"):
+        spark_labels({k: v for k, v in tables.items() if k != "early_fraud_warnings"})
