@@ -80,7 +80,11 @@ def test_spark_plan_equals_the_columnar_engine(spark: Any, seed: int, sets: tupl
         assert _mismatches(got, want, fset.names) == {}, fset.name
 
 
-def test_workspace_backfill_on_spark_writes_the_columnar_file(spark: Any, tmp_path: Path) -> None:
+def test_workspace_backfill_on_spark_writes_the_columnar_file(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
     from payfm.cli.main import cli
 
     ws = Workspace.open(tmp_path / "ws", create=True)
@@ -97,13 +101,17 @@ def test_workspace_backfill_on_spark_writes_the_columnar_file(spark: Any, tmp_pa
     assert got.schema == want.schema and got.schema.metadata == want.schema.metadata
     assert _mismatches(got, want, fset.names) == {}
     assert not any(p.name.endswith(".tmp") for p in path.parent.iterdir())
-    # in chunks: the rows in order across Spark's part files and the chunk boundaries
+    # in chunks: the rows in order across Spark's part files and the chunk boundaries; in a temporary folder
+    # whose name would be a glob pattern
     path.unlink()
+    (tmp_path / "tmp[1]").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp[1]"))
     backfill(ws, fset, engine="spark", chunk_rows=170)
     assert pq.read_table(path).equals(got)
+    assert not list((tmp_path / "tmp[1]").iterdir())  # (Spark's parts removed with the backfill's folder)
 
 
-def test_a_failed_spark_job_is_one_line(spark: Any) -> None:
+def test_a_failed_spark_job_is_one_line(spark: Any, tmp_path: Path) -> None:
     from payfm.features.offline_spark import failure, plan
 
     log = random_log(1, 50)
@@ -115,6 +123,17 @@ def test_a_failed_spark_job_is_one_line(spark: Any) -> None:
     assert said is not None and "\n" not in str(said)
     assert str(said).startswith("The Spark backfill failed: ") and "card_fingerprint" in str(said)
     assert failure(ValueError("not Spark's")) is None
+    # an error PySpark does not translate ("An error occurred while calling o43.parquet."): its Java cause
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(iter(random_log(4, 300).items()), "replace")
+    broken = ws.files("charges")[0]
+    broken.write_bytes(broken.read_bytes()[:200])
+    with pytest.raises(ConfigError) as err:
+        backfill(ws, bench_set(), engine="spark")
+    assert "\n" not in str(err.value) and "An error occurred while calling" not in str(err.value)
+    assert str(err.value).startswith("The Spark backfill failed: ")
+    assert broken.name in str(err.value) and "is not a Parquet file" in str(err.value)
+    assert not list((ws.root / "features").glob("*.parquet"))
 
 
 def test_spark_options_are_refused_where_they_do_not_apply(

@@ -412,6 +412,7 @@ def _backfill(
     # Parquet encoding releases the GIL: a chunk is written while the next one is assembled.
     pool = ThreadPoolExecutor(max_workers=1)
     pending: Future[None] | None = None
+    chunks: Iterator[pa.Table] | None = None
     try:
         if engine == "spark":
             from payfm.features.offline_spark import backfill_chunks
@@ -455,6 +456,9 @@ def _backfill(
         ) from None
     finally:
         pool.shutdown(wait=True)
+        close = getattr(chunks, "close", None)  # (a generator stopped early: its files and connections now)
+        if close is not None:
+            close()
         if writer is not None:
             writer.close()
         tmp.unlink(missing_ok=True)

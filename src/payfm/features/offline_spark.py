@@ -17,7 +17,8 @@ it to the columns that entity reads, and a join of the entities' features by cha
   part is alone in its partition (``_solo``: its own id), and its features of that entity are null, as in the
   other engines;
 - "strictly before the charge" is a ``ROWS`` frame ending one row before, ordered by ``(ts, charge_id)``;
-  outcomes count once their time is ``<= t``: a ``RANGE`` frame ending at the current row ordered by ``ts``;
+  outcomes count once their time is ``<= t``: a ``RANGE`` frame ending at the current row in the same order
+  (an outcome's ``charge_id`` is null and sorts first among the events of its instant);
 - a count or sum over a window of ``W`` tiles ending ``O`` tiles back (tiles of the aggregate's resolution:
   ``[T - W - O, T - O - 1]``, plus, for ``O = 0``, the charge's own tile up to the charge) is the difference
   of two growing frames: the events before the charge (or in tiles up to ``T - O - 1``) less those in tiles
@@ -34,7 +35,6 @@ Spark runs with ANSI SQL on: every division here is guarded, and an overflow fai
 from __future__ import annotations
 
 import contextlib
-import glob
 import logging
 import os
 import shutil
@@ -68,7 +68,8 @@ if TYPE_CHECKING:
 INSTALL_HINT = "The spark engine needs PySpark and Java 17 or later: pip install 'payfm[spark]'."
 _TABLES = ("charges", "disputes", "early_fraud_warnings", "refunds")
 _EXACT = "DECIMAL(38,0)"
-# Spark's JVM logs errors only, one line each (its default is every warning, and a banner).
+# Spark's JVM logs errors only (its default is every warning, and a banner); an error may still carry a
+# Java stack trace.
 _LOG4J = """rootLogger.level = error
 rootLogger.appenderRef.stderr.ref = console
 appender.console.type = Console
@@ -137,13 +138,32 @@ def session(master: str = "local[*]", memory: str = "6g", local_dir: str | None 
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
+    try:
+        text = str(e).strip()
+    except Exception:  # (a Java exception whose JVM has gone cannot say itself)
+        text = ""
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def _java_cause(e: BaseException) -> str | None:
+    """The innermost cause of a Java exception PySpark did not translate (``Py4JJavaError``: its own first
+    line is only "An error occurred while calling o43.parquet."), as ``class: message``; None otherwise."""
+    try:
+        cause = e.java_exception  # type: ignore[attr-defined]
+        for _ in range(20):  # (a cycle of causes would loop)
+            inner = cause.getCause()
+            if inner is None:
+                break
+            cause = inner
+        text = str(cause.toString()).strip()
+    except Exception:
+        return None
+    return text.splitlines()[0] if text else None
+
+
 def failure(e: BaseException) -> ConfigError | None:
-    """A one-line error for a failed Spark job (an analysis error, an executor lost, out of memory), or None
-    when ``e`` is not Spark's."""
+    """A one-line error for a failed Spark job (an analysis error, an unreadable file, an executor lost, out
+    of memory), or None when ``e`` is not Spark's."""
     try:
         from py4j.protocol import Py4JError
         from pyspark.errors import PySparkException
@@ -151,7 +171,8 @@ def failure(e: BaseException) -> ConfigError | None:
         return None
     if not isinstance(e, PySparkException | Py4JError):
         return None
-    return ConfigError(f"The Spark backfill failed: {_first_line(e)}")
+    said = _java_cause(e) if not isinstance(e, PySparkException) else None
+    return ConfigError(f"The Spark backfill failed: {said or _first_line(e)}")
 
 
 def _keys_ok(keys: tuple[str, ...]) -> Column:
@@ -460,8 +481,6 @@ class _Frames:
     like a column, ``amount_usd``); ``events``, the union of events they read, persisted for their passes."""
 
     def __init__(self, tables: Mapping[str, DataFrame], fset: FeatureSet) -> None:
-        from pyspark.sql import functions as F
-
         missing = [t for t in _TABLES if t not in tables]
         if missing:
             raise ConfigError(
@@ -470,6 +489,16 @@ class _Frames:
         events = _events(tables, fset)
         resolutions = sorted({_res_us(f) for f in fset.aggregates if f.window is not None})
         self.events = events.select("*", *[_tile(r).alias(f"_tile_{r}") for r in resolutions]).persist()
+        try:
+            self._build(fset)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.events.unpersist()
+            raise
+
+    def _build(self, fset: FeatureSet) -> None:
+        from pyspark.sql import functions as F
+
         self.inner = inner = {name: f"_f{i}" for i, name in enumerate(fset.names)}
         requests = [_request(f).alias(inner[f.name]) for f in fset.features if isinstance(f, RequestFeature)]
         charges = self.events.where(F.col("src").isNull())
@@ -495,7 +524,8 @@ def plan(tables: Mapping[str, DataFrame], fset: FeatureSet) -> DataFrame:
     double column per feature (null where missing), in no particular row order.
 
     ``tables``: the event log's ``charges``, ``disputes``, ``early_fraud_warnings`` and ``refunds`` with the
-    workspace's schemas (docs/events.md), e.g. ``spark.read.parquet(...)`` of a workspace's files. The union
+    workspace's schemas (docs/events.md), e.g. ``spark.read.parquet(...)`` of a workspace's files. Charge ids
+    must be unique, as a workspace's are (the entities' features join the charges by id). The union
     of their events is persisted (``DataFrame.persist``: memory, then disk) for the entities' passes over it;
     ``spark.catalog.clearCache()`` frees it.
     """
@@ -571,9 +601,11 @@ def backfill_chunks(
                 frames.events.unpersist()
     if progress:
         progress(len(parts), total)
-    yield from _assemble(stages, fset, frames.inner, chunk_rows, memory, scratch)
-    for stage in stages:
-        shutil.rmtree(stage, ignore_errors=True)
+    try:
+        yield from _assemble(stages, fset, frames.inner, chunk_rows, memory, scratch)
+    finally:
+        for stage in stages:
+            shutil.rmtree(stage, ignore_errors=True)
     if progress:
         progress(total, total)
 
@@ -601,17 +633,21 @@ def _assemble(
             *[pa.field(n, pa.float64()) for n in fset.names],
         ]
     )
-    if not glob.glob(str(stages[0] / "part-*.parquet")):
-        yield schema.empty_table()
-        return
+    parts = [sorted(stage.glob("part-*.parquet")) for stage in stages]  # (the folder's name is no pattern)
+    for stage, found in zip(stages, parts, strict=True):
+        if not found:  # (Spark writes a part file, an empty one for no rows)
+            raise ConfigError(f"The Spark backfill wrote no Parquet part file in {stage}.")
 
-    def files(stage: Path) -> str:
-        return "'" + str(stage / "part-*.parquet").replace("'", "''") + "'"
+    def quoted(path: Path) -> str:
+        return "'" + str(path).replace("'", "''") + "'"
+
+    def files(i: int) -> str:
+        return "[" + ", ".join(quoted(f) for f in parts[i]) + "]"
 
     sql = ", ".join(f"p{i}.* EXCLUDE (cid)" for i in range(1, len(stages)))
-    sql = f"SELECT p0.*{', ' + sql if sql else ''} FROM read_parquet({files(stages[0])}) p0"
+    sql = f"SELECT p0.*{', ' + sql if sql else ''} FROM read_parquet({files(0)}) p0"
     for i in range(1, len(stages)):
-        sql += f" JOIN read_parquet({files(stages[i])}) p{i} ON p{i}.cid = p0.cid"
+        sql += f" JOIN read_parquet({files(i)}) p{i} ON p{i}.cid = p0.cid"
     sql += " ORDER BY p0.ts, p0.cid"
 
     def chunk(batch: pa.RecordBatch) -> pa.Table:
@@ -625,8 +661,8 @@ def _assemble(
 
     con = duckdb.connect()
     try:
-        con.execute(f"SET memory_limit = '{memory.upper()}B'")
-        con.execute("SET temp_directory = '" + str(scratch).replace("'", "''") + "'")
+        con.execute(f"SET memory_limit = '{memory.removesuffix('m')}MiB'")  # (Spark's "6144m": mebibytes)
+        con.execute(f"SET temp_directory = {quoted(scratch)}")
         con.execute("SET preserve_insertion_order = true")
         reader = con.sql(sql).to_arrow_reader(chunk_rows)
         pending: list[pa.Table] = []
