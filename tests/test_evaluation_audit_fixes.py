@@ -360,3 +360,16 @@ def test_the_cli_says_when_resamples_could_not_be_used(
         out = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), "evaluate", "--no-baseline"])
         assert out.exit_code == 0, out.output
         assert (said in " ".join(out.output.split())) if said else "Intervals:" not in out.output
+
+
+def test_evaluate_with_nothing_to_evaluate_names_the_options(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    Workspace.open(tmp_path / "ws", create=True)
+    out = CliRunner().invoke(cli, ["-w", str(tmp_path / "ws"), "evaluate", "--no-baseline"])
+    assert out.exit_code == 1
+    said = " ".join(out.output.split())
+    assert "Nothing to evaluate: expected at least one model (--model" in said
+    assert "leave out --no-baseline" in said and "evaluate_models" not in said

@@ -78,6 +78,10 @@ def test_names_differing_only_in_case_are_refused_and_suggested(ws: Workspace, t
         create_list(ws, "Bad_Bins", "bin", author="ana")
     code, out = run(ws, "lists", "show", "BAD_BINS")
     assert code == 1 and "Unknown list 'BAD_BINS'. Did you mean 'bad_bins'?" in out
+    code, out = run(ws, "lists", "show", "vip_cards")  # nothing close: the lists there are
+    assert (
+        code == 1 and "Unknown list 'vip_cards'. The workspace's lists: 'bad_bins' (payfm lists list)." in out
+    )
     rules = tmp_path / "r.rules"
     rules.write_text("x: block if :card_bin: in @BAD_BINS\n")
     code, out = run(ws, "rules", "check", str(rules), "--set", "tiny")

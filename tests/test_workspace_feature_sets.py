@@ -87,7 +87,6 @@ def test_a_defined_set_is_backfilled_trained_on_and_served(ws: Workspace, tmp_pa
     [
         ({"name": "tiny"}, "'tiny' is a set payfm bundles"),
         ({"name": "Bad Name"}, "'name' must be a lower-case word"),
-        ({"version": "000000000000"}, "'version' is '000000000000', but its definitions give"),
         ({"features": [{"kind": "aggregate", "entity": "card", "agg": "count", "windw_s": 60}]}, "'windw_s'"),
         ({"features": [{"kind": "aggregate", "entity": "card", "agg": "cnt"}]}, "Did you mean 'count'?"),
         ({"features": [{"kind": "request", "type": "amount_usd"}]}, "feature 1"),
@@ -124,3 +123,27 @@ def test_a_set_file_with_a_byte_order_mark_is_read(ws: Workspace, tmp_path: Path
 def test_an_unknown_set_names_the_bundled_and_the_workspaces(ws: Workspace) -> None:
     code, out = run("-w", str(ws.root), "features", "list", "--set", "nope")
     assert code == 1 and "Unknown feature set 'nope'" in out and "features define" in out
+
+
+def test_an_edited_export_is_defined_as_the_docs_teach(ws: Workspace, tmp_path: Path) -> None:
+    """docs/features.md: `features list --set tiny --json > mine.json`, edit "name" and remove a feature,
+    `features define mine.json`: defined at its definitions' version, with a note that the exported one no
+    longer holds. The library still refuses the mismatch (a file is not silently another version)."""
+    from payfm.errors import ConfigError
+    from payfm.features.definitions import FeatureSet
+
+    code, out = run("features", "list", "--set", "tiny", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    exported = data["version"]
+    data["name"], data["features"] = "edited", data["features"][:-1]
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(data))
+    code, out = run("-w", str(ws.root), "features", "define", str(path))
+    mine = feature_set("edited", ws.root)
+    assert code == 0, out
+    assert len(mine.features) == len(tiny_set().features) - 1 and mine.version != exported
+    assert f"says version '{exported}', written before its features were edited" in out
+    assert f"Defined feature set 'edited' version {mine.version}" in out
+    with pytest.raises(ConfigError, match=f"'version' is '{exported}', but its definitions give"):
+        FeatureSet.from_json(data)

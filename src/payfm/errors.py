@@ -7,6 +7,10 @@ Messages follow one template: who, what was expected, what was received, e.g.
 from __future__ import annotations
 
 import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class PayfmError(Exception):
@@ -121,3 +125,21 @@ def scrubbed(text: str, url: str) -> str:
         else:
             text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
     return text
+
+
+@contextmanager
+def sqlite_file(path: Path, what: str) -> Iterator[None]:
+    """Inside the block, SQLite's "file is not a database" or "database disk image is malformed" for the file
+    at ``path`` (``what``: "The model registry") becomes a ConfigError naming it; a locked or busy database,
+    and every other error, stay as they are."""
+    try:
+        yield
+    except sqlite3.DatabaseError as e:
+        if (
+            type(e) is not sqlite3.DatabaseError
+        ):  # (OperationalError, IntegrityError...: not the file's state)
+            raise
+        raise ConfigError(
+            f"{what} {path} is damaged or not an SQLite database ({e}). payfm changed nothing in it: restore "
+            "it from a backup, or move it aside to start an empty one."
+        ) from None

@@ -95,7 +95,18 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
         data = json.loads(Path(file).read_text(encoding="utf-8-sig"))  # (a BOM, as Windows editors write)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ConfigError(f"Feature set file '{file}': expected JSON text. Got an error ({e}).") from None
+    # The file's 'version' is that of the set it was exported from: a file made by editing an export (as the
+    # example above does) is a new set, whose version its definitions give; said, not refused.
+    exported = data.pop("version", None) if isinstance(data, dict) else None
     fs = FeatureSet.from_json(data, f"Feature set file '{file}'")
+    if exported is not None and exported != fs.version:
+        err_console.print(
+            f"note: '{file}' says version {exported!r}, written before its features were edited; its "
+            f"definitions give version {fs.version}.",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     try:
         check_definable(fs)  # before the workspace: a bad name is said even where there is none yet
     except ConfigError as e:
@@ -174,7 +185,14 @@ def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str, 
 
 @features.command()
 @SET_OPTION
-@click.option("--show", "show_n", default=10, show_default=True, help="Features to list (worst first).")
+@click.option(
+    "--show",
+    "show_n",
+    type=click.IntRange(0),
+    default=10,
+    show_default=True,
+    help="Features to list (worst first).",
+)
 @click.pass_context
 def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
     """Replay the log through the online state and compare every feature with the backfill.

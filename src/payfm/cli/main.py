@@ -80,6 +80,14 @@ class _Group(click.Group):
             raise click.UsageError(redact_card_numbers(said), ctx=e.ctx) from None
 
 
+def _not_empty(value: str) -> str:
+    """The workspace option's value, refused when empty (`-w "$WS"` with WS unset would be the current
+    folder)."""
+    if not value.strip():
+        raise click.BadParameter(f"expected a workspace directory. Got {value!r}.", param_hint="--workspace")
+    return value
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option(
     "--workspace",
@@ -88,6 +96,7 @@ class _Group(click.Group):
     default=DEFAULT_WORKSPACE,
     show_default=True,
     type=click.Path(file_okay=False),
+    callback=lambda ctx, param, value: _not_empty(value),
     help="Workspace directory (or set PAYFM_WORKSPACE). It goes before the command: payfm -w DIR summary.",
 )
 @click.version_option(__version__, prog_name="payfm")

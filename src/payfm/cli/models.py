@@ -172,7 +172,8 @@ def train(
       payfm generate --charges 100000 --days 60
       payfm features backfill
       payfm train --model all --horizon-days 20 --val-days 7 --test-days 7 --gap-days 3
-      payfm train --horizon-days 20 --param n_estimators=200 --param num_leaves=31
+      payfm train --horizon-days 20 --val-days 7 --test-days 7 --gap-days 3 \
+        --param n_estimators=200 --param num_leaves=31
 
     \b
     On foundation-model inputs (docs/fm.md), on the 120-day default world:

@@ -129,10 +129,10 @@ def _opener() -> Any:
     return urllib.request.build_opener(NoRedirect)
 
 
-def _url(value: str, key: str) -> str:
+def service_url(value: str, key: str | None, option: str = "--url") -> str:
     """``value`` if it is a service's address (http or https, a host, a port if any, no user, query or
-    fragment; HOST:PORT alone means http://, as `payfm replay --http` takes it); a usage error naming --url
-    otherwise, which never shows ``key`` (a key pasted into PAYFM_URL)."""
+    fragment; HOST:PORT alone means http://, as `payfm replay --http` takes it); a usage error naming
+    ``option`` otherwise, which never shows ``key`` (a key pasted into PAYFM_URL)."""
     if "://" not in value and value.strip():
         value = f"http://{value}"
     try:
@@ -149,15 +149,16 @@ def _url(value: str, key: str) -> str:
         and not (parts.query or parts.fragment)
         and value.isprintable()
         and " " not in value
-        and key not in unquote(value)
+        and not (key and key in unquote(value))
         and not _KEYLIKE.search(unquote(value))
     )
     if not fine:
-        said = _KEYLIKE.sub("<an API key>", shown_url(unquote(value)).replace(key, "<the API key>"))
+        said = shown_url(unquote(value))
+        said = _KEYLIKE.sub("<an API key>", said.replace(key, "<the API key>") if key else said)
         raise click.BadParameter(
             f"must be the service's address, such as {DEFAULT_URL} (no user, query, space or key). Got "
             f"{said!r}.",
-            param_hint="--url",
+            param_hint=option,
         )
     return value
 
@@ -246,7 +247,7 @@ def review(ctx: click.Context, url: str, key_file: str | None) -> None:
 
 def _service(ctx: click.Context) -> Service:
     key = _key(ctx.obj["key_file"])
-    return Service(_url(ctx.obj["review_url"], key), key)
+    return Service(service_url(ctx.obj["review_url"], key), key)
 
 
 def _connection(f: Any) -> Any:

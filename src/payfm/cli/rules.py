@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from rich.table import Table
 from rich.text import Text
 
-from payfm.cli.options import FiniteFloatRange
+from payfm.cli.options import DAYS
 from payfm.cli.render import console, err_console, plural
 from payfm.cli.rules_diff import diff, meaning, rule_key
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
@@ -262,7 +262,7 @@ WINDOW = [
     ),
     click.option(
         "--horizon-days",
-        type=FiniteFloatRange(0.0, min_open=True),
+        type=DAYS,
         default=None,
         help=f"Label horizon: a charge's label is final (fraud, refunded, legit) once this many days have "
         f"passed by the log's end; later charges count as pending. [default: {DEFAULT_HORIZON.days}]",

@@ -547,6 +547,10 @@ def replay(
     if e is not None and e <= s:
         raise ConfigError(f"--to ({end}) must be after --from ({start}).")
     _refuse_an_empty_window(ws, s, e, start, end)
+    if url is not None:  # (an empty one too: refused, not read as "in process")
+        from payfm.cli.review import service_url
+
+        url = service_url(url, key, "--http")
     if url:
         rep = replay_http(ws, s, e, url, key, authorize_after=authorize_after)
         if rep.errors and not rep.mix:  # nothing was decided: a wrong URL or key, a server down

@@ -310,7 +310,10 @@ def evaluate_models(
     start, end = window_bound(start, "start"), window_bound(end, "end")
     _check_window(start, end)
     if not model_refs and not baseline:
-        raise EvaluationError("evaluate_models needs at least one model or the baseline. Got neither.")
+        raise EvaluationError(
+            "Nothing to evaluate: expected at least one model (--model; model_refs in Python) or the rules "
+            "baseline (leave out --no-baseline; baseline=True). Got neither."
+        )
     say = progress or (lambda _msg: None)
     tests = held_out(ws, model_refs) if model_refs else {}
     if start is None and tests:

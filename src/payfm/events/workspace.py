@@ -235,6 +235,15 @@ class Workspace:
             raise WorkspaceError(f"No payfm workspace at '{self.root}' ({MANIFEST} is missing).") from None
         except json.JSONDecodeError as e:
             raise WorkspaceError(f"'{path}' is not valid JSON ({e}); the workspace is damaged.") from None
+        except (IsADirectoryError, UnicodeDecodeError) as e:
+            raise WorkspaceError(
+                f"'{path}' is not a readable manifest ({e}); the workspace is damaged."
+            ) from None
+        if not isinstance(data, dict):
+            raise WorkspaceError(
+                f"'{path}' holds a JSON {type(data).__name__}, not the manifest's object; the workspace is "
+                "damaged."
+            )
         if data.get("format") != FORMAT_VERSION:
             raise WorkspaceError(
                 f"'{path}' has format {data.get('format')!r}; this payfm reads format {FORMAT_VERSION}."

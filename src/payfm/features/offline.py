@@ -349,8 +349,12 @@ LOG_VERSION_KEY = b"payfm.log_version"  # the workspace manifest version a backf
 
 
 def backfill_is_current(ws: Workspace, path: Path) -> bool:
-    """The backfill at ``path`` was computed from the workspace's event log as it is now."""
-    meta = pq.read_schema(path).metadata or {}
+    """The backfill at ``path`` was computed from the workspace's event log as it is now (a file that is not
+    readable Parquet, cut short or damaged, is not)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError):
+        return False
     return meta.get(LOG_VERSION_KEY) == str(ws.manifest()["version"]).encode()
 
 

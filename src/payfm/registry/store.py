@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from payfm import interrupts
-from payfm.errors import ConfigError, PayfmError
+from payfm.errors import ConfigError, PayfmError, sqlite_file
 from payfm.events.cards import name_holds_card_number
 from payfm.events.workspace import Workspace, atomic_write_bytes, opened
 from payfm.features.definitions import FeatureSet, refuse_card_numbers
@@ -167,7 +167,8 @@ class Registry:
         self.root.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.root / "registry.db", timeout=30, isolation_level=None)
         try:
-            con.executescript(_SCHEMA)
+            with sqlite_file(self.root / "registry.db", "The model registry"):
+                con.executescript(_SCHEMA)
             con.execute("BEGIN IMMEDIATE")
             if "previous_name" not in {r[1] for r in con.execute("PRAGMA table_info(stage_log)")}:
                 con.execute(_PREVIOUS_NAME)

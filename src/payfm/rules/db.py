@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
+from payfm.errors import sqlite_file
 from payfm.events.cards import shown_text
 from payfm.events.workspace import Workspace
 
@@ -56,7 +57,8 @@ def connect(ws: Workspace, *, immediate: bool = False) -> Iterator[sqlite3.Conne
     con = sqlite3.connect(ws.root / "rules.db", timeout=10.0)
     try:
         con.execute("PRAGMA foreign_keys = ON")
-        con.executescript(SCHEMA)
+        with sqlite_file(ws.root / "rules.db", "The rules database"):
+            con.executescript(SCHEMA)
         _migrate(con)
         with con:
             if immediate:

@@ -205,7 +205,13 @@ def _require(con: sqlite3.Connection, name: str) -> str:
     if row is None:
         names = [r[0] for r in con.execute("SELECT name FROM lists ORDER BY name")]
         close = similar_name(name, names)
-        hint = f" Did you mean {_shown_name(close)}?" if close else ""
+        if close:
+            hint = f" Did you mean {_shown_name(close)}?"
+        elif names:
+            shown = ", ".join(_shown_name(n) for n in names[:10]) + (", ..." if len(names) > 10 else "")
+            hint = f" The workspace's lists: {shown} (payfm lists list)."
+        else:
+            hint = " The workspace has no list yet (payfm lists create NAME --type TYPE)."
         raise RuleError(f"Unknown list {_shown_name(name)}.{hint}")
     return str(row[0])
 

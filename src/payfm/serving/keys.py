@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from payfm.errors import sqlite_file
 from payfm.events.cards import contains_card_number
 from payfm.events.text import MAX_ID_CHARS
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
@@ -97,7 +98,8 @@ class KeyStore:
     def _db(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(self.path, timeout=30)
-        con.execute(_SCHEMA)
+        with sqlite_file(self.path, "The API key store"):
+            con.execute(_SCHEMA)
         return con
 
     def create(self, name: str) -> str:

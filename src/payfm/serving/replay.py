@@ -274,7 +274,9 @@ def replay_http(
         port = u.port
     except ValueError:  # not a number: what the URL holds after the host's ':' (or a password's piece)
         raise ConfigError(f"--http: expected http://HOST:PORT with a numeric port. Got {shown!r}.") from None
-    conn = http.client.HTTPConnection(u.hostname or "127.0.0.1", port or 80, timeout=30)
+    secure = u.scheme == "https"
+    connection = http.client.HTTPSConnection if secure else http.client.HTTPConnection
+    conn = connection(u.hostname or "127.0.0.1", port or (443 if secure else 80), timeout=30)
     try:
 
         def call(method: str, path: str, body: str | None = None) -> tuple[int, bytes]:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from payfm.errors import sqlite_file
 from payfm.serving.decision_log import DecisionLog, Record, new_log_id
 
 log = logging.getLogger("payfm.serving")
@@ -55,8 +56,9 @@ class SQLiteDecisionLog(DecisionLog):
         self.durability = durability
         self.url = f"sqlite:///{self.path}"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._connect()
-        con.executescript(SCHEMA)
+        with sqlite_file(self.path, "The decision log"):
+            con = self._connect()
+            con.executescript(SCHEMA)
         con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (new_log_id(),))
         con.close()
         self._stop = threading.Event()
