@@ -87,3 +87,15 @@ def test_empty_and_malformed_option_values_are_usage_errors(ws: Workspace) -> No
     assert code == 2 and "--horizon-days" in out and "Traceback" not in out
     code, out = run("-w", w, "features", "parity", "--set", "tiny", "--show", "-1")
     assert code == 2 and "--show" in out and "-1 is not in the range x>=0" in out
+
+
+def test_unknown_names_and_an_empty_log_say_where_to_look(ws: Workspace, tmp_path: Path) -> None:
+    code, out = run("-w", str(ws.root), "features", "show", "zzz_nothing_like_it")
+    assert code == 1 and "No feature 'zzz_nothing_like_it' in feature set 'default'." in out
+    assert "`payfm features list --set default` lists its features." in out
+    code, out = run("-w", str(ws.root), "serve", "keys", "revoke", "nobody")
+    assert code == 1 and "No active key named 'nobody' (`payfm serve keys list` shows every key)." in out
+    empty = Workspace.open(tmp_path / "empty", create=True)
+    code, out = run("-w", str(empty.root), "features", "drift", "--set", "tiny", "--from", "2026-01-01")
+    assert code == 1 and "holds no charges of the backfill, which is empty (the log holds no charges)." in out
+    assert "None" not in out

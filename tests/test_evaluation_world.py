@@ -184,7 +184,10 @@ def test_baseline_alone_is_evaluated_on_the_charges_of_the_window(world: World) 
     assert population["is_fraud"].to_pylist() == world.preds["is_fraud"].to_pylist()
     rules = evaluate_predictions(rules_baseline_predictions(world.ws, population), name="rules", bootstrap=0)
     assert rules.charges == world.preds.num_rows
-    with pytest.raises(EvaluationError, match="at least one model or the baseline"):
+    with pytest.raises(
+        EvaluationError,
+        match=r"Nothing to evaluate: expected at least one model \(--model; model_refs in Python\)",
+    ):
         evaluate_models(world.ws, [], baseline=False)
 
 

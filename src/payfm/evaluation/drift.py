@@ -303,9 +303,10 @@ def window_drift(
             whole = pq.read_table(path, columns=["created"]).column("created")
             lo, hi = pc.min(whole).as_py(), pc.max(whole).as_py()
             got = f"{_iso(window[0]) or 'the start'} .. {_iso(window[1]) or 'the end'}"
+            held = "is empty (the log holds no charges)"
+            held = f"runs from {_iso(lo)} to {_iso(hi)}" if lo is not None else held
             raise EvaluationError(
-                f"The {which} window of the drift ({got}) holds no charges of the backfill, which runs from "
-                f"{_iso(lo)} to {_iso(hi)}."
+                f"The {which} window of the drift ({got}) holds no charges of the backfill, which {held}."
             )
         picks[which] = _rows(len(created), max_rows)
     drifts: list[FeatureDrift] = []

@@ -744,7 +744,8 @@ class FeatureSet:
         for f in self.features:
             if f.name == name:
                 return f
-        raise ConfigError(f"No feature {name!r} in feature set '{self.name}'." + _suggest(name, self.names))
+        hint = _suggest(name, self.names) or f" `payfm features list --set {self.name}` lists its features."
+        raise ConfigError(f"No feature {name!r} in feature set '{self.name}'." + hint)
 
     def subset(self, names: Sequence[str]) -> FeatureSet:
         """The named features plus what derived ones need, in set order."""

@@ -150,7 +150,10 @@ class KeyStore:
             con.close()
         self._checked = -1e9
         if cur.rowcount == 0:
-            raise NotFound(f"No active key named {shown(repr(name))}.", field="name")
+            raise NotFound(
+                f"No active key named {shown(repr(name))} (`payfm serve keys list` shows every key).",
+                field="name",
+            )
 
     def _refresh(self) -> None:
         now = time.monotonic()
