@@ -99,3 +99,26 @@ def test_unknown_names_and_an_empty_log_say_where_to_look(ws: Workspace, tmp_pat
     code, out = run("-w", str(empty.root), "features", "drift", "--set", "tiny", "--from", "2026-01-01")
     assert code == 1 and "holds no charges of the backfill, which is empty (the log holds no charges)." in out
     assert "None" not in out
+
+
+def test_a_damaged_event_file_is_named(ws: Workspace) -> None:
+    first, second = ws.files("charges")[:2]
+    first.write_bytes(first.read_bytes()[:300])  # cut short
+    for command in (
+        ("summary",),
+        ("features", "backfill", "--set", "tiny"),
+        ("sql", "SELECT count(*) FROM charges"),
+    ):
+        code, out = run("-w", str(ws.root), *command)
+        assert (
+            code == 1
+            and f"The event log's charges file '{first}' is not a whole Parquet file (300 bytes" in out
+        )
+        assert "Traceback" not in out
+    first.unlink()
+    code, out = run("-w", str(ws.root), "summary")
+    assert (
+        code == 1
+        and f"The event log's charges file '{first}', which manifest.json lists, cannot be read" in out
+    )
+    assert str(second) not in out

@@ -192,6 +192,7 @@ class Workspace:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._whole: dict[Path, tuple[int, int]] = {}  # files found whole Parquet: (size, mtime_ns)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Workspace:
@@ -252,7 +253,37 @@ class Workspace:
 
     def files(self, table: str) -> list[Path]:
         schema_of(table)
-        return [self.root / rel for rel in self.manifest()["tables"].get(table, [])]
+        return self._committed(table, self.manifest())
+
+    def _committed(self, table: str, manifest: dict[str, Any]) -> list[Path]:
+        """The table's files the manifest lists, each checked present and whole (Parquet's magic bytes at both
+        ends: a file cut short or overwritten); a WorkspaceError naming the first that is not, rather than
+        the reader's error, which names no file. A file seen whole is checked again only once changed."""
+        paths = [self.root / rel for rel in manifest["tables"].get(table, [])]
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError as e:
+                raise WorkspaceError(
+                    f"The event log's {table} file '{path}', which {MANIFEST} lists, cannot be read "
+                    f"({e.strerror or e}); the workspace is damaged: restore the file, or write the log "
+                    "again (`payfm generate` or `payfm import`)."
+                ) from None
+            stamp = (st.st_size, st.st_mtime_ns)
+            if self._whole.get(path) == stamp:
+                continue
+            with path.open("rb") as fh:
+                head = fh.read(4)
+                fh.seek(max(0, st.st_size - 4))
+                tail = fh.read(4)
+            if st.st_size < 12 or head != b"PAR1" or tail != b"PAR1":
+                raise WorkspaceError(
+                    f"The event log's {table} file '{path}' is not a whole Parquet file ({st.st_size:,} "
+                    "bytes, cut short or overwritten); the workspace is damaged: restore the file, or write "
+                    "the log again (`payfm generate` or `payfm import`)."
+                )
+            self._whole[path] = stamp
+        return paths
 
     def secret(self) -> bytes:
         """The workspace's HMAC key for card fingerprints, created on first use (0600, never logged)."""
@@ -268,9 +299,9 @@ class Workspace:
         """An in-memory DuckDB connection with one view per table over the committed files (UTC session)."""
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
-        tables = self.manifest()["tables"]
+        manifest = self.manifest()
         for table in TABLES:
-            files = [str(self.root / rel) for rel in tables.get(table, [])]
+            files = [str(path) for path in self._committed(table, manifest)]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 # Exactly the schema's columns: without hive_partitioning=false DuckDB adds the path's `day`,
