@@ -146,18 +146,19 @@ def _first_line(e: BaseException) -> str:
 
 
 def _java_cause(e: BaseException) -> str | None:
-    """The innermost cause of a Java exception PySpark did not translate (``Py4JJavaError``: its own first
-    line is only "An error occurred while calling o43.parquet."), as ``class: message``; None otherwise."""
+    """What a Java exception PySpark did not translate says (``Py4JJavaError``: its own first line is only "An
+    error occurred while calling o43.parquet."): the first exception of its chain of causes that is not
+    Spark's "Job aborted due to stage failure" wrapper (the innermost one otherwise), as ``class: message``,
+    its first line; None when ``e`` carries no Java exception."""
     try:
-        cause = e.java_exception  # type: ignore[attr-defined]
-        for _ in range(20):  # (a cycle of causes would loop)
-            inner = cause.getCause()
-            if inner is None:
-                break
-            cause = inner
-        text = str(cause.toString()).strip()
+        chain = [e.java_exception]  # type: ignore[attr-defined]
+        while len(chain) < 20 and chain[-1].getCause() is not None:  # (a cycle of causes would loop)
+            chain.append(chain[-1].getCause())
+        said = [str(j.toString()).strip() for j in chain]
     except Exception:
         return None
+    specific = [t for t in said if t and "Job aborted due to stage failure" not in t.split("\n")[0]]
+    text = specific[0] if specific else said[-1]
     return text.splitlines()[0] if text else None
 
 
