@@ -33,7 +33,7 @@ import shutil
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -187,6 +187,14 @@ def day_name(day: int) -> str:
     return str(np.datetime64(int(day), "D"))
 
 
+def _unreadable(table: str, path: Path, e: OSError) -> WorkspaceError:
+    return WorkspaceError(
+        f"The event log's {table} file '{path}', which {MANIFEST} lists, cannot be read ({e.strerror or e}); "
+        "the workspace is damaged: restore the file, or write the log again (`payfm generate` or `payfm "
+        "import`)."
+    )
+
+
 class Workspace:
     """A payfm workspace directory. Open with :meth:`open`; read with :meth:`connect` or :meth:`read`."""
 
@@ -253,37 +261,51 @@ class Workspace:
 
     def files(self, table: str) -> list[Path]:
         schema_of(table)
-        return self._committed(table, self.manifest())
+        return self._committed((table,))[table]
 
-    def _committed(self, table: str, manifest: dict[str, Any]) -> list[Path]:
-        """The table's files the manifest lists, each checked present and whole (Parquet's magic bytes at both
-        ends: a file cut short or overwritten); a WorkspaceError naming the first that is not, rather than
-        the reader's error, which names no file. A file seen whole is checked again only once changed."""
-        paths = [self.root / rel for rel in manifest["tables"].get(table, [])]
-        for path in paths:
+    def _committed(self, tables: Sequence[str]) -> dict[str, list[Path]]:
+        """The files the manifest lists for ``tables``, each checked present and whole (Parquet's magic bytes
+        at both ends: a file cut short or overwritten); a WorkspaceError naming the first that is not, rather
+        than the reader's error, which names no file. A file gone because a commit replaced it since the
+        manifest was read (another process compacting or replacing the log) is not damage: the files are
+        listed again, as :meth:`retrying` does. A file seen whole is checked again only once changed."""
+        for attempt in range(RETRIES):
+            manifest = self.manifest()
+            out: dict[str, list[Path]] = {}
             try:
-                st = path.stat()
-            except OSError as e:
-                raise WorkspaceError(
-                    f"The event log's {table} file '{path}', which {MANIFEST} lists, cannot be read "
-                    f"({e.strerror or e}); the workspace is damaged: restore the file, or write the log "
-                    "again (`payfm generate` or `payfm import`)."
-                ) from None
+                for table in tables:
+                    out[table] = [self.root / rel for rel in manifest["tables"].get(table, [])]
+                    for path in out[table]:
+                        self._check_whole(table, path)
+                return out
+            except FileNotFoundError as e:
+                if attempt + 1 < RETRIES and self.manifest()["version"] != manifest["version"]:
+                    continue  # a commit in between
+                raise _unreadable(table, Path(e.filename), e) from None
+        raise AssertionError("unreachable")
+
+    def _check_whole(self, table: str, path: Path) -> None:
+        """``path`` present (FileNotFoundError otherwise) and whole Parquet (a WorkspaceError otherwise)."""
+        try:
+            st = path.stat()
             stamp = (st.st_size, st.st_mtime_ns)
             if self._whole.get(path) == stamp:
-                continue
+                return
             with path.open("rb") as fh:
                 head = fh.read(4)
                 fh.seek(max(0, st.st_size - 4))
                 tail = fh.read(4)
-            if st.st_size < 12 or head != b"PAR1" or tail != b"PAR1":
-                raise WorkspaceError(
-                    f"The event log's {table} file '{path}' is not a whole Parquet file ({st.st_size:,} "
-                    "bytes, cut short or overwritten); the workspace is damaged: restore the file, or write "
-                    "the log again (`payfm generate` or `payfm import`)."
-                )
-            self._whole[path] = stamp
-        return paths
+        except FileNotFoundError:
+            raise
+        except OSError as e:
+            raise _unreadable(table, path, e) from None
+        if st.st_size < 12 or head != b"PAR1" or tail != b"PAR1":
+            raise WorkspaceError(
+                f"The event log's {table} file '{path}' is not a whole Parquet file ({st.st_size:,} bytes, "
+                "cut short or overwritten); the workspace is damaged: restore the file, or write the log "
+                "again (`payfm generate` or `payfm import`)."
+            )
+        self._whole[path] = stamp
 
     def secret(self) -> bytes:
         """The workspace's HMAC key for card fingerprints, created on first use (0600, never logged)."""
@@ -299,9 +321,9 @@ class Workspace:
         """An in-memory DuckDB connection with one view per table over the committed files (UTC session)."""
         con = duckdb.connect()
         con.execute("SET TimeZone = 'UTC'")
-        manifest = self.manifest()
+        committed = self._committed(TABLES)
         for table in TABLES:
-            files = [str(path) for path in self._committed(table, manifest)]
+            files = [str(path) for path in committed[table]]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 # Exactly the schema's columns: without hive_partitioning=false DuckDB adds the path's `day`,

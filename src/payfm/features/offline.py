@@ -422,7 +422,7 @@ def _backfill(
             from payfm.features.offline_spark import backfill_chunks
 
             memory = f"{max(512, _bytes(memory_limit) // 2**20)}m"
-            chunks = backfill_chunks(ws, fset, chunk_rows, progress, spark_master, memory, spill)
+            chunks = backfill_chunks(ws, fset, chunk_rows, progress, spark_master, memory, spill, connect)
         else:
             chunks = _chunks(
                 fset,

@@ -61,6 +61,7 @@ from payfm.features.plan import window_tiles
 from payfm.features.request import COUNTRY_UTC_OFFSET_H
 
 if TYPE_CHECKING:
+    import duckdb
     from pyspark.sql import Column, DataFrame, SparkSession
 
     from payfm.events.workspace import Workspace
@@ -90,7 +91,7 @@ def _require() -> None:
         raise ConfigError(INSTALL_HINT) from None
 
 
-def session(master: str = "local[*]", memory: str = "6g", local_dir: str | None = None) -> SparkSession:
+def session(master: str = "local[*]", memory: str = "6g") -> SparkSession:
     """A Spark session for the backfill: UTC, ANSI SQL, Parquet timestamps as microseconds, quiet logs.
 
     ``master`` and ``memory`` (the driver's: in local mode the whole job's) apply when this process starts
@@ -121,8 +122,6 @@ def session(master: str = "local[*]", memory: str = "6g", local_dir: str | None 
         # (a workspace's table is a file a day: Spark would list more than 32 paths with a job of its own)
         .config("spark.sql.sources.parallelPartitionDiscovery.threshold", "100000")
     )
-    if local_dir:
-        builder = builder.config("spark.local.dir", local_dir)
     # payfm says a failed job in one line (:func:`failure`); pyspark would also log each as JSON.
     for name in ("DataFrameQueryContextLogger", "SQLQueryContextLogger"):
         logging.getLogger(name).disabled = True
@@ -503,7 +502,7 @@ class _Frames:
         self.inner = inner = {name: f"_f{i}" for i, name in enumerate(fset.names)}
         requests = [_request(f).alias(inner[f.name]) for f in fset.features if isinstance(f, RequestFeature)]
         charges = self.events.where(F.col("src").isNull())
-        self.charges = charges.select("cid", "ts", *needed_columns(fset)).select("cid", "ts", *requests)
+        self.charges = charges.select("cid", "ts", *requests)
         # Each entity's windows run over a projection of the events to the columns its aggregates read:
         # every sort and shuffle carries a few columns, not every feature computed so far.
         by_entity: dict[str, list[Aggregate]] = {}
@@ -568,12 +567,14 @@ def backfill_chunks(
     master: str,
     memory: str,
     scratch: Path,
+    connect: Callable[[], duckdb.DuckDBPyConnection],
 ) -> Iterator[pa.Table]:
     """The backfill of the workspace by Spark, as tables of at most ``chunk_rows`` rows in
     ``(created, charge_id)`` order with the other engines' schema.
 
     Spark writes the request features and each entity's aggregates under ``scratch`` (a folder every executor
-    can write and this process read); DuckDB joins them by charge, in ``(created, charge_id)`` order, and the
+    can write and this process read); DuckDB (``connect``: the backfill's connection, with its memory limit
+    and spill folder) joins them by charge, in ``(created, charge_id)`` order, and the
     derived features are computed on each chunk by the columnar engine's rules. The workspace's file is
     written on this machine in any case, and a join and a sort there cost less than Spark's (measured:
     BENCHMARKS.md, "Backfill on Spark")."""
@@ -603,7 +604,7 @@ def backfill_chunks(
     if progress:
         progress(len(parts), total)
     try:
-        yield from _assemble(stages, fset, frames.inner, chunk_rows, memory, scratch)
+        yield from _assemble(stages, fset, frames.inner, chunk_rows, connect())
     finally:
         for stage in stages:
             shutil.rmtree(stage, ignore_errors=True)
@@ -616,13 +617,11 @@ def _assemble(
     fset: FeatureSet,
     inner: Mapping[str, str],
     chunk_rows: int,
-    memory: str,
-    scratch: Path,
+    con: duckdb.DuckDBPyConnection,
 ) -> Iterator[pa.Table]:
     """The frames Spark wrote (``stages[0]``: the charges and their request features, then one per entity)
     joined by charge in ``(ts, cid)`` order, with the derived features, as tables of ``chunk_rows`` rows (the
     last fewer; one empty table when there are none) with the other engines' schema."""
-    import duckdb
     import pyarrow.compute as pc
 
     from payfm.features.offline import _derived as derived_column
@@ -652,30 +651,24 @@ def _assemble(
     sql += " ORDER BY p0.ts, p0.cid"
 
     def chunk(batch: pa.RecordBatch) -> pa.Table:
-        values = {n: batch.column(inner[n]) for n in fset.names if not isinstance(fset.get(n), Derived)}
+        values: dict[str, pa.Array] = {}
         for f in fset.features:
             if isinstance(f, Derived):
                 values[f.name] = derived_column(values, f)
+            else:
+                values[f.name] = batch.column(inner[f.name])
         ts = pc.cast(batch.column("ts"), pa.timestamp("us", tz="UTC"))
         columns = [batch.column("cid"), ts, *[pc.cast(values[n], pa.float64()) for n in fset.names]]
         return pa.Table.from_arrays(columns, schema=schema)
 
-    con = duckdb.connect()
-    try:
-        con.execute(f"SET memory_limit = '{memory.removesuffix('m')}MiB'")  # (Spark's "6144m": mebibytes)
-        con.execute(f"SET temp_directory = {quoted(scratch)}")
-        con.execute("SET preserve_insertion_order = true")
-        reader = con.sql(sql).to_arrow_reader(chunk_rows)
-        pending: list[pa.Table] = []
-        held = given = 0
-        for batch in reader:
-            pending.append(chunk(batch))
-            held += batch.num_rows
-            while held >= chunk_rows:
-                table = pa.concat_tables(pending)
-                yield table.slice(0, chunk_rows)
-                pending, held, given = [table.slice(chunk_rows)], held - chunk_rows, given + 1
-        if held or not given:
-            yield pa.concat_tables(pending) if pending else schema.empty_table()
-    finally:
-        con.close()
+    pending: list[pa.Table] = []
+    held = given = 0
+    for batch in con.sql(sql).to_arrow_reader(chunk_rows):
+        pending.append(chunk(batch))
+        held += batch.num_rows
+        while held >= chunk_rows:
+            table = pa.concat_tables(pending)
+            yield table.slice(0, chunk_rows)
+            pending, held, given = [table.slice(chunk_rows)], held - chunk_rows, given + 1
+    if held or not given:
+        yield pa.concat_tables(pending) if pending else schema.empty_table()

@@ -43,13 +43,15 @@ def _check(tables: Mapping[str, DataFrame], as_of: datetime | None, horizon: tim
 
 
 def log_end(tables: Mapping[str, DataFrame]) -> datetime | None:
-    """The log's "now": the time of its latest event in any of ``tables``; None for an empty log. (One
-    Spark job: a small one, a maximum per table.)"""
+    """The log's "now": the time of its latest event in any of ``tables``; None for an empty log (one Spark
+    job over the tables' ``created``)."""
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
-    ends = [df.agg(F.max("created")).first() for df in tables.values()]
-    found = [row[0] for row in ends if row is not None and row[0] is not None]
-    return max(found) if found else None
+    created = reduce(lambda a, b: a.unionByName(b), [df.select("created") for df in tables.values()])
+    row = created.agg(F.max("created")).first()
+    return None if row is None else row[0]
 
 
 def fraud_labels(
