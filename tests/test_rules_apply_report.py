@@ -161,8 +161,7 @@ def test_cli_backtest_lists_the_charges_a_rule_matched(two: tuple[Workspace, Pat
 
     ws, _ = two
     rule = "vel2: block if :card.count_charges_1h: >= 1 and :amount_usd: > 20"
-    out_csv = tmp_path / "out" / "vel2.csv"
-    out_csv.parent.mkdir()
+    out_csv = tmp_path / "out" / "vel2.csv"  # its folder is made, as --out's are
     code, out = run(
         ws, "rules", "backtest", "--rule", rule, "--matches", "vel2", "--matches-out", str(out_csv)
     )
@@ -198,9 +197,14 @@ def test_cli_backtest_lists_the_charges_a_rule_matched(two: tuple[Workspace, Pat
     )
     code, out = run(ws, "rules", "backtest", "--rule", rule, "--matches-out", str(out_csv))
     one_line_error(code, out, "--matches-out writes the charges --matches lists: give --matches RULE too.")
-    nowhere = tmp_path / "nodir" / "x.csv"  # refused before the backtest, not after it
+    (tmp_path / "afile").write_text("")
+    nowhere = tmp_path / "afile" / "x.csv"  # refused before the backtest, not after it
     code, out = run(
         ws, "rules", "backtest", "--rule", rule, "--matches", "vel2", "--matches-out", str(nowhere)
     )
-    said = f"--matches-out: expected a file in an existing folder this user may write. Got '{nowhere}', whose"
+    said = f"--matches-out: the folder of '{nowhere}' cannot be created: '{tmp_path / 'afile'}' is a file."
     one_line_error(code, out, said)
+    code, out = run(
+        ws, "rules", "backtest", "--rule", rule, "--matches", "vel2", "--matches-out", str(tmp_path / "out")
+    )
+    assert code == 2 and f"Invalid value for '--matches-out': File '{tmp_path / 'out'}' is a directory" in out

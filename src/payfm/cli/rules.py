@@ -6,7 +6,6 @@ Thin: parse options, call payfm.rules, render with rich.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, w
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
 from payfm.events.text import escaped
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, output_file
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import ast, rulesets
@@ -321,7 +320,8 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
     "--matches-out",
     metavar="FILE.csv",
     type=click.Path(dir_okay=False),
-    help="Write every charge --matches lists to this CSV file (replaced whole, never half-written).",
+    help="Write every charge --matches lists to this CSV file (replaced whole, never half-written; missing "
+    "folders are made).",
 )
 @_window
 @SET_OPTION
@@ -361,12 +361,8 @@ def backtest_cmd(
     """
     if matches_out is not None and matches is None:
         raise ConfigError("--matches-out writes the charges --matches lists: give --matches RULE too.")
-    folder = Path(matches_out).resolve().parent if matches_out is not None else None
-    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):  # before the backtest
-        raise ConfigError(
-            f"--matches-out: expected a file in an existing folder this user may write. Got '{matches_out}', "
-            f"whose folder '{folder}' is not one."
-        )
+    if matches_out is not None:  # before the backtest, not after it (missing folders are made on writing)
+        output_file(matches_out, "--matches-out")
     rule_text = rule_texts or None
     if file is not None and rule_text is not None:
         raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")

@@ -168,6 +168,7 @@ def print_matches(matched: pa.Table, rule: str, out: Path | None) -> None:
         buf = io.BytesIO()
         pacsv.write_csv(matched, buf)
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(out, buf.getvalue())
         except OSError as e:
             raise ConfigError(f"Cannot write --matches-out '{out}': {e.strerror or e}.") from None
