@@ -186,3 +186,22 @@ def test_check_warns_of_a_rule_with_the_action_and_condition_of_an_earlier_one(t
     assert result.exit_code == 0 and "OK: 3 rules" in out
     assert "rule 'b' (line 2) has the action and condition of rule 'a' (line 1): it never decides" in out
     assert "review_line_3" not in out  # another action: not a twin
+
+
+def test_a_copy_of_an_unnamed_rule_is_a_rule_added_and_its_removal_a_rule_removed() -> None:
+    """Two unnamed rules of one action and condition were one key: a copy added (or one of two removed) read
+    as no change. Each copy is its own rule, matched to the other side's in order."""
+    text = "block if :ip_country: = 'XX'\nbig: review if :amount_usd: > 1000\nblock if :ip_country:='XX'"
+    one, two = parse_rules(text.rsplit("\n", 1)[0]), parse_rules(text)
+    added = diff_rules(one, two)
+    assert [r.name for r in added.added] == ["block_line_3"] and added.removed == [] and added.same == 2
+    assert added.differs
+    removed = diff_rules(two, one)
+    assert [r.name for r in removed.removed] == ["block_line_3"] and removed.added == []
+    # the copies on other lines (a header added) are still the same rules, in order
+    moved = diff_rules(two, parse_rules("# header\n" + text))
+    assert moved.added == moved.removed == moved.changed == [] and moved.same == 3
+    assert [(a.name, b.name) for a, b in moved.relined] == [
+        ("block_line_1", "block_line_2"),
+        ("block_line_3", "block_line_4"),
+    ]

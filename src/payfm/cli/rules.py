@@ -21,7 +21,7 @@ from rich.text import Text
 
 from payfm.cli.options import DAYS
 from payfm.cli.render import console, err_console, plural
-from payfm.cli.rules_diff import diff, meaning, rule_key
+from payfm.cli.rules_diff import diff, meaning, rule_keys
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
@@ -471,8 +471,9 @@ def _say_removed(base: rulesets.Baseline, candidate: Ruleset, what: str) -> None
     it decides). Unnamed rules are matched by action and condition, not by their line-based names."""
     if base.ruleset is None or base.version is None:
         return
-    kept = {rule_key(r) for r in candidate.rules}
-    gone = [r.name for r in base.ruleset.rules if rule_key(r) not in kept]
+    kept = set(rule_keys(candidate.rules))
+    rules = base.ruleset.rules
+    gone = [r.name for r, k in zip(rules, rule_keys(rules), strict=True) if k not in kept]
     if gone:
         warn(
             f"{what} leaves out {plural(len(gone), 'rule')} of the active ruleset v{base.version}, which "

@@ -25,13 +25,25 @@ from payfm.rules.grammar import parse_rules
 from payfm.rules.limits import RuleError
 
 
-def rule_key(rule: ast.Rule) -> object:
-    """What identifies a rule across versions: its name, or, unnamed (the parser's ``block_line_3`` for a
-    rule on line 3: a line shift renames it), its action and condition, without the columns a respacing moves
-    and with each value's type (``= true`` is not ``= 1``)."""
-    if rule.name == f"{rule.action}_line_{rule.line}":
-        return (rule.action, canonical(rule.condition))
-    return rule.name
+def rule_keys(rules: Sequence[ast.Rule]) -> list[object]:
+    """What identifies each rule of a ruleset across versions: its name, or, unnamed (the parser's
+    ``block_line_3`` for a rule on line 3: a line shift renames it), its action and condition, without the
+    columns a respacing moves and with each value's type (``= true`` is not ``= 1``), and which of the
+    ruleset's unnamed rules of that action and condition it is (a copy added is a rule added).
+
+    >>> [k[2] for k in rule_keys(parse_rules("block if :amount_usd: > 1\\nblock if :amount_usd: > 1"))]
+    [0, 1]
+    """
+    seen: dict[object, int] = {}
+    keys: list[object] = []
+    for rule in rules:
+        if rule.name == f"{rule.action}_line_{rule.line}":
+            what = (rule.action, canonical(rule.condition))
+            seen[what] = seen.get(what, -1) + 1
+            keys.append((*what, seen[what]))
+        else:
+            keys.append(rule.name)
+    return keys
 
 
 def canonical(x: object) -> object:
@@ -46,7 +58,7 @@ def canonical(x: object) -> object:
 
 @dataclass(frozen=True)
 class RulesDiff:
-    """How the rules ``after`` differ from ``before``: rules only in one (by :func:`rule_key`), rules of one
+    """How the rules ``after`` differ from ``before``: rules only in one (by :func:`rule_keys`), rules of one
     name whose action or condition changed (before, after), rules renamed (a removed and an added rule with
     one action and condition: before, after), how many are the same, and the actions whose rules common to
     both come in another order (the first match within an action is the rule a decision records)."""
@@ -75,14 +87,14 @@ def meaning(rule: ast.Rule) -> object:
 def diff_rules(before: Sequence[ast.Rule], after: Sequence[ast.Rule]) -> RulesDiff:
     """The rule-by-rule difference from ``before`` to ``after``, each list in its ruleset's order.
 
-    >>> old = parse_rules("big: review if :amount_usd: > 1000\nblock if :ip_country: = 'XX'")
-    >>> new = parse_rules("# a line more\nblock if :ip_country: = 'XX'\nbig: review if :amount_usd: > 500")
+    >>> old = parse_rules("big: review if :amount_usd: > 1000\\nblock if :ip_country: = 'XX'")
+    >>> new = parse_rules("# a line more\\nblock if :ip_country: = 'XX'\\nbig: review if :amount_usd: > 500")
     >>> d = diff_rules(old, new)
     >>> [(a.name, b.name) for a, b in d.changed], d.added, d.removed, d.same
     ([('big', 'big')], [], [], 1)
     """
-    old = {rule_key(r): r for r in before}
-    new = {rule_key(r): r for r in after}
+    old = dict(zip(rule_keys(before), before, strict=True))
+    new = dict(zip(rule_keys(after), after, strict=True))
     common = [k for k in new if k in old]
     # A rule of one name with another action or condition (an unnamed rule is its action and condition).
     changed = [(old[k], new[k]) for k in common if meaning(old[k]) != meaning(new[k])]
@@ -97,7 +109,8 @@ def diff_rules(before: Sequence[ast.Rule], after: Sequence[ast.Rule]) -> RulesDi
             removed.remove(twin)
     reordered: dict[str, tuple[list[str], list[str]]] = {}
     # (old key, new key) of the rules in both, a renamed one included: its place counts as any other's
-    pairs = [(k, k) for k in common] + [(rule_key(a), rule_key(b)) for a, b in renamed]
+    key_of = {id(r): k for k, r in (*old.items(), *new.items())}
+    pairs = [(k, k) for k in common] + [(key_of[id(a)], key_of[id(b)]) for a, b in renamed]
     at_old, at_new = {k: i for i, k in enumerate(old)}, {k: i for i, k in enumerate(new)}
     for action in dict.fromkeys(r.action for r in after):
         shared = [(o, n) for o, n in pairs if old[o].action == new[n].action == action]

@@ -259,8 +259,10 @@ def compute(
     >>> _ = con.execute("CREATE TABLE charges AS SELECT 'ch_' || i AS charge_id, "
     ...     "TIMESTAMPTZ '2026-01-01 00:00:00+00' + i * INTERVAL 1 MINUTE AS created, "
     ...     "'fp_1' AS card_fingerprint, 500 AS amount_usd FROM range(3) t(i)")
-    >>> for t in ("disputes", "early_fraud_warnings", "refunds"):
-    ...     _ = con.execute(f"CREATE TABLE {t} (charge_id VARCHAR, created TIMESTAMPTZ, reason VARCHAR)")
+    >>> ids = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
+    >>> for t, key in ids.items():
+    ...     _ = con.execute(f"CREATE TABLE {t} ({key} VARCHAR, charge_id VARCHAR, created TIMESTAMPTZ, "
+    ...                     "reason VARCHAR, amount BIGINT, currency VARCHAR)")
     >>> compute(con, tiny_set())["card.count_charges_1h"].to_pylist()
     [0.0, 1.0, 2.0]
     """
