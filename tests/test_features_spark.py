@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import timedelta
@@ -111,7 +112,9 @@ def test_workspace_backfill_on_spark_writes_the_columnar_file(
     assert not list((tmp_path / "tmp[1]").iterdir())  # (Spark's parts removed with the backfill's folder)
 
 
-def test_a_failed_spark_job_is_one_line(spark: Any, tmp_path: Path) -> None:
+def test_a_failed_spark_job_is_one_line(
+    spark: Any, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     from payfm.features.offline_spark import failure, plan
 
     log = random_log(1, 50)
@@ -135,6 +138,21 @@ def test_a_failed_spark_job_is_one_line(spark: Any, tmp_path: Path) -> None:
     assert str(err.value).startswith("The Spark backfill failed: ")
     assert broken.name in str(err.value) and "footer" in str(err.value)
     assert not list((ws.root / "features").glob("*.parquet"))
+    # From the command line (a JVM of its own, started with payfm's log configuration): the JVM logs the
+    # failure a line an error, with no Java stack trace, and payfm's one-line error comes last.
+    command = ["features", "backfill", "--set", "bench15", "--engine", "spark", "--spark-master", "local[1]"]
+    done = subprocess.run(
+        [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root), *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "SPARK_CONF_DIR"},
+    )
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "spark: ERROR Executor: Exception in task" in done.stderr, done.stderr[-2000:]
+    assert "\tat org.apache" not in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: The Spark backfill failed: ") and broken.name in last
 
 
 def test_spark_options_are_refused_where_they_do_not_apply(

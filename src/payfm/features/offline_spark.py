@@ -69,8 +69,8 @@ if TYPE_CHECKING:
 INSTALL_HINT = "The spark engine needs PySpark and Java 17 or later: pip install 'payfm[spark]'."
 _TABLES = ("charges", "disputes", "early_fraud_warnings", "refunds")
 _EXACT = "DECIMAL(38,0)"
-# Spark's JVM logs errors only (its default is every warning, and a banner); an error may still carry a
-# Java stack trace.
+# Spark's JVM logs errors only (its default is every warning, and a banner), each in one line: without its
+# Java stack trace (payfm's own message then names the cause).
 _LOG4J = """rootLogger.level = error
 rootLogger.appenderRef.stderr.ref = console
 appender.console.type = Console
@@ -78,6 +78,7 @@ appender.console.name = console
 appender.console.target = SYSTEM_ERR
 appender.console.layout.type = PatternLayout
 appender.console.layout.pattern = spark: %p %c{1}: %m%n
+appender.console.layout.alwaysWriteExceptions = false
 logger.repl.name = org.apache.spark.repl.Main
 logger.repl.level = error
 """
@@ -105,10 +106,11 @@ def session(master: str = "local[*]", memory: str = "6g") -> SparkSession:
     if "SPARK_CONF_DIR" not in os.environ:
         conf_dir = Path(tempfile.gettempdir()) / f"payfm-spark-conf-{os.getuid()}"
         conf_dir.mkdir(exist_ok=True)
-        if not (conf_dir / "log4j2.properties").exists():
+        conf = conf_dir / "log4j2.properties"
+        if not conf.exists() or conf.read_text() != _LOG4J:  # (one an earlier payfm wrote: replaced)
             tmp = conf_dir / f".log4j2.properties.{os.getpid()}"
             tmp.write_text(_LOG4J)
-            os.replace(tmp, conf_dir / "log4j2.properties")
+            os.replace(tmp, conf)
         os.environ["SPARK_CONF_DIR"] = str(conf_dir)
     builder = (
         SparkSession.builder.master(master)
