@@ -227,10 +227,14 @@ def test_list_keeps_one_rules_reviews(service: tuple[str, str, Scorer]) -> None:
     kept = run(["list", "--rule", "big", "--json"], url, key)
     assert [json.loads(x)["charge_id"] for x in kept.output.splitlines()] == ["ch_1", "ch_2"]
     none = run(["list", "--rule", "nobody", "--min-risk", "50"], url, key)
-    assert (
-        none.exit_code == 0
-        and none.output.strip() == "No open reviews sent by rule 'nobody' scored 50 or more."
+    assert none.exit_code == 0 and none.output.strip() == (
+        "No open reviews sent by rule 'nobody' scored 50 or more. The queue holds 2 open reviews of other "
+        "rules: `payfm review list` without --rule lists them with their rules' names."
     )
+    riskier = run(["list", "--rule", "big", "--min-risk", "50"], url, key)  # the rule's, none that risky
+    assert riskier.output.strip() == "No open reviews sent by rule 'big' scored 50 or more."
+    closed = run(["list", "--rule", "nobody", "--status", "closed"], url, key)
+    assert closed.output.strip() == "No closed reviews sent by rule 'nobody'."  # none of any rule
     scored = run(["list", "--min-risk", "1", "--json"], url, key)
     assert scored.exit_code == 0 and scored.output == ""  # no model served: no score, none kept
     bad = run(["list", "--min-risk", "101"], url, key)

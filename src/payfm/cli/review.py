@@ -245,6 +245,14 @@ def review(ctx: click.Context, url: str, key_file: str | None) -> None:
     ctx.obj = {**(ctx.obj or {}), "review_url": url, "key_file": key_file}  # (checked with the key, below)
 
 
+def _total(service: Service, status: str, rule: str | None) -> int | None:
+    """How many reviews of ``status`` the queue holds (sent by ``rule`` only, if given)."""
+    query = {"status": status, "limit": 1} | ({"rule": rule} if rule else {})
+    page = service.request("GET", f"/v1/reviews?{urlencode(query)}")
+    total = page.get("total") if isinstance(page, dict) else None
+    return total if isinstance(total, int) else None
+
+
 def _service(ctx: click.Context) -> Service:
     key = _key(ctx.obj["key_file"])
     return Service(service_url(ctx.obj["review_url"], key), key)
@@ -382,7 +390,16 @@ def review_list(
         kept = f" sent by rule '{_text(rule)}'" if rule else ""
         kept += f" scored {min_risk} or more" if min_risk is not None else ""
         said = f"No {status if status != 'all' else ''} reviews{kept}.".replace("  ", " ")
-        console.print(said, highlight=False, markup=False)
+        if rule and _total(service, status, None if min_risk is None else rule) == 0:
+            # no review of this rule at all (a misspelt name reads as an empty queue): say what the queue
+            # holds without it
+            total = _total(service, status, None)
+            if total:
+                said += (
+                    f" The queue holds {total:,} {status if status != 'all' else ''} reviews of other rules: "
+                    "`payfm review list` without --rule lists them with their rules' names."
+                ).replace("  ", " ")
+        console.print(said, highlight=False, markup=False, soft_wrap=True)
         return
     names = ("charge", "opened (UTC)", "status", "risk", "rule", "amount", "merchant", "top reason")
     rows = []
