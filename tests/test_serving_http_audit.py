@@ -240,6 +240,29 @@ def test_a_request_without_a_valid_key_is_refused_before_its_body_is_scanned(
         assert ok.status_code == 200 and scans  # with the key, the body is scanned as before
 
 
+def test_a_revoked_key_is_told_so_and_a_wrong_secret_is_any_invalid_key(scorer: Scorer) -> None:
+    """A client whose key was revoked gets a 401 that says so (with the key's name and the date), not the
+    missing-key advice; a wrong secret for that key's id, or a made-up key, learns nothing."""
+    from payfm.serving.keys import KeyStore
+
+    keys = KeyStore(scorer.ws.root / "serving" / "keys.db")
+    key, other = keys.create("ops-bot"), keys.create("other")
+    keys.revoke("ops-bot")
+    with TestClient(create_app(scorer, keys)) as c:
+
+        def said(k: str) -> str:
+            r = c.post("/v1/charges/score", json=charge(1), headers={"authorization": f"Bearer {k}"})
+            return str(error(r, 401)["message"])
+
+        gone = said(key)
+        assert gone.startswith("This API key ('ops-bot') was revoked on 20") and "keys create" in gone
+        generic = "A valid API key is required: send 'Authorization: Bearer <key>'."
+        assert said(key[:-1] + ("a" if key[-1] != "a" else "b")) == generic  # the id, a wrong secret
+        assert said("pfm_nope_x") == generic
+        ok = c.post("/v1/charges/score", json=charge(2), headers={"authorization": f"Bearer {other}"})
+        assert ok.status_code == 200
+
+
 def test_a_422_never_shows_a_long_number_a_field_held(client: TestClient) -> None:
     """A value the card-number scan lets through (digits glued to hex letters, as in an id) is still never
     quoted whole by a validation error."""

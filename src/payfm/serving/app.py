@@ -607,8 +607,15 @@ def create_app(
         if keys is None:
             return None
         scheme, _, token = authorization.partition(" ")
-        name = keys.verify(token.strip()) if scheme.lower() == "bearer" else None
+        bearer = scheme.lower() == "bearer"
+        name = keys.verify(token.strip()) if bearer else None
         if name is None:
+            gone = keys.revoked(token.strip()) if bearer else None
+            if gone is not None:  # (the holder of the whole key: a revoked key, not a typo)
+                raise Unauthorized(
+                    f"This API key ({shown(repr(gone[0]))}) was revoked on {gone[1]}: ask for a new one "
+                    "(`payfm serve keys create NAME`)."
+                )
             raise Unauthorized("A valid API key is required: send 'Authorization: Bearer <key>'.")
         return name
 

@@ -12,6 +12,8 @@ Example:
     >>> key = ks.create("ops")
     >>> ks.verify(key), ks.verify(key + "x")
     ('ops', None)
+    >>> ks.revoke("ops"); ks.verify(key), ks.revoked(key)[0], ks.revoked(key + "x")
+    (None, 'ops', None)
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class KeyStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, bytes, bytes]] = {}
+        self._revoked: dict[str, tuple[str, bytes, bytes, str]] = {}  # id -> name, salt, hash, revoked_at
         self._stamp: tuple[int, int] | None = None
         self._checked = -1e9  # time.monotonic() of the last look at the file
 
@@ -163,17 +166,18 @@ class KeyStore:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            self._cache, self._stamp = {}, None
+            self._cache, self._revoked, self._stamp = {}, {}, None
             return
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return
         con = self._db()
         try:
-            rows = con.execute("SELECT id, name, salt, hash FROM keys WHERE revoked_at IS NULL").fetchall()
+            rows = con.execute("SELECT id, name, salt, hash, revoked_at FROM keys").fetchall()
         finally:
             con.close()
-        self._cache = {r[0]: (r[1], bytes(r[2]), bytes(r[3])) for r in rows}
+        self._cache = {r[0]: (r[1], bytes(r[2]), bytes(r[3])) for r in rows if r[4] is None}
+        self._revoked = {r[0]: (r[1], bytes(r[2]), bytes(r[3]), r[4]) for r in rows if r[4] is not None}
         self._stamp = stamp
 
     def verify(self, key: str) -> str | None:
@@ -188,3 +192,17 @@ class KeyStore:
             return None
         name, salt, digest = entry
         return name if hmac.compare_digest(_digest(salt, parts[2]), digest) else None
+
+    def revoked(self, key: str) -> tuple[str, str] | None:
+        """(name, UTC date of the revocation) if ``key`` is a revoked key of this store, else None: only the
+        holder of the whole key learns that it was revoked (a wrong secret is any invalid key)."""
+        parts = key.split("_", 2)
+        if len(parts) != 3 or parts[0] != "pfm":
+            return None
+        with self._lock:
+            self._refresh()
+            entry = self._revoked.get(parts[1])
+        if entry is None:
+            return None
+        name, salt, digest, when = entry
+        return (name, when[:10]) if hmac.compare_digest(_digest(salt, parts[2]), digest) else None
