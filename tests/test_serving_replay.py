@@ -111,11 +111,39 @@ def test_a_replay_over_http_stops_at_the_first_refused_key(ws: Workspace) -> Non
     posts: list[str] = []
     first = pc.min(ws.read("charges")["created"]).as_py()
     with _answering(lambda n: (401, refused), posts) as url:
-        with pytest.raises(Aborted, match=r"refused the API key \(401\): check --key"):
+        with pytest.raises(Aborted, match=r"refused the API key \(401\): bad key Check --key-file, --key or"):
             replay_http(ws, first, None, url, "wrong")
-        with pytest.raises(Aborted, match=r"asks for an API key \(401\) and none was given: pass --key"):
+        with pytest.raises(Aborted, match=r"asks for an API key \(401\) and none was given: pass --key-file"):
             replay_http(ws, first, None, url, None)
     assert posts == ["/v1/charges/score"] * 2
+
+
+def test_replay_takes_the_key_from_a_file_and_says_the_services_reason(ws: Workspace, tmp_path: Path) -> None:
+    """--key-file, as `payfm review` takes it (a key on the command line is seen by `ps`); a 401 gives the
+    service's reason (a revoked key says so) and the options to check."""
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    revoked = {
+        "error": {"type": "Unauthorized", "message": "This API key ('bot') was revoked", "field": None}
+    }
+    keyfile = tmp_path / "replay.key"
+    keyfile.write_text("\npfm_abc_secret\n")
+    base = ["-w", str(ws.root), "replay", "--from", "2026-01-03"]
+    env = {"PAYFM_API_KEY": ""}
+    with _answering(lambda n: (401, revoked)) as url:
+        r = CliRunner().invoke(cli, [*base, "--http", url, "--key-file", str(keyfile)], env=env)
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        assert "refused the API key (401): This API key ('bot') was revoked Check --key-file" in r.output
+        assert "pfm_abc_secret" not in r.output
+    for args, said in (
+        (["--key-file", str(keyfile)], "--key-file is the API key of --http: give --http URL too."),
+        (["--http", "http://127.0.0.1:1", "--key", "k", "--key-file", str(keyfile)], "--key or --key-file"),
+        (["--http", "http://127.0.0.1:1", "--key-file", str(tmp_path / "none")], "Cannot read the API key"),
+    ):
+        r = CliRunner().invoke(cli, [*base, *args], env=env)
+        assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output, (args, r.output)
 
 
 def test_a_replay_with_outcomes_reported_after_the_decisions_sees_the_same_features(ws: Workspace) -> None:

@@ -163,7 +163,7 @@ def service_url(value: str, key: str | None, option: str = "--url") -> str:
     return value
 
 
-def _key(key_file: str | None) -> str:
+def api_key(key_file: str | None) -> str:
     """The API key: the first non-blank line of ``key_file``, else PAYFM_API_KEY (never an option's value,
     which the shell's history and `ps` would show). Never quoted in a message."""
     if key_file is not None:
@@ -254,7 +254,7 @@ def _total(service: Service, status: str, rule: str | None) -> int | None:
 
 
 def _service(ctx: click.Context) -> Service:
-    key = _key(ctx.obj["key_file"])
+    key = api_key(ctx.obj["key_file"])
     return Service(service_url(ctx.obj["review_url"], key), key)
 
 

@@ -504,7 +504,19 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     metavar="URL",
     help="Send to a running service (http://HOST:PORT; HOST:PORT alone means http://) instead of in process.",
 )
-@click.option("--key", envvar="PAYFM_API_KEY", default=None, help="API key for --http (or PAYFM_API_KEY).")
+@click.option(
+    "--key",
+    envvar="PAYFM_API_KEY",
+    default=None,
+    help="API key for --http (or PAYFM_API_KEY). A key on the command line is seen by `ps` and kept in the "
+    "shell's history: prefer --key-file or the variable.",
+)
+@click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A file holding the API key for --http (its first non-blank line), as `payfm review` takes it.",
+)
 @click.option(
     "--durability",
     type=click.Choice(["fsync", "os"]),
@@ -528,6 +540,7 @@ def replay(
     end: str | None,
     url: str | None,
     key: str | None,
+    key_file: str | None,
     durability: str,
     authorize_after: bool,
 ) -> None:
@@ -536,11 +549,19 @@ def replay(
     \b
     payfm -w WORKSPACE replay --from 2026-04-29                       # in process, charges with outcomes
     payfm -w WORKSPACE replay --from 2026-04-29 --authorize-after     # outcomes reported after decisions
-    payfm -w WORKSPACE replay --from 2026-04-29 --http localhost:8000 --key KEY
+    payfm -w WORKSPACE replay --from 2026-04-29 --http localhost:8000 --key-file replay.key
     """
     from payfm.cli.render import iso_time
     from payfm.serving.replay import replay_http, replay_in_process
 
+    if key_file is not None:
+        if url is None:
+            raise ConfigError("--key-file is the API key of --http: give --http URL too.")
+        if ctx.get_parameter_source("key") is click.core.ParameterSource.COMMANDLINE:
+            raise ConfigError("Give the API key once: --key or --key-file, not both.")
+        from payfm.cli.review import api_key
+
+        key = api_key(key_file)
     ws = _ws(ctx)
     s, e = iso_time(start, "--from"), iso_time(end, "--to")
     assert s is not None  # --from is required
@@ -559,7 +580,7 @@ def replay(
 
             raise ConfigError(
                 f"Replay to {shown_url(url)}: no request succeeded ({n:,} x {scrubbed(err, url)}); check "
-                "--http and --key."
+                f"--http and {'--key-file' if key_file is not None else '--key'}."
             )
     else:
         from payfm.cli.render import progress_bar

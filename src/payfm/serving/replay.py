@@ -29,7 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.errors import ConfigError, scrubbed, shown_url
+from payfm.events.cards import mask_long_numbers
 from payfm.events.schema import SCHEMAS, TABLES, TIMESTAMP, time_bound
+from payfm.events.text import escaped
 from payfm.events.workspace import Workspace, WorkspaceWriter, WriteMode, opened
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import apply_log
@@ -298,10 +300,18 @@ def replay_http(
             if status == 401:
                 if key is None:
                     raise Aborted(
-                        f"The decision service at {shown} asks for an API key (401) and none was given: pass "
-                        "--key (`payfm serve keys create NAME` makes one)."
+                        f"The decision service at {shown} asks for an API key (401) and none was given: "
+                        "pass --key-file (or --key, or set PAYFM_API_KEY; `payfm serve keys create NAME` "
+                        "makes one)."
                     )
-                raise Aborted(f"The decision service at {shown} refused the API key (401): check --key.")
+                try:  # the service's reason (a revoked key says so), as plain text
+                    said = " " + escaped(mask_long_numbers(str(json.loads(data)["error"]["message"])))[:400]
+                except (ValueError, KeyError, TypeError):
+                    said = ""
+                raise Aborted(
+                    f"The decision service at {shown} refused the API key (401):{said} Check --key-file, "
+                    "--key or PAYFM_API_KEY."
+                )
             if status != 200:
                 try:
                     error = json.loads(data)["error"]
