@@ -166,6 +166,11 @@ def test_spark_options_are_refused_where_they_do_not_apply(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code != 0
     assert "--spark-master applies to --engine spark only (the engine is columnar)" in result.output
+    args = ["-w", str(ws.root), "features", "training-set", "--engine", "duckdb", "--spark-master", "yarn"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1 and "applies to --engine spark only (the engine is duckdb)" in result.output
+    result = CliRunner().invoke(cli, ["-w", str(ws.root), "features", "training-set", "--memory-limit", "6"])
+    assert result.exit_code == 1 and "--memory-limit: expected a size such as 4GB" in result.output
     with pytest.raises(ValueError, match="backfills a workspace"):
         compute(connect(random_log(4, 100)), EVERY_KIND, engine="spark")
     with pytest.raises(ConfigError, match="must be one of columnar, duckdb, spark"):
@@ -202,6 +207,7 @@ def test_spark_labels_and_training_set_equal_the_one_machine_ones(spark: Any, tm
     """Fraud labels from disputes, EFWs and reviews (in and beyond the horizon, as of the log's end and of an
     earlier time) and the training set of a workspace: the same rows as payfm.training.labels and
     build_training_set."""
+    from payfm.cli.main import cli
     from payfm.features.offline_spark import read_workspace
     from payfm.features.training_set import build_training_set
     from payfm.training.labels import fraud_labels
@@ -233,10 +239,22 @@ def test_spark_labels_and_training_set_equal_the_one_machine_ones(spark: Any, tm
     assert len(frauds[timedelta(days=120)]) > len(frauds[timedelta(days=5)]) > 0
 
     ws = Workspace.open(tmp_path / "ws", create=True)
-    ws.write_stream(iter(random_log(4, 600, n_keys=20).items()), "replace")
+    wlog = random_log(4, 600, n_keys=20)
+    wlog["reviews"] = _reviews(wlog["charges"], [(3, 1.0, "refunded_as_fraud"), (30, 0.2, "approved")])
+    ws.write_stream(iter(wlog.items()), "replace")
     fset = bench_set()
     _, want_set = build_training_set(ws, fset, horizon=timedelta(days=10))
-    got_set = training_set(read_workspace(spark, ws), fset, horizon=timedelta(days=10))
+    reviewed = wlog["charges"]["charge_id"][3].as_py()
+    fraud = dict(zip(want_set["charge_id"].to_pylist(), want_set["is_fraud"].to_pylist(), strict=True))
+    assert fraud[reviewed] == 1  # (the review's fraud)
+    # The command line's Spark engine: the labels computed by Spark over the workspace (its reviews
+    # included), joined with the backfill, are the same file.
+    out = tmp_path / "spark.training.parquet"
+    args = ["features", "training-set", "--set", "bench15", "--horizon-days", "10", "--engine", "spark"]
+    done = CliRunner().invoke(cli, ["-w", str(ws.root), *args, "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert pq.read_table(out).equals(want_set)
+    got_set = training_set(read_workspace(spark, ws, ("reviews",)), fset, horizon=timedelta(days=10))
     got_set = got_set.orderBy("created", "charge_id").toArrow()
     assert got_set.column_names == want_set.column_names
     assert _mismatches(got_set, want_set, fset.names) == {}

@@ -20,6 +20,7 @@ from payfm.events.cards import shown_text
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, check_definable, define_set, feature_set
 from payfm.features.definitions import FeatureSet
+from payfm.features.offline import Engine
 
 SET_OPTION = click.option(
     "--set",
@@ -119,9 +120,7 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
     console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({shown_path(path)}).")
 
 
-@features.command()
-@SET_OPTION
-@click.option(
+ENGINE_OPTION = click.option(
     "--engine",
     type=click.Choice(["columnar", "duckdb", "spark"]),
     default="columnar",
@@ -129,18 +128,30 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
     help="columnar: vectorized NumPy over sorted columns (fast); duckdb: the same plan in SQL (reference); "
     "spark: the plan on Apache Spark (pip install 'payfm[spark]'; Java 17+).",
 )
-@click.option(
+MEMORY_OPTION = click.option(
     "--memory-limit",
     default="6GB",
     show_default=True,
     help="DuckDB's memory limit (it spills beyond); with --engine spark, the Spark driver's memory.",
 )
-@click.option(
+SPARK_MASTER_OPTION = click.option(
     "--spark-master",
     default="local[*]",
     show_default=True,
     help="With --engine spark: the Spark master URL (local[N]: N cores of this machine).",
 )
+
+
+def _spark_only(engine: str, spark_master: str) -> None:
+    if engine != "spark" and spark_master != "local[*]":
+        raise ConfigError(f"--spark-master applies to --engine spark only (the engine is {engine}).")
+
+
+@features.command()
+@SET_OPTION
+@ENGINE_OPTION
+@MEMORY_OPTION
+@SPARK_MASTER_OPTION
 @click.pass_context
 def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str, spark_master: str) -> None:
     """Compute every feature of every charge as of just before it, into features/<set>-<version>.parquet.
@@ -153,12 +164,9 @@ def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str, 
       payfm features backfill --set bench15 --engine duckdb
       payfm features backfill --engine spark --spark-master 'local[2]'
     """
-    from payfm.features.offline import Engine
     from payfm.features.offline import backfill as run
 
-    if engine != "spark" and spark_master != "local[*]":
-        raise ConfigError(f"--spark-master applies to --engine spark only (the engine is {engine}).")
-
+    _spark_only(engine, spark_master)
     ws = Workspace.open(ctx.obj["workspace"])
     fs = feature_set(set_name, ws.root)
     t0 = time.perf_counter()
@@ -243,14 +251,44 @@ def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
     help="Parquet path; a relative path is relative to the current directory "
     "[default: <workspace>/features/<set>-<version>.training.parquet].",
 )
+@ENGINE_OPTION
+@MEMORY_OPTION
+@SPARK_MASTER_OPTION
 @click.pass_context
-def training_set(ctx: click.Context, set_name: str, horizon_days: float, out: str | None) -> None:
-    """Join backfilled features with fraud labels and their maturity (as of the end of the log)."""
+def training_set(
+    ctx: click.Context,
+    set_name: str,
+    horizon_days: float,
+    out: str | None,
+    engine: str,
+    memory_limit: str,
+    spark_master: str,
+) -> None:
+    """Join backfilled features with fraud labels and their maturity (as of the end of the log).
+
+    The backfill is computed first where it is missing or older than the event log (with --engine). With
+    --engine spark the labels are computed by Spark too: the plan a cluster job runs
+    (payfm.training.labels_spark), giving the same rows.
+
+    \b
+    Examples:
+      payfm features training-set --horizon-days 60
+      payfm features training-set --engine spark --spark-master 'local[2]' --out spark.training.parquet
+    """
     from payfm.features.training_set import build_training_set
 
+    _spark_only(engine, spark_master)
     ws = Workspace.open(ctx.obj["workspace"])
     fs = feature_set(set_name, ws.root)
-    path, table = build_training_set(ws, fs, horizon=timedelta(days=horizon_days), out=out)
+    path, table = build_training_set(
+        ws,
+        fs,
+        horizon=timedelta(days=horizon_days),
+        out=out,
+        engine=cast(Engine, engine),
+        spark_master=spark_master,
+        memory_limit=memory_limit,
+    )
     mature = int(pc.sum(pc.cast(table["mature"], "int64")).as_py() or 0)
     fraud = int(pc.sum(table["is_fraud"]).as_py() or 0)
     console.print(

@@ -389,8 +389,7 @@ def _backfill(
     # The file is named by the set and its columns by the features: no card number at rest (every backfill,
     # and the training and evaluation that compute a missing one, come through here).
     refuse_card_numbers(fset)
-    if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?)?B", memory_limit.strip(), flags=re.IGNORECASE):
-        raise ConfigError(f"--memory-limit: expected a size such as 4GB or 512MiB. Got {memory_limit!r}.")
+    _check_size(memory_limit)
     out_dir = ws.root / "features"
     out_dir.mkdir(exist_ok=True)
     _sweep_strays(out_dir)
@@ -423,7 +422,7 @@ def _backfill(
         if engine == "spark":
             from payfm.features.offline_spark import backfill_chunks
 
-            memory = f"{max(512, _bytes(memory_limit) // 2**20)}m"
+            memory = spark_memory(memory_limit)
             chunks = backfill_chunks(ws, fset, chunk_rows, progress, spark_master, memory, spill, connect)
         else:
             chunks = _chunks(
@@ -472,6 +471,18 @@ def _backfill(
             con.close()
         shutil.rmtree(spill, ignore_errors=True)
     return path, rows
+
+
+def _check_size(memory_limit: str) -> None:
+    if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?)?B", memory_limit.strip(), flags=re.IGNORECASE):
+        raise ConfigError(f"--memory-limit: expected a size such as 4GB or 512MiB. Got {memory_limit!r}.")
+
+
+def spark_memory(memory_limit: str) -> str:
+    """A ``--memory-limit`` (DuckDB's form: ``6GB``, ``512MiB``) as Spark's driver memory (``5722m``; at
+    least 512 MiB), or a :class:`ConfigError` naming the option."""
+    _check_size(memory_limit)
+    return f"{max(512, _bytes(memory_limit) // 2**20)}m"
 
 
 def _bytes(size: str) -> int:

@@ -546,13 +546,13 @@ def plan(tables: Mapping[str, DataFrame], fset: FeatureSet) -> DataFrame:
     return rows.select(F.col("cid").alias("charge_id"), created, *named)
 
 
-def read_workspace(spark: SparkSession, ws: Workspace) -> dict[str, DataFrame]:
-    """The workspace's event log tables as DataFrames over its Parquet files (an empty table as an empty
-    DataFrame of its schema)."""
+def read_workspace(spark: SparkSession, ws: Workspace, more: tuple[str, ...] = ()) -> dict[str, DataFrame]:
+    """The workspace's event log tables (charges and the outcomes; ``more``: others, such as ``reviews``) as
+    DataFrames over its Parquet files (an empty table as an empty DataFrame of its schema)."""
     from payfm.events.schema import SCHEMAS
 
     out = {}
-    for t in _TABLES:
+    for t in (*_TABLES, *more):
         files = [str(p) for p in ws.files(t)]
         if files:
             out[t] = spark.read.parquet(*files)

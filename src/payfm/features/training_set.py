@@ -11,17 +11,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace, output_file, write_parquet
 from payfm.features.definitions import FeatureSet
+from payfm.features.offline import Engine, spark_memory
 from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
 
 log = logging.getLogger(__name__)
 
 
-def backfill_path(ws: Workspace, fset: FeatureSet) -> Path:
+def backfill_path(ws: Workspace, fset: FeatureSet, **backfill_options: Any) -> Path:
     """The Parquet file of ``fset``'s backfill in ``ws``, computing it first if it is missing or was computed
     from an earlier state of the event log (charges or outcomes written since: a new world, an import,
-    outcomes appended by the decision service)."""
+    outcomes appended by the decision service); ``backfill_options`` (``engine``, ``spark_master``,
+    ``memory_limit``) go to :func:`payfm.features.offline.backfill` when it runs."""
     from payfm.features.offline import backfill, backfill_is_current
 
     path = ws.root / "features" / f"{fset.name}-{fset.version}.parquet"
@@ -29,7 +32,7 @@ def backfill_path(ws: Workspace, fset: FeatureSet) -> Path:
         if backfill_is_current(ws, path):
             return path
         log.warning("the backfill %s is older than the event log: computing it again", path.name)
-    return backfill(ws, fset)[0]
+    return backfill(ws, fset, **backfill_options)[0]
 
 
 def load_backfill(
@@ -51,18 +54,35 @@ def build_training_set(
     as_of: datetime | None = None,
     horizon: timedelta = DEFAULT_HORIZON,
     out: str | os.PathLike[str] | None = None,
+    engine: Engine = "columnar",
+    spark_master: str = "local[*]",
+    memory_limit: str = "6GB",
 ) -> tuple[Path, pa.Table]:
     """Features + ``is_fraud``, ``label_time``, ``mature`` (and ``scenario`` where known: the synthetic
     world's ground truth, never a model input), one row per charge.
 
     Written atomically to ``out`` (default ``features/<set>-<version>.training.parquet`` in the workspace).
+    ``engine="spark"`` computes the labels with Spark on ``spark_master``
+    (:func:`payfm.training.labels_spark.workspace_labels`), and the backfill too where it is missing or
+    stale; the other engines, the backfill's, compute the labels with DuckDB. Both give the same rows
+    (tested).
     """
+    if engine not in ("columnar", "duckdb", "spark"):
+        raise ConfigError(f"The engine must be one of columnar, duckdb, spark. Got {engine!r}.")
+    memory = spark_memory(memory_limit)  # (checked before the work)
     default = ws.root / "features" / f"{fset.name}-{fset.version}.training.parquet"
     path = output_file(out if out else default, "--out")  # before the work, not after
-    feats = load_backfill(ws, fset)
+    feats = pq.read_table(
+        backfill_path(ws, fset, engine=engine, spark_master=spark_master, memory_limit=memory_limit)
+    )
+    spark_labels = None
+    if engine == "spark":
+        from payfm.training.labels_spark import workspace_labels
+
+        spark_labels = workspace_labels(ws, as_of, horizon, spark_master, memory)
     con = ws.connect()
     try:
-        labels = fraud_labels(con, as_of, horizon)
+        labels = fraud_labels(con, as_of, horizon) if spark_labels is None else spark_labels
         scen = con.sql("SELECT charge_id, scenario FROM charges").to_arrow_table()
         con.register("f", feats)
         con.register("l", labels)

@@ -7,10 +7,13 @@ A cluster job reads its tables where they are and writes the training set where 
               ("charges", "disputes", "early_fraud_warnings", "refunds", "reviews")}
     training_set(tables, default_set(), as_of=None).write.parquet("s3://bucket/training/default/")
 
-The label rules are the one-machine ones (docs/training.md): a charge is fraud when a fraudulent dispute, an
-early fraud warning or a review closed as ``refunded_as_fraud`` arrives within ``horizon`` of it and no later
-than ``as_of``; its label is mature once the horizon has passed by ``as_of``. ``reviews`` (the decision
-service's closures) may be left out of ``tables``: then no review labels a charge.
+On a workspace, :func:`workspace_labels` runs the label plan over its files (``payfm features training-set
+--engine spark``).
+
+The label rules are the one-machine ones (docs/features.md, "Training sets and labels"): a charge is fraud
+when a fraudulent dispute, an early fraud warning or a review closed as ``refunded_as_fraud`` arrives within
+``horizon`` of it and no later than ``as_of``; its label is mature once the horizon has passed by ``as_of``.
+``reviews`` (the decision service's closures) may be left out of ``tables``: then no review labels a charge.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import pyarrow as pa
+
 from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
 from payfm.features.definitions import FeatureSet
 from payfm.training.labels import DEFAULT_HORIZON
 
@@ -27,6 +33,16 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 _NEEDED = ("charges", "disputes", "early_fraud_warnings")
+# The one-machine labels' schema (payfm.training.labels.fraud_labels): the Spark ones are read back into it.
+_LABELS = pa.schema(
+    [
+        ("charge_id", pa.string()),
+        ("created", pa.timestamp("us", tz="UTC")),
+        ("is_fraud", pa.int32()),
+        ("label_time", pa.timestamp("us", tz="UTC")),
+        ("mature", pa.bool_()),
+    ]
+)
 
 
 def _check(tables: Mapping[str, DataFrame], as_of: datetime | None, horizon: timedelta) -> None:
@@ -114,3 +130,40 @@ def training_set(
     scenario = F.col("scenario") if "scenario" in charges.columns else F.lit(None).cast("string")
     scen = charges.select("charge_id", scenario.alias("scenario"))
     return plan(tables, fset).join(labels, "charge_id").join(scen, "charge_id")
+
+
+def workspace_labels(
+    ws: Workspace,
+    as_of: datetime | None = None,
+    horizon: timedelta = DEFAULT_HORIZON,
+    master: str = "local[*]",
+    memory: str = "6g",
+) -> pa.Table:
+    """:func:`fraud_labels` of a workspace's event log (its reviews included), computed by Spark on
+    ``master`` and read back as Arrow: the rows and schema of :func:`payfm.training.labels.fraud_labels`
+    (``charge_id``, ``created``, ``is_fraud``, ``label_time``, ``mature``), in no particular order. A Spark
+    failure is one
+    :class:`ConfigError`."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from payfm.features.offline_spark import failure, read_workspace, session
+
+    spark = session(master, memory)
+    scratch = Path(tempfile.mkdtemp(prefix="payfm-labels-"))
+    try:
+        tables = read_workspace(spark, ws, ("reviews",))
+        labels = fraud_labels(tables, as_of, horizon)
+        labels.write.mode("overwrite").parquet(str(scratch / "labels"))
+        table = pq.read_table(scratch / "labels")
+    except Exception as e:
+        said = failure(e)
+        if said is None:
+            raise
+        raise said from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return table.select(_LABELS.names).cast(_LABELS)
