@@ -19,7 +19,8 @@ example, and docs/ walks through each stage):
 - the foundation model: :func:`payfm.fm.pretrain.pretrain`, :func:`payfm.fm.embed.embed`,
   :func:`payfm.fm.downstream.evaluate_embeddings`.
 
-User errors are :class:`payfm.errors.PayfmError`\\ s (``ConfigError``, ``ValidationError``, ...) whose
+User errors are :class:`payfm.errors.PayfmError`\\ s (``payfm.errors.ConfigError``,
+``payfm.events.validate.ValidationError``, ...) whose
 message names what was expected and what was received.
 """
 

@@ -90,7 +90,7 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
     Example:
       payfm features list --set tiny --json > mine.json   # edit "name" and "features"
       payfm features define mine.json
-      payfm features backfill --set mine && payfm train --set mine --model gbdt
+      payfm features backfill --set mine && payfm train --set mine --horizon-days 60
     """
     try:
         data = json.loads(Path(file).read_text(encoding="utf-8-sig"))  # (a BOM, as Windows editors write)

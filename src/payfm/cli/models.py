@@ -140,7 +140,8 @@ def _fmt(v: float) -> str:
     multiple=True,
     metavar="[KIND.]NAME=VALUE",
     help="A model parameter, repeatable: n_estimators=200, gbdt.num_leaves=31, rf.max_depth=12, or any "
-    "LightGBM parameter for the GBDT (max_bin=63). Without KIND it goes to the trained kinds that take it. "
+    "LightGBM parameter for the GBDT (gbdt.max_bin=63). Without KIND it goes to the trained kinds that take "
+    "it. "
     "Checked before any work; recorded with the model; kept fixed by --trials. Names: docs/models.md.",
 )
 @click.pass_context
@@ -172,7 +173,7 @@ def train(
       payfm generate --charges 100000 --days 60
       payfm features backfill
       payfm train --model all --horizon-days 20 --val-days 7 --test-days 7 --gap-days 3
-      payfm train --horizon-days 20 --val-days 7 --test-days 7 --gap-days 3 \
+      payfm train --horizon-days 20 --val-days 7 --test-days 7 --gap-days 3 \\
         --param n_estimators=200 --param num_leaves=31
 
     \b

@@ -349,15 +349,16 @@ def backtest_cmd(
 
     \b
     Examples:
-      payfm rules backtest examples/rules/radar_basics.rules
-      payfm rules backtest new.rules --against 2              # baseline: ruleset v2
+      payfm rules backtest examples/rules/radar_basics.rules --horizon-days 30
+      payfm rules backtest new.rules --against 2              # baseline: ruleset v2 (`rules history`)
       payfm rules backtest new.rules --against old.rules      # baseline: another file
       payfm rules backtest --rule "block if :card.count_charges_1h: > 5" --from 2026-01-10
-      payfm rules backtest --rule "block if :risk_score: >= 80" --model fraud-gbdt --from 2026-03-01
+      payfm rules backtest --rule "block if :risk_score: >= 80" --model fraud-gbdt --from 2026-03-01 \\
+        --horizon-days 30                             # labels final 30 days on (the log's last month)
       payfm rules backtest --rule "block if :risk_score: >= 90" --rule "review if :risk_score: >= 70" \\
-        --model fraud-gbdt --from 2026-03-01          # a block rule and its review fallback, together
+        --model fraud-gbdt --from 2026-03-01 --horizon-days 30   # a block rule and its review fallback
       payfm rules backtest --rule "vel: block if :card.count_charges_1h: >= 4" --from 2026-03-01 \\
-        --matches vel --matches-out vel.csv           # the charges it matched, false positives first
+        --horizon-days 30 --matches vel --matches-out vel.csv    # what it matched, false positives first
     """
     if matches_out is not None and matches is None:
         raise ConfigError("--matches-out writes the charges --matches lists: give --matches RULE too.")
