@@ -231,6 +231,11 @@ def test_list_keeps_one_rules_reviews(service: tuple[str, str, Scorer]) -> None:
         "No open reviews sent by rule 'nobody' scored 50 or more. The queue holds 2 open reviews of other "
         "rules: `payfm review list` without --rule lists them with their rules' names."
     )
+    typo = run(["list", "--rule", "bgi"], url, key)  # a misspelt rule, alone: the main case
+    assert typo.exit_code == 0 and typo.output.strip() == (
+        "No open reviews sent by rule 'bgi'. The queue holds 2 open reviews of other rules: `payfm review "
+        "list` without --rule lists them with their rules' names."
+    )
     riskier = run(["list", "--rule", "big", "--min-risk", "50"], url, key)  # the rule's, none that risky
     assert riskier.output.strip() == "No open reviews sent by rule 'big' scored 50 or more."
     closed = run(["list", "--rule", "nobody", "--status", "closed"], url, key)

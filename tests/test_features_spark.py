@@ -88,7 +88,7 @@ def test_workspace_backfill_on_spark_writes_the_columnar_file(
 
     from payfm.cli.main import cli
 
-    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws = Workspace.open(tmp_path / "ws[1]", create=True)  # (Spark reads it as a name, not a glob pattern)
     ws.write_stream(iter(random_log(4, 1000, n_keys=20).items()), "replace")
     fset = bench_set()  # (the default set's values: test_spark_plan_equals_the_columnar_engine)
     path, _ = backfill(ws, fset)
@@ -138,6 +138,11 @@ def test_a_failed_spark_job_is_one_line(
     assert str(err.value).startswith("The Spark backfill failed: ")
     assert broken.name in str(err.value) and "footer" in str(err.value)
     assert not list((ws.root / "features").glob("*.parquet"))
+    from payfm.training.labels_spark import workspace_labels
+
+    with pytest.raises(ConfigError) as err:  # a failure of the labels' plan is said as the labels'
+        workspace_labels(ws)
+    assert str(err.value).startswith("The Spark labels job failed: ") and broken.name in str(err.value)
     # From the command line (a JVM of its own, started with payfm's log configuration): the JVM logs the
     # failure a line an error, with no Java stack trace, and payfm's one-line error comes last.
     command = ["features", "backfill", "--set", "bench15", "--engine", "spark", "--spark-master", "local[1]"]
@@ -238,7 +243,7 @@ def test_spark_labels_and_training_set_equal_the_one_machine_ones(spark: Any, tm
     assert late in frauds[timedelta(days=120)] and late not in frauds[timedelta(days=5)]
     assert len(frauds[timedelta(days=120)]) > len(frauds[timedelta(days=5)]) > 0
 
-    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws = Workspace.open(tmp_path / "ws{a,b}", create=True)
     wlog = random_log(4, 600, n_keys=20)
     wlog["reviews"] = _reviews(wlog["charges"], [(3, 1.0, "refunded_as_fraud"), (30, 0.2, "approved")])
     ws.write_stream(iter(wlog.items()), "replace")

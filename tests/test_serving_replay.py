@@ -137,6 +137,17 @@ def test_replay_takes_the_key_from_a_file_and_says_the_services_reason(ws: Works
         assert r.exit_code == 1 and "Traceback" not in r.output, r.output
         assert "refused the API key (401): This API key ('bot') was revoked Check --key-file" in r.output
         assert "pfm_abc_secret" not in r.output
+    # every request failing otherwise: the options to check name where the key came from
+    broken = {"error": {"type": "Internal", "message": "down", "field": None}}
+    with _answering(lambda n: (500, broken)) as url:
+        for args, where, name in (
+            ([], {"PAYFM_API_KEY": "pfm_abc_env"}, "PAYFM_API_KEY"),
+            (["--key", "pfm_abc_opt"], env, "--key"),
+            (["--key-file", str(keyfile)], env, "--key-file"),
+        ):
+            r = CliRunner().invoke(cli, [*base, "--to", "2026-01-03T02:00", "--http", url, *args], env=where)
+            assert r.exit_code == 1 and "no request succeeded" in r.output, r.output
+            assert f"check --http and {name}." in r.output and "pfm_abc" not in r.output, r.output
     for args, said in (
         (["--key-file", str(keyfile)], "--key-file is the API key of --http: give --http URL too."),
         (["--http", "http://127.0.0.1:1", "--key", "k", "--key-file", str(keyfile)], "--key or --key-file"),

@@ -390,7 +390,7 @@ def review_list(
         kept = f" sent by rule '{_text(rule)}'" if rule else ""
         kept += f" scored {min_risk} or more" if min_risk is not None else ""
         said = f"No {status if status != 'all' else ''} reviews{kept}.".replace("  ", " ")
-        if rule and _total(service, status, None if min_risk is None else rule) == 0:
+        if rule and (min_risk is None or _total(service, status, rule) == 0):
             # no review of this rule at all (a misspelt name reads as an empty queue): say what the queue
             # holds without it
             total = _total(service, status, None)

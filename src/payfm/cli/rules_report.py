@@ -14,6 +14,7 @@ from rich.text import Text
 
 from payfm.cli.render import console, err_console, plural
 from payfm.errors import ConfigError
+from payfm.events.cards import shown_text
 from payfm.events.workspace import atomic_write_bytes
 from payfm.rules.backtest import LABELS, BacktestReport, RuleStats, Tally
 
@@ -146,7 +147,7 @@ def print_matches(matched: pa.Table, rule: str, out: Path | None) -> None:
     n = matched.num_rows
     shown = min(n, MATCHES_SHOWN)
     said = (
-        f"; all {n:,} in {out}"
+        f"; all {n:,} in {shown_text(str(out), 4096)}"
         if out is not None
         else ("; --matches-out FILE.csv for all" if n > shown else "")
     )
@@ -171,4 +172,5 @@ def print_matches(matched: pa.Table, rule: str, out: Path | None) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(out, buf.getvalue())
         except OSError as e:
-            raise ConfigError(f"Cannot write --matches-out '{out}': {e.strerror or e}.") from None
+            said = shown_text(str(e.strerror or e), 400)
+            raise ConfigError(f"--matches-out: '{shown_text(str(out))}' cannot be written: {said}.") from None

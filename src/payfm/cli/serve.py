@@ -578,9 +578,19 @@ def replay(
             err, n = rep.errors.most_common(1)[0]
             from payfm.errors import scrubbed, shown_url
 
+            source = ctx.get_parameter_source("key")
+            given = (
+                "--key-file"
+                if key_file is not None
+                else "PAYFM_API_KEY"
+                if source is click.core.ParameterSource.ENVIRONMENT
+                else "--key"
+                if key
+                else "--key-file (no key was given)"
+            )
             raise ConfigError(
                 f"Replay to {shown_url(url)}: no request succeeded ({n:,} x {scrubbed(err, url)}); check "
-                f"--http and {'--key-file' if key_file is not None else '--key'}."
+                f"--http and {given}."
             )
     else:
         from payfm.cli.render import progress_bar

@@ -34,9 +34,11 @@ Spark runs with ANSI SQL on: every division here is guarded, and an overflow fai
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -102,15 +104,13 @@ def session(master: str = "local[*]", memory: str = "6g") -> SparkSession:
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # (the JVM warns of a loopback hostname otherwise)
-    # The JVM reads log4j2.properties from SPARK_CONF_DIR (where a user has set none of their own).
+    # The JVM reads log4j2.properties from SPARK_CONF_DIR (where a user has set none of their own): a folder
+    # of this process's own (mkdtemp: mode 0700, a new name), since Spark's launcher also runs the folder's
+    # spark-env.sh, so a folder of a predictable name in /tmp would let another local user plant one.
     if "SPARK_CONF_DIR" not in os.environ:
-        conf_dir = Path(tempfile.gettempdir()) / f"payfm-spark-conf-{os.getuid()}"
-        conf_dir.mkdir(exist_ok=True)
-        conf = conf_dir / "log4j2.properties"
-        if not conf.exists() or conf.read_text() != _LOG4J:  # (one an earlier payfm wrote: replaced)
-            tmp = conf_dir / f".log4j2.properties.{os.getpid()}"
-            tmp.write_text(_LOG4J)
-            os.replace(tmp, conf)
+        conf_dir = Path(tempfile.mkdtemp(prefix="payfm-spark-conf-"))
+        atexit.register(shutil.rmtree, conf_dir, True)
+        (conf_dir / "log4j2.properties").write_text(_LOG4J)
         os.environ["SPARK_CONF_DIR"] = str(conf_dir)
     builder = (
         SparkSession.builder.master(master)
@@ -163,9 +163,9 @@ def _java_cause(e: BaseException) -> str | None:
     return text.splitlines()[0] if text else None
 
 
-def failure(e: BaseException) -> ConfigError | None:
-    """A one-line error for a failed Spark job (an analysis error, an unreadable file, an executor lost, out
-    of memory), or None when ``e`` is not Spark's."""
+def failure(e: BaseException, job: str = "backfill") -> ConfigError | None:
+    """A one-line error for a failed Spark ``job`` (an analysis error, an unreadable file, an executor lost,
+    out of memory): "The Spark backfill failed: ...", or None when ``e`` is not Spark's."""
     try:
         from py4j.protocol import Py4JError
         from pyspark.errors import PySparkException
@@ -174,7 +174,7 @@ def failure(e: BaseException) -> ConfigError | None:
     if not isinstance(e, PySparkException | Py4JError):
         return None
     said = _java_cause(e) if not isinstance(e, PySparkException) else None
-    return ConfigError(f"The Spark backfill failed: {said or _first_line(e)}")
+    return ConfigError(f"The Spark {job} failed: {said or _first_line(e)}")
 
 
 def _keys_ok(keys: tuple[str, ...]) -> Column:
@@ -546,6 +546,17 @@ def plan(tables: Mapping[str, DataFrame], fset: FeatureSet) -> DataFrame:
     return rows.select(F.col("cid").alias("charge_id"), created, *named)
 
 
+def _literal(path: Path) -> str:
+    r"""``path`` as Spark reads a file of that very name: a path holding one of ``[]{}*?`` is a glob pattern
+    to Spark (Hadoop), so a workspace at ``ws[1]`` read as the pattern matches no file; those characters
+    (and the backslash) are escaped.
+
+    >>> _literal(Path("/data/ws[1]/charges/a.parquet"))
+    '/data/ws\\[1\\]/charges/a.parquet'
+    """
+    return re.sub(r"([\\\[\]{}*?])", r"\\\1", str(path))
+
+
 def read_workspace(spark: SparkSession, ws: Workspace, more: tuple[str, ...] = ()) -> dict[str, DataFrame]:
     """The workspace's event log tables (charges and the outcomes; ``more``: others, such as ``reviews``) as
     DataFrames over its Parquet files (an empty table as an empty DataFrame of its schema)."""
@@ -553,7 +564,7 @@ def read_workspace(spark: SparkSession, ws: Workspace, more: tuple[str, ...] = (
 
     out = {}
     for t in (*_TABLES, *more):
-        files = [str(p) for p in ws.files(t)]
+        files = [_literal(p) for p in ws.files(t)]
         if files:
             out[t] = spark.read.parquet(*files)
         else:

@@ -12,8 +12,8 @@ Example:
     >>> key = ks.create("ops")
     >>> ks.verify(key), ks.verify(key + "x")
     ('ops', None)
-    >>> ks.revoke("ops"); ks.verify(key), ks.revoked(key)[0], ks.revoked(key + "x")
-    (None, 'ops', None)
+    >>> ks.revoke("ops"); ks.verify(key), ks.is_revoked(key), ks.is_revoked(key + "x")
+    (None, True, False)
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class KeyStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, bytes, bytes]] = {}
-        self._revoked: dict[str, tuple[str, bytes, bytes, str]] = {}  # id -> name, salt, hash, revoked_at
+        self._revoked: dict[str, tuple[bytes, bytes]] = {}  # id -> salt, hash of the revoked keys
         self._stamp: tuple[int, int] | None = None
         self._checked = -1e9  # time.monotonic() of the last look at the file
 
@@ -177,7 +177,7 @@ class KeyStore:
         finally:
             con.close()
         self._cache = {r[0]: (r[1], bytes(r[2]), bytes(r[3])) for r in rows if r[4] is None}
-        self._revoked = {r[0]: (r[1], bytes(r[2]), bytes(r[3]), r[4]) for r in rows if r[4] is not None}
+        self._revoked = {r[0]: (bytes(r[2]), bytes(r[3])) for r in rows if r[4] is not None}
         self._stamp = stamp
 
     def verify(self, key: str) -> str | None:
@@ -193,16 +193,13 @@ class KeyStore:
         name, salt, digest = entry
         return name if hmac.compare_digest(_digest(salt, parts[2]), digest) else None
 
-    def revoked(self, key: str) -> tuple[str, str] | None:
-        """(name, UTC date of the revocation) if ``key`` is a revoked key of this store, else None: only the
-        holder of the whole key learns that it was revoked (a wrong secret is any invalid key)."""
+    def is_revoked(self, key: str) -> bool:
+        """Whether ``key`` is a revoked key of this store: only the holder of the whole key learns it (a wrong
+        secret is any invalid key)."""
         parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != "pfm":
-            return None
+            return False
         with self._lock:
             self._refresh()
             entry = self._revoked.get(parts[1])
-        if entry is None:
-            return None
-        name, salt, digest, when = entry
-        return (name, when[:10]) if hmac.compare_digest(_digest(salt, parts[2]), digest) else None
+        return entry is not None and hmac.compare_digest(_digest(entry[0], parts[2]), entry[1])

@@ -160,7 +160,7 @@ def workspace_labels(
         labels.write.mode("overwrite").parquet(str(scratch / "labels"))
         table = pq.read_table(scratch / "labels")
     except Exception as e:
-        said = failure(e)
+        said = failure(e, "labels job")
         if said is None:
             raise
         raise said from None
