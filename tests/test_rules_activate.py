@@ -353,7 +353,7 @@ def test_cli_activate_backtests_the_stored_version_then_activates_it(two: tuple[
     )
     assert n == expected.change.changed
     assert "Activated ruleset v1 (sha256 " in out and "replacing v2." in out
-    assert "keeps the ruleset it loaded until `POST /v1/admin/reload`" in out and "makes it serve v1" in out
+    assert "serves v1 within a second (it follows the workspace)" in out and "--no-follow keeps" in out
     assert active_version(ws) == 1
     newest = rulesets.activations(ws)[0]
     assert (newest.version, newest.previous, newest.note) == (1, 2, "v2 blocks good customers")

@@ -69,13 +69,13 @@ def test_a_list_change_while_the_server_starts_is_served(
     create_list(ws, "blocked_cards", "card_fingerprint", author="ana")
     add_values(ws, "blocked_cards", ["fp_old"], author="ana")
     rulesets.save(ws, RULES, activate=True, set_name="tiny", author="ana")
-    watch = Scorer._watch_lists
+    watch = Scorer._watch
 
     def late(self: Scorer, every_s: float) -> None:
         add_values(ws, "blocked_cards", ["fp_new"], author="ana")  # during the start, after the load
         watch(self, every_s)
 
-    monkeypatch.setattr(Scorer, "_watch_lists", late)
+    monkeypatch.setattr(Scorer, "_watch", late)
     scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=3600.0))  # no poll during the test
     try:
         assert scorer.score(_charge(1, "fp_new")).outcome == "blocked"

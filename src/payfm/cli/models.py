@@ -327,8 +327,8 @@ def show(ctx: click.Context, ref: str) -> None:
     show_default=True,
     type=click.Choice(STAGES),
     help="production: decides (the production version, of any name, is archived); shadow: scored beside "
-    "production and logged, never decides; candidate, archived: not served. A running server takes the "
-    "change at POST /v1/admin/reload.",
+    "production and logged, never decides; candidate, archived: not served. A running server serves the "
+    "change within a second (one started with --no-follow: at POST /v1/admin/reload).",
 )
 @click.pass_context
 def promote(ctx: click.Context, ref: str, stage: str) -> None:

@@ -494,22 +494,23 @@ def _reload_hint(ws: Workspace, v: rulesets.RulesetVersion, replaced: int | None
         warn(
             f"ruleset v{v.version} runs on feature set '{v.feature_set}', the version it replaced on "
             f"'{before}': a running decision service without a model keeps its online state of '{before}' "
-            "and refuses the change on POST /v1/admin/reload (409); restart it to serve the new version."
+            "and does not serve the change (it says so in /healthz; POST /v1/admin/reload answers 409): "
+            "restart it to serve the new version."
         )
         return
     if model is not None and model.feature_set != v.feature_set:
         warn(
             f"the production model {model.ref} runs on feature set '{model.feature_set}', and ruleset "
-            f"v{v.version} on '{v.feature_set}': a decision service refuses it (409 on POST "
-            f"/v1/admin/reload, and it does not start) until they share one. Activate a version on "
+            f"v{v.version} on '{v.feature_set}': a decision service does not serve it (it says so in "
+            f"/healthz; 409 on POST /v1/admin/reload; it does not start) until they share one. Activate a "
+            f"version on "
             f"'{model.feature_set}' (`payfm rules activate VERSION`), or promote a model trained on "
             f"'{v.feature_set}'."
         )
         return
     console.print(
-        "A running decision service (`payfm serve`) keeps the ruleset it loaded until "
-        f"`POST /v1/admin/reload` (it picks up list changes itself, not a new version), which makes it serve "
-        f"v{v.version}.",
+        f"A running decision service (`payfm serve`) serves v{v.version} within a second (it follows the "
+        "workspace); one started with --no-follow keeps the ruleset it loaded until `POST /v1/admin/reload`.",
         markup=False,
         highlight=False,
     )

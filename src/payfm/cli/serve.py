@@ -128,6 +128,14 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     help="Log a line per request (logger payfm.access: client, API key name, method, path, status, ms, "
     "bytes; never a body). Metrics are at /metrics either way.",
 )
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    show_default=True,
+    help="Follow the workspace: within a second of `rules apply|activate|rollback` or `models "
+    "promote|rollback`, serve the new ruleset or model (every server sharing the workspace does, each on "
+    "its own). --no-follow: only POST /v1/admin/reload changes them. Lists are followed either way.",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -145,6 +153,7 @@ def serve(
     max_past_s: float | None,
     keep_alive_s: int,
     access_log: bool,
+    follow: bool,
 ) -> None:
     """Run the real-time decision service (see docs/serving.md).
 
@@ -184,6 +193,7 @@ def serve(
             max_future_s=max_future_s,
             max_past_s=max_past_s,
             lists_refresh_s=1.0,
+            follow=follow,
         ),
         durability=durability,
     )

@@ -701,6 +701,8 @@ def create_app(
             **scorer.bundle.describe(),
             "events_waiting": scorer.events_waiting(),
         }
+        if scorer.watcher is not None and scorer.watcher.problem:  # a change it follows but cannot serve
+            body["warnings"] = [*body.get("warnings", []), scorer.watcher.problem]
         return Response(_json(body), status_code=503 if problems else 200, media_type="application/json")
 
     @app.head("/healthz", include_in_schema=False)  # what some load balancers probe with

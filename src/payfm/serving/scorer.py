@@ -36,7 +36,6 @@ import asyncio
 import gc
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
@@ -86,6 +85,7 @@ from payfm.training.scores import risk_score
 if TYPE_CHECKING:
     from payfm.features.redis_store import RedisStore
     from payfm.fm.embed import OnlineEmbedder
+    from payfm.serving.watch import Watcher
 
 log = logging.getLogger("payfm.serving")
 _DURABLE_TIMEOUT_S = 30.0
@@ -128,8 +128,7 @@ class Scorer(FeedbackMixin):
         self._fm_state = "memory"  # where new foundation-model embedders keep their state (see open)
         self._presence: Presence | None = None  # on a Redis state: the namespaces this process serves from
         self.append_outcomes = True  # False when replaying: the outcomes are in the log already
-        self._lists_stop = threading.Event()
-        self._lists_watcher: threading.Thread | None = None
+        self.watcher: Watcher | None = None  # what follows the workspace (ScorerConfig.lists_refresh_s)
         self._log_probe = Probe(lambda: self.log.get_decision(""))  # (a key lookup: the log answers)
 
     # ---- life cycle ----------------------------------------------------------------------------------------
@@ -192,7 +191,7 @@ class Scorer(FeedbackMixin):
             scorer._append_pending_outcomes()
             dlog.start()
             if config.lists_refresh_s is not None:
-                scorer._watch_lists(config.lists_refresh_s)
+                scorer._watch(config.lists_refresh_s)
         except BaseException:
             if presence is not None:
                 presence.close()
@@ -391,48 +390,13 @@ class Scorer(FeedbackMixin):
         log_relisting(b, new)
         return True
 
-    def _watch_lists(self, every_s: float) -> None:
-        """Start the thread that calls :meth:`refresh_lists` when ``rules.db`` changed (its ``PRAGMA
-        data_version`` moves when another connection commits), looking every ``every_s`` seconds."""
+    def _watch(self, every_s: float) -> None:
+        """Start following the workspace (the lists; with ``ScorerConfig.follow``, the ruleset and the models
+        too), looking every ``every_s`` seconds (:mod:`payfm.serving.watch`)."""
+        from payfm.serving.watch import Watcher
 
-        path = self.ws.root / "rules.db"
-        con: sqlite3.Connection | None = None
-        seen = None
-
-        def look() -> None:
-            nonlocal con, seen
-            if con is None:
-                if not path.exists():
-                    return
-                con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
-            version = con.execute("PRAGMA data_version").fetchone()[0]
-            if version != seen:
-                if seen is not None:
-                    self.refresh_lists()
-                seen = version
-
-        def run() -> None:
-            failed = ""  # the last failure, logged once: the refresh is tried again every every_s
-            try:
-                while not self._lists_stop.wait(every_s):
-                    try:
-                        look()
-                        failed = ""
-                    except Exception as e:  # a failed refresh keeps the lists served; it is tried again
-                        if repr(e) != failed:
-                            log.exception("refreshing the rules' lists failed (tried again until it works)")
-                        failed = repr(e)
-            finally:
-                if con is not None:
-                    con.close()
-
-        look()  # the version from now on (a rules.db made later: refreshed at first sight)
-        if con is None:
-            seen = -1
-        self.refresh_lists()  # a change between the bundle's load and that look
-
-        self._lists_watcher = threading.Thread(target=run, name="payfm-lists", daemon=True)
-        self._lists_watcher.start()
+        self.watcher = Watcher(self, every_s, self.config.follow)
+        self.watcher.start()
 
     def health(self) -> list[str]:
         """What keeps this server from deciding as it should, for ``/healthz`` (empty when nothing): the
@@ -475,10 +439,9 @@ class Scorer(FeedbackMixin):
         self.close()
 
     def close(self, snapshot: bool = True) -> None:
-        self._lists_stop.set()
+        if self.watcher is not None:
+            self.watcher.stop()
         self._log_probe.close()
-        if self._lists_watcher is not None:
-            self._lists_watcher.join(timeout=30)
         with self._lock:  # a periodic snapshot being written: let it finish, then take the final one
             while self._snapshotting:
                 self._drained.wait()

@@ -54,6 +54,11 @@ class ScorerConfig:
     # without a reload (the ruleset's version stays: activating another one is `POST /v1/admin/reload`).
     # None: lists are read at load and reload only. `payfm serve` sets 1.0.
     lists_refresh_s: float | None = None
+    # Follow the workspace's active ruleset and production / shadow models too (payfm.serving.watch): at each
+    # look, reload when what a load would serve changed (`rules apply`, `models promote`, a rollback), as
+    # POST /v1/admin/reload does. Needs lists_refresh_s (the looks' interval). `payfm serve` sets it unless
+    # --no-follow.
+    follow: bool = False
 
     def __post_init__(self) -> None:
         """Refuse a value no scorer can use, naming the field, when the config is made (not at
@@ -79,7 +84,7 @@ class ScorerConfig:
                 "The 'levels' of ScorerConfig must be a ScoreLevels (ScoreLevels(elevated=65, highest=75)). "
                 f"Got {self.levels!r}."
             )
-        for name in ("warm_from_event_log", "fork_snapshots"):
+        for name in ("warm_from_event_log", "fork_snapshots", "follow"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"The '{name}' of ScorerConfig must be True or False. Got {getattr(self, name)!r}."
@@ -96,3 +101,8 @@ class ScorerConfig:
                     f"The '{name}' of ScorerConfig must be a number of seconds {bound} or None ({none}). "
                     f"Got {v!r}."
                 )
+        if self.follow and self.lists_refresh_s is None:
+            raise ConfigError(
+                "ScorerConfig(follow=True) looks for changes every 'lists_refresh_s' seconds: give it too "
+                "(payfm serve uses 1.0). Got lists_refresh_s=None."
+            )
