@@ -5,6 +5,7 @@ change it cannot serve leaves it deciding as before, logged once and said in /he
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,6 +19,28 @@ from payfm.serving.app import create_app
 from payfm.serving.scorer import Scorer, ScorerConfig
 from test_serving_lists import _until
 from test_serving_scorer import RULES, charge, register
+
+
+def _caught_up(scorer: Scorer) -> bool:
+    """Wait until the scorer's watcher has looked at (and acted on) the workspace's files as they are now:
+    two looks completed from now (one may have begun before the change)."""
+    watcher = scorer.watcher
+    assert watcher is not None
+    start = watcher.looks
+    return _until(lambda: watcher.looks >= start + 2)
+
+
+def _counting(scorer: Scorer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The scorer's reloads, counted."""
+    calls: list[int] = []
+    reload = scorer.reload
+
+    def counted() -> Any:
+        calls.append(1)
+        return reload()
+
+    monkeypatch.setattr(scorer, "reload", counted)
+    return calls
 
 
 @pytest.fixture()
@@ -69,7 +92,7 @@ def test_without_follow_only_a_reload_changes_the_ruleset(ws: Workspace) -> None
 
 
 def test_a_change_that_cannot_be_served_is_said_once_and_decided_as_before(
-    ws: Workspace, caplog: pytest.LogCaptureFixture
+    ws: Workspace, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A model promoted on another feature set needs a restart: the server keeps the model and rules it has,
     logs it once, says it in /healthz's warnings, and follows the next change it can serve."""
@@ -80,6 +103,7 @@ def test_a_change_that_cannot_be_served_is_said_once_and_decided_as_before(
     scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.05, follow=True))
     served = scorer.bundle.model_version
     assert served is not None
+    calls = _counting(scorer, monkeypatch)
     try:
         fset = bench_set()
         X = np.random.default_rng(0).normal(size=(100, len(fset.names)))
@@ -93,8 +117,10 @@ def test_a_change_that_cannot_be_served_is_said_once_and_decided_as_before(
         with caplog.at_level("ERROR", logger="payfm.serving"):
             Registry(ws).promote(other.ref)
             assert _until(lambda: scorer.watcher is not None and scorer.watcher.problem is not None)
+            assert _caught_up(scorer) and calls == [1]
             rulesets.save(ws, RULES + "\n", activate=False, set_name="tiny", author="ana")  # a later look
-            assert _until(lambda: scorer.watcher is not None and scorer.watcher.problem is not None)
+            assert _caught_up(scorer) and calls == [1]  # not tried again before its back-off (5 s)
+            assert scorer.watcher is not None and scorer.watcher.problem is not None
         said = [r.message for r in caplog.records if "following the workspace" in r.getMessage()]
         assert len(said) == 1, said
         assert scorer.bundle.model_version is not None and scorer.bundle.model_version.ref == served.ref
@@ -107,6 +133,100 @@ def test_a_change_that_cannot_be_served_is_said_once_and_decided_as_before(
         assert f"still serving model {served.ref}" in warning
         # the change undone (`payfm models rollback`): served again as it was, the warning gone
         Registry(ws).promote(served.ref)
+        assert _until(lambda: scorer.watcher is not None and scorer.watcher.problem is None)
+    finally:
+        scorer.close()
+
+
+def test_only_a_change_of_what_would_be_served_reloads(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A candidate registered, a shadow on another feature set, a shadow of another name than the served
+    model's (ScorerConfig.model) and a list-only edit change the files, not what a load would serve: no
+    reload. A shadow on the served set does reload."""
+    import numpy as np
+
+    from payfm.training.models.linear import LogisticModel
+
+    scorer = Scorer.open(ws, config=ScorerConfig(model="fraud-lr", lists_refresh_s=0.02, follow=True))
+    calls = _counting(scorer, monkeypatch)
+    try:
+        register(ws, 2.0, "candidate")
+        assert _caught_up(scorer) and calls == []
+        fset = bench_set()
+        X = np.random.default_rng(0).normal(size=(100, len(fset.names)))
+        other_set = LogisticModel(calibration="none").fit(
+            X, (X[:, 0] > 0).astype(int), feature_names=fset.names
+        )
+        mv = Registry(ws).register(other_set, name="fraud-lr", task="fraud", fset=fset)
+        Registry(ws).set_stage(mv.ref, "shadow")  # on bench15: not servable beside tiny
+        assert _caught_up(scorer) and calls == []
+        register(ws, 0.5, "shadow", name="fraud-other")  # another name than ScorerConfig.model's
+        assert _caught_up(scorer) and calls == [] and scorer.bundle.shadow_version is None
+        rulesets.save(ws, RULES + "\n", activate=False, set_name="tiny", author="ana")  # not activated
+        assert _caught_up(scorer) and calls == []
+        shadow = register(ws, 0.5, "shadow")  # fraud-lr on tiny: served beside the production model
+        assert _caught_up(scorer) and calls == [1]
+        assert scorer.bundle.shadow_version is not None and scorer.bundle.shadow_version.ref == shadow
+    finally:
+        scorer.close()
+
+
+def test_a_change_while_the_server_starts_is_served_from_the_start(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    watch = Scorer._watch
+
+    def late(self: Scorer, every_s: float) -> None:
+        rulesets.save(ws, "big: review if :amount_usd: > 9\n", activate=True, set_name="tiny", author="ana")
+        watch(self, every_s)
+
+    monkeypatch.setattr(Scorer, "_watch", late)
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=3600.0, follow=True))  # no look in the test
+    try:
+        assert scorer.bundle.ruleset_version == 2
+    finally:
+        scorer.close()
+
+
+def test_a_failing_reload_is_retried_after_a_back_off_and_a_manual_reload_clears_the_warning(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import payfm.serving.bundle as bundle_module
+    import payfm.serving.scorer as scorer_module
+    import payfm.serving.watch as watch_module
+
+    monkeypatch.setattr(watch_module, "RETRY_S", (0.3, 0.6))
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.02, follow=True))
+    calls = _counting(scorer, monkeypatch)
+    load = bundle_module.load_bundle
+    broken = [True]
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if broken[0]:
+            raise OSError("model file not there yet")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(scorer_module, "load_bundle", flaky)
+    try:
+        with caplog.at_level("ERROR", logger="payfm.serving"):
+            rulesets.save(ws, "big: review if :amount_usd: > 9\n", activate=True, set_name="tiny", author="a")
+            assert _until(lambda: scorer.watcher is not None and scorer.watcher.problem is not None)
+            assert _until(lambda: len(calls) >= 3, timeout_s=5)  # tried again, not at every look (20 ms)
+            assert len(calls) <= 6 and scorer.bundle.ruleset_version == 1
+        said = [r.getMessage() for r in caplog.records if "following the workspace" in r.getMessage()]
+        assert len(said) == 1 and "OSError: model file not there yet" in said[0], said
+        assert "changed to model fraud-lr@1, ruleset v2 but cannot be served" in said[0]
+        broken[0] = False  # the files arrived: the next try serves it
+        assert _until(lambda: scorer.bundle.ruleset_version == 2)
+        assert scorer.watcher is not None and scorer.watcher.problem is None
+        # a refused change served by hand (POST /v1/admin/reload) clears the warning at the next look
+        broken[0] = True
+        monkeypatch.setattr(watch_module, "RETRY_S", (3600.0, 3600.0))
+        rulesets.save(ws, "big: review if :amount_usd: > 8\n", activate=True, set_name="tiny", author="a")
+        assert _until(lambda: scorer.watcher is not None and scorer.watcher.problem is not None)
+        broken[0] = False
+        scorer.reload()
         assert _until(lambda: scorer.watcher is not None and scorer.watcher.problem is None)
     finally:
         scorer.close()

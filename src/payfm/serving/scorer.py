@@ -441,6 +441,8 @@ class Scorer(FeedbackMixin):
     def close(self, snapshot: bool = True) -> None:
         if self.watcher is not None:
             self.watcher.stop()
+        with self._reloading:  # a reload in progress (the watcher's, warming an embedder) ends first
+            pass
         self._log_probe.close()
         with self._lock:  # a periodic snapshot being written: let it finish, then take the final one
             while self._snapshotting:

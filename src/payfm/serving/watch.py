@@ -3,13 +3,15 @@
 - the rules' lists: when ``rules.db`` changed (its ``PRAGMA data_version`` moves when another connection
   commits), the served ruleset is recompiled with the lists' new contents (:meth:`Scorer.refresh_lists`);
 - with ``ScorerConfig.follow``, the active ruleset and the production and shadow models: when ``rules.db`` or
-  the registry's ``registry.db`` changed and what a load would now serve (:func:`wanted`) is not what is
-  served, the server reloads (:meth:`Scorer.reload`), as ``POST /v1/admin/reload`` does. Every server that
-  shares the workspace then follows `rules apply`, `rules activate`, `rules rollback`, `models promote` and
-  `models rollback` within a second, each on its own.
+  the registry's ``registry.db`` changed and what a load would now serve (:func:`wanted_models`, read again
+  only when the registry changed, and :func:`wanted_ruleset`) is not what is served, the server reloads
+  (:meth:`Scorer.reload`), as ``POST /v1/admin/reload`` does. Every server that shares the workspace then
+  follows `rules apply`, `rules activate`, `rules rollback`, `models promote` and `models rollback` within a
+  second, each on its own.
 
 A change that cannot be served (a model on another feature set, one that fails to load) leaves the server
-deciding as before: it is logged once, and said in ``/healthz``'s ``warnings`` until a later change is served.
+deciding as before: it is logged once, said in ``/healthz``'s ``warnings``, and tried again after a back-off
+(:data:`RETRY_S`) until it is served, undone, or served by a reload.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,10 +43,13 @@ def served(bundle: Bundle) -> Served:
     return (*refs, bundle.ruleset_version)  # type: ignore[return-value]
 
 
-def wanted(scorer: Scorer) -> Served:
-    """What a load (:func:`payfm.serving.bundle.load_bundle`) would serve now, as :func:`served` says it: the
-    newest production version (of ``ScorerConfig.model``'s name, if set), the newest shadow version on the
-    served feature set, the active ruleset's version. Reads the registry and ``rules.db`` only."""
+Models = tuple[str | None, str | None]  # production model, shadow model
+
+
+def wanted_models(scorer: Scorer) -> Models:
+    """The models a load (:func:`payfm.serving.bundle.load_bundle`) would serve now, as :func:`served` names
+    them: the newest production version (of ``ScorerConfig.model``'s name, if set) and the newest shadow
+    version on the served feature set. Reads the registry."""
     ws, fset = scorer.ws, scorer.bundle.fset
     versions = Registry(ws).list(scorer.config.model) if (ws.root / "models").exists() else []
     prod = newest(v for v in versions if v.stage == "production")
@@ -52,12 +58,13 @@ def wanted(scorer: Scorer) -> Served:
         for v in versions
         if v.stage == "shadow" and (v.feature_set, v.feature_set_version) == (fset.name, fset.version)
     )
-    active = rulesets.active(ws) if (ws.root / "rules.db").exists() else None
-    return (
-        prod.ref if prod is not None else None,
-        shadow.ref if shadow is not None else None,
-        active.version if active is not None else None,
-    )
+    return (prod.ref if prod is not None else None, shadow.ref if shadow is not None else None)
+
+
+def wanted_ruleset(scorer: Scorer) -> int | None:
+    """The version of the active ruleset, which a load would serve (None: none). Reads ``rules.db``."""
+    active = rulesets.active(scorer.ws) if (scorer.ws.root / "rules.db").exists() else None
+    return active.version if active is not None else None
 
 
 class _Version:
@@ -80,6 +87,11 @@ class _Version:
             self._con.close()
 
 
+# A change that could not be served is tried again after this many seconds, doubling up to the last (a model
+# whose files were still arriving on a synced workspace; a registry locked for long).
+RETRY_S = (5.0, 300.0)
+
+
 class Watcher:
     """The thread that follows the workspace for ``scorer`` (the module's docstring), looking every
     ``every_s`` seconds; ``follow`` adds the ruleset and the models to the lists."""
@@ -89,43 +101,81 @@ class Watcher:
         self._rules = _Version(scorer.ws.root / "rules.db")
         self._registry = _Version(scorer.ws.root / "models" / "registry.db")
         self._seen: tuple[int | None, int | None] | None = None
-        self._refused: Served | None = None  # a change that could not be served (not tried again)
+        self._models: Models | None = None  # what the registry selects, read when registry.db changed
+        self._failed = False  # a change could not be served (tried again at _retry_at)
+        self._refused: Served | None = None  # which (None: reading what is wanted failed)
+        self._retry_at = 0.0  # (time.monotonic()) when it is tried again
+        self._backoff = RETRY_S[0]
+        self._said: tuple[Served | None, str] | None = None  # the failure logged last
         self.problem: str | None = None  # why, for /healthz; None once what is wanted is served
+        self.looks = 0  # looks completed (a test waits for the next ones)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def look(self) -> None:
         """One look: refresh the lists when ``rules.db`` changed; with ``follow``, reload when either file
-        changed and what is wanted is not what is served."""
+        changed (or a refused change is due to be tried again) and what is wanted is not what is served."""
         seen = (self._rules.read(), self._registry.read() if self.follow else None)
         before = self._seen
         if before is not None and seen != before:
             if seen[0] != before[0]:
                 self.scorer.refresh_lists()
             if self.follow:
+                if seen[1] != before[1]:
+                    self._models = None  # read the registry again
+                self.reload_if_changed()
+        elif self.follow and self._failed:
+            if served(self.scorer.bundle) == self._refused:  # served since (a POST /v1/admin/reload)
+                self._served()
+            elif time.monotonic() >= self._retry_at:
                 self.reload_if_changed()
         self._seen = seen  # (after the work: one that failed is tried again at the next look)
+        self.looks += 1
 
     def reload_if_changed(self) -> None:
-        """Reload when :func:`wanted` differs from what is served (once per refused change)."""
-        want = wanted(self.scorer)
-        if want == served(self.scorer.bundle):
-            self._refused, self.problem = None, None
-            return
-        if want == self._refused:
-            return
+        """Reload when what a load would serve differs from what is served; a failure keeps what is served,
+        is logged once and said in :attr:`problem`, and is tried again after a back-off."""
+        want: Served | None = None
         try:
+            if self._models is None:
+                self._models = wanted_models(self.scorer)
+            want = (*self._models, wanted_ruleset(self.scorer))
+            if want == served(self.scorer.bundle):
+                self._served()
+                return
+            due = not (self._failed and want == self._refused) or time.monotonic() >= self._retry_at
+            if not due or self._stop.is_set():
+                return
             new = self.scorer.reload()
-        except PayfmError as e:  # (another feature set, a model that fails to load): keep deciding as before
-            self._refused = want
-            self.problem = (
-                f"the workspace's models or rules changed to {_said(want)} but cannot be served "
-                f"({shown_text(str(e), 300)}); still serving {_said(served(self.scorer.bundle))}"
-            )
-            log.error("following the workspace: %s", self.problem)
+        except Exception as e:  # (another feature set; a model that fails to load; a locked registry)
+            self._refuse(want, e)
             return
-        self._refused, self.problem = None, None
+        self._served()
         log.info("followed the workspace's change: now serving %s", _said(served(new)))
+
+    def _served(self) -> None:
+        self._failed, self._refused, self.problem, self._backoff = False, None, None, RETRY_S[0]
+
+    def _refuse(self, want: Served | None, e: Exception) -> None:
+        said = str(e) if isinstance(e, PayfmError) else f"{type(e).__name__}: {e}"
+        said = shown_text(self.scorer.scrub(said), 300)  # (no password of a URL, no card number)
+        change = "changed" if want is None else f"changed to {_said(want)}"
+        self.problem = (
+            f"the workspace's models or rules {change} but cannot be served ({said}); still serving "
+            f"{_said(served(self.scorer.bundle))}"
+        )
+        if want != self._refused or not self._failed:
+            self._backoff = RETRY_S[0]
+        self._failed, self._refused = True, want
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, RETRY_S[1])
+        if (want, said) != self._said:  # (each failure logged once, not at every retry)
+            self._said = (want, said)
+            log.error(
+                "following the workspace: %s (tried again in %.0f s)",
+                self.problem,
+                self._retry_at - time.monotonic(),
+            )
 
     def start(self) -> None:
         """Take the files' versions now, serve any change since the bundle was loaded, then look every
@@ -146,14 +196,15 @@ class Watcher:
                     failed = ""
                 except Exception as e:  # a failed look keeps what is served; it is tried again
                     if repr(e) != failed:
-                        what = "following the workspace" if self.follow else "refreshing the rules' lists"
-                        log.exception("%s failed (tried again until it works)", what)
+                        log.exception("refreshing the rules' lists failed (tried again until it works)")
                     failed = repr(e)
         finally:
             self._rules.close()
             self._registry.close()
 
     def stop(self) -> None:
+        """Stop looking; wait for a look in progress (a reload may warm an embedder: the scorer's close then
+        waits for it too, under its reload lock)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
