@@ -141,6 +141,47 @@ def test_a_charge_held_past_the_wait_is_a_503(
     assert not list(redis_scratch.scan_iter("payfm:lock:*"))  # released, not left to expire
 
 
+def test_requests_waiting_for_charges_locks_are_bounded(
+    servers: tuple[Scorer, Scorer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each request waiting for a charge's lock holds a thread of the pool /healthz needs too: past
+    MAX_LOCK_WAITERS of them (2 here), one more is a 503 at once, not a thread held for CHARGE_WAIT_S; the
+    waiters are recorded once the lock is free."""
+    a, b = servers
+    a.score(charge(1))
+    monkeypatch.setattr(b, "_lock_waiters", threading.BoundedSemaphore(2))
+    monkeypatch.setattr("payfm.serving.money_claims.MAX_LOCK_WAITERS", 2)
+    monkeypatch.setattr("payfm.serving.money_claims.CHARGE_WAIT_S", 20.0)
+    answers: list[Any] = []
+
+    def refund(i: int) -> None:
+        try:
+            answers.append(b.record_outcome("refunds", {**REFUND, "refund_id": f"re_{i}", "amount": 10}))
+        except Exception as e:
+            answers.append(e)
+
+    waiting = [threading.Thread(target=refund, args=(i,)) for i in (1, 2)]
+    try:
+        with a._charge_lock("ch_1"):
+            for t in waiting:
+                t.start()
+            deadline = time.monotonic() + 10
+            while b._lock_waiters._value > 0 and time.monotonic() < deadline:  # both waiting
+                time.sleep(0.01)
+            t0 = time.monotonic()
+            with pytest.raises(Unavailable, match="2 requests of this server already wait for charges"):
+                b.record_outcome("refunds", {**REFUND, "refund_id": "re_3", "amount": 10})
+            assert time.monotonic() - t0 < 1.0  # at once, not after CHARGE_WAIT_S
+            assert answers == []  # the two still wait
+    finally:  # (never left holding the charge's lock in Redis for the next test)
+        for t in waiting:
+            if t.is_alive() or t.ident is not None:
+                t.join(20)
+    assert len(answers) == 2 and all(isinstance(x, dict) and x["duplicate"] is False for x in answers), (
+        answers
+    )
+
+
 def test_a_lock_wait_503_over_http_is_counted_as_the_backends(
     servers: tuple[Scorer, Scorer], monkeypatch: pytest.MonkeyPatch
 ) -> None:

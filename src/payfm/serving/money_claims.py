@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 # long another request waits for it before answering 503.
 CHARGE_LOCK_S = 120.0
 CHARGE_WAIT_S = 30.0
+# How many requests of one server may wait for charges' locks at once: each waits in a thread of the pool the
+# synchronous endpoints share (40 threads: /healthz, reviews, outcomes), so a peer stuck holding a charge with
+# clients retrying must not take them all. One more is a 503 at once.
+MAX_LOCK_WAITERS = 8
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -78,6 +82,7 @@ class MoneyClaimsMixin:
         str, Counter[tuple[str, str]]
     ]  # charge id -> refunds, disputes, EFWs in flight: (table, id)
     _declining: dict[str, list[str]]  # charge id -> the declines or blocks being reported for it
+    _lock_waiters: threading.BoundedSemaphore  # requests waiting for a charge's lock in Redis
 
     def _init_claims(self) -> None:
         """No claims yet."""
@@ -86,6 +91,7 @@ class MoneyClaimsMixin:
         self._refund_holds = Counter()
         self._moving = {}
         self._declining = {}
+        self._lock_waiters = threading.BoundedSemaphore(MAX_LOCK_WAITERS)
 
     @contextmanager
     def _charge_lock(self, charge_id: object) -> Iterator[None]:
@@ -101,7 +107,21 @@ class MoneyClaimsMixin:
         digest = hashlib.blake2b(str(charge_id).encode(), digest_size=16).hexdigest()  # any id, one length
         name, wait = f"{prefix}:lock:charge:{digest}", CHARGE_WAIT_S
         lock = client.lock(name, timeout=CHARGE_LOCK_S, sleep=0.02, blocking_timeout=wait)
-        if not lock.acquire():
+        if not lock.acquire(blocking=False):  # held: wait for it, in one of a bounded number of threads
+            if not self._lock_waiters.acquire(blocking=False):
+                raise Unavailable(
+                    f"Charge '{shown(charge_id)}' is being recorded by another request, and "
+                    f"{MAX_LOCK_WAITERS} requests of this server already wait for charges being recorded: "
+                    "this one was not recorded. Retry after the Retry-After header's seconds.",
+                    backend="shared online state",
+                )
+            try:
+                got = lock.acquire()
+            finally:
+                self._lock_waiters.release()
+        else:
+            got = True
+        if not got:
             raise Unavailable(
                 f"Charge '{shown(charge_id)}' is being recorded by another request (on this server or "
                 f"another) for more than {wait:g} s: this one was not recorded. Retry after the Retry-After "
