@@ -11,21 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 
 from payfm.events.workspace import Workspace
-from payfm.rules import rulesets
 from payfm.serving.app import create_app
 from payfm.serving.decision import Decision
 from payfm.serving.decision_log import open_log
 from payfm.serving.errors import InvalidInput
 from payfm.serving.scorer import Scorer
-from test_serving_scorer import RULES, charge, register
+from test_serving_scorer import charge, served_workspace
 
 
 @pytest.fixture()
 def ws(tmp_path: Path) -> Workspace:
-    w = Workspace.open(tmp_path / "ws", create=True)
-    register(w, 1.0, "production")
-    rulesets.save(w, RULES, activate=True, set_name="tiny", author="test")
-    return w
+    return served_workspace(tmp_path / "ws")
 
 
 def test_concurrent_decisions_and_racing_retries_count_each_charge_once(ws: Workspace) -> None:

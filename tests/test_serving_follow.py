@@ -18,7 +18,7 @@ from payfm.rules import rulesets
 from payfm.serving.app import create_app
 from payfm.serving.scorer import Scorer, ScorerConfig
 from test_serving_lists import _until
-from test_serving_scorer import RULES, charge, register
+from test_serving_scorer import RULES, charge, register, served_workspace
 
 
 def _caught_up(scorer: Scorer) -> bool:
@@ -45,10 +45,7 @@ def _counting(scorer: Scorer, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 @pytest.fixture()
 def ws(tmp_path: Path) -> Workspace:
-    w = Workspace.open(tmp_path / "ws", create=True)
-    register(w, 1.0, "production")
-    rulesets.save(w, RULES, activate=True, set_name="tiny", author="test")
-    return w
+    return served_workspace(tmp_path / "ws")
 
 
 def test_a_ruleset_activated_and_a_model_promoted_elsewhere_are_served(ws: Workspace) -> None:

@@ -60,12 +60,17 @@ def register(ws: Workspace, amount_weight: float, stage: str, name: str = "fraud
     return mv.ref
 
 
-@pytest.fixture()
-def ws(tmp_path: Path) -> Workspace:
-    w = Workspace.open(tmp_path / "ws", create=True)
+def served_workspace(root: Path) -> Workspace:
+    """A workspace at ``root`` with a production model and the RULES active, on the tiny feature set."""
+    w = Workspace.open(root, create=True)
     register(w, 1.0, "production")
     rulesets.save(w, RULES, activate=True, set_name="tiny", author="test")
     return w
+
+
+@pytest.fixture()
+def ws(tmp_path: Path) -> Workspace:
+    return served_workspace(tmp_path / "ws")
 
 
 @pytest.fixture()

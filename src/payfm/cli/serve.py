@@ -588,16 +588,13 @@ def replay(
             err, n = rep.errors.most_common(1)[0]
             from payfm.errors import scrubbed, shown_url
 
-            source = ctx.get_parameter_source("key")
-            given = (
-                "--key-file"
-                if key_file is not None
-                else "PAYFM_API_KEY"
-                if source is click.core.ParameterSource.ENVIRONMENT
-                else "--key"
-                if key
-                else "--key-file (no key was given)"
-            )
+            given = "--key-file (no key was given)"
+            if key_file is not None:
+                given = "--key-file"
+            elif ctx.get_parameter_source("key") is click.core.ParameterSource.ENVIRONMENT:
+                given = "PAYFM_API_KEY"
+            elif key:
+                given = "--key"
             raise ConfigError(
                 f"Replay to {shown_url(url)}: no request succeeded ({n:,} x {scrubbed(err, url)}); check "
                 f"--http and {given}."

@@ -94,7 +94,7 @@ class KeyStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str, bytes, bytes]] = {}
-        self._revoked: dict[str, tuple[bytes, bytes]] = {}  # id -> salt, hash of the revoked keys
+        self._revoked: dict[str, tuple[str, bytes, bytes]] = {}  # the revoked keys, as _cache holds keys
         self._stamp: tuple[int, int] | None = None
         self._checked = -1e9  # time.monotonic() of the last look at the file
 
@@ -176,30 +176,31 @@ class KeyStore:
             rows = con.execute("SELECT id, name, salt, hash, revoked_at FROM keys").fetchall()
         finally:
             con.close()
-        self._cache = {r[0]: (r[1], bytes(r[2]), bytes(r[3])) for r in rows if r[4] is None}
-        self._revoked = {r[0]: (bytes(r[2]), bytes(r[3])) for r in rows if r[4] is not None}
+        self._cache, self._revoked = {}, {}
+        for key_id, name, salt, digest, revoked_at in rows:
+            held = self._cache if revoked_at is None else self._revoked
+            held[key_id] = (name, bytes(salt), bytes(digest))
         self._stamp = stamp
 
-    def verify(self, key: str) -> str | None:
-        """The key's name if ``key`` is valid and not revoked, else None."""
+    def _matches(self, key: str, revoked: bool) -> str | None:
+        """The name of the key of this store (an active one, or with ``revoked`` a revoked one) whose id and
+        secret ``key`` holds, else None."""
         parts = key.split("_", 2)
         if len(parts) != 3 or parts[0] != "pfm":
             return None
         with self._lock:
             self._refresh()
-            entry = self._cache.get(parts[1])
+            entry = (self._revoked if revoked else self._cache).get(parts[1])
         if entry is None:
             return None
         name, salt, digest = entry
         return name if hmac.compare_digest(_digest(salt, parts[2]), digest) else None
 
+    def verify(self, key: str) -> str | None:
+        """The key's name if ``key`` is valid and not revoked, else None."""
+        return self._matches(key, revoked=False)
+
     def is_revoked(self, key: str) -> bool:
         """Whether ``key`` is a revoked key of this store: only the holder of the whole key learns it (a wrong
         secret is any invalid key)."""
-        parts = key.split("_", 2)
-        if len(parts) != 3 or parts[0] != "pfm":
-            return False
-        with self._lock:
-            self._refresh()
-            entry = self._revoked.get(parts[1])
-        return entry is not None and hmac.compare_digest(_digest(entry[0], parts[2]), entry[1])
+        return self._matches(key, revoked=True) is not None

@@ -249,6 +249,17 @@ def _in_process(
     return None
 
 
+def _error_of(data: bytes) -> dict[str, Any] | None:
+    """The service's ``error`` object (``type``, ``message``) of an answer's body; None if it holds none."""
+    import json
+
+    try:
+        error = json.loads(data)["error"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return error if isinstance(error, dict) and {"type", "message"} <= error.keys() else None
+
+
 def replay_http(
     ws: Workspace,
     start: datetime | None,
@@ -304,20 +315,17 @@ def replay_http(
                         "pass --key-file (or --key, or set PAYFM_API_KEY; `payfm serve keys create NAME` "
                         "makes one)."
                     )
-                try:  # the service's reason (a revoked key says so), as plain text
-                    said = " " + escaped(mask_long_numbers(str(json.loads(data)["error"]["message"])))[:400]
-                except (ValueError, KeyError, TypeError):
-                    said = ""
+                error = _error_of(data)  # the service's reason (a revoked key says so), as plain text
+                said = " " + escaped(mask_long_numbers(str(error["message"])))[:400] if error else ""
                 raise Aborted(
                     f"The decision service at {shown} refused the API key (401):{said} Check --key-file, "
                     "--key or PAYFM_API_KEY."
                 )
             if status != 200:
-                try:
-                    error = json.loads(data)["error"]
-                    why = f"{error['type']}: {error['message']}"
-                except (ValueError, KeyError, TypeError):
-                    why = data[:80].decode("utf-8", "replace")
+                error = _error_of(data)
+                why = (
+                    f"{error['type']}: {error['message']}" if error else data[:80].decode("utf-8", "replace")
+                )
                 raise InvalidInput(f"HTTP {status} {why}")
             return data
 

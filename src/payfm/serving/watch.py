@@ -39,8 +39,8 @@ Served = tuple[str | None, str | None, int | None]  # production model, shadow m
 
 def served(bundle: Bundle) -> Served:
     """What ``bundle`` serves: its production and shadow models' references and its ruleset's version."""
-    refs = (v.ref if v is not None else None for v in (bundle.model_version, bundle.shadow_version))
-    return (*refs, bundle.ruleset_version)  # type: ignore[return-value]
+    prod, shadow = bundle.model_version, bundle.shadow_version
+    return (prod.ref if prod else None, shadow.ref if shadow else None, bundle.ruleset_version)
 
 
 Models = tuple[str | None, str | None]  # production model, shadow model
