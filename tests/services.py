@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 REDIS_URL = os.environ.get("PAYFM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-# A database the tests that need an empty Redis may empty (FLUSHDB) before and after: never a shared one.
-REDIS_SCRATCH_URL = os.environ.get("PAYFM_TEST_REDIS_SCRATCH_URL", "redis://127.0.0.1:6379/9")
+# A database the tests that need an empty Redis may empty (FLUSHDB) before and after: never a shared one,
+# and one per pytest-xdist worker (gw0: 9, gw1: 10, ...), since tests of two workers run at the same time.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+REDIS_SCRATCH_URL = os.environ.get("PAYFM_TEST_REDIS_SCRATCH_URL", f"redis://127.0.0.1:6379/{9 + _WORKER}")
 
 
 def require_redis(url: str = REDIS_URL) -> Any:

@@ -98,8 +98,12 @@ def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn:
             except TimeoutError:
                 continue
     except BaseException:
-        if not future.done():
+        # Again until the work ends: an interrupt that came before DuckDB began the query (a Ctrl-C in the
+        # first moments, on a loaded machine) is lost when the query starts, which then ran for minutes.
+        while not future.done():
             con.interrupt()
+            with contextlib.suppress(BaseException):
+                future.result(timeout=0.1)
         with contextlib.suppress(BaseException):
             future.result()
         raise
