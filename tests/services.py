@@ -11,7 +11,14 @@ import pytest
 REDIS_URL = os.environ.get("PAYFM_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # A database the tests that need an empty Redis may empty (FLUSHDB) before and after: never a shared one,
 # and one per pytest-xdist worker (gw0: 9, gw1: 10, ...), since tests of two workers run at the same time.
+# Databases 12 (tests/test_secrets_echo_urls.py empties it) and 15 (REDIS_URL) are taken: at most 3 workers
+# (the Makefile's --maxprocesses), and one given URL cannot serve several.
 _WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+if _WORKER > 2 or (_WORKER and "PAYFM_TEST_REDIS_SCRATCH_URL" in os.environ):
+    raise RuntimeError(
+        "The Redis tests give each pytest-xdist worker a scratch database of its own (9, 10, 11): run at "
+        "most 3 workers (-n 3), and no PAYFM_TEST_REDIS_SCRATCH_URL with several."
+    )
 REDIS_SCRATCH_URL = os.environ.get("PAYFM_TEST_REDIS_SCRATCH_URL", f"redis://127.0.0.1:6379/{9 + _WORKER}")
 
 
@@ -40,3 +47,83 @@ def require_postgres(url: str = POSTGRES_URL) -> None:
         if os.environ.get("PAYFM_REQUIRE_SERVICES"):
             pytest.fail(f"PostgreSQL is required (PAYFM_REQUIRE_SERVICES) but not reachable at {url}")
         pytest.skip(f"PostgreSQL not reachable at {url}; start it or set PAYFM_TEST_POSTGRES_URL")
+
+
+class HeldRedis:
+    """A TCP proxy in front of the Redis of ``url`` whose forwarding can be held: a Redis that hangs for this
+    test's clients only (``CLIENT PAUSE`` held every client of the server, the other test processes'
+    included). ``url`` is the proxy's URL for the same database; ``hold()`` and ``release()`` stall and
+    resume every connection through it."""
+
+    def __init__(self, target_url: str) -> None:
+        import socket
+        import threading
+        from urllib.parse import urlsplit
+
+        target = urlsplit(target_url)
+        self._target = (target.hostname or "127.0.0.1", target.port or 6379)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}{target.path}"
+        self._flowing, self._closed = threading.Event(), threading.Event()
+        self._flowing.set()
+        self._sockets: list[Any] = []
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def hold(self, at_most_s: float = 5.0) -> None:
+        """Stall every connection, until :meth:`release` or ``at_most_s`` later (a client without a timeout,
+        the bug a test looks for, then fails the test's time limit instead of hanging it)."""
+        import threading
+
+        self._flowing.clear()
+        timer = threading.Timer(at_most_s, self._flowing.set)
+        timer.daemon = True
+        timer.start()
+
+    def release(self) -> None:
+        self._flowing.set()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._flowing.set()
+        for t in self._threads:
+            t.join(5)
+        for s in [self._listener, *self._sockets]:
+            s.close()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed.is_set():
+            try:
+                client = self._listener.accept()[0]
+            except OSError:
+                continue
+            upstream = socket.create_connection(self._target)
+            for s in (client, upstream):
+                s.settimeout(0.1)
+                self._sockets.append(s)
+            for src, dst in ((client, upstream), (upstream, client)):
+                t = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                t.start()
+                self._threads.append(t)
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        while not self._closed.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            self._flowing.wait()  # held: what came is kept until released
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        for s in (src, dst):
+            s.close()

@@ -25,7 +25,7 @@ from payfm.redis_load import redis_client
 from payfm.serving.app import create_app
 from payfm.serving.keys import KeyStore
 from payfm.serving.scorer import Scorer
-from services import REDIS_SCRATCH_URL
+from services import REDIS_SCRATCH_URL, HeldRedis
 from test_serving_http_audit import scorer  # noqa: F401 (the fixture: a tiny model and its ruleset)
 from test_serving_scorer import charge, register
 
@@ -276,12 +276,13 @@ def test_a_redis_that_stops_answering_makes_healthz_and_decisions_503_not_hang(
     """Found by an SRE audit: with Redis hung (not closed), /healthz and every decision waited forever."""
     ws = Workspace.open(tmp_path / "ws", create=True)
     register(ws, 1.0, "production")
-    scorer = Scorer.open(ws, state=f"{REDIS_SCRATCH_URL}?socket_timeout=0.4")
+    redis = HeldRedis(REDIS_SCRATCH_URL)  # (not CLIENT PAUSE: it held other test processes' clients too)
+    scorer = Scorer.open(ws, state=f"{redis.url}?socket_timeout=0.4")
     try:
         with TestClient(create_app(scorer, None)) as client:
             assert client.get("/healthz").status_code == 200
             t0 = time.perf_counter()
-            redis_scratch.client_pause(2500)  # Redis holds every client's commands for 2.5 s
+            redis.hold(at_most_s=5)  # Redis hangs: the commands sent are not answered until released
             health = client.get("/healthz")
             r = client.post("/v1/charges/score", json=charge(1))
             assert time.perf_counter() - t0 < 2.0  # each gave up after its 0.4 s timeout
@@ -290,11 +291,12 @@ def test_a_redis_that_stops_answering_makes_healthz_and_decisions_503_not_hang(
             assert problem.startswith("the online state does not answer (TimeoutError: Timeout reading")
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert "shared online state" in r.json()["error"]["message"]
-            time.sleep(max(0.0, 2.7 - (time.perf_counter() - t0)))  # Redis answers again
+            redis.release()  # Redis answers again
             assert client.get("/healthz").status_code == 200
             assert client.post("/v1/charges/score", json=charge(1)).status_code == 200  # the retry
     finally:
         scorer.close(snapshot=False)
+        redis.close()
 
 
 def test_payfm_serve_writes_the_access_log_and_serves_metrics(tmp_path: Path) -> None:

@@ -90,8 +90,9 @@ def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
 def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
     """``fn()`` (DuckDB's work) in the worker thread, this one waiting so that a signal's exception lands here
     (Ctrl-C's KeyboardInterrupt, SIGTERM's SystemExit) and interrupts the query before it is raised."""
-    future = pool.submit(fn)
+    future = None
     try:
+        future = pool.submit(fn)  # (in the try: a Ctrl-C right after it must stop the work too)
         while True:
             try:
                 return future.result(timeout=0.1)
@@ -100,12 +101,13 @@ def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn:
     except BaseException:
         # Again until the work ends: an interrupt that came before DuckDB began the query (a Ctrl-C in the
         # first moments, on a loaded machine) is lost when the query starts, which then ran for minutes.
-        while not future.done():
-            con.interrupt()
+        if future is not None:
+            while not future.done():
+                con.interrupt()
+                with contextlib.suppress(BaseException):
+                    future.result(timeout=0.1)
             with contextlib.suppress(BaseException):
-                future.result(timeout=0.1)
-        with contextlib.suppress(BaseException):
-            future.result()
+                future.result()
         raise
 
 
