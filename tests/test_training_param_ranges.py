@@ -219,6 +219,10 @@ def test_a_gap_of_zero_days_is_still_taken(empty: Path) -> None:
         ({"test_days": math.inf}, "The 'test_days' of TrainConfig must be"),
         ({"gap_days": -1}, "The 'gap_days' of TrainConfig must be a number of days in [0, 36500]. Got -1."),
         ({"gap_days": "7"}, "The 'gap_days' of TrainConfig must be a number of days in [0, 36500]. Got '7'."),
+        (
+            {"warm_up_days": -1},
+            "The 'warm_up_days' of TrainConfig must be a number of days in [0, 36500]. Got -1.",
+        ),
         ({"trials": -1}, "The 'trials' of TrainConfig must be an integer >= 0. Got -1."),
         ({"seed": -1}, "The 'seed' of TrainConfig must be an integer in [0, 4294967295]. Got -1."),
         ({"fm_workers": 0}, "The 'fm_workers' of TrainConfig must be an integer >= 1. Got 0."),

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from pathlib import Path
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from payfm.cli.main import cli
 from payfm.errors import ConfigError
+from payfm.events.workspace import Workspace
+from payfm.registry import Registry
+from payfm.synth import WorldConfig, generate_world
 from payfm.training.splits import US_PER_DAY, downsample_negatives, prequential_folds, time_split
 
 
@@ -83,3 +91,58 @@ def test_an_early_end_leaves_the_too_recent_rows_out_of_every_part() -> None:
     used = np.concatenate([s.train, s.val, s.test])
     assert created[used].max() < end and s.bounds["test"] == (33 * US_PER_DAY, end)
     assert s.too_recent == int((created >= end).sum()) == 20 * 24
+
+
+def test_a_warm_up_leaves_the_logs_first_days_out_of_training_only() -> None:
+    created = np.arange(0, 60 * US_PER_DAY, US_PER_DAY // 24)
+    mature = np.ones(len(created), bool)
+    plain = time_split(created, mature, val_days=10, test_days=5, gap_days=3)
+    s = time_split(created, mature, val_days=10, test_days=5, gap_days=3, warm_up_days=12.5)
+    assert created[s.train].min() == 12.5 * US_PER_DAY and s.bounds["train"][0] == 12.5 * US_PER_DAY
+    assert s.warm_up == 12.5 * 24 == len(plain.train) - len(s.train)  # each hourly charge of the warm-up
+    assert (s.bounds["val"], s.bounds["test"]) == (plain.bounds["val"], plain.bounds["test"])
+    assert (list(s.val), list(s.test)) == (list(plain.val), list(plain.test))
+    with pytest.raises(
+        ConfigError, match=r"warm-up of 39 days leaves no training period: .* only 39\.0 days"
+    ):
+        time_split(created, mature, val_days=10, test_days=5, gap_days=3, warm_up_days=39)
+    with pytest.raises(ConfigError, match="'warm_up_days' of the time split must be a number of days in"):
+        time_split(created, mature, warm_up_days=-1)
+
+
+def test_train_warm_up_days_is_recorded_with_the_model_and_said(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=40, seed=5, fraud_rate=0.03)), "replace")
+    split = [
+        "--set",
+        "tiny",
+        "--horizon-days",
+        "10",
+        "--val-days",
+        "7",
+        "--test-days",
+        "7",
+        "--gap-days",
+        "3",
+    ]
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "train", *split, "--warm-up-days", "4"])
+    assert r.exit_code == 0, r.output
+    [entry] = [v.entry for v in Registry(ws).list()]
+    first = ws.connect().execute("SELECT min(created) FROM charges").fetchone()[0]
+    assert entry["training"]["warm_up_days"] == 4
+    assert datetime.fromisoformat(entry["data_window"]["train_start"]) == first + timedelta(days=4)
+    warmed = entry["split"]["warm_up"]
+    assert warmed > 1000 and f"{warmed:,} in the 4-day warm-up" in " ".join(r.output.split())
+    # prequential evaluation (Python) leaves the warm-up out of each fold's fit too: here every fold's
+    from payfm.features.catalog import tiny_set
+    from payfm.training.tasks import task
+    from payfm.training.trainer import TrainConfig, prequential
+
+    def weeks(warm_up: float) -> int:
+        config = TrainConfig(horizon_days=10, gap_days=3, warm_up_days=warm_up)
+        return len(prequential(ws, "lr", task("fraud"), tiny_set(), config, weeks=2))
+
+    assert (weeks(0), weeks(30)) == (2, 0)
+    too_long = CliRunner().invoke(cli, ["-w", str(ws.root), "train", *split, "--warm-up-days", "12"])
+    assert too_long.exit_code == 1 and "Traceback" not in too_long.output
+    assert "Use a shorter --warm-up-days or a longer event log" in " ".join(too_long.output.split())

@@ -240,6 +240,7 @@ def test_cli_train_registers_candidates_and_prints_a_comparison(tmp_path: Path, 
         "train_on": "all",
         "trials": 0,
         "mature_test": True,
+        "warm_up_days": 0.0,
     }
     # the labels' as-of ("now": the log's latest event), which the test period ends a horizon before
     gap = datetime.fromisoformat(as_of) - datetime.fromisoformat(entry["data_window"]["test_end"])

@@ -77,6 +77,15 @@ def _fmt(v: float) -> str:
     help="Label-delay gap before validation and test.",
 )
 @click.option(
+    "--warm-up-days",
+    default=0.0,
+    show_default=True,
+    type=GAP_DAYS,
+    help="Leave the log's first days out of training: there every card and merchant is new to the log and "
+    "30-day windows are not full, which teaches a model that a card's first charge is commoner among genuine "
+    "charges than it is later (docs/models.md). 30 matches the default set's longest window.",
+)
+@click.option(
     "--downsample",
     default=1.0,
     show_default=True,
@@ -155,6 +164,7 @@ def train(
     val_days: float,
     test_days: float,
     gap_days: float,
+    warm_up_days: float,
     downsample: float,
     calibration: str,
     recent_test: bool,
@@ -200,6 +210,7 @@ def train(
         val_days=val_days,
         test_days=test_days,
         gap_days=gap_days,
+        warm_up_days=warm_up_days,
         downsample=downsample,
         trials=trials,
         calibration=calibration,
@@ -237,7 +248,8 @@ def train(
         f"rows train/val/test {s['rows']['train']:,}/{s['rows']['val']:,}/{s['rows']['test']:,}; "
         f"immature labels left out of train {s['immature_dropped']['train']:,}, "
         f"val {s['immature_dropped']['val']:,}; {s['too_recent']:,} too recent to label; "
-        f"horizon {results[0].horizon_days:g} d; fitted on {s['fitted']:,} "
+        + (f"{s['warm_up']:,} in the {warm_up_days:g}-day warm-up; " if warm_up_days else "")
+        + f"horizon {results[0].horizon_days:g} d; fitted on {s['fitted']:,} "
         f"{'authorized charges' if train_on == 'authorized' else 'charges'}"
         + (f" (negatives downsampled to {downsample:.0%}, weighted back)" if downsample < 1 else "")
     )

@@ -1,10 +1,13 @@
 """Time-based splits with a label-delay gap, prequential folds and negative downsampling.
 
-The timeline is cut into train | gap | validation | gap | test, by the charge's ``created``. Nothing from the
-gaps is used: a model is validated on charges that happen at least ``gap`` after the last training charge,
-as it would be in production where recent labels have not arrived yet. Train and validation keep mature
-labels only (the immature ones are counted); test keeps every row and its ``mature`` flag, so evaluation can
-say how many test labels were still immature.
+The timeline is cut into [warm-up |] train | gap | validation | gap | test, by the charge's ``created``.
+The optional warm-up is the log's first days, in no part: there every card and merchant is new to the log and
+the windows of its features are not full yet, so a model fitted there reads "first charge" and low counts
+as commoner among genuine charges than they are later (docs/models.md). Nothing from the gaps is used: a
+model is validated on charges that happen at least ``gap`` after the last training charge, as it would be
+in production where recent labels have not arrived yet. Train and validation keep mature labels only (the
+immature ones are counted); test keeps every row and its ``mature`` flag, so evaluation can say how many
+test labels were still immature.
 
 Example:
     >>> import numpy as np
@@ -66,6 +69,7 @@ class Split:
     bounds: dict[str, tuple[int, int]]  # part -> [start, end) in microseconds
     immature: dict[str, int]  # rows left out of train/val because their label was not mature
     too_recent: int = 0  # rows after the end of the timeline (``end_us``), in no part
+    warm_up: int = 0  # rows of the warm-up (the log's first ``warm_up_days``), in no part
 
     def summary(self) -> dict[str, object]:
         return {
@@ -73,6 +77,7 @@ class Split:
             "bounds_us": self.bounds,
             "immature_dropped": self.immature,
             "too_recent": self.too_recent,
+            "warm_up": self.warm_up,
         }
 
 
@@ -84,16 +89,25 @@ def time_split(
     test_days: float = 14,
     gap_days: float = 7,
     end_us: int | None = None,
+    warm_up_days: float = 0,
 ) -> Split:
     """Split by time: the last ``test_days`` are test, the ``val_days`` before them (less a gap) validation.
 
     ``created_us`` are int64 microseconds (any order); ``mature`` is a bool array of the same length.
     ``end_us`` ends the timeline early: rows created at or after it are in no part (``too_recent``); the
     trainer sets it one label horizon before the task's last row, so that every test label is mature.
+    Training starts ``warm_up_days`` after the first row (the rows before are in no part: ``warm_up``).
+
+        >>> day = 86_400_000_000
+        >>> created = np.arange(0, 60 * day, day)
+        >>> s = time_split(created, np.ones(60, bool), val_days=10, test_days=10, gap_days=5, warm_up_days=20)
+        >>> [int(created[i] // day) for i in (s.train[0], s.train[-1])], s.warm_up
+        ([20, 29], 20)
     """
     for who, v in (("val_days", val_days), ("test_days", test_days)):
         check_days(v, f"The '{who}' of the time split")
     check_days(gap_days, "The 'gap_days' of the time split", zero=True)
+    check_days(warm_up_days, "The 'warm_up_days' of the time split", zero=True)
     if len(created_us) == 0:
         raise ConfigError("The time split needs at least one row. Got an empty table.")
     lo, hi = int(created_us.min()), int(created_us.max()) + 1
@@ -117,17 +131,26 @@ def time_split(
             f"leave no training period in {span:.1f} days of charges"
             + (" with mature labels (a label horizon before the task's last row)." if end_us else ".")
         )
+    train_start = lo + int(warm_up_days * US_PER_DAY)
+    if train_start >= train_end:
+        room = (train_end - lo) / US_PER_DAY
+        raise ConfigError(
+            f"The warm-up of {warm_up_days:g} days leaves no training period: training may run only "
+            f"{room:.1f} days from the first charge (before validation, test and their gaps). Use a shorter "
+            "--warm-up-days or a longer event log."
+        )
     mature = np.asarray(mature, dtype=bool)
-    in_train = created_us < train_end
+    in_train = (created_us >= train_start) & (created_us < train_end)
     in_val = (created_us >= val_start) & (created_us < val_end)
     in_test = (created_us >= test_start) & (created_us < hi)
     return Split(
         train=np.flatnonzero(in_train & mature),
         val=np.flatnonzero(in_val & mature),
         test=np.flatnonzero(in_test),
-        bounds={"train": (lo, train_end), "val": (val_start, val_end), "test": (test_start, hi)},
+        bounds={"train": (train_start, train_end), "val": (val_start, val_end), "test": (test_start, hi)},
         immature={"train": int((in_train & ~mature).sum()), "val": int((in_val & ~mature).sum())},
         too_recent=int((created_us >= hi).sum()),
+        warm_up=int((created_us < train_start).sum()),
     )
 
 

@@ -53,6 +53,9 @@ class TrainConfig:
     val_days: float = 14
     test_days: float = 14
     gap_days: float = 7  # label delay: nothing from the gap before validation and before test is used
+    # The log's first days, left out of training: every card and merchant is new to the log there and the
+    # feature windows are not full (splits.time_split). 0: train from the first charge.
+    warm_up_days: float = 0
     downsample: float = 1.0  # share of training negatives kept (weighted 1/share)
     trials: int = 0  # Optuna trials on the validation period; 0 keeps the default parameters
     calibration: str = "isotonic"
@@ -81,6 +84,7 @@ class TrainConfig:
         check_days(self.val_days, "The 'val_days' of TrainConfig")
         check_days(self.test_days, "The 'test_days' of TrainConfig")
         check_days(self.gap_days, "The 'gap_days' of TrainConfig", zero=True)
+        check_days(self.warm_up_days, "The 'warm_up_days' of TrainConfig", zero=True)
         share = self.downsample
         if not (finite_number(share) and 0 < share <= 1):
             raise ConfigError(
@@ -265,6 +269,7 @@ def _prepared(
         test_days=config.test_days,
         gap_days=config.gap_days,
         end_us=end_us,
+        warm_up_days=config.warm_up_days,
     )
     split = replace(split, train=fit_rows(data, split.train, config), val=fit_rows(data, split.val, config))
     for part in ("train", "val"):
@@ -366,6 +371,7 @@ def fit_on_split(
             "trials": config.trials,
             "as_of": None if config.as_of is None else config.as_of.isoformat(),
             "mature_test": config.mature_test,
+            "warm_up_days": config.warm_up_days,
         },
     )
 
@@ -518,8 +524,9 @@ def prequential(
         first = int(data.created_us.max()) + 1 - weeks * 7 * US_PER_DAY
         data = _fm_columns(ws, data, first, "the first prequential test week", cfg)
     rows = []
+    warmed = int(data.created_us.min()) + int(cfg.warm_up_days * US_PER_DAY)  # (the time split's warm-up)
     for train_idx, test_idx in folds:
-        train_idx = fit_rows(data, train_idx, cfg)
+        train_idx = fit_rows(data, train_idx[data.created_us[train_idx] >= warmed], cfg)
         _some_rows(task, "training", train_idx, cfg)
         if len(np.unique(data.y[train_idx])) < 2:
             continue
