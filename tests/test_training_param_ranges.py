@@ -152,9 +152,10 @@ def test_every_trials_draw_is_in_range(kind: str) -> None:
 def test_train_refuses_a_parameter_out_of_range_before_reading_data(
     empty: Path, model: str, param: str, said: str
 ) -> None:
-    """On a workspace without charges: refused for the parameter, not for the missing data."""
+    """On a workspace without charges: refused for the parameter, not for the missing data, as a usage error
+    (exit status 2, as a wrong value of any other option; it was 1 for a value out of range)."""
     code, out = _run(empty, "train", "--horizon-days", "20", "--model", model, "--param", param)
-    assert code == 1 and said in out, out
+    assert code == 2 and "Invalid value for '--param'" in out and said in out, out
     assert "Traceback" not in out
 
 

@@ -15,7 +15,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry import STAGES, Registry
 from payfm.training.models import MODEL_KINDS, model_class
-from payfm.training.models.params import parse_assignment
+from payfm.training.models.params import check_params, parse_assignment
 from payfm.training.tasks import TASKS, task
 from payfm.training.trainer import MAX_SEED, TrainConfig, register_result
 from payfm.training.trainer import train as run_train
@@ -256,14 +256,19 @@ def train(
 
 
 def _params(texts: tuple[str, ...], kinds: list[str]) -> dict[str, dict[str, str]]:
-    """``--param`` values by model kind (as text: the trainer reads them in each parameter's type)."""
+    """``--param`` values by model kind (as text: the trainer reads them in each parameter's type), each
+    checked here: any wrong one is a usage error of ``--param`` (exit status 2), as a wrong value of any
+    other option is."""
     out: dict[str, dict[str, str]] = {}
     for text in texts:
-        kind, name, value = parse_assignment(text)
+        try:
+            kind, name, value = parse_assignment(text)
+        except ConfigError as e:
+            raise click.BadParameter(str(e).removeprefix("--param: "), param_hint="'--param'") from None
         if kind is not None and kind not in kinds:
             raise click.BadParameter(
                 f"expected a kind this run trains ({', '.join(kinds)}). Got {kind!r} in {text!r}.",
-                param_hint="--param",
+                param_hint="'--param'",
             )
         takers = [kind] if kind is not None else kinds if len(kinds) == 1 else []
         takers = takers or [k for k in kinds if name in model_class(k).PARAMS]
@@ -271,15 +276,20 @@ def _params(texts: tuple[str, ...], kinds: list[str]) -> dict[str, dict[str, str
             raise click.BadParameter(
                 f"no model kind of this run takes {name!r} as payfm names it: write KIND.{name}={value} "
                 f"(gbdt.{name} for a LightGBM parameter). Got {text!r}.",
-                param_hint="--param",
+                param_hint="'--param'",
             )
         for k in takers:
             if name in out.get(k, {}) and out[k][name] != value:  # (the last one won, silently)
                 raise click.BadParameter(
                     f"{k}.{name} is given twice: {out[k][name]!r} and {value!r}. Expected one value.",
-                    param_hint="--param",
+                    param_hint="'--param'",
                 )
             out.setdefault(k, {})[name] = value
+    for k, params in out.items():
+        try:
+            check_params(k, params)
+        except ConfigError as e:
+            raise click.BadParameter(str(e), param_hint="'--param'") from None
     return out
 
 
