@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import bench_set
-from payfm.registry.store import Registry
+from payfm.registry.store import ArtifactIntegrityError, Registry
 from payfm.rules import rulesets
 from payfm.serving.app import create_app
 from payfm.serving.scorer import Scorer, ScorerConfig
@@ -227,3 +227,43 @@ def test_a_failing_reload_is_retried_after_a_back_off_and_a_manual_reload_clears
         assert _until(lambda: scorer.watcher is not None and scorer.watcher.problem is None)
     finally:
         scorer.close()
+
+
+def test_a_shadow_whose_files_changed_is_not_served_and_the_server_starts_and_follows_without_it(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shadow decides nothing: one whose files were changed (or are missing) no longer stops a server from
+    starting or from following the workspace; production and the rules are served, the shadow is not, and
+    /healthz says why. The same shadow is not tried again at each look; a new shadow version is."""
+    ref = register(ws, -1.0, "shadow")
+    reg = Registry(ws)
+    (reg.path(reg.get(ref)) / "model.json").write_text("{}")  # changed after registration
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.05, follow=True))
+    try:
+        reloads = _counting(scorer, monkeypatch)
+        assert scorer.bundle.model_version is not None and scorer.bundle.shadow_version is None
+        assert scorer.score(charge(1, ip_country="RU")).outcome == "blocked"  # production and the rules
+        with TestClient(create_app(scorer, None)) as client:
+            health = client.get("/healthz")
+        assert health.status_code == 200 and health.json()["shadow_model"] is None
+        [warning] = health.json()["warnings"]
+        assert warning.startswith(f"The shadow model {ref} is not served (production and the rules are): ")
+        assert "the artifact's sha256" in warning
+        rulesets.save(ws, "big: review if :amount_usd: > 500\n", activate=True, set_name="tiny", author="ana")
+        assert _until(lambda: scorer.bundle.ruleset_version == 2)
+        register(ws, 1.0, "candidate", name="other")  # the registry changed, not what it selects
+        assert _caught_up(scorer) and len(reloads) == 1  # the refused shadow: not tried at each change
+        fixed = register(ws, -1.0, "shadow")  # registered again: a new version, loaded
+        assert _until(lambda: scorer.bundle.shadow_version is not None)
+        assert scorer.bundle.shadow_version.ref == fixed and scorer.bundle.shadow_refused is None
+        assert "warnings" not in scorer.bundle.describe()
+    finally:
+        scorer.close(snapshot=False)
+
+
+def test_a_production_model_whose_files_changed_still_refuses_the_start(ws: Workspace) -> None:
+    reg = Registry(ws)
+    mv = reg.get(str(reg.list()[0].ref))
+    (reg.path(mv) / "model.json").write_text("{}")
+    with pytest.raises(ArtifactIntegrityError, match=r"the artifact's sha256 is"):
+        Scorer.open(ws).close(snapshot=False)

@@ -16,7 +16,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
-from payfm.registry.store import ModelVersion, Registry, newest
+from payfm.registry.store import ModelVersion, Registry, RegistryError, newest
 from payfm.rules import rulesets as rs
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.lists import all_values, list_types
@@ -51,6 +51,10 @@ class Bundle:
     # the type of each list the ruleset reads, at its load: one made again under its name with another type
     # is a deleted one (its contents would be of another kind)
     list_types: Mapping[str, str] = field(default_factory=dict)
+    # the shadow version the registry selects but this bundle could not load (its files changed or missing,
+    # another checkpoint than recorded) and why: a shadow decides nothing, so production is served without
+    # it and the reason is said (/healthz warnings) instead of the server refusing to start or reload
+    shadow_refused: tuple[str, str] | None = None
 
     @cached_property
     def fm_needs(self) -> dict[str, tuple[str, ...]]:
@@ -65,8 +69,13 @@ class Bundle:
             "ruleset_version": self.ruleset_version,
             "loaded_at": self.loaded_at,
         }
-        if self.lists_deleted:
-            out["warnings"] = [deleted_lists_warning(self.lists_deleted, self.ruleset_version)]
+        warnings = (
+            [deleted_lists_warning(self.lists_deleted, self.ruleset_version)] if self.lists_deleted else []
+        )
+        if self.shadow_refused is not None:
+            warnings.append(self.shadow_refused[1])
+        if warnings:
+            out["warnings"] = warnings
         for key, mv in (
             ("foundation_model", self.model_version),
             ("shadow_foundation_model", self.shadow_version),
@@ -121,10 +130,15 @@ def load_bundle(
     served = None
     if mv is not None:
         mv, served = reg.load(mv.ref, want)
-    sv, shadow_model = None, None
+    sv, shadow_model, shadow_refused = None, None, None
     same = [v for v in shadow if (v.feature_set, v.feature_set_version) == (want.name, want.version)]
     if (chosen := newest(same)) is not None:
-        sv, shadow_model = reg.load(chosen.ref, want)
+        try:
+            sv, shadow_model = reg.load(chosen.ref, want)
+        except RegistryError as e:  # (production's own failure still refuses the load: it decides)
+            why = f"The shadow model {chosen.ref} is not served (production and the rules are): {e}"
+            log.error("%s", why)
+            shadow_refused = (chosen.ref, why)
     ruleset = None
     if active is not None:
         if active.feature_set != want.name:
@@ -149,6 +163,7 @@ def load_bundle(
         datetime.now(UTC).isoformat(),
         load_embedders(reg, (mv, sv), embedders or {}, fm_state),
         list_types=types,
+        shadow_refused=shadow_refused,
     )
 
 

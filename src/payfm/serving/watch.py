@@ -38,9 +38,12 @@ Served = tuple[str | None, str | None, int | None]  # production model, shadow m
 
 
 def served(bundle: Bundle) -> Served:
-    """What ``bundle`` serves: its production and shadow models' references and its ruleset's version."""
+    """What ``bundle`` serves: its production and shadow models' references and its ruleset's version. A
+    shadow it could not load counts as served (it was tried: the same one is not loaded again each second;
+    another version is)."""
     prod, shadow = bundle.model_version, bundle.shadow_version
-    return (prod.ref if prod else None, shadow.ref if shadow else None, bundle.ruleset_version)
+    refused = bundle.shadow_refused[0] if bundle.shadow_refused is not None else None
+    return (prod.ref if prod else None, shadow.ref if shadow else refused, bundle.ruleset_version)
 
 
 Models = tuple[str | None, str | None]  # production model, shadow model
