@@ -4,6 +4,7 @@ change it cannot serve leaves it deciding as before, logged once and said in /he
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -230,17 +231,23 @@ def test_a_failing_reload_is_retried_after_a_back_off_and_a_manual_reload_clears
 
 
 def test_a_shadow_whose_files_changed_is_not_served_and_the_server_starts_and_follows_without_it(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A shadow decides nothing: one whose files were changed (or are missing) no longer stops a server from
     starting or from following the workspace; production and the rules are served, the shadow is not, and
-    /healthz says why. The same shadow is not tried again at each look; a new shadow version is."""
+    /healthz says why. A change elsewhere does not load it again; a back-off does (its files may arrive
+    late), and a new shadow version is loaded at once."""
+    from payfm.serving import watch
+
+    monkeypatch.setattr(watch, "RETRY_S", (0.3, 0.6))
+    caplog.set_level(logging.INFO, logger="payfm.serving")
     ref = register(ws, -1.0, "shadow")
     reg = Registry(ws)
-    (reg.path(reg.get(ref)) / "model.json").write_text("{}")  # changed after registration
+    model_file = reg.path(reg.get(ref)) / "model.json"
+    original = model_file.read_text()
+    model_file.write_text("{}")  # changed after registration
     scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.05, follow=True))
     try:
-        reloads = _counting(scorer, monkeypatch)
         assert scorer.bundle.model_version is not None and scorer.bundle.shadow_version is None
         assert scorer.score(charge(1, ip_country="RU")).outcome == "blocked"  # production and the rules
         with TestClient(create_app(scorer, None)) as client:
@@ -249,14 +256,34 @@ def test_a_shadow_whose_files_changed_is_not_served_and_the_server_starts_and_fo
         [warning] = health.json()["warnings"]
         assert warning.startswith(f"The shadow model {ref} is not served (production and the rules are): ")
         assert "the artifact's sha256" in warning
+        reloads = _counting(scorer, monkeypatch)
         rulesets.save(ws, "big: review if :amount_usd: > 500\n", activate=True, set_name="tiny", author="ana")
         assert _until(lambda: scorer.bundle.ruleset_version == 2)
-        register(ws, 1.0, "candidate", name="other")  # the registry changed, not what it selects
-        assert _caught_up(scorer) and len(reloads) == 1  # the refused shadow: not tried at each change
-        fixed = register(ws, -1.0, "shadow")  # registered again: a new version, loaded
-        assert _until(lambda: scorer.bundle.shadow_version is not None)
-        assert scorer.bundle.shadow_version.ref == fixed and scorer.bundle.shadow_refused is None
+        followed = [r.getMessage() for r in caplog.records if "now serving" in r.getMessage()]
+        assert followed and all(ref not in m for m in followed)  # (it is not served: not said to be)
+        assert len(reloads) == 1  # the change, not the refused shadow
+        model_file.write_text(original)  # its files as registered (a sync that was late)
+        assert _until(lambda: scorer.bundle.shadow_version is not None)  # by the back-off's retry
+        assert scorer.bundle.shadow_version.ref == ref and scorer.bundle.shadow_refused is None
         assert "warnings" not in scorer.bundle.describe()
+    finally:
+        scorer.close(snapshot=False)
+
+
+def test_a_refused_shadow_is_not_loaded_again_at_each_change_and_a_new_version_is_loaded_at_once(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = register(ws, -1.0, "shadow")
+    reg = Registry(ws)
+    (reg.path(reg.get(ref)) / "model.json").write_text("{}")
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.05, follow=True))
+    try:
+        reloads = _counting(scorer, monkeypatch)
+        register(ws, 1.0, "candidate", name="other")  # the registry changed, not what it selects
+        assert _caught_up(scorer) and reloads == []
+        fixed = register(ws, -1.0, "shadow")  # registered again: a new version, loaded at the change
+        assert _until(lambda: scorer.bundle.shadow_version is not None)
+        assert scorer.bundle.shadow_version.ref == fixed and len(reloads) == 1
     finally:
         scorer.close(snapshot=False)
 
@@ -267,3 +294,32 @@ def test_a_production_model_whose_files_changed_still_refuses_the_start(ws: Work
     (reg.path(mv) / "model.json").write_text("{}")
     with pytest.raises(ArtifactIntegrityError, match=r"the artifact's sha256 is"):
         Scorer.open(ws).close(snapshot=False)
+
+
+def test_a_shadow_whose_foundation_model_checkpoint_fails_to_load_is_left_out_too(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shadow's checkpoint is loaded after the shadow itself (its embedder): a checkpoint with files
+    missing (a ConfigError, not a registry error) left the server unable to start."""
+    from payfm.serving import bundle
+
+    ref = register(ws, -1.0, "shadow")
+    real = bundle.load_embedders
+
+    def load_embedders(reg: Any, versions: Any, *args: Any) -> Any:
+        if versions[1] is not None:  # the shadow's checkpoint
+            raise ConfigError("Checkpoint 'fm/late': expected tokenizer.json in it.")
+        return real(reg, versions, *args)
+
+    monkeypatch.setattr(bundle, "load_embedders", load_embedders)
+    scorer = Scorer.open(ws)
+    try:
+        assert scorer.bundle.model_version is not None and scorer.bundle.shadow_version is None
+        assert scorer.bundle.shadow_refused == (
+            ref,
+            f"The shadow model {ref} is not served (production and the rules are): Checkpoint 'fm/late': "
+            "expected tokenizer.json in it.",
+        )
+        assert scorer.score(charge(1, ip_country="RU")).outcome == "blocked"
+    finally:
+        scorer.close(snapshot=False)

@@ -12,11 +12,11 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, PayfmError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import feature_set
 from payfm.features.definitions import FeatureSet
-from payfm.registry.store import ModelVersion, Registry, RegistryError, newest
+from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import rulesets as rs
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.lists import all_values, list_types
@@ -135,10 +135,8 @@ def load_bundle(
     if (chosen := newest(same)) is not None:
         try:
             sv, shadow_model = reg.load(chosen.ref, want)
-        except RegistryError as e:  # (production's own failure still refuses the load: it decides)
-            why = f"The shadow model {chosen.ref} is not served (production and the rules are): {e}"
-            log.error("%s", why)
-            shadow_refused = (chosen.ref, why)
+        except PayfmError as e:  # (production's own failure still refuses the load: it decides)
+            shadow_refused = _shadow_refused(chosen.ref, e)
     ruleset = None
     if active is not None:
         if active.feature_set != want.name:
@@ -152,6 +150,13 @@ def load_bundle(
             )
         ruleset = rs.compile_text(ws, active.text, active.feature_set, values=False)
     types = {n: t for n, t in list_types(ws).items() if n in ruleset.lists} if ruleset is not None else {}
+    try:
+        embedders_ = load_embedders(reg, (mv, sv), embedders or {}, fm_state)
+    except PayfmError as e:  # the shadow's checkpoint (files missing, another one than it recorded)?
+        if sv is None:
+            raise
+        embedders_ = load_embedders(reg, (mv, None), embedders or {}, fm_state)  # (production's: raises)
+        shadow_refused, sv, shadow_model = _shadow_refused(sv.ref, e), None, None
     return Bundle(
         want,
         mv,
@@ -161,10 +166,15 @@ def load_bundle(
         ruleset,
         active.version if active else None,
         datetime.now(UTC).isoformat(),
-        load_embedders(reg, (mv, sv), embedders or {}, fm_state),
+        embedders_,
         list_types=types,
         shadow_refused=shadow_refused,
     )
+
+
+def _shadow_refused(ref: str, e: Exception) -> tuple[str, str]:
+    """:attr:`Bundle.shadow_refused` of shadow ``ref`` that failed to load with ``e``."""
+    return ref, f"The shadow model {ref} is not served (production and the rules are): {e}"
 
 
 def _no_production(reg: Registry, name: str, versions: list[ModelVersion]) -> ConfigError:

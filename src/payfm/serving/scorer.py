@@ -155,6 +155,8 @@ class Scorer(FeedbackMixin):
             )
         fm_state = state if isinstance(state, str) else "memory"  # embedders share Redis with the features
         bundle = load_bundle(ws, config.model, fm_state=fm_state)
+        if bundle.shadow_refused is not None:
+            log.error("%s", bundle.shadow_refused[1])
         fset = bundle.fset
         dlog = (
             decision_log
@@ -490,6 +492,8 @@ class Scorer(FeedbackMixin):
         with self._reloading:
             old = self.bundle
             new = load_bundle(self.ws, self.config.model, old.fset, old.embedders, self._fm_state)
+            if new.shadow_refused is not None and new.shadow_refused != old.shadow_refused:
+                log.error("%s", new.shadow_refused[1])  # (once: not at each retry of the same failure)
             fresh = {h: e for h, e in new.embedders.items() if old.embedders.get(h) is not e}
             if not fresh:
                 self.bundle = new  # one reference assignment: requests in flight keep their bundle

@@ -38,12 +38,18 @@ Served = tuple[str | None, str | None, int | None]  # production model, shadow m
 
 
 def served(bundle: Bundle) -> Served:
-    """What ``bundle`` serves: its production and shadow models' references and its ruleset's version. A
-    shadow it could not load counts as served (it was tried: the same one is not loaded again each second;
-    another version is)."""
+    """What ``bundle`` serves, compared with what is wanted: its production and shadow models' references
+    and its ruleset's version. A shadow it could not load counts (it was tried: a change elsewhere does not
+    load it again; a new shadow version does, and :meth:`Watcher.look` tries it again after a back-off)."""
     prod, shadow = bundle.model_version, bundle.shadow_version
     refused = bundle.shadow_refused[0] if bundle.shadow_refused is not None else None
     return (prod.ref if prod else None, shadow.ref if shadow else refused, bundle.ruleset_version)
+
+
+def _serving(bundle: Bundle) -> Served:
+    """What ``bundle`` really serves, as messages say it (a shadow it could not load left out)."""
+    prod, shadow = bundle.model_version, bundle.shadow_version
+    return (prod.ref if prod else None, shadow.ref if shadow else None, bundle.ruleset_version)
 
 
 Models = tuple[str | None, str | None]  # production model, shadow model
@@ -112,6 +118,8 @@ class Watcher:
         self._said: tuple[Served | None, str] | None = None  # the failure logged last
         self.problem: str | None = None  # why, for /healthz; None once what is wanted is served
         self.looks = 0  # looks completed (a test waits for the next ones)
+        # a shadow the bundle could not load: (its reference, when it is tried again, the back-off)
+        self._shadow: tuple[str, float, float] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -132,6 +140,8 @@ class Watcher:
                 self._served()
             elif time.monotonic() >= self._retry_at:
                 self.reload_if_changed()
+        elif self.follow:
+            self._retry_shadow()
         self._seen = seen  # (after the work: one that failed is tried again at the next look)
         self.looks += 1
 
@@ -154,7 +164,30 @@ class Watcher:
             self._refuse(want, e)
             return
         self._served()
-        log.info("followed the workspace's change: now serving %s", _said(served(new)))
+        log.info("followed the workspace's change: now serving %s", _said(_serving(new)))
+
+    def _retry_shadow(self) -> None:
+        """Try a shadow the served bundle could not load again after a back-off (:data:`RETRY_S`), as a change
+        that failed is: its files may not have arrived yet (a workspace synced file by file)."""
+        refused = self.scorer.bundle.shadow_refused
+        now = time.monotonic()
+        if refused is None or self._shadow is None or self._shadow[0] != refused[0]:
+            self._shadow = None if refused is None else (refused[0], now + RETRY_S[0], RETRY_S[0])
+            return
+        ref, due, backoff = self._shadow
+        if now < due or self._stop.is_set():
+            return
+        try:
+            new = self.scorer.reload()
+        except Exception as e:  # (what else changed meanwhile cannot be served)
+            self._refuse(None, e)
+            return
+        if new.shadow_refused is None or new.shadow_refused[0] != ref:
+            self._shadow = None
+            log.info("followed the workspace: now serving %s", _said(_serving(new)))
+        else:
+            backoff = min(backoff * 2, RETRY_S[1])
+            self._shadow = (ref, now + backoff, backoff)
 
     def _served(self) -> None:
         self._failed, self._refused, self.problem, self._backoff = False, None, None, RETRY_S[0]
@@ -165,7 +198,7 @@ class Watcher:
         change = "changed" if want is None else f"changed to {_said(want)}"
         self.problem = (
             f"the workspace's models or rules {change} but cannot be served ({said}); still serving "
-            f"{_said(served(self.scorer.bundle))}"
+            f"{_said(_serving(self.scorer.bundle))}"
         )
         if want != self._refused or not self._failed:
             self._backoff = RETRY_S[0]
