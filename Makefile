@@ -34,7 +34,7 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-# Two processes or more (pytest-xdist), at most 3: each file's tests run in one process, in order (module
+# One process per CPU (pytest-xdist), at most 3: each file's tests run in one process, in order (module
 # fixtures are built once; a test may empty its worker's own scratch Redis database, tests/services.py).
 # `pytest tests/test_x.py` alone runs in one process; `make pytest PYTEST_ARGS=-n0` runs all in one.
 PYTEST_ARGS ?= -n auto --maxprocesses 3 --dist loadfile

@@ -61,11 +61,14 @@ class HeldRedis:
         from urllib.parse import urlsplit
 
         target = urlsplit(target_url)
+        if target.scheme != "redis" or target.query or target.password:
+            raise ValueError(f"HeldRedis takes a plain redis://host:port/db URL. Got {target_url!r}.")
         self._target = (target.hostname or "127.0.0.1", target.port or 6379)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
         self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}{target.path}"
         self._flowing, self._closed = threading.Event(), threading.Event()
+        self._timer: threading.Timer | None = None
         self._flowing.set()
         self._sockets: list[Any] = []
         self._threads = [threading.Thread(target=self._accept, daemon=True)]
@@ -76,17 +79,20 @@ class HeldRedis:
         the bug a test looks for, then fails the test's time limit instead of hanging it)."""
         import threading
 
+        self.release()
         self._flowing.clear()
-        timer = threading.Timer(at_most_s, self._flowing.set)
-        timer.daemon = True
-        timer.start()
+        self._timer = threading.Timer(at_most_s, self._flowing.set)
+        self._timer.daemon = True
+        self._timer.start()
 
     def release(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self._flowing.set()
 
     def close(self) -> None:
         self._closed.set()
-        self._flowing.set()
+        self.release()
         for t in self._threads:
             t.join(5)
         for s in [self._listener, *self._sockets]:
@@ -101,7 +107,11 @@ class HeldRedis:
                 client = self._listener.accept()[0]
             except OSError:
                 continue
-            upstream = socket.create_connection(self._target)
+            try:
+                upstream = socket.create_connection(self._target, timeout=5)
+            except OSError:  # (Redis not there: the client sees its connection closed)
+                client.close()
+                continue
             for s in (client, upstream):
                 s.settimeout(0.1)
                 self._sockets.append(s)

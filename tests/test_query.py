@@ -207,6 +207,34 @@ def test_a_ctrl_c_that_comes_before_duckdb_starts_the_query_still_stops_it() -> 
         con.close()
 
 
+def test_a_second_ctrl_c_stops_waiting_for_work_that_ignores_the_interrupt() -> None:
+    import _thread
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import duckdb
+
+    from payfm.events.query import _interruptible
+
+    con, pool = duckdb.connect(), ThreadPoolExecutor(1)
+
+    def deaf() -> None:
+        _thread.interrupt_main()  # the first Ctrl-C
+        threading.Timer(0.5, _thread.interrupt_main).start()  # the second, while the interrupts go unheard
+        time.sleep(4)  # (no DuckDB work: con.interrupt() does not stop it)
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    began = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _interruptible(con, pool, deaf)
+        assert time.monotonic() - began < 2.5
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        pool.shutdown(wait=True)
+        con.close()
+
+
 def test_the_table_prints_null_apart_from_an_empty_text(ws: Workspace) -> None:
     """A null email_domain printed as an empty cell, like '' (a fraud analyst's audit)."""
     r = CliRunner().invoke(cli, ["-w", str(ws.root), "sql", "SELECT NULL AS x, '' AS y"])

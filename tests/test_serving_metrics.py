@@ -277,7 +277,11 @@ def test_a_redis_that_stops_answering_makes_healthz_and_decisions_503_not_hang(
     ws = Workspace.open(tmp_path / "ws", create=True)
     register(ws, 1.0, "production")
     redis = HeldRedis(REDIS_SCRATCH_URL)  # (not CLIENT PAUSE: it held other test processes' clients too)
-    scorer = Scorer.open(ws, state=f"{redis.url}?socket_timeout=0.4")
+    try:
+        scorer = Scorer.open(ws, state=f"{redis.url}?socket_timeout=0.4")
+    except BaseException:
+        redis.close()
+        raise
     try:
         with TestClient(create_app(scorer, None)) as client:
             assert client.get("/healthz").status_code == 200

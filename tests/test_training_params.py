@@ -178,6 +178,10 @@ def test_cli_param_without_a_kind_goes_to_the_kinds_that_take_it(ws: Workspace) 
             "names it: write KIND.max_bin=63 (gbdt.max_bin for a LightGBM parameter).",
         ),
         (["--param", "n_estimators=lots"], "gbdt parameter 'n_estimators': expected an integer. Got 'lots'."),
+        (  # checked against the feature set's columns (it was an exit 1, after the options)
+            ["--model", "lr", "--param", "lr.categorical=999"],
+            "lr parameter 'categorical': expected indices of feature columns, 0 to 3",
+        ),
         (  # (the last one won, silently)
             ["--param", "n_estimators=50", "--param", "gbdt.n_estimators=80"],
             "gbdt.n_estimators is given twice: '50' and '80'. Expected one value.",

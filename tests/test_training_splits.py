@@ -133,7 +133,8 @@ def test_train_warm_up_days_is_recorded_with_the_model_and_said(tmp_path: Path) 
     assert datetime.fromisoformat(entry["data_window"]["train_start"]) == first + timedelta(days=4)
     warmed = entry["split"]["warm_up"]
     assert warmed > 1000 and f"{warmed:,} in the 4-day warm-up" in " ".join(r.output.split())
-    # prequential evaluation (Python) leaves the warm-up out of each fold's fit too: here every fold's
+    # prequential evaluation (Python) leaves the warm-up out of each fold's fit too, and refuses one that
+    # leaves a week's fit no training period
     from payfm.features.catalog import tiny_set
     from payfm.training.tasks import task
     from payfm.training.trainer import TrainConfig, prequential
@@ -142,7 +143,9 @@ def test_train_warm_up_days_is_recorded_with_the_model_and_said(tmp_path: Path) 
         config = TrainConfig(horizon_days=10, gap_days=3, warm_up_days=warm_up)
         return len(prequential(ws, "lr", task("fraud"), tiny_set(), config, weeks=2))
 
-    assert (weeks(0), weeks(30)) == (2, 0)
+    assert weeks(0) == weeks(10) == 2
+    with pytest.raises(ConfigError, match=r"The warm-up of 30 days leaves no training period for the prequ"):
+        weeks(30)
     too_long = CliRunner().invoke(cli, ["-w", str(ws.root), "train", *split, "--warm-up-days", "12"])
     assert too_long.exit_code == 1 and "Traceback" not in too_long.output
     assert "Use a shorter --warm-up-days or a longer event log" in " ".join(too_long.output.split())

@@ -13,11 +13,12 @@ from payfm.cli.render import console, err_console, iso_time, stage_progress
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
+from payfm.features.definitions import FeatureSet
 from payfm.registry import STAGES, Registry
 from payfm.training.models import MODEL_KINDS, model_class
-from payfm.training.models.params import check_params, parse_assignment
+from payfm.training.models.params import parse_assignment
 from payfm.training.tasks import TASKS, task
-from payfm.training.trainer import MAX_SEED, TrainConfig, register_result
+from payfm.training.trainer import MAX_SEED, TrainConfig, checked_params, register_result
 from payfm.training.trainer import train as run_train
 
 
@@ -221,7 +222,7 @@ def train(
         fm_outputs=tuple(fm_inputs.split("+")),
         fm_workers=fm_workers,
         train_on=train_on,
-        params=_params(param_texts, kinds),
+        params=_params(param_texts, kinds, fs),
     )
     with stage_progress() as update:
         results = run_train(ws, kinds, t, fs, cfg, update)
@@ -255,7 +256,7 @@ def train(
     )
 
 
-def _params(texts: tuple[str, ...], kinds: list[str]) -> dict[str, dict[str, str]]:
+def _params(texts: tuple[str, ...], kinds: list[str], fset: FeatureSet) -> dict[str, dict[str, str]]:
     """``--param`` values by model kind (as text: the trainer reads them in each parameter's type), each
     checked here: any wrong one is a usage error of ``--param`` (exit status 2), as a wrong value of any
     other option is."""
@@ -285,11 +286,10 @@ def _params(texts: tuple[str, ...], kinds: list[str]) -> dict[str, dict[str, str
                     param_hint="'--param'",
                 )
             out.setdefault(k, {})[name] = value
-    for k, params in out.items():
-        try:
-            check_params(k, params)
-        except ConfigError as e:
-            raise click.BadParameter(str(e), param_hint="'--param'") from None
+    try:
+        checked_params(dict(out), fset)  # (lr.categorical's indices against the feature set's columns too)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), param_hint="'--param'") from None
     return out
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import re
+import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -90,25 +92,39 @@ def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
 def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
     """``fn()`` (DuckDB's work) in the worker thread, this one waiting so that a signal's exception lands here
     (Ctrl-C's KeyboardInterrupt, SIGTERM's SystemExit) and interrupts the query before it is raised."""
-    future = None
+    started, done = threading.Event(), threading.Event()
+
+    def run() -> T:
+        started.set()
+        try:
+            return fn()
+        finally:
+            done.set()
+
     try:
-        future = pool.submit(fn)  # (in the try: a Ctrl-C right after it must stop the work too)
+        future = pool.submit(run)
         while True:
             try:
                 return future.result(timeout=0.1)
             except TimeoutError:
                 continue
     except BaseException:
-        # Again until the work ends: an interrupt that came before DuckDB began the query (a Ctrl-C in the
-        # first moments, on a loaded machine) is lost when the query starts, which then ran for minutes.
-        if future is not None:
-            while not future.done():
-                con.interrupt()
-                with contextlib.suppress(BaseException):
-                    future.result(timeout=0.1)
-            with contextlib.suppress(BaseException):
-                future.result()
+        _stop(con, started, done)
         raise
+
+
+def _stop(con: duckdb.DuckDBPyConnection, started: threading.Event, done: threading.Event) -> None:
+    """Interrupt the connection until the work ends: again and again, since an interrupt that comes before
+    DuckDB begins the query (a Ctrl-C in the first moments, on a loaded machine) is lost when it starts, and
+    the query then ran for minutes. Work that has not started within a second (a Ctrl-C inside the submission
+    itself may have kept it from being queued) is not waited for; a second Ctrl-C stops the waiting."""
+    began = time.monotonic()
+    try:
+        while not done.is_set() and (started.is_set() or time.monotonic() - began < 1.0):
+            con.interrupt()
+            done.wait(0.1)
+    except (KeyboardInterrupt, SystemExit):
+        return
 
 
 @contextlib.contextmanager

@@ -136,8 +136,9 @@ def time_split(
         room = (train_end - lo) / US_PER_DAY
         raise ConfigError(
             f"The warm-up of {warm_up_days:g} days leaves no training period: training may run only "
-            f"{room:.1f} days from the first charge (before validation, test and their gaps). Use a shorter "
-            "--warm-up-days or a longer event log."
+            f"{room:.1f} days from the first charge (before validation, test and their gaps"
+            + (", which end a label horizon before the labels' as-of" if end_us is not None else "")
+            + "). Use a shorter --warm-up-days or a longer event log."
         )
     mature = np.asarray(mature, dtype=bool)
     in_train = (created_us >= train_start) & (created_us < train_end)

@@ -423,7 +423,13 @@ def _check_arguments(task: object, fset: object, config: object) -> None:
 def _checked(config: TrainConfig, fset: FeatureSet) -> TrainConfig:
     """``config`` with its models' parameters checked and in their types, before any work (a ConfigError
     names the first unknown parameter or wrong value; column indices are checked against ``fset``)."""
-    params = {kind: check_params(kind, p) for kind, p in config.params.items()}
+    return replace(config, params=checked_params(config.params, fset))
+
+
+def checked_params(params: dict[str, dict[str, Any]], fset: FeatureSet) -> dict[str, dict[str, Any]]:
+    """``params`` (kind -> name -> value) checked and in their types (:func:`check_params`), the column
+    indices of ``lr.categorical`` checked against ``fset``; a ConfigError names the first that is wrong."""
+    params = {kind: check_params(kind, p) for kind, p in params.items()}
     n = len(fset.names)
     for j in params.get("lr", {}).get("categorical", ()):
         if j >= n:
@@ -432,7 +438,7 @@ def _checked(config: TrainConfig, fset: FeatureSet) -> TrainConfig:
                 f"'{fset.name}' has {n} features: `payfm features list --set {fset.name}` lists them in "
                 f"order). Got {j}."
             )
-    return replace(config, params=params)
+    return params
 
 
 def with_fm_inputs(ws: Workspace, data: TaskData, split: Split, config: TrainConfig) -> TaskData:
@@ -526,6 +532,13 @@ def prequential(
     rows = []
     warmed = int(data.created_us.min()) + int(cfg.warm_up_days * US_PER_DAY)  # (the time split's warm-up)
     for train_idx, test_idx in folds:
+        if len(train_idx) and not (data.created_us[train_idx] >= warmed).any():
+            week = _iso(int(data.created_us[test_idx].min()))
+            raise ConfigError(
+                f"The warm-up of {cfg.warm_up_days:g} days leaves no training period for the prequential "
+                f"week from {week}: its fit may use only charges before the week less the gap. Use a shorter "
+                "warm_up_days or fewer weeks."
+            )
         train_idx = fit_rows(data, train_idx[data.created_us[train_idx] >= warmed], cfg)
         _some_rows(task, "training", train_idx, cfg)
         if len(np.unique(data.y[train_idx])) < 2:
