@@ -32,6 +32,21 @@ settings.register_profile(
 settings.load_profile("payfm")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse, as a usage error before any test, more pytest-xdist workers than the Redis tests have scratch
+    databases (tests/services.py: 9, 10, 11), or one given scratch URL shared by several workers."""
+    if hasattr(config, "workerinput"):  # (a worker: the controller checked)
+        return
+    workers = config.getoption("numprocesses", None)
+    if isinstance(workers, str) or not workers:  # ("auto" and "logical": the Makefile caps them)
+        return
+    if workers > 3 or (workers > 1 and "PAYFM_TEST_REDIS_SCRATCH_URL" in os.environ):
+        raise pytest.UsageError(
+            "The Redis tests give each pytest-xdist worker a scratch database of its own (9, 10, 11): run at "
+            f"most 3 workers (-n 3), and no PAYFM_TEST_REDIS_SCRATCH_URL with several. Got -n {workers}."
+        )
+
+
 @pytest.fixture()
 def redis_scratch() -> Iterator[Any]:
     """A client of the scratch Redis database (REDIS_SCRATCH_URL), emptied before and after the test."""
