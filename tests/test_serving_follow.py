@@ -252,7 +252,9 @@ def test_a_shadow_whose_files_changed_is_not_served_and_the_server_starts_and_fo
         assert scorer.score(charge(1, ip_country="RU")).outcome == "blocked"  # production and the rules
         with TestClient(create_app(scorer, None)) as client:
             health = client.get("/healthz")
+            metrics = client.get("/metrics").text
         assert health.status_code == 200 and health.json()["shadow_model"] is None
+        assert "\npayfm_health_warnings 1.0\n" in metrics  # (what an alert can watch: /healthz is 200)
         [warning] = health.json()["warnings"]
         assert warning.startswith(f"The shadow model {ref} is not served (production and the rules are): ")
         assert "the artifact's sha256" in warning

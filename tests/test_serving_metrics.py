@@ -94,6 +94,7 @@ def test_metrics_count_requests_by_route_decisions_by_outcome_and_name_the_model
     assert len(info) == 1 and dict(info[0][1])["model"] == described["model"]
     assert dict(info[0][1])["ruleset_version"] == str(described["ruleset_version"])
     assert got[("payfm_requests_in_flight", ())] == 0
+    assert got[("payfm_health_warnings", ())] == 0
 
 
 def test_the_access_log_has_a_line_per_request_without_bodies_or_card_numbers(

@@ -204,6 +204,16 @@ class ScoreEndpoint:
             return 500, _json({"error": err}), {}
 
 
+def _warnings(scorer: Scorer, served: dict[str, Any]) -> list[str]:
+    """What ``/healthz`` warns of (status still 200) and ``payfm_health_warnings`` counts: the bundle's
+    (``served``: its description; lists deleted, a shadow it could not load) and a change the server follows
+    but cannot serve."""
+    warnings = list(served.get("warnings", []))
+    if scorer.watcher is not None and scorer.watcher.problem:
+        warnings.append(scorer.watcher.problem)
+    return warnings
+
+
 def _error_parts(e: PayfmError) -> tuple[int, bytes, dict[str, str]]:
     """``(status, JSON body, headers)`` of the API's error of ``e``, for the score endpoint's own answers."""
     status, headers = _status_headers(e)
@@ -594,11 +604,13 @@ def create_app(
     guard: Guard | None = None  # set below: the metrics read its requests in flight and loop delay
 
     def live() -> dict[str, Any]:
+        served = scorer.bundle.describe()
         return {
             "payfm_requests_in_flight": guard.in_flight if guard else 0,
             "payfm_event_loop_lag_seconds": guard.lag_s if guard else 0.0,
             "payfm_events_waiting": scorer.events_waiting(),
-            "served": scorer.bundle.describe(),
+            "payfm_health_warnings": len(_warnings(scorer, served)),
+            "served": served,
         }
 
     metrics = ServiceMetrics(live)
@@ -695,14 +707,15 @@ def create_app(
         """200 with what is served; 503 naming each problem (the decision log or the shared state not
         answering, the shared state gone), so that a load balancer takes the server out."""
         problems = scorer.health()
+        served = scorer.bundle.describe()
         body = {
             "status": "unhealthy" if problems else "ok",
             **({"problems": problems} if problems else {}),
-            **scorer.bundle.describe(),
+            **served,
             "events_waiting": scorer.events_waiting(),
         }
-        if scorer.watcher is not None and scorer.watcher.problem:  # a change it follows but cannot serve
-            body["warnings"] = [*body.get("warnings", []), scorer.watcher.problem]
+        if warnings := _warnings(scorer, served):
+            body["warnings"] = warnings
         return Response(_json(body), status_code=503 if problems else 200, media_type="application/json")
 
     @app.head("/healthz", include_in_schema=False)  # what some load balancers probe with

@@ -84,6 +84,11 @@ class _Live(Collector):
             ("payfm_requests_in_flight", "Requests being handled now."),
             ("payfm_event_loop_lag_seconds", "The event loop's last measured queueing delay."),
             ("payfm_events_waiting", "Decided charges and outcomes waiting to be appended to the event log."),
+            (
+                "payfm_health_warnings",
+                "Warnings /healthz gives now (status 200 still): a shadow model not served, a workspace "
+                "change that cannot be served, lists the ruleset reads deleted. 0 when there is none.",
+            ),
         ):
             yield GaugeMetricFamily(name, doc, value=float(now[name]))
         info = GaugeMetricFamily(
