@@ -37,13 +37,13 @@ def pytest_configure(config: pytest.Config) -> None:
     databases (tests/services.py: 9, 10, 11), or one given scratch URL shared by several workers."""
     if hasattr(config, "workerinput"):  # (a worker: the controller checked)
         return
-    workers = config.getoption("numprocesses", None)
-    if isinstance(workers, str) or not workers:  # ("auto" and "logical": the Makefile caps them)
-        return
+    # the workers xdist starts: -n (auto: the CPUs) capped by --maxprocesses, one "popen" each
+    workers = len(config.getoption("tx", None) or [])
     if workers > 3 or (workers > 1 and "PAYFM_TEST_REDIS_SCRATCH_URL" in os.environ):
         raise pytest.UsageError(
             "The Redis tests give each pytest-xdist worker a scratch database of its own (9, 10, 11): run at "
-            f"most 3 workers (-n 3), and no PAYFM_TEST_REDIS_SCRATCH_URL with several. Got -n {workers}."
+            f"most 3 workers (-n 3, or -n auto --maxprocesses 3 as make test does), and no "
+            f"PAYFM_TEST_REDIS_SCRATCH_URL with several. Got {workers} workers."
         )
 
 

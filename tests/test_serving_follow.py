@@ -325,3 +325,36 @@ def test_a_shadow_whose_foundation_model_checkpoint_fails_to_load_is_left_out_to
         assert scorer.score(charge(1, ip_country="RU")).outcome == "blocked"
     finally:
         scorer.close(snapshot=False)
+
+
+def test_a_shadow_retry_that_cannot_load_production_backs_off_and_keeps_saying_so(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused shadow's retry reloads everything: with production's files changed meanwhile the reload
+    fails. It was tried again every look, its warning coming and going; now it backs off and stays said."""
+    import time
+
+    from payfm.serving import watch
+
+    monkeypatch.setattr(watch, "RETRY_S", (0.2, 0.8))
+    ref = register(ws, -1.0, "shadow")
+    reg = Registry(ws)
+    (reg.path(reg.get(ref)) / "model.json").write_text("{}")
+    scorer = Scorer.open(ws, config=ScorerConfig(lists_refresh_s=0.05, follow=True))
+    try:
+        production = scorer.bundle.model_version
+        assert production is not None
+        (reg.path(production) / "model.json").write_text("{}")  # changed while it is served
+        reloads = _counting(scorer, monkeypatch)
+        watcher = scorer.watcher
+        assert watcher is not None and _until(lambda: watcher.problem is not None)
+        said = []
+        for _ in range(40):  # 2 s
+            said.append(watcher.problem)
+            time.sleep(0.05)
+        again = f"trying the shadow model {ref} again failed"
+        assert all(p is not None and p.startswith(again) for p in said)
+        assert 2 <= len(reloads) <= 4  # at 0.2, 0.6 (0.4 later), 1.4, 2.2 s: backing off
+        assert scorer.bundle.model_version == production  # still deciding with what it loaded
+    finally:
+        scorer.close(snapshot=False)

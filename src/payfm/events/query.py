@@ -22,8 +22,8 @@ import re
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -101,6 +101,7 @@ def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn:
         finally:
             done.set()
 
+    future: Future[T] | None = None
     try:
         future = pool.submit(run)
         while True:
@@ -109,18 +110,28 @@ def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn:
             except TimeoutError:
                 continue
     except BaseException:
-        _stop(con, started, done)
+        _stop(con, pool, future, started, done)
         raise
 
 
-def _stop(con: duckdb.DuckDBPyConnection, started: threading.Event, done: threading.Event) -> None:
-    """Interrupt the connection until the work ends: again and again, since an interrupt that comes before
-    DuckDB begins the query (a Ctrl-C in the first moments, on a loaded machine) is lost when it starts, and
-    the query then ran for minutes. Work that has not started within a second (a Ctrl-C inside the submission
-    itself may have kept it from being queued) is not waited for; a second Ctrl-C stops the waiting."""
+def _stop(
+    con: duckdb.DuckDBPyConnection,
+    pool: ThreadPoolExecutor,
+    future: Future[Any] | None,
+    started: threading.Event,
+    done: threading.Event,
+) -> None:
+    """Stop the work: cancelled if it has not started, else interrupted again and again until it ends (an
+    interrupt that comes before DuckDB begins the query, a Ctrl-C in the first moments on a loaded machine,
+    is lost when it starts, and the query then ran for minutes). Without its future (a Ctrl-C inside the
+    submission) work that has not started within a second is not waited for. A second Ctrl-C stops the
+    interrupting; the process still waits for DuckDB's thread to return before it exits."""
+    pool.shutdown(wait=False, cancel_futures=True)  # (work still queued never starts)
+    if future is not None and future.cancelled():
+        return
     began = time.monotonic()
     try:
-        while not done.is_set() and (started.is_set() or time.monotonic() - began < 1.0):
+        while not done.is_set() and (future is not None or started.is_set() or time.monotonic() - began < 1):
             con.interrupt()
             done.wait(0.1)
     except (KeyboardInterrupt, SystemExit):

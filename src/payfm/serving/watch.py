@@ -118,8 +118,10 @@ class Watcher:
         self._said: tuple[Served | None, str] | None = None  # the failure logged last
         self.problem: str | None = None  # why, for /healthz; None once what is wanted is served
         self.looks = 0  # looks completed (a test waits for the next ones)
-        # a shadow the bundle could not load: (its reference, when it is tried again, the back-off)
-        self._shadow: tuple[str, float, float] | None = None
+        # a shadow the bundle could not load: (its reference, when it is tried again, the back-off, the
+        # bundle that refused it: a reload since, for any reason, was a try too)
+        self._shadow: tuple[str, float, float, Bundle] | None = None
+        self._shadow_said = ""  # the last failure of such a try, logged once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -140,7 +142,7 @@ class Watcher:
                 self._served()
             elif time.monotonic() >= self._retry_at:
                 self.reload_if_changed()
-        elif self.follow:
+        if self.follow and not self._failed:  # (each look: frequent list edits must not starve it)
             self._retry_shadow()
         self._seen = seen  # (after the work: one that failed is tried again at the next look)
         self.looks += 1
@@ -168,26 +170,41 @@ class Watcher:
 
     def _retry_shadow(self) -> None:
         """Try a shadow the served bundle could not load again after a back-off (:data:`RETRY_S`), as a change
-        that failed is: its files may not have arrived yet (a workspace synced file by file)."""
-        refused = self.scorer.bundle.shadow_refused
-        now = time.monotonic()
+        that failed is: its files may not have arrived yet (a workspace synced file by file). Any reload
+        since counts as a try. A try that fails to load anything keeps what is served, is said in
+        :attr:`problem` and logged once, and doubles the back-off too."""
+        bundle, now = self.scorer.bundle, time.monotonic()
+        refused = bundle.shadow_refused
         if refused is None or self._shadow is None or self._shadow[0] != refused[0]:
-            self._shadow = None if refused is None else (refused[0], now + RETRY_S[0], RETRY_S[0])
+            self._shadow = None if refused is None else (refused[0], now + RETRY_S[0], RETRY_S[0], bundle)
             return
-        ref, due, backoff = self._shadow
+        ref, due, backoff, tried = self._shadow
+        if bundle is not tried:  # reloaded since (a change followed, a POST /v1/admin/reload): a try
+            self._shadow = (ref, now + backoff, backoff, bundle)
+            return
         if now < due or self._stop.is_set():
             return
+        backoff = min(backoff * 2, RETRY_S[1])
         try:
             new = self.scorer.reload()
-        except Exception as e:  # (what else changed meanwhile cannot be served)
-            self._refuse(None, e)
+        except Exception as e:  # (production cannot be loaded now either: what is served stays)
+            said = str(e) if isinstance(e, PayfmError) else f"{type(e).__name__}: {e}"
+            said = shown_text(self.scorer.scrub(said), 300)
+            self.problem = (
+                f"trying the shadow model {ref} again failed to load the workspace's models ({said}); still "
+                f"serving {_said(_serving(bundle))}"
+            )
+            if said != self._shadow_said:
+                self._shadow_said = said
+                log.error("following the workspace: %s (tried again in %.0f s)", self.problem, backoff)
+            self._shadow = (ref, now + backoff, backoff, bundle)
             return
+        self.problem, self._shadow_said = None, ""
         if new.shadow_refused is None or new.shadow_refused[0] != ref:
             self._shadow = None
             log.info("followed the workspace: now serving %s", _said(_serving(new)))
         else:
-            backoff = min(backoff * 2, RETRY_S[1])
-            self._shadow = (ref, now + backoff, backoff)
+            self._shadow = (ref, now + backoff, backoff, new)
 
     def _served(self) -> None:
         self._failed, self._refused, self.problem, self._backoff = False, None, None, RETRY_S[0]
