@@ -20,7 +20,7 @@ from payfm.evaluation.pipeline import model_drift, training_window
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import tiny_set
 from payfm.fm.embed import embed, embedding_matrix, outputs_for
-from payfm.fm.identity import checkpoint_hash, checkpoint_meta, input_names
+from payfm.fm.identity import checkpoint_hash, checkpoint_meta, input_names, seen_until
 from payfm.fm.pretrain import PretrainConfig, pretrain
 from payfm.fm.sequences import read_charges, time_cut
 from payfm.registry import Registry
@@ -121,6 +121,13 @@ def test_train_on_fm_inputs_registers_with_the_checkpoint_and_serves(ws: Workspa
         expect = column_drift(names[j], ref[:, j], cur[:, j])
         assert got[names[j]].psi == pytest.approx(expect.psi, rel=1e-9), names[j]
     assert not report.sampled
+    # The reference (training) window holds charges the checkpoint was pretrained on: said, with when.
+    until = datetime.fromtimestamp(seen_until(checkpoint_meta(early)) / 1e6, UTC)
+    assert trained[0] < until and report.fm_seen_until == until.isoformat()
+    assert f"pretrained on charges up to {until.isoformat()[:16].replace('T', ' ')}" in report.summary()
+    assert report.to_json()["fm_seen_until"] == until.isoformat()
+    later = window_drift(ws, FS, (until, lo), (lo, None), fm=(early, OUTPUTS))  # a reference it never saw
+    assert later.fm_seen_until is None and "pretrained" not in later.summary()
     few = window_drift(ws, FS, trained, (lo, None), fm=(early, OUTPUTS), fm_max_rows=50)
     assert few.sampled and {d.feature for d in few.features} == {*FS.names, *names}
     assert "(the foundation model's outputs on at most 50 of each, evenly spaced)" in few.rows_text()

@@ -171,6 +171,9 @@ class DriftReport:
     max_rows: int = MAX_ROWS  # rows of a window compared at most
     fm_rows: int | None = None  # charges of a window whose foundation-model outputs were compared, at most
     model: str | None = None  # the model whose features are compared (payfm features drift --model)
+    # when the foundation model whose outputs are compared was pretrained on charges up to a time after the
+    # reference window's start: its outputs there are in-sample for it, unlike the current window's
+    fm_seen_until: str | None = None
 
     def count(self, of_level: str) -> int:
         return sum(d.level == of_level for d in self.features)
@@ -183,13 +186,18 @@ class DriftReport:
             f"(>= {MODERATE:g})"
         )
         shown = [d for d in self.features[:top] if d.level != "stable"]
-        if not shown:
-            return head
         each = ", ".join(
             f"{d.feature} {d.psi:.2f}" + (f" ({d.beyond:.0%} beyond the reference range)" if d.beyond else "")
             for d in shown
         )
-        return f"{head}; largest: {each}"
+        until = (self.fm_seen_until or "")[:16].replace("T", " ")
+        seen = (
+            f"; the foundation model was pretrained on charges up to {until}, reference ones among them: its "
+            "outputs' drift includes seen against unseen charges"
+            if self.fm_seen_until
+            else ""
+        )
+        return f"{head}{f'; largest: {each}' if shown else ''}{seen}"
 
     def rows_text(self) -> str:
         """How many charges each window held, and whether a sample of them was compared."""
@@ -219,6 +227,7 @@ class DriftReport:
             "sampled": self.sampled,
             "max_rows": self.max_rows,
             "fm_rows": self.fm_rows,
+            "fm_seen_until": self.fm_seen_until,
             "thresholds": {"moderate": MODERATE, "major": MAJOR},
             "counts": {lv: self.count(lv) for lv in LEVELS},
             "features": [d.to_json() for d in self.features],
@@ -320,10 +329,11 @@ def window_drift(
             drifts.append(column_drift(name, ref, cur))
         if progress:
             progress(min(at + _COLUMNS_AT_ONCE, len(names)), len(names))
-    fm_sampled = False
+    fm_sampled, fm_seen = False, None
     if fm is not None:
         fm_drifts, fm_sampled = _fm_drift(ws, path, windows, counts, fm, fm_max_rows)
         drifts += fm_drifts
+        fm_seen = _seen_in_reference(fm[0], windows["reference"])
     return DriftReport(
         feature_set=fset.name,
         reference=(_iso(windows["reference"][0]), _iso(windows["reference"][1])),
@@ -336,7 +346,23 @@ def window_drift(
         against=against,
         model=model,
         max_rows=max_rows,
+        fm_seen_until=fm_seen,
     )
+
+
+def _seen_in_reference(
+    checkpoint: str | Path, reference: tuple[datetime | None, datetime | None]
+) -> str | None:
+    """The time up to which ``checkpoint`` was pretrained when that is after the reference window's start
+    (None otherwise, or when the checkpoint does not record it)."""
+    from payfm.fm.identity import checkpoint_meta, seen_until
+
+    until_us = seen_until(checkpoint_meta(Path(checkpoint)))
+    if until_us is None:
+        return None
+    until = datetime.fromtimestamp(until_us / 1e6, UTC)
+    start = reference[0]
+    return until.isoformat() if start is None or start < until else None
 
 
 def _fm_drift(
