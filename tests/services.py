@@ -31,7 +31,7 @@ def require_redis(url: str = REDIS_URL) -> Any:
     except redis.RedisError:
         if os.environ.get("PAYFM_REQUIRE_SERVICES"):
             pytest.fail(f"Redis is required (PAYFM_REQUIRE_SERVICES) but not reachable at {url}")
-        pytest.skip(f"Redis not reachable at {url}; start redis-server or set PAYFM_TEST_REDIS_URL")
+        pytest.skip(f"Redis not reachable at {url}; start redis-server, or see README.md, Tests")
     return client
 
 

@@ -123,11 +123,14 @@ def test_train_on_fm_inputs_registers_with_the_checkpoint_and_serves(ws: Workspa
     assert not report.sampled
     # The reference (training) window holds charges the checkpoint was pretrained on: said, with when.
     until = datetime.fromtimestamp(seen_until(checkpoint_meta(early)) / 1e6, UTC)
-    assert trained[0] < until and report.fm_seen_until == until.isoformat()
-    assert f"pretrained on charges up to {until.isoformat()[:16].replace('T', ' ')}" in report.summary()
-    assert report.to_json()["fm_seen_until"] == until.isoformat()
+    assert trained[0] < until <= lo and report.fm_seen == ("reference",)
+    assert report.fm_seen_until == until.isoformat() == report.to_json()["fm_seen_until"]
+    shown = until.isoformat()[:16].replace("T", " ")
+    assert f"pretrained on charges up to {shown}, reference ones among them" in report.summary()
     later = window_drift(ws, FS, (until, lo), (lo, None), fm=(early, OUTPUTS))  # a reference it never saw
-    assert later.fm_seen_until is None and "pretrained" not in later.summary()
+    assert later.fm_seen == () and "pretrained" not in later.summary()
+    both = window_drift(ws, FS, trained, (trained[0], until), fm=(early, OUTPUTS))  # the current one too
+    assert both.fm_seen == ("reference", "current") and "of both windows" in both.summary()
     few = window_drift(ws, FS, trained, (lo, None), fm=(early, OUTPUTS), fm_max_rows=50)
     assert few.sampled and {d.feature for d in few.features} == {*FS.names, *names}
     assert "(the foundation model's outputs on at most 50 of each, evenly spaced)" in few.rows_text()

@@ -171,8 +171,10 @@ class DriftReport:
     max_rows: int = MAX_ROWS  # rows of a window compared at most
     fm_rows: int | None = None  # charges of a window whose foundation-model outputs were compared, at most
     model: str | None = None  # the model whose features are compared (payfm features drift --model)
-    # when the foundation model whose outputs are compared was pretrained on charges up to a time after the
-    # reference window's start: its outputs there are in-sample for it, unlike the current window's
+    # The windows ("reference", "current") holding charges the foundation model whose outputs are compared
+    # was pretrained on: its outputs there are in-sample for it. ``fm_seen_until``: its pretraining's end
+    # (None with windows seen: the checkpoint records none, it saw the whole log).
+    fm_seen: tuple[str, ...] = ()
     fm_seen_until: str | None = None
 
     def count(self, of_level: str) -> int:
@@ -190,14 +192,22 @@ class DriftReport:
             f"{d.feature} {d.psi:.2f}" + (f" ({d.beyond:.0%} beyond the reference range)" if d.beyond else "")
             for d in shown
         )
-        until = (self.fm_seen_until or "")[:16].replace("T", " ")
-        seen = (
-            f"; the foundation model was pretrained on charges up to {until}, reference ones among them: its "
-            "outputs' drift includes seen against unseen charges"
-            if self.fm_seen_until
-            else ""
+        return f"{head}{f'; largest: {each}' if shown else ''}{self._seen_text()}"
+
+    def _seen_text(self) -> str:
+        """What the summary says of the windows' charges the foundation model was pretrained on."""
+        if not self.fm_seen:
+            return ""
+        until = (self.fm_seen_until or "")[:16].replace("T", " ") or "the end of the log"
+        if len(self.fm_seen) == 2:
+            return (
+                f"; the foundation model was pretrained on charges up to {until}, of both windows: its "
+                "outputs' drift compares charges it saw"
+            )
+        return (
+            f"; the foundation model was pretrained on charges up to {until}, {self.fm_seen[0]} ones among "
+            "them: its outputs' drift includes seen against unseen charges"
         )
-        return f"{head}{f'; largest: {each}' if shown else ''}{seen}"
 
     def rows_text(self) -> str:
         """How many charges each window held, and whether a sample of them was compared."""
@@ -227,6 +237,7 @@ class DriftReport:
             "sampled": self.sampled,
             "max_rows": self.max_rows,
             "fm_rows": self.fm_rows,
+            "fm_seen": list(self.fm_seen),
             "fm_seen_until": self.fm_seen_until,
             "thresholds": {"moderate": MODERATE, "major": MAJOR},
             "counts": {lv: self.count(lv) for lv in LEVELS},
@@ -329,11 +340,12 @@ def window_drift(
             drifts.append(column_drift(name, ref, cur))
         if progress:
             progress(min(at + _COLUMNS_AT_ONCE, len(names)), len(names))
-    fm_sampled, fm_seen = False, None
+    fm_sampled, fm_until = False, None
+    fm_seen: tuple[str, ...] = ()
     if fm is not None:
         fm_drifts, fm_sampled = _fm_drift(ws, path, windows, counts, fm, fm_max_rows)
         drifts += fm_drifts
-        fm_seen = _seen_in_reference(fm[0], windows["reference"])
+        fm_seen, fm_until = _seen_windows(fm[0], windows)
     return DriftReport(
         feature_set=fset.name,
         reference=(_iso(windows["reference"][0]), _iso(windows["reference"][1])),
@@ -346,23 +358,24 @@ def window_drift(
         against=against,
         model=model,
         max_rows=max_rows,
-        fm_seen_until=fm_seen,
+        fm_seen=fm_seen,
+        fm_seen_until=fm_until,
     )
 
 
-def _seen_in_reference(
-    checkpoint: str | Path, reference: tuple[datetime | None, datetime | None]
-) -> str | None:
-    """The time up to which ``checkpoint`` was pretrained when that is after the reference window's start
-    (None otherwise, or when the checkpoint does not record it)."""
+def _seen_windows(
+    checkpoint: str | Path, windows: dict[str, tuple[datetime | None, datetime | None]]
+) -> tuple[tuple[str, ...], str | None]:
+    """The windows holding charges ``checkpoint`` was pretrained on (those starting before its pretraining
+    ended; every window when it records no end: it saw the whole log), and that end as ISO text."""
     from payfm.fm.identity import checkpoint_meta, seen_until
 
     until_us = seen_until(checkpoint_meta(Path(checkpoint)))
-    if until_us is None:
-        return None
-    until = datetime.fromtimestamp(until_us / 1e6, UTC)
-    start = reference[0]
-    return until.isoformat() if start is None or start < until else None
+    until = None if until_us is None else datetime.fromtimestamp(until_us / 1e6, UTC)
+    seen = tuple(
+        which for which, (start, _) in windows.items() if until is None or start is None or start < until
+    )
+    return seen, None if until is None else until.isoformat()
 
 
 def _fm_drift(
