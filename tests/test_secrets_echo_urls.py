@@ -5,10 +5,12 @@ service's log; the URLs can come from PAYFM_STATE and PAYFM_DECISION_LOG instead
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,15 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def refusing_port() -> Iterator[int]:
+    """A local port that refuses connections and that no other process can take meanwhile: bound, never
+    listening (a port closed after bind(0) may be given to another test process's server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
 @pytest.mark.parametrize(
@@ -144,11 +155,11 @@ def test_a_keyword_dsn_given_as_the_decision_log_is_refused_without_its_password
 
 
 def test_a_postgresql_url_with_a_hash_or_question_mark_in_its_password_is_masked() -> None:
-    port = closed_port()
-    for password in ("S3cret#PW", "S3cret?PW", "S3/cret@PW"):
-        with pytest.raises(ConfigError) as e:
-            open_log(f"postgresql://app:{password}@127.0.0.1:{port}/x", Path("."))
-        assert "S3" not in str(e.value) and f"postgresql://app:***@127.0.0.1:{port}/x" in str(e.value)
+    with refusing_port() as port:
+        for password in ("S3cret#PW", "S3cret?PW", "S3/cret@PW"):
+            with pytest.raises(ConfigError) as e:
+                open_log(f"postgresql://app:{password}@127.0.0.1:{port}/x", Path("."))
+            assert "S3" not in str(e.value) and f"postgresql://app:***@127.0.0.1:{port}/x" in str(e.value)
 
 
 def test_the_decision_log_url_comes_from_payfm_decision_log(tmp_path: Path) -> None:
@@ -273,8 +284,7 @@ def test_a_replay_to_an_http_url_with_a_password_never_prints_it(tmp_path: Path)
     from payfm.serving.replay import Aborted, replay_http
 
     ws = Workspace.open(tmp_path / "ws", create=True)
-    port = closed_port()
-    with pytest.raises(Aborted) as e:
+    with refusing_port() as port, pytest.raises(Aborted) as e:
         replay_http(ws, None, None, f"http://u:{SECRET}@127.0.0.1:{port}", None)
     assert SECRET not in str(
         e.value
