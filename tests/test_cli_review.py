@@ -37,21 +37,23 @@ def service(tmp_path: Path) -> Iterator[tuple[str, str, Scorer]]:
     rulesets.save(ws, "big: review if :amount_usd: > 500\n", activate=True, author="test")
     key = KeyStore(ws.root / "serving" / "keys.db").create("alice")
     scorer = Scorer.open(ws)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    sock = socket.socket()  # bound here and handed to uvicorn: no other process can be given the port
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
     app = create_app(scorer, KeyStore(ws.root / "serving" / "keys.db"))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert server.started, "the test server did not start within 10 s"
     try:
         yield f"http://127.0.0.1:{port}", key, scorer
     finally:
         server.should_exit = True
         thread.join(10)
+        sock.close()
         scorer.close(snapshot=False)
 
 
