@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -181,35 +183,30 @@ def test_a_ctrl_c_that_comes_before_duckdb_starts_the_query_still_stops_it() -> 
     interrupt was lost and the query (here ~100 s) ran to its end; the interrupt is now repeated until the
     work stops."""
     import _thread
-    from concurrent.futures import ThreadPoolExecutor
 
-    import duckdb
-
-    from payfm.events.query import _interruptible
-
-    con, pool = duckdb.connect(), ThreadPoolExecutor(1)
-
-    def late_query() -> object:
+    def late_query(con: Any) -> object:
         _thread.interrupt_main()  # the Ctrl-C comes before the query begins
         time.sleep(0.5)
         return con.sql("SELECT sum(i % 7) FROM range(20000000000) t(i)").fetchall()
 
-    # Ctrl-C's handler as in a terminal: pytest started in a shell's background job has SIGINT ignored
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    began = time.monotonic()
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            _interruptible(con, pool, late_query)
-        assert time.monotonic() - began < 10
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        pool.shutdown(wait=True)
-        con.close()
+    assert _seconds_to_stop(late_query) < 10
 
 
 def test_a_second_ctrl_c_stops_waiting_for_work_that_ignores_the_interrupt() -> None:
     import _thread
     import threading
+
+    def deaf(con: Any) -> None:
+        _thread.interrupt_main()  # the first Ctrl-C
+        threading.Timer(0.5, _thread.interrupt_main).start()  # the second, while the interrupts go unheard
+        time.sleep(4)  # (no DuckDB work: con.interrupt() does not stop it)
+
+    assert _seconds_to_stop(deaf) < 2.5
+
+
+def _seconds_to_stop(work: Callable[[Any], object]) -> float:
+    """The seconds until ``payfm sql``'s wait for ``work(con)`` (in its worker thread; the work sends the
+    Ctrl-C) raised the KeyboardInterrupt."""
     from concurrent.futures import ThreadPoolExecutor
 
     import duckdb
@@ -217,18 +214,13 @@ def test_a_second_ctrl_c_stops_waiting_for_work_that_ignores_the_interrupt() -> 
     from payfm.events.query import _interruptible
 
     con, pool = duckdb.connect(), ThreadPoolExecutor(1)
-
-    def deaf() -> None:
-        _thread.interrupt_main()  # the first Ctrl-C
-        threading.Timer(0.5, _thread.interrupt_main).start()  # the second, while the interrupts go unheard
-        time.sleep(4)  # (no DuckDB work: con.interrupt() does not stop it)
-
+    # Ctrl-C's handler as in a terminal: pytest started in a shell's background job has SIGINT ignored
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     began = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
-            _interruptible(con, pool, deaf)
-        assert time.monotonic() - began < 2.5
+            _interruptible(con, pool, lambda: work(con))
+        return time.monotonic() - began
     finally:
         signal.signal(signal.SIGINT, previous)
         pool.shutdown(wait=True)

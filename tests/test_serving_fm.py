@@ -4,7 +4,6 @@ one (backfilled features + batch embedding), across a restart; a changed checkpo
 from __future__ import annotations
 
 import shutil
-import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -536,46 +535,6 @@ def test_two_serving_processes_on_redis_embed_as_one(
         assert reads == []
     finally:
         scorer.close(snapshot=False)
-
-
-def test_three_servers_starting_at_once_on_an_empty_redis_load_it_once_and_embed_as_one(
-    world: World, tmp_path: Path, redis_scratch: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After a promotion every server following the workspace warms the new embedder at the same moment
-    (payfm serve --follow): three start together on one empty Redis state; one loads it from the logs, the
-    others wait for it, and their decisions in turn embed as the offline job does."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from payfm.fm.online_state import RedisState
-
-    loads: list[str] = []
-    real_load = RedisState.load
-
-    def load(state: RedisState, *args: Any, **kwargs: Any) -> None:
-        loads.append(state.ns)
-        real_load(state, *args, **kwargs)
-
-    monkeypatch.setattr(RedisState, "load", load)
-
-    roots = [shutil.copytree(world.serve.root, tmp_path / n) for n in "abc"]
-    for root in roots:  # (each copy's own decision log made first, as _alternate does)
-        Scorer.open(Workspace.open(root)).close(snapshot=False)
-    start = threading.Barrier(3)
-
-    def opened(root: Path) -> Scorer:
-        start.wait()
-        return Scorer.open(Workspace.open(root), state=REDIS_URL)
-
-    with ThreadPoolExecutor(3) as pool:
-        scorers = list(pool.map(opened, roots))
-    try:
-        assert len(loads) == 1  # by one of them, the others waiting for it
-        assert redis_scratch.exists(*redis_scratch.scan_iter("payfm:fm:*:warm")) == 1
-        diffs = [_gap(world, scorers[i % 3].score(c), world.fm) for i, c in enumerate(world.live)]
-        assert max(diffs) < 1e-5
-    finally:
-        for s in scorers:
-            s.close(snapshot=False)
 
 
 def test_healthz_says_when_an_embedders_shared_state_is_gone(

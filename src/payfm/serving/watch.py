@@ -37,19 +37,20 @@ log = logging.getLogger("payfm.serving")
 Served = tuple[str | None, str | None, int | None]  # production model, shadow model, ruleset version
 
 
-def served(bundle: Bundle) -> Served:
-    """What ``bundle`` serves, compared with what is wanted: its production and shadow models' references
-    and its ruleset's version. A shadow it could not load counts (it was tried: a change elsewhere does not
-    load it again; a new shadow version does, and :meth:`Watcher.look` tries it again after a back-off)."""
-    prod, shadow = bundle.model_version, bundle.shadow_version
-    refused = bundle.shadow_refused[0] if bundle.shadow_refused is not None else None
-    return (prod.ref if prod else None, shadow.ref if shadow else refused, bundle.ruleset_version)
-
-
 def _serving(bundle: Bundle) -> Served:
-    """What ``bundle`` really serves, as messages say it (a shadow it could not load left out)."""
+    """What ``bundle`` really serves, as messages say it: its production and shadow models' references and
+    its ruleset's version."""
     prod, shadow = bundle.model_version, bundle.shadow_version
     return (prod.ref if prod else None, shadow.ref if shadow else None, bundle.ruleset_version)
+
+
+def served(bundle: Bundle) -> Served:
+    """:func:`_serving`, compared with what is wanted: a shadow ``bundle`` could not load counts (it was
+    tried: a change elsewhere does not load it again; a new shadow version does, and :meth:`Watcher.look`
+    tries it again after a back-off)."""
+    prod, shadow, version = _serving(bundle)
+    refused = bundle.shadow_refused[0] if bundle.shadow_refused is not None else None
+    return (prod, shadow or refused, version)
 
 
 Models = tuple[str | None, str | None]  # production model, shadow model
@@ -188,8 +189,7 @@ class Watcher:
         try:
             new = self.scorer.reload()
         except Exception as e:  # (production cannot be loaded now either: what is served stays)
-            said = str(e) if isinstance(e, PayfmError) else f"{type(e).__name__}: {e}"
-            said = shown_text(self.scorer.scrub(said), 300)
+            said = self._error_text(e)
             self.problem = (
                 f"trying the shadow model {ref} again failed to load the workspace's models ({said}); still "
                 f"serving {_said(_serving(bundle))}"
@@ -206,12 +206,16 @@ class Watcher:
         else:
             self._shadow = (ref, now + backoff, backoff, new)
 
+    def _error_text(self, e: Exception) -> str:
+        """``e`` as :attr:`problem` quotes it: no URL password, no card number, at most 300 characters."""
+        said = str(e) if isinstance(e, PayfmError) else f"{type(e).__name__}: {e}"
+        return shown_text(self.scorer.scrub(said), 300)
+
     def _served(self) -> None:
         self._failed, self._refused, self.problem, self._backoff = False, None, None, RETRY_S[0]
 
     def _refuse(self, want: Served | None, e: Exception) -> None:
-        said = str(e) if isinstance(e, PayfmError) else f"{type(e).__name__}: {e}"
-        said = shown_text(self.scorer.scrub(said), 300)  # (no password of a URL, no card number)
+        said = self._error_text(e)
         change = "changed" if want is None else f"changed to {_said(want)}"
         self.problem = (
             f"the workspace's models or rules {change} but cannot be served ({said}); still serving "

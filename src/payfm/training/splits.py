@@ -111,7 +111,7 @@ def time_split(
     if len(created_us) == 0:
         raise ConfigError("The time split needs at least one row. Got an empty table.")
     lo, hi = int(created_us.min()), int(created_us.max()) + 1
-    hi_rows = hi - 1  # (an end_us before the last row: the timeline ends early, where labels are mature)
+    early = end_us is not None and int(end_us) < hi  # (the timeline ends where labels are mature)
     if end_us is not None:
         hi = min(hi, int(end_us))
     gap, vd, td = (int(d * US_PER_DAY) for d in (gap_days, val_days, test_days))
@@ -138,7 +138,7 @@ def time_split(
         raise ConfigError(
             f"The warm-up of {warm_up_days:g} days leaves no training period: training may run only "
             f"{room:.1f} days from the first charge (before validation, test and their gaps"
-            + (", which end where labels are mature" if end_us is not None and end_us <= hi_rows else "")
+            + (", which end where labels are mature" if early else "")
             + "). Use a shorter --warm-up-days or a longer event log."
         )
     mature = np.asarray(mature, dtype=bool)

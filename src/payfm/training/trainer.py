@@ -532,14 +532,15 @@ def prequential(
     rows = []
     warmed = int(data.created_us.min()) + int(cfg.warm_up_days * US_PER_DAY)  # (the time split's warm-up)
     for train_idx, test_idx in folds:
-        if len(train_idx) and not (data.created_us[train_idx] >= warmed).any():
+        after = data.created_us[train_idx] >= warmed
+        if len(train_idx) and not after.any():
             week = _iso(int(data.created_us[test_idx].min()))
             raise ConfigError(
                 f"The warm-up of {cfg.warm_up_days:g} days leaves no training period for the prequential "
                 f"week from {week}: its fit may use only charges before the week less the gap. Use a shorter "
                 "warm_up_days or fewer weeks."
             )
-        train_idx = fit_rows(data, train_idx[data.created_us[train_idx] >= warmed], cfg)
+        train_idx = fit_rows(data, train_idx[after], cfg)
         _some_rows(task, "training", train_idx, cfg)
         if len(np.unique(data.y[train_idx])) < 2:
             continue
