@@ -7,7 +7,6 @@ import signal
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -15,6 +14,7 @@ import click
 from payfm import interrupts
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import plural
+from payfm.cli.serve_log import DECISION_LOG_HELP, opened_log, prune_cmd
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
@@ -422,7 +422,7 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
     envvar="PAYFM_DECISION_LOG",
     default="sqlite",
     show_default=True,
-    help="The servers' decision log: sqlite (in the workspace) or postgresql://... (or PAYFM_DECISION_LOG).",
+    help=DECISION_LOG_HELP,
 )
 @click.option(
     "--assume-authorized",
@@ -448,28 +448,12 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
     payfm -w WORKSPACE train --horizon-days 60            # the exported charges' labels now count
     """
     from payfm.cli.render import console
-    from payfm.errors import scrubbed, shown_url
-    from payfm.serving.decision_log import open_log
+    from payfm.errors import shown_url
     from payfm.serving.export import export_charges
 
     ws = _ws(ctx)
-    if spec == "sqlite" and not (ws.root / "serving" / "decisions.db").exists():
-        raise ConfigError(
-            f"The workspace {ws.root} has no decision log (serving/decisions.db): `payfm serve` writes it. "
-            "Give --decision-log for another one."
-        )
-    if spec.startswith("sqlite:///") and not Path(spec[len("sqlite:///") :]).is_file():
-        raise ConfigError(f"No decision log at {spec[len('sqlite:///') :]} (from --decision-log {spec}).")
-    log = open_log(spec, ws.root)
-    try:
+    with opened_log(ws, spec) as log:
         summary = export_charges(ws, log, assume_authorized=assume_authorized)
-    except Exception as e:
-        if type(e).__module__.split(".")[0] not in ("psycopg", "sqlite3"):
-            raise
-        said = scrubbed((str(e).splitlines() or [type(e).__name__])[0], spec)
-        raise ConfigError(f"Cannot read the decision log {shown_url(spec)}: {said}") from None
-    finally:
-        log.close()
     if summary.decided == 0:
         console.print(
             f"The decision log {shown_url(spec)} holds no decisions: is it the one the servers write "
@@ -502,6 +486,9 @@ def export_cmd(ctx: click.Context, spec: str, assume_authorized: bool) -> None:
             "give --assume-authorized, which takes all but those sent to 3-D Secure).",
             markup=False,
         )
+
+
+serve.add_command(prune_cmd)
 
 
 @click.command()

@@ -21,13 +21,13 @@ import queue
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from payfm.errors import shown_url
 from payfm.events.schema import REVIEW_CLOSURES
@@ -52,6 +52,10 @@ REVIEW_STATUSES = ("open", "closed")
 #   fsync: the commit is on disk (fsync; survives a power cut or a kernel crash), the default;
 #   os:    the commit is in the operating system (survives a kill -9 of the server, not a power cut).
 DURABILITY = ("fsync", "os")
+# A shared (Redis) state, of features or of a foundation model's embedders, is up to date when the last this
+# many charges and counted outcomes of the decision log are in it; else nobody fed it while they were logged
+# and it is caught up (features) or loaded again (embedders) from the logs. A prune keeps them.
+STALE_CHECK = 1_000
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ class MarkAppended:
 
 Record = DecisionRecord | OutcomeRecord | ReviewClose | MarkAppended
 _STOP = object()
+T = TypeVar("T")
+PRUNED_THROUGH = "pruned_through"  # meta key: the highest sequence number a prune deleted
 
 
 class _GroupCommit:
@@ -280,9 +286,14 @@ class DecisionLog(ABC):
             self._wcon = None
             return self._write_batch(records)
 
-    @abstractmethod
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
         """Write ``records`` in one transaction; per record a result or an Exception (that record only)."""
+        return self._transaction(self._write_connection(), lambda cur: [self._apply(cur, r) for r in records])
+
+    @abstractmethod
+    def _transaction(self, con: Any, work: Callable[[Any], T]) -> T:
+        """``work(cursor)`` in one transaction on ``con``: committed when it returns, rolled back when it
+        raises."""
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
@@ -438,6 +449,22 @@ class DecisionLog(ABC):
             q("UPDATE outcomes SET appended = 1 WHERE kind = ? AND outcome_id = ?"), (r.kind, r.outcome_id)
         )
         return True
+
+    # ---- pruning (payfm.serving.prune) ---------------------------------------------------------------------
+    def in_transaction(self, work: Callable[[Any], T]) -> T:
+        """``work(cursor)`` in one transaction on a connection of its own, not the group commit's (a prune's
+        refusal must not fail the decisions of a batch); ``?`` placeholders go through :meth:`_sql`."""
+        con = self._connect()
+        try:
+            return self._transaction(con, work)
+        finally:
+            _close_quietly(con)
+
+    def pruned_through(self) -> int:
+        """The highest sequence number a prune deleted (0: never pruned): a state snapshot that covers less
+        cannot be used (a pruned event after it would be missing from the replay)."""
+        rows = self._fetch("SELECT value FROM meta WHERE key = ?", (PRUNED_THROUGH,))
+        return int(rows[0][0]) if rows else 0
 
     # ---- reading -------------------------------------------------------------------------------------------
     def get_decision(self, charge_id: str) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ from payfm.fm.online_state import CHARGE_TTL_S
 from payfm.fm.sequences import KEY_COLUMNS, read_charges
 from payfm.fm.tokenizer import COLUMNS
 from payfm.registry.store import ModelVersion, Registry, fm_outputs
-from payfm.serving.decision_log import DecisionLog
+from payfm.serving.decision_log import STALE_CHECK, DecisionLog
 from payfm.training.explain import GENERIC, Reason
 from payfm.training.models import Model
 
@@ -53,10 +53,6 @@ EMBEDDING_TEXT = (
     "reads them, raise the score (all {dims} embedding dimensions together)"
 )
 _COLUMNS = sorted({*COLUMNS, *KEY_COLUMNS, "charge_id"})
-# A shared (Redis) embedder state is up to date when the last this many charges of the decision log are
-# learned in it; else nobody fed it while they were decided (its checkpoint was not served) and it is loaded
-# again from the logs.
-STALE_CHECK = 1_000
 
 
 def fm_hash(mv: ModelVersion | None) -> str | None:

@@ -8,13 +8,15 @@ serving processes may share one database (with the Redis state).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import psycopg
 
 from payfm.errors import ConfigError, scrubbed, shown_url
-from payfm.serving.decision_log import DecisionLog, Record, new_log_id
+from payfm.serving.decision_log import DecisionLog, new_log_id
+
+T = TypeVar("T")
 
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS decisions (charge_id TEXT PRIMARY KEY, seq BIGINT NOT NULL, "
@@ -91,7 +93,6 @@ class PostgresDecisionLog(DecisionLog):
     def _usable(self, con: Any) -> bool:
         return con is not None and not con.closed and not con.broken
 
-    def _write_batch(self, records: Sequence[Record]) -> list[Any]:
-        con = self._write_connection()
+    def _transaction(self, con: Any, work: Callable[[Any], T]) -> T:
         with con.transaction(), con.cursor() as cur:
-            return [self._apply(cur, r) for r in records]
+            return work(cur)

@@ -59,6 +59,7 @@ from payfm.serving.charges import normalize_charge, refuse_another_charge, refus
 from payfm.serving.clock import EventClock, known_times
 from payfm.serving.decision import Decision
 from payfm.serving.decision_log import (
+    STALE_CHECK,
     DecisionLog,
     DecisionRecord,
     open_log,
@@ -67,7 +68,6 @@ from payfm.serving.decision_log import (
 from payfm.serving.errors import InvalidInput, not_committed
 from payfm.serving.feedback import FeedbackMixin, apply_logged_event
 from payfm.serving.fm_embeddings import (
-    STALE_CHECK,
     describe_fm,
     embedder_charge,
     explain,
@@ -79,7 +79,7 @@ from payfm.serving.fm_embeddings import (
 )
 from payfm.serving.health import Probe, release_memory
 from payfm.serving.scorer_config import ScorerConfig as ScorerConfig  # (its home; imported from here too)
-from payfm.serving.snapshot_child import fork_writer
+from payfm.serving.snapshot_child import fork_writer, snapshot_seq
 from payfm.training.scores import risk_score
 
 if TYPE_CHECKING:
@@ -224,7 +224,7 @@ class Scorer(FeedbackMixin):
         """Restore the newest snapshot of this feature set and decision log, then replay the log after its
         sequence number."""
         version = self.bundle.fset.version
-        snaps = sorted(self._snapshot_dir().glob(f"{self._snapshot_prefix()}*.json.gz"), key=_snapshot_seq)
+        snaps = sorted(self._snapshot_dir().glob(f"{self._snapshot_prefix()}*.json.gz"), key=snapshot_seq)
         others = [p.name for p in self._snapshot_dir().glob(f"{version}-*.json.gz") if p not in snaps]
         if others and not snaps:
             log.info(
@@ -234,10 +234,27 @@ class Scorer(FeedbackMixin):
             )
         since = 0
         restored = False
+        pruned = self.log.pruned_through()
+        if snaps and snapshot_seq(snaps[-1]) < pruned:  # pruned events after it: not in the replay
+            log.warning(
+                "state snapshot %s covers the decision log up to seq %d, which was pruned up to seq %d "
+                "since: rebuilding from the event log and the decision log (the pruned events are in the "
+                "event log)",
+                snaps[-1].name,
+                snapshot_seq(snaps[-1]),
+                pruned,
+            )
+            snaps = []
+        if pruned and not snaps and not self.config.warm_from_event_log:
+            log.warning(
+                "the decision log was pruned up to seq %d and this server does not warm its state from the "
+                "event log: the pruned charges and outcomes count in no feature",
+                pruned,
+            )
         if snaps:
             try:
                 self.online = OnlineFeatures(self.bundle.fset, MemoryStore.restore(snaps[-1], version))
-                since = _snapshot_seq(snaps[-1])
+                since = snapshot_seq(snaps[-1])
                 restored = True
             except SnapshotError as e:  # another state format: rebuild from the logs instead
                 log.warning("%s: ignoring it", e)
@@ -363,7 +380,7 @@ class Scorer(FeedbackMixin):
                 )
                 return None
         for old in d.glob(f"{version}-*.json.gz"):  # this log's older ones, and any of another log
-            if old != path and (not old.name.startswith(self._snapshot_prefix()) or _snapshot_seq(old) < seq):
+            if old != path and (not old.name.startswith(self._snapshot_prefix()) or snapshot_seq(old) < seq):
                 old.unlink(missing_ok=True)
         for tmp in d.glob(f".{version}-*.tmp"):  # left by a writer that died (both processes killed)
             if not alive(int(tmp.name.split(".")[-2])):  # ".<name>.<pid>.tmp"
@@ -745,11 +762,6 @@ def _settle(out: Future[Decision], stored: Future[dict[str, Any]]) -> None:
         out.set_exception(e)
     else:
         out.set_result(Decision.from_json(stored.result()))
-
-
-def _snapshot_seq(path: Path) -> int:
-    """The decision-log sequence number a state snapshot covers (``...-<seq>.json.gz``)."""
-    return int(path.name.split("-")[-1].split(".")[0])
 
 
 def _short(said: str) -> str:

@@ -1,5 +1,8 @@
 """Writing the online state's snapshot from a forked child process (copy-on-write, as Redis' BGSAVE), so
 the server goes on deciding while the file is written. Used by :meth:`payfm.serving.scorer.Scorer.snapshot`.
+
+Snapshots are ``<workspace>/serving/state/<feature set version>-<decision log id>-<seq>.json.gz``: the state
+after the decision log's events up to sequence number ``seq`` (:func:`snapshot_seq`).
 """
 
 from __future__ import annotations
@@ -8,6 +11,7 @@ import gc
 import os
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 
 def fork_writer(write: Callable[[], None]) -> int:
@@ -53,3 +57,15 @@ def die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the snap
         return
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
+
+
+def snapshot_seq(path: Path) -> int:
+    """The decision-log sequence number a state snapshot covers (``...-<seq>.json.gz``)."""
+    return int(path.name.split("-")[-1].split(".")[0])
+
+
+def newest_snapshot_seq(state_dir: Path, log_id: str) -> int | None:
+    """The highest sequence number a snapshot in ``state_dir`` of decision log ``log_id`` covers (of any
+    feature set version); None without one."""
+    seqs = [snapshot_seq(p) for p in state_dir.glob(f"*-{log_id}-*.json.gz")]
+    return max(seqs, default=None)

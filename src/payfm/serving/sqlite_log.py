@@ -18,15 +18,16 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from payfm.errors import sqlite_file
-from payfm.serving.decision_log import DecisionLog, Record, new_log_id
+from payfm.serving.decision_log import DecisionLog, new_log_id
 
 log = logging.getLogger("payfm.serving")
 CHECKPOINT_EVERY_S = 0.2
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -102,12 +103,11 @@ class SQLiteDecisionLog(DecisionLog):
         con.execute("PRAGMA synchronous=" + ("FULL" if self.durability == "fsync" else "NORMAL"))
         return con
 
-    def _write_batch(self, records: Sequence[Record]) -> list[Any]:
-        con = self._write_connection()
+    def _transaction(self, con: Any, work: Callable[[Any], T]) -> T:
         cur = con.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            out = [self._apply(cur, r) for r in records]
+            out = work(cur)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
