@@ -20,7 +20,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.serving import prune as prune_module
 from payfm.serving.decision_log import DecisionLog, open_log
-from payfm.serving.errors import InvalidInput
+from payfm.serving.errors import Conflict, InvalidInput, NotFound
 from payfm.serving.export import export_charges
 from payfm.serving.prune import (
     AFTER_SNAPSHOT,
@@ -31,7 +31,7 @@ from payfm.serving.prune import (
     prune,
 )
 from payfm.serving.scorer import Scorer
-from services import POSTGRES_URL, require_postgres
+from services import POSTGRES_URL, REDIS_SCRATCH_URL, require_postgres
 from test_serving_scorer import charge, served_workspace
 
 ws = test_serving_scorer.ws  # the fixture: a workspace with a production model and the tiny ruleset
@@ -215,9 +215,8 @@ def test_prune_never_takes_rows_after_the_last_snapshot_or_the_newest(ws: Worksp
         s.close(snapshot=False)
 
 
-def test_a_part_whose_delete_did_not_commit_is_removed_and_its_rows_archived_once(
-    ws: Workspace, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _two_old_and_a_new(ws: Workspace) -> None:
+    """ch_1 and ch_2 (old) and ch_7 (new) decided and exported; the server stopped without a snapshot."""
     s = Scorer.open(ws)
     try:
         for i in (1, 2):
@@ -227,6 +226,12 @@ def test_a_part_whose_delete_did_not_commit_is_removed_and_its_rows_archived_onc
         export_charges(ws, s.log)
     finally:
         s.close(snapshot=False)
+
+
+def test_a_part_whose_delete_did_not_commit_is_removed_and_its_rows_archived_once(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _two_old_and_a_new(ws)
     log = open_log("sqlite", ws.root)
     try:
         with monkeypatch.context() as m:  # the process dies between the archive and the delete
@@ -247,15 +252,7 @@ def test_a_part_whose_delete_did_not_commit_is_removed_and_its_rows_archived_onc
 def test_rows_another_prune_took_meanwhile_roll_the_batch_back(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s = Scorer.open(ws)
-    try:
-        for i in (1, 2):
-            s.score(charge(i, created=OLD.format(i), outcome="authorized"))
-        s.score(charge(7, created=NEW, outcome="authorized"))
-        s.log.flush()
-        export_charges(ws, s.log)
-    finally:
-        s.close(snapshot=False)
+    _two_old_and_a_new(ws)
     log = open_log("sqlite", ws.root)
     read = prune_module._rows_of
 
@@ -386,5 +383,109 @@ def test_an_old_outcome_of_a_charge_the_service_did_not_decide_is_pruned(
         assert report.pruned == {"outcomes": 1} and report.kept == {}
         assert _rows(s.log)["outcomes"] == {"early_fraud_warnings:efw_1"}
         assert _archived(report.archive, "outcomes", "outcome_id") == ["dp_1"]
+    finally:
+        s.close(snapshot=False)
+
+
+def test_a_server_numbers_its_events_after_the_pruned_ones(ws: Workspace) -> None:
+    """Found by a review: a prune that took the row of the log's highest seq (a late charge, the last one
+    logged) let a restarted server number its next event with that seq, which the snapshot claims to cover:
+    after a crash, the restart from that snapshot skipped it."""
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(7, created=NEW, outcome="authorized"))  # seq 1, the newest charge
+        s.score(charge(1, created=OLD.format(1), outcome="authorized"))  # seq 2, late: old
+        s.log.flush()
+        export_charges(ws, s.log)
+    finally:
+        s.close()  # a snapshot at seq 2
+    log = open_log("sqlite", ws.root)
+    try:
+        assert prune(ws, log, keep_days=30, keep_newest=0).pruned == {"decisions": 1}
+        assert log.max_seq() == 2  # the pruned row's seq is still taken
+    finally:
+        log.close()
+    s = Scorer.open(ws)
+    try:
+        s.score(charge(8, created="2026-05-01T12:10:00+00:00", outcome="authorized"))
+        assert s.log._fetch("SELECT seq FROM decisions WHERE charge_id = 'ch_8'") == [(3,)]
+    finally:
+        s.close(snapshot=False)  # a crash: the snapshot at seq 2 stays the newest
+    assert _probe(ws.root, "2026-05-01T12:20:00+00:00")["card.count_charges_1h"] == 2.0  # ch_7 and ch_8
+
+
+def test_an_authorization_result_of_a_pruned_charge_is_answered_from_the_event_log(ws: Workspace) -> None:
+    _two_old_and_a_new(ws)  # ch_1 authorized, in the event log
+    s = Scorer.open(ws)
+    try:
+        assert prune(ws, s.log, keep_days=30, keep_newest=0).pruned["decisions"] == 2
+        again = s.record_authorization("ch_1", "authorized")
+        assert (again["duplicate"], again["applied"]) == (True, False)
+        with pytest.raises(Conflict, match=r"has outcome 'authorized' already \(in the event log\)"):
+            s.record_authorization("ch_1", "issuer_declined", "insufficient_funds")
+        with pytest.raises(NotFound, match="did not decide it"):
+            s.record_authorization("ch_404", "authorized")
+    finally:
+        s.close(snapshot=False)
+
+
+def test_an_outcome_logged_while_its_charge_is_archived_keeps_the_charge(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server records a dispute of an old charge after the prune read its rows, before it deleted them:
+    the delete's transaction sees it, rolls back, and the part is written again without that charge."""
+    _two_old_and_a_new(ws)
+    s = Scorer.open(ws)
+    write = prune_module._write_part
+    disputed: list[str] = []
+
+    def write_then_dispute(archive: Path, table: str, name: str, rows: list[dict[str, Any]]) -> Path:
+        if not disputed:
+            disputed.append(str(s.record_outcome("disputes", _dispute(1, "2026-03-03T00:00:00Z"))["id"]))
+        return write(archive, table, name, rows)
+
+    monkeypatch.setattr(prune_module, "_write_part", write_then_dispute)
+    try:
+        report = prune(ws, s.log, keep_days=30, keep_newest=0)
+        assert report.pruned == {"decisions": 1} and report.kept == {LATER_OUTCOME: 1} and disputed
+        assert _rows(s.log)["decisions"] == {"ch_1", "ch_7"} and _rows(s.log)["outcomes"] == {"disputes:dp_1"}
+        assert _archived(report.archive, "decisions", "charge_id") == ["ch_2"]  # the first try's files gone
+    finally:
+        s.close(snapshot=False)
+
+
+def test_pages_of_one_row_prune_the_same(ws: Workspace) -> None:
+    s = Scorer.open(ws)
+    try:
+        _decide(s, ws)
+        whole = prune(ws, s.log, keep_days=30, keep_newest=0, dry_run=True)
+        paged = prune(ws, s.log, keep_days=30, keep_newest=0, batch=1)
+        assert (paged.pruned, paged.kept) == (whole.pruned, whole.kept) and len(paged.parts) == 3
+    finally:
+        s.close(snapshot=False)
+
+
+def test_a_stale_redis_state_is_loaded_again_when_the_log_was_pruned(
+    ws: Workspace, redis_scratch: Any
+) -> None:
+    """Found by a review: a Redis state that missed events of the decision log caught up from that log
+    only, within the charge TTL: pruned events, in the event log only, counted nowhere."""
+    s = Scorer.open(ws, state=REDIS_SCRATCH_URL)  # loads the namespace
+    s.close(snapshot=False)
+    m = Scorer.open(ws)  # a memory-state server on the same log: the Redis state is not fed
+    try:
+        for i in (2, 3):
+            m.score(charge(i, created=OLD.format(i), outcome="authorized"))
+            m.record_outcome("disputes", _dispute(i, f"2026-03-0{i}T00:00:00Z"))
+        m.score(charge(7, created=NEW, outcome="authorized"))
+        m.log.flush()
+        export_charges(ws, m.log)
+        assert prune(ws, m.log, keep_days=30, keep_newest=0).pruned["decisions"] == 2
+    finally:
+        m.close(snapshot=False)
+    s = Scorer.open(ws, state=REDIS_SCRATCH_URL)
+    try:
+        d = s.score(charge(8, created="2026-05-01T12:30:00+00:00", outcome="authorized"))
+        assert d.features["card.count_fraud_disputes_all"] == 2.0
     finally:
         s.close(snapshot=False)

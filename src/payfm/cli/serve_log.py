@@ -68,7 +68,7 @@ def _when(us: int) -> str:
     "--keep-days",
     default=180.0,
     show_default=True,
-    type=FiniteFloatRange(min=0),
+    type=FiniteFloatRange(min=0, max=36_500),
     help="Keep every row of a charge created within this many days of the newest charge the log holds "
     "(its retries answered with its stored decision, its late outcomes checked against the log).",
 )

@@ -221,6 +221,9 @@ class DecisionLog(ABC):
 
     url: str
     placeholder = "?"
+    # What keeps the servers' writes of the log's tables off for the rest of a transaction, reads passing
+    # (a prune checks, then deletes): none on SQLite, whose transactions hold its write lock.
+    TABLE_LOCK: str | None = None
 
     def __init__(self) -> None:
         self._writer: _GroupCommit | None = None
@@ -550,11 +553,13 @@ class DecisionLog(ABC):
         return self._log_id
 
     def max_seq(self) -> int:
+        """The highest sequence number logged, pruned rows included (a server numbers its events after it:
+        one reused would be taken for covered by a snapshot)."""
         rows = self._fetch(
             "SELECT max(s) FROM (SELECT max(seq) AS s FROM decisions "
             "UNION ALL SELECT max(seq) FROM outcomes) t"
         )
-        return int(rows[0][0] or 0)
+        return max(int(rows[0][0] or 0), self.pruned_through())
 
     def count(self, table: str) -> int:
         if table not in ("decisions", "outcomes", "reviews"):

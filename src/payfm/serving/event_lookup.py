@@ -81,3 +81,10 @@ def matching_rows_of(
         return out
 
     return ws.retrying(table, read)
+
+
+def event_log_result(ws: Workspace, charge_id: str) -> tuple[str, str, str | None] | None:
+    """``("in the event log", outcome, decline_code)`` of charge ``charge_id`` in the event log, None if it
+    holds none."""
+    rows = matching_rows(ws, "charges", "charge_id", charge_id, ("outcome", "decline_code"))
+    return ("in the event log", str(rows[0]["outcome"]), rows[0]["decline_code"]) if rows else None

@@ -43,7 +43,7 @@ from payfm.serving.decision_log import (
     ReviewClose,
 )
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, Unavailable, backend_failure, shown
-from payfm.serving.event_lookup import matching, matching_rows
+from payfm.serving.event_lookup import event_log_result, matching, matching_rows
 from payfm.serving.money_claims import MoneyClaimsMixin, charge_of_payload, per_charge
 from payfm.serving.outcome_checks import (
     OUTCOME_TABLES,
@@ -451,7 +451,8 @@ class FeedbackMixin(MoneyClaimsMixin):
         serve export` appends the charge with it. Once per charge: sent again with the same answer it is a
         duplicate; with another, a Conflict, as it is for a charge whose request carried its outcome, one the
         service blocked (never sent for authorization; recorded as ``blocked``) and one the event log holds
-        with another outcome. A charge this service did not decide is a NotFound. Returns
+        with another outcome (one whose decision was pruned included). A charge neither this service's log
+        nor the event log holds is a NotFound. Returns
         ``{charge_id, outcome, decline_code, applied, duplicate}`` (``applied``: counted in the features now).
         """
         answer = {"charge_id": str(charge_id), "outcome": outcome, "decline_code": decline_code}
@@ -468,8 +469,11 @@ class FeedbackMixin(MoneyClaimsMixin):
                 field="decline_code",
             )
         refuse_stray_decline_code(outcome, decline_code)  # the score endpoint's rule
-        cid = str(charge_id)
-        charge = self.log.get_charge(cid)
+        charge = self.log.get_charge(cid := str(charge_id))
+        # a charge whose decision was pruned, or an imported one: its outcome in the event log answers
+        in_log = event_log_result(self.ws, cid) if charge is None and self.append_outcomes else None
+        if in_log is not None:
+            return known_answer(in_log, answer)
         if charge is None:
             raise NotFound(
                 f"Unknown charge '{shown(cid)}': this service did not decide it (an authorization result "
@@ -582,11 +586,7 @@ class FeedbackMixin(MoneyClaimsMixin):
         decision = self.log.get_decision(cid) or {}
         if decision.get("outcome") == "blocked":  # logged without it by a server older than results
             return "with the decision", "blocked", None
-        if self.append_outcomes:
-            rows = matching_rows(self.ws, "charges", "charge_id", cid, ("outcome", "decline_code"))
-            if rows:
-                return "in the event log", str(rows[0]["outcome"]), rows[0]["decline_code"]
-        return None
+        return event_log_result(self.ws, cid) if self.append_outcomes else None
 
     def _uncaptured(
         self,

@@ -55,8 +55,9 @@ log = logging.getLogger(__name__)
 
 DAY_US = 86_400 * 1_000_000
 KEEP_DAYS = 180  # disputes mostly come within 120 days; a Redis state keeps a charge's fields 180
+MAX_KEEP_DAYS = 36_500
 BATCH = 2_000  # decisions looked at, archived and deleted at a time (one transaction each)
-_IN = 500  # ids per IN (...) of a read
+_IN = 400  # keys per IN (...): 800 variables for pairs, under SQLite's oldest limit (999)
 
 # Why an old decision is kept, in the order checked (each one counted under the first that holds).
 OPEN_REVIEW = "its review is open"
@@ -67,7 +68,6 @@ AFTER_SNAPSHOT = "logged after the last state snapshot, or among the newest"
 REASONS = (OPEN_REVIEW, UNAPPENDED, LATER_OUTCOME, NOT_EXPORTED, AFTER_SNAPSHOT)
 
 PRUNED_PART = "pruned:"  # the log's meta key of a committed archive part (value: its counts)
-_DELETE_CHUNK = 500  # keys per DELETE statement
 
 _S, _I, _B = pa.string(), pa.int64(), pa.bool_()
 ARCHIVE_SCHEMAS = {
@@ -162,8 +162,10 @@ def prune(
     """Archive and delete the rows of ``decisions`` (the log of servers on workspace ``ws``) that nothing
     needs any more (the module's docstring says which); ``dry_run``: count them, change nothing.
     ``progress`` is called with the report after each batch. Returns the report."""
-    if not keep_days >= 0 or keep_days == float("inf"):
-        raise ConfigError(f"keep_days must be a number of days, 0 or more. Got {keep_days!r}.")
+    if not 0 <= keep_days <= MAX_KEEP_DAYS:
+        raise ConfigError(
+            f"keep_days must be a number of days from 0 to {MAX_KEEP_DAYS:,}. Got {keep_days!r}."
+        )
     if keep_newest < 0 or batch < 1:
         raise ConfigError(f"keep_newest must be 0 or more and batch 1 or more. Got {keep_newest}, {batch}.")
     report = PruneReport(keep_days, dry_run, ws.root / "serving" / "archive" / decisions.log_id())
@@ -253,8 +255,9 @@ _OLD_DECISIONS = (
     "EXISTS (SELECT 1 FROM reviews r WHERE r.charge_id = d.charge_id AND r.status = 'open'), "
     "EXISTS (SELECT 1 FROM outcomes o WHERE o.charge_id = d.charge_id AND o.appended = 0), "
     "EXISTS (SELECT 1 FROM outcomes o WHERE o.charge_id = d.charge_id AND (o.created_us >= ? OR o.seq > ?)), "
-    "d.seq FROM decisions d WHERE d.created_us < ? AND d.seq <= ? AND (d.seq > ? OR (d.seq = ? AND "
-    "d.charge_id > ?)) ORDER BY d.seq, d.charge_id LIMIT ?"
+    # d.seq >= ?: a range of the seq index (each page reads from where the last ended, not from the start)
+    "d.seq FROM decisions d WHERE d.created_us < ? AND d.seq <= ? AND d.seq >= ? AND (d.seq > ? OR "
+    "(d.seq = ? AND d.charge_id > ?)) ORDER BY d.seq, d.charge_id LIMIT ?"
 )
 
 
@@ -265,7 +268,7 @@ def _old_decisions(
     decisions created before ``cutoff`` and logged at or before ``max_seq``, in (seq, charge_id) order."""
     last, tie = -(2**62), ""
     while True:
-        args = (cutoff, max_seq, cutoff, max_seq, last, last, tie, batch)
+        args = (cutoff, max_seq, cutoff, max_seq, last, last, last, tie, batch)
         rows = decisions._fetch(_OLD_DECISIONS, args)
         if rows:
             yield [(str(c), bool(o), bool(u), bool(r)) for c, o, u, r, _ in rows]
@@ -293,16 +296,21 @@ def _classify(ws: Workspace, page: Sequence[tuple[str, bool, bool, bool]], kept:
     return exported
 
 
+def _chunks(keys: Sequence[Any]) -> Iterator[tuple[str, tuple[Any, ...]]]:
+    """``keys`` (ids, or pairs of ids) :data:`_IN` at a time: each chunk's ``?`` marks and arguments."""
+    for i in range(0, len(keys), _IN):
+        chunk = keys[i : i + _IN]
+        pairs = isinstance(chunk[0], tuple)
+        marks = ", ".join("(?, ?)" if pairs else "?" for _ in chunk)
+        yield marks, tuple(v for k in chunk for v in k) if pairs else tuple(chunk)
+
+
 def _select(decisions: DecisionLog, table: str, where: str, keys: Sequence[Any]) -> list[dict[str, Any]]:
     """The rows of ``table`` (the archive's columns) whose ``where`` (with one ``{marks}``) holds, read
     :data:`_IN` keys at a time."""
     cols = ARCHIVE_SCHEMAS[table].names
     out: list[dict[str, Any]] = []
-    for i in range(0, len(keys), _IN):
-        chunk = keys[i : i + _IN]
-        pairs = isinstance(chunk[0], tuple)
-        marks = ", ".join("(?, ?)" if pairs else "?" for _ in chunk)
-        args = [v for k in chunk for v in k] if pairs else list(chunk)
+    for marks, args in _chunks(keys):
         sql = f"SELECT {', '.join(cols)} FROM {table} WHERE {where.format(marks=marks)}"
         out += [dict(zip(cols, row, strict=True)) for row in decisions._fetch(sql, args)]
     flags = [f.name for f in ARCHIVE_SCHEMAS[table] if f.type == pa.bool_()]  # (SQLite: 0 and 1)
@@ -332,7 +340,8 @@ def _rows_of(decisions: DecisionLog, ids: list[str]) -> _Rows:
 
 def _prune_part(decisions: DecisionLog, report: PruneReport, rows: _Rows, decided: bool) -> None:
     """Archive ``rows`` as one part, then delete them; a charge that changed since it was classified (an
-    outcome logged for it meanwhile, not yet appended or more recent) is kept whole."""
+    outcome logged for it meanwhile, not yet appended or more recent; checked again in the delete's
+    transaction, and the part written again without it) is kept whole."""
     cutoff, max_seq = report.cutoff_us or 0, report.max_seq
     if decided:
         changed = {
@@ -341,60 +350,96 @@ def _prune_part(decisions: DecisionLog, report: PruneReport, rows: _Rows, decide
             if not o["appended"] or o["created_us"] >= cutoff or o["seq"] > max_seq
         }
         changed |= {str(r["charge_id"]) for r in rows.reviews if r["status"] != "closed"}
-        if changed:
-            report.kept[LATER_OUTCOME] += len(changed)
-        rows = _Rows(
-            *([r for r in part if str(r["charge_id"]) not in changed] for part in rows.tables().values())
-        )
-    if not (rows.decisions or rows.outcomes):
+        rows = _without(rows, changed, report)
+    if report.dry_run:
+        _count(rows, report)
         return
+    for _ in range(3):
+        if not (rows.decisions or rows.outcomes):
+            return
+        name = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
+        files = [_write_part(report.archive, t, name, part) for t, part in rows.tables().items() if part]
+        part = PrunedPart(
+            name,
+            tuple(str(r["charge_id"]) for r in rows.decisions),
+            tuple((str(r["kind"]), str(r["outcome_id"])) for r in rows.outcomes),
+            tuple(str(r["charge_id"]) for r in rows.reviews),
+            max(int(r["seq"]) for t in rows.tables().values() for r in t),
+        )
+        interrupts.check()  # (Ctrl-C before the delete: the part is removed at the next prune)
+        try:
+            delete_part(decisions, part)
+        except (PruneRaced, PartChanged) as e:  # rolled back: nothing deleted, the files go
+            for f in files:
+                f.unlink(missing_ok=True)
+            if isinstance(e, PruneRaced):
+                raise ConfigError(
+                    f"Another prune deleted some of these rows meanwhile ({e}): run it again, from one place "
+                    "only."
+                ) from None
+            rows = _without(rows, e.charges, report)
+            continue
+        report.parts.append(name)
+        _count(rows, report)
+        return
+    raise ConfigError(
+        "The decision log's rows kept changing under the prune (servers logging outcomes of old "
+        "charges): run it again."
+    )
+
+
+def _without(rows: _Rows, charges: set[str], report: PruneReport) -> _Rows:
+    """``rows`` without those of ``charges`` (counted as kept: an outcome of theirs is more recent)."""
+    if not charges:
+        return rows
+    report.kept[LATER_OUTCOME] += len({str(r["charge_id"]) for r in rows.decisions} & charges)
+    return _Rows(*([r for r in t if str(r["charge_id"]) not in charges] for t in rows.tables().values()))
+
+
+def _count(rows: _Rows, report: PruneReport) -> None:
     for table, part in rows.tables().items():
         if part:
             report.pruned[table] += len(part)
-    if report.dry_run:
-        return
-    name = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
-    files = [_write_part(report.archive, table, name, part) for table, part in rows.tables().items() if part]
-    seqs = [int(r["seq"]) for part in rows.tables().values() for r in part]
-    pruned = PrunedPart(
-        name,
-        tuple(str(r["charge_id"]) for r in rows.decisions),
-        tuple((str(r["kind"]), str(r["outcome_id"])) for r in rows.outcomes),
-        tuple(str(r["charge_id"]) for r in rows.reviews),
-        max(seqs),
-    )
-    interrupts.check()  # (Ctrl-C before the delete: the part is removed at the next prune)
-    try:
-        delete_part(decisions, pruned)
-    except PruneRaced as e:  # rolled back: nothing deleted, the files go
-        for f in files:
-            f.unlink(missing_ok=True)
-        raise ConfigError(
-            f"Another prune deleted some of these rows meanwhile ({e}): run it again, from one place only."
-        ) from None
-    report.parts.append(name)
+
+
+class PartChanged(Exception):
+    """Outcomes or reviews of ``charges`` were logged after their part was archived: rolled back."""
+
+    def __init__(self, charges: set[str]) -> None:
+        super().__init__(f"{len(charges)} charges changed")
+        self.charges = charges
 
 
 def delete_part(decisions: DecisionLog, part: PrunedPart) -> None:
     """Delete ``part``'s rows (archived already) and record it in the log's ``meta`` (``pruned:<name>``,
-    and ``pruned_through`` raised to its ``max_seq``), in one transaction. Every row must still be there:
-    else :class:`PruneRaced`, and nothing is deleted."""
+    and ``pruned_through`` raised to its ``max_seq``), in one transaction that holds off the servers'
+    writes of these tables (SQLite: its write lock; PostgreSQL: a table lock that reads pass). Every row
+    must still be there, else :class:`PruneRaced`; an outcome or a review of its charges logged since it was
+    read, else :class:`PartChanged`; either way nothing is deleted."""
     counts = {"decisions": len(part.decisions), "outcomes": len(part.outcomes), "reviews": len(part.reviews)}
     q = decisions._sql
 
     def work(cur: Any) -> None:
+        if decisions.TABLE_LOCK:
+            cur.execute(decisions.TABLE_LOCK)
+        archived, changed = set(part.outcomes), set()
+        for marks, args in _chunks(part.decisions):
+            where = f"charge_id IN ({marks})"
+            for kind, oid, cid in cur.execute(
+                q(f"SELECT kind, outcome_id, charge_id FROM outcomes WHERE {where}"), args
+            ).fetchall():
+                if (str(kind), str(oid)) not in archived:
+                    changed.add(str(cid))
+            sql = f"SELECT charge_id FROM reviews WHERE {where} AND status <> 'closed'"
+            changed |= {str(r[0]) for r in cur.execute(q(sql), args).fetchall()}
+        if changed:
+            raise PartChanged(changed)
         deleted = dict.fromkeys(counts, 0)
-        step = _DELETE_CHUNK
         for table, keys in (("decisions", part.decisions), ("reviews", part.reviews)):
-            for i in range(0, len(keys), step):
-                chunk = keys[i : i + step]
-                marks = ", ".join("?" for _ in chunk)
-                cur.execute(q(f"DELETE FROM {table} WHERE charge_id IN ({marks})"), tuple(chunk))
+            for marks, args in _chunks(keys):
+                cur.execute(q(f"DELETE FROM {table} WHERE charge_id IN ({marks})"), args)
                 deleted[table] += cur.rowcount
-        for i in range(0, len(part.outcomes), step):
-            pairs = part.outcomes[i : i + step]
-            marks = ", ".join("(?, ?)" for _ in pairs)
-            args = tuple(v for pair in pairs for v in pair)
+        for marks, args in _chunks(part.outcomes):
             cur.execute(q(f"DELETE FROM outcomes WHERE (kind, outcome_id) IN ({marks})"), args)
             deleted["outcomes"] += cur.rowcount
         if deleted != counts:
@@ -422,16 +467,17 @@ def _write_part(archive: Path, table: str, name: str, rows: list[dict[str, Any]]
     pq.write_table(pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMAS[table]), sink, compression="zstd")
     path = archive / table / f"{name}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
-    fsync_dir(archive)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())  # (its folder synced)
+    for folder in (archive, archive.parent, archive.parent.parent):  # <log id>/, archive/, serving/: made now
+        fsync_dir(folder)
     return path
 
 
 _OLD_OUTCOMES = (
     "SELECT o.kind, o.outcome_id, o.seq FROM outcomes o WHERE o.appended = 1 AND o.created_us < ? "
     "AND o.seq <= ? AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.charge_id = o.charge_id) "
-    "AND (o.seq > ? OR (o.seq = ? AND o.kind || ':' || o.outcome_id > ?)) "
-    "ORDER BY o.seq, o.kind || ':' || o.outcome_id LIMIT ?"
+    "AND o.seq >= ? AND (o.seq > ? OR (o.seq = ? AND (o.kind > ? OR (o.kind = ? AND o.outcome_id > ?)))) "
+    "ORDER BY o.seq, o.kind, o.outcome_id LIMIT ?"
 )
 
 
@@ -440,14 +486,15 @@ def _old_outcomes(
 ) -> Iterator[list[tuple[str, str]]]:
     """Pages of ``(kind, outcome_id)`` of the appended outcomes of charges the service did not decide,
     created before ``cutoff`` and logged at or before ``max_seq``."""
-    last, tie = -(2**62), ""
+    last, kind, oid = -(2**62), "", ""
     while True:
-        rows = decisions._fetch(_OLD_OUTCOMES, (cutoff, max_seq, last, last, tie, batch))
+        args = (cutoff, max_seq, last, last, last, kind, kind, oid, batch)
+        rows = decisions._fetch(_OLD_OUTCOMES, args)
         if rows:
             yield [(str(k), str(o)) for k, o, _ in rows]
         if len(rows) < batch:
             return
-        last, tie = int(rows[-1][2]), f"{rows[-1][0]}:{rows[-1][1]}"
+        last, kind, oid = int(rows[-1][2]), str(rows[-1][0]), str(rows[-1][1])
 
 
 def _outcome_rows(decisions: DecisionLog, keys: list[tuple[str, str]]) -> _Rows:

@@ -293,14 +293,15 @@ class Scorer(FeedbackMixin):
             n += 1
         return n
 
-    def _load_shared(self, store: RedisStore) -> None:
+    def _load_shared(self, store: RedisStore, reloaded: bool = False) -> None:
         """Start a Redis state as a memory state starts: the first serving process of this feature set
         builds the state in memory from the event log and its decision log, then writes it to Redis once
         (:meth:`RedisStore.load`, under the namespace's load lock). A process that finds it loaded catches it
         up with the charges and outcomes of its decision log it misses (the last decided charges and the
         last counted outcomes are checked; ids counted already count once, late ones land in their own
         tiles), e.g. after serving another feature set; only those within the charge TTL of its latest
-        event, whose claims have not expired."""
+        event, whose claims have not expired. When the decision log was pruned (the events missed may be in
+        the event log only), it loads the namespace again instead, once (``reloaded``)."""
         if store.begin_load():
             try:
                 t0 = time.perf_counter()
@@ -332,6 +333,16 @@ class Scorer(FeedbackMixin):
         since = max(times) - store.charge_ttl_s * 1_000_000
         counted = [(source, oid, cid) for source, oid, cid, t in outcomes if t >= since]
         if not store.learned_all(recent) or not store.counted_all(counted):
+            # the events it misses may be pruned, in the event log only: loaded again (once) from both
+            if self.log.pruned_through() and not reloaded:
+                log.warning(
+                    "Redis online state %s misses events of this decision log, which was pruned: loading it "
+                    "again from the event log and the decision log",
+                    store.ns,
+                )
+                store.unmark()
+                self._load_shared(store, reloaded=True)
+                return
             n = self._apply_logged(self.online, 0, since)
             log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
 
