@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import shutil
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -489,3 +490,89 @@ def test_a_stale_redis_state_is_loaded_again_when_the_log_was_pruned(
         assert d.features["card.count_fraud_disputes_all"] == 2.0
     finally:
         s.close(snapshot=False)
+
+
+def test_a_redis_state_others_serve_from_is_caught_up_not_emptied(
+    ws: Workspace, redis_scratch: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by a review: the reload above emptied a namespace live servers were using (their /healthz
+    failed, their writes meanwhile were lost). With another server on it, the state is caught up instead."""
+    live = Scorer.open(ws, state=REDIS_SCRATCH_URL)  # serves from the namespace throughout
+    try:
+        m = Scorer.open(ws)  # a memory-state server on the same log: the Redis state is not fed
+        try:
+            m.score(charge(2, created=OLD.format(2), outcome="authorized"))
+            m.record_outcome("disputes", _dispute(2, "2026-03-02T00:00:00Z"))
+            live.score(charge(20, created="2026-05-01T12:10:00+00:00", outcome="authorized"))
+            m.score(charge(7, created=NEW, outcome="authorized"))  # 12:00
+            m.log.flush()
+            export_charges(ws, m.log)
+            assert prune(ws, m.log, keep_days=30, keep_newest=0).pruned["decisions"] == 1
+        finally:
+            m.close(snapshot=False)
+        with caplog.at_level("INFO", logger="payfm.serving.scorer"):
+            other = Scorer.open(ws, state=REDIS_SCRATCH_URL)
+            other.close(snapshot=False)
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert (
+            "serve from it: caught up from the decision log alone" in said and "loading it again" not in said
+        )
+        assert live.health() == []  # its namespace was not emptied under it
+        d = live.score(charge(21, created="2026-05-01T12:30:00+00:00", outcome="authorized"))
+        assert d.features["card.count_charges_1h"] == 2.0  # ch_7 (caught up by the other server), ch_20
+    finally:
+        live.close(snapshot=False)
+
+
+def test_prune_on_a_postgresql_log_a_server_writes_meanwhile(ws: Workspace) -> None:
+    """Found by a review: a table lock the prune's transaction took deadlocked with the servers' own (a review
+    closure writes reviews then outcomes; a group commit, outcomes then decisions): the prune failed."""
+    require_postgres(POSTGRES_URL)
+    import psycopg
+
+    from payfm.serving.postgres_log import PostgresDecisionLog
+
+    schema = f"payfm_test_{uuid.uuid4().hex[:8]}"
+    s = Scorer.open(ws, decision_log=PostgresDecisionLog(POSTGRES_URL, schema=schema))
+    errors: list[BaseException] = []
+    stop = threading.Event()
+    ids = iter(range(1000, 10**6))
+    take = threading.Lock()
+
+    def serve() -> None:  # charges sent to review, each closed at once
+        while not stop.is_set():
+            with take:
+                i = next(ids)
+            try:
+                created = f"2026-05-0{2 + i % 7}T{i % 24:02d}:{i // 24 % 60:02d}:00+00:00"
+                s.score(charge(i, created=created, outcome="authorized", amount=90_000, amount_usd=90_000))
+                s.close_review(f"ch_{i}", "approved")
+            except BaseException as e:  # pragma: no cover - the failure the test looks for
+                errors.append(e)
+                return
+
+    try:
+        for i in range(100):
+            s.score(
+                charge(i, created=f"2026-03-01T12:{i // 60:02d}:{i % 60:02d}+00:00", outcome="authorized")
+            )
+        s.score(charge(999, created=NEW, outcome="authorized"))
+        s.log.flush()
+        export_charges(ws, s.log)
+        servers = [threading.Thread(target=serve) for _ in range(3)]
+        for t in servers:
+            t.start()
+        try:
+            report = prune(ws, s.log, keep_days=30, keep_newest=0, batch=10)
+        finally:
+            stop.set()
+            for t in servers:
+                t.join()
+        assert not errors, errors
+        archived = _archived(report.archive, "decisions", "charge_id")
+        assert len(archived) == report.pruned["decisions"] == 100 and len(report.parts) == 10
+        assert not set(archived) & _rows(s.log)["decisions"]
+    finally:
+        s.close(snapshot=False)
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
+            con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

@@ -132,6 +132,7 @@ Record = DecisionRecord | OutcomeRecord | ReviewClose | MarkAppended
 _STOP = object()
 T = TypeVar("T")
 PRUNED_THROUGH = "pruned_through"  # meta key: the highest sequence number a prune deleted
+PRUNED_NEWEST = "pruned_newest_us"  # meta key: the latest event time (created_us) among the pruned rows
 
 
 class _GroupCommit:
@@ -221,9 +222,6 @@ class DecisionLog(ABC):
 
     url: str
     placeholder = "?"
-    # What keeps the servers' writes of the log's tables off for the rest of a transaction, reads passing
-    # (a prune checks, then deletes): none on SQLite, whose transactions hold its write lock.
-    TABLE_LOCK: str | None = None
 
     def __init__(self) -> None:
         self._writer: _GroupCommit | None = None
@@ -468,6 +466,12 @@ class DecisionLog(ABC):
         cannot be used (a pruned event after it would be missing from the replay)."""
         rows = self._fetch("SELECT value FROM meta WHERE key = ?", (PRUNED_THROUGH,))
         return int(rows[0][0]) if rows else 0
+
+    def pruned_newest_us(self) -> int | None:
+        """The latest event time (``created_us``) among the rows a prune deleted; None: never pruned. A
+        catch-up from this log of events created before it may miss pruned ones."""
+        rows = self._fetch("SELECT value FROM meta WHERE key = ?", (PRUNED_NEWEST,))
+        return int(rows[0][0]) if rows else None
 
     # ---- reading -------------------------------------------------------------------------------------------
     def get_decision(self, charge_id: str) -> dict[str, Any] | None:

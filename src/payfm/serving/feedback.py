@@ -476,8 +476,8 @@ class FeedbackMixin(MoneyClaimsMixin):
             return known_answer(in_log, answer)
         if charge is None:
             raise NotFound(
-                f"Unknown charge '{shown(cid)}': this service did not decide it (an authorization result "
-                "follows the decision; a charge imported with its outcome has one already).",
+                f"Unknown charge '{shown(cid)}': this service did not decide it and the event log does not "
+                "hold it (an authorization result follows the decision).",
                 field="charge_id",
             )
         known = self._known_result(cid, charge)

@@ -51,7 +51,6 @@ class PostgresDecisionLog(DecisionLog):
     """``PostgresDecisionLog("postgresql://user@host:5432/db")``."""
 
     placeholder = "%s"
-    TABLE_LOCK = "LOCK TABLE decisions, outcomes, reviews IN SHARE ROW EXCLUSIVE MODE"
 
     def __init__(self, url: str, *, schema: str | None = None, durability: str = "fsync") -> None:
         super().__init__()

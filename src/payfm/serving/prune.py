@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace, atomic_write_bytes, fsync_dir
-from payfm.serving.decision_log import PRUNED_THROUGH, STALE_CHECK, DecisionLog
+from payfm.serving.decision_log import PRUNED_NEWEST, PRUNED_THROUGH, STALE_CHECK, DecisionLog
 from payfm.serving.event_lookup import matching_rows_of
 from payfm.serving.snapshot_child import newest_snapshot_seq
 
@@ -123,6 +123,7 @@ class PrunedPart:
     outcomes: tuple[tuple[str, str], ...]  # (kind, outcome id)
     reviews: tuple[str, ...]  # charge ids (closed reviews)
     max_seq: int
+    newest_us: int  # the latest event time (created_us) among them
 
 
 class PruneRaced(Exception):
@@ -365,6 +366,7 @@ def _prune_part(decisions: DecisionLog, report: PruneReport, rows: _Rows, decide
             tuple((str(r["kind"]), str(r["outcome_id"])) for r in rows.outcomes),
             tuple(str(r["charge_id"]) for r in rows.reviews),
             max(int(r["seq"]) for t in rows.tables().values() for r in t),
+            max(int(r["created_us"]) for r in (*rows.decisions, *rows.outcomes)),
         )
         interrupts.check()  # (Ctrl-C before the delete: the part is removed at the next prune)
         try:
@@ -411,17 +413,18 @@ class PartChanged(Exception):
 
 
 def delete_part(decisions: DecisionLog, part: PrunedPart) -> None:
-    """Delete ``part``'s rows (archived already) and record it in the log's ``meta`` (``pruned:<name>``,
-    and ``pruned_through`` raised to its ``max_seq``), in one transaction that holds off the servers'
-    writes of these tables (SQLite: its write lock; PostgreSQL: a table lock that reads pass). Every row
-    must still be there, else :class:`PruneRaced`; an outcome or a review of its charges logged since it was
-    read, else :class:`PartChanged`; either way nothing is deleted."""
+    """Delete ``part``'s rows (archived already) and record it in the log's ``meta`` (``pruned:<name>``;
+    ``pruned_through`` and ``pruned_newest_us`` raised to its ``max_seq`` and ``newest_us``), in one
+    transaction. Every row must still be there, else :class:`PruneRaced`; no outcome or review of its
+    charges may have been logged since it was read, else :class:`PartChanged`; either way nothing is
+    deleted. On SQLite the transaction holds the log's write lock from its start, so the check is exact; on
+    PostgreSQL (no table lock: it deadlocked with the servers' transactions) an outcome committed between
+    the check and the delete outlives its decision, whose charge the event log holds, as for an outcome of
+    an imported charge."""
     counts = {"decisions": len(part.decisions), "outcomes": len(part.outcomes), "reviews": len(part.reviews)}
     q = decisions._sql
 
     def work(cur: Any) -> None:
-        if decisions.TABLE_LOCK:
-            cur.execute(decisions.TABLE_LOCK)
         archived, changed = set(part.outcomes), set()
         for marks, args in _chunks(part.decisions):
             where = f"charge_id IN ({marks})"
@@ -444,11 +447,11 @@ def delete_part(decisions: DecisionLog, part: PrunedPart) -> None:
             deleted["outcomes"] += cur.rowcount
         if deleted != counts:
             raise PruneRaced(f"archive part {part.name}: deleted {deleted}, archived {counts}")
-        row = cur.execute(q("SELECT value FROM meta WHERE key = ?"), (PRUNED_THROUGH,)).fetchone()
-        through = max(part.max_seq, int(row[0]) if row else 0)
         upsert = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
         upsert += "DO UPDATE SET value = excluded.value"
-        cur.execute(q(upsert), (PRUNED_THROUGH, str(through)))
+        for key, value in ((PRUNED_THROUGH, part.max_seq), (PRUNED_NEWEST, part.newest_us)):
+            row = cur.execute(q("SELECT value FROM meta WHERE key = ?"), (key,)).fetchone()
+            cur.execute(q(upsert), (key, str(max(value, int(row[0])) if row else value)))
         cur.execute(q(upsert), (PRUNED_PART + part.name, json.dumps(counts)))
 
     decisions.in_transaction(work)

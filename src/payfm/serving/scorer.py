@@ -52,7 +52,7 @@ from payfm.events.workspace import Workspace, alive, opened
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
-from payfm.redis_load import Presence, is_redis_url
+from payfm.redis_load import Presence, is_redis_url, live_servers
 from payfm.rules import charge_values
 from payfm.serving.bundle import Bundle, load_bundle, log_relisting, relisted
 from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_untimely
@@ -245,12 +245,8 @@ class Scorer(FeedbackMixin):
                 pruned,
             )
             snaps = []
-        if pruned and not snaps and not self.config.warm_from_event_log:
-            log.warning(
-                "the decision log was pruned up to seq %d and this server does not warm its state from the "
-                "event log: the pruned charges and outcomes count in no feature",
-                pruned,
-            )
+        if not snaps:
+            self._warn_unwarmed()
         if snaps:
             try:
                 self.online = OnlineFeatures(self.bundle.fset, MemoryStore.restore(snaps[-1], version))
@@ -262,6 +258,15 @@ class Scorer(FeedbackMixin):
             self._warm_from_event_log(self.online)
         n = self._apply_logged(self.online, since)
         log.info("online state rebuilt: snapshot seq %d + %d logged events", since, n)
+
+    def _warn_unwarmed(self) -> None:
+        """A state built from a pruned decision log without the event log misses the pruned events: said."""
+        if not self.config.warm_from_event_log and (pruned := self.log.pruned_through()):
+            log.warning(
+                "the decision log was pruned up to seq %d and this server does not warm its state from the "
+                "event log: the pruned charges and outcomes count in no feature",
+                pruned,
+            )
 
     def _warm_from_event_log(self, online: OnlineFeatures) -> None:
         if self.config.warm_from_event_log:
@@ -300,13 +305,15 @@ class Scorer(FeedbackMixin):
         up with the charges and outcomes of its decision log it misses (the last decided charges and the
         last counted outcomes are checked; ids counted already count once, late ones land in their own
         tiles), e.g. after serving another feature set; only those within the charge TTL of its latest
-        event, whose claims have not expired. When the decision log was pruned (the events missed may be in
-        the event log only), it loads the namespace again instead, once (``reloaded``)."""
+        event, whose claims have not expired. When the decision log was pruned of events within that window
+        (those missed may be in the event log only), it loads the namespace again instead, once
+        (``reloaded``), unless other servers serve from it (a load empties it first): it warns then."""
         if store.begin_load():
             try:
                 t0 = time.perf_counter()
                 memory = MemoryStore()
                 built = OnlineFeatures(self.bundle.fset, memory)
+                self._warn_unwarmed()
                 self._warm_from_event_log(built)
                 n = self._apply_logged(built, 0)
                 keys = store.load(memory)
@@ -333,16 +340,26 @@ class Scorer(FeedbackMixin):
         since = max(times) - store.charge_ttl_s * 1_000_000
         counted = [(source, oid, cid) for source, oid, cid, t in outcomes if t >= since]
         if not store.learned_all(recent) or not store.counted_all(counted):
-            # the events it misses may be pruned, in the event log only: loaded again (once) from both
-            if self.log.pruned_through() and not reloaded:
-                log.warning(
-                    "Redis online state %s misses events of this decision log, which was pruned: loading it "
-                    "again from the event log and the decision log",
+            pruned = self.log.pruned_newest_us()
+            if pruned is not None and pruned >= since and not reloaded:  # some it misses may be pruned
+                mine = self._presence.key(store.ns) if self._presence is not None else None
+                others = live_servers(store.client, store.ns, but=mine)
+                if not others:  # loaded again (once) from the event log, which holds them, and this log
+                    log.warning(
+                        "Redis online state %s misses events of this decision log, which was pruned of "
+                        "events within the charge TTL: loading it again from the event log and the log",
+                        store.ns,
+                    )
+                    store.unmark()
+                    self._load_shared(store, reloaded=True)
+                    return
+                log.warning(  # a load empties the namespace first: not under servers that use it
+                    "Redis online state %s misses events of this decision log, which was pruned of events "
+                    "within the charge TTL, and %s serve from it: caught up from the decision log alone "
+                    "(pruned events it missed count nowhere until it is loaded again)",
                     store.ns,
+                    ", ".join(others),
                 )
-                store.unmark()
-                self._load_shared(store, reloaded=True)
-                return
             n = self._apply_logged(self.online, 0, since)
             log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
 
