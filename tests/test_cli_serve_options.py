@@ -44,14 +44,20 @@ def test_keep_alive_reaches_uvicorn(tmp_path: str, monkeypatch: pytest.MonkeyPat
         generate_world(WorldConfig(charges=1000, days=1, seed=1, start=datetime(2026, 1, 1, tzinfo=UTC)))
     )
     seen: dict[str, object] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(kw))
+
+    def run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
+        seen.update(keep_alive=server.config.timeout_keep_alive, port=server.config.port)
+        seen["bound"] = [s.getsockname()[1] for s in sockets]
+        for s in sockets:
+            s.close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr("payfm.cli.serve._hold_workspace", lambda ws: None)  # (a lock held to process exit)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    args = ["-w", str(ws.root), "serve", "--port", str(port), "--keep-alive-s", "75"]
+    args = ["-w", str(ws.root), "serve", "--port", "0", "--keep-alive-s", "75"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
-    assert seen["timeout_keep_alive"] == 75 and seen["port"] == port
+    port = seen["port"]
+    assert seen["keep_alive"] == 75 and isinstance(port, int) and port > 0 and seen["bound"] == [port]
+    assert f" on http://127.0.0.1:{port}\n" in result.output  # port 0: the one the system gave, said
     result = CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "--keep-alive-s", "0"])
     assert result.exit_code == 2 and "Invalid value for '--keep-alive-s': 0" in result.output

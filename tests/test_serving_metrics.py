@@ -308,30 +308,13 @@ def test_payfm_serve_writes_the_access_log_and_serves_metrics(tmp_path: Path) ->
     """The command end to end: a real server, a decision, a scrape, its stderr."""
     import http.client
     import signal
-    import subprocess
-    import sys
 
-    from test_serving_restart import _free_port, _post
+    from test_serving_restart import _post, serve_process
 
     ws = Workspace.open(tmp_path / "ws", create=True)
     key = KeyStore(ws.root / "serving" / "keys.db").create("checkout")
-    port = _free_port()
-    cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root), "serve"]
-    with (tmp_path / "stderr").open("wb") as err:
-        proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=subprocess.DEVNULL, stderr=err)
+    proc, port = serve_process(ws.root, stderr=tmp_path / "stderr")
     try:
-        deadline = time.monotonic() + 30
-        status = None
-        while status != 200 and time.monotonic() < deadline:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            try:
-                c.request("GET", "/healthz")
-                status = c.getresponse().status
-            except OSError:
-                time.sleep(0.1)
-            finally:
-                c.close()
-        assert status == 200, "the server did not start within 30 s"
         assert _post(port, key, charge(1, merchant_id="m_body_only"))[0] == 200
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -22,28 +22,41 @@ from test_serving_scorer import charge
 N = 400
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(ws: Path, port: int) -> subprocess.Popen[bytes]:
+def serve_process(ws: Path, *args: str, stderr: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """`payfm serve --port 0 ARGS` on workspace ``ws``, its stderr written to ``stderr`` (a file beside the
+    workspace by default); returns the process and its port, read from its start line, once /healthz
+    answers 200. (A port picked by the test and handed to the command could be taken by another test process
+    before the server binds it.)"""
+    err = stderr or ws.parent / f"serve-{time.monotonic_ns()}.err"
     cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws), "serve"]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--snapshot-every", "60"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                c.close()
-                return proc
-        except OSError:
-            time.sleep(0.1)
+    with err.open("wb") as f:
+        proc = subprocess.Popen(
+            [*cmd, "--host", "127.0.0.1", "--port", "0", *args], stdout=subprocess.DEVNULL, stderr=f
+        )
+    deadline = time.monotonic() + 60
+    port = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if not port:
+            found = re.search(
+                r" on http://127\.0\.0\.1:(\d+)$", err.read_text(errors="replace"), re.MULTILINE
+            )
+            port = int(found.group(1)) if found else 0
+        if port:
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    c.close()
+                    return proc, port
+            except OSError:
+                pass
+        time.sleep(0.1)
     proc.kill()
-    raise AssertionError("the server did not start within 30 s")
+    raise AssertionError(f"the server did not start within 60 s: {err.read_text(errors='replace')[-2000:]}")
+
+
+def _start(ws: Path) -> tuple[subprocess.Popen[bytes], int]:
+    return serve_process(ws, "--snapshot-every", "60")
 
 
 def _post(port: int, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -64,8 +77,7 @@ def _post(port: int, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any
 def test_kill_9_mid_stream_then_restart_counts_each_charge_once(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws", create=True)
     key = KeyStore(ws.root / "serving" / "keys.db").create("t")
-    port = _free_port()
-    proc = _start(ws.root, port)
+    proc, port = _start(ws.root)
     acked: list[str] = []
     try:
 
@@ -96,7 +108,7 @@ def test_kill_9_mid_stream_then_restart_counts_each_charge_once(tmp_path: Path) 
         logged = {r[0] for r in con.execute("SELECT charge_id FROM decisions")}
     assert set(acked) <= logged  # every acknowledged decision was durable before its response
     assert list((ws.root / "serving" / "state").glob("*.json.gz"))  # a snapshot was taken before the kill
-    proc = _start(ws.root, port)
+    proc, port = _start(ws.root)  # (another port, maybe)
     try:
         for i in range(N):  # resend everything: acknowledged ones return the stored decision
             status, _ = _post(port, key, charge(i))
@@ -119,13 +131,12 @@ def test_kill_9_mid_stream_then_restart_counts_each_charge_once(tmp_path: Path) 
 
 def test_a_second_server_on_the_workspace_or_the_port_is_refused_before_loading(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws", create=True)
-    port = _free_port()
-    proc = _start(ws.root, port)
+    proc, port = _start(ws.root)
     try:
         base = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws.root), "serve"]
         for other, said in (
             (port, "cannot listen there"),
-            (_free_port(), f"Another payfm serve (pid {proc.pid})"),
+            (0, f"Another payfm serve (pid {proc.pid})"),
         ):
             second = subprocess.run(
                 [*base, "--host", "127.0.0.1", "--port", str(other)],

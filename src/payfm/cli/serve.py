@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 import time
 from datetime import datetime
@@ -35,7 +36,13 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
 
 @click.group(invoke_without_command=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port to bind.")
+@click.option(
+    "--port",
+    default=8000,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to bind; 0: a free one the system picks, said in the start line ('... on http://HOST:PORT').",
+)
 @click.option(
     "--decision-log",
     envvar="PAYFM_DECISION_LOG",
@@ -179,7 +186,8 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ws = _ws(ctx)
-    _port_free(host, port)  # before minutes of loading, not after
+    if port:
+        _port_free(host, port)  # before minutes of loading, not after
     if decision_log.startswith("sqlite") or state == "memory":
         # The workspace's SQLite decision log and in-memory state snapshots belong to one server.
         _hold_workspace(ws)
@@ -197,7 +205,6 @@ def serve(
         ),
         durability=durability,
     )
-    _say(f"{scorer.bundle.describe()} on http://{host}:{port}")
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the previous handler: make
     # that an exit through `finally`, so the scorer closes (the state is snapshotted) instead of dying.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
@@ -215,14 +222,17 @@ def serve(
             max_lag_ms=max_lag_ms,
             access_log=access_log,
         )
-        uvicorn.run(
+        sock = _bound(host, port)  # (uvicorn listens on it: port 0 is the one the system gave)
+        _say(f"{scorer.bundle.describe()} on http://{host}:{sock.getsockname()[1]}")
+        config = uvicorn.Config(
             app,
             host=host,
-            port=port,
+            port=sock.getsockname()[1],
             log_level="warning",
             access_log=False,
             timeout_keep_alive=keep_alive_s,
         )
+        uvicorn.Server(config).run(sockets=[sock])
     finally:
         # Only a memory state is snapshotted: a Redis state is already where the next server reads it.
         final = "final state snapshot" if state == "memory" else f"state left in Redis ({shown_url(state)})"
@@ -238,16 +248,20 @@ def _say(line: str) -> None:
 
 
 def _port_free(host: str, port: int) -> None:
-    import socket
+    _bound(host, port).close()
 
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as e:
-            raise ConfigError(
-                f"--host {host} --port {port}: cannot listen there ({e.strerror or e})."
-            ) from None
+
+def _bound(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port`` (0: a free port), as uvicorn binds its own (``SO_REUSEADDR``: a
+    restart finds the port free while the last run's connections time out); ConfigError when it cannot be."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ConfigError(f"--host {host} --port {port}: cannot listen there ({e.strerror or e}).") from None
+    return sock
 
 
 _HELD: list[object] = []  # the open lock file of this process's server (kept open while it runs)
