@@ -466,48 +466,25 @@ def test_pages_of_one_row_prune_the_same(ws: Workspace) -> None:
         s.close(snapshot=False)
 
 
-def test_a_stale_redis_state_is_loaded_again_when_the_log_was_pruned(
-    ws: Workspace, redis_scratch: Any
-) -> None:
-    """Found by a review: a Redis state that missed events of the decision log caught up from that log
-    only, within the charge TTL: pruned events, in the event log only, counted nowhere."""
-    s = Scorer.open(ws, state=REDIS_SCRATCH_URL)  # loads the namespace
-    s.close(snapshot=False)
-    m = Scorer.open(ws)  # a memory-state server on the same log: the Redis state is not fed
-    try:
-        for i in (2, 3):
-            m.score(charge(i, created=OLD.format(i), outcome="authorized"))
-            m.record_outcome("disputes", _dispute(i, f"2026-03-0{i}T00:00:00Z"))
-        m.score(charge(7, created=NEW, outcome="authorized"))
-        m.log.flush()
-        export_charges(ws, m.log)
-        assert prune(ws, m.log, keep_days=30, keep_newest=0).pruned["decisions"] == 2
-    finally:
-        m.close(snapshot=False)
-    s = Scorer.open(ws, state=REDIS_SCRATCH_URL)
-    try:
-        d = s.score(charge(8, created="2026-05-01T12:30:00+00:00", outcome="authorized"))
-        assert d.features["card.count_fraud_disputes_all"] == 2.0
-    finally:
-        s.close(snapshot=False)
-
-
-def test_a_redis_state_others_serve_from_is_caught_up_not_emptied(
+def test_a_stale_redis_state_of_a_pruned_log_is_caught_up_and_the_remedy_said(
     ws: Workspace, redis_scratch: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Found by a review: the reload above emptied a namespace live servers were using (their /healthz
-    failed, their writes meanwhile were lost). With another server on it, the state is caught up instead."""
+    """Found by reviews: a Redis state that missed events of the decision log catches up from that log
+    within the charge TTL, so pruned events (in the event log only) count nowhere in it. Loading it again at
+    start emptied a namespace live servers used, and a check for them raced with their start: the server
+    warns instead, naming the remedy, which counts them."""
     live = Scorer.open(ws, state=REDIS_SCRATCH_URL)  # serves from the namespace throughout
     try:
         m = Scorer.open(ws)  # a memory-state server on the same log: the Redis state is not fed
         try:
-            m.score(charge(2, created=OLD.format(2), outcome="authorized"))
-            m.record_outcome("disputes", _dispute(2, "2026-03-02T00:00:00Z"))
+            for i in (2, 3):
+                m.score(charge(i, created=OLD.format(i), outcome="authorized"))
+                m.record_outcome("disputes", _dispute(i, f"2026-03-0{i}T00:00:00Z"))
             live.score(charge(20, created="2026-05-01T12:10:00+00:00", outcome="authorized"))
             m.score(charge(7, created=NEW, outcome="authorized"))  # 12:00
             m.log.flush()
             export_charges(ws, m.log)
-            assert prune(ws, m.log, keep_days=30, keep_newest=0).pruned["decisions"] == 1
+            assert prune(ws, m.log, keep_days=30, keep_newest=0).pruned["decisions"] == 2
         finally:
             m.close(snapshot=False)
         with caplog.at_level("INFO", logger="payfm.serving.scorer"):
@@ -515,13 +492,22 @@ def test_a_redis_state_others_serve_from_is_caught_up_not_emptied(
             other.close(snapshot=False)
         said = " ".join(r.getMessage() for r in caplog.records)
         assert (
-            "serve from it: caught up from the decision log alone" in said and "loading it again" not in said
+            "which was pruned of events within the charge TTL: caught up from the decision log alone" in said
         )
+        assert f"payfm serve state drop {live.online.store.ns}" in said  # type: ignore[attr-defined]
         assert live.health() == []  # its namespace was not emptied under it
         d = live.score(charge(21, created="2026-05-01T12:30:00+00:00", outcome="authorized"))
         assert d.features["card.count_charges_1h"] == 2.0  # ch_7 (caught up by the other server), ch_20
+        assert d.features["card.count_fraud_disputes_all"] == 0.0  # the pruned disputes: not counted
     finally:
         live.close(snapshot=False)
+    redis_scratch.flushdb()  # the remedy: every server stopped, the namespace dropped, one started
+    s = Scorer.open(ws, state=REDIS_SCRATCH_URL)
+    try:
+        d = s.score(charge(22, created="2026-05-01T12:40:00+00:00", outcome="authorized"))
+        assert d.features["card.count_fraud_disputes_all"] == 2.0  # from the event log
+    finally:
+        s.close(snapshot=False)
 
 
 def test_prune_on_a_postgresql_log_a_server_writes_meanwhile(ws: Workspace) -> None:
@@ -539,7 +525,9 @@ def test_prune_on_a_postgresql_log_a_server_writes_meanwhile(ws: Workspace) -> N
     ids = iter(range(1000, 10**6))
     take = threading.Lock()
 
-    def serve() -> None:  # charges sent to review, each closed at once
+    disputed: list[str] = []
+
+    def serve() -> None:  # charges sent to review, each closed at once; disputes of charges being pruned
         while not stop.is_set():
             with take:
                 i = next(ids)
@@ -547,6 +535,9 @@ def test_prune_on_a_postgresql_log_a_server_writes_meanwhile(ws: Workspace) -> N
                 created = f"2026-05-0{2 + i % 7}T{i % 24:02d}:{i // 24 % 60:02d}:00+00:00"
                 s.score(charge(i, created=created, outcome="authorized", amount=90_000, amount_usd=90_000))
                 s.close_review(f"ch_{i}", "approved")
+                old = _dispute(i % 100, "2026-05-01T00:00:00Z") | {"dispute_id": f"dp_live_{i}"}
+                if i % 4 == 0 and s.record_outcome("disputes", old)["applied"] is not None:
+                    disputed.append(f"disputes:dp_live_{i}")
             except BaseException as e:  # pragma: no cover - the failure the test looks for
                 errors.append(e)
                 return
@@ -570,9 +561,38 @@ def test_prune_on_a_postgresql_log_a_server_writes_meanwhile(ws: Workspace) -> N
                 t.join()
         assert not errors, errors
         archived = _archived(report.archive, "decisions", "charge_id")
-        assert len(archived) == report.pruned["decisions"] == 100 and len(report.parts) == 10
+        assert len(archived) == report.pruned["decisions"] == 100 - report.kept[LATER_OUTCOME]
         assert not set(archived) & _rows(s.log)["decisions"]
+        assert disputed and set(disputed) <= _rows(s.log)["outcomes"]  # recent: none pruned, none lost
     finally:
         s.close(snapshot=False)
         with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
             con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_pruned_through_only_rises(ws: Workspace, backend: str) -> None:
+    """Found by a review: read, then written, two prunes of one PostgreSQL log could lower it (a snapshot
+    it no longer covered would then be restored); the upsert takes the max itself."""
+    from payfm.serving.postgres_log import PostgresDecisionLog
+
+    schema = f"payfm_test_{uuid.uuid4().hex[:8]}"
+    if backend == "postgresql":
+        require_postgres(POSTGRES_URL)
+    log = (
+        open_log("sqlite", ws.root)
+        if backend == "sqlite"
+        else PostgresDecisionLog(POSTGRES_URL, schema=schema)
+    )
+    try:
+        for name, seq, us in (("a", 200, 7_000), ("b", 150, 9_000), ("c", 180, 8_000)):
+            prune_module.delete_part(log, prune_module.PrunedPart(name, (), (), (), seq, us))
+        assert (log.pruned_through(), log.pruned_newest_us(), log.max_seq()) == (200, 9_000, 200)
+        assert prune_module.pruned_parts(log) == {"a", "b", "c"}
+    finally:
+        log.close()
+        if backend == "postgresql":
+            import psycopg
+
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
+                con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

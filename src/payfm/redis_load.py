@@ -211,11 +211,10 @@ def unlink_namespace(client: Any, ns: str, batch: int = 5_000, keep: str | None 
     return n + (int(client.unlink(*keys)) if keys else 0)
 
 
-def live_servers(client: Any, ns: str, but: str | None = None) -> list[str]:
+def live_servers(client: Any, ns: str) -> list[str]:
     """The serving processes that read namespace ``ns`` now (their :class:`Presence` keys), as
-    ``host pid N``; with ``but``, not the one of that presence key (a process's own)."""
-    keys = [k for k in client.scan_iter(f"{ns}:live:*", count=1_000) if but is None or k != but.encode()]
-    return server_names(client, keys)
+    ``host pid N``."""
+    return server_names(client, list(client.scan_iter(f"{ns}:live:*", count=1_000)))
 
 
 def server_names(client: Any, keys: list[bytes]) -> list[str]:

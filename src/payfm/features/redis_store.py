@@ -216,11 +216,6 @@ class RedisStore(StateStore):
     def abort_load(self) -> None:
         self._load.release()
 
-    def unmark(self) -> None:
-        """Forget that the namespace was loaded, so that the next :meth:`begin_load` loads it again (it is
-        stale); nothing happens while another process reloads it."""
-        self._load.unmark()
-
     def load(self, memory: MemoryStore, *, batch: int = 5_000) -> int:
         """Write the whole state of ``memory`` (built from the logs) in pipelines of ``batch`` keys, each
         refreshing the load lock: one record per entity key (version 1, with its entity's TTL), each counted

@@ -447,14 +447,21 @@ def delete_part(decisions: DecisionLog, part: PrunedPart) -> None:
             deleted["outcomes"] += cur.rowcount
         if deleted != counts:
             raise PruneRaced(f"archive part {part.name}: deleted {deleted}, archived {counts}")
-        upsert = "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) "
-        upsert += "DO UPDATE SET value = excluded.value"
         for key, value in ((PRUNED_THROUGH, part.max_seq), (PRUNED_NEWEST, part.newest_us)):
-            row = cur.execute(q("SELECT value FROM meta WHERE key = ?"), (key,)).fetchone()
-            cur.execute(q(upsert), (key, str(max(value, int(row[0])) if row else value)))
-        cur.execute(q(upsert), (PRUNED_PART + part.name, json.dumps(counts)))
+            cur.execute(q(_RAISE), (key, str(value)))  # (the max taken by the upsert: atomic)
+        cur.execute(
+            q("INSERT INTO meta (key, value) VALUES (?, ?)"), (PRUNED_PART + part.name, json.dumps(counts))
+        )
 
     decisions.in_transaction(work)
+
+
+# A meta key raised to a value (both integers as text), in one statement: two prunes of one PostgreSQL log
+# reading then writing it could lower it.
+_RAISE = (
+    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = CASE WHEN "
+    "CAST(meta.value AS BIGINT) < CAST(excluded.value AS BIGINT) THEN excluded.value ELSE meta.value END"
+)
 
 
 def pruned_parts(decisions: DecisionLog) -> set[str]:

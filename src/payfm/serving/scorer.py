@@ -52,7 +52,7 @@ from payfm.events.workspace import Workspace, alive, opened
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
-from payfm.redis_load import Presence, is_redis_url, live_servers
+from payfm.redis_load import Presence, is_redis_url
 from payfm.rules import charge_values
 from payfm.serving.bundle import Bundle, load_bundle, log_relisting, relisted
 from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_untimely
@@ -298,7 +298,7 @@ class Scorer(FeedbackMixin):
             n += 1
         return n
 
-    def _load_shared(self, store: RedisStore, reloaded: bool = False) -> None:
+    def _load_shared(self, store: RedisStore) -> None:
         """Start a Redis state as a memory state starts: the first serving process of this feature set
         builds the state in memory from the event log and its decision log, then writes it to Redis once
         (:meth:`RedisStore.load`, under the namespace's load lock). A process that finds it loaded catches it
@@ -306,8 +306,8 @@ class Scorer(FeedbackMixin):
         last counted outcomes are checked; ids counted already count once, late ones land in their own
         tiles), e.g. after serving another feature set; only those within the charge TTL of its latest
         event, whose claims have not expired. When the decision log was pruned of events within that window
-        (those missed may be in the event log only), it loads the namespace again instead, once
-        (``reloaded``), unless other servers serve from it (a load empties it first): it warns then."""
+        (those missed may be in the event log only), it says so, and how to load the namespace again: not
+        here, as a load empties it first, under servers that may be using it."""
         if store.begin_load():
             try:
                 t0 = time.perf_counter()
@@ -341,24 +341,15 @@ class Scorer(FeedbackMixin):
         counted = [(source, oid, cid) for source, oid, cid, t in outcomes if t >= since]
         if not store.learned_all(recent) or not store.counted_all(counted):
             pruned = self.log.pruned_newest_us()
-            if pruned is not None and pruned >= since and not reloaded:  # some it misses may be pruned
-                mine = self._presence.key(store.ns) if self._presence is not None else None
-                others = live_servers(store.client, store.ns, but=mine)
-                if not others:  # loaded again (once) from the event log, which holds them, and this log
-                    log.warning(
-                        "Redis online state %s misses events of this decision log, which was pruned of "
-                        "events within the charge TTL: loading it again from the event log and the log",
-                        store.ns,
-                    )
-                    store.unmark()
-                    self._load_shared(store, reloaded=True)
-                    return
-                log.warning(  # a load empties the namespace first: not under servers that use it
+            if pruned is not None and pruned >= since:  # some events it misses may be in the event log only
+                log.warning(  # (not loaded again here: a load empties the namespace other servers may use)
                     "Redis online state %s misses events of this decision log, which was pruned of events "
-                    "within the charge TTL, and %s serve from it: caught up from the decision log alone "
-                    "(pruned events it missed count nowhere until it is loaded again)",
+                    "within the charge TTL: caught up from the decision log alone, so pruned events it "
+                    "missed count in no feature. To count them, stop every server of this feature set, "
+                    "drop the namespace (payfm serve state drop %s) and start one: it loads the state "
+                    "from the event log and the decision log",
                     store.ns,
-                    ", ".join(others),
+                    store.ns,
                 )
             n = self._apply_logged(self.online, 0, since)
             log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
