@@ -2,8 +2,10 @@
 
 A synthetic world is generated into a temporary workspace; the first charges warm the state up, then each of
 the next ones is timed through `OnlineFeatures.vector_then_update` (the decision-time path), outcomes applied
-in time order as in production. Wall time is the latency; the CPU time of the thread beside it shows how much
-of a slow figure is other processes on the shared cores (the load average is printed with each line). Usage:
+in time order as in production, the garbage collector handled as a server handles it (a freeze after the
+warm-up, then a collection and a freeze every `ScorerConfig.gc_freeze_every` charges, in that charge's
+time). Wall time is the latency; the CPU time of the thread beside it shows how much of a slow figure is
+other processes on the shared cores (the load average is printed with each line). Usage:
 
     .venv/bin/python bench/bench_online.py                       # 200k charges, 30 days; memory and Redis
     .venv/bin/python bench/bench_online.py --redis-url ''        # memory only
@@ -30,6 +32,7 @@ from payfm.features.catalog import default_set
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import apply_log
 from payfm.features.stores import StateStore
+from payfm.serving.scorer_config import ScorerConfig
 from payfm.synth import WorldConfig, generate_world
 
 
@@ -63,8 +66,10 @@ def run(
     online = OnlineFeatures(fs, store)
     lat = []
     cpu = []
+    pauses = []
     k = 0
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
+    every = ScorerConfig().gc_freeze_every
     for i, row in enumerate(rows):
         t = int(row["created_us"])  # type: ignore[call-overload]
         while k < len(outcomes) and outcomes[k][0] <= t:
@@ -73,6 +78,12 @@ def run(
         c0 = cpu_clock()
         t0 = clock()
         online.vector_then_update(row)
+        if i >= warm and every and (i - warm + 1) % every == 0:
+            # as a serving process does every `gc_freeze_every` decisions, before that decision's response
+            p0 = clock()
+            gc.collect()
+            gc.freeze()
+            pauses.append((clock() - p0) / 1e6)
         t1 = clock()
         c1 = cpu_clock()
         if i == warm - 1:
@@ -89,6 +100,11 @@ def run(
         f"mean {a.mean():,.0f} us; "
         f"CPU time of this thread p50 {np.percentile(c, 50):,.0f} us, p99 {np.percentile(c, 99):,.0f} us"
     )
+    if pauses:
+        print(
+            f"{'':>7}  (gc.collect + gc.freeze every {every:,} charges, in that charge's time, as a server "
+            f"does: {len(pauses)} pauses, median {np.median(pauses):.1f} ms, max {max(pauses):.1f} ms)"
+        )
 
 
 def main() -> None:
