@@ -196,12 +196,56 @@ def test_a_second_ctrl_c_stops_waiting_for_work_that_ignores_the_interrupt() -> 
     import _thread
     import threading
 
+    from payfm import interrupts
+
     def deaf(con: Any) -> None:
         _thread.interrupt_main()  # the first Ctrl-C
         threading.Timer(0.5, _thread.interrupt_main).start()  # the second, while the interrupts go unheard
         time.sleep(4)  # (no DuckDB work: con.interrupt() does not stop it)
 
-    assert _seconds_to_stop(deaf) < 2.5
+    try:
+        assert _seconds_to_stop(deaf) < 2.5
+        assert interrupts.abandoned == ["payfm sql's query"]  # the CLI leaves without waiting for it
+    finally:
+        interrupts.abandoned.clear()
+
+
+DEAF_QUERY = """
+import signal, sys, time
+from payfm.events import workspace
+connect = workspace.Workspace.connect
+class Deaf:  # a query that ignores DuckDB's interrupt, for 60 s
+    def __init__(self, con): self.con = con
+    def __getattr__(self, name): return getattr(self.con, name)
+    def interrupt(self): pass
+    def sql(self, query):
+        con = self
+        class Relation:
+            def to_arrow_reader(self, rows):
+                print("running", file=sys.stderr, flush=True)
+                time.sleep(60)
+        return Relation()
+workspace.Workspace.connect = lambda self, *a, **k: Deaf(connect(self, *a, **k))
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (a background job's child has it ignored)
+from payfm.cli.main import main
+sys.argv = ["payfm", "-w", sys.argv[1], "sql", "SELECT 1"]
+main()
+"""
+
+
+def test_a_second_ctrl_c_ends_payfm_sql_at_once(ws: Workspace) -> None:
+    """The second Ctrl-C stopped the interrupting, but the process then waited for DuckDB's thread (the
+    pool's shutdown, then the interpreter's exit) until the query ended: it now leaves at once."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", DEAF_QUERY, str(ws.root)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
+    )
+    assert proc.stderr is not None and proc.stderr.readline() == b"running\n"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    began = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert time.monotonic() - began < 5 and proc.returncode == 1 and b"Aborted!" in err, err
 
 
 def _seconds_to_stop(work: Callable[[Any], object]) -> float:

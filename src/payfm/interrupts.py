@@ -13,6 +13,9 @@ Outside the CLI (the Python API) no handler records anything and :func:`check` d
 from __future__ import annotations
 
 received: list[int] = []  # the signals the CLI's handler took, in order
+# Work a second Ctrl-C gave up on, still running in a thread (a DuckDB query deaf to its interrupt): the CLI
+# then leaves without waiting for it (the interpreter would join the thread at exit).
+abandoned: list[str] = []
 
 
 def stop(signum: int, _frame: object = None) -> None:

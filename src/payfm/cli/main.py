@@ -5,7 +5,9 @@ Every user error (:class:`payfm.errors.PayfmError`) prints one message and exits
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 from typing import Any
 
 import click
@@ -140,5 +142,13 @@ def main() -> None:
     # stands: partial files and temporary folders are removed, locks released. (`payfm serve` sets its own.)
     # It is recorded too (payfm.interrupts): a library that swallows the exception cannot lose it.
     interrupts.received.clear()
+    interrupts.abandoned.clear()
     signal.signal(signal.SIGTERM, interrupts.stop)
-    cli(prog_name="payfm")
+    try:
+        cli(prog_name="payfm")
+    except SystemExit as e:
+        if interrupts.abandoned:  # a thread a second Ctrl-C gave up on: leave now, not when it returns
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(e.code if isinstance(e.code, int) else 1)
+        raise

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from payfm import interrupts
 from payfm.errors import PayfmError
 from payfm.events.cards import redact_card_numbers
 from payfm.events.schema import TABLES
@@ -61,6 +62,7 @@ def sql_batches(
     ws = opened(ws, "sql_batches")
     con = ws.connect()
     pool = ThreadPoolExecutor(1, thread_name_prefix="payfm-sql")
+    abandoned = False
     try:
         _lock(con, ws, sql)
         with _refusals():
@@ -76,9 +78,18 @@ def sql_batches(
             if empty:
                 columns = pa.schema(map(pa.Field.with_name, reader.schema, names))
                 yield pa.RecordBatch.from_pylist([], schema=columns)
+    except Abandoned:
+        abandoned = True
+        raise
     finally:
-        pool.shutdown(wait=True)
-        con.close()
+        pool.shutdown(wait=not abandoned)
+        if not abandoned:  # (closing waits for the query the thread still runs)
+            con.close()
+
+
+class Abandoned(KeyboardInterrupt):
+    """A second Ctrl-C while the query did not stop: its thread is left running (the CLI exits without
+    waiting for it: :data:`payfm.interrupts.abandoned`)."""
 
 
 def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
@@ -110,7 +121,9 @@ def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn:
             except TimeoutError:
                 continue
     except BaseException:
-        _stop(con, pool, future, started, done)
+        if not _stop(con, pool, future, started, done):
+            interrupts.abandoned.append("payfm sql's query")
+            raise Abandoned from None
         raise
 
 
@@ -120,22 +133,23 @@ def _stop(
     future: Future[Any] | None,
     started: threading.Event,
     done: threading.Event,
-) -> None:
+) -> bool:
     """Stop the work: cancelled if it has not started, else interrupted again and again until it ends (an
     interrupt that comes before DuckDB begins the query, a Ctrl-C in the first moments on a loaded machine,
     is lost when it starts, and the query then ran for minutes). Without its future (a Ctrl-C inside the
     submission) work that has not started within a second is not waited for. A second Ctrl-C stops the
-    interrupting; the process still waits for DuckDB's thread to return before it exits."""
+    interrupting: False then (the work may still run)."""
     pool.shutdown(wait=False, cancel_futures=True)  # (work still queued never starts)
     if future is not None and future.cancelled():
-        return
+        return True
     began = time.monotonic()
     try:
         while not done.is_set() and (future is not None or started.is_set() or time.monotonic() - began < 1):
             con.interrupt()
             done.wait(0.1)
     except (KeyboardInterrupt, SystemExit):
-        return
+        return done.is_set()
+    return True
 
 
 @contextlib.contextmanager
