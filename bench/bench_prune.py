@@ -91,9 +91,12 @@ def main() -> None:
             exported = export_charges(ws, scorer.log).exported
             snapshot = scorer.snapshot()
             db = root / "serving" / "decisions.db"
-            size = db.stat().st_size + Path(f"{db}-wal").stat().st_size
+            size, wal = db.stat().st_size, Path(f"{db}-wal").stat().st_size
             name = snapshot.name if snapshot else None
-            print(f"{exported:,} exported; snapshot {name}; log {size / 1e6:.0f} MB", flush=True)
+            print(
+                f"{exported:,} exported; snapshot {name}; log {size / 1e6:.0f} MB, WAL {wal / 1e6:.0f} MB",
+                flush=True,
+            )
             at = (end + timedelta(days=args.days)).isoformat()
             base = _decide_for(scorer, args.charges, args.seconds, at, None)
             print(f"baseline: {_summary(base)}", flush=True)
