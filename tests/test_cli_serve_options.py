@@ -48,8 +48,7 @@ def test_keep_alive_reaches_uvicorn(tmp_path: str, monkeypatch: pytest.MonkeyPat
     def run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
         seen.update(keep_alive=server.config.timeout_keep_alive, port=server.config.port)
         seen["bound"] = [s.getsockname()[1] for s in sockets]
-        for s in sockets:
-            s.close()
+        server.started = True
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr("payfm.cli.serve._hold_workspace", lambda ws: None)  # (a lock held to process exit)
@@ -61,3 +60,15 @@ def test_keep_alive_reaches_uvicorn(tmp_path: str, monkeypatch: pytest.MonkeyPat
     assert f" on http://127.0.0.1:{port}\n" in result.output  # port 0: the one the system gave, said
     result = CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "--keep-alive-s", "0"])
     assert result.exit_code == 2 and "Invalid value for '--keep-alive-s': 0" in result.output
+
+
+def test_a_host_that_cannot_be_bound_is_refused_before_loading_even_on_port_0(tmp_path: str) -> None:
+    """Found by a review: with --port 0 the host was first bound after the state had loaded (minutes)."""
+    from pathlib import Path
+
+    from payfm.events.workspace import Workspace
+
+    ws = Workspace.open(Path(tmp_path) / "ws", create=True)
+    result = CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "--host", "192.0.2.1", "--port", "0"])
+    assert result.exit_code == 1 and "--host 192.0.2.1 --port 0: cannot listen there" in result.output
+    assert "stopping" not in result.output and not (ws.root / "serving" / "decisions.db").exists()

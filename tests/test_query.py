@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -239,7 +240,8 @@ def test_a_second_ctrl_c_ends_payfm_sql_at_once(ws: Workspace) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", DEAF_QUERY, str(ws.root)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL
     )
-    assert proc.stderr is not None and proc.stderr.readline() == b"running\n"
+    assert proc.stderr is not None and select.select([proc.stderr], [], [], 60)[0]  # (no hang if it stalls)
+    assert proc.stderr.readline() == b"running\n"
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     began = time.monotonic()

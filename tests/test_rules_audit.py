@@ -154,6 +154,33 @@ def test_a_signal_interrupts_a_running_backtest_query() -> None:
         con.close()
 
 
+def test_a_second_ctrl_c_leaves_a_backtest_query_deaf_to_its_interrupt() -> None:
+    """Found by a review: a second Ctrl-C while the worker's query ignored the interrupts ended in DuckDB's
+    'connection is busy' from the close, a traceback; the wait now ends with the thread left running."""
+    import _thread
+
+    from payfm import interrupts
+
+    con = duckdb.connect()
+    con.create_function("slow", lambda x: (time.sleep(4), x)[1], ["INTEGER"], "INTEGER")  # deaf for 4 s
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timers = [threading.Timer(t, _thread.interrupt_main) for t in (0.5, 1.0)]  # two Ctrl-C
+    try:
+        for t in timers:
+            t.start()
+        started = time.perf_counter()
+        with pytest.raises(interrupts.Abandoned):
+            _interruptible(con, lambda: con.sql("SELECT slow(1)").fetchall())
+        assert time.perf_counter() - started < 3.0 and interrupts.abandoned == ["the backtest's query"]
+    finally:
+        for t in timers:
+            t.cancel()
+        signal.signal(signal.SIGINT, previous)
+        interrupts.abandoned.clear()
+        time.sleep(4)  # the query ends: the connection can close
+        con.close()
+
+
 # ---- 2. a missing value is never in (or not in) a list, empty or not ---------------------------------------
 
 

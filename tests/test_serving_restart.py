@@ -24,22 +24,24 @@ N = 400
 
 def serve_process(ws: Path, *args: str, stderr: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
     """`payfm serve --port 0 ARGS` on workspace ``ws``, its stderr written to ``stderr`` (a file beside the
-    workspace by default); returns the process and its port, read from its start line, once /healthz
-    answers 200. (A port picked by the test and handed to the command could be taken by another test process
-    before the server binds it.)"""
+    workspace by default), Ctrl-C handled as in a terminal; returns the process and its port, read from its
+    start line, once /healthz answers 200. (A port picked by the test and handed to the command could be
+    taken by another test process before the server binds it.)"""
     err = stderr or ws.parent / f"serve-{time.monotonic_ns()}.err"
     cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws), "serve"]
     with err.open("wb") as f:
         proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", "0", *args], stdout=subprocess.DEVNULL, stderr=f
+            [*cmd, "--host", "127.0.0.1", "--port", "0", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=f,
+            # (a child of a shell's background job starts with SIGINT ignored)
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     deadline = time.monotonic() + 60
     port = 0
     while time.monotonic() < deadline and proc.poll() is None:
         if not port:
-            found = re.search(
-                r" on http://127\.0\.0\.1:(\d+)$", err.read_text(errors="replace"), re.MULTILINE
-            )
+            found = re.search(r" on http://127\.0\.0\.1:(\d+)\n", err.read_text(errors="replace"))
             port = int(found.group(1)) if found else 0
         if port:
             try:
@@ -52,7 +54,9 @@ def serve_process(ws: Path, *args: str, stderr: Path | None = None) -> tuple[sub
                 pass
         time.sleep(0.1)
     proc.kill()
-    raise AssertionError(f"the server did not start within 60 s: {err.read_text(errors='replace')[-2000:]}")
+    proc.wait()
+    said = err.read_text(errors="replace")[-2000:]
+    raise AssertionError(f"the server did not start (exit status {proc.returncode}): {said}")
 
 
 def _start(ws: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -149,3 +153,17 @@ def test_a_second_server_on_the_workspace_or_the_port_is_refused_before_loading(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+
+
+def test_ctrl_c_stops_payfm_serve_cleanly(tmp_path: Path) -> None:
+    """Found by a review: run on its own socket, uvicorn's Ctrl-C after its shutdown reached the command,
+    which then said "Aborted!" and exited 1; it stops as SIGTERM does, status 0."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    proc, _ = serve_process(ws.root, stderr=tmp_path / "err")
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    said = (tmp_path / "err").read_text()
+    assert (
+        "payfm serve: stopping (final state snapshot, decision log closed)" in said and "stopped in" in said
+    )
+    assert "Aborted!" not in said and "Traceback" not in said

@@ -18,6 +18,15 @@ received: list[int] = []  # the signals the CLI's handler took, in order
 abandoned: list[str] = []
 
 
+class Abandoned(KeyboardInterrupt):
+    """A second Ctrl-C while work did not stop: its thread is left running (recorded in :data:`abandoned`;
+    the caller must not wait for it, nor close what it uses)."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        abandoned.append(what)
+
+
 def stop(signum: int, _frame: object = None) -> None:
     """The CLI's SIGTERM handler: record the signal and unwind like Ctrl-C."""
     received.append(signum)

@@ -146,9 +146,9 @@ def main() -> None:
     signal.signal(signal.SIGTERM, interrupts.stop)
     try:
         cli(prog_name="payfm")
-    except SystemExit as e:
+    except BaseException as e:
         if interrupts.abandoned:  # a thread a second Ctrl-C gave up on: leave now, not when it returns
             sys.stdout.flush()
             sys.stderr.flush()
-            os._exit(e.code if isinstance(e.code, int) else 1)
+            os._exit(e.code if isinstance(e, SystemExit) and isinstance(e.code, int) else 1)
         raise

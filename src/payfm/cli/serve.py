@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import socket
@@ -186,8 +187,7 @@ def serve(
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     ws = _ws(ctx)
-    if port:
-        _port_free(host, port)  # before minutes of loading, not after
+    _port_free(host, port)  # before minutes of loading, not after (port 0: the host is checked)
     if decision_log.startswith("sqlite") or state == "memory":
         # The workspace's SQLite decision log and in-memory state snapshots belong to one server.
         _hold_workspace(ws)
@@ -222,17 +222,21 @@ def serve(
             max_lag_ms=max_lag_ms,
             access_log=access_log,
         )
-        sock = _bound(host, port)  # (uvicorn listens on it: port 0 is the one the system gave)
-        _say(f"{scorer.bundle.describe()} on http://{host}:{sock.getsockname()[1]}")
-        config = uvicorn.Config(
-            app,
-            host=host,
-            port=sock.getsockname()[1],
-            log_level="warning",
-            access_log=False,
-            timeout_keep_alive=keep_alive_s,
-        )
-        uvicorn.Server(config).run(sockets=[sock])
+        with _bound(host, port) as sock:  # (uvicorn listens on it: port 0 is the one the system gave)
+            _say(f"{scorer.bundle.describe()} on http://{host}:{sock.getsockname()[1]}")
+            config = uvicorn.Config(
+                app,
+                host=host,
+                port=sock.getsockname()[1],
+                log_level="warning",
+                access_log=False,
+                timeout_keep_alive=keep_alive_s,
+            )
+            server = uvicorn.Server(config)
+            with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once it stopped
+                server.run(sockets=[sock])
+            if not server.started:  # (its startup failed, said in its log; uvicorn.run's status)
+                raise SystemExit(3)
     finally:
         # Only a memory state is snapshotted: a Redis state is already where the next server reads it.
         final = "final state snapshot" if state == "memory" else f"state left in Redis ({shown_url(state)})"
@@ -256,6 +260,8 @@ def _bound(host: str, port: int) -> socket.socket:
     restart finds the port free while the last run's connections time out); ConfigError when it cannot be."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if ":" in host:  # (IPv6 only, as asyncio binds it: `--host ::` is not IPv4's too)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     try:
         sock.bind((host, port))
     except OSError as e:

@@ -78,18 +78,13 @@ def sql_batches(
             if empty:
                 columns = pa.schema(map(pa.Field.with_name, reader.schema, names))
                 yield pa.RecordBatch.from_pylist([], schema=columns)
-    except Abandoned:
+    except interrupts.Abandoned:
         abandoned = True
         raise
     finally:
         pool.shutdown(wait=not abandoned)
-        if not abandoned:  # (closing waits for the query the thread still runs)
+        if not abandoned:  # (DuckDB refuses to close a connection its thread still uses)
             con.close()
-
-
-class Abandoned(KeyboardInterrupt):
-    """A second Ctrl-C while the query did not stop: its thread is left running (the CLI exits without
-    waiting for it: :data:`payfm.interrupts.abandoned`)."""
 
 
 def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
@@ -122,8 +117,7 @@ def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn:
                 continue
     except BaseException:
         if not _stop(con, pool, future, started, done):
-            interrupts.abandoned.append("payfm sql's query")
-            raise Abandoned from None
+            raise interrupts.Abandoned("payfm sql's query") from None
         raise
 
 
@@ -139,11 +133,11 @@ def _stop(
     is lost when it starts, and the query then ran for minutes). Without its future (a Ctrl-C inside the
     submission) work that has not started within a second is not waited for. A second Ctrl-C stops the
     interrupting: False then (the work may still run)."""
-    pool.shutdown(wait=False, cancel_futures=True)  # (work still queued never starts)
-    if future is not None and future.cancelled():
-        return True
-    began = time.monotonic()
     try:
+        pool.shutdown(wait=False, cancel_futures=True)  # (work still queued never starts)
+        if future is not None and future.cancelled():
+            return True
+        began = time.monotonic()
         while not done.is_set() and (future is not None or started.is_set() or time.monotonic() - began < 1):
             con.interrupt()
             done.wait(0.1)

@@ -41,6 +41,7 @@ from typing import TypeVar
 import duckdb
 import pyarrow as pa
 
+from payfm import interrupts
 from payfm.events.schema import time_bound
 from payfm.events.workspace import Workspace, opened
 from payfm.features.definitions import FeatureSet
@@ -463,9 +464,13 @@ def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
         while not finished.wait(0.1):
             pass
     except BaseException:
-        while not finished.is_set():  # a query started after one interrupt gets the next
-            con.interrupt()
-            finished.wait(0.05)
+        try:
+            while not finished.is_set():  # a query started after one interrupt gets the next
+                con.interrupt()
+                finished.wait(0.05)
+        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: stop interrupting, leave the thread
+            if not finished.is_set():
+                raise interrupts.Abandoned("the backtest's query") from None
         raise
     if "error" in done:
         raise done["error"]  # type: ignore[misc]
@@ -767,7 +772,12 @@ def backtest(
         warnings = _warnings(con, report, start, end, scored, scores_source, as_of is None, absent)
         return replace(report, warnings=(*learned, *warnings))
 
+    abandoned = False
     try:
         return _interruptible(con, work)
+    except interrupts.Abandoned:
+        abandoned = True
+        raise
     finally:
-        con.close()
+        if not abandoned:  # (DuckDB refuses to close a connection its thread still uses)
+            con.close()
