@@ -22,23 +22,25 @@ from test_serving_scorer import charge
 N = 400
 
 
-def serve_process(ws: Path, *args: str, stderr: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
-    """`payfm serve --port 0 ARGS` on workspace ``ws``, its stderr written to ``stderr`` (a file beside the
-    workspace by default), Ctrl-C handled as in a terminal; returns the process and its port, read from its
-    start line, once /healthz answers 200. (A port picked by the test and handed to the command could be
-    taken by another test process before the server binds it.)"""
+def serve_process(
+    ws: Path, *args: str, stderr: Path | None = None, port: int = 0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`payfm serve --port PORT ARGS` (0: a free one) on workspace ``ws``, its stderr written to ``stderr``
+    (a file beside the workspace by default), Ctrl-C handled as in a terminal; returns the process and its
+    port, read from its start line, once /healthz answers 200. (A port picked by the test and handed to the
+    command could be taken by another test process before the server binds it.)"""
     err = stderr or ws.parent / f"serve-{time.monotonic_ns()}.err"
     cmd = [sys.executable, "-c", "from payfm.cli.main import main; main()", "-w", str(ws), "serve"]
     with err.open("wb") as f:
         proc = subprocess.Popen(
-            [*cmd, "--host", "127.0.0.1", "--port", "0", *args],
+            [*cmd, "--host", "127.0.0.1", "--port", str(port), *args],
             stdout=subprocess.DEVNULL,
             stderr=f,
             # (a child of a shell's background job starts with SIGINT ignored)
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     deadline = time.monotonic() + 60
-    port = 0
+    port = 0  # (read from the start line, whatever was asked)
     while time.monotonic() < deadline and proc.poll() is None:
         if not port:
             found = re.search(r" on http://127\.0\.0\.1:(\d+)\n", err.read_text(errors="replace"))
@@ -59,8 +61,8 @@ def serve_process(ws: Path, *args: str, stderr: Path | None = None) -> tuple[sub
     raise AssertionError(f"the server did not start (exit status {proc.returncode}): {said}")
 
 
-def _start(ws: Path) -> tuple[subprocess.Popen[bytes], int]:
-    return serve_process(ws, "--snapshot-every", "60")
+def _start(ws: Path, port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+    return serve_process(ws, "--snapshot-every", "60", port=port)
 
 
 def _post(port: int, key: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -112,7 +114,9 @@ def test_kill_9_mid_stream_then_restart_counts_each_charge_once(tmp_path: Path) 
         logged = {r[0] for r in con.execute("SELECT charge_id FROM decisions")}
     assert set(acked) <= logged  # every acknowledged decision was durable before its response
     assert list((ws.root / "serving" / "state").glob("*.json.gz"))  # a snapshot was taken before the kill
-    proc, port = _start(ws.root)  # (another port, maybe)
+    # the same port, at once: the killed server's connections do not keep it (SO_REUSEADDR); another test
+    # process's server could take it meanwhile only by the system's random pick of a free port
+    proc, port = _start(ws.root, port)
     try:
         for i in range(N):  # resend everything: acknowledged ones return the stored decision
             status, _ = _post(port, key, charge(i))
