@@ -19,12 +19,14 @@ abandoned: list[str] = []
 
 
 class Abandoned(KeyboardInterrupt):
-    """A second Ctrl-C while work did not stop: its thread is left running (recorded in :data:`abandoned`;
-    the caller must not wait for it, nor close what it uses)."""
+    """A second Ctrl-C while work did not stop: its thread is left running (the caller must not wait for it,
+    nor close what it uses). Made by :func:`abandon`."""
 
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        abandoned.append(what)
+
+def abandon(what: str) -> Abandoned:
+    """Record ``what`` as left running (:data:`abandoned`) and return the exception to raise."""
+    abandoned.append(what)
+    return Abandoned(what)
 
 
 def stop(signum: int, _frame: object = None) -> None:

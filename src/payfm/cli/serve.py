@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import signal
 import socket
@@ -233,10 +232,13 @@ def serve(
                 timeout_keep_alive=keep_alive_s,
             )
             server = uvicorn.Server(config)
-            with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once it stopped
+            try:
                 server.run(sockets=[sock])
-            if not server.started:  # (its startup failed, said in its log; uvicorn.run's status)
-                raise SystemExit(3)
+            except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has stopped: a clean stop
+                pass
+            else:
+                if not server.started:  # (its startup failed, said in its log; uvicorn.run's status)
+                    raise SystemExit(3)
     finally:
         # Only a memory state is snapshotted: a Redis state is already where the next server reads it.
         final = "final state snapshot" if state == "memory" else f"state left in Redis ({shown_url(state)})"

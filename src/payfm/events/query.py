@@ -117,7 +117,7 @@ def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn:
                 continue
     except BaseException:
         if not _stop(con, pool, future, started, done):
-            raise interrupts.Abandoned("payfm sql's query") from None
+            raise interrupts.abandon("payfm sql's query") from None
         raise
 
 

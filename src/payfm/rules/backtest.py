@@ -470,7 +470,7 @@ def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
                 finished.wait(0.05)
         except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: stop interrupting, leave the thread
             if not finished.is_set():
-                raise interrupts.Abandoned("the backtest's query") from None
+                raise interrupts.abandon("the backtest's query") from None
         raise
     if "error" in done:
         raise done["error"]  # type: ignore[misc]

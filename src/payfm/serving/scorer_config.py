@@ -40,7 +40,7 @@ class ScorerConfig:
     # Every n decisions, move what survived (new online-state records, mostly) out of the cyclic garbage
     # collector's reach (gc.freeze, after a full collection of what is not frozen yet): else each full
     # collection rescans every state record made since start-up, a pause that grows with uptime. The pause
-    # of that collection grows with n: 6-8 ms at 2,000, 33-44 ms at 5,000 (BENCHMARKS.md). 0: never.
+    # of that collection grows with n: 6-8 ms at 2,000, 23-53 ms at 5,000 (BENCHMARKS.md). 0: never.
     gc_freeze_every: int = 2_000
     # Refuse a charge or outcome dated more than this many seconds ahead of the server's clock (None: no
     # bound, as for a replay, whose time is the log's): one far-future event would move its keys' velocity
