@@ -4,6 +4,7 @@ reads the log (outcomes, restarts, snapshots) gives the same answers after it.""
 from __future__ import annotations
 
 import fcntl
+import re
 import shutil
 import sqlite3
 import threading
@@ -352,6 +353,8 @@ def test_cli_prune(tmp_path: Path, ws: Workspace) -> None:
     said = " ".join(r.output.split())
     assert r.exit_code == 0 and "Pruned 3 decisions, 1 review and 2 outcomes" in said, said
     assert str(ws.root / "serving" / "archive") in said
+    freed = re.search(r"The SQLite file keeps ([\d.,]+) KB of freed pages, which new decisions reuse", said)
+    assert freed and float(freed.group(1)) > 0, said  # (3 decisions' pages, the file the same size)
     with pytest.raises(ConfigError):
         prune(ws, open_log("sqlite", ws.root), keep_days=-1)
 

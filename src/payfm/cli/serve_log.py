@@ -51,6 +51,10 @@ def opened_log(ws: Workspace, spec: str) -> Iterator[DecisionLog]:
         log.close()
 
 
+def _size(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} KB"
+
+
 def _when(us: int) -> str:
     return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -148,5 +152,10 @@ def prune_lines(report: PruneReport) -> list[str]:
         lines.append(
             f"Archived to {report.archive} ({plural(len(report.parts), 'part')}; one Parquet file per table "
             "and part: decisions/, outcomes/, reviews/)."
+        )
+    if report.free_bytes and not report.dry_run:
+        lines.append(
+            f"The SQLite file keeps {_size(report.free_bytes)} of freed pages, which new decisions reuse: it "
+            "does not shrink."
         )
     return lines

@@ -148,6 +148,7 @@ class PruneReport:
     kept: Counter[str] = field(default_factory=Counter)  # old decisions kept, by reason (the constants above)
     parts: list[str] = field(default_factory=list)  # archive parts written and committed
     removed: list[str] = field(default_factory=list)  # parts of an earlier prune that did not commit
+    free_bytes: int | None = None  # a SQLite log: its freed pages, which new rows reuse (the file keeps them)
 
 
 def prune(
@@ -199,6 +200,11 @@ def prune(
             _prune_part(decisions, report, _outcome_rows(decisions, keys), decided=False)
             if progress is not None:
                 progress(report)
+        if decisions.placeholder == "?":  # SQLite (PostgreSQL's autovacuum frees the space on its own)
+            pages, size = (
+                decisions._fetch(f"PRAGMA {name}")[0][0] for name in ("freelist_count", "page_size")
+            )
+            report.free_bytes = int(pages) * int(size)
     return report
 
 
