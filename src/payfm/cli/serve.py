@@ -15,7 +15,7 @@ import click
 from payfm import interrupts
 from payfm.cli.options import FiniteFloatRange
 from payfm.cli.render import plural
-from payfm.cli.serve_log import DECISION_LOG_HELP, opened_log, prune_cmd
+from payfm.cli.serve_log import decision_log_option, opened_log, prune_cmd
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
@@ -438,14 +438,7 @@ def state_drop(ctx: click.Context, namespace: str, url: str, force: bool, yes: b
 
 
 @serve.command("export")
-@click.option(
-    "--decision-log",
-    "spec",
-    envvar="PAYFM_DECISION_LOG",
-    default="sqlite",
-    show_default=True,
-    help=DECISION_LOG_HELP,
-)
+@decision_log_option
 @click.option(
     "--assume-authorized",
     is_flag=True,

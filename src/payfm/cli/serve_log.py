@@ -20,8 +20,14 @@ if TYPE_CHECKING:
     from payfm.serving.decision_log import DecisionLog
     from payfm.serving.prune import PruneReport
 
-DECISION_LOG_HELP = (
-    "The servers' decision log: sqlite (in the workspace) or postgresql://... (or PAYFM_DECISION_LOG)."
+# The option of the commands on the servers' decision log (its value is their ``spec`` argument).
+decision_log_option = click.option(
+    "--decision-log",
+    "spec",
+    envvar="PAYFM_DECISION_LOG",
+    default="sqlite",
+    show_default=True,
+    help="The servers' decision log: sqlite (in the workspace) or postgresql://... (or PAYFM_DECISION_LOG).",
 )
 
 
@@ -60,14 +66,7 @@ def _when(us: int) -> str:
 
 
 @click.command("prune")
-@click.option(
-    "--decision-log",
-    "spec",
-    envvar="PAYFM_DECISION_LOG",
-    default="sqlite",
-    show_default=True,
-    help=DECISION_LOG_HELP,
-)
+@decision_log_option
 @click.option(
     "--keep-days",
     default=180.0,

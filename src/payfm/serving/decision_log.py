@@ -454,12 +454,17 @@ class DecisionLog(ABC):
     # ---- pruning (payfm.serving.prune) ---------------------------------------------------------------------
     def in_transaction(self, work: Callable[[Any], T]) -> T:
         """``work(cursor)`` in one transaction on a connection of its own, not the group commit's (a prune's
-        refusal must not fail the decisions of a batch); ``?`` placeholders go through :meth:`_sql`."""
+        refusal must not fail the decisions of a batch); ``work`` passes its SQL through :meth:`_sql`."""
         con = self._connect()
         try:
             return self._transaction(con, work)
         finally:
             _close_quietly(con)
+
+    def free_bytes(self) -> int | None:
+        """The space deleted rows left for new ones inside the log's storage (a file that does not shrink);
+        None where the backend gives it back itself (PostgreSQL's autovacuum)."""
+        return None
 
     def pruned_through(self) -> int:
         """The highest sequence number a prune deleted (0: never pruned): a state snapshot that covers less

@@ -200,11 +200,7 @@ def prune(
             _prune_part(decisions, report, _outcome_rows(decisions, keys), decided=False)
             if progress is not None:
                 progress(report)
-        if decisions.placeholder == "?":  # SQLite (PostgreSQL's autovacuum frees the space on its own)
-            pages, size = (
-                decisions._fetch(f"PRAGMA {name}")[0][0] for name in ("freelist_count", "page_size")
-            )
-            report.free_bytes = int(pages) * int(size)
+        report.free_bytes = decisions.free_bytes()
     return report
 
 
@@ -366,6 +362,8 @@ def _prune_part(decisions: DecisionLog, report: PruneReport, rows: _Rows, decide
             return
         name = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:8]}"
         files = [_write_part(report.archive, t, name, part) for t, part in rows.tables().items() if part]
+        for folder in (report.archive, report.archive.parent, report.archive.parent.parent):  # (maybe new)
+            fsync_dir(folder)
         part = PrunedPart(
             name,
             tuple(str(r["charge_id"]) for r in rows.decisions),
@@ -477,15 +475,13 @@ def pruned_parts(decisions: DecisionLog) -> set[str]:
 
 
 def _write_part(archive: Path, table: str, name: str, rows: list[dict[str, Any]]) -> Path:
-    """Write ``rows`` of ``table`` to ``archive/<table>/<name>.parquet``, synced (the rows are deleted
-    next: the archive must be on disk first)."""
+    """Write ``rows`` of ``table`` to ``archive/<table>/<name>.parquet``, synced with its folder (the rows
+    are deleted next: the archive must be on disk first; the caller syncs the folders above)."""
     sink = pa.BufferOutputStream()
     pq.write_table(pa.Table.from_pylist(rows, schema=ARCHIVE_SCHEMAS[table]), sink, compression="zstd")
     path = archive / table / f"{name}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, sink.getvalue().to_pybytes())  # (its folder synced)
-    for folder in (archive, archive.parent, archive.parent.parent):  # <log id>/, archive/, serving/: made now
-        fsync_dir(folder)
     return path
 
 

@@ -97,6 +97,11 @@ class SQLiteDecisionLog(DecisionLog):
             self._checkpointer = None
         super().close()
 
+    def free_bytes(self) -> int | None:
+        """The file's free pages (SQLite reuses them for new rows; the file does not shrink)."""
+        pages, size = (self._fetch(f"PRAGMA {name}")[0][0] for name in ("freelist_count", "page_size"))
+        return int(pages) * int(size)
+
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         con.execute("PRAGMA journal_mode=WAL")
