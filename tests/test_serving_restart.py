@@ -17,6 +17,7 @@ from typing import Any
 
 from payfm.events.workspace import Workspace
 from payfm.serving.keys import KeyStore
+from payfm.serving.sqlite_log import SQLiteDecisionLog
 from test_serving_scorer import charge
 
 N = 400
@@ -131,9 +132,12 @@ def test_kill_9_mid_stream_then_restart_counts_each_charge_once(tmp_path: Path) 
             proc.kill()
             proc.wait()
     with sqlite3.connect(db) as con:
-        (feats,) = con.execute("SELECT decision FROM decisions WHERE charge_id = ?", (f"ch_{N}",)).fetchone()
         assert con.execute("SELECT count(*) FROM decisions").fetchone()[0] == N + 1
-    features = json.loads(feats)["features"]
+    log = SQLiteDecisionLog(db)
+    try:
+        features = log.get_decision(f"ch_{N}")["features"]  # type: ignore[index]
+    finally:
+        log.close()
     assert features["card.count_charges_all"] == N  # each of the N charges of this card counted exactly once
 
 

@@ -46,7 +46,7 @@ from payfm.events.cards import contains_card_number
 from payfm.events.schema import OUTCOMES, RULES, SCHEMAS
 from payfm.events.validate import shown_number
 from payfm.serving.charges import OPTIONAL_AT_DECISION, card_number_advice
-from payfm.serving.decision_log import json_bytes
+from payfm.serving.decision_codec import json_bytes
 from payfm.serving.errors import (
     InvalidInput,
     Unauthorized,

@@ -31,13 +31,9 @@ from typing import Any, TypeVar
 
 from payfm.errors import shown_url
 from payfm.events.schema import REVIEW_CLOSURES
+from payfm.serving.decision_codec import decode_decision, encode_decision, layout_names
+from payfm.serving.decision_codec import dumps as _dumps
 from payfm.serving.errors import Conflict, NotFound, not_committed
-
-_orjson: Any
-try:
-    import orjson as _orjson
-except ImportError:  # pragma: no cover - an optional speed-up
-    _orjson = None
 
 REVIEW_REASONS = REVIEW_CLOSURES
 # A closed review's reason as a fraud label: 1 (a fraud label source), 0 (genuine), None (no label).
@@ -68,9 +64,10 @@ class DecisionRecord:
     charge: dict[str, Any]  # the normalized charge: what rebuilds the online state
     decision: dict[str, Any]  # the response, with features, reasons, versions and shadow score
     review: bool
-    # (charge, decision) as JSON, encoded by the request's thread so the writer thread holds the GIL as
-    # little as possible (it commits while the next requests compute); encoded at write time when None.
-    encoded: tuple[str, str] | None = None
+    # (charge, decision, the decision's feature layout) as stored (payfm.serving.decision_codec), encoded by
+    # the request's thread so the writer thread holds the GIL as little as possible (it commits while the
+    # next requests compute); encoded at write time when None.
+    encoded: tuple[str, str, str | None] | None = None
 
     @classmethod
     def of(
@@ -85,8 +82,21 @@ class DecisionRecord:
         review: bool,
     ) -> DecisionRecord:
         """A record with its JSON encoded now."""
-        enc = (_dumps(charge), _dumps(decision))
-        return cls(seq, charge_id, created_us, decided_at, outcome, charge, decision, review, enc)
+        return cls(
+            seq,
+            charge_id,
+            created_us,
+            decided_at,
+            outcome,
+            charge,
+            decision,
+            review,
+            _encode(charge, decision),
+        )
+
+
+def _encode(charge: dict[str, Any], decision: dict[str, Any]) -> tuple[str, str, str | None]:
+    return (_dumps(charge), *encode_decision(decision))
 
 
 @dataclass(frozen=True)
@@ -129,6 +139,12 @@ class MarkAppended:
 
 
 Record = DecisionRecord | OutcomeRecord | ReviewClose | MarkAppended
+
+
+def _encoding(r: DecisionRecord) -> tuple[str, str, str | None]:
+    return r.encoded or _encode(r.charge, r.decision)
+
+
 _STOP = object()
 T = TypeVar("T")
 PRUNED_THROUGH = "pruned_through"  # meta key: the highest sequence number a prune deleted
@@ -187,23 +203,6 @@ class _GroupCommit:
                 return
 
 
-def json_bytes(v: Any) -> bytes:
-    """Compact JSON; orjson when installed (15x faster on a decision's 158 feature values), else the
-    standard encoder (also for what orjson refuses: integers beyond 64 bits). Floats keep their shortest
-    round-trip form either way, so a logged feature value reads back exactly."""
-    if _orjson is not None:
-        try:
-            out: bytes = _orjson.dumps(v, default=str)
-            return out
-        except TypeError:
-            pass
-    return json.dumps(v, separators=(",", ":"), default=str).encode()
-
-
-def _dumps(v: Any) -> str:
-    return json_bytes(v).decode()
-
-
 MAX_IDLE_READS = 4  # read connections kept open between reads (more are opened while more threads read)
 
 
@@ -231,6 +230,7 @@ class DecisionLog(ABC):
         self._pool_lock = threading.Lock()
         self._wcon: Any = None  # the group-commit thread's connection
         self._log_id: str | None = None
+        self._layouts: set[str] = set()  # feature layouts committed to this log (the writer's)
 
     # ---- backend hooks -------------------------------------------------------------------------------------
     @abstractmethod
@@ -288,8 +288,19 @@ class DecisionLog(ABC):
             return self._write_batch(records)
 
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
-        """Write ``records`` in one transaction; per record a result or an Exception (that record only)."""
-        return self._transaction(self._write_connection(), lambda cur: [self._apply(cur, r) for r in records])
+        """Write ``records`` in one transaction; per record a result or an Exception (that record only). The
+        feature layouts of its decisions that this log may not hold yet go in the same transaction, first."""
+        layouts = {lid for r in records if isinstance(r, DecisionRecord) and (lid := _encoding(r)[2])}
+        layouts -= self._layouts
+
+        def work(cur: Any) -> list[Any]:
+            for lid in sorted(layouts):
+                cur.execute(self._sql(self._INSERT_LAYOUT), (lid, _dumps(layout_names(lid))))
+            return [self._apply(cur, r) for r in records]
+
+        out = self._transaction(self._write_connection(), work)
+        self._layouts |= layouts  # (only once committed: a batch rolled back inserts them again next time)
+        return out
 
     @abstractmethod
     def _transaction(self, con: Any, work: Callable[[Any], T]) -> T:
@@ -356,6 +367,7 @@ class DecisionLog(ABC):
             self._writer.submit(None).result(timeout)
 
     # Statements used by the backends' _write_batch (one transaction).
+    _INSERT_LAYOUT = "INSERT INTO feature_layouts (id, names) VALUES (?, ?) ON CONFLICT (id) DO NOTHING"
     _INSERT_DECISION = (
         "INSERT INTO decisions (charge_id, seq, created_us, decided_at, outcome, charge, decision) "
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (charge_id) DO NOTHING"
@@ -374,7 +386,7 @@ class DecisionLog(ABC):
         """Execute one record on cursor ``cur`` inside the batch's transaction; returns its result."""
         q = self._sql
         if isinstance(r, DecisionRecord):
-            charge_json, decision_json = r.encoded or (_dumps(r.charge), _dumps(r.decision))
+            charge_json, decision_json, _ = _encoding(r)
             cur.execute(
                 q(self._INSERT_DECISION),
                 (
@@ -389,7 +401,7 @@ class DecisionLog(ABC):
             )
             if cur.rowcount == 0:  # a retry raced the first attempt: the stored decision wins
                 row = cur.execute(q("SELECT decision FROM decisions WHERE charge_id = ?"), (r.charge_id,))
-                return json.loads(row.fetchone()[0])
+                return self.decoded(row.fetchone()[0], cur)
             if r.review:
                 d = r.decision
                 cur.execute(
@@ -481,7 +493,18 @@ class DecisionLog(ABC):
     # ---- reading -------------------------------------------------------------------------------------------
     def get_decision(self, charge_id: str) -> dict[str, Any] | None:
         rows = self._fetch("SELECT decision FROM decisions WHERE charge_id = ?", (charge_id,))
-        return json.loads(rows[0][0]) if rows else None
+        return self.decoded(rows[0][0]) if rows else None
+
+    def decoded(self, text: str, cur: Any = None) -> dict[str, Any]:
+        """A stored decision (a ``decision`` column's JSON) with its features by name again; its layout's
+        names read on ``cur`` (inside a transaction) or a read connection, when this process lacks them."""
+
+        def fetch(lid: str) -> str | None:
+            sql = self._sql("SELECT names FROM feature_layouts WHERE id = ?")
+            rows = cur.execute(sql, (lid,)).fetchall() if cur is not None else self._fetch(sql, (lid,))
+            return str(rows[0][0]) if rows else None
+
+        return decode_decision(text, fetch)
 
     def get_charge(self, charge_id: str) -> dict[str, Any] | None:
         """The normalized charge payload of a decided charge."""

@@ -34,6 +34,7 @@ SCHEMA = [
     "closed_at TEXT, label INTEGER)",
     "CREATE INDEX IF NOT EXISTS reviews_status ON reviews (status, seq)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS feature_layouts (id TEXT PRIMARY KEY, names TEXT NOT NULL)",
 ]
 
 

@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace, atomic_write_bytes, fsync_dir
+from payfm.serving.decision_codec import dumps
 from payfm.serving.decision_log import PRUNED_NEWEST, PRUNED_THROUGH, STALE_CHECK, DecisionLog
 from payfm.serving.event_lookup import matching_rows_of
 from payfm.serving.snapshot_child import newest_snapshot_seq
@@ -79,7 +80,7 @@ ARCHIVE_SCHEMAS = {
             ("decided_at", _S),
             ("outcome", _S),
             ("charge", _S),  # JSON, as in the log
-            ("decision", _S),
+            ("decision", _S),  # JSON, its features an object (payfm.serving.decision_codec)
         ]
     ),
     "outcomes": pa.schema(
@@ -319,6 +320,8 @@ def _select(decisions: DecisionLog, table: str, where: str, keys: Sequence[Any])
     flags = [f.name for f in ARCHIVE_SCHEMAS[table] if f.type == pa.bool_()]  # (SQLite: 0 and 1)
     for row in out:
         row.update({c: bool(row[c]) for c in flags})
+        if table == "decisions":  # self-contained: its features by name, not by the log's layout id
+            row["decision"] = dumps(decisions.decoded(row["decision"]))
     return out
 
 
