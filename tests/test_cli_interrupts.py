@@ -132,3 +132,48 @@ def test_a_sigterm_a_library_caught_still_ends_the_command_and_publishes_nothing
     assert proc.stderr == "" and "Traceback" not in proc.stdout
     assert proc.stdout == ("work finished\n" if how == "dropped" else "")
     assert list(tmp_path.iterdir()) == []  # neither the file nor its temporary
+
+
+# ---- interrupts.interruptible: the one wait that payfm sql and the rules backtest share --------------------
+
+
+def test_work_a_ctrl_c_caught_before_its_thread_ran_is_cancelled_not_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ctrl-C inside the thread's start: the work must never run, and nothing waits for it (the rules
+    backtest's own loop waited for a thread that never started until a second Ctrl-C)."""
+    import threading
+    import time
+
+    from payfm import interrupts
+
+    ran, interrupted = [], []
+
+    def start(self: threading.Thread) -> None:
+        raise KeyboardInterrupt  # (before the thread is created)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        interrupts.interruptible(lambda: ran.append(1), lambda: interrupted.append(1), "a query")
+    assert time.monotonic() - began < 0.5 and ran == [] and interrupted == [] and interrupts.abandoned == []
+
+
+def test_interruptible_hands_back_the_works_value_or_error_and_runs_in_place_off_the_main_thread() -> None:
+    import threading
+
+    from payfm import interrupts
+
+    def where() -> str:
+        return threading.current_thread().name
+
+    assert interrupts.interruptible(where, lambda: None, "a query") == "payfm: a query"  # a worker thread
+    with pytest.raises(ZeroDivisionError):
+        interrupts.interruptible(lambda: 1 / 0, lambda: None, "a query")
+    seen: list[str] = []
+    t = threading.Thread(
+        target=lambda: seen.append(interrupts.interruptible(where, lambda: None, "q")), name="w"
+    )
+    t.start()
+    t.join()
+    assert seen == ["w"]  # no signal lands outside the main thread: no worker

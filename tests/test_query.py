@@ -253,23 +253,20 @@ def test_a_second_ctrl_c_ends_payfm_sql_at_once(ws: Workspace) -> None:
 def _seconds_to_stop(work: Callable[[Any], object]) -> float:
     """The seconds until ``payfm sql``'s wait for ``work(con)`` (in its worker thread; the work sends the
     Ctrl-C) raised the KeyboardInterrupt."""
-    from concurrent.futures import ThreadPoolExecutor
-
     import duckdb
 
     from payfm.events.query import _interruptible
 
-    con, pool = duckdb.connect(), ThreadPoolExecutor(1)
+    con = duckdb.connect()
     # Ctrl-C's handler as in a terminal: pytest started in a shell's background job has SIGINT ignored
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     began = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
-            _interruptible(con, pool, lambda: work(con))
+            _interruptible(con, lambda: work(con))
         return time.monotonic() - began
     finally:
         signal.signal(signal.SIGINT, previous)
-        pool.shutdown(wait=True)
         con.close()
 
 

@@ -8,9 +8,19 @@ place that publishes a finished output (renames a temporary over a file, writes 
 :func:`check` first, so a stopped command publishes nothing new even when its work ran to the end.
 
 Outside the CLI (the Python API) no handler records anything and :func:`check` does nothing.
+
+A long call into a library (a DuckDB query) does not return to the interpreter, so a signal's Python
+handler waits for its end. :func:`interruptible` runs such work in a thread while the main thread waits, so
+the signal's exception lands at once and interrupts the work.
 """
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 received: list[int] = []  # the signals the CLI's handler took, in order
 # Work a second Ctrl-C gave up on, still running in a thread (a DuckDB query deaf to its interrupt): the CLI
@@ -39,3 +49,69 @@ def check() -> None:
     """Raise the recorded signal's ``SystemExit`` again if one was received (before publishing)."""
     if received:
         raise SystemExit(128 + received[-1])
+
+
+def interruptible(work: Callable[[], T], interrupt: Callable[[], None], what: str) -> T:
+    """``work()`` in a worker thread while the main thread waits for it, so that a signal's exception
+    (Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM -> SystemExit) lands in the wait: the work is then
+    stopped and the exception goes on. Stopped means never started, or ``interrupt()`` called again and again
+    until it ends (an interrupt that comes before DuckDB begins its query is lost, so one is not enough). A
+    second Ctrl-C while the work ignores its interrupts raises :class:`Abandoned` naming ``what``: the thread
+    is left running. Called outside the main thread (which takes no signal), ``work()`` runs there.
+
+    >>> interruptible(lambda: 6 * 7, interrupt=lambda: None, what="a sum")
+    42
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return work()
+    out: dict[str, Any] = {}
+    gate = threading.Lock()  # the work starts, or is cancelled, never both
+    started, finished = threading.Event(), threading.Event()
+    # An Event, not Thread.join: a join interrupted by an exception can leave is_alive() False while the
+    # thread still runs (CPython gh-90882).
+
+    def run() -> None:
+        try:
+            with gate:
+                if out.get("cancelled"):
+                    return
+                started.set()
+            out["value"] = work()
+        except BaseException as e:  # handed to the waiting thread
+            out["error"] = e
+        finally:
+            finished.set()
+
+    try:
+        threading.Thread(target=run, name=f"payfm: {what}", daemon=True).start()
+        while not finished.wait(0.1):
+            pass
+    except BaseException:
+        if not _stopped(interrupt, out, gate, started, finished):
+            raise abandon(what) from None
+        raise
+    if "error" in out:
+        raise out["error"]
+    return out["value"]  # type: ignore[no-any-return]
+
+
+def _stopped(
+    interrupt: Callable[[], None],
+    out: dict[str, Any],
+    gate: threading.Lock,
+    started: threading.Event,
+    finished: threading.Event,
+) -> bool:
+    """Cancel the work if it has not started, else interrupt it until it ends; False when a second Ctrl-C
+    (or SIGTERM) came first: the work may still run."""
+    try:
+        with gate:
+            if not started.is_set():
+                out["cancelled"] = True
+                return True
+        while not finished.is_set():
+            interrupt()  # a query started after one interrupt gets the next
+            finished.wait(0.1)
+    except (KeyboardInterrupt, SystemExit):
+        return finished.is_set()
+    return True

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-import threading
-import time
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -61,16 +58,15 @@ def sql_batches(
     this one interrupts on Ctrl-C or SIGTERM: DuckDB's own check let a long aggregate run on for minutes."""
     ws = opened(ws, "sql_batches")
     con = ws.connect()
-    pool = ThreadPoolExecutor(1, thread_name_prefix="payfm-sql")
     abandoned = False
     try:
         _lock(con, ws, sql)
         with _refusals():
-            reader = _interruptible(con, pool, lambda: con.sql(sql).to_arrow_reader(batch_rows))
+            reader = _interruptible(con, lambda: con.sql(sql).to_arrow_reader(batch_rows))
             names = _unique(reader.schema.names)
             empty = True
             while True:
-                batch = _interruptible(con, pool, lambda: _next(reader))
+                batch = _interruptible(con, lambda: _next(reader))
                 if batch is None:
                     break
                 empty = False
@@ -82,9 +78,13 @@ def sql_batches(
         abandoned = True
         raise
     finally:
-        pool.shutdown(wait=not abandoned)
         if not abandoned:  # (DuckDB refuses to close a connection its thread still uses)
             con.close()
+
+
+def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
+    """``work()`` (DuckDB's) stopped by a Ctrl-C or SIGTERM: :func:`payfm.interrupts.interruptible`."""
+    return interrupts.interruptible(work, con.interrupt, "payfm sql's query")
 
 
 def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
@@ -93,57 +93,6 @@ def _next(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
         return reader.read_next_batch()
     except StopIteration:
         return None
-
-
-def _interruptible(con: duckdb.DuckDBPyConnection, pool: ThreadPoolExecutor, fn: Callable[[], T]) -> T:
-    """``fn()`` (DuckDB's work) in the worker thread, this one waiting so that a signal's exception lands here
-    (Ctrl-C's KeyboardInterrupt, SIGTERM's SystemExit) and interrupts the query before it is raised."""
-    started, done = threading.Event(), threading.Event()
-
-    def run() -> T:
-        started.set()
-        try:
-            return fn()
-        finally:
-            done.set()
-
-    future: Future[T] | None = None
-    try:
-        future = pool.submit(run)
-        while True:
-            try:
-                return future.result(timeout=0.1)
-            except TimeoutError:
-                continue
-    except BaseException:
-        if not _stop(con, pool, future, started, done):
-            raise interrupts.abandon("payfm sql's query") from None
-        raise
-
-
-def _stop(
-    con: duckdb.DuckDBPyConnection,
-    pool: ThreadPoolExecutor,
-    future: Future[Any] | None,
-    started: threading.Event,
-    done: threading.Event,
-) -> bool:
-    """Stop the work: cancelled if it has not started, else interrupted again and again until it ends (an
-    interrupt that comes before DuckDB begins the query, a Ctrl-C in the first moments on a loaded machine,
-    is lost when it starts, and the query then ran for minutes). Without its future (a Ctrl-C inside the
-    submission) work that has not started within a second is not waited for. A second Ctrl-C stops the
-    interrupting: False then (the work may still run)."""
-    try:
-        pool.shutdown(wait=False, cancel_futures=True)  # (work still queued never starts)
-        if future is not None and future.cancelled():
-            return True
-        began = time.monotonic()
-        while not done.is_set() and (future is not None or started.is_set() or time.monotonic() - began < 1):
-            con.interrupt()
-            done.wait(0.1)
-    except (KeyboardInterrupt, SystemExit):
-        return done.is_set()
-    return True
 
 
 @contextlib.contextmanager

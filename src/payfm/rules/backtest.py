@@ -32,7 +32,6 @@ Example (see docs/rules.md)::
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -438,43 +437,9 @@ def _decisions(con: duckdb.DuckDBPyConnection, ruleset: Ruleset, keep: bool) -> 
 
 
 def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
-    """``work()`` (DuckDB queries on ``con``) run in a worker thread while this one waits.
-
-    A signal's Python handler (Ctrl-C's KeyboardInterrupt, the CLI's SIGTERM -> SystemExit) runs in the main
-    thread between bytecodes, which a long DuckDB call does not reach. Waiting here, it does: the exception
-    interrupts the worker's queries (``con.interrupt()``, until the worker stops) and propagates.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return work()
-    done: dict[str, object] = {}
-    # An Event, not Thread.join: a join interrupted by an exception can leave is_alive() False while the
-    # thread still runs (CPython gh-90882).
-    finished = threading.Event()
-
-    def run() -> None:
-        try:
-            done["value"] = work()
-        except BaseException as e:  # handed to the waiting thread
-            done["error"] = e
-        finally:
-            finished.set()
-
-    threading.Thread(target=run, name="payfm-backtest", daemon=True).start()
-    try:
-        while not finished.wait(0.1):
-            pass
-    except BaseException:
-        try:
-            while not finished.is_set():  # a query started after one interrupt gets the next
-                con.interrupt()
-                finished.wait(0.05)
-        except (KeyboardInterrupt, SystemExit):  # a second Ctrl-C: stop interrupting, leave the thread
-            if not finished.is_set():
-                raise interrupts.abandon("the backtest's query") from None
-        raise
-    if "error" in done:
-        raise done["error"]  # type: ignore[misc]
-    return done["value"]  # type: ignore[return-value]
+    """``work()`` (DuckDB queries on ``con``) stopped by a Ctrl-C or SIGTERM: the signal's exception
+    interrupts the queries and propagates (:func:`payfm.interrupts.interruptible`)."""
+    return interrupts.interruptible(work, con.interrupt, "the backtest's query")
 
 
 def _window_text(start: datetime | None, end: datetime | None) -> str:
