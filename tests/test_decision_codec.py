@@ -190,3 +190,22 @@ def test_a_new_sqlite_log_takes_8_kb_pages_and_an_older_one_keeps_its_own(tmp_pa
         assert old._fetch("PRAGMA page_size") == [(4096,)] and old.get_decision("ch_1") == _decision("ch_1")
     finally:
         old.close()
+
+
+def test_a_layout_whose_commit_the_database_lost_is_written_again_on_the_new_connection(
+    pg_log: DecisionLog,
+) -> None:
+    """Found by a review: PostgreSQL under synchronous_commit=off (or a failover to a replica behind) can lose
+    a commit it acknowledged, its layout with it; the writer, sure it had stored the layout, went on logging
+    decisions no other process could read."""
+    import psycopg
+
+    from services import POSTGRES_URL
+
+    pg_log.write(_record(1, _decision("ch_1")))
+    pid = pg_log._wcon.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[attr-defined]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:  # the commit lost, the connection gone
+        admin.execute(f'DELETE FROM "{pg_log.schema}".feature_layouts')  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    pg_log.write(_record(2, _decision("ch_2")))  # on a new connection
+    assert [lid for (lid,) in pg_log._fetch("SELECT id FROM feature_layouts")] == [layout_id(tuple(FEATURES))]

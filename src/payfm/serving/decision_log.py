@@ -285,6 +285,9 @@ class DecisionLog(ABC):
                 raise
             _close_quietly(self._wcon)
             self._wcon = None
+            # A commit the database lost with the connection (a crash under synchronous_commit=off, a
+            # failover to a replica behind) may have held a layout: written again from now on.
+            self._layouts.clear()
             return self._write_batch(records)
 
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
@@ -343,6 +346,7 @@ class DecisionLog(ABC):
         if self._wcon is not None:
             self._wcon.close()
             self._wcon = None
+        self._layouts.clear()
         self._drop_idle()
 
     # ---- writing (through the group commit) ----------------------------------------------------------------
@@ -401,7 +405,10 @@ class DecisionLog(ABC):
             )
             if cur.rowcount == 0:  # a retry raced the first attempt: the stored decision wins
                 row = cur.execute(q("SELECT decision FROM decisions WHERE charge_id = ?"), (r.charge_id,))
-                return self.decoded(row.fetchone()[0], cur)
+                try:
+                    return self.decoded(row.fetchone()[0], cur)
+                except ValueError as e:  # (its layout missing: this record fails, not the whole batch)
+                    return e
             if r.review:
                 d = r.decision
                 cur.execute(

@@ -320,8 +320,6 @@ def _select(decisions: DecisionLog, table: str, where: str, keys: Sequence[Any])
     flags = [f.name for f in ARCHIVE_SCHEMAS[table] if f.type == pa.bool_()]  # (SQLite: 0 and 1)
     for row in out:
         row.update({c: bool(row[c]) for c in flags})
-        if table == "decisions":  # self-contained: its features by name, not by the log's layout id
-            row["decision"] = dumps(decisions.decoded(row["decision"]))
     return out
 
 
@@ -360,6 +358,8 @@ def _prune_part(decisions: DecisionLog, report: PruneReport, rows: _Rows, decide
     if report.dry_run:
         _count(rows, report)
         return
+    for d in rows.decisions:  # the archive is self-contained: features by name, not by the log's layout id
+        d["decision"] = dumps(decisions.decoded(d["decision"]))
     for _ in range(3):
         if not (rows.decisions or rows.outcomes):
             return
