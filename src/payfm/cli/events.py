@@ -191,8 +191,18 @@ def generate(
     help="Leave out the outcomes (disputes, warnings, refunds) whose charge the workspace does not hold "
     "(chargebacks of charges from before the charges export), instead of refusing the file.",
 )
+@click.option(
+    "--join",
+    "join",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A second file (CSV or Parquet) whose columns each row takes, from its row of the same key: for "
+    "a mapping with a `join` (e.g. join: {column: TransactionID}), as an export of transactions and "
+    "identities.",
+)
 @click.pass_context
-def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, skip_orphans: bool) -> None:
+def import_(
+    ctx: click.Context, path: str, mapping: str, skip_existing: bool, skip_orphans: bool, join: str | None
+) -> None:
     """Import a CSV or Parquet file in another schema, all or nothing.
 
     The mapping renames columns, converts units, currencies and time zones, fingerprints the card number
@@ -206,12 +216,15 @@ def import_(ctx: click.Context, path: str, mapping: str, skip_existing: bool, sk
       payfm import transactions.parquet --mapping sparkov
       payfm import chargebacks.csv --mapping cb.yaml --skip-existing --skip-orphans  # a cumulative file
       payfm import report.csv --mapping refunds.yaml  # keep_rows: {column: record_type, when: Refunded}
+      payfm import train_transaction.csv --join train_identity.csv --mapping ieee.yaml  # join: {column: ...}
     """
     from payfm.events.importer import import_file
 
     with _created_workspace(ctx) as ws:
         t0 = time.perf_counter()
-        result = import_file(ws, path, mapping, skip_existing=skip_existing, skip_orphans=skip_orphans)
+        result = import_file(
+            ws, path, mapping, skip_existing=skip_existing, skip_orphans=skip_orphans, join=join
+        )
     elapsed = time.perf_counter() - t0
     console.print(
         f"Imported {shown_text(str(path), limit=4096, times=True)} in {elapsed:.1f} s: "

@@ -58,15 +58,12 @@ import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
 from payfm.events.cards import (
-    branded_card_rows,
-    card_number_fields,
-    card_number_rows,
-    contains_card_number,
     redact_card_numbers,
     shown_text,
 )
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
 from payfm.events.import_format import SEPARATORS, open_binary, open_stream, yaml_separator
+from payfm.events.import_join import check_join, join_columns
 from payfm.events.import_outcomes import (
     OUTCOME_ID,
     LabelCounts,
@@ -83,6 +80,7 @@ from payfm.events.import_problems import (
     repeat_filter,
     values_at,
 )
+from payfm.events.import_scan import hide_card_headers, scan_cards
 from payfm.events.import_times import to_times
 from payfm.events.mapping import FieldSpec, Mapping, load_mapping
 from payfm.events.schema import ID_COLUMNS, schema_of
@@ -550,8 +548,9 @@ def _suggest(column: str, mapping: Mapping, present: list[str]) -> str | None:
     return close[0] if close else None
 
 
-def _missing_columns(mapping: Mapping, table: pa.Table, source: str) -> list[str]:
-    """A message for each source column the mapping reads that is not in the file (with a suggestion)."""
+def _missing_columns(mapping: Mapping, table: pa.Table, files: str) -> list[str]:
+    """A message for each source column the mapping reads that is not in the file, or files, ``files``
+    (quoted, ``'a.csv' or 'b.csv'``) hold (with a suggestion)."""
     present = table.column_names
     missing = []
     for column in mapping.source_columns():
@@ -561,59 +560,35 @@ def _missing_columns(mapping: Mapping, table: pa.Table, source: str) -> list[str
             where = f"{mapping.name}: '{mapping.source_path(column)}'"
             missing.append(
                 redact_card_numbers(
-                    f"{where}: expected a column of '{source}'{hint}; "
+                    f"{where}: expected a column of {files}{hint}; "
                     f"received '{column}', which the file does not have."
                 )
             )
     return missing
 
 
-def _hide_card_headers(table: pa.Table, is_csv: bool, out: Problems) -> pa.Table:
-    """Column names holding a card number (a header line that is really a data row, a number pasted into
-    a header) are refused like a card number in a cell: reported, never shown. The column is renamed to its
-    redacted name and position, so no later message, nor the summary, shows the number. So are the names of
-    the fields nested in a column (a Parquet struct, map or union, at any depth), which no message shows."""
-    names = table.column_names
-    hidden = [i for i, name in enumerate(names) if contains_card_number(name)]
-    renamed = list(names)
-    hint = " (is the first line a data row? the file must start with a header line)" if is_csv else ""
-    for i in hidden:
-        renamed[i] = f"{redact_card_numbers(names[i])} (column {i + 1})"
-        out.column(renamed[i], f"a column name without a card number{hint}", "a full card number (not shown)")
-    for i, field in enumerate(table.schema):
-        if card_number_fields(field.type):
-            out.column(
-                renamed[i],
-                "field names without a card number (in a struct, map or union, at any depth)",
-                "a nested field name holding a full card number (not shown)",
-            )
-    return table.rename_columns(renamed) if hidden else table
-
-
-def _scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
-    """Card numbers in any column but the fingerprinted ones: report row and column, never the number."""
-    # Epoch columns: branded numbers only (a ms time passes Luhn 1 in 10; none of 2001-33 has a brand's digit)
-    epoch = {c for spec in mapping.fields.values() if spec.unit is not None for c in spec.columns}
-    # A column read only through a keyed hash is stored as one, as a fingerprint is: a processor's 16-digit
-    # transaction reference passes the Luhn check one time in ten, and can be hashed into ids.
-    hashed = {c for spec in mapping.fields.values() if spec.kind == "hash" for c in spec.columns}
-    hashed = {c for c in hashed if c in table.column_names and pa.types.is_string(table.column(c).type)}
-    if hashed:
-        others = {k: s for k, s in mapping.fields.items() if s.kind != "hash"}
-        hashed -= set(dataclasses.replace(mapping, fields=others).source_columns()) | set(mapping.drop)
-    declared = set(mapping.no_card_numbers)  # (never stored as they are: mapping_cards checks it)
-    for name in table.column_names:
-        if name in mapping.fingerprinted or name in hashed or name in declared:
-            continue
-        rows = (branded_card_rows if name in epoch else card_number_rows)(table.column(name))
-        if len(rows):
-            out.rows(
-                name,
-                rows,
-                "no card numbers (only a column sent through transform: fingerprint, read only through a "
-                "keyed `hash`, or listed under no_card_numbers, may hold them)",
-                "a full card number (not shown)",
-            )
+def _join(mapping: Mapping, table: pa.Table, source: str, path: Path) -> tuple[pa.Table, list[str]]:
+    """``table`` with the columns the mapping reads from the second file ``path``, read and scanned for
+    card numbers as the imported file is (its own card numbers refused, naming it); a warning when rows
+    found no row there."""
+    assert mapping.join is not None
+    second, csv_file = read_source(path, separator=mapping.csv.separator)
+    out = Problems(mapping.fields, csv_file)
+    second = hide_card_headers(second, csv_file, out)
+    scan_cards(mapping, second, out)
+    if out.total:
+        raise_problems(str(path), out.items, out.total, csv_file)
+    read = mapping.source_columns()
+    table, unmatched = join_columns(
+        mapping.join, table, second, read, source, str(path), csv_file, mapping.name
+    )
+    if not unmatched:
+        return table, []
+    on, shown = mapping.join.column, shown_text(str(path), limit=4096, times=True)
+    return table, [
+        f"{unmatched:,} of the {table.num_rows:,} rows found no row of {shown} by {shown_text(on)!r}: the "
+        "columns they take from it are empty"
+    ]
 
 
 # ---- field computations ----------------------------------------------------------------------------------
@@ -707,12 +682,14 @@ def import_file(
     progress: Progress | None = None,
     skip_existing: bool = False,
     skip_orphans: bool = False,
+    join: str | Path | None = None,
 ) -> ImportSummary:
     """Import the CSV or Parquet file ``path`` into ``ws`` through the mapping ``mapping_path`` (a file or the
     name of a bundled mapping such as ``sparkov``). All or nothing: any problem raises and writes nothing.
     ``skip_existing`` leaves out the rows (and the labels' outcomes) whose id the workspace holds,
     ``skip_orphans`` the outcomes whose charge it does not hold, instead of refusing them (counted in
-    ``ImportSummary.skipped``); such rows are checked like the others.
+    ``ImportSummary.skipped``); such rows are checked like the others. ``join``: the second file of a
+    mapping with a ``join`` (docs/import.md, "Joining a second file").
     """
     ws, say = opened(ws, "import_file"), progress or (lambda _step: None)
     mapping = load_mapping(mapping_path)
@@ -721,9 +698,15 @@ def import_file(
     table, is_csv = read_source(Path(path), separator=mapping.csv.separator)
     out = Problems(mapping.fields, is_csv)
     say("scanning for card numbers")
-    table = _hide_card_headers(table, is_csv, out)
-    _scan_cards(mapping, table, out)
-    missing = _missing_columns(mapping, table, source)
+    table = hide_card_headers(table, is_csv, out)
+    scan_cards(mapping, table, out)
+    check_join(mapping, join)
+    joined: list[str] = []
+    if mapping.join is not None and join is not None:
+        say(f"reading {join}")
+        table, joined = _join(mapping, table, source, Path(join))
+    files = f"'{source}'" + (f" or '{join}'" if mapping.join is not None else "")
+    missing = _missing_columns(mapping, table, files)
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
         raise_problems(source, out.items, out.total, is_csv, missing)
     read = [c for c in dict.fromkeys(mapping.source_columns()) if c in table.column_names]
@@ -735,7 +718,7 @@ def import_file(
     if nested:
         raise_problems(source, out.items, out.total, is_csv)
     rows_read = table.num_rows
-    warnings: list[str] = []
+    warnings: list[str] = joined
     if mapping.keep_rows:
         table, warnings = keep_rows(mapping, table, out)
     say("mapping columns")

@@ -43,6 +43,7 @@ from payfm.events.import_format import (
 )
 from payfm.events.import_text import convert_option
 from payfm.events.mapping_cards import check_card_columns, no_card_columns
+from payfm.events.mapping_join import JoinSpec, parse_join
 from payfm.events.mapping_times import TIME_KEYS, time_options, zone_name
 from payfm.events.mapping_yaml import MappingLoader, yaml_problem
 from payfm.events.schema import (
@@ -79,6 +80,7 @@ _TOP_KEYS = (
     "timezone",
     "csv",
     "keep_rows",
+    "join",
     "columns",
     "drop",
     "no_card_numbers",
@@ -238,10 +240,11 @@ class Mapping:
     keep_rows: tuple[RowFilter, ...] = ()  # every one must match for a row to be imported
     # columns declared to hold no card numbers (processor references, card aliases): not scanned, never stored
     no_card_numbers: tuple[str, ...] = ()
+    join: JoinSpec | None = None  # the columns of a second file, matched by a key (payfm.events.mapping_join)
 
     def source_columns(self) -> tuple[str, ...]:
-        """Every source column the mapping reads (fields and labels), sorted."""
-        used: set[str] = set()
+        """Every source column the mapping reads (fields, labels, keep_rows, the join's), sorted."""
+        used: set[str] = {self.join.column} if self.join is not None else set()
         for spec in self.fields.values():
             used.update(spec.read_columns)
         for label in self.labels:
@@ -259,6 +262,8 @@ class Mapping:
         for label in self.labels:
             if column == label.column or (label.time is not None and column in label.time.read_columns):
                 return label.path
+        if self.join is not None and column == self.join.column:
+            return "join.column"
         return next((f.path for f in self.keep_rows if f.column == column), "drop")
 
 
@@ -629,6 +634,7 @@ def parse_mapping(data: object, name: str) -> Mapping:
     if not isinstance(description, str):
         raise ctx.error("description", "a text", description)
     no_cards = no_card_columns(ctx.error, data.get("no_card_numbers", []))
+    join = parse_join(ctx.error, data["join"]) if "join" in data else None
     mapping = Mapping(
         name,
         table,
@@ -640,6 +646,7 @@ def parse_mapping(data: object, name: str) -> Mapping:
         csv=csv,
         keep_rows=keep,
         no_card_numbers=no_cards,
+        join=join,
     )
     fingerprinted = frozenset(s.column for s in fields.values() if s.transform == "fingerprint")
     check_card_columns(ctx.error, mapping, fingerprinted)
