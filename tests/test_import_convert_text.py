@@ -65,7 +65,8 @@ def test_a_country_no_one_writes_so_is_refused_naming_it(tmp_path: Path) -> None
     text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path, converted_mapping()))
     assert (
         "row 2 (line 3), column 'country' (card_country): expected a country as ISO 3166-1 alpha-2 (US), "
-        "alpha-3 (USA), numeric (840) or its English name ('columns.card_country.convert'); "
+        "alpha-3 (USA), numeric (840) or its name (in English, German, French, Spanish...: Germany, "
+        "Deutschland, Allemagne) ('columns.card_country.convert'); "
         "received 'Atlantis'"
     ) in text
     assert "1 problem(s)" in text
@@ -155,6 +156,22 @@ def test_countries_as_exports_write_them_and_a_map_first_for_the_rest(tmp_path: 
     assert got.to_pylist() == ["TR", "ZZ", "CH", "XK"]
     names = ["Holland", "Ivory Coast", "AN", "Russia", "England", "Germany", "DEU", "276"]
     assert country_codes_of(pa.array(names)).to_pylist() == ["NL", "CI", "AN", "RU", "GB", "DE", "DE", "DE"]
+
+
+def test_countries_named_in_the_languages_of_european_exports() -> None:
+    """Exports of European acquirers write the card's country in their own language: German, French, Spanish
+    names (with or without accents) were errors the mapping had to `map` one by one."""
+    names = {
+        "Deutschland": "DE", "Schweiz": "CH", "Österreich": "AT", "OSTERREICH": "AT", "Allemagne": "DE",
+        "États-Unis": "US", "Etats-Unis": "US", "Royaume-Uni": "GB", "España": "ES", "espana": "ES",
+        "Italia": "IT", "Nederland": "NL", "België": "BE", "Polska": "PL", "Sverige": "SE", "Ελλάδα": "GR",
+        "Vereinigte Staaten": "US", "Spanien": "ES", "Frankreich": "FR", "Portugal": "PT",
+    }  # fmt: skip
+    assert country_codes_of(pa.array(list(names))).to_pylist() == list(names.values())
+    # a code or an English name keeps its meaning, whatever a translation says
+    assert country_codes_of(pa.array(["Niger", "Nigeria", "Dominica", "CH"])).to_pylist() == [
+        "NE", "NG", "DM", "CH"
+    ]  # fmt: skip
 
 
 def test_label_outcomes_dated_after_the_files_last_charge_are_said(tmp_path: Path) -> None:

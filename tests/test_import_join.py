@@ -210,3 +210,74 @@ def test_the_example_of_import_md_imports_as_it_says(tmp_path: Path, monkeypatch
     assert " ".join(said[1:3]) in imported
     for row in said[3:5]:
         assert " ".join(row.split()) in table
+
+
+# ---- found by a review ----------------------------------------------------------------------------------
+
+
+def test_columns_of_types_arrows_join_refuses_are_taken_all_the_same(tmp_path: Path) -> None:
+    """A null-typed column (pandas writes an all-None column so) and a string_view one were tracebacks:
+    Arrow's join cannot carry them; only keys and row numbers are joined now."""
+    second = pa.table(
+        {
+            "id": ["t3", "t1", "t4"],
+            "device": pa.array(["pixel-7", "iphone-15", None], pa.string_view()),
+            "email": pa.nulls(3),
+        }
+    )
+    pq.write_table(second, tmp_path / "identity.parquet")
+    ws = ws_at(tmp_path / "ws")
+    import_file(
+        ws,
+        transactions(tmp_path),
+        write_mapping(tmp_path, join_mapping()),
+        join=tmp_path / "identity.parquet",
+    )
+    got = ws.read("charges").sort_by("charge_id").to_pydict()
+    assert got["device_id"] == ["dev_iphone-15", None, "dev_pixel-7", None]
+    assert got["email_domain"] == [None, None, None, None]
+
+
+def test_an_empty_key_matches_nothing_and_is_never_a_repeat(tmp_path: Path) -> None:
+    rows = {**{k: v for k, v in ROWS.items() if k != "email"}, "id": ["t1", "", "t3", "t4"]}
+    csv = write_csv(tmp_path, rows, "transactions.csv")
+    m = join_mapping()
+    m["columns"]["charge_id"] = {"hash": ["id", "ts"], "prefix": "ch_"}  # (the empty id needs another)
+    second = identities(tmp_path, {"id": ["", "", "t1"], "device": ["a", "b", "c"], "email": ["x@y.io"] * 3})
+    ws = ws_at(tmp_path / "ws")
+    summary = import_file(ws, csv, write_mapping(tmp_path, m), join=second)
+    got = ws.read("charges").sort_by("created").to_pydict()
+    assert got["device_id"] == ["dev_c", None, None, None]  # t1 only; the empty key took nothing
+    assert summary.warnings[0].startswith("3 of the 4 rows found no row")
+
+
+def test_keep_rows_keeps_the_warning_of_rows_without_a_match(tmp_path: Path) -> None:
+    m = join_mapping()
+    m["keep_rows"] = {"column": "kind", "when": ["web", "store"]}
+    ws = ws_at(tmp_path / "ws")
+    summary = import_file(ws, transactions(tmp_path), write_mapping(tmp_path, m), join=identities(tmp_path))
+    assert summary.warnings == (
+        f"1 of the 4 rows found no row of {tmp_path / 'identity.parquet'} by 'id': the columns they take "
+        "from it are empty",
+    )
+
+
+def test_the_second_files_key_may_be_read_as_a_field_too(tmp_path: Path) -> None:
+    m = join_mapping(column="id", key="tx")
+    m["columns"]["customer_id"] = {"column": "tx", "prefix": "cus_"}
+    second = identities(tmp_path, {"tx": ["t3", "t1"], "device": ["c", "a"], "email": ["x@y.io"] * 2})
+    ws = ws_at(tmp_path / "ws")
+    import_file(ws, transactions(tmp_path), write_mapping(tmp_path, m), join=second)
+    got = ws.read("charges").sort_by("charge_id").to_pydict()
+    assert got["customer_id"] == ["cus_t1", None, "cus_t3", None]
+
+
+def test_the_imported_files_card_numbers_come_first(tmp_path: Path) -> None:
+    """Both files held a card number: only the second file's were said (the first's were lost)."""
+    rows = {**{k: v for k, v in ROWS.items() if k != "email"}, "shop": ["s1", VISA, "s1", "s3"]}
+    csv = write_csv(tmp_path, rows, "transactions.csv")
+    leaked = identities(tmp_path, {**IDENTITY, "note": ["", "", "", VISA]})
+    ws = ws_at(tmp_path / "ws")
+    with pytest.raises(ValidationError) as e:
+        import_file(ws, csv, write_mapping(tmp_path, join_mapping()), join=leaked)
+    assert str(tmp_path / "transactions.csv") in str(e.value) and "'shop'" in str(e.value)

@@ -28,8 +28,6 @@ from payfm.events.import_convert import as_text
 from payfm.events.mapping import Mapping
 from payfm.events.mapping_join import JoinSpec
 
-_ROW, _KEY = "__payfm_row", "__payfm_key"  # helper columns (no file's names: they start with __payfm_)
-
 
 def check_join(mapping: Mapping, join: object) -> None:
     """A mapping's ``join`` and the second file go together: one without the other is a mistake."""
@@ -69,7 +67,7 @@ def join_columns(
             f"received {shown} in both files: which one the mapping reads would be a guess. Rename it in "
             "one of them."
         )
-    taken = [c for c in second.column_names if c in read and c not in table.column_names and c != spec.key]
+    taken = [c for c in second.column_names if c in read and c not in table.column_names]
     for c in taken:
         if pa.types.is_nested(second.schema.field(c).type):
             raise ConfigError(
@@ -78,18 +76,22 @@ def join_columns(
             )
     keys = _text(second, spec.key, joined)
     _unique(keys, spec.key, joined, csv_file)
-    right = pa.table([keys, *(second.column(c) for c in taken)], names=[_KEY, *taken])
-    right = right.filter(pc.is_valid(keys))
-    left = pa.table(
-        {_ROW: pa.array(range(table.num_rows), pa.int64()), _KEY: _text(table, spec.column, source)}
-    )
-    matched = left.join(right, _KEY, join_type="left outer", use_threads=False).sort_by(_ROW)
-    found = pc.is_in(left.column(_KEY), value_set=right.column(_KEY).combine_chunks())
-    unmatched = table.num_rows - int(pc.sum(found).as_py() or 0)
+    # Only the keys and row numbers are joined (Arrow's join refuses some column types, a null-typed one
+    # among them); the columns are then taken by row number, null where a row found none.
+    right = pa.table({"key": keys, "at": _numbers(second.num_rows)}).filter(pc.is_valid(keys))
+    left = pa.table({"row": _numbers(table.num_rows), "key": _text(table, spec.column, source)})
+    at = left.join(right, "key", join_type="left outer", use_threads=False).sort_by("row").column("at")
     out = table
     for c in taken:
-        out = out.append_column(second.schema.field(c), matched.column(c))
-    return out, unmatched
+        column = second.column(c)
+        if pa.types.is_string_view(column.type):  # (take has no kernel for it)
+            column = column.cast(pa.string())
+        out = out.append_column(pa.field(c, column.type), column.take(at))
+    return out, at.null_count
+
+
+def _numbers(n: int) -> pa.Array:
+    return pa.array(range(n), pa.int64())
 
 
 def _has(table: pa.Table, column: str, source: str, path: str) -> None:
@@ -105,9 +107,11 @@ def _has(table: pa.Table, column: str, source: str, path: str) -> None:
 
 
 def _text(table: pa.Table, column: str, source: str) -> pa.ChunkedArray:
-    """A key column as text: keys compare as the files write them (``7`` matches ``"7"``)."""
+    """A key column as text: keys compare as the files write them (``7`` matches ``"7"``); an empty one is
+    null (it matches nothing)."""
     try:
-        return pa.chunked_array([as_text(c) for c in table.column(column).chunks], pa.string())
+        text = pa.chunked_array([as_text(c) for c in table.column(column).chunks], pa.string())
+        return pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:  # (bytes that are not UTF-8, a nested type)
         raise ConfigError(
             f"Join: column {shown_text(column)!r} of '{shown_text(source)}': expected keys readable as text; "

@@ -9,8 +9,11 @@
   case-insensitive, from pycountry's tables (:mod:`payfm.events.countries`), with the English names exports
   write besides ISO's (``Turkey``, ``Russia``, ``Holland``, ``Ivory Coast``: :data:`_ALIASES`; ``UK`` and
   ``EL``, which ISO reserves for them, are ``GB`` and ``GR``); every code the event log accepts is kept
-  (``ZZ``, ``AN``). A value it does not know is a problem naming it: a mapping's ``map``, which runs first,
-  names the others (``Schweiz: CH``, ``Unbekannt: null``).
+  (``ZZ``, ``AN``). Names in the languages of :data:`LANGUAGES` (``Deutschland``, ``Schweiz``,
+  ``États-Unis``, ``España``), from the translations pycountry ships (Debian's iso-codes), also without
+  their accents (``Espana``, ``Osterreich``); a name two countries share is left out, and a code or an
+  English name keeps its meaning. A value it does not know is a problem naming it: a mapping's
+  ``map``, which runs first, names the others (``Unbekannt: null``).
 
 Vectorized over the column (Arrow compute, a dictionary lookup per distinct value).
 
@@ -20,6 +23,8 @@ Example:
     ['example.com', 'b.de', None, None]
     >>> country_codes_of(pa.array(["USA", "840", "germany", "UK", "Atlantis"])).to_pylist()
     ['US', 'US', 'DE', 'GB', None]
+    >>> country_codes_of(pa.array(["Deutschland", "Schweiz", "espana", "Royaume-Uni"])).to_pylist()
+    ['DE', 'CH', 'ES', 'GB']
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ CONVERSIONS = ("email_domain", "country")
 
 EXPECTED = {
     "email_domain": "an e-mail address (name@example.com)",
-    "country": "a country as ISO 3166-1 alpha-2 (US), alpha-3 (USA), numeric (840) or its English name",
+    "country": "a country as ISO 3166-1 alpha-2 (US), alpha-3 (USA), numeric (840) or its name (in English, "
+    "German, French, Spanish...: Germany, Deutschland, Allemagne)",
 }
 
 
@@ -94,7 +100,57 @@ def _country_table() -> tuple[pa.Array, pa.Array]:
             if value:
                 names.setdefault(str(value).lower(), c.alpha_2)
     names |= _ALIASES
+    for name, code in translated(pycountry.countries, _catalogs(pycountry.LOCALES_DIR)).items():
+        names.setdefault(name, code)
     return pa.array(list(names), pa.string()), pa.array(list(names.values()), pa.string())
+
+
+# The languages whose country names the conversion reads (pycountry's catalogs of ISO 3166-1 names): those of
+# Europe's and the Americas' larger card markets. Not all 159 it ships: some catalogs hold mistakes (one
+# gives the Gambia's official name as "Slovenská republika"), which a conversion would apply silently.
+LANGUAGES = ("cs", "da", "de", "el", "es", "fi", "fr", "hu", "it", "nb_NO", "nl", "pl", "pt", "pt_BR", "ro",
+             "ru", "sv", "tr")  # fmt: skip
+
+
+def _catalogs(folder: str) -> list[Any]:
+    """The gettext catalogs of ISO 3166-1 names of :data:`LANGUAGES` in pycountry's ``folder``."""
+    import gettext
+
+    out = []
+    for language in LANGUAGES:
+        try:
+            out.append(gettext.translation("iso3166-1", folder, languages=[language]))
+        except OSError:  # (a pycountry without that catalog)
+            continue
+    return out
+
+
+def translated(countries: Any, catalogs: list[Any]) -> dict[str, str]:
+    """Lower-case names of ``countries`` in each of ``catalogs`` (gettext-like: ``gettext(english)``), and
+    each without its accents, -> alpha-2; a name that stands for two countries is left out.
+
+    >>> from types import SimpleNamespace as C
+    >>> countries = [C(alpha_2="DE", name="Germany"), C(alpha_2="AT", name="Austria")]
+    >>> countries.append(C(alpha_2="XY", name="Other"))  # a mistaken catalog's name for it: Deutschland
+    >>> german = C(gettext={"Germany": "Deutschland", "Austria": "Österreich", "Other": "Deutschland"}.get)
+    >>> translated(countries, [german])
+    {'österreich': 'AT', 'osterreich': 'AT'}
+    """
+    import unicodedata
+
+    codes: dict[str, set[str]] = {}
+    for catalog in catalogs:
+        for c in countries:
+            for key in ("name", "common_name"):
+                english = getattr(c, key, None)
+                if english:
+                    name = catalog.gettext(english).lower()
+                    plain = "".join(
+                        ch for ch in unicodedata.normalize("NFKD", name) if not unicodedata.combining(ch)
+                    )
+                    for text in dict.fromkeys((name, plain)):
+                        codes.setdefault(text, set()).add(c.alpha_2)
+    return {name: next(iter(found)) for name, found in codes.items() if len(found) == 1}
 
 
 def country_codes_of(text: pa.Array) -> pa.Array:

@@ -703,6 +703,8 @@ def import_file(
     check_join(mapping, join)
     joined: list[str] = []
     if mapping.join is not None and join is not None:
+        if out.total:  # (the imported file's card numbers first; the second file's once it is clean)
+            raise_problems(source, out.items, out.total, is_csv)
         say(f"reading {join}")
         table, joined = _join(mapping, table, source, Path(join))
     files = f"'{source}'" + (f" or '{join}'" if mapping.join is not None else "")
@@ -720,7 +722,8 @@ def import_file(
     rows_read = table.num_rows
     warnings: list[str] = joined
     if mapping.keep_rows:
-        table, warnings = keep_rows(mapping, table, out)
+        table, kept = keep_rows(mapping, table, out)
+        warnings = [*joined, *kept]
     say("mapping columns")
     secret = ws.secret()
     built = _fields(mapping, table, secret, out, is_csv)
