@@ -556,7 +556,7 @@ MISTAKES: list[tuple[Any, str]] = [
     ),
     (
         lambda m: m["columns"].update(created={"column": "ts", "unit": "days"}),
-        "'columns.created.unit': expected an epoch unit: s, ms, us or ns; received 'days'",
+        "'columns.created.unit': expected a unit: d, h, m, s, ms, us, ns; received 'days'",
     ),
     (
         lambda m: m["columns"]["created"].update(timezone="Europe/Pari"),

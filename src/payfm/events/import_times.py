@@ -357,7 +357,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
                 v, nulls = v.copy(), nulls.copy()  # (Arrow's buffers are read-only)
                 v[huge] = 0
                 nulls[huge] = True
-            return pa.array(v * mul // div, mask=nulls).cast(TIMESTAMP)
+            return pa.array(v * mul // div + (spec.origin_us or 0), mask=nulls).cast(TIMESTAMP)
         values = to_floats(col, name, out)
         if values is None:
             return None
@@ -368,7 +368,8 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         if len(huge):
             out.rows(name, huge, _PLAUSIBLE, values_at(written, huge))
         nulls = np.isnan(values) | (np.abs(np.nan_to_num(micros_f, nan=0.0)) > 2.0**62)
-        return pa.array(np.where(nulls, 0, micros_f).astype(np.int64), mask=nulls).cast(TIMESTAMP)
+        micros = np.where(nulls, 0, micros_f).astype(np.int64) + (spec.origin_us or 0)
+        return pa.array(micros, mask=nulls).cast(TIMESTAMP)
     if pa.types.is_timestamp(t):
         if t.tz is not None:
             return pc.cast(col, TIMESTAMP, safe=False)
@@ -384,8 +385,8 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         return _localize(pc.cast(pc.cast(col, pa.date32()), pa.timestamp("us")), col, zone, spec, out)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         raise ConfigError(
-            f"{mapping.name}: '{spec.path}.unit': expected an epoch unit (s, ms, us, ns) for the numbers in "
-            f"{spec.columns_text}; received no unit."
+            f"{mapping.name}: '{spec.path}.unit': expected a unit (s, ms, us, ns; d, h, m) for the numbers "
+            f"in {spec.columns_text}; received no unit."
         )
     col = as_text(col)
     valid = pc.is_valid(col)

@@ -132,7 +132,8 @@ class FieldSpec:
     minor_units: CurrencySource | None = None  # source is in major units of this currency
     usd_cents: CurrencySource | None = None  # source is in major units of this currency; convert to US cents
     negative: bool = False  # ``sign: negative``: the source writes the amount negative (a refund's -4.00)
-    unit: str | None = None  # epoch unit of numeric times: s, ms, us, ns
+    unit: str | None = None  # unit of numeric times: d, h, m, s, ms, us, ns (since the epoch or origin)
+    origin_us: int | None = None  # numeric times count from this instant (UTC us), not the Unix epoch
     format: str | None = None  # strptime format of text times (default: ISO 8601)
     timezone: str | None = None  # zone of naive times (the mapping's file-wide zone if not given here)
     zone_column: ZoneColumn | None = None  # or each row's zone, from a source column

@@ -1,6 +1,6 @@
-"""The options of a mapping's time fields (``unit``, ``format``, ``timezone``, ``ambiguous``, ``nonexistent``,
-``zone_names``), parsed and checked for :mod:`payfm.events.mapping`; :mod:`payfm.events.import_times` reads
-the times with them (docs/import.md, "Times").
+"""The options of a mapping's time fields (``unit``, ``origin``, ``format``, ``timezone``, ``ambiguous``,
+``nonexistent``, ``zone_names``), parsed and checked for :mod:`payfm.events.mapping`;
+:mod:`payfm.events.import_times` reads the times with them (docs/import.md, "Times").
 
 Example:
     >>> from payfm.errors import ConfigError
@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import functools
 import zoneinfo
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -21,10 +22,19 @@ import pyarrow.compute as pc
 
 from payfm.events.import_format import Error, parse_zone_column, parse_zone_names
 
-EPOCH_UNITS = {"s": (1_000_000, 1), "ms": (1_000, 1), "us": (1, 1), "ns": (1, 1_000)}  # value -> micros
+# value -> micros (multiply, divide): numbers of these since the Unix epoch, or since a field's ``origin``
+EPOCH_UNITS = {
+    "d": (86_400_000_000, 1),
+    "h": (3_600_000_000, 1),
+    "m": (60_000_000, 1),
+    "s": (1_000_000, 1),
+    "ms": (1_000, 1),
+    "us": (1, 1),
+    "ns": (1, 1_000),
+}
 AMBIGUOUS = ("error", "earliest", "latest", "infer")  # a repeated local time (payfm.events.import_times)
 NONEXISTENT = ("error", "earliest", "latest", "shift")  # a local time a DST change skips
-TIME_KEYS = ("unit", "format", "timezone", "ambiguous", "nonexistent", "zone_names")
+TIME_KEYS = ("unit", "origin", "format", "timezone", "ambiguous", "nonexistent", "zone_names")
 
 
 @functools.cache
@@ -54,13 +64,38 @@ def zone_name(error: Error, path: str, value: object, per_row: bool = False) -> 
     return value
 
 
+def _origin(path: str, value: object, error: Error) -> int:
+    """``origin``: an ISO 8601 time with its zone's offset, as UTC microseconds since the Unix epoch."""
+    expected = "an ISO 8601 time with a zone offset, e.g. '2017-12-01T00:00:00Z'"
+    if isinstance(value, datetime):  # (YAML reads an unquoted time itself)
+        when = value
+    elif isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise error(path, expected, value) from None
+    else:
+        raise error(path, expected, value)
+    if when.tzinfo is None:
+        raise error(path, expected + " (a time without one would be a guess)", str(value))
+    if not 1970 <= when.astimezone(UTC).year < 2100:
+        raise error(path, "a time between 1970 and 2100", str(value))
+    return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
 def time_options(path: str, data: dict[str, Any], error: Error) -> dict[str, Any]:
     """The time options of the field at ``path`` (its mapping ``data``), as FieldSpec keyword arguments."""
     opts: dict[str, Any] = {}
     if "unit" in data:
         if data["unit"] not in EPOCH_UNITS:
-            raise error(f"{path}.unit", "an epoch unit: s, ms, us or ns", data["unit"])
+            raise error(f"{path}.unit", "a unit: " + ", ".join(EPOCH_UNITS), data["unit"])
         opts["unit"] = data["unit"]
+    if "origin" in data:
+        if "unit" not in data:
+            raise error(
+                f"{path}.origin", "a unit beside it (numbers of that unit since the origin)", "<no unit>"
+            )
+        opts["origin_us"] = _origin(f"{path}.origin", data["origin"], error)
     if "format" in data:
         if not isinstance(data["format"], str) or "%" not in data["format"]:
             raise error(f"{path}.format", "a strptime format such as '%Y-%m-%d %H:%M:%S'", data["format"])
