@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,6 +60,18 @@ def _created_workspace(ctx: click.Context) -> Iterator[Workspace]:
         if not existed:
             shutil.rmtree(root, ignore_errors=True)
         raise
+
+
+@contextmanager
+def _workspace_to_import_into(ctx: click.Context, dry_run: bool) -> Iterator[Workspace]:
+    """The import's workspace (created if missing); for a dry run into none, a scratch one, removed after."""
+    root = Path(ctx.obj["workspace"])
+    if not dry_run or (root / "manifest.json").exists():
+        with _created_workspace(ctx) as ws:
+            yield ws
+        return
+    with tempfile.TemporaryDirectory(prefix="payfm-dry-run-") as scratch:
+        yield Workspace.open(Path(scratch) / "ws", create=True)
 
 
 def parse_mix(text: str | None) -> dict[str, float] | None:
@@ -199,9 +212,20 @@ def generate(
     "a mapping with a `join` (e.g. join: {column: TransactionID}), as an export of transactions and "
     "identities.",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Run every check and say what would be imported; write nothing (not even a new workspace).",
+)
 @click.pass_context
 def import_(
-    ctx: click.Context, path: str, mapping: str, skip_existing: bool, skip_orphans: bool, join: str | None
+    ctx: click.Context,
+    path: str,
+    mapping: str,
+    skip_existing: bool,
+    skip_orphans: bool,
+    join: str | None,
+    dry_run: bool,
 ) -> None:
     """Import a CSV or Parquet file in another schema, all or nothing.
 
@@ -217,18 +241,27 @@ def import_(
       payfm import chargebacks.csv --mapping cb.yaml --skip-existing --skip-orphans  # a cumulative file
       payfm import report.csv --mapping refunds.yaml  # keep_rows: {column: record_type, when: Refunded}
       payfm import train_transaction.csv --join train_identity.csv --mapping ieee.yaml  # join: {column: ...}
+      payfm import export.csv --mapping mine.yaml --dry-run  # check a new mapping on the whole file first
     """
     from payfm.events.importer import import_file
 
-    with _created_workspace(ctx) as ws:
+    with _workspace_to_import_into(ctx, dry_run) as ws:
         t0 = time.perf_counter()
         result = import_file(
-            ws, path, mapping, skip_existing=skip_existing, skip_orphans=skip_orphans, join=join
+            ws,
+            path,
+            mapping,
+            skip_existing=skip_existing,
+            skip_orphans=skip_orphans,
+            join=join,
+            dry_run=dry_run,
         )
     elapsed = time.perf_counter() - t0
+    what = "Would import" if dry_run else "Imported"
     console.print(
-        f"Imported {shown_text(str(path), limit=4096, times=True)} in {elapsed:.1f} s: "
-        + ", ".join(rows_of(v, k) for k, v in result.rows.items()),
+        f"{what} {shown_text(str(path), limit=4096, times=True)} in {elapsed:.1f} s: "
+        + ", ".join(rows_of(v, k) for k, v in result.rows.items())
+        + (" (a dry run: nothing written)" if dry_run else ""),
         markup=False,
         highlight=False,
     )

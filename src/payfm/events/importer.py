@@ -42,6 +42,7 @@ import difflib
 import functools
 import gzip
 import re
+import secrets
 import shlex
 import zlib
 from collections.abc import Callable
@@ -107,6 +108,7 @@ class ImportSummary:
     skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # rows left out, by reason (asked for)
     warnings: tuple[str, ...] = ()  # what was imported may not be what was meant
     not_scanned: tuple[str, ...] = ()  # under no_card_numbers: not scanned, only hashed, compared or dropped
+    dry_run: bool = False  # nothing was written: ``rows`` are what an import would write
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -683,13 +685,16 @@ def import_file(
     skip_existing: bool = False,
     skip_orphans: bool = False,
     join: str | Path | None = None,
+    dry_run: bool = False,
 ) -> ImportSummary:
     """Import the CSV or Parquet file ``path`` into ``ws`` through the mapping ``mapping_path`` (a file or the
     name of a bundled mapping such as ``sparkov``). All or nothing: any problem raises and writes nothing.
     ``skip_existing`` leaves out the rows (and the labels' outcomes) whose id the workspace holds,
     ``skip_orphans`` the outcomes whose charge it does not hold, instead of refusing them (counted in
     ``ImportSummary.skipped``); such rows are checked like the others. ``join``: the second file of a
-    mapping with a ``join`` (docs/import.md, "Joining a second file").
+    mapping with a ``join`` (docs/import.md, "Joining a second file"). ``dry_run``: every check runs, the
+    summary says what would be written, nothing is (not even the workspace's key: a workspace without one
+    is checked with a key of its own, which changes no check's result).
     """
     ws, say = opened(ws, "import_file"), progress or (lambda _step: None)
     mapping = load_mapping(mapping_path)
@@ -725,7 +730,8 @@ def import_file(
         table, kept = keep_rows(mapping, table, out)
         warnings = [*joined, *kept]
     say("mapping columns")
-    secret = ws.secret()
+    # (no key yet: no id of the workspace came from one, so a throwaway key finds the same collisions)
+    secret = secrets.token_bytes(32) if dry_run and not (ws.root / "secret.key").exists() else ws.secret()
     built = _fields(mapping, table, secret, out, is_csv)
     say("validating")
     try:
@@ -758,11 +764,12 @@ def import_file(
     if skip_orphans and charges.num_rows and orphans.all():  # (were the charges imported first?)
         warnings.append(all_orphans(charges.num_rows))
     charges = charges.filter(pa.array(~(held | orphans)))
-    say("writing")
-    with ws.writer("append", validate=False) as w:  # (validated above)
-        w.write(mapping.table, charges)
-        for name, events in outcomes.items():
-            w.write(name, events)
+    if not dry_run:
+        say("writing")
+        with ws.writer("append", validate=False) as w:  # (validated above)
+            w.write(mapping.table, charges)
+            for name, events in outcomes.items():
+                w.write(name, events)
     rows_written = {mapping.table: charges.num_rows} | {name: t.num_rows for name, t in outcomes.items()}
     used, declared = set(mapping.source_columns()), set(mapping.no_card_numbers)
     dropped, unscanned = (tuple(c for c in table.column_names if c in s) for s in (mapping.drop, declared))
@@ -780,6 +787,7 @@ def import_file(
         skipped,
         tuple(warnings),
         unscanned,
+        dry_run,
     )
 
 
