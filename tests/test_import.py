@@ -556,7 +556,7 @@ MISTAKES: list[tuple[Any, str]] = [
     ),
     (
         lambda m: m["columns"].update(created={"column": "ts", "unit": "days"}),
-        "'columns.created.unit': expected a unit: d, h, m, s, ms, us, ns; received 'days'",
+        "'columns.created.unit': expected a unit: d, h, m, s, ms, us, ns (m: minutes); received 'days'",
     ),
     (
         lambda m: m["columns"]["created"].update(timezone="Europe/Pari"),
@@ -671,8 +671,8 @@ def test_milliseconds_read_as_seconds_are_implausible_times(tmp_path: Path) -> N
     text = failed_import(tmp_path, write_csv(tmp_path, {**ROWS, "ts": ms}), write_mapping(tmp_path, m))
     assert "4 problem(s)" in text
     assert (
-        "row 1 (line 2), column 'ts' (created): expected a time between 1970 and 2100 (check the unit or "
-        "format" in text
+        "row 1 (line 2), column 'ts' (created): expected a time between 1970 and 2100 (check the unit, "
+        "origin or format" in text
     )
     ws = ws_at(tmp_path / "ok")
     import_file(

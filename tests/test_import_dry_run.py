@@ -54,3 +54,19 @@ def test_the_cli_dry_run_creates_no_workspace(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert f"Would import {csv} in" in said and "4 charges, 2 disputes (a dry run: nothing written)" in said
     assert not where.exists()
+
+
+def test_a_dry_run_reads_the_workspace_a_tilde_names_and_refuses_one_that_cannot_be_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: `-w ~/ws` (a tilde the shell left) was checked against an empty scratch workspace,
+    so ids the workspace held passed; and a workspace under a file passed the dry run but not the import."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    csv, mapping = write_csv(tmp_path), write_mapping(tmp_path)
+    import_file(ws_at(tmp_path / "ws"), csv, mapping)
+    args = ["import", str(csv), "--mapping", str(mapping), "--dry-run"]
+    r = CliRunner().invoke(cli, ["-w", "~/ws", *args])
+    assert r.exit_code == 1 and "an id not already in the workspace" in " ".join(r.output.split()), r.output
+    (tmp_path / "afile").write_text("")
+    r = CliRunner().invoke(cli, ["-w", str(tmp_path / "afile" / "ws"), *args])
+    assert r.exit_code == 1 and "Cannot create the workspace" in r.output and "Traceback" not in r.output

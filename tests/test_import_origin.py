@@ -83,7 +83,10 @@ def test_a_time_an_origin_puts_past_2100_is_an_error_naming_the_row(tmp_path: Pa
             {"column": "ts", "unit": "s", "origin": "1900-01-01T00:00:00Z"},
             "expected a time between 1970 and 2100",
         ),
-        ({"column": "ts", "unit": "w"}, "'columns.created.unit': expected a unit: d, h, m, s, ms, us, ns"),
+        (
+            {"column": "ts", "unit": "w"},
+            "'columns.created.unit': expected a unit: d, h, m, s, ms, us, ns (m: minutes)",
+        ),
     ],
 )
 def test_a_wrong_origin_or_unit_is_the_mappings_mistake(created: dict[str, Any], said: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import re
 import shutil
 import tempfile
@@ -64,12 +65,21 @@ def _created_workspace(ctx: click.Context) -> Iterator[Workspace]:
 
 @contextmanager
 def _workspace_to_import_into(ctx: click.Context, dry_run: bool) -> Iterator[Workspace]:
-    """The import's workspace (created if missing); for a dry run into none, a scratch one, removed after."""
-    root = Path(ctx.obj["workspace"])
+    """The import's workspace (created if missing); for a dry run into none, a scratch one, removed after
+    (once it is clear that the workspace could be made there)."""
+    root = Path(ctx.obj["workspace"]).expanduser()  # (as Workspace.open reads it: `-w ~/ws` unexpanded)
     if not dry_run or (root / "manifest.json").exists():
         with _created_workspace(ctx) as ws:
             yield ws
         return
+    ancestor = root.absolute()
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(
+            f"Cannot create the workspace '{shown_path(root)}': '{shown_path(ancestor)}' is not a directory "
+            "payfm may write in. Expected a path where a directory can be made (pass another --workspace)."
+        )
     with tempfile.TemporaryDirectory(prefix="payfm-dry-run-") as scratch:
         yield Workspace.open(Path(scratch) / "ws", create=True)
 

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -86,20 +87,20 @@ _ALIASES = {
 
 @cache
 def _country_table() -> tuple[pa.Array, pa.Array]:
-    """(keys, alpha-2 codes): each way of writing a country :func:`country_codes_of` reads, lower case: every
+    """(keys, alpha-2 codes): each way of writing a country :func:`country_codes_of` reads, folded: every
     code the event log accepts (withdrawn and user-assigned ones too: ``AN``, ``ZZ``), pycountry's alpha-3 and
     numeric codes and names, and :data:`_ALIASES`."""
     import pycountry
 
     from payfm.events.countries import country_codes
 
-    names: dict[str, str] = {code.lower(): code for code in country_codes()}
+    names: dict[str, str] = {fold(code): code for code in country_codes()}
     for c in pycountry.countries:
         for key in ("alpha_3", "numeric", "name", "official_name", "common_name"):
             value = getattr(c, key, None)
             if value:
-                names.setdefault(str(value).lower(), c.alpha_2)
-    names |= _ALIASES
+                names.setdefault(fold(str(value)), c.alpha_2)
+    names |= {fold(alias): code for alias, code in _ALIASES.items()}
     for name, code in translated(pycountry.countries, _catalogs(pycountry.LOCALES_DIR)).items():
         names.setdefault(name, code)
     return pa.array(list(names), pa.string()), pa.array(list(names.values()), pa.string())
@@ -126,39 +127,54 @@ def _catalogs(folder: str) -> list[Any]:
 
 
 def translated(countries: Any, catalogs: list[Any]) -> dict[str, str]:
-    """Lower-case names of ``countries`` in each of ``catalogs`` (gettext-like: ``gettext(english)``), and
-    each without its accents, -> alpha-2; a name that stands for two countries is left out.
+    """Names of ``countries`` in each of ``catalogs`` (gettext-like: ``gettext(english)``), folded
+    (:func:`fold`), -> alpha-2; a name that stands for two countries is left out, and so is one of three
+    letters or fewer (Turkish's Chad, ``Çad``, folds to ``cad``, the Canadian dollar's code).
 
     >>> from types import SimpleNamespace as C
     >>> countries = [C(alpha_2="DE", name="Germany"), C(alpha_2="AT", name="Austria")]
     >>> countries.append(C(alpha_2="XY", name="Other"))  # a mistaken catalog's name for it: Deutschland
     >>> german = C(gettext={"Germany": "Deutschland", "Austria": "Österreich", "Other": "Deutschland"}.get)
     >>> translated(countries, [german])
-    {'österreich': 'AT', 'osterreich': 'AT'}
+    {'osterreich': 'AT'}
     """
-    import unicodedata
-
     codes: dict[str, set[str]] = {}
     for catalog in catalogs:
         for c in countries:
             for key in ("name", "common_name"):
                 english = getattr(c, key, None)
                 if english:
-                    name = catalog.gettext(english).lower()
-                    plain = "".join(
-                        ch for ch in unicodedata.normalize("NFKD", name) if not unicodedata.combining(ch)
-                    )
-                    for text in dict.fromkeys((name, plain)):
-                        codes.setdefault(text, set()).add(c.alpha_2)
-    return {name: next(iter(found)) for name, found in codes.items() if len(found) == 1}
+                    codes.setdefault(fold(catalog.gettext(english)), set()).add(c.alpha_2)
+    return {name: next(iter(found)) for name, found in codes.items() if len(found) == 1 and len(name) > 3}
+
+
+# Letters that do not decompose into a base letter and an accent, as the base letter(s) they are written as
+# where the keyboard lacks them: the Turkish dotless ı, the Danish and Norwegian ø, the Polish ł...
+_BASE_LETTERS = str.maketrans(
+    {"ı": "i", "ø": "o", "ł": "l", "đ": "d", "ð": "d", "þ": "th", "æ": "ae", "œ": "oe"}
+)
+
+
+def fold(text: str) -> str:
+    """A country as looked up: spaces trimmed, case folded (``ß`` -> ``ss``, Greek final ``ς`` -> ``σ``),
+    ``ı``, ``ø``, ``ł``... as their base letters, accents dropped; so ``İSVİÇRE``, ``Isvicre`` and
+    ``isviçre`` are one key, as are ``ΚΥΠΡΟΣ`` and ``Κύπρος``, ``Ostrig`` and ``Østrig``.
+
+    >>> [fold(t) for t in ("İSVİÇRE", "Kıbrıs", "ΚΥΠΡΟΣ", "Κύπρος", " Østrig ", "Straße")]
+    ['isvicre', 'kibris', 'κυπροσ', 'κυπροσ', 'ostrig', 'strasse']
+    """
+    decomposed = unicodedata.normalize("NFKD", text.strip().casefold().translate(_BASE_LETTERS))
+    return "".join(ch for ch in decomposed if not unicodedata.combining(ch))
 
 
 def country_codes_of(text: pa.Array) -> pa.Array:
     """The alpha-2 code of each country in ``text`` (see the module docstring), null where a value is not
     one (or is null)."""
     keys, codes = _country_table()
-    index = pc.index_in(pc.utf8_lower(pc.utf8_trim_whitespace(text)), value_set=keys)
-    converted: pa.Array = pc.take(codes, index)
+    distinct = pc.unique(text)  # (folded in Python: a country column holds few distinct values)
+    folded = pa.array([None if v is None else fold(v) for v in distinct.to_pylist()], pa.string())
+    found = pc.take(codes, pc.index_in(folded, value_set=keys))
+    converted: pa.Array = pc.take(found, pc.index_in(text, value_set=distinct))
     return converted
 
 

@@ -25,7 +25,7 @@ from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
 
 _INTEGER = r"^\s*[+-]?\d+\s*$"
 _OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
-_PLAUSIBLE = "a time between 1970 and 2100 (check the unit or format in the mapping)"
+_PLAUSIBLE = "a time between 1970 and 2100 (check the unit, origin or format in the mapping)"
 _DIRECTIVE = re.compile(r"%.")  # a strptime directive (``%%`` included, so a literal ``%z`` is no zone)
 _ZONES = ("%z", "%Z")
 # A zone name of UTC in a time read with %Z: UTC, GMT, UT or Z as a word, not followed by an offset.

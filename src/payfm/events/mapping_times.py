@@ -88,7 +88,7 @@ def time_options(path: str, data: dict[str, Any], error: Error) -> dict[str, Any
     opts: dict[str, Any] = {}
     if "unit" in data:
         if data["unit"] not in EPOCH_UNITS:
-            raise error(f"{path}.unit", "a unit: " + ", ".join(EPOCH_UNITS), data["unit"])
+            raise error(f"{path}.unit", "a unit: " + ", ".join(EPOCH_UNITS) + " (m: minutes)", data["unit"])
         opts["unit"] = data["unit"]
     if "origin" in data:
         if "unit" not in data:
