@@ -281,3 +281,14 @@ def test_the_imported_files_card_numbers_come_first(tmp_path: Path) -> None:
     with pytest.raises(ValidationError) as e:
         import_file(ws, csv, write_mapping(tmp_path, join_mapping()), join=leaked)
     assert str(tmp_path / "transactions.csv") in str(e.value) and "'shop'" in str(e.value)
+
+
+def test_the_summary_lists_the_second_files_columns_not_stored_too(tmp_path: Path) -> None:
+    m = join_mapping(column="id", key="tx")
+    m["drop"] = ["holder"]
+    rows = {"tx": ["t3", "t1"], "device": ["c", "a"], "email": ["x@y.io"] * 2, "browser": ["ff", "safari"]}
+    second = identities(tmp_path, {**rows, "holder": ["Ann Lee", "Bo Li"]})
+    ws = ws_at(tmp_path / "ws")
+    summary = import_file(ws, transactions(tmp_path), write_mapping(tmp_path, m), join=second)
+    assert summary.unmapped_columns == ("browser",)  # the second file's key, read to join, is not listed
+    assert summary.dropped_columns == ("holder",)

@@ -569,10 +569,12 @@ def _missing_columns(mapping: Mapping, table: pa.Table, files: str) -> list[str]
     return missing
 
 
-def _join(mapping: Mapping, table: pa.Table, source: str, path: Path) -> tuple[pa.Table, list[str]]:
+def _join(
+    mapping: Mapping, table: pa.Table, source: str, path: Path
+) -> tuple[pa.Table, list[str], list[str]]:
     """``table`` with the columns the mapping reads from the second file ``path``, read and scanned for
     card numbers as the imported file is (its own card numbers refused, naming it); a warning when rows
-    found no row there."""
+    found no row there; and the second file's columns (for the summary's lists of columns not stored)."""
     assert mapping.join is not None
     second, csv_file = read_source(path, separator=mapping.csv.separator)
     out = Problems(mapping.fields, csv_file)
@@ -585,12 +587,13 @@ def _join(mapping: Mapping, table: pa.Table, source: str, path: Path) -> tuple[p
         mapping.join, table, second, read, source, str(path), csv_file, mapping.name
     )
     if not unmatched:
-        return table, []
+        return table, [], second.column_names
     on, shown = mapping.join.column, shown_text(str(path), limit=4096, times=True)
-    return table, [
+    warning = (
         f"{unmatched:,} of the {table.num_rows:,} rows found no row of {shown} by {shown_text(on)!r}: the "
         "columns they take from it are empty"
-    ]
+    )
+    return table, [warning], second.column_names
 
 
 # ---- field computations ----------------------------------------------------------------------------------
@@ -707,11 +710,13 @@ def import_file(
     scan_cards(mapping, table, out)
     check_join(mapping, join)
     joined: list[str] = []
+    columns = list(table.column_names)  # (and the second file's, for the summary)
     if mapping.join is not None and join is not None:
         if out.total:  # (the imported file's card numbers first; the second file's once it is clean)
             raise_problems(source, out.items, out.total, is_csv)
         say(f"reading {join}")
-        table, joined = _join(mapping, table, source, Path(join))
+        table, joined, second = _join(mapping, table, source, Path(join))
+        columns += [c for c in second if c not in columns]
     files = f"'{source}'" + (f" or '{join}'" if mapping.join is not None else "")
     missing = _missing_columns(mapping, table, files)
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
@@ -772,8 +777,9 @@ def import_file(
                 w.write(name, events)
     rows_written = {mapping.table: charges.num_rows} | {name: t.num_rows for name, t in outcomes.items()}
     used, declared = set(mapping.source_columns()), set(mapping.no_card_numbers)
-    dropped, unscanned = (tuple(c for c in table.column_names if c in s) for s in (mapping.drop, declared))
-    unmapped = tuple(c for c in table.column_names if c not in used | declared and c not in mapping.drop)
+    used |= {mapping.join.key} if mapping.join is not None else set()
+    dropped, unscanned = (tuple(c for c in columns if c in s) for s in (mapping.drop, declared))
+    unmapped = tuple(c for c in columns if c not in used | declared and c not in mapping.drop)
     return ImportSummary(
         source,
         mapping.name,
