@@ -8,6 +8,11 @@ payfm.serving.decision_codec), and each decision's latency with its commit. Usag
 
     .venv/bin/python bench/bench_decision_log.py --workspace payfm-workspace
     .venv/bin/python bench/bench_decision_log.py --workspace ws --charges 10000 --durability os
+    .venv/bin/python bench/bench_decision_log.py --decision-log postgresql://postgres@127.0.0.1:5432/test
+
+With ``--decision-log postgresql://...`` the log is PostgreSQL's, in a schema of its own (dropped after):
+the bytes are its table's (``pg_total_relation_size``, TOAST and indexes included) and the stored
+decision's (``pg_column_size``: after PostgreSQL's own compression of long values).
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import shutil
 import sqlite3
 import tempfile
 import time
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 from bench_prune import _charge  # bench/bench_prune.py: the same charges
 from machine import describe  # bench/machine.py
 from payfm.events.workspace import Workspace
+from payfm.serving.decision_log import DecisionLog
+from payfm.serving.postgres_log import PostgresDecisionLog
 from payfm.serving.scorer import Scorer
 
 
@@ -32,6 +40,7 @@ def main() -> None:
     ap.add_argument("--charges", type=int, default=5_000)
     ap.add_argument("--cards", type=int, default=500)
     ap.add_argument("--durability", choices=("fsync", "os"), default="fsync")
+    ap.add_argument("--decision-log", default="sqlite", help="sqlite (default) or a postgresql:// URL")
     args = ap.parse_args()
     print(f"# {describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="payfm-bench-log-") as tmp:
@@ -39,7 +48,10 @@ def main() -> None:
         shutil.copytree(args.workspace, root, ignore=shutil.ignore_patterns("serving", "reports"))
         ws = Workspace.open(root)
         end = ws.connect().sql("SELECT max(created) FROM charges").fetchall()[0][0]
-        scorer = Scorer.open(ws, durability=args.durability)
+        log: str | DecisionLog = "sqlite"
+        if args.decision_log != "sqlite":
+            log = PostgresDecisionLog(args.decision_log, schema=f"payfm_bench_{uuid.uuid4().hex[:8]}")
+        scorer = Scorer.open(ws, decision_log=log, durability=args.durability)
         ms: list[float] = []
         try:
             for i in range(args.charges):
@@ -50,6 +62,13 @@ def main() -> None:
             scorer.log.flush()
         finally:
             scorer.close(snapshot=False)
+        ms.sort()
+        latency = (
+            f"decision with its commit p50 {ms[len(ms) // 2]:.2f} ms, p99 {ms[int(len(ms) * 0.99)]:.2f} ms"
+        )
+        if isinstance(log, PostgresDecisionLog):
+            print(_postgres(log, args.durability, latency), flush=True)
+            return
         db = root / "serving" / "decisions.db"
         with sqlite3.connect(db) as con:
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -57,14 +76,29 @@ def main() -> None:
             n, charge, decision = con.execute(
                 "SELECT count(*), avg(length(charge)), avg(length(decision)) FROM decisions"
             ).fetchone()
-        ms.sort()
         print(
             f"{n:,} decisions ({args.durability}): {pages * size / n:,.0f} bytes each on disk "
-            f"({size}-byte pages); "
-            f"stored charge {charge:,.0f} B, decision {decision:,.0f} B; decision with its commit "
-            f"p50 {ms[len(ms) // 2]:.2f} ms, p99 {ms[int(len(ms) * 0.99)]:.2f} ms",
+            f"({size}-byte pages); stored charge {charge:,.0f} B, decision {decision:,.0f} B; {latency}",
             flush=True,
         )
+
+
+def _postgres(log: PostgresDecisionLog, durability: str, latency: str) -> str:
+    """The PostgreSQL log's bytes a decision, then its schema dropped."""
+    try:
+        (n, table, stored, text), *_ = log._fetch(
+            "SELECT count(*), pg_total_relation_size('decisions'), avg(pg_column_size(decision)), "
+            "avg(octet_length(decision)) FROM decisions"
+        )
+        return (
+            f"{n:,} decisions (PostgreSQL, {durability}): {table / n:,.0f} bytes each in the table "
+            f"(TOAST and indexes included); stored decision {float(stored):,.0f} B ({float(text):,.0f} B "
+            f"of JSON); {latency}"
+        )
+    finally:
+        with log._reading() as con:
+            con.execute(f'DROP SCHEMA "{log.schema}" CASCADE')
+        log.close()
 
 
 if __name__ == "__main__":

@@ -292,3 +292,13 @@ def test_the_summary_lists_the_second_files_columns_not_stored_too(tmp_path: Pat
     summary = import_file(ws, transactions(tmp_path), write_mapping(tmp_path, m), join=second)
     assert summary.unmapped_columns == ("browser",)  # the second file's key, read to join, is not listed
     assert summary.dropped_columns == ("holder",)
+
+
+def test_the_second_files_key_is_scanned_even_when_a_field_only_hashes_it(tmp_path: Path) -> None:
+    """Found by a review of the docs: the second file's key, read by a field only through a hash, escaped the
+    card-number scan (the docs say the join's keys are scanned: compared, and a repeated one quoted)."""
+    m = join_mapping(column="id", key="tx")
+    m["columns"]["customer_id"] = {"hash": ["tx"], "prefix": "cus_"}
+    second = identities(tmp_path, {"tx": ["t3", VISA], "device": ["c", "a"], "email": ["x@y.io"] * 2})
+    message = _refused(tmp_path, second, ValidationError, mapping=m)
+    assert "column 'tx'" in message and "full card number (not shown)" in message and VISA not in message

@@ -52,6 +52,8 @@ def scan_cards(mapping: Mapping, table: pa.Table, out: Problems) -> None:
     if hashed:
         others = {k: s for k, s in mapping.fields.items() if s.kind != "hash"}
         hashed -= set(dataclasses.replace(mapping, fields=others).source_columns()) | set(mapping.drop)
+        # (the join's keys are compared, and a repeated one quoted: scanned, as docs/import.md says)
+        hashed -= {mapping.join.column, mapping.join.key} if mapping.join is not None else set()
     declared = set(mapping.no_card_numbers)  # (never stored as they are: mapping_cards checks it)
     for name in table.column_names:
         if name in mapping.fingerprinted or name in hashed or name in declared:
