@@ -73,7 +73,8 @@ def domains(text: pa.Array) -> pa.Array:
 
 
 # English names exports write that are not among pycountry's (its names follow ISO's: "Türkiye", "Russian
-# Federation", "Côte d'Ivoire"), and codes ISO reserves or users assign: each to the code it stands for.
+# Federation", "Côte d'Ivoire"), codes ISO reserves or users assign, and the short names below: each to the
+# code it stands for (folded as every key is: :func:`fold`).
 _ALIASES = {
     "turkey": "TR", "turkiye": "TR", "russia": "RU", "great britain": "GB", "britain": "GB", "england": "GB",
     "scotland": "GB", "wales": "GB", "northern ireland": "GB", "uk": "GB", "el": "GR", "holland": "NL",
@@ -82,6 +83,12 @@ _ALIASES = {
     "micronesia": "FM", "vatican": "VA", "vatican city": "VA", "holy see": "VA", "dr congo": "CD",
     "democratic republic of the congo": "CD", "congo-kinshasa": "CD", "republic of the congo": "CG",
     "congo-brazzaville": "CG", "uae": "AE", "kosovo": "XK", "xkx": "XK",
+    # Russia's short name in the languages of LANGUAGES: their catalogs translate ISO's "Russian Federation"
+    # only; and Great Britain and the United States as exports in those languages abbreviate them
+    "russland": "RU", "russie": "RU", "rusia": "RU", "rusland": "RU", "rosja": "RU", "rússia": "RU",
+    "ryssland": "RU", "venäjä": "RU", "rusko": "RU", "rusya": "RU", "oroszország": "RU", "ρωσία": "RU",
+    "россия": "RU", "großbritannien": "GB", "grande-bretagne": "GB", "gran bretaña": "GB",
+    "ee. uu.": "US", "ee.uu.": "US", "eeuu": "US",
 }  # fmt: skip
 
 
