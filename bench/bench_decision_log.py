@@ -9,6 +9,7 @@ payfm.serving.decision_codec), and each decision's latency with its commit. Usag
     .venv/bin/python bench/bench_decision_log.py --workspace payfm-workspace
     .venv/bin/python bench/bench_decision_log.py --workspace ws --charges 10000 --durability os
     .venv/bin/python bench/bench_decision_log.py --decision-log postgresql://postgres@127.0.0.1:5432/test
+    .venv/bin/python bench/bench_decision_log.py --page-size 4096   # a new SQLite log's pages of another size
 
 With ``--decision-log postgresql://...`` the log is PostgreSQL's, in a schema of its own (dropped after):
 the bytes are its table's (``pg_total_relation_size``, TOAST and indexes included) and the stored
@@ -29,6 +30,7 @@ from pathlib import Path
 from bench_prune import _charge  # bench/bench_prune.py: the same charges
 from machine import describe  # bench/machine.py
 from payfm.events.workspace import Workspace
+from payfm.serving import sqlite_log
 from payfm.serving.decision_log import DecisionLog
 from payfm.serving.postgres_log import PostgresDecisionLog
 from payfm.serving.scorer import Scorer
@@ -41,7 +43,12 @@ def main() -> None:
     ap.add_argument("--cards", type=int, default=500)
     ap.add_argument("--durability", choices=("fsync", "os"), default="fsync")
     ap.add_argument("--decision-log", default="sqlite", help="sqlite (default) or a postgresql:// URL")
+    ap.add_argument(
+        "--page-size", type=int, help=f"a new SQLite log's page size (default {sqlite_log.PAGE_SIZE})"
+    )
     args = ap.parse_args()
+    if args.page_size:
+        sqlite_log.PAGE_SIZE = args.page_size
     print(f"# {describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="payfm-bench-log-") as tmp:
         root = Path(tmp) / "ws"

@@ -16,7 +16,6 @@ imported file keeps its place, so a problem found later names the imported file'
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 
 import pyarrow as pa
@@ -25,6 +24,7 @@ import pyarrow.compute as pc
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 from payfm.events.import_convert import as_text
+from payfm.events.import_problems import closest_column
 from payfm.events.mapping import Mapping
 from payfm.events.mapping_join import JoinSpec
 
@@ -97,9 +97,8 @@ def _numbers(n: int) -> pa.Array:
 def _has(table: pa.Table, column: str, source: str, path: str) -> None:
     if column in table.column_names:
         return
-    same = [c for c in table.column_names if c.lower() == column.lower()]
-    close = same or difflib.get_close_matches(column, table.column_names, n=1, cutoff=0.8)
-    hint = f" (did you mean {shown_text(close[0])!r}?)" if close else ""
+    close = closest_column(column, table.column_names)
+    hint = f" (did you mean {shown_text(close)!r}?)" if close else ""
     raise ConfigError(
         f"{path}: expected a column of '{shown_text(source)}'{hint}; received {shown_text(column)!r}, "
         "which the file does not have."

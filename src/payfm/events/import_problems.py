@@ -6,6 +6,7 @@ checks here and merges :func:`~payfm.events.validate.validate_events`' less the 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NoReturn
@@ -155,6 +156,17 @@ class Problems:
                 said.add(said_as)
             self.items.append(Problem(p.column, row, p.expected, p.received, where))
         self.total += error.total - repeated
+
+
+def closest_column(column: str, present: list[str], free: list[str] | None = None) -> str | None:
+    """A plausible file column for the missing ``column``: the same name in another case among ``present``,
+    or a close spelling (difflib ratio >= 0.8: 'merchnt' -> 'merchant', never 'amt' -> 'lat') among ``free``
+    (the columns no other field reads; all of ``present`` when not given)."""
+    same = [c for c in present if c.lower() == column.lower()]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(column, present if free is None else free, n=1, cutoff=0.8)
+    return close[0] if close else None
 
 
 def values_at(col: pa.Array, rows: np.ndarray) -> list[str]:

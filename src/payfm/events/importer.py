@@ -38,7 +38,6 @@ from __future__ import annotations
 import bisect
 import csv
 import dataclasses
-import difflib
 import functools
 import gzip
 import re
@@ -76,6 +75,7 @@ from payfm.events.import_outcomes import (
 from payfm.events.import_problems import (
     KEEP,
     Problems,
+    closest_column,
     raise_problems,
     repeat_count,
     repeat_filter,
@@ -543,11 +543,7 @@ def _suggest(column: str, mapping: Mapping, present: list[str]) -> str | None:
     (difflib ratio >= 0.8: 'merchnt' -> 'merchant', never 'amt' -> 'lat') among the columns the mapping
     neither reads nor drops (a column it already uses elsewhere is not what was meant)."""
     free = [c for c in present if c not in mapping.source_columns() and c not in mapping.drop]
-    same = [c for c in present if c.lower() == column.lower()]
-    if same:
-        return same[0]
-    close = difflib.get_close_matches(column, free, n=1, cutoff=0.8)
-    return close[0] if close else None
+    return closest_column(column, present, free)
 
 
 def _missing_columns(mapping: Mapping, table: pa.Table, files: str) -> list[str]:
@@ -586,14 +582,12 @@ def _join(
     table, unmatched = join_columns(
         mapping.join, table, second, read, source, str(path), csv_file, mapping.name
     )
-    if not unmatched:
-        return table, [], second.column_names
     on, shown = mapping.join.column, shown_text(str(path), limit=4096, times=True)
-    warning = (
+    warnings = [
         f"{unmatched:,} of the {table.num_rows:,} rows found no row of {shown} by {shown_text(on)!r}: the "
         "columns they take from it are empty"
-    )
-    return table, [warning], second.column_names
+    ]
+    return table, warnings if unmatched else [], second.column_names
 
 
 # ---- field computations ----------------------------------------------------------------------------------
