@@ -200,6 +200,11 @@ def test_cli_drift_of_a_model_prints_the_table_and_the_json(ws: Workspace) -> No
         ),
         (["--from", "2026-01-03", "--reference-to", "2025-06-01", "--set", "tiny"], "The reference window"),
         (["--from", "soon"], "The option --from must be an ISO date or time (2026-03-01). Got 'soon'."),
+        (  # the shape of a date, no day of the calendar: the reason is said
+            ["--from", "2026-02-30"],
+            "--from must be an ISO date or time (2026-03-01). Got '2026-02-30': day is out of range for "
+            "month.",
+        ),
         (
             ["--from", "2026-01-10", "--to", "2026-01-05"],
             "--to must be after --from (a window is [--from, --to)). "

@@ -166,3 +166,14 @@ def test_a_bin_entry_is_seen_as_rules_match_it_by_prefix(ws: Workspace) -> None:
         code == 0
         and "warning: 1 value of 'bins' no charge of the event log holds as card_bin: 406250." in out
     )
+
+
+def test_a_values_file_without_a_value_is_refused_naming_it(ws: Workspace, tmp_path: Path) -> None:
+    run(ws, "lists", "create", "bad_bins", "--type", "bin")
+    f = tmp_path / "empty.txt"
+    f.write_text("# nothing yet\n\n")
+    code, out = run(ws, "lists", "add", "bad_bins", "--file", str(f))
+    assert code == 1 and out == (
+        f"Error: --file: expected one value per line; '{f}' holds none (only blank lines and # comments)."
+    )
+    assert run(ws, "lists", "add", "bad_bins")[0] == 2  # neither: a usage error, as before

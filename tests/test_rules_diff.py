@@ -181,7 +181,8 @@ def test_check_warns_of_a_rule_with_the_action_and_condition_of_an_earlier_one(t
     two as one): said by `rules check`, which still passes the file."""
     dup = tmp_path / "dup.rules"
     dup.write_text("a: block if :amount_usd: > 5\nb: block if :amount_usd:>5\nreview if :amount_usd: > 5\n")
-    result = CliRunner().invoke(cli, ["-w", str(tmp_path / "none"), "rules", "check", str(dup)])
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    result = CliRunner().invoke(cli, ["-w", str(ws.root), "rules", "check", str(dup)])
     out = " ".join(result.output.split())
     assert result.exit_code == 0 and "OK: 3 rules" in out
     assert "rule 'b' (line 2) has the action and condition of rule 'a' (line 1): it never decides" in out

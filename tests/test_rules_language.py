@@ -126,6 +126,7 @@ def test_unknown_attribute_suggests_the_nearest_name_with_its_position() -> None
         ("block if :ip_country: + 1 > 2", 10, "The left side of '+' must be a number. Got a string"),
         ("block if :amount_usd: starts_with '1'", 10, "The left side of 'starts_with' must be a string"),
         ("block if :ip_country: in ('NG', 3)", 33, "must be a string like :ip_country:. Got 3."),
+        ("block if :ip_country: in ('NG', 'ng')", 33, ":ip_country: is never 'ng'"),  # the value's column
         ("block if :amount_usd:", 10, "The condition of a rule must be a bool. Got a number"),
         ("block if not :amount_usd:", 14, "The operand of 'not' must be a bool"),
         ("block if :ip_country: in @trusted_domains", 10, "must be of type country. Got '@trusted_domains'"),

@@ -47,6 +47,10 @@ def _values(values: tuple[str, ...], path: str | None) -> tuple[list[str], list[
             if value and not value.startswith("#"):
                 out.append(value)
                 where.append(f"line {n} of {shown}")
+    if not out and path is not None:
+        raise RuleError(
+            f"--file: expected one value per line; {shown} holds none (only blank lines and # comments)."
+        )
     if not out:
         raise click.UsageError("Give VALUES, or --file with one value per line.")
     return out, where

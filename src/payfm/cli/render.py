@@ -30,7 +30,7 @@ from rich.text import Text
 
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
-from payfm.events.schema import OutOfRange, utc_time
+from payfm.events.schema import OutOfRange, iso_got, utc_time
 from payfm.events.summary import LogSummary
 from payfm.events.workspace import json_ready
 
@@ -95,9 +95,9 @@ def iso_time(value: str | None, option: str) -> datetime | None:
         return utc_time(value)
     except OutOfRange as e:
         raise ConfigError(f"The option {option} must be a time Python can represent in UTC: {e}.") from None
-    except ValueError:
+    except ValueError as e:
         raise ConfigError(
-            f"The option {option} must be an ISO date or time (2026-03-01). Got {value!r}."
+            f"The option {option} must be an ISO date or time (2026-03-01). {iso_got(value, e)}"
         ) from None
 
 

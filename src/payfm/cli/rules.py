@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 import pyarrow.parquet as pq
+from click.core import ParameterSource
 from rich.table import Table
 from rich.text import Text
 
@@ -25,6 +26,7 @@ from payfm.cli.rules_diff import diff, meaning, rule_keys
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
+from payfm.events.schema import iso_got
 from payfm.events.text import escaped
 from payfm.events.workspace import Workspace, output_file
 from payfm.features.catalog import FEATURE_SETS, feature_set
@@ -78,8 +80,8 @@ def _day(value: str | None, name: str) -> datetime | None:
         return None
     try:
         return datetime.combine(date.fromisoformat(value), time(), tzinfo=UTC)
-    except ValueError:
-        raise ConfigError(f"The '{name}' date must be YYYY-MM-DD. Got {value!r}.") from None
+    except ValueError as e:
+        raise ConfigError(f"The '{name}' date must be YYYY-MM-DD. {iso_got(value, e)}") from None
 
 
 @click.group()
@@ -122,9 +124,14 @@ def check(ctx: click.Context, file: str, set_name: str) -> None:
 
 
 def _maybe_workspace(ctx: click.Context) -> Workspace | None:
+    """The workspace to check against; None (check without its lists: an `@list` is then unknown) when
+    there is none at the default place. One named by -w or PAYFM_WORKSPACE that is not there is an error:
+    a mistyped path must not pass for a check of no list."""
     try:
         return Workspace.open(ctx.obj["workspace"])
-    except WorkspaceError:  # no workspace: check without its lists (an `@list` is then unknown)
+    except WorkspaceError:
+        if ctx.find_root().get_parameter_source("workspace") is not ParameterSource.DEFAULT:
+            raise
         return None
 
 
@@ -748,9 +755,13 @@ def show(ctx: click.Context, version: str | None) -> None:
         raise RuleError("There is no active ruleset yet. Save one with `payfm rules apply FILE`.")
     # Escaped: a version saved before invisible formatting characters were refused must not reorder what
     # the reader is shown (Trojan Source); its line breaks and tabs are layout.
+    # Written as it is, not through Rich: `show > current.rules` must give back a file that parses, so no
+    # wrapping at the console's width, no `:emoji:` codes read in a literal, and each line of a note
+    # commented (its second line would otherwise be a rule).
     note, author = escaped(v.note, keep="\t\n"), escaped(v.author)
-    console.print(f"# ruleset v{v.version} by {author} at {v.created[:19]}: {note}", markup=False)
-    console.print(escaped(v.text, keep="\t\n\r"), markup=False, highlight=False)
+    header = f"ruleset v{v.version} by {author} at {v.created[:19]}: {note}"
+    click.echo("\n".join(f"# {line}".rstrip() for line in header.split("\n")))
+    click.echo(escaped(v.text, keep="\t\n\r"))
 
 
 rules.add_command(diff)

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -209,7 +210,10 @@ def diff(ctx: click.Context, first: str, second: str | None, exit_code: bool) ->
         ctx.exit(2)
     (a_name, a_rules, a_text), (b_name, b_rules, b_text) = before, after
     d = diff_rules(a_rules, b_rules)
-    out = console.print
+
+    def out(text: str, **kw: Any) -> None:  # a rule's text as it is: not wrapped, no `:emoji:` codes read
+        console.print(text, soft_wrap=True, emoji=False, **kw)
+
     if not d.differs:
         out(f"{a_name} -> {b_name}: no rule differs ({plural(d.same, 'rule')} the same).", markup=False)
         return

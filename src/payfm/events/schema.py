@@ -60,6 +60,21 @@ def utc_time(text: str) -> datetime:
         raise OutOfRange(f"{text!r} lies outside the times Python represents in UTC") from None
 
 
+def iso_got(value: str, e: ValueError) -> str:
+    """What an ISO date or time that did not parse received, with why when it has the shape of one and names
+    no real time (the calendar's or the clock's reason).
+
+    >>> iso_got("2026-02-30", ValueError("day is out of range for month"))
+    "Got '2026-02-30': day is out of range for month."
+    >>> iso_got("01/03/2026", ValueError("Invalid isoformat string: '01/03/2026'"))
+    "Got '01/03/2026'."
+    """
+    why = str(e)
+    if why.startswith("offset must be a timedelta"):
+        why = "a UTC offset must be less than 24 hours"
+    return f"Got {value!r}." if why.startswith("Invalid isoformat") else f"Got {value!r}: {why}."
+
+
 def time_bound(value: object, who: str, error: type[PayfmError]) -> datetime | None:
     """A window bound as an aware datetime (None stays None): an aware datetime, a date (its midnight UTC) or
     ISO text (:func:`utc_time`: UTC when it names no zone), as ``--from``/``--to`` take them; else ``error``
@@ -86,8 +101,8 @@ def time_bound(value: object, who: str, error: type[PayfmError]) -> datetime | N
         return utc_time(value)
     except OutOfRange as e:
         raise error(f"{who} must be a time Python can represent in UTC: {e}.") from None
-    except ValueError:
-        raise error(f"{who} must be an ISO date or time (2026-03-01). Got {value!r}.") from None
+    except ValueError as e:
+        raise error(f"{who} must be an ISO date or time (2026-03-01). {iso_got(value, e)}") from None
 
 
 # Vocabularies of the categorical fields. None (null) is allowed where the field is nullable.

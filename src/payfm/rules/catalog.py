@@ -265,8 +265,9 @@ class _Checker:
         self.rule, self.catalog, self.lists, self.values = rule, catalog, lists, values
         self.errors: list[RuleError] = []
 
-    def check_value(self, e: ast.Expr, attr: ast.Expr, value: object) -> bool:
-        """Record an error when a charge field ``attr`` can never hold the string ``value``.
+    def check_value(self, e: ast.Expr, attr: ast.Expr, value: object, column: int | None = None) -> bool:
+        """Record an error when a charge field ``attr`` can never hold the string ``value`` (at ``column``,
+        the value's own in an ``in (...)``; by default ``e``'s).
 
         The event log and the decision service refuse such values (:data:`payfm.events.schema.RULES`), so a
         test of ``=`` or ``in`` against one never matches, and of ``!=`` always does: a typo ('failed' for
@@ -279,7 +280,7 @@ class _Checker:
         if problem is None:
             return True
         expected, hint = problem
-        self.error(e, f"{_describe(attr)} is never {value[:40]!r}: it holds {expected}.{hint}")
+        self.error(e, f"{_describe(attr)} is never {value[:40]!r}: it holds {expected}.{hint}", column)
         return False
 
     def check_fragment(self, e: ast.StrOp) -> None:
@@ -325,8 +326,9 @@ class _Checker:
         rule = _field_rule(e.name)
         return e.name if rule is not None and rule.choices is not None else None
 
-    def error(self, e: ast.Expr, message: str) -> None:
-        self.errors.append(RuleError(message, line=self.rule.line, column=e.col, rule=self.rule.name))
+    def error(self, e: ast.Expr, message: str, column: int | None = None) -> None:
+        at = e.col if column is None else column
+        self.errors.append(RuleError(message, line=self.rule.line, column=at, rule=self.rule.name))
 
     def expect(self, e: ast.Expr, want: Type, role: str) -> None:
         got = self.infer(e)
@@ -386,17 +388,18 @@ class _Checker:
             t = self.infer(e.operand)
             for i, v in enumerate(e.values):
                 vt: Type = "bool" if isinstance(v, bool) else "string" if isinstance(v, str) else "number"
+                at = e.value_cols[i] if i < len(e.value_cols) else e.col
                 if t is not None and vt != t:
-                    like, at = _describe(e.operand), e.value_cols[i] if i < len(e.value_cols) else e.col
+                    like = _describe(e.operand)
                     message = f"Every value of `in (...)` must be a {t} like {like}. Got {_literal(v)}."
                     self.errors.append(
                         RuleError(message, line=self.rule.line, column=at, rule=self.rule.name)
                     )
                     break
                 if isinstance(v, str) and (control := control_character(v)) is not None:
-                    self.error(e, f"A string literal must not contain control characters. {control}")
+                    self.error(e, f"A string literal must not contain control characters. {control}", at)
                     break
-                if t is not None and not self.check_value(e, e.operand, v):
+                if t is not None and not self.check_value(e, e.operand, v, at):
                     break
             return "bool"
         if isinstance(e, ast.InList):

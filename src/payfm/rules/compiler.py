@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
@@ -143,16 +144,19 @@ def canonical_literals(e: ast.Expr) -> ast.Expr:
 # ---- one-charge closures ------------------------------------------------------------------------------
 
 
-def _number_attr(name: str) -> Fn:
-    def get(v: Mapping[str, object]) -> object:
-        x = v.get(name)
-        if isinstance(x, float):
-            return None if x != x else x
-        if isinstance(x, int):  # bool is an int: True reads as 1.0
-            return float(x)
+def _number(x: object) -> float | None:
+    """A number attribute's value: a float, an int (``True`` reads as 1.0) or a NumPy scalar (values read
+    from a backfill's frame) as a float; NaN, text and anything else as missing, the same in every closure."""
+    if x.__class__ is float:
+        return None if x != x else x
+    if x is None or isinstance(x, str) or not isinstance(x, numbers.Real):
         return None
+    f = float(x)
+    return None if f != f else f
 
-    return get
+
+def _number_attr(name: str) -> Fn:
+    return lambda v: _number(v.get(name))
 
 
 def _string_attr(name: str) -> Fn:
@@ -172,13 +176,7 @@ def _attr(name: str, types: Mapping[str, str]) -> Fn:
 
     def get(v: Mapping[str, object]) -> object:
         x = v.get(name)
-        if x is None or isinstance(x, str):
-            return x
-        if isinstance(x, float):
-            return None if x != x else x
-        if isinstance(x, bool | int):
-            return float(x)
-        return None
+        return x if x is None or isinstance(x, str) else _number(x)
 
     return get
 
@@ -240,9 +238,8 @@ def _attr_vs_literal(name: str, typ: str, op: str, const: object) -> Fn:
             x = v.get(name)
             if x.__class__ is float:
                 return None if x != x else cmp(x, const)
-            if x is None or isinstance(x, str) or not isinstance(x, int):
-                return None
-            return cmp(float(x), const)
+            n = _number(x)
+            return None if n is None else cmp(n, const)
 
         return num
 
