@@ -86,8 +86,6 @@ def test_redefining_needs_replace_and_is_refused_while_a_model_on_it_is_served(t
             FeatureSet("mine", (RequestFeature(f"amt_{PAN}", "amount_usd"),)),
             "a feature name must not hold a card number",
         ),
-        (FeatureSet("../escape", tiny_set().features), "'name' must be a lower-case word"),
-        (FeatureSet("Mine", tiny_set().features), "'name' must be a lower-case word"),
         ("mine", "The 'fset' of define_set must be a FeatureSet"),
     ],
 )
@@ -145,3 +143,21 @@ def test_the_python_example_of_features_md_runs_as_printed(capsys: pytest.Captur
     exec(block, {})  # the docs' own example text
     [printed] = re.findall(r"^# (.*)$", block, re.M)[-1:]
     assert capsys.readouterr().out.strip() == printed
+
+
+@pytest.mark.parametrize("name", ["../escape", "Mine", "", None, 7, f"s-{PAN}"])
+def test_a_set_name_no_file_could_take_is_refused_when_the_set_is_made(tmp_path: Path, name: object) -> None:
+    """Checked by FeatureSet itself, not only by define_set: a backfill of a Python-made set wrote
+    features/../../escape-<version>.parquet, outside the workspace, and a None name was an AttributeError."""
+    with pytest.raises(ConfigError, match="A feature set's 'name' must be a lower-case word") as e:
+        FeatureSet(name, tiny_set().features)  # type: ignore[arg-type]
+    assert PAN not in str(e.value)
+
+
+def test_a_backfill_of_no_feature_is_refused(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    with pytest.raises(
+        ConfigError, match=r"A backfill needs a FeatureSet of at least one feature\. Got set 'e'"
+    ):
+        backfill(ws, FeatureSet("e", ()))
+    assert not (ws.root / "features").exists() or not any((ws.root / "features").glob("e-*"))

@@ -677,6 +677,10 @@ def _same_but_resolution(a: Aggregate, b: Aggregate) -> bool:
     return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(Aggregate) if f.name != "resolution")
 
 
+# A set's name: a lower-case word, as its files are named after it.
+SET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
 @dataclass(frozen=True)
 class FeatureSet:
     """An ordered, validated set of features with a version hash of their definitions."""
@@ -685,6 +689,15 @@ class FeatureSet:
     features: tuple[Feature, ...]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not SET_NAME.fullmatch(self.name):
+            # (a file's name, features/<name>-<version>.parquet: no path, no capitals, never empty)
+            from payfm.events.cards import shown_text  # (events -> features is the flow's direction)
+
+            got = shown_text(repr(self.name)) if isinstance(self.name, str) else _got(self.name)
+            raise ConfigError(
+                "A feature set's 'name' must be a lower-case word of letters, digits and underscores (up to "
+                f"64). Got {got}."
+            )
         seen: dict[str, int] = {}  # name -> index
         for pos, f in enumerate(self.features):
             if not isinstance(f, Aggregate | RequestFeature | Derived):

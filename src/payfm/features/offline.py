@@ -342,6 +342,9 @@ def backfill(
     given ``memory_limit``. Returns the path and the row count.
     """
     ws = opened(ws, "backfill")
+    if not isinstance(fset, FeatureSet) or not fset.features:
+        got = f"set '{fset.name}', of no feature" if isinstance(fset, FeatureSet) else type(fset).__name__
+        raise ConfigError(f"A backfill needs a FeatureSet of at least one feature. Got {got}.")
     if engine not in (*ENGINES, "spark"):
         raise ConfigError(f"The backfill engine must be one of {', '.join(ENGINES)}, spark. Got {engine!r}.")
     return _backfill(ws, fset, memory_limit, chunk_rows, progress, engine, spark_master)

@@ -126,6 +126,7 @@ def label_fields(plans: list[StatePlan]) -> list[str]:
             if s.filter:
                 out.add(FILTERS[s.filter].column)
             out.update(c for si, c, _ in sp.cells if si == i)
+            out.update(c for si, c in sp.distinct if si == i)
     if any(f.reads_outcome_amount for sp in plans for _, f, _ in sp.features):
         out.update(OUTCOME_AMOUNT_FIELDS)  # an outcome's own amount is converted at its charge's rate
     return sorted(out)

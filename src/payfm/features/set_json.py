@@ -5,11 +5,11 @@
 from __future__ import annotations
 
 import contextlib
-import re
 from datetime import timedelta
 
 from payfm.errors import ConfigError
 from payfm.features.definitions import (
+    SET_NAME,
     Aggregate,
     Derived,
     Feature,
@@ -34,7 +34,7 @@ def set_from_json(data: object, source: str = "feature set") -> FeatureSet:
     if unknown:
         raise ConfigError(f"{source}: unknown field {unknown[0]!r}. Expected: name, version, features.")
     name = data.get("name")
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", name):
+    if not isinstance(name, str) or not SET_NAME.fullmatch(name):
         raise ConfigError(
             f"{source}: 'name' must be a lower-case word of letters, digits and underscores (up to 64). "
             f"Got {_got(name)}."
