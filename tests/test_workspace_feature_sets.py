@@ -147,3 +147,36 @@ def test_an_edited_export_is_defined_as_the_docs_teach(ws: Workspace, tmp_path: 
     assert f"Defined feature set 'edited' version {mine.version}" in out
     with pytest.raises(ConfigError, match=f"'version' is '{exported}', but its definitions give"):
         FeatureSet.from_json(data)
+
+
+def test_an_edited_definition_under_its_exported_name_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    """`list --json` writes each aggregate's generated name; an analyst who edits a window and keeps it
+    would define 'card.count_charges_1h' counting two hours, the name every decision gives as a reason.
+    Refused, naming the feature and what its definition generates; a name of another form stays free."""
+    code, out = run("features", "list", "--set", "tiny", "--json")
+    data = json.loads(out)
+    data.pop("version")
+    data["name"] = "stale"
+    i, spec = next((i, f) for i, f in enumerate(data["features"]) if f.get("window_s") == 3600)
+    old = spec["name"]
+    assert old.endswith("_1h")
+    spec["window_s"] = 7200
+    path = tmp_path / "stale.json"
+    path.write_text(json.dumps(data))
+    code, out = run("-w", str(ws.root), "features", "define", str(path))
+    said = " ".join(out.split())
+    assert code == 1 and "Traceback" not in out
+    assert (
+        f"Feature {i + 1} ('{old}'): its name has the form of a generated name, but its definition " in said
+    )
+    assert f"generates '{old[: -len('1h')]}2h'" in said
+    assert not (ws.root / "features" / "sets" / "stale.json").exists()
+    spec.pop("name")  # the generated name
+    path.write_text(json.dumps(data))
+    assert run("-w", str(ws.root), "features", "define", str(path))[0] == 0
+    assert old[: -len("1h")] + "2h" in feature_set("stale", ws.root).names
+    spec["name"] = "card.my_two_hours"  # a name of the analyst's own
+    data["name"] = "own"
+    path.write_text(json.dumps(data))
+    assert run("-w", str(ws.root), "features", "define", str(path))[0] == 0
+    assert "card.my_two_hours" in feature_set("own", ws.root).names

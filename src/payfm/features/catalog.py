@@ -22,6 +22,7 @@ from payfm.features.definitions import (
     Feature,
     FeatureSet,
     RequestFeature,
+    generated_form,
     refuse_card_numbers,
 )
 
@@ -306,6 +307,14 @@ def check_definable(fset: FeatureSet) -> FeatureSet:
             f"Feature set '{fset.name}' is a set payfm bundles ({', '.join(FEATURE_SETS)}); give yours "
             "another name."
         )
+    for i, f in enumerate(fset.features, start=1):
+        if isinstance(f, Aggregate) and f.name != (made := f.generated_name()) and generated_form(f.name):
+            raise ConfigError(
+                f"Feature {i} ('{f.name}'): its name has the form of a generated name, but its definition "
+                f"generates '{made}' (a name left from `payfm features list --json` after the definition was "
+                "edited?). Decisions give the name as a reason: remove 'name' to take the generated one, or "
+                "name it in another form (no window at the end)."
+            )
     return FeatureSet.from_json(fset.to_json(), f"Feature set '{fset.name}'")  # as feature_set() reads it
 
 

@@ -262,7 +262,7 @@ class Aggregate:
             object.__setattr__(self, "resolution", default_resolution(self.window))
         if not self.name:
             # parts not valid yet: named as given in the error (not 'card.cnt_None_all', 'card.mean_None_1h')
-            name = self._auto_name() if self._parts_valid() else f"{self.entity}.{self.agg}"
+            name = self.generated_name() if self._parts_valid() else f"{self.entity}.{self.agg}"
             object.__setattr__(self, "name", name)
         self.validate()
 
@@ -281,7 +281,8 @@ class Aggregate:
         in_range = in_range and timedelta(0) <= self.offset <= MAX_OFFSET
         return in_range and (self.filter is None or self.filter in FILTERS)
 
-    def _auto_name(self) -> str:
+    def generated_name(self) -> str:
+        """The name this definition generates (its name when none is given)."""
         what = {
             "charges": "charges",
             "fraud_disputes": "fraud_disputes",
@@ -676,6 +677,22 @@ def _same_but_resolution(a: Aggregate, b: Aggregate) -> bool:
     ``b``'s resolution is validated, and may not tile: a tiling error instead of "defined twice")."""
     return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(Aggregate) if f.name != "resolution")
 
+
+def generated_form(name: str) -> bool:
+    """``name`` has the form of an aggregate's generated name (``card.count_charges_1h``,
+    ``merchant.sum_amount_usd_refunds_all``, ``card.since_prev``): an entity, a dot, an aggregation, and a
+    window's span or an all-time aggregation's end.
+
+    >>> [generated_form(n) for n in ("card.count_charges_1h", "card.my_velocity", "card.since_prev")]
+    [True, False, True]
+    """
+    return _GENERATED.fullmatch(name) is not None
+
+
+_GENERATED = re.compile(
+    rf"({'|'.join(ENTITIES)})\.(({'|'.join(AGGS)})_[a-z0-9_]*_(all|[0-9]+[smhdw](_ending_[0-9]+[smhdw]_ago)?)"
+    rf"|({'|'.join(ALL_TIME_ONLY)})(_[a-z0-9_]+)?)"
+)
 
 # A set's name: a lower-case word, as its files are named after it.
 SET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
