@@ -192,18 +192,18 @@ def test_prequential_fits_take_the_fm_outputs_and_a_checkpoint_that_saw_a_test_w
         return Recording
 
     monkeypatch.setattr(trainer, "model_class", recording)
-    base = TrainConfig(horizon_days=10, gap_days=3)
-    plain = trainer.prequential(ws, "lr", task("fraud"), FS, base, weeks=2)
+    base = TrainConfig(horizon_days=10, val_days=7, gap_days=3)
+    plain = trainer.prequential(ws, "lr", task("fraud"), FS, base, weeks=1)  # (40 days, 10 to mature)
     cfg = TrainConfig(**{**base.__dict__, "foundation_model": str(early), "fm_outputs": ("surprise",)})
-    with_fm = trainer.prequential(ws, "lr", task("fraud"), FS, cfg, weeks=2)
-    assert len(plain) == 2 and [r["week_start"] for r in with_fm] == [r["week_start"] for r in plain]
+    with_fm = trainer.prequential(ws, "lr", task("fraud"), FS, cfg, weeks=1)
+    assert len(plain) == 1 and [r["week_start"] for r in with_fm] == [r["week_start"] for r in plain]
     extra = len(input_names(checkpoint_meta(early), ("surprise",)))
-    assert widths == [len(FS.names)] * 2 + [len(FS.names) + extra] * 2  # every weekly fit took them
+    assert widths == [len(FS.names), len(FS.names) + extra]  # the weekly fit took them
     assert [r["test_ap"] for r in with_fm] != [r["test_ap"] for r in plain]
 
     first = int(read_charges(ws)["created_us"][0].as_py())
     cfg30 = PretrainConfig(**{**TINY.__dict__, "until_us": first + 30 * 86_400_000_000})
-    saw = pretrain(ws, cfg30, out=ws.root / "fm" / "day30").path  # the first test week starts ~day 26
+    saw = pretrain(ws, cfg30, out=ws.root / "fm" / "day30").path  # the week's validation starts ~day 13
     refused = TrainConfig(**{**cfg.__dict__, "foundation_model": str(saw)})
-    with pytest.raises(ConfigError, match="after the first prequential test week starts"):
-        trainer.prequential(ws, "lr", task("fraud"), FS, refused, weeks=2)
+    with pytest.raises(ConfigError, match="after the first prequential week's validation period starts"):
+        trainer.prequential(ws, "lr", task("fraud"), FS, refused, weeks=1)

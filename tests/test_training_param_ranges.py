@@ -20,7 +20,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.training.models import MODEL_KINDS, model_class
 from payfm.training.models.params import RANGES, check_params
-from payfm.training.splits import prequential_folds, time_split
+from payfm.training.splits import prequential_splits, time_split
 from payfm.training.trainer import TrainConfig
 
 
@@ -254,8 +254,8 @@ def test_the_time_split_refuses_nan_and_infinite_days() -> None:
     ):
         with pytest.raises(ConfigError, match=f"The {who} of the time split must be a number of days"):
             time_split(created, mature, **kwargs)
-    with pytest.raises(ConfigError, match="The 'gap_days' of prequential evaluation"):
-        list(prequential_folds(created, mature, gap_days=math.nan))
+    with pytest.raises(ConfigError, match=r"Prequential week 1 of 4 .*: The 'gap_days' of the time split"):
+        prequential_splits(created, mature, gap_days=math.nan)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.registry import Registry
 from payfm.synth import WorldConfig, generate_world
-from payfm.training.splits import US_PER_DAY, downsample_negatives, prequential_folds, time_split
+from payfm.training.splits import US_PER_DAY, downsample_negatives, prequential_splits, time_split
 
 
 @settings(max_examples=60, deadline=None)
@@ -58,18 +58,30 @@ def test_too_short_a_history_is_a_clear_error() -> None:
         time_split(created, np.ones(20, bool), val_days=7, test_days=7, gap_days=7)
 
 
-def test_prequential_folds_train_only_on_the_past() -> None:
+def test_prequential_splits_are_the_time_splits_of_the_last_weeks_before_the_mature_end() -> None:
+    """Each week is a time split that ends with it (validation and training before it, less the gaps,
+    mature rows only); the weeks end at ``end_us`` (a label horizon before the as-of), not at the last row,
+    whose weeks' labels are not mature yet."""
     created = np.arange(0, 70 * US_PER_DAY, US_PER_DAY // 4)
     mature = np.ones(len(created), bool)
     mature[::5] = False
-    folds = list(prequential_folds(created, mature, weeks=4, gap_days=2))
-    assert len(folds) == 4
-    starts = [created[te].min() for _, te in folds]
-    assert starts == sorted(starts)  # oldest first, weekly
-    for tr, te in folds:
-        assert created[tr].max() + 2 * US_PER_DAY <= created[te].min()
-        assert mature[tr].all()
-        assert created[te].max() - created[te].min() < 7 * US_PER_DAY
+    end = 60 * US_PER_DAY
+    folds = prequential_splits(created, mature, weeks=4, end_us=end, val_days=7, gap_days=2)
+    assert [f.bounds["test"] for f in folds] == [
+        (end - k * 7 * US_PER_DAY, end - (k - 1) * 7 * US_PER_DAY) for k in (4, 3, 2, 1)
+    ]  # oldest first, weekly, to the end
+    for f in folds:
+        assert created[f.train].max() + 2 * US_PER_DAY <= created[f.val].min()
+        assert created[f.val].max() + 2 * US_PER_DAY <= created[f.test].min()
+        assert mature[f.train].all() and mature[f.val].all()
+        assert created[f.test].min() >= f.bounds["test"][0] and created[f.test].max() < f.bounds["test"][1]
+    assert prequential_splits(created, mature, weeks=1)[0].bounds["test"][1] == created.max() + 1  # no end
+    with pytest.raises(
+        ConfigError,
+        match=r"Prequential week 1 of 9 \(from 1970-01-05T00:00:00\+00:00\): The "
+        r"time split needs more data",
+    ):
+        prequential_splits(created, mature, weeks=9, end_us=end + 7 * US_PER_DAY, val_days=7, gap_days=2)
 
 
 def test_downsampling_keeps_positives_and_reweights_negatives() -> None:
@@ -140,11 +152,13 @@ def test_train_warm_up_days_is_recorded_with_the_model_and_said(tmp_path: Path) 
     from payfm.training.trainer import TrainConfig, prequential
 
     def weeks(warm_up: float) -> int:
-        config = TrainConfig(horizon_days=10, gap_days=3, warm_up_days=warm_up)
-        return len(prequential(ws, "lr", task("fraud"), tiny_set(), config, weeks=2))
+        config = TrainConfig(horizon_days=10, val_days=7, gap_days=3, warm_up_days=warm_up)
+        return len(prequential(ws, "lr", task("fraud"), tiny_set(), config, weeks=1))
 
-    assert weeks(0) == weeks(10) == 2
-    with pytest.raises(ConfigError, match=r"The warm-up of 30 days leaves no training period for the prequ"):
+    assert weeks(0) == weeks(4) == 1
+    with pytest.raises(
+        ConfigError, match=r"Prequential week 1 of 1 .*: The warm-up of 30 days leaves no trai"
+    ):
         weeks(30)
     too_long = CliRunner().invoke(cli, ["-w", str(ws.root), "train", *split, "--warm-up-days", "12"])
     assert too_long.exit_code == 1 and "Traceback" not in too_long.output

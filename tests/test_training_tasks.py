@@ -27,9 +27,9 @@ from payfm.synth import WorldConfig, generate_world
 from payfm.training.data import feature_matrix
 from payfm.training.labels import fraud_labels
 from payfm.training.predict import SCORE_COLUMNS, score_window
-from payfm.training.splits import prequential_folds
+from payfm.training.splits import prequential_splits
 from payfm.training.tasks import task
-from payfm.training.trainer import TrainConfig, prepare, register_result, train
+from payfm.training.trainer import TrainConfig, _iso, prepare, register_result, train
 
 FS = tiny_set()
 CFG = TrainConfig(horizon_days=10, val_days=7, test_days=7, gap_days=3, params={"gbdt": {"n_estimators": 60}})
@@ -291,15 +291,20 @@ def test_train_on_authorized_fits_on_authorized_charges_and_tests_on_every_charg
     assert res.split["train_on"] == "authorized" and res.split["rows"]["train"] == len(authorized.train)
     assert res.metrics["test_rows"] == int(data.mature[every.test].sum())
     assert fitted == [len(authorized.train)]
-    weekly = trainer.prequential(ws, "lr", t, FS, replace(authorized_cfg, gap_days=3), weeks=2)
-    folds = prequential_folds(data.created_us, data.mature, weeks=2, gap_days=3, test_days=7)
-    assert len(weekly) == 2
-    assert fitted[1:] == [int((outcome[tr] == "authorized").sum()) for tr, _ in folds]  # each weekly fit
+    weekly_cfg = replace(authorized_cfg, gap_days=3)
+    weekly = trainer.prequential(ws, "lr", t, FS, weekly_cfg, weeks=2)
+    # the weeks end where train's test period ends (a horizon before the as-of): every label mature
+    end = trainer.labels_now_us(ws, t, data, weekly_cfg) - 10 * 86_400_000_000
+    folds = prequential_splits(data.created_us, data.mature, weeks=2, end_us=end, val_days=7, gap_days=3)
+    assert [r["week_end"] for r in weekly] == [_iso(f.bounds["test"][1]) for f in folds]
+    assert weekly[-1]["week_end"] == _iso(end)
+    assert all(r["test_immature"] == 0 and r["test_rows"] > 0 and r["val_rows"] > 0 for r in weekly)
+    assert fitted[1:] == [int((outcome[f.train] == "authorized").sum()) for f in folds]  # each weekly fit
 
     with pytest.raises(ConfigError, match="leaves no train rows"):
         retry = TrainConfig(val_days=7, test_days=7, gap_days=1, train_on="authorized")
         train(ws, "lr", task("retry_success"), FS, retry)  # its rows are declined charges
-    with pytest.raises(ConfigError, match="leaves no training rows"):
+    with pytest.raises(ConfigError, match="leaves no train rows"):
         trainer.prequential(ws, "lr", task("retry_success"), FS, retry, weeks=2)
     with pytest.raises(ConfigError, match="must be one of all, authorized"):
         prepare(ws, t, FS, replace(CFG, train_on="declined"))

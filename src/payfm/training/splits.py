@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -156,28 +156,54 @@ def time_split(
     )
 
 
-def prequential_folds(
-    created_us: np.ndarray, mature: np.ndarray, *, weeks: int = 4, gap_days: float = 7, test_days: float = 7
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Rolling weekly evaluation: for each of the last ``weeks`` weeks, (train rows, test rows).
+def prequential_splits(
+    created_us: np.ndarray,
+    mature: np.ndarray,
+    *,
+    weeks: int = 4,
+    end_us: int | None = None,
+    val_days: float = 14,
+    gap_days: float = 7,
+    warm_up_days: float = 0,
+) -> list[Split]:
+    """Rolling weekly evaluation: the :func:`time_split` of each of the last ``weeks`` weeks before ``end_us``
+    (the trainer's: a label horizon before the labels' as-of, so every week's labels are mature), oldest
+    first. Week k's split is the one a model trained at its start would have had: its 7 days are the test
+    period, validation the ``val_days`` before them less the gap, training everything mature before that
+    less the gap (from the warm-up on). A week with too little history before it is refused as
+    :func:`time_split` refuses it.
 
-    Fold k trains on every mature row before its test week less the gap, and tests on that week, so a model
-    is scored as it would have been, week after week. Folds are yielded oldest first.
+        >>> day = 86_400_000_000
+        >>> created = np.arange(0, 70 * day, day // 4)
+        >>> folds = prequential_splits(created, np.ones(len(created), bool), weeks=2, end_us=63 * day,
+        ...                            val_days=7, gap_days=2)
+        >>> [[int(b // day) for b in f.bounds["test"]] for f in folds]
+        [[49, 56], [56, 63]]
     """
-    if weeks < 1:
-        raise ConfigError(f"The 'weeks' of prequential evaluation must be >= 1. Got {weeks}.")
-    check_days(test_days, "The 'test_days' of prequential evaluation")
-    check_days(gap_days, "The 'gap_days' of prequential evaluation", zero=True)
-    hi = int(created_us.max()) + 1
-    td, gap = int(test_days * US_PER_DAY), int(gap_days * US_PER_DAY)
-    mature = np.asarray(mature, dtype=bool)
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+        raise ConfigError(f"The 'weeks' of prequential evaluation must be an integer >= 1. Got {weeks!r}.")
+    if len(created_us) == 0:
+        raise ConfigError("The prequential evaluation needs at least one row. Got an empty table.")
+    hi = int(created_us.max()) + 1 if end_us is None else min(int(end_us), int(created_us.max()) + 1)
+    week = 7 * US_PER_DAY
+    out = []
     for k in range(weeks - 1, -1, -1):
-        end = hi - k * td
-        start = end - td
-        train = np.flatnonzero((created_us < start - gap) & mature)
-        test = np.flatnonzero((created_us >= start) & (created_us < end))
-        if len(train) and len(test):
-            yield train, test
+        try:
+            out.append(
+                time_split(
+                    created_us,
+                    mature,
+                    val_days=val_days,
+                    test_days=7,
+                    gap_days=gap_days,
+                    end_us=hi - k * week,
+                    warm_up_days=warm_up_days,
+                )
+            )
+        except ConfigError as e:
+            start = datetime.fromtimestamp((hi - (k + 1) * week) / 1e6, UTC).isoformat(timespec="seconds")
+            raise ConfigError(f"Prequential week {weeks - k} of {weeks} (from {start}): {e}") from None
+    return out
 
 
 def downsample_negatives(y: np.ndarray, rate: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

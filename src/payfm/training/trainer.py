@@ -30,12 +30,11 @@ from payfm.training.explain import templates
 from payfm.training.models import Model, model_class
 from payfm.training.models.params import check_params
 from payfm.training.splits import (
-    US_PER_DAY,
     Split,
     check_days,
     downsample_negatives,
     finite_number,
-    prequential_folds,
+    prequential_splits,
     time_split,
 )
 from payfm.training.tasks import Task
@@ -514,39 +513,52 @@ def prequential(
     config: TrainConfig | None = None,
     weeks: int = 4,
 ) -> list[dict[str, Any]]:
-    """Rolling weekly evaluation: refit on everything mature before each week (less the gap), test on it.
+    """Rolling weekly evaluation: for each of the last ``weeks`` weeks, the model ``train`` would have fitted
+    at the week's start, scored on the week. The weeks end where ``train``'s test period ends (a label
+    horizon before the labels' as-of: every label of every week is mature; at the as-of with
+    ``mature_test=False``); each week's split is :func:`~payfm.training.splits.prequential_splits`' and its
+    fit is ``train``'s (``train_on``, downsampling, trials, calibration and early stopping on the week's
+    validation period). One row per week, oldest first: ``week_start``, ``week_end`` and the fit's
+    ``val_*`` and ``test_*`` metrics.
 
     With ``config.foundation_model`` every fit also takes the checkpoint's outputs (``config.fm_outputs``);
-    the checkpoint must have been pretrained on charges before the first test week only.
+    the checkpoint must have been pretrained on charges before the first week's validation period only.
     """
+    ws = opened(ws, "prequential")
+    _check_arguments(task, fset, config)
     cfg = _checked(config or TrainConfig(), fset)
+    model_class(kind)
     data = task_data(ws, task, fset, as_of=cfg.as_of, horizon=cfg.horizon(task))
-    folds = list(
-        prequential_folds(data.created_us, data.mature, weeks=weeks, gap_days=cfg.gap_days, test_days=7)
+    if len(data.created_us) == 0:
+        raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
+    now_us = labels_now_us(ws, task, data, cfg)
+    end_us = now_us - int(cfg.horizon(task).total_seconds() * 1e6) if cfg.mature_test else now_us
+    splits = prequential_splits(
+        data.created_us,
+        data.mature,
+        weeks=weeks,
+        end_us=end_us,
+        val_days=cfg.val_days,
+        gap_days=cfg.gap_days,
+        warm_up_days=cfg.warm_up_days,
     )
-    if cfg.foundation_model is not None and folds:
-        # where the first test week starts (prequential_folds' weeks end at the last row), not its first
-        # row: charges outside the task (declined ones) in between must be unseen too
-        first = int(data.created_us.max()) + 1 - weeks * 7 * US_PER_DAY
-        data = _fm_columns(ws, data, first, "the first prequential test week", cfg)
+    cfg = replace(cfg, as_of=datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=now_us))
+    if cfg.foundation_model is not None:
+        first_val = splits[0].bounds["val"][0]
+        data = _fm_columns(ws, data, first_val, "the first prequential week's validation period", cfg)
     rows = []
-    warmed = int(data.created_us.min()) + int(cfg.warm_up_days * US_PER_DAY)  # (the time split's warm-up)
-    for train_idx, test_idx in folds:
-        after = data.created_us[train_idx] >= warmed
-        if len(train_idx) and not after.any():
-            week = _iso(int(data.created_us[test_idx].min()))
-            raise ConfigError(
-                f"The warm-up of {cfg.warm_up_days:g} days leaves no training period for the prequential "
-                f"week from {week}: its fit may use only charges before the week less the gap. Use a shorter "
-                "warm_up_days or fewer weeks."
-            )
-        train_idx = fit_rows(data, train_idx[after], cfg)
-        _some_rows(task, "training", train_idx, cfg)
-        if len(np.unique(data.y[train_idx])) < 2:
-            continue
-        model = model_class(kind)(calibration="none", seed=cfg.seed, **cfg.params.get(kind, {}))
-        model.fit(data.X[train_idx], data.y[train_idx], feature_names=data.feature_names)
-        mature_test = test_idx[data.mature[test_idx]]
-        m = evaluate_rows(model, data.X[mature_test], data.y[mature_test], "test")
-        rows.append({"week_start": _iso(int(data.created_us[test_idx].min())), **m})
+    for split in splits:
+        split = replace(split, train=fit_rows(data, split.train, cfg), val=fit_rows(data, split.val, cfg))
+        start, end = split.bounds["test"]
+        for part in ("train", "val"):
+            idx = getattr(split, part)
+            _some_rows(task, part, idx, cfg)
+            if len(np.unique(data.y[idx])) < 2:
+                raise ConfigError(
+                    f"Task '{task.name}': the {part} period of the prequential week from {_iso(start)} needs "
+                    f"mature positives and negatives. Got {int(data.y[idx].sum())} positives in {len(idx)} "
+                    "mature rows; use fewer weeks, a longer --val-days or a shorter --horizon-days."
+                )
+        result = fit_on_split(kind, data, split, cfg, fset, task)
+        rows.append({"week_start": _iso(start), "week_end": _iso(end), **result.metrics})
     return rows
