@@ -351,3 +351,29 @@ def test_validation_metrics_are_of_the_raw_scores_the_calibration_was_not_fitted
     assert res.metrics["val_ap"] == pytest.approx(average_precision_score(yv, raw), abs=1e-12)
     calibrated = res.model.predict_proba(Xv)
     assert len(np.unique(calibrated)) < len(np.unique(raw))  # the ties the raw scores do not have
+
+
+def test_a_per_feature_parameter_of_the_wrong_length_is_refused_before_any_work(
+    ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by a review: `--model all --param gbdt.monotone_constraints=1,0` fitted the logistic regression
+    and the forest first, then failed at the GBDT's fit and registered nothing. The width is known before
+    any data is read (the set's features, plus a foundation model's inputs): checked there."""
+    import payfm.training.trainer as trainer
+    from payfm.training.models.base import ModelError
+
+    def no_data(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the task's data was read")
+
+    monkeypatch.setattr(trainer, "task_data", no_data)
+    n = len(tiny_set().names)
+    cfg = TrainConfig(horizon_days=10, params={"gbdt": {"monotone_constraints": "1,0"}})
+    with pytest.raises(ModelError, match=rf"monotone_constraints='1,0' was refused on {n} feature columns"):
+        train(ws, ["lr", "rf", "gbdt"], task("fraud"), tiny_set(), cfg)
+    with pytest.raises(ModelError, match=rf"was refused on {n} feature columns"):
+        trainer.prequential(ws, "gbdt", task("fraud"), tiny_set(), cfg)
+    r = CliRunner().invoke(
+        cli, ["-w", str(ws.root), "train", "--set", "tiny", "--model", "all", "--param", "gbdt.mc=1,0"]
+    )
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert f"The GBDT parameter mc='1,0' was refused on {n} feature columns" in " ".join(r.output.split())

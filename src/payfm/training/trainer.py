@@ -422,7 +422,18 @@ def _check_arguments(task: object, fset: object, config: object) -> None:
 def _checked(config: TrainConfig, fset: FeatureSet) -> TrainConfig:
     """``config`` with its models' parameters checked and in their types, before any work (a ConfigError
     names the first unknown parameter or wrong value; column indices are checked against ``fset``)."""
-    return replace(config, params=checked_params(config.params, fset))
+    config = replace(config, params=checked_params(config.params, fset))
+    if "gbdt" in config.params:  # one value per column: the set's, then the foundation model's inputs
+        from payfm.training.models.gbdt import check_per_column
+
+        width = len(fset.names)
+        if config.foundation_model is not None:
+            from payfm.fm.identity import check_outputs, checkpoint_meta, input_names
+
+            meta = checkpoint_meta(config.foundation_model)
+            width += len(input_names(meta, check_outputs(config.fm_outputs)))
+        check_per_column(config.params["gbdt"], width)
+    return config
 
 
 def checked_params(params: dict[str, dict[str, Any]], fset: FeatureSet) -> dict[str, dict[str, Any]]:

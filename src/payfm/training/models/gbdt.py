@@ -213,27 +213,7 @@ class GBDTModel(Model):
         self._set_booster(booster.model_to_string(num_iteration=best))
 
     def _check_per_column(self, d: int) -> None:
-        """A LightGBM parameter of one value per feature column (``monotone_constraints``, or an alias) must
-        have ``d``: refused here in one line (LightGBM's own refusal printed a ``[LightGBM] [Fatal]`` line on
-        stderr before its error)."""
-        from payfm.training.models.params import PER_COLUMN, lightgbm_names
-
-        names = lightgbm_names()
-        for key, value in self.params.items():
-            if names.get(key, key) not in PER_COLUMN:
-                continue
-            n = (
-                len(value.split(","))
-                if isinstance(value, str)
-                else len(value)
-                if isinstance(value, list | tuple | np.ndarray)
-                else 1
-            )
-            if n != d:
-                raise ModelError(
-                    f"The GBDT parameter {key}={value!r} was refused on {d} feature columns: a per-feature "
-                    f"parameter takes {d} values, one per column. Got {n}."
-                )
+        check_per_column(self.params, d)
 
     def _dart(self) -> bool:
         """Whether LightGBM boosts with dropout (``boosting=dart``, or an alias): it has no early stopping
@@ -370,3 +350,28 @@ class _LeafPaths:
         out = np.bincount(slot.ravel(), weights=d.ravel(), minlength=n * width)
         result: np.ndarray = out.reshape(n, width)[:, : self.n_features]
         return result
+
+
+def check_per_column(params: dict[str, Any], d: int) -> None:
+    """A LightGBM parameter of one value per feature column (``monotone_constraints``, or an alias) must
+    have ``d``: refused in one line (LightGBM's own refusal printed a ``[LightGBM] [Fatal]`` line on stderr
+    before its error). The trainer checks it before any work (``d`` is the feature set's width plus the
+    foundation model's inputs), the model again at its fit."""
+    from payfm.training.models.params import PER_COLUMN, lightgbm_names
+
+    names = lightgbm_names()
+    for key, value in params.items():
+        if names.get(key, key) not in PER_COLUMN:
+            continue
+        n = (
+            len(value.split(","))
+            if isinstance(value, str)
+            else len(value)
+            if isinstance(value, list | tuple | np.ndarray)
+            else 1
+        )
+        if n != d:
+            raise ModelError(
+                f"The GBDT parameter {key}={value!r} was refused on {d} feature columns: a per-feature "
+                f"parameter takes {d} values, one per column. Got {n}."
+            )
