@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import cast
 
@@ -405,10 +405,40 @@ def drift(
             report = window_drift(
                 ws, fs, (given_ref[0], given_ref[1] or cur_start), (cur_start, cur_end), progress=update
             )
+    if (shared := _overlap(report)) is not None:
+        err_console.print(
+            f"warning: the reference and current windows overlap ({shared}): the charges they share are in "
+            "both, which hides drift. End the reference window (--reference-to) at or before the current "
+            "one's start (--from).",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=1))
         return
     _drift_table(report, show_n)
+
+
+def _overlap(report: DriftReport) -> str | None:
+    """The span the report's two windows share ([start, end), ISO; None bounds: the log's), or None."""
+
+    def at(text: str | None, default: datetime) -> datetime:
+        return default if text is None else datetime.fromisoformat(text)
+
+    lo = max(
+        at(report.reference[0], datetime.min.replace(tzinfo=UTC)),
+        at(report.current[0], datetime.min.replace(tzinfo=UTC)),
+    )
+    hi = min(
+        at(report.reference[1], datetime.max.replace(tzinfo=UTC)),
+        at(report.current[1], datetime.max.replace(tzinfo=UTC)),
+    )
+    if lo >= hi:
+        return None
+    start = "the log's start" if lo.year == 1 else lo.isoformat()[:16].replace("T", " ")
+    end = "the log's end" if hi.year == 9999 else hi.isoformat()[:16].replace("T", " ")
+    return f"{start} .. {end}"
 
 
 def _drift_table(report: DriftReport, show_n: int) -> None:
