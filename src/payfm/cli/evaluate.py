@@ -14,6 +14,7 @@ from payfm.cli.render import cell, console, err_console, iso_time, shown_path
 from payfm.evaluation.evaluate import EvaluationResult, compare, resamples_text, resamples_used
 from payfm.evaluation.pipeline import evaluate_models, models_task
 from payfm.events.workspace import Workspace
+from payfm.training.trainer import MAX_SEED
 
 
 def population(results: Sequence[Any], positives: str = "fraud") -> str:
@@ -59,7 +60,8 @@ def comparison_table(results: Sequence[EvaluationResult], title: str, positives:
     "--from",
     "start",
     help="Start of the window (UTC, inclusive), e.g. 2026-03-01 [default: with --model, the start of the "
-    "models' held-out test period, so no model is scored on charges it was trained on].",
+    "models' held-out test period, so no model is scored on charges it was trained on; a window overlapping "
+    "a model's training or validation period is evaluated with a warning].",
 )
 @click.option("--to", "end", help="End of the window (UTC, exclusive) [default: the end of the log].")
 @click.option(
@@ -71,7 +73,9 @@ def comparison_table(results: Sequence[EvaluationResult], title: str, positives:
 @click.option(
     "--bootstrap", default=200, show_default=True, type=click.IntRange(0), help="Bootstrap resamples."
 )
-@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(0, MAX_SEED), help="Bootstrap seed."
+)
 @click.option("--no-baseline", is_flag=True, help="Leave out the rules-only baseline.")
 @click.option(
     "--horizon-days",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 import click
@@ -15,6 +14,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.features.definitions import FeatureSet
 from payfm.registry import STAGES, Registry
+from payfm.registry.store import entry_json
 from payfm.training.models import MODEL_KINDS, model_class
 from payfm.training.models.params import parse_assignment
 from payfm.training.tasks import TASKS, task
@@ -337,7 +337,7 @@ def show(ctx: click.Context, ref: str) -> None:
     files against the entry's content hash: an error (exit 1) when they were changed, as at any load."""
     reg = Registry(Workspace.open(ctx.obj["workspace"]))
     mv = reg.get(ref)
-    click.echo(json.dumps(mv.to_json(), indent=2, default=str))
+    click.echo(entry_json(mv.to_json(), indent=2))  # standard JSON: a metric without a value is null
     reg.check_artifact(mv)  # (after the entry: what it says is what one needs to find what changed)
 
 

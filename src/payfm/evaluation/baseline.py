@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from payfm.evaluation.checks import EvaluationError, FloatArray
+from payfm.evaluation.checks import EvaluationError, FloatArray, check_horizon, check_window
 from payfm.events.workspace import Workspace
 
 BASELINE_NAME = "rules baseline"
@@ -100,8 +100,12 @@ def window_predictions(
     ws: Workspace, start: datetime | None, end: datetime | None, horizon: timedelta | None = None
 ) -> pa.Table:
     """A prediction table with score 0 for every charge created in [start, end), with fraud labels as of the
-    log's latest event over ``horizon`` (default 120 days): the population a baseline-only evaluation uses."""
+    log's latest event over ``horizon`` (default 120 days): the population a baseline-only evaluation uses.
+    An empty or inverted window, or a ``horizon`` that is no positive timedelta, is refused."""
     from payfm.training.labels import DEFAULT_HORIZON, fraud_labels
+
+    check_window(start, end)
+    horizon = check_horizon(horizon, "window_predictions")
 
     con = ws.connect()
     try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from payfm.evaluation.checks import EvaluationError, FloatArray, binary_inputs
+from payfm.evaluation.checks import EvaluationError, FloatArray, binary_inputs, check_seed
 from payfm.evaluation.metrics import Counts, counts_sorted, group_ends
 
 CountsMetric = Callable[[Counts], float]
@@ -71,6 +71,7 @@ def bootstrap(
     """Percentile intervals of ``metrics`` (functions of :class:`Counts`) over resampled charges, or over
     resampled ``groups`` (one integer id per charge; see the module docstring)."""
     _check(resamples, level)
+    seed = check_seed(seed, "bootstrap")
     y, s, w = binary_inputs("The bootstrap", y_true, y_score)
     resample = resampler(y.size, groups)
     order = np.argsort(-s, kind="stable")

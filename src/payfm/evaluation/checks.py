@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
 import numpy as np
 import numpy.typing as npt
 
 from payfm.errors import PayfmError
+from payfm.training.splits import MAX_DAYS
+from payfm.training.trainer import MAX_SEED
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -14,6 +21,74 @@ BoolArray = npt.NDArray[np.bool_]
 
 class EvaluationError(PayfmError, ValueError):
     """A metric or an evaluation cannot be computed from the data it was given."""
+
+
+def check_seed(seed: object, who: str) -> int:
+    """``seed`` as an int in [0, :data:`~payfm.training.trainer.MAX_SEED`] (the range numpy's and
+    scikit-learn's generators take, as ``payfm train --seed``); an :class:`EvaluationError` naming ``who``
+    and the parameter otherwise, before any work (numpy's own error came after the scoring).
+
+    >>> check_seed(3, "evaluate_predictions")
+    3
+    """
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and 0 <= int(seed) <= MAX_SEED:
+        return int(seed)
+    raise EvaluationError(f"The 'seed' of {who} must be an integer in [0, {MAX_SEED}]. Got {seed!r}.")
+
+
+def check_resamples(resamples: object, who: str) -> int:
+    """``resamples`` (the ``bootstrap`` parameter: 0 turns the intervals off) as an int >= 0; an
+    :class:`EvaluationError` naming ``who`` and the parameter otherwise."""
+    if isinstance(resamples, numbers.Integral) and not isinstance(resamples, bool) and int(resamples) >= 0:
+        return int(resamples)
+    raise EvaluationError(
+        f"The 'bootstrap' of {who} (resamples; 0: no intervals) must be an integer >= 0. Got {resamples!r}."
+    )
+
+
+def check_rates(rates: object, name: str, who: str) -> tuple[float, ...]:
+    """``rates`` (``fpr_levels``, ``block_rates``: fractions, 0.01 for 1%) as a tuple of floats, each in
+    (0, 1); an :class:`EvaluationError` naming ``who``, the parameter ``name`` and the first value out of
+    range otherwise (a rate of 2.0 gave a key "200%", one of 0 flagged nothing).
+
+    >>> check_rates([0.001, 0.01], "fpr_levels", "evaluate_predictions")
+    (0.001, 0.01)
+    """
+    expected = f"The '{name}' of {who} must be a sequence of rates in (0, 1) (fractions: 0.01 for 1%)"
+    if isinstance(rates, str | bytes) or not isinstance(rates, Sequence):
+        raise EvaluationError(f"{expected}. Got {rates!r}.")
+    for rate in rates:
+        number = isinstance(rate, numbers.Real) and not isinstance(rate, bool)
+        if not (number and math.isfinite(float(rate)) and 0.0 < float(rate) < 1.0):
+            raise EvaluationError(f"{expected}. Got {rate!r} in {rates!r}.")
+    return tuple(float(r) for r in rates)
+
+
+def check_horizon(horizon: object, who: str) -> timedelta | None:
+    """``horizon`` (a label horizon: None, or a ``timedelta`` in (0, MAX_DAYS days], as ``--horizon-days``
+    takes days); an :class:`EvaluationError` naming ``who`` and the parameter otherwise (a number of days
+    reached ``total_seconds`` as an AttributeError).
+
+    >>> check_horizon(timedelta(days=60), "evaluate_models")
+    datetime.timedelta(days=60)
+    """
+    if horizon is None or (
+        isinstance(horizon, timedelta) and timedelta(0) < horizon <= timedelta(days=MAX_DAYS)
+    ):
+        return horizon
+    raise EvaluationError(
+        f"The 'horizon' of {who} must be None or a timedelta in (0, {MAX_DAYS:g} days] "
+        f"(timedelta(days=60)). Got {horizon!r}."
+    )
+
+
+def check_window(start: datetime | None, end: datetime | None) -> None:
+    """Raise unless the evaluation window [start, end) (None: open) ends after it starts: an empty or
+    inverted window holds no charge."""
+    if start is not None and end is not None and start >= end:
+        raise EvaluationError(
+            f"The evaluation window must end after it starts. Got {start.isoformat()} .. {end.isoformat()}."
+        )
 
 
 def binary_inputs(

@@ -40,6 +40,9 @@ from payfm.evaluation.checks import (
     FloatArray,
     IntArray,
     binary_inputs,
+    check_rates,
+    check_resamples,
+    check_seed,
     probabilities,
     require_both_classes,
 )
@@ -212,6 +215,36 @@ def _card_precision(
     return card_precision_at_k(y[whole], s[whole], days[whole], cards[whole], k)
 
 
+def _amounts_usd(preds: pa.Table, name: str) -> FloatArray:
+    """The ``amount_usd`` column (US cents) of the charges with a mature label, in dollars; an
+    :class:`EvaluationError` naming the column and how many amounts are null, negative or not finite (each
+    charge weighs its amount in the dollar figures: one missing amount has no place in them)."""
+    column = _column(preds, "amount_usd")
+    numeric = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+    if not any(is_type(column.type) for is_type in numeric):
+        raise EvaluationError(
+            f"The 'amount_usd' column of the predictions of {name!r} must hold numbers (US cents). "
+            f"Got {column.type}."
+        )
+    cents = column.to_numpy(zero_copy_only=False).astype(np.float64)  # (a null reads as NaN)
+    nulls = column.null_count
+    finite = np.isfinite(cents)
+    negative = int(np.sum(finite & (cents < 0)))
+    not_finite = int(np.sum(~finite)) - nulls
+    if nulls or negative or not_finite:
+        wrong = ", ".join(
+            f"{n:,} {what}"
+            for n, what in ((nulls, "null"), (negative, "negative"), (not_finite, "not finite"))
+            if n
+        )
+        raise EvaluationError(
+            f"The 'amount_usd' column of the predictions of {name!r} must hold a finite, non-negative amount "
+            f"(US cents) for every charge with a mature label. Got {wrong} (of {cents.size:,} charges)."
+        )
+    usd: FloatArray = cents / 100.0
+    return usd
+
+
 def _point_dollars(
     preset: Preset, c: Counts, y: FloatArray, s: FloatArray, usd: FloatArray
 ) -> ThresholdPoint:
@@ -244,9 +277,15 @@ def evaluate_predictions(
     ``window`` is the time window the predictions were drawn from (``evaluate_models`` passes its own):
     card precision@k averages over the UTC days wholly inside it, and before the first immature label.
 
-    Raises :class:`EvaluationError` when a column is missing, a score is not a probability, or the mature
-    labels do not include both a fraudulent and a legitimate charge.
+    Raises :class:`EvaluationError` when a column is missing, a score is not a probability, an amount of a
+    charge with a mature label is null, negative or not finite, the mature labels do not include both a
+    fraudulent and a legitimate charge, or a parameter is out of range (``seed`` in [0, 2**32 - 1],
+    ``bootstrap`` >= 0, each of ``fpr_levels`` and ``block_rates`` in (0, 1)), before any work.
     """
+    seed = check_seed(seed, "evaluate_predictions")
+    bootstrap = check_resamples(bootstrap, "evaluate_predictions")
+    fpr_levels = check_rates(fpr_levels, "fpr_levels", "evaluate_predictions")
+    block_rates = check_rates(block_rates, "block_rates", "evaluate_predictions")
     if not thresholds:
         raise EvaluationError(f"The evaluation of {name!r} needs at least one threshold preset. Got none.")
     check_predictions(preds, name)
@@ -275,7 +314,7 @@ def evaluate_predictions(
     if charges > preds.num_rows:
         who += f" ({charges - preds.num_rows} immature labels excluded)"
     require_both_classes(who, y, np.ones_like(y))
-    usd = _column(preds, "amount_usd").to_numpy(zero_copy_only=False).astype(np.float64) / 100.0
+    usd = _amounts_usd(preds, name)
     c = counts_sorted(*sort_by_score(y, s, np.ones_like(y)))
 
     at_block = {pct(b): point_at_block_rate(c, b) for b in block_rates}

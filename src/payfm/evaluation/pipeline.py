@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
 from payfm.evaluation.baseline import BASELINE_NAME, rules_baseline_predictions, window_predictions
-from payfm.evaluation.checks import EvaluationError
+from payfm.evaluation.checks import EvaluationError, check_horizon, check_resamples, check_seed, check_window
 from payfm.evaluation.drift import DriftReport, window_drift
 from payfm.evaluation.evaluate import EvaluationResult, evaluate_predictions
 from payfm.evaluation.report import EvaluationReport, write_report
@@ -43,13 +44,6 @@ def window_bound(value: WindowBound, name: str) -> datetime | None:
     ('2026-03-01T00:00:00+00:00', '2026-03-01T00:00:00+00:00')
     """
     return time_bound(value, f"The evaluation {name}", EvaluationError)
-
-
-def _check_window(start: datetime | None, end: datetime | None) -> None:
-    if start is not None and end is not None and start >= end:
-        raise EvaluationError(
-            f"The evaluation window must end after it starts. Got {start.isoformat()} .. {end.isoformat()}."
-        )
 
 
 def _check_charges(ws: Workspace, start: datetime | None, end: datetime | None) -> None:
@@ -79,35 +73,77 @@ def _check_charges(ws: Workspace, start: datetime | None, end: datetime | None) 
 
 def held_out(ws: Workspace, model_refs: Sequence[str]) -> dict[str, datetime]:
     """Each model's held-out test period start (``data_window.test_start`` of its registry entry; models
-    registered without one are left out): charges before it trained or validated the model."""
+    registered without one are left out): no charge from it on trained or validated the model."""
     from payfm.registry.store import Registry
 
     reg = Registry(ws)
     out = {}
     for ref in model_refs:
         mv = reg.get(ref)
-        start = (mv.entry.get("data_window") or {}).get("test_start")
-        if start:
-            out[mv.ref] = datetime.fromisoformat(start)
+        start = _entry_time(mv.ref, mv.entry.get("data_window") or {}, "test_start")
+        if start is not None:
+            out[mv.ref] = start
     return out
 
 
-def in_sample(ws: Workspace, model_refs: Sequence[str], start: datetime | None) -> dict[str, str]:
-    """A warning for each model (its reference as given -> the text) whose held-out test period
-    (:func:`held_out`) starts after the window's ``start``: the window holds charges the model was trained or
-    validated on, so its figures are in-sample."""
+def _entry_time(ref: str, window: Mapping[str, Any], key: str) -> datetime | None:
+    """``data_window[key]`` of ``ref``'s registry entry as an aware datetime (None when not recorded)."""
+    value = window.get(key)
+    return time_bound(value, f"{ref}'s data_window.{key}", EvaluationError) if value else None
+
+
+def seen_periods(ref: str, entry: Mapping[str, Any]) -> list[tuple[str, datetime, datetime]]:
+    """The periods of ``ref``'s registry entry (its ``data_window``) whose charges the model saw, as
+    (``training`` or ``validation``, start, end), [start, end): training fitted it, validation stopped it
+    early, calibrated and tuned it. Nothing of the gaps between them and the test period, nor of a warm-up,
+    was used. A period not recorded whole (a window registered from Python) is left out."""
+    window = entry.get("data_window") or {}
+    out = []
+    for what, part in (("training", "train"), ("validation", "val")):
+        start, end = _entry_time(ref, window, f"{part}_start"), _entry_time(ref, window, f"{part}_end")
+        if start is not None and end is not None:
+            out.append((what, start, end))
+    return out
+
+
+def _overlap(window: tuple[datetime | None, datetime | None], start: datetime | None, end: datetime) -> bool:
+    """Whether ``window`` [a, b) (None: open) holds a time of [start, end) (``start`` None: open)."""
+    a, b = window
+    return (a is None or a < end) and (b is None or start is None or b > start)
+
+
+def in_sample(
+    ws: Workspace, model_refs: Sequence[str], start: datetime | None, end: datetime | None = None
+) -> dict[str, str]:
+    """A warning for each model (its reference as given -> the text) whose training or validation period
+    (:func:`seen_periods`) the window [start, end) overlaps (None: open): the window holds charges the model
+    was trained or validated on, so its figures are in-sample. A window in a gap (between validation and the
+    test period, say) holds none. An entry that records neither period whole counts every charge before its
+    held-out test period (``test_start``; from ``train_start`` when recorded) as seen."""
     from payfm.registry.store import Registry
 
-    tests = held_out(ws, model_refs)
     reg = Registry(ws)
     out = {}
     for ref in model_refs:
-        full = reg.get(ref).ref
-        test_start = tests.get(full)
-        if start is not None and test_start is not None and start < test_start:
+        mv = reg.get(ref)
+        periods = seen_periods(mv.ref, mv.entry)
+        window = mv.entry.get("data_window") or {}
+        test_start = _entry_time(mv.ref, window, "test_start")
+        if not periods and test_start is not None:
+            first = _entry_time(mv.ref, window, "train_start")
+            if _overlap((start, end), first, test_start):
+                out[ref] = (
+                    f"the window starts before {mv.ref}'s held-out test period ({test_start.isoformat()}): "
+                    "it holds charges the model was trained or validated on, so its figures are in-sample"
+                )
+            continue
+        overlaps = [(what, a, b) for what, a, b in periods if _overlap((start, end), a, b)]
+        if overlaps:
+            names = " and ".join(what for what, _, _ in overlaps)
+            spans = ", ".join(f"{what} {a.isoformat()} .. {b.isoformat()}" for what, a, b in overlaps)
             out[ref] = (
-                f"the window starts before {full}'s held-out test period ({test_start.isoformat()}): it "
-                "holds charges the model was trained or validated on, so its figures are in-sample"
+                f"the window overlaps {mv.ref}'s {names} period{'s' if len(overlaps) > 1 else ''} ({spans}): "
+                "it holds charges the model was trained or validated on, so its figures are in-sample"
             )
     return out
 
@@ -289,10 +325,14 @@ def evaluate_models(
     another task, such as ``retry_success``); models of different tasks are refused.
 
     Without ``start``, models are evaluated from the latest of their held-out test periods' starts
-    (:func:`held_out`), never on the charges they were trained or validated on; a ``start`` earlier than a
-    model's test period is evaluated as asked, with a warning (:func:`in_sample`) in that model's
-    ``EvaluationResult.warnings`` and the report (and through ``progress``, as ``warning: ...``): its figures
-    are in-sample for that model.
+    (:func:`held_out`), never on the charges they were trained or validated on; a window that overlaps a
+    model's training or validation period is evaluated as asked, with a warning (:func:`in_sample`) in that
+    model's ``EvaluationResult.warnings`` and the report (and through ``progress``, as ``warning: ...``): its
+    figures are in-sample for that model. (A window in the gap before the test period is not: the model saw
+    none of its charges.)
+
+    ``seed`` (in [0, 2**32 - 1]), ``bootstrap`` (>= 0) and ``horizon`` (None or a timedelta in (0, 36500
+    days]) are checked before any work.
 
     ``start`` and ``end`` are aware datetimes, dates (their midnight, UTC) or ISO date or time texts (UTC when
     they name no zone), as ``payfm evaluate --from`` takes them. A window holding no charge is refused with
@@ -304,11 +344,14 @@ def evaluate_models(
     ``progress``.
     """
     ws = opened(ws, "evaluate_models")
+    seed = check_seed(seed, "evaluate_models")
+    bootstrap = check_resamples(bootstrap, "evaluate_models")
+    horizon = check_horizon(horizon, "evaluate_models")
     if on not in ON:
         raise EvaluationError(f"The evaluation population 'on' must be one of {', '.join(ON)}. Got {on!r}.")
     model_refs = model_list(model_refs)
     start, end = window_bound(start, "start"), window_bound(end, "end")
-    _check_window(start, end)
+    check_window(start, end)
     if not model_refs and not baseline:
         raise EvaluationError(
             "Nothing to evaluate: expected at least one model (--model; model_refs in Python) or the rules "
@@ -322,10 +365,11 @@ def evaluate_models(
         if end is not None and start >= end:
             raise EvaluationError(
                 f"The evaluation window ends at {end.isoformat()}, before the held-out test period of {ref} "
-                f"starts ({start.isoformat()}): give --from to evaluate earlier charges (in-sample)."
+                f"starts ({start.isoformat()}): give --from to evaluate earlier charges (in-sample where the "
+                "model was trained or validated on them)."
             )
     _check_charges(ws, start, end)  # (first: a window without charges has no figures to call in-sample)
-    warned = in_sample(ws, model_refs, start)
+    warned = in_sample(ws, model_refs, start, end)
     for message in dict.fromkeys(warned.values()):  # (a model named twice, fraud-gbdt and @1: said once)
         say(f"warning: {message}")
     labelled_over = common_horizon(ws, model_refs, say, horizon)

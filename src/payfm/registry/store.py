@@ -40,7 +40,7 @@ from typing import Any
 from payfm import interrupts
 from payfm.errors import ConfigError, PayfmError, sqlite_file
 from payfm.events.cards import name_holds_card_number
-from payfm.events.workspace import Workspace, atomic_write_bytes, opened
+from payfm.events.workspace import Workspace, atomic_write_bytes, json_ready, opened
 from payfm.features.definitions import FeatureSet, refuse_card_numbers
 from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, embedding_dims, input_names
 from payfm.training.models import Model, load_model
@@ -106,6 +106,28 @@ class ModelVersion:
         return asdict(self)
 
 
+def entry_json(value: Any, indent: int | None = None) -> str:
+    """``value`` (an entry, a :meth:`ModelVersion.to_json`) as standard JSON, as ``entry.json``, the index
+    and ``payfm models show`` hold it: NaN and infinities as null (a test AP without a test fraud is NaN,
+    and a bare ``NaN`` is no JSON: other readers refuse it), other values JSON has no type for as text.
+
+    >>> entry_json({"metrics": {"test_ap": float("nan")}, "at": datetime(2026, 3, 1)})
+    '{"metrics": {"test_ap": null}, "at": "2026-03-01 00:00:00"}'
+    """
+    return json.dumps(json_ready(value), indent=indent, default=str, allow_nan=False)
+
+
+def read_entry(text: str | bytes) -> dict[str, Any]:
+    """An entry as written by :func:`entry_json`, or by payfm before it, with bare ``NaN`` (Python's json
+    reads it): its ``metrics`` without a value (null) read back as NaN, as they were registered, so that
+    ``entry["metrics"]`` holds floats whenever it was written."""
+    entry: dict[str, Any] = json.loads(text)
+    metrics = entry.get("metrics")
+    if isinstance(metrics, dict):
+        entry["metrics"] = {k: float("nan") if v is None else v for k, v in metrics.items()}
+    return entry
+
+
 def code_version() -> str:
     """``git describe`` of the source tree when it is a checkout, else the package version."""
     from payfm import __version__
@@ -149,6 +171,17 @@ def content_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def _text(value: object, what: str) -> str:
+    """``value`` when it is a text; otherwise an :class:`UnknownModelError` naming ``what`` (a reference,
+    a name) and what came, rather than an AttributeError from deep inside the registry."""
+    if isinstance(value, str):
+        return value
+    raise UnknownModelError(f"{what} must be a text. Got {value!r} ({type(value).__name__}).")
+
+
+_REF = f"The model reference (name, name@<version> or name@<stage>: {', '.join(STAGES)})"
+
+
 def newest(versions: Iterable[ModelVersion]) -> ModelVersion | None:
     """The newest of ``versions`` (None: none): of production versions, the one the decision service
     decides with (registries older than one production version per workspace may hold several)."""
@@ -184,9 +217,8 @@ class Registry:
     @staticmethod
     def _row(r: tuple[Any, ...]) -> ModelVersion:
         name, version, stage, kind, task, fs, fsv, created, digest, entry = r
-        return ModelVersion(
-            name, int(version), stage, kind, task, fs, fsv, created, digest, json.loads(entry)
-        )
+        entry = read_entry(entry)
+        return ModelVersion(name, int(version), stage, kind, task, fs, fsv, created, digest, entry)
 
     _COLS = (
         "name, version, stage, kind, task, feature_set, feature_set_version, created_at, content_hash, entry"
@@ -214,8 +246,9 @@ class Registry:
         ``surprise``: ``fm.surprise_<view>_<field>``) the model takes after the feature set's features;
         its path, content hash and the outputs are recorded.
         """
-        if not _NAME.match(name) or name_holds_card_number(name):
-            got = "a name holding a card number (PAN)" if name_holds_card_number(name) else repr(name)
+        if not isinstance(name, str) or not _NAME.match(name) or name_holds_card_number(name):
+            pan = isinstance(name, str) and name_holds_card_number(name)
+            got = "a name holding a card number (PAN)" if pan else repr(name)
             raise RegistryError(
                 f"The registry name must be lower-case letters, digits, '_' or '-', and no card number. "
                 f"Got {got}."
@@ -277,7 +310,7 @@ class Registry:
                 row = con.execute("SELECT max(version) FROM versions WHERE name = ?", (name,)).fetchone()
                 version = int(row[0] or 0) + 1
                 entry["version"] = version
-                atomic_write_bytes(tmp / "entry.json", json.dumps(entry, indent=1, default=str).encode())
+                atomic_write_bytes(tmp / "entry.json", entry_json(entry, indent=1).encode())
                 final = self.root / name / str(version)
                 if final.exists():  # a leftover of a crashed registration that never reached the index
                     shutil.rmtree(final)
@@ -296,7 +329,7 @@ class Registry:
                         fset.version,
                         created,
                         digest,
-                        json.dumps(entry, default=str),
+                        entry_json(entry),
                     ),
                 )
                 con.execute(
@@ -440,7 +473,8 @@ class Registry:
     def rollback(self, name: str) -> ModelVersion:
         """Archive the production version (of ``name``) and restore the one it replaced, of whatever name
         (refused when that one can no longer be served, see :meth:`check_servable_features`)."""
-        if "@" in name:  # a version's ref: what would it mean? Roll back is of a name's production version
+        # a version's ref: what would it mean? Roll back is of a name's production version
+        if "@" in _text(name, "The model name to roll back"):
             bare = name.partition("@")[0]
             raise RegistryError(
                 f"Rollback takes a model name (its production version is archived and the one it replaced "
@@ -493,6 +527,8 @@ class Registry:
     # ---- reading ------------------------------------------------------------------------------------------
     def list(self, name: str | None = None) -> list[ModelVersion]:
         """Every version (of ``name``), by name then version."""
+        if name is not None:
+            _text(name, "The model name")
         if not (self.root / "registry.db").exists():
             return []
         with self._db() as con:
@@ -504,7 +540,7 @@ class Registry:
 
     def get(self, ref: str) -> ModelVersion:
         """Resolve ``name`` (production, else latest), ``name@<version>`` or ``name@<stage>``."""
-        name, at, which = ref.partition("@")
+        name, at, which = _text(ref, _REF).partition("@")
         if not name or (at and not which):  # "@1", "fraud-gbdt@": neither a name nor a version said
             stages = ", ".join(STAGES)
             raise UnknownModelError(
@@ -602,6 +638,11 @@ class Registry:
         """The version and its model, after checking the content hash, (if given) the feature set and, for a
         model trained on embeddings, the foundation-model checkpoint (``foundation_model`` or the recorded
         one, see :meth:`check_foundation_model`)."""
+        if fset is not None and not isinstance(fset, FeatureSet):
+            raise RegistryError(
+                "The 'fset' of Registry.load must be a FeatureSet (payfm.features.catalog.feature_set(name)) "
+                f"or None. Got {fset!r} ({type(fset).__name__})."
+            )
         mv = self.get(ref)
         self.check_artifact(mv)
         path = self.path(mv)
