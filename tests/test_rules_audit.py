@@ -382,6 +382,27 @@ def test_a_window_overlapping_the_models_training_period_warns(
     model.entry = {}
     assert in_sample_warning(ws, "fraud-gbdt", None, None) is None  # no window recorded: nothing to say
 
+    # every period recorded (as `payfm train` records them): a window in the gap before the test period holds
+    # no charge the model saw (found by a review: it was called in-sample)
+    model.entry = {
+        "data_window": {
+            **WINDOW,
+            "train_end": "2026-01-12T00:00:00+00:00",
+            "val_start": "2026-01-14T00:00:00+00:00",
+        }
+    }
+    gap = in_sample_warning(ws, "fraud-gbdt", T0 + timedelta(days=20), T0 + timedelta(days=22))
+    assert gap is None
+    between = in_sample_warning(ws, "fraud-gbdt", T0 + timedelta(days=12), T0 + timedelta(days=13))
+    assert between is None  # the gap between training and validation
+    warning = in_sample_warning(ws, "fraud-gbdt", T0 + timedelta(days=15), None)
+    assert warning is not None and "overlaps fraud-gbdt@1's validation period (2026-01-14" in warning
+    both = in_sample_warning(ws, "fraud-gbdt", None, None)
+    assert (
+        both is not None
+        and "training and validation periods (2026-01-01T00:00:00+00:00 to 2026-01-12" in both
+    )
+
     model.entry = {"data_window": WINDOW}
     ids = ids_of(ws)
     monkeypatch.setattr("payfm.training.predict.model_scores", lambda *a: scores_for(ids))

@@ -98,6 +98,12 @@ def test_a_second_task_trains_end_to_end_with_the_same_trainer(ws: Workspace) ->
     mv = reg.register(res.model, name="retry-gbdt", task=t.name, fset=FS, extra={"horizon_days": 7})
     scored = score_window(ws, mv.ref)
     assert scored.num_rows == declined
+    with pytest.raises(ConfigError, match=r"The scoring window must end after it starts\. Got 2026-02-10"):
+        score_window(ws, mv.ref, "2026-02-10", "2026-02-01")  # (0 rows, silently, before)
+    with pytest.raises(
+        ConfigError, match=r"The 'horizon' of score_window must be a positive timedelta\. Got 20"
+    ):
+        score_window(ws, mv.ref, horizon=20)  # type: ignore[arg-type]
     assert set(pc.unique(scored["is_fraud"]).to_pylist()) == {0, 1}
     # evaluated, its positives are retries that succeeded, and the fraud rules baseline is no comparison
     out = ws.root / "reports" / "retry"

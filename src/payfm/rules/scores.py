@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 import duckdb
@@ -125,11 +125,14 @@ def check_scores(scores: pa.Table, source: str = "the scores table") -> None:
 
 def in_sample_warning(ws: Workspace, ref: str, start: datetime | None, end: datetime | None) -> str | None:
     """A warning when the window [start, end) overlaps the training or validation period of model ``ref``
-    (its registry entry's ``data_window``, from ``train_start`` to ``test_start``): the model has seen
-    those charges' labels, so a rule on its score looks better there than it will on new charges.
+    (its registry entry's ``data_window``: :func:`payfm.evaluation.pipeline.seen_periods`, as ``payfm
+    evaluate`` reads it): the model has seen those charges' labels, so a rule on its score looks better there
+    than it will on new charges. A window in a gap (between validation and the test period) holds none. An
+    entry that records neither period whole counts everything from ``train_start`` to ``test_start``.
 
-    None when the window is outside that period, or the entry records no window.
+    None when the window is outside those periods, or the entry records no window.
     """
+    from payfm.evaluation.pipeline import seen_periods
     from payfm.registry.store import Registry
 
     mv = Registry(ws).get(ref)
@@ -138,16 +141,25 @@ def in_sample_warning(ws: Workspace, ref: str, start: datetime | None, end: date
     if not test_start:
         return None
     learned_to = datetime.fromisoformat(test_start)
-    learned_from = datetime.fromisoformat(window["train_start"]) if window.get("train_start") else None
-    if (start is not None and start >= learned_to) or (
-        end is not None and learned_from is not None and end <= learned_from
-    ):
+    periods = seen_periods(mv.ref, mv.entry)
+    if not periods:  # (entries registered from Python may record only the test's start)
+        first = datetime.fromisoformat(window["train_start"]) if window.get("train_start") else None
+        periods = [("training and validation", first or datetime.min.replace(tzinfo=UTC), learned_to)]
+    seen = [
+        (what, a, b) for what, a, b in periods if (start is None or start < b) and (end is None or end > a)
+    ]
+    if not seen:
         return None
-    period = f"{learned_from.isoformat()} to " if learned_from is not None else "until "
+
+    def span(a: datetime, b: datetime) -> str:
+        return f"until {b.isoformat()}" if a.year == 1 else f"{a.isoformat()} to {b.isoformat()}"
+
+    names = " and ".join(what for what, _, _ in seen)
+    spans = ", ".join(span(a, b) for _, a, b in seen)
     first_day = learned_to.date() + timedelta(days=0 if learned_to.time() == time() else 1)
     return (
-        f"the window overlaps {mv.ref}'s training and validation period ({period}{learned_to.isoformat()}): "
-        "the model learned those charges' labels, so rules on its score are in-sample there and look better "
-        f"than they will on new charges. Give --from {first_day.isoformat()} or later (its held-out test "
-        "period) for out-of-sample figures."
+        f"the window overlaps {mv.ref}'s {names} period{'s' if len(seen) > 1 else ''} ({spans}): the model "
+        "learned those charges' labels, so rules on its score are in-sample there and look better than they "
+        f"will on new charges. Give --from {first_day.isoformat()} or later (its held-out test period) for "
+        "out-of-sample figures."
     )

@@ -74,6 +74,12 @@ def score_window(
     """
     ws = opened(ws, "score_window")
     start, end = _utc(start, "start"), _utc(end, "end")
+    if start is not None and end is not None and start >= end:  # (it held no charge: 0 rows, silently)
+        raise ConfigError(
+            f"The scoring window must end after it starts. Got {start.isoformat()} .. {end.isoformat()}."
+        )
+    if horizon is not None and not (isinstance(horizon, timedelta) and horizon > timedelta(0)):
+        raise ConfigError(f"The 'horizon' of score_window must be a positive timedelta. Got {horizon!r}.")
     reg = Registry(ws)
     mv = reg.get(model_ref)
     fs = fset if fset is not None else feature_set(mv.feature_set, ws.root)
