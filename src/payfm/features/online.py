@@ -8,8 +8,11 @@ serving processes). The reads and updates are Python generated and compiled per 
 Sums are exact integers (amounts are integer minor units), so means and standard deviations are computed from
 the same integers as the backfill and agree to the last bit or within 1e-9 relative.
 
-Applying the same charge or outcome id twice counts once. Events must arrive in time order per key for exact
-parity with the backfill (a late event is still counted, in its own tile).
+Applying the same charge or outcome id twice counts once. The state events leave does not depend on the order
+they arrive in (a late event is counted in its own tile; an all-time ``last`` keeps the value of the latest
+event in the backfill's order, by time then id; but of a charge's fraud disputes the first applied counts),
+while a charge's features count only the events applied before it: events must arrive in time order per key
+for exact parity of every read with the backfill.
 """
 
 from __future__ import annotations
@@ -129,13 +132,14 @@ class OnlineFeatures:
         ts = int(charge["created_us"])
         write = self._write.get("charges")
         skeys = self._state_keys["charges"](keys) if write is not None else []
+        cid = str(charge["charge_id"])
 
         def step(states: MutableMapping[Any, State], claimed: bool) -> bool:
             if claimed and write is not None:
-                write(states, keys, charge, ts)
+                write(states, keys, charge, ts, cid)
             return claimed
 
-        applied = self.store.run(skeys, str(charge["charge_id"]), fields, step)
+        applied = self.store.run(skeys, cid, fields, step)
         self.store.advance(ts)
         return applied
 
@@ -158,7 +162,7 @@ class OnlineFeatures:
             get = charge.get
             claimed[cid] = {k: get(k) for k in fields}
             ts = int(charge["created_us"])
-            write(states, keys_of(charge), charge, ts)
+            write(states, keys_of(charge), charge, ts, cid)
             top = ts if top is None or ts > top else top
             n += 1
         if top is not None:
@@ -174,10 +178,10 @@ class OnlineFeatures:
         charge had carried its outcome (the offline backfill reads the event log's charges, outcome and all).
         The charge's stored fields take the outcome too, so that its later refunds, disputes and EFWs count in
         the aggregates filtered on their charge's outcome. Features of charges decided between the charge
-        and its result do not see it; an ``all-time`` ``last`` over such a filter takes the result as the
-        newest value even when a later charge of the key came first. Returns False (and changes nothing)
-        when the charge was never counted, was counted with an outcome (e.g. from the event log), or its
-        result was counted already.
+        and its result do not see it; an ``all-time`` ``last`` over such a filter takes the charge's value
+        unless it holds a later charge's (by time, then id), as the backfill does. Returns False (and changes
+        nothing) when the charge was never counted, was counted with an outcome (e.g. from the event log), or
+        its result was counted already.
         """
         cid = str(charge["charge_id"])
         write = self._write.get(AUTHORIZATION)
@@ -189,7 +193,7 @@ class OnlineFeatures:
 
         def step(states: MutableMapping[Any, State], claimed: bool) -> bool:
             if claimed and write is not None:
-                write(states, keys, charge, ts)
+                write(states, keys, charge, ts, cid)
             return claimed
 
         skeys = self._state_keys[AUTHORIZATION](keys) if write is not None else []
@@ -228,10 +232,11 @@ class OnlineFeatures:
         keys = self._keys(fields)
         if amount is not None and self.outcome_amounts:
             fields = {**fields, "amount_usd": outcome_amount_usd(amount, currency, fields)}
+        oid = str(outcome_id)  # with its time, orders an all-time `last` of its source (as the backfill does)
 
         def step(states: MutableMapping[Any, State], claimed: bool) -> bool:
             if claimed:
-                write(states, keys, fields, created_us)
+                write(states, keys, fields, created_us, oid)
             return claimed
 
         claim = outcome_claim(source, outcome_id, charge_id)  # a charge's fraud disputes count once

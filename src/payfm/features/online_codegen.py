@@ -39,7 +39,8 @@ _ZERO_WHEN_EMPTY = ("count", "sum", "distinct")
 
 KeysFn = Callable[[Mapping[str, Any]], tuple[Any, ...]]
 ReadFn = Callable[[Mapping[StateKey, State], tuple[Any, ...], Mapping[str, Any], int], list[float | None]]
-WriteFn = Callable[[MutableMapping[StateKey, State], tuple[Any, ...], Mapping[str, Any], int], None]
+# write(states, entity keys, event, time, event id): the id (a charge's, an outcome's own) orders `last` cells
+WriteFn = Callable[[MutableMapping[StateKey, State], tuple[Any, ...], Mapping[str, Any], int, str], None]
 ReadUpdateFn = Callable[
     [MutableMapping[StateKey, State], tuple[Any, ...], Mapping[str, Any], int, bool], list[float | None]
 ]
@@ -329,8 +330,13 @@ def _hit(sp: StatePlan, source: str, flags: dict[tuple[int, int], str]) -> str:
     return "" if len(names) < len(slots) else " and (" + " or ".join(sorted(set(names))) + ")"
 
 
+def _orders_last(plans: list[StatePlan], source: str) -> bool:
+    """Whether an update of ``source`` writes an all-time ``last`` cell (it then reads the event's id)."""
+    return any(f.agg == "last" and si in _slots(sp, source) for sp in plans for _, f, si in sp.features)
+
+
 def _gen_write(code: _Code, plans: list[StatePlan], entities: list[str], source: str) -> None:
-    code(0, f"def write_{source}(states, kk, ev, ts):")
+    code(0, f"def write_{source}(states, kk, ev, ts, eid):")
     code(1, "get = ev.get")
     touched = [sp for sp in plans if _slots(sp, source)]
     flags = _gen_write_prelude(code, 1, touched, source)
@@ -358,6 +364,8 @@ def _gen_read_update(code: _Code, fset: FeatureSet, plans: list[StatePlan], enti
         code(1, "if w:")
         mark = len(code.lines)
         flags = _gen_write_prelude(code, 2, touched, "charges")
+        if _orders_last(touched, "charges"):
+            code(2, "eid = str(ev['charge_id'])  # orders the last cells (_gen_write_total)")
         if len(code.lines) == mark:
             code(2, "pass")
     for sp in plans:
@@ -432,8 +440,13 @@ def _gen_write_window(code: _Code, sp: StatePlan, slots: list[int], flags: dict[
 
 
 def _gen_write_total(code: _Code, sp: StatePlan, slots: list[int], flags: dict[int, str]) -> None:
+    """The update of an all-time state. A ``last`` cell takes the event's value only when the event sorts
+    after the one it holds in the backfill's order, ``(time, id)`` (``ts``, ``eid``: a charge's id, an
+    outcome's own), so the value does not depend on the order events arrive in; a cell loaded without them
+    (an older state) takes the next event's. Cells read only as min/max keep no last value."""
     code(2, "s = st.sums")
     minmax = {(si, f.column) for _, f, si in sp.features if f.agg in ("min", "max")}
+    lasts = {(si, f.column) for _, f, si in sp.features if f.agg == "last"}
     for si in slots:
         slot = sp.slots[si]
         d = 2
@@ -457,7 +470,12 @@ def _gen_write_total(code: _Code, sp: StatePlan, slots: list[int], flags: dict[i
                 continue
             code(d, f"v = get({column!r})")
             code(d, "if v is not None:")
-            code(d + 1, f"st.last[{k}] = v")
+            if (si, column) in lasts:
+                code(d + 1, f"p = st.last_ts[{k}]")
+                code(d + 1, f"if p is None or ts > p or ts == p and eid > st.last_id[{k}]:")
+                code(d + 2, f"st.last[{k}] = v")
+                code(d + 2, f"st.last_ts[{k}] = ts")
+                code(d + 2, f"st.last_id[{k}] = eid")
             if (si, column) in minmax:
                 code(d + 1, "fv = float(v)")
                 code(d + 1, f"m = st.mins[{k}]")

@@ -9,8 +9,8 @@ every source and filter, shares one :class:`WindowState`; every all-time feature
   searches and a subtraction however hot the key; tiles older than the longest window fold into a base, so
   memory is bounded by window / resolution. Per-tile extremes (min/max cells) and, for distinct counts, the
   last tile each value was seen in (with the sorted list of those tiles, so a count is one binary search).
-- :class:`TotalState`: all-time vector, extremes, last values and distinct sets per cell, first/previous
-  event time per slot.
+- :class:`TotalState`: all-time vector, extremes, last values (with the time and id of the event each came
+  from) and distinct sets per cell, first/previous event time per slot.
 
 The engine that reads and writes these objects is generated per feature set (:mod:`.online_codegen`).
 """
@@ -23,7 +23,9 @@ from typing import Any
 StateKey = tuple[int, Any]  # (state index, entity key)
 INF = float("inf")
 # Of the serialized states (snapshots and Redis). 1 was one state per (source, filter) group; 2 claimed a
-# fraud dispute by its id (3 claims it by its charge: a charge's fraud disputes count once).
+# fraud dispute by its id (3 claims it by its charge: a charge's fraud disputes count once). An all-time state
+# of format 3 may end with the (time, id) of each last value (TotalState); one without them (written before
+# they were kept) still reads, so they did not need a new format.
 FORMAT = 3
 
 
@@ -128,15 +130,26 @@ class WindowState:
 
 
 class TotalState:
-    """All-time aggregates for one entity key: the vector, extreme / last / distinct cells, times per slot."""
+    """All-time aggregates for one entity key: the vector, extreme / last / distinct cells, times per slot.
 
-    __slots__ = ("first", "last", "maxs", "mins", "prev", "seen", "sums")
+    ``last[k]`` is the value of the latest event of cell ``k`` in the backfill's order, whatever order the
+    events were applied in: ``last_ts[k]`` and ``last_id[k]`` are that event's time and id (a charge's id, an
+    outcome's own id), and an event replaces the value only when it sorts after them (``(time, id)``). Both
+    are None for a cell without a value, and for one loaded from a state written before they were kept (the
+    next event then replaces the value, as every event did before). Cells read only as min/max keep no last.
+    A state without cells (most) has None for both lists: no memory for them.
+    """
+
+    __slots__ = ("first", "last", "last_id", "last_ts", "maxs", "mins", "prev", "seen", "sums")
 
     def __init__(self, width: int = 0, n_cells: int = 0, n_distinct: int = 0, n_slots: int = 0) -> None:
         self.sums = [0] * width
         self.mins: list[float | None] = [None] * n_cells
         self.maxs: list[float | None] = [None] * n_cells
         self.last: list[Any] = [None] * n_cells
+        # Two parallel lists rather than (time, id) pairs: JSON would turn a tuple into a list.
+        self.last_ts: list[int | None] | None = [None] * n_cells if n_cells else None
+        self.last_id: list[Any] | None = [None] * n_cells if n_cells else None
         self.seen: list[set[Any]] = [set() for _ in range(n_distinct)]
         self.first: list[int | None] = [None] * n_slots
         self.prev: list[int | None] = [None] * n_slots
@@ -148,10 +161,13 @@ class TotalState:
         cells: tuple[list[Any], list[float | None], list[float | None]],
         seen: list[set[Any]],
         times: tuple[list[int | None], list[int | None]],
+        last_at: tuple[list[int | None] | None, list[Any] | None],
     ) -> TotalState:
-        """A state from its parts: the vector, (last, mins, maxs) per cell, distinct sets, (first, prev)."""
+        """A state from its parts: the vector, (last, mins, maxs) per cell, distinct sets, (first, prev) per
+        slot, and (time, id) per cell of the event its last value came from."""
         st = cls.__new__(cls)
         st.sums, (st.last, st.mins, st.maxs), st.seen, (st.first, st.prev) = sums, cells, seen, times
+        st.last_ts, st.last_id = last_at
         return st
 
 
@@ -175,7 +191,10 @@ def state_to_json(st: State) -> list[Any]:
         seen = [list(d.items()) for d in st.seen] if st.seen else 0
         return ["w", st.tiles, st.cum, st.base, ext, seen]
     seen_t = [list(s) for s in st.seen]
-    return ["t", st.sums, st.mins, st.maxs, st.last, seen_t, st.first, st.prev]
+    out: list[Any] = ["t", st.sums, st.mins, st.maxs, st.last, seen_t, st.first, st.prev]
+    if st.last:  # (time, id) of each last value: trailing, so that a reader without them still reads the rest
+        out += [st.last_ts, st.last_id]
+    return out
 
 
 def _key(v: Any) -> Any:
@@ -198,4 +217,8 @@ def state_from_json(data: list[Any]) -> State:
     t.sums, t.mins, t.maxs, t.last = data[1], data[2], data[3], data[4]
     t.seen = [{_key(v) for v in s} for s in data[5]]
     t.first, t.prev = data[6], data[7]
+    if len(data) > 9:
+        t.last_ts, t.last_id = data[8], data[9]
+    elif t.last:  # written before they were kept: the next event of a cell replaces its last value
+        t.last_ts, t.last_id = [None] * len(t.last), [None] * len(t.last)
     return t

@@ -6,10 +6,12 @@ per state plan, sort the events by (entity key, apply order), sum the slot vecto
 older than the longest window into the base, and only then make the Python objects, one per entity key.
 
 Events are applied in the order of :func:`payfm.features.parity.apply_log`: time, outcomes at tau before
-charges at t >= tau, each outcome counted only if its charge came strictly before it. In that order every
-key's events arrive in time order, so no tile is ever late and the result equals the event-by-event state
-for every read (tests hold the two to the same features). Cases this path does not take (repeated charge or
-outcome ids, sums near the int64 range) return False and the caller applies events one by one.
+charges at t >= tau, each outcome counted only if its charge came strictly before it, events of one instant
+and source by id. In that order every key's events arrive in time order, so no tile is ever late, and an
+all-time ``last`` is the latest event in the backfill's order (kept with its time and id, as event by event);
+the result equals the event-by-event state for every read (tests hold the two to the same features). Cases
+this path does not take (repeated charge or outcome ids, charges of one instant out of id order, sums near
+the int64 range) return False and the caller applies events one by one.
 """
 
 from __future__ import annotations
@@ -47,6 +49,14 @@ class _Events:
     ts: np.ndarray  # (N,) int64 microseconds
     src: np.ndarray  # (N,) int8 index in SOURCES
     amount: np.ndarray | None  # (N,) int64 amount_usd the event adds (an outcome's own); None: no amounts
+    oid: np.ndarray  # (N,) int64 an outcome's index in ``outcome_ids``, -1 for a charge (its id: its row's)
+    outcome_ids: list[str]
+
+    def ids(self, at: list[int], charges: pa.Table) -> list[str]:
+        """The id of each event ``at`` (indices in apply order): a charge's id, an outcome's own."""
+        oid = self.oid[at].tolist()
+        cids = charges["charge_id"].take(pa.array(self.row[at], type=pa.int64())).to_pylist()
+        return [str(c) if o < 0 else self.outcome_ids[o] for o, c in zip(oid, cids, strict=True)]
 
 
 class _Columns:
@@ -153,7 +163,7 @@ def _plan_states(sp: StatePlan, cols: _Columns, ev: _Events, out: dict[StateKey,
     if sp.res:
         _windowed(sp, cols, k, ts, rows, hit, amount, vec, kstarts, kcodes, key_values, out)
     else:
-        _total(sp, cols, ts, rows, hit, amount, vec, kstarts, kcodes, key_values, out)
+        _total(sp, cols, ts, rows, hit, amount, vec, kstarts, kcodes, key_values, out, (ev, sel))
 
 
 def _windowed(
@@ -244,7 +254,11 @@ def _total(
     kcodes: list[int],
     key_values: list[Any],
     out: dict[StateKey, State],
+    picked: tuple[_Events, np.ndarray],
 ) -> None:
+    """All-time states. A last cell's value is that of its key's latest valid event in apply order, which is
+    the backfill's order within one source ((time, id): see :func:`events`), with that event's time and id
+    (``picked``: the events and the indices of these rows in them)."""
     sums = _sums(vec, kstarts).tolist()
     n = len(kcodes)
     times: dict[int, tuple[list[Any], list[Any]]] = {}
@@ -259,16 +273,28 @@ def _total(
                 [x if ok else None for x, ok in zip(hi.tolist(), any_, strict=True)],
             )
     minmax = {(si, f.column) for _, f, si in sp.features if f.agg in ("min", "max")}
+    lasts = {(si, f.column) for _, f, si in sp.features if f.agg == "last"}
     cells: list[tuple[list[Any], list[Any] | None, list[Any] | None]] = []
+    last_at: list[tuple[list[Any], list[Any]]] = []
     idx = np.arange(len(rows))
+    none = [None] * n
     for si, column, _ in sp.cells:
         codes, values = cols.codes(column)
         valid = hit[si] & (codes[rows] >= 0)
-        last_i = np.maximum.reduceat(np.where(valid, idx, -1), kstarts).tolist()
-        if column == "amount_usd" and amount is not None:  # what each event adds: an outcome's own amount
-            vals = [None if i < 0 else int(amount[i]) for i in last_i]
+        vals: list[Any] = none
+        if (si, column) in lasts:  # (a cell read only as min/max keeps no last value, as event by event)
+            last_i = np.maximum.reduceat(np.where(valid, idx, -1), kstarts).tolist()
+            if column == "amount_usd" and amount is not None:  # what each event adds: an outcome's own amount
+                vals = [None if i < 0 else int(amount[i]) for i in last_i]
+            else:
+                vals = [None if i < 0 else values[codes[rows[i]]] for i in last_i]
+            ev, sel = picked
+            found = [i for i in last_i if i >= 0]
+            at = iter(zip(ts[found].tolist(), ev.ids(sel[found].tolist(), cols.t), strict=True))
+            pairs = [(None, None) if i < 0 else next(at) for i in last_i]
+            last_at.append(([t for t, _ in pairs], [e for _, e in pairs]))
         else:
-            vals = [None if i < 0 else values[codes[rows[i]]] for i in last_i]
+            last_at.append((none, none))
         lo_l = hi_l = None
         if (si, column) in minmax:
             assert amount is not None
@@ -291,7 +317,6 @@ def _total(
             sets.setdefault(kc, set()).add(values[vc])
         seen.append(sets)
     # Per key rows of each per-cell / per-slot column (transposed in C), a fresh list per state.
-    none = [None] * n
 
     def per_key(columns: list[list[Any]]) -> list[list[Any]]:
         return list(map(list, zip(*columns, strict=True))) if columns else [[] for _ in range(n)]
@@ -302,11 +327,14 @@ def _total(
     slots = range(len(sp.slots))
     first = per_key([times[si][0] if si in times else none for si in slots])
     prev = per_key([times[si][1] if si in times else none for si in slots])
+    # (None for a state without cells, as TotalState makes it: no lists)
+    last_ts = per_key([c[0] for c in last_at]) if sp.cells else none
+    last_id = per_key([c[1] for c in last_at]) if sp.cells else none
     make, index = TotalState.of, sp.index
     for i, code in enumerate(kcodes):
         st_seen = [d.get(i, set()) for d in seen]
         out[(index, key_values[code])] = make(
-            sums[i], (last[i], mins[i], maxs[i]), st_seen, (first[i], prev[i])
+            sums[i], (last[i], mins[i], maxs[i]), st_seen, (first[i], prev[i]), (last_ts[i], last_id[i])
         )
 
 
@@ -318,16 +346,18 @@ def events(
 ) -> tuple[_Events, list[str], int] | None:
     """The apply order of the log (see the module docstring): the events, the outcomes' claims
     (:func:`~payfm.features.definitions.outcome_claim`) and the watermark; None if a charge or outcome id
-    repeats. A charge's later fraud disputes are left out: its first counts, as event by event.
+    repeats, or charges of one instant are not in id order. A charge's later fraud disputes are left out: its
+    first counts, as event by event.
 
     ``outcomes``: (source, times, ids, charge ids, amounts, currencies) per source. With
     ``outcome_amounts`` an outcome adds its own amount at its charge's rate
     (:func:`~payfm.features.definitions.outcome_amount_usd`), else its charge's ``amount_usd``."""
     cids = charges["charge_id"].to_pylist()
     position = {c: i for i, c in enumerate(cids)}
-    if len(position) != len(cids):
+    if len(position) != len(cids) or not _ids_ordered(ts, cids):
         return None
     o_row: list[int] = []
+    o_ids: list[str] = []
     o_ts: list[int] = []
     o_src: list[int] = []
     o_amount: list[int] = []
@@ -353,6 +383,7 @@ def events(
         claimed.add(claim)
         r = position[cid]
         o_row.append(r)
+        o_ids.append(oid)
         o_ts.append(t)
         o_src.append(SOURCES.index(source))
         if money is not None:
@@ -370,8 +401,23 @@ def events(
     order = np.lexsort((seq, kind, tss))
     top = int(tss.max()) if len(tss) else 0
     adds = None if amount_usd is None else amount_usd[order]
-    ev = _Events(row=row[order], ts=tss[order], src=src[order], amount=adds)
+    oids = np.concatenate([np.full(n, -1, dtype=np.int64), np.arange(len(o_row), dtype=np.int64)])
+    ev = _Events(
+        row=row[order], ts=tss[order], src=src[order], amount=adds, oid=oids[order], outcome_ids=o_ids
+    )
     return ev, sorted(claimed), top
+
+
+def _ids_ordered(ts: np.ndarray, cids: list[Any]) -> bool:
+    """Whether charges of one instant come in id order (the backfill's order, (created, charge_id), which an
+    all-time ``last`` follows; :func:`~payfm.features.parity.apply_log` reads them so). Only ties matter: the
+    apply order sorts by time."""
+    if len(ts) < 2:
+        return True
+    perm = np.arange(len(ts)) if bool(np.all(ts[1:] >= ts[:-1])) else np.argsort(ts, kind="stable")
+    st = ts[perm]
+    p = perm.tolist()
+    return not any(str(cids[p[i]]) > str(cids[p[i + 1]]) for i in np.flatnonzero(st[1:] == st[:-1]).tolist())
 
 
 class _Money:
