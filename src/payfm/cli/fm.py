@@ -140,7 +140,7 @@ def _checkpoint(ws: Workspace, name: str) -> Path:
 )
 @click.option(
     "--seed",
-    type=click.IntRange(0),
+    type=click.IntRange(0, 2**64 - 1),  # what torch.manual_seed takes (PretrainConfig's range)
     default=0,
     show_default=True,
     help="Seed of the weights, rows and masks.",

@@ -213,6 +213,14 @@ def evaluate_embeddings(
         raise ConfigError(
             f"The 'train_on' of the evaluation must be 'authorized' or 'all'. Got {cfg.train_on!r}."
         )
+    variants = [check_outputs(v) for v in cfg.fm_inputs]
+    if len(set(variants)) != len(variants):
+        twice = next(v for i, v in enumerate(variants) if v in variants[:i])
+        raise ConfigError(
+            f"The 'fm_inputs' of the evaluation (--fm-inputs): expected each once. Got {'+'.join(twice)} "
+            "more than once."
+        )
+    wanted = sorted({o for v in variants for o in v}, key=OUTPUTS.index)
     model, tokenizer, meta = load_checkpoint(checkpoint)
     charges = read_charges(ws)
     n = charges.num_rows
@@ -226,20 +234,12 @@ def evaluate_embeddings(
             f"({_iso(cut_us)}). Got until {_iso(until) if until else 'the end of the log'}; pretrain with "
             "`payfm fm pretrain --until-frac` at most the evaluation's train fraction."
         )
-    seqs = build_sequences(charges, tokenizer, model.config.seq_len)
-    variants = [check_outputs(v) for v in cfg.fm_inputs]
-    if len(set(variants)) != len(variants):
-        twice = next(v for i, v in enumerate(variants) if v in variants[:i])
-        raise ConfigError(
-            f"The 'fm_inputs' of the evaluation (--fm-inputs): expected each once. Got {'+'.join(twice)} "
-            "more than once."
-        )
-    wanted = sorted({o for v in variants for o in v}, key=OUTPUTS.index)
 
     feats, names = features if features is not None else _hand_features(ws)
     con = ws.connect()
     try:
-        con.register("ids", pa.table({"charge_id": seqs.charge_id, "row": np.arange(n)}))
+        # (the rows of read_charges: the sequences' order, built below once the windows are checked)
+        con.register("ids", pa.table({"charge_id": charges["charge_id"], "row": np.arange(n)}))
         con.register("f", feats)
         con.register("l", fraud_labels(con))
         joined = con.sql(
@@ -306,12 +306,25 @@ def evaluate_embeddings(
     def scores_of(p: np.ndarray) -> dict[str, Score]:
         return {k: _score(yk, pk, g, cfg.resamples, cfg.seed) for k, (yk, pk, g) in slices(p).items()}
 
+    # Both windows checked before any work on the sequences (tokens, embeddings, fits): the test window must
+    # hold something to compare, the fitting part of the training window both classes for the GBDTs.
     if not any(labels.any() for labels, _, _ in slices(np.zeros(len(te))).values()):
         raise ConfigError(
             f"Evaluation: expected fraud or attack charges among the {len(te):,} test charges after "
             f"{_iso(cut_us)}. Got none on any slice: nothing to compare; take a smaller --train-frac "
             f"(now {cfg.train_frac:g}) or a longer log."
         )
+    fraud = int(y[tr].sum())
+    if fraud in (0, len(tr)):
+        which = "authorized charges (--train-on authorized)" if cfg.train_on == "authorized" else "charges"
+        got = "no fraud" if fraud == 0 else "only fraud"
+        raise ConfigError(
+            f"Evaluation: expected fraud and genuine charges among the {len(tr):,} {which} the GBDTs "
+            f"are fitted on (the training window before {_iso(cut_us)}, less its last {cfg.val_frac:.0%} "
+            f"kept for validation). Got {got}: nothing to learn from; take a larger --train-frac (now "
+            f"{cfg.train_frac:g})."
+        )
+    seqs = build_sequences(charges, tokenizer, model.config.seq_len)
     # (n, D) per output, rows in (created, charge_id) order
     outputs = {}
     for i, o in enumerate(wanted):
@@ -346,12 +359,13 @@ def evaluate_embeddings(
             for k in base
         }
     fit_rows = np.concatenate([tr, va])
-    with_detector = cfg.detector_steps > 0 and bool(attack[window_rows].any())
+    # The detector and its control learn attack labels from the training window (the control from the part
+    # before its validation rows, as the GBDTs): without an attack there, neither can be fitted.
+    fit_attacks = int(attack[window_rows[:fit_end]].sum())
+    with_detector = cfg.detector_steps > 0 and fit_attacks > 0
     if cfg.detector_steps > 0 and not with_detector:
-        report.skipped += (
-            "the card-testing detector and its control ct-hand: the log holds no card-testing attack (its "
-            "scenario labels name none)",
-        )
+        tested = int((scenario == "card_testing").sum())
+        report.skipped += (_no_attack_to_fit(cfg, cut_us, attack, window_rows, fit_end, te, tested),)
     n_tuned, tuned = (cfg.finetune_steps > 0) + 2 * with_detector, 0
     if n_tuned:
         report_to("fine-tuned models", 0, n_tuned)
@@ -388,6 +402,38 @@ def evaluate_embeddings(
     # NaN (an AP without positives, a gain over an AP of 0) as null: JSON has no NaN (as payfm evaluate)
     atomic_write_bytes(out, json.dumps(json_ready(report.to_json()), indent=1, allow_nan=False).encode())
     return report
+
+
+def _no_attack_to_fit(
+    cfg: DownstreamConfig,
+    cut_us: int,
+    attack: np.ndarray,
+    window_rows: np.ndarray,
+    fit_end: int,
+    te: np.ndarray,
+    tested: int,
+) -> str:
+    """Why the card-testing detector and its control were not evaluated, in the words of what holds no
+    card-testing attack: the log, the training window (before the cut) or the part of it they are fitted on
+    (before its last ``val_frac``, kept for validation)."""
+    what = "the card-testing detector and its control ct-hand"
+    if not attack.any():
+        why = (
+            f"its card-testing charges ({tested:,}) form no burst on a merchant"
+            if tested
+            else "its scenario labels name none"
+        )
+        return f"{what}: the log holds no card-testing attack ({why})"
+    window = f"the training window (the charges before {_iso(cut_us)}, --train-frac {cfg.train_frac:g})"
+    later = (
+        f"the test window after it holds {int(attack[te].sum()):,} attack charges: take a larger --train-frac"
+    )
+    if not attack[window_rows].any():
+        return f"{what}: {window} holds no card-testing attack to fit them on, while {later}"
+    return (
+        f"{what}: {window} holds card-testing attacks only in its last {cfg.val_frac:.0%}, kept for "
+        f"validation, none among its first {fit_end:,} charges to fit them on, while {later}"
+    )
 
 
 def _iso(us: int) -> str:

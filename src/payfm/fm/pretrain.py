@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import numbers
 import os
 import shutil
 import time
@@ -44,9 +45,24 @@ from safetensors.torch import load_file, save_file
 from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
-from payfm.fm.identity import check_name, checkpoint_meta, damaged_checkpoint, one_folder
+from payfm.fm.identity import (
+    PRETRAIN_RANGES,
+    check_name,
+    check_resumable,
+    checkpoint_meta,
+    damaged_checkpoint,
+    leftovers,
+    one_folder,
+    range_problem,
+)
 from payfm.fm.model import FMConfig, FoundationModel
-from payfm.fm.resume import RESUME_FIXED, check_resume, check_same_charges, check_unregistered
+from payfm.fm.resume import (
+    RESUME_FIXED,
+    check_resume,
+    check_same_charges,
+    check_still_unregistered,
+    check_unregistered,
+)
 from payfm.fm.sequences import Sequences, build_sequences, read_charges
 from payfm.fm.tokenizer import MASK, OUTCOME_FIELD, PAD, Tokenizer
 
@@ -71,6 +87,27 @@ class PretrainConfig:
     until_us: int | None = None  # the training window ends here (exclusive), e.g. before the test period
     seed: int = 0
     checkpoint_every: int = 200  # steps
+
+    def __post_init__(self) -> None:
+        """Every field within the range `payfm fm pretrain` takes for it (:data:`PRETRAIN_RANGES`): a
+        ConfigError naming the field, what it takes and the value (the library took epochs=0 and steps=-1,
+        which wrote an untrained checkpoint, batch_size=0, a ZeroDivisionError, seq_len=1, mask_prob=-1)."""
+        for k in PRETRAIN_RANGES:  # NumPy numbers as Python's (config.json holds them: JSON)
+            value = getattr(self, k)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool | int):
+                object.__setattr__(self, k, int(value))
+            elif isinstance(value, numbers.Real) and not isinstance(value, bool | int | float):
+                object.__setattr__(self, k, float(value))
+        fields = {k: getattr(self, k) for k in PRETRAIN_RANGES}
+        wrong = range_problem(fields, PRETRAIN_RANGES)
+        if wrong is not None:
+            key, allowed, value = wrong
+            raise ConfigError(f"The {key!r} of pretraining must be {allowed.describe()}. Got {value!r}.")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"The 'n_embd' of pretraining must be a multiple of its 'n_head' ({self.n_head}). "
+                f"Got {self.n_embd}."
+            )
 
     def model_config(self, tokenizer: Tokenizer) -> FMConfig:
         return FMConfig(
@@ -110,9 +147,18 @@ def save_checkpoint(
     tokenizer: Tokenizer,
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
+    before_swap: Callable[[], None] | None = None,
 ) -> None:
     """Write a checkpoint directory atomically (a new directory swapped in by rename); on any exception
-    (an error, Ctrl-C, SIGTERM) the partial new directory is removed and the old checkpoint left as it was."""
+    (an error, Ctrl-C, SIGTERM) the partial new directory is removed and the old checkpoint left as it was.
+    ``before_swap()`` runs when the new directory is written, just before the swap: an exception it raises
+    leaves the old checkpoint as it was (pretraining checks there that no model was registered on it since).
+
+    The swap is two renames (the old directory away to ``.<name>.<pid>.old``, the new one in: a directory
+    cannot be renamed over a non-empty one), so for an instant ``path`` does not exist; a reader then says
+    there is no checkpoint. Killed outright in that instant (SIGKILL), the save leaves the checkpoint before
+    it as ``.<name>.<pid>.old``: the next pretraining of the name puts it back (:func:`sweep_leftovers`)."""
+    sweep_leftovers(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -135,6 +181,8 @@ def save_checkpoint(
         }
         (tmp / "config.json").write_text(json.dumps(doc, indent=1))
         old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        if before_swap is not None:
+            before_swap()
         interrupts.check()
         if path.exists():
             path.rename(old)
@@ -148,6 +196,22 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def sweep_leftovers(path: Path) -> None:
+    """Remove what saves of checkpoint ``path`` killed outright (SIGKILL, out of memory) left beside it, the
+    temporaries of processes that no longer exist (:func:`payfm.fm.identity.leftovers`; other exceptions
+    clean up after themselves). A save killed between its two renames left no ``path`` and the checkpoint
+    before it as ``.<name>.<pid>.old``: that one is put back in place, not removed."""
+    strays = leftovers(path)
+    if not path.exists():
+        old = [p for p in strays if p.suffix == ".old" and (p / "config.json").is_file()]
+        if old:
+            newest = max(old, key=lambda p: p.stat().st_mtime)
+            newest.rename(path)
+            strays.remove(newest)
+    for stray in strays:
+        shutil.rmtree(stray, ignore_errors=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FoundationModel, Tokenizer, dict[str, Any]]:
@@ -171,7 +235,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FoundationModel, Toke
         )
     try:
         model = FoundationModel(FMConfig.from_json(meta["model"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, ConfigError) as e:
         raise damaged_checkpoint(root, "config.json", f"a model config that does not build ({e})") from None
     try:
         model.load_state_dict(load_file(root / "model.safetensors"))
@@ -267,11 +331,18 @@ def pretrain(
             f"Got {config.batch_size}."
         )
     meta: dict[str, Any] = {}
+    if rank == 0:  # a save killed outright (SIGKILL) left temporaries, or the checkpoint renamed away
+        sweep_leftovers(path)
+    if world > 1:
+        dist.barrier()
     resuming = resume and (path / "config.json").exists()
     if path.exists() and not resuming:  # --fresh over a checkpoint: refused before any work
         check_unregistered(ws, path, warn if rank == 0 else lambda _: None)
     if resuming:
         model, tokenizer, meta = load_checkpoint(path)
+        check_resumable(
+            path, meta
+        )  # the step, losses, AdamW settings, run config: a clear error, not a crash
         check_resume(ws, path, meta, model.config, config.model_config(tokenizer), _run_settings(config))
         model.train()
     else:
@@ -294,7 +365,7 @@ def pretrain(
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    start = int(meta.get("step", 0))
+    start = int(meta.get("step", 0))  # (check_resumable checked the fields of config.json)
     if start:
         _load_optimizer(path, optimizer, meta["param_groups"])
     losses: list[float] = list(meta.get("losses", []))
@@ -311,7 +382,14 @@ def pretrain(
         check_unregistered(ws, path, warn if rank == 0 else lambda _: None)
     use_amp = device.type == "cuda"
 
+    # What the checkpoint is if a save is refused: check_unregistered ran before any training, but a model
+    # can be registered on one of this run's saves (`payfm train --fm` while it runs); every save checks
+    # again just before its swap, and a refused one stops the run with the last save in place.
+    kept = f"as of its last save (step {start})" if resuming else "as it was before this run"
+
     def save(step: int) -> None:
+        nonlocal kept
+        refused: str | None = None
         if rank == 0:
             run = {
                 "step": step,
@@ -320,9 +398,25 @@ def pretrain(
                 "charges": n,
                 "seen_until_us": seen_until_us,
             }
-            save_checkpoint(path, model, tokenizer, run, optimizer)
-        if world > 1:
-            dist.barrier()
+            try:
+                save_checkpoint(
+                    path,
+                    model,
+                    tokenizer,
+                    run,
+                    optimizer,
+                    before_swap=lambda: check_still_unregistered(ws, path, step, kept),
+                )
+            except ConfigError as e:
+                if world == 1:
+                    raise
+                refused = str(e)
+        if world > 1:  # every rank stops on a refused save (and waits for rank 0's save, as a barrier)
+            box = [refused]
+            dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+            if box[0] is not None:
+                raise ConfigError(str(box[0]))
+        kept = f"as of its last save (step {step})"
 
     def prepare(step: int) -> tuple[int, torch.Tensor, torch.Tensor, float]:
         """Step ``step``'s rows and masks, this rank's slice (pinned for an asynchronous copy on CUDA)."""

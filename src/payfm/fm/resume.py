@@ -14,11 +14,14 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.fm.model import FMConfig
+
+if TYPE_CHECKING:
+    from payfm.registry.store import ModelVersion
 
 # Settings a resumed run must share with the checkpoint's (the CLI's options for those it has): each shapes
 # the run from its first step (the schedule, each epoch's row order, the batches, the masks).
@@ -28,11 +31,8 @@ MODEL_OPTIONS = ("seq_len", "n_layer", "n_head", "n_embd")  # the model's shape,
 log = logging.getLogger(__name__)
 
 
-def check_unregistered(ws: Workspace, path: Path, warn: Callable[[str], None] | None = None) -> None:
-    """Refuse (ConfigError) to write over the checkpoint ``path`` when a model version of ``ws``'s registry
-    that is not archived takes its outputs: the version would no longer load (its recorded content hash),
-    and a rollback to it could not help. Versions in stage ``archived`` only: ``warn`` (default: logged)
-    that a rollback to them would fail, and go on."""
+def _users(ws: Workspace, path: Path) -> list[ModelVersion]:
+    """The model versions of ``ws``'s registry that take their outputs from the checkpoint ``path``."""
     from payfm.registry.store import Registry
 
     reg = Registry(ws)
@@ -42,7 +42,20 @@ def check_unregistered(ws: Workspace, path: Path, warn: Callable[[str], None] | 
         fm = mv.entry.get("foundation_model")
         if fm and reg.checkpoint_path(fm["checkpoint"]).resolve() == target:
             users.append(mv)
-    named = ", ".join(f"{mv.ref} ({mv.stage})" for mv in users)
+    return users
+
+
+def _named(users: list[ModelVersion]) -> str:
+    return ", ".join(f"{mv.ref} ({mv.stage})" for mv in users)
+
+
+def check_unregistered(ws: Workspace, path: Path, warn: Callable[[str], None] | None = None) -> None:
+    """Refuse (ConfigError) to write over the checkpoint ``path`` when a model version of ``ws``'s registry
+    that is not archived takes its outputs: the version would no longer load (its recorded content hash),
+    and a rollback to it could not help. Versions in stage ``archived`` only: ``warn`` (default: logged)
+    that a rollback to them would fail, and go on."""
+    users = _users(ws, path)
+    named = _named(users)
     if any(mv.stage != "archived" for mv in users):
         raise ConfigError(
             f"Checkpoint '{path}' is the foundation model of registered model versions {named}: pretraining "
@@ -53,6 +66,21 @@ def check_unregistered(ws: Workspace, path: Path, warn: Callable[[str], None] | 
         (warn or log.warning)(
             f"Checkpoint '{path}' is the foundation model of archived model versions {named}: pretraining "
             "it again makes a rollback to them fail."
+        )
+
+
+def check_still_unregistered(ws: Workspace, path: Path, step: int, kept: str) -> None:
+    """Before a running pretraining swaps in its save of ``step``: refuse (ConfigError) when a model version
+    not archived was registered on the checkpoint ``path`` since the run began (:func:`check_unregistered`
+    ran then, before any training: a model can be registered on one of the run's own saves, which the next
+    save would change under it). The run stops with its checkpoint as ``kept`` describes (its last save)."""
+    users = [mv for mv in _users(ws, path) if mv.stage != "archived"]
+    if users:
+        raise ConfigError(
+            f"Checkpoint '{path}' became the foundation model of registered model versions {_named(users)} "
+            f"while this run pretrained it: saving step {step} over it would change it under them (they "
+            f"would no longer load). The run stops here; the checkpoint is kept {kept}. To pretrain "
+            f"further, copy the folder to a new name and resume that one (`payfm fm pretrain --name NEW`)."
         )
 
 
