@@ -207,3 +207,37 @@ def test_prequential_fits_take_the_fm_outputs_and_a_checkpoint_that_saw_a_test_w
     refused = TrainConfig(**{**cfg.__dict__, "foundation_model": str(saw)})
     with pytest.raises(ConfigError, match="after the first prequential week's validation period starts"):
         trainer.prequential(ws, "lr", task("fraud"), FS, refused, weeks=1)
+
+
+def test_a_checkpoint_pretrained_again_while_the_model_trained_is_refused_at_registration(
+    ws: Workspace, early: Path
+) -> None:
+    """Found by a review: `payfm train --fm h` while `payfm fm pretrain --name h` still ran read the outputs
+    of one save and registered the hash of a later one: the model loaded, silently on other weights. The
+    trainer keeps the hash its inputs were computed with, and registration refuses a checkpoint that moved."""
+    import shutil
+
+    from payfm.registry.store import RegistryError
+    from payfm.training.trainer import register_result, train
+
+    moving = ws.root / "fm" / "moving"
+    shutil.copytree(early, moving)
+    cfg = TrainConfig(
+        horizon_days=10,
+        val_days=7,
+        test_days=7,
+        gap_days=3,
+        foundation_model=str(moving),
+        fm_outputs=("surprise",),
+    )
+    [res] = train(ws, "lr", task("fraud"), FS, cfg)
+    assert res.fm_hash == checkpoint_hash(moving)
+    first = int(read_charges(ws)["created_us"][0].as_py())
+    again = PretrainConfig(**{**TINY.__dict__, "until_us": first + 8 * 86_400_000_000, "seed": 2})
+    pretrain(ws, again, out=moving, resume=False)  # another run saves over it meanwhile
+    assert checkpoint_hash(moving) != res.fm_hash
+    reg = Registry(ws)
+    before = len(reg.list())
+    with pytest.raises(RegistryError, match=r"changed since the model's inputs were computed from it"):
+        register_result(reg, res, FS, name="moving-lr")
+    assert len(reg.list()) == before

@@ -239,12 +239,16 @@ class Registry:
         stage: str = "candidate",
         foundation_model: str | os.PathLike[str] | None = None,
         fm_outputs: Sequence[str] = ("embedding",),
+        fm_hash: str | None = None,
     ) -> ModelVersion:
         """Save ``model`` as the next version of ``name`` and index it; returns the new version.
 
         ``foundation_model``: the checkpoint whose ``fm_outputs`` (``embedding``: inputs ``fm.emb_0..D-1``;
         ``surprise``: ``fm.surprise_<view>_<field>``) the model takes after the feature set's features;
-        its path, content hash and the outputs are recorded.
+        its path, content hash and the outputs are recorded. ``fm_hash``: its content hash when the model's
+        inputs were computed (the trainer's): refused when the checkpoint holds other weights now (a
+        pretraining saved it again while the model trained), as the model would be recorded with weights it
+        never read.
         """
         if not isinstance(name, str) or not _NAME.match(name) or name_holds_card_number(name):
             pan = isinstance(name, str) and name_holds_card_number(name)
@@ -262,10 +266,17 @@ class Registry:
             meta = checkpoint_meta(fm_path)
             outputs = check_outputs(fm_outputs)
             expected += input_names(meta, outputs)
+            digest = checkpoint_hash(fm_path)
+            if fm_hash is not None and fm_hash != digest:
+                raise RegistryError(
+                    f"The foundation model '{fm_path}' changed since the model's inputs were computed from "
+                    f"it (content hash {fm_hash[:16]} then, {digest[:16]} now: pretrained again while the "
+                    "model trained): nothing registered; train again."
+                )
             fm_entry = {
                 "foundation_model": {
                     "checkpoint": self._recorded(fm_path),
-                    "content_hash": checkpoint_hash(fm_path),
+                    "content_hash": digest,
                     "embedding_dims": embedding_dims(meta),
                     "outputs": list(outputs),
                     "input_dims": len(expected) - len(fset.names),

@@ -30,6 +30,9 @@ class TaskData:
     mature: np.ndarray
     created_us: np.ndarray
     feature_names: list[str]
+    # the content hash of the foundation-model checkpoint whose outputs follow the features, as they were
+    # computed (None: features only): registration refuses the model when the checkpoint changed since
+    fm_hash: str | None = None
 
 
 def feature_matrix(

@@ -144,6 +144,7 @@ class TrainResult:
     seconds: float
     foundation_model: str | None = None  # the checkpoint whose outputs the model takes (None: features only)
     fm_outputs: tuple[str, ...] = ()
+    fm_hash: str | None = None  # that checkpoint's content hash when its outputs were computed
     # what else shaped the fit: seed, calibration, share of negatives kept, which charges, tuning trials
     settings: dict[str, Any] = field(default_factory=dict)
 
@@ -362,6 +363,7 @@ def fit_on_split(
         seconds=time.perf_counter() - t0,
         foundation_model=config.foundation_model,
         fm_outputs=tuple(config.fm_outputs) if config.foundation_model else (),
+        fm_hash=data.fm_hash if config.foundation_model else None,
         settings={
             "seed": config.seed,
             "calibration": config.calibration,
@@ -462,7 +464,7 @@ def _fm_columns(ws: Workspace, data: TaskData, start_us: int, period: str, confi
     """``data`` with the checkpoint's outputs appended; refused unless its weights saw only charges before
     ``start_us``, where ``period`` (what is measured) starts."""
     from payfm.fm.embed import outputs_for
-    from payfm.fm.identity import check_outputs, checkpoint_meta, input_names, seen_until
+    from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, input_names, seen_until
 
     assert config.foundation_model is not None
     ckpt = config.foundation_model
@@ -484,11 +486,18 @@ def _fm_columns(ws: Workspace, data: TaskData, start_us: int, period: str, confi
             f"Pretrain it on earlier charges, e.g. `payfm fm pretrain --name {Path(ckpt).name} --until-frac "
             f"{frac:.2f} --fresh` (the share of charges before {period})."
         )
+    digest = checkpoint_hash(ckpt)  # (a pretraining still running may save it again meanwhile)
     extra = outputs_for(
         ws, ckpt, data.table["charge_id"].combine_chunks(), outputs, workers=config.fm_workers
     )
+    if checkpoint_hash(ckpt) != digest:
+        raise ConfigError(
+            f"The foundation model '{ckpt}' changed while its outputs were computed (a pretraining of it is "
+            "still running?): train again once it is done."
+        )
     names = [*data.feature_names, *input_names(meta, outputs)]
-    return replace(data, X=np.hstack([data.X, extra.astype(np.float32)]), feature_names=names)
+    X = np.hstack([data.X, extra.astype(np.float32)])
+    return replace(data, X=X, feature_names=names, fm_hash=digest)
 
 
 def register_result(
@@ -513,6 +522,7 @@ def register_result(
         },
         foundation_model=fm,
         fm_outputs=result.fm_outputs or ("embedding",),
+        fm_hash=result.fm_hash,
     )
 
 
