@@ -124,8 +124,9 @@ def test_payfm_sql_scans_every_row_it_prints_as_csv_or_json(tmp_path: Path, fmt:
     )
     out = CliRunner().invoke(cli, ["-w", str(ws), "sql", query, "--format", fmt])
     assert out.exit_code == 0, out.output
-    assert "4111" not in out.output and out.output.count("[card number removed]") == 1
-    lines = out.output.splitlines()
+    assert "4111" not in out.output and out.stdout.count("[card number removed]") == 1
+    assert out.stderr.startswith("note: 1 value printed with [card number removed]")  # never silently
+    lines = out.stdout.splitlines()
     if fmt == "csv":
         assert lines[0] == '"i","c","t"' and lines[501] == '500,"[card number removed]",1767226128270'
         assert lines[2] == '1,"v1",1767226127771'

@@ -222,6 +222,7 @@ class Deaf:  # a query that ignores DuckDB's interrupt, for 60 s
     def sql(self, query):
         con = self
         class Relation:
+            types = columns = ()  # (no column of a type to print as text)
             def to_arrow_reader(self, rows):
                 print("running", file=sys.stderr, flush=True)
                 time.sleep(60)

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from payfm.cli.main import cli
-from payfm.errors import WorkspaceBusy
+from payfm.errors import WorkspaceBusy, WorkspaceError
 from payfm.events.workspace import Workspace
 from payfm.serving.scorer import Scorer
 from payfm.synth import WorldConfig, generate_world
@@ -263,7 +263,7 @@ def test_compaction_waits_for_the_lock_and_a_failed_commit_leaves_no_files(
         raise OSError("disk full")
 
     monkeypatch.setattr(ws, "_commit", fail)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WorkspaceError, match=r"manifest\.json' failed: disk full"):  # (one line)
         ws.compact()
     assert sorted((ws.root / "disputes").rglob("*.parquet")) == before  # its new files removed again
     assert not (ws.root / ".writing").exists()

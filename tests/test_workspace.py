@@ -61,20 +61,28 @@ def test_unsorted_input_lands_in_the_right_day(tmp_path: Path) -> None:
     assert all(f"day={day}" in fname for fname, day in rows)
 
 
-def test_append_adds_and_replace_swaps(tmp_path: Path) -> None:
+def test_append_adds_and_replace_swaps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from payfm.events import workspace
+
     ws = Workspace.open(tmp_path, create=True)
     with ws.writer() as w:
         w.write("charges", charges(4))
     with ws.writer("append") as w:
         w.write("charges", charges(3, prefix="ch_b"))
     assert ws.count("charges") == 7
+    old = set(ws.files("charges"))
     with ws.writer("replace") as w:
         w.write("charges", charges(2, prefix="ch_c"))
     assert ws.count("charges") == 2
     assert ws.count("disputes") == 0
-    # Replaced files are gone from disk too.
+    # Replaced files stay for the grace period (retired, as a compaction's), then the next write deletes them.
+    on_disk = set((tmp_path / "charges").rglob("*.parquet"))
+    assert on_disk == old | set(ws.files("charges")) and len(ws.manifest()["retired"]) == len(old)
+    monkeypatch.setattr(workspace, "RETIRE_AFTER_S", 0.0)  # an hour later
+    with ws.writer("append") as w:
+        w.write("charges", charges(1, prefix="ch_d"))
     on_disk = list((tmp_path / "charges").rglob("*.parquet"))
-    assert sorted(on_disk) == sorted(ws.files("charges"))
+    assert sorted(on_disk) == sorted(ws.files("charges")) and "retired" not in ws.manifest()
 
 
 def test_wrong_schema_is_refused_and_nothing_is_committed(tmp_path: Path) -> None:

@@ -19,13 +19,16 @@ from payfm.cli.render import (
     stage_progress,
 )
 from payfm.errors import ConfigError
+from payfm.events.cards import shown_text
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace, atomic_write_bytes
 from payfm.features.catalog import default_set
 from payfm.features.definitions import FeatureSet
 from payfm.features.offline import backfill
 
-# A workspace whose event log payfm demo wrote (replaced again by the next demo without --replace).
+# A workspace whose event log payfm demo wrote (replaced again by the next demo without --replace): the
+# manifest version its write committed. Any later write of the log (an import, a generate, an append of the
+# decision service, a compaction) commits a later version, so the log is no longer the demo's alone.
 DEMO_MARKER = "demo.json"
 # The demo's training: a 60-day label horizon (the world is 120 days), so a world needs more days than the
 # horizon, the 14-day validation and test periods and their two 7-day gaps (training.splits).
@@ -60,16 +63,20 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
     ws = Workspace.open(ctx.obj["workspace"], create=True)
     marker = ws.root / DEMO_MARKER
     held = ws.count("charges")
-    if held and not marker.exists() and not replace:
+    if held and not replace and not demo_wrote_log(ws):
+        shown = shown_text(str(ws.root), 4096, times=True)
         raise ConfigError(
-            f"Workspace '{ws.root}' already holds {held:,} charges that payfm demo did not write; the demo "
-            "replaces the event log. Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or "
-            "choose another --workspace."
+            f"Workspace '{shown}' already holds {held:,} charges that payfm demo did not write (or that "
+            "another command changed since: an import, a generate, a compaction); the demo replaces the "
+            "event log. Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or choose another "
+            "--workspace."
         )
-    atomic_write_bytes(marker, json.dumps({"written_by": "payfm demo", "seed": seed}).encode())
     console.rule("[bold]1. Synthetic payments world")
     t0 = time.perf_counter()
     rows = write_world(ws, config)
+    # the version the demo's write committed: a later write of the log (by anything) moves the manifest on
+    record = {"written_by": "payfm demo", "seed": seed, "log_version": ws.written_version}
+    atomic_write_bytes(marker, json.dumps(record).encode())  # (a refused write: payfm.cli.main says which)
     console.print(
         f"{rows.get('charges', 0):,} charges written to {shown_path(ws.root)} in "
         f"{time.perf_counter() - t0:.1f} s"
@@ -92,6 +99,18 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
         return
     _models(ws, fs)
     _replay_last_day(ws)
+
+
+def demo_wrote_log(ws: Workspace) -> bool:
+    """Whether the event log of ``ws`` is as payfm demo wrote it: its marker records the manifest version the
+    demo's write committed, and the manifest is still at that version (the demo's own later steps, features,
+    models, rules and the replay, write no event: the version stays). A marker without a version (of an older
+    payfm) or unreadable proves nothing: False."""
+    try:
+        recorded = json.loads((ws.root / DEMO_MARKER).read_text()).get("log_version")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(recorded, int) and recorded == ws.manifest()["version"]
 
 
 # Radar-style starter rules on the default feature set and the risk score (`payfm rules apply` replaces them).

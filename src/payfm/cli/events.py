@@ -7,6 +7,7 @@ import dataclasses
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from payfm.cli.render import (
     stage_progress,
 )
 from payfm.errors import ConfigError
-from payfm.events.cards import name_holds_card_number, redact_table, shown_text
+from payfm.events.cards import name_holds_card_number, redacted_table, shown_text
 from payfm.events.query import sql_batches
 from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
@@ -188,9 +189,10 @@ def generate(
         rows = write_world(ws, config)
     elapsed = time.perf_counter() - t0
     n = rows.get("charges", 0)
+    outcomes = ", ".join(rows_of(v, k) for k, v in rows.items() if k != "charges" and v)
     console.print(
         f"Generated {n:,} charges in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f}/s) into "
-        f"{shown_path(ws.root)}: " + ", ".join(rows_of(v, k) for k, v in rows.items() if k != "charges")
+        f"{shown_path(ws.root)}: {outcomes or 'no outcomes (disputes, early fraud warnings, refunds)'}"
     )
 
 
@@ -319,19 +321,34 @@ def import_(
             )
 
 
+class _QueryCommand(click.Command):
+    """A command whose one argument is a query: a query that starts with a comment (``-- why``) is the query,
+    not an unknown option (click reads any argument starting with ``--`` as an option). No option of the
+    command takes a text, so an argument that starts with ``--`` and holds a space or a line break is taken
+    for the query, wherever it stands."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" not in args:
+            queries = [a for a in args if a.startswith("--") and any(c.isspace() for c in a)]
+            if queries:
+                args = [a for a in args if a not in queries] + ["--", *queries]
+        return super().parse_args(ctx, args)
+
+
 @click.command(
+    cls=_QueryCommand,
     help=f"""Run a read-only SQL query (DuckDB dialect) over the workspace tables.
 
     Tables: {", ".join(TABLES)}. Only one SELECT; nothing outside the workspace.
 
     Amounts are integers in minor units: amount is in the charge's currency's (cents for usd, yen for jpy),
     amount_usd in US cents (7096 is $70.96; rules read :amount_usd: in dollars: amount_usd / 100.0 here).
-    Times are UTC.
+    Times are UTC. A query may start with a comment line (-- why), its SELECT on the next line.
 
     \b
     Example:
       payfm sql "SELECT scenario, count(*) AS n FROM charges GROUP BY 1 ORDER BY n DESC"
-    """
+    """,
 )
 @click.argument("query")
 @click.option(
@@ -355,21 +372,36 @@ def sql(ctx: click.Context, query: str, fmt: str, limit: int) -> None:
     if name_holds_card_number(query):  # (with a brand's prefix: not an epoch in milliseconds it compares)
         raise ConfigError("The query must not hold a card number (PAN): payfm never prints one.")
     ws = _workspace(ctx)
-    with contextlib.closing(sql_batches(ws, query)) as batches:
-        if fmt != "table":  # every row, a batch at a time (memory: one batch, whatever the result's size)
-            for i, batch in enumerate(batches):
-                print_arrow(pa.Table.from_batches([batch]), fmt, None, redact=redact_table, header=i == 0)
-            return
-        kept: list[pa.RecordBatch] = []
-        rows = 0
-        for batch in batches:  # the first --limit rows, and the others counted (up to SQL_COUNTED)
-            if rows < limit:
-                kept.append(batch.slice(0, limit - rows))
-            rows += batch.num_rows
-            if rows > SQL_COUNTED:
-                break
-    total = f"more than {SQL_COUNTED:,}" if rows > SQL_COUNTED else f"{rows:,}"
-    print_arrow(pa.Table.from_batches(kept), fmt, limit, redact=redact_table, total=(rows, total))
+    removed = 0  # values printed with a card number removed: said on stderr, never silently
+    try:
+        with contextlib.closing(sql_batches(ws, query, printable=True)) as batches:
+            if fmt != "table":  # every row, a batch at a time (memory: one batch, whatever the result's size)
+                for i, batch in enumerate(batches):
+                    table = pa.Table.from_batches([batch])
+                    removed += print_arrow(table, fmt, None, redact=redacted_table, header=i == 0)
+                return
+            kept: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in batches:  # the first --limit rows, and the others counted (up to SQL_COUNTED)
+                if rows < limit:
+                    kept.append(batch.slice(0, limit - rows))
+                rows += batch.num_rows
+                if rows > SQL_COUNTED:
+                    break
+        total = f"more than {SQL_COUNTED:,}" if rows > SQL_COUNTED else f"{rows:,}"
+        removed += print_arrow(
+            pa.Table.from_batches(kept), fmt, limit, redact=redacted_table, total=(rows, total)
+        )
+    finally:
+        if removed:
+            sys.stdout.flush()
+            err_console.print(
+                f"note: {plural(removed, 'value')} printed with [card number removed] in place of what reads "
+                "as a full card number (13-19 digits passing the Luhn check): payfm never prints one.",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 SQL_COUNTED = 10_000_000  # rows of a result `payfm sql` counts past those it shows, before it stops reading

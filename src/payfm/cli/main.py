@@ -5,6 +5,7 @@ Every user error (:class:`payfm.errors.PayfmError`) prints one message and exits
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -24,7 +25,7 @@ from payfm.cli.review import review
 from payfm.cli.rules import rules
 from payfm.cli.serve import replay, serve
 from payfm.errors import PayfmError
-from payfm.events.cards import redact_card_numbers
+from payfm.events.cards import redact_card_numbers, shown_text
 from payfm.events.workspace import DEFAULT_WORKSPACE
 
 
@@ -58,6 +59,16 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except PayfmError as e:  # a message never echoes a card number, whatever it quotes
             raise click.ClickException(redact_card_numbers(str(e))) from None
+        except OSError as e:  # a path the system refuses (a read-only folder, a full disk): not a bug
+            if e.errno not in REFUSED_BY_THE_SYSTEM or e.filename is None:
+                raise
+            # The workspace's own writes say so themselves (payfm.events.workspace.write_failed); this is
+            # the net for the others (a backfill's feature files in a read-only workspace).
+            path = shown_text(os.fsdecode(e.filename), 4096, times=True)
+            raise click.ClickException(
+                f"Cannot write '{path}': {e.strerror}. Expected a path payfm may write (a folder that is not "
+                "read-only, on a disk with free space)."
+            ) from None
         except RuntimeError as e:
             # DuckDB turns a signal that arrives during a query (Ctrl-C's KeyboardInterrupt, SIGTERM's
             # SystemExit) into RuntimeError('Query interrupted'): stop as the signal would have.
@@ -135,6 +146,8 @@ cli.add_command(review)
 
 
 DUCKDB_INTERRUPTED = "Query interrupted"  # the message of DuckDB's error for a query a signal interrupted
+# The errors of a path the system refuses, whatever payfm does: said in one line (_Group._invoke).
+REFUSED_BY_THE_SYSTEM = frozenset((errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT))
 
 
 def main() -> None:

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from typing import Any
 
 import click
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.markup import escape
@@ -32,6 +34,7 @@ from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 from payfm.events.schema import OutOfRange, iso_got, utc_time
 from payfm.events.summary import LogSummary
+from payfm.events.text import escaped
 from payfm.events.workspace import json_ready
 
 # Output piped to a file or another program gets 160 columns rather than Rich's 80: tables keep whole model
@@ -191,14 +194,128 @@ def loss_progress(label: str, show: bool = True) -> Iterator[Callable[[int, int,
         yield update
 
 
+# What a value of `payfm sql` prints as. Every DuckDB type prints: payfm.events.query.printable_types casts
+# those Arrow or Python cannot hold as DuckDB does (an INTERVAL, BIGNUM, TIME WITH TIME ZONE...) to DuckDB's
+# text before they reach here; a date or time Python cannot hold (DuckDB's infinity, a year after 9999)
+# prints as DuckDB's text of it (_values), bytes as DuckDB writes a BLOB (blob_text). Text never reaches the
+# terminal as control characters: they print escaped, as payfm.events.text.escaped writes them (a line feed,
+# and in CSV a tab, kept as data).
+_TABLE_KEPT = "\n"  # (a value of several lines shows as several lines in the table)
+_CSV_KEPT = "\t\n"  # (CSV quotes them: a note keeps its lines)
+_PY_DAYS = (-719_162, 2_932_896)  # 0001-01-01 and 9999-12-31, days since the epoch: Python's dates
+_PY_SECONDS = (-62_135_596_800, 253_402_300_799)  # their first and last second
+_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+
+
+def _python_holds(col: pa.ChunkedArray) -> bool:
+    """Whether Python holds every value of the date or timestamp column ``col`` (any other type: True)."""
+    t = col.type
+    if pa.types.is_date32(t):
+        lo, hi = _PY_DAYS
+    elif pa.types.is_date64(t):
+        lo, hi = _PY_SECONDS[0] * 1_000, _PY_SECONDS[1] * 1_000 + 999
+    elif pa.types.is_timestamp(t):
+        per = _PER_SECOND[t.unit]
+        lo, hi = _PY_SECONDS[0] * per, (_PY_SECONDS[1] + 1) * per - 1
+    else:
+        return True
+    bounds = pc.min_max(col.cast(pa.int32() if pa.types.is_date32(t) else pa.int64()))
+    least, most = bounds["min"].as_py(), bounds["max"].as_py()
+    return least is None or (lo <= least and most <= hi)
+
+
+def _values(col: pa.ChunkedArray | pa.Array) -> list[Any]:
+    """The values of ``col`` in Python, for printing; a value Python cannot hold (DuckDB's infinity, a date
+    after 9999, in a list or not) as DuckDB's text of it: never an OverflowError half-way through a result."""
+    try:
+        values: list[Any] = col.to_pylist()
+        return values
+    except (OverflowError, ValueError, ArithmeticError, pa.ArrowException):
+        pass
+    whole = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    texts = _duckdb_texts(whole)
+    out: list[Any] = []
+    for i, text in enumerate(texts):
+        try:
+            out.append(whole[i].as_py())
+        except (OverflowError, ValueError, ArithmeticError, pa.ArrowException):
+            out.append(text)
+    return out
+
+
+def _duckdb_texts(col: pa.Array) -> list[Any]:
+    """The values of ``col`` with their dates and times (at any depth) as DuckDB's text of them."""
+    import duckdb
+
+    from payfm.events.query import printable_types
+
+    con = duckdb.connect()
+    try:
+        con.execute("SET TimeZone = 'UTC'")  # (as the workspace's connection reads them)
+        rel = printable_types(con.from_arrow(pa.table({"v": col})), times=False)
+        values: list[Any] = rel.to_arrow_table().column(0).to_pylist()
+        return values
+    except (duckdb.Error, pa.ArrowException, OverflowError, ValueError):  # (a type DuckDB cannot read back)
+        return [None if v is None else f"<{col.type}>" for v in pc.is_valid(col).to_pylist()]
+    finally:
+        con.close()
+
+
+def blob_text(value: bytes) -> str:
+    r"""Bytes as DuckDB writes a BLOB as text: printable ASCII as it is, any other byte (and the backslash)
+    as ``\xHH``.
+
+    >>> print(blob_text(b"ab\x07\\\xc3\xa9"))
+    ab\x07\x5C\xC3\xA9
+    """
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b != 0x5C else f"\\x{b:02X}" for b in value)
+
+
+def _shown(value: object, keep: str = _TABLE_KEPT) -> str:
+    """A value as a table cell or a record's line shows it: its text (bytes as :func:`blob_text`), control
+    characters escaped."""
+    return blob_text(value) if isinstance(value, bytes) else escaped(str(value), keep)
+
+
+def _json_default(value: object) -> str:
+    """What JSON cannot hold as it is (a time, a decimal, bytes) as its text (bytes as :func:`blob_text`)."""
+    return blob_text(value) if isinstance(value, bytes) else str(value)
+
+
+def _json_text(value: object) -> str:
+    return json.dumps(json_ready(value), default=_json_default, allow_nan=False)
+
+
+def _text_like(t: pa.DataType) -> bool:
+    if pa.types.is_dictionary(t):
+        return _text_like(t.value_type)
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t))
+
+
 def _csv_ready(table: pa.Table) -> pa.Table:
-    """``table`` with the columns CSV cannot hold (lists, structs, maps, bytes) as JSON text, cell by cell."""
+    """``table`` as CSV prints it: the columns CSV cannot hold as they are, lists, structs and maps as JSON
+    text, bytes as :func:`blob_text`, cell by cell; a date or time column holding a value Python cannot
+    (``infinity``) as text, that value DuckDB's text of it, the others as Arrow writes them; texts and names
+    with their control characters escaped (a tab and a line feed kept: CSV quotes them)."""
     for i, f in enumerate(table.schema):
-        t = f.type
-        if pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
-            values = table.column(i).to_pylist()
-            cells = [None if v is None else json.dumps(json_ready(v), default=str) for v in values]
-            table = table.set_column(i, f.name, pa.array(cells, pa.string()))
+        t, col = f.type, table.column(i)
+        cells: list[Any] | None = None
+        if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+            cells = [None if v is None else blob_text(v) for v in col.to_pylist()]
+        elif pa.types.is_nested(t):
+            cells = [None if v is None else _json_text(v) for v in _values(col)]
+        elif _text_like(t):
+            plain = col if pa.types.is_string(t) or pa.types.is_large_string(t) else col.cast(pa.string())
+            if pc.all(pc.utf8_is_printable(plain)).as_py() is False:
+                cells = [None if v is None else escaped(v, _CSV_KEPT) for v in plain.to_pylist()]
+        elif not _python_holds(col):
+            arrow = pc.cast(col, pa.string()).to_pylist()
+            cells = [v if isinstance(v, str) else arrow[r] for r, v in enumerate(_values(col))]
+        name = escaped(f.name)
+        if cells is not None:
+            table = table.set_column(i, name, pa.array(cells, pa.string()))
+        elif name != f.name:
+            table = table.rename_columns([*table.column_names[:i], name, *table.column_names[i + 1 :]])
     return table
 
 
@@ -206,37 +323,45 @@ def print_arrow(
     table: pa.Table,
     fmt: str,
     limit: int | None,
-    redact: Callable[[pa.Table], pa.Table] | None = None,
+    redact: Callable[[pa.Table], tuple[pa.Table, int]] | None = None,
     *,
     header: bool = True,
     total: tuple[int, str] | None = None,
-) -> None:
+) -> int:
     """Print ``table`` as a rich table (first ``limit`` rows), CSV or JSON lines on stdout (strict JSON:
-    NaN and infinities as null). ``redact`` is applied to what is printed: every row in CSV or JSON, the rows
-    a table shows. ``header``: CSV's header line (not for a later batch of one result); ``total``: the rows
-    of the whole result, and how to say it, when ``table`` holds only those shown."""
+    NaN and infinities as null); return how many values ``redact`` changed. ``redact`` (a table and the
+    count of its values it changed) is applied to what is printed: every row in CSV or JSON, the rows a table
+    shows, before their control characters are escaped. ``header``: CSV's header line (not for a later batch
+    of one result); ``total``: the rows of the whole result, and how to say it, when ``table`` holds only
+    those shown."""
+    removed = 0
     if fmt in ("csv", "json") and redact is not None:
-        table = redact(table)
+        table, removed = redact(table)
     if fmt == "csv":
         sink = pa.BufferOutputStream()
         pacsv.write_csv(_csv_ready(table), sink, pacsv.WriteOptions(include_header=header))
         sys.stdout.write(sink.getvalue().to_pybytes().decode())
-        return
+        return removed
     if fmt == "json":
-        for row in table.to_pylist():
-            sys.stdout.write(json.dumps(json_ready(row), default=str, allow_nan=False) + "\n")
-        return
+        names = table.column_names
+        for row in zip(*(_values(col) for col in table.columns), strict=True):
+            sys.stdout.write(_json_text(dict(zip(names, row, strict=True))) + "\n")
+        return removed
     shown = table if limit is None else table.slice(0, limit)
-    shown = shown if redact is None else redact(shown)
-    if table.num_columns and (
-        console.width // table.num_columns < MIN_COLUMN_WIDTH or _table_width(shown) > console.width
+    if redact is not None:
+        shown, removed = redact(shown)
+    names = [escaped(name) for name in shown.column_names]
+    cells = [[None if v is None else _shown(v) for v in _values(col)] for col in shown.columns]
+    if shown.num_columns and (
+        console.width // shown.num_columns < MIN_COLUMN_WIDTH or _table_width(names, cells) > console.width
     ):
-        _print_records(shown)
+        _print_records(names, cells)
     else:
-        _print_table(shown)
+        _print_table(names, cells)
     rows, said = total if total is not None else (table.num_rows, str(table.num_rows))
     if limit is not None and rows > limit:
         console.print(f"[dim]{limit} of {said} rows shown; use --limit or --format csv for all[/dim]")
+    return removed
 
 
 # Below this many characters a column, a table of the result would show "c…" for every value: the rows are
@@ -244,47 +369,54 @@ def print_arrow(
 MIN_COLUMN_WIDTH = 12
 
 
-def _table_width(table: pa.Table) -> int:
-    """Characters a table of ``table`` needs with every value on one line: its widest value or name per
-    column, plus the borders and padding (3 a column, 1 more). Wider than the screen, the rows are printed as
-    records: folded into the columns, an id copied from the screen would come in pieces."""
+def _table_width(names: list[str], cells: list[list[str | None]]) -> int:
+    """Characters a table of ``cells`` (by column) needs with every value on one line: its widest value or
+    name per column, plus the borders and padding (3 a column, 1 more). Wider than the screen, the rows are
+    printed as records: folded into the columns, an id copied from the screen would come in pieces."""
     from rich.cells import cell_len  # (wide characters take two cells, a multi-line value its widest line)
 
     width = 1
-    for name, col in zip(table.column_names, table.columns, strict=True):
-        values = [max(map(cell_len, str(v).splitlines() or [""])) for v in col.to_pylist() if v is not None]
+    for name, col in zip(names, cells, strict=True):
+        values = [max(map(cell_len, v.splitlines() or [""])) for v in col if v is not None]
         width += max([cell_len(name), 4, *values]) + 3  # (4: NULL)
     return width
 
 
-def _print_records(table: pa.Table) -> None:
-    if table.num_rows == 0:
+def _print_records(names: list[str], cells: list[list[str | None]]) -> None:
+    rows = len(cells[0]) if cells else 0
+    if rows == 0:
         console.print(
-            f"(no rows; columns: {', '.join(table.column_names)})",
+            f"(no rows; columns: {', '.join(names)})",
             highlight=False,
             markup=False,
             soft_wrap=True,
         )
         return
-    pad = max(len(n) for n in table.column_names)
-    for i, row in enumerate(table.to_pylist(), start=1):
+    pad = max(len(n) for n in names)
+    for i in range(rows):
         console.print(
-            f"[bold]-[ row {i} ]" + "-" * max(0, pad + 10 - len(str(i))) + "[/bold]", highlight=False
+            f"[bold]-[ row {i + 1} ]" + "-" * max(0, pad + 10 - len(str(i + 1))) + "[/bold]", highlight=False
         )
-        for name, v in row.items():
-            line = f"{name:<{pad}}  {'NULL' if v is None else v}".rstrip()
-            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        for name, col in zip(names, cells, strict=True):
+            v = col[i]
+            line = Text(f"{name:<{pad}}  ")
+            if v is None:
+                line.append("NULL", style="dim")
+            else:
+                line.append(v)
+            line.rstrip()
+            console.print(line, highlight=False, soft_wrap=True)
 
 
-def _print_table(shown: pa.Table) -> None:
+def _print_table(names: list[str], cells: list[list[str | None]]) -> None:
     # Values and names as plain text, never markup: '[red]acct' or '[card number removed]' shows as written.
     # A value too wide for its column folds onto more lines, never cut with "…": an id copied from the screen
     # (into a list, a rule) must be the whole id.
     out = Table(show_header=True, header_style="bold")
-    for name in shown.column_names:
+    for name in names:
         out.add_column(Text(name), overflow="fold")
-    for row in shown.to_pylist():
-        out.add_row(*(Text("NULL", style="dim") if v is None else Text(str(v)) for v in row.values()))
+    for row in zip(*cells, strict=True):
+        out.add_row(*(Text("NULL", style="dim") if v is None else Text(v) for v in row))
     console.print(out)
 
 

@@ -48,7 +48,10 @@ from payfm.events.text import escaped
 _SPACE_CHARS = " \t\n\r\v\f\u00a0"
 _LINE_BREAKS = "\n\r\v\f"
 _SEP = _SPACE_CHARS + "._/-"  # (line breaks too: a number typed over lines, or a CR LF between groups)
-_SEP_CLASS = "[" + _SEP.replace("-", "") + "-]"
+# ...and ASCII controls, as spaces (ascii_digits): a terminal shows none, so a BEL between groups prints the
+# digits joined (`payfm sql` of '4111' || chr(7) || ...). Escaped: RE2 and re read ``\x07`` alike.
+_CONTROLS = r"\x00-\x08\x0e-\x1f\x7f"
+_SEP_CLASS = "[" + _SEP.replace("-", "") + _CONTROLS + "-]"
 # ...or a longer run of white space (a number typed with wide gaps, or aligned in columns): 4 or more, so that
 # the two never match the same run (no backtracking blow-up in Python's re on the serving hot path).
 _WIDE_GAP = "[" + _SPACE_CHARS + "]{4,}"  # (the characters themselves: RE2 and re read them alike)
@@ -68,6 +71,7 @@ _PUNCT_PREFILTER = re.compile(_PUNCT_SHAPE)
 # (an ideographic space, a thin space, a right-to-left mark) read as a space, dashes as a dash.
 _WIDE_SEP = {"\uff0e": ".", "\u3002": ".", "\u066b": ".", "\uff0f": "/", "\uff3f": "_", "\u066c": " "}
 _WIDE_DASH = "\u2212\u30fc\uff70"  # minus sign, katakana-hiragana prolonged sound marks
+_BLANK_CATEGORIES = ("Zs", "Cf", "Cc", "Zl", "Zp", "Mn", "Me")  # (Mn, Me: a variation selector, a keycap)
 _WIDE_PUNCT = {"\uff1a": ":", "\uff0b": "+", "\uff08": "(", "\uff09": ")"}  # fullwidth forms
 # Letters and symbols drawn blank, read as spaces: the braille blank, the Hangul fillers (an audit wrote a
 # card number with U+2800 between its groups, and it was stored and shown)
@@ -79,7 +83,8 @@ _CANDIDATE_ANY = (
         _SEP_CLASS,
         "["
         + _SEP.replace("-", "")
-        + r"\p{Zs}\p{Cf}\p{Pd}"
+        + _CONTROLS
+        + r"\p{Zs}\p{Cf}\p{Cc}\p{Zl}\p{Zp}\p{Pd}"
         + "".join(rf"\x{{{ord(c):04x}}}" for c in (*_WIDE_SEP, *_WIDE_DASH, *_BLANKS))
         + "-]",
     )
@@ -93,7 +98,7 @@ _CANDIDATE_ANY = (
 # read as a space, as _ascii_char reads them; replaced before the prefilter runs, as one more class in its
 # separators made RE2 about 80 times slower on text of other scripts.
 _MARKS = r"[\p{Mn}\p{Me}]"
-_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+_NOT_PLAIN = re.compile(r"[^\x09-\x0d\x20-\x7e]")  # not ASCII, or an ASCII control other than tab to CR
 # The prefilter of bytes that are not all UTF-8, which RE2 reads as Latin-1: a UTF-8 multi-byte sequence
 # may be a digit or a separator of another script.
 _UTF8_CHAR = r"[\xc2-\xf4][\x80-\xbf]{1,3}"
@@ -336,15 +341,15 @@ def luhn_valid(digits: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def _ascii_char(ch: str) -> str:
-    """The ASCII character a non-ASCII one stands for in a written number: a digit its digit, a space,
-    format character or combining mark (invisible beside a digit, or drawn on it) a space, a dash a dash, a
-    fullwidth full stop, solidus, low line, colon, plus sign or parenthesis its ASCII one; any other
-    character itself."""
+    """The ASCII character a non-ASCII one (or an ASCII control) stands for in a written number: a digit its
+    digit, a space, control or format character, line or paragraph separator or combining mark (invisible
+    beside a digit, or drawn on it) a space, a dash a dash, a fullwidth full stop, solidus, low line, colon,
+    plus sign or parenthesis its ASCII one; any other character itself."""
     digit = unicodedata.digit(ch, None)  # decimal digits of every script, superscripts, circled digits
     if digit is not None:
         return str(digit)
     category = unicodedata.category(ch)
-    if category in ("Zs", "Cf", "Mn", "Me") or ch in _BLANKS:  # (Mn, Me: a variation selector, a keycap)
+    if category in _BLANK_CATEGORIES or ch in _BLANKS:
         return " "
     if category == "Pd" or ch in _WIDE_DASH:
         return "-"
@@ -352,11 +357,12 @@ def _ascii_char(ch: str) -> str:
 
 
 def ascii_digits(text: str) -> str:
-    """``text`` with the digits and number separators of other scripts written as their ASCII ones, one for
-    one (positions are kept): ``"４１１１－１１１１"`` -> ``"4111-1111"``."""
-    if text.isascii():
+    """``text`` with the digits and number separators of other scripts written as their ASCII ones, and its
+    control characters as spaces, one for one (positions are kept): ``"４１１１－１１１１"`` ->
+    ``"4111-1111"``, ``"4111\\x071111"`` -> ``"4111 1111"``."""
+    if text.isascii() and text.isprintable():
         return text
-    return _NON_ASCII.sub(lambda m: _ascii_char(m.group()), text)
+    return _NOT_PLAIN.sub(lambda m: _ascii_char(m.group()), text)
 
 
 def contains_card_number(text: str) -> bool:
@@ -488,15 +494,19 @@ def redact_card_numbers(text: str, *, times: bool = False) -> str:
     return "".join(parts)
 
 
-def redact_table(table: pa.Table) -> pa.Table:
-    """``table`` with every value holding a full card number (:func:`card_number_rows`) shown as text with
-    the number replaced (:func:`redact_card_numbers`), and column names likewise: for output a user's
-    query computes (``payfm sql``), which may echo what the query itself wrote. A run of digits shaped as a
-    time does not count (:func:`name_holds_card_number`: a computed epoch in milliseconds passes Luhn one
-    time in ten). A list or struct is shown as JSON, its characters as they are (``str`` of a list escapes a
-    zero-width space, which would hide a number written with one from the check). A column without one is
-    returned as it is (no copy); one with one becomes text."""
-    columns, names, changed = [], [], False
+def redacted_table(table: pa.Table) -> tuple[pa.Table, int]:
+    """``table`` with every value holding a full card number (:func:`card_number_rows`) as text with the
+    number replaced (:func:`redact_card_numbers`), column names likewise, and how many values were: for
+    output a user's query computes (``payfm sql``). A run of digits shaped as a time does not count
+    (:func:`name_holds_card_number`: an epoch in milliseconds passes Luhn one time in ten). A list or struct
+    is shown as JSON, its characters as they are (``str`` of a list escapes a zero-width space, which would
+    hide a number written with one). A column without one is returned as it is; one with one becomes text.
+
+    >>> t, n = redacted_table(pa.table({"x": ["4111" + chr(7) + "1111 1111 1111", "ok"]}))
+    >>> t.column("x").to_pylist(), n
+    (['[card number removed]', 'ok'], 1)
+    """
+    columns, names, changed, count = [], [], False, 0
     for name, col in zip(table.column_names, table.columns, strict=True):
         found = [r for r in card_number_rows(col).tolist() if name_holds_card_number(_shown(col[r].as_py()))]
         if found:
@@ -506,17 +516,20 @@ def redact_table(table: pa.Table) -> pa.Table:
                 if contains_card_number(values[r]):  # written so that only the whole value is one
                     values[r] = "[card number removed]"
             col, changed = pa.chunked_array([pa.array(values, pa.string())]), True
+            count += len(found)
         safe = redact_card_numbers(name)
         changed = changed or safe != name
         columns.append(col)
         names.append(safe)
-    return pa.Table.from_arrays(columns, names=names) if changed else table
+    return (pa.Table.from_arrays(columns, names=names) if changed else table), count
 
 
 def _shown(value: object) -> str:
-    """A value as :func:`redact_table` shows it: a text as it is, a list or struct as JSON (unescaped)."""
+    """A value as :func:`redacted_table` shows it: a text as it is, a list or struct as JSON (unescaped)."""
     if isinstance(value, str):
         return value
+    if isinstance(value, bytes):  # (as card_number_rows reads them: the repr escapes a control character)
+        return value.decode("utf-8", "replace")
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False, default=str)
     return str(value)

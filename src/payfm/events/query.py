@@ -24,6 +24,7 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+from duckdb.sqltypes import DuckDBPyType
 
 from payfm import interrupts
 from payfm.errors import PayfmError
@@ -50,19 +51,26 @@ def run_sql(ws: Workspace, sql: str) -> pa.Table:
 
 
 def sql_batches(
-    ws: Workspace, sql: str, batch_rows: int = BATCH_ROWS
+    ws: Workspace, sql: str, batch_rows: int = BATCH_ROWS, *, printable: bool = False
 ) -> Generator[pa.RecordBatch, None, None]:
     """The result of one read-only SELECT (checked as :func:`run_sql` checks it), batch by batch, at least one
     (empty: the result's columns): a reader keeps one batch in memory however large the result (`payfm sql`
     printing 20 rows of ``SELECT * FROM range(1e11)`` took 15 GB). The query runs in a worker thread that
-    this one interrupts on Ctrl-C or SIGTERM: DuckDB's own check let a long aggregate run on for minutes."""
+    this one interrupts on Ctrl-C or SIGTERM: DuckDB's own check let a long aggregate run on for minutes.
+    With ``printable`` (what `payfm sql` prints), the values of the types Arrow or Python cannot show as
+    DuckDB holds them come as DuckDB's text of them (:func:`printable_types`)."""
     ws = opened(ws, "sql_batches")
     con = ws.connect()
     abandoned = False
+
+    def result() -> pa.RecordBatchReader:
+        rel = con.sql(sql)
+        return (printable_types(rel) if printable else rel).to_arrow_reader(batch_rows)
+
     try:
         _lock(con, ws, sql)
         with _refusals():
-            reader = _interruptible(con, lambda: con.sql(sql).to_arrow_reader(batch_rows))
+            reader = _interruptible(con, result)
             names = _unique(reader.schema.names)
             empty = True
             while True:
@@ -80,6 +88,82 @@ def sql_batches(
     finally:
         if not abandoned:  # (DuckDB refuses to close a connection its thread still uses)
             con.close()
+
+
+# DuckDB types whose values Arrow and Python hold as DuckDB does: kept by printable_types (a BLOB prints as
+# DuckDB's text of it in payfm.cli.render, after the scan for card numbers, which reads its bytes). Dates and
+# timestamps too (with ``times``): Python holds years 1 to 9999 only, and not DuckDB's infinities, which
+# `payfm sql` prints as DuckDB's text (payfm.cli.render); every other value prints as before.
+_KEPT = frozenset(
+    (
+        "boolean", "tinyint", "smallint", "integer", "bigint", "hugeint", "utinyint", "usmallint",
+        "uinteger", "ubigint", "float", "double", "decimal", "varchar", "uuid", "enum", "null", "blob",
+    )
+)  # fmt: skip
+_TIMES = frozenset(
+    (
+        "date", "timestamp", "timestamp_s", "timestamp_ms", "timestamp_ns", "timestamp with time zone",
+        "timestamptz_ns",
+    )
+)  # fmt: skip
+
+
+def printable_types(rel: duckdb.DuckDBPyRelation, *, times: bool = True) -> duckdb.DuckDBPyRelation:
+    """``rel`` with every value of a type Arrow or Python cannot show as DuckDB holds it cast to VARCHAR,
+    DuckDB's own text of it, inside the lists, structs, maps and unions that hold it: an INTERVAL
+    (``26 days 05:18:32.812158``; Arrow's has no text, Python's repr is ``MonthDayNano(...)``), BIT, BIGNUM,
+    UHUGEINT (Arrow's decimal wraps its upper half), TIME (``24:00:00``), TIME WITH TIME ZONE (Arrow drops the
+    offset), GEOMETRY, and any type not named in :data:`_KEPT`. With ``times`` False, dates and timestamps
+    too (``infinity``, a year after 9999). A result with none of them is returned as it is; columns are taken
+    by position (a result may repeat a name).
+
+    >>> import duckdb
+    >>> rel = duckdb.connect().sql("SELECT INTERVAL 26 DAY + INTERVAL 90 MINUTE AS d, [1::UHUGEINT] AS n")
+    >>> printable_types(rel).fetchall()
+    [('26 days 01:30:00', ['1'])]
+    """
+    kept = _KEPT | _TIMES if times else _KEPT
+    targets = [_printable_type(t, kept) for t in rel.types]
+    if all(t is None for t in targets):
+        return rel
+    columns = [
+        f"#{i + 1}" + ("" if t is None else f"::{t}") + f" AS {_quoted(name)}"
+        for i, (name, t) in enumerate(zip(rel.columns, targets, strict=True))
+    ]
+    return rel.project(", ".join(columns))
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _printable_type(t: DuckDBPyType, kept: frozenset[str]) -> str | None:
+    """The type ``t`` becomes in :func:`printable_types` (None: ``t`` as it is)."""
+    kind = t.id
+    if kind in kept:
+        return None
+    if kind not in ("list", "array", "struct", "map", "union", "tuple"):
+        return "VARCHAR"
+    listed = list(t.children)
+    if kind == "union":
+        listed = listed[1:]  # (the first is the tag)
+    if kind == "array":  # (its child, then its size)
+        listed = listed[:1]
+    children = [(name, child) for name, child in listed if isinstance(child, DuckDBPyType)]
+    inner = [_printable_type(child, kept) for _name, child in children]
+    if all(c is None for c in inner):
+        return None
+    types = [str(child) if c is None else c for (_name, child), c in zip(children, inner, strict=True)]
+    if kind == "list":
+        return f"{types[0]}[]"
+    if kind == "array":
+        return f"{types[0]}[{t.children[1][1]}]"
+    if kind == "map":
+        return f"MAP({types[0]}, {types[1]})"
+    if kind == "tuple":
+        return f"TUPLE({', '.join(types)})"
+    fields = ", ".join(f"{_quoted(name)} {c}" for (name, _child), c in zip(children, types, strict=True))
+    return f"{kind.upper()}({fields})"
 
 
 def _interruptible(con: duckdb.DuckDBPyConnection, work: Callable[[], T]) -> T:
@@ -117,6 +201,12 @@ def _lock(con: duckdb.DuckDBPyConnection, ws: Workspace, sql: str) -> None:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
         raise QueryError(f"The SQL could not be parsed: {_first_line(e)}") from None
+    if not statements:  # (only comments, or nothing)
+        raise QueryError(
+            "payfm sql runs exactly one SELECT statement. Got a query that holds no statement (only comments "
+            "or blanks): a comment starting with -- runs to the end of its line, so the SELECT goes on a "
+            "line after it."
+        )
     if len(statements) != 1:
         raise QueryError(f"payfm sql runs exactly one SELECT statement. Got {len(statements)} statements.")
     kind = statements[0].type

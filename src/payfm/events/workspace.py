@@ -12,7 +12,10 @@ Atomicity comes from one mechanism: readers see only the files that ``manifest.j
 becomes visible in a single ``os.replace`` of that manifest. A writer first writes its Parquet files under new
 names (never overwriting a listed file), then commits the new manifest. A write that fails or is killed
 leaves the previous manifest, so the previous state, intact; its stray files are removed by the next writer.
-Writers take an exclusive lock (``.lock``), so two writers never interleave.
+Writers take an exclusive lock (``.lock``), so two writers never interleave. The files a commit drops (a
+compaction's, a replace's) stay an hour for the readers that listed them (:meth:`Workspace._expire_retired`).
+A write the filesystem refuses (a read-only folder, a full disk) is a :class:`WorkspaceError` naming the path
+and the system's reason (:func:`write_failed`).
 
 Example:
     >>> import tempfile, pyarrow as pa
@@ -23,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fcntl
 import json
@@ -60,7 +64,7 @@ _FOLLOW_CHARGES = ("disputes", "early_fraud_warnings", "refunds")  # outcomes st
 WriteMode = Literal["append", "replace"]
 WRITING = ".writing"  # present while a writer runs (see Workspace._transaction)
 SWEEP_EVERY = 64
-RETIRE_AFTER_S = 3600.0  # how long files replaced by a compaction stay for readers that listed them
+RETIRE_AFTER_S = 3600.0  # how long files a compaction or a replace dropped stay for readers that listed them
 RETRIES = 3  # lists of a table's files a reader tries before it fails (see Workspace.retrying)
 _T = TypeVar("_T")
 
@@ -187,6 +191,30 @@ def day_name(day: int) -> str:
     return str(np.datetime64(int(day), "D"))
 
 
+def write_failed(root: Path, e: OSError, path: Path | None = None) -> WorkspaceError:
+    """The error of a workspace write the filesystem refused (a read-only folder, a full disk): one line
+    naming the path (``e``'s own, else ``path``) and the system's reason. The commit is the manifest's rename,
+    so the event log is as it was before (the writer removes what it wrote)."""
+    where = e.filename if e.filename is not None else path
+    said = shown_text(str(e.strerror or e), 400)
+    at = f" '{shown_text(os.fsdecode(where), 4096, times=True)}'" if where is not None else ""
+    shown = shown_text(str(root), 4096, times=True)
+    return WorkspaceError(
+        f"Cannot write the workspace '{shown}': writing{at} failed: {said}. The event log is unchanged. "
+        "Expected a folder payfm may write in, with free space."
+    )
+
+
+@contextmanager
+def _writing(root: Path, path: Path | None = None) -> Iterator[None]:
+    """An OSError of the workspace's own writes inside as :func:`write_failed`'s error (not the caller's:
+    only the workspace's file operations are wrapped, so another OSError stays what it is)."""
+    try:
+        yield
+    except OSError as e:
+        raise write_failed(root, e, path) from None
+
+
 def _unreadable(table: str, path: Path, e: OSError) -> WorkspaceError:
     return WorkspaceError(
         f"The event log's {table} file '{path}', which {MANIFEST} lists, cannot be read ({e.strerror or e}); "
@@ -201,6 +229,9 @@ class Workspace:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._whole: dict[Path, tuple[int, int]] = {}  # files found whole Parquet: (size, mtime_ns)
+        # The manifest version this object's last write committed (None before one): what it wrote, not
+        # another process's later write (`payfm demo` records it, to know whether the log is still its own).
+        self.written_version: int | None = None
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Workspace:
@@ -313,7 +344,8 @@ class Workspace:
         if not path.exists():
             with self._lock():
                 if not path.exists():
-                    atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
+                    with _writing(self.root, path):
+                        atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
         return bytes.fromhex(path.read_text().strip())
 
     # ---- reading -----------------------------------------------------------------------------------------
@@ -366,9 +398,11 @@ class Workspace:
     @contextmanager
     def _lock(self, wait_s: float = 0.0) -> Iterator[None]:
         """The exclusive write lock; ``wait_s`` seconds of waiting for it before :class:`WorkspaceBusy`."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        with _writing(self.root, self.root / ".lock"):
+            self.root.mkdir(parents=True, exist_ok=True)
+            f = open(self.root / ".lock", "a")  # noqa: SIM115 - closed below
         deadline = time.monotonic() + wait_s
-        with open(self.root / ".lock", "a") as f:
+        with f:
             while True:
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -389,12 +423,15 @@ class Workspace:
         atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     def _commit_or_abort(self, manifest: dict[str, Any], w: WorkspaceWriter) -> None:
-        """Commit ``manifest``; if that fails, remove ``w``'s files (not strays of a writer that died)."""
+        """Commit ``manifest``; if that fails, remove ``w``'s files (not strays of a writer that died). The
+        version committed is :attr:`written_version` after."""
         try:
-            self._commit(manifest)
+            with _writing(self.root, self.root / MANIFEST):
+                self._commit(manifest)
         except BaseException:
             w._abort()
             raise
+        self.written_version = int(manifest["version"])
 
     def _collect_garbage(self, manifest: dict[str, Any]) -> None:
         """Remove data files no manifest lists (left by replaced state or by a killed writer); files retired
@@ -408,9 +445,7 @@ class Workspace:
             for path in base.rglob("*"):
                 if path.is_file() and str(path.relative_to(self.root)) not in listed:
                     path.unlink(missing_ok=True)
-            for sub in sorted(base.glob("day=*"), reverse=True):
-                if sub.is_dir() and not any(sub.iterdir()):
-                    sub.rmdir()
+            _remove_empty_days(base.glob("day=*"))
         staging = self.root / ".staging"
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -445,7 +480,7 @@ class Workspace:
         Appends leave a file per write and day (the decision service appends each outcome as its own file),
         and every read opens every file. The rows of a day keep their order (its files in manifest order);
         the manifest then lists each table by day. Readers see the old files or the new ones, never both
-        (the old ones are retired, deleted by the first transaction ``RETIRE_AFTER_S`` later);
+        (the old ones are retired, deleted by the first transaction ``RETIRE_AFTER_S`` later, as a replace's);
         the manifest version advances, so backfills computed before are computed again. A workspace with
         nothing to rewrite is left as it is. ``progress(table, done, total)`` counts the days to rewrite.
         It waits up to ``wait_s`` for the write lock: servers append outcomes in short transactions.
@@ -498,11 +533,13 @@ class Workspace:
     ) -> Iterator[WorkspaceWriter]:
         """A transaction: everything written inside becomes visible at once on a clean exit, or not at all.
 
-        ``replace`` swaps every table for what is written; ``append`` adds to what is there. ``wait_s``:
-        seconds to wait for another writer's transaction to end before :class:`WorkspaceBusy`. ``validate``
-        checks each table written as :func:`payfm.events.validate.validate_events` does (its fields, types,
-        domains, and no card number anywhere); payfm's own writers, whose data is checked already (an import,
-        the decision service) or made by the tested generator, pass False.
+        ``replace`` swaps every table for what is written (the files it drops are retired, as a compaction's:
+        a reader that listed them goes on reading them for ``RETIRE_AFTER_S``); ``append`` adds to what is
+        there. ``wait_s``: seconds to wait for another writer's transaction to end before
+        :class:`WorkspaceBusy`. ``validate`` checks each table written as
+        :func:`payfm.events.validate.validate_events` does (its fields, types, domains, and no card number
+        anywhere); payfm's own writers, whose data is checked already (an import, the decision service) or
+        made by the tested generator, pass False.
         """
         if mode not in ("append", "replace"):
             raise ConfigError(f"The 'mode' of a workspace write must be 'append' or 'replace'. Got {mode!r}.")
@@ -525,11 +562,15 @@ class Workspace:
                 "version": before["version"] + 1,
                 "tables": tables,
             }
-            if mode == "append" and before["retired"]:
-                after["retired"] = before["retired"]  # a replace drops them with everything else
+            retired = before["retired"]
+            if mode == "replace":  # (an append drops no file from the manifest)
+                now = time.time()
+                dropped = {rel for files in before["tables"].values() for rel in files}
+                dropped -= {rel for files in tables.values() for rel in files}
+                retired = retired + [[rel, now] for rel in sorted(dropped)]
+            if retired:
+                after["retired"] = retired
             self._commit_or_abort(after, w)
-            if mode == "replace":  # an append drops no file from the manifest
-                self._collect_garbage(after)
 
     @contextmanager
     def _transaction(self, wait_s: float = 0.0) -> Iterator[dict[str, Any]]:
@@ -543,27 +584,31 @@ class Workspace:
         with self._lock(wait_s):
             before = self.manifest()
             marker = self.root / WRITING
-            if marker.exists() or before["version"] % SWEEP_EVERY == 0:
-                self._collect_garbage(before)
-            before["retired"] = self._expire_retired(before.get("retired", []))
-            marker.touch()
+            with _writing(self.root):  # (a read-only folder: the first of these to write says which path)
+                if marker.exists() or before["version"] % SWEEP_EVERY == 0:
+                    self._collect_garbage(before)
+                before["retired"] = self._expire_retired(before.get("retired", []))
+                marker.touch()
             try:
                 yield before
             finally:
                 marker.unlink(missing_ok=True)
 
     def _expire_retired(self, retired: list[list[Any]]) -> list[list[Any]]:
-        """Delete the files a compaction retired more than ``RETIRE_AFTER_S`` ago; return those kept.
+        """Delete the files a compaction or a replace retired more than ``RETIRE_AFTER_S`` ago (and the day
+        folders that leaves empty); return those kept.
 
-        A compaction's commit does not delete the files it replaced: a reader that listed them before (a
-        DuckDB view of `payfm sql`, a backfill, training) goes on reading them. The next transaction after
-        the grace period deletes them; the manifest it commits no longer names them."""
-        now, kept = time.time(), []
+        Neither commit deletes the files it drops: a reader that listed them before (a DuckDB view of
+        `payfm sql`, a backfill, training) goes on reading them. The next transaction after the grace period
+        deletes them; the manifest it commits no longer names them."""
+        now, kept, gone = time.time(), [], set()
         for rel, at in retired:
             if now - float(at) >= RETIRE_AFTER_S:
                 (self.root / rel).unlink(missing_ok=True)
+                gone.add((self.root / rel).parent)
             else:
                 kept.append([rel, at])
+        _remove_empty_days(gone)
         return kept
 
 
@@ -587,6 +632,7 @@ class WorkspaceWriter:
         self._validate = validate
         self._n = 0
         self._written: dict[str, list[str]] = {}
+        self._days: set[Path] = set()  # the day folders it writes into
         self._charges: list[pa.Table] = []  # (charge_id, created) of the charges this transaction wrote
         self.rows: dict[str, int] = {}
 
@@ -665,27 +711,46 @@ class WorkspaceWriter:
         rel = f"{table}/day={day}/part-{self._txid}-{self._n:05d}.parquet"
         self._n += 1
         final = self._ws.root / rel
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(final.name + ".tmp")
-        pq.write_table(part, tmp, compression="zstd", compression_level=1, row_group_size=256 * 1024)
-        os.replace(tmp, final)
+        self._days.add(final.parent)  # (before it exists: an abort removes it if it is left empty)
+        try:
+            with _writing(self._ws.root, final):
+                final.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(part, tmp, compression="zstd", compression_level=1, row_group_size=256 * 1024)
+                os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a full disk, Ctrl-C: no stray the next writer may not look for)
+            raise
         self._written.setdefault(table, []).append(rel)
 
     def _finish(self) -> dict[str, list[str]]:
         # Data files must be on disk before the manifest that lists them.
         for files in self._written.values():
             for rel in files:
-                fd = os.open(self._ws.root / rel, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                with _writing(self._ws.root, self._ws.root / rel):
+                    fd = os.open(self._ws.root / rel, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
         return self._written
 
     def _abort(self) -> None:
+        """Remove what this transaction wrote: its files, and the day folders it made that are left empty (a
+        replace interrupted after writing a hundred days left a hundred empty folders: the next writer looks
+        for strays only after a writer that died)."""
         for files in self._written.values():
             for rel in files:
                 (self._ws.root / rel).unlink(missing_ok=True)
+        _remove_empty_days(self._days)
+
+
+def _remove_empty_days(days: Iterable[Path]) -> None:
+    """Remove those of the day folders ``days`` that are empty (a file written meanwhile keeps its folder: a
+    folder that is not empty is not removed)."""
+    for day in sorted(days, reverse=True):
+        with contextlib.suppress(OSError):  # not empty, gone already, or not ours to remove
+            day.rmdir()
 
 
 def opened(ws: object, who: str) -> Workspace:
