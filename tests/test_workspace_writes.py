@@ -204,4 +204,6 @@ def test_a_demo_marker_without_a_version_proves_nothing(tmp_path: Path) -> None:
     """An older payfm's marker (no version): the log may have been written since, so the demo asks."""
     ws = small_world(tmp_path / "ws")
     (ws.root / "demo.json").write_text(json.dumps({"written_by": "payfm demo", "seed": 0}))
-    one_line_error(demo(ws.root), "payfm demo did not write", "--replace")
+    one_line_error(
+        demo(ws.root), "a demo of an earlier payfm wrote, whose marker records no version", "--replace"
+    )

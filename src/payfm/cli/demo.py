@@ -65,11 +65,16 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
     held = ws.count("charges")
     if held and not replace and not demo_wrote_log(ws):
         shown = shown_text(str(ws.root), 4096, times=True)
+        why = (
+            "that a demo of an earlier payfm wrote, whose marker records no version (it cannot tell them "
+            "from a later import's)"
+            if marker.exists() and _recorded_version(ws) is None
+            else "that payfm demo did not write (or that another command changed since: an import, a "
+            "generate, a compaction)"
+        )
         raise ConfigError(
-            f"Workspace '{shown}' already holds {held:,} charges that payfm demo did not write (or that "
-            "another command changed since: an import, a generate, a compaction); the demo replaces the "
-            "event log. Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or choose another "
-            "--workspace."
+            f"Workspace '{shown}' already holds {held:,} charges {why}; the demo replaces the event log. "
+            "Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or choose another --workspace."
         )
     console.rule("[bold]1. Synthetic payments world")
     t0 = time.perf_counter()
@@ -106,11 +111,17 @@ def demo_wrote_log(ws: Workspace) -> bool:
     demo's write committed, and the manifest is still at that version (the demo's own later steps, features,
     models, rules and the replay, write no event: the version stays). A marker without a version (of an older
     payfm) or unreadable proves nothing: False."""
+    recorded = _recorded_version(ws)
+    return recorded is not None and recorded == ws.manifest()["version"]
+
+
+def _recorded_version(ws: Workspace) -> int | None:
+    """The manifest version the demo's marker records (None: no marker, unreadable, or of an older payfm)."""
     try:
         recorded = json.loads((ws.root / DEMO_MARKER).read_text()).get("log_version")
     except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(recorded, int) and recorded == ws.manifest()["version"]
+        return None
+    return recorded if isinstance(recorded, int) and not isinstance(recorded, bool) else None
 
 
 # Radar-style starter rules on the default feature set and the risk score (`payfm rules apply` replaces them).
