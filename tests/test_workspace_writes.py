@@ -207,3 +207,16 @@ def test_a_demo_marker_without_a_version_proves_nothing(tmp_path: Path) -> None:
     one_line_error(
         demo(ws.root), "a demo of an earlier payfm wrote, whose marker records no version", "--replace"
     )
+
+
+def test_a_rules_database_the_system_will_not_write_is_one_line(tmp_path: Path) -> None:
+    """`payfm rules apply` in a read-only workspace was a sqlite3.OperationalError traceback. Here the
+    database's path is a folder (SQLite cannot open it), which needs no chattr."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    (ws.root / "rules.db").mkdir()
+    rules = tmp_path / "r.rules"
+    rules.write_text("review if :amount_usd: > 100\n")
+    out = run("-w", str(ws.root), "rules", "apply", str(rules), "--no-backtest", "--note", "x")
+    one_line_error(
+        out, f"The rules database {ws.root / 'rules.db'} cannot be written: unable to open database"
+    )

@@ -127,14 +127,29 @@ def scrubbed(text: str, url: str) -> str:
     return text
 
 
+# SQLite's messages for a write the system refused (not a bug of payfm's, nor a lock to wait out)
+_REFUSED_WRITES = (
+    "attempt to write a readonly database",
+    "unable to open database file",
+    "database or disk is full",
+    "disk I/O error",
+)
+
+
 @contextmanager
 def sqlite_file(path: Path, what: str) -> Iterator[None]:
     """Inside the block, SQLite's "file is not a database" or "database disk image is malformed" for the file
-    at ``path`` (``what``: "The model registry") becomes a ConfigError naming it; a locked or busy database,
-    and every other error, stay as they are."""
+    at ``path`` (``what``: "The model registry") becomes a ConfigError naming it, and so does a write the
+    system refuses (a read-only file or folder, a full disk); a locked or busy database, and every other
+    error, stay as they are."""
     try:
         yield
     except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.OperationalError) and str(e).startswith(_REFUSED_WRITES):
+            raise ConfigError(
+                f"{what} {path} cannot be written: {e}. Expected a file payfm may write (in a folder that is "
+                "not read-only, on a disk with free space)."
+            ) from None
         if (
             type(e) is not sqlite3.DatabaseError
         ):  # (OperationalError, IntegrityError...: not the file's state)

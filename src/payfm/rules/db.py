@@ -54,18 +54,19 @@ def connect(ws: Workspace, *, immediate: bool = False) -> Iterator[sqlite3.Conne
     """A connection to ``rules.db`` (created on first use); the block is one transaction. ``immediate``
     takes the write lock at its start (``BEGIN IMMEDIATE``): what the block reads stays true until it
     commits (another writer waits, up to the 10 s busy timeout)."""
-    con = sqlite3.connect(ws.root / "rules.db", timeout=10.0)
-    try:
-        con.execute("PRAGMA foreign_keys = ON")
-        with sqlite_file(ws.root / "rules.db", "The rules database"):
+    path = ws.root / "rules.db"
+    with sqlite_file(path, "The rules database"):  # (damaged, or a write the system refuses: one line)
+        con = sqlite3.connect(path, timeout=10.0)
+        try:
+            con.execute("PRAGMA foreign_keys = ON")
             con.executescript(SCHEMA)
-        _migrate(con)
-        with con:
-            if immediate:
-                con.execute("BEGIN IMMEDIATE")
-            yield con
-    finally:
-        con.close()
+            _migrate(con)
+            with con:
+                if immediate:
+                    con.execute("BEGIN IMMEDIATE")
+                yield con
+        finally:
+            con.close()
 
 
 def _migrate(con: sqlite3.Connection) -> None:
