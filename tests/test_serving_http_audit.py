@@ -98,14 +98,19 @@ def test_a_body_that_is_not_an_object_says_what_it_is(client: TestClient) -> Non
     ("field", "value", "got"),
     [
         ("created", 1772370000, "Got 1772370000."),  # a JSON number, not the text '1772370000'
-        ("amount", "100", "Got '100'."),  # a text quoted
-        ("amount", True, "Got true."),  # JSON's spelling, not Python's
-        ("amount", 1.5, "Got 1.5."),
-        ("dispute_id", 12345678901234567, "Got an integer of 17 digits."),  # never the digits
+        # a wrong JSON type is worded as the score endpoint words it (its kind, then the value as JSON)
+        ("amount", "100", "must be an integer. Got a string ('100')."),  # a text quoted
+        ("amount", True, "must be an integer. Got a boolean (true)."),  # JSON's spelling, not Python's
+        ("amount", 1.5, "must be an integer. Got a number with a fraction or an exponent (1.5)."),
+        (
+            "dispute_id",
+            12345678901234567,
+            "must be a string. Got an integer of 17 digits.",
+        ),  # never the digits
         (
             "amount",
             0.1234567890123456,
-            "Got a number with 16 digits after the point.",
+            "must be an integer. Got a number with 16 digits after the point.",
         ),  # the run in the fraction
     ],
 )

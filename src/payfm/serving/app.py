@@ -45,7 +45,7 @@ from payfm.errors import PayfmError
 from payfm.events.cards import contains_card_number
 from payfm.events.schema import OUTCOMES, RULES, SCHEMAS
 from payfm.events.validate import shown_number
-from payfm.serving.charges import OPTIONAL_AT_DECISION, card_number_advice
+from payfm.serving.charges import OPTIONAL_AT_DECISION, card_number_advice, refuse_derived
 from payfm.serving.decision_codec import json_bytes
 from payfm.serving.errors import (
     InvalidInput,
@@ -61,6 +61,7 @@ from payfm.serving.keys import KeyStore
 from payfm.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from payfm.serving.metrics import ServiceMetrics
 from payfm.serving.openapi_doc import field_schema, shaped
+from payfm.serving.outcome_checks import typed_problem
 from payfm.serving.review_routes import add_review_routes
 from payfm.serving.scorer import Scorer
 
@@ -184,6 +185,7 @@ class ScoreEndpoint:
             charge = _parse_body(body)
             if not isinstance(charge, dict):
                 raise _not_object(charge)
+            refuse_derived(charge)
             decision = await self.scorer.score_async(charge)
             if self.metrics is not None:
                 self.metrics.decided(decision.outcome, decision.risk_level, decision.latency_ms)
@@ -271,6 +273,10 @@ def _field_problem(field: str | None, error: Mapping[str, Any], msg: str) -> str
             f"Field '{field}': expected a time with a timezone (e.g. 2026-03-01T12:00:00Z). "
             f"Got a naive timestamp {(given if _is_time(given) else shown(given))!r}."
         )
+    if kind in ("string_too_long", "string_too_short"):  # (a note is free text: its length, not its words)
+        limit = (error.get("ctx") or {}).get("max_length" if kind == "string_too_long" else "min_length")
+        most = "most" if kind == "string_too_long" else "least"
+        return f"Field '{field}': expected at {most} {limit} characters. Got {len(str(error.get('input')))}."
     expected = msg.replace("Input should have ", "expected ").replace("Input should be ", "expected ")
     expected = expected.removeprefix("Value error, ")  # (a validator's own message: said as it is)
     if kind == "extra_forbidden" or "input" not in error or isinstance(error["input"], dict | list):
@@ -670,6 +676,8 @@ def create_app(
             if first.get("type") == "missing":
                 return _payfm_error(_no_body())
             return _payfm_error(_not_object(first.get("input")))
+        if (typed := typed_problem(request.url.path, first)) is not None:  # as the score endpoint says it
+            return _payfm_error(typed)
         return _error(422, "InvalidInput", _field_problem(field, first, msg), field)
 
     @app.exception_handler(StarletteHTTPException)

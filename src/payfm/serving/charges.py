@@ -224,6 +224,27 @@ _ABSENT: dict[str, Any] = dict.fromkeys(
 )
 
 
+# The instants normalize_charge derives from a charge's times: the library's callers may pass them, a client
+# may not (its values would be thrown away, silently).
+DERIVED_FIELDS = ("created_us", "credential_changed_at_us")
+
+
+def refuse_derived(charge: Mapping[str, Any]) -> None:
+    """Refuse a request body holding a field the service derives itself (:data:`DERIVED_FIELDS`).
+
+    >>> refuse_derived({"created": "2026-03-01T12:00:00Z", "created_us": 1})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    payfm.serving.errors.InvalidInput: Field 'created_us' is not a field of a charge: the service derives ...
+    """
+    for name in DERIVED_FIELDS:
+        if name in charge:
+            raise InvalidInput(
+                f"Field '{name}' is not a field of a charge: the service derives it from "
+                f"'{name.removesuffix('_us')}' (docs/events.md).",
+                field=name,
+            )
+
+
 def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
     """A validated copy of ``charge`` with ``created_us`` and ``credential_changed_at_us`` (ints or None).
 
@@ -234,7 +255,7 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
     refuse_card_numbers(charge)
     out = dict(_ABSENT)
     for name, v in charge.items():
-        if name in ("created_us", "credential_changed_at_us"):
+        if name in DERIVED_FIELDS:
             continue
         field = _PLAN.get(name)
         if field is None:
@@ -345,9 +366,10 @@ def _kind(value: object) -> str:
     """What a value is, in JSON's words, with the value itself when it is a scalar (a number as long as a
     card number by its length only; a text quoted through :func:`~payfm.serving.errors.shown`)."""
     kind = _JSON_KINDS.get(type(value), type(value).__name__)
-    digits = len(str(abs(value))) if isinstance(value, int) and not isinstance(value, bool) else 0
-    if digits >= 13:
-        return f"{kind} of {digits} digits"
+    if isinstance(value, int | float) and not isinstance(value, bool) and shown_number(value) != repr(value):
+        return shown_number(
+            value
+        )  # a run of 13 digits or more, by its length only ("an integer of 17 digits")
     if isinstance(value, bool | int | float | str):
         return f"{kind} ({shown(json.dumps(value) if not isinstance(value, str) else repr(value))[:42]})"
     return kind

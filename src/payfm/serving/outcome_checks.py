@@ -22,11 +22,35 @@ import pyarrow as pa
 from payfm.events.schema import ID_COLUMNS, MOVED_NO_MONEY, RULES, SCHEMAS
 from payfm.events.validate import ValidationError, validate_events
 from payfm.features.definitions import REVIEW_DISPUTE_PREFIX
-from payfm.serving.charges import refuse_wrong_types, to_us, us_to_iso
+from payfm.serving.charges import refuse_wrong_type, refuse_wrong_types, to_us, us_to_iso
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, ServingError, shown
 
 OUTCOME_TABLES = {"disputes": "dispute_id", "early_fraud_warnings": "efw_id", "refunds": "refund_id"}
 OUTCOME_NAMES = {"disputes": "dispute", "early_fraud_warnings": "early fraud warning", "refunds": "refund"}
+
+
+def typed_problem(path: str, error: Mapping[str, Any]) -> InvalidInput | None:
+    """A request model's type error (pydantic's ``int_type``, ``string_type``... of one field) worded as
+    the score endpoint words it (:func:`refuse_wrong_type`: ``Field 'amount' of the refund must be an
+    integer. Got a string ('1999').``), for the endpoints of an event table's fields; None for any other
+    error (said in pydantic's terms)."""
+    loc = [x for x in error.get("loc", ()) if x != "body"]
+    kind = str(error.get("type", ""))
+    if len(loc) != 1 or not kind.endswith("_type") or "input" not in error:
+        return None
+    table = next((t for t in OUTCOME_NAMES if path == f"/v1/{t}"), None)
+    if table is None and path.startswith("/v1/reviews/") and path.endswith("/close"):
+        table = "reviews"
+    if table is None or loc[0] not in SCHEMAS[table].names or error["input"] is None:
+        return None
+    try:
+        refuse_wrong_type(str(loc[0]), error["input"], SCHEMAS[table].field(loc[0]).type, _WHO.get(table))
+    except InvalidInput as e:
+        return e
+    return None
+
+
+_WHO = {**OUTCOME_NAMES, "reviews": "review"}
 log = logging.getLogger("payfm.serving")
 # A charge with one of these outcomes moved no money: the service or the merchant's rules blocked it (never
 # sent for authorization) or its issuer declined it. Stripe has no refund and no dispute of such a charge,
