@@ -169,10 +169,13 @@ def warm(
     todo: dict[str, OnlineEmbedder] = {}
     for h, embedder in embedders.items():
         store = embedder.store
-        if store.is_loaded() and store.learned_all(recent, reported):
+        # Read once: another server may finish loading it between two reads, and a state loaded since the
+        # first is not stale (a second read then unmarked it, and this server loaded it again)
+        loaded = store.is_loaded()
+        if loaded and store.learned_all(recent, reported):
             log.info("foundation model %s: online embedder state loaded already (shared, up to date)", h[:12])
             continue
-        if store.is_loaded():  # shared, not fed the charges or results since: nobody served this checkpoint
+        if loaded:  # shared, not fed the charges or results since: nobody served this checkpoint
             log.info("foundation model %s: shared online embedder state is stale; loading it again", h[:12])
             store.unmark()  # the load empties it, under the lock (a process reloading it already goes on)
         todo[h] = embedder
