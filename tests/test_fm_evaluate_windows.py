@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pytest
 import torch
 
@@ -18,6 +17,7 @@ from payfm.fm.pretrain import PretrainConfig, pretrain
 from payfm.fm.sequences import time_cut
 from payfm.synth import WorldConfig
 from payfm.synth.generator import generate_world
+from test_fm_downstream import _features
 
 TINY = PretrainConfig(seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=32, steps=1)
 FAST = DownstreamConfig(n_estimators=5, resamples=2, finetune_steps=0, detector_steps=1, gbdt_seeds=1)
@@ -31,17 +31,6 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     w = Workspace.open(Path(tmp_path_factory.mktemp("fmwin")), create=True)
     w.write_stream(generate_world(WorldConfig(charges=2_000, days=6, seed=8, fraud_rate=0.03)), "replace")
     return w
-
-
-def _features(ws: Workspace) -> tuple[pa.Table, list[str]]:
-    con = ws.connect()
-    try:
-        table = con.sql(
-            "SELECT charge_id, created, amount_usd::DOUBLE AS amount FROM charges"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    return table, ["amount"]
 
 
 def _checkpoint(ws: Workspace, frac: float, out: Path) -> Path:

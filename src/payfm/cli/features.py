@@ -423,17 +423,13 @@ def drift(
 def _overlap(report: DriftReport) -> str | None:
     """The span the report's two windows share ([start, end), ISO; None bounds: the log's), or None."""
 
+    first, last = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)  # (open bounds)
+
     def at(text: str | None, default: datetime) -> datetime:
         return default if text is None else datetime.fromisoformat(text)
 
-    lo = max(
-        at(report.reference[0], datetime.min.replace(tzinfo=UTC)),
-        at(report.current[0], datetime.min.replace(tzinfo=UTC)),
-    )
-    hi = min(
-        at(report.reference[1], datetime.max.replace(tzinfo=UTC)),
-        at(report.current[1], datetime.max.replace(tzinfo=UTC)),
-    )
+    lo = max(at(report.reference[0], first), at(report.current[0], first))
+    hi = min(at(report.reference[1], last), at(report.current[1], last))
     if lo >= hi:
         return None
     start = "the log's start" if lo.year == 1 else lo.isoformat()[:16].replace("T", " ")

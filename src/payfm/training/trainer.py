@@ -255,13 +255,7 @@ def _prepared(
     ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig, progress: Progress | None
 ) -> tuple[TaskData, Split, int]:
     """:func:`prepare`, and the as-of (us) the labels were read at and the split placed by."""
-    data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task), progress=progress)
-    if len(data.created_us) == 0:
-        raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
-    now_us = labels_now_us(ws, task, data, config)
-    # the timeline ends at the as-of (charges created later did not exist then), a horizon before it when
-    # the test period must be mature
-    end_us = now_us - int(config.horizon(task).total_seconds() * 1e6) if config.mature_test else now_us
+    data, now_us, end_us = _timeline(ws, task, fset, config, progress)
     split = time_split(
         data.created_us,
         data.mature,
@@ -285,6 +279,19 @@ def _prepared(
                 + ("" if late else "a shorter --horizon-days or a longer event log.")
             )
     return data, split, now_us
+
+
+def _timeline(
+    ws: Workspace, task: Task, fset: FeatureSet, config: TrainConfig, progress: Progress | None
+) -> tuple[TaskData, int, int]:
+    """The task's data, the as-of (us) its labels are read at, and where the timeline ends: at the as-of
+    (charges created later did not exist then), a horizon before it when the test period must be mature."""
+    data = task_data(ws, task, fset, as_of=config.as_of, horizon=config.horizon(task), progress=progress)
+    if len(data.created_us) == 0:
+        raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
+    now_us = labels_now_us(ws, task, data, config)
+    end_us = now_us - int(config.horizon(task).total_seconds() * 1e6) if config.mature_test else now_us
+    return data, now_us, end_us
 
 
 def _late_labels(ws: Workspace, task: Task, horizon: timedelta) -> str:
@@ -549,11 +556,7 @@ def prequential(
     _check_arguments(task, fset, config)
     cfg = _checked(config or TrainConfig(), fset)
     model_class(kind)
-    data = task_data(ws, task, fset, as_of=cfg.as_of, horizon=cfg.horizon(task))
-    if len(data.created_us) == 0:
-        raise ConfigError(f"Task '{task.name}' has no labelled rows in this workspace.")
-    now_us = labels_now_us(ws, task, data, cfg)
-    end_us = now_us - int(cfg.horizon(task).total_seconds() * 1e6) if cfg.mature_test else now_us
+    data, now_us, end_us = _timeline(ws, task, fset, cfg, None)
     splits = prequential_splits(
         data.created_us,
         data.mature,
