@@ -405,4 +405,8 @@ def test_a_fingerprinted_card_column_may_feed_a_keyed_hash_and_display_addresses
     charges = ws.read("charges", ["charge_id", "email_domain"])
     stored = json.dumps(charges.to_pylist())
     assert sorted(charges.column("email_domain").to_pylist()) == ["b.de", "x.com", "y.org", "z.net"]
-    assert charges.num_rows == 4 and not any(d in stored for d in ("4242", "5555", "3782", "ann"))
+    # The ids are keyed hashes under a workspace's random key: a hex id holds a 4-digit run such as "4242" by
+    # chance (about 1 run in 250), so what is looked for is every 8-digit stretch of each card number.
+    digits = ["".join(ch for ch in card if ch.isdigit()) for card in ROWS["card"]]
+    stretches = {d[i : i + 8] for d in digits for i in range(len(d) - 7)}
+    assert charges.num_rows == 4 and not any(s in stored for s in stretches) and "ann" not in stored.lower()
