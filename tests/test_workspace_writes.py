@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 from factories import T0, charges
 from payfm.cli.demo import _replay_last_day, demo_wrote_log
 from payfm.cli.main import cli
-from payfm.errors import WorkspaceError
+from payfm.errors import ConfigError, WorkspaceError
 from payfm.events import workspace
 from payfm.events.workspace import Workspace
 
@@ -220,3 +220,55 @@ def test_a_rules_database_the_system_will_not_write_is_one_line(tmp_path: Path) 
     one_line_error(
         out, f"The rules database {ws.root / 'rules.db'} cannot be written: unable to open database"
     )
+
+
+@pytest.fixture
+def chattr_i() -> Iterator[list[Path]]:
+    """Paths appended to the list are made immutable (``chattr +i``: even root cannot write them) and freed
+    at the end; skipped where the filesystem or the tool does not allow it."""
+    chattr = shutil.which("chattr")
+    frozen: list[Path] = []
+    if chattr is None:
+        pytest.skip("chattr is not available here")
+    try:
+        yield frozen
+    finally:
+        for path in frozen:
+            subprocess.run([chattr, "-i", str(path)], check=False)
+
+
+def _freeze(frozen: list[Path], *paths: Path) -> None:
+    for path in paths:
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not allowed on this filesystem")
+        frozen.append(path)
+
+
+def test_the_registry_and_key_store_of_a_read_only_workspace_are_one_line(
+    tmp_path: Path, chattr_i: list[Path]
+) -> None:
+    """Found by a read-through of the read-only cases: an existing registry.db or keys.db that cannot be
+    written opened (its schema is there) and then failed at the write, outside the block that words SQLite's
+    refusals: `payfm models promote` and `payfm serve keys create|revoke` were sqlite3 tracebacks."""
+    from payfm.registry import Registry
+    from payfm.serving.keys import KeyStore
+    from payfm.serving.sqlite_log import SQLiteDecisionLog
+    from test_registry import register
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ref = register(Registry(ws))
+    assert run("-w", str(ws.root), "serve", "keys", "create", "ops").exit_code == 0
+    log_path = ws.root / "serving" / "decisions.db"
+    SQLiteDecisionLog(log_path)
+    models, serving = ws.root / "models", ws.root / "serving"
+    _freeze(chattr_i, models, models / "registry.db", serving, serving / "keys.db", log_path)
+
+    out = run("-w", str(ws.root), "models", "promote", ref)
+    one_line_error(out, f"The model registry {models / 'registry.db'} cannot be written: attempt to write a ")
+    for args in (("create", "ci"), ("revoke", "ops")):
+        out = run("-w", str(ws.root), "serve", "keys", *args)
+        one_line_error(out, f"The API key store {serving / 'keys.db'} cannot be written: ")
+    with pytest.raises(ConfigError, match=r"The decision log .* cannot be written: "):
+        SQLiteDecisionLog(log_path)
+    assert Registry(ws).get(ref).stage == "candidate"  # reading still works, and nothing changed
+    assert [k["name"] for k in KeyStore(serving / "keys.db").list()] == ["ops"]

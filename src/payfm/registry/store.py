@@ -198,21 +198,23 @@ class Registry:
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.root / "registry.db", timeout=30, isolation_level=None)
-        try:
-            with sqlite_file(self.root / "registry.db", "The model registry"):
+        path = self.root / "registry.db"
+        # (in the whole block, a damaged file or a write the system refuses is one error naming the file)
+        with sqlite_file(path, "The model registry"):
+            con = sqlite3.connect(path, timeout=30, isolation_level=None)
+            try:
                 con.executescript(_SCHEMA)
-            con.execute("BEGIN IMMEDIATE")
-            if "previous_name" not in {r[1] for r in con.execute("PRAGMA table_info(stage_log)")}:
-                con.execute(_PREVIOUS_NAME)
-            yield con
-            con.execute("COMMIT")
-        except BaseException:
-            if con.in_transaction:
-                con.execute("ROLLBACK")
-            raise
-        finally:
-            con.close()
+                con.execute("BEGIN IMMEDIATE")
+                if "previous_name" not in {r[1] for r in con.execute("PRAGMA table_info(stage_log)")}:
+                    con.execute(_PREVIOUS_NAME)
+                yield con
+                con.execute("COMMIT")
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+            finally:
+                con.close()
 
     @staticmethod
     def _row(r: tuple[Any, ...]) -> ModelVersion:

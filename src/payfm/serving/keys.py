@@ -26,6 +26,8 @@ import sqlite3
 import threading
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -98,59 +100,58 @@ class KeyStore:
         self._stamp: tuple[int, int] | None = None
         self._checked = -1e9  # time.monotonic() of the last look at the file
 
-    def _db(self) -> sqlite3.Connection:
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection to the file (made on first use), closed after the block; in the whole block a
+        damaged file, or a write the system refuses (a read-only workspace), is one error naming it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.path, timeout=30)
         with sqlite_file(self.path, "The API key store"):
-            con.execute(_SCHEMA)
-        return con
+            con = sqlite3.connect(self.path, timeout=30)
+            try:
+                con.execute(_SCHEMA)
+                yield con
+            finally:
+                con.close()
 
     def create(self, name: str) -> str:
         """A new key for ``name`` (a name :func:`check_name` accepts); the returned key is the only time the
         secret exists in clear."""
         check_name(name)
         kid, secret, salt = secrets.token_hex(4), secrets.token_urlsafe(32), os.urandom(16)
-        con = self._db()
-        try:
-            with con:
-                con.execute(
-                    "INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
-                    (kid, name, salt, _digest(salt, secret), datetime.now(UTC).isoformat()),
-                )
-        except sqlite3.IntegrityError:
-            row = con.execute("SELECT revoked_at FROM keys WHERE name = ?", (name,)).fetchone()
-            if row is not None and row[0] is not None:
+        with self._db() as con:
+            try:
+                with con:
+                    con.execute(
+                        "INSERT INTO keys VALUES (?, ?, ?, ?, ?, NULL)",
+                        (kid, name, salt, _digest(salt, secret), datetime.now(UTC).isoformat()),
+                    )
+            except sqlite3.IntegrityError:
+                row = con.execute("SELECT revoked_at FROM keys WHERE name = ?", (name,)).fetchone()
+                if row is not None and row[0] is not None:
+                    raise Conflict(
+                        f"A key named {name!r} was revoked on {row[0][:10]}; a name never passes to another "
+                        "key (what it did stays attributable to it): pick another name.",
+                        field="name",
+                    ) from None
                 raise Conflict(
-                    f"A key named {name!r} was revoked on {row[0][:10]}; a name never passes to another key "
-                    "(what it did stays attributable to it): pick another name.",
-                    field="name",
+                    f"A key named {name!r} exists already; revoke it or pick another name."
                 ) from None
-            raise Conflict(f"A key named {name!r} exists already; revoke it or pick another name.") from None
-        finally:
-            con.close()
         self._checked = -1e9  # this store sees its own changes at once
         return f"pfm_{kid}_{secret}"
 
     def list(self) -> list[dict[str, Any]]:
-        con = self._db()
-        try:
+        with self._db() as con:
             rows = con.execute(
                 "SELECT id, name, created_at, revoked_at FROM keys ORDER BY created_at"
             ).fetchall()
-        finally:
-            con.close()
         return [dict(zip(("id", "name", "created_at", "revoked_at"), r, strict=True)) for r in rows]
 
     def revoke(self, name: str) -> None:
-        con = self._db()
-        try:
-            with con:
-                cur = con.execute(
-                    "UPDATE keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-                    (datetime.now(UTC).isoformat(), name),
-                )
-        finally:
-            con.close()
+        with self._db() as con, con:
+            cur = con.execute(
+                "UPDATE keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                (datetime.now(UTC).isoformat(), name),
+            )
         self._checked = -1e9
         if cur.rowcount == 0:
             raise NotFound(
@@ -171,11 +172,8 @@ class KeyStore:
         stamp = (st.st_mtime_ns, st.st_size)
         if stamp == self._stamp:
             return
-        con = self._db()
-        try:
+        with self._db() as con:
             rows = con.execute("SELECT id, name, salt, hash, revoked_at FROM keys").fetchall()
-        finally:
-            con.close()
         self._cache, self._revoked = {}, {}
         for key_id, name, salt, digest, revoked_at in rows:
             held = self._cache if revoked_at is None else self._revoked

@@ -65,9 +65,11 @@ class SQLiteDecisionLog(DecisionLog):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite_file(self.path, "The decision log"):
             con = self._connect()
-            con.executescript(SCHEMA)
-        con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (new_log_id(),))
-        con.close()
+            try:
+                con.executescript(SCHEMA)
+                con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (new_log_id(),))
+            finally:
+                con.close()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
 
