@@ -86,7 +86,7 @@ _CAUGHT_BY_A_LIBRARY = textwrap.dedent(
     from pathlib import Path
     import pyarrow as pa
     from payfm.cli.main import cli, main
-    from payfm.events.workspace import write_parquet
+    from payfm.events.outputs import write_parquet
 
     def signalled_in_a_callback() -> BaseException | None:
         try:

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from payfm.cli.main import cli
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace, output_file, write_parquet
+from payfm.events.outputs import output_file, write_parquet
+from payfm.events.workspace import Workspace
 from payfm.fm.embed import embed
 from payfm.synth import WorldConfig, generate_world
 

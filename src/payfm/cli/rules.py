@@ -26,9 +26,10 @@ from payfm.cli.rules_diff import diff, meaning, rule_keys
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
+from payfm.events.outputs import output_file
 from payfm.events.schema import iso_got
 from payfm.events.text import escaped
-from payfm.events.workspace import Workspace, output_file
+from payfm.events.workspace import Workspace
 from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import ast, rulesets

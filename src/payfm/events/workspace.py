@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import json
 import math
@@ -70,10 +71,15 @@ _T = TypeVar("_T")
 
 
 def fsync_dir(path: Path) -> None:
-    """Flush ``path``'s (a directory's) entries to disk: a rename into it is durable."""
+    """Flush ``path``'s (a directory's) entries to disk: a rename into it is durable. A filesystem that cannot
+    flush a directory (EINVAL, as some network and FUSE mounts answer) is taken as it is, as PostgreSQL
+    takes it: the rename stands, and such a filesystem gives no more durability than that."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno != errno.EINVAL:
+            raise
     finally:
         os.close(fd)
 
@@ -121,51 +127,6 @@ def synced_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
-
-
-def output_file(path: str | os.PathLike[str], who: str) -> Path:
-    """``path``, a file about to be written, checked before the work that produces it: no folder, and its
-    nearest existing ancestor a writable folder (the missing ones are made when it is written, so a command
-    that fails first leaves none behind). A :class:`ConfigError` naming ``who`` (the option: ``--out``)
-    otherwise, rather than an OSError traceback once the work is done.
-
-    >>> import tempfile
-    >>> output_file(Path(tempfile.mkdtemp()), "--out")
-    Traceback (most recent call last):
-    payfm.errors.ConfigError: --out: '...' is a folder. Expected a file path.
-    """
-    p = Path(path)
-    shown = shown_text(str(p))  # a path from the command line: escaped, no card number
-    if p.is_dir():
-        raise ConfigError(f"{who}: '{shown}' is a folder. Expected a file path.")
-    above = p.absolute().parent
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    there = shown_text(str(above))
-    if not above.is_dir():
-        raise ConfigError(f"{who}: the folder of '{shown}' cannot be created: '{there}' is a file.")
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise ConfigError(f"{who}: the folder of '{shown}' cannot be written: '{there}' is not writable.")
-    return p
-
-
-def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None:
-    """Write ``table`` to ``path`` (checked by :func:`output_file`) through a temporary beside it, renamed
-    over it: an interrupt (Ctrl-C, SIGTERM) or a full disk leaves the old file or none, and no temporary;
-    an OSError is a :class:`ConfigError` naming ``who``. ``options`` go to ``pq.write_table``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table, tmp, **options)
-        interrupts.check()
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        said = shown_text(str(e.strerror or e), 400)
-        raise ConfigError(f"{who}: '{shown_text(str(path))}' cannot be written: {said}.") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -423,15 +384,41 @@ class Workspace:
         atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
 
     def _commit_or_abort(self, manifest: dict[str, Any], w: WorkspaceWriter) -> None:
-        """Commit ``manifest``; if that fails, remove ``w``'s files (not strays of a writer that died). The
-        version committed is :attr:`written_version` after."""
+        """Commit ``manifest`` (the rename of a new manifest over the old); if that fails before the rename,
+        remove ``w``'s files (not strays of a writer that died). The version committed is
+        :attr:`written_version` after.
+
+        Whether the rename happened is read from the disk, not from how far the code got: a signal's
+        exception (Ctrl-C, the CLI's SIGTERM) may land at any bytecode, just after ``os.replace`` returned
+        too, and the files of a committed manifest must then stay (removing them damaged the log).
+        """
+        path = self.root / MANIFEST
+        made: os.stat_result | None = None  # the new manifest's temporary, once made
         try:
-            with _writing(self.root, self.root / MANIFEST):
-                self._commit(manifest)
+            with _writing(self.root, path):
+                tmp = synced_temp(path, json.dumps(manifest, indent=1).encode())
+                try:
+                    made = os.stat(tmp)
+                    interrupts.check()
+                    os.replace(tmp, path)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)  # (a name no longer there once renamed)
+                    raise
         except BaseException:
-            w._abort()
+            if not _is_file(path, made):
+                w._abort()
+                raise
+            self.written_version = int(manifest["version"])  # committed: the files stay
             raise
         self.written_version = int(manifest["version"])
+        try:
+            fsync_dir(self.root)
+        except OSError as e:
+            raise WorkspaceError(
+                f"The write to the workspace '{shown_text(str(self.root), 4096, times=True)}' is committed "
+                f"(readers see it), but its folder could not be flushed to disk ({e.strerror or e}): a crash "
+                "of the machine now may undo it."
+            ) from None
 
     def _collect_garbage(self, manifest: dict[str, Any]) -> None:
         """Remove data files no manifest lists (left by replaced state or by a killed writer); files retired
@@ -743,6 +730,17 @@ class WorkspaceWriter:
             for rel in files:
                 (self._ws.root / rel).unlink(missing_ok=True)
         _remove_empty_days(self._days)
+
+
+def _is_file(path: Path, st: os.stat_result | None) -> bool:
+    """Whether ``path`` is the file ``st`` was taken of (same device and inode): a renamed temporary."""
+    if st is None:
+        return False
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _remove_empty_days(days: Iterable[Path]) -> None:

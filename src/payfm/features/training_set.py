@@ -12,7 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace, output_file, write_parquet
+from payfm.events.outputs import output_file, write_parquet
+from payfm.events.workspace import Workspace
 from payfm.features.definitions import FeatureSet
 from payfm.features.offline import Engine, spark_memory
 from payfm.training.labels import DEFAULT_HORIZON, fraud_labels

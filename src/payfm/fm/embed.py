@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 import torch
 
 from payfm.errors import ConfigError, shown_url
-from payfm.events.workspace import Workspace, output_file, write_parquet
+from payfm.events.outputs import output_file, write_parquet
+from payfm.events.workspace import Workspace
 from payfm.fm.identity import check_outputs, checkpoint_hash
 from payfm.fm.model import FoundationModel
 from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState

@@ -1,0 +1,60 @@
+"""Files payfm writes outside the event log (a training set, embeddings, a report's figures): checked before
+the work that produces them, and written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from payfm import interrupts
+from payfm.errors import ConfigError
+from payfm.events.cards import shown_text
+
+
+def output_file(path: str | os.PathLike[str], who: str) -> Path:
+    """``path``, a file about to be written, checked before the work that produces it: no folder, and its
+    nearest existing ancestor a writable folder (the missing ones are made when it is written, so a command
+    that fails first leaves none behind). A :class:`ConfigError` naming ``who`` (the option: ``--out``)
+    otherwise, rather than an OSError traceback once the work is done.
+
+    >>> import tempfile
+    >>> output_file(Path(tempfile.mkdtemp()), "--out")
+    Traceback (most recent call last):
+    payfm.errors.ConfigError: --out: '...' is a folder. Expected a file path.
+    """
+    p = Path(path)
+    shown = shown_text(str(p))  # a path from the command line: escaped, no card number
+    if p.is_dir():
+        raise ConfigError(f"{who}: '{shown}' is a folder. Expected a file path.")
+    above = p.absolute().parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    there = shown_text(str(above))
+    if not above.is_dir():
+        raise ConfigError(f"{who}: the folder of '{shown}' cannot be created: '{there}' is a file.")
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise ConfigError(f"{who}: the folder of '{shown}' cannot be written: '{there}' is not writable.")
+    return p
+
+
+def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None:
+    """Write ``table`` to ``path`` (checked by :func:`output_file`) through a temporary beside it, renamed
+    over it: an interrupt (Ctrl-C, SIGTERM) or a full disk leaves the old file or none, and no temporary;
+    an OSError is a :class:`ConfigError` naming ``who``. ``options`` go to ``pq.write_table``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, tmp, **options)
+        interrupts.check()
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        said = shown_text(str(e.strerror or e), 400)
+        raise ConfigError(f"{who}: '{shown_text(str(path))}' cannot be written: {said}.") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
