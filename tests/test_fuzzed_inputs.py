@@ -38,7 +38,7 @@ def test_a_delay_beyond_what_a_duration_holds_names_the_field(tmp_path: Path) ->
     path = tmp_path / "m.yaml"
     mapping = write_mapping(tmp_path).read_text()
     path.write_text(mapping.replace("delay: 12h", "delay: 99999999999d", 1))
-    with pytest.raises(ConfigError, match=r"'labels\[0\]\.delay': expected a duration .* at most 999999999d"):
+    with pytest.raises(ConfigError, match=r"'labels\[0\]\.delay': expected a duration .* at most 3650d"):
         load_mapping(path)
 
 

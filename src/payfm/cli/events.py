@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import os
 import re
 import shutil
@@ -32,12 +34,12 @@ from payfm.cli.render import (
     shown_path,
     stage_progress,
 )
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, PayfmError, WorkspaceError
 from payfm.events.cards import name_holds_card_number, redacted_table, shown_text
 from payfm.events.query import sql_batches
 from payfm.events.schema import TABLES
 from payfm.events.summary import summarize
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import MANIFEST, Workspace
 
 if TYPE_CHECKING:
     from payfm.synth import WorldConfig
@@ -49,19 +51,87 @@ def _workspace(ctx: click.Context, create: bool = False) -> Workspace:
 
 @contextmanager
 def _created_workspace(ctx: click.Context) -> Iterator[Workspace]:
-    """The workspace, created if missing; removed again when the command fails and it did not exist before
-    (a failed first import or generate leaves nothing behind)."""
-    root = Path(ctx.obj["workspace"])
+    """The workspace, created if missing; removed again when the command fails and it made the workspace,
+    unless another command works in it (a failed first import or generate leaves nothing behind, and takes
+    nothing from another process importing into the same new workspace meanwhile).
+
+    Every command here holds a shared lock on the workspace's folder while it runs (:func:`_joined`); the one
+    that made the folder removes it only if it gets the lock alone, no other writer holds the workspace's
+    write lock, and no commit but its own (if any) is in the manifest."""
+    root = Path(ctx.obj["workspace"]).expanduser()  # (as Workspace.open reads it)
+    held, made = _joined(root)
+    ws: Workspace | None = None
     try:
-        existed = root.exists()
-    except OSError:  # (a name too long: Workspace.open says why no workspace can be there)
-        existed = True
-    try:
-        yield Workspace.open(root, create=True)
+        ws = Workspace.open(root, create=True)
+        yield ws
     except BaseException:
-        if not existed:
-            shutil.rmtree(root, ignore_errors=True)
+        if made and held is not None:
+            _remove_if_alone(root, held, ws)
         raise
+    finally:
+        if held is not None:
+            os.close(held)  # (releases the lock)
+
+
+def _joined(root: Path) -> tuple[int | None, bool]:
+    """The folder ``root`` (made if missing), opened and held with a shared lock (flock) for as long as the
+    command runs, and whether this process made it. None when it cannot be opened as a folder (a file, no
+    permission, a name too long: Workspace.open then says why; or a filesystem without flock). A folder
+    removed between its open and its lock (by a command that made it and failed) is made again."""
+    while True:
+        try:
+            root.mkdir(parents=True)
+            made = True
+        except FileExistsError:
+            made = False
+        except OSError:
+            return None, False
+        try:
+            fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None, False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)  # (waits only for a remover, which holds it exclusively briefly)
+        except OSError:  # (a filesystem without flock: nothing is removed, rather than another's work)
+            os.close(fd)
+            return None, made
+        if _same_folder(root, fd):
+            return fd, made
+        os.close(fd)
+
+
+def _same_folder(root: Path, fd: int) -> bool:
+    """Whether ``root`` is still the folder open as ``fd`` (not removed, or removed and made again)."""
+    try:
+        now, held = os.stat(root), os.fstat(fd)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _remove_if_alone(root: Path, fd: int, ws: Workspace | None) -> None:
+    """Remove the workspace folder ``root`` that this command made and failed in (``fd``: its shared lock),
+    if no other command holds that lock, no writer holds the workspace's own, and its manifest holds no
+    commit but this command's own (``ws``'s first): else another process's work is in it, and it stays."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (another command's shared lock: it stays)
+    except OSError:
+        return
+    if not _same_folder(root, fd):
+        return
+    if ws is None:  # (Workspace.open failed: only what it made is there, without a manifest)
+        if not (root / MANIFEST).exists():
+            shutil.rmtree(root, ignore_errors=True)
+        return
+    try:
+        with ws._lock():  # the workspace's write lock: a library writer (import_file) in a transaction
+            version = ws.manifest().get("version")
+            if version == 0 or (version == 1 and ws.written_version == 1):
+                shutil.rmtree(root, ignore_errors=True)
+    except PayfmError:  # (busy, or a manifest that is not this command's: it stays)
+        return
 
 
 @contextmanager
@@ -259,15 +329,18 @@ def import_(
 
     with _workspace_to_import_into(ctx, dry_run) as ws:
         t0 = time.perf_counter()
-        result = import_file(
-            ws,
-            path,
-            mapping,
-            skip_existing=skip_existing,
-            skip_orphans=skip_orphans,
-            join=join,
-            dry_run=dry_run,
-        )
+        try:
+            result = import_file(
+                ws,
+                path,
+                mapping,
+                skip_existing=skip_existing,
+                skip_orphans=skip_orphans,
+                join=join,
+                dry_run=dry_run,
+            )
+        except OSError as e:
+            raise _read_refused(e, ws) from None
     elapsed = time.perf_counter() - t0
     what = "Would import" if dry_run else "Imported"
     console.print(
@@ -284,8 +357,9 @@ def import_(
     }
     for reason, n in result.skipped.items():
         console.print(f"Left out {reasons[reason].format(plural(n, 'row'))}.", highlight=False)
-    for message in result.warnings:
-        err_console.print(f"warning: {message}.", markup=False, highlight=False, soft_wrap=True)
+    for message in result.warnings:  # (they quote the file's values and the mapping's: card numbers removed)
+        said = shown_text(message, limit=4096)
+        err_console.print(f"warning: {said}.", markup=False, highlight=False, soft_wrap=True)
     for label, n in result.labels_without_money.items():
         console.print(
             f"{shown_text(label)}: {plural(n, 'label')} on charges that moved no money (declined or blocked) "
@@ -319,6 +393,23 @@ def import_(
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+def _read_refused(e: OSError, ws: Workspace) -> Exception:
+    """The error of an import whose read of a file the system refused (EACCES, EPERM): an import's own writes
+    to the workspace say so themselves (a WorkspaceError), so such an OSError is a read (of the workspace's
+    key, the source file, the second file); main's net for OSErrors would call it a write. Any other is
+    returned as it is."""
+    if e.errno not in (errno.EACCES, errno.EPERM) or e.filename is None:
+        return e
+    path = Path(os.fsdecode(e.filename))
+    shown = shown_text(str(path), 4096, times=True)
+    if path.name == "secret.key" and path.parent == ws.root:
+        return WorkspaceError(
+            f"Cannot read the workspace's key '{shown}': {e.strerror}. Expected a key payfm may read (the "
+            "file is its maker's only, mode 0600): run payfm as the user who made the workspace."
+        )
+    return ConfigError(f"Cannot read '{shown}': {e.strerror}. Expected a file payfm may read.")
 
 
 class _QueryCommand(click.Command):

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.events import currency
-from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint, truncated
+from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint, shown_text, truncated
 from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.import_text import EXPECTED, convert
 from payfm.events.mapping import CurrencySource, FieldSpec
@@ -33,21 +33,93 @@ NUMBER = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
 _BRANDS = BRAND_PREFIXES
 
 
-def as_text(col: pa.Array) -> pa.Array:
-    """``col`` as text (a cast unless it is text already)."""
-    return col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+# A binary column's cells are read as UTF-8 text (a Parquet BYTE_ARRAY column written without its UTF8
+# annotation); cells that are not UTF-8 are a problem of their rows, keyed so that each is said once however
+# many fields, filters or labels read it.
+NOT_UTF8 = "UTF-8 text (the bytes of a binary column are read as UTF-8)"
 
 
-def source_values(spec: FieldSpec, table: pa.Table) -> pa.Array:
+def as_text(
+    col: pa.Array, out: Problems | None = None, column: str | None = None, where: str | None = None
+) -> pa.Array:
+    r"""``col`` as text (a cast unless it is text already). Cells of a binary column that are not UTF-8 (a
+    Parquet file written in Latin-1) are reported as problems of ``column``'s rows in ``out`` (``where``: how
+    the message names it) and null; without ``out`` and ``column`` the cast's ArrowInvalid is raised, for the
+    caller to word. (:func:`text_of` also returns the rows.)
+
+    >>> out = Problems()
+    >>> as_text(pa.array([b"Caf\xe9", b"Shop"]), out, "shop").to_pylist()
+    [None, 'Shop']
+    >>> problem = out.items[0]
+    >>> problem.row, problem.column, problem.received[:43]
+    (1, 'shop', 'the byte 0xe9 at byte 4, which is not UTF-8')
+    """
+    return text_of(col, out, column, where)[0]
+
+
+def text_of(
+    col: pa.Array, out: Problems | None, column: str | None, where: str | None = None
+) -> tuple[pa.Array, np.ndarray]:
+    """:func:`as_text` of ``col``, and the 0-based rows it reported as not UTF-8 (null in the text)."""
+    none = np.zeros(0, dtype=np.int64)
+    if pa.types.is_string(col.type):
+        return col, none
+    try:
+        return pc.cast(col, pa.string()), none
+    except pa.ArrowInvalid:
+        if out is None or column is None:
+            raise
+        bad, said = _not_utf8(col)
+        if not len(bad):
+            raise
+    out.rows(column, bad, NOT_UTF8, said, key=NOT_UTF8, where=where)
+    mask = np.zeros(len(col), dtype=bool)
+    mask[bad] = True
+    values = col.dictionary_decode() if pa.types.is_dictionary(col.type) else col
+    if pa.types.is_fixed_size_binary(values.type):  # (which holds no empty value)
+        values = pc.cast(values, pa.binary())
+    # (emptied before the cast, not only nulled: a null's bytes stay in the buffer, which text kernels read)
+    emptied = pc.cast(pc.if_else(pa.array(mask), pa.scalar(b"", values.type), values), pa.string())
+    return pc.if_else(pa.array(mask), pa.scalar(None, pa.string()), emptied), bad
+
+
+def _not_utf8(col: pa.Array) -> tuple[np.ndarray, list[str]]:
+    """The rows of a binary ``col`` that are not UTF-8, and what a problem says of the first ones: the first
+    byte that is not and where, never the bytes around it (they may hold a card number). Read row by row:
+    only a column whose cast failed comes here."""
+    rows: list[int] = []
+    said: list[str] = []
+    for i, value in enumerate(col.to_pylist()):
+        if not isinstance(value, bytes):
+            continue
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            rows.append(i)
+            if len(said) < KEEP:
+                said.append(
+                    f"the byte 0x{value[e.start]:02x} at byte {e.start + 1}, which is not UTF-8 (the "
+                    "column seems to be in another encoding, such as Windows-1252 or Latin-1: write it as "
+                    "UTF-8 text)"
+                )
+    return np.array(rows, dtype=np.int64), said
+
+
+def source_values(spec: FieldSpec, table: pa.Table, out: Problems | None = None) -> pa.Array:
     """The source values of ``spec``: one column, or several joined as text (an empty part joins as an
-    empty text, `Authorised|` of a type and an empty reason; all of them empty is a missing value)."""
+    empty text, `Authorised|` of a type and an empty reason; all of them empty is a missing value). A part
+    that is not UTF-8 is reported in ``out`` (:func:`as_text`), and its row's value is missing (not the
+    other parts alone, which would be reported again as a value of the wrong form)."""
     if spec.kind == "columns":
-        parts = [as_text(table.column(c).chunk(0)) for c in spec.columns]
+        read = [text_of(table.column(c).chunk(0), out, c) for c in spec.columns]
+        parts = [text for text, _bad in read]
         joined = pc.binary_join_element_wise(
             *parts, spec.separator, null_handling="replace", null_replacement=""
         )
-        none = functools.reduce(pc.and_, [pc.is_null(p) for p in parts])
-        return pc.if_else(none, pa.scalar(None, joined.type), joined)
+        none = functools.reduce(pc.and_, [pc.is_null(p) for p in parts]).to_numpy(zero_copy_only=False)
+        for _text, bad in read:
+            none[bad] = True
+        return pc.if_else(pa.array(none), pa.scalar(None, joined.type), joined)
     col: pa.Array = table.column(spec.column).chunk(0)
     return col
 
@@ -84,7 +156,7 @@ def _card_digits(col: pa.Array, spec: FieldSpec, out: Problems) -> pa.Array | No
                 f"floating-point numbers ({col.type}), which lose digits",
             )
         return None
-    text = as_text(col)
+    text = as_text(col, out, spec.column)
     other = np.flatnonzero(~pc.fill_null(pc.string_is_ascii(text), True).to_numpy(False))
     if len(other):  # digits of another script (fullwidth, Arabic-Indic) as ASCII ones: the same card
         values = text.to_pylist()
@@ -109,7 +181,7 @@ _MASKED = r"^\s*([0-9]{0,8})[ -]*[*xX#•.][*xX#•. -]*([0-9]{4})\s*$"
 def _masked_digits(spec: FieldSpec, table: pa.Table, out: Problems) -> pa.Array:
     """The digits a masked card number shows, first ones and last four joined by a mask character that
     ``bin``, ``last4`` and ``brand`` read around; a value of another shape is a problem (never shown)."""
-    text = as_text(source_values(spec, table))
+    text = as_text(source_values(spec, table, out), out, spec.source)
     ok = pc.fill_null(pc.match_substring_regex(text, _MASKED), False)
     bad = np.flatnonzero(pc.and_(pc.is_valid(text), pc.invert(ok)).to_numpy(False))
     if len(bad):
@@ -146,7 +218,7 @@ def _card_transform(spec: FieldSpec, table: pa.Table, secret: bytes, out: Proble
     # bin/last4/brand of the fingerprinted column report the same cells, which Problems shows once.
     if spec.masked:
         return _masked_transform(spec, table, out)
-    digits = _card_digits(source_values(spec, table), spec, out)
+    digits = _card_digits(source_values(spec, table, out), spec, out)
     if digits is None:
         return None
     if spec.transform in ("bin", "last4"):  # (null where it would leave under 5 digits unknown)
@@ -183,8 +255,10 @@ def to_strings(
         parts = []
         for c in spec.columns:
             try:
-                parts.append(_blank_as_null(_stripped(spec, as_text(table.column(c).chunk(0)))))
-            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # a list, a struct, bytes not UTF-8
+                where = f"column '{shown_text(c)}' (hashed into {spec.target})"
+                text = as_text(table.column(c).chunk(0), out, c, where)
+                parts.append(_blank_as_null(_stripped(spec, text)))
+            except (pa.ArrowNotImplementedError, pa.ArrowInvalid):  # a list, a struct
                 out.column(
                     c, "values with a text form (for a keyed hash)", f"values of type {table.column(c).type}"
                 )
@@ -196,7 +270,7 @@ def to_strings(
     elif spec.transform is not None:
         return _card_transform(spec, table, secret, out)
     else:
-        text = _stripped(spec, as_text(source_values(spec, table)))
+        text = _stripped(spec, as_text(source_values(spec, table, out), out, spec.source))
         if spec.target in _CARD_PARTS and spec.map is None and _mostly_masked(text):
             out.column(
                 name,
@@ -371,14 +445,25 @@ def _factors(
     if cur.value is not None:
         return rates(pa.array([cur.value]))
     assert cur.column is not None  # parse_mapping guarantees one of the two
-    codes = as_text(table.column(cur.column).chunk(0))
+    codes, unreadable = text_of(table.column(cur.column).chunk(0), out, cur.column, _currency_where(cur, out))
     factors = rates(codes)
-    # A code that converts nothing; a missing one only where there is an amount to convert.
+    # A code that converts nothing; a missing one only where there is an amount to convert (and not one
+    # reported as not UTF-8 just now).
     given = pc.invert(pc.fill_null(pc.equal(pc.utf8_trim_whitespace(codes), ""), True))
     failed = np.isnan(factors) & (given.to_numpy(zero_copy_only=False) | ~np.isnan(values))
+    failed[unreadable] = False
     if failed.any():
         _bad_currencies(cur.column, codes, np.flatnonzero(failed), spec, out)
     return factors
+
+
+def _currency_where(cur: CurrencySource, out: Problems) -> str | None:
+    """How a problem of the currency column of an amount names it: as the ``currency`` field's when that
+    field reads the same column (``column 'cur' (currency)``, said once for both), else None (the default)."""
+    root = out.fields.get("currency")
+    if root is not None and root.kind == "column" and root.column == cur.column and root.map is None:
+        return root.where
+    return None
 
 
 def _bad_currencies(column: str, codes: pa.Array, bad: np.ndarray, spec: FieldSpec, out: Problems) -> None:

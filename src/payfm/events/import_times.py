@@ -19,12 +19,14 @@ from payfm.errors import ConfigError
 from payfm.events.import_convert import as_text, plain_numbers, source_values, to_floats
 from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.mapping import FieldSpec, Mapping
-from payfm.events.mapping_times import EPOCH_UNITS, is_zone
+from payfm.events.mapping_times import EPOCH_UNITS, is_zone, split_fraction
 from payfm.events.schema import TIME_MAX_US, TIMESTAMP
 from payfm.events.validate import CAST_ERRORS, floor_to_microseconds, try_cast
 
 _INTEGER = r"^\s*[+-]?\d+\s*$"
-_OFFSET = r"(Z|z|[+-]\d\d(:?\d\d)?)$"
+# A zone offset ending an ISO time: after the time, never a date's day (``2024-03-01`` is a naive date, read
+# as midnight in the mapping's zone, not 2024-03 at the offset -01).
+_OFFSET = r"\d[Tt ]\d.*(Z|z|[+-]\d\d(:?\d\d)?)$"
 _PLAUSIBLE = "a time between 1970 and 2100 (check the unit, origin or format in the mapping)"
 _DIRECTIVE = re.compile(r"%.")  # a strptime directive (``%%`` included, so a literal ``%z`` is no zone)
 _ZONES = ("%z", "%Z")
@@ -32,10 +34,14 @@ _ZONES = ("%z", "%Z")
 _UTC_NAME = r"(?i)(?:^|[^A-Za-z])(?:UTC|GMT|UT|Z)(?:[^A-Za-z0-9+-]|$)"
 
 
-def _need_zone(spec: FieldSpec, mapping: Mapping, what: str, table: pa.Table) -> str | pa.Array:
-    """The zone of the field's naive times: one name, or each row's (``timezone: {column: ...}``)."""
+def _need_zone(
+    spec: FieldSpec, mapping: Mapping, what: str, table: pa.Table, out: Problems
+) -> str | pa.Array:
+    """The zone of the field's naive times: one name, or each row's (``timezone: {column: ...}``; a cell that
+    is not UTF-8 is reported, :func:`as_text`)."""
     if spec.zone_column is not None:
-        names = as_text(table.column(spec.zone_column.column).combine_chunks())
+        column = spec.zone_column.column
+        names = as_text(table.column(column).combine_chunks(), out, column)
         names = pc.utf8_trim_whitespace(names)
         if spec.zone_column.map:
             keys = list(spec.zone_column.map)
@@ -135,6 +141,8 @@ def _localize_rows(
     column = spec.zone_column.column
     needed = pc.is_valid(naive).to_numpy(False)
     missing = np.flatnonzero(needed & pc.is_null(zones).to_numpy(False))
+    if out.field is not None:  # (a zone cell reported already, not UTF-8, is no missing zone too)
+        missing = np.setdiff1d(missing, out.bad.get(out.field, missing[:0]))
     if len(missing):
         out.rows(column, missing, f"a time zone for the naive time of {spec.columns_text}", out.empty)
     encoded = pc.dictionary_encode(zones)
@@ -207,6 +215,30 @@ def _parse_rows(text: pa.Array, target: pa.DataType) -> tuple[pa.Array, np.ndarr
     failed = np.zeros(len(text), dtype=bool)
     failed[bad] = True
     return pc.cast(pc.if_else(pa.array(failed), pa.scalar(None, text.type), text), target), bad
+
+
+def _strptime(col: pa.Array, fmt: str) -> tuple[pa.Array, pa.Array, str, pa.Array | None]:
+    """Texts in the strptime format ``fmt`` parsed to microseconds (null where they are not in it): the
+    times, the texts and the format as Arrow's strptime read them, and the fractions of a second of a format
+    with ``%f`` (None without), to add to the times once they are checked. Arrow's strptime has no %f: the
+    fraction's digits (1 to 9, floored to the microsecond) are cut out of each text and the %f out of the
+    format (:func:`~payfm.events.mapping_times.split_fraction`), and a text without them does not parse.
+
+    >>> times, _, _, fraction = _strptime(pa.array(["01.03.2024 09:00:00,5"]), "%d.%m.%Y %H:%M:%S,%f")
+    >>> pc.add(times, fraction)[0].as_py()
+    datetime.datetime(2024, 3, 1, 9, 0, 0, 500000)
+    """
+    split = split_fraction(fmt)
+    if split is None:
+        return pc.strptime(col, format=fmt, unit="us", error_is_null=True), col, fmt, None
+    whole, pattern = split
+    parts = pc.extract_regex(col, pattern)  # (null where the text does not match)
+    head, digits, tail = (pc.struct_field(parts, [i]) for i in range(3))
+    text = pc.binary_join_element_wise(head, tail, "")
+    micros = pc.utf8_slice_codeunits(pc.utf8_rpad(digits, 9, "0"), 0, 6)  # (ns floored to the µs)
+    fraction = pc.cast(pc.cast(micros, pa.int64()), pa.duration("us"))
+    parsed = pc.strptime(text, format=whole, unit="us", error_is_null=True)
+    return parsed, text, whole, fraction
 
 
 def _split_at_zone(fmt: str) -> tuple[str, str, bool]:
@@ -320,7 +352,7 @@ def to_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) 
     off = pc.or_(pc.less(micros, 0), pc.greater_equal(micros, TIME_MAX_US))
     bad = np.flatnonzero(pc.fill_null(off, False).to_numpy(False))
     if len(bad):
-        out.rows("+".join(spec.columns), bad, _PLAUSIBLE, values_at(source_values(spec, table), bad))
+        out.rows("+".join(spec.columns), bad, _PLAUSIBLE, values_at(source_values(spec, table, out), bad))
         times = pc.if_else(pc.fill_null(off, False), pa.scalar(None, times.type), times)
     return times
 
@@ -337,7 +369,7 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
                 f"(e.g. 2023-01-01T00:00:00Z); received {spec.value!r}."
             ) from None
         return pa.repeat(value, n)
-    col = source_values(spec, table)
+    col = source_values(spec, table, out)
     t = col.type
     if spec.unit is not None:
         written = col  # (as the file has it, for messages; ``col``: with a '.' decimal, no thousands dots)
@@ -376,19 +408,19 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         return _localize(
             pc.cast(col, pa.timestamp("us"), safe=False),
             col,
-            _need_zone(spec, mapping, f"naive timestamps ({t})", table),
+            _need_zone(spec, mapping, f"naive timestamps ({t})", table, out),
             spec,
             out,
         )
     if pa.types.is_date(t):
-        zone = _need_zone(spec, mapping, f"dates ({t})", table)
+        zone = _need_zone(spec, mapping, f"dates ({t})", table, out)
         return _localize(pc.cast(pc.cast(col, pa.date32()), pa.timestamp("us")), col, zone, spec, out)
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         raise ConfigError(
             f"{mapping.name}: '{spec.path}.unit': expected a unit (s, ms, us, ns; d, h, m) for the numbers "
             f"in {spec.columns_text}; received no unit."
         )
-    col = as_text(col)
+    col = as_text(col, out, spec.source)
     valid = pc.is_valid(col)
     if spec.format is not None and spec.zone_names:
         return _named_zones(spec, col, name, out)
@@ -397,9 +429,9 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
         # only names of UTC are taken (read as UTC); another zone is a problem of its row.
         named = "%Z" in spec.format and "%z" not in spec.format
         aware = "%z" in spec.format or named
-        parsed = pc.strptime(col, format=spec.format, unit="us", error_is_null=True)
+        parsed, read, fmt, fraction = _strptime(col, spec.format)
         unparsed = np.flatnonzero(pc.and_(valid, pc.is_null(parsed)).to_numpy(False))
-        rolled = _rolled_over(col, parsed, spec.format)
+        rolled = _rolled_over(read, parsed, fmt)
         if named:
             utc = pc.fill_null(pc.match_substring_regex(col, _UTC_NAME), False)
             other = np.flatnonzero(pc.and_(pc.is_valid(parsed), pc.invert(utc)).to_numpy(False))
@@ -421,9 +453,11 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
             parsed = pc.if_else(pa.array(mask), pa.scalar(None, parsed.type), parsed)
         if len(bad):
             out.rows(name, bad, f"a time in the format '{spec.format}'", values_at(col, bad))
+        if fraction is not None:
+            parsed = pc.add(parsed, fraction)
         if aware:
             return pc.cast(parsed, TIMESTAMP)
-        zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z", table)
+        zone = _need_zone(spec, mapping, f"times in the format '{spec.format}' without %z", table, out)
         return _localize(parsed, col, zone, spec, out)
     # ISO 8601: rows with an offset are absolute; rows without one need the zone.
     has_offset = pc.fill_null(pc.match_substring_regex(col, _OFFSET), False)
@@ -436,10 +470,10 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     naive = bool(pc.any(naive_rows).as_py())
     iso_zone: str | pa.Array | None = spec.timezone or mapping.timezone
     if spec.zone_column is not None:
-        iso_zone = _need_zone(spec, mapping, "ISO times without a zone offset", table)
+        iso_zone = _need_zone(spec, mapping, "ISO times without a zone offset", table, out)
     if naive:
         if iso_zone is None and not pc.any(has_offset).as_py():  # a column of naive times: the mapping's
-            _need_zone(spec, mapping, "ISO times without a zone offset", table)
+            _need_zone(spec, mapping, "ISO times without a zone offset", table, out)
         naive_part, bad_naive = _parse_rows(
             pc.if_else(naive_rows, iso, pa.scalar(None, pa.string())), pa.timestamp("us")
         )
@@ -475,12 +509,11 @@ def _named_zones(spec: FieldSpec, col: pa.Array, name: str, out: Problems) -> pa
     for zone in names:
         text = pc.replace_substring_regex(text, rf"(?i)\b{re.escape(zone)}\b", spec.zone_names[zone])
     known = pc.fill_null(pc.match_substring_regex(col, pattern), False)
-    fmt = spec.format.replace("%Z", "%z")
-    parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    parsed, read, fmt, fraction = _strptime(text, spec.format.replace("%Z", "%z"))
     bad = np.flatnonzero(
         pc.and_(pc.is_valid(col), pc.or_(pc.invert(known), pc.is_null(parsed))).to_numpy(False)
     )
-    rolled = _rolled_over(text, parsed, fmt)
+    rolled = _rolled_over(read, parsed, fmt)
     bad = np.union1d(bad, rolled).astype(np.int64)
     if len(bad):
         zones = ", ".join(names)
@@ -493,4 +526,6 @@ def _named_zones(spec: FieldSpec, col: pa.Array, name: str, out: Problems) -> pa
         mask = np.zeros(len(col), dtype=bool)
         mask[bad] = True
         parsed = pc.if_else(pa.array(mask), pa.scalar(None, parsed.type), parsed)
+    if fraction is not None:
+        parsed = pc.add(parsed, fraction)
     return pc.cast(parsed, TIMESTAMP)

@@ -68,6 +68,9 @@ DELAY_UNITS: dict[str, timedelta] = {
     "d": timedelta(days=1),
     "w": timedelta(weeks=1),
 }
+# The longest label ``delay``: ten years. Card networks' dispute windows are at most 540 days; a longer delay
+# is a mistake of the mapping (and one of millions of days would date outcomes past any time the log holds).
+MAX_DELAY = timedelta(days=3650)
 LABEL_TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     # label table -> (the key naming its category field, the allowed values)
     "disputes": ("reason", DISPUTE_REASONS),
@@ -309,18 +312,26 @@ def _type_of(t: pa.DataType) -> Literal["string", "int", "timestamp"]:
 
 
 def parse_delay(text: object) -> timedelta:
-    """A delay such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` as a timedelta; ValueError otherwise.
+    """A delay such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` of at most :data:`MAX_DELAY` (3650d) as a
+    timedelta; ValueError otherwise (its text says what was expected).
 
     >>> parse_delay("30d")
     datetime.timedelta(days=30)
+    >>> parse_delay("3651d")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ValueError: a duration such as 30d, ..., of at most 3650d (ten years; ...)
     """
     match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text) if isinstance(text, str) else None
     if match is None:
         raise ValueError("a duration such as 30d, 12h, 90m, 45s or 2w")
-    try:
-        return int(match.group(1)) * DELAY_UNITS[match.group(2)]
-    except OverflowError:  # (timedelta holds up to 999,999,999 days)
-        raise ValueError("a duration such as 30d, 12h, 90m, 45s or 2w, of at most 999999999d") from None
+    unit = DELAY_UNITS[match.group(2)]
+    # (compared as a count of units: 999999999999w is no timedelta at all)
+    if int(match.group(1)) > MAX_DELAY // unit:
+        raise ValueError(
+            f"a duration such as 30d, 12h, 90m, 45s or 2w, of at most {MAX_DELAY.days}d (ten years; card "
+            "networks' dispute windows are at most 540 days)"
+        )
+    return int(match.group(1)) * unit
 
 
 def _text(ctx: _Ctx, path: str, value: object) -> str:

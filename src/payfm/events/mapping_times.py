@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,8 +33,21 @@ EPOCH_UNITS = {
     "us": (1, 1),
     "ns": (1, 1_000),
 }
+# What a format may hold after %f, as patterns of the text: literal text, a zone (%z, %Z) or AM/PM (%p). The
+# fraction's digits are found in a text by what follows them (Arrow's strptime has no %f).
+_AFTER_FRACTION = {
+    "%z": r"(?:[+-]\d\d(?::?\d\d)?|[Zz])",
+    "%Z": r"[A-Za-z][A-Za-z0-9_/+-]*",
+    "%p": r"[AaPp]\.?[Mm]\.?",
+    "%%": "%",
+}
+_FRACTION_USE = (
+    "a format whose %f (a fraction of a second, 1 to 9 digits) follows %S and a separator, such as "
+    "'%Y-%m-%d %H:%M:%S.%f' or '%d.%m.%Y %H:%M:%S,%f', with only text, %z, %Z or %p after it"
+)
 AMBIGUOUS = ("error", "earliest", "latest", "infer")  # a repeated local time (payfm.events.import_times)
 NONEXISTENT = ("error", "earliest", "latest", "shift")  # a local time a DST change skips
+_DIRECTIVE = re.compile(r"%.")  # a strptime directive (``%%`` included: a literal ``%f`` is no fraction)
 TIME_KEYS = ("unit", "origin", "format", "timezone", "ambiguous", "nonexistent", "zone_names")
 
 
@@ -62,6 +76,44 @@ def zone_name(error: Error, path: str, value: object, per_row: bool = False) -> 
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise error(path, "an IANA time zone name such as UTC or America/New_York" + hint, value)
     return value
+
+
+def split_fraction(fmt: str) -> tuple[str, str] | None:
+    """For a ``format`` holding ``%f``: the format without it (for Arrow's strptime, which has no %f) and
+    the pattern (RE2) of a text in the format, whose groups ``head``, ``frac`` and ``tail`` are the text up to
+    the fraction's digits, the digits, and the rest; None for a format without %f. A %f that does not follow
+    %S and a separator, or is followed by another directive than %z, %Z or %p, is a ValueError saying what
+    to write.
+
+    >>> split_fraction("%d.%m.%Y %H:%M:%S,%f")
+    ('%d.%m.%Y %H:%M:%S,', '^(?P<head>.*,)(?P<frac>[0-9]{1,9})(?P<tail>)$')
+    >>> split_fraction("%Y-%m-%d %H:%M:%S") is None
+    True
+    """
+    directives = list(_DIRECTIVE.finditer(fmt))
+    fractions = [m for m in directives if m.group() == "%f"]
+    if not fractions:
+        return None
+    at = fractions[0]
+    before = [m for m in directives if m.end() <= at.start()]
+    separator = fmt[before[-1].end() : at.start()] if before else ""
+    after = [m.group() for m in directives if m.start() >= at.end()]
+    if (
+        len(fractions) > 1
+        or not before
+        or before[-1].group() != "%S"
+        or not separator
+        or any(ch.isdigit() for ch in separator)
+        or any(d not in _AFTER_FRACTION for d in after)
+    ):
+        raise ValueError(_FRACTION_USE)
+    tail, position = [], at.end()
+    for m in _DIRECTIVE.finditer(fmt, at.end()):
+        tail += [re.escape(fmt[position : m.start()]), _AFTER_FRACTION[m.group()]]
+        position = m.end()
+    tail.append(re.escape(fmt[position:]))
+    pattern = f"^(?P<head>.*{re.escape(separator)})(?P<frac>[0-9]{{1,9}})(?P<tail>{''.join(tail)})$"
+    return fmt[: at.start()] + fmt[at.end() :], pattern
 
 
 def _origin(path: str, value: object, error: Error) -> int:
@@ -99,6 +151,10 @@ def time_options(path: str, data: dict[str, Any], error: Error) -> dict[str, Any
     if "format" in data:
         if not isinstance(data["format"], str) or "%" not in data["format"]:
             raise error(f"{path}.format", "a strptime format such as '%Y-%m-%d %H:%M:%S'", data["format"])
+        try:
+            split_fraction(data["format"])
+        except ValueError as e:
+            raise error(f"{path}.format", str(e), data["format"]) from None
         opts["format"] = data["format"]
     if "unit" in data and "format" in data:
         raise error(path, "either unit (epoch numbers) or format (text times), not both", "<both>")
