@@ -221,8 +221,8 @@ def test_minor_units_without_a_scale_read_thousands_and_refuse_fractions(tmp_pat
     m = mapping(EUROPEAN, changed(amount="amt", amount_usd="amt"))
     text = failed_import(tmp_path, path, write_mapping(tmp_path, m))
     assert text.startswith(f"{path}: 2 problem(s); nothing was written.")
-    assert "row 6 (line 7), column 'amt' (amount): expected an integer; received '12,00'" in text
-    assert "row 8 (line 9), column 'amt' (amount): expected an integer; received '1.234,5'" in text
+    assert "row 6 (line 8), column 'amt' (amount): expected an integer; received '12,00'" in text
+    assert "row 8 (line 10), column 'amt' (amount): expected an integer; received '1.234,5'" in text
     rows["amt"] = [*amounts[:5], "12", "3", "1.234"]
     ws = ws_at(tmp_path / "ok")
     import_file(ws, write_rows(tmp_path / "ok.csv", rows, ";"), write_mapping(tmp_path, m))
@@ -316,9 +316,9 @@ def test_a_badly_written_number_names_file_line_and_field_and_never_a_card_numbe
     # amount and amount_usd read 'amt': each bad cell is one problem, named once
     assert text.startswith(f"{path}: 4 problem(s); nothing was written.")
     assert f"{path}: row 2 (line 3), column 'amt' (amount): {expected} '12.50'" in text
-    assert f"{path}: row 3 (line 4), column 'amt' (amount): {expected} '[card number removed]'" in text
-    assert f"{path}: row 4 (line 5), column 'amt' (amount): {expected} '1.23,4'" in text
-    assert f"{path}: row 6 (line 7), column 'amt' (amount): {expected} '[card number removed]'" in text
+    assert f"{path}: row 3 (line 5), column 'amt' (amount): {expected} '[card number removed]'" in text
+    assert f"{path}: row 4 (line 6), column 'amt' (amount): {expected} '1.23,4'" in text
+    assert f"{path}: row 6 (line 8), column 'amt' (amount): {expected} '[card number removed]'" in text
     for secret in ("4111", "1111", "678,901"):
         assert secret not in text
     assert "amount_usd" not in text
@@ -332,11 +332,11 @@ def test_a_number_a_field_writes_otherwise_names_the_fields_key(tmp_path: Path) 
     text = failed_import(tmp_path, path, write_mapping(tmp_path, m))
     assert text.startswith(f"{path}: 2 problem(s); nothing was written.")
     assert (
-        "row 7 (line 8), column 'amt' (amount): expected a number with ',' as the decimal separator and '.' "
+        "row 7 (line 9), column 'amt' (amount): expected a number with ',' as the decimal separator and '.' "
         "between thousands (set by 'columns.amount'; e.g. 1.234,50); received '12.5'"
     ) in text
     assert (
-        "row 8 (line 9), column 'amt' (amount_usd): expected a number with ',' as the decimal separator and "
+        "row 8 (line 10), column 'amt' (amount_usd): expected a number with ',' as the decimal separator and "
         "nothing between thousands (set by 'csv'; e.g. 1234,50); received '1.234,5'"
     ) in text
 

@@ -64,7 +64,7 @@ def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) ->
             if len(odd):
                 _unreadable(label, odd, col, out)
         return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
-    text = pc.utf8_lower(pc.utf8_trim_whitespace(as_text(col)))
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(as_text(col, out, label.column)))
     is_number = pc.fill_null(pc.match_substring_regex(text, NUMBER), False)
     number = pc.cast(pc.if_else(is_number, text, pa.scalar(None, pa.string())), pa.float64())
     wanted_numbers = nums + [1.0 for b in bools if b] + [0.0 for b in bools if not b]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime, time
 from typing import NoReturn
 
 import numpy as np
@@ -26,7 +27,7 @@ SHOWN = 5  # missing columns shown (the message then gives the count), as Valida
 
 @dataclass(frozen=True)
 class LineProblem(Problem):
-    """A problem in a CSV file, which also names the line (header = line 1, no quoted line breaks)."""
+    """A problem in a CSV file, which also names the line its row starts on (header = line 1)."""
 
     line: int | None = None
 
@@ -35,6 +36,24 @@ class LineProblem(Problem):
         if self.row is not None and self.line is not None:
             text = text.replace(f"row {self.row}", f"row {self.row} (line {self.line})", 1)
         return text
+
+
+class RowLines:
+    """The line of a CSV file on which each of its rows starts (header = line 1): row n on line n + 1 when
+    every line is a row; else ``find`` gives the line of each row, its header's first (blank lines are no
+    row; a quoted value may hold line breaks), read when a message first names one: on an error path."""
+
+    def __init__(self, find: Callable[[], np.ndarray] | None = None) -> None:
+        self._find = find
+        self._lines: np.ndarray | None = None
+
+    def line(self, row: int) -> int:
+        """The line of the 1-based data ``row``."""
+        if self._find is not None and self._lines is None:
+            self._lines = self._find()
+        if self._lines is None or row >= len(self._lines):
+            return row + 1
+        return int(self._lines[row])
 
 
 class Problems:
@@ -50,7 +69,8 @@ class Problems:
     ids already stored).
     """
 
-    def __init__(self, fields: dict[str, FieldSpec] | None = None, csv_file: bool = False) -> None:
+    def __init__(self, fields: dict[str, FieldSpec] | None = None, csv_file: bool | RowLines = False) -> None:
+        self.lines = csv_file if isinstance(csv_file, RowLines) else RowLines() if csv_file else None
         self.items: list[Problem] = []
         self.total = 0
         self._seen: dict[tuple[str, str], np.ndarray] = {}
@@ -77,6 +97,20 @@ class Problems:
     def _file_row(self, row: int) -> int:
         """The file's 1-based row of the table's 0-based ``row``."""
         return (row if self.file_rows is None else int(self.file_rows[row])) + 1
+
+    def row_name(self, row: int) -> str:
+        """The table's 0-based ``row`` as a message names it: ``row 3`` of the file, ``(line 4)`` in a CSV."""
+        number = self._file_row(row)
+        return f"row {number}" + ("" if self.lines is None else f" (line {self.lines.line(number)})")
+
+    def snapshot(self) -> Problems:
+        """A copy that records on its own from here (the later steps run again on it: the same rows and
+        repeats known, none of its new problems in this one)."""
+        copy = Problems(self.fields, self.lines or False)
+        copy.items, copy.total, copy._seen = list(self.items), self.total, dict(self._seen)
+        copy.empty, copy.field, copy.spec = self.empty, self.field, self.spec
+        copy.bad, copy.failed, copy.file_rows = dict(self.bad), set(self.failed), self.file_rows
+        return copy
 
     def where(self, column: str) -> str | None:
         """How a problem of the source ``column`` is named while ``spec`` is read (None: ``column 'x'``)."""
@@ -170,8 +204,14 @@ def closest_column(column: str, present: list[str], free: list[str] | None = Non
 
 
 def values_at(col: pa.Array, rows: np.ndarray) -> list[str]:
-    """The shown values at ``rows`` (only rows already known to be bad; card numbers were rejected before)."""
-    return [shown_value(col[int(i)].as_py()) for i in rows[:KEEP]]
+    """The shown values at ``rows`` (only rows already known to be bad; card numbers were rejected before):
+    a time as ISO 8601 text, as a file writes it, not Python's ``datetime.datetime(2024, 3, 10, 2, 30)``."""
+    return [shown_value(_written(col[int(i)].as_py())) for i in rows[:KEEP]]
+
+
+def _written(value: object) -> object:
+    """A value as a file would write it: times as ISO 8601 text (a date or time alone too)."""
+    return value.isoformat() if isinstance(value, datetime | date | time) else value
 
 
 _HIDDEN = "a value of a row holding a card number (not shown)"
@@ -215,14 +255,20 @@ _CARDS_OF_MISSING = (
 
 
 def raise_problems(
-    source: str, problems: list[Problem], total: int, csv_file: bool, missing: list[str] | None = None
+    source: str,
+    problems: list[Problem],
+    total: int,
+    csv_file: bool | RowLines,
+    missing: list[str] | None = None,
 ) -> NoReturn:
     """Raise ValidationError for ``source``, problems in file order (whole columns first, then by row).
 
     Every step runs even after a card number was found, so no value of a row holding one is shown, and any
-    other quoted text is redacted too. ``missing``: the messages of columns the mapping reads that the file
-    lacks; they come first, alone as a ConfigError, or with the problems as a :class:`MissingColumns`.
+    other quoted text is redacted too. ``csv_file``: the lines of a CSV file's rows (True: row n on line
+    n + 1). ``missing``: the messages of columns the mapping reads that the file lacks; they come first,
+    alone as a ConfigError, or with the problems as a :class:`MissingColumns`.
     """
+    lines = csv_file if isinstance(csv_file, RowLines) else RowLines() if csv_file else None
     secret_rows = {p.row for p in problems if p.row is not None and _found_card(p.received)}
     fixed: list[Problem] = []
     for p in sorted(problems, key=lambda p: -1 if p.row is None else p.row):
@@ -231,8 +277,8 @@ def raise_problems(
             received = _HIDDEN
         received = redact_card_numbers(received)
         where = None if p.where is None else redact_card_numbers(p.where)
-        if csv_file and p.row is not None:
-            fixed.append(LineProblem(p.column, p.row, p.expected, received, where, line=p.row + 1))
+        if lines is not None and p.row is not None:
+            fixed.append(LineProblem(p.column, p.row, p.expected, received, where, line=lines.line(p.row)))
         else:
             fixed.append(Problem(p.column, p.row, p.expected, received, where))
     if missing:
