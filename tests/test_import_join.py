@@ -91,6 +91,9 @@ def test_a_key_twice_in_the_second_file_is_refused_naming_it_and_its_lines(tmp_p
         f"Join of '{second}': expected each 'id' once (the row a row of the imported file takes); received "
         "'t1' 2 times, rows 1, 3 (lines 2, 4)."
     )
+    # blank lines and a quoted line break before the repeat: the lines are the file's own
+    second.write_text('id,device,email\n\nt1,"a\nb",a@x.com\n\nt2,b,a@x.com\nt1,c,a@x.com\n')
+    assert _refused(tmp_path, second).endswith("'t1' 2 times, rows 1, 3 (lines 3, 7).")
 
 
 def test_a_card_number_in_the_second_file_is_refused_naming_that_file_even_in_a_row_no_one_takes(

@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 from payfm.events.import_convert import as_text
-from payfm.events.import_problems import closest_column
+from payfm.events.import_problems import RowLines, closest_column
 from payfm.events.mapping import Mapping
 from payfm.events.mapping_join import JoinSpec
 
@@ -50,13 +50,14 @@ def join_columns(
     read: Sequence[str],
     source: str,
     joined: str,
-    csv_file: bool = False,
+    csv_file: RowLines | None = None,
     mapping_name: str = "the mapping",
 ) -> tuple[pa.Table, int]:
     """``table`` (of file ``source``) with the columns ``read`` of ``second`` (of file ``joined``) that
     it lacks, taken from the row of ``second`` whose ``spec.key`` equals the row's ``spec.column`` (as text),
     null without one; and the number of ``table``'s rows without one (a null ``column`` matches nothing).
-    ``csv_file``: ``joined`` is a CSV file (a repeated key's rows are given with their lines)."""
+    ``csv_file``: the lines of ``joined``'s rows when it is a CSV file (a repeated key's rows are given with
+    their lines)."""
     _has(table, spec.column, source, f"{mapping_name}: 'join.column'")
     _has(second, spec.key, joined, f"{mapping_name}: 'join.key'")
     both = sorted(set(second.column_names) & set(table.column_names) - {spec.column, spec.key})
@@ -118,7 +119,7 @@ def _text(table: pa.Table, column: str, source: str) -> pa.ChunkedArray:
         ) from None
 
 
-def _unique(keys: pa.ChunkedArray, column: str, joined: str, csv_file: bool) -> None:
+def _unique(keys: pa.ChunkedArray, column: str, joined: str, csv_file: RowLines | None) -> None:
     """Each key once in the second file (nulls aside): a key twice names it, its count and its rows."""
     counts = pa.table({"k": keys}).filter(pc.is_valid(keys)).group_by("k").aggregate([("k", "count")])
     twice = counts.filter(pc.greater(counts.column("k_count"), 1))
@@ -126,7 +127,7 @@ def _unique(keys: pa.ChunkedArray, column: str, joined: str, csv_file: bool) -> 
         return
     key = twice.column("k")[0].as_py()
     rows = [i + 1 for i, k in enumerate(keys.to_pylist()) if k == key][:5]
-    lines = f" (lines {', '.join(str(r + 1) for r in rows)})" if csv_file else ""
+    lines = f" (lines {', '.join(str(csv_file.line(r)) for r in rows)})" if csv_file is not None else ""
     more = f"; {twice.num_rows - 1} more keys are repeated" if twice.num_rows > 1 else ""
     raise ConfigError(
         f"Join of '{shown_text(joined)}': expected each {shown_text(column)!r} once (the row a row of the "

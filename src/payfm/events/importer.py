@@ -244,9 +244,7 @@ def _join(
         raise_problems(str(path), out.items, out.total, lines or False)
     _refuse_big(second, mapping, str(path))
     read = mapping.source_columns()
-    table, unmatched = join_columns(
-        mapping.join, table, second, read, source, str(path), csv_file, mapping.name
-    )
+    table, unmatched = join_columns(mapping.join, table, second, read, source, str(path), lines, mapping.name)
     on, shown = mapping.join.column, shown_text(str(path), limit=4096, times=True)
     warnings = [
         f"{unmatched:,} of the {table.num_rows:,} rows found no row of {shown} by {shown_text(on)!r}: the "
