@@ -35,7 +35,12 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
 
 
 @click.group(invoke_without_command=True)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address or host name to bind (an IPv6 one as ::1 or [::1]; 0.0.0.0: every interface; never empty).",
+)
 @click.option(
     "--port",
     default=8000,
@@ -185,6 +190,7 @@ def serve(
     from payfm.serving.scorer import Scorer, ScorerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    host = _host(host)
     ws = _ws(ctx)
     _port_free(host, port)  # before minutes of loading, not after (port 0: the host is checked)
     if decision_log.startswith("sqlite") or state == "memory":
@@ -222,7 +228,7 @@ def serve(
             access_log=access_log,
         )
         with _bound(host, port) as sock:  # (uvicorn listens on it: port 0 is the one the system gave)
-            _say(f"{scorer.bundle.describe()} on http://{host}:{sock.getsockname()[1]}")
+            _say(f"{scorer.bundle.describe()} on {_url(host, sock.getsockname()[1])}")
             config = uvicorn.Config(
                 app,
                 host=host,
@@ -251,6 +257,28 @@ def serve(
 def _say(line: str) -> None:
     """A start or stop line on stderr, dated as the service's log lines are (local time)."""
     click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} payfm serve: {line}", err=True)
+
+
+def _host(host: str) -> str:
+    """The address ``--host`` names (``[::1]``, as a URL writes it, is ``::1``); a one-line error for an empty
+    one, which would bind every interface (an unset ``$HOST`` gives it): that takes ``0.0.0.0`` on purpose."""
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not host.strip():
+        raise ConfigError(
+            "--host: expected an address or a host name to listen on (127.0.0.1: this machine only; "
+            f"0.0.0.0: every interface, on purpose). Got {host!r} (an unset variable such as $HOST?)."
+        )
+    return host
+
+
+def _url(host: str, port: int) -> str:
+    """The service's URL as the start line says it (an IPv6 address in brackets, its zone's '%' encoded).
+
+    >>> _url("127.0.0.1", 8000), _url("::1", 8000), _url("fe80::1%eth0", 80)
+    ('http://127.0.0.1:8000', 'http://[::1]:8000', 'http://[fe80::1%25eth0]:80')
+    """
+    return f"http://[{host.replace('%', '%25')}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _port_free(host: str, port: int) -> None:
@@ -695,5 +723,19 @@ def print_replay(rep: ReplayReport, title: str) -> None:
     console.print(lat, mix)
     if rep.rulesets:
         console.print(ruleset_line(rep), markup=False, highlight=False)
+    if rep.retries:  # (their waits are in the latencies: the client saw them)
+        console.print(
+            f"Retried {plural(rep.retries, 'time')} after the service shed a request (503 or 429 with "
+            f"Retry-After), waiting {rep.retry_wait_s:.1f} s in all",
+            markup=False,
+            highlight=False,
+        )
+    if rep.reconnects:
+        console.print(
+            f"Sent {plural(rep.reconnects, 'request')} again on a new connection: the service had closed an "
+            "idle one (its --keep-alive-s)",
+            markup=False,
+            highlight=False,
+        )
     for err, n in rep.errors.most_common(5):
         console.print(f"[red]error[/red] {err}: {n}")

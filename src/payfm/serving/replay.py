@@ -13,6 +13,7 @@ With ``authorize_after``, each charge is sent as production sends it, before aut
 
 from __future__ import annotations
 
+import ssl
 import tempfile
 import time
 from collections import Counter
@@ -58,6 +59,11 @@ class ReplayReport:
     warmed: int = 0  # charges applied to the state before the period (in process)
     warm_s: float = 0.0
     authorizations: int = 0  # authorization results reported after their decisions (authorize_after)
+    # over HTTP: tries of requests the service shed (503/429 with Retry-After) after their first, the seconds
+    # waited before them, and requests sent again on a new connection (the service closed an idle one)
+    retries: int = 0
+    retry_wait_s: float = 0.0
+    reconnects: int = 0
     # decisions per ruleset version that made them (None: no ruleset): over HTTP a charge decided before is
     # answered with its stored decision, made by the ruleset active then
     rulesets: Counter[int | None] = field(default_factory=Counter)
@@ -270,93 +276,214 @@ def replay_http(
     authorize_after: bool = False,
 ) -> ReplayReport:
     """Send the period's charges and outcomes to a running service at ``url`` (latency seen by the client;
-    ``host:port`` without a scheme means ``http://host:port``); ``authorize_after``: see the module
-    docstring (the charge's latency is its decision's, without its answer's)."""
-    import http.client
+    ``host:port`` without a scheme means ``http://host:port``, ``[::1]:8000`` an IPv6 address);
+    ``authorize_after``: see the module docstring (the charge's latency is its decision's, without its
+    answer's). A request the service sheds (503 or 429 with ``Retry-After``) is tried again
+    (:meth:`_Client.post`); one on a kept-alive connection the service closed meanwhile, on a new
+    connection (:meth:`_Client.call`)."""
     import json
-    from urllib.parse import quote, urlsplit
+    from urllib.parse import quote
 
     paths = {"charges": "/v1/charges/score", "disputes": "/v1/disputes", "refunds": "/v1/refunds"}
     paths["early_fraud_warnings"] = "/v1/early_fraud_warnings"
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-    if "://" not in url:  # "localhost:8000", as uvicorn prints it: split as a URL, it would be no host at all
-        url = f"http://{url}"
-    shown = shown_url(url)  # a URL may carry a password (http://user:pw@host): never printed
-    u = urlsplit(url)
+    client = _Client(url, key)
     try:
-        port = u.port
-    except ValueError:  # not a number: what the URL holds after the host's ':' (or a password's piece)
-        raise ConfigError(f"--http: expected http://HOST:PORT with a numeric port. Got {shown!r}.") from None
-    secure = u.scheme == "https"
-    connection = http.client.HTTPSConnection if secure else http.client.HTTPConnection
-    conn = connection(u.hostname or "127.0.0.1", port or (443 if secure else 80), timeout=30)
-    try:
-
-        def call(method: str, path: str, body: str | None = None) -> tuple[int, bytes]:
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                r = conn.getresponse()
-                return r.status, r.read()
-            except (OSError, http.client.HTTPException) as e:  # refused, reset, timed out: stop, say so
-                conn.close()
-                raise Aborted(
-                    f"No decision service answered at {shown} ({type(e).__name__}: {scrubbed(str(e), url)}). "
-                    "Start one with `payfm serve`, or check --http."
-                ) from None
-
-        call("GET", "/healthz")  # before the first event: a wrong URL fails here, not once per event
-
-        def post(path: str, row: dict[str, Any]) -> bytes:
-            status, data = call("POST", path, json.dumps(row))
-            if status == 401:
-                if key is None:
-                    raise Aborted(
-                        f"The decision service at {shown} asks for an API key (401) and none was given: "
-                        "pass --key-file (or --key, or set PAYFM_API_KEY; `payfm serve keys create NAME` "
-                        "makes one)."
-                    )
-                error = _error_of(data)  # the service's reason (a revoked key says so), as plain text
-                said = " " + escaped(mask_long_numbers(str(error["message"])))[:400] if error else ""
-                raise Aborted(
-                    f"The decision service at {shown} refused the API key (401):{said} Check --key-file, "
-                    "--key or PAYFM_API_KEY."
-                )
-            if status != 200:
-                error = _error_of(data)
-                why = (
-                    f"{error['type']}: {error['message']}" if error else data[:80].decode("utf-8", "replace")
-                )
-                raise InvalidInput(f"HTTP {status} {why}")
-            return data
-
+        client.call("GET", "/healthz")  # before the first event: a wrong URL fails here, not once per event
         reported = [0]
 
         def send(table: str, row: dict[str, Any]) -> Decided:
             if table != "charges":
-                post(paths[table], row)
+                client.post(paths[table], row)
                 return None
             charge, outcome, code = _before_authorization(row) if authorize_after else (row, None, None)
-            answer = json.loads(post(paths[table], charge))
+            answer = json.loads(client.post(paths[table], charge))
             version = answer.get("ruleset_version")
             if version is not None and (type(version) is not int or version < 1):  # the service's word only
                 raise InvalidInput("HTTP 200 with a ruleset_version that is no version number")
             decided = str(answer.get("outcome")), version
             if authorize_after and decided[0] != "blocked" and outcome is not None:
                 path = f"/v1/charges/{quote(str(row['charge_id']), safe='')}/authorization"
-                post(path, {"outcome": outcome, "decline_code": code})
+                client.post(path, {"outcome": outcome, "decline_code": code})
                 reported[0] += 1
             return decided
 
+        # (the window is read at the first event, after /healthz: that connection may sit idle meanwhile
+        # for longer than the service keeps it open, and the first request then goes on a new one)
         rep = _run(events(ws, start, end), send, progress)
         rep.authorizations = reported[0]
+        rep.retries, rep.retry_wait_s, rep.reconnects = client.retries, client.retry_wait_s, client.reconnects
         return rep
     finally:
-        conn.close()
+        client.close()
 
 
 class Aborted(ConfigError):
     """A replay over HTTP that cannot go on: the service does not answer (connection refused, reset or timed
-    out) or refuses the API key, which every later request would meet too."""
+    out), refuses the API key, which every later request would meet too, or sheds request after request
+    beyond their retries."""
+
+
+# A kept-alive connection that the service closed while it sat idle (uvicorn's --keep-alive-s, 5 s by
+# default) fails the next request as it is sent, or gives it no status line (RemoteDisconnected is a
+# ConnectionResetError): the request is sent once more on a new connection, as any HTTP client does.
+# (TLS: SSLEOFError, the service's close_notify of an idle connection)
+_STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError)
+_SHED = (503, 429)  # statuses the service answers with Retry-After: try again after it (docs/serving.md)
+_RETRIES = 5  # more tries of a shed request, each after its Retry-After
+_MAX_WAIT_S = 5.0  # the longest wait before one (a Retry-After of an hour is not waited for)
+_GIVE_UP_AFTER = 3  # requests in a row still shed after all their tries: the replay stops
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait before trying a shed request again, from its ``Retry-After`` header (delta-seconds
+    or an HTTP date; at most 5 s, at least 0; 1 s for a value that is neither); None without one (a 503
+    that asks for no retry, as a proxy with no server behind it answers, is not tried again).
+
+    >>> retry_after_s("1"), retry_after_s("3600"), retry_after_s("soon"), retry_after_s(None)
+    (1.0, 5.0, 1.0, None)
+    >>> retry_after_s("Wed, 21 Oct 2026 07:28:02 GMT", datetime(2026, 10, 21, 7, 28, tzinfo=UTC))
+    2.0
+    """
+    import math
+    from email.utils import parsedate_to_datetime
+
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return 1.0
+        if when.tzinfo is None:  # (RFC 9110 dates are GMT)
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    return 1.0 if math.isnan(seconds) else min(max(seconds, 0.0), _MAX_WAIT_S)
+
+
+class _Client:
+    """The replay's client of one decision service: one kept-alive connection (HTTP/1.1), opened again when
+    the service closed it (:meth:`call`); shed requests tried again (:meth:`post`). Counts both."""
+
+    def __init__(self, url: str, key: str | None) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        if "://" not in url:  # "localhost:8000", as uvicorn prints it: split as a URL, it would be no host
+            url = f"http://{url}"
+        self.url, self.key = url, key
+        self.shown = shown_url(url)  # a URL may carry a password (http://user:pw@host): never printed
+        self.headers = {"Content-Type": "application/json"} | (
+            {"Authorization": f"Bearer {key}"} if key else {}
+        )
+        u = urlsplit(url)
+        try:
+            port = u.port
+        except ValueError:  # not a number: what the URL holds after the host's ':' (or a password's piece)
+            raise ConfigError(
+                f"--http: expected http://HOST:PORT with a numeric port. Got {self.shown!r}."
+            ) from None
+        secure = u.scheme == "https"
+        connection = http.client.HTTPSConnection if secure else http.client.HTTPConnection
+        self.conn = connection(u.hostname or "127.0.0.1", port or (443 if secure else 80), timeout=30)
+        self.reconnects = 0  # requests sent again on a new connection
+        self.retries = 0  # tries of shed requests after the first
+        self.retry_wait_s = 0.0  # the waits before them
+        self._shed_in_a_row = 0  # requests still shed after all their tries, since the last one that was not
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def call(self, method: str, path: str, body: str | None = None) -> tuple[int, bytes, str | None]:
+        """The status, body and ``Retry-After`` of a request; :class:`Aborted` when the service does not
+        answer. A request on a reused connection that fails before any byte of its answer because the
+        service closed that connection (:data:`_STALE`) is sent once more on a new one. That is safe for
+        every request the replay makes: a GET, and POSTs that are idempotent by their charge's or outcome's
+        id (the service answers a charge it decided with its stored decision and records an outcome or the
+        same authorization result once), so even one the service took before the connection broke is not
+        counted twice. A failure on a new connection (refused, reset, timed out) is the service's: no
+        retry."""
+        import http.client
+
+        for again in (False, True):
+            reused = self.conn.sock is not None  # (http.client drops it when a response said "close")
+            try:
+                self.conn.request(method, path, body=body, headers=self.headers)
+                r = self.conn.getresponse()
+            except _STALE as e:
+                self.conn.close()
+                if reused and not again:
+                    self.reconnects += 1
+                    continue
+                raise self._gone(e) from None
+            except (OSError, http.client.HTTPException) as e:  # refused, timed out: stop, say so
+                self.conn.close()
+                raise self._gone(e) from None
+            try:
+                return r.status, r.read(), r.getheader("Retry-After")
+            except (OSError, http.client.HTTPException) as e:  # cut in the middle of its answer
+                self.conn.close()
+                raise self._gone(e) from None
+        raise AssertionError("unreachable")  # pragma: no cover - the second pass returns or raises
+
+    def _gone(self, e: Exception) -> Aborted:
+        return Aborted(
+            f"No decision service answered at {self.shown} ({type(e).__name__}: "
+            f"{scrubbed(str(e), self.url)}). Start one with `payfm serve`, or check --http."
+        )
+
+    def post(self, path: str, row: dict[str, Any]) -> bytes:
+        """The body of a 200 answer to ``row`` posted to ``path``; :class:`InvalidInput` for another status
+        (an error of this event), :class:`Aborted` for a 401 or a service that sheds every request.
+
+        A 503 or 429 with ``Retry-After`` (load shedding, a backend that failed: nothing was recorded, and
+        the service asks to send the same body again) is tried again after the wait it asks for
+        (:func:`retry_after_s`), up to :data:`_RETRIES` more times; one still shed then is this event's
+        error, and :data:`_GIVE_UP_AFTER` such events in a row stop the replay (the service is down for
+        good, and each event would wait again)."""
+        import json
+
+        body = json.dumps(row)
+        for tries in range(_RETRIES + 1):
+            status, data, after = self.call("POST", path, body)
+            wait = retry_after_s(after) if status in _SHED else None
+            if wait is None or tries == _RETRIES:
+                break
+            self.retries += 1
+            self.retry_wait_s += wait
+            time.sleep(wait)
+        shed = status in _SHED and wait is not None
+        self._shed_in_a_row = self._shed_in_a_row + 1 if shed else 0
+        if status == 401:
+            raise self._refused(data)
+        if status != 200:
+            error = _error_of(data)
+            why = f"{error['type']}: {error['message']}" if error else data[:80].decode("utf-8", "replace")
+            if self._shed_in_a_row >= _GIVE_UP_AFTER:
+                raise Aborted(
+                    f"The decision service at {self.shown} answered HTTP {status} "
+                    f"{escaped(mask_long_numbers(scrubbed(why, self.url)))[:200]} "
+                    f"to {_GIVE_UP_AFTER} requests in a row, each tried {_RETRIES + 1} times as its "
+                    "Retry-After asked: stopped. Check the service's log and its /healthz."
+                )
+            raise InvalidInput(f"HTTP {status} {why}")
+        return data
+
+    def _refused(self, data: bytes) -> Aborted:
+        """A 401: every later request would meet it too."""
+        if self.key is None:
+            return Aborted(
+                f"The decision service at {self.shown} asks for an API key (401) and none was given: "
+                "pass --key-file (or --key, or set PAYFM_API_KEY; `payfm serve keys create NAME` "
+                "makes one)."
+            )
+        error = _error_of(data)  # the service's reason (a revoked key says so), as plain text
+        said = " " + escaped(mask_long_numbers(str(error["message"])))[:400] if error else ""
+        return Aborted(
+            f"The decision service at {self.shown} refused the API key (401):{said} Check --key-file, "
+            "--key or PAYFM_API_KEY."
+        )
 
 
 def _run(
