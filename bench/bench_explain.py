@@ -1,9 +1,11 @@
 """Benchmark: single-charge score + explanation latency of the GBDT on the default feature set.
 
 A synthetic world is generated and backfilled, a GBDT is trained on it (fraud task, short horizon), then each
-of the last charges is scored and explained one at a time, as the decision service will: `predict_one`
+of the world's last ``--timed`` charges (in time order: their features have the earlier charges as history)
+is scored and explained one at a time, as the decision service will: `predict_one`
 (calibrated probability) and `explain_one` (top-3 reasons as text; path contributions by default, exact
-TreeSHAP with `"explanations": "shap"`). Usage:
+TreeSHAP with `"explanations": "shap"`). The temporary workspace is deleted at exit unless ``--keep``.
+Usage:
 
     .venv/bin/python bench/bench_explain.py                      # 100k charges, 60 days, 5,000 charges timed
     .venv/bin/python bench/bench_explain.py --charges 300000 --timed 20000
@@ -15,8 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -46,21 +50,29 @@ def main() -> None:
         default=None,
         help="GBDT parameters as JSON, repeatable to compare, e.g. --gbdt '{\"num_leaves\": 15}'",
     )
+    ap.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
     args = ap.parse_args()
     print(f"# {describe()}", flush=True)
 
-    ws = Workspace.open(tempfile.mkdtemp(prefix="payfm-bench-explain-"), create=True)
-    t0 = time.perf_counter()
-    ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=args.days, seed=0)), "replace")
-    fs = default_set()
-    for text in args.gbdt or ["{}"]:
-        params = json.loads(text)
-        cfg = TrainConfig(
-            horizon_days=args.horizon_days, val_days=10, test_days=10, gap_days=3, params={"gbdt": params}
-        )
-        [res] = train(ws, "gbdt", task("fraud"), fs, cfg)
-        print(f"--- GBDT {params or 'default parameters'}")
-        _time(ws, fs, res, args.timed, t0)
+    root = Path(tempfile.mkdtemp(prefix="payfm-bench-explain-"))
+    try:
+        ws = Workspace.open(root, create=True)
+        t0 = time.perf_counter()
+        ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=args.days, seed=0)), "replace")
+        fs = default_set()
+        for text in args.gbdt or ["{}"]:
+            params = json.loads(text)
+            cfg = TrainConfig(
+                horizon_days=args.horizon_days, val_days=10, test_days=10, gap_days=3, params={"gbdt": params}
+            )
+            [res] = train(ws, "gbdt", task("fraud"), fs, cfg)
+            print(f"--- GBDT {params or 'default parameters'}")
+            _time(ws, fs, res, args.timed, t0)
+    finally:
+        if args.keep:
+            print(f"workspace kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _time(ws: Workspace, fs: FeatureSet, res: TrainResult, timed: int, t0: float) -> None:
@@ -72,7 +84,8 @@ def _time(ws: Workspace, fs: FeatureSet, res: TrainResult, timed: int, t0: float
     from payfm.features.training_set import load_backfill
     from payfm.training.data import feature_matrix
 
-    X = feature_matrix(load_backfill(ws, fs).slice(0, timed), fs.names)
+    backfill = load_backfill(ws, fs).sort_by([("created", "ascending"), ("charge_id", "ascending")])
+    X = feature_matrix(backfill.slice(max(backfill.num_rows - timed, 0)), fs.names)  # the last charges
     vectors: list[list[float | None]] = [[None if np.isnan(v) else float(v) for v in row] for row in X]
     for v in vectors[:200]:  # warm-up
         model.predict_one(v)

@@ -7,14 +7,17 @@
 Targets (DESIGN.md): single-charge online embedding p99 <= 5 ms; batch embedding >= 20k charges/s.
 Uses a fresh synthetic world and the default model size (seq_len 16, 2 layers, 4 heads, 32 channels).
 Batch embedding is reported in wall-clock and in this process's CPU time (charges per CPU-second): on a
-shared machine the second says what the code does, the first what the machine let it do.
+shared machine the second says what the code does, the first what the machine let it do. The temporary
+workspace is deleted at exit unless ``--keep``.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -58,10 +61,22 @@ def main() -> None:
         help="also time a decision's FM step (state read + learn, forward pass) on this online state: "
         "memory or redis://... (repeatable; a namespace of its own, deleted after)",
     )
+    ap.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
     args = ap.parse_args()
     print(f"# {describe()}", flush=True)
+    root = Path(tempfile.mkdtemp(prefix="bench-fm-"))
+    try:
+        run(root, args)
+    finally:
+        if args.keep:
+            print(f"workspace kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run(root: Path, args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    ws = Workspace.open(tempfile.mkdtemp(prefix="bench-fm-"), create=True)
+    ws = Workspace.open(root, create=True)
     ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=30, seed=11)), "replace")
 
     result = pretrain(ws, PretrainConfig(steps=args.steps, batch_size=args.pretrain_batch))

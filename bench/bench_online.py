@@ -1,11 +1,15 @@
 """Benchmark: the online feature vector of the default set (read + update of one charge), memory and Redis.
 
-A synthetic world is generated into a temporary workspace; the first charges warm the state up, then each of
-the next ones is timed through `OnlineFeatures.vector_then_update` (the decision-time path), outcomes applied
-in time order as in production, the garbage collector handled as a server handles it (a freeze after the
-warm-up, then a collection and a freeze every `ScorerConfig.gc_freeze_every` charges, in that charge's
-time). Wall time is the latency; the CPU time of the thread beside it shows how much of a slow figure is
-other processes on the shared cores (the load average is printed with each line). Usage:
+A synthetic world is generated into a temporary workspace; the first `--warm` charges warm a memory state
+up, then each of the next ones is timed through `OnlineFeatures.vector_then_update` (the decision-time path),
+outcomes applied in time order as in production, the garbage collector handled as a server handles it (a
+freeze after the warm-up, then a collection and a freeze every `ScorerConfig.gc_freeze_every` charges, in
+that charge's time). For Redis the warm state is loaded into Redis (`RedisStore.load`, as a Redis-state
+server loads it at its first start) before the memory run goes on, and the first `--redis-charges` of the
+same timed charges are timed there: both stores time the same charges on the same state (until 2026-12-07
+the Redis run timed the world's first charges from an empty store, states ~8x smaller).
+Wall time is the latency; the CPU time of the thread beside it shows how much of a slow figure is other
+processes on the shared cores (the load average is printed with each line). Usage:
 
     .venv/bin/python bench/bench_online.py                       # 200k charges, 30 days; memory and Redis
     .venv/bin/python bench/bench_online.py --redis-url ''        # memory only
@@ -31,7 +35,7 @@ from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.online import OnlineFeatures
 from payfm.features.parity import apply_log
-from payfm.features.stores import StateStore
+from payfm.features.stores import MemoryStore
 from payfm.serving.scorer_config import ScorerConfig
 from payfm.synth import WorldConfig, generate_world
 
@@ -59,15 +63,29 @@ def _events(ws: Workspace) -> tuple[list[dict[str, object]], list[tuple[int, str
     return rows, outcomes
 
 
-def run(
-    name: str, store: StateStore | None, rows: list[dict[str, object]], outcomes: list, warm: int
-) -> None:
-    fs = default_set()
-    online = OnlineFeatures(fs, store)
+def warm_up(online: OnlineFeatures, rows: list[dict[str, object]], outcomes: list) -> int:
+    """Apply ``rows`` (the charges before the timed ones) and the outcomes up to the last one's time, in time
+    order, untimed; returns how many outcomes were applied."""
+    k = 0
+    for row in rows:
+        t = int(row["created_us"])  # type: ignore[call-overload]
+        while k < len(outcomes) and outcomes[k][0] <= t:
+            online.apply_outcome(outcomes[k][1], outcomes[k][2], outcomes[k][3], outcomes[k][0])
+            k += 1
+        online.vector_then_update(row)
+    gc.freeze()  # as a serving process does after warming its state (apply_log, restore)
+    return k
+
+
+def timed(
+    name: str, online: OnlineFeatures, rows: list[dict[str, object]], outcomes: list, k: int, warm: int
+) -> np.ndarray:
+    """Time ``vector_then_update`` of each of ``rows`` on a state warmed with ``warm`` charges and the first
+    ``k`` outcomes (the later ones applied as their time comes, untimed); prints a line, returns the wall
+    latencies in us."""
     lat = []
     cpu = []
     pauses = []
-    k = 0
     clock, cpu_clock = time.perf_counter_ns, time.thread_time_ns
     every = ScorerConfig().gc_freeze_every
     for i, row in enumerate(rows):
@@ -78,7 +96,7 @@ def run(
         c0 = cpu_clock()
         t0 = clock()
         online.vector_then_update(row)
-        if i >= warm and every and (i - warm + 1) % every == 0:
+        if every and (i + 1) % every == 0:
             # as a serving process does every `gc_freeze_every` decisions, before that decision's response
             p0 = clock()
             gc.collect()
@@ -86,25 +104,25 @@ def run(
             pauses.append((clock() - p0) / 1e6)
         t1 = clock()
         c1 = cpu_clock()
-        if i == warm - 1:
-            gc.freeze()  # as a serving process does after warming its state (apply_log, restore)
-        if i >= warm:
-            lat.append(t1 - t0)
-            cpu.append(c1 - c0)
+        lat.append(t1 - t0)
+        cpu.append(c1 - c0)
     a = np.array(lat) / 1000.0
     c = np.array(cpu) / 1000.0
     print(
-        f"{name:>7}: {len(fs.features)} features, {len(a):,} charges timed after {warm:,} warm-up, "
+        f"{name:>7}: {len(online.fset.features)} features, {len(a):,} charges timed after {warm:,} warm-up, "
         f"load average {os.getloadavg()[0]:.1f}: wall p50 {np.percentile(a, 50):,.0f} us, "
         f"p99 {np.percentile(a, 99):,.0f} us, p99.9 {np.percentile(a, 99.9):,.0f} us, "
         f"mean {a.mean():,.0f} us; "
-        f"CPU time of this thread p50 {np.percentile(c, 50):,.0f} us, p99 {np.percentile(c, 99):,.0f} us"
+        f"CPU time of this thread p50 {np.percentile(c, 50):,.0f} us, p99 {np.percentile(c, 99):,.0f} us",
+        flush=True,
     )
     if pauses:
         print(
             f"{'':>7}  (gc.collect + gc.freeze every {every:,} charges, in that charge's time, as a server "
-            f"does: {len(pauses)} pauses, median {np.median(pauses):.1f} ms, max {max(pauses):.1f} ms)"
+            f"does: {len(pauses)} pauses, median {np.median(pauses):.1f} ms, max {max(pauses):.1f} ms)",
+            flush=True,
         )
+    return a
 
 
 def main() -> None:
@@ -136,16 +154,42 @@ def main() -> None:
             )
             return
         rows, outcomes = _events(ws)
-        run("memory", None, rows, outcomes, min(args.warm, len(rows) - 1000))
-        if args.redis_url:
-            from payfm.features.redis_store import RedisStore
+        warm = min(args.warm, len(rows) - 1000)
+        # One warm state for both stores: built in memory, then (before the memory run goes on) copied into
+        # Redis as a Redis-state server loads it at its first start (RedisStore.load, bench_state_load.py),
+        # so memory and Redis time the same charges, rows[warm:], on the same state.
+        memory = MemoryStore()
+        online = OnlineFeatures(default_set(), memory)
+        t0 = time.perf_counter()
+        k = warm_up(online, rows[:warm], outcomes)
+        print(
+            f"warm-up: {warm:,} charges and {k:,} outcomes in memory in {time.perf_counter() - t0:.1f} s "
+            f"({len(memory.states):,} states)",
+            flush=True,
+        )
+        store = None
+        try:
+            if args.redis_url:
+                from payfm.features.redis_store import RedisStore
 
-            store = RedisStore(args.redis_url, default_set(), prefix="payfm-bench")
-            store.clear()
-            try:
-                n = min(len(rows), args.redis_charges)
-                run("redis", store, rows[:n], outcomes, n // 2)
-            finally:
+                store = RedisStore(args.redis_url, default_set(), prefix="payfm-bench")
+                store.clear()
+                if not store.begin_load():
+                    raise SystemExit(f"bench_online: another process loaded {store.ns} at {args.redis_url}")
+                t0 = time.perf_counter()
+                keys = store.load(memory)
+                print(f"  loaded into Redis in {time.perf_counter() - t0:.1f} s ({keys:,} keys)", flush=True)
+            mem = timed("memory", online, rows[warm:], outcomes, k, warm)
+            if store is not None:
+                n = min(len(rows) - warm, args.redis_charges)
+                del online, memory  # (the memory run's state: the Redis run has its own)
+                timed("redis", OnlineFeatures(default_set(), store), rows[warm : warm + n], outcomes, k, warm)
+                p50, p99 = np.percentile(mem[:n], [50, 99])
+                print(
+                    f"{'':>7}  (memory on the same {n:,} charges: wall p50 {p50:,.0f} us, p99 {p99:,.0f} us)"
+                )
+        finally:
+            if store is not None:
                 store.clear()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -61,7 +61,8 @@ FEATURES = sorted(
 
 
 def build_table(con: duckdb.DuckDBPyConnection, n: int) -> None:
-    """n synthetic charges with the attributes the rules read; ~10% nulls in features, 0.5% fraud."""
+    """n synthetic charges with the attributes the rules read (every ``request_3ds`` rule reads ``three_ds``
+    too: it applies only before 3-D Secure); ~10% nulls in features, 0.5% fraud."""
     # Counts are mostly 0-2 (a geometric-like tail), rates mostly small: most charges match no rule.
     feats = ", ".join(
         "CASE WHEN random() < 0.1 THEN NULL ELSE "
@@ -81,8 +82,15 @@ def build_table(con: duckdb.DuckDBPyConnection, n: int) -> None:
             (['gmail.com', 'mail.ru', 'shop.com', NULL])[1 + (i % 4)] AS email_domain,
             (['ecommerce', 'card_present', 'recurring'])[1 + (i % 3)] AS channel,
             (['credit', 'debit', 'credit', 'debit', 'prepaid'])[1 + (i % 5)] AS card_funding,
+            -- The 3-D Secure result (events.schema.THREE_DS_RESULTS), as the synthetic world spreads it
+            -- (synth/genuine.py): only e-commerce charges go through 3-D Secure, about half of them; the
+            -- request_3ds rules apply to 'not_requested' and missing ones. NULL, 2% of e-commerce: a
+            -- charge sent for a decision before 3-D Secure ran, without the field.
+            CASE WHEN i % 3 <> 0 THEN 'not_requested' WHEN u3 < 0.02 THEN NULL
+                WHEN u3 < 0.50 THEN 'not_requested' WHEN u3 < 0.92 THEN 'authenticated'
+                WHEN u3 < 0.98 THEN 'attempted' ELSE 'failed' END AS three_ds,
             {feats}
-        FROM range({n}) t(i)"""
+        FROM (SELECT i, random() AS u3 FROM range({n}) t(i))"""
     )
 
 

@@ -10,18 +10,23 @@ measured). Fixed boosting rounds (``--rounds``, no early stopping) so runs of di
     .venv/bin/python bench/bench_train.py --charges 300000 --rows 2000000 --rounds 50 \
         --param force_col_wise=true                                    # LightGBM's lower-memory layout
 
-Peak RSS is the process's: compare parameters in separate runs of one size each.
+Peak RSS is the process's: compare parameters in separate runs of one size each. The temporary workspace is
+deleted at exit unless ``--keep``.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import tempfile
 import time
+from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 
+from machine import describe  # bench/machine.py
 from payfm.events.workspace import Workspace
 from payfm.features.catalog import default_set
 from payfm.features.training_set import build_training_set
@@ -40,15 +45,26 @@ def main() -> None:
     ap.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE", help="a GBDT parameter (repeatable)"
     )
+    ap.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
     args = ap.parse_args()
     params = check_params("gbdt", {name: value for _, name, value in map(parse_assignment, args.param)})
+    print(f"# {describe()}", flush=True)
 
-    ws = Workspace.open(tempfile.mkdtemp(prefix="payfm-bench-train-"), create=True)
+    root = Path(tempfile.mkdtemp(prefix="payfm-bench-train-"))
+    try:
+        run(root, args, params)
+    finally:
+        if args.keep:
+            print(f"workspace kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def run(root: Path, args: argparse.Namespace, params: dict[str, object]) -> None:
+    ws = Workspace.open(root, create=True)
     t0 = time.perf_counter()
     ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=args.days, seed=0)), "replace")
     fs = default_set()
-    from datetime import timedelta
-
     _, table = build_training_set(ws, fs, horizon=timedelta(days=60))
     X = feature_matrix(table, fs.names).astype(np.float32)
     y = table["is_fraud"].to_numpy(zero_copy_only=False).astype(np.float64)

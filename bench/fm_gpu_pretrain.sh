@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Pretrain foundation-model checkpoints on a GPU machine (the device tool) and bring them back for
 # `payfm fm evaluate` on the CPU: the default worlds are generated there, checked equal to this machine's by
-# their charges' digest (bench/charges_digest.py), and pretrained; GPU utilisation is sampled all along.
+# their charges' digest (bench/charges_digest.py), and pretrained; GPU utilisation is sampled all along. A
+# world whose digest differs from the one given stops the script (exit 1) before any pretraining: its
+# checkpoints would be of another world than the one they are evaluated on here.
 #
 #   bash bench/fm_gpu_pretrain.sh OUT DIGEST0 DIGEST1 RUN...     RUN = seed:name:seconds:pretrain-args
 #
@@ -13,7 +15,10 @@
 # orjson) and the command was:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
 #   PYTHONPATH=/tmp/site:src bash bench/fm_gpu_pretrain.sh $OUT 301854322e14a512 9d4e2b03cc64c272 RUN...
-# (the digests of the seed-0 and seed-1 default worlds, from bench/charges_digest.py here).
+# (the digests of the seed-0 and seed-1 default worlds before 2026-12-06, from bench/charges_digest.py here).
+# The default world changed on 2026-12-06 (docs/synth.md): `payfm generate --seed 0` now gives digest
+# 7a1c53146fe763a1 (999,686 charges) and `--seed 1` 5b0892ad96e02089 (999,118 charges), 2026-12-07; check
+# them here with `.venv/bin/payfm -w W generate --seed S && .venv/bin/python bench/charges_digest.py W`.
 set -uo pipefail
 out=$1 digest0=$2 digest1=$3
 shift 3
@@ -27,11 +32,20 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 python3 -c 'import torch, sys; print("python", sys.version.split()[0], "torch", torch.__version__)' \
   | tee -a "$out/log.txt"
 ws=$(mktemp -d)
+cleanup() {
+  kill "$smi" 2>/dev/null
+  rm -rf "$ws"
+}
+trap cleanup EXIT
 for seed in 0 1; do
   payfm -w "$ws/ws$seed" generate --seed "$seed" >/dev/null || exit 1
   got=$(python3 bench/charges_digest.py "$ws/ws$seed" | tee -a "$out/log.txt")
   want=$([ "$seed" = 0 ] && echo "$digest0" || echo "$digest1")
-  [[ $got == *"digest $want" ]] || log "seed $seed: the world differs from the expected digest $want"
+  if [[ $got != *"digest $want" ]]; then
+    log "seed $seed: the world generated here ($got) differs from the expected digest $want:" \
+      "stopping before any pretraining (compare the payfm code and the digest given; bench/charges_digest.py)"
+    exit 1
+  fi
 done
 for run in "$@"; do
   IFS=: read -r seed name seconds args <<<"$run"
@@ -47,4 +61,3 @@ print(f"checkpoint: step {meta['step']}, charges {meta['charges']}, last loss {m
 PY
   tar -C "$ws/ws$seed/fm" -cf "$out/$name-seed$seed.tar" "$name"
 done
-kill "$smi" 2>/dev/null

@@ -8,7 +8,8 @@
 # (steps, batch) pair with each source tree (a directory holding the `payfm` package), in that order, on a
 # default world generated once in a temporary workspace; OUT/log.txt gets one line per run (charges/s and
 # the final loss), OUT/gpu.csv the utilisation samples (timestamp, % busy, MiB used). Extra options for every
-# run: PRETRAIN_ARGS (e.g. "--threads 2" goes before `pretrain`: FM_ARGS).
+# run: PRETRAIN_ARGS (e.g. "--threads 2" goes before `pretrain`: FM_ARGS). The world (about 1M charges,
+# 200 MB) is deleted at exit, and the nvidia-smi sampler stopped, however the script ends.
 set -uo pipefail
 out=$1
 shift
@@ -17,7 +18,13 @@ while [[ $# -gt 0 && $1 != -- ]]; do runs+=("$1"); shift; done
 shift
 mkdir -p "$out"
 payfm() { PYTHONPATH="$src${PYTHONPATH:+:$PYTHONPATH}" python3 -c 'from payfm.cli.main import main; main()' "$@"; }
-ws=$(mktemp -d)/ws
+tmp=$(mktemp -d)
+ws=$tmp/ws
+cleanup() {
+  [[ -n ${smi:-} ]] && kill "$smi" 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 src=$1 payfm -w "$ws" generate >/dev/null || exit 1
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee -a "$out/log.txt"
@@ -35,4 +42,3 @@ for run in "${runs[@]}"; do
     echo "$start-$(date -u +%H:%M:%S.%N) $src: steps $steps batch $batch: $line" | tee -a "$out/log.txt"
   done
 done
-[[ -n ${smi:-} ]] && kill "$smi"
