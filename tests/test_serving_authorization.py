@@ -4,6 +4,7 @@ restarts and exported with the charge."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,11 +141,14 @@ def test_export_takes_the_reported_outcome_and_a_restart_then_counts_it_once(ws:
 
 
 def test_a_result_reaches_the_shared_redis_state(ws: Workspace, tmp_path: Path, redis_scratch: Any) -> None:
+    # Another server of the same event log (a copy of the workspace: a Redis state belongs to one event log,
+    # and a server of another is refused), with its own decision log.
+    other = Workspace.open(Path(shutil.copytree(ws.root, tmp_path / "other")))
     first = Scorer.open(ws, state=REDIS_SCRATCH_URL)
     try:
         first.score(charge(1))
         first.record_authorization("ch_1", **DECLINED)
-        second = Scorer.open(_second_ws(tmp_path), state=REDIS_SCRATCH_URL)  # another server, its own log
+        second = Scorer.open(other, state=REDIS_SCRATCH_URL)
         try:
             assert _probe(second)["card.count_declined_1h"] == 1.0
         finally:

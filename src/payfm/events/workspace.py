@@ -30,6 +30,8 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -66,6 +68,7 @@ WriteMode = Literal["append", "replace"]
 WRITING = ".writing"  # present while a writer runs (see Workspace._transaction)
 SWEEP_EVERY = 64
 RETIRE_AFTER_S = 3600.0  # how long files a compaction or a replace dropped stay for readers that listed them
+LEGACY_LOG_ID = "legacy"  # the log id of a manifest written before logs had one (see Workspace.identity)
 RETRIES = 3  # lists of a table's files a reader tries before it fails (see Workspace.retrying)
 _T = TypeVar("_T")
 
@@ -193,6 +196,7 @@ class Workspace:
         # The manifest version this object's last write committed (None before one): what it wrote, not
         # another process's later write (`payfm demo` records it, to know whether the log is still its own).
         self.written_version: int | None = None
+        self._renaming: os.stat_result | None = None  # the manifest's temporary being renamed (_commit)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Workspace:
@@ -216,9 +220,10 @@ class Workspace:
                 ws = cls(root)
                 with ws._lock():
                     if not manifest.exists():
-                        ws._commit(
-                            {"format": FORMAT_VERSION, "version": 0, "tables": {t: [] for t in TABLES}}
-                        )
+                        empty: dict[str, list[str]] = {t: [] for t in TABLES}
+                        ids = {"workspace_id": _new_id(), "log_id": _new_id()}
+                        ws._commit({"format": FORMAT_VERSION, "version": 0, **ids, "tables": empty})
+                        fsync_dir(root)
             except OSError as e:  # under a file, in /proc, not permitted, a name too long
                 raise WorkspaceError(
                     f"Cannot create the workspace '{root}': {e.strerror or e}. Expected a path where a "
@@ -309,6 +314,20 @@ class Workspace:
                         atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
         return bytes.fromhex(path.read_text().strip())
 
+    def identity(self) -> tuple[str, str]:
+        """(workspace, log): whose event log this is, for a state loaded from it (a Redis state's marker).
+        Both are the manifest's, made at creation (``workspace_id``, ``log_id``): a copy of the workspace
+        (servers on several machines) has the same. A replace (`generate`, `demo`) makes another ``log_id``;
+        appends and compactions carry both. A manifest of an older payfm without them: the workspace's is an
+        HMAC of a constant under its secret.key (it reveals nothing of the key), or a hash of its path when
+        it has none (made by a first import); the log's :data:`LEGACY_LOG_ID`."""
+        manifest, key = self.manifest(), self.root / "secret.key"
+        ws = manifest.get("workspace_id")
+        if not ws and key.exists():
+            ws = hmac.new(self.secret(), b"payfm workspace identity", hashlib.sha256).hexdigest()[:16]
+        ws = ws or hashlib.sha256(str(self.root).encode()).hexdigest()[:16]
+        return str(ws), str(manifest.get("log_id") or LEGACY_LOG_ID)
+
     # ---- reading -----------------------------------------------------------------------------------------
     def connect(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB connection with one view per table over the committed files (UTC session)."""
@@ -381,7 +400,18 @@ class Workspace:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
     def _commit(self, manifest: dict[str, Any]) -> None:
-        atomic_write_bytes(self.root / MANIFEST, json.dumps(manifest, indent=1).encode())
+        """Rename a new manifest over the old: the commit point. The temporary's identity is kept first
+        (``_renaming``), so that a caller seeing an exception reads from the disk whether the rename happened
+        (:meth:`_commit_or_abort`); the folder is flushed by the caller."""
+        path = self.root / MANIFEST
+        tmp = synced_temp(path, json.dumps(manifest, indent=1).encode())
+        try:
+            self._renaming = os.stat(tmp)
+            interrupts.check()
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # (a name no longer there once renamed)
+            raise
 
     def _commit_or_abort(self, manifest: dict[str, Any], w: WorkspaceWriter) -> None:
         """Commit ``manifest`` (the rename of a new manifest over the old); if that fails before the rename,
@@ -393,19 +423,12 @@ class Workspace:
         too, and the files of a committed manifest must then stay (removing them damaged the log).
         """
         path = self.root / MANIFEST
-        made: os.stat_result | None = None  # the new manifest's temporary, once made
+        self._renaming = None
         try:
             with _writing(self.root, path):
-                tmp = synced_temp(path, json.dumps(manifest, indent=1).encode())
-                try:
-                    made = os.stat(tmp)
-                    interrupts.check()
-                    os.replace(tmp, path)
-                except BaseException:
-                    tmp.unlink(missing_ok=True)  # (a name no longer there once renamed)
-                    raise
+                self._commit(manifest)
         except BaseException:
-            if not _is_file(path, made):
+            if not _is_file(path, self._renaming):
                 w._abort()
                 raise
             self.written_version = int(manifest["version"])  # committed: the files stay
@@ -508,6 +531,7 @@ class Workspace:
                 committed = {
                     "format": FORMAT_VERSION,
                     "version": before["version"] + 1,
+                    **{k: before[k] for k in ("workspace_id", "log_id") if before.get(k)},  # the same log
                     "tables": listing,
                     "retired": before["retired"] + [[rel, now] for rel in sorted(replaced)],
                 }
@@ -544,11 +568,12 @@ class Workspace:
                 t: ([] if mode == "replace" else list(before["tables"].get(t, []))) + written.get(t, [])
                 for t in TABLES
             }
-            after: dict[str, Any] = {
-                "format": FORMAT_VERSION,
-                "version": before["version"] + 1,
-                "tables": tables,
-            }
+            after: dict[str, Any] = {"format": FORMAT_VERSION, "version": before["version"] + 1}
+            ids = {"workspace_id": before.get("workspace_id"), "log_id": before.get("log_id")}
+            if mode == "replace":  # another log (of the same workspace: one of an older payfm gets an id)
+                ids = {"workspace_id": ids["workspace_id"] or _new_id(), "log_id": _new_id()}
+            after.update({k: v for k, v in ids.items() if v})
+            after["tables"] = tables
             retired = before["retired"]
             if mode == "replace":  # (an append drops no file from the manifest)
                 now = time.time()
@@ -749,6 +774,11 @@ def _remove_empty_days(days: Iterable[Path]) -> None:
     for day in sorted(days, reverse=True):
         with contextlib.suppress(OSError):  # not empty, gone already, or not ours to remove
             day.rmdir()
+
+
+def _new_id() -> str:
+    """A new workspace's or event log's id (the manifest's): random, so that two never share one."""
+    return uuid.uuid4().hex[:16]
 
 
 def opened(ws: object, who: str) -> Workspace:

@@ -18,7 +18,12 @@ simply not seen, and expire).
 
 The first serving process of a feature set loads the namespace from the logs (:meth:`RedisStore.load`, the
 state built in memory as a memory-state server builds its own, then written in pipelines) under the load lock
-of :mod:`payfm.redis_load` (``warm``, ``warming``); the others find it loaded.
+of :mod:`payfm.redis_load` (``warming``, kept alive by a heartbeat); its marker ``warm`` records whose event
+log that was (:mod:`payfm.serving.shared_state` refuses another log's servers); the others find it loaded.
+
+A call that fails on the connection (refused, reset, no answer within the timeout) makes the calls of the
+requests queued meanwhile for the scorer's state lock fail at once with the same kind of error
+(:class:`payfm.redis_breaker.Breaker`): they waited a timeout each in turn behind it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 from payfm.features.stores import MemoryStore, Runner, StateStore
+from payfm.redis_breaker import Breaker
 from payfm.redis_load import LoadLock, all_claimed, connected, unlink_namespace
 
 T = TypeVar("T")
@@ -109,7 +115,11 @@ class RedisStore(StateStore):
         self.window_ttl_s = ttl_s
         self.charge_ttl_s = int(charge_ttl.total_seconds())
         self._names: dict[tuple[str, Any], bytes] = {}  # (entity, key) -> Redis key name (a bounded cache)
-        self._load = LoadLock(self.client, self.ns, f"feature set {fset.name} ({fset.version})")
+        self.load_lock = LoadLock(self.client, self.ns, f"feature set {fset.name} ({fset.version})", url=url)
+        self._load = self.load_lock
+        # A call fails at once when its caller queued for the scorer's state lock before a call failed on the
+        # connection (payfm.redis_breaker): requests queued behind a stalled call waited a timeout each.
+        self.breaker = Breaker(url)
 
     def _record(self, entity: str, k: Any) -> bytes:
         name = self._names.get((entity, k))
@@ -123,6 +133,16 @@ class RedisStore(StateStore):
         return name
 
     def run(self, keys: list[StateKey], claim: str | None, fields: dict[str, Any] | None, fn: Runner[T]) -> T:
+        self.breaker.check()
+        try:
+            return self._run(keys, claim, fields, fn)
+        except self.breaker.errors as e:
+            self.breaker.trip(e)
+            raise
+
+    def _run(
+        self, keys: list[StateKey], claim: str | None, fields: dict[str, Any] | None, fn: Runner[T]
+    ) -> T:
         # One record per (entity, key) holds all the states of that key: {state index: state}.
         entity = self._entity
         where = [self._record(entity[k[0]], k[1]) for k in keys]  # the record of each state key
@@ -189,7 +209,7 @@ class RedisStore(StateStore):
         return states, records
 
     def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
-        raw = self.client.get(f"{self.ns}:c:{charge_id}")
+        raw = self._guarded(self.client.get, f"{self.ns}:c:{charge_id}")
         if raw is None:
             return None
         fields: dict[str, Any] = _loads(raw)
@@ -197,7 +217,16 @@ class RedisStore(StateStore):
 
     def set_charge_fields(self, charge_id: str, fields: dict[str, Any]) -> None:
         # the key's TTL kept, only while it exists (XX)
-        self.client.set(f"{self.ns}:c:{charge_id}", _dumps(fields), xx=True, keepttl=True)
+        self._guarded(self.client.set, f"{self.ns}:c:{charge_id}", _dumps(fields), xx=True, keepttl=True)
+
+    def _guarded(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)`` through the breaker (queued behind a failed call: fails at once)."""
+        self.breaker.check()
+        try:
+            return call(*args, **kwargs)
+        except self.breaker.errors as e:
+            self.breaker.trip(e)
+            raise
 
     def clear(self) -> int:
         """Delete every key of this feature-set version (tests, rebuilds). Returns how many."""
@@ -206,11 +235,14 @@ class RedisStore(StateStore):
     # ---- loading a whole state: the first serving process of this feature set --------------------------
     def is_loaded(self) -> bool:
         """The namespace was loaded from the logs (by this process or another)."""
-        return self._load.is_loaded()
+        return bool(self._guarded(self._load.is_loaded))
 
-    def begin_load(self, timeout_s: float = 1800.0) -> bool:
-        """True when this process should load the namespace (it holds the load lock); False when another
-        process loaded it (waits up to ``timeout_s`` while it does)."""
+    def begin_load(self, timeout_s: float = 1800.0, owner: bytes | None = None) -> bool:
+        """True when this process should load the namespace (it holds the load lock, renewed by a heartbeat
+        until the load ends); False when another process loaded it (waits up to ``timeout_s`` while it does:
+        a holder that died frees the lock within seconds). ``owner``: whose event log this process would load
+        it from, recorded in the marker (:class:`payfm.redis_load.LoadLock`)."""
+        self._load.owner = owner
         return self._load.begin(timeout_s)
 
     def abort_load(self) -> None:
@@ -258,12 +290,12 @@ class RedisStore(StateStore):
 
     def learned_all(self, charge_ids: list[str]) -> bool:
         """Every one of ``charge_ids`` was counted in this namespace."""
-        return all_claimed(self.client, self.ns, charge_ids)
+        return bool(self._guarded(all_claimed, self.client, self.ns, charge_ids))
 
     def counted_all(self, outcomes: list[tuple[str, str, str]]) -> bool:
         """Every one of ``outcomes`` (label source, outcome id, charge id) was counted in this namespace."""
         claims = [outcome_claim(source, oid, cid) for source, oid, cid in outcomes]
-        return all_claimed(self.client, self.ns, claims, kind="o")
+        return bool(self._guarded(all_claimed, self.client, self.ns, claims, kind="o"))
 
 
 def _as_json(st: State | list[Any]) -> list[Any]:

@@ -38,6 +38,7 @@ from payfm.fm.identity import EMBEDDING_PREFIX, SURPRISE_PREFIX, VIEW_NAMES
 from payfm.fm.online_state import CHARGE_TTL_S
 from payfm.fm.sequences import KEY_COLUMNS, read_charges
 from payfm.fm.tokenizer import COLUMNS
+from payfm.redis_load import LoadLock, load_lock_of, redis_errors
 from payfm.registry.store import ModelVersion, Registry, fm_outputs
 from payfm.serving.decision_log import STALE_CHECK, DecisionLog
 from payfm.training.explain import GENERIC, Reason
@@ -45,6 +46,7 @@ from payfm.training.models import Model
 
 if TYPE_CHECKING:
     from payfm.fm.embed import OnlineEmbedder
+    from payfm.fm.online_state import EmbedderState
 
 log = logging.getLogger("payfm.serving")
 EMBEDDING_REASON = "foundation-model embedding"
@@ -168,16 +170,12 @@ def warm(
     reported = recent_results(decisions, latest)
     todo: dict[str, OnlineEmbedder] = {}
     for h, embedder in embedders.items():
-        store = embedder.store
-        # Read once: another server may finish loading it between two reads, and a state loaded since the
-        # first is not stale (a second read then unmarked it, and this server loaded it again)
-        loaded = store.is_loaded()
-        if loaded and store.learned_all(recent, reported):
-            log.info("foundation model %s: online embedder state loaded already (shared, up to date)", h[:12])
-            continue
-        if loaded:  # shared, not fed the charges or results since: nobody served this checkpoint
-            log.info("foundation model %s: shared online embedder state is stale; loading it again", h[:12])
-            store.unmark()  # the load empties it, under the lock (a process reloading it already goes on)
+        lock = load_lock_of(embedder.store)  # a shared state's (Redis)
+        with redis_errors(
+            lock.url if lock else "", f"The Redis state of foundation model {h[:12]}", "checking it"
+        ):
+            if _up_to_date(h, embedder.store, lock, events, recent, reported):
+                continue
         todo[h] = embedder
     if not todo:
         return _schema().empty_table()
@@ -187,7 +185,10 @@ def warm(
     claims = [str(p["charge_id"]) for p in decided]  # a late copy of a decided charge is then learned once
     known = [str(p["charge_id"]) for p in decided if p.get("outcome") is not None]  # no result can change
     for h, embedder in todo.items():
-        learned = embedder.warm(table, claims=claims, results=known)
+        lock = load_lock_of(embedder.store)
+        doing = "loading it from the logs (or waiting for another process's load)"
+        with redis_errors(lock.url if lock else "", f"The Redis state of foundation model {h[:12]}", doing):
+            learned = embedder.warm(table, claims=claims, results=known)
         log.info(
             "foundation model %s: online embedder warmed from %d charges (%d decided here) in %.1f s",
             h[:12],
@@ -196,6 +197,43 @@ def warm(
             time.perf_counter() - t0,
         )
     return table
+
+
+def _up_to_date(
+    h: str,
+    store: EmbedderState,
+    lock: LoadLock | None,
+    events: Workspace | None,
+    recent: list[str],
+    reported: list[str],
+) -> bool:
+    """Whether the embedder state of checkpoint ``h`` is loaded and up to date with the decision log (its
+    ``recent`` charges learned, their ``reported`` results set); a stale one is unmarked, to be loaded again.
+    A shared one (``lock``) loaded from another event log than ``events``' is refused, as the features' are
+    (:func:`payfm.serving.shared_state.check_owner`); one this process loads records this log."""
+    # Read once: another server may finish loading it between two reads, and a state loaded since the
+    # first is not stale (a second read then unmarked it, and this server loaded it again)
+    loaded = store.is_loaded()
+    if lock is not None and events is not None:
+        from payfm.serving.shared_state import Owner, check_owner, drop_command, other_servers
+
+        mine = Owner.of(events)
+        lock.owner = mine.encoded()
+        if loaded:
+            check_owner(
+                lock,
+                mine,
+                verified=lambda: bool(recent) and store.learned_all(recent, reported),
+                others=lambda: other_servers(lock.client, lock.ns, None),
+                drop=drop_command(events, lock.ns, lock.url, force=True),  # (a served model's checkpoint)
+            )
+    if loaded and store.learned_all(recent, reported):
+        log.info("foundation model %s: online embedder state loaded already (shared, up to date)", h[:12])
+        return True
+    if loaded:  # shared, not fed the charges or results since: nobody served this checkpoint
+        log.info("foundation model %s: shared online embedder state is stale; loading it again", h[:12])
+        store.unmark()  # the load empties it, under the lock (a process reloading it already goes on)
+    return False
 
 
 def recent_results(decisions: DecisionLog, latest_us: int | None, ttl_s: int = CHARGE_TTL_S) -> list[str]:

@@ -52,14 +52,14 @@ from payfm.events.workspace import Workspace, alive, opened
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
-from payfm.redis_load import Presence, is_redis_url
+from payfm.redis_breaker import QueuedLock
+from payfm.redis_load import Presence, is_redis_url, redis_errors, redis_failure
 from payfm.rules import charge_values
 from payfm.serving.bundle import Bundle, load_bundle, log_relisting, relisted
 from payfm.serving.charges import normalize_charge, refuse_another_charge, refuse_untimely
 from payfm.serving.clock import EventClock, known_times
 from payfm.serving.decision import Decision
 from payfm.serving.decision_log import (
-    STALE_CHECK,
     DecisionLog,
     DecisionRecord,
     open_log,
@@ -79,6 +79,7 @@ from payfm.serving.fm_embeddings import (
 )
 from payfm.serving.health import Probe, release_memory
 from payfm.serving.scorer_config import ScorerConfig as ScorerConfig  # (its home; imported from here too)
+from payfm.serving.shared_state import begin_shared, join_shared
 from payfm.serving.snapshot_child import fork_writer, snapshot_seq
 from payfm.training.scores import risk_score
 
@@ -112,7 +113,9 @@ class Scorer(FeedbackMixin):
         self.online = online
         self.log = decisions
         self.config = config
-        self._lock = threading.Lock()  # the online state + sequence numbers
+        # the online state + sequence numbers; a Redis state fails at once the requests queued for it behind
+        # one whose Redis call failed (payfm.redis_breaker): they waited its timeout each in turn
+        self._lock = QueuedLock()  # type: ignore[assignment]  # (threading.Lock's interface)
         self._seq = seq
         self._pending: dict[str, Future[dict[str, Any]]] = {}
         self._init_feedback()  # outcomes in flight, money claims, event-log appends (serving/feedback.py)
@@ -194,11 +197,14 @@ class Scorer(FeedbackMixin):
             dlog.start()
             if config.lists_refresh_s is not None:
                 scorer._watch(config.lists_refresh_s)
-        except BaseException:
+        except BaseException as e:
             if presence is not None:
                 presence.close()
             if dlog is not decision_log:  # opened here: nothing else will close it
                 dlog.close()
+            failed = redis_failure(e, shared.url, "The Redis online state", "starting") if shared else None
+            if failed is not None:  # one line, not a driver's traceback (the steps above name theirs)
+                raise failed from None
             raise
         return scorer
 
@@ -301,58 +307,35 @@ class Scorer(FeedbackMixin):
     def _load_shared(self, store: RedisStore) -> None:
         """Start a Redis state as a memory state starts: the first serving process of this feature set
         builds the state in memory from the event log and its decision log, then writes it to Redis once
-        (:meth:`RedisStore.load`, under the namespace's load lock). A process that finds it loaded catches it
-        up with the charges and outcomes of its decision log it misses (the last decided charges and the
-        last counted outcomes are checked; ids counted already count once, late ones land in their own
-        tiles), e.g. after serving another feature set; only those within the charge TTL of its latest
-        event, whose claims have not expired. When the decision log was pruned of events within that window
-        (those missed may be in the event log only), it says so, and how to load the namespace again: not
-        here, as a load empties it first, under servers that may be using it."""
-        if store.begin_load():
-            try:
-                t0 = time.perf_counter()
-                memory = MemoryStore()
-                built = OnlineFeatures(self.bundle.fset, memory)
-                self._warn_unwarmed()
-                self._warm_from_event_log(built)
-                n = self._apply_logged(built, 0)
+        (:meth:`RedisStore.load`, under the namespace's load lock), recording whose event log it is; a process
+        that finds it loaded checks it is this workspace's log's, and catches it up with its decision log
+        (:func:`payfm.serving.shared_state.join_shared`). A Redis failing meanwhile is one line naming the URL
+        and what was under way."""
+        if not begin_shared(self, store):
+            join_shared(self, store)
+            return
+        try:
+            t0 = time.perf_counter()
+            memory = MemoryStore()
+            built = OnlineFeatures(self.bundle.fset, memory)
+            self._warn_unwarmed()
+            self._warm_from_event_log(built)
+            n = self._apply_logged(built, 0)
+            doing = f"writing the state built from the logs ({len(memory.states):,} records)"
+            with redis_errors(store.url, f"The Redis online state {store.ns}", doing):
                 keys = store.load(memory)
-                del memory, built
-                release_memory()  # (the state built in memory: hundreds of MB a serving process keeps else)
-            except BaseException:
-                store.abort_load()  # another process may load it
-                raise
-            log.info(
-                "Redis online state %s loaded: event log + %d logged events, %d keys in %.1f s",
-                store.ns,
-                n,
-                keys,
-                time.perf_counter() - t0,
-            )
-            return
-        recent, latest_charge = self.log.recent_charges(STALE_CHECK)
-        outcomes = self.log.recent_outcomes(STALE_CHECK)
-        times = [t for t in (latest_charge, max((o[3] for o in outcomes), default=None)) if t is not None]
-        if not times:
-            return
-        # Claims expire after the charge TTL: an older event's claim may be gone although it was counted,
-        # so only the events within the TTL of the latest logged one are checked and applied.
-        since = max(times) - store.charge_ttl_s * 1_000_000
-        counted = [(source, oid, cid) for source, oid, cid, t in outcomes if t >= since]
-        if not store.learned_all(recent) or not store.counted_all(counted):
-            pruned = self.log.pruned_newest_us()
-            if pruned is not None and pruned >= since:  # some events it misses may be in the event log only
-                log.warning(  # (not loaded again here: a load empties the namespace other servers may use)
-                    "Redis online state %s misses events of this decision log, which was pruned of events "
-                    "within the charge TTL: caught up from the decision log alone, so pruned events it "
-                    "missed count in no feature. To count them, stop every server of this feature set, "
-                    "drop the namespace (payfm serve state drop %s) and start one: it loads the state "
-                    "from the event log and the decision log",
-                    store.ns,
-                    store.ns,
-                )
-            n = self._apply_logged(self.online, 0, since)
-            log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
+            del memory, built
+            release_memory()  # (the state built in memory: hundreds of MB a serving process keeps else)
+        except BaseException:
+            store.abort_load()  # another process may load it (it never raises: the first error says why)
+            raise
+        log.info(
+            "Redis online state %s loaded: event log + %d logged events, %d keys in %.1f s",
+            store.ns,
+            n,
+            keys,
+            time.perf_counter() - t0,
+        )
 
     def snapshot(self) -> Path | None:
         """Write the memory state with the sequence number it covers; returns its path (None: not a memory
