@@ -37,6 +37,7 @@ import math
 import os
 import secrets
 import shutil
+import string
 import time
 import uuid
 from collections import deque
@@ -414,14 +415,10 @@ class Workspace:
             raise
 
     def _commit_or_abort(self, manifest: dict[str, Any], w: WorkspaceWriter) -> None:
-        """Commit ``manifest`` (the rename of a new manifest over the old); if that fails before the rename,
-        remove ``w``'s files (not strays of a writer that died). The version committed is
-        :attr:`written_version` after.
-
-        Whether the rename happened is read from the disk, not from how far the code got: a signal's
-        exception (Ctrl-C, the CLI's SIGTERM) may land at any bytecode, just after ``os.replace`` returned
-        too, and the files of a committed manifest must then stay (removing them damaged the log).
-        """
+        """Commit ``manifest`` (:meth:`_commit`); if that fails before the rename, remove ``w``'s files (not
+        strays of a writer that died); the version committed is :attr:`written_version` after. Whether the
+        rename happened is read from the disk: a signal's exception (Ctrl-C, the CLI's SIGTERM) may land just
+        after ``os.replace`` returned, and the files of a committed manifest must then stay."""
         path = self.root / MANIFEST
         self._renaming = None
         try:
@@ -500,7 +497,7 @@ class Workspace:
             schema_of(t)  # a clear error for an unknown name, before the lock
         result: dict[str, Compacted] = {}
         with self._transaction(wait_s) as before:
-            w = WorkspaceWriter(self, uuid.uuid4().hex[:12])
+            w = WorkspaceWriter(self, _txid())
             listing: dict[str, list[str]] = {t: list(before["tables"].get(t, [])) for t in TABLES}
             try:
                 for table in chosen:
@@ -555,7 +552,7 @@ class Workspace:
         if mode not in ("append", "replace"):
             raise ConfigError(f"The 'mode' of a workspace write must be 'append' or 'replace'. Got {mode!r}.")
         with self._transaction(wait_s) as before:
-            w = WorkspaceWriter(self, uuid.uuid4().hex[:12], validate, held=mode == "append")
+            w = WorkspaceWriter(self, _txid(), validate, held=mode == "append")
             try:
                 yield w
                 written = w._finish()
@@ -774,6 +771,12 @@ def _remove_empty_days(days: Iterable[Path]) -> None:
     for day in sorted(days, reverse=True):
         with contextlib.suppress(OSError):  # not empty, gone already, or not ours to remove
             day.rmdir()
+
+
+def _txid() -> str:
+    """A writer's id in its files' names: 12 random letters (a hex id all digits, 1 in 280, made with the
+    file's number a run of digits that could pass the card-number check: the name was then redacted)."""
+    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(12))
 
 
 def _new_id() -> str:
