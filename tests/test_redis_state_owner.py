@@ -102,9 +102,23 @@ def test_a_server_of_another_workspace_refuses_the_state_in_one_line(
     ):
         assert part in said, (part, said)
     assert not list(redis_scratch.scan_iter(f"{ns}:live:*"))  # the refused server left nothing
+    # `serve state list` says whose log each state holds, and whether it is the workspace's own
+    for ws, mark in ((sm, "(this workspace's log)"), (sm2, "(another log)")):
+        out = _state_list(ws)
+        assert f"{ns}: loaded from workspace {str(sm.root)!r} on " in out and f" {mark}\n" in out, out
     # a copy of sm (another server of the same workspace) serves from it
     again = Scorer.open(_copy(worlds[0], tmp_path / "sm-copy"), state=REDIS_SCRATCH_URL)
     again.close(snapshot=False)
+
+
+def _state_list(ws: Workspace) -> str:
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "state", "list", "--state", REDIS_SCRATCH_URL])
+    assert r.exit_code == 0, r.output
+    return r.output
 
 
 def test_a_state_another_deployment_serves_from_is_not_offered_to_drop(

@@ -426,8 +426,10 @@ def state_list(ctx: click.Context, url: str) -> None:
     from payfm.cli.render import console
     from payfm.errors import shown_url
     from payfm.serving.namespaces import list_namespaces
+    from payfm.serving.shared_state import Owner, loaded_from
 
-    found = list_namespaces(url, _registry(ctx, "list"))
+    registry = _registry(ctx, "list")
+    found = list_namespaces(url, registry)
     table = Table(title=f"Online state in {shown_url(url)}")
     table.add_column("namespace", no_wrap=True)
     table.add_column("kind")
@@ -441,6 +443,13 @@ def state_list(ctx: click.Context, url: str) -> None:
         kind = "fm" if ns.kind == "foundation model" else ns.kind  # narrow: the table fits 80 columns
         table.add_row(ns.name, kind, f"{ns.keys:,}", size, used, str(len(ns.servers)))
     console.print(table if found else f"No payfm namespace in {shown_url(url)}.")
+    mine = Owner.of(registry.ws)
+    for ns in found:  # whose event log each state holds: a server of another log refuses it
+        owner = Owner.parse(ns.marker) if ns.marker is not None else None
+        this = (
+            "" if owner is None else " (this workspace's log)" if owner.same_log(mine) else " (another log)"
+        )
+        click.echo(f"{ns.name}: loaded from {loaded_from(ns.marker)}{this}")
 
 
 @state_group.command("drop")

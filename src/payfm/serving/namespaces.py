@@ -30,6 +30,9 @@ from payfm.registry import Registry
 SERVED = ("(production)", "(shadow)")  # the stages a server runs
 
 
+Marker = bytes  # (a name for it: the class below has a field named `bytes`)
+
+
 @dataclass(frozen=True)
 class Namespace:
     name: str
@@ -38,6 +41,7 @@ class Namespace:
     bytes: int  # estimated from a sample of its keys (MEMORY USAGE)
     used_by: tuple[str, ...]  # registered versions whose state lives here: "name@version (stage)"
     servers: tuple[str, ...] = ()  # serving processes reading it now: "host pid N"
+    marker: Marker | None = None  # its load marker: whose event log it was loaded from (None: not loaded)
 
     @property
     def in_production(self) -> bool:
@@ -106,9 +110,12 @@ def list_namespaces(
         pipe = client.pipeline(transaction=False)
         for key in samples.get((name, kind), []):
             pipe.memory_usage(key)
-        sizes = [int(s or 0) for s in pipe.execute()]
+        pipe.get(f"{name}:warm")  # (payfm.redis_load.LoadLock's marker)
+        *got, marker = pipe.execute()
+        sizes = [int(s or 0) for s in got]
         estimate = round(sum(sizes) * n / max(len(sizes), 1))
-        out.append(Namespace(name, kind, n, estimate, tuple(users.get(name, ())), servers.get(name, ())))
+        used, live_ones = tuple(users.get(name, ())), servers.get(name, ())
+        out.append(Namespace(name, kind, n, estimate, used, live_ones, marker))
     return sorted(out, key=lambda n: (-n.bytes, n.name))
 
 
