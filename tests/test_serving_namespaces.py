@@ -76,7 +76,7 @@ def test_list_shows_each_namespace_with_its_users_and_drop_spares_production(
     base = ["-w", str(ws.root), "serve", "state"]
     listed = runner.invoke(cli, [*base, "list", "--state", REDIS_SCRATCH_URL], catch_exceptions=False)
     assert listed.exit_code == 0
-    [row] = [line for line in listed.output.splitlines() if fm_old in line]
+    [row] = [line for line in listed.output.splitlines() if fm_old in line and "│" in line]  # (its table row)
     assert [c.strip() for c in row.split("│")][5] == "none"  # the old checkpoint's state: no model uses it
     refused = runner.invoke(cli, [*base, "drop", fm_served, "--state", REDIS_SCRATCH_URL, "--yes"])
     assert refused.exit_code == 1 and "--force" in refused.output and "Traceback" not in refused.output
@@ -116,7 +116,7 @@ def test_a_namespace_a_running_server_reads_is_not_dropped_and_is_forgotten_when
         live = [k for k in redis_scratch.scan_iter(f"{ns}:*") if k.startswith(f"{ns}:live:".encode())]
         assert len(live) == 1 and found.keys == sum(1 for _ in redis_scratch.scan_iter(f"{ns}:*")) - 1
         listed = runner.invoke(cli, [*base, "list", "--state", REDIS_SCRATCH_URL], catch_exceptions=False)
-        [row] = [line for line in listed.output.splitlines() if ns in line]
+        [row] = [line for line in listed.output.splitlines() if ns in line and "│" in line]
         assert row.rstrip("│ ").endswith("1")  # the servers column
         refused = runner.invoke(cli, [*base, "drop", ns, "--state", REDIS_SCRATCH_URL, "--yes"])
         assert refused.exit_code == 1 and "1 serving process" in refused.output and me in refused.output
