@@ -6,6 +6,7 @@ and the event loop's wakeup descriptor, closed that descriptor, and wrote on."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -89,10 +90,15 @@ def test_a_stop_signal_ends_the_snapshot_child_at_once_and_quietly(
 
 
 def test_a_snapshot_child_stopped_mid_write_leaves_no_partial_snapshot(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The snapshot is published by a rename once complete; the parent removes a stopped child's temporary
-    file and the next snapshot is written as usual."""
+    file, says the stop at INFO (a stop of the process group is no failure: it was an ERROR), and the next
+    snapshot is written as usual."""
+    caplog.set_level(logging.INFO, logger="payfm.serving")
     scorer = Scorer.open(Workspace.open(tmp_path / "ws", create=True))
     state_dir = scorer._snapshot_dir()
     real = MemoryStore.snapshot
@@ -121,6 +127,12 @@ def test_a_snapshot_child_stopped_mid_write_leaves_no_partial_snapshot(
             thread.join(20)
             assert not thread.is_alive() and written == [None]  # (the parent logged the child's failure)
             assert list(state_dir.iterdir()) == []  # no partial snapshot, no temporary file
+            said = [
+                (r.levelname, r.getMessage())
+                for r in caplog.records
+                if "state snapshot at seq" in r.getMessage()
+            ]
+            assert len(said) == 1 and said[0][0] == "INFO" and said[0][1].endswith("was stopped by SIGTERM")
             monkeypatch.setattr(MemoryStore, "snapshot", real)
             path = scorer.snapshot()
         assert path is not None and [p.name for p in state_dir.iterdir()] == [path.name]

@@ -36,6 +36,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Mapping
@@ -377,9 +378,14 @@ class Scorer(FeedbackMixin):
             code = os.waitstatus_to_exitcode(status)
             if code != 0:
                 (d / f".{path.name}.{child}.tmp").unlink(missing_ok=True)
-                log.error(
-                    "the state snapshot at seq %d failed in its child process (exit code %d)", seq, code
-                )
+                if -code in (signal.SIGINT, signal.SIGTERM):  # a stop of the process group: not a failure
+                    log.info(
+                        "the state snapshot at seq %d was stopped by %s", seq, signal.Signals(-code).name
+                    )
+                else:
+                    log.error(
+                        "the state snapshot at seq %d failed in its child process (exit code %d)", seq, code
+                    )
                 return None
         for old in d.glob(f"{version}-*.json.gz"):  # this log's older ones, and any of another log
             if old != path and (not old.name.startswith(self._snapshot_prefix()) or snapshot_seq(old) < seq):
