@@ -20,6 +20,7 @@ from payfm.events.importer import import_file, read_source
 from payfm.events.validate import ValidationError
 from payfm.events.workspace import Workspace
 from test_import import ROWS, VISA, changed, failed_import, write_csv, write_mapping
+from test_import_integrity import REFUNDS
 
 NEW_ID = "expected an id not already in the workspace's 'charges'"
 
@@ -92,19 +93,6 @@ def test_a_write_in_between_of_other_charges_does_not_stop_an_import(tmp_path: P
 
     assert import_file(ws, csv, m, progress=meanwhile).rows == {"charges": 4, "disputes": 2}
     assert ws.count("charges") == 8 and ws.count("disputes") == 4
-
-
-REFUNDS: dict[str, Any] = {
-    "table": "refunds",
-    "columns": {
-        "refund_id": {"column": "rid"},
-        "charge_id": {"column": "charge"},
-        "created": {"column": "at"},
-        "amount": {"column": "amt", "scale": 100},
-        "currency": {"column": "cur"},
-        "reason": {"value": "requested_by_customer"},
-    },
-}
 
 
 def test_refunds_written_in_between_count_in_what_is_left_to_refund(tmp_path: Path) -> None:

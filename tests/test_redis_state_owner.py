@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +19,7 @@ from payfm.events.workspace import Workspace
 from payfm.serving.scorer import Scorer
 from payfm.synth import WorldConfig, generate_world
 from services import REDIS_SCRATCH_URL
+from test_serving_redis_state import _copy, _new_charges
 
 
 def _world(root: Path, seed: int) -> Workspace:
@@ -35,22 +34,8 @@ def worlds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Workspace, Workspa
     return _world(root / "sm", 1), _world(root / "sm2", 2)
 
 
-def _copy(ws: Workspace, path: Path) -> Workspace:
-    return Workspace.open(shutil.copytree(ws.root, path))
-
-
 def _ns(scorer: Scorer) -> str:
     return str(scorer.online.store.ns)  # type: ignore[attr-defined]
-
-
-def _live(ws: Workspace, n: int) -> list[dict[str, Any]]:
-    rows = ws.read("charges").sort_by([("created", "ascending")]).to_pylist()[-n:]
-    out = []
-    for i, row in enumerate(rows):
-        c = {k: v for k, v in row.items() if k not in ("outcome", "decline_code", "scenario")}
-        c.update(charge_id=f"ch_live_{i}", created=(row["created"] + timedelta(days=1)).isoformat())
-        out.append(c)
-    return out
 
 
 def test_the_workspace_and_log_identity_follow_copies_appends_and_replaces(tmp_path: Path) -> None:
@@ -157,7 +142,7 @@ def test_a_state_an_older_payfm_loaded_is_taken_only_when_this_log_shows_it_is_i
     first = Scorer.open(sm, state=REDIS_SCRATCH_URL)
     ns = _ns(first)
     try:
-        for charge in _live(sm, 3):
+        for charge in _new_charges(sm, 3):
             first.score(charge)  # in the state and in sm's decision log
     finally:
         first.close(snapshot=False)

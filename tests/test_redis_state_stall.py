@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import threading
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from payfm.events.workspace import Workspace
 from payfm.serving.scorer import Scorer
 from payfm.synth import WorldConfig, generate_world
 from services import REDIS_SCRATCH_URL
+from test_serving_redis_state import _new_charges
 
 STALL_S = 2.0  # the socket timeout of the stalled Redis (10 s by default)
 
@@ -28,16 +28,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     ws = Workspace.open(tmp_path_factory.mktemp("stall"), create=True)
     ws.write_stream(generate_world(WorldConfig(charges=1_000, days=4, seed=5)), "replace")
     return ws
-
-
-def _charges(world: Workspace, n: int) -> list[dict[str, Any]]:
-    rows = world.read("charges").sort_by([("created", "ascending")]).to_pylist()[-n:]
-    out = []
-    for i, row in enumerate(rows):
-        c = {k: v for k, v in row.items() if k not in ("outcome", "decline_code", "scenario")}
-        c.update(charge_id=f"ch_stall_{i}", created=(row["created"] + timedelta(days=1)).isoformat())
-        out.append(c)
-    return out
 
 
 def test_requests_behind_a_stalled_redis_fail_at_the_timeout_not_one_timeout_each(
@@ -62,7 +52,7 @@ def test_requests_behind_a_stalled_redis_fail_at_the_timeout_not_one_timeout_eac
         time.sleep(STALL_S)
         raise redis.TimeoutError("Timeout reading from socket")
 
-    charges = _charges(world, 8)
+    charges = _new_charges(world, 8, "ch_stall")
     answers: list[tuple[float, Any]] = []
     start = threading.Barrier(6)
 

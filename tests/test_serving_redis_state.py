@@ -29,13 +29,14 @@ def _copy(world: Workspace, path: Path) -> Workspace:
     return Workspace.open(shutil.copytree(world.root, path))
 
 
-def _new_charges(world: Workspace, n: int) -> list[dict[str, Any]]:
-    """``n`` charges after the log, on cards and merchants of its last charges (so history matters)."""
+def _new_charges(world: Workspace, n: int, prefix: str = "ch_live") -> list[dict[str, Any]]:
+    """``n`` charges after the log (ids ``<prefix>_<i>``), on cards and merchants of its last charges (so
+    history matters)."""
     rows = world.read("charges").sort_by([("created", "ascending")]).to_pylist()[-n:]
     out = []
     for i, row in enumerate(rows):
         c = {k: v for k, v in row.items() if k not in ("outcome", "decline_code", "scenario")}
-        c.update(charge_id=f"ch_live_{i}", created=(row["created"] + timedelta(days=1)).isoformat())
+        c.update(charge_id=f"{prefix}_{i}", created=(row["created"] + timedelta(days=1)).isoformat())
         out.append(c)
     return out
 

@@ -133,17 +133,29 @@ WAIT_SAID_EVERY_S = 30.0  # a process waiting for another's load says so at firs
 LEGACY_MARKER = b"1"  # the marker of a state loaded by an older payfm: it did not record whose log
 
 
-def redis_failure(e: BaseException, url: str, what: str, doing: str) -> ConfigError | None:
-    """The one-line error of a Redis that failed (refused or dropped the connection, did not answer in time,
-    cannot write) while ``doing``, naming ``what`` and the URL without its password; None for any other
-    error (a bug keeps its traceback)."""
+def failure_types() -> tuple[type[Exception], ...]:
+    """redis-py's errors of a Redis that failed, not of a statement: the connection refused or dropped, no
+    answer in time, or a server that cannot write now (a replica after a failover, out of memory, its primary
+    down, a slot on the move). The decision service answers them 503, a start-up one line."""
     import redis
     from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
+    return (
+        redis.ConnectionError,
+        redis.TimeoutError,
+        ReadOnlyError,
+        OutOfMemoryError,
+        MasterDownError,
+        TryAgainError,
+    )
+
+
+def redis_failure(e: BaseException, url: str, what: str, doing: str) -> ConfigError | None:
+    """The one-line error of a Redis that failed (:func:`failure_types`) while ``doing``, naming ``what`` and
+    the URL without its password; None for any other error (a bug keeps its traceback)."""
     from payfm.errors import scrubbed, shown_url
 
-    failed = (redis.ConnectionError, redis.TimeoutError, ReadOnlyError, OutOfMemoryError, MasterDownError)
-    if not isinstance(e, (*failed, TryAgainError)):
+    if not isinstance(e, failure_types()):
         return None
     said = scrubbed(" ".join(str(e).split())[:200], url)
     return ConfigError(

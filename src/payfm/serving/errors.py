@@ -109,14 +109,13 @@ def backend_failure(e: BaseException) -> Unavailable | None:
     import sqlite3
 
     import psycopg
-    import redis
-    from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, TryAgainError
 
-    cannot_write = (ReadOnlyError, OutOfMemoryError, MasterDownError, TryAgainError)
+    from payfm.redis_load import failure_types
+
     sqlite_state = isinstance(e, sqlite3.OperationalError) and _sqlite_unavailable(e)
     if sqlite_state or isinstance(e, psycopg.OperationalError | psycopg.InterfaceError):
         backend = "decision log"
-    elif isinstance(e, (redis.ConnectionError, redis.TimeoutError, *cannot_write)):
+    elif isinstance(e, failure_types()):
         backend = "shared online state"
     else:
         return None
