@@ -137,3 +137,66 @@ class HeldRedis:
                 break
         for s in (src, dst):
             s.close()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, keeping its saves in ``folder``: it can be restarted
+    for real (its run id changes, and it loads its last save: :meth:`save`), which the shared Redis of the
+    other tests cannot. Skips without the ``redis-server`` program (fails under PAYFM_REQUIRE_SERVICES)."""
+
+    def __init__(self, folder: Any) -> None:
+        import shutil
+        import socket
+
+        program = shutil.which("redis-server")
+        if program is None:
+            if os.environ.get("PAYFM_REQUIRE_SERVICES"):
+                pytest.fail("redis-server is required (PAYFM_REQUIRE_SERVICES) but not on the PATH")
+            pytest.skip("redis-server is not on the PATH; install Redis, or see README.md, Tests")
+        with socket.socket() as s:  # (a free port: taken again by the server at once)
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        folder.mkdir(parents=True, exist_ok=True)
+        self._argv = [program, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(folder)]
+        self._argv += ["--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: Any = None
+        self.start()
+
+    def start(self) -> None:
+        import subprocess
+        import time
+
+        import redis
+
+        self._proc = subprocess.Popen(self._argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self._proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def save(self) -> None:
+        """Write the server's data to its save file (``SAVE``): what a restart loads."""
+        import redis
+
+        with redis.Redis.from_url(self.url) as client:
+            client.save()
+
+    def restart(self) -> None:
+        """Stop the server without saving (what it holds since the last :meth:`save` is lost, as a crash
+        loses what an RDB or an AOF did not keep), and start it again from its last save."""
+        self.stop()
+        self.start()
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(10)

@@ -208,11 +208,12 @@ class ScoreEndpoint:
 
 def _warnings(scorer: Scorer, served: dict[str, Any]) -> list[str]:
     """What ``/healthz`` warns of (status still 200) and ``payfm_health_warnings`` counts: the bundle's
-    (``served``: its description; lists deleted, a shadow it could not load) and a change the server follows
-    but cannot serve."""
+    (``served``: its description; lists deleted, a shadow it could not load), a change the server follows
+    but cannot serve, and embedder states a Redis restart left stale."""
     warnings = list(served.get("warnings", []))
-    if scorer.watcher is not None and scorer.watcher.problem:
-        warnings.append(scorer.watcher.problem)
+    if scorer.watcher is not None:
+        warnings += [scorer.watcher.problem] if scorer.watcher.problem else []
+        warnings += scorer.watcher.restarts.warnings()  # (embedder states a Redis restart left stale)
     return warnings
 
 

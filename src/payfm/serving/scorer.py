@@ -445,6 +445,8 @@ class Scorer(FeedbackMixin):
             except Exception as e:
                 said = _short(self.scrub(str(e)))
                 problems.append(f"the {what} does not answer ({type(e).__name__}: {said})")
+        if self.watcher is not None and self.watcher.restarts.problem:  # (Redis restarted with another's)
+            problems.append(self.watcher.restarts.problem)
         return problems
 
     def _stores(self) -> list[Any]:

@@ -173,22 +173,27 @@ def begin_shared(scorer: Scorer, store: RedisStore) -> bool:
         return store.begin_load(owner=Owner.of(scorer.ws).encoded())
 
 
-def join_shared(scorer: Scorer, store: RedisStore) -> None:
+def join_shared(scorer: Scorer, store: RedisStore) -> int:
     """A state another process loaded: refused unless it was loaded from this workspace's event log
     (:func:`check_owner`); then caught up with the charges and outcomes of this server's decision log it
     misses (the last decided charges and the last counted outcomes are checked; ids counted already count
     once, late ones land in their own tiles), e.g. after serving another feature set; only those within the
     charge TTL of its latest event, whose claims have not expired. When the decision log was pruned of
     events within that window (those missed may be in the event log only), it says so, and how to load the
-    namespace again: not here, as a load empties it first, under servers that may be using it."""
+    namespace again: not here, as a load empties it first, under servers that may be using it. Returns how
+    many events it applied."""
     what = f"The Redis online state {store.ns}"
     with redis_errors(store.url, what, "checking whose event log it was loaded from"):
-        _check_features_owner(scorer, store, Owner.of(scorer.ws))
+        check_features_owner(scorer, store)
     with redis_errors(store.url, what, "catching it up with this server's decision log"):
-        _catch_up(scorer, store)
+        return catch_up(scorer, store)
 
 
-def _check_features_owner(scorer: Scorer, store: RedisStore, mine: Owner) -> None:
+def check_features_owner(scorer: Scorer, store: RedisStore) -> None:
+    """Raise a one-line ConfigError unless the features' state ``store`` was loaded from this server's event
+    log (:func:`check_owner`); a Redis failure is raised as it is."""
+    mine = Owner.of(scorer.ws)
+
     def verified() -> bool:
         recent = scorer.log.recent_charges(STALE_CHECK)[0]
         return bool(recent) and store.learned_all(recent)
@@ -205,14 +210,15 @@ def _check_features_owner(scorer: Scorer, store: RedisStore, mine: Owner) -> Non
     )
 
 
-def _catch_up(scorer: Scorer, store: RedisStore) -> None:
+def catch_up(scorer: Scorer, store: RedisStore) -> int:
     """Apply the events of this server's decision log that the loaded state misses (see
-    :func:`join_shared`)."""
+    :func:`join_shared`); returns how many it applied (0: it missed none). A Redis failure is raised as it
+    is."""
     recent, latest_charge = scorer.log.recent_charges(STALE_CHECK)
     outcomes = scorer.log.recent_outcomes(STALE_CHECK)
     times = [t for t in (latest_charge, max((o[3] for o in outcomes), default=None)) if t is not None]
     if not times:
-        return
+        return 0
     # Claims expire after the charge TTL: an older event's claim may be gone although it was counted,
     # so only the events within the TTL of the latest logged one are checked and applied.
     since = max(times) - store.charge_ttl_s * 1_000_000
@@ -231,3 +237,5 @@ def _catch_up(scorer: Scorer, store: RedisStore) -> None:
             )
         n = scorer._apply_logged(scorer.online, 0, since)
         log.info("Redis online state %s caught up with this decision log (%d events)", store.ns, n)
+        return n
+    return 0

@@ -9,6 +9,9 @@
   follows `rules apply`, `rules activate`, `rules rollback`, `models promote` and `models rollback` within a
   second, each on its own.
 
+Each look also checks whether a Redis the server's shared states live in restarted, and catches them up
+(:mod:`payfm.serving.redis_restarts`).
+
 A change that cannot be served (a model on another feature set, one that fails to load) leaves the server
 deciding as before: it is logged once, said in ``/healthz``'s ``warnings``, and tried again after a back-off
 (:data:`RETRY_S`) until it is served, undone, or served by a reload.
@@ -28,6 +31,7 @@ from payfm.events.cards import shown_text
 from payfm.registry.store import Registry, newest
 from payfm.rules import rulesets
 from payfm.serving.bundle import Bundle
+from payfm.serving.redis_restarts import RestartCheck
 
 if TYPE_CHECKING:
     from payfm.serving.scorer import Scorer
@@ -125,10 +129,13 @@ class Watcher:
         self._shadow_said = ""  # the last failure of such a try, logged once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.restarts = RestartCheck(scorer)  # a Redis restarted under the server
 
     def look(self) -> None:
-        """One look: refresh the lists when ``rules.db`` changed; with ``follow``, reload when either file
-        changed (or a refused change is due to be tried again) and what is wanted is not what is served."""
+        """One look: catch a Redis state up after its Redis restarted; refresh the lists when ``rules.db``
+        changed; with ``follow``, reload when either file changed (or a refused change is due to be tried
+        again) and what is wanted is not what is served."""
+        self.restarts.look()
         seen = (self._rules.read(), self._registry.read() if self.follow else None)
         before = self._seen
         if before is not None and seen != before:
@@ -237,6 +244,7 @@ class Watcher:
     def start(self) -> None:
         """Take the files' versions now, serve any change since the bundle was loaded, then look every
         ``every_s`` seconds in a daemon thread."""
+        self.restarts.look()  # (the Redis runs the states were loaded on)
         self._seen = (self._rules.read(), self._registry.read() if self.follow else None)
         self.scorer.refresh_lists()  # a change between the bundle's load and the first look
         if self.follow:

@@ -1,0 +1,152 @@
+"""A running server notices a Redis that restarted under it, and catches the shared state up.
+
+A Redis that restarts from an older save (an RDB snapshot, an AOF that lost its last second) comes back with
+its load marker and an older state: the servers' features would miss every event since the save, silently,
+until they restarted. Every server's workspace watcher (:mod:`payfm.serving.watch`, once a second) now reads
+the ``run_id`` of each Redis its shared states live in (``INFO server``: a new one at every start of the
+Redis). When it changed, the server:
+
+- catches the features' state up with its decision log, as a server joining a loaded state does at start
+  (:func:`payfm.serving.shared_state.join_shared`: the owner is checked, then the logged charges and outcomes
+  it misses within the charge TTL are applied; ids counted already count once), and logs what it applied
+  (nothing when the restart lost nothing). A state loaded from another event log since is a ``/healthz``
+  problem (503); a state gone (no marker) is one already;
+- checks each foundation-model embedder's state against the decision log's last charges and results; an
+  embedder state cannot be caught up in place (each charge's tokens are relative to the charges before it),
+  so a stale one is a ``/healthz`` warning until a server restarts and loads it again.
+
+A Redis that fails while this runs is tried again at the next look (the run id is recorded only once the
+check succeeded). Several servers on one Redis each catch up with their log; the ids make that safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from payfm.errors import ConfigError, shown_url
+from payfm.events.cards import shown_text
+from payfm.serving.decision_log import STALE_CHECK
+
+if TYPE_CHECKING:
+    from payfm.serving.scorer import Scorer
+
+log = logging.getLogger("payfm.serving")
+
+
+def run_id(client: Any) -> str:
+    """The Redis server's run id: random, new at each start of the server."""
+    return str(client.info("server")["run_id"])
+
+
+class RestartCheck:
+    """Which Redis run each shared state of ``scorer`` was last checked on, and what a restart left wrong
+    (the module's docstring)."""
+
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+        self._runs: dict[tuple[str, str], str] = {}  # (url, namespace) -> the run id it was checked on
+        self._failed: dict[tuple[str, str], str] = {}  # the last failure of each store, logged once
+        self.problem: str | None = None  # the features' state holds another log's (a /healthz problem)
+        self.stale: dict[tuple[str, str], str] = {}  # embedder states a restart left stale (warnings)
+
+    def _stores(self) -> list[tuple[str, Any]]:
+        """The Redis stores the server reads now: ``("features", store)`` and ``(checkpoint hash, store)``."""
+        scorer = self.scorer
+        stores: list[tuple[str, Any]] = [("features", scorer.online.store)]
+        stores += [(h, e.store) for h, e in scorer.bundle.embedders.items()]
+        return [(what, s) for what, s in stores if hasattr(s, "client")]
+
+    def look(self) -> None:
+        """Check every Redis store whose server's run id changed since it was last checked (one ``INFO``
+        each); a store seen for the first time (at start, or an embedder a reload added) is recorded."""
+        stores = self._stores()
+        current = {(s.url, s.ns) for _, s in stores}
+        self.stale = {k: v for k, v in self.stale.items() if k in current}  # (an embedder reloaded away)
+        for what, store in stores:
+            key = (store.url, store.ns)
+            try:
+                now = run_id(store.client)
+                before = self._runs.get(key)
+                if before is not None and now != before:
+                    self._restarted(what, store, before, now)
+                self._runs[key] = now
+                self._failed.pop(key, None)
+            except Exception as e:  # a Redis down or restarting: tried again at the next look
+                said = self.scorer.scrub(f"{type(e).__name__}: {e}")
+                if said != self._failed.get(key):
+                    self._failed[key] = said
+                    log.warning(
+                        "checking whether the Redis at %s restarted failed (tried again every look): %s",
+                        shown_url(store.url),
+                        shown_text(said, 300),
+                    )
+
+    def _restarted(self, what: str, store: Any, before: str, now: str) -> None:
+        where = shown_url(store.url)
+        if not store.is_loaded():
+            log.error(
+                "Redis at %s restarted (run %s, was %s) without the state %s",
+                where,
+                now[:8],
+                before[:8],
+                store.ns,
+            )
+            return  # /healthz says it is gone: the servers must restart to load it
+        log.warning(
+            "Redis at %s restarted (run %s, was %s): checking the state %s against this server's decision "
+            "log (a restart from an older save loses the events since)",
+            where,
+            now[:8],
+            before[:8],
+            store.ns,
+        )
+        if what == "features":
+            self._catch_up(store)
+        else:
+            self._check_embedder(what, store)
+
+    def _catch_up(self, store: Any) -> None:
+        from payfm.serving.shared_state import catch_up, check_features_owner
+
+        t0 = time.perf_counter()
+        try:
+            check_features_owner(self.scorer, store)
+        except ConfigError as e:  # loaded from another event log since: deciding on it is wrong
+            self.problem = f"the online state in Redis changed under this server: {e}"
+            log.error("%s", self.problem)
+            return
+        self.problem = None
+        if n := catch_up(self.scorer, store):
+            log.warning(
+                "Redis online state %s missed events of this decision log (Redis restarted from an older "
+                "save): %d logged events replayed onto it in %.1f s (those it held count once)",
+                store.ns,
+                n,
+                time.perf_counter() - t0,
+            )
+        else:
+            log.info(
+                "Redis online state %s holds the last events of this decision log: nothing lost", store.ns
+            )
+
+    def _check_embedder(self, h: str, store: Any) -> None:
+        from payfm.serving.fm_embeddings import recent_results
+
+        decisions = self.scorer.log
+        recent, latest = decisions.recent_charges(STALE_CHECK)
+        if store.learned_all(recent, recent_results(decisions, latest, store.charge_ttl_s)):
+            log.info("foundation model %s: its Redis state holds this decision log's last charges", h[:12])
+            return
+        said = (
+            f"the state of foundation model {h[:12]} in Redis misses charges of this server's decision log "
+            "(Redis restarted from an older save): its embeddings read a shorter history until a server "
+            "restarts (a server that starts loads it again from the logs)"
+        )
+        self.stale[(store.url, store.ns)] = said
+        log.error("%s", said)
+
+    def warnings(self) -> list[str]:
+        """What ``/healthz`` warns of: the embedder states a Redis restart left stale."""
+        return list(self.stale.values())

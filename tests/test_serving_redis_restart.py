@@ -1,0 +1,124 @@
+# ruff: noqa: F811 (the tests take the imported `world` fixture as an argument)
+"""A Redis that restarts under running servers, from an older save (an RDB snapshot, an AOF that lost its last
+second), comes back with its load marker and an older state. Found by an operations review: the servers
+went on deciding from the older state, `/healthz` 200, until they restarted. A running server now notices
+the Redis's new run id and catches the features' state up with its decision log; an embedder's state, which
+cannot be caught up in place, is a /healthz warning; a state of another log a problem (503). The Redis here
+is a real one of the test's own (tests/services.py, PrivateRedis), restarted for real."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from payfm.events.workspace import Workspace
+from payfm.serving.redis_restarts import RestartCheck
+from payfm.serving.scorer import Scorer
+from payfm.serving.scorer_config import ScorerConfig
+from payfm.serving.shared_state import Owner
+from services import PrivateRedis
+from test_serving_fm import World, world  # noqa: F401 (world: the module's fixture)
+
+
+def _probe(charge: dict[str, Any], i: int) -> dict[str, Any]:
+    """A charge a minute after ``charge``, on its card and merchant: its features count ``charge``."""
+    return {
+        **charge,
+        "charge_id": f"probe_{i}",
+        "created_us": int(charge["created"].timestamp() * 1e6) + 60e6,
+    }
+
+
+def test_a_running_server_catches_its_state_up_after_redis_restarts_from_an_older_save(
+    world: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = PrivateRedis(tmp_path / "redis")
+    scorer = Scorer.open(Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws")), state=server.url)
+    try:
+        check = RestartCheck(scorer)
+        check.look()  # the run the state was loaded on
+        for charge in world.live[:10]:
+            scorer.score(charge)
+        server.save()  # the save the restart comes back from: the next ten charges are not in it
+        for charge in world.live[10:20]:
+            scorer.score(charge)
+        probes = [_probe(c, i) for i, c in enumerate(world.live[10:20])]
+        want = [scorer.online.features(p) for p in probes]
+        server.restart()
+        older = [scorer.online.features(p) for p in probes]
+        assert all(o != w for o, w in zip(older, want, strict=True))  # the restart lost those ten charges
+
+        with caplog.at_level(logging.INFO, "payfm.serving"):
+            check.look()
+        assert [scorer.online.features(p) for p in probes] == want
+        replayed = re.search(
+            r"missed events of this decision log .*: (\d+) logged events replayed", caplog.text
+        )
+        assert replayed is not None and int(replayed[1]) >= 10, caplog.text
+        [h] = scorer.bundle.embedders  # its state cannot be caught up in place: a warning, until a restart
+        assert check.warnings() == [
+            f"the state of foundation model {h[:12]} in Redis misses charges of this server's decision log "
+            "(Redis restarted from an older save): its embeddings read a shorter history until a server "
+            "restarts (a server that starts loads it again from the logs)"
+        ]
+        assert check.problem is None
+
+        caplog.clear()  # the same run: nothing checked again
+        with caplog.at_level(logging.INFO, "payfm.serving"):
+            check.look()
+        assert "restarted" not in caplog.text
+        # a restart that lost nothing: said, nothing replayed; a decision after it counts once
+        server.save()
+        server.restart()
+        with caplog.at_level(logging.INFO, "payfm.serving"):
+            check.look()
+        assert "holds the last events of this decision log: nothing lost" in caplog.text
+        assert [scorer.online.features(p) for p in probes] == want
+    finally:
+        scorer.close(snapshot=False)
+        server.stop()
+    # a server that starts then loads the embedder's state again: no warning
+    server.start()
+    again = Scorer.open(Workspace.open(tmp_path / "ws"), state=server.url)
+    try:
+        fresh = RestartCheck(again)
+        fresh.look()
+        assert fresh.warnings() == [] and again.health() == []
+    finally:
+        again.close(snapshot=False)
+        server.stop()
+
+
+def test_a_redis_restarted_with_another_logs_state_takes_the_server_out(world: World, tmp_path: Path) -> None:
+    """Through the server's watcher (every look): the state the Redis came back with was loaded from another
+    event log, a /healthz problem (a load balancer takes the server out), not decided on."""
+    server = PrivateRedis(tmp_path / "redis")
+    ws = Workspace.open(shutil.copytree(world.serve.root, tmp_path / "ws"))
+    config = ScorerConfig(lists_refresh_s=0.05)
+    scorer = Scorer.open(ws, state=server.url, config=config)
+    try:
+        assert scorer.health() == []
+        other = Owner("ws_other", "log_other", "/elsewhere", "otherhost", "2026-01-02T03:04:05+00:00")
+        with redis.Redis.from_url(server.url) as client:
+            client.set(f"{scorer.online.store.ns}:warm", other.encoded())  # type: ignore[attr-defined]
+        server.save()
+        server.restart()
+        deadline = time.monotonic() + 15
+        while not (problems := scorer.health()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [problem] = problems
+        assert problem.startswith(
+            "the online state in Redis changed under this server: The Redis state "
+            f"{scorer.online.store.ns} at "  # type: ignore[attr-defined]
+        )
+        assert "loaded from the event log of workspace '/elsewhere' on otherhost" in problem
+    finally:
+        scorer.close(snapshot=False)
+        server.stop()
