@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from payfm.events.workspace import Workspace
+from payfm.redis_load import unlink_namespace
 from payfm.serving.redis_restarts import RestartCheck
 from payfm.serving.scorer import Scorer
 from payfm.serving.scorer_config import ScorerConfig
@@ -119,6 +120,47 @@ def test_a_redis_restarted_with_another_logs_state_takes_the_server_out(world: W
             f"{scorer.online.store.ns} at "  # type: ignore[attr-defined]
         )
         assert "loaded from the event log of workspace '/elsewhere' on otherhost" in problem
+        # the operator drops it and starts a server, which loads this log's state: the problem clears
+        with redis.Redis.from_url(server.url) as client:
+            unlink_namespace(client, scorer.online.store.ns)  # type: ignore[attr-defined]
+        Scorer.open(Workspace.open(shutil.copytree(ws.root, tmp_path / "ws2")), state=server.url).close(
+            snapshot=False
+        )
+        deadline = time.monotonic() + 15
+        while scorer.health() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert scorer.health() == []
+    finally:
+        scorer.close(snapshot=False)
+        server.stop()
+
+
+def test_a_server_catches_up_a_state_another_loads_after_redis_restarted_empty(
+    world: World, tmp_path: Path
+) -> None:
+    """A Redis that came back empty: /healthz says the state is gone; a server that starts loads it from its
+    own logs, and this one, looking meanwhile, adds the charges of its decision log the other's lacks."""
+    server = PrivateRedis(tmp_path / "redis")
+    scorer = Scorer.open(Workspace.open(shutil.copytree(world.serve.root, tmp_path / "a")), state=server.url)
+    try:
+        check = RestartCheck(scorer)
+        check.look()
+        for charge in world.live[:10]:
+            scorer.score(charge)
+        probes = [_probe(c, i) for i, c in enumerate(world.live[:10])]
+        want = [scorer.online.features(p) for p in probes]
+        server.restart()  # never saved: empty
+        check.look()
+        assert "Redis restarted empty or was flushed" in " ".join(scorer.health())
+        Scorer.open(
+            Workspace.open(shutil.copytree(world.serve.root, tmp_path / "b")), state=server.url
+        ).close(
+            snapshot=False
+        )  # another server (its own decision log, without a's charges) starts and loads it
+        assert [scorer.online.features(p) for p in probes] != want
+        check.look()
+        assert [scorer.online.features(p) for p in probes] == want
+        assert scorer.health() == []
     finally:
         scorer.close(snapshot=False)
         server.stop()

@@ -10,12 +10,15 @@ Redis). When it changed, the server:
   (:func:`payfm.serving.shared_state.join_shared`: the owner is checked, then the logged charges and outcomes
   it misses within the charge TTL are applied; ids counted already count once), and logs what it applied
   (nothing when the restart lost nothing). A state loaded from another event log since is a ``/healthz``
-  problem (503); a state gone (no marker) is one already;
+  problem (503), checked again at every look until the namespace holds this log's state again (dropped and
+  loaded anew by a server that starts); a state gone (no marker) is one already;
 - checks each foundation-model embedder's state against the decision log's last charges and results; an
   embedder state cannot be caught up in place (each charge's tokens are relative to the charges before it),
   so a stale one is a ``/healthz`` warning until a server restarts and loads it again.
 
-A Redis that fails while this runs is tried again at the next look (the run id is recorded only once the
+A Redis that came back empty (no save) is a ``/healthz`` problem already (the state is gone): a server that
+starts loads it again from its logs, and this one, looking meanwhile, then catches it up with its own. A
+Redis that fails while this runs is tried again at the next look (the run id is recorded only once the
 check succeeded). Several servers on one Redis each catch up with their log; the ids make that safe.
 """
 
@@ -50,6 +53,7 @@ class RestartCheck:
         self._failed: dict[tuple[str, str], str] = {}  # the last failure of each store, logged once
         self.problem: str | None = None  # the features' state holds another log's (a /healthz problem)
         self.stale: dict[tuple[str, str], str] = {}  # embedder states a restart left stale (warnings)
+        self._gone: set[tuple[str, str]] = set()  # states a restart emptied (said once)
 
     def _stores(self) -> list[tuple[str, Any]]:
         """The Redis stores the server reads now: ``("features", store)`` and ``(checkpoint hash, store)``."""
@@ -70,7 +74,10 @@ class RestartCheck:
                 now = run_id(store.client)
                 before = self._runs.get(key)
                 if before is not None and now != before:
-                    self._restarted(what, store, before, now)
+                    if not self._restarted(what, store, before, now):
+                        continue  # the state is gone: looked at again until a server that starts loads it
+                elif what == "features" and self.problem is not None and store.is_loaded():
+                    self._catch_up(store)  # another log's: checked again (it may have been loaded anew)
                 self._runs[key] = now
                 self._failed.pop(key, None)
             except Exception as e:  # a Redis down or restarting: tried again at the next look
@@ -83,17 +90,23 @@ class RestartCheck:
                         shown_text(said, 300),
                     )
 
-    def _restarted(self, what: str, store: Any, before: str, now: str) -> None:
+    def _restarted(self, what: str, store: Any, before: str, now: str) -> bool:
+        """Check ``store`` after its Redis restarted; False while its state is gone (not loaded: /healthz
+        says so, and a server that starts loads it from its logs, after which this one catches up)."""
         where = shown_url(store.url)
         if not store.is_loaded():
-            log.error(
-                "Redis at %s restarted (run %s, was %s) without the state %s",
-                where,
-                now[:8],
-                before[:8],
-                store.ns,
-            )
-            return  # /healthz says it is gone: the servers must restart to load it
+            if (store.url, store.ns) not in self._gone:
+                self._gone.add((store.url, store.ns))
+                log.error(
+                    "Redis at %s restarted (run %s, was %s) without the state %s: restart a server to load "
+                    "it from the logs (this one then catches it up with its decision log)",
+                    where,
+                    now[:8],
+                    before[:8],
+                    store.ns,
+                )
+            return False
+        self._gone.discard((store.url, store.ns))
         log.warning(
             "Redis at %s restarted (run %s, was %s): checking the state %s against this server's decision "
             "log (a restart from an older save loses the events since)",
@@ -106,6 +119,7 @@ class RestartCheck:
             self._catch_up(store)
         else:
             self._check_embedder(what, store)
+        return True
 
     def _catch_up(self, store: Any) -> None:
         from payfm.serving.shared_state import catch_up, check_features_owner
@@ -114,9 +128,13 @@ class RestartCheck:
         try:
             check_features_owner(self.scorer, store)
         except ConfigError as e:  # loaded from another event log since: deciding on it is wrong
-            self.problem = f"the online state in Redis changed under this server: {e}"
-            log.error("%s", self.problem)
+            problem = f"the online state in Redis changed under this server: {e}"
+            if problem != self.problem:
+                log.error("%s", problem)
+            self.problem = problem
             return
+        if self.problem is not None:
+            log.warning("Redis online state %s holds this server's event log's state again", store.ns)
         self.problem = None
         if n := catch_up(self.scorer, store):
             log.warning(
