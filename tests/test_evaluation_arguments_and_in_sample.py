@@ -248,3 +248,44 @@ def test_payfm_evaluate_in_the_gap_prints_no_in_sample_warning(world: World, tmp
     )
     assert r.exit_code == 0, r.output
     assert "in-sample" not in r.output and "warning" not in r.output, r.output
+
+
+# ---- the window, card_k and thresholds (a second review) ------------------------------------------------
+def test_evaluate_predictions_takes_a_window_as_evaluate_models_does_and_refuses_a_naive_one() -> None:
+    """A naive datetime failed with Python's TypeError after the whole evaluation; a date or ISO text, which
+    evaluate_models takes, failed the same way. Read as every window of the library is, before any work."""
+    start = PREDS["created"][1500].as_py().replace(hour=0, minute=0, second=0, microsecond=0)
+    aware = evaluate_predictions(PREDS, name="m", bootstrap=0, window=(start, None))
+    for same in (start.date(), start.date().isoformat()):
+        got = evaluate_predictions(PREDS, name="m", bootstrap=0, window=(same, None))
+        assert (got.window_start, got.card_precision) == (aware.window_start, aware.card_precision)
+    with pytest.raises(
+        EvaluationError, match=r"The 'window' start of evaluate_predictions must be timezone-aware \(UTC\)"
+    ):
+        evaluate_predictions(PREDS, name="m", bootstrap=0, window=(start.replace(tzinfo=None), None))
+    with pytest.raises(
+        EvaluationError, match=r"The 'window' end of evaluate_predictions must be an ISO date"
+    ):
+        evaluate_predictions(PREDS, name="m", bootstrap=0, window=(None, "01/03/2026"))
+    with pytest.raises(EvaluationError, match=r"The 'window' of evaluate_predictions must be a pair"):
+        evaluate_predictions(PREDS, name="m", bootstrap=0, window=start)  # type: ignore[arg-type]
+    with pytest.raises(EvaluationError, match="must end after it starts"):
+        evaluate_predictions(PREDS, name="m", bootstrap=0, window=(start, start))
+
+
+@pytest.mark.parametrize("k", [2.5, 0, True, "100"])
+def test_card_precision_needs_a_whole_number_of_cards(k: Any) -> None:
+    """card_k=2.5 gave a card precision@k of 0.6 that meant nothing."""
+    with pytest.raises(
+        EvaluationError, match=r"The 'card_k' of evaluate_predictions \(cards a day\) must be"
+    ):
+        evaluate_predictions(PREDS, name="m", bootstrap=0, card_k=k)
+
+
+@pytest.mark.parametrize("thresholds", ["maximize protection", ["maximize protection"]])
+def test_thresholds_must_be_presets(thresholds: Any) -> None:
+    """A preset's name where a Preset goes reached the internals as "'str' object has no attribute 'kind'"."""
+    with pytest.raises(
+        EvaluationError, match=r"The 'thresholds' of evaluate_predictions must be Presets .* Got"
+    ):
+        evaluate_predictions(PREDS, name="m", bootstrap=0, thresholds=thresholds)

@@ -91,6 +91,38 @@ def check_window(start: datetime | None, end: datetime | None) -> None:
         )
 
 
+def check_window_arg(window: object, who: str) -> tuple[datetime | None, datetime | None]:
+    """``window`` (the ``window`` parameter of ``who``: a pair of bounds, each an aware datetime, a date or
+    ISO text, None for open) as a pair of aware datetimes, checked by :func:`check_window`; an
+    :class:`EvaluationError` naming the parameter otherwise, before any work (a naive datetime failed after
+    the whole evaluation, comparing it with the charges' aware times).
+
+    >>> check_window_arg(("2026-03-01", None), "evaluate_predictions")[0].isoformat()
+    '2026-03-01T00:00:00+00:00'
+    """
+    from payfm.events.schema import time_bound
+
+    if isinstance(window, str | bytes) or not isinstance(window, Sequence) or len(window) != 2:
+        raise EvaluationError(
+            f"The 'window' of {who} must be a pair (start, end) of datetimes, dates or ISO texts (None: "
+            f"open). Got {window!r}."
+        )
+    start, end = (
+        time_bound(b, f"The 'window' {n} of {who}", EvaluationError)
+        for b, n in zip(window, ("start", "end"), strict=True)
+    )
+    check_window(start, end)
+    return start, end
+
+
+def check_card_k(k: object, who: str) -> int:
+    """``k`` of card precision@k (cards a day an analyst reviews) as an int >= 1; an
+    :class:`EvaluationError` naming ``who`` otherwise (2.5 cards gave a figure that meant nothing)."""
+    if isinstance(k, numbers.Integral) and not isinstance(k, bool) and int(k) >= 1:
+        return int(k)
+    raise EvaluationError(f"The 'card_k' of {who} (cards a day) must be an integer >= 1. Got {k!r}.")
+
+
 def binary_inputs(
     who: str, y_true: npt.ArrayLike, y_score: npt.ArrayLike, sample_weight: npt.ArrayLike | None = None
 ) -> tuple[FloatArray, FloatArray, FloatArray]:

@@ -40,9 +40,11 @@ from payfm.evaluation.checks import (
     FloatArray,
     IntArray,
     binary_inputs,
+    check_card_k,
     check_rates,
     check_resamples,
     check_seed,
+    check_window_arg,
     probabilities,
     require_both_classes,
 )
@@ -280,14 +282,27 @@ def evaluate_predictions(
     Raises :class:`EvaluationError` when a column is missing, a score is not a probability, an amount of a
     charge with a mature label is null, negative or not finite, the mature labels do not include both a
     fraudulent and a legitimate charge, or a parameter is out of range (``seed`` in [0, 2**32 - 1],
-    ``bootstrap`` >= 0, each of ``fpr_levels`` and ``block_rates`` in (0, 1)), before any work.
+    ``bootstrap`` >= 0, each of ``fpr_levels`` and ``block_rates`` in (0, 1), ``card_k`` an integer >= 1,
+    ``thresholds`` Presets, ``window`` two bounds: aware datetimes, dates or ISO texts), before any work.
     """
     seed = check_seed(seed, "evaluate_predictions")
     bootstrap = check_resamples(bootstrap, "evaluate_predictions")
     fpr_levels = check_rates(fpr_levels, "fpr_levels", "evaluate_predictions")
     block_rates = check_rates(block_rates, "block_rates", "evaluate_predictions")
+    window = check_window_arg(window, "evaluate_predictions")
+    card_k = check_card_k(card_k, "evaluate_predictions")
     if not thresholds:
         raise EvaluationError(f"The evaluation of {name!r} needs at least one threshold preset. Got none.")
+    if isinstance(thresholds, str) or not all(isinstance(p, Preset) for p in thresholds):
+        wrong = (
+            thresholds
+            if isinstance(thresholds, str)
+            else next(p for p in thresholds if not isinstance(p, Preset))
+        )
+        raise EvaluationError(
+            "The 'thresholds' of evaluate_predictions must be Presets (payfm.evaluation.thresholds: "
+            f"DEFAULT_PRESETS, Preset('top 1%', 'block_rate', 0.01)). Got {wrong!r}."
+        )
     check_predictions(preds, name)
     mature_col = pc.fill_null(_column(preds, "mature"), False)
     charges = preds.num_rows

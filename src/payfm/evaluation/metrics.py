@@ -234,10 +234,9 @@ def card_precision_at_k(
         >>> cp.mean, cp.best
         (0.5, 0.5)
     """
-    from payfm.evaluation.checks import EvaluationError
+    from payfm.evaluation.checks import EvaluationError, check_card_k
 
-    if k < 1:
-        raise EvaluationError(f"Card precision@k needs k >= 1. Got {k}.")
+    k = check_card_k(k, "card_precision_at_k")
     y, s, _ = binary_inputs("Card precision@k", y_true, y_score)
     days = np.asarray(day, dtype=np.int64).ravel()
     if np.issubdtype(np.asarray(card).dtype, np.integer):
