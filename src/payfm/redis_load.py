@@ -375,12 +375,17 @@ def load_lock_of(store: object) -> LoadLock | None:
 def all_claimed(client: Any, ns: str, charge_ids: list[str], kind: str = "c") -> bool:
     """Every one of ``charge_ids`` has its claim ``{ns}:{kind}:{id}`` in namespace ``ns``: ``c`` a charge
     learned or counted, ``o`` an outcome counted (the id is then its claim)."""
+    return all(claimed(client, ns, charge_ids, kind))
+
+
+def claimed(client: Any, ns: str, charge_ids: list[str], kind: str = "c") -> list[bool]:
+    """Whether each of ``charge_ids`` has its claim (:func:`all_claimed`), in one pipeline."""
     if not charge_ids:
-        return True
+        return []
     pipe = client.pipeline(transaction=False)
     for cid in charge_ids:
         pipe.exists(f"{ns}:{kind}:{cid}")
-    return all(int(x) for x in pipe.execute())
+    return [bool(int(x)) for x in pipe.execute()]
 
 
 def unlink_namespace(client: Any, ns: str, batch: int = 5_000, keep: str | None = None) -> int:

@@ -45,8 +45,9 @@ def opened_log(ws: Workspace, spec: str) -> Iterator[DecisionLog]:
         )
     if spec.startswith("sqlite:///") and not Path(spec[len("sqlite:///") :]).is_file():
         raise ConfigError(f"No decision log at {spec[len('sqlite:///') :]} (from --decision-log {spec}).")
-    log = open_log(spec, ws.root)
+    log = None
     try:
+        log = open_log(spec, ws.root, create=False)  # (what holds no decision log is refused, unchanged)
         yield log
     except Exception as e:
         if type(e).__module__.split(".")[0] not in ("psycopg", "sqlite3"):
@@ -54,7 +55,8 @@ def opened_log(ws: Workspace, spec: str) -> Iterator[DecisionLog]:
         said = scrubbed((str(e).splitlines() or [type(e).__name__])[0], spec)
         raise ConfigError(f"Cannot use the decision log {shown_url(spec)}: {said}") from None
     finally:
-        log.close()
+        if log is not None:
+            log.close()
 
 
 def _size(n: int) -> str:

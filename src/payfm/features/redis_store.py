@@ -34,13 +34,14 @@ from typing import Any, TypeVar
 
 import orjson
 
-from payfm.features.definitions import FeatureSet, outcome_claim
+from payfm.features.definitions import AUTHORIZATION, FeatureSet, outcome_claim
 from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 from payfm.features.stores import MemoryStore, Runner, StateStore
 from payfm.redis_breaker import Breaker
 from payfm.redis_load import LoadLock, all_claimed, connected, unlink_namespace
+from payfm.redis_load import claimed as _claimed
 
 T = TypeVar("T")
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -293,9 +294,21 @@ class RedisStore(StateStore):
         return bool(self._guarded(all_claimed, self.client, self.ns, charge_ids))
 
     def counted_all(self, outcomes: list[tuple[str, str, str]]) -> bool:
-        """Every one of ``outcomes`` (label source, outcome id, charge id) was counted in this namespace."""
+        """Every one of ``outcomes`` (label source, outcome id, charge id) was counted in this namespace. An
+        authorization result counts as counted without its claim when its charge was counted with its
+        outcome (read from the event log, after `payfm serve export`): applying it then takes no claim
+        (:meth:`OnlineFeatures.apply_authorization`), and a review found every server that joined such a
+        state replaying its whole decision log, warning of a prune that was not the cause, at every start."""
         claims = [outcome_claim(source, oid, cid) for source, oid, cid in outcomes]
-        return bool(self._guarded(all_claimed, self.client, self.ns, claims, kind="o"))
+        there = self._guarded(_claimed, self.client, self.ns, claims, kind="o")
+        unclaimed = [(source, cid) for (source, _, cid), t in zip(outcomes, there, strict=True) if not t]
+        if any(source != AUTHORIZATION for source, _ in unclaimed):
+            return False
+        for _, cid in unclaimed:
+            fields = self.charge_fields(cid)
+            if fields is None or fields.get("outcome") is None:
+                return False
+        return True
 
 
 def _as_json(st: State | list[Any]) -> list[Any]:

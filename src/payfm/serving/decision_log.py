@@ -613,17 +613,20 @@ class DecisionLog(ABC):
         read)."""
         # Pages follow (seq, tie): servers sharing one log number their events each from its own count, so
         # several events can share a seq, and a page ending inside such a run must not skip the rest of it.
-        last, tie = seq, "~"  # "~" sorts after every tie key: the first page starts after all of seq's events
+        # The first page starts after all of seq's events (no tie key: a sentinel such as "~" sorts after
+        # every key in the C collation only; in PostgreSQL's en-US it sorts first).
+        last, tie = seq, None
         since = -(2**62) if not_before_us is None else int(not_before_us)
         while True:
+            after = "seq > ?" if tie is None else "(seq > ? OR (seq = ? AND t > ?))"
             rows = self._fetch(
                 "SELECT seq, k, p, t FROM ("
                 "SELECT seq, 'charge' AS k, charge AS p, 'c:' || charge_id AS t FROM decisions "
                 "WHERE seq >= ? AND created_us >= ? "
                 "UNION ALL SELECT seq, source AS k, payload AS p, 'o:' || kind || ':' || outcome_id AS t "
-                "FROM outcomes WHERE seq >= ? AND created_us >= ? AND source IS NOT NULL) u "
-                "WHERE seq > ? OR (seq = ? AND t > ?) ORDER BY seq, t LIMIT ?",
-                (last, since, last, since, last, last, tie, batch),
+                f"FROM outcomes WHERE seq >= ? AND created_us >= ? AND source IS NOT NULL) u WHERE {after} "
+                "ORDER BY seq, t LIMIT ?",
+                (last, since, last, since, *((last,) if tie is None else (last, last, tie)), batch),
             )
             for s, k, p, _ in rows:
                 yield int(s), str(k), json.loads(p)
@@ -737,9 +740,10 @@ class DecisionLog(ABC):
         return [(str(c), int(v)) for c, v in rows]
 
 
-def open_log(spec: str, workspace_root: Path, durability: str = "fsync") -> DecisionLog:
+def open_log(spec: str, workspace_root: Path, durability: str = "fsync", create: bool = True) -> DecisionLog:
     """``sqlite`` (the default: ``<workspace>/serving/decisions.db``), ``sqlite:///path`` or ``postgresql://...``;
-    ``durability`` one of :data:`DURABILITY`."""
+    ``durability`` one of :data:`DURABILITY`; ``create=False`` refuses, unchanged, a file or database that
+    holds no decision log (its tables are made by a server's first start)."""
     from payfm.serving.errors import InvalidInput
 
     if durability not in DURABILITY:
@@ -756,11 +760,12 @@ def open_log(spec: str, workspace_root: Path, durability: str = "fsync") -> Deci
         from payfm.serving.sqlite_log import SQLiteDecisionLog
 
         path = Path(spec[len("sqlite:///") :]) if spec.startswith("sqlite:///") else None
-        return SQLiteDecisionLog(path or workspace_root / "serving" / "decisions.db", durability=durability)
+        path = path or workspace_root / "serving" / "decisions.db"
+        return SQLiteDecisionLog(path, durability=durability, create=create)
     if spec.startswith(("postgresql://", "postgres://")):
         from payfm.serving.postgres_log import PostgresDecisionLog
 
-        return PostgresDecisionLog(spec, durability=durability)
+        return PostgresDecisionLog(spec, durability=durability, create=create)
     raise InvalidInput(
         "The decision log must be 'sqlite', 'sqlite:///<path>' or 'postgresql://...'. "
         f"Got {shown_url(spec)!r}.",

@@ -8,6 +8,7 @@ serving processes may share one database (with the Redis state).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -48,12 +49,32 @@ def _said(e: Exception, url: str) -> str:
     return scrubbed(" ".join(str(e).split()) or type(e).__name__, url)
 
 
+# What a complete log holds: its tables and indexes (SCHEMA), and its id in meta.
+RELATIONS = tuple(re.findall(r"IF NOT EXISTS (\w+)", " ".join(SCHEMA)))
+
+
+def _missing(con: psycopg.Connection[Any]) -> list[str]:
+    """The relations of :data:`RELATIONS` that the connection's search path lacks, and ``meta's log_id`` when
+    its row is missing (empty: the log is complete)."""
+    found = con.execute(
+        "SELECT " + ", ".join("to_regclass(%s) IS NOT NULL" for _ in RELATIONS), RELATIONS
+    ).fetchone()
+    missing = [name for name, there in zip(RELATIONS, found or (), strict=True) if not there]
+    if "meta" not in missing and con.execute("SELECT 1 FROM meta WHERE key = 'log_id'").fetchone() is None:
+        missing.append("meta's log_id")
+    return missing
+
+
 class PostgresDecisionLog(DecisionLog):
     """``PostgresDecisionLog("postgresql://user@host:5432/db")``."""
 
     placeholder = "%s"
 
-    def __init__(self, url: str, *, schema: str | None = None, durability: str = "fsync") -> None:
+    def __init__(
+        self, url: str, *, schema: str | None = None, durability: str = "fsync", create: bool = True
+    ) -> None:
+        """``create``: make the tables when they are missing (a server's first start); without it a database
+        that holds no decision log is refused, unchanged (`payfm serve export`, `payfm serve prune`)."""
         super().__init__()
         self.url = url
         self.durability = durability
@@ -67,16 +88,33 @@ class PostgresDecisionLog(DecisionLog):
         except psycopg.Error as e:  # libpq refused the URL itself (ProgrammingError): its message quotes it
             said, shown = _said(e, url), shown_url(url)
             raise ConfigError(f"The PostgreSQL decision log URL {shown} is not valid: {said}") from None
-        with first as con, con.transaction():
-            # Servers started together on a new database would race on CREATE ... IF NOT EXISTS (a unique
-            # violation in the catalog): the first takes the lock and creates, the others find the tables.
-            con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-            for stmt in SCHEMA:
-                con.execute(stmt)
-            con.execute(
-                "INSERT INTO meta (key, value) VALUES ('log_id', %s) ON CONFLICT (key) DO NOTHING",
-                (new_log_id(),),
-            )
+        with first as con:
+            try:
+                if not (missing := _missing(con)):
+                    return  # (no DDL: a role with only SELECT, INSERT, UPDATE and DELETE on the tables works)
+                if not create:
+                    raise ConfigError(
+                        f"The database at {shown_url(url)} holds no payfm decision log (missing: "
+                        f"{', '.join(missing)}); nothing was changed. A server creates it at its first "
+                        "start (payfm serve --decision-log URL); check the URL (database, schema)."
+                    )
+                with con.transaction():
+                    # Servers started together on a new database would race on CREATE ... IF NOT EXISTS (a
+                    # unique violation in the catalog): the first takes the lock and creates, the others
+                    # find the tables.
+                    con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
+                    for stmt in SCHEMA:
+                        con.execute(stmt)
+                    con.execute(
+                        "INSERT INTO meta (key, value) VALUES ('log_id', %s) ON CONFLICT (key) DO NOTHING",
+                        (new_log_id(),),
+                    )
+            except psycopg.Error as e:  # a role that may not create (permission denied, a read-only replica)
+                raise ConfigError(
+                    f"The PostgreSQL decision log at {shown_url(url)} cannot be set up: {_said(e, url)}. Its "
+                    "tables are created once, by the first server, with a role that may create tables in the "
+                    "schema; later, a role with SELECT, INSERT, UPDATE and DELETE on them is enough."
+                ) from None
 
     def _connect(self) -> psycopg.Connection[Any]:
         con = psycopg.connect(self.url, autocommit=True, connect_timeout=10)

@@ -35,7 +35,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,7 +172,7 @@ def prune(
     if keep_newest < 0 or batch < 1:
         raise ConfigError(f"keep_newest must be 0 or more and batch 1 or more. Got {keep_newest}, {batch}.")
     report = PruneReport(keep_days, dry_run, ws.root / "serving" / "archive" / decisions.log_id())
-    with _one_prune(report.archive):
+    with nullcontext() if dry_run else _one_prune(report.archive):  # (a dry run writes nothing)
         if not dry_run:
             report.removed = _remove_uncommitted(report.archive, pruned_parts(decisions))
         newest = decisions._fetch("SELECT max(created_us) FROM decisions")[0][0]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from payfm.errors import sqlite_file
+from payfm.errors import ConfigError, sqlite_file
 from payfm.serving.decision_log import DecisionLog, new_log_id
 
 log = logging.getLogger("payfm.serving")
@@ -57,11 +57,15 @@ CREATE TABLE IF NOT EXISTS feature_layouts (id TEXT PRIMARY KEY, names TEXT NOT 
 class SQLiteDecisionLog(DecisionLog):
     """``SQLiteDecisionLog(path)``; reads use one connection per thread, writes the group-commit thread's."""
 
-    def __init__(self, path: Path, *, durability: str = "fsync") -> None:
+    def __init__(self, path: Path, *, durability: str = "fsync", create: bool = True) -> None:
+        """``create``: make the file and its tables when they are missing (a server's first start); without
+        it a file that is not a decision log is refused, unchanged (`payfm serve export`, `prune`)."""
         super().__init__()
         self.path = Path(path)
         self.durability = durability
         self.url = f"sqlite:///{self.path}"
+        if not create:
+            self._check_is_log()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite_file(self.path, "The decision log"):
             con = self._connect()
@@ -72,6 +76,27 @@ class SQLiteDecisionLog(DecisionLog):
                 con.close()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
+
+    def _check_is_log(self) -> None:
+        """Raise unless :attr:`path` is a decision log (its tables and its id), read without changing it."""
+        if not self.path.is_file():
+            raise ConfigError(f"No decision log at {self.path}: the file does not exist.")
+        with sqlite_file(self.path, "The decision log"):
+            con = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                needed = ("decisions", "outcomes", "reviews", "meta", "feature_layouts")
+                missing = [t for t in needed if t not in tables]
+                if not missing and con.execute("SELECT 1 FROM meta WHERE key = 'log_id'").fetchone() is None:
+                    missing.append("meta's log_id")
+            finally:
+                con.close()
+        if missing:
+            raise ConfigError(
+                f"{self.path} is not a payfm decision log (missing: {', '.join(missing)}); nothing was "
+                "changed. `payfm serve` writes its log to the workspace's serving/decisions.db, or where "
+                "--decision-log says."
+            )
 
     def start(self) -> None:
         """Start the group-commit writer and the background checkpointer (again after :meth:`close`)."""
