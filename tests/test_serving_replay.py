@@ -79,7 +79,7 @@ def test_a_replay_keeps_the_logs_time_even_ahead_of_the_clock(tmp_path: Path) ->
     """A server refuses events dated past its clock skew; a replay decides at the log's time, wherever it is
     (here a world generated into next year), whatever bound the caller's config sets."""
     w = Workspace.open(tmp_path / "ws", create=True)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=365)
+    start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=365)
     w.write_stream(generate_world(WorldConfig(charges=1000, days=2, seed=3, start=start)), "replace")
     rep = replay_in_process(w, start + timedelta(days=1), None, config=ScorerConfig(max_future_s=300))
     assert rep.charges > 100 and not rep.errors

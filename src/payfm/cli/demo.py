@@ -44,7 +44,13 @@ DEMO_SPLIT_DAYS = DEMO_HORIZON_DAYS + 14 + 14 + 2 * 7
 
 @click.command()
 @click.option("--charges", default=1_000_000, show_default=True, help="Approximate number of charges.")
-@click.option("--days", default=120, show_default=True, help="Days of history.")
+@click.option(
+    "--days",
+    default=120,
+    show_default=True,
+    help=f"Days of history: more than {DEMO_SPLIT_DAYS} for the models (a {DEMO_HORIZON_DAYS}-day label "
+    "horizon, validation and test periods and their gaps), or 1 to 3660 with --skip-models.",
+)
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
 @click.option("--skip-models", is_flag=True, help="Stop after the features (no training or evaluation).")
 @click.option(

@@ -12,10 +12,14 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from types import MappingProxyType
+from typing import TypeGuard
+
+import numpy as np
 
 from payfm.errors import ConfigError
 from payfm.events.schema import SCENARIOS, TIME_MAX_US
@@ -65,12 +69,15 @@ class WorldConfig:
     scenario_mix: Mapping[str, float] = field(default_factory=lambda: DEFAULT_SCENARIO_MIX)
 
     def __post_init__(self) -> None:
-        if isinstance(self.charges, bool) or not isinstance(self.charges, int) or self.charges < 1000:
+        # Integers and reals of any kind (numpy's included) are accepted and stored as plain int / float.
+        if not _integer(self.charges) or self.charges < 1000:
             raise WorldConfigError(
                 f"The 'charges' of WorldConfig must be an integer >= 1000. Got {self.charges!r}."
             )
-        if isinstance(self.days, bool) or not isinstance(self.days, int) or self.days < 1:
+        object.__setattr__(self, "charges", int(self.charges))
+        if not _integer(self.days) or self.days < 1:
             raise WorldConfigError(f"The 'days' of WorldConfig must be an integer >= 1. Got {self.days!r}.")
+        object.__setattr__(self, "days", int(self.days))
         if self.charges > MAX_CHARGES:
             raise WorldConfigError(
                 f"The 'charges' of WorldConfig must be at most {MAX_CHARGES:,}. Got {self.charges:,}."
@@ -79,10 +86,11 @@ class WorldConfig:
             raise WorldConfigError(
                 f"The 'days' of WorldConfig must be at most {MAX_DAYS:,} (ten years). Got {self.days!r}."
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+        if not _integer(self.seed) or self.seed < 0:
             raise WorldConfigError(
                 f"The 'seed' of WorldConfig must be a non-negative integer. Got {self.seed!r}."
             )
+        object.__setattr__(self, "seed", int(self.seed))
         if not isinstance(self.start, datetime) or self.start.tzinfo is None:
             raise WorldConfigError(
                 f"The 'start' of WorldConfig must be a tz-aware UTC datetime. Got {self.start!r}."
@@ -92,9 +100,15 @@ class WorldConfig:
                 f"The 'start' of WorldConfig must be in UTC. Got offset {self.start.utcoffset()}."
             )
         _check_span(self.start, self.days)
+        if self.start.astimezone(UTC).time() != time(0):  # day d is [start + d days, start + d + 1 days)
+            raise WorldConfigError(
+                "The 'start' of WorldConfig must be at midnight UTC (daily patterns, such as the hours "
+                f"customers shop at, count from it). Got {_shown(self.start)}."
+            )
         rate = self.fraud_rate
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 0.5:
+        if not _real(rate) or not 0.0 <= _float(rate) < 0.5:
             raise WorldConfigError(f"The 'fraud_rate' of WorldConfig must be in [0, 0.5). Got {rate!r}.")
+        object.__setattr__(self, "fraud_rate", float(rate))
         object.__setattr__(self, "start", self.start.astimezone(UTC))
         object.__setattr__(self, "scenario_mix", _normalise_mix(self.scenario_mix))
 
@@ -162,6 +176,8 @@ def _normalise_mix(mix: Mapping[str, float]) -> Mapping[str, float]:
                 "The 'scenario_mix' of WorldConfig must have finite weights >= 0. "
                 f"Got {weight!r} for {name!r}."
             )
+    # Plain Python numbers from here (numpy's 1e308 + 1e308 would warn of an overflow; ints stay exact).
+    mix = {name: int(w) if isinstance(w, numbers.Integral) else float(w) for name, w in mix.items()}
     try:
         total = float(sum(mix.values()))
     except OverflowError:  # integers past the largest float
@@ -178,11 +194,27 @@ def _normalise_mix(mix: Mapping[str, float]) -> Mapping[str, float]:
     return MappingProxyType({name: weight / total for name, weight in scaled.items()})
 
 
+def _integer(value: object) -> bool:
+    """Whether ``value`` is an integer (``int``, ``numpy.int64``, ...), not a bool (numpy's included)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_)
+
+
+def _real(value: object) -> TypeGuard[numbers.Real]:
+    """Whether ``value`` is a real number (``float``, ``numpy.float32``, an integer...), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
+
+
 def _finite_weight(weight: object) -> bool:
-    """Whether ``weight`` is an int or float (not a bool), finite and >= 0 (NaN compares false with 0)."""
-    if isinstance(weight, bool) or not isinstance(weight, int | float):
+    """Whether ``weight`` is a real number (not a bool), finite and >= 0 (NaN compares false with 0)."""
+    if not _real(weight):
         return False
+    value = _float(weight)
+    return math.isfinite(value) and value >= 0
+
+
+def _float(value: numbers.Real) -> float:
+    """``value`` as a float; NaN (which every check refuses) past the largest float (``10**400``)."""
     try:
-        return math.isfinite(float(weight)) and weight >= 0
-    except OverflowError:  # an integer past the largest float
-        return False
+        return float(value)
+    except OverflowError:
+        return math.nan

@@ -56,7 +56,7 @@ def generate_world(
     world = build_world(config, rng_world, genuine_per_day)
     scenarios = Scenarios(config, world, rng_fraud, genuine_per_day)
     start_us, end_us = _us(config.start), _us(config.end)
-    outcomes = OutcomeLog(world, rng_outcome, end_us, scenarios.bust_merchant)
+    outcomes = OutcomeLog(world, rng_outcome, end_us, scenarios.bust_start, scenarios.gone)
     one_off_per_day = genuine_per_day - world.sub_phase.size / 30  # recurring charges come from subscriptions
     weekday = (config.start.weekday() + np.arange(config.days)) % 7
     weekly = WEEKLY[weekday] / WEEKLY[weekday].mean()

@@ -78,20 +78,42 @@ class _Chunk:
 
 
 class OutcomeLog:
-    """Draws each day's outcomes and keeps those before ``end_us``; emits the three tables at the end."""
+    """Draws each day's outcomes and keeps those before ``end_us``; emits the three tables at the end.
 
-    def __init__(self, world: World, rng: np.random.Generator, end_us: int, bust_merchants: np.ndarray):
+    ``bust_start`` and ``gone`` give, per merchant, the time (us) its bust-out starts and the time it
+    disappears (int64 max for merchants that never bust): its charges from ``bust_start`` on get the
+    bust-out's refunds and disputes, and no refund of any of its charges is dated at or after ``gone``.
+    """
+
+    def __init__(
+        self,
+        world: World,
+        rng: np.random.Generator,
+        end_us: int,
+        bust_start: np.ndarray,
+        gone: np.ndarray,
+    ):
         self.world, self.rng, self.end_us = world, rng, end_us
-        self.busting = np.zeros(len(world.merchant_ids), dtype=bool)
-        self.busting[bust_merchants] = True
+        self.bust_start, self.gone = bust_start, gone
         self.chunks: dict[str, list[_Chunk]] = {"disputes": [], "early_fraud_warnings": [], "refunds": []}
 
     def _add(
-        self, table: str, r: Rows, serial: np.ndarray, idx: np.ndarray, delay: np.ndarray, code: np.ndarray
+        self,
+        table: str,
+        r: Rows,
+        serial: np.ndarray,
+        idx: np.ndarray,
+        delay: np.ndarray,
+        code: np.ndarray,
+        until: np.ndarray | None = None,
     ) -> None:
+        """Record outcomes of charges ``idx`` ``delay`` us after them, those before the world's end (and
+        before ``until``, one time per outcome, where given)."""
         amount, currency = local_amounts(self.world, r.merchant[idx], r.amount_usd[idx])
         created = r.created[idx] + delay
         keep = created < self.end_us
+        if until is not None:
+            keep &= created < until
         self.chunks[table].append(
             _Chunk(
                 serial[idx][keep], created[keep], code[keep], amount[keep], currency[keep].astype(np.int64)
@@ -108,7 +130,7 @@ class OutcomeLog:
         u = rng.random((4, n))
         small_test = (r.scenario == SCENARIO["card_testing"]) & (r.amount_usd < 1000)  # $1 tests go unnoticed
         p_dispute = np.where(small_test, 0.3, DISPUTE_P[sc])
-        busting = self.busting[r.merchant]
+        busting = r.created >= self.bust_start[r.merchant]  # at a merchant that has begun its bust-out
         bust_fraud = fraud & (r.scenario == SCENARIO["merchant_bust_out"])
         p_refund = np.where(
             bust_fraud, BUST_REFUND_P, np.where(busting, 0.10, np.where(fraud, 0.0, GENUINE_REFUND_P))
@@ -144,7 +166,7 @@ class OutcomeLog:
         )
         code = np.where(rng.random(idx.size) < 0.05, 1, 0)  # duplicate 5%, else requested_by_customer
         code = np.where(quick & (rng.random(idx.size) < 0.3), 2, code)  # busting merchants "refund fraud"
-        self._add("refunds", r, serial, idx, delay, code)
+        self._add("refunds", r, serial, idx, delay, code, until=self.gone[r.merchant[idx]])  # none once gone
         # Partial refunds: 15% of refunds return 20-90% of the amount.
         added = self.chunks["refunds"][-1]
         partial = rng.random(added.amount.size) < 0.15

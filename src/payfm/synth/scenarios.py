@@ -96,7 +96,11 @@ class Scenarios:
         self.bust_days = length
         self.bust_end = self.start_us + (first + length) * US_PER_DAY  # no charge at or after this time
         self.bust_budget = total_bust / max(n_bust, 1)
-        self.gone = np.full(len(world.merchant_ids), np.iinfo(np.int64).max, np.int64)
+        never = np.iinfo(np.int64).max
+        # Per merchant: when its bust-out starts (its window's first midnight) and when it disappears.
+        self.bust_start = np.full(len(world.merchant_ids), never, np.int64)
+        self.bust_start[self.bust_merchant] = self.start_us + first * US_PER_DAY
+        self.gone = np.full(len(world.merchant_ids), never, np.int64)
         self.gone[self.bust_merchant] = self.bust_end
         tested = np.setdiff1d(online, self.bust_merchant)  # testers pick merchants that stay open
         self.test_merchants = tested if tested.size else online

@@ -242,7 +242,9 @@ def build_world(config: WorldConfig, rng: np.random.Generator, genuine_per_day: 
     fraud = config.fraud_rate * config.charges
     mix = config.scenario_mix
     n_merchants = int(np.clip(config.charges / 1000, 60, 20_000))
-    n_customers = int(max(300, genuine_per_day / 0.2))  # a customer shops every 5 days on average
+    # A customer shops every 5 days on average; in worlds shorter than 5 days that would mean more customers
+    # than charges (1M charges in 1 day: 5M customers, 2.6 GB), so the pool is capped at one per charge.
+    n_customers = int(max(300, min(genuine_per_day / 0.2, config.charges)))
 
     # Merchants: kind 45% online, 45% physical, 10% subscription; Zipf-sized (weight ~ 1 / rank^1.1).
     kind = rng.choice(3, size=n_merchants, p=[0.45, 0.45, 0.10]).astype(np.int8)
