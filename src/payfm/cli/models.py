@@ -254,6 +254,35 @@ def train(
         f"{'authorized charges' if train_on == 'authorized' else 'charges'}"
         + (f" (negatives downsampled to {downsample:.0%}, weighted back)" if downsample < 1 else "")
     )
+    if said := _hindsight(s.get("hindsight")):
+        console.print(said)
+
+
+def _hindsight(late: dict[str, list[int]] | None) -> str:
+    """What the labels read as of the end of the log gave the models that a fit at the time would not have
+    had (:func:`payfm.training.trainer.hindsight`), or nothing when none came late.
+
+    >>> _hindsight({"train": [13, 48], "val": [0, 36]}).split(": ")[1].split(" (docs")[0]
+    '13 of 48 training positives (27%) came only after validation began'
+    >>> _hindsight({"train": [0, 48], "val": [0, 36]})
+    ''
+    """
+    if not late:
+        return ""
+    parts = [
+        f"{n} of {of} {what} positives ({n / of:.0%}) came only after {following} began"
+        for (n, of), what, following in (
+            (late["train"], "training", "validation"),
+            (late["val"], "validation", "the test"),
+        )
+        if n
+    ]
+    if not parts:
+        return ""
+    return (
+        f'labels read as of the end of the log: {"; ".join(parts)} (docs/models.md, "Not modelled"; a gap '
+        "as long as the horizon removes it)"
+    )
 
 
 def _params(texts: tuple[str, ...], kinds: list[str], fset: FeatureSet) -> dict[str, dict[str, str]]:
