@@ -63,6 +63,7 @@ def main() -> None:
     )
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
     args = ap.parse_args()
+    args.device = checked_device(args.device)  # before a world is generated and pretrained on
     print(f"# {describe()}", flush=True)
     root = Path(tempfile.mkdtemp(prefix="bench-fm-"))
     try:
@@ -72,6 +73,28 @@ def main() -> None:
             print(f"workspace kept: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def checked_device(value: str) -> str:
+    """``value`` after checking it is a device this machine has: cpu, or cuda (cuda:N) when torch sees a
+    GPU; otherwise exit with one line naming --device, what it takes and what it got (it failed with a torch
+    traceback after the world was generated and pretrained on)."""
+    expected = "cpu, or cuda / cuda:N on a machine with a GPU torch sees"
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise SystemExit(f"bench_fm: --device must be {expected}. Got {value!r}.") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise SystemExit(f"bench_fm: --device must be {expected}. Got {value!r}, and torch sees no GPU.")
+        if device.index is not None and device.index >= count:
+            raise SystemExit(
+                f"bench_fm: --device must be {expected}. Got {value!r}; torch sees {count} GPU(s)."
+            )
+    elif device.type != "cpu":
+        raise SystemExit(f"bench_fm: --device must be {expected}. Got {value!r}.")
+    return str(device) if device.type == "cuda" else "cpu"  # ("cpu:0" as "cpu": run() compares with it)
 
 
 def run(root: Path, args: argparse.Namespace) -> None:

@@ -248,9 +248,10 @@ def test_interrupted_writes_leave_no_temporary(ws: Workspace, tmp_path: Path, mo
 
 
 # ---- 6. NaN in the evaluation ----------------------------------------------------------------------------
-def test_evaluation_writes_json_and_shows_no_nan(ws: Workspace, monkeypatch: Any, tmp_path: Path) -> None:
-    from payfm.fm import downstream
-    from payfm.fm.downstream import DownstreamConfig, DownstreamReport, Score, evaluate_embeddings
+def small_evaluation(ws: Workspace) -> tuple[pa.Table, Any]:
+    """An amount feature of every charge and a quick downstream configuration (no fine-tuning, no detector,
+    one GBDT seed): an evaluation of a tiny checkpoint in seconds."""
+    from payfm.fm.downstream import DownstreamConfig
 
     con = ws.connect()
     try:
@@ -262,6 +263,14 @@ def test_evaluation_writes_json_and_shows_no_nan(ws: Workspace, monkeypatch: Any
     cfg = DownstreamConfig(
         train_frac=0.6, n_estimators=10, resamples=3, finetune_steps=0, detector_steps=0, gbdt_seeds=1
     )
+    return feats, cfg
+
+
+def test_evaluation_writes_json_and_shows_no_nan(ws: Workspace, monkeypatch: Any, tmp_path: Path) -> None:
+    from payfm.fm import downstream
+    from payfm.fm.downstream import DownstreamReport, Score, evaluate_embeddings
+
+    feats, cfg = small_evaluation(ws)
     ckpt = _copy(ws, "e-json")
     report = evaluate_embeddings(ws, ckpt, cfg, features=(feats, ["amount"]))
     # a 6-day world's test window: slices where no fraud label matured (which ones depends on the world)

@@ -50,7 +50,7 @@ from payfm.fm.cardtesting import MERCHANT_VIEW, US_PER_HOUR, attack_labels, merc
 from payfm.fm.embed import embed_sequences
 from payfm.fm.finetune import FinetuneConfig, finetune, predict
 from payfm.fm.identity import OUTPUTS, check_outputs, embedding_dims, seen_until
-from payfm.fm.pretrain import load_checkpoint
+from payfm.fm.pretrain import load_identified
 from payfm.fm.sequences import build_sequences, key_codes, read_charges, time_cut
 from payfm.training.labels import fraud_labels
 from payfm.training.trainer import TRAIN_ON
@@ -99,6 +99,9 @@ class DownstreamReport:
     # per-scenario slices hold no positive
     scenario_labels: bool = True
     skipped: tuple[str, ...] = ()  # what was not evaluated, and why (the card-testing detector on an import)
+    # the checkpoint evaluated: name, content hash, step, tokenizer version (payfm.fm.identity.provenance),
+    # so that a report older than the checkpoint's last pretraining can be told from a current one
+    checkpoint: dict[str, Any] = field(default_factory=dict)
 
     def relative_gain(self, slice_: str, model: str = "gbdt+fm") -> float:
         base, fm = self.scores["gbdt"][slice_].ap, self.scores[model][slice_].ap
@@ -221,7 +224,7 @@ def evaluate_embeddings(
             "more than once."
         )
     wanted = sorted({o for v in variants for o in v}, key=OUTPUTS.index)
-    model, tokenizer, meta = load_checkpoint(checkpoint)
+    model, tokenizer, meta, source = load_identified(checkpoint)
     charges = read_charges(ws)
     n = charges.num_rows
     created = charges["created_us"].to_numpy()
@@ -268,6 +271,7 @@ def evaluate_embeddings(
         test_rows=len(te),
         embedding_dims=embedding_dims({"model": model.config.to_json()}),
         hand_features=len(names),
+        checkpoint=source,
     )
     genuine = np.array([s is None for s in scenario[te]])
     merchant = key_codes(charges["merchant_id"])[rows]

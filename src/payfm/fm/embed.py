@@ -34,10 +34,10 @@ import torch
 from payfm.errors import ConfigError, shown_url
 from payfm.events.outputs import output_file, write_parquet
 from payfm.events.workspace import Workspace
-from payfm.fm.identity import check_outputs, checkpoint_hash
+from payfm.fm.identity import check_outputs, checkpoint_hash, provenance_metadata
 from payfm.fm.model import FoundationModel
 from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState
-from payfm.fm.pretrain import load_checkpoint
+from payfm.fm.pretrain import load_checkpoint, load_identified
 from payfm.fm.sequences import (
     OTHER,
     REL_KEYS,
@@ -152,12 +152,15 @@ def embed(
     """Embed all charges of ``ws``; write Parquet (default ``fm/<checkpoint name>.embeddings.parquet``):
     ``charge_id``, ``created`` and one fixed-size list column of float32 per output (``embedding``,
     ``surprise``). ``progress(output, done, total)`` counts each output's (charge, view) sequences done.
+    The schema's metadata names the checkpoint the file was made from (its name, content hash, step and
+    tokenizer version: :func:`payfm.fm.identity.provenance_metadata`), so that a file older than the
+    checkpoint's last pretraining can be told from a current one.
     The file is written to a temporary beside it and renamed: an interrupted run leaves the old file (or
     none), and no temporary."""
     outs = check_outputs(outputs)
     default = ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
     path = output_file(out if out else default, "--out")  # before the work, not after
-    model, tokenizer, _ = load_checkpoint(checkpoint)
+    model, tokenizer, _, source = load_identified(checkpoint)
     charges = read_charges(ws)
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)
     columns: dict[str, Any] = {
@@ -169,7 +172,7 @@ def embed(
         vectors = embed_sequences(model, seqs, workers=workers, output=output, progress=report)
         flat = pa.array(vectors.reshape(-1), type=pa.float32())
         columns[output] = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
-    table = pa.table(columns)
+    table = pa.table(columns).replace_schema_metadata(provenance_metadata(source))
     write_parquet(table, path, "--out")
     return path, table
 

@@ -335,6 +335,31 @@ def checkpoint_hash(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
+def provenance(root: Path, meta: dict[str, Any], digest: str) -> dict[str, Any]:
+    """What a file made from checkpoint ``root`` records of it (its embeddings' Parquet, its evaluation's
+    JSON), so that a file older than the checkpoint's last run can be told from a current one: the name,
+    the content hash ``digest`` (:func:`checkpoint_hash`), the step of the weights (``config.json``'s
+    ``step``; None if it has none) and the tokenizer version."""
+    return {
+        "name": root.name,
+        "hash": digest,
+        "step": meta.get("step"),
+        "tokenizer_version": meta.get("tokenizer_version"),
+    }
+
+
+def provenance_metadata(source: dict[str, Any]) -> dict[bytes, bytes]:
+    """:func:`provenance` as Parquet schema metadata: ``payfm.checkpoint`` (the name),
+    ``payfm.checkpoint_hash``, ``payfm.checkpoint_step`` (decimal; '' when unknown) and
+    ``payfm.tokenizer_version``."""
+    return {
+        b"payfm.checkpoint": str(source["name"]).encode(),
+        b"payfm.checkpoint_hash": str(source["hash"]).encode(),
+        b"payfm.checkpoint_step": b"" if source["step"] is None else str(source["step"]).encode(),
+        b"payfm.tokenizer_version": str(source["tokenizer_version"] or "").encode(),
+    }
+
+
 def embedding_dims(meta: dict[str, Any]) -> int:
     """Width of a checkpoint's charge embedding (views x channels), from its ``config.json``."""
     model = meta["model"]

@@ -14,7 +14,8 @@ contiguous slice of the same global batch and the loss is normalised by the glob
 DistributedDataParallel's gradient average equals the single-process gradient (gloo on CPU, nccl on CUDA).
 
 A checkpoint is a directory: ``model.safetensors``, ``optimizer.safetensors``, ``tokenizer.json`` and
-``config.json`` (model config, pretraining config, step, tokenizer version, losses).
+``config.json`` (model config, pretraining config, step, tokenizer version, losses). One pretraining of a
+checkpoint at a time: it holds ``.<name>.lock`` beside the checkpoint (:func:`exclusive_run`).
 
 Example (``payfm fm pretrain`` calls this)::
 
@@ -23,6 +24,7 @@ Example (``payfm fm pretrain`` calls this)::
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import math
@@ -30,8 +32,9 @@ import numbers
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,10 +52,12 @@ from payfm.fm.identity import (
     PRETRAIN_RANGES,
     check_name,
     check_resumable,
+    checkpoint_hash,
     checkpoint_meta,
     damaged_checkpoint,
     leftovers,
     one_folder,
+    provenance,
     range_problem,
 )
 from payfm.fm.model import FMConfig, FoundationModel
@@ -245,6 +250,25 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FoundationModel, Toke
     return model, tokenizer, meta
 
 
+def load_identified(
+    path: str | os.PathLike[str],
+) -> tuple[FoundationModel, Tokenizer, dict[str, Any], dict[str, Any]]:
+    """:func:`load_checkpoint` and the identity of what it loaded (:func:`payfm.fm.identity.provenance`:
+    the content hash, the step, the tokenizer version), for the files made from it to record. The hash is
+    taken before and after loading: a save of a running pretraining swapped in between (other weights) is
+    read again, so the identity recorded is that of the weights used."""
+    root = Path(path)
+    for _ in range(3):
+        digest = checkpoint_hash(root)
+        model, tokenizer, meta = load_checkpoint(root)
+        if checkpoint_hash(root) == digest:
+            return model, tokenizer, meta, provenance(root, meta, digest)
+    raise ConfigError(
+        f"Checkpoint '{root}' changed each time it was read (a pretraining of it is saving): run again "
+        "when it ends."
+    )
+
+
 def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]) -> None:
     try:
         flat = load_file(path / "optimizer.safetensors")
@@ -321,7 +345,8 @@ def pretrain(
     ``progress(step, total, loss)`` is called on rank 0 after each step, with the mean loss of the last 20.
     A run that would write over a checkpoint a registered model version uses (not archived) is refused
     before any training (:func:`check_unregistered`); ``warn(message)`` (default: logged) is told when only
-    archived versions use it (their rollback would then fail).
+    archived versions use it (their rollback would then fail). One pretraining of a checkpoint at a time:
+    another, while this one runs, is refused at once (:func:`exclusive_run`).
     """
     path = Path(out) if out is not None else checkpoint_dir(ws)
     rank, world = _world()
@@ -330,6 +355,85 @@ def pretrain(
             f"The 'batch_size' of pretraining must be divisible by the {world} processes. "
             f"Got {config.batch_size}."
         )
+    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
+    with _one_run(path, rank, world, device):
+        return _pretrain(ws, config, path, rank, world, device, resume, sequences, stop_at, progress, warn)
+
+
+@contextmanager
+def exclusive_run(path: Path) -> Iterator[None]:
+    """Hold ``.<name>.lock`` beside checkpoint ``path`` (an exclusive flock) while one pretraining of it runs;
+    another is refused at once (ConfigError naming the checkpoint): two runs of one name swapped their saves
+    over each other's (a raw "Directory not empty" from the rename, a ``.<name>.<pid>.old`` left behind).
+
+    The file is removed at the end while still held, so nothing is left beside the checkpoint: a run that
+    opened it before then holds a removed file, sees that it is no longer the one at that path, and opens
+    the path again (two runs never hold two different files)."""
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        f = open(lock, "a")  # noqa: SIM115 - closed below (closing releases the lock)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise ConfigError(
+                f"Checkpoint '{path}': another pretraining of it is running (it holds '{lock}'). Wait for "
+                "it to end, or pretrain under another --name."
+            ) from None
+        if _same_file(f.fileno(), lock):
+            break
+        f.close()  # the file of a run that ended (removed): lock the one at the path now
+    try:
+        yield
+    finally:
+        if _same_file(f.fileno(), lock):
+            lock.unlink(missing_ok=True)
+        f.close()
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def _one_run(path: Path, rank: int, world: int, device: torch.device) -> Iterator[None]:
+    """:func:`exclusive_run` on rank 0 (under torchrun every rank of one run is one pretraining); a refusal
+    stops every rank with the same error."""
+    refused: str | None = None
+    with ExitStack() as held:
+        if rank == 0:
+            try:
+                held.enter_context(exclusive_run(path))
+            except ConfigError as e:
+                if world == 1:
+                    raise
+                refused = str(e)
+        if world > 1:
+            box = [refused]
+            dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)
+            if box[0] is not None:
+                raise ConfigError(str(box[0]))
+        yield
+
+
+def _pretrain(
+    ws: Workspace,
+    config: PretrainConfig,
+    path: Path,
+    rank: int,
+    world: int,
+    device: torch.device,
+    resume: bool,
+    sequences: Sequences | None,
+    stop_at: int | None,
+    progress: Callable[[int, int, float], None] | None,
+    warn: Callable[[str], None] | None,
+) -> PretrainResult:
+    """:func:`pretrain`'s run, while it holds the checkpoint (:func:`exclusive_run`)."""
     meta: dict[str, Any] = {}
     if rank == 0:  # a save killed outright (SIGKILL) left temporaries, or the checkpoint renamed away
         sweep_leftovers(path)
@@ -362,7 +466,6 @@ def pretrain(
     # The end (exclusive) of the charges the weights have seen, over every run: what a downstream model's
     # validation period must start after (``payfm train --fm``, ``fm evaluate``).
     seen_until_us = max(int(meta.get("seen_until_us", 0)), int(sequences.created_us.max()) + 1)
-    device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = int(meta.get("step", 0))  # (check_resumable checked the fields of config.json)

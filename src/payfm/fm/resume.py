@@ -93,8 +93,8 @@ def _refuse_model_config(path: Path, before: FMConfig, asked: FMConfig) -> None:
             f"Checkpoint '{path}' has another model config: {before}. Got {asked}; resume it with its own, "
             "or pass another --name or --fresh."
         )
-    flags = " ".join(f"--{k.replace('_', '-')} {getattr(before, k)}" for k in changed)
-    then = ", ".join(f"{k} {getattr(asked, k)}" for k in changed)
+    flags = " ".join(f"--{k.replace('_', '-')} {exact(getattr(before, k))}" for k in changed)
+    then = ", ".join(f"{k} {exact(getattr(asked, k))}" for k in changed)
     raise ConfigError(
         f"Checkpoint '{path}' was pretrained with {flags}; resuming with {then} would change the model's "
         f"shape. Resume with its model config ({flags}), or pass another --name or --fresh."
@@ -120,7 +120,7 @@ def check_same_charges(path: Path, meta: dict[str, Any], n: int, last_us: int) -
 def _window_flags(ws: Workspace, until_us: int | None, max_charges: int | None) -> str:
     """The `payfm fm pretrain` options that select a checkpoint's window of this log: the shortest
     ``--until-frac`` whose cut (:func:`~payfm.fm.sequences.time_cut`) is ``until_us``, and --max-charges."""
-    parts = [] if max_charges is None else [f"--max-charges {max_charges}"]
+    parts = [] if max_charges is None else [f"--max-charges {exact(max_charges)}"]
     if until_us is None:
         return " ".join(["--until-frac 1", *parts])
     con = ws.connect()
@@ -132,12 +132,21 @@ def _window_flags(ws: Workspace, until_us: int | None, max_charges: int | None) 
     finally:
         con.close()
     n, before, at = (int(v or 0) for v in row) if row else (0, 0, 0)
-    # time_cut takes the charge at offset floor(n * frac): any offset among the charges at until_us.
+    # time_cut takes the charge at offset floor(n * frac): any offset among the charges at until_us. The
+    # fraction is printed as checked (repr: the shortest text that reads back as the same float; :g kept 6
+    # significant digits, another cut on a log of over a million charges).
     for digits in range(1, 10):
         frac = round((before + 0.5) / max(n, 1), digits)
         if 0 < frac < 1 and before <= math.floor(n * frac) < before + at:
-            return " ".join([f"--until-frac {frac:g}", *parts])
+            return " ".join([f"--until-frac {exact(frac)}", *parts])
     return " ".join(["its --until-frac (this log changed since: none selects the same charges)", *parts])
+
+
+def exact(value: object) -> str:
+    """A value as a user passes it back: an integer in full (``1234567``, not ``1.23457e+06``), a float by
+    repr, the shortest text that reads back as the same float (``0.0012345678``, ``0.003``); a value shown
+    with 6 significant digits was refused again (another seed, another learning rate, another cut)."""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _when(us: int | None) -> str:
@@ -145,7 +154,7 @@ def _when(us: int | None) -> str:
 
 
 def _first(n: int | None) -> str:
-    return "every charge" if n is None else f"the first {n:,} charges (--max-charges {n})"
+    return "every charge" if n is None else f"the first {n:,} charges (--max-charges {exact(n)})"
 
 
 def check_resume(
@@ -174,11 +183,11 @@ def check_resume(
         )
     changed = [k for k in RESUME_FIXED if k in done and done[k] != settings[k]]
     if changed:
-        then = ", ".join(f"{k} {done[k]:g}" for k in changed)
-        flags = " ".join(f"--{k.replace('_', '-')} {done[k]:g}" for k in changed if k in CLI_OPTIONS)
+        then = ", ".join(f"{k} {exact(done[k])}" for k in changed)
+        flags = " ".join(f"--{k.replace('_', '-')} {exact(done[k])}" for k in changed if k in CLI_OPTIONS)
         raise ConfigError(
             f"Checkpoint '{path}' was pretrained with {then}; resuming with "
-            f"{', '.join(f'{k} {settings[k]:g}' for k in changed)} would change its training "
+            f"{', '.join(f'{k} {exact(settings[k])}' for k in changed)} would change its training "
             "midway (learning-rate schedule, batches, masks) and misstate it in its config. Resume with "
             f"its settings{f' ({flags})' if flags else ''}, or start over with --fresh."
         )
