@@ -61,8 +61,10 @@ def test_show_gives_back_text_that_parses_to_the_same_rules(tmp_path: Path) -> N
     code, shown = _run(ws, "rules", "show")
     assert code == 0, shown
     lines = shown.splitlines()
-    assert lines[0].startswith("# ruleset v1 by ") and lines[0].endswith(": tuning")
-    assert lines[1:4] == ["# allow if :amount_usd: > 0", "#", "# release: v2"]
+    # the text first, line for line (an unnamed rule is named by its line), then the version and its note
+    assert lines[: len(TEXT.splitlines())] == TEXT.splitlines()
+    assert lines[-4].startswith("# ruleset v1 by ") and lines[-4].endswith(": tuning")
+    assert lines[-3:] == ["# allow if :amount_usd: > 0", "#", "# release: v2"]
     assert "'x:fire:y'" in shown and "\U0001f525" not in shown
     assert parse_rules(shown) == parse_rules(TEXT)  # names, actions and conditions (lines aside)
     f.write_text(shown)

@@ -748,7 +748,8 @@ def history(ctx: click.Context) -> None:
 @click.argument("version", required=False)
 @click.pass_context
 def show(ctx: click.Context, version: str | None) -> None:
-    """Print a ruleset version's text: VERSION (3 or v3), by default the active one."""
+    """Print a ruleset version's text: VERSION (3 or v3), by default the active one; then its version,
+    author, time and note as `#` comments (after the text: every rule keeps its line)."""
     number = _number(version) if version is not None else None
     ws = Workspace.open(ctx.obj["workspace"])
     v = rulesets.get(ws, number) if number is not None else rulesets.active(ws)
@@ -758,11 +759,12 @@ def show(ctx: click.Context, version: str | None) -> None:
     # the reader is shown (Trojan Source); its line breaks and tabs are layout.
     # Written as it is, not through Rich: `show > current.rules` must give back a file that parses, so no
     # wrapping at the console's width, no `:emoji:` codes read in a literal, and each line of a note
-    # commented (its second line would otherwise be a rule).
+    # commented (its second line would otherwise be a rule). The header comes after the text: before it, it
+    # would move every rule down, and an unnamed rule is named by its line (block_line_3).
     note, author = escaped(v.note, keep="\t\n"), escaped(v.author)
     header = f"ruleset v{v.version} by {author} at {v.created[:19]}: {note}"
-    click.echo("\n".join(f"# {line}".rstrip() for line in header.split("\n")))
     click.echo(escaped(v.text, keep="\t\n\r"))
+    click.echo("\n".join(f"# {line}".rstrip() for line in header.split("\n")))
 
 
 rules.add_command(diff)

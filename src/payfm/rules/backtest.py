@@ -542,6 +542,25 @@ def _warnings(
     return out + _rule_warnings(report, absent or {})
 
 
+def _late_as_of(con: duckdb.DuckDBPyConnection, as_of: datetime, end: datetime, horizon: timedelta) -> str:
+    """The warning for an ``as_of`` after the log's last event (``end``): the log holds no outcome after it,
+    so the charges whose horizon ends in between read final only because of ``as_of``; it says how many."""
+    micros = int(horizon.total_seconds() * 1_000_000)
+    [(n,)] = con.execute(
+        f"SELECT count(*) FROM {BASE} b JOIN charges c USING (charge_id) WHERE "
+        f"c.created + to_microseconds({micros}) > {_ts(end)} "
+        f"AND c.created + to_microseconds({micros}) <= {_ts(as_of)}"
+    ).fetchall()
+    n = int(n or 0)
+    return (
+        f"--as-of {as_of.isoformat()[:19]} is after the log's last event ({end.isoformat()[:19]}): the log "
+        f"holds no outcome after it, so {n:,} charge{'s' if n != 1 else ''} whose label horizon ends in "
+        f"between read{'s' if n == 1 else ''} final, legitimate unless a dispute or warning is recorded. "
+        "Give --as-of only when the log is complete up to it (an export taken then); without it they are "
+        "pending"
+    )
+
+
 def _never_present(
     con: duckdb.DuckDBPyConnection, ruleset: Ruleset, report: BacktestReport, attributes: set[str]
 ) -> dict[str, str]:
@@ -625,7 +644,8 @@ def backtest(
 
     The baseline runs on ``baseline_fset`` (default: ``fset``), the set it was saved with: two sets may define
     a feature of one name differently, and the decision service reads the baseline's own. Labels are those
-    known ``as_of`` (default: the log's end), final once ``horizon`` has passed since the charge;
+    known ``as_of`` (default: the log's end; one after it is warned of: the log knows no later outcome), final
+    once ``horizon`` has passed since the charge;
     ``scores_source`` names the scores in error messages (the --scores file), ``baseline_name`` the baseline
     (``rules backtest --against``: "Ruleset v2").
 
@@ -687,7 +707,12 @@ def backtest(
     con = ws.connect()
 
     def work() -> BacktestReport:
-        labels_as_of = as_of if as_of is not None else log_end(con)
+        end_of_log = log_end(con)
+        # The log holds no outcome after its last event: a later --as-of counts every charge whose horizon
+        # ends in between as final (legitimate without a dispute), right only when the log is complete up to
+        # it (an export taken then): warned of, with how many charges it decides.
+        late = end_of_log if as_of is not None and end_of_log is not None and as_of > end_of_log else None
+        labels_as_of = as_of if as_of is not None else end_of_log
         prepare(
             con,
             ws,
@@ -735,6 +760,8 @@ def backtest(
             report = replace(report, matched=_matched_charges(con, ruleset, matches))
         absent = _never_present(con, ruleset, report, own_attrs)
         warnings = _warnings(con, report, start, end, scored, scores_source, as_of is None, absent)
+        if late is not None and as_of is not None:
+            warnings = [_late_as_of(con, as_of, late, horizon), *warnings]
         return replace(report, warnings=(*learned, *warnings))
 
     abandoned = False

@@ -90,8 +90,10 @@ def similar_name(name: str, names: list[str]) -> str | None:
     same = [n for n in names if n.lower() == name.lower()]
     if same:
         return same[0]
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-    return close[0] if close else None
+    # spelling compared in lower case too: `:CARD.COUNT_CHARGE_1H:` is as close as its lower-case form
+    lowered = {n.lower(): n for n in reversed(names)}  # (the first name of each lower-case form)
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
 
 
 @dataclass(frozen=True)
@@ -129,8 +131,8 @@ class AttributeCatalog:
     def suggest(self, name: str) -> str:
         if name in AFTER_THE_DECISION:
             return f" {AFTER_THE_DECISION[name]}"
-        close = difflib.get_close_matches(name, list(self.types), n=1, cutoff=0.6)
-        return f" Did you mean ':{close[0]}:'?" if close else ""
+        close = similar_name(name, list(self.types))  # `:Amount_USD:` is ':amount_usd:', not ':amount:'
+        return f" Did you mean ':{close}:'?" if close else ""
 
 
 # Charge fields of the event log that rules cannot read, and why: they are known only after the decision (or

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import re
 from typing import Any
@@ -320,6 +321,55 @@ def _glued_error(text: str, line: int, column: int, allowed: set[str]) -> RuleEr
     )
 
 
+def _glued_name(
+    e: UnexpectedToken, text: str, line: int, allowed: set[str], stack: list[Any]
+) -> RuleError | None:
+    """The glued-keyword error (:func:`_glued_error`) where a ':' after the glued word made the lexer read
+    it as a rule name: ``5or:amount_usd:`` (the token is ``or``), ``blockif:amount_usd:`` (the rule read as
+    named ``blockif``, the parser stops at ``amount_usd``, where an action was expected); None otherwise."""
+    if e.token.type == "RULE_NAME" and (glued := _glued_error(text, line, e.column, allowed)):
+        return glued
+    if len(stack) == 2 and isinstance(name := stack[0], Token) and name.type == "RULE_NAME":
+        return _glued_error(text, line, name.column or 0, allowed)  # (allowed: the actions)
+    return None
+
+
+_SEPARATORS = " Numbers are written without separators: 1000, not 1,000."
+
+
+def _refuse_separators(tree: Tree[Token], line: int) -> None:
+    """Refuse a thousands separator in ``in (...)``: ``in (1,000, 2,500)`` parses as four values (1, 0, 2,
+    500), so a whole number directly followed by a comma and three digits is (a space after the comma
+    separates values: ``in (1, 500)``). Walks with ``find_data`` (iterative)."""
+    commas = []
+    for node in tree.find_data("in_values"):
+        # each value's tokens: [NUMBER], [MINUS, NUMBER], [STRING] or [BOOL]
+        items = [
+            [t for t in c.children if isinstance(t, Token)]
+            for c in node.children
+            if isinstance(c, Tree) and c.data == "in_item"
+        ]
+        for left, right in itertools.pairwise(items):
+            a, b = left[-1], right[0]
+            if (
+                a.type == b.type == "NUMBER"
+                and re.fullmatch(r"[0-9]+", a)
+                and re.fullmatch(r"[0-9]{3}(\.[0-9]+)?", b)
+                and a.end_column is not None
+                and b.column == a.end_column + 1  # the comma between them, and nothing else
+            ):
+                first = "".join(left)  # (with its sign: `-1,000`)
+                commas.append((a.end_column, f"{first},{b}", first, str(b)))
+    if commas:
+        column, written, first, second = min(commas)
+        raise RuleError(
+            f"Unexpected ',' in '{written}': the values of `in (...)` are separated by commas, so it reads "
+            f"as two values, {first} and {second}.{_SEPARATORS}",
+            line=line,
+            column=column,
+        )
+
+
 _CURLY_QUOTES = "\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u00ab\u00bb"
 
 
@@ -342,7 +392,7 @@ def _slip(text: str, column: int) -> str:
     if ch in _CURLY_QUOTES:
         return f" {ch!r} is a typographic quote (from a document or a chat): quote strings with ' or \"."
     if ch == "," and before.isdigit() and re.match(r",[0-9]{3}\b", text[i:]):
-        return " Numbers are written without separators: 1000, not 1,000."
+        return _SEPARATORS
     if ch in "kKmM" and before.isdigit() and not text[i + 1 : i + 2].isalnum():
         from decimal import Decimal
 
@@ -377,6 +427,8 @@ def _plain_syntax_error(e: UnexpectedInput, line: int, text: str) -> RuleError:
         if (non_finite := _non_finite(allowed, line, text, e.column, stack)) is not None:
             return non_finite
         if isinstance(e, UnexpectedCharacters) and (glued := _glued_error(text, line, e.column, allowed)):
+            return glued
+        if isinstance(e, UnexpectedToken) and (glued := _glued_name(e, text, line, allowed, stack)):
             return glued
     if (isinstance(e, UnexpectedToken) and e.token.type == "$END") or isinstance(e, UnexpectedEOF):
         expected = getattr(e, "expected", None) or getattr(e, "accepts", None) or set()
@@ -573,6 +625,8 @@ def parse_rule(text: str, line: int = 1, *, saved: bool = False) -> ast.Rule:
     except UnexpectedInput as e:
         raise _syntax_error(e, line, text) from None
     _check_depth(tree, line)
+    if not saved:  # (a version saved before keeps loading: it meant what it was served as)
+        _refuse_separators(tree, line)
     children: list[Any] = list(tree.children)
     name_tok = children[0] if isinstance(children[0], Token) and children[0].type == "RULE_NAME" else None
     if name_tok is not None:

@@ -281,7 +281,9 @@ def save(
     check_note(note, author)
     digest = hashlib.sha256(text.encode()).hexdigest()
     who, when = author or default_author(), now_iso(at)
-    with connect(ws, immediate=activate) as con:
+    # The write lock first, activated or not: the next version number is read before the insert, and two
+    # saves reading the same one would collide on it.
+    with connect(ws, immediate=True) as con:
         if activate:  # the active text again: a new version would change nothing but the history
             same = con.execute(
                 "SELECT r.version FROM active_ruleset a JOIN rulesets r USING (version) "
