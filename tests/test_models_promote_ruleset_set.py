@@ -22,7 +22,9 @@ SPLIT = ["--horizon-days", "5", "--val-days", "3", "--test-days", "3", "--gap-da
 
 def test_promoting_a_model_the_active_ruleset_cannot_serve_beside_warns(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "ws", create=True)
-    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=20, seed=2)), "replace")
+    # (2% fraud: every split part holds labelled fraud whatever the realization; 0.3% left the val period
+    # without one after the world's outcomes were drawn anew, 2026-12-07)
+    ws.write_stream(generate_world(WorldConfig(charges=20_000, days=20, seed=2, fraud_rate=0.02)), "replace")
 
     def run(*args: str) -> tuple[str, str]:
         r = CliRunner().invoke(cli, ["-w", str(ws.root), *args])

@@ -28,6 +28,7 @@ from payfm.features.definitions import (
 
 if TYPE_CHECKING:
     from payfm.events.workspace import Workspace
+    from payfm.registry import ModelVersion
 
 H = timedelta(hours=1)
 D = timedelta(days=1)
@@ -341,7 +342,7 @@ def define_set(ws: Workspace, fset: FeatureSet, *, replace: bool = False) -> tup
         >>> define_set(ws, mine)[1]  # the same definitions again: unchanged
         False
     """
-    from payfm.events.workspace import atomic_write_bytes, opened
+    from payfm.events.workspace import opened
 
     ws = opened(ws, "define_set")
     if not isinstance(replace, bool):
@@ -358,21 +359,33 @@ def define_set(ws: Workspace, fset: FeatureSet, *, replace: bool = False) -> tup
                 f"the new definitions give {fset.version}). Replace it with replace=True (--replace): models "
                 "trained on the old version will not load against the new one."
             )
-        _refuse_served(ws, fset)
-        _check_active_ruleset(ws, old, fset)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, json.dumps(fset.to_json(), indent=2, default=list).encode())
+        from payfm.registry import Registry
+
+        # Checked and written under the registry's lock, which a promotion holds while it checks the set's
+        # definitions: one of the two sees what the other did.
+        with Registry(ws).locked() as versions:
+            _refuse_served(versions, fset)
+            _check_active_ruleset(ws, old, fset)
+            _write(path, fset)
+        return path, True
+    _write(path, fset)
     return path, True
 
 
-def _refuse_served(ws: Workspace, new: FeatureSet) -> None:
-    """Refuse new definitions of a set a production or shadow model was trained on: every server start
-    would fail, as the decision service could not compute that model's features any more."""
-    from payfm.registry import Registry
+def _write(path: Path, fset: FeatureSet) -> None:
+    from payfm.events.workspace import atomic_write_bytes
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, json.dumps(fset.to_json(), indent=2, default=list).encode())
+
+
+def _refuse_served(versions: list[ModelVersion], new: FeatureSet) -> None:
+    """Refuse new definitions of a set a production or shadow model (of ``versions``, the registry's) was
+    trained on: every server start would fail, as the decision service could not compute that model's
+    features any more."""
     serving = [
         v.ref
-        for v in Registry(ws).list()
+        for v in versions
         if v.feature_set == new.name
         and v.stage in ("production", "shadow")
         and v.feature_set_version != new.version

@@ -43,6 +43,7 @@ from payfm.features.durations import (
     tiling_problem,
 )
 from payfm.features.durations import parse_duration as parse_duration  # (re-exported)
+from payfm.features.names import check_feature_name
 
 US = 1_000_000  # microseconds per second
 
@@ -653,7 +654,6 @@ class Derived:
 
 
 Feature = Aggregate | RequestFeature | Derived
-_NAME = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)?$")
 
 
 def refuse_card_numbers(fset: FeatureSet) -> None:
@@ -722,11 +722,7 @@ class FeatureSet:
                     f"Feature set '{self.name}': each feature must be an Aggregate, a RequestFeature or a "
                     f"Derived. Got {_got(f)}."
                 )
-            if not _NAME.match(f.name):
-                raise ConfigError(
-                    f"Feature '{f.name}': names are lower-case words with underscores and one optional dot "
-                    "(like card.count_charges_1h)."
-                )
+            check_feature_name(f.name)  # (its form; not a column beside the features in its files)
             if f.name in seen:
                 raise ConfigError(self._twice(seen[f.name], pos))
             if isinstance(f, Derived):

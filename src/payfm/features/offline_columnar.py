@@ -328,7 +328,7 @@ class Frame:
             for c in (*f.key_columns, f.column):
                 if c == "amount_usd":
                     _ = self.amount
-                elif c is not None:
+                if c is not None and (c != "amount_usd" or f.agg == "distinct"):  # (distinct reads codes)
                     self.codes(c)
             if f.filter:
                 self.mask(f.filter)

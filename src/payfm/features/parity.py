@@ -107,40 +107,70 @@ class ParityReport:
         return sum(self.mismatches.values())
 
 
-def compare(offline: pa.Table, online: pa.Table, names: list[str], rel: float = 1e-9) -> ParityReport:
-    """Compare feature values charge by charge (both sorted by charge id first)."""
+def _differs(x: np.ndarray, y: np.ndarray, rel: float) -> np.ndarray:
+    """Where two float columns (NaN: null) differ: one null and not the other, or beyond ``rel``."""
+    x_nan = np.isnan(x)
+    y_nan = np.isnan(y)
+    both = ~x_nan & ~y_nan
+    diff: np.ndarray = x_nan != y_nan
+    scale = np.maximum(np.abs(x), np.abs(y))
+    with np.errstate(invalid="ignore"):
+        diff[both] |= np.abs(x[both] - y[both]) > np.maximum(rel * scale[both], 1e-12)
+    return diff
+
+
+def compare(
+    offline: pa.Table, online: pa.Table, names: list[str], rel: float = 1e-9, warmed: pa.Table | None = None
+) -> ParityReport:
+    """Compare feature values charge by charge (both sorted by charge id first).
+
+    ``warmed``: values of some of the charges by another online path (a state warmed from the log before
+    them, see :func:`warm_replay`); a charge mismatches where either online value differs from the offline
+    one (an example shows the event-by-event value when that one differs, else the warmed one)."""
     a = offline.sort_by("charge_id")
     b = online.sort_by("charge_id")
     if a["charge_id"] != b["charge_id"]:
         raise ValueError("The offline and online tables hold different charges.")
+    at = np.zeros(0, dtype=np.int64)
+    if warmed is not None:
+        found = pc.index_in(warmed["charge_id"], value_set=a["charge_id"])
+        if found.null_count:
+            raise ValueError("The warmed table holds charges the offline one does not.")
+        at = found.to_numpy(zero_copy_only=False).astype(np.int64)
     report = ParityReport(charges=a.num_rows)
     ids = a["charge_id"]
     for name in names:
         x = a[name].to_numpy(zero_copy_only=False)
         y = b[name].to_numpy(zero_copy_only=False)
-        x_nan = np.isnan(x)
-        y_nan = np.isnan(y)
-        both = ~x_nan & ~y_nan
-        diff = np.zeros(len(x), dtype=bool)
-        diff |= x_nan != y_nan
-        scale = np.maximum(np.abs(x), np.abs(y))
-        with np.errstate(invalid="ignore"):
-            diff[both] |= np.abs(x[both] - y[both]) > np.maximum(rel * scale[both], 1e-12)
+        diff = _differs(x, y, rel)
+        other = y.copy()  # the online value an example shows
+        if warmed is not None:
+            w = warmed[name].to_numpy(zero_copy_only=False)
+            only = _differs(x[at], w, rel) & ~diff[at]
+            diff[at[only]] = True
+            other[at[only]] = w[only]
         n = int(diff.sum())
         report.mismatches[name] = n
         if n:
             k = int(np.flatnonzero(diff)[0])
-            xa = None if x_nan[k] else float(x[k])
-            yb = None if y_nan[k] else float(y[k])
+            xa = None if np.isnan(x[k]) else float(x[k])
+            yb = None if np.isnan(other[k]) else float(other[k])
             assert not isclose(xa, yb, rel)
             report.examples[name] = (str(ids[k]), xa, yb)
     return report
 
 
+WARM_SHARE = 0.9  # the share of a log's charges workspace_parity warms a state from before replaying the rest
+
+
 def workspace_parity(
     ws: Workspace, fset: FeatureSet, progress: Callable[[int, int], None] | None = None
 ) -> ParityReport:
-    """Backfill ``fset``, replay the whole log online, and compare (``payfm features parity``)."""
+    """Backfill ``fset``, replay the whole log online, and compare (``payfm features parity``).
+
+    The charges of the last tenth of the log (from the time of the charge at :data:`WARM_SHARE`) are also
+    read after a state warmed from the events before them as a starting server warms it (:func:`warm_replay`):
+    a charge mismatches where either online value differs from the backfill's."""
     from payfm.features.offline import compute
 
     con = ws.connect()
@@ -148,8 +178,28 @@ def workspace_parity(
         offline = compute(con, fset)
     finally:
         con.close()
-    online = replay(fset, ws.read("charges"), log_outcomes(ws), progress=progress)
-    return compare(offline, online, fset.names)
+    charges, outcomes = ws.read("charges"), log_outcomes(ws)
+    online = replay(fset, charges, outcomes, progress=progress)
+    ts = np.sort(np.array(_us(charges["created"]), dtype=np.int64))
+    warmed = warm_replay(fset, charges, outcomes, int(ts[int(len(ts) * WARM_SHARE)])) if len(ts) else None
+    return compare(offline, online, fset.names, warmed=warmed)
+
+
+def warm_replay(fset: FeatureSet, charges: pa.Table, outcomes: dict[str, pa.Table], cut_us: int) -> pa.Table:
+    """Online values of the charges at or after ``cut_us``, read after a fresh in-memory state was warmed
+    from the events before it as :func:`apply_log` warms a starting server (column by column, where that
+    path applies), then the rest replayed as :func:`replay` does: the warm path's parity."""
+
+    def split(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+        before = pc.less(pc.cast(pc.cast(table["created"], pa.timestamp("us", tz="UTC")), pa.int64()), cut_us)
+        return table.filter(before), table.filter(pc.invert(before))
+
+    head, tail = split(charges.sort_by([("created", "ascending"), ("charge_id", "ascending")]))
+    parts = {source: split(table) for source, table in outcomes.items()}
+    online = OnlineFeatures(fset)
+    names = [c for c in online.write_columns if c in head.column_names]
+    _apply(online, head, _us(head["created"]), names, {s: p[0] for s, p in parts.items()}, None)
+    return replay(fset, tail, {s: p[1] for s, p in parts.items()}, online=online)
 
 
 def log_outcomes(ws: Workspace, since_us: int | None = None) -> dict[str, pa.Table]:

@@ -148,7 +148,8 @@ def _plan_states(sp: StatePlan, cols: _Columns, ev: _Events, out: dict[StateKey,
     rows = ev.row[sel]
     hit = [h[sel] for h in hits]
     amount = None
-    if any(s.numeric for s in sp.slots) or sp.cells:  # an outcome's own amount where it has one
+    reads_amount = sp.cells or any(c == "amount_usd" for _, c in sp.distinct)
+    if any(s.numeric for s in sp.slots) or reads_amount:  # an outcome's own amount where it has one
         amount = cols.amount()[rows] if ev.amount is None else ev.amount[sel]
     vec = np.zeros((len(sel), sp.width), dtype=np.int64)
     for s, h in zip(sp.slots, hit, strict=True):
@@ -311,10 +312,11 @@ def _total(
         v = codes[rows]
         m = np.flatnonzero(hit[si] & (v >= 0))
         k = np.repeat(np.arange(n), np.diff(np.append(kstarts, len(rows))))[m]
-        t = pa.table({"k": k, "v": v[m]}).group_by(["k", "v"]).aggregate([])
+        own = amount if column == "amount_usd" else None  # what each event adds: an outcome's own amount
+        t = pa.table({"k": k, "v": v[m] if own is None else own[m]}).group_by(["k", "v"]).aggregate([])
         sets: dict[int, set[Any]] = {}
         for kc, vc in zip(t["k"].to_pylist(), t["v"].to_pylist(), strict=True):
-            sets.setdefault(kc, set()).add(values[vc])
+            sets.setdefault(kc, set()).add(values[vc] if own is None else vc)
         seen.append(sets)
     # Per key rows of each per-cell / per-slot column (transposed in C), a fresh list per state.
 

@@ -46,7 +46,7 @@ from payfm.fm.identity import check_outputs, checkpoint_hash, checkpoint_meta, e
 from payfm.training.models import Model, load_model
 
 STAGES = ("candidate", "shadow", "production", "archived")
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_\-]*")  # (fullmatch: no trailing line break)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS versions (
     name TEXT NOT NULL, version INTEGER NOT NULL, stage TEXT NOT NULL, kind TEXT NOT NULL, task TEXT NOT NULL,
@@ -252,7 +252,7 @@ class Registry:
         pretraining saved it again while the model trained), as the model would be recorded with weights it
         never read.
         """
-        if not isinstance(name, str) or not _NAME.match(name) or name_holds_card_number(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name) or name_holds_card_number(name):
             pan = isinstance(name, str) and name_holds_card_number(name)
             got = "a name holding a card number (PAN)" if pan else repr(name)
             raise RegistryError(
@@ -366,8 +366,9 @@ class Registry:
         mv = self.get(ref)
         if stage == "shadow":  # servers run it beside production
             self.check_decides_fraud(mv, stage)
-            self.check_artifact(mv)
         with self._db() as con:
+            if stage == "shadow":  # what promote checks, under the lock as it does: a server would refuse it
+                self._check_servable(mv)
             con.execute(
                 "UPDATE versions SET stage = ? WHERE name = ? AND version = ?", (stage, mv.name, mv.version)
             )
@@ -388,10 +389,8 @@ class Registry:
         """
         mv = self.get(ref)
         self.check_decides_fraud(mv, "production")
-        self.check_artifact(mv)  # servers would refuse it: refuse it here, before it is production
-        self.check_foundation_model(mv)
-        self.check_servable_features(mv)
         with self._db() as con:
+            self._check_servable(mv)
             prod = [
                 self._row(r)
                 for r in con.execute(f"SELECT {self._COLS} FROM versions WHERE stage = 'production'")
@@ -429,6 +428,17 @@ class Registry:
                 ),
             )
         return self.get(mv.ref)
+
+    def _check_servable(self, mv: ModelVersion) -> None:
+        """Raise unless a decision service would load ``mv``: its files, its foundation model and its feature
+        set's definitions as it was trained. Called with the registry's lock held, which
+        :func:`~payfm.features.catalog.define_set` holds too while it checks that no production or shadow
+        model reads a set it replaces and writes it: of a promotion and a redefinition at once, the later
+        sees what the earlier did (checked before the lock, a promotion could read the old definitions and
+        a redefinition see no served model, and both go through)."""
+        self.check_artifact(mv)  # servers would refuse it: refuse it here, before it serves
+        self.check_foundation_model(mv)
+        self.check_servable_features(mv)
 
     @staticmethod
     def check_decides_fraud(mv: ModelVersion, stage: str) -> None:
@@ -521,9 +531,7 @@ class Registry:
             ).fetchone()
             back_mv = self._row(restored)
             self.check_decides_fraud(back_mv, "production")  # (a registry of before the check promoted one)
-            self.check_artifact(back_mv)  # what promote checks: servers would refuse it
-            self.check_foundation_model(back_mv)
-            self.check_servable_features(back_mv)  # (this transaction's connection)
+            self._check_servable(back_mv)  # what promote checks: servers would refuse it
             con.execute(
                 "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?", (name, cur[0])
             )
@@ -536,6 +544,14 @@ class Registry:
                 (back, row[0], cur[0], name, datetime.now(UTC).isoformat()),
             )
         return self.get(f"{back}@{row[0]}")
+
+    @contextmanager
+    def locked(self) -> Iterator[list[ModelVersion]]:
+        """Every version, with the registry's write lock held until the block ends: a promotion waits for
+        it. :func:`~payfm.features.catalog.define_set` checks and writes a set it replaces within it."""
+        with self._db() as con:
+            rows = con.execute(f"SELECT {self._COLS} FROM versions ORDER BY name, version")
+            yield [self._row(r) for r in rows]
 
     # ---- reading ------------------------------------------------------------------------------------------
     def list(self, name: str | None = None) -> list[ModelVersion]:
