@@ -194,7 +194,8 @@ def test_the_demo_and_evaluate_tables_show_a_metric_without_value_as_a_dash(
     r = dataclasses.replace(r, at_block_rate={"1%": nan_point})
     # the demo's evaluation step, with training, the evaluation and the registry stubbed
     window = {"test_start": "2026-03-01T00:00:00+00:00", "test_end": "2026-03-15T00:00:00+00:00"}
-    monkeypatch.setattr(trainer, "train", lambda *_a, **_k: [types.SimpleNamespace(window=window)])
+    trained = types.SimpleNamespace(window=window, metrics={"val_ap": 0.3})  # (the demo promotes on val AP)
+    monkeypatch.setattr(trainer, "train", lambda *_a, **_k: [trained])
     monkeypatch.setattr(trainer, "register_result", lambda *_a: types.SimpleNamespace(ref="fraud-gbdt@1"))
     monkeypatch.setattr(
         pipeline, "evaluate_models", lambda *_a, **_k: (types.SimpleNamespace(html="r.html", drift=()), [r])
