@@ -56,6 +56,8 @@ def test_an_as_of_after_the_logs_last_event_is_warned_of_with_the_charges_it_dec
     )
     earlier = backtest(hand_ws, compile_(NEW), FSET, horizon=H, as_of=T0 + timedelta(days=9))
     assert not any("after the log's last event" in w for w in earlier.warnings)  # (one within the log)
+    short = backtest(hand_ws, compile_(NEW), FSET, horizon=timedelta(days=1), as_of=LATE)
+    assert not any("after the log's last event" in w for w in short.warnings)  # (it decides no label)
 
 
 def test_backtest_apply_activate_and_rollback_warn_of_a_late_as_of_alike(
@@ -132,7 +134,10 @@ def test_a_thousands_separator_in_an_in_list_is_refused() -> None:
     with pytest.raises(RuleError) as e:
         parse_rule("review if :amount_usd: in (1,000, 2,500)")  # read as (1, 0, 2, 500) before
     assert e.value.column == 29 and "Unexpected ',' in '1,000'" in str(e.value)
-    assert str(e.value).endswith("Numbers are written without separators: 1000, not 1,000.")
+    assert str(e.value).endswith(
+        "Numbers are written without separators: 1000, not 1,000. For several values (three-digit codes), "
+        "put a space after the comma: in (1, 000)."
+    )
     with pytest.raises(RuleError, match="in '2,500'"):
         parse_rule("review if :amount_usd: not in (5, 2,500)")
     for fine in ("in (1, 000)", "in (1,2,3)", "in (1,50)", "in ('a',100)"):

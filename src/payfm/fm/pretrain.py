@@ -408,10 +408,12 @@ def _one_run(path: Path, rank: int, world: int, device: torch.device) -> Iterato
         if rank == 0:
             try:
                 held.enter_context(exclusive_run(path))
-            except ConfigError as e:
+            except Exception as e:  # (an OSError too: the other ranks would wait for rank 0 forever)
                 if world == 1:
                     raise
-                refused = str(e)
+                refused = (
+                    str(e) if isinstance(e, ConfigError) else f"Checkpoint '{path}': {type(e).__name__}: {e}"
+                )
         if world > 1:
             box = [refused]
             dist.broadcast_object_list(box, src=0, device=device if device.type == "cuda" else None)

@@ -552,6 +552,8 @@ def _late_as_of(con: duckdb.DuckDBPyConnection, as_of: datetime, end: datetime, 
         f"AND c.created + to_microseconds({micros}) <= {_ts(as_of)}"
     ).fetchall()
     n = int(n or 0)
+    if not n:  # (no charge reads final only because of it)
+        return ""
     return (
         f"--as-of {as_of.isoformat()[:19]} is after the log's last event ({end.isoformat()[:19]}): the log "
         f"holds no outcome after it, so {n:,} charge{'s' if n != 1 else ''} whose label horizon ends in "
@@ -760,8 +762,8 @@ def backtest(
             report = replace(report, matched=_matched_charges(con, ruleset, matches))
         absent = _never_present(con, ruleset, report, own_attrs)
         warnings = _warnings(con, report, start, end, scored, scores_source, as_of is None, absent)
-        if late is not None and as_of is not None:
-            warnings = [_late_as_of(con, as_of, late, horizon), *warnings]
+        if late is not None and as_of is not None and (said := _late_as_of(con, as_of, late, horizon)):
+            warnings = [said, *warnings]
         return replace(report, warnings=(*learned, *warnings))
 
     abandoned = False

@@ -364,7 +364,8 @@ def _refuse_separators(tree: Tree[Token], line: int) -> None:
         column, written, first, second = min(commas)
         raise RuleError(
             f"Unexpected ',' in '{written}': the values of `in (...)` are separated by commas, so it reads "
-            f"as two values, {first} and {second}.{_SEPARATORS}",
+            f"as two values, {first} and {second}.{_SEPARATORS} For several values (three-digit codes), "
+            f"put a space after the comma: in ({first}, {second}).",
             line=line,
             column=column,
         )

@@ -51,6 +51,9 @@ def _said(e: Exception, url: str) -> str:
 
 # What a complete log holds: its tables and indexes (SCHEMA), and its id in meta.
 RELATIONS = tuple(re.findall(r"IF NOT EXISTS (\w+)", " ".join(SCHEMA)))
+# What makes a database a decision log, for the commands that only read one (an older payfm's lacks a table
+# or index added since, feature_layouts: a server adds them at its next start)
+ESSENTIAL = ("decisions", "outcomes", "meta", "meta's log_id")
 
 
 def _missing(con: psycopg.Connection[Any]) -> list[str]:
@@ -92,12 +95,14 @@ class PostgresDecisionLog(DecisionLog):
             try:
                 if not (missing := _missing(con)):
                     return  # (no DDL: a role with only SELECT, INSERT, UPDATE and DELETE on the tables works)
-                if not create:
+                if not create and (essential := [m for m in missing if m in ESSENTIAL]):
                     raise ConfigError(
                         f"The database at {shown_url(url)} holds no payfm decision log (missing: "
-                        f"{', '.join(missing)}); nothing was changed. A server creates it at its first "
+                        f"{', '.join(essential)}); nothing was changed. A server creates it at its first "
                         "start (payfm serve --decision-log URL); check the URL (database, schema)."
                     )
+                if not create:  # a log of an older payfm, without a table or index added since: read as is
+                    return
                 with con.transaction():
                     # Servers started together on a new database would race on CREATE ... IF NOT EXISTS (a
                     # unique violation in the catalog): the first takes the lock and creates, the others

@@ -6,15 +6,16 @@ until they restarted. Every server's workspace watcher (:mod:`payfm.serving.watc
 the ``run_id`` of each Redis its shared states live in (``INFO server``: a new one at every start of the
 Redis). When it changed, the server:
 
-- catches the features' state up with its decision log, as a server joining a loaded state does at start
-  (:func:`payfm.serving.shared_state.join_shared`: the owner is checked, then the logged charges and outcomes
-  it misses within the charge TTL are applied; ids counted already count once), and logs what it applied
-  (nothing when the restart lost nothing). A state loaded from another event log since is a ``/healthz``
-  problem (503), checked again at every look until the namespace holds this log's state again (dropped and
-  loaded anew by a server that starts); a state gone (no marker) is one already;
-- checks each foundation-model embedder's state against the decision log's last charges and results; an
-  embedder state cannot be caught up in place (each charge's tokens are relative to the charges before it),
-  so a stale one is a ``/healthz`` warning until a server restarts and loads it again.
+- checks the features' state is still this log's (one loaded from another event log since is a
+  ``/healthz`` problem, 503, checked again at every look until the namespace holds this log's state again:
+  dropped and loaded anew by a server that starts), then replays every event of its decision log within the
+  charge TTL onto it (ids counted already count once), as a joining server does when its check finds the
+  state behind. The check alone is no proof here: the charges decided between the restart and the look are
+  in the restarted state, and on a busy service they are all the last thousand it reads;
+- checks each foundation-model embedder's state against the charges its decision log holds that were
+  decided before the last look on the old run; an embedder state cannot be caught up in place (each charge's
+  tokens are relative to the charges before it), so a stale one is a ``/healthz`` warning, checked again at
+  every look, until a server that starts loads it again.
 
 A Redis that came back empty (no save) is a ``/healthz`` problem already (the state is gone): a server that
 starts loads it again from its logs, and this one, looking meanwhile, then catches it up with its own. A
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from payfm.errors import ConfigError, shown_url
@@ -54,6 +56,10 @@ class RestartCheck:
         self.problem: str | None = None  # the features' state holds another log's (a /healthz problem)
         self.stale: dict[tuple[str, str], str] = {}  # embedder states a restart left stale (warnings)
         self._gone: set[tuple[str, str]] = set()  # states a restart emptied (said once)
+        # when each store was last seen on its run (ISO, as the decision log's decided_at): the charges
+        # decided before it are those a restart from an older save may have lost
+        self._seen_at: dict[tuple[str, str], str] = {}
+        self._stale_since: dict[tuple[str, str], str] = {}  # a stale embedder state: its charges' bound
 
     def _stores(self) -> list[tuple[str, Any]]:
         """The Redis stores the server reads now: ``("features", store)`` and ``(checkpoint hash, store)``."""
@@ -68,17 +74,22 @@ class RestartCheck:
         stores = self._stores()
         current = {(s.url, s.ns) for _, s in stores}
         self.stale = {k: v for k, v in self.stale.items() if k in current}  # (an embedder reloaded away)
+        self._stale_since = {k: v for k, v in self._stale_since.items() if k in current}
         for what, store in stores:
             key = (store.url, store.ns)
             try:
+                looked_at = datetime.now(UTC).isoformat()  # (before INFO: a charge after it may be lost)
                 now = run_id(store.client)
                 before = self._runs.get(key)
                 if before is not None and now != before:
-                    if not self._restarted(what, store, before, now):
+                    if not self._restarted(what, store, before, now, self._seen_at.get(key, looked_at)):
                         continue  # the state is gone: looked at again until a server that starts loads it
                 elif what == "features" and self.problem is not None and store.is_loaded():
                     self._catch_up(store)  # another log's: checked again (it may have been loaded anew)
+                elif key in self.stale:
+                    self._check_embedder(what, store, self._stale_since[key])  # loaded anew since?
                 self._runs[key] = now
+                self._seen_at[key] = looked_at
                 self._failed.pop(key, None)
             except Exception as e:  # a Redis down or restarting: tried again at the next look
                 said = self.scorer.scrub(f"{type(e).__name__}: {e}")
@@ -90,9 +101,10 @@ class RestartCheck:
                         shown_text(said, 300),
                     )
 
-    def _restarted(self, what: str, store: Any, before: str, now: str) -> bool:
+    def _restarted(self, what: str, store: Any, before: str, now: str, seen_at: str) -> bool:
         """Check ``store`` after its Redis restarted; False while its state is gone (not loaded: /healthz
-        says so, and a server that starts loads it from its logs, after which this one catches up)."""
+        says so, and a server that starts loads it from its logs, after which this one catches up).
+        ``seen_at``: when it was last seen on the run before (the charges decided before are checked)."""
         where = shown_url(store.url)
         if not store.is_loaded():
             if (store.url, store.ns) not in self._gone:
@@ -116,12 +128,16 @@ class RestartCheck:
             store.ns,
         )
         if what == "features":
-            self._catch_up(store)
+            self._catch_up(store, replay=True)
         else:
-            self._check_embedder(what, store)
+            self._check_embedder(what, store, seen_at)
         return True
 
-    def _catch_up(self, store: Any) -> None:
+    def _catch_up(self, store: Any, replay: bool = False) -> None:
+        """Check the features' state is this log's (else :attr:`problem`); with ``replay`` (after a
+        restart), apply every event of the decision log within the charge TTL again: checking the last
+        charges first, as a joining server does, is no proof here, as the charges decided since the restart
+        are in the restarted state (a busy service's last thousand)."""
         from payfm.serving.shared_state import catch_up, check_features_owner
 
         t0 = time.perf_counter()
@@ -136,34 +152,44 @@ class RestartCheck:
         if self.problem is not None:
             log.warning("Redis online state %s holds this server's event log's state again", store.ns)
         self.problem = None
-        if n := catch_up(self.scorer, store):
+        if replay:
+            n = catch_up(self.scorer, store, always=True)
             log.warning(
-                "Redis online state %s missed events of this decision log (Redis restarted from an older "
-                "save): %d logged events replayed onto it in %.1f s (those it held count once)",
+                "Redis online state %s: %d events of this decision log replayed onto it after Redis "
+                "restarted, in %.1f s (those it held count once; a restart from an older save lost the "
+                "events since)",
                 store.ns,
                 n,
                 time.perf_counter() - t0,
             )
-        else:
-            log.info(
-                "Redis online state %s holds the last events of this decision log: nothing lost", store.ns
-            )
 
-    def _check_embedder(self, h: str, store: Any) -> None:
-        from payfm.serving.fm_embeddings import recent_results
-
-        decisions = self.scorer.log
-        recent, latest = decisions.recent_charges(STALE_CHECK)
-        if store.learned_all(recent, recent_results(decisions, latest, store.charge_ttl_s)):
-            log.info("foundation model %s: its Redis state holds this decision log's last charges", h[:12])
+    def _check_embedder(self, h: str, store: Any, before: str) -> None:
+        """Warn (:attr:`stale`) while the embedder state misses charges this server's decision log holds
+        that were decided ``before`` (ISO: when the state was last seen before its Redis restarted; those
+        decided since are in the restarted state whatever it lost); clear the warning once it holds them (a
+        server that started loaded it again)."""
+        key = (store.url, store.ns)
+        rows = self.scorer.log._fetch(
+            "SELECT charge_id FROM decisions WHERE decided_at < ? ORDER BY seq DESC LIMIT ?",
+            (before, STALE_CHECK),
+        )
+        if store.learned_all([str(r[0]) for r in rows]):
+            if self.stale.pop(key, None) is not None:
+                log.warning(
+                    "foundation model %s: its Redis state holds this decision log's charges again", h[:12]
+                )
+            else:
+                log.info("foundation model %s: its Redis state holds this decision log's charges", h[:12])
+            self._stale_since.pop(key, None)
             return
         said = (
             f"the state of foundation model {h[:12]} in Redis misses charges of this server's decision log "
             "(Redis restarted from an older save): its embeddings read a shorter history until a server "
             "restarts (a server that starts loads it again from the logs)"
         )
-        self.stale[(store.url, store.ns)] = said
-        log.error("%s", said)
+        if key not in self.stale:
+            log.error("%s", said)
+        self.stale[key], self._stale_since[key] = said, before
 
     def warnings(self) -> list[str]:
         """What ``/healthz`` warns of: the embedder states a Redis restart left stale."""

@@ -210,10 +210,10 @@ def check_features_owner(scorer: Scorer, store: RedisStore) -> None:
     )
 
 
-def catch_up(scorer: Scorer, store: RedisStore) -> int:
+def catch_up(scorer: Scorer, store: RedisStore, always: bool = False) -> int:
     """Apply the events of this server's decision log that the loaded state misses (see
-    :func:`join_shared`); returns how many it applied (0: it missed none). A Redis failure is raised as it
-    is."""
+    :func:`join_shared`); returns how many it applied (0: it missed none). ``always``: apply them without
+    first checking the last ones (ids counted count once). A Redis failure is raised as it is."""
     recent, latest_charge = scorer.log.recent_charges(STALE_CHECK)
     outcomes = scorer.log.recent_outcomes(STALE_CHECK)
     times = [t for t in (latest_charge, max((o[3] for o in outcomes), default=None)) if t is not None]
@@ -223,7 +223,7 @@ def catch_up(scorer: Scorer, store: RedisStore) -> int:
     # so only the events within the TTL of the latest logged one are checked and applied.
     since = max(times) - store.charge_ttl_s * 1_000_000
     counted = [(source, oid, cid) for source, oid, cid, t in outcomes if t >= since]
-    if not store.learned_all(recent) or not store.counted_all(counted):
+    if always or not store.learned_all(recent) or not store.counted_all(counted):
         pruned = scorer.log.pruned_newest_us()
         if pruned is not None and pruned >= since:  # some events it misses may be in the event log only
             log.warning(  # (not loaded again here: a load empties the namespace other servers may use)

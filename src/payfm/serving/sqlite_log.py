@@ -85,7 +85,7 @@ class SQLiteDecisionLog(DecisionLog):
             con = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
             try:
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                needed = ("decisions", "outcomes", "reviews", "meta", "feature_layouts")
+                needed = ("decisions", "outcomes", "meta")  # (a table added since is added by a server)
                 missing = [t for t in needed if t not in tables]
                 if not missing and con.execute("SELECT 1 FROM meta WHERE key = 'log_id'").fetchone() is None:
                     missing.append("meta's log_id")
