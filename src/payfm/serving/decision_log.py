@@ -211,6 +211,9 @@ def _close_quietly(con: Any) -> None:
         con.close()
 
 
+LOG_TABLES = ("decisions", "outcomes", "meta")  # what export and prune need of a log (an older one's too)
+
+
 def new_log_id() -> str:
     """A new decision log's id (random, 16 hex digits), kept in its ``meta`` table from its creation on."""
     return uuid.uuid4().hex[:16]

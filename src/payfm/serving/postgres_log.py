@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from payfm.errors import ConfigError, scrubbed, shown_url
-from payfm.serving.decision_log import DecisionLog, new_log_id
+from payfm.serving.decision_log import LOG_TABLES, DecisionLog, new_log_id
 
 T = TypeVar("T")
 
@@ -53,7 +53,7 @@ def _said(e: Exception, url: str) -> str:
 RELATIONS = tuple(re.findall(r"IF NOT EXISTS (\w+)", " ".join(SCHEMA)))
 # What makes a database a decision log, for the commands that only read one (an older payfm's lacks a table
 # or index added since, feature_layouts: a server adds them at its next start)
-ESSENTIAL = ("decisions", "outcomes", "meta", "meta's log_id")
+ESSENTIAL = (*LOG_TABLES, "meta's log_id")
 
 
 def _missing(con: psycopg.Connection[Any]) -> list[str]:

@@ -54,12 +54,13 @@ class RestartCheck:
         self._runs: dict[tuple[str, str], str] = {}  # (url, namespace) -> the run id it was checked on
         self._failed: dict[tuple[str, str], str] = {}  # the last failure of each store, logged once
         self.problem: str | None = None  # the features' state holds another log's (a /healthz problem)
-        self.stale: dict[tuple[str, str], str] = {}  # embedder states a restart left stale (warnings)
+        # embedder states a restart left stale: their checkpoint's hash and when they were last seen before
+        # (the charges decided before it are the ones checked again; /healthz warns of each)
+        self._stale: dict[tuple[str, str], tuple[str, str]] = {}
         self._gone: set[tuple[str, str]] = set()  # states a restart emptied (said once)
         # when each store was last seen on its run (ISO, as the decision log's decided_at): the charges
         # decided before it are those a restart from an older save may have lost
         self._seen_at: dict[tuple[str, str], str] = {}
-        self._stale_since: dict[tuple[str, str], str] = {}  # a stale embedder state: its charges' bound
 
     def _stores(self) -> list[tuple[str, Any]]:
         """The Redis stores the server reads now: ``("features", store)`` and ``(checkpoint hash, store)``."""
@@ -73,8 +74,7 @@ class RestartCheck:
         each); a store seen for the first time (at start, or an embedder a reload added) is recorded."""
         stores = self._stores()
         current = {(s.url, s.ns) for _, s in stores}
-        self.stale = {k: v for k, v in self.stale.items() if k in current}  # (an embedder reloaded away)
-        self._stale_since = {k: v for k, v in self._stale_since.items() if k in current}
+        self._stale = {k: v for k, v in self._stale.items() if k in current}  # (an embedder reloaded away)
         for what, store in stores:
             key = (store.url, store.ns)
             try:
@@ -86,8 +86,8 @@ class RestartCheck:
                         continue  # the state is gone: looked at again until a server that starts loads it
                 elif what == "features" and self.problem is not None and store.is_loaded():
                     self._catch_up(store)  # another log's: checked again (it may have been loaded anew)
-                elif key in self.stale:
-                    self._check_embedder(what, store, self._stale_since[key])  # loaded anew since?
+                elif key in self._stale:
+                    self._check_embedder(what, store, self._stale[key][1])  # loaded anew since?
                 self._runs[key] = now
                 self._seen_at[key] = looked_at
                 self._failed.pop(key, None)
@@ -164,7 +164,7 @@ class RestartCheck:
             )
 
     def _check_embedder(self, h: str, store: Any, before: str) -> None:
-        """Warn (:attr:`stale`) while the embedder state misses charges this server's decision log holds
+        """Warn (:meth:`warnings`) while the embedder state misses charges this server's decision log holds
         that were decided ``before`` (ISO: when the state was last seen before its Redis restarted; those
         decided since are in the restarted state whatever it lost); clear the warning once it holds them (a
         server that started loaded it again)."""
@@ -174,23 +174,26 @@ class RestartCheck:
             (before, STALE_CHECK),
         )
         if store.learned_all([str(r[0]) for r in rows]):
-            if self.stale.pop(key, None) is not None:
-                log.warning(
-                    "foundation model %s: its Redis state holds this decision log's charges again", h[:12]
-                )
-            else:
-                log.info("foundation model %s: its Redis state holds this decision log's charges", h[:12])
-            self._stale_since.pop(key, None)
+            again = self._stale.pop(key, None) is not None
+            log.log(
+                logging.WARNING if again else logging.INFO,
+                "foundation model %s: its Redis state holds this decision log's charges%s",
+                h[:12],
+                " again" if again else "",
+            )
             return
-        said = (
-            f"the state of foundation model {h[:12]} in Redis misses charges of this server's decision log "
-            "(Redis restarted from an older save): its embeddings read a shorter history until a server "
-            "restarts (a server that starts loads it again from the logs)"
-        )
-        if key not in self.stale:
-            log.error("%s", said)
-        self.stale[key], self._stale_since[key] = said, before
+        if key not in self._stale:
+            log.error("%s", _stale_text(h))
+        self._stale[key] = (h, before)
 
     def warnings(self) -> list[str]:
         """What ``/healthz`` warns of: the embedder states a Redis restart left stale."""
-        return list(self.stale.values())
+        return [_stale_text(h) for h, _ in self._stale.values()]
+
+
+def _stale_text(h: str) -> str:
+    return (
+        f"the state of foundation model {h[:12]} in Redis misses charges of this server's decision log "
+        "(Redis restarted from an older save): its embeddings read a shorter history until a server "
+        "restarts (a server that starts loads it again from the logs)"
+    )

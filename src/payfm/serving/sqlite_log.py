@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from payfm.errors import ConfigError, sqlite_file
-from payfm.serving.decision_log import DecisionLog, new_log_id
+from payfm.serving.decision_log import LOG_TABLES, DecisionLog, new_log_id
 
 log = logging.getLogger("payfm.serving")
 CHECKPOINT_EVERY_S = 0.2
@@ -85,8 +85,7 @@ class SQLiteDecisionLog(DecisionLog):
             con = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
             try:
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                needed = ("decisions", "outcomes", "meta")  # (a table added since is added by a server)
-                missing = [t for t in needed if t not in tables]
+                missing = [t for t in LOG_TABLES if t not in tables]  # (one added since: a server adds it)
                 if not missing and con.execute("SELECT 1 FROM meta WHERE key = 'log_id'").fetchone() is None:
                     missing.append("meta's log_id")
             finally:
