@@ -261,6 +261,8 @@ def test_a_shadow_whose_files_changed_is_not_served_and_the_server_starts_and_fo
         reloads = _counting(scorer, monkeypatch)
         rulesets.save(ws, "big: review if :amount_usd: > 500\n", activate=True, set_name="tiny", author="ana")
         assert _until(lambda: scorer.bundle.ruleset_version == 2)
+        # (the watcher logs the change just after it serves it: wait for the line, not only the bundle)
+        assert _until(lambda: any("now serving" in r.getMessage() for r in caplog.records))
         followed = [r.getMessage() for r in caplog.records if "now serving" in r.getMessage()]
         assert followed and all(ref not in m for m in followed)  # (it is not served: not said to be)
         assert len(reloads) == 1  # the change, not the refused shadow
