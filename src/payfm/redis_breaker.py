@@ -12,7 +12,11 @@ began waiting for the lock before that failure: every request queued behind the 
 together with it. A request that comes after the failure asks Redis again: the first one after Redis is
 back succeeds, and none waits more than about one timeout (the call in flight when it came).
 
-    >>> b = Breaker("redis://127.0.0.1:6379/0")
+One breaker serves every store of a process on one Redis URL (:func:`breaker_for`): the online feature
+state and each foundation-model embedder's state are asked in turn under the same lock, so a call of either
+that failed fails the calls of both that queued behind it.
+
+    >>> b = breaker_for("redis://127.0.0.1:6379/0")
     >>> b.check()  # nothing failed: ask Redis
 """
 
@@ -91,3 +95,25 @@ class Breaker:
     def trip(self, e: Exception) -> None:
         """Redis just failed with ``e``: the calls queued meanwhile fail at once."""
         self._failure, self._at = e, time.monotonic()
+
+    def guarded(self, call: Any, *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)`` through the breaker: checked first, tripped by a connection failure."""
+        self.check()
+        try:
+            return call(*args, **kwargs)
+        except self.errors as e:
+            self.trip(e)
+            raise
+
+
+_breakers: dict[str, Breaker] = {}
+_breakers_lock = threading.Lock()
+
+
+def breaker_for(url: str) -> Breaker:
+    """The process's one :class:`Breaker` of the Redis at ``url`` (made at the first call)."""
+    with _breakers_lock:
+        breaker = _breakers.get(url)
+        if breaker is None:
+            breaker = _breakers[url] = Breaker(url)
+        return breaker

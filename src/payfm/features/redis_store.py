@@ -39,7 +39,7 @@ from payfm.features.online import window_ttl_s
 from payfm.features.online_plan import plan
 from payfm.features.state import FORMAT, State, StateKey, state_from_json, state_to_json
 from payfm.features.stores import MemoryStore, Runner, StateStore
-from payfm.redis_breaker import Breaker
+from payfm.redis_breaker import breaker_for
 from payfm.redis_load import LoadLock, all_claimed, connected, unlink_namespace
 from payfm.redis_load import claimed as _claimed
 
@@ -120,7 +120,7 @@ class RedisStore(StateStore):
         self._load = self.load_lock
         # A call fails at once when its caller queued for the scorer's state lock before a call failed on the
         # connection (payfm.redis_breaker): requests queued behind a stalled call waited a timeout each.
-        self.breaker = Breaker(url)
+        self.breaker = breaker_for(url)  # (the embedders' states on this Redis share it)
 
     def _record(self, entity: str, k: Any) -> bytes:
         name = self._names.get((entity, k))
@@ -134,12 +134,7 @@ class RedisStore(StateStore):
         return name
 
     def run(self, keys: list[StateKey], claim: str | None, fields: dict[str, Any] | None, fn: Runner[T]) -> T:
-        self.breaker.check()
-        try:
-            return self._run(keys, claim, fields, fn)
-        except self.breaker.errors as e:
-            self.breaker.trip(e)
-            raise
+        return self.breaker.guarded(self._run, keys, claim, fields, fn)  # type: ignore[no-any-return]
 
     def _run(
         self, keys: list[StateKey], claim: str | None, fields: dict[str, Any] | None, fn: Runner[T]
@@ -210,7 +205,7 @@ class RedisStore(StateStore):
         return states, records
 
     def charge_fields(self, charge_id: str) -> dict[str, Any] | None:
-        raw = self._guarded(self.client.get, f"{self.ns}:c:{charge_id}")
+        raw = self.breaker.guarded(self.client.get, f"{self.ns}:c:{charge_id}")
         if raw is None:
             return None
         fields: dict[str, Any] = _loads(raw)
@@ -218,16 +213,9 @@ class RedisStore(StateStore):
 
     def set_charge_fields(self, charge_id: str, fields: dict[str, Any]) -> None:
         # the key's TTL kept, only while it exists (XX)
-        self._guarded(self.client.set, f"{self.ns}:c:{charge_id}", _dumps(fields), xx=True, keepttl=True)
-
-    def _guarded(self, call: Any, *args: Any, **kwargs: Any) -> Any:
-        """``call(*args, **kwargs)`` through the breaker (queued behind a failed call: fails at once)."""
-        self.breaker.check()
-        try:
-            return call(*args, **kwargs)
-        except self.breaker.errors as e:
-            self.breaker.trip(e)
-            raise
+        self.breaker.guarded(
+            self.client.set, f"{self.ns}:c:{charge_id}", _dumps(fields), xx=True, keepttl=True
+        )
 
     def clear(self) -> int:
         """Delete every key of this feature-set version (tests, rebuilds). Returns how many."""
@@ -236,7 +224,7 @@ class RedisStore(StateStore):
     # ---- loading a whole state: the first serving process of this feature set --------------------------
     def is_loaded(self) -> bool:
         """The namespace was loaded from the logs (by this process or another)."""
-        return bool(self._guarded(self._load.is_loaded))
+        return bool(self.breaker.guarded(self._load.is_loaded))
 
     def begin_load(self, timeout_s: float = 1800.0, owner: bytes | None = None) -> bool:
         """True when this process should load the namespace (it holds the load lock, renewed by a heartbeat
@@ -291,7 +279,7 @@ class RedisStore(StateStore):
 
     def learned_all(self, charge_ids: list[str]) -> bool:
         """Every one of ``charge_ids`` was counted in this namespace."""
-        return bool(self._guarded(all_claimed, self.client, self.ns, charge_ids))
+        return bool(self.breaker.guarded(all_claimed, self.client, self.ns, charge_ids))
 
     def counted_all(self, outcomes: list[tuple[str, str, str]]) -> bool:
         """Every one of ``outcomes`` (label source, outcome id, charge id) was counted in this namespace. An
@@ -300,14 +288,14 @@ class RedisStore(StateStore):
         (:meth:`OnlineFeatures.apply_authorization`), and a review found every server that joined such a
         state replaying its whole decision log, warning of a prune that was not the cause, at every start."""
         claims = [outcome_claim(source, oid, cid) for source, oid, cid in outcomes]
-        there = self._guarded(_claimed, self.client, self.ns, claims, kind="o")
+        there = self.breaker.guarded(_claimed, self.client, self.ns, claims, kind="o")
         unclaimed = [(source, cid) for (source, _, cid), t in zip(outcomes, there, strict=True) if not t]
         if any(source != AUTHORIZATION for source, _ in unclaimed):
             return False
         if not unclaimed:
             return True
         keys = [f"{self.ns}:c:{cid}" for _, cid in unclaimed]  # (one round trip: a start may check 1,000)
-        stored = self._guarded(self.client.mget, keys)
+        stored = self.breaker.guarded(self.client.mget, keys)
         return all(raw is not None and _loads(raw).get("outcome") is not None for raw in stored)
 
 

@@ -51,6 +51,7 @@ import numpy as np
 import orjson
 
 from payfm.errors import ConfigError
+from payfm.redis_breaker import breaker_for
 from payfm.redis_load import LoadLock, all_claimed, connected, unlink_namespace
 
 
@@ -332,6 +333,9 @@ class RedisState:
         self._learn = self.client.register_script(_LEARN)
         self._set_token = self.client.register_script(_SET_TOKEN)
         self._load = LoadLock(self.client, self.ns, "the foundation model")
+        # Asked under the scorer's state lock, as the online feature state is: a call queued behind one that
+        # failed on the connection fails at once (payfm.redis_breaker; one breaker for both on a URL).
+        self.breaker = breaker_for(url)
 
     # ---- keys and elements ----------------------------------------------------------------------------
     def _view_key(self, v: int, key: str) -> str:
@@ -358,6 +362,11 @@ class RedisState:
     def read(
         self, keys: Sequence[str], values: Mapping[str, Any]
     ) -> tuple[list[KeyState | None], dict[str, int]]:
+        return self.breaker.guarded(self._read, keys, values)  # type: ignore[no-any-return]
+
+    def _read(
+        self, keys: Sequence[str], values: Mapping[str, Any]
+    ) -> tuple[list[KeyState | None], dict[str, int]]:
         counted = [(name, value) for name, value in values.items() if value is not None]
         pipe = self.client.pipeline(transaction=False)
         for v, key in enumerate(keys):
@@ -382,13 +391,13 @@ class RedisState:
             for v in range(len(charge.keys))
         ]
         args: list[bytes | int] = [self.charge_ttl_s, self.keep, len(charge.keys), *elements]
-        return int(self._learn(keys=keys, args=args)) == 1
+        return int(self.breaker.guarded(self._learn, keys=keys, args=args)) == 1
 
     def set_token(self, charge_id: str, keys: Sequence[str], field: int, token: int) -> int:
         names = [self._result_key(charge_id), *(self._view_key(v, key) for v, key in enumerate(keys))]
         value = np.array([token], dtype="<i4").tobytes()
         args: list[bytes | int | str] = [charge_id, 4 * self.n_fields, 4 * field, value, self.charge_ttl_s]
-        return max(0, int(self._set_token(keys=names, args=args)))
+        return max(0, int(self.breaker.guarded(self._set_token, keys=names, args=args)))
 
     def _result_key(self, charge_id: str) -> str:
         return f"{self.ns}:r:{charge_id}"
