@@ -16,36 +16,36 @@ import asyncio
 import email.message
 import json
 import logging
-import re
+import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any
 
-import pyarrow as pa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import (
-    AwareDatetime,
     BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StrictInt,
-    StrictStr,
-    create_model,
 )
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from payfm.errors import PayfmError
 from payfm.events.cards import contains_card_number
-from payfm.events.schema import OUTCOMES, RULES, SCHEMAS
-from payfm.events.validate import shown_number
-from payfm.serving.charges import OPTIONAL_AT_DECISION, card_number_advice, refuse_derived
+from payfm.serving.api_models import (
+    AuthorizationIn,
+    AuthorizationOut,
+    ChargeIn,
+    DecisionOut,
+    DisputeIn,
+    EarlyFraudWarningIn,
+    OutcomeOut,
+    RefundIn,
+    field_problem,
+)
+from payfm.serving.charges import card_number_advice, refuse_derived
 from payfm.serving.decision_codec import json_bytes
 from payfm.serving.errors import (
     InvalidInput,
@@ -57,10 +57,11 @@ from payfm.serving.errors import (
     printable,
     shown,
 )
+from payfm.serving.health import OneAtATime
 from payfm.serving.keys import KeyStore
 from payfm.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from payfm.serving.metrics import ServiceMetrics
-from payfm.serving.openapi_doc import field_schema, shaped
+from payfm.serving.openapi_doc import shaped
 from payfm.serving.outcome_checks import typed_problem
 from payfm.serving.review_routes import add_review_routes
 from payfm.serving.scorer import Scorer
@@ -95,7 +96,11 @@ def _why_not_json(e: BaseException) -> str:
         return f"{e.msg} at character {e.pos}"
     if isinstance(e, RecursionError):  # the parser recurses per nesting level
         return "nested too deeply"
-    return "not UTF-8 text" if isinstance(e, UnicodeDecodeError) else type(e).__name__
+    if isinstance(e, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(e, ValueError) and "integer string conversion" in str(e):  # (Python's limit on digits)
+        return f"a number has more than {sys.get_int_max_str_digits()} digits"
+    return type(e).__name__
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -262,147 +267,6 @@ def _payfm_error(e: PayfmError) -> JSONResponse:
     return _error(status, type(e).__name__, str(e), getattr(e, "field", None), **headers)
 
 
-def _field_problem(field: str | None, error: Mapping[str, Any], msg: str) -> str:
-    """One pydantic error as the service words every problem: the field, what was expected, what was
-    received (quoted through ``shown``: long numbers masked, cut short)."""
-    kind = error.get("type")
-    if kind == "missing":
-        return f"Field '{field}': required. Got none."
-    if kind == "timezone_aware":  # a time it parsed, so no card number: quoted as sent
-        given = error.get("input")
-        return (
-            f"Field '{field}': expected a time with a timezone (e.g. 2026-03-01T12:00:00Z). "
-            f"Got a naive timestamp {(given if _is_time(given) else shown(given))!r}."
-        )
-    if kind in ("string_too_long", "string_too_short"):  # (a note is free text: its length, not its words)
-        limit = (error.get("ctx") or {}).get("max_length" if kind == "string_too_long" else "min_length")
-        most = "most" if kind == "string_too_long" else "least"
-        return f"Field '{field}': expected at {most} {limit} characters. Got {len(str(error.get('input')))}."
-    expected = msg.replace("Input should have ", "expected ").replace("Input should be ", "expected ")
-    expected = expected.removeprefix("Value error, ")  # (a validator's own message: said as it is)
-    if kind == "extra_forbidden" or "input" not in error or isinstance(error["input"], dict | list):
-        return f"Field '{field}': {expected}."
-    return f"Field '{field}': {expected}. Got {_received(error['input'])}."
-
-
-def _is_time(value: object) -> bool:
-    """Whether ``value`` is an ISO 8601 time (date and time, no more): a text safe to quote as it is."""
-    if not isinstance(value, str) or len(value) > 40:
-        return False
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _received(value: object) -> str:
-    """A JSON scalar as a message quotes it: a text quoted, a number, true, false or null as JSON writes it
-    (a number of 13 or more digits by its length only: :func:`payfm.events.validate.shown_number`)."""
-    if isinstance(value, str):
-        return repr(shown(value))
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        return shown_number(value)
-    return shown(value)
-
-
-def _iso_text(value: Any) -> Any:
-    """A timestamp arrives as an ISO 8601 text: a number (or a text of digits) is refused, not read as Unix
-    time, as the score endpoint refuses it."""
-    if not isinstance(value, str) or not _ISO_DATE.match(value):
-        raise ValueError("expected an ISO 8601 time with a timezone (e.g. 2026-03-01T12:00:00Z)")
-    return value
-
-
-_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
-
-
-def _model_of(table: str, name: str, optional: frozenset[str] = frozenset()) -> type[BaseModel]:
-    """A pydantic model of one event table: Arrow types to Python types, timestamps timezone-aware."""
-    fields: dict[str, Any] = {}
-    for f in SCHEMAS[table]:
-        if pa.types.is_timestamp(f.type):
-            t: Any = IsoTime
-        elif pa.types.is_integer(f.type):
-            t = StrictInt  # not a bool, a float or a text: a refund of `true` is no 1-cent refund
-        else:
-            t = StrictStr
-        doc = (f.metadata or {}).get(b"doc", b"").decode()
-        nullable = f.nullable or f.name in optional
-        extra = field_schema(RULES[table].get(f.name), nullable)  # the document's; the service checks them
-        if nullable:
-            fields[f.name] = (t | None, Field(None, description=doc, json_schema_extra=extra))
-        else:
-            fields[f.name] = (t, Field(..., description=doc, json_schema_extra=extra))
-    model: type[BaseModel] = create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
-    return model
-
-
-ChargeIn = _model_of("charges", "Charge", OPTIONAL_AT_DECISION)
-DisputeIn = _model_of("disputes", "Dispute")
-EarlyFraudWarningIn = _model_of("early_fraud_warnings", "EarlyFraudWarning")
-RefundIn = _model_of("refunds", "Refund")
-
-
-class Reason(BaseModel):
-    """One reason of a decision: a feature, its value, its contribution to the score and a sentence."""
-
-    feature: str
-    value: float | None
-    contribution: float
-    text: str
-
-
-class DecisionOut(BaseModel):
-    """The decision on a charge: outcome, risk score and level, the rule that decided it, reasons."""
-
-    charge_id: str
-    outcome: Literal["authorized", "manual_review", "blocked", "request_3ds"]
-    risk_score: int | None
-    risk_level: Literal["normal", "elevated", "highest"] | None
-    rule: str | None
-    action: str | None
-    reasons: list[Reason]
-    model: str | None
-    ruleset_version: int | None
-    latency_ms: float
-    decided_at: str
-
-
-class OutcomeOut(BaseModel):
-    """An outcome recorded (a dispute, early fraud warning or refund): whether it changed the state."""
-
-    id: str
-    charge_id: str
-    label_source: str | None
-    applied: bool
-    duplicate: bool
-
-
-class AuthorizationIn(BaseModel):
-    """The processor's answer for a decided charge: authorized, declined by the issuer, or blocked."""
-
-    model_config = ConfigDict(extra="forbid")
-    outcome: Literal["authorized", "issuer_declined", "blocked"]
-    decline_code: str | None = None
-
-
-class AuthorizationOut(BaseModel):
-    """An authorization result recorded: whether it changed the charge's outcome."""
-
-    charge_id: str
-    outcome: str
-    decline_code: str | None
-    applied: bool
-    duplicate: bool
-
-
-assert tuple(AuthorizationIn.model_fields["outcome"].annotation.__args__) == OUTCOMES  # type: ignore[union-attr]
-
-
 class Guard:
     """Load shedding, body size limit, the API key, and card numbers refused unparsed (after the key: a
     request without one costs no scan).
@@ -421,12 +285,14 @@ class Guard:
         max_in_flight: int = 64,
         max_body: int = 64 * 1024,
         max_lag_ms: float | None = None,
+        body_timeout_s: float = 10.0,
         score: ScoreEndpoint | None = None,
         authorize: Authorize | None = None,
         metrics: ServiceMetrics | None = None,
         access_log: bool = False,
     ) -> None:
         self.app, self.max_in_flight, self.max_body = app, max_in_flight, max_body
+        self.body_timeout_s = body_timeout_s  # a body not all there by then: 408
         self.metrics = metrics  # counts every request (None: nothing counted, no access log)
         self.access_log = access_log  # one line per request (logger payfm.access), with metrics
         self.authorize = authorize  # checks the API key of every request to a path not in _OPEN_PATHS
@@ -491,10 +357,27 @@ class Guard:
             self.metrics.request(scope, status, time.perf_counter() - t0, sent, key, self.access_log)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> str | None:
-        """Answer one HTTP request; the name of its API key (None without one)."""
+        """Answer one HTTP request; the name of its API key (None without one).
+
+        The body is read and the key checked before the request counts as in flight: a client that sends
+        its body slowly (or never) holds no place of ``max_in_flight`` (64 idle connections without a key
+        kept every other request shed), and waits at most ``body_timeout_s`` for it (408)."""
         if scope["path"] in _OPEN_PATHS:
             await self.app(scope, receive, send)
             return None
+        # A header sent twice: its first value, as Starlette reads it for the endpoints (a later Content-Type
+        # would otherwise decide here what the endpoint then reads otherwise)
+        headers = dict(reversed(scope.get("headers") or []))
+        body = await self._body(headers, scope, receive, send)
+        if body is None:  # answered (too large, too slow) or the client left
+            return None
+        key = None
+        if self.authorize is not None:  # before the scan below: an unauthenticated body costs nothing more
+            try:
+                key = await self.authorize(headers.get(b"authorization", b"").decode("latin-1"))
+            except PayfmError as e:
+                await _payfm_error(e)(scope, receive, send)
+                return None
         if self.overloaded():
             self.shed += 1
             if self.metrics is not None:
@@ -509,48 +392,56 @@ class Guard:
                 )(scope, receive, send)
             finally:
                 self._schedule_probe()
-            return None
+            return key
         self.in_flight += 1
         try:
-            return await self._guarded(scope, receive, send)
+            await self._guarded(scope, receive, send, headers, body)
+            return key
         finally:
             self.in_flight -= 1
             self._schedule_probe()
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> str | None:
-        # A header sent twice: its first value, as Starlette reads it for the endpoints (a later Content-Type
-        # would otherwise decide here what the endpoint then reads otherwise)
-        headers = dict(reversed(scope.get("headers") or []))
-        length = headers.get(b"content-length")
+    async def _body(
+        self, headers: dict[bytes, bytes], scope: Scope, receive: Receive, send: Send
+    ) -> bytes | None:
+        """The request's body; None when it was answered instead (413 over ``max_body``, 408 not all there
+        within ``body_timeout_s``) or the client left."""
 
         def too_big() -> JSONResponse:  # built only when needed: a response costs ~50 us to render
             return _error(413, "PayloadTooLarge", f"The request body must be at most {self.max_body} bytes.")
 
+        length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             await too_big()(scope, receive, send)
             return None
         chunks: list[bytes] = []
         size = 0
         more = True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return None
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                await too_big()(scope, receive, send)
-                return None
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
-        body = b"".join(chunks)
-        key = None
-        if self.authorize is not None:  # before the scan below: an unauthenticated body costs nothing more
-            try:
-                key = await self.authorize(headers.get(b"authorization", b"").decode("latin-1"))
-            except PayfmError as e:
-                await _payfm_error(e)(scope, receive, send)
-                return None
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while more:
+                    msg = await receive()
+                    if msg["type"] == "http.disconnect":
+                        return None
+                    chunk = msg.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        await too_big()(scope, receive, send)
+                        return None
+                    chunks.append(chunk)
+                    more = msg.get("more_body", False)
+        except TimeoutError:
+            await _error(
+                408,
+                "RequestTimeout",
+                f"The request body did not arrive within {self.body_timeout_s:g} s (got {size} bytes).",
+            )(scope, receive, send)
+            return None
+        return b"".join(chunks)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], body: bytes
+    ) -> None:
         if body and contains_card_number(body.decode("utf-8", "replace")):
             instead = card_number_advice(scope["path"] == SCORE_PATH)
             await _error(
@@ -559,11 +450,11 @@ class Guard:
                 f"The request holds a full card number, which payfm never accepts ({instead}). The value is "
                 "not shown.",
             )(scope, receive, send)
-            return key
+            return
         content_type = headers.get(b"content-type", b"").decode("latin-1") or None
         if body and not _is_json(content_type):  # every endpoint takes JSON: refused alike, before parsing
             await _payfm_error(_not_json_type(content_type))(scope, receive, send)
-            return key
+            return
         if self.score is not None and scope["path"] == SCORE_PATH and scope["method"] == "POST":
             authorization = headers.get(b"authorization", b"").decode("latin-1")
             checked = self.authorize is not None  # checked above
@@ -572,14 +463,13 @@ class Guard:
             out += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
             await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": payload})
-            return key
-        if body:  # the other endpoints' bodies: FastAPI would keep a key's last value
-            try:
+            return
+        if body:  # the other endpoints' bodies: FastAPI would keep a key's last value, and an endpoint that
+            try:  # takes no body would not read one that does not parse
                 _parse_body(body)
             except InvalidInput as e:
-                if e.field is not None:  # a key twice; a body that does not parse: FastAPI's own answer
-                    await _payfm_error(e)(scope, receive, send)
-                    return key
+                await _payfm_error(e)(scope, receive, send)
+                return
         sent = False
 
         async def replay() -> Message:
@@ -590,7 +480,6 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send)
-        return key
 
 
 def create_app(
@@ -601,12 +490,14 @@ def create_app(
     max_body: int = 64 * 1024,
     max_lag_ms: float | None = None,
     access_log: bool = False,
+    body_timeout_s: float = 10.0,
 ) -> Guard:
     """The decision service over ``scorer``: the FastAPI app wrapped in :class:`Guard`.
 
     ``keys=None`` disables authentication (tests and loopback benchmarks only); ``max_lag_ms`` turns on
     shedding on event-loop queueing delay (``payfm serve`` does, 50 ms by default); ``access_log`` writes a
-    line per request (logger ``payfm.access``; ``payfm serve`` does unless ``--no-access-log``)."""
+    line per request (logger ``payfm.access``; ``payfm serve`` does unless ``--no-access-log``);
+    ``body_timeout_s``: how long a request's body may take to arrive (then 408)."""
     app = FastAPI(title="payfm decision service", version="1", docs_url=None, redoc_url=None)
     guard: Guard | None = None  # set below: the metrics read its requests in flight and loop delay
 
@@ -679,7 +570,7 @@ def create_app(
             return _payfm_error(_not_object(first.get("input")))
         if (typed := typed_problem(request.url.path, first)) is not None:  # as the score endpoint says it
             return _payfm_error(typed)
-        return _error(422, "InvalidInput", _field_problem(field, first, msg), field)
+        return _error(422, "InvalidInput", field_problem(field, first, msg), field)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
@@ -711,10 +602,7 @@ def create_app(
 
     auth = [Depends(authorize)]
 
-    @app.get("/healthz", responses={503: {"description": "the server cannot decide as it should"}})
-    def healthz() -> Response:
-        """200 with what is served; 503 naming each problem (the decision log or the shared state not
-        answering, the shared state gone), so that a load balancer takes the server out."""
+    def health_answer() -> tuple[int, bytes]:
         problems = scorer.health()
         served = scorer.bundle.describe()
         body = {
@@ -725,17 +613,27 @@ def create_app(
         }
         if warnings := _warnings(scorer, served):
             body["warnings"] = warnings
-        return Response(_json(body), status_code=503 if problems else 200, media_type="application/json")
+        return 503 if problems else 200, _json(body)
+
+    health = OneAtATime(health_answer)  # its own thread, never the pool's (which blocked requests may hold)
+
+    @app.get("/healthz", responses={503: {"description": "the server cannot decide as it should"}})
+    async def healthz() -> Response:
+        """200 with what is served; 503 naming each problem (the decision log or the shared state not
+        answering, a write of the log stalled, the shared state gone), so that a load balancer takes the
+        server out."""
+        status, body = await health()
+        return Response(body, status_code=status, media_type="application/json")
 
     @app.head("/healthz", include_in_schema=False)  # what some load balancers probe with
-    def healthz_head() -> Response:
-        return Response(status_code=503 if scorer.health() else 200)
+    async def healthz_head() -> Response:
+        return Response(status_code=(await health())[0])
 
     @app.get("/metrics", response_class=Response)
-    def prometheus_metrics() -> Response:
+    async def prometheus_metrics() -> Response:
         """Prometheus' text format: requests, decisions, outcomes, shed and failed requests, the served
         model; no key needed, as /healthz (see docs/serving.md, "Metrics and access log")."""
-        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+        return Response(metrics.exposition(), media_type=METRICS_CONTENT_TYPE)  # (in memory: on the loop)
 
     charge_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Charge"}}}
 
@@ -788,6 +686,7 @@ def create_app(
         max_in_flight=max_in_flight,
         max_body=max_body,
         max_lag_ms=max_lag_ms,
+        body_timeout_s=body_timeout_s,
         score=score_endpoint,
         authorize=check_key,
         metrics=metrics,

@@ -30,6 +30,7 @@ import pyarrow as pa
 from payfm.events.cards import contains_card_number, mask_long_numbers
 from payfm.events.schema import (
     CHARGES,
+    DECLINE_CODES,
     ORDERED_TIMES,
     RULES,
     SCHEMAS,
@@ -84,11 +85,22 @@ EXAMPLE_FIELDS: dict[str, Any] = {
 }
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 time as every endpoint reads it (the score endpoint and the outcomes alike): what
+    ``datetime.fromisoformat`` reads, with ``Z`` or ``z`` for UTC. Raises ValueError; naive is returned
+    naive (the caller refuses it, naming the field).
+
+    >>> parse_time("2026-01-02T03:04:05z").isoformat()
+    '2026-01-02T03:04:05+00:00'
+    """
+    return datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
+
+
 def to_us(value: object, field: str) -> int:
     """Microseconds since the epoch of a timezone-aware datetime or ISO 8601 string; naive is refused."""
     if isinstance(value, str):
         try:
-            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            value = parse_time(value)
         except ValueError:
             raise InvalidInput(
                 f"Field '{field}' must be an ISO 8601 timestamp with a timezone. Got an unparsable string.",
@@ -262,7 +274,7 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
             # The client's name: masked and cut as the endpoints' extra fields are (a card number, 60 kB).
             said = shown(name)
             raise InvalidInput(f"Field '{said}' is not a field of a charge (docs/events.md).", field=said)
-        if field.kind == "string" and isinstance(v, str) and _blank(v):
+        if field.kind == "string" and isinstance(v, str) and is_blank(v):
             # Missing, as imports read a text (two guests with customer_id '' are not one customer).
             if field.required:
                 got = "an empty text" if not v else "a text of only whitespace"
@@ -395,7 +407,22 @@ def refuse_stray_decline_code(outcome: str | None, decline_code: str | None) -> 
         )
 
 
-def _blank(text: str) -> bool:
+def checked_decline_code(outcome: str, decline_code: str | None) -> str | None:
+    """The ``decline_code`` of an authorization result: blank is missing (as in a charge's fields), else one
+    of :data:`~payfm.events.schema.DECLINE_CODES`, with outcome ``issuer_declined`` only."""
+    if decline_code is not None and is_blank(decline_code):
+        return None
+    if decline_code is not None and decline_code not in DECLINE_CODES:
+        raise InvalidInput(
+            f"Field 'decline_code' must be one of {', '.join(DECLINE_CODES)}. "
+            f"Got {shown(repr(decline_code))}.",
+            field="decline_code",
+        )
+    refuse_stray_decline_code(outcome, decline_code)  # the score endpoint's rule
+    return decline_code
+
+
+def is_blank(text: str) -> bool:
     """Empty or only whitespace: :func:`payfm.events.validate.blank_rows` for one text (Arrow's
     ``utf8_is_space`` and ``str.isspace`` agree on every code point; a test holds them to it)."""
     return not text or text.isspace()

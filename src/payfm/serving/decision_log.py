@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -34,6 +33,7 @@ from payfm.events.schema import REVIEW_CLOSURES
 from payfm.serving.decision_codec import decode_decision, encode_decision, layout_names
 from payfm.serving.decision_codec import dumps as _dumps
 from payfm.serving.errors import Conflict, NotFound, not_committed
+from payfm.serving.group_commit import GroupCommit
 
 REVIEW_REASONS = REVIEW_CLOSURES
 # A closed review's reason as a fraud label: 1 (a fraud label source), 0 (genuine), None (no label).
@@ -145,62 +145,9 @@ def _encoding(r: DecisionRecord) -> tuple[str, str, str | None]:
     return r.encoded or _encode(r.charge, r.decision)
 
 
-_STOP = object()
 T = TypeVar("T")
 PRUNED_THROUGH = "pruned_through"  # meta key: the highest sequence number a prune deleted
 PRUNED_NEWEST = "pruned_newest_us"  # meta key: the latest event time (created_us) among the pruned rows
-
-
-class _GroupCommit:
-    """One writer thread: drains the queue, writes the batch in one transaction, resolves the futures."""
-
-    def __init__(self, log: DecisionLog, max_batch: int = 512) -> None:
-        self._log = log
-        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._max = max_batch
-        self._thread = threading.Thread(target=self._run, name="payfm-decision-log", daemon=True)
-        self._thread.start()
-
-    def submit(self, record: Record | None) -> Future[Any]:
-        fut: Future[Any] = Future()
-        self._q.put((record, fut))
-        return fut
-
-    def close(self) -> None:
-        self._q.put(_STOP)
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            stop = False
-            while len(batch) < self._max:
-                try:
-                    nxt = self._q.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                batch.append(nxt)
-            records = [r for r, _ in batch if r is not None]
-            try:
-                results = iter(self._log._write_retried(records) if records else [])
-                for r, fut in batch:
-                    res = None if r is None else next(results)
-                    if isinstance(res, Exception):
-                        fut.set_exception(res)
-                    else:
-                        fut.set_result(res)
-            except Exception as e:  # the whole transaction failed: no record of the batch is durable
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-            if stop:
-                return
 
 
 MAX_IDLE_READS = 4  # read connections kept open between reads (more are opened while more threads read)
@@ -226,7 +173,7 @@ class DecisionLog(ABC):
     placeholder = "?"
 
     def __init__(self) -> None:
-        self._writer: _GroupCommit | None = None
+        self._writer: GroupCommit | None = None
         # Read connections: a small pool, not one per thread (the server's worker threads come and go: a
         # connection per thread grew without bound, 79 of PostgreSQL's 100 in an audit's run)
         self._idle: list[Any] = []
@@ -340,7 +287,7 @@ class DecisionLog(ABC):
 
     def start(self) -> None:
         if self._writer is None:
-            self._writer = _GroupCommit(self)
+            self._writer = GroupCommit(self)
 
     def close(self) -> None:
         if self._writer is not None:
@@ -367,6 +314,10 @@ class DecisionLog(ABC):
             return self.submit(record).result(timeout)
         except FutureTimeout:
             raise not_committed(timeout) from None
+
+    def write_busy_s(self) -> float:
+        """How long the write in progress has taken so far (0: none): a stalled commit, for ``/healthz``."""
+        return 0.0 if self._writer is None else self._writer.busy_s()
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until everything queued before is committed."""

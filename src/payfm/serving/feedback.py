@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from payfm.errors import WorkspaceBusy
-from payfm.events.schema import DECLINE_CODES, ID_COLUMNS, OUTCOMES, SCHEMAS
+from payfm.events.schema import ID_COLUMNS, OUTCOMES, SCHEMAS
 from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.serving.charges import (
+    checked_decline_code,
     refuse_card_numbers,
-    refuse_stray_decline_code,
     refuse_untimely,
     refuse_wrong_types,
     to_us,
@@ -462,13 +462,7 @@ class FeedbackMixin(MoneyClaimsMixin):
                 f"Field 'outcome' must be one of {', '.join(OUTCOMES)}. Got {shown(repr(outcome))}.",
                 field="outcome",
             )
-        if decline_code is not None and decline_code not in DECLINE_CODES:
-            raise InvalidInput(
-                f"Field 'decline_code' must be one of {', '.join(DECLINE_CODES)}. "
-                f"Got {shown(repr(decline_code))}.",
-                field="decline_code",
-            )
-        refuse_stray_decline_code(outcome, decline_code)  # the score endpoint's rule
+        decline_code = answer["decline_code"] = checked_decline_code(outcome, decline_code)
         charge = self.log.get_charge(cid := str(charge_id))
         # a charge whose decision was pruned, or an imported one: its outcome in the event log answers
         in_log = event_log_result(self.ws, cid) if charge is None and self.append_outcomes else None

@@ -17,11 +17,14 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class Probe:
@@ -52,6 +55,27 @@ class Probe:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class OneAtATime(Generic[T]):
+    """``await call()``: ``fn()`` run in a thread of its own, one run at a time; a call that comes while one
+    runs awaits that run's result. ``/healthz`` answers through it: a plain handler ran in the server's
+    thread pool, which blocking requests (outcomes waiting for a stalled commit) can all hold, and then the
+    probe that should say so never ran (an SRE's audit: 50 outcomes behind a locked log, ``/healthz`` and
+    ``/metrics`` silent)."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="payfm-healthz")
+        self._lock = threading.Lock()
+        self._running: Future[T] | None = None
+
+    async def __call__(self) -> T:
+        with self._lock:
+            if self._running is None or self._running.done():
+                self._running = self._pool.submit(self._fn)
+            running = self._running
+        return await asyncio.shield(asyncio.wrap_future(running))
 
 
 def release_memory() -> None:

@@ -165,7 +165,7 @@ class ServiceMetrics:
             client = scope.get("client")
             access_log.info(
                 '%s %s "%s %s" %d %.1f ms %d B',
-                f"{client[0]}:{client[1]}" if client else "-",
+                printable(shown(f"{client[0]}:{client[1]}")) if client else "-",  # (X-Forwarded-For's text)
                 shown(key) if key else "-",
                 method,
                 printable(shown(path)),  # (a path is decoded: %0A would start a forged line)

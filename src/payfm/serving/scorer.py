@@ -91,6 +91,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("payfm.serving")
 _DURABLE_TIMEOUT_S = 30.0
+COMMIT_STALLED_S = 2.0  # a write of the decision log in progress longer than this: /healthz says 503
 
 OUTCOMES = ("authorized", "manual_review", "blocked", "request_3ds")
 _ACTION_OUTCOME = {None: "authorized", "allow": "authorized", "review": "manual_review", "block": "blocked"}
@@ -433,6 +434,11 @@ class Scorer(FeedbackMixin):
         problems = []
         if (said := self._log_probe()) is not None:  # (within 2 s: a stalled log is a 503, not a hang)
             problems.append(f"the decision log does not answer ({_short(self.scrub(said))})")
+        elif (busy := self.log.write_busy_s()) > COMMIT_STALLED_S:  # (reads answer while writes wait)
+            problems.append(
+                f"the decision log has not committed a write for {busy:.0f} s (a lock held on it, a full "
+                "disk?): decisions and outcomes wait for their commit"
+            )
         shared: list[tuple[str, Any]] = [("online state", self.online.store)]  # memory ones: loaded at start
         shared += [(f"embedder state of {h}", e.store) for h, e in self.bundle.embedders.items()]
         for what, store in [(w, s) for w, s in shared if hasattr(s, "client")]:  # (Redis ones)
