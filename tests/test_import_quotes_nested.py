@@ -183,8 +183,9 @@ def test_files_whose_quotes_all_close_import(tmp_path: Path, tail: str) -> None:
 
 def _swallows(text: str) -> bool:
     """Reference, read character by character as Arrow's parser reads: a quoted value open at the end of the
-    file, or holding a line break and closed by a quote that more text follows."""
-    state, broken, i = "start", False, 0  # state: start (of a value), quoted, unquoted
+    file, or closed by a quote that more text follows (on its line, or after the line breaks it holds: Arrow
+    would add that text to the value, changing it; since 2026-12-07 refused on one line too)."""
+    state, i = "start", 0  # state: start (of a value), quoted, unquoted
     while i < len(text):
         c = text[i]
         if state == "quoted":
@@ -192,14 +193,13 @@ def _swallows(text: str) -> bool:
                 i += 1  # a doubled quote is one quote inside the value
             elif c == '"':
                 after = text[i + 1 :].lstrip(" \t")[:1]  # (spaces or tabs may follow the closing quote)
-                if broken and after not in ("", ",", "\r", "\n"):
+                if after not in ("", ",", "\r", "\n"):
                     return True
-                state = "unquoted"  # (Arrow adds what follows, up to a comma, to the value)
-            broken = broken or c in "\r\n"
+                state = "unquoted"
         elif c in ",\r\n":
             state = "start"
         else:
-            state, broken = ("quoted" if state == "start" and c == '"' else "unquoted"), False
+            state = "quoted" if state == "start" and c == '"' else "unquoted"
         i += 1
     return state == "quoted"
 

@@ -299,6 +299,12 @@ def generate(
     is_flag=True,
     help="Run every check and say what would be imported; write nothing (not even a new workspace).",
 )
+@click.option(
+    "--separator",
+    help="The CSV separator of the file (and of --join's): ',', ';', '|' or a tab ('\\t'), or its name "
+    "(comma, semicolon, pipe, tab), instead of the mapping's `csv: {separator: ...}`: a file exported "
+    "otherwise than a bundled mapping reads.",
+)
 @click.pass_context
 def import_(
     ctx: click.Context,
@@ -308,6 +314,7 @@ def import_(
     skip_orphans: bool,
     join: str | None,
     dry_run: bool,
+    separator: str | None,
 ) -> None:
     """Import a CSV or Parquet file in another schema, all or nothing.
 
@@ -324,6 +331,7 @@ def import_(
       payfm import report.csv --mapping refunds.yaml  # keep_rows: {column: record_type, when: Refunded}
       payfm import train_transaction.csv --join train_identity.csv --mapping ieee.yaml  # join: {column: ...}
       payfm import export.csv --mapping mine.yaml --dry-run  # check a new mapping on the whole file first
+      payfm import sparkov_export.csv --mapping sparkov --separator pipe  # Sparkov's own '|'-separated files
     """
     from payfm.events.importer import import_file
 
@@ -338,6 +346,7 @@ def import_(
                 skip_orphans=skip_orphans,
                 join=join,
                 dry_run=dry_run,
+                separator=separator,
             )
         except OSError as e:
             raise _read_refused(e, ws) from None

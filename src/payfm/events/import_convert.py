@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from payfm.events import currency
 from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint, shown_text, truncated
+from payfm.events.import_personal import check_personal
 from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.import_text import EXPECTED, convert
 from payfm.events.mapping import CurrencySource, FieldSpec
@@ -322,6 +323,7 @@ def to_strings(
         result = pc.binary_join_element_wise(spec.prefix, result, "")
     if spec.missing is not None:  # an empty cell, a null, or a value mapped to null: this target value
         result = pc.fill_null(result, spec.missing)
+    check_personal(spec, result, name, out)
     return result
 
 
@@ -511,11 +513,21 @@ def _bad_currencies(column: str, codes: pa.Array, bad: np.ndarray, spec: FieldSp
         )
 
 
+def shortest_floats(col: pa.Array) -> pa.Array:
+    """A float32 (or float16) column as float64 of the shortest decimal that reads back as each value:
+    pandas' ``reduce_mem_usage`` stores 13.8 dollars as the float32 13.80000019073486328125, which as a
+    float64 is 1380.000019... cents, a fraction of a cent; the exporter meant 13.8 (Arrow writes a float as
+    its shortest round-tripping decimal). Other columns are returned as they are."""
+    if pa.types.is_float32(col.type) or pa.types.is_float16(col.type):
+        return pc.cast(pc.cast(col, pa.string()), pa.float64())
+    return col
+
+
 def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) -> pa.Array | None:
     n = table.num_rows
     if spec.kind == "value":
         return pa.repeat(pa.scalar(spec.value, type=pa.int64()), n)
-    col = source_values(spec, table)
+    col = shortest_floats(source_values(spec, table))
     plain = plain_numbers(col, spec, out)  # (``col``, as the file has it, is what messages quote)
     if spec.scale is None and spec.minor_units is None and spec.usd_cents is None:
         ints = _as_integers(spec.source, plain, out, col)

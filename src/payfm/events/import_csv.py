@@ -24,7 +24,13 @@ import pyarrow.csv as pacsv
 
 from payfm.errors import ConfigError
 from payfm.events.cards import redact_card_numbers, shown_text
-from payfm.events.import_format import SEPARATORS, open_binary, open_stream, yaml_separator
+from payfm.events.import_format import (
+    SEPARATORS,
+    cli_separator,
+    open_binary,
+    open_stream,
+    yaml_separator,
+)
 from payfm.events.import_problems import KEEP, RowLines, raise_problems
 from payfm.events.validate import Problem
 
@@ -37,7 +43,8 @@ def read_csv(path: Path, separator: str) -> tuple[pa.Table, RowLines]:
     if start.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise _not_utf8(path, "UTF-16 text (it starts with a UTF-16 byte-order mark)", "UTF-16")
     _check_not_binary(path, start)
-    header = _read_header(path, separator)
+    skip = _separator_line(path, separator)  # (Excel's `sep=;` line before the header: 1)
+    header = _read_header(path, separator, skip)
     if len(header) == 1:
         _check_separator(header[0], path, separator)
     invalid: list[tuple[int, int, int | None]] = []  # (expected, received) cell counts, physical row
@@ -55,35 +62,43 @@ def read_csv(path: Path, separator: str) -> tuple[pa.Table, RowLines]:
     try:
         with open_stream(path) as raw:
             stream = _Counted(raw)
-            table = pacsv.read_csv(stream, parse_options=parse, convert_options=convert)
+            table = pacsv.read_csv(
+                stream,
+                read_options=pacsv.ReadOptions(skip_rows=skip),
+                parse_options=parse,
+                convert_options=convert,
+            )
         if invalid and any(number is None for _e, _r, number in invalid):
             # Arrow numbers the rows only when it parses in one thread: read again, on this error path only.
             invalid.clear()
             pacsv.read_csv(
                 path,
-                read_options=pacsv.ReadOptions(use_threads=False),
+                read_options=pacsv.ReadOptions(use_threads=False, skip_rows=skip),
                 parse_options=parse,
                 convert_options=convert,
             )
     except pa.ArrowInvalid as e:
         if "invalid UTF8" in str(e):
-            raise _encoding_error(path, separator) from None
-        check_quotes(path, header, separator)  # a quote never closed makes a row longer than Arrow's blocks
-        if "Empty CSV file or block" in str(e) and header and not stream.breaks:
+            raise _encoding_error(path, separator, skip) from None
+        check_quotes(path, header, separator, skip)  # a quote never closed makes a row longer than a block
+        if "Empty CSV file or block" in str(e) and header and stream.breaks <= skip:
             # A header line without a line break after it: Arrow finds no row to count the columns by.
-            return pa.table({h: pa.array([], pa.string()) for h in header}), RowLines()
+            return pa.table({h: pa.array([], pa.string()) for h in header}), RowLines(offset=skip)
         raise
     # A quote never closed reads the lines after it into its value, silently, up to a quote opening another
     # value or to the end of the file: fewer rows than lines, or the file ends with that value. Only then (or
     # with quoted line breaks, blank lines, ragged rows) is the whole file read again, to say where.
-    every_line_a_row = table.num_rows + 1 == stream.lines()
-    if invalid or not every_line_a_row or _may_end_in_quote(table, stream.tail, separator):
-        check_quotes(path, header, separator)
-    # Row n is on line n + 1 when every line is a row; else the file is read again for the lines, when a
-    # message first names one.
-    lines = RowLines() if every_line_a_row else RowLines(functools.partial(_row_lines, path, separator))
+    # A quoted value closed by a quote that more text follows is read changed, silently, on one line too:
+    # any file holding a quote is read again for it (0.2 s per 100 MB).
+    every_line_a_row = table.num_rows + 1 + skip == stream.lines()
+    if invalid or not every_line_a_row or stream.quoted:
+        check_quotes(path, header, separator, skip)
+    # Row n is on line n + 1 (+ 1 after a `sep=` line) when every line is a row; else the file is read
+    # again for the lines, when a message first names one.
+    find = functools.partial(_row_lines, path, separator, skip)
+    lines = RowLines(offset=skip) if every_line_a_row else RowLines(find)
     if invalid:
-        _raise_ragged(path, invalid, lines, separator)
+        _raise_ragged(path, invalid, lines, separator, skip)
     return table, lines
 
 
@@ -92,7 +107,7 @@ class _Counted:
     rows) and its last 64 KiB kept, for the checks of quotes at no second reading."""
 
     def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.tail, self.closed, self.breaks = raw, b"", False, 0
+        self.raw, self.tail, self.closed, self.breaks, self.quoted = raw, b"", False, 0, False
 
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
@@ -100,6 +115,7 @@ class _Counted:
         self.breaks += data.count(b"\n") - (data[:1] == b"\n" and self.tail[-1:] == b"\r")
         if b"\r" in data:  # (a CR alone ends a row too; counting CR LF costs three times as long)
             self.breaks += data.count(b"\r") - data.count(b"\r\n")
+        self.quoted = self.quoted or b'"' in data
         self.tail = (self.tail + data)[-(1 << 16) :]
         return data
 
@@ -115,21 +131,6 @@ class _Counted:
 
     def close(self) -> None:
         self.closed = True
-
-
-def _may_end_in_quote(table: pa.Table, tail: bytes, separator: str) -> bool:
-    """Whether the file may end inside a quoted value on its last line: Arrow reads the rest of the file into
-    that value, the last it parses, so the file ends with a quote where a value may start and that value,
-    its quotes doubled (``tail``: the file's last bytes)."""
-    if table.num_rows == 0 or table.num_columns == 0:
-        return True  # (the header's last name: the file is one line, read again at no cost)
-    value = table.column(table.num_columns - 1)[table.num_rows - 1].as_py()
-    end = b'"' + (value or "").encode().replace(b'"', b'""')
-    if len(end) >= len(tail) >= 1 << 16:
-        return True  # (more than was kept: cannot tell)
-    # (the byte before a value's opening quote: the separator or a line break, or none at the file's start)
-    before = separator.encode() + b"\r\n\xbf"
-    return tail.endswith(end) and (len(tail) == len(end) or tail[-len(end) - 1] in before)
 
 
 class _QuotePatterns(NamedTuple):
@@ -151,19 +152,13 @@ def _quote_patterns(separator: str) -> _QuotePatterns:
     # Spaces or tabs after a closing quote, before the separator (Arrow reads them into the value): no more
     # text. A tab that is the separator is not among them.
     blank = rb"[ ]" if separator == "\t" else rb"[ \t]"
-    # A quoted value from its opening quote, as Arrow's parser reads it: closed on its line (what follows the
-    # closing quote is added to the value, on that line), or holding line breaks and closed by a quote that
-    # ends the value (spaces or tabs, then the separator, a line break or the end of the file), its quotes
-    # doubled inside. Loops unrolled (a run of bytes, then each doubled quote and a run) and possessive:
-    # linear, no backtracking.
+    # A quoted value from its opening quote, as Arrow's parser reads it, its quotes doubled inside, closed by
+    # a quote that ends the value (spaces or tabs, then the separator, a line break or the end of the file),
+    # on its line or after line breaks. A closing quote followed by more text is refused: Arrow adds that
+    # text to the value, dropping the quote (`"Joe"s Diner"` is read `Joes Diner"`), silently. Loops
+    # unrolled (a run of bytes, then each doubled quote and a run) and possessive: linear, no backtracking.
     one_line = rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+"'
-    closed = (
-        rb'"[^"\r\n]*+(?:""[^"\r\n]*+)*+(?:"|[^"]*+(?:""[^"]*+)*+"(?='
-        + blank
-        + rb"*+(?:["
-        + sep
-        + rb"\r\n]|\Z)))"
-    )
+    closed = rb'"[^"]*+(?:""[^"]*+)*+"(?=' + blank + rb"*+(?:[" + sep + rb"\r\n]|\Z))"
     to_closing = rb'"[^"]*+(?:""[^"]*+)*+'  # (up to the quote closing it, if any)
     after = rb"(?<=[" + sep + rb"\r\n])"
     return _QuotePatterns(
@@ -192,35 +187,66 @@ def _quote_patterns(separator: str) -> _QuotePatterns:
 _BEFORE_BLANK = re.compile(rb"(?:\n|\r(?!\n))(?=[\r\n])")
 
 
-def _read_header(path: Path, separator: str) -> list[str]:
-    """The names in the file's header line (read as Python's csv module reads it)."""
+# Excel's first line naming the file's separator (`sep=;`, which Excel writes and reads): no header.
+_SEP_LINE = re.compile(rb'(?i)(?:\xef\xbb\xbf)?("?)sep=([^\r\n])\1(?:\r\n|\n|\r)')
+
+
+def _separator_line(path: Path, separator: str) -> int:
+    """1 when the file starts with Excel's separator line (``sep=;``) naming ``separator``: the header is
+    the line after it; 0 without one. One naming another separator is a ConfigError saying how to set it."""
+    with open_binary(path) as f:
+        m = _SEP_LINE.match(f.read(16))
+    if m is None:
+        return 0
+    said = m.group(2).decode("latin-1")
+    if said != separator:
+        named = f"'{said}'" if said in SEPARATORS else f"{said!r}, which payfm does not read"
+        how = ""
+        if said in SEPARATORS:
+            how = (
+                f" Set the mapping's separator to it: `csv: {{separator: {yaml_separator(said)}}}`, or give "
+                f"it to the import: `payfm import --separator {cli_separator(said)}`."
+            )
+        raise ConfigError(
+            f"Import source '{shown_text(str(path))}': expected {SEPARATORS[separator]}-separated columns; "
+            f"received a first line `sep={shown_text(said)}` (Excel's line naming the separator): the file "
+            f"is separated by {named}.{how}"
+        )
+    return 1
+
+
+def _read_header(path: Path, separator: str, skip: int = 0) -> list[str]:
+    """The names in the file's header line (read as Python's csv module reads it), after ``skip`` lines (an
+    Excel ``sep=;`` line)."""
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rt", encoding="utf-8-sig", newline="") as lines:
+            for _ in range(skip):
+                next(lines, None)
             return next(csv.reader(lines, delimiter=separator), [])
     except UnicodeDecodeError:
-        raise _encoding_error(path, separator) from None
+        raise _encoding_error(path, separator, skip) from None
     except csv.Error as e:
         reason = str(e)  # (a value over the csv module's limit of 128 KiB: a quote never closed, read on)
-    check_quotes(path, [], separator)
+    check_quotes(path, [], separator, skip)
     raise ConfigError(
         f"Import source '{path}': expected a header line of column names; received a header that cannot be "
         f"read ({reason}): a name over 128 KiB, or a quoted name running over many lines?"
     )
 
 
-def check_quotes(path: Path, header: list[str], separator: str = ",") -> None:
+def check_quotes(path: Path, header: list[str], separator: str = ",", skip: int = 0) -> None:
     """A ConfigError naming the row, line and column of a quote that nothing closes, or that only a quote on a
     later line followed by more text closes (a quote opening another value, read as this one's end: the
     lines between vanish into one value), never the text. Lines read into a quoted value are legitimate only
     if its closing quote ends the value (spaces or tabs, then the ``separator``, a line break or the end of
-    the file)."""
+    the file). ``skip``: the lines before the header (an Excel ``sep=;`` line), counted as no row."""
     with open_binary(path) as f:
         data = f.read()
     m = _quote_patterns(separator).first_unclosed.match(data)
     if m is not None:
         closing = m.end() if m.start("close") >= 0 else None
-        _raise_unclosed(path, header, data, m.start("open"), closing, separator)
+        _raise_unclosed(path, header, data, m.start("open"), closing, separator, skip)
 
 
 def _breaks(data: bytes, start: int = 0, end: int | None = None) -> int:
@@ -228,7 +254,7 @@ def _breaks(data: bytes, start: int = 0, end: int | None = None) -> int:
     return data.count(b"\n", start, end) + data.count(b"\r", start, end) - data.count(b"\r\n", start, end)
 
 
-def _row_lines(path: Path, separator: str) -> np.ndarray:
+def _row_lines(path: Path, separator: str, skip: int = 0) -> np.ndarray:
     """The line on which each row of the CSV file ``path`` starts (header = line 1), its header's first, as
     Arrow reads rows: a blank line is no row (before the header too), and a line break inside a quoted value
     does not end one. Read once every quote is known closed (numpy over the bytes: an error path only)."""
@@ -253,7 +279,7 @@ def _row_lines(path: Path, separator: str) -> np.ndarray:
     crlf = (byte[row_ends] == 10) & (byte[np.maximum(row_ends - 1, 0)] == 13) & (row_ends > 0)
     stops = np.r_[row_ends - crlf, len(byte)]  # (the first byte of the line break ending each)
     lines: np.ndarray = np.searchsorted(ends, starts[stops > starts]) + 1  # (line breaks before it, + 1)
-    return lines
+    return lines[skip:]  # (an Excel `sep=;` line before the header is no row)
 
 
 def _cells(row: bytes, separator: str) -> int:
@@ -263,7 +289,13 @@ def _cells(row: bytes, separator: str) -> int:
 
 
 def _raise_unclosed(
-    path: Path, header: list[str], data: bytes, opening: int, closing: int | None, separator: str
+    path: Path,
+    header: list[str],
+    data: bytes,
+    opening: int,
+    closing: int | None,
+    separator: str,
+    skip: int = 0,
 ) -> NoReturn:
     """The error for the quote at ``opening``, closed at ``closing`` by a quote followed by more text (None:
     at the end of the file). Its row is its line less the header, the blank lines and the line breaks inside
@@ -285,7 +317,7 @@ def _raise_unclosed(
     first = 3 if data.startswith(b"\xef\xbb\xbf") else 0  # (a blank first line, then the others)
     blank = int(data[first : first + 1] in (b"\r", b"\n"))
     blank += sum(inside(m.end()) is None for m in _BEFORE_BLANK.finditer(data, 0, opening))
-    row = line - 1 - blank - sum(_breaks(data, a, b) for a, b in spread)
+    row = line - 1 - skip - blank - sum(_breaks(data, a, b) for a, b in spread)
     start = opening  # the row's first byte: after the last line break outside a quoted value
     while True:
         start = max(data.rfind(b"\n", 0, start), data.rfind(b"\r", 0, start)) + 1
@@ -295,7 +327,7 @@ def _raise_unclosed(
         start = value[0]
     column = _cells(data[start:opening], separator)
     if row == 0:
-        where = f"line 1 (the header), column {column}"
+        where = f"line {line} (the header), column {column}"
     else:
         name = header[column - 1] if column <= len(header) else column
         where = f"row {row} (line {line}), column {redact_card_numbers(repr(name))}"
@@ -309,22 +341,26 @@ def _raise_unclosed(
         )
         lines = "the lines between"
     span = f"line {line}" if last <= line else f"lines {line}-{last}"
+    read = f"{lines} ({span}) would be read as that one value"
+    if closing is not None and last == line:
+        said = "whose closing quote more text follows (a quote inside the value not doubled?)"
+        read = "the value would be read without that quote, changed"
     raise ConfigError(
         f"Import source '{path}': expected a closing double quote for every quoted value; received a quote "
-        f"opening a value at {where} {said}: {lines} ({span}) would be read as that one value. Close the "
-        'quote, write a quote inside a quoted value twice (""), or leave the value unquoted.'
+        f"opening a value at {where} {said}: {read}. Close the quote, write a quote inside a quoted value "
+        'twice (""), or leave the value unquoted.'
     )
 
 
 def _raise_ragged(
-    path: Path, invalid: list[tuple[int, int, int | None]], lines: RowLines, separator: str
+    path: Path, invalid: list[tuple[int, int, int | None]], lines: RowLines, separator: str, skip: int = 0
 ) -> NoReturn:
     """Rows with another number of cells than the header, by row and line, never their text."""
     problems: list[Problem] = []
     word = SEPARATORS[separator]
     for expected, received, number in invalid[:KEEP]:
         # Arrow's row number counts the rows (not blank lines) from the header's, 1: data row number - 1.
-        row = None if number is None else number - 1
+        row = None if number is None else number - 1 - skip  # (a skipped `sep=;` line counts)
         problems.append(
             Problem(
                 None,
@@ -351,7 +387,9 @@ def _check_separator(name: str, path: Path, separator: str) -> None:
     raise ConfigError(
         f"Import source '{path}': expected {SEPARATORS[separator]}-separated columns{setting}; received a "
         f"header of one column holding {shown} {counts[other]} time(s): the file seems separated by {shown}. "
-        f"Set the mapping's separator to it: `csv: {{separator: {yaml_separator(other)}}}`{default}."
+        f"Set the mapping's separator to it: `csv: {{separator: {yaml_separator(other)}}}`{default}. Or give "
+        f"it to the import (a bundled mapping's too): `payfm import --separator {cli_separator(other)}` "
+        f"(`import_file(..., separator={yaml_separator(other)})`)."
     )
 
 
@@ -403,7 +441,7 @@ def _not_utf8(path: Path, received: str, encoding: str) -> ConfigError:
     )
 
 
-def _encoding_error(path: Path, separator: str) -> ConfigError:
+def _encoding_error(path: Path, separator: str, skip: int = 0) -> ConfigError:
     """The first byte that is not UTF-8, by row, line and column (read line by line: on this error path
     only; blank lines are no row, as Arrow reads them), and how to convert the file."""
     with open_binary(path) as f:
@@ -421,14 +459,14 @@ def _encoding_error(path: Path, separator: str) -> ConfigError:
                 else:
                     name = names[column] if column < len(names) else column + 1
                     shown = redact_card_numbers(repr(name))
-                    where = f"row {records - 1} (line {line_number}), column {shown}"
+                    where = f"row {records - 1 - skip} (line {line_number}), column {shown}"
                 return _not_utf8(
                     path,
                     f"the byte 0x{line[e.start]:02x} at {where}, which is not UTF-8 (the file seems to be in "
                     "another encoding, such as Windows-1252 or Latin-1)",
                     "WINDOWS-1252",
                 )
-            if names is None and records == 1:
+            if names is None and records == 1 + skip:
                 try:
                     names = next(csv.reader([text], delimiter=separator), [])
                 except csv.Error:  # (a name over 128 KiB: columns are named by number)

@@ -46,6 +46,20 @@ def yaml_separator(separator: str) -> str:
     return '"\\t"' if separator == "\t" else f'"{separator}"'
 
 
+def cli_separator(separator: str) -> str:
+    """``separator`` as ``payfm import --separator`` takes it in a POSIX shell (a tab as ``'\t'``)."""
+    return "'\\t'" if separator == "\t" else f"'{separator}'"
+
+
+def given_separator(separator: str) -> str | None:
+    """The separator an import is given (``--separator``, ``import_file(..., separator=)``), as one of
+    :data:`SEPARATORS`: the character itself, a tab written as ``\t``, or its name (``comma``,
+    ``semicolon``, ``pipe``, ``tab``: nothing to quote in a shell); None if it is none of these."""
+    names = {"\\t": "\t", "tab": "\t", "pipe": "|", "semicolon": ";", "comma": ","}
+    separator = names.get(separator.lower(), separator)
+    return separator if separator in SEPARATORS else None
+
+
 @dataclass(frozen=True)
 class NumberFormat:
     """How numbers written as text separate their decimals and their thousands. ``origin``: the mapping's key

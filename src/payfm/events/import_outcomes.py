@@ -10,6 +10,7 @@ file's rows.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -47,7 +48,9 @@ def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) ->
     bools = [w for w in label.when if isinstance(w, bool)]
     texts = [w.strip().lower() for w in label.when if isinstance(w, str)]
     if pa.types.is_boolean(col.type):
-        wanted = bools + [w in _TRUE_WORDS for w in texts] + [n != 0 for n in nums]
+        # (as a text column's words are: true is 1 and the true words, false 0 and the false words)
+        wanted = bools + [w in _TRUE_WORDS for w in texts if w in _TRUE_WORDS + _FALSE_WORDS]
+        wanted += [n == 1 for n in nums if n in (0, 1)]
         mask = pc.is_in(col, value_set=pa.array(wanted, type=pa.bool_()))
         return np.flatnonzero(pc.fill_null(mask, False).to_numpy(False))
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_decimal(col.type):
@@ -74,9 +77,11 @@ def matching_rows(label: LabelSpec | RowFilter, col: pa.Array, out: Problems) ->
     )
     true_words = pc.is_in(text, value_set=pa.array(_TRUE_WORDS))
     false_words = pc.is_in(text, value_set=pa.array(_FALSE_WORDS))
-    if True in bools:
+    # A boolean word is the number it stands for (true 1, false 0), as a Parquet boolean is: `when: 1`
+    # matches `true` in a CSV file as it matches the boolean true.
+    if True in bools or 1.0 in nums:
         mask = pc.or_(mask, true_words)
-    if False in bools:
+    if False in bools or 0.0 in nums:
         mask = pc.or_(mask, false_words)
     if not texts:
         # A numeric or boolean label: every value must be one the mapping can read as yes or no.
@@ -119,17 +124,35 @@ def keep_rows(mapping: Mapping, table: pa.Table, out: Problems) -> tuple[pa.Tabl
             quiet = Problems()  # (each value alone: its problems are the whole filter's, said once above)
             unmatched = [w for w in keep.when if not len(matching_rows(replace(keep, when=(w,)), col, quiet))]
             if unmatched:
-                held = pc.unique(pc.drop_null(col)).to_pylist()
-                values = ", ".join(shown_value(v) for v in sorted(held, key=str)[:KEEP])
-                more = f" and {len(held) - KEEP} more" if len(held) > KEEP else ""
-                said = ", ".join(_as_written(w) for w in unmatched)
-                warnings.append(
-                    f"{keep.path}.when: {said} matched none of the {table.num_rows:,} rows it read; column "
-                    f"'{shown_text(keep.column)}' holds {values}{more}"
-                )
+                warnings.append(_matched_none(keep, unmatched, col))
         out.keep(kept)
         table = table.take(pa.array(kept, type=pa.int64()))
     return table, warnings
+
+
+def label_warnings(mapping: Mapping, table: pa.Table) -> list[str]:
+    """A warning for each label whose ``when`` matched none of the rows it read (those ``keep_rows`` kept),
+    naming the values its column holds: a label value the export writes otherwise (``Y`` for ``1``) makes
+    no outcome at all, silently, and the model would learn from a file without fraud. A file of no rows
+    warns of nothing."""
+    warnings = []
+    for label in mapping.labels:
+        col = table.column(label.column).combine_chunks()
+        if len(col) and not len(matching_rows(label, col, Problems())):  # (its problems: said by the import)
+            warnings.append(_matched_none(label, label.when, col) + ": it made no outcome")
+    return warnings
+
+
+def _matched_none(spec: LabelSpec | RowFilter, unmatched: Sequence[object], col: pa.Array) -> str:
+    """The warning of ``when`` values of a label or filter that matched none of the rows of ``col``."""
+    held = pc.unique(pc.drop_null(col)).to_pylist()
+    values = ", ".join(shown_value(v) for v in sorted(held, key=str)[:KEEP]) or "only empty cells"
+    more = f" and {len(held) - KEEP} more" if len(held) > KEEP else ""
+    said = ", ".join(_as_written(w) for w in unmatched)
+    return (
+        f"{spec.path}.when: {said} matched none of the {len(col):,} rows it read; column "
+        f"'{shown_text(spec.column)}' holds {values}{more}"
+    )
 
 
 def all_orphans(rows: int) -> str:
@@ -393,7 +416,7 @@ def outcome_events(
             assert label.time is not None
             # (problems name its source columns; the rows it could not read are remembered as a field's)
             out.field, out.spec = f"{label.path}.time", label.time
-            times = to_times(label.time, table, mapping, out)
+            times = to_times(label.time, _only_rows(table, label.time.read_columns, rows), mapping, out)
             out.field = None
             if times is None:
                 out.spec = None
@@ -453,6 +476,21 @@ def outcome_events(
         name: (pa.concat_tables([t for t, _ in items]), np.concatenate([r for _, r in items]))
         for name, items in parts.items()
     }
+
+
+def _only_rows(table: pa.Table, columns: tuple[str, ...], rows: np.ndarray) -> pa.Table:
+    """``table`` with its ``columns`` null but at ``rows``: a label's outcome time is read (and checked) only
+    where the label makes an outcome, as an export writes it only there (``N/A`` or ``0000-00-00`` on the
+    other rows, which are no problem)."""
+    keep = np.zeros(table.num_rows, dtype=bool)
+    keep[rows] = True
+    mask = pa.array(keep)
+    for name in dict.fromkeys(columns):
+        if name in table.column_names:
+            at = table.schema.get_field_index(name)
+            col = table.column(name)
+            table = table.set_column(at, name, pc.if_else(mask, col, pa.scalar(None, col.type)))
+    return table
 
 
 def _as_written(value: object) -> str:

@@ -43,16 +43,17 @@ class RowLines:
     every line is a row; else ``find`` gives the line of each row, its header's first (blank lines are no
     row; a quoted value may hold line breaks), read when a message first names one: on an error path."""
 
-    def __init__(self, find: Callable[[], np.ndarray] | None = None) -> None:
+    def __init__(self, find: Callable[[], np.ndarray] | None = None, offset: int = 0) -> None:
         self._find = find
         self._lines: np.ndarray | None = None
+        self._offset = offset  # lines before the header (Excel's `sep=;` line), when every line is a row
 
     def line(self, row: int) -> int:
         """The line of the 1-based data ``row``."""
         if self._find is not None and self._lines is None:
             self._lines = self._find()
         if self._lines is None or row >= len(self._lines):
-            return row + 1
+            return row + 1 + self._offset
         return int(self._lines[row])
 
 

@@ -173,7 +173,7 @@ def _localize_rows(
     return pa.array(micros, mask=~valid).cast(TIMESTAMP)
 
 
-_DAY_US, _BACK_US = 86_400_000_000, 1_800_000_000  # a local day; the least step back a clock change makes
+_DAY_US, _MINUTE_US = 86_400_000_000, 60_000_000  # a local day; a minute
 
 
 def _second_pass(
@@ -181,10 +181,11 @@ def _second_pass(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Of the rows whose local time a DST change repeats (``twice``), those in its second pass, and those it
     cannot tell. In a file in time order, the rows of one night's repeated hour go back in time once, where
-    the clock went back (by half an hour or more: a smaller step is rows out of order); the rows from there
-    on are in the second pass, and the night's instants, its other rows' too, then go up in file order. A
-    night whose rows never go back (all in one pass, or one row), go back more than once, or whose instants
-    would not go up (a file newest first, or sorted to the minute only) cannot be told."""
+    the clock went back, to an earlier minute (by any amount: with sparse night traffic, 02:30 then 02:10
+    is the clock going back; a step back within one minute is a file sorted to the minute only); the rows
+    from there on are in the second pass, and the night's instants, its other rows' too, then go up in file
+    order. A night whose rows never go back (all in one pass, or one row), go back more than once, or whose
+    instants would not go up (a file newest first, or sorted to the minute only) cannot be told."""
     second, unresolved = np.zeros(len(twice), dtype=bool), np.zeros(len(twice), dtype=bool)
     local = pc.fill_null(pc.cast(naive, pa.int64()), -1).to_numpy(False)
     first_us = pc.fill_null(pc.cast(early, pa.int64()), -1).to_numpy(False)
@@ -193,7 +194,7 @@ def _second_pass(
     nights = local[rows] // _DAY_US  # (the repeated hour lies within one local day)
     for night in np.unique(nights):  # one per DST change in the file: a few a year
         at = rows[nights == night]
-        back = np.flatnonzero(np.diff(local[at]) <= -_BACK_US)
+        back = np.flatnonzero(np.diff(local[at] // _MINUTE_US) < 0)
         steps = np.flatnonzero(np.diff(local[at]) < 0)
         if len(back) == 1 and len(steps) == 1:
             mine = np.zeros(len(twice), dtype=bool)
@@ -472,11 +473,13 @@ def _convert_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Prob
     if spec.zone_column is not None:
         iso_zone = _need_zone(spec, mapping, "ISO times without a zone offset", table, out)
     if naive:
-        if iso_zone is None and not pc.any(has_offset).as_py():  # a column of naive times: the mapping's
-            _need_zone(spec, mapping, "ISO times without a zone offset", table, out)
         naive_part, bad_naive = _parse_rows(
             pc.if_else(naive_rows, iso, pa.scalar(None, pa.string())), pa.timestamp("us")
         )
+        some_read = len(bad_naive) < int(pc.sum(pc.cast(naive_rows, pa.int64())).as_py() or 0)
+        if iso_zone is None and some_read and not pc.any(has_offset).as_py():
+            # a column of naive times: the mapping's mistake (one of no times at all is its rows')
+            _need_zone(spec, mapping, "ISO times without a zone offset", table, out)
     bad = np.union1d(bad_aware, bad_naive).astype(np.int64)
     if len(bad):
         out.rows(name, bad, "an ISO 8601 time (e.g. 2023-01-01T12:00:00Z)", values_at(col, bad))

@@ -57,8 +57,9 @@ from payfm.events.cards import redact_card_numbers, shown_text
 from payfm.events.import_convert import keyed_hash, to_ints, to_strings
 from payfm.events.import_csv import check_quotes as _check_quotes  # noqa: F401 - (tests call it from here)
 from payfm.events.import_csv import read_csv
+from payfm.events.import_format import given_separator
 from payfm.events.import_join import check_join, join_columns
-from payfm.events.import_outcomes import all_orphans, keep_rows
+from payfm.events.import_outcomes import all_orphans, keep_rows, label_warnings
 from payfm.events.import_problems import (
     Problems,
     RowLines,
@@ -76,6 +77,8 @@ from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace, opened
 
 Progress = Callable[[str], None]
+# Text files of separated values, read as CSV: a tab-separated export is often named .tsv or .txt.
+_TEXT_SUFFIXES = tuple(f"{kind}{gz}" for kind in (".csv", ".tsv", ".txt") for gz in ("", ".gz"))
 
 
 @dataclass(frozen=True)
@@ -110,10 +113,10 @@ def read_source(path: Path, *, separator: str = ",") -> tuple[pa.Table, bool]:
     in every row as in its header: a ragged row is a ValidationError naming its row and line and the counts
     (never its text), another encoding a ConfigError saying how to convert the file, a header that seems
     separated by another character one saying how to set the mapping's separator. A quoted value may hold
-    line breaks, but a quote that nothing closes, or that only a quote on a later line followed by more text
-    closes (spaces or tabs before the next separator or line break are no more text: Arrow reads them into
-    the value; otherwise Arrow would read the lines between into one value, silently), is a ConfigError
-    naming its row, line and column (never the text).
+    line breaks, but a quote that nothing closes, or that only a quote followed by more text closes, on a
+    later line or its own (spaces or tabs before the next separator or line break are no more text: Arrow
+    reads them into the value; otherwise Arrow would read the lines between into one value, or the value
+    without that quote, silently), is a ConfigError naming its row, line and column (never the text).
     """
     table, lines = _read(path, separator)
     return table, lines is not None
@@ -127,12 +130,12 @@ def _read(path: Path, separator: str) -> tuple[pa.Table, RowLines | None]:
         if name.endswith((".parquet", ".pq")):
             _check_names(pq.read_schema(path).names, path)
             table = pq.read_table(path)
-        elif name.endswith((".csv", ".csv.gz")):
+        elif name.endswith(_TEXT_SUFFIXES):  # (read with the mapping's separator, whatever the suffix)
             table, lines = read_csv(path, separator)
         else:
             raise ConfigError(
-                f"Import source '{path}': expected a .csv, .csv.gz, .parquet or .pq file; "
-                f"received '{path.suffix}'."
+                f"Import source '{path}': expected a .csv, .csv.gz, .parquet or .pq file (or text separated "
+                f"as the mapping says named .tsv, .txt, .tsv.gz or .txt.gz); received '{path.suffix}'."
             )
     except (OSError, EOFError, zlib.error, pa.ArrowInvalid) as e:  # (EOFError, zlib: a .gz cut or corrupt)
         # A parser's message may quote a row: never echo it (the first ': ' of a CSV parse error ends what
@@ -334,6 +337,21 @@ def _check_arguments(
             raise ConfigError(f"The '{name}' of import_file must be True or False. Got {_kind(value)}.")
 
 
+def _with_separator(mapping: Mapping, separator: object) -> Mapping:
+    """``mapping`` reading CSV files separated by ``separator`` (import_file's, when given), else a
+    ConfigError naming what it takes."""
+    if separator is None:
+        return mapping
+    given = given_separator(separator) if isinstance(separator, str) else None
+    if given is None:
+        said = repr(separator) if isinstance(separator, str) else _kind(separator)
+        raise ConfigError(
+            "The 'separator' of import_file must be None or one of ',', ';', '|' and a tab ('\\t' or 'tab': "
+            f"`payfm import --separator '\\t'`). Got {redact_card_numbers(said)}."
+        )
+    return dataclasses.replace(mapping, csv=dataclasses.replace(mapping.csv, separator=given))
+
+
 def _kind(value: object) -> str:
     """A wrong argument as a message names it: ``None``, ``the int 3``, ``a dict``."""
     if value is None:
@@ -355,6 +373,7 @@ def import_file(
     skip_orphans: bool = False,
     join: str | Path | None = None,
     dry_run: bool = False,
+    separator: str | None = None,
 ) -> ImportSummary:
     """Import the CSV or Parquet file ``path`` into ``ws`` through the mapping ``mapping_path`` (a file or the
     name of a bundled mapping such as ``sparkov``). All or nothing: any problem raises and writes nothing.
@@ -363,7 +382,9 @@ def import_file(
     ``ImportSummary.skipped``); such rows are checked like the others. ``join``: the second file of a
     mapping with a ``join`` (docs/import.md, "Joining a second file"). ``dry_run``: every check runs, the
     summary says what would be written, nothing is (not even the workspace's key: a workspace without one
-    is checked with a key of its own, which changes no check's result).
+    is checked with a key of its own, which changes no check's result). ``separator``: the CSV separator of
+    this file (and of ``join``'s), instead of the mapping's ``csv.separator`` (``payfm import
+    --separator``): a bundled mapping's file exported with another one.
     """
     ws, say = opened(ws, "import_file"), progress or (lambda _step: None)
     flags: dict[str, object] = {
@@ -372,7 +393,7 @@ def import_file(
         "dry_run": dry_run,
     }
     _check_arguments(path, mapping_path, progress, join, flags)
-    mapping = load_mapping(mapping_path)
+    mapping = _with_separator(load_mapping(mapping_path), separator)
     source = str(path)
     say(f"reading {source}")
     table, lines = _read(Path(path), separator=mapping.csv.separator)
@@ -385,12 +406,14 @@ def import_file(
     check_join(mapping, join)
     joined: list[str] = []
     columns = list(table.column_names)  # (and the second file's, for the summary)
+    blank = _blank_names(columns)
     if mapping.join is not None and join is not None:
         if out.total:  # (the imported file's card numbers first; the second file's once it is clean)
             raise_problems(source, out.items, out.total, lines or False)
         say(f"reading {join}")
         table, joined, second = _join(mapping, table, source, Path(join))
         columns += [c for c in second if c not in columns]
+        blank = _blank_names(second) | blank
     files = f"'{source}'" + (f" or '{join}'" if mapping.join is not None else "")
     missing = _missing_columns(mapping, table, files)
     if missing:  # nothing more can be computed: the mapping's mistakes, then the card numbers found, if any
@@ -409,6 +432,7 @@ def import_file(
     if mapping.keep_rows:
         table, kept = keep_rows(mapping, table, out)
         warnings = [*joined, *kept]
+    warnings = [*warnings, *label_warnings(mapping, table)]
     say("mapping columns")
     # (no key yet: no id of the workspace came from one, so a throwaway key finds the same collisions)
     secret = secrets.token_bytes(32) if dry_run and not (ws.root / "secret.key").exists() else ws.secret()
@@ -460,7 +484,7 @@ def import_file(
     used, declared = set(mapping.source_columns()), set(mapping.no_card_numbers)
     used |= {mapping.join.key} if mapping.join is not None else set()
     dropped, unscanned = (tuple(c for c in columns if c in s) for s in (mapping.drop, declared))
-    unmapped = tuple(c for c in columns if c not in used | declared and c not in mapping.drop)
+    unmapped = tuple(blank.get(c, c) for c in columns if c not in used | declared and c not in mapping.drop)
     return ImportSummary(
         source,
         mapping.name,
@@ -476,6 +500,16 @@ def import_file(
         unscanned,
         dry_run,
     )
+
+
+def _blank_names(columns: list[str]) -> dict[str, str]:
+    """How the summary names each column of ``columns`` whose name is empty or blank (a trailing separator
+    at the end of a header line): ``(empty name, column 9)``, by its position in its file."""
+    return {
+        c: ("(empty name" if not c else f"({c!r}, a blank name") + f", column {i + 1})"
+        for i, c in enumerate(columns)
+        if not c.strip()
+    }
 
 
 def _written(mapping: Mapping, charges: pa.Table, checked: Checked) -> dict[str, pa.Table]:
