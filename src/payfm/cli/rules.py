@@ -6,6 +6,7 @@ Thin: parse options, call payfm.rules, render with rich.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -302,6 +303,13 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
+def _csv_path(value: str | None) -> str | None:
+    """``--matches-out``: a file path ending in ``.csv`` (as ``--out`` of Parquet ends in ``.parquet``)."""
+    if value is not None and (value.endswith(("/", os.sep)) or not value.lower().endswith(".csv")):
+        raise click.BadParameter(f"expected a file path ending in .csv. Got '{shown_text(value)}'.")
+    return value
+
+
 @rules.command(name="backtest")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
@@ -328,8 +336,9 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
     "--matches-out",
     metavar="FILE.csv",
     type=click.Path(dir_okay=False),
-    help="Write every charge --matches lists to this CSV file (replaced whole, never half-written; missing "
-    "folders are made).",
+    callback=lambda _ctx, _param, value: _csv_path(value),
+    help="Write every charge --matches lists to this CSV file, outside the workspace's folder (replaced "
+    "whole, never half-written; missing folders are made).",
 )
 @_window
 @SET_OPTION
@@ -371,7 +380,7 @@ def backtest_cmd(
     if matches_out is not None and matches is None:
         raise ConfigError("--matches-out writes the charges --matches lists: give --matches RULE too.")
     if matches_out is not None:  # before the backtest, not after it (missing folders are made on writing)
-        output_file(matches_out, "--matches-out")
+        output_file(matches_out, "--matches-out", workspace=ctx.obj["workspace"])
     rule_text = rule_texts or None
     if file is not None and rule_text is not None:
         raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")

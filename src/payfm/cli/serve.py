@@ -600,7 +600,7 @@ def replay(
     payfm -w WORKSPACE replay --from 2026-04-29 --authorize-after     # outcomes reported after decisions
     payfm -w WORKSPACE replay --from 2026-04-29 --http localhost:8000 --key-file replay.key
     """
-    from payfm.cli.render import iso_time
+    from payfm.cli.render import iso_time, stage_progress
     from payfm.serving.replay import replay_http, replay_in_process
 
     if key_file is not None:
@@ -616,42 +616,55 @@ def replay(
     assert s is not None  # --from is required
     if e is not None and e <= s:
         raise ConfigError(f"--to ({end}) must be after --from ({start}).")
-    _refuse_an_empty_window(ws, s, e, start, end)
+    charges = _refuse_an_empty_window(ws, s, e, start, end)
     if url is not None:  # (an empty one too: refused, not read as "in process")
         from payfm.cli.review import service_url
 
         url = service_url(url, key, "--http")
-    if url:
-        rep = replay_http(ws, s, e, url, key, authorize_after=authorize_after)
-        if rep.errors and not rep.mix:  # nothing was decided: a wrong URL or key, a server down
-            err, n = rep.errors.most_common(1)[0]
-            from payfm.errors import scrubbed, shown_url
+    with stage_progress() as update:  # the warm-up (in process), then the window's charges, each a bar
 
-            given = "--key-file (no key was given)"
-            if key_file is not None:
-                given = "--key-file"
-            elif ctx.get_parameter_source("key") is click.core.ParameterSource.ENVIRONMENT:
-                given = "PAYFM_API_KEY"
-            elif key:
-                given = "--key"
-            raise ConfigError(
-                f"Replay to {shown_url(url)}: no request succeeded ({n:,} x {scrubbed(err, url)}); check "
-                f"--http and {given}."
-            )
-    else:
-        from payfm.cli.render import progress_bar
+        def replayed(done: int) -> None:  # (called every 1,000 charges decided)
+            update(REPLAYING, done, charges)
 
-        with progress_bar("warming the state", 1) as update:
+        if url:
+            rep = replay_http(ws, s, e, url, key, progress=replayed, authorize_after=authorize_after)
+        else:
             rep = replay_in_process(
-                ws, s, e, warm_progress=update, durability=durability, authorize_after=authorize_after
+                ws,
+                s,
+                e,
+                progress=replayed,
+                warm_progress=lambda done, total: update("warming the state", done, total),
+                durability=durability,
+                authorize_after=authorize_after,
             )
+        update(REPLAYING, rep.charges, charges)  # (the last bar: a charge that failed is in rep.errors)
+    if url and rep.errors and not rep.mix:  # nothing was decided: a wrong URL or key, a server down
+        err, n = rep.errors.most_common(1)[0]
+        from payfm.errors import scrubbed, shown_url
+
+        given = "--key-file (no key was given)"
+        if key_file is not None:
+            given = "--key-file"
+        elif ctx.get_parameter_source("key") is click.core.ParameterSource.ENVIRONMENT:
+            given = "PAYFM_API_KEY"
+        elif key:
+            given = "--key"
+        raise ConfigError(
+            f"Replay to {shown_url(url)}: no request succeeded ({n:,} x {scrubbed(err, url)}); check "
+            f"--http and {given}."
+        )
     print_replay(rep, f"Replay {start} .. {end or 'end of log'}")
+
+
+REPLAYING = "replaying charges"  # the label of the replay's progress bar
 
 
 def _refuse_an_empty_window(
     ws: Workspace, s: datetime, e: datetime | None, start: str, end: str | None
-) -> None:
-    """A window holding no charge replays nothing: an error giving the log's range (as a backtest does)."""
+) -> int:
+    """The number of charges in the window (the replay's progress counts to it). A window holding none
+    replays nothing: an error giving the log's range (as a backtest does)."""
     con = ws.connect()
     try:
         upto = f" AND created < '{e.isoformat()}'::TIMESTAMPTZ" if e is not None else ""
@@ -667,6 +680,7 @@ def _refuse_an_empty_window(
             f"The replay window {start} .. {end or 'end of log'} holds no charges: the event log's charges "
             f"{where}. Choose --from (and --to) within them."
         )
+    return int(n)
 
 
 def ruleset_line(rep: ReplayReport) -> str:

@@ -15,11 +15,22 @@ from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 
 
-def output_file(path: str | os.PathLike[str], who: str) -> Path:
+def output_file(
+    path: str | os.PathLike[str],
+    who: str,
+    *,
+    workspace: str | os.PathLike[str] | None = None,
+    within: str | None = None,
+) -> Path:
     """``path``, a file about to be written, checked before the work that produces it: no folder, and its
     nearest existing ancestor a writable folder (the missing ones are made when it is written, so a command
     that fails first leaves none behind). A :class:`ConfigError` naming ``who`` (the option: ``--out``)
     otherwise, rather than an OSError traceback once the work is done.
+
+    Given ``workspace`` (the folder of the workspace the command reads), a path inside that folder is refused
+    too: a write there could replace the workspace's own files (its manifest, secret key, event log or
+    rules.db) and destroy it; a path under the subfolder ``within`` of it (an output whose default place is
+    inside the workspace) is allowed.
 
     >>> import tempfile
     >>> output_file(Path(tempfile.mkdtemp()), "--out")
@@ -30,6 +41,8 @@ def output_file(path: str | os.PathLike[str], who: str) -> Path:
     shown = shown_text(str(p))  # a path from the command line: escaped, no card number
     if p.is_dir():
         raise ConfigError(f"{who}: '{shown}' is a folder. Expected a file path.")
+    if workspace is not None:
+        _outside_workspace(p, who, Path(workspace), within)
     above = p.absolute().parent
     while not above.exists() and above != above.parent:
         above = above.parent
@@ -39,6 +52,27 @@ def output_file(path: str | os.PathLike[str], who: str) -> Path:
     if not os.access(above, os.W_OK | os.X_OK):
         raise ConfigError(f"{who}: the folder of '{shown}' cannot be written: '{there}' is not writable.")
     return p
+
+
+def _real(path: Path) -> Path:
+    """``path`` absolute, its links followed (a link to the workspace's manifest is the manifest)."""
+    try:
+        return path.expanduser().resolve()
+    except (OSError, RuntimeError):  # (a loop of links: RuntimeError before Python 3.13)
+        return path.expanduser().absolute()
+
+
+def _outside_workspace(path: Path, who: str, workspace: Path, within: str | None) -> None:
+    root = _real(workspace)
+    real = _real(path)
+    if not real.is_relative_to(root) or (within is not None and real.is_relative_to(root / within)):
+        return
+    where = f" (except under its '{within}' folder)" if within is not None else ""
+    raise ConfigError(
+        f"{who}: '{shown_text(str(path))}' is inside the workspace '{shown_text(str(root))}': writing there "
+        "could replace the workspace's own files (its manifest, secret key, event log or rules.db) and "
+        f"destroy it. Expected a path outside the workspace's folder{where}."
+    )
 
 
 def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None:

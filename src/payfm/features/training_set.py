@@ -72,7 +72,8 @@ def build_training_set(
         raise ConfigError(f"The engine must be one of columnar, duckdb, spark. Got {engine!r}.")
     memory = spark_memory(memory_limit)  # (checked before the work)
     default = ws.root / "features" / f"{fset.name}-{fset.version}.training.parquet"
-    path = output_file(out if out else default, "--out")  # before the work, not after
+    # before the work, not after; in the workspace only under features/ (not over its manifest or event log)
+    path = output_file(out if out else default, "--out", workspace=ws.root, within="features")
     feats = pq.read_table(
         backfill_path(ws, fset, engine=engine, spark_master=spark_master, memory_limit=memory_limit)
     )

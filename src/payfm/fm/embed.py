@@ -159,7 +159,8 @@ def embed(
     none), and no temporary."""
     outs = check_outputs(outputs)
     default = ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
-    path = output_file(out if out else default, "--out")  # before the work, not after
+    # before the work, not after; in the workspace only under fm/ (not over its manifest or event log)
+    path = output_file(out if out else default, "--out", workspace=ws.root, within="fm")
     model, tokenizer, _, source = load_identified(checkpoint)
     charges = read_charges(ws)
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)

@@ -32,7 +32,17 @@ COLUMNS = ("charge_id", "risk_score", "risk_level")
 
 
 def _shown(value: object) -> str:
-    text = repr(float(value) if isinstance(value, Decimal) else value)
+    """A value of the scores table for a message. A float whose shortest form has more than 12 digits (a
+    probability such as 0.9876543210123456) is cut to 8 significant ones, marked "...": 13 digits or more
+    read as a card number, which messages mask (:func:`payfm.events.cards.mask_long_numbers`).
+
+    >>> _shown(101.0), _shown(0.9876543210123456), _shown(Decimal("1.5")), _shown("High")
+    ('101.0', '0.98765432...', '1.5', "'High'")
+    """
+    value = float(value) if isinstance(value, Decimal) else value
+    text = repr(value)
+    if isinstance(value, float) and sum(c.isdigit() for c in text) > 12:
+        return f"{value:#.8g}..."  # (at most 12 digits: 0.000 and 8 more, or 8 and an exponent)
     return text if len(text) <= 42 else text[:39] + "..."
 
 
@@ -104,8 +114,8 @@ def check_scores(scores: pa.Table, source: str = "the scores table") -> None:
             frac = _first(con, "__score > 0 AND __score < 1")
             assert frac is not None
             raise RuleError(
-                f"Column 'risk_score' of {source} looks like probabilities (0 to 1; the largest is {top}): "
-                f"scores are on the decision service's 0-100 scale "
+                f"Column 'risk_score' of {source} looks like probabilities (0 to 1; the largest is "
+                f"{_shown(top)}): scores are on the decision service's 0-100 scale "
                 f"(payfm.training.scores.risk_scores). Got {_shown(frac[2])} at row {frac[0]} "
                 f"(charge {frac[1]!r})."
             )
