@@ -378,8 +378,9 @@ def show(ctx: click.Context, ref: str) -> None:
     show_default=True,
     type=click.Choice(STAGES),
     help="production: decides (the production version, of any name, is archived); shadow: scored beside "
-    "production and logged, never decides; candidate, archived: not served. A running server serves the "
-    "change within a second (one started with --no-follow: at POST /v1/admin/reload).",
+    "production and logged, never decides (the shadow version, of any name, is archived); candidate, "
+    "archived: not served. A running server serves the change within a second (one started with "
+    "--no-follow: at POST /v1/admin/reload).",
 )
 @click.pass_context
 def promote(ctx: click.Context, ref: str, stage: str) -> None:
@@ -387,6 +388,7 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
     decides with: promoting another (of any name) archives it, and `payfm models rollback` restores it."""
     reg = Registry(Workspace.open(ctx.obj["workspace"]))
     before = {v.ref for v in reg.list() if v.stage == "production"}
+    replaced = before | {v.ref for v in reg.list() if v.stage == "shadow" and stage == "shadow"}
     mv = reg.set_stage(ref, stage)
     if stage == "production" and before == {mv.ref}:
         said = f"{mv.ref} is production already; nothing changed."
@@ -395,7 +397,7 @@ def promote(ctx: click.Context, ref: str, stage: str) -> None:
             said += f" A bare name is its production version: promote {mv.name}@{newest} (the newest)."
         console.print(said, markup=False, highlight=False)
         return
-    archived = sorted(v.ref for v in reg.list() if v.ref in before - {mv.ref} and v.stage == "archived")
+    archived = sorted(v.ref for v in reg.list() if v.ref in replaced - {mv.ref} and v.stage == "archived")
     console.print(f"{mv.ref} is now {mv.stage}" + (f" ({', '.join(archived)} archived)" if archived else ""))
     if stage == "production" and (disagree := reg.ruleset_disagrees(mv)) is not None:
         err_console.print(f"warning: {disagree}.", markup=False, highlight=False, soft_wrap=True)

@@ -23,6 +23,7 @@ from payfm.evaluation.checks import EvaluationError, check_horizon, check_resamp
 from payfm.evaluation.drift import DriftReport, window_drift
 from payfm.evaluation.evaluate import EvaluationResult, evaluate_predictions
 from payfm.evaluation.report import EvaluationReport, write_report
+from payfm.events.outputs import output_file
 from payfm.events.schema import time_bound
 from payfm.events.workspace import Workspace, opened
 
@@ -352,6 +353,8 @@ def evaluate_models(
     model_refs = model_list(model_refs)
     start, end = window_bound(start, "start"), window_bound(end, "end")
     check_window(start, end)
+    if out_dir is not None:  # writable, before the scoring (it failed once the work was done)
+        output_file(Path(out_dir) / "report.json", "--out (out_dir)")
     if not model_refs and not baseline:
         raise EvaluationError(
             "Nothing to evaluate: expected at least one model (--model; model_refs in Python) or the rules "

@@ -251,6 +251,11 @@ class Registry:
         inputs were computed (the trainer's): refused when the checkpoint holds other weights now (a
         pretraining saved it again while the model trained), as the model would be recorded with weights it
         never read.
+
+        ``stage`` production or shadow: registered as a candidate, then moved there by :meth:`set_stage`, with
+        the checks and the archiving of a promotion (a version registered straight into production skipped
+        them: two production versions, a ``retry_success`` model deciding, no rollback); when a check
+        refuses, the version stays a candidate.
         """
         if not isinstance(name, str) or not _NAME.fullmatch(name) or name_holds_card_number(name):
             pan = isinstance(name, str) and name_holds_card_number(name)
@@ -260,6 +265,7 @@ class Registry:
                 f"Got {got}."
             )
         self._check_stage(stage)
+        wanted, stage = stage, "candidate" if stage in ("production", "shadow") else stage
         refuse_card_numbers(fset)  # its names go into the model's files and every decision's reasons
         fm_entry: dict[str, Any] = {}
         expected = list(fset.names)
@@ -351,7 +357,11 @@ class Registry:
                 )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-        return self.get(f"{name}@{version}")
+        return (
+            self.get(f"{name}@{version}") if wanted == stage else self.set_stage(f"{name}@{version}", wanted)
+        )
+
+    _LOG_STAGE = "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, ?, NULL, ?)"
 
     @staticmethod
     def _check_stage(stage: str) -> None:
@@ -359,7 +369,8 @@ class Registry:
             raise RegistryError(f"The stage must be one of {', '.join(STAGES)}. Got {stage!r}.")
 
     def set_stage(self, ref: str, stage: str) -> ModelVersion:
-        """Move a version to ``stage``; to production goes through :meth:`promote`."""
+        """Move a version to ``stage``; to production goes through :meth:`promote`. A workspace has one
+        shadow version too, as servers run one: making a version shadow archives the one that was."""
         self._check_stage(stage)
         if stage == "production":
             return self.promote(ref)
@@ -367,15 +378,24 @@ class Registry:
         if stage == "shadow":  # servers run it beside production
             self.check_decides_fraud(mv, stage)
         with self._db() as con:
+            now = datetime.now(UTC).isoformat()
             if stage == "shadow":  # what promote checks, under the lock as it does: a server would refuse it
                 self._check_servable(mv)
+                shadows = con.execute(
+                    "SELECT name, version FROM versions "
+                    "WHERE stage = 'shadow' AND NOT (name = ? AND version = ?)",
+                    (mv.name, mv.version),
+                ).fetchall()
+                for name, version in shadows:  # (servers ran the newest of several: one is what they run)
+                    con.execute(
+                        "UPDATE versions SET stage = 'archived' WHERE name = ? AND version = ?",
+                        (name, version),
+                    )
+                    con.execute(self._LOG_STAGE, (name, version, "stage:archived", now))
             con.execute(
                 "UPDATE versions SET stage = ? WHERE name = ? AND version = ?", (stage, mv.name, mv.version)
             )
-            con.execute(
-                "INSERT INTO stage_log (name, version, action, previous, at) VALUES (?, ?, ?, NULL, ?)",
-                (mv.name, mv.version, f"stage:{stage}", datetime.now(UTC).isoformat()),
-            )
+            con.execute(self._LOG_STAGE, (mv.name, mv.version, f"stage:{stage}", now))
         return self.get(mv.ref)
 
     def promote(self, ref: str) -> ModelVersion:
