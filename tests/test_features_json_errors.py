@@ -221,3 +221,21 @@ def test_two_features_of_one_name_that_differ_in_more_than_resolution_are_said_t
     assert str(e.value) == (
         "Feature 'x' is defined twice in feature set 's' (features 1 and 2): give one a 'name' of its own."
     )
+
+
+@pytest.mark.parametrize("kind", [["aggregate"], {"a": 1}])
+def test_a_kind_that_is_a_list_or_an_object_is_refused_in_one_line(kind: object) -> None:
+    """Found by a review: a ``kind`` that is no text was looked up in a dict (TypeError: unhashable)."""
+    refused = _refused({"kind": kind, "entity": "card", "agg": "count"})
+    assert refused.startswith("f.json, feature 1: 'kind' must be one of aggregate, request, derived. Got ")
+
+
+def test_a_file_nested_deeper_than_the_parser_goes_is_refused_in_one_line(tmp_path: Path) -> None:
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "features", "define", str(path)])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert r.output.startswith(f"Error: Feature set file '{path}': expected JSON text. Got an error ("), (
+        r.output
+    )

@@ -94,7 +94,7 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
     """
     try:
         data = json.loads(Path(file).read_text(encoding="utf-8-sig"))  # (a BOM, as Windows editors write)
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:  # (nested deeper than it parses)
         raise ConfigError(f"Feature set file '{file}': expected JSON text. Got an error ({e}).") from None
     # The file's 'version' is that of the set it was exported from: a file made by editing an export (as the
     # example above does) is a new set, whose version its definitions give; said, not refused.

@@ -150,7 +150,7 @@ def _feature_of(spec: object, who: str) -> Feature:
     if not isinstance(spec, dict):
         raise ConfigError(f"{who}: expected an object (a feature's spec). Got {_got(spec)}.")
     kind = spec.get("kind")
-    if kind not in _SPEC_KEYS:
+    if not isinstance(kind, str) or kind not in _SPEC_KEYS:  # (a list or an object is no key of a dict)
         raise ConfigError(f"{who}: 'kind' must be one of {', '.join(_SPEC_KEYS)}. Got {_got(kind)}.")
     if isinstance(spec.get("name"), str):
         who = f"{who} ('{spec['name']}')"
