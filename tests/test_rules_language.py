@@ -180,6 +180,8 @@ def test_type_errors_name_position_expected_and_received(text: str, column: int,
         ("block if 100 < :risk_score:", "'<' with 100 matches no charge"),
         ("block if :risk_score: >= 0", "'>=' with 0 matches every scored charge"),
         ("block if :risk_score: = 50.5", "'=' with 50.5 matches no charge"),
+        ("block if :risk_score: in (0.5)", "not a probability. Got 0.5: did you mean 50?"),  # (a review)
+        ("block if :risk_score: not in (80, 150)", "no charge has the score 150, so `in (...)` never"),
     ],
 )
 def test_a_literal_a_charge_field_never_holds_is_an_error(text: str, fragment: str) -> None:

@@ -42,7 +42,10 @@ def _values(values: tuple[str, ...], path: str | None) -> tuple[list[str], list[
             shown = "standard input" if path == "-" else f"'{escaped(path)}'"
             raise RuleError(f"--file: expected a readable UTF-8 text file; {shown} gave: {e}") from None
         shown = "standard input" if path == "-" else f"'{escaped(path)}'"
-        for n, line in enumerate(text.splitlines(), start=1):
+        # Lines end at \n (\r\n too): splitlines() also split at U+2028, \x1c... which a value read from the
+        # command line is refused for holding; here they are in the value, and refused with it.
+        for n, line in enumerate(text.removesuffix("\n").split("\n"), start=1):
+            line = line.removesuffix("\r")
             value = re.split(r"\s#", line, maxsplit=1)[0].strip()
             if value and not value.startswith("#"):
                 out.append(value)

@@ -61,7 +61,10 @@ def _read(path: str) -> str:
         size = p.stat().st_size
         if size > MAX_TEXT_BYTES:
             raise RuleError(f"A ruleset has at most {MAX_TEXT_BYTES:,} bytes. '{path}' has {size:,}.")
-        data = p.read_bytes()
+        with p.open("rb") as f:  # (a pipe or a device says size 0: read no more than the limit allows)
+            data = f.read(MAX_TEXT_BYTES + 1)
+        if len(data) > MAX_TEXT_BYTES:
+            raise RuleError(f"A ruleset has at most {MAX_TEXT_BYTES:,} bytes. '{path}' has more.")
     except OSError as e:
         raise ConfigError(f"Cannot read rules file '{path}': {e}") from None
     return rulesets.decode_text(data, path)
@@ -772,7 +775,7 @@ def show(ctx: click.Context, version: str | None) -> None:
     # would move every rule down, and an unnamed rule is named by its line (block_line_3).
     note, author = escaped(v.note, keep="\t\n"), escaped(v.author)
     header = f"ruleset v{v.version} by {author} at {v.created[:19]}: {note}"
-    click.echo(escaped(v.text, keep="\t\n\r"))
+    click.echo(escaped(v.text.replace("\r\n", "\n"), keep="\t\n"))  # (a lone CR shown escaped: \r)
     click.echo("\n".join(f"# {line}".rstrip() for line in header.split("\n")))
 
 

@@ -243,6 +243,31 @@ def _score_problem(e: ast.Compare) -> str | None:
     return None
 
 
+def _score_in_problem(e: ast.In) -> tuple[str, int | None] | None:
+    """Why a value of ``:risk_score: in (...)`` is a mistake (as :func:`_score_problem` says of a comparison),
+    with the value's column; None when every value is a score the model can give."""
+    if not (isinstance(e.operand, ast.Attr) and e.operand.name == "risk_score"):
+        return None
+    for i, v in enumerate(e.values):
+        at = e.value_cols[i] if i < len(e.value_cols) else None
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        if 0 < v < 1:
+            said = _literal(round(v * 100, 6))
+            return (
+                f":risk_score: is a score from 0 to 100, not a probability. Got {_literal(v)}: did you mean "
+                f"{said}?",
+                at,
+            )
+        if not (float(v).is_integer() and 0 <= v <= 100):
+            return (
+                f":risk_score: is an integer from 0 to 100: no charge has the score {_literal(v)}, so "
+                "`in (...)` never matches it (and `not in (...)` always does).",
+                at,
+            )
+    return None
+
+
 def _literal(v: object) -> str:
     """A literal as the rule wrote it: ``424242``, not the parser's float ``424242.0``; ``'x'``; ``true``."""
     if isinstance(v, bool):
@@ -388,6 +413,9 @@ class _Checker:
             return "bool"
         if isinstance(e, ast.In):
             t = self.infer(e.operand)
+            if self.values and (score := _score_in_problem(e)) is not None:
+                self.error(e, score[0], score[1])
+                return "bool"
             for i, v in enumerate(e.values):
                 vt: Type = "bool" if isinstance(v, bool) else "string" if isinstance(v, str) else "number"
                 at = e.value_cols[i] if i < len(e.value_cols) else e.col

@@ -652,6 +652,15 @@ def parse_rules(text: str, *, saved: bool = False) -> list[ast.Rule]:
     rules: list[ast.Rule] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(text.split("\n"), start=1):
+        if not saved and "\r" in raw.removesuffix("\r"):  # (a CRLF line end is layout)
+            # A lone carriage return hides what precedes it on a terminal, and some editors break the line
+            # there: `allow if ... #<CR>review if ...` showed a review rule and ran an allow (Trojan Source).
+            raise RuleError(
+                "Rule text must not contain a carriage return inside a line (a line ends with \\n or "
+                "\\r\\n). Got one.",
+                line=i,
+                column=raw.index("\r") + 1,
+            )
         stripped = raw.strip()
         if stripped.startswith("#") and contains_card_number(stripped):  # comments are stored too
             raise RuleError("Rule text must not contain a card number (PAN), comments included.", line=i)
