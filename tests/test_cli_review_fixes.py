@@ -42,11 +42,11 @@ def test_an_output_inside_the_workspace_is_refused_naming_the_option_and_why(tmp
         assert str(e.value) == (
             f"--matches-out: '{inside}' is inside the workspace '{ws.root}': writing there could replace "
             "the workspace's own files (its manifest, secret key, event log or rules.db) and destroy it. "
-            "Expected a path outside the workspace's folder."
+            "Expected a path outside the workspace's folders (a .parquet or .csv file at its top)."
         )
     # the same folder by another name: relative, through a link
     (tmp_path / "link").symlink_to(ws.root)
-    for other in (tmp_path / "link" / "manifest.json", tmp_path / "ws" / ".." / "ws" / "m.csv"):
+    for other in (tmp_path / "link" / "manifest.json", tmp_path / "ws" / ".." / "ws" / "charges" / "m.csv"):
         with pytest.raises(ConfigError, match="is inside the workspace"):
             output_file(other, "--out", workspace=tmp_path / "link")
     # outside it, beside it (a name that merely starts the same), or the output's own subfolder: allowed
@@ -54,8 +54,12 @@ def test_an_output_inside_the_workspace_is_refused_naming_the_option_and_why(tmp
     assert output_file(tmp_path / "ws2" / "x.csv", "--out", workspace=ws.root) == tmp_path / "ws2" / "x.csv"
     own = ws.root / "fm" / "x.embeddings.parquet"
     assert output_file(own, "--out", workspace=ws.root, within="fm") == own
-    with pytest.raises(ConfigError, match=r"outside the workspace's folder \(except under its 'fm' folder\)"):
+    with pytest.raises(
+        ConfigError, match=r"\(a \.parquet or \.csv file at its top, or under its 'fm' folder\)"
+    ):
         output_file(ws.root / "manifest.json", "--out", workspace=ws.root, within="fm")
+    top = ws.root / "check.parquet"  # a file at its top, of a kind the workspace keeps none of there
+    assert output_file(top, "--out", workspace=ws.root, within="fm") == top
     assert (
         output_file(ws.root / "manifest.json", "--out") == ws.root / "manifest.json"
     )  # (no workspace: as was)
@@ -67,10 +71,10 @@ def test_backtest_matches_out_into_the_workspace_is_refused_and_the_workspace_st
     ws, _ = two
     before = {p: p.read_bytes() for p in ws.root.rglob("*") if p.is_file()}
     base = ["rules", "backtest", "--rule", VEL, "--matches", "vel9", "--matches-out"]
-    for inside in (ws.root / "rules.csv", ws.root / "charges" / "vel.csv"):
+    for inside in (ws.root / "models" / "rules.csv", ws.root / "charges" / "vel.csv"):
         code, out = run(ws, *base, str(inside))
         one_line_error(code, out, f"Error: --matches-out: '{inside}' is inside the workspace '{ws.root}'")
-    monkeypatch.chdir(ws.root)  # a relative path, from inside the workspace
+    monkeypatch.chdir(ws.root / "charges")  # a relative path, from inside the workspace
     code, out = run(ws, *base, "vel.csv")
     one_line_error(code, out, f"Error: --matches-out: 'vel.csv' is inside the workspace '{ws.root}'")
     # a file that is not CSV (the reviewer's manifest.json): refused by its name, before anything
@@ -187,10 +191,8 @@ def test_training_set_and_embeddings_write_in_the_workspace_only_under_their_fol
     ws = Workspace.open(tmp_path / "ws", create=True)
     over = ws.root / "events" / "charges" / "part-0.parquet"
     with pytest.raises(
-        ConfigError, match=r"^--out: .* is inside the workspace .*except under its 'features'"
+        ConfigError, match=r"^--out: .* is inside the workspace .*or under its 'features' folder"
     ):
         build_training_set(ws, tiny_set(), out=over)
-    with pytest.raises(
-        ConfigError, match=r"^--out: .* is inside the workspace .*except under its 'fm' folder"
-    ):
+    with pytest.raises(ConfigError, match=r"^--out: .* is inside the workspace .*or under its 'fm' folder"):
         embed(ws, tmp_path / "no-checkpoint", out=over)

@@ -340,7 +340,7 @@ def _csv_path(value: str | None) -> str | None:
     metavar="FILE.csv",
     type=click.Path(dir_okay=False),
     callback=lambda _ctx, _param, value: _csv_path(value),
-    help="Write every charge --matches lists to this CSV file, outside the workspace's folder (replaced "
+    help="Write every charge --matches lists to this CSV file, outside the workspace's folders (replaced "
     "whole, never half-written; missing folders are made).",
 )
 @_window

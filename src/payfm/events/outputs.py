@@ -27,10 +27,10 @@ def output_file(
     that fails first leaves none behind). A :class:`ConfigError` naming ``who`` (the option: ``--out``)
     otherwise, rather than an OSError traceback once the work is done.
 
-    Given ``workspace`` (the folder of the workspace the command reads), a path inside that folder is refused
-    too: a write there could replace the workspace's own files (its manifest, secret key, event log or
-    rules.db) and destroy it; a path under the subfolder ``within`` of it (an output whose default place is
-    inside the workspace) is allowed.
+    Given ``workspace`` (the folder of the workspace the command reads), a path in its folders is refused
+    too, as is a file at its top other than a ``.parquet`` or ``.csv`` one (the workspace keeps none there): a
+    write there could replace the workspace's own files (its manifest, secret key, event log or rules.db) and
+    destroy it. A path under the subfolder ``within`` (an output whose default place is there) is allowed.
 
     >>> import tempfile
     >>> output_file(Path(tempfile.mkdtemp()), "--out")
@@ -67,11 +67,14 @@ def _outside_workspace(path: Path, who: str, workspace: Path, within: str | None
     real = _real(path)
     if not real.is_relative_to(root) or (within is not None and real.is_relative_to(root / within)):
         return
-    where = f" (except under its '{within}' folder)" if within is not None else ""
+    if real.parent == root and real.suffix.lower() in (".parquet", ".csv"):  # (it keeps none at its top)
+        return
+    where = f", or under its '{within}' folder" if within is not None else ""
     raise ConfigError(
         f"{who}: '{shown_text(str(path))}' is inside the workspace '{shown_text(str(root))}': writing there "
         "could replace the workspace's own files (its manifest, secret key, event log or rules.db) and "
-        f"destroy it. Expected a path outside the workspace's folder{where}."
+        "destroy it. Expected a path outside the workspace's folders (a .parquet or .csv file at its top"
+        f"{where})."
     )
 
 
