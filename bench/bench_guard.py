@@ -7,6 +7,9 @@
   (duplicate keys refused, ``payfm.serving.app._parse_body``) and validate it
   (``payfm.serving.charges.normalize_charge``: every field's type, vocabulary or pattern, canonical form,
   and the card-number scan of each value);
+- ``middleware``: the whole ``payfm.serving.app.Guard`` path of one request with that body (read it, shed
+  or count it, scan it, check its Content-Type, parse it) around an app that answers at once, without and
+  with the request metrics (no access log), in one event loop;
 - ``startup``: ``payfm --help`` as a new process (every command imports the CLI first), median of runs.
 
 Usage:
@@ -41,6 +44,36 @@ def _timed(fn: object, n: int) -> float:
     return statistics.median(times)
 
 
+def _guard_path(body: bytes, calls: int, with_metrics: bool) -> float:
+    """Seconds per request through :class:`Guard` (see the module's ``middleware``), mean of ``calls``."""
+    import asyncio
+
+    from payfm.serving.app import Guard
+    from payfm.serving.metrics import ServiceMetrics
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": b"{}"})  # type: ignore[operator]
+
+    guard = Guard(app, metrics=ServiceMetrics(lambda: {}) if with_metrics else None, max_lag_ms=50)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "path": "/v1/disputes", "method": "POST", "headers": headers, "client": None}
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: object) -> None:
+        pass
+
+    async def run() -> float:
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await guard(scope, receive, send)
+        return (time.perf_counter() - t0) / calls
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5, help="Runs of each measurement (median reported).")
@@ -56,6 +89,7 @@ def main() -> None:
     validate = _timed(lambda: normalize_charge(charge), 2000 * args.runs)
     bodies = {"digits": "1 " * 32_000, "digits and dots": "1 . " * 16_000, "letters": "abc " * 16_000}
     scan = {name: _timed(lambda b=body: contains_card_number(b), args.runs) for name, body in bodies.items()}
+    middleware = {m: min(_guard_path(body, 20_000, m) for _ in range(args.runs)) for m in (False, True)}
     payfm = Path(sys.executable).with_name("payfm")
     run = [str(payfm), "--help"]
     startup = _timed(lambda: subprocess.run(run, capture_output=True, check=True), args.runs)
@@ -63,6 +97,10 @@ def main() -> None:
     print(f"parse of its {len(body)}-byte body: {parse * 1e6:.1f} us; validation: {validate * 1e6:.1f} us")
     for name, seconds in scan.items():
         print(f"scan of a 64 KiB body of {name}: {seconds * 1000:.1f} ms")
+    print(
+        f"Guard path of one request with it (best of {args.runs} x 20,000): {middleware[False] * 1e6:.1f} "
+        f"us, {middleware[True] * 1e6:.1f} us with the request metrics"
+    )
     print(f"payfm --help (a new process): {startup:.2f} s")
 
 
