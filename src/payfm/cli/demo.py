@@ -224,7 +224,7 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     window = results[0].window
     start, end = datetime.fromisoformat(window["test_start"]), datetime.fromisoformat(window["test_end"])
     paths, evals = evaluate_models(ws, refs, start, end, bootstrap=100)
-    console.print(comparison_table(evals, f"Test window {start:%Y-%m-%d} .. {end:%Y-%m-%d}"))
+    console.print(comparison_table(evals, f"Test window {_when(start)} .. {_when(end)}"))
     for d in paths.drift:
         said = f"Feature drift ({d.window_text()}): {d.summary()}"
         console.print(said, markup=False, highlight=False, soft_wrap=True)
@@ -252,3 +252,18 @@ def chosen_on_validation(results: Sequence[TrainResult], refs: Sequence[str]) ->
         return ap if math.isfinite(ap) else float("-inf")
 
     return refs[max(range(len(refs)), key=val_ap)]
+
+
+def _when(t: datetime) -> str:
+    """A window bound as the demo prints it: its date at midnight UTC, else to the second (a test period
+    starts where the data's last charge before it left off: 2026-02-15T23:59:34, not "2026-02-15").
+
+    >>> _when(datetime(2026, 2, 15, 23, 59, 34, 5, tzinfo=UTC)), _when(datetime(2026, 3, 1, tzinfo=UTC))
+    ('2026-02-15T23:59:34', '2026-03-01')
+    """
+    t = t.astimezone(UTC) if t.tzinfo is not None else t
+    return (
+        f"{t:%Y-%m-%d}"
+        if (t.hour, t.minute, t.second, t.microsecond) == (0, 0, 0, 0)
+        else f"{t:%Y-%m-%dT%H:%M:%S}"
+    )
