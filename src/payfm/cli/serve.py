@@ -179,7 +179,8 @@ def serve(
       payfm serve --port 8000 &
       curl -s localhost:8000/healthz
       curl -s -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
-        localhost:8000/v1/charges/score -d @charge.json   # the request of docs/serving.md
+        localhost:8000/v1/charges/score -d @charge.json
+      # charge.json: the body of docs/serving.md's first request (ch_1, section "API"), saved
     """
     if ctx.invoked_subcommand is not None:
         return
