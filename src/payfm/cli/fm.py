@@ -402,8 +402,8 @@ def parity(
     multiple=True,
     default=("embedding", "surprise"),
     show_default=True,
-    help="Foundation-model inputs of one GBDT + FM model (repeatable, one model each): embedding, surprise "
-    "or embedding+surprise.",
+    help="Foundation-model inputs of one GBDT + FM model (repeatable, one model each, each value once): "
+    "embedding, surprise or embedding+surprise.",
 )
 @WORKERS
 @click.pass_context
@@ -432,6 +432,12 @@ def evaluate(
         variants = tuple(check_outputs(v.split("+")) for v in fm_inputs)
     except ConfigError as e:
         raise click.BadParameter(str(e), param_hint="--fm-inputs") from None
+    for value, parts in zip(fm_inputs, variants, strict=True):
+        if value != "+".join(parts):  # one spelling of each, as `payfm train --fm-inputs` takes
+            raise click.BadParameter(
+                f"expected {'+'.join(parts)} (the outputs in the order embedding, surprise). Got {value}.",
+                param_hint="--fm-inputs",
+            )
     twice = [v for i, v in enumerate(fm_inputs) if variants[i] in variants[:i]]
     if twice:
         raise click.BadParameter(

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
+from payfm.events.workspace import fsync_dir
 
 
 def output_file(
@@ -86,8 +87,10 @@ def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, tmp, **options)
+        _fsync_file(tmp)  # on disk before the rename: a power loss leaves the old file or the new, whole
         interrupts.check()
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         said = shown_text(str(e.strerror or e), 400)
@@ -95,3 +98,11 @@ def write_parquet(table: pa.Table, path: Path, who: str, **options: Any) -> None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -163,6 +163,11 @@ def embed(
     path = output_file(out if out else default, "--out", workspace=ws.root, within="fm")
     model, tokenizer, _, source = load_identified(checkpoint)
     charges = read_charges(ws)
+    if charges.num_rows == 0:  # (an empty file reported as a success told nothing was wrong)
+        raise ConfigError(
+            f"The workspace '{ws.root}' holds no charges: generate or import some first (payfm generate, "
+            "payfm import)."
+        )
     seqs = build_sequences(charges, tokenizer, model.config.seq_len)
     columns: dict[str, Any] = {
         "charge_id": seqs.charge_id,
@@ -189,8 +194,10 @@ def outputs_for(
     """(len(charge_ids), D) float32: the ``outputs`` of ``checkpoint`` (side by side, in that order) for
     the given charges of ``ws``, from the whole log's point-in-time sequences (each charge sees only the
     charges before it): the columns a model registered with those outputs takes after its features.
-    Raises ConfigError naming the first id that is not a charge of the log."""
-    outs = check_outputs(outputs)
+    Raises ConfigError naming the first id that is not a charge of the log. ``outputs`` are taken in the
+    order given (a model's registry entry records its own; new ones record :func:`check_outputs`'s)."""
+    check_outputs(outputs)
+    outs = tuple(outputs)
     model, tokenizer, _ = load_checkpoint(checkpoint)
     charges = read_charges(ws)
     ids = pa.array(charge_ids, type=pa.string()) if not isinstance(charge_ids, pa.Array) else charge_ids
@@ -369,9 +376,10 @@ class OnlineEmbedder:
     def fm_inputs(self, x: np.ndarray, outputs: Sequence[str] = ("embedding",)) -> np.ndarray:
         """The ``outputs`` (``embedding``, ``surprise``) of :meth:`inputs_one`'s ``x`` side by side: what a
         model registered with them takes after its features, equal to :func:`embed_sequences` of each output.
-        Reads no state."""
+        Reads no state. ``outputs`` are taken in the order given, as :func:`outputs_for` takes them."""
+        check_outputs(outputs)
         parts = []
-        for output in check_outputs(outputs):
+        for output in outputs:
             if output == "embedding":
                 parts.append(self.embed_inputs(x))
             else:

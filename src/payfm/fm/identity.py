@@ -214,6 +214,8 @@ def _resume_problem(meta: dict[str, Any]) -> str | None:
         isinstance(v, int | float) and not isinstance(v, bool) for v in losses
     ):
         return f"'losses' {_shown(losses)}, expected a list of numbers"
+    if len(losses) != meta.get("step", 0):  # one per step over every run (a resume appends to them)
+        return f"'losses' of {len(losses)} values, expected one per step ('step' {meta.get('step', 0)})"
     groups = meta.get("param_groups")
     if groups is None and meta.get("step", 0) > 0:
         return "no 'param_groups' (the AdamW settings)"
@@ -372,14 +374,16 @@ def embedding_names(dims: int) -> list[str]:
 
 
 def check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
-    """``outputs`` as a tuple after checking each is one of :data:`OUTPUTS`, once (a clear error if not)."""
+    """``outputs`` in the order of :data:`OUTPUTS` (``surprise, embedding`` is ``embedding, surprise``: one
+    set of inputs, one name, one column order) after checking each is one of them, once (a clear error if
+    not)."""
     out = tuple(outputs)
     if not out or any(o not in OUTPUTS for o in out) or len(set(out)) != len(out):
         raise ConfigError(
             f"Foundation-model outputs: expected one or more of {', '.join(OUTPUTS)}, each once. "
             f"Got {', '.join(out) or 'none'}."
         )
-    return out
+    return tuple(sorted(out, key=OUTPUTS.index))
 
 
 def surprise_names(meta: dict[str, Any]) -> list[str]:

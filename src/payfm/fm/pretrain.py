@@ -43,11 +43,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_tensors
 
 from payfm import interrupts
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace
+from payfm.events.cards import shown_text
+from payfm.events.workspace import Workspace, fsync_dir
 from payfm.fm.identity import (
     PRETRAIN_RANGES,
     check_name,
@@ -67,6 +69,7 @@ from payfm.fm.resume import (
     check_same_charges,
     check_still_unregistered,
     check_unregistered,
+    load_optimizer,
 )
 from payfm.fm.sequences import Sequences, build_sequences, read_charges
 from payfm.fm.tokenizer import MASK, OUTCOME_FIELD, PAD, Tokenizer
@@ -163,10 +166,32 @@ def save_checkpoint(
     cannot be renamed over a non-empty one), so for an instant ``path`` does not exist; a reader then says
     there is no checkpoint. Killed outright in that instant (SIGKILL), the save leaves the checkpoint before
     it as ``.<name>.<pid>.old``: the next pretraining of the name puts it back (:func:`sweep_leftovers`)."""
+    try:
+        _save_checkpoint(path, model, tokenizer, meta, optimizer, before_swap)
+    except OSError as e:  # a full disk, a read-only folder, fm/ a file: one line naming the path
+        said = shown_text(str(e.strerror or e), 400)
+        where = f" ('{shown_text(str(e.filename), 200)}')" if e.filename else ""
+        raise ConfigError(
+            f"Checkpoint '{shown_text(str(path), 200)}' cannot be written{where}: {said}. The checkpoint is "
+            "left as it was before this save."
+        ) from None
+
+
+def _save_checkpoint(
+    path: Path,
+    model: FoundationModel,
+    tokenizer: Tokenizer,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None,
+    before_swap: Callable[[], None] | None,
+) -> None:
+    """:func:`save_checkpoint`'s writes: each file flushed to disk (fsync), then the new folder and fm/, so
+    that a power loss after the swap finds the new checkpoint whole, never a renamed folder of lost files."""
     sweep_leftovers(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
     try:
         save_file(
             {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
@@ -178,14 +203,14 @@ def save_checkpoint(
             flat = {f"{i}.{k}": v.cpu() for i, s in state["state"].items() for k, v in s.items()}
             save_file(flat, tmp / "optimizer.safetensors")
             groups = state["param_groups"]
-        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_json(), indent=1))
+        _write_synced(tmp / "tokenizer.json", json.dumps(tokenizer.to_json(), indent=1).encode())
         doc = meta | {
             "model": model.config.to_json(),
             "tokenizer_version": tokenizer.version,
             "param_groups": groups,
         }
-        (tmp / "config.json").write_text(json.dumps(doc, indent=1))
-        old = path.with_name(f".{path.name}.{os.getpid()}.old")
+        _write_synced(tmp / "config.json", json.dumps(doc, indent=1).encode())
+        fsync_dir(tmp)
         if before_swap is not None:
             before_swap()
         interrupts.check()
@@ -200,7 +225,22 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    fsync_dir(path.parent)  # the swap on disk before the old checkpoint goes
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors' ``save_file``, flushed to disk (its own writer neither syncs nor reports a full disk as
+    an OSError: a SafetensorError)."""
+    _write_synced(path, save_tensors(tensors))
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    """Write ``data`` to the new file ``path`` and flush it to disk (fsync)."""
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def sweep_leftovers(path: Path) -> None:
@@ -267,18 +307,6 @@ def load_identified(
         f"Checkpoint '{root}' changed each time it was read (a pretraining of it is saving): run again "
         "when it ends."
     )
-
-
-def _load_optimizer(path: Path, optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]) -> None:
-    try:
-        flat = load_file(path / "optimizer.safetensors")
-        state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in flat.items():
-            i, name = key.split(".", 1)
-            state.setdefault(int(i), {})[name] = value
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
-    except (OSError, SafetensorError, ValueError, KeyError, TypeError) as e:
-        raise damaged_checkpoint(path, "optimizer.safetensors", e) from None
 
 
 READ_EVERY = 20  # on CUDA, steps between reads of the losses back to the host
@@ -370,9 +398,15 @@ def exclusive_run(path: Path) -> Iterator[None]:
     opened it before then holds a removed file, sees that it is no longer the one at that path, and opens
     the path again (two runs never hold two different files)."""
     lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        f = open(lock, "a")  # noqa: SIM115 - closed below (closing releases the lock)
+        try:  # fm/ a file, a read-only workspace: one line naming the checkpoint, not a traceback
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            f = open(lock, "a")  # noqa: SIM115 - closed below (closing releases the lock)
+        except OSError as e:
+            raise ConfigError(
+                f"Checkpoint '{shown_text(str(path), 200)}' cannot be written ('{shown_text(str(lock), 200)}'"
+                f"): {shown_text(str(e.strerror or e), 400)}."
+            ) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -442,6 +476,8 @@ def _pretrain(
     if world > 1:
         dist.barrier()
     resuming = resume and (path / "config.json").exists()
+    if resume and not resuming and _holds_something(path):  # a copy cut short, a config.json removed
+        raise damaged_checkpoint(path, "config.json", FileNotFoundError())
     if path.exists() and not resuming:  # --fresh over a checkpoint: refused before any work
         check_unregistered(ws, path, warn if rank == 0 else lambda _: None)
     if resuming:
@@ -472,7 +508,7 @@ def _pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     start = int(meta.get("step", 0))  # (check_resumable checked the fields of config.json)
     if start:
-        _load_optimizer(path, optimizer, meta["param_groups"])
+        load_optimizer(path, optimizer, meta["param_groups"])
     losses: list[float] = list(meta.get("losses", []))
     train_model: torch.nn.Module = model
     if world > 1:
@@ -591,6 +627,15 @@ def _pretrain(
     return PretrainResult(
         path=path, step=end, losses=losses, charges_per_s=done / elapsed if elapsed > 0 else 0.0, loss=last
     )
+
+
+def _holds_something(path: Path) -> bool:
+    """Whether ``path`` is a file or a folder with anything in it: without a config.json, a checkpoint
+    incomplete or damaged, which only ``--fresh`` (``resume=False``) may write over."""
+    try:
+        return not path.is_dir() or any(path.iterdir()) if path.exists() else False
+    except OSError:
+        return True
 
 
 def _run_settings(config: PretrainConfig) -> dict[str, Any]:

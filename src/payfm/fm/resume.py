@@ -16,8 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
+from payfm.fm.identity import damaged_checkpoint
 from payfm.fm.model import FMConfig
 
 if TYPE_CHECKING:
@@ -191,3 +196,99 @@ def check_resume(
             "midway (learning-rate schedule, batches, masks) and misstate it in its config. Resume with "
             f"its settings{f' ({flags})' if flags else ''}, or start over with --fresh."
         )
+
+
+# ---- the optimizer's state -------------------------------------------------------------------------------
+def load_optimizer(path: Path, optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]]) -> None:
+    """Load checkpoint ``path``'s AdamW state (``optimizer.safetensors``, its ``config.json``'s
+    ``param_groups``) into ``optimizer``, built on the resumed model's parameters. State that does not fit
+    them (a parameter index the model has not, a moment missing or of another shape, a group setting of
+    another type: a file of another checkpoint, or edited) is :func:`payfm.fm.identity.damaged_checkpoint`
+    naming the file, not a traceback at the first step nor moments silently dropped."""
+    try:
+        flat = load_file(path / "optimizer.safetensors")
+    except (OSError, SafetensorError) as e:
+        raise damaged_checkpoint(path, "optimizer.safetensors", e) from None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    problem = _groups_problem(optimizer, groups, len(params))
+    if problem:
+        raise damaged_checkpoint(path, "config.json", problem)
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in flat.items():
+        i, _, name = key.partition(".")
+        if not i.isdigit() or int(i) >= len(params):
+            has = f"tensor {key!r}: the model has parameters 0 to {len(params) - 1}"
+            raise damaged_checkpoint(path, "optimizer.safetensors", has)
+        state.setdefault(int(i), {})[name] = value
+    amsgrad = any(g.get("amsgrad") for g in groups)
+    for index, moments in sorted(state.items()):
+        problem = _state_problem(moments, tuple(params[index].shape), amsgrad)
+        if problem:
+            raise damaged_checkpoint(path, "optimizer.safetensors", f"parameter {index}: {problem}")
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError, TypeError) as e:  # (what the checks above did not foresee)
+        raise damaged_checkpoint(path, "optimizer.safetensors", e) from None
+
+
+def _state_problem(moments: dict[str, torch.Tensor], shape: tuple[int, ...], amsgrad: bool) -> str | None:
+    """What is wrong with one parameter's AdamW state (``step``, ``exp_avg``, ``exp_avg_sq``, with amsgrad
+    ``max_exp_avg_sq``) for a parameter of ``shape``; None when nothing is."""
+    wanted = {"step", "exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if amsgrad else set())
+    if set(moments) != wanted:
+        return f"state {', '.join(sorted(moments))}, expected {', '.join(sorted(wanted))}"
+    if moments["step"].numel() != 1:
+        return f"'step' of shape {list(moments['step'].shape)}, expected one number"
+    for name in sorted(wanted - {"step"}):
+        if tuple(moments[name].shape) != shape or not moments[name].is_floating_point():
+            return (
+                f"{name!r} {moments[name].dtype} of shape {list(moments[name].shape)}, expected floats of "
+                f"the parameter's shape {list(shape)}"
+            )
+    return None
+
+
+def _groups_problem(optimizer: torch.optim.Optimizer, groups: list[dict[str, Any]], n: int) -> str | None:
+    """What is wrong with a checkpoint's ``param_groups`` for ``optimizer`` (built on ``n`` parameters):
+    the number of groups, their parameter indices, a setting of another type than AdamW's; None if nothing."""
+    if len(groups) != len(optimizer.param_groups):
+        return f"'param_groups' {len(groups)} groups, expected {len(optimizer.param_groups)}"
+    at = 0
+    for g, (group, ours) in enumerate(zip(groups, optimizer.param_groups, strict=True)):
+        indices = list(range(at, at + len(ours["params"])))
+        at += len(indices)
+        if group.get("params") != indices:
+            return f"'param_groups[{g}].params' {_short(group.get('params'))}, expected {_short(indices)}"
+        for key, default in ours.items():
+            if key == "params" or key not in group:  # (a setting of another torch version: its default)
+                continue
+            if not _same_kind(group[key], default):
+                return f"'param_groups[{g}].{key}' {_short(group[key])}, expected {_kind(default)}"
+    return None
+
+
+def _same_kind(value: object, default: object) -> bool:
+    if isinstance(default, bool) or default is None:  # (None: torch picks; foreach, fused)
+        return isinstance(value, bool) or value is None
+    if isinstance(default, tuple | list):
+        return (
+            isinstance(value, list | tuple)
+            and len(value) == len(default)
+            and all(_same_kind(v, d) for v, d in zip(value, default, strict=True))
+        )
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return True
+
+
+def _kind(default: object) -> str:
+    if isinstance(default, bool) or default is None:
+        return "true, false or null"
+    if isinstance(default, tuple | list):
+        return f"a list of {len(default)} numbers"
+    return "a finite number"
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
