@@ -16,6 +16,7 @@ from payfm.cli.main import cli
         ("--max-body", "0", "x>=1024"),  # every request would be 413
         ("--max-body", "-1", "x>=1024"),
         ("--max-lag-ms", "-1", "x>0"),
+        ("--body-timeout-s", "0", "x>0"),  # every request with a body would be 408
         ("--snapshot-every", "0", "x>=1"),
     ],
 )
@@ -47,16 +48,18 @@ def test_keep_alive_reaches_uvicorn(tmp_path: str, monkeypatch: pytest.MonkeyPat
 
     def run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
         seen.update(keep_alive=server.config.timeout_keep_alive, port=server.config.port)
+        seen["body_timeout_s"] = server.config.app.body_timeout_s  # (the Guard: --body-timeout-s)
         seen["bound"] = [s.getsockname()[1] for s in sockets]
         server.started = True
 
     monkeypatch.setattr(uvicorn.Server, "run", run)
     monkeypatch.setattr("payfm.cli.serve._hold_workspace", lambda ws: None)  # (a lock held to process exit)
-    args = ["-w", str(ws.root), "serve", "--port", "0", "--keep-alive-s", "75"]
+    args = ["-w", str(ws.root), "serve", "--port", "0", "--keep-alive-s", "75", "--body-timeout-s", "2.5"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     port = seen["port"]
     assert seen["keep_alive"] == 75 and isinstance(port, int) and port > 0 and seen["bound"] == [port]
+    assert seen["body_timeout_s"] == 2.5
     assert f" on http://127.0.0.1:{port}\n" in result.output  # port 0: the one the system gave, said
     result = CliRunner().invoke(cli, ["-w", str(ws.root), "serve", "--keep-alive-s", "0"])
     assert result.exit_code == 2 and "Invalid value for '--keep-alive-s': 0" in result.output

@@ -93,6 +93,14 @@ def _keystore(ctx: click.Context):  # type: ignore[no-untyped-def]
     help="Largest request body (bytes; at least 1024, a charge's size).",
 )
 @click.option(
+    "--body-timeout-s",
+    default=10.0,
+    show_default=True,
+    type=FiniteFloatRange(min=0, min_open=True),
+    help="Seconds a request's body may take to arrive (then 408); until it has, the request holds no place "
+    "of --max-in-flight.",
+)
+@click.option(
     "--snapshot-every",
     default=100_000,
     show_default=True,
@@ -159,6 +167,7 @@ def serve(
     max_in_flight: int,
     max_lag_ms: float,
     max_body: int,
+    body_timeout_s: float,
     snapshot_every: int,
     durability: str,
     max_future_s: float,
@@ -227,6 +236,7 @@ def serve(
             max_body=max_body,
             max_lag_ms=max_lag_ms,
             access_log=access_log,
+            body_timeout_s=body_timeout_s,
         )
         with _bound(host, port) as sock:  # (uvicorn listens on it: port 0 is the one the system gave)
             _say(f"{scorer.bundle.describe()} on {_url(host, sock.getsockname()[1])}")
