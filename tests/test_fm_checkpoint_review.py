@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from payfm.fm.identity import check_outputs
 from payfm.fm.pretrain import PretrainConfig, pretrain
 from payfm.synth import WorldConfig
 from payfm.synth.generator import generate_world
+from test_fm_cli_hygiene import _copy
 
 TINY = PretrainConfig(
     seq_len=4, n_layer=1, n_head=2, n_embd=8, batch_size=32, steps=2, checkpoint_every=100, max_charges=800
@@ -43,13 +43,6 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     w.write_stream(generate_world(WorldConfig(charges=1_000, days=4, seed=3, fraud_rate=0.03)), "replace")
     pretrain(w, TINY, out=w.root / "fm" / "base")
     return w
-
-
-def _copy(ws: Workspace, name: str) -> Path:
-    path = ws.root / "fm" / name
-    shutil.rmtree(path, ignore_errors=True)
-    shutil.copytree(ws.root / "fm" / "base", path)
-    return path
 
 
 def _resume(ws: Workspace, path: Path) -> None:

@@ -1,3 +1,4 @@
+# ruff: noqa: F811 (the tests take the imported `client` and `scorer` fixtures as arguments)
 """What a review of the HTTP layer found (2026-12-07): idle clients without a key held every place in flight
 (the service shed everyone else, /healthz said ok); /healthz and /metrics ran in the thread pool that
 outcomes waiting for a stalled commit held, and a stalled commit was not a 503; the access log wrote the
@@ -12,37 +13,17 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from payfm.events.workspace import Workspace
-from payfm.rules import rulesets
-from payfm.serving.app import Guard, create_app
+from payfm.serving.app import Guard
 from payfm.serving.metrics import ServiceMetrics
 from payfm.serving.scorer import Scorer
-from test_serving_outcome_input import dispute, error
+from test_serving_outcome_input import client, dispute, error, scorer, ws  # noqa: F401 (fixtures)
 from test_serving_reviews import charge
-
-RULES = "from_ru: block if :ip_country: = 'RU'\nbig: review if :amount_usd: > 500\n"
-
-
-@pytest.fixture()
-def scorer(tmp_path: Path) -> Iterator[Scorer]:
-    ws = Workspace.open(tmp_path / "ws", create=True)
-    rulesets.save(ws, RULES, activate=True, set_name="default", author="test")
-    s = Scorer.open(ws)
-    yield s
-    s.close(snapshot=False)
-
-
-@pytest.fixture()
-def client(scorer: Scorer) -> Iterator[TestClient]:
-    with TestClient(create_app(scorer, None)) as c:
-        yield c
 
 
 async def _ok(scope: Any, receive: Any, send: Any) -> None:
