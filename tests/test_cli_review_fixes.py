@@ -52,14 +52,18 @@ def test_an_output_inside_the_workspace_is_refused_naming_the_option_and_why(tmp
     # outside it, beside it (a name that merely starts the same), or the output's own subfolder: allowed
     assert output_file(tmp_path / "out.csv", "--out", workspace=ws.root) == tmp_path / "out.csv"
     assert output_file(tmp_path / "ws2" / "x.csv", "--out", workspace=ws.root) == tmp_path / "ws2" / "x.csv"
-    own = ws.root / "fm" / "x.embeddings.parquet"
-    assert output_file(own, "--out", workspace=ws.root, within="fm") == own
+    own, within = ws.root / "fm" / "x.embeddings.parquet", "fm/*.embeddings.parquet"
+    assert output_file(own, "--out", workspace=ws.root, within=within) == own
     with pytest.raises(
-        ConfigError, match=r"\(a \.parquet or \.csv file at its top, or under its 'fm' folder\)"
+        ConfigError, match=r"\(a \.parquet or \.csv file at its top, or a file fm/\*\.embeddings\.parquet\)"
     ):
-        output_file(ws.root / "manifest.json", "--out", workspace=ws.root, within="fm")
+        output_file(ws.root / "manifest.json", "--out", workspace=ws.root, within=within)
+    # in that folder, only a file of that kind directly in it: not a checkpoint's, nor one of another name
+    for other in ("v3/model.safetensors", "v3/x.embeddings.parquet", "x.parquet", ".embeddings.parquet"):
+        with pytest.raises(ConfigError, match="is inside the workspace"):
+            output_file(ws.root / "fm" / other, "--out", workspace=ws.root, within=within)
     top = ws.root / "check.parquet"  # a file at its top, of a kind the workspace keeps none of there
-    assert output_file(top, "--out", workspace=ws.root, within="fm") == top
+    assert output_file(top, "--out", workspace=ws.root, within=within) == top
     assert (
         output_file(ws.root / "manifest.json", "--out") == ws.root / "manifest.json"
     )  # (no workspace: as was)
@@ -190,9 +194,15 @@ def test_training_set_and_embeddings_write_in_the_workspace_only_under_their_fol
 
     ws = Workspace.open(tmp_path / "ws", create=True)
     over = ws.root / "events" / "charges" / "part-0.parquet"
-    with pytest.raises(
-        ConfigError, match=r"^--out: .* is inside the workspace .*or under its 'features' folder"
-    ):
-        build_training_set(ws, tiny_set(), out=over)
-    with pytest.raises(ConfigError, match=r"^--out: .* is inside the workspace .*or under its 'fm' folder"):
-        embed(ws, tmp_path / "no-checkpoint", out=over)
+    backfill = ws.root / "features" / f"{tiny_set().name}-{tiny_set().version}.parquet"
+    for target in (over, backfill):  # (a training set written over the backfill it reads destroyed it)
+        with pytest.raises(
+            ConfigError,
+            match=r"^--out: .* is inside the workspace .*or a file features/\*\.training\.parquet\)",
+        ):
+            build_training_set(ws, tiny_set(), out=target)
+    for target in (over, ws.root / "fm" / "v3" / "config.json"):
+        with pytest.raises(
+            ConfigError, match=r"^--out: .* is inside the workspace .*or a file fm/\*\.embeddings\.parquet\)"
+        ):
+            embed(ws, tmp_path / "no-checkpoint", out=target)

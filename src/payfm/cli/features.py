@@ -248,7 +248,8 @@ def parity(ctx: click.Context, set_name: str, show_n: int) -> None:
     type=click.Path(dir_okay=False),
     default=None,
     callback=parquet_path,
-    help="Parquet path; a relative path is relative to the current directory "
+    help="Parquet path; a relative path is relative to the current directory. In the workspace only a "
+    "*.training.parquet file in features/ (not over a backfill) or a .parquet file at its top "
     "[default: <workspace>/features/<set>-<version>.training.parquet].",
 )
 @ENGINE_OPTION

@@ -235,7 +235,8 @@ WORKERS = click.option(
     type=click.Path(dir_okay=False),
     default=None,
     callback=parquet_path,
-    help="Parquet path; a relative path is relative to the current directory "
+    help="Parquet path; a relative path is relative to the current directory. In the workspace only a "
+    "*.embeddings.parquet file in fm/ (not in a checkpoint) or a .parquet file at its top "
     "[default: <workspace>/fm/<name>.embeddings.parquet].",
 )
 @click.option(

@@ -31,7 +31,9 @@ def output_file(
     Given ``workspace`` (the folder of the workspace the command reads), a path in its folders is refused
     too, as is a file at its top other than a ``.parquet`` or ``.csv`` one (the workspace keeps none there): a
     write there could replace the workspace's own files (its manifest, secret key, event log or rules.db) and
-    destroy it. A path under the subfolder ``within`` (an output whose default place is there) is allowed.
+    destroy it. ``within`` (``"features/*.training.parquet"``: an output whose default place is in the
+    workspace) allows a file directly in that subfolder whose name ends so, and no other file there: the
+    subfolder holds other files too (a backfill beside the training sets, checkpoints beside embeddings).
 
     >>> import tempfile
     >>> output_file(Path(tempfile.mkdtemp()), "--out")
@@ -63,14 +65,22 @@ def _real(path: Path) -> Path:
         return path.expanduser().absolute()
 
 
+def _is_own(real: Path, root: Path, within: str) -> bool:
+    """Whether ``real`` is a file that ``within`` (``"fm/*.embeddings.parquet"``) allows: directly in that
+    subfolder of ``root``, its name ending as the pattern's does (and not only that ending)."""
+    folder, _, pattern = within.partition("/")
+    ending = pattern.removeprefix("*")
+    return real.parent == root / folder and real.name.endswith(ending) and len(real.name) > len(ending)
+
+
 def _outside_workspace(path: Path, who: str, workspace: Path, within: str | None) -> None:
     root = _real(workspace)
     real = _real(path)
-    if not real.is_relative_to(root) or (within is not None and real.is_relative_to(root / within)):
+    if not real.is_relative_to(root) or (within is not None and _is_own(real, root, within)):
         return
     if real.parent == root and real.suffix.lower() in (".parquet", ".csv"):  # (it keeps none at its top)
         return
-    where = f", or under its '{within}' folder" if within is not None else ""
+    where = f", or a file {within}" if within is not None else ""
     raise ConfigError(
         f"{who}: '{shown_text(str(path))}' is inside the workspace '{shown_text(str(root))}': writing there "
         "could replace the workspace's own files (its manifest, secret key, event log or rules.db) and "

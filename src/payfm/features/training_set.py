@@ -73,7 +73,9 @@ def build_training_set(
     memory = spark_memory(memory_limit)  # (checked before the work)
     default = ws.root / "features" / f"{fset.name}-{fset.version}.training.parquet"
     # before the work, not after; in the workspace only under features/ (not over its manifest or event log)
-    path = output_file(out if out else default, "--out", workspace=ws.root, within="features")
+    path = output_file(
+        out if out else default, "--out", workspace=ws.root, within="features/*.training.parquet"
+    )
     feats = pq.read_table(
         backfill_path(ws, fset, engine=engine, spark_master=spark_master, memory_limit=memory_limit)
     )
