@@ -153,18 +153,22 @@ def test_an_email_address_or_a_written_address_in_an_id_is_refused_never_shown(t
     path = write(tmp_path / "e.csv", lines)
     m = mapping(tmp_path, columns={"shipping_address_id": "addr", "customer_id": "cus"})
     text = refused(tmp_path, path, m)
-    assert "4 problem(s)" in text
+    assert "5 problem(s)" in text
     assert (
         "row 1 (line 2), column 'cus' (customer_id): expected an id that is not an e-mail address (personal "
         "data: store its keyed hash, `customer_id: {hash: [cus]}`" in text
     )
+    assert (
+        "row 4 (line 5), column 'cus' (customer_id): expected an id that is not a phone number (personal "
+        "data: store its keyed hash, `customer_id: {hash: [cus]}`); received a phone number (not shown)"
+    ) in text
     assert "row 3 (line 4), column 'cus' (customer_id)" in text
     assert (
         "row 1 (line 2), column 'addr' (shipping_address_id): expected a keyed hash of the shipping " in text
     )
     assert "row 2 (line 3), column 'addr' (shipping_address_id)" in text
     assert "`shipping_address_id: {hash: [addr]}`" in text
-    for value in ("ann.lee", "Ann Lee", "Main St", "Rue X", "example.org"):
+    for value in ("ann.lee", "Ann Lee", "Main St", "Rue X", "example.org", "123 4567"):
         assert value not in text.replace("'example.com'", "")
     hashed = mapping(
         tmp_path,
@@ -177,10 +181,12 @@ def test_an_email_address_or_a_written_address_in_an_id_is_refused_never_shown(t
 
 
 def test_ids_that_merely_hold_an_at_sign_or_spaces_are_kept(tmp_path: Path) -> None:
+    # nor do ids of digits alone, or with a '+' and too few digits to be a phone number
     lines = [HEADER + ",addr,cus", row(1, "addr_1", "acct@2"), row(2, "tok-9", "a@b")]
+    lines += [row(3, "addr_3", "4155550100"), row(4, "addr_4", "+1-2345"), row(5, "a5", "415-555-01")]
     path = write(tmp_path / "e.csv", lines)
     m = mapping(tmp_path, columns={"shipping_address_id": "addr", "customer_id": "cus"})
-    assert import_file(ws_at(tmp_path / "ws"), path, m).rows == {"charges": 2}
+    assert import_file(ws_at(tmp_path / "ws"), path, m).rows == {"charges": 5}
     spaced = write(tmp_path / "s.csv", [HEADER, row(1, shop="Koss and Sons")])  # (a merchant id may)
     assert import_file(ws_at(tmp_path / "ws2"), spaced, mapping(tmp_path)).rows == {"charges": 1}
 

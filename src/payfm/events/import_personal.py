@@ -6,7 +6,7 @@ data in the event log, where every feature, rule list and decision log repeats i
 
 - a value of an id field (``customer_id``, ``merchant_id``, ``device_id``, ...) that is an e-mail address is
   a problem of its row, with the mapping that stores a keyed hash instead (or the address's domain as
-  ``email_domain``);
+  ``email_domain``); so is one written as a phone number is (``+1 415 555 0100``, ``(415) 555-0100``);
 - a ``shipping_address_id`` read as it is holds an id (an export's own address token), not an address: a
   value with spaces or commas, as a written address has, is a problem of its row, with the mapping that
   hashes the address (the field is a "keyed hash of the full shipping address", docs/events.md).
@@ -15,6 +15,8 @@ Example:
     >>> import pyarrow as pa
     >>> email_rows(pa.array(["cus_1", "Ann.Lee@Example.COM", None, "a@b"])).tolist()
     [1]
+    >>> phone_rows(pa.array(["+44 20 7946 0958", "4155550100", "(415) 555-0100", "+1-2", "415.555.0100"]))
+    array([0, 2, 4])
 """
 
 from __future__ import annotations
@@ -36,17 +38,31 @@ ID_FIELDS = frozenset(
 # in a display form too ("Ann Lee" <ann@example.com>). Ids such as `acct@2` or `a@b` are not one.
 _EMAIL = r"(?i)(?:^|[\s<])[^@\s<>]+@[^@\s<>]+\.[a-z]{2,63}(?:$|[\s>])"
 _WRITTEN = r"[\s,]"  # what a written address holds and an address token does not
+# A phone number as people write one: international (a '+', then 8 to 15 digits, spaces, dots, dashes or
+# brackets between them) or North American with its separators ((415) 555-0100, 415.555.0100). Digits
+# alone (4155550100) are not one: a numeric id looks the same.
+_PHONE = r"^(?:\+[1-9](?:[\s().-]*\d){7,14}|(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4})$"
+
+
+def _rows(text: pa.Array, pattern: str) -> np.ndarray:
+    found = pc.fill_null(pc.match_substring_regex(text, pattern), False)
+    return np.flatnonzero(found.to_numpy(zero_copy_only=False))
 
 
 def email_rows(text: pa.Array) -> np.ndarray:
     """The 0-based rows of ``text`` that hold an e-mail address."""
-    found = pc.fill_null(pc.match_substring_regex(text, _EMAIL), False)
-    return np.flatnonzero(found.to_numpy(zero_copy_only=False))
+    return _rows(text, _EMAIL)
+
+
+def phone_rows(text: pa.Array) -> np.ndarray:
+    """The 0-based rows of ``text`` that are a phone number as people write one."""
+    return _rows(text, _PHONE)
 
 
 def check_personal(spec: FieldSpec, result: pa.Array, name: str, out: Problems) -> None:
     """Record the rows of the id field ``spec`` (read as it is from ``name``, its column or columns) whose
-    computed value ``result`` is personal data: an e-mail address, or a written shipping address."""
+    computed value ``result`` is personal data: an e-mail address, a phone number, or a written shipping
+    address."""
     if spec.target not in ID_FIELDS or spec.kind not in ("column", "columns"):
         return
     hashed = f"`{spec.target}: {{hash: [{', '.join(shown_text(c) for c in spec.columns)}]}}`"
@@ -62,9 +78,18 @@ def check_personal(spec: FieldSpec, result: pa.Array, name: str, out: Problems) 
             f"an id that is not an e-mail address (personal data: store its keyed hash, {hashed}{domain})",
             "an e-mail address (not shown)",
         )
+    phones = phone_rows(result)
+    if len(phones):
+        out.rows(
+            name,
+            phones,
+            f"an id that is not a phone number (personal data: store its keyed hash, {hashed})",
+            "a phone number (not shown)",
+        )
     if spec.target == "shipping_address_id":
         written = pc.fill_null(pc.match_substring_regex(result, _WRITTEN), False).to_numpy(False)
-        written[emails] = False  # (said once, as an e-mail address)
+        written[emails] = False  # (said once, as an e-mail address or a phone number)
+        written[phones] = False
         rows = np.flatnonzero(written)
         if len(rows):
             out.rows(
@@ -76,4 +101,4 @@ def check_personal(spec: FieldSpec, result: pa.Array, name: str, out: Problems) 
             )
 
 
-__all__ = ["ID_FIELDS", "check_personal", "email_rows"]
+__all__ = ["ID_FIELDS", "check_personal", "email_rows", "phone_rows"]
