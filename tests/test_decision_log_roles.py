@@ -126,7 +126,7 @@ def test_export_and_a_dry_run_refuse_what_holds_no_decision_log_and_change_nothi
     for args in (["serve", "export"], ["serve", "prune", "--dry-run"]):
         result = runner.invoke(cli, ["-w", str(ws.root), *args, "--decision-log", f"sqlite:///{other}"])
         assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-        assert f"{other} is not a payfm decision log (missing: decisions, outcomes, meta);" in (
+        assert f"{other} is not a payfm decision log (missing: decisions, outcomes, reviews, meta);" in (
             result.output
         ), result.output
         assert "nothing was changed" in result.output
@@ -199,7 +199,9 @@ def test_sqlite_refuses_a_file_that_is_no_log_without_creating_tables(tmp_path: 
     path = tmp_path / "other.db"
     with sqlite3.connect(path) as con:
         con.execute("CREATE TABLE decisions (x)")
-    with pytest.raises(ConfigError, match=r"is not a payfm decision log \(missing: outcomes, meta\)"):
+    with pytest.raises(
+        ConfigError, match=r"is not a payfm decision log \(missing: outcomes, reviews, meta\)"
+    ):
         SQLiteDecisionLog(path, create=False)
     with sqlite3.connect(path) as con:
         assert [r[0] for r in con.execute("SELECT name FROM sqlite_master")] == ["decisions"]

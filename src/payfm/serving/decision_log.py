@@ -158,7 +158,8 @@ def _close_quietly(con: Any) -> None:
         con.close()
 
 
-LOG_TABLES = ("decisions", "outcomes", "meta")  # what export and prune need of a log (an older one's too)
+# What export and prune need of a log (an older one's too: every payfm's log had them)
+LOG_TABLES = ("decisions", "outcomes", "reviews", "meta")
 
 
 def new_log_id() -> str:
@@ -187,6 +188,10 @@ class DecisionLog(ABC):
     def _connect(self) -> Any:
         """A new connection to the backend."""
 
+    def _connect_reader(self) -> Any:
+        """A new connection for reads only (:meth:`_reading`); the backend's own by default."""
+        return self._connect()
+
     def _usable(self, con: Any) -> bool:
         """Whether a connection made earlier can still be used."""
         return con is not None
@@ -205,7 +210,7 @@ class DecisionLog(ABC):
             _close_quietly(con)
             con = None
         if con is None:
-            con = self._connect()
+            con = self._connect_reader()
         try:
             yield con
         except BaseException:

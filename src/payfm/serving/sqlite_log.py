@@ -59,21 +59,27 @@ class SQLiteDecisionLog(DecisionLog):
 
     def __init__(self, path: Path, *, durability: str = "fsync", create: bool = True) -> None:
         """``create``: make the file and its tables when they are missing (a server's first start); without
-        it a file that is not a decision log is refused, unchanged (`payfm serve export`, `prune`)."""
+        it a file that is not a decision log is refused, unchanged (`payfm serve export`, `prune`), and a log
+        is read through read-only connections, its tables and journal mode as they are (a file the user may
+        only read, an older payfm's log): only a write (a prune's) changes it."""
         super().__init__()
         self.path = Path(path)
         self.durability = durability
         self.url = f"sqlite:///{self.path}"
+        self.create = create
         if not create:
             self._check_is_log()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with sqlite_file(self.path, "The decision log"):
-            con = self._connect()
-            try:
-                con.executescript(SCHEMA)
-                con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (new_log_id(),))
-            finally:
-                con.close()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite_file(self.path, "The decision log"):
+                con = self._connect()
+                try:
+                    con.executescript(SCHEMA)
+                    con.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('log_id', ?)", (new_log_id(),)
+                    )
+                finally:
+                    con.close()
         self._stop = threading.Event()
         self._checkpointer: threading.Thread | None = None
 
@@ -82,7 +88,7 @@ class SQLiteDecisionLog(DecisionLog):
         if not self.path.is_file():
             raise ConfigError(f"No decision log at {self.path}: the file does not exist.")
         with sqlite_file(self.path, "The decision log"):
-            con = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
+            con = self._read_only()
             try:
                 tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 missing = [t for t in LOG_TABLES if t not in tables]  # (one added since: a server adds it)
@@ -133,6 +139,18 @@ class SQLiteDecisionLog(DecisionLog):
         """The file's free pages (SQLite reuses them for new rows; the file does not shrink)."""
         pages, size = (self._fetch(f"PRAGMA {name}")[0][0] for name in ("freelist_count", "page_size"))
         return int(pages) * int(size)
+
+    def _read_only(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path.resolve().as_uri() + "?mode=ro",
+            uri=True,
+            timeout=30,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    def _connect_reader(self) -> sqlite3.Connection:
+        return self._connect() if self.create else self._read_only()
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
