@@ -5,7 +5,12 @@ refused, unchanged, by both."""
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import open_log
 from payfm.serving.scorer import Scorer
+from payfm.serving.sqlite_log import SQLiteDecisionLog
 from services import POSTGRES_URL, require_postgres
 from test_serving_prune import _decide
 
@@ -109,3 +115,32 @@ def test_a_log_without_its_reviews_is_refused_unchanged_by_both_backends(
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
             con.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def test_a_log_in_a_folder_the_user_may_only_read_is_read(tmp_path: Path) -> None:
+    """A log closed cleanly in WAL mode has no -shm file; in a folder the user may not write, SQLite's
+    read-only connection cannot make one and refused to read it ("attempt to write a readonly database")."""
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv (util-linux) to run a reader as an unprivileged user")
+    folder = Path(tempfile.mkdtemp(prefix="payfm-ro-"))  # (pytest's tmp_path is root's alone: 0700)
+    try:
+        log = folder / "d" / "decisions.db"
+        SQLiteDecisionLog(log).close()
+        assert not Path(f"{log}-shm").exists() and not Path(f"{log}-wal").exists()
+        log.chmod(0o444)
+        log.parent.chmod(0o555)
+        folder.chmod(0o755)
+        code = (
+            "from pathlib import Path; from payfm.serving.sqlite_log import SQLiteDecisionLog; "
+            f"log = SQLiteDecisionLog(Path({str(log)!r}), create=False); "
+            "print(log._fetch('SELECT count(*) FROM decisions')[0][0], log.log_id() is not None)"
+        )
+        user = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c"]
+        if subprocess.run([*user, "import payfm"], capture_output=True).returncode != 0:
+            pytest.skip("the unprivileged user cannot run this checkout's Python")
+        run = subprocess.run([*user, code], capture_output=True, text=True)
+        assert run.returncode == 0 and run.stdout.split() == ["0", "True"], run.stderr
+    finally:
+        log.parent.chmod(0o755)
+        shutil.rmtree(folder)

@@ -141,13 +141,23 @@ class SQLiteDecisionLog(DecisionLog):
         return int(pages) * int(size)
 
     def _read_only(self) -> sqlite3.Connection:
-        return sqlite3.connect(
-            self.path.resolve().as_uri() + "?mode=ro",
-            uri=True,
-            timeout=30,
-            isolation_level=None,
-            check_same_thread=False,
+        """A connection that cannot write. A log in WAL mode whose folder the user may not write, closed
+        cleanly (no -wal file: no writer has it open), has no -shm file and cannot make one: SQLite refuses to
+        read it so ("attempt to write a readonly database"); it is read as immutable then, which it is."""
+        uri = self.path.resolve().as_uri()
+        con = sqlite3.connect(
+            uri + "?mode=ro", uri=True, timeout=30, isolation_level=None, check_same_thread=False
         )
+        try:
+            con.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        except sqlite3.OperationalError as e:
+            con.close()
+            if "readonly" not in str(e) or Path(f"{self.path}-wal").exists():
+                raise
+            con = sqlite3.connect(
+                uri + "?mode=ro&immutable=1", uri=True, isolation_level=None, check_same_thread=False
+            )
+        return con
 
     def _connect_reader(self) -> sqlite3.Connection:
         return self._connect() if self.create else self._read_only()
