@@ -212,6 +212,34 @@ def test_restart_from_snapshot_replays_the_tail_of_the_log(tmp_path: Path) -> No
     probe["credential_changed_at_us"] = None
     assert restarted.features(probe) == whole.features(probe)
 
+    # Events written after the snapshot but dated before it (a late webhook, an import of a missed export):
+    # applied too (resume replayed from the snapshot's time only, and missed them)
+    early = charges.slice(0, 1).to_pylist()[0]  # the log's first charge, long before the snapshot
+    card, later = early["card_fingerprint"], early["created"] + timedelta(seconds=1)
+    late_charge = {**early, "charge_id": "ch_late", "created": later, "amount": 777_00, "amount_usd": 777_00}
+    refunds = ws.read("refunds")
+    late_refund = {
+        **refunds.slice(0, 1).to_pylist()[0],
+        "refund_id": "re_late",
+        "charge_id": early["charge_id"],
+    }
+    late_refund["created"] = later
+    with ws.writer() as w:
+        w.write("charges", pa.Table.from_pylist([late_charge], schema=ws.read("charges").schema))
+        w.write("refunds", pa.Table.from_pylist([late_refund], schema=refunds.schema))
+    restarted = resume(ws, fset, tmp_path / "snap.json.gz")
+    whole = OnlineFeatures(fset)
+    replay(fset, ws.read("charges"), log_outcomes(ws), online=whole)
+    assert isinstance(restarted.store, MemoryStore)
+    assert {"ch_late", early["charge_id"]} <= restarted.store.charges.keys()
+    assert "refunds:re_late" in restarted.store.outcomes
+    probe["card_fingerprint"] = card
+    got, want = restarted.features(probe), whole.features(probe)
+    assert got == want
+    before = served.features(probe)
+    for name in ("card.count_refunds_all", "card.mean_amount_usd_all"):  # (the late refund, the late charge)
+        assert got[name] != before[name], name
+
 
 def test_redis_store_loses_no_update_under_concurrent_writers(redis_store_factory) -> None:  # type: ignore[no-untyped-def]
     import threading

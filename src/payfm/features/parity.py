@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from payfm.events.workspace import Workspace
 from payfm.features import warm
-from payfm.features.definitions import COUNTED_FRAUD_DISPUTES_SQL, FeatureSet, RequestFeature
+from payfm.features.definitions import COUNTED_FRAUD_DISPUTES_SQL, FeatureSet, RequestFeature, outcome_claim
 from payfm.features.offline import isclose
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore
@@ -330,19 +330,29 @@ def _warm_columnar(
 
 
 def resume(ws: Workspace, fset: FeatureSet, snapshot: Path) -> OnlineFeatures:
-    """Restart the in-memory online state: load ``snapshot``, then replay the log's tail from its time on.
+    """Restart the in-memory online state: load ``snapshot``, then apply every event of the log it has not
+    applied, by id (the state holds the id of each charge and outcome it counted).
 
-    Events at the snapshot's time are replayed too; ids already applied count once, so nothing is missed or
-    counted twice.
+    Not only the log's tail from the snapshot's time: an event written after the snapshot may be dated
+    before it (a late webhook, an import of a missed export), and the backfill counts it. So the restarted
+    state equals one built from the whole log; nothing is missed or counted twice.
     """
     store = MemoryStore.restore(snapshot, fset.version)
     online = OnlineFeatures(fset, store)
-    since = store.watermark_us
     con = ws.connect()
     try:
-        where = f"WHERE epoch_us(created) >= {int(since)}" if since is not None else ""
-        charges = con.sql(f"SELECT * FROM charges {where}").to_arrow_table()
+        charges = con.sql("SELECT * FROM charges").to_arrow_table()
     finally:
         con.close()
-    replay(fset, charges, log_outcomes(ws, since), online=online)
+    applied = pa.array(list(store.charges), pa.string())
+    charges = charges.filter(pc.invert(pc.is_in(charges["charge_id"], value_set=applied)))
+    outcomes = {}
+    for source, table in log_outcomes(ws).items():
+        ids, cids = table[_OUTCOME_IDS[source]].to_pylist(), table["charge_id"].to_pylist()
+        new = [
+            outcome_claim(source, str(o), str(c)) not in store.outcomes
+            for o, c in zip(ids, cids, strict=True)
+        ]
+        outcomes[source] = table.filter(pa.array(new, pa.bool_()))
+    replay(fset, charges, outcomes, online=online)
     return online
