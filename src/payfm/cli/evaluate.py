@@ -13,18 +13,20 @@ from payfm.cli.options import DAYS
 from payfm.cli.render import cell, console, err_console, iso_time, shown_path
 from payfm.evaluation.evaluate import EvaluationResult, compare, resamples_text, resamples_used
 from payfm.evaluation.pipeline import evaluate_models, models_task
+from payfm.evaluation.report import evaluated_span
 from payfm.events.workspace import Workspace
 from payfm.training.trainer import MAX_SEED
 
 
 def population(results: Sequence[Any], positives: str = "fraud") -> str:
     """What the metrics were computed on: the charges with mature labels, the same for every model
-    (:func:`payfm.evaluation.pipeline.common_horizon`), and how many are positive (``positives``: what the
-    task's label means)."""
+    (:func:`payfm.evaluation.pipeline.common_horizon`), how many are positive (``positives``: what the
+    task's label means), their span and card precision@k's days (:func:`~payfm.evaluation.report.
+    evaluated_span`, as the report says them)."""
     r0 = results[0]
     return (
         f"{r0.evaluated:,} charges with mature labels ({r0.fraud:,} {positives}); {r0.immature:,} immature "
-        "excluded"
+        f"excluded. {evaluated_span(r0)}"
     )
 
 

@@ -146,6 +146,13 @@ class EvaluationResult:
     # What a reader must know before trusting the figures: a window holding charges the model was trained or
     # validated on (evaluate_models says so here; its figures are in-sample). Also in the report.
     warnings: tuple[str, ...] = ()
+    # The span of `created` of the rows evaluated (those with a mature label): what the metrics cover, shorter
+    # than window_start .. window_end when the last rows' labels are immature.
+    evaluated_start: str | None = None
+    evaluated_end: str | None = None
+    # The first and last UTC day (ISO dates) card precision@k averages over.
+    card_precision_first_day: str | None = None
+    card_precision_last_day: str | None = None
 
 
 def resamples_used(results: Sequence[EvaluationResult]) -> tuple[int, int]:
@@ -170,38 +177,89 @@ def _column(preds: pa.Table, name: str) -> pa.ChunkedArray:
 
 
 def check_predictions(preds: pa.Table, who: str) -> None:
-    """Raise unless ``preds`` has every prediction column."""
+    """Raise unless ``preds`` has every prediction column, ``created`` a timestamp with a time zone,
+    ``mature`` boolean and ``score`` and ``is_fraud`` numbers (or booleans), before any work: a naive
+    ``created`` failed after the whole evaluation, comparing its days with the window's aware bounds, and a
+    ``mature`` of 0/1 integers failed inside Arrow."""
     missing = [c for c in PREDICTION_COLUMNS if c not in preds.column_names]
     if missing:
         raise EvaluationError(
             f"The predictions of {who!r} need the columns {', '.join(PREDICTION_COLUMNS)}. "
             f"Missing: {', '.join(missing)}."
         )
-    if not pa.types.is_timestamp(preds.schema.field("created").type):
+    kinds = {c: preds.schema.field(c).type for c in ("created", "mature", "score", "is_fraud")}
+    expected = {
+        "created": "a timestamp with a time zone (timestamp[us, tz=UTC], as score_window gives)",
+        "mature": "boolean (true: the label is final)",
+        "score": "numbers (probabilities in [0, 1])",
+        "is_fraud": "numbers (labels 0 or 1) or booleans",
+    }
+    fits = {
+        "created": pa.types.is_timestamp(kinds["created"]) and kinds["created"].tz is not None,
+        "mature": pa.types.is_boolean(kinds["mature"]),
+        "score": any(is_type(kinds["score"]) for is_type in _NUMBERS),
+        "is_fraud": any(is_type(kinds["is_fraud"]) for is_type in (*_NUMBERS, pa.types.is_boolean)),
+    }
+    for column, ok in fits.items():
+        if not ok:
+            raise EvaluationError(
+                f"The '{column}' column of the predictions of {who!r} must be {expected[column]}. "
+                f"Got {kinds[column]}."
+            )
+
+
+_NUMBERS = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
+
+
+def check_window_overlaps(
+    window: tuple[datetime | None, datetime | None], span: tuple[datetime | None, datetime | None], who: str
+) -> None:
+    """Raise when ``window`` ([start, end), None: open) holds no moment of ``span`` (the first and last
+    ``created`` of the predictions of ``who``; None: no rows): card precision@k averages over the window's
+    days, and a window beside the predictions has none (it used to fall back to every day, silently)."""
+    (start, end), (first, last) = window, span
+    if first is None or last is None:
+        return
+    if (end is not None and end <= first) or (start is not None and start > last):
+        shown = " .. ".join("open" if b is None else b.isoformat() for b in window)
         raise EvaluationError(
-            f"The 'created' column of the predictions of {who!r} must be a timestamp. "
-            f"Got {preds.schema.field('created').type}."
+            f"The 'window' of evaluate_predictions must overlap the predictions of {who!r} "
+            f"({first.isoformat()} .. {last.isoformat()}). Got {shown}."
         )
 
 
-def _days(created: pa.ChunkedArray) -> IntArray:
+def _micros_of(created: pa.ChunkedArray) -> IntArray:
     micros = pc.cast(created, pa.timestamp("us", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-    days: IntArray = np.floor_divide(micros.astype(np.int64), _US_PER_DAY)
-    return days
+    out: IntArray = micros.astype(np.int64)
+    return out
 
 
-def _whole_days(days: IntArray, window: tuple[datetime | None, datetime | None]) -> npt.NDArray[np.bool_]:
-    """Which charges fall on a UTC day wholly inside ``window`` (start inclusive, end exclusive; None is
-    open). Card precision@k is a daily figure: the few minutes of a day at a window's edge (a model's test
-    period starts at the time its split fell) would count in the mean like a whole day of traffic. A window
-    shorter than any whole day keeps its days as they are."""
-    keep = np.ones(days.size, dtype=np.bool_)
+def _card_days(
+    micros: IntArray, window: tuple[datetime | None, datetime | None], first_immature: datetime | None
+) -> npt.NDArray[np.bool_]:
+    """Which charges (``micros``: their ``created``, microseconds since the epoch) card precision@k counts:
+    those on a UTC day wholly inside ``window`` (start inclusive, end exclusive; None is open) and before the
+    UTC day of ``first_immature`` (the first immature label: the mature labels end part-way through its day).
+    Card precision@k is a daily figure: the few minutes of a day at a window's edge (a model's test period
+    starts at the time its split fell) would count in the mean like a whole day of traffic. When no such
+    whole day exists (a window shorter than a day), the days the window touches count as they are, up to the
+    first immature label."""
+    days = np.floor_divide(micros, _US_PER_DAY)
     start, end = window
+    cut = end if first_immature is None or (end is not None and end <= first_immature) else first_immature
+    whole = np.ones(micros.size, dtype=np.bool_)
     if start is not None:
-        keep &= days >= -(-_micros(start) // _US_PER_DAY)  # the first midnight at or after the start
+        whole &= days >= -(-_micros(start) // _US_PER_DAY)  # the first midnight at or after the start
+    if cut is not None:
+        whole &= days < _micros(cut) // _US_PER_DAY  # days that end at or before the cut
+    if whole.any():
+        return whole
+    touched = np.ones(micros.size, dtype=np.bool_)
+    if start is not None:
+        touched &= days >= _micros(start) // _US_PER_DAY
     if end is not None:
-        keep &= days < _micros(end) // _US_PER_DAY  # days that end at or before the end
-    return keep if keep.any() else np.ones(days.size, dtype=np.bool_)
+        touched &= days <= (_micros(end) - 1) // _US_PER_DAY  # (the end is exclusive)
+    return touched if first_immature is None else touched & (micros <= _micros(first_immature))
 
 
 def _micros(t: datetime) -> int:
@@ -209,12 +267,70 @@ def _micros(t: datetime) -> int:
 
 
 def _card_precision(
-    preds: pa.Table, y: FloatArray, s: FloatArray, k: int, window: tuple[datetime | None, datetime | None]
+    preds: pa.Table,
+    y: FloatArray,
+    s: FloatArray,
+    k: int,
+    window: tuple[datetime | None, datetime | None],
+    first_immature: datetime | None,
+    name: str,
 ) -> CardPrecision:
-    days = _days(_column(preds, "created"))
-    whole = _whole_days(days, window)
+    micros = _micros_of(_column(preds, "created"))
+    keep = _card_days(micros, window, first_immature)
+    if not keep.any():
+        shown = " .. ".join("open" if b is None else b.isoformat() for b in window)
+        cut = (
+            ""
+            if first_immature is None
+            else f" at or before the first immature one ({first_immature.isoformat()})"
+        )
+        raise EvaluationError(
+            f"Card precision@k of {name!r} needs a charge with a mature label on a day of the 'window' "
+            f"({shown}){cut}. Got none."
+        )
+    days = np.floor_divide(micros, _US_PER_DAY)
     cards = group_codes(_column(preds, "card_fingerprint"))
-    return card_precision_at_k(y[whole], s[whole], days[whole], cards[whole], k)
+    return card_precision_at_k(y[keep], s[keep], days[keep], cards[keep], k)
+
+
+def _distinct_keys(rates: tuple[float, ...], param: str) -> tuple[float, ...]:
+    """``rates`` unless two of them print as one key (0.01 and 0.0100000001 are both "1%": the second's
+    figures replaced the first's, silently); an :class:`EvaluationError` naming both values otherwise."""
+    seen: dict[str, float] = {}
+    for rate in rates:
+        key = pct(rate)
+        if key in seen and seen[key] != rate:
+            raise EvaluationError(
+                f"The '{param}' of evaluate_predictions must be rates with distinct keys (percentages of 6 "
+                f"significant digits). Got {seen[key]!r} and {rate!r}, both {key!r}."
+            )
+        seen[key] = rate
+    return rates
+
+
+def _labels_and_scores(
+    preds: pa.Table, rows: IntArray, ids: pa.ChunkedArray, name: str
+) -> tuple[FloatArray, FloatArray]:
+    """The ``is_fraud`` and ``score`` columns of ``preds`` (the rows with a mature label) as floats; an
+    :class:`EvaluationError` naming the column, the first wrong value, its row in the table the caller passed
+    (``rows``: each mature row's row there) and its ``charge_id`` otherwise (a position among the mature rows
+    alone matched no row a caller could find)."""
+    out = []
+    for column, rule in (("is_fraud", "a label 0 or 1"), ("score", "a finite score")):
+        values = _column(preds, column)
+        x = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)  # (a null reads as NaN)
+        bad = ~np.isin(x, (0.0, 1.0)) if column == "is_fraud" else ~np.isfinite(x)
+        if bad.any():
+            at = int(np.flatnonzero(bad)[0])
+            got = "null" if not values[at].is_valid else repr(float(x[at]))
+            row = int(rows[at])
+            raise EvaluationError(
+                f"The '{column}' column of the predictions of {name!r} must hold {rule} for every charge "
+                f"with a mature label. Got {got} at row {row} (charge_id {ids[row].as_py()!r}; "
+                f"{int(bad.sum()):,} wrong of the {x.size:,} mature rows)."
+            )
+        out.append(x)
+    return out[0], out[1]
 
 
 def _amounts_usd(preds: pa.Table, name: str) -> FloatArray:
@@ -277,13 +393,18 @@ def evaluate_predictions(
     """Evaluate one model's predictions: headline metrics, presets, curves, breakdowns and intervals.
 
     ``window`` is the time window the predictions were drawn from (``evaluate_models`` passes its own):
-    card precision@k averages over the UTC days wholly inside it, and before the first immature label.
+    card precision@k averages over the UTC days wholly inside it, and before the UTC day of the first
+    immature label (a window shorter than any such day: the days it touches, up to that label). The result
+    says what the metrics cover: ``evaluated_start`` .. ``evaluated_end``, and card precision@k's days.
 
-    Raises :class:`EvaluationError` when a column is missing, a score is not a probability, an amount of a
-    charge with a mature label is null, negative or not finite, the mature labels do not include both a
-    fraudulent and a legitimate charge, or a parameter is out of range (``seed`` in [0, 2**32 - 1],
-    ``bootstrap`` >= 0, each of ``fpr_levels`` and ``block_rates`` in (0, 1), ``card_k`` an integer >= 1,
-    ``thresholds`` Presets, ``window`` two bounds: aware datetimes, dates or ISO texts), before any work.
+    Raises :class:`EvaluationError`, before any work, when a column is missing or of the wrong type
+    (``created`` a timestamp with a time zone, ``mature`` boolean, ``score`` and ``is_fraud`` numbers) or a
+    parameter is out of range (``seed`` in [0, 2**32 - 1], ``bootstrap`` >= 0, each of ``fpr_levels`` and
+    ``block_rates`` in (0, 1) with distinct keys, ``card_k`` an integer >= 1, ``thresholds`` Presets,
+    ``window`` two bounds: aware datetimes, dates or ISO texts, overlapping the predictions); and when a
+    label of a charge with a mature label is not 0 or 1 or its score not a probability (naming the row and
+    its ``charge_id``), its amount is null, negative or not finite, or the mature labels do not include both
+    a fraudulent and a legitimate charge.
     """
     seed = check_seed(seed, "evaluate_predictions")
     bootstrap = check_resamples(bootstrap, "evaluate_predictions")
@@ -303,15 +424,20 @@ def evaluate_predictions(
             "The 'thresholds' of evaluate_predictions must be Presets (payfm.evaluation.thresholds: "
             f"DEFAULT_PRESETS, Preset('top 1%', 'block_rate', 0.01)). Got {wrong!r}."
         )
+    fpr_levels = _distinct_keys(fpr_levels, "fpr_levels")
+    block_rates = _distinct_keys(block_rates, "block_rates")
     check_predictions(preds, name)
     mature_col = pc.fill_null(_column(preds, "mature"), False)
     charges = preds.num_rows
     span = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())
+    check_window_overlaps(window, span, name)
     # the mature labels end where the first immature one is: the day it falls on is a part-day too
     first_immature = pc.min(_column(preds, "created").filter(pc.invert(mature_col))).as_py()
-    if first_immature is not None and (window[1] is None or first_immature < window[1]):
-        window = (window[0], first_immature)
+    # each mature row's row in the table given, and the charge ids there: where a wrong label or score is
+    rows: IntArray = np.flatnonzero(mature_col.to_numpy()).astype(np.int64)
+    ids = _column(preds, "charge_id")
     preds = preds.filter(mature_col)
+    evaluated = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())
     who = f"The evaluation of {name!r}"
     if charges and not preds.num_rows:
         raise EvaluationError(
@@ -320,16 +446,13 @@ def evaluate_predictions(
             "so whether they were fraud is not known yet. Evaluate an earlier window (--from, --to), or "
             "with a shorter label horizon (--horizon-days) when the event log is shorter than it."
         )
-    y, s, _ = binary_inputs(
-        who,
-        _column(preds, "is_fraud").to_numpy(zero_copy_only=False),
-        _column(preds, "score").to_numpy(False),
-    )
+    y, s, _ = binary_inputs(who, *_labels_and_scores(preds, rows, ids, name))
     probabilities(who, s)
     if charges > preds.num_rows:
         who += f" ({charges - preds.num_rows} immature labels excluded)"
     require_both_classes(who, y, np.ones_like(y))
     usd = _amounts_usd(preds, name)
+    card_precision = _card_precision(preds, y, s, card_k, window, first_immature, name)
     c = counts_sorted(*sort_by_score(y, s, np.ones_like(y)))
 
     at_block = {pct(b): point_at_block_rate(c, b) for b in block_rates}
@@ -360,6 +483,7 @@ def evaluate_predictions(
     # together, and resampling them one by one gives intervals too narrow.
     cards = group_codes(_column(preds, "card_fingerprint"))
     intervals = bootstrap_intervals(metric_fns, y, s, bootstrap, seed, groups=cards)
+    card_days = sorted(card_precision.per_day)
 
     return EvaluationResult(
         name=name,
@@ -376,7 +500,7 @@ def evaluate_predictions(
         average_precision=average_precision_from(c),
         recall_at_fpr={pct(r): point_at_fpr(c, r).recall for r in fpr_levels},
         at_block_rate=at_block,
-        card_precision=_card_precision(preds, y, s, card_k, window),
+        card_precision=card_precision,
         ece=expected_calibration_error(y, s, n_bins),
         brier=brier_score(y, s),
         operating_points=points,
@@ -392,6 +516,10 @@ def evaluate_predictions(
         ),
         bootstrap_resamples=bootstrap,
         seed=seed,
+        evaluated_start=None if evaluated[0] is None else evaluated[0].isoformat(),
+        evaluated_end=None if evaluated[1] is None else evaluated[1].isoformat(),
+        card_precision_first_day=card_days[0] if card_days else None,
+        card_precision_last_day=card_days[-1] if card_days else None,
     )
 
 

@@ -78,6 +78,17 @@ def _minute(iso: str | None) -> str:
     return "-" if iso is None else iso[:16].replace("T", " ")
 
 
+def evaluated_span(r: EvaluationResult) -> str:
+    """What the metrics cover, as the report's description and ``payfm evaluate``'s table say it: the span
+    of the charges with a mature label (shorter than the window when the last labels are immature) and the
+    UTC days card precision@k averages over (whole days only, before the first immature label)."""
+    days = f"{r.card_precision_first_day or '-'} .. {r.card_precision_last_day or '-'}"
+    return (
+        f"Metrics on the charges of {_minute(r.evaluated_start)} .. {_minute(r.evaluated_end)} (UTC); "
+        f"card precision@{r.card_precision.k} on the UTC days {days}"
+    )
+
+
 def _f(x: float, fmt: str = ".3f") -> str:
     return "-" if not math.isfinite(x) else format(x, fmt)
 
@@ -236,7 +247,7 @@ def render_html(
         f"Window {_minute(r0.window_start)} .. {_minute(r0.window_end)} (UTC). "
         f"{r0.charges:,} charges scored, "
         f"{r0.evaluated:,} with a mature label ({r0.immature:,} immature, excluded), {counted} "
-        f"(base rate {r0.base_rate:.3%}; {money})."
+        f"(base rate {r0.base_rate:.3%}; {money}). {evaluated_span(r0)}."
     )
     return PAGE.substitute(
         title=html.escape(title),
