@@ -282,7 +282,16 @@ def feature_set(name: str, root: str | os.PathLike[str] | None = None) -> Featur
                 data = json.loads(path.read_text())
             except (OSError, ValueError) as e:
                 raise ConfigError(f"Feature set file '{path}': expected JSON. Got an error ({e}).") from None
-            return FeatureSet.from_json(data, f"Feature set file '{path}'")
+            fset = FeatureSet.from_json(data, f"Feature set file '{path}'")
+            if fset.name != name:  # (it was loaded as the set it names: trained as 'other', not found so)
+                raise ConfigError(
+                    f"Feature set file '{path}': its 'name' must be {name!r}, the file's own name "
+                    f"(`payfm features define` writes it so; rename the file or the set). Got {fset.name!r}."
+                )
+            try:  # (a file edited by hand: what `payfm features define` checks of a set it stores)
+                return check_definable(fset)
+            except ConfigError as e:
+                raise ConfigError(f"Feature set file '{path}': {e}") from None
     known = [*FEATURE_SETS, *(workspace_sets(Path(root)) if root is not None else [])]
     raise ConfigError(
         f"Unknown feature set {name!r}. Expected one of {', '.join(known)}"
