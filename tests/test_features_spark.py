@@ -180,6 +180,17 @@ def test_spark_options_are_refused_where_they_do_not_apply(
         compute(connect(random_log(4, 100)), EVERY_KIND, engine="spark")
     with pytest.raises(ConfigError, match="must be one of columnar, duckdb, spark"):
         backfill(ws, EVERY_KIND, engine="flink")  # type: ignore[arg-type]
+    # a master Spark does not take: refused before the JVM starts (it printed the launcher's Java stack
+    # trace, then a gateway error telling to install PySpark and Java, both there)
+    for master in ("bogus://x", "local[0]", "spark://", "local[2"):
+        args = ["-w", str(ws.root), "features", "backfill", "--engine", "spark", "--spark-master", master]
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1 and result.output == (
+            "Error: --spark-master must be a Spark master URL: local, local[N], local[*], spark://HOST:PORT, "
+            f"yarn or k8s://HOST:PORT. Got {master!r}.\n"
+        ), result.output
+        with pytest.raises(ConfigError, match="--spark-master must be a Spark master URL"):
+            backfill(ws, EVERY_KIND, engine="spark", spark_master=master)
     # without PySpark: how to install it, before any work
     monkeypatch.setitem(sys.modules, "pyspark", None)
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)

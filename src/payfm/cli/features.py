@@ -145,6 +145,10 @@ SPARK_MASTER_OPTION = click.option(
 def _spark_only(engine: str, spark_master: str) -> None:
     if engine != "spark" and spark_master != "local[*]":
         raise ConfigError(f"--spark-master applies to --engine spark only (the engine is {engine}).")
+    if engine == "spark":
+        from payfm.features.offline_spark import check_master
+
+        check_master(spark_master)  # (before any work)
 
 
 @features.command()

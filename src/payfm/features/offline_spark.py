@@ -86,6 +86,28 @@ logger.repl.level = error
 """
 
 
+# The master URLs Spark takes (docs: "Master URLs"); another fails inside the JVM's launcher, with its stack
+# trace and a gateway error that names no cause.
+_MASTER = re.compile(
+    r"local(\[(\*|[1-9][0-9]*)(,[0-9]+)?\])?|local-cluster\[[0-9]+, *[0-9]+, *[0-9]+\]|yarn"
+    r"|(spark|k8s)://\S+"
+)
+
+
+def check_master(master: str) -> str:
+    """``master`` when it is a Spark master URL, or a :class:`ConfigError` naming ``--spark-master``.
+
+    >>> check_master("local[2]")
+    'local[2]'
+    """
+    if not isinstance(master, str) or not _MASTER.fullmatch(master):
+        raise ConfigError(
+            "--spark-master must be a Spark master URL: local, local[N], local[*], spark://HOST:PORT, "
+            f"yarn or k8s://HOST:PORT. Got {master!r}."
+        )
+    return master
+
+
 def _require() -> None:
     """PySpark importable, or a ConfigError saying how to install it."""
     try:
@@ -100,6 +122,7 @@ def session(master: str = "local[*]", memory: str = "6g") -> SparkSession:
     ``master`` and ``memory`` (the driver's: in local mode the whole job's) apply when this process starts
     the session; an existing session is reused as it is.
     """
+    check_master(master)
     _require()
     from pyspark.sql import SparkSession
 
@@ -132,8 +155,14 @@ def session(master: str = "local[*]", memory: str = "6g") -> SparkSession:
             warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
             spark = builder.getOrCreate()
     except Exception as e:  # no Java, a Java too old, a master that does not answer
-        said = _first_line(e)
-        raise ConfigError(f"Spark did not start on master {master!r}: {said}. {INSTALL_HINT}") from None
+        said = (_java_cause(e) or _first_line(e)).rstrip(". ")
+        # (the hint only where it can be the cause: PySpark imported, so a Java missing)
+        hint = f" {INSTALL_HINT}" if shutil.which("java") is None and not os.environ.get("JAVA_HOME") else ""
+        if "stopped SparkContext" in said and not master.startswith("local"):
+            hint += (
+                " A master that does not answer stops the application: check that it runs at that address."
+            )
+        raise ConfigError(f"Spark did not start on master {master!r}: {said}.{hint}") from None
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
