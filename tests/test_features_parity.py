@@ -288,3 +288,15 @@ def test_backfill_in_chunks_equals_one_pass(tmp_path: Path) -> None:
     assert chunked["charge_id"].to_pylist() == whole["charge_id"].to_pylist()
     assert compare(whole, chunked, fset.names).total_mismatches == 0
     assert pq.ParquetFile(path).metadata.num_row_groups >= 2
+
+
+def test_a_snapshot_is_written_and_restored_by_a_path_given_as_text(tmp_path: Path) -> None:
+    fset = default_set()
+    online = OnlineFeatures(fset)
+    log = random_log(3, 200)
+    replay(fset, log["charges"], label_outcomes(log), online=online)
+    assert isinstance(online.store, MemoryStore)
+    online.store.snapshot(str(tmp_path / "s.json.gz"), fset.version)  # (a str failed: no 'with_name')
+    back = MemoryStore.restore(str(tmp_path / "s.json.gz"), fset.version)
+    assert back.charges == online.store.charges and back.outcomes == online.store.outcomes
+    assert back.watermark_us == online.store.watermark_us

@@ -94,8 +94,9 @@ class MemoryStore(StateStore):
         if self.watermark_us is None or ts_us > self.watermark_us:
             self.watermark_us = ts_us
 
-    def snapshot(self, path: Path, version: str) -> None:
+    def snapshot(self, path: str | os.PathLike[str], version: str) -> None:
         """Write the whole state to ``path`` atomically (gzip JSON lines; no pickle)."""
+        path = Path(path)  # (a str failed: 'str' object has no attribute 'with_name')
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             with gzip.open(tmp, "wt", compresslevel=1) as f:
@@ -116,7 +117,7 @@ class MemoryStore(StateStore):
             raise
 
     @classmethod
-    def restore(cls, path: Path, version: str) -> MemoryStore:
+    def restore(cls, path: str | os.PathLike[str], version: str) -> MemoryStore:
         """Load a snapshot; a :class:`SnapshotError` (a ValueError) if it belongs to another feature-set
         version or was written in another state format (by an older payfm: rebuild it from the event log).
 
@@ -127,7 +128,7 @@ class MemoryStore(StateStore):
         was_enabled = gc.isenabled()
         gc.disable()  # millions of long-lived objects: do not rescan them while loading
         try:
-            store._load(path, version)
+            store._load(Path(path), version)
         finally:
             if was_enabled:
                 gc.enable()
