@@ -78,7 +78,12 @@ def _run(ws: Path, *args: str) -> tuple[int, str]:
             "an integer in [2, 8192] (the second layer has hidden // 2 units). Got 1.",
         ),  # hidden // 2 = 0 units: a constant score, as hidden=0
         ("mlp", "epochs", "0", "an integer >= 1. Got 0."),
-        ("mlp", "batch_size", "0", "an integer >= 1. Got 0."),
+        (
+            "mlp",
+            "batch_size",
+            "0",
+            "an integer >= 1, or None (adaptive: 32 to 1024 rows, the default). Got 0.",
+        ),
         ("mlp", "weight_decay", "-1e-5", "a number >= 0. Got -1e-05."),
         ("mlp", "num_threads", "0", "an integer >= 1. Got 0."),
     ],
@@ -145,7 +150,12 @@ def test_every_trials_draw_is_in_range(kind: str) -> None:
         ("mlp", "mlp.hidden=0", "mlp parameter 'hidden': expected an integer in [2, 8192]"),
         ("mlp", "mlp.epochs=0", "mlp parameter 'epochs': expected an integer >= 1. Got 0."),
         ("lr", "lr.max_iter=0", "lr parameter 'max_iter': expected an integer >= 1. Got 0."),
-        ("mlp", "mlp.batch_size=0", "mlp parameter 'batch_size': expected an integer >= 1. Got 0."),
+        (
+            "mlp",
+            "mlp.batch_size=0",
+            "mlp parameter 'batch_size': expected an integer >= 1, or None (adaptive: 32 to 1024 rows, the "
+            "default). Got 0.",
+        ),
         ("all", "n_estimators=0", "parameter 'n_estimators': expected an integer >= 1. Got 0."),
     ],
 )
@@ -225,7 +235,7 @@ def test_a_gap_of_zero_days_is_still_taken(empty: Path) -> None:
             "The 'warm_up_days' of TrainConfig must be a number of days in [0, 36500]. Got -1.",
         ),
         ({"trials": -1}, "The 'trials' of TrainConfig must be an integer >= 0. Got -1."),
-        ({"seed": -1}, "The 'seed' of TrainConfig must be an integer in [0, 4294967295]. Got -1."),
+        ({"seed": -1}, "The 'seed' of TrainConfig must be an integer in [0, 2147483647]. Got -1."),
         ({"fm_workers": 0}, "The 'fm_workers' of TrainConfig must be an integer >= 1. Got 0."),
         ({"calibration": "beta"}, "The 'calibration' of TrainConfig must be one of isotonic, platt, none."),
         ({"train_on": "approved"}, "The 'train_on' of TrainConfig must be one of all, authorized."),
@@ -239,7 +249,7 @@ def test_train_config_refuses_values_no_training_can_use(fields: dict[str, Any],
 
 def test_train_config_takes_its_bounds() -> None:
     cfg = TrainConfig(
-        horizon_days=36_500, gap_days=0, downsample=1.0, val_days=np.float64(0.5), seed=2**32 - 1
+        horizon_days=36_500, gap_days=0, downsample=1.0, val_days=np.float64(0.5), seed=2**31 - 1
     )
     assert cfg.gap_days == 0 and cfg.downsample == 1.0
 

@@ -16,9 +16,10 @@ from payfm.features.definitions import FeatureSet
 from payfm.registry import STAGES, Registry
 from payfm.registry.store import entry_json
 from payfm.training.models import MODEL_KINDS, model_class
+from payfm.training.models.base import MAX_TRAIN_SEED
 from payfm.training.models.params import parse_assignment
 from payfm.training.tasks import TASKS, task
-from payfm.training.trainer import MAX_SEED, TrainConfig, checked_params, register_result
+from payfm.training.trainer import TrainConfig, checked_params, register_result
 from payfm.training.trainer import train as run_train
 
 
@@ -118,8 +119,9 @@ def _fmt(v: float) -> str:
     "--seed",
     default=0,
     show_default=True,
-    type=click.IntRange(0, MAX_SEED),
-    help="Random seed of the negative downsampling, the models' own randomness and the --trials search.",
+    type=click.IntRange(0, MAX_TRAIN_SEED),
+    help="Random seed of the negative downsampling, the models' own randomness and the --trials search "
+    "(at most 2**31 - 1: LightGBM's seed is a 32-bit signed integer).",
 )
 @click.option(
     "--fm",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -90,6 +90,7 @@ def time_split(
     gap_days: float = 7,
     end_us: int | None = None,
     warm_up_days: float = 0,
+    as_of_us: int | None = None,
 ) -> Split:
     """Split by time: the last ``test_days`` are test, the ``val_days`` before them (less a gap) validation.
 
@@ -97,6 +98,8 @@ def time_split(
     ``end_us`` ends the timeline early: rows created at or after it are in no part (``too_recent``); the
     trainer sets it one label horizon before the task's last row, so that every test label is mature.
     Training starts ``warm_up_days`` after the first row (the rows before are in no part: ``warm_up``).
+    ``as_of_us``: the labels' as-of when one was set (``--as-of``; ``end_us`` is then at most it): a refusal
+    names it and says the span of the log up to it (the log's later charges did not exist then).
 
         >>> day = 86_400_000_000
         >>> created = np.arange(0, 60 * day, day)
@@ -119,7 +122,13 @@ def time_split(
     val_end = test_start - gap
     val_start = val_end - vd
     train_end = val_start - gap
+    as_of, horizon = _as_of_said(lo, end_us, as_of_us)
     if end_us is not None and hi <= lo:
+        if as_of:
+            raise ConfigError(
+                f"The time split needs rows with mature labels: {as_of}, and a {horizon:g}-day label horizon "
+                "before it leaves no mature label: use a later --as-of or a shorter --horizon-days."
+            )
         span = (int(created_us.max()) + 1 - lo) / US_PER_DAY
         raise ConfigError(
             f"The time split needs rows with mature labels: the label horizon reaches back before the first "
@@ -127,10 +136,14 @@ def time_split(
         )
     if train_end <= lo:
         span = (hi - lo) / US_PER_DAY
+        tail = " with mature labels (a label horizon before the task's last row)." if end_us else "."
+        if as_of:  # (where the timeline ends is the as-of's, not the log's)
+            less = f", less a {horizon:g}-day label horizon" if horizon else ""
+            shorter = " or a shorter --horizon-days" if horizon else ""
+            tail = f" ({as_of}{less}): use a later --as-of, shorter periods{shorter}."
         raise ConfigError(
             f"The time split needs more data: val {val_days} d + test {test_days} d + 2 gaps of {gap_days} d "
-            f"leave no training period in {span:.1f} days of charges"
-            + (" with mature labels (a label horizon before the task's last row)." if end_us else ".")
+            f"leave no training period in {span:.1f} days of charges{tail}"
         )
     train_start = lo + int(warm_up_days * US_PER_DAY)
     if train_start >= train_end:
@@ -154,6 +167,17 @@ def time_split(
         too_recent=int((created_us >= hi).sum()),
         warm_up=int((created_us < train_start).sum()),
     )
+
+
+def _as_of_said(lo: int, end_us: int | None, as_of_us: int | None) -> tuple[str, float]:
+    """The log up to an as-of, in words ("the log spans 19.0 days up to --as-of 2026-01-20T00:00:00+00:00"),
+    and the label horizon (days) the timeline ends before it; ("", 0) without one."""
+    if as_of_us is None:
+        return "", 0.0
+    when = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(as_of_us))
+    span = (int(as_of_us) - lo) / US_PER_DAY
+    horizon = (int(as_of_us) - int(end_us)) / US_PER_DAY if end_us is not None else 0.0
+    return f"the log spans {span:.1f} days up to --as-of {when.isoformat()}", max(horizon, 0.0)
 
 
 def prequential_splits(

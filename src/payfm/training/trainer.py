@@ -28,6 +28,7 @@ from payfm.training.calibration import METHODS
 from payfm.training.data import Progress, TaskData, task_data
 from payfm.training.explain import templates
 from payfm.training.models import Model, model_class
+from payfm.training.models.base import MAX_TRAIN_SEED
 from payfm.training.models.params import check_params
 from payfm.training.splits import (
     Split,
@@ -40,7 +41,9 @@ from payfm.training.splits import (
 from payfm.training.tasks import Task
 from payfm.training.tuning import average_precision, tune
 
-MAX_SEED = 2**32 - 1  # scikit-learn's random_state and numpy's generators take [0, 2**32 - 1]
+# numpy's generators take [0, 2**32 - 1]: the range of evaluation's bootstrap seed (payfm evaluate --seed).
+# Training's is narrower, MAX_TRAIN_SEED (2**31 - 1: LightGBM's seed is a 32-bit signed integer).
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,7 @@ class TrainConfig:
                 f"The 'downsample' of TrainConfig (the share of training negatives kept) must be a number in "
                 f"(0, 1]. Got {share!r}."
             )
-        for name, low, high in (("trials", 0, None), ("fm_workers", 1, None), ("seed", 0, MAX_SEED)):
+        for name, low, high in (("trials", 0, None), ("fm_workers", 1, None), ("seed", 0, MAX_TRAIN_SEED)):
             v = getattr(self, name)
             integer = isinstance(v, numbers.Integral) and not isinstance(v, bool)
             if not (integer and int(v) >= low and (high is None or int(v) <= high)):
@@ -117,6 +120,17 @@ class TrainConfig:
         if not isinstance(self.mature_test, bool):
             raise ConfigError(
                 f"The 'mature_test' of TrainConfig must be True or False. Got {self.mature_test!r}."
+            )
+        if self.foundation_model is not None and not isinstance(self.foundation_model, str):
+            raise ConfigError(
+                "The 'foundation_model' of TrainConfig must be a checkpoint's path as text (e.g. "
+                f"'payfm-workspace/fm/early') or None. Got {self.foundation_model!r}."
+            )
+        outputs = self.fm_outputs
+        if not (isinstance(outputs, tuple | list) and all(isinstance(o, str) for o in outputs)):
+            raise ConfigError(
+                "The 'fm_outputs' of TrainConfig must be a tuple of output names, e.g. ('embedding', "
+                f"'surprise'). Got {outputs!r}."
             )
         kinds = self.params if isinstance(self.params, dict) else None
         if kinds is None or not all(isinstance(k, str) and isinstance(p, dict) for k, p in kinds.items()):
@@ -281,6 +295,7 @@ def _prepared(
         gap_days=config.gap_days,
         end_us=end_us,
         warm_up_days=config.warm_up_days,
+        as_of_us=None if config.as_of is None else now_us,
     )
     split = replace(split, train=fit_rows(data, split.train, config), val=fit_rows(data, split.val, config))
     for part in ("train", "val"):
@@ -548,6 +563,8 @@ def register_result(
             "split": result.split,
             "train_seconds": result.seconds,
             "training": result.settings,
+            # what the fit settled on beyond its parameters (the MLP's batch size under its default)
+            **({"fitted": facts} if (facts := result.model.fitted_facts()) else {}),
         },
         foundation_model=fm,
         fm_outputs=result.fm_outputs or ("embedding",),

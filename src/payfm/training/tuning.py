@@ -7,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from payfm.errors import ConfigError
 from payfm.training.models import model_class
+from payfm.training.models.base import MAX_TRAIN_SEED, is_train_seed
 
 
 def average_precision(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
@@ -37,6 +39,8 @@ def tune(
     The first trial is the model's default parameters (with ``base_params``), the others Optuna's draws: a
     search never returns parameters that do worse on the validation period than no search (a few draws
     can)."""
+    if not is_train_seed(seed):  # (the models' and the sampler's seed: LightGBM's is a 32-bit signed int)
+        raise ConfigError(f"The 'seed' of tune must be an integer in [0, {MAX_TRAIN_SEED}]. Got {seed!r}.")
     import optuna
 
     # Optuna logs a trial that raised (a Ctrl-C, a user error of the model) with its traceback at WARNING,

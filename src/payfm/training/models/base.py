@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import numbers
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -43,6 +44,18 @@ class CalibrationSkipped(UserWarning):
 
 
 ArrayLike = np.ndarray | Sequence[Sequence[float | None]]
+
+# The largest seed a fit takes: LightGBM reads its seed as a 32-bit signed integer, so 2**31 and above wrapped
+# onto smaller seeds (--seed 5 and --seed 2**31 + 5 trained the same GBDT: found by a review); scikit-learn,
+# numpy and torch take this range too.
+MAX_TRAIN_SEED = 2**31 - 1
+
+
+def is_train_seed(value: object) -> bool:
+    """Whether ``value`` is a seed a fit takes: an integer (numpy's too, a bool is none) in
+    [0, :data:`MAX_TRAIN_SEED`]."""
+    integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    return integer and 0 <= int(value) <= MAX_TRAIN_SEED  # type: ignore[call-overload]
 
 
 def as_matrix(X: ArrayLike, who: str, n_features: int | None = None) -> np.ndarray:
@@ -132,6 +145,11 @@ class Model(ABC):
         of a later payfm."""
         return copy.deepcopy({**self.DEFAULTS, **self.params})  # (a caller's edit reaches no default)
 
+    def fitted_facts(self) -> dict[str, Any]:
+        """What the fit settled on beyond its parameters (the MLP's batch size under its adaptive default),
+        recorded with a registered model (``fitted``); none by default."""
+        return {}
+
     def library_versions(self) -> dict[str, str]:
         """The installed versions of numpy and of the libraries that fit this kind (a library's own defaults,
         LightGBM's for the parameters payfm passes through, belong to its version)."""
@@ -190,15 +208,17 @@ class Model(ABC):
 
         who = f"{type(self).__name__}.fit"
         self.params = check_params(self.kind, self.params)
+        if not is_train_seed(self.seed):
+            raise ModelError(
+                f"{who}: expected 'seed' an integer in [0, {MAX_TRAIN_SEED}]. Got {self.seed!r}."
+            )
         Xm = as_matrix(X, who)
         ya = np.asarray(y, dtype=np.float64).ravel()
         if len(ya) != len(Xm):
             raise ModelError(f"{who}: expected one label per row ({len(Xm)}). Got {len(ya)} labels.")
         if len(ya) == 0 or not np.isin(ya, (0.0, 1.0)).all() or len(np.unique(ya)) < 2:
             raise ModelError(f"{who}: expected labels 0 and 1, both present. Got values {np.unique(ya)[:5]}.")
-        w = np.ones(len(ya)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-        if w.shape != ya.shape:
-            raise ModelError(f"{who}: expected one sample weight per row ({len(ya)}). Got {w.shape}.")
+        w = np.ones(len(ya)) if sample_weight is None else _weights(sample_weight, len(ya), who)
         Xv = yv = None
         if (X_val is None) != (y_val is None):
             given, missing = ("X_val", "y_val") if y_val is None else ("y_val", "X_val")
@@ -260,8 +280,15 @@ class Model(ABC):
         return float(self.predict_proba([list(vector)])[0])
 
     def explain(self, X: ArrayLike, top_k: int = 3) -> list[list[Reason]]:
-        """Per row, the ``top_k`` features pushing the score up most (largest positive contributions)."""
+        """Per row, the ``top_k`` features pushing the score up most (largest positive contributions); 0 gives
+        none (a decision service's ``top_k=0``)."""
         m = self._check(X, "explain")
+        if not (isinstance(top_k, numbers.Integral) and not isinstance(top_k, bool) and top_k >= 0):
+            # (a negative one sliced the ranking from its end: every reason but the last)
+            raise ModelError(
+                f"{type(self).__name__}.explain: expected 'top_k' an integer >= 0 (0: no reasons). "
+                f"Got {top_k!r}."
+            )
         contrib = self._contributions(m)
         k = min(top_k, m.shape[1])
         order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
@@ -310,6 +337,28 @@ class Model(ABC):
         self._save(p)
         atomic_write_bytes(p / "model.json", json.dumps(meta, indent=1, sort_keys=True).encode())
         return p
+
+
+def _weights(sample_weight: Any, n: int, who: str) -> np.ndarray:
+    """``sample_weight`` as float64, one per row, finite and >= 0 with a positive total; a ModelError naming
+    it otherwise (a negative weight was taken silently, NaN blamed X in scikit-learn's words, all zero ended
+    in a library traceback: found by a review)."""
+    try:
+        w = np.asarray(sample_weight, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{who}: expected 'sample_weight' numbers, one per row. Got {e}.") from None
+    if w.shape != (n,):
+        raise ModelError(f"{who}: expected one sample weight per row ({n}). Got {w.shape}.")
+    bad = ~np.isfinite(w)
+    if bad.any():
+        got = f"{int(bad.sum())} NaN or infinite value(s), e.g. {w[bad][0]}"
+    elif (w < 0).any():
+        got = f"{int((w < 0).sum())} negative value(s), the least {w.min():g}"
+    elif not w.sum() > 0:
+        got = "a total of 0"
+    else:
+        return w
+    raise ModelError(f"{who}: expected 'sample_weight' finite and >= 0 with a positive total. Got {got}.")
 
 
 def load_model(path: str | Path) -> Model:

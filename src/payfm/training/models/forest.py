@@ -94,7 +94,7 @@ class ForestModel(Model):
             random_state=self.seed,
         )
         balanced = self._recorded("class_weight") == "balanced"
-        rf.fit(self._impute(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
+        rf.fit(self._fit_matrix(X), y, sample_weight=balanced_weights(y, w) if balanced else w)
         # each node's value back on the data's scale (odds divided by the balance factor): raw scores are
         # probabilities, uncalibrated too, and path contributions still add up to them
         factor = balance_factor(y, w) if balanced else 1.0
@@ -121,9 +121,30 @@ class ForestModel(Model):
 
     def _impute(self, X: np.ndarray) -> np.ndarray:
         # scikit-learn compares float32 features against float64 thresholds: do the same, so the walk
-        # below agrees with the fitted forest exactly.
-        filled: np.ndarray = np.where(np.isnan(X), self.medians_, X).astype(np.float32).astype(np.float64)
-        return filled
+        # below agrees with the fitted forest exactly. An infinity (a ratio's division by 0) becomes the
+        # largest (smallest) float32: beyond every split of its column, as it was fitted (_fit_matrix).
+        filled = np.where(np.isnan(X), self.medians_, X).astype(np.float32)
+        big = float(np.finfo(np.float32).max)
+        clipped: np.ndarray = np.clip(filled, -big, big).astype(np.float64)
+        return clipped
+
+    def _fit_matrix(self, X: np.ndarray) -> np.ndarray:
+        """The matrix the forest is fitted on: :meth:`_impute`'s, with +inf (-inf) a value beyond the
+        column's largest (smallest) finite one (scikit-learn refuses an infinity, and sums the matrix in
+        float32, where the float32 extremes overflow), so that a split can still set it apart."""
+        filled = np.where(np.isnan(X), self.medians_, X).astype(np.float64)
+        finite = np.isfinite(filled)
+        if finite.all():
+            return self._impute(X)
+        hi = np.where(finite, filled, -np.inf).max(axis=0)
+        lo = np.where(finite, filled, np.inf).min(axis=0)
+        hi, lo = np.where(np.isfinite(hi), hi, 0.0), np.where(np.isfinite(lo), lo, 0.0)
+        big = float(np.finfo(np.float32).max) / 4  # (room left for scikit-learn's float32 sums)
+        top = np.minimum(hi + np.maximum(1.0, np.abs(hi)), big)
+        bottom = np.maximum(lo - np.maximum(1.0, np.abs(lo)), -big)
+        beyond = np.where(filled == np.inf, top, np.where(filled == -np.inf, bottom, filled))
+        out: np.ndarray = beyond.astype(np.float32).astype(np.float64)
+        return out
 
     def _walk(self, X: np.ndarray, contrib: np.ndarray | None) -> np.ndarray:
         """Leaf node of every (row, tree), (n, T); adds path contributions to ``contrib`` (n, d) if given."""

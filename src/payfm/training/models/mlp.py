@@ -41,9 +41,29 @@ class _Net(nn.Module):
         return out
 
 
+# The adaptive batch size (``batch_size`` None, the default): at least ~32 steps an epoch on small tables,
+# batches of 32 to 1024 rows
+ADAPTIVE_BATCH = (32, 1024)
+
+
+def batch_rows(batch_size: int | None, rows: int) -> int:
+    """The rows of each training batch: ``batch_size`` as given, else (None) ``rows // 32`` within
+    :data:`ADAPTIVE_BATCH`. Every fit followed that rule before, whatever ``batch_size`` asked (found by a
+    review); a default fit still trains as it did.
+
+        >>> batch_rows(None, 3000), batch_rows(None, 10**6), batch_rows(8, 3000)
+        (93, 1024, 8)
+    """
+    if batch_size is not None:
+        return int(batch_size)
+    low, high = ADAPTIVE_BATCH
+    return max(low, min(high, rows // 32))
+
+
 class MLPModel(Model):
     """Parameters: ``hidden`` (64), ``dropout`` (0.1), ``lr`` (1e-3), ``weight_decay`` (1e-5),
-    ``epochs`` (10), ``batch_size`` (1024), ``patience`` (epochs without validation improvement before
+    ``epochs`` (10), ``batch_size`` (rows per step; None, the default: adaptive, :func:`batch_rows`; the
+    size a fit used is ``batch_size_``), ``patience`` (epochs without validation improvement before
     stopping, 3), ``num_threads`` (torch threads while training, 1), ``transform`` of the inputs ("symlog",
     the default, or "none")."""
 
@@ -67,7 +87,7 @@ class MLPModel(Model):
         "lr": 1e-3,
         "weight_decay": 1e-5,
         "epochs": 10,
-        "batch_size": 1024,
+        "batch_size": None,  # adaptive (batch_rows)
         "patience": 3,
         "num_threads": 1,
         "transform": "symlog",
@@ -129,8 +149,7 @@ class MLPModel(Model):
         xv = yv = None
         if X_val is not None and y_val is not None:
             xv, yv = self._inputs(X_val), torch.from_numpy(y_val.astype(np.float32))
-        # at least ~32 steps per epoch on small tables, whatever the batch size asked for
-        bs = max(32, min(int(self.setting("batch_size")), len(xt) // 32))
+        bs = self.batch_size_ = batch_rows(self.setting("batch_size"), len(xt))
         best, bad = float("inf"), 0
         best_state = {k: v.clone() for k, v in net.state_dict().items()}
         gen = torch.Generator().manual_seed(self.seed)
@@ -170,14 +189,24 @@ class MLPModel(Model):
         out: np.ndarray = (grad * (x.detach() - base)).numpy()
         return out
 
+    def fitted_facts(self) -> dict[str, Any]:
+        """The batch size the fit trained with (``batch_size`` None: the adaptive one), when known (a model
+        saved before it was recorded does not say)."""
+        bs = getattr(self, "batch_size_", None)
+        return {} if bs is None else {"batch_size": int(bs)}
+
     def _save(self, path: Path) -> None:
         arrays = {f"net.{k}": v.detach().numpy() for k, v in self.net_.state_dict().items()}
         arrays |= self.scaling_.arrays()
+        if getattr(self, "batch_size_", None) is not None:
+            arrays["batch_size"] = np.array([self.batch_size_], dtype=np.int64)
         save_arrays(path / "mlp.safetensors", arrays)
 
     def _load(self, path: Path) -> None:
         a = load_arrays(path / "mlp.safetensors")
         self.scaling_ = Scaling.from_arrays(a)
+        if "batch_size" in a:
+            self.batch_size_ = int(a["batch_size"][0])
         net = self._net(len(self.scaling_.mean))
         net.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in a.items() if k.startswith("net.")})
         net.eval()

@@ -183,7 +183,9 @@ RANGES: dict[str, dict[str, Range]] = {
         "lr": _number(0, low_open=True),
         "weight_decay": _number(0, low_open=False),
         "epochs": _integer(1),
-        "batch_size": _integer(1),
+        "batch_size": Range(  # (None: the adaptive size, the default)
+            lambda v: v is None or v >= 1, "an integer >= 1, or None (adaptive: 32 to 1024 rows, the default)"
+        ),
         "patience": _integer(1),
         "num_threads": _integer(1),
         "transform": _TRANSFORM,
