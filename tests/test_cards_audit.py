@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import uuid
 
 import pyarrow as pa
 import pytest
 
-from payfm.events.cards import card_number_rows, contains_card_number, redact_card_numbers
+from payfm.events import cards
+from payfm.events.cards import card_number_rows, contains_card_number, mask_long_numbers, redact_card_numbers
+from payfm.serving.errors import shown
 
 PAN = "4111111111111111"
 
@@ -74,11 +78,21 @@ def test_list_struct_and_map_columns_are_scanned() -> None:
     assert card_number_rows(pa.array([b"x", PAN.encode()])).tolist() == [1]
 
 
+def _free(text: str, start: int, end: int) -> bool:
+    """The digit group ``text[start:end]`` is free unless glued to the letters of a hexadecimal token: its
+    run of ASCII letters and digits walked from scratch."""
+    alnum = set("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    left, right = start, end
+    while left > 0 and text[left - 1] in alnum:
+        left -= 1
+    while right < len(text) and text[right] in alnum:
+        right += 1
+    return (left, right) == (start, end) or re.search("[g-zG-Z]", text[left:right]) is not None
+
+
 def _reference_spans(text: str) -> set[tuple[int, int]]:
     """The detection rules written plainly (every window of whole groups, checked from scratch)."""
-    import re
-
-    from payfm.events.cards import _SEQUENCE, _UUID, _free, card_shaped
+    from payfm.events.cards import _SEQUENCE, _UUID, card_shaped
 
     uuids = [m.span() for m in _UUID.finditer(text)]
     out = set()
@@ -110,3 +124,47 @@ def test_the_linear_scan_finds_what_the_plain_rules_find() -> None:
     for _ in range(3000):
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(10, 60)))
         assert set(_card_spans(text)) == _reference_spans(text), repr(text)
+
+
+class _Counting:
+    """A stand-in for a compiled pattern that counts the characters its searches read."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.read = pattern, 0
+
+    def search(self, text: str, pos: int = 0, endpos: int | None = None) -> re.Match[str] | None:
+        end = len(text) if endpos is None else endpos
+        self.read += max(0, end - pos)
+        return self.pattern.search(text, pos, end)
+
+
+def test_the_scan_reads_a_text_of_many_hex_runs_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body of hex letters and digits holding thousands of digit groups (``ab111...``): each group's check
+    walked its whole run of letters and digits, so the scan read the body once per group (64 KB: 40 s, the
+    decision service's event loop blocked meanwhile; a security review's find). It reads each run once."""
+    body = json.dumps({"charge_id": ("ab" + "1" * 18) * 3200})
+    counting = _Counting(cards._NON_HEX)
+    monkeypatch.setattr(cards, "_NON_HEX", counting)
+    assert not contains_card_number(body)
+    assert counting.read <= 2 * len(body), counting.read
+    assert contains_card_number(body + " zz" + PAN)  # (what it finds is as before)
+    assert card_number_rows(pa.array([body, "ab" + PAN, "zz" + PAN])).tolist() == [2]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111    1111    1111    1111",  # detected (fours over wide gaps), longer than the digit runs' gaps
+        "4111\n1111\n1111\n1111",
+        repr("4111\n1111\n1111\n1111"),  # (an error message quotes repr: its line breaks are \\n)
+        json.dumps("4111\u20281111\u20281111\u20281111"),
+        repr("4111\x0b1111\x0b1111\x0b1111"),
+    ],
+)
+def test_every_card_number_the_detection_finds_is_masked_in_messages(text: str) -> None:
+    """Messages mask what the detection finds: a number in fours over wide gaps or line breaks passed the
+    masking of digit runs whole (`Got '4111    1111    1111    1111'.` in a 422 and the access log)."""
+    said = mask_long_numbers(f"Got {text}.")
+    assert "[card number removed]" in said and "1111" not in said, said
+    path = shown(f"/v1/reviews/{text}")
+    assert "[card number removed]" in path and "1111" not in path, path

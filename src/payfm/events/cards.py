@@ -34,6 +34,7 @@ import json
 import math
 import re
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Iterator
 
 import numpy as np
@@ -145,22 +146,34 @@ _SPACES = _SPACE_CHARS
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a Luhn-doubled digit, its digits summed
 
 
-def _free(text: str, start: int, end: int) -> bool:
-    """False if the digit group ``text[start:end]`` is glued to the letters of a hexadecimal token (only 0-9
-    and a-f: a digest, a device id). A card number glued to a short affix of hex letters
-    (``cc4111111111111111``) is taken for one too: random 20-character hex ids (a device id of 10 bytes) hold
-    Luhn-valid digit runs with only a few hex letters around them too, so a short affix cannot be told from an
-    identifier."""
-    left = start
-    while left > 0 and text[left - 1] in _ALNUM:
-        left -= 1
-    right = end
-    n = len(text)
-    while right < n and text[right] in _ALNUM:
-        right += 1
-    if left == start and right == end:
-        return True
-    return _NON_HEX.search(text, left, right) is not None
+class _Tokens:
+    """The runs of ASCII letters and digits of a text, found once (one pass): for each, whether it holds a
+    letter past f (no hexadecimal token). A digit group's run is looked up by bisection, so the checks of
+    every group of a text take time linear in it (walking each group's run cost a 64 KB body of hex runs
+    holding 1,000s of digit groups 40 s, the server's event loop blocked meanwhile)."""
+
+    def __init__(self, text: str) -> None:
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.non_hex: list[bool] = []
+        for m in _TOKEN.finditer(text):
+            self.starts.append(m.start())
+            self.ends.append(m.end())
+            self.non_hex.append(_NON_HEX.search(m.group()) is not None)
+
+    def free(self, start: int, end: int) -> bool:
+        """False if the digit group at ``start:end`` is glued to the letters of a hexadecimal token (only 0-9
+        and a-f: a digest, a device id). A card number glued to a short affix of hex letters
+        (``cc4111111111111111``) is taken for one too: random 20-character hex ids (a device id of 10 bytes)
+        hold Luhn-valid digit runs with only a few hex letters around them too, so a short affix cannot be
+        told from an identifier."""
+        i = bisect_right(self.starts, start) - 1  # (the run holding the group: digits are in one)
+        if self.starts[i] == start and self.ends[i] == end:
+            return True
+        return self.non_hex[i]
+
+
+_TOKEN = re.compile(r"[0-9A-Za-z]+")
 
 
 def _separators_ok(legacy: bool, same_kind: bool, kind: str, gaps: int) -> bool:
@@ -177,6 +190,7 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
     Linear in the sequence's length: prefix sums give each window's digit count, separator facts and Luhn
     sum in constant time (a 64 KiB body of single digits between spaces would otherwise take a second)."""
     uuids: list[tuple[int, int]] | None = None
+    tokens: _Tokens | None = None
     for seq in _SEQUENCE.finditer(text):
         groups = [m.span() for m in _GROUP.finditer(text, seq.start(), seq.end())]
         n = len(groups)
@@ -210,8 +224,10 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
             plain[1 - r].append(plain[1 - r][-1])
             doubled[1 - r].append(doubled[1 - r][-1])
         # a group written with another script's digits is no hexadecimal token's (``cafe４１１１…``)
+        if tokens is None:
+            tokens = _Tokens(text)
         free_first, free_last = (
-            _free(text, a, b) or (original is not None and not original[a:b].isascii())
+            tokens.free(a, b) or (original is not None and not original[a:b].isascii())
             for a, b in (groups[0], groups[-1])
         )
         j0 = 0
@@ -289,6 +305,7 @@ def _listed(text: str, at: int, step: int, punct: str) -> bool:
 # message quoting user input never shows. Wider than the detection above on purpose (no Luhn check, no word
 # boundary, no hex exemption): hiding a long number costs a message nothing, showing a card number leaks it.
 _LONG_NUMBER = re.compile(r"\d(?:[^0-9A-Za-z]{0,3}\d){12,}")
+_ESCAPES = re.compile(r"\\(?:[nrtvfab]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
 
 
 def mask_long_numbers(text: str) -> str:
@@ -299,14 +316,22 @@ def mask_long_numbers(text: str) -> str:
     "ip 'cc[card number removed]', id ch_1"
 
     Digits of any script count, as for detection (the runs are found in :func:`ascii_digits` of ``text``,
-    whose positions are the same, and cut from ``text``).
+    whose positions are the same, and cut from ``text``). So does every card number the detection finds
+    (:func:`contains_card_number`), written in fours over wide gaps or line breaks too
+    (``4111    1111    1111    1111``): the runs alone let such a number through, whole. A backslash escape
+    of a line break, a tab or another character (``\\n``, ``\\x0b``, ``\\u2028``: what ``repr`` and JSON
+    write, which messages quote) counts as that many spaces: ``'4111\\n1111\\n1111\\n1111'`` is masked.
     """
-    ascii_text = ascii_digits(text)
+    ascii_text = _ESCAPES.sub(lambda m: " " * len(m.group()), ascii_digits(text))
+    spans = sorted([m.span() for m in _LONG_NUMBER.finditer(ascii_text)] + list(_spans(ascii_text, text)))
     parts: list[str] = []
     position = 0
-    for m in _LONG_NUMBER.finditer(ascii_text):
-        parts += [text[position : m.start()], "[card number removed]"]
-        position = m.end()
+    for start, end in spans:
+        if end <= position:  # (within a span cut already)
+            continue
+        if start >= position:
+            parts += [text[position:start], "[card number removed]"]
+        position = end
     parts.append(text[position:])
     return "".join(parts)
 
