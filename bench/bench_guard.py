@@ -87,7 +87,13 @@ def main() -> None:
     body = json.dumps(charge).encode()
     parse = _timed(lambda: _parse_body(body), 2000 * args.runs)
     validate = _timed(lambda: normalize_charge(charge), 2000 * args.runs)
-    bodies = {"digits": "1 " * 32_000, "digits and dots": "1 . " * 16_000, "letters": "abc " * 16_000}
+    bodies = {
+        "digits": "1 " * 32_000,
+        "digits and dots": "1 . " * 16_000,
+        "letters": "abc " * 16_000,
+        # runs of hex letters and digits holding digit groups (each group's check once walked its whole run)
+        "hex runs": ("ab" + "1" * 18) * 3_200,
+    }
     scan = {name: _timed(lambda b=body: contains_card_number(b), args.runs) for name, body in bodies.items()}
     middleware = {m: min(_guard_path(body, 20_000, m) for _ in range(args.runs)) for m in (False, True)}
     payfm = Path(sys.executable).with_name("payfm")
