@@ -3,16 +3,20 @@ happened last week" took hand-written SQL)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 
 from payfm.cli.main import cli
 from payfm.errors import ConfigError
+from payfm.events.schema import SCHEMAS
 from payfm.events.summary import summarize
 from payfm.events.workspace import Workspace
 from payfm.synth import WorldConfig, generate_world
+from payfm.training.labels import fraud_labels
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +81,28 @@ def test_cli_summary_of_a_window_says_which(ws: Workspace) -> None:
     assert (
         r.exit_code == 1 and "--from must be an ISO date or time" in r.output and "Traceback" not in r.output
     )
+
+
+def test_charges_labelled_fraud_count_what_the_labels_count(tmp_path: Path) -> None:
+    """A review closed as refunded_as_fraud labels its charge fraud (the training labels, the evaluation and
+    the backtest read it): the summary counted fraudulent disputes and EFWs only."""
+    w = Workspace.open(tmp_path / "ws", create=True)
+    w.write_stream(generate_world(WorldConfig(charges=3_000, days=10, seed=5, fraud_rate=0.02)), "replace")
+    before = summarize(w).labelled_fraud_charges
+    con = w.connect()
+    try:
+        clean = con.execute(
+            "SELECT charge_id, created FROM charges WHERE outcome = 'authorized' AND charge_id NOT IN "
+            "(SELECT charge_id FROM disputes UNION SELECT charge_id FROM early_fraud_warnings) "
+            "ORDER BY charge_id LIMIT 2"
+        ).fetchall()
+    finally:
+        con.close()
+    rows = [
+        {"charge_id": cid, "created": at + timedelta(days=1), "opened": at, "closed_as": closed_as}
+        for (cid, at), closed_as in zip(clean, ("refunded_as_fraud", "approved"), strict=True)
+    ]
+    with w.writer() as writer:
+        writer.write("reviews", pa.Table.from_pylist(rows, schema=SCHEMAS["reviews"]))
+    assert summarize(w).labelled_fraud_charges == before + 1
+    assert fraud_labels(w.connect())["is_fraud"].to_numpy().sum() == before + 1

@@ -573,6 +573,13 @@ SCHEMAS: dict[str, pa.Schema] = {
     "reviews": REVIEWS,
 }
 TABLES: tuple[str, ...] = tuple(SCHEMAS)
+
+# The events that make a charge fraud, each with its own time: a fraudulent dispute, an early fraud warning, a
+# manual review closed as refunded_as_fraud (the decision service's). The one definition read by the training
+# labels, the evaluation, the rules backtest and `payfm summary`.
+FRAUD_OUTCOMES_SQL = """SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'
+    UNION ALL SELECT charge_id, created FROM early_fraud_warnings
+    UNION ALL SELECT charge_id, created FROM reviews WHERE closed_as = 'refunded_as_fraud'"""
 # The tables of the payments world itself (what `payfm generate` and imports produce); ``reviews`` come from
 # the decision service only.
 PAYMENT_TABLES: tuple[str, ...] = ("charges", "disputes", "early_fraud_warnings", "refunds")

@@ -11,7 +11,7 @@ from datetime import date, datetime
 import duckdb
 
 from payfm.errors import ConfigError
-from payfm.events.schema import TABLES, time_bound
+from payfm.events.schema import FRAUD_OUTCOMES_SQL, TABLES, time_bound
 from payfm.events.workspace import Workspace, opened
 
 
@@ -123,8 +123,7 @@ def summarize(
                    (SELECT count(*) FROM disputes WHERE reason = 'fraudulent'{mine}),
                    (SELECT count(*) FROM early_fraud_warnings WHERE true{mine}),
                    (SELECT count(*) FROM refunds WHERE true{mine}),
-                   (SELECT count(*) FROM (SELECT charge_id FROM disputes WHERE reason = 'fraudulent'{mine}
-                                          UNION SELECT charge_id FROM early_fraud_warnings WHERE true{mine}))
+                   (SELECT count(DISTINCT charge_id) FROM ({FRAUD_OUTCOMES_SQL}) WHERE true{mine})
             """
         ).fetchall()[0]
         assert counts is not None

@@ -23,14 +23,9 @@ import duckdb
 import pyarrow as pa
 
 from payfm.errors import ConfigError
+from payfm.events.schema import FRAUD_OUTCOMES_SQL
 
 DEFAULT_HORIZON = timedelta(days=120)
-
-# The events that make a charge fraud, each with its own time: the one definition read by the training labels,
-# the evaluation and the rules backtest.
-FRAUD_OUTCOMES_SQL = """SELECT charge_id, created FROM disputes WHERE reason = 'fraudulent'
-    UNION ALL SELECT charge_id, created FROM early_fraud_warnings
-    UNION ALL SELECT charge_id, created FROM reviews WHERE closed_as = 'refunded_as_fraud'"""
 
 
 def log_end(con: duckdb.DuckDBPyConnection) -> datetime | None:

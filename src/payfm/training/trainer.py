@@ -331,7 +331,7 @@ def _late_labels(ws: Workspace, task: Task, horizon: timedelta) -> str:
     `delay: 30d` under --horizon-days 20): none of them counts, and a longer horizon is what helps."""
     if task.name != "fraud":
         return ""
-    from payfm.training.labels import FRAUD_OUTCOMES_SQL
+    from payfm.events.schema import FRAUD_OUTCOMES_SQL
 
     with ws.connect() as con:
         [(share, p90)] = con.execute(
