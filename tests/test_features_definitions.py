@@ -340,3 +340,15 @@ def test_the_all_time_only_aggregations_are_described_in_words() -> None:
     assert Aggregate("card", "first_seen", filter="authorized").describe() == (
         "1 if the card has no earlier charge, else 0 (null when the charge has no card), only authorized"
     )
+
+
+def test_descriptions_name_what_an_entity_is_keyed_by() -> None:
+    """`email.*` features count per e-mail domain (no event holds an address): their description said "the
+    email's charges", and an analyst took them for per-address velocity (an analyst walkthrough's find)."""
+    from payfm.features.catalog import default_set
+
+    said = {f.name: f.describe() for f in default_set().features}
+    assert said["email.count_charges_1h"] == "count of the e-mail domain's charges over the last 1h, 1m tiles"
+    assert all("the email's" not in text for text in said.values())
+    pair = Aggregate("card_merchant", "count", window=timedelta(hours=1))
+    assert pair.describe().startswith("count of the card and merchant pair's charges")

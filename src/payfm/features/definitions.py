@@ -60,6 +60,14 @@ ENTITIES: dict[str, tuple[str, ...]] = {
     "card_ip": ("card_fingerprint", "ip_address"),
 }
 
+# How a feature's description names an entity whose name does not say its key: the email entity is keyed
+# by the e-mail address's domain (no event holds an address), a pair by both of its columns.
+_ENTITY_SAYS = {
+    "email": "e-mail domain",
+    "card_merchant": "card and merchant pair",
+    "card_ip": "card and IP pair",
+}
+
 # Event sources: charges, or outcome events of the entity's charges.
 SOURCES = ("charges", "fraud_disputes", "efws", "refunds")
 # The charge columns a processor reports after the decision (the authorization result, sent to the decision
@@ -422,13 +430,15 @@ class Aggregate:
                 "efws": "early fraud warning",
                 "refunds": "refund",
             }[self.source]
-            return _ALL_TIME_SAYS[self.agg].format(entity=self.entity, events=events) + flt
+            entity = _ENTITY_SAYS.get(self.entity, self.entity)
+            return _ALL_TIME_SAYS[self.agg].format(entity=entity, events=events) + flt
         what = self.agg + (f"({self.column})" if self.column else "")
         span = "all time" if self.window is None else f"the last {format_duration(self.window)}"
         if self.offset:
             span += f" ending {format_duration(self.offset)} ago"
         res = f", {format_duration(self.resolution)} tiles" if self.resolution else ""
-        text = f"{what} of the {self.entity}'s {self.source} over {span}{flt}{res}"
+        entity = _ENTITY_SAYS.get(self.entity, self.entity)
+        text = f"{what} of the {entity}'s {self.source} over {span}{flt}{res}"
         if self.source != "charges" and self.column:
             event = {"fraud_disputes": "dispute", "efws": "EFW", "refunds": "refund"}[self.source]
             if self.column != "amount_usd":
