@@ -540,7 +540,7 @@ def review_close(ctx: click.Context, charge_id: str, reason: str, note: str | No
       payfm review close ch_123 --as approved --note "known customer, new phone"
     """
     if note is not None and contains_card_number(
-        _arg(note, "--note")
+        _arg(note, "--note"), free_text=True
     ):  # refused by the service too: not sent
         raise ConfigError(
             "--note holds a full card number: remove it (the last 4 digits are fine). Nothing was sent."

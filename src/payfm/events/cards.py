@@ -183,9 +183,12 @@ def _separators_ok(legacy: bool, same_kind: bool, kind: str, gaps: int) -> bool:
     return gaps == 0 or legacy or (same_kind and (kind in ("", "-") or gaps >= 2))
 
 
-def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, int]]:
+def _card_spans(
+    text: str, original: str | None = None, *, hex_tokens: bool = True
+) -> Iterator[tuple[int, int]]:
     """Spans of ``text`` holding a full card number: every window of whole digit groups of a sequence with
-    13-19 digits, acceptable separators, free ends and a valid Luhn checksum, not inside a UUID.
+    13-19 digits, acceptable separators, free ends and a valid Luhn checksum, not inside a UUID. Without
+    ``hex_tokens`` (free text: a note, a comment) digits glued to hex letters count too (``ab4111...``).
 
     Linear in the sequence's length: prefix sums give each window's digit count, separator facts and Luhn
     sum in constant time (a 64 KiB body of single digits between spaces would otherwise take a second)."""
@@ -227,7 +230,7 @@ def _card_spans(text: str, original: str | None = None) -> Iterator[tuple[int, i
         if tokens is None:
             tokens = _Tokens(text)
         free_first, free_last = (
-            tokens.free(a, b) or (original is not None and not original[a:b].isascii())
+            not hex_tokens or tokens.free(a, b) or (original is not None and not original[a:b].isascii())
             for a, b in (groups[0], groups[-1])
         )
         j0 = 0
@@ -390,16 +393,19 @@ def ascii_digits(text: str) -> str:
     return _NOT_PLAIN.sub(lambda m: _ascii_char(m.group()), text)
 
 
-def contains_card_number(text: str) -> bool:
+def contains_card_number(text: str, *, free_text: bool = False) -> bool:
     """True if ``text`` holds a full card number (13-19 Luhn-valid digits, as the module docstring describes).
 
+    ``free_text``: ``text`` is written by a person (a note, a comment), not an identifier, so digits glued to
+    hex letters are no hexadecimal token's: ``ab4111111111111111`` is a card number there.
+
     >>> texts = ("4111.1111.1111.1111", "card4111111111111111", "ab4111111111111111", "４２４２" * 4)
-    >>> [contains_card_number(t) for t in texts]
-    [True, True, False, True]
+    >>> [contains_card_number(t) for t in texts], contains_card_number(texts[2], free_text=True)
+    ([True, True, False, True], True)
     """
     ascii_text = ascii_digits(text)
     if _PREFILTER.search(ascii_text) is not None and (
-        next(_card_spans(ascii_text, text), None) is not None
+        next(_card_spans(ascii_text, text, hex_tokens=not free_text), None) is not None
         or any(_scientific_card(m) for m in _SCIENTIFIC.finditer(ascii_text))
     ):
         return True

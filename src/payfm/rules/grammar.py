@@ -28,7 +28,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from payfm.events.cards import contains_card_number
 from payfm.events.text import code_point
 from payfm.rules import ast
-from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
+from payfm.rules.catalog import CHARGE_NUMBER_FIELDS, CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.limits import (
     INVISIBLE,
     MAX_ABS_NUMBER,
@@ -404,6 +404,48 @@ def _slip(text: str, column: int) -> str:
     m = re.match(r":([A-Za-z_][\w.]*)", text[i:]) if ch == ":" else None
     if m and not text[i + m.end() :].startswith(":"):
         return f" The attribute ':{m.group(1)}' has no closing colon: write ':{m.group(1)}:'."
+    if ch == "$" and (amount := re.match(r"\$[ \t]*([0-9][0-9,]*(?:\.[0-9]+)?)", text[i:])):
+        n = amount.group(1).replace(",", "")
+        said = amount.group(0)
+        return f" Numbers are written without a currency sign (:amount_usd: is in dollars): {n}, not {said}."
+    word = re.match(r"[A-Za-z_][\w.]*", text[i:])
+    if word is not None and (hint := _word_slip(word.group(0), text[:i], text[i:])):
+        return hint
+    return _name_slip(text, i)
+
+
+def _word_slip(word: str, before: str, rest: str) -> str:
+    """A hint for a word of another language where the parser stopped (SQL's ``is null``, ``like``,
+    ``between``), or a value written without its quotes (``= US``) or an attribute without its colons;
+    ``before`` and ``rest``: the rule's text before the word and from it on."""
+    lower, left = word.lower(), before.rstrip()
+    negated = re.search(r"(?<!\w)not$", left, re.I) is not None
+    if lower == "null" and re.search(r"(?<!\w)is(?:[ \t]+not)?$", left, re.I):
+        return f" Write 'is {'not ' if negated else ''}missing' for 'is {'not ' if negated else ''}null'."
+    if lower in ("null", "missing", "none") and left.endswith(("=", "!=")):
+        positive = "not " if left.endswith("!=") else ""
+        return f" A missing value is tested with 'is {positive}missing', not {left[-2:].strip()} {word}."
+    if lower in ("like", "ilike"):
+        return (
+            " There is no 'like': write starts_with 'abc' for 'abc%', ends_with 'abc' for '%abc', contains "
+            "'abc' for '%abc%'."
+        )
+    if lower == "between":
+        m = re.search(r"(:[\w.]+:|[\w.]+)$", left)
+        after = re.match(r"between[ \t]+(\S+)[ \t]+and[ \t]+(\S+)", rest, re.I)
+        x = m.group(1) if m else ":x:"
+        lo, hi = ("LOW", "HIGH") if after is None else after.groups()
+        return f" There is no 'between': write two comparisons, {x} >= {lo} and {x} <= {hi}."
+    value = left.endswith(("=", "<", ">")) or re.search(r"(?<!\w)in[ \t]*\([^)]*$", left, re.I)
+    if not value or lower in _KEYWORDS or lower in _NON_FINITE:
+        return ""
+    if "." in word or word in _STRING_ATTRIBUTES or word in CHARGE_NUMBER_FIELDS or word in SCORE_ATTRIBUTES:
+        return f" Attributes are written between colons: :{word}:."
+    return f" Strings are quoted: write '{word}'."
+
+
+def _name_slip(text: str, i: int) -> str:
+    """A hint for a rule's name of several words (``velocity rule: block``) where the parser stopped."""
     head = re.match(r"\s*([A-Za-z_]\w*(?:[ \t]+[A-Za-z_]\w*)+):(?!\S)", text)  # `velocity rule: block`
     if head and i <= head.end(1) and not any(w.lower() in _KEYWORDS for w in head.group(1).split()):
         return f" A rule's name is one word: write '{'_'.join(head.group(1).split())}:'."
@@ -662,7 +704,7 @@ def parse_rules(text: str, *, saved: bool = False) -> list[ast.Rule]:
                 column=raw.index("\r") + 1,
             )
         stripped = raw.strip()
-        if stripped.startswith("#") and contains_card_number(stripped):  # comments are stored too
+        if stripped.startswith("#") and contains_card_number(stripped, free_text=True):  # stored too
             raise RuleError("Rule text must not contain a card number (PAN), comments included.", line=i)
         if "#" in raw and (control := control_character(raw.replace("\t", " ").replace("\r", " "))):
             # Comments are stored and printed (`rules show`); elsewhere the parser or the type checker refuses

@@ -179,9 +179,11 @@ def card_number_advice(charge: bool) -> str:
     return "send card_fingerprint, card_bin and card_last4" if charge else "the last 4 digits name a card"
 
 
-def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
+def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge", *, free_text: bool = False) -> None:
     """Raise if any string value holds a full card number (the message names the field, never the value) or
-    is not valid Unicode (a lone surrogate, which the decision log takes but no event file can hold)."""
+    is not valid Unicode (a lone surrogate, which the decision log takes but no event file can hold).
+    ``free_text``: the values are written by people (a review's note), not identifiers
+    (:func:`~payfm.events.cards.contains_card_number`)."""
     for name, v in values.items():
         if isinstance(v, str) and not v.isascii():
             try:
@@ -193,7 +195,7 @@ def refuse_card_numbers(values: Mapping[str, Any], who: str = "charge") -> None:
                     "\\ud800).",
                     field=shown(name),
                 ) from None
-        if isinstance(v, str) and len(v) >= 13 and contains_card_number(v):
+        if isinstance(v, str) and len(v) >= 13 and contains_card_number(v, free_text=free_text):
             raise InvalidInput(
                 f"Field '{shown(name)}' of the {who} holds a full card number, which payfm never accepts "
                 f"({card_number_advice(who == 'charge')}). The value is not shown.",
