@@ -35,7 +35,7 @@ def test_cli_apply_names_the_active_rules_a_file_leaves_out(two: tuple[Workspace
     )
     assert rulesets.active(ws).version == 3  # type: ignore[union-attr]
     (files / "two.rules").write_text(
-        "vel: block if :card.count_charges_1h: > 2\nbig: review if :amount_usd: > 9\n"
+        "vel: block if :card.count_charges_1h: > 2\nbig: review if :amount_usd: > 900\n"
     )
     code, out = run(ws, "rules", "apply", str(files / "two.rules"), "--set", "tiny", "--horizon-days", "2")
     assert code == 0 and "leaves out" not in out, out  # every active rule kept (by name)
@@ -67,11 +67,11 @@ def test_cli_apply_names_the_active_rules_a_file_leaves_out(two: tuple[Workspace
         ws, "rules", "apply", str(files / "respaced.rules"), "--set", "tiny", "--horizon-days", "2"
     )
     assert code == 0 and "leaves out" not in out, out
-    (files / "mine.rules").write_text("review_line_9: review if :amount_usd: > 10\n")  # v9: a user's name
+    (files / "mine.rules").write_text("review_line_9: review if :amount_usd: > 1000\n")  # v9: a user's name
     assert (
         run(ws, "rules", "apply", str(files / "mine.rules"), "--set", "tiny", "--horizon-days", "2")[0] == 0
     )
-    (files / "mine2.rules").write_text("review_line_9: review if :amount_usd: > 20\n")  # same name, edited
+    (files / "mine2.rules").write_text("review_line_9: review if :amount_usd: > 2000\n")  # same name, edited
     code, out = run(ws, "rules", "apply", str(files / "mine2.rules"), "--set", "tiny", "--horizon-days", "2")
     assert code == 0 and "leaves out" not in out, out
     switch = CliRunner(env={"COLUMNS": "250"}).invoke(

@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING
 
 import click
 import pyarrow.parquet as pq
+from rich.text import Text
 
 from payfm.cli.events import world_config, write_world
 from payfm.cli.render import (
     console,
+    plain_path,
     print_feature_sample,
     print_summary,
     progress_bar,
-    shown_path,
     stage_progress,
 )
 from payfm.errors import ConfigError
@@ -31,6 +32,12 @@ from payfm.features.offline import backfill
 
 if TYPE_CHECKING:
     from payfm.training.trainer import TrainResult
+
+
+def _title(text: str) -> Text:
+    """A section's title for ``console.rule``: bold text, never markup."""
+    return Text(text, style="bold")
+
 
 # A workspace whose event log payfm demo wrote (replaced again by the next demo without --replace): the
 # manifest version its write committed. Any later write of the log (an import, a generate, an append of the
@@ -88,19 +95,19 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
             f"Workspace '{shown}' already holds {held:,} charges {why}; the demo replaces the event log. "
             "Pass --replace (make demo DEMO_ARGS=--replace) to replace them, or choose another --workspace."
         )
-    console.rule("[bold]1. Synthetic payments world")
+    console.rule(_title("1. Synthetic payments world"))
     t0 = time.perf_counter()
     rows = write_world(ws, config)
     # the version the demo's write committed: a later write of the log (by anything) moves the manifest on
     record = {"written_by": "payfm demo", "seed": seed, "log_version": ws.written_version}
     atomic_write_bytes(marker, json.dumps(record).encode())  # (a refused write: payfm.cli.main says which)
     console.print(
-        f"{rows.get('charges', 0):,} charges written to {shown_path(ws.root)} in "
+        f"{rows.get('charges', 0):,} charges written to {plain_path(ws.root)} in "
         f"{time.perf_counter() - t0:.1f} s"
     )
-    console.rule("[bold]2. Event log summary")
+    console.rule(_title("2. Event log summary"))
     print_summary(summarize(ws))
-    console.rule("[bold]3. Point-in-time features (default set)")
+    console.rule(_title("3. Point-in-time features (default set)"))
     fs = default_set()
     t0 = time.perf_counter()
     with progress_bar("feature groups", 1) as update:
@@ -108,7 +115,7 @@ def demo(ctx: click.Context, charges: int, days: int, seed: int, skip_models: bo
     elapsed = time.perf_counter() - t0
     console.print(
         f"Backfilled {len(fs.features)} features x {n:,} charges in {elapsed:.1f} s "
-        f"({n / max(elapsed, 1e-9):,.0f} charges/s) -> {shown_path(path)}"
+        f"({n / max(elapsed, 1e-9):,.0f} charges/s) -> {plain_path(path)}"
     )
     sample = ["card.count_charges_1h", "ip.distinct_card_fingerprint_1d", "card.amount_zscore"]
     print_feature_sample(pq.read_table(path, columns=sample), sample)
@@ -161,7 +168,7 @@ def _replay_last_day(ws: Workspace) -> None:
     from payfm.rules import rulesets
     from payfm.serving.replay import replay_in_process
 
-    console.rule("[bold]6. Decision service: replay of the last day")
+    console.rule(_title("6. Decision service: replay of the last day"))
     rules = DEMO_RULES.count(chr(10))
     version = rulesets.active(ws)
     if version is not None and version.text == DEMO_RULES:  # a demo run again: no new identical version
@@ -200,7 +207,7 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     from payfm.training.trainer import TrainConfig, register_result
     from payfm.training.trainer import train as run_train
 
-    console.rule("[bold]4. Models: logistic regression, random forest, gradient boosting")
+    console.rule(_title("4. Models: logistic regression, random forest, gradient boosting"))
     # The demo world is 120 days: a 60-day label horizon leaves mature labels for training and test.
     # Negatives are downsampled to 10% (and weighted back) so the three models train in about two minutes.
     cfg = TrainConfig(horizon_days=DEMO_HORIZON_DAYS, downsample=0.1)
@@ -220,7 +227,7 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
     reg = Registry(ws)
     refs = [register_result(reg, r, fs).ref for r in results]
     console.print(f"Trained and registered {', '.join(refs)} in {time.perf_counter() - t0:.1f} s")
-    console.rule("[bold]5. Evaluation on the held-out test window (labels mature)")
+    console.rule(_title("5. Evaluation on the held-out test window (labels mature)"))
     window = results[0].window
     start, end = datetime.fromisoformat(window["test_start"]), datetime.fromisoformat(window["test_end"])
     paths, evals = evaluate_models(ws, refs, start, end, bootstrap=100)
@@ -230,10 +237,14 @@ def _models(ws: Workspace, fs: FeatureSet) -> None:
         console.print(said, markup=False, highlight=False, soft_wrap=True)
     best = chosen_on_validation(results, refs)
     reg.promote(best)
-    report = shown_path(paths.html)
     console.print(
-        f"Promoted [bold]{best}[/bold] to production (the best average precision on the validation period: "
-        f"the test window reports, it does not choose). Report: [bold]{report}[/bold]"
+        Text.assemble(
+            "Promoted ",
+            (best, "bold"),
+            " to production (the best average precision on the validation period: the test window reports, "
+            "it does not choose). Report: ",
+            (plain_path(paths.html), "bold"),
+        )
     )
 
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from payfm.cli.options import DAYS
-from payfm.cli.render import cell, console, err_console, iso_time, shown_path
+from payfm.cli.render import cell, console, err_console, iso_time, plain_path
 from payfm.evaluation.evaluate import EvaluationResult, compare, resamples_text, resamples_used
 from payfm.evaluation.pipeline import evaluate_models, models_task
 from payfm.evaluation.report import evaluated_span
@@ -137,7 +138,7 @@ def evaluate(
         on=on,
         drift=not no_drift,
         progress=lambda msg: err_console.print(
-            f"[yellow]{msg}[/yellow]" if msg.startswith("warning:") else f"[dim]{msg}[/dim]", highlight=False
+            msg, style="yellow" if msg.startswith("warning:") else "dim", highlight=False
         ),
     )
     predicted = models_task(ws, list(models))
@@ -146,4 +147,4 @@ def evaluate(
     asked, fewest = resamples_used(results)
     if fewest < asked:
         console.print(f"Intervals: {resamples_text(results)}.")
-    console.print(f"Report: [bold]{shown_path(paths.html)}[/bold] (numbers in report.json)")
+    console.print(Text.assemble("Report: ", (plain_path(paths.html), "bold"), " (numbers in report.json)"))

@@ -26,12 +26,12 @@ from payfm.cli.render import (
     console,
     err_console,
     iso_time,
+    plain_path,
     plural,
     print_arrow,
     print_summary,
     progress_bar,
     rows_of,
-    shown_path,
     stage_progress,
 )
 from payfm.errors import ConfigError, PayfmError, WorkspaceError
@@ -148,7 +148,7 @@ def _workspace_to_import_into(ctx: click.Context, dry_run: bool) -> Iterator[Wor
         ancestor = ancestor.parent
     if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError(
-            f"Cannot create the workspace '{shown_path(root)}': '{shown_path(ancestor)}' is not a directory "
+            f"Cannot create the workspace '{plain_path(root)}': '{plain_path(ancestor)}' is not a directory "
             "payfm may write in. Expected a path where a directory can be made (pass another --workspace)."
         )
     with tempfile.TemporaryDirectory(prefix="payfm-dry-run-") as scratch:
@@ -262,7 +262,7 @@ def generate(
     outcomes = ", ".join(rows_of(v, k) for k, v in rows.items() if k != "charges" and v)
     console.print(
         f"Generated {n:,} charges in {elapsed:.1f} s ({n / max(elapsed, 1e-9):,.0f}/s) into "
-        f"{shown_path(ws.root)}: {outcomes or 'no outcomes (disputes, early fraud warnings, refunds)'}"
+        f"{plain_path(ws.root)}: {outcomes or 'no outcomes (disputes, early fraud warnings, refunds)'}"
     )
 
 

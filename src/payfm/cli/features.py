@@ -11,9 +11,10 @@ from typing import cast
 import click
 import pyarrow.compute as pc
 from rich.table import Table
+from rich.text import Text
 
 from payfm.cli.options import DAYS
-from payfm.cli.render import cell, console, err_console, iso_time, parquet_path, progress_bar, shown_path
+from payfm.cli.render import cell, console, err_console, iso_time, parquet_path, plain_path, progress_bar
 from payfm.errors import ConfigError
 from payfm.evaluation.drift import DriftReport
 from payfm.events.cards import shown_text
@@ -72,7 +73,7 @@ def show(ctx: click.Context, name: str, set_name: str) -> None:
     """Show one feature's full definition."""
     fs = feature_set(set_name, ctx.obj["workspace"])
     f = fs.get(name)
-    console.print(f"[bold]{f.name}[/bold]: {f.describe()}")
+    console.print(Text.assemble((f.name, "bold"), f": {f.describe()}"))
     for k, v in f.spec().items():
         console.print(f"  {k}: {v}")
 
@@ -117,7 +118,7 @@ def define(ctx: click.Context, file: str, replace: bool) -> None:
         console.print(f"Feature set '{fs.name}' version {fs.version} is defined already: unchanged.")
         return
     n = len(fs.features)
-    console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({shown_path(path)}).")
+    console.print(f"Defined feature set '{fs.name}' version {fs.version}: {n} features ({plain_path(path)}).")
 
 
 ENGINE_OPTION = click.option(
@@ -186,7 +187,7 @@ def backfill(ctx: click.Context, set_name: str, engine: str, memory_limit: str, 
     elapsed = time.perf_counter() - t0
     console.print(
         f"Backfilled {len(fs.features)} features x {rows:,} charges in {elapsed:.1f} s "
-        f"({rows / max(elapsed, 1e-9):,.0f} charges/s) -> {shown_path(path)}"
+        f"({rows / max(elapsed, 1e-9):,.0f} charges/s) -> {plain_path(path)}"
     )
     from payfm.features.coverage import uninformative
 
@@ -305,15 +306,17 @@ def training_set(
     )
     if table.num_rows and not mature:
         console.print(
-            f"[yellow]warning: no label is mature: every charge is less than {horizon_days:g} days before "
+            f"warning: no label is mature: every charge is less than {horizon_days:g} days before "
             "the log's end, so a 0 may still become fraud. Train on mature labels only: pass a shorter "
-            "--horizon-days (disputes mostly arrive within 60 days) or use a longer log.[/yellow]",
+            "--horizon-days (disputes mostly arrive within 60 days) or use a longer log.",
+            style="yellow",
             highlight=False,
         )
     if "scenario" in table.column_names:
         console.print(
-            "[dim]'scenario' is the synthetic world's ground truth (null for genuine charges): drop it with "
-            "is_fraud, label_time and mature before fitting.[/dim]",
+            "'scenario' is the synthetic world's ground truth (null for genuine charges): drop it with "
+            "is_fraud, label_time and mature before fitting.",
+            style="dim",
             highlight=False,
         )
 

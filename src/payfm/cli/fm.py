@@ -17,7 +17,7 @@ import click
 from rich.table import Table
 
 from payfm.cli.options import FiniteFloatRange
-from payfm.cli.render import cell, console, err_console, parquet_path, shown_path
+from payfm.cli.render import cell, console, err_console, parquet_path, plain_path
 from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 
@@ -219,7 +219,7 @@ def pretrain(
         return
     console.print(  # the loss of the last 20 steps (under torchrun: of the whole batch, every rank's)
         f"Pretrained to step {result.step} ({result.charges_per_s:,.0f} charges/s, loss {cell(result.loss)}) "
-        f"-> {shown_path(result.path)}"
+        f"-> {plain_path(result.path)}"
     )
 
 
@@ -266,7 +266,7 @@ def embed(ctx: click.Context, name: str, out: str | None, surprise: bool, worker
     took = time.perf_counter() - t0
     console.print(
         f"Embedded {table.num_rows:,} charges in {took:.1f} s ({table.num_rows / max(took, 1e-9):,.0f} "
-        f"charges/s) -> {shown_path(path)}"
+        f"charges/s) -> {plain_path(path)}"
     )
 
 
@@ -352,7 +352,7 @@ def parity(
     if report.first_input_mismatch is not None:
         console.print(f"first differing input: {report.first_input_mismatch}")
     if not report.ok:
-        console.print("[red]online and offline differ[/red]")
+        console.print("online and offline differ", style="red")
         ctx.exit(1)
 
 
@@ -497,4 +497,4 @@ def evaluate(
     for what in report.skipped:
         console.print(f"Not evaluated: {what}.", soft_wrap=True)
     ckpt = _checkpoint(ws, name)
-    console.print(f"Every AP with its interval: {shown_path(ckpt.with_name(ckpt.name + '.evaluation.json'))}")
+    console.print(f"Every AP with its interval: {plain_path(ckpt.with_name(ckpt.name + '.evaluation.json'))}")

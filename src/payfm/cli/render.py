@@ -49,8 +49,12 @@ def _width(stream: object) -> int | None:
     return PIPED_WIDTH
 
 
-console = Console(width=_width(sys.stdout))
-err_console = Console(stderr=True, width=_width(sys.stderr))
+# Markup and emoji codes are off: every print shows its text as written. A message, a rule, a path or a value
+# may hold `[card number removed]`, `[/x]` or `:credit_card:`, which Rich would otherwise read as a style tag
+# (dropped, or a MarkupError traceback) or an emoji. Styled output says so: a `style=`, a rich Text, or
+# `markup=True` with every value in it escaped (rich.markup.escape).
+console = Console(width=_width(sys.stdout), markup=False, emoji=False)
+err_console = Console(stderr=True, width=_width(sys.stderr), markup=False, emoji=False)
 
 
 def parquet_path(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -60,14 +64,24 @@ def parquet_path(_ctx: click.Context, _param: click.Parameter, value: str | None
     return value
 
 
+def plain_path(path: object) -> str:
+    r"""A path as a line prints it (the consoles take no markup): escaped (control characters, card numbers:
+    its name may come from anywhere), whole (a cut path names no file).
+
+    >>> print(plain_path("out/[bold]r\x1b[2J"))
+    out/[bold]r\x1b[2J
+    """
+    return shown_text(str(path), limit=4096, times=True)
+
+
 def shown_path(path: object) -> str:
-    r"""A path for a line printed with Rich markup on: escaped (control characters, card numbers: its name
-    may come from anywhere) and its brackets taken as text, not as markup (``-w '[bold]x'``).
+    r"""A path for a line printed with ``markup=True``: :func:`plain_path` with its brackets taken as text,
+    not as markup (``-w '[bold]x'``).
 
     >>> print(shown_path("out/[bold]r\x1b[2J"))
     out/\[bold]r\x1b[2J
     """
-    return escape(shown_text(str(path), limit=4096, times=True))  # whole: a cut path names no file
+    return escape(plain_path(path))
 
 
 def plural(n: int, noun: str) -> str:
@@ -139,7 +153,7 @@ def stage_progress() -> Iterator[Callable[[str, int, int], None]]:
         yield _PlainProgress()
         return
     with Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
@@ -177,7 +191,7 @@ def loss_progress(label: str, show: bool = True) -> Iterator[Callable[[int, int,
         yield lambda step, total, loss: plain(label, step, total, f", loss {loss:.3f}")
         return
     with Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"),
@@ -360,7 +374,7 @@ def print_arrow(
         _print_table(names, cells)
     rows, said = total if total is not None else (table.num_rows, str(table.num_rows))
     if limit is not None and rows > limit:
-        console.print(f"[dim]{limit} of {said} rows shown; use --limit or --format csv for all[/dim]")
+        console.print(f"{limit} of {said} rows shown; use --limit or --format csv for all", style="dim")
     return removed
 
 
@@ -394,9 +408,8 @@ def _print_records(names: list[str], cells: list[list[str | None]]) -> None:
         return
     pad = max(len(n) for n in names)
     for i in range(rows):
-        console.print(
-            f"[bold]-[ row {i + 1} ]" + "-" * max(0, pad + 10 - len(str(i + 1))) + "[/bold]", highlight=False
-        )
+        rule = f"-[ row {i + 1} ]" + "-" * max(0, pad + 10 - len(str(i + 1)))
+        console.print(rule, style="bold", highlight=False)
         for name, col in zip(names, cells, strict=True):
             v = col[i]
             line = Text(f"{name:<{pad}}  ")
@@ -450,8 +463,9 @@ def print_summary(s: LogSummary) -> None:
     console.print(head)
     if scattered:
         console.print(
-            f"[dim]{', '.join(scattered)}: days in several files (appends). `payfm compact` rewrites each "
-            "day as one file; reads get faster (docs/events.md, Compaction).[/dim]"
+            f"{', '.join(scattered)}: days in several files (appends). `payfm compact` rewrites each "
+            "day as one file; reads get faster (docs/events.md, Compaction).",
+            style="dim",
         )
     if s.fraud_by_scenario:
         fraud = Table(title="Fraud by scenario (ground truth)")
@@ -461,7 +475,8 @@ def print_summary(s: LogSummary) -> None:
         total = sum(s.fraud_by_scenario.values())
         for name, n in s.fraud_by_scenario.items():
             fraud.add_row(name, f"{n:,}", f"{n / s.charges:.3%}")
-        fraud.add_row("[bold]all fraud", f"[bold]{total:,}", f"[bold]{total / s.charges:.3%}")
+        every = ("all fraud", f"{total:,}", f"{total / s.charges:.3%}")
+        fraud.add_row(*(Text(c, style="bold") for c in every))
         console.print(fraud)
     delays = Table(title="Label delay (days after the charge)")
     delays.add_column("outcome")

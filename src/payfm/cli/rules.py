@@ -23,7 +23,13 @@ from rich.text import Text
 
 from payfm.cli.options import DAYS
 from payfm.cli.render import console, err_console, plural
-from payfm.cli.rules_diff import diff, meaning, rule_keys
+from payfm.cli.rules_diff import diff, meaning
+from payfm.cli.rules_guard import (
+    MASS_BLOCK_OPTION,
+    refuse_mass_decisions,
+    say_removed,
+    without_a_model,
+)
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
@@ -194,9 +200,11 @@ def _run_backtest(
             table = pq.read_table(scores)
         except (OSError, ValueError) as e:
             raise ConfigError(f"Cannot read the scores file '{scores}' as Parquet: {e}") from None
+    no_model = False  # the rules read the score, none was given, and no model is in production
     if scores is None and model_ref is None:  # rules reading the score: the decision service's model
         reads = candidate.attributes() | (base.ruleset.attributes() if base.ruleset is not None else set())
         production = _production_model(ws) if reads & set(SCORE_ATTRIBUTES) else None
+        no_model = production is None and bool(reads & set(SCORE_ATTRIBUTES))
         if production is not None:
             model_ref = production.ref
             console.print(
@@ -207,22 +215,23 @@ def _run_backtest(
             )
     if model_ref is not None:  # the backtest scores the window with it (an in-sample window: a warning)
         source = f"model {model_ref}"
-    report = backtest(
-        ws,
-        candidate,
-        feature_set(set_name, ws.root),
-        baseline=base.ruleset,
-        baseline_fset=baseline_fset,
-        scores=table,
-        start=first,
-        end=until,
-        horizon=timedelta(days=horizon_days) if horizon_days is not None else DEFAULT_HORIZON,
-        scores_source=source,
-        baseline_name=base.label[:1].upper() + base.label[1:],
-        model=model_ref,
-        as_of=as_of,
-        matches=matches,
-    )
+    with without_a_model(no_model):
+        report = backtest(
+            ws,
+            candidate,
+            feature_set(set_name, ws.root),
+            baseline=base.ruleset,
+            baseline_fset=baseline_fset,
+            scores=table,
+            start=first,
+            end=until,
+            horizon=timedelta(days=horizon_days) if horizon_days is not None else DEFAULT_HORIZON,
+            scores_source=source,
+            baseline_name=base.label[:1].upper() + base.label[1:],
+            model=model_ref,
+            as_of=as_of,
+            matches=matches,
+        )
     return report, label
 
 
@@ -287,17 +296,6 @@ WINDOW = [
         "label final otherwise.",
     ),
 ]
-
-
-MASS_BLOCK_SHARE = 0.5  # of a backtest window's charges blocked: surely a mistake, refused unless on purpose
-
-_MASS_BLOCK_OPTION = click.option(
-    "--allow-mass-block",
-    is_flag=True,
-    help=f"Accept a ruleset that blocks more than {MASS_BLOCK_SHARE:.0%} of the backtest window's charges "
-    "and more than the active one (refused otherwise: a typo such as >= 0 for >= 1000 would stop every "
-    "payment).",
-)
 
 
 def _window(f: click.decorators.FC) -> click.decorators.FC:
@@ -430,7 +428,7 @@ def backtest_cmd(
 @click.option(
     "--allow-empty", is_flag=True, help="Accept a file of no rules: it turns every rule off, on purpose."
 )
-@_MASS_BLOCK_OPTION
+@MASS_BLOCK_OPTION
 @_window
 @SET_OPTION
 @click.pass_context
@@ -465,8 +463,8 @@ def apply(
         )
         print_report(report, label)
         if not allow_mass_block:
-            _refuse_mass_block(report, f"'{file}'")
-    _say_removed(base, candidate, f"'{file}'")
+            refuse_mass_decisions(report, f"'{file}'")
+    say_removed(base, candidate, f"'{file}'")
     with _named(file):  # (checked again at save: a list it reads may have gone meanwhile)
         v = rulesets.save(
             ws,
@@ -484,23 +482,6 @@ def apply(
             f"{same[-1]}` switches to it without a new version."
         )
     _reload_hint(ws, v, base.version)
-
-
-def _say_removed(base: rulesets.Baseline, candidate: Ruleset, what: str) -> None:
-    """Warn of the active version's rules that ``what`` (a file, a version) leaves out: a version replaces
-    the active one whole, so a file of one new rule turns every other rule off (the change counts only what
-    it decides). Unnamed rules are matched by action and condition, not by their line-based names."""
-    if base.ruleset is None or base.version is None:
-        return
-    kept = set(rule_keys(candidate.rules))
-    rules = base.ruleset.rules
-    gone = [r.name for r, k in zip(rules, rule_keys(rules), strict=True) if k not in kept]
-    if gone:
-        warn(
-            f"{what} leaves out {plural(len(gone), 'rule')} of the active ruleset v{base.version}, which "
-            f"it replaces whole: {', '.join(shown_text(n) for n in gone)} (turned off). To add a rule, "
-            "start from `payfm rules show` and add it there (`payfm rules diff FILE` lists every change)."
-        )
 
 
 def _reload_hint(ws: Workspace, v: rulesets.RulesetVersion, replaced: int | None) -> None:
@@ -563,26 +544,6 @@ _WINDOW_OPTIONS = {
 }
 
 
-def _refuse_mass_block(report: BacktestReport, what: str) -> None:
-    """A ConfigError when the backtest ``report`` of ruleset ``what`` blocks more than MASS_BLOCK_SHARE of
-    its window's charges, and more than its baseline, naming the block rules that decided them."""
-    blocked = sum(t.count for t in report.mix.get("block", {}).values())
-    moved = report.change.transitions
-    before = blocked - sum(t.count for o, n, _, t in moved if n == "block" != o)
-    before += sum(t.count for o, n, _, t in moved if o == "block" != n)
-    # (a fix that blocks less than the active ruleset, 70% after 100%, is no mistake to refuse)
-    if not report.charges or blocked <= MASS_BLOCK_SHARE * report.charges or blocked <= before:
-        return
-    rules = sorted((r for r in report.rules if r.action == "block" and r.decided), key=lambda r: -r.decided)
-    named = ", ".join(f"'{escaped(r.name)}' {r.decided:,}" for r in rules[:3])
-    raise ConfigError(
-        f"Ruleset {what} would block {blocked:,} of the window's {report.charges:,} charges "
-        f"({blocked / report.charges:.1%}; by {named}), more than the active ruleset ({before:,}): nothing "
-        f"was saved or activated. Expected at most {MASS_BLOCK_SHARE:.0%}, or no more than the active one: "
-        "check the thresholds, or give --allow-mass-block to do it on purpose."
-    )
-
-
 def _compared(
     ctx: click.Context,
     ws: Workspace,
@@ -595,7 +556,7 @@ def _compared(
     """Backtest ``candidate`` against the active version over the window options ``p`` and print the change
     (unless ``no_backtest``); return the active version it was compared with (None: none), which the switch
     then expects. ``guarded``: the version's name, refused when it blocks most charges
-    (:func:`_refuse_mass_block`)."""
+    (:func:`payfm.cli.rules_guard.refuse_mass_decisions`)."""
     if no_backtest:
         given = [option for name, option in _WINDOW_OPTIONS.items() if p.get(name) is not None]
         if given:
@@ -603,11 +564,11 @@ def _compared(
         with contextlib.suppress(
             RuleError
         ):  # (an active version that no longer compiles: nothing to compare)
-            _say_removed(rulesets.baseline(ws), candidate, "The version made active")
+            say_removed(rulesets.baseline(ws), candidate, "The version made active")
         current = rulesets.active(ws)
         return current.version if current is not None else None
     base = _active_baseline(ws)
-    _say_removed(base, candidate, "The version made active")
+    say_removed(base, candidate, "The version made active")
     report, label = _run_backtest(
         ws,
         candidate,
@@ -622,7 +583,7 @@ def _compared(
     )
     print_report(report, label)
     if guarded is not None:
-        _refuse_mass_block(report, guarded)
+        refuse_mass_decisions(report, guarded)
     return base.version
 
 
@@ -650,7 +611,7 @@ _SWITCH_OPTIONS = [
 @click.option(
     "--allow-empty", is_flag=True, help="Accept a version of no rules: it turns every rule off, on purpose."
 )
-@_MASS_BLOCK_OPTION
+@MASS_BLOCK_OPTION
 @_switching
 @click.pass_context
 def activate_cmd(

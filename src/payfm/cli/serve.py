@@ -433,6 +433,7 @@ def state_list(ctx: click.Context, url: str) -> None:
     """Namespaces, largest first: keys, memory (estimated from a sample of keys), the registered versions
     whose state each holds and how many serving processes read it now (`drop` names them)."""
     from rich.table import Table
+    from rich.text import Text
 
     from payfm.cli.render import console
     from payfm.errors import shown_url
@@ -449,7 +450,7 @@ def state_list(ctx: click.Context, url: str) -> None:
     table.add_column("used by (registered)")
     table.add_column("servers", justify="right")
     for ns in found:
-        used = ", ".join(ns.used_by) or "[dim]none[/dim]"
+        used = Text(", ".join(ns.used_by)) if ns.used_by else Text("none", style="dim")
         size = f"{ns.bytes / 1e6:,.1f} MB" if ns.bytes >= 100_000 else f"{ns.bytes / 1e3:.1f} kB"
         kind = "fm" if ns.kind == "foundation model" else ns.kind  # narrow: the table fits 80 columns
         table.add_row(ns.name, kind, f"{ns.keys:,}", size, used, str(len(ns.servers)))
@@ -724,6 +725,7 @@ def ruleset_line(rep: ReplayReport) -> str:
 def print_replay(rep: ReplayReport, title: str) -> None:
     """Two tables: server-side latency percentiles and the decision mix (plus errors, if any)."""
     from rich.table import Table
+    from rich.text import Text
 
     from payfm.cli.render import console
 
@@ -772,4 +774,4 @@ def print_replay(rep: ReplayReport, title: str) -> None:
             highlight=False,
         )
     for err, n in rep.errors.most_common(5):
-        console.print(f"[red]error[/red] {err}: {n}")
+        console.print(Text.assemble(("error", "red"), f" {err}: {n}"))

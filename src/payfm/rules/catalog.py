@@ -23,6 +23,7 @@ import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
 
 from payfm.events.schema import RULES, FieldRule
@@ -129,10 +130,77 @@ class AttributeCatalog:
             raise RuleError(f"Unknown attribute ':{name}:'.{self.suggest(name)}") from None
 
     def suggest(self, name: str) -> str:
+        """The hint after "Unknown attribute ':name:'.": why it cannot be read, the payfm name of a Stripe
+        Radar attribute (:data:`RADAR_NAMES`), or the closest name, its window written as payfm writes it
+        (``_24h`` is ``_1d``); empty when nothing is close."""
         if name in AFTER_THE_DECISION:
             return f" {AFTER_THE_DECISION[name]}"
-        close = similar_name(name, list(self.types))  # `:Amount_USD:` is ':amount_usd:', not ':amount:'
+        if (radar := RADAR_NAMES.get(name.lower())) is not None:
+            ours, note = radar
+            missing = "" if ours in self.types else f", which feature set '{self.feature_set}' does not have"
+            return f" ':{name}:' is Stripe Radar's name: payfm's is ':{ours}:'{missing}.{note}"
+        windowed = same_window(name)
+        if windowed != name and windowed in self.types:
+            return f" Did you mean ':{windowed}:'? (A window is written in its largest whole unit.)"
+        close = similar_name(windowed, list(self.types))  # `:Amount_USD:` is ':amount_usd:', not ':amount:'
         return f" Did you mean ':{close}:'?" if close else ""
+
+
+# A window at the end of a name part: `_24h`, `_60m`, `_1w` (payfm writes 1d, 1h, 7d: format_duration).
+_WINDOW = re.compile(r"(?<=_)([0-9]+)([smhdw])(?=_|$)", re.I)
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def same_window(name: str) -> str:
+    """``name`` with each window written as payfm's feature names write it, in its largest whole unit.
+
+    >>> same_window("card.count_charges_24h"), same_window("ip.count_charges_60m"), same_window("x_1w")
+    ('card.count_charges_1d', 'ip.count_charges_1h', 'x_7d')
+    """
+    from payfm.features.durations import format_duration
+
+    def whole(m: re.Match[str]) -> str:
+        seconds = int(m.group(1)) * _UNIT_S[m.group(2).lower()]
+        return format_duration(timedelta(seconds=seconds)) if seconds else m.group(0)
+
+    return _WINDOW.sub(whole, name) if len(name) <= 200 else name
+
+
+# Payfm's velocity counts hold earlier charges only (docs/features.md, "Time semantics").
+_EARLIER = (
+    " payfm counts earlier charges only, never the one being decided (docs/features.md, Time semantics); "
+    "Radar's count may include it: check the threshold (Radar's > 5 may be > 4 here)."
+)
+# Stripe Radar's attribute names (lower case) that payfm reads under another name, with what to know: only
+# attributes of the same meaning (Radar's :card_country:, :ip_country:, :email_domain:, :risk_score: and
+# others are payfm's names too). Radar's "total" charges are every attempt, as payfm's count_charges; its
+# "declined" ones the issuer's declines, as count_declined (a block is not a decline in either).
+RADAR_NAMES: dict[str, tuple[str, str]] = {
+    "amount_in_usd": ("amount_usd", " It is in US dollars, not cents."),
+    "billing_address_country": ("billing_country", ""),
+    "shipping_address_country": ("shipping_country", ""),
+    **{
+        f"{what}_charges_per_{radar}_{period}": (f"{entity}.count_{agg}_{window}", _EARLIER)
+        for what, agg, entities, periods in (
+            (
+                "total",
+                "charges",
+                (("card_number", "card"), ("email", "email"), ("ip_address", "ip"), ("customer", "customer")),
+                (("hourly", "1h"), ("daily", "1d"), ("weekly", "7d")),
+            ),
+            (
+                "declined",
+                "declined",
+                (("card_number", "card"),),
+                (("hourly", "1h"), ("daily", "1d"), ("weekly", "7d")),
+            ),
+            ("declined", "declined", (("ip_address", "ip"),), (("hourly", "1h"), ("daily", "1d"))),
+            ("declined", "declined", (("email", "email"),), (("daily", "1d"),)),
+        )
+        for radar, entity in entities
+        for period, window in periods
+    },
+}
 
 
 # Charge fields of the event log that rules cannot read, and why: they are known only after the decision (or

@@ -436,12 +436,22 @@ def _word_slip(word: str, before: str, rest: str) -> str:
         x = m.group(1) if m else ":x:"
         lo, hi = ("LOW", "HIGH") if after is None else after.groups()
         return f" There is no 'between': write two comparisons, {x} >= {lo} and {x} <= {hi}."
-    value = left.endswith(("=", "<", ">")) or re.search(r"(?<!\w)in[ \t]*\([^)]*$", left, re.I)
-    if not value or lower in _KEYWORDS or lower in _NON_FINITE:
+    listed = re.search(r"(:[\w.]+:)[ \t]+(?:not[ \t]+)?in[ \t]*\([^)]*$", left, re.I)
+    compared = re.search(r"(:[\w.]+:)?[ \t]*(==|!=|=|<=|>=|<|>)$", left)
+    if (listed is None and compared is None) or lower in _KEYWORDS or lower in _NON_FINITE:
         return ""
     if "." in word or word in _STRING_ATTRIBUTES or word in CHARGE_NUMBER_FIELDS or word in SCORE_ATTRIBUTES:
         return f" Attributes are written between colons: :{word}:."
+    # a text value without its quotes, tested for equality or membership (`> info` may mean anything)
+    attr = (
+        listed.group(1) if listed else compared.group(1) if compared and compared.group(2) in _EQUAL else None
+    )
+    if attr is None or attr[1:-1] not in _STRING_ATTRIBUTES:
+        return ""
     return f" Strings are quoted: write '{word}'."
+
+
+_EQUAL = ("=", "==", "!=")
 
 
 def _name_slip(text: str, i: int) -> str:
