@@ -11,7 +11,13 @@ import pyarrow as pa
 import pytest
 
 from payfm.events import cards
-from payfm.events.cards import card_number_rows, contains_card_number, mask_long_numbers, redact_card_numbers
+from payfm.events.cards import (
+    card_number_rows,
+    contains_card_number,
+    mask_long_numbers,
+    redact_card_numbers,
+    shown_text,
+)
 from payfm.serving.errors import shown
 
 PAN = "4111111111111111"
@@ -168,3 +174,5 @@ def test_every_card_number_the_detection_finds_is_masked_in_messages(text: str) 
     assert "[card number removed]" in said and "1111" not in said, said
     path = shown(f"/v1/reviews/{text}")
     assert "[card number removed]" in path and "1111" not in path, path
+    cli = shown_text(f"No feature {text}")  # (the CLI's: escapes its line breaks first, then masks)
+    assert "[card number removed]" in cli and "1111" not in cli, cli

@@ -49,8 +49,13 @@ def test_a_review_note_or_a_rules_note_holding_one_is_refused(tmp_path: Path) ->
         s.close(snapshot=False)
     with pytest.raises(RuleError, match="note must not contain a card number"):
         rulesets.save(ws, "big: review if :amount_usd: > 2000\n", note="from ab4111111111111111", author="t")
-    with pytest.raises(RuleError, match="comments included"):
-        parse_rules("# card cc4111111111111111\nbig: review if :amount_usd: > 2000\n")
+    for text in (
+        "# card cc4111111111111111\nbig: review if :amount_usd: > 2000\n",
+        "big: review if :amount_usd: > 2000  # card cc4111111111111111\n",  # (after a rule: it was stored)
+    ):
+        with pytest.raises(RuleError, match="comments included"):
+            parse_rules(text)
+    assert len(parse_rules("big: review if :ip_address: = 'ab4111111111111111'  # an id, quoted\n")) == 1
     r = CliRunner().invoke(
         cli,
         ["review", "close", "ch_1", "--as", "approved", "--note", "ab4111111111111111", "--url", "http://x"],

@@ -184,9 +184,10 @@ def test_ids_that_merely_hold_an_at_sign_or_spaces_are_kept(tmp_path: Path) -> N
     # nor do ids of digits alone, or with a '+' and too few digits to be a phone number
     lines = [HEADER + ",addr,cus", row(1, "addr_1", "acct@2"), row(2, "tok-9", "a@b")]
     lines += [row(3, "addr_3", "4155550100"), row(4, "addr_4", "+1-2345"), row(5, "a5", "415-555-01")]
+    lines += [row(6, "a6", "0012025550143"), row(7, "a7", "12-345-678-9012")]
     path = write(tmp_path / "e.csv", lines)
     m = mapping(tmp_path, columns={"shipping_address_id": "addr", "customer_id": "cus"})
-    assert import_file(ws_at(tmp_path / "ws"), path, m).rows == {"charges": 5}
+    assert import_file(ws_at(tmp_path / "ws"), path, m).rows == {"charges": 7}
     spaced = write(tmp_path / "s.csv", [HEADER, row(1, shop="Koss and Sons")])  # (a merchant id may)
     assert import_file(ws_at(tmp_path / "ws2"), spaced, mapping(tmp_path)).rows == {"charges": 1}
 
@@ -360,3 +361,12 @@ def test_an_empty_header_name_is_listed_by_its_position(tmp_path: Path) -> None:
         cli, ["-w", str(tmp_path / "cli"), "import", str(path), "-m", str(mapping(tmp_path))]
     )
     assert "Not in the mapping, not stored (1 column): (empty name, column 9)" in result.output
+
+
+@pytest.mark.parametrize(
+    "phone", ["1-800-555-0100", "1 (415) 555-0100", "001-202-555-0143", "tel:+14155550100", "(415) 555-0100"]
+)
+def test_phone_numbers_written_in_other_common_forms_are_refused_too(tmp_path: Path, phone: str) -> None:
+    path = write(tmp_path / "p.csv", [HEADER + ",cus", row(1, phone)])
+    text = refused(tmp_path, path, mapping(tmp_path, columns={"customer_id": "cus"}))
+    assert "received a phone number (not shown)" in text and phone not in text

@@ -207,3 +207,20 @@ def test_explain_refuses_a_negative_top_k() -> None:
     with pytest.raises(ModelError, match="'top_k'"):
         m.explain_one(list(X[0]), top_k=1.5)  # type: ignore[arg-type]
     assert m.explain(X[:2], top_k=0) == [[], []]  # (a decision service's top_k=0: no reasons)
+
+
+def test_the_foundation_models_comparison_refuses_a_seed_its_fits_would_pass_the_range_with(
+    tmp_path: Path,
+) -> None:
+    """Its GBDT fits take seeds seed .. seed + gbdt_seeds - 1: with seed 2**31 - 1 the second fit was refused
+    after the embedding work and the first fit. Refused first, naming the range."""
+    from payfm.fm.downstream import DownstreamConfig, evaluate_embeddings
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    for seed, top in ((2**31 - 1, 2**31 - 3), (-1, 2**31 - 3)):
+        with pytest.raises(ConfigError, match=rf"must be an integer in \[0, {top}\] \(its 3 GBDT fits"):
+            evaluate_embeddings(ws, tmp_path / "no-checkpoint", DownstreamConfig(seed=seed))
+    with pytest.raises(ConfigError, match=r"in \[0, 2147483647\]"):
+        evaluate_embeddings(ws, tmp_path / "no-checkpoint", DownstreamConfig(seed=2**31, gbdt_seeds=1))
+    with pytest.raises(ConfigError, match="no-checkpoint"):  # (a seed in range: on to the checkpoint)
+        evaluate_embeddings(ws, tmp_path / "no-checkpoint", DownstreamConfig(seed=2**31 - 3))

@@ -25,8 +25,9 @@ class EvaluationError(PayfmError, ValueError):
 
 def check_seed(seed: object, who: str) -> int:
     """``seed`` as an int in [0, :data:`~payfm.training.trainer.MAX_SEED`] (the range numpy's and
-    scikit-learn's generators take, as ``payfm train --seed``); an :class:`EvaluationError` naming ``who``
-    and the parameter otherwise, before any work (numpy's own error came after the scoring).
+    scikit-learn's generators take; a training seed is narrower, LightGBM's [0, 2**31 - 1]); an
+    :class:`EvaluationError` naming ``who`` and the parameter otherwise, before any work (numpy's own error
+    came after the scoring).
 
     >>> check_seed(3, "evaluate_predictions")
     3

@@ -311,6 +311,14 @@ _LONG_NUMBER = re.compile(r"\d(?:[^0-9A-Za-z]{0,3}\d){12,}")
 _ESCAPES = re.compile(r"\\(?:[nrtvfab]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
 
 
+def _detection_text(text: str) -> str:
+    """``text`` as the masking of messages reads it: its :func:`ascii_digits`, each backslash escape (of a
+    line break, a tab, another character: what ``repr``, JSON and :func:`escaped` write, which messages
+    quote) as that many spaces, so ``4111\\n1111\\n1111\\n1111`` reads as the number over line breaks it
+    was. Positions are those of ``text``."""
+    return _ESCAPES.sub(lambda m: " " * len(m.group()), ascii_digits(text))
+
+
 def mask_long_numbers(text: str) -> str:
     """``text`` with every run of 13 or more digits replaced by ``[card number removed]``: what an error
     message may quote of a value a user sent.
@@ -322,10 +330,9 @@ def mask_long_numbers(text: str) -> str:
     whose positions are the same, and cut from ``text``). So does every card number the detection finds
     (:func:`contains_card_number`), written in fours over wide gaps or line breaks too
     (``4111    1111    1111    1111``): the runs alone let such a number through, whole. A backslash escape
-    of a line break, a tab or another character (``\\n``, ``\\x0b``, ``\\u2028``: what ``repr`` and JSON
-    write, which messages quote) counts as that many spaces: ``'4111\\n1111\\n1111\\n1111'`` is masked.
+    counts as that many spaces (:func:`_detection_text`): ``'4111\\n1111\\n1111\\n1111'`` is masked.
     """
-    ascii_text = _ESCAPES.sub(lambda m: " " * len(m.group()), ascii_digits(text))
+    ascii_text = _detection_text(text)
     spans = sorted([m.span() for m in _LONG_NUMBER.finditer(ascii_text)] + list(_spans(ascii_text, text)))
     parts: list[str] = []
     position = 0
@@ -504,7 +511,7 @@ def redact_card_numbers(text: str, *, times: bool = False) -> str:
     >>> redact_card_numbers("runs/1764957808124/4111111111111111", times=True)
     'runs/1764957808124/[card number removed]'
     """
-    ascii_text = ascii_digits(text)
+    ascii_text = _detection_text(text)
     spans = sorted(_spans(ascii_text, text))  # (the same positions in both)
     if times:
         spans = [(a, b) for a, b in spans if not _timelike(ascii_text[a:b])]

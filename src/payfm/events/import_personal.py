@@ -38,10 +38,15 @@ ID_FIELDS = frozenset(
 # in a display form too ("Ann Lee" <ann@example.com>). Ids such as `acct@2` or `a@b` are not one.
 _EMAIL = r"(?i)(?:^|[\s<])[^@\s<>]+@[^@\s<>]+\.[a-z]{2,63}(?:$|[\s>])"
 _WRITTEN = r"[\s,]"  # what a written address holds and an address token does not
-# A phone number as people write one: international (a '+', then 8 to 15 digits, spaces, dots, dashes or
-# brackets between them) or North American with its separators ((415) 555-0100, 415.555.0100). Digits
-# alone (4155550100) are not one: a numeric id looks the same.
-_PHONE = r"^(?:\+[1-9](?:[\s().-]*\d){7,14}|(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4})$"
+# A phone number as people write one, maybe after 'tel:': international (a '+', then 8 to 15 digits,
+# spaces, dots, dashes or brackets between them; or 00 and a country code followed by a separator,
+# 001-202-555-0143) or North American with its separators, maybe after its trunk 1 ((415) 555-0100,
+# 415.555.0100, 1-800-555-0100). Digits alone (4155550100, 0012025550143) are not one: a numeric id looks
+# the same.
+_PHONE = (
+    r"^(?:[Tt][Ee][Ll]:)?(?:\+[1-9](?:[\s().-]*\d){7,14}|00[1-9]\d{0,2}[\s.-](?:[\s().-]*\d){6,13}"
+    r"|(?:1[\s.-]?)?(?:\(\d{3}\)\s?|\d{3}[\s.-])\d{3}[\s.-]\d{4})$"
+)
 
 
 def _rows(text: pa.Array, pattern: str) -> np.ndarray:

@@ -207,6 +207,7 @@ def evaluate_embeddings(
     backfill of the default feature set. ``progress(stage, done, total)`` reports the stages: the
     foundation model's outputs, the GBDT fits, the fine-tuned models (head, detector and its control).
     """
+    from payfm.training.models.base import MAX_TRAIN_SEED
     from payfm.training.models.gbdt import GBDTModel
 
     report_to = progress or (lambda stage, done, total: None)
@@ -215,6 +216,13 @@ def evaluate_embeddings(
     if cfg.train_on not in TRAIN_ON:
         raise ConfigError(
             f"The 'train_on' of the evaluation must be 'authorized' or 'all'. Got {cfg.train_on!r}."
+        )
+    n_seeds = max(cfg.gbdt_seeds, 1)  # (seeds seed .. seed + n_seeds - 1, LightGBM's at most MAX_TRAIN_SEED)
+    top = MAX_TRAIN_SEED - n_seeds + 1
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or not 0 <= cfg.seed <= top:
+        raise ConfigError(
+            f"The 'seed' of the evaluation must be an integer in [0, {top}] (its {n_seeds} GBDT fits take "
+            f"the seeds from it on, each at most {MAX_TRAIN_SEED}). Got {cfg.seed!r}."
         )
     variants = [check_outputs(v) for v in cfg.fm_inputs]
     if len(set(variants)) != len(variants):

@@ -658,6 +658,24 @@ def _refuse_invisible(text: str, line: int, saved: bool = False) -> None:
         )
 
 
+def _comment(line: str) -> str | None:
+    """The comment of a line of rule text (from its first ``#`` outside a string literal: strings are quoted
+    with ' or " and hold no line break), or None.
+
+    >>> _comment("block if :ip_country: = '#1'  # card check"), _comment("# all of it"), _comment("x")
+    ('# card check', '# all of it', None)
+    """
+    quote = None
+    for at, ch in enumerate(line):
+        if quote is not None:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            return line[at:]
+    return None
+
+
 def parse_rule(text: str, line: int = 1, *, saved: bool = False) -> ast.Rule:
     """Parse one rule (one line, without its comment-only or blank neighbours).
 
@@ -714,7 +732,8 @@ def parse_rules(text: str, *, saved: bool = False) -> list[ast.Rule]:
                 column=raw.index("\r") + 1,
             )
         stripped = raw.strip()
-        if stripped.startswith("#") and contains_card_number(stripped, free_text=True):  # stored too
+        comment = _comment(raw)  # on a line of its own or after a rule: stored and shown as written
+        if comment is not None and contains_card_number(comment, free_text=True):
             raise RuleError("Rule text must not contain a card number (PAN), comments included.", line=i)
         if "#" in raw and (control := control_character(raw.replace("\t", " ").replace("\r", " "))):
             # Comments are stored and printed (`rules show`); elsewhere the parser or the type checker refuses
