@@ -103,7 +103,8 @@ def test_a_file_read_by_its_path_is_refused_saying_how_to_read_the_tables(ws: Wo
     assert str(info.value) == (
         f'The query was refused: it reads "{path}". payfm sql reads the workspace\'s tables by name, never a '
         "file by its path (in the workspace or outside it): SELECT ... FROM charges (tables: charges, "
-        "disputes, early_fraud_warnings, refunds, reviews)."
+        "disputes, early_fraud_warnings, refunds, reviews; a feature set's backfill: features_<set>, e.g. "
+        "features_default)."
     )
 
 
@@ -286,3 +287,30 @@ def test_an_error_in_the_middle_of_a_result_is_a_query_error(ws: Workspace) -> N
         run_sql(ws, late)
     r = CliRunner().invoke(cli, ["-w", str(ws.root), "sql", late, "--format", "csv"])
     assert r.exit_code == 1 and "Error: The query failed: Invalid Input Error: boom" in r.output
+
+
+def test_a_feature_sets_backfill_is_a_view_of_its_latest_version(tmp_path: Path) -> None:
+    """An analyst checks a rule's velocity figures against the charges: `features_<set>` is the set's
+    latest backfill (its files were out of payfm sql's reach, a glob of them refused as any path is)."""
+    import pyarrow.parquet as pq
+
+    from payfm.features.catalog import tiny_set
+    from payfm.features.offline import backfill
+    from payfm.synth import WorldConfig, generate_world
+
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    ws.write_stream(generate_world(WorldConfig(charges=2_000, days=5, seed=2)), "replace")
+    path, _ = backfill(ws, tiny_set())
+    older = path.with_name(f"tiny-{'0' * 12}.parquet")  # another version of the set, backfilled before
+    pq.write_table(pq.read_table(path).slice(0, 3), older)
+    os.utime(older, (1, 1))
+    (ws.root / "features" / "tiny-1.training.parquet").write_bytes(path.read_bytes())  # (not a backfill)
+    name = "card.count_charges_1h"
+    got = run_sql(ws, f'SELECT charge_id, "{name}" FROM charges JOIN features_tiny USING (charge_id)')
+    want = pq.read_table(path, columns=["charge_id", name])
+    assert got.num_rows == want.num_rows == ws.read("charges").num_rows
+    assert sorted(got.to_pylist(), key=str) == sorted(want.to_pylist(), key=str)
+    with pytest.raises(QueryError, match="never a file by its path"):
+        run_sql(ws, f"SELECT count(*) FROM read_parquet('{ws.root}/features/*.parquet')")
+    with pytest.raises(QueryError):
+        run_sql(ws, "SELECT count(*) FROM features_default")  # (no backfill of it: no view)

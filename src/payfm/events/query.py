@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 import duckdb
@@ -61,6 +62,7 @@ def sql_batches(
     DuckDB holds them come as DuckDB's text of them (:func:`printable_types`)."""
     ws = opened(ws, "sql_batches")
     con = ws.connect()
+    backfills = feature_views(con, ws)
     abandoned = False
 
     def result() -> pa.RecordBatchReader:
@@ -68,7 +70,7 @@ def sql_batches(
         return (printable_types(rel) if printable else rel).to_arrow_reader(batch_rows)
 
     try:
-        _lock(con, ws, sql)
+        _lock(con, ws, sql, backfills)
         with _refusals():
             reader = _interruptible(con, result)
             names = _unique(reader.schema.names)
@@ -194,9 +196,33 @@ def _refusals() -> Iterator[None]:
         raise QueryError(f"The query failed: {_first_line(e)}") from None
 
 
-def _lock(con: duckdb.DuckDBPyConnection, ws: Workspace, sql: str) -> None:
-    """Refuse all but one SELECT, and lock ``con`` to the workspace's data files (the module's docstring)."""
-    files = [str(f) for t in TABLES for f in ws.files(t)]
+# A backfill's file: features/<set>-<version>.parquet (payfm.features.offline.backfill), a set's name a word
+_BACKFILL = re.compile(r"([a-z][a-z0-9_]*)-([0-9a-f]{12})\.parquet")
+
+
+def feature_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> tuple[Path, ...]:
+    """A view ``features_<set>`` over each feature set's backfill in the workspace (its latest, when
+    several versions were backfilled: features/<set>-<version>.parquet), so that a query can join the
+    features a rule reads to the charges (``JOIN features_default USING (charge_id)``); the files read."""
+    latest: dict[str, Path] = {}
+    folder = ws.root / "features"
+    for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
+        m = _BACKFILL.fullmatch(path.name)
+        if m is None or not path.is_file():
+            continue
+        name = m.group(1)
+        if name not in latest or path.stat().st_mtime > latest[name].stat().st_mtime:
+            latest[name] = path
+    for name, path in sorted(latest.items()):
+        quoted = str(path).replace("'", "''")
+        con.execute(f"CREATE VIEW features_{name} AS SELECT * FROM read_parquet('{quoted}')")
+    return tuple(latest.values())
+
+
+def _lock(con: duckdb.DuckDBPyConnection, ws: Workspace, sql: str, backfills: tuple[Path, ...] = ()) -> None:
+    """Refuse all but one SELECT, and lock ``con`` to the workspace's data files (the module's docstring)
+    and its backfills (:func:`feature_views`)."""
+    files = [str(f) for t in TABLES for f in ws.files(t)] + [str(f) for f in backfills]
     try:
         statements = con.extract_statements(sql)
     except duckdb.Error as e:
@@ -288,7 +314,8 @@ def _file_refused(e: duckdb.PermissionException) -> str:
     what = redact_card_numbers(f'it reads "{found.group(1)}"' if found else _first_line(e))
     return (
         f"The query was refused: {what}. payfm sql reads the workspace's tables by name, never a file by its "
-        f"path (in the workspace or outside it): SELECT ... FROM charges (tables: {', '.join(TABLES)})."
+        f"path (in the workspace or outside it): SELECT ... FROM charges (tables: {', '.join(TABLES)}; a "
+        "feature set's backfill: features_<set>, e.g. features_default)."
     )
 
 
