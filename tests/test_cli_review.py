@@ -320,3 +320,33 @@ def test_a_narrow_terminal_leaves_columns_out_whole_and_says_so(
     monkeypatch.setattr(console, "width", 30)
     out = run(["list"], url, key).output
     assert "ch_3MtwBwLkdIwHu7ix28a3tqPa" in out and out.count("1,500.00 USD") == 2, out
+
+
+GEO = "geo: review if :card_country: != :ip_country: and :amount_usd: > 100 and :card.first_seen: = 1"
+
+
+def test_show_gives_the_rule_that_sent_it_and_the_values_it_read(service: tuple[str, str, Scorer]) -> None:
+    """A reviewer saw "by rule geo" only, not what the rule tested nor what the charge held: the rule's line
+    as its ruleset version wrote it, and each attribute it read as the rule read it (dollars)."""
+    url, key, scorer = service
+    rulesets.save(
+        scorer.ws,
+        f"# v2\n{GEO}\n",
+        activate=True,
+        author="test",
+    )
+    scorer.reload()
+    scorer.score(charge(7, 25_000, card_fingerprint="fp_7", card_country="DE", ip_country="TR"))
+    item = scorer.review("ch_7")
+    assert item["rule_detail"] == {
+        "ruleset_version": 2,
+        "condition": GEO,
+        "values": {"amount_usd": 250.0, "card.first_seen": 1.0, "card_country": "DE", "ip_country": "TR"},
+    }
+    shown = run(["show", "ch_7"], url, key)
+    assert shown.exit_code == 0, shown.output
+    assert "rule (ruleset v2): geo: review if :card_country: != :ip_country:" in shown.output
+    assert (
+        "it read: amount_usd = 250.0, card.first_seen = 1.0, card_country = 'DE', ip_country = 'TR'"
+        in shown.output
+    )

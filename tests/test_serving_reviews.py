@@ -135,7 +135,16 @@ def test_one_review_is_read_by_its_charge_id_as_the_queue_shows_it(
     assert set(queue) == {"ch_1", "ch_3", "order/7"}
     for cid in queue:
         one = c.get(f"/v1/reviews/{quote(cid, safe='')}", headers=h)
-        assert one.status_code == 200 and one.json() == queue[cid]  # the same item, the charge's own
+        assert one.status_code == 200  # the same item, the charge's own, and the rule that sent it
+        item = one.json()
+        detail = item.pop("rule_detail")
+        assert item == queue[cid]
+        amount = queue[cid]["charge"]["amount_usd"] / 100
+        assert detail == {
+            "ruleset_version": 1,
+            "condition": "big: review if :amount_usd: > 500",
+            "values": {"amount_usd": amount},
+        }
     assert queue["ch_3"]["charge"]["amount"] == 99_000 and queue["ch_3"]["rule"] == "big"
     c.post("/v1/reviews/ch_3/close", json={"reason": "approved", "note": "known customer"}, headers=h)
     closed = c.get("/v1/reviews/ch_3", headers=h).json()

@@ -316,6 +316,13 @@ def _text(value: object) -> str:
     return redact_card_numbers(escaped("-" if value is None else str(value)))
 
 
+def _read_value(value: object) -> str:
+    """A value a rule read, as rules write one: a text quoted, a number as it is, ``missing`` for none."""
+    if value is None:
+        return "missing"
+    return _text(repr(value)) if isinstance(value, str) else _text(value)
+
+
 @review.command("list")
 @_connection
 @click.option(
@@ -463,9 +470,10 @@ def review_list(
 def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
     """One review in full.
 
-    Its status (a closed one: how, when, by whom, its label), the charge's fields as decided, the model's
-    reasons and the charge's disputes, early fraud warnings and refunds: those the service took, and those
-    only the event log holds (imported).
+    Its status (a closed one: how, when, by whom, its label), the rule that sent it (as its ruleset
+    version wrote it) and the values that rule read, the charge's fields as decided, the model's reasons
+    and the charge's disputes, early fraud warnings and refunds: those the service took, and those only the
+    event log holds (imported).
 
     \b
     Example:
@@ -488,6 +496,15 @@ def review_show(ctx: click.Context, charge_id: str, as_json: bool) -> None:
         highlight=False,
         markup=False,
     )
+    detail = item.get("rule_detail")
+    if isinstance(detail, dict) and isinstance(detail.get("values"), dict):
+        out(
+            f"  rule (ruleset v{_text(detail.get('ruleset_version'))}): {_text(detail.get('condition'))}",
+            highlight=False,
+            markup=False,
+        )
+        read = ", ".join(f"{_text(k)} = {_read_value(v)}" for k, v in detail["values"].items())
+        out(f"  it read: {read}", highlight=False, markup=False)
     score = item.get("risk_score")
     risk = "no risk score (no model was served)" if score is None else f"risk score {_text(score)}"
     level = f" ({_text(item.get('risk_level'))})" if score is not None else ""

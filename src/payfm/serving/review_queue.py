@@ -6,8 +6,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from payfm.errors import ConfigError
 from payfm.events.schema import SCHEMAS
 from payfm.events.workspace import Workspace
+from payfm.rules import ast, rulesets
+from payfm.rules.catalog import charge_values
+from payfm.rules.grammar import parse_rules
+from payfm.rules.limits import RuleError
 from payfm.serving.decision_log import REVIEW_LABELS, REVIEW_STATUSES, DecisionLog
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, shown
 from payfm.serving.event_lookup import matching_rows_of
@@ -65,7 +70,41 @@ def review_item(log: DecisionLog, charge_id: str, ws: Workspace | None = None) -
     items = log.reviews(None, 1, charge_id=charge_id)
     if not items:
         raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
-    return _with_outcomes(log, items, ws)[0]
+    item = _with_outcomes(log, items, ws)[0]
+    if ws is not None:
+        item["rule_detail"] = rule_detail(log, ws, charge_id, item.get("rule"))
+    return item
+
+
+def rule_detail(log: DecisionLog, ws: Workspace, charge_id: str, rule: str | None) -> dict[str, Any] | None:
+    """What sent the charge to review, for the reviewer: the rule ``rule`` as the ruleset version that
+    decided the charge wrote it (``condition``: its line) and the value of each attribute it read
+    (``values``, as the rule read them: :func:`payfm.rules.catalog.charge_values`, dollars for
+    ``amount_usd``; None: missing). None when the decision names no rule or version the workspace holds
+    (a review opened by a model's score alone, a version pruned or another workspace's)."""
+    decision = log.get_decision(charge_id)
+    version = (decision or {}).get("ruleset_version")
+    if decision is None or rule is None or not isinstance(version, int):
+        return None
+    try:
+        text = rulesets.get(ws, version).text
+        found = [r for r in parse_rules(text, saved=True) if r.name == rule]
+    except (ConfigError, RuleError):  # (a version the workspace no longer holds, or not as saved)
+        return None
+    if not found:
+        return None
+    values = charge_values(
+        log.get_charge(charge_id) or {},
+        decision.get("features") or {},
+        decision.get("risk_score"),
+        decision.get("risk_level"),
+    )
+    read = sorted(ast.attributes(found[0].condition))
+    return {
+        "ruleset_version": version,
+        "condition": text.split("\n")[found[0].line - 1].strip(),
+        "values": {name: values.get(name) for name in read},
+    }
 
 
 # What a reviewer sees of an outcome of the charge (the decision log's payload has the service's keys too).
