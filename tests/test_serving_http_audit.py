@@ -151,6 +151,7 @@ def test_an_outcome_id_is_one_outcome_of_one_charge(client: TestClient, scorer: 
         "label_source": "fraud_disputes",
         "applied": True,
         "duplicate": False,
+        "counted_from": None,  # (dated after every event seen: it counts from its own time)
     }
     again = client.post("/v1/disputes", json=dispute("dp_1", "ch_1"))
     assert again.status_code == 200 and again.json() == {**first.json(), "duplicate": True}

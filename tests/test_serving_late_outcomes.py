@@ -51,9 +51,13 @@ def test_a_late_outcome_counts_from_its_arrival_online_and_offline(ws: Workspace
         assert s.score(charge(2, at(10), outcome="authorized")).features[COUNT] == 0
         first = s.record_outcome("refunds", {**refund, "reason": "requested_by_customer"})
         assert first["duplicate"] is False and first["applied"] is True
+        # The answer says when it counts from (1 us after ch_2, the newest event seen): the sender saw only
+        # "applied" and took its own time for the refund's.
+        counted_from = (T0 + timedelta(minutes=10, microseconds=1)).isoformat()
+        assert first["counted_from"] == counted_from
         # A retry with the time it was sent with is a retry, not another refund.
         again = s.record_outcome("refunds", {**refund, "reason": "requested_by_customer"})
-        assert again["duplicate"] is True
+        assert again["duplicate"] is True and again["counted_from"] == counted_from
         assert s.score(charge(3, at(20), outcome="authorized")).features[COUNT] == 1
         stored = s.log.outcomes_of("ch_1")
         assert [(k, p["reported_us"]) for k, p in stored] == [
@@ -107,6 +111,7 @@ def test_an_outcome_dated_after_the_services_clock_keeps_its_time(ws: Workspace)
         )
         assert s.score(charge(2, at(10), outcome="authorized")).features[COUNT] == 1
         assert "reported_us" not in s.log.outcomes_of("ch_1")[0][1]
+        assert s.log.get_outcome("refunds", "re_1")["counted_from"] is None  # type: ignore[index]
     finally:
         s.close(snapshot=False)
     assert ws.read("refunds", ["created"])["created"].to_pylist() == [T0 + timedelta(minutes=5)]

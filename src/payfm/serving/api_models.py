@@ -155,6 +155,9 @@ class OutcomeOut(BaseModel):
     label_source: str | None
     applied: bool
     duplicate: bool
+    # when the service dated it later than the `created` sent (a late outcome counts from just after the
+    # newest event it had seen: docs/serving.md), that time; null when it counts from its own
+    counted_from: str | None = None
 
 
 class AuthorizationIn(BaseModel):

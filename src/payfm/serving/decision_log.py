@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from payfm.errors import shown_url
 from payfm.events.schema import REVIEW_CLOSURES
+from payfm.serving.charges import us_to_datetime
 from payfm.serving.decision_codec import decode_decision, encode_decision, layout_names
 from payfm.serving.decision_codec import dumps as _dumps
 from payfm.serving.errors import Conflict, NotFound, not_committed
@@ -502,15 +503,24 @@ class DecisionLog(ABC):
 
     def get_outcome(self, kind: str, outcome_id: str) -> dict[str, Any] | None:
         """What the log holds of outcome ``outcome_id`` of table ``kind``: ``{id, charge_id, label_source,
-        applied}`` (None if it holds none)."""
+        applied, counted_from}`` (None if it holds none); ``counted_from``: the time it counts from when the
+        service dated it later than it was sent (a late outcome), else None."""
         rows = self._fetch(
-            "SELECT charge_id, source, applied FROM outcomes WHERE kind = ? AND outcome_id = ?",
+            "SELECT charge_id, source, applied, created_us, payload FROM outcomes "
+            "WHERE kind = ? AND outcome_id = ?",
             (kind, outcome_id),
         )
         if not rows:
             return None
-        cid, source, applied = rows[0]
-        return {"id": outcome_id, "charge_id": str(cid), "label_source": source, "applied": bool(applied)}
+        cid, source, applied, created_us, payload = rows[0]
+        late = "reported_us" in (json.loads(payload) if payload else {})
+        return {
+            "id": outcome_id,
+            "charge_id": str(cid),
+            "label_source": source,
+            "applied": bool(applied),
+            "counted_from": us_to_datetime(int(created_us)).isoformat() if late else None,
+        }
 
     def recent_charges(self, n: int, upto: int | None = None) -> tuple[list[str], int | None]:
         """The ids of the last ``n`` decided charges (oldest first; with ``upto``, of those logged at or

@@ -399,8 +399,9 @@ class FeedbackMixin(MoneyClaimsMixin):
         if stored is not None:
             return duplicate_answer(table, oid, cid, stored)
         facts["applied"] = applied
-
         counted = {**event, "created": us_to_datetime(counted_us)}
+        # a late outcome counts from after the newest event seen (docs/serving.md): the answer says when
+        facts["counted_from"] = counted["created"].isoformat() if counted_us != created_us else None
 
         def record() -> OutcomeRecord:
             payload = {
