@@ -31,6 +31,7 @@ from payfm.cli.rules_guard import (
     without_a_model,
 )
 from payfm.cli.rules_report import MATCHES_SHOWN, print_matches, print_report, warn
+from payfm.cli.rules_views import Views, print_views, requested, view_options
 from payfm.errors import ConfigError, WorkspaceError
 from payfm.events.cards import shown_text
 from payfm.events.outputs import output_file
@@ -41,6 +42,7 @@ from payfm.features.catalog import FEATURE_SETS, feature_set
 from payfm.registry.store import ModelVersion, Registry, newest
 from payfm.rules import ast, rulesets
 from payfm.rules.backtest import BacktestReport, backtest
+from payfm.rules.backtest_views import Period
 from payfm.rules.catalog import SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset
 from payfm.rules.limits import MAX_TEXT_BYTES, RuleError, check_note
@@ -176,6 +178,7 @@ def _run_backtest(
     base: rulesets.Baseline | None = None,
     as_of: str | None = None,
     matches: str | None = None,
+    views: Views | None = None,
 ) -> tuple[BacktestReport, str]:
     """Backtest ``candidate`` (on ``set_name``) against ``base`` (default: the active ruleset); returns the
     report and the baseline's label."""
@@ -231,6 +234,8 @@ def _run_backtest(
             model=model_ref,
             as_of=as_of,
             matches=matches,
+            by=views.series_by if views else None,
+            overlap=bool(views and views.with_overlap),
         )
     return report, label
 
@@ -341,6 +346,7 @@ def _csv_path(value: str | None) -> str | None:
     help="Write every charge --matches lists to this CSV file, outside the workspace's folders (replaced "
     "whole, never half-written; missing folders are made).",
 )
+@view_options
 @_window
 @SET_OPTION
 @click.pass_context
@@ -358,6 +364,10 @@ def backtest_cmd(
     set_name: str,
     matches: str | None,
     matches_out: str | None,
+    by: Period | None,
+    rule_detail: bool,
+    overlap: bool,
+    json_out: str | None,
 ) -> None:
     """Replay a ruleset FILE, or --rule texts added to the active ruleset, over past charges.
 
@@ -377,11 +387,13 @@ def backtest_cmd(
         --model fraud-gbdt --from 2026-03-01 --horizon-days 30   # a block rule and its review fallback
       payfm rules backtest --rule "vel: block if :card.count_charges_1h: >= 4" --from 2026-03-01 \\
         --horizon-days 30 --matches vel --matches-out vel.csv    # what it matched, false positives first
+      payfm rules backtest new.rules --by week --rule-detail --overlap --json report.json
     """
     if matches_out is not None and matches is None:
         raise ConfigError("--matches-out writes the charges --matches lists: give --matches RULE too.")
     if matches_out is not None:  # before the backtest, not after it (missing folders are made on writing)
         output_file(matches_out, "--matches-out", workspace=ctx.obj["workspace"])
+    views = requested(ctx.obj["workspace"], by, rule_detail, overlap, json_out)  # (--json checked: before)
     rule_text = rule_texts or None
     if file is not None and rule_text is not None:
         raise ConfigError("Give either a rules FILE or --rule TEXT, not both.")
@@ -409,9 +421,10 @@ def backtest_cmd(
             candidate = rulesets.compile_text(ws, text, set_name)
     base = _against(ws, against, set_name) if against is not None else None
     report, label = _run_backtest(
-        ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base, as_of, matches
+        ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base, as_of, matches, views
     )
     print_report(report, label)
+    print_views(report, views)
     if matches is not None and report.matched is not None:
         print_matches(report.matched, matches, Path(matches_out) if matches_out else None)
 

@@ -17,6 +17,7 @@ from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 from payfm.events.workspace import atomic_write_bytes
 from payfm.rules.backtest import LABELS, BacktestReport, RuleStats, Tally
+from payfm.rules.backtest_views import rates
 
 DAY = timedelta(days=1)
 MATCHES_SHOWN = 20  # matched charges printed by --matches (--matches-out writes them all)
@@ -66,12 +67,21 @@ def print_report(report: BacktestReport, baseline: str) -> None:
     table = Table(
         title="Rules (matched on their own; decided = first match in action order; "
         "precision over final labels: fraud / (fraud + refunded + legit); recall: share of the window's "
-        "final fraud matched; pending: labels not final, of which 'N fraud so far' disputed or warned)"
+        "final fraud matched; pending: labels not final, of which 'N fraud so far' disputed or warned"
+        + ("; only: matched by no other rule, what removing it loses)" if report.overlap else ")")
     )
     table.add_column("rule", overflow="fold", min_width=8)
+    only = report.overlap.only if report.overlap is not None else None  # (--overlap)
     for col in ("action", "line", "matched", "decided", *LABELS, "precision", "recall"):
         table.add_column(col, justify="left" if col == "action" else "right")
-    for r in report.rules:
+    for col in ("only", "only fraud") if only is not None else ():  # (matched by no other rule)
+        table.add_column(col, justify="right")
+    for i, r in enumerate(report.rules):
+        alone = (
+            (f"{sum(t.count for t in only[i].values()):,}", _money(only[i].get("fraud", Tally())))
+            if only
+            else ()
+        )
         table.add_row(
             Text(r.name),
             r.action,
@@ -81,6 +91,7 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             *(_money(r.outcomes[lab]) + _reported(r, lab) for lab in LABELS),
             f"{r.precision:.1%}" if r.precision is not None else "-",
             f"{recall:.1%}" if (recall := report.recall(r)) is not None else "-",
+            *alone,
         )
     console.print(table)
     # a day: the review team's load of a review rule, the customers a day asked for 3DS or blocked
@@ -138,6 +149,20 @@ def print_report(report: BacktestReport, baseline: str) -> None:
     for lab, t in sorted(c.allow_overrides.items()):
         console.print(
             f"  allowed by an allow rule over another matching rule ({lab}): {_money(t)}", markup=False
+        )
+    if report.charges:  # (from the mix and the change: nothing more to compute)
+        rt = rates(report)
+        pct = {
+            a: f"{n / rt.charges:.2%}"
+            for a, n in (("b", rt.blocked), ("r", rt.reviewed), ("3", rt.request_3ds))
+        }
+        console.print(
+            f"Rates of the window's {rt.charges:,} charges: block {pct['b']}, review {pct['r']}, 3DS "
+            f"{pct['3']}; authorization rate (let through: not blocked) {rt.authorization_before:.2%} before "
+            f"({baseline}) -> {rt.authorization_after:.2%} after",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
 
 

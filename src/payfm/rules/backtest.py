@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -45,6 +45,7 @@ from payfm.events.schema import time_bound
 from payfm.events.workspace import Workspace, opened
 from payfm.features.definitions import FeatureSet
 from payfm.rules import ast
+from payfm.rules.backtest_views import PERIODS, Overlap, Period, Series, report_json, with_views
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset, effective, list_table, quote_ident, sql_literal
 from payfm.rules.limits import RuleError
@@ -142,6 +143,10 @@ class BacktestReport:
     warnings: tuple[str, ...] = ()  # what a reader must know before trusting the figures
     # With ``matches``: the charges that rule matched on its own (:func:`_matched_charges`)
     matched: pa.Table | None = field(default=None, repr=False)
+    start: datetime | None = None  # the window asked for, [start, end) (None: the log's first or last)
+    end: datetime | None = None
+    series: Series | None = None  # with ``by`` (:mod:`payfm.rules.backtest_views`)
+    overlap: Overlap | None = None  # with ``overlap=True``
 
     @property
     def pending(self) -> int:
@@ -156,6 +161,10 @@ class BacktestReport:
     def per_day(self, count: int) -> float | None:
         """``count`` charges of the window as a daily rate (a review rule's load on the review team)."""
         return count / self.days if self.days else None
+
+    def to_json(self) -> dict[str, Any]:
+        """The whole report as JSON values (:func:`payfm.rules.backtest_views.report_json`)."""
+        return report_json(self)
 
     def recall(self, rule: RuleStats) -> float | None:
         """The share of the window's fraud (final labels) that ``rule`` matches on its own; None when the
@@ -637,6 +646,8 @@ def backtest(
     baseline_name: str = "The active ruleset",
     model: str | None = None,
     matches: str | None = None,
+    by: Period | None = None,
+    overlap: bool = False,
 ) -> BacktestReport:
     """Backtest ``ruleset`` (on feature set ``fset``) against ``baseline`` on the charges of ``ws`` created in
     [start, end).
@@ -656,9 +667,13 @@ def backtest(
     (:func:`payfm.training.predict.model_scores`; give one of the two). A window overlapping that model's
     training or validation period is the report's first warning
     (:func:`payfm.rules.scores.in_sample_warning`): its figures are in-sample. ``start``, ``end`` and
-    ``as_of`` are aware datetimes, dates or ISO texts, as ``--from`` and ``--to`` take them.
+    ``as_of`` are aware datetimes, dates or ISO texts, as ``--from`` and ``--to`` take them. ``by``
+    ("day", "week") adds the report's ``series``, ``overlap=True`` its ``overlap``
+    (:mod:`payfm.rules.backtest_views`).
     """
     ws = opened(ws, "backtest")
+    if by is not None and by not in PERIODS:  # (before the work, not after)
+        raise RuleError(f"A backtest series is by one of {', '.join(PERIODS)}. Got {by!r}.")
     start, end = (
         time_bound(start, "The backtest start", RuleError),
         time_bound(end, "The backtest end", RuleError),
@@ -757,7 +772,11 @@ def backtest(
             as_of_given=as_of is not None,
             pending_fraud=int(reported or 0),
             days=_window_days(con, start, end),
+            start=start,
+            end=end,
         )
+        if by is not None or overlap:  # (one grouped query per view over FLAGS)
+            report = with_views(con, ruleset, report, FLAGS, by=by, overlap=overlap)
         if matches is not None:
             report = replace(report, matched=_matched_charges(con, ruleset, matches))
         absent = _never_present(con, ruleset, report, own_attrs)
