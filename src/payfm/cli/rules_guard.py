@@ -12,7 +12,7 @@ import click
 
 from payfm.cli.render import plural
 from payfm.cli.rules_diff import diff_rules
-from payfm.cli.rules_report import warn
+from payfm.cli.rules_report import per_day, warn
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 from payfm.events.text import escaped
@@ -61,7 +61,7 @@ def refuse_mass_decisions(report: BacktestReport, what: str) -> None:
 def _load(report: BacktestReport, action: str, rule: RuleStats) -> str:
     """A review rule's load on the review team: `` (120.5 a day to review)``; empty for a block rule."""
     rate = report.per_day(rule.decided) if action == "review" else None
-    return "" if rate is None else f" ({rate:,.1f} a day to review)"
+    return "" if rate is None else f" ({per_day(rate)} a day to review)"
 
 
 def say_removed(base: rulesets.Baseline, candidate: Ruleset, what: str) -> None:

@@ -23,6 +23,18 @@ DAY = timedelta(days=1)
 MATCHES_SHOWN = 20  # matched charges printed by --matches (--matches-out writes them all)
 
 
+def per_day(rate: float) -> str:
+    """A daily rate as the reports print it: one decimal, none from 100 on, and two significant digits
+    below 0.1 (a rule that sent one charge in a 60-day window to review read "0.0 a day").
+
+    >>> per_day(120.5), per_day(2.34), per_day(0.0167), per_day(0.0)
+    ('120', '2.3', '0.017', '0.0')
+    """
+    if rate >= 100:
+        return f"{rate:,.0f}"
+    return f"{rate:.2g}" if 0 < rate < 0.1 else f"{rate:,.1f}"
+
+
 def _money(t: Tally) -> str:
     return f"{t.count:,} (${t.usd:,.0f})"
 
@@ -104,7 +116,7 @@ def print_report(report: BacktestReport, baseline: str) -> None:
             row = report.mix[action]
             n = sum(t.count for t in row.values())
             rate = report.per_day(n)
-            daily = "-" if rate is None else f"{rate:,.1f}" if rate < 100 else f"{rate:,.0f}"
+            daily = "-" if rate is None else per_day(rate)
             mix.add_row(action, f"{n:,}", daily, *(_money(row.get(lab, Tally())) for lab in LABELS))
     console.print(mix)
     c = report.change
@@ -144,7 +156,7 @@ def print_report(report: BacktestReport, baseline: str) -> None:
                 n_all = Tally(sum(t.count for t in by_label.values()), sum(t.usd for t in by_label.values()))
                 parts = ", ".join(f"{lab} {_money(by_label[lab])}" for lab in LABELS if lab in by_label)
                 rate = report.per_day(n_all.count)
-                daily = f" ({rate:,.1f} a day)" if rate is not None else ""
+                daily = f" ({per_day(rate)} a day)" if rate is not None else ""
                 console.print(f"  {moved:<32}{_money(n_all)}{daily}: {parts}", markup=False, highlight=False)
     for lab, t in sorted(c.allow_overrides.items()):
         console.print(
