@@ -314,3 +314,12 @@ def test_a_feature_sets_backfill_is_a_view_of_its_latest_version(tmp_path: Path)
         run_sql(ws, f"SELECT count(*) FROM read_parquet('{ws.root}/features/*.parquet')")
     with pytest.raises(QueryError):
         run_sql(ws, "SELECT count(*) FROM features_default")  # (no backfill of it: no view)
+    # a damaged file named as a backfill: every other query runs (it failed each with a traceback), and one
+    # reading its view is refused naming the file
+    (ws.root / "features" / f"other-{'1' * 12}.parquet").write_text("not parquet")
+    assert run_sql(ws, "SELECT count(*) AS n FROM features_tiny").to_pylist() == [{"n": want.num_rows}]
+    for sql in ("SELECT count(*) FROM features_other", "SELECT * FROM features_other"):
+        with pytest.raises(
+            QueryError, match=r"features_other: .*other-1{12}\.parquet is not a readable backfill"
+        ):
+            run_sql(ws, sql)

@@ -296,10 +296,13 @@ def test_cli_prints_the_series_overlap_and_rates_and_writes_the_json(world: Worl
     # the file is the report, as Python gives it
     assert json.loads(out.read_text()) == json.loads(json.dumps(report.to_json()))
     assert not list(out.parent.glob(".*tmp"))
-    # --json alone: every view in the file (the series by day), none printed beyond the only-columns
+    # --json alone: every view in the file (the series by day, the overlap), none printed: the rules table
+    # as without it (the only-columns are --overlap's)
     r = _run(world.ws, str(rules), "--json", str(out))
     assert r.exit_code == 0 and "By UTC day" not in r.output and "Overlap:" not in r.output, r.output
-    assert json.loads(out.read_text())["series"]["by"] == "day"
+    assert "only fraud" not in r.output and "only: matched by no other rule" not in r.output, r.output
+    written = json.loads(out.read_text())
+    assert written["series"]["by"] == "day" and written["overlap"] is not None
 
 
 def test_cli_refuses_a_json_path_in_the_workspace_before_the_backtest(world: World, tmp_path: Path) -> None:

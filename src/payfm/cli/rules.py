@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -423,7 +424,8 @@ def backtest_cmd(
     report, label = _run_backtest(
         ws, candidate, set_name, start, end, scores, model_ref, horizon_days, base, as_of, matches, views
     )
-    print_report(report, label)
+    # (the only-columns with --overlap only: --json alone computes the overlap for the file, not the table)
+    print_report(report if views.overlap else replace(report, overlap=None), label)
     print_views(report, views)
     if matches is not None and report.matched is not None:
         print_matches(report.matched, matches, Path(matches_out) if matches_out else None)

@@ -29,7 +29,7 @@ from duckdb.sqltypes import DuckDBPyType
 
 from payfm import interrupts
 from payfm.errors import PayfmError
-from payfm.events.cards import redact_card_numbers
+from payfm.events.cards import redact_card_numbers, shown_text
 from payfm.events.schema import TABLES
 from payfm.events.workspace import Workspace, opened
 
@@ -62,7 +62,6 @@ def sql_batches(
     DuckDB holds them come as DuckDB's text of them (:func:`printable_types`)."""
     ws = opened(ws, "sql_batches")
     con = ws.connect()
-    backfills = feature_views(con, ws)
     abandoned = False
 
     def result() -> pa.RecordBatchReader:
@@ -70,7 +69,7 @@ def sql_batches(
         return (printable_types(rel) if printable else rel).to_arrow_reader(batch_rows)
 
     try:
-        _lock(con, ws, sql, backfills)
+        _lock(con, ws, sql, feature_views(con, ws))
         with _refusals():
             reader = _interruptible(con, result)
             names = _unique(reader.schema.names)
@@ -204,19 +203,30 @@ def feature_views(con: duckdb.DuckDBPyConnection, ws: Workspace) -> tuple[Path, 
     """A view ``features_<set>`` over each feature set's backfill in the workspace (its latest, when
     several versions were backfilled: features/<set>-<version>.parquet), so that a query can join the
     features a rule reads to the charges (``JOIN features_default USING (charge_id)``); the files read."""
-    latest: dict[str, Path] = {}
+    latest: dict[str, tuple[float, Path]] = {}
     folder = ws.root / "features"
     for path in sorted(folder.glob("*.parquet")) if folder.is_dir() else []:
         m = _BACKFILL.fullmatch(path.name)
-        if m is None or not path.is_file():
-            continue
-        name = m.group(1)
-        if name not in latest or path.stat().st_mtime > latest[name].stat().st_mtime:
-            latest[name] = path
-    for name, path in sorted(latest.items()):
+        try:
+            when = path.stat().st_mtime if m is not None and path.is_file() else None
+        except OSError:  # (gone since the listing: a backfill replaced meanwhile)
+            when = None
+        if m is not None and when is not None and (m.group(1) not in latest or when > latest[m.group(1)][0]):
+            latest[m.group(1)] = (when, path)
+    read = []
+    for name, (_, path) in sorted(latest.items()):
         quoted = str(path).replace("'", "''")
-        con.execute(f"CREATE VIEW features_{name} AS SELECT * FROM read_parquet('{quoted}')")
-    return tuple(latest.values())
+        try:  # (DuckDB reads the file's schema here: a damaged one must not fail every other query)
+            con.execute(f"CREATE VIEW features_{name} AS SELECT * FROM read_parquet('{quoted}')")
+            read.append(path)
+        except duckdb.Error as e:
+            said = f"features_{name}: {shown_text(str(path))} is not a readable backfill ({_first_line(e)})"
+            literal = said.replace("'", "''")  # (a view takes no parameters)
+            # (a view that fails whatever reads it, count(*) included: the file named, once asked for)
+            con.execute(
+                f"CREATE VIEW features_{name} AS SELECT * FROM range(1) WHERE error('{literal}') IS NULL"
+            )
+    return tuple(read)
 
 
 def _lock(con: duckdb.DuckDBPyConnection, ws: Workspace, sql: str, backfills: tuple[Path, ...] = ()) -> None:

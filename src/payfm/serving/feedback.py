@@ -262,7 +262,8 @@ class FeedbackMixin(MoneyClaimsMixin):
     def record_outcome(self, table: str, payload: Mapping[str, Any], clamp: bool = False) -> dict[str, Any]:
         """Record a dispute, early fraud warning or refund: decision log, online features, event log.
 
-        Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate}``; a
+        Idempotent by the outcome's id. Returns ``{id, charge_id, label_source, applied, duplicate,
+        counted_from}`` (``counted_from``: the time it counts from when dated later than sent, else None); a
         duplicate (the id recorded already, on the same charge) returns the stored record's facts; the id
         recorded on another charge is a Conflict. Invalid fields are one InvalidInput naming the first; so is
         an outcome at or before its charge (as an import refuses it). An outcome of a charge neither the
@@ -292,7 +293,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             if self.log.get_outcome(table, oid) is None:
                 raise
         source = label_source(table, event)
-        facts = {"id": oid, "charge_id": cid, "label_source": source, "applied": False}
+        facts = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "counted_from": None}
         # Outside the lock. Replaying the event log in process (append_outcomes False) reads outcomes of the
         # log itself: no check against the charge applies, and the decision log alone dates decided charges.
         logged, charge, result = self._event_log_facts(table, oid, cid, self.append_outcomes)
