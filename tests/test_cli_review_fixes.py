@@ -201,8 +201,10 @@ def test_training_set_and_embeddings_write_in_the_workspace_only_under_their_fol
             match=r"^--out: .* is inside the workspace .*or a file features/\*\.training\.parquet\)",
         ):
             build_training_set(ws, tiny_set(), out=target)
-    for target in (over, ws.root / "fm" / "v3" / "config.json"):
+    # embeddings: only the checkpoint's own file under fm/ (another checkpoint's was replaced, silently)
+    for target in (over, ws.root / "fm" / "v3" / "config.json", ws.root / "fm" / "v3.embeddings.parquet"):
         with pytest.raises(
-            ConfigError, match=r"^--out: .* is inside the workspace .*or a file fm/\*\.embeddings\.parquet\)"
+            ConfigError,
+            match=r"^--out: .* is inside the workspace .*or a file fm/no-checkpoint\.embeddings\.parquet\)",
         ):
             embed(ws, tmp_path / "no-checkpoint", out=target)

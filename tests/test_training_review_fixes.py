@@ -224,3 +224,27 @@ def test_the_foundation_models_comparison_refuses_a_seed_its_fits_would_pass_the
         evaluate_embeddings(ws, tmp_path / "no-checkpoint", DownstreamConfig(seed=2**31, gbdt_seeds=1))
     with pytest.raises(ConfigError, match="no-checkpoint"):  # (a seed in range: on to the checkpoint)
         evaluate_embeddings(ws, tmp_path / "no-checkpoint", DownstreamConfig(seed=2**31 - 3))
+
+
+def test_train_refuses_fm_inputs_given_twice(tmp_path: Path) -> None:
+    """`fm evaluate --fm-inputs` repeats to compare models; `train --fm-inputs embedding --fm-inputs surprise`
+    trained on the last one alone, silently (an FM walkthrough registered a model without the embedding)."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    args = [
+        "-w",
+        str(ws.root),
+        "train",
+        "--fm",
+        "early",
+        "--fm-inputs",
+        "embedding",
+        "--fm-inputs",
+        "surprise",
+    ]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert (
+        "Invalid value for '--fm-inputs': one model takes one set of inputs: give it once (both: "
+        "embedding+surprise). Got embedding, surprise." in " ".join(r.output.split())
+    )
+    assert not (ws.root / "registry").exists() or not any((ws.root / "registry").rglob("*.json"))

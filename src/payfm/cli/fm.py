@@ -235,8 +235,9 @@ WORKERS = click.option(
     type=click.Path(dir_okay=False),
     default=None,
     callback=parquet_path,
-    help="Parquet path; a relative path is relative to the current directory. In the workspace only a "
-    "*.embeddings.parquet file in fm/ (not in a checkpoint) or a .parquet file at its top "
+    help="Parquet path; a relative path is relative to the current directory. In the workspace only the "
+    "checkpoint's own fm/<name>.embeddings.parquet (not another's, nor in a checkpoint) or a .parquet file "
+    "at its top "
     "[default: <workspace>/fm/<name>.embeddings.parquet].",
 )
 @click.option(

@@ -132,10 +132,11 @@ def _fmt(v: float) -> str:
 )
 @click.option(
     "--fm-inputs",
-    default="embedding",
+    default=("embedding",),
     show_default=True,
+    multiple=True,  # (to refuse a repeat: without it the last one given was taken, silently)
     type=click.Choice(["embedding", "surprise", "embedding+surprise"]),
-    help="Which outputs of --fm the model takes after the features.",
+    help="Which outputs of --fm the model takes after the features (once: both are embedding+surprise).",
 )
 @click.option("--fm-workers", default=1, show_default=True, type=click.IntRange(1), help="Threads for --fm.")
 @click.option(
@@ -174,7 +175,7 @@ def train(
     as_of: str | None,
     seed: int,
     fm_name: str | None,
-    fm_inputs: str,
+    fm_inputs: tuple[str, ...],
     fm_workers: int,
     train_on: str,
     param_texts: tuple[str, ...],
@@ -197,6 +198,12 @@ def train(
     """
     ws = Workspace.open(ctx.obj["workspace"])
     checkpoint = None
+    if len(fm_inputs) > 1:  # (fm evaluate's --fm-inputs repeats to compare models; a model takes one)
+        raise click.BadParameter(
+            f"one model takes one set of inputs: give it once (both: embedding+surprise). Got "
+            f"{', '.join(fm_inputs)}.",
+            param_hint="'--fm-inputs'",
+        )
     for param, flag in (("fm_inputs", "--fm-inputs"), ("fm_workers", "--fm-workers")):
         if fm_name is None and ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE:
             raise click.UsageError(f"{flag} applies to a foundation model's outputs: give --fm NAME too.")
@@ -221,7 +228,7 @@ def train(
         mature_test=not recent_test,
         as_of=iso_time(as_of, "--as-of"),
         foundation_model=checkpoint,
-        fm_outputs=tuple(fm_inputs.split("+")),
+        fm_outputs=tuple(fm_inputs[0].split("+")),
         fm_workers=fm_workers,
         train_on=train_on,
         params=_params(param_texts, kinds, fs),

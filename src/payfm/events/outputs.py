@@ -32,8 +32,9 @@ def output_file(
     too, as is a file at its top other than a ``.parquet`` or ``.csv`` one (the workspace keeps none there): a
     write there could replace the workspace's own files (its manifest, secret key, event log or rules.db) and
     destroy it. ``within`` (``"features/*.training.parquet"``: an output whose default place is in the
-    workspace) allows a file directly in that subfolder whose name ends so, and no other file there: the
-    subfolder holds other files too (a backfill beside the training sets, checkpoints beside embeddings).
+    workspace) allows a file directly in that subfolder whose name ends so (or, without a ``*``, that one
+    file), and no other file there: the subfolder holds other files too (a backfill beside the training
+    sets, checkpoints and other checkpoints' embeddings beside embeddings).
 
     >>> import tempfile
     >>> output_file(Path(tempfile.mkdtemp()), "--out")
@@ -66,11 +67,16 @@ def _real(path: Path) -> Path:
 
 
 def _is_own(real: Path, root: Path, within: str) -> bool:
-    """Whether ``real`` is a file that ``within`` (``"fm/*.embeddings.parquet"``) allows: directly in that
-    subfolder of ``root``, its name ending as the pattern's does (and not only that ending)."""
+    """Whether ``real`` is a file that ``within`` (``"features/*.training.parquet"``, or one name:
+    ``"fm/v3.embeddings.parquet"``) allows: directly in that subfolder of ``root``, its name ending as the
+    pattern's does (and not only that ending), or the name itself."""
     folder, _, pattern = within.partition("/")
+    if real.parent != root / folder:
+        return False
+    if not pattern.startswith("*"):
+        return real.name == pattern
     ending = pattern.removeprefix("*")
-    return real.parent == root / folder and real.name.endswith(ending) and len(real.name) > len(ending)
+    return real.name.endswith(ending) and len(real.name) > len(ending)
 
 
 def _outside_workspace(path: Path, who: str, workspace: Path, within: str | None) -> None:

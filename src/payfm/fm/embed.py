@@ -160,7 +160,8 @@ def embed(
     outs = check_outputs(outputs)
     default = ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
     # before the work, not after; in the workspace only under fm/ (not over its manifest or event log)
-    path = output_file(out if out else default, "--out", workspace=ws.root, within="fm/*.embeddings.parquet")
+    # (in the workspace: only under fm/, and only this checkpoint's file, not another's)
+    path = output_file(out if out else default, "--out", workspace=ws.root, within=f"fm/{default.name}")
     model, tokenizer, _, source = load_identified(checkpoint)
     charges = read_charges(ws)
     if charges.num_rows == 0:  # (an empty file reported as a success told nothing was wrong)
