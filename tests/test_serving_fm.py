@@ -478,7 +478,10 @@ def test_a_model_on_embedding_and_surprise_is_served_as_offline(world: World, tm
     assert surprising  # the model uses the surprise: some charges have it among their reasons
     for r in surprising:
         view, field = r["feature"].removeprefix("fm.surprise_").split("_", 1)
-        assert f"{field} unexpected for this {view}'s recent charges" in r["text"]
+        typical = float(r["text"].rsplit("typical: ", 1)[1][:-1])
+        usual = r["value"] is not None and round(r["value"], 1) <= typical  # (no higher than typical)
+        said = "as usual" if usual else "unexpected"
+        assert f"{field} {said} for this {view}'s recent charges" in r["text"], r
 
 
 REDIS_URL = REDIS_SCRATCH_URL  # a database of its own, emptied before and after each test (redis_scratch)

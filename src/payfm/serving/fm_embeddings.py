@@ -299,11 +299,19 @@ def explain(model: Model, x: list[float | None], top_k: int) -> list[dict[str, A
 
 def surprise_text(name: str, value: float | None, typical: float) -> str:
     """The reason text of a surprise input, e.g. ``fm.surprise_card_device_n`` -> "device_n unexpected for
-    this card's recent charges: surprise 6.2 nats; typical: 0.4" (surprise: -log p under the model)."""
+    this card's recent charges: surprise 6.2 nats; typical: 0.4" (surprise: -log p under the model); "as
+    usual" instead of "unexpected" when the surprise is no higher than the typical one.
+
+    >>> surprise_text("fm.surprise_merchant_cred", 1.1, 1.12)
+    "foundation model: cred as usual for this merchant's recent charges (surprise 1.1 nats; typical: 1.1)"
+    """
     view, _, field_name = name.removeprefix(SURPRISE_PREFIX).partition("_")
     assert view in VIEW_NAMES, name
     shown = "no value" if value is None else f"surprise {value:.1f} nats"
+    # (a surprise at or below the typical one adds to the risk only with the model's other inputs: called
+    # unexpected, a reviewer read "1.1 nats; typical: 1.1" as a contradiction)
+    said = "as usual" if value is not None and round(value, 1) <= round(typical, 1) else "unexpected"
     return (
-        f"foundation model: {field_name} unexpected for this {view}'s recent charges ({shown}; "
+        f"foundation model: {field_name} {said} for this {view}'s recent charges ({shown}; "
         f"typical: {typical:.1f})"
     )
