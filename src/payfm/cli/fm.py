@@ -427,7 +427,7 @@ def evaluate(
     (gbdt+surprise: how unexpected each field of the charge is given its card's and merchant's history) or
     both; the relative gains over gbdt come with paired 95% bootstrap intervals.
     """
-    from payfm.fm.downstream import DownstreamConfig, evaluate_embeddings
+    from payfm.fm.downstream import MIN_INCIDENTS, DownstreamConfig, evaluate_embeddings
     from payfm.fm.identity import check_outputs
 
     try:
@@ -466,14 +466,18 @@ def evaluate(
     # A slice without positives in the test window has no AP: one line names them instead of rows of "-".
     shown = [s for s in report.scores["gbdt"] if report.scores["gbdt"][s].positives > 0]
     table = Table(title=f"Average precision after {report.cut} ({report.test_rows:,} test charges)")
-    table.add_column("slice (positives)")
+    table.add_column("slice (positives; incidents)")
     for model in report.scores:
         table.add_column(model, justify="right")
     for slice_ in shown:
-        pos = report.scores["gbdt"][slice_].positives
-        table.add_row(f"{slice_} ({pos})", *(cell(report.scores[m][slice_].ap) for m in report.scores))
+        base = report.scores["gbdt"][slice_]
+        count = f"{slice_} ({base.positives}; {base.incidents})"
+        table.add_row(count, *(cell(report.scores[m][slice_].ap) for m in report.scores))
     console.print(table)
-    gains = Table(title="Relative AP gain over gbdt, paired 95% bootstrap interval over incidents")
+    gains = Table(
+        title="Relative AP gain over gbdt, paired 95% bootstrap interval over incidents (none with fewer "
+        f"than {MIN_INCIDENTS} incidents: '[-, -]')"
+    )
     gains.add_column("slice")
     for model in report.gain_intervals:
         gains.add_column(model, justify="right")
