@@ -6,12 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from payfm.events.card_transforms import bin6, fingerprint, last4
 from payfm.events.cards import (
-    bin6,
     card_number_rows,
     contains_card_number,
-    fingerprint,
-    last4,
     luhn_valid,
     mask_long_numbers,
     redact_card_numbers,

@@ -57,6 +57,18 @@ console = Console(width=_width(sys.stdout), markup=False, emoji=False)
 err_console = Console(stderr=True, width=_width(sys.stderr), markup=False, emoji=False)
 
 
+def ending_path(suffix: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback for an option naming a file to write: a path ending in ``suffix`` (``.csv``,
+    ``.json``; any case), not a folder."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is not None and (value.endswith(("/", os.sep)) or not value.lower().endswith(suffix)):
+            raise click.BadParameter(f"expected a file path ending in {suffix}. Got '{shown_text(value)}'.")
+        return value
+
+    return check
+
+
 def parquet_path(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     """A click callback for an ``--out`` that writes Parquet: a file path ending in ``.parquet``."""
     if value is not None and (value.endswith(("/", os.sep)) or not value.endswith(".parquet")):

@@ -6,7 +6,6 @@ Thin: parse options, call payfm.rules, render with rich.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import sys
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from payfm.cli.options import DAYS
-from payfm.cli.render import console, err_console, plural
+from payfm.cli.render import console, ending_path, err_console, plural
 from payfm.cli.rules_diff import diff, meaning
 from payfm.cli.rules_guard import (
     MASS_BLOCK_OPTION,
@@ -310,13 +309,6 @@ def _window(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
-def _csv_path(value: str | None) -> str | None:
-    """``--matches-out``: a file path ending in ``.csv`` (as ``--out`` of Parquet ends in ``.parquet``)."""
-    if value is not None and (value.endswith(("/", os.sep)) or not value.lower().endswith(".csv")):
-        raise click.BadParameter(f"expected a file path ending in .csv. Got '{shown_text(value)}'.")
-    return value
-
-
 @rules.command(name="backtest")
 @click.argument("file", required=False, type=click.Path(dir_okay=False, allow_dash=True))
 @click.option(
@@ -343,7 +335,7 @@ def _csv_path(value: str | None) -> str | None:
     "--matches-out",
     metavar="FILE.csv",
     type=click.Path(dir_okay=False),
-    callback=lambda _ctx, _param, value: _csv_path(value),
+    callback=ending_path(".csv"),
     help="Write every charge --matches lists to this CSV file, outside the workspace's folders (replaced "
     "whole, never half-written; missing folders are made).",
 )

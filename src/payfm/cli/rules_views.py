@@ -14,7 +14,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from payfm.cli.render import console
+from payfm.cli.render import console, ending_path
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
 from payfm.events.outputs import output_file
@@ -24,12 +24,6 @@ from payfm.rules.backtest_views import CAUGHT, GENUINE, PERIODS, Overlap, Period
 
 F = TypeVar("F", bound=Callable[..., Any])
 PAIRS_SHOWN = 20  # pairs of rules printed by --overlap (--json holds the whole matrix)
-
-
-def _json_path(value: str | None) -> str | None:
-    if value is not None and (value.endswith(("/", os.sep)) or not value.lower().endswith(".json")):
-        raise click.BadParameter(f"expected a file path ending in .json. Got '{shown_text(value)}'.")
-    return value
 
 
 VIEW_OPTIONS = [
@@ -51,7 +45,7 @@ VIEW_OPTIONS = [
         "json_out",
         metavar="FILE.json",
         type=click.Path(dir_okay=False),
-        callback=lambda _ctx, _param, value: _json_path(value),
+        callback=ending_path(".json"),
         help="Write the whole report (rules, mix, change, warnings, rates, the series by --by or by day, the "
         "overlap) to this JSON file, outside the workspace's folders (replaced whole, never half-written).",
     ),

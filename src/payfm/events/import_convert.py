@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.events import currency
-from payfm.events.cards import BRAND_PREFIXES, ascii_digits, fingerprint, shown_text, truncated
+from payfm.events.card_transforms import fingerprint, truncated
+from payfm.events.cards import BRAND_PREFIXES, ascii_digits, shown_text
 from payfm.events.import_personal import check_personal
 from payfm.events.import_problems import KEEP, Problems, values_at
 from payfm.events.import_text import EXPECTED, convert

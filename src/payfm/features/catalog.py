@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -17,12 +18,14 @@ from typing import TYPE_CHECKING
 
 from payfm.errors import ConfigError, PayfmError
 from payfm.features.definitions import (
+    AGGS,
+    ALL_TIME_ONLY,
+    ENTITIES,
     Aggregate,
     Derived,
     Feature,
     FeatureSet,
     RequestFeature,
-    generated_form,
     refuse_card_numbers,
 )
 
@@ -297,6 +300,23 @@ def feature_set(name: str, root: str | os.PathLike[str] | None = None) -> Featur
         + ("" if root is not None else " (a workspace's own sets need its workspace)")
         + "; define one with `payfm features define FILE.json` (define_set(ws, fset) in Python)."
     )
+
+
+def generated_form(name: str) -> bool:
+    """``name`` has the form of an aggregate's generated name (``card.count_charges_1h``,
+    ``merchant.sum_amount_usd_refunds_all``, ``card.since_prev``): an entity, a dot, an aggregation, and a
+    window's span or an all-time aggregation's end.
+
+    >>> [generated_form(n) for n in ("card.count_charges_1h", "card.my_velocity", "card.since_prev")]
+    [True, False, True]
+    """
+    return _GENERATED.fullmatch(name) is not None
+
+
+_GENERATED = re.compile(
+    rf"({'|'.join(ENTITIES)})\.(({'|'.join(AGGS)})_[a-z0-9_]*_(all|[0-9]+[smhdw](_ending_[0-9]+[smhdw]_ago)?)"
+    rf"|({'|'.join(ALL_TIME_ONLY)})(_[a-z0-9_]+)?)"
+)
 
 
 def check_definable(fset: FeatureSet) -> FeatureSet:

@@ -688,22 +688,6 @@ def _same_but_resolution(a: Aggregate, b: Aggregate) -> bool:
     return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(Aggregate) if f.name != "resolution")
 
 
-def generated_form(name: str) -> bool:
-    """``name`` has the form of an aggregate's generated name (``card.count_charges_1h``,
-    ``merchant.sum_amount_usd_refunds_all``, ``card.since_prev``): an entity, a dot, an aggregation, and a
-    window's span or an all-time aggregation's end.
-
-    >>> [generated_form(n) for n in ("card.count_charges_1h", "card.my_velocity", "card.since_prev")]
-    [True, False, True]
-    """
-    return _GENERATED.fullmatch(name) is not None
-
-
-_GENERATED = re.compile(
-    rf"({'|'.join(ENTITIES)})\.(({'|'.join(AGGS)})_[a-z0-9_]*_(all|[0-9]+[smhdw](_ending_[0-9]+[smhdw]_ago)?)"
-    rf"|({'|'.join(ALL_TIME_ONLY)})(_[a-z0-9_]+)?)"
-)
-
 # A set's name: a lower-case word, as its files are named after it.
 SET_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 

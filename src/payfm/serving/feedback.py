@@ -290,7 +290,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             # reports deliver them hours or days later
             refuse_untimely(created_us, self.config.max_future_s, None, f"{table} event")
         except InvalidInput:  # a retry of an outcome recorded already is answered, whatever the clock
-            if self.log.get_outcome(table, oid) is None:
+            if not self.log.has_outcome(table, oid):
                 raise
         source = label_source(table, event)
         facts = {"id": oid, "charge_id": cid, "label_source": source, "applied": False, "counted_from": None}
@@ -315,7 +315,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             refused = self._uncaptured(table, oid, cid, charge or {}, result) or unlike_its_charge(
                 table, event, charge or {}, implied=clamp
             )
-        if refused is not None and self.log.get_outcome(table, oid) is None:  # a retry is answered as before
+        if refused is not None and not self.log.has_outcome(table, oid):  # a retry is answered as before
             raise refused
         # A new outcome of a live charge claims it moved money, against a decline reported meanwhile
         # (serving/money_claims.py: of the two, whichever comes second is refused).

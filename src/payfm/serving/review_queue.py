@@ -3,6 +3,7 @@ its reviews cannot make skip any); the answer to a closure sent again."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -72,12 +73,15 @@ def review_item(log: DecisionLog, charge_id: str, ws: Workspace | None = None) -
         raise NotFound(f"No review for charge '{shown(charge_id)}'.", field="charge_id")
     item = _with_outcomes(log, items, ws)[0]
     if ws is not None:
-        item["rule_detail"] = rule_detail(log, ws, charge_id, item.get("rule"))
+        item["rule_detail"] = rule_detail(log, ws, charge_id, item.get("rule"), item.get("charge") or {})
     return item
 
 
-def rule_detail(log: DecisionLog, ws: Workspace, charge_id: str, rule: str | None) -> dict[str, Any] | None:
-    """What sent the charge to review, for the reviewer: the rule ``rule`` as the ruleset version that
+def rule_detail(
+    log: DecisionLog, ws: Workspace, charge_id: str, rule: str | None, charge: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """What sent the charge to review, for the reviewer (``charge``: its fields, as the review item holds
+    them): the rule ``rule`` as the ruleset version that
     decided the charge wrote it (``condition``: its line) and the value of each attribute it read
     (``values``, as the rule read them: :func:`payfm.rules.catalog.charge_values`, dollars for
     ``amount_usd``; None: missing). None when the decision names no rule or version the workspace holds
@@ -94,7 +98,7 @@ def rule_detail(log: DecisionLog, ws: Workspace, charge_id: str, rule: str | Non
     if not found:
         return None
     values = charge_values(
-        log.get_charge(charge_id) or {},
+        charge,
         decision.get("features") or {},
         decision.get("risk_score"),
         decision.get("risk_level"),
