@@ -16,6 +16,7 @@ the signal's exception lands at once and interrupts the work.
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -66,9 +67,14 @@ def interruptible(work: Callable[[], T], interrupt: Callable[[], None], what: st
         return work()
     out: dict[str, Any] = {}
     gate = threading.Lock()  # the work starts, or is cancelled, never both
-    started, finished = threading.Event(), threading.Event()
-    # An Event, not Thread.join: a join interrupted by an exception can leave is_alive() False while the
-    # thread still runs (CPython gh-90882).
+    started = threading.Event()
+    # The main thread waits on a bare lock that the work releases when it ends: a lock's acquire is one call
+    # that a signal interrupts cleanly. Not on an Event: its wait is Python code around a Condition, and a
+    # Ctrl-C landing between two of its lines leaves that Condition's lock released twice, so the
+    # KeyboardInterrupt became "RuntimeError: release unlocked lock" and a traceback (seen in CI). Nor on
+    # Thread.join: interrupted, it can leave is_alive() False while the thread still runs (CPython gh-90882).
+    done = threading.Lock()
+    done.acquire()
 
     def run() -> None:
         try:
@@ -80,14 +86,15 @@ def interruptible(work: Callable[[], T], interrupt: Callable[[], None], what: st
         except BaseException as e:  # handed to the waiting thread
             out["error"] = e
         finally:
-            finished.set()
+            out["finished"] = True
+            done.release()
 
     try:
-        threading.Thread(target=run, name=f"payfm: {what}", daemon=True).start()
-        while not finished.wait(0.1):
+        _start(threading.Thread(target=run, name=f"payfm: {what}", daemon=True))
+        while not done.acquire(timeout=0.1):
             pass
     except BaseException:
-        if not _stopped(interrupt, out, gate, started, finished):
+        if not _stopped(interrupt, out, gate, started, done):
             raise abandon(what) from None
         raise
     if "error" in out:
@@ -95,12 +102,25 @@ def interruptible(work: Callable[[], T], interrupt: Callable[[], None], what: st
     return out["value"]  # type: ignore[no-any-return]
 
 
+def _start(thread: threading.Thread) -> None:
+    """Start ``thread`` with Ctrl-C and SIGTERM held until it runs: ``Thread.start`` waits on an Event (see
+    :func:`interruptible`). A signal that came meanwhile is handled once they are let through again. The
+    mask is read before the try (reading it changes nothing), so an exception anywhere leaves it as it was
+    (a Python session that blocked them for good would never take a Ctrl-C again)."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
 def _stopped(
     interrupt: Callable[[], None],
     out: dict[str, Any],
     gate: threading.Lock,
     started: threading.Event,
-    finished: threading.Event,
+    done: threading.Lock,
 ) -> bool:
     """Cancel the work if it has not started, else interrupt it until it ends; False when a second Ctrl-C
     (or SIGTERM) came first: the work may still run."""
@@ -109,9 +129,9 @@ def _stopped(
             if not started.is_set():
                 out["cancelled"] = True
                 return True
-        while not finished.is_set():
+        while not out.get("finished"):
             interrupt()  # a query started after one interrupt gets the next
-            finished.wait(0.1)
+            done.acquire(timeout=0.1)
     except (KeyboardInterrupt, SystemExit):
-        return finished.is_set()
+        return bool(out.get("finished"))
     return True
