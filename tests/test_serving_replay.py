@@ -237,3 +237,34 @@ def test_a_replay_over_http_counts_the_ruleset_versions_that_decided(ws: Workspa
         assert rep.rulesets == {} and list(rep.errors) == [
             "HTTP 200 with a ruleset_version that is no version number"
         ], bad
+
+
+def test_a_replay_and_a_server_without_a_production_model_say_so_and_how_to_promote_one(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """A newcomer who trained but did not promote got null scores from `payfm serve` and `payfm replay`
+    with no word of it (the start line printed a Python dict holding 'model': None)."""
+    import numpy as np
+    from click.testing import CliRunner
+
+    from payfm.cli.main import cli
+    from payfm.registry import Registry
+    from payfm.serving.bundle import no_model_warning
+    from payfm.training.models import model_class
+
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "replay", "--from", "2026-01-04"])
+    assert r.exit_code == 0, r.output
+    assert "warning: no production model: every risk_score is null" in r.output
+    assert "train one with `payfm train`" in r.output
+
+    fs = default_set()
+    X = np.random.default_rng(0).normal(size=(200, len(fs.names)))
+    m = model_class("lr")(calibration="none").fit(X, (X[:, 0] > 0).astype(int), feature_names=fs.names)
+    other = Workspace.open(tmp_path / "ws", create=True)
+    reg = Registry(other)
+    for name in ("fraud-lr", "fraud-lr", "fraud-gbdt"):
+        reg.register(m, name=name, task="fraud", fset=fs)
+    said = no_model_warning(other)
+    assert said is not None and "promote one of fraud-gbdt@1, fraud-lr@2" in said  # each name's newest
+    reg.promote("fraud-lr@1")
+    assert no_model_warning(other) is None

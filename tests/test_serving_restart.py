@@ -175,3 +175,6 @@ def test_ctrl_c_stops_payfm_serve_cleanly(tmp_path: Path) -> None:
         "payfm serve: stopping (final state snapshot, decision log closed)" in said and "stopped in" in said
     )
     assert "Aborted!" not in said and "Traceback" not in said
+    # the start line, for a person, and the warning that no charge will get a score
+    assert "payfm serve: serving no model, no ruleset, feature set default@" in said
+    assert "payfm serve: warning: no production model: every risk_score is null" in said

@@ -197,6 +197,7 @@ def serve(
 
     from payfm.errors import shown_url
     from payfm.serving.app import create_app
+    from payfm.serving.bundle import no_model_warning, served_line
     from payfm.serving.scorer import Scorer, ScorerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -239,7 +240,10 @@ def serve(
             body_timeout_s=body_timeout_s,
         )
         with _bound(host, port) as sock:  # (uvicorn listens on it: port 0 is the one the system gave)
-            _say(f"{scorer.bundle.describe()} on {_url(host, sock.getsockname()[1])}")
+            served = scorer.bundle.describe()
+            _say(f"serving {served_line(served)} on {_url(host, sock.getsockname()[1])}")
+            for warning in [*served.get("warnings", []), *filter(None, [no_model_warning(ws)])]:
+                _say(f"warning: {warning}")
             config = uvicorn.Config(
                 app,
                 host=host,
@@ -612,7 +616,8 @@ def replay(
     payfm -w WORKSPACE replay --from 2026-04-29 --authorize-after     # outcomes reported after decisions
     payfm -w WORKSPACE replay --from 2026-04-29 --http localhost:8000 --key-file replay.key
     """
-    from payfm.cli.render import iso_time, stage_progress
+    from payfm.cli.render import console, iso_time, stage_progress
+    from payfm.serving.bundle import no_model_warning
     from payfm.serving.replay import replay_http, replay_in_process
 
     if key_file is not None:
@@ -667,6 +672,8 @@ def replay(
             f"--http and {given}."
         )
     print_replay(rep, f"Replay {start} .. {end or 'end of log'}")
+    if not url and (warning := no_model_warning(ws)) is not None:  # (over HTTP the server said it at start)
+        console.print(f"warning: {warning}", markup=False, highlight=False)
 
 
 REPLAYING = "replaying charges"  # the label of the replay's progress bar

@@ -191,8 +191,8 @@ def _unreadable(table: str, path: Path, e: OSError) -> WorkspaceError:
 class Workspace:
     """A payfm workspace directory. Open with :meth:`open`; read with :meth:`connect` or :meth:`read`."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)  # (a str from the Python API: every method joins paths to it)
         self._whole: dict[Path, tuple[int, int]] = {}  # files found whole Parquet: (size, mtime_ns)
         # The manifest version this object's last write committed (None before one): what it wrote, not
         # another process's later write (`payfm demo` records it, to know whether the log is still its own).

@@ -230,3 +230,50 @@ def deleted_lists_warning(names: tuple[str, ...], version: int | None) -> str:
         "the last contents until a reload "
         "serves a version that does not read them (POST /v1/admin/reload)"
     )
+
+
+def no_model_warning(ws: Workspace) -> str | None:
+    """What a server, or an in-process replay, deciding with no production model says (None when one is):
+    that no charge gets a score, and how to put a model in production. Serving the rules alone may be meant,
+    so this is a warning, not an error.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     print(no_model_warning(Workspace(d)))
+    no production model: every risk_score is null, the rules decide alone and those reading :risk_score: \
+never match; train one with `payfm train` and promote it with `payfm models promote REF`.
+    """
+    versions = Registry(ws).list() if (ws.root / "models").exists() else []
+    if any(v.stage == "production" for v in versions):
+        return None
+    latest: dict[str, ModelVersion] = {v.name: v for v in versions if v.stage != "archived"}  # (by version)
+    how = "train one with `payfm train` and promote it with `payfm models promote REF`"
+    if latest:
+        refs = ", ".join(v.ref for v in latest.values())
+        how = f"promote one of {refs} (`payfm models promote {next(iter(latest.values())).ref}`)"
+    return (
+        "no production model: every risk_score is null, the rules decide alone and those reading "
+        f":risk_score: never match; {how}."
+    )
+
+
+def served_line(served: Mapping[str, Any]) -> str:
+    """What :meth:`Bundle.describe` says, as one line for a person (the server's start line).
+
+    >>> served_line({"feature_set": "default@3", "model": "fraud-gbdt@2", "shadow_model": "fraud-lr@1",
+    ...              "ruleset_version": 4, "foundation_model": "fm/base.pt (content hash 0123abcd4567)"})
+    'model fraud-gbdt@2 (shadow fraud-lr@1), ruleset v4, feature set default@3, embeddings of fm/base.pt \
+(content hash 0123abcd4567)'
+    >>> served_line({"feature_set": "default@3", "model": None, "ruleset_version": None})
+    'no model, no ruleset, feature set default@3'
+    """
+    model = f"model {served['model']}" if served.get("model") else "no model"
+    if served.get("shadow_model"):
+        model += f" (shadow {served['shadow_model']})"
+    rules = f"ruleset v{served['ruleset_version']}" if served.get("ruleset_version") else "no ruleset"
+    parts = [model, rules, f"feature set {served['feature_set']}"]
+    if served.get("foundation_model"):
+        parts.append(f"embeddings of {served['foundation_model']}")
+    if served.get("shadow_foundation_model"):
+        parts.append(f"the shadow's embeddings of {served['shadow_foundation_model']}")
+    return ", ".join(parts)
