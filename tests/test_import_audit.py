@@ -153,3 +153,23 @@ def test_no_value_of_a_row_holding_a_card_number_is_shown(tmp_path: Path) -> Non
     text = str(e.value)
     assert "row 2 (line 3), column 'shop': expected no card numbers" in text
     assert "column 'kind'" in text and VISA[:12] not in text
+
+
+def test_a_fraction_of_a_minor_unit_is_refused_in_a_large_amount_too(tmp_path: Path) -> None:
+    """The fraction check's tolerance grew with the amount (1e-9 of it): from $5M (or 500M of a currency of
+    no decimals, VND or JPY) half a minor unit passed and was rounded away, silently. Float noise is some
+    units in the last place; whole amounts as large still import exactly."""
+    rows = {**ROWS, "amount": ["123456789.125", "5000000.004", "2500000000.7", "1500000.0004"]}
+    rows["cur"] = ["usd", "usd", "jpy", "kwd"]
+    with pytest.raises(ValidationError) as e:
+        import_file(
+            Workspace.open(tmp_path / "ws", create=True), write_csv(tmp_path, rows), write_mapping(tmp_path)
+        )
+    assert [(p.row, p.expected.split(" after")[0]) for p in e.value.problems] == [
+        (i, "whole minor units") for i in (1, 2, 3, 4)
+    ]
+    rows["amount"] = ["123456789.12", "5000000.01", "2500000000", "1500000.001"]
+    ws = Workspace.open(tmp_path / "ok", create=True)
+    import_file(ws, write_csv(tmp_path, rows, name="ok.csv"), write_mapping(tmp_path))
+    got = ws.connect().execute("SELECT amount FROM charges ORDER BY charge_id").fetchall()
+    assert [a for (a,) in got] == [12345678912, 500000001, 2500000000, 1500000001]

@@ -570,8 +570,11 @@ def to_ints(spec: FieldSpec, table: pa.Table, table_name: str, out: Problems) ->
         scaled[huge] = np.nan
     rounded = np.round(scaled)  # half-even
     if spec.usd_cents is None:
-        # A scaled amount must be whole minor units; rounding only absorbs float noise (13.8 * 100).
-        off = np.abs(scaled - rounded) > 1e-6 + 1e-9 * np.abs(scaled)
+        # A scaled amount must be whole minor units; rounding only absorbs float noise (13.8 * 100): a
+        # millionth of a unit, or some thousands of units in the last place of a large amount (float64 has
+        # 2**-52 of it). A tolerance of 1e-9 of the amount passed half a unit from $5M (5e8 cents) on.
+        size = np.abs(scaled)
+        off = np.abs(scaled - rounded) > np.maximum(1e-6 + 1e-12 * size, 4 * np.spacing(size))
         bad = np.flatnonzero(off & ~np.isnan(scaled))
         if len(bad):
             out.rows(
