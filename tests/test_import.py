@@ -664,14 +664,14 @@ def test_every_mapping_option_is_documented() -> None:
 
 def test_milliseconds_read_as_seconds_are_implausible_times(tmp_path: Path) -> None:
     # 13-digit epoch milliseconds, half of them Luhn-valid: a column declared as epoch times is not scanned
-    # for card numbers (its values must be times in 1970-2100 instead).
+    # for card numbers (its values must be times in 1990-2100 instead).
     valid = [str(v) for v in range(1709283600000, 1709283600100) if luhn_valid(str(v))][:2]
     ms = valid + [str(v) for v in range(1709283600000, 1709283600100) if not luhn_valid(str(v))][:2]
     m = changed(created={"column": "ts", "unit": "s"})
     text = failed_import(tmp_path, write_csv(tmp_path, {**ROWS, "ts": ms}), write_mapping(tmp_path, m))
     assert "4 problem(s)" in text
     assert (
-        "row 1 (line 2), column 'ts' (created): expected a time between 1970 and 2100 (check the unit, "
+        "row 1 (line 2), column 'ts' (created): expected a time between 1990 and 2100 (check the unit, "
         "origin or format" in text
     )
     ws = ws_at(tmp_path / "ok")

@@ -3,8 +3,10 @@
 The conversion of :mod:`payfm.events.importer` for timestamp fields and outcome times: epoch numbers in a
 declared unit, Arrow timestamps and dates, texts in a ``format`` or ISO 8601. Naive times take the field's or
 the mapping's time zone (payfm never guesses one; a missing zone is a ConfigError), and times that a DST
-change makes ambiguous or impossible are reported. Times outside 1970-2100 mean a wrong unit or format and
-are reported by row, like every cell that does not parse, and left null.
+change makes ambiguous or impossible are reported. Times outside 1990-2100 mean a wrong unit, format or a
+placeholder (epoch seconds read as milliseconds fall in January 1970, as does a 0 written for "no time") and
+are reported by row, like every cell that does not parse, and left null. (The platform's timeline is
+1970-2100; an export's charges are from 1990 on.)
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ _INTEGER = r"^\s*[+-]?\d+\s*$"
 # A zone offset ending an ISO time: after the time, never a date's day (``2024-03-01`` is a naive date, read
 # as midnight in the mapping's zone, not 2024-03 at the offset -01).
 _OFFSET = r"\d[Tt ]\d.*(Z|z|[+-]\d\d(:?\d\d)?)$"
-_PLAUSIBLE = "a time between 1970 and 2100 (check the unit, origin or format in the mapping)"
+_PLAUSIBLE = (
+    "a time between 1990 and 2100 (check the unit, origin or format in the mapping; epoch seconds read as "
+    "milliseconds fall in January 1970, and a 0 meaning no time is an empty cell)"
+)
+IMPORT_TIME_MIN_US = 631_152_000_000_000  # 1990-01-01: no export's charge or outcome is older
 _DIRECTIVE = re.compile(r"%.")  # a strptime directive (``%%`` included, so a literal ``%z`` is no zone)
 _ZONES = ("%z", "%Z")
 # A zone name of UTC in a time read with %Z: UTC, GMT, UT or Z as a word, not followed by an offset.
@@ -345,12 +351,13 @@ def _rolled_over(col: pa.Array, parsed: pa.Array, fmt: str) -> np.ndarray:
 
 
 def to_times(spec: FieldSpec, table: pa.Table, mapping: Mapping, out: Problems) -> pa.Array | None:
-    """UTC microsecond times of ``spec``; times outside 1970-2100 (a wrong unit or format) are errors."""
+    """UTC microsecond times of ``spec``; times outside 1990-2100 (a wrong unit, format or a placeholder) are
+    errors."""
     times = _convert_times(spec, table, mapping, out)
     if times is None or spec.kind == "value":
         return times
     micros = pc.cast(times, pa.int64())
-    off = pc.or_(pc.less(micros, 0), pc.greater_equal(micros, TIME_MAX_US))
+    off = pc.or_(pc.less(micros, IMPORT_TIME_MIN_US), pc.greater_equal(micros, TIME_MAX_US))
     bad = np.flatnonzero(pc.fill_null(off, False).to_numpy(False))
     if len(bad):
         out.rows("+".join(spec.columns), bad, _PLAUSIBLE, values_at(source_values(spec, table, out), bad))

@@ -130,8 +130,8 @@ def _origin(path: str, value: object, error: Error) -> int:
         raise error(path, expected, value)
     if when.tzinfo is None:
         raise error(path, expected + " (a time without one would be a guess)", str(value))
-    if not 1970 <= when.astimezone(UTC).year < 2100:
-        raise error(path, "a time between 1970 and 2100", str(value))
+    if not 1800 <= when.astimezone(UTC).year < 2100:  # (a spreadsheet's serial days count from 1899-12-30)
+        raise error(path, "a time between 1800 and 2100", str(value))
     return (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
