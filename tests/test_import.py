@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -690,6 +691,28 @@ def test_an_empty_file_imports_nothing(tmp_path: Path) -> None:
     ws = ws_at(tmp_path / "ws")
     summary = import_file(ws, path, write_mapping(tmp_path))
     assert summary.rows == {"charges": 0, "disputes": 0} and ws.count("charges") == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "said"),
+    [
+        (b"", "received an empty file."),
+        (b"\n\r\n  \n", "received only blank lines."),
+        (b"\n" + b"id,ts\n1,2\n", "received a blank line (the rows follow it: remove the blank lines"),
+    ],
+)
+def test_a_file_without_a_header_line_is_refused_before_arrow_reads_it(
+    tmp_path: Path, body: bytes, said: str
+) -> None:
+    """An import review: 'expected a readable file; received an error (Empty CSV file)', from Arrow's reader,
+    which now and then aborted the process (status 134) after raising it on a stream."""
+    path = tmp_path / "nothing.csv.gz"
+    path.write_bytes(gzip.compress(body))
+    ws = ws_at(tmp_path / "ws")
+    with pytest.raises(ConfigError) as e:
+        import_file(ws, path, write_mapping(tmp_path))
+    assert f"'{path}': expected a header line of column names on line 1; {said}" in str(e.value)
+    assert not ws.root.exists() or ws.count("charges") == 0
 
 
 def test_other_tables_can_be_imported(tmp_path: Path) -> None:

@@ -45,6 +45,11 @@ def read_csv(path: Path, separator: str) -> tuple[pa.Table, RowLines]:
     _check_not_binary(path, start)
     skip = _separator_line(path, separator)  # (Excel's `sep=;` line before the header: 1)
     header = _read_header(path, separator, skip)
+    if not header:  # (said here, not by Arrow: its reader on a stream may abort the process after the error)
+        raise ConfigError(
+            f"Import source '{path}': expected a header line of column names on line {skip + 1}; received "
+            f"{_what_blank_holds(path)}."
+        )
     if len(header) == 1:
         _check_separator(header[0], path, separator)
     invalid: list[tuple[int, int, int | None]] = []  # (expected, received) cell counts, physical row
@@ -233,6 +238,18 @@ def _read_header(path: Path, separator: str, skip: int = 0) -> list[str]:
         f"Import source '{path}': expected a header line of column names; received a header that cannot be "
         f"read ({reason}): a name over 128 KiB, or a quoted name running over many lines?"
     )
+
+
+def _what_blank_holds(path: Path) -> str:
+    """What a file whose header line is blank holds: nothing, blank lines only, or rows after a blank line
+    (read up to its first other byte)."""
+    with open_binary(path) as f:
+        seen = 0
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return "a blank line (the rows follow it: remove the blank lines before the header)"
+            seen += len(chunk)
+    return "only blank lines" if seen else "an empty file"
 
 
 def check_quotes(path: Path, header: list[str], separator: str = ",", skip: int = 0) -> None:
