@@ -10,10 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from payfm.errors import ConfigError, WorkspaceError
+from payfm.events.importer import import_file
 from payfm.events.mapping import load_mapping
 from payfm.events.workspace import Workspace
 from payfm.synth import WorldConfig
-from test_import import ROWS, SAMPLE, failed_import, write_csv, write_mapping
+from test_import import MAPPING, ROWS, SAMPLE, failed_import, write_csv, write_mapping
 
 
 def test_a_gzip_file_with_corrupt_data_is_a_config_error(tmp_path: Path) -> None:
@@ -87,11 +88,22 @@ def test_a_scale_that_is_not_a_finite_number_is_a_mapping_error(tmp_path: Path, 
         load_mapping(path)
 
 
-def test_a_value_longer_than_a_csv_block_is_said_so(tmp_path: Path) -> None:
-    """Arrow's own message said 'try to increase block size?', a size no user can set, naming nothing."""
+def test_a_value_of_megabytes_is_read_with_larger_blocks_and_one_past_the_largest_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value longer than Arrow's 1 MiB CSV block (a gateway's raw JSON in a column the mapping drops) was
+    refused, its message naming a wrong limit (an import review); Arrow's own said 'try to increase block
+    size?', a size no user can set."""
+    from payfm.events import import_csv
+
     rows = {**ROWS, "note": ["ok", "x" * 3_000_000, "ok", "ok"]}
-    text = failed_import(tmp_path, write_csv(tmp_path, rows), write_mapping(tmp_path), ConfigError)
-    assert "a line longer than 1 MiB, Arrow's CSV block" in text and "block size?" not in text
+    mapping = write_mapping(tmp_path, {**MAPPING, "drop": ["email", "note"]})
+    ws = Workspace.open(tmp_path / "ok", create=True)
+    assert import_file(ws, write_csv(tmp_path, rows), mapping).rows["charges"] == 4
+    monkeypatch.setattr(import_csv, "BLOCK_SIZES", (1 << 20,))  # (a 3 MB line fits in no two of them)
+    text = failed_import(tmp_path, write_csv(tmp_path, rows, name="b.csv"), mapping, ConfigError)
+    assert "expected lines Arrow's largest CSV block (1 MiB) holds; received a longer one" in text
+    assert "block size?" not in text
 
 
 def test_a_nested_parquet_column_the_mapping_reads_is_a_problem_naming_it(tmp_path: Path) -> None:

@@ -34,6 +34,8 @@ from payfm.events.import_format import (
 from payfm.events.import_problems import KEEP, RowLines, raise_problems
 from payfm.events.validate import Problem
 
+BLOCK_SIZES = (1 << 20, 64 << 20, 512 << 20)  # Arrow's default, then larger for a row it does not hold
+
 
 def read_csv(path: Path, separator: str) -> tuple[pa.Table, RowLines]:
     """A UTF-8 file separated by ``separator``, with a header line, every column as text (see
@@ -64,32 +66,45 @@ def read_csv(path: Path, separator: str) -> tuple[pa.Table, RowLines]:
     # newlines_in_values: Arrow cuts the file into blocks at line breaks outside quoted values (without it at
     # any line break: a quoted one at a block's end made a ragged row, an unclosed quote lost rows silently)
     parse = pacsv.ParseOptions(delimiter=separator, invalid_row_handler=handle, newlines_in_values=True)
-    try:
-        with open_stream(path) as raw:
-            stream = _Counted(raw)
-            table = pacsv.read_csv(
-                stream,
-                read_options=pacsv.ReadOptions(skip_rows=skip),
-                parse_options=parse,
-                convert_options=convert,
-            )
-        if invalid and any(number is None for _e, _r, number in invalid):
-            # Arrow numbers the rows only when it parses in one thread: read again, on this error path only.
+    # Arrow parses the file in blocks, and a row longer than two of them is an error: one value of megabytes
+    # (a gateway's raw JSON in a column the mapping drops) is read again with larger blocks.
+    for block in BLOCK_SIZES:
+        try:
+            with open_stream(path) as raw:
+                stream = _Counted(raw)
+                table = pacsv.read_csv(
+                    stream,
+                    read_options=pacsv.ReadOptions(skip_rows=skip, block_size=block),
+                    parse_options=parse,
+                    convert_options=convert,
+                )
+            if invalid and any(number is None for _e, _r, number in invalid):
+                # Arrow numbers the rows only when it parses in one thread: read again, on this error path.
+                invalid.clear()
+                pacsv.read_csv(
+                    path,
+                    read_options=pacsv.ReadOptions(use_threads=False, skip_rows=skip, block_size=block),
+                    parse_options=parse,
+                    convert_options=convert,
+                )
+            break
+        except pa.ArrowInvalid as e:
+            if "invalid UTF8" in str(e):
+                raise _encoding_error(path, separator, skip) from None
+            check_quotes(
+                path, header, separator, skip
+            )  # a quote never closed makes a row longer than a block
+            if "Empty CSV file or block" in str(e) and header and stream.breaks <= skip:
+                # A header line without a line break after it: Arrow finds no row to count the columns by.
+                return pa.table({h: pa.array([], pa.string()) for h in header}), RowLines(offset=skip)
+            if "straddles two block boundaries" not in str(e):
+                raise
+            if block == BLOCK_SIZES[-1]:
+                raise ConfigError(
+                    f"Import source '{path}': expected lines Arrow's largest CSV block ({block >> 20} MiB) "
+                    "holds; received a longer one: a value of that size. Shorten it before the import."
+                ) from None
             invalid.clear()
-            pacsv.read_csv(
-                path,
-                read_options=pacsv.ReadOptions(use_threads=False, skip_rows=skip),
-                parse_options=parse,
-                convert_options=convert,
-            )
-    except pa.ArrowInvalid as e:
-        if "invalid UTF8" in str(e):
-            raise _encoding_error(path, separator, skip) from None
-        check_quotes(path, header, separator, skip)  # a quote never closed makes a row longer than a block
-        if "Empty CSV file or block" in str(e) and header and stream.breaks <= skip:
-            # A header line without a line break after it: Arrow finds no row to count the columns by.
-            return pa.table({h: pa.array([], pa.string()) for h in header}), RowLines(offset=skip)
-        raise
     # A quote never closed reads the lines after it into its value, silently, up to a quote opening another
     # value or to the end of the file: fewer rows than lines, or the file ends with that value. Only then (or
     # with quoted line breaks, blank lines, ragged rows) is the whole file read again, to say where.

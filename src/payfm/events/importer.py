@@ -143,8 +143,6 @@ def _read(path: Path, separator: str) -> tuple[pa.Table, RowLines | None]:
         text = str(e)
         if text.startswith("CSV parse error:"):
             text = text.split(": ", 2)[1] if text.count(": ") >= 2 else "CSV parse error"
-        elif "straddles two block boundaries" in text:  # (Arrow's advice names a size no one can set)
-            text = "a line longer than 1 MiB, Arrow's CSV block: a value of megabytes; keep values shorter"
         raise ConfigError(
             f"Import source '{path}': expected a readable file; received an error "
             f"({redact_card_numbers(text)})."
