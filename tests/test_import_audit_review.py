@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from payfm.errors import ConfigError
+from payfm.errors import ConfigError, WorkspaceBusy
 from payfm.events import import_scan
 from payfm.events.importer import import_file, read_source
 from payfm.events.validate import ValidationError
@@ -81,6 +81,37 @@ def test_with_skip_existing_the_later_import_leaves_out_what_the_earlier_wrote(t
     assert summary.rows == {"charges": 0, "disputes": 0}
     assert summary.skipped == {"existing": 4}
     assert ws.count("charges") == 4 and ws.count("disputes") == 2
+
+
+def test_an_import_waits_for_another_writers_lock(tmp_path: Path) -> None:
+    """Two overlapping --skip-existing imports (a cron job's): the later failed 'is being written by another
+    process' when it came to write during the other's write (an import review). It waits (``wait_s``, a
+    minute by default; what it checked is checked again if the other wrote). With no wait it fails, writing
+    nothing."""
+    import threading
+
+    ws, csv, m = ws_at(tmp_path / "ws"), write_csv(tmp_path), write_mapping(tmp_path)
+    ws.secret()  # (made now: the wait tested is the write's; a first import's key waits likewise)
+    holding, release = threading.Event(), threading.Event()
+
+    def another_writer() -> None:
+        with Workspace.open(ws.root)._lock():  # (its write in progress)
+            holding.set()
+            release.wait(10)
+
+    def meanwhile(step: str) -> None:
+        if step == "writing":
+            threading.Timer(0.5, release.set).start()
+
+    busy = threading.Thread(target=another_writer)
+    busy.start()
+    holding.wait(10)
+    with pytest.raises(WorkspaceBusy, match="being written by another process"):
+        import_file(ws, csv, m, skip_existing=True, wait_s=0)
+    assert ws.count("charges") == 0
+    summary = import_file(ws, csv, m, progress=meanwhile, skip_existing=True)
+    busy.join()
+    assert summary.rows == {"charges": 4, "disputes": 2} and ws.count("charges") == 4
 
 
 def test_a_write_in_between_of_other_charges_does_not_stop_an_import(tmp_path: Path) -> None:

@@ -305,6 +305,15 @@ def generate(
     "(comma, semicolon, pipe, tab), instead of the mapping's `csv: {separator: ...}`: a file exported "
     "otherwise than a bundled mapping reads.",
 )
+@click.option(
+    "--wait",
+    "wait_s",
+    default=60.0,
+    show_default=True,
+    type=FiniteFloatRange(0),
+    help="Seconds to wait for the workspace's write lock (another import or a compaction, a server "
+    "appending an outcome), after which the import fails, writing nothing.",
+)
 @click.pass_context
 def import_(
     ctx: click.Context,
@@ -315,6 +324,7 @@ def import_(
     join: str | None,
     dry_run: bool,
     separator: str | None,
+    wait_s: float,
 ) -> None:
     """Import a CSV or Parquet file in another schema, all or nothing.
 
@@ -347,6 +357,7 @@ def import_(
                 join=join,
                 dry_run=dry_run,
                 separator=separator,
+                wait_s=wait_s,
             )
         except OSError as e:
             raise _read_refused(e, ws) from None

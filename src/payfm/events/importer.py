@@ -372,6 +372,7 @@ def import_file(
     join: str | Path | None = None,
     dry_run: bool = False,
     separator: str | None = None,
+    wait_s: float = 60.0,
 ) -> ImportSummary:
     """Import the CSV or Parquet file ``path`` into ``ws`` through the mapping ``mapping_path`` (a file or the
     name of a bundled mapping such as ``sparkov``). All or nothing: any problem raises and writes nothing.
@@ -382,7 +383,9 @@ def import_file(
     summary says what would be written, nothing is (not even the workspace's key: a workspace without one
     is checked with a key of its own, which changes no check's result). ``separator``: the CSV separator of
     this file (and of ``join``'s), instead of the mapping's ``csv.separator`` (``payfm import
-    --separator``): a bundled mapping's file exported with another one.
+    --separator``): a bundled mapping's file exported with another one. ``wait_s``: seconds the write waits
+    for the workspace's write lock (another import, a compaction, a server appending an outcome) before
+    :class:`~payfm.errors.WorkspaceBusy`; the checks against the workspace then run again if it changed.
     """
     ws, say = opened(ws, "import_file"), progress or (lambda _step: None)
     flags: dict[str, object] = {
@@ -433,7 +436,9 @@ def import_file(
     warnings = [*warnings, *label_warnings(mapping, table)]
     say("mapping columns")
     # (no key yet: no id of the workspace came from one, so a throwaway key finds the same collisions)
-    secret = secrets.token_bytes(32) if dry_run and not (ws.root / "secret.key").exists() else ws.secret()
+    secret = (
+        secrets.token_bytes(32) if dry_run and not (ws.root / "secret.key").exists() else ws.secret(wait_s)
+    )
     built = _fields(mapping, table, secret, out, is_csv)
     say("validating")
     try:
@@ -463,7 +468,7 @@ def import_file(
     written = _written(mapping, charges, checked)
     if not dry_run:
         say("writing")
-        with ws.writer("append", validate=False) as w:  # (validated above)
+        with ws.writer("append", wait_s, validate=False) as w:  # (validated above)
             if int(ws.manifest()["version"]) != checked.version:
                 # Another writer committed since the checks read the workspace (an import of the same file
                 # at the same time): they run again, under the lock, against what this write follows.

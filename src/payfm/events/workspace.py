@@ -305,11 +305,12 @@ class Workspace:
             )
         self._whole[path] = stamp
 
-    def secret(self) -> bytes:
-        """The workspace's HMAC key for card fingerprints, created on first use (0600, never logged)."""
+    def secret(self, wait_s: float = 60.0) -> bytes:
+        """The workspace's HMAC key for card fingerprints, created on first use (0600, never logged), under
+        the write lock (waiting up to ``wait_s`` for another writer's write)."""
         path = self.root / "secret.key"
         if not path.exists():
-            with self._lock():
+            with self._lock(wait_s):
                 if not path.exists():
                     with _writing(self.root, path):
                         atomic_write_bytes(path, secrets.token_hex(32).encode(), mode=0o600)
