@@ -352,6 +352,9 @@ def test_a_file_of_a_header_alone_imports_nothing(tmp_path: Path, data: bytes) -
             "The 'join' of import_file must be None or the path of the second file of a mapping with a join "
             "(a str or a Path). Got the int 3.",
         ),
+        ({"wait_s": -1}, "The 'wait_s' of import_file must be seconds, a number >= 0. Got -1."),
+        ({"wait_s": float("nan")}, "The 'wait_s' of import_file must be seconds, a number >= 0. Got nan."),
+        ({"wait_s": "60"}, "The 'wait_s' of import_file must be seconds, a number >= 0. Got '60'."),
     ],
 )
 def test_an_argument_of_the_wrong_kind_is_named(tmp_path: Path, arguments: dict[str, Any], said: str) -> None:

@@ -132,7 +132,7 @@ def test_an_unreadable_key_is_said_to_be_unreadable(tmp_path: Path, monkeypatch:
     ws.secret()
     key = ws.root / "secret.key"
 
-    def refused(self: Workspace) -> bytes:  # (as root, chmod 000 would not refuse the read)
+    def refused(self: Workspace, wait_s: float = 60.0) -> bytes:  # (as root, chmod 000 would not refuse it)
         raise PermissionError(errno.EACCES, "Permission denied", str(key))
 
     monkeypatch.setattr(Workspace, "secret", refused)

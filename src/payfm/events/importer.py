@@ -394,6 +394,8 @@ def import_file(
         "dry_run": dry_run,
     }
     _check_arguments(path, mapping_path, progress, join, flags)
+    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not 0 <= wait_s < float("inf"):
+        raise ConfigError(f"The 'wait_s' of import_file must be seconds, a number >= 0. Got {wait_s!r}.")
     mapping = _with_separator(load_mapping(mapping_path), separator)
     source = str(path)
     say(f"reading {source}")
