@@ -7,7 +7,7 @@ is scored and explained one at a time, as the decision service will: `predict_on
 TreeSHAP with `"explanations": "shap"`). The temporary workspace is deleted at exit unless ``--keep``.
 Usage:
 
-    .venv/bin/python bench/bench_explain.py                      # 100k charges, 60 days, 5,000 charges timed
+    .venv/bin/python bench/bench_explain.py           # 100k charges, 60 days, 5,000 timed, 200 trees
     .venv/bin/python bench/bench_explain.py --charges 300000 --timed 20000
     .venv/bin/python bench/bench_explain.py --gbdt '{}' --gbdt '{"explanations": "shap"}'   # both methods
 """
@@ -50,6 +50,14 @@ def main() -> None:
         default=None,
         help="GBDT parameters as JSON, repeatable to compare, e.g. --gbdt '{\"num_leaves\": 15}'",
     )
+    ap.add_argument(
+        "--trees",
+        type=int,
+        default=200,
+        help="boosting rounds, all trained (early stopping off): the latency grows with the trees, and early "
+        "stopping on a small world keeps a handful; 0 leaves n_estimators and early_stopping to --gbdt "
+        "(default 200, the trees bench_serving.py serves)",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temporary workspace (its path is printed)")
     args = ap.parse_args()
     print(f"# {describe()}", flush=True)
@@ -61,7 +69,8 @@ def main() -> None:
         ws.write_stream(generate_world(WorldConfig(charges=args.charges, days=args.days, seed=0)), "replace")
         fs = default_set()
         for text in args.gbdt or ["{}"]:
-            params = json.loads(text)
+            fixed = {"n_estimators": args.trees, "early_stopping": 0} if args.trees else {}
+            params = fixed | json.loads(text)
             cfg = TrainConfig(
                 horizon_days=args.horizon_days, val_days=10, test_days=10, gap_days=3, params={"gbdt": params}
             )

@@ -10,7 +10,8 @@ measured). Fixed boosting rounds (``--rounds``, no early stopping) so runs of di
     .venv/bin/python bench/bench_train.py --charges 300000 --rows 2000000 --rounds 50 \
         --param force_col_wise=true                                    # LightGBM's lower-memory layout
 
-Peak RSS is the process's: compare parameters in separate runs of one size each. The temporary workspace is
+Peak RSS is the process's so far (a second size prints the larger of both): compare sizes or parameters in
+separate runs of one size each. The temporary workspace is
 deleted at exit unless ``--keep``.
 """
 
@@ -84,7 +85,7 @@ def run(root: Path, args: argparse.Namespace, params: dict[str, object]) -> None
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
         print(
             f"GBDT {n:>11,} rows x {len(fs.names)} features, {m.best_iteration_} rounds: {dt:7.1f} s "
-            f"({dt / args.rounds * 1000:.0f} ms/round; peak RSS {rss:.1f} GB)"
+            f"({dt / args.rounds * 1000:.0f} ms/round; the process's peak RSS so far {rss:.1f} GB)"
             + ("  [rows repeated from the world]" if reps > 1 else "")
             + (f"  {params}" if params else "")
         )
