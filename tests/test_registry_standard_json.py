@@ -125,3 +125,14 @@ def test_register_refuses_a_name_that_is_no_text(reg: Registry) -> None:
     model = model_class("lr")(calibration="none").fit(X, (X[:, 0] > 0).astype(int), feature_names=FS.names)
     with pytest.raises(RegistryError, match=r"The registry name must be .* Got 7\."):
         reg.register(model, name=7, task="fraud", fset=FS)  # type: ignore[arg-type]
+
+
+def test_models_list_of_a_workspace_without_models_says_how_to_train_one(tmp_path: Path) -> None:
+    """A walkthrough got an empty table and no word."""
+    ws = Workspace.open(tmp_path / "ws", create=True)
+    r = CliRunner().invoke(cli, ["-w", str(ws.root), "models", "list"])
+    assert (
+        r.exit_code == 0
+        and "No model is registered in this workspace: train one with `payfm train`" in r.output
+    )
+    assert "Registered models" not in r.output

@@ -279,9 +279,10 @@ def test_cli_prints_the_series_overlap_and_rates_and_writes_the_json(world: Worl
     report = backtest(world.ws, compile_(RULES), FSET, horizon=HORIZON, by="week", overlap=True)
     assert report.series is not None and report.overlap is not None
     n, blocked = report.charges, sum(t.count for t in report.mix["block"].values())
+    reviewed = sum(t.count for t in report.mix["review"].values())
     assert (
-        f"Rates of the window's {n:,} charges: block {blocked / n:.2%}, review "
-        f"{sum(t.count for t in report.mix['review'].values()) / n:.2%}" in r.output
+        f"Rates of the window's {n:,} charges: block {blocked / n:.2%} ({blocked:,}), review "
+        f"{reviewed / n:.2%} ({reviewed:,})" in r.output
     )
     assert "authorization rate (let through: not blocked) 100.00% before (" in r.output
     assert f"-> {(n - blocked) / n:.2%} after" in r.output

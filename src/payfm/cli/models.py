@@ -347,10 +347,19 @@ def list_(ctx: click.Context, name: str | None) -> None:
         raise ConfigError(f"--name takes a model name, not a version's reference. Got '{name}'.")
     if name is not None and not reg.list(name):  # as `models show NAME` says it: with the names there are
         reg.get(name)
+    versions = reg.list(name)
+    if not versions:  # (a name given has versions: checked above)
+        console.print(
+            "No model is registered in this workspace: train one with `payfm train` (e.g. `payfm train "
+            "--model gbdt`), then promote it with `payfm models promote REF`.",
+            markup=False,
+            highlight=False,
+        )
+        return
     table = Table(title="Registered models")
     for col in ("model", "stage", "kind", "task", "feature set", "fits on", "val AP", "test AP", "created"):
         table.add_column(col)
-    for v in reg.list(name):
+    for v in versions:
         metrics = v.entry.get("metrics", {})
         training = v.entry.get("training", {})
         table.add_row(
