@@ -9,8 +9,10 @@ remembers when the thread holding it began to wait for it; a :class:`Breaker` re
 the connection (refused, reset, no answer within the timeout), and :meth:`Breaker.check` fails at once, with
 the same kind of error (so the same 503 ``Unavailable``, with ``Retry-After``), the call of a thread that
 began waiting for the lock before that failure: every request queued behind the failed one gets its 503
-together with it. A request that comes after the failure asks Redis again: the first one after Redis is
-back succeeds, and none waits more than about one timeout (the call in flight when it came).
+together with it. A request that waited for a worker thread first counts from when it came
+(:func:`queued_since`), so those the thread pool held back meanwhile fail with it too. A request that comes
+after the failure asks Redis again: the first one after Redis is back succeeds, and none waits more than
+about one timeout (the call in flight when it came).
 
 One breaker serves every store of a process on one Redis URL (:func:`breaker_for`): the online feature
 state and each foundation-model embedder's state are asked in turn under the same lock, so a call of either
@@ -24,21 +26,41 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
-_held = threading.local()  # .since: when the thread holding a QueuedLock began to wait for it (monotonic)
+# .since: when the thread holding a QueuedLock began to wait for it (monotonic); .arrived: when the request
+# the thread runs came, if it waited for a thread before (queued_since)
+_held = threading.local()
+
+
+@contextmanager
+def queued_since(arrived: float) -> Iterator[None]:
+    """In the block, the calling thread's :class:`QueuedLock` waits count from ``arrived`` (a
+    ``time.monotonic()``), not from when it asks for the lock: a request that waited for a worker thread
+    (``asyncio.to_thread``'s pool, 6 threads on 2 cores) was queued all that time. Without it, 24 concurrent
+    requests behind a stalled Redis got their 503s in steps of one timeout (10, 20, ... 58 s): each batch
+    the pool let in began waiting after the call in flight failed, and asked Redis again."""
+    _held.arrived = arrived
+    try:
+        yield
+    finally:
+        _held.arrived = None
 
 
 class QueuedLock:
     """A lock (as ``threading.Lock``: ``with``, ``acquire``, ``release``, usable by ``threading.Condition``)
-    that remembers, for the thread holding it, when that thread began to wait for it."""
+    that remembers, for the thread holding it, when that thread began to wait for it (or, inside
+    :func:`queued_since`, when its request came)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        since = time.monotonic()
+        arrived = getattr(_held, "arrived", None)
+        since = time.monotonic() if arrived is None else arrived
         got = self._lock.acquire(blocking, timeout)
         if got:
             _held.since = since

@@ -263,9 +263,14 @@ def serve(
     finally:
         # Only a memory state is snapshotted: a Redis state is already where the next server reads it.
         final = "final state snapshot" if state == "memory" else f"state left in Redis ({shown_url(state)})"
-        _say(f"stopping ({final}, decision log closed)")
+        _say(f"stopping ({final}, decision log closed)")  # (said first: a snapshot may take a while)
         t0 = time.perf_counter()
         scorer.close()
+        if left := scorer.log.unwritten:  # a log whose writer did not finish in time was not closed whole
+            _say(
+                f"error: the decision log did not commit within {scorer.log.close_timeout_s:g} s: its "
+                f"writer was abandoned, {left:,} record(s) unwritten"
+            )
         _say(f"stopped in {time.perf_counter() - t0:.1f} s")
 
 

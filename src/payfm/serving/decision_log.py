@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -152,6 +154,14 @@ PRUNED_NEWEST = "pruned_newest_us"  # meta key: the latest event time (created_u
 
 
 MAX_IDLE_READS = 4  # read connections kept open between reads (more are opened while more threads read)
+# A statement of a serving process's log still unanswered after this many seconds (the commit timeout: its
+# requests had their 503 already) has its connection shut down (:meth:`DecisionLog.interrupt_stalled`).
+STALLED_S = 30.0
+# After the backend lost the writer's connection, a batch is tried again on new connections for this many
+# seconds (a failover's few seconds down), then fails.
+RECONNECT_S = 5.0
+
+log = logging.getLogger("payfm.serving")
 
 
 def _close_quietly(con: Any) -> None:
@@ -173,6 +183,12 @@ class DecisionLog(ABC):
 
     url: str
     placeholder = "?"
+    # On the network (PostgreSQL): a read may wait on it, so a server decides in a worker thread, and a
+    # watchdog shuts down a connection whose statement stalled (:meth:`interrupt_stalled`).
+    remote = False
+    stalled_s = STALLED_S
+    reconnect_s = RECONNECT_S
+    close_timeout_s = 30.0  # how long close() waits for the writer to commit what is queued
 
     def __init__(self) -> None:
         self._writer: GroupCommit | None = None
@@ -183,6 +199,12 @@ class DecisionLog(ABC):
         self._wcon: Any = None  # the group-commit thread's connection
         self._log_id: str | None = None
         self._layouts: set[str] = set()  # feature layouts committed to this log (the writer's)
+        # The connections a statement runs on now (reads, the writer's): token -> (connection, since when,
+        # time.monotonic(); inf once interrupted); under _pool_lock, and closed only once out of it.
+        self._busy: dict[object, tuple[Any, float]] = {}
+        self._watchdog: threading.Thread | None = None
+        self._stop_watching = threading.Event()
+        self.unwritten = 0  # records the writer left unwritten at close() (it did not finish in time)
 
     # ---- backend hooks -------------------------------------------------------------------------------------
     @abstractmethod
@@ -201,6 +223,49 @@ class DecisionLog(ABC):
     # a new connection.
     _lost: tuple[type[BaseException], ...] = ()
 
+    def _interrupt(self, con: Any) -> bool:
+        """Make the statement running on ``con`` (in another thread) fail now, as if the backend lost the
+        connection; False where the backend cannot (SQLite: nothing on the network to wait for)."""
+        return False
+
+    @contextmanager
+    def _running_on(self, con: Any) -> Iterator[None]:
+        """Mark ``con`` busy in the block, for :meth:`interrupt_stalled`."""
+        token = object()
+        with self._pool_lock:
+            self._busy[token] = (con, time.monotonic())
+        try:
+            yield
+        finally:
+            with self._pool_lock:
+                del self._busy[token]
+
+    def interrupt_stalled(self, after_s: float) -> int:
+        """Shut down the connections whose statement has waited more than ``after_s`` seconds; returns how
+        many. A failover that black-holes the open connections (their packets go nowhere, nothing answers
+        nor resets) left the writer thread and the health probe waiting in recv for good: every later
+        decision a 503, until a restart. The statement fails as on a lost connection, so the batch is tried
+        again on a new one (and a read once more)."""
+        now, n = time.monotonic(), 0
+        with self._pool_lock:  # (a busy connection is closed only once out of _busy: never a reused socket)
+            for token, (con, since) in list(self._busy.items()):
+                if now - since > after_s and self._interrupt(con):
+                    self._busy[token] = (con, float("inf"))  # once
+                    n += 1
+        return n
+
+    def _watch(self) -> None:
+        """The watchdog thread of a server's log on the network: :meth:`interrupt_stalled` every second."""
+        while not self._stop_watching.wait(min(1.0, self.stalled_s / 4)):
+            if n := self.interrupt_stalled(self.stalled_s):
+                log.warning(
+                    "the decision log at %s answered no statement for %g s on %d connection(s) (a failover "
+                    "that left them hanging?): shut down, the statements are tried again on new ones",
+                    shown_url(self.url),
+                    self.stalled_s,
+                    n,
+                )
+
     @contextmanager
     def _reading(self) -> Iterator[Any]:
         """A read connection from the pool (a new one when none is idle), back to it after the block; one that
@@ -213,7 +278,8 @@ class DecisionLog(ABC):
         if con is None:
             con = self._connect_reader()
         try:
-            yield con
+            with self._running_on(con):
+                yield con
         except BaseException:
             _close_quietly(con)
             raise
@@ -229,22 +295,33 @@ class DecisionLog(ABC):
         return self._wcon
 
     def _write_retried(self, records: Sequence[Record]) -> list[Any]:
-        """:meth:`_write_batch`, once more on a new connection when the backend lost the one it had (a
-        database restart, a failover, an idle connection the server ended: the next decision failed, its
-        request a 500, though nothing was in flight); not on errors of a connection still usable (a statement
-        timeout, a deadlock). The inserts are ON CONFLICT DO NOTHING: a batch that committed before the loss
-        was reported is found, not written twice (its outcomes then answer as duplicates of themselves)."""
-        try:
-            return self._write_batch(records)
-        except self._lost:
-            if self._usable(self._wcon):  # the connection is fine (a timeout, a deadlock): no retry
-                raise
-            _close_quietly(self._wcon)
-            self._wcon = None
-            # A commit the database lost with the connection (a crash under synchronous_commit=off, a
-            # failover to a replica behind) may have held a layout: written again from now on.
-            self._layouts.clear()
-            return self._write_batch(records)
+        """:meth:`_write_batch`, again on a new connection when the backend lost the one it had (a database
+        restart, a failover, an idle connection the server ended: the next decision failed, its request a
+        500, though nothing was in flight): at once, then, while new connections fail too, for
+        :attr:`reconnect_s` seconds (a review: the one retry of a batch fell in a failover's seconds down,
+        and none of its records was logged, though the online state had counted them); not on errors of a
+        connection still usable (a statement timeout, a deadlock). The inserts are ON CONFLICT DO NOTHING: a
+        batch that committed before the loss was reported is found, not written twice (its outcomes then
+        answer as duplicates of themselves)."""
+        deadline, pause, tries = None, 0.25, 0
+        while True:
+            try:
+                return self._write_batch(records)
+            except self._lost:
+                if self._usable(self._wcon):  # the connection is fine (a timeout, a deadlock): no retry
+                    raise
+                _close_quietly(self._wcon)
+                self._wcon = None
+                # A commit the database lost with the connection (a crash under synchronous_commit=off, a
+                # failover to a replica behind) may have held a layout: written again from now on.
+                self._layouts.clear()
+                tries += 1
+                deadline = deadline or time.monotonic() + self.reconnect_s
+                if tries > 1:  # (the first retry at once: a connection the server ended while idle)
+                    if time.monotonic() + pause > deadline:
+                        raise
+                    time.sleep(pause)
+                    pause = min(2 * pause, 2.0)
 
     def _write_batch(self, records: Sequence[Record]) -> list[Any]:
         """Write ``records`` in one transaction; per record a result or an Exception (that record only). The
@@ -257,7 +334,9 @@ class DecisionLog(ABC):
                 cur.execute(self._sql(self._INSERT_LAYOUT), (lid, _dumps(layout_names(lid))))
             return [self._apply(cur, r) for r in records]
 
-        out = self._transaction(self._write_connection(), work)
+        con = self._write_connection()
+        with self._running_on(con):
+            out = self._transaction(con, work)
         self._layouts |= layouts  # (only once committed: a batch rolled back inserts them again next time)
         return out
 
@@ -294,12 +373,36 @@ class DecisionLog(ABC):
     def start(self) -> None:
         if self._writer is None:
             self._writer = GroupCommit(self)
+        if self.remote and self._watchdog is None:
+            self._stop_watching.clear()
+            self._watchdog = threading.Thread(target=self._watch, name="payfm-log-watchdog", daemon=True)
+            self._watchdog.start()
 
     def close(self) -> None:
+        """Commit what is queued (waiting at most :attr:`close_timeout_s` for the writer) and close. A writer
+        that does not finish in time is left behind: :attr:`unwritten` says how many records it did not write,
+        and an error is logged (a stop said "decision log closed" with records left unwritten)."""
+        abandoned, timeout = 0, self.close_timeout_s
         if self._writer is not None:
-            self._writer.close()
+            abandoned = self._writer.close(timeout)
             self._writer = None
-        if self._wcon is not None:
+        self._stop_watching.set()
+        if self._watchdog is not None:
+            self._watchdog.join(5)
+            self._watchdog = None
+        if abandoned:
+            self.unwritten = abandoned
+            log.error(
+                "the decision log at %s did not commit within %g s: %d record(s) left unwritten (their "
+                "requests were not acknowledged, though the online state may count them)",
+                shown_url(self.url),
+                timeout,
+                abandoned,
+            )
+            # The writer still waits on its connection: shut it down under it, not closed (a connection freed
+            # while another thread is inside the driver), so the thread ends.
+            self.interrupt_stalled(-1.0)
+        elif self._wcon is not None:
             self._wcon.close()
             self._wcon = None
         self._layouts.clear()

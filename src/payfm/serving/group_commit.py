@@ -29,6 +29,7 @@ class GroupCommit:
         self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._max = max_batch
         self._since: float | None = None  # time.monotonic() when the batch in hand began to be written
+        self._in_hand = 0  # records in the batch being written
         self._thread = threading.Thread(target=self._run, name="payfm-decision-log", daemon=True)
         self._thread.start()
 
@@ -42,9 +43,29 @@ class GroupCommit:
         since = self._since
         return 0.0 if since is None else time.monotonic() - since
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> int:
+        """Write what is queued, then stop the thread, waiting at most ``timeout`` seconds; returns how many
+        records were left unwritten (0: all written, or failed). The futures of those still queued fail now
+        (their requests waited for them); the batch in hand is the stalled write's own."""
         self._q.put(_STOP)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=timeout)
+        if not self._thread.is_alive():
+            return 0
+        left = self._in_hand
+        gone = RuntimeError(f"the decision log's writer was stopped: not written within {timeout:g} s")
+        while True:
+            try:
+                item = self._q.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                continue
+            record, fut = item
+            left += record is not None
+            if not fut.done():
+                fut.set_exception(gone)
+        self._q.put(_STOP)  # (the thread ends if its write ever returns)
+        return left
 
     def _run(self) -> None:
         while True:
@@ -63,7 +84,7 @@ class GroupCommit:
                     break
                 batch.append(nxt)
             records = [r for r, _ in batch if r is not None]
-            self._since = time.monotonic()
+            self._in_hand, self._since = len(records), time.monotonic()
             try:
                 results = iter(self._log._write_retried(records) if records else [])
                 for r, fut in batch:
@@ -77,6 +98,6 @@ class GroupCommit:
                     if not fut.done():
                         fut.set_exception(e)
             finally:
-                self._since = None
+                self._in_hand, self._since = 0, None
             if stop:
                 return

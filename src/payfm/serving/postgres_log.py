@@ -8,11 +8,15 @@ serving processes may share one database (with the Redis state).
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from payfm.errors import ConfigError, scrubbed, shown_url
 from payfm.serving.decision_log import LOG_TABLES, DecisionLog, new_log_id
@@ -49,11 +53,51 @@ def _said(e: Exception, url: str) -> str:
     return scrubbed(" ".join(str(e).split()) or type(e).__name__, url)
 
 
+# libpq's connection options a log's connections take unless its URL gives them: TCP keepalives and a
+# limit on unacknowledged data (ms), so that a connection whose server vanished (a failover that black-holes
+# the open connections) fails within about 25 s instead of waiting in recv for good; then the next statement
+# reconnects.
+CONNECT_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "15000",
+}
+
+# The columns every payfm's tables had, keys and indexes: a table of one of their names without them is
+# another application's.
+COLUMNS = {
+    "decisions": {"charge_id", "seq", "created_us"},
+    "outcomes": {"kind", "outcome_id", "charge_id", "seq"},
+    "reviews": {"charge_id", "seq", "status"},
+    "meta": {"key", "value"},
+    "feature_layouts": {"id", "names"},
+}
+
 # What a complete log holds: its tables and indexes (SCHEMA), and its id in meta.
 RELATIONS = tuple(re.findall(r"IF NOT EXISTS (\w+)", " ".join(SCHEMA)))
 # What makes a database a decision log, for the commands that only read one (an older payfm's lacks a table
 # or index added since, feature_layouts: a server adds them at its next start)
 ESSENTIAL = (*LOG_TABLES, "meta's log_id")
+
+
+def _foreign(con: psycopg.Connection[Any]) -> list[tuple[str, str, list[str]]]:
+    """``(schema, table, missing columns)`` of each table the connection's search path finds under a name
+    of payfm's (:data:`COLUMNS`) that lacks payfm's columns: another application's table."""
+    found = []
+    for table, columns in COLUMNS.items():
+        row = con.execute(
+            "SELECT n.nspname, array_agg(a.attname::text) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+            "WHERE c.oid = to_regclass(%s) GROUP BY n.nspname",
+            (table,),
+        ).fetchone()
+        if row is not None and (lacks := sorted(columns - set(row[1] or ()))):
+            found.append((str(row[0]), table, lacks))
+    return found
 
 
 def _missing(con: psycopg.Connection[Any]) -> list[str]:
@@ -72,6 +116,7 @@ class PostgresDecisionLog(DecisionLog):
     """``PostgresDecisionLog("postgresql://user@host:5432/db")``."""
 
     placeholder = "%s"
+    remote = True
 
     def __init__(
         self, url: str, *, schema: str | None = None, durability: str = "fsync", create: bool = True
@@ -93,6 +138,15 @@ class PostgresDecisionLog(DecisionLog):
             raise ConfigError(f"The PostgreSQL decision log URL {shown} is not valid: {said}") from None
         with first as con:
             try:
+                if foreign := _foreign(con):
+                    schema, table, lacks = foreign[0]
+                    raise ConfigError(
+                        f"The database at {shown_url(url)} holds a table {table!r} in schema {schema!r} "
+                        f"that is not payfm's (it lacks the columns {', '.join(lacks)}); nothing was "
+                        "changed. Keep the decision log in a schema of its own: create one (CREATE SCHEMA "
+                        "payfm) and name it in the URL's options "
+                        "(postgresql://user@host/db?options=-csearch_path%3Dpayfm), or use another database."
+                    )
                 if not (missing := _missing(con)):
                     return  # (no DDL: a role with only SELECT, INSERT, UPDATE and DELETE on the tables works)
                 if not create and (essential := [m for m in missing if m in ESSENTIAL]):
@@ -122,7 +176,9 @@ class PostgresDecisionLog(DecisionLog):
                 ) from None
 
     def _connect(self) -> psycopg.Connection[Any]:
-        con = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+        given = conninfo_to_dict(self.url)
+        defaults = {k: v for k, v in CONNECT_DEFAULTS.items() if k not in given}  # (the URL's own win)
+        con = psycopg.connect(make_conninfo(self.url, **defaults), autocommit=True)
         if self.schema:
             with con.transaction():
                 con.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
@@ -136,6 +192,19 @@ class PostgresDecisionLog(DecisionLog):
 
     def _usable(self, con: Any) -> bool:
         return con is not None and not con.closed and not con.broken
+
+    def _interrupt(self, con: Any) -> bool:
+        """Shut down the connection's socket (a duplicate of its descriptor: the driver's own is left to the
+        thread inside it): the statement waiting on it fails at once with an OperationalError, and the
+        connection is broken, so the next statement opens another."""
+        with suppress(psycopg.Error, OSError):
+            sock = socket.socket(fileno=os.dup(con.pgconn.socket))
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            finally:
+                sock.close()
+            return True
+        return False
 
     def _transaction(self, con: Any, work: Callable[[Any], T]) -> T:
         with con.transaction(), con.cursor() as cur:

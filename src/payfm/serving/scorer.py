@@ -53,7 +53,7 @@ from payfm.events.workspace import Workspace, alive, opened
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
-from payfm.redis_breaker import QueuedLock
+from payfm.redis_breaker import QueuedLock, queued_since
 from payfm.redis_load import Presence, is_redis_url, redis_errors, redis_failure
 from payfm.rules import charge_values
 from payfm.serving.bundle import Bundle, load_bundle, log_relisting, relisted
@@ -574,9 +574,13 @@ class Scorer(FeedbackMixin):
         blocking the loop (concurrent requests share the decision log's commits). On a shared state in Redis
         the decision runs in a worker thread: its calls wait on the network (up to their timeout), and on the
         loop a Redis that stopped answering froze the whole server, /healthz and /metrics with it (an SRE's
-        audit)."""
-        if any(hasattr(store, "client") for store in self._stores()):  # (a Redis one)
-            pending = await asyncio.to_thread(self.begin, charge)
+        audit). So does it on a decision log on the network (PostgreSQL): a retry of a decided charge reads
+        the log, and on the loop a PostgreSQL that stalled froze the server (a review: 46 s without /healthz
+        nor any decision, on the memory state). The request's arrival is taken before the thread hop: a
+        request the thread pool holds back behind a stalled Redis call fails with it, as one queued for the
+        state lock does (:func:`payfm.redis_breaker.queued_since`)."""
+        if self.log.remote or any(hasattr(store, "client") for store in self._stores()):  # (a Redis one)
+            pending = await asyncio.to_thread(self._begin_queued, charge, time.monotonic())
         else:
             pending = self.begin(charge)
         if not await settled(pending, _DURABLE_TIMEOUT_S):
@@ -587,6 +591,11 @@ class Scorer(FeedbackMixin):
             self._snapshot_due = False
             self._snapshot_in_background()
         return decision
+
+    def _begin_queued(self, charge: Mapping[str, Any], arrived: float) -> Future[Decision]:
+        """:meth:`begin` in a worker thread, its waits for the state lock counted from ``arrived``."""
+        with queued_since(arrived):
+            return self.begin(charge)
 
     def begin(self, charge: Mapping[str, Any]) -> Future[Decision]:
         """Decide ``charge`` now and queue its record; the future resolves with the decision once the record
@@ -601,41 +610,51 @@ class Scorer(FeedbackMixin):
         cid = str(c["charge_id"])
         mine: Future[dict[str, Any]] | None = None
         fm_inputs: dict[str, np.ndarray] = {}
-        with self._lock:
-            bundle = self.bundle  # read under the lock: a reload swaps embedders under it
-            other = self._pending.get(cid)
-            stored = None
-            known = None if other is not None else self.online.store.charge_fields(cid)
-            counted = known is not None
-            deciding = self._deciding.get(cid)
-            if other is not None and deciding is not None:  # being decided now: a retry, or another charge
-                refuse_another_charge(cid, deciding, c)
-            if known is not None:
-                stored = self.log.get_decision(cid)
-                # what the decision log holds of it (every field), else what the state keeps (event log's)
-                logged = self.log.get_charge(cid) if stored is not None else None
-                refuse_another_charge(cid, logged if logged is not None else known, c)
-            if other is None and stored is None:
-                vector, claimed = self.online.vector_then_claim(c)
-                if not claimed and not counted:
-                    # Another server sharing the state claimed the id since it was read above: its charge
-                    # was counted (ours was not). Sent with other fields it is another charge: refused, as
-                    # when the first read finds it (its decision log's insert would win or lose at random).
-                    theirs = self.online.store.charge_fields(cid)
-                    if theirs is not None:
-                        refuse_another_charge(cid, theirs, c)
-                self.clock.saw(c["created_us"])
-                if bundle.embedders:  # the embedding's inputs now, the forward pass outside the lock
-                    ec = embedder_charge(c)
-                    for h, embedder in bundle.embedders.items():
-                        # a charge counted already (it is in the event log) is learned once, as a feature
-                        fm_inputs[h] = embedder.inputs_then_learn(ec, learn=not counted)
-                self._seq += 1
-                seq = self._seq
-                mine = Future()
-                self._pending[cid] = mine
-                self._deciding[cid] = c
-                self._inflight += 1
+        # (stored decision, its logged charge) of a charge the state counts, read from the log outside the
+        # state lock: a decision log that stalls holds this request, not every other one (a review: one retry
+        # during a PostgreSQL stall left every request waiting on the lock).
+        looked: tuple[dict[str, Any] | None, dict[str, Any] | None] | None = None
+        while True:
+            with self._lock:
+                bundle = self.bundle  # read under the lock: a reload swaps embedders under it
+                other = self._pending.get(cid)
+                stored = None
+                known = None if other is not None else self.online.store.charge_fields(cid)
+                counted = known is not None
+                deciding = self._deciding.get(cid)
+                if other is not None and deciding is not None:  # being decided now: a retry, or another one
+                    refuse_another_charge(cid, deciding, c)
+                read_log = known is not None and looked is None
+                if known is not None and looked is not None:
+                    stored, logged = looked
+                    # what the decision log holds of it (every field), else what the state keeps (event log's)
+                    refuse_another_charge(cid, logged if logged is not None else known, c)
+                if other is None and stored is None and not read_log:
+                    vector, claimed = self.online.vector_then_claim(c)
+                    if not claimed and not counted:
+                        # Another server sharing the state claimed the id since it was read above: its
+                        # charge was counted (ours was not). Sent with other fields it is another charge:
+                        # refused, as when the first read finds it (its decision log's insert would win or
+                        # lose at random).
+                        theirs = self.online.store.charge_fields(cid)
+                        if theirs is not None:
+                            refuse_another_charge(cid, theirs, c)
+                    self.clock.saw(c["created_us"])
+                    if bundle.embedders:  # the embedding's inputs now, the forward pass outside the lock
+                        ec = embedder_charge(c)
+                        for h, embedder in bundle.embedders.items():
+                            # a charge counted already (it is in the event log) is learned once, as a feature
+                            fm_inputs[h] = embedder.inputs_then_learn(ec, learn=not counted)
+                    self._seq += 1
+                    seq = self._seq
+                    mine = Future()
+                    self._pending[cid] = mine
+                    self._deciding[cid] = c
+                    self._inflight += 1
+            if not read_log:
+                break
+            found = self.log.get_decision(cid)
+            looked = (found, self.log.get_charge(cid) if found is not None else None)
         out: Future[Decision] = Future()
         if other is not None:  # the same charge is being decided: its stored decision, once durable
             other.add_done_callback(lambda f: _settle(out, f))
