@@ -395,3 +395,20 @@ def test_an_as_of_ends_a_recent_test_too_and_must_lie_inside_the_log(tmp_path: P
     prepare(w, task("fraud"), FS, replace(CFG, as_of=default))
     with pytest.raises(ConfigError, match="must be at most 1 microsecond after"):
         prepare(w, task("fraud"), FS, replace(CFG, as_of=default + timedelta(microseconds=1)))
+
+
+@pytest.mark.parametrize("name", ["fraud", "retry_success"])
+def test_a_tasks_labels_take_as_of_as_text_and_name_a_wrong_horizon_or_workspace(
+    ws: Workspace, name: str
+) -> None:
+    """A notebook's user (an API review): as_of as ISO text was an AttributeError ('str' has no attribute
+    'tzinfo'), days as an int a TypeError, a path for the workspace an AttributeError."""
+    t = task(name)
+    cut = datetime(2026, 1, 20, tzinfo=UTC)
+    assert t.labels(ws, "2026-01-20", timedelta(days=7)) == t.labels(ws, cut, timedelta(days=7))
+    with pytest.raises(
+        ConfigError, match=rf"The 'horizon' of the labels of task '{name}' must be a positive"
+    ):
+        t.labels(ws, None, 7)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=rf"The 'ws' of the labels of task '{name}' must be what Workspace"):
+        t.labels(str(ws.root))  # type: ignore[arg-type]

@@ -51,8 +51,11 @@ DataFrame is converted). Got a list.
         try:
             return pa.Table.from_pandas(value, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+            from payfm.events.cards import redact_card_numbers  # (Arrow's message may quote a cell)
+
             raise ConfigError(
-                f"The '{param}' of {who}: a pandas DataFrame Arrow cannot convert ({e})."
+                f"The '{param}' of {who}: a pandas DataFrame Arrow cannot convert "
+                f"({redact_card_numbers(str(e))})."
             ) from None
     if module == "polars" and hasattr(value, "to_arrow"):
         table = value.to_arrow()

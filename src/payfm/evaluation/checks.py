@@ -54,8 +54,12 @@ def check_rates(rates: object, name: str, who: str) -> tuple[float, ...]:
 
     >>> check_rates([0.001, 0.01], "fpr_levels", "evaluate_predictions")
     (0.001, 0.01)
+    >>> check_rates(np.array([0.01]), "fpr_levels", "evaluate_predictions")  # a 1-D array too
+    (0.01,)
     """
     expected = f"The '{name}' of {who} must be a sequence of rates in (0, 1) (fractions: 0.01 for 1%)"
+    if isinstance(rates, np.ndarray) and rates.ndim == 1:
+        rates = rates.tolist()  # (Python numbers: a rate's key and message read as the caller wrote it)
     if isinstance(rates, str | bytes) or not isinstance(rates, Sequence):
         raise EvaluationError(f"{expected}. Got {rates!r}.")
     for rate in rates:

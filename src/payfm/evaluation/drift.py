@@ -35,7 +35,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
+from payfm import inputs
 from payfm.evaluation.checks import EvaluationError
 from payfm.events.schema import time_bound
 
@@ -139,16 +141,32 @@ def _ranked(drifts: Sequence[FeatureDrift]) -> tuple[FeatureDrift, ...]:
 
 
 def feature_drift(
-    reference: np.ndarray, current: np.ndarray, names: Sequence[str], bins: int = BINS
+    reference: npt.ArrayLike, current: npt.ArrayLike, names: Sequence[str], bins: int = BINS
 ) -> tuple[FeatureDrift, ...]:
     """Each column's drift (:func:`column_drift`), largest PSI first. ``reference`` (n, d) and ``current``
-    (m, d) are matrices of the same ``d`` features, named by ``names``."""
+    (m, d) are matrices of the same ``d`` features, named by ``names``: NumPy arrays, or what
+    ``np.asarray(x, dtype=float)`` reads as one (lists of rows, a pandas DataFrame); an
+    :class:`EvaluationError` names the one that is not (rows of different lengths, a text)."""
+    reference, current = (_matrix(m, p) for m, p in ((reference, "reference"), (current, "current")))
     if reference.ndim != 2 or current.ndim != 2 or not reference.shape[1] == current.shape[1] == len(names):
         raise EvaluationError(
             f"feature_drift needs two (rows, {len(names)}) matrices, one column per name. Got "
             f"{reference.shape} and {current.shape}."
         )
     return _ranked([column_drift(n, reference[:, j], current[:, j], bins) for j, n in enumerate(names)])
+
+
+def _matrix(values: npt.ArrayLike, param: str) -> np.ndarray:
+    """``values`` (the ``param`` of feature_drift) as a float array; an :class:`EvaluationError` naming the
+    parameter when NumPy cannot read it as one (it reached ``.ndim`` of a list as an AttributeError)."""
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        why = "rows of different lengths" if "inhomogeneous" in str(e) else str(e).splitlines()[0][:120]
+        raise EvaluationError(
+            f"The '{param}' of feature_drift must be a (rows, features) matrix of numbers (a NumPy array, a "
+            f"list of equal rows, a DataFrame). Got {inputs.kind(values)}: {why}."
+        ) from None
 
 
 def _iso(t: datetime | None) -> str | None:

@@ -28,6 +28,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from payfm.errors import ConfigError
 from payfm.evaluation.bootstrap import CountsMetric, Interval, bootstrap
 from payfm.evaluation.calibration import (
     Reliability,
@@ -71,6 +72,7 @@ from payfm.evaluation.metrics import (
 )
 from payfm.evaluation.slices import SliceRow, group_codes, group_labels, merchant_size, slice_table
 from payfm.evaluation.thresholds import DEFAULT_PRESETS, Preset, choose, note
+from payfm.inputs import arrow_table
 from payfm.training.predict import SCORE_COLUMNS
 
 # The columns of a prediction table: the contract of payfm.training.predict.score_window, its producer.
@@ -176,18 +178,24 @@ def _column(preds: pa.Table, name: str) -> pa.ChunkedArray:
     return preds.column(name)
 
 
-def check_predictions(preds: pa.Table, who: str) -> None:
-    """Raise unless ``preds`` has every prediction column, ``created`` a timestamp with a time zone,
-    ``mature`` boolean and ``score`` and ``is_fraud`` numbers (or booleans), before any work: a naive
-    ``created`` failed after the whole evaluation, comparing its days with the window's aware bounds, and a
-    ``mature`` of 0/1 integers failed inside Arrow."""
-    missing = [c for c in PREDICTION_COLUMNS if c not in preds.column_names]
+def check_predictions(preds: object, who: str) -> pa.Table:
+    """``preds`` as an Arrow table (a pandas or Polars DataFrame converted: :func:`payfm.inputs.arrow_table`)
+    after checking it has every prediction column, ``created`` a timestamp with a time zone, ``mature``
+    boolean and ``score`` and ``is_fraud`` numbers (or booleans); an :class:`EvaluationError` otherwise,
+    before any work: a naive ``created`` failed after the whole evaluation, comparing its days with the
+    window's aware bounds, a ``mature`` of 0/1 integers failed inside Arrow, and a DataFrame reached
+    ``column_names`` as an AttributeError."""
+    try:
+        table = arrow_table(preds, "preds", "evaluate_predictions")
+    except ConfigError as e:  # (the error type of every other check here: docs/evaluation.md)
+        raise EvaluationError(str(e)) from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.column_names]
     if missing:
         raise EvaluationError(
             f"The predictions of {who!r} need the columns {', '.join(PREDICTION_COLUMNS)}. "
             f"Missing: {', '.join(missing)}."
         )
-    kinds = {c: preds.schema.field(c).type for c in ("created", "mature", "score", "is_fraud")}
+    kinds = {c: table.schema.field(c).type for c in ("created", "mature", "score", "is_fraud")}
     expected = {
         "created": "a timestamp with a time zone (timestamp[us, tz=UTC], as score_window gives)",
         "mature": "boolean (true: the label is final)",
@@ -206,6 +214,7 @@ def check_predictions(preds: pa.Table, who: str) -> None:
                 f"The '{column}' column of the predictions of {who!r} must be {expected[column]}. "
                 f"Got {kinds[column]}."
             )
+    return table
 
 
 _NUMBERS = (pa.types.is_integer, pa.types.is_floating, pa.types.is_decimal)
@@ -397,7 +406,8 @@ def evaluate_predictions(
     immature label (a window shorter than any such day: the days it touches, up to that label). The result
     says what the metrics cover: ``evaluated_start`` .. ``evaluated_end``, and card precision@k's days.
 
-    Raises :class:`EvaluationError`, before any work, when a column is missing or of the wrong type
+    ``preds`` is an Arrow table (a pandas or Polars DataFrame is converted). Raises :class:`EvaluationError`,
+    before any work, when ``preds`` is none of those, a column is missing or of the wrong type
     (``created`` a timestamp with a time zone, ``mature`` boolean, ``score`` and ``is_fraud`` numbers) or a
     parameter is out of range (``seed`` in [0, 2**32 - 1], ``bootstrap`` >= 0, each of ``fpr_levels`` and
     ``block_rates`` in (0, 1) with distinct keys, ``card_k`` an integer >= 1, ``thresholds`` Presets,
@@ -426,7 +436,7 @@ def evaluate_predictions(
         )
     fpr_levels = _distinct_keys(fpr_levels, "fpr_levels")
     block_rates = _distinct_keys(block_rates, "block_rates")
-    check_predictions(preds, name)
+    preds = check_predictions(preds, name)
     mature_col = pc.fill_null(_column(preds, "mature"), False)
     charges = preds.num_rows
     span = (pc.min(_column(preds, "created")).as_py(), pc.max(_column(preds, "created")).as_py())

@@ -26,11 +26,13 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from payfm import inputs
 from payfm.evaluation.checks import EvaluationError
 from payfm.evaluation.metrics import (
     Counts,
@@ -53,6 +55,14 @@ class Preset:
     value: float = float("nan")
 
     def __post_init__(self) -> None:
+        value = self.value
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):
+            raise EvaluationError(
+                f"The 'value' of preset {self.name!r} must be a number (a budget, a minimum recall or a "
+                f"threshold: Preset('p', 'fixed', 0.4)). Got {inputs.kind(value)}"
+                + (f" ({value!r})." if isinstance(value, str) else ".")
+            )
+        object.__setattr__(self, "value", float(value))  # (a NumPy number as Python's)
         if self.kind not in ("block_rate", "max_f1", "min_recall", "fixed"):
             raise EvaluationError(
                 f"The kind of preset {self.name!r} must be block_rate, max_f1, min_recall or fixed. "

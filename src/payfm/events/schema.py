@@ -24,7 +24,7 @@ import difflib
 import ipaddress
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from encodings import idna
@@ -32,10 +32,11 @@ from functools import cached_property, lru_cache
 
 import pyarrow as pa
 
-from payfm.errors import PayfmError
+from payfm.errors import ConfigError, PayfmError
 from payfm.events import countries, currency
-from payfm.events.cards import mask_long_numbers
+from payfm.events.cards import mask_long_numbers, shown_text
 from payfm.events.text import CHARGE_ID, FREE_TEXT, IDENTIFIER, TextRule
+from payfm.inputs import kind
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 # Event times are from 1970 to 2100 (UTC microseconds): outside, a time is a wrong unit, format or typo.
@@ -663,9 +664,62 @@ ORDERED_TIMES: dict[str, tuple[tuple[str, str, str], ...]] = {
 }
 
 
+class UnknownTable(ConfigError, ValueError):
+    """A table name that is none of the event log's (a ValueError as well: what it was before)."""
+
+
 def schema_of(table: str) -> pa.Schema:
-    """The Arrow schema of ``table``; a clear error for an unknown name."""
-    try:
+    """The Arrow schema of ``table``; a clear error for an unknown name, with the name it likely meant.
+
+    >>> schema_of("charge")
+    Traceback (most recent call last):
+    ...
+    payfm.events.schema.UnknownTable: Unknown event table 'charge' (did you mean 'charges'?). Expected one \
+of charges, disputes, early_fraud_warnings, refunds, reviews.
+    """
+    if isinstance(table, str) and table in SCHEMAS:
         return SCHEMAS[table]
-    except KeyError:
-        raise ValueError(f"Unknown event table {table!r}. Expected one of {', '.join(TABLES)}.") from None
+    close = difflib.get_close_matches(table, TABLES, n=1) if isinstance(table, str) else []
+    shown = f"'{shown_text(table, 60)}'" if isinstance(table, str) else f"named by {kind(table)} (not a str)"
+    raise UnknownTable(
+        f"Unknown event table {shown}{f' (did you mean {close[0]!r}?)' if close else ''}. "
+        f"Expected one of {', '.join(TABLES)}."
+    )
+
+
+def column_names(columns: object, have: Sequence[str], param: str, who: str, table: str) -> list[str]:
+    """``columns`` (any sequence of column names: a list, a tuple) as a list, each one of ``have``, the
+    columns of ``table``; else a ConfigError naming ``param`` of ``who``, the unknown names and the known
+    ones they likely meant (pyarrow's own errors took only a list, and dumped the whole schema).
+
+    >>> column_names(("amount",), ["amount", "created"], "columns", "Workspace.read", "table 'charges'")
+    ['amount']
+    >>> column_names(["amout"], ["amount", "created"], "columns", "Workspace.read", "table 'charges'")
+    Traceback (most recent call last):
+    ...
+    payfm.errors.ConfigError: The 'columns' of Workspace.read must name columns of table 'charges'. Got \
+'amout' (did you mean 'amount'?).
+    """
+    if isinstance(columns, str):
+        shown = shown_text(columns, 60)
+        raise ConfigError(
+            f"The '{param}' of {who} must be a list of column names. Got the str '{shown}': for one column, "
+            f"['{shown}']."
+        )
+    if not isinstance(columns, Iterable):
+        raise ConfigError(f"The '{param}' of {who} must be a list of column names. Got {kind(columns)}.")
+    names = list(columns)
+    odd = next((c for c in names if not isinstance(c, str)), None)
+    if len(names) != sum(isinstance(c, str) for c in names):
+        raise ConfigError(
+            f"The '{param}' of {who} must be a list of column names (texts). Got {kind(odd)} among them."
+        )
+    unknown = [c for c in dict.fromkeys(names) if c not in have]
+    if unknown:
+        got = []
+        for name in unknown[:10]:
+            close = difflib.get_close_matches(name, list(have), n=1)
+            got.append(f"'{shown_text(name, 60)}'" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise ConfigError(f"The '{param}' of {who} must name columns of {table}. Got {', '.join(got)}{more}.")
+    return names

@@ -24,9 +24,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from payfm.errors import PayfmError
+from payfm.errors import ConfigError, PayfmError
 from payfm.events.cards import card_number_rows, contains_card_number, mask_long_numbers, shown_text
 from payfm.events.schema import ID_COLUMNS, ORDERED_TIMES, RULES, DomainError, schema_of
+from payfm.inputs import arrow_table
 
 _CHUNK = 4096
 # A date-time as an export writes it (ISO 8601, or day/month/year with a time): quoted as written in
@@ -404,8 +405,31 @@ def card_number_problems(table: pa.Table, out: _Collector, skip: frozenset[str] 
             out.rows(name, rows, "no card numbers", "a full card number (not shown)")
 
 
+def _arrow_input(table: Any, source: str, row_base: int) -> pa.Table:
+    """``table`` of :func:`validate_events` as Arrow (:func:`payfm.inputs.arrow_table`: a pandas or Polars
+    DataFrame converted; another kind a ConfigError). A pandas column Arrow cannot convert (values of mixed
+    types) is a problem of the input like the others: a :class:`ValidationError` naming the column, the
+    values it quotes cut short and without card numbers."""
+    try:
+        return arrow_table(table, "table", "validate_events")
+    except ConfigError:
+        if type(table).__module__.split(".")[0] != "pandas":
+            raise
+    out = _Collector(row_base)
+    for name in table.columns:
+        try:
+            pa.array(table[name], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as e:
+            why = shown_text(mask_long_numbers(str(e).splitlines()[0]), 160)
+            out.column(str(name), "values of one type (a DataFrame column Arrow converts)", why)
+    if not out.total:
+        out.column(None, "a DataFrame Arrow converts", "one it cannot")
+    raise ValidationError(source, out.problems, out.total)
+
+
 def validate_events(table_name: str, table: pa.Table, source: str = "input", row_base: int = 1) -> pa.Table:
     """Check ``table`` against the schema of ``table_name`` and return it cast to that exact schema.
+    ``table`` is a pyarrow Table (a RecordBatch, a pandas or Polars DataFrame is converted first).
 
     Raises :class:`ValidationError` listing the problems (row numbers are 0-based positions + ``row_base``).
 
@@ -416,6 +440,7 @@ def validate_events(table_name: str, table: pa.Table, source: str = "input", row
     TimestampType(timestamp[us, tz=UTC])
     """
     schema = schema_of(table_name)
+    table = _arrow_input(table, source, row_base)
     out = _Collector(row_base)
     card_number_problems(table, out)
     present = set(table.column_names)

@@ -57,7 +57,7 @@ import pyarrow.parquet as pq
 from payfm import interrupts
 from payfm.errors import ConfigError, WorkspaceBusy, WorkspaceError
 from payfm.events.cards import shown_text
-from payfm.events.schema import SCHEMAS, TABLES, schema_of
+from payfm.events.schema import SCHEMAS, TABLES, column_names, schema_of
 
 DEFAULT_WORKSPACE = "payfm-workspace"
 MANIFEST = "manifest.json"
@@ -198,6 +198,9 @@ class Workspace:
         # another process's later write (`payfm demo` records it, to know whether the log is still its own).
         self.written_version: int | None = None
         self._renaming: os.stat_result | None = None  # the manifest's temporary being renamed (_commit)
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Workspace:
@@ -349,15 +352,21 @@ class Workspace:
                 con.execute(f"CREATE TABLE {table} AS SELECT * FROM empty")
         return con
 
-    def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        """The whole table in Arrow, in the schema's types (rows in file order: by day, then as written)."""
+    def read(self, table: str, columns: Sequence[str] | None = None) -> pa.Table:
+        """The whole table in Arrow, in the schema's types (rows in file order: by day, then as written);
+        ``columns`` (a list or tuple of its column names) only, when given."""
         schema = schema_of(table)
+        wanted = (
+            None
+            if columns is None
+            else column_names(columns, schema.names, "columns", "Workspace.read", f"table '{table}'")
+        )
 
         def read_files(files: list[Path]) -> pa.Table:
             if not files:
                 empty: pa.Table = schema.empty_table()
-                return empty.select(columns) if columns else empty
-            return pq.ParquetDataset([str(f) for f in files], schema=schema).read(columns=columns)
+                return empty.select(wanted) if wanted else empty
+            return pq.ParquetDataset([str(f) for f in files], schema=schema).read(columns=wanted)
 
         return self.retrying(table, read_files)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from payfm.errors import ConfigError, PayfmError
+from payfm.events.cards import shown_text
 from payfm.features.definitions import (
     AGGS,
     ALL_TIME_ONLY,
@@ -28,6 +29,7 @@ from payfm.features.definitions import (
     RequestFeature,
     refuse_card_numbers,
 )
+from payfm.inputs import kind
 
 if TYPE_CHECKING:
     from payfm.events.workspace import Workspace
@@ -270,9 +272,17 @@ def workspace_sets(root: Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
-def feature_set(name: str, root: str | os.PathLike[str] | None = None) -> FeatureSet:
-    """A feature set by name: a bundled one, else one the workspace at ``root`` defines
-    (``payfm features define``, kept as JSON under ``features/sets/``)."""
+def feature_set(name: str, root: Workspace | str | os.PathLike[str] | None = None) -> FeatureSet:
+    """A feature set by name: a bundled one, else one the workspace ``root`` (a Workspace, or its folder)
+    defines (``payfm features define``, kept as JSON under ``features/sets/``)."""
+    from payfm.events.workspace import Workspace
+
+    if isinstance(root, Workspace):
+        root = root.root
+    elif root is not None and not isinstance(root, str | os.PathLike):
+        raise ConfigError(
+            f"The 'root' of feature_set must be a Workspace or its folder (a path). Got {kind(root)}."
+        )
     if not isinstance(name, str):  # (a FeatureSet itself: its path was a 10 KB repr, 'File name too long')
         given = f"the FeatureSet '{name.name}'" if isinstance(name, FeatureSet) else type(name).__name__
         raise ConfigError(f"A feature set is named by a text (set_name='default'). Got {given}.")
@@ -299,6 +309,29 @@ def feature_set(name: str, root: str | os.PathLike[str] | None = None) -> Featur
         f"Unknown feature set {name!r}. Expected one of {', '.join(known)}"
         + ("" if root is not None else " (a workspace's own sets need its workspace)")
         + "; define one with `payfm features define FILE.json` (define_set(ws, fset) in Python)."
+    )
+
+
+def feature_set_arg(fset: object, who: str, param: str = "fset") -> FeatureSet:
+    """``fset`` if it is a :class:`FeatureSet`; else a ConfigError naming ``param`` of ``who``, and for a
+    set's name, how to get the set (an AttributeError deep inside, before).
+
+    >>> feature_set_arg("default", "build_training_set")
+    Traceback (most recent call last):
+    ...
+    payfm.errors.ConfigError: The 'fset' of build_training_set must be a FeatureSet. Got the str 'default': \
+pass feature_set('default', ws) (payfm.features.catalog).
+    """
+    if isinstance(fset, FeatureSet):
+        return fset
+    if isinstance(fset, str):
+        shown = shown_text(fset, 60)
+        raise ConfigError(
+            f"The '{param}' of {who} must be a FeatureSet. Got the str '{shown}': pass "
+            f"feature_set('{shown}', ws) (payfm.features.catalog)."
+        )
+    raise ConfigError(
+        f"The '{param}' of {who} must be a FeatureSet (feature_set(name, ws) gives one). Got {kind(fset)}."
     )
 
 

@@ -50,6 +50,7 @@ from payfm.features.offline_columnar import (
 )
 from payfm.features.offline_sql import needed_columns, sql_columns
 from payfm.features.request import COUNTRY_UTC_OFFSET_H
+from payfm.inputs import kind
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +348,13 @@ def backfill(
         raise ConfigError(f"A backfill needs a FeatureSet of at least one feature. Got {got}.")
     if engine not in (*ENGINES, "spark"):
         raise ConfigError(f"The backfill engine must be one of {', '.join(ENGINES)}, spark. Got {engine!r}.")
+    # before the work: a chunk size of 0 failed in range() after every aggregate was computed
+    if not isinstance(chunk_rows, int) or isinstance(chunk_rows, bool) or chunk_rows < 1:
+        raise ConfigError(
+            f"The 'chunk_rows' of backfill must be an integer >= 1 (rows written at a time). "
+            f"Got {kind(chunk_rows) if not isinstance(chunk_rows, int) else chunk_rows}."
+        )
+    _check_size(memory_limit, "backfill")
     return _backfill(ws, fset, memory_limit, chunk_rows, progress, engine, spark_master)
 
 
@@ -476,15 +484,22 @@ def _backfill(
     return path, rows
 
 
-def _check_size(memory_limit: str) -> None:
+def _check_size(memory_limit: str, who: str = "backfill") -> None:
+    """Refuse a ``memory_limit`` that is not a size text (``6GB``, ``512MiB``): a number of gigabytes given
+    as an int is named as such (an AttributeError before), for ``who``, the function that took it."""
+    if not isinstance(memory_limit, str):
+        raise ConfigError(
+            f"The 'memory_limit' of {who} must be a size text such as '6GB' or '512MiB' (--memory-limit). "
+            f"Got {kind(memory_limit)}."
+        )
     if not re.fullmatch(r"\d+(\.\d+)?\s*([KMGT]i?)?B", memory_limit.strip(), flags=re.IGNORECASE):
         raise ConfigError(f"--memory-limit: expected a size such as 4GB or 512MiB. Got {memory_limit!r}.")
 
 
-def spark_memory(memory_limit: str) -> str:
+def spark_memory(memory_limit: str, who: str = "backfill") -> str:
     """A ``--memory-limit`` (DuckDB's form: ``6GB``, ``512MiB``) as Spark's driver memory (``5722m``; at
-    least 512 MiB), or a :class:`ConfigError` naming the option."""
-    _check_size(memory_limit)
+    least 512 MiB), or a :class:`ConfigError` naming the option (the 'memory_limit' of ``who``)."""
+    _check_size(memory_limit, who)
     return f"{max(512, _bytes(memory_limit) // 2**20)}m"
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
+from payfm.features.catalog import feature_set_arg
 from payfm.features.definitions import (
     AUTHORIZATION,
     ENTITIES,
@@ -62,6 +63,7 @@ class OnlineFeatures:
     """
 
     def __init__(self, fset: FeatureSet, store: StateStore | None = None) -> None:
+        fset = feature_set_arg(fset, "OnlineFeatures")  # (a set's name: an AttributeError, before)
         self.fset = fset
         self.store: StateStore = store if store is not None else MemoryStore()
         self.names = fset.names
@@ -75,6 +77,10 @@ class OnlineFeatures:
         self.write_columns = sorted({*write_columns(self.engine.plans), *self.label_fields})
         # Whether an outcome's own amount is read (its charge's amount and currency are then stored with it).
         self.outcome_amounts = any(f.reads_outcome_amount for f in fset.aggregates)
+
+    def __repr__(self) -> str:
+        store = type(self.store).__name__.removesuffix("Store").lower() or type(self.store).__name__
+        return f"OnlineFeatures({self.fset.name}@{self.fset.version}, {store} store)"
 
     # ---- reading ----------------------------------------------------------------------------------------
     def vector(self, charge: Mapping[str, Any]) -> list[float | None]:

@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import threading
@@ -33,7 +34,7 @@ import torch
 
 from payfm.errors import ConfigError, shown_url
 from payfm.events.outputs import output_file, write_parquet
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 from payfm.fm.identity import check_outputs, checkpoint_hash, provenance_metadata
 from payfm.fm.model import FoundationModel
 from payfm.fm.online_state import EmbedderState, KeyState, Learned, MemoryState, RedisState
@@ -62,6 +63,7 @@ from payfm.fm.tokenizer import (
     rel_codes,
     rel_tokens,
 )
+from payfm.inputs import arrow_table
 from payfm.redis_load import is_redis_url
 
 SURPRISE_FIELDS = tuple(i for i, name in enumerate(FIELDS) if name != "outcome")  # pre-authorization
@@ -157,6 +159,7 @@ def embed(
     checkpoint's last pretraining can be told from a current one.
     The file is written to a temporary beside it and renamed: an interrupted run leaves the old file (or
     none), and no temporary."""
+    ws = opened(ws, "embed")
     outs = check_outputs(outputs)
     default = ws.root / "fm" / f"{Path(checkpoint).name}.embeddings.parquet"
     # before the work, not after; in the workspace only under fm/ (not over its manifest or event log)
@@ -197,8 +200,9 @@ def outputs_for(
     charges before it): the columns a model registered with those outputs takes after its features.
     Raises ConfigError naming the first id that is not a charge of the log. ``outputs`` are taken in the
     order given (a model's registry entry records its own; new ones record :func:`check_outputs`'s)."""
+    ws = opened(ws, "outputs_for")
     check_outputs(outputs)
-    outs = tuple(outputs)
+    outs = (outputs,) if isinstance(outputs, str) else tuple(outputs)  # (check_outputs takes a lone name too)
     model, tokenizer, _ = load_checkpoint(checkpoint)
     charges = read_charges(ws)
     ids = pa.array(charge_ids, type=pa.string()) if not isinstance(charge_ids, pa.Array) else charge_ids
@@ -217,10 +221,43 @@ def outputs_for(
 
 
 def embedding_matrix(table: pa.Table, column: str = "embedding") -> np.ndarray:
-    """(n, D) float32 of an embeddings table's ``embedding`` (or ``surprise``) column."""
+    """(n, D) float32 of an embeddings table's ``embedding`` (or ``surprise``) column (what :func:`embed`
+    gives; a pandas or Polars DataFrame of it is converted). A ConfigError names a column the table does not
+    hold, with the one meant when it is close.
+
+    >>> values = pa.array([1, 2, 3, 4], pa.float32())
+    >>> t = pa.table({"embedding": pa.FixedSizeListArray.from_arrays(values, 2)})
+    >>> embedding_matrix(t).tolist()
+    [[1.0, 2.0], [3.0, 4.0]]
+    >>> embedding_matrix(t, "embeddings")
+    Traceback (most recent call last):
+    ...
+    payfm.errors.ConfigError: The 'column' of embedding_matrix must be a list column of the table \
+(embedding). Got 'embeddings': did you mean 'embedding'?
+    """
+    table = arrow_table(table, "table", "embedding_matrix")
+    # (a DataFrame's round trip gives a list column: each row's vector, of one length)
+    lists = (pa.types.is_fixed_size_list, pa.types.is_list, pa.types.is_large_list)
+    vectors = [f.name for f in table.schema if any(is_list(f.type) for is_list in lists)]
+    if not isinstance(column, str) or column not in vectors:
+        close = difflib.get_close_matches(column, vectors, n=1) if isinstance(column, str) else []
+        hint = f": did you mean {close[0]!r}?" if close else "."
+        raise ConfigError(
+            f"The 'column' of embedding_matrix must be a list column of the table "
+            f"({', '.join(vectors) or 'it holds none'}). Got {column!r}{hint}"
+        )
     col = table[column].combine_chunks()
-    out: np.ndarray = col.values.to_numpy().reshape(len(col), col.type.list_size)
-    return out
+    if pa.types.is_fixed_size_list(col.type):
+        out: np.ndarray = col.values.to_numpy().reshape(len(col), col.type.list_size)
+        return out
+    widths = pc.unique(pc.list_value_length(col)).to_pylist()
+    if col.null_count or len(widths) > 1:
+        raise ConfigError(
+            f"The '{column}' column of the table of embedding_matrix must hold one vector of one length per "
+            f"row. Got {col.null_count} null and lengths {sorted(w for w in widths if w is not None)}."
+        )
+    flat: np.ndarray = pc.list_flatten(col).cast(pa.float32()).to_numpy(zero_copy_only=False)
+    return flat.reshape(len(col), widths[0] if widths else 0)
 
 
 def _time_us(charge: Mapping[str, Any], name: str, us_name: str, *, required: bool) -> int:
@@ -380,7 +417,7 @@ class OnlineEmbedder:
         Reads no state. ``outputs`` are taken in the order given, as :func:`outputs_for` takes them."""
         check_outputs(outputs)
         parts = []
-        for output in outputs:
+        for output in (outputs,) if isinstance(outputs, str) else outputs:  # (a lone name: one output)
             if output == "embedding":
                 parts.append(self.embed_inputs(x))
             else:

@@ -376,8 +376,12 @@ def embedding_names(dims: int) -> list[str]:
 def check_outputs(outputs: Sequence[str]) -> tuple[str, ...]:
     """``outputs`` in the order of :data:`OUTPUTS` (``surprise, embedding`` is ``embedding, surprise``: one
     set of inputs, one name, one column order) after checking each is one of them, once (a clear error if
-    not)."""
-    out = tuple(outputs)
+    not). A lone name is taken as one output (a text is a sequence of its letters: "Got s, u, r, p...").
+
+    >>> check_outputs("surprise"), check_outputs(["surprise", "embedding"])
+    (('surprise',), ('embedding', 'surprise'))
+    """
+    out = (outputs,) if isinstance(outputs, str) else tuple(outputs)
     if not out or any(o not in OUTPUTS for o in out) or len(set(out)) != len(out):
         raise ConfigError(
             f"Foundation-model outputs: expected one or more of {', '.join(OUTPUTS)}, each once. "

@@ -49,7 +49,7 @@ from safetensors.torch import save as save_tensors
 from payfm import interrupts
 from payfm.errors import ConfigError
 from payfm.events.cards import shown_text
-from payfm.events.workspace import Workspace, fsync_dir
+from payfm.events.workspace import Workspace, fsync_dir, opened
 from payfm.fm.identity import (
     PRETRAIN_RANGES,
     check_name,
@@ -73,6 +73,7 @@ from payfm.fm.resume import (
 )
 from payfm.fm.sequences import Sequences, build_sequences, read_charges
 from payfm.fm.tokenizer import MASK, OUTCOME_FIELD, PAD, Tokenizer
+from payfm.inputs import kind
 
 DEFAULT_NAME = "default"
 
@@ -131,12 +132,27 @@ class PretrainConfig:
 class PretrainResult:
     path: Path
     step: int
-    losses: list[float] = field(default_factory=list)
+    # each step's loss of this run (thousands of floats: the repr gives their count and the last one)
+    losses: list[float] = field(default_factory=list, repr=False)
     charges_per_s: float = 0.0
     trained: bool = True  # False: the checkpoint was at or past the run's last step; nothing was changed
     # mean loss of the run's last 20 steps; under DDP the whole batch's (the mean of the ranks' shares, the
     # same on every rank), where ``losses`` holds this rank's share of each step's
     loss: float = math.nan
+
+    def __repr__(self) -> str:
+        """The fields, with the losses summed up (a notebook printed every step's).
+
+        >>> PretrainResult(Path("fm/default"), 3, [2.5, 2.25, 2.0], 1000.0, True, 2.25)
+        PretrainResult(path='fm/default', step=3, losses=<3 steps, last 2.0>, charges_per_s=1000.0, \
+trained=True, loss=2.25)
+        """
+        last = f", last {round(self.losses[-1], 4)!r}" if self.losses else ""
+        return (
+            f"PretrainResult(path={str(self.path)!r}, step={self.step}, "
+            f"losses=<{len(self.losses)} steps{last}>, charges_per_s={round(self.charges_per_s, 1)!r}, "
+            f"trained={self.trained}, loss={round(self.loss, 4)!r})"
+        )
 
 
 def checkpoint_dir(ws: Workspace, name: str = DEFAULT_NAME, option: str = "--name") -> Path:
@@ -355,6 +371,26 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+def check_config(config: object, who: str) -> PretrainConfig:
+    """``config`` if it is a :class:`PretrainConfig`; else a ConfigError naming ``who``'s parameter, with the
+    config to write for a dict of its fields (a dict reached ``config.batch_size`` as an AttributeError).
+
+    >>> check_config({"steps": 1}, "pretrain")
+    Traceback (most recent call last):
+    ...
+    payfm.errors.ConfigError: The 'config' of pretrain must be a PretrainConfig. Got a dict: pass \
+PretrainConfig(steps=1).
+    """
+    if isinstance(config, PretrainConfig):
+        return config
+    if isinstance(config, dict) and all(isinstance(k, str) for k in config):
+        given = ", ".join(f"{k}={v!r}" for k, v in config.items())
+        hint = f": pass PretrainConfig({given})"
+    else:
+        hint = " (PretrainConfig(steps=100), or PretrainConfig() for the defaults)"
+    raise ConfigError(f"The 'config' of {who} must be a PretrainConfig. Got {kind(config)}{hint}.")
+
+
 # ---- training --------------------------------------------------------------------------------------------
 def pretrain(
     ws: Workspace,
@@ -376,6 +412,8 @@ def pretrain(
     archived versions use it (their rollback would then fail). One pretraining of a checkpoint at a time:
     another, while this one runs, is refused at once (:func:`exclusive_run`).
     """
+    ws = opened(ws, "pretrain")
+    check_config(config, "pretrain")
     path = Path(out) if out is not None else checkpoint_dir(ws)
     rank, world = _world()
     if config.batch_size % world:

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 from payfm.fm.tokenizer import (
     COLUMNS,
     COUNT_FIELDS,
@@ -52,6 +52,7 @@ def read_charges(ws: Workspace, *, until_us: int | None = None, limit: int | Non
 
     ``until_us`` keeps charges created before that instant; ``limit`` the first ``limit`` of them.
     """
+    ws = opened(ws, "read_charges")
     cols = ", ".join(sorted({*COLUMNS, *KEY_COLUMNS, "charge_id"}))
     where = f"WHERE epoch_us(created) < {int(until_us)}" if until_us is not None else ""
     lim = f"LIMIT {int(limit)}" if limit is not None else ""

@@ -11,6 +11,7 @@ from payfm.registry.store import (
     Registry,
     RegistryError,
     UnknownModelError,
+    fm_outputs,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "Registry",
     "RegistryError",
     "UnknownModelError",
+    "fm_outputs",
 ]

@@ -195,6 +195,22 @@ class Registry:
         self.ws = opened(ws, "Registry")
         self.root = self.ws.root / "models"
 
+    def __repr__(self) -> str:
+        """``Registry('<workspace>', 3 versions)``: read only (a registry not written yet holds none; one
+        that cannot be read says so rather than failing a notebook's print)."""
+        path = self.root / "registry.db"
+        count: str = "0"
+        if path.is_file():
+            try:
+                con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=1)
+                try:
+                    count = str(con.execute("SELECT count(*) FROM versions").fetchone()[0])
+                finally:
+                    con.close()
+            except sqlite3.Error:
+                count = "?"
+        return f"Registry({str(self.ws.root)!r}, {count} version{'' if count == '1' else 's'})"
+
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -293,7 +309,7 @@ class Registry:
             }
         if list(getattr(model, "feature_names_", [])) != expected:
             with_fm = (
-                f" + {len(expected) - len(fset.names)} foundation-model inputs ({', '.join(fm_outputs)})"
+                f" + {len(expected) - len(fset.names)} foundation-model inputs ({', '.join(outputs)})"
                 if fm_entry
                 else ""
             )

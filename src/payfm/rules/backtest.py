@@ -41,16 +41,19 @@ import duckdb
 import pyarrow as pa
 
 from payfm import interrupts
+from payfm.errors import ConfigError
 from payfm.events.schema import time_bound
 from payfm.events.workspace import Workspace, opened
+from payfm.features.catalog import feature_set_arg
 from payfm.features.definitions import FeatureSet
+from payfm.inputs import arrow_table, kind
 from payfm.rules import ast
 from payfm.rules.backtest_views import PERIODS, Overlap, Period, Series, report_json, with_views
 from payfm.rules.catalog import CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.compiler import Ruleset, effective, list_table, quote_ident, sql_literal
 from payfm.rules.limits import RuleError
 from payfm.rules.scores import check_scores, in_sample_warning
-from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, log_end
+from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, label_horizon_arg, log_end
 
 # Outcomes of a charge: the three final labels, then "pending" (its label horizon has not passed yet) and
 # "declined" (declined by the issuer or blocked: it moved no money, so no label can come).
@@ -629,6 +632,20 @@ def _rule_warnings(report: BacktestReport, absent: dict[str, str]) -> list[str]:
     return out
 
 
+def _ruleset_arg(ruleset: object, param: str) -> Ruleset:
+    """``ruleset`` if it is a compiled :class:`Ruleset`; else a ConfigError naming ``param`` of backtest, and
+    for rule text, how to compile it (``'str' object has no attribute 'rules'``, before)."""
+    if isinstance(ruleset, Ruleset):
+        return ruleset
+    how = "rulesets.compile_text(ws, text) gives one (payfm.rules.rulesets; a file's text: path.read_text())"
+    if isinstance(ruleset, str):
+        raise ConfigError(
+            f"The '{param}' of backtest must be a compiled Ruleset. Got a str (rule text?): compile it "
+            f"first, {how}."
+        )
+    raise ConfigError(f"The '{param}' of backtest must be a compiled Ruleset: {how}. Got {kind(ruleset)}.")
+
+
 def backtest(
     ws: Workspace,
     ruleset: Ruleset,
@@ -672,6 +689,13 @@ def backtest(
     (:mod:`payfm.rules.backtest_views`).
     """
     ws = opened(ws, "backtest")
+    ruleset = _ruleset_arg(ruleset, "ruleset")
+    baseline = None if baseline is None else _ruleset_arg(baseline, "baseline")
+    fset = feature_set_arg(fset, "backtest")
+    if baseline_fset is not None:
+        baseline_fset = feature_set_arg(baseline_fset, "backtest", "baseline_fset")
+    scores = None if scores is None else arrow_table(scores, "scores", "backtest")
+    label_horizon_arg(horizon, "backtest")
     if by is not None and by not in PERIODS:  # (before the work, not after)
         raise RuleError(f"A backtest series is by one of {', '.join(PERIODS)}. Got {by!r}.")
     start, end = (

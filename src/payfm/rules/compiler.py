@@ -456,6 +456,7 @@ class Ruleset:
     """A compiled ruleset: ``decide`` for one charge, ``sql_conditions`` for a whole table.
 
     ``lists`` (list name -> values) is snapshotted at compile time; recompile after a list changes.
+    ``feature_set``: the name of the set it was compiled on, where known (what its repr shows).
     """
 
     def __init__(
@@ -463,7 +464,10 @@ class Ruleset:
         rules: list[ast.Rule],
         lists: Mapping[str, frozenset[str]] | None = None,
         types: Mapping[str, str] | None = None,
+        *,
+        feature_set: str | None = None,
     ) -> None:
+        self.feature_set = feature_set
         rules = [replace(r, condition=canonical_literals(r.condition)) for r in rules]
         self.rules: tuple[ast.Rule, ...] = tuple(rules)
         used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
@@ -482,6 +486,15 @@ class Ruleset:
         self.sql_conditions: tuple[str, ...] = tuple(
             f"coalesce({compile_sql(effective(r))}, false)" for r in rules
         )
+
+    def __repr__(self) -> str:
+        """``Ruleset(2 rules: big, velocity; feature set 'default')``: what a notebook prints (at most 5
+        names, then how many more)."""
+        names = [r.name for r in self.rules]
+        shown = ", ".join(names[:5]) + (f", ... ({len(names) - 5} more)" if len(names) > 5 else "")
+        count = f"{len(names)} rule{'' if len(names) == 1 else 's'}" + (f": {shown}" if names else "")
+        on = f"; feature set '{self.feature_set}'" if self.feature_set is not None else ""
+        return f"Ruleset({count}{on})"
 
     def decide(self, values: Mapping[str, object]) -> Decision:
         """The decision for one charge's attribute values (see :func:`payfm.rules.catalog.charge_values`)."""
@@ -533,7 +546,10 @@ def compile_rules(
     rules: list[ast.Rule],
     lists: Mapping[str, frozenset[str]] | None = None,
     types: Mapping[str, str] | None = None,
+    *,
+    feature_set: str | None = None,
 ) -> Ruleset:
     """Compile parsed (and type-checked) ``rules`` once. ``types`` (attribute -> "number"/"string") makes
-    a value of the wrong type read as missing instead of failing."""
-    return Ruleset(rules, lists, types)
+    a value of the wrong type read as missing instead of failing; ``feature_set`` names the set they were
+    checked on (shown by the repr)."""
+    return Ruleset(rules, lists, types, feature_set=feature_set)

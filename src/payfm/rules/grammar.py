@@ -19,14 +19,17 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import os
 import re
 from typing import Any
 
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from payfm.events.cards import contains_card_number
+from payfm.errors import ConfigError
+from payfm.events.cards import contains_card_number, shown_text
 from payfm.events.text import code_point
+from payfm.inputs import kind
 from payfm.rules import ast
 from payfm.rules.catalog import CHARGE_NUMBER_FIELDS, CHARGE_STRING_FIELDS, SCORE_ATTRIBUTES
 from payfm.rules.limits import (
@@ -710,12 +713,38 @@ def parse_rule(text: str, line: int = 1, *, saved: bool = False) -> ast.Rule:
     return ast.Rule(name, action, _expr(children[1], line), line=line)  # type: ignore[arg-type]
 
 
+def rule_text(text: object, who: str, param: str = "text") -> str:
+    """``text`` if it is a str; else a ConfigError naming ``param`` of ``who``: a rules file's path is
+    not its text (``'PosixPath' object has no attribute 'encode'``, before), nor are its bytes.
+
+    >>> from pathlib import Path
+    >>> rule_text(Path("x.rules"), "rulesets.compile_text")
+    Traceback (most recent call last):
+    ...
+    payfm.errors.ConfigError: The 'text' of rulesets.compile_text must be the rules' text (a str). Got the \
+PosixPath 'x.rules': pass the file's text, Path('x.rules').read_text().
+    """
+    if isinstance(text, str):
+        return text
+    expected = f"The '{param}' of {who} must be the rules' text (a str)."
+    if isinstance(text, os.PathLike):
+        path = shown_text(str(os.fspath(text)), 200)
+        raise ConfigError(
+            f"{expected} Got the {type(text).__name__} '{path}': pass the file's text, "
+            f"Path('{path}').read_text()."
+        )
+    if isinstance(text, bytes | bytearray):
+        raise ConfigError(f"{expected} Got {kind(text)}: decode it first, data.decode('utf-8').")
+    raise ConfigError(f"{expected} Got {kind(text)}.")
+
+
 def parse_rules(text: str, *, saved: bool = False) -> list[ast.Rule]:
     """Parse a ruleset: one rule per non-blank, non-comment line; rule names must be unique.
 
     ``saved=True`` reads a version already stored, which may hold invisible formatting characters from before
     they were refused (see :func:`parse_rule`).
     """
+    text = rule_text(text, "parse_rules")
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_TEXT_BYTES:
         raise RuleError(f"A ruleset has at most {MAX_TEXT_BYTES:,} bytes. Got {size:,}.")

@@ -30,10 +30,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from payfm.errors import ConfigError
 from payfm.events.cards import contains_card_number, mask_long_numbers, shown_text
 from payfm.events.countries import DESCRIBED, country_hint, is_country
 from payfm.events.schema import DomainError, canonical_domain, canonical_ip
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
+from payfm.inputs import kind
 from payfm.rules.catalog import LIST_TYPES, similar_name
 from payfm.rules.db import connect, default_author, now_iso
 from payfm.rules.limits import (
@@ -180,6 +182,7 @@ def create_list(
     note: str = "",
 ) -> ValueList:
     """Create an empty list ``name`` of ``list_type`` (a name :func:`check_name` accepts)."""
+    ws = opened(ws, "lists.create_list")
     check_name(name)
     _check_type(list_type)
     who, when, note = _who_when(author, at, note)
@@ -232,14 +235,19 @@ def _change(
     at: datetime | None,
     note: str = "",
     places: Sequence[str] | None = None,
+    *,
+    who: str,
 ) -> tuple[int, list[str]]:
     """How many of ``values`` changed the list, and those that did not (in their stored form), in one
-    transaction. ``places`` names where each value came from, for a refusal (default ``value 3 of 5``)."""
+    transaction. ``places`` names where each value came from, for a refusal (default ``value 3 of 5``);
+    ``who``: the public function called (``add_values``), for a refusal of the arguments."""
+    ws = opened(ws, f"lists.{who}")
     if isinstance(values, str):  # (a text is an iterable of its characters: one entry each)
         raise RuleError(
             f"The values for list {_shown_name(name)} must be a list of values. Got a single text; "
             f"for one value, pass [{shown_text(values)!r}]."
         )
+    values = _texts(values, name, who)
     who, when, note = _who_when(author, at, note)
     changed, untouched = 0, []
     with connect(ws, immediate=True) as con:
@@ -267,6 +275,27 @@ def _change(
         if size > MAX_LIST_VALUES:
             raise RuleError(f"A list holds at most {MAX_LIST_VALUES:,} values. '{name}' would hold {size:,}.")
     return changed, untouched
+
+
+def _texts(values: object, name: str, who: str) -> list[str]:
+    """``values`` as a list of texts, else a ConfigError naming ``who``'s 'values' and the first that is not
+    one: a BIN or an id read as a number (``[411112]``) is written as text, ``"411112"`` (a number loses a
+    leading zero). A number is quoted without a card number (:func:`mask_long_numbers`)."""
+    if not isinstance(values, Iterable):
+        raise ConfigError(f"The 'values' of lists.{who} must be a list of texts. Got {kind(values)}.")
+    out = list(values)
+    for i, v in enumerate(out, start=1):
+        if isinstance(v, str):
+            continue
+        where = f" (value {i} of {len(out)})" if len(out) > 1 else ""
+        number = isinstance(v, int | float) and not isinstance(v, bool)
+        got = f"the {type(v).__name__} {mask_long_numbers(str(v))}" if number else kind(v)
+        raise ConfigError(
+            f"The 'values' of lists.{who} (list {_shown_name(name)}) must be texts, e.g. \"411112\" for a "
+            f"BIN. Got {got}{where}"
+            + (f': write it as text, "{mask_long_numbers(str(v))}".' if number else ".")
+        )
+    return out
 
 
 def _normalized(
@@ -308,7 +337,7 @@ def add_values(
     note: str = "",
 ) -> int:
     """Add ``values`` to list ``name`` in one transaction; returns how many were new."""
-    return _change(ws, name, values, "add", author, at, note)[0]
+    return _change(ws, name, values, "add", author, at, note, who="add_values")[0]
 
 
 def add_values_reporting(
@@ -323,7 +352,7 @@ def add_values_reporting(
 ) -> tuple[int, list[str]]:
     """:func:`add_values`, with the values (in their stored form) the list held already, read in the same
     transaction (what ``payfm lists add`` names); ``places``: where each value came from, for a refusal."""
-    return _change(ws, name, values, "add", author, at, note, places)
+    return _change(ws, name, values, "add", author, at, note, places, who="add_values_reporting")
 
 
 def remove_values(
@@ -336,7 +365,7 @@ def remove_values(
     note: str = "",
 ) -> int:
     """Remove ``values`` from list ``name`` in one transaction; returns how many were there."""
-    return _change(ws, name, values, "remove", author, at, note)[0]
+    return _change(ws, name, values, "remove", author, at, note, who="remove_values")[0]
 
 
 def remove_values_reporting(
@@ -351,7 +380,7 @@ def remove_values_reporting(
 ) -> tuple[int, list[str]]:
     """:func:`remove_values`, with the values (in their stored form) the list did not hold, read in the same
     transaction (what ``payfm lists remove`` names); ``places``: where each value came from, for a refusal."""
-    return _change(ws, name, values, "remove", author, at, note, places)
+    return _change(ws, name, values, "remove", author, at, note, places, who="remove_values_reporting")
 
 
 def delete_list(
@@ -373,6 +402,7 @@ def delete_list(
         >>> [e.action for e in audit(ws, "bad_domains")]
         ['create', 'add', 'delete']
     """
+    ws = opened(ws, "lists.delete_list")
     from payfm.rules import ast
     from payfm.rules.grammar import parse_rules
 
@@ -402,6 +432,7 @@ def delete_list(
 
 def all_lists(ws: Workspace) -> list[ValueList]:
     """Every list, by name, with its size."""
+    ws = opened(ws, "lists.all_lists")
     with connect(ws) as con:
         rows = con.execute(
             "SELECT l.name, l.type, l.created, l.author, count(v.value) FROM lists l "
@@ -413,6 +444,7 @@ def all_lists(ws: Workspace) -> list[ValueList]:
 
 def list_values(ws: Workspace, name: str) -> list[str]:
     """The values of list ``name``, sorted (a RuleError names the nearest list for an unknown name)."""
+    ws = opened(ws, "lists.list_values")
     with connect(ws) as con:
         _require(con, name)
         return [
@@ -422,6 +454,7 @@ def list_values(ws: Workspace, name: str) -> list[str]:
 
 def get_list(ws: Workspace, name: str) -> ValueList:
     """List ``name``: its type, when and by whom it was made, and its size."""
+    ws = opened(ws, "lists.get_list")
     with connect(ws) as con:
         list_type = _require(con, name)
         created, author = con.execute("SELECT created, author FROM lists WHERE name = ?", (name,)).fetchone()
@@ -431,12 +464,14 @@ def get_list(ws: Workspace, name: str) -> ValueList:
 
 def list_types(ws: Workspace) -> dict[str, str]:
     """Every list's name -> type (what the type checker needs)."""
+    ws = opened(ws, "lists.list_types")
     with connect(ws) as con:
         return {str(n): str(t) for n, t in con.execute("SELECT name, type FROM lists")}
 
 
 def all_values(ws: Workspace, names: Iterable[str]) -> dict[str, frozenset[str]]:
     """The values of the lists ``names`` (unknown names are skipped: the type checker reports them)."""
+    ws = opened(ws, "lists.all_values")
     out: dict[str, frozenset[str]] = {}
     with connect(ws) as con:
         types = {str(n): str(t) for n, t in con.execute("SELECT name, type FROM lists")}
@@ -468,6 +503,7 @@ def _recanonical_domain(value: str) -> str:
 
 def audit(ws: Workspace, name: str) -> list[AuditEntry]:
     """The list's audit trail, oldest first (also of a deleted list: its last entry says so)."""
+    ws = opened(ws, "lists.audit")
     with connect(ws) as con:
         rows = con.execute(
             "SELECT at, author, action, value, note FROM list_audit WHERE list = ? ORDER BY id", (name,)

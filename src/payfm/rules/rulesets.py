@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, Final, Literal
 
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace
+from payfm.events.workspace import Workspace, opened
 from payfm.features.catalog import feature_set
 from payfm.rules import ast
 from payfm.rules.catalog import AttributeCatalog, check_types
@@ -44,6 +44,7 @@ from payfm.rules.catalog import type_errors as catalog_type_errors
 from payfm.rules.compiler import Ruleset, compile_rules
 from payfm.rules.db import connect, default_author, now_iso
 from payfm.rules.grammar import parse_rule, parse_rules
+from payfm.rules.grammar import rule_text as checked_text
 from payfm.rules.limits import RuleError, check_note, line_breaks
 from payfm.rules.lists import all_values, list_types
 
@@ -135,7 +136,20 @@ def decode_text(data: bytes, source: str) -> str:
 
 def catalog_for(set_name: str = DEFAULT_FEATURE_SET, ws: Workspace | None = None) -> AttributeCatalog:
     """The attributes rules on feature set ``set_name`` may read (a set of ``ws``'s own too)."""
+    ws = _workspace(ws, "catalog_for")
     return AttributeCatalog.for_feature_set(feature_set(set_name, ws.root if ws is not None else None))
+
+
+def _opened(ws: Workspace, who: str) -> Workspace:
+    """``ws`` checked (:func:`~payfm.events.workspace.opened`), the error naming ``rulesets.<who>``."""
+    return opened(ws, f"rulesets.{who}")
+
+
+def _workspace(ws: Workspace | None, who: str) -> Workspace | None:
+    """``ws`` checked (:func:`~payfm.events.workspace.opened`) where a function of this module takes one
+    or None (a path gave ``'str' object has no attribute 'root'``, before), named as called:
+    ``rulesets.<who>``."""
+    return None if ws is None else opened(ws, f"rulesets.{who}")
 
 
 def check(
@@ -147,6 +161,7 @@ def check(
     literals against the values a charge field can hold, of invisible formatting characters), so that those
     saved before them keep loading (a server would not start otherwise).
     """
+    ws, text = _workspace(ws, "check"), checked_text(text, "rulesets.check")
     rules = parse_rules(text, saved=not values)
     check_types(rules, catalog_for(set_name, ws), list_types(ws) if ws is not None else {}, values=values)
     return rules
@@ -157,6 +172,7 @@ def type_errors(
 ) -> tuple[list[ast.Rule], list[RuleError]]:
     """The rules of ``text`` and every type error in them (values checked as at save), in rule order; a
     syntax error is raised."""
+    ws, text = _workspace(ws, "type_errors"), checked_text(text, "rulesets.type_errors")
     rules = parse_rules(text)
     lists = list_types(ws) if ws is not None else {}
     return rules, catalog_type_errors(rules, catalog_for(set_name, ws), lists)
@@ -166,11 +182,13 @@ def compile_text(
     ws: Workspace | None, text: str, set_name: str = DEFAULT_FEATURE_SET, *, values: bool = True
 ) -> Ruleset:
     """Check ``text`` and compile it with the current contents of the lists it uses (``values``: as in
-    :func:`check`; False for a saved version)."""
+    :func:`check`; False for a saved version). ``text`` is the rules' text: a file's, ``path.read_text()``.
+    """
+    ws, text = _workspace(ws, "compile_text"), checked_text(text, "rulesets.compile_text")
     rules = check(ws, text, set_name, values=values)
     used = set().union(*(ast.lists(r.condition) for r in rules)) if rules else set()
     contents = all_values(ws, used) if ws is not None and used else {}
-    return compile_rules(rules, contents, catalog_for(set_name, ws).types)
+    return compile_rules(rules, contents, catalog_for(set_name, ws).types, feature_set=set_name)
 
 
 def _located_in(e: RuleError, text: str) -> RuleError:
@@ -190,7 +208,7 @@ def candidate_set(ws: Workspace, set_name: str | None = None) -> str:
     ``set_name``, when given, must be that set: a rule added to the active ruleset cannot run on another
     (a RuleError naming both sets).
     """
-    return _candidate_set(active(ws), set_name)
+    return _candidate_set(active(_opened(ws, "candidate_set")), set_name)
 
 
 def _candidate_set(current: RulesetVersion | None, set_name: str | None) -> str:
@@ -221,10 +239,16 @@ def with_candidate(ws: Workspace, rule_text: str | Sequence[str], set_name: str 
         >>> [r.name for r in with_candidate(ws, "block if :amount_usd: > 500").rules]
         ['candidate']
     """
+    ws = _opened(ws, "with_candidate")
     current = active(ws)
     set_name = _candidate_set(current, set_name)
     saved = check(ws, current.text, set_name, values=False) if current is not None else []
-    texts = [rule_text] if isinstance(rule_text, str) else list(rule_text)
+    several = isinstance(rule_text, Sequence) and not isinstance(rule_text, str | bytes)
+    given: list[object] = list(rule_text) if several else [rule_text]
+    texts = [
+        checked_text(t, "rulesets.with_candidate", f"rule_text[{i}]" if several else "rule_text")
+        for i, t in enumerate(given)
+    ]
     rules = list(saved)
     catalog, types = catalog_for(set_name, ws), list_types(ws)
     for i, text in enumerate(texts, 1):
@@ -254,7 +278,7 @@ def with_candidate(ws: Workspace, rule_text: str | Sequence[str], set_name: str 
             )
         rules.append(replace(rule, line=0))  # line 0: not a line of a file
     used = set().union(*(ast.lists(r.condition) for r in rules))
-    return compile_rules(rules, all_values(ws, used) if used else {}, catalog.types)
+    return compile_rules(rules, all_values(ws, used) if used else {}, catalog.types, feature_set=set_name)
 
 
 def save(
@@ -274,6 +298,7 @@ def save(
     none) is not the active one any more: the caller compared against it, as ``rules apply`` does). Made
     active, the active version's own text on its own set is refused: it would change nothing; and a text of
     no rules, unless ``allow_empty``: a truncated file would turn every rule off."""
+    ws, text = _opened(ws, "save"), checked_text(text, "rulesets.save")
     rules = check(ws, text, set_name)
     if activate and not allow_empty:
         require_rules(rules)
@@ -319,6 +344,7 @@ def require_rules(rules: Sequence[ast.Rule]) -> None:
 def same_text(ws: Workspace, v: RulesetVersion) -> list[int]:
     """The other stored versions with ``v``'s text and feature set (``rules apply`` of an old text: the old
     version could have been activated instead)."""
+    ws = _opened(ws, "same_text")
     with connect(ws) as con:
         rows = con.execute(
             "SELECT version FROM rulesets WHERE sha256 = ? AND feature_set = ? AND version != ? "
@@ -334,6 +360,7 @@ def _row(r: tuple[object, ...]) -> RulesetVersion:
 
 def get(ws: Workspace, version: int) -> RulesetVersion:
     """Stored version ``version`` (a RuleError saying which versions exist when it does not)."""
+    ws = _opened(ws, "get")
     with connect(ws) as con:
         # past SQLite's 64-bit integers no version exists (binding one would raise OverflowError)
         fits = -(2**63) <= version < 2**63
@@ -347,6 +374,7 @@ def get(ws: Workspace, version: int) -> RulesetVersion:
 
 def active(ws: Workspace) -> RulesetVersion | None:
     """The active ruleset version, or None before the first ``apply``."""
+    ws = _opened(ws, "active")
     with connect(ws) as con:
         r = con.execute(
             "SELECT r.* FROM active_ruleset a JOIN rulesets r USING (version) WHERE a.id = 1"
@@ -361,6 +389,7 @@ def compile_version(ws: Workspace, v: RulesetVersion) -> Ruleset:
     Text that no longer compiles (a list it uses is gone, its feature set no longer holds a feature it reads
     or no longer exists) raises a :class:`RuleError` naming the version.
     """
+    ws = _opened(ws, "compile_version")
     try:
         return compile_text(ws, v.text, v.feature_set, values=False)
     except RuleError as e:
@@ -385,6 +414,7 @@ def baseline(ws: Workspace, version: int | None = None) -> Baseline:
         >>> baseline(ws, v.version).label
         'ruleset v1'
     """
+    ws = _opened(ws, "baseline")
     if version is None:
         v = active(ws)
         if v is None:
@@ -406,6 +436,7 @@ def activatable(ws: Workspace, version: int, allow_empty: bool = False) -> tuple
     active: a :class:`RuleError` when it does not exist, is the active one, no longer compiles, or holds no
     rule (unless ``allow_empty``: it turns every rule off). What ``rules activate`` checks before its
     backtest; :func:`activate` checks it again."""
+    ws = _opened(ws, "activatable")
     v = get(ws, version)
     current = active(ws)
     if current is not None and current.version == v.version:
@@ -488,6 +519,7 @@ def activate(
         >>> activations(ws)[0].previous
         2
     """
+    ws = _opened(ws, "activate")
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
     activatable(ws, version, allow_empty)  # before the write lock: compiling reads the lists
@@ -524,6 +556,7 @@ def _read_activations(con: sqlite3.Connection) -> list[Activation]:
 def activations(ws: Workspace) -> list[Activation]:
     """The activation log, newest first: every change of the active ruleset since the workspace's
     ``rules.db`` has the log (``undone_by``: the rollback that undid an activation)."""
+    ws = _opened(ws, "activations")
     with connect(ws) as con:
         return _read_activations(con)
 
@@ -559,6 +592,7 @@ def rollback_point(ws: Workspace) -> Activation:
     An activation after a rollback (``apply``, ``activate``) is undone first. A :class:`RuleError` when
     there is no active ruleset, or the log holds nothing to undo for it.
     """
+    ws = _opened(ws, "rollback_point")
     with connect(ws) as con:
         log = _read_activations(con)
     return _undo_point(log, active(ws))
@@ -582,6 +616,7 @@ def rollback(
     activation id the caller announced), when it would undo another activation (another analyst's
     rollback and apply in between can leave the same version to restore, undoing their new one).
     """
+    ws = _opened(ws, "rollback")
     note = line_breaks(note)  # a note typed on Windows: its CR LF line breaks are line breaks
     check_note(note, author)
 
@@ -624,11 +659,13 @@ def rollback(
 
 def history(ws: Workspace) -> list[RulesetVersion]:
     """Every version, newest first."""
+    ws = _opened(ws, "history")
     with connect(ws) as con:
         return [_row(r) for r in con.execute("SELECT * FROM rulesets ORDER BY version DESC")]
 
 
 def load_active(ws: Workspace) -> Ruleset | None:
     """The active ruleset compiled for the decision service (None when there is none)."""
+    ws = _opened(ws, "load_active")
     v = active(ws)
     return None if v is None else compile_text(ws, v.text, v.feature_set, values=False)

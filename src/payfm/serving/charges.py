@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import json
+import numbers
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -305,6 +306,8 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
                 said = f"Got {rule.received(v)}." + (mask_long_numbers(hint) if rule.text is None else "")
                 raise InvalidInput(f"Field '{name}' must be {expected}. {said}", field=name)
         elif field.kind == "int":
+            if isinstance(v, numbers.Integral) and not isinstance(v, bool | int):
+                v = int(v)  # a NumPy integer (a notebook's np.int64) as Python's; JSON never gives one
             if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
                 refuse_wrong_type(name, v, field.type)
             if field.bounds is not None and not field.bounds[0] <= v <= field.bounds[1]:
@@ -379,6 +382,9 @@ def _of(name: str, who: str | None) -> str:
 def _kind(value: object) -> str:
     """What a value is, in JSON's words, with the value itself when it is a scalar (a number as long as a
     card number by its length only; a text quoted through :func:`~payfm.serving.errors.shown`)."""
+    if type(value).__module__ == "numpy" and isinstance(value, numbers.Real):  # a Python caller's
+        number = int(value) if isinstance(value, numbers.Integral) else float(value)
+        return f"a NumPy {type(value).__name__} ({shown_number(number)})"  # ("Got int64." read as none)
     kind = _JSON_KINDS.get(type(value), type(value).__name__)
     if isinstance(value, int | float) and not isinstance(value, bool) and shown_number(value) != repr(value):
         return shown_number(

@@ -136,6 +136,22 @@ class Scorer(FeedbackMixin):
         self.watcher: Watcher | None = None  # what follows the workspace (ScorerConfig.lists_refresh_s)
         self._log_probe = Probe(lambda: self.log.get_decision(""))  # (a key lookup: the log answers)
 
+    def __repr__(self) -> str:
+        """What decides, for a notebook: ``Scorer('fraud-gbdt@3', ruleset 2, feature set 'default@<version>',
+        state memory)``; a Redis state by its URL without the password. Reads nothing."""
+        b, store = self.bundle, self.online.store
+        model = repr(b.model_version.ref) if b.model_version else "no model"
+        ruleset = f"ruleset {b.ruleset_version}" if b.ruleset_version is not None else "no ruleset"
+        url = getattr(store, "url", None)
+        state = (
+            "memory"
+            if isinstance(store, MemoryStore)
+            else f"redis {shown_url(url)}"
+            if isinstance(url, str)
+            else type(store).__name__
+        )
+        return f"Scorer({model}, {ruleset}, feature set '{b.fset.name}@{b.fset.version}', state {state})"
+
     # ---- life cycle ----------------------------------------------------------------------------------------
     @classmethod
     def open(

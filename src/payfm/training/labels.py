@@ -17,13 +17,14 @@ Example:
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import duckdb
 import pyarrow as pa
 
 from payfm.errors import ConfigError
-from payfm.events.schema import FRAUD_OUTCOMES_SQL
+from payfm.events.schema import FRAUD_OUTCOMES_SQL, time_bound
+from payfm.inputs import kind
 
 DEFAULT_HORIZON = timedelta(days=120)
 
@@ -38,15 +39,48 @@ def log_end(con: duckdb.DuckDBPyConnection) -> datetime | None:
     return end  # type: ignore[no-any-return]
 
 
+def labels_as_of(as_of: datetime | date | str | None, who: str = "the labels") -> datetime | None:
+    """``as_of`` as an aware datetime (None stays None): an aware datetime, a date or ISO text, read as the
+    backtest and every window bound read them (:func:`payfm.events.schema.time_bound`); else a ConfigError
+    naming ``who``'s 'as_of'.
+
+    >>> labels_as_of("2026-03-01", "build_training_set").isoformat()
+    '2026-03-01T00:00:00+00:00'
+    """
+    return time_bound(as_of, f"The 'as_of' of {who}", ConfigError)
+
+
+def label_horizon_arg(horizon: object, who: str) -> None:
+    """Refuse a ``horizon`` that is not a timedelta (days given as a number: ``horizon=60``) with a
+    ConfigError naming ``who``, as score_window says it; a timedelta's sign is checked where it is used.
+
+    >>> label_horizon_arg(60, "build_training_set")
+    Traceback (most recent call last):
+    ...
+    payfm.errors.ConfigError: The 'horizon' of build_training_set must be a positive timedelta. Got the int \
+60: for days, timedelta(days=60).
+    """
+    if not isinstance(horizon, timedelta):
+        days = (
+            f": for days, timedelta(days={horizon!r})"
+            if isinstance(horizon, int | float) and not isinstance(horizon, bool)
+            else ""
+        )
+        raise ConfigError(f"The 'horizon' of {who} must be a positive timedelta. Got {kind(horizon)}{days}.")
+
+
 def fraud_labels(
-    con: duckdb.DuckDBPyConnection, as_of: datetime | None = None, horizon: timedelta = DEFAULT_HORIZON
+    con: duckdb.DuckDBPyConnection,
+    as_of: datetime | date | str | None = None,
+    horizon: timedelta = DEFAULT_HORIZON,
 ) -> pa.Table:
     """Per charge: ``is_fraud`` (0/1), ``label_time`` (first fraud outcome, if any) and ``mature``.
 
-    ``as_of`` defaults to the time of the latest event in the log (charges and outcomes): the log's "now".
+    ``as_of`` (an aware datetime, a date or ISO text) defaults to the time of the latest event in the log
+    (charges and outcomes): the log's "now".
     """
-    if as_of is not None and as_of.tzinfo is None:
-        raise ConfigError(f"The 'as_of' of the labels must be timezone-aware (UTC). Got {as_of.isoformat()}.")
+    as_of = labels_as_of(as_of)
+    label_horizon_arg(horizon, "the labels")
     if horizon <= timedelta(0):
         raise ConfigError(f"The label 'horizon' must be positive. Got {horizon}.")
     if as_of is None:

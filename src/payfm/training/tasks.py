@@ -24,8 +24,14 @@ import duckdb
 import pyarrow as pa
 
 from payfm.errors import ConfigError
-from payfm.events.workspace import Workspace
-from payfm.training.labels import DEFAULT_HORIZON, fraud_labels, log_end
+from payfm.events.workspace import Workspace, opened
+from payfm.training.labels import (
+    DEFAULT_HORIZON,
+    fraud_labels,
+    label_horizon_arg,
+    labels_as_of,
+    log_end,
+)
 
 # (connection, as_of or None, horizon) -> table with key, created, label, label_time, mature
 LabelQuery = Callable[[duckdb.DuckDBPyConnection, datetime | None, timedelta], pa.Table]
@@ -53,9 +59,14 @@ class Task:
             con.close()
 
     def labels(
-        self, ws: Workspace, as_of: datetime | None = None, horizon: timedelta | None = None
+        self, ws: Workspace, as_of: datetime | str | None = None, horizon: timedelta | None = None
     ) -> pa.Table:
-        """One row per entity: ``key``, ``created``, ``label``, ``label_time``, ``mature``."""
+        """One row per entity: ``key``, ``created``, ``label``, ``label_time``, ``mature``; ``as_of`` an aware
+        datetime, a date or ISO text, as every window bound."""
+        ws = opened(ws, f"the labels of task '{self.name}'")
+        when = labels_as_of(as_of, f"the labels of task '{self.name}'")
+        if horizon is not None:
+            label_horizon_arg(horizon, f"the labels of task '{self.name}'")
         h = self.horizon if horizon is None else horizon
         if h <= timedelta(0):
             raise ConfigError(
@@ -64,7 +75,7 @@ class Task:
             )
         con = ws.connect()
         try:
-            return self.query(con, as_of, h)
+            return self.query(con, when, h)
         finally:
             con.close()
 

@@ -11,6 +11,7 @@ Example (on a workspace with charges; see docs/models.md):
 from __future__ import annotations
 
 import numbers
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,8 @@ class TrainConfig:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> fixed parameters
     # A foundation-model checkpoint whose outputs (``fm_outputs``: embedding, surprise) the models take after
     # the features; it must have been pretrained on charges before the validation period. None: features only.
+    # A path (a Path is stored as text); a relative one not found from the current directory is the
+    # workspace's (``fm/early``, as the registry records it).
     foundation_model: str | None = None
     fm_outputs: tuple[str, ...] = ("embedding",)
     fm_workers: int = 1  # threads computing the foundation model's outputs in batch
@@ -121,10 +124,14 @@ class TrainConfig:
             raise ConfigError(
                 f"The 'mature_test' of TrainConfig must be True or False. Got {self.mature_test!r}."
             )
-        if self.foundation_model is not None and not isinstance(self.foundation_model, str):
+        fm = self.foundation_model
+        if isinstance(fm, os.PathLike) and isinstance(os.fspath(fm), str):
+            # a Path, as embed, Registry.register and OnlineEmbedder.load take it: stored as text
+            object.__setattr__(self, "foundation_model", fm := os.fspath(fm))
+        if fm is not None and not isinstance(fm, str):
             raise ConfigError(
-                "The 'foundation_model' of TrainConfig must be a checkpoint's path as text (e.g. "
-                f"'payfm-workspace/fm/early') or None. Got {self.foundation_model!r}."
+                "The 'foundation_model' of TrainConfig must be a checkpoint's path as text or a Path (e.g. "
+                f"'payfm-workspace/fm/early', or 'fm/early' in the workspace) or None. Got {fm!r}."
             )
         outputs = self.fm_outputs
         if not (isinstance(outputs, tuple | list) and all(isinstance(o, str) for o in outputs)):
@@ -432,7 +439,7 @@ def train(
     """Train each model kind on ``task`` over the backfill of ``fset``; one result per kind."""
     ws = opened(ws, "train")
     _check_arguments(task, fset, config)  # (ws: opened() above)
-    cfg = _checked(config or TrainConfig(), fset)
+    cfg = _checked(in_workspace(config or TrainConfig(), ws), fset)
     names = [kinds] if isinstance(kinds, str) else list(kinds)
     for k in names:
         model_class(k)
@@ -463,6 +470,23 @@ def _check_arguments(task: object, fset: object, config: object) -> None:
             raise ConfigError(
                 f"train's '{name}' must be what {example} gives. Got a {type(value).__name__}: {value!r:.60}."
             )
+
+
+def in_workspace(config: TrainConfig, ws: Workspace) -> TrainConfig:
+    """``config`` with its ``foundation_model`` found: a relative path that is nothing from the current
+    directory is taken in ``ws`` (``fm/early``: where the registry records a checkpoint of the workspace,
+    relative to it); a ConfigError names both places when neither holds anything."""
+    fm = config.foundation_model
+    if fm is None or Path(fm).is_absolute() or Path(fm).exists():
+        return config
+    inside = ws.root / fm
+    if inside.exists():
+        return replace(config, foundation_model=str(inside))
+    raise ConfigError(
+        f"The 'foundation_model' of TrainConfig must be a checkpoint's path. Got {fm!r}, which is neither in "
+        f"the current directory ('{Path.cwd() / fm}') nor in the workspace ('{inside}'). Pretrain it first "
+        "(`payfm fm pretrain --name NAME` writes fm/NAME in the workspace)."
+    )
 
 
 def _checked(config: TrainConfig, fset: FeatureSet) -> TrainConfig:
@@ -593,7 +617,7 @@ def prequential(
     """
     ws = opened(ws, "prequential")
     _check_arguments(task, fset, config)
-    cfg = _checked(config or TrainConfig(), fset)
+    cfg = _checked(in_workspace(config or TrainConfig(), ws), fset)
     model_class(kind)
     data, now_us, end_us = _timeline(ws, task, fset, cfg, None)
     splits = prequential_splits(

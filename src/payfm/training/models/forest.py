@@ -119,6 +119,9 @@ class ForestModel(Model):
         self.value_ = np.concatenate(val).astype(np.float64)
         self.roots_ = np.asarray(roots, dtype=np.int64)
 
+    def _size(self) -> str:
+        return f"{len(self.roots_)} trees"
+
     def _impute(self, X: np.ndarray) -> np.ndarray:
         # scikit-learn compares float32 features against float64 thresholds: do the same, so the walk
         # below agrees with the fitted forest exactly. An infinity (a ratio's division by 0) becomes the

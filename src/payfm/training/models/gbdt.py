@@ -212,6 +212,9 @@ class GBDTModel(Model):
         self.best_iteration_ = int(best)
         self._set_booster(booster.model_to_string(num_iteration=best))
 
+    def _size(self) -> str:
+        return f"{self.booster_.num_trees()} trees"
+
     def _check_per_column(self, d: int) -> None:
         check_per_column(self.params, d)
 

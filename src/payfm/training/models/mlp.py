@@ -189,6 +189,9 @@ class MLPModel(Model):
         out: np.ndarray = (grad * (x.detach() - base)).numpy()
         return out
 
+    def _size(self) -> str:
+        return f"{self.setting('hidden')} hidden units"
+
     def fitted_facts(self) -> dict[str, Any]:
         """The batch size the fit trained with (``batch_size`` None: the adaptive one), when known (a model
         saved before it was recorded does not say)."""
