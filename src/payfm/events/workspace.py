@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import hashlib
 import hmac
@@ -57,6 +56,10 @@ import pyarrow.parquet as pq
 from payfm import interrupts
 from payfm.errors import ConfigError, WorkspaceBusy, WorkspaceError
 from payfm.events.cards import shown_text
+from payfm.events.durable import alive as alive
+from payfm.events.durable import atomic_write_bytes as atomic_write_bytes
+from payfm.events.durable import fsync_dir as fsync_dir
+from payfm.events.durable import synced_temp as synced_temp
 from payfm.events.schema import SCHEMAS, TABLES, column_names, schema_of
 
 DEFAULT_WORKSPACE = "payfm-workspace"
@@ -72,32 +75,6 @@ RETIRE_AFTER_S = 3600.0  # how long files a compaction or a replace dropped stay
 LEGACY_LOG_ID = "legacy"  # the log id of a manifest written before logs had one (see Workspace.identity)
 RETRIES = 3  # lists of a table's files a reader tries before it fails (see Workspace.retrying)
 _T = TypeVar("_T")
-
-
-def fsync_dir(path: Path) -> None:
-    """Flush ``path``'s (a directory's) entries to disk: a rename into it is durable. A filesystem that cannot
-    flush a directory (EINVAL, as some network and FUSE mounts answer) is taken as it is, as PostgreSQL
-    takes it: the rename stands, and such a filesystem gives no more durability than that."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError as e:
-        if e.errno != errno.EINVAL:
-            raise
-    finally:
-        os.close(fd)
-
-
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (on this machine): a temporary file or folder named with a dead
-    writer's pid is a stray to remove."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def json_ready(value: Any) -> Any:
@@ -116,33 +93,6 @@ def json_ready(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def synced_temp(path: Path, data: bytes, mode: int = 0o644) -> Path:
-    """A new temporary file beside ``path`` holding ``data``, flushed to disk: to be renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` so that readers see the old or the new content, never a part."""
-    tmp = synced_temp(path, data, mode)
-    try:
-        interrupts.check()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def day_of(created: pa.ChunkedArray | pa.Array) -> np.ndarray:

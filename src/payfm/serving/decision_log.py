@@ -11,6 +11,9 @@ fsync serves many concurrent requests.
 The log is also the journal of the online state: decisions keep the charge payload and outcomes their
 payload, each with the sequence number the scorer gave it when it applied it to the features. After a crash,
 :meth:`DecisionLog.events_after` replays them in that order on top of the last state snapshot.
+
+Its connections (a pool of read connections, the writer's, and the watchdog that shuts down one whose
+statement stalled) are :mod:`payfm.serving.log_connections`'s.
 """
 
 from __future__ import annotations
@@ -18,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 import uuid
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +39,8 @@ from payfm.serving.decision_codec import decode_decision, encode_decision, layou
 from payfm.serving.decision_codec import dumps as _dumps
 from payfm.serving.errors import Conflict, NotFound, not_committed
 from payfm.serving.group_commit import GroupCommit
+from payfm.serving.log_connections import MAX_IDLE_READS as MAX_IDLE_READS
+from payfm.serving.log_connections import LogConnections, _close_quietly
 
 REVIEW_REASONS = REVIEW_CLOSURES
 # A closed review's reason as a fraud label: 1 (a fraud label source), 0 (genuine), None (no label).
@@ -153,20 +157,11 @@ PRUNED_THROUGH = "pruned_through"  # meta key: the highest sequence number a pru
 PRUNED_NEWEST = "pruned_newest_us"  # meta key: the latest event time (created_us) among the pruned rows
 
 
-MAX_IDLE_READS = 4  # read connections kept open between reads (more are opened while more threads read)
-# A statement of a serving process's log still unanswered after this many seconds (the commit timeout: its
-# requests had their 503 already) has its connection shut down (:meth:`DecisionLog.interrupt_stalled`).
-STALLED_S = 30.0
 # After the backend lost the writer's connection, a batch is tried again on new connections for this many
 # seconds (a failover's few seconds down), then fails.
 RECONNECT_S = 5.0
 
 log = logging.getLogger("payfm.serving")
-
-
-def _close_quietly(con: Any) -> None:
-    with suppress(Exception):  # closing a connection the server dropped: nothing left to do
-        con.close()
 
 
 # What export and prune need of a log (an older one's too: every payfm's log had them)
@@ -178,7 +173,7 @@ def new_log_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
-class DecisionLog(ABC):
+class DecisionLog(LogConnections):
     """Decisions, outcomes and reviews; SQL shared by the backends (``?`` placeholders per driver)."""
 
     url: str
@@ -186,113 +181,15 @@ class DecisionLog(ABC):
     # On the network (PostgreSQL): a read may wait on it, so a server decides in a worker thread, and a
     # watchdog shuts down a connection whose statement stalled (:meth:`interrupt_stalled`).
     remote = False
-    stalled_s = STALLED_S
     reconnect_s = RECONNECT_S
     close_timeout_s = 30.0  # how long close() waits for the writer to commit what is queued
 
     def __init__(self) -> None:
+        super().__init__()
         self._writer: GroupCommit | None = None
-        # Read connections: a small pool, not one per thread (the server's worker threads come and go: a
-        # connection per thread grew without bound, 79 of PostgreSQL's 100 in an audit's run)
-        self._idle: list[Any] = []
-        self._pool_lock = threading.Lock()
-        self._wcon: Any = None  # the group-commit thread's connection
         self._log_id: str | None = None
         self._layouts: set[str] = set()  # feature layouts committed to this log (the writer's)
-        # The connections a statement runs on now (reads, the writer's): token -> (connection, since when,
-        # time.monotonic(); inf once interrupted); under _pool_lock, and closed only once out of it.
-        self._busy: dict[object, tuple[Any, float]] = {}
-        self._watchdog: threading.Thread | None = None
-        self._stop_watching = threading.Event()
         self.unwritten = 0  # records the writer left unwritten at close() (it did not finish in time)
-
-    # ---- backend hooks -------------------------------------------------------------------------------------
-    @abstractmethod
-    def _connect(self) -> Any:
-        """A new connection to the backend."""
-
-    def _connect_reader(self) -> Any:
-        """A new connection for reads only (:meth:`_reading`); the backend's own by default."""
-        return self._connect()
-
-    def _usable(self, con: Any) -> bool:
-        """Whether a connection made earlier can still be used."""
-        return con is not None
-
-    # Errors of a connection the backend lost (a database restart, a failover): a read is tried once more on
-    # a new connection.
-    _lost: tuple[type[BaseException], ...] = ()
-
-    def _interrupt(self, con: Any) -> bool:
-        """Make the statement running on ``con`` (in another thread) fail now, as if the backend lost the
-        connection; False where the backend cannot (SQLite: nothing on the network to wait for)."""
-        return False
-
-    @contextmanager
-    def _running_on(self, con: Any) -> Iterator[None]:
-        """Mark ``con`` busy in the block, for :meth:`interrupt_stalled`."""
-        token = object()
-        with self._pool_lock:
-            self._busy[token] = (con, time.monotonic())
-        try:
-            yield
-        finally:
-            with self._pool_lock:
-                del self._busy[token]
-
-    def interrupt_stalled(self, after_s: float) -> int:
-        """Shut down the connections whose statement has waited more than ``after_s`` seconds; returns how
-        many. A failover that black-holes the open connections (their packets go nowhere, nothing answers
-        nor resets) left the writer thread and the health probe waiting in recv for good: every later
-        decision a 503, until a restart. The statement fails as on a lost connection, so the batch is tried
-        again on a new one (and a read once more)."""
-        now, n = time.monotonic(), 0
-        with self._pool_lock:  # (a busy connection is closed only once out of _busy: never a reused socket)
-            for token, (con, since) in list(self._busy.items()):
-                if now - since > after_s and self._interrupt(con):
-                    self._busy[token] = (con, float("inf"))  # once
-                    n += 1
-        return n
-
-    def _watch(self) -> None:
-        """The watchdog thread of a server's log on the network: :meth:`interrupt_stalled` every second."""
-        while not self._stop_watching.wait(min(1.0, self.stalled_s / 4)):
-            if n := self.interrupt_stalled(self.stalled_s):
-                log.warning(
-                    "the decision log at %s answered no statement for %g s on %d connection(s) (a failover "
-                    "that left them hanging?): shut down, the statements are tried again on new ones",
-                    shown_url(self.url),
-                    self.stalled_s,
-                    n,
-                )
-
-    @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        """A read connection from the pool (a new one when none is idle), back to it after the block; one that
-        failed is closed, not reused."""
-        with self._pool_lock:
-            con = self._idle.pop() if self._idle else None
-        if con is not None and not self._usable(con):
-            _close_quietly(con)
-            con = None
-        if con is None:
-            con = self._connect_reader()
-        try:
-            with self._running_on(con):
-                yield con
-        except BaseException:
-            _close_quietly(con)
-            raise
-        with self._pool_lock:
-            if len(self._idle) < MAX_IDLE_READS:
-                self._idle.append(con)
-                return
-        _close_quietly(con)
-
-    def _write_connection(self) -> Any:
-        if not self._usable(self._wcon):
-            self._wcon = self._connect()
-        return self._wcon
 
     def _write_retried(self, records: Sequence[Record]) -> list[Any]:
         """:meth:`_write_batch`, again on a new connection when the backend lost the one it had (a database
@@ -364,19 +261,11 @@ class DecisionLog(ABC):
             rows: list[tuple[Any, ...]] = con.execute(self._sql(sql), tuple(args)).fetchall()
             return rows
 
-    def _drop_idle(self) -> None:
-        with self._pool_lock:
-            idle, self._idle = self._idle, []
-        for con in idle:
-            _close_quietly(con)
-
     def start(self) -> None:
         if self._writer is None:
             self._writer = GroupCommit(self)
-        if self.remote and self._watchdog is None:
-            self._stop_watching.clear()
-            self._watchdog = threading.Thread(target=self._watch, name="payfm-log-watchdog", daemon=True)
-            self._watchdog.start()
+        if self.remote:
+            self._start_watchdog()
 
     def close(self) -> None:
         """Commit what is queued (waiting at most :attr:`close_timeout_s` for the writer) and close. A writer
@@ -386,10 +275,7 @@ class DecisionLog(ABC):
         if self._writer is not None:
             abandoned = self._writer.close(timeout)
             self._writer = None
-        self._stop_watching.set()
-        if self._watchdog is not None:
-            self._watchdog.join(5)
-            self._watchdog = None
+        self._stop_watchdog()
         if abandoned:
             self.unwritten = abandoned
             log.error(
