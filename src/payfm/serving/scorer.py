@@ -17,7 +17,9 @@ embedding after the features, from an online embedder of its checkpoint that lea
 (:mod:`payfm.serving.fm_embeddings`); other models load no torch.
 
 Restart: :meth:`Scorer.open` restores the last state snapshot (memory state) and replays the decision log's
-charges and outcomes logged after it, in sequence order; ids already counted count once.
+charges and outcomes logged after it, in sequence order; ids already counted count once. Writing snapshots
+(:meth:`Scorer.snapshot`, periodic and at close) is :class:`payfm.serving.snapshots.SnapshotMixin`'s;
+outcomes and reviews are :class:`payfm.serving.feedback.FeedbackMixin`'s.
 
 Example:
     >>> import tempfile
@@ -35,21 +37,18 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
-import signal
 import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from payfm.errors import scrubbed, shown_url
-from payfm.events.workspace import Workspace, alive, opened
+from payfm.events.workspace import Workspace, opened
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
 from payfm.features.stores import MemoryStore, SnapshotError, StateStore
@@ -81,7 +80,8 @@ from payfm.serving.fm_embeddings import (
 from payfm.serving.health import Probe, release_memory
 from payfm.serving.scorer_config import ScorerConfig as ScorerConfig  # (its home; imported from here too)
 from payfm.serving.shared_state import begin_shared, join_shared
-from payfm.serving.snapshot_child import fork_writer, snapshot_seq
+from payfm.serving.snapshot_child import snapshot_seq
+from payfm.serving.snapshots import SnapshotMixin
 from payfm.training.scores import risk_score
 
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ _ACTION_OUTCOME = {None: "authorized", "allow": "authorized", "review": "manual_
 _ACTION_OUTCOME["request_3ds"] = "request_3ds"
 
 
-class Scorer(FeedbackMixin):
+class Scorer(FeedbackMixin, SnapshotMixin):
     """Decisions for one workspace: features + model + reasons + rules, recorded in the decision log."""
 
     def __init__(
@@ -235,15 +235,6 @@ class Scorer(FeedbackMixin):
         names += [getattr(e.store, "ns", "") for e in self.bundle.embedders.values()]
         self._presence.serve(n for n in names if n)
 
-    def _snapshot_dir(self) -> Path:
-        return self.ws.root / "serving" / "state"
-
-    def _snapshot_prefix(self) -> str:
-        """Snapshots are named ``<feature set version>-<decision log id>-<seq>.json.gz``: a snapshot counts
-        the sequence numbers of one decision log, and another log (a server moved to PostgreSQL, a deleted
-        SQLite file) numbers its events from 1 again, so a snapshot of another log would hide them."""
-        return f"{self.bundle.fset.version}-{self.log.log_id()}-"
-
     def _rebuild(self) -> None:
         """Restore the newest snapshot of this feature set and decision log, then replay the log after its
         sequence number."""
@@ -354,74 +345,6 @@ class Scorer(FeedbackMixin):
             keys,
             time.perf_counter() - t0,
         )
-
-    def snapshot(self) -> Path | None:
-        """Write the memory state with the sequence number it covers; returns its path (None: not a memory
-        state, a snapshot is being written already, or it failed: logged).
-
-        The state lock is held only to let in-flight decisions commit and to take a consistent copy: on
-        POSIX the copy is a ``fork`` (copy-on-write pages, as Redis' BGSAVE), and the child process writes
-        the file while this process goes on deciding; where ``fork`` is missing or fails, the file is
-        written under the lock."""
-        store = self.online.store
-        if not isinstance(store, MemoryStore):
-            return None
-        version = self.bundle.fset.version
-        d = self._snapshot_dir()
-        d.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            if self._snapshotting:
-                return None
-            seq = self._settled()
-            path = d / f"{self._snapshot_prefix()}{seq}.json.gz"
-            self._since_snapshot = 0
-            child = 0
-            if self.config.fork_snapshots and hasattr(os, "fork"):
-                try:
-                    child = fork_writer(lambda: store.snapshot(path, version))
-                except OSError as e:  # ENOMEM, EAGAIN: write it here instead
-                    log.warning("fork for the state snapshot failed (%s): writing it under the lock", e)
-            if child:
-                self._snapshotting = True
-            else:
-                store.snapshot(path, version)
-        if child:
-            try:
-                _, status = os.waitpid(child, 0)
-            finally:
-                with self._lock:
-                    self._snapshotting = False
-                    self._drained.notify_all()
-            code = os.waitstatus_to_exitcode(status)
-            if code != 0:
-                (d / f".{path.name}.{child}.tmp").unlink(missing_ok=True)
-                if -code in (signal.SIGINT, signal.SIGTERM):  # a stop of the process group: not a failure
-                    log.info(
-                        "the state snapshot at seq %d was stopped by %s", seq, signal.Signals(-code).name
-                    )
-                else:
-                    log.error(
-                        "the state snapshot at seq %d failed in its child process (exit code %d)", seq, code
-                    )
-                return None
-        for old in d.glob(f"{version}-*.json.gz"):  # this log's older ones, and any of another log
-            if old != path and (not old.name.startswith(self._snapshot_prefix()) or snapshot_seq(old) < seq):
-                old.unlink(missing_ok=True)
-        for tmp in d.glob(f".{version}-*.tmp"):  # left by a writer that died (both processes killed)
-            if not alive(int(tmp.name.split(".")[-2])):  # ".<name>.<pid>.tmp"
-                tmp.unlink(missing_ok=True)
-        return path
-
-    def _snapshot_in_background(self) -> None:
-        """A periodic snapshot on its own thread: the request that completed the interval does not wait."""
-
-        def run() -> None:
-            try:
-                self.snapshot()
-            except Exception:  # a failed snapshot must not fail or stop deciding; the next one retries
-                log.exception("the periodic state snapshot failed")
-
-        threading.Thread(target=run, name="payfm-snapshot", daemon=True).start()
 
     def refresh_lists(self) -> bool:
         """Recompile the served ruleset with the current contents of the lists it uses; swap it in (one
