@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import suppress
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -327,6 +328,77 @@ def test_a_retry_during_a_postgresql_stall_holds_only_itself(
                 proxy.release()
                 retry.join(20)
             assert retried and retried[0].json() == first.json()
+    finally:
+        proxy.release()
+        scorer.close(snapshot=False)
+
+
+def test_a_dispute_retry_during_a_postgresql_stall_holds_only_itself(
+    world: Workspace, tmp_path: Path, pg: tuple[Proxy, str]
+) -> None:
+    """Memory state, PostgreSQL log: a dispute retry read its stored record under the state lock, so a stall
+    starting at that read held every new charge's decision (and the lock) for as long as the log stalled."""
+    from fastapi.testclient import TestClient
+
+    from payfm.serving.app import create_app
+    from payfm.serving.keys import KeyStore
+    from payfm.serving.postgres_log import PostgresDecisionLog
+    from payfm.serving.scorer import Scorer
+    from test_serving_redis_state import _new_charges
+
+    proxy, schema = pg
+    ws = Workspace.open(shutil.copytree(world.root, tmp_path / "ws"))
+    scorer = Scorer.open(ws, decision_log=PostgresDecisionLog(proxy.url, schema=schema))
+    keys = KeyStore(ws.root / "serving" / "keys.db")
+    http, key = TestClient(create_app(scorer, keys)), keys.create("stall")
+    auth = {"Authorization": f"Bearer {key}"}
+    charge, new = _new_charges(world, 2, "ch_dpstall")
+    dispute = {"dispute_id": "dp_stall", "charge_id": charge["charge_id"], "reason": "fraudulent"}
+    dispute["created"] = datetime.fromisoformat(charge["created"]) + timedelta(hours=1)
+    dispute = {**dispute, "created": dispute["created"].isoformat(), "amount": charge["amount"]}
+    dispute["currency"] = charge["currency"]
+    read = scorer.log.get_outcome
+    stalled = threading.Event()
+
+    def stalling_read(table: str, oid: str) -> Any:  # the stall starts at the retry's read of its record
+        if stalled.is_set():
+            proxy.hold(at_most_s=8)
+            time.sleep(0.2)  # (a pump in its recv forwards what it gets: held from its next turn)
+        return read(table, oid)
+
+    try:
+        with http:
+            assert http.post("/v1/charges/score", json=charge, headers=auth).status_code == 200
+            first = http.post("/v1/disputes", json=dispute, headers=auth)
+            assert first.status_code == 200 and not first.json()["duplicate"], first.text
+            scorer.log.get_outcome = stalling_read  # type: ignore[method-assign]
+            stalled.set()
+            retried: list[Any] = []
+            retry = threading.Thread(
+                target=lambda: retried.append(http.post("/v1/disputes", json=dispute, headers=auth))
+            )
+            retry.start()
+            try:
+                time.sleep(0.5)  # (the retry waits on its read)
+                assert proxy.mode == "hold"
+                assert scorer._lock.acquire(timeout=2), "the state lock was held across the stalled read"
+                scorer._lock.release()
+                decided: list[Any] = []
+                begin = threading.Thread(target=lambda: decided.append(scorer.begin(new)), daemon=True)
+                begin.start()
+                begin.join(3)
+                assert decided, "a new charge's decision waited for the dispute retry's stalled read"
+                t0 = time.monotonic()
+                health = http.get("/healthz")
+                assert time.monotonic() - t0 < 5, "the event loop waited for the stalled read"
+                assert health.status_code == 503, health.text
+                assert not retried
+            finally:
+                proxy.release()
+                retry.join(20)
+            assert retried and retried[0].status_code == 200, retried and retried[0].text
+            assert retried[0].json() == {**first.json(), "duplicate": True}
+            assert decided[0].result(20).charge_id == new["charge_id"]  # durable once the log answers
     finally:
         proxy.release()
         scorer.close(snapshot=False)

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from payfm.errors import WorkspaceBusy
-from payfm.events.schema import ID_COLUMNS, OUTCOMES, SCHEMAS
+from payfm.events.schema import ID_COLUMNS, SCHEMAS
 from payfm.events.validate import ValidationError, validate_events
 from payfm.events.workspace import Workspace
 from payfm.features.definitions import AUTHORIZATION
 from payfm.features.online import OnlineFeatures
+from payfm.serving.authorizations import AuthorizationsMixin
 from payfm.serving.charges import (
-    checked_decline_code,
     refuse_card_numbers,
     refuse_untimely,
     refuse_wrong_types,
@@ -34,7 +34,6 @@ from payfm.serving.charges import (
     us_to_iso,
 )
 from payfm.serving.decision_log import (
-    AUTHORIZATIONS,
     REVIEW_LABELS,
     REVIEW_REASONS,
     DecisionLog,
@@ -43,8 +42,8 @@ from payfm.serving.decision_log import (
     ReviewClose,
 )
 from payfm.serving.errors import Conflict, InvalidInput, NotFound, Unavailable, backend_failure, shown
-from payfm.serving.event_lookup import event_log_result, matching, matching_rows
-from payfm.serving.money_claims import MoneyClaimsMixin, charge_of_payload, per_charge
+from payfm.serving.event_lookup import matching, matching_rows
+from payfm.serving.money_claims import charge_of_payload, per_charge
 from payfm.serving.outcome_checks import (
     OUTCOME_TABLES,
     another_outcome,
@@ -53,7 +52,7 @@ from payfm.serving.outcome_checks import (
     id_conflict,
     implied_outcome,
     invalid_outcome,
-    known_answer,
+    python_ints,
     refuse_review_texts,
     refuse_wrong_outcome_types,
     refused_at_start,
@@ -62,6 +61,7 @@ from payfm.serving.outcome_checks import (
     unlike_its_charge,
 )
 from payfm.serving.review_queue import closed_again, review_item, review_page
+from payfm.serving.settles import Settles
 
 if TYPE_CHECKING:
     from payfm.serving.bundle import Bundle
@@ -81,7 +81,7 @@ def label_source(table: str, payload: Mapping[str, Any]) -> str | None:
     return "efws" if table == "early_fraud_warnings" else "refunds"
 
 
-class FeedbackMixin(MoneyClaimsMixin):
+class FeedbackMixin(AuthorizationsMixin):
     """Reviews and outcomes of a :class:`~payfm.serving.scorer.Scorer` (see the module docstring)."""
 
     ws: Workspace
@@ -98,6 +98,7 @@ class FeedbackMixin(MoneyClaimsMixin):
     _pending_outcomes: dict[str, dict[str, Any]]  # key -> the outcome being recorded (its event, created_us)
     _inflight: int
     _append_lock: threading.Lock
+    _settles: Settles  # outcome keys settled lately (a log read outside the state lock may be stale)
     _deferred: list[tuple[str, pa.Table]]
     _append_timer: threading.Timer | None
     _retry_scheduled: bool
@@ -108,6 +109,7 @@ class FeedbackMixin(MoneyClaimsMixin):
     def _init_feedback(self) -> None:
         """This mixin's state, empty: outcomes being recorded, money claims, event-log appends."""
         self._pending_outcomes = {}
+        self._settles = Settles()
         self._append_lock = threading.Lock()  # one event-log append of this process at a time
         self._deferred = []  # events the event log could not take yet (busy)
         self._append_timer = None  # retries them (_flush_appends)
@@ -276,6 +278,7 @@ class FeedbackMixin(MoneyClaimsMixin):
             raise InvalidInput(
                 f"The outcome table must be one of {', '.join(OUTCOME_TABLES)}. Got {table!r}.", field="table"
             )
+        payload = python_ints(table, payload)  # a NumPy amount as an int (the Python API)
         refuse_card_numbers(payload, table)
         refuse_wrong_outcome_types(table, payload)  # before Arrow converts a value (true to 1, "100" to 100)
         try:
@@ -367,34 +370,43 @@ class FeedbackMixin(MoneyClaimsMixin):
         was sent with (compared with a retry's) and the time it counts from (:meth:`_counted_from`)."""
         oid, cid, created_us, counted_us = ids
         key, in_log = f"{table}:{oid}", bool(logged)
-        stored: dict[str, Any] | None = None
-        with self._lock:
-            other = self._pending.get(key)  # the same id being recorded: its facts once it is durable
-            if other is not None:  # another outcome under that id, sent meanwhile: refused as once durable
-                pending = self._pending_outcomes.get(key)
-                differs = (
-                    None if pending is None else another_outcome(table, event, created_us, pending, skip)
-                )
-                if differs is not None:
-                    raise differs
-            if other is None:
-                stored = self.log.get_outcome(table, oid)
-            if other is None and stored is None:
-                applied = False
-                if source is not None:
-                    applied = self.online.apply_outcome(
-                        source, oid, cid, counted_us, event.get("amount"), event.get("currency")
+        # (settles counted before it, the id's stored record), read outside the state lock: a decision log
+        # that stalls holds this request, not every other one; read again once the id settled since (a
+        # request racing this one recorded it: serving/settles.py)
+        looked: tuple[int, dict[str, Any] | None] | None = None
+        while True:
+            with self._lock:
+                other = self._pending.get(key)  # the same id being recorded: its facts once it is durable
+                # another outcome under that id, sent meanwhile: refused as once durable
+                if other is not None:
+                    pending = self._pending_outcomes.get(key)
+                    differs = (
+                        None if pending is None else another_outcome(table, event, created_us, pending, skip)
                     )
-                self.clock.saw(counted_us)
-                if in_log and not applied:  # in the event log already, so counted when the state was built
-                    mine_in_log = next(r for r in logged if str(r["charge_id"]) == cid)
-                    return {**facts, "label_source": label_source(table, mine_in_log), "duplicate": True}
-                self._seq += 1
-                seq = self._seq
-                mine: Future[dict[str, Any]] = Future()
-                self._pending[key] = mine
-                self._pending_outcomes[key] = {**event, "created_us": created_us}
-                self._inflight += 1
+                    if differs is not None:
+                        raise differs
+                read_log = other is None and (looked is None or self._settles.stale(key, looked[0]))
+                since = self._settles.count
+                stored = None if other is not None or looked is None or read_log else looked[1]
+                if other is None and stored is None and not read_log:
+                    applied = False
+                    if source is not None:
+                        applied = self.online.apply_outcome(
+                            source, oid, cid, counted_us, event.get("amount"), event.get("currency")
+                        )
+                    self.clock.saw(counted_us)
+                    if in_log and not applied:  # in the event log already: counted when the state was built
+                        mine_in_log = next(r for r in logged if str(r["charge_id"]) == cid)
+                        return {**facts, "label_source": label_source(table, mine_in_log), "duplicate": True}
+                    self._seq += 1
+                    seq = self._seq
+                    mine: Future[dict[str, Any]] = Future()
+                    self._pending[key] = mine
+                    self._pending_outcomes[key] = {**event, "created_us": created_us}
+                    self._inflight += 1
+            if not read_log:
+                break
+            looked = (since, self.log.get_outcome(table, oid))
         if other is not None:
             stored = other.result(timeout=60)  # the log write's own timeout is 30 s
         if stored is not None:
@@ -440,111 +452,6 @@ class FeedbackMixin(MoneyClaimsMixin):
             self.log.write(_mark(table, oid))  # the event log has it (imported meanwhile): not a second row
         return {**facts, "duplicate": False}
 
-    # ---- authorization results -----------------------------------------------------------------------------
-    @per_charge(lambda charge_id, *_, **__: charge_id)
-    def record_authorization(
-        self, charge_id: str, outcome: str, decline_code: str | None = None
-    ) -> dict[str, Any]:
-        """Record the processor's answer to a charge this service decided without it: ``outcome``
-        authorized, issuer_declined or blocked, with the issuer's ``decline_code`` for a decline.
-
-        The features filtered on a charge's outcome (declines and decline rates, where card testing shows)
-        count the charge from now on, at its own time, as if its request had carried the outcome, and `payfm
-        serve export` appends the charge with it. Once per charge: sent again with the same answer it is a
-        duplicate; with another, a Conflict, as it is for a charge whose request carried its outcome, one the
-        service blocked (never sent for authorization; recorded as ``blocked``) and one the event log holds
-        with another outcome (one whose decision was pruned included). A charge neither this service's log
-        nor the event log holds is a NotFound. Returns
-        ``{charge_id, outcome, decline_code, applied, duplicate}`` (``applied``: counted in the features now).
-        """
-        answer = {"charge_id": str(charge_id), "outcome": outcome, "decline_code": decline_code}
-        refuse_wrong_types(answer, SCHEMAS["charges"], "authorization result")  # as a charge's fields
-        if outcome not in OUTCOMES:
-            raise InvalidInput(
-                f"Field 'outcome' must be one of {', '.join(OUTCOMES)}. Got {shown(repr(outcome))}.",
-                field="outcome",
-            )
-        decline_code = answer["decline_code"] = checked_decline_code(outcome, decline_code)
-        charge = self.log.get_charge(cid := str(charge_id))
-        # a charge whose decision was pruned, or an imported one: its outcome in the event log answers
-        in_log = event_log_result(self.ws, cid) if charge is None and self.append_outcomes else None
-        if in_log is not None:
-            return known_answer(in_log, answer)
-        if charge is None:
-            raise NotFound(
-                f"Unknown charge '{shown(cid)}': this service did not decide it and the event log does not "
-                "hold it (an authorization result follows the decision).",
-                field="charge_id",
-            )
-        known = self._known_result(cid, charge)
-        if known is not None:
-            return known_answer(known, answer)
-        # A decline or block claims the charge moved no money, against its refunds, disputes and EFWs
-        # recorded or in flight (serving/money_claims.py); released once this result is durable or answered.
-        self._claim_result(cid, outcome)
-        try:
-            return self._record_result(cid, outcome, decline_code, charge, answer)
-        finally:
-            self._release_result(cid, outcome)
-
-    def _record_result(
-        self,
-        cid: str,
-        outcome: str,
-        decline_code: str | None,
-        charge: dict[str, Any],
-        answer: dict[str, Any],
-    ) -> dict[str, Any]:
-        """The rest of :meth:`record_authorization`, for a result it takes: count it, log it."""
-        key = f"{AUTHORIZATIONS}:{cid}"
-        with self._lock:
-            other = self._pending.get(key)
-            if other is None:  # a result recorded already, or by a request racing this one
-                known = self._reported(cid)
-            if other is None and known is None:
-                result = {**charge, "outcome": outcome, "decline_code": decline_code}
-                applied = self._count_result(self.bundle, result)
-                self._seq += 1
-                seq = self._seq
-                mine: Future[dict[str, Any]] = Future()
-                self._pending[key] = mine
-                self._inflight += 1
-        if other is not None:  # the same charge's result being recorded: answered once that is durable
-            stored = other.result(timeout=60)
-            return known_answer(("reported before", stored["outcome"], stored["decline_code"]), answer)
-        if known is not None:
-            return known_answer(known, answer)
-        facts = {**answer, "applied": applied}
-
-        def record() -> OutcomeRecord:
-            created_us = int(charge["created_us"])
-            payload = {**answer, "id": cid, "created_us": created_us, "charge": result}
-            return OutcomeRecord(
-                seq,
-                AUTHORIZATIONS,
-                cid,
-                cid,
-                created_us,
-                AUTHORIZATION,
-                applied,
-                payload,
-                datetime.now(UTC).isoformat(),
-                appended=True,  # the charge takes it to the event log (`payfm serve export`)
-            )
-
-        if not self._log_pending(key, mine, record, facts):  # another server logged one first (shared log)
-            return known_answer(self._reported(cid) or ("reported before", outcome, decline_code), answer)
-        return {**facts, "duplicate": False}
-
-    def _count_result(self, bundle: Bundle, charge: Mapping[str, Any]) -> bool:
-        """Count the outcome of ``charge``, decided without it, in the features and (when they take it) in
-        ``bundle``'s embedders' histories, so that later charges read it as offline. Call with the state
-        lock held; returns whether the features took it (:meth:`OnlineFeatures.apply_authorization`)."""
-        applied = self.online.apply_authorization(charge)
-        for embedder in bundle.embedders.values() if applied else ():
-            embedder.set_outcome(charge)
-        return applied
-
     def _log_pending(
         self,
         key: str,
@@ -567,22 +474,11 @@ class FeedbackMixin(MoneyClaimsMixin):
             with self._lock:
                 self._pending.pop(key, None)
                 self._pending_outcomes.pop(key, None)
+                self._settles.add(key)  # a read of the log outside the lock before now may have missed it
                 self._inflight -= 1
                 if not self._inflight:
                     self._drained.notify_all()
         return written
-
-    def _known_result(self, cid: str, charge: Mapping[str, Any]) -> tuple[str, str, str | None] | None:
-        """``(where, outcome, decline_code)`` of decided charge ``cid`` when its outcome is known already:
-        its request carried it (or the service blocked it), or (when this service appends to the event log)
-        the event log holds the charge; None otherwise. A result recorded before is read under the state
-        lock (:meth:`_reported`), once."""
-        if charge.get("outcome") is not None:
-            return "with the decision", str(charge["outcome"]), charge.get("decline_code")
-        decision = self.log.get_decision(cid) or {}
-        if decision.get("outcome") == "blocked":  # logged without it by a server older than results
-            return "with the decision", "blocked", None
-        return event_log_result(self.ws, cid) if self.append_outcomes else None
 
     def _uncaptured(
         self,

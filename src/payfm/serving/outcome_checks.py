@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -56,6 +57,22 @@ log = logging.getLogger("payfm.serving")
 # sent for authorization) or its issuer declined it. Stripe has no refund and no dispute of such a charge,
 # and issuers send early fraud warnings of settled transactions only.
 UNCAPTURED = MOVED_NO_MONEY
+
+
+def python_ints(table: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """``payload`` with each integer field of ``table`` holding a NumPy integer (a notebook's ``np.int64``
+    amount) as Python's ``int``, as :func:`~payfm.serving.charges.normalize_charge` takes a charge's; a
+    boolean stays one (refused). JSON never gives one: for the Python API."""
+    schema = SCHEMAS[table]
+    return {
+        k: int(v)
+        if isinstance(v, numbers.Integral)
+        and not isinstance(v, bool | int)
+        and k in schema.names
+        and pa.types.is_integer(schema.field(k).type)
+        else v
+        for k, v in payload.items()
+    }
 
 
 def refuse_wrong_outcome_types(table: str, payload: Mapping[str, Any]) -> None:
