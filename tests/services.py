@@ -4,6 +4,7 @@ which turns the skip into a failure so that those tests always run there."""
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from typing import Any
 
 import pytest
@@ -49,53 +50,83 @@ def require_postgres(url: str = POSTGRES_URL) -> None:
         pytest.skip(f"PostgreSQL not reachable at {url}; start it or set PAYFM_TEST_POSTGRES_URL")
 
 
-class HeldRedis:
-    """A TCP proxy in front of the Redis of ``url`` whose forwarding can be held: a Redis that hangs for this
-    test's clients only (``CLIENT PAUSE`` held every client of the server, the other test processes'
-    included). ``url`` is the proxy's URL for the same database; ``hold()`` and ``release()`` stall and
-    resume every connection through it."""
+class Proxy:
+    """A TCP proxy of a test's own to ``target_url``'s host and port (``default_port`` when it names none);
+    ``url`` is ``target_url`` through it. Its connections can be held (nothing forwarded: a backend that
+    hangs for this test's clients only, where ``CLIENT PAUSE`` held every client of the server, the other
+    test processes' included), stranded (the open ones black-holed for good, new ones passing: a failover)
+    or reset (every connection closed, new ones closed at once: the seconds a failover is down)."""
 
-    def __init__(self, target_url: str) -> None:
+    def __init__(self, target_url: str, default_port: int) -> None:
         import socket
         import threading
-        from urllib.parse import urlsplit
+        from urllib.parse import urlsplit, urlunsplit
 
-        target = urlsplit(target_url)
-        if target.scheme != "redis" or target.query or target.password:
-            raise ValueError(f"HeldRedis takes a plain redis://host:port/db URL. Got {target_url!r}.")
-        self._target = (target.hostname or "127.0.0.1", target.port or 6379)
+        parts = urlsplit(target_url)
+        self._target = (parts.hostname or "127.0.0.1", parts.port or default_port)
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._listener.settimeout(0.1)
-        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}{target.path}"
-        self._flowing, self._closed = threading.Event(), threading.Event()
+        port = self._listener.getsockname()[1]
+        netloc = f"{parts.username + '@' if parts.username else ''}127.0.0.1:{port}"
+        self.url = urlunsplit(parts._replace(netloc=netloc))
+        self.mode = "pass"  # pass, hold or reset
+        self._pairs: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
         self._timer: threading.Timer | None = None
-        self._flowing.set()
-        self._sockets: list[Any] = []
-        self._threads = [threading.Thread(target=self._accept, daemon=True)]
-        self._threads[0].start()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def hold(self, at_most_s: float = 5.0) -> None:
-        """Stall every connection, until :meth:`release` or ``at_most_s`` later (a client without a timeout,
-        the bug a test looks for, then fails the test's time limit instead of hanging it)."""
-        import threading
-
-        self.release()
-        self._flowing.clear()
-        self._timer = threading.Timer(at_most_s, self._flowing.set)
-        self._timer.daemon = True
-        self._timer.start()
+        """Forward nothing on any connection, until :meth:`release` or ``at_most_s`` later (a client without
+        a timeout, the bug a test looks for, then fails the test's time limit instead of hanging it)."""
+        self._for("hold", at_most_s)
 
     def release(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._flowing.set()
+        self.mode = "pass"
+
+    def strand(self) -> None:
+        """Black-hole the open connections for good (a failover); new ones pass."""
+        with self._lock:
+            for pair in self._pairs:
+                pair["stranded"] = True
+
+    def reset(self, for_s: float) -> None:
+        """Close every connection, and each new one at once, for ``for_s`` seconds; then pass."""
+        self._for("reset", for_s)
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            self._close(pair)
 
     def close(self) -> None:
         self._closed.set()
         self.release()
-        for t in self._threads:
-            t.join(5)
-        for s in [self._listener, *self._sockets]:
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for pair in pairs:
+            self._close(pair)
+        self._acceptor.join(5)
+        self._listener.close()
+
+    def _for(self, mode: str, seconds: float) -> None:
+        import threading
+
+        self.release()
+        self.mode = mode
+        self._timer = threading.Timer(seconds, self.release)
+        self._timer.daemon = True
+        self._timer.start()
+
+    @staticmethod
+    def _close(pair: dict[str, Any]) -> None:
+        import socket
+
+        for s in pair["sockets"]:
+            with suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
             s.close()
 
     def _accept(self) -> None:
@@ -107,21 +138,26 @@ class HeldRedis:
                 client = self._listener.accept()[0]
             except OSError:
                 continue
+            if self.mode == "reset":
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self._target, timeout=5)
-            except OSError:  # (Redis not there: the client sees its connection closed)
+            except OSError:  # (the backend not there: the client sees its connection closed)
                 client.close()
                 continue
             for s in (client, upstream):
-                s.settimeout(0.1)
-                self._sockets.append(s)
+                s.settimeout(0.05)
+            pair = {"sockets": (client, upstream), "stranded": False}
+            with self._lock:
+                self._pairs.append(pair)
             for src, dst in ((client, upstream), (upstream, client)):
-                t = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
-                t.start()
-                self._threads.append(t)
+                threading.Thread(target=self._pump, args=(pair, src, dst), daemon=True).start()
 
-    def _pump(self, src: Any, dst: Any) -> None:
+    def _pump(self, pair: dict[str, Any], src: Any, dst: Any) -> None:
         while not self._closed.is_set():
+            if not self._flowing(pair):
+                continue  # what comes stays in the kernel's buffers: nothing answers, nothing resets
             try:
                 data = src.recv(65536)
             except TimeoutError:
@@ -130,13 +166,35 @@ class HeldRedis:
                 break
             if not data:
                 break
-            self._flowing.wait()  # held: what came is kept until released
+            while not self._flowing(pair):  # held while it was read: kept until released
+                if self._closed.is_set():
+                    return self._close(pair)
             try:
                 dst.sendall(data)
             except OSError:
                 break
-        for s in (src, dst):
-            s.close()
+        self._close(pair)
+
+    def _flowing(self, pair: dict[str, Any]) -> bool:
+        """Whether ``pair`` forwards now; else a short wait first."""
+        import time
+
+        if self.mode == "hold" or pair["stranded"]:
+            time.sleep(0.02)
+            return False
+        return True
+
+
+class HeldRedis(Proxy):
+    """A :class:`Proxy` in front of the Redis of a plain ``redis://host:port/db`` URL."""
+
+    def __init__(self, target_url: str) -> None:
+        from urllib.parse import urlsplit
+
+        target = urlsplit(target_url)
+        if target.scheme != "redis" or target.query or target.password:
+            raise ValueError(f"HeldRedis takes a plain redis://host:port/db URL. Got {target_url!r}.")
+        super().__init__(target_url, 6379)
 
 
 class PrivateRedis:

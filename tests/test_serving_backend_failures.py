@@ -3,8 +3,8 @@ backend failure): a failover that black-holes the open connections, a failover's
 while a client retries a decided charge, a stop with the log stalled, a database holding another
 application's ``decisions`` table.
 
-PostgreSQL is reached through a TCP proxy of the test's own (:class:`Proxy`), whose connections can be
-held (nothing forwarded: a stalled backend), stranded (the open ones black-holed for good, new ones
+PostgreSQL is reached through a TCP proxy of the test's own (:class:`services.Proxy`), whose connections can
+be held (nothing forwarded: a stalled backend), stranded (the open ones black-holed for good, new ones
 passing: a failover) or reset (every connection closed, new ones closed at once: the seconds a failover is
 down)."""
 
@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -29,105 +26,7 @@ from payfm.errors import ConfigError
 from payfm.events.workspace import Workspace
 from payfm.serving.decision_log import DecisionRecord
 from payfm.serving.sqlite_log import SQLiteDecisionLog
-from services import POSTGRES_URL, require_postgres
-
-
-class Proxy:
-    """A TCP proxy to ``target_url``'s host and port; ``url`` is ``target_url`` through it."""
-
-    def __init__(self, target_url: str) -> None:
-        parts = urlsplit(target_url)
-        self._target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.1)
-        port = self._listener.getsockname()[1]
-        netloc = f"{parts.username + '@' if parts.username else ''}127.0.0.1:{port}"
-        self.url = urlunsplit(parts._replace(netloc=netloc))
-        self.mode = "pass"  # pass, hold or reset
-        self._pairs: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def hold(self, at_most_s: float) -> None:
-        """Forward nothing on any connection, until :meth:`release` or ``at_most_s`` later (a test whose fix
-        is missing then fails its time limit instead of hanging)."""
-        self.mode = "hold"
-        timer = threading.Timer(at_most_s, self.release)
-        timer.daemon = True
-        timer.start()
-
-    def release(self) -> None:
-        self.mode = "pass"
-
-    def strand(self) -> None:
-        """Black-hole the open connections for good (a failover); new ones pass."""
-        with self._lock:
-            for pair in self._pairs:
-                pair["stranded"] = True
-
-    def reset(self, for_s: float) -> None:
-        """Close every connection, and each new one at once, for ``for_s`` seconds; then pass."""
-        self.mode = "reset"
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            self._close(pair)
-        timer = threading.Timer(for_s, self.release)
-        timer.daemon = True
-        timer.start()
-
-    def close(self) -> None:
-        self._closed.set()
-        with self._lock:
-            pairs, self._pairs = self._pairs, []
-        for pair in pairs:
-            self._close(pair)
-        self._listener.close()
-
-    @staticmethod
-    def _close(pair: dict[str, Any]) -> None:
-        for s in pair["sockets"]:
-            with suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def _accept(self) -> None:
-        while not self._closed.is_set():
-            try:
-                client = self._listener.accept()[0]
-            except OSError:
-                continue
-            if self.mode == "reset":
-                client.close()
-                continue
-            upstream = socket.create_connection(self._target, timeout=5)
-            for s in (client, upstream):
-                s.settimeout(0.05)
-            pair = {"sockets": (client, upstream), "stranded": False}
-            with self._lock:
-                self._pairs.append(pair)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(pair, src, dst), daemon=True).start()
-
-    def _pump(self, pair: dict[str, Any], src: socket.socket, dst: socket.socket) -> None:
-        while not self._closed.is_set():
-            if self.mode == "hold" or pair["stranded"]:
-                time.sleep(0.02)  # what comes stays in the kernel's buffers: nothing answers, nothing resets
-                continue
-            try:
-                data = src.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-            if not data:
-                break
-            try:
-                dst.sendall(data)
-            except OSError:
-                break
-        self._close(pair)
+from services import POSTGRES_URL, Proxy, require_postgres
 
 
 @pytest.fixture()
@@ -136,7 +35,7 @@ def pg() -> Iterator[tuple[Proxy, str]]:
     require_postgres()
     import psycopg
 
-    proxy, schema = Proxy(POSTGRES_URL), f"payfm_test_{uuid.uuid4().hex[:8]}"
+    proxy, schema = Proxy(POSTGRES_URL, 5432), f"payfm_test_{uuid.uuid4().hex[:8]}"
     yield proxy, schema
     proxy.close()
     with psycopg.connect(POSTGRES_URL, autocommit=True) as con:
@@ -363,7 +262,6 @@ def test_a_dispute_retry_during_a_postgresql_stall_holds_only_itself(
     def stalling_read(table: str, oid: str) -> Any:  # the stall starts at the retry's read of its record
         if stalled.is_set():
             proxy.hold(at_most_s=8)
-            time.sleep(0.2)  # (a pump in its recv forwards what it gets: held from its next turn)
         return read(table, oid)
 
     try:

@@ -12,11 +12,11 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import pyarrow as pa
@@ -266,6 +266,21 @@ def generate(
     )
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def wait_option(why: str) -> Callable[[F], F]:
+    """``--wait SECONDS`` (``wait_s``, default 60) for the workspace's write lock; its help says ``why``."""
+    return click.option(
+        "--wait",
+        "wait_s",
+        default=60.0,
+        show_default=True,
+        type=FiniteFloatRange(0),
+        help=f"Seconds to wait for the workspace's write lock ({why}).",
+    )
+
+
 @click.command(name="import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
 @click.option(
@@ -305,14 +320,8 @@ def generate(
     "(comma, semicolon, pipe, tab), instead of the mapping's `csv: {separator: ...}`: a file exported "
     "otherwise than a bundled mapping reads.",
 )
-@click.option(
-    "--wait",
-    "wait_s",
-    default=60.0,
-    show_default=True,
-    type=FiniteFloatRange(0),
-    help="Seconds to wait for the workspace's write lock (another import or a compaction, a server "
-    "appending an outcome), after which the import fails, writing nothing.",
+@wait_option(
+    "another import or a compaction, a server appending an outcome; then the import fails, writes nothing"
 )
 @click.pass_context
 def import_(
@@ -526,14 +535,7 @@ SQL_COUNTED = 10_000_000  # rows of a result `payfm sql` counts past those it sh
     type=click.Choice(list(TABLES)),
     help="A table to compact (repeatable). Default: every table.",
 )
-@click.option(
-    "--wait",
-    "wait_s",
-    default=60.0,
-    show_default=True,
-    type=FiniteFloatRange(0),
-    help="Seconds to wait for the workspace's write lock (a server appending an outcome holds it briefly).",
-)
+@wait_option("a server appending an outcome holds it briefly")
 @click.pass_context
 def compact(ctx: click.Context, tables: tuple[str, ...], wait_s: float) -> None:
     """Rewrite each day held in several files as one file (same rows, one commit).

@@ -306,7 +306,7 @@ def normalize_charge(charge: Mapping[str, Any]) -> dict[str, Any]:
                 said = f"Got {rule.received(v)}." + (mask_long_numbers(hint) if rule.text is None else "")
                 raise InvalidInput(f"Field '{name}' must be {expected}. {said}", field=name)
         elif field.kind == "int":
-            if isinstance(v, numbers.Integral) and not isinstance(v, bool | int):
+            if type(v) is not int and isinstance(v, numbers.Integral) and not isinstance(v, bool | int):
                 v = int(v)  # a NumPy integer (a notebook's np.int64) as Python's; JSON never gives one
             if isinstance(v, bool) or not isinstance(v, int) or not -(2**63) <= v < 2**63:
                 refuse_wrong_type(name, v, field.type)
